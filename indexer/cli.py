@@ -1,0 +1,103 @@
+"""The `nerindex` command line: index, search, embed, and the commands of the optional parts.
+
+The CLI owns stdout (``--json`` output stays machine-clean); progress and messages go to stderr.
+A :class:`~indexer.errors.NerindexError` becomes one line on stderr and its exit code.
+Commands of optional parts (train/export, eval, es, kibana, serve) live in their own modules and
+are imported only when invoked, so ``nerindex --help`` stays fast and needs no extras.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .errors import NerindexError
+
+# name -> "module:attribute" of a click command defined elsewhere, imported on use.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "index": ("indexer.commands", "index_command"),
+    "search": ("indexer.commands", "search_command"),
+    "embed": ("indexer.commands", "embed_command"),
+    "info": ("indexer.commands", "info_command"),
+    "train": ("indexer.training.commands", "train_command"),
+    "export": ("indexer.training.commands", "export_command"),
+    "eval": ("indexer.evaluation.commands", "eval_command"),
+    "es": ("indexer.stores.es_commands", "es_group"),
+    "kibana": ("indexer.stores.es_commands", "kibana_group"),
+    "serve": ("indexer.web.commands", "serve_command"),
+}
+
+SHORT_HELP = {
+    "index": "Read passages, tag and embed their spans, and store them.",
+    "search": "Find passages that mention an entity of a type given in plain words.",
+    "embed": "Print the vector of a type phrase (for kNN in Kibana Dev Tools or other clients).",
+    "info": "Show the model and the store.",
+    "train": "Train the span and type heads on labelled NER data (needs the [train] extra).",
+    "export": "Export a trained model to an ONNX model folder (needs the [train] extra).",
+    "eval": "Measure retrieval quality against baselines on labelled data.",
+    "es": "Elasticsearch index management (reindex with alias swap).",
+    "kibana": "Import the Kibana saved objects.",
+    "serve": "Run the HTTP API and search page (needs the [web] extra).",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(LAZY_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or "?"
+            if missing.startswith("indexer"):
+                raise
+            raise click.ClickException(
+                f"'nerindex {name}' needs the Python package {missing!r}; "
+                f"install the matching extra (see README)"
+            ) from exc
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SHORT_HELP.get(name, "")) for name in LAZY_COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nerindex")
+def cli() -> None:
+    """nerindex: zero-shot typed-entity retrieval.
+
+    Index a corpus once, then ask for any entity type in plain words ("dinosaur",
+    "political party") and get every passage that mentions one, with the mentions marked.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn nerindex errors into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="nerindex", standalone_mode=False)
+    except NerindexError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""CoNLL / BIO / IO files → passages with gold spans.
+
+One parser covers every variant in the labelled data nerindex is trained and evaluated on:
+``token TAB tag``, ``token _ _ tag`` with ``# id …`` header lines (MultiCoNER), ``token tag`` with
+spaces and IO tags where ``I-X`` also starts an entity (wikigold), and ``-DOCSTART-`` lines. The
+token is the first column and the tag the last; sentences are separated by blank lines. The text of a
+sentence is its tokens joined by single spaces, and gold spans are character offsets into that text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InputError
+from .records import GoldSpan, Passage, text_id
+
+_TAG = re.compile(r"^(?:O|[BIES]-.+)$")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """Tokens and tags of one sentence, with the line its first token is on (for messages)."""
+
+    tokens: tuple[str, ...]
+    tags: tuple[str, ...]
+    line: int
+    header: str | None = None
+
+
+def bio_spans(tokens: tuple[str, ...], tags: tuple[str, ...]) -> list[GoldSpan]:
+    """Character spans of the entities tagged in a sentence (BIO, IOB1/IO and BIOES alike).
+
+    ``I-X`` continues an entity only when the previous tag is of the same type X; otherwise it
+    starts one, which is what IO-tagged data (wikigold) needs and what lenient BIO readers do.
+    """
+    spans: list[GoldSpan] = []
+    starts: list[int] = []
+    pos = 0
+    for tok in tokens:
+        starts.append(pos)
+        pos += len(tok) + 1
+    cur_label: str | None = None
+    cur_start = cur_end = 0
+    for i, tag in enumerate(tags):
+        prefix, _, label = tag.partition("-")
+        begin = prefix in ("B", "S") or (prefix in ("I", "E") and label != cur_label)
+        if prefix == "O" or begin:
+            if cur_label is not None:
+                spans.append(GoldSpan(cur_start, cur_end, cur_label))
+                cur_label = None
+        if prefix != "O":
+            if cur_label is None:
+                cur_label, cur_start = label, starts[i]
+            cur_end = starts[i] + len(tokens[i])
+            if prefix in ("E", "S"):
+                spans.append(GoldSpan(cur_start, cur_end, cur_label))
+                cur_label = None
+    if cur_label is not None:
+        spans.append(GoldSpan(cur_start, cur_end, cur_label))
+    return spans
+
+
+def iter_sentences(path: str | Path) -> Iterator[Sentence]:
+    """Parse a CoNLL-style file into sentences; a malformed line raises :class:`InputError`."""
+    name = str(path)
+    try:
+        handle = open(path, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror}", path=name) from exc
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
+    header: str | None = None
+    lineno = 0
+    with handle:
+        try:
+            for lineno, raw in enumerate(handle, start=1):
+                line = raw.rstrip("\r\n")
+                if not line.strip():
+                    if tokens:
+                        yield Sentence(tuple(tokens), tuple(tags), first, header)
+                        tokens, tags, header = [], [], None
+                    continue
+                if line.startswith("-DOCSTART-"):
+                    continue
+                if line.startswith("# id ") or (line.startswith("# ") and not tokens and "\t" not in line and " _ _ " not in line):
+                    header = line[2:].strip()
+                    continue
+                cols = line.split("\t") if "\t" in line else line.split()
+                if len(cols) < 2:
+                    raise InputError(
+                        f"expected 'token tag' columns, got {line[:60]!r}", path=name, line=lineno
+                    )
+                tag = cols[-1].strip()
+                if not _TAG.match(tag):
+                    raise InputError(
+                        f"not a BIO/IO tag: {tag[:40]!r} (expected O, B-X or I-X)",
+                        path=name,
+                        line=lineno,
+                    )
+                token = cols[0].strip()
+                if not token:
+                    # a white-space-only token (seen in tweets) cannot be joined into text faithfully
+                    continue
+                if not tokens:
+                    first = lineno
+                tokens.append(token)
+                tags.append(tag)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"invalid UTF-8 ({exc.reason})", path=name, line=lineno + 1) from exc
+    if tokens:
+        yield Sentence(tuple(tokens), tuple(tags), first, header)
+
+
+def read_conll(path: str | Path) -> Iterator[Passage]:
+    """Passages with gold spans from a CoNLL-style file (see the module docstring for variants)."""
+    name = Path(path).name
+    for sent in iter_sentences(path):
+        text = " ".join(sent.tokens)
+        gold = tuple(bio_spans(sent.tokens, sent.tags))
+        fields = {"source": name, "line": sent.line}
+        yield Passage(id=text_id(f"{name}:{sent.line}:{text}"), text=text, fields=fields, gold=gold)

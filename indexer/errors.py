@@ -1,0 +1,52 @@
+"""The one small exception hierarchy of nerindex.
+
+Every error a user can cause or meet derives from :class:`NerindexError`; the CLI turns it into one
+line on stderr and a non-zero exit code, so messages must read well on their own.
+"""
+
+from __future__ import annotations
+
+
+class NerindexError(Exception):
+    """Base class: a problem a person can act on. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(NerindexError):
+    """Bad input data: names the file and, where known, the 1-based line (or row)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.reason = message
+        where = path or "<input>"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+class ModelError(NerindexError):
+    """A model folder that is missing, incomplete, corrupt or does not match the expected graph."""
+
+    exit_code = 3
+
+
+class ModelMismatchError(NerindexError):
+    """A store built with one model was opened with another: vectors from two spaces never mix."""
+
+    exit_code = 4
+
+
+class StoreError(NerindexError):
+    """The store (SQLite folder or Elasticsearch index) cannot do what was asked."""
+
+    exit_code = 5
+
+
+class SearchError(NerindexError):
+    """A search request that cannot be answered as asked (bad filter, unsupported option)."""
+
+    exit_code = 6

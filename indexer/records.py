@@ -1,0 +1,104 @@
+"""Plain data records that flow through nerindex: passages in, encoded spans, search hits out.
+
+They are frozen dataclasses with no behaviour beyond conversion to JSON-ready dicts, so every layer
+(readers, encoder, stores, search, CLI, web) can share them without importing each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def text_id(text: str) -> str:
+    """Stable passage id from the text alone, so re-indexing the same input is idempotent."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class GoldSpan:
+    """A labelled mention from annotated data: character offsets (end exclusive) and its tag name."""
+
+    start: int
+    end: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One unit of retrieval: a stable id, the text, and user metadata kept as filterable fields.
+
+    ``gold`` carries labelled mentions when the passage comes from annotated data (CoNLL/BIO);
+    it is used by training and evaluation and never stored.
+    """
+
+    id: str
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    gold: tuple[GoldSpan, ...] = ()
+
+
+@dataclass(frozen=True)
+class EncodedSpan:
+    """A detected span of a passage with its entity-ness score, catalog labels and unit vector."""
+
+    start: int
+    end: int
+    text: str
+    score: float
+    vector: np.ndarray
+    labels: tuple[str, ...] = ()
+    base_vector: np.ndarray | None = None  # the backbone's span vector before training (eval only)
+
+
+@dataclass(frozen=True)
+class EncodedPassage:
+    """A passage after encoding: its kept spans and its own (mean-pooled) unit vector."""
+
+    passage: Passage
+    spans: tuple[EncodedSpan, ...]
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpanMatch:
+    """A span of a hit whose similarity to the query type passed the threshold."""
+
+    start: int
+    end: int
+    text: str
+    similarity: float
+    labels: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "similarity": round(float(self.similarity), 6),
+            "labels": list(self.labels),
+        }
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the passage, its score (best span similarity) and its matching spans."""
+
+    id: str
+    score: float
+    text: str
+    fields: dict[str, Any]
+    spans: tuple[SpanMatch, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``--json`` output and of the HTTP API."""
+        return {
+            "id": self.id,
+            "score": round(float(self.score), 6),
+            "text": self.text,
+            "fields": self.fields,
+            "spans": [s.to_dict() for s in self.spans],
+        }

@@ -1,0 +1,139 @@
+"""Candidate spans and windows: the pure geometry shared by inference, training and evaluation.
+
+A *word* is what the tokenizer's pre-tokenizer yields (BERT splits on white space and punctuation),
+so every candidate span starts and ends on word boundaries and its character offsets come straight
+from the tokenizer's offsets into the original text. Training and inference must enumerate spans
+the same way; that is why this module exists on its own and does no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Word:
+    """A pre-tokenizer word: its token range (inclusive, no special tokens) and character range."""
+
+    first_token: int
+    last_token: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """A slice of a passage that fits the encoder: words ``[word_start, word_end)``.
+
+    ``own_start``/``own_end`` are the words whose *starting* spans this window scores; neighbouring
+    windows overlap by at least twice the widest span, so every owned span lies wholly inside it and
+    each candidate span is scored by exactly one window, far from that window's edges.
+    """
+
+    word_start: int
+    word_end: int
+    token_start: int
+    token_end: int
+    own_start: int
+    own_end: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A candidate span, in words ``[first_word, last_word]`` (inclusive)."""
+
+    first_word: int
+    last_word: int
+
+
+def words_from_encoding(
+    word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]]
+) -> list[Word]:
+    """Group tokens into words using the tokenizer's word ids and character offsets."""
+    words: list[Word] = []
+    current: int | None = None
+    for tok, wid in enumerate(word_ids):
+        if wid is None:
+            continue
+        start, end = offsets[tok]
+        if wid == current and words:
+            last = words[-1]
+            words[-1] = Word(last.first_token, tok, last.start, max(last.end, end))
+        else:
+            words.append(Word(tok, tok, start, end))
+            current = wid
+    return words
+
+
+def plan_windows(words: Sequence[Word], *, max_tokens: int, max_span_width: int) -> list[Window]:
+    """Cut a passage into overlapping windows of at most ``max_tokens`` tokens at word boundaries.
+
+    Consecutive windows overlap by ``2 * max_span_width`` words where the window is wide enough, so
+    no span is cut. A single word longer than ``max_tokens`` gets a window of its own (it is too long
+    to be a mention; the window's model input is cut at ``max_tokens``).
+    """
+    if not words:
+        return []
+    overlap = 2 * max_span_width
+    bounds: list[tuple[int, int]] = []
+    ws = 0
+    n = len(words)
+    while True:
+        we = ws + 1
+        while we < n and words[we].last_token - words[ws].first_token + 1 <= max_tokens:
+            we += 1
+        bounds.append((ws, we))
+        if we >= n:
+            break
+        ws = max(ws + 1, we - overlap)
+    windows: list[Window] = []
+    for k, (ws, we) in enumerate(bounds):
+        own_start = 0 if k == 0 else (ws + bounds[k - 1][1]) // 2
+        own_end = n if k == len(bounds) - 1 else (bounds[k + 1][0] + we) // 2
+        own_start = max(own_start, ws)
+        own_end = min(max(own_end, own_start), we)
+        token_start = words[ws].first_token
+        token_end = min(words[we - 1].last_token + 1, token_start + max_tokens)
+        windows.append(Window(ws, we, token_start, token_end, own_start, own_end))
+    return windows
+
+
+def window_candidates(window: Window, *, max_span_width: int) -> list[Candidate]:
+    """Every span of up to ``max_span_width`` words that starts in the window's owned range."""
+    out: list[Candidate] = []
+    for i in range(window.own_start, window.own_end):
+        for j in range(i, min(i + max_span_width, window.word_end)):
+            out.append(Candidate(i, j))
+    return out
+
+
+def candidate_token_range(
+    cand: Candidate, words: Sequence[Word], window: Window
+) -> tuple[int, int] | None:
+    """Token indices (inclusive) of a candidate inside the window's model input ([CLS] at 0).
+
+    ``None`` when the span reaches past the window's tokens (only for over-long words).
+    """
+    first = words[cand.first_word].first_token - window.token_start + 1
+    last = words[cand.last_word].last_token - window.token_start + 1
+    if last > window.token_end - window.token_start:
+        return None
+    return first, last
+
+
+def resolve_overlaps(spans: Sequence[tuple[int, int, float]]) -> list[int]:
+    """Greedy flat decoding: indices of spans kept, highest score first, none overlapping.
+
+    ``spans`` are ``(start, end, score)`` with end exclusive. Returns indices sorted by start.
+    """
+    order = sorted(range(len(spans)), key=lambda i: (-spans[i][2], spans[i][0], spans[i][1]))
+    taken: list[tuple[int, int]] = []
+    kept: list[int] = []
+    for i in order:
+        s, e, _ = spans[i]
+        if any(s < te and ts < e for ts, te in taken):
+            continue
+        taken.append((s, e))
+        kept.append(i)
+    return sorted(kept, key=lambda i: spans[i][0])
