@@ -1,0 +1,58 @@
+"""The type catalog: type phrases embedded once, used to tag stored spans with keyword labels.
+
+Labels let Kibana/KQL users filter ``spans.labels: "politician"`` without vectors. They are a
+convenience index over the same space that vector search uses, not a separate classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+
+def read_phrases(path: str | Path) -> list[str]:
+    """One phrase per line; blank lines and ``#`` comments ignored; duplicates removed in order."""
+    seen: dict[str, None] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read catalog: {exc.strerror}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"catalog is not valid UTF-8 ({exc.reason})", path=str(path)) from exc
+    for line in lines:
+        phrase = line.strip()
+        if phrase and not phrase.startswith("#"):
+            seen.setdefault(phrase, None)
+    if not seen:
+        raise InputError("catalog has no phrases", path=str(path))
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Phrases and their unit type vectors, row for row."""
+
+    phrases: tuple[str, ...]
+    vectors: np.ndarray  # float32 [n, dims]
+
+    @classmethod
+    def build(cls, phrases: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> "Catalog":
+        return cls(tuple(phrases), np.asarray(embed(list(phrases)), dtype=np.float32))
+
+    def label(self, vectors: np.ndarray, *, k: int, threshold: float) -> list[tuple[str, ...]]:
+        """For each row vector, up to ``k`` nearest phrases with cosine ≥ ``threshold``, best first."""
+        if len(vectors) == 0 or k <= 0:
+            return [() for _ in range(len(vectors))]
+        sims = np.asarray(vectors, dtype=np.float32) @ self.vectors.T
+        k = min(k, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out: list[tuple[str, ...]] = []
+        for row, idx in zip(sims, top):
+            idx = idx[np.argsort(-row[idx])]
+            out.append(tuple(self.phrases[i] for i in idx if row[i] >= threshold))
+        return out

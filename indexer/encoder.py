@@ -1,0 +1,339 @@
+"""ONNX inference: passages → detected spans with vectors; type phrases → type vectors.
+
+This is the runtime path (onnxruntime + tokenizers + numpy; no torch). The execution provider is
+chosen in exactly one place (:func:`choose_provider`): CUDA when onnxruntime offers it, else CPU.
+Passages longer than the encoder window are cut into overlapping windows at word boundaries
+(``indexer.spans``) and every candidate span is scored by exactly one window, so nothing is
+silently truncated. Work is batched by length to keep padding small.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from .catalog import Catalog, read_phrases
+from .errors import ModelError
+from .model_folder import INPUT_NAMES, OUTPUT_NAMES, ModelInfo
+from .records import EncodedPassage, EncodedSpan, Passage
+from .spans import (
+    Word,
+    candidate_token_range,
+    plan_windows,
+    resolve_overlaps,
+    window_candidates,
+    words_from_encoding,
+)
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+# Upper bound on candidate spans in one session call: keeps the [B, S, D] outputs to ~100 MB.
+MAX_SPANS_PER_BATCH = 16384
+
+
+def choose_provider(device: str, available: Sequence[str]) -> str:
+    """The one place the execution provider is picked: ``auto`` prefers CUDA when present."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    if device == "cpu":
+        return CPU
+    if CUDA in available:
+        return CUDA
+    if device == "cuda":
+        raise ModelError(
+            "device 'cuda' asked for, but onnxruntime has no CUDA provider "
+            f"(available: {', '.join(available)}); install nerindex[gpu] instead of nerindex[cpu]"
+        )
+    return CPU
+
+
+def graph_for(info: ModelInfo, provider: str, graph: str | None = None) -> Path:
+    """The graph file to run: an explicit choice, else fp16 on CUDA and int8 on CPU."""
+    if graph is not None:
+        name = info.graphs.get(graph, graph)
+    elif provider == CUDA and "cuda" in info.graphs:
+        name = info.graphs["cuda"]
+    else:
+        name = info.graphs.get("cpu") or next(iter(info.graphs.values()))
+    path = Path(name) if Path(name).is_absolute() else info.path / name
+    if not path.is_file():
+        raise ModelError(f"{path}: graph file missing")
+    return path
+
+
+@dataclass
+class _Item:
+    """One window of one passage, ready to batch."""
+
+    passage: int
+    ids: list[int]
+    spans: list[tuple[int, int]]  # token index pairs into ids
+    chars: list[tuple[int, int]]  # character offsets of each candidate in the passage
+
+
+class OnnxEncoder:
+    """Runs a model folder's graph. Build with :meth:`from_dir`; the constructor does no I/O."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        session: object,
+        tokenizer: object,
+        *,
+        provider: str,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.info = info
+        self.session = session
+        self.tokenizer = tokenizer
+        self.provider = provider
+        self.catalog = catalog
+        special = tokenizer.encode("", add_special_tokens=True).ids
+        if len(special) < 2:
+            raise ModelError(f"{info.path}: tokenizer adds no [CLS]/[SEP]-style special tokens")
+        self._prefix, self._suffix = special[:1], special[1:]
+        self._type_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def from_dir(
+        cls,
+        path: str | Path | None = None,
+        *,
+        device: Device | str = "auto",
+        graph: str | None = None,
+        catalog: str | Path | None = None,
+        threads: int | None = None,
+    ) -> "OnnxEncoder":
+        """Load a model folder: verify it, open the graph, check its input and output names."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        info = ModelInfo.load(path)
+        available = ort.get_available_providers()
+        provider = choose_provider(device, available)
+        if provider == CUDA and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+        graph_path = graph_for(info, provider, graph)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(graph_path), options, providers=[provider])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{graph_path}: onnxruntime cannot load the graph: {exc}") from exc
+        check_io(session, graph_path)
+        try:
+            tokenizer = Tokenizer.from_file(str(info.file(info.tokenizer)))
+        except Exception as exc:
+            raise ModelError(f"{info.file(info.tokenizer)}: cannot load tokenizer: {exc}") from exc
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        encoder = cls(info, session, tokenizer, provider=provider)
+        encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
+        return encoder
+
+    # ------------------------------------------------------------------ type phrases
+
+    def embed_types(self, phrases: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Unit type vectors ``[n, dims]`` for type phrases (cached: queries repeat)."""
+        missing = [p for p in dict.fromkeys(phrases) if p not in self._type_cache]
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            texts = [self.info.type_template.format(p.strip()) for p in chunk]
+            encs = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+            width = max(len(e.ids) for e in encs)
+            ids = np.zeros((len(encs), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, enc in enumerate(encs):
+                ids[row, : len(enc.ids)] = enc.ids
+                mask[row, : len(enc.ids)] = 1
+            dummy = np.zeros((len(encs), 1), dtype=np.int64)
+            (vectors,) = self.session.run(
+                ["type_vectors"],
+                {"input_ids": ids, "attention_mask": mask, "span_starts": dummy, "span_ends": dummy},
+            )
+            for phrase, vec in zip(chunk, vectors):
+                self._type_cache[phrase] = vec.astype(np.float32)
+                if len(self._type_cache) > 4096:
+                    self._type_cache.popitem(last=False)
+        if not phrases:
+            return np.zeros((0, self.info.dims), dtype=np.float32)
+        return np.stack([self._type_cache[p] for p in phrases])
+
+    # ------------------------------------------------------------------ passages
+
+    def _plan(self, index: int, passage: Passage) -> tuple[list[Word], list[_Item]]:
+        enc = self.tokenizer.encode(passage.text, add_special_tokens=False)
+        words = words_from_encoding(enc.word_ids, enc.offsets)
+        max_tokens = self.info.max_length - len(self._prefix) - len(self._suffix)
+        width = self.info.max_span_width
+        items: list[_Item] = []
+        for window in plan_windows(words, max_tokens=max_tokens, max_span_width=width):
+            ids = self._prefix + enc.ids[window.token_start : window.token_end] + self._suffix
+            spans: list[tuple[int, int]] = []
+            chars: list[tuple[int, int]] = []
+            for cand in window_candidates(window, max_span_width=width):
+                tokens = candidate_token_range(cand, words, window)
+                if tokens is None:
+                    continue
+                spans.append(tokens)
+                chars.append((words[cand.first_word].start, words[cand.last_word].end))
+            items.append(_Item(index, ids, spans, chars))
+        if not items:  # no words at all (e.g. only control characters): still a passage vector
+            items.append(_Item(index, self._prefix + self._suffix, [], []))
+        return words, items
+
+    def _batches(self, items: list[_Item], batch_size: int) -> list[list[_Item]]:
+        """Group windows of similar length; cap both the row count and the candidate count."""
+        order = sorted(items, key=lambda it: len(it.ids))
+        batches: list[list[_Item]] = []
+        current: list[_Item] = []
+        spans = 0
+        for item in order:
+            widest = max([len(it.spans) for it in current] + [len(item.spans), 1])
+            if current and (
+                len(current) >= batch_size or widest * (len(current) + 1) > MAX_SPANS_PER_BATCH
+            ):
+                batches.append(current)
+                current, spans = [], 0
+            current.append(item)
+            spans += len(item.spans)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _run(self, batch: list[_Item], outputs: list[str]) -> list[np.ndarray]:
+        width = max(len(it.ids) for it in batch)
+        n_spans = max(max(len(it.spans) for it in batch), 1)
+        ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        starts = np.zeros((len(batch), n_spans), dtype=np.int64)
+        ends = np.zeros_like(starts)
+        for row, item in enumerate(batch):
+            ids[row, : len(item.ids)] = item.ids
+            mask[row, : len(item.ids)] = 1
+            if item.spans:
+                pairs = np.asarray(item.spans, dtype=np.int64)
+                starts[row, : len(pairs)] = pairs[:, 0]
+                ends[row, : len(pairs)] = pairs[:, 1]
+        feeds = {"input_ids": ids, "attention_mask": mask, "span_starts": starts, "span_ends": ends}
+        return self.session.run(outputs, feeds)
+
+    def encode(
+        self,
+        passages: Sequence[Passage],
+        *,
+        batch_size: int = 32,
+        with_base: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[EncodedPassage]:
+        """Detect spans, embed them and the passages; label spans from the catalog.
+
+        ``progress`` is called with the number of passages finished after each batch.
+        """
+        info = self.info
+        plans = [self._plan(i, p) for i, p in enumerate(passages)]
+        items = [item for _, its in plans for item in its]
+        names = ["span_scores", "span_vectors", "passage_vectors"]
+        if with_base:
+            names.append("span_base_vectors")
+        # per passage: candidate (start, end, score, vector, base) lists and window vectors
+        found: list[list[tuple[int, int, float, np.ndarray, np.ndarray | None]]] = [
+            [] for _ in passages
+        ]
+        pvecs: list[list[tuple[np.ndarray, int]]] = [[] for _ in passages]
+        remaining = [len(its) for _, its in plans]
+        for batch in self._batches(items, batch_size):
+            result = self._run(batch, names)
+            scores, vectors, passage_vectors = result[0], result[1], result[2]
+            bases = result[3] if with_base else None
+            finished = 0
+            for row, item in enumerate(batch):
+                pvecs[item.passage].append((passage_vectors[row], len(item.ids)))
+                row_scores = scores[row, : len(item.spans)]
+                for k in np.nonzero(row_scores >= info.detection_threshold)[0]:
+                    start, end = item.chars[k]
+                    base = bases[row, k].copy() if bases is not None else None
+                    found[item.passage].append(
+                        (start, end, float(row_scores[k]), vectors[row, k].copy(), base)
+                    )
+                remaining[item.passage] -= 1
+                finished += remaining[item.passage] == 0
+            if progress is not None and finished:
+                progress(finished)
+        return [self._assemble(p, found[i], pvecs[i]) for i, p in enumerate(passages)]
+
+    def _assemble(
+        self,
+        passage: Passage,
+        found: list[tuple[int, int, float, np.ndarray, np.ndarray | None]],
+        pvecs: list[tuple[np.ndarray, int]],
+    ) -> EncodedPassage:
+        keep = resolve_overlaps([(s, e, sc) for s, e, sc, _, _ in found])
+        kept = [found[i] for i in keep]
+        labels: list[tuple[str, ...]] = [() for _ in kept]
+        if self.catalog is not None and kept:
+            labels = self.catalog.label(
+                np.stack([k[3] for k in kept]),
+                k=self.info.labels_per_span,
+                threshold=self.info.label_threshold,
+            )
+        spans = tuple(
+            EncodedSpan(
+                start=s,
+                end=e,
+                text=passage.text[s:e],
+                score=sc,
+                vector=vec.astype(np.float32),
+                labels=lab,
+                base_vector=base,
+            )
+            for (s, e, sc, vec, base), lab in zip(kept, labels)
+        )
+        weights = np.asarray([n for _, n in pvecs], dtype=np.float32)
+        pooled = (np.stack([v for v, _ in pvecs]) * weights[:, None]).sum(axis=0)
+        pooled /= max(float(np.linalg.norm(pooled)), 1e-12)
+        return EncodedPassage(passage=passage, spans=spans, vector=pooled.astype(np.float32))
+
+
+def check_io(session: object, graph_path: Path) -> None:
+    """Fail at load, naming the graph, when its input/output names are not the contract's."""
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    missing_in = [n for n in INPUT_NAMES if n not in inputs]
+    missing_out = [n for n in OUTPUT_NAMES if n not in outputs]
+    if missing_in or missing_out:
+        raise ModelError(
+            f"{graph_path}: not a nerindex graph: missing inputs {missing_in or '-'}, "
+            f"outputs {missing_out or '-'} (see onnx_models/README.md)"
+        )
+
+
+def load_catalog(
+    info: ModelInfo, embed: Callable[[list[str]], np.ndarray], override: str | Path | None
+) -> Catalog | None:
+    """The model's precomputed catalog, or a user's phrase file embedded now."""
+    if override is not None:
+        return Catalog.build(read_phrases(override), embed)
+    if not info.catalog_phrases:
+        return None
+    phrases = read_phrases(info.file(info.catalog_phrases))
+    vec_file = info.file(info.catalog_vectors) if info.catalog_vectors else None
+    if vec_file is not None and vec_file.is_file():
+        vectors = np.load(vec_file).astype(np.float32)
+        if vectors.shape != (len(phrases), info.dims):
+            raise ModelError(
+                f"{vec_file}: shape {vectors.shape} does not match "
+                f"{len(phrases)} catalog phrases × {info.dims} dims"
+            )
+        return Catalog(tuple(phrases), vectors)
+    return Catalog.build(phrases, embed)

@@ -1,0 +1,110 @@
+"""Which reader a path needs: by extension, with an explicit override, and a sniff for ``.txt``.
+
+A ``.txt`` file is ambiguous: CrossNER ships token-TAB-tag files named ``.txt`` while most ``.txt``
+files are prose. Looking at the first lines settles it cheaply and keeps ``format="auto"`` right for
+both; a folder is always a folder of text files unless the caller says ``format="conll"``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, get_args
+
+from ..errors import InputError
+
+Format = Literal["auto", "jsonl", "csv", "tsv", "parquet", "txt", "conll"]
+FORMATS: tuple[str, ...] = get_args(Format)
+
+EXTENSIONS: dict[str, str] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".jsonlines": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".conll": "conll",
+    ".bio": "conll",
+    ".iob": "conll",
+    ".iob2": "conll",
+}
+CONLL_EXTENSIONS = frozenset(ext for ext, fmt in EXTENSIONS.items() if fmt == "conll")
+# only line-oriented formats are read through gzip; the CoNLL parser opens files itself
+GZIP_FORMATS = frozenset({"jsonl", "csv", "tsv"})
+FOLDER_FORMATS = frozenset({"txt", "conll"})
+
+_TAG = re.compile(r"^(?:O|[BIES]-.+)$")
+_SNIFF_BYTES = 65536
+_SNIFF_LINES = 20
+
+
+def split_suffix(path: Path) -> tuple[str, bool]:
+    """The format-bearing extension (lower case) and whether the file is gzip-compressed."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        return (suffixes[-2] if len(suffixes) > 1 else ""), True
+    return (suffixes[-1] if suffixes else ""), False
+
+
+def looks_like_conll(path: Path) -> bool:
+    """True when the first non-blank lines of a file are all ``token … tag`` rows with BIO/IO tags."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError:
+        return False  # the reader will report the real problem with the path
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    if len(head) == _SNIFF_BYTES and lines:
+        lines.pop()  # probably cut in the middle
+    seen = 0
+    for line in lines:
+        if not line.strip() or line.startswith(("#", "-DOCSTART-")):
+            continue
+        cols = line.split("\t") if "\t" in line else line.split()
+        if len(cols) < 2 or not _TAG.match(cols[-1].strip()):
+            return False
+        seen += 1
+        if seen >= _SNIFF_LINES:
+            break
+    return seen > 0
+
+
+def resolve_format(path: str | Path, format: str = "auto") -> str:
+    """The concrete format for ``path``: ``format`` itself unless it is ``"auto"``.
+
+    Raises :class:`InputError` for a missing path, a folder given to a one-file format, or an
+    extension that names no format (the message says how to pass one).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    p = Path(path)
+    name = str(path)
+    if not p.exists():
+        raise InputError("no such file or directory", path=name)
+    if p.is_dir():
+        if format == "auto":
+            return "txt"
+        if format not in FOLDER_FORMATS:
+            raise InputError(
+                f"is a folder; format {format!r} reads one file (folders hold .txt or CoNLL files)",
+                path=name,
+            )
+        return format
+    ext, gz = split_suffix(p)
+    if format == "auto":
+        if ext in EXTENSIONS:
+            format = EXTENSIONS[ext]
+        elif ext == ".txt" and not gz:
+            format = "conll" if looks_like_conll(p) else "txt"
+        else:
+            known = ", ".join(sorted(EXTENSIONS) + [".txt"])
+            raise InputError(
+                f"cannot tell the format from the extension {ext or '(none)'!r} (known: {known}); "
+                f"pass the format explicitly (jsonl, csv, tsv, parquet, txt, conll)",
+                path=name,
+            )
+    if gz and format not in GZIP_FORMATS:
+        raise InputError(f"gzip-compressed input is read only for jsonl, csv and tsv, not {format}", path=name)
+    return format

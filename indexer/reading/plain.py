@@ -1,0 +1,75 @@
+"""Plain-text files (one passage per file) and CoNLL/BIO files (one passage per sentence).
+
+Text files keep their text exactly (offsets index into it) except for a leading BOM; the id is the
+path relative to the folder, so re-indexing a folder replaces rather than duplicates. CoNLL parsing
+is :mod:`indexer.conll`'s; in a folder the source field and id use the relative path so that
+``politics/dev.txt`` and ``literature/dev.txt`` never collide.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from ..conll import read_conll
+from ..errors import InputError
+from ..records import Passage, text_id
+from .detect import CONLL_EXTENSIONS
+from .structured import Item, Located
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str]]:
+    """Files under ``root`` with one of ``extensions``, skipping hidden ones, in a stable order."""
+    found = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if p.suffix.lower() in extensions and not any(part.startswith(".") for part in rel.parts) and p.is_file():
+            found.append((p, rel.as_posix()))
+    return sorted(found, key=lambda pr: pr[1])
+
+
+def text_file_item(path: Path, rel: str) -> Item:
+    """The passage of one text file, or why it cannot be one."""
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return InputError(f"cannot read: {exc.strerror or exc}", path=name)
+    if data.startswith(_BOM):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return InputError(f"invalid UTF-8 (byte 0x{data[exc.start:exc.start + 1].hex()})", path=name, line=line)
+    if not text.strip():
+        return InputError("the file is empty", path=name)
+    return Located(Passage(id=rel, text=text, fields={"path": rel}), name, None)
+
+
+def txt_items(path: Path) -> Iterator[Item]:
+    """One passage per ``.txt`` file of a folder, or the one passage of a single file."""
+    if path.is_dir():
+        for file, rel in folder_files(path, frozenset({".txt"})):
+            yield text_file_item(file, rel)
+    else:
+        yield text_file_item(path, path.name)
+
+
+def conll_items(path: Path) -> Iterator[Item]:
+    """Sentences of a CoNLL/BIO file, or of every CoNLL (and ``.txt``) file in a folder.
+
+    A malformed line raises: a CoNLL file with a broken line is usually broken throughout.
+    """
+    if not path.is_dir():
+        for passage in read_conll(path):
+            yield Located(passage, str(path), passage.fields["line"])
+        return
+    for file, rel in folder_files(path, CONLL_EXTENSIONS | {".txt"}):
+        for p in read_conll(file):
+            line = p.fields["line"]
+            fields = {**p.fields, "source": rel}
+            passage = Passage(id=text_id(f"{rel}:{line}:{p.text}"), text=p.text, fields=fields, gold=p.gold)
+            yield Located(passage, str(file), line)

@@ -1,0 +1,244 @@
+"""Record formats — JSONL, CSV/TSV, Parquet — read as ``(line, Passage)`` items or per-record errors.
+
+Each source yields either ``(location, Passage)`` or an :class:`InputError` for one bad record, so the
+caller decides whether a bad record stops the read or is skipped; problems that spoil the whole input
+(unreadable file, missing column) are raised. Files are read as bytes and decoded line by line so an
+invalid UTF-8 sequence is reported on its own line rather than somewhere in a decoded chunk.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import gzip
+import json
+import math
+from pathlib import Path
+from typing import IO, Any, Iterator, NamedTuple, Union
+
+from ..errors import InputError, NerindexError
+from ..records import Passage, text_id
+from .detect import split_suffix
+
+
+
+class Located(NamedTuple):
+    """A passage with where it came from, for messages about it (duplicate ids, say)."""
+
+    passage: Passage
+    path: str
+    line: int | None
+    unit: str = "line"  # "row" for Parquet
+
+
+Item = Union[Located, InputError]
+
+_BOM = b"\xef\xbb\xbf"
+_CSV_FIELD_LIMIT = 2**31 - 1  # passages can be far longer than csv's 128 KiB default
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+
+
+class RecordRules:
+    """How a record (a dict of column → value) becomes a Passage: which keys hold id and text."""
+
+    def __init__(self, *, path: str, id_field: str | None, text_field: str, unit: str = "line") -> None:
+        self.path = path
+        self.id_field = id_field
+        self.text_field = text_field
+        self.unit = unit  # "line" for text files, "row" for Parquet
+
+    def error(self, message: str, at: int | None) -> InputError:
+        if self.unit != "line" and at is not None:
+            message = f"{self.unit} {at}: {message}"
+        return InputError(message, path=self.path, line=at)
+
+    def check_columns(self, columns: list[str], at: int | None) -> None:
+        """Fail early when the header/schema lacks the id or text column: every record would fail."""
+        for option, col in (("text_field", self.text_field), ("id_field", self.id_field)):
+            if col is not None and col not in columns:
+                shown = ", ".join(repr(c) for c in columns[:20]) or "none"
+                raise self.error(f"no column {col!r} (columns: {shown}); set {option} to one of them", at)
+
+    def passage(self, record: dict[str, Any], at: int) -> Item:
+        """The Passage for one record, or the error that says what is wrong with it."""
+        if self.text_field not in record:
+            return self.error(f"missing text field {self.text_field!r}", at)
+        text = record[self.text_field]
+        if not isinstance(text, str):
+            return self.error(f"text field {self.text_field!r} is {_type_name(text)}, not a string", at)
+        if not text.strip():
+            return self.error(f"text field {self.text_field!r} is empty", at)
+        if self.id_field is None:
+            pid = text_id(text)
+        else:
+            if self.id_field not in record:
+                return self.error(f"missing id field {self.id_field!r}", at)
+            raw = record[self.id_field]
+            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+                return self.error(f"id field {self.id_field!r} is {_type_name(raw)}, not a string or integer", at)
+            pid = str(raw)
+            if not pid.strip():
+                return self.error(f"id field {self.id_field!r} is empty", at)
+        fields = {k: v for k, v in record.items() if k != self.text_field and k != self.id_field}
+        return Located(Passage(id=pid, text=text, fields=fields), self.path, at, self.unit)
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _open_binary(path: Path, name: str) -> IO[bytes]:
+    try:
+        if split_suffix(path)[1]:
+            return gzip.open(path, "rb")
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", path=name) from exc
+
+
+def _decode_error(exc: UnicodeDecodeError) -> str:
+    bad = exc.object[exc.start : exc.start + 1].hex()
+    return f"invalid UTF-8 (byte 0x{bad} at byte {exc.start + 1} of the line)"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
+    """One JSON object per line; blank lines are ignored and a leading BOM is accepted."""
+    with _open_binary(path, rules.path) as fh:
+        try:
+            for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1 and raw.startswith(_BOM):
+                    raw = raw[3:]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield rules.error(_decode_error(exc), lineno)
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line, parse_constant=_reject_constant)
+                except json.JSONDecodeError as exc:
+                    yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno})", lineno)
+                    continue
+                except (ValueError, RecursionError) as exc:
+                    yield rules.error(f"malformed JSON: {exc}", lineno)
+                    continue
+                if not isinstance(obj, dict):
+                    yield rules.error(f"expected a JSON object, got {_type_name(obj)}", lineno)
+                    continue
+                yield rules.passage(obj, lineno)
+        except OSError as exc:  # includes a corrupt gzip stream
+            raise InputError(f"cannot read: {exc}", path=rules.path) from exc
+
+
+def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterator[Item]:
+    """CSV/TSV with a header row; the line of a record is the file line it starts on."""
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    bad_lines: dict[int, str] = {}
+
+    def decoded(fh: IO[bytes]) -> Iterator[str]:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad_lines[lineno] = _decode_error(exc)
+                yield raw.decode("utf-8", errors="replace")
+
+    with _open_binary(path, rules.path) as fh:
+        reader = csv.reader(decoded(fh), delimiter=delimiter)
+        try:
+            header: list[str] | None = None
+            for row in reader:
+                if row:
+                    header = [h.strip() for h in row]
+                    break
+            if header is None:
+                return  # an empty file: the caller reports "no passages"
+            prev = reader.line_num
+            seen: set[str] = set()
+            for col in header:
+                if col and col in seen:
+                    raise rules.error(f"column {col!r} appears twice in the header", prev)
+                seen.add(col)
+            rules.check_columns(header, prev)
+            for row in reader:
+                start, prev = prev + 1, reader.line_num
+                if not row:
+                    continue  # a blank line
+                bad = next((ln for ln in range(start, prev + 1) if ln in bad_lines), None) if bad_lines else None
+                if bad is not None:
+                    yield InputError(bad_lines[bad], path=rules.path, line=bad)
+                    continue
+                if len(row) != len(header):
+                    yield rules.error(f"expected {len(header)} columns, got {len(row)}", start)
+                    continue
+                # an unnamed column (a pandas index, say) cannot become a field name
+                yield rules.passage({k: v for k, v in zip(header, row) if k}, start)
+        except csv.Error as exc:
+            raise rules.error(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}", reader.line_num) from exc
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc}", path=rules.path) from exc
+
+
+def _jsonable(value: Any) -> Any:
+    """A Parquet cell as a JSON value: dates as ISO strings, decimals as numbers, NaN as null."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # UnicodeDecodeError → the caller's per-row error
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
+            return {str(k): _jsonable(v) for k, v in value}  # an Arrow map column
+        return [_jsonable(v) for v in value]
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _import_parquet() -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise NerindexError(
+            "reading Parquet needs pyarrow: pip install 'nerindex[parquet]'"
+        ) from exc
+    return pq
+
+
+def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> Iterator[Item]:
+    """Rows of a Parquet file, numbered from 1, read a batch at a time."""
+    pq = _import_parquet()
+    import pyarrow as pa
+
+    try:
+        pf = pq.ParquetFile(path)
+        columns = [c for c in pf.schema_arrow.names if c]
+        rules.check_columns(columns, None)
+        row = 0
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+            for record in batch.to_pylist():
+                row += 1
+                try:
+                    fields = {k: (v if k == rules.text_field else _jsonable(v)) for k, v in record.items()}
+                except (TypeError, UnicodeDecodeError) as exc:
+                    yield rules.error(f"cannot convert a value: {exc}", row)
+                    continue
+                yield rules.passage(fields, row)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"not a readable Parquet file: {exc}", path=rules.path) from exc

@@ -1,0 +1,226 @@
+"""Result sets of "all matches" searches: query keys, opaque cursors, a small cache, facet counts.
+
+The HTTP API pages through every match of a query (the NERetrieve setting) with an opaque cursor.
+The simple correct implementation: run the exhaustive search once, keep the ordered hits in a
+bounded LRU cache keyed by a hash of the query, and let a cursor carry (query hash, offset). A
+cursor presented with a different query is refused; a cursor whose result set was evicted is
+answered by running the search again (results are deterministic for an unchanged store).
+Everything here is pure or self-contained, so it is tested without a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import SearchError
+from ..records import Hit
+
+Scalar = str | int | float | bool
+FilterValue = Scalar | list[Scalar]
+
+CURSOR_VERSION = 1
+MAX_FACET_CHARS = 100
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """What identifies a result set: the type phrase and every restriction, normalised.
+
+    ``filters`` is kept as a sorted tuple of (field, values) pairs so that equal queries hash
+    equal whatever order the client sent them in.
+    """
+
+    type: str
+    threshold: float | None = None
+    filters: tuple[tuple[str, tuple[Scalar, ...]], ...] = ()
+    text: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        type_phrase: str,
+        *,
+        threshold: float | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+        text: str | None = None,
+    ) -> "SearchQuery":
+        pairs = []
+        for name, value in (filters or {}).items():
+            values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            pairs.append((name, values))
+        return cls(
+            type=type_phrase.strip(),
+            threshold=None if threshold is None else float(threshold),
+            filters=tuple(sorted(pairs, key=lambda p: p[0])),
+            text=(text or "").strip() or None,
+        )
+
+    def filter_dict(self) -> dict[str, Scalar | list[Scalar]]:
+        """Filters in the shape ``NerIndex.search`` takes: one value, or a list meaning any of."""
+        return {name: values[0] if len(values) == 1 else list(values) for name, values in self.filters}
+
+    def without_filter(self, name: str) -> "SearchQuery":
+        """The same query less one field's filter (for disjunctive facet counts)."""
+        return replace(self, filters=tuple(p for p in self.filters if p[0] != name))
+
+    def key(self) -> str:
+        """A short stable hash of the query: cache key and cursor binding."""
+        canonical = json.dumps(
+            {
+                "type": self.type,
+                "threshold": self.threshold,
+                "filters": [[n, list(v)] for n, v in self.filters],
+                "text": self.text,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
+
+
+def encode_cursor(query_key: str, offset: int) -> str:
+    """An opaque, URL-safe cursor for the page of a result set that starts at ``offset``."""
+    raw = json.dumps({"v": CURSOR_VERSION, "k": query_key, "o": offset}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str, query_key: str) -> int:
+    """The offset a cursor points at; refuses cursors that are malformed or from another query."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        version, key, offset = data["v"], data["k"], data["o"]
+    except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error) as exc:
+        raise SearchError("invalid cursor: pass back the next_cursor of a previous response") from exc
+    if version != CURSOR_VERSION or not isinstance(offset, int) or offset < 0:
+        raise SearchError("invalid cursor: pass back the next_cursor of a previous response")
+    if key != query_key:
+        raise SearchError(
+            "cursor belongs to a different query: send the same type, threshold, filters and "
+            "text as the request that returned it"
+        )
+    return offset
+
+
+@dataclass
+class _Entry:
+    hits: list[Hit]
+    ready: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class ResultSetCache:
+    """A thread-safe LRU of exhaustive result sets, bounded by entries and by total hits.
+
+    Concurrent requests for the same query share one search: the first computes, the others wait
+    for it. A failed search is not cached.
+    """
+
+    def __init__(self, *, max_entries: int = 16, max_hits: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self.max_hits = max_hits
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, compute: Callable[[], list[Hit]]) -> list[Hit]:
+        with self._lock:
+            entry = self._entries.get(key)
+            owner = entry is None
+            if owner:
+                entry = _Entry(hits=[])
+                self._entries[key] = entry
+            else:
+                self._entries.move_to_end(key)
+        assert entry is not None
+        if not owner:
+            entry.ready.wait()
+            if entry.error is None:
+                return entry.hits
+            return self.get(key, compute)  # the owner failed: try once more ourselves
+        try:
+            entry.hits = list(compute())
+        except BaseException as exc:
+            entry.error = exc
+            with self._lock:
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
+            raise
+        finally:
+            entry.ready.set()
+        self._evict()
+        return entry.hits
+
+    def _evict(self) -> None:
+        with self._lock:
+            total = sum(len(e.hits) for e in self._entries.values())
+            while len(self._entries) > 1 and (
+                len(self._entries) > self.max_entries or total > self.max_hits
+            ):
+                _, old = self._entries.popitem(last=False)
+                total -= len(old.hits)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _facet_value(value: Any) -> list[Scalar]:
+    """The countable values of one metadata field: scalars, or each scalar of a list."""
+    if isinstance(value, (str, int, float, bool)):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, (str, int, float, bool))]
+    return []
+
+
+def facet_counts(
+    hits: Sequence[Hit],
+    *,
+    fields: Sequence[str] | None = None,
+    size: int = 10,
+    max_fields: int = 12,
+    max_distinct: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Value counts of metadata fields over a result set, most frequent first.
+
+    ``fields=None`` counts every field that holds scalars (or lists of scalars), skipping fields
+    with more distinct values than ``max_distinct`` (default: half the hits, at least 20) or with
+    long strings: ids and free text make useless facets.
+    """
+    counters: dict[str, Counter] = {}
+    for hit in hits:
+        for name, value in hit.fields.items():
+            if fields is not None and name not in fields:
+                continue
+            values = _facet_value(value)
+            if values:
+                counters.setdefault(name, Counter()).update(values)
+    out: dict[str, list[dict[str, Any]]] = {}
+    names = list(fields) if fields is not None else sorted(counters)
+    for name in names:
+        counter = counters.get(name)
+        if counter is None:
+            if fields is not None:
+                out[name] = []
+            continue
+        if fields is None:
+            limit = max_distinct if max_distinct is not None else max(20, len(hits) // 2)
+            long_text = any(isinstance(v, str) and len(v) > MAX_FACET_CHARS for v in counter)
+            if len(counter) > limit or long_text:
+                continue
+        ranked = sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0])))[:size]
+        out[name] = [{"value": v, "count": c} for v, c in ranked]
+        if fields is None and len(out) >= max_fields:
+            break
+    return out

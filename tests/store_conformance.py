@@ -1,0 +1,157 @@
+"""One conformance suite for every store backend (Haystack's pattern).
+
+A backend's test module subclasses :class:`StoreConformance` and supplies a ``store`` fixture: an
+empty store for the ``stamp`` fixture's model. Vectors are synthetic 8-dimensional unit vectors
+chosen so every expected answer can be worked out by hand from the table below.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.errors import ModelMismatchError
+from indexer.records import EncodedPassage, EncodedSpan, Passage
+from indexer.stores.base import ModelStamp, SearchRequest
+
+DIMS = 8
+
+
+def unit(*weights: float) -> np.ndarray:
+    v = np.zeros(DIMS, dtype=np.float32)
+    v[: len(weights)] = weights
+    return v / np.linalg.norm(v)
+
+
+# Axis 0 = "dinosaur", axis 1 = "politician", axis 2 = "river"; the rest is noise.
+DINO = unit(1)
+POL = unit(0, 1)
+RIVER = unit(0, 0, 1)
+
+
+def span(text: str, word: str, vector: np.ndarray, labels: tuple[str, ...] = ()) -> EncodedSpan:
+    start = text.index(word)
+    return EncodedSpan(start, start + len(word), word, 0.9, vector, labels)
+
+
+def doc(pid: str, text: str, spans: list[tuple[str, np.ndarray]], **fields: object) -> EncodedPassage:
+    passage = Passage(pid, text, dict(fields))
+    return EncodedPassage(
+        passage,
+        tuple(span(text, w, v, ("label-" + w.lower(),)) for w, v in spans),
+        unit(1, 1, 1),
+    )
+
+
+def corpus() -> list[EncodedPassage]:
+    return [
+        # best span cos with DINO: 1.0
+        doc("p1", "Tyrannosaurus hunted in Montana.", [("Tyrannosaurus", DINO), ("Montana", unit(0.2, 0, 1))], lang="en", year=2020),
+        # cos(DINO, unit(0.8, 0.6)) = 0.8
+        doc("p2", "Stegosaurus and Obama walked along the Nile.", [("Stegosaurus", unit(0.8, 0.6)), ("Obama", POL), ("Nile", RIVER)], lang="en", year=2021),
+        # cos(DINO, unit(0.6, 0.8)) = 0.6
+        doc("p3", "Merkel met Triceratops fans.", [("Merkel", POL), ("Triceratops", unit(0.6, 0.8))], lang="de", year=2020),
+        doc("p4", "The Danube flows east.", [("Danube", RIVER)], lang="de", year=2019),
+        doc("p5", "Nothing to see here.", [], lang="en", year=2019),
+    ]
+
+
+@pytest.fixture
+def stamp() -> ModelStamp:
+    return ModelStamp(id="test-model", version="1", dims=DIMS, checksum="c" * 64)
+
+
+class StoreConformance:
+    """Behaviours every backend must share (DESIGN.md, search semantics)."""
+
+    @pytest.fixture
+    def loaded(self, store, stamp):
+        store.check_model(stamp)
+        outcomes = store.write(corpus())
+        assert [o.ok for o in outcomes] == [True] * 5
+        return store
+
+    def search(self, store, vector, threshold=0.5, **kw):
+        return list(store.search(SearchRequest(vector=vector, min_similarity=threshold, **kw)))
+
+    def test_empty_store_counts_zero(self, store, stamp):
+        store.check_model(stamp)
+        assert store.counts().passages == 0
+
+    def test_write_counts(self, loaded):
+        counts = loaded.counts()
+        assert (counts.passages, counts.spans) == (5, 8)
+
+    def test_ranked_by_best_span_above_threshold(self, loaded):
+        hits = self.search(loaded, DINO, threshold=0.5)
+        assert [h.id for h in hits] == ["p1", "p2", "p3"]
+        assert [round(h.score, 4) for h in hits] == [1.0, 0.8, 0.6]
+
+    def test_threshold_excludes(self, loaded):
+        hits = self.search(loaded, DINO, threshold=0.7)
+        assert [h.id for h in hits] == ["p1", "p2"]
+
+    def test_matching_spans_only_and_best_first(self, loaded):
+        hits = self.search(loaded, unit(1, 0, 1), threshold=0.5)
+        # p1: Tyrannosaurus cos=0.7071, Montana cos=(0.2+1)/(sqrt(1.04)*sqrt(2))=0.8321
+        p1 = next(h for h in hits if h.id == "p1")
+        assert [s.text for s in p1.spans] == ["Montana", "Tyrannosaurus"]
+        assert p1.score == pytest.approx(0.8321, abs=1e-3)
+        for s in p1.spans:
+            assert p1.text[s.start : s.end] == s.text
+
+    def test_hit_shape(self, loaded):
+        hit = self.search(loaded, DINO)[0]
+        d = hit.to_dict()
+        assert set(d) == {"id", "score", "text", "fields", "spans"}
+        assert d["fields"]["lang"] == "en"
+        assert set(d["spans"][0]) == {"start", "end", "text", "similarity", "labels"}
+        assert d["spans"][0]["labels"] == ["label-tyrannosaurus"]
+
+    def test_limit(self, loaded):
+        assert [h.id for h in self.search(loaded, DINO, limit=2)] == ["p1", "p2"]
+
+    def test_exhaustive_returns_all_matches(self, loaded):
+        hits = self.search(loaded, DINO, threshold=0.5, limit=1, exhaustive=True)
+        assert [h.id for h in hits] == ["p1", "p2", "p3"]
+
+    def test_metadata_filter(self, loaded):
+        assert [h.id for h in self.search(loaded, DINO, filters={"lang": "de"})] == ["p3"]
+
+    def test_metadata_filter_any_of_and_number_as_text(self, loaded):
+        hits = self.search(loaded, POL, filters={"year": ["2021", "2019"]})
+        assert [h.id for h in hits] == ["p2"]
+
+    def test_text_restriction(self, loaded):
+        hits = self.search(loaded, RIVER, text="Nile")
+        assert [h.id for h in hits] == ["p2"]
+
+    def test_text_restriction_all_words(self, loaded):
+        assert self.search(loaded, RIVER, text="Danube west") == []
+        assert [h.id for h in self.search(loaded, RIVER, text="danube EAST")] == ["p4"]
+
+    def test_no_match(self, loaded):
+        assert self.search(loaded, unit(0, 0, 0, 1)) == []
+
+    def test_rewrite_is_idempotent(self, loaded):
+        loaded.write(corpus()[:2])
+        assert loaded.counts().passages == 5
+        assert loaded.counts().spans == 8
+        assert [h.id for h in self.search(loaded, DINO)] == ["p1", "p2", "p3"]
+
+    def test_update_replaces_spans(self, loaded):
+        loaded.write([doc("p4", "The Danube is no dinosaur.", [("Danube", DINO)], lang="de")])
+        # Nile (cos 1.0) and Montana (cos 0.98) still match the river axis; the Danube no longer does
+        assert [h.id for h in self.search(loaded, RIVER)] == ["p2", "p1"]
+        assert [h.id for h in self.search(loaded, DINO, limit=1)][0] in {"p1", "p4"}
+        assert loaded.counts().passages == 5
+
+    def test_existing_ids(self, loaded):
+        assert loaded.existing_ids(["p1", "zz", "p5"]) == {"p1", "p5"}
+
+    def test_model_guard(self, loaded, stamp):
+        loaded.check_model(stamp)  # same model: fine
+        other = ModelStamp(id="other", version="2", dims=DIMS, checksum="d" * 64)
+        with pytest.raises(ModelMismatchError, match="other"):
+            loaded.check_model(other)
+        assert loaded.model().checksum == stamp.checksum

@@ -1,0 +1,101 @@
+"""The embedded SQLite store against the shared conformance suite, plus its own behaviours."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from indexer.errors import SearchError, StoreError
+from indexer.stores.base import SearchRequest
+from indexer.stores.embedded import EmbeddedStore, filter_sql, fts_query
+
+from store_conformance import DINO, StoreConformance, corpus
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EmbeddedStore.open(tmp_path / "store")
+    yield s
+    s.close()
+
+
+class TestEmbeddedStore(StoreConformance):
+    pass
+
+
+def test_open_without_create_refuses_missing(tmp_path):
+    with pytest.raises(StoreError, match="no nerindex store"):
+        EmbeddedStore.open(tmp_path / "nothing", create=False)
+
+
+def test_not_a_database(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "store.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable"):
+        EmbeddedStore.open(folder)
+
+
+def test_reopen_keeps_data_and_model(tmp_path, stamp):
+    with EmbeddedStore.open(tmp_path / "s") as s:
+        s.check_model(stamp)
+        s.write(corpus())
+    with EmbeddedStore.open(tmp_path / "s", create=False) as s:
+        assert s.model() == stamp
+        assert s.counts().passages == 5
+        hits = list(s.search(SearchRequest(vector=DINO, min_similarity=0.5)))
+        assert [h.id for h in hits] == ["p1", "p2", "p3"]
+
+
+def test_failed_write_leaves_nothing(tmp_path, stamp):
+    with EmbeddedStore.open(tmp_path / "s") as s:
+        s.check_model(stamp)
+        docs = corpus()
+        bad = docs[1].__class__(docs[1].passage, docs[1].spans, vector=docs[1].vector)
+        # a fields value that JSON cannot encode fails mid-batch
+        broken = docs[2].__class__(
+            docs[2].passage.__class__("p3", "x", {"bad": object()}), (), docs[2].vector
+        )
+        with pytest.raises(TypeError):
+            s.write([docs[0], bad, broken])
+        assert s.counts().passages == 0
+
+
+def test_vectors_reload_after_write(tmp_path, stamp):
+    with EmbeddedStore.open(tmp_path / "s") as s:
+        s.check_model(stamp)
+        s.write(corpus()[1:])
+        assert [h.id for h in s.search(SearchRequest(vector=DINO, min_similarity=0.9))] == []
+        s.write(corpus()[:1])
+        assert [h.id for h in s.search(SearchRequest(vector=DINO, min_similarity=0.9))] == ["p1"]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Nile", '"Nile"'),
+        ('say "hi" OR NOT x', '"say" "hi" "OR" "NOT" "x"'),
+        ("naïve café", '"naïve" "café"'),
+    ],
+)
+def test_fts_query(text, expected):
+    assert fts_query(text) == expected
+
+
+def test_fts_query_without_words():
+    with pytest.raises(SearchError):
+        fts_query("?!")
+
+
+def test_filter_sql_table():
+    clause, params = filter_sql({"lang": "en", "year": [2020, 2021]})
+    assert params == ["en", "2020", "2021"]
+    assert clause.count("json_each") == 2
+    with pytest.raises(SearchError):
+        filter_sql({"bad key'": "x"})
+    # the clause is valid SQL over a fields column
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE passages(fields TEXT)")
+    conn.execute("""INSERT INTO passages VALUES ('{"lang": "en", "year": 2021}')""")
+    assert conn.execute(f"SELECT COUNT(*) FROM passages WHERE {clause}", params).fetchone() == (1,)
