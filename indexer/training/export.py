@@ -129,7 +129,33 @@ def convert_fp16(src: Path, dst: Path) -> None:
     model = onnx.load(str(src))
     block = [n.name for n in model.graph.node if n.name.startswith("/span_mean/")]
     model16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=block)
+    _dedupe_casts(model16.graph)
     onnx.save(model16, str(dst))
+
+
+def _dedupe_casts(graph) -> None:
+    """Drop the identical Cast nodes the converter inserts once per blocked consumer of a tensor.
+
+    It names them after the tensor, so a tensor read by two blocked nodes gets two same-named casts
+    with the same output, which onnxruntime rejects; one is enough.
+    """
+    seen: set[str] = set()
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Cast" and node.name in seen:
+            continue
+        seen.add(node.name)
+        keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    names: set[str] = set()
+    infos = []
+    for vi in graph.value_info:
+        if vi.name not in names:
+            names.add(vi.name)
+            infos.append(vi)
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
 
 
 def check_graph(path: Path) -> list[str]:
@@ -248,6 +274,10 @@ def write_model_folder(
         meta["files"] = {name: sha256_file(tmp / name) for name in files}
         ordered = _ordered_card(meta)
         (tmp / "model.json").write_text(json.dumps(ordered, indent=2) + "\n", encoding="utf-8")
+        # mkdtemp makes a private folder; a shipped model is world-readable like any checkout
+        tmp.chmod(0o755)
+        for p in tmp.iterdir():
+            p.chmod(0o644)
 
         if out.exists():
             old = out.parent / f".{out.name}.old"
