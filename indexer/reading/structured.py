@@ -58,7 +58,8 @@ class RecordRules:
         for option, col in (("text_field", self.text_field), ("id_field", self.id_field)):
             if col is not None and col not in columns:
                 shown = ", ".join(repr(c) for c in columns[:20]) or "none"
-                raise self.error(f"no column {col!r} (columns: {shown}); set {option} to one of them", at)
+                flag = "--" + option.replace("_", "-")
+                raise self.error(f"no column {col!r} (columns: {shown}); set {option} ({flag}) to one of them", at)
 
     def passage(self, record: dict[str, Any], at: int) -> Item:
         """The Passage for one record, or the error that says what is wrong with it."""
@@ -121,7 +122,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line, parse_constant=_reject_constant)
+                    obj = json.loads(line.rstrip("\r\n"), parse_constant=_reject_constant)
                 except json.JSONDecodeError as exc:
                     yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno})", lineno)
                     continue

@@ -1,0 +1,502 @@
+"""Reading user input into passages: every format, every bad-input case, skip mode, the shipped data."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from indexer.errors import InputError, NerindexError
+from indexer.reading import ReadStats, read_passages, resolve_format
+from indexer.reading import structured
+from indexer.reading.detect import looks_like_conll
+from indexer.records import text_id
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def jsonl(path: Path, *records: object) -> Path:
+    return write(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read(path: Path, **kwargs) -> list:
+    return list(read_passages(path, **kwargs))
+
+
+def error_of(path: Path, **kwargs) -> InputError:
+    with pytest.raises(InputError) as info:
+        read(path, **kwargs)
+    return info.value
+
+
+def assert_names(err: InputError, path: Path, line: int | None) -> None:
+    assert err.path == str(path)
+    assert str(path) in str(err)
+    assert err.line == line
+    if line is not None:
+        assert f"{path}:{line}:" in str(err)
+
+
+# ---------------------------------------------------------------------------------------- formats
+
+
+def test_jsonl_hash_ids_and_fields(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"text": "Ada Lovelace wrote notes.", "source": "wiki", "meta": {"year": 1843}},
+              {"text": "Paris is in France.", "tags": ["geo", 1]})
+    passages = read(f)
+    assert [p.text for p in passages] == ["Ada Lovelace wrote notes.", "Paris is in France."]
+    assert passages[0].id == text_id("Ada Lovelace wrote notes.")
+    assert passages[0].fields == {"source": "wiki", "meta": {"year": 1843}}
+    assert passages[1].fields == {"tags": ["geo", 1]}
+    assert passages[0].gold == ()
+
+
+def test_jsonl_id_and_text_fields(tmp_path):
+    f = jsonl(tmp_path / "a.ndjson", {"doc": 7, "body": "One.", "title": "T"}, {"doc": "x-2", "body": "Two."})
+    passages = read(f, id_field="doc", text_field="body")
+    assert [(p.id, p.text, p.fields) for p in passages] == [("7", "One.", {"title": "T"}), ("x-2", "Two.", {})]
+
+
+def test_jsonl_blank_lines_bom_crlf_and_text_kept_exactly(tmp_path):
+    content = '\n{"text": "  first  "}\r\n\n   \n{"text": "second\\nline"}\n'
+    f = write(tmp_path / "a.jsonl", b"\xef\xbb\xbf" + content.encode())
+    assert [p.text for p in read(f)] == ["  first  ", "second\nline"]
+
+
+def test_jsonl_gzip(tmp_path):
+    f = tmp_path / "a.jsonl.gz"
+    f.write_bytes(gzip.compress(b'{"text": "zipped"}\n'))
+    assert resolve_format(f) == "jsonl"
+    assert [p.text for p in read(f)] == ["zipped"]
+
+
+def test_csv_header_fields_and_quoted_newlines(tmp_path):
+    f = write(tmp_path / "a.csv", 'id,text,source\n1,"Hello, ""world""\nsecond line",web\n\n2,Bye,\n')
+    passages = read(f, id_field="id")
+    assert [(p.id, p.text, p.fields) for p in passages] == [
+        ("1", 'Hello, "world"\nsecond line', {"source": "web"}),
+        ("2", "Bye", {"source": ""}),
+    ]
+
+
+def test_csv_line_numbers_count_file_lines(tmp_path):
+    # the record after a two-line quoted field and a blank line starts on line 5
+    f = write(tmp_path / "a.csv", 'text,n\n"a\nb",1\n\n ,2\n')
+    err = error_of(f)
+    assert_names(err, f, 5)
+    assert "empty" in err.reason
+
+
+def test_csv_bom_and_unnamed_index_column(tmp_path):
+    f = write(tmp_path / "a.csv", b"\xef\xbb\xbf,text,lang\n0,Bonjour,fr\n")
+    [p] = read(f)
+    assert (p.text, p.fields) == ("Bonjour", {"lang": "fr"})
+
+
+def test_tsv(tmp_path):
+    f = write(tmp_path / "a.tsv", "key\ttext\tyear\nk1\tA tab-separated, passage.\t2020\n")
+    [p] = read(f, id_field="key")
+    assert (p.id, p.text, p.fields) == ("k1", "A tab-separated, passage.", {"year": "2020"})
+
+
+def test_parquet(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "a.parquet"
+    table = pa.table({
+        "doc_id": [10, 11],
+        "text": ["Rome is old.", "Oslo is cold."],
+        "day": [dt.date(2024, 1, 2), None],
+        "score": [0.5, float("nan")],
+        "tags": [["a"], []],
+    })
+    pq.write_table(table, f)
+    passages = read(f, id_field="doc_id")
+    assert [p.id for p in passages] == ["10", "11"]
+    assert passages[0].fields == {"day": "2024-01-02", "score": 0.5, "tags": ["a"]}
+    assert passages[1].fields == {"day": None, "score": None, "tags": []}
+    json.dumps([p.fields for p in passages])  # fields are JSON-serialisable
+
+
+def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
+    f = write(tmp_path / "a.parquet", b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(NerindexError, match=r"\[parquet\]"):
+        read(f)
+
+
+def test_txt_folder(tmp_path):
+    root = tmp_path / "docs"
+    write(root / "b.txt", "Second file.\n")
+    write(root / "a.txt", "First file.")
+    write(root / "sub" / "c.TXT", b"\xef\xbb\xbfNested.")
+    write(root / "notes.md", "not a passage")
+    write(root / ".hidden" / "d.txt", "hidden")
+    passages = read(root)
+    assert [(p.id, p.text, p.fields) for p in passages] == [
+        ("a.txt", "First file.", {"path": "a.txt"}),
+        ("b.txt", "Second file.\n", {"path": "b.txt"}),
+        ("sub/c.TXT", "Nested.", {"path": "sub/c.TXT"}),
+    ]
+
+
+def test_single_prose_txt_file(tmp_path):
+    f = write(tmp_path / "essay.txt", "It was a dark and stormy night.\nThe end.\n")
+    assert resolve_format(f) == "txt"
+    [p] = read(f)
+    assert (p.id, p.fields) == ("essay.txt", {"path": "essay.txt"})
+
+
+CONLL = "-DOCSTART- O\n\nAngela\tB-PER\nMerkel\tI-PER\nvisited\tO\nParis\tB-LOC\n\nHi\tO\n"
+
+
+def test_conll_file_with_gold(tmp_path):
+    f = write(tmp_path / "a.conll", CONLL)
+    passages = read(f)
+    assert [p.text for p in passages] == ["Angela Merkel visited Paris", "Hi"]
+    assert [(g.start, g.end, g.label) for g in passages[0].gold] == [(0, 13, "PER"), (22, 27, "LOC")]
+    assert passages[0].fields == {"source": "a.conll", "line": 3}
+
+
+def test_txt_file_that_looks_like_conll_is_conll_unless_overridden(tmp_path):
+    f = write(tmp_path / "train.txt", CONLL)
+    assert looks_like_conll(f)
+    assert resolve_format(f) == "conll"
+    assert len(read(f)) == 2
+    [whole] = read(f, format="txt")
+    assert whole.text == CONLL
+
+
+def test_conll_folder_uses_relative_paths(tmp_path):
+    write(tmp_path / "x" / "dev.txt", "Oslo\tB-LOC\n")
+    write(tmp_path / "y" / "dev.txt", "Oslo\tB-LOC\n")
+    write(tmp_path / "README.md", "# docs\n")
+    passages = read(tmp_path, format="conll")
+    assert [p.fields["source"] for p in passages] == ["x/dev.txt", "y/dev.txt"]
+    assert len({p.id for p in passages}) == 2
+
+
+@pytest.mark.parametrize("name, fmt", [
+    ("a.jsonl", "jsonl"), ("a.NDJSON", "jsonl"), ("a.csv", "csv"), ("a.tsv", "tsv"), ("a.tab", "tsv"),
+    ("a.parquet", "parquet"), ("a.pq", "parquet"), ("a.conll", "conll"), ("a.bio", "conll"),
+    ("a.iob", "conll"), ("a.csv.gz", "csv"),
+])
+def test_format_by_extension(tmp_path, name, fmt):
+    assert resolve_format(write(tmp_path / name, ""), "auto") == fmt
+
+
+def test_format_override(tmp_path):
+    f = jsonl(tmp_path / "records.json", {"text": "override"})
+    assert [p.text for p in read(f, format="jsonl")] == ["override"]
+
+
+def test_unknown_extension_asks_for_a_format(tmp_path):
+    f = jsonl(tmp_path / "records.json", {"text": "x"})
+    err = error_of(f)
+    assert_names(err, f, None)
+    assert "format" in err.reason
+
+
+def test_folder_with_a_one_file_format(tmp_path):
+    err = error_of(tmp_path, format="jsonl")
+    assert_names(err, tmp_path, None)
+    assert "folder" in err.reason
+
+
+def test_id_field_does_not_apply_to_txt(tmp_path):
+    f = write(tmp_path / "a.txt", "prose")
+    with pytest.raises(InputError, match="id_field"):
+        read_passages(f, id_field="id")
+
+
+def test_bad_arguments_raise_value_error(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"text": "x"})
+    with pytest.raises(ValueError):
+        read_passages(f, on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        read_passages(f, format="xml")  # type: ignore[arg-type]
+
+
+def test_reading_is_lazy(tmp_path):
+    f = write(tmp_path / "a.jsonl", '{"text": "ok"}\nnot json\n')
+    it = read_passages(f)
+    assert next(it).text == "ok"
+    with pytest.raises(InputError):
+        next(it)
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def test_malformed_json_line(tmp_path):
+    f = write(tmp_path / "a.jsonl", '{"text": "ok"}\n{"text": "broken"\n')
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "malformed JSON" in err.reason
+
+
+def test_nan_is_not_json(tmp_path):
+    f = write(tmp_path / "a.jsonl", '{"text": "ok", "score": NaN}\n')
+    assert_names(error_of(f), f, 1)
+
+
+def test_line_that_is_not_an_object(tmp_path):
+    f = write(tmp_path / "a.jsonl", '{"text": "ok"}\n\n["a list"]\n')
+    err = error_of(f)
+    assert_names(err, f, 3)
+    assert "expected a JSON object, got array" in err.reason
+
+
+def test_missing_text_field(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"text": "ok"}, {"body": "no text key"})
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "missing text field 'text'" in err.reason
+
+
+def test_text_not_a_string(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"text": 42})
+    err = error_of(f)
+    assert_names(err, f, 1)
+    assert "not a string" in err.reason
+
+
+def test_empty_text(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"text": "ok"}, {"text": " \t\n "})
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "empty" in err.reason
+
+
+def test_missing_id_field(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"id": 1, "text": "a"}, {"text": "b"})
+    err = error_of(f, id_field="id")
+    assert_names(err, f, 2)
+    assert "missing id field 'id'" in err.reason
+
+
+def test_id_of_the_wrong_type(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"id": [1], "text": "a"})
+    err = error_of(f, id_field="id")
+    assert_names(err, f, 1)
+    assert "not a string or integer" in err.reason
+
+
+def test_invalid_utf8_jsonl(tmp_path):
+    f = write(tmp_path / "a.jsonl", b'{"text": "ok"}\n{"text": "ok2"}\n{"text": "caf\xe9"}\n')
+    err = error_of(f)
+    assert_names(err, f, 3)
+    assert "UTF-8" in err.reason
+
+
+def test_invalid_utf8_csv(tmp_path):
+    f = write(tmp_path / "a.csv", b'text\nfine\n"multi\nline \xff"\n')
+    err = error_of(f)
+    assert_names(err, f, 4)
+    assert "UTF-8" in err.reason
+
+
+def test_invalid_utf8_txt_file_names_the_line(tmp_path):
+    f = write(tmp_path / "d" / "a.txt", b"line one\nline \xff two\n")
+    err = error_of(tmp_path / "d")
+    assert_names(err, f, 2)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("a.jsonl", ""), ("b.jsonl", "\n  \n\n"), ("c.csv", ""), ("d.csv", "text,id\n"), ("e.tsv", "text\n\n"),
+    ("f.conll", "-DOCSTART- O\n\n"),
+])
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_empty_input_is_an_error_even_when_skipping(tmp_path, name, content, on_error):
+    f = write(tmp_path / name, content)
+    err = error_of(f, on_error=on_error)
+    assert_names(err, f, None)
+    assert "no passages" in err.reason
+
+
+def test_empty_folder(tmp_path):
+    write(tmp_path / "notes.md", "x")
+    err = error_of(tmp_path)
+    assert_names(err, tmp_path, None)
+
+
+def test_empty_txt_file_in_folder(tmp_path):
+    write(tmp_path / "a.txt", "fine")
+    f = write(tmp_path / "b.txt", "  \n")
+    err = error_of(tmp_path)
+    assert_names(err, f, None)
+    assert "empty" in err.reason
+
+
+def test_missing_file(tmp_path):
+    f = tmp_path / "nope.jsonl"
+    with pytest.raises(InputError) as info:
+        read_passages(f)  # raised at call time, before iteration
+    assert_names(info.value, f, None)
+    assert "no such file" in info.value.reason
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    f = jsonl(tmp_path / "a.jsonl", {"text": "x"})
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(structured, "open", denied, raising=False)
+    err = error_of(f)
+    assert_names(err, f, None)
+    assert "Permission denied" in err.reason
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_file_permissions(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"text": "x"})
+    f.chmod(0)
+    try:
+        assert_names(error_of(f), f, None)
+    finally:
+        f.chmod(0o644)
+
+
+def test_duplicate_id_names_both_lines(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "a", "text": "z"})
+    err = error_of(f, id_field="id")
+    assert_names(err, f, 3)
+    assert "duplicate id 'a'" in err.reason and "line 1" in err.reason
+
+
+def test_duplicate_text_without_id_field(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"text": "same"}, {"text": "other"}, {"text": "same"})
+    err = error_of(f)
+    assert_names(err, f, 3)
+    assert "same text as line 1" in err.reason
+
+
+def test_duplicate_id_csv_uses_file_lines(tmp_path):
+    f = write(tmp_path / "a.csv", 'id,text\n1,"two\nlines"\n1,again\n')
+    err = error_of(f, id_field="id")
+    assert_names(err, f, 4)
+    assert "line 2" in err.reason
+
+
+def test_csv_missing_text_column_fails_even_when_skipping(tmp_path):
+    f = write(tmp_path / "a.csv", "\nbody,id\nx,1\n")
+    err = error_of(f, on_error="skip")
+    assert_names(err, f, 2)
+    assert "no column 'text'" in err.reason and "'body'" in err.reason
+
+
+def test_csv_wrong_number_of_columns(tmp_path):
+    f = write(tmp_path / "a.csv", "text,lang\nok,en\ntoo,many,cells\n")
+    err = error_of(f)
+    assert_names(err, f, 3)
+    assert "expected 2 columns, got 3" in err.reason
+
+
+def test_parquet_row_errors_say_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "a"], "text": ["x", "", "z"]}), f)
+    err = error_of(f, id_field="id")
+    assert_names(err, f, 2)
+    assert err.reason.startswith("row 2:") and "empty" in err.reason
+    stats = ReadStats()
+    passages = list(read_passages(f, id_field="id", on_error="skip", stats=stats))
+    assert [p.id for p in passages] == ["a"]
+    assert (stats.read, stats.skipped) == (1, 2)
+    assert stats.errors[1].startswith(f"{f}:3: row 3: duplicate id 'a' (first at row 1)")
+
+
+def test_parquet_missing_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"body": ["x"]}), f)
+    err = error_of(f, on_error="skip")
+    assert_names(err, f, None)
+    assert "no column 'text'" in err.reason
+
+
+def test_not_a_parquet_file(tmp_path):
+    f = write(tmp_path / "a.parquet", "this is not parquet")
+    assert_names(error_of(f), f, None)
+
+
+def test_malformed_conll_line(tmp_path):
+    f = write(tmp_path / "a.conll", "Oslo\tB-LOC\nis\tNOT-A-TAG\n")
+    assert_names(error_of(f), f, 2)
+
+
+# ------------------------------------------------------------------------------------- skip mode
+
+
+def test_skip_mode_counts_and_keeps_messages(tmp_path):
+    f = write(
+        tmp_path / "a.jsonl",
+        '{"text": "one"}\nnot json\n[1]\n{"text": ""}\n{"text": "one"}\n{"text": "two", "k": 1}\n',
+    )
+    stats = ReadStats()
+    passages = list(read_passages(f, on_error="skip", stats=stats))
+    assert [p.text for p in passages] == ["one", "two"]
+    assert (stats.read, stats.skipped, stats.format) == (2, 4, "jsonl")
+    assert [m.split(": ")[0] for m in stats.errors] == [f"{f}:{n}" for n in (2, 3, 4, 5)]
+
+
+def test_skip_mode_keeps_only_the_first_messages(tmp_path):
+    from indexer.reading import MAX_ERROR_MESSAGES
+
+    f = write(tmp_path / "a.csv", "text\n" + "\n".join(['" "'] * (MAX_ERROR_MESSAGES + 5) + ["fine"]) + "\n")
+    stats = ReadStats()
+    assert [p.text for p in read_passages(f, on_error="skip", stats=stats)] == ["fine"]
+    assert stats.skipped == MAX_ERROR_MESSAGES + 5
+    assert len(stats.errors) == MAX_ERROR_MESSAGES
+
+
+def test_skip_mode_with_nothing_valid_is_an_error(tmp_path):
+    f = write(tmp_path / "a.jsonl", "nope\n{}\n")
+    stats = ReadStats()
+    err = error_of(f, on_error="skip", stats=stats)
+    assert_names(err, f, None)
+    assert "all 2 records were skipped" in err.reason
+    assert stats.skipped == 2
+
+
+# ----------------------------------------------------------------------------- the shipped data
+
+
+def data_files() -> list[Path]:
+    if not DATA.is_dir():
+        return []
+    return sorted(p for p in DATA.rglob("*") if p.suffix in (".conll", ".txt"))
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"no labelled data at {DATA}")
+@pytest.mark.parametrize("path", data_files(), ids=lambda p: str(p.relative_to(DATA)))
+def test_shared_data_reads(path):
+    stats = ReadStats()
+    passages = list(read_passages(path, stats=stats))
+    assert stats.format == "conll"
+    assert stats.skipped == 0 and len(passages) == stats.read > 0
+    assert any(p.gold for p in passages)
+    for p in passages[:50]:
+        for g in p.gold:
+            assert p.text[g.start:g.end].strip() == p.text[g.start:g.end] != ""
