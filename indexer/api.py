@@ -1,0 +1,185 @@
+"""The Python API: open a store with a model, index passages, search by entity type.
+
+    from indexer import NerIndex
+    ix = NerIndex.open("./nerindex-data")
+    ix.index(read_passages("examples/corpus.jsonl"))
+    for hit in ix.search("dinosaur"):
+        print(hit.score, hit.text, [s.text for s in hit.spans])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .config import Settings, from_env
+from .encoder import OnnxEncoder
+from .errors import SearchError
+from .pipeline import IndexReport, index_passages
+from .records import Hit, Passage
+from .stores.base import SearchRequest, Store
+
+MAX_PHRASE_CHARS = 200
+
+
+def open_store(settings: Settings, *, create: bool = True) -> Store:
+    """The store the settings name: Elasticsearch when an URL is given, else the embedded folder."""
+    if settings.es_url:
+        from .stores.elasticsearch import open_es_store
+
+        return open_es_store(settings)
+    from .stores.embedded import EmbeddedStore
+
+    return EmbeddedStore.open(settings.store, create=create)
+
+
+class NerIndex:
+    """A store plus the model that fills and queries it. Build with :meth:`open`."""
+
+    def __init__(self, encoder: OnnxEncoder, store: Store, *, description: str = "") -> None:
+        self.encoder = encoder
+        self.store = store
+        self.description = description
+
+    @classmethod
+    def open(
+        cls,
+        store: str | Path | None = None,
+        *,
+        model: str | Path | None = None,
+        device: str | None = None,
+        es_url: str | None = None,
+        es_index: str | None = None,
+        create: bool = True,
+        catalog: str | Path | None = None,
+        settings: Settings | None = None,
+    ) -> "NerIndex":
+        """Open a store (embedded folder, or Elasticsearch with ``es_url``) with a model folder.
+
+        Arguments override the ``NERINDEX_*`` environment. The store's recorded model is checked
+        against this one before any search or write.
+        """
+        base = settings or from_env()
+        overrides: dict[str, Any] = {}
+        if store is not None:
+            overrides["store"] = str(store)
+        if model is not None:
+            overrides["model"] = str(model)
+        if device is not None:
+            overrides["device"] = device
+        if es_url is not None:
+            overrides["es_url"] = es_url
+        if es_index is not None:
+            overrides["es_index"] = es_index
+        settings = Settings(**{**base.__dict__, **overrides})
+        encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog)
+        backend = open_store(settings, create=create)
+        recorded = backend.model()
+        if recorded is not None:
+            backend.check_model(encoder.info.stamp)
+        where = settings.es_url and f"{settings.es_url} index {settings.es_index}" or settings.store
+        return cls(encoder, backend, description=str(where))
+
+    # ------------------------------------------------------------------ indexing
+
+    def index(
+        self,
+        passages: Iterable[Passage],
+        *,
+        batch_size: int = 32,
+        skip_existing: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> IndexReport:
+        """Encode and store passages; already stored ids are skipped (resumable, idempotent)."""
+        items = passages if isinstance(passages, Sequence) else list(passages)
+        return index_passages(
+            items,
+            self.encoder,
+            self.store,
+            batch_size=batch_size,
+            skip_existing=skip_existing,
+            progress=progress,
+        )
+
+    # ------------------------------------------------------------------ searching
+
+    def request(
+        self,
+        type_phrase: str,
+        *,
+        filters: dict[str, Any] | None = None,
+        text: str | None = None,
+        limit: int = 10,
+        min_similarity: float | None = None,
+        exhaustive: bool = False,
+    ) -> SearchRequest:
+        """Validate a search and embed its type phrase."""
+        phrase = type_phrase.strip()
+        if not phrase:
+            raise SearchError("the entity type is empty: give a phrase such as 'dinosaur'")
+        if len(phrase) > MAX_PHRASE_CHARS:
+            raise SearchError(f"the entity type is longer than {MAX_PHRASE_CHARS} characters")
+        if limit < 1:
+            raise SearchError(f"limit must be at least 1, not {limit}")
+        threshold = self.encoder.info.similarity_threshold if min_similarity is None else min_similarity
+        if not -1.0 <= threshold <= 1.0:
+            raise SearchError(f"similarity threshold must be within [-1, 1], not {threshold}")
+        vector = self.encoder.embed_types([phrase])[0]
+        return SearchRequest(
+            vector=vector,
+            min_similarity=float(threshold),
+            filters=dict(filters or {}),
+            text=text.strip() if text and text.strip() else None,
+            limit=limit,
+            exhaustive=exhaustive,
+        )
+
+    def iter_search(self, type_phrase: str, **options: Any) -> Iterator[Hit]:
+        """Hits best first, lazily (with ``exhaustive=True``: every match, paged internally)."""
+        return self.store.search(self.request(type_phrase, **options))
+
+    def search(self, type_phrase: str, **options: Any) -> list[Hit]:
+        """Passages that mention an entity of the type, best first, with the matching spans."""
+        return list(self.iter_search(type_phrase, **options))
+
+    # ------------------------------------------------------------------ the rest
+
+    def embed(self, phrases: Sequence[str]) -> np.ndarray:
+        """Type vectors for phrases (what a kNN query on ``spans.vector`` needs)."""
+        return self.encoder.embed_types(list(phrases))
+
+    @property
+    def catalog(self) -> list[str]:
+        return list(self.encoder.catalog.phrases) if self.encoder.catalog else []
+
+    def info(self) -> dict[str, Any]:
+        info = self.encoder.info
+        counts = self.store.counts()
+        return {
+            "model": {
+                "id": info.id,
+                "version": info.version,
+                "path": str(info.path),
+                "dims": info.dims,
+                "checksum": info.checksum,
+                "similarity_threshold": info.similarity_threshold,
+                "detection_threshold": info.detection_threshold,
+                "provider": self.encoder.provider,
+            },
+            "store": {
+                "where": self.description,
+                "passages": counts.passages,
+                "spans": counts.spans,
+            },
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "NerIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,237 @@
+"""The core CLI commands: index, search, embed, info. Output on stdout; progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .errors import InputError, SearchError
+from .records import Hit
+
+STORE_HELP = "Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."
+MODEL_HELP = "Model folder (default: the shipped model, or NERINDEX_MODEL)."
+
+
+def backend_options(func: Any) -> Any:
+    """Options shared by commands that open a store: where it is and which model fills it."""
+    options = [
+        click.option("--store", "store", default=None, help=STORE_HELP),
+        click.option("--model", default=None, help=MODEL_HELP),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default=None,
+            help="Execution provider: CUDA when available (auto), or force one.",
+        ),
+        click.option("--es-url", default=None, help="Elasticsearch URL (or NERINDEX_ES_URL): use it instead of the embedded store."),
+        click.option("--es-index", default=None, help="Elasticsearch index/alias name (default nerindex)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def open_index(store: str | None, model: str | None, device: str | None, es_url: str | None, es_index: str | None, *, create: bool, catalog: str | None = None):
+    from .api import NerIndex
+
+    return NerIndex.open(
+        store, model=model, device=device, es_url=es_url, es_index=es_index, create=create, catalog=catalog
+    )
+
+
+@click.command("index")
+@click.argument("source", type=click.Path(path_type=str))
+@backend_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "jsonl", "csv", "tsv", "parquet", "txt", "conll"]),
+    default="auto",
+    show_default=True,
+    help="Input format; auto decides by extension (a folder = .txt files).",
+)
+@click.option("--id-field", default=None, help="Key/column holding a stable passage id (default: a hash of the text).")
+@click.option("--text-field", default="text", show_default=True, help="Key/column holding the passage text.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
+    help="On a bad record: stop before writing anything, or skip it and count it.",
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024), help="Windows per encoder call.")
+@click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False), help="Own type-catalog file (one phrase per line) for span labels.")
+@click.option("--reindex-existing", is_flag=True, help="Re-encode passages whose id is already stored (default: skip them).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def index_command(
+    source: str,
+    store: str | None,
+    model: str | None,
+    device: str | None,
+    es_url: str | None,
+    es_index: str | None,
+    fmt: str,
+    id_field: str | None,
+    text_field: str,
+    on_error: str,
+    batch_size: int,
+    catalog: str | None,
+    reindex_existing: bool,
+    as_json: bool,
+) -> None:
+    """Index SOURCE (JSONL, CSV/TSV, Parquet, a folder of .txt files, or CoNLL/BIO files).
+
+    The whole input is read and checked first, so bad input stops the run before anything is
+    written. Passages already in the store (same id) are skipped: rerunning an interrupted or
+    finished run resumes it without duplicates.
+    """
+    from tqdm import tqdm
+
+    from .reading import ReadStats, read_passages
+
+    stats = ReadStats()
+    passages = list(
+        read_passages(source, format=fmt, id_field=id_field, text_field=text_field, on_error=on_error, stats=stats)
+    )
+    if not passages:
+        raise InputError("no passages to index", path=source)
+    if stats.skipped:
+        click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
+    ix = open_index(store, model, device, es_url, es_index, create=True, catalog=catalog)
+    with ix, tqdm(total=len(passages), unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
+        report = ix.index(passages, batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update)
+    summary = {**report.to_dict(), "source": source, "format": stats.format, "skipped_input": stats.skipped, "store": ix.description}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"indexed {report.created + report.updated} passage(s) "
+            f"({report.created} new, {report.updated} updated, {report.skipped_existing} already stored, "
+            f"{report.failed} failed, {stats.skipped} bad input skipped) with {report.spans} spans "
+            f"into {ix.description} in {report.seconds:.1f}s"
+        )
+        for error in report.errors:
+            click.echo(f"  failed: {error}", err=True)
+    if report.interrupted:
+        click.echo("interrupted: rerun the same command to resume", err=True)
+        sys.exit(130)
+    if report.failed:
+        sys.exit(1)
+
+
+def parse_where(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--where k=v`` pairs → filters; a key given twice means any of its values."""
+    filters: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SearchError(f"--where expects field=value, got {pair!r}")
+        key = key.strip()
+        if key in filters:
+            prev = filters[key]
+            filters[key] = (prev if isinstance(prev, list) else [prev]) + [value]
+        else:
+            filters[key] = value
+    return filters
+
+
+def mark_spans(hit: Hit, *, color: bool) -> str:
+    """The passage text with each matching span marked: bold on a terminal, [[…]] otherwise."""
+    out: list[str] = []
+    pos = 0
+    for span in sorted(hit.spans, key=lambda s: s.start):
+        if span.start < pos:
+            continue
+        out.append(hit.text[pos : span.start])
+        mention = hit.text[span.start : span.end]
+        out.append(click.style(mention, bold=True, fg="yellow") if color else f"[[{mention}]]")
+        pos = span.end
+    out.append(hit.text[pos:])
+    return "".join(out)
+
+
+def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
+    spans = ", ".join(
+        f"{s.text} {s.similarity:.2f}" + (f" ({'; '.join(s.labels)})" if s.labels else "") for s in hit.spans
+    )
+    fields = f"  {json.dumps(hit.fields, ensure_ascii=False)}" if hit.fields else ""
+    return f"{rank}. {hit.score:.3f}  {hit.id}{fields}\n   {mark_spans(hit, color=color)}\n   spans: {spans}"
+
+
+@click.command("search")
+@click.argument("entity_type")
+@backend_options
+@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat for more (same field twice = either).")
+@click.option("--text", default=None, help="Lexical restriction: every word must occur in the passage.")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
+@click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit per line, best first.")
+def search_command(
+    entity_type: str,
+    store: str | None,
+    model: str | None,
+    device: str | None,
+    es_url: str | None,
+    es_index: str | None,
+    where: tuple[str, ...],
+    text: str | None,
+    limit: int,
+    exhaustive: bool,
+    threshold: float | None,
+    as_json: bool,
+) -> None:
+    """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
+    filters = parse_where(where)
+    ix = open_index(store, model, device, es_url, es_index, create=False)
+    color = sys.stdout.isatty()
+    count = 0
+    with ix:
+        for hit in ix.iter_search(
+            entity_type, filters=filters, text=text, limit=limit, min_similarity=threshold, exhaustive=exhaustive
+        ):
+            count += 1
+            if as_json:
+                click.echo(json.dumps(hit.to_dict(), ensure_ascii=False))
+            else:
+                click.echo(format_hit(count, hit, color=color))
+    if not as_json:
+        click.echo(f"{count} passage(s) matched {entity_type!r}", err=True)
+
+
+@click.command("embed")
+@click.argument("phrases", nargs=-1, required=True)
+@click.option("--model", default=None, help=MODEL_HELP)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+def embed_command(phrases: tuple[str, ...], model: str | None, device: str | None) -> None:
+    """Print each type phrase's vector as one JSON object per line ({"phrase", "vector"}).
+
+    Paste the vector into a kNN query on spans.vector (Kibana Dev Tools) or any other client.
+    """
+    from .config import from_env
+    from .encoder import OnnxEncoder
+
+    settings = from_env()
+    encoder = OnnxEncoder.from_dir(model or settings.model, device=device or settings.device)
+    vectors = encoder.embed_types(list(phrases))
+    for phrase, vector in zip(phrases, vectors):
+        click.echo(json.dumps({"phrase": phrase, "vector": [round(float(x), 7) for x in vector]}))
+
+
+@click.command("info")
+@backend_options
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def info_command(store: str | None, model: str | None, device: str | None, es_url: str | None, es_index: str | None, as_json: bool) -> None:
+    """Show the model (id, checksum, thresholds, provider) and the store (where, counts)."""
+    with open_index(store, model, device, es_url, es_index, create=False) as ix:
+        info = ix.info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    m, s = info["model"], info["store"]
+    click.echo(f"model: {m['id']} {m['version']} ({m['path']}), {m['dims']} dims, provider {m['provider']}")
+    click.echo(f"       threshold {m['similarity_threshold']}, checksum {m['checksum'][:16]}")
+    click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans")

@@ -1,0 +1,125 @@
+"""Indexing as a pipeline of small steps: passages in, per-passage outcomes out, a summary at the end.
+
+It reads like elasticsearch-py's bulk helpers: :func:`index_chunks` yields what happened to each
+chunk, :func:`index_passages` is a thin summary over it. Each chunk is written in one store
+transaction (or one bulk request), so an interrupted run keeps whole passages only and a rerun skips
+the ids already stored — resumable and idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol, Sequence
+
+from .records import EncodedPassage, Passage
+from .stores.base import Store, WriteOutcome
+
+CHUNK = 256  # passages per write transaction
+
+
+class Encoder(Protocol):
+    info: object
+
+    def encode(
+        self, passages: Sequence[Passage], *, batch_size: int = ..., progress: Callable[[int], None] | None = ...
+    ) -> list[EncodedPassage]: ...
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did; failures are kept as data."""
+
+    passages: int = 0
+    created: int = 0
+    updated: int = 0
+    skipped_existing: int = 0
+    failed: int = 0
+    spans: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def add(self, outcomes: Sequence[WriteOutcome], docs: Sequence[EncodedPassage]) -> None:
+        self.spans += sum(len(d.spans) for d in docs)
+        for o in outcomes:
+            if o.ok:
+                self.created += o.action == "created"
+                self.updated += o.action == "updated"
+            else:
+                self.failed += 1
+                if len(self.errors) < 20:
+                    self.errors.append(f"{o.id}: {o.error}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "passages": self.passages,
+            "created": self.created,
+            "updated": self.updated,
+            "skipped_existing": self.skipped_existing,
+            "failed": self.failed,
+            "spans": self.spans,
+            "seconds": round(self.seconds, 3),
+            "passages_per_second": round(self.passages / self.seconds, 2) if self.seconds else None,
+            "errors": self.errors,
+            "interrupted": self.interrupted,
+        }
+
+
+def chunked(items: Sequence[Passage], size: int) -> Iterator[Sequence[Passage]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def index_chunks(
+    passages: Sequence[Passage],
+    encoder: Encoder,
+    store: Store,
+    *,
+    batch_size: int = 32,
+    chunk_size: int = CHUNK,
+    skip_existing: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, list[EncodedPassage], list[WriteOutcome]]]:
+    """Encode and write chunk by chunk; yields (skipped, encoded docs, outcomes) per chunk."""
+    for chunk in chunked(passages, chunk_size):
+        existing = store.existing_ids([p.id for p in chunk]) if skip_existing else set()
+        todo = [p for p in chunk if p.id not in existing]
+        if existing and progress is not None:
+            progress(len(existing))
+        docs = encoder.encode(todo, batch_size=batch_size, progress=progress) if todo else []
+        outcomes = store.write(docs) if docs else []
+        yield len(existing), docs, outcomes
+
+
+def index_passages(
+    passages: Sequence[Passage],
+    encoder: Encoder,
+    store: Store,
+    *,
+    batch_size: int = 32,
+    chunk_size: int = CHUNK,
+    skip_existing: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Index passages into a store (guarding the model first) and summarise what happened."""
+    store.check_model(encoder.info.stamp)
+    report = IndexReport(passages=len(passages))
+    began = time.perf_counter()
+    try:
+        for skipped, docs, outcomes in index_chunks(
+            passages,
+            encoder,
+            store,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            skip_existing=skip_existing,
+            progress=progress,
+        ):
+            report.skipped_existing += skipped
+            report.add(outcomes, docs)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        report.seconds = time.perf_counter() - began
+    return report
