@@ -23,10 +23,10 @@ from .model_folder import INPUT_NAMES, OUTPUT_NAMES, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
 from .spans import (
     Word,
+    assign_candidates,
     candidate_token_range,
     plan_windows,
     resolve_overlaps,
-    window_candidates,
     words_from_encoding,
 )
 
@@ -177,11 +177,13 @@ class OnnxEncoder:
         max_tokens = self.info.max_length - len(self._prefix) - len(self._suffix)
         width = self.info.max_span_width
         items: list[_Item] = []
-        for window in plan_windows(words, max_tokens=max_tokens, max_span_width=width):
+        windows = plan_windows(words, max_tokens=max_tokens, max_span_width=width)
+        owned = assign_candidates(windows, len(words), max_span_width=width)
+        for window, cands in zip(windows, owned):
             ids = self._prefix + enc.ids[window.token_start : window.token_end] + self._suffix
             spans: list[tuple[int, int]] = []
             chars: list[tuple[int, int]] = []
-            for cand in window_candidates(window, max_span_width=width):
+            for cand in cands:
                 tokens = candidate_token_range(cand, words, window)
                 if tokens is None:
                     continue

@@ -26,17 +26,23 @@ class Word:
 class Window:
     """A slice of a passage that fits the encoder: words ``[word_start, word_end)``.
 
-    ``own_start``/``own_end`` are the words whose *starting* spans this window scores; neighbouring
-    windows overlap by at least twice the widest span, so every owned span lies wholly inside it and
-    each candidate span is scored by exactly one window, far from that window's edges.
+    Neighbouring windows overlap by twice the widest span where they are wide enough, and
+    :func:`assign_candidates` gives every candidate span to exactly one window: the one in which
+    it sits farthest from a cut edge, so each span is scored with as much context as possible.
     """
 
     word_start: int
     word_end: int
     token_start: int
     token_end: int
-    own_start: int
-    own_end: int
+
+    @property
+    def own_start(self) -> int:  # kept for the training data builder (one window per sentence)
+        return self.word_start
+
+    @property
+    def own_end(self) -> int:
+        return self.word_end
 
 
 @dataclass(frozen=True)
@@ -76,36 +82,62 @@ def plan_windows(words: Sequence[Word], *, max_tokens: int, max_span_width: int)
     if not words:
         return []
     overlap = 2 * max_span_width
-    bounds: list[tuple[int, int]] = []
+    windows: list[Window] = []
     ws = 0
     n = len(words)
     while True:
         we = ws + 1
         while we < n and words[we].last_token - words[ws].first_token + 1 <= max_tokens:
             we += 1
-        bounds.append((ws, we))
+        token_start = words[ws].first_token
+        token_end = min(words[we - 1].last_token + 1, token_start + max_tokens)
+        windows.append(Window(ws, we, token_start, token_end))
         if we >= n:
             break
         ws = max(ws + 1, we - overlap)
-    windows: list[Window] = []
-    for k, (ws, we) in enumerate(bounds):
-        own_start = 0 if k == 0 else (ws + bounds[k - 1][1]) // 2
-        own_end = n if k == len(bounds) - 1 else (bounds[k + 1][0] + we) // 2
-        own_start = max(own_start, ws)
-        own_end = min(max(own_end, own_start), we)
-        token_start = words[ws].first_token
-        token_end = min(words[we - 1].last_token + 1, token_start + max_tokens)
-        windows.append(Window(ws, we, token_start, token_end, own_start, own_end))
     return windows
 
 
-def window_candidates(window: Window, *, max_span_width: int) -> list[Candidate]:
-    """Every span of up to ``max_span_width`` words that starts in the window's owned range."""
-    out: list[Candidate] = []
-    for i in range(window.own_start, window.own_end):
-        for j in range(i, min(i + max_span_width, window.word_end)):
-            out.append(Candidate(i, j))
+def assign_candidates(
+    windows: Sequence[Window], n_words: int, *, max_span_width: int
+) -> list[list[Candidate]]:
+    """Every span of up to ``max_span_width`` words, each given to exactly one window.
+
+    The owner is the window holding the span whose nearer *cut* edge (not the passage's own start
+    or end) is farthest away; spans that fit no window (wider than a window) are left out.
+    """
+    out: list[list[Candidate]] = [[] for _ in windows]
+    if len(windows) == 1:
+        w = windows[0]
+        for i in range(w.word_start, w.word_end):
+            for j in range(i, min(i + max_span_width, w.word_end)):
+                out[0].append(Candidate(i, j))
+        return out
+    first = 0
+    for i in range(n_words):
+        while first < len(windows) and windows[first].word_end <= i:
+            first += 1
+        for j in range(i, min(i + max_span_width, n_words)):
+            best, best_margin = -1, -1
+            for k in range(first, len(windows)):
+                w = windows[k]
+                if w.word_start > i:
+                    break
+                if j >= w.word_end:
+                    continue
+                left = i - w.word_start if w.word_start > 0 else n_words
+                right = w.word_end - 1 - j if w.word_end < n_words else n_words
+                margin = min(left, right)
+                if margin > best_margin:
+                    best, best_margin = k, margin
+            if best >= 0:
+                out[best].append(Candidate(i, j))
     return out
+
+
+def window_candidates(window: Window, *, max_span_width: int) -> list[Candidate]:
+    """Every span of up to ``max_span_width`` words wholly inside one window."""
+    return assign_candidates([window], window.word_end, max_span_width=max_span_width)[0]
 
 
 def candidate_token_range(

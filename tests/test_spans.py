@@ -1,0 +1,84 @@
+"""Span geometry: windows cover every candidate exactly once, inside the window; overlaps resolve."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexer.spans import (
+    Word,
+    candidate_token_range,
+    plan_windows,
+    resolve_overlaps,
+    assign_candidates,
+    words_from_encoding,
+)
+
+
+def make_words(token_counts: list[int]) -> list[Word]:
+    words, tok, pos = [], 0, 0
+    for n in token_counts:
+        words.append(Word(tok, tok + n - 1, pos, pos + 3))
+        tok += n
+        pos += 4
+    return words
+
+
+def test_words_from_encoding_groups_subwords():
+    word_ids = [0, 0, 1, 2, 2, 2]
+    offsets = [(0, 3), (3, 5), (6, 7), (8, 10), (10, 12), (12, 13)]
+    assert words_from_encoding(word_ids, offsets) == [
+        Word(0, 1, 0, 5),
+        Word(2, 2, 6, 7),
+        Word(3, 5, 8, 13),
+    ]
+
+
+def test_short_passage_is_one_window():
+    words = make_words([1] * 10)
+    (w,) = plan_windows(words, max_tokens=254, max_span_width=3)
+    assert (w.word_start, w.word_end) == (0, 10)
+    (cands,) = assign_candidates([w], 10, max_span_width=3)
+    assert len(cands) == 10 + 9 + 8
+
+
+@pytest.mark.parametrize("n_words,max_tokens,width", [(300, 50, 4), (1000, 254, 8), (77, 20, 3), (40, 16, 8)])
+def test_every_candidate_scored_once_inside_its_window(n_words, max_tokens, width):
+    import random
+
+    rnd = random.Random(n_words)
+    words = make_words([rnd.choice([1, 1, 2, 3]) for _ in range(n_words)])
+    windows = plan_windows(words, max_tokens=max_tokens, max_span_width=width)
+    assert len(windows) > 1
+    seen: dict[tuple[int, int], int] = {}
+    owned = assign_candidates(windows, len(words), max_span_width=width)
+    for w, cands in zip(windows, owned):
+        assert words[w.word_end - 1].last_token - words[w.word_start].first_token < max_tokens
+        for c in cands:
+            assert w.word_start <= c.first_word <= c.last_word < w.word_end
+            first, last = candidate_token_range(c, words, w)
+            assert 1 <= first <= last <= w.token_end - w.token_start
+            seen[(c.first_word, c.last_word)] = seen.get((c.first_word, c.last_word), 0) + 1
+    # every span that fits in some window (all of them unless windows are narrower than spans)
+    fits = lambda i, j: any(w.word_start <= i and j < w.word_end for w in windows)  # noqa: E731
+    expected = {(i, j) for i in range(n_words) for j in range(i, min(i + width, n_words)) if fits(i, j)}
+    if max_tokens >= 3 * width * 3:
+        assert len(expected) == sum(min(width, n_words - i) for i in range(n_words))
+    assert set(seen) == expected
+    assert set(seen.values()) == {1}
+
+
+def test_overlong_word_gets_its_own_window():
+    words = make_words([1, 500, 1])
+    windows = plan_windows(words, max_tokens=100, max_span_width=2)
+    covered = [(w.word_start, w.word_end) for w in windows]
+    assert (1, 2) in covered or any(ws <= 1 < we for ws, we in covered)
+    for w in windows:
+        assert w.token_end - w.token_start <= 100
+
+
+def test_resolve_overlaps_greedy_by_score():
+    spans = [(0, 10, 0.6), (0, 4, 0.9), (5, 10, 0.8), (12, 15, 0.1)]
+    assert resolve_overlaps(spans) == [1, 2, 3]
+    assert resolve_overlaps([]) == []
+    # touching spans (end exclusive) do not overlap
+    assert resolve_overlaps([(0, 3, 0.5), (3, 6, 0.4)]) == [0, 1]
