@@ -1,0 +1,146 @@
+"""The command line end to end on the example corpus, in-process, with the shipped model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from indexer.cli import main
+from indexer.model_folder import default_model_path, sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "examples" / "corpus.jsonl"
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `nerindex ARGS`; return (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    store = tmp_path_factory.mktemp("cli") / "store"
+    try:
+        main(["index", str(CORPUS), "--store", str(store), "--id-field", "id", "--json"])
+    except SystemExit as exc:
+        assert not exc.code
+    return store
+
+
+def test_index_summary_json(tmp_path, capsys):
+    store = tmp_path / "s"
+    code, out, _ = run(capsys, "index", str(CORPUS), "--store", str(store), "--id-field", "id", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["created"] == 40 and summary["failed"] == 0 and summary["spans"] > 40
+    # the same input again: idempotent
+    code, out, _ = run(capsys, "index", str(CORPUS), "--store", str(store), "--id-field", "id", "--json")
+    again = json.loads(out)
+    assert (again["created"], again["skipped_existing"]) == (0, 40)
+    code, out, _ = run(capsys, "info", "--store", str(store), "--json")
+    assert json.loads(out)["store"]["passages"] == 40
+
+
+def test_search_json_lines(indexed, capsys):
+    code, out, _ = run(capsys, "search", "person", "--store", str(indexed), "--json", "--threshold", "0.2", "--limit", "3")
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert 1 <= len(lines) <= 3
+    scores = [h["score"] for h in lines]
+    assert scores == sorted(scores, reverse=True)
+    for hit in lines:
+        assert set(hit) == {"id", "score", "text", "fields", "spans"}
+        for span in hit["spans"]:
+            assert hit["text"][span["start"] : span["end"]] == span["text"]
+            assert span["similarity"] >= 0.2
+
+
+def test_search_human_marks_spans(indexed, capsys):
+    code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--limit", "2")
+    assert code == 0
+    assert "[[" in out and "]]" in out
+    assert "matched 'person'" in err
+
+
+def test_all_and_filters(indexed, capsys):
+    _, out, _ = run(capsys, "search", "thing", "--store", str(indexed), "--json", "--threshold", "-1", "--all")
+    every = [json.loads(line) for line in out.splitlines()]
+    assert len(every) == 40 - sum(1 for h in every if not h["spans"])
+    _, out, _ = run(capsys, "search", "thing", "--store", str(indexed), "--json", "--threshold", "-1", "--all", "--where", "topic=sport")
+    sport = [json.loads(line) for line in out.splitlines()]
+    assert sport and all(h["fields"]["topic"] == "sport" for h in sport)
+    _, out, _ = run(capsys, "search", "thing", "--store", str(indexed), "--json", "--threshold", "-1", "--text", "Danube")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["geo-2"]
+
+
+def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": broken\n', encoding="utf-8")
+    store = tmp_path / "s"
+    code, out, err = run(capsys, "index", str(bad), "--store", str(store))
+    assert code == 2
+    assert f"{bad}:2" in err and err.count("\n") == 1
+    assert not store.exists()
+
+
+def test_bad_input_skip(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "Paris is nice."}\n{"nope": 1}\n{"text": "Rome too."}\n', encoding="utf-8")
+    code, out, err = run(capsys, "index", str(bad), "--store", str(tmp_path / "s"), "--on-error", "skip", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert (summary["created"], summary["skipped_input"]) == (2, 1)
+    assert "bad.jsonl:2" in err
+
+
+def test_empty_file(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    code, _, err = run(capsys, "index", str(empty), "--store", str(tmp_path / "s"))
+    assert code == 2 and "empty.jsonl" in err
+
+
+def test_search_without_store(tmp_path, capsys):
+    code, _, err = run(capsys, "search", "dinosaur", "--store", str(tmp_path / "none"))
+    assert code == 5 and "no nerindex store" in err
+    assert not (tmp_path / "none").exists()
+
+
+def test_bad_where(indexed, capsys):
+    code, _, err = run(capsys, "search", "x", "--store", str(indexed), "--where", "novalue")
+    assert code == 6 and "field=value" in err
+
+
+def test_other_model_is_refused(indexed, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(default_model_path(), other)
+    with open(other / "catalog.txt", "a", encoding="utf-8") as handle:
+        handle.write("one more phrase\n")
+    meta = json.loads((other / "model.json").read_text())
+    meta["files"]["catalog.txt"] = sha256_file(other / "catalog.txt")
+    meta["catalog"]["vectors"] = None
+    meta["files"].pop("catalog.npy", None)
+    (other / "model.json").write_text(json.dumps(meta))
+    code, _, err = run(capsys, "search", "dinosaur", "--store", str(indexed), "--model", str(other))
+    assert code == 4 and "new store" in err
+
+
+def test_embed_prints_unit_vector(capsys):
+    code, out, _ = run(capsys, "embed", "dinosaur", "river")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["phrase"] for r in rows] == ["dinosaur", "river"]
+    assert abs(sum(x * x for x in rows[0]["vector"]) - 1) < 1e-3
+
+
+def test_help_explains(capsys):
+    code, out, _ = run(capsys, "index", "--help")
+    assert code == 0 and "--on-error" in out and "--id-field" in out

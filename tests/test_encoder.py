@@ -1,0 +1,137 @@
+"""The ONNX runtime path on the shipped model: loading checks, spans, windows, type vectors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from indexer.encoder import CPU, CUDA, OnnxEncoder, choose_provider
+from indexer.errors import ModelError
+from indexer.model_folder import ModelInfo, default_model_path
+from indexer.records import Passage
+
+
+@pytest.fixture(scope="session")
+def encoder() -> OnnxEncoder:
+    return OnnxEncoder.from_dir(default_model_path(), device="cpu")
+
+
+@pytest.mark.parametrize(
+    "device,available,expected",
+    [
+        ("auto", [CUDA, CPU], CUDA),
+        ("auto", [CPU], CPU),
+        ("cpu", [CUDA, CPU], CPU),
+        ("cuda", [CUDA, CPU], CUDA),
+    ],
+)
+def test_choose_provider(device, available, expected):
+    assert choose_provider(device, available) == expected
+
+
+def test_cuda_asked_but_missing_is_clear():
+    with pytest.raises(ModelError, match=r"nerindex\[gpu\]"):
+        choose_provider("cuda", [CPU])
+
+
+def test_type_vectors_are_unit_and_cached(encoder):
+    vecs = encoder.embed_types(["dinosaur", "political party", "dinosaur"])
+    assert vecs.shape == (3, encoder.info.dims)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-3)
+    assert np.array_equal(vecs[0], vecs[2])
+    assert float(vecs[0] @ vecs[1]) < 0.99
+
+
+def test_spans_are_consistent(encoder):
+    text = "Angela Merkel met Barack Obama in Berlin before flying to Paris with Air France."
+    (doc,) = encoder.encode([Passage("x", text)], with_base=True)
+    assert doc.vector.shape == (encoder.info.dims,)
+    assert abs(float(np.linalg.norm(doc.vector)) - 1) < 1e-3
+    last_end = -1
+    for span in doc.spans:
+        assert text[span.start : span.end] == span.text
+        assert span.start >= last_end  # sorted, non-overlapping
+        last_end = span.end
+        assert span.score >= encoder.info.detection_threshold
+        assert abs(float(np.linalg.norm(span.vector)) - 1) < 1e-3
+        assert span.base_vector is not None and span.base_vector.shape == span.vector.shape
+        assert len(span.labels) <= encoder.info.labels_per_span
+
+
+def test_batching_barely_changes_results(encoder):
+    # int8 dynamic quantisation scales activations per call, so padding in a batch moves vectors
+    # a little; spans far from the detection threshold must not move at all.
+    texts = ["Paris is in France.", "The Nile flows north through Egypt and Sudan to the sea.", "Hi."]
+    together = encoder.encode([Passage(str(i), t) for i, t in enumerate(texts)], batch_size=2)
+    threshold = encoder.info.detection_threshold
+    for i, t in enumerate(texts):
+        (alone,) = encoder.encode([Passage(str(i), t)])
+        assert float(alone.vector @ together[i].vector) > 0.97
+        clear = lambda doc: {(s.start, s.end) for s in doc.spans if s.score > threshold + 0.1}  # noqa: E731
+        assert clear(alone) <= {(s.start, s.end) for s in together[i].spans}
+        assert clear(together[i]) <= {(s.start, s.end) for s in alone.spans}
+
+
+def test_long_passage_is_windowed_not_truncated(encoder):
+    filler = " ".join(["the weather was mild and the fields were green"] * 120)
+    text = f"{filler} In the end Barack Obama visited Paris."
+    _, items = encoder._plan(0, Passage("long", text))
+    assert len(items) > 1
+    assert max(len(it.ids) for it in items) <= encoder.info.max_length
+    # candidates reach the very last words of the passage
+    assert max(end for it in items for _, end in it.chars) == len(text)
+    (doc,) = encoder.encode([Passage("long", text)])
+    assert all(text[s.start : s.end] == s.text for s in doc.spans)
+
+
+def test_empty_and_symbol_only_passages(encoder):
+    docs = encoder.encode([Passage("a", "\u200b"), Passage("b", "!!!")])
+    assert len(docs) == 2
+    assert all(d.vector.shape == (encoder.info.dims,) for d in docs)
+
+
+def copy_model(tmp_path):
+    target = tmp_path / "model"
+    shutil.copytree(default_model_path(), target)
+    return target
+
+
+def test_corrupt_file_is_refused(tmp_path):
+    target = copy_model(tmp_path)
+    with open(target / "tokenizer.json", "a", encoding="utf-8") as handle:
+        handle.write(" ")
+    with pytest.raises(ModelError, match="tokenizer.json: checksum"):
+        ModelInfo.load(target)
+
+
+def test_missing_model_json(tmp_path):
+    with pytest.raises(ModelError, match="no model.json"):
+        OnnxEncoder.from_dir(tmp_path)
+
+
+def test_wrong_graph_names_are_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    target = copy_model(tmp_path)
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, target / "bad.onnx")
+    meta = json.loads((target / "model.json").read_text())
+    from indexer.model_folder import sha256_file
+
+    meta["graphs"]["cpu"] = "bad.onnx"
+    meta["files"]["bad.onnx"] = sha256_file(target / "bad.onnx")
+    (target / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"bad.onnx: not a nerindex graph"):
+        OnnxEncoder.from_dir(target, device="cpu")

@@ -1,0 +1,62 @@
+"""Indexing runs: interrupted runs resume without duplicates or loss."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexer.encoder import OnnxEncoder
+from indexer.model_folder import default_model_path
+from indexer.pipeline import index_passages
+from indexer.records import Passage, text_id
+from indexer.stores.embedded import EmbeddedStore
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return OnnxEncoder.from_dir(default_model_path(), device="cpu")
+
+
+def passages(n: int) -> list[Passage]:
+    texts = [f"Report {i}: the mayor of Springfield met delegates from Shelbyville." for i in range(n)]
+    return [Passage(text_id(t), t) for t in texts]
+
+
+class Interrupting:
+    """Wraps a store and raises KeyboardInterrupt on the n-th write, like Ctrl-C mid-run."""
+
+    def __init__(self, store, after: int):
+        self.store, self.after, self.writes = store, after, 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def write(self, docs):
+        self.writes += 1
+        if self.writes > self.after:
+            raise KeyboardInterrupt
+        return self.store.write(docs)
+
+
+def test_interrupted_run_resumes(tmp_path, encoder):
+    items = passages(20)
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        report = index_passages(items, encoder, Interrupting(store, after=2), chunk_size=6)
+        assert report.interrupted
+        assert store.counts().passages == 12  # two whole chunks, nothing half-written
+        report = index_passages(items, encoder, store, chunk_size=6)
+        assert not report.interrupted
+        assert (report.created, report.skipped_existing) == (8, 12)
+        assert store.counts().passages == 20
+        spans_before = store.counts().spans
+        report = index_passages(items, encoder, store, chunk_size=6)
+        assert (report.created, report.skipped_existing) == (0, 20)
+        assert store.counts().spans == spans_before
+
+
+def test_reindex_existing_replaces(tmp_path, encoder):
+    items = passages(3)
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        index_passages(items, encoder, store)
+        report = index_passages(items, encoder, store, skip_existing=False)
+        assert (report.created, report.updated) == (0, 3)
+        assert store.counts().passages == 3
