@@ -99,3 +99,20 @@ def test_filter_sql_table():
     conn.execute("CREATE TABLE passages(fields TEXT)")
     conn.execute("""INSERT INTO passages VALUES ('{"lang": "en", "year": 2021}')""")
     assert conn.execute(f"SELECT COUNT(*) FROM passages WHERE {clause}", params).fetchone() == (1,)
+
+
+def test_second_process_sees_new_writes(tmp_path, stamp):
+    """The derived vector cache is tagged with the write generation and rebuilt when stale."""
+    writer = EmbeddedStore.open(tmp_path / "s")
+    writer.check_model(stamp)
+    writer.write(corpus()[1:])
+    reader = EmbeddedStore.open(tmp_path / "s", create=False)
+    request = SearchRequest(vector=DINO, min_similarity=0.9)
+    assert list(reader.search(request)) == []
+    assert (tmp_path / "s" / "cache" / "vectors.npy").is_file()
+    writer.write(corpus()[:1])
+    assert [h.id for h in reader.search(request)] == ["p1"]
+    third = EmbeddedStore.open(tmp_path / "s", create=False)
+    assert [h.id for h in third.search(request)] == ["p1"]
+    for s in (writer, reader, third):
+        s.close()

@@ -3,13 +3,16 @@
 SQLite (standard library, ACID) holds passages, spans, metadata and vectors; FTS5 gives the
 lexical restriction. Span vectors are loaded once into a float32 matrix and searched exactly with
 numpy (a matrix-vector product over 1M × 384 floats is tens of milliseconds on 2 cores, see
-``bench/``). Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only
+``bench/``). Reading a million vector blobs out of SQLite takes seconds, so the matrix is also kept
+as a derived cache (``cache/*.npy``, memory-mapped, tagged with the store's write generation and
+rebuilt from SQLite whenever it is stale): a new process searching an unchanged store starts at once. Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only
 whole passages behind and a rerun resumes by skipping ids already stored.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -223,6 +226,24 @@ class EmbeddedStore:
         generation = int(self._meta("generation") or 0)
         if self._vectors is not None and self._vectors.generation == generation:
             return self._vectors
+        self._vectors = self._read_cache(generation) or self._rebuild_cache(generation)
+        return self._vectors
+
+    def _read_cache(self, generation: int) -> _Vectors | None:
+        cache = self.path / "cache"
+        try:
+            if int((cache / "generation").read_text()) != generation:
+                return None
+            matrix = np.load(cache / "vectors.npy", mmap_mode="r")
+            ids = np.load(cache / "ids.npy")
+        except (OSError, ValueError):
+            return None
+        if ids.shape != (matrix.shape[0], 2):
+            return None
+        return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy())
+
+    def _rebuild_cache(self, generation: int) -> _Vectors:
+        """Read every span vector from SQLite (grouped by passage) and save the derived cache."""
         stamp = self.model()
         dims = stamp.dims if stamp else 0
         rows = self._conn.execute(
@@ -233,13 +254,23 @@ class EmbeddedStore:
             matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), dims)
         else:
             passage, span, matrix = (), (), np.zeros((0, dims), dtype=np.float32)
-        self._vectors = _Vectors(
-            generation,
-            matrix,
-            np.asarray(passage, dtype=np.int64),
-            np.asarray(span, dtype=np.int64),
-        )
-        return self._vectors
+        ids = np.stack([np.asarray(passage, dtype=np.int64), np.asarray(span, dtype=np.int64)], axis=1)
+        ids = ids.reshape(-1, 2)
+        cache = self.path / "cache"
+        try:
+            cache.mkdir(exist_ok=True)
+            (cache / "generation").unlink(missing_ok=True)
+            for name, array in (("vectors.npy", matrix), ("ids.npy", ids)):
+                tmp = cache / f".{name}.tmp"
+                with open(tmp, "wb") as handle:
+                    np.save(handle, array)
+                os.replace(tmp, cache / name)
+            tmp = cache / ".generation.tmp"
+            tmp.write_text(str(generation))
+            os.replace(tmp, cache / "generation")
+        except OSError:
+            pass  # a read-only store still searches; it only rebuilds in memory each time
+        return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy())
 
     def _allowed(self, request: SearchRequest) -> np.ndarray | None:
         """Passage rowids allowed by the metadata filters and text restriction (None: all)."""
