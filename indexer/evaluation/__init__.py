@@ -1,0 +1,6 @@
+"""Evaluation of typed-entity retrieval: benchmark from labelled data, metrics, baselines, reports.
+
+``nerindex eval`` (``commands``) wires it together; ``run`` holds one evaluation run; ``metrics``,
+``familiarity`` and ``calibration`` are pure and unit-tested; ``benchmark_io`` reads labelled data
+and reads/writes the BEIR-style folder; ``report`` renders JSON, Markdown and PNG charts.
+"""

@@ -1,0 +1,60 @@
+"""Choosing the similarity threshold a model ships with.
+
+``nerindex search --all`` returns every passage whose best span passes the threshold, so the
+threshold decides what a user gets. It is chosen on development data of types the model was trained
+on (never on the unseen-type test: that would tune on the test), by sweeping a grid and taking the
+threshold with the best macro F1 of the returned passage sets, and stored in ``model.json``
+(``similarity_threshold`` plus a ``calibration`` record saying how). ``model.json`` is not among
+the checksummed ``files``, so a model's checksum and the stores built with it are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from .metrics import Ranked, SweepPoint, sweep_thresholds
+
+DEFAULT_GRID: tuple[float, ...] = tuple(round(float(x), 2) for x in np.arange(0.0, 1.0001, 0.01))
+
+
+def choose_threshold(points: Sequence[SweepPoint]) -> SweepPoint:
+    """The sweep point with the best macro F1; among equals, the highest threshold (fewer hits)."""
+    if not points:
+        raise ValueError("empty sweep")
+    return max(points, key=lambda p: (round(p.f1, 9), p.threshold))
+
+
+def calibrate(
+    rankings: Mapping[str, Sequence[Ranked]],
+    relevant: Mapping[str, set[str]],
+    *,
+    grid: Sequence[float] = DEFAULT_GRID,
+) -> tuple[SweepPoint, list[SweepPoint]]:
+    """(chosen point, the whole curve) for one method's rankings."""
+    points = sweep_thresholds(rankings, relevant, grid)
+    return choose_threshold(points), points
+
+
+def point_dict(p: SweepPoint) -> dict[str, Any]:
+    d = asdict(p)
+    d.pop("extra", None)
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def write_calibration(model_dir: str | Path, threshold: float, record: Mapping[str, Any]) -> Path:
+    """Store the chosen threshold and how it was chosen in the folder's ``model.json``."""
+    path = Path(model_dir) / "model.json"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read model.json ({exc})") from exc
+    card["similarity_threshold"] = round(float(threshold), 4)
+    card["calibration"] = dict(record)
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

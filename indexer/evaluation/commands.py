@@ -1,0 +1,216 @@
+"""``nerindex eval``: measure retrieval quality against baselines on labelled data.
+
+Prints one Markdown report (system and baselines side by side, seen/unseen/coarse types apart, with
+the Familiarity of each group) on stdout, or the JSON with ``--json``; ``--out DIR`` also writes the
+JSON, the Markdown and the PNG charts. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from .benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
+from .run import METHODS
+
+log = logging.getLogger(__name__)
+
+
+def _load_benchmark(data: tuple[str, ...], mapping: str | None, dataset: str | None, name: str | None):
+    if len(data) == 1 and is_beir_folder(data[0]):
+        bench = import_benchmark(data[0])
+        if name:
+            bench.name = name
+        return bench
+    for d in data:
+        if Path(d).is_dir():
+            raise InputError("a folder must be a BEIR-style benchmark (corpus.jsonl, queries.jsonl, qrels.tsv)", path=d)
+    return benchmark_from_conll(list(data), mapping_file=mapping, dataset=dataset, name=name)
+
+
+def _train_types(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def _data_roots(data: tuple[str, ...]) -> list[Path]:
+    """Folders under which ``model.json``'s ``training.data`` entries may be found: the ancestors
+    of the evaluated files (e.g. ``../shared/data`` for ``../shared/data/wnut17/dev.conll``)."""
+    roots: list[Path] = []
+    for d in data:
+        for parent in Path(d).resolve().parents:
+            if parent not in roots:
+                roots.append(parent)
+    return roots
+
+
+@click.command("eval")
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--mapping", type=click.Path(exists=True, dir_okay=False),
+              help="Tag → query phrase file (JSON or TOML; flat, or sectioned by data set). "
+              "Default: the shipped mapping for the sets in shared/data.")
+@click.option("--dataset", help="Section of the mapping to use (default: from the file's folder names).")
+@click.option("--name", help="Name of the benchmark in reports.")
+@click.option("--export-benchmark", "export_dir", type=click.Path(file_okay=False),
+              help="Write the benchmark as a BEIR-style folder (corpus.jsonl, queries.jsonl, qrels.tsv) and stop.")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
+              help="Model folder (default: NERINDEX_MODEL or the shipped onnx_models/default).")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False),
+              help="Index into this embedded store folder instead of a temporary one.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Execution device (default: NERINDEX_DEVICE or auto).")
+@click.option("--methods", default=",".join(METHODS), show_default=True,
+              help="Comma-separated methods to score: " + ", ".join(METHODS) + ".")
+@click.option("--threshold", type=float, help="Operating threshold of the system (default: the model's).")
+@click.option("--train-types", help="Seen type phrases, comma-separated or @FILE (default: model.json training.types).")
+@click.option("--train-data", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Training files to count mentions per type for Familiarity (repeatable).")
+@click.option("--calibrate", is_flag=True,
+              help="Also choose each method's threshold (max macro F1 of returned passage sets) on the SEEN types of DATA.")
+@click.option("--write-model", is_flag=True,
+              help="With --calibrate: store the chosen thresholds in the model folder's model.json.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write JSON, Markdown and PNG charts here.")
+@click.option("--stem", help="File name stem for --out (default: from the benchmark name).")
+@click.option("--no-charts", is_flag=True, help="Skip the PNG charts (no matplotlib needed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of Markdown.")
+@click.option("--from-json", "from_json", is_flag=True,
+              help="DATA is a saved result JSON: re-render it (Markdown/--out) without running.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+def eval_command(
+    data: tuple[str, ...],
+    mapping: str | None,
+    dataset: str | None,
+    name: str | None,
+    export_dir: str | None,
+    model_dir: str | None,
+    store_dir: str | None,
+    device: str | None,
+    methods: str,
+    threshold: float | None,
+    train_types: str | None,
+    train_data: tuple[str, ...],
+    calibrate: bool,
+    write_model: bool,
+    out_dir: str | None,
+    stem: str | None,
+    no_charts: bool,
+    as_json: bool,
+    from_json: bool,
+    batch_size: int,
+) -> None:
+    """Score retrieval of every labelled type in DATA: the model and its baselines side by side.
+
+    DATA: CoNLL/BIO files (every variant in shared/data) or one BEIR-style folder. Each type with
+    a query phrase becomes a query; relevant passages hold a gold mention of it. Scores: R-Precision
+    (primary), Recall@R, Recall@1000, P@10 on full rankings; precision/recall/F1 of the returned
+    passage set, span hit rate and highlight precision (IoU ≥ 0.5) at each method's threshold.
+    """
+    from . import report
+
+    if not logging.getLogger().handlers:
+        # our progress on stderr; third-party chatter (bm25s, matplotlib) only when it matters
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+        logging.getLogger("indexer").setLevel(logging.INFO)
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+    if from_json:
+        result = report.read_json(data[0])
+        _emit(result, out_dir, stem, no_charts, as_json)
+        return
+    bench = _load_benchmark(data, mapping, dataset, name)
+    if export_dir:
+        folder = export_benchmark(bench, export_dir)
+        click.echo(
+            f"wrote {folder}: {len(bench.corpus)} passages, {len(bench.queries)} queries, "
+            f"{sum(len(v) for v in bench.qrels.values())} relevance judgements",
+            err=True,
+        )
+        return
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise click.BadParameter(f"unknown method(s) {', '.join(unknown)}", param_hint="--methods")
+    if write_model and not calibrate:
+        raise click.BadParameter("--write-model needs --calibrate", param_hint="--write-model")
+
+    from ..config import from_env
+    from ..encoder import OnnxEncoder
+    from .run import run_eval
+
+    settings = from_env()
+    encoder = OnnxEncoder.from_dir(model_dir or settings.model, device=device or settings.device)
+    log.info("evaluating %s: %d passages, %d types, model %s %s",
+             bench.name, len(bench.corpus), len(bench.scored_queries()), encoder.info.id, encoder.info.version)
+    result = run_eval(
+        bench,
+        encoder=encoder,
+        store_dir=store_dir,
+        methods=chosen,
+        threshold=threshold,
+        train_types=_train_types(train_types),
+        train_data=train_data,
+        data_roots=_data_roots(data),
+        mapping_file=mapping,
+        calibrate_on=("seen",) if calibrate else None,
+        batch_size=batch_size,
+    )
+    if write_model:
+        _store_calibration(result, encoder.info.path)
+    _emit(result, out_dir, stem, no_charts, as_json)
+
+
+def _store_calibration(result: dict, model_path: Path) -> None:
+    from .calibration import write_calibration
+
+    cal = result.get("calibration") or {}
+    methods = cal.get("methods", {})
+    if "system" not in methods:
+        raise InputError("no seen types with relevant passages to calibrate on", path=str(model_path))
+    record = {
+        "rule": "threshold with the best macro F1 (over types) of the returned passage sets; "
+        "grid 0.00-1.00 step 0.01; ties to the higher threshold",
+        "data": result["benchmark"]["sources"],
+        "types": cal["types"],
+        "date": _dt.date.today().isoformat(),
+        "model_checksum": result["model"]["checksum"],
+        "methods": {
+            key: {k: v for k, v in m["chosen"].items() if k in ("threshold", "precision", "recall", "f1")}
+            for key, m in methods.items()
+        },
+    }
+    chosen = methods["system"]["chosen"]["threshold"]
+    path = write_calibration(model_path, chosen, record)
+    result["calibration"]["written"] = str(path)
+    click.echo(f"stored similarity_threshold={chosen} in {path}", err=True)
+
+
+def _emit(result: dict, out_dir: str | None, stem: str | None, no_charts: bool, as_json: bool) -> None:
+    from . import report
+
+    if out_dir:
+        name = stem or _slug(result["benchmark"]["name"])
+        for p in report.write_outputs(result, out_dir, stem=name, charts=not no_charts):
+            click.echo(f"wrote {p}", err=True)
+    if as_json:
+        click.echo(json.dumps(result, indent=1, ensure_ascii=False))
+    else:
+        click.echo(report.markdown(result))
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "eval"

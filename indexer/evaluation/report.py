@@ -1,0 +1,257 @@
+"""Rendering an evaluation result: JSON for machines, Markdown tables, PNG charts.
+
+All functions take the JSON-ready dict that :func:`indexer.evaluation.run.run_eval` returns, so a
+saved result can be re-rendered without re-running (``nerindex eval --from-json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+METHOD_ORDER = ("system", "span_base", "dense", "bm25")
+SHORT = {"system": "nerindex", "span_base": "untrained spans", "dense": "dense passage", "bm25": "BM25"}
+GROUP_ORDER = ("all", "seen", "unseen", "coarse")
+COLUMNS = (
+    ("r_precision", "R-Prec"),
+    ("recall_at_1000", "R@1000"),
+    ("p_at_10", "P@10"),
+    ("set_precision", "set P"),
+    ("set_recall", "set R"),
+    ("set_f1", "set F1"),
+    ("span_hit_rate", "span hit"),
+    ("highlight_precision", "highlight P"),
+)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _methods(result: Mapping[str, Any]) -> list[str]:
+    present = list(result["summary"])
+    return [m for m in METHOD_ORDER if m in present] + [m for m in present if m not in METHOD_ORDER]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def headline_table(result: Mapping[str, Any]) -> str:
+    """Macro R-Precision per method: all types, seen, unseen and coarse side by side."""
+    fam = result.get("familiarity", {}).get("by_group", {})
+    groups = [g for g in GROUP_ORDER if result["summary"][_methods(result)[0]].get(g, {}).get("n")]
+    header = ["method"]
+    for g in groups:
+        n = result["summary"][_methods(result)[0]][g]["n"]
+        f = fam.get(g)
+        header.append(f"R-Prec {g} ({n} types" + (f", Fam {f:.2f})" if f is not None else ")"))
+    rows = []
+    for m in _methods(result):
+        rows.append([SHORT.get(m, m)] + [_fmt(result["summary"][m][g]["r_precision"]) for g in groups])
+    return _table(header, rows)
+
+
+def group_table(result: Mapping[str, Any]) -> str:
+    """Every metric, macro over types, per group and method (one row each)."""
+    fam = result.get("familiarity", {}).get("by_group", {})
+    header = ["types", "method", "threshold"] + [label for _, label in COLUMNS]
+    rows = []
+    methods = _methods(result)
+    for g in GROUP_ORDER:
+        n = result["summary"][methods[0]].get(g, {}).get("n", 0)
+        if not n:
+            continue
+        f = fam.get(g)
+        first = f"**{g}** ({n}" + (f", Fam {f:.2f})" if f is not None else ")")
+        for i, m in enumerate(methods):
+            s = result["summary"][m][g]
+            thr = result["methods"].get(m, {}).get("threshold")
+            rows.append([first if i == 0 else "", SHORT.get(m, m), _fmt(thr, 2)] + [_fmt(s.get(k)) for k, _ in COLUMNS])
+    return _table(header, rows)
+
+
+def per_type_table(result: Mapping[str, Any]) -> str:
+    """R-Precision per type and method, with the type's group, relevant count and Familiarity."""
+    methods = _methods(result)
+    header = ["type", "group", "relevant", "Familiarity"] + [SHORT.get(m, m) for m in methods]
+    order = {g: i for i, g in enumerate(GROUP_ORDER)}
+    rows = []
+    for row in sorted(result["per_type"], key=lambda r: (order.get(r["group"], 9), r["type"])):
+        best = max((row["scores"][m]["r_precision"] for m in methods), default=None)
+        cells = []
+        for m in methods:
+            v = row["scores"][m]["r_precision"]
+            cells.append(f"**{_fmt(v)}**" if v == best and best else _fmt(v))
+        rows.append([row["type"], row["group"], str(row["relevant"]), _fmt(row["familiarity"], 2)] + cells)
+    return _table(header, rows)
+
+
+def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
+    """The full Markdown report of one run."""
+    b = result["benchmark"]
+    m = result["model"]
+    parts = [
+        f"### {title or b['name']}",
+        "",
+        f"{b['passages']} passages, {b['queries_scored']} scored types "
+        f"(sources: {', '.join(Path(s).name if '/' not in s else s for s in b['sources'])}); "
+        f"model {m['id']} {m['version']} (checksum {m['checksum'][:12]}).",
+        "",
+        headline_table(result),
+        "",
+        group_table(result),
+        "",
+        per_type_table(result),
+        "",
+    ]
+    notes = []
+    for key in _methods(result):
+        info = result["methods"].get(key, {})
+        desc = info.get("description")
+        notes.append(
+            f"- {SHORT.get(key, key)}: {info.get('label', key)}; threshold: {info.get('threshold_source', '–')}"
+            + (f"; {desc}" if desc else "")
+        )
+    fam = result.get("familiarity", {})
+    notes.append(f"- Familiarity: {fam.get('definition', '')}; embeddings: {fam.get('embedding', '')}; "
+                 f"training counts: {result.get('training', {}).get('counts_source', '?')}.")
+    if not result.get("training", {}).get("types"):
+        notes.append("- no record of the training types: every type not marked coarse is counted as unseen.")
+    if result.get("skipped_queries"):
+        notes.append(f"- types without a relevant passage here (not scored): {', '.join(result['skipped_queries'])}")
+    parts += notes
+    cal = result.get("calibration")
+    if cal:
+        parts += ["", f"Calibration on {len(cal['types'])} seen types:", ""]
+        rows = []
+        for key, c in cal["methods"].items():
+            ch = c["chosen"]
+            rows.append([SHORT.get(key, key), _fmt(ch["threshold"], 2), _fmt(ch["precision"]), _fmt(ch["recall"]), _fmt(ch["f1"])])
+        parts.append(_table(["method", "chosen threshold", "macro P", "macro R", "macro F1"], rows))
+    return "\n".join(parts) + "\n"
+
+
+def write_json(result: Mapping[str, Any], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return p
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- charts
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+COLORS = {"system": "#1f77b4", "span_base": "#9467bd", "dense": "#2ca02c", "bm25": "#ff7f0e"}
+
+
+def chart_per_type(result: Mapping[str, Any], path: str | Path, *, title: str | None = None) -> Path:
+    """Horizontal grouped bars: R-Precision per type for the system and each baseline."""
+    plt = _pyplot()
+    methods = _methods(result)
+    order = {g: i for i, g in enumerate(GROUP_ORDER)}
+    # top to bottom: seen, unseen, coarse, each alphabetical (barh draws from the bottom up)
+    rows = sorted(result["per_type"], key=lambda r: (order.get(r["group"], 9), r["type"]))[::-1]
+    n = len(rows)
+    height = max(3.0, 0.32 * n * (len(methods) / 4 + 0.6) + 1.2)
+    fig, ax = plt.subplots(figsize=(8, height))
+    bar = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        ys = [i + (j - (len(methods) - 1) / 2) * bar for i in range(n)]
+        vals = [r["scores"][m]["r_precision"] for r in rows]
+        ax.barh(ys, vals, height=bar, label=SHORT.get(m, m), color=COLORS.get(m))
+    labels = []
+    for r in rows:
+        fam = r.get("familiarity")
+        labels.append(f"{r['type']} [{r['group']}" + (f", F={fam:.2f}]" if fam is not None else "]"))
+    ax.set_yticks(range(n))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("R-Precision")
+    ax.set_title(title or f"R-Precision per type — {result['benchmark']['name']}", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def chart_threshold(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    *,
+    chosen: Mapping[str, float | None] | None = None,
+    title: str = "Passage-set quality vs similarity threshold",
+) -> Path:
+    """Macro precision, recall and F1 of the returned passage sets against the threshold."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key in [m for m in METHOD_ORDER if m in curves] + [m for m in curves if m not in METHOD_ORDER]:
+        pts = curves[key]
+        xs = [p["threshold"] for p in pts]
+        color = COLORS.get(key)
+        name = SHORT.get(key, key)
+        if key == "system":
+            ax.plot(xs, [p["precision"] for p in pts], color=color, linestyle="--", label=f"{name} precision")
+            ax.plot(xs, [p["recall"] for p in pts], color=color, linestyle=":", label=f"{name} recall")
+        ax.plot(xs, [p["f1"] for p in pts], color=color, linewidth=2 if key == "system" else 1.2, label=f"{name} F1")
+        t = (chosen or {}).get(key)
+        if t is not None:
+            ax.axvline(t, color=color, alpha=0.5, linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("similarity threshold (cosine)")
+    ax.set_ylabel("macro over types")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, charts: bool = True) -> list[Path]:
+    """JSON, Markdown and (with matplotlib) the two PNG charts of one run, named by ``stem``."""
+    out = Path(folder)
+    written = [write_json(result, out / f"{stem}.json")]
+    md = out / f"{stem}.md"
+    md.write_text(markdown(result), encoding="utf-8")
+    written.append(md)
+    if charts:
+        written.append(chart_per_type(result, out / f"{stem}-per-type.png"))
+        curves = result.get("sweeps") or {}
+        chosen = {k: v.get("threshold") for k, v in result.get("methods", {}).items()}
+        title = f"Threshold curve — {result['benchmark']['name']}"
+        if result.get("calibration"):
+            curves = {k: v["curve"] for k, v in result["calibration"]["methods"].items()}
+            chosen = {k: v["chosen"]["threshold"] for k, v in result["calibration"]["methods"].items()}
+            title = f"Calibration on seen types — {result['benchmark']['name']}"
+        if curves:
+            written.append(chart_threshold(curves, out / f"{stem}-threshold.png", chosen=chosen, title=title))
+    return written

@@ -1,0 +1,190 @@
+"""Benchmark building from CoNLL, mappings (JSON/TOML), and the BEIR-style export/import round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from indexer.errors import InputError
+from indexer.evaluation.benchmark_io import (
+    PHRASES_FILE,
+    benchmark_from_conll,
+    build_benchmark,
+    detect_dataset,
+    export_benchmark,
+    import_benchmark,
+    is_beir_folder,
+    query_id,
+    read_mapping_file,
+    resolve_mapping,
+)
+from indexer.records import GoldSpan, Passage
+
+CONLL = """\
+Alice\tB-person
+met\tO
+Bob\tB-politician
+in\tO
+Paris\tB-location
+.\tO
+
+The\tO
+Green\tB-politicalparty
+Party\tI-politicalparty
+won\tO
+
+nothing\tO
+here\tO
+
+Bob\tB-politician
+Smith\tI-politician
+and\tO
+X\tB-misc
+"""
+
+
+@pytest.fixture()
+def conll_file(tmp_path: Path) -> Path:
+    folder = tmp_path / "crossner" / "politics"
+    folder.mkdir(parents=True)
+    path = folder / "dev.txt"
+    path.write_text(CONLL, encoding="utf-8")
+    return path
+
+
+def test_queries_qrels_and_gold_from_conll(conll_file: Path):
+    bench = benchmark_from_conll([conll_file])
+    assert bench.name == "crossner/dev.txt"
+    assert len(bench.corpus) == 4
+    by_text = {q.text: q for q in bench.queries}
+    # misc is mapped to null: no query; the crossner section has 14 phrases
+    assert "misc" not in by_text and len(bench.queries) == 14
+    pol = by_text["politician"]
+    assert pol.id == "q-politician" and pol.labels == ("politician",) and not pol.coarse
+    assert by_text["person"].coarse and by_text["country"].coarse
+    p0, p1, p2, p3 = bench.corpus
+    assert bench.qrels["q-politician"] == {p0.id, p3.id}
+    # gold offsets in "Alice met Bob in Paris ." and "Bob Smith and X"
+    assert bench.gold["q-politician"] == {p0.id: [(10, 13)], p3.id: [(0, 9)]}
+    assert bench.gold["q-political-party"] == {p1.id: [(4, 15)]}
+    # scored queries: only types present (person, politician, location, political party)
+    assert {q.text for q in bench.scored_queries()} == {"person", "politician", "location", "political party"}
+
+
+def test_detect_dataset_from_folder_names(tmp_path: Path):
+    assert detect_dataset(tmp_path / "wnut17" / "dev.conll", ["crossner", "wnut17"]) == "wnut17"
+    assert detect_dataset(tmp_path / "x" / "dev.conll", ["crossner", "wnut17"]) is None
+
+
+def test_unknown_file_needs_dataset_or_flat_mapping(tmp_path: Path):
+    path = tmp_path / "mine.conll"
+    path.write_text("Alice\tB-PER\n", encoding="utf-8")
+    with pytest.raises(InputError, match="--dataset"):
+        benchmark_from_conll([path])
+    bench = benchmark_from_conll([path], dataset="wikigold")
+    assert [q.text for q in bench.scored_queries()] == ["person"]
+
+
+def test_unmapped_tag_is_an_error(tmp_path: Path):
+    path = tmp_path / "x.conll"
+    path.write_text("Rex\tB-dinosaur\n", encoding="utf-8")
+    mapping = tmp_path / "m.json"
+    mapping.write_text(json.dumps({"PER": "person"}), encoding="utf-8")
+    with pytest.raises(InputError, match="dinosaur"):
+        benchmark_from_conll([path], mapping_file=mapping)
+
+
+def test_flat_toml_mapping_with_false_for_misc(tmp_path: Path):
+    path = tmp_path / "x.conll"
+    path.write_text("Rex\tB-dino\nand\tO\nfoo\tB-other\n", encoding="utf-8")
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('dino = "dinosaur"\nother = false\n_coarse = ["dino"]\n', encoding="utf-8")
+    bench = benchmark_from_conll([path], mapping_file=mapping)
+    assert [(q.text, q.coarse) for q in bench.queries] == [("dinosaur", True)]
+
+
+def test_sectioned_mapping_is_the_shipped_one():
+    data = read_mapping_file(PHRASES_FILE)
+    mapping, coarse, name = resolve_mapping(data, "/x/multiconer2_en/en-dev.conll")
+    assert name == "multiconer2_en"
+    assert mapping["Medication/Vaccine"] == "medication or vaccine"
+    assert coarse == frozenset()
+
+
+def test_same_phrase_from_two_tags_is_one_query():
+    passages = [
+        Passage("a", "Acme Corp", gold=(GoldSpan(0, 9, "corporation"),)),
+        Passage("b", "Big Co", gold=(GoldSpan(0, 6, "company"),)),
+    ]
+    bench = build_benchmark(passages, {"corporation": "company", "company": "company"}, name="t")
+    assert len(bench.queries) == 1
+    q = bench.queries[0]
+    assert q.labels == ("company", "corporation") and bench.qrels[q.id] == {"a", "b"}
+
+
+def test_two_files_merge_queries_by_phrase(tmp_path: Path):
+    a = tmp_path / "wnut17" / "dev.conll"
+    b = tmp_path / "btc" / "h.conll"
+    for p in (a, b):
+        p.parent.mkdir(parents=True)
+    a.write_text("Alice\tB-person\n", encoding="utf-8")
+    b.write_text("Bob\tB-PER\n", encoding="utf-8")
+    bench = benchmark_from_conll([a, b])
+    person = next(q for q in bench.queries if q.text == "person")
+    assert person.labels == ("PER", "person")
+    assert len(bench.qrels[person.id]) == 2
+    assert len(bench.corpus) == 2
+
+
+def test_beir_round_trip(conll_file: Path, tmp_path: Path):
+    bench = benchmark_from_conll([conll_file])
+    out = export_benchmark(bench, tmp_path / "beir")
+    assert is_beir_folder(out)
+    qrels = (out / "qrels.tsv").read_text(encoding="utf-8").splitlines()
+    assert qrels[0] == "query-id\tcorpus-id\tscore"
+    assert f"q-politician\t{bench.corpus[0].id}\t1" in qrels
+    assert (out / "qrels" / "test.tsv").read_text(encoding="utf-8") == (out / "qrels.tsv").read_text(encoding="utf-8")
+    doc = json.loads((out / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert doc["text"] == "Alice met Bob in Paris ."
+    assert {"start": 10, "end": 13, "label": "politician", "type": "politician"} in doc["entities"]
+
+    back = import_benchmark(out)
+    assert [p.id for p in back.corpus] == [p.id for p in bench.corpus]
+    assert [p.gold for p in back.corpus] == [p.gold for p in bench.corpus]
+    assert [(q.id, q.text, q.labels, q.coarse) for q in back.queries] == [
+        (q.id, q.text, q.labels, q.coarse) for q in bench.queries
+    ]
+    assert {k: v for k, v in back.qrels.items() if v} == {k: v for k, v in bench.qrels.items() if v}
+    assert {k: v for k, v in back.gold.items() if v} == {k: v for k, v in bench.gold.items() if v}
+    assert back.name == bench.name
+
+
+def test_import_rejects_offsets_outside_text(tmp_path: Path):
+    (tmp_path / "corpus.jsonl").write_text(
+        json.dumps({"_id": "d", "text": "abc", "entities": [{"start": 0, "end": 9, "label": "x"}]}) + "\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "x"}) + "\n", encoding="utf-8")
+    (tmp_path / "qrels.tsv").write_text("q\td\t1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="outside the text"):
+        import_benchmark(tmp_path)
+
+
+def test_import_plain_beir_without_entities(tmp_path: Path):
+    (tmp_path / "corpus.jsonl").write_text(
+        json.dumps({"_id": "d1", "title": "", "text": "Rex roared"}) + "\n"
+        + json.dumps({"_id": "d2", "text": "calm"}) + "\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "dinosaur"}) + "\n", encoding="utf-8")
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\n", encoding="utf-8")
+    bench = import_benchmark(tmp_path)
+    assert bench.qrels == {"q1": {"d1"}}
+    assert bench.gold == {"q1": {}}
+
+
+def test_query_id_is_readable():
+    assert query_id("Medication or Vaccine") == "q-medication-or-vaccine"

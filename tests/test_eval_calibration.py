@@ -1,0 +1,56 @@
+"""Threshold choice and storing it in model.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from indexer.errors import ModelError
+from indexer.evaluation.calibration import DEFAULT_GRID, calibrate, choose_threshold, write_calibration
+from indexer.evaluation.metrics import Ranked, SweepPoint
+
+
+def test_grid_covers_zero_to_one():
+    assert DEFAULT_GRID[0] == 0.0 and DEFAULT_GRID[-1] == 1.0 and len(DEFAULT_GRID) == 101
+
+
+def test_choose_threshold_prefers_best_f1_then_higher_threshold():
+    pts = [
+        SweepPoint(0.1, 0.2, 1.0, 0.3, 0.2, 1.0),
+        SweepPoint(0.4, 0.6, 0.6, 0.6, 0.6, 0.6),
+        SweepPoint(0.5, 0.7, 0.5, 0.6, 0.7, 0.5),
+        SweepPoint(0.9, 1.0, 0.1, 0.2, 1.0, 0.1),
+    ]
+    assert choose_threshold(pts).threshold == 0.5
+
+
+def test_calibrate_finds_the_gap_between_relevant_and_irrelevant():
+    # relevant passages score >= .6, irrelevant <= .4: any t in (.4, .6] gives F1 = 1;
+    # ties go to the highest such threshold, 0.6
+    rankings = {
+        "q1": [Ranked("a", 0.9), Ranked("b", 0.6), Ranked("x", 0.4), Ranked("y", 0.1)],
+        "q2": [Ranked("c", 0.7), Ranked("z", 0.3)],
+    }
+    relevant = {"q1": {"a", "b"}, "q2": {"c"}}
+    chosen, curve = calibrate(rankings, relevant, grid=[0.0, 0.3, 0.5, 0.6, 0.65, 0.8])
+    assert chosen.threshold == 0.6 and chosen.f1 == 1.0
+    # at 0.65, q1 loses b: P 1, R .5, F1 2/3; q2 keeps c: F1 1 -> macro 5/6
+    assert curve[4].f1 == pytest.approx(5 / 6)
+
+
+def test_write_calibration_keeps_the_rest_of_model_json(tmp_path: Path):
+    card = {"id": "m", "similarity_threshold": 0.5, "files": {"a.onnx": "abc"}, "training": {"types": ["x"]}}
+    (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    write_calibration(tmp_path, 0.4321, {"rule": "max macro F1", "types": ["x"]})
+    back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+    assert back["similarity_threshold"] == 0.4321
+    assert back["calibration"] == {"rule": "max macro F1", "types": ["x"]}
+    assert back["files"] == card["files"] and back["training"] == card["training"]
+    assert list(back)[:3] == ["id", "similarity_threshold", "files"]  # key order kept
+
+
+def test_write_calibration_needs_a_model_folder(tmp_path: Path):
+    with pytest.raises(ModelError):
+        write_calibration(tmp_path, 0.5, {})

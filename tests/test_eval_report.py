@@ -1,0 +1,62 @@
+"""Markdown and chart rendering of a hand-made result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexer.evaluation import report
+
+
+def _scores(rp: float, f1: float | None = None) -> dict:
+    return {"r_precision": rp, "recall_at_1000": 1.0, "p_at_10": 0.5, "set_precision": f1, "set_recall": f1,
+            "set_f1": f1, "span_hit_rate": None, "highlight_precision": None}
+
+
+RESULT = {
+    "benchmark": {"name": "toy", "sources": ["/d/toy.conll"], "passages": 10, "queries_scored": 2},
+    "model": {"id": "m", "version": "1", "checksum": "abcdef0123456789"},
+    "methods": {
+        "system": {"label": "nerindex", "threshold": 0.42, "threshold_source": "model.json"},
+        "bm25": {"label": "BM25", "threshold": None, "threshold_source": "none", "description": "bm25s"},
+    },
+    "training": {"types": ["person"], "counts_source": "x"},
+    "familiarity": {"definition": "d", "embedding": "e", "by_group": {"all": 0.5, "seen": 0.9, "unseen": 0.1}},
+    "summary": {
+        "system": {"all": {"n": 2, **_scores(0.75, 0.6)}, "seen": {"n": 1, **_scores(0.9, 0.7)},
+                   "unseen": {"n": 1, **_scores(0.6, 0.5)}, "coarse": {"n": 0}},
+        "bm25": {"all": {"n": 2, **_scores(0.3)}, "seen": {"n": 1, **_scores(0.2)},
+                 "unseen": {"n": 1, **_scores(0.4)}, "coarse": {"n": 0}},
+    },
+    "per_type": [
+        {"type": "person", "group": "seen", "relevant": 3, "familiarity": 0.9,
+         "scores": {"system": _scores(0.9), "bm25": _scores(0.2)}},
+        {"type": "dinosaur", "group": "unseen", "relevant": 2, "familiarity": 0.1,
+         "scores": {"system": _scores(0.6), "bm25": _scores(0.4)}},
+    ],
+    "sweeps": {"system": [{"threshold": t / 10, "precision": t / 10, "recall": 1 - t / 10, "f1": 0.4} for t in range(11)]},
+    "skipped_queries": ["poem"],
+}
+
+
+def test_markdown_puts_methods_and_groups_side_by_side():
+    md = report.markdown(RESULT)
+    head = md.split("\n\n")[2]
+    assert "R-Prec seen (1 types, Fam 0.90)" in head and "R-Prec unseen (1 types, Fam 0.10)" in head
+    assert "coarse" not in head  # empty group left out
+    assert "| nerindex | 0.750 | 0.900 | 0.600 |" in head
+    assert "| BM25 | 0.300 | 0.200 | 0.400 |" in head
+    assert "| dinosaur | unseen | 2 | 0.10 | **0.600** | 0.400 |" in md
+    assert "not scored): poem" in md
+
+
+def test_charts_are_pngs(tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    written = report.write_outputs(RESULT, tmp_path, stem="toy")
+    names = sorted(p.name for p in written)
+    assert names == ["toy-per-type.png", "toy-threshold.png", "toy.json", "toy.md"]
+    for p in written:
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.read_json(tmp_path / "toy.json")["benchmark"]["name"] == "toy"

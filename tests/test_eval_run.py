@@ -1,0 +1,214 @@
+"""A whole evaluation run on a toy corpus with a fake encoder, through the real pipeline, embedded
+store and NerIndex search; the expected figures are worked out by hand below."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from indexer.evaluation.benchmark_io import benchmark_from_conll
+from indexer.evaluation.run import Training, run_eval, training_from_card
+from indexer.model_folder import ModelInfo
+from indexer.records import EncodedPassage, EncodedSpan
+
+pytest.importorskip("bm25s")  # the [eval] extra
+
+E = np.eye(4, dtype=np.float32)
+LEXICON = {"Alice": 0, "Bob": 0, "Paris": 1, "Rome": 1, "Rex": 2}  # 0 person, 1 location, 2 dinosaur
+TYPES = {"person": E[0], "location": E[1], "dinosaur": E[2]}
+
+CONLL = """\
+Alice\tB-PER
+visited\tO
+Paris\tB-LOC
+
+Rex\tB-DINO
+roared\tO
+
+Bob\tB-PER
+slept\tO
+
+the\tO
+rain\tO
+fell\tO
+
+Rome\tB-LOC
+burned\tO
+"""
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+class FakeEncoder:
+    """Spans = lexicon words. Trained vectors are exact type axes; the "untrained" base vectors
+    are blurred towards axis 3 and mistake Rex for a person."""
+
+    def __init__(self, folder: Path) -> None:
+        card = {
+            "id": "fake",
+            "version": "1",
+            "backbone": {"name": "toy"},
+            "training": {"types": ["person", "location"]},
+        }
+        self.info = ModelInfo(
+            path=folder, id="fake", version="1", dims=4, max_length=64, max_span_width=4,
+            detection_threshold=0.5, similarity_threshold=0.5, label_threshold=0.5, labels_per_span=1,
+            similarity="cosine", type_template="{}", graphs={}, files={"x": "0"}, raw=card,
+        )
+
+    def encode(self, passages, *, batch_size=32, with_base=False, progress=None):
+        out = []
+        for p in passages:
+            spans, pos = [], 0
+            for word in p.text.split(" "):
+                if word in LEXICON:
+                    cat = LEXICON[word]
+                    base = E[0] if word == "Rex" else _unit(E[cat] + E[3])
+                    spans.append(EncodedSpan(pos, pos + len(word), word, 0.9, E[cat].copy(), (), base))
+                pos += len(word) + 1
+            pvec = _unit(sum((s.vector for s in spans), np.zeros(4, np.float32)) + E[3])
+            out.append(EncodedPassage(p, tuple(spans), pvec))
+        if progress:
+            progress(len(out))
+        return out
+
+    def embed_types(self, phrases, *, batch_size=64):
+        return np.stack([TYPES.get(p, E[3]) for p in phrases]) if phrases else np.zeros((0, 4), np.float32)
+
+
+@pytest.fixture()
+def toy(tmp_path: Path):
+    data = tmp_path / "toy.conll"
+    data.write_text(CONLL, encoding="utf-8")
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"PER": "person", "LOC": "location", "DINO": "dinosaur"}), encoding="utf-8")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"id": "fake", "similarity_threshold": 0.5}), encoding="utf-8")
+    return data, mapping, FakeEncoder(model)
+
+
+def _by_type(result):
+    return {row["type"]: row for row in result["per_type"]}
+
+
+def test_run_scores_system_and_baselines(toy):
+    data, mapping, enc = toy
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    result = run_eval(bench, encoder=enc)
+    rows = _by_type(result)
+    assert result["groups"] == {"seen": ["location", "person"], "unseen": ["dinosaur"], "coarse": []}
+    # system: trained vectors are exact -> every type perfectly ranked
+    assert all(rows[t]["scores"]["system"]["r_precision"] == 1.0 for t in rows)
+    # at threshold .5 the system returns exactly the relevant passages and the right spans
+    person = rows["person"]["scores"]["system"]
+    assert person["set_precision"] == 1.0 and person["set_recall"] == 1.0
+    assert person["span_hit_rate"] == 1.0 and person["highlight_precision"] == 1.0
+    # untrained spans: for "person", Rex (base = person axis, cos 1) outranks Alice and Bob
+    # (cos .707): top 2 = Rex, Alice -> 1/2. For "dinosaur" no base vector has the axis: all 0,
+    # ties keep corpus order -> top 1 = the Alice passage -> 0. "location": Paris, Rome first -> 1.
+    base = {t: rows[t]["scores"]["span_base"]["r_precision"] for t in rows}
+    assert base == {"person": 0.5, "location": 1.0, "dinosaur": 0.0}
+    assert result["summary"]["span_base"]["seen"]["r_precision"] == 0.75
+    assert result["summary"]["span_base"]["unseen"]["r_precision"] == 0.0
+    # BM25: the type words never occur in the text
+    assert result["summary"]["bm25"]["all"]["r_precision"] == 0.0
+    # baselines without a calibrated threshold have no set metrics
+    assert result["methods"]["dense"]["threshold"] is None
+    assert rows["person"]["scores"]["dense"]["set_f1"] is None
+    # Familiarity (counts 1 each for person, location): dinosaur is orthogonal to both -> 0;
+    # person: mentions [1 (person), 0 (location)] -> 1 / (1 + 1/2) = 2/3
+    assert rows["dinosaur"]["familiarity"] == 0.0
+    assert rows["person"]["familiarity"] == pytest.approx(2 / 3, abs=1e-6)
+    assert result["familiarity"]["by_group"]["unseen"] == 0.0
+    assert result["run"]["index"]["created"] == 5
+    assert result["run"]["passages_without_spans"] == 1
+
+
+def test_calibration_uses_seen_types_only(toy):
+    data, mapping, enc = toy
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    result = run_eval(bench, encoder=enc, methods=("system", "dense"), calibrate_on=("seen",))
+    cal = result["calibration"]
+    assert sorted(cal["types"]) == ["location", "person"]
+    # relevant spans score 1.0, others 0.0: every t in (0, 1] separates them; ties -> 1.0
+    assert cal["methods"]["system"]["chosen"]["threshold"] == 1.0
+    assert cal["methods"]["system"]["chosen"]["f1"] == 1.0
+    assert set(cal["methods"]) == {"system", "dense"}
+
+
+def test_training_from_card_sources(tmp_path: Path):
+    t = training_from_card({"training": {"types": ["person"], "type_counts": {"person": 7}}})
+    assert t.types == {"person"} and t.counts == {"person": 7}
+    t = training_from_card({"training": {"types": ["a", "b"]}})
+    assert t.counts == {"a": 1, "b": 1} and t.counts_source.startswith("unweighted")
+    t = training_from_card({}, train_types=["x", " y "])
+    assert t.types == {"x", "y"} and t.source == "--train-types"
+    # counting mentions in training files, skipping sentences with a held-out type
+    folder = tmp_path / "wnut17"
+    folder.mkdir()
+    (folder / "train.conll").write_text(
+        "Alice\tB-person\nBob\tB-person\n\nAcme\tB-corporation\nAlice\tB-person\n\nX\tB-product\n",
+        encoding="utf-8",
+    )
+    card = {"training": {"types": ["person"], "held_out_types": ["corporation"], "data": ["wnut17/train.conll"]}}
+    t = training_from_card(card, data_roots=[tmp_path])
+    # sentence 2 holds a held-out type -> dropped: person 2, product 1
+    assert t.counts == {"person": 2, "product": 1}
+    assert isinstance(t, Training)
+
+
+def test_cli_eval_writes_reports_and_calibrates(toy, tmp_path: Path, monkeypatch):
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+
+    data, mapping, enc = toy
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    out = tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(
+        cli,
+        ["eval", str(data), "--mapping", str(mapping), "--out", str(out), "--stem", "toy",
+         "--calibrate", "--write-model"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "| nerindex |" in res.output and "untrained spans" in res.output
+    assert (out / "toy.json").is_file() and (out / "toy.md").is_file()
+    pytest.importorskip("matplotlib")
+    assert (out / "toy-per-type.png").stat().st_size > 1000
+    assert (out / "toy-threshold.png").stat().st_size > 1000
+    card = json.loads((enc.info.path / "model.json").read_text(encoding="utf-8"))
+    assert card["similarity_threshold"] == 1.0
+    assert card["calibration"]["types"] == ["location", "person"]
+    assert set(card["calibration"]["methods"]) == {"system", "span_base", "dense"}
+
+
+def test_cli_export_benchmark_needs_no_model(toy, tmp_path: Path):
+    from indexer.cli import cli
+
+    data, mapping, _ = toy
+    res = CliRunner().invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--export-benchmark", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "b" / "corpus.jsonl").read_text(encoding="utf-8").count("\n") == 5
+    assert (tmp_path / "b" / "qrels.tsv").read_text(encoding="utf-8").count("\n") == 1 + 5  # header + 5 judgements
+
+
+def test_cli_reads_a_beir_folder_back(toy, tmp_path: Path, monkeypatch):
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+
+    data, mapping, enc = toy
+    runner = CliRunner()
+    runner.invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--export-benchmark", str(tmp_path / "b")])
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    res = runner.invoke(cli, ["eval", str(tmp_path / "b"), "--json", "--no-charts", "--methods", "system,bm25"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output)
+    assert set(result["summary"]) == {"system", "bm25"}
+    assert result["summary"]["system"]["all"]["r_precision"] == 1.0
