@@ -1,5 +1,6 @@
 """nerindex: zero-shot typed-entity retrieval (import name ``indexer``)."""
 
+from .api import NerIndex
 from .errors import (
     InputError,
     ModelError,
@@ -8,6 +9,7 @@ from .errors import (
     SearchError,
     StoreError,
 )
+from .reading import ReadStats, read_passages
 from .records import EncodedPassage, EncodedSpan, GoldSpan, Hit, Passage, SpanMatch
 
 __all__ = [
@@ -18,9 +20,12 @@ __all__ = [
     "InputError",
     "ModelError",
     "ModelMismatchError",
+    "NerIndex",
     "NerindexError",
     "Passage",
+    "ReadStats",
     "SearchError",
     "SpanMatch",
     "StoreError",
+    "read_passages",
 ]
