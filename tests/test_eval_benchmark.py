@@ -56,7 +56,7 @@ def conll_file(tmp_path: Path) -> Path:
 
 def test_queries_qrels_and_gold_from_conll(conll_file: Path):
     bench = benchmark_from_conll([conll_file])
-    assert bench.name == "crossner/dev.txt"
+    assert bench.name == "crossner/politics/dev.txt"
     assert len(bench.corpus) == 4
     by_text = {q.text: q for q in bench.queries}
     # misc is mapped to null: no query; the crossner section has 14 phrases

@@ -46,9 +46,17 @@ def test_write_calibration_keeps_the_rest_of_model_json(tmp_path: Path):
     write_calibration(tmp_path, 0.4321, {"rule": "max macro F1", "types": ["x"]})
     back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     assert back["similarity_threshold"] == 0.4321
-    assert back["calibration"] == {"rule": "max macro F1", "types": ["x"]}
+    assert back["calibration"] == {"rule": "max macro F1", "types": ["x"], "label_threshold_follows": False}
     assert back["files"] == card["files"] and back["training"] == card["training"]
     assert list(back)[:3] == ["id", "similarity_threshold", "files"]  # key order kept
+
+
+def test_label_threshold_follows_when_it_was_equal(tmp_path: Path):
+    card = {"similarity_threshold": 0.5, "label_threshold": 0.5}
+    (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    write_calibration(tmp_path, 0.3, {})
+    back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+    assert back["label_threshold"] == 0.3 and back["calibration"]["label_threshold_follows"] is True
 
 
 def test_write_calibration_needs_a_model_folder(tmp_path: Path):

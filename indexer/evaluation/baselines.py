@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import NerindexError
 from .metrics import Ranked, ScoredSpan
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,21 @@ def _stemmer() -> Any:
     return Stemmer.Stemmer("english")
 
 
+def _bm25s() -> Any:
+    try:
+        import bm25s
+    except ModuleNotFoundError as exc:
+        raise NerindexError(
+            "the BM25 baseline needs the bm25s package: pip install 'nerindex[eval]' "
+            "(or leave bm25 out of --methods)"
+        ) from exc
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 def bm25_description() -> str:
     """How the BM25 baseline was configured, for reports."""
-    import bm25s
+    bm25s = _bm25s()
 
     stem = "Snowball stemming" if _stemmer() is not None else "no stemming"
     s = BM25_SETTINGS
@@ -48,7 +61,7 @@ def bm25_rankings(
     ids: Sequence[str], texts: Sequence[str], queries: Sequence[tuple[str, str]]
 ) -> dict[str, list[Ranked]]:
     """Rank passages by BM25 of their text against each ``(query id, phrase)``."""
-    import bm25s
+    bm25s = _bm25s()
 
     stemmer = _stemmer()
     s = BM25_SETTINGS

@@ -246,7 +246,7 @@ def benchmark_from_conll(
         passages = list(read_conll(path))
         if not passages:
             raise InputError("no sentences found", path=str(path))
-        label = f"{section}/{Path(path).name}" if section else Path(path).name
+        label = _label(path, section)
         parts.append(
             build_benchmark(
                 passages, mapping, name=label, coarse_tags=coarse, sources=[str(path)], source=str(path)
@@ -258,6 +258,17 @@ def benchmark_from_conll(
             bench.name = name
         return bench
     return merge_benchmarks(parts, name=name or "+".join(p.name for p in parts))
+
+
+def _label(path: str | Path, section: str | None) -> str:
+    """A readable name for a data file: from its data-set folder down (``crossner/politics/dev.txt``)."""
+    parts = Path(path).resolve().parts
+    if section:
+        lowered = [p.lower() for p in parts]
+        if section.lower() in lowered:
+            return "/".join(parts[lowered.index(section.lower()) :])
+        return f"{section}/{parts[-1]}"
+    return parts[-1]
 
 
 # ---------------------------------------------------------------- BEIR-style folder

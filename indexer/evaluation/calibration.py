@@ -54,7 +54,12 @@ def write_calibration(model_dir: str | Path, threshold: float, record: Mapping[s
         card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot read model.json ({exc})") from exc
+    # label_threshold equal to the similarity threshold means "tag a span with a catalog phrase
+    # exactly when searching that phrase would match it": keep that promise when moving it
+    follows = card.get("label_threshold") == card.get("similarity_threshold")
     card["similarity_threshold"] = round(float(threshold), 4)
-    card["calibration"] = dict(record)
+    if follows:
+        card["label_threshold"] = card["similarity_threshold"]
+    card["calibration"] = {**record, "label_threshold_follows": follows}
     path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path

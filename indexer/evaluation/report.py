@@ -154,7 +154,14 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:
+        from ..errors import NerindexError
+
+        raise NerindexError(
+            "charts need matplotlib: pip install 'nerindex[eval]' (or pass --no-charts)"
+        ) from exc
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt

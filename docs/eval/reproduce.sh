@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Reproduce the figures of EVALUATION.md (run from the repository root, with shared/ beside it).
+# Needs the [eval] extra (bm25s, PyStemmer, matplotlib). About 10 minutes on 2 CPU cores.
+set -euo pipefail
+D=${NERINDEX_DATA:-../shared/data}
+OUT=docs/eval
+# mentions per type in the shipped model's training files, for Familiarity
+TRAIN=(--train-data "$D/multiconer2_en/en-train90.conll" --train-data "$D/wnut17/train.conll"
+       --train-data "$D/wikigold/wikigold.conll"
+       --train-data "$D/btc/a.conll" --train-data "$D/btc/b.conll" --train-data "$D/btc/e.conll"
+       --train-data "$D/btc/f.conll" --train-data "$D/btc/g.conll" --train-data "$D/btc/h.conll")
+EVAL="nice -n 10 nerindex eval"
+
+# 1. calibration on the model's validation split, seen types only; writes model.json
+if [ "${CALIBRATE:-0}" = 1 ]; then
+  $EVAL "$D/multiconer2_en/en-train10.conll" "$D/wnut17/dev.conll" --name "calibration: MultiCoNER en-train10 + WNUT-17 dev" \
+    --calibrate --write-model "${TRAIN[@]}" --out $OUT --stem calibration > $OUT/calibration.txt
+fi
+# 2. zero-shot: CrossNER (never used in training) and MultiCoNER dev (medical types held out)
+$EVAL "$D/crossner/politics/dev.txt" "${TRAIN[@]}" --out $OUT --stem crossner-politics-dev
+$EVAL "$D/crossner/literature/dev.txt" "${TRAIN[@]}" --out $OUT --stem crossner-literature-dev
+$EVAL "$D/multiconer2_en/en-dev.conll" "${TRAIN[@]}" --out $OUT --stem multiconer-dev
+# 3. social media (WNUT-17 dev was the model's validation data)
+$EVAL "$D/wnut17/dev.conll" "${TRAIN[@]}" --out $OUT --stem wnut17-dev
+# 4. sets the model was trained on: a check that every format runs, not a quality figure
+$EVAL "$D/wikigold/wikigold.conll" "${TRAIN[@]}" --out $OUT --stem wikigold-trained-on
+$EVAL "$D/btc/e.conll" "${TRAIN[@]}" --out $OUT --stem btc-e-trained-on
+# 5. the BEIR-style benchmark of the zero-shot sets, for scoring other systems
+$EVAL "$D/crossner/politics/dev.txt" "$D/crossner/literature/dev.txt" --export-benchmark "${BEIR_OUT:-/tmp/nerindex-beir-crossner-dev}"
