@@ -1,0 +1,71 @@
+"""``nerindex serve``: the HTTP API, the Search UI endpoints and the search page (the [web] extra)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from ..commands import backend_options, open_index
+
+
+@click.command("serve")
+@backend_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all interfaces).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Browser origin allowed to call the API (repeatable; '*' for any). Default: CORS off.",
+)
+@click.option(
+    "--threshold",
+    default=None,
+    type=click.FloatRange(-1.0, 1.0),
+    help="Similarity threshold for requests that give none (Search UI never does). Default: the model's.",
+)
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600), help="Time limit of one request, seconds.")
+@click.option("--max-page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most hits one response may carry.")
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Search threads (default: cores + 2, at most 8).")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve_command(
+    store: str | None,
+    model: str | None,
+    device: str | None,
+    es_url: str | None,
+    es_index: str | None,
+    host: str,
+    port: int,
+    cors_origins: tuple[str, ...],
+    threshold: float | None,
+    timeout: float,
+    max_page_size: int,
+    workers: int | None,
+    log_level: str,
+) -> None:
+    """Serve the search page at / and the JSON API at /api/v1 (OpenAPI at /openapi.json).
+
+    Elastic Search UI apps can point their ApiProxyConnector at /api.
+    """
+    import uvicorn
+
+    from .app import Limits, create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    index = open_index(store, model, device, es_url, es_index, create=False)
+    app = create_app(
+        index,
+        cors_origins=cors_origins,
+        limits=Limits(request_timeout_s=timeout, max_page_size=max_page_size),
+        workers=workers,
+        threshold=threshold,
+        close_index=True,
+    )
+    click.echo(f"nerindex: serving {index.description} at http://{host}:{port}/", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,109 @@
+"""Request and response models of the HTTP API: validation at the edge, and the OpenAPI description.
+
+Requests forbid unknown keys, so nothing a client sends can reach a store unparsed (there is no
+way to pass a raw Elasticsearch query through). Responses are built as plain dicts for speed and
+declared here only for the OpenAPI description.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scalar = bool | int | float | str
+
+
+class SearchBody(BaseModel):
+    """A search: passages that mention an entity of the given type, best first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(..., description="The entity type in plain words.", examples=["dinosaur"])
+    limit: int = Field(10, ge=1, description="Hits per response (the page size when paging).")
+    threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Minimum cosine similarity of a mention; null = the model's calibrated default."
+    )
+    filters: dict[str, Scalar | list[Scalar]] = Field(
+        default_factory=dict,
+        description="Metadata filters: field -> value (exact match) or list of values (any of).",
+        examples=[{"source": "wikipedia"}],
+    )
+    text: str | None = Field(None, description="Restrict to passages whose text matches this lexical query.")
+    all: bool = Field(
+        False, description="Page through *all* matches (not just the top hits): follow next_cursor until it is null."
+    )
+    cursor: str | None = Field(None, description="next_cursor of the previous response, sent with the same query.")
+    facets: bool = Field(False, description="Also count metadata values over all matches (and return total).")
+
+
+class SpanOut(BaseModel):
+    start: int = Field(description="Character offset of the mention in text (inclusive).")
+    end: int = Field(description="Character offset of the mention in text (exclusive).")
+    text: str
+    similarity: float
+    labels: list[str]
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float = Field(description="Best similarity of a mention in the passage to the type.")
+    text: str
+    fields: dict[str, Any]
+    spans: list[SpanOut] = Field(description="The mentions that matched, best first.")
+
+
+class FacetValue(BaseModel):
+    value: Scalar
+    count: int
+
+
+class SearchResponse(BaseModel):
+    type: str
+    threshold: float | None = Field(description="The similarity threshold applied.")
+    hits: list[HitOut]
+    total: int | None = Field(description="Number of matches; null for a plain top-hits search.")
+    next_cursor: str | None = Field(description="Pass back as cursor for the next page; null at the end.")
+    facets: dict[str, list[FacetValue]] | None = None
+    took_ms: float
+
+
+class EmbedBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    phrases: list[str] = Field(..., min_length=1, description="Type phrases to embed.", examples=[["dinosaur"]])
+
+
+class EmbedResponse(BaseModel):
+    model: dict[str, Any] | None = Field(description="The model the vectors come from (id, version, dims).")
+    dims: int
+    phrases: list[str]
+    vectors: list[list[float]] = Field(description="Unit vectors, one per phrase, for kNN on spans.vector.")
+
+
+class TypesResponse(BaseModel):
+    types: list[str]
+    total: int = Field(description="Size of the whole catalog.")
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class SearchUIBody(BaseModel):
+    """What Search UI's ApiProxyConnector posts: its request state and query config."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: dict[str, Any] = Field(default_factory=dict)
+    queryConfig: dict[str, Any] = Field(default_factory=dict)

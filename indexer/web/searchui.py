@@ -1,0 +1,364 @@
+"""Adapter for Elastic Search UI's ``ApiProxyConnector``: its requests in, its response state out.
+
+``@elastic/search-ui-elasticsearch-connector`` ships ``ApiProxyConnector``, which POSTs
+``{"state": RequestState, "queryConfig": QueryConfig}`` to ``<basePath>/search`` and
+``<basePath>/autocomplete`` and expects the connector's *output* back: a Search UI
+``ResponseState`` (``results``, ``totalResults``, ``facets``, paging numbers) and an
+``AutocompleteResponseState``. Everything here is a pure function of those JSON bodies, so the
+mapping is tested table-driven without a model or a server.
+
+Mapping (documented in docs/web.md):
+
+- ``searchTerm`` is the entity type phrase; an empty term answers an empty result.
+- Filters ``{field, type: any|all|none, values}`` on metadata fields. The first ``any`` (or
+  one-value ``all``) filter on a field is pushed down to the store; every other filter is
+  applied to the exhaustive result set in Python, so all three types are honoured exactly.
+  Range values are refused (400).
+- ``current``/``resultsPerPage`` page through *all* matches; ``totalResults`` is exact.
+- Value facets count metadata values over the matches (disjunctive facets ignore their own
+  filters); range facets are not supported and are left out.
+- Each result carries ``id``, ``text`` (raw, and ``snippet``: the escaped passage with the
+  matching mentions in ``<em>``), ``score``, ``mentions``, ``spans`` and every metadata field.
+  Search UI renders ``snippet`` as HTML, so the passage text is always escaped first.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..errors import SearchError
+from ..records import Hit, SpanMatch
+from .resultsets import Scalar, SearchQuery, facet_counts
+
+FILTER_TYPES = ("any", "all", "none")
+DEFAULT_PAGE_SIZE = 20
+DEFAULT_FACET_SIZE = 20
+DEFAULT_SUGGESTIONS = 5
+
+
+@dataclass(frozen=True)
+class FieldFilter:
+    """One Search UI filter on a metadata field."""
+
+    field: str
+    type: str
+    values: tuple[Scalar, ...]
+
+    def matches(self, fields: Mapping[str, Any]) -> bool:
+        """Whether a passage's metadata passes this filter (a list-valued field holds each value)."""
+        stored = fields.get(self.field)
+        held = stored if isinstance(stored, list) else [stored] if stored is not None else []
+
+        def has(value: Scalar) -> bool:
+            return any(_same(value, h) for h in held)
+
+        if self.type == "any":
+            return any(has(v) for v in self.values)
+        if self.type == "all":
+            return all(has(v) for v in self.values)
+        return not any(has(v) for v in self.values)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # bool is an int in Python: keep True from matching 1.
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+@dataclass(frozen=True)
+class FacetSpec:
+    field: str
+    size: int
+    sort: str  # "count" or "value"
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A parsed Search UI search request."""
+
+    search_term: str
+    filters: tuple[FieldFilter, ...]
+    page: int
+    size: int
+    facets: tuple[FacetSpec, ...]
+    disjunctive: frozenset[str]
+    result_fields: frozenset[str] | None
+
+    def split(
+        self, *, excluding: str | None = None, threshold: float | None = None
+    ) -> tuple[SearchQuery, tuple[FieldFilter, ...]]:
+        """The store query (filters pushed down) and the filters left to apply in Python.
+
+        ``excluding`` drops every filter on that field (disjunctive facet counts). Search UI has no
+        notion of a threshold: ``threshold`` is the server's default (None: the model's).
+        """
+        pushed: dict[str, list[Scalar]] = {}
+        post: list[FieldFilter] = []
+        for f in self.filters:
+            if f.field == excluding:
+                continue
+            simple = f.type == "any" or (f.type == "all" and len(f.values) == 1)
+            if simple and f.field not in pushed:
+                pushed[f.field] = list(f.values)
+            else:
+                post.append(f)
+        query = SearchQuery.build(self.search_term, threshold=threshold, filters=pushed)
+        return query, tuple(post)
+
+
+def _as_dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SearchError(f"{what} must be a JSON object")
+    return value
+
+
+def _positive_int(value: Any, what: str, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1 or value != int(value):
+        raise SearchError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def parse_filters(raw: Any) -> list[FieldFilter]:
+    """Search UI filters → FieldFilters; refuses shapes nerindex cannot answer exactly."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise SearchError("filters must be a list of {field, type, values}")
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("field"), str) or not item["field"]:
+            raise SearchError("each filter needs a 'field' name")
+        ftype = item.get("type") or "all"
+        if ftype not in FILTER_TYPES:
+            raise SearchError(f"filter type {ftype!r} on {item['field']!r}: use any, all or none")
+        values = item.get("values")
+        if not isinstance(values, list):
+            raise SearchError(f"filter on {item['field']!r}: 'values' must be a list")
+        for v in values:
+            if isinstance(v, dict):
+                raise SearchError(
+                    f"filter on {item['field']!r}: range filters are not supported by nerindex; "
+                    "filter by exact metadata values"
+                )
+            if not isinstance(v, (str, int, float, bool)):
+                raise SearchError(f"filter on {item['field']!r}: values must be strings, numbers or booleans")
+        if values:
+            out.append(FieldFilter(item["field"], ftype, tuple(values)))
+    return out
+
+
+def parse_search(
+    body: Mapping[str, Any],
+    *,
+    max_page_size: int,
+    max_phrase_chars: int,
+    max_filters: int = 32,
+) -> SearchPlan:
+    """The body ApiProxyConnector posts to /search → a SearchPlan (SearchError when malformed)."""
+    state = _as_dict(body.get("state"), "state")
+    config = _as_dict(body.get("queryConfig"), "queryConfig")
+    term = state.get("searchTerm") or ""
+    if not isinstance(term, str):
+        raise SearchError("searchTerm must be a string")
+    term = term.strip()
+    if len(term) > max_phrase_chars:
+        raise SearchError(f"searchTerm is {len(term)} characters; the limit is {max_phrase_chars}")
+    filters = parse_filters(config.get("filters")) + parse_filters(state.get("filters"))
+    if len(filters) > max_filters:
+        raise SearchError(f"{len(filters)} filters; the limit is {max_filters}")
+    per_page = state.get("resultsPerPage")
+    if per_page is None:
+        per_page = config.get("resultsPerPage")
+    size = _positive_int(per_page, "resultsPerPage", DEFAULT_PAGE_SIZE)
+    if size > max_page_size:
+        raise SearchError(f"resultsPerPage {size} is above the limit of {max_page_size}")
+    page = _positive_int(state.get("current"), "current", 1)
+    facets = []
+    for name, spec in _as_dict(config.get("facets"), "queryConfig.facets").items():
+        spec = _as_dict(spec, f"facet {name!r}")
+        if spec.get("type", "value") != "value":
+            continue  # range and geo facets have no nerindex equivalent
+        sort = spec.get("sort") or "count"
+        facets.append(FacetSpec(name, _positive_int(spec.get("size"), "facet size", DEFAULT_FACET_SIZE), sort))
+    disjunctive = config.get("disjunctiveFacets") or []
+    if not isinstance(disjunctive, list):
+        raise SearchError("disjunctiveFacets must be a list of field names")
+    result_fields = config.get("result_fields")
+    return SearchPlan(
+        search_term=term,
+        filters=tuple(filters),
+        page=page,
+        size=size,
+        facets=tuple(facets),
+        disjunctive=frozenset(str(d) for d in disjunctive),
+        result_fields=frozenset(result_fields) if isinstance(result_fields, dict) and result_fields else None,
+    )
+
+
+def apply_filters(hits: Iterable[Hit], filters: Sequence[FieldFilter]) -> list[Hit]:
+    """The hits whose metadata passes every filter, order kept."""
+    if not filters:
+        return list(hits)
+    return [h for h in hits if all(f.matches(h.fields) for f in filters)]
+
+
+def highlight_html(text: str, spans: Sequence[SpanMatch], *, tag: str = "em") -> str:
+    """The passage as escaped HTML with each matching mention wrapped in ``<tag>``.
+
+    Offsets are characters of the original text; overlapping or out-of-range spans are skipped.
+    """
+    out, pos = [], 0
+    for span in sorted(spans, key=lambda s: (s.start, s.end)):
+        if span.start < pos or span.end > len(text) or span.start >= span.end:
+            continue
+        out.append(html.escape(text[pos : span.start]))
+        out.append(f"<{tag}>{html.escape(text[span.start : span.end])}</{tag}>")
+        pos = span.end
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
+
+
+def search_result(hit: Hit, *, result_fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """One hit as a Search UI result: ``{field: {raw, snippet?}}`` plus ``id`` and ``_meta``."""
+    source: dict[str, Any] = dict(hit.fields)
+    source.update(
+        {
+            "text": hit.text,
+            "score": round(float(hit.score), 6),
+            "mentions": [s.text for s in hit.spans],
+            "spans": [s.to_dict() for s in hit.spans],
+        }
+    )
+    result: dict[str, Any] = {}
+    for name, value in source.items():
+        if result_fields is None or name in result_fields:
+            result[name] = {"raw": value}
+    if "text" in result:
+        result["text"]["snippet"] = highlight_html(hit.text, hit.spans)
+    result["id"] = {"raw": hit.id}
+    result["_meta"] = {"id": hit.id, "rawHit": {"_id": hit.id, "_score": source["score"], "_source": source}}
+    return result
+
+
+def facet_state(spec: FacetSpec, hits: Sequence[Hit]) -> list[dict[str, Any]]:
+    """A value facet in Search UI's shape: ``[{field, type: "value", data: [{value, count}]}]``."""
+    counts = facet_counts(hits, fields=[spec.field], size=10**9)[spec.field]
+    if spec.sort == "value":
+        counts.sort(key=lambda d: str(d["value"]))
+    return [{"field": spec.field, "type": "value", "data": counts[: spec.size]}]
+
+
+def response_state(
+    plan: SearchPlan,
+    hits: Sequence[Hit],
+    *,
+    facets: Mapping[str, list[dict[str, Any]]] | None = None,
+    request_id: str = "",
+) -> dict[str, Any]:
+    """Search UI's ResponseState for one page of an exhaustive, filtered result set."""
+    total = len(hits)
+    start = (plan.page - 1) * plan.size
+    page_hits = hits[start : start + plan.size]
+    return {
+        "requestId": request_id,
+        "resultSearchTerm": plan.search_term,
+        "totalResults": total,
+        "totalPages": math.ceil(total / plan.size) if total else 0,
+        "pagingStart": start + 1 if total and page_hits else 0,
+        "pagingEnd": start + len(page_hits),
+        "wasSearched": False,
+        "results": [search_result(h, result_fields=plan.result_fields) for h in page_hits],
+        "facets": dict(facets or {}),
+        "rawResponse": None,
+    }
+
+
+@dataclass(frozen=True)
+class AutocompletePlan:
+    """A parsed autocomplete request: what to suggest and how many."""
+
+    search_term: str
+    results_size: int | None  # None: no result autocomplete asked for
+    results_fields: frozenset[str] | None
+    suggestion_types: tuple[str, ...]  # names of catalog suggestion sections
+    result_types: tuple[tuple[str, frozenset[str] | None], ...]  # names of result sections
+    size: int
+
+
+def parse_autocomplete(body: Mapping[str, Any], *, max_phrase_chars: int, max_page_size: int) -> AutocompletePlan:
+    """The body ApiProxyConnector posts to /autocomplete → an AutocompletePlan."""
+    state = _as_dict(body.get("state"), "state")
+    config = _as_dict(body.get("queryConfig"), "queryConfig")
+    term = state.get("searchTerm") or ""
+    if not isinstance(term, str):
+        raise SearchError("searchTerm must be a string")
+    term = term.strip()
+    if len(term) > max_phrase_chars:
+        raise SearchError(f"searchTerm is {len(term)} characters; the limit is {max_phrase_chars}")
+    suggestions = _as_dict(config.get("suggestions"), "queryConfig.suggestions")
+    size = min(_positive_int(suggestions.get("size"), "suggestions.size", DEFAULT_SUGGESTIONS), max_page_size)
+    results_size, results_fields = None, None
+    if config.get("results") is not None:
+        results = _as_dict(config.get("results"), "queryConfig.results")
+        results_size = min(_positive_int(results.get("resultsPerPage"), "resultsPerPage", size), max_page_size)
+        rf = results.get("result_fields")
+        results_fields = frozenset(rf) if isinstance(rf, dict) and rf else None
+    catalog_types, result_types = [], []
+    for name, spec in _as_dict(suggestions.get("types"), "suggestions.types").items():
+        spec = _as_dict(spec, f"suggestion type {name!r}")
+        if spec.get("queryType") == "results":
+            rf = spec.get("result_fields")
+            result_types.append((name, frozenset(rf) if isinstance(rf, dict) and rf else None))
+        else:
+            catalog_types.append(name)
+    return AutocompletePlan(term, results_size, results_fields, tuple(catalog_types), tuple(result_types), size)
+
+
+def suggest_types(catalog: Sequence[str], term: str, *, size: int) -> list[str]:
+    """Catalog phrases for a partly typed type: prefix matches first, then word and substring matches."""
+    needle = term.strip().lower()
+    if not needle:
+        return list(catalog[:size])
+    prefix, word, inner = [], [], []
+    for phrase in catalog:
+        low = phrase.lower()
+        if low.startswith(needle):
+            prefix.append(phrase)
+        elif any(w.startswith(needle) for w in low.split()):
+            word.append(phrase)
+        elif needle in low:
+            inner.append(phrase)
+    return (prefix + word + inner)[:size]
+
+
+def autocomplete_state(
+    plan: AutocompletePlan,
+    *,
+    suggestions: Sequence[str],
+    hits: Sequence[Hit] = (),
+) -> dict[str, Any]:
+    """Search UI's AutocompleteResponseState from catalog suggestions and (optional) top hits."""
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for name in plan.suggestion_types:
+        # No "highlight": Search UI renders it as HTML; the plain suggestion is rendered as text.
+        sections[name] = [{"suggestion": s} for s in suggestions]
+    for name, fields in plan.result_types:
+        sections[name] = [
+            {"queryType": "results", "result": search_result(h, result_fields=fields)}
+            for h in hits[: plan.size]
+        ]
+    results = []
+    if plan.results_size is not None:
+        results = [search_result(h, result_fields=plan.results_fields) for h in hits[: plan.results_size]]
+    return {
+        "autocompletedResults": results,
+        "autocompletedResultsRequestId": "",
+        "autocompletedSuggestions": sections,
+        "autocompletedSuggestionsRequestId": "",
+    }

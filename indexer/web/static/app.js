@@ -1,0 +1,396 @@
+// nerindex search page. No build step, no dependencies.
+//
+// Safety rule: corpus text (passages, mentions, metadata) only ever reaches the page through
+// textContent / createTextNode, never innerHTML, so a passage holding <script> or onerror= is
+// shown as the text it is. The server also sends a Content-Security-Policy without inline script.
+"use strict";
+
+const DEFAULT_PAGE_SIZE = 20;
+const LOAD_ALL_PAGE = 500;
+const API = "/api/v1";
+
+const state = {
+  pageSize: DEFAULT_PAGE_SIZE, // ?size=N in the URL changes it
+  query: null, // {type, text, threshold, filters}
+  hits: [],
+  total: 0,
+  nextCursor: null,
+  facets: {},
+  busy: false,
+  info: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- pure helpers
+
+/** Split text into plain and highlighted segments. Offsets are code points (Python str
+ *  indices), so the text is cut as an array of code points, not UTF-16 units. */
+function segments(text, spans) {
+  const chars = Array.from(text);
+  const sorted = [...spans].sort((a, b) => a.start - b.start || a.end - b.end);
+  const out = [];
+  let pos = 0;
+  for (const span of sorted) {
+    if (span.start < pos || span.end > chars.length || span.start >= span.end) continue;
+    if (span.start > pos) out.push({ text: chars.slice(pos, span.start).join("") });
+    out.push({ text: chars.slice(span.start, span.end).join(""), span });
+    pos = span.end;
+  }
+  if (pos < chars.length) out.push({ text: chars.slice(pos).join("") });
+  return out;
+}
+
+/** One CSV cell (RFC 4180 quoting). Text cells that a spreadsheet would run as a formula
+ *  (=, +, -, @, tab, CR first) get a leading apostrophe. */
+function csvCell(value, { isText = true } = {}) {
+  if (value === null || value === undefined) return "";
+  let s = typeof value === "string" ? value : typeof value === "object" ? JSON.stringify(value) : String(value);
+  if (isText && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
+  return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+}
+
+function toCSV(hits) {
+  const fieldNames = [...new Set(hits.flatMap((h) => Object.keys(h.fields || {})))].sort();
+  const header = ["id", "score", "mentions", "text", ...fieldNames];
+  const rows = [header.map((h) => csvCell(h)).join(",")];
+  for (const h of hits) {
+    const mentions = h.spans.map((s) => `${s.text} (${s.similarity.toFixed(3)})`).join("; ");
+    const cells = [
+      csvCell(h.id),
+      csvCell(h.score, { isText: false }),
+      csvCell(mentions),
+      csvCell(h.text),
+      ...fieldNames.map((f) => csvCell(h.fields ? h.fields[f] : null)),
+    ];
+    rows.push(cells.join(","));
+  }
+  return rows.join("\r\n") + "\r\n";
+}
+
+function toJSONL(hits) {
+  return hits.map((h) => JSON.stringify(h)).join("\n") + (hits.length ? "\n" : "");
+}
+
+function slug(s) {
+  return (s || "results").toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "results";
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+// ---------------------------------------------------------------- API
+
+async function api(path, body) {
+  const init = body === undefined ? {} : {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  };
+  let response;
+  try {
+    response = await fetch(API + path, init);
+  } catch (err) {
+    throw new Error("the server cannot be reached");
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (err) {
+    /* not JSON */
+  }
+  if (!response.ok) {
+    const message = data && data.error ? data.error.message : response.statusText;
+    throw new Error(message || `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+// ---------------------------------------------------------------- rendering
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+function setBusy(busy) {
+  state.busy = busy;
+  document.body.classList.toggle("busy", busy);
+  for (const id of ["search-button", "load-more", "load-all", "export-jsonl", "export-csv"]) $(id).disabled = busy;
+  if (!busy) updateToolbar();
+}
+
+function updateToolbar() {
+  const has = state.hits.length > 0;
+  $("toolbar").hidden = !has;
+  $("load-more").hidden = !state.nextCursor;
+  $("load-all").hidden = !state.nextCursor;
+}
+
+function renderSummary() {
+  const q = state.query;
+  if (!q) {
+    $("summary").textContent = "";
+    return;
+  }
+  const n = state.total;
+  const shown = state.hits.length;
+  const what = `${n} passage${n === 1 ? "" : "s"} mention${n === 1 ? "s" : ""} an entity of type “${q.type}”`;
+  const extra = shown < n ? ` — showing ${shown}` : "";
+  $("summary").textContent = `${what} (similarity ≥ ${q.threshold.toFixed(2)})${extra}`;
+}
+
+function renderHit(hit, rank) {
+  const head = el(
+    "div",
+    { class: "hit-head" },
+    el("span", { class: "rank" }, `${rank}.`),
+    el("span", { class: "score", title: "best mention similarity" }, hit.score.toFixed(3)),
+    el("span", { class: "hit-id" }, hit.id),
+  );
+  const meta = Object.entries(hit.fields || {});
+  if (meta.length) {
+    const dl = el("span", { class: "fields" });
+    for (const [k, v] of meta) {
+      dl.append(el("span", { class: "field-item" }, el("b", {}, k), ": ", typeof v === "object" ? JSON.stringify(v) : String(v)));
+    }
+    head.append(dl);
+  }
+  const passage = el("p", { class: "passage" });
+  for (const seg of segments(hit.text, hit.spans)) {
+    if (!seg.span) {
+      passage.append(document.createTextNode(seg.text));
+      continue;
+    }
+    const labels = seg.span.labels && seg.span.labels.length ? ` · ${seg.span.labels.join(", ")}` : "";
+    passage.append(
+      el(
+        "mark",
+        {
+          class: "mention",
+          title: `similarity ${seg.span.similarity.toFixed(3)}${labels}`,
+          dataset: { sim: seg.span.similarity.toFixed(2), start: String(seg.span.start), end: String(seg.span.end) },
+        },
+        seg.text,
+      ),
+    );
+  }
+  return el("li", { class: "hit", dataset: { id: hit.id } }, head, passage);
+}
+
+function renderResults({ append = false, from = 0 } = {}) {
+  const list = $("results");
+  if (!append) list.replaceChildren();
+  const frag = document.createDocumentFragment();
+  for (let i = from; i < state.hits.length; i++) frag.append(renderHit(state.hits[i], i + 1));
+  list.append(frag);
+  renderSummary();
+  updateToolbar();
+}
+
+function renderFacets() {
+  const box = $("facets");
+  box.replaceChildren();
+  const filters = (state.query && state.query.filters) || {};
+  const names = [...new Set([...Object.keys(state.facets || {}), ...Object.keys(filters)])].sort();
+  if (!names.length) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  box.append(el("h2", {}, "Filter by"));
+  for (const name of names) {
+    const selected = filters[name] || [];
+    const values = [...(state.facets[name] || [])];
+    for (const v of selected) if (!values.some((x) => x.value === v)) values.push({ value: v, count: 0 });
+    const set = el("fieldset", { class: "facet", dataset: { field: name } }, el("legend", {}, name));
+    for (const { value, count } of values) {
+      const box_ = el("input", { type: "checkbox" });
+      box_.checked = selected.some((v) => v === value);
+      box_.addEventListener("change", () => toggleFilter(name, value, box_.checked));
+      set.append(el("label", { class: "facet-value" }, box_, " ", String(value), " ", el("span", { class: "count" }, String(count))));
+    }
+    box.append(set);
+  }
+}
+
+function renderFooter(info) {
+  const model = info.model || {};
+  const store = info.store || {};
+  $("footer-model").textContent = `model: ${model.id || "?"} ${model.version || ""}`.trim();
+  const counts = store.passages !== undefined ? ` (${store.passages} passages, ${store.spans} spans)` : "";
+  $("footer-store").textContent = `store: ${store.where || "?"}${counts}`;
+}
+
+// ---------------------------------------------------------------- actions
+
+function readForm() {
+  return {
+    type: $("type").value.trim(),
+    text: $("text").value.trim() || null,
+    threshold: Number($("threshold").value),
+    filters: state.query ? { ...state.query.filters } : {},
+  };
+}
+
+function requestBody(q, extra) {
+  return { type: q.type, text: q.text, threshold: q.threshold, filters: q.filters, all: true, ...extra };
+}
+
+function writeURL(q) {
+  const params = new URLSearchParams();
+  params.set("type", q.type);
+  if (q.text) params.set("text", q.text);
+  params.set("threshold", String(q.threshold));
+  if (Object.keys(q.filters).length) params.set("filters", JSON.stringify(q.filters));
+  if (state.pageSize !== DEFAULT_PAGE_SIZE) params.set("size", String(state.pageSize));
+  history.replaceState(null, "", "?" + params.toString());
+}
+
+async function runSearch(q) {
+  if (!q.type) {
+    showError("Type an entity type, e.g. “dinosaur”.");
+    return;
+  }
+  state.query = q;
+  showError("");
+  setBusy(true);
+  try {
+    const data = await api("/search", requestBody(q, { limit: state.pageSize, facets: true }));
+    state.hits = data.hits;
+    state.total = data.total;
+    state.nextCursor = data.next_cursor;
+    state.facets = data.facets || {};
+    writeURL(q);
+    renderResults();
+    renderFacets();
+  } catch (err) {
+    state.hits = [];
+    state.total = 0;
+    state.nextCursor = null;
+    renderResults();
+    showError(err.message);
+  } finally {
+    setBusy(false);
+  }
+}
+
+async function loadPage(limit) {
+  const from = state.hits.length;
+  const data = await api("/search", requestBody(state.query, { limit, cursor: state.nextCursor }));
+  state.hits.push(...data.hits);
+  state.nextCursor = data.next_cursor;
+  state.total = data.total;
+  renderResults({ append: true, from });
+}
+
+async function loadMore() {
+  if (!state.nextCursor || state.busy) return;
+  setBusy(true);
+  try {
+    await loadPage(state.pageSize);
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    setBusy(false);
+  }
+}
+
+async function loadAll() {
+  if (!state.nextCursor || state.busy) return;
+  setBusy(true);
+  try {
+    while (state.nextCursor) await loadPage(LOAD_ALL_PAGE);
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    setBusy(false);
+  }
+}
+
+function toggleFilter(field, value, on) {
+  const q = { ...readForm(), filters: { ...state.query.filters } };
+  const current = q.filters[field] || [];
+  const next = on ? [...current.filter((v) => v !== value), value] : current.filter((v) => v !== value);
+  if (next.length) q.filters[field] = next;
+  else delete q.filters[field];
+  runSearch(q);
+}
+
+function download(name, type, content) {
+  const url = URL.createObjectURL(new Blob([content], { type }));
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function showThreshold() {
+  $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
+}
+
+// ---------------------------------------------------------------- start
+
+async function start() {
+  $("threshold").addEventListener("input", showThreshold);
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = readForm();
+    if (!state.query || state.query.type !== q.type) q.filters = {}; // facets belong to a type
+    runSearch(q);
+  });
+  $("load-more").addEventListener("click", loadMore);
+  $("load-all").addEventListener("click", loadAll);
+  $("export-jsonl").addEventListener("click", () =>
+    download(`nerindex-${slug(state.query.type)}.jsonl`, "application/x-ndjson", toJSONL(state.hits)));
+  $("export-csv").addEventListener("click", () =>
+    download(`nerindex-${slug(state.query.type)}.csv`, "text/csv;charset=utf-8", toCSV(state.hits)));
+
+  const params = new URLSearchParams(location.search);
+  const size = Number(params.get("size"));
+  if (Number.isInteger(size) && size >= 1 && size <= 1000) state.pageSize = size;
+  const [info, types] = await Promise.allSettled([api("/info"), api("/types?limit=1000")]);
+  if (info.status === "fulfilled") {
+    state.info = info.value;
+    renderFooter(info.value);
+    const server = info.value.server || {};
+    const t = typeof server.threshold === "number" ? server.threshold : info.value.model && info.value.model.similarity_threshold;
+    if (typeof t === "number" && !params.has("threshold")) $("threshold").value = String(t);
+  } else {
+    showError(info.reason.message);
+  }
+  if (types.status === "fulfilled") {
+    $("type-list").replaceChildren(...types.value.types.map((t) => el("option", { value: t })));
+  }
+  if (params.has("threshold")) $("threshold").value = params.get("threshold");
+  showThreshold();
+  if (params.get("type")) {
+    $("type").value = params.get("type");
+    $("text").value = params.get("text") || "";
+    let filters = {};
+    try {
+      filters = JSON.parse(params.get("filters") || "{}") || {};
+    } catch (err) {
+      filters = {};
+    }
+    await runSearch({ ...readForm(), filters });
+  }
+  document.body.dataset.ready = "1";
+}
+
+if (typeof document !== "undefined") {
+  document.addEventListener("DOMContentLoaded", start);
+}
+if (typeof module !== "undefined") {
+  module.exports = { segments, csvCell, toCSV, toJSONL, slug };
+}

@@ -1,0 +1,446 @@
+"""The HTTP API in-process, over a real NerIndex (shipped model) built from a tiny corpus.
+
+Assertions do not depend on how good the model is: most searches use a threshold low enough that
+every passage with a detected span matches, and results are checked against NerIndex itself.
+The fixtures here are shared with the browser tests (tests/test_web_browser.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the [web] extra is not installed")
+pytest.importorskip("httpx", reason="the [web] extra is not installed")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from indexer.cli import main  # noqa: E402
+from indexer.records import Passage  # noqa: E402
+from indexer.web import Limits, create_app  # noqa: E402
+
+LOW = -1.0  # a threshold every detected span passes
+XSS_TEXT = (
+    'Tyrannosaurus fans left <script>window.__pwned = 1</script> and '
+    '<img src=x onerror="window.__pwned = 2"> in the guestbook of the Natural History Museum.'
+)
+
+CORPUS: list[dict[str, Any]] = [
+    {"id": "dino-1", "topic": "science", "title": "Dinosaurs", "text": "Tyrannosaurus rex lived in western North America during the Cretaceous."},
+    {"id": "dino-2", "topic": "science", "title": "Dinosaurs", "text": "Fossils of Triceratops and Stegosaurus are shown at the Natural History Museum in London."},
+    {"id": "dino-3", "topic": "science", "title": "Dinosaurs", "text": "The long-necked Brachiosaurus could reach leaves high in the treetops."},
+    {"id": "dino-4", "topic": "science", "title": "Dinosaurs", "text": "Velociraptor was much smaller than the film Jurassic Park suggested."},
+    {"id": "dino-5", "topic": "science", "title": "Dinosaurs", "text": "Paleontologists in Argentina described Argentinosaurus, one of the largest animals ever."},
+    {"id": "dino-6", "topic": "science", "title": "Dinosaurs", "text": "🦖🦕 Children at the Royal Tyrrell Museum met a life-size Allosaurus model."},
+    {"id": "pol-1", "topic": "politics", "title": "Elections", "text": "Angela Merkel led the Christian Democratic Union for eighteen years."},
+    {"id": "pol-2", "topic": "politics", "title": "Elections", "text": "The Labour Party won the 1997 general election under Tony Blair."},
+    {"id": "pol-3", "topic": "politics", "title": "Elections", "text": "Barack Obama was elected President of the United States in 2008."},
+    {"id": "pol-4", "topic": "politics", "title": "Elections", "text": "The Green Party of Germany joined a coalition government in Berlin."},
+    {"id": "food-1", "topic": "food", "title": "Kitchen", "text": "Ibuprofen and aspirin should not be taken with a heavy meal of lasagna."},
+    {"id": "food-2", "topic": "food", "title": "Kitchen", "text": "Paris is famous for croissants, baguettes and the Eiffel Tower."},
+    {"id": "music-1", "topic": "music", "title": "Bands", "text": "The Beatles recorded Abbey Road in London in 1969."},
+    {"id": "music-2", "topic": "music", "title": "Bands", "text": "Miles Davis released Kind of Blue with Columbia Records."},
+    {"id": "xss-1", "topic": "security", "title": "<i onmouseover=\"window.__pwned = 3\">Guestbook</i>", "text": XSS_TEXT},
+]
+
+
+def build_index(folder: Path):
+    """A real NerIndex over the corpus above, with the shipped model."""
+    from indexer.api import NerIndex
+
+    index = NerIndex.open(folder, create=True)
+    passages = [Passage(id=r["id"], text=r["text"], fields={k: v for k, v in r.items() if k not in ("id", "text")}) for r in CORPUS]
+    report = index.index(passages)
+    assert report.failed == 0
+    return index
+
+
+@pytest.fixture(scope="session")
+def web_index(tmp_path_factory):
+    index = build_index(tmp_path_factory.mktemp("web-store"))
+    yield index
+    index.close()
+
+
+@pytest.fixture(scope="module")
+def client(web_index):
+    with TestClient(create_app(web_index)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def low_client(web_index):
+    """A service whose default threshold lets every detected span match (Search UI sends none)."""
+    with TestClient(create_app(web_index, threshold=LOW)) as c:
+        yield c
+
+
+def search(client, **body) -> dict[str, Any]:
+    response = client.post("/api/v1/search", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def error_of(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    data = response.json()
+    assert set(data) == {"error"} and data["error"]["status"] == status
+    return data["error"]["message"]
+
+
+# ----------------------------------------------------------------- service routes
+
+
+def test_health(client):
+    assert client.get("/api/v1/health").json() == {"status": "ok"}
+
+
+def test_info_reports_model_store_and_limits(client, web_index):
+    info = client.get("/api/v1/info").json()
+    assert info["model"]["id"] == web_index.info()["model"]["id"]
+    assert info["store"]["passages"] == len(CORPUS)
+    assert info["server"]["limits"]["max_page_size"] == Limits().max_page_size
+
+
+def test_types_lists_and_filters_the_catalog(client, web_index):
+    full = client.get("/api/v1/types", params={"limit": 1000}).json()
+    assert full["total"] == len(web_index.catalog) and full["types"] == web_index.catalog[:1000]
+    assert full["total"] > 0
+    needle = web_index.catalog[0].split()[0][:3].lower()
+    some = client.get("/api/v1/types", params={"q": needle}).json()["types"]
+    assert some and all(needle in t.lower() for t in some)
+
+
+def test_openapi_describes_the_routes(client):
+    spec = client.get("/openapi.json").json()
+    for path in ("/api/v1/search", "/api/v1/embed", "/api/v1/types", "/api/v1/health", "/api/v1/info", "/api/search", "/api/autocomplete"):
+        assert path in spec["paths"], path
+    assert "SearchBody" in spec["components"]["schemas"]
+
+
+# ----------------------------------------------------------------- search
+
+
+def test_search_matches_nerindex_and_offsets_are_consistent(client, web_index):
+    data = search(client, type="dinosaur", threshold=LOW, limit=5)
+    direct = web_index.search("dinosaur", min_similarity=LOW, limit=5)
+    assert [h["id"] for h in data["hits"]] == [h.id for h in direct]
+    assert [h["score"] for h in data["hits"]] == pytest.approx([h.score for h in direct], abs=1e-5)
+    assert data["total"] is None and data["next_cursor"] is None and data["threshold"] == LOW
+    assert len(data["hits"]) == 5
+    for h in data["hits"]:
+        assert h["spans"], "every hit has a matching mention"
+        for s in h["spans"]:
+            assert h["text"][s["start"] : s["end"]] == s["text"]
+            assert s["similarity"] >= LOW
+        assert h["score"] == pytest.approx(max(s["similarity"] for s in h["spans"]))
+
+
+def test_search_default_threshold_is_the_models(client, web_index):
+    data = search(client, type="dinosaur")
+    assert data["threshold"] == web_index.info()["model"]["similarity_threshold"]
+    assert all(h["score"] >= data["threshold"] for h in data["hits"])
+
+
+def test_get_search_equals_post(client):
+    posted = search(client, type="politician", threshold=LOW, limit=3, filters={"topic": "politics"})
+    got = client.get("/api/v1/search", params={"type": "politician", "threshold": LOW, "limit": 3, "where": "topic=politics"}).json()
+    assert [h["id"] for h in got["hits"]] == [h["id"] for h in posted["hits"]]
+
+
+def test_cursor_paging_returns_every_match_once(client, web_index):
+    expected = [h.id for h in web_index.search("dinosaur", min_similarity=LOW, exhaustive=True)]
+    assert len(expected) > 6
+    seen, cursor, pages = [], None, 0
+    while True:
+        body = {"type": "dinosaur", "threshold": LOW, "limit": 4, "all": True}
+        if cursor:
+            body["cursor"] = cursor
+        data = search(client, **body)
+        pages += 1
+        assert data["total"] == len(expected)
+        seen += [h["id"] for h in data["hits"]]
+        cursor = data["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == expected
+    assert pages == -(-len(expected) // 4)
+
+
+def test_cursor_with_another_query_is_refused(client):
+    first = search(client, type="dinosaur", threshold=LOW, limit=2, all=True)
+    response = client.post("/api/v1/search", json={"type": "politician", "threshold": LOW, "limit": 2, "cursor": first["next_cursor"]})
+    assert "different query" in error_of(response, 400)
+    response = client.post("/api/v1/search", json={"type": "dinosaur", "cursor": "garbage"})
+    assert "invalid cursor" in error_of(response, 400)
+
+
+def test_filters_restrict_by_metadata(client):
+    one = search(client, type="person", threshold=LOW, limit=50, filters={"topic": "politics"})
+    assert one["hits"] and {h["fields"]["topic"] for h in one["hits"]} == {"politics"}
+    many = search(client, type="person", threshold=LOW, limit=50, filters={"topic": ["politics", "music"]})
+    assert {h["fields"]["topic"] for h in many["hits"]} == {"politics", "music"}
+
+
+def test_text_restriction(client):
+    data = search(client, type="museum", threshold=LOW, limit=50, text="Museum")
+    assert data["hits"] and all("museum" in h["text"].lower() for h in data["hits"])
+
+
+def test_facets_count_metadata_over_all_matches(client, web_index):
+    data = search(client, type="organization", threshold=LOW, limit=1, facets=True)
+    everything = web_index.search("organization", min_similarity=LOW, exhaustive=True)
+    assert data["total"] == len(everything)
+    topics = {d["value"]: d["count"] for d in data["facets"]["topic"]}
+    for topic, count in topics.items():
+        assert count == sum(1 for h in everything if h.fields["topic"] == topic)
+    assert data["next_cursor"] is None  # facets without all: no paging
+
+
+def test_repeated_paged_search_uses_the_cache(client):
+    service = client.app.state.service
+    service.cache.clear()
+    search(client, type="band", threshold=LOW, limit=2, all=True)
+    assert len(service.cache) == 1
+    search(client, type="band", threshold=LOW, limit=2, all=True)
+    assert len(service.cache) == 1
+
+
+# ----------------------------------------------------------------- limits and errors
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"type": "x" * 201}, 400, "limit is 200"),
+        ({"type": "   "}, 400, "type is empty"),
+        ({"type": "dinosaur", "limit": 1001}, 400, "page size limit"),
+        ({"type": "dinosaur", "limit": 0}, 422, "limit"),
+        ({"type": "dinosaur", "threshold": 1.5}, 422, "threshold"),
+        ({"type": "dinosaur", "text": "y" * 501}, 400, "text is 501"),
+        ({"type": "dinosaur", "filters": {"bad name!": "x"}}, 400, "filter field"),
+        ({"type": "dinosaur", "filters": {"topic": []}}, 400, "empty list"),
+        ({"type": "dinosaur", "filters": {"topic": {"range": {"gte": 1}}}}, 422, "filters"),
+        ({"type": "dinosaur", "query": {"match_all": {}}}, 422, "query"),
+        ({"type": "dinosaur", "knn": {"field": "spans.vector"}}, 422, "knn"),
+        ({"limit": 3}, 422, "type"),
+    ],
+)
+def test_bad_searches_get_clear_json_errors(client, body, status, message):
+    assert message in error_of(client.post("/api/v1/search", json=body), status)
+
+
+def test_non_json_body_is_a_422(client):
+    response = client.post("/api/v1/search", content=b"type=dinosaur", headers={"content-type": "application/json"})
+    error_of(response, 422)
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert error_of(client.get("/api/v1/nope"), 404)
+    error_of(client.delete("/api/v1/search"), 405)
+
+
+def test_oversized_body_is_refused(web_index):
+    with TestClient(create_app(web_index, limits=Limits(max_body_bytes=100))) as c:
+        response = c.post("/api/v1/search", json={"type": "dinosaur", "text": "x" * 200})
+        assert "body over 100 bytes" in error_of(response, 413)
+
+
+class SlowIndex:
+    """The real index, slowed down: to see the request time limit at work."""
+
+    def __init__(self, index, delay: float) -> None:
+        self._index, self._delay = index, delay
+
+    def search(self, *args, **kwargs):
+        time.sleep(self._delay)
+        return self._index.search(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)
+
+
+def test_request_time_limit_gives_504(web_index):
+    app = create_app(SlowIndex(web_index, 0.5), limits=Limits(request_timeout_s=0.05))
+    with TestClient(app) as c:
+        response = c.post("/api/v1/search", json={"type": "dinosaur"})
+        assert "longer than 0.05 s" in error_of(response, 504)
+        assert c.get("/api/v1/health").status_code == 200
+
+
+def test_store_errors_are_503(web_index):
+    from indexer.errors import StoreError
+
+    class Broken(SlowIndex):
+        def search(self, *args, **kwargs):
+            raise StoreError("the store is gone")
+
+    with TestClient(create_app(Broken(web_index, 0))) as c:
+        assert "the store is gone" in error_of(c.post("/api/v1/search", json={"type": "dinosaur"}), 503)
+
+
+# ----------------------------------------------------------------- embed
+
+
+def test_embed_returns_unit_vectors_equal_to_nerindex(client, web_index):
+    data = client.post("/api/v1/embed", json={"phrases": ["dinosaur", "political party"]}).json()
+    vectors = np.asarray(data["vectors"], dtype=np.float32)
+    assert vectors.shape == (2, web_index.info()["model"]["dims"]) == (2, data["dims"])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(vectors, web_index.embed(["dinosaur", "political party"]), atol=1e-5)
+    assert data["model"]["id"] == web_index.info()["model"]["id"]
+    single = client.get("/api/v1/embed", params={"type": "dinosaur"}).json()
+    assert np.allclose(single["vectors"][0], vectors[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("phrases, status", [([], 422), ([""], 400), (["x" * 201], 400), (["a"] * 65, 400)])
+def test_embed_limits(client, phrases, status):
+    error_of(client.post("/api/v1/embed", json={"phrases": phrases}), status)
+
+
+# ----------------------------------------------------------------- CORS and the page
+
+
+def test_cors_is_off_by_default(client):
+    response = client.get("/api/v1/health", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in response.headers
+    preflight = client.options(
+        "/api/v1/search", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_cors_when_configured(web_index):
+    with TestClient(create_app(web_index, cors_origins=["http://app.example"])) as c:
+        ok = c.get("/api/v1/health", headers={"Origin": "http://app.example"})
+        assert ok.headers["access-control-allow-origin"] == "http://app.example"
+        other = c.get("/api/v1/health", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        preflight = c.options(
+            "/api/search",
+            headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
+        )
+        assert preflight.status_code == 200
+
+
+def test_page_and_assets_are_served_with_a_strict_policy(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in page.text  # no inline script: everything comes from /static
+    for asset in ("/static/app.js", "/static/style.css"):
+        response = client.get(asset)
+        assert response.status_code == 200 and response.headers["x-content-type-options"] == "nosniff"
+
+
+# ----------------------------------------------------------------- Search UI (ApiProxyConnector)
+
+
+def searchui(client, path: str, state: dict, query_config: dict | None = None) -> dict[str, Any]:
+    response = client.post(path, json={"state": state, "queryConfig": query_config or {}})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_searchui_search_answers_with_a_response_state(low_client, web_index):
+    everything = web_index.search("dinosaur", min_similarity=LOW, exhaustive=True)
+    state = searchui(
+        low_client,
+        "/api/search",
+        {"searchTerm": "dinosaur", "current": 1, "resultsPerPage": 2},
+        {"result_fields": {"text": {"snippet": {}}, "title": {"raw": {}}}, "facets": {"topic": {"type": "value"}}},
+    )
+    assert state["totalResults"] == len(everything)
+    assert len(state["results"]) == 2
+    assert [r["id"]["raw"] for r in state["results"]] == [h.id for h in everything[:2]]
+    for r in state["results"]:
+        assert set(r) == {"id", "_meta", "text", "title"}
+        assert "<em>" in r["text"]["snippet"]
+    assert set(state["facets"]) == {"topic"}
+    assert state["facets"]["topic"][0]["type"] == "value"
+
+
+def test_searchui_pages_filters_and_disjunctive_facets(low_client, web_index):
+    config = {"facets": {"topic": {"type": "value"}}, "disjunctiveFacets": ["topic"]}
+    everything = web_index.search("person", min_similarity=LOW, exhaustive=True)
+    filters = [{"field": "topic", "type": "any", "values": ["politics"]}]
+    page2 = searchui(low_client, "/api/search", {"searchTerm": "person", "current": 2, "resultsPerPage": 1, "filters": filters}, config)
+    politics = [h for h in everything if h.fields["topic"] == "politics"]
+    assert page2["totalResults"] == len(politics)
+    assert len(politics) > 1
+    assert page2["results"][0]["id"]["raw"] == politics[1].id
+    counts = {d["value"]: d["count"] for d in page2["facets"]["topic"][0]["data"]}
+    # disjunctive: the topic facet counts ignore the topic filter itself
+    assert sum(counts.values()) == len(everything)
+    excluded = searchui(
+        low_client, "/api/search",
+        {"searchTerm": "person", "resultsPerPage": 50, "filters": [{"field": "topic", "type": "none", "values": ["politics"]}]},
+    )
+    assert excluded["totalResults"] == len(everything) - len(politics)
+
+
+def test_searchui_empty_term_is_an_empty_result(low_client):
+    state = searchui(low_client, "/api/search", {"searchTerm": ""})
+    assert state["totalResults"] == 0 and state["results"] == []
+
+
+def test_searchui_snippet_escapes_corpus_html(low_client):
+    state = searchui(
+        low_client, "/api/search",
+        {"searchTerm": "museum", "resultsPerPage": 50, "filters": [{"field": "topic", "values": ["security"]}]},
+    )
+    assert [r["id"]["raw"] for r in state["results"]] == ["xss-1"]
+    for r in state["results"]:
+        snippet = r["text"]["snippet"]
+        assert "<script" not in snippet and "<img" not in snippet
+        assert "&lt;script&gt;" in snippet
+
+
+def test_searchui_range_filter_is_a_400(low_client):
+    response = low_client.post(
+        "/api/search",
+        json={"state": {"searchTerm": "dinosaur", "filters": [{"field": "year", "values": [{"from": 1, "name": "r"}]}]}},
+    )
+    assert "range filters" in error_of(response, 400)
+
+
+def test_searchui_autocomplete_suggests_catalog_types_and_results(low_client, web_index):
+    phrase = web_index.catalog[0]
+    data = searchui(
+        low_client, "/api/autocomplete", {"searchTerm": phrase[:3]},
+        {"suggestions": {"types": {"documents": {"fields": ["type"]}}, "size": 4}, "results": {"resultsPerPage": 2}},
+    )
+    suggestions = [s["suggestion"] for s in data["autocompletedSuggestions"]["documents"]]
+    assert phrase in suggestions and len(suggestions) <= 4
+    assert len(data["autocompletedResults"]) <= 2
+    assert set(data) == {"autocompletedResults", "autocompletedResultsRequestId", "autocompletedSuggestions", "autocompletedSuggestionsRequestId"}
+
+
+# ----------------------------------------------------------------- the command
+
+
+def test_serve_command_is_registered_and_refuses_a_missing_store(tmp_path, capsys):
+    main(["serve", "--help"])
+    assert "--cors-origin" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--store", str(tmp_path / "missing")])
+    assert info.value.code != 0
+    assert "no nerindex store" in capsys.readouterr().err
+
+
+def test_hits_are_plain_json(client):
+    data = search(client, type="dinosaur", threshold=LOW, limit=3)
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_server_default_threshold_applies_when_a_request_gives_none(low_client, web_index):
+    assert low_client.get("/api/v1/info").json()["server"]["threshold"] == LOW
+    data = search(low_client, type="dinosaur", limit=50)
+    assert data["threshold"] == LOW
+    assert len(data["hits"]) == len(web_index.search("dinosaur", min_similarity=LOW, limit=50))

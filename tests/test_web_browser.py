@@ -1,0 +1,288 @@
+"""The search page in real headless Chromium: search, highlights, paging, export, escaping.
+
+Needs Debian's ``chromium`` package (``apt-get install chromium``) and ``playwright`` from PyPI
+(driven with ``executable_path``; ``playwright install`` is never used). Without them the tests are
+skipped with the reason shown. Run only these with ``pytest -m browser``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the [web] extra is not installed")
+uvicorn = pytest.importorskip("uvicorn", reason="the [web] extra is not installed")
+httpx = pytest.importorskip("httpx", reason="the [web] extra is not installed")
+
+from test_web_api import CORPUS, XSS_TEXT, web_index  # noqa: E402,F401  (shared fixture)
+
+from indexer.web import create_app  # noqa: E402
+
+CHROMIUM = os.environ.get("NERINDEX_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
+]
+
+
+class ServerThread:
+    """uvicorn serving an app on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def base_url(web_index) -> Iterator[str]:
+    with ServerThread(create_app(web_index)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []  # type: ignore[attr-defined]
+    pg.errors = []  # type: ignore[attr-defined]
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    assert pg.errors == [], f"script errors on the page: {pg.errors}"
+    context.close()
+
+
+def api_search(base_url: str, **body) -> dict[str, Any]:
+    response = httpx.post(f"{base_url}/api/v1/search", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def all_ids(base_url: str, **query) -> list[str]:
+    ids, cursor = [], None
+    while True:
+        data = api_search(base_url, **query, all=True, limit=1000, **({"cursor": cursor} if cursor else {}))
+        ids += [h["id"] for h in data["hits"]]
+        cursor = data["next_cursor"]
+        if cursor is None:
+            return ids
+
+
+def open_page(page, base_url: str, query: str = "") -> None:
+    page.goto(f"{base_url}/{query}")
+    page.wait_for_selector("body[data-ready='1']", timeout=20000)
+
+
+def hit_ids(page) -> list[str]:
+    return page.eval_on_selector_all("#results li.hit", "els => els.map(e => e.dataset.id)")
+
+
+def test_a_person_searches_and_sees_highlighted_mentions(page, base_url):
+    open_page(page, base_url)
+    assert "nerindex-minilm" in page.inner_text("#footer-model")
+    assert f"{len(CORPUS)} passages" in page.inner_text("#footer-store")
+    assert page.eval_on_selector_all("#type-list option", "els => els.length") > 0  # catalog suggestions
+    page.fill("#type", "dinosaur")
+    page.eval_on_selector("#threshold", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }")
+    assert page.inner_text("#threshold-value") == "0.00"
+    page.click("#search-button")
+    page.wait_for_selector("#results li.hit")
+
+    expected = api_search(base_url, type="dinosaur", threshold=0.0, limit=20, all=True)
+    assert expected["hits"], "the corpus has passages with spans of positive similarity"
+    assert hit_ids(page) == [h["id"] for h in expected["hits"]]
+    assert page.inner_text("#summary").startswith(f"{expected['total']} passage")
+    assert "type=dinosaur" in page.url
+
+    marks = page.eval_on_selector_all(
+        "#results li.hit",
+        """els => els.map(li => [...li.querySelectorAll('mark.mention')].map(m =>
+               [Number(m.dataset.start), Number(m.dataset.end), m.textContent, m.dataset.sim]))""",
+    )
+    for hit, shown in zip(expected["hits"], marks):
+        assert shown, f"no highlight in {hit['id']}"
+        for start, end, text, sim in shown:
+            assert text == hit["text"][start:end]  # offsets are characters, emoji included
+            span = next(s for s in hit["spans"] if s["start"] == start and s["end"] == end)
+            assert sim == f"{span['similarity']:.2f}"
+    assert page.dialogs == []
+
+
+def test_threshold_control_narrows_the_results(page, base_url):
+    open_page(page, base_url, "?type=dinosaur&threshold=0")
+    loose = api_search(base_url, type="dinosaur", threshold=0.0, all=True)["total"]
+    page.eval_on_selector("#threshold", "el => { el.value = '0.3'; el.dispatchEvent(new Event('input')); }")
+    page.click("#search-button")
+    page.wait_for_function("() => document.querySelector('#summary').textContent.includes('0.30')")
+    strict = api_search(base_url, type="dinosaur", threshold=0.3, all=True)["total"]
+    assert strict <= loose
+    assert page.inner_text("#summary").startswith(f"{strict} passage")
+    scores = [float(s) for s in page.eval_on_selector_all("#results .score", "els => els.map(e => e.textContent)")]
+    assert all(s >= 0.3 - 5e-4 for s in scores)
+
+
+def test_load_more_then_load_all_pages_through_every_match(page, base_url):
+    expected = all_ids(base_url, type="person", threshold=0.0)
+    assert len(expected) > 6
+    open_page(page, base_url, "?type=person&threshold=0&size=3")
+    page.wait_for_selector("#results li.hit")
+    assert hit_ids(page) == expected[:3]
+    page.click("#load-more")
+    page.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 6")
+    page.click("#load-all")
+    page.wait_for_function(f"() => document.querySelectorAll('#results li.hit').length === {len(expected)}")
+    assert hit_ids(page) == expected
+    assert page.is_hidden("#load-more") and page.is_hidden("#load-all")
+    assert "showing" not in page.inner_text("#summary")
+
+
+def test_export_jsonl_and_csv_of_the_current_results(page, base_url):
+    open_page(page, base_url, "?type=museum&threshold=0&size=4")
+    page.wait_for_selector("#results li.hit")
+    page.click("#load-all")
+    page.wait_for_function("() => document.querySelector('#load-all').hidden")
+    shown = hit_ids(page)
+    with page.expect_download() as info:
+        page.click("#export-jsonl")
+    download = info.value
+    assert download.suggested_filename == "nerindex-museum.jsonl"
+    rows = [json.loads(line) for line in open(download.path(), encoding="utf-8").read().splitlines()]
+    assert [r["id"] for r in rows] == shown
+    assert all(set(r) == {"id", "score", "text", "fields", "spans"} for r in rows)
+
+    with page.expect_download() as info:
+        page.click("#export-csv")
+    download = info.value
+    assert download.suggested_filename == "nerindex-museum.csv"
+    table = list(csv.reader(io.StringIO(open(download.path(), encoding="utf-8", newline="").read())))
+    assert table[0][:4] == ["id", "score", "mentions", "text"] and {"title", "topic"} <= set(table[0])
+    assert [row[0] for row in table[1:]] == shown
+    by_id = {r["id"]: r for r in rows}
+    for row in table[1:]:
+        assert row[3] == by_id[row[0]]["text"]  # commas, quotes and markup survive the round trip
+        assert float(row[1]) == pytest.approx(by_id[row[0]]["score"])
+
+
+def test_corpus_markup_is_shown_as_text_never_run(page, base_url):
+    open_page(page, base_url, "?type=museum&threshold=0&text=guestbook")
+    page.wait_for_selector("#results li.hit")
+    assert hit_ids(page) == ["xss-1"]
+    page.hover("#results li.hit")
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.dialogs == []
+    injected = page.eval_on_selector_all("#results script, #results img, #results i, #results [onerror]", "els => els.length")
+    assert injected == 0
+    assert page.eval_on_selector("#results .passage", "el => el.textContent") == XSS_TEXT
+    assert '<i onmouseover="window.__pwned = 3">Guestbook</i>' in page.inner_text("#results .fields")
+    # the facet sidebar shows metadata values too
+    assert page.eval_on_selector_all("#facets i, #facets script", "els => els.length") == 0
+
+
+def test_markup_in_any_part_of_a_hit_is_never_parsed(page, base_url):
+    """The same page and flow, with the search response pinned so that the spans of the hit do not
+    cut through its markup (a real model may split it into fragments, which hides nothing)."""
+    start = XSS_TEXT.index("Tyrannosaurus")
+    hit = {
+        "id": "<b>id</b>",
+        "score": 0.9,
+        "text": XSS_TEXT,
+        "fields": {"title": "<svg onload=\"window.__pwned = 4\">", "topic": "security"},
+        "spans": [{"start": start, "end": start + 13, "text": "Tyrannosaurus", "similarity": 0.9, "labels": ["<u>dinosaur</u>"]}],
+    }
+    body = {"type": "dinosaur", "threshold": 0.5, "hits": [hit], "total": 1, "next_cursor": None,
+            "facets": {"title": [{"value": "<svg onload=\"window.__pwned = 5\">", "count": 1}]}, "took_ms": 1}
+    page.route("**/api/v1/search", lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(body)))
+    open_page(page, base_url, "?type=dinosaur")
+    page.wait_for_selector("#results li.hit mark")
+    page.hover("#results li.hit")
+    assert page.evaluate("() => window.__pwned") is None and page.dialogs == []
+    tags = page.eval_on_selector_all("#results *, #facets *", "els => [...new Set(els.map(e => e.tagName.toLowerCase()))]")
+    assert set(tags) <= {"li", "div", "span", "b", "p", "mark", "h2", "fieldset", "legend", "label", "input"}
+    assert page.eval_on_selector("#results .passage", "el => el.textContent") == XSS_TEXT
+    assert page.eval_on_selector("#results mark", "el => el.textContent") == "Tyrannosaurus"
+    assert "<u>dinosaur</u>" in page.get_attribute("#results mark", "title")
+    assert page.eval_on_selector("#results .hit-id", "el => el.textContent") == "<b>id</b>"
+    assert '<svg onload="window.__pwned = 5">' in page.inner_text("#facets")
+
+
+def test_a_typed_phrase_with_markup_is_text_and_errors_are_shown(page, base_url):
+    open_page(page, base_url)
+    page.fill("#type", "<img src=x onerror=alert(1)> dinosaur")
+    page.click("#search-button")
+    page.wait_for_function("() => document.querySelector('#summary').textContent.includes('<img')")
+    assert page.eval_on_selector_all("#summary img", "els => els.length") == 0
+    open_page(page, base_url, "?type=" + "x" * 201)
+    page.wait_for_selector("#error:not([hidden])")
+    assert "limit is 200" in page.inner_text("#error")
+    assert page.dialogs == []
+
+
+def test_facets_filter_the_results(page, base_url):
+    open_page(page, base_url, "?type=person&threshold=0")
+    page.wait_for_selector("#facets fieldset[data-field='topic']")
+    page.check("#facets fieldset[data-field='topic'] label:has-text('politics') input")
+    page.wait_for_function("() => location.search.includes('filters')")
+    page.wait_for_selector("#results li.hit")
+    expected = all_ids(base_url, type="person", threshold=0.0, filters={"topic": ["politics"]})
+    assert hit_ids(page) == expected[:20]
+    topics = page.eval_on_selector_all("#results .field-item", "els => els.map(e => e.textContent)")
+    assert {t for t in topics if t.startswith("topic")} == {"topic: politics"}
+
+
+def test_page_helpers_cut_by_characters_and_quote_csv(page, base_url):
+    open_page(page, base_url)
+    parts = page.evaluate("() => segments('🦖 T. rex & co', [{start: 2, end: 8}])")
+    assert [p["text"] for p in parts] == ["🦖 ", "T. rex", " & co"]
+    cells = page.evaluate("() => [csvCell('a,b'), csvCell('say \"hi\"'), csvCell('=1+1'), csvCell(-0.5, {isText: false})]")
+    assert cells == ['"a,b"', '"say ""hi"""', "'=1+1", "-0.5"]
+
+
+def test_screenshot_of_the_page(page, base_url, tmp_path):
+    open_page(page, base_url, "?type=dinosaur&threshold=0")
+    page.wait_for_selector("#results li.hit mark")
+    path = tmp_path / "page.png"
+    page.screenshot(path=str(path))
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -1,0 +1,159 @@
+"""Pure parts of the web service: query keys, cursors, the result-set cache, facet counts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the [web] extra is not installed")
+
+from indexer.errors import SearchError  # noqa: E402
+from indexer.records import Hit, SpanMatch  # noqa: E402
+from indexer.web.resultsets import (  # noqa: E402
+    ResultSetCache,
+    SearchQuery,
+    decode_cursor,
+    encode_cursor,
+    facet_counts,
+)
+
+
+def hit(i: int, **fields) -> Hit:
+    return Hit(id=f"p{i}", score=1.0 - i / 100, text=f"text {i}", fields=fields, spans=(SpanMatch(0, 4, "text", 0.9),))
+
+
+def test_query_key_ignores_filter_order_and_whitespace():
+    a = SearchQuery.build(" dinosaur ", filters={"b": "2", "a": ["1", "3"]}, text="  rex ")
+    b = SearchQuery.build("dinosaur", filters={"a": ["1", "3"], "b": "2"}, text="rex")
+    assert a == b and a.key() == b.key()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        SearchQuery.build("dinosaur", threshold=0.4),
+        SearchQuery.build("dinosaurs"),
+        SearchQuery.build("dinosaur", filters={"a": "1"}),
+        SearchQuery.build("dinosaur", text="rex"),
+        SearchQuery.build("dinosaur", filters={"a": ["1"]}, threshold=0.5),
+    ],
+)
+def test_query_key_changes_with_every_part(other):
+    base = SearchQuery.build("dinosaur", threshold=0.5)
+    assert base.key() != other.key()
+
+
+def test_filter_dict_round_trip_and_without():
+    q = SearchQuery.build("x", filters={"topic": "science", "year": [1999, 2000]})
+    assert q.filter_dict() == {"topic": "science", "year": [1999, 2000]}
+    assert q.without_filter("year").filter_dict() == {"topic": "science"}
+
+
+def test_cursor_round_trip_is_opaque_and_url_safe():
+    key = SearchQuery.build("dinosaur").key()
+    cursor = encode_cursor(key, 40)
+    assert all(c.isalnum() or c in "-_" for c in cursor)
+    assert decode_cursor(cursor, key) == 40
+
+
+def test_cursor_from_another_query_is_refused():
+    cursor = encode_cursor(SearchQuery.build("dinosaur").key(), 10)
+    with pytest.raises(SearchError, match="different query"):
+        decode_cursor(cursor, SearchQuery.build("politician").key())
+
+
+@pytest.mark.parametrize("junk", ["", "not-a-cursor", "e30", encode_cursor("k", -1)[:-2] + "xx", "%%%"])
+def test_malformed_cursors_are_refused(junk):
+    with pytest.raises(SearchError, match="invalid cursor"):
+        decode_cursor(junk, "k")
+
+
+def test_negative_offset_cursor_is_refused():
+    with pytest.raises(SearchError, match="invalid cursor"):
+        decode_cursor(encode_cursor("k", -5), "k")
+
+
+def test_cache_computes_once_and_evicts_least_recent():
+    cache = ResultSetCache(max_entries=2, max_hits=100)
+    calls = []
+
+    def compute(name, n):
+        def run():
+            calls.append(name)
+            return [hit(i) for i in range(n)]
+
+        return run
+
+    assert len(cache.get("a", compute("a", 3))) == 3
+    cache.get("a", compute("a", 3))
+    assert calls == ["a"]
+    cache.get("b", compute("b", 1))
+    cache.get("a", compute("a", 3))  # a is now most recent
+    cache.get("c", compute("c", 1))  # evicts b
+    cache.get("a", compute("a", 3))
+    cache.get("b", compute("b", 1))
+    assert calls == ["a", "b", "c", "b"]
+
+
+def test_cache_bounded_by_hits_keeps_at_least_the_newest():
+    cache = ResultSetCache(max_entries=10, max_hits=5)
+    cache.get("a", lambda: [hit(i) for i in range(4)])
+    cache.get("b", lambda: [hit(i) for i in range(4)])
+    assert len(cache) == 1
+    cache.get("big", lambda: [hit(i) for i in range(50)])
+    assert len(cache) == 1
+
+
+def test_cache_shares_one_computation_between_threads():
+    cache = ResultSetCache()
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.2)
+        return [hit(0)]
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get("k", slow))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 4 and all(r[0].id == "p0" for r in results)
+
+
+def test_cache_does_not_keep_failures():
+    cache = ResultSetCache()
+
+    def boom():
+        raise SearchError("bad")
+
+    with pytest.raises(SearchError):
+        cache.get("k", boom)
+    assert len(cache) == 0
+    assert cache.get("k", lambda: [hit(1)])[0].id == "p1"
+
+
+def test_facet_counts_ranks_values_and_counts_list_members():
+    hits = [
+        hit(0, topic="science", tags=["a", "b"], n=1),
+        hit(1, topic="science", tags=["a"], n=2),
+        hit(2, topic="politics", tags=[], n=2),
+    ]
+    facets = facet_counts(hits)
+    assert facets["topic"] == [{"value": "science", "count": 2}, {"value": "politics", "count": 1}]
+    assert facets["tags"] == [{"value": "a", "count": 2}, {"value": "b", "count": 1}]
+    assert facets["n"] == [{"value": 2, "count": 2}, {"value": 1, "count": 1}]
+
+
+def test_facet_counts_skips_id_like_and_long_text_fields():
+    hits = [hit(i, url=f"https://x/{i}", topic="t", body="x" * 200) for i in range(60)]
+    facets = facet_counts(hits)
+    assert set(facets) == {"topic"}
+
+
+def test_facet_counts_for_named_fields_reports_absent_ones_empty():
+    facets = facet_counts([hit(0, topic="a")], fields=["topic", "missing"], size=5)
+    assert facets == {"topic": [{"value": "a", "count": 1}], "missing": []}

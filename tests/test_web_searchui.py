@@ -1,0 +1,212 @@
+"""The Search UI adapter, table-driven: ApiProxyConnector request bodies in, response states out."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the [web] extra is not installed")
+
+from indexer.errors import SearchError  # noqa: E402
+from indexer.records import Hit, SpanMatch  # noqa: E402
+from indexer.web import searchui  # noqa: E402
+from indexer.web.searchui import FieldFilter  # noqa: E402
+
+LIMITS = {"max_page_size": 100, "max_phrase_chars": 50}
+
+
+def hit(i: int, text: str = "Tyrannosaurus rex lived here.", spans=((0, 17),), **fields) -> Hit:
+    return Hit(
+        id=f"p{i}",
+        score=0.9 - i / 100,
+        text=text,
+        fields=fields,
+        spans=tuple(SpanMatch(s, e, text[s:e], 0.9 - i / 100, ("dinosaur",)) for s, e in spans),
+    )
+
+
+def test_parse_search_defaults():
+    plan = searchui.parse_search({"state": {"searchTerm": " dinosaur "}, "queryConfig": {}}, **LIMITS)
+    assert plan.search_term == "dinosaur"
+    assert (plan.page, plan.size) == (1, searchui.DEFAULT_PAGE_SIZE)
+    assert plan.filters == () and plan.facets == () and plan.result_fields is None
+
+
+def test_parse_search_reads_paging_filters_facets_and_fields():
+    body = {
+        "state": {
+            "searchTerm": "dinosaur",
+            "current": 3,
+            "resultsPerPage": 5,
+            "filters": [{"field": "topic", "type": "any", "values": ["science", "history"]}],
+        },
+        "queryConfig": {
+            "filters": [{"field": "lang", "values": ["en"]}],
+            "facets": {"topic": {"type": "value", "size": 4}, "year": {"type": "range", "ranges": []}},
+            "disjunctiveFacets": ["topic"],
+            "result_fields": {"text": {"snippet": {}}, "title": {"raw": {}}},
+        },
+    }
+    plan = searchui.parse_search(body, **LIMITS)
+    assert (plan.page, plan.size) == (3, 5)
+    assert plan.filters == (
+        FieldFilter("lang", "all", ("en",)),
+        FieldFilter("topic", "any", ("science", "history")),
+    )
+    assert [f.field for f in plan.facets] == ["topic"]  # range facets are left out
+    assert plan.facets[0].size == 4
+    assert plan.disjunctive == {"topic"}
+    assert plan.result_fields == {"text", "title"}
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"state": {"searchTerm": "x" * 51}}, "limit is 50"),
+        ({"state": {"searchTerm": 3}}, "must be a string"),
+        ({"state": {"resultsPerPage": 101}}, "above the limit"),
+        ({"state": {"resultsPerPage": 0}}, "positive integer"),
+        ({"state": {"current": "2"}}, "positive integer"),
+        ({"state": {"filters": [{"field": "y", "values": [{"from": 1, "to": 2, "name": "r"}]}]}}, "range filters"),
+        ({"state": {"filters": [{"field": "y", "type": "some", "values": ["a"]}]}}, "use any, all or none"),
+        ({"state": {"filters": [{"values": ["a"]}]}}, "'field'"),
+        ({"state": {"filters": [{"field": "y", "values": "a"}]}}, "must be a list"),
+        ({"state": {"filters": [{"field": "y", "values": [["a"]]}]}}, "strings, numbers or booleans"),
+        ({"state": [], "queryConfig": {}}, "JSON object"),
+    ],
+)
+def test_parse_search_refuses_what_it_cannot_answer(body, message):
+    with pytest.raises(SearchError, match=message):
+        searchui.parse_search(body, **LIMITS)
+
+
+@pytest.mark.parametrize(
+    "filters, pushed, post",
+    [
+        ([FieldFilter("t", "any", ("a", "b"))], {"t": ["a", "b"]}, []),
+        ([FieldFilter("t", "all", ("a",))], {"t": "a"}, []),
+        ([FieldFilter("t", "all", ("a", "b"))], {}, ["t"]),
+        ([FieldFilter("t", "none", ("a",))], {}, ["t"]),
+        ([FieldFilter("t", "any", ("a",)), FieldFilter("t", "any", ("b",))], {"t": "a"}, ["t"]),
+    ],
+)
+def test_split_pushes_simple_filters_down_and_keeps_the_rest(filters, pushed, post):
+    plan = searchui.SearchPlan("dino", tuple(filters), 1, 10, (), frozenset(), None)
+    query, rest = plan.split()
+    assert query.filter_dict() == pushed
+    assert [f.field for f in rest] == post
+
+
+def test_split_excluding_a_field_drops_all_its_filters():
+    plan = searchui.SearchPlan(
+        "dino", (FieldFilter("t", "any", ("a",)), FieldFilter("u", "none", ("b",))), 1, 10, (), frozenset(), None
+    )
+    query, rest = plan.split(excluding="t")
+    assert query.filter_dict() == {} and rest == (FieldFilter("u", "none", ("b",)),)
+
+
+@pytest.mark.parametrize(
+    "flt, fields, expected",
+    [
+        (FieldFilter("t", "any", ("a", "b")), {"t": "b"}, True),
+        (FieldFilter("t", "any", ("a",)), {"t": "c"}, False),
+        (FieldFilter("t", "any", ("a",)), {}, False),
+        (FieldFilter("t", "all", ("a", "b")), {"t": ["a", "b", "c"]}, True),
+        (FieldFilter("t", "all", ("a", "b")), {"t": "a"}, False),
+        (FieldFilter("t", "none", ("a",)), {"t": "b"}, True),
+        (FieldFilter("t", "none", ("a",)), {"t": ["b", "a"]}, False),
+        (FieldFilter("t", "none", ("a",)), {}, True),
+        (FieldFilter("n", "any", (1,)), {"n": True}, False),
+        (FieldFilter("n", "any", (2,)), {"n": 2.0}, True),
+    ],
+)
+def test_field_filter_semantics(flt, fields, expected):
+    assert flt.matches(fields) is expected
+
+
+def test_highlight_escapes_text_and_marks_mentions():
+    text = 'Rex <script>alert("x")</script> & <img src=x onerror=alert(1)> met Stegosaurus.'
+    start = text.index("Stegosaurus")
+    spans = (SpanMatch(start, start + 11, "Stegosaurus", 0.8), SpanMatch(0, 3, "Rex", 0.7))
+    out = searchui.highlight_html(text, spans)
+    assert out.startswith("<em>Rex</em> &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;img")
+    assert out.endswith("<em>Stegosaurus</em>.")
+    assert "<script" not in out and "<img" not in out
+    assert out.count("<em>") == 2
+
+
+def test_highlight_skips_overlapping_and_out_of_range_spans():
+    text = "abcdef"
+    spans = (SpanMatch(0, 3, "abc", 0.9), SpanMatch(2, 4, "cd", 0.8), SpanMatch(4, 99, "?", 0.7))
+    assert searchui.highlight_html(text, spans) == "<em>abc</em>def"
+
+
+def test_highlight_counts_characters_not_bytes():
+    text = "🦖 T. rex"
+    assert searchui.highlight_html(text, (SpanMatch(2, 8, "T. rex", 0.9),)) == "🦖 <em>T. rex</em>"
+
+
+def test_search_result_shape():
+    h = hit(0, title="Dinosaurs", id="user-id-field")
+    r = searchui.search_result(h)
+    assert r["id"] == {"raw": "p0"}  # the passage id wins over a metadata field named id
+    assert r["text"]["raw"] == h.text and r["text"]["snippet"].startswith("<em>Tyrannosaurus rex</em>")
+    assert r["title"] == {"raw": "Dinosaurs"}
+    assert r["mentions"] == {"raw": ["Tyrannosaurus rex"]}
+    assert r["score"]["raw"] == pytest.approx(0.9)
+    assert r["_meta"]["rawHit"]["_source"]["title"] == "Dinosaurs"
+    only = searchui.search_result(h, result_fields=frozenset({"title"}))
+    assert set(only) == {"title", "id", "_meta"}
+
+
+@pytest.mark.parametrize(
+    "page, size, total, start, end, pages, n",
+    [(1, 2, 5, 1, 2, 3, 2), (3, 2, 5, 5, 5, 3, 1), (4, 2, 5, 0, 6, 3, 0), (1, 10, 0, 0, 0, 0, 0)],
+)
+def test_response_state_paging(page, size, total, start, end, pages, n):
+    plan = searchui.SearchPlan("dino", (), page, size, (), frozenset(), None)
+    state = searchui.response_state(plan, [hit(i) for i in range(total)])
+    assert state["totalResults"] == total and state["totalPages"] == pages
+    assert len(state["results"]) == n
+    if n:
+        assert (state["pagingStart"], state["pagingEnd"]) == (start, end)
+    assert state["resultSearchTerm"] == "dino"
+    assert set(state) >= {"requestId", "facets", "wasSearched", "rawResponse", "results"}
+
+
+def test_facet_state_shape_and_sort():
+    hits = [hit(0, topic="b"), hit(1, topic="a"), hit(2, topic="b")]
+    by_count = searchui.facet_state(searchui.FacetSpec("topic", 10, "count"), hits)
+    assert by_count == [{"field": "topic", "type": "value", "data": [{"value": "b", "count": 2}, {"value": "a", "count": 1}]}]
+    by_value = searchui.facet_state(searchui.FacetSpec("topic", 1, "value"), hits)
+    assert by_value[0]["data"] == [{"value": "a", "count": 1}]
+
+
+def test_suggest_types_prefers_prefix_then_word_then_substring():
+    catalog = ["extinct animal", "animal", "dinosaur", "political party", "mammal", "party leader"]
+    assert searchui.suggest_types(catalog, "ani", size=10) == ["animal", "extinct animal"]
+    assert searchui.suggest_types(catalog, "part", size=10) == ["party leader", "political party"]
+    assert searchui.suggest_types(catalog, "mal", size=10) == ["extinct animal", "animal", "mammal"]
+    assert searchui.suggest_types(catalog, "", size=2) == ["extinct animal", "animal"]
+    assert searchui.suggest_types(catalog, "zzz", size=5) == []
+
+
+def test_autocomplete_plan_and_state():
+    body = {
+        "state": {"searchTerm": "dino"},
+        "queryConfig": {
+            "results": {"resultsPerPage": 2, "result_fields": {"text": {"snippet": {}}}},
+            "suggestions": {
+                "types": {"documents": {"fields": ["type"]}, "hits": {"queryType": "results", "result_fields": {"title": {}}}},
+                "size": 3,
+            },
+        },
+    }
+    plan = searchui.parse_autocomplete(body, max_phrase_chars=50, max_page_size=100)
+    assert plan.results_size == 2 and plan.suggestion_types == ("documents",) and plan.size == 3
+    state = searchui.autocomplete_state(plan, suggestions=["dinosaur"], hits=[hit(i, title="T") for i in range(5)])
+    assert state["autocompletedSuggestions"]["documents"] == [{"suggestion": "dinosaur"}]
+    assert len(state["autocompletedSuggestions"]["hits"]) == 3
+    assert state["autocompletedSuggestions"]["hits"][0]["queryType"] == "results"
+    assert set(state["autocompletedSuggestions"]["hits"][0]["result"]) == {"title", "id", "_meta"}
+    assert len(state["autocompletedResults"]) == 2
+    assert state["autocompletedResults"][0]["text"]["snippet"].startswith("<em>")
