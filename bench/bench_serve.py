@@ -1,0 +1,240 @@
+"""HTTP search throughput and latency of `nerindex serve` with 1, 8 and 32 concurrent clients.
+
+    python bench/bench_serve.py --passages 100000 --duration 10 --concurrency 1 8 32
+
+The store (embedded, in --store, reused when it already holds enough passages) is filled with real
+sentences from shared/data (CoNLL files; cycled to reach --passages) whose spans are the gold
+mentions, with *synthetic* span vectors: running 100k passages through the encoder would take
+~30 minutes on 2 cores and measures the encoder, not the service (bench_indexing.py does that).
+Span vectors are drawn around the real type vectors of the benchmark's query phrases (and around
+random centres) at cosines spread over 0.3-0.9, so each query matches a realistic few hundred
+passages at the model's default threshold. The store carries the shipped model's stamp, so the
+server opens it with the real model, and each request embeds its type phrase with the real encoder.
+
+Each level runs `--duration` seconds of closed-loop clients (asyncio + httpx, keep-alive, one
+connection per client) against `nerindex serve` in a separate process on 127.0.0.1, after a
+warm-up. Client and server share the machine's cores, so the figures are a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+QUERIES = [
+    "dinosaur", "politician", "city", "football club", "disease", "musician", "company", "river",
+    "country", "political party", "film", "book", "athlete", "drug", "university", "band",
+]
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def corpus_passages(data: Path, n: int):
+    """Real sentences with their gold mention offsets, cycled (with fresh ids) up to n."""
+    from indexer.conll import read_conll
+
+    files = sorted(p for p in data.rglob("*.conll") if p.is_file())
+    if not files:
+        raise SystemExit(f"no CoNLL files under {data}")
+    made = 0
+    while True:
+        for path in files:
+            for passage in read_conll(path):
+                if made >= n:
+                    return
+                yield made, path.parent.name, passage
+                made += 1
+
+
+def build_store(path: Path, n: int, *, data: Path, seed: int = 0) -> float:
+    """Write n synthetic EncodedPassages into an embedded store stamped with the shipped model."""
+    from indexer.api import NerIndex
+    from indexer.records import EncodedPassage, EncodedSpan, Passage
+    from indexer.stores.embedded import EmbeddedStore
+
+    rng = np.random.default_rng(seed)
+    with NerIndex.open(path, create=True) as ix:
+        stamp = ix.encoder.info.stamp
+        dims = stamp.dims
+        centres = np.concatenate([ix.embed(QUERIES), unit_rows(rng.standard_normal((184, dims)))])
+    store = EmbeddedStore.open(path)
+    store.check_model(stamp)
+    began = time.perf_counter()
+    batch: list = []
+    for i, source, p in corpus_passages(data, n):
+        words = p.text.split(" ")
+        offsets = [s for s in p.gold][:4]
+        spans = [(g.start, g.end) for g in offsets]
+        if not spans:  # a sentence with no gold mention: one random word
+            k = int(rng.integers(len(words)))
+            start = sum(len(w) + 1 for w in words[:k])
+            spans = [(start, start + len(words[k]))]
+        which = rng.integers(0, len(centres), size=len(spans))
+        scale = rng.uniform(0.5, 3.0, size=(len(spans), 1))
+        noise = unit_rows(rng.standard_normal((len(spans), dims)))
+        vectors = unit_rows(centres[which] + scale * noise)
+        encoded = tuple(
+            EncodedSpan(s, e, p.text[s:e], 0.9, vectors[j], ()) for j, (s, e) in enumerate(spans)
+        )
+        passage = Passage(f"bench-{i}", p.text, {"source": source, "part": str(i % 10)})
+        batch.append(EncodedPassage(passage, encoded, vectors[0]))
+        if len(batch) == 2000:
+            store.write(batch)
+            batch = []
+    if batch:
+        store.write(batch)
+    store.close()
+    return time.perf_counter() - began
+
+
+def store_size(path: Path) -> int:
+    from indexer.stores.embedded import DB_NAME, EmbeddedStore
+
+    if not (path / DB_NAME).exists():
+        return 0
+    store = EmbeddedStore.open(path, create=False)
+    try:
+        return store.counts().passages
+    finally:
+        store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_healthy(client, url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get(f"{url}/api/v1/health")).status_code == 200:
+                return
+        except Exception:
+            pass
+        await asyncio.sleep(0.3)
+    raise SystemExit("the server did not come up")
+
+
+async def run_level(url: str, concurrency: int, duration: float, body_extra: dict) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    matched: list[int] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        deadline = time.perf_counter() + duration
+
+        async def worker(k: int) -> None:
+            nonlocal errors
+            i = k
+            while time.perf_counter() < deadline:
+                body = {"type": QUERIES[i % len(QUERIES)], "limit": 10, **body_extra}
+                i += concurrency
+                began = time.perf_counter()
+                response = await client.post(f"{url}/api/v1/search", json=body)
+                elapsed = time.perf_counter() - began
+                if response.status_code == 200:
+                    latencies.append(elapsed * 1000)
+                    matched.append(len(response.json()["hits"]))
+                else:
+                    errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        wall = time.perf_counter() - began
+    lat = np.asarray(latencies)
+    return {
+        "concurrency": concurrency,
+        "requests": int(lat.size),
+        "errors": errors,
+        "rps": round(lat.size / wall, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+        "p95_ms": round(float(np.percentile(lat, 95)), 1) if lat.size else None,
+        "mean_hits": round(float(np.mean(matched)), 1) if matched else 0,
+    }
+
+
+async def bench(url: str, levels: list[int], duration: float, warmup: float, body_extra: dict) -> list[dict]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        await wait_healthy(client, url)
+        info = (await client.get(f"{url}/api/v1/info")).json()
+        print(f"# store: {info['store']['passages']} passages, {info['store']['spans']} spans; "
+              f"model {info['model']['id']} {info['model']['version']}", file=sys.stderr)
+        for q in QUERIES:  # loads the vectors and warms the type-phrase path
+            await client.post(f"{url}/api/v1/search", json={"type": q, "limit": 10, **body_extra})
+        totals = (await client.post(f"{url}/api/v1/search", json={"type": QUERIES[0], "limit": 1, "all": True, **body_extra})).json()
+        print(f"# '{QUERIES[0]}' matches {totals['total']} passages at threshold {totals['threshold']}", file=sys.stderr)
+    await run_level(url, max(levels), warmup, body_extra)
+    rows = []
+    for c in levels:
+        row = await run_level(url, c, duration, body_extra)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--passages", type=int, default=100_000)
+    parser.add_argument("--store", type=Path, default=Path("/tmp/nerindex-bench-serve"))
+    parser.add_argument("--data", type=Path, default=DATA, help="folder of CoNLL files for the texts")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--workers", type=int, default=None, help="server search threads (serve --workers)")
+    parser.add_argument("--threshold", type=float, default=None, help="per-request threshold (default: the model's)")
+    parser.add_argument("--url", default=None, help="benchmark an already running server instead")
+    args = parser.parse_args()
+
+    if args.url is None:
+        have = store_size(args.store)
+        if have < args.passages:
+            if have:
+                raise SystemExit(f"{args.store} holds {have} passages; remove it or pick another --store")
+            seconds = build_store(args.store, args.passages, data=args.data)
+            print(f"# built {args.passages} passages in {seconds:.0f}s into {args.store}", file=sys.stderr)
+    body_extra = {} if args.threshold is None else {"threshold": args.threshold}
+
+    server = None
+    url = args.url
+    if url is None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "indexer.cli", "serve", "--store", str(args.store), "--port", str(port),
+               "--log-level", "warning", "--timeout", "60"]
+        if args.workers:
+            cmd += ["--workers", str(args.workers)]
+        server = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        random.seed(0)
+        asyncio.run(bench(url, args.concurrency, args.duration, args.warmup, body_extra))
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+if __name__ == "__main__":
+    main()
