@@ -1,0 +1,192 @@
+"""Import nerindex's Kibana saved objects (data view, saved KQL search, dashboard).
+
+The objects live in ``docker/kibana/nerindex.ndjson``; they are posted to Kibana's saved-objects
+import API (``POST /api/saved_objects/_import``, multipart form with a ``file`` field and the
+``kbn-xsrf`` header). The data view is retargeted to the alias in use, so a non-default
+``--es-index`` still gets a working Discover and dashboard. Standard library HTTP only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ...config import DEFAULT_ES_INDEX, PACKAGE_ROOT
+from ...errors import StoreError
+
+SAVED_OBJECTS_FILES = (
+    PACKAGE_ROOT.parent / "docker" / "kibana" / "nerindex.ndjson",
+    PACKAGE_ROOT / "data" / "kibana" / "nerindex.ndjson",
+)
+DATA_VIEW_ID = "nerindex-passages"
+
+
+def saved_objects_path() -> Path:
+    """The NDJSON file shipped with nerindex."""
+    for path in SAVED_OBJECTS_FILES:
+        if path.is_file():
+            return path
+    tried = ", ".join(str(p) for p in SAVED_OBJECTS_FILES)
+    raise StoreError(f"the Kibana saved objects are missing from this install (looked in {tried})")
+
+
+def parse_ndjson(text: str) -> list[dict[str, Any]]:
+    """Saved objects, one JSON object per non-empty line."""
+    objects = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            objects.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"saved objects line {number} is not JSON: {exc}") from exc
+    return objects
+
+
+def retarget(objects: list[dict[str, Any]], alias: str) -> list[dict[str, Any]]:
+    """The objects with nerindex's data view pointing at ``alias`` (other objects unchanged)."""
+    result = []
+    for obj in objects:
+        if obj.get("type") == "index-pattern" and obj.get("id") == DATA_VIEW_ID:
+            obj = {**obj, "attributes": {**obj.get("attributes", {}), "title": alias}}
+        result.append(obj)
+    return result
+
+
+def to_ndjson(objects: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(o, separators=(",", ":"), sort_keys=True) + "\n" for o in objects).encode()
+
+
+def multipart_file(content: bytes, *, filename: str = "nerindex.ndjson", boundary: str | None = None) -> tuple[bytes, str]:
+    """(body, content type) of a multipart/form-data request with one ``file`` field."""
+    boundary = boundary or f"nerindex-{uuid.uuid4().hex}"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: application/ndjson\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return head + content + tail, f"multipart/form-data; boundary={boundary}"
+
+
+def import_url(kibana_url: str, *, space: str | None = None, overwrite: bool = True) -> str:
+    """The import endpoint, in a Kibana space when one is named."""
+    base = kibana_url.rstrip("/")
+    if space and space != "default":
+        base += f"/s/{space}"
+    return base + "/api/saved_objects/_import" + ("?overwrite=true" if overwrite else "")
+
+
+def auth_header(*, api_key: str | None = None, basic_auth: tuple[str, str] | None = None) -> dict[str, str]:
+    """``Authorization`` for an API key (encoded ``id:key``) or basic auth; empty for neither."""
+    if api_key:
+        return {"Authorization": f"ApiKey {api_key}"}
+    if basic_auth:
+        token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    return {}
+
+
+@dataclass
+class ImportReport:
+    """What Kibana said: how many objects were imported, and the errors of the others."""
+
+    success: bool
+    success_count: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    objects: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "successCount": self.success_count,
+            "errors": self.errors,
+            "objects": self.objects,
+        }
+
+
+def parse_import_response(body: Mapping[str, Any]) -> ImportReport:
+    """The import API's answer as an :class:`ImportReport`."""
+    objects = [
+        {"type": str(r.get("type")), "id": str(r.get("destinationId") or r.get("id")),
+         "title": str((r.get("meta") or {}).get("title", ""))}
+        for r in body.get("successResults") or []
+    ]
+    return ImportReport(
+        success=bool(body.get("success")),
+        success_count=int(body.get("successCount") or 0),
+        errors=list(body.get("errors") or []),
+        objects=objects,
+    )
+
+
+def describe_errors(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for error in errors[:5]:
+        kind = (error.get("error") or {}).get("type", "error")
+        parts.append(f"{error.get('type')} {error.get('id')}: {kind}")
+    more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _ssl_context(ca_certs: str | None, verify_certs: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_certs)
+    if not verify_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def import_saved_objects(
+    kibana_url: str,
+    *,
+    alias: str = DEFAULT_ES_INDEX,
+    path: str | Path | None = None,
+    api_key: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
+    ca_certs: str | None = None,
+    verify_certs: bool = True,
+    space: str | None = None,
+    overwrite: bool = True,
+    timeout: float = 60.0,
+    urlopen: Callable[..., Any] | None = None,
+) -> ImportReport:
+    """Post the saved objects to Kibana; a StoreError when Kibana refuses any of them."""
+    source = Path(path) if path else saved_objects_path()
+    objects = retarget(parse_ndjson(source.read_text(encoding="utf-8")), alias)
+    body, content_type = multipart_file(to_ndjson(objects))
+    url = import_url(kibana_url, space=space, overwrite=overwrite)
+    headers = {"kbn-xsrf": "true", "Content-Type": content_type, "Accept": "application/json"}
+    headers.update(auth_header(api_key=api_key, basic_auth=basic_auth))
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    opener = urlopen or urllib.request.urlopen
+    kwargs: dict[str, Any] = {"timeout": timeout}
+    if url.startswith("https:"):
+        kwargs["context"] = _ssl_context(ca_certs, verify_certs)
+    try:
+        with opener(request, **kwargs) as response:
+            answer = json.loads(response.read().decode("utf-8") or "{}")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:500]
+        try:
+            detail = json.loads(detail).get("message", detail)
+        except (ValueError, AttributeError):
+            pass
+        hint = " (check the Kibana user/password or API key)" if exc.code in (401, 403) else ""
+        raise StoreError(f"Kibana at {kibana_url} refused the import: HTTP {exc.code}: {detail}{hint}") from exc
+    except urllib.error.URLError as exc:
+        raise StoreError(f"cannot reach Kibana at {kibana_url}: {exc.reason}") from exc
+    report = parse_import_response(answer)
+    if not report.success or report.errors:
+        raise StoreError(
+            f"Kibana imported {report.success_count} of {len(objects)} saved objects: "
+            f"{describe_errors(report.errors)}"
+        )
+    return report

@@ -1,0 +1,171 @@
+"""Zero-downtime re-index: build a new versioned index (e.g. with a new model), then move the alias.
+
+The passages (id, text, metadata) are read back from the index the alias points at, encoded again
+with the given encoder, and bulk-written into ``<alias>-<n+1>``. Only when every passage made it
+does one ``_aliases`` request move the alias from the old index to the new one, so searches see
+either the old index or the complete new one, never a mix of models.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+from ...errors import StoreError
+from ...records import EncodedPassage, Passage
+from ..base import ModelStamp
+from . import requests as rq
+from . import responses as rs
+from .bulk import write_documents
+from .store import MIN_SERVER, ElasticsearchStore
+
+log = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    """What re-indexing needs from an encoder (``indexer.encoder.OnnxEncoder`` satisfies it)."""
+
+    def encode(self, passages: Sequence[Passage], *, batch_size: int = 32) -> list[EncodedPassage]:
+        ...
+
+
+@dataclass
+class ReindexReport:
+    """What a re-index did; ``swapped`` is False when failures kept the alias where it was."""
+
+    alias: str
+    old_index: str
+    new_index: str
+    model: dict[str, Any]
+    passages: int = 0
+    failed: int = 0
+    swapped: bool = False
+    deleted_old: bool = False
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def iter_passages(
+    store: ElasticsearchStore, index: str, *, page_size: int = 500, keep_alive: str = "5m"
+) -> Iterator[Passage]:
+    """Every passage stored in ``index`` (a point in time, so writes elsewhere do not disturb it)."""
+    client = store.client
+    with store.errors(f"open a point in time on {index!r}"):
+        pit = client.open_point_in_time(index=index, keep_alive=keep_alive).body["id"]
+    after: list[Any] | None = None
+    try:
+        while True:
+            body = rq.scan_body(pit_id=pit, keep_alive=keep_alive, size=page_size, search_after=after)
+            with store.errors(f"read passages from {index!r}"):
+                response = client.search(body=body).body
+            pit = response.get("pit_id", pit)
+            hits = rs.raw_hits(response)
+            for hit in hits:
+                source = hit.get("_source") or {}
+                yield Passage(
+                    id=str(source.get("id", hit.get("_id"))),
+                    text=str(source.get("text", "")),
+                    fields=dict(source.get("fields") or {}),
+                )
+            after = rs.last_sort_values(response)
+            if after is None or len(hits) < page_size:
+                return
+    finally:
+        with suppress(Exception):
+            client.close_point_in_time(id=pit)
+
+
+def _batches(items: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
+    batch: list[Passage] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def current_index(store: ElasticsearchStore) -> str:
+    """The one concrete index the store's alias points at (a plain index cannot be swapped)."""
+    client = store.client
+    with store.errors(f"read alias {store.alias!r}"):
+        if client.indices.exists(index=store.alias) and not client.indices.exists_alias(name=store.alias):
+            raise StoreError(
+                f"{store.alias!r} is an index, not an alias; re-indexing moves an alias, so create "
+                f"the index with nerindex (it makes {store.alias}-000001 behind the alias {store.alias})"
+            )
+        if not client.indices.exists_alias(name=store.alias):
+            raise StoreError(f"alias {store.alias!r} does not exist: nothing to re-index")
+        indices = rs.alias_indices(client.indices.get_alias(name=store.alias).body, store.alias)
+    if len(indices) != 1:
+        raise StoreError(f"alias {store.alias!r} points at {len(indices)} indices: {indices}")
+    return indices[0]
+
+
+def reindex(
+    store: ElasticsearchStore,
+    encoder: Encoder,
+    stamp: ModelStamp,
+    *,
+    index_options: str | Mapping[str, Any] | None = None,
+    batch_size: int = 64,
+    delete_old: bool = False,
+    allow_failures: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> ReindexReport:
+    """Re-encode every passage behind the alias with ``encoder`` into a new index; swap the alias.
+
+    ``stamp`` is the encoder's model (recorded in the new index). With failures the alias stays on
+    the old index and the new one is kept for inspection, unless ``allow_failures``.
+    ``on_batch(done, failed)`` is called after each batch (progress display).
+    """
+    client = store.client
+    store.require_version(MIN_SERVER, "nerindex's nested span search")
+    old = current_index(store)
+    new = rq.next_index_name(store.alias, store.versioned_indices())
+    options = index_options if index_options is not None else store.options.index_options
+    body = rq.create_index_body(stamp, index_options=options)
+    report = ReindexReport(alias=store.alias, old_index=old, new_index=new, model=stamp.to_dict())
+    log.info("re-indexing %s (%s) into %s with model %s %s", store.alias, old, new, stamp.id, stamp.version)
+    with store.errors(f"create index {new!r}"):
+        client.indices.create(index=new, **body)
+        if store.options.bulk_refresh_interval:
+            client.indices.put_settings(
+                index=new, settings=rq.refresh_settings(store.options.bulk_refresh_interval)
+            )
+    template_interval = body.get("settings", {}).get("index", {}).get("refresh_interval")
+    for batch in _batches(iter_passages(store, old, page_size=store.options.page_size), batch_size):
+        encoded = encoder.encode(batch, batch_size=batch_size)
+        with store.errors(f"bulk index into {new!r}"):
+            outcomes = write_documents(client, encoded, stamp=stamp, index=new, options=store.options.bulk)
+        report.passages += len(outcomes)
+        for outcome in outcomes:
+            if not outcome.ok:
+                report.failed += 1
+                if len(report.failures) < 100:
+                    report.failures.append({"id": outcome.id, "error": outcome.error})
+        if on_batch is not None:
+            on_batch(report.passages, report.failed)
+    with store.errors(f"refresh {new!r}"):
+        client.indices.put_settings(index=new, settings=rq.refresh_settings(template_interval))
+        client.indices.refresh(index=new)
+    if report.failed and not allow_failures:
+        raise StoreError(
+            f"{report.failed} of {report.passages} passages failed to re-index into {new!r}; the "
+            f"alias {store.alias!r} stays on {old!r} (inspect or delete {new!r}, or pass "
+            f"--allow-failures). First failure: {report.failures[0]['id']}: {report.failures[0]['error']}"
+        )
+    with store.errors(f"move alias {store.alias!r} to {new!r}"):
+        client.indices.update_aliases(actions=rq.alias_swap_actions(store.alias, old, new))
+    report.swapped = True
+    if delete_old:
+        with store.errors(f"delete the old index {old!r}"):
+            client.indices.delete(index=old)
+        report.deleted_old = True
+    store._stamp = None  # the alias now carries another model
+    return report

@@ -1,0 +1,501 @@
+"""Pure builders of every Elasticsearch request body nerindex sends (golden-file tested).
+
+Nothing here talks to a server: each function maps nerindex records and search options to the
+dict Elasticsearch expects, so the bodies can be checked byte for byte and against the client's
+own DSL classes without a cluster.
+
+Field layout (``mappings/passages.json``): ``id``, ``text``, ``fields.*`` (user metadata),
+``model``, ``vector`` (passage vector), ``labels`` (copy of every span label, passage level, for
+Kibana aggregations) and the nested ``spans`` with ``start``, ``end``, ``text``, ``score``,
+``labels`` and ``vector``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ...errors import SearchError, StoreError
+from ...records import EncodedPassage
+from ..base import ModelStamp
+from . import templates
+from .similarity import SCRIPT_OFFSET, check_metric, knn_similarity, script_source
+
+META_FORMAT = 1
+SPANS_PATH = "spans"
+SPAN_VECTOR_FIELD = "spans.vector"
+SOURCE_FIELDS = ["id", "text", "fields"]
+INNER_HIT_FIELDS = ["spans.start", "spans.end", "spans.text", "spans.labels"]
+INNER_HITS_NAME = "spans"
+# Elasticsearch's default index.max_inner_result_window; the template pins it to the same value.
+INNER_HITS_SIZE = 100
+MAX_NUM_CANDIDATES = 10_000
+MIN_NUM_CANDIDATES = 100
+MAX_DOC_ID_BYTES = 512
+DEFAULT_INDEX_OPTIONS = "int8_hnsw"
+HNSW_DEFAULTS = {"m": 16, "ef_construction": 100}
+# Span fields a filter may name (key -> field queried); everything else is user metadata.
+SPAN_FILTER_FIELDS = {"spans.labels": "spans.labels", "spans.text": "spans.text.keyword"}
+
+_INDEX_NAME_FORBIDDEN = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+
+
+# --- index and documents ------------------------------------------------------------------------
+
+
+def check_index_name(name: str) -> str:
+    """The name if Elasticsearch accepts it for an index or alias; a StoreError that says why not."""
+    problem = None
+    if not name:
+        problem = "it is empty"
+    elif name in (".", ".."):
+        problem = "'.' and '..' are reserved"
+    elif name[0] in "-_+":
+        problem = "it must not start with '-', '_' or '+'"
+    elif _INDEX_NAME_FORBIDDEN.search(name):
+        problem = 'it must be lowercase, without spaces or any of \\ / * ? " < > | , # :'
+    elif len(name.encode("utf-8")) > 240:
+        problem = "it is longer than 240 bytes"
+    if problem:
+        raise StoreError(f"invalid Elasticsearch index name {name!r}: {problem}")
+    return name
+
+
+def versioned_index_name(alias: str, number: int) -> str:
+    """Concrete index behind the alias: ``<alias>-000001``, ``<alias>-000002``, ..."""
+    return f"{alias}-{number:06d}"
+
+
+def next_index_name(alias: str, existing: Iterable[str]) -> str:
+    """The first versioned name after every one already used (leftovers of failed re-indexes too)."""
+    pattern = re.compile(re.escape(alias) + r"-(\d{6})$")
+    used = [int(m.group(1)) for m in map(pattern.match, existing) if m]
+    return versioned_index_name(alias, max(used, default=0) + 1)
+
+
+def index_options_body(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """dense_vector ``index_options``, pinned explicitly so a server upgrade never changes them.
+
+    A plain type (``"int8_hnsw"``) gets the HNSW parameters written out; a dict is taken as is.
+    """
+    if isinstance(spec, Mapping):
+        body = dict(spec)
+        if not isinstance(body.get("type"), str):
+            raise StoreError(f"index_options needs a 'type': {spec!r}")
+        return body
+    if not isinstance(spec, str) or not re.fullmatch(r"[a-z0-9_]+", spec):
+        raise StoreError(f"invalid dense_vector index_options type {spec!r}")
+    body: dict[str, Any] = {"type": spec}
+    if spec.endswith("hnsw"):
+        body.update(HNSW_DEFAULTS)
+    return body
+
+
+def index_meta(stamp: ModelStamp) -> dict[str, Any]:
+    """The index ``_meta``: which model made the vectors (the model guard reads it back)."""
+    return {"nerindex_format": META_FORMAT, "model": stamp.to_dict()}
+
+
+def index_body(
+    stamp: ModelStamp, *, index_options: str | Mapping[str, Any] = DEFAULT_INDEX_OPTIONS
+) -> dict[str, Any]:
+    """Settings and mappings of a passage index for this model, from ``mappings/passages.json``."""
+    check_metric(stamp.similarity)
+    if int(stamp.dims) <= 0:
+        raise StoreError(f"model {stamp.id!r} has invalid dims {stamp.dims!r}")
+    return templates.fill(
+        templates.load_template(templates.INDEX_TEMPLATE),
+        {
+            "dims": int(stamp.dims),
+            "similarity": stamp.similarity,
+            "index_options": index_options_body(index_options),
+            "meta": index_meta(stamp),
+        },
+    )
+
+
+def create_index_body(
+    stamp: ModelStamp,
+    *,
+    index_options: str | Mapping[str, Any] = DEFAULT_INDEX_OPTIONS,
+    alias: str | None = None,
+) -> dict[str, Any]:
+    """``PUT <index>`` body; with ``alias`` the alias is created in the same (atomic) request."""
+    body = index_body(stamp, index_options=index_options)
+    if alias is not None:
+        body["aliases"] = {alias: {}}
+    return body
+
+
+def alias_swap_actions(alias: str, old: str | None, new: str) -> list[dict[str, Any]]:
+    """``POST _aliases`` actions moving the alias to ``new`` in one atomic step."""
+    actions: list[dict[str, Any]] = []
+    if old is not None:
+        actions.append({"remove": {"index": old, "alias": alias}})
+    actions.append({"add": {"index": new, "alias": alias}})
+    return actions
+
+
+def document_id(passage_id: str) -> str:
+    """Deterministic ``_id``: the passage id itself, hashed only when Elasticsearch would refuse it."""
+    raw = passage_id.encode("utf-8")
+    if 0 < len(raw) <= MAX_DOC_ID_BYTES:
+        return passage_id
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def vector_values(vector: Any) -> list[float]:
+    """A vector as JSON numbers: float32 precision is all Elasticsearch keeps, so 8 decimals do."""
+    return np.round(np.asarray(vector, dtype=np.float32).astype(np.float64), 8).tolist()
+
+
+def vector_problem(vector: Any, dims: int) -> str | None:
+    """Why a vector cannot be indexed (wrong size, not finite, zero), or None when it can."""
+    if vector is None:
+        return "missing vector"
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1 or array.shape[0] != dims:
+        return f"vector has shape {tuple(array.shape)}, the index expects ({dims},)"
+    if not np.all(np.isfinite(array)):
+        return "vector has non-finite values"
+    if not np.any(array):
+        return "vector is all zeros"
+    return None
+
+
+def document_problem(doc: EncodedPassage, dims: int) -> str | None:
+    """Why this passage would be refused by the mapping, checked before sending it."""
+    if doc.vector is not None:
+        problem = vector_problem(doc.vector, dims)
+        if problem:
+            return f"passage {problem}"
+    for number, span in enumerate(doc.spans):
+        problem = vector_problem(span.vector, dims)
+        if problem:
+            return f"span {number} ({span.text!r}): {problem}"
+    return None
+
+
+def passage_document(doc: EncodedPassage, stamp: ModelStamp) -> dict[str, Any]:
+    """The ``_source`` of one passage: text, metadata, model, passage vector, nested spans."""
+    passage = doc.passage
+    source: dict[str, Any] = {
+        "id": passage.id,
+        "text": passage.text,
+        "fields": dict(passage.fields),
+        "model": {"id": stamp.id, "version": stamp.version},
+        "span_count": len(doc.spans),
+    }
+    if doc.vector is not None:
+        source["vector"] = vector_values(doc.vector)
+    source["spans"] = [
+        {
+            "start": int(span.start),
+            "end": int(span.end),
+            "text": span.text,
+            "score": round(float(span.score), 6),
+            "labels": list(span.labels),
+            "vector": vector_values(span.vector),
+        }
+        for span in doc.spans
+    ]
+    return source
+
+
+def bulk_action(doc: EncodedPassage, stamp: ModelStamp, index: str) -> dict[str, Any]:
+    """One ``streaming_bulk`` action: index (create or overwrite) under the deterministic _id."""
+    return {
+        "_op_type": "index",
+        "_index": index,
+        "_id": document_id(doc.passage.id),
+        "_source": passage_document(doc, stamp),
+    }
+
+
+def bulk_actions(
+    docs: Iterable[EncodedPassage], stamp: ModelStamp, index: str
+) -> Iterator[dict[str, Any]]:
+    """Bulk actions for passages, lazily, in input order."""
+    for doc in docs:
+        yield bulk_action(doc, stamp, index)
+
+
+def refresh_settings(interval: str | None) -> dict[str, Any]:
+    """``PUT _settings`` body for the refresh interval (None resets it to the server default)."""
+    return {"index": {"refresh_interval": interval}}
+
+
+# --- filters ------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _value_clause(field: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {"bool": {"must_not": [{"exists": {"field": field}}]}}
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=repr)
+    if isinstance(value, (list, tuple)):
+        values = [_plain(v) for v in value]
+        if any(isinstance(v, (dict, list, tuple)) or v is None for v in values):
+            raise SearchError(f"filter on {field!r}: a list may hold plain values only")
+        return {"terms": {field: values}}
+    if isinstance(value, Mapping):
+        raise SearchError(
+            f"filter on {field!r}: only exact values or lists of values are supported, got {value!r}"
+        )
+    return {"term": {field: _plain(value)}}
+
+
+def split_filters(
+    filters: Mapping[str, Any] | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Metadata filters as (passage-level clauses, span-level clauses).
+
+    ``{"source": "wiki"}`` filters the user metadata field ``fields.source``; a list means any of
+    its values; None means the field is absent. Keys starting with ``spans.`` (``spans.labels``,
+    ``spans.text``) restrict which spans may match. Keys are sorted so bodies are deterministic.
+    """
+    passage_level: list[dict[str, Any]] = []
+    span_level: list[dict[str, Any]] = []
+    for key in sorted(filters or {}):
+        value = filters[key]  # type: ignore[index]
+        if not isinstance(key, str) or not key or "*" in key or key.startswith(".") or key.endswith("."):
+            raise SearchError(f"invalid filter field {key!r}")
+        if key.startswith("spans."):
+            field = SPAN_FILTER_FIELDS.get(key)
+            if field is None:
+                known = ", ".join(sorted(SPAN_FILTER_FIELDS))
+                raise SearchError(f"cannot filter on span field {key!r} (span filters: {known})")
+            span_level.append(_value_clause(field, value))
+        else:
+            passage_level.append(_value_clause(f"fields.{key}", value))
+    return passage_level, span_level
+
+
+def text_filter(text: str) -> dict[str, Any]:
+    """Lexical restriction: every term of ``text`` must occur in the passage text."""
+    return {"match": {"text": {"query": text, "operator": "and"}}}
+
+
+def text_boost(text: str, boost: float) -> dict[str, Any]:
+    """Hybrid mode: BM25 on the passage text, added to the vector score (no restriction)."""
+    return {"match": {"text": {"query": text, "boost": float(boost)}}}
+
+
+# --- search bodies ------------------------------------------------------------------------------
+
+
+def inner_hits() -> dict[str, Any]:
+    """The matching spans of each passage, best first, without their vectors."""
+    return {
+        "name": INNER_HITS_NAME,
+        "size": INNER_HITS_SIZE,
+        "_source": False,
+        "fields": list(INNER_HIT_FIELDS),
+    }
+
+
+def num_candidates_for(k: int, requested: int | None = None) -> int:
+    """Candidates per shard: at least ``k``, a generous default, never above Elasticsearch's cap."""
+    wanted = requested if requested is not None else max(MIN_NUM_CANDIDATES, 2 * k)
+    return min(MAX_NUM_CANDIDATES, max(k, wanted))
+
+
+def _query_vector(vector: Any) -> list[float]:
+    values = vector_values(vector)
+    if not values or not all(math.isfinite(v) for v in values):
+        raise SearchError("the query vector is empty or not finite")
+    return values
+
+
+def _check_k(limit: int) -> int:
+    if limit < 1 or limit > MAX_NUM_CANDIDATES:
+        raise SearchError(
+            f"kNN search returns 1 to {MAX_NUM_CANDIDATES} passages (asked for {limit}); "
+            "use exhaustive search for more"
+        )
+    return int(limit)
+
+
+def knn_search_body(
+    vector: Any,
+    *,
+    min_similarity: float,
+    metric: str = "cosine",
+    limit: int = 10,
+    num_candidates: int | None = None,
+    filters: Mapping[str, Any] | None = None,
+    text: str | None = None,
+) -> dict[str, Any]:
+    """Top-level nested kNN on ``spans.vector``: passages ranked by their best span.
+
+    ``similarity`` (the threshold, in the metric's raw units) drops spans below it, and since
+    Elasticsearch 8.15 also filters the inner hits, so each hit carries exactly its matching spans.
+    Metadata filters and the text restriction are kNN pre-filters (each clause on its own: span
+    clauses are only accepted by Elasticsearch >= 9.2, which the store checks before sending).
+    """
+    k = _check_k(limit)
+    passage_level, span_level = split_filters(filters)
+    clauses = passage_level + span_level + ([text_filter(text)] if text else [])
+    knn: dict[str, Any] = {
+        "field": SPAN_VECTOR_FIELD,
+        "query_vector": _query_vector(vector),
+        "k": k,
+        "num_candidates": num_candidates_for(k, num_candidates),
+        "similarity": knn_similarity(min_similarity, metric),
+    }
+    if clauses:
+        knn["filter"] = clauses
+    knn["inner_hits"] = inner_hits()
+    return {"size": k, "_source": list(SOURCE_FIELDS), "knn": knn}
+
+
+def hybrid_search_body(
+    vector: Any,
+    *,
+    text: str,
+    min_similarity: float,
+    metric: str = "cosine",
+    limit: int = 10,
+    num_candidates: int | None = None,
+    filters: Mapping[str, Any] | None = None,
+    boost: float = 0.1,
+) -> dict[str, Any]:
+    """Hybrid mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.
+
+    The kNN runs as a query inside a ``nested`` clause (rather than top-level ``knn``) so that it
+    stays a required clause: a passage that only matches the words is never returned.
+    Summing the scores needs no licence (RRF would).
+    """
+    k = _check_k(limit)
+    passage_level, span_level = split_filters(filters)
+    knn: dict[str, Any] = {
+        "field": SPAN_VECTOR_FIELD,
+        "query_vector": _query_vector(vector),
+        "num_candidates": num_candidates_for(k, num_candidates),
+        "similarity": knn_similarity(min_similarity, metric),
+    }
+    if passage_level or span_level:
+        knn["filter"] = passage_level + span_level
+    nested = {
+        "nested": {
+            "path": SPANS_PATH,
+            "score_mode": "max",
+            "query": {"knn": knn},
+            "inner_hits": inner_hits(),
+        }
+    }
+    return {
+        "size": k,
+        "_source": list(SOURCE_FIELDS),
+        "query": {"bool": {"must": [nested], "should": [text_boost(text, boost)]}},
+    }
+
+
+def exhaustive_search_body(
+    vector: Any,
+    *,
+    min_similarity: float,
+    filters: Mapping[str, Any] | None = None,
+    text: str | None = None,
+    size: int = 500,
+    pit_id: str | None = None,
+    keep_alive: str = "2m",
+    search_after: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """Every passage whose best span passes the threshold, exactly, one page at a time.
+
+    A ``nested`` query (``score_mode: max``) over a ``script_score`` that computes each span's
+    cosine on the stored float vectors; ``min_score`` drops spans below the threshold, so a passage
+    matches when its best span passes and scores as that span. Paged with a point in time and
+    ``search_after``, past the 10,000 cap of kNN. Span filters work on every version here.
+    """
+    passage_level, span_level = split_filters(filters)
+    span_query: dict[str, Any] = {"bool": {"filter": span_level}} if span_level else {"match_all": {}}
+    nested = {
+        "nested": {
+            "path": SPANS_PATH,
+            "score_mode": "max",
+            "query": {
+                "script_score": {
+                    "query": span_query,
+                    "script": {
+                        "source": script_source(SPAN_VECTOR_FIELD),
+                        "params": {"query_vector": _query_vector(vector)},
+                    },
+                    "min_score": float(min_similarity) + SCRIPT_OFFSET,
+                }
+            },
+            "inner_hits": inner_hits(),
+        }
+    }
+    boolean: dict[str, Any] = {"must": [nested]}
+    restrictions = passage_level + ([text_filter(text)] if text else [])
+    if restrictions:
+        boolean["filter"] = restrictions
+    body: dict[str, Any] = {
+        "size": int(size),
+        "_source": list(SOURCE_FIELDS),
+        "query": {"bool": boolean},
+        "track_total_hits": False,
+    }
+    if pit_id is not None:
+        body["pit"] = {"id": pit_id, "keep_alive": keep_alive}
+        body["sort"] = [{"_score": {"order": "desc"}}, {"_shard_doc": {"order": "asc"}}]
+    else:
+        body["sort"] = [{"_score": {"order": "desc"}}, {"id": {"order": "asc"}}]
+    if search_after is not None:
+        body["search_after"] = list(search_after)
+    return body
+
+
+def scan_body(
+    *, pit_id: str, keep_alive: str = "5m", size: int = 500, search_after: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """One page of every passage (id, text, metadata) in index order, for re-indexing."""
+    body: dict[str, Any] = {
+        "size": int(size),
+        "_source": list(SOURCE_FIELDS),
+        "query": {"match_all": {}},
+        "pit": {"id": pit_id, "keep_alive": keep_alive},
+        "sort": [{"_shard_doc": {"order": "asc"}}],
+        "track_total_hits": False,
+    }
+    if search_after is not None:
+        body["search_after"] = list(search_after)
+    return body
+
+
+def counts_body() -> dict[str, Any]:
+    """Passages (top-level documents) and spans (nested documents) in one request."""
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "aggs": {"spans": {"nested": {"path": SPANS_PATH}}},
+    }
+
+
+def search_template_body() -> dict[str, Any]:
+    """``PUT _scripts/<id>`` body of the stored search template (``mappings/search-template.json``)."""
+    return templates.load_template(templates.SEARCH_TEMPLATE)
+
+
+def search_template_params(
+    vector: Any, *, min_similarity: float, metric: str = "cosine", limit: int = 10,
+    num_candidates: int | None = None,
+) -> dict[str, Any]:
+    """Parameters that make the stored template run the same query as :func:`knn_search_body`."""
+    k = _check_k(limit)
+    return {
+        "query_vector": _query_vector(vector),
+        "k": k,
+        "num_candidates": num_candidates_for(k, num_candidates),
+        "similarity": knn_similarity(min_similarity, metric),
+    }

@@ -1,0 +1,331 @@
+"""Pure parsers of Elasticsearch responses into nerindex records (tested on documented shapes).
+
+Search hits become :class:`~indexer.records.Hit` with their matching spans taken from the
+``inner_hits`` named ``spans``; bulk items become :class:`~indexer.stores.base.WriteOutcome`
+(failures stay data, as in elasticsearch-py's helpers); index ``_meta`` becomes the
+:class:`~indexer.stores.base.ModelStamp` the model guard compares.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict, deque
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+from ...errors import StoreError
+from ...records import Hit, SpanMatch
+from ..base import ModelStamp, StoreCounts, WriteOutcome
+from .requests import INNER_HITS_NAME
+from .similarity import cosine_from_knn_score, cosine_from_script_score
+
+Scoring = Literal["knn", "script"]
+# Scores travel as float32; a span exactly at the threshold must not be lost to rounding.
+THRESHOLD_TOLERANCE = 1e-6
+
+
+# --- search -------------------------------------------------------------------------------------
+
+
+def _first(values: Any, default: Any = None) -> Any:
+    if isinstance(values, list):
+        return values[0] if values else default
+    return default if values is None else values
+
+
+def span_fields(inner_hit: Mapping[str, Any]) -> dict[str, Any]:
+    """start/end/text/labels of one inner hit, from the fields API or from ``_source``.
+
+    The fields API (what nerindex asks for) returns ``{"spans": [{"start": [3], ...}]}``;
+    a client asking for ``_source`` instead gets the nested object, with or without its path.
+    """
+    fields = inner_hit.get("fields") or {}
+    nested = fields.get("spans")
+    if isinstance(nested, list) and nested:
+        obj = nested[0]
+        return {
+            "start": _first(obj.get("start")),
+            "end": _first(obj.get("end")),
+            "text": _first(obj.get("text"), ""),
+            "labels": list(obj.get("labels") or []),
+        }
+    source = inner_hit.get("_source") or {}
+    if isinstance(source.get("spans"), Mapping):
+        source = source["spans"]
+    labels = source.get("labels") or []
+    return {
+        "start": source.get("start"),
+        "end": source.get("end"),
+        "text": source.get("text", ""),
+        "labels": [labels] if isinstance(labels, str) else list(labels),
+    }
+
+
+def _cosine(score: float, scoring: Scoring, metric: str) -> float:
+    if scoring == "script":
+        return cosine_from_script_score(score)
+    return cosine_from_knn_score(score, metric)
+
+
+def span_matches(
+    hit: Mapping[str, Any], *, scoring: Scoring, metric: str, min_similarity: float
+) -> list[SpanMatch] | None:
+    """The matching spans of one hit, best first; None when the hit has no inner hits at all."""
+    inner = (hit.get("inner_hits") or {}).get(INNER_HITS_NAME)
+    if inner is None:
+        return None
+    spans = []
+    for inner_hit in (inner.get("hits") or {}).get("hits") or []:
+        if inner_hit.get("_score") is None:
+            continue
+        similarity = _cosine(inner_hit["_score"], scoring, metric)
+        if similarity < min_similarity - THRESHOLD_TOLERANCE:
+            continue
+        data = span_fields(inner_hit)
+        if data["start"] is None or data["end"] is None:
+            continue
+        spans.append(
+            SpanMatch(
+                start=int(data["start"]),
+                end=int(data["end"]),
+                text=str(data["text"]),
+                similarity=similarity,
+                labels=tuple(str(label) for label in data["labels"]),
+            )
+        )
+    spans.sort(key=lambda s: (-s.similarity, s.start, s.end))
+    return spans
+
+
+def parse_hit(
+    hit: Mapping[str, Any], *, scoring: Scoring, metric: str, min_similarity: float
+) -> Hit | None:
+    """One search hit as a :class:`Hit`, or None when none of its spans passes the threshold.
+
+    The passage score is its best span's similarity (the same definition as the embedded store);
+    only when inner hits were not requested does the hit's own ``_score`` stand in.
+    """
+    source = hit.get("_source") or {}
+    spans = span_matches(hit, scoring=scoring, metric=metric, min_similarity=min_similarity)
+    if spans is None:
+        if hit.get("_score") is None:
+            return None
+        score = _cosine(hit["_score"], scoring, metric)
+        if score < min_similarity - THRESHOLD_TOLERANCE:
+            return None
+        spans = []
+    elif not spans:
+        return None
+    else:
+        score = spans[0].similarity
+    return Hit(
+        id=str(source.get("id", hit.get("_id"))),
+        score=score,
+        text=str(source.get("text", "")),
+        fields=dict(source.get("fields") or {}),
+        spans=tuple(spans),
+    )
+
+
+def parse_hits(
+    response: Mapping[str, Any], *, scoring: Scoring, metric: str, min_similarity: float
+) -> list[Hit]:
+    """Every hit of a search response that passes the threshold, in response order."""
+    hits = []
+    for raw in (response.get("hits") or {}).get("hits") or []:
+        hit = parse_hit(raw, scoring=scoring, metric=metric, min_similarity=min_similarity)
+        if hit is not None:
+            hits.append(hit)
+    return hits
+
+
+def rank(hits: Sequence[Hit]) -> list[Hit]:
+    """Best first by passage score, ties by id, as the embedded store orders them."""
+    return sorted(hits, key=lambda h: (-h.score, h.id))
+
+
+def raw_hits(response: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list((response.get("hits") or {}).get("hits") or [])
+
+
+def last_sort_values(response: Mapping[str, Any]) -> list[Any] | None:
+    """``search_after`` for the next page: the sort values of the last hit (None when empty)."""
+    hits = raw_hits(response)
+    return list(hits[-1]["sort"]) if hits and "sort" in hits[-1] else None
+
+
+# --- bulk ---------------------------------------------------------------------------------------
+
+
+def error_message(error: Any, status: int | None = None) -> str:
+    """A one-line reason from an Elasticsearch error object (or the string the helpers put there)."""
+    if isinstance(error, Mapping):
+        kind = error.get("type", "error")
+        reason = error.get("reason") or ""
+        text = f"{kind}: {reason}" if reason else str(kind)
+        cause = error.get("caused_by")
+        if isinstance(cause, Mapping) and cause.get("reason"):
+            text += f" (caused by {cause.get('type', 'error')}: {cause['reason']})"
+    else:
+        text = str(error) if error is not None else "unknown error"
+    return f"HTTP {status}: {text}" if status is not None else text
+
+
+def parse_bulk_item(info: Mapping[str, Any]) -> tuple[str | None, bool, str, str | None]:
+    """(``_id``, ok, action, error) of one ``streaming_bulk`` result ``{op_type: item}``."""
+    if not info:
+        return None, False, "failed", "empty bulk item"
+    _op_type, item = next(iter(info.items()))
+    status = item.get("status")
+    ok = status is not None and 200 <= int(status) < 300 and "error" not in item
+    doc_id = item.get("_id")
+    if ok:
+        result = item.get("result", "created")
+        action = "updated" if result in ("updated", "noop") else "created"
+        return doc_id, True, action, None
+    return doc_id, False, "failed", error_message(item.get("error"), status)
+
+
+def bulk_outcomes(
+    doc_ids: Sequence[str],
+    passage_ids: Sequence[str],
+    results: Iterable[tuple[bool, Mapping[str, Any]]],
+) -> list[WriteOutcome]:
+    """One outcome per passage, in input order, from bulk results that may come in any order.
+
+    ``streaming_bulk`` yields retried documents (429) after the others, so results are matched
+    by ``_id``; a passage the server never answered for is reported failed, not dropped.
+    """
+    by_id: dict[str | None, deque[tuple[bool, str, str | None]]] = defaultdict(deque)
+    for _ok, info in results:
+        doc_id, ok, action, error = parse_bulk_item(info)
+        by_id[doc_id].append((ok, action, error))
+    outcomes = []
+    for doc_id, passage_id in zip(doc_ids, passage_ids, strict=True):
+        queue = by_id.get(doc_id)
+        if queue:
+            ok, action, error = queue.popleft()
+            outcomes.append(WriteOutcome(id=passage_id, ok=ok, action=action, error=error))
+        else:
+            outcomes.append(
+                WriteOutcome(
+                    id=passage_id, ok=False, action="failed",
+                    error="Elasticsearch returned no result for this document",
+                )
+            )
+    return outcomes
+
+
+def count_failures(outcomes: Iterable[WriteOutcome]) -> int:
+    return sum(1 for outcome in outcomes if not outcome.ok)
+
+
+# --- index metadata -----------------------------------------------------------------------------
+
+
+def index_mapping(response: Mapping[str, Any], *, target: str) -> tuple[str, dict[str, Any]]:
+    """(concrete index, its mapping) from ``GET <alias>/_mapping``; one index behind the alias."""
+    indices = list(response.items())
+    if not indices:
+        raise StoreError(f"no index behind {target!r}")
+    if len(indices) > 1:
+        names = ", ".join(sorted(name for name, _ in indices))
+        raise StoreError(
+            f"{target!r} points at several indices ({names}); nerindex keeps its alias on one index"
+        )
+    name, body = indices[0]
+    return name, dict((body or {}).get("mappings") or {})
+
+
+def stamp_from_meta(meta: Mapping[str, Any] | None) -> ModelStamp | None:
+    """The model recorded in an index ``_meta`` by nerindex, or None when there is none."""
+    model = (meta or {}).get("model")
+    if not isinstance(model, Mapping):
+        return None
+    try:
+        return ModelStamp(
+            id=str(model["id"]),
+            version=str(model["version"]),
+            dims=int(model["dims"]),
+            checksum=str(model["checksum"]),
+            similarity=str(model.get("similarity", "cosine")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"index _meta has an unreadable model record: {dict(model)!r}") from exc
+
+
+def mismatch_message(alias: str, index: str, stored: ModelStamp, wanted: ModelStamp) -> str:
+    """What the model guard says when a run's model differs from the index's."""
+
+    def describe(stamp: ModelStamp) -> str:
+        return (
+            f"{stamp.id} {stamp.version} ({stamp.dims} dims, {stamp.similarity}, "
+            f"checksum {stamp.checksum[:12]})"
+        )
+
+    return (
+        f"Elasticsearch index {index!r} (alias {alias!r}) holds vectors of model {describe(stored)}, "
+        f"but this run uses {describe(wanted)}; vectors of two models never mix. "
+        f"Re-index into a new index with 'nerindex es reindex --model <folder>' "
+        f"(the alias moves atomically), or choose another --es-index."
+    )
+
+
+def refresh_interval(response: Mapping[str, Any]) -> str | None:
+    """The explicitly set ``index.refresh_interval`` from ``GET <index>/_settings`` (None if default)."""
+    for body in response.values():
+        settings = (body or {}).get("settings") or {}
+        value = (settings.get("index") or {}).get("refresh_interval")
+        if value is None:
+            value = settings.get("index.refresh_interval")
+        if value is not None:
+            return str(value)
+    return None
+
+
+def alias_indices(response: Mapping[str, Any], alias: str) -> list[str]:
+    """Concrete indices an alias points at, from ``GET _alias/<alias>``."""
+    return sorted(
+        name for name, body in response.items() if alias in ((body or {}).get("aliases") or {})
+    )
+
+
+def parse_counts(response: Mapping[str, Any]) -> StoreCounts:
+    """Passages and spans from the response to :func:`~.requests.counts_body`."""
+    total = (response.get("hits") or {}).get("total") or {}
+    passages = total.get("value", 0) if isinstance(total, Mapping) else int(total)
+    spans = ((response.get("aggregations") or {}).get("spans") or {}).get("doc_count", 0)
+    return StoreCounts(passages=int(passages), spans=int(spans))
+
+
+def found_ids(response: Mapping[str, Any]) -> set[str]:
+    """``_id``s that exist, from an ``_mget`` response."""
+    return {doc["_id"] for doc in response.get("docs") or [] if doc.get("found")}
+
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+
+
+def server_version(info: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(major, minor, patch) from the root endpoint (``GET /``)."""
+    number = str(((info.get("version") or {}).get("number")) or "")
+    match = _VERSION.match(number)
+    if not match:
+        raise StoreError(f"cannot read the Elasticsearch version from {number!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def api_error_reason(body: Any, fallback: str = "") -> str:
+    """The most specific reason in an Elasticsearch error response body."""
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping):
+            causes = error.get("root_cause") or []
+            if causes and isinstance(causes[0], Mapping) and causes[0].get("reason"):
+                cause = causes[0]
+                if cause.get("reason") != error.get("reason") and error.get("reason"):
+                    return f"{error.get('type')}: {error.get('reason')} ({cause.get('type')}: {cause['reason']})"
+                return f"{cause.get('type')}: {cause['reason']}"
+            return error_message(error)
+        if isinstance(error, str):
+            return error
+    return fallback

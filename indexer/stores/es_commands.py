@@ -1,0 +1,192 @@
+"""``nerindex es …`` (index management) and ``nerindex kibana …`` (saved objects) commands.
+
+Connection settings come from ``NERINDEX_ES_*`` / ``NERINDEX_KIBANA_URL`` (see
+:mod:`indexer.config`); each option given on the command line overrides its variable.
+Reports go to stdout (``--json`` keeps them machine-readable), progress to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import click
+
+from ..config import from_env
+from ..errors import StoreError
+
+
+def es_connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The shared ``--es-*`` options (also usable by ``nerindex index`` and ``search``)."""
+    options = [
+        click.option("--es-url", help="Elasticsearch URL (default: NERINDEX_ES_URL)."),
+        click.option("--es-index", help="Alias (index) name (default: NERINDEX_ES_INDEX or 'nerindex')."),
+        click.option("--es-api-key", help="API key, base64 'id:key' (default: NERINDEX_ES_API_KEY)."),
+        click.option("--es-user", help="Basic-auth user (default: NERINDEX_ES_USER)."),
+        click.option("--es-password", help="Basic-auth password (default: NERINDEX_ES_PASSWORD)."),
+        click.option("--es-ca-certs", type=click.Path(dir_okay=False), help="CA certificate file (default: NERINDEX_ES_CA_CERTS)."),
+        click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (testing only)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def store_from_options(params: dict[str, Any], **extra: Any):
+    """An :class:`~indexer.stores.elasticsearch.ElasticsearchStore` from the ``--es-*`` options."""
+    from .elasticsearch import open_es_store
+
+    return open_es_store(
+        from_env(),
+        url=params.get("es_url"),
+        index=params.get("es_index"),
+        api_key=params.get("es_api_key"),
+        user=params.get("es_user"),
+        password=params.get("es_password"),
+        ca_certs=params.get("es_ca_certs"),
+        verify_certs=not params.get("insecure", False),
+        **extra,
+    )
+
+
+def _emit(report: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@click.group("es")
+def es_group() -> None:
+    """Elasticsearch index management: re-index behind the alias, search template, status."""
+
+
+@es_group.command("reindex")
+@es_connection_options
+@click.option("--model", "model_path", type=click.Path(file_okay=False),
+              help="Model folder for the new index (default: NERINDEX_MODEL or the shipped model).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
+@click.option("--index-options", default=None,
+              help="dense_vector index type of the new index (int8_hnsw, hnsw, bbq_hnsw, ...); default: as configured.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--delete-old", is_flag=True, help="Delete the old index once the alias has moved.")
+@click.option("--allow-failures", is_flag=True, help="Move the alias even if some passages failed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def reindex_command(model_path, device, index_options, batch_size, delete_old, allow_failures, as_json, **params):
+    """Build a new index from the passages behind the alias (re-encoded with --model) and swap the alias.
+
+    Searches keep using the old index until the new one is complete; the alias then moves in one
+    atomic step. Use it to change the model, or the vector index type.
+    """
+    from ..encoder import OnnxEncoder
+    from .elasticsearch.reindex import reindex
+
+    settings = from_env()
+    encoder = OnnxEncoder.from_dir(model_path or settings.model, device=device or settings.device)
+    stamp = encoder.info.stamp
+    store = store_from_options(params)
+
+    def progress(done: int, failed: int) -> None:
+        click.echo(f"\r{done} passages re-indexed, {failed} failed", err=True, nl=False)
+
+    try:
+        report = reindex(
+            store, encoder, stamp,
+            index_options=index_options, batch_size=batch_size, delete_old=delete_old,
+            allow_failures=allow_failures, on_batch=progress,
+        )
+    finally:
+        click.echo("", err=True)
+        store.close()
+    _emit(report.to_dict(), as_json, [
+        f"alias {report.alias}: {report.old_index} -> {report.new_index} "
+        f"({report.passages} passages, {report.failed} failed, model {stamp.id} {stamp.version})",
+        *([f"deleted {report.old_index}"] if report.deleted_old else []),
+    ])
+
+
+@es_group.command("put-template")
+@es_connection_options
+@click.option("--id", "template_id", default=None, help="Stored script id (default: nerindex-span-knn).")
+def put_template_command(template_id, **params):
+    """Store the search template of mappings/ so any client can run the span kNN with a vector."""
+    from .elasticsearch import SEARCH_TEMPLATE_ID
+
+    with store_from_options(params) as store:
+        stored = store.put_search_template(template_id or SEARCH_TEMPLATE_ID)
+    click.echo(f"stored search template {stored!r}")
+
+
+@es_group.command("status")
+@es_connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_command(as_json, **params):
+    """Show the server version, the index behind the alias, its model and its counts."""
+    with store_from_options(params) as store:
+        version = ".".join(map(str, store.server_version()))
+        target = store.target()
+        report: dict[str, Any] = {"server": version, "alias": store.alias, "index": None}
+        lines = [f"Elasticsearch {version}"]
+        if target is None:
+            lines.append(f"{store.alias}: no index yet (created by the first 'nerindex index')")
+        else:
+            stamp = store.model()
+            counts = store.counts()
+            report.update(
+                index=target[0], model=stamp.to_dict() if stamp else None,
+                passages=counts.passages, spans=counts.spans,
+            )
+            model = f"{stamp.id} {stamp.version} ({stamp.dims} dims)" if stamp else "not a nerindex index"
+            lines.append(
+                f"{store.alias} -> {target[0]}: {counts.passages} passages, {counts.spans} spans, model {model}"
+            )
+    _emit(report, as_json, lines)
+
+
+@click.group("kibana")
+def kibana_group() -> None:
+    """Kibana integration: import the data view, saved search and dashboard."""
+
+
+@kibana_group.command("import")
+@click.option("--kibana-url", help="Kibana URL (default: NERINDEX_KIBANA_URL).")
+@click.option("--es-index", help="Alias the data view points at (default: NERINDEX_ES_INDEX or 'nerindex').")
+@click.option("--api-key", help="API key (default: NERINDEX_ES_API_KEY).")
+@click.option("--user", help="User (default: NERINDEX_ES_USER).")
+@click.option("--password", help="Password (default: NERINDEX_ES_PASSWORD).")
+@click.option("--ca-certs", type=click.Path(dir_okay=False), help="CA certificate (default: NERINDEX_ES_CA_CERTS).")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (testing only).")
+@click.option("--space", default=None, help="Kibana space id (default space when omitted).")
+@click.option("--file", "path", type=click.Path(dir_okay=False, exists=True),
+              help="Saved objects NDJSON (default: the one shipped in docker/kibana/).")
+@click.option("--no-overwrite", is_flag=True, help="Fail on objects that already exist instead of replacing them.")
+@click.option("--json", "as_json", is_flag=True, help="Print Kibana's report as JSON.")
+def kibana_import_command(kibana_url, es_index, api_key, user, password, ca_certs, insecure, space, path,
+                          no_overwrite, as_json):
+    """Post the nerindex saved objects to Kibana's saved-objects import API."""
+    from .elasticsearch.kibana import import_saved_objects
+
+    settings = from_env()
+    url = kibana_url or settings.kibana_url
+    if not url:
+        raise StoreError("no Kibana URL: pass --kibana-url or set NERINDEX_KIBANA_URL")
+    user = user or settings.es_user
+    password = password or settings.es_password
+    if bool(user) != bool(password):
+        raise StoreError("basic auth needs both a user and a password")
+    report = import_saved_objects(
+        url,
+        alias=es_index or settings.es_index,
+        path=path,
+        api_key=api_key or settings.es_api_key,
+        basic_auth=(user, password) if user else None,
+        ca_certs=ca_certs or settings.es_ca_certs,
+        verify_certs=not insecure,
+        space=space,
+        overwrite=not no_overwrite,
+    )
+    _emit(report.to_dict(), as_json, [f"imported {report.success_count} saved objects into {url}"] + [
+        f"  {obj['type']}: {obj['title'] or obj['id']}" for obj in report.objects
+    ])

@@ -1,0 +1,110 @@
+"""``nerindex es …`` and ``nerindex kibana import`` through the CLI (no server: stubs at the edge)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("elasticsearch")
+
+from indexer.cli import cli  # noqa: E402
+from indexer.stores import es_commands  # noqa: E402
+from indexer.stores.base import ModelStamp, StoreCounts  # noqa: E402
+from indexer.stores.elasticsearch import kibana  # noqa: E402
+from indexer.stores.elasticsearch.kibana import ImportReport  # noqa: E402
+
+STAMP = ModelStamp("nerindex-test", "0.1.0", 8, "ab" * 32)
+
+
+class StubStore:
+    alias = "corpus"
+
+    def __init__(self, params):
+        self.params = params
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.closed = True
+
+    def server_version(self):
+        return (9, 5, 2)
+
+    def target(self):
+        return ("corpus-000002", {})
+
+    def model(self):
+        return STAMP
+
+    def counts(self):
+        return StoreCounts(passages=12, spans=30)
+
+    def put_search_template(self, template_id):
+        return template_id
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    made = []
+
+    def factory(params, **extra):
+        made.append(StubStore(params))
+        return made[-1]
+
+    monkeypatch.setattr(es_commands, "store_from_options", factory)
+    return made
+
+
+def test_es_group_is_wired_lazily_into_nerindex():
+    result = CliRunner().invoke(cli, ["es", "--help"])
+    assert result.exit_code == 0, result.output
+    for command in ("reindex", "put-template", "status"):
+        assert command in result.output
+    assert "import" in CliRunner().invoke(cli, ["kibana", "--help"]).output
+
+
+def test_status_json(stub):
+    result = CliRunner().invoke(cli, ["es", "status", "--es-url", "http://x:9200", "--es-index", "corpus", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002",
+                      "model": STAMP.to_dict(), "passages": 12, "spans": 30}
+    assert stub[0].params["es_url"] == "http://x:9200" and stub[0].closed
+
+
+def test_put_template(stub):
+    result = CliRunner().invoke(cli, ["es", "put-template", "--id", "my-template"])
+    assert result.exit_code == 0 and "my-template" in result.output
+
+
+def test_kibana_import_uses_settings_and_options(monkeypatch):
+    calls = {}
+
+    def fake_import(url, **kwargs):
+        calls.update(url=url, **kwargs)
+        return ImportReport(True, 4, objects=[{"type": "dashboard", "id": "nerindex-overview", "title": "nerindex overview"}])
+
+    monkeypatch.setattr(kibana, "import_saved_objects", fake_import)
+    env = {"NERINDEX_KIBANA_URL": "http://kibana:5601", "NERINDEX_ES_USER": "elastic",
+           "NERINDEX_ES_PASSWORD": "pw", "NERINDEX_ES_INDEX": "corpus"}
+    result = CliRunner().invoke(cli, ["kibana", "import", "--space", "team"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "imported 4 saved objects" in result.output and "nerindex overview" in result.output
+    assert calls["url"] == "http://kibana:5601" and calls["alias"] == "corpus"
+    assert calls["basic_auth"] == ("elastic", "pw") and calls["space"] == "team" and calls["overwrite"] is True
+
+
+def test_kibana_import_without_url_is_one_clear_error(monkeypatch, capsys):
+    from indexer.cli import main
+
+    monkeypatch.delenv("NERINDEX_KIBANA_URL", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["kibana", "import"])
+    assert exit_info.value.code == 5  # StoreError
+    assert capsys.readouterr().err.strip() == (
+        "error: no Kibana URL: pass --kibana-url or set NERINDEX_KIBANA_URL"
+    )

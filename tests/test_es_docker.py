@@ -1,0 +1,83 @@
+"""docker/: the compose file validates, images are pinned, the example settings are complete."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+DOCKER = Path(__file__).resolve().parent.parent / "docker"
+COMPOSE = DOCKER / "compose.yml"
+ENV_EXAMPLE = DOCKER / ".env.example"
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def compose_config() -> dict:
+    """``docker compose config`` output, from whichever compose the machine has."""
+    if shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    elif shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose"]
+    else:
+        pytest.skip("neither docker-compose nor 'docker compose' is installed (apt-get install docker-compose)")
+    result = subprocess.run(
+        [*command, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_file_is_valid_and_wired():
+    config = compose_config()
+    services = config["services"]
+    assert {"elasticsearch", "setup", "kibana", "kibana-import", "nerindex", "nerindex-gpu"} <= set(services)
+    es = services["elasticsearch"]["environment"]
+    assert es["xpack.security.enabled"] == "true" and es["discovery.type"] == "single-node"
+    assert es["ELASTIC_PASSWORD"] == env_example()["ELASTIC_PASSWORD"]
+    assert services["kibana"]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    assert services["kibana-import"]["depends_on"]["kibana"]["condition"] == "service_healthy"
+    assert "nerindex kibana import" in " ".join(services["kibana-import"]["command"])
+    assert services["kibana-import"]["environment"]["NERINDEX_KIBANA_URL"] == "http://kibana:5601"
+
+
+def test_images_are_pinned_to_one_stack_version():
+    text = COMPOSE.read_text()
+    versions = set(re.findall(r"docker\.elastic\.co/(?:elasticsearch/elasticsearch|kibana/kibana):\$\{STACK_VERSION:-([\d.]+)\}", text))
+    assert len(versions) == 1 and env_example()["STACK_VERSION"] in versions
+    major, minor, _ = map(int, versions.pop().split("."))
+    assert (major, minor) >= (9, 2)  # span-level kNN filters
+    assert "latest" not in text
+
+
+def test_dockerfiles_install_the_right_extras_on_pinned_bases():
+    cpu = (DOCKER / "Dockerfile").read_text()
+    gpu = (DOCKER / "Dockerfile.gpu").read_text()
+    assert re.search(r"^FROM python:3\.\d+-slim-\w+$", cpu, re.M)
+    assert '".[cpu,elasticsearch]"' in cpu and "onnxruntime-gpu" not in cpu
+    assert re.search(r"^FROM nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+$", gpu, re.M)
+    assert '".[gpu,elasticsearch]"' in gpu
+    for text in (cpu, gpu):
+        for needed in ("indexer", "mappings", "onnx_models", "docker/kibana"):
+            assert f"COPY {needed} " in text
+
+
+def test_env_example_holds_generated_secrets():
+    env = env_example()
+    for key in ("ELASTIC_PASSWORD", "KIBANA_PASSWORD", "KIBANA_ENCRYPTION_KEY"):
+        assert len(env[key]) >= 20 and env[key].isalnum(), key
+    assert len(env["KIBANA_ENCRYPTION_KEY"]) >= 32
+    assert env["ELASTIC_PASSWORD"] != env["KIBANA_PASSWORD"]
+    assert ".env" in (DOCKER / ".gitignore").read_text().split()

@@ -1,0 +1,147 @@
+"""Kibana saved objects (shape, references, KQL) and the import request (no Kibana needed)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.error
+from email.parser import BytesParser
+from email.policy import default as email_policy
+from pathlib import Path
+
+import pytest
+
+from indexer.errors import StoreError
+from indexer.stores.elasticsearch import kibana
+
+RESPONSES = Path(__file__).parent / "golden" / "es" / "responses"
+
+
+def objects() -> list[dict]:
+    return kibana.parse_ndjson(kibana.saved_objects_path().read_text(encoding="utf-8"))
+
+
+def by_type(kind: str) -> list[dict]:
+    return [o for o in objects() if o["type"] == kind]
+
+
+def test_saved_objects_are_the_four_the_issue_asks_for():
+    assert sorted(o["type"] for o in objects()) == ["dashboard", "index-pattern", "search", "visualization"]
+    assert len({o["id"] for o in objects()}) == 4
+    for obj in objects():
+        assert obj["coreMigrationVersion"] and obj["typeMigrationVersion"]  # lets Kibana migrate them
+
+
+def test_every_reference_resolves_inside_the_file():
+    ids = {(o["type"], o["id"]) for o in objects()}
+    for obj in objects():
+        for ref in obj["references"]:
+            assert (ref["type"], ref["id"]) in ids, ref
+
+
+def test_data_view_over_the_alias_hides_vectors():
+    (view,) = by_type("index-pattern")
+    assert view["id"] == kibana.DATA_VIEW_ID and view["attributes"]["title"] == "nerindex"
+    hidden = {f["value"] for f in json.loads(view["attributes"]["sourceFilters"])}
+    assert hidden == {"vector", "spans.vector"}
+
+
+def test_saved_search_uses_kql_on_nested_span_labels():
+    (search,) = by_type("search")
+    source = json.loads(search["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    assert source["query"] == {"query": 'spans:{ labels: "person" }', "language": "kuery"}
+    assert source["indexRefName"] == search["references"][0]["name"]
+
+
+def test_dashboard_counts_passages_per_passage_level_label():
+    (vis,) = by_type("visualization")
+    state = json.loads(vis["attributes"]["visState"])
+    terms = [a for a in state["aggs"] if a["type"] == "terms"]
+    assert [a["params"]["field"] for a in terms] == ["labels"]  # passage-level copy_to field, not nested
+    assert [a["type"] for a in state["aggs"]].count("count") == 1
+    (dashboard,) = by_type("dashboard")
+    panels = json.loads(dashboard["attributes"]["panelsJSON"])
+    names = {ref["name"] for ref in dashboard["references"]}
+    assert {f"{p['panelIndex']}:{p['panelRefName']}" for p in panels} == names
+
+
+def test_retarget_changes_only_the_data_view_title():
+    original = objects()
+    moved = kibana.retarget(original, "corpus-b")
+    assert [o["attributes"]["title"] for o in moved if o["type"] == "index-pattern"] == ["corpus-b"]
+    assert [o for o in moved if o["type"] != "index-pattern"] == [o for o in original if o["type"] != "index-pattern"]
+    assert original[0]["attributes"]["title"] == "nerindex"  # input untouched
+
+
+def test_multipart_body_parses_as_a_form_with_the_file():
+    body, content_type = kibana.multipart_file(b'{"a":1}\n', boundary="XyZ")
+    message = BytesParser(policy=email_policy).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    (part,) = list(message.iter_parts())
+    assert part.get_param("name", header="content-disposition") == "file"
+    assert part.get_filename() == "nerindex.ndjson"
+    assert part.get_content() in ('{"a":1}\n', b'{"a":1}\n')
+
+
+@pytest.mark.parametrize(
+    "url, space, overwrite, expected",
+    [
+        ("http://k:5601/", None, True, "http://k:5601/api/saved_objects/_import?overwrite=true"),
+        ("http://k:5601", "team-a", False, "http://k:5601/s/team-a/api/saved_objects/_import"),
+        ("http://k:5601", "default", True, "http://k:5601/api/saved_objects/_import?overwrite=true"),
+    ],
+)
+def test_import_url(url, space, overwrite, expected):
+    assert kibana.import_url(url, space=space, overwrite=overwrite) == expected
+
+
+def test_auth_headers():
+    assert kibana.auth_header(api_key="abc") == {"Authorization": "ApiKey abc"}
+    basic = kibana.auth_header(basic_auth=("elastic", "pw"))["Authorization"]
+    assert base64.b64decode(basic.split()[1]) == b"elastic:pw"
+    assert kibana.auth_header() == {}
+
+
+class FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_import_posts_the_objects_and_reports():
+    seen = {}
+
+    def urlopen(request, timeout):
+        seen.update(url=request.full_url, headers=dict(request.header_items()), body=request.data, method=request.get_method())
+        return FakeResponse((RESPONSES / "kibana_import_ok.json").read_bytes())
+
+    report = kibana.import_saved_objects("http://kibana:5601", alias="corpus", basic_auth=("elastic", "pw"), urlopen=urlopen)
+    assert report.success and report.success_count == 4 and len(report.objects) == 4
+    assert seen["method"] == "POST" and seen["url"].endswith("/api/saved_objects/_import?overwrite=true")
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert headers["kbn-xsrf"] == "true" and headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert headers["authorization"].startswith("Basic ")
+    assert b'"title":"corpus"' in seen["body"] and b'spans:{ labels:' in seen["body"]
+
+
+def test_import_errors_are_reported_not_swallowed():
+    def conflict(request, timeout):
+        return FakeResponse((RESPONSES / "kibana_import_conflict.json").read_bytes())
+
+    with pytest.raises(StoreError, match="imported 3 of 4 saved objects: dashboard nerindex-overview: conflict"):
+        kibana.import_saved_objects("http://kibana:5601", overwrite=False, urlopen=conflict)
+
+    def unauthorized(request, timeout):
+        raise urllib.error.HTTPError(request.full_url, 401, "Unauthorized", {},
+                                     io.BytesIO(b'{"statusCode":401,"error":"Unauthorized","message":"Unauthorized"}'))
+
+    with pytest.raises(StoreError, match="HTTP 401: Unauthorized .check the Kibana user"):
+        kibana.import_saved_objects("http://kibana:5601", urlopen=unauthorized)
+
+    def down(request, timeout):
+        raise urllib.error.URLError("Connection refused")
+
+    with pytest.raises(StoreError, match="cannot reach Kibana at http://kibana:5601: Connection refused"):
+        kibana.import_saved_objects("http://kibana:5601", urlopen=down)

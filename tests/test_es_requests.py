@@ -1,0 +1,434 @@
+"""Golden-file tests of the Elasticsearch request bodies, checked with the client's DSL classes.
+
+Regenerate the golden files after an intended change with ``NERINDEX_UPDATE_GOLDEN=1``
+(then review the diff): a missing golden file fails the test instead of being written silently.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("elasticsearch")
+
+from elasticsearch.dsl import Mapping, Q, Search, field, query, types  # noqa: E402
+
+from indexer.errors import SearchError, StoreError  # noqa: E402
+from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
+from indexer.stores.base import ModelStamp  # noqa: E402
+from indexer.stores.elasticsearch import requests as rq  # noqa: E402
+from indexer.stores.elasticsearch import similarity as sim  # noqa: E402
+from indexer.stores.elasticsearch import templates  # noqa: E402
+
+GOLDEN = Path(__file__).parent / "golden" / "es"
+UPDATE = os.environ.get("NERINDEX_UPDATE_GOLDEN") == "1"
+
+STAMP = ModelStamp(
+    id="nerindex-test", version="0.1.0", dims=4,
+    checksum="c0ffee00" * 8, similarity="cosine",
+)
+QUERY = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
+
+
+def check_golden(name: str, body: Any) -> None:
+    path = GOLDEN / f"{name}.json"
+    text = json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"golden file {path} missing (run with NERINDEX_UPDATE_GOLDEN=1 and review)"
+    assert json.loads(path.read_text(encoding="utf-8")) == json.loads(text), f"{name} differs from {path}"
+
+
+def params_of(cls: type) -> set[str]:
+    signature = inspect.signature(cls.__init__)
+    return {
+        name for name, p in signature.parameters.items()
+        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+
+
+def assert_known(cls: type, body: dict[str, Any]) -> None:
+    unknown = set(body) - params_of(cls)
+    assert not unknown, f"{cls.__name__} does not know {sorted(unknown)}"
+
+
+# Query types whose parameters are named in their DSL class signature (not field-keyed).
+STRUCTURED = {"knn": query.Knn, "nested": query.Nested, "script_score": query.ScriptScore, "bool": query.Bool}
+
+
+def check_query(clause: dict[str, Any]) -> None:
+    """The clause parses with the DSL, round-trips, and uses only known parameters (recursively)."""
+    assert Q(clause).to_dict() == clause
+    ((name, params),) = clause.items()
+    if name in STRUCTURED:
+        assert_known(STRUCTURED[name], params)
+    if name == "knn":
+        for sub in params.get("filter", []):
+            check_query(sub)
+    elif name in ("nested", "script_score"):
+        check_query(params["query"])
+        if "inner_hits" in params:
+            assert_known(types.InnerHits, params["inner_hits"])
+    elif name == "bool":
+        for occur in ("must", "should", "filter", "must_not"):
+            for sub in params.get(occur, []):
+                check_query(sub)
+
+
+def check_search(body: dict[str, Any]) -> None:
+    """A search body survives the DSL's Search.from_dict round trip; its parts are known."""
+    assert Search.from_dict(body).to_dict() == body
+    if "query" in body:
+        check_query(body["query"])
+    if "knn" in body:
+        knn = dict(body["knn"])
+        filters = knn.pop("filter", None)
+        for clause in filters or []:
+            check_query(clause)
+        assert_known(types.InnerHits, knn["inner_hits"])
+        rebuilt = Search().knn(filter=filters, **knn).extra(size=body["size"]).source(body["_source"])
+        assert rebuilt.to_dict() == body
+
+
+def encoded_passage() -> EncodedPassage:
+    passage = Passage(id="p-1", text="Barack Obama met Angela Merkel in Berlin.", fields={"source": "wiki", "year": 2009})
+    spans = (
+        EncodedSpan(start=0, end=12, text="Barack Obama", score=0.9871234567,
+                    vector=np.array([0.6, 0.8, 0.0, 0.0], dtype=np.float32), labels=("politician", "person")),
+        EncodedSpan(start=17, end=30, text="Angela Merkel", score=0.95,
+                    vector=np.array([0.0, 0.6, 0.8, 0.0], dtype=np.float32), labels=("politician",)),
+        EncodedSpan(start=34, end=40, text="Berlin", score=0.7,
+                    vector=np.array([0.0, 0.0, 0.0, 1.0], dtype=np.float32), labels=()),
+    )
+    return EncodedPassage(passage=passage, spans=spans, vector=np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32))
+
+
+# --- index ----------------------------------------------------------------------------------------
+
+
+def test_index_body_golden_and_valid_for_the_dsl():
+    body = rq.create_index_body(STAMP, alias="nerindex")
+    check_golden("create_index", body)
+    mapping = Mapping()
+    mapping._update_from_dict(body["mappings"])
+    assert mapping.to_dict() == body["mappings"]
+    for vector in (body["mappings"]["properties"]["vector"], body["mappings"]["properties"]["spans"]["properties"]["vector"]):
+        assert_known(field.DenseVector, {k: v for k, v in vector.items() if k != "type"})
+        assert_known(types.DenseVectorIndexOptions, vector["index_options"])
+    assert templates.placeholders(body) == set()
+
+
+def test_index_body_follows_the_issue():
+    mappings = rq.index_body(STAMP)["mappings"]
+    spans = mappings["properties"]["spans"]
+    assert mappings["dynamic"] == "strict"
+    assert spans["type"] == "nested" and "include_in_parent" not in spans
+    assert spans["properties"]["labels"] == {"type": "keyword", "copy_to": "labels"}
+    assert mappings["properties"]["labels"]["type"] == "keyword"
+    vector = spans["properties"]["vector"]
+    assert vector["dims"] == 4 and vector["similarity"] == "cosine"
+    assert vector["index_options"] == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
+    assert mappings["_meta"]["model"] == STAMP.to_dict()
+
+
+def test_template_file_is_the_source_of_the_mapping():
+    raw = json.loads((templates.mappings_dir() / templates.INDEX_TEMPLATE).read_text())
+    assert templates.placeholders(raw) == {"dims", "similarity", "index_options", "meta"}
+    body = rq.index_body(STAMP)
+    assert body["settings"] == raw["settings"]
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("int8_hnsw", {"type": "int8_hnsw", "m": 16, "ef_construction": 100}),
+        ("hnsw", {"type": "hnsw", "m": 16, "ef_construction": 100}),
+        ("bbq_hnsw", {"type": "bbq_hnsw", "m": 16, "ef_construction": 100}),
+        ("int8_flat", {"type": "int8_flat"}),
+        ({"type": "int4_hnsw", "m": 32, "ef_construction": 200}, {"type": "int4_hnsw", "m": 32, "ef_construction": 200}),
+    ],
+)
+def test_index_options_pinned(spec, expected):
+    body = rq.index_options_body(spec)
+    assert body == expected
+    assert_known(types.DenseVectorIndexOptions, body)
+
+
+@pytest.mark.parametrize("spec", ["", "Int8", "int8 hnsw", {"m": 16}, 3])
+def test_index_options_invalid(spec):
+    with pytest.raises(StoreError):
+        rq.index_options_body(spec)
+
+
+def test_index_body_rejects_unknown_similarity():
+    with pytest.raises(StoreError, match="similarity"):
+        rq.index_body(ModelStamp("m", "1", 4, "x", similarity="manhattan"))
+
+
+@pytest.mark.parametrize("name", ["nerindex", "my-index_2", "a.b"])
+def test_index_names_accepted(name):
+    assert rq.check_index_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Nerindex", "-x", "_x", "+x", "a b", "a*b", "a/b", "a:b", "..", "x" * 241])
+def test_index_names_refused(name):
+    with pytest.raises(StoreError, match="invalid Elasticsearch index name"):
+        rq.check_index_name(name)
+
+
+def test_next_index_name_skips_every_used_version():
+    assert rq.next_index_name("nerindex", []) == "nerindex-000001"
+    used = ["nerindex-000001", "nerindex-000007", "nerindex-extra", "other-000009", "nerindex-0000010"]
+    assert rq.next_index_name("nerindex", used) == "nerindex-000008"
+
+
+def test_alias_swap_is_one_request_with_both_actions():
+    actions = rq.alias_swap_actions("nerindex", "nerindex-000001", "nerindex-000002")
+    check_golden("alias_swap", {"actions": actions})
+    assert rq.alias_swap_actions("nerindex", None, "nerindex-000001") == [
+        {"add": {"index": "nerindex-000001", "alias": "nerindex"}}
+    ]
+
+
+# --- documents --------------------------------------------------------------------------------------
+
+
+def test_passage_document_golden():
+    doc = encoded_passage()
+    check_golden("document", rq.passage_document(doc, STAMP))
+    action = rq.bulk_action(doc, STAMP, "nerindex")
+    assert action["_id"] == "p-1" and action["_op_type"] == "index" and action["_index"] == "nerindex"
+
+
+def test_document_has_only_mapped_fields():
+    """dynamic: strict refuses unknown fields, so every field sent must be in the mapping."""
+    mapping = rq.index_body(STAMP)["mappings"]["properties"]
+    source = rq.passage_document(encoded_passage(), STAMP)
+    assert set(source) <= set(mapping)
+    for span in source["spans"]:
+        assert set(span) <= set(mapping["spans"]["properties"])
+    assert "labels" not in source  # filled by copy_to from spans.labels
+
+
+def test_document_ids_are_deterministic_and_fit():
+    assert rq.document_id("abc") == "abc"
+    long_id = "é" * 300  # 600 bytes
+    hashed = rq.document_id(long_id)
+    assert hashed == rq.document_id(long_id) and hashed.startswith("sha256:") and len(hashed.encode()) <= 512
+    assert rq.document_id("").startswith("sha256:")
+
+
+def test_vector_values_round_trip_float32():
+    vector = np.random.default_rng(0).normal(size=384).astype(np.float32)
+    values = rq.vector_values(vector)
+    assert all(isinstance(v, float) for v in values)
+    assert np.max(np.abs(np.asarray(values, dtype=np.float32) - vector)) < 1e-7
+
+
+@pytest.mark.parametrize(
+    "vector, problem",
+    [
+        (np.ones(4), None),
+        (np.ones(3), "shape"),
+        (np.array([1.0, np.nan, 0, 0]), "non-finite"),
+        (np.zeros(4), "zeros"),
+        (None, "missing"),
+    ],
+)
+def test_vector_problems(vector, problem):
+    found = rq.vector_problem(vector, 4)
+    assert (found is None) if problem is None else (problem in found)
+
+
+# --- filters --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "filters, passage_level, span_level",
+    [
+        ({}, [], []),
+        ({"source": "wiki"}, [{"term": {"fields.source": "wiki"}}], []),
+        ({"year": 2009}, [{"term": {"fields.year": 2009}}], []),
+        ({"year": np.int64(2009)}, [{"term": {"fields.year": 2009}}], []),
+        ({"ok": True}, [{"term": {"fields.ok": True}}], []),
+        ({"source": ["a", "b"]}, [{"terms": {"fields.source": ["a", "b"]}}], []),
+        ({"source": ("a",)}, [{"terms": {"fields.source": ["a"]}}], []),
+        ({"source": {"b", "a"}}, [{"terms": {"fields.source": ["a", "b"]}}], []),
+        ({"source": None}, [{"bool": {"must_not": [{"exists": {"field": "fields.source"}}]}}], []),
+        ({"meta.lang": "en"}, [{"term": {"fields.meta.lang": "en"}}], []),
+        ({"spans.labels": "politician"}, [], [{"term": {"spans.labels": "politician"}}]),
+        ({"spans.text": ["Obama"]}, [], [{"terms": {"spans.text.keyword": ["Obama"]}}]),
+        (
+            {"z": 1, "spans.labels": ["a"], "a": 2},
+            [{"term": {"fields.a": 2}}, {"term": {"fields.z": 1}}],
+            [{"terms": {"spans.labels": ["a"]}}],
+        ),
+    ],
+)
+def test_filters_table(filters, passage_level, span_level):
+    assert rq.split_filters(filters) == (passage_level, span_level)
+    for clause in passage_level + span_level:
+        check_query(clause)
+
+
+@pytest.mark.parametrize(
+    "filters, message",
+    [
+        ({"spans.vector": [1]}, "span field"),
+        ({"spans.score": 0.5}, "span field"),
+        ({"year": {"gte": 2000}}, "only exact values"),
+        ({"a": [{"b": 1}]}, "plain values"),
+        ({"": 1}, "invalid filter field"),
+        ({"a*": 1}, "invalid filter field"),
+    ],
+)
+def test_filters_refused(filters, message):
+    with pytest.raises(SearchError, match=message):
+        rq.split_filters(filters)
+
+
+# --- search bodies --------------------------------------------------------------------------------
+
+
+def test_knn_body_golden():
+    body = rq.knn_search_body(QUERY, min_similarity=0.5, limit=10)
+    check_golden("knn_search", body)
+    check_search(body)
+    knn = body["knn"]
+    assert knn["field"] == "spans.vector" and knn["k"] == 10 and knn["num_candidates"] == 100
+    assert knn["similarity"] == 0.5  # raw cosine, not the (1 + cos) / 2 score
+    assert knn["inner_hits"]["_source"] is False and "spans.vector" not in knn["inner_hits"]["fields"]
+
+
+def test_knn_body_with_filters_and_text_golden():
+    body = rq.knn_search_body(
+        QUERY, min_similarity=0.42, limit=25, num_candidates=400,
+        filters={"source": ["wiki", "news"], "spans.labels": "politician"}, text="treaty signed",
+    )
+    check_golden("knn_search_filtered", body)
+    check_search(body)
+    # Each clause stands alone (Elasticsearch 9.2 wants span and passage filters separate).
+    assert body["knn"]["filter"] == [
+        {"terms": {"fields.source": ["wiki", "news"]}},
+        {"term": {"spans.labels": "politician"}},
+        {"match": {"text": {"query": "treaty signed", "operator": "and"}}},
+    ]
+
+
+def test_hybrid_body_golden():
+    body = rq.hybrid_search_body(QUERY, text="treaty", min_similarity=0.5, limit=10,
+                                 filters={"source": "wiki"}, boost=0.2)
+    check_golden("hybrid_search", body)
+    check_search(body)
+    must = body["query"]["bool"]["must"][0]["nested"]
+    assert must["score_mode"] == "max" and must["query"]["knn"]["similarity"] == 0.5
+    assert body["query"]["bool"]["should"] == [{"match": {"text": {"query": "treaty", "boost": 0.2}}}]
+
+
+def test_exhaustive_body_golden():
+    body = rq.exhaustive_search_body(
+        QUERY, min_similarity=0.5, filters={"source": "wiki", "spans.labels": "politician"},
+        text="treaty", size=500, pit_id="pit-1", keep_alive="2m", search_after=[1.73, 12],
+    )
+    check_golden("exhaustive_search", body)
+    check_search(body)
+    nested = body["query"]["bool"]["must"][0]["nested"]
+    script_score = nested["query"]["script_score"]
+    assert script_score["min_score"] == pytest.approx(1.5)
+    assert "cosineSimilarity(params.query_vector, 'spans.vector')" in script_score["script"]["source"]
+    assert script_score["query"] == {"bool": {"filter": [{"term": {"spans.labels": "politician"}}]}}
+    assert body["sort"][-1] == {"_shard_doc": {"order": "asc"}}
+    assert "index" not in body  # a point-in-time search names no index
+
+
+def test_exhaustive_body_first_page_without_filters():
+    body = rq.exhaustive_search_body(QUERY, min_similarity=0.3, size=100, pit_id="p")
+    check_search(body)
+    assert "search_after" not in body and "filter" not in body["query"]["bool"]
+    assert body["query"]["bool"]["must"][0]["nested"]["query"]["script_score"]["query"] == {"match_all": {}}
+
+
+def test_scan_and_counts_bodies_golden():
+    check_golden("scan", rq.scan_body(pit_id="pit-1", size=500, search_after=[42]))
+    check_search(rq.scan_body(pit_id="pit-1"))
+    check_golden("counts", rq.counts_body())
+    check_search(rq.counts_body())
+
+
+@pytest.mark.parametrize("limit", [0, -1, 10_001])
+def test_knn_limit_bounds(limit):
+    with pytest.raises(SearchError):
+        rq.knn_search_body(QUERY, min_similarity=0.5, limit=limit)
+
+
+@pytest.mark.parametrize(
+    "k, requested, expected",
+    [(1, None, 100), (10, None, 100), (80, None, 160), (6000, None, 10_000), (50, 20, 50), (10, 20_000, 10_000)],
+)
+def test_num_candidates(k, requested, expected):
+    assert rq.num_candidates_for(k, requested) == expected
+
+
+def test_query_vector_must_be_finite():
+    with pytest.raises(SearchError):
+        rq.knn_search_body(np.array([np.nan, 0, 0, 1.0]), min_similarity=0.5)
+
+
+# --- similarity conversions -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cos", [-1.0, -0.3, 0.0, 0.37, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("metric", ["cosine", "dot_product", "l2_norm", "max_inner_product"])
+def test_knn_score_round_trip(cos, metric):
+    """Elasticsearch's documented score transforms, inverted back to the cosine."""
+    if metric in ("cosine", "dot_product"):
+        score = (1 + cos) / 2
+    elif metric == "l2_norm":
+        score = 1 / (1 + (2 - 2 * cos))
+    else:
+        score = 1 / (1 - cos) if cos < 0 else cos + 1
+    assert sim.cosine_from_knn_score(score, metric) == pytest.approx(cos, abs=1e-9)
+
+
+def test_knn_similarity_parameter_per_metric():
+    assert sim.knn_similarity(0.5, "cosine") == 0.5
+    assert sim.knn_similarity(0.5, "dot_product") == 0.5
+    assert sim.knn_similarity(0.5, "l2_norm") == pytest.approx(1.0)  # ||a-b|| = sqrt(2 - 2 cos)
+    assert sim.knn_similarity(1.0, "l2_norm") == 0.0
+    with pytest.raises(StoreError):
+        sim.knn_similarity(0.5, "hamming")
+
+
+def test_script_score_is_shifted_cosine():
+    assert sim.cosine_from_script_score(1.5) == 0.5
+    assert sim.script_source().endswith("+ 1.0")
+
+
+# --- stored search template -----------------------------------------------------------------------
+
+
+def render_mustache(source: str, params: dict[str, Any]) -> str:
+    """The two mustache forms the template uses: {{#toJson}}name{{/toJson}} and {{name}}."""
+    source = re.sub(r"\{\{#toJson\}\}(\w+)\{\{/toJson\}\}", lambda m: json.dumps(params[m.group(1)]), source)
+    assert "{{#" not in source, "the test renderer only knows toJson sections"
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: str(params[m.group(1)]), source)
+
+
+def test_search_template_runs_the_same_query():
+    body = rq.search_template_body()
+    check_golden("search_template", body)
+    assert body["script"]["lang"] == "mustache"
+    params = rq.search_template_params(QUERY, min_similarity=0.5, limit=7)
+    rendered = json.loads(render_mustache(body["script"]["source"], params))
+    assert rendered == rq.knn_search_body(QUERY, min_similarity=0.5, limit=7)
+    check_search(rendered)
+    assert math.isclose(params["similarity"], 0.5)

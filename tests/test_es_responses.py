@@ -1,0 +1,166 @@
+"""Parsing of Elasticsearch responses shaped as its documentation shows them (no server needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from indexer.errors import StoreError
+from indexer.records import SpanMatch
+from indexer.stores.base import ModelStamp, StoreCounts, WriteOutcome
+from indexer.stores.elasticsearch import responses as rs
+
+RESPONSES = Path(__file__).parent / "golden" / "es" / "responses"
+
+
+def load(name: str):
+    return json.loads((RESPONSES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+
+def test_nested_knn_with_inner_hits():
+    hits = rs.parse_hits(load("knn_nested_inner_hits"), scoring="knn", metric="cosine", min_similarity=0.5)
+    assert [h.id for h in hits] == ["p-2", "p-1"]  # response order is kept by the parser
+    p1 = hits[1]
+    # _score = (1 + cos) / 2  ->  cos = 2 * _score - 1; the passage scores as its best span.
+    assert p1.score == pytest.approx(0.9)
+    assert p1.text.startswith("Barack Obama") and p1.fields == {"source": "wiki", "year": 2009}
+    assert p1.spans == (
+        SpanMatch(0, 12, "Barack Obama", pytest.approx(0.9), ("politician", "person")),
+        SpanMatch(17, 30, "Angela Merkel", pytest.approx(0.6), ("politician",)),
+    )
+    ranked = rs.rank(hits)
+    assert [h.id for h in ranked] == ["p-1", "p-2"]
+    assert ranked[1].score == pytest.approx(0.7)
+
+
+def test_spans_below_threshold_are_dropped_and_empty_hits_vanish():
+    hits = rs.parse_hits(load("knn_nested_inner_hits"), scoring="knn", metric="cosine", min_similarity=0.75)
+    assert [h.id for h in hits] == ["p-1"]
+    assert [s.text for s in hits[0].spans] == ["Barack Obama"]
+
+
+def test_threshold_is_inclusive_despite_float32_rounding():
+    hit = {"_id": "x", "_score": 0.75, "_source": {"id": "x", "text": "t"},
+           "inner_hits": {"spans": {"hits": {"hits": [
+               {"_score": 0.7499999, "fields": {"spans": [{"start": [0], "end": [1], "text": ["t"]}]}}]}}}}
+    parsed = rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.5)
+    assert parsed is not None and parsed.spans[0].labels == ()
+
+
+def test_exhaustive_page_with_script_scores_and_source_inner_hits():
+    response = load("exhaustive_page")
+    hits = rs.parse_hits(response, scoring="script", metric="cosine", min_similarity=0.5)
+    assert [(h.id, round(h.score, 6)) for h in hits] == [("p-1", 0.9), ("p-5", 0.55)]
+    assert hits[1].spans == (SpanMatch(0, 10, "Parliament", pytest.approx(0.55), ("organization",)),)
+    assert rs.last_sort_values(response) == [1.55, 4294967299]
+    assert rs.last_sort_values({"hits": {"hits": []}}) is None
+
+
+def test_hit_without_inner_hits_uses_its_own_score():
+    hit = {"_id": "abc", "_score": 0.8, "_source": {"text": "x"}}
+    parsed = rs.parse_hit(hit, scoring="knn", metric="dot_product", min_similarity=0.5)
+    assert parsed.id == "abc" and parsed.score == pytest.approx(0.6) and parsed.spans == ()
+    assert rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.7) is None
+
+
+def test_span_fields_read_every_shape():
+    fields_api = {"fields": {"spans": [{"start": [3], "end": [9], "text": ["Obama"], "labels": ["a", "b"]}]}}
+    nested_source = {"_source": {"start": 3, "end": 9, "text": "Obama", "labels": ["a", "b"]}}
+    full_path_source = {"_source": {"spans": {"start": 3, "end": 9, "text": "Obama", "labels": "a"}}}
+    expected = {"start": 3, "end": 9, "text": "Obama", "labels": ["a", "b"]}
+    assert rs.span_fields(fields_api) == expected
+    assert rs.span_fields(nested_source) == expected
+    assert rs.span_fields(full_path_source) == {**expected, "labels": ["a"]}
+    assert rs.span_fields({"fields": {"spans": [{"start": [1], "end": [2]}]}})["labels"] == []
+
+
+# --- bulk -----------------------------------------------------------------------------------------
+
+
+def test_bulk_partial_failures_become_outcomes():
+    items = load("bulk_partial_failure")["items"]
+    results = [(200 <= next(iter(i.values()))["status"] < 300, i) for i in items]
+    outcomes = rs.bulk_outcomes(["p-1", "p-2", "p-3", "p-4"], ["p-1", "p-2", "p-3", "p-4"], results)
+    assert outcomes[0] == WriteOutcome("p-1", True, "created")
+    assert outcomes[1] == WriteOutcome("p-2", True, "updated")
+    assert outcomes[2].ok is False and outcomes[2].action == "failed"
+    assert outcomes[2].error.startswith("HTTP 400: document_parsing_exception: [1:57] failed to parse")
+    assert "caused by illegal_argument_exception" in outcomes[2].error
+    assert outcomes[3].error.startswith("HTTP 429: es_rejected_execution_exception")
+    assert rs.count_failures(outcomes) == 2
+
+
+def test_bulk_outcomes_follow_input_order_and_report_missing_answers():
+    # Retried documents come back last; a duplicated id gets one answer each; one never answered.
+    results = [
+        (True, {"index": {"_id": "b", "status": 201, "result": "created"}}),
+        (True, {"index": {"_id": "a", "status": 201, "result": "created"}}),
+        (True, {"index": {"_id": "a", "status": 200, "result": "updated"}}),
+    ]
+    outcomes = rs.bulk_outcomes(["a", "b", "a", "c"], ["a", "b", "a", "c"], results)
+    assert [(o.id, o.action) for o in outcomes] == [("a", "created"), ("b", "created"), ("a", "updated"), ("c", "failed")]
+    assert "no result" in outcomes[3].error
+
+
+def test_bulk_outcome_maps_hashed_ids_back_to_passage_ids():
+    results = [(True, {"index": {"_id": "sha256:ab", "status": 201, "result": "created"}})]
+    assert rs.bulk_outcomes(["sha256:ab"], ["a very long id"], results) == [WriteOutcome("a very long id", True, "created")]
+
+
+def test_bulk_item_of_a_failed_chunk():
+    """raise_on_exception=False: the helper marks every document of a failed request like this."""
+    info = {"index": {"error": "ApiError(503, 'unavailable')", "status": 503, "exception": RuntimeError(), "_index": "x", "_id": "p"}}
+    assert rs.parse_bulk_item(info) == ("p", False, "failed", "HTTP 503: ApiError(503, 'unavailable')")
+
+
+# --- index facts ----------------------------------------------------------------------------------
+
+
+def test_model_stamp_from_mapping_meta():
+    index, mapping = rs.index_mapping(load("get_mapping"), target="nerindex")
+    assert index == "nerindex-000003"
+    stamp = rs.stamp_from_meta(mapping["_meta"])
+    assert stamp == ModelStamp("nerindex-minilm-l6", "0.1.0", 384,
+                               "9f2c1e0b7a5d4c3b2a190817263544536271809a1b2c3d4e5f60718293a4b5c6", "cosine")
+    assert rs.stamp_from_meta({}) is None and rs.stamp_from_meta(None) is None
+    with pytest.raises(StoreError):
+        rs.stamp_from_meta({"model": {"id": "x"}})
+
+
+def test_alias_over_several_indices_is_refused():
+    with pytest.raises(StoreError, match="several indices"):
+        rs.index_mapping({"a-000001": {"mappings": {}}, "a-000002": {"mappings": {}}}, target="a")
+
+
+def test_mismatch_message_says_both_models_and_the_way_out():
+    stored = ModelStamp("model-a", "1.0", 384, "a" * 64)
+    wanted = ModelStamp("model-b", "2.0", 256, "b" * 64)
+    message = rs.mismatch_message("nerindex", "nerindex-000001", stored, wanted)
+    for part in ("model-a 1.0", "model-b 2.0", "384 dims", "256 dims", "nerindex es reindex", "nerindex-000001"):
+        assert part in message
+
+
+def test_counts_mget_version_settings_alias():
+    assert rs.parse_counts(load("counts")) == StoreCounts(passages=1523, spans=4871)
+    assert rs.found_ids(load("mget")) == {"p-1"}
+    assert rs.server_version(load("info_9")) == (9, 5, 2)
+    assert rs.server_version({"version": {"number": "8.15.0-SNAPSHOT"}}) == (8, 15, 0)
+    with pytest.raises(StoreError):
+        rs.server_version({"version": {}})
+    assert rs.refresh_interval({"nerindex-000001": {"settings": {"index": {"refresh_interval": "30s"}}}}) == "30s"
+    assert rs.refresh_interval({"nerindex-000001": {"settings": {}}}) is None
+    assert rs.alias_indices({"n-000002": {"aliases": {"n": {}}}, "n-000001": {"aliases": {}}}, "n") == ["n-000002"]
+
+
+def test_api_error_reason_prefers_the_root_cause():
+    reason = rs.api_error_reason(load("error_bad_request"))
+    assert reason == (
+        "search_phase_execution_exception: all shards failed "
+        "(illegal_argument_exception: [knn] queries are only supported on [dense_vector] fields)"
+    )
+    assert rs.api_error_reason("plain", "fallback") == "fallback"
