@@ -122,6 +122,22 @@ class StoreConformance:
         hits = self.search(loaded, POL, filters={"year": ["2021", "2019"]})
         assert [h.id for h in hits] == ["p2"]
 
+    def test_span_label_filter_restricts_spans(self, loaded):
+        # only spans labelled "label-nile" may match: p2 through the Nile, not p1 through Montana
+        hits = self.search(loaded, RIVER, filters={"spans.labels": "label-nile"}, exhaustive=True)
+        assert [h.id for h in hits] == ["p2"]
+        assert [s.text for s in hits[0].spans] == ["Nile"]
+
+    def test_span_text_filter(self, loaded):
+        hits = self.search(loaded, RIVER, filters={"spans.text": ["Danube", "Montana"]}, exhaustive=True)
+        assert [h.id for h in hits] == ["p4", "p1"]
+
+    def test_unknown_span_filter_is_refused(self, loaded):
+        from indexer.errors import SearchError
+
+        with pytest.raises(SearchError, match="spans.vector"):
+            self.search(loaded, RIVER, filters={"spans.vector": "x"})
+
     def test_text_restriction(self, loaded):
         hits = self.search(loaded, RIVER, text="Nile")
         assert [h.id for h in hits] == ["p2"]

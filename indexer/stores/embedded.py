@@ -63,20 +63,45 @@ def fts_query(text: str) -> str:
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
+SPAN_FILTERS = ("spans.labels", "spans.text")
+
+
+def split_filters(filters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata filters, span filters): keys ``spans.labels``/``spans.text`` restrict spans."""
+    passage_level: dict[str, Any] = {}
+    span_level: dict[str, Any] = {}
+    for key, value in filters.items():
+        if key.startswith("spans."):
+            if key not in SPAN_FILTERS:
+                raise SearchError(f"cannot filter on span field {key!r} (span filters: {', '.join(SPAN_FILTERS)})")
+            span_level[key] = value
+        else:
+            passage_level[key] = value
+    return passage_level, span_level
+
+
+def _values(key: str, value: Any) -> list[Any]:
+    values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+    if not values:
+        raise SearchError(f"filter field {key!r} has no values")
+    return values
+
+
 def filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
     """SQL condition on ``passages.fields`` (JSON): each key must equal one of its values.
 
     A field holding a list matches when any element matches; values compare as text, so
-    ``--where year=2020`` matches a stored number 2020.
+    ``--where year=2020`` matches a stored number 2020; ``None`` means the field is absent.
     """
     clauses: list[str] = []
     params: list[Any] = []
     for key, value in filters.items():
         if not _FIELD.match(key):
             raise SearchError(f"filter field {key!r}: use letters, digits, '_', '-' or '.'")
-        values = value if isinstance(value, (list, tuple, set)) else [value]
-        if not values:
-            raise SearchError(f"filter field {key!r} has no values")
+        if value is None:
+            clauses.append(f"json_extract(passages.fields, '$.\"{key}\"') IS NULL")
+            continue
+        values = _values(key, value)
         marks = ",".join("?" for _ in values)
         clauses.append(
             f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') "
@@ -84,6 +109,24 @@ def filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
         )
         params.extend(_as_text(v) for v in values)
     return " AND ".join(clauses), params
+
+
+def span_filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL selecting the rowids of spans allowed by ``spans.labels`` / ``spans.text`` filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, value in filters.items():
+        values = [_as_text(v) for v in _values(key, value)]
+        marks = ",".join("?" for _ in values)
+        if key == "spans.labels":
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each(spans.labels) WHERE value IN ({marks}))")
+        else:
+            clauses.append(
+                "(SELECT substr(p.text, spans.start + 1, spans.end - spans.start) "
+                f"FROM passages AS p WHERE p.rowid = spans.passage) IN ({marks})"
+            )
+        params.extend(values)
+    return "SELECT rowid FROM spans WHERE " + " AND ".join(clauses), params
 
 
 def _as_text(value: Any) -> str:
@@ -272,14 +315,14 @@ class EmbeddedStore:
             pass  # a read-only store still searches; it only rebuilds in memory each time
         return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy())
 
-    def _allowed(self, request: SearchRequest) -> np.ndarray | None:
+    def _allowed(self, request: SearchRequest, filters: dict[str, Any]) -> np.ndarray | None:
         """Passage rowids allowed by the metadata filters and text restriction (None: all)."""
-        if not request.filters and not request.text:
+        if not filters and not request.text:
             return None
         where: list[str] = []
         params: list[Any] = []
-        if request.filters:
-            clause, fparams = filter_sql(request.filters)
+        if filters:
+            clause, fparams = filter_sql(filters)
             where.append(clause)
             params.extend(fparams)
         if request.text:
@@ -303,9 +346,14 @@ class EmbeddedStore:
         vec = self._load_vectors()
         sims = vec.matrix @ query
         keep = sims >= request.min_similarity
-        allowed = self._allowed(request)
+        passage_filters, span_filters = split_filters(request.filters)
+        allowed = self._allowed(request, passage_filters)
         if allowed is not None:
             keep &= np.isin(vec.passage, allowed)
+        if span_filters:
+            sql, params = span_filter_sql(span_filters)
+            spans = np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64)
+            keep &= np.isin(vec.span, spans)
         idx = np.nonzero(keep)[0]
         if idx.size == 0:
             return iter(())
