@@ -164,9 +164,13 @@ def test_threshold_control_narrows_the_results(page, base_url):
 
 
 def test_load_more_then_load_all_pages_through_every_match(page, base_url):
-    expected = all_ids(base_url, type="person", threshold=0.0)
+    # the broadest of a few types, so the test does not hang on one model's notion of "person"
+    kind, expected = max(
+        ((t, all_ids(base_url, type=t, threshold=0.0)) for t in ("person", "organization", "location", "thing")),
+        key=lambda pair: len(pair[1]),
+    )
     assert len(expected) > 6
-    open_page(page, base_url, "?type=person&threshold=0&size=3")
+    open_page(page, base_url, f"?type={kind}&threshold=0&size=3")
     page.wait_for_selector("#results li.hit")
     assert hit_ids(page) == expected[:3]
     page.click("#load-more")
