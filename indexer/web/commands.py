@@ -27,7 +27,7 @@ from ..commands import backend_options, open_index
 )
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600), help="Time limit of one request, seconds.")
 @click.option("--max-page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most hits one response may carry.")
-@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Search threads (default: cores + 2, at most 8).")
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Search threads (default: one per core, 2 to 8; more helps an Elasticsearch backend).")
 @click.option(
     "--log-level",
     default="info",
