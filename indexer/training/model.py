@@ -130,6 +130,19 @@ class EntityHead(nn.Module):
         self.hidden = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, 1)
 
+    def forward(
+        self, feats: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, span_mean: "SpanMean"
+    ) -> torch.Tensor:
+        """Logits from token features alone (training); the graph computes the same fused."""
+        t = feats.shape[1]
+        h = gather_rows(self.start_proj(feats), starts) + gather_rows(self.end_proj(feats), ends)
+        h = h + span_mean(self.mean_proj(feats), starts, ends)
+        if self.context:
+            before = (starts - 1).clamp(min=0)
+            after = (ends + 1).clamp(max=t - 1)
+            h = h + gather_rows(self.before_proj(feats), before) + gather_rows(self.after_proj(feats), after)
+        return self.logits_from_first_layer(h, ends - starts)
+
     def logits_from_first_layer(self, h: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
         h = h + self.width(width.clamp(min=0, max=self.max_width_bucket - 1))
         h = F.gelu(self.hidden(F.gelu(h)))

@@ -1,0 +1,141 @@
+"""`nerindex train` and `nerindex export`: the click commands of the ``[train]`` extra.
+
+``train`` writes a run folder (``heads.safetensors`` + ``train.json`` with thresholds and figures);
+``export`` turns a run folder into a model folder (onnx_models/README.md). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from ..errors import InputError, ModelError
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # onnxruntime's quantiser logs every tensor it skips at INFO on the root logger
+    logging.getLogger().setLevel(logging.WARNING)
+    if verbose:
+        logging.getLogger("indexer").setLevel(logging.INFO)
+
+
+@click.command("train")
+@click.option("--data", "data_dir", default="../shared/data", show_default=True,
+              type=click.Path(file_okay=False), help="Folder of the labelled sets (shared/data layout).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder to write (heads.safetensors, train.json).")
+@click.option("--backbone", default=None, help="Backbone path or hub name (default all-MiniLM-L6-v2).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=2, show_default=True, type=int, help="torch CPU threads.")
+@click.option("--adapter-max-steps", default=None, type=int, help="Upper bound on adapter steps.")
+@click.option("--head-epochs", default=None, type=float, help="Upper bound on entity-head epochs.")
+@click.option("--limit", default=None, type=int, help="Only the first N sentences of each split (smoke test).")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Keep the backbone's token states here between runs.")
+@click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
+def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps, head_epochs, limit,
+                  cache_dir, quiet) -> None:  # fmt: skip
+    """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
+    from .model import DEFAULT_BACKBONE
+    from .train import TrainConfig, run_training
+
+    _logging(not quiet)
+    if not Path(data_dir).is_dir():
+        raise InputError("no such data folder", path=data_dir)
+    cfg = TrainConfig(data_dir=str(data_dir), backbone=backbone or DEFAULT_BACKBONE, seed=seed,
+                      threads=threads, limit=limit, cache_dir=cache_dir)  # fmt: skip
+    if adapter_max_steps is not None:
+        cfg.adapter_max_steps = adapter_max_steps
+    if head_epochs is not None:
+        cfg.head_max_epochs = head_epochs
+    record = run_training(cfg, out_dir)
+    fig = record["training"]["figures"]
+    summary = {
+        "out": str(out_dir),
+        "detection_threshold": record["detection_threshold"],
+        "similarity_threshold": record["similarity_threshold"],
+        "adapter_steps": fig["adapter"]["steps_trained"],
+        "val_span_r_precision": [fig["adapter"]["val_span_r_precision_before"],
+                                 fig["adapter"]["val_span_r_precision_after"]],
+        "dev_detection": fig["entity_head"]["dev"],
+        "seconds": fig["seconds"]["total"],
+    }  # fmt: skip
+    click.echo(json.dumps(summary, indent=2), err=True)
+
+
+def card_from_run(run_dir: Path) -> tuple[dict, str, dict]:
+    """(model.json values, backbone, head config) recorded by a training run."""
+    path = run_dir / "train.json"
+    if not path.is_file():
+        raise ModelError(f"{run_dir}: not a training run folder (no train.json)")
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    from .model import DEFAULT_BACKBONE
+
+    backbone = rec.get("backbone") or DEFAULT_BACKBONE
+    card = {
+        "backbone": {
+            "name": backbone,
+            "license": "Apache-2.0" if backbone == DEFAULT_BACKBONE else "see the backbone's model card",
+        },
+        "max_length": rec["max_length"],
+        "max_span_width": rec["max_span_width"],
+        "detection_threshold": rec["detection_threshold"],
+        "similarity_threshold": rec["similarity_threshold"],
+        "label_threshold": rec["label_threshold"],
+        "training": rec["training"],
+    }
+    return card, backbone, rec.get("heads_config", {})
+
+
+@click.command("export")
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Model folder to write (e.g. onnx_models/default).")
+@click.option("--force", is_flag=True, help="Replace an existing model folder.")
+@click.option("--keep-fp32", is_flag=True, help="Also ship encoder.fp32.onnx.")
+@click.option("--backbone", default=None, help="Where to load the backbone from (overrides the run's).")
+@click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Type catalog (one phrase a line); default: the packaged catalog.")
+@click.option("--id", "model_id", default=None, help="Model id in model.json.")
+@click.option("--version", "model_version", default=None, help="Model version in model.json.")
+@click.option("--untrained", is_flag=True, help="Export the untrained model (no RUN_DIR needed).")
+def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_id, model_version,
+                   untrained) -> None:  # fmt: skip
+    """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs)."""
+    from safetensors.torch import load_file
+
+    from .export import write_model_folder
+    from .model import HeadConfig, SpanTypeEncoder, load_backbone
+
+    _logging(True)
+    if untrained:
+        card: dict = {"training": {"note": "untrained: zero-initialised adapter, random entity head"}}
+        name, heads_cfg = backbone, {}
+    else:
+        if run_dir is None:
+            raise click.UsageError("give RUN_DIR (a `nerindex train --out` folder) or --untrained")
+        card, name, heads_cfg = card_from_run(Path(run_dir))
+    if model_id:
+        card["id"] = model_id
+    if model_version:
+        card["version"] = model_version
+    import torch
+
+    torch.manual_seed(0)
+    model = SpanTypeEncoder(load_backbone(backbone or name), HeadConfig.from_dict(heads_cfg))
+    if not untrained:
+        model.load_head_state_dict(load_file(str(Path(run_dir) / "heads.safetensors")))
+    model.eval()
+    meta = write_model_folder(
+        model, out_dir, card=card, backbone=backbone or name, catalog=catalog, force=force,
+        keep_fp32=keep_fp32,
+    )  # fmt: skip
+    sizes = {f: (Path(out_dir) / f).stat().st_size for f in meta["files"]}
+    click.echo(json.dumps({"out": str(out_dir), "files": sizes}, indent=2), err=True)

@@ -1,0 +1,252 @@
+"""Labelled sentences → model inputs: windows, candidate spans and aligned gold spans.
+
+Spans are enumerated exactly as at inference (``indexer.spans``: tokenizer words, windows, spans of up
+to ``max_span_width`` words), so the entity head learns on the candidates it will score later. Gold
+spans that do not start and end on a tokenizer word boundary, or are wider than ``max_span_width``
+words, cannot be candidates; they are dropped and counted.
+
+The rest of this module holds the type-phrase bookkeeping that training needs: the readable phrase
+of each tag (``indexer/data/phrases.json``), and which phrases are hierarchically related (a
+politician is a person), so contrastive training neither rewards nor punishes that pair.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..conll import read_conll
+from ..records import Passage
+from ..spans import assign_candidates, candidate_token_range, plan_windows, words_from_encoding
+
+log = logging.getLogger(__name__)
+
+PHRASES_PATH = Path(__file__).resolve().parent.parent / "data" / "phrases.json"
+
+# parent phrase -> narrower phrases. Coarse and fine label sets are mixed in training (a politician
+# is "person" in one data set and "politician" in another), so such pairs must be neither positive
+# nor negative for each other.
+HIERARCHY: dict[str, tuple[str, ...]] = {
+    "person": ("politician", "artist", "athlete", "writer", "scientist", "cleric", "sports manager"),
+    "organization": (
+        "corporation", "public corporation", "private corporation", "sports team", "musical group",
+        "group", "political party", "car manufacturer", "aerospace manufacturer",
+    ),
+    "group": ("musical group", "sports team", "political party"),
+    "corporation": (
+        "public corporation", "private corporation", "car manufacturer", "aerospace manufacturer",
+    ),
+    "location": ("human settlement", "facility", "station", "country"),
+    "facility": ("station",),
+    "product": ("vehicle", "clothing", "food", "drink", "software"),
+    "creative work": ("visual work", "written work", "musical work", "art work"),
+}  # fmt: skip
+
+# MultiCoNER's medical group: held out of the shipped model for zero-shot evaluation
+MEDICAL_PHRASES = (
+    "disease", "symptom", "medical procedure", "anatomical structure", "medication or vaccine",
+)  # fmt: skip
+
+
+def related(a: str, b: str) -> bool:
+    """True when one phrase is a broader or narrower type of the other (not for a == b)."""
+    if a == b:
+        return False
+    return b in HIERARCHY.get(a, ()) or a in HIERARCHY.get(b, ())
+
+
+def relevant_phrases(query: str) -> set[str]:
+    """Gold phrases that count as a match for ``query``: itself and every narrower type."""
+    out = {query}
+    stack = [query]
+    while stack:
+        for child in HIERARCHY.get(stack.pop(), ()):
+            if child not in out:
+                out.add(child)
+                stack.append(child)
+    return out
+
+
+def load_phrase_map() -> dict[str, dict[str, str | None]]:
+    data = json.loads(PHRASES_PATH.read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A labelled file and the phrase table (key of phrases.json) that names its tags."""
+
+    dataset: str
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}:{self.path.name}"
+
+
+def default_sources(data_dir: str | Path) -> dict[str, list[Source]]:
+    """The splits of the shipped model: train, detection dev, and the zero-shot check set.
+
+    ``train`` holds MultiCoNER en-train90, WNUT-17 train, BTC and wikigold; ``dev`` holds
+    MultiCoNER en-train10 and WNUT-17 dev (validation); ``zeroshot`` MultiCoNER en-dev (only its
+    held-out medical types are reported). CrossNER is not used at all.
+    """
+    d = Path(data_dir)
+    btc = sorted((d / "btc").glob("*.conll"))
+    return {
+        "train": [Source("multiconer2_en", d / "multiconer2_en" / "en-train90.conll"),
+                  Source("wnut17", d / "wnut17" / "train.conll"),
+                  *[Source("btc", p) for p in btc],
+                  Source("wikigold", d / "wikigold" / "wikigold.conll")],
+        "dev": [Source("multiconer2_en", d / "multiconer2_en" / "en-train10.conll"),
+                Source("wnut17", d / "wnut17" / "dev.conll")],
+        "zeroshot": [Source("multiconer2_en", d / "multiconer2_en" / "en-dev.conll")],
+    }  # fmt: skip
+
+
+@dataclass
+class Gold:
+    """A gold span inside a window: token range (model input indices), char range, its phrase."""
+
+    tok_start: int
+    tok_end: int
+    start: int
+    end: int
+    phrase: str | None  # None: misc (an entity, not a query)
+
+
+@dataclass
+class Example:
+    """One model input window of a labelled sentence, with its candidates and gold spans."""
+
+    passage_index: int
+    source: str
+    ids: np.ndarray  # [T] int64, [CLS] ... [SEP]
+    cand_tok: np.ndarray  # [S, 2] token start/end (inclusive)
+    cand_char: np.ndarray  # [S, 2] char start/end (exclusive)
+    gold: list[Gold] = field(default_factory=list)
+    cand_label: np.ndarray | None = None  # [S] 1.0 where the candidate is a gold span
+
+
+@dataclass
+class Corpus:
+    """Examples of one split plus the passages and counts behind them."""
+
+    examples: list[Example]
+    passages: list[Passage]
+    passage_phrases: list[set[str]]  # gold phrases per passage (for passage-level calibration)
+    counts: dict[str, int]
+
+
+def read_sources(
+    sources: Sequence[Source], *, exclude_phrases: Iterable[str] = ()
+) -> tuple[list[Passage], list[str], list[list[str | None]], dict[str, int]]:
+    """Passages of the files, with the phrase of each gold span; sentences with excluded types dropped."""
+    table = load_phrase_map()
+    excluded = set(exclude_phrases)
+    passages: list[Passage] = []
+    origin: list[str] = []
+    phrases: list[list[str | None]] = []
+    counts = {"sentences_read": 0, "sentences_excluded": 0}
+    for src in sources:
+        tags = table[src.dataset]
+        for p in read_conll(src.path):
+            counts["sentences_read"] += 1
+            ph = []
+            for g in p.gold:
+                if g.label not in tags:
+                    raise KeyError(f"{src.path}: tag {g.label!r} missing from phrases.json[{src.dataset}]")
+                ph.append(tags[g.label])
+            if excluded.intersection(x for x in ph if x):
+                counts["sentences_excluded"] += 1
+                continue
+            passages.append(p)
+            origin.append(src.name)
+            phrases.append(ph)
+    return passages, origin, phrases, counts
+
+
+def build_corpus(
+    sources: Sequence[Source],
+    tokenizer,
+    *,
+    max_length: int,
+    max_span_width: int,
+    exclude_phrases: Iterable[str] = (),
+) -> Corpus:
+    """Tokenise, window and align: the examples of a split (see the module docstring)."""
+    passages, origin, phrases, counts = read_sources(sources, exclude_phrases=exclude_phrases)
+    cls_id = tokenizer.token_to_id("[CLS]")
+    sep_id = tokenizer.token_to_id("[SEP]")
+    max_tokens = max_length - 2
+    examples: list[Example] = []
+    counts.update(
+        {"gold_spans": 0, "gold_kept": 0, "gold_too_wide": 0, "gold_misaligned": 0, "windows": 0,
+         "candidates": 0}
+    )  # fmt: skip
+    passage_phrases: list[set[str]] = []
+    for pi, (p, src, ph) in enumerate(zip(passages, origin, phrases)):
+        passage_phrases.append({x for x in ph if x})
+        enc = tokenizer.encode(p.text, add_special_tokens=False)
+        words = words_from_encoding(enc.word_ids, enc.offsets)
+        by_start = {w.start: i for i, w in enumerate(words)}
+        by_end = {w.end: i for i, w in enumerate(words)}
+        aligned: list[tuple[int, int, int, int, str | None]] = []
+        for g, phrase in zip(p.gold, ph):
+            counts["gold_spans"] += 1
+            a, b = by_start.get(g.start), by_end.get(g.end)
+            if a is None or b is None or b < a:
+                counts["gold_misaligned"] += 1
+                continue
+            if b - a + 1 > max_span_width:
+                counts["gold_too_wide"] += 1
+                continue
+            aligned.append((a, b, g.start, g.end, phrase))
+        windows = plan_windows(words, max_tokens=max_tokens, max_span_width=max_span_width)
+        owned = assign_candidates(windows, len(words), max_span_width=max_span_width)
+        for window, cands in zip(windows, owned):
+            ids = [cls_id, *enc.ids[window.token_start : window.token_end], sep_id]
+            mine = {(c.first_word, c.last_word) for c in cands}
+            tok, char = [], []
+            for c in cands:
+                r = candidate_token_range(c, words, window)
+                if r is None:
+                    continue
+                tok.append(r)
+                char.append((words[c.first_word].start, words[c.last_word].end))
+            golds = []
+            for a, b, cs, ce, phrase in aligned:
+                if (a, b) in mine:
+                    r = candidate_token_range(_Cand(a, b), words, window)
+                    if r is not None:
+                        golds.append(Gold(r[0], r[1], cs, ce, phrase))
+            cand_tok = np.asarray(tok, dtype=np.int64).reshape(-1, 2)
+            cand_char = np.asarray(char, dtype=np.int64).reshape(-1, 2)
+            gold_set = {(g.tok_start, g.tok_end) for g in golds}
+            label = np.fromiter(
+                ((int(s), int(e)) in gold_set for s, e in cand_tok), dtype=np.float32, count=len(cand_tok)
+            )
+            counts["gold_kept"] += len(golds)
+            counts["windows"] += 1
+            counts["candidates"] += len(cand_tok)
+            examples.append(
+                Example(pi, src, np.asarray(ids, dtype=np.int64), cand_tok, cand_char, golds, label)
+            )
+    counts["sentences"] = len(passages)
+    return Corpus(examples, passages, passage_phrases, counts)
+
+
+@dataclass(frozen=True)
+class _Cand:
+    first_word: int
+    last_word: int
+
+
+def seen_phrases(corpus: Corpus) -> list[str]:
+    """The readable phrases of the gold spans kept in a corpus, sorted (misc left out)."""
+    return sorted({g.phrase for ex in corpus.examples for g in ex.gold if g.phrase})

