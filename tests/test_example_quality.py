@@ -1,0 +1,57 @@
+"""The shipped model on the example corpus, for types that are in no training set.
+
+"dinosaur", "river" and "anti-inflammatory drug" are no tag of any data set; "political party"
+exists only in CrossNER, which the shipped model never saw (model.json: training.held_out_types).
+These assertions hold the shipped model to what the README promises; a model that regresses on
+them fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexer import NerIndex, read_passages
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES = {
+    # type: (passages that must be the top hits, in any order; a span each must mark)
+    "dinosaur": (
+        {"dino-1", "dino-2", "dino-3", "dino-4", "dino-5"},
+        {"Tyrannosaurus rex", "Stegosaurus", "Brachiosaurus", "Argentinosaurus"},
+    ),
+    "political party": (
+        {"pol-1", "pol-2", "pol-4", "pol-5"},
+        {"Labour Party", "Democratic Party", "Green Party of Canada", "Social Democratic Party"},
+    ),
+    "anti-inflammatory drug": ({"med-1", "med-2"}, {"Ibuprofen", "aspirin"}),
+    "river": ({"geo-1", "geo-2", "geo-3"}, {"Nile", "Amazon River", "Danube"}),
+}
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    ix = NerIndex.open(tmp_path_factory.mktemp("example") / "store")
+    ix.index(read_passages(ROOT / "examples" / "corpus.jsonl", id_field="id"))
+    yield ix
+    ix.close()
+
+
+def test_unseen_types_are_unseen(index):
+    seen = set(index.encoder.info.training_types)
+    assert seen, "model.json lists its training types"
+    assert not seen & set(CASES)
+
+
+@pytest.mark.parametrize("type_phrase", sorted(CASES))
+def test_right_passages_with_right_spans(index, type_phrase):
+    expected_ids, expected_spans = CASES[type_phrase]
+    hits = index.search(type_phrase, limit=len(expected_ids))
+    assert {h.id for h in hits} == expected_ids
+    marked = {s.text for h in hits for s in h.spans}
+    assert expected_spans <= marked
+    for hit in hits:
+        best = hit.spans[0]
+        assert hit.text[best.start : best.end] == best.text
