@@ -36,14 +36,6 @@ class Window:
     token_start: int
     token_end: int
 
-    @property
-    def own_start(self) -> int:  # kept for the training data builder (one window per sentence)
-        return self.word_start
-
-    @property
-    def own_end(self) -> int:
-        return self.word_end
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -133,11 +125,6 @@ def assign_candidates(
             if best >= 0:
                 out[best].append(Candidate(i, j))
     return out
-
-
-def window_candidates(window: Window, *, max_span_width: int) -> list[Candidate]:
-    """Every span of up to ``max_span_width`` words wholly inside one window."""
-    return assign_candidates([window], window.word_end, max_span_width=max_span_width)[0]
 
 
 def candidate_token_range(

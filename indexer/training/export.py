@@ -7,7 +7,6 @@ The fp32 graph is an intermediate: it is kept only when asked (``keep_fp32``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -18,7 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..catalog import read_phrases
 from ..errors import ModelError
+from ..model_folder import sha256_file
 from .model import INPUT_NAMES, OUTPUT_NAMES, SpanTypeEncoder, resolve_backbone
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,6 @@ DEFAULT_CARD: dict[str, Any] = {
     "labels_per_span": 3,
     "type_template": "{}",
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_tokenizer(path: str | Path):
@@ -195,10 +188,6 @@ def embed_phrases_onnx(
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def read_catalog(path: str | Path) -> list[str]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-
 
 def default_catalog_path() -> Path:
     return Path(__file__).resolve().parent.parent / "data" / "catalog.txt"
@@ -248,7 +237,7 @@ def write_model_folder(
 
         meta: dict[str, Any] = dict(DEFAULT_CARD)
         meta.update(card or {})
-        phrases = read_catalog(catalog or default_catalog_path())
+        phrases = read_phrases(catalog or default_catalog_path())
         (tmp / "catalog.txt").write_text("".join(p + "\n" for p in phrases), encoding="utf-8")
         tokenizer = load_tokenizer(tmp / "tokenizer.json")
         vecs = embed_phrases_onnx(
@@ -311,4 +300,4 @@ def _ordered_card(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["write_model_folder", "embed_phrases_onnx", "load_tokenizer", "sha256_file", "read_catalog"]
+__all__ = ["write_model_folder", "embed_phrases_onnx", "load_tokenizer"]

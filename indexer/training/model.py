@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model_folder import INPUT_NAMES as _INPUTS
+from ..model_folder import OUTPUT_NAMES as _OUTPUTS
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -274,8 +277,9 @@ class SpanTypeEncoder(nn.Module):
             raise ValueError(f"head weights do not fit: missing {missing}, unexpected {unexpected}")
 
 
-OUTPUT_NAMES = ["span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors"]
-INPUT_NAMES = ["input_ids", "attention_mask", "span_starts", "span_ends"]
+# the graph contract (onnx_models/README.md) has one home: the runtime's model_folder module
+INPUT_NAMES = list(_INPUTS)
+OUTPUT_NAMES = list(_OUTPUTS)
 
 
 def load_backbone(name_or_path: str | None = None) -> nn.Module:
