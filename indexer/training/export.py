@@ -262,7 +262,7 @@ def write_model_folder(
         files = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != "model.json")
         meta["files"] = {name: sha256_file(tmp / name) for name in files}
         ordered = _ordered_card(meta)
-        (tmp / "model.json").write_text(json.dumps(ordered, indent=2) + "\n", encoding="utf-8")
+        (tmp / "model.json").write_text(json.dumps(ordered, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         # mkdtemp makes a private folder; a shipped model is world-readable like any checkout
         tmp.chmod(0o755)
         for p in tmp.iterdir():

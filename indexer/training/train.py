@@ -327,7 +327,7 @@ def train_adapter(
     best_step, best_score, bad = 0, -1.0, 0
     if fixed_steps is None:
         best_score = evaluate()
-        history.append((0, float("nan"), best_score))
+        history.append((0, None, best_score))  # no loss before the first step (JSON has no NaN)
     types = list(by_type)
     for step in range(1, steps + 1):
         model.adapter.train()
@@ -721,7 +721,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
             "val_per_type_before": _r(before_val),
             "val_per_type_after": _r(after_val),
             "val_span_r_precision_shipped": round(macro(final_val), 4),
-            "history": [(s, round(l, 4), round(r, 4)) for s, l, r in run1["history"]],
+            "history": [(s, None if l is None else round(l, 4), round(r, 4)) for s, l, r in run1["history"]],
             "dev_seen_span_r_precision_before": round(macro(before_seen), 4),
             "dev_seen_span_r_precision_after": round(macro(after_seen), 4),
             "zeroshot_medical_span_r_precision_before": round(macro(zs_before), 4),
