@@ -199,16 +199,14 @@ class OnnxEncoder:
         order = sorted(items, key=lambda it: len(it.ids))
         batches: list[list[_Item]] = []
         current: list[_Item] = []
-        spans = 0
         for item in order:
             widest = max([len(it.spans) for it in current] + [len(item.spans), 1])
             if current and (
                 len(current) >= batch_size or widest * (len(current) + 1) > MAX_SPANS_PER_BATCH
             ):
                 batches.append(current)
-                current, spans = [], 0
+                current = []
             current.append(item)
-            spans += len(item.spans)
         if current:
             batches.append(current)
         return batches
@@ -272,23 +270,36 @@ class OnnxEncoder:
                 finished += remaining[item.passage] == 0
             if progress is not None and finished:
                 progress(finished)
-        return [self._assemble(p, found[i], pvecs[i]) for i, p in enumerate(passages)]
+        kept = [
+            [found[i][k] for k in resolve_overlaps([(s, e, sc) for s, e, sc, _, _ in found[i]])]
+            for i in range(len(passages))
+        ]
+        labels = self._labels([span for spans in kept for span in spans])
+        out: list[EncodedPassage] = []
+        offset = 0
+        for passage, spans, windows in zip(passages, kept, pvecs):
+            out.append(self._assemble(passage, spans, labels[offset : offset + len(spans)], windows))
+            offset += len(spans)
+        return out
 
+    def _labels(self, spans: list[tuple[int, int, float, np.ndarray, np.ndarray | None]]) -> list[tuple[str, ...]]:
+        """Catalog labels for all kept spans of a call in one matrix product (per-passage calls
+        cost more in thread start-up than in arithmetic)."""
+        if self.catalog is None or not spans:
+            return [() for _ in spans]
+        return self.catalog.label(
+            np.stack([span[3] for span in spans]),
+            k=self.info.labels_per_span,
+            threshold=self.info.label_threshold,
+        )
+
+    @staticmethod
     def _assemble(
-        self,
         passage: Passage,
-        found: list[tuple[int, int, float, np.ndarray, np.ndarray | None]],
+        kept: list[tuple[int, int, float, np.ndarray, np.ndarray | None]],
+        labels: list[tuple[str, ...]],
         pvecs: list[tuple[np.ndarray, int]],
     ) -> EncodedPassage:
-        keep = resolve_overlaps([(s, e, sc) for s, e, sc, _, _ in found])
-        kept = [found[i] for i in keep]
-        labels: list[tuple[str, ...]] = [() for _ in kept]
-        if self.catalog is not None and kept:
-            labels = self.catalog.label(
-                np.stack([k[3] for k in kept]),
-                k=self.info.labels_per_span,
-                threshold=self.info.label_threshold,
-            )
         spans = tuple(
             EncodedSpan(
                 start=s,
