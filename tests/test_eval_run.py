@@ -90,7 +90,8 @@ def toy(tmp_path: Path):
     mapping.write_text(json.dumps({"PER": "person", "LOC": "location", "DINO": "dinosaur"}), encoding="utf-8")
     model = tmp_path / "model"
     model.mkdir()
-    (model / "model.json").write_text(json.dumps({"id": "fake", "similarity_threshold": 0.5}), encoding="utf-8")
+    card = {"id": "fake", "similarity_threshold": 0.5, "files": {"x": "0"}}
+    (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
     return data, mapping, FakeEncoder(model)
 
 
@@ -141,6 +142,9 @@ def test_calibration_uses_seen_types_only(toy):
     assert cal["methods"]["system"]["chosen"]["threshold"] == 1.0
     assert cal["methods"]["system"]["chosen"]["f1"] == 1.0
     assert set(cal["methods"]) == {"system", "dense"}
+    # the report's set metrics are at the chosen thresholds
+    assert result["methods"]["system"]["threshold"] == 1.0
+    assert result["methods"]["dense"]["threshold"] == cal["methods"]["dense"]["chosen"]["threshold"]
 
 
 def test_training_from_card_sources(tmp_path: Path):
@@ -161,6 +165,9 @@ def test_training_from_card_sources(tmp_path: Path):
     t = training_from_card(card, data_roots=[tmp_path])
     # sentence 2 holds a held-out type -> dropped: person 2, product 1
     assert t.counts == {"person": 2, "product": 1}
+    # the training step's "dataset:file" form
+    card["training"]["data"] = ["wnut17:train.conll"]
+    assert training_from_card(card, data_roots=[tmp_path]).counts == {"person": 2, "product": 1}
     assert isinstance(t, Training)
 
 
@@ -187,6 +194,24 @@ def test_cli_eval_writes_reports_and_calibrates(toy, tmp_path: Path, monkeypatch
     assert card["similarity_threshold"] == 1.0
     assert card["calibration"]["types"] == ["location", "person"]
     assert set(card["calibration"]["methods"]) == {"system", "span_base", "dense"}
+    summary = card["evaluation"]["toy.conll"]
+    assert summary["groups"]["unseen"]["types"] == 1
+    assert summary["groups"]["seen"]["r_precision"]["system"] == 1.0
+    assert summary["thresholds"]["system"] == 1.0
+
+    # a saved result can be recorded later, but only on the model that produced it
+    saved = json.loads((out / "toy.json").read_text(encoding="utf-8"))
+    saved["benchmark"]["name"] = "again"
+    (tmp_path / "again.json").write_text(json.dumps(saved), encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(tmp_path / "again.json"), "--from-json", "--write-model",
+                              "--model", str(enc.info.path)])
+    assert res.exit_code == 0, res.output
+    assert "again" in json.loads((enc.info.path / "model.json").read_text(encoding="utf-8"))["evaluation"]
+    saved["model"]["checksum"] = "0" * 64
+    (tmp_path / "other.json").write_text(json.dumps(saved), encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(tmp_path / "other.json"), "--from-json", "--write-model",
+                              "--model", str(enc.info.path)])
+    assert res.exit_code != 0 and "another model" in str(res.exception)
 
 
 def test_cli_export_benchmark_needs_no_model(toy, tmp_path: Path):

@@ -63,3 +63,44 @@ def write_calibration(model_dir: str | Path, threshold: float, record: Mapping[s
     card["calibration"] = {**record, "label_threshold_follows": follows}
     path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def evaluation_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The few figures of one run worth keeping on the model card: macro R-Precision per method and
+    type group, with the number of types and their Familiarity."""
+    fam = (result.get("familiarity") or {}).get("by_group", {})
+    groups: dict[str, Any] = {}
+    for g in ("all", "seen", "unseen", "coarse"):
+        first = next(iter(result["summary"].values()), {})
+        n = first.get(g, {}).get("n", 0)
+        if not n:
+            continue
+        groups[g] = {
+            "types": n,
+            "familiarity": fam.get(g),
+            "r_precision": {m: s[g]["r_precision"] for m, s in result["summary"].items()},
+        }
+    return {
+        "passages": result["benchmark"]["passages"],
+        "sources": result["benchmark"]["sources"],
+        "thresholds": {m: v.get("threshold") for m, v in result["methods"].items()},
+        "groups": groups,
+    }
+
+
+def write_evaluation(model_dir: str | Path, name: str, summary: Mapping[str, Any], *, checksum: str) -> Path:
+    """Record a run's summary under ``evaluation[name]`` in ``model.json``, if it is this model's."""
+    from ..model_folder import files_checksum
+
+    path = Path(model_dir) / "model.json"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read model.json ({exc})") from exc
+    if files_checksum(dict(card.get("files", {}))) != checksum:
+        raise ModelError(f"{path}: these figures were measured with another model (checksum {checksum[:12]})")
+    evaluation = card.get("evaluation") if isinstance(card.get("evaluation"), dict) else {}
+    evaluation[name] = dict(summary)
+    card["evaluation"] = evaluation
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

@@ -82,7 +82,8 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--calibrate", is_flag=True,
               help="Also choose each method's threshold (max macro F1 of returned passage sets) on the SEEN types of DATA.")
 @click.option("--write-model", is_flag=True,
-              help="With --calibrate: store the chosen thresholds in the model folder's model.json.")
+              help="Record this run in the model folder's model.json: a summary under 'evaluation', "
+              "and with --calibrate the chosen thresholds.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write JSON, Markdown and PNG charts here.")
 @click.option("--stem", help="File name stem for --out (default: from the benchmark name).")
 @click.option("--no-charts", is_flag=True, help="Skip the PNG charts (no matplotlib needed).")
@@ -128,6 +129,10 @@ def eval_command(
         logging.getLogger("bm25s").setLevel(logging.WARNING)
     if from_json:
         result = report.read_json(data[0])
+        if write_model:
+            if calibrate:
+                raise click.BadParameter("--calibrate needs a run, not --from-json", param_hint="--calibrate")
+            _store_evaluation(result, Path(model_dir or result["model"]["path"]))
         _emit(result, out_dir, stem, no_charts, as_json)
         return
     bench = _load_benchmark(data, mapping, dataset, name)
@@ -143,8 +148,6 @@ def eval_command(
     unknown = [m for m in chosen if m not in METHODS]
     if unknown:
         raise click.BadParameter(f"unknown method(s) {', '.join(unknown)}", param_hint="--methods")
-    if write_model and not calibrate:
-        raise click.BadParameter("--write-model needs --calibrate", param_hint="--write-model")
 
     from ..config import from_env
     from ..encoder import OnnxEncoder
@@ -168,7 +171,9 @@ def eval_command(
         batch_size=batch_size,
     )
     if write_model:
-        _store_calibration(result, encoder.info.path)
+        if calibrate:
+            _store_calibration(result, encoder.info.path)
+        _store_evaluation(result, encoder.info.path)
     _emit(result, out_dir, stem, no_charts, as_json)
 
 
@@ -195,6 +200,14 @@ def _store_calibration(result: dict, model_path: Path) -> None:
     path = write_calibration(model_path, chosen, record)
     result["calibration"]["written"] = str(path)
     click.echo(f"stored similarity_threshold={chosen} in {path}", err=True)
+
+
+def _store_evaluation(result: dict, model_path: Path) -> None:
+    from .calibration import evaluation_summary, write_evaluation
+
+    name = result["benchmark"]["name"]
+    path = write_evaluation(model_path, name, evaluation_summary(result), checksum=result["model"]["checksum"])
+    click.echo(f"recorded evaluation[{name!r}] in {path}", err=True)
 
 
 def _emit(result: dict, out_dir: str | None, stem: str | None, no_charts: bool, as_json: bool) -> None:

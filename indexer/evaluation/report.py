@@ -191,6 +191,7 @@ def chart_per_type(result: Mapping[str, Any], path: str | Path, *, title: str | 
     for r in rows:
         fam = r.get("familiarity")
         labels.append(f"{r['type']} [{r['group']}" + (f", F={fam:.2f}]" if fam is not None else "]"))
+    ax.set_ylim(-0.6, n - 0.4)
     ax.set_yticks(range(n))
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlim(0, 1)

@@ -135,7 +135,9 @@ def training_from_card(
         name = entry.get("path") if isinstance(entry, dict) else entry
         if not isinstance(name, str):
             continue
-        candidates = [Path(name)] + [Path(root) / name for root in data_roots]
+        # entries are paths, or "dataset:file" as the training step records them
+        rel = Path(*name.split(":", 1)) if ":" in name and not Path(name).exists() else Path(name)
+        candidates = [rel] + [Path(root) / rel for root in data_roots]
         found = next((c for c in candidates if c.is_file()), None)
         if found is not None:
             files.append(found)
@@ -378,6 +380,13 @@ def run_eval(
             thresholds[key] = None
             threshold_source[key] = "not calibrated: set metrics omitted"
 
+    calibration = calibrate_methods(bench, rankings, training, groups=calibrate_on) if calibrate_on else None
+    if calibration:
+        # report set metrics at the thresholds just chosen (what the written model.json will hold)
+        for key, chosen in calibration["methods"].items():
+            thresholds[key] = chosen["chosen"]["threshold"]
+            threshold_source[key] = f"calibrated in this run on the {'/'.join(calibrate_on)} types"
+
     scored = bench.scored_queries()
     phrases = [q.text for q in scored]
     # Without any record of the training types, Familiarity is unknown (not 0): leave it out.
@@ -426,6 +435,6 @@ def run_eval(
     }
     if "bm25" in out["methods"]:
         out["methods"]["bm25"]["description"] = bm25_description()
-    if calibrate_on:
-        out["calibration"] = calibrate_methods(bench, rankings, training, groups=calibrate_on)
+    if calibration:
+        out["calibration"] = calibration
     return out
