@@ -1,6 +1,6 @@
 """The Elastic Search UI example (examples/search-ui) renders results from nerindex in Chromium.
 
-The example must be built first (``cd examples/search-ui && npm ci && npm run build``); its
+The example must be built first (``cd examples/search-ui && npm install && npm run build``); its
 ``dist/`` is then served next to the API on one origin, exactly as ``vite preview`` would proxy
 it. Skipped, with the reason shown, when the build or Chromium is absent.
 """
@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
     pytest.mark.skipif(
         not (DIST / "index.html").is_file(),
-        reason="examples/search-ui is not built (cd examples/search-ui && npm ci && npm run build)",
+        reason="examples/search-ui is not built (cd examples/search-ui && npm install && npm run build)",
     ),
 ]
 
