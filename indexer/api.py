@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -73,7 +74,7 @@ class NerIndex:
             overrides["es_url"] = es_url
         if es_index is not None:
             overrides["es_index"] = es_index
-        settings = Settings(**{**base.__dict__, **overrides})
+        settings = dataclasses.replace(base, **overrides)
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog)
         backend = open_store(settings, create=create)
         recorded = backend.model()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import sys
 from typing import Any
@@ -15,8 +17,25 @@ STORE_HELP = "Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)
 MODEL_HELP = "Model folder (default: the shipped model, or NERINDEX_MODEL)."
 
 
+BACKEND_KEYS = (
+    "store",
+    "model",
+    "device",
+    "es_url",
+    "es_index",
+    "es_api_key",
+    "es_user",
+    "es_password",
+    "es_ca_certs",
+)
+
+
 def backend_options(func: Any) -> Any:
-    """Options shared by commands that open a store: where it is and which model fills it."""
+    """Options shared by commands that open a store: where it is and which model fills it.
+
+    The command receives them as one ``backend`` dict (keys: :data:`BACKEND_KEYS`, the names of
+    :class:`~indexer.config.Settings` fields); unset options fall back to ``NERINDEX_*``.
+    """
     options = [
         click.option("--store", "store", default=None, help=STORE_HELP),
         click.option("--model", default=None, help=MODEL_HELP),
@@ -27,19 +46,31 @@ def backend_options(func: Any) -> Any:
             help="Execution provider: CUDA when available (auto), or force one.",
         ),
         click.option("--es-url", default=None, help="Elasticsearch URL (or NERINDEX_ES_URL): use it instead of the embedded store."),
-        click.option("--es-index", default=None, help="Elasticsearch index/alias name (default nerindex)."),
+        click.option("--es-index", default=None, help="Elasticsearch index/alias name (or NERINDEX_ES_INDEX; default nerindex)."),
+        click.option("--es-api-key", default=None, help="Elasticsearch API key, base64 'id:key' (or NERINDEX_ES_API_KEY)."),
+        click.option("--es-user", default=None, help="Elasticsearch basic-auth user (or NERINDEX_ES_USER)."),
+        click.option("--es-password", default=None, help="Elasticsearch basic-auth password (or NERINDEX_ES_PASSWORD)."),
+        click.option("--es-ca-certs", default=None, type=click.Path(dir_okay=False), help="CA certificate file (or NERINDEX_ES_CA_CERTS)."),
     ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        backend = {key: kwargs.pop(key) for key in BACKEND_KEYS}
+        return func(*args, backend=backend, **kwargs)
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        wrapper = option(wrapper)
+    return wrapper
 
 
-def open_index(store: str | None, model: str | None, device: str | None, es_url: str | None, es_index: str | None, *, create: bool, catalog: str | None = None):
+def open_index(backend: dict[str, Any], *, create: bool, catalog: str | None = None):
+    """A :class:`~indexer.api.NerIndex` from the environment, overridden by the given options."""
     from .api import NerIndex
+    from .config import from_env
 
-    return NerIndex.open(
-        store, model=model, device=device, es_url=es_url, es_index=es_index, create=create, catalog=catalog
-    )
+    base = from_env()
+    overrides = {key: value for key, value in backend.items() if value is not None}
+    return NerIndex.open(settings=dataclasses.replace(base, **overrides), create=create, catalog=catalog)
 
 
 @click.command("index")
@@ -68,11 +99,7 @@ def open_index(store: str | None, model: str | None, device: str | None, es_url:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def index_command(
     source: str,
-    store: str | None,
-    model: str | None,
-    device: str | None,
-    es_url: str | None,
-    es_index: str | None,
+    backend: dict[str, Any],
     fmt: str,
     id_field: str | None,
     text_field: str,
@@ -100,7 +127,7 @@ def index_command(
         raise InputError("no passages to index", path=source)
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
-    ix = open_index(store, model, device, es_url, es_index, create=True, catalog=catalog)
+    ix = open_index(backend, create=True, catalog=catalog)
     with ix, tqdm(total=len(passages), unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
         report = ix.index(passages, batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update)
     summary = {**report.to_dict(), "source": source, "format": stats.format, "skipped_input": stats.skipped, "store": ix.description}
@@ -172,11 +199,7 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit per line, best first.")
 def search_command(
     entity_type: str,
-    store: str | None,
-    model: str | None,
-    device: str | None,
-    es_url: str | None,
-    es_index: str | None,
+    backend: dict[str, Any],
     where: tuple[str, ...],
     text: str | None,
     limit: int,
@@ -186,7 +209,7 @@ def search_command(
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
     filters = parse_where(where)
-    ix = open_index(store, model, device, es_url, es_index, create=False)
+    ix = open_index(backend, create=False)
     color = sys.stdout.isatty()
     count = 0
     with ix:
@@ -224,9 +247,9 @@ def embed_command(phrases: tuple[str, ...], model: str | None, device: str | Non
 @click.command("info")
 @backend_options
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def info_command(store: str | None, model: str | None, device: str | None, es_url: str | None, es_index: str | None, as_json: bool) -> None:
+def info_command(backend: dict[str, Any], as_json: bool) -> None:
     """Show the model (id, checksum, thresholds, provider) and the store (where, counts)."""
-    with open_index(store, model, device, es_url, es_index, create=False) as ix:
+    with open_index(backend, create=False) as ix:
         info = ix.info()
     if as_json:
         click.echo(json.dumps(info, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
@@ -35,11 +36,7 @@ from ..commands import backend_options, open_index
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 def serve_command(
-    store: str | None,
-    model: str | None,
-    device: str | None,
-    es_url: str | None,
-    es_index: str | None,
+    backend: dict[str, Any],
     host: str,
     port: int,
     cors_origins: tuple[str, ...],
@@ -58,7 +55,7 @@ def serve_command(
     from .app import Limits, create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    index = open_index(store, model, device, es_url, es_index, create=False)
+    index = open_index(backend, create=False)
     app = create_app(
         index,
         cors_origins=cors_origins,
