@@ -199,6 +199,12 @@ def chart_per_type(result: Mapping[str, Any], path: str | Path, *, title: str | 
     ax.set_title(title or f"R-Precision per type — {result['benchmark']['name']}", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write a figure as PNG (making its folder) and free it."""
+    plt = _pyplot()
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -236,12 +242,7 @@ def chart_threshold(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(fig, path)
 
 
 def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, charts: bool = True) -> list[Path]:

@@ -163,12 +163,7 @@ def parse_search(
     """The body ApiProxyConnector posts to /search → a SearchPlan (SearchError when malformed)."""
     state = _as_dict(body.get("state"), "state")
     config = _as_dict(body.get("queryConfig"), "queryConfig")
-    term = state.get("searchTerm") or ""
-    if not isinstance(term, str):
-        raise SearchError("searchTerm must be a string")
-    term = term.strip()
-    if len(term) > max_phrase_chars:
-        raise SearchError(f"searchTerm is {len(term)} characters; the limit is {max_phrase_chars}")
+    term = _search_term(state, max_phrase_chars)
     filters = parse_filters(config.get("filters")) + parse_filters(state.get("filters"))
     if len(filters) > max_filters:
         raise SearchError(f"{len(filters)} filters; the limit is {max_filters}")
@@ -291,16 +286,22 @@ class AutocompletePlan:
     size: int
 
 
-def parse_autocomplete(body: Mapping[str, Any], *, max_phrase_chars: int, max_page_size: int) -> AutocompletePlan:
-    """The body ApiProxyConnector posts to /autocomplete → an AutocompletePlan."""
-    state = _as_dict(body.get("state"), "state")
-    config = _as_dict(body.get("queryConfig"), "queryConfig")
+def _search_term(state: Mapping[str, Any], max_phrase_chars: int) -> str:
+    """The stripped ``searchTerm`` of a Search UI state, checked for type and length."""
     term = state.get("searchTerm") or ""
     if not isinstance(term, str):
         raise SearchError("searchTerm must be a string")
     term = term.strip()
     if len(term) > max_phrase_chars:
         raise SearchError(f"searchTerm is {len(term)} characters; the limit is {max_phrase_chars}")
+    return term
+
+
+def parse_autocomplete(body: Mapping[str, Any], *, max_phrase_chars: int, max_page_size: int) -> AutocompletePlan:
+    """The body ApiProxyConnector posts to /autocomplete → an AutocompletePlan."""
+    state = _as_dict(body.get("state"), "state")
+    config = _as_dict(body.get("queryConfig"), "queryConfig")
+    term = _search_term(state, max_phrase_chars)
     suggestions = _as_dict(config.get("suggestions"), "queryConfig.suggestions")
     size = min(_positive_int(suggestions.get("size"), "suggestions.size", DEFAULT_SUGGESTIONS), max_page_size)
     results_size, results_fields = None, None
