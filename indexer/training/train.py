@@ -46,6 +46,9 @@ from .model import DEFAULT_BACKBONE, HeadConfig, SpanTypeEncoder, build_model
 
 log = logging.getLogger(__name__)
 
+# λ grid of hybrid scoring (span similarity + λ · passage similarity)
+PASSAGE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
 # MultiCoNER types that en-train90 nearly lacks and en-train10 is full of: held out of the
 # adapter's first run to decide when to stop.
 VALIDATION_TYPES = (
@@ -83,6 +86,15 @@ class TrainConfig:
     detection_beta: float = 1.0  # F-beta used to choose the detection threshold
     limit: int | None = None  # use only the first N sentences of each split (smoke tests)
     cache_dir: str | None = None  # keep backbone token states here between runs (development)
+    # silver data (docs/silver.md, silver_train.py): `nerindex silver` files of the train/dev splits
+    silver: str | None = None
+    silver_dev: str | None = None
+    silver_hierarchy: str | None = None  # default: the train file's *.hierarchy.json
+    silver_share: float = 0.5  # share of silver spans in an adapter batch
+    silver_adapter_max_steps: int = 600
+    silver_mask: bool = True  # ablation: False = no hierarchy masking (related types are negatives)
+    silver_detection: bool = True  # ablation: False = the entity head learns from gold spans only
+    silver_guide: bool = False  # GISTEmbed false-negative filter with the frozen backbone as guide
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -422,18 +434,34 @@ def decoded_spans(corpus: Corpus, scores: list[np.ndarray], *, floor: float = 0.
     return out
 
 
-def detection_sweep(corpus: Corpus, decoded, *, beta: float = 1.0) -> dict[str, Any]:
-    """Span precision/recall/F1 (exact character match, all gold spans) across thresholds."""
-    gold = [{(g.start, g.end) for g in p.gold} for p in corpus.passages]
+def detection_sweep(
+    corpus: Corpus,
+    decoded,
+    *,
+    beta: float = 1.0,
+    targets: list[set[tuple[int, int]]] | None = None,
+    ignore: list[set[tuple[int, int]]] | None = None,
+) -> dict[str, Any]:
+    """Span precision/recall/F1 (exact character match, all gold spans) across thresholds.
+
+    ``targets`` replaces the passages' gold spans (silver training: gold + WordNet spans);
+    detected spans in ``ignore`` count neither way.
+    """
+    targets = targets if targets is not None else corpus.detection_targets
+    ignore = ignore if ignore is not None else corpus.detection_ignore
+    gold = targets if targets is not None else [{(g.start, g.end) for g in p.gold} for p in corpus.passages]
+    skip = ignore if ignore is not None else [set() for _ in gold]
     n_gold = sum(len(g) for g in gold)
     grid = [round(x, 3) for x in np.arange(0.03, 0.971, 0.01)]
     rows = []
     for th in grid:
         tp = pred = 0
-        for g, spans in zip(gold, decoded):
+        for g, ig, spans in zip(gold, skip, decoded):
             for s, e, sc, _, _ in spans:
                 if sc < th:
                     break
+                if (s, e) in ig and (s, e) not in g:
+                    continue
                 pred += 1
                 tp += (s, e) in g
         p = tp / pred if pred else 0.0
@@ -461,9 +489,10 @@ def train_entity_head(
     correction) turns them back into probabilities at the real rate, so the threshold is not
     squeezed against 1.
     """
-    n_pos = sum(float(ex.cand_label.sum()) for ex in train.examples)
+    n_pos = sum(float((ex.cand_label > 0.5).sum()) for ex in train.examples)
+    n_neg = sum(float((ex.cand_label < 0.5).sum()) for ex in train.examples)
     n_all = sum(len(ex.cand_label) for ex in train.examples)
-    offset = math.log(max(n_all - n_pos, 1.0) / max(n_pos, 1.0))
+    offset = math.log(max(n_neg, 1.0) / max(n_pos, 1.0))
     rng = random.Random(cfg.seed + 1)
     params = [p for n, p in model.entity.named_parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.head_lr, weight_decay=0.01)
@@ -593,8 +622,13 @@ def passage_figures(
     threshold: float,
     type_vecs: dict[str, torch.Tensor],
     queries: Sequence[str],
+    *,
+    passage_weights: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """Passage-level R-Precision per query for dense passage, base spans and trained spans."""
+    """Passage-level R-Precision per query for dense passage, base spans and trained spans.
+
+    ``passage_weights``: also hybrid scoring, best span similarity + λ · passage similarity, per λ.
+    """
     vecs, base, owner = detected_span_vectors(model, feats, corpus, decoded, threshold)
     n = len(corpus.passages)
     # a passage vector per passage: the first window's (training sentences fit one window)
@@ -602,6 +636,8 @@ def passage_figures(
     for ei, ex in enumerate(corpus.examples):
         pv[ex.passage_index] = feats.passage[ei]
     out: dict[str, dict[str, float]] = {"dense_passage": {}, "base_spans": {}, "trained_spans": {}}
+    for lam in passage_weights:
+        out[f"hybrid_{lam:g}"] = {}
     scores, relevance = {}, {}
     for q in queries:
         rel = passage_relevance(corpus, q)
@@ -613,6 +649,10 @@ def passage_figures(
         out["base_spans"][q] = r_precision(passage_scores(base, owner, n, tq), rel)
         scores[q] = passage_scores(vecs, owner, n, tq)
         out["trained_spans"][q] = r_precision(scores[q], rel)
+        if passage_weights:
+            dense = (pv @ tq).numpy()
+            for lam in passage_weights:
+                out[f"hybrid_{lam:g}"][q] = r_precision(scores[q] + lam * dense, rel)
     return {
         "r_precision": {k: round(macro(v), 4) for k, v in out.items()},
         "per_type": {k: {q: round(x, 4) for q, x in v.items()} for k, v in out.items()},
@@ -651,6 +691,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
         train, dev, zs = (_limit(c, cfg.limit) for c in (train, dev, zs))
     log.info("train %s", train.counts)
     log.info("dev %s", dev.counts)
+    silver = _load_silver(cfg, train, dev) if cfg.silver else None
 
     t0 = time.time()
     train_f, dev_f, zs_f = (
@@ -660,6 +701,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
 
     types = seen_phrases(train)
     all_queries = sorted(set(types) | set(held) | set(seen_phrases(dev)) | set(cfg.validation_types))
+    if silver is not None:
+        all_queries = sorted(set(all_queries) | set(silver["spans"].vocab))
     type_vecs = embed_phrases(model, tokenizer, all_queries)
 
     train_sf = span_features(train_f, train, gold_spans(train))
@@ -675,14 +718,29 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     before_val = span_r_precision(base_dev, dev_sf.phrases, val_queries, type_vecs)
     seen_dev_queries = [q for q in types if q in set(dev_sf.phrases)]
     before_seen = span_r_precision(base_dev, dev_sf.phrases, seen_dev_queries, type_vecs)
-    run1 = train_adapter(
-        model, train_sf, dev_sf, type_vecs, cfg, exclude_types=cfg.validation_types, eval_queries=val_queries
-    )
+    if silver is not None:
+        from .silver_train import train_silver_adapter
+
+        ss = silver["spans"]
+        silver_sf = span_features(train_f, train, ss.spans)
+        type_matrix = torch.stack([type_vecs[t] for t in ss.vocab])
+
+        def adapter_run(**kw):
+            return train_silver_adapter(model, silver_sf, ss, type_matrix, silver["related"], dev_sf,
+                                        type_vecs, cfg, **kw)  # fmt: skip
+    else:
+
+        def adapter_run(**kw):
+            return train_adapter(model, train_sf, dev_sf, type_vecs, cfg, **kw)
+
+    run1 = adapter_run(exclude_types=cfg.validation_types, eval_queries=val_queries)
+    # the adapter that never saw the validation types: hybrid scoring's λ is chosen with it
+    run1_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
     with torch.no_grad():
         after_val = span_r_precision(adapter_vectors(model, dev_sf), dev_sf.phrases, val_queries, type_vecs)
     best_steps = max(run1["best_step"], 1) if run1["best_step"] else 0
     # 2. the shipped adapter: all training types, the chosen number of steps
-    train_adapter(model, train_sf, dev_sf, type_vecs, cfg, fixed_steps=best_steps)
+    adapter_run(fixed_steps=best_steps)
     with torch.no_grad():
         dev_vecs = adapter_vectors(model, dev_sf)
         after_seen = span_r_precision(dev_vecs, dev_sf.phrases, seen_dev_queries, type_vecs)
@@ -702,14 +760,27 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     for name in sorted({ex.source for ex in dev.examples}):
         sub = _subset(dev, dev_dec, name)
         per_source[name] = _at_threshold(detection_sweep(*sub), det_th)
+    from .silver_train import gold_recall_by_source
+
+    gold_recall = gold_recall_by_source(dev, dev_dec, det_th)
 
     # 4. similarity threshold at passage level on the dev split (all seen types present there)
     dev_queries = [q for q in types if passage_relevance(dev, q).any()]
     pf = passage_figures(model, dev_f, dev, dev_dec, det_th, type_vecs, dev_queries)
     sim = calibrate_similarity(pf["scores"], pf["relevance"])
+    # 5. hybrid scoring: λ with the best passage R-Precision on the validation types, measured with
+    # the run-1 adapter (for which they are unseen); the shipped adapter is put back afterwards
+    shipped_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
+    model.adapter.load_state_dict(run1_state)
+    val_pf = passage_figures(model, dev_f, dev, dev_dec, det_th, type_vecs,
+                             [q for q in val_queries if passage_relevance(dev, q).any()],
+                             passage_weights=PASSAGE_WEIGHTS)  # fmt: skip
+    model.adapter.load_state_dict(shipped_state)
+    lam_table = {lam: val_pf["r_precision"][f"hybrid_{lam:g}"] for lam in PASSAGE_WEIGHTS}
+    best_lam = max(PASSAGE_WEIGHTS, key=lambda lam: (lam_table[lam], -lam))
     zs_scores = score_candidates(model, zs_f, zs)
     zs_dec = decoded_spans(zs, zs_scores)
-    zs_pf = passage_figures(model, zs_f, zs, zs_dec, det_th, type_vecs, list(held))
+    zs_pf = passage_figures(model, zs_f, zs, zs_dec, det_th, type_vecs, list(held), passage_weights=(best_lam,))
 
     figures = {
         "adapter": {
@@ -732,6 +803,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
         "entity_head": {
             "dev": {k: round(v, 4) for k, v in det.items()},
             "dev_by_source": per_source,
+            "dev_gold_recall_by_source": gold_recall,
             "best_step": head["best"].get("step"),
             "steps": head["steps"],
             "prior_logit_offset": head["prior_logit_offset"],
@@ -748,6 +820,13 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
             "zeroshot_medical_passage_r_precision": zs_pf["r_precision"],
             "zeroshot_medical_passage_per_type": zs_pf["per_type"],
         },
+        "hybrid": {
+            "rule": "passage score = best span similarity + λ · passage similarity; λ with the best "
+                    "passage R-Precision on the validation types, run-1 adapter (types unseen)",
+            "passage_weight": best_lam,
+            "validation_r_precision_by_weight": {f"{k:g}": v for k, v in lam_table.items()},
+            "validation_r_precision": val_pf["r_precision"],
+        },
         "seconds": {
             "encode": round(encode_s, 1),
             "adapter": round(adapter_s, 1),
@@ -762,25 +841,60 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
         "max_span_width": cfg.max_span_width,
         "detection_threshold": det_th,
         "similarity_threshold": sim["threshold"],
+        "hybrid_passage_weight": best_lam,
         # a span is tagged with a catalog phrase exactly when searching for that phrase would match it
         "label_threshold": sim["threshold"],
         "training": {
             "data": [s.name for s in sources["train"]],
             "validation_data": [s.name for s in sources["dev"]],
             "zeroshot_check_data": [s.name for s in sources["zeroshot"]],
-            "types": types,
-            "held_out_types": sorted(set(held) | _crossner_only(types)),
+            "types": types if silver is None else sorted(set(types) | set(silver["spans"].vocab)),
+            "held_out_types": sorted(set(held) | _crossner_only(types) | set(silver["held_out"] if silver else ())),
             "not_used": ["crossner (all sets)"],
             "config": cfg.to_dict(),
             "counts": {"train": train.counts, "dev": dev.counts, "zeroshot": zs.counts,
                        "adapter_train_spans": len([p for p in train_sf.phrases if p])},
             "figures": figures,
+            **({"silver": {k: v for k, v in silver.items() if k not in ("spans", "related")},
+                "type_counts": silver["spans"].type_counts()} if silver else {}),
         },
     }  # fmt: skip
     save_file(model.head_state_dict(), str(out_dir / "heads.safetensors"))
     (out_dir / "train.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     log.info("training done in %.0f s", time.time() - t_start)
     return record
+
+
+def _load_silver(cfg: TrainConfig, train: Corpus, dev: Corpus) -> dict[str, Any]:
+    """Align the silver files onto the train (and dev) corpora; the hierarchy as mask indices."""
+    from .silver import TypeHierarchy, read_silver
+    from .silver_train import align_silver, related_index
+
+    spans, counts = align_silver(train, read_silver(cfg.silver), mark_labels=cfg.silver_detection)
+    hier_path = cfg.silver_hierarchy or str(Path(cfg.silver).with_name(Path(cfg.silver).stem + ".hierarchy.json"))
+    hierarchy = TypeHierarchy.load(hier_path)
+    out: dict[str, Any] = {
+        "file": cfg.silver, "hierarchy": hier_path, "counts": counts, "vocabulary": len(spans.vocab),
+        "held_out": json.loads(Path(hier_path).read_text(encoding="utf-8")).get("held_out", []),
+        "spans": spans,
+        "related": related_index(spans.vocab, hierarchy) if cfg.silver_mask
+        else [np.zeros(0, dtype=np.int64) for _ in spans.vocab],
+    }  # fmt: skip
+    if cfg.silver_dev and cfg.silver_detection:
+        dev_sents = list(read_silver(cfg.silver_dev))
+        _, dev_counts = align_silver(dev, dev_sents)
+        by_text = {s.text: s for s in dev_sents}
+        targets, ignore = [], []
+        for p in dev.passages:
+            s = by_text.get(p.text)
+            gold = {(g.start, g.end) for g in p.gold}
+            targets.append(gold | ({(x.start, x.end) for x in s.spans} if s else set()))
+            ignore.append({tuple(r) for r in s.ignore} if s else set())
+        dev.detection_targets, dev.detection_ignore = targets, ignore
+        out["dev_file"] = cfg.silver_dev
+        out["dev_counts"] = dev_counts
+    log.info("silver: %s", {k: v for k, v in out.items() if k not in ("spans", "related")})
+    return out
 
 
 def _limit(corpus: Corpus, n: int) -> Corpus:
@@ -823,6 +937,10 @@ def _crossner_only(types: Sequence[str]) -> set[str]:
 def _subset(corpus: Corpus, decoded, source: str):
     keep = sorted({ex.passage_index for ex in corpus.examples if ex.source == source})
     sub = Corpus([], [corpus.passages[i] for i in keep], [corpus.passage_phrases[i] for i in keep], {})
+    if corpus.detection_targets is not None:
+        sub.detection_targets = [corpus.detection_targets[i] for i in keep]
+    if corpus.detection_ignore is not None:
+        sub.detection_ignore = [corpus.detection_ignore[i] for i in keep]
     return sub, [decoded[i] for i in keep]
 
 

@@ -1,0 +1,300 @@
+"""Training on silver data (docs/silver.md): thousands of WordNet types, hierarchy-aware InfoNCE.
+
+What changes against gold-only training (``train.py``), and why:
+
+- **Entity head**: candidates that are WordNet spans of the silver file become positives too, so
+  "musical instrument" can find "cello"; nouns the silver file found but did not type (``ignore``)
+  are neither positive nor negative (label 0.5, weight 0), since the silver annotation is incomplete
+  there. Windows, candidates and gold labels stay exactly those of ``data.build_corpus``: the silver
+  file is only *aligned* onto them (by character offsets on tokenizer words).
+- **Span adapter**: every span (gold and WordNet) has several positive types: its gold phrase,
+  the lemmas of its hypernyms and their synonyms. The loss is InfoNCE over the *whole* type
+  vocabulary at every step (6.5k phrases: a [batch, vocabulary] matrix is cheap), each positive
+  scored against the negatives only (positives do not compete with each other), in both
+  directions. Types related to a positive in the hierarchy (ancestors beyond the listed depth,
+  descendants, synonyms: ``TypeHierarchy.masked``) are neither positive nor negative.
+- **False negatives** (optional, ``silver_guide``): GISTEmbed's filter with the frozen backbone as
+  the guide: a type that the backbone's own span vector finds closer than the span's best positive is
+  masked rather than pushed away.
+- **Batches**: half type-balanced over gold phrases (as in gold-only training), half silver spans
+  balanced over their nearest type, so neither the 31 gold types nor the most frequent WordNet
+  classes dominate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import Corpus
+from .silver import SilverSentence, TypeHierarchy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SilverSpans:
+    """Adapter training spans aligned to a corpus, with their positive types as vocabulary indices."""
+
+    spans: list[tuple[int, int, int, str | None]]  # (example, tok_start, tok_end, gold phrase or None)
+    positives: list[np.ndarray]  # per span: indices into vocab
+    is_gold: np.ndarray  # [N] bool: a gold span (with a readable phrase)
+    first_type: list[int]  # per span: its nearest type (gold phrase for gold spans)
+    vocab: list[str]
+
+    def type_counts(self) -> dict[str, int]:
+        """Mentions per type phrase ((span, type) pairs): Familiarity weights for ``nerindex eval``."""
+        counts = np.bincount(np.concatenate(self.positives), minlength=len(self.vocab)) if self.positives else []
+        return {t: int(c) for t, c in zip(self.vocab, counts)}
+
+
+def align_silver(
+    corpus: Corpus, sentences: Iterable[SilverSentence], *, mark_labels: bool = True
+) -> tuple[SilverSpans, dict[str, int]]:
+    """Align a silver file onto a corpus's windows: entity labels (in place) and adapter spans.
+
+    Sentences are matched to passages by text. With ``mark_labels`` WordNet spans become entity
+    positives (``cand_label`` 1) and ignored nouns get 0.5 unless they are gold spans.
+    """
+    by_text: dict[str, SilverSentence] = {}
+    for s in sentences:
+        by_text.setdefault(s.text, s)
+    counts = defaultdict(int)
+    vocab_index: dict[str, int] = {}
+    spans: list[tuple[int, int, int, str | None]] = []
+    positives: list[np.ndarray] = []
+    is_gold: list[bool] = []
+    first: list[int] = []
+    placed: set[tuple[int, int, int]] = set()  # (passage, start, end) spans given to some window
+    for ei, ex in enumerate(corpus.examples):
+        passage = corpus.passages[ex.passage_index]
+        sent = by_text.get(passage.text)
+        if sent is None:
+            counts["examples_without_silver"] += 1
+            continue
+        where = {(int(a), int(b)): ci for ci, (a, b) in enumerate(ex.cand_char)}
+        for sp in sent.spans:
+            ci = where.get((sp.start, sp.end))
+            if ci is None:
+                continue
+            placed.add((ex.passage_index, sp.start, sp.end))
+            if mark_labels and sp.source == "wordnet" and ex.cand_label[ci] < 1.0:
+                ex.cand_label[ci] = 1.0
+                counts["silver_positives"] += 1
+            if not sp.types:
+                continue  # misc gold spans: entities without a query phrase
+            idx = np.array([vocab_index.setdefault(t, len(vocab_index)) for t in sp.types], dtype=np.int64)
+            a, b = ex.cand_tok[ci]
+            spans.append((ei, int(a), int(b), sp.label))
+            positives.append(idx)
+            is_gold.append(sp.source == "gold" and sp.label is not None)
+            first.append(int(idx[0]))
+        if mark_labels:
+            for a, b in sent.ignore:
+                ci = where.get((a, b))
+                if ci is not None and ex.cand_label[ci] == 0.0:
+                    ex.cand_label[ci] = 0.5
+                    counts["ignored_candidates"] += 1
+    n_silver = sum(len(s.spans) for s in by_text.values())
+    counts["silver_spans_in_file"] = n_silver
+    counts["spans_aligned"] = len(placed)
+    counts["adapter_spans"] = len(spans)
+    counts["adapter_spans_gold"] = int(sum(is_gold))
+    vocab = [None] * len(vocab_index)
+    for t, i in vocab_index.items():
+        vocab[i] = t
+    return SilverSpans(spans, positives, np.array(is_gold, dtype=bool), first, vocab), dict(counts)  # type: ignore[arg-type]
+
+
+def related_index(vocab: Sequence[str], hierarchy: TypeHierarchy) -> list[np.ndarray]:
+    """Per vocabulary phrase: indices of the phrases to mask when it is a positive."""
+    index = {t: i for i, t in enumerate(vocab)}
+    out = []
+    for t in vocab:
+        rel = hierarchy.masked([t])
+        out.append(np.array(sorted(index[r] for r in rel if r in index), dtype=np.int64))
+    return out
+
+
+def multi_positive_infonce(
+    span_vecs: torch.Tensor, type_vecs: torch.Tensor, pos: torch.Tensor, ign: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """Symmetric InfoNCE with several positives per span, each scored against the negatives only.
+
+    ``pos[i, k]``: type k is a positive of span i; ``ign[i, k]``: neither positive nor negative.
+    Span → type: for each positive p of span i, -log(e^p / (e^p + Σ_neg e^n)), averaged over the
+    positives of i. Type → span: the same over the batch's spans, for every type positive somewhere.
+    """
+    logits = span_vecs @ type_vecs.t() / tau  # [B, V]
+    neg = ~(pos | ign)
+    very_neg = torch.finfo(logits.dtype).min
+    lse_neg = torch.logsumexp(logits.masked_fill(~neg, very_neg), dim=1, keepdim=True)
+    per = F.softplus(lse_neg - logits)  # -log sigmoid(logit - lse_neg)
+    posf = pos.to(logits.dtype)
+    loss_st = ((per * posf).sum(1) / posf.sum(1).clamp(min=1)).mean()
+    present = pos.any(0)
+    lt = logits.t()[present]  # [K, B]
+    neg_t = neg.t()[present]
+    pos_t = posf.t()[present]
+    lse_t = torch.logsumexp(lt.masked_fill(~neg_t, very_neg), dim=1, keepdim=True)
+    per_t = F.softplus(lse_t - lt)
+    loss_ts = ((per_t * pos_t).sum(1) / pos_t.sum(1).clamp(min=1)).mean()
+    return 0.5 * (loss_st + loss_ts)
+
+
+class BatchSampler:
+    """Half type-balanced over gold phrases, half silver spans balanced over their nearest type."""
+
+    def __init__(self, ss: SilverSpans, *, keep: np.ndarray, silver_share: float, seed: int) -> None:
+        self.rng = random.Random(seed)
+        gold_by: dict[str, list[int]] = defaultdict(list)
+        silver_by: dict[int, list[int]] = defaultdict(list)
+        for i in np.nonzero(keep)[0]:
+            i = int(i)
+            if ss.is_gold[i]:
+                gold_by[ss.spans[i][3]].append(i)  # type: ignore[index]
+            else:
+                silver_by[ss.first_type[i]].append(i)
+        self.gold = list(gold_by.values())
+        self.silver = list(silver_by.values())
+        self.share = silver_share if self.silver else 0.0
+        if not self.gold:
+            self.share = 1.0
+
+    def sample(self, n: int) -> list[int]:
+        n_silver = int(round(n * self.share))
+        out = [self.rng.choice(self.rng.choice(self.gold)) for _ in range(n - n_silver)]
+        out += [self.rng.choice(self.rng.choice(self.silver)) for _ in range(n_silver)]
+        return out
+
+
+def train_silver_adapter(
+    model,
+    train_sf,
+    ss: SilverSpans,
+    type_matrix: torch.Tensor,
+    related: list[np.ndarray],
+    val_sf,
+    type_vecs: dict[str, torch.Tensor],
+    cfg,
+    *,
+    exclude_types: Sequence[str] = (),
+    fixed_steps: int | None = None,
+    eval_queries: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The adapter on silver spans; early-stopped on ``eval_queries`` unless ``fixed_steps``.
+
+    ``exclude_types`` (the validation types) are held out completely: their gold spans are not
+    trained on, and they and every phrase related to them are masked for every span.
+    """
+    from .train import adapter_vectors, base_slice, macro, span_r_precision
+
+    torch.manual_seed(cfg.seed)
+    vocab_index = {t: i for i, t in enumerate(ss.vocab)}
+    excluded = set(exclude_types)
+    held_cols = np.zeros(len(ss.vocab), dtype=bool)
+    for t in excluded:
+        if t in vocab_index:
+            held_cols[vocab_index[t]] = True
+            held_cols[related[vocab_index[t]]] = True
+    keep = np.array([
+        (sp[3] not in excluded) and not held_cols[pos].all()
+        for sp, pos in zip(ss.spans, ss.positives)
+    ], dtype=bool)  # fmt: skip
+    sampler = BatchSampler(ss, keep=keep, silver_share=cfg.silver_share, seed=cfg.seed)
+    held_t = torch.from_numpy(held_cols)
+
+    fresh = type(model.adapter)(
+        model.adapter.start_proj.in_features, model.adapter.start_proj.out_features, model.dims
+    )
+    model.adapter.load_state_dict(fresh.state_dict())
+    opt = torch.optim.AdamW(model.adapter.parameters(), lr=cfg.adapter_lr, weight_decay=0.01)
+    bs = base_slice(model)
+
+    def evaluate() -> float:
+        model.adapter.eval()
+        with torch.no_grad():
+            v = adapter_vectors(model, val_sf)
+        return macro(span_r_precision(v, val_sf.phrases, eval_queries, type_vecs))
+
+    history: list[tuple[int, float, float]] = []
+    best_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
+    steps = fixed_steps if fixed_steps is not None else cfg.silver_adapter_max_steps
+    best_step, best_score, bad = 0, -1.0, 0
+    if fixed_steps is None:
+        best_score = evaluate()
+        history.append((0, None, best_score))  # no loss before the first step (JSON has no NaN)
+    n_vocab = len(ss.vocab)
+    for step in range(1, steps + 1):
+        model.adapter.train()
+        batch = sampler.sample(cfg.adapter_batch)
+        idx = torch.tensor(batch)
+        xs, xe, xm = (t[idx].float() for t in (train_sf.start, train_sf.end, train_sf.mean))
+        v = F.normalize(xm[:, bs] + model.adapter.residual_from_features(xs, xe, xm), dim=-1)
+        pos = torch.zeros(len(batch), n_vocab, dtype=torch.bool)
+        ign = torch.zeros(len(batch), n_vocab, dtype=torch.bool)
+        for r, i in enumerate(batch):
+            p = ss.positives[i]
+            pos[r, torch.from_numpy(p)] = True
+            rel = np.concatenate([related[k] for k in p]) if len(p) else np.zeros(0, dtype=np.int64)
+            if len(rel):
+                ign[r, torch.from_numpy(rel)] = True
+        pos &= ~held_t
+        ign |= held_t
+        if getattr(cfg, "silver_guide", False):
+            # GISTEmbed: the frozen backbone (base span vector) is the guide; a negative type it
+            # finds closer to the span than the span's best positive is a likely false negative
+            with torch.no_grad():
+                guide = F.normalize(xm[:, bs], dim=-1) @ type_matrix.t()
+                best_pos = guide.masked_fill(~pos, -2.0).max(1, keepdim=True).values
+                ign |= guide > best_pos
+        ign &= ~pos
+        loss = multi_positive_infonce(v, type_matrix, pos, ign, cfg.tau)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if fixed_steps is None and step % cfg.adapter_eval_every == 0:
+            score = evaluate()
+            history.append((step, loss.item(), score))
+            log.info("silver adapter step %d loss %.4f val R-Prec %.4f", step, loss.item(), score)
+            if score > best_score:
+                best_step, best_score, bad = step, score, 0
+                best_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= cfg.adapter_patience:
+                    break
+    if fixed_steps is not None:
+        best_step = fixed_steps
+    else:
+        model.adapter.load_state_dict(best_state)
+    model.adapter.eval()
+    return {"best_step": best_step, "best_score": best_score, "history": history,
+            "spans": int(keep.sum()), "vocabulary": n_vocab}  # fmt: skip
+
+
+def gold_recall_by_source(corpus: Corpus, decoded, threshold: float) -> dict[str, dict[str, float]]:
+    """Share of gold spans (exact match) detected at ``threshold``, per source file, and spans kept."""
+    gold_by: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # gold, found, detected
+    source_of = {}
+    for ex in corpus.examples:
+        source_of.setdefault(ex.passage_index, ex.source)
+    for pi, p in enumerate(corpus.passages):
+        src = source_of.get(pi, "?")
+        kept = {(s, e) for s, e, sc, _, _ in decoded[pi] if sc >= threshold}
+        gold = {(g.start, g.end) for g in p.gold}
+        row = gold_by[src]
+        row[0] += len(gold)
+        row[1] += len(gold & kept)
+        row[2] += len(kept)
+    return {
+        src: {"gold_spans": g, "recall": round(f / g, 4) if g else 0.0, "detected_spans": d}
+        for src, (g, f, d) in sorted(gold_by.items())
+    }
