@@ -37,6 +37,7 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # Upper bound on candidate spans in one session call: keeps the [B, S, D] outputs to ~100 MB.
 MAX_SPANS_PER_BATCH = 16384
+TYPE_CACHE_SIZE = 4096  # type phrases kept embedded (queries repeat)
 
 
 def choose_provider(device: str, available: Sequence[str]) -> str:
@@ -144,8 +145,15 @@ class OnnxEncoder:
     # ------------------------------------------------------------------ type phrases
 
     def embed_types(self, phrases: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Unit type vectors ``[n, dims]`` for type phrases (cached: queries repeat)."""
-        missing = [p for p in dict.fromkeys(phrases) if p not in self._type_cache]
+        """Unit type vectors ``[n, dims]`` for type phrases (cached: queries repeat).
+
+        The result is built from vectors local to the call, so a call with more phrases than the
+        cache holds still answers every one of them.
+        """
+        if not phrases:
+            return np.zeros((0, self.info.dims), dtype=np.float32)
+        found = {p: self._type_cache[p] for p in dict.fromkeys(phrases) if p in self._type_cache}
+        missing = [p for p in dict.fromkeys(phrases) if p not in found]
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
             texts = [self.info.type_template.format(p.strip()) for p in chunk]
@@ -162,12 +170,11 @@ class OnnxEncoder:
                 {"input_ids": ids, "attention_mask": mask, "span_starts": dummy, "span_ends": dummy},
             )
             for phrase, vec in zip(chunk, vectors):
-                self._type_cache[phrase] = vec.astype(np.float32)
-                if len(self._type_cache) > 4096:
+                found[phrase] = vec.astype(np.float32)
+                self._type_cache[phrase] = found[phrase]
+                if len(self._type_cache) > TYPE_CACHE_SIZE:
                     self._type_cache.popitem(last=False)
-        if not phrases:
-            return np.zeros((0, self.info.dims), dtype=np.float32)
-        return np.stack([self._type_cache[p] for p in phrases])
+        return np.stack([found[p] for p in phrases])
 
     # ------------------------------------------------------------------ passages
 

@@ -45,6 +45,17 @@ def test_type_vectors_are_unit_and_cached(encoder):
     assert float(vecs[0] @ vecs[1]) < 0.99
 
 
+def test_more_phrases_than_the_cache_holds(encoder, monkeypatch):
+    import indexer.encoder as module
+
+    monkeypatch.setattr(module, "TYPE_CACHE_SIZE", 3)
+    phrases = [f"type number {i}" for i in range(10)] + ["type number 0"]
+    vecs = encoder.embed_types(phrases)
+    assert vecs.shape == (11, encoder.info.dims)
+    assert np.array_equal(vecs[0], vecs[10])
+    assert len(encoder._type_cache) <= 3
+
+
 def test_spans_are_consistent(encoder):
     text = "Angela Merkel met Barack Obama in Berlin before flying to Paris with Air France."
     (doc,) = encoder.encode([Passage("x", text)], with_base=True)
