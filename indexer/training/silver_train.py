@@ -194,7 +194,7 @@ def train_silver_adapter(
     ``exclude_types`` (the validation types) are held out completely: their gold spans are not
     trained on, and they and every phrase related to them are masked for every span.
     """
-    from .train import adapter_vectors, base_slice, macro, span_r_precision
+    from .train import fit_adapter
 
     torch.manual_seed(cfg.seed)
     vocab_index = {t: i for i, t in enumerate(ss.vocab)}
@@ -211,33 +211,9 @@ def train_silver_adapter(
     sampler = BatchSampler(ss, keep=keep, silver_share=cfg.silver_share, seed=cfg.seed)
     held_t = torch.from_numpy(held_cols)
 
-    fresh = type(model.adapter)(
-        model.adapter.start_proj.in_features, model.adapter.start_proj.out_features, model.dims
-    )
-    model.adapter.load_state_dict(fresh.state_dict())
-    opt = torch.optim.AdamW(model.adapter.parameters(), lr=cfg.adapter_lr, weight_decay=0.01)
-    bs = base_slice(model)
-
-    def evaluate() -> float:
-        model.adapter.eval()
-        with torch.no_grad():
-            v = adapter_vectors(model, val_sf)
-        return macro(span_r_precision(v, val_sf.phrases, eval_queries, type_vecs))
-
-    history: list[tuple[int, float, float]] = []
-    best_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
-    steps = fixed_steps if fixed_steps is not None else cfg.silver_adapter_max_steps
-    best_step, best_score, bad = 0, -1.0, 0
-    if fixed_steps is None:
-        best_score = evaluate()
-        history.append((0, None, best_score))  # no loss before the first step (JSON has no NaN)
     n_vocab = len(ss.vocab)
-    for step in range(1, steps + 1):
-        model.adapter.train()
-        batch = sampler.sample(cfg.adapter_batch)
-        idx = torch.tensor(batch)
-        xs, xe, xm = (t[idx].float() for t in (train_sf.start, train_sf.end, train_sf.mean))
-        v = F.normalize(xm[:, bs] + model.adapter.residual_from_features(xs, xe, xm), dim=-1)
+
+    def batch_loss(v: torch.Tensor, batch: list[int], base: torch.Tensor) -> torch.Tensor:
         pos = torch.zeros(len(batch), n_vocab, dtype=torch.bool)
         ign = torch.zeros(len(batch), n_vocab, dtype=torch.bool)
         for r, i in enumerate(batch):
@@ -252,32 +228,26 @@ def train_silver_adapter(
             # GISTEmbed: the frozen backbone (base span vector) is the guide; a negative type it
             # finds closer to the span than the span's best positive is a likely false negative
             with torch.no_grad():
-                guide = F.normalize(xm[:, bs], dim=-1) @ type_matrix.t()
+                guide = F.normalize(base, dim=-1) @ type_matrix.t()
                 best_pos = guide.masked_fill(~pos, -2.0).max(1, keepdim=True).values
                 ign |= guide > best_pos
         ign &= ~pos
-        loss = multi_positive_infonce(v, type_matrix, pos, ign, cfg.tau)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if fixed_steps is None and step % cfg.adapter_eval_every == 0:
-            score = evaluate()
-            history.append((step, loss.item(), score))
-            log.info("silver adapter step %d loss %.4f val R-Prec %.4f", step, loss.item(), score)
-            if score > best_score:
-                best_step, best_score, bad = step, score, 0
-                best_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= cfg.adapter_patience:
-                    break
-    if fixed_steps is not None:
-        best_step = fixed_steps
-    else:
-        model.adapter.load_state_dict(best_state)
-    model.adapter.eval()
-    return {"best_step": best_step, "best_score": best_score, "history": history,
-            "spans": int(keep.sum()), "vocabulary": n_vocab}  # fmt: skip
+        return multi_positive_infonce(v, type_matrix, pos, ign, cfg.tau)
+
+    run = fit_adapter(
+        model,
+        train_sf,
+        val_sf,
+        type_vecs,
+        cfg,
+        sample=lambda: sampler.sample(cfg.adapter_batch),
+        batch_loss=batch_loss,
+        max_steps=cfg.silver_adapter_max_steps,
+        fixed_steps=fixed_steps,
+        eval_queries=eval_queries,
+        label="silver adapter",
+    )
+    return {**run, "spans": int(keep.sum()), "vocabulary": n_vocab}
 
 
 def gold_recall_by_source(corpus: Corpus, decoded, threshold: float) -> dict[str, dict[str, float]]:

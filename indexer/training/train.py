@@ -25,7 +25,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -319,7 +319,52 @@ def train_adapter(
     tv = torch.stack([type_vecs[p] for p in phrases])
     rel = torch.tensor([[related(a, b) for b in phrases] for a in phrases])
 
-    # fresh adapter weights (zero residual) for every run
+    types = list(by_type)
+
+    def sample() -> list[int]:
+        # type-balanced batch: a type drawn uniformly, then one of its spans
+        return [rng.choice(by_type[rng.choice(types)]) for _ in range(cfg.adapter_batch)]
+
+    def batch_loss(v: torch.Tensor, batch: list[int], base: torch.Tensor) -> torch.Tensor:
+        t_idx = torch.tensor([pidx[train_sf.phrases[i]] for i in batch])
+        return infonce_loss(v, tv, t_idx, rel, cfg.tau)
+
+    run = fit_adapter(
+        model,
+        train_sf,
+        val_sf,
+        type_vecs,
+        cfg,
+        sample=sample,
+        batch_loss=batch_loss,
+        max_steps=cfg.adapter_max_steps,
+        fixed_steps=fixed_steps,
+        eval_queries=eval_queries,
+    )
+    return {**run, "types": phrases}
+
+
+def fit_adapter(
+    model: SpanTypeEncoder,
+    train_sf: SpanFeatures,
+    val_sf: SpanFeatures,
+    type_vecs: dict[str, torch.Tensor],
+    cfg: TrainConfig,
+    *,
+    sample: Callable[[], list[int]],
+    batch_loss: Callable[[torch.Tensor, list[int], torch.Tensor], torch.Tensor],
+    max_steps: int,
+    fixed_steps: int | None = None,
+    eval_queries: Sequence[str] = (),
+    label: str = "adapter",
+) -> dict[str, Any]:
+    """The adapter loop shared by gold and silver training: fresh zero-residual weights, AdamW,
+    span R-Precision on ``eval_queries`` every ``adapter_eval_every`` steps, early stopping with
+    ``adapter_patience`` and the best weights restored (unless ``fixed_steps`` is given).
+
+    ``sample`` draws a batch of span indices; ``batch_loss(v, batch, base)`` scores the adapted
+    vectors ``v`` (``base``: the spans' untrained mean states, for guide models).
+    """
     fresh = type(model.adapter)(
         model.adapter.start_proj.in_features, model.adapter.start_proj.out_features, model.dims
     )
@@ -333,30 +378,27 @@ def train_adapter(
             v = adapter_vectors(model, val_sf)
         return macro(span_r_precision(v, val_sf.phrases, eval_queries, type_vecs))
 
-    history: list[tuple[int, float, float]] = []
+    history: list[tuple[int, float | None, float]] = []
     best_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
-    steps = fixed_steps if fixed_steps is not None else cfg.adapter_max_steps
+    steps = fixed_steps if fixed_steps is not None else max_steps
     best_step, best_score, bad = 0, -1.0, 0
     if fixed_steps is None:
         best_score = evaluate()
         history.append((0, None, best_score))  # no loss before the first step (JSON has no NaN)
-    types = list(by_type)
     for step in range(1, steps + 1):
         model.adapter.train()
-        # type-balanced batch: a type drawn uniformly, then one of its spans
-        batch = [rng.choice(by_type[rng.choice(types)]) for _ in range(cfg.adapter_batch)]
+        batch = sample()
         idx = torch.tensor(batch)
         xs, xe, xm = (t[idx].float() for t in (train_sf.start, train_sf.end, train_sf.mean))
         v = F.normalize(xm[:, bs] + model.adapter.residual_from_features(xs, xe, xm), dim=-1)
-        t_idx = torch.tensor([pidx[train_sf.phrases[i]] for i in batch])
-        loss = infonce_loss(v, tv, t_idx, rel, cfg.tau)
+        loss = batch_loss(v, batch, xm[:, bs])
         opt.zero_grad()
         loss.backward()
         opt.step()
         if fixed_steps is None and step % cfg.adapter_eval_every == 0:
             score = evaluate()
             history.append((step, loss.item(), score))
-            log.info("adapter step %d loss %.4f val R-Prec %.4f", step, loss.item(), score)
+            log.info("%s step %d loss %.4f val R-Prec %.4f", label, step, loss.item(), score)
             if score > best_score:
                 best_step, best_score, bad = step, score, 0
                 best_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
@@ -369,7 +411,7 @@ def train_adapter(
     else:
         model.adapter.load_state_dict(best_state)
     model.adapter.eval()
-    return {"best_step": best_step, "best_score": best_score, "history": history, "types": phrases}
+    return {"best_step": best_step, "best_score": best_score, "history": history}
 
 
 # ---------------------------------------------------------------------------------------------
