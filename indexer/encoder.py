@@ -21,14 +21,7 @@ from .catalog import Catalog, read_phrases
 from .errors import ModelError
 from .model_folder import INPUT_NAMES, OUTPUT_NAMES, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
-from .spans import (
-    Word,
-    assign_candidates,
-    candidate_token_range,
-    plan_windows,
-    resolve_overlaps,
-    words_from_encoding,
-)
+from .spans import Word, resolve_overlaps, window_inputs, words_from_encoding
 
 log = logging.getLogger(__name__)
 
@@ -182,21 +175,17 @@ class OnnxEncoder:
         enc = self.tokenizer.encode(passage.text, add_special_tokens=False)
         words = words_from_encoding(enc.word_ids, enc.offsets)
         max_tokens = self.info.max_length - len(self._prefix) - len(self._suffix)
-        width = self.info.max_span_width
-        items: list[_Item] = []
-        windows = plan_windows(words, max_tokens=max_tokens, max_span_width=width)
-        owned = assign_candidates(windows, len(words), max_span_width=width)
-        for window, cands in zip(windows, owned):
-            ids = self._prefix + enc.ids[window.token_start : window.token_end] + self._suffix
-            spans: list[tuple[int, int]] = []
-            chars: list[tuple[int, int]] = []
-            for cand in cands:
-                tokens = candidate_token_range(cand, words, window)
-                if tokens is None:
-                    continue
-                spans.append(tokens)
-                chars.append((words[cand.first_word].start, words[cand.last_word].end))
-            items.append(_Item(index, ids, spans, chars))
+        items = [
+            _Item(index, w.ids, w.spans, w.chars)
+            for w in window_inputs(
+                words,
+                enc.ids,
+                max_tokens=max_tokens,
+                max_span_width=self.info.max_span_width,
+                prefix=self._prefix,
+                suffix=self._suffix,
+            )
+        ]
         if not items:  # no words at all (e.g. only control characters): still a passage vector
             items.append(_Item(index, self._prefix + self._suffix, [], []))
         return words, items

@@ -141,6 +141,53 @@ def candidate_token_range(
     return first, last
 
 
+@dataclass(frozen=True)
+class WindowInput:
+    """One window ready for the graph: ``prefix + tokens + suffix`` and its owned candidates.
+
+    ``spans`` are token index pairs into ``ids``; ``chars`` the candidates' character offsets.
+    Candidates whose tokens reach past the window (only over-long words) are left out.
+    """
+
+    window: Window
+    ids: list[int]
+    candidates: list[Candidate]
+    spans: list[tuple[int, int]]
+    chars: list[tuple[int, int]]
+
+
+def window_inputs(
+    words: Sequence[Word],
+    token_ids: Sequence[int],
+    *,
+    max_tokens: int,
+    max_span_width: int,
+    prefix: Sequence[int],
+    suffix: Sequence[int],
+) -> list[WindowInput]:
+    """Windows of a tokenised passage with their model input ids and owned candidate spans.
+
+    The one place inference and training turn span geometry into graph inputs.
+    """
+    windows = plan_windows(words, max_tokens=max_tokens, max_span_width=max_span_width)
+    owned = assign_candidates(windows, len(words), max_span_width=max_span_width)
+    out: list[WindowInput] = []
+    for window, cands in zip(windows, owned):
+        ids = [*prefix, *token_ids[window.token_start : window.token_end], *suffix]
+        kept: list[Candidate] = []
+        spans: list[tuple[int, int]] = []
+        chars: list[tuple[int, int]] = []
+        for cand in cands:
+            tokens = candidate_token_range(cand, words, window)
+            if tokens is None:
+                continue
+            kept.append(cand)
+            spans.append(tokens)
+            chars.append((words[cand.first_word].start, words[cand.last_word].end))
+        out.append(WindowInput(window, ids, kept, spans, chars))
+    return out
+
+
 def resolve_overlaps(spans: Sequence[tuple[int, int, float]]) -> list[int]:
     """Greedy flat decoding: indices of spans kept, highest score first, none overlapping.
 

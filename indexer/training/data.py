@@ -21,8 +21,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..conll import read_conll
-from ..records import Passage
-from ..spans import assign_candidates, candidate_token_range, plan_windows, words_from_encoding
+from ..records import GoldSpan, Passage
+from ..spans import Word, candidate_token_range, window_inputs, words_from_encoding
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,29 @@ def read_sources(
     return passages, origin, phrases, counts
 
 
+def gold_word_ranges(
+    words: Sequence[Word], gold: Sequence[GoldSpan], max_span_width: int, counts: dict[str, int]
+) -> list[tuple[int, int] | None]:
+    """Each gold span as (first word, last word), or None when it does not start and end on word
+    boundaries or is wider than ``max_span_width`` words; counts gold_spans, gold_misaligned and
+    gold_too_wide."""
+    by_start = {w.start: i for i, w in enumerate(words)}
+    by_end = {w.end: i for i, w in enumerate(words)}
+    out: list[tuple[int, int] | None] = []
+    for g in gold:
+        counts["gold_spans"] += 1
+        a, b = by_start.get(g.start), by_end.get(g.end)
+        if a is None or b is None or b < a:
+            counts["gold_misaligned"] += 1
+            out.append(None)
+        elif b - a + 1 > max_span_width:
+            counts["gold_too_wide"] += 1
+            out.append(None)
+        else:
+            out.append((a, b))
+    return out
+
+
 def build_corpus(
     sources: Sequence[Source],
     tokenizer,
@@ -198,31 +221,20 @@ def build_corpus(
         passage_phrases.append({x for x in ph if x})
         enc = tokenizer.encode(p.text, add_special_tokens=False)
         words = words_from_encoding(enc.word_ids, enc.offsets)
-        by_start = {w.start: i for i, w in enumerate(words)}
-        by_end = {w.end: i for i, w in enumerate(words)}
         aligned: list[tuple[int, int, int, int, str | None]] = []
-        for g, phrase in zip(p.gold, ph):
-            counts["gold_spans"] += 1
-            a, b = by_start.get(g.start), by_end.get(g.end)
-            if a is None or b is None or b < a:
-                counts["gold_misaligned"] += 1
-                continue
-            if b - a + 1 > max_span_width:
-                counts["gold_too_wide"] += 1
-                continue
-            aligned.append((a, b, g.start, g.end, phrase))
-        windows = plan_windows(words, max_tokens=max_tokens, max_span_width=max_span_width)
-        owned = assign_candidates(windows, len(words), max_span_width=max_span_width)
-        for window, cands in zip(windows, owned):
-            ids = [cls_id, *enc.ids[window.token_start : window.token_end], sep_id]
-            mine = {(c.first_word, c.last_word) for c in cands}
-            tok, char = [], []
-            for c in cands:
-                r = candidate_token_range(c, words, window)
-                if r is None:
-                    continue
-                tok.append(r)
-                char.append((words[c.first_word].start, words[c.last_word].end))
+        for g, phrase, wr in zip(p.gold, ph, gold_word_ranges(words, p.gold, max_span_width, counts)):
+            if wr is not None:
+                aligned.append((wr[0], wr[1], g.start, g.end, phrase))
+        for win in window_inputs(
+            words,
+            enc.ids,
+            max_tokens=max_tokens,
+            max_span_width=max_span_width,
+            prefix=[cls_id],
+            suffix=[sep_id],
+        ):
+            window, ids, tok, char = win.window, win.ids, win.spans, win.chars
+            mine = {(c.first_word, c.last_word) for c in win.candidates}
             golds = []
             for a, b, cs, ce, phrase in aligned:
                 if (a, b) in mine:

@@ -602,6 +602,8 @@ def annotate(
     Three passes so embedding is batched: find candidates in every sentence, embed the sentences
     and glosses that a choice needs, then choose senses and type the spans.
     """
+    from .data import gold_word_ranges
+
     cfg = annotator.cfg
     counts = annotator.counts
     sentences: list[SilverSentence] = []
@@ -615,21 +617,13 @@ def annotate(
     for si, (p, origin, phrases) in enumerate(zip(passages, origins, gold_phrases)):
         enc = tokenizer.encode(p.text, add_special_tokens=False)
         words = words_from_encoding(enc.word_ids, enc.offsets)
-        by_start = {w.start: i for i, w in enumerate(words)}
-        by_end = {w.end: i for i, w in enumerate(words)}
         ranges: list[tuple[int, int]] = []
         kept: list[tuple[int, int, int, str | None, int]] = []
-        for g, phrase in zip(p.gold, phrases):
-            counts["gold_spans"] += 1
-            a, b = by_start.get(g.start), by_end.get(g.end)
-            if a is None or b is None or b < a:
-                counts["gold_misaligned"] += 1
-                continue
-            if b - a + 1 > cfg.max_span_width:
-                counts["gold_too_wide"] += 1
-                continue
-            kept.append((len(ranges), g.start, g.end, phrase, a))
-            ranges.append((a, b))
+        aligned = gold_word_ranges(words, p.gold, cfg.max_span_width, counts)
+        for g, phrase, wr in zip(p.gold, phrases, aligned):
+            if wr is not None:
+                kept.append((len(ranges), g.start, g.end, phrase, wr[0]))
+                ranges.append(wr)
         gold_kept.append(kept)
         sentences.append(SilverSentence(p.id, origin, p.text))
         matches = annotator.find_matches(p.text, words, ranges)
