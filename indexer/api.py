@@ -23,6 +23,7 @@ from .records import Hit, Passage
 from .stores.base import SearchRequest, Store
 
 MAX_PHRASE_CHARS = 200
+MAX_PASSAGE_WEIGHT = 10.0  # λ beyond this is passage retrieval in all but name
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:
@@ -115,8 +116,13 @@ class NerIndex:
         limit: int = 10,
         min_similarity: float | None = None,
         exhaustive: bool = False,
+        passage_weight: float | None = None,
     ) -> SearchRequest:
-        """Validate a search and embed its type phrase."""
+        """Validate a search and embed its type phrase.
+
+        ``passage_weight`` (λ, default the model's ``passage_weight``) ranks matches by best span
+        similarity + λ · passage similarity; 0 ranks by the best span alone.
+        """
         phrase = type_phrase.strip()
         if not phrase:
             raise SearchError("the entity type is empty: give a phrase such as 'dinosaur'")
@@ -127,6 +133,9 @@ class NerIndex:
         threshold = self.encoder.info.similarity_threshold if min_similarity is None else min_similarity
         if not -1.0 <= threshold <= 1.0:
             raise SearchError(f"similarity threshold must be within [-1, 1], not {threshold}")
+        weight = self.encoder.info.passage_weight if passage_weight is None else passage_weight
+        if not 0.0 <= weight <= MAX_PASSAGE_WEIGHT:
+            raise SearchError(f"passage weight must be within [0, {MAX_PASSAGE_WEIGHT:g}], not {weight}")
         vector = self.encoder.embed_types([phrase])[0]
         return SearchRequest(
             vector=vector,
@@ -135,6 +144,7 @@ class NerIndex:
             text=text.strip() if text and text.strip() else None,
             limit=limit,
             exhaustive=exhaustive,
+            passage_weight=float(weight),
         )
 
     def iter_search(self, type_phrase: str, **options: Any) -> Iterator[Hit]:
@@ -167,6 +177,7 @@ class NerIndex:
                 "checksum": info.checksum,
                 "similarity_threshold": info.similarity_threshold,
                 "detection_threshold": info.detection_threshold,
+                "passage_weight": info.passage_weight,
                 "provider": self.encoder.provider,
             },
             "store": {

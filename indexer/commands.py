@@ -196,6 +196,9 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
 @click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")
 @click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value).")
+@click.option("--passage-weight", type=click.FloatRange(0, 10), default=None,
+              help="Hybrid scoring: rank by best span similarity + this × passage similarity "
+                   "(default: the model's calibrated value; 0 = spans only). Which passages match is unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit per line, best first.")
 def search_command(
     entity_type: str,
@@ -205,6 +208,7 @@ def search_command(
     limit: int,
     exhaustive: bool,
     threshold: float | None,
+    passage_weight: float | None,
     as_json: bool,
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
@@ -214,7 +218,8 @@ def search_command(
     count = 0
     with ix:
         for hit in ix.iter_search(
-            entity_type, filters=filters, text=text, limit=limit, min_similarity=threshold, exhaustive=exhaustive
+            entity_type, filters=filters, text=text, limit=limit, min_similarity=threshold,
+            exhaustive=exhaustive, passage_weight=passage_weight,
         ):
             count += 1
             if as_json:
@@ -256,5 +261,6 @@ def info_command(backend: dict[str, Any], as_json: bool) -> None:
         return
     m, s = info["model"], info["store"]
     click.echo(f"model: {m['id']} {m['version']} ({m['path']}), {m['dims']} dims, provider {m['provider']}")
-    click.echo(f"       threshold {m['similarity_threshold']}, checksum {m['checksum'][:16]}")
+    click.echo(f"       threshold {m['similarity_threshold']}, passage weight {m['passage_weight']:g}, "
+               f"checksum {m['checksum'][:16]}")
     click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans")

@@ -72,6 +72,7 @@ class ModelInfo:
     tokenizer: str = "tokenizer.json"
     catalog_phrases: str | None = "catalog.txt"
     catalog_vectors: str | None = "catalog.npy"
+    passage_weight: float = 0.0  # λ of hybrid scoring (stores/base.py); 0 = spans only
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -137,5 +138,6 @@ class ModelInfo:
             tokenizer=str(raw.get("tokenizer", "tokenizer.json")),
             catalog_phrases=catalog.get("phrases"),
             catalog_vectors=catalog.get("vectors"),
+            passage_weight=float(raw.get("passage_weight", 0.0)),
             raw=raw,
         )

@@ -56,6 +56,22 @@ def corpus() -> list[EncodedPassage]:
     ]
 
 
+def hybrid_corpus() -> list[EncodedPassage]:
+    """Passages whose span and passage similarities to DINO pull the ranking in opposite ways."""
+    out = []
+    for pid, text, span_vec, passage_vec in (
+        # best span cos 0.9, passage cos 0.0
+        ("h1", "Velociraptor tracks near a quarry.", unit(0.9, 0, 0.4359), unit(0, 0, 0, 1)),
+        # best span cos 0.8, passage cos 1.0
+        ("h2", "Allosaurus bones in a dinosaur museum.", unit(0.8, 0.6), DINO),
+        # no span near DINO (cos 0.0), passage cos 1.0: never a hit, whatever λ
+        ("h3", "Palaeontologists met Merkel.", POL, DINO),
+    ):
+        word = text.split()[0] if pid != "h3" else "Merkel"
+        out.append(EncodedPassage(Passage(pid, text, {"lang": "en"}), (span(text, word, span_vec),), passage_vec))
+    return out
+
+
 @pytest.fixture
 def stamp() -> ModelStamp:
     return ModelStamp(id="test-model", version="1", dims=DIMS, checksum="c" * 64)
@@ -171,3 +187,34 @@ class StoreConformance:
         with pytest.raises(ModelMismatchError, match="other"):
             loaded.check_model(other)
         assert loaded.model().checksum == stamp.checksum
+
+    # --- hybrid scoring: best span similarity + λ · passage similarity ---------------------------
+
+    @pytest.fixture
+    def hybrid(self, store, stamp):
+        store.check_model(stamp)
+        assert all(o.ok for o in store.write(hybrid_corpus()))
+        return store
+
+    def test_passage_weight_zero_ranks_by_span(self, hybrid):
+        hits = self.search(hybrid, DINO, threshold=0.5, passage_weight=0.0)
+        assert [h.id for h in hits] == ["h1", "h2"]
+        assert [round(h.score, 3) for h in hits] == [0.9, 0.8]
+
+    def test_passage_weight_reranks_and_adds_scores(self, hybrid):
+        hits = self.search(hybrid, DINO, threshold=0.5, passage_weight=0.5)
+        # h2: 0.8 + 0.5 · 1.0 = 1.3; h1: 0.9 + 0.5 · 0.0 = 0.9; h3 has no span over the threshold
+        assert [h.id for h in hits] == ["h2", "h1"]
+        assert [round(h.score, 3) for h in hits] == [1.3, 0.9]
+        # spans keep their own similarity
+        assert [round(s.similarity, 3) for s in hits[0].spans] == [0.8]
+
+    def test_passage_weight_with_limit_and_exhaustive(self, hybrid):
+        assert [h.id for h in self.search(hybrid, DINO, passage_weight=0.5, limit=1)] == ["h2"]
+        hits = self.search(hybrid, DINO, passage_weight=0.5, limit=1, exhaustive=True)
+        assert [h.id for h in hits] == ["h2", "h1"]
+
+    def test_passage_weight_keeps_filters_and_threshold(self, hybrid):
+        assert [h.id for h in self.search(hybrid, DINO, threshold=0.85, passage_weight=2.0)] == ["h1"]
+        assert self.search(hybrid, DINO, passage_weight=2.0, filters={"lang": "de"}) == []
+        assert [h.id for h in self.search(hybrid, DINO, passage_weight=2.0, text="quarry")] == ["h1"]

@@ -150,3 +150,23 @@ def test_embed_prints_unit_vector(capsys):
 def test_help_explains(capsys):
     code, out, _ = run(capsys, "index", "--help")
     assert code == 0 and "--on-error" in out and "--id-field" in out
+
+
+def test_search_passage_weight_reranks_only(indexed, capsys):
+    """--passage-weight changes the order and the scores, never which passages or spans match."""
+    runs = {}
+    for weight in ("0", "3"):
+        _, out, _ = run(capsys, "search", "river", "--store", str(indexed), "--json", "--all",
+                        "--threshold", "0.1", "--passage-weight", weight)  # fmt: skip
+        runs[weight] = [json.loads(line) for line in out.splitlines()]
+    assert len(runs["0"]) > 3
+    assert {h["id"] for h in runs["0"]} == {h["id"] for h in runs["3"]}
+    spans0 = {h["id"]: h["spans"] for h in runs["0"]}
+    assert all(h["spans"] == spans0[h["id"]] for h in runs["3"])
+    for hits in runs.values():
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    # λ = 0: the score is the best span; λ = 3 adds a passage term
+    assert all(h["score"] == pytest.approx(h["spans"][0]["similarity"], abs=1e-6) for h in runs["0"])
+    assert any(abs(h["score"] - h["spans"][0]["similarity"]) > 0.05 for h in runs["3"])
+    code, _, err = run(capsys, "search", "river", "--store", str(indexed), "--passage-weight", "-1")
+    assert code == 2 and "--passage-weight" in err

@@ -130,6 +130,9 @@ def test_run_scores_system_and_baselines(toy):
     assert result["familiarity"]["by_group"]["unseen"] == 0.0
     assert result["run"]["index"]["created"] == 5
     assert result["run"]["passages_without_spans"] == 1
+    # the fake detector proposes every lexicon word: every gold mention is covered
+    assert result["detection"]["by_group"]["all"] == {"mentions": 5, "recall": 1.0}
+    assert result["detection"]["by_type"]["dinosaur"] == 1.0
 
 
 def test_calibration_uses_seen_types_only(toy):
@@ -237,3 +240,42 @@ def test_cli_reads_a_beir_folder_back(toy, tmp_path: Path, monkeypatch):
     result = json.loads(res.output)
     assert set(result["summary"]) == {"system", "bm25"}
     assert result["summary"]["system"]["all"]["r_precision"] == 1.0
+
+
+def test_hybrid_scoring_ranks_by_passage_too_and_reports_spans_only(toy):
+    from indexer.evaluation.run import compute_rankings
+
+    data, mapping, enc = toy
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    rankings, stats = compute_rankings(bench, enc, methods=("system", "system_spans"), passage_weight=1.0)
+    assert stats["passage_weight"] == 1.0
+    text = {p.id: p.text for p in bench.corpus}
+    person = bench.scored_queries()[[q.text for q in bench.scored_queries()].index("person")].id
+    hybrid = rankings["system"][person]
+    # Alice: 1 + cos(E0, unit(E0+E1+E3)) = 1 + 1/√3; Bob: 1 + 1/√2 -> Bob first with λ = 1
+    assert [text[r.id] for r in hybrid[:2]] == ["Bob slept", "Alice visited Paris"]
+    assert hybrid[0].score == pytest.approx(1 + 2 ** -0.5, abs=1e-5)
+    assert hybrid[0].gate == pytest.approx(1.0, abs=1e-5)
+    # spans only: both at 1.0, ties in corpus order
+    assert [text[r.id] for r in rankings["system_spans"][person][:2]] == ["Alice visited Paris", "Bob slept"]
+    result = run_eval(bench, encoder=enc, passage_weight=1.0)
+    assert result["model"]["passage_weight"] == 1.0
+    assert set(result["summary"]) >= {"system", "system_spans"}
+    # the threshold still applies to spans: the returned set is the relevant one
+    assert _by_type(result)["person"]["scores"]["system"]["set_precision"] == 1.0
+    assert "system_spans" not in run_eval(bench, encoder=enc)["summary"]
+
+
+def test_detection_recall_counts_missed_mentions(toy):
+    from indexer.evaluation.run import detection_by_query
+
+    data, mapping, enc = toy
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    encoded = enc.encode(bench.corpus)
+    # drop the detector's "Rome" span: one of the two location mentions is missed
+    encoded = [
+        type(e)(e.passage, tuple(s for s in e.spans if s.text != "Rome"), e.vector) for e in encoded
+    ]
+    counts = detection_by_query(bench, encoded)
+    by_text = {q.text: counts[q.id] for q in bench.scored_queries()}
+    assert by_text == {"person": [2, 2], "location": [2, 1], "dinosaur": [1, 1]}

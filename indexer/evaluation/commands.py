@@ -76,6 +76,9 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--methods", default=",".join(METHODS), show_default=True,
               help="Comma-separated methods to score: " + ", ".join(METHODS) + ".")
 @click.option("--threshold", type=float, help="Operating threshold of the system (default: the model's).")
+@click.option("--passage-weight", type=click.FloatRange(0, 10), default=None,
+              help="λ of the system's hybrid scoring (span + λ · passage similarity; default: the model's). "
+              "When it is not 0, the spans-only ranking is scored too.")
 @click.option("--train-types", help="Seen type phrases, comma-separated or @FILE (default: model.json training.types).")
 @click.option("--train-data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training files to count mentions per type for Familiarity (repeatable).")
@@ -102,6 +105,7 @@ def eval_command(
     device: str | None,
     methods: str,
     threshold: float | None,
+    passage_weight: float | None,
     train_types: str | None,
     train_data: tuple[str, ...],
     calibrate: bool,
@@ -169,6 +173,7 @@ def eval_command(
         mapping_file=mapping,
         calibrate_on=("seen",) if calibrate else None,
         batch_size=batch_size,
+        passage_weight=passage_weight,
     )
     if write_model:
         if calibrate:

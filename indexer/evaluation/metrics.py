@@ -28,11 +28,22 @@ class ScoredSpan:
 
 @dataclass(frozen=True)
 class Ranked:
-    """One retrieved passage: its id, its score for the query and the spans that scored it."""
+    """One retrieved passage: its id, its score for the query and the spans that scored it.
+
+    ``match`` is the similarity a threshold is applied to when it differs from the ranking score:
+    with hybrid scoring a passage is ranked by span + λ · passage similarity but returned when its
+    best span passes the threshold.
+    """
 
     id: str
     score: float
     spans: tuple[ScoredSpan, ...] = ()
+    match: float | None = None
+
+    @property
+    def gate(self) -> float:
+        """The value compared with a threshold."""
+        return self.score if self.match is None else self.match
 
 
 @dataclass(frozen=True)
@@ -136,9 +147,9 @@ def returned_at(ranking: Sequence[Ranked], threshold: float) -> list[Ranked]:
     """What a search with ``min_similarity=threshold`` returns: passages and spans that pass it."""
     out = []
     for item in ranking:
-        if item.score >= threshold:
+        if item.gate >= threshold:
             spans = tuple(s for s in item.spans if s.similarity >= threshold)
-            out.append(Ranked(item.id, item.score, spans))
+            out.append(Ranked(item.id, item.score, spans, item.match))
     return out
 
 
@@ -245,7 +256,7 @@ def sweep_thresholds(
         tot_ret = tot_found = tot_rel = 0
         for q in queries:
             rel = relevant[q]
-            ret = [r.id for r in rankings[q] if r.score >= t]
+            ret = [r.id for r in rankings[q] if r.gate >= t]
             found = sum(1 for pid in ret if pid in rel)
             p = found / len(ret) if ret else 0.0
             r = found / len(rel)

@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-METHOD_ORDER = ("system", "span_base", "dense", "bm25")
-SHORT = {"system": "nerindex", "span_base": "untrained spans", "dense": "dense passage", "bm25": "BM25"}
+METHOD_ORDER = ("system", "system_spans", "span_base", "dense", "bm25")
+SHORT = {"system": "nerindex", "system_spans": "nerindex, spans only", "span_base": "untrained spans",
+         "dense": "dense passage", "bm25": "BM25"}  # fmt: skip
 GROUP_ORDER = ("all", "seen", "unseen", "coarse")
 COLUMNS = (
     ("r_precision", "R-Prec"),
@@ -103,7 +104,8 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
         "",
         f"{b['passages']} passages, {b['queries_scored']} scored types "
         f"(sources: {', '.join(Path(s).name if '/' not in s else s for s in b['sources'])}); "
-        f"model {m['id']} {m['version']} (checksum {m['checksum'][:12]}).",
+        f"model {m['id']} {m['version']} (checksum {m['checksum'][:12]})"
+        + (f"; hybrid scoring, passage weight λ = {m['passage_weight']:g}." if m.get("passage_weight") else "."),
         "",
         headline_table(result),
         "",
@@ -120,6 +122,11 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
             f"- {SHORT.get(key, key)}: {info.get('label', key)}; threshold: {info.get('threshold_source', '–')}"
             + (f"; {desc}" if desc else "")
         )
+    det = result.get("detection", {}).get("by_group", {})
+    if det:
+        notes.append("- detection recall (gold mentions with a proposed span, IoU ≥ 0.5): " + ", ".join(
+            f"{g} {v['recall']:.2f} ({v['mentions']})" for g, v in det.items()
+        ) + ".")
     fam = result.get("familiarity", {})
     notes.append(f"- Familiarity: {fam.get('definition', '')}; embeddings: {fam.get('embedding', '')}; "
                  f"training counts: {result.get('training', {}).get('counts_source', '?')}.")
@@ -169,7 +176,7 @@ def _pyplot():
     return plt
 
 
-COLORS = {"system": "#1f77b4", "span_base": "#9467bd", "dense": "#2ca02c", "bm25": "#ff7f0e"}
+COLORS = {"system": "#1f77b4", "system_spans": "#17becf", "span_base": "#9467bd", "dense": "#2ca02c", "bm25": "#ff7f0e"}
 
 
 def chart_per_type(result: Mapping[str, Any], path: str | Path, *, title: str | None = None) -> Path:

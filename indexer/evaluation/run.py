@@ -28,7 +28,7 @@ from ..records import EncodedPassage, Passage
 from .benchmark_io import Benchmark, Query, read_mapping_file, resolve_mapping
 from .calibration import DEFAULT_GRID, calibrate, point_dict
 from .familiarity import split_familiarity
-from .metrics import QueryScores, Ranked, ScoredSpan, macro_scores, score_query, sweep_thresholds
+from .metrics import QueryScores, Ranked, ScoredSpan, macro_scores, match_spans, score_query, sweep_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "system": Method("system", "nerindex (trained span vectors)", spans=True, thresholded=True),
+    # the same search ranked by best span alone; reported when the system uses hybrid scoring
+    "system_spans": Method("system_spans", "nerindex, spans only (λ = 0)", spans=True, thresholded=True),
     "span_base": Method("span_base", "untrained span vectors (same spans)", spans=True, thresholded=True),
     "dense": Method("dense", "dense passage retrieval (backbone)", spans=False, thresholded=True),
     "bm25": Method("bm25", "BM25 (passage text)", spans=False, thresholded=False),
@@ -255,10 +257,54 @@ class _EncodedOnce:
 
 
 def _hits_to_ranking(hits: Iterable[Any]) -> list[Ranked]:
+    """Store hits as a ranking; the threshold applies to the best span (hybrid scoring ranks by more)."""
     return [
-        Ranked(h.id, float(h.score), tuple(ScoredSpan(s.start, s.end, float(s.similarity)) for s in h.spans))
+        Ranked(
+            h.id,
+            float(h.score),
+            tuple(ScoredSpan(s.start, s.end, float(s.similarity)) for s in h.spans),
+            max((float(s.similarity) for s in h.spans), default=None),
+        )
         for h in hits
     ]
+
+
+def detection_by_query(bench: Benchmark, encoded: Sequence[Any]) -> dict[str, list[int]]:
+    """Per query: [gold mentions, those overlapped by a detected span with IoU ≥ 0.5].
+
+    The entity detector bounds every span metric: a mention it does not propose can be found by no
+    type vector, so its recall is reported per type and group beside the retrieval figures.
+    """
+    spans_of = {e.passage.id: [(s.start, s.end) for s in e.spans] for e in encoded}
+    out: dict[str, list[int]] = {}
+    for q in bench.scored_queries():
+        gold = found = 0
+        for pid, mentions in bench.gold.get(q.id, {}).items():
+            hit, _ = match_spans(mentions, spans_of.get(pid, []))
+            gold += len(mentions)
+            found += hit
+        out[q.id] = [gold, found]
+    return out
+
+
+def detection_summary(bench: Benchmark, counts: Mapping[str, Sequence[int]], training: Training) -> dict[str, Any]:
+    """Detection recall (micro over mentions) per group and per type."""
+    groups: dict[str, list[int]] = {}
+    by_type = {}
+    for q in bench.scored_queries():
+        gold, found = counts.get(q.id, (0, 0))
+        if not gold:
+            continue
+        by_type[q.text] = round(found / gold, 4)
+        for g in ("all", group_of(q, training)):
+            row = groups.setdefault(g, [0, 0])
+            row[0] += gold
+            row[1] += found
+    return {
+        "definition": "share of gold mentions overlapped (IoU >= 0.5) by a span the entity detector proposes",
+        "by_group": {g: {"mentions": n, "recall": round(f / n, 4)} for g, (n, f) in groups.items()},
+        "by_type": by_type,
+    }
 
 
 def compute_rankings(
@@ -268,8 +314,13 @@ def compute_rankings(
     store_dir: str | Path | None = None,
     methods: Sequence[str] = tuple(METHODS),
     batch_size: int = 32,
+    passage_weight: float | None = None,
 ) -> tuple[dict[str, dict[str, list[Ranked]]], dict[str, Any]]:
-    """Rankings of every method for every query, and timings/counts of the run."""
+    """Rankings of every method for every query, and timings/counts of the run.
+
+    ``passage_weight`` (default: the model's) is the system's λ of hybrid scoring; when it is not 0
+    the same searches are also ranked by best span alone (``system_spans``).
+    """
     from ..api import NerIndex
     from ..pipeline import index_passages
     from ..stores.embedded import EmbeddedStore
@@ -289,6 +340,7 @@ def compute_rankings(
     encoded = encoder.encode(corpus, batch_size=batch_size, with_base=True, progress=progress)
     stats["encode_seconds"] = round(time.perf_counter() - began, 2)
     stats["spans"] = sum(len(e.spans) for e in encoded)
+    stats["detection_by_query"] = detection_by_query(bench, encoded)
     stats["passages_without_spans"] = sum(1 for e in encoded if not e.spans)
     ids = [p.id for p in corpus]
     phrases = [q.text for q in queries]
@@ -306,10 +358,18 @@ def compute_rankings(
                 stats["index"] = {k: v for k, v in report.to_dict().items() if k != "errors"}
                 ix = NerIndex(encoder, store, description=str(folder))
                 t0 = time.perf_counter()
-                rankings["system"] = {
-                    q.id: _hits_to_ranking(ix.iter_search(q.text, min_similarity=-1.0, exhaustive=True))
-                    for q in queries
-                }
+                def ranked(weight: float | None) -> dict[str, list[Ranked]]:
+                    return {
+                        q.id: _hits_to_ranking(
+                            ix.iter_search(q.text, min_similarity=-1.0, exhaustive=True, passage_weight=weight)
+                        )
+                        for q in queries
+                    }
+
+                rankings["system"] = ranked(passage_weight)
+                stats["passage_weight"] = ix.request("x", passage_weight=passage_weight).passage_weight
+                if stats["passage_weight"] and "system_spans" in methods:
+                    rankings["system_spans"] = ranked(0.0)
                 stats["search_seconds_per_query"] = round((time.perf_counter() - t0) / max(len(queries), 1), 4)
             finally:
                 store.close()
@@ -342,6 +402,7 @@ def run_eval(
     calibrate_on: Sequence[str] | None = None,
     batch_size: int = 32,
     encoder: Any = None,
+    passage_weight: float | None = None,
 ) -> dict[str, Any]:
     """Run the whole evaluation and return the JSON-ready result (see ``report`` for rendering).
 
@@ -358,7 +419,9 @@ def run_eval(
     training = training_from_card(
         card, train_types=train_types, train_data=train_data, data_roots=data_roots, mapping_file=mapping_file
     )
-    rankings, stats = compute_rankings(bench, encoder, store_dir=store_dir, methods=methods, batch_size=batch_size)
+    rankings, stats = compute_rankings(
+        bench, encoder, store_dir=store_dir, methods=methods, batch_size=batch_size, passage_weight=passage_weight
+    )
 
     stored = (card.get("calibration") or {}).get("methods", {})
     thresholds: dict[str, float | None] = {}
@@ -367,7 +430,7 @@ def run_eval(
         if not METHODS[key].thresholded:
             thresholds[key] = None
             threshold_source[key] = "none (ranking only)"
-        elif key == "system":
+        elif key in ("system", "system_spans"):
             thresholds[key] = threshold if threshold is not None else info.similarity_threshold
             threshold_source[key] = "--threshold" if threshold is not None else (
                 "model.json similarity_threshold (calibrated)" if card.get("calibration") else
@@ -406,6 +469,7 @@ def run_eval(
             "checksum": info.checksum,
             "similarity_threshold": info.similarity_threshold,
             "detection_threshold": info.detection_threshold,
+            "passage_weight": stats.get("passage_weight", info.passage_weight),
         },
         "methods": {
             key: {
@@ -431,6 +495,7 @@ def run_eval(
             "by_group": result.pop("familiarity_by_group"),
         },
         **result,
+        "detection": detection_summary(bench, stats.pop("detection_by_query", {}), training),
         "run": stats,
     }
     if "bm25" in out["methods"]:

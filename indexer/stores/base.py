@@ -5,6 +5,13 @@ passage score = max over its spans of cos(type vector, span vector); a passage m
 score ≥ ``min_similarity``; ``filters`` restrict by metadata (exact match, a list means any of);
 ``text`` restricts to passages matching the lexical query; hits come best first, each with its
 spans whose similarity passes the threshold, best first; ``exhaustive`` returns every match.
+
+Hybrid scoring (``passage_weight`` λ > 0): a matching passage is *ranked* by
+best span similarity + λ · cos(type vector, passage vector), which adds what the whole passage says
+about the type to the evidence of its best mention. Which passages match and which spans are
+marked still depend on span similarity alone, so every hit keeps a marked mention; ``Hit.score`` is
+the combined score and each span keeps its own similarity. λ comes from ``model.json``
+(``passage_weight``, calibrated at training time).
 The shared conformance suite in ``tests/store_conformance.py`` holds them to it.
 """
 
@@ -48,6 +55,7 @@ class SearchRequest:
     text: str | None = None
     limit: int = 10
     exhaustive: bool = False
+    passage_weight: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The embedded store: one folder, one SQLite database, exact vector search in memory.
 
 SQLite (standard library, ACID) holds passages, spans, metadata and vectors; FTS5 gives the
-lexical restriction. Span vectors are loaded once into a float32 matrix and searched exactly with
-numpy (a matrix-vector product over 1M × 384 floats is tens of milliseconds on 2 cores, see
+lexical restriction. Span vectors (and passage vectors, for hybrid scoring) are loaded once into
+float32 matrices and searched exactly with numpy (a matrix-vector product over 1M × 384 floats is tens of milliseconds on 2 cores, see
 ``bench/``). Reading a million vector blobs out of SQLite takes seconds, so the matrix is also kept
 as a derived cache (``cache/*.npy``, memory-mapped, tagged with the store's write generation and
 rebuilt from SQLite whenever it is stale): a new process searching an unchanged store starts at once. Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only
@@ -143,6 +143,12 @@ class _Vectors:
     matrix: np.ndarray  # float32 [n, dims]
     passage: np.ndarray  # int64 passage rowid of each span
     span: np.ndarray  # int64 span rowid
+    passage_matrix: np.ndarray  # float32 [m, dims] passage vectors (zeros where none was stored)
+    passage_rows: np.ndarray  # int64 [m] their passage rowids, ascending
+
+    def passage_similarity(self, rowids: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """cos(query, passage vector) of the given passage rowids (all present in the matrix)."""
+        return self.passage_matrix[np.searchsorted(self.passage_rows, rowids)] @ query
 
 
 class EmbeddedStore:
@@ -279,14 +285,16 @@ class EmbeddedStore:
                 return None
             matrix = np.load(cache / "vectors.npy", mmap_mode="r")
             ids = np.load(cache / "ids.npy")
+            passage_matrix = np.load(cache / "passage_vectors.npy", mmap_mode="r")
+            passage_rows = np.load(cache / "passage_ids.npy")
         except (OSError, ValueError):
             return None
-        if ids.shape != (matrix.shape[0], 2):
+        if ids.shape != (matrix.shape[0], 2) or passage_rows.shape != (passage_matrix.shape[0],):
             return None
-        return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy())
+        return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy(), passage_matrix, passage_rows)
 
     def _rebuild_cache(self, generation: int) -> _Vectors:
-        """Read every span vector from SQLite (grouped by passage) and save the derived cache."""
+        """Read every span and passage vector from SQLite and save the derived cache."""
         stamp = self.model()
         dims = stamp.dims if stamp else 0
         rows = self._conn.execute(
@@ -299,11 +307,19 @@ class EmbeddedStore:
             passage, span, matrix = (), (), np.zeros((0, dims), dtype=np.float32)
         ids = np.stack([np.asarray(passage, dtype=np.int64), np.asarray(span, dtype=np.int64)], axis=1)
         ids = ids.reshape(-1, 2)
+        zero = bytes(4 * dims)
+        prows = self._conn.execute("SELECT rowid, vector FROM passages ORDER BY rowid").fetchall()
+        passage_rows = np.asarray([r[0] for r in prows], dtype=np.int64)
+        passage_matrix = np.frombuffer(
+            b"".join(r[1] if r[1] and len(r[1]) == len(zero) else zero for r in prows), dtype=np.float32
+        ).reshape(len(prows), dims)
+        arrays = {"vectors.npy": matrix, "ids.npy": ids,
+                  "passage_vectors.npy": passage_matrix, "passage_ids.npy": passage_rows}  # fmt: skip
         cache = self.path / "cache"
         try:
             cache.mkdir(exist_ok=True)
             (cache / "generation").unlink(missing_ok=True)
-            for name, array in (("vectors.npy", matrix), ("ids.npy", ids)):
+            for name, array in arrays.items():
                 tmp = cache / f".{name}.tmp"
                 with open(tmp, "wb") as handle:
                     np.save(handle, array)
@@ -313,7 +329,7 @@ class EmbeddedStore:
             os.replace(tmp, cache / "generation")
         except OSError:
             pass  # a read-only store still searches; it only rebuilds in memory each time
-        return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy())
+        return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy(), passage_matrix, passage_rows)
 
     def _allowed(self, request: SearchRequest, filters: dict[str, Any]) -> np.ndarray | None:
         """Passage rowids allowed by the metadata filters and text restriction (None: all)."""
@@ -336,7 +352,7 @@ class EmbeddedStore:
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
-        """Exact search: every span scored, passages ranked by their best span."""
+        """Exact search: every span scored, passages ranked by their best span (+ λ · passage)."""
         stamp = self.model()
         if stamp is None:
             return iter(())
@@ -363,22 +379,28 @@ class EmbeddedStore:
         first = np.ones(order.size, dtype=bool)
         first[1:] = passages[1:] != passages[:-1]
         best = order[first]
-        # passages by best score (desc), ties by insertion order for a stable result
-        ranked = best[np.lexsort((vec.passage[best], -sims[best]))]
+        score = sims[best].astype(np.float64)
+        if request.passage_weight:
+            score += request.passage_weight * vec.passage_similarity(vec.passage[best], query)
+        # passages by score (desc), ties by insertion order for a stable result
+        rank = np.lexsort((vec.passage[best], -score))
+        ranked, score = best[rank], score[rank]
         if not request.exhaustive:
-            ranked = ranked[: max(request.limit, 0)]
+            ranked, score = ranked[: max(request.limit, 0)], score[: max(request.limit, 0)]
         groups = np.split(order, np.nonzero(first)[0][1:])
         by_passage = {int(vec.passage[g[0]]): g for g in groups}
-        return self._hits(ranked, by_passage, sims, vec)
+        return self._hits(ranked, score, by_passage, sims, vec)
 
     def _hits(
         self,
         ranked: np.ndarray,
+        scores: np.ndarray,
         by_passage: dict[int, np.ndarray],
         sims: np.ndarray,
         vec: _Vectors,
     ) -> Iterator[Hit]:
         for start in range(0, ranked.size, PAGE):
+            chunk_scores = scores[start : start + PAGE]
             chunk = [int(vec.passage[i]) for i in ranked[start : start + PAGE]]
             marks = ",".join("?" for _ in chunk)
             rows = {
@@ -396,7 +418,7 @@ class EmbeddedStore:
                     f"SELECT rowid, start, end, labels FROM spans WHERE rowid IN ({m})", part
                 ):
                     span_rows[r[0]] = r[1:]
-            for p in chunk:
+            for p, score in zip(chunk, chunk_scores):
                 if p not in rows:  # deleted since the vectors were loaded
                     continue
                 pid, text, fields = rows[p]
@@ -408,7 +430,7 @@ class EmbeddedStore:
                     )
                 yield Hit(
                     id=pid,
-                    score=matches[0].similarity,
+                    score=float(score),
                     text=text,
                     fields=json.loads(fields),
                     spans=tuple(matches),

@@ -48,9 +48,14 @@ def _logging(verbose: bool) -> None:
               help="Switch one silver ingredient off: hierarchy masking, or silver spans for the entity head.")
 @click.option("--silver-guide", is_flag=True,
               help="Mask likely false negatives (types the frozen backbone ranks above the span's best positive).")
+@click.option("--silver-negatives", type=click.Choice(["all", "mined"]), default="all", show_default=True,
+              help="Negative types: the whole vocabulary, or the current model's ranks 5-50 plus 256 at random.")
+@click.option("--silver-batches", type=click.Choice(["balanced", "clustered"]), default="balanced", show_default=True,
+              help="Silver spans balanced over their nearest type, or drawn a k-means cluster at a time (NGAME).")
 @click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
 def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps, head_epochs, limit,
-                  cache_dir, silver, silver_dev, silver_share, silver_ablation, silver_guide, quiet) -> None:  # fmt: skip
+                  cache_dir, silver, silver_dev, silver_share, silver_ablation, silver_guide,
+                  silver_negatives, silver_batches, quiet) -> None:  # fmt: skip
     """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
     from .model import DEFAULT_BACKBONE
     from .train import TrainConfig, run_training
@@ -66,6 +71,8 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
     cfg.silver_mask = "no-mask" not in silver_ablation
     cfg.silver_detection = "no-detection" not in silver_ablation
     cfg.silver_guide = silver_guide
+    cfg.silver_negatives = silver_negatives
+    cfg.silver_batches = silver_batches
     if adapter_max_steps is not None:
         cfg.adapter_max_steps = adapter_max_steps
         cfg.silver_adapter_max_steps = adapter_max_steps
@@ -105,6 +112,8 @@ def card_from_run(run_dir: Path) -> tuple[dict, str, dict]:
         "detection_threshold": rec["detection_threshold"],
         "similarity_threshold": rec["similarity_threshold"],
         "label_threshold": rec["label_threshold"],
+        # λ of hybrid scoring (runs before it was a model.json key called it hybrid_passage_weight)
+        "passage_weight": rec.get("passage_weight", rec.get("hybrid_passage_weight", 0.0)),
         "training": rec["training"],
     }
     return card, backbone, rec.get("heads_config", {})

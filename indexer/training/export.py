@@ -42,6 +42,7 @@ DEFAULT_CARD: dict[str, Any] = {
     "similarity_threshold": 0.5,
     "label_threshold": 0.45,
     "labels_per_span": 3,
+    "passage_weight": 0.0,
     "type_template": "{}",
 }
 
@@ -288,7 +289,7 @@ def write_model_folder(
 _KEY_ORDER = [
     "format", "id", "version", "backbone", "dims", "similarity", "max_length", "max_span_width",
     "detection_threshold", "similarity_threshold", "label_threshold", "labels_per_span",
-    "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
+    "passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
     "files", "training", "evaluation",
 ]  # fmt: skip
 

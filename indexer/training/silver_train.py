@@ -150,10 +150,26 @@ def multi_positive_infonce(
 
 
 class BatchSampler:
-    """Half type-balanced over gold phrases, half silver spans balanced over their nearest type."""
+    """Half type-balanced over gold phrases, half silver spans.
 
-    def __init__(self, ss: SilverSpans, *, keep: np.ndarray, silver_share: float, seed: int) -> None:
+    Silver spans are drawn balanced over their nearest type, or (``clusters`` given, NGAME) a
+    cluster at a time: ``take`` spans from one cluster of similar spans, then the next cluster, so
+    the spans of a batch are near each other and the type → span direction of the loss meets
+    informative in-batch negatives.
+    """
+
+    def __init__(
+        self,
+        ss: SilverSpans,
+        *,
+        keep: np.ndarray,
+        silver_share: float,
+        seed: int,
+        clusters: np.ndarray | None = None,
+        take: int = 32,
+    ) -> None:
         self.rng = random.Random(seed)
+        self.take = take
         gold_by: dict[str, list[int]] = defaultdict(list)
         silver_by: dict[int, list[int]] = defaultdict(list)
         for i in np.nonzero(keep)[0]:
@@ -161,9 +177,11 @@ class BatchSampler:
             if ss.is_gold[i]:
                 gold_by[ss.spans[i][3]].append(i)  # type: ignore[index]
             else:
-                silver_by[ss.first_type[i]].append(i)
+                key = int(clusters[i]) if clusters is not None else ss.first_type[i]
+                silver_by[key].append(i)
         self.gold = list(gold_by.values())
         self.silver = list(silver_by.values())
+        self.clustered = clusters is not None
         self.share = silver_share if self.silver else 0.0
         if not self.gold:
             self.share = 1.0
@@ -171,8 +189,50 @@ class BatchSampler:
     def sample(self, n: int) -> list[int]:
         n_silver = int(round(n * self.share))
         out = [self.rng.choice(self.rng.choice(self.gold)) for _ in range(n - n_silver)]
-        out += [self.rng.choice(self.rng.choice(self.silver)) for _ in range(n_silver)]
+        if not self.clustered:
+            return out + [self.rng.choice(self.rng.choice(self.silver)) for _ in range(n_silver)]
+        while n_silver > 0:
+            group = self.rng.choice(self.silver)
+            k = min(n_silver, self.take, len(group))
+            out += self.rng.sample(group, k)
+            n_silver -= k
         return out
+
+
+def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, seed: int = 0) -> np.ndarray:
+    """Spherical k-means of unit rows; the cluster of each row (NGAME's clustered batches)."""
+    g = torch.Generator().manual_seed(seed)
+    x = F.normalize(x.float(), dim=-1)
+    k = max(1, min(k, x.shape[0]))
+    centres = x[torch.randperm(x.shape[0], generator=g)[:k]].clone()
+    assign = torch.zeros(x.shape[0], dtype=torch.long)
+    for _ in range(iters):
+        assign = torch.cat([(part @ centres.t()).argmax(1) for part in x.split(65536)])
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        empty = sums.norm(dim=1) == 0
+        centres = torch.where(empty[:, None], centres, F.normalize(sums, dim=-1))
+    return assign.numpy()
+
+
+def mined_negatives(
+    logits: torch.Tensor, candidates: torch.Tensor, ranks: tuple[int, int], n_random: int, generator: torch.Generator
+) -> torch.Tensor:
+    """ANCE/STAR-style negatives: each span's ``candidates`` ranked by the current model, ranks
+    ``ranks`` (1-based, inclusive) kept, the ones above them dropped (the likeliest false
+    negatives), plus ``n_random`` random candidates for stability. Returns the negative mask.
+    """
+    lo, hi = ranks
+    scores = logits.detach().masked_fill(~candidates, float("-inf"))
+    order = scores.argsort(dim=1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    neg = candidates & (rank >= lo - 1) & (rank <= hi - 1)
+    if n_random:
+        noise = torch.rand(logits.shape, generator=generator)
+        pick = noise.masked_fill(~candidates, -1.0).topk(min(n_random, logits.shape[1]), dim=1).indices
+        rnd = torch.zeros_like(candidates).scatter_(1, pick, True) & candidates
+        neg |= rnd & (rank >= lo - 1)
+    return neg
 
 
 def train_silver_adapter(
@@ -194,7 +254,7 @@ def train_silver_adapter(
     ``exclude_types`` (the validation types) are held out completely: their gold spans are not
     trained on, and they and every phrase related to them are masked for every span.
     """
-    from .train import fit_adapter
+    from .train import base_slice, fit_adapter
 
     torch.manual_seed(cfg.seed)
     vocab_index = {t: i for i, t in enumerate(ss.vocab)}
@@ -208,8 +268,13 @@ def train_silver_adapter(
         (sp[3] not in excluded) and not held_cols[pos].all()
         for sp, pos in zip(ss.spans, ss.positives)
     ], dtype=bool)  # fmt: skip
-    sampler = BatchSampler(ss, keep=keep, silver_share=cfg.silver_share, seed=cfg.seed)
+    clusters = None
+    if cfg.silver_batches == "clustered":
+        clusters = kmeans(train_sf.mean[:, base_slice(model)], cfg.silver_clusters, seed=cfg.seed)
+    sampler = BatchSampler(ss, keep=keep, silver_share=cfg.silver_share, seed=cfg.seed,
+                           clusters=clusters, take=cfg.silver_cluster_take)  # fmt: skip
     held_t = torch.from_numpy(held_cols)
+    gen = torch.Generator().manual_seed(cfg.seed)
 
     n_vocab = len(ss.vocab)
 
@@ -232,6 +297,11 @@ def train_silver_adapter(
                 best_pos = guide.masked_fill(~pos, -2.0).max(1, keepdim=True).values
                 ign |= guide > best_pos
         ign &= ~pos
+        if cfg.silver_negatives == "mined":
+            with torch.no_grad():
+                logits = v @ type_matrix.t()
+            neg = mined_negatives(logits, ~(pos | ign), cfg.silver_mined_ranks, cfg.silver_random_negatives, gen)
+            ign |= ~(pos | neg)
         return multi_positive_infonce(v, type_matrix, pos, ign, cfg.tau)
 
     run = fit_adapter(

@@ -95,6 +95,16 @@ class TrainConfig:
     silver_mask: bool = True  # ablation: False = no hierarchy masking (related types are negatives)
     silver_detection: bool = True  # ablation: False = the entity head learns from gold spans only
     silver_guide: bool = False  # GISTEmbed false-negative filter with the frozen backbone as guide
+    # "all": every non-related type of the vocabulary is a negative; "mined": only the current
+    # model's ranks silver_mined_ranks (1-based, inclusive) plus silver_random_negatives at random
+    silver_negatives: str = "all"
+    silver_mined_ranks: tuple[int, int] = (5, 50)
+    silver_random_negatives: int = 256
+    # "balanced": silver spans balanced over their nearest type; "clustered": NGAME-style batches of
+    # silver spans drawn a cluster at a time (k-means on the frozen span vectors)
+    silver_batches: str = "balanced"
+    silver_clusters: int = 512
+    silver_cluster_take: int = 32  # spans drawn from one cluster
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -883,7 +893,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
         "max_span_width": cfg.max_span_width,
         "detection_threshold": det_th,
         "similarity_threshold": sim["threshold"],
-        "hybrid_passage_weight": best_lam,
+        "passage_weight": best_lam,
         # a span is tagged with a catalog phrase exactly when searching for that phrase would match it
         "label_threshold": sim["threshold"],
         "training": {
