@@ -101,6 +101,20 @@ def test_default_int8_index_ranks_like_the_exact_search(loaded):
     assert [round(h.score, 4) for h in exact] == [1.0, 0.8, 0.6]  # script_score uses the floats
 
 
+def test_passage_weight_on_the_int8_index_ranks_like_the_exact_search(loaded):
+    """Hybrid scoring: the nested kNN query in a script_score against the exact paged search."""
+    approximate = search(loaded, DINO, passage_weight=0.5)
+    exact = search(loaded, DINO, passage_weight=0.5, exhaustive=True)
+    passage = 1 / np.sqrt(3)  # every passage vector of corpus() is unit(1, 1, 1)
+    assert [h.id for h in approximate] == [h.id for h in exact] == ["p1", "p2", "p3"]
+    assert [h.score for h in exact] == pytest.approx([s + 0.5 * passage for s in (1.0, 0.8, 0.6)], abs=1e-4)
+    for a, e in zip(approximate, exact):
+        assert a.score == pytest.approx(e.score, abs=0.02)  # int8 quantisation error
+    # several matching spans per passage come back as inner hits of the nested knn query too
+    (p1,) = [h for h in search(loaded, unit(1, 0, 1), threshold=0.7, passage_weight=0.5) if h.id == "p1"]
+    assert [s.text for s in p1.spans] == ["Montana", "Tyrannosaurus"]
+
+
 def test_index_is_versioned_behind_an_alias_with_the_model_meta(loaded, stamp):
     loaded.flush()  # ends the bulk load: restores the refresh interval, refreshes
     index, mapping = loaded.target()

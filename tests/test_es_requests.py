@@ -21,6 +21,8 @@ pytest.importorskip("elasticsearch")
 
 from elasticsearch.dsl import Mapping, Q, Search, field, query, types  # noqa: E402
 
+import es_painless as painless  # noqa: E402
+
 from indexer.errors import SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
 from indexer.stores.base import ModelStamp  # noqa: E402
@@ -78,6 +80,9 @@ def check_query(clause: dict[str, Any]) -> None:
         check_query(params["query"])
         if "inner_hits" in params:
             assert_known(types.InnerHits, params["inner_hits"])
+        if "script" in params:
+            assert_known(types.Script, params["script"])
+            painless.parse(params["script"]["source"])  # within the subset the fake cluster runs
     elif name == "bool":
         for occur in ("must", "should", "filter", "must_not"):
             for sub in params.get(occur, []):
@@ -381,6 +386,126 @@ def test_num_candidates(k, requested, expected):
 def test_query_vector_must_be_finite():
     with pytest.raises(SearchError):
         rq.knn_search_body(np.array([np.nan, 0, 0, 1.0]), min_similarity=0.5)
+
+
+# --- hybrid scoring (passage weight) ----------------------------------------------------------------
+
+
+def test_passage_weight_zero_leaves_every_body_unchanged():
+    assert rq.knn_search_body(QUERY, min_similarity=0.5, passage_weight=0.0) == rq.knn_search_body(QUERY, min_similarity=0.5)
+    assert rq.hybrid_search_body(QUERY, text="t", min_similarity=0.5, passage_weight=0) == \
+        rq.hybrid_search_body(QUERY, text="t", min_similarity=0.5)
+    assert rq.exhaustive_search_body(QUERY, min_similarity=0.5, pit_id="p", passage_weight=0.0) == \
+        rq.exhaustive_search_body(QUERY, min_similarity=0.5, pit_id="p")
+
+
+def test_knn_body_with_passage_weight_golden():
+    body = rq.knn_search_body(
+        QUERY, min_similarity=0.5, limit=10, filters={"source": "wiki", "spans.labels": "politician"},
+        text="treaty", passage_weight=0.25,
+    )
+    check_golden("knn_search_passage_weight", body)
+    check_search(body)
+    assert "knn" not in body and body["size"] == 10
+    script_score = body["query"]["script_score"]
+    nested = script_score["query"]["nested"]
+    assert nested["path"] == "spans" and nested["score_mode"] == "max"
+    assert nested["inner_hits"] == rq.inner_hits()
+    knn = nested["query"]["knn"]
+    # the candidate pool, not just `limit`, is re-ranked by the combined score
+    assert knn["k"] == knn["num_candidates"] == 100 and knn["similarity"] == 0.5
+    assert knn["filter"] == [
+        {"term": {"fields.source": "wiki"}},
+        {"term": {"spans.labels": "politician"}},
+        {"match": {"text": {"query": "treaty", "operator": "and"}}},
+    ]
+    assert script_score["script"]["params"] == {"query_vector": knn["query_vector"], "passage_weight": 0.25}
+    assert "cosineSimilarity(params.query_vector, 'vector')" in script_score["script"]["source"]
+    assert "min_score" not in script_score  # matching stays the span threshold's job
+
+
+def test_knn_body_with_passage_weight_keeps_limit_and_candidates():
+    body = rq.knn_search_body(QUERY, min_similarity=0.3, limit=300, num_candidates=2000, passage_weight=1)
+    knn = body["query"]["script_score"]["query"]["nested"]["query"]["knn"]
+    assert body["size"] == 300 and knn["k"] == knn["num_candidates"] == 2000
+    check_search(body)
+
+
+def test_exhaustive_body_with_passage_weight_golden():
+    body = rq.exhaustive_search_body(
+        QUERY, min_similarity=0.5, filters={"source": "wiki"}, text="treaty", size=500,
+        pit_id="pit-1", keep_alive="2m", search_after=[2.73, 12], passage_weight=0.5,
+    )
+    check_golden("exhaustive_search_passage_weight", body)
+    check_search(body)
+    plain = rq.exhaustive_search_body(
+        QUERY, min_similarity=0.5, filters={"source": "wiki"}, text="treaty", size=500,
+        pit_id="pit-1", keep_alive="2m", search_after=[2.73, 12],
+    )
+    script_score = body["query"]["script_score"]
+    assert script_score["query"] == plain["query"]  # the span query is untouched, only wrapped
+    assert script_score["script"]["source"].startswith("_score + params.passage_weight * (")
+    assert body["sort"] == plain["sort"] and body["search_after"] == [2.73, 12]
+
+
+def test_bm25_hybrid_body_with_passage_weight_golden():
+    body = rq.hybrid_search_body(QUERY, text="treaty", min_similarity=0.5, limit=10,
+                                 filters={"source": "wiki"}, boost=0.2, passage_weight=0.5)
+    check_golden("hybrid_search_passage_weight", body)
+    check_search(body)
+    must = body["query"]["bool"]["must"][0]["script_score"]
+    assert must["query"]["nested"]["query"]["knn"]["k"] == 100
+    assert body["query"]["bool"]["should"] == [{"match": {"text": {"query": "treaty", "boost": 0.2}}}]
+
+
+@pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf"), "heavy", None])
+def test_passage_weight_must_be_finite_and_not_negative(weight):
+    with pytest.raises(SearchError, match="passage_weight"):
+        rq.knn_search_body(QUERY, min_similarity=0.5, passage_weight=weight)
+    with pytest.raises(SearchError, match="passage_weight"):
+        rq.exhaustive_search_body(QUERY, min_similarity=0.5, passage_weight=weight)
+
+
+def knn_score(cos: float, metric: str) -> float:
+    """Elasticsearch's documented kNN score of a cosine, per metric (unit vectors)."""
+    if metric in ("cosine", "dot_product"):
+        return (1 + cos) / 2
+    if metric == "l2_norm":
+        return 1 / (1 + (2 - 2 * cos))
+    return 1 / (1 - cos) if cos < 0 else cos + 1
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot_product", "l2_norm", "max_inner_product"])
+@pytest.mark.parametrize("span_cos, passage_cos", [(0.9, 0.0), (0.8, 1.0), (-0.4, -1.0), (0.37, -0.6)])
+@pytest.mark.parametrize("weight", [0.25, 2.0])
+def test_hybrid_knn_script_gives_span_plus_weighted_passage(metric, span_cos, passage_cos, weight):
+    query = np.array([1.0, 0, 0, 0])
+    passage = np.array([passage_cos, math.sqrt(1 - passage_cos**2), 0, 0])
+    body = rq.knn_search_body(query, min_similarity=-1.0, metric=metric, passage_weight=weight)
+    script = body["query"]["script_score"]["script"]
+    score = painless.run(script, score=knn_score(span_cos, metric), doc={"vector": passage.tolist()})
+    assert score >= 0
+    assert sim.combined_from_hybrid_score(score, weight) == pytest.approx(span_cos + weight * passage_cos, abs=1e-9)
+    # a passage stored without a vector adds nothing (and does not fail the script)
+    score = painless.run(script, score=knn_score(span_cos, metric), doc={"vector": None})
+    assert sim.combined_from_hybrid_score(score, weight) == pytest.approx(span_cos, abs=1e-9)
+
+
+def test_hybrid_exact_script_gives_span_plus_weighted_passage():
+    body = rq.exhaustive_search_body(np.array([1.0, 0, 0, 0]), min_similarity=0.5, passage_weight=0.5)
+    script = body["query"]["script_score"]["script"]
+    span_score = sim.SCRIPT_OFFSET + 0.7  # what the nested span script gives a span at cos 0.7
+    score = painless.run(script, score=span_score, doc={"vector": [0.6, 0.8, 0, 0]})
+    assert sim.combined_from_hybrid_score(score, 0.5) == pytest.approx(0.7 + 0.5 * 0.6)
+
+
+def test_docs_dev_tools_request_for_hybrid_scoring_is_what_nerindex_sends():
+    """docs/elasticsearch.md shows the hybrid request for Kibana Dev Tools: keep it in step."""
+    docs = (Path(__file__).parent.parent / "docs" / "elasticsearch.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```\nGET nerindex/_search\n(.*?)```", docs, re.S) if "script_score" in b]
+    assert len(blocks) == 1, "docs/elasticsearch.md should show one hybrid scoring request"
+    pasted = json.loads(blocks[0].replace("[ PASTE THE VECTOR HERE ]", json.dumps(rq.vector_values(QUERY))))
+    assert pasted == rq.knn_search_body(QUERY, min_similarity=0.5, limit=10, passage_weight=0.3)
 
 
 # --- similarity conversions -----------------------------------------------------------------------

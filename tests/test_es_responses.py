@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.errors import StoreError
+from indexer.errors import SearchError, StoreError
 from indexer.records import SpanMatch
 from indexer.stores.base import ModelStamp, StoreCounts, WriteOutcome
 from indexer.stores.elasticsearch import responses as rs
@@ -66,6 +66,53 @@ def test_hit_without_inner_hits_uses_its_own_score():
     parsed = rs.parse_hit(hit, scoring="knn", metric="dot_product", min_similarity=0.5)
     assert parsed.id == "abc" and parsed.score == pytest.approx(0.6) and parsed.spans == ()
     assert rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.7) is None
+
+
+def hybrid_hit(pid: str, score: float, *span_scores: float) -> dict:
+    """A hit of a hybrid-scoring kNN search: script _score, inner hits with their kNN scores."""
+    inner = [{"_score": s, "fields": {"spans": [{"start": [i], "end": [i + 1], "text": [f"w{i}"]}]}}
+             for i, s in enumerate(span_scores)]
+    return {"_id": pid, "_score": score, "_source": {"id": pid, "text": "t"},
+            "inner_hits": {"spans": {"hits": {"hits": inner}}}}
+
+
+def test_passage_weight_score_is_read_back_from_the_script_score():
+    # span cos 0.8 (kNN score 0.9), passage cos 1.0, λ 0.5: script score 0.8 + 1 + 0.5 * (1.0 + 1) = 2.8
+    response = {"hits": {"hits": [
+        hybrid_hit("h2", 2.8, 0.9, 0.7),            # spans at cos 0.8 and 0.4 (below 0.5: dropped)
+        hybrid_hit("h1", 2.4, 0.95),                # span cos 0.9, passage cos 0.0: 0.9 + 1 + 0.5 = 2.4
+        hybrid_hit("h3", 2.5, 0.6),                 # span cos 0.2 only: not a hit, whatever λ
+    ]}}
+    hits = rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5)
+    assert [(h.id, round(h.score, 6)) for h in hits] == [("h2", 1.3), ("h1", 0.9)]
+    assert [round(s.similarity, 6) for s in hits[0].spans] == [0.8]  # spans keep their own similarity
+    assert [h.id for h in rs.rank(list(reversed(hits)))] == ["h2", "h1"]
+    # the same response read without λ: the best span decides
+    plain = rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.5)
+    assert [(h.id, round(h.score, 6)) for h in rs.rank(plain)] == [("h1", 0.9), ("h2", 0.8)]
+
+
+def test_passage_weight_exhaustive_page():
+    # nested span script: cos + 1; outer script adds λ · (passage cos + 1)
+    hit = hybrid_hit("p", 1.7 + 2.0 * (0.25 + 1), 1.7)
+    parsed = rs.parse_hit(hit, scoring="script", metric="cosine", min_similarity=0.5, passage_weight=2.0)
+    assert parsed.score == pytest.approx(0.7 + 2.0 * 0.25) and parsed.spans[0].similarity == pytest.approx(0.7)
+
+
+def test_passage_weight_needs_the_hit_score():
+    hit = hybrid_hit("p", 2.0, 0.9)
+    del hit["_score"]
+    with pytest.raises(SearchError, match="_score"):
+        rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5)
+
+
+@pytest.mark.parametrize("span_cos, passage_cos, weight", [(0.9, 0.0, 0.5), (-1.0, -1.0, 3.0), (0.3, 0.7, 0.01)])
+def test_combined_from_hybrid_score(span_cos, passage_cos, weight):
+    from indexer.stores.elasticsearch.similarity import combined_from_hybrid_score
+
+    shifted = (span_cos + 1) + weight * (passage_cos + 1)
+    assert shifted >= 0
+    assert combined_from_hybrid_score(shifted, weight) == pytest.approx(span_cos + weight * passage_cos)
 
 
 def test_span_fields_read_every_shape():

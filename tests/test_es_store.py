@@ -2,9 +2,11 @@
 
 The fake is an ``elastic_transport`` node class: the client, ``streaming_bulk`` (with its 429
 retries), point in time paging and error handling all run for real, only the HTTP exchange is
-answered in memory. The fake evaluates the few query shapes nerindex sends (nested kNN with
-``similarity`` and inner hits, exact ``script_score``, term/terms/match filters) closely enough to
-check the store's logic; the live suite (tests/test_es_live.py) checks it against a real server.
+answered in memory. The fake evaluates the query shapes nerindex sends (top-level nested kNN with
+``similarity`` and inner hits; ``knn`` queries inside ``nested`` with their ``k`` candidate pool;
+``script_score`` whose Painless scripts it runs with ``tests/es_painless.py``; ``bool``;
+term/terms/match) the way Elasticsearch scores them, except that BM25 is stood in for by matched
+words × boost; the live suite (tests/test_es_live.py) checks the store against a real server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import fnmatch
 import gzip
 import itertools
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -25,7 +28,10 @@ pytest.importorskip("elasticsearch")
 from elastic_transport import ApiResponseMeta, BaseNode, HttpHeaders  # noqa: E402
 from elastic_transport._node import NodeApiResponse  # noqa: E402
 from elasticsearch import Elasticsearch  # noqa: E402
-from store_conformance import StoreConformance  # noqa: E402
+from store_conformance import DINO, StoreConformance, hybrid_corpus  # noqa: E402
+
+import es_painless as painless  # noqa: E402
+from es_painless import PainlessError  # noqa: E402
 
 from indexer.config import Settings  # noqa: E402
 from indexer.errors import ModelMismatchError, SearchError, StoreError  # noqa: E402
@@ -274,12 +280,12 @@ class FakeCluster:
         return {k: v for k, v in source.items() if k in includes}
 
     @staticmethod
-    def inner(doc_id: str, spans: list[tuple[float, dict[str, Any]]], to_score) -> dict[str, Any]:
-        hits = [{"_id": doc_id, "_nested": {"field": "spans", "offset": 0}, "_score": to_score(cos),
+    def inner(doc_id: str, spans: list[tuple[float, dict[str, Any]]], total: int) -> dict[str, Any]:
+        hits = [{"_id": doc_id, "_nested": {"field": "spans", "offset": 0}, "_score": score,
                  "fields": {"spans": [{"start": [s["start"]], "end": [s["end"]], "text": [s["text"]],
                                        **({"labels": list(s["labels"])} if s["labels"] else {})}]}}
-                for cos, s in spans]
-        return {"spans": {"hits": {"total": {"value": len(hits), "relation": "eq"}, "hits": hits}}}
+                for score, s in spans]
+        return {"spans": {"hits": {"total": {"value": total, "relation": "eq"}, "hits": hits}}}
 
     def search(self, target: str, body: dict[str, Any]) -> tuple[int, Any]:
         docs = self.docs_of(target)
@@ -291,55 +297,163 @@ class FakeCluster:
         if "knn" in body:
             knn = body["knn"]
             top, span_level = self.split(knn.get("filter", []))
-            scored = self.score_docs(docs, knn["query_vector"], knn["similarity"], top, span_level, lambda c: (1 + c) / 2)
-            scored.sort(key=lambda item: -item[0])
-            return 200, self.page(scored[: knn["k"]][: body["size"]], includes, lambda c: (1 + c) / 2)
-        boolean = body["query"].get("bool", {})
-        if "must" not in boolean:  # scan for re-indexing
+            scored = self.score_docs(docs, knn["query_vector"], knn["similarity"], top, span_level)
+            scored.sort(key=lambda item: (-item[0], item[2]["seq"]))
+            return 200, self.page(scored[: knn["k"]][: body["size"]], includes)
+        query = body["query"]
+        if query == {"match_all": {}}:  # scan for re-indexing
             after = body.get("search_after", [-1])[0]
             rows = [(doc_id, d) for doc_id, d in docs if d["seq"] > after][: body["size"]]
             return 200, {"pit_id": body["pit"]["id"], "hits": {"hits": [
                 {"_id": doc_id, "_source": self.project(d["source"], includes), "sort": [d["seq"]]} for doc_id, d in rows]}}
-        nested = boolean["must"][0]["nested"]["query"]
-        if "knn" in nested:  # hybrid
-            knn = nested["knn"]
-            top, span_level = self.split(knn.get("filter", []))
-            text = boolean["should"][0]["match"]["text"]
-            scored = self.score_docs(docs, knn["query_vector"], knn["similarity"], top, span_level, lambda c: (1 + c) / 2)
-            boosted = []
-            for score, doc_id, d, spans in scored:
-                words = set(_tokens(text["query"])) & set(_tokens(d["source"]["text"]))
-                boosted.append((score + text["boost"] * len(words), doc_id, d, spans))
-            boosted.sort(key=lambda item: -item[0])
-            return 200, self.page(boosted[: body["size"]], includes, lambda c: (1 + c) / 2)
-        script = nested["script_score"]
-        span_level = script["query"].get("bool", {}).get("filter", [])
-        minimum = script["min_score"] - 1.0
-        scored = self.score_docs(docs, script["script"]["params"]["query_vector"], minimum,
-                                 boolean.get("filter", []), span_level, lambda c: 1 + c)
-        scored.sort(key=lambda item: (-item[0], item[2]["seq"]))
+        context = {"docs": docs, "size": body["size"], "knn": {}}
+        scored = []
+        try:
+            for doc_id, d in docs:
+                result = self.evaluate(query, doc_id, d, context)
+                if result is not None:
+                    scored.append((result[0], doc_id, d, result[1]))
+        except PainlessError as exc:
+            cause = {"type": "script_exception", "reason": str(exc)}
+            return 400, {"error": {"root_cause": [cause], "type": "search_phase_execution_exception",
+                                   "reason": "all shards failed"}, "status": 400}
+        scored.sort(key=lambda item: (-item[0], item[2]["seq"]))  # _score desc, then _shard_doc
         if "search_after" in body:
             score, seq = body["search_after"]
             scored = [s for s in scored if (-s[0], s[2]["seq"]) > (-score, seq)]
-        response = self.page(scored[: body["size"]], includes, lambda c: 1 + c, with_sort=True)
-        response["pit_id"] = body["pit"]["id"]
+        response = self.page(scored[: body["size"]], includes, with_sort="sort" in body)
+        if "pit" in body:
+            response["pit_id"] = body["pit"]["id"]
         return 200, response
 
-    def score_docs(self, docs, vector, minimum, top, span_level, to_score):
+    # The query DSL, evaluated per passage the way Elasticsearch scores it: one (score, inner hits)
+    # or None when the passage does not match. ``match`` scores matched query words x boost, a
+    # stand-in for BM25 (monotone in the same direction); everything else is computed as ES does.
+
+    def evaluate(self, query: dict[str, Any], doc_id: str, d: dict[str, Any], context: dict[str, Any]):
+        ((kind, spec),) = query.items()
+        source = d["source"]
+        if kind == "match_all":
+            return 1.0, None
+        if kind in ("term", "terms"):
+            return (1.0, None) if self.clause_matches(source, query, span=False) else None
+        if kind == "match":
+            if not self.clause_matches(source, query, span=False):
+                return None
+            text = spec["text"]
+            words = set(_tokens(text["query"])) & set(_tokens(source.get("text", "")))
+            return text.get("boost", 1.0) * len(words), None
+        if kind == "bool":
+            if set(spec) == {"must_not"}:
+                return (0.0, None) if self.clause_matches(source, query, span=False) else None
+            assert set(spec) <= {"must", "should", "filter"}, f"fake cluster cannot evaluate {query}"
+            score, inner = 0.0, None
+            for clause in spec.get("must", []):
+                result = self.evaluate(clause, doc_id, d, context)
+                if result is None:
+                    return None
+                score, inner = score + result[0], inner or result[1]
+            for clause in spec.get("filter", []):
+                if self.evaluate(clause, doc_id, d, context) is None:
+                    return None
+            matched_should = 0
+            for clause in spec.get("should", []):
+                result = self.evaluate(clause, doc_id, d, context)
+                if result is not None:
+                    score, inner, matched_should = score + result[0], inner or result[1], matched_should + 1
+            if spec.get("should") and not (spec.get("must") or spec.get("filter")) and not matched_should:
+                return None
+            return score, inner
+        if kind == "script_score":
+            result = self.evaluate(spec["query"], doc_id, d, context)
+            if result is None:
+                return None
+            value = self.run_script(spec["script"], result[0], {"vector": source.get("vector")})
+            if value < spec.get("min_score", -math.inf):
+                return None
+            return value, result[1]
+        if kind == "nested":
+            assert spec["path"] == "spans", spec
+            ((inner_kind, inner_spec),) = spec["query"].items()
+            mode = spec.get("score_mode", "avg")
+            if inner_kind == "knn":
+                if mode != "max":
+                    raise PainlessError("nested knn only supports score_mode=max")
+                spans = self.knn_query_spans(inner_spec, doc_id, context)
+            else:
+                spans = []
+                for span in source.get("spans", []):
+                    score = self.span_score(spec["query"], span)
+                    if score is not None:
+                        spans.append((score, span))
+            if not spans:
+                return None
+            spans.sort(key=lambda item: -item[0])
+            values = [score for score, _ in spans]
+            score = {"max": max(values), "min": min(values), "sum": sum(values),
+                     "avg": sum(values) / len(values), "none": 0.0}[mode]
+            inner = None
+            if "inner_hits" in spec:
+                inner = (spans[: spec["inner_hits"].get("size", 3)], len(spans))
+            return score, inner
+        raise AssertionError(f"fake cluster cannot evaluate {query}")
+
+    def knn_query_spans(self, knn: dict[str, Any], doc_id: str, context: dict[str, Any]):
+        """The ``knn`` query over nested vectors: the top ``k`` passages by best span (pre-filtered,
+        ``similarity`` applied), each with its matching spans scored (1 + cos) / 2; inner hits are
+        the exact matches of each passage (Elasticsearch >= 8.13), scored the same way."""
+        key = id(knn)
+        if key not in context["knn"]:
+            k = knn.get("k", context["size"])
+            if k > knn.get("num_candidates", math.ceil(1.5 * k)):
+                raise PainlessError("[k] must be less than or equal to [num_candidates]")
+            top, span_level = self.split(knn.get("filter", []))
+            scored = self.score_docs(context["docs"], knn["query_vector"], knn["similarity"], top, span_level)
+            scored.sort(key=lambda item: (-item[0], item[2]["seq"]))
+            context["knn"][key] = {found: inner[0] for _, found, _, inner in scored[:k]}
+        return list(context["knn"][key].get(doc_id, []))
+
+    def span_score(self, query: dict[str, Any], span: dict[str, Any]) -> float | None:
+        """A query inside ``nested`` scored on one span (exact search)."""
+        ((kind, spec),) = query.items()
+        if kind == "match_all":
+            return 1.0
+        if kind in ("term", "terms"):
+            return 1.0 if self.clause_matches(span, query, span=True) else None
+        if kind == "bool" and set(spec) == {"filter"}:
+            return 0.0 if all(self.clause_matches(span, c, span=True) for c in spec["filter"]) else None
+        if kind == "script_score":
+            base = self.span_score(spec["query"], span)
+            if base is None:
+                return None
+            value = self.run_script(spec["script"], base, {"spans.vector": span["vector"]})
+            return None if value < spec.get("min_score", -math.inf) else value
+        raise AssertionError(f"fake cluster cannot evaluate {query} on a span")
+
+    @staticmethod
+    def run_script(script: dict[str, Any], score: float, doc: dict[str, Any]) -> float:
+        value = painless.run(script, score=score, doc=doc)
+        if value < 0 or math.isnan(value):
+            raise PainlessError(f"script_score script returned an invalid score [{value}]")
+        return value
+
+    def score_docs(self, docs, vector, minimum, top, span_level):
+        """Passages passing the top-level filters with a span at cos >= minimum: kNN scores."""
         scored = []
         for doc_id, d in docs:
             if not all(self.clause_matches(d["source"], c, span=False) for c in top):
                 continue
-            spans = self.scored_spans(d["source"], vector, minimum, span_level)
+            spans = [((1 + cos) / 2, span) for cos, span in self.scored_spans(d["source"], vector, minimum, span_level)]
             if spans:
-                scored.append((to_score(spans[0][0]), doc_id, d, spans))
+                scored.append((spans[0][0], doc_id, d, (spans, len(spans))))
         return scored
 
-    def page(self, scored, includes, to_score, with_sort=False) -> dict[str, Any]:
+    def page(self, scored, includes, with_sort=False) -> dict[str, Any]:
         hits = []
-        for score, doc_id, d, spans in scored:
-            hit = {"_index": "x", "_id": doc_id, "_score": score,
-                   "_source": self.project(d["source"], includes), "inner_hits": self.inner(doc_id, spans, to_score)}
+        for score, doc_id, d, inner in scored:
+            hit = {"_index": "x", "_id": doc_id, "_score": score, "_source": self.project(d["source"], includes)}
+            if inner is not None:
+                hit["inner_hits"] = self.inner(doc_id, *inner)
             if with_sort:
                 hit["sort"] = [score, d["seq"]]
             hits.append(hit)
@@ -648,6 +762,97 @@ def test_hybrid_adds_bm25_and_keeps_the_threshold(cluster, corpus):
     assert [h.id for h in hits] == ["p2", "p1"]  # the word outweighs p1's better span
     assert hits[1].score == pytest.approx(1.0, abs=1e-6)  # Hit.score stays the best span similarity
     assert [h.id for h in search(store, text="France")] == ["p1", "p2"]  # p3 has the word, no match
+
+
+# --- hybrid scoring: best span + λ · passage similarity -------------------------------------------
+
+
+@pytest.fixture
+def weighted(cluster) -> ElasticsearchStore:
+    store = make_store(cluster)
+    store.check_model(STAMP)
+    assert all(o.ok for o in store.write(hybrid_corpus()))
+    return store
+
+
+def search_requests(cluster: FakeCluster) -> list[tuple[str, str, Any]]:
+    return [r for r in cluster.requests if r[1].endswith("/_search")]
+
+
+def test_passage_weight_is_one_knn_request(weighted, cluster):
+    before = len(search_requests(cluster))
+    hits = search(weighted, vector=DINO, passage_weight=0.5)
+    assert [(h.id, round(h.score, 4)) for h in hits] == [("h2", 1.3), ("h1", 0.9)]
+    assert [round(s.similarity, 4) for s in hits[0].spans] == [0.8]
+    sent = search_requests(cluster)[before:]
+    assert len(sent) == 1 and "knn" not in sent[0][2] and "script_score" in sent[0][2]["query"]
+
+
+def test_passage_weight_reranks_the_knn_candidate_pool(cluster):
+    store = make_store(cluster, num_candidates=1)
+    store.check_model(STAMP)
+    store.write(hybrid_corpus())
+    # One candidate per shard: the kNN finds h1 (best span) only, so h2 cannot overtake it ...
+    assert [h.id for h in search(store, vector=DINO, passage_weight=0.5, limit=1)] == ["h1"]
+    # ... while the default pool (100) lets the passage term re-rank beyond `limit`,
+    assert [h.id for h in search(make_store(cluster), vector=DINO, passage_weight=0.5, limit=1)] == ["h2"]
+    # and the exact search sees every match.
+    assert [h.id for h in search(store, vector=DINO, passage_weight=0.5, exhaustive=True)] == ["h2", "h1"]
+
+
+def test_passage_weight_exhaustive_pages_by_the_combined_score(cluster):
+    store = make_store(cluster, page_size=1)
+    store.check_model(STAMP)
+    store.write(hybrid_corpus())
+    hits = search(store, vector=DINO, passage_weight=0.5, exhaustive=True)
+    assert [(h.id, round(h.score, 4)) for h in hits] == [("h2", 1.3), ("h1", 0.9)]
+    pages = [r[2] for r in cluster.requests if r[1] == "/_search"]
+    assert len(pages) == 3  # one request per page: h2, h1, then an empty page
+    assert pages[1]["search_after"][0] == pytest.approx(1.3 + 1 + 0.5)  # sorted by the shifted score
+    assert all("script_score" in page["query"] for page in pages)
+
+
+def test_passage_without_a_vector_adds_nothing(weighted):
+    raptor = unit(axis(0) + 0.5 * axis(1))  # cos with DINO 0.894
+    bare = EncodedPassage(Passage("bare", "Raptor claws", {"lang": "en"}),
+                          (EncodedSpan(0, 6, "Raptor", 0.9, raptor, ()),), None)
+    assert weighted.write([bare])[0].ok
+    for exhaustive in (False, True):
+        hits = search(weighted, vector=DINO, passage_weight=1.0, exhaustive=exhaustive)
+        assert [(h.id, round(h.score, 3)) for h in hits] == [("h2", 1.8), ("h1", 0.9), ("bare", 0.894)]
+
+
+def test_bm25_hybrid_with_passage_weight_keeps_elasticsearch_order(cluster):
+    store = make_store(cluster, hybrid=True, text_boost=0.1)
+    store.check_model(STAMP)
+    store.write(hybrid_corpus())
+    # BM25 alone lifts h1 ("tracks") over h2 ...
+    assert [h.id for h in search(store, vector=DINO, text="tracks")] == ["h1", "h2"]
+    # ... the passage term outweighs it; Hit.score stays the best span (BM25 cannot be split off).
+    hits = search(store, vector=DINO, text="tracks", passage_weight=0.5)
+    assert [(h.id, round(h.score, 4)) for h in hits] == [("h2", 0.8), ("h1", 0.9)]
+    sent = search_requests(cluster)[-1][2]["query"]["bool"]
+    assert "script_score" in sent["must"][0] and sent["should"][0]["match"]["text"]["query"] == "tracks"
+
+
+def test_invalid_passage_weight_is_refused_before_any_request(weighted, cluster):
+    before = len(cluster.requests)
+    for weight in (-0.5, float("nan")):
+        with pytest.raises(SearchError, match="passage_weight"):
+            search(weighted, vector=DINO, passage_weight=weight)
+    assert len(cluster.requests) == before
+
+
+def test_the_fake_cluster_really_runs_the_script(weighted, monkeypatch):
+    """A script Elasticsearch could not run fails the search here too (no trusted shortcut)."""
+    from indexer.stores.elasticsearch import requests as rq
+
+    monkeypatch.setattr(rq, "hybrid_knn_script_source", lambda metric, field: "cosineSimilarity(params.query_vector, 'spans.vector')")
+    with pytest.raises(SearchError, match="no field"):
+        search(weighted, vector=DINO, passage_weight=0.5)
+    monkeypatch.setattr(rq, "hybrid_knn_script_source", lambda metric, field: "_score - 1.0")
+    with pytest.raises(SearchError, match="invalid score"):
+        search(weighted, vector=DINO, passage_weight=0.5)
 
 
 def test_search_on_missing_index_finds_nothing(cluster):

@@ -8,6 +8,10 @@ Field layout (``mappings/passages.json``): ``id``, ``text``, ``fields.*`` (user 
 ``model``, ``vector`` (passage vector), ``labels`` (copy of every span label, passage level, for
 Kibana aggregations) and the nested ``spans`` with ``start``, ``end``, ``text``, ``score``,
 ``labels`` and ``vector``.
+
+Hybrid scoring (``passage_weight`` λ > 0) wraps the span query of a search in a ``script_score``
+that adds λ · cos(type vector, passage ``vector``) (see :mod:`.similarity`); with λ = 0 every body
+is exactly what it was without the option.
 """
 
 from __future__ import annotations
@@ -23,11 +27,19 @@ from ...errors import SearchError, StoreError
 from ...records import EncodedPassage
 from ..base import ModelStamp
 from . import templates
-from .similarity import SCRIPT_OFFSET, check_metric, knn_similarity, script_source
+from .similarity import (
+    SCRIPT_OFFSET,
+    check_metric,
+    hybrid_exact_script_source,
+    hybrid_knn_script_source,
+    knn_similarity,
+    script_source,
+)
 
 META_FORMAT = 1
 SPANS_PATH = "spans"
 SPAN_VECTOR_FIELD = "spans.vector"
+PASSAGE_VECTOR_FIELD = "vector"
 SOURCE_FIELDS = ["id", "text", "fields"]
 INNER_HIT_FIELDS = ["spans.start", "spans.end", "spans.text", "spans.labels"]
 INNER_HITS_NAME = "spans"
@@ -315,6 +327,32 @@ def _query_vector(vector: Any) -> list[float]:
     return values
 
 
+def check_passage_weight(passage_weight: Any) -> float:
+    """λ of hybrid scoring as a float: finite and >= 0 (a negative weight could make scores < 0)."""
+    try:
+        value = float(passage_weight)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise SearchError(f"passage_weight must be a finite number >= 0, got {passage_weight!r}")
+    return value
+
+
+def passage_weight_query(
+    query: dict[str, Any], vector: Any, *, passage_weight: float, source: str
+) -> dict[str, Any]:
+    """``script_score`` around ``query`` adding λ · passage similarity (its script is ``source``)."""
+    return {
+        "script_score": {
+            "query": query,
+            "script": {
+                "source": source,
+                "params": {"query_vector": _query_vector(vector), "passage_weight": float(passage_weight)},
+            },
+        }
+    }
+
+
 def _check_k(limit: int) -> int:
     if limit < 1 or limit > MAX_NUM_CANDIDATES:
         raise SearchError(
@@ -333,6 +371,7 @@ def knn_search_body(
     num_candidates: int | None = None,
     filters: Mapping[str, Any] | None = None,
     text: str | None = None,
+    passage_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Top-level nested kNN on ``spans.vector``: passages ranked by their best span.
 
@@ -340,10 +379,22 @@ def knn_search_body(
     Elasticsearch 8.15 also filters the inner hits, so each hit carries exactly its matching spans.
     Metadata filters and the text restriction are kNN pre-filters (each clause on its own: span
     clauses are only accepted by Elasticsearch >= 9.2, which the store checks before sending).
+
+    With ``passage_weight`` λ > 0 the same kNN runs as a ``knn`` query inside a ``nested`` query
+    (the form the top-level section is turned into by Elasticsearch, inner hits included), wrapped
+    in a ``script_score`` that adds λ · passage similarity: see :func:`hybrid_knn_query`.
     """
     k = _check_k(limit)
+    weight = check_passage_weight(passage_weight)
     passage_level, span_level = split_filters(filters)
     clauses = passage_level + span_level + ([text_filter(text)] if text else [])
+    if weight:
+        query = hybrid_knn_query(
+            vector, min_similarity=min_similarity, metric=metric,
+            num_candidates=num_candidates_for(k, num_candidates), clauses=clauses,
+            passage_weight=weight,
+        )
+        return {"size": k, "_source": list(SOURCE_FIELDS), "query": query}
     knn: dict[str, Any] = {
         "field": SPAN_VECTOR_FIELD,
         "query_vector": _query_vector(vector),
@@ -357,6 +408,46 @@ def knn_search_body(
     return {"size": k, "_source": list(SOURCE_FIELDS), "knn": knn}
 
 
+def hybrid_knn_query(
+    vector: Any,
+    *,
+    min_similarity: float,
+    metric: str,
+    num_candidates: int,
+    clauses: Sequence[Mapping[str, Any]],
+    passage_weight: float,
+) -> dict[str, Any]:
+    """Nested span kNN scored by best span + λ · passage similarity (hybrid scoring, λ > 0).
+
+    The ``knn`` query gathers ``k = num_candidates`` passages per shard by their best span (as
+    the top-level ``knn`` section does internally), so that a passage with a weaker best span but
+    a closer passage vector can still overtake within that candidate pool; ``size`` then keeps
+    the best by the combined score. Which passages match and which spans come back as inner hits
+    depend on ``similarity`` alone. The script returns span cos + λ · passage cos + 1 + λ.
+    """
+    knn: dict[str, Any] = {
+        "field": SPAN_VECTOR_FIELD,
+        "query_vector": _query_vector(vector),
+        "k": int(num_candidates),
+        "num_candidates": int(num_candidates),
+        "similarity": knn_similarity(min_similarity, metric),
+    }
+    if clauses:
+        knn["filter"] = [dict(clause) for clause in clauses]
+    nested = {
+        "nested": {
+            "path": SPANS_PATH,
+            "score_mode": "max",
+            "query": {"knn": knn},
+            "inner_hits": inner_hits(),
+        }
+    }
+    return passage_weight_query(
+        nested, vector, passage_weight=passage_weight,
+        source=hybrid_knn_script_source(metric, PASSAGE_VECTOR_FIELD),
+    )
+
+
 def hybrid_search_body(
     vector: Any,
     *,
@@ -367,15 +458,31 @@ def hybrid_search_body(
     num_candidates: int | None = None,
     filters: Mapping[str, Any] | None = None,
     boost: float = 0.1,
+    passage_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Hybrid mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.
 
     The kNN runs as a query inside a ``nested`` clause (rather than top-level ``knn``) so that it
     stays a required clause: a passage that only matches the words is never returned.
     Summing the scores needs no licence (RRF would).
+
+    With ``passage_weight`` λ > 0 the required clause is :func:`hybrid_knn_query`, so the order
+    is span cos + λ · passage cos + 1 + λ plus the BM25 term.
     """
     k = _check_k(limit)
+    weight = check_passage_weight(passage_weight)
     passage_level, span_level = split_filters(filters)
+    if weight:
+        required = hybrid_knn_query(
+            vector, min_similarity=min_similarity, metric=metric,
+            num_candidates=num_candidates_for(k, num_candidates),
+            clauses=passage_level + span_level, passage_weight=weight,
+        )
+        return {
+            "size": k,
+            "_source": list(SOURCE_FIELDS),
+            "query": {"bool": {"must": [required], "should": [text_boost(text, boost)]}},
+        }
     knn: dict[str, Any] = {
         "field": SPAN_VECTOR_FIELD,
         "query_vector": _query_vector(vector),
@@ -409,6 +516,7 @@ def exhaustive_search_body(
     pit_id: str | None = None,
     keep_alive: str = "2m",
     search_after: Sequence[Any] | None = None,
+    passage_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Every passage whose best span passes the threshold, exactly, one page at a time.
 
@@ -416,7 +524,11 @@ def exhaustive_search_body(
     cosine on the stored float vectors; ``min_score`` drops spans below the threshold, so a passage
     matches when its best span passes and scores as that span. Paged with a point in time and
     ``search_after``, past the 10,000 cap of kNN. Span filters work on every version here.
+
+    With ``passage_weight`` λ > 0 an outer ``script_score`` adds λ · (passage cos + 1) to that
+    score (span cos + 1), so pages are sorted by the combined score, shifted by 1 + λ.
     """
+    weight = check_passage_weight(passage_weight)
     passage_level, span_level = split_filters(filters)
     span_query: dict[str, Any] = {"bool": {"filter": span_level}} if span_level else {"match_all": {}}
     nested = {
@@ -440,10 +552,15 @@ def exhaustive_search_body(
     restrictions = passage_level + ([text_filter(text)] if text else [])
     if restrictions:
         boolean["filter"] = restrictions
+    query: dict[str, Any] = {"bool": boolean}
+    if weight:
+        query = passage_weight_query(
+            query, vector, passage_weight=weight, source=hybrid_exact_script_source(PASSAGE_VECTOR_FIELD)
+        )
     body: dict[str, Any] = {
         "size": int(size),
         "_source": list(SOURCE_FIELDS),
-        "query": {"bool": boolean},
+        "query": query,
         "track_total_hits": False,
     }
     if pit_id is not None:

@@ -12,11 +12,11 @@ import re
 from collections import defaultdict, deque
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from ...errors import StoreError
+from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
 from ..base import ModelStamp, StoreCounts, WriteOutcome
 from .requests import INNER_HITS_NAME
-from .similarity import cosine_from_knn_score, cosine_from_script_score
+from .similarity import combined_from_hybrid_score, cosine_from_knn_score, cosine_from_script_score
 
 Scoring = Literal["knn", "script"]
 # Scores travel as float32; a span exactly at the threshold must not be lost to rounding.
@@ -96,17 +96,41 @@ def span_matches(
     return spans
 
 
+def combined_score(hit: Mapping[str, Any], passage_weight: float) -> float:
+    """Best span cos + λ · passage cos of a hit scored by a hybrid-scoring script."""
+    score = hit.get("_score")
+    if score is None:
+        raise SearchError(
+            f"Elasticsearch returned hit {hit.get('_id')!r} without a _score; hybrid scoring "
+            "(passage_weight) needs it"
+        )
+    return combined_from_hybrid_score(score, passage_weight)
+
+
 def parse_hit(
-    hit: Mapping[str, Any], *, scoring: Scoring, metric: str, min_similarity: float
+    hit: Mapping[str, Any],
+    *,
+    scoring: Scoring,
+    metric: str,
+    min_similarity: float,
+    passage_weight: float = 0.0,
 ) -> Hit | None:
     """One search hit as a :class:`Hit`, or None when none of its spans passes the threshold.
 
     The passage score is its best span's similarity (the same definition as the embedded store);
-    only when inner hits were not requested does the hit's own ``_score`` stand in.
+    only when inner hits were not requested does the hit's own ``_score`` stand in. With hybrid
+    scoring (``passage_weight`` λ > 0, the request built with the same λ) the score is best span
+    cos + λ · passage cos, read back from ``_score`` (:func:`combined_score`); the spans keep
+    their own similarities, and the hit still needs one that passes the threshold.
     """
     source = hit.get("_source") or {}
     spans = span_matches(hit, scoring=scoring, metric=metric, min_similarity=min_similarity)
-    if spans is None:
+    if passage_weight:
+        if spans is not None and not spans:
+            return None
+        score = combined_score(hit, passage_weight)
+        spans = spans or []
+    elif spans is None:
         if hit.get("_score") is None:
             return None
         score = _cosine(hit["_score"], scoring, metric)
@@ -127,19 +151,30 @@ def parse_hit(
 
 
 def parse_hits(
-    response: Mapping[str, Any], *, scoring: Scoring, metric: str, min_similarity: float
+    response: Mapping[str, Any],
+    *,
+    scoring: Scoring,
+    metric: str,
+    min_similarity: float,
+    passage_weight: float = 0.0,
 ) -> list[Hit]:
     """Every hit of a search response that passes the threshold, in response order."""
     hits = []
     for raw in (response.get("hits") or {}).get("hits") or []:
-        hit = parse_hit(raw, scoring=scoring, metric=metric, min_similarity=min_similarity)
+        hit = parse_hit(
+            raw, scoring=scoring, metric=metric, min_similarity=min_similarity,
+            passage_weight=passage_weight,
+        )
         if hit is not None:
             hits.append(hit)
     return hits
 
 
 def rank(hits: Sequence[Hit]) -> list[Hit]:
-    """Best first by passage score, ties by id, as the embedded store orders them."""
+    """Best first by passage score, ties by id, as the embedded store orders them.
+
+    The passage score is the best span, or the combined score under hybrid scoring.
+    """
     return sorted(hits, key=lambda h: (-h.score, h.id))
 
 

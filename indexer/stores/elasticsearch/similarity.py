@@ -5,6 +5,12 @@ Elasticsearch's kNN ``similarity`` parameter is the raw similarity of the field'
 ``_score = (1 + cos) / 2``). The exact search (``--all``) scores spans with a script that returns
 ``cos + 1`` because Lucene scores must not be negative. Vectors are unit length, so every metric
 can be mapped to and from the cosine.
+
+Hybrid scoring (``passage_weight`` λ > 0, see ``stores/base.py``) adds λ · cos(type, passage vector)
+to a passage's best span in a ``script_score`` around the span query. Its script returns
+``(span cos + 1) + λ · (passage cos + 1)``, i.e. the combined score shifted by ``1 + λ`` so that
+it is never negative, whatever the metric of the span kNN: :func:`combined_from_hybrid_score`
+undoes the shift.
 """
 
 from __future__ import annotations
@@ -63,3 +69,50 @@ def cosine_from_script_score(score: float) -> float:
 def script_source(field: str = "spans.vector") -> str:
     """Painless source scoring one span by cosine, shifted to be non-negative."""
     return f"cosineSimilarity(params.query_vector, '{field}') + {SCRIPT_OFFSET}"
+
+
+# --- hybrid scoring -------------------------------------------------------------------------------
+
+
+def painless_cosine_from_knn_score(metric: str) -> str:
+    """Painless expression of the cosine behind a kNN ``_score`` (:func:`cosine_from_knn_score`)."""
+    check_metric(metric)
+    if metric in ("cosine", "dot_product"):
+        return "(2.0 * _score - 1.0)"
+    if metric == "l2_norm":
+        return "(1.0 - (1.0 / _score - 1.0) / 2.0)"
+    return "(_score >= 1.0 ? _score - 1.0 : 1.0 - 1.0 / _score)"
+
+
+def passage_similarity_source(field: str = "vector") -> str:
+    """Painless cos(query, passage vector); a passage stored without a vector counts as 0.
+
+    Scripts fail on a document without a value for the vector field, hence the check (the
+    embedded store treats a missing passage vector as a zero vector, i.e. cosine 0, too).
+    """
+    return f"(doc['{field}'].size() == 0 ? 0.0 : cosineSimilarity(params.query_vector, '{field}'))"
+
+
+def hybrid_knn_script_source(metric: str, field: str = "vector") -> str:
+    """Script around a nested span kNN: (span cos + 1) + λ · (passage cos + 1).
+
+    ``_score`` is the kNN score of the passage's best span (``score_mode: max``), turned back
+    into its cosine; ``Math.max`` only guards against float rounding at cos = -1 (Lucene refuses
+    negative scores).
+    """
+    span = painless_cosine_from_knn_score(metric)
+    passage = passage_similarity_source(field)
+    return (
+        f"Math.max(0.0, {span} + {SCRIPT_OFFSET} + params.passage_weight * "
+        f"({passage} + {SCRIPT_OFFSET}))"
+    )
+
+
+def hybrid_exact_script_source(field: str = "vector") -> str:
+    """Script around the exact span search, whose ``_score`` already is span cos + 1."""
+    return f"_score + params.passage_weight * ({passage_similarity_source(field)} + {SCRIPT_OFFSET})"
+
+
+def combined_from_hybrid_score(score: float, passage_weight: float) -> float:
+    """Best span cos + λ · passage cos, from the score of a hybrid script (undoes the shift)."""
+    return float(score) - SCRIPT_OFFSET * (1.0 + float(passage_weight))

@@ -5,7 +5,9 @@ One document per passage with its spans nested inside, in a versioned index
 (e.g. with a new model) and move the alias atomically. The index ``_meta`` records the model; a
 different model is refused. Search has the same semantics as the embedded store: top-level nested
 kNN with ``similarity`` and inner hits for top-k, and an exact ``script_score`` paged with a point
-in time for ``exhaustive`` (every match, past the 10,000 cap of kNN).
+in time for ``exhaustive`` (every match, past the 10,000 cap of kNN). Hybrid scoring
+(``SearchRequest.passage_weight`` λ > 0) adds λ · cos(type, passage vector) in a ``script_score``
+around either, still one request per page.
 
 Constructing the store does no I/O; the client is created on first use.
 """
@@ -97,6 +99,9 @@ class ElasticsearchStore:
         float vectors, ``bbq_hnsw`` quantises harder) or a full ``index_options`` dict.
         ``hybrid`` adds BM25 on the ``text`` of a search to the vector score instead of using it as
         a restriction. ``client`` injects a ready client (tests, custom transports).
+        With ``hybrid`` and a search that has both a ``text`` and a ``passage_weight`` λ > 0,
+        Elasticsearch orders by span + λ · passage + BM25 and that order is kept, but ``Hit.score``
+        stays the best span similarity (one returned score cannot be split into its parts).
         """
         rq.check_index_name(index)
         rq.index_options_body(index_options)  # validate early, still without I/O
@@ -318,6 +323,7 @@ class ElasticsearchStore:
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Hits best first: top ``limit`` by kNN, or every match when ``exhaustive``."""
+        rq.check_passage_weight(request.passage_weight)
         stamp = self.model()
         if stamp is None:
             return
@@ -339,12 +345,14 @@ class ElasticsearchStore:
 
     def _knn(self, request: SearchRequest, stamp: ModelStamp) -> Iterator[Hit]:
         hybrid = self._options.hybrid and bool(request.text)
+        weight = rq.check_passage_weight(request.passage_weight)
         common = dict(
             min_similarity=request.min_similarity,
             metric=stamp.similarity,
             limit=request.limit,
             num_candidates=self._options.num_candidates,
             filters=request.filters,
+            passage_weight=weight,
         )
         if hybrid:
             body = rq.hybrid_search_body(
@@ -357,17 +365,20 @@ class ElasticsearchStore:
                 response = self.client.search(index=self.alias, body=body)
             except NotFoundError:
                 return
+        # With BM25 in the score, _score cannot be read back as span + λ · passage: Hit.score
+        # stays the best span there, and Elasticsearch's order (vector + BM25) is kept.
         hits = rs.parse_hits(
             response.body, scoring="knn", metric=stamp.similarity,
-            min_similarity=request.min_similarity,
+            min_similarity=request.min_similarity, passage_weight=0.0 if hybrid else weight,
         )
-        # Hybrid keeps Elasticsearch's order (vector + BM25); otherwise rank by best span.
+        # Otherwise rank by Hit.score: the best span, or span + λ · passage (hybrid scoring).
         ranked = hits if hybrid else rs.rank(hits)
         yield from ranked[: request.limit]
 
     def _exact(self, request: SearchRequest, stamp: ModelStamp, limit: int | None) -> Iterator[Hit]:
         keep_alive = self._options.keep_alive
         page = self._options.page_size
+        weight = rq.check_passage_weight(request.passage_weight)
         with self.errors(f"open a point in time on {self.alias!r}"):
             try:
                 pit = self.client.open_point_in_time(index=self.alias, keep_alive=keep_alive).body["id"]
@@ -386,13 +397,14 @@ class ElasticsearchStore:
                     pit_id=pit,
                     keep_alive=keep_alive,
                     search_after=after,
+                    passage_weight=weight,
                 )
                 with self.errors(f"search {self.alias!r} exhaustively", search=True):
                     response = self.client.search(body=body).body
                 pit = response.get("pit_id", pit)
                 for hit in rs.parse_hits(
                     response, scoring="script", metric=stamp.similarity,
-                    min_similarity=request.min_similarity,
+                    min_similarity=request.min_similarity, passage_weight=weight,
                 ):
                     yield hit
                     emitted += 1
