@@ -11,6 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_PASSAGE_WEIGHT = 10.0  # the same bound as indexer.api.MAX_PASSAGE_WEIGHT (checked in the tests)
+PASSAGE_WEIGHT_DESCRIPTION = (
+    "Hybrid ranking weight λ: matches are ranked by best mention similarity + λ · similarity of the "
+    "whole passage to the type (0 = mentions only). Which passages match and which mentions are "
+    "marked do not change; score is the combined score. null = the model's calibrated default."
+)
+
 Scalar = bool | int | float | str
 
 
@@ -23,6 +30,9 @@ class SearchBody(BaseModel):
     limit: int = Field(10, ge=1, description="Hits per response (the page size when paging).")
     threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="Minimum cosine similarity of a mention; null = the model's calibrated default."
+    )
+    passage_weight: float | None = Field(
+        None, ge=0.0, le=MAX_PASSAGE_WEIGHT, description=PASSAGE_WEIGHT_DESCRIPTION
     )
     filters: dict[str, Scalar | list[Scalar]] = Field(
         default_factory=dict,
@@ -47,7 +57,10 @@ class SpanOut(BaseModel):
 
 class HitOut(BaseModel):
     id: str
-    score: float = Field(description="Best similarity of a mention in the passage to the type.")
+    score: float = Field(
+        description="Best similarity of a mention in the passage to the type, plus passage_weight × "
+        "the passage's similarity to the type."
+    )
     text: str
     fields: dict[str, Any]
     spans: list[SpanOut] = Field(description="The mentions that matched, best first.")
@@ -61,6 +74,7 @@ class FacetValue(BaseModel):
 class SearchResponse(BaseModel):
     type: str
     threshold: float | None = Field(description="The similarity threshold applied.")
+    passage_weight: float | None = Field(description="The passage weight λ the hits were ranked with.")
     hits: list[HitOut]
     total: int | None = Field(description="Number of matches; null for a plain top-hits search.")
     next_cursor: str | None = Field(description="Pass back as cursor for the next page; null at the end.")

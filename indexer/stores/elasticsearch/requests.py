@@ -408,6 +408,34 @@ def knn_search_body(
     return {"size": k, "_source": list(SOURCE_FIELDS), "knn": knn}
 
 
+def nested_span_knn(
+    vector: Any,
+    *,
+    min_similarity: float,
+    metric: str,
+    num_candidates: int,
+    clauses: Sequence[Mapping[str, Any]],
+    k: int | None = None,
+) -> dict[str, Any]:
+    """A ``knn`` query on ``spans.vector`` inside a ``nested`` query (best span, inner hits): the
+    form that can sit in a ``bool`` or ``script_score``, unlike the top-level ``knn`` section."""
+    knn: dict[str, Any] = {"field": SPAN_VECTOR_FIELD, "query_vector": _query_vector(vector)}
+    if k is not None:
+        knn["k"] = int(k)
+    knn["num_candidates"] = int(num_candidates)
+    knn["similarity"] = knn_similarity(min_similarity, metric)
+    if clauses:
+        knn["filter"] = [dict(clause) for clause in clauses]
+    return {
+        "nested": {
+            "path": SPANS_PATH,
+            "score_mode": "max",
+            "query": {"knn": knn},
+            "inner_hits": inner_hits(),
+        }
+    }
+
+
 def hybrid_knn_query(
     vector: Any,
     *,
@@ -425,23 +453,10 @@ def hybrid_knn_query(
     the best by the combined score. Which passages match and which spans come back as inner hits
     depend on ``similarity`` alone. The script returns span cos + λ · passage cos + 1 + λ.
     """
-    knn: dict[str, Any] = {
-        "field": SPAN_VECTOR_FIELD,
-        "query_vector": _query_vector(vector),
-        "k": int(num_candidates),
-        "num_candidates": int(num_candidates),
-        "similarity": knn_similarity(min_similarity, metric),
-    }
-    if clauses:
-        knn["filter"] = [dict(clause) for clause in clauses]
-    nested = {
-        "nested": {
-            "path": SPANS_PATH,
-            "score_mode": "max",
-            "query": {"knn": knn},
-            "inner_hits": inner_hits(),
-        }
-    }
+    nested = nested_span_knn(
+        vector, min_similarity=min_similarity, metric=metric, num_candidates=num_candidates,
+        clauses=clauses, k=num_candidates,
+    )
     return passage_weight_query(
         nested, vector, passage_weight=passage_weight,
         source=hybrid_knn_script_source(metric, PASSAGE_VECTOR_FIELD),
@@ -483,22 +498,10 @@ def hybrid_search_body(
             "_source": list(SOURCE_FIELDS),
             "query": {"bool": {"must": [required], "should": [text_boost(text, boost)]}},
         }
-    knn: dict[str, Any] = {
-        "field": SPAN_VECTOR_FIELD,
-        "query_vector": _query_vector(vector),
-        "num_candidates": num_candidates_for(k, num_candidates),
-        "similarity": knn_similarity(min_similarity, metric),
-    }
-    if passage_level or span_level:
-        knn["filter"] = passage_level + span_level
-    nested = {
-        "nested": {
-            "path": SPANS_PATH,
-            "score_mode": "max",
-            "query": {"knn": knn},
-            "inner_hits": inner_hits(),
-        }
-    }
+    nested = nested_span_knn(
+        vector, min_similarity=min_similarity, metric=metric,
+        num_candidates=num_candidates_for(k, num_candidates), clauses=passage_level + span_level,
+    )
     return {
         "size": k,
         "_source": list(SOURCE_FIELDS),
