@@ -103,6 +103,7 @@ def test_health(client):
 def test_info_reports_model_store_and_limits(client, web_index):
     info = client.get("/api/v1/info").json()
     assert info["model"]["id"] == web_index.info()["model"]["id"]
+    assert info["model"]["passage_weight"] == web_index.info()["model"]["passage_weight"]
     assert info["store"]["passages"] == len(CORPUS)
     assert info["server"]["limits"]["max_page_size"] == Limits().max_page_size
 
@@ -127,8 +128,9 @@ def test_openapi_describes_the_routes(client):
 
 
 def test_search_matches_nerindex_and_offsets_are_consistent(client, web_index):
-    data = search(client, type="dinosaur", threshold=LOW, limit=5)
-    direct = web_index.search("dinosaur", min_similarity=LOW, limit=5)
+    # λ = 0: the score is the best mention's similarity, whatever the shipped model's λ
+    data = search(client, type="dinosaur", threshold=LOW, limit=5, passage_weight=0)
+    direct = web_index.search("dinosaur", min_similarity=LOW, limit=5, passage_weight=0)
     assert [h["id"] for h in data["hits"]] == [h.id for h in direct]
     assert [h["score"] for h in data["hits"]] == pytest.approx([h.score for h in direct], abs=1e-5)
     assert data["total"] is None and data["next_cursor"] is None and data["threshold"] == LOW
@@ -178,6 +180,64 @@ def test_cursor_with_another_query_is_refused(client):
     assert "different query" in error_of(response, 400)
     response = client.post("/api/v1/search", json={"type": "dinosaur", "cursor": "garbage"})
     assert "invalid cursor" in error_of(response, 400)
+
+
+def test_passage_weight_reaches_the_search(client, web_index):
+    """λ changes the ranking and the scores, never which passages match."""
+    runs = {}
+    for weight in (0.0, 10.0):
+        data = search(client, type="dinosaur", threshold=LOW, limit=1000, all=True, passage_weight=weight)
+        direct = web_index.search("dinosaur", min_similarity=LOW, exhaustive=True, passage_weight=weight)
+        assert data["passage_weight"] == weight
+        assert [h["id"] for h in data["hits"]] == [h.id for h in direct]
+        assert [h["score"] for h in data["hits"]] == pytest.approx([h.score for h in direct], abs=1e-5)
+        runs[weight] = {h["id"]: h for h in data["hits"]}
+    spans_only, hybrid = runs[0.0], runs[10.0]
+    assert len(spans_only) > 6 and set(spans_only) == set(hybrid)
+    for hit_id, hit in spans_only.items():
+        assert hit["score"] == pytest.approx(max(s["similarity"] for s in hit["spans"]))
+        assert hybrid[hit_id]["spans"] == hit["spans"]  # the marked mentions do not depend on λ
+    assert any(abs(hybrid[i]["score"] - spans_only[i]["score"]) > 1e-3 for i in spans_only)
+    # the top-hits path (no all) and GET pass it on too
+    top = search(client, type="dinosaur", threshold=LOW, limit=3, passage_weight=10)
+    got = client.get("/api/v1/search", params={"type": "dinosaur", "threshold": LOW, "limit": 3, "passage_weight": 10}).json()
+    ranked = sorted(hybrid.values(), key=lambda h: -h["score"])[:3]
+    assert [h["score"] for h in top["hits"]] == pytest.approx([h["score"] for h in ranked], abs=1e-5)
+    assert [h["id"] for h in got["hits"]] == [h["id"] for h in top["hits"]] and got["passage_weight"] == 10
+
+
+def test_default_passage_weight_is_the_models(client, web_index):
+    model_weight = web_index.info()["model"]["passage_weight"]
+    data = search(client, type="dinosaur", threshold=LOW, limit=5)
+    assert data["passage_weight"] == model_weight
+    direct = web_index.search("dinosaur", min_similarity=LOW, limit=5, passage_weight=model_weight)
+    assert [h["score"] for h in data["hits"]] == pytest.approx([h.score for h in direct], abs=1e-5)
+
+
+def test_passage_weight_bounds_are_the_apis():
+    from indexer.api import MAX_PASSAGE_WEIGHT
+    from indexer.web.schemas import MAX_PASSAGE_WEIGHT as WEB_MAX
+
+    assert WEB_MAX == MAX_PASSAGE_WEIGHT
+
+
+@pytest.mark.parametrize("weight", [-0.1, 10.5, "heavy"])
+def test_bad_passage_weight_is_a_422(client, weight):
+    body = {"type": "dinosaur", "passage_weight": weight}
+    assert "passage_weight" in error_of(client.post("/api/v1/search", json=body), 422)
+    assert "passage_weight" in error_of(client.get("/api/v1/search", params=body), 422)
+
+
+def test_cursor_from_another_passage_weight_is_refused(client):
+    first = search(client, type="dinosaur", threshold=LOW, limit=2, all=True, passage_weight=0)
+    assert first["next_cursor"]
+    for other in (2.0, None):  # None: the model's λ, a different request even when it is 0
+        body = {"type": "dinosaur", "threshold": LOW, "limit": 2, "cursor": first["next_cursor"]}
+        if other is not None:
+            body["passage_weight"] = other
+        assert "different query" in error_of(client.post("/api/v1/search", json=body), 400)
+    same = search(client, type="dinosaur", threshold=LOW, limit=2, cursor=first["next_cursor"], passage_weight=0)
+    assert same["hits"]
 
 
 def test_filters_restrict_by_metadata(client):

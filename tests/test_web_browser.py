@@ -151,7 +151,8 @@ def test_a_person_searches_and_sees_highlighted_mentions(page, base_url):
 
 
 def test_threshold_control_narrows_the_results(page, base_url):
-    open_page(page, base_url, "?type=dinosaur&threshold=0")
+    # λ = 0 (from the URL) so that scores are mention similarities, whatever the model's λ
+    open_page(page, base_url, "?type=dinosaur&threshold=0&passage_weight=0")
     loose = api_search(base_url, type="dinosaur", threshold=0.0, all=True)["total"]
     page.eval_on_selector("#threshold", "el => { el.value = '0.3'; el.dispatchEvent(new Event('input')); }")
     page.click("#search-button")
@@ -161,6 +162,32 @@ def test_threshold_control_narrows_the_results(page, base_url):
     assert page.inner_text("#summary").startswith(f"{strict} passage")
     scores = [float(s) for s in page.eval_on_selector_all("#results .score", "els => els.map(e => e.textContent)")]
     assert all(s >= 0.3 - 5e-4 for s in scores)
+
+
+def test_passage_weight_is_sent_only_when_set(page, base_url):
+    open_page(page, base_url)
+    model_weight = httpx.get(f"{base_url}/api/v1/info").json()["model"]["passage_weight"]
+    assert page.get_attribute("#passage-weight", "placeholder") == f"model's: {model_weight:g}"
+    page.fill("#type", "dinosaur")
+    page.eval_on_selector("#threshold", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }")
+    with page.expect_request("**/api/v1/search") as request:
+        page.click("#search-button")
+    assert "passage_weight" not in request.value.post_data_json  # the model's λ
+    page.wait_for_selector("#results li.hit")
+
+    page.fill("#passage-weight", "10")
+    with page.expect_request("**/api/v1/search") as request:
+        page.click("#search-button")
+    assert request.value.post_data_json["passage_weight"] == 10
+    page.wait_for_function("() => location.search.includes('passage_weight=10')")
+    page.wait_for_selector("#results li.hit")
+    expected = api_search(base_url, type="dinosaur", threshold=0.0, passage_weight=10, limit=20, all=True)
+    assert hit_ids(page) == [h["id"] for h in expected["hits"]]
+    assert "passage weight 10" in page.inner_text("#summary")
+
+    open_page(page, base_url, "?type=dinosaur&threshold=0&passage_weight=-1")  # the server's message is shown
+    page.wait_for_selector("#error:not([hidden])")
+    assert "passage_weight" in page.inner_text("#error")
 
 
 def test_load_more_then_load_all_pages_through_every_match(page, base_url):

@@ -38,11 +38,23 @@ def test_query_key_ignores_filter_order_and_whitespace():
         SearchQuery.build("dinosaur", filters={"a": "1"}),
         SearchQuery.build("dinosaur", text="rex"),
         SearchQuery.build("dinosaur", filters={"a": ["1"]}, threshold=0.5),
+        SearchQuery.build("dinosaur", threshold=0.5, passage_weight=1.0),
+        SearchQuery.build("dinosaur", threshold=0.5, passage_weight=0),
     ],
 )
 def test_query_key_changes_with_every_part(other):
     base = SearchQuery.build("dinosaur", threshold=0.5)
     assert base.key() != other.key()
+
+
+def test_cursor_from_another_passage_weight_is_refused():
+    spans_only = SearchQuery.build("dinosaur", passage_weight=0)
+    hybrid = SearchQuery.build("dinosaur", passage_weight=0.5)
+    assert SearchQuery.build("dinosaur", passage_weight=0.5).key() == hybrid.key()
+    cursor = encode_cursor(spans_only.key(), 10)
+    assert decode_cursor(cursor, spans_only.key()) == 10
+    with pytest.raises(SearchError, match="passage_weight"):
+        decode_cursor(cursor, hybrid.key())
 
 
 def test_filter_dict_round_trip_and_without():

@@ -32,6 +32,8 @@ from ..records import Hit
 from . import searchui
 from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts
 from .schemas import (
+    MAX_PASSAGE_WEIGHT,
+    PASSAGE_WEIGHT_DESCRIPTION,
     EmbedBody,
     EmbedResponse,
     ErrorResponse,
@@ -106,7 +108,7 @@ def model_summary(info: Mapping[str, Any]) -> dict[str, Any] | None:
     """The model part of NerIndex.info(), whatever its exact layout, as a small dict."""
     model = info.get("model")
     if isinstance(model, dict):
-        keys = ("id", "version", "dims", "checksum", "similarity_threshold")
+        keys = ("id", "version", "dims", "checksum", "similarity_threshold", "passage_weight")
         return {k: model[k] for k in keys if k in model} or dict(model)
     if model is not None:
         return {"id": str(model)}
@@ -160,6 +162,15 @@ class SearchService:
                 return float(value)
         return None
 
+    def default_passage_weight(self) -> float | None:
+        """The model's λ, as info() reports it (None when the index does not say)."""
+        if self._info is None:
+            self.info()
+        assert self._info is not None
+        model = self._info.get("model")
+        value = model.get("passage_weight") if isinstance(model, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
+
     def top(self, query: SearchQuery, limit: int) -> list[Hit]:
         return list(
             self.index.search(
@@ -168,6 +179,7 @@ class SearchService:
                 text=query.text,
                 limit=limit,
                 min_similarity=query.threshold,
+                passage_weight=query.passage_weight,  # None: the model's λ
             )
         )
 
@@ -182,6 +194,7 @@ class SearchService:
                     text=query.text,
                     min_similarity=query.threshold,
                     exhaustive=True,
+                    passage_weight=query.passage_weight,  # None: the model's λ
                 )
             )
 
@@ -190,7 +203,9 @@ class SearchService:
     def search(self, body: SearchBody) -> dict[str, Any]:
         started = time.perf_counter()
         threshold = body.threshold if body.threshold is not None else self.threshold
-        query = SearchQuery.build(body.type, threshold=threshold, filters=body.filters, text=body.text)
+        query = SearchQuery.build(
+            body.type, threshold=threshold, filters=body.filters, text=body.text, passage_weight=body.passage_weight
+        )
         paged = body.all or body.cursor is not None
         total: int | None = None
         next_cursor: str | None = None
@@ -209,6 +224,9 @@ class SearchService:
         return {
             "type": query.type,
             "threshold": query.threshold if query.threshold is not None else self.default_threshold(),
+            "passage_weight": (
+                query.passage_weight if query.passage_weight is not None else self.default_passage_weight()
+            ),
             "hits": [h.to_dict() for h in page],
             "total": total,
             "next_cursor": next_cursor,
@@ -426,6 +444,7 @@ def create_app(
         type: str = Query(..., description="The entity type in plain words."),
         limit: int = Query(10, ge=1),
         threshold: float | None = Query(None, ge=-1.0, le=1.0),
+        passage_weight: float | None = Query(None, ge=0.0, le=MAX_PASSAGE_WEIGHT, description=PASSAGE_WEIGHT_DESCRIPTION),
         text: str | None = Query(None),
         where: list[str] = Query([], description="field=value metadata filter; repeat a field for any of."),
         all: bool = Query(False),
@@ -434,7 +453,8 @@ def create_app(
     ) -> JSONResponse:
         """The same search as POST, from a URL (filter values are strings here)."""
         body = SearchBody(
-            type=type, limit=limit, threshold=threshold, text=text, filters=parse_where(where),
+            type=type, limit=limit, threshold=threshold, passage_weight=passage_weight, text=text,
+            filters=parse_where(where),
             all=all, cursor=cursor, facets=facets,
         )
         check_search(body, limits)

@@ -34,13 +34,15 @@ class SearchQuery:
     """What identifies a result set: the type phrase and every restriction, normalised.
 
     ``filters`` is kept as a sorted tuple of (field, values) pairs so that equal queries hash
-    equal whatever order the client sent them in.
+    equal whatever order the client sent them in. ``passage_weight`` (λ; None: the model's) changes
+    the order of a result set, so it is part of the key: a cursor from one λ is refused for another.
     """
 
     type: str
     threshold: float | None = None
     filters: tuple[tuple[str, tuple[Scalar, ...]], ...] = ()
     text: str | None = None
+    passage_weight: float | None = None
 
     @classmethod
     def build(
@@ -50,6 +52,7 @@ class SearchQuery:
         threshold: float | None = None,
         filters: Mapping[str, FilterValue] | None = None,
         text: str | None = None,
+        passage_weight: float | None = None,
     ) -> "SearchQuery":
         pairs = []
         for name, value in (filters or {}).items():
@@ -60,6 +63,7 @@ class SearchQuery:
             threshold=None if threshold is None else float(threshold),
             filters=tuple(sorted(pairs, key=lambda p: p[0])),
             text=(text or "").strip() or None,
+            passage_weight=None if passage_weight is None else float(passage_weight),
         )
 
     def filter_dict(self) -> dict[str, Scalar | list[Scalar]]:
@@ -78,6 +82,7 @@ class SearchQuery:
                 "threshold": self.threshold,
                 "filters": [[n, list(v)] for n, v in self.filters],
                 "text": self.text,
+                "passage_weight": self.passage_weight,
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -104,8 +109,8 @@ def decode_cursor(cursor: str, query_key: str) -> int:
         raise SearchError("invalid cursor: pass back the next_cursor of a previous response")
     if key != query_key:
         raise SearchError(
-            "cursor belongs to a different query: send the same type, threshold, filters and "
-            "text as the request that returned it"
+            "cursor belongs to a different query: send the same type, threshold, passage_weight, "
+            "filters and text as the request that returned it"
         )
     return offset
 

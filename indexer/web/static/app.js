@@ -11,7 +11,7 @@ const API = "/api/v1";
 
 const state = {
   pageSize: DEFAULT_PAGE_SIZE, // ?size=N in the URL changes it
-  query: null, // {type, text, threshold, filters}
+  query: null, // {type, text, threshold, passage_weight (null: the model's), filters}
   hits: [],
   total: 0,
   nextCursor: null,
@@ -146,7 +146,8 @@ function renderSummary() {
   const shown = state.hits.length;
   const what = `${n} passage${n === 1 ? "" : "s"} mention${n === 1 ? "s" : ""} an entity of type “${q.type}”`;
   const extra = shown < n ? ` — showing ${shown}` : "";
-  $("summary").textContent = `${what} (similarity ≥ ${q.threshold.toFixed(2)})${extra}`;
+  const weight = q.passage_weight === null ? "" : `, passage weight ${q.passage_weight}`;
+  $("summary").textContent = `${what} (similarity ≥ ${q.threshold.toFixed(2)}${weight})${extra}`;
 }
 
 function renderHit(hit, rank) {
@@ -154,7 +155,7 @@ function renderHit(hit, rank) {
     "div",
     { class: "hit-head" },
     el("span", { class: "rank" }, `${rank}.`),
-    el("span", { class: "score", title: "best mention similarity" }, hit.score.toFixed(3)),
+    el("span", { class: "score", title: "best mention similarity + λ · passage similarity" }, hit.score.toFixed(3)),
     el("span", { class: "hit-id" }, hit.id),
   );
   const meta = Object.entries(hit.fields || {});
@@ -238,12 +239,15 @@ function readForm() {
     type: $("type").value.trim(),
     text: $("text").value.trim() || null,
     threshold: Number($("threshold").value),
+    passage_weight: $("passage-weight").value === "" ? null : Number($("passage-weight").value),
     filters: state.query ? { ...state.query.filters } : {},
   };
 }
 
 function requestBody(q, extra) {
-  return { type: q.type, text: q.text, threshold: q.threshold, filters: q.filters, all: true, ...extra };
+  const body = { type: q.type, text: q.text, threshold: q.threshold, filters: q.filters, all: true, ...extra };
+  if (q.passage_weight !== null) body.passage_weight = q.passage_weight; // else the model's λ
+  return body;
 }
 
 function writeURL(q) {
@@ -251,6 +255,7 @@ function writeURL(q) {
   params.set("type", q.type);
   if (q.text) params.set("text", q.text);
   params.set("threshold", String(q.threshold));
+  if (q.passage_weight !== null) params.set("passage_weight", String(q.passage_weight));
   if (Object.keys(q.filters).length) params.set("filters", JSON.stringify(q.filters));
   if (state.pageSize !== DEFAULT_PAGE_SIZE) params.set("size", String(state.pageSize));
   history.replaceState(null, "", "?" + params.toString());
@@ -366,6 +371,8 @@ async function start() {
     const server = info.value.server || {};
     const t = typeof server.threshold === "number" ? server.threshold : info.value.model && info.value.model.similarity_threshold;
     if (typeof t === "number" && !params.has("threshold")) $("threshold").value = String(t);
+    const w = info.value.model && info.value.model.passage_weight;
+    if (typeof w === "number") $("passage-weight").placeholder = `model's: ${w}`;
   } else {
     showError(info.reason.message);
   }
@@ -377,6 +384,7 @@ async function start() {
   if (params.get("type")) {
     $("type").value = params.get("type");
     $("text").value = params.get("text") || "";
+    $("passage-weight").value = params.get("passage_weight") || "";
     let filters = {};
     try {
       filters = JSON.parse(params.get("filters") || "{}") || {};
