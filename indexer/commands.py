@@ -169,7 +169,7 @@ def mark_spans(hit: Hit, *, color: bool) -> str:
     """The passage text with each matching span marked: bold on a terminal, [[…]] otherwise."""
     out: list[str] = []
     pos = 0
-    for span in sorted(hit.spans, key=lambda s: s.start):
+    for span in sorted(hit.spans, key=lambda s: (s.start, -s.end)):  # a nested span inside the outer one
         if span.start < pos:
             continue
         out.append(hit.text[pos : span.start])

@@ -267,7 +267,10 @@ class OnnxEncoder:
             if progress is not None and finished:
                 progress(finished)
         kept = [
-            [found[i][k] for k in resolve_overlaps([(s, e, sc) for s, e, sc, _, _ in found[i]])]
+            [
+                found[i][k]
+                for k in resolve_overlaps([(s, e, sc) for s, e, sc, _, _ in found[i]], nested=info.nested_spans)
+            ]
             for i in range(len(passages))
         ]
         labels = self._labels([span for spans in kept for span in spans])

@@ -73,6 +73,7 @@ class ModelInfo:
     catalog_phrases: str | None = "catalog.txt"
     catalog_vectors: str | None = "catalog.npy"
     passage_weight: float = 0.0  # λ of hybrid scoring (stores/base.py); 0 = spans only
+    nested_spans: bool = False  # span decoding keeps spans nested in others (spans.resolve_overlaps)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -139,5 +140,6 @@ class ModelInfo:
             catalog_phrases=catalog.get("phrases"),
             catalog_vectors=catalog.get("vectors"),
             passage_weight=float(raw.get("passage_weight", 0.0)),
+            nested_spans=raw.get("span_decoding", "flat") == "nested",
             raw=raw,
         )

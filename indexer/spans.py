@@ -188,18 +188,21 @@ def window_inputs(
     return out
 
 
-def resolve_overlaps(spans: Sequence[tuple[int, int, float]]) -> list[int]:
-    """Greedy flat decoding: indices of spans kept, highest score first, none overlapping.
+def resolve_overlaps(spans: Sequence[tuple[int, int, float]], *, nested: bool = False) -> list[int]:
+    """Greedy decoding: indices of spans kept, highest score first. Returns indices sorted by start.
 
-    ``spans`` are ``(start, end, score)`` with end exclusive. Returns indices sorted by start.
+    ``spans`` are ``(start, end, score)`` with end exclusive. Flat (default): no two kept spans
+    overlap. ``nested`` (GLiNER's ``flat_ner=False``): a span may sit inside another or contain
+    it, only crossing boundaries are refused — so a common noun the detector likes ("election")
+    does not push out the name around it ("the 1997 general election") and both are stored.
     """
     order = sorted(range(len(spans)), key=lambda i: (-spans[i][2], spans[i][0], spans[i][1]))
     taken: list[tuple[int, int]] = []
     kept: list[int] = []
     for i in order:
         s, e, _ = spans[i]
-        if any(s < te and ts < e for ts, te in taken):
+        if any(s < te and ts < e and not (nested and (ts <= s and e <= te or s <= ts and te <= e)) for ts, te in taken):
             continue
         taken.append((s, e))
         kept.append(i)
-    return sorted(kept, key=lambda i: spans[i][0])
+    return sorted(kept, key=lambda i: (spans[i][0], spans[i][1]))

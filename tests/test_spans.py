@@ -82,3 +82,13 @@ def test_resolve_overlaps_greedy_by_score():
     assert resolve_overlaps([]) == []
     # touching spans (end exclusive) do not overlap
     assert resolve_overlaps([(0, 3, 0.5), (3, 6, 0.4)]) == [0, 1]
+
+
+def test_resolve_overlaps_nested_keeps_containment_not_crossings():
+    # "the 1997 general election": the noun "election" (0.9) and the name around it (0.6)
+    spans = [(4, 25, 0.6), (17, 25, 0.9), (9, 20, 0.7), (0, 3, 0.2)]
+    assert resolve_overlaps(spans) == [3, 1]
+    # nested: the name is kept around the noun; (9, 20) crosses the noun's boundary and goes
+    assert resolve_overlaps(spans, nested=True) == [3, 0, 1]
+    # a span inside a kept one is kept too, and identical boundaries count as nesting
+    assert resolve_overlaps([(0, 10, 0.9), (2, 5, 0.5)], nested=True) == [0, 1]

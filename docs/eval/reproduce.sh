@@ -28,3 +28,6 @@ $EVAL "$D/wikigold/wikigold.conll" "${TRAIN[@]}" --out $OUT --stem wikigold-trai
 $EVAL "$D/btc/e.conll" "${TRAIN[@]}" --out $OUT --stem btc-e-trained-on
 # 5. the BEIR-style benchmark of the zero-shot sets, for scoring other systems
 $EVAL "$D/crossner/politics/dev.txt" "$D/crossner/literature/dev.txt" --export-benchmark "${BEIR_OUT:-/tmp/nerindex-beir-crossner-dev}"
+
+# 6. the pooled tables of EVALUATION.md (every type/set pair of the four evaluation sets)
+python docs/eval/pool.py $OUT/crossner-politics-dev.json $OUT/crossner-literature-dev.json $OUT/multiconer-dev.json $OUT/wnut17-dev.json

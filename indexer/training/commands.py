@@ -52,10 +52,12 @@ def _logging(verbose: bool) -> None:
               help="Negative types: the whole vocabulary, or the current model's ranks 5-50 plus 256 at random.")
 @click.option("--silver-batches", type=click.Choice(["balanced", "clustered"]), default="balanced", show_default=True,
               help="Silver spans balanced over their nearest type, or drawn a k-means cluster at a time (NGAME).")
+@click.option("--span-decoding", type=click.Choice(["nested", "flat"]), default="nested", show_default=True,
+              help="Overlapping detected spans: keep spans nested in others (only crossings refused), or none.")
 @click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
 def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps, head_epochs, limit,
                   cache_dir, silver, silver_dev, silver_share, silver_ablation, silver_guide,
-                  silver_negatives, silver_batches, quiet) -> None:  # fmt: skip
+                  silver_negatives, silver_batches, span_decoding, quiet) -> None:  # fmt: skip
     """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
     from .model import DEFAULT_BACKBONE
     from .train import TrainConfig, run_training
@@ -73,6 +75,7 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
     cfg.silver_guide = silver_guide
     cfg.silver_negatives = silver_negatives
     cfg.silver_batches = silver_batches
+    cfg.span_decoding = span_decoding
     if adapter_max_steps is not None:
         cfg.adapter_max_steps = adapter_max_steps
         cfg.silver_adapter_max_steps = adapter_max_steps
@@ -110,6 +113,7 @@ def card_from_run(run_dir: Path) -> tuple[dict, str, dict]:
         "max_length": rec["max_length"],
         "max_span_width": rec["max_span_width"],
         "detection_threshold": rec["detection_threshold"],
+        "span_decoding": rec.get("span_decoding", "flat"),
         "similarity_threshold": rec["similarity_threshold"],
         "label_threshold": rec["label_threshold"],
         # λ of hybrid scoring (runs before it was a model.json key called it hybrid_passage_weight)

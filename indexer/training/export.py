@@ -288,7 +288,7 @@ def write_model_folder(
 
 _KEY_ORDER = [
     "format", "id", "version", "backbone", "dims", "similarity", "max_length", "max_span_width",
-    "detection_threshold", "similarity_threshold", "label_threshold", "labels_per_span",
+    "detection_threshold", "span_decoding", "similarity_threshold", "label_threshold", "labels_per_span",
     "passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
     "files", "training", "evaluation",
 ]  # fmt: skip

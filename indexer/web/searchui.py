@@ -206,10 +206,11 @@ def apply_filters(hits: Iterable[Hit], filters: Sequence[FieldFilter]) -> list[H
 def highlight_html(text: str, spans: Sequence[SpanMatch], *, tag: str = "em") -> str:
     """The passage as escaped HTML with each matching mention wrapped in ``<tag>``.
 
-    Offsets are characters of the original text; overlapping or out-of-range spans are skipped.
+    Offsets are characters of the original text; out-of-range spans and spans overlapping one
+    already marked are skipped (a nested span inside its outer one: the outer is marked).
     """
     out, pos = [], 0
-    for span in sorted(spans, key=lambda s: (s.start, s.end)):
+    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
         if span.start < pos or span.end > len(text) or span.start >= span.end:
             continue
         out.append(html.escape(text[pos : span.start]))

@@ -28,7 +28,7 @@ const $ = (id) => document.getElementById(id);
  *  indices), so the text is cut as an array of code points, not UTF-16 units. */
 function segments(text, spans) {
   const chars = Array.from(text);
-  const sorted = [...spans].sort((a, b) => a.start - b.start || a.end - b.end);
+  const sorted = [...spans].sort((a, b) => a.start - b.start || b.end - a.end); // outer before nested
   const out = [];
   let pos = 0;
   for (const span of sorted) {
