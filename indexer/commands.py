@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .errors import InputError, SearchError
-from .records import Hit
+from .records import Hit, marked_spans
 
 STORE_HELP = "Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."
 MODEL_HELP = "Model folder (default: the shipped model, or NERINDEX_MODEL)."
@@ -169,9 +169,7 @@ def mark_spans(hit: Hit, *, color: bool) -> str:
     """The passage text with each matching span marked: bold on a terminal, [[…]] otherwise."""
     out: list[str] = []
     pos = 0
-    for span in sorted(hit.spans, key=lambda s: (s.start, -s.end)):  # a nested span inside the outer one
-        if span.start < pos:
-            continue
+    for span in sorted(marked_spans(hit.spans), key=lambda s: s.start):
         out.append(hit.text[pos : span.start])
         mention = hit.text[span.start : span.end]
         out.append(click.style(mention, bold=True, fg="yellow") if color else f"[[{mention}]]")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -102,3 +102,16 @@ class Hit:
             "fields": self.fields,
             "spans": [s.to_dict() for s in self.spans],
         }
+
+
+def marked_spans(spans: Iterable[SpanMatch]) -> list[SpanMatch]:
+    """The spans to mark in a text: best similarity first, skipping any that overlaps one taken.
+
+    Spans can nest (nested decoding): "Labour Party" (0.41) is marked rather than the wider
+    "Labour Party and the Conservative Party" (0.40) around it, and "Conservative Party" too.
+    """
+    taken: list[SpanMatch] = []
+    for span in sorted(spans, key=lambda s: -s.similarity):
+        if all(span.end <= t.start or t.end <= span.start for t in taken):
+            taken.append(span)
+    return taken

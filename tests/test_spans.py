@@ -92,3 +92,16 @@ def test_resolve_overlaps_nested_keeps_containment_not_crossings():
     assert resolve_overlaps(spans, nested=True) == [3, 0, 1]
     # a span inside a kept one is kept too, and identical boundaries count as nesting
     assert resolve_overlaps([(0, 10, 0.9), (2, 5, 0.5)], nested=True) == [0, 1]
+
+
+def test_marked_spans_prefer_the_most_similar_of_nested_spans():
+    from indexer.records import SpanMatch, marked_spans
+
+    text = "The Labour Party and the Conservative Party"
+    outer = SpanMatch(4, 43, text[4:43], 0.40, ())
+    labour = SpanMatch(4, 16, "Labour Party", 0.41, ())
+    tories = SpanMatch(25, 43, "Conservative Party", 0.38, ())
+    assert marked_spans([outer, labour, tories]) == [labour, tories]
+    # the outer span wins when it is the most similar, and then hides both inner ones
+    best_outer = SpanMatch(4, 43, text[4:43], 0.5, ())
+    assert marked_spans([labour, best_outer, tories]) == [best_outer]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import SearchError
-from ..records import Hit, SpanMatch
+from ..records import Hit, SpanMatch, marked_spans
 from .resultsets import Scalar, SearchQuery, facet_counts
 
 FILTER_TYPES = ("any", "all", "none")
@@ -206,12 +206,12 @@ def apply_filters(hits: Iterable[Hit], filters: Sequence[FieldFilter]) -> list[H
 def highlight_html(text: str, spans: Sequence[SpanMatch], *, tag: str = "em") -> str:
     """The passage as escaped HTML with each matching mention wrapped in ``<tag>``.
 
-    Offsets are characters of the original text; out-of-range spans and spans overlapping one
-    already marked are skipped (a nested span inside its outer one: the outer is marked).
+    Offsets are characters of the original text; out-of-range spans are skipped, and of spans that
+    overlap (nested decoding) the most similar is marked (``records.marked_spans``).
     """
     out, pos = [], 0
-    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
-        if span.start < pos or span.end > len(text) or span.start >= span.end:
+    for span in sorted(marked_spans(spans), key=lambda s: s.start):
+        if span.end > len(text) or span.start >= span.end:
             continue
         out.append(html.escape(text[pos : span.start]))
         out.append(f"<{tag}>{html.escape(text[span.start : span.end])}</{tag}>")

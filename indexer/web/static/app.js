@@ -28,11 +28,16 @@ const $ = (id) => document.getElementById(id);
  *  indices), so the text is cut as an array of code points, not UTF-16 units. */
 function segments(text, spans) {
   const chars = Array.from(text);
-  const sorted = [...spans].sort((a, b) => a.start - b.start || b.end - a.end); // outer before nested
+  // Spans may nest (nested decoding): of overlapping spans the most similar is marked.
+  const taken = [];
+  for (const span of [...spans].sort((a, b) => (b.similarity ?? 0) - (a.similarity ?? 0))) {
+    if (span.end > chars.length || span.start >= span.end) continue;
+    if (taken.every((t) => span.end <= t.start || t.end <= span.start)) taken.push(span);
+  }
+  const sorted = taken.sort((a, b) => a.start - b.start);
   const out = [];
   let pos = 0;
   for (const span of sorted) {
-    if (span.start < pos || span.end > chars.length || span.start >= span.end) continue;
     if (span.start > pos) out.push({ text: chars.slice(pos, span.start).join("") });
     out.push({ text: chars.slice(span.start, span.end).join(""), span });
     pos = span.end;
