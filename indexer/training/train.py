@@ -35,7 +35,6 @@ from ..spans import resolve_overlaps
 from .data import (
     MEDICAL_PHRASES,
     Corpus,
-    Source,
     build_corpus,
     default_sources,
     related,
