@@ -20,10 +20,9 @@ from .encoder import OnnxEncoder
 from .errors import SearchError
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Passage
-from .stores.base import SearchRequest, Store
+from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store
 
 MAX_PHRASE_CHARS = 200
-MAX_PASSAGE_WEIGHT = 10.0  # λ beyond this is passage retrieval in all but name
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:

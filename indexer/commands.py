@@ -12,6 +12,7 @@ import click
 
 from .errors import InputError, SearchError
 from .records import Hit, marked_spans
+from .stores.base import MAX_PASSAGE_WEIGHT
 
 STORE_HELP = "Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."
 MODEL_HELP = "Model folder (default: the shipped model, or NERINDEX_MODEL)."
@@ -194,7 +195,7 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
 @click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")
 @click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value).")
-@click.option("--passage-weight", type=click.FloatRange(0, 10), default=None,
+@click.option("--passage-weight", type=click.FloatRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="Hybrid scoring: rank by best span similarity + this × passage similarity "
                    "(default: the model's calibrated value; 0 = spans only). Which passages match is unchanged.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit per line, best first.")

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..stores.base import MAX_PASSAGE_WEIGHT
 from .benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
 from .run import METHODS
 
@@ -76,7 +77,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--methods", default=",".join(METHODS), show_default=True,
               help="Comma-separated methods to score: " + ", ".join(METHODS) + ".")
 @click.option("--threshold", type=float, help="Operating threshold of the system (default: the model's).")
-@click.option("--passage-weight", type=click.FloatRange(0, 10), default=None,
+@click.option("--passage-weight", type=click.FloatRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="λ of the system's hybrid scoring (span + λ · passage similarity; default: the model's). "
               "When it is not 0, the spans-only ranking is scored too.")
 @click.option("--train-types", help="Seen type phrases, comma-separated or @FILE (default: model.json training.types).")

@@ -367,7 +367,8 @@ def compute_rankings(
                     }
 
                 rankings["system"] = ranked(passage_weight)
-                stats["passage_weight"] = ix.request("x", passage_weight=passage_weight).passage_weight
+                weight = encoder.info.passage_weight if passage_weight is None else float(passage_weight)
+                stats["passage_weight"] = weight
                 if stats["passage_weight"] and "system_spans" in methods:
                     rankings["system_spans"] = ranked(0.0)
                 stats["search_seconds_per_query"] = round((time.perf_counter() - t0) / max(len(queries), 1), 4)

@@ -45,6 +45,9 @@ class ModelStamp:
         }
 
 
+MAX_PASSAGE_WEIGHT = 10.0  # λ beyond this is passage retrieval in all but name
+
+
 @dataclass(frozen=True)
 class SearchRequest:
     """A type query after embedding: the unit type vector plus the restrictions of the search."""

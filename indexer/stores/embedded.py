@@ -436,16 +436,6 @@ class EmbeddedStore:
                     spans=tuple(matches),
                 )
 
-    def passage_vectors(self) -> tuple[list[str], np.ndarray]:
-        """Every stored passage id with its passage vector (dense retrieval, hybrid scoring)."""
-        stamp = self.model()
-        dims = stamp.dims if stamp else 0
-        rows = self._conn.execute("SELECT id, vector FROM passages ORDER BY rowid").fetchall()
-        if not rows:
-            return [], np.zeros((0, dims), dtype=np.float32)
-        ids, blobs = zip(*rows)
-        return list(ids), np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dims)
-
     def close(self) -> None:
         self._conn.close()
 

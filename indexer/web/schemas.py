@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_PASSAGE_WEIGHT = 10.0  # the same bound as indexer.api.MAX_PASSAGE_WEIGHT (checked in the tests)
+from ..stores.base import MAX_PASSAGE_WEIGHT
 PASSAGE_WEIGHT_DESCRIPTION = (
     "Hybrid ranking weight λ: matches are ranked by best mention similarity + λ · similarity of the "
     "whole passage to the type (0 = mentions only). Which passages match and which mentions are "
