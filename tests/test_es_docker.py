@@ -57,9 +57,16 @@ def test_images_are_pinned_to_one_stack_version():
     text = COMPOSE.read_text()
     versions = set(re.findall(r"docker\.elastic\.co/(?:elasticsearch/elasticsearch|kibana/kibana):\$\{STACK_VERSION:-([\d.]+)\}", text))
     assert len(versions) == 1 and env_example()["STACK_VERSION"] in versions
-    major, minor, _ = map(int, versions.pop().split("."))
-    assert (major, minor) >= (9, 2)  # span-level kNN filters
     assert "latest" not in text
+
+
+def test_compose_runs_the_version_ci_tests_live():
+    """The stack users start is the server CI runs the live tests against (.ci/elasticsearch)."""
+    ci = (DOCKER.parent / ".ci" / "elasticsearch").read_text()
+    pinned = re.search(r'^ES_ARTIFACT="org\.elasticsearch\.distribution\.integ-test-zip:elasticsearch:([\d.]+)"$', ci, re.M)
+    assert pinned, "the CI script pins integ-test-zip:elasticsearch:X.Y.Z"
+    assert env_example()["STACK_VERSION"] == pinned.group(1)
+    assert f"${{STACK_VERSION:-{pinned.group(1)}}}" in COMPOSE.read_text()
 
 
 def test_dockerfiles_install_the_right_extras_on_pinned_bases():
