@@ -117,6 +117,10 @@ class FakeCluster:
         if not names:
             return self.missing(target)
         action = rest[0]
+        if action == "_mapping" and method == "PUT":
+            for n in names:
+                self.indices[n]["mappings"]["_meta"] = body["_meta"]
+            return 200, {"acknowledged": True}
         if action == "_mapping":
             return 200, {n: {"mappings": self.indices[n]["mappings"]} for n in names}
         if action == "_settings":

@@ -12,6 +12,7 @@ whole passages behind and a rerun resumes by skipping ids already stored.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -23,7 +24,9 @@ import numpy as np
 
 from ..errors import ModelMismatchError, SearchError, StoreError
 from ..records import EncodedPassage, Hit, SpanMatch
-from .base import ModelStamp, SearchRequest, StoreCounts, WriteOutcome
+from .base import ModelStamp, SearchRequest, StoreCounts, WriteOutcome, adopted_message, check_stamp
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "store.sqlite"
 SCHEMA_VERSION = "1"
@@ -193,22 +196,39 @@ class EmbeddedStore:
 
     def model(self) -> ModelStamp | None:
         raw = self._meta("model")
-        return ModelStamp(**json.loads(raw)) if raw else None
+        return ModelStamp.from_dict(json.loads(raw)) if raw else None
 
-    def check_model(self, stamp: ModelStamp) -> None:
-        current = self.model()
-        if current is None:
+    def check_model(self, stamp: ModelStamp, *, writing: bool = True) -> None:
+        """Record the model on first write; refuse another one (base.check_stamp decides).
+
+        Both the first record and the adoption of settings a 0.2.0 store lacks are
+        compare-and-set, so two processes starting on one store cannot record two models.
+        """
+        raw = self._meta("model")
+        if raw is None:
+            if not writing:
+                return
             self._conn.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)",
-                (json.dumps(stamp.to_dict()),),
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(stamp.to_dict()),)
             )
-            return
-        if current.checksum != stamp.checksum or current.dims != stamp.dims:
+            raw = self._meta("model")
+            assert raw is not None
+        current = ModelStamp.from_dict(json.loads(raw))
+        check = check_stamp(current, stamp, writing=writing)
+        if check.conflict:
             raise ModelMismatchError(
-                f"{self.path}: store was built with model {current.id} {current.version} "
-                f"(checksum {current.checksum[:12]}), not {stamp.id} {stamp.version} "
-                f"(checksum {stamp.checksum[:12]}); index into a new store to use this model"
+                f"{self.path}: store was built with model {current.describe()}, this run uses "
+                f"{stamp.describe()}: {check.conflict}; index into a new store (another --store folder) "
+                f"or use the model folder the store was built with"
             )
+        if check.adopted:
+            cur = self._conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'model' AND value = ?",
+                (json.dumps(check.recorded.to_dict()), raw),
+            )
+            if cur.rowcount == 0:  # another process recorded first: compare with what it recorded
+                return self.check_model(stamp, writing=writing)
+            log.warning(adopted_message(str(self.path), check))
 
     # ------------------------------------------------------------------ writing
 

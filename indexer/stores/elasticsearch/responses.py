@@ -277,30 +277,18 @@ def stamp_from_meta(meta: Mapping[str, Any] | None) -> ModelStamp | None:
     if not isinstance(model, Mapping):
         return None
     try:
-        return ModelStamp(
-            id=str(model["id"]),
-            version=str(model["version"]),
-            dims=int(model["dims"]),
-            checksum=str(model["checksum"]),
-            similarity=str(model.get("similarity", "cosine")),
-        )
+        return ModelStamp.from_dict(model)
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"index _meta has an unreadable model record: {dict(model)!r}") from exc
 
 
-def mismatch_message(alias: str, index: str, stored: ModelStamp, wanted: ModelStamp) -> str:
-    """What the model guard says when a run's model differs from the index's."""
-
-    def describe(stamp: ModelStamp) -> str:
-        return (
-            f"{stamp.id} {stamp.version} ({stamp.dims} dims, {stamp.similarity}, "
-            f"checksum {stamp.checksum[:12]})"
-        )
-
+def mismatch_message(alias: str, index: str, stored: ModelStamp, wanted: ModelStamp, conflict: str = "") -> str:
+    """What the model guard says when a run's model (or one of its stored settings) differs from
+    the index's; ``conflict`` names the setting and both values (``base.check_stamp``)."""
     return (
-        f"Elasticsearch index {index!r} (alias {alias!r}) holds vectors of model {describe(stored)}, "
-        f"but this run uses {describe(wanted)}; vectors of two models never mix. "
-        f"Re-index into a new index with 'nerindex es reindex --model <folder>' "
+        f"Elasticsearch index {index!r} (alias {alias!r}) holds vectors of model {stored.describe()}, "
+        f"but this run uses {wanted.describe()}{': ' + conflict if conflict else ''}; spans made two "
+        f"ways never mix. Re-index into a new index with 'nerindex es reindex --model <folder>' "
         f"(the alias moves atomically), or choose another --es-index."
     )
 
