@@ -20,7 +20,7 @@ from .encoder import OnnxEncoder
 from .errors import SearchError
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Passage
-from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store
+from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion
 
 MAX_PHRASE_CHARS = 200
 
@@ -164,6 +164,10 @@ class NerIndex:
     @property
     def catalog(self) -> list[str]:
         return list(self.encoder.catalog.phrases) if self.encoder.catalog else []
+
+    def version(self) -> StoreVersion:
+        """The store's identity and state: what results derived from it are valid for."""
+        return self.store.version()
 
     def info(self) -> dict[str, Any]:
         info = self.encoder.info

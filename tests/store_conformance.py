@@ -213,6 +213,18 @@ class StoreConformance:
         with pytest.raises(ModelMismatchError, match="max_span_width is 8 in the store but 12"):
             store.check_model(replace(stamp, max_span_width=12))
 
+    def test_version_changes_with_every_write_only(self, store, stamp):
+        store.check_model(stamp)
+        empty = store.version()
+        assert store.version() == empty
+        store.write(corpus()[:2])
+        first = store.version()
+        assert first != empty and first.identity == empty.identity
+        self.search(store, DINO, exhaustive=True)
+        assert store.counts().passages == 2 and store.version() == first  # reading changes nothing
+        store.write(corpus()[:1])  # rewriting a stored passage is a change too
+        assert store.version() not in (empty, first)
+
     # --- hybrid scoring: best span similarity + λ · passage similarity ---------------------------
 
     @pytest.fixture

@@ -170,6 +170,24 @@ class StoreCounts:
     spans: int
 
 
+@dataclass(frozen=True)
+class StoreVersion:
+    """Which store, in which state: anything derived from a store (a vector cache, a cached result
+    set, a cursor) is valid only for the version it was made from.
+
+    ``identity`` changes when the store is replaced by another (a new or restored store.sqlite,
+    another index behind the alias); ``state`` changes with every write. Equal versions mean
+    equal contents; a changed version may (rarely) not mean changed contents, which costs only a
+    recomputation.
+    """
+
+    identity: str
+    state: str
+
+    def __str__(self) -> str:
+        return f"{self.identity}/{self.state}"
+
+
 class Store(Protocol):
     """What the pipeline, search and CLI need from a backend; nothing more."""
 
@@ -191,6 +209,9 @@ class Store(Protocol):
 
     def counts(self) -> StoreCounts:
         ...
+
+    def version(self) -> StoreVersion:
+        """The store's identity and state, cheaply (one small query); changes after every write."""
 
     def close(self) -> None:
         ...

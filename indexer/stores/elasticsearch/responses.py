@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
-from ..base import ModelStamp, StoreCounts, WriteOutcome
+from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome
 from .requests import INNER_HITS_NAME
 from .similarity import combined_from_hybrid_score, cosine_from_knn_score, cosine_from_script_score
 
@@ -291,6 +291,26 @@ def mismatch_message(alias: str, index: str, stored: ModelStamp, wanted: ModelSt
         f"ways never mix. Re-index into a new index with 'nerindex es reindex --model <folder>' "
         f"(the alias moves atomically), or choose another --es-index."
     )
+
+
+def store_version(response: Mapping[str, Any], *, target: str) -> StoreVersion:
+    """The store version from ``GET <alias>/_stats/docs,indexing``: the concrete index's UUID
+    (another index behind the alias is another store) and its primaries' document and operation
+    counts: ``index_total`` moves on every write, ``docs`` when a refresh makes writes visible to
+    search (a merge that purges deleted documents moves it too, which costs a recomputation)."""
+    indices = dict(response.get("indices") or {})
+    if len(indices) != 1:
+        raise StoreError(f"{target!r} points at {len(indices)} indices; nerindex keeps its alias on one index")
+    ((name, body),) = indices.items()
+    primaries = body.get("primaries") or {}
+    docs, indexing = primaries.get("docs") or {}, primaries.get("indexing") or {}
+    state = "-".join(
+        str(part.get(key, 0))
+        for part, key in (
+            (docs, "count"), (docs, "deleted"), (indexing, "index_total"), (indexing, "delete_total"),
+        )
+    )
+    return StoreVersion(identity=f"{name}:{body.get('uuid', '')}", state=state)
 
 
 def refresh_interval(response: Mapping[str, Any]) -> str | None:

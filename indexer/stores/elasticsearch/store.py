@@ -24,7 +24,7 @@ from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 from ...config import DEFAULT_ES_INDEX, Settings, from_env
 from ...errors import ModelMismatchError, SearchError, StoreError
 from ...records import EncodedPassage, Hit
-from ..base import ModelStamp, SearchRequest, StoreCounts, WriteOutcome, adopted_message, check_stamp
+from ..base import ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp
 from . import requests as rq
 from . import responses as rs
 from .bulk import BulkOptions, write_documents
@@ -328,6 +328,17 @@ class ElasticsearchStore:
             except NotFoundError:
                 return StoreCounts(passages=0, spans=0)
         return rs.parse_counts(response.body)
+
+    def version(self) -> StoreVersion:
+        """The concrete index behind the alias and its write counts, in one ``_stats`` request
+        (after making this handle's own writes searchable, as counts and search do)."""
+        self.flush()
+        with self.errors(f"read the stats of {self.alias!r}"):
+            try:
+                response = self.client.indices.stats(index=self.alias, metric="docs,indexing")
+            except NotFoundError:
+                return StoreVersion(identity="", state="absent")
+        return rs.store_version(response.body, target=self.alias)
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Hits best first: top ``limit`` by kNN, or every match when ``exhaustive``."""
