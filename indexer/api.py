@@ -20,7 +20,7 @@ from .encoder import OnnxEncoder
 from .errors import SearchError
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Passage
-from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store
+from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion
 
 MAX_PHRASE_CHARS = 200
 
@@ -60,7 +60,8 @@ class NerIndex:
         """Open a store (embedded folder, or Elasticsearch with ``es_url``) with a model folder.
 
         Arguments override the ``NERINDEX_*`` environment. The store's recorded model is checked
-        against this one before any search or write.
+        against this one: here for searching (the same vector space), and again before indexing,
+        when every setting that changes what is stored must agree as well.
         """
         base = settings or from_env()
         overrides: dict[str, Any] = {}
@@ -79,7 +80,7 @@ class NerIndex:
         backend = open_store(settings, create=create)
         recorded = backend.model()
         if recorded is not None:
-            backend.check_model(encoder.info.stamp)
+            backend.check_model(encoder.info.stamp, writing=False)
         where = settings.es_url and f"{settings.es_url} index {settings.es_index}" or settings.store
         return cls(encoder, backend, description=str(where))
 
@@ -163,6 +164,10 @@ class NerIndex:
     @property
     def catalog(self) -> list[str]:
         return list(self.encoder.catalog.phrases) if self.encoder.catalog else []
+
+    def version(self) -> StoreVersion:
+        """The store's identity and state: what results derived from it are valid for."""
+        return self.store.version()
 
     def info(self) -> dict[str, Any]:
         info = self.encoder.info

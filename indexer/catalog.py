@@ -6,6 +6,7 @@ convenience index over the same space that vector search uses, not a separate cl
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -43,6 +44,15 @@ class Catalog:
     @classmethod
     def build(cls, phrases: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> "Catalog":
         return cls(tuple(phrases), np.asarray(embed(list(phrases)), dtype=np.float32))
+
+    def source(self, type_template: str) -> str:
+        """What identifies the labels this catalog gives (recorded in the store's model stamp).
+
+        The phrases and the template they are embedded with, not the vectors: those differ in the
+        last bits between the CPU and CUDA graphs, and the labels are meant to be the same.
+        """
+        text = "\n".join((type_template, *self.phrases))
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def label(self, vectors: np.ndarray, *, k: int, threshold: float) -> list[tuple[str, ...]]:
         """For each row vector, up to ``k`` nearest phrases with cosine ≥ ``threshold``, best first."""

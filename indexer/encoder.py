@@ -9,6 +9,7 @@ silently truncated. Work is batched by length to keep padding small.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -133,6 +134,8 @@ class OnnxEncoder:
         tokenizer.no_padding()
         encoder = cls(info, session, tokenizer, provider=provider)
         encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
+        if catalog is not None and encoder.catalog is not None:  # labels from another catalog: the stamp says so
+            encoder.info = dataclasses.replace(info, catalog_source=encoder.catalog.source(info.type_template))
         return encoder
 
     # ------------------------------------------------------------------ type phrases

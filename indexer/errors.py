@@ -50,3 +50,7 @@ class SearchError(NerindexError):
     """A search request that cannot be answered as asked (bad filter, unsupported option)."""
 
     exit_code = 6
+
+
+class StaleCursorError(SearchError):
+    """A paging cursor issued before the store changed: its offsets no longer point at the same hits."""

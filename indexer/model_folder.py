@@ -74,6 +74,7 @@ class ModelInfo:
     catalog_vectors: str | None = "catalog.npy"
     passage_weight: float = 0.0  # λ of hybrid scoring (stores/base.py); 0 = spans only
     nested_spans: bool = False  # span decoding keeps spans nested in others (spans.resolve_overlaps)
+    catalog_source: str | None = None  # "sha256:<hex>" of a catalog given instead of the model's (encoder sets it)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -82,13 +83,20 @@ class ModelInfo:
 
     @property
     def stamp(self) -> ModelStamp:
-        """What a store records so vectors from two models never mix."""
+        """What a store records so that vectors, spans and labels made two ways never mix."""
         return ModelStamp(
             id=self.id,
             version=self.version,
             dims=self.dims,
             checksum=self.checksum,
             similarity=self.similarity,
+            detection_threshold=self.detection_threshold,
+            span_decoding="nested" if self.nested_spans else "flat",
+            max_length=self.max_length,
+            max_span_width=self.max_span_width,
+            label_threshold=self.label_threshold,
+            labels_per_span=self.labels_per_span,
+            catalog=self.catalog_source or ("model" if self.catalog_phrases else "none"),
         )
 
     @property

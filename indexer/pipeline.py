@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
+from .errors import StoreError
 from .records import EncodedPassage, Passage
 from .stores.base import Store, WriteOutcome
 
@@ -120,6 +121,14 @@ def index_passages(
             report.add(outcomes, docs)
     except KeyboardInterrupt:
         report.interrupted = True
+    except StoreError as exc:  # disk full, database locked, cluster gone: what is stored stays whole
+        rerun = (
+            "running the same command again resumes (passages already stored are skipped)"
+            if skip_existing
+            else "running the same command again completes it (stored passages are encoded again)"
+        )
+        stored = report.created + report.updated
+        raise StoreError(f"{exc}; {stored} passage(s) of this run were stored, in whole chunks; {rerun}") from exc
     finally:
         report.seconds = time.perf_counter() - began
     return report

@@ -7,6 +7,9 @@ chosen so every expected answer can be worked out by hand from the table below.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -187,6 +190,40 @@ class StoreConformance:
         with pytest.raises(ModelMismatchError, match="other"):
             loaded.check_model(other)
         assert loaded.model().checksum == stamp.checksum
+
+    def test_stored_settings_guard_writing_not_reading(self, store, stamp):
+        tuned = replace(stamp, detection_threshold=0.08, span_decoding="nested", catalog="model")
+        store.check_model(tuned)
+        store.check_model(tuned)  # the same settings: fine
+        other = replace(tuned, detection_threshold=0.2)
+        with pytest.raises(ModelMismatchError, match=r"detection_threshold is 0\.08 in the store but 0\.2"):
+            store.check_model(other)
+        store.check_model(other, writing=False)  # searching is fine: same vector space
+        assert store.model() == tuned
+
+    def test_settings_missing_from_an_old_stamp_are_adopted_once(self, store, stamp, caplog):
+        store.check_model(stamp)  # a 0.2.0 stamp: no stored settings
+        tuned = replace(stamp, detection_threshold=0.08, max_span_width=8)
+        with caplog.at_level(logging.WARNING):
+            store.check_model(tuned)
+            store.check_model(tuned)
+        adopted = [r for r in caplog.records if "recording detection_threshold=0.08" in r.getMessage()]
+        assert len(adopted) == 1 and "0.2.0" in adopted[0].getMessage()
+        assert store.model().detection_threshold == 0.08 and store.model().max_span_width == 8
+        with pytest.raises(ModelMismatchError, match="max_span_width is 8 in the store but 12"):
+            store.check_model(replace(stamp, max_span_width=12))
+
+    def test_version_changes_with_every_write_only(self, store, stamp):
+        store.check_model(stamp)
+        empty = store.version()
+        assert store.version() == empty
+        store.write(corpus()[:2])
+        first = store.version()
+        assert first != empty and first.identity == empty.identity
+        self.search(store, DINO, exhaustive=True)
+        assert store.counts().passages == 2 and store.version() == first  # reading changes nothing
+        store.write(corpus()[:1])  # rewriting a stored passage is a change too
+        assert store.version() not in (empty, first)
 
     # --- hybrid scoring: best span similarity + λ · passage similarity ---------------------------
 

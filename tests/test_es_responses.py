@@ -179,6 +179,25 @@ def test_model_stamp_from_mapping_meta():
         rs.stamp_from_meta({"model": {"id": "x"}})
 
 
+def test_index_meta_keeps_every_stored_setting_and_reads_0_2_0_meta():
+    from indexer.model_folder import ModelInfo, default_model_path
+    from indexer.stores.elasticsearch import requests as rq
+
+    stamp = ModelInfo.load(default_model_path(), verify=False).stamp
+    assert rs.stamp_from_meta(rq.index_meta(stamp)) == stamp
+    old = rs.stamp_from_meta({"model": {"id": "m", "version": "1", "dims": 384, "checksum": "c"}})
+    assert old.detection_threshold is None and old.catalog is None
+
+
+def test_store_version_from_stats():
+    body = {"indices": {"nerindex-000002": {"uuid": "Xy1", "primaries": {
+        "docs": {"count": 40, "deleted": 2}, "indexing": {"index_total": 42, "delete_total": 0}}}}}
+    version = rs.store_version(body, target="nerindex")
+    assert version.identity == "nerindex-000002:Xy1" and version.state == "40-2-42-0"
+    with pytest.raises(StoreError, match="2 indices"):
+        rs.store_version({"indices": {"a": {}, "b": {}}}, target="nerindex")
+
+
 def test_alias_over_several_indices_is_refused():
     with pytest.raises(StoreError, match="several indices"):
         rs.index_mapping({"a-000001": {"mappings": {}}, "a-000002": {"mappings": {}}}, target="a")

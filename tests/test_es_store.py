@@ -117,8 +117,16 @@ class FakeCluster:
         if not names:
             return self.missing(target)
         action = rest[0]
+        if action == "_mapping" and method == "PUT":
+            for n in names:
+                self.indices[n]["mappings"]["_meta"] = body["_meta"]
+            return 200, {"acknowledged": True}
         if action == "_mapping":
             return 200, {n: {"mappings": self.indices[n]["mappings"]} for n in names}
+        if action == "_stats":
+            return 200, {"indices": {n: {"uuid": self.indices[n]["uuid"], "primaries": {
+                "docs": {"count": len(self.indices[n]["docs"]), "deleted": 0},
+                "indexing": {"index_total": self.indices[n]["index_total"], "delete_total": 0}}} for n in names}}
         if action == "_settings":
             if method == "PUT":
                 for n in names:
@@ -170,6 +178,7 @@ class FakeCluster:
         self.indices[name] = {
             "mappings": body.get("mappings", {}), "settings": settings, "explicit_refresh": True,
             "aliases": set(body.get("aliases", {})), "docs": {},
+            "uuid": f"uuid-{next(self._seq)}", "index_total": 0,
         }
         return 200, {"acknowledged": True, "index": name}
 
@@ -206,6 +215,7 @@ class FakeCluster:
                 continue
             existed = doc_id in index["docs"]
             index["docs"][doc_id] = {"seq": next(self._seq), "source": source}
+            index["index_total"] += 1
             items.append({"index": {"_index": names[0], "_id": doc_id, "status": 200 if existed else 201,
                                     "result": "updated" if existed else "created"}})
         return 200, {"took": 1, "errors": any(i["index"]["status"] >= 300 for i in items), "items": items}

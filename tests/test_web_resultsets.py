@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the [web] extra is not installed")
 
-from indexer.errors import SearchError  # noqa: E402
+from indexer.errors import SearchError, StaleCursorError  # noqa: E402
 from indexer.records import Hit, SpanMatch  # noqa: E402
 from indexer.web.resultsets import (  # noqa: E402
     ResultSetCache,
@@ -17,7 +17,9 @@ from indexer.web.resultsets import (  # noqa: E402
     decode_cursor,
     encode_cursor,
     facet_counts,
+    version_key,
 )
+from indexer.stores.base import StoreVersion  # noqa: E402
 
 
 def hit(i: int, **fields) -> Hit:
@@ -51,10 +53,10 @@ def test_cursor_from_another_passage_weight_is_refused():
     spans_only = SearchQuery.build("dinosaur", passage_weight=0)
     hybrid = SearchQuery.build("dinosaur", passage_weight=0.5)
     assert SearchQuery.build("dinosaur", passage_weight=0.5).key() == hybrid.key()
-    cursor = encode_cursor(spans_only.key(), 10)
-    assert decode_cursor(cursor, spans_only.key()) == 10
+    cursor = encode_cursor(spans_only.key(), 10, "s1")
+    assert decode_cursor(cursor, spans_only.key(), "s1") == 10
     with pytest.raises(SearchError, match="passage_weight"):
-        decode_cursor(cursor, hybrid.key())
+        decode_cursor(cursor, hybrid.key(), "s1")
 
 
 def test_filter_dict_round_trip_and_without():
@@ -65,26 +67,35 @@ def test_filter_dict_round_trip_and_without():
 
 def test_cursor_round_trip_is_opaque_and_url_safe():
     key = SearchQuery.build("dinosaur").key()
-    cursor = encode_cursor(key, 40)
+    cursor = encode_cursor(key, 40, "s1")
     assert all(c.isalnum() or c in "-_" for c in cursor)
-    assert decode_cursor(cursor, key) == 40
+    assert decode_cursor(cursor, key, "s1") == 40
 
 
 def test_cursor_from_another_query_is_refused():
-    cursor = encode_cursor(SearchQuery.build("dinosaur").key(), 10)
+    cursor = encode_cursor(SearchQuery.build("dinosaur").key(), 10, "s1")
     with pytest.raises(SearchError, match="different query"):
-        decode_cursor(cursor, SearchQuery.build("politician").key())
+        decode_cursor(cursor, SearchQuery.build("politician").key(), "s1")
 
 
-@pytest.mark.parametrize("junk", ["", "not-a-cursor", "e30", encode_cursor("k", -1)[:-2] + "xx", "%%%"])
+def test_cursor_from_another_store_version_is_refused_as_stale():
+    key = SearchQuery.build("dinosaur").key()
+    before = version_key(StoreVersion("uuid-1", "g1-p3.3-s5.5"))
+    after = version_key(StoreVersion("uuid-1", "g2-p4.4-s7.7"))
+    assert before != after and before == version_key(StoreVersion("uuid-1", "g1-p3.3-s5.5"))
+    with pytest.raises(StaleCursorError, match="index changed since this cursor was issued"):
+        decode_cursor(encode_cursor(key, 10, before), key, after)
+
+
+@pytest.mark.parametrize("junk", ["", "not-a-cursor", "e30", encode_cursor("k", -1, "s")[:-2] + "xx", "%%%"])
 def test_malformed_cursors_are_refused(junk):
     with pytest.raises(SearchError, match="invalid cursor"):
-        decode_cursor(junk, "k")
+        decode_cursor(junk, "k", "s")
 
 
 def test_negative_offset_cursor_is_refused():
     with pytest.raises(SearchError, match="invalid cursor"):
-        decode_cursor(encode_cursor("k", -5), "k")
+        decode_cursor(encode_cursor("k", -5, "s"), "k", "s")
 
 
 def test_cache_computes_once_and_evicts_least_recent():
@@ -98,23 +109,23 @@ def test_cache_computes_once_and_evicts_least_recent():
 
         return run
 
-    assert len(cache.get("a", compute("a", 3))) == 3
-    cache.get("a", compute("a", 3))
+    assert len(cache.get("s1", "a", compute("a", 3))) == 3
+    cache.get("s1", "a", compute("a", 3))
     assert calls == ["a"]
-    cache.get("b", compute("b", 1))
-    cache.get("a", compute("a", 3))  # a is now most recent
-    cache.get("c", compute("c", 1))  # evicts b
-    cache.get("a", compute("a", 3))
-    cache.get("b", compute("b", 1))
+    cache.get("s1", "b", compute("b", 1))
+    cache.get("s1", "a", compute("a", 3))  # a is now most recent
+    cache.get("s1", "c", compute("c", 1))  # evicts b
+    cache.get("s1", "a", compute("a", 3))
+    cache.get("s1", "b", compute("b", 1))
     assert calls == ["a", "b", "c", "b"]
 
 
 def test_cache_bounded_by_hits_keeps_at_least_the_newest():
     cache = ResultSetCache(max_entries=10, max_hits=5)
-    cache.get("a", lambda: [hit(i) for i in range(4)])
-    cache.get("b", lambda: [hit(i) for i in range(4)])
+    cache.get("s1", "a", lambda: [hit(i) for i in range(4)])
+    cache.get("s1", "b", lambda: [hit(i) for i in range(4)])
     assert len(cache) == 1
-    cache.get("big", lambda: [hit(i) for i in range(50)])
+    cache.get("s1", "big", lambda: [hit(i) for i in range(50)])
     assert len(cache) == 1
 
 
@@ -128,7 +139,7 @@ def test_cache_shares_one_computation_between_threads():
         return [hit(0)]
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get("k", slow))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(cache.get("s1", "k", slow))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -143,9 +154,17 @@ def test_cache_does_not_keep_failures():
         raise SearchError("bad")
 
     with pytest.raises(SearchError):
-        cache.get("k", boom)
+        cache.get("s1", "k", boom)
     assert len(cache) == 0
-    assert cache.get("k", lambda: [hit(1)])[0].id == "p1"
+    assert cache.get("s1", "k", lambda: [hit(1)])[0].id == "p1"
+
+
+def test_cache_entries_of_an_older_store_version_are_never_served():
+    cache = ResultSetCache()
+    assert cache.get("s1", "k", lambda: [hit(1)])[0].id == "p1"
+    cache.get("s1", "other", lambda: [hit(3)])
+    assert cache.get("s2", "k", lambda: [hit(2)])[0].id == "p2"  # same query, the store changed
+    assert len(cache) == 1  # the entries of s1 went: no request can use them again
 
 
 def test_facet_counts_ranks_values_and_counts_list_members():

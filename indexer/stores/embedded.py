@@ -4,17 +4,23 @@ SQLite (standard library, ACID) holds passages, spans, metadata and vectors; FTS
 lexical restriction. Span vectors (and passage vectors, for hybrid scoring) are loaded once into
 float32 matrices and searched exactly with numpy (a matrix-vector product over 1M × 384 floats is tens of milliseconds on 2 cores, see
 ``bench/``). Reading a million vector blobs out of SQLite takes seconds, so the matrix is also kept
-as a derived cache (``cache/*.npy``, memory-mapped, tagged with the store's write generation and
-rebuilt from SQLite whenever it is stale): a new process searching an unchanged store starts at once. Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only
-whole passages behind and a rerun resumes by skipping ids already stored.
+as a derived cache (``cache/*.npy``, memory-mapped): a new process searching an unchanged store
+starts at once. The cache is trusted only through its manifest (``stores/derived.py``), which names
+the store version it was made from: the store's UUID (written at creation), its write generation
+and row counts (:meth:`EmbeddedStore.version`), so a replaced or restored ``store.sqlite``, a write
+by another process or a damaged file all lead to a rebuild from SQLite, never to wrong answers.
+Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only whole
+passages behind and a rerun resumes by skipping ids already stored.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import re
 import sqlite3
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -23,9 +29,28 @@ import numpy as np
 
 from ..errors import ModelMismatchError, SearchError, StoreError
 from ..records import EncodedPassage, Hit, SpanMatch
-from .base import ModelStamp, SearchRequest, StoreCounts, WriteOutcome
+from . import derived
+from .base import (
+    ModelStamp,
+    SearchRequest,
+    StoreCounts,
+    StoreVersion,
+    WriteOutcome,
+    adopted_message,
+    check_stamp,
+)
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "store.sqlite"
+CACHE_DIR = "cache"
+CACHE_FILES = ("vectors.npy", "ids.npy", "passage_vectors.npy", "passage_ids.npy")
+# One statement, so one snapshot: the store UUID, the write generation and the row counts.
+VERSION_SQL = """
+SELECT (SELECT value FROM meta WHERE key = 'uuid'), (SELECT value FROM meta WHERE key = 'generation'),
+       (SELECT COUNT(*) FROM passages), (SELECT MAX(rowid) FROM passages),
+       (SELECT COUNT(*) FROM spans), (SELECT MAX(rowid) FROM spans)
+"""
 SCHEMA_VERSION = "1"
 PAGE = 500  # passages fetched per SQL round trip while paging hits
 _FIELD = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -139,7 +164,7 @@ def _as_text(value: Any) -> str:
 class _Vectors:
     """The in-memory copy of every span vector, grouped by passage."""
 
-    generation: int
+    version: StoreVersion
     matrix: np.ndarray  # float32 [n, dims]
     passage: np.ndarray  # int64 passage rowid of each span
     span: np.ndarray  # int64 span rowid
@@ -158,6 +183,7 @@ class EmbeddedStore:
         self.path = path
         self._conn = conn
         self._vectors: _Vectors | None = None
+        self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True) -> "EmbeddedStore":
@@ -177,12 +203,15 @@ class EmbeddedStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(SCHEMA)
+            # the UUID tells this store from any other (a new or restored store.sqlite counts its
+            # generations from 0 again); a store made by nerindex 0.2.0 gets one now
             conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0')",
-                (SCHEMA_VERSION,),
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
+                (SCHEMA_VERSION, uuid.uuid4().hex),
             )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db}: not a usable nerindex store: {exc}") from exc
+        derived.remove_stale_temp_files(folder / CACHE_DIR)
         return cls(folder, conn)
 
     # ------------------------------------------------------------------ model guard
@@ -193,22 +222,39 @@ class EmbeddedStore:
 
     def model(self) -> ModelStamp | None:
         raw = self._meta("model")
-        return ModelStamp(**json.loads(raw)) if raw else None
+        return ModelStamp.from_dict(json.loads(raw)) if raw else None
 
-    def check_model(self, stamp: ModelStamp) -> None:
-        current = self.model()
-        if current is None:
+    def check_model(self, stamp: ModelStamp, *, writing: bool = True) -> None:
+        """Record the model on first write; refuse another one (base.check_stamp decides).
+
+        Both the first record and the adoption of settings a 0.2.0 store lacks are
+        compare-and-set, so two processes starting on one store cannot record two models.
+        """
+        raw = self._meta("model")
+        if raw is None:
+            if not writing:
+                return
             self._conn.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)",
-                (json.dumps(stamp.to_dict()),),
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(stamp.to_dict()),)
             )
-            return
-        if current.checksum != stamp.checksum or current.dims != stamp.dims:
+            raw = self._meta("model")
+            assert raw is not None
+        current = ModelStamp.from_dict(json.loads(raw))
+        check = check_stamp(current, stamp, writing=writing)
+        if check.conflict:
             raise ModelMismatchError(
-                f"{self.path}: store was built with model {current.id} {current.version} "
-                f"(checksum {current.checksum[:12]}), not {stamp.id} {stamp.version} "
-                f"(checksum {stamp.checksum[:12]}); index into a new store to use this model"
+                f"{self.path}: store was built with model {current.describe()}, this run uses "
+                f"{stamp.describe()}: {check.conflict}; index into a new store (another --store folder) "
+                f"or use the model folder the store was built with"
             )
+        if check.adopted:
+            cur = self._conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'model' AND value = ?",
+                (json.dumps(check.recorded.to_dict()), raw),
+            )
+            if cur.rowcount == 0:  # another process recorded first: compare with what it recorded
+                return self.check_model(stamp, writing=writing)
+            log.warning(adopted_message(str(self.path), check))
 
     # ------------------------------------------------------------------ writing
 
@@ -271,35 +317,56 @@ class EmbeddedStore:
         (spans,) = self._conn.execute("SELECT COUNT(*) FROM spans").fetchone()
         return StoreCounts(passages=passages, spans=spans)
 
+    def version(self) -> StoreVersion:
+        """UUID, write generation and row counts, in one statement (well under a millisecond)."""
+        return _read_version(self._conn)
+
     def _load_vectors(self) -> _Vectors:
-        generation = int(self._meta("generation") or 0)
-        if self._vectors is not None and self._vectors.generation == generation:
+        with self._loading:
+            version = self.version()
+            if self._vectors is None or self._vectors.version != version:
+                self._vectors = self._read_cache(version) or self._rebuild_cache()
             return self._vectors
-        self._vectors = self._read_cache(generation) or self._rebuild_cache(generation)
-        return self._vectors
 
-    def _read_cache(self, generation: int) -> _Vectors | None:
-        cache = self.path / "cache"
-        try:
-            if int((cache / "generation").read_text()) != generation:
-                return None
-            matrix = np.load(cache / "vectors.npy", mmap_mode="r")
-            ids = np.load(cache / "ids.npy")
-            passage_matrix = np.load(cache / "passage_vectors.npy", mmap_mode="r")
-            passage_rows = np.load(cache / "passage_ids.npy")
-        except (OSError, ValueError):
-            return None
-        if ids.shape != (matrix.shape[0], 2) or passage_rows.shape != (passage_matrix.shape[0],):
-            return None
-        return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy(), passage_matrix, passage_rows)
-
-    def _rebuild_cache(self, generation: int) -> _Vectors:
-        """Read every span and passage vector from SQLite and save the derived cache."""
+    def _read_cache(self, version: StoreVersion) -> _Vectors | None:
         stamp = self.model()
         dims = stamp.dims if stamp else 0
-        rows = self._conn.execute(
-            "SELECT passage, rowid, vector FROM spans ORDER BY passage, rowid"
-        ).fetchall()
+
+        def consistent(a: dict[str, np.ndarray]) -> str | None:
+            matrix, ids, pmatrix, prows = (a[name] for name in CACHE_FILES)
+            if matrix.ndim != 2 or matrix.shape[1] != dims or pmatrix.ndim != 2 or pmatrix.shape[1] != dims:
+                return f"vectors of shape {matrix.shape} and {pmatrix.shape}, the model has {dims} dims"
+            if ids.shape != (matrix.shape[0], 2) or prows.shape != (pmatrix.shape[0],):
+                return "ids and vectors differ in length"
+            return None
+
+        arrays = derived.load_arrays(
+            self.path / CACHE_DIR, version, CACHE_FILES, mmap=("vectors.npy", "passage_vectors.npy"), check=consistent
+        )
+        if arrays is None:
+            return None
+        matrix, ids, passage_matrix, passage_rows = (arrays[name] for name in CACHE_FILES)
+        return _Vectors(version, matrix, ids[:, 0].copy(), ids[:, 1].copy(), passage_matrix, passage_rows)
+
+    def _rebuild_cache(self) -> _Vectors:
+        """Read every span and passage vector from SQLite, in one snapshot, and save the derived cache.
+
+        A private connection holds the read transaction: the store's own connection is shared by
+        the service's threads, and a transaction on it would take in their statements too.
+        """
+        stamp = self.model()
+        dims = stamp.dims if stamp else 0
+        conn = sqlite3.connect(str(self.path / DB_NAME), isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            version = _read_version(conn)
+            rows = conn.execute("SELECT passage, rowid, vector FROM spans ORDER BY passage, rowid").fetchall()
+            prows = conn.execute("SELECT rowid, vector FROM passages ORDER BY rowid").fetchall()
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the vectors: {exc}") from exc
+        finally:
+            conn.close()
         if rows:
             passage, span, blobs = zip(*rows)
             matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), dims)
@@ -308,28 +375,15 @@ class EmbeddedStore:
         ids = np.stack([np.asarray(passage, dtype=np.int64), np.asarray(span, dtype=np.int64)], axis=1)
         ids = ids.reshape(-1, 2)
         zero = bytes(4 * dims)
-        prows = self._conn.execute("SELECT rowid, vector FROM passages ORDER BY rowid").fetchall()
         passage_rows = np.asarray([r[0] for r in prows], dtype=np.int64)
         passage_matrix = np.frombuffer(
             b"".join(r[1] if r[1] and len(r[1]) == len(zero) else zero for r in prows), dtype=np.float32
         ).reshape(len(prows), dims)
-        arrays = {"vectors.npy": matrix, "ids.npy": ids,
-                  "passage_vectors.npy": passage_matrix, "passage_ids.npy": passage_rows}  # fmt: skip
-        cache = self.path / "cache"
-        try:
-            cache.mkdir(exist_ok=True)
-            (cache / "generation").unlink(missing_ok=True)
-            for name, array in arrays.items():
-                tmp = cache / f".{name}.tmp"
-                with open(tmp, "wb") as handle:
-                    np.save(handle, array)
-                os.replace(tmp, cache / name)
-            tmp = cache / ".generation.tmp"
-            tmp.write_text(str(generation))
-            os.replace(tmp, cache / "generation")
-        except OSError:
-            pass  # a read-only store still searches; it only rebuilds in memory each time
-        return _Vectors(generation, matrix, ids[:, 0].copy(), ids[:, 1].copy(), passage_matrix, passage_rows)
+        arrays = dict(zip(CACHE_FILES, (matrix, ids, passage_matrix, passage_rows)))
+        # a read-only or full disk still searches: the copy in memory serves this process
+        if derived.save_arrays(self.path / CACHE_DIR, version, arrays):
+            (self.path / CACHE_DIR / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
+        return _Vectors(version, matrix, ids[:, 0].copy(), ids[:, 1].copy(), passage_matrix, passage_rows)
 
     def _allowed(self, request: SearchRequest, filters: dict[str, Any]) -> np.ndarray | None:
         """Passage rowids allowed by the metadata filters and text restriction (None: all)."""
@@ -444,6 +498,15 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_version(conn: sqlite3.Connection) -> StoreVersion:
+    """The store version as seen by ``conn`` (see :meth:`EmbeddedStore.version`)."""
+    store_uuid, generation, passages, last_passage, spans, last_span = conn.execute(VERSION_SQL).fetchone()
+    return StoreVersion(
+        identity=str(store_uuid),
+        state=f"g{generation}-p{passages}.{last_passage or 0}-s{spans}.{last_span or 0}",
+    )
 
 
 def _blob(vector: np.ndarray) -> bytes:

@@ -27,10 +27,18 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InputError, ModelError, ModelMismatchError, NerindexError, SearchError, StoreError
+from ..errors import (
+    InputError,
+    ModelError,
+    ModelMismatchError,
+    NerindexError,
+    SearchError,
+    StaleCursorError,
+    StoreError,
+)
 from ..records import Hit
 from . import searchui
-from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts
+from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts, version_key
 from .schemas import (
     MAX_PASSAGE_WEIGHT,
     PASSAGE_WEIGHT_DESCRIPTION,
@@ -82,6 +90,7 @@ class RequestTimeout(NerindexError):
 
 STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
     (RequestTimeout, 504, "timeout"),
+    (StaleCursorError, 409, "stale_cursor"),
     (SearchError, 400, "bad_request"),
     (InputError, 400, "bad_request"),
     (ModelMismatchError, 409, "model_mismatch"),
@@ -183,8 +192,14 @@ class SearchService:
             )
         )
 
-    def result_set(self, query: SearchQuery) -> list[Hit]:
-        """Every match of the query, best first; cached for cursor paging and facets."""
+    def store_key(self) -> str:
+        """The store's version now, hashed: read on every request that uses result sets, so that
+        indexing while the service runs is seen at once (one cheap query, see Store.version)."""
+        return version_key(self.index.version())
+
+    def result_set(self, query: SearchQuery, store_key: str) -> list[Hit]:
+        """Every match of the query, best first; cached for cursor paging and facets while the
+        store stays at the version ``store_key`` was read from."""
 
         def compute() -> list[Hit]:
             return list(
@@ -198,7 +213,7 @@ class SearchService:
                 )
             )
 
-        return self.cache.get(query.key(), compute)
+        return self.cache.get(store_key, query.key(), compute)
 
     def search(self, body: SearchBody) -> dict[str, Any]:
         started = time.perf_counter()
@@ -211,12 +226,13 @@ class SearchService:
         next_cursor: str | None = None
         facets = None
         if paged or body.facets:
-            offset = decode_cursor(body.cursor, query.key()) if body.cursor else 0
-            hits = self.result_set(query)
+            store_key = self.store_key()
+            offset = decode_cursor(body.cursor, query.key(), store_key) if body.cursor else 0
+            hits = self.result_set(query, store_key)
             total = len(hits)
             page = hits[offset : offset + body.limit]
             if paged and offset + body.limit < total:
-                next_cursor = encode_cursor(query.key(), offset + body.limit)
+                next_cursor = encode_cursor(query.key(), offset + body.limit, store_key)
             if body.facets:
                 facets = facet_counts(hits)
         else:
@@ -249,14 +265,15 @@ class SearchService:
     def searchui_search(self, plan: searchui.SearchPlan) -> dict[str, Any]:
         if not plan.search_term:
             return searchui.response_state(plan, [], facets={})
+        store_key = self.store_key()
         query, post = plan.split(threshold=self.threshold)
-        hits = searchui.apply_filters(self.result_set(query), post)
+        hits = searchui.apply_filters(self.result_set(query, store_key), post)
         facets = {}
         for spec in plan.facets:
             base = hits
             if spec.field in plan.disjunctive and any(f.field == spec.field for f in plan.filters):
                 other_query, other_post = plan.split(excluding=spec.field, threshold=self.threshold)
-                base = searchui.apply_filters(self.result_set(other_query), other_post)
+                base = searchui.apply_filters(self.result_set(other_query, store_key), other_post)
             facets[spec.field] = searchui.facet_state(spec, base)
         return searchui.response_state(plan, hits, facets=facets)
 
@@ -319,6 +336,7 @@ def default_workers() -> int:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Bad request (limits, filters, cursor)"},
+    409: {"model": ErrorResponse, "description": "Cursor from before the index changed: search again without it"},
     422: {"model": ErrorResponse, "description": "Malformed body or parameters"},
     503: {"model": ErrorResponse, "description": "Store unavailable"},
     504: {"model": ErrorResponse, "description": "Request time limit exceeded"},
@@ -334,7 +352,7 @@ def create_app(
     threshold: float | None = None,
     close_index: bool = False,
 ) -> FastAPI:
-    """The ASGI app over ``index`` (a NerIndex, or anything with its search/embed/info/catalog).
+    """The ASGI app over ``index`` (a NerIndex, or anything with its search/embed/info/catalog/version).
 
     ``cors_origins``: browser origins allowed to call the API (empty: CORS off; ``"*"``: any).
     ``threshold``: similarity threshold for requests that give none (Search UI never does);

@@ -2,10 +2,14 @@
 
 The HTTP API pages through every match of a query (the NERetrieve setting) with an opaque cursor.
 The simple correct implementation: run the exhaustive search once, keep the ordered hits in a
-bounded LRU cache keyed by a hash of the query, and let a cursor carry (query hash, offset). A
-cursor presented with a different query is refused; a cursor whose result set was evicted is
-answered by running the search again (results are deterministic for an unchanged store).
-Everything here is pure or self-contained, so it is tested without a model.
+bounded LRU cache keyed by the store version and a hash of the query, and let a cursor carry
+(query hash, store version, offset). A cursor presented with a different query is refused; a
+cursor whose result set was evicted is answered by running the search again (results are
+deterministic for an unchanged store). A cursor from an older store version is refused with 409:
+its offsets index a result set that no longer exists, and paging on through the new one would
+skip or repeat hits; the client starts again without a cursor. The service reads the store
+version on every request (one cheap query), so indexing while it runs never leaves it answering
+from a stale result set. Everything here is pure or self-contained, so it is tested without a model.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import SearchError
+from ..errors import SearchError, StaleCursorError
 from ..records import Hit
+from ..stores.base import StoreVersion
 
 Scalar = str | int | float | bool
 FilterValue = Scalar | list[Scalar]
 
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2  # 2: cursors carry the store version
 MAX_FACET_CHARS = 100
 
 
@@ -91,18 +96,24 @@ class SearchQuery:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
 
 
-def encode_cursor(query_key: str, offset: int) -> str:
+def version_key(version: StoreVersion) -> str:
+    """A short hash of a store version: what cursors and cached result sets are bound to."""
+    return hashlib.sha256(str(version).encode("utf-8")).hexdigest()[:16]
+
+
+def encode_cursor(query_key: str, offset: int, store_key: str) -> str:
     """An opaque, URL-safe cursor for the page of a result set that starts at ``offset``."""
-    raw = json.dumps({"v": CURSOR_VERSION, "k": query_key, "o": offset}, separators=(",", ":"))
+    raw = json.dumps({"v": CURSOR_VERSION, "k": query_key, "s": store_key, "o": offset}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
 
 
-def decode_cursor(cursor: str, query_key: str) -> int:
-    """The offset a cursor points at; refuses cursors that are malformed or from another query."""
+def decode_cursor(cursor: str, query_key: str, store_key: str) -> int:
+    """The offset a cursor points at; refuses cursors that are malformed, from another query, or
+    from an older state of the store (:class:`StaleCursorError`)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        version, key, offset = data["v"], data["k"], data["o"]
+        version, key, store, offset = data["v"], data["k"], data["s"], data["o"]
     except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error) as exc:
         raise SearchError("invalid cursor: pass back the next_cursor of a previous response") from exc
     if version != CURSOR_VERSION or not isinstance(offset, int) or offset < 0:
@@ -111,6 +122,11 @@ def decode_cursor(cursor: str, query_key: str) -> int:
         raise SearchError(
             "cursor belongs to a different query: send the same type, threshold, passage_weight, "
             "filters and text as the request that returned it"
+        )
+    if store != store_key:
+        raise StaleCursorError(
+            "the index changed since this cursor was issued (passages were added, updated or the store "
+            "was replaced): send the search again without a cursor to page through the current results"
         )
     return offset
 
@@ -125,18 +141,23 @@ class _Entry:
 class ResultSetCache:
     """A thread-safe LRU of exhaustive result sets, bounded by entries and by total hits.
 
-    Concurrent requests for the same query share one search: the first computes, the others wait
-    for it. A failed search is not cached.
+    Entries are keyed by (store version, query): asking with a new store version drops every
+    entry of the others, which no request can use again (only one that raced a write may, and it
+    recomputes). Concurrent requests for the same key share one search: the first computes, the
+    others wait for it. A failed search is not cached.
     """
 
     def __init__(self, *, max_entries: int = 16, max_hits: int = 200_000) -> None:
         self.max_entries = max_entries
         self.max_hits = max_hits
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str, compute: Callable[[], list[Hit]]) -> list[Hit]:
+    def get(self, store_key: str, query_key: str, compute: Callable[[], list[Hit]]) -> list[Hit]:
+        key = (store_key, query_key)
         with self._lock:
+            for old in [k for k in self._entries if k[0] != store_key]:
+                del self._entries[old]
             entry = self._entries.get(key)
             owner = entry is None
             if owner:
@@ -149,7 +170,7 @@ class ResultSetCache:
             entry.ready.wait()
             if entry.error is None:
                 return entry.hits
-            return self.get(key, compute)  # the owner failed: try once more ourselves
+            return self.get(store_key, query_key, compute)  # the owner failed: try once more ourselves
         try:
             entry.hits = list(compute())
         except BaseException as exc:

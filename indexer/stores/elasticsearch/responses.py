@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
-from ..base import ModelStamp, StoreCounts, WriteOutcome
+from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome
 from .requests import INNER_HITS_NAME
 from .similarity import combined_from_hybrid_score, cosine_from_knn_score, cosine_from_script_score
 
@@ -277,32 +277,40 @@ def stamp_from_meta(meta: Mapping[str, Any] | None) -> ModelStamp | None:
     if not isinstance(model, Mapping):
         return None
     try:
-        return ModelStamp(
-            id=str(model["id"]),
-            version=str(model["version"]),
-            dims=int(model["dims"]),
-            checksum=str(model["checksum"]),
-            similarity=str(model.get("similarity", "cosine")),
-        )
+        return ModelStamp.from_dict(model)
     except (KeyError, TypeError, ValueError) as exc:
         raise StoreError(f"index _meta has an unreadable model record: {dict(model)!r}") from exc
 
 
-def mismatch_message(alias: str, index: str, stored: ModelStamp, wanted: ModelStamp) -> str:
-    """What the model guard says when a run's model differs from the index's."""
-
-    def describe(stamp: ModelStamp) -> str:
-        return (
-            f"{stamp.id} {stamp.version} ({stamp.dims} dims, {stamp.similarity}, "
-            f"checksum {stamp.checksum[:12]})"
-        )
-
+def mismatch_message(alias: str, index: str, stored: ModelStamp, wanted: ModelStamp, conflict: str = "") -> str:
+    """What the model guard says when a run's model (or one of its stored settings) differs from
+    the index's; ``conflict`` names the setting and both values (``base.check_stamp``)."""
     return (
-        f"Elasticsearch index {index!r} (alias {alias!r}) holds vectors of model {describe(stored)}, "
-        f"but this run uses {describe(wanted)}; vectors of two models never mix. "
-        f"Re-index into a new index with 'nerindex es reindex --model <folder>' "
+        f"Elasticsearch index {index!r} (alias {alias!r}) holds vectors of model {stored.describe()}, "
+        f"but this run uses {wanted.describe()}{': ' + conflict if conflict else ''}; spans made two "
+        f"ways never mix. Re-index into a new index with 'nerindex es reindex --model <folder>' "
         f"(the alias moves atomically), or choose another --es-index."
     )
+
+
+def store_version(response: Mapping[str, Any], *, target: str) -> StoreVersion:
+    """The store version from ``GET <alias>/_stats/docs,indexing``: the concrete index's UUID
+    (another index behind the alias is another store) and its primaries' document and operation
+    counts: ``index_total`` moves on every write, ``docs`` when a refresh makes writes visible to
+    search (a merge that purges deleted documents moves it too, which costs a recomputation)."""
+    indices = dict(response.get("indices") or {})
+    if len(indices) != 1:
+        raise StoreError(f"{target!r} points at {len(indices)} indices; nerindex keeps its alias on one index")
+    ((name, body),) = indices.items()
+    primaries = body.get("primaries") or {}
+    docs, indexing = primaries.get("docs") or {}, primaries.get("indexing") or {}
+    state = "-".join(
+        str(part.get(key, 0))
+        for part, key in (
+            (docs, "count"), (docs, "deleted"), (indexing, "index_total"), (indexing, "delete_total"),
+        )
+    )
+    return StoreVersion(identity=f"{name}:{body.get('uuid', '')}", state=state)
 
 
 def refresh_interval(response: Mapping[str, Any]) -> str | None:

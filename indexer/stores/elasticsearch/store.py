@@ -24,7 +24,7 @@ from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 from ...config import DEFAULT_ES_INDEX, Settings, from_env
 from ...errors import ModelMismatchError, SearchError, StoreError
 from ...records import EncodedPassage, Hit
-from ..base import ModelStamp, SearchRequest, StoreCounts, WriteOutcome
+from ..base import ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp
 from . import requests as rq
 from . import responses as rs
 from .bulk import BulkOptions, write_documents
@@ -184,10 +184,13 @@ class ElasticsearchStore:
             self._stamp = rs.stamp_from_meta(target[1].get("_meta"))
         return self._stamp
 
-    def check_model(self, stamp: ModelStamp) -> None:
-        """Create the versioned index and its alias on first use; refuse any other model later."""
+    def check_model(self, stamp: ModelStamp, *, writing: bool = True) -> None:
+        """Create the versioned index and its alias on first use; refuse any other model later
+        (``base.check_stamp``); record the settings an index made by nerindex 0.2.0 lacks."""
         target = self.target()
         if target is None:
+            if not writing:
+                return
             self._create_index(stamp)
             target = self.target()
             if target is None:
@@ -199,9 +202,14 @@ class ElasticsearchStore:
                 f"Elasticsearch index {index!r} was not created by nerindex (its _meta records no "
                 f"model); choose another --es-index"
             )
-        if stored != stamp:
-            raise ModelMismatchError(rs.mismatch_message(self.alias, index, stored, stamp))
-        self._stamp = stored
+        check = check_stamp(stored, stamp, writing=writing)
+        if check.conflict:
+            raise ModelMismatchError(rs.mismatch_message(self.alias, index, stored, stamp, check.conflict))
+        if check.adopted:
+            with self.errors(f"record the model settings in the _meta of {index!r}"):
+                self.client.indices.put_mapping(index=index, meta=rq.index_meta(check.recorded))
+            log.warning(adopted_message(f"Elasticsearch index {index!r}", check))
+        self._stamp = check.recorded
 
     def versioned_indices(self) -> list[str]:
         with self.errors("list the indices"):
@@ -320,6 +328,17 @@ class ElasticsearchStore:
             except NotFoundError:
                 return StoreCounts(passages=0, spans=0)
         return rs.parse_counts(response.body)
+
+    def version(self) -> StoreVersion:
+        """The concrete index behind the alias and its write counts, in one ``_stats`` request
+        (after making this handle's own writes searchable, as counts and search do)."""
+        self.flush()
+        with self.errors(f"read the stats of {self.alias!r}"):
+            try:
+                response = self.client.indices.stats(index=self.alias, metric="docs,indexing")
+            except NotFoundError:
+                return StoreVersion(identity="", state="absent")
+        return rs.store_version(response.body, target=self.alias)
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Hits best first: top ``limit`` by kNN, or every match when ``exhaustive``."""

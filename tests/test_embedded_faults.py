@@ -1,0 +1,311 @@
+"""The embedded store under faults: every fault is injected for real, and the answers stay right.
+
+Replaced or corrupted derived files, empty cache files, a full disk (a small tmpfs where this
+machine lets us mount one), a failing cache save, a writer killed with SIGKILL, two writers at
+once. docs/reliability.md lists them with what nerindex does about each.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from indexer.errors import StoreError
+from indexer.pipeline import index_passages
+from indexer.records import EncodedPassage, EncodedSpan, Passage
+from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.embedded import CACHE_DIR, CACHE_FILES, DB_NAME, EmbeddedStore
+
+from store_conformance import DINO, POL, corpus, hybrid_corpus
+from test_cli import run  # `nerindex ARGS` in-process: (exit code, stdout, stderr)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ids(store: EmbeddedStore, vector=DINO, threshold: float = 0.5) -> list[tuple[str, tuple[str, ...]]]:
+    """(passage id, marked span texts) of every match: wrong vectors show up in both."""
+    hits = store.search(SearchRequest(vector=vector, min_similarity=threshold, exhaustive=True))
+    return [(h.id, tuple(s.text for s in h.spans)) for h in hits]
+
+
+def filled(folder: Path, stamp: ModelStamp, docs) -> list[tuple[str, tuple[str, ...]]]:
+    """A store with ``docs`` written in one write, searched once (so its cache is saved)."""
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(stamp)
+        store.write(docs)
+        found = ids(store)
+    assert (folder / CACHE_DIR / "manifest.json").is_file()
+    return found
+
+
+def rebuild_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "cache" in r.getMessage()]
+
+
+# --- stale or damaged derived files ----------------------------------------------------------------
+
+
+def test_replaced_store_sqlite_never_uses_the_old_cache(tmp_path, stamp, caplog):
+    """A new store.sqlite counts its writes from 0 again: same generation, other contents."""
+    old = tmp_path / "old"
+    filled(old, stamp, corpus())
+    other = tmp_path / "other"
+    expected = filled(other, stamp, hybrid_corpus())  # one write too: generation 1 in both
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+        (old / name).unlink(missing_ok=True)
+    shutil.copy(other / DB_NAME, old / DB_NAME)
+    with caplog.at_level(logging.WARNING), EmbeddedStore.open(old, create=False) as store:
+        assert ids(store) == expected
+    (warning,) = rebuild_warnings(caplog)
+    assert "another store" in warning and "store.sqlite was replaced" in warning
+
+
+def test_same_size_corruption_of_the_vectors_is_detected(tmp_path, stamp, caplog):
+    folder = tmp_path / "s"
+    expected = filled(folder, stamp, corpus())
+    vectors = folder / CACHE_DIR / "vectors.npy"
+    size = vectors.stat().st_size
+    matrix = np.load(vectors, mmap_mode="r+")
+    matrix[:] = POL  # every span now looks like a politician: same size, plausible values
+    matrix.flush()
+    del matrix
+    assert vectors.stat().st_size == size
+    with caplog.at_level(logging.WARNING), EmbeddedStore.open(folder, create=False) as store:
+        assert ids(store) == expected
+    (warning,) = rebuild_warnings(caplog)
+    assert "vectors.npy does not match its checksum" in warning
+    with EmbeddedStore.open(folder, create=False) as store:  # the rebuilt cache is trusted again
+        caplog.clear()
+        assert ids(store) == expected and not rebuild_warnings(caplog)
+
+
+@pytest.mark.parametrize("name", CACHE_FILES)
+def test_empty_cache_file_is_rebuilt(tmp_path, stamp, name, caplog):
+    folder = tmp_path / "s"
+    expected = filled(folder, stamp, corpus())
+    (folder / CACHE_DIR / name).write_bytes(b"")
+    with caplog.at_level(logging.WARNING), EmbeddedStore.open(folder, create=False) as store:
+        assert ids(store) == expected
+    (warning,) = rebuild_warnings(caplog)
+    assert f"{name} has 0 bytes" in warning
+    assert (folder / CACHE_DIR / name).stat().st_size > 0
+
+
+def test_empty_cache_file_cli_search_answers(tmp_path, capsys):
+    """nerindex 0.2.0 printed 'aborted' and exited 130 on every search after this."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "text": "Tyrannosaurus rex lived in Montana."}\n', encoding="utf-8")
+    store = tmp_path / "store"
+    assert run(capsys, "index", str(source), "--store", str(store), "--id-field", "id")[0] == 0
+    search = ("search", "dinosaur", "--store", str(store), "--threshold", "-1", "--json")
+    code, before, _ = run(capsys, *search)
+    assert code == 0 and '"id": "a"' in before
+    (store / CACHE_DIR / "ids.npy").write_bytes(b"")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # a real process, for its real stderr
+    done = subprocess.run([sys.executable, "-m", "indexer.cli", *search], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout == before, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if "cache" in line]
+    assert re.search(r"/cache: rebuilding from the store: ids\.npy has 0 bytes, the manifest says \d+$", line)
+
+
+def test_leftover_temporary_files_are_removed_on_open(tmp_path, stamp):
+    folder = tmp_path / "s"
+    filled(folder, stamp, corpus())
+    cache = folder / CACHE_DIR
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftovers = [cache / ".vectors.npy.tmp", cache / f".ids.npy.{int(dead.stdout)}.tmp"]
+    in_progress = cache / f".vectors.npy.{os.getpid()}.tmp"  # a live writer's: kept
+    for path in leftovers + [in_progress]:
+        path.write_bytes(b"x" * 1000)
+    EmbeddedStore.open(folder).close()
+    assert [p.exists() for p in leftovers] == [False, False] and in_progress.exists()
+
+
+def test_a_cache_that_cannot_be_saved_still_answers_and_leaves_no_temp_files(tmp_path, stamp, monkeypatch, caplog):
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(stamp)
+        store.write(corpus())
+    real_save = np.save
+
+    def disk_full(file, array, **kwargs):
+        file.write(b"\x93NUMPY partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "save", disk_full)
+    with caplog.at_level(logging.WARNING), EmbeddedStore.open(folder, create=False) as store:
+        assert [i for i, _ in ids(store)] == ["p1", "p2", "p3"]
+    assert not list((folder / CACHE_DIR).glob(".*"))
+    (warning,) = rebuild_warnings(caplog)
+    assert "cannot save (No space left on device)" in warning
+    monkeypatch.setattr(np, "save", real_save)
+    with EmbeddedStore.open(folder, create=False) as store:
+        assert [i for i, _ in ids(store)] == ["p1", "p2", "p3"]
+    assert (folder / CACHE_DIR / "manifest.json").is_file()
+
+
+def test_a_write_by_another_handle_is_seen_without_a_warning(tmp_path, stamp, caplog):
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as reader, EmbeddedStore.open(folder) as writer:
+        writer.check_model(stamp)
+        writer.write(corpus()[1:])
+        assert [i for i, _ in ids(reader, threshold=0.9)] == []
+        with caplog.at_level(logging.WARNING):
+            writer.write(corpus()[:1])
+            assert [i for i, _ in ids(reader, threshold=0.9)] == ["p1"]
+        assert not rebuild_warnings(caplog)  # out of date after a write is normal: rebuilt quietly
+
+
+def test_store_uuid_is_given_to_an_old_store_and_kept(tmp_path, stamp):
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(stamp)
+        first = store.version().identity
+    conn = sqlite3.connect(folder / DB_NAME)
+    conn.execute("DELETE FROM meta WHERE key = 'uuid'")  # as nerindex 0.2.0 made it
+    conn.commit()
+    conn.close()
+    with EmbeddedStore.open(folder) as store:
+        given = store.version().identity
+    with EmbeddedStore.open(folder) as store:
+        assert store.version().identity == given != first and len(given) == 32
+
+
+# --- writing: disk full, SIGKILL, two writers ------------------------------------------------------
+
+
+DIMS = 384
+
+
+class SyntheticEncoder:
+    """Three random unit span vectors per passage: enough bytes to fill a small disk quickly."""
+
+    info = SimpleNamespace(stamp=ModelStamp("synthetic", "1", DIMS, "s" * 64))
+
+    def encode(self, passages, *, batch_size=32, progress=None):
+        out = []
+        for p in passages:
+            rng = np.random.default_rng(abs(hash(p.id)) % 2**32)
+            vectors = rng.standard_normal((3, DIMS)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            spans = tuple(EncodedSpan(0, 4, p.text[:4], 0.9, v) for v in vectors)
+            out.append(EncodedPassage(p, spans, vectors[0]))
+        if progress is not None:
+            progress(len(out))
+        return out
+
+
+def synthetic_passages(n: int) -> list[Passage]:
+    return [Passage(f"p{i:05d}", f"Passage number {i} of a synthetic corpus.") for i in range(n)]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a real ENOSPC from the kernel, for SQLite and the cache alike."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8); the injected ENOSPC test covers the cache")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_keeps_whole_chunks_says_rerun_resumes_and_leaves_no_temp_files(small_disk, caplog):
+    folder = small_disk / "store"
+    items = synthetic_passages(600)  # ~3.5 MB of vectors: does not fit
+    with EmbeddedStore.open(folder) as store:
+        with pytest.raises(StoreError) as failure:
+            index_passages(items, SyntheticEncoder(), store, chunk_size=20)
+        message = str(failure.value)
+        assert "full" in message and "running the same command again resumes" in message
+        stored = store.counts().passages
+        assert stored > 0 and stored % 20 == 0  # whole chunks only
+        assert f"{stored} passage(s) of this run were stored" in message
+        # searching a full store still answers, from memory; the failed cache save leaves nothing
+        with caplog.at_level(logging.WARNING):
+            hits = list(store.search(SearchRequest(vector=SyntheticEncoder().encode(items[:1])[0].spans[0].vector,
+                                                   min_similarity=-1.0, exhaustive=True)))
+        assert len(hits) == stored
+        assert any("cannot save" in r.getMessage() for r in caplog.records)
+        assert not [p for p in folder.rglob(".*.tmp")]
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    with EmbeddedStore.open(folder) as store:  # the same run again, with room: it resumes
+        report = index_passages(items, SyntheticEncoder(), store, chunk_size=20)
+        assert (report.skipped_existing, report.created) == (stored, 600 - stored)
+        assert store.counts().passages == 600
+
+
+KILLED_WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+from test_embedded_faults import SyntheticEncoder, synthetic_passages
+from indexer.pipeline import index_passages
+from indexer.stores.embedded import EmbeddedStore
+
+def progress(n):
+    print("chunk", flush=True)
+    time.sleep(0.02)
+
+with EmbeddedStore.open({folder!r}) as store:
+    index_passages(synthetic_passages(100000), SyntheticEncoder(), store, chunk_size=10, progress=progress)
+"""
+
+
+def test_a_writer_killed_with_sigkill_leaves_whole_chunks_and_a_rerun_resumes(tmp_path):
+    folder = tmp_path / "store"
+    script = KILLED_WRITER.format(root=str(ROOT), tests=str(ROOT / "tests"), folder=str(folder))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(8):
+            assert child.stdout.readline() == "chunk\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    conn = sqlite3.connect(folder / DB_NAME)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    items = synthetic_passages(120)
+    with EmbeddedStore.open(folder) as store:
+        stored = store.counts().passages
+        assert stored >= 70 and stored % 10 == 0 and store.counts().spans == 3 * stored
+        report = index_passages(items, SyntheticEncoder(), store, chunk_size=10)
+        assert report.skipped_existing == min(stored, 120)
+        assert store.counts().passages == max(stored, 120)
+
+
+def test_two_writers_take_turns_without_duplicates(tmp_path, stamp):
+    """WAL lets readers go on; BEGIN IMMEDIATE makes a second writer wait (up to 5 s) for the first."""
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as first, EmbeddedStore.open(folder) as second:
+        first.check_model(stamp)
+        holder = sqlite3.connect(folder / DB_NAME, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")  # a writer in the middle of its transaction
+        released = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+        released.start()
+        began = time.perf_counter()
+        second.write(corpus())  # waits for the lock instead of failing
+        assert time.perf_counter() - began >= 0.25
+        released.join()
+        holder.close()
+        assert ids(first) == ids(second)  # the reader saw it at once
+        first.write(corpus()[:2])  # both write the same ids: replaced, never duplicated
+        assert first.counts().passages == 5 and second.counts().spans == 8

@@ -1,0 +1,124 @@
+"""The model guard covers every setting that changes what a store holds, not only the weights.
+
+A model folder with the shipped weights but another detection threshold, span decoding or label
+catalog must not index into a store built the other way; query-time settings (similarity
+threshold, passage weight) change nothing stored and stay free. Stores written by nerindex 0.2.0
+record only the weights: they adopt the settings of the first model that writes to them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from indexer.model_folder import ModelInfo, default_model_path
+from indexer.stores.base import STORED_SETTINGS, ModelStamp, check_stamp
+
+from test_cli import run  # `nerindex ARGS` in-process: (exit code, stdout, stderr)
+
+
+def model_folder(tmp_path: Path, name: str, **changes: object) -> Path:
+    """The shipped model's files (linked, not copied) with ``changes`` made to its model.json."""
+    source = default_model_path()
+    folder = tmp_path / name
+    folder.mkdir()
+    for path in source.iterdir():
+        if path.name != "model.json":
+            (folder / path.name).symlink_to(path)
+    card = json.loads((source / "model.json").read_text(encoding="utf-8"))
+    card.update(changes)
+    (folder / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    lines = [
+        {"id": "a", "text": "Tyrannosaurus rex lived in Montana."},
+        {"id": "b", "text": "Angela Merkel met Barack Obama in Berlin."},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def more(tmp_path: Path) -> Path:
+    path = tmp_path / "more.jsonl"
+    path.write_text('{"id": "c", "text": "The Beatles recorded Abbey Road in London."}\n', encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, setting, stored, given",
+    [
+        ({"detection_threshold": 0.3}, "detection_threshold", "0.08", "0.3"),
+        ({"span_decoding": "flat"}, "span_decoding", "'nested'", "'flat'"),
+        ({"max_span_width": 4}, "max_span_width", "8", "4"),
+        ({"labels_per_span": 1}, "labels_per_span", "3", "1"),
+    ],
+)
+def test_indexing_with_other_stored_settings_is_refused(tmp_path, capsys, corpus, changes, setting, stored, given):
+    store = tmp_path / "store"
+    assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
+    other = model_folder(tmp_path, "other", **changes)
+    code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--model", str(other))
+    assert code == 4, err
+    assert f"{setting} is {stored} in the store but {given} in this model" in err
+    assert "index into a new store" in err
+    # searching with it is fine: the vectors are the same
+    code, out, err = run(capsys, "search", "dinosaur", "--store", str(store), "--model", str(other), "--json", "--threshold", "-1")
+    assert code == 0 and '"id": "a"' in out, err
+
+
+def test_query_time_settings_may_differ(tmp_path, capsys, corpus):
+    store = tmp_path / "store"
+    assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
+    other = model_folder(tmp_path, "tuned", similarity_threshold=0.4, passage_weight=0.0, type_template="a {}")
+    code, out, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--model", str(other), "--json")
+    assert code == 0 and json.loads(out)["created"] == 1, err
+
+
+def test_a_user_catalog_is_part_of_the_stamp(tmp_path, capsys, corpus):
+    store = tmp_path / "store"
+    assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
+    catalog = tmp_path / "types.txt"
+    catalog.write_text("dinosaur\npolitician\n", encoding="utf-8")
+    code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--catalog", str(catalog))
+    assert code == 4 and "catalog is 'model' in the store but 'sha256:" in err
+
+
+def test_a_store_of_nerindex_0_2_0_adopts_the_settings_once(tmp_path, capsys, caplog, corpus):
+    store = tmp_path / "store"
+    assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
+    conn = sqlite3.connect(store / "store.sqlite")
+    (raw,) = conn.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+    old = {k: v for k, v in json.loads(raw).items() if k not in STORED_SETTINGS}
+    assert set(old) == {"id", "version", "dims", "checksum", "similarity"}  # what 0.2.0 recorded
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'model'", (json.dumps(old),))
+    conn.commit()
+    conn.close()
+    with caplog.at_level(logging.WARNING):
+        assert run(capsys, "search", "dinosaur", "--store", str(store))[0] == 0
+        assert not caplog.records  # reading records nothing
+        assert run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id")[0] == 0
+        assert run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id")[0] == 0
+    (line,) = [r.getMessage() for r in caplog.records if "recording" in r.getMessage()]  # once
+    assert "written by nerindex 0.2.0" in line and "detection_threshold=0.08" in line
+    other = model_folder(tmp_path, "other", detection_threshold=0.3)
+    code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--model", str(other))
+    assert code == 4 and "detection_threshold is 0.08 in the store but 0.3" in err
+
+
+def test_stamp_records_every_stored_setting_and_reads_back():
+    stamp = ModelInfo.load(default_model_path(), verify=False).stamp
+    assert all(getattr(stamp, name) is not None for name in STORED_SETTINGS)
+    assert ModelStamp.from_dict(json.loads(json.dumps(stamp.to_dict()))) == stamp
+    old = ModelStamp.from_dict({"id": "m", "version": "1", "dims": 384, "checksum": stamp.checksum})
+    assert old.to_dict() == {"id": "m", "version": "1", "dims": 384, "checksum": stamp.checksum, "similarity": "cosine"}
+    check = check_stamp(old, stamp, writing=True)
+    assert check.conflict is None and check.adopted == STORED_SETTINGS and check.recorded.detection_threshold == 0.08
+    assert check_stamp(old, stamp, writing=False).adopted == ()
