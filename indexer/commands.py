@@ -6,13 +6,16 @@ import dataclasses
 import functools
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import InputError, SearchError
 from .records import Hit, marked_spans
 from .stores.base import MAX_PASSAGE_WEIGHT
+
+if TYPE_CHECKING:
+    from .reading import ReadStats
 
 STORE_HELP = "Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."
 MODEL_HELP = "Model folder (default: the shipped model, or NERINDEX_MODEL)."
@@ -85,7 +88,11 @@ def open_index(backend: dict[str, Any], *, create: bool, catalog: str | None = N
     show_default=True,
     help="Input format; auto decides by extension (a folder = .txt files).",
 )
-@click.option("--id-field", default=None, help="Key/column holding a stable passage id (default: a hash of the text).")
+@click.option(
+    "--id-field",
+    default=None,
+    help="Key/column holding a stable passage id (default: 'id' when the input has one; '' for a hash of the text).",
+)
 @click.option("--text-field", default="text", show_default=True, help="Key/column holding the passage text.")
 @click.option(
     "--on-error",
@@ -131,7 +138,10 @@ def index_command(
     ix = open_index(backend, create=True, catalog=catalog)
     with ix, tqdm(total=len(passages), unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
         report = ix.index(passages, batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update)
-    summary = {**report.to_dict(), "source": source, "format": stats.format, "skipped_input": stats.skipped, "store": ix.description}
+    summary = {
+        **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
+        "skipped_input": stats.skipped, "store": ix.description,
+    }
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -139,7 +149,7 @@ def index_command(
             f"indexed {report.created + report.updated} passage(s) "
             f"({report.created} new, {report.updated} updated, {report.skipped_existing} already stored, "
             f"{report.failed} failed, {stats.skipped} bad input skipped) with {report.spans} spans "
-            f"into {ix.description} in {report.seconds:.1f}s"
+            f"into {ix.description} in {report.seconds:.1f}s; {ids_phrase(stats)}"
         )
         for error in report.errors:
             click.echo(f"  failed: {error}", err=True)
@@ -148,6 +158,18 @@ def index_command(
         sys.exit(130)
     if report.failed:
         sys.exit(1)
+
+
+def ids_phrase(stats: ReadStats) -> str:
+    """Where the passage ids came from, for the index summary: the one thing that decides whether
+    indexing the same input another way adds every passage twice."""
+    if stats.id_field:
+        return f"ids from field {stats.id_field!r}"
+    if stats.format == "txt":
+        return "ids from file paths"
+    if stats.format == "conll":
+        return "ids from file, line and text"
+    return "ids are hashes of the text"
 
 
 def parse_where(pairs: tuple[str, ...]) -> dict[str, Any]:

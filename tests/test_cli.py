@@ -71,6 +71,13 @@ def test_search_human_marks_spans(indexed, capsys):
     assert "matched 'person'" in err
 
 
+def test_index_defaults_to_the_id_key_and_empty_id_field_hashes(tmp_path, capsys):
+    code, out, _ = run(capsys, "index", str(CORPUS), "--store", str(tmp_path / "a"))
+    assert code == 0 and out.rstrip().endswith("ids from field 'id'")
+    code, out, _ = run(capsys, "index", str(CORPUS), "--store", str(tmp_path / "b"), "--id-field", "", "--json")
+    assert code == 0 and json.loads(out)["id_field"] is None
+
+
 def test_all_and_filters(indexed, capsys):
     _, out, _ = run(capsys, "search", "thing", "--store", str(indexed), "--json", "--threshold", "-1", "--all")
     every = [json.loads(line) for line in out.splitlines()]
