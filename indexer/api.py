@@ -19,7 +19,7 @@ from .config import Settings, from_env
 from .encoder import OnnxEncoder
 from .errors import SearchError
 from .pipeline import IndexReport, index_passages
-from .records import Hit, Passage
+from .records import Hit, Matches, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store
 
 MAX_PHRASE_CHARS = 200
@@ -146,9 +146,11 @@ class NerIndex:
             passage_weight=float(weight),
         )
 
-    def iter_search(self, type_phrase: str, **options: Any) -> Iterator[Hit]:
-        """Hits best first, lazily (with ``exhaustive=True``: every match, paged internally)."""
-        return self.store.search(self.request(type_phrase, **options))
+    def iter_search(self, type_phrase: str, **options: Any) -> Matches:
+        """Hits best first, lazily (with ``exhaustive=True``: every match, paged internally);
+        ``.total`` counts every match where the store knows it for free (see :class:`Matches`)."""
+        hits = self.store.search(self.request(type_phrase, **options))
+        return hits if isinstance(hits, Matches) else Matches(hits)
 
     def search(self, type_phrase: str, **options: Any) -> list[Hit]:
         """Passages that mention an entity of the type, best first, with the matching spans."""

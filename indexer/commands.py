@@ -236,19 +236,32 @@ def search_command(
     filters = parse_where(where)
     ix = open_index(backend, create=False)
     color = sys.stdout.isatty()
-    count = 0
+    shown = 0
     with ix:
-        for hit in ix.iter_search(
+        hits = ix.iter_search(
             entity_type, filters=filters, text=text, limit=limit, min_similarity=threshold,
             exhaustive=exhaustive, passage_weight=passage_weight,
-        ):
-            count += 1
+        )
+        for hit in hits:
+            shown += 1
             if as_json:
                 click.echo(json.dumps(hit.to_dict(), ensure_ascii=False))
             else:
-                click.echo(format_hit(count, hit, color=color))
+                click.echo(format_hit(shown, hit, color=color))
     if not as_json:
-        click.echo(f"{count} passage(s) matched {entity_type!r}", err=True)
+        everything = exhaustive or shown < limit
+        click.echo(count_line(entity_type, shown, shown if everything else hits.total), err=True)
+
+
+def count_line(entity_type: str, shown: int, total: int | None) -> str:
+    """How many hits were shown of how many match: a page must never read as all the matches.
+
+    ``total`` None: the store cannot count without a search of its own (Elasticsearch top hits).
+    """
+    if total is None:
+        return f"{shown} shown of at least {shown} matching {entity_type!r} (--all shows and counts every match)"
+    more = " (--all shows every match)" if total > shown else ""
+    return f"{shown} shown of {total} matching {entity_type!r}{more}"
 
 
 @click.command("embed")

@@ -68,7 +68,25 @@ def test_search_human_marks_spans(indexed, capsys):
     code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--limit", "2")
     assert code == 0
     assert "[[" in out and "]]" in out
-    assert "matched 'person'" in err
+    assert "2 shown of" in err and "matching 'person'" in err
+
+
+def test_search_count_says_shown_of_matching(indexed, capsys):
+    """--limit 3 of 6 matches says so; 0.2.0 printed '3 passage(s) matched'."""
+    _, out, _ = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--all", "--json")
+    total = len(out.splitlines())
+    assert total > 3
+    _, _, err = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--limit", "3")
+    assert err.splitlines()[-1] == f"3 shown of {total} matching 'person' (--all shows every match)"
+    _, _, err = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--all")
+    assert err.splitlines()[-1] == f"{total} shown of {total} matching 'person'"
+
+
+def test_count_without_a_total_says_at_least():
+    from indexer.commands import count_line
+
+    assert count_line("river", 10, None) == "10 shown of at least 10 matching 'river' (--all shows and counts every match)"
+    assert count_line("river", 3, 3) == "3 shown of 3 matching 'river'"
 
 
 def test_index_defaults_to_the_id_key_and_empty_id_field_hashes(tmp_path, capsys):

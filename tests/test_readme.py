@@ -1,6 +1,8 @@
 """The README's main job, its examples and its Python snippet, run as written on the shipped corpus.
 
-The commands and the snippet are parsed out of README.md, so these tests follow the README. They run in a folder holding only ``examples/`` (a link to the
+The commands and the snippet are parsed out of README.md, so these tests follow the README: an
+example whose result no longer matches its comment fails here, and a new example needs a check
+below (the test says so). They run in a folder holding only ``examples/`` (a link to the
 repository's), with the default store ``./nerindex-data``, exactly as a reader would type them.
 """
 
@@ -9,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 import shlex
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -48,6 +51,7 @@ def python_snippet(text: str) -> str:
 
 MAIN_JOB = commands(section("The main job"))
 INDEX_ARGV = MAIN_JOB[0][0]
+EXAMPLES = MAIN_JOB[1:]
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -99,3 +103,94 @@ def test_readme_sequence_stores_every_passage_once(readme_run):
     assert not any("id" in json.loads(fields) for _, fields in rows)  # no `id` facet on the page
     printed = readme_run["snippet"].splitlines()
     assert len(printed) == 5 and len({line for line in printed}) == 5  # every hit once
+
+
+# --------------------------------------------------------------------------- the examples
+
+
+def json_hits(argv: list[str]) -> list[dict[str, Any]]:
+    """The hits of a search command, as ``--json`` prints them."""
+    code, out, err = run(*argv, *([] if "--json" in argv else ["--json"]))
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def without(argv: list[str], option: str) -> list[str]:
+    """argv less an option and its value: the same search with the default."""
+    i = argv.index(option)
+    return argv[:i] + argv[i + 2 :]
+
+
+def without_flag(argv: list[str], flag: str) -> list[str]:
+    return [a for a in argv if a != flag]
+
+
+def marked(argv: list[str], out: str, err: str) -> None:
+    hits = [line for line in out.splitlines() if re.match(r"^\d+\. ", line)]
+    texts = [line for line in out.splitlines() if line.startswith("   ") and not line.startswith("   spans:")]
+    assert hits and len(texts) == len(hits) and all("[[" in t and "]]" in t for t in texts)
+    assert f"{len(hits)} shown of" in err
+
+
+def json_lines(argv: list[str], out: str, err: str) -> None:
+    hits = [json.loads(line) for line in out.splitlines()]
+    assert hits and all(set(h) == {"id", "score", "text", "fields", "spans"} for h in hits)
+
+
+def every_match(argv: list[str], out: str, err: str) -> None:
+    hits = json_hits(argv)
+    assert hits and f"{len(hits)} shown of {len(hits)} matching" in err
+    assert len(json_hits(without_flag(argv, "--all"))) <= len(hits)
+
+
+def filtered(argv: list[str], out: str, err: str) -> None:
+    hits = json_hits(argv)
+    assert hits and all(h["fields"]["topic"] == "health" and "pain" in h["text"] for h in hits)
+
+
+def lower_threshold(argv: list[str], out: str, err: str) -> None:
+    hits = json_hits(argv)
+    threshold = float(argv[argv.index("--threshold") + 1])
+    assert hits and all(s["similarity"] >= threshold for h in hits for s in h["spans"])
+    assert len(hits) > len(json_hits(without(argv, "--threshold")))  # more than the calibrated one finds
+    mentions = {s["text"] for h in hits for s in h["spans"]}
+    assert {"Microsoft", "Apple"} <= mentions
+
+
+def best_mention_ranking(argv: list[str], out: str, err: str) -> None:
+    hits = json_hits(argv)
+    assert hits and all(math.isclose(h["score"], h["spans"][0]["similarity"], abs_tol=1e-6) for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    default = json_hits(without(argv, "--passage-weight"))
+    assert [h["id"] for h in hits] != [h["id"] for h in default]  # the option visibly changes the order
+
+
+def type_vector(argv: list[str], out: str, err: str) -> None:
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert row["phrase"] == argv[1] and math.isclose(sum(x * x for x in row["vector"]), 1, abs_tol=1e-3)
+
+
+def store_info(argv: list[str], out: str, err: str) -> None:
+    assert "threshold" in out and "40 passages" in out
+
+
+CHECKS: dict[str, Callable[[list[str], str, str], None]] = {
+    "search dinosaur": marked,
+    "search 'political party' --json": json_lines,
+    "search river --all": every_match,
+    "search drug --where topic=health --text pain": filtered,
+    "search company --threshold 0.15": lower_threshold,
+    "search person --passage-weight 0": best_mention_ranking,
+    "embed dinosaur": type_vector,
+    "info": store_info,
+}
+
+
+@pytest.mark.parametrize("argv, comment", EXAMPLES, ids=[shlex.join(argv) for argv, _ in EXAMPLES])
+def test_readme_example_does_what_its_comment_says(readme_run, argv, comment):
+    code, out, err = run(*argv)
+    assert code == 0, err
+    assert out.strip(), f"'nerindex {shlex.join(argv)}' printed nothing"
+    check = CHECKS.get(shlex.join(argv))
+    assert check is not None, f"README example 'nerindex {shlex.join(argv)}' ({comment}) has no check in {__file__}"
+    check(argv, out, err)

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import ModelMismatchError, SearchError, StoreError
-from ..records import EncodedPassage, Hit, SpanMatch
+from ..records import EncodedPassage, Hit, Matches, SpanMatch
 from .base import ModelStamp, SearchRequest, StoreCounts, WriteOutcome
 
 DB_NAME = "store.sqlite"
@@ -389,7 +389,7 @@ class EmbeddedStore:
             ranked, score = ranked[: max(request.limit, 0)], score[: max(request.limit, 0)]
         groups = np.split(order, np.nonzero(first)[0][1:])
         by_passage = {int(vec.passage[g[0]]): g for g in groups}
-        return self._hits(ranked, score, by_passage, sims, vec)
+        return Matches(self._hits(ranked, score, by_passage, sims, vec), total=int(best.size))
 
     def _hits(
         self,
