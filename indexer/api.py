@@ -92,8 +92,13 @@ class NerIndex:
         batch_size: int = 32,
         skip_existing: bool = True,
         progress: Callable[[int], None] | None = None,
+        windows: Callable[[int, int], None] | None = None,
     ) -> IndexReport:
-        """Encode and store passages; already stored ids are skipped (resumable, idempotent)."""
+        """Encode and store passages; already stored ids are skipped (resumable, idempotent).
+
+        ``progress`` is called with passages done, ``windows`` with (windows done, windows of the
+        current chunk): the one that moves while a long passage is encoded.
+        """
         items = passages if isinstance(passages, Sequence) else list(passages)
         return index_passages(
             items,
@@ -102,6 +107,7 @@ class NerIndex:
             batch_size=batch_size,
             skip_existing=skip_existing,
             progress=progress,
+            windows=windows,
         )
 
     # ------------------------------------------------------------------ searching
@@ -155,6 +161,14 @@ class NerIndex:
     def search(self, type_phrase: str, **options: Any) -> list[Hit]:
         """Passages that mention an entity of the type, best first, with the matching spans."""
         return list(self.iter_search(type_phrase, **options))
+
+    def absent_fields(self, filters: Iterable[str]) -> list[str]:
+        """The metadata fields of these filters that no stored passage has (for a hint on an empty
+        answer); empty where the store cannot tell cheaply (Elasticsearch)."""
+        has_field = getattr(self.store, "has_field", None)  # an optional capability of a store
+        if has_field is None:
+            return []
+        return [name for name in filters if not name.startswith("spans.") and not has_field(name)]
 
     # ------------------------------------------------------------------ the rest
 

@@ -12,6 +12,7 @@ import click
 
 from .errors import InputError, SearchError
 from .records import Hit, marked_spans
+from .text import printable
 from .stores.base import MAX_PASSAGE_WEIGHT
 
 if TYPE_CHECKING:
@@ -136,8 +137,12 @@ def index_command(
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
     ix = open_index(backend, create=True, catalog=catalog)
+    # the bar shows only on a terminal (disable=None); the summary line below is printed always
     with ix, tqdm(total=len(passages), unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
-        report = ix.index(passages, batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update)
+        report = ix.index(
+            passages, batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update,
+            windows=lambda done, total: bar.set_postfix_str(f"windows {done}/{total}"),
+        )
     summary = {
         **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
         "skipped_input": stats.skipped, "store": ix.description,
@@ -189,24 +194,29 @@ def parse_where(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def mark_spans(hit: Hit, *, color: bool) -> str:
-    """The passage text with each matching span marked: bold on a terminal, [[…]] otherwise."""
+    """The passage text with each matching span marked: bold on a terminal, [[…]] otherwise.
+
+    Control characters are dropped piece by piece, after slicing, so the offsets stay right.
+    """
     out: list[str] = []
     pos = 0
     for span in sorted(marked_spans(hit.spans), key=lambda s: s.start):
-        out.append(hit.text[pos : span.start])
-        mention = hit.text[span.start : span.end]
+        out.append(printable(hit.text[pos : span.start]))
+        mention = printable(hit.text[span.start : span.end])
         out.append(click.style(mention, bold=True, fg="yellow") if color else f"[[{mention}]]")
         pos = span.end
-    out.append(hit.text[pos:])
+    out.append(printable(hit.text[pos:]))
     return "".join(out)
 
 
 def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
+    """One hit for people; corpus text (id, metadata, passage, spans, labels) cannot drive the terminal."""
     spans = ", ".join(
         f"{s.text} {s.similarity:.2f}" + (f" ({'; '.join(s.labels)})" if s.labels else "") for s in hit.spans
     )
     fields = f"  {json.dumps(hit.fields, ensure_ascii=False)}" if hit.fields else ""
-    return f"{rank}. {hit.score:.3f}  {hit.id}{fields}\n   {mark_spans(hit, color=color)}\n   spans: {spans}"
+    head = printable(f"{hit.id}{fields}")
+    return f"{rank}. {hit.score:.3f}  {head}\n   {mark_spans(hit, color=color)}\n   spans: {printable(spans)}"
 
 
 @click.command("search")
@@ -234,6 +244,9 @@ def search_command(
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
     filters = parse_where(where)
+    if not has_words(entity_type):
+        click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
+                   "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip
     ix = open_index(backend, create=False)
     color = sys.stdout.isatty()
     shown = 0
@@ -248,9 +261,18 @@ def search_command(
                 click.echo(json.dumps(hit.to_dict(), ensure_ascii=False))
             else:
                 click.echo(format_hit(shown, hit, color=color))
+        absent = ix.absent_fields(filters) if filters and not shown else []
+    if absent:
+        names = ", ".join(repr(name) for name in absent)
+        click.echo(f"hint: no stored passage has a field named {names}; --where matches stored metadata exactly", err=True)
     if not as_json:
         everything = exhaustive or shown < limit
         click.echo(count_line(entity_type, shown, shown if everything else hits.total), err=True)
+
+
+def has_words(phrase: str) -> bool:
+    """Whether a type phrase has a letter or digit: an emoji-only phrase embeds as noise."""
+    return any(ch.isalnum() for ch in phrase)
 
 
 def count_line(entity_type: str, shown: int, total: int | None) -> str:

@@ -271,6 +271,15 @@ class EmbeddedStore:
         (spans,) = self._conn.execute("SELECT COUNT(*) FROM spans").fetchone()
         return StoreCounts(passages=passages, spans=spans)
 
+    def has_field(self, name: str) -> bool:
+        """Whether any stored passage has the metadata field ``name`` (a hint on empty answers)."""
+        if not _FIELD.match(name):
+            return False
+        row = self._conn.execute(
+            f"SELECT 1 FROM passages WHERE json_type(fields, '$.\"{name}\"') IS NOT NULL LIMIT 1"
+        ).fetchone()
+        return row is not None
+
     def _load_vectors(self) -> _Vectors:
         generation = int(self._meta("generation") or 0)
         if self._vectors is not None and self._vectors.generation == generation:
