@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import InputError, ModelError, ModelMismatchError, NerindexError, SearchError, StoreError
 from ..records import Hit
 from . import searchui
-from .edge import LOOPBACK_HOSTS, BodyLimit, ScopeChecks, error_response, host_check, query_check
+from .edge import LOOPBACK_HOSTS, BodyLimit, ScopeChecks, error_response, host_check, not_utf8, query_check
 from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts
 from .schemas import (
     MAX_PASSAGE_WEIGHT,
@@ -325,14 +325,6 @@ async def known_params_only(request: Request) -> None:
         )
 
 
-def body_error_message(exc: StarletteHTTPException) -> str:
-    """FastAPI's 'error parsing the body' made specific where the cause is known (not UTF-8)."""
-    cause = exc.__cause__
-    if isinstance(cause, UnicodeDecodeError):
-        return f"the body is not valid UTF-8 ({cause.reason} at byte {cause.start + 1})"
-    return str(exc.detail)
-
-
 def default_workers() -> int:
     """Search threads: as many as cores. Embedded search is a numpy product that already uses every
     core, so more threads only thrash (on 2 cores, 4 threads served ~40% fewer requests/s than 2);
@@ -419,8 +411,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if isinstance(exc.__cause__, UnicodeDecodeError):
-            return error_response(422, "invalid_request", body_error_message(exc))
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", made specific
+            return error_response(422, "invalid_request", f"the body is {not_utf8(exc.__cause__)}")
         code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 

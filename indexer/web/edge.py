@@ -134,6 +134,11 @@ def host_problem(scope: Scope, allowed: frozenset[str]) -> str | None:
     return f"Host {value!r} is not served here (start the service with --allow-host {host_name(value)} to allow it)"
 
 
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """A decoding error as words a client can act on."""
+    return f"not valid UTF-8 ({exc.reason} at byte {exc.start + 1})"
+
+
 def query_problem(scope: Scope) -> str | None:
     """Why the query string is not UTF-8 text (naming the parameter), or None."""
     for pair in scope.get("query_string", b"").split(b"&"):
@@ -143,11 +148,11 @@ def query_problem(scope: Scope) -> str | None:
                 unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
             except UnicodeDecodeError as exc:
                 shown = unquote_to_bytes(name).decode("utf-8", errors="replace")
-                return f"query parameter {shown!r}: the {what} is not valid UTF-8 ({exc.reason} at byte {exc.start + 1})"
+                return f"query parameter {shown!r}: the {what} is {not_utf8(exc)}"
     return None
 
 
-ScopeCheck = Callable[[Scope], "tuple[int, str, str] | None"]
+ScopeCheck = Callable[[Scope], tuple[int, str, str] | None]
 
 
 class ScopeChecks:
