@@ -127,11 +127,12 @@ def test_invalid_utf8_in_a_query_is_a_422_naming_the_parameter(client, query, na
         ("/api/v1/search?type=dinosaur&filters=topic", "filters"),
         ("/api/v1/embed?type=river&phrases=x", "phrases"),
         ("/api/v1/types?query=riv", "query"),
+        ("/api/v1/info?verbose=1", "verbose"),
     ],
 )
 def test_unknown_query_parameter_is_a_422_naming_it(client, query, name):
     message = error_of(client.get(query), 422)
-    assert f"query.{name}: unknown parameter" in message and "known:" in message
+    assert f"query.{name}: unknown parameter (" in message
 
 
 def test_the_page_still_takes_its_own_query(client):

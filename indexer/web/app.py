@@ -320,8 +320,9 @@ async def known_params_only(request: Request) -> None:
     known = sorted(p.alias for p in getattr(getattr(route, "dependant", None), "query_params", ()))
     unknown = [name for name in request.query_params if name not in known]
     if unknown:
+        takes = f"known: {', '.join(known)}" if known else "this route takes none"
         raise RequestValidationError(
-            [{"loc": ("query", unknown[0]), "msg": f"unknown parameter (known: {', '.join(known)})", "type": "extra_forbidden"}]
+            [{"loc": ("query", unknown[0]), "msg": f"unknown parameter ({takes})", "type": "extra_forbidden"}]
         )
 
 
@@ -423,12 +424,12 @@ def create_app(
 
     # --- the JSON API ---
 
-    @app.get("/api/v1/health", response_model=HealthResponse, tags=["service"])
+    @app.get("/api/v1/health", response_model=HealthResponse, tags=["service"], dependencies=[Depends(known_params_only)])
     async def health() -> dict[str, str]:
         """Liveness: the service is up and has an index open."""
         return {"status": "ok"}
 
-    @app.get("/api/v1/info", tags=["service"], responses=ERROR_RESPONSES)
+    @app.get("/api/v1/info", tags=["service"], responses=ERROR_RESPONSES, dependencies=[Depends(known_params_only)])
     async def info() -> JSONResponse:
         """The model, the store and its counts, and the request limits of this service."""
         data = await service.call(service.info)
