@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .config import Settings, from_env
 from .encoder import OnnxEncoder
 from .errors import SearchError
 from .pipeline import IndexReport, index_passages
-from .records import Hit, Passage
+from .records import Hit, Matches, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion
 
 MAX_PHRASE_CHARS = 200
@@ -93,8 +93,13 @@ class NerIndex:
         batch_size: int = 32,
         skip_existing: bool = True,
         progress: Callable[[int], None] | None = None,
+        windows: Callable[[int, int], None] | None = None,
     ) -> IndexReport:
-        """Encode and store passages; already stored ids are skipped (resumable, idempotent)."""
+        """Encode and store passages; already stored ids are skipped (resumable, idempotent).
+
+        ``progress`` is called with passages done, ``windows`` with (windows done, windows of the
+        current chunk): the one that moves while a long passage is encoded.
+        """
         items = passages if isinstance(passages, Sequence) else list(passages)
         return index_passages(
             items,
@@ -103,6 +108,7 @@ class NerIndex:
             batch_size=batch_size,
             skip_existing=skip_existing,
             progress=progress,
+            windows=windows,
         )
 
     # ------------------------------------------------------------------ searching
@@ -147,13 +153,23 @@ class NerIndex:
             passage_weight=float(weight),
         )
 
-    def iter_search(self, type_phrase: str, **options: Any) -> Iterator[Hit]:
-        """Hits best first, lazily (with ``exhaustive=True``: every match, paged internally)."""
-        return self.store.search(self.request(type_phrase, **options))
+    def iter_search(self, type_phrase: str, **options: Any) -> Matches:
+        """Hits best first, lazily (with ``exhaustive=True``: every match, paged internally);
+        ``.total`` counts every match where the store knows it for free (see :class:`Matches`)."""
+        hits = self.store.search(self.request(type_phrase, **options))
+        return hits if isinstance(hits, Matches) else Matches(hits)
 
     def search(self, type_phrase: str, **options: Any) -> list[Hit]:
         """Passages that mention an entity of the type, best first, with the matching spans."""
         return list(self.iter_search(type_phrase, **options))
+
+    def absent_fields(self, filters: Iterable[str]) -> list[str]:
+        """The metadata fields of these filters that no stored passage has (for a hint on an empty
+        answer); empty where the store cannot tell cheaply (Elasticsearch)."""
+        has_field = getattr(self.store, "has_field", None)  # an optional capability of a store
+        if has_field is None:
+            return []
+        return [name for name in filters if not name.startswith("spans.") and not has_field(name)]
 
     # ------------------------------------------------------------------ the rest
 

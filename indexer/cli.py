@@ -9,11 +9,14 @@ are imported only when invoked, so ``nerindex --help`` stays fast and needs no e
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from typing import Sequence
 
 import click
 
 from .errors import NerindexError
+from .text import unicode_problem
 
 # name -> "module:attribute" of a click command defined elsewhere, imported on use.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
@@ -84,8 +87,28 @@ def cli() -> None:
     """
 
 
+def argument_problem(args: Sequence[str]) -> str | None:
+    """The first argument that is not UTF-8, as one line; None when all are.
+
+    Python keeps such an argument's bytes as lone surrogates, which fail deep inside (the tokenizer,
+    the store) with a traceback; saying which argument it is at the door is all a person needs.
+    """
+    for position, arg in enumerate(args, start=1):
+        if unicode_problem(arg):
+            try:
+                shown = repr(os.fsencode(arg))  # the bytes the shell passed
+            except UnicodeEncodeError:  # a surrogate no byte decodes to: passed from Python
+                shown = ascii(arg)
+            return f"argument {position} is not valid UTF-8: {shown} (nerindex reads arguments as UTF-8 text)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn nerindex errors into one line and an exit code."""
+    problem = argument_problem(sys.argv[1:] if argv is None else argv)
+    if problem:
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
     try:
         cli.main(args=argv, prog_name="nerindex", standalone_mode=False)
     except NerindexError as exc:

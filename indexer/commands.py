@@ -6,13 +6,17 @@ import dataclasses
 import functools
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import InputError, SearchError
 from .records import Hit, marked_spans
+from .text import printable
 from .stores.base import MAX_PASSAGE_WEIGHT
+
+if TYPE_CHECKING:
+    from .reading import ReadStats
 
 STORE_HELP = "Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."
 MODEL_HELP = "Model folder (default: the shipped model, or NERINDEX_MODEL)."
@@ -85,7 +89,11 @@ def open_index(backend: dict[str, Any], *, create: bool, catalog: str | None = N
     show_default=True,
     help="Input format; auto decides by extension (a folder = .txt files).",
 )
-@click.option("--id-field", default=None, help="Key/column holding a stable passage id (default: a hash of the text).")
+@click.option(
+    "--id-field",
+    default=None,
+    help="Key/column holding a stable passage id (default: 'id' when the input has one; '' for a hash of the text).",
+)
 @click.option("--text-field", default="text", show_default=True, help="Key/column holding the passage text.")
 @click.option(
     "--on-error",
@@ -129,9 +137,16 @@ def index_command(
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
     ix = open_index(backend, create=True, catalog=catalog)
+    # the bar shows only on a terminal (disable=None); the summary line below is printed always
     with ix, tqdm(total=len(passages), unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
-        report = ix.index(passages, batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update)
-    summary = {**report.to_dict(), "source": source, "format": stats.format, "skipped_input": stats.skipped, "store": ix.description}
+        report = ix.index(
+            passages, batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update,
+            windows=lambda done, total: bar.set_postfix_str(f"windows {done}/{total}"),
+        )
+    summary = {
+        **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
+        "skipped_input": stats.skipped, "store": ix.description,
+    }
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -139,7 +154,7 @@ def index_command(
             f"indexed {report.created + report.updated} passage(s) "
             f"({report.created} new, {report.updated} updated, {report.skipped_existing} already stored, "
             f"{report.failed} failed, {stats.skipped} bad input skipped) with {report.spans} spans "
-            f"into {ix.description} in {report.seconds:.1f}s"
+            f"into {ix.description} in {report.seconds:.1f}s; {ids_phrase(stats)}"
         )
         for error in report.errors:
             click.echo(f"  failed: {error}", err=True)
@@ -148,6 +163,18 @@ def index_command(
         sys.exit(130)
     if report.failed:
         sys.exit(1)
+
+
+def ids_phrase(stats: ReadStats) -> str:
+    """Where the passage ids came from, for the index summary: the one thing that decides whether
+    indexing the same input another way adds every passage twice."""
+    if stats.id_field:
+        return f"ids from field {stats.id_field!r}"
+    if stats.format == "txt":
+        return "ids from file paths"
+    if stats.format == "conll":
+        return "ids from file, line and text"
+    return "ids are hashes of the text"
 
 
 def parse_where(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -167,24 +194,29 @@ def parse_where(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def mark_spans(hit: Hit, *, color: bool) -> str:
-    """The passage text with each matching span marked: bold on a terminal, [[…]] otherwise."""
+    """The passage text with each matching span marked: bold on a terminal, [[…]] otherwise.
+
+    Control characters are dropped piece by piece, after slicing, so the offsets stay right.
+    """
     out: list[str] = []
     pos = 0
     for span in sorted(marked_spans(hit.spans), key=lambda s: s.start):
-        out.append(hit.text[pos : span.start])
-        mention = hit.text[span.start : span.end]
+        out.append(printable(hit.text[pos : span.start]))
+        mention = printable(hit.text[span.start : span.end])
         out.append(click.style(mention, bold=True, fg="yellow") if color else f"[[{mention}]]")
         pos = span.end
-    out.append(hit.text[pos:])
+    out.append(printable(hit.text[pos:]))
     return "".join(out)
 
 
 def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
+    """One hit for people; corpus text (id, metadata, passage, spans, labels) cannot drive the terminal."""
     spans = ", ".join(
         f"{s.text} {s.similarity:.2f}" + (f" ({'; '.join(s.labels)})" if s.labels else "") for s in hit.spans
     )
     fields = f"  {json.dumps(hit.fields, ensure_ascii=False)}" if hit.fields else ""
-    return f"{rank}. {hit.score:.3f}  {hit.id}{fields}\n   {mark_spans(hit, color=color)}\n   spans: {spans}"
+    head = printable(f"{hit.id}{fields}")
+    return f"{rank}. {hit.score:.3f}  {head}\n   {mark_spans(hit, color=color)}\n   spans: {printable(spans)}"
 
 
 @click.command("search")
@@ -212,21 +244,46 @@ def search_command(
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
     filters = parse_where(where)
+    if not has_words(entity_type):
+        click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
+                   "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip
     ix = open_index(backend, create=False)
     color = sys.stdout.isatty()
-    count = 0
+    shown = 0
     with ix:
-        for hit in ix.iter_search(
+        hits = ix.iter_search(
             entity_type, filters=filters, text=text, limit=limit, min_similarity=threshold,
             exhaustive=exhaustive, passage_weight=passage_weight,
-        ):
-            count += 1
+        )
+        for hit in hits:
+            shown += 1
             if as_json:
                 click.echo(json.dumps(hit.to_dict(), ensure_ascii=False))
             else:
-                click.echo(format_hit(count, hit, color=color))
+                click.echo(format_hit(shown, hit, color=color))
+        absent = ix.absent_fields(filters) if filters and not shown else []
+    if absent:
+        names = ", ".join(repr(name) for name in absent)
+        click.echo(f"hint: no stored passage has a field named {names}; --where matches stored metadata exactly", err=True)
     if not as_json:
-        click.echo(f"{count} passage(s) matched {entity_type!r}", err=True)
+        everything = exhaustive or shown < limit
+        click.echo(count_line(entity_type, shown, shown if everything else hits.total), err=True)
+
+
+def has_words(phrase: str) -> bool:
+    """Whether a type phrase has a letter or digit: an emoji-only phrase embeds as noise."""
+    return any(ch.isalnum() for ch in phrase)
+
+
+def count_line(entity_type: str, shown: int, total: int | None) -> str:
+    """How many hits were shown of how many match: a page must never read as all the matches.
+
+    ``total`` None: the store cannot count without a search of its own (Elasticsearch top hits).
+    """
+    if total is None:
+        return f"{shown} shown of at least {shown} matching {entity_type!r} (--all shows and counts every match)"
+    more = " (--all shows every match)" if total > shown else ""
+    return f"{shown} shown of {total} matching {entity_type!r}{more}"
 
 
 @click.command("embed")

@@ -234,10 +234,13 @@ class OnnxEncoder:
         batch_size: int = 32,
         with_base: bool = False,
         progress: Callable[[int], None] | None = None,
+        windows: Callable[[int, int], None] | None = None,
     ) -> list[EncodedPassage]:
         """Detect spans, embed them and the passages; label spans from the catalog.
 
-        ``progress`` is called with the number of passages finished after each batch.
+        ``progress`` is called with the number of passages finished after each batch; ``windows``
+        with (windows done, windows in this call), which moves even while one long passage (a
+        1 MB passage is thousands of windows, minutes on a CPU) holds ``progress`` at zero.
         """
         info = self.info
         plans = [self._plan(i, p) for i, p in enumerate(passages)]
@@ -251,6 +254,7 @@ class OnnxEncoder:
         ]
         pvecs: list[list[tuple[np.ndarray, int]]] = [[] for _ in passages]
         remaining = [len(its) for _, its in plans]
+        done = 0
         for batch in self._batches(items, batch_size):
             result = self._run(batch, names)
             scores, vectors, passage_vectors = result[0], result[1], result[2]
@@ -269,6 +273,9 @@ class OnnxEncoder:
                 finished += remaining[item.passage] == 0
             if progress is not None and finished:
                 progress(finished)
+            done += len(batch)
+            if windows is not None:
+                windows(done, len(items))
         kept = [
             [
                 found[i][k]

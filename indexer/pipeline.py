@@ -23,7 +23,12 @@ class Encoder(Protocol):
     info: object
 
     def encode(
-        self, passages: Sequence[Passage], *, batch_size: int = ..., progress: Callable[[int], None] | None = ...
+        self,
+        passages: Sequence[Passage],
+        *,
+        batch_size: int = ...,
+        progress: Callable[[int], None] | None = ...,
+        windows: Callable[[int, int], None] | None = ...,
     ) -> list[EncodedPassage]: ...
 
 
@@ -81,14 +86,18 @@ def index_chunks(
     chunk_size: int = CHUNK,
     skip_existing: bool = True,
     progress: Callable[[int], None] | None = None,
+    windows: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[int, list[EncodedPassage], list[WriteOutcome]]]:
-    """Encode and write chunk by chunk; yields (skipped, encoded docs, outcomes) per chunk."""
+    """Encode and write chunk by chunk; yields (skipped, encoded docs, outcomes) per chunk.
+
+    ``progress`` gets passages done; ``windows`` (windows done, windows of the chunk) per batch.
+    """
     for chunk in chunked(passages, chunk_size):
         existing = store.existing_ids([p.id for p in chunk]) if skip_existing else set()
         todo = [p for p in chunk if p.id not in existing]
         if existing and progress is not None:
             progress(len(existing))
-        docs = encoder.encode(todo, batch_size=batch_size, progress=progress) if todo else []
+        docs = encoder.encode(todo, batch_size=batch_size, progress=progress, windows=windows) if todo else []
         outcomes = store.write(docs) if docs else []
         yield len(existing), docs, outcomes
 
@@ -102,6 +111,7 @@ def index_passages(
     chunk_size: int = CHUNK,
     skip_existing: bool = True,
     progress: Callable[[int], None] | None = None,
+    windows: Callable[[int, int], None] | None = None,
 ) -> IndexReport:
     """Index passages into a store (guarding the model first) and summarise what happened."""
     store.check_model(encoder.info.stamp)
@@ -116,6 +126,7 @@ def index_passages(
             chunk_size=chunk_size,
             skip_existing=skip_existing,
             progress=progress,
+            windows=windows,
         ):
             report.skipped_existing += skipped
             report.add(outcomes, docs)

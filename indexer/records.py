@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -115,3 +115,22 @@ def marked_spans(spans: Iterable[SpanMatch]) -> list[SpanMatch]:
         if all(span.end <= t.start or t.end <= span.start for t in taken):
             taken.append(span)
     return taken
+
+
+class Matches(Iterator[Hit]):
+    """Hits best first, lazily, with how many passages match in all where that is known for free.
+
+    ``total`` is the number of matching passages (not just those the limit lets through) when the
+    store computes it anyway (the embedded store scores every span); None where it would cost a
+    search of its own (Elasticsearch's kNN top hits), so nobody mistakes a page for all matches.
+    """
+
+    def __init__(self, hits: Iterable[Hit], *, total: int | None = None) -> None:
+        self._hits = iter(hits)
+        self.total = total
+
+    def __iter__(self) -> "Matches":
+        return self
+
+    def __next__(self) -> Hit:
+        return next(self._hits)

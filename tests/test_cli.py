@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from indexer.cli import main
 from indexer.model_folder import default_model_path, sha256_file
+from indexer.text import printable
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "corpus.jsonl"
@@ -68,7 +74,32 @@ def test_search_human_marks_spans(indexed, capsys):
     code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--limit", "2")
     assert code == 0
     assert "[[" in out and "]]" in out
-    assert "matched 'person'" in err
+    assert "2 shown of" in err and "matching 'person'" in err
+
+
+def test_search_count_says_shown_of_matching(indexed, capsys):
+    """--limit 3 of 6 matches says so; 0.2.0 printed '3 passage(s) matched'."""
+    _, out, _ = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--all", "--json")
+    total = len(out.splitlines())
+    assert total > 3
+    _, _, err = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--limit", "3")
+    assert err.splitlines()[-1] == f"3 shown of {total} matching 'person' (--all shows every match)"
+    _, _, err = run(capsys, "search", "person", "--store", str(indexed), "--threshold", "0.2", "--all")
+    assert err.splitlines()[-1] == f"{total} shown of {total} matching 'person'"
+
+
+def test_count_without_a_total_says_at_least():
+    from indexer.commands import count_line
+
+    assert count_line("river", 10, None) == "10 shown of at least 10 matching 'river' (--all shows and counts every match)"
+    assert count_line("river", 3, 3) == "3 shown of 3 matching 'river'"
+
+
+def test_index_defaults_to_the_id_key_and_empty_id_field_hashes(tmp_path, capsys):
+    code, out, _ = run(capsys, "index", str(CORPUS), "--store", str(tmp_path / "a"))
+    assert code == 0 and out.rstrip().endswith("ids from field 'id'")
+    code, out, _ = run(capsys, "index", str(CORPUS), "--store", str(tmp_path / "b"), "--id-field", "", "--json")
+    assert code == 0 and json.loads(out)["id_field"] is None
 
 
 def test_all_and_filters(indexed, capsys):
@@ -170,3 +201,75 @@ def test_search_passage_weight_reranks_only(indexed, capsys):
     assert any(abs(h["score"] - h["spans"][0]["similarity"]) > 0.05 for h in runs["3"])
     code, _, err = run(capsys, "search", "river", "--store", str(indexed), "--passage-weight", "-1")
     assert code == 2 and "--passage-weight" in err
+
+
+def test_non_utf8_argument_is_one_line_and_exit_2(indexed, capsys):
+    """What the shell's $'caf\\xe9' gives Python; 0.2.0 printed a traceback from the tokenizer."""
+    code, out, err = run(capsys, "search", "caf\udce9", "--store", str(indexed))
+    assert code == 2 and out == ""
+    assert err == "error: argument 2 is not valid UTF-8: b'caf\\xe9' (nerindex reads arguments as UTF-8 text)\n"
+
+
+def test_non_utf8_argument_from_a_shell(indexed):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", "search", b"caf\xe9", "--store", str(indexed)],
+        capture_output=True, env=env, timeout=120,
+    )
+    assert done.returncode == 2 and b"Traceback" not in done.stderr
+    assert done.stderr.decode().count("\n") == 1 and "argument 2 is not valid UTF-8" in done.stderr.decode()
+
+
+def test_corpus_control_characters_never_reach_the_terminal(tmp_path, capsys):
+    """ESC[2J in a passage cleared the screen; the marked mentions still sit at their offsets."""
+    text = "\x1b[2JTyrannosaurus rex \x1b]0;owned\x07lived in North\x9b America\r and Stegosaurus\x07 too."
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "d\x1b[31m1", "text": text, "note": "\x1b[5mblink\x7f"}) + "\n", encoding="utf-8")
+    store = str(tmp_path / "s")
+    assert run(capsys, "index", str(corpus), "--store", store)[0] == 0
+    code, out, _ = run(capsys, "search", "dinosaur", "--store", store, "--threshold", "0.2")
+    assert code == 0 and "[[" in out
+    assert not any(ch in out for ch in "\x1b\x07\x9b\x7f\r")
+    _, raw, _ = run(capsys, "search", "dinosaur", "--store", store, "--threshold", "0.2", "--json")
+    [hit] = [json.loads(line) for line in raw.splitlines()]
+    assert hit["text"] == text  # --json keeps the text exactly, offsets index into it
+    for span in hit["spans"]:
+        assert hit["text"][span["start"] : span["end"]] == span["text"]
+    best = max(hit["spans"], key=lambda s: s["similarity"])
+    assert f"[[{printable(best['text'])}]]" in out
+
+
+def test_where_on_a_field_no_passage_has_hints(indexed, capsys):
+    code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--where", "nosuchfield=x")
+    assert code == 0 and out == ""
+    assert "hint: no stored passage has a field named 'nosuchfield'" in err
+    _, _, err = run(capsys, "search", "person", "--store", str(indexed), "--where", "topic=nosuchtopic")
+    assert "hint" not in err  # the field exists: the value just matches nothing
+
+
+def test_type_without_letters_or_digits_hints(indexed, capsys):
+    _, _, err = run(capsys, "search", "\U0001f996\U0001f995", "--store", str(indexed))
+    assert "hint: '\U0001f996\U0001f995' has no letters or digits" in err
+    _, _, err = run(capsys, "search", "dinosaur", "--store", str(indexed))
+    assert "hint" not in err
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so tqdm draws its bar there."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_index_shows_window_progress_on_a_terminal_and_a_summary_always(tmp_path, capsys, monkeypatch):
+    text = " ".join(["the weather was mild and the fields were green near Paris"] * 200)
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")
+    code, out, err = run(capsys, "index", str(corpus), "--store", str(tmp_path / "a"))
+    assert code == 0 and out.startswith("indexed 1 passage(s)") and "windows" not in err  # not a terminal
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code, out, _ = run(capsys, "index", str(corpus), "--store", str(tmp_path / "b"))
+    assert code == 0 and out.startswith("indexed 1 passage(s)")
+    shown = re.findall(r"windows (\d+)/(\d+)", terminal.getvalue())
+    assert len(shown) > 1 and shown[-1][0] == shown[-1][1] != "1"

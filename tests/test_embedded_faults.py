@@ -196,7 +196,7 @@ class SyntheticEncoder:
 
     info = SimpleNamespace(stamp=ModelStamp("synthetic", "1", DIMS, "s" * 64))
 
-    def encode(self, passages, *, batch_size=32, progress=None):
+    def encode(self, passages, *, batch_size=32, progress=None, windows=None):
         out = []
         for p in passages:
             rng = np.random.default_rng(abs(hash(p.id)) % 2**32)

@@ -98,6 +98,16 @@ def test_long_passage_is_windowed_not_truncated(encoder):
     assert all(text[s.start : s.end] == s.text for s in doc.spans)
 
 
+def test_windows_progress_moves_within_one_long_passage(encoder):
+    """One long passage holds the passage count at 0 for minutes; the windows count moves."""
+    text = " ".join(["the weather was mild and the fields were green near Paris"] * 200)
+    calls: list[tuple[int, int]] = []
+    encoder.encode([Passage("long", text)], batch_size=2, windows=lambda done, total: calls.append((done, total)))
+    _, items = encoder._plan(0, Passage("long", text))
+    assert len(calls) > 1 and calls[-1] == (len(items), len(items))
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and {t for _, t in calls} == {len(items)}
+
+
 def test_empty_and_symbol_only_passages(encoder):
     docs = encoder.encode([Passage("a", "\u200b"), Passage("b", "!!!")])
     assert len(docs) == 2

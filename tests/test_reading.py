@@ -56,7 +56,9 @@ def assert_names(err: InputError, path: Path, line: int | None) -> None:
 def test_jsonl_hash_ids_and_fields(tmp_path):
     f = jsonl(tmp_path / "a.jsonl", {"text": "Ada Lovelace wrote notes.", "source": "wiki", "meta": {"year": 1843}},
               {"text": "Paris is in France.", "tags": ["geo", 1]})
-    passages = read(f)
+    stats = ReadStats()
+    passages = list(read_passages(f, stats=stats))
+    assert stats.id_field is None  # no `id` key: the id is a hash of the text
     assert [p.text for p in passages] == ["Ada Lovelace wrote notes.", "Paris is in France."]
     assert passages[0].id == text_id("Ada Lovelace wrote notes.")
     assert passages[0].fields == {"source": "wiki", "meta": {"year": 1843}}
@@ -68,6 +70,43 @@ def test_jsonl_id_and_text_fields(tmp_path):
     f = jsonl(tmp_path / "a.ndjson", {"doc": 7, "body": "One.", "title": "T"}, {"doc": "x-2", "body": "Two."})
     passages = read(f, id_field="doc", text_field="body")
     assert [(p.id, p.text, p.fields) for p in passages] == [("7", "One.", {"title": "T"}), ("x-2", "Two.", {})]
+
+
+def test_id_key_is_the_id_by_default(tmp_path):
+    """A record's own ``id`` is its id unless told otherwise, so indexing a file with and without
+    --id-field id gives the same ids (0.2.0 stored the README's corpus twice)."""
+    f = jsonl(tmp_path / "a.jsonl", {"id": "dino-1", "text": "T. rex.", "topic": "science"}, {"id": 7, "text": "Nile."})
+    stats = ReadStats()
+    passages = list(read_passages(f, stats=stats))
+    assert [(p.id, p.fields) for p in passages] == [("dino-1", {"topic": "science"}), ("7", {})]
+    assert stats.id_field == "id"
+    assert [p.id for p in read(f, id_field="id")] == ["dino-1", "7"]
+
+
+def test_empty_id_field_hashes_the_text(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"id": "dino-1", "text": "T. rex."})
+    stats = ReadStats()
+    [p] = read_passages(f, id_field="", stats=stats)
+    assert (p.id, p.fields, stats.id_field) == (text_id("T. rex."), {"id": "dino-1"}, None)
+
+
+def test_id_column_is_the_id_by_default_in_csv_and_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_file = write(tmp_path / "a.csv", "text,id\nHello,h-1\n")
+    parquet_file = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": ["p-1"], "text": ["Rome is old."]}), parquet_file)
+    assert [(p.id, p.fields) for p in read(csv_file)] == [("h-1", {})]
+    assert [p.id for p in read(parquet_file)] == ["p-1"]
+    assert [p.id for p in read(csv_file, id_field="")] == [text_id("Hello")]
+
+
+def test_default_id_missing_later_says_how_to_hash_instead(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"id": "a", "text": "x"}, {"text": "y"})
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "missing id field 'id'" in err.reason and "--id-field ''" in err.reason
 
 
 def test_jsonl_blank_lines_bom_crlf_and_text_kept_exactly(tmp_path):

@@ -8,6 +8,7 @@ The fixtures here are shared with the browser tests (tests/test_web_browser.py).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,36 @@ def build_index(folder: Path):
     return index
 
 
+def local_client(app) -> TestClient:
+    """A test client that calls the app by a loopback name, as a browser on the machine would
+    (the service answers only to the names it is served under)."""
+    return TestClient(app, base_url="http://127.0.0.1:8000")
+
+
+class ServerThread:
+    """uvicorn serving an app on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def web_index(tmp_path_factory):
     index = build_index(tmp_path_factory.mktemp("web-store"))
@@ -69,14 +100,14 @@ def web_index(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(web_index):
-    with TestClient(create_app(web_index)) as c:
+    with local_client(create_app(web_index)) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def low_client(web_index):
     """A service whose default threshold lets every detected span match (Search UI sends none)."""
-    with TestClient(create_app(web_index, threshold=LOW)) as c:
+    with local_client(create_app(web_index, threshold=LOW)) as c:
         yield c
 
 
@@ -306,7 +337,7 @@ def test_unknown_route_and_method_are_json(client):
 
 
 def test_oversized_body_is_refused(web_index):
-    with TestClient(create_app(web_index, limits=Limits(max_body_bytes=100))) as c:
+    with local_client(create_app(web_index, limits=Limits(max_body_bytes=100))) as c:
         response = c.post("/api/v1/search", json={"type": "dinosaur", "text": "x" * 200})
         assert "body over 100 bytes" in error_of(response, 413)
 
@@ -327,7 +358,7 @@ class SlowIndex:
 
 def test_request_time_limit_gives_504(web_index):
     app = create_app(SlowIndex(web_index, 0.5), limits=Limits(request_timeout_s=0.05))
-    with TestClient(app) as c:
+    with local_client(app) as c:
         response = c.post("/api/v1/search", json={"type": "dinosaur"})
         assert "longer than 0.05 s" in error_of(response, 504)
         assert c.get("/api/v1/health").status_code == 200
@@ -340,7 +371,7 @@ def test_store_errors_are_503(web_index):
         def search(self, *args, **kwargs):
             raise StoreError("the store is gone")
 
-    with TestClient(create_app(Broken(web_index, 0))) as c:
+    with local_client(create_app(Broken(web_index, 0))) as c:
         assert "the store is gone" in error_of(c.post("/api/v1/search", json={"type": "dinosaur"}), 503)
 
 
@@ -376,7 +407,7 @@ def test_cors_is_off_by_default(client):
 
 
 def test_cors_when_configured(web_index):
-    with TestClient(create_app(web_index, cors_origins=["http://app.example"])) as c:
+    with local_client(create_app(web_index, cors_origins=["http://app.example"])) as c:
         ok = c.get("/api/v1/health", headers={"Origin": "http://app.example"})
         assert ok.headers["access-control-allow-origin"] == "http://app.example"
         other = c.get("/api/v1/health", headers={"Origin": "http://evil.example"})

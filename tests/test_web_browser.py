@@ -12,17 +12,15 @@ import io
 import json
 import os
 import shutil
-import threading
-import time
 from typing import Any, Iterator
 
 import pytest
 
 pytest.importorskip("fastapi", reason="the [web] extra is not installed")
-uvicorn = pytest.importorskip("uvicorn", reason="the [web] extra is not installed")
+pytest.importorskip("uvicorn", reason="the [web] extra is not installed")
 httpx = pytest.importorskip("httpx", reason="the [web] extra is not installed")
 
-from test_web_api import CORPUS, XSS_TEXT, web_index  # noqa: E402,F401  (shared fixture)
+from test_web_api import CORPUS, XSS_TEXT, ServerThread, web_index  # noqa: E402,F401  (shared fixture)
 
 from indexer.web import create_app  # noqa: E402
 
@@ -42,28 +40,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
 ]
-
-
-class ServerThread:
-    """uvicorn serving an app on a free loopback port, in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_indexing_while_serving_is_seen_by_all_facets_cursors_and_searchui(tmp_p
     writer = NerIndex(encoder, EmbeddedStore.open(folder), description="writer")
     query = {"type": "dinosaur", "threshold": LOW, "limit": 2, "all": True, "facets": True}
     ui_body = {"state": {"searchTerm": "dinosaur", "resultsPerPage": 50}, "queryConfig": {}}
-    with TestClient(create_app(served, threshold=LOW)) as client:
+    with TestClient(create_app(served, threshold=LOW), base_url="http://127.0.0.1:8000") as client:
         before = search(client, **query)
         assert before["total"] == 3 and topics(before) == {"science": 2, "politics": 1}
         assert client.post("/api/search", json=ui_body).json()["totalResults"] == 3

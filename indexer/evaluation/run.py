@@ -248,7 +248,12 @@ class _EncodedOnce:
         self._encoded = encoded
 
     def encode(
-        self, passages: Sequence[Passage], *, batch_size: int = 32, progress: Callable[[int], None] | None = None
+        self,
+        passages: Sequence[Passage],
+        *,
+        batch_size: int = 32,
+        progress: Callable[[int], None] | None = None,
+        windows: Callable[[int, int], None] | None = None,  # nothing is encoded here: no windows to report
     ) -> list[EncodedPassage]:
         docs = [self._encoded[p.id] for p in passages]
         if progress is not None:

@@ -35,6 +35,7 @@ class ReadStats:
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
     format: str | None = None  # the format actually used (after "auto" was resolved)
+    id_field: str | None = None  # the key or column ids came from; None: text hashes, file paths
 
     def skip(self, error: InputError) -> None:
         self.skipped += 1
@@ -55,7 +56,9 @@ def read_passages(
     """Passages from a file or folder, lazily; see the module docstring for errors and skipping.
 
     ``id_field``/``text_field`` name the keys (JSONL) or columns (CSV, TSV, Parquet) holding the id
-    and the text; every other key becomes a field. Without ``id_field`` the id is a hash of the text.
+    and the text; every other key becomes a field. By default (``id_field=None``) a key or column
+    named ``id`` is the id when the input has one (the header decides, or JSONL's first record), and
+    ``stats.id_field`` says which was used; ``id_field=""`` makes the id a hash of the text.
     Text files get their relative path as id; CoNLL sentences an id from file, line and text.
     The path and format are checked at call time; records as they are iterated.
     """
@@ -73,11 +76,11 @@ def read_passages(
     if stats is None:
         stats = ReadStats()
     stats.format = resolved
-    return _checked(_items(p, name, resolved, id_field, text_field), name, on_error, stats)
+    rules = RecordRules(path=name, id_field=id_field, text_field=text_field, unit="row" if resolved == "parquet" else "line")
+    return _checked(_items(p, resolved, rules), name, on_error, stats, rules)
 
 
-def _items(p: Path, name: str, fmt: str, id_field: str | None, text_field: str) -> Iterator[Item]:
-    rules = RecordRules(path=name, id_field=id_field, text_field=text_field, unit="row" if fmt == "parquet" else "line")
+def _items(p: Path, fmt: str, rules: RecordRules) -> Iterator[Item]:
     if fmt == "jsonl":
         return jsonl_items(p, rules)
     if fmt in ("csv", "tsv"):
@@ -98,9 +101,12 @@ def _where(loc: Located, other: Located) -> str:
     return f"{other.path}:{other.line}"
 
 
-def _checked(items: Iterator[Item], name: str, on_error: OnError, stats: ReadStats) -> Iterator[Passage]:
+def _checked(
+    items: Iterator[Item], name: str, on_error: OnError, stats: ReadStats, rules: RecordRules
+) -> Iterator[Passage]:
     seen: dict[str, Located] = {}
     for item in items:
+        stats.id_field = rules.id_field  # settled by the header or the first record
         if isinstance(item, Located):
             first = seen.get(item.passage.id)
             if first is None:

@@ -15,12 +15,11 @@ import gzip
 import json
 import math
 from pathlib import Path
-from typing import IO, Any, Iterator, NamedTuple, Union
+from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 
 from ..errors import InputError, NerindexError
 from ..records import Passage, text_id
 from .detect import split_suffix
-
 
 
 class Located(NamedTuple):
@@ -39,14 +38,30 @@ _CSV_FIELD_LIMIT = 2**31 - 1  # passages can be far longer than csv's 128 KiB de
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
 
 
+DEFAULT_ID_FIELD = "id"
+
+
 class RecordRules:
-    """How a record (a dict of column → value) becomes a Passage: which keys hold id and text."""
+    """How a record (a dict of column → value) becomes a Passage: which keys hold id and text.
+
+    ``id_field`` None means "``id`` when the input has it": a record's own ``id`` is its identity, so
+    the same file indexed with and without naming it gets the same ids (never every passage twice).
+    The header decides for CSV/TSV and Parquet, the first record for JSONL. ``""`` hashes the text.
+    """
 
     def __init__(self, *, path: str, id_field: str | None, text_field: str, unit: str = "line") -> None:
         self.path = path
-        self.id_field = id_field
+        self.requested = id_field
+        self.id_field: str | None = id_field or None  # the key ids come from, once decided; None: hashes
+        self.decided = id_field is not None
         self.text_field = text_field
         self.unit = unit  # "line" for text files, "row" for Parquet
+
+    def decide(self, keys: Iterable[str]) -> None:
+        """Settle the default id field from the first header, schema or record seen."""
+        if not self.decided:
+            self.id_field = DEFAULT_ID_FIELD if DEFAULT_ID_FIELD in keys else None
+            self.decided = True
 
     def error(self, message: str, at: int | None) -> InputError:
         if self.unit != "line" and at is not None:
@@ -55,14 +70,22 @@ class RecordRules:
 
     def check_columns(self, columns: list[str], at: int | None) -> None:
         """Fail early when the header/schema lacks the id or text column: every record would fail."""
+        self.decide(columns)
         for option, col in (("text_field", self.text_field), ("id_field", self.id_field)):
             if col is not None and col not in columns:
                 shown = ", ".join(repr(c) for c in columns[:20]) or "none"
                 flag = "--" + option.replace("_", "-")
                 raise self.error(f"no column {col!r} (columns: {shown}); set {option} ({flag}) to one of them", at)
 
+    def _id_problem(self, what: str) -> str:
+        """A message about the id field; when it was the default, how to index without it."""
+        if self.requested is None:
+            return f"{what} (ids come from {DEFAULT_ID_FIELD!r} by default; id_field '' (--id-field '') hashes the text)"
+        return what
+
     def passage(self, record: dict[str, Any], at: int) -> Item:
         """The Passage for one record, or the error that says what is wrong with it."""
+        self.decide(record)
         if self.text_field not in record:
             return self.error(f"missing text field {self.text_field!r}", at)
         text = record[self.text_field]
@@ -74,13 +97,14 @@ class RecordRules:
             pid = text_id(text)
         else:
             if self.id_field not in record:
-                return self.error(f"missing id field {self.id_field!r}", at)
+                return self.error(self._id_problem(f"missing id field {self.id_field!r}"), at)
             raw = record[self.id_field]
             if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-                return self.error(f"id field {self.id_field!r} is {_type_name(raw)}, not a string or integer", at)
+                kind = f"id field {self.id_field!r} is {_type_name(raw)}, not a string or integer"
+                return self.error(self._id_problem(kind), at)
             pid = str(raw)
             if not pid.strip():
-                return self.error(f"id field {self.id_field!r} is empty", at)
+                return self.error(self._id_problem(f"id field {self.id_field!r} is empty"), at)
         fields = {k: v for k, v in record.items() if k != self.text_field and k != self.id_field}
         return Located(Passage(id=pid, text=text, fields=fields), self.path, at, self.unit)
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import ModelMismatchError, SearchError, StoreError
-from ..records import EncodedPassage, Hit, SpanMatch
+from ..records import EncodedPassage, Hit, Matches, SpanMatch
 from . import derived
 from .base import (
     ModelStamp,
@@ -321,6 +321,15 @@ class EmbeddedStore:
         """UUID, write generation and row counts, in one statement (well under a millisecond)."""
         return _read_version(self._conn)
 
+    def has_field(self, name: str) -> bool:
+        """Whether any stored passage has the metadata field ``name`` (a hint on empty answers)."""
+        if not _FIELD.match(name):
+            return False
+        row = self._conn.execute(
+            f"SELECT 1 FROM passages WHERE json_type(fields, '$.\"{name}\"') IS NOT NULL LIMIT 1"
+        ).fetchone()
+        return row is not None
+
     def _load_vectors(self) -> _Vectors:
         with self._loading:
             version = self.version()
@@ -443,7 +452,7 @@ class EmbeddedStore:
             ranked, score = ranked[: max(request.limit, 0)], score[: max(request.limit, 0)]
         groups = np.split(order, np.nonzero(first)[0][1:])
         by_passage = {int(vec.passage[g[0]]): g for g in groups}
-        return self._hits(ranked, score, by_passage, sims, vec)
+        return Matches(self._hits(ranked, score, by_passage, sims, vec), total=int(best.size))
 
     def _hits(
         self,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..records import Hit
 from . import searchui
+from .edge import LOOPBACK_HOSTS, BodyLimit, ScopeChecks, error_response, host_check, not_utf8, query_check
 from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts, version_key
 from .schemas import (
     MAX_PASSAGE_WEIGHT,
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 FIELD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 T = TypeVar("T")
 
 # Content-Security-Policy of the page: scripts and styles only from this server, no inline code,
@@ -98,10 +100,6 @@ STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
     (ModelError, 500, "model_error"),
     (NerindexError, 500, "error"),
 )
-
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status_code=status)
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -234,7 +232,7 @@ class SearchService:
             if paged and offset + body.limit < total:
                 next_cursor = encode_cursor(query.key(), offset + body.limit, store_key)
             if body.facets:
-                facets = facet_counts(hits)
+                facets = facet_counts(hits, keep=filterable)  # offer only facets a client can filter on
         else:
             page = self.top(query, body.limit)
         return {
@@ -290,6 +288,11 @@ class SearchService:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def filterable(name: str) -> bool:
+    """Whether the API takes ``name`` as a filter field: the one rule for requests and facets."""
+    return bool(FIELD_NAME.match(name))
+
+
 def check_search(body: SearchBody, limits: Limits) -> None:
     """Enforce the configurable limits that the schema cannot know."""
     phrase = body.type.strip()
@@ -304,7 +307,7 @@ def check_search(body: SearchBody, limits: Limits) -> None:
     if len(body.filters) > limits.max_filters:
         raise SearchError(f"{len(body.filters)} filters; the limit is {limits.max_filters}")
     for name, value in body.filters.items():
-        if not FIELD_NAME.match(name):
+        if not filterable(name):
             raise SearchError(f"filter field {name!r}: use letters, digits, '_', '.' or '-' (at most 64)")
         if isinstance(value, list) and not value:
             raise SearchError(f"filter on {name!r}: empty list of values")
@@ -325,6 +328,19 @@ def parse_where(items: Sequence[str]) -> dict[str, str | list[str]]:
         else:
             filters[name] = value
     return filters
+
+
+async def known_params_only(request: Request) -> None:
+    """Refuse query parameters the route does not take, naming them (422): a misspelt
+    ``treshold=0.5`` that is silently ignored gives answers that look right and are not."""
+    route = request.scope.get("route")
+    known = sorted(p.alias for p in getattr(getattr(route, "dependant", None), "query_params", ()))
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        takes = f"known: {', '.join(known)}" if known else "this route takes none"
+        raise RequestValidationError(
+            [{"loc": ("query", unknown[0]), "msg": f"unknown parameter ({takes})", "type": "extra_forbidden"}]
+        )
 
 
 def default_workers() -> int:
@@ -351,10 +367,13 @@ def create_app(
     workers: int | None = None,
     threshold: float | None = None,
     close_index: bool = False,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
     """The ASGI app over ``index`` (a NerIndex, or anything with its search/embed/info/catalog/version).
 
     ``cors_origins``: browser origins allowed to call the API (empty: CORS off; ``"*"``: any).
+    ``allowed_hosts``: names the service answers to in the Host header (``"*"``: any); others get
+    a 400, which keeps a loopback service without authentication out of reach of DNS rebinding.
     ``threshold``: similarity threshold for requests that give none (Search UI never does);
     None uses the model's calibrated default.
     ``close_index``: close the index when the app shuts down (the CLI's case).
@@ -382,6 +401,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    # added first, so innermost: a middleware between it and the routes could wrap its 413 into
+    # another error (Starlette's BaseHTTPMiddleware reads the body in a task group)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -392,13 +414,6 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type"],
         )
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            return error_response(413, "too_large", f"request body over {limits.max_body_bytes} bytes")
-        return await call_next(request)
 
     @app.exception_handler(NerindexError)
     async def nerindex_error(request: Request, exc: NerindexError) -> JSONResponse:
@@ -415,8 +430,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", made specific
+            return error_response(422, "invalid_request", f"the body is {not_utf8(exc.__cause__)}")
+        code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -425,12 +442,12 @@ def create_app(
 
     # --- the JSON API ---
 
-    @app.get("/api/v1/health", response_model=HealthResponse, tags=["service"])
+    @app.get("/api/v1/health", response_model=HealthResponse, tags=["service"], dependencies=[Depends(known_params_only)])
     async def health() -> dict[str, str]:
         """Liveness: the service is up and has an index open."""
         return {"status": "ok"}
 
-    @app.get("/api/v1/info", tags=["service"], responses=ERROR_RESPONSES)
+    @app.get("/api/v1/info", tags=["service"], responses=ERROR_RESPONSES, dependencies=[Depends(known_params_only)])
     async def info() -> JSONResponse:
         """The model, the store and its counts, and the request limits of this service."""
         data = await service.call(service.info)
@@ -438,7 +455,7 @@ def create_app(
         data["server"] = {"version": _version(), "threshold": service.threshold, "limits": asdict(limits)}
         return JSONResponse(_jsonable(data))
 
-    @app.get("/api/v1/types", response_model=TypesResponse, tags=["search"])
+    @app.get("/api/v1/types", response_model=TypesResponse, tags=["search"], dependencies=[Depends(known_params_only)])
     async def types(
         q: str = Query("", max_length=200, description="Part of a type phrase; empty lists the catalog."),
         limit: int = Query(50, ge=1, le=1000),
@@ -457,7 +474,10 @@ def create_app(
         check_search(body, limits)
         return JSONResponse(await service.call(service.search, body))
 
-    @app.get("/api/v1/search", response_model=SearchResponse, tags=["search"], responses=ERROR_RESPONSES)
+    @app.get(
+        "/api/v1/search", response_model=SearchResponse, tags=["search"], responses=ERROR_RESPONSES,
+        dependencies=[Depends(known_params_only)],
+    )
     async def search_get(
         type: str = Query(..., description="The entity type in plain words."),
         limit: int = Query(10, ge=1),
@@ -489,7 +509,10 @@ def create_app(
                 raise SearchError(f"each phrase needs 1 to {limits.max_phrase_chars} characters")
         return JSONResponse(await service.call(service.embed, phrases))
 
-    @app.get("/api/v1/embed", response_model=EmbedResponse, tags=["vectors"], responses=ERROR_RESPONSES)
+    @app.get(
+        "/api/v1/embed", response_model=EmbedResponse, tags=["vectors"], responses=ERROR_RESPONSES,
+        dependencies=[Depends(known_params_only)],
+    )
     async def embed_get(type: str = Query(..., description="A type phrase.")) -> JSONResponse:
         """One type phrase → its unit vector."""
         return await embed(EmbedBody(phrases=[type]))
@@ -528,6 +551,8 @@ def create_app(
             response.headers.update(PAGE_HEADERS)
         return response
 
+    # added last, so run first: the Host and the query string are checked before anything else
+    app.add_middleware(ScopeChecks, checks=[host_check(allowed_hosts), query_check])
     return app
 
 

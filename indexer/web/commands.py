@@ -21,6 +21,14 @@ from ..commands import backend_options, open_index
     help="Browser origin allowed to call the API (repeatable; '*' for any). Default: CORS off.",
 )
 @click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another name clients reach the service by, allowed in the Host header (repeatable; '*' for any). "
+    "Always allowed: the --host address, localhost, 127.0.0.1 and [::1].",
+)
+@click.option(
     "--threshold",
     default=None,
     type=click.FloatRange(-1.0, 1.0),
@@ -40,6 +48,7 @@ def serve_command(
     host: str,
     port: int,
     cors_origins: tuple[str, ...],
+    allow_hosts: tuple[str, ...],
     threshold: float | None,
     timeout: float,
     max_page_size: int,
@@ -53,6 +62,7 @@ def serve_command(
     import uvicorn
 
     from .app import Limits, create_app
+    from .edge import LOOPBACK_HOSTS
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     index = open_index(backend, create=False)
@@ -63,6 +73,7 @@ def serve_command(
         workers=workers,
         threshold=threshold,
         close_index=True,
+        allowed_hosts=(*LOOPBACK_HOSTS, host, *allow_hosts),
     )
     click.echo(f"nerindex: serving {index.description} at http://{host}:{port}/", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

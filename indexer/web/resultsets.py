@@ -217,17 +217,19 @@ def facet_counts(
     size: int = 10,
     max_fields: int = 12,
     max_distinct: int | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Value counts of metadata fields over a result set, most frequent first.
 
     ``fields=None`` counts every field that holds scalars (or lists of scalars), skipping fields
     with more distinct values than ``max_distinct`` (default: half the hits, at least 20) or with
-    long strings: ids and free text make useless facets.
+    long strings: ids and free text make useless facets. ``keep`` leaves out fields whose name
+    fails it (the service: names it cannot filter on, so it never offers a facet it would refuse).
     """
     counters: dict[str, Counter] = {}
     for hit in hits:
         for name, value in hit.fields.items():
-            if fields is not None and name not in fields:
+            if (fields is not None and name not in fields) or (keep is not None and not keep(name)):
                 continue
             values = _facet_value(value)
             if values:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..stores.base import MAX_PASSAGE_WEIGHT
+from ..text import unicode_problem
+
 PASSAGE_WEIGHT_DESCRIPTION = (
     "Hybrid ranking weight λ: matches are ranked by best mention similarity + λ · similarity of the "
     "whole passage to the type (0 = mentions only). Which passages match and which mentions are "
@@ -21,10 +23,46 @@ PASSAGE_WEIGHT_DESCRIPTION = (
 Scalar = bool | int | float | str
 
 
-class SearchBody(BaseModel):
-    """A search: passages that mention an entity of the given type, best first."""
+def invalid_unicode(value: Any, where: str = "") -> str | None:
+    """Where in a decoded JSON value a string (or key) is not valid Unicode, and why; or None.
+
+    JSON's ``\\ud800`` escape decodes to a lone surrogate, which no encoder, tokenizer or store
+    can take: left in, it fails deep inside as an HTTP 500.
+    """
+    if isinstance(value, str):
+        problem = unicode_problem(value)
+        return f"{where or 'body'}: {problem}" if problem else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            shown = str(key).encode("utf-8", "backslashreplace").decode("utf-8")  # never echo a surrogate
+            path = f"{where}.{shown}" if where else shown
+            found = invalid_unicode(str(key), f"{path} (a key)") or invalid_unicode(item, path)
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = invalid_unicode(item, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+class RequestBody(BaseModel):
+    """A request body: unknown keys are refused, and so is text that is not valid Unicode."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        problem = invalid_unicode(data)
+        if problem:
+            raise ValueError(f"{problem}; send text as UTF-8")
+        return data
+
+
+class SearchBody(RequestBody):
+    """A search: passages that mention an entity of the given type, best first."""
 
     type: str = Field(..., description="The entity type in plain words.", examples=["dinosaur"])
     limit: int = Field(10, ge=1, description="Hits per response (the page size when paging).")
@@ -82,9 +120,7 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
-class EmbedBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EmbedBody(RequestBody):
     phrases: list[str] = Field(..., min_length=1, description="Type phrases to embed.", examples=[["dinosaur"]])
 
 
@@ -114,7 +150,7 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class SearchUIBody(BaseModel):
+class SearchUIBody(RequestBody):
     """What Search UI's ApiProxyConnector posts: its request state and query config."""
 
     model_config = ConfigDict(extra="ignore")

@@ -1,0 +1,37 @@
+"""Text hygiene at the edges: strings that are not valid Unicode, and characters a terminal would run.
+
+Arguments and requests arrive as Python strings that can still hold lone surrogates: a JSON
+``\\ud800`` escape, or a command-line argument that is not UTF-8 (Python keeps its bytes as
+U+DC80–U+DCFF). Such a string cannot be encoded, so the tokenizer or the store would fail deep
+inside with a traceback; the CLI and the service refuse it at the edge with one line instead.
+Corpus text printed to a terminal must not carry control characters: ``ESC[2J`` would clear the
+screen rather than show.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# CSI (ESC [ … final), OSC (ESC ] … BEL or ESC \), two-character escapes, then any other C0/C1
+# control except tab and newline, and DEL
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (its first lone surrogate, and where), or None."""
+    found = _SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"a lone surrogate U+{ord(found.group()):04X} at character {found.start() + 1}"
+
+
+def printable(text: str) -> str:
+    """``text`` less terminal escape sequences and control characters (tab and newline stay).
+
+    Apply it to each piece that is printed, after slicing by offsets, so offsets into the stored
+    text stay right.
+    """
+    return _CONTROL.sub("", text)

@@ -1,0 +1,207 @@
+"""The service under hostile or careless requests: body size as it arrives, invalid Unicode,
+unknown query parameters, foreign Host headers, facets it could not filter on.
+
+Each of these was a fault of 0.2.0 (issue 10): a chunked body was read in full, a lone surrogate
+was an HTTP 500, a misspelt parameter was ignored, any Host was answered, and the page offered a
+facet the API then refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import select
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the [web] extra is not installed")
+pytest.importorskip("httpx", reason="the [web] extra is not installed")
+pytest.importorskip("uvicorn", reason="the [web] extra is not installed")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from test_web_api import LOW, ServerThread, client, error_of, local_client, web_index  # noqa: E402,F401
+
+from indexer.cli import main  # noqa: E402
+from indexer.web import Limits, create_app  # noqa: E402
+from indexer.web.edge import host_name  # noqa: E402
+
+JSON = {"content-type": "application/json"}
+
+# ----------------------------------------------------------------------------------- body size
+
+
+def test_chunked_body_over_the_limit_is_a_413(web_index):
+    """No Content-Length: the bytes received are counted (0.2.0 checked only the header)."""
+
+    def chunks():
+        yield b'{"type": "dinosaur", "text": "'
+        for _ in range(20):
+            yield b"x" * 1000
+        yield b'"}'
+
+    with local_client(create_app(web_index, limits=Limits(max_body_bytes=4096))) as c:
+        response = c.post("/api/v1/search", content=chunks(), headers=JSON)
+        assert "body over 4096 bytes" in error_of(response, 413)
+
+
+def test_chunked_body_is_not_read_past_the_limit(web_index):
+    """A real server and a raw socket: the 413 comes while the client is still sending, long
+    before the 200 MB it means to send, and the connection is closed after it."""
+    total, chunk = 200 * 2**20, b"x" * 2**16
+    with ServerThread(create_app(web_index)) as url:
+        where = urlsplit(url)
+        sock = socket.create_connection((where.hostname, where.port), timeout=10)
+        try:
+            sock.sendall(
+                b"POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            sent = 0
+            while sent < total and not select.select([sock], [], [], 0)[0]:
+                try:
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                    break
+                sent += len(chunk)
+            response, closed = b"", False
+            while not closed:
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    data = b""
+                except socket.timeout:
+                    break
+                response += data
+                closed = not data
+        finally:
+            sock.close()
+    assert response.startswith(b"HTTP/1.1 413"), response[:200]
+    assert b"body over 262144 bytes" in response and b"connection: close" in response.lower()
+    assert closed, "the server kept the connection open, reading the rest of the body"
+    assert sent < total // 4, f"the client sent {sent} bytes before the answer"
+
+
+# ---------------------------------------------------------------------------- invalid Unicode
+
+
+@pytest.mark.parametrize(
+    "path, body, where",
+    [
+        ("/api/v1/search", b'{"type": "\\ud800dino"}', "type: a lone surrogate U+D800"),
+        ("/api/v1/search", b'{"type": "dinosaur", "filters": {"topic": ["x", "\\udfff"]}}', "filters.topic[1]"),
+        ("/api/v1/search", b'{"type": "dinosaur", "filters": {"\\ud800": "x"}}', "(a key)"),
+        ("/api/v1/search", b'{"type": "dinosaur", "text": "caf\\udce9"}', "text: a lone surrogate U+DCE9 at character 4"),
+        ("/api/v1/embed", b'{"phrases": ["river", "\\udc00"]}', "phrases[1]"),
+        ("/api/search", b'{"state": {"searchTerm": "\\ud800"}}', "state.searchTerm"),
+        ("/api/v1/search", b'{"type": "\xffdino"}', "the body is not valid UTF-8"),
+    ],
+)
+def test_invalid_unicode_in_a_body_is_a_422_naming_it(client, path, body, where):
+    message = error_of(client.post(path, content=body, headers=JSON), 422)
+    assert where in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "query, name",
+    [
+        ("/api/v1/search?type=%ED%A0%80dino", "'type'"),  # a UTF-8-encoded surrogate
+        ("/api/v1/search?type=caf%E9", "'type'"),  # Latin-1
+        ("/api/v1/search?type=dinosaur&where=topic%3D%FF", "'where'"),
+        ("/api/v1/types?q=%FF", "'q'"),
+    ],
+)
+def test_invalid_utf8_in_a_query_is_a_422_naming_the_parameter(client, query, name):
+    """Starlette would decode these to U+FFFD and search for that."""
+    message = error_of(client.get(query), 422)
+    assert f"query parameter {name}" in message and "not valid UTF-8" in message
+
+
+# ----------------------------------------------------------------------- unknown parameters
+
+
+@pytest.mark.parametrize(
+    "query, name",
+    [
+        ("/api/v1/search?type=dinosaur&treshold=0.9", "treshold"),
+        ("/api/v1/search?type=dinosaur&filters=topic", "filters"),
+        ("/api/v1/embed?type=river&phrases=x", "phrases"),
+        ("/api/v1/types?query=riv", "query"),
+        ("/api/v1/info?verbose=1", "verbose"),
+    ],
+)
+def test_unknown_query_parameter_is_a_422_naming_it(client, query, name):
+    message = error_of(client.get(query), 422)
+    assert f"query.{name}: unknown parameter (" in message
+
+
+def test_the_page_still_takes_its_own_query(client):
+    assert client.get("/?type=dinosaur&threshold=0.4&passage_weight=1").status_code == 200
+
+
+# ------------------------------------------------------------------------------- Host header
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "LOCALHOST:8000", "[::1]:8000", "127.0.0.1"])
+def test_loopback_names_are_served(client, host):
+    assert client.get("/api/v1/health", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "testserver"])
+def test_other_hosts_get_a_400(client, host):
+    """A rebinding page at evil.example resolving to 127.0.0.1 still sends its own name."""
+    message = error_of(client.get("/api/v1/health", headers={"host": host}), 400)
+    assert "not served here" in message and f"--allow-host {host_name(host)}" in message
+
+
+def test_allowed_hosts_and_any_host(web_index):
+    app = create_app(web_index, allowed_hosts=["search.example"])
+    with TestClient(app, base_url="http://search.example:8000") as c:
+        assert c.get("/api/v1/health").status_code == 200
+        assert c.get("/api/v1/health", headers={"host": "localhost"}).status_code == 400
+    with TestClient(create_app(web_index, allowed_hosts=["*"]), base_url="http://anything.example") as c:
+        assert c.get("/api/v1/health").status_code == 200
+
+
+def test_serve_allows_its_address_loopback_and_allow_host(tmp_path, monkeypatch):
+    import uvicorn
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "The Nile flows through Egypt."}\n', encoding="utf-8")
+    main(["index", str(corpus), "--store", str(tmp_path / "s"), "--json"])
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    main(["serve", "--store", str(tmp_path / "s"), "--host", "10.1.2.3", "--allow-host", "search.example"])
+    [app] = served
+    with TestClient(app) as c:
+        status = {h: c.get("/api/v1/health", headers={"host": h}).status_code
+                  for h in ("10.1.2.3:8000", "search.example", "localhost:8000", "[::1]", "evil.example")}  # fmt: skip
+    assert status == {"10.1.2.3:8000": 200, "search.example": 200, "localhost:8000": 200, "[::1]": 200, "evil.example": 400}
+
+
+# ---------------------------------------------------------------------------------- facets
+
+
+class MarkupFieldIndex:
+    """The real index, its hits carrying one more field whose name the API cannot filter on."""
+
+    def __init__(self, index) -> None:
+        self._index = index
+
+    def search(self, *args, **kwargs):
+        return [dataclasses.replace(h, fields={**h.fields, "<b>tag</b>": "x"}) for h in self._index.search(*args, **kwargs)]
+
+    def __getattr__(self, name):
+        return getattr(self._index, name)
+
+
+def test_facets_are_only_fields_the_api_can_filter_on(web_index):
+    with local_client(create_app(MarkupFieldIndex(web_index))) as c:
+        response = c.post("/api/v1/search", json={"type": "dinosaur", "threshold": LOW, "facets": True})
+        assert response.status_code == 200, response.text
+        facets = response.json()["facets"]
+        assert "topic" in facets and "<b>tag</b>" not in facets
+        # every facet offered can be sent back as a filter
+        for name, values in facets.items():
+            again = c.post("/api/v1/search", json={"type": "dinosaur", "threshold": LOW, "filters": {name: values[0]["value"]}})
+            assert again.status_code == 200, again.text
