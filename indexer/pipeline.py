@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
-from .errors import StoreError
-from .records import EncodedPassage, Passage
+from .errors import InputError, StoreError
+from .records import EncodedPassage, Passage, text_id
 from .stores.base import Store, WriteOutcome
 
 CHUNK = 256  # passages per write transaction
@@ -77,6 +77,28 @@ def chunked(items: Sequence[Passage], size: int) -> Iterator[Sequence[Passage]]:
         yield items[start : start + size]
 
 
+def refuse_copies_under_text_ids(passages: Sequence[Passage], store: Store) -> None:
+    """Refuse to store a passage again whose text the store already holds under its text-hash id.
+
+    nerindex 0.2.0 made ids from the text unless ``--id-field`` was given; now a key named ``id``
+    is the id by default. Indexing the same file again into such a store would add every passage a
+    second time under its new id, and every hit would be shown twice. One ``existing_ids`` lookup
+    per chunk finds that case exactly, before anything of the chunk is written.
+    """
+    hashed = {text_id(p.text): p for p in passages if p.id != text_id(p.text)}
+    if not hashed:
+        return
+    found = store.existing_ids(list(hashed))
+    if found:
+        first = hashed[sorted(found)[0]]
+        raise InputError(
+            f"{len(found)} passage(s) are stored already under ids made from their text (as "
+            f"nerindex 0.2.0 did without --id-field), e.g. {first.id!r} as "
+            f"{text_id(first.text)!r}: indexing them under their own ids would store them twice. "
+            "Index with --id-field '' (Python: id_field='') to keep text ids, or into a new store"
+        )
+
+
 def index_chunks(
     passages: Sequence[Passage],
     encoder: Encoder,
@@ -95,6 +117,7 @@ def index_chunks(
     for chunk in chunked(passages, chunk_size):
         existing = store.existing_ids([p.id for p in chunk]) if skip_existing else set()
         todo = [p for p in chunk if p.id not in existing]
+        refuse_copies_under_text_ids(todo, store)
         if existing and progress is not None:
             progress(len(existing))
         docs = encoder.encode(todo, batch_size=batch_size, progress=progress, windows=windows) if todo else []

@@ -60,3 +60,20 @@ def test_reindex_existing_replaces(tmp_path, encoder):
         report = index_passages(items, encoder, store, skip_existing=False)
         assert (report.created, report.updated) == (0, 3)
         assert store.counts().passages == 3
+
+
+def test_a_store_with_text_ids_refuses_the_same_passages_under_field_ids(tmp_path, encoder):
+    """nerindex 0.2.0 hashed the text unless --id-field was given; indexing the same file into such
+    a store under the new default (the 'id' key) must not store every passage twice."""
+    from indexer.errors import InputError
+    from indexer.records import text_id
+
+    store = EmbeddedStore.open(tmp_path / "s")
+    old = [Passage(text_id(t), t) for t in ("Rex is a dinosaur.", "Paris is a city.")]
+    index_passages(old, encoder, store)
+    again = [Passage("doc-1", "Rex is a dinosaur."), Passage("doc-2", "Paris is a city.")]
+    with pytest.raises(InputError, match="--id-field ''"):
+        index_passages(again, encoder, store)
+    assert store.counts().passages == 2
+    index_passages([Passage("doc-3", "Berlin is a city.")], encoder, store)  # new texts are fine
+    assert store.counts().passages == 3
