@@ -195,13 +195,26 @@ def test_mismatch_message_says_both_models_and_the_way_out():
 def test_counts_mget_version_settings_alias():
     assert rs.parse_counts(load("counts")) == StoreCounts(passages=1523, spans=4871)
     assert rs.found_ids(load("mget")) == {"p-1"}
-    assert rs.server_version(load("info_9")) == (9, 5, 2)
-    assert rs.server_version({"version": {"number": "8.15.0-SNAPSHOT"}}) == (8, 15, 0)
-    with pytest.raises(StoreError):
-        rs.server_version({"version": {}})
     assert rs.refresh_interval({"nerindex-000001": {"settings": {"index": {"refresh_interval": "30s"}}}}) == "30s"
     assert rs.refresh_interval({"nerindex-000001": {"settings": {}}}) is None
     assert rs.alias_indices({"n-000002": {"aliases": {"n": {}}}, "n-000001": {"aliases": {}}}, "n") == ["n-000002"]
+
+
+def test_server_facts_from_the_nodes_api():
+    # captured from the CI node (integ-test-zip 8.19.21: no lang-painless, no lang-mustache)
+    facts = rs.server_facts(load("nodes_plugins"))
+    assert facts.version == (8, 19, 21)
+    assert "x-pack-core" in facts.modules and "lang-painless" not in facts.modules
+    # several nodes: the oldest version, and only what every node has
+    mixed = {"nodes": {
+        "a": {"version": "9.2.0-SNAPSHOT", "modules": [{"name": "lang-painless"}, {"name": "x-pack-core"}]},
+        "b": {"version": "8.19.3", "modules": [{"name": "x-pack-core"}], "plugins": [{"name": "lang-painless"}]},
+        "c": {"version": "9.1.0", "modules": [{"name": "x-pack-core"}]},
+    }}
+    assert rs.server_facts(mixed) == rs.ServerFacts((8, 19, 3), frozenset({"x-pack-core"}))
+    for broken in ({"nodes": {}}, {}, {"nodes": {"a": {"version": "x"}}}):
+        with pytest.raises(StoreError, match="version"):
+            rs.server_facts(broken)
 
 
 def test_api_error_reason_prefers_the_root_cause():

@@ -81,8 +81,9 @@ class FakeCluster:
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         self.requests.append((method, path, body))
         parts = [unquote(p) for p in path.strip("/").split("/") if p]
-        if not parts:
-            return 200, {"name": "fake", "version": {"number": self.version}, "tagline": "You Know, for Search"}
+        if parts[0] == "_nodes":
+            modules = [{"name": name} for name in ("lang-painless", "lang-mustache", "x-pack-core")]
+            return 200, {"nodes": {"fake-node": {"version": self.version, "modules": modules}}}
         if parts[0] == "_bulk":
             return self.bulk(body)
         if parts[0] == "_aliases":

@@ -52,6 +52,8 @@ DEFAULT_INDEX_OPTIONS = "int8_hnsw"
 HNSW_DEFAULTS = {"m": 16, "ef_construction": 100}
 # Span fields a filter may name (key -> field queried); everything else is user metadata.
 SPAN_FILTER_FIELDS = {"spans.labels": "spans.labels", "spans.text": "spans.text.keyword"}
+# ``GET _nodes/plugins`` trimmed to what the store needs: each node's version and module names.
+SERVER_FACTS_FILTER = ["nodes.*.version", "nodes.*.modules.name", "nodes.*.plugins.name"]
 
 _INDEX_NAME_FORBIDDEN = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 

@@ -66,7 +66,7 @@ class ElasticsearchStore:
         self._options = options
         self._client = client
         self._owns_client = client is None
-        self._version: tuple[int, int, int] | None = None
+        self._facts: rs.ServerFacts | None = None
         self._stamp: ModelStamp | None = None
         self._relaxed: tuple[str | None] | None = None  # (previous refresh_interval,) while relaxed
         self._dirty = False
@@ -151,12 +151,18 @@ class ElasticsearchStore:
 
     # --- server and index facts -----------------------------------------------------------------
 
-    def server_version(self) -> tuple[int, int, int]:
-        """The cluster's version (asked once)."""
-        if self._version is None:
+    def server_facts(self) -> rs.ServerFacts:
+        """The cluster's version and modules (asked once, through the nodes API: ``GET /`` is
+        refused by builds without the ``rest-root`` module)."""
+        if self._facts is None:
             with self.errors("read the server version"):
-                self._version = rs.server_version(self.client.info().body)
-        return self._version
+                response = self.client.nodes.info(metric="plugins", filter_path=rq.SERVER_FACTS_FILTER)
+            self._facts = rs.server_facts(response.body)
+        return self._facts
+
+    def server_version(self) -> tuple[int, int, int]:
+        """The version of the oldest node of the cluster."""
+        return self.server_facts().version
 
     def require_version(self, minimum: tuple[int, int, int], feature: str, *, error=StoreError) -> None:
         version = self.server_version()
