@@ -137,6 +137,7 @@ def test_span_level_filters(loaded):
 
 
 def test_passage_level_labels_are_aggregatable(loaded):
+    loaded.flush()  # the bulk load relaxed the refresh interval: make the writes visible
     response = loaded.client.search(index=loaded.alias, size=0, aggs={"labels": {"terms": {"field": "labels", "size": 20}}})
     buckets = {b["key"]: b["doc_count"] for b in response.body["aggregations"]["labels"]["buckets"]}
     assert buckets["label-obama"] == 1 and buckets["label-merkel"] == 1 and len(buckets) == 8

@@ -132,6 +132,11 @@ def reindex(
     body = rq.create_index_body(stamp, index_options=options)
     report = ReindexReport(alias=store.alias, old_index=old, new_index=new, model=stamp.to_dict())
     log.info("re-indexing %s (%s) into %s with model %s %s", store.alias, old, new, stamp.id, stamp.version)
+    # Writes of a load still inside its refresh interval (30 s while relaxed) are invisible to the
+    # point in time the passages are read through: refresh first, or they would be left behind.
+    store.flush()
+    with store.errors(f"refresh {old!r}"):
+        client.indices.refresh(index=old)
     with store.errors(f"create index {new!r}"):
         client.indices.create(index=new, **body)
         if store.options.bulk_refresh_interval:
