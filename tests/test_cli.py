@@ -170,3 +170,16 @@ def test_search_passage_weight_reranks_only(indexed, capsys):
     assert any(abs(h["score"] - h["spans"][0]["similarity"]) > 0.05 for h in runs["3"])
     code, _, err = run(capsys, "search", "river", "--store", str(indexed), "--passage-weight", "-1")
     assert code == 2 and "--passage-weight" in err
+
+
+def test_store_option_wins_over_an_environment_es_url(indexed, capsys, monkeypatch):
+    """--store names the embedded store; NERINDEX_ES_URL in the environment must not redirect it."""
+    from indexer.config import Settings, with_overrides
+
+    monkeypatch.setenv("NERINDEX_ES_URL", "http://127.0.0.1:9")  # nothing listens there
+    code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--json", "--threshold", "0.2")
+    assert code == 0 and out.strip(), err
+    env = Settings(es_url="http://es:9200", store="./nerindex-data")
+    assert with_overrides(env, store="s").es_url is None
+    assert with_overrides(env, store=None, es_index="x").es_url == "http://es:9200"
+    assert with_overrides(env, store="s", es_url="http://other:9200").es_url == "http://other:9200"
