@@ -70,7 +70,8 @@ def es_group() -> None:
               help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
 @click.option("--index-options", default=None,
               help="dense_vector index type of the new index (int8_hnsw, hnsw, bbq_hnsw, ...); default: as configured.")
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Windows per encoder call (as for nerindex index).")
 @click.option("--delete-old", is_flag=True, help="Delete the old index once the alias has moved.")
 @click.option("--allow-failures", is_flag=True, help="Move the alias even if some passages failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
