@@ -76,12 +76,12 @@ def hybrid_hit(pid: str, score: float, *span_scores: float) -> dict:
             "inner_hits": {"spans": {"hits": {"hits": inner}}}}
 
 
-def test_passage_weight_score_is_read_back_from_the_script_score():
-    # span cos 0.8 (kNN score 0.9), passage cos 1.0, λ 0.5: script score 0.8 + 1 + 0.5 * (1.0 + 1) = 2.8
+def test_passage_weight_score_is_read_back_from_the_native_knn_score():
+    # _score = span kNN score + λ · passage kNN score, kNN scores (1 + cos) / 2, λ = 0.5
     response = {"hits": {"hits": [
-        hybrid_hit("h2", 2.8, 0.9, 0.7),            # spans at cos 0.8 and 0.4 (below 0.5: dropped)
-        hybrid_hit("h1", 2.4, 0.95),                # span cos 0.9, passage cos 0.0: 0.9 + 1 + 0.5 = 2.4
-        hybrid_hit("h3", 2.5, 0.6),                 # span cos 0.2 only: not a hit, whatever λ
+        hybrid_hit("h2", 0.9 + 0.5 * 1.0, 0.9, 0.7),   # spans at cos 0.8 and 0.4 (below 0.5: dropped), passage cos 1
+        hybrid_hit("h1", 0.95 + 0.5 * 0.5, 0.95),      # span cos 0.9, passage cos 0.0
+        hybrid_hit("h3", 0.6 + 0.5 * 1.0, 0.6),        # span cos 0.2 only: not a hit, whatever λ
     ]}}
     hits = rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5)
     assert [(h.id, round(h.score, 6)) for h in hits] == [("h2", 1.3), ("h1", 0.9)]
@@ -90,6 +90,10 @@ def test_passage_weight_score_is_read_back_from_the_script_score():
     # the same response read without λ: the best span decides
     plain = rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.5)
     assert [(h.id, round(h.score, 6)) for h in rs.rank(plain)] == [("h1", 0.9), ("h2", 0.8)]
+    # the span part is read from the inner hits: without them the score cannot be split
+    bare = {"_id": "x", "_score": 1.4, "_source": {"id": "x"}, "inner_hits": {"spans": {"hits": {"hits": [{"_score": None}]}}}}
+    with pytest.raises(SearchError, match="inner hits"):
+        rs.combined_score(bare, 0.5, scoring="knn", metric="cosine")
 
 
 def test_passage_weight_exhaustive_page():

@@ -177,5 +177,5 @@ def reindex(
         with store.errors(f"delete the old index {old!r}"):
             client.indices.delete(index=old)
         report.deleted_old = True
-    store._stamp = None  # the alias now carries another model
+    store.forget_index()  # the alias now points at another index, maybe another model
     return report

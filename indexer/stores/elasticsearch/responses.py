@@ -17,7 +17,12 @@ from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
 from ..base import ModelStamp, StoreCounts, WriteOutcome
 from .requests import INNER_HITS_NAME
-from .similarity import combined_from_hybrid_score, cosine_from_knn_score, cosine_from_script_score
+from .similarity import (
+    combined_from_hybrid_score,
+    combined_from_knn_scores,
+    cosine_from_knn_score,
+    cosine_from_script_score,
+)
 
 Scoring = Literal["knn", "script"]
 # Scores travel as float32; a span exactly at the threshold must not be lost to rounding.
@@ -71,11 +76,11 @@ def span_matches(
     hit: Mapping[str, Any], *, scoring: Scoring, metric: str, min_similarity: float
 ) -> list[SpanMatch] | None:
     """The matching spans of one hit, best first; None when the hit has no inner hits at all."""
-    inner = (hit.get("inner_hits") or {}).get(INNER_HITS_NAME)
+    inner = _inner_hits(hit)
     if inner is None:
         return None
     spans = []
-    for inner_hit in (inner.get("hits") or {}).get("hits") or []:
+    for inner_hit in inner:
         if inner_hit.get("_score") is None:
             continue
         similarity = _cosine(inner_hit["_score"], scoring, metric)
@@ -97,15 +102,35 @@ def span_matches(
     return spans
 
 
-def combined_score(hit: Mapping[str, Any], passage_weight: float) -> float:
-    """Best span cos + λ · passage cos of a hit scored by a hybrid-scoring script."""
+def _inner_hits(hit: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    inner = (hit.get("inner_hits") or {}).get(INNER_HITS_NAME)
+    if inner is None:
+        return None
+    return list((inner.get("hits") or {}).get("hits") or [])
+
+
+def combined_score(hit: Mapping[str, Any], passage_weight: float, *, scoring: Scoring, metric: str) -> float:
+    """Best span cos + λ · passage cos of a hit scored with hybrid scoring.
+
+    Exact search (``script``): the script's shifted sum. Top-k (``knn``): ``_score`` is the span
+    kNN score plus λ · the passage kNN score; the span part is the best inner hit's score (the
+    nested ``max``), so the passage part is what is left.
+    """
     score = hit.get("_score")
     if score is None:
         raise SearchError(
             f"Elasticsearch returned hit {hit.get('_id')!r} without a _score; hybrid scoring "
             "(passage_weight) needs it"
         )
-    return combined_from_hybrid_score(score, passage_weight)
+    if scoring == "script":
+        return combined_from_hybrid_score(score, passage_weight)
+    span_scores = [h["_score"] for h in _inner_hits(hit) or [] if h.get("_score") is not None]
+    if not span_scores:
+        raise SearchError(
+            f"Elasticsearch returned hit {hit.get('_id')!r} without scored spans; hybrid scoring "
+            "(passage_weight) reads the best span from the inner hits"
+        )
+    return combined_from_knn_scores(score, max(span_scores), passage_weight, metric)
 
 
 def parse_hit(
@@ -121,15 +146,15 @@ def parse_hit(
     The passage score is its best span's similarity (the same definition as the embedded store);
     only when inner hits were not requested does the hit's own ``_score`` stand in. With hybrid
     scoring (``passage_weight`` λ > 0, the request built with the same λ) the score is best span
-    cos + λ · passage cos, read back from ``_score`` (:func:`combined_score`); the spans keep
-    their own similarities, and the hit still needs one that passes the threshold.
+    cos + λ · passage cos, read back from ``_score`` and the inner hits (:func:`combined_score`);
+    the spans keep their own similarities, and the hit still needs one that passes the threshold.
     """
     source = hit.get("_source") or {}
     spans = span_matches(hit, scoring=scoring, metric=metric, min_similarity=min_similarity)
     if passage_weight:
         if spans is not None and not spans:
             return None
-        score = combined_score(hit, passage_weight)
+        score = combined_score(hit, passage_weight, scoring=scoring, metric=metric)
         spans = spans or []
     elif spans is None:
         if hit.get("_score") is None:

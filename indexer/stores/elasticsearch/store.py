@@ -33,7 +33,11 @@ from .client import ConnectionOptions, make_client, translated_errors
 log = logging.getLogger(__name__)
 
 MIN_SERVER = (8, 15, 0)  # similarity also filters nested inner hits from 8.15 on
-SPAN_FILTER_SERVER = (9, 2, 0)  # kNN filters on nested (span) fields from 9.2 on
+# kNN filters on nested (span) fields from 9.2 on; 8.x accepts them and silently matches nothing.
+SPAN_FILTER_SERVER = (9, 2, 0)
+RESCORE_SERVER = (8, 18, 0)  # kNN rescore_vector (exact scores on quantized vectors) from 8.18 on
+PAINLESS = "lang-painless"  # the module behind the exact search's script_score
+MUSTACHE = "lang-mustache"  # the module behind search templates
 SEARCH_TEMPLATE_ID = "nerindex-span-knn"
 
 
@@ -68,6 +72,7 @@ class ElasticsearchStore:
         self._owns_client = client is None
         self._facts: rs.ServerFacts | None = None
         self._stamp: ModelStamp | None = None
+        self._vector_type: str | None = None  # index_options type of spans.vector, once read
         self._relaxed: tuple[str | None] | None = None  # (previous refresh_interval,) while relaxed
         self._dirty = False
 
@@ -164,6 +169,18 @@ class ElasticsearchStore:
         """The version of the oldest node of the cluster."""
         return self.server_facts().version
 
+    def has_module(self, name: str) -> bool:
+        """Whether every node has this module (or plugin); True when the nodes API lists none."""
+        modules = self.server_facts().modules
+        return not modules or name in modules
+
+    def require_module(self, name: str, feature: str, *, error=StoreError) -> None:
+        if not self.has_module(name):
+            raise error(
+                f"{feature} needs the {name} module; the server at "
+                f"{self._options.connection.redacted_url()} does not have it"
+            )
+
     def require_version(self, minimum: tuple[int, int, int], feature: str, *, error=StoreError) -> None:
         version = self.server_version()
         if version < minimum:
@@ -179,7 +196,21 @@ class ElasticsearchStore:
                 response = self.client.indices.get_mapping(index=self.alias)
             except NotFoundError:
                 return None
-        return rs.index_mapping(response.body, target=self.alias)
+        index, mapping = rs.index_mapping(response.body, target=self.alias)
+        self._vector_type = rq.span_vector_index_type(mapping)
+        return index, mapping
+
+    def forget_index(self) -> None:
+        """Drop what was read about the index behind the alias (after the alias moved)."""
+        self._stamp = None
+        self._vector_type = None
+
+    def rescores(self) -> bool:
+        """Whether kNN searches rescore with the float vectors (exact scores and threshold):
+        the index quantizes them and the server supports ``rescore_vector``."""
+        if self._vector_type is None:
+            self.target()
+        return rq.quantized(self._vector_type) and self.server_version() >= RESCORE_SERVER
 
     def model(self) -> ModelStamp | None:
         """The model recorded in the index ``_meta``, or None when the index does not exist."""
@@ -233,6 +264,7 @@ class ElasticsearchStore:
 
     def put_search_template(self, template_id: str = SEARCH_TEMPLATE_ID) -> str:
         """Store the search template of ``mappings/`` under ``template_id`` (cluster-wide)."""
+        self.require_module(MUSTACHE, "a search template")
         with self.errors(f"store the search template {template_id!r}"):
             self.client.put_script(id=template_id, **rq.search_template_body())
         return template_id
@@ -359,6 +391,7 @@ class ElasticsearchStore:
             num_candidates=self._options.num_candidates,
             filters=request.filters,
             passage_weight=weight,
+            rescore=self.rescores(),
         )
         if hybrid:
             body = rq.hybrid_search_body(
@@ -382,6 +415,10 @@ class ElasticsearchStore:
         yield from ranked[: request.limit]
 
     def _exact(self, request: SearchRequest, stamp: ModelStamp, limit: int | None) -> Iterator[Hit]:
+        self.require_module(
+            PAINLESS, "exhaustive search (--all, or a limit above 10,000), which scores every span "
+            "exactly with a Painless script,", error=SearchError,
+        )
         keep_alive = self._options.keep_alive
         page = self._options.page_size
         weight = rq.check_passage_weight(request.passage_weight)
