@@ -293,12 +293,12 @@ def test_the_dev_tools_request_of_the_docs_runs(loaded):
     import re
 
     docs = (ROOT / "docs" / "elasticsearch.md").read_text(encoding="utf-8")
-    (block,) = [b for b in re.findall(r"```\nGET nerindex/_search\n(.*?)```", docs, re.S) if '"should"' in b]
+    (block,) = [b for b in re.findall(r"```\nGET nerindex/_search(?:\?\S*)?\n(.*?)```", docs, re.S) if '"should"' in b]
     body = json.loads(block.replace("[ PASTE THE VECTOR HERE ]", json.dumps(rq.vector_values(DINO))))
     if not loaded.rescores():
         body = json.loads(json.dumps(body).replace(', "rescore_vector": {"oversample": 1.0}', ""))
     loaded.flush()  # make the bulk load visible to this direct request
-    response = loaded.client.search(index=loaded.alias, body=body).body
+    response = loaded.client.search(index=loaded.alias, body=body, include_named_queries_score=True).body
     hits = rs.rank(rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.3))
     expected = search(loaded, DINO, passage_weight=0.3)
     assert [(h.id, round(h.score, 4)) for h in hits] == [(h.id, round(h.score, 4)) for h in expected]

@@ -561,7 +561,7 @@ def test_hybrid_exact_script_gives_span_plus_weighted_passage():
 def test_docs_dev_tools_request_for_hybrid_scoring_is_what_nerindex_sends():
     """docs/elasticsearch.md shows the hybrid request for Kibana Dev Tools: keep it in step."""
     docs = (Path(__file__).parent.parent / "docs" / "elasticsearch.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```\nGET nerindex/_search\n(.*?)```", docs, re.S) if '"should"' in b]
+    blocks = [b for b in re.findall(r"```\nGET nerindex/_search(?:\?\S*)?\n(.*?)```", docs, re.S) if '"should"' in b]
     assert len(blocks) == 1, "docs/elasticsearch.md should show one hybrid scoring request"
     pasted = json.loads(blocks[0].replace("[ PASTE THE VECTOR HERE ]", json.dumps(rq.vector_values(QUERY))))
     # what nerindex sends to Elasticsearch >= 8.18 for the default int8 index

@@ -96,6 +96,20 @@ def test_passage_weight_score_is_read_back_from_the_native_knn_score():
         rs.combined_score(bare, 0.5, scoring="knn", metric="cosine")
 
 
+def test_passage_weight_reads_the_named_passage_clause_first():
+    """With int8 rescoring the nested _score can lag the best inner hit (Elasticsearch keeps the
+    score of the span the int8 search picked); the named passage clause's score is exact."""
+    hit = hybrid_hit("p", 0.88 + 0.5 * 0.75, 0.9)  # _score: another span (0.88) than the best inner hit (0.9)
+    hit["matched_queries"] = {"nerindex_passage": 0.5 * 0.75}  # passage cos 0.5
+    parsed = rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5)
+    assert parsed.score == pytest.approx(0.8 + 0.5 * 0.5)
+    del hit["matched_queries"]  # without it: _score minus the best inner hit, 0.02 low here
+    parsed = rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5)
+    assert parsed.score == pytest.approx(0.8 + 0.5 * 0.5 - 0.04)
+    hit["matched_queries"] = {"nerindex_passage_missing": 0.5 * 0.5}  # no passage vector: cosine 0
+    assert rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5).score == pytest.approx(0.8)
+
+
 def test_passage_weight_exhaustive_page():
     # nested span script: cos + 1; outer script adds λ · (passage cos + 1)
     hit = hybrid_hit("p", 1.7 + 2.0 * (0.25 + 1), 1.7)

@@ -57,6 +57,10 @@ DEFAULT_INDEX_OPTIONS = "int8_hnsw"
 HNSW_DEFAULTS = {"m": 16, "ef_construction": 100}
 # Span fields a filter may name (key -> field queried); everything else is user metadata.
 SPAN_FILTER_FIELDS = {"spans.labels": "spans.labels", "spans.text": "spans.text.keyword"}
+# Names of the passage-weight clauses: with ``include_named_queries_score`` each hit reports the
+# passage term on its own (``matched_queries``), exact even where ``_score`` is not (see responses).
+PASSAGE_QUERY = "nerindex_passage"
+PASSAGE_MISSING_QUERY = "nerindex_passage_missing"
 # ``GET _nodes/plugins`` trimmed to what the store needs: each node's version and module names.
 SERVER_FACTS_FILTER = ["nodes.*.version", "nodes.*.modules.name", "nodes.*.plugins.name"]
 
@@ -494,7 +498,8 @@ def passage_weight_clauses(
     passages per shard), and its ``k`` is ``num_candidates``: with no more candidates than ``k``,
     Lucene scores every one of them exactly instead of walking the graph, so each matching
     passage gets its own passage term. A passage stored without a vector gets the score of
-    cosine 0 (as in the embedded store) from a ``constant_score`` clause.
+    cosine 0 (as in the embedded store) from a ``constant_score`` clause. Both clauses are named,
+    so a search with ``include_named_queries_score`` reports each hit's passage term.
     """
     knn: dict[str, Any] = {
         "field": PASSAGE_VECTOR_FIELD,
@@ -503,6 +508,7 @@ def passage_weight_clauses(
         "num_candidates": int(num_candidates),
         "filter": [dict(matched)],
         "boost": float(passage_weight),
+        "_name": PASSAGE_QUERY,
     }
     if rescore:
         knn["rescore_vector"] = rescore_vector(int(num_candidates), int(num_candidates))
@@ -513,6 +519,7 @@ def passage_weight_clauses(
             "constant_score": {
                 "filter": missing,
                 "boost": float(passage_weight) * knn_score_from_cosine(0.0, metric),
+                "_name": PASSAGE_MISSING_QUERY,
             }
         },
     ]

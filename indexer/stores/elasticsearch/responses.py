@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
 from ..base import ModelStamp, StoreCounts, WriteOutcome
-from .requests import INNER_HITS_NAME
+from .requests import INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
 from .similarity import (
     combined_from_hybrid_score,
     combined_from_knn_scores,
@@ -112,9 +112,11 @@ def _inner_hits(hit: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
 def combined_score(hit: Mapping[str, Any], passage_weight: float, *, scoring: Scoring, metric: str) -> float:
     """Best span cos + λ · passage cos of a hit scored with hybrid scoring.
 
-    Exact search (``script``): the script's shifted sum. Top-k (``knn``): ``_score`` is the span
-    kNN score plus λ · the passage kNN score; the span part is the best inner hit's score (the
-    nested ``max``), so the passage part is what is left.
+    Exact search (``script``): the script's shifted sum. Top-k (``knn``): the span part is the
+    best inner hit's score; the passage part (λ · passage kNN score) is the named passage clause's
+    score in ``matched_queries`` (``include_named_queries_score``). Without it, it is ``_score``
+    minus the span part, which is off where rescoring (int8) changed which span is a passage's
+    best: the nested score stays that of the span the quantized search picked.
     """
     score = hit.get("_score")
     if score is None:
@@ -130,7 +132,13 @@ def combined_score(hit: Mapping[str, Any], passage_weight: float, *, scoring: Sc
             f"Elasticsearch returned hit {hit.get('_id')!r} without scored spans; hybrid scoring "
             "(passage_weight) reads the best span from the inner hits"
         )
-    return combined_from_knn_scores(score, max(span_scores), passage_weight, metric)
+    span_score = max(span_scores)
+    named = hit.get("matched_queries")
+    if isinstance(named, Mapping):
+        for name in (PASSAGE_QUERY, PASSAGE_MISSING_QUERY):
+            if isinstance(named.get(name), (int, float)):
+                return combined_from_knn_scores(span_score + named[name], span_score, passage_weight, metric)
+    return combined_from_knn_scores(score, span_score, passage_weight, metric)
 
 
 def parse_hit(

@@ -401,7 +401,9 @@ class ElasticsearchStore:
             body = rq.knn_search_body(request.vector, text=request.text, **common)
         with self.errors(f"search {self.alias!r}", search=True):
             try:
-                response = self.client.search(index=self.alias, body=body)
+                response = self.client.search(
+                    index=self.alias, body=body, include_named_queries_score=bool(weight) or None
+                )
             except NotFoundError:
                 return
         # With BM25 in the score, _score cannot be read back as span + λ · passage: Hit.score
