@@ -200,6 +200,16 @@ class ElasticsearchStore:
         self._vector_type = rq.span_vector_index_type(mapping)
         return index, mapping
 
+    def health(self) -> str | None:
+        """``green``, ``yellow`` or ``red``: the health of the index behind the alias (None when
+        there is none yet)."""
+        target = self.target()
+        if target is None:
+            return None
+        with self.errors(f"read the health of {target[0]!r}"):
+            response = self.client.cluster.health(index=target[0], filter_path=["status"])
+        return str(response.body.get("status"))
+
     def forget_index(self) -> None:
         """Drop what was read about the index behind the alias (after the alias moved)."""
         self._stamp = None
