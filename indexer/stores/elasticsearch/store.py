@@ -4,10 +4,12 @@ One document per passage with its spans nested inside, in a versioned index
 (``<alias>-000001``) behind an alias, so that ``nerindex es reindex`` can build a new index
 (e.g. with a new model) and move the alias atomically. The index ``_meta`` records the model; a
 different model is refused. Search has the same semantics as the embedded store: top-level nested
-kNN with ``similarity`` and inner hits for top-k, and an exact ``script_score`` paged with a point
-in time for ``exhaustive`` (every match, past the 10,000 cap of kNN). Hybrid scoring
-(``SearchRequest.passage_weight`` λ > 0) adds λ · cos(type, passage vector) in a ``script_score``
-around either, still one request per page.
+kNN with ``similarity`` and inner hits for top-k (rescored with the float vectors from 8.18 on),
+and an exact Painless ``script_score`` paged with a point in time for ``exhaustive`` (every match,
+past the 10,000 cap of kNN; it needs the lang-painless module). Hybrid scoring
+(``SearchRequest.passage_weight`` λ > 0) adds λ · cos(type, passage vector): natively for top-k
+(a passage kNN next to the span kNN), in the script for ``exhaustive``; one request per page.
+What the server can do (version, modules) is read once from the nodes API.
 
 Constructing the store does no I/O; the client is created on first use.
 """
