@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .config import Settings, from_env
+from .config import Settings, from_env, with_overrides
 from .encoder import OnnxEncoder
 from .errors import SearchError
 from .pipeline import IndexReport, index_passages
@@ -59,23 +58,19 @@ class NerIndex:
     ) -> "NerIndex":
         """Open a store (embedded folder, or Elasticsearch with ``es_url``) with a model folder.
 
-        Arguments override the ``NERINDEX_*`` environment. The store's recorded model is checked
+        Arguments override the ``NERINDEX_*`` environment (a ``store`` without ``es_url`` means
+        the embedded store, even with ``NERINDEX_ES_URL`` set). The store's recorded model is checked
         against this one: here for searching (the same vector space), and again before indexing,
         when every setting that changes what is stored must agree as well.
         """
-        base = settings or from_env()
-        overrides: dict[str, Any] = {}
-        if store is not None:
-            overrides["store"] = str(store)
-        if model is not None:
-            overrides["model"] = str(model)
-        if device is not None:
-            overrides["device"] = device
-        if es_url is not None:
-            overrides["es_url"] = es_url
-        if es_index is not None:
-            overrides["es_index"] = es_index
-        settings = dataclasses.replace(base, **overrides)
+        settings = with_overrides(
+            settings or from_env(),
+            store=None if store is None else str(store),
+            model=None if model is None else str(model),
+            device=device,
+            es_url=es_url,
+            es_index=es_index,
+        )
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog)
         backend = open_store(settings, create=create)
         recorded = backend.model()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import sys
@@ -71,11 +70,9 @@ def backend_options(func: Any) -> Any:
 def open_index(backend: dict[str, Any], *, create: bool, catalog: str | None = None):
     """A :class:`~indexer.api.NerIndex` from the environment, overridden by the given options."""
     from .api import NerIndex
-    from .config import from_env
+    from .config import from_env, with_overrides
 
-    base = from_env()
-    overrides = {key: value for key, value in backend.items() if value is not None}
-    return NerIndex.open(settings=dataclasses.replace(base, **overrides), create=create, catalog=catalog)
+    return NerIndex.open(settings=with_overrides(from_env(), **backend), create=create, catalog=catalog)
 
 
 @click.command("index")

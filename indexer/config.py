@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,3 +61,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         es_ca_certs=get("NERINDEX_ES_CA_CERTS"),
         kibana_url=get("NERINDEX_KIBANA_URL"),
     )
+
+
+def with_overrides(settings: Settings, **overrides: object) -> Settings:
+    """``settings`` with the values given explicitly (options, arguments; None = not given).
+
+    Named beats environment: an explicit embedded store without an explicit Elasticsearch URL
+    selects the embedded store even when ``NERINDEX_ES_URL`` is set.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if "store" in given and "es_url" not in given:
+        given["es_url"] = None
+    return dataclasses.replace(settings, **given)

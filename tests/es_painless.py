@@ -1,17 +1,16 @@
-"""A small interpreter for the subset of Painless that nerindex's score scripts use (test helper).
+"""A small interpreter for the Painless that nerindex's exhaustive-search scripts use (test helper).
 
-The fake cluster of ``tests/test_es_store.py`` runs the scripts of the request bodies through this,
-so a wrong script gives wrong scores (or an error) in the tests instead of being trusted blindly.
-Supported: number literals, ``_score``, ``params.NAME``, ``doc['field'].size()``,
-``cosineSimilarity(vector, 'field')``, ``dotProduct(vector, 'field')``, ``Math.max/min/abs/sqrt``,
-unary minus, ``* /``, ``+ -``, comparisons and the conditional ``c ? a : b`` (evaluated lazily, as
-Painless does). Anything else raises :class:`PainlessError`, as a script Elasticsearch cannot run
-would fail the search.
+Top-k search is native (no scripts); only the exact exhaustive search scores spans (and, with a
+passage weight, passages) with ``script_score``. The CI server has no Painless module, so the fake
+cluster of ``tests/test_es_store.py`` runs those scripts through this, and a wrong script gives
+wrong scores (or an error) instead of being trusted. Supported: number literals, ``_score``,
+``params.NAME``, ``doc['field'].size()``, ``cosineSimilarity(vector, 'field')``, ``+``, ``*``,
+``==`` and the conditional ``c ? a : b`` (evaluated lazily, as Painless does), with parentheses.
+Anything else raises :class:`PainlessError`, as a script Elasticsearch cannot run fails the search.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Callable, Mapping
 
@@ -22,7 +21,7 @@ Node = Callable[[Env], Any]
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<string>'[^']*')"
-    r"|(?P<op>==|!=|>=|<=|[-+*/()\[\].,?:<>]))"
+    r"|(?P<op>==|[+*()\[\].,?:]))"
 )
 
 
@@ -37,37 +36,23 @@ def _tokens(source: str) -> list[tuple[str, str]]:
         match = _TOKEN.match(source, position)
         if not match or match.end() == position:
             raise PainlessError(f"cannot read the script at {source[position:]!r}")
-        kind = match.lastgroup
-        out.append((kind, match.group(kind)))
+        out.append((match.lastgroup, match.group(match.lastgroup)))
         position = match.end()
     return out
 
 
-def _vector(env: Env, field: str) -> np.ndarray:
-    vectors = env["doc"]
-    if field not in vectors:
+def _field(env: Env, field: str) -> Any:
+    if field not in env["doc"]:
         raise PainlessError(f"no field [{field}] in this script's document")
-    value = vectors[field]
-    if value is None:
-        raise PainlessError("A document doesn't have a value for a vector field!")
-    return np.asarray(value, dtype=np.float64)
+    return env["doc"][field]
 
 
 def _cosine(query: Any, env: Env, field: str) -> float:
-    q, d = np.asarray(query, dtype=np.float64), _vector(env, field)
+    value = _field(env, field)
+    if value is None:
+        raise PainlessError("A document doesn't have a value for a vector field!")
+    q, d = np.asarray(query, dtype=np.float64), np.asarray(value, dtype=np.float64)
     return float(q @ d / (np.linalg.norm(q) * np.linalg.norm(d)))
-
-
-def _dot(query: Any, env: Env, field: str) -> float:
-    return float(np.asarray(query, dtype=np.float64) @ _vector(env, field))
-
-
-_VECTOR_FUNCTIONS = {"cosineSimilarity": _cosine, "dotProduct": _dot}
-_MATH = {"max": max, "min": min, "abs": abs, "sqrt": math.sqrt}
-_COMPARE = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">=": lambda a, b: a >= b,
-    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
-}
 
 
 class _Parser:
@@ -94,7 +79,7 @@ class _Parser:
         return node
 
     def conditional(self) -> Node:
-        condition = self.comparison()
+        condition = self.equality()
         if self.peek() != "?":
             return condition
         self.take("?")
@@ -103,62 +88,32 @@ class _Parser:
         no = self.conditional()
         return lambda env: yes(env) if condition(env) else no(env)
 
-    def comparison(self) -> Node:
-        left = self.additive()
-        if self.peek() in _COMPARE:
-            op = _COMPARE[self.take()[1]]
-            right = self.additive()
-            return lambda env: op(left(env), right(env))
-        return left
+    def equality(self) -> Node:
+        left = self.binary(("+",), lambda a, b: a + b, self.product)
+        if self.peek() != "==":
+            return left
+        self.take("==")
+        right = self.binary(("+",), lambda a, b: a + b, self.product)
+        return lambda env: left(env) == right(env)
 
-    def additive(self) -> Node:
-        node = self.multiplicative()
-        while self.peek() in ("+", "-"):
-            op = self.take()[1]
-            left, right = node, self.multiplicative()
-            node = (lambda l, r: lambda env: l(env) + r(env))(left, right) if op == "+" else \
-                (lambda l, r: lambda env: l(env) - r(env))(left, right)
-        return node
+    def product(self) -> Node:
+        return self.binary(("*",), lambda a, b: a * b, self.primary)
 
-    def multiplicative(self) -> Node:
-        node = self.unary()
-        while self.peek() in ("*", "/"):
-            op = self.take()[1]
-            left, right = node, self.unary()
-            node = (lambda l, r: lambda env: l(env) * r(env))(left, right) if op == "*" else \
-                (lambda l, r: lambda env: l(env) / r(env))(left, right)
-        return node
-
-    def unary(self) -> Node:
-        if self.peek() == "-":
+    def binary(self, ops: tuple[str, ...], apply: Callable[[Any, Any], Any], operand: Callable[[], Node]) -> Node:
+        node = operand()
+        while self.peek() in ops:
             self.take()
-            inner = self.unary()
-            return lambda env: -inner(env)
-        return self.primary()
-
-    def arguments(self) -> list[Node]:
-        self.take("(")
-        args: list[Node] = []
-        while self.peek() != ")":
-            if args:
-                self.take(",")
-            args.append(self.argument())
-        self.take(")")
-        return args
-
-    def argument(self) -> Node:
-        kind, value = self.tokens[self.i] if self.i < len(self.tokens) else (None, None)
-        if kind == "string":
-            self.take()
-            text = value[1:-1]
-            return lambda env: text
-        return self.conditional()
+            node = (lambda l, r: lambda env: apply(l(env), r(env)))(node, operand())
+        return node
 
     def primary(self) -> Node:
         kind, value = self.take()
         if kind == "number":
             number = float(value)
             return lambda env: number
+        if kind == "string":
+            text = value[1:-1]
+            return lambda env: text
         if value == "(":
             node = self.conditional()
             self.take(")")
@@ -175,39 +130,22 @@ class _Parser:
                 return env["params"][name]
 
             return param
-        if value == "doc":
+        if value == "doc":  # doc['field'].size()
             self.take("[")
             kind, field = self.take()
             if kind != "string":
                 raise PainlessError("doc[...] needs a string field name")
-            self.take("]")
-            self.take(".")
-            if self.take()[1] != "size":
-                raise PainlessError("only doc['field'].size() is supported")
-            self.arguments()
-            name = field[1:-1]
-            return lambda env: 0 if _vector_or_none(env, name) is None else 1
-        if value == "Math":
-            self.take(".")
-            function = _MATH.get(self.take()[1])
-            if function is None:
-                raise PainlessError("unsupported Math function")
-            args = self.arguments()
-            return lambda env: function(*(a(env) for a in args))
-        if value in _VECTOR_FUNCTIONS:
-            function = _VECTOR_FUNCTIONS[value]
-            args = self.arguments()
-            if len(args) != 2:
-                raise PainlessError(f"{value} takes a query vector and a field name")
-            query, field = args
-            return lambda env: function(query(env), env, field(env))
+            for expected in ("]", ".", "size", "(", ")"):
+                self.take(expected)
+            return lambda env: 0 if _field(env, field[1:-1]) is None else 1
+        if value == "cosineSimilarity":
+            self.take("(")
+            query = self.conditional()
+            self.take(",")
+            field = self.conditional()
+            self.take(")")
+            return lambda env: _cosine(query(env), env, field(env))
         raise PainlessError(f"unsupported token {value!r}")
-
-
-def _vector_or_none(env: Env, field: str) -> Any:
-    if field not in env["doc"]:
-        raise PainlessError(f"no field [{field}] in this script's document")
-    return env["doc"][field]
 
 
 def parse(source: str) -> Node:

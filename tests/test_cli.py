@@ -273,3 +273,16 @@ def test_index_shows_window_progress_on_a_terminal_and_a_summary_always(tmp_path
     assert code == 0 and out.startswith("indexed 1 passage(s)")
     shown = re.findall(r"windows (\d+)/(\d+)", terminal.getvalue())
     assert len(shown) > 1 and shown[-1][0] == shown[-1][1] != "1"
+
+
+def test_store_option_wins_over_an_environment_es_url(indexed, capsys, monkeypatch):
+    """--store names the embedded store; NERINDEX_ES_URL in the environment must not redirect it."""
+    from indexer.config import Settings, with_overrides
+
+    monkeypatch.setenv("NERINDEX_ES_URL", "http://127.0.0.1:9")  # nothing listens there
+    code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--json", "--threshold", "0.2")
+    assert code == 0 and out.strip(), err
+    env = Settings(es_url="http://es:9200", store="./nerindex-data")
+    assert with_overrides(env, store="s").es_url is None
+    assert with_overrides(env, store=None, es_index="x").es_url == "http://es:9200"
+    assert with_overrides(env, store="s", es_url="http://other:9200").es_url == "http://other:9200"

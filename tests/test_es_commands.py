@@ -40,6 +40,9 @@ class StubStore:
     def model(self):
         return STAMP
 
+    def health(self):
+        return "yellow"
+
     def counts(self):
         return StoreCounts(passages=12, spans=30)
 
@@ -71,7 +74,7 @@ def test_status_json(stub):
     result = CliRunner().invoke(cli, ["es", "status", "--es-url", "http://x:9200", "--es-index", "corpus", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002",
+    assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002", "health": "yellow",
                       "model": STAMP.to_dict(), "passages": 12, "spans": 30}
     assert stub[0].params["es_url"] == "http://x:9200" and stub[0].closed
 

@@ -1,39 +1,52 @@
-"""The store conformance suite, and Elasticsearch-only behaviours, against a live server.
+"""The store conformance suite, and every Elasticsearch-only behaviour, against a live server.
 
-Skipped, with the reason shown, unless ``NERINDEX_ES_URL`` is set. With the compose stack:
+Skipped, with the reason shown, unless ``NERINDEX_ES_URL`` is set. CI starts a real node
+(``.ci/elasticsearch start``: Elastic's integ-test build, without Painless and Mustache); with the
+compose stack:
 
     docker compose -f docker/compose.yml up -d
     NERINDEX_ES_URL=http://localhost:9200 NERINDEX_ES_USER=elastic \\
     NERINDEX_ES_PASSWORD=<ELASTIC_PASSWORD from docker/.env> \\
         python -m pytest -m elasticsearch tests/test_es_live.py -rs
 
-Every test works in its own alias (``nerindex-test-<random>``) and deletes its indices afterwards.
+Tests of what a module gives (the exhaustive search's Painless script, Mustache search templates)
+skip on a server without it, saying so, and the test of the clear refusal runs instead. Every test
+works in its own alias (``nerindex-test-<random>``) and deletes its indices afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("elasticsearch")
 
-from store_conformance import DINO, POL, RIVER, StoreConformance, corpus, unit  # noqa: E402
+from store_conformance import DINO, POL, RIVER, StoreConformance, corpus, doc, hybrid_corpus, unit  # noqa: E402
 
 from indexer.config import from_env  # noqa: E402
-from indexer.errors import SearchError  # noqa: E402
-from indexer.records import EncodedPassage  # noqa: E402
-from indexer.stores.base import SearchRequest  # noqa: E402
+from indexer.errors import ModelMismatchError, SearchError, StoreError  # noqa: E402
+from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
+from indexer.stores.base import ModelStamp, SearchRequest, StoreCounts  # noqa: E402
 from indexer.stores.elasticsearch import ElasticsearchStore, open_es_store  # noqa: E402
 from indexer.stores.elasticsearch import requests as rq  # noqa: E402
 from indexer.stores.elasticsearch import responses as rs  # noqa: E402
 from indexer.stores.elasticsearch.reindex import reindex  # noqa: E402
-from indexer.stores.elasticsearch.store import SPAN_FILTER_SERVER  # noqa: E402
+from indexer.stores.elasticsearch.store import (  # noqa: E402
+    MIN_SERVER,
+    MUSTACHE,
+    PAINLESS,
+    RESCORE_SERVER,
+    SPAN_FILTER_SERVER,
+)
 
 ES_URL = os.environ.get("NERINDEX_ES_URL", "").strip()
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.elasticsearch,
@@ -46,6 +59,16 @@ pytestmark = [
 ]
 
 
+def need_module(store: ElasticsearchStore, module: str, what: str) -> None:
+    if not store.has_module(module):
+        pytest.skip(f"{what} needs the {module} module, which this server lacks (GET _nodes/plugins)")
+
+
+def lack_module(store: ElasticsearchStore, module: str) -> None:
+    if store.has_module(module):
+        pytest.skip(f"the server has the {module} module: the refusal without it cannot happen here")
+
+
 def delete_indices(store: ElasticsearchStore) -> None:
     """Remove every index this test made (by name: wildcard deletes are refused by default)."""
     client = store.client.options(ignore_status=[400, 404])
@@ -54,12 +77,16 @@ def delete_indices(store: ElasticsearchStore) -> None:
         client.indices.delete(index=name)
 
 
+def new_alias() -> str:
+    return f"nerindex-test-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
 def make_live_store():
     made: list[ElasticsearchStore] = []
 
-    def make(**options) -> ElasticsearchStore:
-        store = open_es_store(from_env(), index=f"nerindex-test-{uuid.uuid4().hex[:12]}", **options)
+    def make(index: str | None = None, **options) -> ElasticsearchStore:
+        store = open_es_store(from_env(), index=index or new_alias(), **options)
         made.append(store)
         return store
 
@@ -79,6 +106,9 @@ class TestElasticsearchStore(StoreConformance):
     def store(self, make_live_store, stamp):
         return make_live_store(index_options="hnsw")
 
+    def require_exhaustive(self, store) -> None:
+        need_module(store, PAINLESS, "exhaustive search")
+
 
 def search(store, vector, threshold=0.5, **kw):
     return list(store.search(SearchRequest(vector=vector, min_similarity=threshold, **kw)))
@@ -92,27 +122,33 @@ def loaded(make_live_store, stamp):
     return store
 
 
-def test_default_int8_index_ranks_like_the_exact_search(loaded):
-    approximate = search(loaded, DINO)
-    exact = search(loaded, DINO, exhaustive=True)
-    assert [h.id for h in approximate] == [h.id for h in exact] == ["p1", "p2", "p3"]
-    for a, e in zip(approximate, exact):
-        assert a.score == pytest.approx(e.score, abs=0.02)  # int8 quantisation error
-    assert [round(h.score, 4) for h in exact] == [1.0, 0.8, 0.6]  # script_score uses the floats
+def score_tolerance(store: ElasticsearchStore) -> float:
+    """int8 scores are exact where the server rescores with the float vectors (8.18 on)."""
+    return 1e-4 if store.rescores() else 0.02
 
 
-def test_passage_weight_on_the_int8_index_ranks_like_the_exact_search(loaded):
-    """Hybrid scoring: the nested kNN query in a script_score against the exact paged search."""
-    approximate = search(loaded, DINO, passage_weight=0.5)
-    exact = search(loaded, DINO, passage_weight=0.5, exhaustive=True)
-    passage = 1 / np.sqrt(3)  # every passage vector of corpus() is unit(1, 1, 1)
-    assert [h.id for h in approximate] == [h.id for h in exact] == ["p1", "p2", "p3"]
-    assert [h.score for h in exact] == pytest.approx([s + 0.5 * passage for s in (1.0, 0.8, 0.6)], abs=1e-4)
-    for a, e in zip(approximate, exact):
-        assert a.score == pytest.approx(e.score, abs=0.02)  # int8 quantisation error
-    # several matching spans per passage come back as inner hits of the nested knn query too
-    (p1,) = [h for h in search(loaded, unit(1, 0, 1), threshold=0.7, passage_weight=0.5) if h.id == "p1"]
-    assert [s.text for s in p1.spans] == ["Montana", "Tyrannosaurus"]
+def open_contexts(store: ElasticsearchStore) -> int:
+    """Search contexts held open on the cluster (every open point in time holds one)."""
+    stats = store.client.nodes.stats(metric="indices", index_metric="search").body
+    return sum(node["indices"]["search"]["open_contexts"] for node in stats["nodes"].values())
+
+
+# --- the server -----------------------------------------------------------------------------------
+
+
+def test_server_version_and_modules_come_from_the_nodes_api(make_live_store):
+    store = make_live_store()
+    facts = store.server_facts()
+    nodes = store.client.nodes.info().body["nodes"]
+    assert facts.version == min(rs.parse_version(node["version"]) for node in nodes.values())
+    assert facts.version >= MIN_SERVER
+    assert store.has_module("x-pack-core")
+    assert not store.rescores()  # no index yet
+    store.check_model(ModelStamp("test-model", "1", 8, "c" * 64))  # int8_hnsw, the default
+    assert store.rescores() == (facts.version >= RESCORE_SERVER)
+
+
+# --- the index, the model guard ---------------------------------------------------------------------
 
 
 def test_index_is_versioned_behind_an_alias_with_the_model_meta(loaded, stamp):
@@ -125,18 +161,173 @@ def test_index_is_versioned_behind_an_alias_with_the_model_meta(loaded, stamp):
     assert settings.get("refresh_interval", "1s") == "1s"  # restored after the bulk load
 
 
-def test_span_level_filters(loaded):
+def test_check_model_refuses_an_index_nerindex_did_not_make(make_live_store, stamp):
+    store = make_live_store()
+    store.client.indices.create(index=store.alias, mappings={"properties": {"title": {"type": "text"}}})
+    with pytest.raises(StoreError, match="not created by nerindex"):
+        store.check_model(stamp)
+
+
+def test_check_model_skips_leftover_versions(make_live_store, stamp):
+    store = make_live_store()
+    store.client.indices.create(index=f"{store.alias}-000004")
+    store.check_model(stamp)
+    assert store.target()[0] == f"{store.alias}-000005"
+    fresh = open_es_store(from_env(), index=store.alias)
+    with pytest.raises(ModelMismatchError, match="nerindex es reindex"):
+        fresh.check_model(ModelStamp("other", "2", 8, "d" * 64))
+    fresh.close()
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+def test_write_reports_every_passage_in_order(make_live_store, stamp):
+    store = make_live_store()
+    with pytest.raises(StoreError, match="check_model"):
+        store.write(corpus())
+    store.check_model(stamp)
+    assert [(o.id, o.ok, o.action) for o in store.write(corpus())] == [
+        (p.passage.id, True, "created") for p in corpus()
+    ]
+    assert [o.action for o in store.write(corpus()[:1])] == ["updated"]
+    assert store.counts() == StoreCounts(passages=5, spans=8)
+
+
+def test_bulk_keeps_per_document_errors_as_data(loaded):
+    """A mapping conflict (year is a long since p1) fails that passage alone, with the server's reason."""
+    bad_year = doc("b1", "Spinosaurus swam.", [("Spinosaurus", DINO)], year="the Cretaceous")
+    wrong_dims = EncodedPassage(Passage("b2", "x"), (EncodedSpan(0, 1, "x", 0.9, np.ones(3)),), unit(1))
+    good = doc("g1", "Iguanodon grazed.", [("Iguanodon", DINO)], year=2022)
+    outcomes = loaded.write([bad_year, wrong_dims, good])
+    assert [(o.id, o.ok) for o in outcomes] == [("b1", False), ("b2", False), ("g1", True)]
+    assert outcomes[0].error.startswith("HTTP 400: document_parsing_exception")
+    assert "year" in outcomes[0].error
+    assert "shape (3,)" in outcomes[1].error  # caught before sending
+    assert loaded.counts().passages == 6
+    assert loaded.existing_ids(["b1", "b2", "g1"]) == {"g1"}
+
+
+def test_refresh_interval_relaxed_during_writes_and_restored(make_live_store, stamp):
+    store = make_live_store()
+    store.check_model(stamp)
+    index = store.target()[0]
+
+    def interval():
+        body = store.client.indices.get_settings(index=index, name="index.refresh_interval").body
+        return rs.refresh_interval(body)
+
+    assert interval() == "1s"
+    store.write(corpus()[:2])
+    assert interval() == "30s"
+    assert search(store, DINO) and interval() == "1s"  # a search makes the writes visible first
+    store.write(corpus()[2:])
+    store.close()
+    assert interval() == "1s"
+    assert store.counts().passages == 5
+
+
+# --- top-k search -----------------------------------------------------------------------------------
+
+
+def test_default_int8_index_scores_and_threshold(loaded):
+    hits = search(loaded, DINO)
+    assert [h.id for h in hits] == ["p1", "p2", "p3"]
+    assert [h.score for h in hits] == pytest.approx([1.0, 0.8, 0.6], abs=score_tolerance(loaded))
+    if loaded.rescores():
+        # the threshold is applied to the rescored (float) similarity: Triceratops is at 0.6
+        assert [h.id for h in search(loaded, DINO, threshold=0.599)] == ["p1", "p2", "p3"]
+        assert [h.id for h in search(loaded, DINO, threshold=0.6005)] == ["p1", "p2"]
+
+
+def test_passage_weight_on_the_int8_index(loaded):
+    hits = search(loaded, DINO, passage_weight=0.5)
+    passage = 1 / np.sqrt(3)  # every passage vector of corpus() is unit(1, 1, 1)
+    assert [h.id for h in hits] == ["p1", "p2", "p3"]
+    expected = [s + 0.5 * passage for s in (1.0, 0.8, 0.6)]
+    assert [h.score for h in hits] == pytest.approx(expected, abs=2 * score_tolerance(loaded))
+    # several matching spans per passage come back as inner hits of the nested knn query too
+    (p1,) = [h for h in search(loaded, unit(1, 0, 1), threshold=0.7, passage_weight=0.5) if h.id == "p1"]
+    assert [s.text for s in p1.spans] == ["Montana", "Tyrannosaurus"]
+
+
+def test_passage_weight_scores_every_matching_passage_among_closer_ones(make_live_store, stamp):
+    """150 passages whose passage vectors are nearer the type than m1's, none with a matching span:
+    the passage kNN is pre-filtered to the span matches, so m1 still gets its own passage term."""
+    store = make_live_store(num_candidates=100)
+    store.check_model(stamp)
+    rng = np.random.default_rng(7)
+
+    def off_type() -> np.ndarray:  # a distinct vector with no component on the type's axis
+        v = np.zeros(8, dtype=np.float32)
+        v[1:] = rng.normal(size=7)
+        return v / np.linalg.norm(v)
+
+    decoys = [
+        EncodedPassage(Passage(f"d{i:03d}", "Merkel spoke.", {"lang": "en"}),
+                       (EncodedSpan(0, 6, "Merkel", 0.9, off_type(), ()),), unit(*(DINO * 3 + off_type())))
+        for i in range(150)
+    ]
+    m1 = EncodedPassage(Passage("m1", "Iguanodon bones.", {"lang": "en"}),
+                        (EncodedSpan(0, 9, "Iguanodon", 0.9, unit(0.8, 0.6), ()),), unit(0.6, 0, 0.8))
+    assert all(o.ok for o in store.write(hybrid_corpus() + decoys + [m1]))
+    hits = search(store, DINO, passage_weight=0.5)
+    # h2: 0.8 + 0.5 · 1.0; m1: 0.8 + 0.5 · 0.6 (its passage is farther than all 150 decoys'); h1: 0.9 + 0
+    assert [(h.id, round(h.score, 3)) for h in hits] == [("h2", 1.3), ("m1", 1.1), ("h1", 0.9)]
+
+
+def test_passage_weight_reranks_the_knn_candidate_pool(make_live_store, stamp):
+    small = make_live_store(num_candidates=1)
+    small.check_model(stamp)
+    small.write(hybrid_corpus())
+    # One candidate: the span kNN finds h1 (best span) only, so h2 cannot overtake it ...
+    assert [h.id for h in search(small, DINO, passage_weight=0.5, limit=1)] == ["h1"]
+    # ... while the default pool (100) lets the passage term re-rank beyond `limit`.
+    default = open_es_store(from_env(), index=small.alias)
+    assert [h.id for h in search(default, DINO, passage_weight=0.5, limit=1)] == ["h2"]
+    default.close()
+
+
+def test_the_dev_tools_request_of_the_docs_runs(loaded):
+    """docs/elasticsearch.md's hybrid request, pasted as a user would, gives nerindex's hits."""
+    import re
+
+    docs = (ROOT / "docs" / "elasticsearch.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```\nGET nerindex/_search(?:\?\S*)?\n(.*?)```", docs, re.S) if '"should"' in b]
+    body = json.loads(block.replace("[ PASTE THE VECTOR HERE ]", json.dumps(rq.vector_values(DINO))))
+    if not loaded.rescores():
+        body = json.loads(json.dumps(body).replace(', "rescore_vector": {"oversample": 1.0}', ""))
+    loaded.flush()  # make the bulk load visible to this direct request
+    response = loaded.client.search(index=loaded.alias, body=body, include_named_queries_score=True).body
+    hits = rs.rank(rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.3))
+    expected = search(loaded, DINO, passage_weight=0.3)
+    assert [(h.id, round(h.score, 4)) for h in hits] == [(h.id, round(h.score, 4)) for h in expected]
+
+
+def test_passage_without_a_vector_counts_as_cosine_zero(make_live_store, stamp):
+    store = make_live_store()
+    store.check_model(stamp)
+    raptor = unit(1, 0.5)  # cos with DINO 0.894
+    bare = EncodedPassage(Passage("bare", "Raptor claws", {"lang": "en"}), (EncodedSpan(0, 6, "Raptor", 0.9, raptor, ()),), None)
+    assert all(o.ok for o in store.write(hybrid_corpus() + [bare]))
+    expected = [("h2", 1.8), ("h1", 0.9), ("bare", 0.894)]
+    assert [(h.id, round(h.score, 3)) for h in search(store, DINO, passage_weight=1.0)] == expected
+    if store.has_module(PAINLESS):
+        assert [(h.id, round(h.score, 3)) for h in search(store, DINO, passage_weight=1.0, exhaustive=True)] == expected
+
+
+def test_span_filters_in_knn_need_9_2(loaded):
+    """8.x accepts a kNN filter on a nested field and silently matches nothing: refused before."""
     request = SearchRequest(vector=POL, min_similarity=0.5, filters={"spans.labels": "label-merkel"})
-    exact = list(loaded.search(dataclasses.replace(request, exhaustive=True)))
-    assert [(h.id, [s.text for s in h.spans]) for h in exact] == [("p3", ["Merkel"])]
     if loaded.server_version() >= SPAN_FILTER_SERVER:
-        assert [h.id for h in loaded.search(request)] == ["p3"]
+        assert [(h.id, [s.text for s in h.spans]) for h in loaded.search(request)] == [("p3", ["Merkel"])]
     else:
-        with pytest.raises(SearchError, match="9.2"):
+        with pytest.raises(SearchError, match=r"span fields.*>= 9\.2\.0"):
             list(loaded.search(request))
 
 
 def test_passage_level_labels_are_aggregatable(loaded):
+    loaded.flush()  # the bulk load relaxed the refresh interval: make the writes visible
     response = loaded.client.search(index=loaded.alias, size=0, aggs={"labels": {"terms": {"field": "labels", "size": 20}}})
     buckets = {b["key"]: b["doc_count"] for b in response.body["aggregations"]["labels"]["buckets"]}
     assert buckets["label-obama"] == 1 and buckets["label-merkel"] == 1 and len(buckets) == 8
@@ -152,15 +343,66 @@ def test_hybrid_mode_boosts_by_words_but_keeps_the_threshold(make_live_store, st
     assert {h.id for h in search(store, DINO, text="Danube")} == {"p1", "p2", "p3"}
 
 
-def test_exhaustive_search_pages_past_one_page(make_live_store, stamp):
+def test_bm25_hybrid_with_passage_weight_keeps_elasticsearch_order(make_live_store, stamp):
+    store = make_live_store(hybrid=True, text_boost=0.1)
+    store.check_model(stamp)
+    store.write(hybrid_corpus())
+    # BM25 alone lifts h1 ("tracks") over h2 ...
+    assert [h.id for h in search(store, DINO, text="tracks")] == ["h1", "h2"]
+    # ... the passage term outweighs it; Hit.score stays the best span (BM25 cannot be split off).
+    hits = search(store, DINO, text="tracks", passage_weight=0.5)
+    assert [(h.id, round(h.score, 3)) for h in hits] == [("h2", 0.8), ("h1", 0.9)]
+
+
+def test_search_on_a_missing_index_finds_nothing(make_live_store):
+    store = make_live_store()
+    assert search(store, DINO) == [] and store.counts() == StoreCounts(0, 0)
+    assert store.existing_ids(["a"]) == set() and store.model() is None
+
+
+def test_a_request_the_server_rejects_is_a_search_error(loaded):
+    with pytest.raises(SearchError, match="Elasticsearch rejected the request to search"):
+        search(loaded, DINO, filters={"year": "the Cretaceous"})  # year is a long
+
+
+# --- exhaustive search (Painless) ---------------------------------------------------------------------
+
+
+def test_exhaustive_search_pages_with_a_point_in_time(make_live_store, stamp):
     store = make_live_store(page_size=2)
+    need_module(store, PAINLESS, "exhaustive search")
     store.check_model(stamp)
     store.write(corpus())
+    before = open_contexts(store)
     hits = search(store, unit(1, 0.3, 0.7), threshold=0.5, exhaustive=True)
     assert [(h.id, round(h.score, 3)) for h in hits] == [("p1", 0.796), ("p2", 0.78), ("p3", 0.668), ("p4", 0.557)]
+    results = store.search(SearchRequest(vector=DINO, min_similarity=0.5, exhaustive=True))
+    next(results)
+    results.close()  # abandoned after the first hit
+    assert open_contexts(store) == before  # every point in time closed
+
+
+def test_exhaustive_span_filters_and_int8_scores(loaded):
+    need_module(loaded, PAINLESS, "exhaustive search")
+    request = SearchRequest(vector=POL, min_similarity=0.5, filters={"spans.labels": "label-merkel"}, exhaustive=True)
+    assert [(h.id, [s.text for s in h.spans]) for h in loaded.search(request)] == [("p3", ["Merkel"])]
+    exact = search(loaded, DINO, exhaustive=True)
+    assert [round(h.score, 4) for h in exact] == [1.0, 0.8, 0.6]  # script_score uses the floats
+
+
+def test_exhaustive_search_without_painless_is_refused_clearly(loaded):
+    lack_module(loaded, PAINLESS)
+    with pytest.raises(SearchError, match="needs the lang-painless module"):
+        search(loaded, DINO, exhaustive=True)
+    with pytest.raises(SearchError, match="lang-painless"):
+        search(loaded, DINO, limit=20_000)  # past the kNN cap: the exact search too
+
+
+# --- search template (Mustache) ---------------------------------------------------------------------
 
 
 def test_stored_search_template_gives_the_same_hits(loaded):
+    need_module(loaded, MUSTACHE, "a search template")
     template_id = f"{loaded.alias}-template"
     loaded.put_search_template(template_id)
     try:
@@ -172,33 +414,128 @@ def test_stored_search_template_gives_the_same_hits(loaded):
         loaded.client.options(ignore_status=[404]).delete_script(id=template_id)
 
 
-class RiverFirst:
-    """A 'new model' for re-indexing: the same spans, vectors rotated by one axis."""
+def test_search_template_without_mustache_is_refused_clearly(make_live_store):
+    store = make_live_store()
+    lack_module(store, MUSTACHE)
+    with pytest.raises(StoreError, match="needs the lang-mustache module"):
+        store.put_search_template(f"{store.alias}-template")
 
-    def __init__(self) -> None:
+
+# --- re-index ---------------------------------------------------------------------------------------
+
+
+class RiverFirst:
+    """A 'new model' for re-indexing: the same spans, vectors rotated by one axis; ``broken`` ids
+    get a vector of the wrong size (a failed passage)."""
+
+    def __init__(self, broken: tuple[str, ...] = ()) -> None:
         self.by_id = {p.passage.id: p for p in corpus()}
+        self.broken = broken
 
     def encode(self, passages, *, batch_size=32):
         out = []
         for p in passages:
             old = self.by_id[p.id]
-            spans = tuple(type(s)(s.start, s.end, s.text, s.score, np.roll(s.vector, 1), s.labels) for s in old.spans)
+            if p.id in self.broken:
+                out.append(EncodedPassage(p, (EncodedSpan(0, 1, "x", 0.9, np.ones(3), ()),), old.vector))
+                continue
+            spans = tuple(dataclasses.replace(s, vector=np.roll(s.vector, 1)) for s in old.spans)
             out.append(EncodedPassage(p, spans, old.vector))
         return out
 
 
-def test_reindex_swaps_the_alias_to_the_new_model(loaded):
-    from indexer.stores.base import ModelStamp
-
+def test_reindex_swaps_the_alias_to_the_new_model(make_live_store, stamp):
+    store = make_live_store(page_size=2)  # the passages are read back in pages: PIT + search_after
+    store.check_model(stamp)
+    store.write(corpus())  # not flushed: re-indexing must see these writes all the same
+    before = open_contexts(store)
     new_stamp = ModelStamp("test-model", "2", 8, "e" * 64)
-    report = reindex(loaded, RiverFirst(), new_stamp, batch_size=2, delete_old=True)
+    report = reindex(store, RiverFirst(), new_stamp, batch_size=2, delete_old=True)
     assert report.swapped and report.failed == 0 and report.passages == 5
-    assert loaded.model() == new_stamp and loaded.target()[0] == f"{loaded.alias}-000002"
+    assert store.model() == new_stamp and store.target()[0] == f"{store.alias}-000002"
+    assert not store.client.indices.exists(index=f"{store.alias}-000001")
+    assert open_contexts(store) == before
     # Every span vector moved one axis on: dinosaurs on axis 1, politicians on axis 2 (RIVER).
-    hits = search(loaded, unit(0, 1))
+    hits = search(store, unit(0, 1))
     assert [h.id for h in hits] == ["p1", "p2", "p3"]
-    assert [h.score for h in hits] == pytest.approx([1.0, 0.8, 0.6], abs=0.02)  # int8 index
-    assert {h.id for h in search(loaded, RIVER)} == {"p2", "p3"}
+    assert [h.score for h in hits] == pytest.approx([1.0, 0.8, 0.6], abs=score_tolerance(store))
+    assert {h.id for h in search(store, RIVER)} == {"p2", "p3"}
+
+
+def test_reindex_keeps_the_alias_on_failures_unless_allowed(loaded, stamp):
+    new_stamp = ModelStamp("test-model", "2", 8, "e" * 64)
+    with pytest.raises(StoreError, match=f"stays on '{loaded.alias}-000001'"):
+        reindex(loaded, RiverFirst(broken=("p4",)), new_stamp, batch_size=3)
+    assert loaded.target()[0] == f"{loaded.alias}-000001" and loaded.model() == stamp
+    report = reindex(loaded, RiverFirst(broken=("p4",)), new_stamp, batch_size=3, allow_failures=True)
+    # -000002 (the failed attempt) is left for inspection; the next one is -000003
+    assert (report.new_index, report.passages, report.failed, report.swapped) == (f"{loaded.alias}-000003", 5, 1, True)
+    assert loaded.model() == new_stamp and loaded.counts().passages == 4
+    with pytest.raises(ModelMismatchError):
+        loaded.check_model(stamp)
+
+
+def test_reindex_needs_an_alias(make_live_store, stamp):
+    store = make_live_store()
+    with pytest.raises(StoreError, match="does not exist"):
+        reindex(store, RiverFirst(), stamp)
+    store.client.indices.create(index=store.alias)
+    with pytest.raises(StoreError, match="is an index, not an alias"):
+        reindex(store, RiverFirst(), stamp)
+
+
+# --- the command line, against the embedded store ----------------------------------------------------
+
+
+def run_cli(capsys, *args: str) -> str:
+    from indexer.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+CLI_TYPES = ("dinosaur", "political party", "river", "city", "musical instrument")
+
+
+def cli_hits(capsys, backend: list[str], phrase: str) -> list[dict]:
+    return [json.loads(line) for line in run_cli(capsys, "search", phrase, "--json", *backend).splitlines()]
+
+
+def test_cli_index_and_search_match_the_embedded_store(tmp_path, capsys, make_live_store):
+    """nerindex index/search --es-url on examples/corpus.jsonl: the passages, marked spans and
+    scores of the embedded store (exact); re-indexed with 'nerindex es reindex', the same again."""
+    store = make_live_store()  # only to delete its indices afterwards
+    es = ["--es-url", ES_URL, "--es-index", store.alias]
+    embedded = ["--store", str(tmp_path / "store")]
+    corpus_file = str(ROOT / "examples" / "corpus.jsonl")
+    for backend in (embedded, es):
+        summary = json.loads(run_cli(capsys, "index", corpus_file, "--id-field", "id", "--json", *backend))
+        assert summary["created"] == 40 and summary["failed"] == 0
+    tolerance = score_tolerance(store)
+
+    def same_results():
+        for phrase in CLI_TYPES:
+            want, got = cli_hits(capsys, embedded, phrase), cli_hits(capsys, es, phrase)
+            assert want, phrase
+            assert [h["id"] for h in got] == [h["id"] for h in want], phrase
+            for w, g in zip(want, got):
+                assert [(s["start"], s["end"], s["text"], s["labels"]) for s in g["spans"]] == \
+                    [(s["start"], s["end"], s["text"], s["labels"]) for s in w["spans"]], (phrase, w["id"])
+                assert g["score"] == pytest.approx(w["score"], abs=tolerance)
+                assert [s["similarity"] for s in g["spans"]] == pytest.approx([s["similarity"] for s in w["spans"]], abs=tolerance)
+
+    same_results()
+    report = json.loads(run_cli(capsys, "es", "reindex", "--json", "--delete-old", *es))
+    assert (report["old_index"], report["new_index"]) == (f"{store.alias}-000001", f"{store.alias}-000002")
+    assert report["passages"] == 40 and report["failed"] == 0 and report["swapped"] and report["deleted_old"]
+    same_results()
+    status = json.loads(run_cli(capsys, "es", "status", "--json", *es))
+    assert status["index"] == f"{store.alias}-000002" and status["passages"] == 40
+    assert status["health"] in ("green", "yellow")
+    assert status["server"] == ".".join(map(str, store.server_version()))
 
 
 @pytest.mark.skipif(not os.environ.get("NERINDEX_KIBANA_URL"), reason="NERINDEX_KIBANA_URL is not set")

@@ -64,7 +64,10 @@ def assert_known(cls: type, body: dict[str, Any]) -> None:
 
 
 # Query types whose parameters are named in their DSL class signature (not field-keyed).
-STRUCTURED = {"knn": query.Knn, "nested": query.Nested, "script_score": query.ScriptScore, "bool": query.Bool}
+STRUCTURED = {
+    "knn": query.Knn, "nested": query.Nested, "script_score": query.ScriptScore, "bool": query.Bool,
+    "constant_score": query.ConstantScore,
+}
 
 
 def check_query(clause: dict[str, Any]) -> None:
@@ -78,6 +81,8 @@ def check_query(clause: dict[str, Any]) -> None:
             check_query(sub)
     elif name in ("nested", "script_score"):
         check_query(params["query"])
+    elif name == "constant_score":
+        check_query(params["filter"])
         if "inner_hits" in params:
             assert_known(types.InnerHits, params["inner_hits"])
         if "script" in params:
@@ -100,8 +105,12 @@ def check_search(body: dict[str, Any]) -> None:
         for clause in filters or []:
             check_query(clause)
         assert_known(types.InnerHits, knn["inner_hits"])
-        rebuilt = Search().knn(filter=filters, **knn).extra(size=body["size"]).source(body["_source"])
-        assert rebuilt.to_dict() == body
+        rescore = knn.pop("rescore_vector", None)  # a query.Knn parameter Search.knn() lacks
+        rebuilt = Search().knn(filter=filters, **knn).extra(size=body["size"]).source(body["_source"]).to_dict()
+        if rescore is not None:
+            assert_known(types.RescoreVector, rescore)
+            rebuilt["knn"]["rescore_vector"] = rescore
+        assert rebuilt == body
 
 
 def encoded_passage() -> EncodedPassage:
@@ -407,8 +416,9 @@ def test_knn_body_with_passage_weight_golden():
     check_golden("knn_search_passage_weight", body)
     check_search(body)
     assert "knn" not in body and body["size"] == 10
-    script_score = body["query"]["script_score"]
-    nested = script_score["query"]["nested"]
+    assert "script" not in json.dumps(body)  # native: no Painless for top-k
+    (span,) = body["query"]["bool"]["must"]
+    nested = span["nested"]
     assert nested["path"] == "spans" and nested["score_mode"] == "max"
     assert nested["inner_hits"] == rq.inner_hits()
     knn = nested["query"]["knn"]
@@ -419,16 +429,56 @@ def test_knn_body_with_passage_weight_golden():
         {"term": {"spans.labels": "politician"}},
         {"match": {"text": {"query": "treaty", "operator": "and"}}},
     ]
-    assert script_score["script"]["params"] == {"query_vector": knn["query_vector"], "passage_weight": 0.25}
-    assert "cosineSimilarity(params.query_vector, 'vector')" in script_score["script"]["source"]
-    assert "min_score" not in script_score  # matching stays the span threshold's job
+    passage, missing = body["query"]["bool"]["should"]
+    passage = passage["knn"]
+    assert passage["field"] == "vector" and passage["boost"] == 0.25
+    assert passage["query_vector"] == knn["query_vector"]
+    # exact passage scores: no more candidates (the span kNN's passages) than k
+    assert passage["k"] == passage["num_candidates"] == 100
+    assert passage["filter"] == [{"nested": {"path": "spans", "query": nested["query"]}}]
+    # a passage without a vector scores as cosine 0: λ · (1 + 0) / 2
+    assert missing["constant_score"]["boost"] == pytest.approx(0.125)
+    assert missing["constant_score"]["filter"] == {"bool": {"must_not": [{"exists": {"field": "vector"}}]}}
 
 
 def test_knn_body_with_passage_weight_keeps_limit_and_candidates():
     body = rq.knn_search_body(QUERY, min_similarity=0.3, limit=300, num_candidates=2000, passage_weight=1)
-    knn = body["query"]["script_score"]["query"]["nested"]["query"]["knn"]
+    knn = body["query"]["bool"]["must"][0]["nested"]["query"]["knn"]
     assert body["size"] == 300 and knn["k"] == knn["num_candidates"] == 2000
     check_search(body)
+    # l2_norm: Elasticsearch's order (span + λ · passage kNN score) is not the cosine order, so
+    # every candidate comes back to be ranked by the store
+    assert rq.knn_search_body(QUERY, min_similarity=0.3, limit=300, num_candidates=2000,
+                              passage_weight=1, metric="l2_norm")["size"] == 2000
+
+
+def test_rescore_vector_rescores_every_candidate():
+    top = rq.knn_search_body(QUERY, min_similarity=0.5, limit=10, rescore=True)
+    check_golden("knn_search_rescore", top)
+    check_search(top)
+    assert top["knn"]["rescore_vector"] == {"oversample": 10.0}  # k · 10 = num_candidates
+    assert rq.knn_search_body(QUERY, min_similarity=0.5, limit=80, rescore=True)["knn"]["rescore_vector"] == {"oversample": 2.0}
+    weighted = rq.knn_search_body(QUERY, min_similarity=0.5, passage_weight=0.5, rescore=True)
+    check_search(weighted)
+    span = weighted["query"]["bool"]["must"][0]["nested"]["query"]["knn"]
+    passage = weighted["query"]["bool"]["should"][0]["knn"]
+    assert span["rescore_vector"] == passage["rescore_vector"] == {"oversample": 1.0}  # k = num_candidates
+    assert passage["filter"][0]["nested"]["query"]["knn"]["rescore_vector"] == {"oversample": 1.0}
+    bm25 = rq.hybrid_search_body(QUERY, text="t", min_similarity=0.5, rescore=True)
+    assert bm25["query"]["bool"]["must"][0]["nested"]["query"]["knn"]["rescore_vector"] == {"oversample": 10.0}
+    assert "rescore_vector" not in json.dumps(rq.knn_search_body(QUERY, min_similarity=0.5, passage_weight=0.5))
+
+
+@pytest.mark.parametrize("kind, lossy", [("int8_hnsw", True), ("int4_flat", True), ("bbq_hnsw", True),
+                                         ("bbq_disk", True), ("hnsw", False), ("flat", False), (None, False)])
+def test_quantized_index_types(kind, lossy):
+    assert rq.quantized(kind) is lossy
+
+
+def test_span_vector_index_type_from_the_mapping():
+    mapping = rq.index_body(STAMP)["mappings"]
+    assert rq.span_vector_index_type(mapping) == "int8_hnsw"
+    assert rq.span_vector_index_type({"properties": {}}) is None
 
 
 def test_exhaustive_body_with_passage_weight_golden():
@@ -453,9 +503,13 @@ def test_bm25_hybrid_body_with_passage_weight_golden():
                                  filters={"source": "wiki"}, boost=0.2, passage_weight=0.5)
     check_golden("hybrid_search_passage_weight", body)
     check_search(body)
-    must = body["query"]["bool"]["must"][0]["script_score"]
-    assert must["query"]["nested"]["query"]["knn"]["k"] == 100
-    assert body["query"]["bool"]["should"] == [{"match": {"text": {"query": "treaty", "boost": 0.2}}}]
+    weighted = rq.knn_search_body(QUERY, min_similarity=0.5, limit=10, filters={"source": "wiki"},
+                                  passage_weight=0.5)
+    # the passage-weight query with BM25 as one more should clause
+    assert body["query"]["bool"]["must"] == weighted["query"]["bool"]["must"]
+    assert body["query"]["bool"]["should"] == weighted["query"]["bool"]["should"] + [
+        {"match": {"text": {"query": "treaty", "boost": 0.2}}}
+    ]
 
 
 @pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf"), "heavy", None])
@@ -478,17 +532,22 @@ def knn_score(cos: float, metric: str) -> float:
 @pytest.mark.parametrize("metric", ["cosine", "dot_product", "l2_norm", "max_inner_product"])
 @pytest.mark.parametrize("span_cos, passage_cos", [(0.9, 0.0), (0.8, 1.0), (-0.4, -1.0), (0.37, -0.6)])
 @pytest.mark.parametrize("weight", [0.25, 2.0])
-def test_hybrid_knn_script_gives_span_plus_weighted_passage(metric, span_cos, passage_cos, weight):
-    query = np.array([1.0, 0, 0, 0])
-    passage = np.array([passage_cos, math.sqrt(1 - passage_cos**2), 0, 0])
-    body = rq.knn_search_body(query, min_similarity=-1.0, metric=metric, passage_weight=weight)
-    script = body["query"]["script_score"]["script"]
-    score = painless.run(script, score=knn_score(span_cos, metric), doc={"vector": passage.tolist()})
-    assert score >= 0
-    assert sim.combined_from_hybrid_score(score, weight) == pytest.approx(span_cos + weight * passage_cos, abs=1e-9)
-    # a passage stored without a vector adds nothing (and does not fail the script)
-    score = painless.run(script, score=knn_score(span_cos, metric), doc={"vector": None})
-    assert sim.combined_from_hybrid_score(score, weight) == pytest.approx(span_cos, abs=1e-9)
+def test_native_hybrid_score_reads_back_span_plus_weighted_passage(metric, span_cos, passage_cos, weight):
+    """_score = span kNN score + λ · passage kNN score (bool sums its clauses; boost multiplies)."""
+    span_score = knn_score(span_cos, metric)
+    score = np.float32(span_score + weight * knn_score(passage_cos, metric))  # as Elasticsearch sends it
+    combined = sim.combined_from_knn_scores(score, np.float32(span_score), weight, metric)
+    assert combined == pytest.approx(span_cos + weight * passage_cos, abs=1e-5)
+    # a passage stored without a vector gets the constant_score clause instead: cosine 0
+    body = rq.knn_search_body(np.array([1.0, 0, 0, 0]), min_similarity=-1.0, metric=metric, passage_weight=weight)
+    constant = body["query"]["bool"]["should"][1]["constant_score"]["boost"]
+    assert sim.combined_from_knn_scores(span_score + constant, span_score, weight, metric) == pytest.approx(span_cos)
+
+
+@pytest.mark.parametrize("cos", [-1.0, -0.3, 0.0, 0.37, 1.0])
+@pytest.mark.parametrize("metric", ["cosine", "dot_product", "l2_norm", "max_inner_product"])
+def test_knn_score_from_cosine_is_elasticsearchs_transform(cos, metric):
+    assert sim.knn_score_from_cosine(cos, metric) == pytest.approx(knn_score(cos, metric))
 
 
 def test_hybrid_exact_script_gives_span_plus_weighted_passage():
@@ -502,10 +561,11 @@ def test_hybrid_exact_script_gives_span_plus_weighted_passage():
 def test_docs_dev_tools_request_for_hybrid_scoring_is_what_nerindex_sends():
     """docs/elasticsearch.md shows the hybrid request for Kibana Dev Tools: keep it in step."""
     docs = (Path(__file__).parent.parent / "docs" / "elasticsearch.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```\nGET nerindex/_search\n(.*?)```", docs, re.S) if "script_score" in b]
+    blocks = [b for b in re.findall(r"```\nGET nerindex/_search(?:\?\S*)?\n(.*?)```", docs, re.S) if '"should"' in b]
     assert len(blocks) == 1, "docs/elasticsearch.md should show one hybrid scoring request"
     pasted = json.loads(blocks[0].replace("[ PASTE THE VECTOR HERE ]", json.dumps(rq.vector_values(QUERY))))
-    assert pasted == rq.knn_search_body(QUERY, min_similarity=0.5, limit=10, passage_weight=0.3)
+    # what nerindex sends to Elasticsearch >= 8.18 for the default int8 index
+    assert pasted == rq.knn_search_body(QUERY, min_similarity=0.5, limit=10, passage_weight=0.3, rescore=True)
 
 
 # --- similarity conversions -----------------------------------------------------------------------

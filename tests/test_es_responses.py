@@ -76,12 +76,12 @@ def hybrid_hit(pid: str, score: float, *span_scores: float) -> dict:
             "inner_hits": {"spans": {"hits": {"hits": inner}}}}
 
 
-def test_passage_weight_score_is_read_back_from_the_script_score():
-    # span cos 0.8 (kNN score 0.9), passage cos 1.0, λ 0.5: script score 0.8 + 1 + 0.5 * (1.0 + 1) = 2.8
+def test_passage_weight_score_is_read_back_from_the_native_knn_score():
+    # _score = span kNN score + λ · passage kNN score, kNN scores (1 + cos) / 2, λ = 0.5
     response = {"hits": {"hits": [
-        hybrid_hit("h2", 2.8, 0.9, 0.7),            # spans at cos 0.8 and 0.4 (below 0.5: dropped)
-        hybrid_hit("h1", 2.4, 0.95),                # span cos 0.9, passage cos 0.0: 0.9 + 1 + 0.5 = 2.4
-        hybrid_hit("h3", 2.5, 0.6),                 # span cos 0.2 only: not a hit, whatever λ
+        hybrid_hit("h2", 0.9 + 0.5 * 1.0, 0.9, 0.7),   # spans at cos 0.8 and 0.4 (below 0.5: dropped), passage cos 1
+        hybrid_hit("h1", 0.95 + 0.5 * 0.5, 0.95),      # span cos 0.9, passage cos 0.0
+        hybrid_hit("h3", 0.6 + 0.5 * 1.0, 0.6),        # span cos 0.2 only: not a hit, whatever λ
     ]}}
     hits = rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5)
     assert [(h.id, round(h.score, 6)) for h in hits] == [("h2", 1.3), ("h1", 0.9)]
@@ -90,6 +90,24 @@ def test_passage_weight_score_is_read_back_from_the_script_score():
     # the same response read without λ: the best span decides
     plain = rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.5)
     assert [(h.id, round(h.score, 6)) for h in rs.rank(plain)] == [("h1", 0.9), ("h2", 0.8)]
+    # the span part is read from the inner hits: without them the score cannot be split
+    bare = {"_id": "x", "_score": 1.4, "_source": {"id": "x"}, "inner_hits": {"spans": {"hits": {"hits": [{"_score": None}]}}}}
+    with pytest.raises(SearchError, match="inner hits"):
+        rs.combined_score(bare, 0.5, scoring="knn", metric="cosine")
+
+
+def test_passage_weight_reads_the_named_passage_clause_first():
+    """With int8 rescoring the nested _score can lag the best inner hit (Elasticsearch keeps the
+    score of the span the int8 search picked); the named passage clause's score is exact."""
+    hit = hybrid_hit("p", 0.88 + 0.5 * 0.75, 0.9)  # _score: another span (0.88) than the best inner hit (0.9)
+    hit["matched_queries"] = {"nerindex_passage": 0.5 * 0.75}  # passage cos 0.5
+    parsed = rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5)
+    assert parsed.score == pytest.approx(0.8 + 0.5 * 0.5)
+    del hit["matched_queries"]  # without it: _score minus the best inner hit, 0.02 low here
+    parsed = rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5)
+    assert parsed.score == pytest.approx(0.8 + 0.5 * 0.5 - 0.04)
+    hit["matched_queries"] = {"nerindex_passage_missing": 0.5 * 0.5}  # no passage vector: cosine 0
+    assert rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.5, passage_weight=0.5).score == pytest.approx(0.8)
 
 
 def test_passage_weight_exhaustive_page():
@@ -214,13 +232,26 @@ def test_mismatch_message_says_both_models_and_the_way_out():
 def test_counts_mget_version_settings_alias():
     assert rs.parse_counts(load("counts")) == StoreCounts(passages=1523, spans=4871)
     assert rs.found_ids(load("mget")) == {"p-1"}
-    assert rs.server_version(load("info_9")) == (9, 5, 2)
-    assert rs.server_version({"version": {"number": "8.15.0-SNAPSHOT"}}) == (8, 15, 0)
-    with pytest.raises(StoreError):
-        rs.server_version({"version": {}})
     assert rs.refresh_interval({"nerindex-000001": {"settings": {"index": {"refresh_interval": "30s"}}}}) == "30s"
     assert rs.refresh_interval({"nerindex-000001": {"settings": {}}}) is None
     assert rs.alias_indices({"n-000002": {"aliases": {"n": {}}}, "n-000001": {"aliases": {}}}, "n") == ["n-000002"]
+
+
+def test_server_facts_from_the_nodes_api():
+    # captured from the CI node (integ-test-zip 8.19.21: no lang-painless, no lang-mustache)
+    facts = rs.server_facts(load("nodes_plugins"))
+    assert facts.version == (8, 19, 21)
+    assert "x-pack-core" in facts.modules and "lang-painless" not in facts.modules
+    # several nodes: the oldest version, and only what every node has
+    mixed = {"nodes": {
+        "a": {"version": "9.2.0-SNAPSHOT", "modules": [{"name": "lang-painless"}, {"name": "x-pack-core"}]},
+        "b": {"version": "8.19.3", "modules": [{"name": "x-pack-core"}], "plugins": [{"name": "lang-painless"}]},
+        "c": {"version": "9.1.0", "modules": [{"name": "x-pack-core"}]},
+    }}
+    assert rs.server_facts(mixed) == rs.ServerFacts((8, 19, 3), frozenset({"x-pack-core"}))
+    for broken in ({"nodes": {}}, {}, {"nodes": {"a": {"version": "x"}}}):
+        with pytest.raises(StoreError, match="version"):
+            rs.server_facts(broken)
 
 
 def test_api_error_reason_prefers_the_root_cause():

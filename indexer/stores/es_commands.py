@@ -70,7 +70,8 @@ def es_group() -> None:
               help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
 @click.option("--index-options", default=None,
               help="dense_vector index type of the new index (int8_hnsw, hnsw, bbq_hnsw, ...); default: as configured.")
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Windows per encoder call (as for nerindex index).")
 @click.option("--delete-old", is_flag=True, help="Delete the old index once the alias has moved.")
 @click.option("--allow-failures", is_flag=True, help="Move the alias even if some passages failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -123,7 +124,7 @@ def put_template_command(template_id, **params):
 @es_connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_command(as_json, **params):
-    """Show the server version, the index behind the alias, its model and its counts."""
+    """Show the server version, the index behind the alias, its health, model and counts."""
     with store_from_options(params) as store:
         version = ".".join(map(str, store.server_version()))
         target = store.target()
@@ -134,13 +135,15 @@ def status_command(as_json, **params):
         else:
             stamp = store.model()
             counts = store.counts()
+            health = store.health()
             report.update(
-                index=target[0], model=stamp.to_dict() if stamp else None,
+                index=target[0], health=health, model=stamp.to_dict() if stamp else None,
                 passages=counts.passages, spans=counts.spans,
             )
             model = f"{stamp.id} {stamp.version} ({stamp.dims} dims)" if stamp else "not a nerindex index"
             lines.append(
-                f"{store.alias} -> {target[0]}: {counts.passages} passages, {counts.spans} spans, model {model}"
+                f"{store.alias} -> {target[0]} ({health}): {counts.passages} passages, "
+                f"{counts.spans} spans, model {model}"
             )
     _emit(report, as_json, lines)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from ...errors import StoreError
+from ...pipeline import CHUNK
 from ...records import EncodedPassage, Passage
 from ..base import ModelStamp
 from . import requests as rq
@@ -113,7 +114,8 @@ def reindex(
     stamp: ModelStamp,
     *,
     index_options: str | Mapping[str, Any] | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
+    chunk_size: int = CHUNK,
     delete_old: bool = False,
     allow_failures: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
@@ -122,7 +124,10 @@ def reindex(
 
     ``stamp`` is the encoder's model (recorded in the new index). With failures the alias stays on
     the old index and the new one is kept for inspection, unless ``allow_failures``.
-    ``on_batch(done, failed)`` is called after each batch (progress display).
+    Passages are encoded ``chunk_size`` at a time with ``batch_size`` windows per encoder call,
+    as ``nerindex index`` does (the int8 encoder's outputs depend on what shares a batch, so the
+    same batching gives the same vectors). ``on_batch(done, failed)`` is called after each chunk
+    (progress display).
     """
     client = store.client
     store.require_version(MIN_SERVER, "nerindex's nested span search")
@@ -132,6 +137,11 @@ def reindex(
     body = rq.create_index_body(stamp, index_options=options)
     report = ReindexReport(alias=store.alias, old_index=old, new_index=new, model=stamp.to_dict())
     log.info("re-indexing %s (%s) into %s with model %s %s", store.alias, old, new, stamp.id, stamp.version)
+    # Writes of a load still inside its refresh interval (30 s while relaxed) are invisible to the
+    # point in time the passages are read through: refresh first, or they would be left behind.
+    store.flush()
+    with store.errors(f"refresh {old!r}"):
+        client.indices.refresh(index=old)
     with store.errors(f"create index {new!r}"):
         client.indices.create(index=new, **body)
         if store.options.bulk_refresh_interval:
@@ -139,7 +149,7 @@ def reindex(
                 index=new, settings=rq.refresh_settings(store.options.bulk_refresh_interval)
             )
     template_interval = body.get("settings", {}).get("index", {}).get("refresh_interval")
-    for batch in _batches(iter_passages(store, old, page_size=store.options.page_size), batch_size):
+    for batch in _batches(iter_passages(store, old, page_size=store.options.page_size), chunk_size):
         encoded = encoder.encode(batch, batch_size=batch_size)
         with store.errors(f"bulk index into {new!r}"):
             outcomes = write_documents(client, encoded, stamp=stamp, index=new, options=store.options.bulk)
@@ -167,5 +177,5 @@ def reindex(
         with store.errors(f"delete the old index {old!r}"):
             client.indices.delete(index=old)
         report.deleted_old = True
-    store._stamp = None  # the alias now carries another model
+    store.forget_index()  # the alias now points at another index, maybe another model
     return report

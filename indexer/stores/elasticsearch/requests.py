@@ -9,9 +9,13 @@ Field layout (``mappings/passages.json``): ``id``, ``text``, ``fields.*`` (user 
 Kibana aggregations) and the nested ``spans`` with ``start``, ``end``, ``text``, ``score``,
 ``labels`` and ``vector``.
 
-Hybrid scoring (``passage_weight`` λ > 0) wraps the span query of a search in a ``script_score``
-that adds λ · cos(type vector, passage ``vector``) (see :mod:`.similarity`); with λ = 0 every body
-is exactly what it was without the option.
+Hybrid scoring (``passage_weight`` λ > 0) adds λ · cos(type vector, passage ``vector``): natively
+for top-k (a passage kNN boosted by λ next to the span kNN, see :func:`hybrid_knn_query`), with a
+Painless ``script_score`` for the exact search (see :mod:`.similarity`); with λ = 0 every body is
+exactly what it was without the option.
+
+``rescore`` (servers >= 8.18, quantized ``index_options``) has the kNN rescore its candidates with
+the stored float vectors, so scores and the ``similarity`` threshold are exact, not int8 estimates.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from .similarity import (
     SCRIPT_OFFSET,
     check_metric,
     hybrid_exact_script_source,
-    hybrid_knn_script_source,
+    knn_score_from_cosine,
     knn_similarity,
+    linear_knn_score,
     script_source,
 )
 
@@ -52,6 +57,12 @@ DEFAULT_INDEX_OPTIONS = "int8_hnsw"
 HNSW_DEFAULTS = {"m": 16, "ef_construction": 100}
 # Span fields a filter may name (key -> field queried); everything else is user metadata.
 SPAN_FILTER_FIELDS = {"spans.labels": "spans.labels", "spans.text": "spans.text.keyword"}
+# Names of the passage-weight clauses: with ``include_named_queries_score`` each hit reports the
+# passage term on its own (``matched_queries``), exact even where ``_score`` is not (see responses).
+PASSAGE_QUERY = "nerindex_passage"
+PASSAGE_MISSING_QUERY = "nerindex_passage_missing"
+# ``GET _nodes/plugins`` trimmed to what the store needs: each node's version and module names.
+SERVER_FACTS_FILTER = ["nodes.*.version", "nodes.*.modules.name", "nodes.*.plugins.name"]
 
 _INDEX_NAME_FORBIDDEN = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 
@@ -105,6 +116,20 @@ def index_options_body(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     if spec.endswith("hnsw"):
         body.update(HNSW_DEFAULTS)
     return body
+
+
+def span_vector_index_type(mapping: Mapping[str, Any]) -> str | None:
+    """The ``index_options.type`` of ``spans.vector`` in an index mapping (None if not there)."""
+    spans = ((mapping.get("properties") or {}).get(SPANS_PATH) or {}).get("properties") or {}
+    options = (spans.get("vector") or {}).get("index_options") or {}
+    kind = options.get("type")
+    return str(kind) if kind else None
+
+
+def quantized(index_type: str | None) -> bool:
+    """Whether vectors of this dense_vector index type are searched through a lossy copy
+    (``int8_*``, ``int4_*``, ``bbq_*``), so that rescoring with the float vectors changes scores."""
+    return bool(index_type) and index_type.split("_", 1)[0] in ("int8", "int4", "bbq")
 
 
 def index_meta(stamp: ModelStamp) -> dict[str, Any]:
@@ -362,6 +387,15 @@ def _check_k(limit: int) -> int:
     return int(limit)
 
 
+def rescore_vector(k: int, num_candidates: int) -> dict[str, Any]:
+    """``rescore_vector`` rescoring every one of ``num_candidates`` with the float vectors.
+
+    Elasticsearch gathers ``k · oversample`` candidates and rescores them; ``oversample`` is
+    between 1 and 10.
+    """
+    return {"oversample": float(min(10.0, max(1.0, num_candidates / k)))}
+
+
 def knn_search_body(
     vector: Any,
     *,
@@ -372,43 +406,48 @@ def knn_search_body(
     filters: Mapping[str, Any] | None = None,
     text: str | None = None,
     passage_weight: float = 0.0,
+    rescore: bool = False,
 ) -> dict[str, Any]:
     """Top-level nested kNN on ``spans.vector``: passages ranked by their best span.
 
     ``similarity`` (the threshold, in the metric's raw units) drops spans below it, and since
     Elasticsearch 8.15 also filters the inner hits, so each hit carries exactly its matching spans.
     Metadata filters and the text restriction are kNN pre-filters (each clause on its own: span
-    clauses are only accepted by Elasticsearch >= 9.2, which the store checks before sending).
+    clauses are only honoured by Elasticsearch >= 9.2, which the store checks before sending).
 
-    With ``passage_weight`` λ > 0 the same kNN runs as a ``knn`` query inside a ``nested`` query
-    (the form the top-level section is turned into by Elasticsearch, inner hits included), wrapped
-    in a ``script_score`` that adds λ · passage similarity: see :func:`hybrid_knn_query`.
+    With ``passage_weight`` λ > 0 the span kNN runs as a query next to a passage kNN boosted by λ:
+    see :func:`hybrid_knn_query`.
     """
     k = _check_k(limit)
     weight = check_passage_weight(passage_weight)
     passage_level, span_level = split_filters(filters)
     clauses = passage_level + span_level + ([text_filter(text)] if text else [])
+    candidates = num_candidates_for(k, num_candidates)
     if weight:
         query = hybrid_knn_query(
-            vector, min_similarity=min_similarity, metric=metric,
-            num_candidates=num_candidates_for(k, num_candidates), clauses=clauses,
-            passage_weight=weight,
+            vector, min_similarity=min_similarity, metric=metric, num_candidates=candidates,
+            clauses=clauses, passage_weight=weight, rescore=rescore,
         )
-        return {"size": k, "_source": list(SOURCE_FIELDS), "query": query}
+        # Elasticsearch orders by span + λ · passage kNN score; unless that is the cosine order
+        # (l2_norm, max_inner_product), every candidate comes back to be ranked by the caller.
+        size = k if linear_knn_score(metric) else candidates
+        return {"size": size, "_source": list(SOURCE_FIELDS), "query": query}
     knn: dict[str, Any] = {
         "field": SPAN_VECTOR_FIELD,
         "query_vector": _query_vector(vector),
         "k": k,
-        "num_candidates": num_candidates_for(k, num_candidates),
+        "num_candidates": candidates,
         "similarity": knn_similarity(min_similarity, metric),
     }
+    if rescore:
+        knn["rescore_vector"] = rescore_vector(k, candidates)
     if clauses:
         knn["filter"] = clauses
     knn["inner_hits"] = inner_hits()
     return {"size": k, "_source": list(SOURCE_FIELDS), "knn": knn}
 
 
-def nested_span_knn(
+def span_knn(
     vector: Any,
     *,
     min_similarity: float,
@@ -416,24 +455,74 @@ def nested_span_knn(
     num_candidates: int,
     clauses: Sequence[Mapping[str, Any]],
     k: int | None = None,
+    rescore: bool = False,
 ) -> dict[str, Any]:
-    """A ``knn`` query on ``spans.vector`` inside a ``nested`` query (best span, inner hits): the
-    form that can sit in a ``bool`` or ``script_score``, unlike the top-level ``knn`` section."""
+    """A ``knn`` query on ``spans.vector`` (it must sit in a ``nested`` query on ``spans``)."""
     knn: dict[str, Any] = {"field": SPAN_VECTOR_FIELD, "query_vector": _query_vector(vector)}
     if k is not None:
         knn["k"] = int(k)
     knn["num_candidates"] = int(num_candidates)
     knn["similarity"] = knn_similarity(min_similarity, metric)
+    if rescore:
+        knn["rescore_vector"] = rescore_vector(int(k or num_candidates), int(num_candidates))
     if clauses:
         knn["filter"] = [dict(clause) for clause in clauses]
+    return {"knn": knn}
+
+
+def nested_span_knn(vector: Any, **options: Any) -> dict[str, Any]:
+    """:func:`span_knn` inside a ``nested`` query (best span, inner hits): the form that can sit
+    in a ``bool``, unlike the top-level ``knn`` section."""
     return {
         "nested": {
             "path": SPANS_PATH,
             "score_mode": "max",
-            "query": {"knn": knn},
+            "query": span_knn(vector, **options),
             "inner_hits": inner_hits(),
         }
     }
+
+
+def passage_weight_clauses(
+    vector: Any,
+    *,
+    metric: str,
+    num_candidates: int,
+    matched: Mapping[str, Any],
+    passage_weight: float,
+    rescore: bool = False,
+) -> list[dict[str, Any]]:
+    """``should`` clauses adding λ · (passage kNN score) to the passages ``matched`` selects.
+
+    The passage kNN is pre-filtered to ``matched`` (the span kNN, at most ``num_candidates``
+    passages per shard), and its ``k`` is ``num_candidates``: with no more candidates than ``k``,
+    Lucene scores every one of them exactly instead of walking the graph, so each matching
+    passage gets its own passage term. A passage stored without a vector gets the score of
+    cosine 0 (as in the embedded store) from a ``constant_score`` clause. Both clauses are named,
+    so a search with ``include_named_queries_score`` reports each hit's passage term.
+    """
+    knn: dict[str, Any] = {
+        "field": PASSAGE_VECTOR_FIELD,
+        "query_vector": _query_vector(vector),
+        "k": int(num_candidates),
+        "num_candidates": int(num_candidates),
+        "filter": [dict(matched)],
+        "boost": float(passage_weight),
+        "_name": PASSAGE_QUERY,
+    }
+    if rescore:
+        knn["rescore_vector"] = rescore_vector(int(num_candidates), int(num_candidates))
+    missing = {"bool": {"must_not": [{"exists": {"field": PASSAGE_VECTOR_FIELD}}]}}
+    return [
+        {"knn": knn},
+        {
+            "constant_score": {
+                "filter": missing,
+                "boost": float(passage_weight) * knn_score_from_cosine(0.0, metric),
+                "_name": PASSAGE_MISSING_QUERY,
+            }
+        },
+    ]
 
 
 def hybrid_knn_query(
@@ -444,23 +533,26 @@ def hybrid_knn_query(
     num_candidates: int,
     clauses: Sequence[Mapping[str, Any]],
     passage_weight: float,
+    rescore: bool = False,
 ) -> dict[str, Any]:
-    """Nested span kNN scored by best span + λ · passage similarity (hybrid scoring, λ > 0).
+    """Nested span kNN scored by best span + λ · passage similarity (hybrid scoring, λ > 0), natively.
 
-    The ``knn`` query gathers ``k = num_candidates`` passages per shard by their best span (as
-    the top-level ``knn`` section does internally), so that a passage with a weaker best span but
-    a closer passage vector can still overtake within that candidate pool; ``size`` then keeps
-    the best by the combined score. Which passages match and which spans come back as inner hits
-    depend on ``similarity`` alone. The script returns span cos + λ · passage cos + 1 + λ.
+    ``bool.must`` is the nested span kNN with ``k = num_candidates`` (the candidate pool the
+    top-level ``knn`` section gathers internally), so that a passage with a weaker best span but a
+    closer passage vector can still overtake within that pool; ``bool.should`` adds λ · passage kNN
+    score (:func:`passage_weight_clauses`). Which passages match and which spans come back as inner
+    hits depend on ``similarity`` alone. ``_score`` = span kNN score + λ · passage kNN score.
     """
-    nested = nested_span_knn(
-        vector, min_similarity=min_similarity, metric=metric, num_candidates=num_candidates,
-        clauses=clauses, k=num_candidates,
+    options = dict(
+        min_similarity=min_similarity, metric=metric, num_candidates=num_candidates,
+        clauses=clauses, k=num_candidates, rescore=rescore,
     )
-    return passage_weight_query(
-        nested, vector, passage_weight=passage_weight,
-        source=hybrid_knn_script_source(metric, PASSAGE_VECTOR_FIELD),
+    matched = {"nested": {"path": SPANS_PATH, "query": span_knn(vector, **options)}}
+    should = passage_weight_clauses(
+        vector, metric=metric, num_candidates=num_candidates, matched=matched,
+        passage_weight=passage_weight, rescore=rescore,
     )
+    return {"bool": {"must": [nested_span_knn(vector, **options)], "should": should}}
 
 
 def hybrid_search_body(
@@ -474,6 +566,7 @@ def hybrid_search_body(
     filters: Mapping[str, Any] | None = None,
     boost: float = 0.1,
     passage_weight: float = 0.0,
+    rescore: bool = False,
 ) -> dict[str, Any]:
     """Hybrid mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.
 
@@ -481,32 +574,26 @@ def hybrid_search_body(
     stays a required clause: a passage that only matches the words is never returned.
     Summing the scores needs no licence (RRF would).
 
-    With ``passage_weight`` λ > 0 the required clause is :func:`hybrid_knn_query`, so the order
-    is span cos + λ · passage cos + 1 + λ plus the BM25 term.
+    With ``passage_weight`` λ > 0 the passage kNN clauses of :func:`hybrid_knn_query` join the
+    ``should`` clauses, so the order is span + λ · passage kNN score plus the BM25 term.
     """
     k = _check_k(limit)
     weight = check_passage_weight(passage_weight)
     passage_level, span_level = split_filters(filters)
-    if weight:
-        required = hybrid_knn_query(
-            vector, min_similarity=min_similarity, metric=metric,
-            num_candidates=num_candidates_for(k, num_candidates),
-            clauses=passage_level + span_level, passage_weight=weight,
-        )
-        return {
-            "size": k,
-            "_source": list(SOURCE_FIELDS),
-            "query": {"bool": {"must": [required], "should": [text_boost(text, boost)]}},
-        }
-    nested = nested_span_knn(
-        vector, min_similarity=min_similarity, metric=metric,
-        num_candidates=num_candidates_for(k, num_candidates), clauses=passage_level + span_level,
+    candidates = num_candidates_for(k, num_candidates)
+    options = dict(
+        min_similarity=min_similarity, metric=metric, num_candidates=candidates,
+        clauses=passage_level + span_level, rescore=rescore,
     )
-    return {
-        "size": k,
-        "_source": list(SOURCE_FIELDS),
-        "query": {"bool": {"must": [nested], "should": [text_boost(text, boost)]}},
-    }
+    if weight:
+        query = hybrid_knn_query(vector, passage_weight=weight, **options)
+        query["bool"]["should"].append(text_boost(text, boost))
+    else:
+        # k = size (Elasticsearch's default, written out for the rescore's oversample): BM25
+        # re-orders the top passages by span.
+        span = nested_span_knn(vector, k=k, **options)
+        query = {"bool": {"must": [span], "should": [text_boost(text, boost)]}}
+    return {"size": k, "_source": list(SOURCE_FIELDS), "query": query}
 
 
 def exhaustive_search_body(

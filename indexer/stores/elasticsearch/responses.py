@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
 from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome
-from .requests import INNER_HITS_NAME
-from .similarity import combined_from_hybrid_score, cosine_from_knn_score, cosine_from_script_score
+from .requests import INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
+from .similarity import (
+    combined_from_hybrid_score,
+    combined_from_knn_scores,
+    cosine_from_knn_score,
+    cosine_from_script_score,
+)
 
 Scoring = Literal["knn", "script"]
 # Scores travel as float32; a span exactly at the threshold must not be lost to rounding.
@@ -70,11 +76,11 @@ def span_matches(
     hit: Mapping[str, Any], *, scoring: Scoring, metric: str, min_similarity: float
 ) -> list[SpanMatch] | None:
     """The matching spans of one hit, best first; None when the hit has no inner hits at all."""
-    inner = (hit.get("inner_hits") or {}).get(INNER_HITS_NAME)
+    inner = _inner_hits(hit)
     if inner is None:
         return None
     spans = []
-    for inner_hit in (inner.get("hits") or {}).get("hits") or []:
+    for inner_hit in inner:
         if inner_hit.get("_score") is None:
             continue
         similarity = _cosine(inner_hit["_score"], scoring, metric)
@@ -96,15 +102,43 @@ def span_matches(
     return spans
 
 
-def combined_score(hit: Mapping[str, Any], passage_weight: float) -> float:
-    """Best span cos + λ · passage cos of a hit scored by a hybrid-scoring script."""
+def _inner_hits(hit: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    inner = (hit.get("inner_hits") or {}).get(INNER_HITS_NAME)
+    if inner is None:
+        return None
+    return list((inner.get("hits") or {}).get("hits") or [])
+
+
+def combined_score(hit: Mapping[str, Any], passage_weight: float, *, scoring: Scoring, metric: str) -> float:
+    """Best span cos + λ · passage cos of a hit scored with hybrid scoring.
+
+    Exact search (``script``): the script's shifted sum. Top-k (``knn``): the span part is the
+    best inner hit's score; the passage part (λ · passage kNN score) is the named passage clause's
+    score in ``matched_queries`` (``include_named_queries_score``). Without it, it is ``_score``
+    minus the span part, which is off where rescoring (int8) changed which span is a passage's
+    best: the nested score stays that of the span the quantized search picked.
+    """
     score = hit.get("_score")
     if score is None:
         raise SearchError(
             f"Elasticsearch returned hit {hit.get('_id')!r} without a _score; hybrid scoring "
             "(passage_weight) needs it"
         )
-    return combined_from_hybrid_score(score, passage_weight)
+    if scoring == "script":
+        return combined_from_hybrid_score(score, passage_weight)
+    span_scores = [h["_score"] for h in _inner_hits(hit) or [] if h.get("_score") is not None]
+    if not span_scores:
+        raise SearchError(
+            f"Elasticsearch returned hit {hit.get('_id')!r} without scored spans; hybrid scoring "
+            "(passage_weight) reads the best span from the inner hits"
+        )
+    span_score = max(span_scores)
+    named = hit.get("matched_queries")
+    if isinstance(named, Mapping):
+        for name in (PASSAGE_QUERY, PASSAGE_MISSING_QUERY):
+            if isinstance(named.get(name), (int, float)):
+                return combined_from_knn_scores(span_score + named[name], span_score, passage_weight, metric)
+    return combined_from_knn_scores(score, span_score, passage_weight, metric)
 
 
 def parse_hit(
@@ -120,15 +154,15 @@ def parse_hit(
     The passage score is its best span's similarity (the same definition as the embedded store);
     only when inner hits were not requested does the hit's own ``_score`` stand in. With hybrid
     scoring (``passage_weight`` λ > 0, the request built with the same λ) the score is best span
-    cos + λ · passage cos, read back from ``_score`` (:func:`combined_score`); the spans keep
-    their own similarities, and the hit still needs one that passes the threshold.
+    cos + λ · passage cos, read back from ``_score`` and the inner hits (:func:`combined_score`);
+    the spans keep their own similarities, and the hit still needs one that passes the threshold.
     """
     source = hit.get("_source") or {}
     spans = span_matches(hit, scoring=scoring, metric=metric, min_similarity=min_similarity)
     if passage_weight:
         if spans is not None and not spans:
             return None
-        score = combined_score(hit, passage_weight)
+        score = combined_score(hit, passage_weight, scoring=scoring, metric=metric)
         spans = spans or []
     elif spans is None:
         if hit.get("_score") is None:
@@ -348,13 +382,43 @@ def found_ids(response: Mapping[str, Any]) -> set[str]:
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
-def server_version(info: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(major, minor, patch) from the root endpoint (``GET /``)."""
-    number = str(((info.get("version") or {}).get("number")) or "")
-    match = _VERSION.match(number)
+@dataclass(frozen=True)
+class ServerFacts:
+    """What the cluster can do: the oldest node's version and the modules every node has."""
+
+    version: tuple[int, int, int]
+    modules: frozenset[str]
+
+
+def parse_version(number: Any) -> tuple[int, int, int]:
+    """(major, minor, patch) of a version string such as ``8.19.21`` or ``9.2.0-SNAPSHOT``."""
+    match = _VERSION.match(str(number or ""))
     if not match:
         raise StoreError(f"cannot read the Elasticsearch version from {number!r}")
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def server_facts(response: Mapping[str, Any]) -> ServerFacts:
+    """:class:`ServerFacts` from ``GET _nodes/plugins`` (see :func:`~.requests.SERVER_FACTS_FILTER`).
+
+    The nodes API answers on every build, unlike the root endpoint (``GET /``), which a server
+    without the ``rest-root`` module refuses. A feature is usable when every node supports it, so
+    the version is the lowest and the modules (and plugins) are those all nodes share.
+    """
+    nodes = [node for node in (response.get("nodes") or {}).values() if isinstance(node, Mapping)]
+    if not nodes:
+        raise StoreError("cannot read the Elasticsearch version: the nodes API listed no node")
+    versions = [parse_version(node.get("version")) for node in nodes]
+    shared: set[str] | None = None
+    for node in nodes:
+        names = {
+            str(item.get("name"))
+            for key in ("modules", "plugins")
+            for item in node.get(key) or []
+            if isinstance(item, Mapping)
+        }
+        shared = names if shared is None else shared & names
+    return ServerFacts(version=min(versions), modules=frozenset(shared or ()))
 
 
 def api_error_reason(body: Any, fallback: str = "") -> str:

@@ -7,10 +7,13 @@ Elasticsearch's kNN ``similarity`` parameter is the raw similarity of the field'
 can be mapped to and from the cosine.
 
 Hybrid scoring (``passage_weight`` λ > 0, see ``stores/base.py``) adds λ · cos(type, passage vector)
-to a passage's best span in a ``script_score`` around the span query. Its script returns
-``(span cos + 1) + λ · (passage cos + 1)``, i.e. the combined score shifted by ``1 + λ`` so that
-it is never negative, whatever the metric of the span kNN: :func:`combined_from_hybrid_score`
-undoes the shift.
+to a passage's best span. Top-k searches do it natively: the nested span kNN and a kNN on the
+passage vector boosted by λ are summed by Elasticsearch, so ``_score`` = span kNN score
++ λ · passage kNN score, both in the metric's score units (:func:`combined_from_knn_scores` turns
+it back into cosines, given the best span's own score from the inner hits). The exact search
+(``--all``) adds the term in a Painless ``script_score`` returning ``(span cos + 1) + λ ·
+(passage cos + 1)``, shifted by ``1 + λ`` so it is never negative
+(:func:`combined_from_hybrid_score` undoes the shift).
 """
 
 from __future__ import annotations
@@ -61,6 +64,38 @@ def cosine_from_knn_score(score: float, metric: str) -> float:
     return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
 
 
+def knn_score_from_cosine(cosine: float, metric: str) -> float:
+    """The kNN ``_score`` of a unit vector at this cosine (inverse of :func:`cosine_from_knn_score`)."""
+    check_metric(metric)
+    cosine = float(cosine)
+    if metric in ("cosine", "dot_product"):
+        return (1.0 + cosine) / 2.0
+    if metric == "l2_norm":
+        return 1.0 / (1.0 + (2.0 - 2.0 * cosine))
+    return cosine + 1.0 if cosine >= 0.0 else 1.0 / (1.0 - cosine)
+
+
+def linear_knn_score(metric: str) -> bool:
+    """Whether the kNN ``_score`` is an affine function of the cosine, so that Elasticsearch's
+    order by span score + λ · passage score is the order by span cos + λ · passage cos."""
+    return check_metric(metric) in ("cosine", "dot_product")
+
+
+def combined_from_knn_scores(
+    score: float, span_score: float, passage_weight: float, metric: str
+) -> float:
+    """Best span cos + λ · passage cos of a native hybrid hit.
+
+    ``score`` is the hit's ``_score`` (span kNN score + λ · passage kNN score), ``span_score`` the
+    kNN score of its best span (its best inner hit: the nested ``max``).
+    """
+    weight = float(passage_weight)
+    passage_score = (float(score) - float(span_score)) / weight
+    return cosine_from_knn_score(span_score, metric) + weight * cosine_from_knn_score(
+        max(passage_score, 1e-12), metric
+    )
+
+
 def cosine_from_script_score(score: float) -> float:
     """The cosine behind an exact-search (script_score) span score."""
     return float(score) - SCRIPT_OFFSET
@@ -74,16 +109,6 @@ def script_source(field: str = "spans.vector") -> str:
 # --- hybrid scoring -------------------------------------------------------------------------------
 
 
-def painless_cosine_from_knn_score(metric: str) -> str:
-    """Painless expression of the cosine behind a kNN ``_score`` (:func:`cosine_from_knn_score`)."""
-    check_metric(metric)
-    if metric in ("cosine", "dot_product"):
-        return "(2.0 * _score - 1.0)"
-    if metric == "l2_norm":
-        return "(1.0 - (1.0 / _score - 1.0) / 2.0)"
-    return "(_score >= 1.0 ? _score - 1.0 : 1.0 - 1.0 / _score)"
-
-
 def passage_similarity_source(field: str = "vector") -> str:
     """Painless cos(query, passage vector); a passage stored without a vector counts as 0.
 
@@ -91,21 +116,6 @@ def passage_similarity_source(field: str = "vector") -> str:
     embedded store treats a missing passage vector as a zero vector, i.e. cosine 0, too).
     """
     return f"(doc['{field}'].size() == 0 ? 0.0 : cosineSimilarity(params.query_vector, '{field}'))"
-
-
-def hybrid_knn_script_source(metric: str, field: str = "vector") -> str:
-    """Script around a nested span kNN: (span cos + 1) + λ · (passage cos + 1).
-
-    ``_score`` is the kNN score of the passage's best span (``score_mode: max``), turned back
-    into its cosine; ``Math.max`` only guards against float rounding at cos = -1 (Lucene refuses
-    negative scores).
-    """
-    span = painless_cosine_from_knn_score(metric)
-    passage = passage_similarity_source(field)
-    return (
-        f"Math.max(0.0, {span} + {SCRIPT_OFFSET} + params.passage_weight * "
-        f"({passage} + {SCRIPT_OFFSET}))"
-    )
 
 
 def hybrid_exact_script_source(field: str = "vector") -> str:

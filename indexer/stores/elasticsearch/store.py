@@ -4,10 +4,12 @@ One document per passage with its spans nested inside, in a versioned index
 (``<alias>-000001``) behind an alias, so that ``nerindex es reindex`` can build a new index
 (e.g. with a new model) and move the alias atomically. The index ``_meta`` records the model; a
 different model is refused. Search has the same semantics as the embedded store: top-level nested
-kNN with ``similarity`` and inner hits for top-k, and an exact ``script_score`` paged with a point
-in time for ``exhaustive`` (every match, past the 10,000 cap of kNN). Hybrid scoring
-(``SearchRequest.passage_weight`` λ > 0) adds λ · cos(type, passage vector) in a ``script_score``
-around either, still one request per page.
+kNN with ``similarity`` and inner hits for top-k (rescored with the float vectors from 8.18 on),
+and an exact Painless ``script_score`` paged with a point in time for ``exhaustive`` (every match,
+past the 10,000 cap of kNN; it needs the lang-painless module). Hybrid scoring
+(``SearchRequest.passage_weight`` λ > 0) adds λ · cos(type, passage vector): natively for top-k
+(a passage kNN next to the span kNN), in the script for ``exhaustive``; one request per page.
+What the server can do (version, modules) is read once from the nodes API.
 
 Constructing the store does no I/O; the client is created on first use.
 """
@@ -33,7 +35,11 @@ from .client import ConnectionOptions, make_client, translated_errors
 log = logging.getLogger(__name__)
 
 MIN_SERVER = (8, 15, 0)  # similarity also filters nested inner hits from 8.15 on
-SPAN_FILTER_SERVER = (9, 2, 0)  # kNN filters on nested (span) fields from 9.2 on
+# kNN filters on nested (span) fields from 9.2 on; 8.x accepts them and silently matches nothing.
+SPAN_FILTER_SERVER = (9, 2, 0)
+RESCORE_SERVER = (8, 18, 0)  # kNN rescore_vector (exact scores on quantized vectors) from 8.18 on
+PAINLESS = "lang-painless"  # the module behind the exact search's script_score
+MUSTACHE = "lang-mustache"  # the module behind search templates
 SEARCH_TEMPLATE_ID = "nerindex-span-knn"
 
 
@@ -66,8 +72,9 @@ class ElasticsearchStore:
         self._options = options
         self._client = client
         self._owns_client = client is None
-        self._version: tuple[int, int, int] | None = None
+        self._facts: rs.ServerFacts | None = None
         self._stamp: ModelStamp | None = None
+        self._vector_type: str | None = None  # index_options type of spans.vector, once read
         self._relaxed: tuple[str | None] | None = None  # (previous refresh_interval,) while relaxed
         self._dirty = False
 
@@ -151,12 +158,30 @@ class ElasticsearchStore:
 
     # --- server and index facts -----------------------------------------------------------------
 
-    def server_version(self) -> tuple[int, int, int]:
-        """The cluster's version (asked once)."""
-        if self._version is None:
+    def server_facts(self) -> rs.ServerFacts:
+        """The cluster's version and modules (asked once, through the nodes API: ``GET /`` is
+        refused by builds without the ``rest-root`` module)."""
+        if self._facts is None:
             with self.errors("read the server version"):
-                self._version = rs.server_version(self.client.info().body)
-        return self._version
+                response = self.client.nodes.info(metric="plugins", filter_path=rq.SERVER_FACTS_FILTER)
+            self._facts = rs.server_facts(response.body)
+        return self._facts
+
+    def server_version(self) -> tuple[int, int, int]:
+        """The version of the oldest node of the cluster."""
+        return self.server_facts().version
+
+    def has_module(self, name: str) -> bool:
+        """Whether every node has this module (or plugin); True when the nodes API lists none."""
+        modules = self.server_facts().modules
+        return not modules or name in modules
+
+    def require_module(self, name: str, feature: str, *, error=StoreError) -> None:
+        if not self.has_module(name):
+            raise error(
+                f"{feature} needs the {name} module; the server at "
+                f"{self._options.connection.redacted_url()} does not have it"
+            )
 
     def require_version(self, minimum: tuple[int, int, int], feature: str, *, error=StoreError) -> None:
         version = self.server_version()
@@ -173,7 +198,31 @@ class ElasticsearchStore:
                 response = self.client.indices.get_mapping(index=self.alias)
             except NotFoundError:
                 return None
-        return rs.index_mapping(response.body, target=self.alias)
+        index, mapping = rs.index_mapping(response.body, target=self.alias)
+        self._vector_type = rq.span_vector_index_type(mapping)
+        return index, mapping
+
+    def health(self) -> str | None:
+        """``green``, ``yellow`` or ``red``: the health of the index behind the alias (None when
+        there is none yet)."""
+        target = self.target()
+        if target is None:
+            return None
+        with self.errors(f"read the health of {target[0]!r}"):
+            response = self.client.cluster.health(index=target[0], filter_path=["status"])
+        return str(response.body.get("status"))
+
+    def forget_index(self) -> None:
+        """Drop what was read about the index behind the alias (after the alias moved)."""
+        self._stamp = None
+        self._vector_type = None
+
+    def rescores(self) -> bool:
+        """Whether kNN searches rescore with the float vectors (exact scores and threshold):
+        the index quantizes them and the server supports ``rescore_vector``."""
+        if self._vector_type is None:
+            self.target()
+        return rq.quantized(self._vector_type) and self.server_version() >= RESCORE_SERVER
 
     def model(self) -> ModelStamp | None:
         """The model recorded in the index ``_meta``, or None when the index does not exist."""
@@ -235,6 +284,7 @@ class ElasticsearchStore:
 
     def put_search_template(self, template_id: str = SEARCH_TEMPLATE_ID) -> str:
         """Store the search template of ``mappings/`` under ``template_id`` (cluster-wide)."""
+        self.require_module(MUSTACHE, "a search template")
         with self.errors(f"store the search template {template_id!r}"):
             self.client.put_script(id=template_id, **rq.search_template_body())
         return template_id
@@ -372,6 +422,7 @@ class ElasticsearchStore:
             num_candidates=self._options.num_candidates,
             filters=request.filters,
             passage_weight=weight,
+            rescore=self.rescores(),
         )
         if hybrid:
             body = rq.hybrid_search_body(
@@ -381,7 +432,9 @@ class ElasticsearchStore:
             body = rq.knn_search_body(request.vector, text=request.text, **common)
         with self.errors(f"search {self.alias!r}", search=True):
             try:
-                response = self.client.search(index=self.alias, body=body)
+                response = self.client.search(
+                    index=self.alias, body=body, include_named_queries_score=bool(weight) or None
+                )
             except NotFoundError:
                 return
         # With BM25 in the score, _score cannot be read back as span + λ · passage: Hit.score
@@ -395,6 +448,10 @@ class ElasticsearchStore:
         yield from ranked[: request.limit]
 
     def _exact(self, request: SearchRequest, stamp: ModelStamp, limit: int | None) -> Iterator[Hit]:
+        self.require_module(
+            PAINLESS, "exhaustive search (--all, or a limit above 10,000), which scores every span "
+            "exactly with a Painless script,", error=SearchError,
+        )
         keep_alive = self._options.keep_alive
         page = self._options.page_size
         weight = rq.check_passage_weight(request.passage_weight)
