@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import ModelMismatchError, SearchError, StoreError
 from ..records import EncodedPassage, Hit, Matches, SpanMatch
 from . import segments
+from . import filters as sql_filters
 from .filters import _FIELD, filter_sql, fts_query, span_filter_sql, split_filters  # noqa: F401 (re-exported)
 from .base import (
     ModelStamp,
@@ -98,6 +99,7 @@ class EmbeddedStore:
         self._conn = conn
         self._vectors: segments.SegmentSet | None = None
         self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
+        self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True) -> "EmbeddedStore":
@@ -311,7 +313,7 @@ class EmbeddedStore:
         where: list[str] = []
         params: list[Any] = []
         if filters:
-            clause, fparams = filter_sql(filters)
+            clause, fparams = (sql_filters.indexed_filter_sql if self._indexed else filter_sql)(filters)
             where.append(clause)
             params.extend(fparams)
         if request.text:
@@ -342,7 +344,7 @@ class EmbeddedStore:
         if allowed is not None:
             keep &= np.isin(vec.passage, allowed)
         if span_filters:
-            sql, params = span_filter_sql(span_filters)
+            sql, params = (sql_filters.indexed_span_filter_sql if self._indexed else span_filter_sql)(span_filters)
             spans = np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64)
             keep &= np.isin(vec.span, spans)
         idx = np.nonzero(keep)[0]
