@@ -64,13 +64,18 @@ def test_indexed_filters_answer_as_the_json_ones(tmp_path):
     assert any(indexed) and not all(indexed)
 
 
-def test_a_store_from_before_the_tables_is_back_filled_on_open(tmp_path):
-    folder = tmp_path / "s"
+def written(folder, seed: int) -> tuple[list, sqlite3.Connection]:
+    """(answers of a store filled with ``docs``, a plain connection to its database)."""
     with EmbeddedStore.open(folder) as store:
         store.check_model(STAMP)
-        store.write(docs(np.random.default_rng(5)))
+        store.write(docs(np.random.default_rng(seed)))
         expected = answers(store)
-    conn = sqlite3.connect(folder / DB_NAME)  # as nerindex 0.2.0 left it: no tables, no triggers
+    return expected, sqlite3.connect(folder / DB_NAME)
+
+
+def test_a_store_from_before_the_tables_is_back_filled_on_open(tmp_path):
+    folder = tmp_path / "s"
+    expected, conn = written(folder, 5)  # made as nerindex 0.2.0 left it: no tables, no triggers
     for name in ("passages_fields_add", "passages_fields_drop", "spans_labels_add", "spans_labels_drop"):
         conn.execute(f"DROP TRIGGER {name}")
     conn.execute("DROP TABLE passage_fields")
@@ -87,11 +92,7 @@ def test_a_store_from_before_the_tables_is_back_filled_on_open(tmp_path):
 
 def test_a_read_only_old_store_filters_over_json(tmp_path):
     folder = tmp_path / "s"
-    with EmbeddedStore.open(folder) as store:
-        store.check_model(STAMP)
-        store.write(docs(np.random.default_rng(6)))
-        expected = answers(store)
-    conn = sqlite3.connect(folder / DB_NAME)
+    expected, conn = written(folder, 6)
     conn.execute("DELETE FROM meta WHERE key = ?", (filters.INDEX_FLAG,))
     conn.commit()
     conn.close()

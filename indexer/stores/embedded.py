@@ -45,12 +45,15 @@ log = logging.getLogger(__name__)
 DB_NAME = "store.sqlite"
 CACHE_DIR = "cache"
 CACHE_FILES = segments.FILES
-# One statement, so one snapshot: the store UUID, the write generation and the row counts.
+# One statement, so one snapshot: the store UUID, the write generation, the largest rowids and the
+# last tombstone. Every insert raises a largest rowid and every delete adds a tombstone (triggers),
+# so this changes with any write, and reads only index ends: no COUNT(*), which takes tens of
+# milliseconds per million rows (counted only when the vectors are refreshed, see COUNTS_SQL).
 VERSION_SQL = """
 SELECT (SELECT value FROM meta WHERE key = 'uuid'), (SELECT value FROM meta WHERE key = 'generation'),
-       (SELECT COUNT(*) FROM passages), (SELECT MAX(rowid) FROM passages),
-       (SELECT COUNT(*) FROM spans), (SELECT MAX(rowid) FROM spans)
+       (SELECT MAX(rowid) FROM passages), (SELECT MAX(rowid) FROM spans), (SELECT MAX(seq) FROM tombstones)
 """
+COUNTS_SQL = "SELECT (SELECT COUNT(*) FROM spans), (SELECT COUNT(*) FROM passages)"
 SCHEMA_VERSION = "1"
 PAGE = 500  # passages fetched per SQL round trip while paging hits
 
@@ -239,7 +242,8 @@ class EmbeddedStore:
         return StoreCounts(passages=passages, spans=spans)
 
     def version(self) -> StoreVersion:
-        """UUID, write generation and row counts, in one statement (well under a millisecond)."""
+        """UUID, write generation, largest rowids and last tombstone, in one statement (index ends
+        only: well under a millisecond at any size)."""
         return _read_version(self._conn)
 
     def has_field(self, name: str) -> bool:
@@ -291,7 +295,7 @@ class EmbeddedStore:
                 elif len(fresh.dead_spans) * 4 > max(len(fresh.span), 1):
                     fresh = None  # a quarter of the rows are dead: compact
             if fresh is None:
-                base = segments.read_base(conn, dims)
+                base = segments.read_base(conn, dims, spans, passages)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read the vectors: {exc}") from exc
@@ -476,17 +480,17 @@ class EmbeddedStore:
 
 def _read_version(conn: sqlite3.Connection) -> StoreVersion:
     """The store version as seen by ``conn`` (see :meth:`EmbeddedStore.version`)."""
-    return _snapshot(conn)[0]
+    store_uuid, generation, last_passage, last_span, tombstone = conn.execute(VERSION_SQL).fetchone()
+    return StoreVersion(
+        identity=str(store_uuid),
+        state=f"g{generation}-p{last_passage or 0}-s{last_span or 0}-t{tombstone or 0}",
+    )
 
 
 def _snapshot(conn: sqlite3.Connection) -> tuple[StoreVersion, int, int]:
-    """(store version, span count, passage count) as seen by ``conn``, in one statement."""
-    store_uuid, generation, passages, last_passage, spans, last_span = conn.execute(VERSION_SQL).fetchone()
-    version = StoreVersion(
-        identity=str(store_uuid),
-        state=f"g{generation}-p{passages}.{last_passage or 0}-s{spans}.{last_span or 0}",
-    )
-    return version, spans, passages
+    """(store version, span count, passage count) as seen by ``conn``, in its read transaction."""
+    spans, passages = conn.execute(COUNTS_SQL).fetchone()
+    return _read_version(conn), spans, passages
 
 
 def _blob(vector: np.ndarray) -> bytes:

@@ -380,24 +380,32 @@ def remove_stale_temp_files(cache: Path) -> None:
 CHUNK_ROWS = 65536
 
 
-def read_base(conn, dims: int) -> Segment:
-    """Every live span and passage as one base segment; ``conn`` holds the read transaction."""
+def read_base(conn, dims: int, n_spans: int, n_passages: int) -> Segment:
+    """Every live span and passage as one base segment; ``conn`` holds the read transaction in
+    which the store has ``n_spans`` spans and ``n_passages`` passages. Rows are read and quantised
+    in chunks into arrays of their final size: the peak is the int8 copy plus one chunk."""
     (tombstone,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM tombstones").fetchone()
-    parts: list[Segment] = []
+    vectors = np.empty((dims, n_spans), dtype=np.int8)
+    sums, scales = np.empty(n_spans, dtype=np.int32), np.empty(n_spans, dtype=np.float32)
+    ids = np.empty((n_spans, 2), dtype=np.int64)
+    done = 0
     spans = conn.execute("SELECT passage, rowid, vector FROM spans ORDER BY rowid")
     while rows := spans.fetchmany(CHUNK_ROWS):
-        parts.append(Segment.from_rows(rows, (), dims, (0, 0), (0, 0)))
+        part, end = Segment.from_rows(rows, (), dims, (0, 0), (0, 0)), done + len(rows)
+        vectors[:, done:end], sums[done:end], scales[done:end], ids[done:end] = part.vectors, part.sums, part.scales, part.ids
+        done = end
+    pvectors = np.empty((n_passages, dims), dtype=np.int8)
+    pscales, pids = np.empty(n_passages, dtype=np.float32), np.empty(n_passages, dtype=np.int64)
+    pdone = 0
     passages = conn.execute("SELECT rowid, vector FROM passages ORDER BY rowid")
     while rows := passages.fetchmany(CHUNK_ROWS):
-        parts.append(Segment.from_rows((), rows, dims, (0, 0), (0, 0)))
-    if not parts:
-        parts.append(Segment.from_rows((), (), dims, (0, 0), (0, 0)))
-    base = Segment.merged(parts, "")
-    base.span_lo = base.passage_lo = 0
-    base.span_hi = int(base.ids[-1, 1]) if len(base.ids) else 0
-    base.passage_hi = int(base.passage_ids[-1]) if len(base.passage_ids) else 0
-    base.tombstone = int(tombstone)
-    return base
+        part, end = Segment.from_rows((), rows, dims, (0, 0), (0, 0)), pdone + len(rows)
+        pvectors[pdone:end], pscales[pdone:end], pids[pdone:end] = part.passage_vectors, part.passage_scales, part.passage_ids
+        pdone = end
+    assert (done, pdone) == (n_spans, n_passages), "counts and rows of one snapshot differ"
+    span_hi = int(ids[-1, 1]) if n_spans else 0
+    passage_hi = int(pids[-1]) if n_passages else 0
+    return Segment(0, span_hi, 0, passage_hi, vectors, sums, scales, ids, pvectors, pscales, pids, int(tombstone))
 
 
 def read_delta(conn, vectors: SegmentSet, dims: int) -> tuple[Segment | None, list[tuple[int, str, int]]]:
