@@ -375,8 +375,11 @@ class EmbeddedStore:
         ranked, score = best[rank], score[rank]
         if not request.exhaustive:
             ranked, score = ranked[: max(request.limit, 0)], score[: max(request.limit, 0)]
-        groups = np.split(order, np.nonzero(first)[0][1:])
-        by_passage = {int(vec.passage[g[0]]): g for g in groups}
+        # the matching spans of each returned passage (a top-k search needs k of them, not all)
+        starts = np.nonzero(first)[0]
+        ends = np.append(starts[1:], order.size)
+        at = np.searchsorted(passages[starts], vec.passage[ranked])
+        by_passage = {int(passages[starts[i]]): order[starts[i] : ends[i]] for i in at.tolist()}
         return Matches(self._hits(ranked, score, by_passage, sims, vec), total=total)
 
     @staticmethod
