@@ -1,18 +1,33 @@
-"""Search latency of the embedded store: p50/p95 for one type query, top-k and --all.
+"""Search latency and memory of the embedded store at a given size (issue 14's done-criterion).
 
 The store is filled with synthetic spans (5 per passage) whose vectors are drawn around 200 type
 centres plus noise, so a query at a centre matches a realistic share of spans (about 0.5%) rather
 than none; the texts are short real-looking sentences. Encoding 1M real spans would take hours on
 2 cores and measures the encoder, not search: that is what bench_indexing.py is for.
 
-    python bench/bench_search.py --spans 100000 1000000 --queries 30
+    python bench/bench_search.py --spans 1000000 --queries 20 --json
+
+Each size runs in two child processes, so no size inherits another's peak memory: one builds the
+store (``build_s``, ``build_peak_rss_mb``) and opens it once so the derived vectors exist; a fresh
+one opens it (``cached_open_s``: a new process's first search), times top-10, ``--all`` and
+metadata-filtered top-10 queries, then writes one passage and times the first search after it
+(``first_search_after_write_s``). ``peak_rss_mb`` is that searching process's peak RSS
+(``resource.getrusage``). Every group of figures carries ``os.getloadavg()`` taken before and
+after it: on a shared machine, read figures with a 1-minute load above the core count as noisy.
+``--store DIR`` keeps (or reuses) the built store, so two versions of the code can be measured on
+one store, interleaved (``--measure-only``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,35 +41,65 @@ from indexer.stores.embedded import EmbeddedStore
 DIMS = 384
 SPANS_PER_PASSAGE = 5
 CENTRES = 200
+SEED = 0
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def build(path: Path, n_spans: int, rng: np.random.Generator) -> tuple[EmbeddedStore, np.ndarray, float]:
-    centres = unit_rows(rng.standard_normal((CENTRES, DIMS)))
+def centres() -> np.ndarray:
+    return unit_rows(np.random.default_rng(SEED).standard_normal((CENTRES, DIMS)))
+
+
+def passages(start: int, count: int, rng: np.random.Generator, c: np.ndarray) -> list[EncodedPassage]:
+    which = rng.integers(0, CENTRES, size=count * SPANS_PER_PASSAGE)
+    noise = rng.standard_normal((count * SPANS_PER_PASSAGE, DIMS)).astype(np.float32)
+    vecs = unit_rows(c[which] * 1.0 + noise * 0.085)
+    docs = []
+    for k in range(count):
+        pid = start + k
+        text = f"Passage {pid} mentions Alpha{pid} and Beta{pid} near Gamma{pid}, Delta and Epsilon."
+        spans = tuple(
+            EncodedSpan(0, 5, "Passa", 0.9, vecs[k * SPANS_PER_PASSAGE + j], ("label",))
+            for j in range(SPANS_PER_PASSAGE)
+        )
+        docs.append(EncodedPassage(Passage(str(pid), text, {"part": str(pid % 10)}), spans, vecs[k * SPANS_PER_PASSAGE]))
+    return docs
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def build(path: Path, n_spans: int, threshold: float) -> dict:
+    c = centres()
+    rng = np.random.default_rng(SEED + 1)
+    load_before = load()
     store = EmbeddedStore.open(path)
     store.check_model(ModelStamp("bench", "1", DIMS, "0" * 64))
     n_passages = n_spans // SPANS_PER_PASSAGE
     began = time.perf_counter()
     batch = 2000
     for start in range(0, n_passages, batch):
-        count = min(batch, n_passages - start)
-        which = rng.integers(0, CENTRES, size=count * SPANS_PER_PASSAGE)
-        noise = rng.standard_normal((count * SPANS_PER_PASSAGE, DIMS)).astype(np.float32)
-        vecs = unit_rows(centres[which] * 1.0 + noise * 0.085)
-        docs = []
-        for k in range(count):
-            pid = start + k
-            text = f"Passage {pid} mentions Alpha{pid} and Beta{pid} near Gamma{pid}, Delta and Epsilon."
-            spans = tuple(
-                EncodedSpan(0, 5, "Passa", 0.9, vecs[k * SPANS_PER_PASSAGE + j], ("label",))
-                for j in range(SPANS_PER_PASSAGE)
-            )
-            docs.append(EncodedPassage(Passage(str(pid), text, {"part": str(pid % 10)}), spans, vecs[k * SPANS_PER_PASSAGE]))
-        store.write(docs)
-    return store, centres, time.perf_counter() - began
+        store.write(passages(start, min(batch, n_passages - start), rng, c))
+    build_s = time.perf_counter() - began
+    began = time.perf_counter()
+    list(store.search(SearchRequest(c[0], threshold, limit=10)))  # makes the derived vectors
+    first_s = time.perf_counter() - began
+    store.close()
+    return {
+        "spans": n_spans,
+        "passages": n_passages,
+        "build_s": round(build_s, 1),
+        "first_search_after_build_s": round(first_s, 2),
+        "build_peak_rss_mb": peak_rss_mb(),
+        "build_load": [load_before, load()],
+    }
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -66,80 +111,97 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
+def figures(name: str, values: list[float]) -> dict:
+    return {
+        f"{name}_p50_ms": round(float(np.percentile(values, 50)), 1),
+        f"{name}_p95_ms": round(float(np.percentile(values, 95)), 1),
+    }
+
+
+def measure(path: Path, queries: int, threshold: float) -> dict:
+    c = centres()
+    row: dict = {"search_load": [load()]}
+    began = time.perf_counter()
+    store = EmbeddedStore.open(path, create=False)
+    list(store.search(SearchRequest(c[0], threshold, limit=10)))
+    row["cached_open_s"] = round(time.perf_counter() - began, 3)
+    qs = [c[i % CENTRES] for i in range(1, queries + 1)]
+    matched: list[int] = []
+
+    def run(request_of):
+        def once(q=iter(qs)):
+            return list(store.search(request_of(next(q))))
+        return once
+
+    top = run(lambda q: SearchRequest(q, threshold, limit=10))
+    t_top = timed(top, queries)
+    row.update(figures("top10", t_top))
+    row["search_load"].append(load())
+
+    def every(q=iter(qs)):
+        matched.append(len(list(store.search(SearchRequest(next(q), threshold, exhaustive=True)))))
+
+    row.update(figures("all", timed(every, queries)))
+    row["all_passages_median"] = int(statistics.median(matched))
+    row["search_load"].append(load())
+    row.update(figures("filtered_top10", timed(run(lambda q: SearchRequest(q, threshold, limit=10, filters={"part": "3"})), queries)))
+    row["search_load"].append(load())
+    # hybrid scoring (λ = 2): + one passage-vector dot product per matching passage
+    row.update(figures("hybrid_top10", timed(run(lambda q: SearchRequest(q, threshold, limit=10, passage_weight=2.0)), queries)))
+    row["search_load"].append(load())
+    # one more passage, then the first search: what a writer waits for
+    rng = np.random.default_rng(int(time.time()))
+    n = store.counts().passages
+    began = time.perf_counter()
+    store.write(passages(n + 10_000_000, 1, rng, c))
+    row["write_one_s"] = round(time.perf_counter() - began, 3)
+    began = time.perf_counter()
+    list(store.search(SearchRequest(c[0], threshold, limit=10)))
+    row["first_search_after_write_s"] = round(time.perf_counter() - began, 3)
+    row["search_load"].append(load())
+    store.close()
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
+
+
+def child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spans", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--store", type=Path, help="build the store here (kept), or reuse it if it exists")
+    parser.add_argument("--measure-only", action="store_true", help="only measure the store given by --store")
+    parser.add_argument("--child", choices=("build", "measure"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    results = []
+    if args.child == "build":
+        print(json.dumps(build(args.store, args.spans[0], args.threshold)))
+        return
+    if args.child == "measure":
+        print(json.dumps(measure(args.store, args.queries, args.threshold)))
+        return
+    common = ["--queries", str(args.queries), "--threshold", str(args.threshold)]
     for n in args.spans:
-        with tempfile.TemporaryDirectory() as tmp:
-            store, centres, build_s = build(Path(tmp) / "s", n, rng)
-            began = time.perf_counter()
-            store._load_vectors()
-            load_s = time.perf_counter() - began
-            store.close()
-            # a new process on an unchanged store: the memory-mapped cache
-            began = time.perf_counter()
-            store = EmbeddedStore.open(Path(tmp) / "s", create=False)
-            store._load_vectors()
-            cached_load_s = time.perf_counter() - began
-            queries = [centres[i % CENTRES] for i in range(args.queries)]
-            it = iter(queries * 3)
-
-            def topk() -> None:
-                list(store.search(SearchRequest(next(it), args.threshold, limit=10)))
-
-            matched: list[int] = []
-
-            def every() -> None:
-                matched.append(len(list(store.search(SearchRequest(next(it), args.threshold, exhaustive=True)))))
-
-            filtered = iter(queries)
-
-            def with_filter() -> None:
-                list(store.search(SearchRequest(next(filtered), args.threshold, limit=10, filters={"part": "3"})))
-
-            hybrid_it = iter(queries * 2)
-
-            def hybrid_topk() -> None:
-                list(store.search(SearchRequest(next(hybrid_it), args.threshold, limit=10, passage_weight=2.0)))
-
-            def hybrid_every() -> None:
-                list(store.search(SearchRequest(next(hybrid_it), args.threshold, exhaustive=True, passage_weight=2.0)))
-
-            t_top = timed(topk, args.queries)
-            t_all = timed(every, args.queries)
-            t_filter = timed(with_filter, args.queries)
-            t_htop = timed(hybrid_topk, args.queries)
-            t_hall = timed(hybrid_every, args.queries)
-            row = {
-                "spans": n,
-                "passages": n // SPANS_PER_PASSAGE,
-                "build_s": round(build_s, 1),
-                "vector_load_s": round(load_s, 2),
-                "cached_open_s": round(cached_load_s, 3),
-                "topk_p50_ms": round(pct(t_top, 50), 1),
-                "topk_p95_ms": round(pct(t_top, 95), 1),
-                "all_p50_ms": round(pct(t_all, 50), 1),
-                "all_p95_ms": round(pct(t_all, 95), 1),
-                "all_passages_median": int(statistics.median(matched)),
-                "filtered_topk_p50_ms": round(pct(t_filter, 50), 1),
-                "filtered_topk_p95_ms": round(pct(t_filter, 95), 1),
-                # hybrid scoring (λ = 2): + one passage-vector dot product per matching passage
-                "hybrid_topk_p50_ms": round(pct(t_htop, 50), 1),
-                "hybrid_all_p50_ms": round(pct(t_hall, 50), 1),
-            }
-            results.append(row)
-            store.close()
+        tmp = None
+        if args.store is not None:
+            path = args.store if len(args.spans) == 1 else args.store / str(n)
+        else:
+            tmp = tempfile.mkdtemp(prefix="bench_search_")
+            path = Path(tmp) / "s"
+        try:
+            row: dict = {"spans": n}
+            if not args.measure_only and not (path / "store.sqlite").exists():
+                row.update(child("--child", "build", "--store", str(path), "--spans", str(n), *common))
+            row.update(child("--child", "measure", "--store", str(path), "--spans", str(n), *common))
             print(json.dumps(row) if args.json else row, flush=True)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

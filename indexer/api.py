@@ -92,12 +92,15 @@ class NerIndex:
     ) -> IndexReport:
         """Encode and store passages; already stored ids are skipped (resumable, idempotent).
 
+        ``passages`` may be any iterable (a generator such as :func:`read_passages`): it is read
+        one chunk (256 passages) at a time and each chunk is written before the next is read, so
+        memory does not grow with the input. Bad input found half-way leaves the chunks before
+        it stored (the CLI reads a file twice to check it all first).
         ``progress`` is called with passages done, ``windows`` with (windows done, windows of the
         current chunk): the one that moves while a long passage is encoded.
         """
-        items = passages if isinstance(passages, Sequence) else list(passages)
         return index_passages(
-            items,
+            passages,
             self.encoder,
             self.store,
             batch_size=batch_size,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
 from .errors import InputError, SearchError
-from .records import Hit, marked_spans
+from .records import Hit, Passage, marked_spans
 from .text import printable
 from .stores.base import MAX_PASSAGE_WEIGHT
 
@@ -125,19 +125,23 @@ def index_command(
 
     from .reading import ReadStats, read_passages
 
+    def read(stats: ReadStats) -> Iterator[Passage]:
+        return read_passages(source, format=fmt, id_field=id_field, text_field=text_field, on_error=on_error,
+                             stats=stats)
+
+    # read twice rather than hold the input in memory: once to check all of it, once to index it
+    # chunk by chunk (a file changed in between is read as it is then, and checked again)
     stats = ReadStats()
-    passages = list(
-        read_passages(source, format=fmt, id_field=id_field, text_field=text_field, on_error=on_error, stats=stats)
-    )
-    if not passages:
+    count = sum(1 for _ in read(stats))
+    if not count:
         raise InputError("no passages to index", path=source)
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
     ix = open_index(backend, create=True, catalog=catalog)
     # the bar shows only on a terminal (disable=None); the summary line below is printed always
-    with ix, tqdm(total=len(passages), unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
+    with ix, tqdm(total=count, unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
         report = ix.index(
-            passages, batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update,
+            read(ReadStats()), batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update,
             windows=lambda done, total: bar.set_postfix_str(f"windows {done}/{total}"),
         )
     summary = {

@@ -3,14 +3,16 @@
 It reads like elasticsearch-py's bulk helpers: :func:`index_chunks` yields what happened to each
 chunk, :func:`index_passages` is a thin summary over it. Each chunk is written in one store
 transaction (or one bulk request), so an interrupted run keeps whole passages only and a rerun skips
-the ids already stored — resumable and idempotent.
+the ids already stored — resumable and idempotent. Input is consumed chunk by chunk (any iterable,
+read lazily), so memory is bounded by one chunk, not by the input.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
@@ -72,9 +74,11 @@ class IndexReport:
         }
 
 
-def chunked(items: Sequence[Passage], size: int) -> Iterator[Sequence[Passage]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def chunked(items: Iterable[Passage], size: int) -> Iterator[Sequence[Passage]]:
+    """Lists of up to ``size`` items, taken from ``items`` as they are needed."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 def refuse_copies_under_text_ids(passages: Sequence[Passage], store: Store) -> None:
@@ -100,7 +104,7 @@ def refuse_copies_under_text_ids(passages: Sequence[Passage], store: Store) -> N
 
 
 def index_chunks(
-    passages: Sequence[Passage],
+    passages: Iterable[Passage],
     encoder: Encoder,
     store: Store,
     *,
@@ -126,7 +130,7 @@ def index_chunks(
 
 
 def index_passages(
-    passages: Sequence[Passage],
+    passages: Iterable[Passage],
     encoder: Encoder,
     store: Store,
     *,
@@ -136,9 +140,11 @@ def index_passages(
     progress: Callable[[int], None] | None = None,
     windows: Callable[[int, int], None] | None = None,
 ) -> IndexReport:
-    """Index passages into a store (guarding the model first) and summarise what happened."""
+    """Index passages into a store (guarding the model first) and summarise what happened.
+
+    ``passages`` is read one chunk at a time; ``report.passages`` counts what was read."""
     store.check_model(encoder.info.stamp)
-    report = IndexReport(passages=len(passages))
+    report = IndexReport()
     began = time.perf_counter()
     try:
         for skipped, docs, outcomes in index_chunks(
@@ -151,6 +157,7 @@ def index_passages(
             progress=progress,
             windows=windows,
         ):
+            report.passages += skipped + len(docs)
             report.skipped_existing += skipped
             report.add(outcomes, docs)
     except KeyboardInterrupt:

@@ -1,14 +1,14 @@
-"""The embedded store: one folder, one SQLite database, exact vector search in memory.
+"""The embedded store: one folder, one SQLite database, vector search over int8 segments.
 
-SQLite (standard library, ACID) holds passages, spans, metadata and vectors; FTS5 gives the
-lexical restriction. Span vectors (and passage vectors, for hybrid scoring) are loaded once into
-float32 matrices and searched exactly with numpy (a matrix-vector product over 1M × 384 floats is tens of milliseconds on 2 cores, see
-``bench/``). Reading a million vector blobs out of SQLite takes seconds, so the matrix is also kept
-as a derived cache (``cache/*.npy``, memory-mapped): a new process searching an unchanged store
-starts at once. The cache is trusted only through its manifest (``stores/derived.py``), which names
-the store version it was made from: the store's UUID (written at creation), its write generation
-and row counts (:meth:`EmbeddedStore.version`), so a replaced or restored ``store.sqlite``, a write
-by another process or a damaged file all lead to a rebuild from SQLite, never to wrong answers.
+SQLite (standard library, ACID) holds passages, spans, metadata and float32 vectors; FTS5 gives
+the lexical restriction. Span vectors (and passage vectors, for hybrid scoring) are also kept as
+int8 segments (``stores/segments.py``): memory-mapped from ``cache/``, scanned with an int8
+kernel, extended by one small tail segment after a write instead of being rebuilt. Every span
+whose int8 score is within ``segments.EPSILON`` of a decision (the threshold, or the k-th best
+passage of a top-k search) is re-scored from its float32 blob, so answers and scores are the exact
+ones. Segments are trusted only through their manifests (``stores/derived.py``): the store's UUID
+(written at creation), what rows they cover and a checksum per file, so a replaced or restored
+``store.sqlite`` or a damaged file lead to a rebuild from SQLite, never to wrong answers.
 Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only whole
 passages behind and a rerun resumes by skipping ids already stored.
 """
@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -29,7 +27,9 @@ import numpy as np
 
 from ..errors import ModelMismatchError, SearchError, StoreError
 from ..records import EncodedPassage, Hit, Matches, SpanMatch
-from . import derived
+from . import segments
+from . import filters as sql_filters
+from .filters import _FIELD, filter_sql, fts_query, span_filter_sql, split_filters  # noqa: F401 (re-exported)
 from .base import (
     ModelStamp,
     SearchRequest,
@@ -44,16 +44,18 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "store.sqlite"
 CACHE_DIR = "cache"
-CACHE_FILES = ("vectors.npy", "ids.npy", "passage_vectors.npy", "passage_ids.npy")
-# One statement, so one snapshot: the store UUID, the write generation and the row counts.
+CACHE_FILES = segments.FILES
+# One statement, so one snapshot: the store UUID, the write generation, the largest rowids and the
+# last tombstone. Every insert raises a largest rowid and every delete adds a tombstone (triggers),
+# so this changes with any write, and reads only index ends: no COUNT(*), which takes tens of
+# milliseconds per million rows (counted only when the vectors are refreshed, see COUNTS_SQL).
 VERSION_SQL = """
 SELECT (SELECT value FROM meta WHERE key = 'uuid'), (SELECT value FROM meta WHERE key = 'generation'),
-       (SELECT COUNT(*) FROM passages), (SELECT MAX(rowid) FROM passages),
-       (SELECT COUNT(*) FROM spans), (SELECT MAX(rowid) FROM spans)
+       (SELECT MAX(rowid) FROM passages), (SELECT MAX(rowid) FROM spans), (SELECT MAX(seq) FROM tombstones)
 """
+COUNTS_SQL = "SELECT (SELECT COUNT(*) FROM spans), (SELECT COUNT(*) FROM passages)"
 SCHEMA_VERSION = "1"
 PAGE = 500  # passages fetched per SQL round trip while paging hits
-_FIELD = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,103 +79,19 @@ CREATE INDEX IF NOT EXISTS spans_by_passage ON spans(passage);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
     text, content='passages', content_rowid='rowid'
 );
+-- every deleted (or replaced) span and passage, so vector segments made before can leave it out
+CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, row INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tombstones_by_row ON tombstones(kind, row);
+CREATE TRIGGER IF NOT EXISTS spans_tombstone AFTER DELETE ON spans
+BEGIN INSERT INTO tombstones(kind, row) VALUES ('s', old.rowid); END;
+CREATE TRIGGER IF NOT EXISTS passages_tombstone AFTER DELETE ON passages
+BEGIN INSERT INTO tombstones(kind, row) VALUES ('p', old.rowid); END;
 """
-
-
-def fts_query(text: str) -> str:
-    """A safe FTS5 query: every word must occur (each quoted, so no operator syntax leaks in)."""
-    words = [w for w in re.findall(r"\w+", text, flags=re.UNICODE)]
-    if not words:
-        raise SearchError(f"text restriction {text!r} has no words to match")
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
-
-
-SPAN_FILTERS = ("spans.labels", "spans.text")
-
-
-def split_filters(filters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metadata filters, span filters): keys ``spans.labels``/``spans.text`` restrict spans."""
-    passage_level: dict[str, Any] = {}
-    span_level: dict[str, Any] = {}
-    for key, value in filters.items():
-        if key.startswith("spans."):
-            if key not in SPAN_FILTERS:
-                raise SearchError(f"cannot filter on span field {key!r} (span filters: {', '.join(SPAN_FILTERS)})")
-            span_level[key] = value
-        else:
-            passage_level[key] = value
-    return passage_level, span_level
-
-
-def _values(key: str, value: Any) -> list[Any]:
-    values = list(value) if isinstance(value, (list, tuple, set)) else [value]
-    if not values:
-        raise SearchError(f"filter field {key!r} has no values")
-    return values
-
-
-def filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL condition on ``passages.fields`` (JSON): each key must equal one of its values.
-
-    A field holding a list matches when any element matches; values compare as text, so
-    ``--where year=2020`` matches a stored number 2020; ``None`` means the field is absent.
-    """
-    clauses: list[str] = []
-    params: list[Any] = []
-    for key, value in filters.items():
-        if not _FIELD.match(key):
-            raise SearchError(f"filter field {key!r}: use letters, digits, '_', '-' or '.'")
-        if value is None:
-            clauses.append(f"json_extract(passages.fields, '$.\"{key}\"') IS NULL")
-            continue
-        values = _values(key, value)
-        marks = ",".join("?" for _ in values)
-        clauses.append(
-            f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') "
-            f"WHERE CAST(value AS TEXT) IN ({marks}))"
-        )
-        params.extend(_as_text(v) for v in values)
-    return " AND ".join(clauses), params
-
-
-def span_filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL selecting the rowids of spans allowed by ``spans.labels`` / ``spans.text`` filters."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for key, value in filters.items():
-        values = [_as_text(v) for v in _values(key, value)]
-        marks = ",".join("?" for _ in values)
-        if key == "spans.labels":
-            clauses.append(f"EXISTS (SELECT 1 FROM json_each(spans.labels) WHERE value IN ({marks}))")
-        else:
-            clauses.append(
-                "(SELECT substr(p.text, spans.start + 1, spans.end - spans.start) "
-                f"FROM passages AS p WHERE p.rowid = spans.passage) IN ({marks})"
-            )
-        params.extend(values)
-    return "SELECT rowid FROM spans WHERE " + " AND ".join(clauses), params
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-@dataclass
-class _Vectors:
-    """The in-memory copy of every span vector, grouped by passage."""
-
-    version: StoreVersion
-    matrix: np.ndarray  # float32 [n, dims]
-    passage: np.ndarray  # int64 passage rowid of each span
-    span: np.ndarray  # int64 span rowid
-    passage_matrix: np.ndarray  # float32 [m, dims] passage vectors (zeros where none was stored)
-    passage_rows: np.ndarray  # int64 [m] their passage rowids, ascending
-
-    def passage_similarity(self, rowids: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """cos(query, passage vector) of the given passage rowids (all present in the matrix)."""
-        return self.passage_matrix[np.searchsorted(self.passage_rows, rowids)] @ query
+# the highest rowid a table has ever used: new rows go above it, so a rowid is never reused
+LAST_ROWID_SQL = """
+SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
+           COALESCE((SELECT MAX(row) FROM tombstones WHERE kind = '{kind}'), 0))
+"""
 
 
 class EmbeddedStore:
@@ -182,8 +100,9 @@ class EmbeddedStore:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
-        self._vectors: _Vectors | None = None
+        self._vectors: segments.SegmentSet | None = None
         self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
+        self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True) -> "EmbeddedStore":
@@ -211,7 +130,7 @@ class EmbeddedStore:
             )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db}: not a usable nerindex store: {exc}") from exc
-        derived.remove_stale_temp_files(folder / CACHE_DIR)
+        segments.remove_stale_temp_files(folder / CACHE_DIR)
         return cls(folder, conn)
 
     # ------------------------------------------------------------------ model guard
@@ -274,6 +193,8 @@ class EmbeddedStore:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
+            (passage_row,) = conn.execute(LAST_ROWID_SQL.format(table="passages", kind="p")).fetchone()
+            (span_row,) = conn.execute(LAST_ROWID_SQL.format(table="spans", kind="s")).fetchone()
             for doc in docs:
                 p = doc.passage
                 old = conn.execute(
@@ -285,20 +206,23 @@ class EmbeddedStore:
                         old,
                     )
                     conn.execute("DELETE FROM passages WHERE rowid = ?", (old[0],))
-                cur = conn.execute(
-                    "INSERT INTO passages(id, text, fields, vector) VALUES (?, ?, ?, ?)",
-                    (p.id, p.text, json.dumps(p.fields, ensure_ascii=False), _blob(doc.vector)),
+                passage_row += 1
+                rowid = passage_row
+                conn.execute(
+                    "INSERT INTO passages(rowid, id, text, fields, vector) VALUES (?, ?, ?, ?, ?)",
+                    (rowid, p.id, p.text, json.dumps(p.fields, ensure_ascii=False), _blob(doc.vector)),
                 )
-                rowid = cur.lastrowid
                 conn.execute("INSERT INTO passages_fts(rowid, text) VALUES (?, ?)", (rowid, p.text))
                 conn.executemany(
-                    "INSERT INTO spans(passage, start, end, score, labels, vector) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO spans(rowid, passage, start, end, score, labels, vector) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (rowid, s.start, s.end, float(s.score), json.dumps(list(s.labels)), _blob(s.vector))
-                        for s in doc.spans
+                        (span_row + k, rowid, s.start, s.end, float(s.score), json.dumps(list(s.labels)),
+                         _blob(s.vector))
+                        for k, s in enumerate(doc.spans, start=1)
                     ],
                 )
+                span_row += len(doc.spans)
                 outcomes.append(WriteOutcome(p.id, True, "updated" if old else "created"))
             conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
             conn.execute("COMMIT")
@@ -318,7 +242,8 @@ class EmbeddedStore:
         return StoreCounts(passages=passages, spans=spans)
 
     def version(self) -> StoreVersion:
-        """UUID, write generation and row counts, in one statement (well under a millisecond)."""
+        """UUID, write generation, largest rowids and last tombstone, in one statement (index ends
+        only: well under a millisecond at any size)."""
         return _read_version(self._conn)
 
     def has_field(self, name: str) -> bool:
@@ -330,69 +255,60 @@ class EmbeddedStore:
         ).fetchone()
         return row is not None
 
-    def _load_vectors(self) -> _Vectors:
+    def _load_vectors(self) -> segments.SegmentSet:
         with self._loading:
-            version = self.version()
-            if self._vectors is None or self._vectors.version != version:
-                self._vectors = self._read_cache(version) or self._rebuild_cache()
+            current = self._vectors
+            if current is None or current.version != self.version():
+                self._vectors = self._refresh(current)
             return self._vectors
 
-    def _read_cache(self, version: StoreVersion) -> _Vectors | None:
-        stamp = self.model()
-        dims = stamp.dims if stamp else 0
-
-        def consistent(a: dict[str, np.ndarray]) -> str | None:
-            matrix, ids, pmatrix, prows = (a[name] for name in CACHE_FILES)
-            if matrix.ndim != 2 or matrix.shape[1] != dims or pmatrix.ndim != 2 or pmatrix.shape[1] != dims:
-                return f"vectors of shape {matrix.shape} and {pmatrix.shape}, the model has {dims} dims"
-            if ids.shape != (matrix.shape[0], 2) or prows.shape != (pmatrix.shape[0],):
-                return "ids and vectors differ in length"
-            return None
-
-        arrays = derived.load_arrays(
-            self.path / CACHE_DIR, version, CACHE_FILES, mmap=("vectors.npy", "passage_vectors.npy"), check=consistent
-        )
-        if arrays is None:
-            return None
-        matrix, ids, passage_matrix, passage_rows = (arrays[name] for name in CACHE_FILES)
-        return _Vectors(version, matrix, ids[:, 0].copy(), ids[:, 1].copy(), passage_matrix, passage_rows)
-
-    def _rebuild_cache(self) -> _Vectors:
-        """Read every span and passage vector from SQLite, in one snapshot, and save the derived cache.
+    def _refresh(self, current: segments.SegmentSet | None) -> segments.SegmentSet:
+        """Bring the segments up to the store: load them from disk (a new process), then add what
+        was written since as one tail and mark what was deleted since; rebuild everything when
+        the result does not add up to the store's row counts, or a quarter of the rows are dead.
+        The set in use is never changed (the service's threads may be searching it): a new one
+        replaces it.
 
         A private connection holds the read transaction: the store's own connection is shared by
         the service's threads, and a transaction on it would take in their statements too.
         """
         stamp = self.model()
         dims = stamp.dims if stamp else 0
+        cache = self.path / CACHE_DIR
+        if current is None:
+            loaded = segments.load(cache, self.version().identity, dims)
+            if loaded:
+                current = segments.SegmentSet(None, loaded, tombstone=loaded[0].tombstone, persisted=True, lazy=True)
+        fresh = tail = None
         conn = sqlite3.connect(str(self.path / DB_NAME), isolation_level=None)
         try:
             conn.execute("BEGIN")
-            version = _read_version(conn)
-            rows = conn.execute("SELECT passage, rowid, vector FROM spans ORDER BY passage, rowid").fetchall()
-            prows = conn.execute("SELECT rowid, vector FROM passages ORDER BY rowid").fetchall()
+            version, spans, passages = _snapshot(conn)
+            if current is not None:
+                tail, tombstones = segments.read_delta(conn, current, dims)
+                fresh = current.extended(version, tail, tombstones)
+                live = fresh.live_counts()
+                if live != (spans, passages):
+                    log.info("vector segments do not add up to the store (%s live, %s stored): rebuilding",
+                             live, (spans, passages))
+                    fresh = None
+                elif len(fresh.dead_spans) * 4 > max(len(fresh.span), 1):
+                    fresh = None  # a quarter of the rows are dead: compact
+            if fresh is None:
+                base = segments.read_base(conn, dims, spans, passages)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read the vectors: {exc}") from exc
         finally:
             conn.close()
-        if rows:
-            passage, span, blobs = zip(*rows)
-            matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), dims)
-        else:
-            passage, span, matrix = (), (), np.zeros((0, dims), dtype=np.float32)
-        ids = np.stack([np.asarray(passage, dtype=np.int64), np.asarray(span, dtype=np.int64)], axis=1)
-        ids = ids.reshape(-1, 2)
-        zero = bytes(4 * dims)
-        passage_rows = np.asarray([r[0] for r in prows], dtype=np.int64)
-        passage_matrix = np.frombuffer(
-            b"".join(r[1] if r[1] and len(r[1]) == len(zero) else zero for r in prows), dtype=np.float32
-        ).reshape(len(prows), dims)
-        arrays = dict(zip(CACHE_FILES, (matrix, ids, passage_matrix, passage_rows)))
-        # a read-only or full disk still searches: the copy in memory serves this process
-        if derived.save_arrays(self.path / CACHE_DIR, version, arrays):
-            (self.path / CACHE_DIR / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
-        return _Vectors(version, matrix, ids[:, 0].copy(), ids[:, 1].copy(), passage_matrix, passage_rows)
+        if fresh is not None:
+            if tail is not None and fresh.persisted:
+                fresh.use(segments.save_tail(cache, version.identity, fresh.segments[:-1], tail))
+            return fresh
+        persisted = segments.save_base(cache, version.identity, base)
+        if persisted:
+            (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
+        return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted)
 
     def _allowed(self, request: SearchRequest, filters: dict[str, Any]) -> np.ndarray | None:
         """Passage rowids allowed by the metadata filters and text restriction (None: all)."""
@@ -401,7 +317,7 @@ class EmbeddedStore:
         where: list[str] = []
         params: list[Any] = []
         if filters:
-            clause, fparams = filter_sql(filters)
+            clause, fparams = (sql_filters.indexed_filter_sql if self._indexed else filter_sql)(filters)
             where.append(clause)
             params.extend(fparams)
         if request.text:
@@ -415,7 +331,8 @@ class EmbeddedStore:
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
-        """Exact search: every span scored, passages ranked by their best span (+ λ · passage)."""
+        """Every span scored (int8, then float32 where it matters), passages ranked by their best
+        span (+ λ · passage); see the module docstring for when a span is re-scored."""
         stamp = self.model()
         if stamp is None:
             return iter(())
@@ -423,17 +340,22 @@ class EmbeddedStore:
         if query.shape[0] != stamp.dims:
             raise SearchError(f"query vector has {query.shape[0]} dims, the store {stamp.dims}")
         vec = self._load_vectors()
-        sims = vec.matrix @ query
-        keep = sims >= request.min_similarity
+        sims = vec.approx_sims(query)
+        threshold, eps = request.min_similarity, segments.EPSILON
+        keep = vec.alive & (sims >= threshold - eps)
         passage_filters, span_filters = split_filters(request.filters)
         allowed = self._allowed(request, passage_filters)
         if allowed is not None:
             keep &= np.isin(vec.passage, allowed)
         if span_filters:
-            sql, params = span_filter_sql(span_filters)
+            sql, params = (sql_filters.indexed_span_filter_sql if self._indexed else span_filter_sql)(span_filters)
             spans = np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64)
             keep &= np.isin(vec.span, spans)
         idx = np.nonzero(keep)[0]
+        chosen = None if request.exhaustive else self._top_candidates(vec, idx, sims, query, request)
+        rescore = idx if chosen is None else idx[np.isin(vec.passage[idx], chosen) | (sims[idx] < threshold + eps)]
+        sims[rescore] = self._exact(vec.span[rescore], query, "spans", -np.inf)
+        idx = idx[sims[idx] >= threshold]
         if idx.size == 0:
             return iter(())
         # best span per passage: order spans by passage, then by descending similarity
@@ -442,17 +364,67 @@ class EmbeddedStore:
         first = np.ones(order.size, dtype=bool)
         first[1:] = passages[1:] != passages[:-1]
         best = order[first]
+        total = int(best.size)
+        if chosen is not None:  # top-k: only passages whose spans were all re-scored can rank
+            best = best[np.isin(vec.passage[best], chosen)]
         score = sims[best].astype(np.float64)
         if request.passage_weight:
-            score += request.passage_weight * vec.passage_similarity(vec.passage[best], query)
+            score += request.passage_weight * self._exact(vec.passage[best], query, "passages", 0.0)
         # passages by score (desc), ties by insertion order for a stable result
         rank = np.lexsort((vec.passage[best], -score))
         ranked, score = best[rank], score[rank]
         if not request.exhaustive:
             ranked, score = ranked[: max(request.limit, 0)], score[: max(request.limit, 0)]
-        groups = np.split(order, np.nonzero(first)[0][1:])
-        by_passage = {int(vec.passage[g[0]]): g for g in groups}
-        return Matches(self._hits(ranked, score, by_passage, sims, vec), total=int(best.size))
+        # the matching spans of each returned passage (a top-k search needs k of them, not all)
+        starts = np.nonzero(first)[0]
+        ends = np.append(starts[1:], order.size)
+        at = np.searchsorted(passages[starts], vec.passage[ranked])
+        by_passage = {int(passages[starts[i]]): order[starts[i] : ends[i]] for i in at.tolist()}
+        return Matches(self._hits(ranked, score, by_passage, sims, vec), total=total)
+
+    @staticmethod
+    def _top_candidates(vec: segments.SegmentSet, idx: np.ndarray, sims: np.ndarray, query: np.ndarray,
+                        request: SearchRequest) -> np.ndarray:
+        """Passage rowids that may be among the top ``limit`` by int8 scores (which are within
+        ε of the exact ones): all whose approximate score reaches the k-th best sure match's
+        less 2ε(1 + λ). Sure matches are passages whose best span scores threshold + ε or more."""
+        if idx.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        order = idx[np.lexsort((-sims[idx], vec.passage[idx]))]
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = vec.passage[order][1:] != vec.passage[order][:-1]
+        best = order[first]
+        weight = request.passage_weight or 0.0
+        approx = sims[best].astype(np.float64)
+        if weight:
+            approx += weight * vec.approx_passage_sims(vec.passage[best], query)
+        sure = approx[sims[best] >= request.min_similarity + segments.EPSILON]
+        k = max(request.limit, 0)
+        if k == 0:
+            return np.zeros(0, dtype=np.int64)
+        if sure.size < k:
+            return vec.passage[best]
+        kth = np.partition(sure, sure.size - k)[sure.size - k]
+        return vec.passage[best[approx >= kth - 2 * segments.EPSILON * (1 + weight)]]
+
+    def _exact(self, rowids: np.ndarray, query: np.ndarray, table: str, missing: float) -> np.ndarray:
+        """float32 cos(query, stored vector) of span or passage rowids, from SQLite; ``missing``
+        where a row is gone (deleted since the segments were loaded) or has no vector."""
+        out = np.full(rowids.size, missing, dtype=np.float32)
+        if rowids.size == 0:
+            return out
+        rows = self._conn.execute(
+            f"SELECT rowid, vector FROM {table} WHERE rowid IN (SELECT value FROM json_each(?))",
+            (json.dumps(rowids.tolist()),),
+        ).fetchall()
+        nbytes = 4 * query.size
+        rows = [r for r in rows if r[1] is not None and len(r[1]) == nbytes]
+        if rows:
+            found = np.asarray([r[0] for r in rows], dtype=np.int64)
+            matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            where = {int(r): i for i, r in enumerate(rowids.tolist())}
+            out[[where[int(r)] for r in found]] = matrix @ query
+        return out
 
     def _hits(
         self,
@@ -460,7 +432,7 @@ class EmbeddedStore:
         scores: np.ndarray,
         by_passage: dict[int, np.ndarray],
         sims: np.ndarray,
-        vec: _Vectors,
+        vec: segments.SegmentSet,
     ) -> Iterator[Hit]:
         for start in range(0, ranked.size, PAGE):
             chunk_scores = scores[start : start + PAGE]
@@ -511,11 +483,17 @@ class EmbeddedStore:
 
 def _read_version(conn: sqlite3.Connection) -> StoreVersion:
     """The store version as seen by ``conn`` (see :meth:`EmbeddedStore.version`)."""
-    store_uuid, generation, passages, last_passage, spans, last_span = conn.execute(VERSION_SQL).fetchone()
+    store_uuid, generation, last_passage, last_span, tombstone = conn.execute(VERSION_SQL).fetchone()
     return StoreVersion(
         identity=str(store_uuid),
-        state=f"g{generation}-p{passages}.{last_passage or 0}-s{spans}.{last_span or 0}",
+        state=f"g{generation}-p{last_passage or 0}-s{last_span or 0}-t{tombstone or 0}",
     )
+
+
+def _snapshot(conn: sqlite3.Connection) -> tuple[StoreVersion, int, int]:
+    """(store version, span count, passage count) as seen by ``conn``, in its read transaction."""
+    spans, passages = conn.execute(COUNTS_SQL).fetchone()
+    return _read_version(conn), spans, passages
 
 
 def _blob(vector: np.ndarray) -> bytes:

@@ -1,0 +1,427 @@
+"""Span and passage vectors of the embedded store as int8 segments that grow with each write.
+
+SQLite stays the source of truth (float32 blobs); this module keeps a derived, quantised copy that
+a search scans. Each vector is stored as int8 with its own scale (``scale = max|v| / 127``,
+``v ≈ q · scale``): a quarter of float32's memory, scanned by onnxruntime's ``MatMulInteger``
+kernel (numpy's int8 matmul is slower than its float32 one). The kernel is fast for a uint8
+left operand and an int8 right one, so a segment stores its span vectors transposed (``[dims,
+rows]``), the query goes in as ``q + 128`` (uint8), and ``128 · Σ row`` (each row's sum, kept
+with the segment) is subtracted again: exact int32 dot products, ~46 ms for 1M × 384 on 2 cores
+where the float32 product takes ~140 ms (same machine, same minute).
+
+Layout (``cache/``, every folder trusted only through ``derived.py``'s manifest):
+
+- ``cache/`` itself is the *base* segment: every live span and passage up to some rowid, made in
+  one snapshot. Its manifest's state names what it covers: ``seg1:s<lo>-<hi>:p<lo>-<hi>:t<seq>``
+  (span rowids, passage rowids, and the last tombstone already left out).
+- ``cache/tail-<hex>/`` are *tail* segments, one per refresh after a write: the spans and
+  passages with rowids above the previous segment's. ``cache/segments.json`` lists them in
+  order with the base they extend; a chain that does not join up is cut where it breaks, and
+  what it misses is read from SQLite.
+
+Rows never change once written: the store gives every new span and passage a rowid above any
+used before (``EmbeddedStore.write``), and a replaced or deleted row leaves a *tombstone* row in
+SQLite (a trigger), which marks it dead here. So a segment stays valid after any later write, and a
+refresh after writing one passage reads one passage, not the store. A loaded set is accepted only
+when its live rows add up to the store's row counts; anything else (a store written by an older
+nerindex that reused a rowid, a lost file) means a full rebuild, never a wrong answer.
+
+Quantised scores are approximate: ``|int8 score − float32 score| < EPSILON`` for the unit vectors
+the encoder makes (the error is about 0.001; see the tests). The store re-scores from the float32
+blobs every span whose approximate score is within EPSILON of the decision it takes part in, so
+answers are the exact ones whenever that bound holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import secrets
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import derived
+from .base import StoreVersion
+
+log = logging.getLogger(__name__)
+
+EPSILON = 0.01
+FILES = ("vectors.npy", "sums.npy", "scales.npy", "ids.npy", "passage_vectors.npy", "passage_scales.npy",
+         "passage_ids.npy")
+MMAP = ("vectors.npy", "passage_vectors.npy")
+LIST = "segments.json"
+MAX_TAILS = 16  # more tails than this are merged into one
+_STATE = re.compile(r"^seg1:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+)$")
+# a one-node ONNX graph: dots[m, n] = MatMulInteger(query[m, d] uint8, matrix[d, n] int8), opset 13
+_DOTS_MODEL = base64.b64decode(
+    "CAgSCG5lcmluZGV4OoIBCiQKBXF1ZXJ5CgZtYXRyaXgSBGRvdHMiDU1hdE11bEludGVnZXISCWludDhfZG90c1oZCgVxdWVyeRIQ"
+    "Cg4IAhIKCgMSAW0KAxIBZFoaCgZtYXRyaXgSEAoOCAMSCgoDEgFkCgMSAW5iGAoEZG90cxIQCg4IBhIKCgMSAW0KAxIBbkIECgAQDQ=="
+)
+_session = None
+_session_lock = threading.Lock()
+
+
+def quantise(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 rows, float32 scale per row) with ``row ≈ int8 · scale``; zero rows get scale 1."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    scales = np.abs(matrix).max(axis=1, initial=0.0) / 127.0
+    scales[scales == 0] = 1.0
+    q = np.rint(matrix / scales[:, None]).clip(-127, 127).astype(np.int8)
+    return q, scales.astype(np.float32)
+
+
+def int8_dots(matrix: np.ndarray, sums: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """int32 dot product of an int8 query with every column of an int8 ``[dims, rows]`` matrix
+    whose column sums are ``sums`` (onnxruntime; numpy, slower, where it is not installed)."""
+    global _session
+    if matrix.shape[1] == 0:
+        return np.zeros(0, dtype=np.int32)
+    with _session_lock:
+        if _session is None:
+            try:
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.log_severity_level = 3
+                _session = ort.InferenceSession(_DOTS_MODEL, options, providers=["CPUExecutionProvider"])
+            except ImportError:
+                _session = False
+    if _session is False:
+        q = query.astype(np.float32)
+        step = 65536
+        return np.concatenate(
+            [np.rint(q @ matrix[:, i : i + step].astype(np.float32)).astype(np.int32) for i in range(0, matrix.shape[1], step)]
+        )
+    shifted = (query.astype(np.int16) + 128).astype(np.uint8).reshape(1, -1)
+    (dots,) = _session.run(None, {"query": shifted, "matrix": matrix})
+    dots = dots.reshape(-1)
+    dots -= 128 * sums
+    return dots
+
+
+@dataclass
+class Segment:
+    """One segment: rows of spans (rowid ascending) and of passages, with what it covers."""
+
+    span_lo: int  # covers span rowids in (span_lo, span_hi]
+    span_hi: int
+    passage_lo: int
+    passage_hi: int
+    vectors: np.ndarray  # int8 [d, n]: transposed, see int8_dots
+    sums: np.ndarray  # int32 [n]: each span's int8 components summed
+    scales: np.ndarray  # float32 [n]
+    ids: np.ndarray  # int64 [n, 2]: passage rowid, span rowid
+    passage_vectors: np.ndarray  # int8 [m, d]
+    passage_scales: np.ndarray  # float32 [m]
+    passage_ids: np.ndarray  # int64 [m]
+    tombstone: int = 0  # base only: tombstones up to this seq are already left out
+    name: str = ""  # "" for the base, else its folder in cache/
+
+    def state(self) -> str:
+        return f"seg1:s{self.span_lo}-{self.span_hi}:p{self.passage_lo}-{self.passage_hi}:t{self.tombstone}"
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(zip(FILES, (self.vectors, self.sums, self.scales, self.ids, self.passage_vectors,
+                                self.passage_scales, self.passage_ids)))
+
+    @classmethod
+    def from_rows(cls, span_rows: Sequence[tuple[int, int, bytes]], passage_rows: Sequence[tuple[int, bytes | None]],
+                  dims: int, lo: tuple[int, int], hi: tuple[int, int], tombstone: int = 0, name: str = "") -> "Segment":
+        """A segment from SQLite rows: (passage, span rowid, float32 blob) and (rowid, blob)."""
+        spans = _matrix([r[2] for r in span_rows], dims)
+        zero = bytes(4 * dims)
+        passages = _matrix([b if b and len(b) == len(zero) else zero for _, b in passage_rows], dims)
+        vectors, scales = quantise(spans)
+        pvectors, pscales = quantise(passages)
+        ids = np.asarray([(r[0], r[1]) for r in span_rows], dtype=np.int64).reshape(-1, 2)
+        pids = np.asarray([r[0] for r in passage_rows], dtype=np.int64)
+        sums = vectors.sum(axis=1, dtype=np.int32)
+        return cls(lo[0], hi[0], lo[1], hi[1], np.ascontiguousarray(vectors.T), sums, scales, ids, pvectors, pscales,
+                   pids, tombstone, name)
+
+    @classmethod
+    def merged(cls, parts: Sequence["Segment"], name: str) -> "Segment":
+        """Consecutive tails as one."""
+        def cat(attr: str) -> np.ndarray:
+            return np.concatenate([getattr(p, attr) for p in parts])
+
+        vectors = np.concatenate([p.vectors for p in parts], axis=1)
+        return cls(parts[0].span_lo, parts[-1].span_hi, parts[0].passage_lo, parts[-1].passage_hi,
+                   vectors, cat("sums"), cat("scales"), cat("ids"), cat("passage_vectors"), cat("passage_scales"),
+                   cat("passage_ids"), 0, name)
+
+
+def _matrix(blobs: Sequence[bytes], dims: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dims), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dims)
+
+
+@dataclass
+class SegmentSet:
+    """Every segment of one store version in memory, with the rows tombstones mark dead."""
+
+    version: StoreVersion | None
+    segments: list[Segment]
+    dead_spans: set[int] = field(default_factory=set)
+    dead_passages: set[int] = field(default_factory=set)
+    tombstone: int = 0  # last tombstone seq applied
+    persisted: bool = False  # the segments are on disk, so tails may be added there
+    lazy: bool = False  # only read for span_hi / passage_hi / tombstone, then extended
+
+    def __post_init__(self) -> None:
+        if not self.lazy:
+            self.reindex()
+
+    def reindex(self) -> None:
+        segs = self.segments
+        self.passage = np.concatenate([s.ids[:, 0] for s in segs]) if segs else np.zeros(0, np.int64)
+        self.span = np.concatenate([s.ids[:, 1] for s in segs]) if segs else np.zeros(0, np.int64)
+        self.scales = np.concatenate([s.scales for s in segs]) if segs else np.zeros(0, np.float32)
+        self.passage_rows = np.concatenate([s.passage_ids for s in segs]) if segs else np.zeros(0, np.int64)
+        self.alive = np.ones(len(self.span), dtype=bool)
+        if self.dead_spans:
+            self.alive &= ~np.isin(self.span, np.fromiter(self.dead_spans, dtype=np.int64))
+        self.use(segs)
+
+    def use(self, segs: list[Segment]) -> None:
+        """The same rows, in other segments (consecutive tails merged into one)."""
+        self.segments = segs
+        self.offsets = np.cumsum([0] + [len(s.ids) for s in segs])
+        self.passage_offsets = np.cumsum([0] + [len(s.passage_ids) for s in segs])
+
+    def extended(self, version: StoreVersion, tail: Segment | None,
+                 tombstones: Sequence[tuple[int, str, int]]) -> "SegmentSet":
+        """A new set: this one plus ``tail``, less the rows the tombstones mark dead."""
+        dead_spans, dead_passages = set(self.dead_spans), set(self.dead_passages)
+        for _, kind, row in tombstones:
+            (dead_spans if kind == "s" else dead_passages).add(row)
+        return SegmentSet(version, self.segments + ([tail] if tail is not None else []), dead_spans, dead_passages,
+                          tombstones[-1][0] if tombstones else self.tombstone, self.persisted)
+
+    @property
+    def span_hi(self) -> int:
+        return self.segments[-1].span_hi if self.segments else 0
+
+    @property
+    def passage_hi(self) -> int:
+        return self.segments[-1].passage_hi if self.segments else 0
+
+    def live_counts(self) -> tuple[int, int]:
+        passages = len(self.passage_rows)
+        if self.dead_passages:
+            passages -= int(np.isin(self.passage_rows, np.fromiter(self.dead_passages, dtype=np.int64)).sum())
+        return int(self.alive.sum()), passages
+
+    def approx_sims(self, query: np.ndarray) -> np.ndarray:
+        """Approximate cosine of every row (dead rows included: mask them with ``alive``)."""
+        (q,), (qscale,) = quantise(query.reshape(1, -1))
+        out = np.empty(len(self.span), dtype=np.float32)
+        for seg, start in zip(self.segments, self.offsets):
+            out[start : start + len(seg.ids)] = int8_dots(seg.vectors, seg.sums, q)
+        out *= self.scales
+        out *= qscale
+        return out
+
+    def approx_passage_sims(self, rowids: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Approximate cos(query, passage vector) of passage rowids present in the set."""
+        where = np.searchsorted(self.passage_rows, rowids)
+        seg_of = np.searchsorted(self.passage_offsets, where, side="right") - 1
+        out = np.empty(len(rowids), dtype=np.float32)
+        for k, seg in enumerate(self.segments):
+            mask = seg_of == k
+            if mask.any():
+                local = where[mask] - self.passage_offsets[k]
+                out[mask] = (seg.passage_vectors[local].astype(np.float32) @ query) * seg.passage_scales[local]
+        return out
+
+
+# ---------------------------------------------------------------------------- on disk
+
+
+def _parse(state: str) -> tuple[int, ...] | None:
+    match = _STATE.match(state)
+    return tuple(int(g) for g in match.groups()) if match else None
+
+
+def _check(dims: int):
+    def consistent(a: dict[str, np.ndarray]) -> str | None:
+        v, sums, s, ids, pv, ps, pids = (a[name] for name in FILES)
+        if v.dtype != np.int8 or v.ndim != 2 or v.shape[0] != dims or pv.ndim != 2 or pv.shape[1] != dims:
+            return f"vectors of shape {v.shape} and {pv.shape}, the model has {dims} dims"
+        n = v.shape[1]
+        if sums.shape != (n,) or s.shape != (n,) or ids.shape != (n, 2) or ps.shape != (len(pv),) \
+                or pids.shape != (len(pv),):
+            return "ids, scales and vectors differ in length"
+        return None
+
+    return consistent
+
+
+def _load(folder: Path, identity: str, state: str, dims: int, name: str) -> Segment | None:
+    bounds = _parse(state)
+    if bounds is None:
+        log.info("%s: rebuilding from the store: made by an older nerindex", folder)
+        return None
+    arrays = derived.load_arrays(folder, StoreVersion(identity, state), FILES, mmap=MMAP, check=_check(dims))
+    if arrays is None:
+        return None
+    s_lo, s_hi, p_lo, p_hi, tomb = bounds
+    return Segment(s_lo, s_hi, p_lo, p_hi, *(arrays[n] for n in FILES), tomb, name)
+
+
+def _manifest_state(folder: Path) -> str | None:
+    try:
+        return str(json.loads((folder / derived.MANIFEST).read_bytes())["store"]["state"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _read_list(cache: Path) -> dict:
+    try:
+        listing = json.loads((cache / LIST).read_bytes())
+        return listing if isinstance(listing, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_list(cache: Path, base: Segment, tails: Sequence[Segment]) -> bool:
+    listing = {"base": base.state(), "tails": [{"name": t.name, "state": t.state()} for t in tails]}
+    text = json.dumps(listing, indent=1).encode("utf-8")
+    try:
+        derived.write_file(cache, LIST, lambda handle: handle.write(text))
+    except OSError as exc:
+        log.warning("%s: cannot save the segment list (%s)", cache, exc.strerror or exc)
+        return False
+    return True
+
+
+def load(cache: Path, identity: str, dims: int) -> list[Segment]:
+    """The base segment and the tails that extend it, as far as they check out ([] if no base)."""
+    state = _manifest_state(cache)
+    base = _load(cache, identity, state or "", dims, "") if state is not None else None
+    if state is None:
+        derived.load_arrays(cache, StoreVersion(identity, ""), FILES)  # says why (quietly if no manifest)
+    if base is None:
+        return []
+    segments = [base]
+    listing = _read_list(cache)
+    if listing.get("base") != base.state():
+        return segments
+    for entry in listing.get("tails", []):
+        try:
+            name, tail_state = str(entry["name"]), str(entry["state"])
+        except (KeyError, TypeError):
+            break
+        bounds = _parse(tail_state)
+        if bounds is None or not re.fullmatch(r"tail-[0-9a-f]+", name) or bounds[0] != segments[-1].span_hi \
+                or bounds[2] != segments[-1].passage_hi:
+            break
+        tail = _load(cache / name, identity, tail_state, dims, name)
+        if tail is None:
+            break
+        segments.append(tail)
+    return segments
+
+
+def save_base(cache: Path, identity: str, base: Segment) -> bool:
+    """Save a new base segment; the tails of the old one are removed."""
+    (cache / LIST).unlink(missing_ok=True)
+    if not derived.save_arrays(cache, StoreVersion(identity, base.state()), base.arrays()):
+        return False
+    for old in cache.glob("tail-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return _write_list(cache, base, [])
+
+
+def save_tail(cache: Path, identity: str, segments: list[Segment], tail: Segment) -> list[Segment]:
+    """Append ``tail`` on disk (merging the tails when there are too many); returns the segments
+    to use in memory. Nothing is saved when the list on disk is not the chain this process holds
+    (another process rebuilt or extended it): a later process reads what it misses from SQLite."""
+    base, tails = segments[0], segments[1:]
+    listing = _read_list(cache)
+    on_disk = [e.get("name") for e in listing.get("tails", []) if isinstance(e, dict)]
+    if len(tails) + 1 > MAX_TAILS:
+        tail = Segment.merged(tails + [tail], "")
+        tails = []
+    tail.name = f"tail-{secrets.token_hex(6)}"
+    if listing.get("base") != base.state() or on_disk != [t.name for t in tails]:
+        return [base, *tails, tail]
+    folder = cache / tail.name
+    try:
+        folder.mkdir()
+    except OSError:
+        return [base, *tails, tail]
+    if not derived.save_arrays(folder, StoreVersion(identity, tail.state()), tail.arrays()):
+        shutil.rmtree(folder, ignore_errors=True)
+        return [base, *tails, tail]
+    if _write_list(cache, base, [*tails, tail]):
+        for name in on_disk:
+            if name not in [t.name for t in tails]:  # merged into the new tail
+                shutil.rmtree(cache / name, ignore_errors=True)
+    return [base, *tails, tail]
+
+
+def remove_stale_temp_files(cache: Path) -> None:
+    derived.remove_stale_temp_files(cache)
+    for tail in cache.glob("tail-*"):
+        derived.remove_stale_temp_files(tail)
+
+
+# ---------------------------------------------------------------------------- from SQLite
+
+CHUNK_ROWS = 65536
+
+
+def read_base(conn, dims: int, n_spans: int, n_passages: int) -> Segment:
+    """Every live span and passage as one base segment; ``conn`` holds the read transaction in
+    which the store has ``n_spans`` spans and ``n_passages`` passages. Rows are read and quantised
+    in chunks into arrays of their final size: the peak is the int8 copy plus one chunk."""
+    (tombstone,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM tombstones").fetchone()
+    vectors = np.empty((dims, n_spans), dtype=np.int8)
+    sums, scales = np.empty(n_spans, dtype=np.int32), np.empty(n_spans, dtype=np.float32)
+    ids = np.empty((n_spans, 2), dtype=np.int64)
+    done = 0
+    spans = conn.execute("SELECT passage, rowid, vector FROM spans ORDER BY rowid")
+    while rows := spans.fetchmany(CHUNK_ROWS):
+        part, end = Segment.from_rows(rows, (), dims, (0, 0), (0, 0)), done + len(rows)
+        vectors[:, done:end], sums[done:end], scales[done:end], ids[done:end] = part.vectors, part.sums, part.scales, part.ids
+        done = end
+    pvectors = np.empty((n_passages, dims), dtype=np.int8)
+    pscales, pids = np.empty(n_passages, dtype=np.float32), np.empty(n_passages, dtype=np.int64)
+    pdone = 0
+    passages = conn.execute("SELECT rowid, vector FROM passages ORDER BY rowid")
+    while rows := passages.fetchmany(CHUNK_ROWS):
+        part, end = Segment.from_rows((), rows, dims, (0, 0), (0, 0)), pdone + len(rows)
+        pvectors[pdone:end], pscales[pdone:end], pids[pdone:end] = part.passage_vectors, part.passage_scales, part.passage_ids
+        pdone = end
+    assert (done, pdone) == (n_spans, n_passages), "counts and rows of one snapshot differ"
+    span_hi = int(ids[-1, 1]) if n_spans else 0
+    passage_hi = int(pids[-1]) if n_passages else 0
+    return Segment(0, span_hi, 0, passage_hi, vectors, sums, scales, ids, pvectors, pscales, pids, int(tombstone))
+
+
+def read_delta(conn, vectors: SegmentSet, dims: int) -> tuple[Segment | None, list[tuple[int, str, int]]]:
+    """(a tail with the rows above the set's, or None; tombstones after the set's) in
+    ``conn``'s read transaction."""
+    span_rows = conn.execute(
+        "SELECT passage, rowid, vector FROM spans WHERE rowid > ? ORDER BY rowid", (vectors.span_hi,)
+    ).fetchall()
+    passage_rows = conn.execute(
+        "SELECT rowid, vector FROM passages WHERE rowid > ? ORDER BY rowid", (vectors.passage_hi,)
+    ).fetchall()
+    tombstones = conn.execute(
+        "SELECT seq, kind, row FROM tombstones WHERE seq > ? ORDER BY seq", (vectors.tombstone,)
+    ).fetchall()
+    tail = None
+    if span_rows or passage_rows:
+        hi = (span_rows[-1][1] if span_rows else vectors.span_hi, passage_rows[-1][0] if passage_rows else vectors.passage_hi)
+        tail = Segment.from_rows(span_rows, passage_rows, dims, (vectors.span_hi, vectors.passage_hi), hi)
+    return tail, tombstones

@@ -1,0 +1,117 @@
+"""Metadata filters and span-label filters through indexed tables, against the JSON they index.
+
+The tables are filled by triggers, so any writer fills them, and back-filled once when a store made
+before them (nerindex 0.2.0) is opened; a store that cannot be changed keeps filtering over JSON.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from indexer.records import EncodedPassage, EncodedSpan, Passage
+from indexer.stores import filters
+from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.embedded import DB_NAME, EmbeddedStore
+
+DIMS = 16
+STAMP = ModelStamp("synthetic", "1", DIMS, "f" * 64)
+FIELDS = [
+    {"lang": "en", "year": 2020, "tags": ["a", "b"]},
+    {"lang": "de", "year": 2021.5, "tags": [], "flag": True},
+    {"lang": ["en", "fr"], "year": "2020", "nested": {"x": 1, "y": "z"}, "flag": False},
+    {"year": None, "tags": ["b", 3, [1, 2]], "a.b": "dotted"},
+    {},
+]
+ASKED = [
+    {"lang": "en"}, {"lang": ["de", "fr"]}, {"year": 2020}, {"year": "2021.5"}, {"tags": "b"}, {"tags": 3},
+    {"tags": "[1,2]"}, {"flag": True}, {"flag": 0}, {"nested": 1}, {"nested": "z"}, {"a.b": "dotted"},
+    {"year": None}, {"lang": "en", "year": "2020"}, {"missing": "x"}, {"spans.labels": "l1"},
+    {"spans.labels": ["l0", "l2"], "lang": "en"}, {"spans.labels": "l1", "spans.text": "Word"},
+]
+
+
+def docs(rng: np.random.Generator, n: int = 40) -> list[EncodedPassage]:
+    out = []
+    for i in range(n):
+        vecs = rng.standard_normal((3, DIMS)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        spans = tuple(EncodedSpan(0, 4, "Word", 0.9, v, (f"l{(i + k) % 3}",)) for k, v in enumerate(vecs))
+        out.append(EncodedPassage(Passage(f"p{i}", "Word and more.", FIELDS[i % len(FIELDS)]), spans, vecs[0]))
+    return out
+
+
+def answers(store: EmbeddedStore) -> list[list[tuple[str, tuple[float, ...]]]]:
+    q = np.ones(DIMS, dtype=np.float32) / np.sqrt(DIMS)
+    out = []
+    for where in ASKED:
+        hits = store.search(SearchRequest(q, -1.0, exhaustive=True, filters=where))
+        out.append([(h.id, tuple(round(s.similarity, 5) for s in h.spans)) for h in hits])
+    return out
+
+
+def test_indexed_filters_answer_as_the_json_ones(tmp_path):
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        store.check_model(STAMP)
+        store.write(docs(np.random.default_rng(3)))
+        store.write(docs(np.random.default_rng(4), 10))  # replaces p0..p9: the old rows must go
+        assert store._indexed
+        indexed = answers(store)
+        store._indexed = False  # the JSON path, as for a store that cannot be migrated
+        assert answers(store) == indexed
+    assert any(indexed) and not all(indexed)
+
+
+def written(folder, seed: int) -> tuple[list, sqlite3.Connection]:
+    """(answers of a store filled with ``docs``, a plain connection to its database)."""
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(STAMP)
+        store.write(docs(np.random.default_rng(seed)))
+        expected = answers(store)
+    return expected, sqlite3.connect(folder / DB_NAME)
+
+
+def test_a_store_from_before_the_tables_is_back_filled_on_open(tmp_path):
+    folder = tmp_path / "s"
+    expected, conn = written(folder, 5)  # made as nerindex 0.2.0 left it: no tables, no triggers
+    for name in ("passages_fields_add", "passages_fields_drop", "spans_labels_add", "spans_labels_drop"):
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DROP TABLE passage_fields")
+    conn.execute("DROP TABLE span_labels")
+    conn.execute("DELETE FROM meta WHERE key = ?", (filters.INDEX_FLAG,))
+    conn.commit()
+    conn.close()
+    with EmbeddedStore.open(folder) as store:
+        assert store._indexed
+        assert answers(store) == expected
+        (rows,) = store._conn.execute("SELECT COUNT(*) FROM span_labels").fetchone()
+        assert rows == store.counts().spans
+
+
+def test_a_read_only_old_store_filters_over_json(tmp_path):
+    folder = tmp_path / "s"
+    expected, conn = written(folder, 6)
+    conn.execute("DELETE FROM meta WHERE key = ?", (filters.INDEX_FLAG,))
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(f"file:{folder / DB_NAME}?mode=ro", uri=True, isolation_level=None)
+    assert filters.ensure_index(conn) is False
+    conn.close()
+    with EmbeddedStore.open(folder) as store:
+        store._indexed = False
+        assert answers(store) == expected
+
+
+@pytest.mark.parametrize("where", [{"lang": "en"}, {"spans.labels": "l1"}])
+def test_filtered_search_reads_the_index_not_the_json(tmp_path, where):
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        store.check_model(STAMP)
+        store.write(docs(np.random.default_rng(7)))
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        list(store.search(SearchRequest(np.ones(DIMS, dtype=np.float32), -1.0, limit=3, filters=where)))
+        store._conn.set_trace_callback(None)
+    chosen = [s for s in statements if "passage_fields" in s or "span_labels" in s]
+    assert chosen and not any("json_each" in s for s in chosen)

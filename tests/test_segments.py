@@ -1,0 +1,200 @@
+"""int8 vector segments against exact float32 search: same answers, same scores.
+
+The reference below is the search README's "How search works" done the slow, obvious way: every
+span's float32 cosine from the vectors as written, a passage matches when its best span reaches the
+threshold, ranked by best span + λ · passage cosine, ties by insertion order. Vectors are
+clustered so that many spans sit within the quantisation error of the threshold and of one
+another: the case the re-scoring rule (``segments.EPSILON``) exists for.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from indexer.records import EncodedPassage, EncodedSpan, Passage
+from indexer.stores import segments
+from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.embedded import CACHE_DIR, DB_NAME, EmbeddedStore
+
+DIMS = 64
+STAMP = ModelStamp("synthetic", "1", DIMS, "q" * 64)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_docs(rng: np.random.Generator, ids: range, centre: np.ndarray) -> list[EncodedPassage]:
+    docs = []
+    for i in ids:
+        n = int(rng.integers(0, 5))
+        # cosines with the centre spread evenly around 0.5: many within 0.01 of any threshold there
+        vecs = unit_rows(centre + rng.standard_normal((max(n, 1), DIMS)) * rng.uniform(0.02, 0.12))
+        text = f"Passage {i} names W{i}a W{i}b W{i}c W{i}d W{i}e here."
+        spans = tuple(EncodedSpan(0, 7, "Passage", 0.9, vecs[k], (f"l{k % 2}",)) for k in range(n))
+        docs.append(EncodedPassage(Passage(f"d{i}", text, {"part": str(i % 3)}), spans, vecs[0]))
+    return docs
+
+
+def reference(docs: dict[str, EncodedPassage], request: SearchRequest) -> tuple[list, int]:
+    """(hits as (id, score, ((span start, sim), ...)), total) computed exactly."""
+    q = np.asarray(request.vector, dtype=np.float32)
+    rows = []
+    for order, d in enumerate(docs.values()):
+        sims = [float(np.float32(s.vector @ q)) for s in d.spans]
+        if request.filters.get("part") not in (None, d.passage.fields["part"]):
+            continue
+        matching = [s for s in sims if s >= request.min_similarity]
+        if not matching:
+            continue
+        score = max(matching) + (request.passage_weight or 0) * float(d.vector @ q)
+        rows.append((-score, order, d.passage.id, score, tuple(sorted(s for s in matching))))
+    rows.sort()
+    total = len(rows)
+    if not request.exhaustive:
+        rows = rows[: request.limit]
+    return [(r[2], r[3], r[4]) for r in rows], total
+
+
+def answer(store: EmbeddedStore, request: SearchRequest) -> tuple[list, int]:
+    matches = store.search(request)
+    hits = [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in matches]
+    return hits, getattr(matches, "total", len(hits))
+
+
+def same(got: tuple[list, int], want: tuple[list, int]) -> None:
+    assert got[1] == want[1]
+    assert [h[0] for h in got[0]] == [h[0] for h in want[0]]
+    for g, w in zip(got[0], want[0]):
+        assert g[1] == pytest.approx(w[1], abs=1e-5)
+        assert g[2] == pytest.approx(w[2], abs=1e-5)
+
+
+def requests(centre: np.ndarray, rng: np.random.Generator) -> list[SearchRequest]:
+    out = []
+    for threshold in (0.3, 0.5, 0.62, 0.7):
+        q = unit_rows((centre + rng.standard_normal(DIMS) * 0.05)[None])[0]
+        for weight in (0.0, 0.5):
+            out.append(SearchRequest(q, threshold, limit=5, passage_weight=weight))
+            out.append(SearchRequest(q, threshold, limit=1, passage_weight=weight))
+            out.append(SearchRequest(q, threshold, exhaustive=True, passage_weight=weight))
+            out.append(SearchRequest(q, threshold, limit=3, passage_weight=weight, filters={"part": "1"}))
+    return out
+
+
+def test_quantisation_error_is_far_below_epsilon():
+    """The encoder's own vectors err by at most 0.0031 (2,105 spans of crossner politics dev × 8
+    type queries); isotropic ones by less; vectors with one component 20 times the others (the
+    worst case for a per-vector scale, which the encoder does not make) still stay below ε."""
+    rng = np.random.default_rng(1)
+    for spread, bound in ((np.ones(384), segments.EPSILON / 3), (np.r_[20.0, np.ones(383)], segments.EPSILON)):
+        m = unit_rows(rng.standard_normal((5000, 384)) * spread)
+        q = unit_rows(rng.standard_normal((20, 384)) * spread)
+        qm, scales = segments.quantise(m)
+        for query in q:
+            (qq,), (qs,) = segments.quantise(query[None])
+            approx = segments.int8_dots(np.ascontiguousarray(qm.T), qm.sum(axis=1, dtype=np.int32), qq) * scales * qs
+            assert np.abs(approx - m @ query).max() < bound
+
+
+def test_int8_dots_are_exact():
+    """onnxruntime's kernel and the numpy fallback both give the exact int32 dot products."""
+    rng = np.random.default_rng(0)
+    m = rng.integers(-127, 128, (1000, 384)).astype(np.int8)
+    q = rng.integers(-127, 128, 384).astype(np.int8)
+    want = m.astype(np.int64) @ q.astype(np.int64)
+    args = (np.ascontiguousarray(m.T), m.sum(axis=1, dtype=np.int32), q)
+    assert np.array_equal(segments.int8_dots(*args), want)
+    try:
+        saved, segments._session = segments._session, False  # as without onnxruntime
+        assert np.array_equal(segments.int8_dots(*args), want)
+    finally:
+        segments._session = saved
+
+
+def test_int8_dots_model_is_one_matmulinteger():
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load_model_from_string(segments._DOTS_MODEL)
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["MatMulInteger"]
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.UINT8, onnx.TensorProto.INT8]
+
+
+@pytest.fixture
+def world(tmp_path):
+    rng = np.random.default_rng(7)
+    centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
+    store = EmbeddedStore.open(tmp_path / "s")
+    store.check_model(STAMP)
+    yield store, rng, centre
+    store.close()
+
+
+def test_exact_and_quantised_give_the_same_answers(world):
+    store, rng, centre = world
+    docs = {d.passage.id: d for d in make_docs(rng, range(600), centre)}
+    store.write(list(docs.values()))
+    for request in requests(centre, rng):
+        same(answer(store, request), reference(docs, request))
+
+
+def test_writes_extend_segments_and_replacements_are_never_answered_stale(world, monkeypatch):
+    store, rng, centre = world
+    docs = {d.passage.id: d for d in make_docs(rng, range(300), centre)}
+    store.write(list(docs.values()))
+    asked = requests(centre, rng)
+    same(answer(store, asked[0]), reference(docs, asked[0]))
+    rebuilds = []
+    real = segments.read_base
+    monkeypatch.setattr(segments, "read_base", lambda *a: rebuilds.append(1) or real(*a))
+    for step in range(20):  # new passages, and replacements of old ones (same id, new vectors)
+        ids = list(range(300 + 5 * step, 305 + 5 * step)) + [int(i) for i in rng.integers(0, 300, 3)]
+        new = make_docs(rng, ids, centre)
+        store.write(new)
+        docs.update({d.passage.id: d for d in new})
+        for request in asked[step % 4 :: 4]:
+            same(answer(store, request), reference(docs, request))
+    assert rebuilds == []  # every write was added as a tail, nothing was rebuilt
+    tails = sorted(p.name for p in (store.path / CACHE_DIR).glob("tail-*"))
+    listed = json.loads((store.path / CACHE_DIR / segments.LIST).read_text())["tails"]
+    assert tails == sorted(t["name"] for t in listed) and 0 < len(tails) <= segments.MAX_TAILS
+    # a new process loads base + tails from disk and gives the same answers without a rebuild
+    with EmbeddedStore.open(store.path, create=False) as again:
+        for request in asked:
+            same(answer(again, request), reference(docs, request))
+    assert rebuilds == []
+
+
+def test_a_reused_rowid_leads_to_a_rebuild_not_a_stale_answer(world):
+    """nerindex 0.2.0 lets SQLite pick rowids: after the last passage is deleted, the next one
+    gets its rowid again. The counts no longer add up, and the segments are rebuilt."""
+    store, rng, centre = world
+    docs = {d.passage.id: d for d in make_docs(rng, range(50), centre)}
+    store.write(list(docs.values()))
+    asked = requests(centre, rng)
+    same(answer(store, asked[2]), reference(docs, asked[2]))
+    conn = sqlite3.connect(store.path / DB_NAME)
+    conn.execute("PRAGMA foreign_keys=ON")
+    last = list(docs)[-1]
+    (rowid,) = conn.execute("SELECT rowid FROM passages WHERE id = ?", (last,)).fetchone()
+    conn.execute("DELETE FROM passages WHERE rowid = ?", (rowid,))
+    (new,) = make_docs(rng, [49], centre)
+    conn.execute("INSERT INTO passages(id, text, fields, vector) VALUES (?, ?, ?, ?)",
+                 (new.passage.id, new.passage.text, json.dumps(new.passage.fields), new.vector.tobytes()))
+    (reused,) = conn.execute("SELECT rowid FROM passages WHERE id = ?", (last,)).fetchone()
+    assert reused == rowid
+    span_row = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM spans").fetchone()[0]
+    for s in new.spans:  # what 0.2.0 did: spans get the lowest free rowids above the max
+        conn.execute("INSERT INTO spans(passage, start, end, score, labels, vector) VALUES (?, ?, ?, ?, ?, ?)",
+                     (reused, s.start, s.end, s.score, json.dumps(list(s.labels)), s.vector.tobytes()))
+    conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+    conn.commit()
+    conn.close()
+    assert span_row >= 0
+    docs[last] = new
+    for request in asked:
+        same(answer(store, request), reference(docs, request))
