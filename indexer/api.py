@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -17,12 +18,14 @@ import numpy as np
 
 from .config import Settings, from_env
 from .encoder import OnnxEncoder
-from .errors import SearchError
+from .errors import NerindexError, SearchError
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store
 
 MAX_PHRASE_CHARS = 200
+
+log = logging.getLogger(__name__)
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:
@@ -95,7 +98,7 @@ class NerIndex:
     ) -> IndexReport:
         """Encode and store passages; already stored ids are skipped (resumable, idempotent)."""
         items = passages if isinstance(passages, Sequence) else list(passages)
-        return index_passages(
+        report = index_passages(
             items,
             self.encoder,
             self.store,
@@ -103,6 +106,20 @@ class NerIndex:
             skip_existing=skip_existing,
             progress=progress,
         )
+        if not report.interrupted:
+            self._store_type_vectors()
+        return report
+
+    def _store_type_vectors(self) -> None:
+        """Stores that keep type vectors for other clients (Elasticsearch's ``<alias>-types``) get
+        the catalog's once; a failure there is a warning, the passages are stored."""
+        ensure = getattr(self.store, "ensure_type_index", None)
+        if ensure is None or self.encoder.catalog is None:
+            return
+        try:
+            ensure(self.encoder.catalog, self.encoder.info.stamp)
+        except NerindexError as exc:
+            log.warning("type vectors not stored (retry with 'nerindex es add-types --catalog'): %s", exc)
 
     # ------------------------------------------------------------------ searching
 

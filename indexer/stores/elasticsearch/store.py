@@ -233,6 +233,16 @@ class ElasticsearchStore:
                     raise
                 log.info("index %s already exists; using it", name)
 
+    def ensure_type_index(self, catalog: Any, stamp: ModelStamp) -> list[WriteOutcome] | None:
+        """Create ``<alias>-types`` holding the catalog's type vectors, unless it exists (None).
+
+        ``nerindex index`` calls it so that Kibana users can look type vectors up by phrase
+        (:mod:`.type_index`).
+        """
+        from .type_index import TypeIndex, fill_with_catalog
+
+        return fill_with_catalog(TypeIndex(self), catalog, stamp, only_if_new=True)
+
     def put_search_template(self, template_id: str = SEARCH_TEMPLATE_ID) -> str:
         """Store the search template of ``mappings/`` under ``template_id`` (cluster-wide)."""
         with self.errors(f"store the search template {template_id!r}"):
