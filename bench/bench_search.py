@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +44,7 @@ DIMS = 384
 SPANS_PER_PASSAGE = 5
 CENTRES = 200
 SEED = 0
+STAMP = ModelStamp("bench", "1", DIMS, "0" * 64)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -52,20 +55,52 @@ def centres() -> np.ndarray:
     return unit_rows(np.random.default_rng(SEED).standard_normal((CENTRES, DIMS)))
 
 
-def passages(start: int, count: int, rng: np.random.Generator, c: np.ndarray) -> list[EncodedPassage]:
-    which = rng.integers(0, CENTRES, size=count * SPANS_PER_PASSAGE)
-    noise = rng.standard_normal((count * SPANS_PER_PASSAGE, DIMS)).astype(np.float32)
+def part_field(pid: int) -> dict[str, str]:
+    return {"part": str(pid % 10)}
+
+
+def passages(
+    start: int,
+    count: int,
+    rng: np.random.Generator,
+    c: np.ndarray,
+    *,
+    spans_per_passage: int = SPANS_PER_PASSAGE,
+    fields: Callable[[int], dict[str, str]] = part_field,
+) -> list[EncodedPassage]:
+    """Passages ``start``… : span vectors around random type centres plus noise, real-looking text.
+
+    Each span covers a word of the text and is labelled with its centre; the passage vector is
+    that of its first span. The same seed gives the same passages, whichever store they go to
+    (bench_es.py fills Elasticsearch and the embedded store with them).
+    """
+    which = rng.integers(0, len(c), size=count * spans_per_passage)
+    noise = rng.standard_normal((count * spans_per_passage, c.shape[1])).astype(np.float32)
     vecs = unit_rows(c[which] * 1.0 + noise * 0.085)
     docs = []
     for k in range(count):
         pid = start + k
         text = f"Passage {pid} mentions Alpha{pid} and Beta{pid} near Gamma{pid}, Delta and Epsilon."
-        spans = tuple(
-            EncodedSpan(0, 5, "Passa", 0.9, vecs[k * SPANS_PER_PASSAGE + j], ("label",))
-            for j in range(SPANS_PER_PASSAGE)
-        )
-        docs.append(EncodedPassage(Passage(str(pid), text, {"part": str(pid % 10)}), spans, vecs[k * SPANS_PER_PASSAGE]))
+        words = [(m.start(), m.end()) for m in re.finditer(r"\w+", text)]
+        spans = []
+        for j in range(spans_per_passage):
+            row = k * spans_per_passage + j
+            begin, end = words[j % len(words)]
+            spans.append(EncodedSpan(begin, end, text[begin:end], 0.9, vecs[row], (f"type-{which[row]}",)))
+        docs.append(EncodedPassage(Passage(str(pid), text, fields(pid)), tuple(spans), vecs[k * spans_per_passage]))
     return docs
+
+
+def timed_searches(store, requests: Sequence[SearchRequest]) -> tuple[list[float], list[list[str]]]:
+    """Each search's latency in ms (the whole ``store.search``, hits consumed) and its hit ids."""
+    ms: list[float] = []
+    ids: list[list[str]] = []
+    for request in requests:
+        began = time.perf_counter()
+        hits = list(store.search(request))
+        ms.append((time.perf_counter() - began) * 1000)
+        ids.append([hit.id for hit in hits])
+    return ms, ids
 
 
 def load() -> list[float]:
@@ -81,7 +116,7 @@ def build(path: Path, n_spans: int, threshold: float) -> dict:
     rng = np.random.default_rng(SEED + 1)
     load_before = load()
     store = EmbeddedStore.open(path)
-    store.check_model(ModelStamp("bench", "1", DIMS, "0" * 64))
+    store.check_model(STAMP)
     n_passages = n_spans // SPANS_PER_PASSAGE
     began = time.perf_counter()
     batch = 2000

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -16,12 +17,14 @@ import numpy as np
 
 from .config import Settings, from_env, with_overrides
 from .encoder import OnnxEncoder
-from .errors import SearchError
+from .errors import NerindexError, SearchError
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion
 
 MAX_PHRASE_CHARS = 200
+
+log = logging.getLogger(__name__)
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:
@@ -99,7 +102,7 @@ class NerIndex:
         ``progress`` is called with passages done, ``windows`` with (windows done, windows of the
         current chunk): the one that moves while a long passage is encoded.
         """
-        return index_passages(
+        report = index_passages(
             passages,
             self.encoder,
             self.store,
@@ -108,6 +111,20 @@ class NerIndex:
             progress=progress,
             windows=windows,
         )
+        if not report.interrupted:
+            self._store_type_vectors()
+        return report
+
+    def _store_type_vectors(self) -> None:
+        """Stores that keep type vectors for other clients (Elasticsearch's ``<alias>-types``) get
+        the catalog's once; a failure there is a warning, the passages are stored."""
+        ensure = getattr(self.store, "ensure_type_index", None)
+        if ensure is None or self.encoder.catalog is None:
+            return
+        try:
+            ensure(self.encoder.catalog, self.encoder.info.stamp)
+        except NerindexError as exc:
+            log.warning("type vectors not stored (retry with 'nerindex es add-types --catalog'): %s", exc)
 
     # ------------------------------------------------------------------ searching
 

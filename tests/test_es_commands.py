@@ -65,17 +65,21 @@ def stub(monkeypatch):
 def test_es_group_is_wired_lazily_into_nerindex():
     result = CliRunner().invoke(cli, ["es", "--help"])
     assert result.exit_code == 0, result.output
-    for command in ("reindex", "put-template", "status"):
+    for command in ("reindex", "add-types", "put-template", "status"):
         assert command in result.output
     assert "import" in CliRunner().invoke(cli, ["kibana", "--help"]).output
 
 
-def test_status_json(stub):
+def test_status_json(stub, monkeypatch):
+    from indexer.stores.elasticsearch.type_index import TypeIndex
+
+    monkeypatch.setattr(TypeIndex, "count", lambda self: 486)
     result = CliRunner().invoke(cli, ["es", "status", "--es-url", "http://x:9200", "--es-index", "corpus", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002", "health": "yellow",
-                      "model": STAMP.to_dict(), "passages": 12, "spans": 30}
+                      "model": STAMP.to_dict(), "passages": 12, "spans": 30,
+                      "types_index": "corpus-types", "types": 486}
     assert stub[0].params["es_url"] == "http://x:9200" and stub[0].closed
 
 

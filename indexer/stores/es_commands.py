@@ -13,7 +13,7 @@ from typing import Any, Callable
 import click
 
 from ..config import from_env
-from ..errors import StoreError
+from ..errors import ModelMismatchError, StoreError
 
 
 def es_connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,7 +59,7 @@ def _emit(report: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 
 @click.group("es")
 def es_group() -> None:
-    """Elasticsearch index management: re-index behind the alias, search template, status."""
+    """Elasticsearch index management: re-index behind the alias, type vectors, search template, status."""
 
 
 @es_group.command("reindex")
@@ -120,11 +120,76 @@ def put_template_command(template_id, **params):
     click.echo(f"stored search template {stored!r}")
 
 
+@es_group.command("add-types")
+@es_connection_options
+@click.argument("phrases", nargs=-1)
+@click.option("--catalog", "with_catalog", is_flag=True,
+              help="Also store the model's catalog phrases (their precomputed vectors).")
+@click.option("--replace", is_flag=True,
+              help="Delete the types index first (after a model change: 'es reindex --model').")
+@click.option("--model", "model_path", type=click.Path(file_okay=False),
+              help="Model folder (default: NERINDEX_MODEL or the shipped model).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def add_types_command(phrases, with_catalog, replace, model_path, device, as_json, **params):
+    """Store type PHRASES and their vectors in the types index (<alias>-types), by phrase.
+
+    Each phrase is embedded as 'nerindex embed' does and stored under its normalised form (lower
+    case, single spaces) as document id, so Kibana users can look its vector up by id and search
+    with it (docs/elasticsearch.md). The first 'nerindex index' stores the catalog's phrases.
+    """
+    import sys
+
+    from ..encoder import OnnxEncoder
+    from .elasticsearch import responses as rs
+    from .elasticsearch.type_index import ADDED, TypeIndex, fill_with_catalog, unique_phrases
+
+    if not phrases and not with_catalog:
+        raise click.UsageError("give type phrases, or --catalog to store the model's catalog")
+    wanted = [phrase for phrase, _ in unique_phrases(phrases)]  # checks them before loading the model
+    settings = from_env()
+    encoder = OnnxEncoder.from_dir(model_path or settings.model, device=device or settings.device)
+    stamp = encoder.info.stamp
+    with store_from_options(params) as store:
+        passages = store.model()
+        if passages is not None and passages != stamp:
+            target = store.target()
+            raise ModelMismatchError(rs.mismatch_message(store.alias, target[0] if target else store.alias, passages, stamp))
+        types = TypeIndex(store)
+        deleted = replace and types.delete()
+        outcomes = []
+        if with_catalog:
+            if encoder.catalog is None:
+                raise StoreError(f"model {stamp.id} has no catalog")
+            outcomes += fill_with_catalog(types, encoder.catalog, stamp) or []
+        if wanted:
+            types.check_model(stamp)
+            outcomes += types.add(wanted, encoder.embed_types(wanted), stamp, origin=ADDED)
+        total = types.count()
+    failed = [{"phrase": o.id, "error": o.error} for o in outcomes if not o.ok]
+    stored = len(outcomes) - len(failed)
+    report = {
+        "index": types.name, "replaced": bool(deleted), "stored": stored, "failed": failed,
+        "phrases": wanted, "catalog": with_catalog, "total": total, "model": stamp.to_dict(),
+    }
+    _emit(report, as_json, [
+        f"stored {stored} type phrase(s) in {types.name} ({len(failed)} failed; {total} in all)"
+        + (f": {', '.join(wanted)}" if wanted and len(wanted) <= 10 else ""),
+    ])
+    for failure in failed:
+        click.echo(f"  failed: {failure['phrase']}: {failure['error']}", err=True)
+    if failed:
+        sys.exit(1)
+
+
 @es_group.command("status")
 @es_connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_command(as_json, **params):
-    """Show the server version, the index behind the alias, its health, model and counts."""
+    """Show the server version, the index behind the alias, its health, model and counts, and the types index."""
+    from .elasticsearch.type_index import TypeIndex
+
     with store_from_options(params) as store:
         version = ".".join(map(str, store.server_version()))
         target = store.target()
@@ -145,6 +210,12 @@ def status_command(as_json, **params):
                 f"{store.alias} -> {target[0]} ({health}): {counts.passages} passages, "
                 f"{counts.spans} spans, model {model}"
             )
+        types = TypeIndex(store)
+        report.update(types_index=types.name, types=types.count())
+        lines.append(
+            f"{types.name}: {report['types']} type phrases" if report["types"] is not None
+            else f"{types.name}: no types index yet ('nerindex es add-types --catalog' makes it)"
+        )
     _emit(report, as_json, lines)
 
 

@@ -21,7 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
+from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError
 
 from ...config import DEFAULT_ES_INDEX, Settings, from_env
 from ...errors import ModelMismatchError, SearchError, StoreError
@@ -281,6 +281,16 @@ class ElasticsearchStore:
                 if "resource_already_exists_exception" not in str(exc.body):
                     raise
                 log.info("index %s already exists; using it", name)
+
+    def ensure_type_index(self, catalog: Any, stamp: ModelStamp) -> list[WriteOutcome] | None:
+        """Create ``<alias>-types`` holding the catalog's type vectors, unless it exists (None).
+
+        ``nerindex index`` calls it so that Kibana users can look type vectors up by phrase
+        (:mod:`.type_index`).
+        """
+        from .type_index import TypeIndex, fill_with_catalog
+
+        return fill_with_catalog(TypeIndex(self), catalog, stamp, only_if_new=True)
 
     def put_search_template(self, template_id: str = SEARCH_TEMPLATE_ID) -> str:
         """Store the search template of ``mappings/`` under ``template_id`` (cluster-wide)."""

@@ -1,0 +1,295 @@
+"""The types index: type phrases and their vectors, by phrase, for clients that cannot run the model.
+
+A Kibana user has no encoder, so nerindex stores type vectors next to the passages: the index
+``<alias>-types`` (``mappings/types.json``) holds one document per type phrase whose ``_id`` is the
+normalised phrase (:func:`normalise_phrase`: lower case, single spaces), with the ``vector`` the
+model gives that phrase. The first ``nerindex index`` into Elasticsearch creates it with the
+model's catalog (the phrases that label spans, from ``catalog.npy``: nothing is encoded);
+``nerindex es add-types`` adds phrases. A kNN search on ``spans.vector`` then takes its query vector
+from there: in one request with ``query_vector_builder.lookup`` on Elasticsearch >= 9.4
+(:func:`lookup_knn_body`), by reading the vector first and sending it on older servers.
+
+The index ``_meta`` records the model, as the passage index does; another model is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from elasticsearch import BadRequestError, NotFoundError
+from elasticsearch.helpers import streaming_bulk
+
+from ...errors import ModelMismatchError, StoreError
+from ..base import ModelStamp, WriteOutcome
+from . import requests as rq
+from . import responses as rs
+from . import templates
+from .similarity import check_metric
+
+if TYPE_CHECKING:
+    from ...catalog import Catalog
+    from .store import ElasticsearchStore
+
+log = logging.getLogger(__name__)
+
+TYPES_TEMPLATE = "types.json"
+TYPES_SUFFIX = "-types"
+TYPE_VECTOR_FIELD = "vector"
+LOOKUP_SERVER = (9, 4, 0)  # query_vector_builder.lookup (a vector read from a stored document)
+CATALOG, ADDED = "catalog", "added"  # the origin of a type document
+
+
+def types_index_name(alias: str) -> str:
+    """The types index of a passage alias: ``<alias>-types``."""
+    return rq.check_index_name(f"{alias}{TYPES_SUFFIX}")
+
+
+def normalise_phrase(phrase: str) -> str:
+    """The ``_id`` of a type phrase: NFC, lower case, whitespace runs as one space.
+
+    The shipped tokenizer lower-cases and splits on whitespace too, so phrases that normalise
+    alike have the same vector. Empty phrases and ids Elasticsearch would refuse are errors.
+    """
+    text = " ".join(unicodedata.normalize("NFC", str(phrase)).split()).lower()
+    if not text:
+        raise StoreError(f"cannot store the type phrase {phrase!r}: it is empty")
+    if len(text.encode("utf-8")) > rq.MAX_DOC_ID_BYTES:
+        raise StoreError(
+            f"cannot store the type phrase {text[:40]!r}...: it is longer than "
+            f"{rq.MAX_DOC_ID_BYTES} bytes, the most a document id may have"
+        )
+    return text
+
+
+def unique_phrases(phrases: Iterable[str], vectors: Sequence[Any] | None = None) -> list[tuple[str, Any]]:
+    """(normalised phrase, its row of ``vectors`` or None), first occurrence of each phrase kept."""
+    rows = list(vectors) if vectors is not None else None
+    seen: dict[str, Any] = {}
+    for position, phrase in enumerate(phrases):
+        seen.setdefault(normalise_phrase(phrase), rows[position] if rows is not None else None)
+    return list(seen.items())
+
+
+# --- request bodies (pure) ------------------------------------------------------------------------
+
+
+def types_index_body(stamp: ModelStamp) -> dict[str, Any]:
+    """Settings and mappings of the types index for this model, from ``mappings/types.json``."""
+    check_metric(stamp.similarity)
+    if int(stamp.dims) <= 0:
+        raise StoreError(f"model {stamp.id!r} has invalid dims {stamp.dims!r}")
+    return templates.fill(
+        templates.load_template(TYPES_TEMPLATE),
+        {"dims": int(stamp.dims), "similarity": stamp.similarity, "meta": rq.index_meta(stamp)},
+    )
+
+
+def type_document(phrase: str, vector: Any, stamp: ModelStamp, origin: str) -> dict[str, Any]:
+    """The ``_source`` of one type: the normalised phrase, where it came from, the model, the vector."""
+    return {
+        "phrase": normalise_phrase(phrase),
+        "origin": origin,
+        "model": {"id": stamp.id, "version": stamp.version},
+        TYPE_VECTOR_FIELD: rq.vector_values(vector),
+    }
+
+
+def type_actions(
+    index: str, types: Sequence[tuple[str, Any]], stamp: ModelStamp, origin: str
+) -> list[dict[str, Any]]:
+    """``streaming_bulk`` actions: each (normalised phrase, vector) under its phrase as ``_id``."""
+    return [
+        {"_op_type": "index", "_index": index, "_id": phrase,
+         "_source": type_document(phrase, vector, stamp, origin)}
+        for phrase, vector in types
+    ]
+
+
+def type_vector_body(phrase: str) -> dict[str, Any]:
+    """Read one stored type vector: an ids query returning the vector as doc values.
+
+    The ``lookup`` query vector builder reads it the same way; unlike ``_source`` (which 9.2+
+    leaves vectors out of by default) it answers alike on every version nerindex supports.
+    """
+    return {
+        "size": 1,
+        "query": {"ids": {"values": [normalise_phrase(phrase)]}},
+        "_source": False,
+        "docvalue_fields": [TYPE_VECTOR_FIELD],
+    }
+
+
+def vector_lookup(phrase: str, *, types_index: str) -> dict[str, Any]:
+    """``query_vector_builder`` that reads the vector of ``phrase`` from the types index (9.4+)."""
+    return {"lookup": {"index": types_index, "id": normalise_phrase(phrase), "path": TYPE_VECTOR_FIELD}}
+
+
+def with_vector_lookup(body: Mapping[str, Any], builder: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` with the ``query_vector`` of every kNN clause replaced by ``builder``.
+
+    Any other use of the query vector (a script parameter) cannot be looked up: an error.
+    """
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            if "field" in node and "query_vector" in node:
+                return {
+                    **{key: walk(value) for key, value in node.items() if key != "query_vector"},
+                    "query_vector_builder": dict(builder),
+                }
+            if "query_vector" in node:
+                raise StoreError("this search uses the type vector outside kNN; it cannot be looked up")
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return node
+
+    return walk(body)
+
+
+def lookup_knn_body(phrase: str, *, types_index: str, **knn_options: Any) -> dict[str, Any]:
+    """The span kNN search of :func:`~.requests.knn_search_body`, its vector looked up by phrase.
+
+    One request, no vector in it: Elasticsearch >= 9.4 reads ``vector`` of the document
+    ``phrase`` in ``types_index``. ``knn_options`` are those of ``knn_search_body``.
+    """
+    body = rq.knn_search_body([1.0], **knn_options)  # a stand-in vector, replaced below
+    return with_vector_lookup(body, vector_lookup(phrase, types_index=types_index))
+
+
+def type_vector_from(response: Mapping[str, Any]) -> np.ndarray | None:
+    """The vector of a :func:`type_vector_body` response, or None when the phrase is not stored."""
+    for hit in rs.raw_hits(response):
+        values = (hit.get("fields") or {}).get(TYPE_VECTOR_FIELD)
+        if values:
+            vector = values[0] if isinstance(values[0], list) else values
+            return np.asarray(vector, dtype=np.float32)
+    return None
+
+
+def type_mismatch_message(index: str, stored: ModelStamp, wanted: ModelStamp) -> str:
+    return (
+        f"the types index {index!r} holds vectors of model {stored.id} {stored.version} "
+        f"(checksum {stored.checksum[:12]}), but this run uses {wanted.id} {wanted.version} "
+        f"(checksum {wanted.checksum[:12]}); rebuild it with 'nerindex es add-types --replace --catalog'"
+    )
+
+
+# --- the index on a cluster -----------------------------------------------------------------------
+
+
+class TypeIndex:
+    """The types index of an :class:`~.store.ElasticsearchStore`'s alias."""
+
+    def __init__(self, store: "ElasticsearchStore") -> None:
+        self.store = store
+        self.name = types_index_name(store.alias)
+
+    def model(self) -> ModelStamp | None:
+        """The model in the types index ``_meta``; None when the index does not exist."""
+        with self.store.errors(f"read the mapping of {self.name!r}"):
+            try:
+                response = self.store.client.indices.get_mapping(index=self.name)
+            except NotFoundError:
+                return None
+        _, mapping = rs.index_mapping(response.body, target=self.name)
+        stored = rs.stamp_from_meta(mapping.get("_meta"))
+        if stored is None:
+            raise StoreError(f"index {self.name!r} was not created by nerindex (its _meta records no model)")
+        return stored
+
+    def check_model(self, stamp: ModelStamp) -> bool:
+        """Create the index for ``stamp`` when missing (True), refuse one of another model."""
+        stored = self.model()
+        if stored is None:
+            body = types_index_body(stamp)
+            log.info("creating the types index %s", self.name)
+            with self.store.errors(f"create index {self.name!r}"):
+                try:
+                    self.store.client.indices.create(index=self.name, **body)
+                except BadRequestError as exc:
+                    if "resource_already_exists_exception" not in str(exc.body):
+                        raise
+                    self.check_model(stamp)  # another process made it meanwhile: same model?
+                    return False
+            return True
+        if stored != stamp:
+            raise ModelMismatchError(type_mismatch_message(self.name, stored, stamp))
+        return False
+
+    def add(
+        self, phrases: Sequence[str], vectors: Sequence[Any], stamp: ModelStamp, *, origin: str = ADDED
+    ) -> list[WriteOutcome]:
+        """Store phrases with their vectors (overwriting the same phrase); one outcome per phrase.
+
+        Call :meth:`check_model` first. Documents are searchable when this returns.
+        """
+        types = unique_phrases(phrases, vectors)
+        outcomes: dict[str, WriteOutcome] = {}
+        sendable = []
+        for phrase, vector in types:
+            problem = rq.vector_problem(vector, stamp.dims)
+            if problem:
+                outcomes[phrase] = WriteOutcome(phrase, False, "failed", problem)
+            else:
+                sendable.append((phrase, vector))
+        if sendable:
+            options = self.store.options.bulk
+            with self.store.errors(f"bulk index into {self.name!r}"):
+                results = streaming_bulk(
+                    self.store.client, type_actions(self.name, sendable, stamp, origin),
+                    chunk_size=options.chunk_size, max_chunk_bytes=options.max_chunk_bytes,
+                    max_retries=options.max_retries, initial_backoff=options.initial_backoff,
+                    max_backoff=options.max_backoff, raise_on_error=False, raise_on_exception=False,
+                )
+                ids = [phrase for phrase, _ in sendable]
+                for outcome in rs.bulk_outcomes(ids, ids, results):
+                    outcomes[outcome.id] = outcome
+                self.store.client.indices.refresh(index=self.name)
+        return [outcomes[phrase] for phrase, _ in types]
+
+    def vector(self, phrase: str) -> np.ndarray | None:
+        """The stored vector of ``phrase`` (the first step of a two-step lookup), or None."""
+        with self.store.errors(f"read the vector of {phrase!r} from {self.name!r}"):
+            try:
+                response = self.store.client.search(index=self.name, body=type_vector_body(phrase))
+            except NotFoundError:
+                return None
+        return type_vector_from(response.body)
+
+    def count(self) -> int | None:
+        """How many phrases are stored; None when the index does not exist."""
+        with self.store.errors(f"count {self.name!r}"):
+            try:
+                return int(self.store.client.count(index=self.name).body["count"])
+            except NotFoundError:
+                return None
+
+    def delete(self) -> bool:
+        """Delete the types index; False when there was none."""
+        with self.store.errors(f"delete {self.name!r}"):
+            try:
+                self.store.client.indices.delete(index=self.name)
+            except NotFoundError:
+                return False
+        return True
+
+
+def fill_with_catalog(
+    types: TypeIndex, catalog: "Catalog", stamp: ModelStamp, *, only_if_new: bool = False
+) -> list[WriteOutcome] | None:
+    """Store the catalog's phrases with their precomputed vectors (nothing is encoded).
+
+    With ``only_if_new`` an existing types index is left as it is (None): what ``nerindex index``
+    does, so the catalog is stored once, when the first passages are.
+    """
+    created = types.check_model(stamp)
+    if only_if_new and not created:
+        return None
+    outcomes = types.add(catalog.phrases, catalog.vectors, stamp, origin=CATALOG)
+    failed = rs.count_failures(outcomes)
+    log.info("stored %d catalog phrases in %s (%d failed)", len(outcomes) - failed, types.name, failed)
+    return outcomes
