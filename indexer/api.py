@@ -18,6 +18,7 @@ import numpy as np
 from .config import Settings, from_env, with_overrides
 from .encoder import OnnxEncoder
 from .errors import NerindexError, SearchError
+from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion
@@ -168,10 +169,18 @@ class NerIndex:
             passage_weight=float(weight),
         )
 
-    def iter_search(self, type_phrase: str, **options: Any) -> Matches:
+    def iter_search(self, type_phrase: str, *, feedback: Feedback | None = None, **options: Any) -> Matches:
         """Hits best first, lazily (with ``exhaustive=True``: every match, paged internally);
-        ``.total`` counts every match where the store knows it for free (see :class:`Matches`)."""
-        hits = self.store.search(self.request(type_phrase, **options))
+        ``.total`` counts every match where the store knows it for free (see :class:`Matches`).
+
+        ``feedback`` (off by default) searches twice: the type vector is moved towards the passage
+        vectors of the first search's top hits (pseudo-relevance feedback, :mod:`indexer.feedback`).
+        """
+        request = self.request(type_phrase, **options)
+        if feedback is not None:
+            hits = search_with_feedback(self.store, request, feedback)
+        else:
+            hits = self.store.search(request)
         return hits if isinstance(hits, Matches) else Matches(hits)
 
     def search(self, type_phrase: str, **options: Any) -> list[Hit]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from .errors import InputError, SearchError
+from .feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from .records import Hit, Passage, marked_spans
 from .text import printable
 from .stores.base import MAX_PASSAGE_WEIGHT
@@ -231,6 +232,11 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--passage-weight", type=click.FloatRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="Hybrid scoring: rank by best span similarity + this × passage similarity "
                    "(default: the model's calibrated value; 0 = spans only). Which passages match is unchanged.")
+@click.option("--feedback", "feedback_weight", type=click.FloatRange(0, MAX_FEEDBACK_WEIGHT), default=None,
+              metavar="WEIGHT", help="Query-time feedback (off by default): search, add WEIGHT × the mean passage "
+              "vector of the top --feedback-top hits to the type vector, search again (EVALUATION.md).")
+@click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
+              help="With --feedback: how many first-pass passages feed the query.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit per line, best first.")
 def search_command(
     entity_type: str,
@@ -241,6 +247,8 @@ def search_command(
     exhaustive: bool,
     threshold: float | None,
     passage_weight: float | None,
+    feedback_weight: float | None,
+    feedback_top: int,
     as_json: bool,
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
@@ -255,6 +263,7 @@ def search_command(
         hits = ix.iter_search(
             entity_type, filters=filters, text=text, limit=limit, min_similarity=threshold,
             exhaustive=exhaustive, passage_weight=passage_weight,
+            feedback=None if feedback_weight is None else Feedback(feedback_weight, feedback_top),
         )
         for hit in hits:
             shown += 1

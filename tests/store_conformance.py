@@ -262,3 +262,26 @@ class StoreConformance:
         assert [h.id for h in self.search(hybrid, DINO, threshold=0.85, passage_weight=2.0)] == ["h1"]
         assert self.search(hybrid, DINO, passage_weight=2.0, filters={"lang": "de"}) == []
         assert [h.id for h in self.search(hybrid, DINO, passage_weight=2.0, text="quarry")] == ["h1"]
+
+    # --- query-time feedback: the stored passage vectors of given ids ----------------------------
+
+    def test_passage_vectors_in_the_order_given(self, hybrid):
+        rows = hybrid.passage_vectors(["h2", "missing", "h1", "h2"])
+        assert rows.shape == (3, DIMS) and rows.dtype == np.float32
+        assert rows[0] == pytest.approx(DINO) and rows[2] == pytest.approx(DINO)
+        assert rows[1] == pytest.approx(unit(0, 0, 0, 1))
+        assert hybrid.passage_vectors([]).shape == (0, DIMS)
+
+    def test_feedback_search_is_a_search_with_the_moved_vector(self, loaded):
+        from indexer.feedback import Feedback, feedback_vector, search_with_feedback
+
+        # the top 2 for DINO are p1 and p2, both with passage vector unit(1, 1, 1)
+        moved = feedback_vector(DINO, np.stack([unit(1, 1, 1)] * 2), 1.0)
+        request = SearchRequest(vector=DINO, min_similarity=0.5)
+        hits = list(search_with_feedback(loaded, request, Feedback(weight=1.0, top=2)))
+        want = self.search(loaded, moved, threshold=0.5)
+        # moved towards (1, 1, 1), Stegosaurus (0.8, 0.6) now beats Tyrannosaurus (1, 0): 0.905 vs 0.888
+        assert [h.id for h in hits] == [h.id for h in want] == ["p2", "p1", "p3"]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in want], abs=1e-5)
+        assert [round(h.score, 3) for h in hits] == [0.905, 0.888, 0.793]
+        assert [h.id for h in self.search(loaded, DINO, threshold=0.5)] == ["p1", "p2", "p3"]

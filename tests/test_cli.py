@@ -203,6 +203,25 @@ def test_search_passage_weight_reranks_only(indexed, capsys):
     assert code == 2 and "--passage-weight" in err
 
 
+def test_search_feedback_is_the_api_option(indexed, capsys):
+    """--feedback WEIGHT gives what NerIndex.search(feedback=Feedback(WEIGHT, top)) gives."""
+    from indexer.api import NerIndex
+    from indexer.feedback import Feedback
+
+    code, out, _ = run(capsys, "search", "dinosaur", "--store", str(indexed), "--json", "--limit", "5",
+                       "--feedback", "0.5", "--feedback-top", "3")  # fmt: skip
+    assert code == 0
+    got = [json.loads(line) for line in out.splitlines()]
+    with NerIndex.open(indexed, create=False) as ix:
+        want = ix.search("dinosaur", limit=5, feedback=Feedback(0.5, 3))
+        plain = ix.search("dinosaur", limit=5)
+    assert [h["id"] for h in got] == [h.id for h in want]
+    assert [h["score"] for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
+    assert [h.score for h in want] != pytest.approx([h.score for h in plain], abs=1e-6)  # the query moved
+    code, _, err = run(capsys, "search", "dinosaur", "--store", str(indexed), "--feedback", "-1")
+    assert code == 2 and "--feedback" in err
+
+
 def test_non_utf8_argument_is_one_line_and_exit_2(indexed, capsys):
     """What the shell's $'caf\\xe9' gives Python; 0.2.0 printed a traceback from the tokenizer."""
     code, out, err = run(capsys, "search", "caf\udce9", "--store", str(indexed))

@@ -155,6 +155,8 @@ class FakeCluster:
             ((doc_id, d) for n in self.resolve(target) for doc_id, d in self.indices[n]["docs"].items()),
             key=lambda item: item[1]["seq"],
         )
+        if "ids" in body.get("query", {}):  # passage_vectors: documents by _id, _source filtered
+            return self.by_ids(docs, body)
         scored = []  # (score, doc_id, doc, inner hits)
         try:
             for doc_id, d in docs:
@@ -178,6 +180,16 @@ class FakeCluster:
                          "_source": {k: v for k, v in d["source"].items() if k in body["_source"]},
                          "inner_hits": {"spans": {"hits": {"hits": inner}}}})
         return 200, {"pit_id": body.get("pit", {}).get("id"), "hits": {"hits": hits}}
+
+    def by_ids(self, docs: list, body: dict[str, Any]) -> tuple[int, Any]:
+        wanted = set(body["query"]["ids"]["values"])
+        source = body["_source"]
+        if isinstance(source, dict):  # Elasticsearch >= 9.2 leaves vectors out unless asked
+            assert source.get("exclude_vectors") is False, "vectors would be missing from _source"
+            source = source["includes"]
+        hits = [{"_id": doc_id, "_score": 1.0, "_source": {k: v for k, v in d["source"].items() if k in source}}
+                for doc_id, d in docs if doc_id in wanted]
+        return 200, {"hits": {"hits": hits[: body["size"]]}}
 
     def knn(self, knn: dict[str, Any], source: dict[str, Any]):
         top = [c for c in knn.get("filter", []) if not any(str(k).startswith("spans.") for k in next(iter(c.values())))]
@@ -471,3 +483,15 @@ class TestExhaustiveConformance:
     test_span_label_filter_restricts_spans = StoreConformance.test_span_label_filter_restricts_spans
     test_span_text_filter = StoreConformance.test_span_text_filter
     test_passage_weight_exhaustive = StoreConformance.test_passage_weight_exhaustive
+    test_passage_vectors_in_the_order_given = StoreConformance.test_passage_vectors_in_the_order_given
+    test_feedback_search_is_a_search_with_the_moved_vector = StoreConformance.test_feedback_search_is_a_search_with_the_moved_vector
+
+
+def test_passage_vectors_before_9_2_ask_for_plain_source_fields():
+    cluster = FakeCluster(version="8.15.0")
+    store = make_store(cluster)
+    store.check_model(STAMP)
+    store.write(hybrid_corpus())
+    assert store.passage_vectors(["h2"]) == pytest.approx(DINO[None, :])
+    body = search_requests(cluster)[-1][2]
+    assert body["_source"] == ["id", "vector"] and body["query"] == {"ids": {"values": ["h2"]}}

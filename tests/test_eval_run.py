@@ -279,3 +279,29 @@ def test_detection_recall_counts_missed_mentions(toy):
     counts = detection_by_query(bench, encoded)
     by_text = {q.text: counts[q.id] for q in bench.scored_queries()}
     assert by_text == {"person": [2, 2], "location": [2, 1], "dinosaur": [1, 1]}
+
+
+def test_feedback_method_searches_with_the_moved_query(toy):
+    from indexer.evaluation.run import compute_rankings
+    from indexer.feedback import Feedback
+
+    data, mapping, enc = toy
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    rankings, stats = compute_rankings(bench, enc, methods=("system_prf",), feedback=Feedback(1.0, top=1))
+    assert set(rankings) == {"system_prf"}
+    assert stats["feedback"] == {"weight": 1.0, "top": 1, "vectors": "passage"}
+    assert stats["feedback_search_seconds_per_query"] >= 0
+    text = {p.id: p.text for p in bench.corpus}
+    person = next(q.id for q in bench.scored_queries() if q.text == "person")
+    # first pass: Alice (ties with Bob, corpus order); q' = unit(E0 + unit(E0 + E1 + E3))
+    moved = _unit(E[0] + _unit(E[0] + E[1] + E[3]))
+    ranked = rankings["system_prf"][person]
+    assert [text[r.id] for r in ranked[:2]] == ["Alice visited Paris", "Bob slept"]
+    assert ranked[0].score == pytest.approx(float(moved[0]), abs=1e-5)  # cos(E0, q') = 0.888
+    assert ranked[2].gate == pytest.approx(float(moved[1]), abs=1e-5)  # Rome: cos(E1, q') = 0.325
+    result = run_eval(bench, encoder=enc, methods=("system", "system_prf", "dense"), feedback=Feedback(1.0, top=1))
+    assert result["model"]["feedback"]["weight"] == 1.0
+    assert result["methods"]["system_prf"]["threshold"] == result["methods"]["system"]["threshold"] == 0.5
+    # at the model's threshold the returned set is still the relevant one
+    assert _by_type(result)["person"]["scores"]["system_prf"]["set_precision"] == 1.0
+    assert "system_prf" not in run_eval(bench, encoder=enc)["summary"]  # not a default method

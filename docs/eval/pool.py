@@ -15,7 +15,8 @@ from statistics import mean
 
 METRICS = ("r_precision", "recall_at_1000", "p_at_10", "set_precision", "set_recall", "set_f1",
            "span_hit_rate", "highlight_precision")  # fmt: skip
-NAMES = {"system": "nerindex", "system_spans": "nerindex, spans only (λ = 0)", "span_base": "untrained spans",
+NAMES = {"system": "nerindex", "system_spans": "nerindex, spans only (λ = 0)",
+         "system_prf": "nerindex + feedback", "span_base": "untrained spans",
          "dense": "dense passage", "bm25": "BM25"}  # fmt: skip
 
 

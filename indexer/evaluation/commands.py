@@ -16,9 +16,10 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from .benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
-from .run import METHODS
+from .run import DEFAULT_METHODS, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,16 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
               help="Index into this embedded store folder instead of a temporary one.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="Execution device (default: NERINDEX_DEVICE or auto).")
-@click.option("--methods", default=",".join(METHODS), show_default=True,
-              help="Comma-separated methods to score: " + ", ".join(METHODS) + ".")
+@click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
+              help="Comma-separated methods to score: " + ", ".join(METHODS) + " (system_prf: query-time feedback, not scored by default).")
 @click.option("--threshold", type=float, help="Operating threshold of the system (default: the model's).")
 @click.option("--passage-weight", type=click.FloatRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="λ of the system's hybrid scoring (span + λ · passage similarity; default: the model's). "
               "When it is not 0, the spans-only ranking is scored too.")
+@click.option("--feedback-weight", type=click.FloatRange(0, MAX_FEEDBACK_WEIGHT), default=0.5, show_default=True,
+              help="Method system_prf: weight of the mean first-pass passage vector added to the type vector.")
+@click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
+              help="Method system_prf: how many first-pass passages feed the query.")
 @click.option("--train-types", help="Seen type phrases, comma-separated or @FILE (default: model.json training.types).")
 @click.option("--train-data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training files to count mentions per type for Familiarity (repeatable).")
@@ -107,6 +112,8 @@ def eval_command(
     methods: str,
     threshold: float | None,
     passage_weight: float | None,
+    feedback_weight: float,
+    feedback_top: int,
     train_types: str | None,
     train_data: tuple[str, ...],
     calibrate: bool,
@@ -175,6 +182,7 @@ def eval_command(
         calibrate_on=("seen",) if calibrate else None,
         batch_size=batch_size,
         passage_weight=passage_weight,
+        feedback=Feedback(feedback_weight, feedback_top),
     )
     if write_model:
         if calibrate:

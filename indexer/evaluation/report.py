@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-METHOD_ORDER = ("system", "system_spans", "span_base", "dense", "bm25")
-SHORT = {"system": "nerindex", "system_spans": "nerindex, spans only", "span_base": "untrained spans",
+METHOD_ORDER = ("system", "system_spans", "system_prf", "span_base", "dense", "bm25")
+SHORT = {"system": "nerindex", "system_spans": "nerindex, spans only",
+         "system_prf": "nerindex + feedback", "span_base": "untrained spans",
          "dense": "dense passage", "bm25": "BM25"}  # fmt: skip
 GROUP_ORDER = ("all", "seen", "unseen", "coarse")
 COLUMNS = (
@@ -176,7 +177,7 @@ def _pyplot():
     return plt
 
 
-COLORS = {"system": "#1f77b4", "system_spans": "#17becf", "span_base": "#9467bd", "dense": "#2ca02c", "bm25": "#ff7f0e"}
+COLORS = {"system": "#1f77b4", "system_spans": "#17becf", "system_prf": "#d62728", "span_base": "#9467bd", "dense": "#2ca02c", "bm25": "#ff7f0e"}
 
 
 def chart_per_type(result: Mapping[str, Any], path: str | Path, *, title: str | None = None) -> Path:

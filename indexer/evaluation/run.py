@@ -50,10 +50,15 @@ METHODS: dict[str, Method] = {
     "system": Method("system", "nerindex (trained span vectors)", spans=True, thresholded=True),
     # the same search ranked by best span alone; reported when the system uses hybrid scoring
     "system_spans": Method("system_spans", "nerindex, spans only (λ = 0)", spans=True, thresholded=True),
+    # the system with query-time feedback (indexer.feedback): off unless named in --methods
+    "system_prf": Method("system_prf", "nerindex + query-time feedback (Rocchio, passage vectors)", spans=True, thresholded=True),
     "span_base": Method("span_base", "untrained span vectors (same spans)", spans=True, thresholded=True),
     "dense": Method("dense", "dense passage retrieval (backbone)", spans=False, thresholded=True),
     "bm25": Method("bm25", "BM25 (passage text)", spans=False, thresholded=False),
 }
+# what ``nerindex eval`` scores when --methods is not given (feedback is an experiment, not a default)
+DEFAULT_METHODS: tuple[str, ...] = ("system", "system_spans", "span_base", "dense", "bm25")
+SYSTEM_METHODS = ("system", "system_spans", "system_prf")  # searched through the store, at the model's threshold
 
 
 @dataclass
@@ -317,15 +322,19 @@ def compute_rankings(
     encoder: Any,
     *,
     store_dir: str | Path | None = None,
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] = DEFAULT_METHODS,
     batch_size: int = 32,
     passage_weight: float | None = None,
+    feedback: Any = None,
 ) -> tuple[dict[str, dict[str, list[Ranked]]], dict[str, Any]]:
     """Rankings of every method for every query, and timings/counts of the run.
 
     ``passage_weight`` (default: the model's) is the system's λ of hybrid scoring; when it is not 0
-    the same searches are also ranked by best span alone (``system_spans``).
+    the same searches are also ranked by best span alone (``system_spans``). ``system_prf`` is the
+    system's search with query-time feedback (``feedback``: an :class:`indexer.feedback.Feedback`,
+    default weight 0.5, top 10).
     """
+    from ..feedback import Feedback
     from ..api import NerIndex
     from ..pipeline import index_passages
     from ..stores.embedded import EmbeddedStore
@@ -352,7 +361,7 @@ def compute_rankings(
     type_vectors = encoder.embed_types(phrases) if phrases else np.zeros((0, encoder.info.dims))
     rankings: dict[str, dict[str, list[Ranked]]] = {}
 
-    if "system" in methods:
+    if set(methods) & set(SYSTEM_METHODS):
         with tempfile.TemporaryDirectory(prefix="nerindex-eval-") as tmp:
             folder = Path(store_dir) if store_dir else Path(tmp) / "store"
             store = EmbeddedStore.open(folder)
@@ -363,20 +372,29 @@ def compute_rankings(
                 stats["index"] = {k: v for k, v in report.to_dict().items() if k != "errors"}
                 ix = NerIndex(encoder, store, description=str(folder))
                 t0 = time.perf_counter()
-                def ranked(weight: float | None) -> dict[str, list[Ranked]]:
+                def ranked(weight: float | None, fb: Any = None) -> dict[str, list[Ranked]]:
                     return {
                         q.id: _hits_to_ranking(
-                            ix.iter_search(q.text, min_similarity=-1.0, exhaustive=True, passage_weight=weight)
+                            ix.iter_search(q.text, min_similarity=-1.0, exhaustive=True, passage_weight=weight,
+                                           feedback=fb)
                         )
                         for q in queries
                     }
 
-                rankings["system"] = ranked(passage_weight)
+                per_query = max(len(queries), 1)
                 weight = encoder.info.passage_weight if passage_weight is None else float(passage_weight)
                 stats["passage_weight"] = weight
+                if "system" in methods:
+                    rankings["system"] = ranked(passage_weight)
+                    stats["search_seconds_per_query"] = round((time.perf_counter() - t0) / per_query, 4)
                 if stats["passage_weight"] and "system_spans" in methods:
                     rankings["system_spans"] = ranked(0.0)
-                stats["search_seconds_per_query"] = round((time.perf_counter() - t0) / max(len(queries), 1), 4)
+                if "system_prf" in methods:
+                    fb = feedback if feedback is not None else Feedback()
+                    stats["feedback"] = {"weight": fb.weight, "top": fb.top, "vectors": "passage"}
+                    t0 = time.perf_counter()
+                    rankings["system_prf"] = ranked(passage_weight, fb)
+                    stats["feedback_search_seconds_per_query"] = round((time.perf_counter() - t0) / per_query, 4)
             finally:
                 store.close()
     qvecs = [(q.id, type_vectors[i]) for i, q in enumerate(queries)]
@@ -399,7 +417,7 @@ def run_eval(
     model_dir: str | Path | None = None,
     store_dir: str | Path | None = None,
     device: str = "cpu",
-    methods: Sequence[str] = tuple(METHODS),
+    methods: Sequence[str] = DEFAULT_METHODS,
     threshold: float | None = None,
     train_types: Sequence[str] | None = None,
     train_data: Sequence[str | Path] = (),
@@ -409,6 +427,7 @@ def run_eval(
     batch_size: int = 32,
     encoder: Any = None,
     passage_weight: float | None = None,
+    feedback: Any = None,
 ) -> dict[str, Any]:
     """Run the whole evaluation and return the JSON-ready result (see ``report`` for rendering).
 
@@ -426,7 +445,8 @@ def run_eval(
         card, train_types=train_types, train_data=train_data, data_roots=data_roots, mapping_file=mapping_file
     )
     rankings, stats = compute_rankings(
-        bench, encoder, store_dir=store_dir, methods=methods, batch_size=batch_size, passage_weight=passage_weight
+        bench, encoder, store_dir=store_dir, methods=methods, batch_size=batch_size, passage_weight=passage_weight,
+        feedback=feedback,
     )
 
     stored = (card.get("calibration") or {}).get("methods", {})
@@ -436,7 +456,7 @@ def run_eval(
         if not METHODS[key].thresholded:
             thresholds[key] = None
             threshold_source[key] = "none (ranking only)"
-        elif key in ("system", "system_spans"):
+        elif key in SYSTEM_METHODS:
             thresholds[key] = threshold if threshold is not None else info.similarity_threshold
             threshold_source[key] = "--threshold" if threshold is not None else (
                 "model.json similarity_threshold (calibrated)" if card.get("calibration") else
@@ -476,6 +496,7 @@ def run_eval(
             "similarity_threshold": info.similarity_threshold,
             "detection_threshold": info.detection_threshold,
             "passage_weight": stats.get("passage_weight", info.passage_weight),
+            **({"feedback": stats["feedback"]} if "feedback" in stats else {}),
         },
         "methods": {
             key: {

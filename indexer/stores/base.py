@@ -207,6 +207,10 @@ class Store(Protocol):
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Hits best first; at most ``limit`` unless ``exhaustive`` (then every match, paged)."""
 
+    def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored passage vectors of these passage ids, one row each in the order given
+        (ids not stored are left out): what query-time feedback (``indexer.feedback``) reads."""
+
     def counts(self) -> StoreCounts:
         ...
 

@@ -382,6 +382,24 @@ class EmbeddedStore:
         by_passage = {int(passages[starts[i]]): order[starts[i] : ends[i]] for i in at.tolist()}
         return Matches(self._hits(ranked, score, by_passage, sims, vec), total=total)
 
+    def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and
+        passages stored without a vector) are left out."""
+        stamp = self.model()
+        dims = stamp.dims if stamp else 0
+        found: dict[str, bytes] = {}
+        for start in range(0, len(ids), PAGE):
+            part = list(ids[start : start + PAGE])
+            rows = self._conn.execute(
+                "SELECT id, vector FROM passages WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(part),),
+            ).fetchall()
+            found.update({r[0]: r[1] for r in rows if r[1] is not None and len(r[1]) == 4 * dims})
+        blobs = [found[i] for i in ids if i in found]
+        if not blobs:
+            return np.zeros((0, dims), dtype=np.float32)
+        return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dims).copy()
+
     @staticmethod
     def _top_candidates(vec: segments.SegmentSet, idx: np.ndarray, sims: np.ndarray, query: np.ndarray,
                         request: SearchRequest) -> np.ndarray:

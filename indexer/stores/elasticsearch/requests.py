@@ -177,6 +177,22 @@ def alias_swap_actions(alias: str, old: str | None, new: str) -> list[dict[str, 
     return actions
 
 
+# Elasticsearch 9.2 leaves dense vectors out of ``_source`` by default (index setting
+# ``index.mapping.exclude_source_vectors``); ``exclude_vectors: false`` asks for them back.
+SOURCE_VECTORS_SERVER = (9, 2, 0)
+
+
+def passage_vectors_body(passage_ids: Sequence[str], *, exclude_vectors_flag: bool) -> dict[str, Any]:
+    """A search for the stored passage vectors of these ids (``_source`` filtered to id + vector)."""
+    fields = ["id", PASSAGE_VECTOR_FIELD]
+    source: Any = {"includes": fields, "exclude_vectors": False} if exclude_vectors_flag else fields
+    return {
+        "size": len(passage_ids),
+        "_source": source,
+        "query": {"ids": {"values": [document_id(pid) for pid in passage_ids]}},
+    }
+
+
 def document_id(passage_id: str) -> str:
     """Deterministic ``_id``: the passage id itself, hashed only when Elasticsearch would refuse it."""
     raw = passage_id.encode("utf-8")

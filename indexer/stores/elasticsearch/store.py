@@ -21,7 +21,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError
+import numpy as np
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
 from ...config import DEFAULT_ES_INDEX, Settings, from_env
 from ...errors import ModelMismatchError, SearchError, StoreError
@@ -421,6 +422,30 @@ class ElasticsearchStore:
                 error=SearchError,
             )
         yield from self._knn(request, stamp)
+
+    def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """Passage vectors of these ids, in the order given (unknown ids left out): one search
+        with an ``ids`` query, ``_source`` filtered to the passage vector."""
+        stamp = self.model()
+        dims = stamp.dims if stamp else 0
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, list[float]] = {}
+        flag = self.server_version() >= rq.SOURCE_VECTORS_SERVER
+        self.flush()
+        for start in range(0, len(wanted), 1000):
+            body = rq.passage_vectors_body(wanted[start : start + 1000], exclude_vectors_flag=flag)
+            with self.errors(f"read passage vectors from {self.alias!r}", search=True):
+                try:
+                    response = self.client.search(index=self.alias, body=body).body
+                except NotFoundError:
+                    break
+            for hit in rs.raw_hits(response):
+                source = hit.get("_source") or {}
+                vector = source.get(rq.PASSAGE_VECTOR_FIELD)
+                if isinstance(vector, list) and len(vector) == dims:
+                    found[str(source.get("id", hit.get("_id")))] = vector
+        rows = [found[i] for i in ids if i in found]
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), dims)
 
     def _knn(self, request: SearchRequest, stamp: ModelStamp) -> Iterator[Hit]:
         hybrid = self._options.hybrid and bool(request.text)
