@@ -89,16 +89,16 @@ def refuse_copies_under_text_ids(passages: Sequence[Passage], store: Store) -> N
     second time under its new id, and every hit would be shown twice. One ``existing_ids`` lookup
     per chunk finds that case exactly, before anything of the chunk is written.
     """
-    hashed = {text_id(p.text): p for p in passages if p.id != text_id(p.text)}
+    hashed = {h: p for p in passages if (h := text_id(p.text)) != p.id}
     if not hashed:
         return
     found = store.existing_ids(list(hashed))
     if found:
-        first = hashed[sorted(found)[0]]
+        first = min(found)
         raise InputError(
             f"{len(found)} passage(s) are stored already under ids made from their text (as "
-            f"nerindex 0.2.0 did without --id-field), e.g. {first.id!r} as "
-            f"{text_id(first.text)!r}: indexing them under their own ids would store them twice. "
+            f"nerindex 0.2.0 did without --id-field), e.g. {hashed[first].id!r} as "
+            f"{first!r}: indexing them under their own ids would store them twice. "
             "Index with --id-field '' (Python: id_field='') to keep text ids, or into a new store"
         )
 
