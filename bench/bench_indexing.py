@@ -21,7 +21,7 @@ import numpy as np
 
 from indexer.conll import read_conll
 from indexer.encoder import OnnxEncoder
-from indexer.model_folder import default_model_path
+from indexer.assets import default_model_dir
 from indexer.records import Passage, text_id
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -80,7 +80,7 @@ def main() -> None:
     from indexer.training.model import load_model_from_folder
 
     torch.set_num_threads(args.threads)
-    folder = default_model_path()
+    folder = default_model_dir()
     passages = make_passages(args.passages, args.words)
     int8 = OnnxEncoder.from_dir(folder, device="cpu", threads=args.threads)
     tokens = sum(len(int8.tokenizer.encode(p.text, add_special_tokens=False).ids) for p in passages)

@@ -2,7 +2,7 @@
 
 | variable | meaning |
 |---|---|
-| NERINDEX_MODEL | model folder (default: the shipped ``onnx_models/default``) |
+| NERINDEX_MODEL | model folder (default: the one shipped in the package, ``indexer/assets/default_model``) |
 | NERINDEX_STORE | embedded store folder (default ``./nerindex-data``) |
 | NERINDEX_DEVICE | ``auto`` (CUDA when onnxruntime offers it), ``cpu`` or ``cuda`` |
 | NERINDEX_ES_URL | Elasticsearch URL; when set, the Elasticsearch backend is used |
@@ -18,11 +18,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
-REPO_MODELS = PACKAGE_ROOT.parent / "onnx_models"
 DEFAULT_STORE = "./nerindex-data"
 DEFAULT_ES_INDEX = "nerindex"
 

@@ -1,6 +1,6 @@
-"""The model folder: parse ``model.json``, verify file checksums, locate the shipped default.
+"""The model folder: parse ``model.json``, verify file checksums (no folder given: the shipped default).
 
-See ``onnx_models/README.md`` for the contract. Loading checks everything once, up front, so a broken
+See ``docs/model-folder.md`` for the contract. Loading checks everything once, up front, so a broken
 or tampered folder fails with its path in the message instead of producing wrong vectors later.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_MODELS
+from .assets import default_model_dir
 from .errors import ModelError
 from .stores.base import ModelStamp
 
@@ -44,11 +44,6 @@ def files_checksum(files: dict[str, str]) -> str:
     """The model checksum: sha256 of the canonical JSON of the per-file checksums."""
     canonical = json.dumps(dict(sorted(files.items())), separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def default_model_path() -> Path:
-    """The shipped default model folder (``onnx_models/default`` next to the package)."""
-    return REPO_MODELS / "default"
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,7 @@ class ModelInfo:
     @classmethod
     def load(cls, path: str | Path | None = None, *, verify: bool = True) -> "ModelInfo":
         """Read ``model.json`` from a folder and (by default) verify every file's sha256."""
-        folder = Path(path) if path is not None else default_model_path()
+        folder = Path(path) if path is not None else default_model_dir()
         meta_path = folder / "model.json"
         if not meta_path.is_file():
             raise ModelError(f"{folder}: not a nerindex model folder (no model.json)")

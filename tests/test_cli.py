@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from indexer.cli import main
-from indexer.model_folder import default_model_path, sha256_file
+from indexer.assets import default_model_dir
+from indexer.model_folder import sha256_file
 from indexer.text import printable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ def test_bad_where(indexed, capsys):
 
 def test_other_model_is_refused(indexed, tmp_path, capsys):
     other = tmp_path / "other"
-    shutil.copytree(default_model_path(), other)
+    shutil.copytree(default_model_dir(), other)
     with open(other / "catalog.txt", "a", encoding="utf-8") as handle:
         handle.write("one more phrase\n")
     meta = json.loads((other / "model.json").read_text())

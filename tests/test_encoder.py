@@ -10,13 +10,14 @@ import pytest
 
 from indexer.encoder import CPU, CUDA, OnnxEncoder, choose_provider
 from indexer.errors import ModelError
-from indexer.model_folder import ModelInfo, default_model_path
+from indexer.assets import default_model_dir
+from indexer.model_folder import ModelInfo
 from indexer.records import Passage
 
 
 @pytest.fixture(scope="session")
 def encoder() -> OnnxEncoder:
-    return OnnxEncoder.from_dir(default_model_path(), device="cpu")
+    return OnnxEncoder.from_dir(default_model_dir(), device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -116,7 +117,7 @@ def test_empty_and_symbol_only_passages(encoder):
 
 def copy_model(tmp_path):
     target = tmp_path / "model"
-    shutil.copytree(default_model_path(), target)
+    shutil.copytree(default_model_dir(), target)
     return target
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from indexer.assets import kibana_objects
 from indexer.errors import StoreError
 from indexer.stores.elasticsearch import kibana
 
@@ -19,7 +20,7 @@ RESPONSES = Path(__file__).parent / "golden" / "es" / "responses"
 
 
 def objects() -> list[dict]:
-    return kibana.parse_ndjson(kibana.saved_objects_path().read_text(encoding="utf-8"))
+    return kibana.parse_ndjson(kibana_objects().read_text(encoding="utf-8"))
 
 
 def by_type(kind: str) -> list[dict]:

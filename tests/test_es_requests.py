@@ -23,6 +23,7 @@ from elasticsearch.dsl import Mapping, Q, Search, field, query, types  # noqa: E
 
 import es_painless as painless  # noqa: E402
 
+from indexer.assets import mappings_dir  # noqa: E402
 from indexer.errors import SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
 from indexer.stores.base import ModelStamp  # noqa: E402
@@ -155,7 +156,7 @@ def test_index_body_follows_the_issue():
 
 
 def test_template_file_is_the_source_of_the_mapping():
-    raw = json.loads((templates.mappings_dir() / templates.INDEX_TEMPLATE).read_text())
+    raw = json.loads((mappings_dir() / templates.INDEX_TEMPLATE).read_text())
     assert templates.placeholders(raw) == {"dims", "similarity", "index_options", "meta"}
     body = rq.index_body(STAMP)
     assert body["settings"] == raw["settings"]

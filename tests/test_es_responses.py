@@ -198,10 +198,11 @@ def test_model_stamp_from_mapping_meta():
 
 
 def test_index_meta_keeps_every_stored_setting_and_reads_0_2_0_meta():
-    from indexer.model_folder import ModelInfo, default_model_path
+    from indexer.assets import default_model_dir
+    from indexer.model_folder import ModelInfo
     from indexer.stores.elasticsearch import requests as rq
 
-    stamp = ModelInfo.load(default_model_path(), verify=False).stamp
+    stamp = ModelInfo.load(default_model_dir(), verify=False).stamp
     assert rs.stamp_from_meta(rq.index_meta(stamp)) == stamp
     old = rs.stamp_from_meta({"model": {"id": "m", "version": "1", "dims": 384, "checksum": "c"}})
     assert old.detection_threshold is None and old.catalog is None

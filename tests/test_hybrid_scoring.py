@@ -12,7 +12,8 @@ import pytest
 from indexer.api import NerIndex
 from indexer.errors import SearchError
 from indexer.evaluation.metrics import Ranked, ScoredSpan, returned_at
-from indexer.model_folder import ModelInfo, default_model_path
+from indexer.assets import default_model_dir
+from indexer.model_folder import ModelInfo
 from indexer.stores.embedded import EmbeddedStore
 
 from store_conformance import DINO, hybrid_corpus
@@ -48,7 +49,7 @@ def store(tmp_path):
 def test_model_json_passage_weight(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
-    card = json.loads((default_model_path() / "model.json").read_text())
+    card = json.loads((default_model_dir() / "model.json").read_text())
     card.pop("passage_weight", None)
     (folder / "model.json").write_text(json.dumps(card))
     assert ModelInfo.load(folder, verify=False).passage_weight == 0.0

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.model_folder import ModelInfo, default_model_path
+from indexer.assets import default_model_dir
+from indexer.model_folder import ModelInfo
 from indexer.stores.base import STORED_SETTINGS, ModelStamp, check_stamp
 
 from test_cli import run  # `nerindex ARGS` in-process: (exit code, stdout, stderr)
@@ -23,7 +24,7 @@ from test_cli import run  # `nerindex ARGS` in-process: (exit code, stdout, stde
 
 def model_folder(tmp_path: Path, name: str, **changes: object) -> Path:
     """The shipped model's files (linked, not copied) with ``changes`` made to its model.json."""
-    source = default_model_path()
+    source = default_model_dir()
     folder = tmp_path / name
     folder.mkdir()
     for path in source.iterdir():
@@ -114,7 +115,7 @@ def test_a_store_of_nerindex_0_2_0_adopts_the_settings_once(tmp_path, capsys, ca
 
 
 def test_stamp_records_every_stored_setting_and_reads_back():
-    stamp = ModelInfo.load(default_model_path(), verify=False).stamp
+    stamp = ModelInfo.load(default_model_dir(), verify=False).stamp
     assert all(getattr(stamp, name) is not None for name in STORED_SETTINGS)
     assert ModelStamp.from_dict(json.loads(json.dumps(stamp.to_dict()))) == stamp
     old = ModelStamp.from_dict({"id": "m", "version": "1", "dims": 384, "checksum": stamp.checksum})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from indexer.encoder import OnnxEncoder
-from indexer.model_folder import default_model_path
+from indexer.assets import default_model_dir
 from indexer.pipeline import index_passages
 from indexer.records import Passage, text_id
 from indexer.stores.embedded import EmbeddedStore
@@ -13,7 +13,7 @@ from indexer.stores.embedded import EmbeddedStore
 
 @pytest.fixture(scope="module")
 def encoder():
-    return OnnxEncoder.from_dir(default_model_path(), device="cpu")
+    return OnnxEncoder.from_dir(default_model_dir(), device="cpu")
 
 
 def passages(n: int) -> list[Passage]:

@@ -42,9 +42,9 @@ def wn():
 @pytest.fixture(scope="module")
 def encoder():
     from indexer.encoder import OnnxEncoder
-    from indexer.model_folder import default_model_path
+    from indexer.assets import default_model_dir
 
-    return OnnxEncoder.from_dir(default_model_path(), device="cpu")
+    return OnnxEncoder.from_dir(default_model_dir(), device="cpu")
 
 
 def _annotate(wn, encoder, items, **cfg_kwargs):

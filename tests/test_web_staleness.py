@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from indexer.api import NerIndex  # noqa: E402
 from indexer.encoder import OnnxEncoder  # noqa: E402
-from indexer.model_folder import default_model_path  # noqa: E402
+from indexer.assets import default_model_dir  # noqa: E402
 from indexer.records import Passage  # noqa: E402
 from indexer.stores.embedded import EmbeddedStore  # noqa: E402
 from indexer.web import create_app  # noqa: E402
@@ -39,7 +39,7 @@ LATER = [
 
 @pytest.fixture(scope="module")
 def encoder():
-    return OnnxEncoder.from_dir(default_model_path(), device="cpu")
+    return OnnxEncoder.from_dir(default_model_dir(), device="cpu")
 
 
 def search(client: TestClient, **body: Any) -> dict[str, Any]:

@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..assets import phrases_file
 from ..conll import read_conll
 from ..errors import InputError
 from ..records import GoldSpan, Passage
 
-PHRASES_FILE = Path(__file__).resolve().parent.parent / "data" / "phrases.json"
+PHRASES_FILE = phrases_file()
 
 # Tags that a data set uses only where no finer tag applies (shared/data/README.md): their relevance
 # judgements are incomplete (a politician is not labelled "person"), so they are scored apart.
@@ -135,7 +136,7 @@ def resolve_mapping(
     """(tag → phrase, coarse tags, section name) for one data file.
 
     A flat mapping (values are phrases) applies to every file; a sectioned one (values are objects,
-    like ``indexer/data/phrases.json``) is picked by ``dataset`` or by the file's folder names. A
+    like ``indexer/assets/phrases.json``) is picked by ``dataset`` or by the file's folder names. A
     section (or flat file) may list ``"_coarse": [tags]``.
     """
     sectioned = any(isinstance(v, dict) for k, v in data.items() if not k.startswith("_"))

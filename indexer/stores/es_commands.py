@@ -234,7 +234,7 @@ def kibana_group() -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (testing only).")
 @click.option("--space", default=None, help="Kibana space id (default space when omitted).")
 @click.option("--file", "path", type=click.Path(dir_okay=False, exists=True),
-              help="Saved objects NDJSON (default: the one shipped in docker/kibana/).")
+              help="Saved objects NDJSON (default: the one shipped with nerindex).")
 @click.option("--no-overwrite", is_flag=True, help="Fail on objects that already exist instead of replacing them.")
 @click.option("--json", "as_json", is_flag=True, help="Print Kibana's report as JSON.")
 def kibana_import_command(kibana_url, es_index, api_key, user, password, ca_certs, insecure, space, path,

@@ -6,7 +6,7 @@ spans that do not start and end on a tokenizer word boundary, or are wider than 
 words, cannot be candidates; they are dropped and counted.
 
 The rest of this module holds the type-phrase bookkeeping that training needs: the readable phrase
-of each tag (``indexer/data/phrases.json``), and which phrases are hierarchically related (a
+of each tag (``indexer/assets/phrases.json``), and which phrases are hierarchically related (a
 politician is a person), so contrastive training neither rewards nor punishes that pair.
 """
 
@@ -20,13 +20,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..assets import phrases_file
 from ..conll import read_conll
 from ..records import GoldSpan, Passage
 from ..spans import Word, candidate_token_range, window_inputs, words_from_encoding
 
 log = logging.getLogger(__name__)
 
-PHRASES_PATH = Path(__file__).resolve().parent.parent / "data" / "phrases.json"
+PHRASES_PATH = phrases_file()
 
 # parent phrase -> narrower phrases. Coarse and fine label sets are mixed in training (a politician
 # is "person" in one data set and "politician" in another), so such pairs must be neither positive

@@ -1,4 +1,4 @@
-"""Export a SpanTypeEncoder to a model folder (onnx_models/README.md is the contract).
+"""Export a SpanTypeEncoder to a model folder (docs/model-folder.md is the contract).
 
 The folder is written into a temporary sibling directory and renamed into place at the end, so a
 reader never sees half a model; an existing folder is replaced only when asked (``force``).
@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..assets import default_model_dir
 from ..catalog import read_phrases
 from ..errors import ModelError
 from ..model_folder import sha256_file
@@ -191,7 +192,8 @@ def embed_phrases_onnx(
 
 
 def default_catalog_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "catalog.txt"
+    """The default model's catalog: a new model ships the same type phrases unless given others."""
+    return default_model_dir() / "catalog.txt"
 
 
 def write_model_folder(

@@ -1,6 +1,6 @@
 """Import nerindex's Kibana saved objects (data view, saved KQL search, dashboard).
 
-The objects live in ``docker/kibana/nerindex.ndjson``; they are posted to Kibana's saved-objects
+The objects ship in ``indexer/assets/kibana/nerindex.ndjson``; they are posted to Kibana's saved-objects
 import API (``POST /api/saved_objects/_import``, multipart form with a ``file`` field and the
 ``kbn-xsrf`` header). The data view is retargeted to the alias in use, so a non-default
 ``--es-index`` still gets a working Discover and dashboard. Standard library HTTP only.
@@ -18,23 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ...config import DEFAULT_ES_INDEX, PACKAGE_ROOT
+from ...assets import kibana_objects
+from ...config import DEFAULT_ES_INDEX
 from ...errors import StoreError
 
-SAVED_OBJECTS_FILES = (
-    PACKAGE_ROOT.parent / "docker" / "kibana" / "nerindex.ndjson",
-    PACKAGE_ROOT / "data" / "kibana" / "nerindex.ndjson",
-)
 DATA_VIEW_ID = "nerindex-passages"
-
-
-def saved_objects_path() -> Path:
-    """The NDJSON file shipped with nerindex."""
-    for path in SAVED_OBJECTS_FILES:
-        if path.is_file():
-            return path
-    tried = ", ".join(str(p) for p in SAVED_OBJECTS_FILES)
-    raise StoreError(f"the Kibana saved objects are missing from this install (looked in {tried})")
 
 
 def parse_ndjson(text: str) -> list[dict[str, Any]]:
@@ -159,7 +147,7 @@ def import_saved_objects(
     urlopen: Callable[..., Any] | None = None,
 ) -> ImportReport:
     """Post the saved objects to Kibana; a StoreError when Kibana refuses any of them."""
-    source = Path(path) if path else saved_objects_path()
+    source = Path(path) if path else kibana_objects()
     objects = retarget(parse_ndjson(source.read_text(encoding="utf-8")), alias)
     body, content_type = multipart_file(to_ndjson(objects))
     url = import_url(kibana_url, space=space, overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""Read the JSON templates of ``mappings/`` (the single source of truth) and fill their placeholders.
+"""Read the JSON templates of ``indexer/assets/mappings/`` (the single source of truth) and fill their placeholders.
 
 A placeholder is a JSON string that is exactly ``"{{name}}"``; it is replaced by the value of
 ``name``, whatever its type (a number for ``dims``, an object for ``index_options``), so the
@@ -11,27 +11,14 @@ import copy
 import json
 import re
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Mapping
 
-from ...config import PACKAGE_ROOT
-from ...errors import StoreError
+from ...assets import mappings_dir
 
-# Repository checkout (editable installs, Docker image) first, then a copy shipped in the package.
-MAPPINGS_DIRS = (PACKAGE_ROOT.parent / "mappings", PACKAGE_ROOT / "data" / "mappings")
 INDEX_TEMPLATE = "passages.json"
 SEARCH_TEMPLATE = "search-template.json"
 
 _PLACEHOLDER = re.compile(r"^\{\{(\w+)\}\}$")
-
-
-def mappings_dir() -> Path:
-    """The folder holding the Elasticsearch templates; a clear error when the install lacks it."""
-    for folder in MAPPINGS_DIRS:
-        if (folder / INDEX_TEMPLATE).is_file():
-            return folder
-    tried = ", ".join(str(d) for d in MAPPINGS_DIRS)
-    raise StoreError(f"the Elasticsearch mappings are missing from this install (looked in {tried})")
 
 
 @lru_cache(maxsize=None)
@@ -40,7 +27,7 @@ def _load(name: str) -> str:
 
 
 def load_template(name: str) -> dict[str, Any]:
-    """A fresh, mutable copy of one template file of ``mappings/``."""
+    """A fresh, mutable copy of one template file of the shipped mappings."""
     return copy.deepcopy(json.loads(_load(name)))
 
 
