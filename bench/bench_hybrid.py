@@ -6,7 +6,7 @@ Prints R-Precision (macro over types, seen/unseen/coarse apart as in ``nerindex 
 zero-shot sets before the stores implement it. Seen types are the gold training types of the first
 model unless ``--train-types`` says otherwise, so every model is grouped alike.
 
-    python bench/bench_hybrid.py --model onnx_models/default --model runs/silver-model \\
+    python bench/bench_hybrid.py --model indexer/assets/default_model --model runs/silver-model \\
         ../shared/data/crossner/politics/dev.txt ../shared/data/crossner/literature/dev.txt \\
         ../shared/data/multiconer2_en/en-dev.conll
 """

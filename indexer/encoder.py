@@ -336,7 +336,7 @@ def check_io(session: object, graph_path: Path) -> None:
     if missing_in or missing_out:
         raise ModelError(
             f"{graph_path}: not a nerindex graph: missing inputs {missing_in or '-'}, "
-            f"outputs {missing_out or '-'} (see onnx_models/README.md)"
+            f"outputs {missing_out or '-'} (see docs/model-folder.md)"
         )
 
 

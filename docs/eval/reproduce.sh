@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the figures of EVALUATION.md (run from the repository root, with shared/ beside it).
 # Needs the [eval] extra (bm25s, PyStemmer, matplotlib). About 3 minutes on 2 CPU cores. CALIBRATE=1 also re-chooses the model's threshold.
+# --write-model updates the shipped model's card, indexer/assets/default_model/model.json: run it with
+# the editable install (pip install -e) so that the file written is the checkout's.
 set -euo pipefail
 D=${NERINDEX_DATA:-../shared/data}
 OUT=docs/eval

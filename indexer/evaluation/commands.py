@@ -70,7 +70,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--export-benchmark", "export_dir", type=click.Path(file_okay=False),
               help="Write the benchmark as a BEIR-style folder (corpus.jsonl, queries.jsonl, qrels.tsv) and stop.")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
-              help="Model folder (default: NERINDEX_MODEL or the shipped onnx_models/default).")
+              help="Model folder (default: NERINDEX_MODEL or the shipped default model).")
 @click.option("--store", "store_dir", type=click.Path(file_okay=False),
               help="Index into this embedded store folder instead of a temporary one.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,

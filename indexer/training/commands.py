@@ -1,7 +1,7 @@
 """`nerindex train` and `nerindex export`: the click commands of the ``[train]`` extra.
 
 ``train`` writes a run folder (``heads.safetensors`` + ``train.json`` with thresholds and figures);
-``export`` turns a run folder into a model folder (onnx_models/README.md). Progress goes to stderr.
+``export`` turns a run folder into a model folder (docs/model-folder.md). Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def card_from_run(run_dir: Path) -> tuple[dict, str, dict]:
 @click.command("export")
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Model folder to write (e.g. onnx_models/default).")
+              help="Model folder to write (e.g. onnx_models/mine).")
 @click.option("--force", is_flag=True, help="Replace an existing model folder.")
 @click.option("--keep-fp32", is_flag=True, help="Also ship encoder.fp32.onnx.")
 @click.option("--backbone", default=None, help="Where to load the backbone from (overrides the run's).")

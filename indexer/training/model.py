@@ -1,7 +1,7 @@
 """The PyTorch span/type encoder: a frozen backbone plus two small heads, in the shape of the ONNX graph.
 
 ``SpanTypeEncoder.forward`` takes exactly the graph's inputs and returns exactly its outputs
-(onnx_models/README.md), so exporting it is a plain ``torch.onnx.export``. The heads read the
+(docs/model-folder.md), so exporting it is a plain ``torch.onnx.export``. The heads read the
 backbone's token states of two layers (4 and 6 of MiniLM-L6); every first layer is *factorised*: a
 span's first-layer activation is the sum of per-token projections at its start, at its end and the
 mean of projected tokens over it. That gives the same output as concatenating start/end/mean states and
@@ -277,7 +277,7 @@ class SpanTypeEncoder(nn.Module):
             raise ValueError(f"head weights do not fit: missing {missing}, unexpected {unexpected}")
 
 
-# the graph contract (onnx_models/README.md) has one home: the runtime's model_folder module
+# the graph contract (docs/model-folder.md) has one home: the runtime's model_folder module
 INPUT_NAMES = list(_INPUTS)
 OUTPUT_NAMES = list(_OUTPUTS)
 

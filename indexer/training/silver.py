@@ -17,7 +17,7 @@ What is annotated (see docs/silver.md for the rules and figures):
 * **types** of a span: the lemmas of its hypernyms (instance classes for named instances), nearest
   first, up to ``max_depth`` levels; abstract top synsets (entity, object, whole, group, ...) are
   skipped. The span's own synset is not a type (its lemma is the span's text).
-* **gold spans** keep their readable phrase (``indexer/data/phrases.json``) first, then the lemmas
+* **gold spans** keep their readable phrase (``indexer/assets/phrases.json``) first, then the lemmas
   and hypernyms of the WordNet class that phrase names (politician → leader, person, ...), plus the
   types of a matching WordNet sense of the span's text when it sits under that class ("pizza",
   labelled food, gets dish and nutriment). Silver spans overlapping a gold span are dropped.
@@ -975,7 +975,7 @@ def cache_dir() -> Path:
 @click.option("--data-dir", default="../shared/data", show_default=True,
               type=click.Path(file_okay=False), help="Folder of the labelled sets (shared/data layout).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
-              help="Model folder whose tokenizer and type encoder are used (default: NERINDEX_MODEL or onnx_models/default).")
+              help="Model folder whose tokenizer and type encoder are used (default: NERINDEX_MODEL or the shipped default model).")
 @click.option("--wordnet", "wordnet_dir", type=click.Path(file_okay=False),
               help="WordNet dict folder (default: NERINDEX_WORDNET, WNSEARCHDIR or /usr/share/wordnet).")
 @click.option("--max-depth", default=4, show_default=True, type=click.IntRange(1, 12),

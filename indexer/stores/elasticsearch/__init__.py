@@ -5,7 +5,7 @@
 - :mod:`.store` is the :class:`ElasticsearchStore` (the Store protocol) and :func:`open_es_store`,
 - :mod:`.bulk` indexes with ``streaming_bulk``, :mod:`.reindex` swaps the alias to a new index,
 - :mod:`.kibana` imports the saved objects. The index mapping and the search template are the JSON
-  files of ``mappings/``.
+  files of ``indexer/assets/mappings/``.
 """
 
 from .bulk import BulkOptions

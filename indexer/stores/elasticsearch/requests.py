@@ -4,7 +4,7 @@ Nothing here talks to a server: each function maps nerindex records and search o
 dict Elasticsearch expects, so the bodies can be checked byte for byte and against the client's
 own DSL classes without a cluster.
 
-Field layout (``mappings/passages.json``): ``id``, ``text``, ``fields.*`` (user metadata),
+Field layout (``assets/mappings/passages.json``): ``id``, ``text``, ``fields.*`` (user metadata),
 ``model``, ``vector`` (passage vector), ``labels`` (copy of every span label, passage level, for
 Kibana aggregations) and the nested ``spans`` with ``start``, ``end``, ``text``, ``score``,
 ``labels`` and ``vector``.
@@ -140,7 +140,7 @@ def index_meta(stamp: ModelStamp) -> dict[str, Any]:
 def index_body(
     stamp: ModelStamp, *, index_options: str | Mapping[str, Any] = DEFAULT_INDEX_OPTIONS
 ) -> dict[str, Any]:
-    """Settings and mappings of a passage index for this model, from ``mappings/passages.json``."""
+    """Settings and mappings of a passage index for this model, from ``assets/mappings/passages.json``."""
     check_metric(stamp.similarity)
     if int(stamp.dims) <= 0:
         raise StoreError(f"model {stamp.id!r} has invalid dims {stamp.dims!r}")
@@ -706,7 +706,7 @@ def counts_body() -> dict[str, Any]:
 
 
 def search_template_body() -> dict[str, Any]:
-    """``PUT _scripts/<id>`` body of the stored search template (``mappings/search-template.json``)."""
+    """``PUT _scripts/<id>`` body of the stored search template (``assets/mappings/search-template.json``)."""
     return templates.load_template(templates.SEARCH_TEMPLATE)
 
 

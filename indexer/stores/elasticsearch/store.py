@@ -294,7 +294,7 @@ class ElasticsearchStore:
         return fill_with_catalog(TypeIndex(self), catalog, stamp, only_if_new=True)
 
     def put_search_template(self, template_id: str = SEARCH_TEMPLATE_ID) -> str:
-        """Store the search template of ``mappings/`` under ``template_id`` (cluster-wide)."""
+        """Store the search template of ``assets/mappings/`` under ``template_id`` (cluster-wide)."""
         self.require_module(MUSTACHE, "a search template")
         with self.errors(f"store the search template {template_id!r}"):
             self.client.put_script(id=template_id, **rq.search_template_body())

@@ -1,7 +1,7 @@
 """The types index: type phrases and their vectors, by phrase, for clients that cannot run the model.
 
 A Kibana user has no encoder, so nerindex stores type vectors next to the passages: the index
-``<alias>-types`` (``mappings/types.json``) holds one document per type phrase whose ``_id`` is the
+``<alias>-types`` (``assets/mappings/types.json``) holds one document per type phrase whose ``_id`` is the
 normalised phrase (:func:`normalise_phrase`: lower case, single spaces), with the ``vector`` the
 model gives that phrase. The first ``nerindex index`` into Elasticsearch creates it with the
 model's catalog (the phrases that label spans, from ``catalog.npy``: nothing is encoded);
@@ -77,7 +77,7 @@ def unique_phrases(phrases: Iterable[str], vectors: Sequence[Any] | None = None)
 
 
 def types_index_body(stamp: ModelStamp) -> dict[str, Any]:
-    """Settings and mappings of the types index for this model, from ``mappings/types.json``."""
+    """Settings and mappings of the types index for this model, from ``assets/mappings/types.json``."""
     check_metric(stamp.similarity)
     if int(stamp.dims) <= 0:
         raise StoreError(f"model {stamp.id!r} has invalid dims {stamp.dims!r}")
