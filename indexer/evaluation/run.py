@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from ..model_card import ModelCard
 from ..records import EncodedPassage, Passage
 from .benchmark_io import Benchmark, Query, read_mapping_file, resolve_mapping
 from .calibration import DEFAULT_GRID, calibrate, point_dict
@@ -112,7 +113,7 @@ def count_training_mentions(
 
 
 def training_from_card(
-    card: Mapping[str, Any],
+    card: ModelCard,
     *,
     train_types: Sequence[str] | None = None,
     train_data: Sequence[str | Path] = (),
@@ -125,20 +126,20 @@ def training_from_card(
     ``training.data`` when found (as given, or under one of ``data_roots``); else every seen type
     counts once (and the report says so).
     """
-    rec = card.get("training") or {}
-    held = {str(t) for t in rec.get("held_out_types", ())}
+    rec = card.training
+    held = set(rec.held_out_types)
     if train_types is not None:
         types, source = {t.strip() for t in train_types if t.strip()}, "--train-types"
     else:
-        types, source = {str(t) for t in rec.get("types", ())}, "model.json training.types"
+        types, source = set(rec.types), "model.json training.types"
     if train_data:
         counts = count_training_mentions(train_data, mapping_file=mapping_file, held_out=held)
         return Training(types or set(counts), held, counts, "mentions counted in --train-data files", source)
-    if isinstance(rec.get("type_counts"), dict):
-        counts = {str(k): int(v) for k, v in rec["type_counts"].items()}
+    if rec.type_counts is not None:
+        counts = rec.type_counts
         return Training(types or set(counts), held, counts, "model.json training.type_counts", source)
     files = []
-    for entry in rec.get("data", ()):
+    for entry in rec.data:
         name = entry.get("path") if isinstance(entry, dict) else entry
         if not isinstance(name, str):
             continue
@@ -440,7 +441,7 @@ def run_eval(
     if encoder is None:
         encoder = OnnxEncoder.from_dir(model_dir, device=device)
     info = encoder.info
-    card = info.raw
+    card = info.card
     training = training_from_card(
         card, train_types=train_types, train_data=train_data, data_roots=data_roots, mapping_file=mapping_file
     )
@@ -449,7 +450,8 @@ def run_eval(
         feedback=feedback,
     )
 
-    stored = (card.get("calibration") or {}).get("methods", {})
+    calibrated = card.calibration
+    stored = calibrated.method_thresholds if calibrated else {}
     thresholds: dict[str, float | None] = {}
     threshold_source: dict[str, str] = {}
     for key in rankings:
@@ -459,11 +461,11 @@ def run_eval(
         elif key in SYSTEM_METHODS:
             thresholds[key] = threshold if threshold is not None else info.similarity_threshold
             threshold_source[key] = "--threshold" if threshold is not None else (
-                "model.json similarity_threshold (calibrated)" if card.get("calibration") else
+                "model.json similarity_threshold (calibrated)" if calibrated else
                 "model.json similarity_threshold (not calibrated)"
             )
-        elif key in stored and "threshold" in stored[key]:
-            thresholds[key] = float(stored[key]["threshold"])
+        elif key in stored:
+            thresholds[key] = stored[key]
             threshold_source[key] = "model.json calibration (same dev data and rule as the system)"
         else:
             thresholds[key] = None
@@ -516,7 +518,7 @@ def run_eval(
             "definition": "Golde et al. 2025 (arXiv:2412.10121): Zipf-weighted mean clipped cosine "
             "of the test type to the k=1000 most similar training mentions",
             "embedding": f"the evaluated model's type encoder (embed_types of {info.id} {info.version}; "
-            f"backbone {(card.get('backbone') or {}).get('name', '?')})",
+            f"backbone {card.backbone.name or '?'})",
             "k": 1000,
             "weighting": "zipf",
             "by_group": result.pop("familiarity_by_group"),
