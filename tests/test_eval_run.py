@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.evaluation.benchmark_io import benchmark_from_conll
-from indexer.evaluation.run import Training, run_eval, training_from_card
+from indexer.evaluation.run import run_eval
+from indexer.evaluation.seen_types import Training, training_from_card
 from indexer.model_card import ModelCard
 from indexer.model_folder import ModelInfo
 from indexer.records import EncodedPassage, EncodedSpan
@@ -244,7 +245,7 @@ def test_cli_reads_a_beir_folder_back(toy, tmp_path: Path, monkeypatch):
 
 
 def test_hybrid_scoring_ranks_by_passage_too_and_reports_spans_only(toy):
-    from indexer.evaluation.run import compute_rankings
+    from indexer.evaluation.rankings import compute_rankings
 
     data, mapping, enc = toy
     bench = benchmark_from_conll([data], mapping_file=mapping)
@@ -268,7 +269,7 @@ def test_hybrid_scoring_ranks_by_passage_too_and_reports_spans_only(toy):
 
 
 def test_detection_recall_counts_missed_mentions(toy):
-    from indexer.evaluation.run import detection_by_query
+    from indexer.evaluation.scoring import detection_by_query
 
     data, mapping, enc = toy
     bench = benchmark_from_conll([data], mapping_file=mapping)
@@ -283,7 +284,7 @@ def test_detection_recall_counts_missed_mentions(toy):
 
 
 def test_feedback_method_searches_with_the_moved_query(toy):
-    from indexer.evaluation.run import compute_rankings
+    from indexer.evaluation.rankings import compute_rankings
     from indexer.feedback import Feedback
 
     data, mapping, enc = toy

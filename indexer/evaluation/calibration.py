@@ -52,6 +52,24 @@ def write_calibration(model_dir: str | Path, threshold: float, record: Mapping[s
     return ModelCard.load(model_dir).calibrated(threshold, record).save(model_dir)
 
 
+def calibration_record(result: Mapping[str, Any], *, date: str) -> dict[str, Any]:
+    """The ``calibration`` section of model.json for a calibrating run: the rule, the data, the
+    types, the model calibrated and each method's chosen point."""
+    calibration = result["calibration"]
+    return {
+        "rule": "threshold with the best macro F1 (over types) of the returned passage sets; "
+        "grid 0.00-1.00 step 0.01; ties to the higher threshold",
+        "data": result["benchmark"]["sources"],
+        "types": calibration["types"],
+        "date": date,
+        "model_checksum": result["model"]["checksum"],
+        "methods": {
+            key: {k: v for k, v in m["chosen"].items() if k in ("threshold", "precision", "recall", "f1")}
+            for key, m in calibration["methods"].items()
+        },
+    }
+
+
 def evaluation_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     """The few figures of one run worth keeping on the model card: macro R-Precision per method and
     type group, with the number of types and their Familiarity."""
