@@ -161,7 +161,7 @@ def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
         "span_decoding": rec.get("span_decoding", "flat"),
         "similarity_threshold": rec["similarity_threshold"],
         "label_threshold": rec["label_threshold"],
-        # λ of passage scoring (runs before it was a model.json key called it hybrid_passage_weight)
+        # λ of hybrid scoring (runs before it was a model.json key called it hybrid_passage_weight)
         "passage_weight": rec.get("passage_weight", rec.get("hybrid_passage_weight", 0.0)),
         "training": rec["training"],
     }
