@@ -124,7 +124,7 @@ def test_fp16_graph_loads_on_cpu_and_agrees(exported):
 def test_graph_names_and_model_json_follow_the_contract(exported):
     out, meta = exported
     on_disk = json.loads((out / "model.json").read_text())
-    assert on_disk == meta.to_dict()
+    assert on_disk == meta
     assert on_disk["inputs"] == CONTRACT_INPUTS and on_disk["outputs"] == CONTRACT_OUTPUTS
     for key in ("format", "id", "version", "backbone", "dims", "similarity", "max_length",
                 "max_span_width", "detection_threshold", "similarity_threshold", "label_threshold",

@@ -135,9 +135,9 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     if not untrained:
         model.load_head_state_dict(load_file(str(Path(run_dir) / "heads.safetensors")))
     model.eval()
-    written = write_model_folder(
+    meta = write_model_folder(
         model, out_dir, card=card, backbone=backbone or name, catalog=catalog, force=force,
         keep_fp32=keep_fp32,
     )  # fmt: skip
-    sizes = {f: (Path(out_dir) / f).stat().st_size for f in written.files}
+    sizes = {f: (Path(out_dir) / f).stat().st_size for f in meta["files"]}
     click.echo(json.dumps({"out": str(out_dir), "files": sizes}, indent=2), err=True)

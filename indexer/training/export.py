@@ -177,8 +177,8 @@ def write_model_folder(
     catalog: str | Path | None = None,
     force: bool = False,
     keep_fp32: bool = False,
-) -> ModelCard:
-    """Export ``model`` into the model folder ``out`` atomically; returns the card written.
+) -> dict[str, Any]:
+    """Export ``model`` into the model folder ``out`` atomically; returns the written model.json.
 
     ``card`` holds model.json values that override the defaults (thresholds, training record...).
     """
@@ -203,7 +203,7 @@ def write_model_folder(
         for p in tmp.iterdir():
             p.chmod(0o644)
         _replace_folder(tmp, out)
-        return written
+        return written.to_dict()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
