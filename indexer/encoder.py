@@ -347,7 +347,8 @@ def embed_texts(session: object, tokenizer: object, texts: Sequence[str], *, bat
 
     The one runner of the graph's type side: the runtime's :meth:`OnnxEncoder.embed_types` and
     export's precomputed catalog both use it, so a catalog shipped in a model folder holds the very
-    vectors a query for the same phrase gets. Each text is read with one dummy span ``(0, 0)``.
+    vectors a query for the same phrase gets. Each text is read with one dummy span ``(0, 0)``;
+    no texts give an empty ``(0, 0)`` array.
     """
     out: list[np.ndarray] = []
     for start in range(0, len(texts), batch_size):
