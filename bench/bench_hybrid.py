@@ -45,7 +45,7 @@ def main() -> None:
         queries = bench.scored_queries()
         ids = [p.id for p in bench.corpus]
         for model_path, enc in zip(args.model, encoders):
-            figures = enc.info.raw.get("training", {}).get("figures", {})
+            figures = enc.info.card.training.figures
             lam_model = (figures.get("hybrid") or {}).get("passage_weight")
             encoded = enc.encode(bench.corpus, batch_size=32)
             pv = np.stack([e.vector for e in encoded])

@@ -64,6 +64,10 @@ def graph_for(info: ModelInfo, provider: str, graph: str | None = None) -> Path:
     return path
 
 
+# a detected span: (start, end, score, vector, base vector or None), character offsets
+_Candidate = tuple[int, int, float, np.ndarray, "np.ndarray | None"]
+
+
 @dataclass
 class _Item:
     """One window of one passage, ready to batch."""
@@ -109,7 +113,6 @@ class OnnxEncoder:
     ) -> "OnnxEncoder":
         """Load a model folder: verify it, open the graph, check its input and output names."""
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         info = ModelInfo.load(path)
         available = ort.get_available_providers()
@@ -117,21 +120,9 @@ class OnnxEncoder:
         if provider == CUDA and hasattr(ort, "preload_dlls"):
             ort.preload_dlls()
         graph_path = graph_for(info, provider, graph)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(graph_path), options, providers=[provider])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{graph_path}: onnxruntime cannot load the graph: {exc}") from exc
+        session = open_session(graph_path, provider, threads=threads)
         check_io(session, graph_path)
-        try:
-            tokenizer = Tokenizer.from_file(str(info.file(info.tokenizer)))
-        except Exception as exc:
-            raise ModelError(f"{info.file(info.tokenizer)}: cannot load tokenizer: {exc}") from exc
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
+        tokenizer = load_tokenizer(info.file(info.tokenizer))
         encoder = cls(info, session, tokenizer, provider=provider)
         encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
         if catalog is not None and encoder.catalog is not None:  # labels from another catalog: the stamp says so
@@ -150,23 +141,11 @@ class OnnxEncoder:
             return np.zeros((0, self.info.dims), dtype=np.float32)
         found = {p: self._type_cache[p] for p in dict.fromkeys(phrases) if p in self._type_cache}
         missing = [p for p in dict.fromkeys(phrases) if p not in found]
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start : start + batch_size]
-            texts = [self.info.type_template.format(p.strip()) for p in chunk]
-            encs = self.tokenizer.encode_batch(texts, add_special_tokens=True)
-            width = max(len(e.ids) for e in encs)
-            ids = np.zeros((len(encs), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for row, enc in enumerate(encs):
-                ids[row, : len(enc.ids)] = enc.ids
-                mask[row, : len(enc.ids)] = 1
-            dummy = np.zeros((len(encs), 1), dtype=np.int64)
-            (vectors,) = self.session.run(
-                ["type_vectors"],
-                {"input_ids": ids, "attention_mask": mask, "span_starts": dummy, "span_ends": dummy},
-            )
-            for phrase, vec in zip(chunk, vectors):
-                found[phrase] = vec.astype(np.float32)
+        if missing:
+            texts = [type_text(self.info.type_template, p) for p in missing]
+            vectors = embed_texts(self.session, self.tokenizer, texts, batch_size=batch_size)
+            for phrase, vec in zip(missing, vectors):
+                found[phrase] = vec.copy()
                 self._type_cache[phrase] = found[phrase]
                 if len(self._type_cache) > TYPE_CACHE_SIZE:
                     self._type_cache.popitem(last=False)
@@ -242,17 +221,36 @@ class OnnxEncoder:
         with (windows done, windows in this call), which moves even while one long passage (a
         1 MB passage is thousands of windows, minutes on a CPU) holds ``progress`` at zero.
         """
-        info = self.info
         plans = [self._plan(i, p) for i, p in enumerate(passages)]
+        found, pvecs = self._run_windows(plans, batch_size, with_base, progress, windows)
+        kept = [
+            [spans[k] for k in resolve_overlaps([(s, e, sc) for s, e, sc, _, _ in spans], nested=self.info.nested_spans)]
+            for spans in found
+        ]
+        labels = self._labels([span for spans in kept for span in spans])
+        out: list[EncodedPassage] = []
+        offset = 0
+        for passage, spans, window_vectors in zip(passages, kept, pvecs):
+            out.append(self._assemble(passage, spans, labels[offset : offset + len(spans)], window_vectors))
+            offset += len(spans)
+        return out
+
+    def _run_windows(
+        self,
+        plans: list[tuple[list[Word], list[_Item]]],
+        batch_size: int,
+        with_base: bool,
+        progress: Callable[[int], None] | None,
+        windows: Callable[[int, int], None] | None,
+    ) -> tuple[list[list[_Candidate]], list[list[tuple[np.ndarray, int]]]]:
+        """Run every window of every passage: per passage, its candidates that pass the detection
+        threshold and its window vectors with their token counts."""
         items = [item for _, its in plans for item in its]
         names = ["span_scores", "span_vectors", "passage_vectors"]
         if with_base:
             names.append("span_base_vectors")
-        # per passage: candidate (start, end, score, vector, base) lists and window vectors
-        found: list[list[tuple[int, int, float, np.ndarray, np.ndarray | None]]] = [
-            [] for _ in passages
-        ]
-        pvecs: list[list[tuple[np.ndarray, int]]] = [[] for _ in passages]
+        found: list[list[_Candidate]] = [[] for _ in plans]
+        pvecs: list[list[tuple[np.ndarray, int]]] = [[] for _ in plans]
         remaining = [len(its) for _, its in plans]
         done = 0
         for batch in self._batches(items, batch_size):
@@ -263,12 +261,10 @@ class OnnxEncoder:
             for row, item in enumerate(batch):
                 pvecs[item.passage].append((passage_vectors[row], len(item.ids)))
                 row_scores = scores[row, : len(item.spans)]
-                for k in np.nonzero(row_scores >= info.detection_threshold)[0]:
+                for k in np.nonzero(row_scores >= self.info.detection_threshold)[0]:
                     start, end = item.chars[k]
                     base = bases[row, k].copy() if bases is not None else None
-                    found[item.passage].append(
-                        (start, end, float(row_scores[k]), vectors[row, k].copy(), base)
-                    )
+                    found[item.passage].append((start, end, float(row_scores[k]), vectors[row, k].copy(), base))
                 remaining[item.passage] -= 1
                 finished += remaining[item.passage] == 0
             if progress is not None and finished:
@@ -276,22 +272,9 @@ class OnnxEncoder:
             done += len(batch)
             if windows is not None:
                 windows(done, len(items))
-        kept = [
-            [
-                found[i][k]
-                for k in resolve_overlaps([(s, e, sc) for s, e, sc, _, _ in found[i]], nested=info.nested_spans)
-            ]
-            for i in range(len(passages))
-        ]
-        labels = self._labels([span for spans in kept for span in spans])
-        out: list[EncodedPassage] = []
-        offset = 0
-        for passage, spans, windows in zip(passages, kept, pvecs):
-            out.append(self._assemble(passage, spans, labels[offset : offset + len(spans)], windows))
-            offset += len(spans)
-        return out
+        return found, pvecs
 
-    def _labels(self, spans: list[tuple[int, int, float, np.ndarray, np.ndarray | None]]) -> list[tuple[str, ...]]:
+    def _labels(self, spans: list[_Candidate]) -> list[tuple[str, ...]]:
         """Catalog labels for all kept spans of a call in one matrix product (per-passage calls
         cost more in thread start-up than in arithmetic)."""
         if self.catalog is None or not spans:
@@ -305,7 +288,7 @@ class OnnxEncoder:
     @staticmethod
     def _assemble(
         passage: Passage,
-        kept: list[tuple[int, int, float, np.ndarray, np.ndarray | None]],
+        kept: list[_Candidate],
         labels: list[tuple[str, ...]],
         pvecs: list[tuple[np.ndarray, int]],
     ) -> EncodedPassage:
@@ -325,6 +308,64 @@ class OnnxEncoder:
         pooled = (np.stack([v for v, _ in pvecs]) * weights[:, None]).sum(axis=0)
         pooled /= max(float(np.linalg.norm(pooled)), 1e-12)
         return EncodedPassage(passage=passage, spans=spans, vector=pooled.astype(np.float32))
+
+
+def open_session(graph_path: Path, provider: str, *, threads: int | None = None) -> object:
+    """An onnxruntime session of a graph on one execution provider (errors name the graph)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(graph_path), options, providers=[provider])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{graph_path}: onnxruntime cannot load the graph: {exc}") from exc
+
+
+def load_tokenizer(path: str | Path) -> object:
+    """A tokenizers.Tokenizer with truncation and padding off (windows are planned by nerindex)."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load tokenizer: {exc}") from exc
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def type_text(template: str, phrase: str) -> str:
+    """The text a type phrase is embedded as (``type_template`` of model.json around it)."""
+    return template.format(phrase.strip())
+
+
+def embed_texts(session: object, tokenizer: object, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """``type_vectors`` ``[n, dims]`` (float32) of texts, ``batch_size`` at a time.
+
+    The one runner of the graph's type side: the runtime's :meth:`OnnxEncoder.embed_types` and
+    export's precomputed catalog both use it, so a catalog shipped in a model folder holds the very
+    vectors a query for the same phrase gets. Each text is read with one dummy span ``(0, 0)``;
+    no texts give an empty ``(0, 0)`` array.
+    """
+    out: list[np.ndarray] = []
+    for start in range(0, len(texts), batch_size):
+        encs = tokenizer.encode_batch(list(texts[start : start + batch_size]), add_special_tokens=True)
+        width = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, enc in enumerate(encs):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        dummy = np.zeros((len(encs), 1), dtype=np.int64)
+        (vectors,) = session.run(
+            ["type_vectors"],
+            {"input_ids": ids, "attention_mask": mask, "span_starts": dummy, "span_ends": dummy},
+        )
+        out.append(vectors.astype(np.float32))
+    return np.concatenate(out, axis=0) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def check_io(session: object, graph_path: Path) -> None:

@@ -1,19 +1,19 @@
-"""The model folder: parse ``model.json``, verify file checksums (no folder given: the shipped default).
+"""The model folder: its card's runtime settings, verified file checksums, the shipped default.
 
-See ``docs/model-folder.md`` for the contract. Loading checks everything once, up front, so a broken
-or tampered folder fails with its path in the message instead of producing wrong vectors later.
+See ``docs/model-folder.md`` for the contract; ``model.json`` itself is read and written by
+:mod:`indexer.model_card`. Loading checks everything once, up front, so a broken or tampered folder
+fails with its path in the message instead of producing wrong vectors later.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .assets import default_model_dir
 from .errors import ModelError
+from .model_card import ModelCard, files_checksum
 from .stores.base import ModelStamp
 
 INPUT_NAMES = ("input_ids", "attention_mask", "span_starts", "span_ends")
@@ -40,15 +40,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def files_checksum(files: dict[str, str]) -> str:
-    """The model checksum: sha256 of the canonical JSON of the per-file checksums."""
-    canonical = json.dumps(dict(sorted(files.items())), separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A parsed, verified model folder."""
+    """A verified model folder: the runtime settings of its card, typed, and the card itself."""
 
     path: Path
     id: str
@@ -70,7 +66,7 @@ class ModelInfo:
     passage_weight: float = 0.0  # λ of hybrid scoring (stores/base.py); 0 = spans only
     nested_spans: bool = False  # span decoding keeps spans nested in others (spans.resolve_overlaps)
     catalog_source: str | None = None  # "sha256:<hex>" of a catalog given instead of the model's (encoder sets it)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    card: ModelCard = field(default_factory=lambda: ModelCard({}), repr=False, compare=False)
 
     @property
     def checksum(self) -> str:
@@ -96,7 +92,7 @@ class ModelInfo:
 
     @property
     def training_types(self) -> list[str]:
-        return list(self.raw.get("training", {}).get("types", []))
+        return list(self.card.training.types)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -105,17 +101,11 @@ class ModelInfo:
     def load(cls, path: str | Path | None = None, *, verify: bool = True) -> "ModelInfo":
         """Read ``model.json`` from a folder and (by default) verify every file's sha256."""
         folder = Path(path) if path is not None else default_model_dir()
-        meta_path = folder / "model.json"
-        if not meta_path.is_file():
-            raise ModelError(f"{folder}: not a nerindex model folder (no model.json)")
-        try:
-            raw = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{meta_path}: cannot read model.json: {exc}") from exc
-        missing = [k for k in REQUIRED_KEYS if k not in raw]
+        card = ModelCard.load(folder)
+        missing = [k for k in REQUIRED_KEYS if k not in card]
         if missing:
-            raise ModelError(f"{meta_path}: missing keys {', '.join(missing)}")
-        files = dict(raw["files"])
+            raise ModelError(f"{folder / 'model.json'}: missing keys {', '.join(missing)}")
+        files = card.files
         if verify:
             for name, expected in files.items():
                 file_path = folder / name
@@ -123,26 +113,26 @@ class ModelInfo:
                     raise ModelError(f"{file_path}: listed in model.json but missing")
                 if sha256_file(file_path) != expected:
                     raise ModelError(f"{file_path}: checksum does not match model.json (corrupt or changed)")
-        catalog = raw.get("catalog") or {}
+        catalog = card.get("catalog") or {}
         return cls(
             path=folder,
-            id=str(raw["id"]),
-            version=str(raw["version"]),
-            dims=int(raw["dims"]),
-            max_length=int(raw["max_length"]),
-            max_span_width=int(raw["max_span_width"]),
-            detection_threshold=float(raw["detection_threshold"]),
-            similarity_threshold=float(raw["similarity_threshold"]),
-            label_threshold=float(raw.get("label_threshold", raw["similarity_threshold"])),
-            labels_per_span=int(raw.get("labels_per_span", 3)),
-            similarity=str(raw.get("similarity", "cosine")),
-            type_template=str(raw.get("type_template", "{}")),
-            graphs=dict(raw["graphs"]),
+            id=str(card.get("id")),
+            version=str(card.get("version")),
+            dims=int(card.get("dims")),
+            max_length=int(card.get("max_length")),
+            max_span_width=int(card.get("max_span_width")),
+            detection_threshold=float(card.get("detection_threshold")),
+            similarity_threshold=float(card.get("similarity_threshold")),
+            label_threshold=float(card.get("label_threshold", card.get("similarity_threshold"))),
+            labels_per_span=int(card.get("labels_per_span", 3)),
+            similarity=str(card.get("similarity", "cosine")),
+            type_template=card.type_template,
+            graphs=dict(card.get("graphs")),
             files=files,
-            tokenizer=str(raw.get("tokenizer", "tokenizer.json")),
+            tokenizer=str(card.get("tokenizer", "tokenizer.json")),
             catalog_phrases=catalog.get("phrases"),
             catalog_vectors=catalog.get("vectors"),
-            passage_weight=float(raw.get("passage_weight", 0.0)),
-            nested_spans=raw.get("span_decoding", "flat") == "nested",
-            raw=raw,
+            passage_weight=float(card.get("passage_weight", 0.0)),
+            nested_spans=card.get("span_decoding", "flat") == "nested",
+            card=card,
         )

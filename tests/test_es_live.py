@@ -333,7 +333,7 @@ def test_passage_level_labels_are_aggregatable(loaded):
     assert buckets["label-obama"] == 1 and buckets["label-merkel"] == 1 and len(buckets) == 8
 
 
-def test_hybrid_mode_boosts_by_words_but_keeps_the_threshold(make_live_store, stamp):
+def test_bm25_boost_mode_boosts_by_words_but_keeps_the_threshold(make_live_store, stamp):
     store = make_live_store(hybrid=True, text_boost=10.0)
     store.check_model(stamp)
     store.write(corpus())
@@ -343,7 +343,7 @@ def test_hybrid_mode_boosts_by_words_but_keeps_the_threshold(make_live_store, st
     assert {h.id for h in search(store, DINO, text="Danube")} == {"p1", "p2", "p3"}
 
 
-def test_bm25_hybrid_with_passage_weight_keeps_elasticsearch_order(make_live_store, stamp):
+def test_bm25_boost_with_passage_weight_keeps_elasticsearch_order(make_live_store, stamp):
     store = make_live_store(hybrid=True, text_boost=0.1)
     store.check_model(stamp)
     store.write(hybrid_corpus())

@@ -339,8 +339,8 @@ def test_knn_body_with_filters_and_text_golden():
     ]
 
 
-def test_hybrid_body_golden():
-    body = rq.hybrid_search_body(QUERY, text="treaty", min_similarity=0.5, limit=10,
+def test_bm25_boost_body_golden():
+    body = rq.bm25_boost_search_body(QUERY, text="treaty", min_similarity=0.5, limit=10,
                                  filters={"source": "wiki"}, boost=0.2)
     check_golden("hybrid_search", body)
     check_search(body)
@@ -403,8 +403,8 @@ def test_query_vector_must_be_finite():
 
 def test_passage_weight_zero_leaves_every_body_unchanged():
     assert rq.knn_search_body(QUERY, min_similarity=0.5, passage_weight=0.0) == rq.knn_search_body(QUERY, min_similarity=0.5)
-    assert rq.hybrid_search_body(QUERY, text="t", min_similarity=0.5, passage_weight=0) == \
-        rq.hybrid_search_body(QUERY, text="t", min_similarity=0.5)
+    assert rq.bm25_boost_search_body(QUERY, text="t", min_similarity=0.5, passage_weight=0) == \
+        rq.bm25_boost_search_body(QUERY, text="t", min_similarity=0.5)
     assert rq.exhaustive_search_body(QUERY, min_similarity=0.5, pit_id="p", passage_weight=0.0) == \
         rq.exhaustive_search_body(QUERY, min_similarity=0.5, pit_id="p")
 
@@ -465,7 +465,7 @@ def test_rescore_vector_rescores_every_candidate():
     passage = weighted["query"]["bool"]["should"][0]["knn"]
     assert span["rescore_vector"] == passage["rescore_vector"] == {"oversample": 1.0}  # k = num_candidates
     assert passage["filter"][0]["nested"]["query"]["knn"]["rescore_vector"] == {"oversample": 1.0}
-    bm25 = rq.hybrid_search_body(QUERY, text="t", min_similarity=0.5, rescore=True)
+    bm25 = rq.bm25_boost_search_body(QUERY, text="t", min_similarity=0.5, rescore=True)
     assert bm25["query"]["bool"]["must"][0]["nested"]["query"]["knn"]["rescore_vector"] == {"oversample": 10.0}
     assert "rescore_vector" not in json.dumps(rq.knn_search_body(QUERY, min_similarity=0.5, passage_weight=0.5))
 
@@ -499,8 +499,8 @@ def test_exhaustive_body_with_passage_weight_golden():
     assert body["sort"] == plain["sort"] and body["search_after"] == [2.73, 12]
 
 
-def test_bm25_hybrid_body_with_passage_weight_golden():
-    body = rq.hybrid_search_body(QUERY, text="treaty", min_similarity=0.5, limit=10,
+def test_bm25_boost_body_with_passage_weight_golden():
+    body = rq.bm25_boost_search_body(QUERY, text="treaty", min_similarity=0.5, limit=10,
                                  filters={"source": "wiki"}, boost=0.2, passage_weight=0.5)
     check_golden("hybrid_search_passage_weight", body)
     check_search(body)

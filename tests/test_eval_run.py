@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.evaluation.benchmark_io import benchmark_from_conll
-from indexer.evaluation.run import Training, run_eval, training_from_card
+from indexer.evaluation.run import run_eval
+from indexer.evaluation.seen_types import Training, training_from_card
+from indexer.model_card import ModelCard
 from indexer.model_folder import ModelInfo
 from indexer.records import EncodedPassage, EncodedSpan
 
@@ -59,7 +61,7 @@ class FakeEncoder:
         self.info = ModelInfo(
             path=folder, id="fake", version="1", dims=4, max_length=64, max_span_width=4,
             detection_threshold=0.5, similarity_threshold=0.5, label_threshold=0.5, labels_per_span=1,
-            similarity="cosine", type_template="{}", graphs={}, files={"x": "0"}, raw=card,
+            similarity="cosine", type_template="{}", graphs={}, files={"x": "0"}, card=ModelCard(card),
         )
 
     def encode(self, passages, *, batch_size=32, with_base=False, progress=None):
@@ -151,11 +153,11 @@ def test_calibration_uses_seen_types_only(toy):
 
 
 def test_training_from_card_sources(tmp_path: Path):
-    t = training_from_card({"training": {"types": ["person"], "type_counts": {"person": 7}}})
+    t = training_from_card(ModelCard({"training": {"types": ["person"], "type_counts": {"person": 7}}}))
     assert t.types == {"person"} and t.counts == {"person": 7}
-    t = training_from_card({"training": {"types": ["a", "b"]}})
+    t = training_from_card(ModelCard({"training": {"types": ["a", "b"]}}))
     assert t.counts == {"a": 1, "b": 1} and t.counts_source.startswith("unweighted")
-    t = training_from_card({}, train_types=["x", " y "])
+    t = training_from_card(ModelCard({}), train_types=["x", " y "])
     assert t.types == {"x", "y"} and t.source == "--train-types"
     # counting mentions in training files, skipping sentences with a held-out type
     folder = tmp_path / "wnut17"
@@ -165,12 +167,12 @@ def test_training_from_card_sources(tmp_path: Path):
         encoding="utf-8",
     )
     card = {"training": {"types": ["person"], "held_out_types": ["corporation"], "data": ["wnut17/train.conll"]}}
-    t = training_from_card(card, data_roots=[tmp_path])
+    t = training_from_card(ModelCard(card), data_roots=[tmp_path])
     # sentence 2 holds a held-out type -> dropped: person 2, product 1
     assert t.counts == {"person": 2, "product": 1}
     # the training step's "dataset:file" form
     card["training"]["data"] = ["wnut17:train.conll"]
-    assert training_from_card(card, data_roots=[tmp_path]).counts == {"person": 2, "product": 1}
+    assert training_from_card(ModelCard(card), data_roots=[tmp_path]).counts == {"person": 2, "product": 1}
     assert isinstance(t, Training)
 
 
@@ -243,7 +245,7 @@ def test_cli_reads_a_beir_folder_back(toy, tmp_path: Path, monkeypatch):
 
 
 def test_hybrid_scoring_ranks_by_passage_too_and_reports_spans_only(toy):
-    from indexer.evaluation.run import compute_rankings
+    from indexer.evaluation.rankings import compute_rankings
 
     data, mapping, enc = toy
     bench = benchmark_from_conll([data], mapping_file=mapping)
@@ -267,7 +269,7 @@ def test_hybrid_scoring_ranks_by_passage_too_and_reports_spans_only(toy):
 
 
 def test_detection_recall_counts_missed_mentions(toy):
-    from indexer.evaluation.run import detection_by_query
+    from indexer.evaluation.scoring import detection_by_query
 
     data, mapping, enc = toy
     bench = benchmark_from_conll([data], mapping_file=mapping)
@@ -282,7 +284,7 @@ def test_detection_recall_counts_missed_mentions(toy):
 
 
 def test_feedback_method_searches_with_the_moved_query(toy):
-    from indexer.evaluation.run import compute_rankings
+    from indexer.evaluation.rankings import compute_rankings
     from indexer.feedback import Feedback
 
     data, mapping, enc = toy

@@ -23,12 +23,11 @@ class _Encoder:
     """Just what NerIndex.request needs: the model card and a type vector."""
 
     def __init__(self, weight: float | None) -> None:
-        raw = {} if weight is None else {"passage_weight": weight}
         self.info = ModelInfo(
             path=Path("."), id="m", version="1", dims=8, max_length=8, max_span_width=2,
             detection_threshold=0.5, similarity_threshold=0.5, label_threshold=0.5, labels_per_span=1,
             similarity="cosine", type_template="{}", graphs={}, files={},
-            passage_weight=0.0 if weight is None else weight, raw=raw,
+            passage_weight=0.0 if weight is None else weight,
         )  # fmt: skip
 
     def embed_types(self, phrases):

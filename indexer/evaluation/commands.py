@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from .benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
-from .run import DEFAULT_METHODS, METHODS
+from .methods import DEFAULT_METHODS, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -132,35 +132,70 @@ def eval_command(
     (primary), Recall@R, Recall@1000, P@10 on full rankings; precision/recall/F1 of the returned
     passage set, span hit rate and highlight precision (IoU ≥ 0.5) at each method's threshold.
     """
-    from . import report
-
-    if not logging.getLogger().handlers:
-        # our progress on stderr; third-party chatter (bm25s, matplotlib) only when it matters
-        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-        logging.getLogger("indexer").setLevel(logging.INFO)
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
+    _log_progress()
     if from_json:
-        result = report.read_json(data[0])
-        if write_model:
-            if calibrate:
-                raise click.BadParameter("--calibrate needs a run, not --from-json", param_hint="--calibrate")
-            _store_evaluation(result, Path(model_dir or result["model"]["path"]))
-        _emit(result, out_dir, stem, no_charts, as_json)
+        _rerender(data[0], model_dir, calibrate, write_model, out_dir, stem, no_charts, as_json)
         return
     bench = _load_benchmark(data, mapping, dataset, name)
     if export_dir:
-        folder = export_benchmark(bench, export_dir)
-        click.echo(
-            f"wrote {folder}: {len(bench.corpus)} passages, {len(bench.queries)} queries, "
-            f"{sum(len(v) for v in bench.qrels.values())} relevance judgements",
-            err=True,
-        )
+        _export(bench, export_dir)
         return
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    result, model_path = _evaluate(
+        bench, data, _methods(methods), model_dir=model_dir, store_dir=store_dir, device=device,
+        threshold=threshold, train_types=train_types, train_data=train_data, mapping=mapping,
+        calibrate=calibrate, batch_size=batch_size, passage_weight=passage_weight,
+        feedback=Feedback(feedback_weight, feedback_top),
+    )  # fmt: skip
+    if write_model:
+        if calibrate:
+            _store_calibration(result, model_path)
+        _store_evaluation(result, model_path)
+    _emit(result, out_dir, stem, no_charts, as_json)
+
+
+def _log_progress() -> None:
+    """Our progress on stderr; third-party chatter (bm25s, matplotlib) only when it matters."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+        logging.getLogger("indexer").setLevel(logging.INFO)
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+def _rerender(path: str, model_dir: str | None, calibrate: bool, write_model: bool, out_dir: str | None,
+              stem: str | None, no_charts: bool, as_json: bool) -> None:  # fmt: skip
+    """--from-json: render a saved result again (and record it in its model's card if asked)."""
+    from . import report
+
+    result = report.read_json(path)
+    if write_model:
+        if calibrate:
+            raise click.BadParameter("--calibrate needs a run, not --from-json", param_hint="--calibrate")
+        _store_evaluation(result, Path(model_dir or result["model"]["path"]))
+    _emit(result, out_dir, stem, no_charts, as_json)
+
+
+def _export(bench, export_dir: str) -> None:
+    folder = export_benchmark(bench, export_dir)
+    click.echo(
+        f"wrote {folder}: {len(bench.corpus)} passages, {len(bench.queries)} queries, "
+        f"{sum(len(v) for v in bench.qrels.values())} relevance judgements",
+        err=True,
+    )
+
+
+def _methods(value: str) -> list[str]:
+    chosen = [m.strip() for m in value.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METHODS]
     if unknown:
         raise click.BadParameter(f"unknown method(s) {', '.join(unknown)}", param_hint="--methods")
+    return chosen
 
+
+def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: str | None, store_dir: str | None,
+              device: str | None, threshold: float | None, train_types: str | None, train_data: tuple[str, ...],
+              mapping: str | None, calibrate: bool, batch_size: int, passage_weight: float | None,
+              feedback: Feedback) -> tuple[dict, Path]:  # fmt: skip
+    """Run the evaluation with the model of --model (or the settings'); (result, model folder)."""
     from ..config import from_env
     from ..encoder import OnnxEncoder
     from .run import run_eval
@@ -170,48 +205,22 @@ def eval_command(
     log.info("evaluating %s: %d passages, %d types, model %s %s",
              bench.name, len(bench.corpus), len(bench.scored_queries()), encoder.info.id, encoder.info.version)
     result = run_eval(
-        bench,
-        encoder=encoder,
-        store_dir=store_dir,
-        methods=chosen,
-        threshold=threshold,
-        train_types=_train_types(train_types),
-        train_data=train_data,
-        data_roots=_data_roots(data),
-        mapping_file=mapping,
-        calibrate_on=("seen",) if calibrate else None,
-        batch_size=batch_size,
-        passage_weight=passage_weight,
-        feedback=Feedback(feedback_weight, feedback_top),
-    )
-    if write_model:
-        if calibrate:
-            _store_calibration(result, encoder.info.path)
-        _store_evaluation(result, encoder.info.path)
-    _emit(result, out_dir, stem, no_charts, as_json)
+        bench, encoder=encoder, store_dir=store_dir, methods=methods, threshold=threshold,
+        train_types=_train_types(train_types), train_data=train_data, data_roots=_data_roots(data),
+        mapping_file=mapping, calibrate_on=("seen",) if calibrate else None, batch_size=batch_size,
+        passage_weight=passage_weight, feedback=feedback,
+    )  # fmt: skip
+    return result, encoder.info.path
 
 
 def _store_calibration(result: dict, model_path: Path) -> None:
-    from .calibration import write_calibration
+    from .calibration import calibration_record, write_calibration
 
-    cal = result.get("calibration") or {}
-    methods = cal.get("methods", {})
+    methods = (result.get("calibration") or {}).get("methods", {})
     if "system" not in methods:
         raise InputError("no seen types with relevant passages to calibrate on", path=str(model_path))
-    record = {
-        "rule": "threshold with the best macro F1 (over types) of the returned passage sets; "
-        "grid 0.00-1.00 step 0.01; ties to the higher threshold",
-        "data": result["benchmark"]["sources"],
-        "types": cal["types"],
-        "date": _dt.date.today().isoformat(),
-        "model_checksum": result["model"]["checksum"],
-        "methods": {
-            key: {k: v for k, v in m["chosen"].items() if k in ("threshold", "precision", "recall", "f1")}
-            for key, m in methods.items()
-        },
-    }
     chosen = methods["system"]["chosen"]["threshold"]
-    path = write_calibration(model_path, chosen, record)
+    path = write_calibration(model_path, chosen, calibration_record(result, date=_dt.date.today().isoformat()))
     result["calibration"]["written"] = str(path)
     click.echo(f"stored similarity_threshold={chosen} in {path}", err=True)
 

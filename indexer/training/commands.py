@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError, ModelError
+from ..errors import InputError
 
 
 def _logging(verbose: bool) -> None:
@@ -96,33 +96,6 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
     click.echo(json.dumps(summary, indent=2), err=True)
 
 
-def card_from_run(run_dir: Path) -> tuple[dict, str, dict]:
-    """(model.json values, backbone, head config) recorded by a training run."""
-    path = run_dir / "train.json"
-    if not path.is_file():
-        raise ModelError(f"{run_dir}: not a training run folder (no train.json)")
-    rec = json.loads(path.read_text(encoding="utf-8"))
-    from .model import DEFAULT_BACKBONE
-
-    backbone = rec.get("backbone") or DEFAULT_BACKBONE
-    card = {
-        "backbone": {
-            "name": backbone,
-            "license": "Apache-2.0" if backbone == DEFAULT_BACKBONE else "see the backbone's model card",
-        },
-        "max_length": rec["max_length"],
-        "max_span_width": rec["max_span_width"],
-        "detection_threshold": rec["detection_threshold"],
-        "span_decoding": rec.get("span_decoding", "flat"),
-        "similarity_threshold": rec["similarity_threshold"],
-        "label_threshold": rec["label_threshold"],
-        # λ of hybrid scoring (runs before it was a model.json key called it hybrid_passage_weight)
-        "passage_weight": rec.get("passage_weight", rec.get("hybrid_passage_weight", 0.0)),
-        "training": rec["training"],
-    }
-    return card, backbone, rec.get("heads_config", {})
-
-
 @click.command("export")
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -140,7 +113,7 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs)."""
     from safetensors.torch import load_file
 
-    from .export import write_model_folder
+    from .export import card_from_run, write_model_folder
     from .model import HeadConfig, SpanTypeEncoder, load_backbone
 
     _logging(True)

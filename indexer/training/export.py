@@ -12,16 +12,18 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..assets import default_model_dir
 from ..catalog import read_phrases
+from ..encoder import CPU, embed_texts, load_tokenizer, open_session, type_text
 from ..errors import ModelError
+from ..model_card import CARD_FILE, ModelCard
 from ..model_folder import sha256_file
-from .model import INPUT_NAMES, OUTPUT_NAMES, SpanTypeEncoder, resolve_backbone
+from .model import DEFAULT_BACKBONE, INPUT_NAMES, OUTPUT_NAMES, SpanTypeEncoder, resolve_backbone
 
 log = logging.getLogger(__name__)
 
@@ -29,33 +31,6 @@ OPSET = 17
 INT8_NAME = "encoder.int8.onnx"
 FP16_NAME = "encoder.fp16.onnx"
 FP32_NAME = "encoder.fp32.onnx"
-
-# defaults of model.json that training overrides with measured values
-DEFAULT_CARD: dict[str, Any] = {
-    "format": 1,
-    "id": "nerindex-minilm-l6",
-    "version": "0.1.0",
-    "backbone": {"name": "sentence-transformers/all-MiniLM-L6-v2", "license": "Apache-2.0"},
-    "similarity": "cosine",
-    "max_length": 256,
-    "max_span_width": 8,
-    "detection_threshold": 0.5,
-    "similarity_threshold": 0.5,
-    "label_threshold": 0.45,
-    "labels_per_span": 3,
-    "passage_weight": 0.0,
-    "type_template": "{}",
-}
-
-
-def load_tokenizer(path: str | Path):
-    """A tokenizers.Tokenizer with truncation and padding off (windows are planned by nerindex)."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(path))
-    tok.no_truncation()
-    tok.no_padding()
-    return tok
 
 
 def backbone_tokenizer_file(backbone: str | None) -> Path:
@@ -165,35 +140,34 @@ def check_graph(path: Path) -> list[str]:
     return outs
 
 
-def embed_phrases_onnx(
-    graph: Path, tokenizer, phrases: Sequence[str], *, template: str = "{}", batch_size: int = 64
-) -> np.ndarray:
-    """Type vectors of phrases through an exported graph (one dummy span each)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-    out: list[np.ndarray] = []
-    for i in range(0, len(phrases), batch_size):
-        encs = [tokenizer.encode(template.format(p)) for p in phrases[i : i + batch_size]]
-        t = max(len(e.ids) for e in encs)
-        ids = np.zeros((len(encs), t), dtype=np.int64)
-        mask = np.zeros((len(encs), t), dtype=np.int64)
-        for r, e in enumerate(encs):
-            ids[r, : len(e.ids)] = e.ids
-            mask[r, : len(e.ids)] = 1
-        zeros = np.zeros((len(encs), 1), dtype=np.int64)
-        (vec,) = sess.run(
-            ["type_vectors"],
-            {"input_ids": ids, "attention_mask": mask, "span_starts": zeros, "span_ends": zeros},
-        )
-        out.append(vec.astype(np.float32))
-    return np.concatenate(out, axis=0) if out else np.zeros((0, 0), dtype=np.float32)
-
-
-
 def default_catalog_path() -> Path:
     """The default model's catalog: a new model ships the same type phrases unless given others."""
     return default_model_dir() / "catalog.txt"
+
+
+def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(model.json values, backbone, head config) recorded by a training run's ``train.json``."""
+    path = run_dir / "train.json"
+    if not path.is_file():
+        raise ModelError(f"{run_dir}: not a training run folder (no train.json)")
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    backbone = rec.get("backbone") or DEFAULT_BACKBONE
+    card = {
+        "backbone": {
+            "name": backbone,
+            "license": "Apache-2.0" if backbone == DEFAULT_BACKBONE else "see the backbone's model card",
+        },
+        "max_length": rec["max_length"],
+        "max_span_width": rec["max_span_width"],
+        "detection_threshold": rec["detection_threshold"],
+        "span_decoding": rec.get("span_decoding", "flat"),
+        "similarity_threshold": rec["similarity_threshold"],
+        "label_threshold": rec["label_threshold"],
+        # λ of hybrid scoring (runs before it was a model.json key called it hybrid_passage_weight)
+        "passage_weight": rec.get("passage_weight", rec.get("hybrid_passage_weight", 0.0)),
+        "training": rec["training"],
+    }
+    return card, backbone, rec.get("heads_config", {})
 
 
 def write_model_folder(
@@ -217,90 +191,86 @@ def write_model_folder(
         raise ModelError(f"{out} exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    scratch = Path(tempfile.mkdtemp(prefix="nerindex-export-"))
     try:
-        fp32 = (tmp if keep_fp32 else scratch) / FP32_NAME
-        log.info("exporting the fp32 graph")
-        export_onnx(model, fp32)
-        check_graph(fp32)
-        log.info("quantising to int8 (per-channel)")
-        quantize_int8(fp32, tmp / INT8_NAME)
-        check_graph(tmp / INT8_NAME)
-        log.info("converting to fp16")
-        convert_fp16(fp32, tmp / FP16_NAME)
-        check_graph(tmp / FP16_NAME)
-
-        tok_src = backbone_tokenizer_file(backbone)
-        tok_json = json.loads(tok_src.read_text(encoding="utf-8"))
-        tok_json["truncation"] = None
-        tok_json["padding"] = None
-        (tmp / "tokenizer.json").write_text(json.dumps(tok_json, ensure_ascii=False), encoding="utf-8")
-
+        _write_graphs(model, tmp, keep_fp32=keep_fp32)
+        _write_tokenizer(backbone, tmp / "tokenizer.json")
         save_file(model.head_state_dict(), str(tmp / "heads.safetensors"))
-
-        meta: dict[str, Any] = dict(DEFAULT_CARD)
-        meta.update(card or {})
-        phrases = read_phrases(catalog or default_catalog_path())
-        (tmp / "catalog.txt").write_text("".join(p + "\n" for p in phrases), encoding="utf-8")
-        tokenizer = load_tokenizer(tmp / "tokenizer.json")
-        vecs = embed_phrases_onnx(
-            tmp / INT8_NAME, tokenizer, phrases, template=meta.get("type_template", "{}")
-        )
-        np.save(tmp / "catalog.npy", vecs.astype(np.float32))
-
-        meta.update(
-            {
-                "dims": model.dims,
-                "graphs": {"cpu": INT8_NAME, "cuda": FP16_NAME},
-                "inputs": list(INPUT_NAMES),
-                "outputs": list(OUTPUT_NAMES),
-                "tokenizer": "tokenizer.json",
-                "heads": "heads.safetensors",
-                "heads_config": model.config.to_dict(),
-                "catalog": {"phrases": "catalog.txt", "vectors": "catalog.npy"},
-            }
-        )
-        meta.setdefault("training", {})
-        meta.setdefault("evaluation", {})
-        files = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != "model.json")
-        meta["files"] = {name: sha256_file(tmp / name) for name in files}
-        ordered = _ordered_card(meta)
-        (tmp / "model.json").write_text(json.dumps(ordered, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        draft = ModelCard.exported({**(card or {}), **_folder_values(model)})
+        _write_catalog(tmp, read_phrases(catalog or default_catalog_path()), draft.type_template)
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != CARD_FILE)
+        written = draft.with_files({name: sha256_file(tmp / name) for name in files})
+        written.save(tmp)
         # mkdtemp makes a private folder; a shipped model is world-readable like any checkout
         tmp.chmod(0o755)
         for p in tmp.iterdir():
             p.chmod(0o644)
-
-        if out.exists():
-            old = out.parent / f".{out.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-        return ordered
+        _replace_folder(tmp, out)
+        return written.to_dict()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _write_graphs(model: SpanTypeEncoder, folder: Path, *, keep_fp32: bool) -> None:
+    """The int8 and fp16 graphs (and the fp32 one they are made from, when kept), each checked."""
+    scratch = Path(tempfile.mkdtemp(prefix="nerindex-export-"))
+    try:
+        fp32 = (folder if keep_fp32 else scratch) / FP32_NAME
+        log.info("exporting the fp32 graph")
+        export_onnx(model, fp32)
+        check_graph(fp32)
+        log.info("quantising to int8 (per-channel)")
+        quantize_int8(fp32, folder / INT8_NAME)
+        check_graph(folder / INT8_NAME)
+        log.info("converting to fp16")
+        convert_fp16(fp32, folder / FP16_NAME)
+        check_graph(folder / FP16_NAME)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-_KEY_ORDER = [
-    "format", "id", "version", "backbone", "dims", "similarity", "max_length", "max_span_width",
-    "detection_threshold", "span_decoding", "similarity_threshold", "label_threshold", "labels_per_span",
-    "passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
-    "files", "training", "evaluation",
-]  # fmt: skip
+def _write_tokenizer(backbone: str | None, path: Path) -> None:
+    """The backbone's tokenizer.json with truncation and padding off (nerindex plans windows)."""
+    tok_json = json.loads(backbone_tokenizer_file(backbone).read_text(encoding="utf-8"))
+    tok_json["truncation"] = None
+    tok_json["padding"] = None
+    path.write_text(json.dumps(tok_json, ensure_ascii=False), encoding="utf-8")
 
 
-def _ordered_card(meta: dict[str, Any]) -> dict[str, Any]:
-    """model.json keys in the order of the contract, unknown keys after them."""
-    out = {k: meta[k] for k in _KEY_ORDER if k in meta}
-    out.update({k: v for k, v in meta.items() if k not in out})
-    return out
+def _write_catalog(folder: Path, phrases: list[str], template: str) -> None:
+    """catalog.txt and catalog.npy: the phrases embedded by the runtime's own runner on the CPU graph."""
+    (folder / "catalog.txt").write_text("".join(p + "\n" for p in phrases), encoding="utf-8")
+    session = open_session(folder / INT8_NAME, CPU)
+    texts = [type_text(template, p) for p in phrases]
+    vectors = embed_texts(session, load_tokenizer(folder / "tokenizer.json"), texts)
+    np.save(folder / "catalog.npy", vectors.astype(np.float32))
 
 
-__all__ = ["write_model_folder", "embed_phrases_onnx", "load_tokenizer"]
+def _folder_values(model: SpanTypeEncoder) -> dict[str, Any]:
+    """model.json values that describe the folder export writes (not the training run)."""
+    return {
+        "dims": model.dims,
+        "graphs": {"cpu": INT8_NAME, "cuda": FP16_NAME},
+        "inputs": list(INPUT_NAMES),
+        "outputs": list(OUTPUT_NAMES),
+        "tokenizer": "tokenizer.json",
+        "heads": "heads.safetensors",
+        "heads_config": model.config.to_dict(),
+        "catalog": {"phrases": "catalog.txt", "vectors": "catalog.npy"},
+    }
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place, replacing ``out`` if it exists."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+
+
+__all__ = ["card_from_run", "write_model_folder"]

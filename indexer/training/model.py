@@ -308,16 +308,16 @@ def load_model_from_folder(folder: str | Path, *, backbone: str | None = None) -
     ``backbone`` overrides the backbone recorded in model.json (a local path, for machines whose
     copy lives elsewhere).
     """
-    import json
-
     from safetensors.torch import load_file
 
+    from ..model_card import ModelCard
+
     folder = Path(folder)
-    info = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    cfg = HeadConfig.from_dict(info.get("heads_config", {}))
-    name = backbone or info.get("backbone", {}).get("name")
+    card = ModelCard.load(folder)
+    cfg = HeadConfig.from_dict(card.heads_config)
+    name = backbone or card.backbone.name
     model = SpanTypeEncoder(load_backbone(name), cfg)
-    model.load_head_state_dict(load_file(str(folder / info.get("heads", "heads.safetensors"))))
+    model.load_head_state_dict(load_file(str(folder / card.heads_file)))
     model.eval()
     return model
 

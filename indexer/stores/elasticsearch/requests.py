@@ -338,7 +338,7 @@ def text_filter(text: str) -> dict[str, Any]:
 
 
 def text_boost(text: str, boost: float) -> dict[str, Any]:
-    """Hybrid mode: BM25 on the passage text, added to the vector score (no restriction)."""
+    """BM25 boost mode: BM25 on the passage text, added to the vector score (no restriction)."""
     return {"match": {"text": {"query": text, "boost": float(boost)}}}
 
 
@@ -571,7 +571,7 @@ def hybrid_knn_query(
     return {"bool": {"must": [nested_span_knn(vector, **options)], "should": should}}
 
 
-def hybrid_search_body(
+def bm25_boost_search_body(
     vector: Any,
     *,
     text: str,
@@ -584,7 +584,7 @@ def hybrid_search_body(
     passage_weight: float = 0.0,
     rescore: bool = False,
 ) -> dict[str, Any]:
-    """Hybrid mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.
+    """BM25 boost mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.
 
     The kNN runs as a query inside a ``nested`` clause (rather than top-level ``knn``) so that it
     stays a required clause: a passage that only matches the words is never returned.

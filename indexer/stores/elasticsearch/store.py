@@ -105,7 +105,8 @@ class ElasticsearchStore:
 
         ``index_options`` is the dense_vector index type (``int8_hnsw`` by default; ``hnsw`` keeps
         float vectors, ``bbq_hnsw`` quantises harder) or a full ``index_options`` dict.
-        ``hybrid`` adds BM25 on the ``text`` of a search to the vector score instead of using it as
+        ``hybrid`` (BM25 boost mode; not hybrid scoring, which is ``passage_weight`` λ) adds BM25 on
+        the ``text`` of a search to the vector score instead of using it as
         a restriction. ``client`` injects a ready client (tests, custom transports).
         With ``hybrid`` and a search that has both a ``text`` and a ``passage_weight`` λ > 0,
         Elasticsearch orders by span + λ · passage + BM25 and that order is kept, but ``Hit.score``
@@ -448,7 +449,7 @@ class ElasticsearchStore:
         return np.asarray(rows, dtype=np.float32).reshape(len(rows), dims)
 
     def _knn(self, request: SearchRequest, stamp: ModelStamp) -> Iterator[Hit]:
-        hybrid = self._options.hybrid and bool(request.text)
+        bm25_boost = self._options.hybrid and bool(request.text)  # the public option "hybrid": BM25 on text
         weight = rq.check_passage_weight(request.passage_weight)
         common = dict(
             min_similarity=request.min_similarity,
@@ -459,8 +460,8 @@ class ElasticsearchStore:
             passage_weight=weight,
             rescore=self.rescores(),
         )
-        if hybrid:
-            body = rq.hybrid_search_body(
+        if bm25_boost:
+            body = rq.bm25_boost_search_body(
                 request.vector, text=request.text, boost=self._options.text_boost, **common
             )
         else:
@@ -476,10 +477,10 @@ class ElasticsearchStore:
         # stays the best span there, and Elasticsearch's order (vector + BM25) is kept.
         hits = rs.parse_hits(
             response.body, scoring="knn", metric=stamp.similarity,
-            min_similarity=request.min_similarity, passage_weight=0.0 if hybrid else weight,
+            min_similarity=request.min_similarity, passage_weight=0.0 if bm25_boost else weight,
         )
         # Otherwise rank by Hit.score: the best span, or span + λ · passage (hybrid scoring).
-        ranked = hits if hybrid else rs.rank(hits)
+        ranked = hits if bm25_boost else rs.rank(hits)
         yield from ranked[: request.limit]
 
     def _exact(self, request: SearchRequest, stamp: ModelStamp, limit: int | None) -> Iterator[Hit]:

@@ -1,0 +1,137 @@
+"""Scoring one run's rankings (pure): per-type scores, macro summaries per type group, threshold
+curves, calibration on the seen types, and the entity detector's recall of gold mentions."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .benchmark_io import Benchmark
+from .calibration import DEFAULT_GRID, calibrate, point_dict
+from .methods import METHODS, Method
+from .metrics import QueryScores, Ranked, macro_scores, match_spans, score_query, sweep_thresholds
+from .seen_types import GROUPS, Training, group_of
+
+
+def score_methods(
+    bench: Benchmark,
+    rankings: Mapping[str, Mapping[str, Sequence[Ranked]]],
+    thresholds: Mapping[str, float | None],
+    training: Training,
+    familiarity: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Per-type scores, macro summaries per group, and threshold curves, as JSON-ready data."""
+    familiarity = familiarity or {}
+    queries = bench.scored_queries()
+    per_type = []
+    by_method: dict[str, dict[str, list[QueryScores]]] = {
+        m: {g: [] for g in ("all",) + GROUPS} for m in rankings
+    }
+    for q in queries:
+        group = group_of(q, training)
+        row: dict[str, Any] = {
+            "query": q.id,
+            "type": q.text,
+            "labels": list(q.labels),
+            "group": group,
+            "relevant": len(bench.qrels[q.id]),
+            "familiarity": round6(familiarity.get(q.text)),
+            "scores": {},
+        }
+        for key, by_query in rankings.items():
+            method = METHODS.get(key, Method(key, key, spans=False, thresholded=False))
+            s = score_query(
+                list(by_query.get(q.id, ())),
+                bench.qrels[q.id],
+                threshold=thresholds.get(key) if method.thresholded else None,
+                gold_spans=bench.gold.get(q.id, {}),
+                with_spans=method.spans,
+            )
+            row["scores"][key] = s.to_dict()
+            by_method[key]["all"].append(s)
+            by_method[key][group].append(s)
+        per_type.append(row)
+    summary = {
+        key: {g: macro_scores(rows) for g, rows in groups.items()} for key, groups in by_method.items()
+    }
+    relevant = {q.id: bench.qrels[q.id] for q in queries}
+    sweeps = {
+        key: [point_dict(p) for p in sweep_thresholds(by_query, relevant, DEFAULT_GRID)]
+        for key, by_query in rankings.items()
+        if METHODS.get(key) and METHODS[key].thresholded
+    }
+    fam_groups: dict[str, float | None] = {}
+    for g in ("all",) + GROUPS:
+        vals = [familiarity[r["type"]] for r in per_type if (g == "all" or r["group"] == g) and r["type"] in familiarity]
+        fam_groups[g] = round6(float(np.mean(vals))) if vals else None
+    return {
+        "per_type": per_type,
+        "summary": summary,
+        "familiarity_by_group": fam_groups,
+        "groups": {g: [r["type"] for r in per_type if r["group"] == g] for g in GROUPS},
+        "skipped_queries": [q.text for q in bench.queries if not bench.qrels.get(q.id)],
+        "sweeps": sweeps,
+    }
+
+
+def calibrate_methods(
+    bench: Benchmark,
+    rankings: Mapping[str, Mapping[str, Sequence[Ranked]]],
+    training: Training,
+    *,
+    groups: Sequence[str] = ("seen",),
+) -> dict[str, Any]:
+    """Choose each thresholded method's threshold on the queries of ``groups`` (seen types)."""
+    queries = [q for q in bench.scored_queries() if group_of(q, training) in groups]
+    relevant = {q.id: bench.qrels[q.id] for q in queries}
+    out: dict[str, Any] = {"types": [q.text for q in queries], "methods": {}}
+    for key, by_query in rankings.items():
+        method = METHODS.get(key)
+        if method is None or not method.thresholded or not queries:
+            continue
+        chosen, curve = calibrate({q: by_query.get(q, ()) for q in relevant}, relevant)
+        out["methods"][key] = {"chosen": point_dict(chosen), "curve": [point_dict(p) for p in curve]}
+    return out
+
+
+def round6(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 6)
+
+
+def detection_by_query(bench: Benchmark, encoded: Sequence[Any]) -> dict[str, list[int]]:
+    """Per query: [gold mentions, those overlapped by a detected span with IoU ≥ 0.5].
+
+    The entity detector bounds every span metric: a mention it does not propose can be found by no
+    type vector, so its recall is reported per type and group beside the retrieval figures.
+    """
+    spans_of = {e.passage.id: [(s.start, s.end) for s in e.spans] for e in encoded}
+    out: dict[str, list[int]] = {}
+    for q in bench.scored_queries():
+        gold = found = 0
+        for pid, mentions in bench.gold.get(q.id, {}).items():
+            hit, _ = match_spans(mentions, spans_of.get(pid, []))
+            gold += len(mentions)
+            found += hit
+        out[q.id] = [gold, found]
+    return out
+
+
+def detection_summary(bench: Benchmark, counts: Mapping[str, Sequence[int]], training: Training) -> dict[str, Any]:
+    """Detection recall (micro over mentions) per group and per type."""
+    groups: dict[str, list[int]] = {}
+    by_type = {}
+    for q in bench.scored_queries():
+        gold, found = counts.get(q.id, (0, 0))
+        if not gold:
+            continue
+        by_type[q.text] = round(found / gold, 4)
+        for g in ("all", group_of(q, training)):
+            row = groups.setdefault(g, [0, 0])
+            row[0] += gold
+            row[1] += found
+    return {
+        "definition": "share of gold mentions overlapped (IoU >= 0.5) by a span the entity detector proposes",
+        "by_group": {g: {"mentions": n, "recall": round(f / n, 4)} for g, (n, f) in groups.items()},
+        "by_type": by_type,
+    }

@@ -1,0 +1,107 @@
+"""Which types the model was trained on (seen, unseen, coarse) and how often it saw each.
+
+The record comes from model.json's ``training`` section or the user's overrides; mention counts
+weigh each training type in Familiarity (``familiarity`` module).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+from ..model_card import ModelCard
+from .benchmark_io import Query, read_mapping_file, resolve_mapping
+
+Group = Literal["seen", "unseen", "coarse"]
+GROUPS: tuple[str, ...] = ("seen", "unseen", "coarse")
+
+
+@dataclass
+class Training:
+    """What the model was trained on: seen type phrases and mention counts per phrase."""
+
+    types: set[str]
+    held_out: set[str] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    counts_source: str = "none"
+    source: str = "model.json"
+
+
+def group_of(query: Query, training: Training) -> Group:
+    """coarse (scored apart, see COARSE_TAGS) · seen (phrase trained on) · unseen."""
+    if query.coarse:
+        return "coarse"
+    return "seen" if query.text in training.types else "unseen"
+
+
+def count_training_mentions(
+    paths: Sequence[str | Path],
+    *,
+    mapping_file: str | Path | None = None,
+    held_out: Iterable[str] = (),
+) -> dict[str, int]:
+    """Mentions per query phrase in training files, skipping sentences with a held-out type.
+
+    Mirrors how the shipped model was trained (sentences holding a held-out type were dropped), so
+    Familiarity weights each training type by how often the model actually saw it.
+    """
+    from ..conll import read_conll
+    from .benchmark_io import PHRASES_FILE
+
+    data = read_mapping_file(mapping_file or PHRASES_FILE)
+    held = set(held_out)
+    counts: dict[str, int] = {}
+    for path in paths:
+        mapping, _, _ = resolve_mapping(data, path, source=str(mapping_file or PHRASES_FILE))
+        for p in read_conll(path):
+            phrases = [mapping.get(g.label) for g in p.gold]
+            if any(ph in held or g.label in held for ph, g in zip(phrases, p.gold)):
+                continue
+            for ph in phrases:
+                if ph is not None:
+                    counts[ph] = counts.get(ph, 0) + 1
+    return counts
+
+
+def training_from_card(
+    card: ModelCard,
+    *,
+    train_types: Sequence[str] | None = None,
+    train_data: Sequence[str | Path] = (),
+    data_roots: Sequence[str | Path] = (),
+    mapping_file: str | Path | None = None,
+) -> Training:
+    """Seen types and their counts from ``model.json`` (``training``), or the user's overrides.
+
+    Counts come from, in order: ``--train-data`` files; ``training.type_counts``; the files named in
+    ``training.data`` when found (as given, or under one of ``data_roots``); else every seen type
+    counts once (and the report says so).
+    """
+    rec = card.training
+    held = set(rec.held_out_types)
+    if train_types is not None:
+        types, source = {t.strip() for t in train_types if t.strip()}, "--train-types"
+    else:
+        types, source = set(rec.types), "model.json training.types"
+    if train_data:
+        counts = count_training_mentions(train_data, mapping_file=mapping_file, held_out=held)
+        return Training(types or set(counts), held, counts, "mentions counted in --train-data files", source)
+    if rec.type_counts is not None:
+        counts = rec.type_counts
+        return Training(types or set(counts), held, counts, "model.json training.type_counts", source)
+    files = []
+    for entry in rec.data:
+        name = entry.get("path") if isinstance(entry, dict) else entry
+        if not isinstance(name, str):
+            continue
+        # entries are paths, or "dataset:file" as the training step records them
+        rel = Path(*name.split(":", 1)) if ":" in name and not Path(name).exists() else Path(name)
+        candidates = [rel] + [Path(root) / rel for root in data_roots]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is not None:
+            files.append(found)
+    if files:
+        counts = count_training_mentions(files, mapping_file=mapping_file, held_out=held)
+        return Training(types or set(counts), held, counts, "mentions counted in training.data files", source)
+    return Training(types, held, {t: 1 for t in types}, "unweighted (no training counts available)", source)
