@@ -89,7 +89,7 @@ def test_search_count_says_shown_of_matching(indexed, capsys):
 
 
 def test_count_without_a_total_says_at_least():
-    from indexer.commands import count_line
+    from indexer.cli.core import count_line
 
     assert count_line("river", 10, None) == "10 shown of at least 10 matching 'river' (--all shows and counts every match)"
     assert count_line("river", 3, 3) == "3 shown of 3 matching 'river'"

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 pytest.importorskip("elasticsearch")
 
 from indexer.cli import cli  # noqa: E402
-from indexer.stores import es_commands  # noqa: E402
+from indexer.cli import elasticsearch as es_commands  # noqa: E402
 from indexer.stores.base import ModelStamp, StoreCounts  # noqa: E402
 from indexer.stores.elasticsearch import kibana  # noqa: E402
 from indexer.stores.elasticsearch.kibana import ImportReport  # noqa: E402

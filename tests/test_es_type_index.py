@@ -19,7 +19,7 @@ from indexer.catalog import Catalog  # noqa: E402
 from indexer.cli import cli  # noqa: E402
 from indexer.errors import ModelMismatchError, StoreError  # noqa: E402
 from indexer.records import Passage  # noqa: E402
-from indexer.stores import es_commands  # noqa: E402
+from indexer.cli import elasticsearch as es_commands  # noqa: E402
 from indexer.stores.base import WriteOutcome  # noqa: E402
 from indexer.stores.elasticsearch import requests as rq  # noqa: E402
 from indexer.stores.elasticsearch import templates  # noqa: E402

@@ -34,7 +34,7 @@ def es_connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def store_from_options(params: dict[str, Any], **extra: Any):
     """An :class:`~indexer.stores.elasticsearch.ElasticsearchStore` from the ``--es-*`` options."""
-    from .elasticsearch import open_es_store
+    from ..stores.elasticsearch import open_es_store
 
     return open_es_store(
         from_env(),
@@ -82,7 +82,7 @@ def reindex_command(model_path, device, index_options, batch_size, delete_old, a
     atomic step. Use it to change the model, or the vector index type.
     """
     from ..encoder import OnnxEncoder
-    from .elasticsearch.reindex import reindex
+    from ..stores.elasticsearch.reindex import reindex
 
     settings = from_env()
     encoder = OnnxEncoder.from_dir(model_path or settings.model, device=device or settings.device)
@@ -113,7 +113,7 @@ def reindex_command(model_path, device, index_options, batch_size, delete_old, a
 @click.option("--id", "template_id", default=None, help="Stored script id (default: nerindex-span-knn).")
 def put_template_command(template_id, **params):
     """Store the search template of mappings/ so any client can run the span kNN with a vector."""
-    from .elasticsearch import SEARCH_TEMPLATE_ID
+    from ..stores.elasticsearch import SEARCH_TEMPLATE_ID
 
     with store_from_options(params) as store:
         stored = store.put_search_template(template_id or SEARCH_TEMPLATE_ID)
@@ -142,8 +142,8 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
     import sys
 
     from ..encoder import OnnxEncoder
-    from .elasticsearch import responses as rs
-    from .elasticsearch.type_index import ADDED, TypeIndex, fill_with_catalog, unique_phrases
+    from ..stores.elasticsearch import responses as rs
+    from ..stores.elasticsearch.type_index import ADDED, TypeIndex, fill_with_catalog, unique_phrases
 
     if not phrases and not with_catalog:
         raise click.UsageError("give type phrases, or --catalog to store the model's catalog")
@@ -188,7 +188,7 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_command(as_json, **params):
     """Show the server version, the index behind the alias, its health, model and counts, and the types index."""
-    from .elasticsearch.type_index import TypeIndex
+    from ..stores.elasticsearch.type_index import TypeIndex
 
     with store_from_options(params) as store:
         version = ".".join(map(str, store.server_version()))
@@ -240,7 +240,7 @@ def kibana_group() -> None:
 def kibana_import_command(kibana_url, es_index, api_key, user, password, ca_certs, insecure, space, path,
                           no_overwrite, as_json):
     """Post the nerindex saved objects to Kibana's saved-objects import API."""
-    from .elasticsearch.kibana import import_saved_objects
+    from ..stores.elasticsearch.kibana import import_saved_objects
 
     settings = from_env()
     url = kibana_url or settings.kibana_url

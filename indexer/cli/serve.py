@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..commands import backend_options, open_index
+from .core import backend_options, open_index
 
 
 @click.command("serve")
@@ -61,8 +61,8 @@ def serve_command(
     """
     import uvicorn
 
-    from .app import Limits, create_app
-    from .edge import LOOPBACK_HOSTS
+    from ..web.app import Limits, create_app
+    from ..web.edge import LOOPBACK_HOSTS
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     index = open_index(backend, create=False)

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import click
 
-from .errors import InputError, SearchError
-from .feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
-from .records import Hit, Passage, marked_spans
-from .text import printable
-from .stores.base import MAX_PASSAGE_WEIGHT
+from ..errors import InputError, SearchError
+from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
+from ..records import Hit, Passage, marked_spans
+from ..text import printable
+from ..stores.base import MAX_PASSAGE_WEIGHT
 
 if TYPE_CHECKING:
-    from .reading import ReadStats
+    from ..reading import ReadStats
 
 STORE_HELP = "Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."
 MODEL_HELP = "Model folder (default: the shipped model, or NERINDEX_MODEL)."
@@ -70,8 +70,8 @@ def backend_options(func: Any) -> Any:
 
 def open_index(backend: dict[str, Any], *, create: bool, catalog: str | None = None):
     """A :class:`~indexer.api.NerIndex` from the environment, overridden by the given options."""
-    from .api import NerIndex
-    from .config import from_env, with_overrides
+    from ..api import NerIndex
+    from ..config import from_env, with_overrides
 
     return NerIndex.open(settings=with_overrides(from_env(), **backend), create=create, catalog=catalog)
 
@@ -124,7 +124,7 @@ def index_command(
     """
     from tqdm import tqdm
 
-    from .reading import ReadStats, read_passages
+    from ..reading import ReadStats, read_passages
 
     def read(stats: ReadStats) -> Iterator[Passage]:
         return read_passages(source, format=fmt, id_field=id_field, text_field=text_field, on_error=on_error,
@@ -305,8 +305,8 @@ def embed_command(phrases: tuple[str, ...], model: str | None, device: str | Non
 
     Paste the vector into a kNN query on spans.vector (Kibana Dev Tools) or any other client.
     """
-    from .config import from_env
-    from .encoder import OnnxEncoder
+    from ..config import from_env
+    from ..encoder import OnnxEncoder
 
     settings = from_env()
     encoder = OnnxEncoder.from_dir(model or settings.model, device=device or settings.device)

@@ -18,8 +18,8 @@ import click
 from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..stores.base import MAX_PASSAGE_WEIGHT
-from .benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
-from .run import DEFAULT_METHODS, METHODS
+from ..evaluation.benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
+from ..evaluation.run import DEFAULT_METHODS, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def eval_command(
     (primary), Recall@R, Recall@1000, P@10 on full rankings; precision/recall/F1 of the returned
     passage set, span hit rate and highlight precision (IoU ≥ 0.5) at each method's threshold.
     """
-    from . import report
+    from ..evaluation import report
 
     if not logging.getLogger().handlers:
         # our progress on stderr; third-party chatter (bm25s, matplotlib) only when it matters
@@ -163,7 +163,7 @@ def eval_command(
 
     from ..config import from_env
     from ..encoder import OnnxEncoder
-    from .run import run_eval
+    from ..evaluation.run import run_eval
 
     settings = from_env()
     encoder = OnnxEncoder.from_dir(model_dir or settings.model, device=device or settings.device)
@@ -192,7 +192,7 @@ def eval_command(
 
 
 def _store_calibration(result: dict, model_path: Path) -> None:
-    from .calibration import write_calibration
+    from ..evaluation.calibration import write_calibration
 
     cal = result.get("calibration") or {}
     methods = cal.get("methods", {})
@@ -217,7 +217,7 @@ def _store_calibration(result: dict, model_path: Path) -> None:
 
 
 def _store_evaluation(result: dict, model_path: Path) -> None:
-    from .calibration import evaluation_summary, write_evaluation
+    from ..evaluation.calibration import evaluation_summary, write_evaluation
 
     name = result["benchmark"]["name"]
     path = write_evaluation(model_path, name, evaluation_summary(result), checksum=result["model"]["checksum"])
@@ -225,7 +225,7 @@ def _store_evaluation(result: dict, model_path: Path) -> None:
 
 
 def _emit(result: dict, out_dir: str | None, stem: str | None, no_charts: bool, as_json: bool) -> None:
-    from . import report
+    from ..evaluation import report
 
     if out_dir:
         name = stem or _slug(result["benchmark"]["name"])
