@@ -2,8 +2,10 @@
 
 The CLI owns stdout (``--json`` output stays machine-clean); progress and messages go to stderr.
 A :class:`~indexer.errors.NerindexError` becomes one line on stderr and its exit code.
-Commands of optional parts (train/export, eval, es, kibana, serve) live in their own modules and
-are imported only when invoked, so ``nerindex --help`` stays fast and needs no extras.
+Each command lives in a module of this package, imported only when invoked, so ``nerindex --help``
+stays fast and needs no extras: :mod:`.core` (index, search, embed, info), :mod:`.elasticsearch`
+(es, kibana), :mod:`.training` (train, export), :mod:`.evaluation` (eval), :mod:`.serve`.
+:mod:`.options` declares the model and store options they share.
 """
 
 from __future__ import annotations

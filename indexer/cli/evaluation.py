@@ -100,6 +100,8 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--from-json", "from_json", is_flag=True,
               help="DATA is a saved result JSON: re-render it (Markdown/--out) without running.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
+# Long because it takes one parameter per option (23); the body is three short modes: re-render
+# (--from-json), export the benchmark, run the evaluation.
 def eval_command(
     data: tuple[str, ...],
     mapping: str | None,
@@ -161,12 +163,12 @@ def eval_command(
     if unknown:
         raise click.BadParameter(f"unknown method(s) {', '.join(unknown)}", param_hint="--methods")
 
-    from ..config import from_env
+    from ..config import resolve
     from ..encoder import OnnxEncoder
     from ..evaluation.run import run_eval
 
-    settings = from_env()
-    encoder = OnnxEncoder.from_dir(model_dir or settings.model, device=device or settings.device)
+    settings = resolve(model=model_dir, device=device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
     log.info("evaluating %s: %d passages, %d types, model %s %s",
              bench.name, len(bench.corpus), len(bench.scored_queries()), encoder.info.id, encoder.info.version)
     result = run_eval(
