@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from bench_search import CENTRES, DIMS, STAMP, load, passages, timed_searches, unit_rows
 
-from indexer.config import from_env
+from indexer.config import resolve
 from indexer.stores.base import SearchRequest
-from indexer.stores.elasticsearch import open_es_store
 from indexer.stores.embedded import EmbeddedStore
+from indexer.stores.factory import open_elasticsearch
 
 SOURCES = ("wiki", "news", "forum", "blog")
 FILTER = {"part": "3"}  # one passage in ten
@@ -101,9 +101,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
-    settings = from_env()
-    url = args.es_url or settings.es_url
-    if not url:
+    settings = resolve(es_url=args.es_url, es_index=f"nerindex-bench-{uuid.uuid4().hex[:8]}")
+    if not settings.es_url:
         parser.error("no Elasticsearch URL: pass --es-url or set NERINDEX_ES_URL")
     rng = np.random.default_rng(0)
     centres = unit_rows(rng.standard_normal((CENTRES, DIMS)))
@@ -112,8 +111,7 @@ def main() -> None:
         "passages": args.passages, "spans": spans, "dims": DIMS, "index_options": args.index_options,
         "machine": {"cpus": os.cpu_count(), "load_start": load()},
     }
-    es = open_es_store(settings, url=url, index=f"nerindex-bench-{uuid.uuid4().hex[:8]}",
-                       index_options=args.index_options, request_timeout=600.0)
+    es = open_elasticsearch(settings, index_options=args.index_options, request_timeout=600.0)
     tmp = tempfile.TemporaryDirectory(prefix="bench-es-")
     embedded = None if args.no_embedded else EmbeddedStore.open(Path(tmp.name) / "store")
     try:

@@ -31,12 +31,12 @@ import uuid
 
 import numpy as np
 
-from indexer.config import from_env
+from indexer.config import from_env, with_overrides
 from indexer.encoder import OnnxEncoder
 from indexer.evaluation.benchmark_io import benchmark_from_conll
 from indexer.evaluation.metrics import r_precision
 from indexer.stores.base import SearchRequest
-from indexer.stores.elasticsearch import open_es_store
+from indexer.stores.factory import open_elasticsearch
 
 
 def exact_ranking(encoded, type_vector: np.ndarray, threshold: float, weight: float) -> list[tuple[str, float]]:
@@ -73,8 +73,8 @@ def main() -> None:
         bench = benchmark_from_conll([path])
         began = time.perf_counter()
         encoded = encoder.encode(bench.corpus, batch_size=32)
-        store = open_es_store(settings, index=f"nerindex-bench-{uuid.uuid4().hex[:8]}",
-                              index_options=args.index_options, num_candidates=args.num_candidates)
+        store = open_elasticsearch(with_overrides(settings, es_index=f"nerindex-bench-{uuid.uuid4().hex[:8]}"),
+                                   index_options=args.index_options, num_candidates=args.num_candidates)
         try:
             store.check_model(info.stamp)
             assert all(o.ok for o in store.write(encoded))

@@ -22,21 +22,11 @@ from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion
+from .stores.factory import open_store
 
 MAX_PHRASE_CHARS = 200
 
 log = logging.getLogger(__name__)
-
-
-def open_store(settings: Settings, *, create: bool = True) -> Store:
-    """The store the settings name: Elasticsearch when an URL is given, else the embedded folder."""
-    if settings.es_url:
-        from .stores.elasticsearch import open_es_store
-
-        return open_es_store(settings)
-    from .stores.embedded import EmbeddedStore
-
-    return EmbeddedStore.open(settings.store, create=create)
 
 
 class NerIndex:
@@ -56,16 +46,23 @@ class NerIndex:
         device: str | None = None,
         es_url: str | None = None,
         es_index: str | None = None,
+        es_api_key: str | None = None,
+        es_user: str | None = None,
+        es_password: str | None = None,
+        es_ca_certs: str | Path | None = None,
+        es_verify_certs: bool | None = None,
         create: bool = True,
         catalog: str | Path | None = None,
         settings: Settings | None = None,
     ) -> "NerIndex":
         """Open a store (embedded folder, or Elasticsearch with ``es_url``) with a model folder.
 
-        Arguments override the ``NERINDEX_*`` environment (a ``store`` without ``es_url`` means
-        the embedded store, even with ``NERINDEX_ES_URL`` set). The store's recorded model is checked
-        against this one: here for searching (the same vector space), and again before indexing,
-        when every setting that changes what is stored must agree as well.
+        Arguments are the fields of :class:`~indexer.config.Settings` (``kibana_url`` aside: it
+        opens nothing) and override ``settings``, by default the ``NERINDEX_*`` environment (a
+        ``store`` without ``es_url`` means the embedded store, even with ``NERINDEX_ES_URL`` set).
+        The store's recorded model is checked against this one: here for searching (the same
+        vector space), and again before indexing, when every setting that changes what is stored
+        must agree as well.
         """
         settings = with_overrides(
             settings or from_env(),
@@ -74,14 +71,18 @@ class NerIndex:
             device=device,
             es_url=es_url,
             es_index=es_index,
+            es_api_key=es_api_key,
+            es_user=es_user,
+            es_password=es_password,
+            es_ca_certs=None if es_ca_certs is None else str(es_ca_certs),
+            es_verify_certs=es_verify_certs,
         )
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog)
         backend = open_store(settings, create=create)
         recorded = backend.model()
         if recorded is not None:
             backend.check_model(encoder.info.stamp, writing=False)
-        where = settings.es_url and f"{settings.es_url} index {settings.es_index}" or settings.store
-        return cls(encoder, backend, description=str(where))
+        return cls(encoder, backend, description=settings.store_description())
 
     # ------------------------------------------------------------------ indexing
 

@@ -1,4 +1,8 @@
-"""Settings read from the environment, in this one place, then passed down explicitly.
+"""Settings: read from the environment and command-line options in this one place, passed down explicitly.
+
+Every caller (CLI options, :meth:`indexer.api.NerIndex.open`, the web service) resolves them with
+:func:`resolve`: a ``NERINDEX_*`` variable, overridden by an explicit value. The stores are opened
+from the result by :mod:`indexer.stores.factory`.
 
 | variable | meaning |
 |---|---|
@@ -11,6 +15,8 @@
 | NERINDEX_ES_USER / NERINDEX_ES_PASSWORD | basic auth |
 | NERINDEX_ES_CA_CERTS | CA certificate file for TLS |
 | NERINDEX_KIBANA_URL | Kibana URL for ``nerindex kibana import`` |
+
+``--insecure`` (no variable: testing only) turns TLS certificate checks off.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from .errors import StoreError
+
 DEFAULT_STORE = "./nerindex-data"
 DEFAULT_ES_INDEX = "nerindex"
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Which model, which store and how to reach it; the field names are the CLI option names."""
+
     model: str | None = None
     store: str = DEFAULT_STORE
     device: str = "auto"
@@ -35,7 +45,34 @@ class Settings:
     es_user: str | None = None
     es_password: str | None = None
     es_ca_certs: str | None = None
+    es_verify_certs: bool = True
     kibana_url: str | None = None
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(user, password) for Elasticsearch and Kibana, None without a user; half a pair is refused."""
+        if not (self.es_user or self.es_password):
+            return None
+        if not (self.es_user and self.es_password):
+            raise StoreError("basic auth needs both a user and a password (NERINDEX_ES_USER, NERINDEX_ES_PASSWORD)")
+        return (self.es_user, self.es_password)
+
+    def required_es_url(self) -> str:
+        """The Elasticsearch URL, for the commands that have no embedded store to fall back on."""
+        if not self.es_url:
+            raise StoreError("no Elasticsearch URL: pass --es-url or set NERINDEX_ES_URL")
+        return self.es_url
+
+    def required_kibana_url(self) -> str:
+        """The Kibana URL of ``nerindex kibana import``."""
+        if not self.kibana_url:
+            raise StoreError("no Kibana URL: pass --kibana-url or set NERINDEX_KIBANA_URL")
+        return self.kibana_url
+
+    def store_description(self) -> str:
+        """Where the store these settings open is, for messages and ``info``."""
+        if self.es_url:
+            return f"{self.es_url} index {self.es_index}"
+        return str(self.store)
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -70,3 +107,9 @@ def with_overrides(settings: Settings, **overrides: object) -> Settings:
     if "store" in given and "es_url" not in given:
         given["es_url"] = None
     return dataclasses.replace(settings, **given)
+
+
+def resolve(**overrides: object) -> Settings:
+    """The settings in effect: ``NERINDEX_*`` variables, overridden by the values given explicitly
+    (keyword = :class:`Settings` field; None = not given; see :func:`with_overrides`)."""
+    return with_overrides(from_env(), **overrides)

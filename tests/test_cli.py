@@ -90,7 +90,7 @@ def test_search_count_says_shown_of_matching(indexed, capsys):
 
 
 def test_count_without_a_total_says_at_least():
-    from indexer.commands import count_line
+    from indexer.cli.core import count_line
 
     assert count_line("river", 10, None) == "10 shown of at least 10 matching 'river' (--all shows and counts every match)"
     assert count_line("river", 3, 3) == "3 shown of 3 matching 'river'"
@@ -306,3 +306,66 @@ def test_store_option_wins_over_an_environment_es_url(indexed, capsys, monkeypat
     assert with_overrides(env, store="s").es_url is None
     assert with_overrides(env, store=None, es_index="x").es_url == "http://es:9200"
     assert with_overrides(env, store="s", es_url="http://other:9200").es_url == "http://other:9200"
+
+
+def test_settings_resolve_options_over_environment(monkeypatch):
+    """One resolution for every command: a variable, overridden by an explicit option."""
+    from indexer.config import Settings, resolve
+    from indexer.errors import StoreError
+
+    monkeypatch.setenv("NERINDEX_ES_URL", "http://es:9200")
+    monkeypatch.setenv("NERINDEX_ES_USER", "elastic")
+    monkeypatch.setenv("NERINDEX_ES_PASSWORD", "pw")
+    monkeypatch.setenv("NERINDEX_KIBANA_URL", "http://kibana:5601")
+    settings = resolve(es_index="corpus", es_verify_certs=False)
+    assert (settings.es_url, settings.es_index, settings.es_verify_certs) == ("http://es:9200", "corpus", False)
+    assert settings.basic_auth() == ("elastic", "pw") and settings.required_kibana_url() == "http://kibana:5601"
+    assert settings.store_description() == "http://es:9200 index corpus"
+    assert resolve(store="s").store_description() == "s"  # --store beats NERINDEX_ES_URL
+    with pytest.raises(StoreError, match="both a user and a password"):
+        Settings(es_password="pw").basic_auth()
+    with pytest.raises(StoreError, match="--es-url or set NERINDEX_ES_URL"):
+        Settings().required_es_url()
+    with pytest.raises(StoreError, match="--kibana-url or set NERINDEX_KIBANA_URL"):
+        Settings().required_kibana_url()
+
+
+def test_nerindex_open_takes_every_store_setting(monkeypatch):
+    """NerIndex.open passes every connection setting to the one store factory."""
+    import indexer.api
+    from indexer.api import NerIndex
+
+    opened = []
+
+    class Empty:
+        def model(self):
+            return None
+
+    monkeypatch.setattr(indexer.api, "open_store", lambda settings, create: opened.append(settings) or Empty())
+    ix = NerIndex.open(es_url="http://es:9200", es_index="corpus", es_api_key="k", es_user="u", es_password="p",
+                       es_ca_certs=Path("/ca.pem"), es_verify_certs=False, device="cpu")
+    (settings,) = opened
+    assert (settings.es_api_key, settings.es_user, settings.es_password) == ("k", "u", "p")
+    assert settings.es_ca_certs == "/ca.pem" and not settings.es_verify_certs and settings.device == "cpu"
+    assert ix.description == "http://es:9200 index corpus"
+
+
+@pytest.mark.parametrize("command", [["index", "x"], ["search", "x"], ["info"], ["serve"]])
+def test_store_commands_share_the_backend_options(command, capsys, monkeypatch):
+    """index/search/info/serve get one Settings from the shared options (--insecure included)."""
+    from indexer.api import NerIndex
+
+    seen = []
+
+    def refuse(cls, *, settings, **kwargs):
+        seen.append(settings)
+        raise SystemExit(7)
+
+    monkeypatch.setattr(NerIndex, "open", classmethod(refuse))
+    monkeypatch.setattr("indexer.cli.core.check_input", lambda source, read: (1, None))
+    code, _, err = run(capsys, *command, "--es-url", "https://es:9200", "--api-key", "k", "--es-user", "u",
+                       "--password", "p", "--insecure", "--device", "cpu")
+    assert code == 7, err
+    (settings,) = seen
+    assert (settings.es_url, settings.es_api_key, settings.es_user, settings.es_password) == ("https://es:9200", "k", "u", "p")
+    assert not settings.es_verify_certs and settings.device == "cpu"

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 pytest.importorskip("elasticsearch")
 
 from indexer.cli import cli  # noqa: E402
-from indexer.stores import es_commands  # noqa: E402
+from indexer.cli import elasticsearch as es_cli  # noqa: E402
 from indexer.stores.base import ModelStamp, StoreCounts  # noqa: E402
 from indexer.stores.elasticsearch import kibana  # noqa: E402
 from indexer.stores.elasticsearch.kibana import ImportReport  # noqa: E402
@@ -21,8 +21,8 @@ STAMP = ModelStamp("nerindex-test", "0.1.0", 8, "ab" * 32)
 class StubStore:
     alias = "corpus"
 
-    def __init__(self, params):
-        self.params = params
+    def __init__(self, settings):
+        self.settings = settings
         self.closed = False
 
     def __enter__(self):
@@ -54,11 +54,11 @@ class StubStore:
 def stub(monkeypatch):
     made = []
 
-    def factory(params, **extra):
-        made.append(StubStore(params))
+    def factory(settings, **extra):
+        made.append(StubStore(settings))
         return made[-1]
 
-    monkeypatch.setattr(es_commands, "store_from_options", factory)
+    monkeypatch.setattr(es_cli, "open_elasticsearch", factory)
     return made
 
 
@@ -80,7 +80,7 @@ def test_status_json(stub, monkeypatch):
     assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002", "health": "yellow",
                       "model": STAMP.to_dict(), "passages": 12, "spans": 30,
                       "types_index": "corpus-types", "types": 486}
-    assert stub[0].params["es_url"] == "http://x:9200" and stub[0].closed
+    assert stub[0].settings.es_url == "http://x:9200" and stub[0].closed
 
 
 def test_put_template(stub):
@@ -115,3 +115,27 @@ def test_kibana_import_without_url_is_one_clear_error(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: no Kibana URL: pass --kibana-url or set NERINDEX_KIBANA_URL"
     )
+
+
+def test_kibana_import_takes_both_spellings_and_insecure(monkeypatch):
+    calls = {}
+
+    def fake_import(url, **kwargs):
+        calls.update(url=url, **kwargs)
+        return ImportReport(True, 0, objects=[])
+
+    monkeypatch.setattr(kibana, "import_saved_objects", fake_import)
+    result = CliRunner().invoke(cli, ["kibana", "import", "--kibana-url", "http://k:5601", "--es-api-key", "key",
+                                      "--user", "u", "--es-password", "p", "--ca-certs", "/ca.pem", "--insecure"],
+                                env={"NERINDEX_KIBANA_URL": None})
+    assert result.exit_code == 0, result.output
+    assert calls["url"] == "http://k:5601" and calls["api_key"] == "key" and calls["basic_auth"] == ("u", "p")
+    assert calls["ca_certs"] == "/ca.pem" and calls["verify_certs"] is False
+
+
+def test_es_commands_pass_insecure_to_the_store(stub):
+    result = CliRunner().invoke(cli, ["es", "put-template", "--es-url", "https://x:9200", "--insecure",
+                                      "--api-key", "key"])
+    assert result.exit_code == 0, result.output
+    settings = stub[0].settings
+    assert settings.es_url == "https://x:9200" and not settings.es_verify_certs and settings.es_api_key == "key"

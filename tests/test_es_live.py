@@ -29,11 +29,12 @@ pytest.importorskip("elasticsearch")
 
 from store_conformance import DINO, POL, RIVER, StoreConformance, corpus, doc, hybrid_corpus, unit  # noqa: E402
 
-from indexer.config import from_env  # noqa: E402
+from indexer.config import from_env, resolve  # noqa: E402
 from indexer.errors import ModelMismatchError, SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
 from indexer.stores.base import ModelStamp, SearchRequest, StoreCounts  # noqa: E402
-from indexer.stores.elasticsearch import ElasticsearchStore, open_es_store  # noqa: E402
+from indexer.stores.elasticsearch import ElasticsearchStore  # noqa: E402
+from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import requests as rq  # noqa: E402
 from indexer.stores.elasticsearch import responses as rs  # noqa: E402
 from indexer.stores.elasticsearch.reindex import reindex  # noqa: E402
@@ -86,7 +87,7 @@ def make_live_store():
     made: list[ElasticsearchStore] = []
 
     def make(index: str | None = None, **options) -> ElasticsearchStore:
-        store = open_es_store(from_env(), index=index or new_alias(), **options)
+        store = open_elasticsearch(resolve(es_index=index or new_alias()), **options)
         made.append(store)
         return store
 
@@ -173,7 +174,7 @@ def test_check_model_skips_leftover_versions(make_live_store, stamp):
     store.client.indices.create(index=f"{store.alias}-000004")
     store.check_model(stamp)
     assert store.target()[0] == f"{store.alias}-000005"
-    fresh = open_es_store(from_env(), index=store.alias)
+    fresh = open_elasticsearch(resolve(es_index=store.alias))
     with pytest.raises(ModelMismatchError, match="nerindex es reindex"):
         fresh.check_model(ModelStamp("other", "2", 8, "d" * 64))
     fresh.close()
@@ -283,7 +284,7 @@ def test_passage_weight_reranks_the_knn_candidate_pool(make_live_store, stamp):
     # One candidate: the span kNN finds h1 (best span) only, so h2 cannot overtake it ...
     assert [h.id for h in search(small, DINO, passage_weight=0.5, limit=1)] == ["h1"]
     # ... while the default pool (100) lets the passage term re-rank beyond `limit`.
-    default = open_es_store(from_env(), index=small.alias)
+    default = open_elasticsearch(resolve(es_index=small.alias))
     assert [h.id for h in search(default, DINO, passage_weight=0.5, limit=1)] == ["h2"]
     default.close()
 
@@ -546,7 +547,7 @@ def test_kibana_import(make_live_store):
     store = make_live_store()
     report = import_saved_objects(
         settings.kibana_url, alias=store.alias, api_key=settings.es_api_key,
-        basic_auth=(settings.es_user, settings.es_password) if settings.es_user else None,
+        basic_auth=settings.basic_auth(),
         ca_certs=settings.es_ca_certs,
     )
     assert report.success and report.success_count == 4

@@ -32,11 +32,12 @@ from store_conformance import DINO, StoreConformance, hybrid_corpus  # noqa: E40
 import es_painless as painless  # noqa: E402
 from es_painless import PainlessError  # noqa: E402
 
-from indexer.config import Settings  # noqa: E402
+from indexer.config import Settings, with_overrides  # noqa: E402
 from indexer.errors import SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
 from indexer.stores.base import ModelStamp, SearchRequest  # noqa: E402
-from indexer.stores.elasticsearch import BulkOptions, ElasticsearchStore, open_es_store  # noqa: E402
+from indexer.stores.elasticsearch import BulkOptions, ElasticsearchStore  # noqa: E402
+from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import store as store_module  # noqa: E402
 
 DIMS = 8
@@ -345,19 +346,22 @@ def test_connect_refuses_bad_index_names(index):
         ElasticsearchStore.connect("http://localhost:9200", index=index)
 
 
-def test_open_es_store_from_settings_and_overrides():
+def test_open_elasticsearch_from_settings_and_options():
     settings = Settings(es_url="http://a:9200", es_index="corpus", es_user="elastic", es_password="pw",
                         es_ca_certs="/ca.pem")
-    store = open_es_store(settings, index=None, hybrid=True)
+    store = open_elasticsearch(settings, hybrid=True)
     options = store.options
     assert options.connection.url == "http://a:9200" and options.index == "corpus" and options.hybrid
     assert options.connection.basic_auth == ("elastic", "pw") and options.connection.ca_certs == "/ca.pem"
-    store = open_es_store(settings, url="http://b:9200", index="other", api_key="k", user=None)
+    assert options.connection.verify_certs
+    other = with_overrides(settings, es_url="http://b:9200", es_index="other", es_api_key="k", es_verify_certs=False)
+    store = open_elasticsearch(other)
     assert store.options.connection.url == "http://b:9200" and store.options.connection.api_key == "k"
+    assert store.alias == "other" and not store.options.connection.verify_certs
     with pytest.raises(StoreError, match="NERINDEX_ES_URL"):
-        open_es_store(Settings())
+        open_elasticsearch(Settings())
     with pytest.raises(StoreError, match="both a user and a password"):
-        open_es_store(Settings(es_url="http://a:9200", es_user="elastic"))
+        open_elasticsearch(Settings(es_url="http://a:9200", es_user="elastic"))
 
 
 def test_unreachable_server_is_one_clear_error():

@@ -19,7 +19,7 @@ from indexer.catalog import Catalog  # noqa: E402
 from indexer.cli import cli  # noqa: E402
 from indexer.errors import ModelMismatchError, StoreError  # noqa: E402
 from indexer.records import Passage  # noqa: E402
-from indexer.stores import es_commands  # noqa: E402
+from indexer.cli import elasticsearch as es_cli  # noqa: E402
 from indexer.stores.base import WriteOutcome  # noqa: E402
 from indexer.stores.elasticsearch import requests as rq  # noqa: E402
 from indexer.stores.elasticsearch import templates  # noqa: E402
@@ -170,7 +170,7 @@ def stub_types(monkeypatch):
     from test_es_commands import StubStore
 
     StubTypes.made = []
-    monkeypatch.setattr(es_commands, "store_from_options", lambda params, **extra: StubStore(params))
+    monkeypatch.setattr(es_cli, "open_elasticsearch", lambda settings, **extra: StubStore(settings))
     monkeypatch.setattr(ti, "TypeIndex", StubTypes)
     monkeypatch.setattr(ti, "fill_with_catalog", lambda types, catalog, stamp: types.add(
         catalog.phrases[:3], catalog.vectors[:3], stamp, origin=ti.CATALOG))

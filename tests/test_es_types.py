@@ -22,11 +22,11 @@ from click.testing import CliRunner  # noqa: E402
 from elasticsearch import BadRequestError  # noqa: E402
 
 from indexer.cli import cli  # noqa: E402
-from indexer.config import from_env  # noqa: E402
+from indexer.config import resolve  # noqa: E402
 from indexer.encoder import OnnxEncoder  # noqa: E402
 from indexer.errors import ModelMismatchError  # noqa: E402
 from indexer.stores.base import ModelStamp, SearchRequest  # noqa: E402
-from indexer.stores.elasticsearch import open_es_store  # noqa: E402
+from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import responses as rs  # noqa: E402
 from indexer.stores.elasticsearch.type_index import LOOKUP_SERVER, TypeIndex, lookup_knn_body  # noqa: E402
 
@@ -54,7 +54,7 @@ def indexed(encoder):
     alias = f"nerindex-test-{uuid.uuid4().hex[:12]}"
     result = CliRunner().invoke(cli, ["index", str(CORPUS), "--es-index", alias, "--id-field", "id", "--json"])
     assert result.exit_code == 0, result.output
-    store = open_es_store(from_env(), index=alias)
+    store = open_elasticsearch(resolve(es_index=alias))
     yield store
     client = store.client.options(ignore_status=[400, 404])
     for name in list(client.indices.get(index=f"{alias}-*", expand_wildcards="all").body):

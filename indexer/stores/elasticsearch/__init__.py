@@ -2,7 +2,8 @@
 
 - :mod:`.requests` builds every request body (pure; golden-file tested),
 - :mod:`.responses` parses responses into nerindex records (pure),
-- :mod:`.store` is the :class:`ElasticsearchStore` (the Store protocol) and :func:`open_es_store`,
+- :mod:`.store` is the :class:`ElasticsearchStore` (the Store protocol; opened from settings by
+  :mod:`indexer.stores.factory`),
 - :mod:`.bulk` indexes with ``streaming_bulk``, :mod:`.reindex` swaps the alias to a new index,
 - :mod:`.kibana` imports the saved objects. The index mapping and the search template are the JSON
   files of ``indexer/assets/mappings/``.
@@ -10,7 +11,7 @@
 
 from .bulk import BulkOptions
 from .client import ConnectionOptions
-from .store import SEARCH_TEMPLATE_ID, ElasticsearchStore, StoreOptions, open_es_store
+from .store import SEARCH_TEMPLATE_ID, ElasticsearchStore, StoreOptions
 
 __all__ = [
     "BulkOptions",
@@ -18,5 +19,4 @@ __all__ = [
     "ElasticsearchStore",
     "SEARCH_TEMPLATE_ID",
     "StoreOptions",
-    "open_es_store",
 ]

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
-from ...config import DEFAULT_ES_INDEX, Settings, from_env
+from ...config import DEFAULT_ES_INDEX
 from ...errors import ModelMismatchError, SearchError, StoreError
 from ...records import EncodedPassage, Hit
 from ..base import ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp
@@ -557,33 +557,3 @@ class ElasticsearchStore:
             f"ElasticsearchStore(url={self._options.connection.redacted_url()!r}, "
             f"index={self.alias!r})"
         )
-
-
-def open_es_store(settings: Settings | None = None, /, **overrides: Any) -> ElasticsearchStore:
-    """An :class:`ElasticsearchStore` from settings (``NERINDEX_ES_*``) with explicit overrides.
-
-    Overrides (all optional) are the keyword arguments of :meth:`ElasticsearchStore.connect` plus
-    ``url``, ``user`` and ``password``; a None override falls back to the setting. Makes no request.
-    """
-    settings = settings if settings is not None else from_env()
-    given = {key: value for key, value in overrides.items() if value is not None}
-    url = given.pop("url", None) or settings.es_url
-    if not url:
-        raise StoreError("no Elasticsearch URL: pass --es-url or set NERINDEX_ES_URL")
-    user = given.pop("user", None) or settings.es_user
-    password = given.pop("password", None) or settings.es_password
-    basic_auth = given.pop("basic_auth", None)
-    if basic_auth is None and (user or password):
-        if not (user and password):
-            raise StoreError(
-                "basic auth needs both a user and a password (NERINDEX_ES_USER, NERINDEX_ES_PASSWORD)"
-            )
-        basic_auth = (user, password)
-    return ElasticsearchStore.connect(
-        url,
-        index=given.pop("index", None) or settings.es_index,
-        api_key=given.pop("api_key", None) or settings.es_api_key,
-        basic_auth=basic_auth,
-        ca_certs=given.pop("ca_certs", None) or settings.es_ca_certs,
-        **given,
-    )

@@ -1,52 +1,22 @@
 """``nerindex es …`` (index management) and ``nerindex kibana …`` (saved objects) commands.
 
 Connection settings come from ``NERINDEX_ES_*`` / ``NERINDEX_KIBANA_URL`` (see
-:mod:`indexer.config`); each option given on the command line overrides its variable.
+:mod:`indexer.config`); each option given on the command line overrides its variable
+(:mod:`indexer.cli.options`).
 Reports go to stdout (``--json`` keeps them machine-readable), progress to stderr.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from ..config import from_env
+from ..config import Settings, with_overrides
 from ..errors import ModelMismatchError, StoreError
-
-
-def es_connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The shared ``--es-*`` options (also usable by ``nerindex index`` and ``search``)."""
-    options = [
-        click.option("--es-url", help="Elasticsearch URL (default: NERINDEX_ES_URL)."),
-        click.option("--es-index", help="Alias (index) name (default: NERINDEX_ES_INDEX or 'nerindex')."),
-        click.option("--es-api-key", help="API key, base64 'id:key' (default: NERINDEX_ES_API_KEY)."),
-        click.option("--es-user", help="Basic-auth user (default: NERINDEX_ES_USER)."),
-        click.option("--es-password", help="Basic-auth password (default: NERINDEX_ES_PASSWORD)."),
-        click.option("--es-ca-certs", type=click.Path(dir_okay=False), help="CA certificate file (default: NERINDEX_ES_CA_CERTS)."),
-        click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (testing only)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def store_from_options(params: dict[str, Any], **extra: Any):
-    """An :class:`~indexer.stores.elasticsearch.ElasticsearchStore` from the ``--es-*`` options."""
-    from .elasticsearch import open_es_store
-
-    return open_es_store(
-        from_env(),
-        url=params.get("es_url"),
-        index=params.get("es_index"),
-        api_key=params.get("es_api_key"),
-        user=params.get("es_user"),
-        password=params.get("es_password"),
-        ca_certs=params.get("es_ca_certs"),
-        verify_certs=not params.get("insecure", False),
-        **extra,
-    )
+from ..stores.factory import open_elasticsearch
+from .options import DEVICES, backend_options
 
 
 def _emit(report: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -63,10 +33,10 @@ def es_group() -> None:
 
 
 @es_group.command("reindex")
-@es_connection_options
+@backend_options("elasticsearch")
 @click.option("--model", "model_path", type=click.Path(file_okay=False),
               help="Model folder for the new index (default: NERINDEX_MODEL or the shipped model).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+@click.option("--device", type=click.Choice(DEVICES), default=None,
               help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
 @click.option("--index-options", default=None,
               help="dense_vector index type of the new index (int8_hnsw, hnsw, bbq_hnsw, ...); default: as configured.")
@@ -75,19 +45,20 @@ def es_group() -> None:
 @click.option("--delete-old", is_flag=True, help="Delete the old index once the alias has moved.")
 @click.option("--allow-failures", is_flag=True, help="Move the alias even if some passages failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def reindex_command(model_path, device, index_options, batch_size, delete_old, allow_failures, as_json, **params):
+def reindex_command(model_path, device, index_options, batch_size, delete_old, allow_failures, as_json,
+                    settings: Settings):
     """Build a new index from the passages behind the alias (re-encoded with --model) and swap the alias.
 
     Searches keep using the old index until the new one is complete; the alias then moves in one
     atomic step. Use it to change the model, or the vector index type.
     """
     from ..encoder import OnnxEncoder
-    from .elasticsearch.reindex import reindex
+    from ..stores.elasticsearch.reindex import reindex
 
-    settings = from_env()
-    encoder = OnnxEncoder.from_dir(model_path or settings.model, device=device or settings.device)
+    settings = with_overrides(settings, model=model_path, device=device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
     stamp = encoder.info.stamp
-    store = store_from_options(params)
+    store = open_elasticsearch(settings)
 
     def progress(done: int, failed: int) -> None:
         click.echo(f"\r{done} passages re-indexed, {failed} failed", err=True, nl=False)
@@ -109,19 +80,19 @@ def reindex_command(model_path, device, index_options, batch_size, delete_old, a
 
 
 @es_group.command("put-template")
-@es_connection_options
+@backend_options("elasticsearch")
 @click.option("--id", "template_id", default=None, help="Stored script id (default: nerindex-span-knn).")
-def put_template_command(template_id, **params):
+def put_template_command(template_id, settings: Settings):
     """Store the search template of mappings/ so any client can run the span kNN with a vector."""
-    from .elasticsearch import SEARCH_TEMPLATE_ID
+    from ..stores.elasticsearch import SEARCH_TEMPLATE_ID
 
-    with store_from_options(params) as store:
+    with open_elasticsearch(settings) as store:
         stored = store.put_search_template(template_id or SEARCH_TEMPLATE_ID)
     click.echo(f"stored search template {stored!r}")
 
 
 @es_group.command("add-types")
-@es_connection_options
+@backend_options("elasticsearch")
 @click.argument("phrases", nargs=-1)
 @click.option("--catalog", "with_catalog", is_flag=True,
               help="Also store the model's catalog phrases (their precomputed vectors).")
@@ -129,10 +100,10 @@ def put_template_command(template_id, **params):
               help="Delete the types index first (after a model change: 'es reindex --model').")
 @click.option("--model", "model_path", type=click.Path(file_okay=False),
               help="Model folder (default: NERINDEX_MODEL or the shipped model).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+@click.option("--device", type=click.Choice(DEVICES), default=None,
               help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def add_types_command(phrases, with_catalog, replace, model_path, device, as_json, **params):
+def add_types_command(phrases, with_catalog, replace, model_path, device, as_json, settings: Settings):
     """Store type PHRASES and their vectors in the types index (<alias>-types), by phrase.
 
     Each phrase is embedded as 'nerindex embed' does and stored under its normalised form (lower
@@ -142,16 +113,16 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
     import sys
 
     from ..encoder import OnnxEncoder
-    from .elasticsearch import responses as rs
-    from .elasticsearch.type_index import ADDED, TypeIndex, fill_with_catalog, unique_phrases
+    from ..stores.elasticsearch import responses as rs
+    from ..stores.elasticsearch.type_index import ADDED, TypeIndex, fill_with_catalog, unique_phrases
 
     if not phrases and not with_catalog:
         raise click.UsageError("give type phrases, or --catalog to store the model's catalog")
     wanted = [phrase for phrase, _ in unique_phrases(phrases)]  # checks them before loading the model
-    settings = from_env()
-    encoder = OnnxEncoder.from_dir(model_path or settings.model, device=device or settings.device)
+    settings = with_overrides(settings, model=model_path, device=device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
     stamp = encoder.info.stamp
-    with store_from_options(params) as store:
+    with open_elasticsearch(settings) as store:
         passages = store.model()
         if passages is not None and passages != stamp:
             target = store.target()
@@ -184,13 +155,13 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
 
 
 @es_group.command("status")
-@es_connection_options
+@backend_options("elasticsearch")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def status_command(as_json, **params):
+def status_command(as_json, settings: Settings):
     """Show the server version, the index behind the alias, its health, model and counts, and the types index."""
-    from .elasticsearch.type_index import TypeIndex
+    from ..stores.elasticsearch.type_index import TypeIndex
 
-    with store_from_options(params) as store:
+    with open_elasticsearch(settings) as store:
         version = ".".join(map(str, store.server_version()))
         target = store.target()
         report: dict[str, Any] = {"server": version, "alias": store.alias, "index": None}
@@ -225,39 +196,28 @@ def kibana_group() -> None:
 
 
 @kibana_group.command("import")
-@click.option("--kibana-url", help="Kibana URL (default: NERINDEX_KIBANA_URL).")
-@click.option("--es-index", help="Alias the data view points at (default: NERINDEX_ES_INDEX or 'nerindex').")
-@click.option("--api-key", help="API key (default: NERINDEX_ES_API_KEY).")
-@click.option("--user", help="User (default: NERINDEX_ES_USER).")
-@click.option("--password", help="Password (default: NERINDEX_ES_PASSWORD).")
-@click.option("--ca-certs", type=click.Path(dir_okay=False), help="CA certificate (default: NERINDEX_ES_CA_CERTS).")
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (testing only).")
+@backend_options("kibana")
 @click.option("--space", default=None, help="Kibana space id (default space when omitted).")
 @click.option("--file", "path", type=click.Path(dir_okay=False, exists=True),
               help="Saved objects NDJSON (default: the one shipped with nerindex).")
 @click.option("--no-overwrite", is_flag=True, help="Fail on objects that already exist instead of replacing them.")
 @click.option("--json", "as_json", is_flag=True, help="Print Kibana's report as JSON.")
-def kibana_import_command(kibana_url, es_index, api_key, user, password, ca_certs, insecure, space, path,
-                          no_overwrite, as_json):
-    """Post the nerindex saved objects to Kibana's saved-objects import API."""
-    from .elasticsearch.kibana import import_saved_objects
+def kibana_import_command(space, path, no_overwrite, as_json, settings: Settings):
+    """Post the nerindex saved objects to Kibana's saved-objects import API.
 
-    settings = from_env()
-    url = kibana_url or settings.kibana_url
-    if not url:
-        raise StoreError("no Kibana URL: pass --kibana-url or set NERINDEX_KIBANA_URL")
-    user = user or settings.es_user
-    password = password or settings.es_password
-    if bool(user) != bool(password):
-        raise StoreError("basic auth needs both a user and a password")
+    The data view points at the --es-index alias; Kibana is called with the cluster's credentials.
+    """
+    from ..stores.elasticsearch.kibana import import_saved_objects
+
+    url = settings.required_kibana_url()
     report = import_saved_objects(
         url,
-        alias=es_index or settings.es_index,
+        alias=settings.es_index,
         path=path,
-        api_key=api_key or settings.es_api_key,
-        basic_auth=(user, password) if user else None,
-        ca_certs=ca_certs or settings.es_ca_certs,
-        verify_certs=not insecure,
+        api_key=settings.es_api_key,
+        basic_auth=settings.basic_auth(),
+        ca_certs=settings.es_ca_certs,
+        verify_certs=settings.es_verify_certs,
         space=space,
         overwrite=not no_overwrite,
     )

@@ -2,8 +2,10 @@
 
 The CLI owns stdout (``--json`` output stays machine-clean); progress and messages go to stderr.
 A :class:`~indexer.errors.NerindexError` becomes one line on stderr and its exit code.
-Commands of optional parts (train/export, eval, es, kibana, serve) live in their own modules and
-are imported only when invoked, so ``nerindex --help`` stays fast and needs no extras.
+Each command lives in a module of this package, imported only when invoked, so ``nerindex --help``
+stays fast and needs no extras: :mod:`.core` (index, search, embed, info), :mod:`.elasticsearch`
+(es, kibana), :mod:`.training` (train, export), :mod:`.evaluation` (eval), :mod:`.serve`.
+:mod:`.options` declares the model and store options they share.
 """
 
 from __future__ import annotations
@@ -15,22 +17,22 @@ from typing import Sequence
 
 import click
 
-from .errors import NerindexError
-from .text import unicode_problem
+from ..errors import NerindexError
+from ..text import unicode_problem
 
 # name -> "module:attribute" of a click command defined elsewhere, imported on use.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "index": ("indexer.commands", "index_command"),
-    "search": ("indexer.commands", "search_command"),
-    "embed": ("indexer.commands", "embed_command"),
-    "info": ("indexer.commands", "info_command"),
-    "train": ("indexer.training.commands", "train_command"),
-    "export": ("indexer.training.commands", "export_command"),
+    "index": ("indexer.cli.core", "index_command"),
+    "search": ("indexer.cli.core", "search_command"),
+    "embed": ("indexer.cli.core", "embed_command"),
+    "info": ("indexer.cli.core", "info_command"),
+    "train": ("indexer.cli.training", "train_command"),
+    "export": ("indexer.cli.training", "export_command"),
     "silver": ("indexer.training.silver", "silver_command"),
-    "eval": ("indexer.evaluation.commands", "eval_command"),
-    "es": ("indexer.stores.es_commands", "es_group"),
-    "kibana": ("indexer.stores.es_commands", "kibana_group"),
-    "serve": ("indexer.web.commands", "serve_command"),
+    "eval": ("indexer.cli.evaluation", "eval_command"),
+    "es": ("indexer.cli.elasticsearch", "es_group"),
+    "kibana": ("indexer.cli.elasticsearch", "kibana_group"),
+    "serve": ("indexer.cli.serve", "serve_command"),
 }
 
 SHORT_HELP = {
@@ -123,6 +125,3 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
 
-
-if __name__ == "__main__":
-    main()

@@ -59,8 +59,8 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
                   cache_dir, silver, silver_dev, silver_share, silver_ablation, silver_guide,
                   silver_negatives, silver_batches, span_decoding, quiet) -> None:  # fmt: skip
     """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
-    from .model import DEFAULT_BACKBONE
-    from .train import TrainConfig, run_training
+    from ..training.model import DEFAULT_BACKBONE
+    from ..training.train import TrainConfig, run_training
 
     _logging(not quiet)
     if not Path(data_dir).is_dir():
@@ -113,8 +113,8 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs)."""
     from safetensors.torch import load_file
 
-    from .export import card_from_run, write_model_folder
-    from .model import HeadConfig, SpanTypeEncoder, load_backbone
+    from ..training.export import card_from_run, write_model_folder
+    from ..training.model import HeadConfig, SpanTypeEncoder, load_backbone
 
     _logging(True)
     if untrained:

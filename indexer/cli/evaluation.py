@@ -18,8 +18,8 @@ import click
 from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..stores.base import MAX_PASSAGE_WEIGHT
-from .benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
-from .methods import DEFAULT_METHODS, METHODS
+from ..evaluation.benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
+from ..evaluation.methods import DEFAULT_METHODS, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--from-json", "from_json", is_flag=True,
               help="DATA is a saved result JSON: re-render it (Markdown/--out) without running.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
+# Long because it takes one parameter per option (23); the body is three short modes: re-render
+# (--from-json), export the benchmark, run the evaluation.
 def eval_command(
     data: tuple[str, ...],
     mapping: str | None,
@@ -164,7 +166,7 @@ def _log_progress() -> None:
 def _rerender(path: str, model_dir: str | None, calibrate: bool, write_model: bool, out_dir: str | None,
               stem: str | None, no_charts: bool, as_json: bool) -> None:  # fmt: skip
     """--from-json: render a saved result again (and record it in its model's card if asked)."""
-    from . import report
+    from ..evaluation import report
 
     result = report.read_json(path)
     if write_model:
@@ -196,12 +198,12 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
               mapping: str | None, calibrate: bool, batch_size: int, passage_weight: float | None,
               feedback: Feedback) -> tuple[dict, Path]:  # fmt: skip
     """Run the evaluation with the model of --model (or the settings'); (result, model folder)."""
-    from ..config import from_env
+    from ..config import resolve
     from ..encoder import OnnxEncoder
-    from .run import run_eval
+    from ..evaluation.run import run_eval
 
-    settings = from_env()
-    encoder = OnnxEncoder.from_dir(model_dir or settings.model, device=device or settings.device)
+    settings = resolve(model=model_dir, device=device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
     log.info("evaluating %s: %d passages, %d types, model %s %s",
              bench.name, len(bench.corpus), len(bench.scored_queries()), encoder.info.id, encoder.info.version)
     result = run_eval(
@@ -214,7 +216,7 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
 
 
 def _store_calibration(result: dict, model_path: Path) -> None:
-    from .calibration import calibration_record, write_calibration
+    from ..evaluation.calibration import calibration_record, write_calibration
 
     methods = (result.get("calibration") or {}).get("methods", {})
     if "system" not in methods:
@@ -226,7 +228,7 @@ def _store_calibration(result: dict, model_path: Path) -> None:
 
 
 def _store_evaluation(result: dict, model_path: Path) -> None:
-    from .calibration import evaluation_summary, write_evaluation
+    from ..evaluation.calibration import evaluation_summary, write_evaluation
 
     name = result["benchmark"]["name"]
     path = write_evaluation(model_path, name, evaluation_summary(result), checksum=result["model"]["checksum"])
@@ -234,7 +236,7 @@ def _store_evaluation(result: dict, model_path: Path) -> None:
 
 
 def _emit(result: dict, out_dir: str | None, stem: str | None, no_charts: bool, as_json: bool) -> None:
-    from . import report
+    from ..evaluation import report
 
     if out_dir:
         name = stem or _slug(result["benchmark"]["name"])

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import click
 
-from ..commands import backend_options, open_index
+from ..api import NerIndex
+from ..config import Settings
+from .options import backend_options
 
 
 @click.command("serve")
-@backend_options
+@backend_options("store")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all interfaces).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -44,7 +45,7 @@ from ..commands import backend_options, open_index
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 def serve_command(
-    backend: dict[str, Any],
+    settings: Settings,
     host: str,
     port: int,
     cors_origins: tuple[str, ...],
@@ -61,11 +62,11 @@ def serve_command(
     """
     import uvicorn
 
-    from .app import Limits, create_app
-    from .edge import LOOPBACK_HOSTS
+    from ..web.app import Limits, create_app
+    from ..web.edge import LOOPBACK_HOSTS
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    index = open_index(backend, create=False)
+    index = NerIndex.open(settings=settings, create=False)
     app = create_app(
         index,
         cors_origins=cors_origins,

@@ -2,83 +2,29 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 
-from .errors import InputError, SearchError
-from .feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
-from .records import Hit, Passage, marked_spans
-from .text import printable
-from .stores.base import MAX_PASSAGE_WEIGHT
+from ..api import NerIndex
+from ..config import Settings
+from ..errors import InputError, SearchError
+from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
+from ..records import Hit, Passage, marked_spans
+from ..text import printable
+from ..stores.base import MAX_PASSAGE_WEIGHT
+from .options import backend_options
 
 if TYPE_CHECKING:
-    from .reading import ReadStats
-
-STORE_HELP = "Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."
-MODEL_HELP = "Model folder (default: the shipped model, or NERINDEX_MODEL)."
-
-
-BACKEND_KEYS = (
-    "store",
-    "model",
-    "device",
-    "es_url",
-    "es_index",
-    "es_api_key",
-    "es_user",
-    "es_password",
-    "es_ca_certs",
-)
-
-
-def backend_options(func: Any) -> Any:
-    """Options shared by commands that open a store: where it is and which model fills it.
-
-    The command receives them as one ``backend`` dict (keys: :data:`BACKEND_KEYS`, the names of
-    :class:`~indexer.config.Settings` fields); unset options fall back to ``NERINDEX_*``.
-    """
-    options = [
-        click.option("--store", "store", default=None, help=STORE_HELP),
-        click.option("--model", default=None, help=MODEL_HELP),
-        click.option(
-            "--device",
-            type=click.Choice(["auto", "cpu", "cuda"]),
-            default=None,
-            help="Execution provider: CUDA when available (auto), or force one.",
-        ),
-        click.option("--es-url", default=None, help="Elasticsearch URL (or NERINDEX_ES_URL): use it instead of the embedded store."),
-        click.option("--es-index", default=None, help="Elasticsearch index/alias name (or NERINDEX_ES_INDEX; default nerindex)."),
-        click.option("--es-api-key", default=None, help="Elasticsearch API key, base64 'id:key' (or NERINDEX_ES_API_KEY)."),
-        click.option("--es-user", default=None, help="Elasticsearch basic-auth user (or NERINDEX_ES_USER)."),
-        click.option("--es-password", default=None, help="Elasticsearch basic-auth password (or NERINDEX_ES_PASSWORD)."),
-        click.option("--es-ca-certs", default=None, type=click.Path(dir_okay=False), help="CA certificate file (or NERINDEX_ES_CA_CERTS)."),
-    ]
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        backend = {key: kwargs.pop(key) for key in BACKEND_KEYS}
-        return func(*args, backend=backend, **kwargs)
-
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return wrapper
-
-
-def open_index(backend: dict[str, Any], *, create: bool, catalog: str | None = None):
-    """A :class:`~indexer.api.NerIndex` from the environment, overridden by the given options."""
-    from .api import NerIndex
-    from .config import from_env, with_overrides
-
-    return NerIndex.open(settings=with_overrides(from_env(), **backend), create=create, catalog=catalog)
+    from ..pipeline import IndexReport
+    from ..reading import ReadStats
 
 
 @click.command("index")
 @click.argument("source", type=click.Path(path_type=str))
-@backend_options
+@backend_options("store")
 @click.option(
     "--format",
     "fmt",
@@ -106,7 +52,7 @@ def open_index(backend: dict[str, Any], *, create: bool, catalog: str | None = N
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def index_command(
     source: str,
-    backend: dict[str, Any],
+    settings: Settings,
     fmt: str,
     id_field: str | None,
     text_field: str,
@@ -122,9 +68,7 @@ def index_command(
     written. Passages already in the store (same id) are skipped: rerunning an interrupted or
     finished run resumes it without duplicates.
     """
-    from tqdm import tqdm
-
-    from .reading import ReadStats, read_passages
+    from ..reading import ReadStats, read_passages
 
     def read(stats: ReadStats) -> Iterator[Passage]:
         return read_passages(source, format=fmt, id_field=id_field, text_field=text_field, on_error=on_error,
@@ -132,39 +76,65 @@ def index_command(
 
     # read twice rather than hold the input in memory: once to check all of it, once to index it
     # chunk by chunk (a file changed in between is read as it is then, and checked again)
+    count, stats = check_input(source, read)
+    with NerIndex.open(settings=settings, create=True, catalog=catalog) as ix:
+        report = index_with_progress(ix, read(ReadStats()), count, batch_size=batch_size,
+                                     skip_existing=not reindex_existing)
+    print_index_summary(report, stats, source=source, where=ix.description, as_json=as_json)
+    if report.interrupted:
+        click.echo("interrupted: rerun the same command to resume", err=True)
+        sys.exit(130)
+    if report.failed:
+        sys.exit(1)
+
+
+def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> tuple[int, ReadStats]:
+    """Read the whole input once, before anything is written: (passages, what reading found).
+
+    Bad input raises here (or, with ``--on-error skip``, is counted and the first problem shown).
+    """
+    from ..reading import ReadStats
+
     stats = ReadStats()
     count = sum(1 for _ in read(stats))
     if not count:
         raise InputError("no passages to index", path=source)
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
-    ix = open_index(backend, create=True, catalog=catalog)
-    # the bar shows only on a terminal (disable=None); the summary line below is printed always
-    with ix, tqdm(total=count, unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
-        report = ix.index(
-            read(ReadStats()), batch_size=batch_size, skip_existing=not reindex_existing, progress=bar.update,
+    return count, stats
+
+
+def index_with_progress(
+    ix: NerIndex, passages: Iterator[Passage], count: int, *, batch_size: int, skip_existing: bool
+) -> IndexReport:
+    """Index with a progress bar of passages and of the current chunk's windows on stderr."""
+    from tqdm import tqdm
+
+    # the bar shows only on a terminal (disable=None); the summary line is printed always
+    with tqdm(total=count, unit="passage", file=sys.stderr, disable=None, desc="indexing") as bar:
+        return ix.index(
+            passages, batch_size=batch_size, skip_existing=skip_existing, progress=bar.update,
             windows=lambda done, total: bar.set_postfix_str(f"windows {done}/{total}"),
         )
-    summary = {
-        **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
-        "skipped_input": stats.skipped, "store": ix.description,
-    }
+
+
+def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, where: str, as_json: bool) -> None:
+    """The summary of ``nerindex index``: one JSON object, or one line (and failures on stderr)."""
     if as_json:
+        summary = {
+            **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
+            "skipped_input": stats.skipped, "store": where,
+        }
         click.echo(json.dumps(summary))
-    else:
-        click.echo(
-            f"indexed {report.created + report.updated} passage(s) "
-            f"({report.created} new, {report.updated} updated, {report.skipped_existing} already stored, "
-            f"{report.failed} failed, {stats.skipped} bad input skipped) with {report.spans} spans "
-            f"into {ix.description} in {report.seconds:.1f}s; {ids_phrase(stats)}"
-        )
-        for error in report.errors:
-            click.echo(f"  failed: {error}", err=True)
-    if report.interrupted:
-        click.echo("interrupted: rerun the same command to resume", err=True)
-        sys.exit(130)
-    if report.failed:
-        sys.exit(1)
+        return
+    click.echo(
+        f"indexed {report.created + report.updated} passage(s) "
+        f"({report.created} new, {report.updated} updated, {report.skipped_existing} already stored, "
+        f"{report.failed} failed, {stats.skipped} bad input skipped) with {report.spans} spans "
+        f"into {where} in {report.seconds:.1f}s; {ids_phrase(stats)}"
+    )
+    for error in report.errors:
+        click.echo(f"  failed: {error}", err=True)
 
 
 def ids_phrase(stats: ReadStats) -> str:
@@ -223,7 +193,7 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 
 @click.command("search")
 @click.argument("entity_type")
-@backend_options
+@backend_options("store")
 @click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat for more (same field twice = either).")
 @click.option("--text", default=None, help="Lexical restriction: every word must occur in the passage.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
@@ -240,7 +210,7 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit per line, best first.")
 def search_command(
     entity_type: str,
-    backend: dict[str, Any],
+    settings: Settings,
     where: tuple[str, ...],
     text: str | None,
     limit: int,
@@ -256,7 +226,7 @@ def search_command(
     if not has_words(entity_type):
         click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
                    "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip
-    ix = open_index(backend, create=False)
+    ix = NerIndex.open(settings=settings, create=False)
     color = sys.stdout.isatty()
     shown = 0
     with ix:
@@ -298,29 +268,26 @@ def count_line(entity_type: str, shown: int, total: int | None) -> str:
 
 @click.command("embed")
 @click.argument("phrases", nargs=-1, required=True)
-@click.option("--model", default=None, help=MODEL_HELP)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-def embed_command(phrases: tuple[str, ...], model: str | None, device: str | None) -> None:
+@backend_options("model")
+def embed_command(phrases: tuple[str, ...], settings: Settings) -> None:
     """Print each type phrase's vector as one JSON object per line ({"phrase", "vector"}).
 
     Paste the vector into a kNN query on spans.vector (Kibana Dev Tools) or any other client.
     """
-    from .config import from_env
-    from .encoder import OnnxEncoder
+    from ..encoder import OnnxEncoder
 
-    settings = from_env()
-    encoder = OnnxEncoder.from_dir(model or settings.model, device=device or settings.device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
     vectors = encoder.embed_types(list(phrases))
     for phrase, vector in zip(phrases, vectors):
         click.echo(json.dumps({"phrase": phrase, "vector": [round(float(x), 7) for x in vector]}))
 
 
 @click.command("info")
-@backend_options
+@backend_options("store")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def info_command(backend: dict[str, Any], as_json: bool) -> None:
+def info_command(settings: Settings, as_json: bool) -> None:
     """Show the model (id, checksum, thresholds, provider) and the store (where, counts)."""
-    with open_index(backend, create=False) as ix:
+    with NerIndex.open(settings=settings, create=False) as ix:
         info = ix.info()
     if as_json:
         click.echo(json.dumps(info, indent=2))

@@ -1,0 +1,5 @@
+"""``python -m indexer.cli``: the ``nerindex`` command without the console script."""
+
+from . import main
+
+main()

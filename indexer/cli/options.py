@@ -1,0 +1,70 @@
+"""The options that say which model and store a command uses, declared once for every command.
+
+:func:`backend_options` adds them and hands the command one resolved
+:class:`~indexer.config.Settings` (``settings=``): each option given overrides its ``NERINDEX_*``
+variable (:func:`indexer.config.resolve`), so ``--es-user`` means the same to ``nerindex search``,
+``nerindex es status`` and ``nerindex kibana import``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import click
+
+from ..config import resolve
+
+DEVICES = ("auto", "cpu", "cuda")
+
+# Settings field (the keyword click passes) -> its option. The credentials keep both spellings
+# in use: --es-* (index, search, es ...) and the short one of ``nerindex kibana import``.
+OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "store": click.option("--store", default=None, help="Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."),
+    "model": click.option("--model", default=None, help="Model folder (default: the shipped model, or NERINDEX_MODEL)."),
+    "device": click.option("--device", type=click.Choice(DEVICES), default=None,
+                           help="Execution provider: CUDA when available (auto), or force one."),
+    "kibana_url": click.option("--kibana-url", default=None, help="Kibana URL (default: NERINDEX_KIBANA_URL)."),
+    "es_url": click.option("--es-url", default=None,
+                           help="Elasticsearch URL (or NERINDEX_ES_URL): use it instead of the embedded store."),
+    "es_index": click.option("--es-index", default=None,
+                             help="Elasticsearch index/alias name (or NERINDEX_ES_INDEX; default nerindex)."),
+    "es_api_key": click.option("--es-api-key", "--api-key", "es_api_key", default=None,
+                               help="Elasticsearch API key, base64 'id:key' (or NERINDEX_ES_API_KEY)."),
+    "es_user": click.option("--es-user", "--user", "es_user", default=None,
+                            help="Elasticsearch basic-auth user (or NERINDEX_ES_USER)."),
+    "es_password": click.option("--es-password", "--password", "es_password", default=None,
+                                help="Elasticsearch basic-auth password (or NERINDEX_ES_PASSWORD)."),
+    "es_ca_certs": click.option("--es-ca-certs", "--ca-certs", "es_ca_certs", default=None,
+                                type=click.Path(dir_okay=False), help="CA certificate file (or NERINDEX_ES_CA_CERTS)."),
+    "insecure": click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (testing only)."),
+}
+
+ES_ACCESS = ("es_index", "es_api_key", "es_user", "es_password", "es_ca_certs", "insecure")
+
+# Which options a kind of command takes, in help order.
+OPTION_SETS: dict[str, tuple[str, ...]] = {
+    "store": ("store", "model", "device", "es_url", *ES_ACCESS),  # index, search, info, serve
+    "model": ("model", "device"),  # embed: no store
+    "elasticsearch": ("es_url", *ES_ACCESS),  # nerindex es ...
+    "kibana": ("kibana_url", *ES_ACCESS),  # nerindex kibana import: Kibana, with the cluster's credentials
+}
+
+
+def backend_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the options of ``kind`` (a key of :data:`OPTION_SETS`); the command gets ``settings``."""
+    names = OPTION_SETS[kind]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in names}
+            insecure = given.pop("insecure", False)
+            settings = resolve(**given, es_verify_certs=False if insecure else None)
+            return func(*args, settings=settings, **kwargs)
+
+        for name in reversed(names):
+            wrapper = OPTIONS[name](wrapper)
+        return wrapper
+
+    return decorate
