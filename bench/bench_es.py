@@ -32,7 +32,7 @@ import numpy as np
 from bench_search import CENTRES, DIMS, STAMP, load, passages, timed_searches, unit_rows
 
 from indexer.config import resolve
-from indexer.stores.base import SearchRequest
+from indexer.stores.base import Filters, SearchRequest
 from indexer.stores.embedded import EmbeddedStore
 from indexer.stores.factory import open_elasticsearch
 
@@ -160,12 +160,12 @@ def main() -> None:
         queries = [centres[i % CENTRES] for i in range(args.queries)]
         kinds = {
             "topk": [SearchRequest(q, args.threshold, limit=10) for q in queries],
-            "topk_filtered": [SearchRequest(q, args.threshold, limit=10, filters=dict(FILTER)) for q in queries],
+            "topk_filtered": [SearchRequest(q, args.threshold, limit=10, filters=Filters.of(FILTER)) for q in queries],
         }
         warm = [centres[(CENTRES // 2 + i) % CENTRES] for i in range(args.warmup)]
         for store in stores.values():
             for filters in ({}, FILTER):
-                timed_searches(store, [SearchRequest(q, args.threshold, limit=10, filters=dict(filters)) for q in warm])
+                timed_searches(store, [SearchRequest(q, args.threshold, limit=10, filters=Filters.of(filters)) for q in warm])
         runs: dict[tuple[str, str], list[list[float]]] = {(s, k): [] for s in stores for k in kinds}
         ids: dict[tuple[str, str], list[list[str]]] = {}
         loads = []

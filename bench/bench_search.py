@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
-from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.base import Filters, ModelStamp, SearchRequest
 from indexer.stores.embedded import EmbeddedStore
 
 DIMS = 384
@@ -179,7 +179,7 @@ def measure(path: Path, queries: int, threshold: float) -> dict:
     row.update(figures("all", timed(every, queries)))
     row["all_passages_median"] = int(statistics.median(matched))
     row["search_load"].append(load())
-    row.update(figures("filtered_top10", timed(run(lambda q: SearchRequest(q, threshold, limit=10, filters={"part": "3"})), queries)))
+    row.update(figures("filtered_top10", timed(run(lambda q: SearchRequest(q, threshold, limit=10, filters=Filters.of({"part": "3"}))), queries)))
     row["search_load"].append(load())
     # hybrid scoring (λ = 2): + one passage-vector dot product per matching passage
     row.update(figures("hybrid_top10", timed(run(lambda q: SearchRequest(q, threshold, limit=10, passage_weight=2.0)), queries)))

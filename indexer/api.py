@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,10 +21,8 @@ from .errors import NerindexError, SearchError
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
-from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion
+from .stores.base import MAX_PASSAGE_WEIGHT, MAX_PHRASE_CHARS, Filters, SearchRequest, Store, StoreVersion
 from .stores.factory import open_store
-
-MAX_PHRASE_CHARS = 200
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +132,7 @@ class NerIndex:
         self,
         type_phrase: str,
         *,
-        filters: dict[str, Any] | None = None,
+        filters: Filters | Mapping[str, Any] | None = None,
         text: str | None = None,
         limit: int = 10,
         min_similarity: float | None = None,
@@ -143,6 +141,9 @@ class NerIndex:
     ) -> SearchRequest:
         """Validate a search and embed its type phrase.
 
+        ``filters``: field -> value (exact match), a list of values (any of) or None (absent);
+        ``spans.labels`` / ``spans.text`` restrict the matching spans (:class:`Filters` has the
+        rule for keys and values, checked here before the phrase is embedded).
         ``passage_weight`` (λ, default the model's ``passage_weight``) ranks matches by best span
         similarity + λ · passage similarity; 0 ranks by the best span alone.
         """
@@ -159,11 +160,12 @@ class NerIndex:
         weight = self.encoder.info.passage_weight if passage_weight is None else passage_weight
         if not 0.0 <= weight <= MAX_PASSAGE_WEIGHT:
             raise SearchError(f"passage weight must be within [0, {MAX_PASSAGE_WEIGHT:g}], not {weight}")
+        checked = Filters.of(filters)
         vector = self.encoder.embed_types([phrase])[0]
         return SearchRequest(
             vector=vector,
             min_similarity=float(threshold),
-            filters=dict(filters or {}),
+            filters=checked,
             text=text.strip() if text and text.strip() else None,
             limit=limit,
             exhaustive=exhaustive,
@@ -188,13 +190,13 @@ class NerIndex:
         """Passages that mention an entity of the type, best first, with the matching spans."""
         return list(self.iter_search(type_phrase, **options))
 
-    def absent_fields(self, filters: Iterable[str]) -> list[str]:
+    def absent_fields(self, filters: Filters) -> list[str]:
         """The metadata fields of these filters that no stored passage has (for a hint on an empty
         answer); empty where the store cannot tell cheaply (Elasticsearch)."""
         has_field = getattr(self.store, "has_field", None)  # an optional capability of a store
         if has_field is None:
             return []
-        return [name for name in filters if not name.startswith("spans.") and not has_field(name)]
+        return [name for name, _ in filters.metadata if not has_field(name)]
 
     # ------------------------------------------------------------------ the rest
 

@@ -13,9 +13,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from indexer.errors import ModelMismatchError
+from indexer.errors import ModelMismatchError, SearchError
 from indexer.records import EncodedPassage, EncodedSpan, Passage
-from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.base import Filters, ModelStamp, SearchRequest
 
 DIMS = 8
 
@@ -81,7 +81,7 @@ def stamp() -> ModelStamp:
 
 
 class StoreConformance:
-    """Behaviours every backend must share (DESIGN.md, search semantics)."""
+    """Behaviours every backend must share (the search semantics of indexer.stores.base)."""
 
     @pytest.fixture
     def loaded(self, store, stamp):
@@ -90,10 +90,11 @@ class StoreConformance:
         assert [o.ok for o in outcomes] == [True] * 5
         return store
 
-    def search(self, store, vector, threshold=0.5, **kw):
+    def search(self, store, vector, threshold=0.5, filters=None, **kw):
         if kw.get("exhaustive"):
             self.require_exhaustive(store)
-        return list(store.search(SearchRequest(vector=vector, min_similarity=threshold, **kw)))
+        request = SearchRequest(vector=vector, min_similarity=threshold, filters=Filters.of(filters), **kw)
+        return list(store.search(request))
 
     def require_exhaustive(self, store) -> None:
         """Skip (saying why) where this backend cannot run the exhaustive search; a no-op here."""
@@ -157,10 +158,48 @@ class StoreConformance:
         assert [h.id for h in hits] == ["p4", "p1"]
 
     def test_unknown_span_filter_is_refused(self, loaded):
-        from indexer.errors import SearchError
-
         with pytest.raises(SearchError, match="spans.vector"):
             self.search(loaded, RIVER, filters={"spans.vector": "x"})
+
+    def test_none_means_the_field_is_absent(self, loaded):
+        assert [h.id for h in self.search(loaded, DINO, filters={"nowhere": None})] == ["p1", "p2", "p3"]
+        assert self.search(loaded, DINO, filters={"lang": None}) == []
+
+    # --- one rule for requests (indexer.stores.base.Filters), refused when search is called ------
+
+    @pytest.mark.parametrize("key", ["lang", "a-b", "_a", "A9", "meta.lang", "x" * 64])
+    def test_filter_keys_every_backend_takes(self, loaded, key):
+        expected = ["p3"] if key == "lang" else []
+        assert [h.id for h in self.search(loaded, DINO, filters={key: "de"})] == expected
+
+    @pytest.mark.parametrize("key", ["a b", ".a", "über", "a.", "a..b", "-a", "a*", "a'b", "", "x" * 65, "spans.score"])
+    def test_filter_keys_every_backend_refuses(self, loaded, key):
+        with pytest.raises(SearchError, match="filter field|span field"):
+            loaded.search(SearchRequest(vector=DINO, min_similarity=0.5, filters=Filters.of({key: "x"})))
+
+    @pytest.mark.parametrize("value", [[], {"gte": 2020}, [None], [["en"]], float("nan"), object()])
+    def test_filter_values_every_backend_refuses(self, loaded, value):
+        with pytest.raises(SearchError, match="'lang'"):
+            loaded.search(SearchRequest(vector=DINO, min_similarity=0.5, filters=Filters.of({"lang": value})))
+
+    def test_a_store_gets_checked_filters_only(self, loaded):
+        with pytest.raises(TypeError, match="Filters"):
+            SearchRequest(vector=DINO, min_similarity=0.5, filters={"lang": "de"})
+
+    def test_a_text_without_words_is_refused(self, loaded):
+        with pytest.raises(SearchError, match="no words"):
+            loaded.search(SearchRequest(vector=DINO, min_similarity=0.5, text="?!"))
+
+    @pytest.mark.parametrize("exhaustive", [False, True])
+    @pytest.mark.parametrize("vector", [np.ones(3, dtype=np.float32), np.full(DIMS, np.nan, dtype=np.float32)])
+    def test_a_bad_vector_raises_when_search_is_called_not_when_iterated(self, loaded, vector, exhaustive):
+        with pytest.raises(SearchError, match="dims|not finite"):
+            loaded.search(SearchRequest(vector=vector, min_similarity=0.5, exhaustive=exhaustive))
+
+    @pytest.mark.parametrize("weight", [-0.5, float("nan")])
+    def test_a_bad_passage_weight_is_refused(self, loaded, weight):
+        with pytest.raises(SearchError, match="passage_weight"):
+            loaded.search(SearchRequest(vector=DINO, min_similarity=0.5, passage_weight=weight))
 
     def test_text_restriction(self, loaded):
         hits = self.search(loaded, RIVER, text="Nile")

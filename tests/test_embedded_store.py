@@ -7,8 +7,9 @@ import sqlite3
 import pytest
 
 from indexer.errors import SearchError, StoreError
-from indexer.stores.base import SearchRequest
-from indexer.stores.embedded import EmbeddedStore, filter_sql, fts_query
+from indexer.stores.base import Filters, SearchRequest
+from indexer.stores.embedded import EmbeddedStore
+from indexer.stores.filters import filter_sql, fts_query
 
 from store_conformance import DINO, StoreConformance, corpus
 
@@ -83,17 +84,15 @@ def test_fts_query(text, expected):
     assert fts_query(text) == expected
 
 
-def test_fts_query_without_words():
-    with pytest.raises(SearchError):
-        fts_query("?!")
+def test_a_text_without_words_is_refused_when_the_request_is_made():
+    with pytest.raises(SearchError, match="no words"):
+        SearchRequest(vector=DINO, min_similarity=0.5, text="?!")
 
 
 def test_filter_sql_table():
-    clause, params = filter_sql({"lang": "en", "year": [2020, 2021]})
+    clause, params = filter_sql(Filters.of({"lang": "en", "year": [2020, 2021]}))
     assert params == ["en", "2020", "2021"]
     assert clause.count("json_each") == 2
-    with pytest.raises(SearchError):
-        filter_sql({"bad key'": "x"})
     # the clause is valid SQL over a fields column
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE passages(fields TEXT)")

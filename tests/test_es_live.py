@@ -32,10 +32,10 @@ from store_conformance import DINO, POL, RIVER, StoreConformance, corpus, doc, h
 from indexer.config import from_env, resolve  # noqa: E402
 from indexer.errors import ModelMismatchError, SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
-from indexer.stores.base import ModelStamp, SearchRequest, StoreCounts  # noqa: E402
+from indexer.stores.base import Filters, ModelStamp, SearchRequest, StoreCounts  # noqa: E402
 from indexer.stores.elasticsearch import ElasticsearchStore  # noqa: E402
+from indexer.stores.elasticsearch import index_requests, search_requests  # noqa: E402
 from indexer.stores.factory import open_elasticsearch  # noqa: E402
-from indexer.stores.elasticsearch import requests as rq  # noqa: E402
 from indexer.stores.elasticsearch import responses as rs  # noqa: E402
 from indexer.stores.elasticsearch.reindex import reindex  # noqa: E402
 from indexer.stores.elasticsearch.store import (  # noqa: E402
@@ -295,7 +295,7 @@ def test_the_dev_tools_request_of_the_docs_runs(loaded):
 
     docs = (ROOT / "docs" / "elasticsearch.md").read_text(encoding="utf-8")
     (block,) = [b for b in re.findall(r"```\nGET nerindex/_search(?:\?\S*)?\n(.*?)```", docs, re.S) if '"should"' in b]
-    body = json.loads(block.replace("[ PASTE THE VECTOR HERE ]", json.dumps(rq.vector_values(DINO))))
+    body = json.loads(block.replace("[ PASTE THE VECTOR HERE ]", json.dumps(index_requests.vector_values(DINO))))
     if not loaded.rescores():
         body = json.loads(json.dumps(body).replace(', "rescore_vector": {"oversample": 1.0}', ""))
     loaded.flush()  # make the bulk load visible to this direct request
@@ -319,7 +319,7 @@ def test_passage_without_a_vector_counts_as_cosine_zero(make_live_store, stamp):
 
 def test_span_filters_in_knn_need_9_2(loaded):
     """8.x accepts a kNN filter on a nested field and silently matches nothing: refused before."""
-    request = SearchRequest(vector=POL, min_similarity=0.5, filters={"spans.labels": "label-merkel"})
+    request = SearchRequest(vector=POL, min_similarity=0.5, filters=Filters.of({"spans.labels": "label-merkel"}))
     if loaded.server_version() >= SPAN_FILTER_SERVER:
         assert [(h.id, [s.text for s in h.spans]) for h in loaded.search(request)] == [("p3", ["Merkel"])]
     else:
@@ -363,7 +363,7 @@ def test_search_on_a_missing_index_finds_nothing(make_live_store):
 
 def test_a_request_the_server_rejects_is_a_search_error(loaded):
     with pytest.raises(SearchError, match="Elasticsearch rejected the request to search"):
-        search(loaded, DINO, filters={"year": "the Cretaceous"})  # year is a long
+        search(loaded, DINO, filters=Filters.of({"year": "the Cretaceous"}))  # year is a long
 
 
 # --- exhaustive search (Painless) ---------------------------------------------------------------------
@@ -385,7 +385,7 @@ def test_exhaustive_search_pages_with_a_point_in_time(make_live_store, stamp):
 
 def test_exhaustive_span_filters_and_int8_scores(loaded):
     need_module(loaded, PAINLESS, "exhaustive search")
-    request = SearchRequest(vector=POL, min_similarity=0.5, filters={"spans.labels": "label-merkel"}, exhaustive=True)
+    request = SearchRequest(vector=POL, min_similarity=0.5, filters=Filters.of({"spans.labels": "label-merkel"}), exhaustive=True)
     assert [(h.id, [s.text for s in h.spans]) for h in loaded.search(request)] == [("p3", ["Merkel"])]
     exact = search(loaded, DINO, exhaustive=True)
     assert [round(h.score, 4) for h in exact] == [1.0, 0.8, 0.6]  # script_score uses the floats
@@ -407,7 +407,7 @@ def test_stored_search_template_gives_the_same_hits(loaded):
     template_id = f"{loaded.alias}-template"
     loaded.put_search_template(template_id)
     try:
-        params = rq.search_template_params(DINO, min_similarity=0.5, limit=10)
+        params = search_requests.search_template_params(DINO, min_similarity=0.5, limit=10)
         response = loaded.client.search_template(index=loaded.alias, id=template_id, params=params)
         hits = rs.rank(rs.parse_hits(response.body, scoring="knn", metric="cosine", min_similarity=0.5))
         assert [h.id for h in hits] == [h.id for h in search(loaded, DINO)]

@@ -200,10 +200,10 @@ def test_model_stamp_from_mapping_meta():
 def test_index_meta_keeps_every_stored_setting_and_reads_0_2_0_meta():
     from indexer.assets import default_model_dir
     from indexer.model_folder import ModelInfo
-    from indexer.stores.elasticsearch import requests as rq
+    from indexer.stores.elasticsearch import index_requests
 
     stamp = ModelInfo.load(default_model_dir(), verify=False).stamp
-    assert rs.stamp_from_meta(rq.index_meta(stamp)) == stamp
+    assert rs.stamp_from_meta(index_requests.index_meta(stamp)) == stamp
     old = rs.stamp_from_meta({"model": {"id": "m", "version": "1", "dims": 384, "checksum": "c"}})
     assert old.detection_threshold is None and old.catalog is None
 

@@ -35,7 +35,7 @@ from es_painless import PainlessError  # noqa: E402
 from indexer.config import Settings, with_overrides  # noqa: E402
 from indexer.errors import SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
-from indexer.stores.base import ModelStamp, SearchRequest  # noqa: E402
+from indexer.stores.base import Filters, ModelStamp, SearchRequest  # noqa: E402
 from indexer.stores.elasticsearch import BulkOptions, ElasticsearchStore  # noqa: E402
 from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import store as store_module  # noqa: E402
@@ -300,8 +300,11 @@ def corpus() -> list[EncodedPassage]:
     ]
 
 
-def search(store, vector=None, **kwargs) -> list:
-    request = SearchRequest(vector=axis(0) if vector is None else vector, min_similarity=kwargs.pop("min_similarity", 0.5), **kwargs)
+def search(store, vector=None, filters=None, **kwargs) -> list:
+    request = SearchRequest(
+        vector=axis(0) if vector is None else vector, min_similarity=kwargs.pop("min_similarity", 0.5),
+        filters=Filters.of(filters), **kwargs,
+    )
     return list(store.search(request))
 
 
@@ -460,12 +463,12 @@ def test_passage_weight_exhaustive_pages_by_the_combined_score(cluster):
 
 def test_the_fake_cluster_really_runs_the_script(cluster, monkeypatch):
     """A script Elasticsearch could not run fails the search here too (no trusted shortcut)."""
-    from indexer.stores.elasticsearch import requests as rq
+    from indexer.stores.elasticsearch import paged_requests
 
     store = make_store(cluster)
     store.check_model(STAMP)
     store.write(hybrid_corpus())
-    monkeypatch.setattr(rq, "hybrid_exact_script_source", lambda field: "cosineSimilarity(params.query_vector, 'spans.vector')")
+    monkeypatch.setattr(paged_requests, "hybrid_exact_script_source", lambda field: "cosineSimilarity(params.query_vector, 'spans.vector')")
     with pytest.raises(SearchError, match="no field"):
         search(store, vector=DINO, passage_weight=0.5, exhaustive=True)
 

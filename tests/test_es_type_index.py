@@ -20,8 +20,8 @@ from indexer.cli import cli  # noqa: E402
 from indexer.errors import ModelMismatchError, StoreError  # noqa: E402
 from indexer.records import Passage  # noqa: E402
 from indexer.cli import elasticsearch as es_cli  # noqa: E402
-from indexer.stores.base import WriteOutcome  # noqa: E402
-from indexer.stores.elasticsearch import requests as rq  # noqa: E402
+from indexer.stores.base import Filters, WriteOutcome  # noqa: E402
+from indexer.stores.elasticsearch import index_requests, search_requests  # noqa: E402
 from indexer.stores.elasticsearch import templates  # noqa: E402
 from indexer.stores.elasticsearch import type_index as ti  # noqa: E402
 
@@ -53,7 +53,7 @@ def test_types_index_body_golden_and_valid_for_the_dsl():
     mapping._update_from_dict(body["mappings"])
     assert mapping.to_dict() == body["mappings"]
     assert templates.placeholders(body) == set()
-    assert body["mappings"]["_meta"] == rq.index_meta(STAMP)
+    assert body["mappings"]["_meta"] == index_requests.index_meta(STAMP)
     assert body["mappings"]["properties"]["vector"]["dims"] == STAMP.dims
     assert ti.types_index_name("corpus") == "corpus-types"
 
@@ -61,17 +61,17 @@ def test_types_index_body_golden_and_valid_for_the_dsl():
 def test_type_document_has_only_mapped_fields():
     source = ti.type_document("  Dinosaur", QUERY, STAMP, ti.ADDED)
     assert set(source) == set(ti.types_index_body(STAMP)["mappings"]["properties"])
-    assert source["phrase"] == "dinosaur" and source["vector"] == rq.vector_values(QUERY)
+    assert source["phrase"] == "dinosaur" and source["vector"] == index_requests.vector_values(QUERY)
     (action,) = ti.type_actions("corpus-types", [("dinosaur", QUERY)], STAMP, ti.CATALOG)
     assert action["_id"] == "dinosaur" and action["_index"] == "corpus-types"
     assert action["_source"]["origin"] == "catalog"
 
 
 def test_lookup_knn_body_is_the_span_knn_without_a_vector():
-    options = dict(min_similarity=0.5, limit=10, filters={"source": "wiki"})
+    options = dict(min_similarity=0.5, limit=10, filters=Filters.of({"source": "wiki"}))
     body = ti.lookup_knn_body("Political Party", types_index="corpus-types", **options)
     check_golden("knn_search_lookup", body)
-    plain = rq.knn_search_body(QUERY, **options)
+    plain = search_requests.knn_search_body(QUERY, **options)
     del plain["knn"]["query_vector"]
     builder = body["knn"].pop("query_vector_builder")
     assert builder == {"lookup": {"index": "corpus-types", "id": "political party", "path": "vector"}}

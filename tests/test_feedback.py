@@ -9,7 +9,7 @@ import pytest
 
 from indexer.errors import SearchError
 from indexer.feedback import Feedback, feedback_vector, search_with_feedback
-from indexer.stores.base import SearchRequest
+from indexer.stores.base import Filters, SearchRequest
 
 
 def unit(v) -> np.ndarray:
@@ -69,7 +69,7 @@ class RecordingStore:
 
 def test_search_with_feedback_searches_twice_with_the_moved_query():
     store = RecordingStore(["a", "b", "c"], {"a": unit([0, 1, 0]), "b": unit([0, 0, 1])})
-    request = SearchRequest(vector=unit([1, 0, 0]), min_similarity=0.2, filters={"lang": "en"},
+    request = SearchRequest(vector=unit([1, 0, 0]), min_similarity=0.2, filters=Filters.of({"lang": "en"}),
                             text="rex", limit=50, exhaustive=True, passage_weight=1.0)
     hits = list(search_with_feedback(store, request, Feedback(weight=1.0, top=2)))
     assert [h.id for h in hits] == ["a", "b", "c"]
@@ -78,7 +78,7 @@ def test_search_with_feedback_searches_twice_with_the_moved_query():
     assert store.asked == [["a", "b"]]
     # the second pass is the request itself with the moved vector
     assert (second.limit, second.exhaustive, second.filters, second.text, second.min_similarity,
-            second.passage_weight) == (50, True, {"lang": "en"}, "rex", 0.2, 1.0)
+            second.passage_weight) == (50, True, Filters.of({"lang": "en"}), "rex", 0.2, 1.0)
     assert second.vector == pytest.approx(unit([1, 0.5, 0.5]), abs=1e-6)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
 from indexer.stores import filters
-from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.base import Filters, ModelStamp, SearchRequest
 from indexer.stores.embedded import DB_NAME, EmbeddedStore
 
 DIMS = 16
@@ -47,7 +47,7 @@ def answers(store: EmbeddedStore) -> list[list[tuple[str, tuple[float, ...]]]]:
     q = np.ones(DIMS, dtype=np.float32) / np.sqrt(DIMS)
     out = []
     for where in ASKED:
-        hits = store.search(SearchRequest(q, -1.0, exhaustive=True, filters=where))
+        hits = store.search(SearchRequest(q, -1.0, exhaustive=True, filters=Filters.of(where)))
         out.append([(h.id, tuple(round(s.similarity, 5) for s in h.spans)) for h in hits])
     return out
 
@@ -111,7 +111,7 @@ def test_filtered_search_reads_the_index_not_the_json(tmp_path, where):
         store.write(docs(np.random.default_rng(7)))
         statements: list[str] = []
         store._conn.set_trace_callback(statements.append)
-        list(store.search(SearchRequest(np.ones(DIMS, dtype=np.float32), -1.0, limit=3, filters=where)))
+        list(store.search(SearchRequest(np.ones(DIMS, dtype=np.float32), -1.0, limit=3, filters=Filters.of(where))))
         store._conn.set_trace_callback(None)
     chosen = [s for s in statements if "passage_fields" in s or "span_labels" in s]
     assert chosen and not any("json_each" in s for s in chosen)

@@ -17,7 +17,7 @@ import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
 from indexer.stores import segments
-from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.base import Filters, ModelStamp, SearchRequest
 from indexer.stores.embedded import CACHE_DIR, DB_NAME, EmbeddedStore
 
 DIMS = 64
@@ -46,7 +46,7 @@ def reference(docs: dict[str, EncodedPassage], request: SearchRequest) -> tuple[
     rows = []
     for order, d in enumerate(docs.values()):
         sims = [float(np.float32(s.vector @ q)) for s in d.spans]
-        if request.filters.get("part") not in (None, d.passage.fields["part"]):
+        if dict(request.filters.items).get("part") not in (None, d.passage.fields["part"]):
             continue
         matching = [s for s in sims if s >= request.min_similarity]
         if not matching:
@@ -82,7 +82,7 @@ def requests(centre: np.ndarray, rng: np.random.Generator) -> list[SearchRequest
             out.append(SearchRequest(q, threshold, limit=5, passage_weight=weight))
             out.append(SearchRequest(q, threshold, limit=1, passage_weight=weight))
             out.append(SearchRequest(q, threshold, exhaustive=True, passage_weight=weight))
-            out.append(SearchRequest(q, threshold, limit=3, passage_weight=weight, filters={"part": "1"}))
+            out.append(SearchRequest(q, threshold, limit=3, passage_weight=weight, filters=Filters.of({"part": "1"})))
     return out
 
 

@@ -14,7 +14,7 @@ from ..errors import InputError, SearchError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..records import Hit, Passage, marked_spans
 from ..text import printable
-from ..stores.base import MAX_PASSAGE_WEIGHT
+from ..stores.base import MAX_PASSAGE_WEIGHT, Filters
 from .options import backend_options
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ def search_command(
     as_json: bool,
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
-    filters = parse_where(where)
+    filters = Filters.of(parse_where(where))  # a bad --where is refused before the model loads
     if not has_words(entity_type):
         click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
                    "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip

@@ -1,8 +1,9 @@
 """The narrow protocol every store satisfies, and the request/outcome records it speaks.
 
-Both backends (embedded SQLite, Elasticsearch) implement the same search semantics (DESIGN.md):
+Both backends (embedded SQLite, Elasticsearch) implement the same search semantics:
 passage score = max over its spans of cos(type vector, span vector); a passage matches when that
-score ≥ ``min_similarity``; ``filters`` restrict by metadata (exact match, a list means any of);
+score ≥ ``min_similarity``; ``filters`` restrict by metadata (exact match, a list means any of;
+one rule for keys and values, :class:`Filters`, checked once where a request is made);
 ``text`` restricts to passages matching the lexical query; hits come best first, each with its
 spans whose similarity passes the threshold, best first; ``exhaustive`` returns every match.
 
@@ -17,11 +18,14 @@ The shared conformance suite in ``tests/store_conformance.py`` holds them to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import math
+import re
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from ..errors import SearchError
 from ..records import EncodedPassage, Hit
 
 
@@ -138,20 +142,188 @@ def adopted_message(where: str, check: StampCheck) -> str:
     )
 
 
+# --- search requests ------------------------------------------------------------------------------
+
 MAX_PASSAGE_WEIGHT = 10.0  # λ beyond this is passage retrieval in all but name
+# The longest type phrase a search takes (API, CLI and web service): a type is a few words, and the
+# encoder puts the phrase into its type template, so a page of text is a mistake, not a type.
+MAX_PHRASE_CHARS = 200
+
+FilterScalar = str | int | float | bool
+# One value (exact match), a tuple (any of them) or None (the field is absent: metadata only).
+FilterValue = FilterScalar | tuple[FilterScalar, ...] | None
+
+SPAN_FILTERS = ("spans.labels", "spans.text")  # the span fields a filter may name
+MAX_FILTER_KEY_CHARS = 64
+_FILTER_KEY = re.compile(r"(?!-)[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*", re.ASCII)
+
+
+def filter_key_problem(key: Any) -> str | None:
+    """Why ``key`` cannot name a filter field, or None: the one rule of every backend and entry point.
+
+    A key is 1 to 64 ASCII letters, digits, ``_``, ``-`` and ``.``; it does not start with ``-``;
+    its dots separate non-empty names (no leading, trailing or doubled dot). That is a field name
+    both backends read the same way: SQLite's JSON path quotes it whole, Elasticsearch reads
+    ``fields.<key>`` with dots as object paths (so an empty name between dots names no field), and
+    the web service's facets are offered for exactly these names. Keys starting with ``spans.``
+    are reserved for the span filters (:data:`SPAN_FILTERS`).
+
+    Before this rule each backend had its own (nerindex 0.3 and earlier); keys now refused that one
+    of them used to accept:
+
+    - embedded store: keys starting with ``.`` or ``-``, ending with ``.`` or holding ``..``, and
+      keys over 64 characters;
+    - Elasticsearch: keys with any character outside ASCII letters, digits, ``_``, ``-`` and
+      ``.`` (spaces, ``über``, ``a/b``, ``a:b``, quotes), keys starting with ``-``, keys holding
+      ``..``, and keys over 64 characters;
+    - web service: keys ending with ``.`` or holding ``..`` (the stores refused most of them).
+    """
+    if not isinstance(key, str):
+        return f"filter field {key!r}: a field name is a string"
+    if key.startswith("spans.") and key not in SPAN_FILTERS:
+        return f"cannot filter on span field {key!r} (span filters: {', '.join(SPAN_FILTERS)})"
+    if len(key) > MAX_FILTER_KEY_CHARS or not _FILTER_KEY.fullmatch(key):
+        return (
+            f"filter field {key!r}: use letters, digits, '_', '.' or '-' (at most {MAX_FILTER_KEY_CHARS}), "
+            "with names between the dots"
+        )
+    return None
+
+
+def is_metadata_filter_key(name: str) -> bool:
+    """Whether ``name`` is a metadata field a search can filter on (what facets offer)."""
+    return not name.startswith("spans.") and filter_key_problem(name) is None
+
+
+def _filter_scalar(key: str, value: Any) -> FilterScalar:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if not isinstance(value, (str, int, float, bool)):
+        raise SearchError(f"filter on {key!r}: values are strings, numbers or booleans, not {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SearchError(f"filter on {key!r}: {value!r} is not a finite number")
+    return value
+
+
+def _filter_value(key: str, value: Any) -> FilterValue:
+    """A filter value in its one checked form (see :class:`Filters`)."""
+    if value is None:
+        if key in SPAN_FILTERS:
+            raise SearchError(f"filter on {key!r}: a span filter needs a value")
+        return None
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=repr)  # a deterministic order, so equal filters send equal requests
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise SearchError(f"filter on {key!r}: empty list of values")
+        if any(v is None or isinstance(v, (Mapping, list, tuple, set, frozenset)) for v in value):
+            raise SearchError(f"filter on {key!r}: a list may hold plain values only")
+        return tuple(_filter_scalar(key, v) for v in value)
+    if isinstance(value, Mapping):
+        raise SearchError(f"filter on {key!r}: only exact values or lists of values are supported, got {value!r}")
+    return _filter_scalar(key, value)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The metadata and span restrictions of a search, checked once: what every backend translates.
+
+    Each (key, value) pair restricts by exact match: a plain value must equal the field's value
+    (or one element, where the field holds a list); a tuple means any of its values; None means the
+    field is absent. Keys ``spans.labels`` and ``spans.text`` restrict which spans may match
+    instead. Keys follow :func:`filter_key_problem`; values are strings, numbers or booleans
+    (numpy scalars become Python ones, sets become tuples in a fixed order). Pairs are kept sorted
+    by key. Build one with :meth:`of`; a SearchError says what is wrong.
+    """
+
+    items: tuple[tuple[str, FilterValue], ...] = ()
+
+    def __post_init__(self) -> None:
+        checked: dict[str, FilterValue] = {}
+        for key, value in self.items:
+            problem = filter_key_problem(key)
+            if problem:
+                raise SearchError(problem)
+            if key in checked:
+                raise SearchError(f"filter field {key!r} is given twice")
+            checked[key] = _filter_value(key, value)
+        object.__setattr__(self, "items", tuple(sorted(checked.items(), key=lambda item: item[0])))
+
+    @classmethod
+    def of(cls, raw: "Filters | Mapping[str, Any] | None") -> "Filters":
+        """Filters from a mapping of field -> value(s) (None: no filters); a Filters is kept as is."""
+        if isinstance(raw, Filters):
+            return raw
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise SearchError(f"filters are a mapping of field -> value(s), not {type(raw).__name__}")
+        return cls(tuple(raw.items()))
+
+    @property
+    def metadata(self) -> tuple[tuple[str, FilterValue], ...]:
+        """The pairs restricting passages by their metadata."""
+        return tuple(item for item in self.items if item[0] not in SPAN_FILTERS)
+
+    @property
+    def spans(self) -> tuple[tuple[str, FilterValue], ...]:
+        """The pairs restricting which spans may match (``spans.labels``, ``spans.text``)."""
+        return tuple(item for item in self.items if item[0] in SPAN_FILTERS)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+def check_passage_weight(passage_weight: Any) -> float:
+    """λ of hybrid scoring as a float: finite and >= 0 (a negative weight could make scores < 0)."""
+    try:
+        value = float(passage_weight)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise SearchError(f"passage_weight must be a finite number >= 0, got {passage_weight!r}")
+    return value
+
+
+def text_words(text: str) -> list[str]:
+    """The words of a lexical restriction: each must occur in a matching passage."""
+    return re.findall(r"\w+", text, flags=re.UNICODE)
 
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """A type query after embedding: the unit type vector plus the restrictions of the search."""
+    """A type query after embedding: the unit type vector plus the restrictions of the search.
+
+    Checked when made (filters, passage weight, a text with words), so every backend gets a
+    request it can translate as it is; what depends on the store (the vector's dims) is checked by
+    :func:`query_vector` when a store's ``search`` is called, before any hit is read.
+    """
 
     vector: np.ndarray
     min_similarity: float
-    filters: dict[str, Any] = field(default_factory=dict)
+    filters: Filters = Filters()
     text: str | None = None
     limit: int = 10
     exhaustive: bool = False
     passage_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.filters, Filters):
+            raise TypeError(f"SearchRequest.filters is a Filters (Filters.of(...)), not {type(self.filters).__name__}")
+        check_passage_weight(self.passage_weight)
+        if self.text and not text_words(self.text):
+            raise SearchError(f"text restriction {self.text!r} has no words to match")
+
+
+def query_vector(request: SearchRequest, dims: int) -> np.ndarray:
+    """The request's type vector as float32, checked against a store's ``dims`` (a SearchError when
+    it has other dims or values that are not finite): every store calls it first thing in search."""
+    vector = np.asarray(request.vector, dtype=np.float32).reshape(-1)
+    if vector.shape[0] != dims:
+        raise SearchError(f"query vector has {vector.shape[0]} dims, the store {dims}")
+    if not np.all(np.isfinite(vector)):
+        raise SearchError("the query vector is empty or not finite")
+    return vector
 
 
 @dataclass(frozen=True)
@@ -205,7 +377,10 @@ class Store(Protocol):
         """Store passages with their spans; one outcome per passage, failures as data."""
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
-        """Hits best first; at most ``limit`` unless ``exhaustive`` (then every match, paged)."""
+        """Hits best first; at most ``limit`` unless ``exhaustive`` (then every match, paged).
+
+        Everything that can be wrong with the request is raised when this is called, not when
+        the hits are read (:func:`query_vector`, and what the backend cannot do)."""
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored passage vectors of these passage ids, one row each in the order given

@@ -19,7 +19,6 @@ import json
 import logging
 import sqlite3
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -27,9 +26,9 @@ import numpy as np
 
 from ..errors import ModelMismatchError, SearchError, StoreError
 from ..records import EncodedPassage, Hit, Matches, SpanMatch
-from . import segments
+from . import embedded_schema as schema
 from . import filters as sql_filters
-from .filters import _FIELD, filter_sql, fts_query, span_filter_sql, split_filters  # noqa: F401 (re-exported)
+from . import segments
 from .base import (
     ModelStamp,
     SearchRequest,
@@ -38,60 +37,17 @@ from .base import (
     WriteOutcome,
     adopted_message,
     check_stamp,
+    filter_key_problem,
+    query_vector,
 )
+from .span_ranking import best_first, top_candidates
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "store.sqlite"
 CACHE_DIR = "cache"
 CACHE_FILES = segments.FILES
-# One statement, so one snapshot: the store UUID, the write generation, the largest rowids and the
-# last tombstone. Every insert raises a largest rowid and every delete adds a tombstone (triggers),
-# so this changes with any write, and reads only index ends: no COUNT(*), which takes tens of
-# milliseconds per million rows (counted only when the vectors are refreshed, see COUNTS_SQL).
-VERSION_SQL = """
-SELECT (SELECT value FROM meta WHERE key = 'uuid'), (SELECT value FROM meta WHERE key = 'generation'),
-       (SELECT MAX(rowid) FROM passages), (SELECT MAX(rowid) FROM spans), (SELECT MAX(seq) FROM tombstones)
-"""
-COUNTS_SQL = "SELECT (SELECT COUNT(*) FROM spans), (SELECT COUNT(*) FROM passages)"
-SCHEMA_VERSION = "1"
 PAGE = 500  # passages fetched per SQL round trip while paging hits
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS passages (
-    rowid INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    text TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    vector BLOB
-);
-CREATE TABLE IF NOT EXISTS spans (
-    rowid INTEGER PRIMARY KEY,
-    passage INTEGER NOT NULL REFERENCES passages(rowid) ON DELETE CASCADE,
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    score REAL NOT NULL,
-    labels TEXT NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS spans_by_passage ON spans(passage);
-CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
-    text, content='passages', content_rowid='rowid'
-);
--- every deleted (or replaced) span and passage, so vector segments made before can leave it out
-CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, row INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS tombstones_by_row ON tombstones(kind, row);
-CREATE TRIGGER IF NOT EXISTS spans_tombstone AFTER DELETE ON spans
-BEGIN INSERT INTO tombstones(kind, row) VALUES ('s', old.rowid); END;
-CREATE TRIGGER IF NOT EXISTS passages_tombstone AFTER DELETE ON passages
-BEGIN INSERT INTO tombstones(kind, row) VALUES ('p', old.rowid); END;
-"""
-# the highest rowid a table has ever used: new rows go above it, so a rowid is never reused
-LAST_ROWID_SQL = """
-SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
-           COALESCE((SELECT MAX(row) FROM tombstones WHERE kind = '{kind}'), 0))
-"""
 
 
 class EmbeddedStore:
@@ -117,17 +73,7 @@ class EmbeddedStore:
             except OSError as exc:
                 raise StoreError(f"{folder}: cannot create store folder: {exc.strerror}") from exc
         try:
-            conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(SCHEMA)
-            # the UUID tells this store from any other (a new or restored store.sqlite counts its
-            # generations from 0 again); a store made by nerindex 0.2.0 gets one now
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
-                (SCHEMA_VERSION, uuid.uuid4().hex),
-            )
+            conn = schema.connect(db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db}: not a usable nerindex store: {exc}") from exc
         segments.remove_stale_temp_files(folder / CACHE_DIR)
@@ -193,8 +139,8 @@ class EmbeddedStore:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            (passage_row,) = conn.execute(LAST_ROWID_SQL.format(table="passages", kind="p")).fetchone()
-            (span_row,) = conn.execute(LAST_ROWID_SQL.format(table="spans", kind="s")).fetchone()
+            (passage_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="passages", kind="p")).fetchone()
+            (span_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="spans", kind="s")).fetchone()
             for doc in docs:
                 p = doc.passage
                 old = conn.execute(
@@ -244,11 +190,11 @@ class EmbeddedStore:
     def version(self) -> StoreVersion:
         """UUID, write generation, largest rowids and last tombstone, in one statement (index ends
         only: well under a millisecond at any size)."""
-        return _read_version(self._conn)
+        return schema.read_version(self._conn)
 
     def has_field(self, name: str) -> bool:
         """Whether any stored passage has the metadata field ``name`` (a hint on empty answers)."""
-        if not _FIELD.match(name):
+        if filter_key_problem(name) is not None:  # the name goes into a JSON path: only a filter key can
             return False
         row = self._conn.execute(
             f"SELECT 1 FROM passages WHERE json_type(fields, '$.\"{name}\"') IS NOT NULL LIMIT 1"
@@ -283,7 +229,7 @@ class EmbeddedStore:
         conn = sqlite3.connect(str(self.path / DB_NAME), isolation_level=None)
         try:
             conn.execute("BEGIN")
-            version, spans, passages = _snapshot(conn)
+            version, spans, passages = schema.snapshot(conn)
             if current is not None:
                 tail, tombstones = segments.read_delta(conn, current, dims)
                 fresh = current.extended(version, tail, tombstones)
@@ -310,19 +256,20 @@ class EmbeddedStore:
             (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
         return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted)
 
-    def _allowed(self, request: SearchRequest, filters: dict[str, Any]) -> np.ndarray | None:
+    def _allowed(self, request: SearchRequest) -> np.ndarray | None:
         """Passage rowids allowed by the metadata filters and text restriction (None: all)."""
-        if not filters and not request.text:
+        metadata = request.filters.metadata
+        if not metadata and not request.text:
             return None
         where: list[str] = []
         params: list[Any] = []
-        if filters:
-            clause, fparams = (sql_filters.indexed_filter_sql if self._indexed else filter_sql)(filters)
+        if metadata:
+            clause, fparams = (sql_filters.indexed_filter_sql if self._indexed else sql_filters.filter_sql)(request.filters)
             where.append(clause)
             params.extend(fparams)
         if request.text:
             where.append("passages.rowid IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH ?)")
-            params.append(fts_query(request.text))
+            params.append(sql_filters.fts_query(request.text))
         sql = "SELECT rowid FROM passages WHERE " + " AND ".join(where)
         try:
             rows = self._conn.execute(sql, params).fetchall()
@@ -330,39 +277,45 @@ class EmbeddedStore:
             raise SearchError(f"cannot apply filters: {exc}") from exc
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
+    def _restricted(self, vec: segments.SegmentSet, request: SearchRequest) -> np.ndarray | bool:
+        """A mask of the spans the filters and the text restriction allow (True: all of them)."""
+        keep: np.ndarray | bool = True
+        allowed = self._allowed(request)
+        if allowed is not None:
+            keep = np.isin(vec.passage, allowed)
+        if request.filters.spans:
+            span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
+            sql, params = span_sql(request.filters)
+            spans = np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64)
+            keep = keep & np.isin(vec.span, spans)
+        return keep
+
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Every span scored (int8, then float32 where it matters), passages ranked by their best
-        span (+ λ · passage); see the module docstring for when a span is re-scored."""
+        span (+ λ · passage); see the module docstring for when a span is re-scored. Only the
+        reading of passages and spans is left for iteration; a bad request raises here."""
         stamp = self.model()
         if stamp is None:
             return iter(())
-        query = np.asarray(request.vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != stamp.dims:
-            raise SearchError(f"query vector has {query.shape[0]} dims, the store {stamp.dims}")
+        query = query_vector(request, stamp.dims)
         vec = self._load_vectors()
         sims = vec.approx_sims(query)
         threshold, eps = request.min_similarity, segments.EPSILON
-        keep = vec.alive & (sims >= threshold - eps)
-        passage_filters, span_filters = split_filters(request.filters)
-        allowed = self._allowed(request, passage_filters)
-        if allowed is not None:
-            keep &= np.isin(vec.passage, allowed)
-        if span_filters:
-            sql, params = (sql_filters.indexed_span_filter_sql if self._indexed else span_filter_sql)(span_filters)
-            spans = np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64)
-            keep &= np.isin(vec.span, spans)
+        keep = vec.alive & (sims >= threshold - eps) & self._restricted(vec, request)
         idx = np.nonzero(keep)[0]
-        chosen = None if request.exhaustive else self._top_candidates(vec, idx, sims, query, request)
+        chosen = None
+        if not request.exhaustive:
+            chosen = top_candidates(
+                vec, idx, sims, query, min_similarity=threshold, limit=request.limit,
+                passage_weight=request.passage_weight or 0.0,
+            )
         rescore = idx if chosen is None else idx[np.isin(vec.passage[idx], chosen) | (sims[idx] < threshold + eps)]
         sims[rescore] = self._exact(vec.span[rescore], query, "spans", -np.inf)
         idx = idx[sims[idx] >= threshold]
         if idx.size == 0:
             return iter(())
-        # best span per passage: order spans by passage, then by descending similarity
-        order = idx[np.lexsort((-sims[idx], vec.passage[idx]))]
+        order, first = best_first(idx, sims, vec.passage)
         passages = vec.passage[order]
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = passages[1:] != passages[:-1]
         best = order[first]
         total = int(best.size)
         if chosen is not None:  # top-k: only passages whose spans were all re-scored can rank
@@ -399,31 +352,6 @@ class EmbeddedStore:
         if not blobs:
             return np.zeros((0, dims), dtype=np.float32)
         return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dims).copy()
-
-    @staticmethod
-    def _top_candidates(vec: segments.SegmentSet, idx: np.ndarray, sims: np.ndarray, query: np.ndarray,
-                        request: SearchRequest) -> np.ndarray:
-        """Passage rowids that may be among the top ``limit`` by int8 scores (which are within
-        ε of the exact ones): all whose approximate score reaches the k-th best sure match's
-        less 2ε(1 + λ). Sure matches are passages whose best span scores threshold + ε or more."""
-        if idx.size == 0:
-            return np.zeros(0, dtype=np.int64)
-        order = idx[np.lexsort((-sims[idx], vec.passage[idx]))]
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = vec.passage[order][1:] != vec.passage[order][:-1]
-        best = order[first]
-        weight = request.passage_weight or 0.0
-        approx = sims[best].astype(np.float64)
-        if weight:
-            approx += weight * vec.approx_passage_sims(vec.passage[best], query)
-        sure = approx[sims[best] >= request.min_similarity + segments.EPSILON]
-        k = max(request.limit, 0)
-        if k == 0:
-            return np.zeros(0, dtype=np.int64)
-        if sure.size < k:
-            return vec.passage[best]
-        kth = np.partition(sure, sure.size - k)[sure.size - k]
-        return vec.passage[best[approx >= kth - 2 * segments.EPSILON * (1 + weight)]]
 
     def _exact(self, rowids: np.ndarray, query: np.ndarray, table: str, missing: float) -> np.ndarray:
         """float32 cos(query, stored vector) of span or passage rowids, from SQLite; ``missing``
@@ -497,21 +425,6 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _read_version(conn: sqlite3.Connection) -> StoreVersion:
-    """The store version as seen by ``conn`` (see :meth:`EmbeddedStore.version`)."""
-    store_uuid, generation, last_passage, last_span, tombstone = conn.execute(VERSION_SQL).fetchone()
-    return StoreVersion(
-        identity=str(store_uuid),
-        state=f"g{generation}-p{last_passage or 0}-s{last_span or 0}-t{tombstone or 0}",
-    )
-
-
-def _snapshot(conn: sqlite3.Connection) -> tuple[StoreVersion, int, int]:
-    """(store version, span count, passage count) as seen by ``conn``, in its read transaction."""
-    spans, passages = conn.execute(COUNTS_SQL).fetchone()
-    return _read_version(conn), spans, passages
 
 
 def _blob(vector: np.ndarray) -> bytes:

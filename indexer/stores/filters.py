@@ -1,78 +1,53 @@
-"""Search restrictions of the embedded store as SQL: metadata filters, span filters, FTS5 text."""
+"""Search restrictions of the embedded store as SQL: metadata filters, span filters, FTS5 text.
+
+The restrictions arrive checked (:class:`~.base.Filters`, :class:`~.base.SearchRequest`): keys are
+safe to quote into a JSON path and every value is a plain scalar, so this module only translates.
+"""
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from typing import Any
 
-from ..errors import SearchError
-
-_FIELD = re.compile(r"^[A-Za-z0-9_.\-]+$")
+from .base import Filters, FilterScalar, FilterValue, text_words
 
 
 def fts_query(text: str) -> str:
     """A safe FTS5 query: every word must occur (each quoted, so no operator syntax leaks in)."""
-    words = [w for w in re.findall(r"\w+", text, flags=re.UNICODE)]
-    if not words:
-        raise SearchError(f"text restriction {text!r} has no words to match")
-    return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+    return " ".join('"' + w.replace('"', '""') + '"' for w in text_words(text))
 
 
-SPAN_FILTERS = ("spans.labels", "spans.text")
+def _values(value: FilterValue) -> list[FilterScalar]:
+    return list(value) if isinstance(value, tuple) else [value]  # type: ignore[list-item]
 
 
-def split_filters(filters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metadata filters, span filters): keys ``spans.labels``/``spans.text`` restrict spans."""
-    passage_level: dict[str, Any] = {}
-    span_level: dict[str, Any] = {}
-    for key, value in filters.items():
-        if key.startswith("spans."):
-            if key not in SPAN_FILTERS:
-                raise SearchError(f"cannot filter on span field {key!r} (span filters: {', '.join(SPAN_FILTERS)})")
-            span_level[key] = value
-        else:
-            passage_level[key] = value
-    return passage_level, span_level
+def _field_sql(key: str, value: FilterValue) -> tuple[str, list[Any]]:
+    """One metadata filter over ``passages.fields`` (JSON)."""
+    if value is None:
+        return f"json_extract(passages.fields, '$.\"{key}\"') IS NULL", []
+    values = [_as_text(v) for v in _values(value)]
+    marks = ",".join("?" for _ in values)
+    return (
+        f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') WHERE CAST(value AS TEXT) IN ({marks}))",
+        values,
+    )
 
 
-def _values(key: str, value: Any) -> list[Any]:
-    values = list(value) if isinstance(value, (list, tuple, set)) else [value]
-    if not values:
-        raise SearchError(f"filter field {key!r} has no values")
-    return values
-
-
-def filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL condition on ``passages.fields`` (JSON): each key must equal one of its values.
+def filter_sql(filters: Filters) -> tuple[str, list[Any]]:
+    """SQL condition on ``passages.fields`` (JSON): each metadata key must equal one of its values.
 
     A field holding a list matches when any element matches; values compare as text, so
     ``--where year=2020`` matches a stored number 2020; ``None`` means the field is absent.
     """
-    clauses: list[str] = []
-    params: list[Any] = []
-    for key, value in filters.items():
-        if not _FIELD.match(key):
-            raise SearchError(f"filter field {key!r}: use letters, digits, '_', '-' or '.'")
-        if value is None:
-            clauses.append(f"json_extract(passages.fields, '$.\"{key}\"') IS NULL")
-            continue
-        values = _values(key, value)
-        marks = ",".join("?" for _ in values)
-        clauses.append(
-            f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') "
-            f"WHERE CAST(value AS TEXT) IN ({marks}))"
-        )
-        params.extend(_as_text(v) for v in values)
-    return " AND ".join(clauses), params
+    return _joined(_field_sql(key, value) for key, value in filters.metadata)
 
 
-def span_filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL selecting the rowids of spans allowed by ``spans.labels`` / ``spans.text`` filters."""
+def span_filter_sql(filters: Filters) -> tuple[str, list[Any]]:
+    """SQL selecting the rowids of spans allowed by the ``spans.labels`` / ``spans.text`` filters."""
     clauses: list[str] = []
     params: list[Any] = []
-    for key, value in filters.items():
-        values = [_as_text(v) for v in _values(key, value)]
+    for key, value in filters.spans:
+        values = [_as_text(v) for v in _values(value)]
         marks = ",".join("?" for _ in values)
         if key == "spans.labels":
             clauses.append(f"EXISTS (SELECT 1 FROM json_each(spans.labels) WHERE value IN ({marks}))")
@@ -85,7 +60,16 @@ def span_filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
     return "SELECT rowid FROM spans WHERE " + " AND ".join(clauses), params
 
 
-def _as_text(value: Any) -> str:
+def _joined(parts: Any) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, more in parts:
+        clauses.append(clause)
+        params.extend(more)
+    return " AND ".join(clauses), params
+
+
+def _as_text(value: FilterScalar) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
@@ -151,33 +135,27 @@ def ensure_index(conn) -> bool:
     return True
 
 
-def indexed_filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+def indexed_filter_sql(filters: Filters) -> tuple[str, list[Any]]:
     """Like :func:`filter_sql`, through the ``passage_fields`` index (``None``: over the JSON)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for key, value in filters.items():
-        if value is None or not _FIELD.match(key):
-            clause, more = filter_sql({key: value})
-        else:
-            values = [_as_text(v) for v in _values(key, value)]
-            clause = (
-                "passages.rowid IN (SELECT passage FROM passage_fields WHERE key = ? "
-                f"AND value IN ({','.join('?' for _ in values)}))"
-            )
-            more = [key, *values]
-        clauses.append(clause)
-        params.extend(more)
-    return " AND ".join(clauses), params
+
+    def clause(key: str, value: FilterValue) -> tuple[str, list[Any]]:
+        if value is None:
+            return _field_sql(key, value)
+        values = [_as_text(v) for v in _values(value)]
+        marks = ",".join("?" for _ in values)
+        return f"passages.rowid IN (SELECT passage FROM passage_fields WHERE key = ? AND value IN ({marks}))", [key, *values]
+
+    return _joined(clause(key, value) for key, value in filters.metadata)
 
 
-def indexed_span_filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+def indexed_span_filter_sql(filters: Filters) -> tuple[str, list[Any]]:
     """Like :func:`span_filter_sql`, with ``spans.labels`` through the ``span_labels`` index."""
-    labels = filters.get("spans.labels")
-    rest = {k: v for k, v in filters.items() if k != "spans.labels"}
+    labels = dict(filters.spans).get("spans.labels")
     if labels is None:
-        return span_filter_sql(rest)
-    values = [_as_text(v) for v in _values("spans.labels", labels)]
+        return span_filter_sql(filters)
+    values = [_as_text(v) for v in _values(labels)]
     sql = f"SELECT span FROM span_labels WHERE label IN ({','.join('?' for _ in values)})"
+    rest = Filters(tuple(item for item in filters.spans if item[0] != "spans.labels"))
     if not rest:
         return sql, values
     other, params = span_filter_sql(rest)

@@ -1,5 +1,6 @@
 """The web service of nerindex (the [web] extra): JSON API, Elastic Search UI endpoints, search page."""
 
-from .app import Limits, create_app
+from .app import create_app
+from .service import Limits
 
 __all__ = ["Limits", "create_app"]

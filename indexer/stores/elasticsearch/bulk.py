@@ -17,7 +17,7 @@ from elasticsearch.helpers import streaming_bulk
 
 from ...records import EncodedPassage
 from ..base import ModelStamp, WriteOutcome
-from .requests import bulk_actions, document_id
+from .index_requests import bulk_actions, document_id
 from .responses import bulk_outcomes, count_failures
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,11 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 from ...errors import StoreError
 from ...pipeline import CHUNK
 from ...records import EncodedPassage, Passage
-from ..base import ModelStamp
-from . import requests as rq
+from ..base import ModelStamp, WriteOutcome
 from . import responses as rs
 from .bulk import write_documents
+from .index_requests import alias_swap_actions, create_index_body, next_index_name, refresh_settings
+from .paged_requests import scan_body
 from .store import MIN_SERVER, ElasticsearchStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,15 @@ class ReindexReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def count(self, outcomes: Sequence[WriteOutcome]) -> None:
+        """Add the outcomes of one chunk (the first 100 failures are kept with their errors)."""
+        self.passages += len(outcomes)
+        for outcome in outcomes:
+            if not outcome.ok:
+                self.failed += 1
+                if len(self.failures) < 100:
+                    self.failures.append({"id": outcome.id, "error": outcome.error})
+
 
 def iter_passages(
     store: ElasticsearchStore, index: str, *, page_size: int = 500, keep_alive: str = "5m"
@@ -60,7 +70,7 @@ def iter_passages(
     after: list[Any] | None = None
     try:
         while True:
-            body = rq.scan_body(pit_id=pit, keep_alive=keep_alive, size=page_size, search_after=after)
+            body = scan_body(pit_id=pit, keep_alive=keep_alive, size=page_size, search_after=after)
             with store.errors(f"read passages from {index!r}"):
                 response = client.search(body=body).body
             pit = response.get("pit_id", pit)
@@ -132,9 +142,9 @@ def reindex(
     client = store.client
     store.require_version(MIN_SERVER, "nerindex's nested span search")
     old = current_index(store)
-    new = rq.next_index_name(store.alias, store.versioned_indices())
+    new = next_index_name(store.alias, store.versioned_indices())
     options = index_options if index_options is not None else store.options.index_options
-    body = rq.create_index_body(stamp, index_options=options)
+    body = create_index_body(stamp, index_options=options)
     report = ReindexReport(alias=store.alias, old_index=old, new_index=new, model=stamp.to_dict())
     log.info("re-indexing %s (%s) into %s with model %s %s", store.alias, old, new, stamp.id, stamp.version)
     # Writes of a load still inside its refresh interval (30 s while relaxed) are invisible to the
@@ -146,23 +156,17 @@ def reindex(
         client.indices.create(index=new, **body)
         if store.options.bulk_refresh_interval:
             client.indices.put_settings(
-                index=new, settings=rq.refresh_settings(store.options.bulk_refresh_interval)
+                index=new, settings=refresh_settings(store.options.bulk_refresh_interval)
             )
     template_interval = body.get("settings", {}).get("index", {}).get("refresh_interval")
     for batch in _batches(iter_passages(store, old, page_size=store.options.page_size), chunk_size):
         encoded = encoder.encode(batch, batch_size=batch_size)
         with store.errors(f"bulk index into {new!r}"):
-            outcomes = write_documents(client, encoded, stamp=stamp, index=new, options=store.options.bulk)
-        report.passages += len(outcomes)
-        for outcome in outcomes:
-            if not outcome.ok:
-                report.failed += 1
-                if len(report.failures) < 100:
-                    report.failures.append({"id": outcome.id, "error": outcome.error})
+            report.count(write_documents(client, encoded, stamp=stamp, index=new, options=store.options.bulk))
         if on_batch is not None:
             on_batch(report.passages, report.failed)
     with store.errors(f"refresh {new!r}"):
-        client.indices.put_settings(index=new, settings=rq.refresh_settings(template_interval))
+        client.indices.put_settings(index=new, settings=refresh_settings(template_interval))
         client.indices.refresh(index=new)
     if report.failed and not allow_failures:
         raise StoreError(
@@ -170,12 +174,17 @@ def reindex(
             f"alias {store.alias!r} stays on {old!r} (inspect or delete {new!r}, or pass "
             f"--allow-failures). First failure: {report.failures[0]['id']}: {report.failures[0]['error']}"
         )
-    with store.errors(f"move alias {store.alias!r} to {new!r}"):
-        client.indices.update_aliases(actions=rq.alias_swap_actions(store.alias, old, new))
+    _swap(store, report, delete_old=delete_old)
+    return report
+
+
+def _swap(store: ElasticsearchStore, report: ReindexReport, *, delete_old: bool) -> None:
+    """Move the alias to the new index in one request; then delete the old one if asked."""
+    with store.errors(f"move alias {store.alias!r} to {report.new_index!r}"):
+        store.client.indices.update_aliases(actions=alias_swap_actions(store.alias, report.old_index, report.new_index))
     report.swapped = True
     if delete_old:
-        with store.errors(f"delete the old index {old!r}"):
-            client.indices.delete(index=old)
+        with store.errors(f"delete the old index {report.old_index!r}"):
+            store.client.indices.delete(index=report.old_index)
         report.deleted_old = True
     store.forget_index()  # the alias now points at another index, maybe another model
-    return report

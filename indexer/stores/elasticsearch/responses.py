@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
 from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome
-from .requests import INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
+from .search_requests import INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
 from .similarity import (
     combined_from_hybrid_score,
     combined_from_knn_scores,

@@ -18,20 +18,46 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
-from ...config import DEFAULT_ES_INDEX
 from ...errors import ModelMismatchError, SearchError, StoreError
 from ...records import EncodedPassage, Hit
-from ..base import ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp
-from . import requests as rq
+from ..base import (
+    ModelStamp,
+    SearchRequest,
+    StoreCounts,
+    StoreVersion,
+    WriteOutcome,
+    adopted_message,
+    check_stamp,
+    query_vector,
+)
 from . import responses as rs
-from .bulk import BulkOptions, write_documents
-from .client import ConnectionOptions, make_client, translated_errors
+from .bulk import write_documents
+from .client import make_client, translated_errors
+from .index_requests import (
+    PASSAGE_VECTOR_FIELD,
+    SERVER_FACTS_FILTER,
+    SOURCE_VECTORS_SERVER,
+    counts_body,
+    create_index_body,
+    document_id,
+    document_problem,
+    index_meta,
+    next_index_name,
+    passage_vectors_body,
+    quantized,
+    refresh_settings,
+    search_template_body,
+    span_vector_index_type,
+)
+from .options import StoreOptions, store_options
+from .search_requests import MAX_NUM_CANDIDATES
+from .searching import exact_hits, knn_hits
+from .type_index import TypeIndex, fill_with_catalog
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +72,6 @@ SEARCH_TEMPLATE_ID = "nerindex-span-knn"
 
 def _version_text(version: tuple[int, int, int]) -> str:
     return ".".join(map(str, version))
-
-
-@dataclass(frozen=True)
-class StoreOptions:
-    """Everything an :class:`ElasticsearchStore` needs to know, fixed at ``connect`` time."""
-
-    connection: ConnectionOptions
-    index: str = DEFAULT_ES_INDEX
-    index_options: str | Mapping[str, Any] = rq.DEFAULT_INDEX_OPTIONS
-    hybrid: bool = False
-    text_boost: float = 0.1
-    num_candidates: int | None = None
-    page_size: int = 500
-    keep_alive: str = "2m"
-    bulk: BulkOptions = BulkOptions()
-    # refresh_interval while writing ("30s" rather than "-1": a crashed load still becomes visible)
-    bulk_refresh_interval: str | None = "30s"
 
 
 class ElasticsearchStore:
@@ -82,61 +91,13 @@ class ElasticsearchStore:
     # --- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def connect(
-        cls,
-        url: str,
-        *,
-        index: str = DEFAULT_ES_INDEX,
-        api_key: str | None = None,
-        basic_auth: tuple[str, str] | None = None,
-        ca_certs: str | None = None,
-        verify_certs: bool = True,
-        index_options: str | Mapping[str, Any] = rq.DEFAULT_INDEX_OPTIONS,
-        hybrid: bool = False,
-        text_boost: float = 0.1,
-        num_candidates: int | None = None,
-        page_size: int = 500,
-        request_timeout: float = 60.0,
-        bulk: BulkOptions | None = None,
-        bulk_refresh_interval: str | None = "30s",
-        client: Elasticsearch | None = None,
-    ) -> "ElasticsearchStore":
+    def connect(cls, url: str, *, client: Elasticsearch | None = None, **options: Any) -> "ElasticsearchStore":
         """A store for the alias ``index`` on the cluster at ``url`` (comma-separate several nodes).
 
-        ``index_options`` is the dense_vector index type (``int8_hnsw`` by default; ``hnsw`` keeps
-        float vectors, ``bbq_hnsw`` quantises harder) or a full ``index_options`` dict.
-        ``hybrid`` (BM25 boost mode; not hybrid scoring, which is ``passage_weight`` λ) adds BM25 on
-        the ``text`` of a search to the vector score instead of using it as
-        a restriction. ``client`` injects a ready client (tests, custom transports).
-        With ``hybrid`` and a search that has both a ``text`` and a ``passage_weight`` λ > 0,
-        Elasticsearch orders by span + λ · passage + BM25 and that order is kept, but ``Hit.score``
-        stays the best span similarity (one returned score cannot be split into its parts).
+        ``options`` are the keyword arguments of :func:`.options.store_options` (checked here,
+        still without I/O). ``client`` injects a ready client (tests, custom transports).
         """
-        rq.check_index_name(index)
-        rq.index_options_body(index_options)  # validate early, still without I/O
-        if page_size < 1:
-            raise StoreError("page_size must be at least 1")
-        connection = ConnectionOptions(
-            url=url,
-            api_key=api_key,
-            basic_auth=tuple(basic_auth) if basic_auth else None,  # type: ignore[arg-type]
-            ca_certs=ca_certs,
-            verify_certs=verify_certs,
-            request_timeout=request_timeout,
-        )
-        connection.hosts()
-        options = StoreOptions(
-            connection=connection,
-            index=index,
-            index_options=index_options,
-            hybrid=hybrid,
-            text_boost=text_boost,
-            num_candidates=num_candidates,
-            page_size=page_size,
-            bulk=bulk or BulkOptions(),
-            bulk_refresh_interval=bulk_refresh_interval,
-        )
-        return cls(options, client=client)
+        return cls(store_options(url, **options), client=client)
 
     @property
     def options(self) -> StoreOptions:
@@ -165,7 +126,7 @@ class ElasticsearchStore:
         refused by builds without the ``rest-root`` module)."""
         if self._facts is None:
             with self.errors("read the server version"):
-                response = self.client.nodes.info(metric="plugins", filter_path=rq.SERVER_FACTS_FILTER)
+                response = self.client.nodes.info(metric="plugins", filter_path=SERVER_FACTS_FILTER)
             self._facts = rs.server_facts(response.body)
         return self._facts
 
@@ -201,7 +162,7 @@ class ElasticsearchStore:
             except NotFoundError:
                 return None
         index, mapping = rs.index_mapping(response.body, target=self.alias)
-        self._vector_type = rq.span_vector_index_type(mapping)
+        self._vector_type = span_vector_index_type(mapping)
         return index, mapping
 
     def health(self) -> str | None:
@@ -224,7 +185,7 @@ class ElasticsearchStore:
         the index quantizes them and the server supports ``rescore_vector``."""
         if self._vector_type is None:
             self.target()
-        return rq.quantized(self._vector_type) and self.server_version() >= RESCORE_SERVER
+        return quantized(self._vector_type) and self.server_version() >= RESCORE_SERVER
 
     def model(self) -> ModelStamp | None:
         """The model recorded in the index ``_meta``, or None when the index does not exist."""
@@ -258,7 +219,7 @@ class ElasticsearchStore:
             raise ModelMismatchError(rs.mismatch_message(self.alias, index, stored, stamp, check.conflict))
         if check.adopted:
             with self.errors(f"record the model settings in the _meta of {index!r}"):
-                self.client.indices.put_mapping(index=index, meta=rq.index_meta(check.recorded))
+                self.client.indices.put_mapping(index=index, meta=index_meta(check.recorded))
             log.warning(adopted_message(f"Elasticsearch index {index!r}", check))
         self._stamp = check.recorded
 
@@ -272,8 +233,8 @@ class ElasticsearchStore:
 
     def _create_index(self, stamp: ModelStamp) -> None:
         self.require_version(MIN_SERVER, "nerindex's nested span search")
-        name = rq.next_index_name(self.alias, self.versioned_indices())
-        body = rq.create_index_body(stamp, index_options=self._options.index_options, alias=self.alias)
+        name = next_index_name(self.alias, self.versioned_indices())
+        body = create_index_body(stamp, index_options=self._options.index_options, alias=self.alias)
         log.info("creating Elasticsearch index %s behind alias %s", name, self.alias)
         with self.errors(f"create index {name!r}"):
             try:
@@ -290,22 +251,20 @@ class ElasticsearchStore:
         ``nerindex index`` calls it so that Kibana users can look type vectors up by phrase
         (:mod:`.type_index`).
         """
-        from .type_index import TypeIndex, fill_with_catalog
-
         return fill_with_catalog(TypeIndex(self), catalog, stamp, only_if_new=True)
 
     def put_search_template(self, template_id: str = SEARCH_TEMPLATE_ID) -> str:
         """Store the search template of ``assets/mappings/`` under ``template_id`` (cluster-wide)."""
         self.require_module(MUSTACHE, "a search template")
         with self.errors(f"store the search template {template_id!r}"):
-            self.client.put_script(id=template_id, **rq.search_template_body())
+            self.client.put_script(id=template_id, **search_template_body())
         return template_id
 
     # --- writing --------------------------------------------------------------------------------
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which passage ids are already stored (real-time: no refresh needed)."""
-        wanted = {rq.document_id(pid): pid for pid in ids}
+        wanted = {document_id(pid): pid for pid in ids}
         if not wanted:
             return set()
         found: set[str] = set()
@@ -333,7 +292,7 @@ class ElasticsearchStore:
         outcomes: dict[int, WriteOutcome] = {}
         sendable: list[tuple[int, EncodedPassage]] = []
         for position, doc in enumerate(docs):
-            problem = rq.document_problem(doc, stamp.dims)
+            problem = document_problem(doc, stamp.dims)
             if problem:
                 outcomes[position] = WriteOutcome(doc.passage.id, False, "failed", problem)
             else:
@@ -360,7 +319,7 @@ class ElasticsearchStore:
             )
             if previous == interval:
                 return
-            self.client.indices.put_settings(index=self.alias, settings=rq.refresh_settings(interval))
+            self.client.indices.put_settings(index=self.alias, settings=refresh_settings(interval))
         self._relaxed = (previous,)
 
     def _restore_refresh(self) -> None:
@@ -368,7 +327,7 @@ class ElasticsearchStore:
             return
         (previous,) = self._relaxed
         with self.errors("restore the refresh interval"):
-            self.client.indices.put_settings(index=self.alias, settings=rq.refresh_settings(previous))
+            self.client.indices.put_settings(index=self.alias, settings=refresh_settings(previous))
         self._relaxed = None
 
     def flush(self) -> None:
@@ -386,7 +345,7 @@ class ElasticsearchStore:
         self.flush()
         with self.errors("count passages and spans"):
             try:
-                response = self.client.search(index=self.alias, body=rq.counts_body())
+                response = self.client.search(index=self.alias, body=counts_body())
             except NotFoundError:
                 return StoreCounts(passages=0, spans=0)
         return rs.parse_counts(response.body)
@@ -403,26 +362,37 @@ class ElasticsearchStore:
         return rs.store_version(response.body, target=self.alias)
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
-        """Hits best first: top ``limit`` by kNN, or every match when ``exhaustive``."""
-        rq.check_passage_weight(request.passage_weight)
+        """Hits best first: top ``limit`` by kNN, or every match when ``exhaustive``.
+
+        The request and what the server must support for it are checked here, when called
+        (reading the index mapping and the server facts); requests go out as hits are read.
+        """
         stamp = self.model()
         if stamp is None:
-            return
+            return iter(())
+        query_vector(request, stamp.dims)
         if not request.exhaustive and request.limit < 1:
-            return
+            return iter(())
         self.require_version(MIN_SERVER, "nerindex's nested span search")
-        self.flush()
-        _, span_filters = rq.split_filters(request.filters)
-        if request.exhaustive or request.limit > rq.MAX_NUM_CANDIDATES:
-            yield from self._exact(request, stamp, None if request.exhaustive else request.limit)
-            return
-        if span_filters:
+        exact = request.exhaustive or request.limit > MAX_NUM_CANDIDATES
+        if exact:
+            self.require_module(
+                PAINLESS, "exhaustive search (--all, or a limit above 10,000), which scores every span "
+                "exactly with a Painless script,", error=SearchError,
+            )
+        elif request.filters.spans:
             self.require_version(
                 SPAN_FILTER_SERVER,
                 "filtering kNN search on span fields (spans.labels, spans.text)",
                 error=SearchError,
             )
-        yield from self._knn(request, stamp)
+        self.flush()
+        common = dict(alias=self.alias, options=self._options, errors=self.errors)
+        if exact:
+            return exact_hits(
+                self.client, request, stamp, limit=None if request.exhaustive else request.limit, **common
+            )
+        return knn_hits(self.client, request, stamp, rescore=self.rescores(), **common)
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Passage vectors of these ids, in the order given (unknown ids left out): one search
@@ -431,10 +401,10 @@ class ElasticsearchStore:
         dims = stamp.dims if stamp else 0
         wanted = list(dict.fromkeys(ids))
         found: dict[str, list[float]] = {}
-        flag = self.server_version() >= rq.SOURCE_VECTORS_SERVER
+        flag = self.server_version() >= SOURCE_VECTORS_SERVER
         self.flush()
         for start in range(0, len(wanted), 1000):
-            body = rq.passage_vectors_body(wanted[start : start + 1000], exclude_vectors_flag=flag)
+            body = passage_vectors_body(wanted[start : start + 1000], exclude_vectors_flag=flag)
             with self.errors(f"read passage vectors from {self.alias!r}", search=True):
                 try:
                     response = self.client.search(index=self.alias, body=body).body
@@ -442,92 +412,11 @@ class ElasticsearchStore:
                     break
             for hit in rs.raw_hits(response):
                 source = hit.get("_source") or {}
-                vector = source.get(rq.PASSAGE_VECTOR_FIELD)
+                vector = source.get(PASSAGE_VECTOR_FIELD)
                 if isinstance(vector, list) and len(vector) == dims:
                     found[str(source.get("id", hit.get("_id")))] = vector
         rows = [found[i] for i in ids if i in found]
         return np.asarray(rows, dtype=np.float32).reshape(len(rows), dims)
-
-    def _knn(self, request: SearchRequest, stamp: ModelStamp) -> Iterator[Hit]:
-        bm25_boost = self._options.hybrid and bool(request.text)  # the public option "hybrid": BM25 on text
-        weight = rq.check_passage_weight(request.passage_weight)
-        common = dict(
-            min_similarity=request.min_similarity,
-            metric=stamp.similarity,
-            limit=request.limit,
-            num_candidates=self._options.num_candidates,
-            filters=request.filters,
-            passage_weight=weight,
-            rescore=self.rescores(),
-        )
-        if bm25_boost:
-            body = rq.bm25_boost_search_body(
-                request.vector, text=request.text, boost=self._options.text_boost, **common
-            )
-        else:
-            body = rq.knn_search_body(request.vector, text=request.text, **common)
-        with self.errors(f"search {self.alias!r}", search=True):
-            try:
-                response = self.client.search(
-                    index=self.alias, body=body, include_named_queries_score=bool(weight) or None
-                )
-            except NotFoundError:
-                return
-        # With BM25 in the score, _score cannot be read back as span + λ · passage: Hit.score
-        # stays the best span there, and Elasticsearch's order (vector + BM25) is kept.
-        hits = rs.parse_hits(
-            response.body, scoring="knn", metric=stamp.similarity,
-            min_similarity=request.min_similarity, passage_weight=0.0 if bm25_boost else weight,
-        )
-        # Otherwise rank by Hit.score: the best span, or span + λ · passage (hybrid scoring).
-        ranked = hits if bm25_boost else rs.rank(hits)
-        yield from ranked[: request.limit]
-
-    def _exact(self, request: SearchRequest, stamp: ModelStamp, limit: int | None) -> Iterator[Hit]:
-        self.require_module(
-            PAINLESS, "exhaustive search (--all, or a limit above 10,000), which scores every span "
-            "exactly with a Painless script,", error=SearchError,
-        )
-        keep_alive = self._options.keep_alive
-        page = self._options.page_size
-        weight = rq.check_passage_weight(request.passage_weight)
-        with self.errors(f"open a point in time on {self.alias!r}"):
-            try:
-                pit = self.client.open_point_in_time(index=self.alias, keep_alive=keep_alive).body["id"]
-            except NotFoundError:
-                return
-        emitted = 0
-        after: list[Any] | None = None
-        try:
-            while True:
-                body = rq.exhaustive_search_body(
-                    request.vector,
-                    min_similarity=request.min_similarity,
-                    filters=request.filters,
-                    text=request.text,
-                    size=page,
-                    pit_id=pit,
-                    keep_alive=keep_alive,
-                    search_after=after,
-                    passage_weight=weight,
-                )
-                with self.errors(f"search {self.alias!r} exhaustively", search=True):
-                    response = self.client.search(body=body).body
-                pit = response.get("pit_id", pit)
-                for hit in rs.parse_hits(
-                    response, scoring="script", metric=stamp.similarity,
-                    min_similarity=request.min_similarity, passage_weight=weight,
-                ):
-                    yield hit
-                    emitted += 1
-                    if limit is not None and emitted >= limit:
-                        return
-                after = rs.last_sort_values(response)
-                if after is None or len(rs.raw_hits(response)) < page:
-                    return
-        finally:
-            with suppress(Exception):
-                self.client.close_point_in_time(id=pit)
 
     # --- lifecycle ------------------------------------------------------------------------------
 

@@ -16,22 +16,24 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
-from elasticsearch import BadRequestError, NotFoundError
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
 
 from ...errors import ModelMismatchError, StoreError
 from ..base import ModelStamp, WriteOutcome
-from . import requests as rq
 from . import responses as rs
 from . import templates
+from .index_requests import MAX_DOC_ID_BYTES, check_index_name, index_meta, vector_problem, vector_values
+from .options import StoreOptions
+from .search_requests import knn_search_body
 from .similarity import check_metric
 
 if TYPE_CHECKING:
     from ...catalog import Catalog
-    from .store import ElasticsearchStore
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ CATALOG, ADDED = "catalog", "added"  # the origin of a type document
 
 def types_index_name(alias: str) -> str:
     """The types index of a passage alias: ``<alias>-types``."""
-    return rq.check_index_name(f"{alias}{TYPES_SUFFIX}")
+    return check_index_name(f"{alias}{TYPES_SUFFIX}")
 
 
 def normalise_phrase(phrase: str) -> str:
@@ -56,10 +58,10 @@ def normalise_phrase(phrase: str) -> str:
     text = " ".join(unicodedata.normalize("NFC", str(phrase)).split()).lower()
     if not text:
         raise StoreError(f"cannot store the type phrase {phrase!r}: it is empty")
-    if len(text.encode("utf-8")) > rq.MAX_DOC_ID_BYTES:
+    if len(text.encode("utf-8")) > MAX_DOC_ID_BYTES:
         raise StoreError(
             f"cannot store the type phrase {text[:40]!r}...: it is longer than "
-            f"{rq.MAX_DOC_ID_BYTES} bytes, the most a document id may have"
+            f"{MAX_DOC_ID_BYTES} bytes, the most a document id may have"
         )
     return text
 
@@ -83,7 +85,7 @@ def types_index_body(stamp: ModelStamp) -> dict[str, Any]:
         raise StoreError(f"model {stamp.id!r} has invalid dims {stamp.dims!r}")
     return templates.fill(
         templates.load_template(TYPES_TEMPLATE),
-        {"dims": int(stamp.dims), "similarity": stamp.similarity, "meta": rq.index_meta(stamp)},
+        {"dims": int(stamp.dims), "similarity": stamp.similarity, "meta": index_meta(stamp)},
     )
 
 
@@ -93,7 +95,7 @@ def type_document(phrase: str, vector: Any, stamp: ModelStamp, origin: str) -> d
         "phrase": normalise_phrase(phrase),
         "origin": origin,
         "model": {"id": stamp.id, "version": stamp.version},
-        TYPE_VECTOR_FIELD: rq.vector_values(vector),
+        TYPE_VECTOR_FIELD: vector_values(vector),
     }
 
 
@@ -156,7 +158,7 @@ def lookup_knn_body(phrase: str, *, types_index: str, **knn_options: Any) -> dic
     One request, no vector in it: Elasticsearch >= 9.4 reads ``vector`` of the document
     ``phrase`` in ``types_index``. ``knn_options`` are those of ``knn_search_body``.
     """
-    body = rq.knn_search_body([1.0], **knn_options)  # a stand-in vector, replaced below
+    body = knn_search_body([1.0], **knn_options)  # a stand-in vector, replaced below
     return with_vector_lookup(body, vector_lookup(phrase, types_index=types_index))
 
 
@@ -181,10 +183,26 @@ def type_mismatch_message(index: str, stored: ModelStamp, wanted: ModelStamp) ->
 # --- the index on a cluster -----------------------------------------------------------------------
 
 
-class TypeIndex:
-    """The types index of an :class:`~.store.ElasticsearchStore`'s alias."""
+class PassageStore(Protocol):
+    """What the types index uses of the passage store it belongs to (an
+    :class:`~.store.ElasticsearchStore`): its alias, client, options and error translation."""
 
-    def __init__(self, store: "ElasticsearchStore") -> None:
+    @property
+    def alias(self) -> str: ...
+
+    @property
+    def client(self) -> Elasticsearch: ...
+
+    @property
+    def options(self) -> StoreOptions: ...
+
+    def errors(self, what: str, *, search: bool = False) -> AbstractContextManager[Any]: ...
+
+
+class TypeIndex:
+    """The types index of a passage store's alias."""
+
+    def __init__(self, store: PassageStore) -> None:
         self.store = store
         self.name = types_index_name(store.alias)
 
@@ -231,7 +249,7 @@ class TypeIndex:
         outcomes: dict[str, WriteOutcome] = {}
         sendable = []
         for phrase, vector in types:
-            problem = rq.vector_problem(vector, stamp.dims)
+            problem = vector_problem(vector, stamp.dims)
             if problem:
                 outcomes[phrase] = WriteOutcome(phrase, False, "failed", problem)
             else:

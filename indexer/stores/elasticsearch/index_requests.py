@@ -1,0 +1,269 @@
+"""Pure builders of the index, mapping, document and setup requests nerindex sends (golden-file tested).
+
+Nothing here talks to a server: each function maps nerindex records to the dict Elasticsearch
+expects, so the bodies can be checked byte for byte without a cluster. The search bodies are in
+:mod:`.search_requests` (top-k kNN) and :mod:`.paged_requests` (exhaustive search, scans).
+
+Field layout (``mappings/passages.json``): ``id``, ``text``, ``fields.*`` (user metadata),
+``model``, ``vector`` (passage vector), ``labels`` (copy of every span label, passage level, for
+Kibana aggregations) and the nested ``spans`` with ``start``, ``end``, ``text``, ``score``,
+``labels`` and ``vector``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ...errors import StoreError
+from ...records import EncodedPassage
+from ..base import ModelStamp
+from . import templates
+from .similarity import check_metric
+
+META_FORMAT = 1
+SPANS_PATH = "spans"
+SPAN_VECTOR_FIELD = "spans.vector"
+PASSAGE_VECTOR_FIELD = "vector"
+SOURCE_FIELDS = ["id", "text", "fields"]
+MAX_DOC_ID_BYTES = 512
+DEFAULT_INDEX_OPTIONS = "int8_hnsw"
+HNSW_DEFAULTS = {"m": 16, "ef_construction": 100}
+# ``GET _nodes/plugins`` trimmed to what the store needs: each node's version and module names.
+SERVER_FACTS_FILTER = ["nodes.*.version", "nodes.*.modules.name", "nodes.*.plugins.name"]
+
+_INDEX_NAME_FORBIDDEN = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+
+
+# --- indices and aliases ---------------------------------------------------------------------------
+
+
+def check_index_name(name: str) -> str:
+    """The name if Elasticsearch accepts it for an index or alias; a StoreError that says why not."""
+    problem = None
+    if not name:
+        problem = "it is empty"
+    elif name in (".", ".."):
+        problem = "'.' and '..' are reserved"
+    elif name[0] in "-_+":
+        problem = "it must not start with '-', '_' or '+'"
+    elif _INDEX_NAME_FORBIDDEN.search(name):
+        problem = 'it must be lowercase, without spaces or any of \\ / * ? " < > | , # :'
+    elif len(name.encode("utf-8")) > 240:
+        problem = "it is longer than 240 bytes"
+    if problem:
+        raise StoreError(f"invalid Elasticsearch index name {name!r}: {problem}")
+    return name
+
+
+def versioned_index_name(alias: str, number: int) -> str:
+    """Concrete index behind the alias: ``<alias>-000001``, ``<alias>-000002``, ..."""
+    return f"{alias}-{number:06d}"
+
+
+def next_index_name(alias: str, existing: Iterable[str]) -> str:
+    """The first versioned name after every one already used (leftovers of failed re-indexes too)."""
+    pattern = re.compile(re.escape(alias) + r"-(\d{6})$")
+    used = [int(m.group(1)) for m in map(pattern.match, existing) if m]
+    return versioned_index_name(alias, max(used, default=0) + 1)
+
+
+def index_options_body(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """dense_vector ``index_options``, pinned explicitly so a server upgrade never changes them.
+
+    A plain type (``"int8_hnsw"``) gets the HNSW parameters written out; a dict is taken as is.
+    """
+    if isinstance(spec, Mapping):
+        body = dict(spec)
+        if not isinstance(body.get("type"), str):
+            raise StoreError(f"index_options needs a 'type': {spec!r}")
+        return body
+    if not isinstance(spec, str) or not re.fullmatch(r"[a-z0-9_]+", spec):
+        raise StoreError(f"invalid dense_vector index_options type {spec!r}")
+    body: dict[str, Any] = {"type": spec}
+    if spec.endswith("hnsw"):
+        body.update(HNSW_DEFAULTS)
+    return body
+
+
+def span_vector_index_type(mapping: Mapping[str, Any]) -> str | None:
+    """The ``index_options.type`` of ``spans.vector`` in an index mapping (None if not there)."""
+    spans = ((mapping.get("properties") or {}).get(SPANS_PATH) or {}).get("properties") or {}
+    options = (spans.get("vector") or {}).get("index_options") or {}
+    kind = options.get("type")
+    return str(kind) if kind else None
+
+
+def quantized(index_type: str | None) -> bool:
+    """Whether vectors of this dense_vector index type are searched through a lossy copy
+    (``int8_*``, ``int4_*``, ``bbq_*``), so that rescoring with the float vectors changes scores."""
+    return bool(index_type) and index_type.split("_", 1)[0] in ("int8", "int4", "bbq")
+
+
+def index_meta(stamp: ModelStamp) -> dict[str, Any]:
+    """The index ``_meta``: which model made the vectors (the model guard reads it back)."""
+    return {"nerindex_format": META_FORMAT, "model": stamp.to_dict()}
+
+
+def index_body(
+    stamp: ModelStamp, *, index_options: str | Mapping[str, Any] = DEFAULT_INDEX_OPTIONS
+) -> dict[str, Any]:
+    """Settings and mappings of a passage index for this model, from ``mappings/passages.json``."""
+    check_metric(stamp.similarity)
+    if int(stamp.dims) <= 0:
+        raise StoreError(f"model {stamp.id!r} has invalid dims {stamp.dims!r}")
+    return templates.fill(
+        templates.load_template(templates.INDEX_TEMPLATE),
+        {
+            "dims": int(stamp.dims),
+            "similarity": stamp.similarity,
+            "index_options": index_options_body(index_options),
+            "meta": index_meta(stamp),
+        },
+    )
+
+
+def create_index_body(
+    stamp: ModelStamp,
+    *,
+    index_options: str | Mapping[str, Any] = DEFAULT_INDEX_OPTIONS,
+    alias: str | None = None,
+) -> dict[str, Any]:
+    """``PUT <index>`` body; with ``alias`` the alias is created in the same (atomic) request."""
+    body = index_body(stamp, index_options=index_options)
+    if alias is not None:
+        body["aliases"] = {alias: {}}
+    return body
+
+
+def alias_swap_actions(alias: str, old: str | None, new: str) -> list[dict[str, Any]]:
+    """``POST _aliases`` actions moving the alias to ``new`` in one atomic step."""
+    actions: list[dict[str, Any]] = []
+    if old is not None:
+        actions.append({"remove": {"index": old, "alias": alias}})
+    actions.append({"add": {"index": new, "alias": alias}})
+    return actions
+
+
+def refresh_settings(interval: str | None) -> dict[str, Any]:
+    """``PUT _settings`` body for the refresh interval (None resets it to the server default)."""
+    return {"index": {"refresh_interval": interval}}
+
+
+def search_template_body() -> dict[str, Any]:
+    """``PUT _scripts/<id>`` body of the stored search template (``mappings/search-template.json``)."""
+    return templates.load_template(templates.SEARCH_TEMPLATE)
+
+
+def counts_body() -> dict[str, Any]:
+    """Passages (top-level documents) and spans (nested documents) in one request."""
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "aggs": {"spans": {"nested": {"path": SPANS_PATH}}},
+    }
+
+
+# --- documents ---------------------------------------------------------------------------------
+
+
+def document_id(passage_id: str) -> str:
+    """Deterministic ``_id``: the passage id itself, hashed only when Elasticsearch would refuse it."""
+    raw = passage_id.encode("utf-8")
+    if 0 < len(raw) <= MAX_DOC_ID_BYTES:
+        return passage_id
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def vector_values(vector: Any) -> list[float]:
+    """A vector as JSON numbers: float32 precision is all Elasticsearch keeps, so 8 decimals do."""
+    return np.round(np.asarray(vector, dtype=np.float32).astype(np.float64), 8).tolist()
+
+
+def vector_problem(vector: Any, dims: int) -> str | None:
+    """Why a vector cannot be indexed (wrong size, not finite, zero), or None when it can."""
+    if vector is None:
+        return "missing vector"
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1 or array.shape[0] != dims:
+        return f"vector has shape {tuple(array.shape)}, the index expects ({dims},)"
+    if not np.all(np.isfinite(array)):
+        return "vector has non-finite values"
+    if not np.any(array):
+        return "vector is all zeros"
+    return None
+
+
+def document_problem(doc: EncodedPassage, dims: int) -> str | None:
+    """Why this passage would be refused by the mapping, checked before sending it."""
+    if doc.vector is not None:
+        problem = vector_problem(doc.vector, dims)
+        if problem:
+            return f"passage {problem}"
+    for number, span in enumerate(doc.spans):
+        problem = vector_problem(span.vector, dims)
+        if problem:
+            return f"span {number} ({span.text!r}): {problem}"
+    return None
+
+
+def passage_document(doc: EncodedPassage, stamp: ModelStamp) -> dict[str, Any]:
+    """The ``_source`` of one passage: text, metadata, model, passage vector, nested spans."""
+    passage = doc.passage
+    source: dict[str, Any] = {
+        "id": passage.id,
+        "text": passage.text,
+        "fields": dict(passage.fields),
+        "model": {"id": stamp.id, "version": stamp.version},
+        "span_count": len(doc.spans),
+    }
+    if doc.vector is not None:
+        source["vector"] = vector_values(doc.vector)
+    source["spans"] = [
+        {
+            "start": int(span.start),
+            "end": int(span.end),
+            "text": span.text,
+            "score": round(float(span.score), 6),
+            "labels": list(span.labels),
+            "vector": vector_values(span.vector),
+        }
+        for span in doc.spans
+    ]
+    return source
+
+
+def bulk_action(doc: EncodedPassage, stamp: ModelStamp, index: str) -> dict[str, Any]:
+    """One ``streaming_bulk`` action: index (create or overwrite) under the deterministic _id."""
+    return {
+        "_op_type": "index",
+        "_index": index,
+        "_id": document_id(doc.passage.id),
+        "_source": passage_document(doc, stamp),
+    }
+
+
+def bulk_actions(
+    docs: Iterable[EncodedPassage], stamp: ModelStamp, index: str
+) -> Iterator[dict[str, Any]]:
+    """Bulk actions for passages, lazily, in input order."""
+    for doc in docs:
+        yield bulk_action(doc, stamp, index)
+
+# Elasticsearch 9.2 leaves dense vectors out of ``_source`` by default (index setting
+# ``index.mapping.exclude_source_vectors``); ``exclude_vectors: false`` asks for them back.
+SOURCE_VECTORS_SERVER = (9, 2, 0)
+
+
+def passage_vectors_body(passage_ids: Sequence[str], *, exclude_vectors_flag: bool) -> dict[str, Any]:
+    """A search for the stored passage vectors of these ids (``_source`` filtered to id + vector)."""
+    fields = ["id", PASSAGE_VECTOR_FIELD]
+    source: Any = {"includes": fields, "exclude_vectors": False} if exclude_vectors_flag else fields
+    return {
+        "size": len(passage_ids),
+        "_source": source,
+        "query": {"ids": {"values": [document_id(pid) for pid in passage_ids]}},
+    }

@@ -1,0 +1,93 @@
+"""The SQLite layout of the embedded store: tables, triggers, and the queries that read its version.
+
+Kept apart from :mod:`.embedded` (which reads and writes through it) so the layout can be read in
+one place; :mod:`.filters` adds the indexed filter tables on top of it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+from .base import StoreVersion
+
+# One statement, so one snapshot: the store UUID, the write generation, the largest rowids and the
+# last tombstone. Every insert raises a largest rowid and every delete adds a tombstone (triggers),
+# so this changes with any write, and reads only index ends: no COUNT(*), which takes tens of
+# milliseconds per million rows (counted only when the vectors are refreshed, see COUNTS_SQL).
+VERSION_SQL = """
+SELECT (SELECT value FROM meta WHERE key = 'uuid'), (SELECT value FROM meta WHERE key = 'generation'),
+       (SELECT MAX(rowid) FROM passages), (SELECT MAX(rowid) FROM spans), (SELECT MAX(seq) FROM tombstones)
+"""
+COUNTS_SQL = "SELECT (SELECT COUNT(*) FROM spans), (SELECT COUNT(*) FROM passages)"
+SCHEMA_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS passages (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    text TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    vector BLOB
+);
+CREATE TABLE IF NOT EXISTS spans (
+    rowid INTEGER PRIMARY KEY,
+    passage INTEGER NOT NULL REFERENCES passages(rowid) ON DELETE CASCADE,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    score REAL NOT NULL,
+    labels TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spans_by_passage ON spans(passage);
+CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
+    text, content='passages', content_rowid='rowid'
+);
+-- every deleted (or replaced) span and passage, so vector segments made before can leave it out
+CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, row INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tombstones_by_row ON tombstones(kind, row);
+CREATE TRIGGER IF NOT EXISTS spans_tombstone AFTER DELETE ON spans
+BEGIN INSERT INTO tombstones(kind, row) VALUES ('s', old.rowid); END;
+CREATE TRIGGER IF NOT EXISTS passages_tombstone AFTER DELETE ON passages
+BEGIN INSERT INTO tombstones(kind, row) VALUES ('p', old.rowid); END;
+"""
+# the highest rowid a table has ever used: new rows go above it, so a rowid is never reused
+LAST_ROWID_SQL = """
+SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
+           COALESCE((SELECT MAX(row) FROM tombstones WHERE kind = '{kind}'), 0))
+"""
+
+
+def connect(db: Path) -> sqlite3.Connection:
+    """Open (or create) the database with the layout above; raises sqlite3.DatabaseError.
+
+    The UUID tells this store from any other (a new or restored store.sqlite counts its
+    generations from 0 again); a store made by nerindex 0.2.0 gets one now.
+    """
+    conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
+        (SCHEMA_VERSION, uuid.uuid4().hex),
+    )
+    return conn
+
+
+def read_version(conn: sqlite3.Connection) -> StoreVersion:
+    """The store version as seen by ``conn`` (see :meth:`EmbeddedStore.version`)."""
+    store_uuid, generation, last_passage, last_span, tombstone = conn.execute(VERSION_SQL).fetchone()
+    return StoreVersion(
+        identity=str(store_uuid),
+        state=f"g{generation}-p{last_passage or 0}-s{last_span or 0}-t{tombstone or 0}",
+    )
+
+
+def snapshot(conn: sqlite3.Connection) -> tuple[StoreVersion, int, int]:
+    """(store version, span count, passage count) as seen by ``conn``, in its read transaction."""
+    spans, passages = conn.execute(COUNTS_SQL).fetchone()
+    return read_version(conn), spans, passages

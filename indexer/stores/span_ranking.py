@@ -1,0 +1,45 @@
+"""Passages ranked by their spans' similarities: the pure numpy steps of the embedded store's search.
+
+Spans are rows of a :class:`~.segments.SegmentSet` (``passage`` holds each span's passage rowid);
+``sims`` are their similarities to the query, int8 estimates within ``segments.EPSILON`` of the
+exact ones until re-scored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import segments
+
+
+def best_first(idx: np.ndarray, sims: np.ndarray, passage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``idx`` ordered by passage, then by descending similarity; a mask of each passage's first,
+    i.e. best, span in that order)."""
+    order = idx[np.lexsort((-sims[idx], passage[idx]))]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = passage[order][1:] != passage[order][:-1]
+    return order, first
+
+
+def top_candidates(
+    vec: segments.SegmentSet, idx: np.ndarray, sims: np.ndarray, query: np.ndarray, *,
+    min_similarity: float, limit: int, passage_weight: float,
+) -> np.ndarray:
+    """Passage rowids that may be among the top ``limit`` by int8 scores (which are within
+    ε of the exact ones): all whose approximate score reaches the k-th best sure match's
+    less 2ε(1 + λ). Sure matches are passages whose best span scores threshold + ε or more."""
+    if idx.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order, first = best_first(idx, sims, vec.passage)
+    best = order[first]
+    approx = sims[best].astype(np.float64)
+    if passage_weight:
+        approx += passage_weight * vec.approx_passage_sims(vec.passage[best], query)
+    sure = approx[sims[best] >= min_similarity + segments.EPSILON]
+    k = max(limit, 0)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    if sure.size < k:
+        return vec.passage[best]
+    kth = np.partition(sure, sure.size - k)[sure.size - k]
+    return vec.passage[best[approx >= kth - 2 * segments.EPSILON * (1 + passage_weight)]]

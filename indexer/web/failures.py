@@ -1,0 +1,90 @@
+"""How the HTTP service answers failures: nerindex errors, invalid requests and HTTP errors as JSON.
+
+Every error is ``{"error": {"status", "code", "message"}}`` (:func:`.edge.error_response`);
+:data:`STATUS_OF` maps the nerindex error classes to their HTTP status and code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    InputError,
+    ModelError,
+    ModelMismatchError,
+    NerindexError,
+    SearchError,
+    StaleCursorError,
+    StoreError,
+)
+from .edge import error_response, not_utf8
+from .schemas import ErrorResponse
+from .service import RequestTimeout
+
+log = logging.getLogger(__name__)
+
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
+    (RequestTimeout, 504, "timeout"),
+    (StaleCursorError, 409, "stale_cursor"),
+    (SearchError, 400, "bad_request"),
+    (InputError, 400, "bad_request"),
+    (ModelMismatchError, 409, "model_mismatch"),
+    (StoreError, 503, "store_unavailable"),
+    (ModelError, 500, "model_error"),
+    (NerindexError, 500, "error"),
+)
+
+# The error answers of the routes, for the OpenAPI description.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Bad request (limits, filters, cursor)"},
+    409: {"model": ErrorResponse, "description": "Cursor from before the index changed: search again without it"},
+    422: {"model": ErrorResponse, "description": "Malformed body or parameters"},
+    503: {"model": ErrorResponse, "description": "Store unavailable"},
+    504: {"model": ErrorResponse, "description": "Request time limit exceeded"},
+}
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """Pydantic's error list as one readable line: ``body.limit: Input should be ...``."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every failure as a JSON error; unexpected ones as a 500 that leaks nothing."""
+
+    @app.exception_handler(NerindexError)
+    async def nerindex_error(request: Request, exc: NerindexError) -> JSONResponse:
+        for cls, status, code in STATUS_OF:
+            if isinstance(exc, cls):
+                if status >= 500:
+                    log.warning("%s %s: %s", request.method, request.url.path, exc)
+                return error_response(status, code, str(exc))
+        return error_response(500, "error", str(exc))  # pragma: no cover - STATUS_OF ends with the base
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", made specific
+            return error_response(422, "invalid_request", f"the body is {not_utf8(exc.__cause__)}")
+        code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal error; see the server log")

@@ -1,0 +1,212 @@
+"""The routes of the HTTP service: the JSON API (``/api/v1``) and the Elastic Search UI endpoints.
+
+Each route parses and checks its request (the limits the schemas cannot know, the one filter rule
+of :class:`~indexer.stores.base.Filters`) and hands the work to the app's :class:`SearchService`
+(``app.state.service``), which runs it in its thread pool under the request time limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..errors import SearchError
+from ..stores.base import MAX_PHRASE_CHARS, Filters
+from . import searchui
+from .failures import ERROR_RESPONSES
+from .schemas import (
+    MAX_PASSAGE_WEIGHT,
+    PASSAGE_WEIGHT_DESCRIPTION,
+    EmbedBody,
+    EmbedResponse,
+    HealthResponse,
+    SearchBody,
+    SearchResponse,
+    SearchUIBody,
+    TypesResponse,
+)
+from .service import Limits, SearchService, service_version
+
+router = APIRouter()
+
+
+def current_service(request: Request) -> SearchService:
+    """The service of the app serving the request (a dependency of every route that searches)."""
+    return request.app.state.service
+
+
+def check_search(body: SearchBody, limits: Limits) -> None:
+    """Enforce the configurable limits that the schema cannot know."""
+    phrase = body.type.strip()
+    if not phrase:
+        raise SearchError("type is empty: give an entity type in plain words, e.g. 'dinosaur'")
+    if len(phrase) > limits.max_phrase_chars:
+        raise SearchError(f"type is {len(phrase)} characters; the limit is {limits.max_phrase_chars}")
+    if body.limit > limits.max_page_size:
+        raise SearchError(f"limit {body.limit} is above the page size limit of {limits.max_page_size}; page with all/cursor")
+    if body.text is not None and len(body.text) > limits.max_text_chars:
+        raise SearchError(f"text is {len(body.text)} characters; the limit is {limits.max_text_chars}")
+    if len(body.filters) > limits.max_filters:
+        raise SearchError(f"{len(body.filters)} filters; the limit is {limits.max_filters}")
+    for name, value in Filters.of(body.filters).items:  # the one rule for keys and values
+        if isinstance(value, tuple) and len(value) > limits.max_filter_values:
+            raise SearchError(f"filter on {name!r}: {len(value)} values; the limit is {limits.max_filter_values}")
+
+
+def parse_where(items: Sequence[str]) -> dict[str, str | list[str]]:
+    """``field=value`` query parameters → filters; a repeated field means any of its values."""
+    filters: dict[str, str | list[str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SearchError(f"where={item!r}: use field=value")
+        if name in filters:
+            prior = filters[name]
+            filters[name] = (prior if isinstance(prior, list) else [prior]) + [value]
+        else:
+            filters[name] = value
+    return filters
+
+
+async def known_params_only(request: Request) -> None:
+    """Refuse query parameters the route does not take, naming them (422): a misspelt
+    ``treshold=0.5`` that is silently ignored gives answers that look right and are not."""
+    route = request.scope.get("route")
+    known = sorted(p.alias for p in getattr(getattr(route, "dependant", None), "query_params", ()))
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        takes = f"known: {', '.join(known)}" if known else "this route takes none"
+        raise RequestValidationError(
+            [{"loc": ("query", unknown[0]), "msg": f"unknown parameter ({takes})", "type": "extra_forbidden"}]
+        )
+
+
+# --- the JSON API ------------------------------------------------------------------------------
+
+
+@router.get("/api/v1/health", response_model=HealthResponse, tags=["service"], dependencies=[Depends(known_params_only)])
+async def health() -> dict[str, str]:
+    """Liveness: the service is up and has an index open."""
+    return {"status": "ok"}
+
+
+@router.get("/api/v1/info", tags=["service"], responses=ERROR_RESPONSES, dependencies=[Depends(known_params_only)])
+async def info(service: SearchService = Depends(current_service)) -> JSONResponse:
+    """The model, the store and its counts, and the request limits of this service."""
+    data = await service.call(service.info)
+    data = dict(data)
+    data["server"] = {"version": service_version(), "threshold": service.threshold, "limits": asdict(service.limits)}
+    return JSONResponse(jsonable(data))
+
+
+@router.get("/api/v1/types", response_model=TypesResponse, tags=["search"], dependencies=[Depends(known_params_only)])
+async def types(
+    q: str = Query("", max_length=MAX_PHRASE_CHARS, description="Part of a type phrase; empty lists the catalog."),
+    limit: int = Query(50, ge=1, le=1000),
+    service: SearchService = Depends(current_service),
+) -> dict[str, Any]:
+    """The type catalog (phrases spans are tagged with), filtered by what was typed so far."""
+    catalog = await service.call(service.catalog)
+    return {"types": searchui.suggest_types(catalog, q, size=limit), "total": len(catalog)}
+
+
+@router.post("/api/v1/search", response_model=SearchResponse, tags=["search"], responses=ERROR_RESPONSES)
+async def search(body: SearchBody, service: SearchService = Depends(current_service)) -> JSONResponse:
+    """Passages that mention an entity of the type, with the matching mentions.
+
+    Top hits by default; with ``all: true`` every match, one page per request: pass
+    ``next_cursor`` back as ``cursor`` (with the same query) until it is null.
+    """
+    check_search(body, service.limits)
+    return JSONResponse(await service.call(service.search, body))
+
+
+@router.get(
+    "/api/v1/search", response_model=SearchResponse, tags=["search"], responses=ERROR_RESPONSES,
+    dependencies=[Depends(known_params_only)],
+)
+async def search_get(
+    type: str = Query(..., description="The entity type in plain words."),
+    limit: int = Query(10, ge=1),
+    threshold: float | None = Query(None, ge=-1.0, le=1.0),
+    passage_weight: float | None = Query(None, ge=0.0, le=MAX_PASSAGE_WEIGHT, description=PASSAGE_WEIGHT_DESCRIPTION),
+    text: str | None = Query(None),
+    where: list[str] = Query([], description="field=value metadata filter; repeat a field for any of."),
+    all: bool = Query(False),
+    cursor: str | None = Query(None),
+    facets: bool = Query(False),
+    service: SearchService = Depends(current_service),
+) -> JSONResponse:
+    """The same search as POST, from a URL (filter values are strings here)."""
+    body = SearchBody(
+        type=type, limit=limit, threshold=threshold, passage_weight=passage_weight, text=text,
+        filters=parse_where(where),
+        all=all, cursor=cursor, facets=facets,
+    )
+    check_search(body, service.limits)
+    return JSONResponse(await service.call(service.search, body))
+
+
+@router.post("/api/v1/embed", response_model=EmbedResponse, tags=["vectors"], responses=ERROR_RESPONSES)
+async def embed(body: EmbedBody, service: SearchService = Depends(current_service)) -> JSONResponse:
+    """Type phrases → unit vectors, for kNN from other clients (e.g. Kibana Dev Tools)."""
+    phrases = [p.strip() for p in body.phrases]
+    if len(phrases) > service.limits.max_embed_phrases:
+        raise SearchError(f"{len(phrases)} phrases; the limit is {service.limits.max_embed_phrases}")
+    for p in phrases:
+        if not p or len(p) > service.limits.max_phrase_chars:
+            raise SearchError(f"each phrase needs 1 to {service.limits.max_phrase_chars} characters")
+    return JSONResponse(await service.call(service.embed, phrases))
+
+
+@router.get(
+    "/api/v1/embed", response_model=EmbedResponse, tags=["vectors"], responses=ERROR_RESPONSES,
+    dependencies=[Depends(known_params_only)],
+)
+async def embed_get(
+    type: str = Query(..., description="A type phrase."), service: SearchService = Depends(current_service)
+) -> JSONResponse:
+    """One type phrase → its unit vector."""
+    return await embed(EmbedBody(phrases=[type]), service)
+
+# --- Elastic Search UI (ApiProxyConnector) ----------------------------------------------------
+
+
+@router.post("/api/search", tags=["search-ui"], responses=ERROR_RESPONSES)
+async def searchui_search(body: SearchUIBody, service: SearchService = Depends(current_service)) -> JSONResponse:
+    """Answers Search UI's ApiProxyConnector.onSearch with a ResponseState."""
+    plan = searchui.parse_search(
+        body.model_dump(), max_page_size=service.limits.max_page_size,
+        max_phrase_chars=service.limits.max_phrase_chars, max_filters=service.limits.max_filters,
+    )
+    return JSONResponse(await service.call(service.searchui_search, plan))
+
+
+@router.post("/api/autocomplete", tags=["search-ui"], responses=ERROR_RESPONSES)
+async def searchui_autocomplete(body: SearchUIBody, service: SearchService = Depends(current_service)) -> JSONResponse:
+    """Answers ApiProxyConnector.onAutocomplete: type suggestions from the catalog, top hits."""
+    plan = searchui.parse_autocomplete(
+        body.model_dump(), max_phrase_chars=service.limits.max_phrase_chars, max_page_size=service.limits.max_page_size
+    )
+    return JSONResponse(await service.call(service.searchui_autocomplete, plan))
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars, tuples and dataclass-like objects from info() → plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "to_dict"):
+        return jsonable(value.to_dict())
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,239 @@
+"""The index behind the HTTP service: request limits, time-limited calls in a thread pool, result sets.
+
+Everything here is plain Python over a NerIndex (or anything with its search/embed/info/catalog/
+version); the routes (:mod:`.routes`) only parse, check and hand over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, TypeVar
+
+import numpy as np
+
+from ..errors import NerindexError
+from ..records import Hit
+from ..stores.base import MAX_PHRASE_CHARS, is_metadata_filter_key
+from . import searchui
+from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts, version_key
+from .schemas import SearchBody
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; over a limit is a 400 (or 413/504) with a clear message."""
+
+    max_phrase_chars: int = MAX_PHRASE_CHARS
+    max_text_chars: int = 500
+    max_page_size: int = 1000
+    max_filters: int = 16
+    max_filter_values: int = 100
+    max_embed_phrases: int = 64
+    max_body_bytes: int = 256 * 1024
+    request_timeout_s: float = 10.0
+
+
+class RequestTimeout(NerindexError):
+    """A request ran past the service's time limit."""
+
+
+def model_summary(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The model part of NerIndex.info(), whatever its exact layout, as a small dict."""
+    model = info.get("model")
+    if isinstance(model, dict):
+        keys = ("id", "version", "dims", "checksum", "similarity_threshold", "passage_weight")
+        return {k: model[k] for k in keys if k in model} or dict(model)
+    if model is not None:
+        return {"id": str(model)}
+    return None
+
+
+class SearchService:
+    """The index behind the routes: time-limited calls in a thread pool and a result-set cache."""
+
+    def __init__(self, index: Any, limits: Limits, *, workers: int, threshold: float | None = None) -> None:
+        self.index = index
+        self.limits = limits
+        self.threshold = threshold  # the server's default; None: the model's calibrated one
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nerindex-web")
+        self.cache = ResultSetCache()
+        self._catalog: list[str] | None = None
+        self._info: dict[str, Any] | None = None
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work in the pool; give up waiting after the request time limit."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(future, timeout=self.limits.request_timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise RequestTimeout(
+                f"the request took longer than {self.limits.request_timeout_s:g} s; "
+                "narrow it (filters, text, a higher threshold) or page with a smaller limit"
+            ) from exc
+
+    # --- blocking helpers, run in the pool ---
+
+    def catalog(self) -> list[str]:
+        if self._catalog is None:
+            self._catalog = list(self.index.catalog)
+        return self._catalog
+
+    def info(self) -> dict[str, Any]:
+        info = dict(self.index.info())
+        self._info = info
+        return info
+
+    def default_threshold(self) -> float | None:
+        if self._info is None:
+            self.info()
+        assert self._info is not None
+        model = self._info.get("model")
+        for source in (self._info, model if isinstance(model, dict) else {}):
+            value = source.get("similarity_threshold")
+            if isinstance(value, (int, float)):
+                return float(value)
+        return None
+
+    def default_passage_weight(self) -> float | None:
+        """The model's λ, as info() reports it (None when the index does not say)."""
+        if self._info is None:
+            self.info()
+        assert self._info is not None
+        model = self._info.get("model")
+        value = model.get("passage_weight") if isinstance(model, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def top(self, query: SearchQuery, limit: int) -> list[Hit]:
+        return list(
+            self.index.search(
+                query.type,
+                filters=query.filter_dict() or None,
+                text=query.text,
+                limit=limit,
+                min_similarity=query.threshold,
+                passage_weight=query.passage_weight,  # None: the model's λ
+            )
+        )
+
+    def store_key(self) -> str:
+        """The store's version now, hashed: read on every request that uses result sets, so that
+        indexing while the service runs is seen at once (one cheap query, see Store.version)."""
+        return version_key(self.index.version())
+
+    def result_set(self, query: SearchQuery, store_key: str) -> list[Hit]:
+        """Every match of the query, best first; cached for cursor paging and facets while the
+        store stays at the version ``store_key`` was read from."""
+
+        def compute() -> list[Hit]:
+            return list(
+                self.index.search(
+                    query.type,
+                    filters=query.filter_dict() or None,
+                    text=query.text,
+                    min_similarity=query.threshold,
+                    exhaustive=True,
+                    passage_weight=query.passage_weight,  # None: the model's λ
+                )
+            )
+
+        return self.cache.get(store_key, query.key(), compute)
+
+    def search(self, body: SearchBody) -> dict[str, Any]:
+        started = time.perf_counter()
+        threshold = body.threshold if body.threshold is not None else self.threshold
+        query = SearchQuery.build(
+            body.type, threshold=threshold, filters=body.filters, text=body.text, passage_weight=body.passage_weight
+        )
+        paged = body.all or body.cursor is not None
+        total: int | None = None
+        next_cursor: str | None = None
+        facets = None
+        if paged or body.facets:
+            store_key = self.store_key()
+            offset = decode_cursor(body.cursor, query.key(), store_key) if body.cursor else 0
+            hits = self.result_set(query, store_key)
+            total = len(hits)
+            page = hits[offset : offset + body.limit]
+            if paged and offset + body.limit < total:
+                next_cursor = encode_cursor(query.key(), offset + body.limit, store_key)
+            if body.facets:
+                facets = facet_counts(hits, keep=is_metadata_filter_key)  # offer only facets a client can filter on
+        else:
+            page = self.top(query, body.limit)
+        return {
+            "type": query.type,
+            "threshold": query.threshold if query.threshold is not None else self.default_threshold(),
+            "passage_weight": (
+                query.passage_weight if query.passage_weight is not None else self.default_passage_weight()
+            ),
+            "hits": [h.to_dict() for h in page],
+            "total": total,
+            "next_cursor": next_cursor,
+            "facets": facets,
+            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+
+    def embed(self, phrases: list[str]) -> dict[str, Any]:
+        vectors = np.asarray(self.index.embed(phrases), dtype=np.float32)
+        if self._info is None:
+            self.info()
+        assert self._info is not None
+        return {
+            "model": model_summary(self._info),
+            "dims": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+            "phrases": phrases,
+            "vectors": [[round(float(x), 7) for x in row] for row in vectors],
+        }
+
+    def searchui_search(self, plan: searchui.SearchPlan) -> dict[str, Any]:
+        if not plan.search_term:
+            return searchui.response_state(plan, [], facets={})
+        store_key = self.store_key()
+        query, post = plan.split(threshold=self.threshold)
+        hits = searchui.apply_filters(self.result_set(query, store_key), post)
+        facets = {}
+        for spec in plan.facets:
+            base = hits
+            if spec.field in plan.disjunctive and any(f.field == spec.field for f in plan.filters):
+                other_query, other_post = plan.split(excluding=spec.field, threshold=self.threshold)
+                base = searchui.apply_filters(self.result_set(other_query, store_key), other_post)
+            facets[spec.field] = searchui.facet_state(spec, base)
+        return searchui.response_state(plan, hits, facets=facets)
+
+    def searchui_autocomplete(self, plan: searchui.AutocompletePlan) -> dict[str, Any]:
+        suggestions = searchui.suggest_types(self.catalog(), plan.search_term, size=plan.size)
+        hits: list[Hit] = []
+        wants_hits = plan.results_size is not None or plan.result_types
+        if wants_hits and plan.search_term:
+            size = max(plan.results_size or 0, plan.size)
+            hits = self.top(SearchQuery.build(plan.search_term, threshold=self.threshold), size)
+        return searchui.autocomplete_state(plan, suggestions=suggestions, hits=hits)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def default_workers() -> int:
+    """Search threads: as many as cores. Embedded search is a numpy product that already uses every
+    core, so more threads only thrash (on 2 cores, 4 threads served ~40% fewer requests/s than 2);
+    an Elasticsearch backend waits on the network and gains from ``--workers`` above this."""
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+@functools.lru_cache(maxsize=1)
+def service_version() -> str:
+    """The installed nerindex version (what /api/v1/info and the OpenAPI description report)."""
+    try:
+        from importlib.metadata import version
+
+        return version("nerindex")
+    except Exception:  # not installed (running from a checkout)
+        return "0.1.0"
