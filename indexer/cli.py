@@ -26,7 +26,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("indexer.commands", "info_command"),
     "train": ("indexer.training.commands", "train_command"),
     "export": ("indexer.training.commands", "export_command"),
-    "silver": ("indexer.training.silver", "silver_command"),
+    "silver": ("indexer.training.silver_cli", "silver_command"),
     "eval": ("indexer.evaluation.commands", "eval_command"),
     "es": ("indexer.stores.es_commands", "es_group"),
     "kibana": ("indexer.stores.es_commands", "kibana_group"),

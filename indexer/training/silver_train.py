@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import Corpus
-from .silver import SilverSentence, TypeHierarchy
+from .silver.hierarchy import TypeHierarchy
+from .silver.records import SilverSentence
 
 log = logging.getLogger(__name__)
 
