@@ -288,7 +288,7 @@ def test_align_silver_marks_entity_labels_and_types(tmp_path, encoder):
 def test_detection_sweep_counts_silver_targets_and_skips_ignored_spans():
     pytest.importorskip("torch")
     from indexer.training.data import Corpus
-    from indexer.training.train import detection_sweep
+    from indexer.training.entity_head import detection_sweep
 
     passage = Passage(id="p", text="Einstein played the violin well", fields={}, gold=[GoldSpan(0, 8, "PER")])
     decoded = [[(0, 8, 0.9, 0, 0), (20, 26, 0.8, 0, 1), (27, 31, 0.7, 0, 2)]]
@@ -310,7 +310,8 @@ def test_silver_adapter_steps_pull_spans_towards_all_their_types(tmp_path, encod
     from indexer.training.model import build_model
     from indexer.training.silver.records import SilverSentence, SilverSpan
     from indexer.training.silver_train import align_silver, train_silver_adapter
-    from indexer.training.train import TrainConfig, adapter_vectors, embed_phrases, encode_corpus, span_features
+    from indexer.training.features import adapter_vectors, embed_phrases, encode_corpus, span_features
+    from indexer.training.train_config import TrainConfig
 
     conll = tmp_path / "btc" / "a.conll"
     conll.parent.mkdir()

@@ -104,3 +104,13 @@ def write_evaluation(model_dir: str | Path, name: str, summary: Mapping[str, Any
     card["evaluation"] = evaluation
     path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def sweep_score_arrays(
+    scores: Mapping[str, np.ndarray], relevance: Mapping[str, np.ndarray], grid: Sequence[float]
+) -> list[SweepPoint]:
+    """:func:`sweep_thresholds` over one fixed list of items scored for every query (training's
+    dev passages): ``scores[q][i]`` is item i's score for q, ``relevance[q][i]`` whether it is relevant."""
+    rankings = {q: [Ranked(str(i), float(s)) for i, s in enumerate(sc)] for q, sc in scores.items()}
+    relevant = {q: {str(i) for i in np.flatnonzero(relevance[q])} for q in scores}
+    return sweep_thresholds(rankings, relevant, grid)
