@@ -1,6 +1,6 @@
 """Training on silver data (docs/silver.md): thousands of WordNet types, hierarchy-aware InfoNCE.
 
-What changes against gold-only training (``train.py``), and why:
+What changes against gold-only training (``adapter.train_adapter``, ``entity_head``), and why:
 
 - **Entity head**: candidates that are WordNet spans of the silver file become positives too, so
   "musical instrument" can find "cello"; nouns the silver file found but did not type (``ignore``)
