@@ -51,7 +51,7 @@ def _annotate(wn, encoder, items, **cfg_kwargs):
     """items: (text, [(start, end, phrase), ...]) -> (sentences, annotator)."""
     from indexer.training.silver.annotate import annotate
     from indexer.training.silver.annotator import SilverAnnotator
-    from indexer.training.silver.glosses import encoder_embed
+    from indexer.training.silver.glosses import text_embedder
     from indexer.training.silver.rules import SilverConfig
 
     ann = SilverAnnotator(wn, config=SilverConfig(**cfg_kwargs))
@@ -62,7 +62,7 @@ def _annotate(wn, encoder, items, **cfg_kwargs):
     phrases = [[p for *_, p in g] for _, g in items]
     out = annotate(
         passages, ["test"] * len(items), phrases, annotator=ann, tokenizer=encoder.tokenizer,
-        embed=encoder_embed(encoder),
+        embed=text_embedder(encoder),
     )  # fmt: skip
     return out, ann
 

@@ -20,7 +20,7 @@ from ..evaluation.heldout import DEV_EVAL_TYPES, MEDICAL_TYPES
 from .data import default_sources, read_sources
 from .silver.annotate import Progress, annotate
 from .silver.annotator import SilverAnnotator
-from .silver.glosses import embed_sorted, encoder_embed
+from .silver.glosses import embed_sorted, text_embedder
 from .silver.hierarchy import build_hierarchy
 from .silver.records import write_silver
 from .silver.report import familiarity_report, summary, summary_text, usage_example_check
@@ -70,7 +70,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     t0 = time.perf_counter()
     wn = WordNet.load(wordnet_dir)
     encoder = OnnxEncoder.from_dir(model_dir or from_env().model, device="cpu")
-    embed = encoder_embed(encoder)
+    embed = text_embedder(encoder)
     cfg = SilverConfig(max_depth=max_depth, max_span_width=encoder.info.max_span_width,
                        disambiguate=not first_sense, hold_out=_hold_out(hold_out))  # fmt: skip
     annotator = SilverAnnotator(wn, config=cfg)
@@ -100,7 +100,8 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
         embedding_model=f"{encoder.info.id} {encoder.info.version} type encoder (all-MiniLM-L6-v2 phrase embedding)",
     )  # fmt: skip
     if familiarity:
-        result["familiarity"] = familiarity_report(data_dir, sentences, lambda texts: embed_sorted(list(texts), embed))
+        as_types = text_embedder(encoder, as_types=True)
+        result["familiarity"] = familiarity_report(data_dir, sentences, lambda texts: embed_sorted(list(texts), as_types))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     click.echo(json.dumps(result, indent=1, ensure_ascii=False) if as_json else summary_text(result))
 

@@ -1,8 +1,8 @@
 """Vectors for sense choice: sense glosses (cached on disk) and sentences, embedded in batches.
 
-The vectors come from the model folder's type side (``OnnxEncoder.embed_types``), the same
-embedding the model's type phrases get; texts are embedded in chunks of similar length so that
-tens of thousands of sentences cost little padding.
+The vectors come from the model folder's type side (its ``type_vectors`` output, the embedding
+the model's type phrases get); texts are embedded in chunks of similar length so that tens of
+thousands of sentences cost little padding.
 """
 
 from __future__ import annotations
@@ -87,10 +87,32 @@ def embed_sorted(
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def encoder_embed(encoder) -> Embed:
-    """Unit vectors of raw texts (sentences, glosses, type phrases) from ``encoder``'s type side.
+def text_embedder(encoder, *, as_types: bool = False) -> Embed:
+    """Unit vectors of raw texts (sentences, glosses) from a model folder's type side.
 
-    One batch per chunk of :func:`embed_sorted`, so a batch holds texts of similar length. The
-    model's type template is applied (the shipped one is ``"{}"``, so raw texts stay as they are).
+    Not ``OnnxEncoder.embed_types``: that applies the model's type template and caches vectors
+    across calls, and the int8 graph's vectors depend on the other texts of their batch (dynamic
+    activation quantisation), so a cached vector differs from the one this batch would give (the
+    Familiarity figures of ``nerindex silver`` moved by up to 0.03 with it). ``as_types`` applies
+    the template. Texts are cut at the model's ``max_length`` tokens (the last token kept).
     """
-    return lambda texts: encoder.embed_types(texts, batch_size=EMBED_CHUNK)
+    template = encoder.info.type_template if as_types else "{}"
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        encs = encoder.tokenizer.encode_batch([template.format(t) for t in texts], add_special_tokens=True)
+        limit = encoder.info.max_length
+        width = min(max(len(e.ids) for e in encs), limit)
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, e in enumerate(encs):
+            toks = e.ids if len(e.ids) <= limit else e.ids[: limit - 1] + e.ids[-1:]
+            ids[row, : len(toks)] = toks
+            mask[row, : len(toks)] = 1
+        dummy = np.zeros((len(encs), 1), dtype=np.int64)
+        (vectors,) = encoder.session.run(
+            ["type_vectors"],
+            {"input_ids": ids, "attention_mask": mask, "span_starts": dummy, "span_ends": dummy},
+        )
+        return vectors.astype(np.float32)
+
+    return embed
