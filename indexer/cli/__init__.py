@@ -28,7 +28,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("indexer.cli.core", "info_command"),
     "train": ("indexer.cli.training", "train_command"),
     "export": ("indexer.cli.training", "export_command"),
-    "silver": ("indexer.training.silver", "silver_command"),
+    "silver": ("indexer.cli.silver", "silver_command"),
     "eval": ("indexer.cli.evaluation", "eval_command"),
     "es": ("indexer.cli.elasticsearch", "es_group"),
     "kibana": ("indexer.cli.elasticsearch", "kibana_group"),

@@ -60,7 +60,8 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
                   silver_negatives, silver_batches, span_decoding, quiet) -> None:  # fmt: skip
     """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
     from ..training.model import DEFAULT_BACKBONE
-    from ..training.train import TrainConfig, run_training
+    from ..training.train import run_training
+    from ..training.train_config import TrainConfig
 
     _logging(not quiet)
     if not Path(data_dir).is_dir():

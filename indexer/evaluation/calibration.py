@@ -101,3 +101,13 @@ def write_evaluation(model_dir: str | Path, name: str, summary: Mapping[str, Any
             f"{Path(model_dir) / CARD_FILE}: these figures were measured with another model (checksum {checksum[:12]})"
         )
     return card.with_evaluation(name, summary).save(model_dir)
+
+
+def sweep_score_arrays(
+    scores: Mapping[str, np.ndarray], relevance: Mapping[str, np.ndarray], grid: Sequence[float]
+) -> list[SweepPoint]:
+    """:func:`sweep_thresholds` over one fixed list of items scored for every query (training's
+    dev passages): ``scores[q][i]`` is item i's score for q, ``relevance[q][i]`` whether it is relevant."""
+    rankings = {q: [Ranked(str(i), float(s)) for i, s in enumerate(sc)] for q, sc in scores.items()}
+    relevant = {q: {str(i) for i in np.flatnonzero(relevance[q])} for q in scores}
+    return sweep_thresholds(rankings, relevant, grid)

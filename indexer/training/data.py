@@ -48,12 +48,6 @@ HIERARCHY: dict[str, tuple[str, ...]] = {
     "creative work": ("visual work", "written work", "musical work", "art work"),
 }  # fmt: skip
 
-# MultiCoNER's medical group: held out of the shipped model for zero-shot evaluation
-MEDICAL_PHRASES = (
-    "disease", "symptom", "medical procedure", "anatomical structure", "medication or vaccine",
-)  # fmt: skip
-
-
 def related(a: str, b: str) -> bool:
     """True when one phrase is a broader or narrower type of the other (not for a == b)."""
     if a == b:

@@ -1,6 +1,6 @@
 """Training on silver data (docs/silver.md): thousands of WordNet types, hierarchy-aware InfoNCE.
 
-What changes against gold-only training (``train.py``), and why:
+What changes against gold-only training (``adapter.train_adapter``, ``entity_head``), and why:
 
 - **Entity head**: candidates that are WordNet spans of the silver file become positives too, so
   "musical instrument" can find "cello"; nouns the silver file found but did not type (``ignore``)
@@ -33,8 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .adapter import BatchLoss, fit_adapter
 from .data import Corpus
-from .silver import SilverSentence, TypeHierarchy
+from .features import SpanFeatures, base_slice
+from .model import SpanTypeEncoder
+from .silver.hierarchy import TypeHierarchy
+from .silver.records import SilverSentence
+from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +241,14 @@ def mined_negatives(
 
 
 def train_silver_adapter(
-    model,
-    train_sf,
+    model: SpanTypeEncoder,
+    train_sf: SpanFeatures,
     ss: SilverSpans,
     type_matrix: torch.Tensor,
     related: list[np.ndarray],
-    val_sf,
+    val_sf: SpanFeatures,
     type_vecs: dict[str, torch.Tensor],
-    cfg,
+    cfg: TrainConfig,
     *,
     exclude_types: Sequence[str] = (),
     fixed_steps: int | None = None,
@@ -254,9 +259,34 @@ def train_silver_adapter(
     ``exclude_types`` (the validation types) are held out completely: their gold spans are not
     trained on, and they and every phrase related to them are masked for every span.
     """
-    from .train import base_slice, fit_adapter
-
     torch.manual_seed(cfg.seed)
+    held_cols, keep = _held_out(ss, related, exclude_types)
+    clusters = None
+    if cfg.silver_batches == "clustered":
+        clusters = kmeans(train_sf.mean[:, base_slice(model)], cfg.silver_clusters, seed=cfg.seed)
+    sampler = BatchSampler(ss, keep=keep, silver_share=cfg.silver_share, seed=cfg.seed,
+                           clusters=clusters, take=cfg.silver_cluster_take)  # fmt: skip
+    run = fit_adapter(
+        model,
+        train_sf,
+        val_sf,
+        type_vecs,
+        cfg,
+        sample=lambda: sampler.sample(cfg.adapter_batch),
+        batch_loss=_silver_loss(ss, type_matrix, related, torch.from_numpy(held_cols), cfg),
+        max_steps=cfg.silver_adapter_max_steps,
+        fixed_steps=fixed_steps,
+        eval_queries=eval_queries,
+        label="silver adapter",
+    )
+    return {**run, "spans": int(keep.sum()), "vocabulary": len(ss.vocab)}
+
+
+def _held_out(
+    ss: SilverSpans, related: list[np.ndarray], exclude_types: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(vocabulary columns masked for every span: the excluded types and their relatives,
+    spans kept: not of an excluded gold type and with some positive left)."""
     vocab_index = {t: i for i, t in enumerate(ss.vocab)}
     excluded = set(exclude_types)
     held_cols = np.zeros(len(ss.vocab), dtype=bool)
@@ -268,14 +298,15 @@ def train_silver_adapter(
         (sp[3] not in excluded) and not held_cols[pos].all()
         for sp, pos in zip(ss.spans, ss.positives)
     ], dtype=bool)  # fmt: skip
-    clusters = None
-    if cfg.silver_batches == "clustered":
-        clusters = kmeans(train_sf.mean[:, base_slice(model)], cfg.silver_clusters, seed=cfg.seed)
-    sampler = BatchSampler(ss, keep=keep, silver_share=cfg.silver_share, seed=cfg.seed,
-                           clusters=clusters, take=cfg.silver_cluster_take)  # fmt: skip
-    held_t = torch.from_numpy(held_cols)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    return held_cols, keep
 
+
+def _silver_loss(
+    ss: SilverSpans, type_matrix: torch.Tensor, related: list[np.ndarray], held_t: torch.Tensor, cfg: TrainConfig
+) -> BatchLoss:
+    """The batch loss: multi-positive InfoNCE over the whole vocabulary, related types masked,
+    optionally with guide-filtered or mined negatives (``silver_guide``, ``silver_negatives``)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
     n_vocab = len(ss.vocab)
 
     def batch_loss(v: torch.Tensor, batch: list[int], base: torch.Tensor) -> torch.Tensor:
@@ -289,7 +320,7 @@ def train_silver_adapter(
                 ign[r, torch.from_numpy(rel)] = True
         pos &= ~held_t
         ign |= held_t
-        if getattr(cfg, "silver_guide", False):
+        if cfg.silver_guide:
             # GISTEmbed: the frozen backbone (base span vector) is the guide; a negative type it
             # finds closer to the span than the span's best positive is a likely false negative
             with torch.no_grad():
@@ -304,37 +335,4 @@ def train_silver_adapter(
             ign |= ~(pos | neg)
         return multi_positive_infonce(v, type_matrix, pos, ign, cfg.tau)
 
-    run = fit_adapter(
-        model,
-        train_sf,
-        val_sf,
-        type_vecs,
-        cfg,
-        sample=lambda: sampler.sample(cfg.adapter_batch),
-        batch_loss=batch_loss,
-        max_steps=cfg.silver_adapter_max_steps,
-        fixed_steps=fixed_steps,
-        eval_queries=eval_queries,
-        label="silver adapter",
-    )
-    return {**run, "spans": int(keep.sum()), "vocabulary": n_vocab}
-
-
-def gold_recall_by_source(corpus: Corpus, decoded, threshold: float) -> dict[str, dict[str, float]]:
-    """Share of gold spans (exact match) detected at ``threshold``, per source file, and spans kept."""
-    gold_by: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # gold, found, detected
-    source_of = {}
-    for ex in corpus.examples:
-        source_of.setdefault(ex.passage_index, ex.source)
-    for pi, p in enumerate(corpus.passages):
-        src = source_of.get(pi, "?")
-        kept = {(s, e) for s, e, sc, _, _ in decoded[pi] if sc >= threshold}
-        gold = {(g.start, g.end) for g in p.gold}
-        row = gold_by[src]
-        row[0] += len(gold)
-        row[1] += len(gold & kept)
-        row[2] += len(kept)
-    return {
-        src: {"gold_spans": g, "recall": round(f / g, 4) if g else 0.0, "detected_spans": d}
-        for src, (g, f, d) in sorted(gold_by.items())
-    }
+    return batch_loss

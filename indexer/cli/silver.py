@@ -1,0 +1,141 @@
+"""``nerindex silver``: annotate a split of the training data with WordNet-typed spans (docs/silver.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import resolve
+from ..encoder import OnnxEncoder
+from ..errors import InputError
+from ..evaluation.heldout import DEV_EVAL_TYPES, MEDICAL_TYPES
+from ..training.data import default_sources, read_sources
+from ..training.silver.annotate import Progress, annotate
+from ..training.silver.annotator import SilverAnnotator
+from ..training.silver.glosses import embed_sorted, text_embedder
+from ..training.silver.hierarchy import build_hierarchy
+from ..training.silver.records import write_silver
+from ..training.silver.report import familiarity_report, summary, summary_text, usage_example_check
+from ..training.silver.rules import SilverConfig
+from ..training.wordnet import WordNet
+
+
+def cache_dir() -> Path:
+    """Where gloss vectors are kept between runs (per embedding model)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nerindex" / "wordnet"
+
+
+@click.command("silver")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="JSONL file to write; the hierarchy goes beside it as *.hierarchy.json.")
+@click.option("--data-dir", default="../shared/data", show_default=True,
+              type=click.Path(file_okay=False), help="Folder of the labelled sets (shared/data layout).")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
+              help="Model folder whose tokenizer and type encoder are used (default: NERINDEX_MODEL or the shipped default model).")
+@click.option("--wordnet", "wordnet_dir", type=click.Path(file_okay=False),
+              help="WordNet dict folder (default: NERINDEX_WORDNET, WNSEARCHDIR or /usr/share/wordnet).")
+@click.option("--max-depth", default=4, show_default=True, type=click.IntRange(1, 12),
+              help="Hypernym levels above a span's sense that give its type phrases.")
+@click.option("--split", type=click.Choice(["train", "dev"]), default="train", show_default=True,
+              help="Which split of the shipped model's data to annotate (dev: its validation files, "
+              "for choosing the detection threshold of a silver-trained model).")
+@click.option("--limit", type=int, help="Only the first N training sentences (quick runs).")
+@click.option("--hold-out", "hold_out", default=None,
+              help="Comma-separated type phrases never used as types (default: the dev evaluation "
+              "types); 'none' keeps all.")
+@click.option("--first-sense", is_flag=True, help="No disambiguation: WordNet's most frequent sense.")
+@click.option("--familiarity/--no-familiarity", default=True, show_default=True,
+              help="Report the Familiarity of the dev evaluation types (gold-only vs silver training).")
+@click.option("--wsd-check", type=int, default=None, metavar="N",
+              help="Only measure sense choice on N WordNet usage examples and print it (no data written).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split, limit, hold_out,
+                   first_sense, familiarity, wsd_check, as_json) -> None:  # fmt: skip
+    """Annotate the training sentences with WordNet-typed spans and merge them with the gold spans."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    if not out_path and not wsd_check:
+        raise click.UsageError("--out is required")
+    if not Path(data_dir).is_dir():
+        raise InputError("no such data folder", path=data_dir)
+    t0 = time.perf_counter()
+    wn = WordNet.load(wordnet_dir)
+    encoder = OnnxEncoder.from_dir(resolve(model=model_dir).model, device="cpu")
+    embed = text_embedder(encoder)
+    cfg = SilverConfig(max_depth=max_depth, max_span_width=encoder.info.max_span_width,
+                       disambiguate=not first_sense, hold_out=_hold_out(hold_out))  # fmt: skip
+    annotator = SilverAnnotator(wn, config=cfg)
+    if wsd_check:
+        result = usage_example_check(annotator, embed, n=wsd_check)
+        click.echo(json.dumps(result, indent=1) if as_json else
+                   f"{result['examples']} usage examples: " + ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items()))  # fmt: skip
+        return
+    sources = default_sources(data_dir)[split]
+    passages, origins, phrases, read_counts = read_sources(sources, exclude_phrases=MEDICAL_TYPES)
+    if limit:
+        passages, origins, phrases = passages[:limit], origins[:limit], phrases[:limit]
+    checksum = hashlib.sha256(encoder.info.checksum.encode()).hexdigest()[:12]
+    with _ProgressBars() as progress:
+        sentences = annotate(
+            passages, origins, phrases, annotator=annotator, tokenizer=encoder.tokenizer, embed=embed,
+            gloss_cache=cache_dir() / f"glosses-{checksum}.npz", progress=progress,
+        )  # fmt: skip
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_silver(out, sentences)
+    hier_path = out.with_name(out.stem + ".hierarchy.json")
+    hier_path.write_text(json.dumps(build_hierarchy(annotator, sentences), ensure_ascii=False, indent=0), encoding="utf-8")
+    result = summary(
+        annotator, sentences, out=out, hierarchy=hier_path, sources=[s.name for s in sources],
+        excluded_sentences=read_counts["sentences_excluded"], wordnet=wn.folder,
+        embedding_model=f"{encoder.info.id} {encoder.info.version} type encoder (all-MiniLM-L6-v2 phrase embedding)",
+    )  # fmt: skip
+    if familiarity:
+        as_types = text_embedder(encoder, as_types=True)
+        result["familiarity"] = familiarity_report(data_dir, sentences, lambda texts: embed_sorted(list(texts), as_types))
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    click.echo(json.dumps(result, indent=1, ensure_ascii=False) if as_json else summary_text(result))
+
+
+def _hold_out(option: str | None) -> tuple[str, ...]:
+    """The --hold-out phrases: the dev evaluation types by default, none for 'none'."""
+    if option is None:
+        return DEV_EVAL_TYPES
+    if option.strip().lower() == "none":
+        return ()
+    return tuple(p.strip() for p in option.split(",") if p.strip())
+
+
+class _ProgressBars:
+    """One click progress bar per annotation stage on stderr, the previous one closed when the next starts."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}  # stage -> click's ProgressBar
+
+    def __enter__(self) -> Progress:
+        return self.update
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        bar = self.bars.get(stage)
+        if bar is None:
+            self.close()
+            bar = click.progressbar(length=total, label=f"{stage:>10}", file=sys.stderr)
+            self.bars[stage] = bar
+        bar.update(done - bar.pos)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.render_finish()
+        self.bars.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

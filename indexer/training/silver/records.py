@@ -1,0 +1,62 @@
+"""The silver JSONL records: one sentence a line with its typed spans (read and written here only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+
+@dataclass
+class SilverSpan:
+    """A typed span: character offsets, its type phrases nearest first, where it came from."""
+
+    start: int
+    end: int
+    types: list[str]
+    depths: list[int]  # per type: 0 gold phrase or its synonyms, k = k levels above
+    source: str  # "gold" | "wordnet"
+    synset: str | None = None
+    label: str | None = None  # the gold phrase (gold spans only; None for misc)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SilverSentence:
+    """One sentence of a silver file: its spans and the nouns left untyped (``ignore``)."""
+
+    id: str
+    source: str
+    text: str
+    spans: list[SilverSpan] = field(default_factory=list)
+    # nouns found but not made spans (abstract, generic, modifiers): neither entity nor non-entity
+    # for the entity head, since the silver annotation is incomplete there
+    ignore: list[tuple[int, int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "source": self.source, "text": self.text,
+                "spans": [s.to_dict() for s in self.spans],
+                "ignore": [list(r) for r in self.ignore]}  # fmt: skip
+
+
+def read_silver(path: str | Path) -> Iterator[SilverSentence]:
+    """Sentences of a silver JSONL file."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            spans = [SilverSpan(**s) for s in d["spans"]]
+            ignore = [tuple(r) for r in d.get("ignore", ())]
+            yield SilverSentence(d["id"], d["source"], d["text"], spans, ignore)
+
+
+def write_silver(path: str | Path, sentences: Iterable[SilverSentence]) -> None:
+    """Write sentences as a silver JSONL file (what :func:`read_silver` reads)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for s in sentences:
+            fh.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
