@@ -16,9 +16,8 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
-from .stores.base import Store, WriteOutcome
+from .stores.base import WRITE_CHUNK, Store, WriteOutcome
 
-CHUNK = 256  # passages per write transaction
 
 
 class Encoder(Protocol):
@@ -109,7 +108,7 @@ def index_chunks(
     store: Store,
     *,
     batch_size: int = 32,
-    chunk_size: int = CHUNK,
+    chunk_size: int = WRITE_CHUNK,
     skip_existing: bool = True,
     progress: Callable[[int], None] | None = None,
     windows: Callable[[int, int], None] | None = None,
@@ -135,7 +134,7 @@ def index_passages(
     store: Store,
     *,
     batch_size: int = 32,
-    chunk_size: int = CHUNK,
+    chunk_size: int = WRITE_CHUNK,
     skip_existing: bool = True,
     progress: Callable[[int], None] | None = None,
     windows: Callable[[int, int], None] | None = None,

@@ -1,4 +1,4 @@
-"""Retrieval and highlighting metrics of the nerindex yardstick (DESIGN.md, "Evaluation").
+"""Retrieval and highlighting metrics of the nerindex yardstick (EVALUATION.md, "The task and the figures").
 
 Pure functions over plain data, so each is unit-tested on hand-made cases. A *ranking* is a list of
 :class:`Ranked` passages, best first; *relevant* is the set of passage ids with at least one gold

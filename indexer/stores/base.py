@@ -144,6 +144,7 @@ def adopted_message(where: str, check: StampCheck) -> str:
 
 # --- search requests ------------------------------------------------------------------------------
 
+WRITE_CHUNK = 256  # passages per write transaction (one Store.write call), for every writer
 MAX_PASSAGE_WEIGHT = 10.0  # λ beyond this is passage retrieval in all but name
 # The longest type phrase a search takes (API, CLI and web service): a type is a few words, and the
 # encoder puts the phrase into its type template, so a page of text is a mistake, not a type.

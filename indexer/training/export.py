@@ -81,7 +81,7 @@ def export_onnx(model: SpanTypeEncoder, path: Path) -> None:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 with per-channel weights (per-tensor lost ~3 points of cosine, DESIGN.md)."""
+    """Dynamic int8 with per-channel weights (per-tensor lost ~3 points of cosine)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)

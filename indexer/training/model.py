@@ -6,7 +6,7 @@ backbone's token states of two layers (4 and 6 of MiniLM-L6); every first layer 
 span's first-layer activation is the sum of per-token projections at its start, at its end and the
 mean of projected tokens over it. That gives the same output as concatenating start/end/mean states and
 projecting them (the projection is linear), but projects each token once instead of each span, which
-DESIGN.md measured as ~35% faster. Span means use cumulative sums, which export to ONNX as CumSum.
+was measured ~35% faster when the layout was chosen. Span means use cumulative sums, which export to ONNX as CumSum.
 
 torch and transformers are imported only inside ``indexer.training``.
 """

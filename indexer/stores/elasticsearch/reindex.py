@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from ...errors import StoreError
-from ...pipeline import CHUNK
 from ...records import EncodedPassage, Passage
-from ..base import ModelStamp, WriteOutcome
+from ..base import WRITE_CHUNK, ModelStamp, WriteOutcome
 from . import responses as rs
 from .bulk import write_documents
 from .index_requests import alias_swap_actions, create_index_body, next_index_name, refresh_settings
@@ -125,7 +124,7 @@ def reindex(
     *,
     index_options: str | Mapping[str, Any] | None = None,
     batch_size: int = 32,
-    chunk_size: int = CHUNK,
+    chunk_size: int = WRITE_CHUNK,
     delete_old: bool = False,
     allow_failures: bool = False,
     on_batch: Callable[[int, int], None] | None = None,

@@ -1,6 +1,6 @@
 """Silver training data: the training sentences annotated with WordNet-typed spans, merged with gold.
 
-Why: ~50 human-labelled types are too few to teach a type space (DESIGN.md). WordNet gives every
+Why: ~50 human-labelled types are too few to teach a type space. WordNet gives every
 noun and named instance in the training sentences a chain of hypernyms, so the same sentences carry
 thousands of type phrases ("cello" → bowed stringed instrument, stringed instrument, musical
 instrument, device; "Mekong" → river, stream, body of water).
