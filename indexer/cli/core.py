@@ -14,7 +14,7 @@ from ..errors import InputError, SearchError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..records import Hit, Passage, marked_spans
 from ..text import printable
-from ..stores.base import MAX_PASSAGE_WEIGHT, Filters
+from ..stores.base import MAX_PASSAGE_WEIGHT, Filters, where_pairs
 from .options import backend_options
 
 if TYPE_CHECKING:
@@ -149,22 +149,6 @@ def ids_phrase(stats: ReadStats) -> str:
     return "ids are hashes of the text"
 
 
-def parse_where(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``--where k=v`` pairs → filters; a key given twice means any of its values."""
-    filters: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SearchError(f"--where expects field=value, got {pair!r}")
-        key = key.strip()
-        if key in filters:
-            prev = filters[key]
-            filters[key] = (prev if isinstance(prev, list) else [prev]) + [value]
-        else:
-            filters[key] = value
-    return filters
-
-
 def mark_spans(hit: Hit, *, color: bool) -> str:
     """The passage text with each matching span marked: bold on a terminal, [[…]] otherwise.
 
@@ -222,7 +206,7 @@ def search_command(
     as_json: bool,
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
-    filters = Filters.of(parse_where(where))  # a bad --where is refused before the model loads
+    filters = Filters.of(where_pairs(where, option="--where"))  # a bad --where is refused before the model loads
     if not has_words(entity_type):
         click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
                    "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip

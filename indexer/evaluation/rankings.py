@@ -142,13 +142,14 @@ def _system_rankings(
     from ..api import NerIndex
     from ..feedback import Feedback
     from ..pipeline import index_passages
-    from ..stores.embedded import EmbeddedStore
+    from ..config import Settings
+    from ..stores.factory import open_store
 
     corpus, queries = bench.corpus, bench.scored_queries()
     rankings: Rankings = {}
     with tempfile.TemporaryDirectory(prefix="nerindex-eval-") as tmp:
         folder = Path(store_dir) if store_dir else Path(tmp) / "store"
-        store = EmbeddedStore.open(folder)
+        store = open_store(Settings(store=str(folder)))  # always embedded: a folder of its own
         try:
             t0 = time.perf_counter()
             report = index_passages(corpus, _EncodedOnce(encoder, {e.passage.id: e for e in encoded}), store)

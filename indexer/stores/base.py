@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -273,6 +273,23 @@ class Filters:
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+
+def where_pairs(pairs: Iterable[str], *, option: str) -> dict[str, str | list[str]]:
+    """``field=value`` strings (the CLI's ``--where``, the HTTP ``where`` parameter) as a filter
+    mapping for :meth:`Filters.of`; a field given twice means any of its values."""
+    filters: dict[str, str | list[str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SearchError(f"{option} expects field=value, got {pair!r}")
+        if key in filters:
+            prior = filters[key]
+            filters[key] = (prior if isinstance(prior, list) else [prior]) + [value]
+        else:
+            filters[key] = value
+    return filters
 
 
 def check_passage_weight(passage_weight: Any) -> float:

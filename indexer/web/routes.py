@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import SearchError
-from ..stores.base import MAX_PHRASE_CHARS, Filters
+from ..stores.base import MAX_PHRASE_CHARS, Filters, where_pairs
 from . import searchui
 from .failures import ERROR_RESPONSES
 from .schemas import (
@@ -57,21 +57,6 @@ def check_search(body: SearchBody, limits: Limits) -> None:
     for name, value in Filters.of(body.filters).items:  # the one rule for keys and values
         if isinstance(value, tuple) and len(value) > limits.max_filter_values:
             raise SearchError(f"filter on {name!r}: {len(value)} values; the limit is {limits.max_filter_values}")
-
-
-def parse_where(items: Sequence[str]) -> dict[str, str | list[str]]:
-    """``field=value`` query parameters → filters; a repeated field means any of its values."""
-    filters: dict[str, str | list[str]] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise SearchError(f"where={item!r}: use field=value")
-        if name in filters:
-            prior = filters[name]
-            filters[name] = (prior if isinstance(prior, list) else [prior]) + [value]
-        else:
-            filters[name] = value
-    return filters
 
 
 async def known_params_only(request: Request) -> None:
@@ -146,7 +131,7 @@ async def search_get(
     """The same search as POST, from a URL (filter values are strings here)."""
     body = SearchBody(
         type=type, limit=limit, threshold=threshold, passage_weight=passage_weight, text=text,
-        filters=parse_where(where),
+        filters=where_pairs(where, option="where"),
         all=all, cursor=cursor, facets=facets,
     )
     check_search(body, service.limits)
