@@ -9,7 +9,6 @@ all-MiniLM-L6-v2 package; skipped cleanly without them.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
