@@ -79,8 +79,8 @@ class _Item:
 
     passage: int
     ids: list[int]
-    spans: list[tuple[int, int]]  # token index pairs into ids
-    chars: list[tuple[int, int]]  # character offsets of each candidate in the passage
+    spans: np.ndarray  # [n, 2] first and last token index of each candidate into ids
+    chars: np.ndarray  # [n, 2] character offsets of each candidate in the passage
 
 
 class OnnxEncoder:
@@ -185,7 +185,8 @@ class OnnxEncoder:
             )
         ]
         if not items:  # no words at all (e.g. only control characters): still a passage vector
-            items.append(_Item(index, self._prefix + self._suffix, [], []))
+            none = np.zeros((0, 2), dtype=np.int64)
+            items.append(_Item(index, self._prefix + self._suffix, none, none))
         return words, items
 
     def _batches(self, items: list[_Item], batch_size: int) -> list[list[_Item]]:
@@ -224,7 +225,7 @@ class OnnxEncoder:
         counts = np.asarray([len(it.spans) for it in batch], dtype=np.int64)
         rows = np.repeat(np.arange(len(batch), dtype=np.int64), counts)
         local = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        pairs = np.asarray([pair for it in batch for pair in it.spans], dtype=np.int64).reshape(-1, 2)
+        pairs = np.concatenate([it.spans for it in batch])
         threshold = self.info.detection_threshold
         stages = self.stages
         if stages is not None:
@@ -298,7 +299,7 @@ class OnnxEncoder:
             passage_vectors, hits = self._detect(batch, with_base)
             for row, k, score, vector, base in hits:
                 item = batch[row]
-                start, end = item.chars[k]
+                start, end = item.chars[k].tolist()
                 found[item.passage].append((start, end, score, vector, base))
             finished = 0
             for row, item in enumerate(batch):
