@@ -1,41 +1,71 @@
-"""Indexing throughput: the ONNX path (int8 and fp32) against the same model in PyTorch eager.
+"""Indexing throughput against the transformer alone, on the same batches, with the load recorded.
 
-All three run the very same Python pipeline (tokenisation, windows, candidate spans, overlap
-resolution, catalog labels); only the engine behind ``session.run`` differs, so the ratio is the
-engine's. Runs alternate (int8, fp32, eager, int8, ...) in one process and medians are reported.
-Needs the ``[train]`` extra (torch) for the eager engine and the fp32 export.
+Engines, run interleaved in one process (round r runs them all, the order rotated by r):
 
-    python bench/bench_indexing.py --passages 256 --repeats 3
+- ``transformer``: the bare transformer cut from the model's own graph (``input_ids``,
+  ``attention_mask`` → last-layer token states; ``onnx.utils.Extractor``), run on exactly the
+  ``(input_ids, attention_mask)`` batches that ``encode`` feeds (``OnnxEncoder.token_batches``,
+  built before timing). It is the floor: no span work, no Python around it.
+- ``encode``: ``OnnxEncoder.encode`` as shipped (tokenisation, windows, candidate spans, the staged
+  graph on the CPU, overlap resolution, catalog labels).
+- ``encode-whole``: the same, but the whole graph embeds every candidate span (the runtime before
+  issue 14): the before/after in one run.
+- ``index``: ``NerIndex.index`` into a fresh temporary embedded store (encode + write).
+- ``onnx-fp32``, ``torch-eager`` (``--engines``; need the ``[train]`` extra): the same model's fp32
+  graph and PyTorch eager behind the whole-graph path.
+
+Every run records the 1-minute load average before and after it and the CPU time the *other*
+processes used during it (``/proc/stat`` busy time minus this process's ``os.times()``), as a share
+of the machine's cores. A run is marked ``loaded`` when the others used more than ``--others-max``
+of the cores, or the load average exceeded ``--load-max`` plus this benchmark's own threads (the
+load average counts them too). Medians and ranges are printed over all runs and over quiet runs.
+
+The passages are CrossNER politics test sentences joined to ~``--words`` words, read from
+``../shared/data`` next to the checkout (or ``--data``); when that file is missing the script stops
+with a one-line error unless ``--example-corpus`` is given, and the output always names the data.
+
+    python bench/bench_indexing.py --passages 128 --rounds 5 --json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
-
-from indexer.conll import read_conll
-from indexer.encoder import OnnxEncoder
-from indexer.assets import default_model_dir
-from indexer.records import Passage, text_id
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "crossner" / "politics" / "test.txt"
+EXAMPLE = ROOT / "examples" / "corpus.jsonl"
+sys.path.insert(0, str(ROOT))  # this checkout's indexer, not whichever one the environment installed
+DEFAULT_ENGINES = ("transformer", "encode", "encode-whole", "index")
+ALL_ENGINES = DEFAULT_ENGINES + ("onnx-fp32", "torch-eager")
 
 
-def make_passages(n: int, words: int) -> list[Passage]:
-    """Passages of about ``words`` words built from real sentences (CrossNER politics test)."""
-    source = DATA / "crossner" / "politics" / "test.txt"
-    if source.is_file():
-        sentences = [p.text for p in read_conll(source)]
-    else:  # no shared data: the example corpus, repeated
-        root = Path(__file__).resolve().parents[1]
-        sentences = [json.loads(line)["text"] for line in (root / "examples" / "corpus.jsonl").open()]
-    out: list[Passage] = []
+def load_sentences(path: Path, example_corpus: bool) -> tuple[list[str], str]:
+    """Sentences and a line saying where they came from; a missing file is refused unless the
+    example corpus is asked for, and then the description says so."""
+    from indexer.conll import read_conll
+
+    if path.is_file():
+        return [p.text for p in read_conll(path)], str(path)
+    if not example_corpus:
+        sys.exit(f"bench_indexing: {path} is missing (pass --data FILE, or --example-corpus to use {EXAMPLE.name})")
+    sentences = [json.loads(line)["text"] for line in EXAMPLE.open(encoding="utf-8")]
+    return sentences, f"{EXAMPLE} (example corpus: {path} is missing)"
+
+
+def make_passages(sentences: list[str], n: int, words: int) -> list:
+    """``n`` passages of about ``words`` words each, consecutive sentences joined."""
+    from indexer.records import Passage, text_id
+
+    out = []
     i = 0
     while len(out) < n:
         buf: list[str] = []
@@ -45,6 +75,121 @@ def make_passages(n: int, words: int) -> list[Passage]:
         text = " ".join(buf)
         out.append(Passage(text_id(f"{len(out)}:{text}"), text))
     return out
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes have spent busy since boot (``/proc/stat``; idle and iowait excluded)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+@dataclass
+class Run:
+    engine: str
+    round: int
+    seconds: float
+    passages_per_s: float
+    load1_before: float
+    load1_after: float
+    others_cpu_s: float
+    others_share: float  # of all cores, over the run
+    loaded: bool
+
+
+def timed(engine: str, round_: int, fn: Callable[[], None], n: int, limits: argparse.Namespace) -> Run:
+    """One run of ``fn`` with the load around it."""
+    cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
+    busy0, own0, t0 = busy_seconds(), own_seconds(), time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t0
+    others = max(0.0, (busy_seconds() - busy0) - (own_seconds() - own0))
+    load_after = os.getloadavg()[0]
+    share = others / (wall * cores)
+    loaded = share > limits.others_max or max(load_before, load_after) > limits.load_max + limits.threads
+    return Run(engine, round_, round(wall, 3), round(n / wall, 2), round(load_before, 2), round(load_after, 2),
+               round(others, 2), round(share, 3), loaded)
+
+
+def summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3), "n": len(values)}
+
+
+def build_engines(names: list[str], args: argparse.Namespace, passages: list) -> tuple[dict[str, Callable[[], None]], dict]:
+    """One callable per engine, each doing a full pass over ``passages``; plus facts about the batches."""
+    import onnx
+    from onnx.utils import Extractor
+
+    from indexer.api import NerIndex
+    from indexer.assets import default_model_dir
+    from indexer.config import Settings
+    from indexer.encoder import CPU, OnnxEncoder, graph_for, open_session
+    from indexer.staged import find_cuts
+    from indexer.stores.factory import open_store
+
+    folder = Path(args.model) if args.model else default_model_dir()
+    enc = OnnxEncoder.from_dir(folder, device="cpu", threads=args.threads)
+    whole = OnnxEncoder(enc.info, enc.session, enc.tokenizer, provider=enc.provider, catalog=enc.catalog)
+    graph_path = graph_for(enc.info, CPU)
+    graph = onnx.load(str(graph_path))
+    bare_graph = Extractor(graph).extract_model(["input_ids", "attention_mask"], [find_cuts(graph).last])
+    bare = open_session(bare_graph.SerializeToString(), CPU, threads=args.threads, name=graph_path)
+    feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in enc.token_batches(passages, batch_size=args.batch_size)]
+    last = bare.get_outputs()[0].name
+
+    def index() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            nx = NerIndex(enc, open_store(Settings(store=str(Path(tmp) / "store"))))
+            nx.index(passages, batch_size=args.batch_size)
+            nx.close()
+
+    engines: dict[str, Callable[[], None]] = {
+        "transformer": lambda: [bare.run([last], f) for f in feeds],
+        "encode": lambda: enc.encode(passages, batch_size=args.batch_size),
+        "encode-whole": lambda: whole.encode(passages, batch_size=args.batch_size),
+        "index": index,
+    }
+    if {"onnx-fp32", "torch-eager"} & set(names):
+        engines.update(torch_engines(args, folder, enc, passages))
+    facts = {
+        "model": f"{enc.info.id} {enc.info.version}",
+        "graph": graph_path.name,
+        "staged": enc.stages is not None,
+        "batches": len(feeds),
+        "windows": sum(len(f["input_ids"]) for f in feeds),
+        "tokens": sum(int(f["attention_mask"].sum()) for f in feeds),
+    }
+    return {name: engines[name] for name in names}, facts
+
+
+def torch_engines(args: argparse.Namespace, folder: Path, enc, passages: list) -> dict[str, Callable[[], None]]:
+    """The fp32 graph (exported now) and PyTorch eager, both behind the whole-graph path."""
+    import torch
+
+    from indexer.encoder import OnnxEncoder, open_session
+    from indexer.training.export import export_onnx
+    from indexer.training.model import load_model_from_folder
+
+    torch.set_num_threads(args.threads)
+    model = load_model_from_folder(folder)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fp32-"))
+    export_onnx(model, tmp / "encoder.fp32.onnx")
+    fp32 = OnnxEncoder(enc.info, open_session(tmp / "encoder.fp32.onnx", enc.provider, threads=args.threads),
+                       enc.tokenizer, provider=enc.provider, catalog=enc.catalog)
+    eager = OnnxEncoder(enc.info, TorchSession(model), enc.tokenizer, provider="torch-eager", catalog=enc.catalog)
+    return {
+        "onnx-fp32": lambda: fp32.encode(passages, batch_size=args.batch_size),
+        "torch-eager": lambda: eager.encode(passages, batch_size=args.batch_size),
+    }
 
 
 class TorchSession:
@@ -64,69 +209,91 @@ class TorchSession:
         return [named[name].numpy() for name in outputs]
 
 
+def ratios(runs: list[Run], numerator: str, rounds: int) -> dict:
+    """``numerator`` passages/s over ``transformer`` passages/s, per round (runs next to each other)."""
+    by = {(r.engine, r.round): r for r in runs}
+    pairs = [(by[(numerator, i)], by[("transformer", i)]) for i in range(rounds) if (numerator, i) in by and ("transformer", i) in by]
+    every = [a.passages_per_s / b.passages_per_s for a, b in pairs]
+    quiet = [a.passages_per_s / b.passages_per_s for a, b in pairs if not (a.loaded or b.loaded)]
+    return {"all": summary(every), "quiet": summary(quiet)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--passages", type=int, default=256)
+    parser.add_argument("--passages", type=int, default=128)
     parser.add_argument("--words", type=int, default=100, help="approximate words per passage")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="runs of every engine, interleaved")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help=f"comma-separated, of {', '.join(ALL_ENGINES)}")
+    parser.add_argument("--data", type=Path, default=DATA, help="a CoNLL file whose sentences make the passages")
+    parser.add_argument("--example-corpus", action="store_true", help="use examples/corpus.jsonl when --data is missing")
+    parser.add_argument("--model", help="a model folder (default: the shipped model)")
+    parser.add_argument("--others-max", type=float, default=0.25, help="others' CPU share above which a run is loaded")
+    parser.add_argument("--load-max", type=float, default=1.5, help="load average (beyond our threads) above which a run is loaded")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    names = [n for n in args.engines.split(",") if n]
+    unknown = [n for n in names if n not in ALL_ENGINES]
+    if unknown or "transformer" not in names:
+        sys.exit(f"bench_indexing: engines must include transformer and come from {', '.join(ALL_ENGINES)} (got {args.engines})")
 
-    import torch
-
-    from indexer.training.export import export_onnx
-    from indexer.training.model import load_model_from_folder
-
-    torch.set_num_threads(args.threads)
-    folder = default_model_dir()
-    passages = make_passages(args.passages, args.words)
-    int8 = OnnxEncoder.from_dir(folder, device="cpu", threads=args.threads)
-    tokens = sum(len(int8.tokenizer.encode(p.text, add_special_tokens=False).ids) for p in passages)
-    model = load_model_from_folder(folder)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32_path = Path(tmp) / "encoder.fp32.onnx"
-        export_onnx(model, fp32_path)
-        fp32 = OnnxEncoder.from_dir(folder, device="cpu", graph=str(fp32_path), threads=args.threads)
-        eager = OnnxEncoder(int8.info, TorchSession(model), int8.tokenizer, provider="torch-eager", catalog=int8.catalog)
-        engines = {"onnx-int8": int8, "onnx-fp32": fp32, "torch-eager": eager}
-        for enc in engines.values():  # warm-up
-            enc.encode(passages[: args.batch_size], batch_size=args.batch_size)
-        seconds: dict[str, list[float]] = {name: [] for name in engines}
-        for _ in range(args.repeats):
-            for name, enc in engines.items():
-                began = time.perf_counter()
-                enc.encode(passages, batch_size=args.batch_size)
-                seconds[name].append(time.perf_counter() - began)
-    med = {name: statistics.median(v) for name, v in seconds.items()}
-    rows = {
-        name: {
-            "passages_per_s": round(len(passages) / med[name], 1),
-            "tokens_per_s": round(tokens / med[name]),
-            "median_s": round(med[name], 2),
-            "runs_s": [round(x, 2) for x in seconds[name]],
-            "speedup_vs_eager": round(med["torch-eager"] / med[name], 2),
-        }
-        for name in engines
-    }
+    load_at_start = os.getloadavg()[0]
+    sentences, source = load_sentences(args.data, args.example_corpus)
+    passages = make_passages(sentences, args.passages, args.words)
+    engines, facts = build_engines(names, args, passages)
+    for fn in engines.values():  # warm-up: sessions, the staged graphs, caches
+        fn()
+    runs: list[Run] = []
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names):] + names[: round_ % len(names)]
+        for name in order:
+            runs.append(timed(name, round_, engines[name], len(passages), args))
     report = {
+        "data": source,
         "passages": len(passages),
-        "tokens": tokens,
-        "tokens_per_passage": round(tokens / len(passages), 1),
+        **facts,
+        "tokens_per_passage": round(facts["tokens"] / len(passages), 1),
         "batch_size": args.batch_size,
         "threads": args.threads,
-        "model": f"{int8.info.id} {int8.info.version}",
-        "engines": rows,
+        "cores": os.cpu_count(),
+        "load1_at_start": round(load_at_start, 2),
+        "loaded_rule": f"others' CPU > {args.others_max:.0%} of the cores, or load1 > {args.load_max} + {args.threads} threads",
+        "engines": {
+            name: {
+                "passages_per_s": summary([r.passages_per_s for r in runs if r.engine == name]),
+                "passages_per_s_quiet": summary([r.passages_per_s for r in runs if r.engine == name and not r.loaded]),
+                "loaded_runs": sum(r.loaded for r in runs if r.engine == name),
+            }
+            for name in names
+        },
+        "ratio_to_transformer": {name: ratios(runs, name, args.rounds) for name in names if name != "transformer"},
+        "runs": [asdict(r) for r in runs],
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{len(passages)} passages, {tokens} tokens ({report['tokens_per_passage']}/passage), batch {args.batch_size}, {args.threads} threads")
-        for name, row in rows.items():
-            print(f"  {name:12s} {row['passages_per_s']:7.1f} passages/s {row['tokens_per_s']:8d} tokens/s  x{row['speedup_vs_eager']:.2f} vs eager  runs {row['runs_s']}")
+    print(json.dumps(report) if args.json else render(report))
+
+
+def render(report: dict) -> str:
+    lines = [
+        f"data: {report['data']}",
+        f"{report['passages']} passages, {report['tokens']} tokens ({report['tokens_per_passage']}/passage), "
+        f"{report['windows']} windows in {report['batches']} batches, batch {report['batch_size']}, "
+        f"{report['threads']} threads on {report['cores']} cores; model {report['model']} ({report['graph']}, staged: {report['staged']})",
+        f"load1 at start {report['load1_at_start']}; loaded = {report['loaded_rule']}",
+    ]
+    for run in report["runs"]:
+        mark = "  LOADED" if run["loaded"] else ""
+        lines.append(f"  round {run['round']} {run['engine']:13s} {run['passages_per_s']:7.1f} passages/s  load1 {run['load1_before']:.2f}→{run['load1_after']:.2f}  others {run['others_share']:.0%}{mark}")
+    for name, row in report["engines"].items():
+        a, q = row["passages_per_s"], row["passages_per_s_quiet"]
+        quiet = f"quiet median {q['median']} ({q['n']} runs)" if q["n"] else "no quiet run"
+        lines.append(f"{name:13s} median {a['median']:7.1f} passages/s, range {a['min']}–{a['max']} ({a['n']} runs, {row['loaded_runs']} loaded); {quiet}")
+    for name, ratio in report["ratio_to_transformer"].items():
+        a, q = ratio["all"], ratio["quiet"]
+        quiet = f"quiet median {q['median']} ({q['n']} rounds)" if q["n"] else "no quiet round"
+        lines.append(f"{name} / transformer: median {a['median']}, range {a['min']}–{a['max']} ({a['n']} rounds); {quiet}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

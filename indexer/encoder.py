@@ -4,7 +4,9 @@ This is the runtime path (onnxruntime + tokenizers + numpy; no torch). The execu
 chosen in exactly one place (:func:`choose_provider`): CUDA when onnxruntime offers it, else CPU.
 Passages longer than the encoder window are cut into overlapping windows at word boundaries
 (``indexer.spans``) and every candidate span is scored by exactly one window, so nothing is
-silently truncated. Work is batched by length to keep padding small.
+silently truncated. Work is batched by length to keep padding small. On the CPU the graph runs in
+stages (``indexer.staged``): every candidate is scored, only those passing the detection threshold
+are embedded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .errors import ModelError
 from .model_folder import INPUT_NAMES, OUTPUT_NAMES, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
 from .spans import Word, resolve_overlaps, window_inputs, words_from_encoding
+from .staged import SpanBatch, StagedGraph, load_stages
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ def graph_for(info: ModelInfo, provider: str, graph: str | None = None) -> Path:
 
 # a detected span: (start, end, score, vector, base vector or None), character offsets
 _Candidate = tuple[int, int, float, np.ndarray, "np.ndarray | None"]
+# a span of a batch that passes detection: (row, index among its window's spans, score, vector, base)
+_Hit = tuple[int, int, float, np.ndarray, "np.ndarray | None"]
 
 
 @dataclass
@@ -74,8 +79,8 @@ class _Item:
 
     passage: int
     ids: list[int]
-    spans: list[tuple[int, int]]  # token index pairs into ids
-    chars: list[tuple[int, int]]  # character offsets of each candidate in the passage
+    spans: np.ndarray  # [n, 2] first and last token index of each candidate into ids
+    chars: np.ndarray  # [n, 2] character offsets of each candidate in the passage
 
 
 class OnnxEncoder:
@@ -89,12 +94,18 @@ class OnnxEncoder:
         *,
         provider: str,
         catalog: Catalog | None = None,
+        stages: Callable[[], StagedGraph | None] | None = None,
     ) -> None:
+        """``stages`` builds the staged runner of the same graph on first use (indexing only: a
+        process that only embeds type phrases never pays for cutting the graph); without it every
+        batch runs the whole graph through ``session``."""
         self.info = info
         self.session = session
         self.tokenizer = tokenizer
         self.provider = provider
         self.catalog = catalog
+        self._load_stages = stages
+        self._stages: StagedGraph | None = None
         special = tokenizer.encode("", add_special_tokens=True).ids
         if len(special) < 2:
             raise ModelError(f"{info.path}: tokenizer adds no [CLS]/[SEP]-style special tokens")
@@ -123,7 +134,12 @@ class OnnxEncoder:
         session = open_session(graph_path, provider, threads=threads)
         check_io(session, graph_path)
         tokenizer = load_tokenizer(info.file(info.tokenizer))
-        encoder = cls(info, session, tokenizer, provider=provider)
+
+        def stages() -> StagedGraph | None:
+            return load_stages(graph_path, lambda data: open_session(data, provider, threads=threads, name=graph_path))
+
+        # on CUDA the whole graph's span gathers are cheap: the staged runner is for the CPU
+        encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None)
         encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
         if catalog is not None and encoder.catalog is not None:  # labels from another catalog: the stamp says so
             encoder.info = dataclasses.replace(info, catalog_source=encoder.catalog.source(info.type_template))
@@ -169,7 +185,8 @@ class OnnxEncoder:
             )
         ]
         if not items:  # no words at all (e.g. only control characters): still a passage vector
-            items.append(_Item(index, self._prefix + self._suffix, [], []))
+            none = np.zeros((0, 2), dtype=np.int64)
+            items.append(_Item(index, self._prefix + self._suffix, none, none))
         return words, items
 
     def _batches(self, items: list[_Item], batch_size: int) -> list[list[_Item]]:
@@ -189,22 +206,50 @@ class OnnxEncoder:
             batches.append(current)
         return batches
 
-    def _run(self, batch: list[_Item], outputs: list[str]) -> list[np.ndarray]:
-        width = max(len(it.ids) for it in batch)
-        n_spans = max(max(len(it.spans) for it in batch), 1)
-        ids = np.zeros((len(batch), width), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        starts = np.zeros((len(batch), n_spans), dtype=np.int64)
+    @property
+    def stages(self) -> StagedGraph | None:
+        """The staged runner, built on first use; ``None`` runs the whole graph."""
+        if self._load_stages is not None:
+            self._stages, self._load_stages = self._load_stages(), None
+        return self._stages
+
+    def token_batches(self, passages: Sequence[Passage], *, batch_size: int = 32) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The ``(input_ids, attention_mask)`` arrays :meth:`encode` runs for these passages, batch
+        by batch (``bench/bench_indexing.py`` times the transformer alone on the very same batches)."""
+        items = [item for i, p in enumerate(passages) for item in self._plan(i, p)[1]]
+        return [_token_arrays(batch) for batch in self._batches(items, batch_size)]
+
+    def _detect(self, batch: list[_Item], with_base: bool) -> tuple[np.ndarray, list[_Hit]]:
+        """Passage vectors ``[B, D]`` of a batch's windows and its spans that pass detection."""
+        ids, mask = _token_arrays(batch)
+        counts = np.asarray([len(it.spans) for it in batch], dtype=np.int64)
+        rows = np.repeat(np.arange(len(batch), dtype=np.int64), counts)
+        local = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        pairs = np.concatenate([it.spans for it in batch])
+        threshold = self.info.detection_threshold
+        stages = self.stages
+        if stages is not None:
+            got = stages.run(ids, mask, SpanBatch(rows, pairs[:, 0], pairs[:, 1]), threshold, with_base=with_base)
+            bases = got.base_vectors
+            hits = [
+                (int(rows[k]), int(local[k]), float(got.scores[k]), got.vectors[i], None if bases is None else bases[i])
+                for i, k in enumerate(got.kept)
+            ]
+            return got.passage_vectors, hits
+        # the whole graph: spans padded to [B, S] with (0, 0)
+        starts = np.zeros((len(batch), max(int(counts.max(initial=0)), 1)), dtype=np.int64)
         ends = np.zeros_like(starts)
-        for row, item in enumerate(batch):
-            ids[row, : len(item.ids)] = item.ids
-            mask[row, : len(item.ids)] = 1
-            if item.spans:
-                pairs = np.asarray(item.spans, dtype=np.int64)
-                starts[row, : len(pairs)] = pairs[:, 0]
-                ends[row, : len(pairs)] = pairs[:, 1]
+        starts[rows, local], ends[rows, local] = pairs[:, 0], pairs[:, 1]
+        names = ["span_scores", "span_vectors", "passage_vectors"] + (["span_base_vectors"] if with_base else [])
         feeds = {"input_ids": ids, "attention_mask": mask, "span_starts": starts, "span_ends": ends}
-        return self.session.run(outputs, feeds)
+        result = self.session.run(names, feeds)
+        scores, vectors, passage_vectors = result[0], result[1], result[2]
+        kept = np.nonzero((scores >= threshold) & (np.arange(starts.shape[1]) < counts[:, None]))
+        hits = [
+            (int(r), int(k), float(scores[r, k]), vectors[r, k].copy(), result[3][r, k].copy() if with_base else None)
+            for r, k in zip(*kept)
+        ]
+        return passage_vectors, hits
 
     def encode(
         self,
@@ -246,25 +291,19 @@ class OnnxEncoder:
         """Run every window of every passage: per passage, its candidates that pass the detection
         threshold and its window vectors with their token counts."""
         items = [item for _, its in plans for item in its]
-        names = ["span_scores", "span_vectors", "passage_vectors"]
-        if with_base:
-            names.append("span_base_vectors")
         found: list[list[_Candidate]] = [[] for _ in plans]
         pvecs: list[list[tuple[np.ndarray, int]]] = [[] for _ in plans]
         remaining = [len(its) for _, its in plans]
         done = 0
         for batch in self._batches(items, batch_size):
-            result = self._run(batch, names)
-            scores, vectors, passage_vectors = result[0], result[1], result[2]
-            bases = result[3] if with_base else None
+            passage_vectors, hits = self._detect(batch, with_base)
+            for row, k, score, vector, base in hits:
+                item = batch[row]
+                start, end = item.chars[k].tolist()
+                found[item.passage].append((start, end, score, vector, base))
             finished = 0
             for row, item in enumerate(batch):
                 pvecs[item.passage].append((passage_vectors[row], len(item.ids)))
-                row_scores = scores[row, : len(item.spans)]
-                for k in np.nonzero(row_scores >= self.info.detection_threshold)[0]:
-                    start, end = item.chars[k]
-                    base = bases[row, k].copy() if bases is not None else None
-                    found[item.passage].append((start, end, float(row_scores[k]), vectors[row, k].copy(), base))
                 remaining[item.passage] -= 1
                 finished += remaining[item.passage] == 0
             if progress is not None and finished:
@@ -310,18 +349,34 @@ class OnnxEncoder:
         return EncodedPassage(passage=passage, spans=spans, vector=pooled.astype(np.float32))
 
 
-def open_session(graph_path: Path, provider: str, *, threads: int | None = None) -> object:
-    """An onnxruntime session of a graph on one execution provider (errors name the graph)."""
+def _token_arrays(batch: list[_Item]) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` of a batch of windows, padded to the longest."""
+    ids = np.zeros((len(batch), max(len(it.ids) for it in batch)), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, item in enumerate(batch):
+        ids[row, : len(item.ids)] = item.ids
+        mask[row, : len(item.ids)] = 1
+    return ids, mask
+
+
+def open_session(
+    graph: Path | bytes, provider: str, *, threads: int | None = None, name: Path | None = None
+) -> object:
+    """An onnxruntime session of a graph file (or serialised graph bytes cut from the file ``name``)
+    on one execution provider; errors name the graph file."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    # Idle pool threads spin by default; between the staged graphs that takes the cores from the
+    # numpy span work (and from other processes): 128 passages 9.0 s -> 5.1-6.0 s at load 5.4, 2 cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(graph_path), options, providers=[provider])
+        return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options, providers=[provider])
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelError(f"{graph_path}: onnxruntime cannot load the graph: {exc}") from exc
+        raise ModelError(f"{name or graph}: onnxruntime cannot load the graph: {exc}") from exc
 
 
 def load_tokenizer(path: str | Path) -> object:

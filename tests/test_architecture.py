@@ -45,6 +45,7 @@ LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.web", "web"),
     ("indexer.cli", "cli"),
     ("indexer.encoder", "inference"),
+    ("indexer.staged", "inference"),
     ("indexer.model_folder", "inference"),
     ("indexer.catalog", "inference"),
     ("indexer.api", "api"),

@@ -105,3 +105,21 @@ def test_marked_spans_prefer_the_most_similar_of_nested_spans():
     # the outer span wins when it is the most similar, and then hides both inner ones
     best_outer = SpanMatch(4, 43, text[4:43], 0.5, ())
     assert marked_spans([labour, best_outer, tories]) == [best_outer]
+
+
+@pytest.mark.parametrize("token_counts,max_tokens,width", [([1, 2, 1, 3, 1] * 8, 254, 8), ([1, 1, 2, 3] * 60, 40, 4), ([1, 500, 1, 2], 100, 2)])
+def test_window_inputs_are_the_candidates_token_ranges(token_counts, max_tokens, width):
+    """The vectorised window inputs agree with the per-candidate geometry, one window or many."""
+    from indexer.spans import window_inputs
+
+    words = make_words(token_counts)
+    token_ids = list(range(1000, 1000 + words[-1].last_token + 1))
+    wins = window_inputs(words, token_ids, max_tokens=max_tokens, max_span_width=width, prefix=[101], suffix=[102])
+    owned = assign_candidates([w.window for w in wins], len(words), max_span_width=width)
+    for win, cands in zip(wins, owned):
+        assert win.ids == [101, *token_ids[win.window.token_start : win.window.token_end], 102]
+        want = [(c, candidate_token_range(c, words, win.window)) for c in cands]
+        want = [(c, r) for c, r in want if r is not None]
+        assert win.candidates == [c for c, _ in want]
+        assert win.spans.tolist() == [list(r) for _, r in want]
+        assert win.chars.tolist() == [[words[c.first_word].start, words[c.last_word].end] for c, _ in want]

@@ -121,6 +121,39 @@ def test_fp16_graph_loads_on_cpu_and_agrees(exported):
     assert (fp32[1] * fp16[1]).sum(-1).min() >= 0.99  # span means kept in float32
 
 
+@pytest.mark.parametrize("graph,cos_min", [("encoder.fp32.onnx", 0.99999), ("encoder.int8.onnx", 0.9999)])
+def test_staged_runner_cuts_exported_graphs_and_agrees(exported, graph, cos_min):
+    """The CPU runtime cuts every graph export writes (indexer/staged.py) and gets its answers."""
+    from indexer.encoder import CPU, open_session
+    from indexer.staged import SpanBatch, load_stages
+
+    out, _ = exported
+    stages = load_stages(out / graph, lambda data: open_session(data, CPU))
+    assert stages is not None
+    feeds = _inputs(np.random.default_rng(11), 3, 36, 40, pad=True)
+    b, s = feeds["span_starts"].shape
+    rows = np.repeat(np.arange(b), s)
+    spans = SpanBatch(rows, feeds["span_starts"].ravel(), feeds["span_ends"].ravel())
+    whole = ort.InferenceSession(str(out / graph), providers=["CPUExecutionProvider"]).run(None, feeds)
+    threshold = float(np.median(whole[0]))  # random tokens score low: keep about half
+    got = stages.run(feeds["input_ids"], feeds["attention_mask"], spans, threshold, with_base=True)
+    np.testing.assert_allclose(got.passage_vectors, whole[3], atol=1e-5, rtol=0)  # cut graphs fuse alike, not bit for bit
+    np.testing.assert_allclose(got.scores, whole[0].ravel(), atol=1e-3 if "int8" in graph else 1e-5)
+    kept = np.nonzero(whole[0].ravel() >= threshold)[0]
+    assert kept.size > 10 and np.array_equal(got.kept, kept)
+    assert (got.vectors * whole[1].reshape(b * s, -1)[kept]).sum(-1).min() >= cos_min
+    assert (got.base_vectors * whole[2].reshape(b * s, -1)[kept]).sum(-1).min() >= cos_min
+
+
+def test_fp16_graph_is_not_cut(exported):
+    """fp16 span layers cannot take the runner's float32 arrays: the graph runs whole (it is CUDA's)."""
+    from indexer.encoder import CPU, open_session
+    from indexer.staged import load_stages
+
+    out, _ = exported
+    assert load_stages(out / "encoder.fp16.onnx", lambda data: open_session(data, CPU)) is None
+
+
 def test_graph_names_and_model_json_follow_the_contract(exported):
     out, meta = exported
     on_disk = json.loads((out / "model.json").read_text())

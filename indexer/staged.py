@@ -1,0 +1,260 @@
+"""Running a nerindex graph in stages on the CPU: span vectors only for the spans detection keeps.
+
+The graph (docs/model-folder.md) scores *and* embeds every candidate span, ~1,000 per passage, and
+its span gathers (``Expand`` + ``GatherElements`` over ``[B, S, D]`` index tensors) cost more than the
+transformer; only ~4 % of candidates pass the detection threshold. So on the CPU the runtime cuts the
+model folder's own graph, in memory at load (``onnx.utils.Extractor``; the files stay byte-identical
+and the model checksum is unchanged), into three graphs:
+
+- **tokens**: ``input_ids, attention_mask`` → the per-token projections of both heads, the last-layer
+  token states, ``passage_vectors``;
+- **scores**: the entity head's first layer of each span (bias and context included, before the width
+  embedding) and its width bucket → ``span_scores``;
+- **vectors**: the adapter's first layer (without its bias) and the base vector of each *kept* span →
+  ``span_vectors``, ``span_base_vectors``.
+
+Between them numpy does what the graph's span part did: rows of the projections at each span's start
+and end, span means through cumulative sums, the context tokens before and after (the fused layout of
+``indexer/training/model.py``: ``SpanTypeEncoder.span_outputs``). Every layer with weights runs in
+onnxruntime on the graph's own (quantised) weights. The cut points are found by the graph's structure
+(the heads' parameter names, the one ``CumSum``, the output names), not by generated node names; a
+graph where they are not found is run whole (:func:`load_stages` returns ``None`` and says why).
+
+Answers: ``passage_vectors`` are bit-identical; span scores and vectors differ only where dynamic
+int8 quantisation now scales activations over the real spans of a batch (padding spans no longer
+count) or over the kept spans alone (``tests/test_staged.py`` bounds it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+ENTITY_BIAS = "entity.start_proj.bias"
+ADAPTER_BIAS = "adapter.start_proj.bias"
+WIDTH_TABLE = "entity.width.weight"
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """Names of the tensors where the graph is cut, and the sizes of the fused projection layout."""
+
+    proj: str  # [B, T, C] per-token projections of both heads' first layers
+    last: str  # [B, T, D] last-layer token states
+    entity_in: str  # [B, S, hh] entity first layer before the width embedding
+    width_in: str  # [B, S] width bucket (token width - 1, clipped)
+    adapter_in: str  # [B, S, ha] adapter first layer without its bias
+    base_in: str  # [B, S, D] span mean of the last-layer states
+    entity_bias: np.ndarray  # [hh]
+    adapter_hidden: int
+    width_buckets: int
+
+
+@dataclass(frozen=True)
+class SpanBatch:
+    """The real candidate spans of one batch, flattened: row in the batch, first and last token."""
+
+    rows: np.ndarray  # [N] int64
+    starts: np.ndarray  # [N] int64, inclusive token index into input_ids
+    ends: np.ndarray  # [N] int64, inclusive
+
+
+@dataclass(frozen=True)
+class StagedResult:
+    """Scores of every span of a :class:`SpanBatch`; vectors of the kept ones only."""
+
+    scores: np.ndarray  # [N] float32
+    kept: np.ndarray  # [K] indices into the batch's spans, ascending
+    vectors: np.ndarray  # [K, D] unit span vectors
+    base_vectors: np.ndarray | None  # [K, D] or None when not asked for
+    passage_vectors: np.ndarray  # [B, D]
+
+
+def find_cuts(model: object) -> Cuts:
+    """Locate the cut tensors of an exported nerindex graph; :class:`ModelError` when one is missing."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[object]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    inits = {t.name: t for t in graph.initializer}
+    if ENTITY_BIAS not in inits or ADAPTER_BIAS not in inits:
+        raise ModelError(f"no {ENTITY_BIAS} or {ADAPTER_BIAS} among the weights")
+
+    def other_input(bias: str) -> str:
+        adds = [n for n in consumers.get(bias, []) if n.op_type == "Add"]
+        if len(adds) != 1:
+            raise ModelError(f"no single Add of {bias}")
+        return next(name for name in adds[0].input if name != bias)
+
+    cumsums = [n for n in graph.node if n.op_type == "CumSum"]
+    concat = producer.get(cumsums[0].input[0]) if len(cumsums) == 1 else None
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
+        raise ModelError("no single CumSum over the concatenated span-mean inputs")
+    mean_slice = producer.get(concat.input[0])
+    if mean_slice is None or mean_slice.op_type != "Slice":
+        raise ModelError("the span-mean projections are not a Slice of the token projections")
+    widths = [n for n in graph.node if n.op_type == "Gather" and n.input[0].startswith(WIDTH_TABLE)]
+    if len(widths) != 1 or widths[0].input[0] not in inits:
+        raise ModelError("no single width-embedding Gather of a stored table")
+    width_out = widths[0].output[0]
+    follow = consumers.get(width_out, [])
+    if len(follow) == 1 and follow[0].op_type == "DequantizeLinear":  # int8 graphs store the table quantised
+        width_out = follow[0].output[0]
+    adds = [n for n in consumers.get(width_out, []) if n.op_type == "Add"]
+    base_div = producer.get("span_base_vectors")
+    if len(adds) != 1 or base_div is None or base_div.op_type != "Div":
+        raise ModelError("no Add of the width embedding, or span_base_vectors is not a Div")
+    table = inits[widths[0].input[0]]
+    return Cuts(
+        proj=mean_slice.input[0],
+        last=concat.input[1],
+        entity_in=next(name for name in adds[0].input if name != width_out),
+        width_in=widths[0].input[1],
+        adapter_in=other_input(ADAPTER_BIAS),
+        base_in=base_div.input[0],
+        entity_bias=numpy_helper.to_array(inits[ENTITY_BIAS]).astype(np.float32),
+        adapter_hidden=int(numpy_helper.to_array(inits[ADAPTER_BIAS]).shape[0]),
+        width_buckets=int(table.dims[0]),
+    )
+
+
+class StagedGraph:
+    """The three cut graphs and the numpy span gathers between them. Build with :func:`load_stages`."""
+
+    def __init__(self, cuts: Cuts, tokens: object, scores: object, vectors: object) -> None:
+        self.cuts = cuts
+        self.tokens = tokens
+        self.scores = scores
+        self.vectors = vectors
+
+    def run(
+        self, ids: np.ndarray, mask: np.ndarray, spans: SpanBatch, threshold: float, *, with_base: bool = False
+    ) -> StagedResult:
+        """Scores for every span of the batch, vectors for those scoring ``>= threshold``."""
+        c = self.cuts
+        proj, last, passage = self.tokens.run([c.proj, c.last, "passage_vectors"], {"input_ids": ids, "attention_mask": mask})
+        layout = _Layout.of(proj.shape[-1], c.adapter_hidden, c.entity_bias.shape[0])
+        rows, starts, ends = spans.rows, spans.starts, spans.ends
+        width = np.maximum(ends - starts + 1, 1).astype(np.float32)[:, None]
+        entity = (
+            _rows(proj, rows, starts, layout.start_e)
+            + _rows(proj, rows, ends, layout.end_e)
+            + _span_means(proj[..., layout.mean_e], rows, starts, ends, width)
+            + c.entity_bias
+        )
+        if layout.context:
+            t = proj.shape[1]
+            entity += _rows(proj, rows, np.maximum(starts - 1, 0), layout.before)
+            entity += _rows(proj, rows, np.minimum(ends + 1, t - 1), layout.after)
+        bucket = np.clip(ends - starts, 0, c.width_buckets - 1)
+        scores = np.zeros(0, dtype=np.float32)
+        if rows.size:  # a batch of windows without words has no spans (and quantising nothing fails)
+            scores = self.scores.run(["span_scores"], {c.entity_in: entity[None], c.width_in: bucket[None]})[0][0]
+        kept = np.nonzero(scores >= threshold)[0]
+        dims = last.shape[-1]
+        if kept.size == 0:
+            empty = np.zeros((0, dims), dtype=np.float32)
+            return StagedResult(scores, kept, empty, empty if with_base else None, passage)
+        kr, ks, ke, kw = rows[kept], starts[kept], ends[kept], width[kept]
+        adapter = (
+            _rows(proj, kr, ks, layout.start_a)
+            + _rows(proj, kr, ke, layout.end_a)
+            + _span_means(proj[..., layout.mean_a], kr, ks, ke, kw)
+        )
+        base = _span_means(last, kr, ks, ke, kw)
+        names = ["span_vectors", "span_base_vectors"] if with_base else ["span_vectors"]
+        out = self.vectors.run(names, {c.adapter_in: adapter[None], c.base_in: base[None]})
+        return StagedResult(scores, kept, out[0][0], out[1][0] if with_base else None, passage)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Column slices of the fused projection (``span_outputs``: start, end, mean of both heads, then
+    the entity head's before/after context)."""
+
+    start_a: slice
+    start_e: slice
+    end_a: slice
+    end_e: slice
+    mean_a: slice
+    mean_e: slice
+    before: slice
+    after: slice
+    context: bool
+
+    @classmethod
+    def of(cls, width: int, ha: int, hh: int) -> "_Layout":
+        hs = ha + hh
+        extra = width - 3 * hs
+        if extra not in (0, 2 * hh):
+            raise ModelError(f"token projections of width {width} do not fit heads of {ha} + {hh}")
+        return cls(
+            start_a=slice(0, ha),
+            start_e=slice(ha, hs),
+            end_a=slice(hs, hs + ha),
+            end_e=slice(hs + ha, 2 * hs),
+            mean_a=slice(2 * hs, 2 * hs + ha),
+            mean_e=slice(2 * hs + ha, 3 * hs),
+            before=slice(3 * hs, 3 * hs + hh),
+            after=slice(3 * hs + hh, 3 * hs + 2 * hh),
+            context=extra > 0,
+        )
+
+
+def _rows(x: np.ndarray, rows: np.ndarray, tokens: np.ndarray, cols: slice) -> np.ndarray:
+    """``x[rows[i], tokens[i], cols]`` for every i: [B, T, C] -> [N, len(cols)]."""
+    return x[rows, tokens, cols]
+
+
+def _span_means(x: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """Means of ``x[row, start..end]`` (inclusive) as the graph computes them: a cumulative sum with a
+    leading zero row, ``(csum[end + 1] - csum[start]) / width``."""
+    csum = np.zeros((x.shape[0], x.shape[1] + 1, x.shape[2]), dtype=np.float32)
+    np.cumsum(x, axis=1, out=csum[:, 1:])
+    return (csum[rows, ends + 1] - csum[rows, starts]) / width
+
+
+def load_stages(graph_path: Path, open_graph: Callable[[bytes], object]) -> StagedGraph | None:
+    """The staged runner of a graph file, or ``None`` (logged) when the graph cannot be cut.
+
+    ``open_graph`` makes an onnxruntime session of serialised graph bytes (the encoder's provider
+    and thread settings). Needs the ``onnx`` package (the ``[cpu]`` extra).
+    """
+    try:
+        import onnx
+        from onnx.utils import Extractor
+    except ImportError:
+        log.warning("the onnx package is missing: candidate spans are embedded in full (slower); install nerindex[cpu]")
+        return None
+    model = onnx.load(str(graph_path))
+    try:
+        cuts = find_cuts(model)
+    except ModelError as exc:
+        log.info("%s: runs whole (%s)", graph_path, exc)
+        return None
+    floats = (cuts.entity_in, cuts.adapter_in, cuts.base_in)
+    if not {*floats, cuts.width_in} <= {v.name for v in model.graph.value_info}:
+        model = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
+        log.info("%s: runs whole (its span layers are not float32)", graph_path)
+        return None
+    extract = Extractor(model).extract_model
+    graphs = (
+        extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"]),
+        extract([cuts.entity_in, cuts.width_in], ["span_scores"]),
+        extract([cuts.adapter_in, cuts.base_in], ["span_vectors", "span_base_vectors"]),
+    )
+    return StagedGraph(cuts, *(open_graph(g.SerializeToString()) for g in graphs))

@@ -1,0 +1,126 @@
+"""The staged CPU runner gives the whole graph's answers: same kept spans, same vectors (within
+quantisation noise), same passage vectors; and a graph it cannot cut runs whole."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from indexer.assets import default_model_dir  # noqa: E402
+from indexer.encoder import CPU, OnnxEncoder, _token_arrays, graph_for, open_session  # noqa: E402
+from indexer.errors import ModelError  # noqa: E402
+from indexer.records import Passage  # noqa: E402
+from indexer.staged import SpanBatch, find_cuts, load_stages  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "corpus.jsonl"
+# Tolerances. Dynamic int8 quantisation scales activations over a whole tensor: the staged graphs
+# see the batch's real spans (the whole graph also its padding spans) and, for vectors, the kept
+# spans only. Measured on the 128 benchmark passages: scores identical, vectors cos >= 0.99999.
+SCORE_TOL = 1e-3
+COS_MIN = 0.9999
+
+
+@pytest.fixture(scope="module")
+def staged() -> OnnxEncoder:
+    enc = OnnxEncoder.from_dir(default_model_dir(), device="cpu")
+    assert enc.stages is not None, "the shipped CPU graph must run staged"
+    return enc
+
+
+@pytest.fixture(scope="module")
+def whole(staged) -> OnnxEncoder:
+    return OnnxEncoder(staged.info, staged.session, staged.tokenizer, provider=CPU, catalog=staged.catalog)
+
+
+@pytest.fixture(scope="module")
+def passages() -> list[Passage]:
+    texts = [json.loads(line)["text"] for line in EXAMPLES.open(encoding="utf-8")]
+    joined = [" ".join(texts[i : i + 4]) for i in range(0, len(texts), 4)]  # ~100-word passages, several windows long
+    return [Passage(str(i), t) for i, t in enumerate(joined + texts[:20])]
+
+
+def test_kept_spans_scores_and_vectors_match_the_whole_graph(staged, whole, passages):
+    got = staged.encode(passages, with_base=True, batch_size=8)
+    want = whole.encode(passages, with_base=True, batch_size=8)
+    threshold = staged.info.detection_threshold
+    compared = 0
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.vector, b.vector)  # passage vectors: the very same nodes
+        sa = {(s.start, s.end): s for s in a.spans}
+        sb = {(s.start, s.end): s for s in b.spans}
+        for key in set(sa) ^ set(sb):  # only spans at the threshold may come or go
+            span = sa.get(key) or sb[key]
+            assert abs(span.score - threshold) < SCORE_TOL, (a.passage.text[key[0] : key[1]], span.score)
+        for key in set(sa) & set(sb):
+            assert abs(sa[key].score - sb[key].score) <= SCORE_TOL
+            assert float(sa[key].vector @ sb[key].vector) >= COS_MIN
+            assert float(sa[key].base_vector @ sb[key].base_vector) >= COS_MIN
+            compared += 1
+    assert compared > 100
+
+
+def test_every_candidate_score_matches(staged, whole, passages):
+    """All candidates, not only the kept: the scores graph is the whole graph's entity head."""
+    items = [it for i, p in enumerate(passages[:12]) for it in staged._plan(i, p)[1]]
+    batch = items[:6]
+    ids, mask = _token_arrays(batch)
+    rows = np.concatenate([np.full(len(it.spans), r) for r, it in enumerate(batch)]).astype(np.int64)
+    pairs = np.asarray([p for it in batch for p in it.spans], dtype=np.int64)
+    result = staged.stages.run(ids, mask, SpanBatch(rows, pairs[:, 0], pairs[:, 1]), 0.0)
+    width = max(len(it.spans) for it in batch)
+    starts = np.zeros((len(batch), width), dtype=np.int64)
+    ends = np.zeros_like(starts)
+    offset = 0
+    for r, it in enumerate(batch):
+        starts[r, : len(it.spans)] = pairs[offset : offset + len(it.spans), 0]
+        ends[r, : len(it.spans)] = pairs[offset : offset + len(it.spans), 1]
+        offset += len(it.spans)
+    scores, vectors = whole.session.run(
+        ["span_scores", "span_vectors"], {"input_ids": ids, "attention_mask": mask, "span_starts": starts, "span_ends": ends}
+    )
+    want = np.concatenate([scores[r, : len(it.spans)] for r, it in enumerate(batch)])
+    want_vec = np.concatenate([vectors[r, : len(it.spans)] for r, it in enumerate(batch)])
+    assert result.kept.size == len(want)  # threshold 0: every span embedded
+    assert np.abs(result.scores - want).max() <= SCORE_TOL
+    assert (result.vectors * want_vec).sum(-1).min() >= COS_MIN
+
+
+def test_cut_points_are_found_by_structure():
+    graph = onnx.load(str(graph_for(OnnxEncoder.from_dir(default_model_dir(), device="cpu").info, CPU)))
+    cuts = find_cuts(graph)
+    assert cuts.adapter_hidden == 384 and cuts.entity_bias.shape == (192,) and cuts.width_buckets == 16
+    renamed = onnx.load(str(default_model_dir() / "encoder.int8.onnx"))
+    for node in renamed.graph.node:
+        if node.op_type == "CumSum":
+            node.op_type = "Identity"  # no span means: not a graph this runner knows
+            del node.input[1:]
+    with pytest.raises(ModelError, match="CumSum"):
+        find_cuts(renamed)
+
+
+def test_a_graph_that_cannot_be_cut_runs_whole(tmp_path, caplog):
+    graph = onnx.load(str(default_model_dir() / "encoder.int8.onnx"))
+    for init in graph.graph.initializer:
+        if init.name == "entity.start_proj.bias":
+            init.name = "renamed.bias"
+    for node in graph.graph.node:
+        node.input[:] = ["renamed.bias" if n == "entity.start_proj.bias" else n for n in node.input]
+    path = tmp_path / "g.onnx"
+    onnx.save(graph, str(path))
+    with caplog.at_level(logging.INFO, logger="indexer.staged"):
+        assert load_stages(path, lambda data: open_session(data, CPU)) is None
+    assert "runs whole" in caplog.text
+
+
+def test_without_onnx_the_graph_runs_whole(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with caplog.at_level(logging.WARNING, logger="indexer.staged"):
+        assert load_stages(default_model_dir() / "encoder.int8.onnx", lambda data: open_session(data, CPU)) is None
+    assert "nerindex[cpu]" in caplog.text
