@@ -25,7 +25,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import ModelMismatchError, SearchError, StoreError
-from ..records import EncodedPassage, Hit, Matches, SpanMatch
+from ..records import EncodedPassage, Hit, Matches
+from . import ann, ann_ranking, ann_search
+from . import embedded_read as read
 from . import embedded_schema as schema
 from . import filters as sql_filters
 from . import segments
@@ -40,14 +42,15 @@ from .base import (
     filter_key_problem,
     query_vector,
 )
-from .span_ranking import best_first, top_candidates
+from .span_ranking import Scored, best_first, top_candidates
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "store.sqlite"
 CACHE_DIR = "cache"
 CACHE_FILES = segments.FILES
-PAGE = 500  # passages fetched per SQL round trip while paging hits
+PAGE = 500  # ids per SQL round trip
+SMALL_SELECTION = 2000  # a filter allowing at most this many passages: score them all exactly
 
 
 class EmbeddedStore:
@@ -59,6 +62,8 @@ class EmbeddedStore:
         self._vectors: segments.SegmentSet | None = None
         self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
         self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
+        self._ann = ann_search.AnnIndexes(path / CACHE_DIR)
+        self.use_ann = True  # False: every search scans exactly (the reference tests and benchmarks compare with)
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True) -> "EmbeddedStore":
@@ -291,14 +296,24 @@ class EmbeddedStore:
         return keep
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
-        """Every span scored (int8, then float32 where it matters), passages ranked by their best
-        span (+ λ · passage); see the module docstring for when a span is re-scored. Only the
-        reading of passages and spans is left for iteration; a bad request raises here."""
+        """Top-k through the ANN index when the store is big enough for it to pay
+        (:meth:`_ann_search`), else (and for ``exhaustive``) every span scored (int8, then float32
+        where it matters), passages ranked by their best span (+ λ · passage); see the module
+        docstring. Only the reading of passages and spans is left for iteration; a bad request
+        raises here."""
         stamp = self.model()
         if stamp is None:
             return iter(())
         query = query_vector(request, stamp.dims)
         vec = self._load_vectors()
+        if not request.exhaustive and self.use_ann and len(vec.span) >= ann.MIN_ROWS and ann.available():
+            found = self._ann_search(vec, query, request)
+            if found is not None:
+                return found
+        return self._scan(vec, query, request)
+
+    def _scan(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches:
+        """The exact search: an int8 scan of every span, float32 re-scoring near each decision."""
         sims = vec.approx_sims(query)
         threshold, eps = request.min_similarity, segments.EPSILON
         keep = vec.alive & (sims >= threshold - eps) & self._restricted(vec, request)
@@ -310,10 +325,10 @@ class EmbeddedStore:
                 passage_weight=request.passage_weight or 0.0,
             )
         rescore = idx if chosen is None else idx[np.isin(vec.passage[idx], chosen) | (sims[idx] < threshold + eps)]
-        sims[rescore] = self._exact(vec.span[rescore], query, "spans", -np.inf)
+        sims[rescore] = read.exact(self._conn, vec.span[rescore], query, "spans", -np.inf)
         idx = idx[sims[idx] >= threshold]
         if idx.size == 0:
-            return iter(())
+            return Matches(iter(()), total=0)
         order, first = best_first(idx, sims, vec.passage)
         passages = vec.passage[order]
         best = order[first]
@@ -322,7 +337,7 @@ class EmbeddedStore:
             best = best[np.isin(vec.passage[best], chosen)]
         score = sims[best].astype(np.float64)
         if request.passage_weight:
-            score += request.passage_weight * self._exact(vec.passage[best], query, "passages", 0.0)
+            score += request.passage_weight * read.exact(self._conn, vec.passage[best], query, "passages", 0.0)
         # passages by score (desc), ties by insertion order for a stable result
         rank = np.lexsort((vec.passage[best], -score))
         ranked, score = best[rank], score[rank]
@@ -332,8 +347,50 @@ class EmbeddedStore:
         starts = np.nonzero(first)[0]
         ends = np.append(starts[1:], order.size)
         at = np.searchsorted(passages[starts], vec.passage[ranked])
-        by_passage = {int(passages[starts[i]]): order[starts[i] : ends[i]] for i in at.tolist()}
-        return Matches(self._hits(ranked, score, by_passage, sims, vec), total=total)
+        span_rows, span_sims = vec.span[order].tolist(), sims[order].tolist()
+        scored = (
+            Scored(p, total_score, tuple(zip(span_rows[starts[i] : ends[i]], span_sims[starts[i] : ends[i]])))
+            for p, total_score, i in zip(vec.passage[ranked].tolist(), score.tolist(), at.tolist())
+        )
+        return Matches(read.hits(self._conn, scored), total=total)
+
+    def _ann_search(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches | None:
+        """Top-k from the ANN indexes, exact by the bound of :mod:`.ann_ranking` (None: the bound
+        did not close, scan instead). A filter that allows few passages scores just those. The
+        total number of matches is not known here (``Matches.total`` is None)."""
+        allowed = self._allowed(request)
+        allowed_spans = None
+        if request.filters.spans:
+            span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
+            sql, params = span_sql(request.filters)
+            allowed_spans = np.sort(np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64))
+        weight = request.passage_weight or 0.0
+
+        def score(passages: np.ndarray) -> list[Scored]:
+            return read.score_passages(self._conn, passages, query, threshold=request.min_similarity, weight=weight,
+                                       allowed_spans=allowed_spans)
+
+        if allowed is not None and allowed.size <= SMALL_SELECTION:
+            found = read.ranked(score(allowed), None)
+            return Matches(read.hits(self._conn, found[: max(request.limit, 0)]), total=len(found))
+        span_bits = passage_bits = None
+        if allowed is not None:
+            passage_bits = _bitmap(allowed)
+            span_bits = _bitmap(vec.spans_of(allowed))
+        if allowed_spans is not None:
+            span_bits = _bitmap(allowed_spans if allowed is None else np.intersect1d(vec.spans_of(allowed), allowed_spans))
+        identity = self.version().identity
+        spans = self._ann.get(vec, identity, "spans")
+        passages = self._ann.get(vec, identity, "passages") if weight else None
+        result = ann_ranking.top_k(
+            query, k=request.limit, threshold=request.min_similarity, weight=weight, spans=spans, passages=passages,
+            span_passages=lambda ids: vec.passage[np.searchsorted(vec.span, ids)], score=score,
+            span_bits=span_bits, passage_bits=passage_bits, max_depth=max(len(vec.span) // 16, 1024),
+        )
+        if result is None:
+            log.debug("ANN bound did not close: exact scan")
+            return None
+        return Matches(read.hits(self._conn, result[0]), total=None)
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and
@@ -353,70 +410,6 @@ class EmbeddedStore:
             return np.zeros((0, dims), dtype=np.float32)
         return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dims).copy()
 
-    def _exact(self, rowids: np.ndarray, query: np.ndarray, table: str, missing: float) -> np.ndarray:
-        """float32 cos(query, stored vector) of span or passage rowids, from SQLite; ``missing``
-        where a row is gone (deleted since the segments were loaded) or has no vector."""
-        out = np.full(rowids.size, missing, dtype=np.float32)
-        if rowids.size == 0:
-            return out
-        rows = self._conn.execute(
-            f"SELECT rowid, vector FROM {table} WHERE rowid IN (SELECT value FROM json_each(?))",
-            (json.dumps(rowids.tolist()),),
-        ).fetchall()
-        nbytes = 4 * query.size
-        rows = [r for r in rows if r[1] is not None and len(r[1]) == nbytes]
-        if rows:
-            found = np.asarray([r[0] for r in rows], dtype=np.int64)
-            matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-            where = {int(r): i for i, r in enumerate(rowids.tolist())}
-            out[[where[int(r)] for r in found]] = matrix @ query
-        return out
-
-    def _hits(
-        self,
-        ranked: np.ndarray,
-        scores: np.ndarray,
-        by_passage: dict[int, np.ndarray],
-        sims: np.ndarray,
-        vec: segments.SegmentSet,
-    ) -> Iterator[Hit]:
-        for start in range(0, ranked.size, PAGE):
-            chunk_scores = scores[start : start + PAGE]
-            chunk = [int(vec.passage[i]) for i in ranked[start : start + PAGE]]
-            marks = ",".join("?" for _ in chunk)
-            rows = {
-                r[0]: r[1:]
-                for r in self._conn.execute(
-                    f"SELECT rowid, id, text, fields FROM passages WHERE rowid IN ({marks})", chunk
-                )
-            }
-            span_ids = [int(vec.span[i]) for p in chunk for i in by_passage[p]]
-            span_rows: dict[int, tuple[int, int, str]] = {}
-            for s in range(0, len(span_ids), PAGE):
-                part = span_ids[s : s + PAGE]
-                m = ",".join("?" for _ in part)
-                for r in self._conn.execute(
-                    f"SELECT rowid, start, end, labels FROM spans WHERE rowid IN ({m})", part
-                ):
-                    span_rows[r[0]] = r[1:]
-            for p, score in zip(chunk, chunk_scores):
-                if p not in rows:  # deleted since the vectors were loaded
-                    continue
-                pid, text, fields = rows[p]
-                matches = []
-                for i in by_passage[p]:
-                    s_start, s_end, labels = span_rows[int(vec.span[i])]
-                    matches.append(
-                        SpanMatch(s_start, s_end, text[s_start:s_end], float(sims[i]), tuple(json.loads(labels)))
-                    )
-                yield Hit(
-                    id=pid,
-                    score=float(score),
-                    text=text,
-                    fields=json.loads(fields),
-                    spans=tuple(matches),
-                )
-
     def close(self) -> None:
         self._conn.close()
 
@@ -425,6 +418,13 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _bitmap(rowids: np.ndarray) -> np.ndarray:
+    """A little-endian bitmap with the bits of ``rowids`` set (faiss's IDSelectorBitmap)."""
+    bits = np.zeros(int(rowids.max()) + 1 if rowids.size else 1, dtype=bool)
+    bits[rowids] = True
+    return np.packbits(bits, bitorder="little")
 
 
 def _blob(vector: np.ndarray) -> bytes:
