@@ -90,7 +90,7 @@ class AnnIndexes:
         self.cache = cache
         self._lock = threading.Lock()
         self._indexes: dict[str, ann.Index] = {}
-        self.last_build_s: float | None = None  # seconds the last build in this process took
+        self.built_s: dict[str, float] = {}  # seconds each build in this process took, by kind
 
     def get(self, vec: segments.SegmentSet, identity: str, kind: str) -> ann.Index:
         """The index of ``kind`` holding every row of ``vec``: loaded, built or extended."""
@@ -102,7 +102,7 @@ class AnnIndexes:
                 index = ann.load(folder, identity, base_state) if vec.persisted else None
                 if index is None:
                     index = self._build(vec, kind, base_state)
-                    self.last_build_s = index.build_s
+                    self.built_s[kind] = index.build_s
             for rows, ids in rows_above(vec, kind, index.row_hi):
                 index.add(rows, ids)
             if vec.persisted and index.row_hi - index.saved_hi >= min(ann.RESAVE_ROWS, max(index.row_hi, 1)):
