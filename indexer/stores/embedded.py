@@ -325,7 +325,8 @@ class EmbeddedStore:
                 passage_weight=request.passage_weight or 0.0,
             )
         rescore = idx if chosen is None else idx[np.isin(vec.passage[idx], chosen) | (sims[idx] < threshold + eps)]
-        sims[rescore] = read.exact(self._conn, vec.span[rescore], query, "spans", -np.inf)
+        details: dict[int, tuple] | None = {} if request.exhaustive else None
+        sims[rescore] = read.exact(self._conn, vec.span[rescore], query, "spans", -np.inf, details)
         idx = idx[sims[idx] >= threshold]
         if idx.size == 0:
             return Matches(iter(()), total=0)
@@ -352,7 +353,7 @@ class EmbeddedStore:
             Scored(p, total_score, tuple(zip(span_rows[starts[i] : ends[i]], span_sims[starts[i] : ends[i]])))
             for p, total_score, i in zip(vec.passage[ranked].tolist(), score.tolist(), at.tolist())
         )
-        return Matches(read.hits(self._conn, scored), total=total)
+        return Matches(read.hits(self._conn, scored, details), total=total)
 
     def _ann_search(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches | None:
         """Top-k from the ANN indexes, exact by the bound of :mod:`.ann_ranking` (None: the bound
