@@ -6,8 +6,12 @@ int8 segments (``stores/segments.py``): memory-mapped from ``cache/``, scanned w
 kernel, extended by one small tail segment after a write instead of being rebuilt. Every span
 whose int8 score is within ``segments.EPSILON`` of a decision (the threshold, or the k-th best
 passage of a top-k search) is re-scored from its float32 blob, so answers and scores are the exact
-ones. Segments are trusted only through their manifests (``stores/derived.py``): the store's UUID
-(written at creation), what rows they cover and a checksum per file, so a replaced or restored
+ones. A top-k search on a store of ``ann.MIN_ROWS`` spans or more goes through a faiss IVF
+index instead of the scan (``stores/ann.py``, ``ann_search.py``): its candidates are scored exactly
+from SQLite and a threshold-algorithm bound decides when the top k are the exact ones
+(``ann_ranking.py``); ``--all`` always scans. Segments and indexes are trusted only through
+their manifests (``stores/derived.py``): the store's UUID (written at creation), what rows they
+cover and a checksum per file, so a replaced or restored
 ``store.sqlite`` or a damaged file lead to a rebuild from SQLite, never to wrong answers.
 Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only whole
 passages behind and a rerun resumes by skipping ids already stored.
