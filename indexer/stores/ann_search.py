@@ -24,59 +24,58 @@ CHUNK = 65536
 KINDS = ("spans", "passages")
 
 
-def _rows(seg: segments.Segment, kind: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 rows, row ids) of positions lo:hi of one segment, dequantised."""
+def _rows(seg: segments.Segment, kind: str, lo: int, hi: int) -> np.ndarray:
+    """float32 rows at positions lo:hi of one segment, dequantised."""
     if kind == "spans":
-        vectors = seg.vectors[:, lo:hi].T.astype(np.float32) * seg.scales[lo:hi, None]
-        return vectors, np.asarray(seg.ids[lo:hi, 1])
-    vectors = seg.passage_vectors[lo:hi].astype(np.float32) * seg.passage_scales[lo:hi, None]
-    return vectors, np.asarray(seg.passage_ids[lo:hi])
+        return seg.vectors[:, lo:hi].T.astype(np.float32) * seg.scales[lo:hi, None]
+    return seg.passage_vectors[lo:hi].astype(np.float32) * seg.passage_scales[lo:hi, None]
 
 
-def _take(seg: segments.Segment, kind: str, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 rows, row ids) at positions ``at`` (ascending) of one segment, dequantised."""
+def _take(seg: segments.Segment, kind: str, at: np.ndarray) -> np.ndarray:
+    """float32 rows at positions ``at`` (ascending) of one segment, dequantised."""
     if kind == "spans":
-        return seg.vectors[:, at].T.astype(np.float32) * seg.scales[at, None], np.asarray(seg.ids[at, 1])
-    return seg.passage_vectors[at].astype(np.float32) * seg.passage_scales[at, None], np.asarray(seg.passage_ids[at])
+        return seg.vectors[:, at].T.astype(np.float32) * seg.scales[at, None]
+    return seg.passage_vectors[at].astype(np.float32) * seg.passage_scales[at, None]
 
 
-def _size(seg: segments.Segment, kind: str) -> int:
-    return len(seg.ids) if kind == "spans" else len(seg.passage_ids)
-
-
-def _ids(seg: segments.Segment, kind: str) -> np.ndarray:
-    return seg.ids[:, 1] if kind == "spans" else seg.passage_ids
+def _ids(vec: segments.SegmentSet, kind: str) -> list[np.ndarray]:
+    """Each segment's row ids (span or passage rowids, ascending), from the set's own copies (the
+    segments' id files are memory-mapped and left alone)."""
+    ids, offsets = (vec.span, vec.offsets) if kind == "spans" else (vec.passage_rows, vec.passage_offsets)
+    return [ids[offsets[k] : offsets[k + 1]] for k in range(len(vec.segments))]
 
 
 def rows_above(vec: segments.SegmentSet, kind: str, row_hi: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Chunks of (float32 rows, ids) with ids above ``row_hi``, segment by segment; each
     memory-mapped segment's pages are dropped from the process after each chunk."""
-    for seg in vec.segments:
-        ids = _ids(seg, kind)
+    for seg, ids in zip(vec.segments, _ids(vec, kind)):
         if len(ids) == 0 or int(ids[-1]) <= row_hi:
             continue
         start = int(np.searchsorted(ids, row_hi, side="right"))
         for lo in range(start, len(ids), CHUNK):
-            yield _rows(seg, kind, lo, min(lo + CHUNK, len(ids)))
+            hi = min(lo + CHUNK, len(ids))
+            yield _rows(seg, kind, lo, hi), ids[lo:hi]
             segments.release(seg.vectors)
+            segments.release(seg.passage_vectors)
 
 
 def _sample(vec: segments.SegmentSet, kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(``size`` rows drawn at random from every segment, their ids): k-means training rows."""
-    total = sum(_size(s, kind) for s in vec.segments)
+    all_ids = _ids(vec, kind)
+    total = sum(len(ids) for ids in all_ids)
     rng = np.random.default_rng(0)
     picks = np.sort(rng.choice(total, size=min(size, total), replace=False))
     parts, ids, offset = [], [], 0
-    for seg in vec.segments:
-        n = _size(seg, kind)
+    for seg, seg_ids in zip(vec.segments, all_ids):
+        n = len(seg_ids)
         local = picks[(picks >= offset) & (picks < offset + n)] - offset
         for lo in range(0, n, CHUNK):
             inside = local[(local >= lo) & (local < lo + CHUNK)]
             if inside.size:
-                rows, row_ids = _take(seg, kind, inside)
-                parts.append(rows)
-                ids.append(row_ids)
+                parts.append(_take(seg, kind, inside))
+                ids.append(seg_ids[inside])
         segments.release(seg.vectors)
+        segments.release(seg.passage_vectors)
         offset += n
     if not parts:
         return np.zeros((0, vec.segments[0].vectors.shape[0]), np.float32), np.zeros(0, np.int64)
@@ -112,6 +111,6 @@ class AnnIndexes:
 
     @staticmethod
     def _build(vec: segments.SegmentSet, kind: str, base_state: str) -> ann.Index:
-        rows = sum(_size(s, kind) for s in vec.segments)
+        rows = sum(len(ids) for ids in _ids(vec, kind))
         sample, ids = _sample(vec, kind, ann.TRAIN_PER_LIST * ann.lists_for(rows))
         return ann.build(rows_above(vec, kind, -1), rows, base_state, sample, ids)

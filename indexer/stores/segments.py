@@ -56,10 +56,10 @@ log = logging.getLogger(__name__)
 EPSILON = 0.01
 FILES = ("vectors.npy", "sums.npy", "scales.npy", "ids.npy", "passage_vectors.npy", "passage_scales.npy",
          "passage_ids.npy")
-MMAP = ("vectors.npy", "passage_vectors.npy")
+MMAP = ("vectors.npy", "passage_vectors.npy", "ids.npy")  # ids: read once into SegmentSet, then dropped
 LIST = "segments.json"
 MAX_TAILS = 16  # more tails than this are merged into one
-SCAN_BYTES = 256 << 20  # a scan maps at most this much of a segment at a time (see scan_dots)
+SCAN_BYTES = 128 << 20  # a scan maps at most this much of a segment at a time (see scan_dots)
 _STATE = re.compile(r"^seg1:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+)$")
 # a one-node ONNX graph: dots[m, n] = MatMulInteger(query[m, d] uint8, matrix[d, n] int8), opset 13
 _DOTS_MODEL = base64.b64decode(
@@ -222,6 +222,8 @@ class SegmentSet:
         segs = self.segments
         self.passage = np.concatenate([s.ids[:, 0] for s in segs]) if segs else np.zeros(0, np.int64)
         self.span = np.concatenate([s.ids[:, 1] for s in segs]) if segs else np.zeros(0, np.int64)
+        for s in segs:
+            release(s.ids)
         self.scales = np.concatenate([s.scales for s in segs]) if segs else np.zeros(0, np.float32)
         self.passage_rows = np.concatenate([s.passage_ids for s in segs]) if segs else np.zeros(0, np.int64)
         self.alive = np.ones(len(self.span), dtype=bool)
