@@ -136,3 +136,18 @@ def test_spans_of_finds_every_span_of_a_passage(big):
     vec.passage_sorted = False  # the slow way gives the same
     assert np.array_equal(np.sort(vec.spans_of(picks)), want)
     assert ann_search.CHUNK > 0
+
+
+def test_a_filter_allowing_few_passages_scores_just_those(big, monkeypatch):
+    """Below ``SMALL_SELECTION`` allowed passages the filter's own list is scored exactly (with
+    the number of matches known); above it the ANN candidates are checked against the filter."""
+    store, rng, centre, docs = big
+    monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", 5000)
+    for request in [r for r in asked(centre, rng) if r.filters.metadata]:
+        store.use_ann = False
+        want = list(store.search(request))
+        store.use_ann = True
+        got = store.search(request)
+        assert got.total is not None
+        agree([(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in got],
+              [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in want])

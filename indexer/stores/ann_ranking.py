@@ -8,7 +8,11 @@ at most the span list's last index score + its error bound, and its passage vect
 passage list's last + error, so its total is at most the sum of those. Once the k-th exact total
 reaches that bound (or the span bound falls under the threshold, so no unseen passage can match)
 the answer is the exact top k; else both lists are read deeper and the probed lists widened.
-Only rows the probed inverted lists missed escape the bound: recall, measured by the benchmark.
+Only rows the probed inverted lists missed escape the bound: so once it holds, twice as many lists
+are probed again, and the answer stands when that changes nothing (the type vectors of queries lie
+away from the span vectors, and on real ones the nearest lists missed rows the next ones held:
+``nerindex eval`` on crossner politics, BENCHMARKS.md). What is left is recall, measured by the
+benchmark and the dev-set evals.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def top_k(
         return [], 0
     depth, probes = max(FIRST_DEPTH, 4 * k), FIRST_PROBES
     scored: dict[int, Scored | None] = {}
+    confirmed: list[int] | None = None
     while True:
         ids, scores = spans.search(query, depth, probes, span_bits)
         span_bound = _bound(spans, scores, depth, probes)
@@ -79,8 +84,13 @@ def top_k(
             found = {s.passage: s for s in score(new)}
             scored.update({int(p): found.get(int(p)) for p in new})
         ranked = sorted((s for s in scored.values() if s is not None), key=lambda s: (-s.total, s.passage))
+        top = [s.passage for s in ranked[:k]]
         if unseen == -np.inf or (len(ranked) >= k and ranked[k - 1].total > unseen):
-            return ranked[:k], depth
+            if top == confirmed or probes >= spans.lists:
+                return ranked[:k], depth
+            confirmed, probes = top, probes * 2  # the bound holds for the probed lists: probe twice as many once more
+            continue
+        confirmed = None
         if depth >= max_depth:
             return None
         depth, probes = depth * 4, probes * 2

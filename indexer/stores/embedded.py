@@ -36,6 +36,7 @@ from . import embedded_schema as schema
 from . import filters as sql_filters
 from . import segments
 from .base import (
+    Filters,
     ModelStamp,
     SearchRequest,
     StoreCounts,
@@ -265,15 +266,22 @@ class EmbeddedStore:
             (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
         return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted)
 
-    def _allowed(self, request: SearchRequest) -> np.ndarray | None:
-        """Passage rowids allowed by the metadata filters and text restriction (None: all)."""
+    def _allowed(self, request: SearchRequest, *, among: np.ndarray | None = None) -> np.ndarray | None:
+        """Passage rowids allowed by the metadata filters and text restriction (None: all), only
+        of those ``among`` when given."""
         metadata = request.filters.metadata
         if not metadata and not request.text:
             return None
         where: list[str] = []
         params: list[Any] = []
+        if among is not None:
+            where.append("passages.rowid IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(among.tolist()))
         if metadata:
-            clause, fparams = (sql_filters.indexed_filter_sql if self._indexed else sql_filters.filter_sql)(request.filters)
+            if self._indexed:
+                clause, fparams = sql_filters.indexed_filter_sql(request.filters, correlated=among is not None)
+            else:
+                clause, fparams = sql_filters.filter_sql(request.filters)
             where.append(clause)
             params.extend(fparams)
         if request.text:
@@ -285,6 +293,15 @@ class EmbeddedStore:
         except sqlite3.OperationalError as exc:
             raise SearchError(f"cannot apply filters: {exc}") from exc
         return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def _few_allowed(self, request: SearchRequest) -> bool:
+        """Whether the metadata filters and text restriction surely allow at most
+        ``SMALL_SELECTION`` passages (each counted on its own index, reading at most that many
+        entries; without the filter tables, only the text restriction is counted)."""
+        filters = request.filters if self._indexed else Filters()
+        counts = [self._conn.execute(sql, params).fetchone()[0]
+                  for sql, params in sql_filters.selection_bound_sql(filters, request.text, SMALL_SELECTION + 1)]
+        return bool(counts) and min(counts) <= SMALL_SELECTION
 
     def _restricted(self, vec: segments.SegmentSet, request: SearchRequest) -> np.ndarray | bool:
         """A mask of the spans the filters and the text restriction allow (True: all of them)."""
@@ -361,36 +378,38 @@ class EmbeddedStore:
 
     def _ann_search(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches | None:
         """Top-k from the ANN indexes, exact by the bound of :mod:`.ann_ranking` (None: the bound
-        did not close, scan instead). A filter that allows few passages scores just those. The
+        did not close, scan instead). A metadata or text filter that allows few passages scores
+        just those; one that allows many is checked on the candidates (SQL on a few hundred
+        rowids, not a list of every allowed passage: 20k–200k rows at 1M–10M spans for the
+        benchmark's filter); span-label filters restrict the span list (an ID selector). The
         total number of matches is not known here (``Matches.total`` is None)."""
-        allowed = self._allowed(request)
+        filtered = bool(request.filters.metadata) or bool(request.text)
+        allowed = self._allowed(request) if filtered and self._few_allowed(request) else None
         allowed_spans = None
         if request.filters.spans:
             span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
             sql, params = span_sql(request.filters)
             allowed_spans = np.sort(np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64))
         weight = request.passage_weight or 0.0
+        checked = filtered and allowed is None  # many allowed: check the candidates
 
         def score(passages: np.ndarray) -> list[Scored]:
+            if checked:
+                passages = self._allowed(request, among=passages)
             return read.score_passages(self._conn, passages, query, threshold=request.min_similarity, weight=weight,
                                        allowed_spans=allowed_spans)
 
-        if allowed is not None and allowed.size <= SMALL_SELECTION:
+        if allowed is not None and not checked:
             found = read.ranked(score(allowed), None)
             return Matches(read.hits(self._conn, found[: max(request.limit, 0)]), total=len(found))
-        span_bits = passage_bits = None
-        if allowed is not None:
-            passage_bits = _bitmap(allowed)
-            span_bits = _bitmap(vec.spans_of(allowed))
-        if allowed_spans is not None:
-            span_bits = _bitmap(allowed_spans if allowed is None else np.intersect1d(vec.spans_of(allowed), allowed_spans))
+        span_bits = None if allowed_spans is None else _bitmap(allowed_spans)
         identity = self.version().identity
         spans = self._ann.get(vec, identity, "spans")
         passages = self._ann.get(vec, identity, "passages") if weight else None
         result = ann_ranking.top_k(
             query, k=request.limit, threshold=request.min_similarity, weight=weight, spans=spans, passages=passages,
             span_passages=lambda ids: vec.passage[np.searchsorted(vec.span, ids)], score=score,
-            span_bits=span_bits, passage_bits=passage_bits, max_depth=max(len(vec.span) // 16, 1024),
+            span_bits=span_bits, max_depth=max(len(vec.span) // 16, 1024),
         )
         if result is None:
             log.debug("ANN bound did not close: exact scan")
