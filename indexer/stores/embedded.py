@@ -69,6 +69,7 @@ class EmbeddedStore:
         self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
         self._ann = ann_search.AnnIndexes(path / CACHE_DIR)
         self.use_ann = True  # False: every search scans exactly (the reference tests and benchmarks compare with)
+        self._warned_no_ann = False
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True) -> "EmbeddedStore":
@@ -327,10 +328,15 @@ class EmbeddedStore:
             return iter(())
         query = query_vector(request, stamp.dims)
         vec = self._load_vectors()
-        if not request.exhaustive and self.use_ann and len(vec.span) >= ann.MIN_ROWS and ann.available():
-            found = self._ann_search(vec, query, request)
-            if found is not None:
-                return found
+        if not request.exhaustive and self.use_ann and len(vec.span) >= ann.MIN_ROWS:
+            if ann.available():
+                found = self._ann_search(vec, query, request)
+                if found is not None:
+                    return found
+            elif not self._warned_no_ann:
+                self._warned_no_ann = True
+                log.warning("%s: %d spans are scanned whole for every top-k search; install faiss-cpu "
+                            "(the [cpu] extra) for the ANN index", self.path, len(vec.span))
         return self._scan(vec, query, request)
 
     def _scan(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches:
