@@ -414,7 +414,7 @@ class EmbeddedStore:
         passages = self._ann.get(vec, identity, "passages") if weight else None
         result = ann_ranking.top_k(
             query, k=request.limit, threshold=request.min_similarity, weight=weight, spans=spans, passages=passages,
-            span_passages=lambda ids: vec.passage[np.searchsorted(vec.span, ids)], score=score,
+            span_passages=lambda ids: _passages_of(vec, ids), score=score,
             span_bits=span_bits, max_depth=max(len(vec.span) // 16, 1024),
         )
         if result is None:
@@ -448,6 +448,14 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _passages_of(vec: segments.SegmentSet, span_ids: np.ndarray) -> np.ndarray:
+    """Passage rowids of span rowids in ``vec``; spans it does not hold (added to the shared index
+    by a newer set while this search runs) are left out."""
+    at = np.minimum(np.searchsorted(vec.span, span_ids), max(len(vec.span) - 1, 0))
+    known = vec.span[at] == span_ids if len(vec.span) else np.zeros(len(span_ids), dtype=bool)
+    return vec.passage[at[known]]
 
 
 def _bitmap(rowids: np.ndarray) -> np.ndarray:
