@@ -98,13 +98,11 @@ def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T]) -> T:
     return result
 
 
-def npy_writer(array: np.ndarray) -> Callable[[BinaryIO], dict[str, int]]:
-    """A ``write_file`` callback that saves ``array`` as .npy and returns its size and CRC-32."""
+def npy_writer(array: np.ndarray) -> Callable[[BinaryIO], None]:
+    """A :func:`save_files` callback that saves ``array`` as .npy."""
 
-    def write(handle: BinaryIO) -> dict[str, int]:
-        out = _Checksummed(handle)
-        np.save(out, np.ascontiguousarray(array), allow_pickle=False)
-        return {"size": out.size, "crc32": out.crc}
+    def write(handle: BinaryIO) -> None:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 
     return write
 
@@ -143,16 +141,32 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 def save_arrays(folder: Path, version: StoreVersion, arrays: Mapping[str, np.ndarray]) -> bool:
-    """Save arrays as ``<name>`` .npy files and then the manifest naming ``version``.
+    """Save arrays as ``<name>`` .npy files and then the manifest naming ``version`` (see
+    :func:`save_files`)."""
+    return save_files(folder, version, {name: npy_writer(array) for name, array in arrays.items()})
+
+
+def save_files(folder: Path, version: StoreVersion, writers: Mapping[str, Callable[[BinaryIO], None]]) -> bool:
+    """Save files, each written by its callback, and then the manifest naming ``version`` with
+    the size and CRC-32 of each.
 
     The old manifest goes first, so a crash half-way leaves a folder nobody trusts. Returns False
     (after one warning) when the folder cannot be written; nothing is left half-written then.
     """
+
+    def checksummed(write: Callable[[BinaryIO], None]) -> Callable[[BinaryIO], dict[str, int]]:
+        def run(handle: BinaryIO) -> dict[str, int]:
+            out = _Checksummed(handle)
+            write(out)  # type: ignore[arg-type]
+            return {"size": out.size, "crc32": out.crc}
+
+        return run
+
     try:
         folder.mkdir(exist_ok=True)
         (folder / MANIFEST).unlink(missing_ok=True)
         fsync_dir(folder)
-        files = {name: write_file(folder, name, npy_writer(array)) for name, array in arrays.items()}
+        files = {name: write_file(folder, name, checksummed(write)) for name, write in writers.items()}
         store = {"identity": version.identity, "state": version.state}
         manifest = {"format": MANIFEST_FORMAT, "store": store, "files": files}
         text = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
@@ -164,6 +178,23 @@ def save_arrays(folder: Path, version: StoreVersion, arrays: Mapping[str, np.nda
                     folder, reason)
         return False
     return True
+
+
+def trusted(folder: Path, version: StoreVersion, names: Sequence[str]) -> bool:
+    """Whether the folder's manifest names ``version`` and every named file matches it (for files
+    the caller reads itself); logs why not, like :func:`load_arrays`."""
+    problem, warn = _problem(folder, version, names)
+    if problem is not None:
+        (log.warning if warn else log.info)("%s: rebuilding from the store: %s", folder, problem)
+    return problem is None
+
+
+def manifest_state(folder: Path) -> str | None:
+    """The store state the folder's manifest names (None: no readable manifest)."""
+    try:
+        return str(json.loads((folder / MANIFEST).read_bytes())["store"]["state"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _problem(folder: Path, version: StoreVersion, names: Sequence[str]) -> tuple[str | None, bool]:

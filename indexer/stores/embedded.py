@@ -6,8 +6,12 @@ int8 segments (``stores/segments.py``): memory-mapped from ``cache/``, scanned w
 kernel, extended by one small tail segment after a write instead of being rebuilt. Every span
 whose int8 score is within ``segments.EPSILON`` of a decision (the threshold, or the k-th best
 passage of a top-k search) is re-scored from its float32 blob, so answers and scores are the exact
-ones. Segments are trusted only through their manifests (``stores/derived.py``): the store's UUID
-(written at creation), what rows they cover and a checksum per file, so a replaced or restored
+ones. A top-k search on a store of ``ann.MIN_ROWS`` spans or more goes through a faiss IVF
+index instead of the scan (``stores/ann.py``, ``ann_search.py``): its candidates are scored exactly
+from SQLite and a threshold-algorithm bound decides when the top k are the exact ones
+(``ann_ranking.py``); ``--all`` always scans. Segments and indexes are trusted only through
+their manifests (``stores/derived.py``): the store's UUID (written at creation), what rows they
+cover and a checksum per file, so a replaced or restored
 ``store.sqlite`` or a damaged file lead to a rebuild from SQLite, never to wrong answers.
 Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only whole
 passages behind and a rerun resumes by skipping ids already stored.
@@ -25,11 +29,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import ModelMismatchError, SearchError, StoreError
-from ..records import EncodedPassage, Hit, Matches, SpanMatch
+from ..records import EncodedPassage, Hit, Matches
+from . import ann, ann_ranking, ann_search
+from . import embedded_read as read
 from . import embedded_schema as schema
 from . import filters as sql_filters
 from . import segments
 from .base import (
+    Filters,
     ModelStamp,
     SearchRequest,
     StoreCounts,
@@ -40,14 +47,15 @@ from .base import (
     filter_key_problem,
     query_vector,
 )
-from .span_ranking import best_first, top_candidates
+from .span_ranking import Scored, best_first, top_candidates
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "store.sqlite"
 CACHE_DIR = "cache"
 CACHE_FILES = segments.FILES
-PAGE = 500  # passages fetched per SQL round trip while paging hits
+PAGE = 500  # ids per SQL round trip
+SMALL_SELECTION = 2000  # a filter allowing at most this many passages: score them all exactly
 
 
 class EmbeddedStore:
@@ -59,6 +67,9 @@ class EmbeddedStore:
         self._vectors: segments.SegmentSet | None = None
         self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
         self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
+        self._ann = ann_search.AnnIndexes(path / CACHE_DIR)
+        self.use_ann = True  # False: every search scans exactly (the reference tests and benchmarks compare with)
+        self._warned_no_ann = False
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True) -> "EmbeddedStore":
@@ -256,15 +267,22 @@ class EmbeddedStore:
             (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
         return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted)
 
-    def _allowed(self, request: SearchRequest) -> np.ndarray | None:
-        """Passage rowids allowed by the metadata filters and text restriction (None: all)."""
+    def _allowed(self, request: SearchRequest, *, among: np.ndarray | None = None) -> np.ndarray | None:
+        """Passage rowids allowed by the metadata filters and text restriction (None: all), only
+        of those ``among`` when given."""
         metadata = request.filters.metadata
         if not metadata and not request.text:
             return None
         where: list[str] = []
         params: list[Any] = []
+        if among is not None:
+            where.append("passages.rowid IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(among.tolist()))
         if metadata:
-            clause, fparams = (sql_filters.indexed_filter_sql if self._indexed else sql_filters.filter_sql)(request.filters)
+            if self._indexed:
+                clause, fparams = sql_filters.indexed_filter_sql(request.filters, correlated=among is not None)
+            else:
+                clause, fparams = sql_filters.filter_sql(request.filters)
             where.append(clause)
             params.extend(fparams)
         if request.text:
@@ -276,6 +294,15 @@ class EmbeddedStore:
         except sqlite3.OperationalError as exc:
             raise SearchError(f"cannot apply filters: {exc}") from exc
         return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def _few_allowed(self, request: SearchRequest) -> bool:
+        """Whether the metadata filters and text restriction surely allow at most
+        ``SMALL_SELECTION`` passages (each counted on its own index, reading at most that many
+        entries; without the filter tables, only the text restriction is counted)."""
+        filters = request.filters if self._indexed else Filters()
+        counts = [self._conn.execute(sql, params).fetchone()[0]
+                  for sql, params in sql_filters.selection_bound_sql(filters, request.text, SMALL_SELECTION + 1)]
+        return bool(counts) and min(counts) <= SMALL_SELECTION
 
     def _restricted(self, vec: segments.SegmentSet, request: SearchRequest) -> np.ndarray | bool:
         """A mask of the spans the filters and the text restriction allow (True: all of them)."""
@@ -291,14 +318,29 @@ class EmbeddedStore:
         return keep
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
-        """Every span scored (int8, then float32 where it matters), passages ranked by their best
-        span (+ λ · passage); see the module docstring for when a span is re-scored. Only the
-        reading of passages and spans is left for iteration; a bad request raises here."""
+        """Top-k through the ANN index when the store is big enough for it to pay
+        (:meth:`_ann_search`), else (and for ``exhaustive``) every span scored (int8, then float32
+        where it matters), passages ranked by their best span (+ λ · passage); see the module
+        docstring. Only the reading of passages and spans is left for iteration; a bad request
+        raises here."""
         stamp = self.model()
         if stamp is None:
             return iter(())
         query = query_vector(request, stamp.dims)
         vec = self._load_vectors()
+        if not request.exhaustive and self.use_ann and len(vec.span) >= ann.MIN_ROWS:
+            if ann.available():
+                found = self._ann_search(vec, query, request)
+                if found is not None:
+                    return found
+            elif not self._warned_no_ann:
+                self._warned_no_ann = True
+                log.warning("%s: %d spans are scanned whole for every top-k search; install faiss-cpu "
+                            "(the [cpu] extra) for the ANN index", self.path, len(vec.span))
+        return self._scan(vec, query, request)
+
+    def _scan(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches:
+        """The exact search: an int8 scan of every span, float32 re-scoring near each decision."""
         sims = vec.approx_sims(query)
         threshold, eps = request.min_similarity, segments.EPSILON
         keep = vec.alive & (sims >= threshold - eps) & self._restricted(vec, request)
@@ -310,10 +352,11 @@ class EmbeddedStore:
                 passage_weight=request.passage_weight or 0.0,
             )
         rescore = idx if chosen is None else idx[np.isin(vec.passage[idx], chosen) | (sims[idx] < threshold + eps)]
-        sims[rescore] = self._exact(vec.span[rescore], query, "spans", -np.inf)
+        details: dict[int, tuple] | None = {} if request.exhaustive else None
+        sims[rescore] = read.exact(self._conn, vec.span[rescore], query, "spans", -np.inf, details)
         idx = idx[sims[idx] >= threshold]
         if idx.size == 0:
-            return iter(())
+            return Matches(iter(()), total=0)
         order, first = best_first(idx, sims, vec.passage)
         passages = vec.passage[order]
         best = order[first]
@@ -322,7 +365,7 @@ class EmbeddedStore:
             best = best[np.isin(vec.passage[best], chosen)]
         score = sims[best].astype(np.float64)
         if request.passage_weight:
-            score += request.passage_weight * self._exact(vec.passage[best], query, "passages", 0.0)
+            score += request.passage_weight * read.exact(self._conn, vec.passage[best], query, "passages", 0.0)
         # passages by score (desc), ties by insertion order for a stable result
         rank = np.lexsort((vec.passage[best], -score))
         ranked, score = best[rank], score[rank]
@@ -332,8 +375,52 @@ class EmbeddedStore:
         starts = np.nonzero(first)[0]
         ends = np.append(starts[1:], order.size)
         at = np.searchsorted(passages[starts], vec.passage[ranked])
-        by_passage = {int(passages[starts[i]]): order[starts[i] : ends[i]] for i in at.tolist()}
-        return Matches(self._hits(ranked, score, by_passage, sims, vec), total=total)
+        span_rows, span_sims = vec.span[order].tolist(), sims[order].tolist()
+        scored = (
+            Scored(p, total_score, tuple(zip(span_rows[starts[i] : ends[i]], span_sims[starts[i] : ends[i]])))
+            for p, total_score, i in zip(vec.passage[ranked].tolist(), score.tolist(), at.tolist())
+        )
+        return Matches(read.hits(self._conn, scored, details), total=total)
+
+    def _ann_search(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches | None:
+        """Top-k from the ANN indexes, exact by the bound of :mod:`.ann_ranking` (None: the bound
+        did not close, scan instead). A metadata or text filter that allows few passages scores
+        just those; one that allows many is checked on the candidates (SQL on a few hundred
+        rowids, not a list of every allowed passage: 20k–200k rows at 1M–10M spans for the
+        benchmark's filter); span-label filters restrict the span list (an ID selector). The
+        total number of matches is not known here (``Matches.total`` is None)."""
+        filtered = bool(request.filters.metadata) or bool(request.text)
+        allowed = self._allowed(request) if filtered and self._few_allowed(request) else None
+        allowed_spans = None
+        if request.filters.spans:
+            span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
+            sql, params = span_sql(request.filters)
+            allowed_spans = np.sort(np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64))
+        weight = request.passage_weight or 0.0
+        checked = filtered and allowed is None  # many allowed: check the candidates
+
+        def score(passages: np.ndarray) -> list[Scored]:
+            if checked:
+                passages = self._allowed(request, among=passages)
+            return read.score_passages(self._conn, passages, query, threshold=request.min_similarity, weight=weight,
+                                       allowed_spans=allowed_spans)
+
+        if allowed is not None and not checked:
+            found = read.ranked(score(allowed), None)
+            return Matches(read.hits(self._conn, found[: max(request.limit, 0)]), total=len(found))
+        span_bits = None if allowed_spans is None else _bitmap(allowed_spans)
+        identity = self.version().identity
+        spans = self._ann.get(vec, identity, "spans")
+        passages = self._ann.get(vec, identity, "passages") if weight else None
+        result = ann_ranking.top_k(
+            query, k=request.limit, threshold=request.min_similarity, weight=weight, spans=spans, passages=passages,
+            span_passages=lambda ids: _passages_of(vec, ids), score=score,
+            span_bits=span_bits, max_depth=max(len(vec.span) // 16, 1024),
+        )
+        if result is None:
+            log.debug("ANN bound did not close: exact scan")
+            return None
+        return Matches(read.hits(self._conn, result[0]), total=None)
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and
@@ -353,70 +440,6 @@ class EmbeddedStore:
             return np.zeros((0, dims), dtype=np.float32)
         return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dims).copy()
 
-    def _exact(self, rowids: np.ndarray, query: np.ndarray, table: str, missing: float) -> np.ndarray:
-        """float32 cos(query, stored vector) of span or passage rowids, from SQLite; ``missing``
-        where a row is gone (deleted since the segments were loaded) or has no vector."""
-        out = np.full(rowids.size, missing, dtype=np.float32)
-        if rowids.size == 0:
-            return out
-        rows = self._conn.execute(
-            f"SELECT rowid, vector FROM {table} WHERE rowid IN (SELECT value FROM json_each(?))",
-            (json.dumps(rowids.tolist()),),
-        ).fetchall()
-        nbytes = 4 * query.size
-        rows = [r for r in rows if r[1] is not None and len(r[1]) == nbytes]
-        if rows:
-            found = np.asarray([r[0] for r in rows], dtype=np.int64)
-            matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-            where = {int(r): i for i, r in enumerate(rowids.tolist())}
-            out[[where[int(r)] for r in found]] = matrix @ query
-        return out
-
-    def _hits(
-        self,
-        ranked: np.ndarray,
-        scores: np.ndarray,
-        by_passage: dict[int, np.ndarray],
-        sims: np.ndarray,
-        vec: segments.SegmentSet,
-    ) -> Iterator[Hit]:
-        for start in range(0, ranked.size, PAGE):
-            chunk_scores = scores[start : start + PAGE]
-            chunk = [int(vec.passage[i]) for i in ranked[start : start + PAGE]]
-            marks = ",".join("?" for _ in chunk)
-            rows = {
-                r[0]: r[1:]
-                for r in self._conn.execute(
-                    f"SELECT rowid, id, text, fields FROM passages WHERE rowid IN ({marks})", chunk
-                )
-            }
-            span_ids = [int(vec.span[i]) for p in chunk for i in by_passage[p]]
-            span_rows: dict[int, tuple[int, int, str]] = {}
-            for s in range(0, len(span_ids), PAGE):
-                part = span_ids[s : s + PAGE]
-                m = ",".join("?" for _ in part)
-                for r in self._conn.execute(
-                    f"SELECT rowid, start, end, labels FROM spans WHERE rowid IN ({m})", part
-                ):
-                    span_rows[r[0]] = r[1:]
-            for p, score in zip(chunk, chunk_scores):
-                if p not in rows:  # deleted since the vectors were loaded
-                    continue
-                pid, text, fields = rows[p]
-                matches = []
-                for i in by_passage[p]:
-                    s_start, s_end, labels = span_rows[int(vec.span[i])]
-                    matches.append(
-                        SpanMatch(s_start, s_end, text[s_start:s_end], float(sims[i]), tuple(json.loads(labels)))
-                    )
-                yield Hit(
-                    id=pid,
-                    score=float(score),
-                    text=text,
-                    fields=json.loads(fields),
-                    spans=tuple(matches),
-                )
-
     def close(self) -> None:
         self._conn.close()
 
@@ -425,6 +448,21 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _passages_of(vec: segments.SegmentSet, span_ids: np.ndarray) -> np.ndarray:
+    """Passage rowids of span rowids in ``vec``; spans it does not hold (added to the shared index
+    by a newer set while this search runs) are left out."""
+    at = np.minimum(np.searchsorted(vec.span, span_ids), max(len(vec.span) - 1, 0))
+    known = vec.span[at] == span_ids if len(vec.span) else np.zeros(len(span_ids), dtype=bool)
+    return vec.passage[at[known]]
+
+
+def _bitmap(rowids: np.ndarray) -> np.ndarray:
+    """A little-endian bitmap with the bits of ``rowids`` set (faiss's IDSelectorBitmap)."""
+    bits = np.zeros(int(rowids.max()) + 1 if rowids.size else 1, dtype=bool)
+    bits[rowids] = True
+    return np.packbits(bits, bitorder="little")
 
 
 def _blob(vector: np.ndarray) -> bytes:

@@ -135,17 +135,40 @@ def ensure_index(conn) -> bool:
     return True
 
 
-def indexed_filter_sql(filters: Filters) -> tuple[str, list[Any]]:
-    """Like :func:`filter_sql`, through the ``passage_fields`` index (``None``: over the JSON)."""
+def indexed_filter_sql(filters: Filters, *, correlated: bool = False) -> tuple[str, list[Any]]:
+    """Like :func:`filter_sql`, through the ``passage_fields`` index (``None``: over the JSON).
+
+    ``correlated``: one index probe per passage row (``EXISTS``) instead of the list of every
+    allowed passage, which SQLite builds whole first: the form to check a few candidates with."""
 
     def clause(key: str, value: FilterValue) -> tuple[str, list[Any]]:
         if value is None:
             return _field_sql(key, value)
         values = [_as_text(v) for v in _values(value)]
         marks = ",".join("?" for _ in values)
+        if correlated:
+            return (f"EXISTS (SELECT 1 FROM passage_fields WHERE key = ? AND value IN ({marks}) "
+                    "AND passage = passages.rowid)"), [key, *values]
         return f"passages.rowid IN (SELECT passage FROM passage_fields WHERE key = ? AND value IN ({marks}))", [key, *values]
 
     return _joined(clause(key, value) for key, value in filters.metadata)
+
+
+def selection_bound_sql(filters: Filters, text: str | None, limit: int) -> list[tuple[str, list[Any]]]:
+    """Queries counting, up to ``limit``, the passages each indexed restriction allows on its own
+    (the smallest count bounds what all of them allow together), each reading at most ``limit``
+    index entries; a ``None`` metadata value (absent field) gives none."""
+    out = []
+    for key, value in filters.metadata:
+        if value is not None:
+            values = [_as_text(v) for v in _values(value)]
+            marks = ",".join("?" for _ in values)
+            out.append((f"SELECT COUNT(*) FROM (SELECT 1 FROM passage_fields WHERE key = ? AND value IN ({marks}) "
+                        f"LIMIT {int(limit)})", [key, *values]))
+    if text:
+        out.append((f"SELECT COUNT(*) FROM (SELECT 1 FROM passages_fts WHERE passages_fts MATCH ? LIMIT {int(limit)})",
+                    [fts_query(text)]))
+    return out
 
 
 def indexed_span_filter_sql(filters: Filters) -> tuple[str, list[Any]]:

@@ -7,9 +7,20 @@ exact ones until re-scored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import segments
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One passage scored exactly: its total, and its matching spans (span rowid, cosine) best first."""
+
+    passage: int
+    total: float
+    spans: tuple[tuple[int, float], ...]
 
 
 def best_first(idx: np.ndarray, sims: np.ndarray, passage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

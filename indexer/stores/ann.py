@@ -1,0 +1,192 @@
+"""Approximate nearest vectors for top-k search: a faiss IVF index, a derived file of the store.
+
+Why faiss, and IVF with 6-bit residual codes: at 10M spans × 384 dims an index that keeps its own
+float32 vectors (HNSW in usearch or hnswlib, faiss IVF-Flat) holds 15+ GB, and even 8-bit codes
+3.8 GB, over the 4 GB a searching process may use. IVF with 6-bit scalar-quantised residuals
+keeps 288 bytes a row (2.9 GB at 10M; product quantisation is smaller, but its error, ~0.03 on the
+benchmark's vectors, is as large as the spread of the scores it has to rank). IVF is extended by
+``add_with_ids`` without retraining (a write adds its rows, nothing is rebuilt) and takes an ID
+selector (filtered search). Its scores are only close, so it *proposes* candidates: the store
+scores them exactly and stops on a bound (``ann_ranking.py``).
+
+``max_error`` bounds how far an index score may lie from the exact cosine. It is measured on each
+index when it is built (the largest error on the top answers of sample queries, doubled) and kept
+in its manifest. A row the index did not return scores at most the last returned score plus that
+error, unless the probed lists missed it: that part is approximate, and measured as recall
+(``bench/bench_search.py``: ``recall_at_10``).
+
+On disk (``cache/ann-spans/``, ``cache/ann-passages/``): ``index.faiss``, trusted only through
+its ``derived.py`` manifest, whose state names the base segment it was built on, the highest row
+id it holds and its error bound (``ann1:<base state>:r<hi>:e<error>``). Rows above that (later
+writes, in the tail segments) are added when it is loaded; the file is saved again only when
+``RESAVE_ROWS`` rows were added since, so a write never waits for the whole index to be rewritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from . import derived
+from .base import StoreVersion
+
+log = logging.getLogger(__name__)
+
+MIN_ROWS = 300_000  # below this the exact int8 scan is about as fast (BENCHMARKS.md, int8 segments)
+TRAIN_PER_LIST = 32  # k-means training rows per inverted list
+RESAVE_ROWS = 200_000  # rows added since the last save that make a new save worth it
+FILE = "index.faiss"
+_STATE = re.compile(r"^ann1:(.*):r(\d+):e([0-9.]+)$")
+
+
+def available() -> bool:
+    """Whether faiss is installed (the [cpu] and [gpu] extras install it)."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def lists_for(rows: int) -> int:
+    """Inverted lists for ``rows`` vectors: √n, at most 1024. Assigning the rows costs rows · lists
+    · dims multiply-adds (the exact coarse quantiser: an HNSW one returned too few lists to probe),
+    so the cap keeps a 10M build to minutes; a search then scans ~10k rows a list at 10M."""
+    return int(min(1024, max(1, math.sqrt(max(rows, 1)))))
+
+
+@dataclass
+class Index:
+    """One IVF index over unit vectors with their store row ids, and what it covers."""
+
+    faiss_index: object
+    base_state: str  # the base segment it was built on
+    row_hi: int  # highest row id added
+    max_error: float  # |index score − exact cosine| bound measured at build time
+    saved_hi: int = 0  # highest row id in the saved file (0: not saved)
+    build_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()  # faiss indexes may not be searched while rows are added
+
+    def state(self, row_hi: int | None = None) -> str:
+        return f"ann1:{self.base_state}:r{self.row_hi if row_hi is None else row_hi}:e{self.max_error:.6f}"
+
+    @property
+    def lists(self) -> int:
+        return int(self.faiss_index.nlist)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add float32 rows (ids above ``row_hi``)."""
+        if len(ids):
+            with self.lock:
+                self.faiss_index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+                self.row_hi = max(self.row_hi, int(ids.max()))
+
+    def search(self, query: np.ndarray, k: int, probes: int, allowed_bits: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(row ids, index scores) of up to ``k`` rows, best first, from ``probes`` lists; only
+        ids whose bit is set in ``allowed_bits`` (a little-endian bitmap by id) when given."""
+        import faiss
+
+        params = faiss.SearchParametersIVF(nprobe=int(min(probes, self.lists)))
+        if allowed_bits is not None:
+            selector = faiss.IDSelectorBitmap(len(allowed_bits), faiss.swig_ptr(allowed_bits))  # size in bytes
+            params.sel = selector
+        with self.lock:
+            scores, ids = self.faiss_index.search(query.reshape(1, -1).astype(np.float32), int(k), params=params)
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
+
+def build(chunks: Iterable[tuple[np.ndarray, np.ndarray]], rows: int, base_state: str, sample: np.ndarray,
+          sample_ids: np.ndarray) -> Index:
+    """Train on ``sample`` (float32 rows spread over the store, with their ids ascending), add
+    every chunk of (vectors, ids), and measure the error bound on the sample rows."""
+    import faiss
+
+    began = time.perf_counter()
+    dims = sample.shape[1]
+    lists = min(lists_for(rows), max(1, len(sample)))
+    quantiser = faiss.IndexFlatIP(dims)  # exact list choice (an HNSW one missed lists: rows never probed)
+    index = faiss.IndexIVFScalarQuantizer(quantiser, dims, lists, faiss.ScalarQuantizer.QT_6bit,
+                                          faiss.METRIC_INNER_PRODUCT, True)
+    index.cp.min_points_per_centroid = 1  # small stores: fewer training rows per list are fine
+    index.cp.niter = 8
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    out = Index(index, base_state, 0, 0.0)
+    for vectors, ids in chunks:
+        out.add(vectors, ids)
+    out.max_error = measure_error(out, sample, sample_ids)
+    out.build_s = time.perf_counter() - began
+    log.info("ANN index: %d rows in %d lists, built in %.1f s, error bound %.4f", rows, lists, out.build_s,
+             out.max_error)
+    return out
+
+
+def measure_error(index: Index, sample: np.ndarray, sample_ids: np.ndarray, queries: int = 16, k: int = 256) -> float:
+    """Twice the largest |index score − cosine| over the top ``k`` sample rows answering
+    ``queries`` sample rows used as queries, and never below 0.01 (the rows given to the index are
+    int8 copies, themselves within ~0.002 of the float32 vectors)."""
+    if len(sample_ids) == 0:
+        return 0.01
+    bits = np.zeros(int(sample_ids.max()) + 1, dtype=bool)
+    bits[sample_ids] = True
+    bits = np.packbits(bits, bitorder="little")
+    worst = 0.0
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(sample), size=min(queries, len(sample)), replace=False):
+        q = sample[i] / max(float(np.linalg.norm(sample[i])), 1e-12)
+        ids, scores = index.search(q, k, probes=min(index.lists, 256), allowed_bits=bits)
+        if len(ids):
+            exact = sample[np.searchsorted(sample_ids, ids)] @ q
+            worst = max(worst, float(np.abs(exact - scores).max()))
+    return max(0.01, 2 * worst)
+
+
+# ---------------------------------------------------------------------------- on disk
+
+
+def load(folder: Path, identity: str, base_state: str) -> Index | None:
+    """The saved index when its manifest names this store and base segment and its file checks
+    out; else None (the caller rebuilds)."""
+    state = derived.manifest_state(folder)
+    match = _STATE.match(state or "")
+    if match is None or match.group(1) != base_state:
+        if state is not None:
+            log.info("%s: rebuilding the ANN index: made for another base segment", folder)
+        return None
+    if not derived.trusted(folder, StoreVersion(identity, state or ""), (FILE,)):
+        return None
+    import faiss
+
+    try:
+        index = faiss.read_index(str(folder / FILE))
+    except RuntimeError as exc:
+        log.warning("%s: rebuilding the ANN index: unreadable (%s)", folder, exc)
+        return None
+    row_hi = int(match.group(2))
+    return Index(index, base_state, row_hi, float(match.group(3)), row_hi)
+
+
+def save(folder: Path, identity: str, index: Index) -> bool:
+    """Save the index with a manifest naming what it covers."""
+    import faiss
+
+    def write(handle) -> None:
+        faiss.write_index(index.faiss_index, faiss.PyCallbackIOWriter(handle.write))
+
+    with index.lock:
+        row_hi = index.row_hi
+        ok = derived.save_files(folder, StoreVersion(identity, index.state(row_hi)), {FILE: write})
+    if ok:
+        index.saved_hi = row_hi
+    return ok

@@ -1,0 +1,96 @@
+"""Top-k passages from approximate candidates, exact where a bound says so (threshold algorithm).
+
+A passage's total is its best span's cosine + λ · its passage cosine, counted when that best span
+reaches the threshold. Candidates come from two ANN lists, spans and (when λ > 0) passage vectors,
+each read best first down to some depth; every candidate passage is then scored exactly (all its
+spans and its passage vector, from the float32 source). A passage in neither list has every span
+at most the span list's last index score + its error bound, and its passage vector at most the
+passage list's last + error, so its total is at most the sum of those. Once the k-th exact total
+reaches that bound (or the span bound falls under the threshold, so no unseen passage can match)
+the answer is the exact top k; else both lists are read deeper and the probed lists widened.
+Only rows the probed inverted lists missed escape the bound: so once it holds, twice as many lists
+are probed again, and the answer stands when that changes nothing (the type vectors of queries lie
+away from the span vectors, and on real ones the nearest lists missed rows the next ones held:
+``nerindex eval`` on crossner politics, BENCHMARKS.md). What is left is recall, measured by the
+benchmark and the dev-set evals.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .span_ranking import Scored
+
+
+class Proposer(Protocol):
+    """An ANN index as this module uses it (see :class:`.ann.Index`)."""
+
+    max_error: float
+
+    @property
+    def lists(self) -> int: ...
+
+    def search(self, query: np.ndarray, k: int, probes: int, allowed_bits: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+FIRST_DEPTH = 64
+FIRST_PROBES = 16
+
+
+def _bound(index: Proposer, scores: np.ndarray, depth: int, probes: int) -> float:
+    """Highest score a row the index did not return can have: the last returned score + error
+    when the list was cut at ``depth``; -inf when every list was probed and fewer came back
+    (nothing is left); +inf when fewer came back from only some lists (unknown: probe more)."""
+    if len(scores) >= depth:
+        return float(scores[-1]) + index.max_error
+    return -np.inf if probes >= index.lists else np.inf
+
+
+def top_k(
+    query: np.ndarray, *, k: int, threshold: float, weight: float,
+    spans: Proposer, passages: Proposer | None,
+    span_passages: Callable[[np.ndarray], np.ndarray],
+    score: Callable[[np.ndarray], list[Scored]],
+    span_bits: np.ndarray | None = None, passage_bits: np.ndarray | None = None,
+    max_depth: int = 65536,
+) -> tuple[list[Scored], int] | None:
+    """(the exact top ``k`` passages, the depth it took), or None when the bound did not close by
+    ``max_depth`` (the caller scans exactly). ``span_passages`` maps span rowids to passage rowids;
+    ``score`` scores passage rowids exactly (unmatched ones left out); ``*_bits`` restrict the
+    lists (filters)."""
+    if k <= 0:
+        return [], 0
+    depth, probes = max(FIRST_DEPTH, 4 * k), FIRST_PROBES
+    scored: dict[int, Scored | None] = {}
+    confirmed: list[int] | None = None
+    while True:
+        ids, scores = spans.search(query, depth, probes, span_bits)
+        span_bound = _bound(spans, scores, depth, probes)
+        candidates = set(span_passages(ids).tolist())
+        unseen = span_bound
+        if span_bound < threshold:
+            unseen = -np.inf  # no passage outside the span list has a span reaching the threshold
+        elif weight and passages is not None:
+            pids, pscores = passages.search(query, depth, probes, passage_bits)
+            candidates.update(pids.tolist())
+            unseen += weight * _bound(passages, pscores, depth, probes)
+        elif weight:
+            unseen += weight  # passage cosines are at most 1
+        new = np.fromiter((p for p in candidates if p not in scored), dtype=np.int64)
+        if new.size:
+            found = {s.passage: s for s in score(new)}
+            scored.update({int(p): found.get(int(p)) for p in new})
+        ranked = sorted((s for s in scored.values() if s is not None), key=lambda s: (-s.total, s.passage))
+        top = [s.passage for s in ranked[:k]]
+        if unseen == -np.inf or (len(ranked) >= k and ranked[k - 1].total > unseen):
+            if top == confirmed or probes >= spans.lists:
+                return ranked[:k], depth
+            confirmed, probes = top, probes * 2  # the bound holds for the probed lists: probe twice as many once more
+            continue
+        confirmed = None
+        if depth >= max_depth:
+            return None
+        depth, probes = depth * 4, probes * 2

@@ -1,0 +1,133 @@
+"""Reading the embedded store's rows from SQLite for a search: exact cosines, scored passages, hits.
+
+The float32 blobs in SQLite are the source of truth for every score the store returns; the int8
+segments and the ANN index only decide which rows are worth reading. Rowids go to SQLite as one
+JSON array per statement (``json_each``), not as ``?`` lists, so a page is one round trip
+whatever its size.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..records import Hit, SpanMatch
+from .span_ranking import Scored
+
+PAGE = 2000  # passages read per SQL round trip while paging hits
+
+
+def exact(conn: sqlite3.Connection, rowids: np.ndarray, query: np.ndarray, table: str, missing: float,
+          details: dict[int, tuple] | None = None) -> np.ndarray:
+    """float32 cos(query, stored vector) of span or passage rowids, from SQLite; ``missing``
+    where a row is gone (deleted since the segments were loaded) or has no vector. Spans'
+    (start, end, labels) go into ``details`` when given, so their hits need not read them again
+    (at 1M spans a random row read costs ~20 µs; an ``--all`` search reads thousands)."""
+    out = np.full(rowids.size, missing, dtype=np.float32)
+    if rowids.size == 0:
+        return out
+    more = ", start, end, labels" if details is not None else ""
+    rows = conn.execute(
+        f"SELECT rowid, vector{more} FROM {table} WHERE rowid IN (SELECT value FROM json_each(?))",
+        (json.dumps(rowids.tolist()),),
+    ).fetchall()
+    nbytes = 4 * query.size
+    rows = [r for r in rows if r[1] is not None and len(r[1]) == nbytes]
+    if details is not None:
+        details.update((r[0], r[2:]) for r in rows)
+    if rows:
+        found = np.asarray([r[0] for r in rows], dtype=np.int64)
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        order = np.argsort(rowids, kind="stable")
+        out[order[np.searchsorted(rowids[order], found)]] = matrix @ query
+    return out
+
+
+def score_passages(
+    conn: sqlite3.Connection, passages: np.ndarray, query: np.ndarray, *, threshold: float, weight: float,
+    allowed_spans: np.ndarray | None = None,
+) -> list[Scored]:
+    """Passages scored exactly from all their spans (only ``allowed_spans``, sorted, when given):
+    those whose best span reaches ``threshold``, total = best + ``weight`` · passage cosine."""
+    if passages.size == 0:
+        return []
+    rows = conn.execute(
+        "SELECT passage, rowid, vector FROM spans WHERE passage IN (SELECT value FROM json_each(?))",
+        (json.dumps(passages.tolist()),),
+    ).fetchall()
+    nbytes = 4 * query.size
+    rows = [r for r in rows if len(r[2]) == nbytes]
+    if not rows:
+        return []
+    owner = np.asarray([r[0] for r in rows], dtype=np.int64)
+    span = np.asarray([r[1] for r in rows], dtype=np.int64)
+    sims = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1) @ query
+    keep = sims >= threshold
+    if allowed_spans is not None:
+        keep &= np.isin(span, allowed_spans)
+    owner, span, sims = owner[keep], span[keep], sims[keep]
+    if owner.size == 0:
+        return []
+    order = np.lexsort((span, -sims, owner))  # by passage, best span first, ties by rowid
+    owner, span, sims = owner[order], span[order], sims[order]
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    best = sims[starts].astype(np.float64)
+    if weight:
+        best += weight * exact(conn, owner[starts], query, "passages", 0.0)
+    ends = np.r_[starts[1:], owner.size]
+    span_list, sim_list = span.tolist(), sims.tolist()
+    return [
+        Scored(int(owner[s]), float(total), tuple(zip(span_list[s:e], sim_list[s:e])))
+        for s, e, total in zip(starts.tolist(), ends.tolist(), best.tolist())
+    ]
+
+
+def ranked(scored: list[Scored], limit: int | None) -> list[Scored]:
+    """Best total first, ties by insertion order (passage rowid); the first ``limit`` (None: all)."""
+    out = sorted(scored, key=lambda s: (-s.total, s.passage))
+    return out if limit is None else out[: max(limit, 0)]
+
+
+def hits(conn: sqlite3.Connection, scored: Iterable[Scored], known: dict[int, tuple] | None = None) -> Iterator[Hit]:
+    """Hits of scored passages, in the order given, read a page at a time; a passage deleted since
+    it was scored is left out. ``known``: (start, end, labels) of spans already read."""
+    known = known or {}
+    labels_of: dict[str, tuple[str, ...]] = {}  # the same few label lists recur: parse each once
+    items = iter(scored)
+    while page := [s for _, s in zip(range(PAGE), items)]:
+        rows = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "SELECT rowid, id, text, fields FROM passages WHERE rowid IN (SELECT value FROM json_each(?))",
+                (json.dumps([s.passage for s in page]),),
+            )
+        }
+        missing = [sid for s in page for sid, _ in s.spans if sid not in known]
+        span_rows = known if not missing else {
+            **known,
+            **{
+                r[0]: r[1:]
+                for r in conn.execute(
+                    "SELECT rowid, start, end, labels FROM spans WHERE rowid IN (SELECT value FROM json_each(?))",
+                    (json.dumps(missing),),
+                )
+            },
+        }
+        for s in page:
+            row = rows.get(s.passage)
+            if row is None:
+                continue
+            pid, text, fields = row
+            matches = []
+            for sid, sim in s.spans:
+                found = span_rows.get(sid)
+                if found is not None:
+                    start, end, labels = found
+                    parsed = labels_of.get(labels)
+                    if parsed is None:
+                        parsed = labels_of[labels] = tuple(json.loads(labels))
+                    matches.append(SpanMatch(start, end, text[start:end], float(sim), parsed))
+            yield Hit(id=pid, score=float(s.total), text=text, fields=json.loads(fields), spans=tuple(matches))

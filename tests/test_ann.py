@@ -1,0 +1,153 @@
+"""The ANN path of the embedded store against the exact scan: same answers, same scores.
+
+``ann.MIN_ROWS`` is lowered so that a store of a few thousand spans searches through the faiss
+index. Stated tolerance: the same passages in the same order and scores within 1e-5 (both paths
+score from the same float32 blobs) for top-k searches, plain, hybrid (λ > 0), metadata- and
+span-label-filtered; the threshold-algorithm bound makes that exact unless the probed inverted
+lists miss a row, which these data (spans clustered around one centre, many near-ties) would show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.stores import ann, ann_search
+from indexer.stores.base import Filters, SearchRequest
+from indexer.stores.embedded import CACHE_DIR, EmbeddedStore
+
+from test_segments import STAMP, make_docs, reference, unit_rows, DIMS
+
+pytest.importorskip("faiss")
+
+
+def hits(store: EmbeddedStore, request: SearchRequest) -> list[tuple[str, float, tuple[float, ...]]]:
+    return [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in store.search(request)]
+
+
+def agree(got: list, want: list) -> None:
+    assert [h[0] for h in got] == [h[0] for h in want]
+    for g, w in zip(got, want):
+        assert g[1] == pytest.approx(w[1], abs=1e-5)
+        assert g[2] == pytest.approx(w[2], abs=1e-5)
+
+
+def asked(centre: np.ndarray, rng: np.random.Generator) -> list[SearchRequest]:
+    out = []
+    for threshold in (0.3, 0.5, 0.62):
+        for _ in range(3):
+            q = unit_rows((centre + rng.standard_normal(DIMS) * 0.05)[None])[0]
+            for weight in (0.0, 1.0):
+                out.append(SearchRequest(q, threshold, limit=10, passage_weight=weight))
+                out.append(SearchRequest(q, threshold, limit=1, passage_weight=weight))
+                out.append(SearchRequest(q, threshold, limit=10, passage_weight=weight,
+                                         filters=Filters.of({"part": "1"})))
+                out.append(SearchRequest(q, threshold, limit=5, passage_weight=weight,
+                                         filters=Filters.of({"spans.labels": "l1"})))
+    return out
+
+
+@pytest.fixture
+def big(tmp_path, monkeypatch):
+    monkeypatch.setattr(ann, "MIN_ROWS", 0)
+    monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", 50)  # filters through the index too
+    rng = np.random.default_rng(3)
+    centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
+    store = EmbeddedStore.open(tmp_path / "s")
+    store.check_model(STAMP)
+    docs = {d.passage.id: d for d in make_docs(rng, range(3000), centre)}
+    store.write(list(docs.values()))
+    yield store, rng, centre, docs
+    store.close()
+
+
+def test_ann_and_exact_scan_give_the_same_answers(big):
+    store, rng, centre, docs = big
+    requests = asked(centre, rng)
+    for request in requests:
+        store.use_ann = False
+        want = hits(store, request)
+        store.use_ann = True
+        agree(hits(store, request), want)
+        if not request.filters:
+            agree(hits(store, request), reference(docs, request)[0])
+    assert set(store._ann.built_s) == {"spans", "passages"}  # the index was used, not skipped
+
+
+def test_writes_extend_the_index_and_dead_rows_are_never_answered(big, monkeypatch):
+    store, rng, centre, docs = big
+    requests = asked(centre, rng)[::5]
+    for request in requests:
+        agree(hits(store, request), reference(docs, request)[0]) if not request.filters else None
+    built = dict(store._ann.built_s)
+    rebuilt = []
+    monkeypatch.setattr(ann, "build", lambda *a, **k: rebuilt.append(1))
+    for step in range(5):  # new passages, and replacements (same id, new vectors) of old ones
+        ids = list(range(3000 + 20 * step, 3020 + 20 * step)) + [int(i) for i in rng.integers(0, 3000, 20)]
+        new = make_docs(rng, ids, centre)
+        store.write(new)
+        docs.update({d.passage.id: d for d in new})
+        for request in requests:
+            store.use_ann = False
+            want = hits(store, request)
+            store.use_ann = True
+            agree(hits(store, request), want)
+            if not request.filters:
+                agree(hits(store, request), reference(docs, request)[0])
+    assert rebuilt == [] and store._ann.built_s == built  # extended, never rebuilt
+    index = store._ann._indexes["spans"]
+    assert index.row_hi == int(store._vectors.span[-1])
+
+
+def test_a_new_process_loads_the_index_and_a_damaged_one_is_rebuilt(big):
+    store, rng, centre, docs = big
+    request = asked(centre, rng)[0]
+    want = hits(store, request)
+    folder = store.path / CACHE_DIR / "ann-spans"
+    assert (folder / ann.FILE).is_file()
+    with EmbeddedStore.open(store.path, create=False) as again:
+        agree(hits(again, request), want)
+        assert again._ann.built_s == {}  # loaded, not built
+    data = bytearray((folder / ann.FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / ann.FILE).write_bytes(bytes(data))
+    with EmbeddedStore.open(store.path, create=False) as again:
+        agree(hits(again, request), want)
+        assert "spans" in again._ann.built_s  # the checksum failed: rebuilt
+
+
+def test_small_stores_scan_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        store.check_model(STAMP)
+        store.write(make_docs(rng, range(200), centre))
+        list(store.search(SearchRequest(centre, 0.3, limit=5)))
+        assert store._ann.built_s == {} and not (store.path / CACHE_DIR / "ann-spans").exists()
+
+
+def test_spans_of_finds_every_span_of_a_passage(big):
+    store, rng, centre, docs = big
+    list(store.search(SearchRequest(centre, 0.3, limit=5)))
+    vec = store._vectors
+    picks = np.unique(rng.choice(vec.passage, 50))
+    want = np.sort(vec.span[np.isin(vec.passage, picks)])
+    assert np.array_equal(np.sort(vec.spans_of(picks)), want)
+    vec.passage_sorted = False  # the slow way gives the same
+    assert np.array_equal(np.sort(vec.spans_of(picks)), want)
+    assert ann_search.CHUNK > 0
+
+
+def test_a_filter_allowing_few_passages_scores_just_those(big, monkeypatch):
+    """Below ``SMALL_SELECTION`` allowed passages the filter's own list is scored exactly (with
+    the number of matches known); above it the ANN candidates are checked against the filter."""
+    store, rng, centre, docs = big
+    monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", 5000)
+    for request in [r for r in asked(centre, rng) if r.filters.metadata]:
+        store.use_ann = False
+        want = list(store.search(request))
+        store.use_ann = True
+        got = store.search(request)
+        assert got.total is not None
+        agree([(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in got],
+              [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in want])
