@@ -113,6 +113,7 @@ class NerIndex:
         )
         if not report.interrupted:
             self._store_type_vectors()
+            self.store.prepare()  # the first search after indexing should not build the search structures
         return report
 
     def _store_type_vectors(self) -> None:

@@ -151,3 +151,35 @@ def test_a_filter_allowing_few_passages_scores_just_those(big, monkeypatch):
         assert got.total is not None
         agree([(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in got],
               [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in want])
+
+
+def test_prepare_builds_the_indexes_so_the_first_search_after_indexing_does_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(ann, "MIN_ROWS", 0)
+    rng = np.random.default_rng(5)
+    centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        store.check_model(STAMP)
+        store.write(make_docs(rng, range(800), centre))
+        store.prepare()
+        assert set(store._ann.built_s) == {"spans", "passages"}
+    request = asked(centre, rng)[1]  # limit 1, λ = 0: through the span index
+    with EmbeddedStore.open(tmp_path / "s", create=False) as again:
+        got = hits(again, request)
+        assert again._ann.built_s == {}  # loaded from what prepare() saved, not built in the search
+        again.use_ann = False
+        agree(got, hits(again, request))
+
+
+def test_indexing_ends_by_preparing_the_store(tmp_path, monkeypatch):
+    from indexer.api import NerIndex
+    from indexer.assets import default_model_dir
+    from indexer.encoder import OnnxEncoder
+    from indexer.records import Passage
+
+    prepared = []
+    monkeypatch.setattr(EmbeddedStore, "prepare", lambda self: prepared.append(self.path))
+    store = EmbeddedStore.open(tmp_path / "s")
+    ix = NerIndex(OnnxEncoder.from_dir(default_model_dir(), device="cpu"), store)
+    ix.index([Passage("p1", "Angela Merkel met Barack Obama in Berlin.")])
+    assert prepared == [store.path]
+    store.close()

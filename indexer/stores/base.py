@@ -410,5 +410,10 @@ class Store(Protocol):
     def version(self) -> StoreVersion:
         """The store's identity and state, cheaply (one small query); changes after every write."""
 
+    def prepare(self) -> None:
+        """Make what searches need after a run of writes now, not in the first search: the end of
+        an indexing run calls it (Elasticsearch: a refresh; the embedded store: its int8 segments
+        and, above ``ann.MIN_ROWS`` spans, its ANN indexes, minutes at 10M spans)."""
+
     def close(self) -> None:
         ...

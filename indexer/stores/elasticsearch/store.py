@@ -330,6 +330,10 @@ class ElasticsearchStore:
             self.client.indices.put_settings(index=self.alias, settings=refresh_settings(previous))
         self._relaxed = None
 
+    def prepare(self) -> None:
+        """Make the run's writes searchable (the protocol's end-of-indexing step)."""
+        self.flush()
+
     def flush(self) -> None:
         """Make everything written so far searchable: restore the refresh interval and refresh."""
         if not self._dirty and self._relaxed is None:
