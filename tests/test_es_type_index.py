@@ -122,6 +122,9 @@ class TypeKeepingStore:
     def write(self, docs):
         return [WriteOutcome(d.passage.id, True, "created") for d in docs]
 
+    def prepare(self):
+        pass
+
     def ensure_type_index(self, catalog, stamp):
         self.calls.append((catalog, stamp))
         if self.fail:
