@@ -54,13 +54,13 @@ def top_k(
     spans: Proposer, passages: Proposer | None,
     span_passages: Callable[[np.ndarray], np.ndarray],
     score: Callable[[np.ndarray], list[Scored]],
-    span_bits: np.ndarray | None = None, passage_bits: np.ndarray | None = None,
+    span_bits: np.ndarray | None = None,
     max_depth: int = 65536,
 ) -> tuple[list[Scored], int] | None:
     """(the exact top ``k`` passages, the depth it took), or None when the bound did not close by
     ``max_depth`` (the caller scans exactly). ``span_passages`` maps span rowids to passage rowids;
-    ``score`` scores passage rowids exactly (unmatched ones left out); ``*_bits`` restrict the
-    lists (filters)."""
+    ``score`` scores passage rowids exactly (unmatched ones left out); ``span_bits`` restricts
+    the span list (span-label filters)."""
     if k <= 0:
         return [], 0
     depth, probes = max(FIRST_DEPTH, 4 * k), FIRST_PROBES
@@ -74,7 +74,7 @@ def top_k(
         if span_bound < threshold:
             unseen = -np.inf  # no passage outside the span list has a span reaching the threshold
         elif weight and passages is not None:
-            pids, pscores = passages.search(query, depth, probes, passage_bits)
+            pids, pscores = passages.search(query, depth, probes)
             candidates.update(pids.tolist())
             unseen += weight * _bound(passages, pscores, depth, probes)
         elif weight:

@@ -24,15 +24,8 @@ CHUNK = 65536
 KINDS = ("spans", "passages")
 
 
-def _rows(seg: segments.Segment, kind: str, lo: int, hi: int) -> np.ndarray:
-    """float32 rows at positions lo:hi of one segment, dequantised."""
-    if kind == "spans":
-        return seg.vectors[:, lo:hi].T.astype(np.float32) * seg.scales[lo:hi, None]
-    return seg.passage_vectors[lo:hi].astype(np.float32) * seg.passage_scales[lo:hi, None]
-
-
-def _take(seg: segments.Segment, kind: str, at: np.ndarray) -> np.ndarray:
-    """float32 rows at positions ``at`` (ascending) of one segment, dequantised."""
+def _take(seg: segments.Segment, kind: str, at: np.ndarray | slice) -> np.ndarray:
+    """float32 rows at positions ``at`` (ascending, or a slice) of one segment, dequantised."""
     if kind == "spans":
         return seg.vectors[:, at].T.astype(np.float32) * seg.scales[at, None]
     return seg.passage_vectors[at].astype(np.float32) * seg.passage_scales[at, None]
@@ -54,7 +47,7 @@ def rows_above(vec: segments.SegmentSet, kind: str, row_hi: int) -> Iterator[tup
         start = int(np.searchsorted(ids, row_hi, side="right"))
         for lo in range(start, len(ids), CHUNK):
             hi = min(lo + CHUNK, len(ids))
-            yield _rows(seg, kind, lo, hi), ids[lo:hi]
+            yield _take(seg, kind, slice(lo, hi)), ids[lo:hi]
             segments.release(seg.vectors)
             segments.release(seg.passage_vectors)
 

@@ -325,12 +325,18 @@ class EmbeddedStore:
         allowed = self._allowed(request)
         if allowed is not None:
             keep = np.isin(vec.passage, allowed)
-        if request.filters.spans:
-            span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
-            sql, params = span_sql(request.filters)
-            spans = np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64)
+        spans = self._allowed_spans(request)
+        if spans is not None:
             keep = keep & np.isin(vec.span, spans)
         return keep
+
+    def _allowed_spans(self, request: SearchRequest) -> np.ndarray | None:
+        """Span rowids (ascending) the span filters allow (None: no span filter)."""
+        if not request.filters.spans:
+            return None
+        span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
+        sql, params = span_sql(request.filters)
+        return np.sort(np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64))
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Top-k through the ANN index when the store is big enough for it to pay
@@ -406,11 +412,7 @@ class EmbeddedStore:
         total number of matches is not known here (``Matches.total`` is None)."""
         filtered = bool(request.filters.metadata) or bool(request.text)
         allowed = self._allowed(request) if filtered and self._few_allowed(request) else None
-        allowed_spans = None
-        if request.filters.spans:
-            span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
-            sql, params = span_sql(request.filters)
-            allowed_spans = np.sort(np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64))
+        allowed_spans = self._allowed_spans(request)
         weight = request.passage_weight or 0.0
         checked = filtered and allowed is None  # many allowed: check the candidates
 
