@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -350,7 +351,13 @@ def test_nerindex_open_takes_every_store_setting(monkeypatch):
     assert ix.description == "http://es:9200 index corpus"
 
 
-@pytest.mark.parametrize("command", [["index", "x"], ["search", "x"], ["info"], ["serve"]])
+WEB_EXTRA = all(importlib.util.find_spec(name) is not None for name in ("fastapi", "uvicorn"))
+
+
+@pytest.mark.parametrize("command", [
+    ["index", "x"], ["search", "x"], ["info"],
+    pytest.param(["serve"], marks=pytest.mark.skipif(not WEB_EXTRA, reason="'nerindex serve' needs the [web] extra")),
+])
 def test_store_commands_share_the_backend_options(command, capsys, monkeypatch):
     """index/search/info/serve get one Settings from the shared options (--insecure included)."""
     from indexer.api import NerIndex
