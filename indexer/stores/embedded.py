@@ -288,6 +288,11 @@ class EmbeddedStore:
         metadata = request.filters.metadata
         if not metadata and not request.text:
             return None
+        if among is not None and self._indexed and all(value is not None for _, value in metadata):
+            # candidates checked on the filter index and FTS alone, not on the passage rows (cold
+            # pages in a big store: 16 ms for a few hundred candidates at 10M spans)
+            sql, params = sql_filters.candidates_allowed_sql(request.filters, request.text)
+            return self._rowids(sql, [json.dumps(among.tolist()), *params])
         where: list[str] = []
         params: list[Any] = []
         if among is not None:
@@ -303,7 +308,10 @@ class EmbeddedStore:
         if request.text:
             where.append("passages.rowid IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH ?)")
             params.append(sql_filters.fts_query(request.text))
-        sql = "SELECT rowid FROM passages WHERE " + " AND ".join(where)
+        return self._rowids("SELECT rowid FROM passages WHERE " + " AND ".join(where), params)
+
+    def _rowids(self, sql: str, params: list[Any]) -> np.ndarray:
+        """The passage rowids a filter query selects (a SearchError where SQLite refuses it)."""
         try:
             rows = self._conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:

@@ -135,11 +135,13 @@ def ensure_index(conn) -> bool:
     return True
 
 
-def indexed_filter_sql(filters: Filters, *, correlated: bool = False) -> tuple[str, list[Any]]:
+def indexed_filter_sql(filters: Filters, *, correlated: bool = False, row: str = "passages.rowid"
+                       ) -> tuple[str, list[Any]]:
     """Like :func:`filter_sql`, through the ``passage_fields`` index (``None``: over the JSON).
 
     ``correlated``: one index probe per passage row (``EXISTS``) instead of the list of every
-    allowed passage, which SQLite builds whole first: the form to check a few candidates with."""
+    allowed passage, which SQLite builds whole first: the form to check a few candidates with;
+    ``row`` names the passage rowid each probe is for."""
 
     def clause(key: str, value: FilterValue) -> tuple[str, list[Any]]:
         if value is None:
@@ -148,10 +150,22 @@ def indexed_filter_sql(filters: Filters, *, correlated: bool = False) -> tuple[s
         marks = ",".join("?" for _ in values)
         if correlated:
             return (f"EXISTS (SELECT 1 FROM passage_fields WHERE key = ? AND value IN ({marks}) "
-                    "AND passage = passages.rowid)"), [key, *values]
+                    f"AND passage = {row})"), [key, *values]
         return f"passages.rowid IN (SELECT passage FROM passage_fields WHERE key = ? AND value IN ({marks}))", [key, *values]
 
     return _joined(clause(key, value) for key, value in filters.metadata)
+
+
+def candidates_allowed_sql(filters: Filters, text: str | None) -> tuple[str, list[Any]]:
+    """Which of the passage rowids in a JSON array (the first parameter, the caller's) the
+    metadata filters (none of them ``None``) and the text restriction allow, read from the
+    ``passage_fields`` index and FTS alone. A deleted passage has neither, so it is not allowed."""
+    clause, params = indexed_filter_sql(filters, correlated=True, row="c.value")
+    where = [clause] if clause else []
+    if text:
+        where.append("c.value IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH ?)")
+        params = [*params, fts_query(text)]
+    return "SELECT c.value FROM json_each(?) AS c WHERE " + " AND ".join(where), params
 
 
 def selection_bound_sql(filters: Filters, text: str | None, limit: int) -> list[tuple[str, list[Any]]]:
