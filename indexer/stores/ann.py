@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MIN_ROWS = 300_000  # below this the exact int8 scan is about as fast (BENCHMARKS.md, int8 segments)
 TRAIN_PER_LIST = 32  # k-means training rows per inverted list
 RESAVE_ROWS = 200_000  # rows added since the last save that make a new save worth it
+RELEASE_BYTES = 1 << 30  # list bytes a mapped index may have probed before its pages are dropped
 FILE = "index.faiss"
 _STATE = re.compile(r"^ann2:(.*):r(\d+):e([0-9.]+)$")  # ann1: 6-bit codes, rebuilt
 
@@ -87,6 +88,7 @@ class Index:
     build_s: float = 0.0
     mapped: bool = False  # faiss_index is a read-only mapping of the saved file
     delta: object = None  # rows added to a mapped index, in an in-memory index like it
+    probed_bytes: int = 0  # list bytes of the mapping searched since its pages were last dropped
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()  # faiss indexes may not be searched while rows are added
@@ -127,21 +129,35 @@ class Index:
                 order = np.argsort(-scores[0], kind="stable")[: int(k)]
                 scores, ids = scores[:, order], ids[:, order]
             if self.mapped:
-                _release(self.faiss_index)
+                self.probed_bytes += params.nprobe * _list_bytes(self.faiss_index)
+                if self.probed_bytes >= RELEASE_BYTES:
+                    _release(self.faiss_index)
+                    self.probed_bytes = 0
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
 
-def _release(index) -> None:
-    """Drop the pages of a mapped index's lists from this process (they stay in the page cache,
-    so the next search maps them again for about a microsecond a page): without this every list
-    a search ever probed stays counted in the process's memory, all 3.8 GB of them at 10M spans
-    once filtered searches have probed widely. Measured cost: none beyond noise (~9.4 vs 9.8 ms
-    a 16-list search at 10M)."""
+def _mapping(index) -> tuple[int, int]:
+    """(address, bytes) of a mapped index's lists; (0, 0) for one in memory."""
     import faiss
 
     lists = faiss.downcast_InvertedLists(faiss.downcast_index(index).invlists)
-    address, size = int(getattr(lists, "ptr", 0) or 0), int(getattr(lists, "totsize", 0) or 0)
+    return int(getattr(lists, "ptr", 0) or 0), int(getattr(lists, "totsize", 0) or 0)
+
+
+def _list_bytes(index) -> int:
+    """The mean size of one inverted list of a mapped index: what probing it maps, about."""
+    return _mapping(index)[1] // max(int(index.nlist), 1)
+
+
+def _release(index) -> None:
+    """Drop the pages of a mapped index's lists from this process. They stay in the page cache,
+    so mapping them again costs a minor fault a page (~0.7 µs), but while mapped they count in the
+    process's memory: without this every list a search ever probed would stay counted, all 3.8 GB
+    of them at 10M spans once filtered searches have probed widely. Dropped once searches have
+    probed ``RELEASE_BYTES`` of lists, not after each: dropping and re-mapping the 128 lists a deep
+    filtered search probes cost ~40 % of its time at 10M spans."""
+    address, size = _mapping(index)
     if address and size and hasattr(mmap, "MADV_DONTNEED"):
         start = address - address % mmap.PAGESIZE
         _libc().madvise(start, size + address - start, mmap.MADV_DONTNEED)

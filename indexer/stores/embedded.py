@@ -318,14 +318,16 @@ class EmbeddedStore:
             raise SearchError(f"cannot apply filters: {exc}") from exc
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
-    def _few_allowed(self, request: SearchRequest) -> bool:
-        """Whether the metadata filters and text restriction surely allow at most
-        ``SMALL_SELECTION`` passages (each counted on its own index, reading at most that many
-        entries; without the filter tables, only the text restriction is counted)."""
+    def _allowed_bound(self, request: SearchRequest, limit: int) -> int | None:
+        """At most how many passages the metadata filters and text restriction allow: the least of
+        their counts, each on its own index, reading at most ``limit`` filter entries and
+        ``SMALL_SELECTION + 1`` text matches (a text that matches more counts as that many);
+        None where nothing can be counted (no filter tables, no text)."""
         filters = request.filters if self._indexed else Filters()
-        counts = [self._conn.execute(sql, params).fetchone()[0]
-                  for sql, params in sql_filters.selection_bound_sql(filters, request.text, SMALL_SELECTION + 1)]
-        return bool(counts) and min(counts) <= SMALL_SELECTION
+        queries = [*sql_filters.selection_bound_sql(filters, None, limit),
+                   *sql_filters.selection_bound_sql(Filters(), request.text, SMALL_SELECTION + 1)]
+        counts = [self._conn.execute(sql, params).fetchone()[0] for sql, params in queries]
+        return min(counts) if counts else None
 
     def _restricted(self, vec: segments.SegmentSet, request: SearchRequest) -> np.ndarray | bool:
         """A mask of the spans the filters and the text restriction allow (True: all of them)."""
@@ -419,7 +421,9 @@ class EmbeddedStore:
         benchmark's filter); span-label filters restrict the span list (an ID selector). The
         total number of matches is not known here (``Matches.total`` is None)."""
         filtered = bool(request.filters.metadata) or bool(request.text)
-        allowed = self._allowed(request) if filtered and self._few_allowed(request) else None
+        passages_stored = max(len(vec.passage_rows), 1)
+        bound = self._allowed_bound(request, max(SMALL_SELECTION + 1, passages_stored // 8)) if filtered else None
+        allowed = self._allowed(request) if bound is not None and bound <= SMALL_SELECTION else None
         allowed_spans = self._allowed_spans(request)
         weight = request.passage_weight or 0.0
         checked = filtered and allowed is None  # many allowed: check the candidates
@@ -441,6 +445,7 @@ class EmbeddedStore:
             query, k=request.limit, threshold=request.min_similarity, weight=weight, spans=spans, passages=passages,
             span_passages=lambda ids: _passages_of(vec, ids), score=score,
             span_bits=span_bits, max_depth=max(len(vec.span) // 16, 1024),
+            spread=min(passages_stored / bound, 8.0) if bound else 1.0,
         )
         if result is None:
             log.debug("ANN bound did not close: exact scan")
