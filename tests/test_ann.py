@@ -210,6 +210,8 @@ def test_a_saved_index_is_mapped_and_its_delta_is_merged_into_the_file_when_resa
     store.write(new)
     docs.update({d.passage.id: d for d in new})
     ann_agrees_with_exact(store, requests[0], docs)
+    assert index.delta is not None  # a search never merges: that would read the whole index into memory
+    store.prepare()  # the end of an indexing run does
     assert index.mapped and index.delta is None and index.saved_hi == int(store._vectors.span[-1])
     with EmbeddedStore.open(store.path, create=False) as again:
         for request in requests:
@@ -229,3 +231,24 @@ def test_candidates_are_checked_against_filters_and_text_on_their_indexes(big):
                 ann_agrees_with_exact(store, SearchRequest(request.vector, request.min_similarity, filters=filters,
                                                            text=text, limit=request.limit,
                                                            passage_weight=request.passage_weight))
+
+
+def test_a_searching_process_maps_the_file_a_writer_merged(big, monkeypatch):
+    """Another process's writes reach a searcher's delta; once the writer's ``prepare()`` has
+    merged them into a new file, the searcher maps that file and its delta is gone."""
+    store, rng, centre, docs = big
+    request = [r for r in asked(centre, rng) if not r.filters][0]
+    list(store.search(request))
+    with EmbeddedStore.open(store.path, create=False) as writer:
+        new = make_docs(rng, range(3000, 3030), centre)
+        writer.write(new)
+        docs.update({d.passage.id: d for d in new})
+        ann_agrees_with_exact(store, request, docs)
+        searcher = store._ann._indexes["spans"]
+        assert searcher.delta is not None and searcher.delta.ntotal
+        monkeypatch.setattr(ann, "RESAVE_ROWS", 1)
+        writer.prepare()
+    ann_agrees_with_exact(store, request, docs)
+    mapped = store._ann._indexes["spans"]
+    assert mapped is not searcher and mapped.mapped and mapped.delta is None
+    assert mapped.saved_hi == int(store._vectors.span[-1])

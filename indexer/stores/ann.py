@@ -27,7 +27,9 @@ only the pages of the lists it probes (at 10M spans the file is 2.9 GB, which re
 searching process over 4 GB). A mapped index is read-only, so rows above the saved ones (later
 writes, in the tail segments) go to a small in-memory *delta* index with the same trained
 quantisers, searched beside it; the file is saved again (merged) only when ``RESAVE_ROWS`` rows
-were added since, so a write never waits for the whole index to be rewritten.
+were added since, so a write never waits for the whole index to be rewritten. Merging reads the
+whole index into memory, so only ``Store.prepare()`` (the end of ``nerindex index``) does it; a
+searching process maps the writer's new file instead.
 """
 
 from __future__ import annotations
@@ -260,6 +262,13 @@ def load(folder: Path, identity: str, base_state: str) -> Index | None:
     return Index(index, base_state, row_hi, float(match.group(3)), row_hi, mapped=True)
 
 
+def saved_hi(folder: Path, base_state: str) -> int:
+    """The highest row id in the index saved in ``folder`` for ``base_state`` (0: none), from its
+    manifest alone (a small file: cheap enough to look at on every search)."""
+    match = _STATE.match(derived.manifest_state(folder) or "")
+    return int(match.group(2)) if match is not None and match.group(1) == base_state else 0
+
+
 def save(folder: Path, identity: str, index: Index) -> bool:
     """Save the index with a manifest naming what it covers, then map the saved file in place of
     the index in memory. A mapped index with a delta is read whole, merged and written again:
@@ -269,6 +278,8 @@ def save(folder: Path, identity: str, index: Index) -> bool:
     with index.lock:
         whole = index.faiss_index
         if index.mapped and index.delta is not None and index.delta.ntotal:
+            if saved_hi(folder, index.base_state) != index.saved_hi:
+                return False  # another process saved a newer file since this one was mapped: map that instead
             whole = faiss.read_index(str(folder / FILE))
             whole.merge_from(index.delta, 0)
         elif index.mapped:

@@ -84,8 +84,13 @@ class AnnIndexes:
         self._indexes: dict[str, ann.Index] = {}
         self.built_s: dict[str, float] = {}  # seconds each build in this process took, by kind
 
-    def get(self, vec: segments.SegmentSet, identity: str, kind: str) -> ann.Index:
-        """The index of ``kind`` holding every row of ``vec``: loaded, built or extended."""
+    def get(self, vec: segments.SegmentSet, identity: str, kind: str, *, merge: bool = False) -> ann.Index:
+        """The index of ``kind`` holding every row of ``vec``: loaded, built or extended.
+
+        A mapped index whose saved file another process (a writer's ``prepare()``) has since
+        replaced with a fuller one is mapped again, so a searching process's delta stays small.
+        Only ``merge`` (``Store.prepare``) merges a delta into a new file: merging reads the
+        whole index into memory (3.8 GB at 10M spans), which a searching process must not."""
         with self._lock:
             base_state = vec.segments[0].state()
             index = self._indexes.get(kind)
@@ -95,9 +100,12 @@ class AnnIndexes:
                 if index is None:
                     index = self._build(vec, kind, base_state)
                     self.built_s[kind] = index.build_s
+            elif index.mapped and ann.saved_hi(folder, base_state) > index.saved_hi:
+                index = ann.load(folder, identity, base_state) or index  # unreadable (mid-save): keep ours
             for rows, ids in rows_above(vec, kind, index.row_hi):
                 index.add(rows, ids)
-            if vec.persisted and index.row_hi - index.saved_hi >= min(ann.RESAVE_ROWS, max(index.row_hi, 1)):
+            due = index.row_hi - index.saved_hi >= min(ann.RESAVE_ROWS, max(index.row_hi, 1))
+            if vec.persisted and due and (merge or not index.mapped):
                 ann.save(folder, identity, index)
             self._indexes[kind] = index
             return index

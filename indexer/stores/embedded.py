@@ -225,7 +225,7 @@ class EmbeddedStore:
         log.info("%s: preparing the ANN indexes of %d spans", self.path, len(vec.span))
         identity = self.version().identity
         for kind in ("spans", "passages"):
-            self._ann.get(vec, identity, kind)
+            self._ann.get(vec, identity, kind, merge=True)
 
     def _load_vectors(self) -> segments.SegmentSet:
         with self._loading:
