@@ -23,8 +23,8 @@ On disk (``cache/ann-spans/``, ``cache/ann-passages/``): ``index.faiss``, truste
 its ``derived.py`` manifest, whose state names the base segment it was built on, the highest row
 id it holds and its error bound (``ann2:<base state>:r<hi>:e<error>``). A saved index is
 memory-mapped, not read (faiss ``IO_FLAG_MMAP``): opening costs no memory, and a search holds
-only the pages of the lists it probes (at 10M spans the file is 2.9 GB, which read whole put the
-searching process over 4 GB). A mapped index is read-only, so rows above the saved ones (later
+only the pages of the lists it probes (at 10M spans the file is 3.8 GB; the 2.9 GB of 6-bit codes,
+read whole, put the searching process over 4 GB). A mapped index is read-only, so rows above the saved ones (later
 writes, in the tail segments) go to a small in-memory *delta* index with the same trained
 quantisers, searched beside it; the file is saved again (merged) only when ``RESAVE_ROWS`` rows
 were added since, so a write never waits for the whole index to be rewritten. Merging reads the
@@ -185,6 +185,13 @@ def _empty_like(index) -> object:
     return _searching_on_every_core(empty)
 
 
+def _map(folder: Path) -> object:
+    """The index saved in ``folder``, memory-mapped (read-only); RuntimeError where faiss cannot."""
+    import faiss
+
+    return _searching_on_every_core(faiss.read_index(str(folder / FILE), faiss.IO_FLAG_MMAP))
+
+
 def _searching_on_every_core(index):
     """``index``, set to scan one query's probed lists in parallel."""
     index.parallel_mode = 1
@@ -251,10 +258,8 @@ def load(folder: Path, identity: str, base_state: str) -> Index | None:
         return None
     if not derived.trusted(folder, StoreVersion(identity, state or ""), (FILE,)):
         return None
-    import faiss
-
     try:
-        index = _searching_on_every_core(faiss.read_index(str(folder / FILE), faiss.IO_FLAG_MMAP))
+        index = _map(folder)
     except RuntimeError as exc:
         log.warning("%s: rebuilding the ANN index: unreadable (%s)", folder, exc)
         return None
@@ -293,8 +298,7 @@ def save(folder: Path, identity: str, index: Index) -> bool:
         if ok:
             index.saved_hi = row_hi
             try:
-                mapped = _searching_on_every_core(faiss.read_index(str(folder / FILE), faiss.IO_FLAG_MMAP))
-                index.faiss_index, index.mapped, index.delta = mapped, True, None
+                index.faiss_index, index.mapped, index.delta = _map(folder), True, None
             except RuntimeError as exc:  # keep the index in memory: it is whole
                 log.warning("%s: the saved ANN index could not be mapped (%s)", folder, exc)
                 index.faiss_index, index.mapped, index.delta = whole, False, None

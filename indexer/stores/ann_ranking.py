@@ -66,7 +66,8 @@ def top_k(
     lists start that much deeper instead of deepening round by round (each round a search)."""
     if k <= 0:
         return [], 0
-    depth, probes = min(int(max(FIRST_DEPTH, 4 * k) * max(spread, 1.0)), max(max_depth, FIRST_DEPTH)), FIRST_PROBES
+    first = max(FIRST_DEPTH, 4 * k)
+    depth, probes = max(first, min(int(first * spread), max_depth)), FIRST_PROBES  # spread deepens, up to max_depth
     scored: dict[int, Scored | None] = {}
     confirmed: list[int] | None = None
     while True:
