@@ -183,14 +183,16 @@ def test_a_reused_rowid_leads_to_a_rebuild_not_a_stale_answer(world):
     (rowid,) = conn.execute("SELECT rowid FROM passages WHERE id = ?", (last,)).fetchone()
     conn.execute("DELETE FROM passages WHERE rowid = ?", (rowid,))
     (new,) = make_docs(rng, [49], centre)
-    conn.execute("INSERT INTO passages(id, text, fields, vector) VALUES (?, ?, ?, ?)",
-                 (new.passage.id, new.passage.text, json.dumps(new.passage.fields), new.vector.tobytes()))
+    conn.execute("INSERT INTO passages(id, text, fields) VALUES (?, ?, ?)",
+                 (new.passage.id, new.passage.text, json.dumps(new.passage.fields)))
     (reused,) = conn.execute("SELECT rowid FROM passages WHERE id = ?", (last,)).fetchone()
     assert reused == rowid
+    conn.execute("INSERT INTO passage_vectors(rowid, vector) VALUES (?, ?)", (reused, new.vector.tobytes()))
     span_row = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM spans").fetchone()[0]
     for s in new.spans:  # what 0.2.0 did: spans get the lowest free rowids above the max
-        conn.execute("INSERT INTO spans(passage, start, end, score, labels, vector) VALUES (?, ?, ?, ?, ?, ?)",
-                     (reused, s.start, s.end, s.score, json.dumps(list(s.labels)), s.vector.tobytes()))
+        cur = conn.execute("INSERT INTO spans(passage, start, end, score, labels) VALUES (?, ?, ?, ?, ?)",
+                           (reused, s.start, s.end, s.score, json.dumps(list(s.labels))))
+        conn.execute("INSERT INTO span_vectors(rowid, vector) VALUES (?, ?)", (cur.lastrowid, s.vector.tobytes()))
     conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
     conn.commit()
     conn.close()

@@ -166,18 +166,21 @@ class EmbeddedStore:
                 passage_row += 1
                 rowid = passage_row
                 conn.execute(
-                    "INSERT INTO passages(rowid, id, text, fields, vector) VALUES (?, ?, ?, ?, ?)",
-                    (rowid, p.id, p.text, json.dumps(p.fields, ensure_ascii=False), _blob(doc.vector)),
+                    "INSERT INTO passages(rowid, id, text, fields) VALUES (?, ?, ?, ?)",
+                    (rowid, p.id, p.text, json.dumps(p.fields, ensure_ascii=False)),
                 )
+                conn.execute("INSERT INTO passage_vectors(rowid, vector) VALUES (?, ?)", (rowid, _blob(doc.vector)))
                 conn.execute("INSERT INTO passages_fts(rowid, text) VALUES (?, ?)", (rowid, p.text))
                 conn.executemany(
-                    "INSERT INTO spans(rowid, passage, start, end, score, labels, vector) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO spans(rowid, passage, start, end, score, labels) VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (span_row + k, rowid, s.start, s.end, float(s.score), json.dumps(list(s.labels)),
-                         _blob(s.vector))
+                        (span_row + k, rowid, s.start, s.end, float(s.score), json.dumps(list(s.labels)))
                         for k, s in enumerate(doc.spans, start=1)
                     ],
+                )
+                conn.executemany(
+                    "INSERT INTO span_vectors(rowid, vector) VALUES (?, ?)",
+                    [(span_row + k, _blob(s.vector)) for k, s in enumerate(doc.spans, start=1)],
                 )
                 span_row += len(doc.spans)
                 outcomes.append(WriteOutcome(p.id, True, "updated" if old else "created"))
@@ -456,19 +459,7 @@ class EmbeddedStore:
         """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and
         passages stored without a vector) are left out."""
         stamp = self.model()
-        dims = stamp.dims if stamp else 0
-        found: dict[str, bytes] = {}
-        for start in range(0, len(ids), PAGE):
-            part = list(ids[start : start + PAGE])
-            rows = self._conn.execute(
-                "SELECT id, vector FROM passages WHERE id IN (SELECT value FROM json_each(?))",
-                (json.dumps(part),),
-            ).fetchall()
-            found.update({r[0]: r[1] for r in rows if r[1] is not None and len(r[1]) == 4 * dims})
-        blobs = [found[i] for i in ids if i in found]
-        if not blobs:
-            return np.zeros((0, dims), dtype=np.float32)
-        return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dims).copy()
+        return read.passage_vectors(self._conn, ids, stamp.dims if stamp else 0)
 
     def close(self) -> None:
         self._conn.close()

@@ -1,6 +1,6 @@
 """Reading the embedded store's rows from SQLite for a search: exact cosines, scored passages, hits.
 
-The float32 blobs in SQLite are the source of truth for every score the store returns; the int8
+The float32 blobs in SQLite (tables ``span_vectors`` and ``passage_vectors``) are the source of truth for every score the store returns; the int8
 segments and the ANN index only decide which rows are worth reading. Rowids go to SQLite as one
 JSON array per statement (``json_each``), not as ``?`` lists, so a page is one round trip
 whatever its size.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from ..records import Hit, SpanMatch
 from .span_ranking import Scored
 
 PAGE = 2000  # passages read per SQL round trip while paging hits
+VECTOR_TABLES = {"spans": "span_vectors", "passages": "passage_vectors"}  # rows → their float32 vectors
 
 
 def exact(conn: sqlite3.Connection, rowids: np.ndarray, query: np.ndarray, table: str, missing: float,
@@ -29,9 +30,11 @@ def exact(conn: sqlite3.Connection, rowids: np.ndarray, query: np.ndarray, table
     out = np.full(rowids.size, missing, dtype=np.float32)
     if rowids.size == 0:
         return out
-    more = ", start, end, labels" if details is not None else ""
+    vectors = VECTOR_TABLES[table]
+    more = ", s.start, s.end, s.labels" if details is not None else ""
+    join = " JOIN spans AS s ON s.rowid = v.rowid" if details is not None else ""
     rows = conn.execute(
-        f"SELECT rowid, vector{more} FROM {table} WHERE rowid IN (SELECT value FROM json_each(?))",
+        f"SELECT v.rowid, v.vector{more} FROM {vectors} AS v{join} WHERE v.rowid IN (SELECT value FROM json_each(?))",
         (json.dumps(rowids.tolist()),),
     ).fetchall()
     nbytes = 4 * query.size
@@ -55,7 +58,8 @@ def score_passages(
     if passages.size == 0:
         return []
     rows = conn.execute(
-        "SELECT passage, rowid, vector FROM spans WHERE passage IN (SELECT value FROM json_each(?))",
+        "SELECT s.passage, s.rowid, v.vector FROM spans AS s JOIN span_vectors AS v ON v.rowid = s.rowid "
+        "WHERE s.passage IN (SELECT value FROM json_each(?))",
         (json.dumps(passages.tolist()),),
     ).fetchall()
     nbytes = 4 * query.size
@@ -83,6 +87,23 @@ def score_passages(
         Scored(int(owner[s]), float(total), tuple(zip(span_list[s:e], sim_list[s:e])))
         for s, e, total in zip(starts.tolist(), ends.tolist(), best.tolist())
     ]
+
+
+def passage_vectors(conn: sqlite3.Connection, ids: Sequence[str], dims: int) -> np.ndarray:
+    """float32 vectors of these passage ids, in the order given; unknown ids (and passages stored
+    without a vector of ``dims``) are left out."""
+    found: dict[str, bytes] = {}
+    for start in range(0, len(ids), PAGE):
+        rows = conn.execute(
+            "SELECT p.id, v.vector FROM passages AS p JOIN passage_vectors AS v ON v.rowid = p.rowid "
+            "WHERE p.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids[start : start + PAGE])),),
+        ).fetchall()
+        found.update({r[0]: r[1] for r in rows if r[1] is not None and len(r[1]) == 4 * dims})
+    blobs = [found[i] for i in ids if i in found]
+    if not blobs:
+        return np.zeros((0, dims), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dims).copy()
 
 
 def ranked(scored: list[Scored], limit: int | None) -> list[Scored]:

@@ -6,11 +6,14 @@ one place; :mod:`.filters` adds the indexed filter tables on top of it.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 from pathlib import Path
 
 from .base import StoreVersion
+
+log = logging.getLogger(__name__)
 
 # One statement, so one snapshot: the store UUID, the write generation, the largest rowids and the
 # last tombstone. Every insert raises a largest rowid and every delete adds a tombstone (triggers),
@@ -21,7 +24,7 @@ SELECT (SELECT value FROM meta WHERE key = 'uuid'), (SELECT value FROM meta WHER
        (SELECT MAX(rowid) FROM passages), (SELECT MAX(rowid) FROM spans), (SELECT MAX(seq) FROM tombstones)
 """
 COUNTS_SQL = "SELECT (SELECT COUNT(*) FROM spans), (SELECT COUNT(*) FROM passages)"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,8 +32,7 @@ CREATE TABLE IF NOT EXISTS passages (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     text TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    vector BLOB
+    fields TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS spans (
     rowid INTEGER PRIMARY KEY,
@@ -38,10 +40,18 @@ CREATE TABLE IF NOT EXISTS spans (
     start INTEGER NOT NULL,
     end INTEGER NOT NULL,
     score REAL NOT NULL,
-    labels TEXT NOT NULL,
-    vector BLOB NOT NULL
+    labels TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spans_by_passage ON spans(passage);
+-- float32 vectors, keyed by their passage's or span's rowid: apart from the rows a hit shows, so
+-- those stay a few hundred MB at 10M spans (page-cache resident) while the vectors (15 GB there)
+-- are read only where a score has to be exact
+CREATE TABLE IF NOT EXISTS passage_vectors (rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS span_vectors (rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS passages_vector_drop AFTER DELETE ON passages
+BEGIN DELETE FROM passage_vectors WHERE rowid = old.rowid; END;
+CREATE TRIGGER IF NOT EXISTS spans_vector_drop AFTER DELETE ON spans
+BEGIN DELETE FROM span_vectors WHERE rowid = old.rowid; END;
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
     text, content='passages', content_rowid='rowid'
 );
@@ -53,6 +63,18 @@ BEGIN INSERT INTO tombstones(kind, row) VALUES ('s', old.rowid); END;
 CREATE TRIGGER IF NOT EXISTS passages_tombstone AFTER DELETE ON passages
 BEGIN INSERT INTO tombstones(kind, row) VALUES ('p', old.rowid); END;
 """
+# Layout 1 (nerindex ≤ 0.2 and this store until schema 2) kept each vector in its passage's or
+# span's row; moving them out is one transaction at the first writable open (see upgrade()).
+UPGRADE_FROM_1 = [
+    "DELETE FROM span_vectors",
+    "DELETE FROM passage_vectors",
+    "INSERT INTO span_vectors(rowid, vector) SELECT rowid, vector FROM spans ORDER BY rowid",
+    "INSERT INTO passage_vectors(rowid, vector) SELECT rowid, vector FROM passages WHERE vector IS NOT NULL "
+    "ORDER BY rowid",
+    "ALTER TABLE spans DROP COLUMN vector",
+    "ALTER TABLE passages DROP COLUMN vector",
+    "UPDATE meta SET value = '2' WHERE key = 'schema'",
+]
 # the highest rowid a table has ever used: new rows go above it, so a rowid is never reused
 LAST_ROWID_SQL = """
 SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
@@ -64,7 +86,8 @@ def connect(db: Path) -> sqlite3.Connection:
     """Open (or create) the database with the layout above; raises sqlite3.DatabaseError.
 
     The UUID tells this store from any other (a new or restored store.sqlite counts its
-    generations from 0 again); a store made by nerindex 0.2.0 gets one now.
+    generations from 0 again); a store made by nerindex 0.2.0 gets one now, and its vectors move
+    to their own tables (:func:`upgrade`).
     """
     conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -75,7 +98,34 @@ def connect(db: Path) -> sqlite3.Connection:
         "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
         (SCHEMA_VERSION, uuid.uuid4().hex),
     )
+    upgrade(conn)
     return conn
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a layout-1 store (vectors in the passage and span rows) to this layout in one
+    transaction: all or nothing; a store of 1M spans takes about a minute and, for the while,
+    free disk about the size of its vectors. A layout newer than this code knows is refused."""
+    (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if version not in ("1", SCHEMA_VERSION):
+        raise sqlite3.DatabaseError(f"store layout {version} is newer than this nerindex reads ({SCHEMA_VERSION})")
+    if not _inline_vectors(conn):
+        return
+    log.warning("moving the vectors of a store made by an older nerindex to their own tables (once)")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if _inline_vectors(conn):  # not done meanwhile by another process
+            for statement in UPGRADE_FROM_1:
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _inline_vectors(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "vector" for row in conn.execute("PRAGMA table_info(spans)"))
 
 
 def read_version(conn: sqlite3.Connection) -> StoreVersion:

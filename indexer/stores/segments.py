@@ -426,6 +426,9 @@ def remove_stale_temp_files(cache: Path) -> None:
 # ---------------------------------------------------------------------------- from SQLite
 
 CHUNK_ROWS = 65536
+# (passage, span rowid, float32 blob) and (passage rowid, float32 blob or NULL)
+SPAN_ROWS = "SELECT s.passage, s.rowid, v.vector FROM spans AS s JOIN span_vectors AS v ON v.rowid = s.rowid"
+PASSAGE_ROWS = "SELECT p.rowid, v.vector FROM passages AS p LEFT JOIN passage_vectors AS v ON v.rowid = p.rowid"
 
 
 def read_base(conn, dims: int, n_spans: int, n_passages: int) -> Segment:
@@ -437,7 +440,7 @@ def read_base(conn, dims: int, n_spans: int, n_passages: int) -> Segment:
     sums, scales = np.empty(n_spans, dtype=np.int32), np.empty(n_spans, dtype=np.float32)
     ids = np.empty((n_spans, 2), dtype=np.int64)
     done = 0
-    spans = conn.execute("SELECT passage, rowid, vector FROM spans ORDER BY rowid")
+    spans = conn.execute(SPAN_ROWS + " ORDER BY s.rowid")
     while rows := spans.fetchmany(CHUNK_ROWS):
         part, end = Segment.from_rows(rows, (), dims, (0, 0), (0, 0)), done + len(rows)
         vectors[:, done:end], sums[done:end], scales[done:end], ids[done:end] = part.vectors, part.sums, part.scales, part.ids
@@ -445,7 +448,7 @@ def read_base(conn, dims: int, n_spans: int, n_passages: int) -> Segment:
     pvectors = np.empty((n_passages, dims), dtype=np.int8)
     pscales, pids = np.empty(n_passages, dtype=np.float32), np.empty(n_passages, dtype=np.int64)
     pdone = 0
-    passages = conn.execute("SELECT rowid, vector FROM passages ORDER BY rowid")
+    passages = conn.execute(PASSAGE_ROWS + " ORDER BY p.rowid")
     while rows := passages.fetchmany(CHUNK_ROWS):
         part, end = Segment.from_rows((), rows, dims, (0, 0), (0, 0)), pdone + len(rows)
         pvectors[pdone:end], pscales[pdone:end], pids[pdone:end] = part.passage_vectors, part.passage_scales, part.passage_ids
@@ -460,10 +463,10 @@ def read_delta(conn, vectors: SegmentSet, dims: int) -> tuple[Segment | None, li
     """(a tail with the rows above the set's, or None; tombstones after the set's) in
     ``conn``'s read transaction."""
     span_rows = conn.execute(
-        "SELECT passage, rowid, vector FROM spans WHERE rowid > ? ORDER BY rowid", (vectors.span_hi,)
+        SPAN_ROWS + " WHERE s.rowid > ? ORDER BY s.rowid", (vectors.span_hi,)
     ).fetchall()
     passage_rows = conn.execute(
-        "SELECT rowid, vector FROM passages WHERE rowid > ? ORDER BY rowid", (vectors.passage_hi,)
+        PASSAGE_ROWS + " WHERE p.rowid > ? ORDER BY p.rowid", (vectors.passage_hi,)
     ).fetchall()
     tombstones = conn.execute(
         "SELECT seq, kind, row FROM tombstones WHERE seq > ? ORDER BY seq", (vectors.tombstone,)
