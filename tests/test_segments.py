@@ -200,3 +200,32 @@ def test_a_reused_rowid_leads_to_a_rebuild_not_a_stale_answer(world):
     docs[last] = new
     for request in asked:
         same(answer(store, request), reference(docs, request))
+
+
+def test_a_large_all_is_the_exact_set_with_scores_within_epsilon(world, monkeypatch):
+    """Past EXACT_ALL_SPANS matching spans, --all re-scores only the spans within ε of the
+    threshold: the passages, their marked spans and the total are the exact ones; a span far
+    above the threshold keeps its int8 score, within ε of the exact one (and ~0.003 in practice)."""
+    from indexer.stores import embedded
+
+    store, rng, centre = world
+    docs = {d.passage.id: d for d in make_docs(rng, range(600), centre)}
+    store.write(list(docs.values()))
+    monkeypatch.setattr(embedded, "EXACT_ALL_SPANS", 10)
+    checked, estimated = 0, 0
+    for request in requests(centre, rng):
+        if not request.exhaustive:
+            continue
+        got, want = answer(store, request), reference(docs, request)
+        assert got[1] == want[1] and sorted(h[0] for h in got[0]) == sorted(h[0] for h in want[0])
+        exact = {h[0]: h for h in want[0]}
+        for pid, score, sims in got[0]:
+            assert len(sims) == len(exact[pid][2])  # the same spans marked
+            assert score == pytest.approx(exact[pid][1], abs=segments.EPSILON)
+            for got_sim, want_sim in zip(sims, exact[pid][2]):
+                near = abs(want_sim - request.min_similarity) < segments.EPSILON
+                assert got_sim == pytest.approx(want_sim, abs=1e-5 if near else 0.004)
+                estimated += abs(got_sim - want_sim) > 1e-5
+        assert [h[1] for h in got[0]] == sorted((h[1] for h in got[0]), reverse=True)
+        checked += len(got[0]) > 10
+    assert checked >= 4 and estimated > 100  # the int8 scores were kept, not read again
