@@ -10,13 +10,14 @@ another: the case the re-scoring rule (``segments.EPSILON``) exists for.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import numpy as np
 import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
-from indexer.stores import segments
+from indexer.stores import segment_rows, segments
 from indexer.stores.base import Filters, ModelStamp, SearchRequest
 from indexer.stores.embedded import CACHE_DIR, DB_NAME, EmbeddedStore
 
@@ -149,8 +150,8 @@ def test_writes_extend_segments_and_replacements_are_never_answered_stale(world,
     asked = requests(centre, rng)
     same(answer(store, asked[0]), reference(docs, asked[0]))
     rebuilds = []
-    real = segments.read_base
-    monkeypatch.setattr(segments, "read_base", lambda *a: rebuilds.append(1) or real(*a))
+    real = segment_rows.read_base
+    monkeypatch.setattr(segment_rows, "read_base", lambda *a: rebuilds.append(1) or real(*a))
     for step in range(20):  # new passages, and replacements of old ones (same id, new vectors)
         ids = list(range(300 + 5 * step, 305 + 5 * step)) + [int(i) for i in rng.integers(0, 300, 3)]
         new = make_docs(rng, ids, centre)
@@ -229,3 +230,43 @@ def test_a_large_all_is_the_exact_set_with_scores_within_epsilon(world, monkeypa
         assert [h[1] for h in got[0]] == sorted((h[1] for h in got[0]), reverse=True)
         checked += len(got[0]) > 10
     assert checked >= 4 and estimated > 100  # the int8 scores were kept, not read again
+
+
+def test_marked_spans_come_right_from_the_segments_through_tails_merges_and_reopening(tmp_path, monkeypatch):
+    """Hits take each span's start, end and labels from the segments (not SQLite): check them
+    against what was written, through many tails (merged past MAX_TAILS) and a new process's load."""
+    monkeypatch.setattr(segments, "MAX_TAILS", 3)
+    rng = np.random.default_rng(5)
+    centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
+    written: dict[str, set] = {}
+
+    def batch(ids):
+        docs = []
+        for i in ids:
+            text = f"w{i} alpha{i} beta{i} gamma{i} delta{i}"
+            words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+            vecs = unit_rows(centre + rng.standard_normal((4, DIMS)) * 0.08)
+            spans = tuple(EncodedSpan(*words[k], text[slice(*words[k])], 0.9, vecs[k], (f"l{k}", f"m{i % 7}"))
+                          for k in range(4))
+            docs.append(EncodedPassage(Passage(f"d{i}", text, {}), spans, vecs[0]))
+            written[f"d{i}"] = {(s.start, s.end, s.text, s.labels, round(float(s.vector @ centre), 4)) for s in spans}
+        return docs
+
+    def check(store):
+        hits = list(store.search(SearchRequest(centre, 0.3, exhaustive=True)))
+        assert len(hits) == len(written)
+        for h in hits:
+            got = {(s.start, s.end, s.text, s.labels) for s in h.spans}
+            assert got == {w[:4] for w in written[h.id] if w[4] >= 0.3}
+        top = list(store.search(SearchRequest(centre, 0.3, limit=3)))
+        assert all({(s.start, s.end, s.text, s.labels) for s in h.spans} <= {w[:4] for w in written[h.id]} for h in top)
+
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        store.check_model(STAMP)
+        for k in range(8):  # each write and search adds a tail: merged when there are more than 3
+            store.write(batch(range(k * 10, k * 10 + 10)))
+            check(store)
+        store.write(batch(range(5)))  # replaced passages: new rows, same ids
+        check(store)
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        check(store)

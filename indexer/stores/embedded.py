@@ -35,7 +35,7 @@ from . import ann, ann_ranking, ann_search
 from . import embedded_read as read
 from . import embedded_schema as schema
 from . import filters as sql_filters
-from . import segments
+from . import segment_rows, segments
 from .base import (
     Filters,
     ModelStamp,
@@ -264,7 +264,7 @@ class EmbeddedStore:
             conn.execute("BEGIN")
             version, spans, passages = schema.snapshot(conn)
             if current is not None:
-                tail, tombstones = segments.read_delta(conn, current, dims)
+                tail, tombstones = segment_rows.read_delta(conn, current, dims)
                 fresh = current.extended(version, tail, tombstones)
                 live = fresh.live_counts()
                 if live != (spans, passages):
@@ -274,7 +274,7 @@ class EmbeddedStore:
                 elif len(fresh.dead_spans) * 4 > max(len(fresh.span), 1):
                     fresh = None  # a quarter of the rows are dead: compact
             if fresh is None:
-                base = segments.read_base(conn, dims, spans, passages)
+                base = segment_rows.read_base(conn, dims, spans, passages)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read the vectors: {exc}") from exc
@@ -393,8 +393,7 @@ class EmbeddedStore:
         estimated = chosen is None and idx.size > EXACT_ALL_SPANS  # --all: see EXACT_ALL_SPANS
         # near the threshold, and the top-k candidates (--all: all unless estimated)
         rescore = idx[near | (np.isin(vec.passage[idx], chosen) if chosen is not None else not estimated)]
-        details: dict[int, tuple] | None = {} if request.exhaustive else None
-        sims[rescore] = read.exact(self._conn, vec.span[rescore], query, "spans", -np.inf, details)
+        sims[rescore] = read.exact(self._conn, vec.span[rescore], query, "spans", -np.inf)
         idx = idx[sims[idx] >= threshold]
         if idx.size == 0:
             return Matches(iter(()), total=0)
@@ -419,11 +418,13 @@ class EmbeddedStore:
         ends = np.append(starts[1:], order.size)
         at = np.searchsorted(passages[starts], vec.passage[ranked])
         span_rows, span_sims = vec.span[order].tolist(), sims[order].tolist()
-        scored = (
-            Scored(p, total_score, tuple(zip(span_rows[starts[i] : ends[i]], span_sims[starts[i] : ends[i]])))
-            for p, total_score, i in zip(vec.passage[ranked].tolist(), score.tolist(), at.tolist())
+        scored = (  # lists, not arrays, indexed per passage: 3× faster for an --all of 33k passages
+            Scored(p, total_score, tuple(zip(span_rows[a:b], span_sims[a:b])))
+            for p, total_score, a, b in zip(vec.passage[ranked].tolist(), score.tolist(), starts[at].tolist(),
+                                            ends[at].tolist())
         )
-        return Matches(read.hits(self._conn, scored, details), total=total)
+        shown = order if request.exhaustive else order[np.isin(passages, vec.passage[ranked])]
+        return Matches(read.hits(self._conn, scored, vec.span_details(shown)), total=total)
 
     def _ann_search(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches | None:
         """Top-k from the ANN indexes, exact by the bound of :mod:`.ann_ranking` (None: the bound

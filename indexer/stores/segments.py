@@ -12,7 +12,7 @@ where the float32 product takes ~140 ms (same machine, same minute).
 Layout (``cache/``, every folder trusted only through ``derived.py``'s manifest):
 
 - ``cache/`` itself is the *base* segment: every live span and passage up to some rowid, made in
-  one snapshot. Its manifest's state names what it covers: ``seg1:s<lo>-<hi>:p<lo>-<hi>:t<seq>``
+  one snapshot. Its manifest's state names what it covers: ``seg2:s<lo>-<hi>:p<lo>-<hi>:t<seq>``
   (span rowids, passage rowids, and the last tombstone already left out).
 - ``cache/tail-<hex>/`` are *tail* segments, one per refresh after a write: the spans and
   passages with rowids above the previous segment's. ``cache/segments.json`` lists them in
@@ -55,12 +55,12 @@ log = logging.getLogger(__name__)
 
 EPSILON = 0.01
 FILES = ("vectors.npy", "sums.npy", "scales.npy", "ids.npy", "passage_vectors.npy", "passage_scales.npy",
-         "passage_ids.npy")
-MMAP = ("vectors.npy", "passage_vectors.npy", "ids.npy")  # ids: read once into SegmentSet, then dropped
+         "passage_ids.npy", "details.npy", "labels.npy")
+MMAP = ("vectors.npy", "passage_vectors.npy", "ids.npy", "details.npy")  # ids: read once into SegmentSet, then dropped
 LIST = "segments.json"
 MAX_TAILS = 16  # more tails than this are merged into one
-SCAN_BYTES = 128 << 20  # a scan maps at most this much of a segment at a time (see scan_dots)
-_STATE = re.compile(r"^seg1:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+)$")
+SCAN_BYTES = 512 << 20  # a scan maps at most this much of a segment at a time (see scan_dots)
+_STATE = re.compile(r"^seg2:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+)$")
 # a one-node ONNX graph: dots[m, n] = MatMulInteger(query[m, d] uint8, matrix[d, n] int8), opset 13
 _DOTS_MODEL = base64.b64decode(
     "CAgSCG5lcmluZGV4OoIBCiQKBXF1ZXJ5CgZtYXRyaXgSBGRvdHMiDU1hdE11bEludGVnZXISCWludDhfZG90c1oZCgVxdWVyeRIQ"
@@ -159,20 +159,30 @@ class Segment:
     passage_vectors: np.ndarray  # int8 [m, d]
     passage_scales: np.ndarray  # float32 [m]
     passage_ids: np.ndarray  # int64 [m]
+    # what a hit shows of a span, so an --all of 33k passages reads no span row (0.1 s at 10M):
+    details: np.ndarray  # int32 [n, 3]: start, end, index into the label lists
+    labels: np.ndarray  # uint8: UTF-8 JSON list of the segment's distinct label lists, each as SQLite holds it
     tombstone: int = 0  # base only: tombstones up to this seq are already left out
     name: str = ""  # "" for the base, else its folder in cache/
+    _texts: list[str] | None = field(default=None, repr=False, compare=False)  # labels, parsed once
 
     def state(self) -> str:
-        return f"seg1:s{self.span_lo}-{self.span_hi}:p{self.passage_lo}-{self.passage_hi}:t{self.tombstone}"
+        return f"seg2:s{self.span_lo}-{self.span_hi}:p{self.passage_lo}-{self.passage_hi}:t{self.tombstone}"
 
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(zip(FILES, (self.vectors, self.sums, self.scales, self.ids, self.passage_vectors,
-                                self.passage_scales, self.passage_ids)))
+                                self.passage_scales, self.passage_ids, self.details, self.labels)))
+
+    def label_texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts = json.loads(self.labels.tobytes()) if self.labels.size else []
+        return self._texts
 
     @classmethod
-    def from_rows(cls, span_rows: Sequence[tuple[int, int, bytes]], passage_rows: Sequence[tuple[int, bytes | None]],
+    def from_rows(cls, span_rows: Sequence[tuple], passage_rows: Sequence[tuple[int, bytes | None]],
                   dims: int, lo: tuple[int, int], hi: tuple[int, int], tombstone: int = 0, name: str = "") -> "Segment":
-        """A segment from SQLite rows: (passage, span rowid, float32 blob) and (rowid, blob)."""
+        """A segment from SQLite rows: (passage, span rowid, float32 blob, start, end, labels) and
+        (rowid, blob)."""
         spans = _matrix([r[2] for r in span_rows], dims)
         zero = bytes(4 * dims)
         passages = _matrix([b if b and len(b) == len(zero) else zero for _, b in passage_rows], dims)
@@ -181,8 +191,11 @@ class Segment:
         ids = np.asarray([(r[0], r[1]) for r in span_rows], dtype=np.int64).reshape(-1, 2)
         pids = np.asarray([r[0] for r in passage_rows], dtype=np.int64)
         sums = vectors.sum(axis=1, dtype=np.int32)
+        texts: dict[str, int] = {}
+        details = np.asarray([(r[3], r[4], texts.setdefault(r[5], len(texts))) for r in span_rows],
+                             dtype=np.int32).reshape(-1, 3)
         return cls(lo[0], hi[0], lo[1], hi[1], np.ascontiguousarray(vectors.T), sums, scales, ids, pvectors, pscales,
-                   pids, tombstone, name)
+                   pids, details, label_bytes(list(texts)), tombstone, name)
 
     @classmethod
     def merged(cls, parts: Sequence["Segment"], name: str) -> "Segment":
@@ -191,9 +204,31 @@ class Segment:
             return np.concatenate([getattr(p, attr) for p in parts])
 
         vectors = np.concatenate([p.vectors for p in parts], axis=1)
+        details, texts = joined_details(parts)
         return cls(parts[0].span_lo, parts[-1].span_hi, parts[0].passage_lo, parts[-1].passage_hi,
                    vectors, cat("sums"), cat("scales"), cat("ids"), cat("passage_vectors"), cat("passage_scales"),
-                   cat("passage_ids"), 0, name)
+                   cat("passage_ids"), details, label_bytes(texts), 0, name)
+
+
+def label_bytes(texts: list[str]) -> np.ndarray:
+    return np.frombuffer(json.dumps(texts, ensure_ascii=False).encode("utf-8"), dtype=np.uint8).copy()
+
+
+def joined_details(parts: Sequence[Segment]) -> tuple[np.ndarray, list[str]]:
+    """The parts' span details end to end, their label indexes into one list of distinct texts."""
+    texts: dict[str, int] = {}
+    out = []
+    for part in parts:
+        details = np.array(part.details, dtype=np.int32)
+        details[:, 2] = label_indexes(part, texts)
+        out.append(details)
+    return (np.concatenate(out) if out else np.zeros((0, 3), np.int32)), list(texts)
+
+
+def label_indexes(part: Segment, texts: dict[str, int]) -> np.ndarray:
+    """``part``'s label indexes as indexes into ``texts`` (distinct texts, extended as needed)."""
+    remap = np.asarray([texts.setdefault(t, len(texts)) for t in part.label_texts()] or [0], dtype=np.int32)
+    return remap[part.details[:, 2]]
 
 
 def _matrix(blobs: Sequence[bytes], dims: int) -> np.ndarray:
@@ -275,6 +310,19 @@ class SegmentSet:
             passages -= int(np.isin(self.passage_rows, np.fromiter(self.dead_passages, dtype=np.int64)).sum())
         return int(self.alive.sum()), passages
 
+    def span_details(self, at: np.ndarray) -> dict[int, tuple[int, int, str]]:
+        """{span rowid: (start, end, labels as SQLite holds them)} of the rows at positions ``at``,
+        read from each segment's (mapped) details: nothing is gathered when a set is made."""
+        out: dict[int, tuple[int, int, str]] = {}
+        seg_of = np.searchsorted(self.offsets, at, side="right") - 1
+        for k, seg in enumerate(self.segments):
+            mine = at[seg_of == k]
+            if mine.size:
+                texts = seg.label_texts()
+                rows = seg.details[mine - self.offsets[k]].tolist()
+                out.update((rowid, (start, end, texts[label])) for rowid, (start, end, label) in zip(self.span[mine].tolist(), rows))
+        return out
+
     def approx_sims(self, query: np.ndarray) -> np.ndarray:
         """Approximate cosine of every row (dead rows included: mask them with ``alive``)."""
         (q,), (qscale,) = quantise(query.reshape(1, -1))
@@ -308,12 +356,12 @@ def _parse(state: str) -> tuple[int, ...] | None:
 
 def _check(dims: int):
     def consistent(a: dict[str, np.ndarray]) -> str | None:
-        v, sums, s, ids, pv, ps, pids = (a[name] for name in FILES)
+        v, sums, s, ids, pv, ps, pids, details, labels = (a[name] for name in FILES)
         if v.dtype != np.int8 or v.ndim != 2 or v.shape[0] != dims or pv.ndim != 2 or pv.shape[1] != dims:
             return f"vectors of shape {v.shape} and {pv.shape}, the model has {dims} dims"
         n = v.shape[1]
         if sums.shape != (n,) or s.shape != (n,) or ids.shape != (n, 2) or ps.shape != (len(pv),) \
-                or pids.shape != (len(pv),):
+                or pids.shape != (len(pv),) or details.shape != (n, 3) or labels.dtype != np.uint8:
             return "ids, scales and vectors differ in length"
         return None
 
@@ -421,58 +469,3 @@ def remove_stale_temp_files(cache: Path) -> None:
     derived.remove_stale_temp_files(cache)
     for tail in cache.glob("tail-*"):
         derived.remove_stale_temp_files(tail)
-
-
-# ---------------------------------------------------------------------------- from SQLite
-
-CHUNK_ROWS = 65536
-# (passage, span rowid, float32 blob) and (passage rowid, float32 blob or NULL)
-SPAN_ROWS = "SELECT s.passage, s.rowid, v.vector FROM spans AS s JOIN span_vectors AS v ON v.rowid = s.rowid"
-PASSAGE_ROWS = "SELECT p.rowid, v.vector FROM passages AS p LEFT JOIN passage_vectors AS v ON v.rowid = p.rowid"
-
-
-def read_base(conn, dims: int, n_spans: int, n_passages: int) -> Segment:
-    """Every live span and passage as one base segment; ``conn`` holds the read transaction in
-    which the store has ``n_spans`` spans and ``n_passages`` passages. Rows are read and quantised
-    in chunks into arrays of their final size: the peak is the int8 copy plus one chunk."""
-    (tombstone,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM tombstones").fetchone()
-    vectors = np.empty((dims, n_spans), dtype=np.int8)
-    sums, scales = np.empty(n_spans, dtype=np.int32), np.empty(n_spans, dtype=np.float32)
-    ids = np.empty((n_spans, 2), dtype=np.int64)
-    done = 0
-    spans = conn.execute(SPAN_ROWS + " ORDER BY s.rowid")
-    while rows := spans.fetchmany(CHUNK_ROWS):
-        part, end = Segment.from_rows(rows, (), dims, (0, 0), (0, 0)), done + len(rows)
-        vectors[:, done:end], sums[done:end], scales[done:end], ids[done:end] = part.vectors, part.sums, part.scales, part.ids
-        done = end
-    pvectors = np.empty((n_passages, dims), dtype=np.int8)
-    pscales, pids = np.empty(n_passages, dtype=np.float32), np.empty(n_passages, dtype=np.int64)
-    pdone = 0
-    passages = conn.execute(PASSAGE_ROWS + " ORDER BY p.rowid")
-    while rows := passages.fetchmany(CHUNK_ROWS):
-        part, end = Segment.from_rows((), rows, dims, (0, 0), (0, 0)), pdone + len(rows)
-        pvectors[pdone:end], pscales[pdone:end], pids[pdone:end] = part.passage_vectors, part.passage_scales, part.passage_ids
-        pdone = end
-    assert (done, pdone) == (n_spans, n_passages), "counts and rows of one snapshot differ"
-    span_hi = int(ids[-1, 1]) if n_spans else 0
-    passage_hi = int(pids[-1]) if n_passages else 0
-    return Segment(0, span_hi, 0, passage_hi, vectors, sums, scales, ids, pvectors, pscales, pids, int(tombstone))
-
-
-def read_delta(conn, vectors: SegmentSet, dims: int) -> tuple[Segment | None, list[tuple[int, str, int]]]:
-    """(a tail with the rows above the set's, or None; tombstones after the set's) in
-    ``conn``'s read transaction."""
-    span_rows = conn.execute(
-        SPAN_ROWS + " WHERE s.rowid > ? ORDER BY s.rowid", (vectors.span_hi,)
-    ).fetchall()
-    passage_rows = conn.execute(
-        PASSAGE_ROWS + " WHERE p.rowid > ? ORDER BY p.rowid", (vectors.passage_hi,)
-    ).fetchall()
-    tombstones = conn.execute(
-        "SELECT seq, kind, row FROM tombstones WHERE seq > ? ORDER BY seq", (vectors.tombstone,)
-    ).fetchall()
-    tail = None
-    if span_rows or passage_rows:
-        hi = (span_rows[-1][1] if span_rows else vectors.span_hi, passage_rows[-1][0] if passage_rows else vectors.passage_hi)
-        tail = Segment.from_rows(span_rows, passage_rows, dims, (vectors.span_hi, vectors.passage_hi), hi)
-    return tail, tombstones
