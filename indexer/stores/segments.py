@@ -127,7 +127,7 @@ def scan_dots(matrix: np.ndarray, sums: np.ndarray, query: np.ndarray) -> np.nda
     page cache, so the next scan does not read the disk again."""
     n = matrix.shape[1]
     step = max(1, SCAN_BYTES // max(n, 1))
-    if getattr(matrix, "_mmap", None) is None or step >= matrix.shape[0]:
+    if getattr(matrix, "_mmap", None) is None:
         return int8_dots(matrix, sums, query)
     dots = np.zeros(n, dtype=np.int32)
     for r in range(0, matrix.shape[0], step):
