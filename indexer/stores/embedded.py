@@ -6,14 +6,15 @@ int8 segments (``stores/segments.py``): memory-mapped from ``cache/``, scanned w
 kernel, extended by one small tail segment after a write instead of being rebuilt. Every span
 whose int8 score is within ``segments.EPSILON`` of a decision (the threshold, or the k-th best
 passage of a top-k search) is re-scored from its float32 blob, so answers are the exact ones, and
-so are scores, but for an ``--all`` of more than ``EXACT_ALL_SPANS`` matching spans: there the
-spans clearly above the threshold (and the passage cosines) keep their int8 scores. A top-k search on a store of ``ann.MIN_ROWS`` spans or more goes through a faiss IVF
+so are scores, but for an ``--all`` of more than ``EXACT_ALL_SPANS`` matching spans on a store of
+``ann.MIN_ROWS`` spans or more: there the spans clearly above the threshold (and the passage
+cosines) keep their int8 scores. A top-k search on a store that big goes through a faiss IVF
 index instead of the scan (``stores/ann.py``, ``ann_search.py``): its candidates are scored exactly
 from SQLite and a threshold-algorithm bound decides when the top k are the exact ones
 (``ann_ranking.py``); ``--all`` always scans. Segments and indexes are trusted only through
 their manifests (``stores/derived.py``): the store's UUID (written at creation), what rows they
-cover and a checksum per file, so a replaced or restored
-``store.sqlite`` or a damaged file lead to a rebuild from SQLite, never to wrong answers.
+cover and a checksum per file, so a replaced or restored ``store.sqlite`` or a damaged file lead
+to a rebuild from SQLite, never to wrong answers.
 Every :meth:`EmbeddedStore.write` is one transaction, so an interrupted run leaves only whole
 passages behind and a rerun resumes by skipping ids already stored.
 """
@@ -57,8 +58,8 @@ CACHE_DIR = "cache"
 CACHE_FILES = segments.FILES
 PAGE = 500  # ids per SQL round trip
 SMALL_SELECTION = 2000  # a filter allowing at most this many passages: score them all exactly
-# --all re-scores all matching spans up to this many, else those within ε of the threshold: the set
-# stays exact, the rest keep int8 scores (at 10M spans, 38k float32 rows took 3.4 s, mostly disk)
+# --all on a store of ann.MIN_ROWS spans or more re-scores all matching spans up to this many, else only
+# those within ε of the threshold (at 10M spans 38k float32 rows took 3.4 s, mostly from disk)
 EXACT_ALL_SPANS = 4096
 
 
@@ -390,7 +391,7 @@ class EmbeddedStore:
                 passage_weight=request.passage_weight or 0.0,
             )
         near = sims[idx] < threshold + eps
-        estimated = chosen is None and idx.size > EXACT_ALL_SPANS  # --all: see EXACT_ALL_SPANS
+        estimated = chosen is None and idx.size > EXACT_ALL_SPANS and len(vec.span) >= ann.MIN_ROWS
         # near the threshold, and the top-k candidates (--all: all unless estimated)
         rescore = idx[near | (np.isin(vec.passage[idx], chosen) if chosen is not None else not estimated)]
         sims[rescore] = read.exact(self._conn, vec.span[rescore], query, "spans", -np.inf)
@@ -398,8 +399,7 @@ class EmbeddedStore:
         if idx.size == 0:
             return Matches(iter(()), total=0)
         order, first = best_first(idx, sims, vec.passage)
-        passages = vec.passage[order]
-        best = order[first]
+        passages, best = vec.passage[order], order[first]
         total = int(best.size)
         if chosen is not None:  # top-k: only passages whose spans were all re-scored can rank
             best = best[np.isin(vec.passage[best], chosen)]
