@@ -145,7 +145,7 @@ def _page_hits(page: list[Scored], rows: dict, spans: dict, known: dict[int, tup
         pid, text, fields = row
         matches = []
         for sid, sim in s.spans:
-            span = spans.get(sid) or known.get(sid)
+            span = known.get(sid) or spans.get(sid)
             if span is not None:
                 start, end, labels = span
                 parsed = labels_of.get(labels)

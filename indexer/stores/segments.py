@@ -131,8 +131,10 @@ def scan_dots(matrix: np.ndarray, sums: np.ndarray, query: np.ndarray) -> np.nda
     ~0.1 s of a 0.4 s scan)."""
     n = matrix.shape[1]
     step = max(1, min(-(-matrix.shape[0] // SCAN_BLOCKS), SCAN_BYTES // max(n, 1)))
-    if getattr(matrix, "_mmap", None) is None:
-        return int8_dots(matrix, sums, query)
+    if getattr(matrix, "_mmap", None) is None or matrix.nbytes <= SCAN_BYTES // SCAN_BLOCKS:
+        dots = int8_dots(matrix, sums, query)  # a tail, or small: one call
+        release(matrix)
+        return dots
     dots = np.zeros(n, dtype=np.int32)
     for r in range(0, matrix.shape[0], step):
         dots += _raw_dots(matrix[r : r + step], query[r : r + step])

@@ -7,16 +7,16 @@ exact ones until re-scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from . import segments
 
 
-@dataclass(frozen=True)
-class Scored:
-    """One passage scored exactly: its total, and its matching spans (span rowid, cosine) best first."""
+class Scored(NamedTuple):
+    """One passage scored exactly: its total, and its matching spans (span rowid, cosine) best first.
+    A named tuple, not a dataclass: an --all at 10M makes 33k of them, 3× faster so."""
 
     passage: int
     total: float
