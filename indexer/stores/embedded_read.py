@@ -1,9 +1,10 @@
 """Reading the embedded store's rows from SQLite for a search: exact cosines, scored passages, hits.
 
-The float32 blobs in SQLite (tables ``span_vectors`` and ``passage_vectors``) are the source of truth for every score the store returns; the int8
-segments and the ANN index only decide which rows are worth reading. Rowids go to SQLite as one
-JSON array per statement (``json_each``), not as ``?`` lists, so a page is one round trip
-whatever its size.
+The float32 blobs in SQLite (tables ``span_vectors`` and ``passage_vectors``) are the source of
+truth for the scores the store returns (a big ``--all`` keeps int8 scores away from the threshold:
+``embedded.EXACT_ALL_SPANS``); the int8 segments and the ANN index decide which rows are worth
+reading. Rowids go to SQLite as one JSON array per statement (``json_each``), not as ``?``
+lists, so a page is one round trip whatever its size.
 """
 
 from __future__ import annotations
