@@ -120,3 +120,24 @@ def test_a_newer_layout_is_refused(tmp_path):
     conn.close()
     with pytest.raises(StoreError, match="layout 3 is newer"):
         EmbeddedStore.open(tmp_path / "s")
+
+
+def test_a_layout_1_store_that_cannot_be_written_says_what_it_needs(tmp_path, monkeypatch):
+    rng = np.random.default_rng(13)
+    docs = make_docs(rng, range(5), unit_rows(rng.standard_normal((1, DIMS)))[0])
+    layout_1_store(tmp_path / "s", docs)
+    real = sqlite3.connect
+
+    def read_only(*args, **kwargs):  # root writes through file modes: refuse writes in SQLite instead
+        conn = real(*args, **kwargs)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    from indexer.stores import embedded_schema
+
+    monkeypatch.setattr(embedded_schema.sqlite3, "connect", read_only)
+    with pytest.raises(StoreError, match="one-time move of its vectors, with write access"):
+        EmbeddedStore.open(tmp_path / "s")
+    monkeypatch.undo()
+    with EmbeddedStore.open(tmp_path / "s") as store:  # with write access: moved, and searchable
+        assert store.counts().spans == sum(len(d.spans) for d in docs)

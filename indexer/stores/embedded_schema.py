@@ -93,12 +93,20 @@ def connect(db: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(SCHEMA)
-    conn.execute(
-        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
-        (SCHEMA_VERSION, uuid.uuid4().hex),
-    )
-    upgrade(conn)
+    try:
+        conn.executescript(SCHEMA)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
+            (SCHEMA_VERSION, uuid.uuid4().hex),
+        )
+        upgrade(conn)
+    except sqlite3.DatabaseError as exc:
+        old = isinstance(exc, sqlite3.OperationalError) and _inline_vectors(conn)
+        conn.close()
+        if old:  # e.g. read-only: name what it needs, not just the failed write
+            raise sqlite3.OperationalError(f"made by an older nerindex, it needs a one-time move of its vectors, "
+                                           f"with write access to the store ({exc})") from exc
+        raise
     return conn
 
 
