@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
-from indexer.stores import segment_rows, segments
+from indexer.stores import ann, segment_rows, segments
 from indexer.stores.base import Filters, ModelStamp, SearchRequest
 from indexer.stores.embedded import CACHE_DIR, DB_NAME, EmbeddedStore
 
@@ -260,8 +260,15 @@ def test_marked_spans_come_right_from_the_segments_through_tails_merges_and_reop
         for h in hits:
             got = {(s.start, s.end, s.text, s.labels) for s in h.spans}
             assert got == {w[:4] for w in written[h.id] if w[4] >= 0.3}
-        top = list(store.search(SearchRequest(centre, 0.3, limit=3)))
-        assert all({(s.start, s.end, s.text, s.labels) for s in h.spans} <= {w[:4] for w in written[h.id]} for h in top)
+        for min_rows in (ann.MIN_ROWS, 0):  # top-k by the scan, then through the ANN index
+            monkeypatch.setattr(ann, "MIN_ROWS", min_rows)
+            top = list(store.search(SearchRequest(centre, 0.3, limit=3)))
+            assert len(top) == 3
+            for h in top:
+                assert {(s.start, s.end, s.text, s.labels) for s in h.spans} == {w[:4] for w in written[h.id] if w[4] >= 0.3}
+        assert "spans" in store._ann._indexes  # the second search did go through the ANN index
+        monkeypatch.undo()
+        monkeypatch.setattr(segments, "MAX_TAILS", 3)
 
     with EmbeddedStore.open(tmp_path / "s") as store:
         store.check_model(STAMP)

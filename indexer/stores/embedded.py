@@ -456,14 +456,15 @@ class EmbeddedStore:
         passages = self._ann.get(vec, identity, "passages") if weight else None
         result = ann_ranking.top_k(
             query, k=request.limit, threshold=request.min_similarity, weight=weight, spans=spans, passages=passages,
-            span_passages=lambda ids: _passages_of(vec, ids), score=score,
+            span_passages=lambda ids: vec.passage[vec.positions(ids)], score=score,
             span_bits=span_bits, max_depth=max(len(vec.span) // 16, 1024),
             spread=min(passages_stored / bound, 8.0) if bound else 1.0,
         )
         if result is None:
             log.debug("ANN bound did not close: exact scan")
             return None
-        return Matches(read.hits(self._conn, result[0]), total=None)
+        shown = np.asarray([sid for s in result[0] for sid, _ in s.spans], dtype=np.int64)
+        return Matches(read.hits(self._conn, result[0], vec.span_details(vec.positions(shown))), total=None)
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and
@@ -479,14 +480,6 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _passages_of(vec: segments.SegmentSet, span_ids: np.ndarray) -> np.ndarray:
-    """Passage rowids of span rowids in ``vec``; spans it does not hold (added to the shared index
-    by a newer set while this search runs) are left out."""
-    at = np.minimum(np.searchsorted(vec.span, span_ids), max(len(vec.span) - 1, 0))
-    known = vec.span[at] == span_ids if len(vec.span) else np.zeros(len(span_ids), dtype=bool)
-    return vec.passage[at[known]]
 
 
 def _bitmap(rowids: np.ndarray) -> np.ndarray:

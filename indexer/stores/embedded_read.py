@@ -119,8 +119,6 @@ def hits(conn: sqlite3.Connection, scored: Iterable[Scored], known: dict[int, tu
 def _page_rows(conn: sqlite3.Connection, page: list[Scored], known: dict[int, tuple]) -> tuple[dict, dict]:
     """({passage rowid: (id, text, fields)}, {span rowid: (start, end, labels)} of the spans not
     ``known``) for one page; all the fields in one ``json.loads`` (33k calls took 0.18 s)."""
-    if not page:
-        return {}, {}
     found = conn.execute(
         "SELECT rowid, id, text, fields FROM passages WHERE rowid IN (SELECT value FROM json_each(?))",
         (json.dumps([s.passage for s in page]),),

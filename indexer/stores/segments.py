@@ -316,6 +316,13 @@ class SegmentSet:
             passages -= int(np.isin(self.passage_rows, np.fromiter(self.dead_passages, dtype=np.int64)).sum())
         return int(self.alive.sum()), passages
 
+    def positions(self, span_ids: np.ndarray) -> np.ndarray:
+        """Positions of these span rowids in the set (spans are in rowid order); rowids it does not
+        hold (added to a shared ANN index by a newer set while a search runs) are left out."""
+        at = np.minimum(np.searchsorted(self.span, span_ids), max(len(self.span) - 1, 0))
+        held = self.span[at] == span_ids if len(self.span) else np.zeros(len(span_ids), dtype=bool)
+        return at[held]
+
     def span_details(self, at: np.ndarray) -> dict[int, tuple[int, int, str]]:
         """{span rowid: (start, end, labels as SQLite holds them)} of the rows at positions ``at``,
         read from each segment's (mapped) details: nothing is gathered when a set is made."""
