@@ -413,18 +413,14 @@ class EmbeddedStore:
         ranked, score = best[rank], score[rank]
         if not request.exhaustive:
             ranked, score = ranked[: max(request.limit, 0)], score[: max(request.limit, 0)]
-        # the matching spans of each returned passage (a top-k search needs k of them, not all)
+        # the matching spans of each returned passage, flat in rank order (a top-k needs k passages' spans)
         starts = np.nonzero(first)[0]
-        ends = np.append(starts[1:], order.size)
         at = np.searchsorted(passages[starts], vec.passage[ranked])
-        span_rows, span_sims = vec.span[order].tolist(), sims[order].tolist()
-        scored = (  # lists, not arrays, indexed per passage: 3× faster for an --all of 33k passages
-            Scored(p, total_score, tuple(zip(span_rows[a:b], span_sims[a:b])))
-            for p, total_score, a, b in zip(vec.passage[ranked].tolist(), score.tolist(), starts[at].tolist(),
-                                            ends[at].tolist())
-        )
-        shown = order if request.exhaustive else order[np.isin(passages, vec.passage[ranked])]
-        return Matches(read.hits(self._conn, scored, vec.span_details(shown)), total=total)
+        lengths = np.append(starts[1:], order.size)[at] - starts[at]
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        shown = order[np.repeat(starts[at] - bounds[:-1], lengths) + np.arange(bounds[-1])]
+        found = read.Ranked(vec.passage[ranked], score, bounds, vec.span[shown], sims[shown])
+        return Matches(read.hits(self._conn, found, vec.span_details(shown)), total=total)
 
     def _ann_search(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches | None:
         """Top-k from the ANN indexes, exact by the bound of :mod:`.ann_ranking` (None: the bound
@@ -448,8 +444,8 @@ class EmbeddedStore:
                                        allowed_spans=allowed_spans)
 
         if allowed is not None and not checked:
-            found = read.ranked(score(allowed), None)
-            return Matches(read.hits(self._conn, found[: max(request.limit, 0)]), total=len(found))
+            found = score(allowed)
+            return Matches(read.hits(self._conn, read.ranked(found, request.limit)), total=len(found))
         span_bits = None if allowed_spans is None else _bitmap(allowed_spans)
         identity = self.version().identity
         spans = self._ann.get(vec, identity, "spans")
@@ -463,8 +459,10 @@ class EmbeddedStore:
         if result is None:
             log.debug("ANN bound did not close: exact scan")
             return None
-        shown = np.asarray([sid for s in result[0] for sid, _ in s.spans], dtype=np.int64)
-        return Matches(read.hits(self._conn, result[0], vec.span_details(vec.positions(shown))), total=None)
+        found = read.ranked(result[0], None)
+        at = vec.positions(found.spans)  # all of them unless a newer set added spans to the index meanwhile
+        return Matches(read.hits(self._conn, found, vec.span_details(at) if at.size == found.spans.size else None),
+                       total=None)
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and

@@ -44,7 +44,7 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -148,6 +148,16 @@ def release(array: np.ndarray) -> None:
     mapped = getattr(array, "_mmap", None)
     if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
         mapped.madvise(mmap.MADV_DONTNEED)
+
+
+class SpanDetails(NamedTuple):
+    """What a hit shows of some spans: start, end and an index into ``texts``, the label lists
+    as SQLite holds them (JSON)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    labels: np.ndarray
+    texts: list[str]
 
 
 @dataclass
@@ -323,18 +333,19 @@ class SegmentSet:
         held = self.span[at] == span_ids if len(self.span) else np.zeros(len(span_ids), dtype=bool)
         return at[held]
 
-    def span_details(self, at: np.ndarray) -> dict[int, tuple[int, int, str]]:
-        """{span rowid: (start, end, labels as SQLite holds them)} of the rows at positions ``at``,
-        read from each segment's (mapped) details: nothing is gathered when a set is made."""
-        out: dict[int, tuple[int, int, str]] = {}
+    def span_details(self, at: np.ndarray) -> SpanDetails:
+        """Start, end and labels (as SQLite holds them) of the rows at positions ``at``, in that
+        order, read from each segment's (mapped) details: nothing is gathered when a set is made."""
+        rows = np.empty((len(at), 3), dtype=np.int32)
+        texts: list[str] = []
         seg_of = np.searchsorted(self.offsets, at, side="right") - 1
         for k, seg in enumerate(self.segments):
-            mine = at[seg_of == k]
-            if mine.size:
-                texts = seg.label_texts()
-                rows = seg.details[mine - self.offsets[k]].tolist()
-                out.update((rowid, (start, end, texts[label])) for rowid, (start, end, label) in zip(self.span[mine].tolist(), rows))
-        return out
+            mine = seg_of == k
+            if mine.any():
+                rows[mine] = seg.details[at[mine] - self.offsets[k]]
+                rows[mine, 2] += len(texts)  # each segment numbers its own label lists
+                texts += seg.label_texts()
+        return SpanDetails(rows[:, 0], rows[:, 1], rows[:, 2], texts)
 
     def approx_sims(self, query: np.ndarray) -> np.ndarray:
         """Approximate cosine of every row (dead rows included: mask them with ``alive``)."""
