@@ -220,9 +220,12 @@ def _rows(x: np.ndarray, rows: np.ndarray, tokens: np.ndarray, cols: slice) -> n
 
 def _span_means(x: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: np.ndarray) -> np.ndarray:
     """Means of ``x[row, start..end]`` (inclusive) as the graph computes them: a cumulative sum with a
-    leading zero row, ``(csum[end + 1] - csum[start]) / width``."""
+    leading zero row, ``(csum[end + 1] - csum[start]) / width``. The sum runs token by token, each
+    step over all [B, C]: the same additions in the same order as ``np.cumsum(x, axis=1)``, which
+    walks the middle axis with a stride and took ~10× as long (0.1 s of a 1.3 s indexing pass)."""
     csum = np.zeros((x.shape[0], x.shape[1] + 1, x.shape[2]), dtype=np.float32)
-    np.cumsum(x, axis=1, out=csum[:, 1:])
+    for t in range(x.shape[1]):
+        np.add(csum[:, t], x[:, t], out=csum[:, t + 1])
     return (csum[rows, ends + 1] - csum[rows, starts]) / width
 
 

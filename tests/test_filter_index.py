@@ -90,6 +90,37 @@ def test_a_store_from_before_the_tables_is_back_filled_on_open(tmp_path):
         assert rows == store.counts().spans
 
 
+def test_span_labels_of_layout_1_are_rebuilt_as_one_tree(tmp_path):
+    folder = tmp_path / "s"
+    expected, conn = written(folder, 8)
+    for statement in filters.OLD_LAYOUT + [  # layout 1 as it was made, verbatim
+        "CREATE TABLE span_labels (span INTEGER NOT NULL, label TEXT NOT NULL)",
+        "CREATE INDEX span_labels_by_label ON span_labels(label, span)",
+        "CREATE INDEX span_labels_by_span ON span_labels(span)",
+        "CREATE TRIGGER spans_labels_add AFTER INSERT ON spans "
+        "BEGIN INSERT INTO span_labels(span, label) SELECT new.rowid, value FROM json_each(new.labels); END",
+        "CREATE TRIGGER spans_labels_drop AFTER DELETE ON spans BEGIN DELETE FROM span_labels WHERE span = old.rowid; END",
+        "INSERT INTO span_labels(span, label) SELECT s.rowid, l.value FROM spans AS s, json_each(s.labels) AS l",
+        f"UPDATE meta SET value = '1' WHERE key = '{filters.INDEX_FLAG}'",
+    ]:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    with EmbeddedStore.open(folder) as store:
+        assert store._indexed
+        assert answers(store) == expected
+        conn = store._conn
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'span_labels'").fetchone()
+        assert "WITHOUT ROWID" in sql
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'span_labels_by_%'").fetchall()
+        pairs = "SELECT COUNT(*) FROM spans AS s, json_each(s.labels)"
+        assert conn.execute("SELECT COUNT(*) FROM span_labels").fetchone() == conn.execute(pairs).fetchone()
+        store.write(docs(np.random.default_rng(9)))  # replaces the passages: the triggers keep the tree right
+        assert conn.execute("SELECT COUNT(*) FROM span_labels").fetchone() == conn.execute(pairs).fetchone()
+        (stale,) = conn.execute("SELECT COUNT(*) FROM span_labels WHERE span NOT IN (SELECT rowid FROM spans)").fetchone()
+        assert stale == 0
+
+
 def test_a_read_only_old_store_filters_over_json(tmp_path):
     folder = tmp_path / "s"
     expected, conn = written(folder, 6)

@@ -83,6 +83,7 @@ def _as_text(value: FilterScalar) -> str:
 # JSON. A store that cannot be migrated (read-only) keeps filtering over the JSON as before.
 
 INDEX_FLAG = "filter_index"
+INDEX_LAYOUT = "2"  # 1: span_labels a rowid table with two indexes; 2: one WITHOUT ROWID tree (writes ~20% faster)
 _FILL_FIELDS = """
 INSERT INTO passage_fields(passage, key, value)
 SELECT p.rowid, f.key, CAST(f.value AS TEXT) FROM passages AS p, json_each(p.fields) AS f
@@ -95,38 +96,43 @@ INDEX_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS passage_fields (passage INTEGER NOT NULL, key TEXT NOT NULL, value TEXT)",
     "CREATE INDEX IF NOT EXISTS passage_fields_by_value ON passage_fields(key, value, passage)",
     "CREATE INDEX IF NOT EXISTS passage_fields_by_passage ON passage_fields(passage)",
-    "CREATE TABLE IF NOT EXISTS span_labels (span INTEGER NOT NULL, label TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS span_labels_by_label ON span_labels(label, span)",
-    "CREATE INDEX IF NOT EXISTS span_labels_by_span ON span_labels(span)",
+    # one B-tree keyed (label, span): each label a span gets is one insert, not three (table and two
+    # indexes); deleting a span finds its rows through its own labels
+    "CREATE TABLE IF NOT EXISTS span_labels (label TEXT NOT NULL, span INTEGER NOT NULL, PRIMARY KEY (label, span)) "
+    "WITHOUT ROWID",
     "CREATE TRIGGER IF NOT EXISTS passages_fields_add AFTER INSERT ON passages BEGIN "
     + _FILL_FIELDS.format(where="p.rowid = new.rowid AND") + " END",
     "CREATE TRIGGER IF NOT EXISTS passages_fields_drop AFTER DELETE ON passages "
     "BEGIN DELETE FROM passage_fields WHERE passage = old.rowid; END",
     "CREATE TRIGGER IF NOT EXISTS spans_labels_add AFTER INSERT ON spans "
-    "BEGIN INSERT INTO span_labels(span, label) SELECT new.rowid, value FROM json_each(new.labels); END",
-    "CREATE TRIGGER IF NOT EXISTS spans_labels_drop AFTER DELETE ON spans "
-    "BEGIN DELETE FROM span_labels WHERE span = old.rowid; END",
+    "BEGIN INSERT OR IGNORE INTO span_labels(label, span) SELECT value, new.rowid FROM json_each(new.labels); END",
+    "CREATE TRIGGER IF NOT EXISTS spans_labels_drop AFTER DELETE ON spans BEGIN DELETE FROM span_labels "
+    "WHERE span = old.rowid AND label IN (SELECT value FROM json_each(old.labels)); END",
 ]
+# span_labels of an earlier layout goes (its indexes with it) before INDEX_SCHEMA makes it anew
+OLD_LAYOUT = ["DROP TRIGGER IF EXISTS spans_labels_add", "DROP TRIGGER IF EXISTS spans_labels_drop",
+              "DROP TABLE IF EXISTS span_labels"]
 BACKFILL = [
     "DELETE FROM passage_fields",
     _FILL_FIELDS.format(where=""),
     "DELETE FROM span_labels",
-    "INSERT INTO span_labels(span, label) SELECT s.rowid, l.value FROM spans AS s, json_each(s.labels) AS l",
+    "INSERT OR IGNORE INTO span_labels(label, span) SELECT l.value, s.rowid FROM spans AS s, json_each(s.labels) AS l "
+    "ORDER BY 1, 2",  # in key order: 30M rows at 10M spans go into the tree sequentially
 ]
 
 
 def ensure_index(conn) -> bool:
     """Create and back-fill the filter tables once (one transaction); False when the store
     cannot be changed (read-only), which leaves filtering over the JSON."""
-    flagged = "SELECT 1 FROM meta WHERE key = ? AND value = '1'"
-    if conn.execute(flagged, (INDEX_FLAG,)).fetchone():
+    flagged = "SELECT 1 FROM meta WHERE key = ? AND value = ?"
+    if conn.execute(flagged, (INDEX_FLAG, INDEX_LAYOUT)).fetchone():
         return True
     try:
         conn.execute("BEGIN IMMEDIATE")
-        if not conn.execute(flagged, (INDEX_FLAG,)).fetchone():
-            for statement in INDEX_SCHEMA + BACKFILL:
+        if not conn.execute(flagged, (INDEX_FLAG, INDEX_LAYOUT)).fetchone():
+            for statement in OLD_LAYOUT + INDEX_SCHEMA + BACKFILL:
                 conn.execute(statement)
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", (INDEX_FLAG,))
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (INDEX_FLAG, INDEX_LAYOUT))
         conn.execute("COMMIT")
     except sqlite3.OperationalError:  # read-only, locked for long, full: filter as before
         if conn.in_transaction:
