@@ -148,12 +148,10 @@ class StagedGraph:
         layout = _Layout.of(proj.shape[-1], c.adapter_hidden, c.entity_bias.shape[0])
         rows, starts, ends = spans.rows, spans.starts, spans.ends
         width = np.maximum(ends - starts + 1, 1).astype(np.float32)[:, None]
-        entity = (
-            _rows(proj, rows, starts, layout.start_e)
-            + _rows(proj, rows, ends, layout.end_e)
-            + _span_means(proj[..., layout.mean_e], rows, starts, ends, width)
-            + c.entity_bias
-        )
+        entity = _rows(proj, rows, starts, layout.start_e)  # a new array: summed into in place, same order
+        entity += _rows(proj, rows, ends, layout.end_e)
+        entity += _span_means(proj[..., layout.mean_e], rows, starts, ends, width)
+        entity += c.entity_bias
         if layout.context:
             t = proj.shape[1]
             entity += _rows(proj, rows, np.maximum(starts - 1, 0), layout.before)
@@ -168,11 +166,9 @@ class StagedGraph:
             empty = np.zeros((0, dims), dtype=np.float32)
             return StagedResult(scores, kept, empty, empty if with_base else None, passage)
         kr, ks, ke, kw = rows[kept], starts[kept], ends[kept], width[kept]
-        adapter = (
-            _rows(proj, kr, ks, layout.start_a)
-            + _rows(proj, kr, ke, layout.end_a)
-            + _span_means(proj[..., layout.mean_a], kr, ks, ke, kw)
-        )
+        adapter = _rows(proj, kr, ks, layout.start_a)
+        adapter += _rows(proj, kr, ke, layout.end_a)
+        adapter += _span_means(proj[..., layout.mean_a], kr, ks, ke, kw)
         base = _span_means(last, kr, ks, ke, kw)
         names = ["span_vectors", "span_base_vectors"] if with_base else ["span_vectors"]
         out = self.vectors.run(names, {c.adapter_in: adapter[None], c.base_in: base[None]})
