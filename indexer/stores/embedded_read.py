@@ -156,10 +156,12 @@ def hits(conn: sqlite3.Connection, found: Ranked, details: SpanDetails | None = 
 
 
 def _passage_rows(conn: sqlite3.Connection, rowids: np.ndarray) -> dict[int, tuple[str, str, dict]]:
-    """{passage rowid: (id, text, fields)}; all the fields in one ``json.loads`` (33k calls took 0.18 s)."""
+    """{passage rowid: (id, text, fields)}; all the fields in one ``json.loads`` (33k calls took 0.18 s).
+    The rowids go in ascending, so SQLite walks the table's pages in order (an --all's hits ~4 %
+    faster at 10M than in rank order)."""
     found = conn.execute(
         "SELECT rowid, id, text, fields FROM passages WHERE rowid IN (SELECT value FROM json_each(?))",
-        (json.dumps(rowids.tolist()),),
+        (json.dumps(np.sort(rowids).tolist()),),
     ).fetchall()
     fields = json.loads("[" + ",".join(r[3] for r in found) + "]")  # each written by json.dumps
     return {r[0]: (r[1], r[2], f) for r, f in zip(found, fields)}
