@@ -134,17 +134,17 @@ def hits(conn: sqlite3.Connection, found: Ranked, details: SpanDetails | None = 
         hi = min(lo + PAGE, len(found.passages))
         first, last = bounds[lo], bounds[hi]
         rows = _passage_rows(conn, found.passages[lo:hi])
+        owners = np.repeat(found.passages[lo:hi], np.diff(found.bounds[lo : hi + 1])).tolist()
         if details is None:
             starts, ends, labels = _span_rows(conn, found.spans[first:last])
+            for owner, start in zip(owners, starts):
+                if start is None:  # a span deleted since it was scored: so was its passage (and this read raced it)
+                    rows.pop(owner, None)
         else:
             starts, ends = details.starts[first:last].tolist(), details.ends[first:last].tolist()
             labels = [details.texts[i] for i in details.labels[first:last].tolist()]
         for text in set(labels) - labels_of.keys():
             labels_of[text] = tuple(json.loads(text))
-        owners = np.repeat(found.passages[lo:hi], np.diff(found.bounds[lo : hi + 1])).tolist()
-        for owner, start in zip(owners, starts):
-            if start is None:  # a span deleted since it was scored: so was its passage (and this read raced it)
-                rows.pop(owner, None)
         texts = [rows[o][1] if o in rows else "" for o in owners]
         matches = [SpanMatch(s, e, t[s:e], m, labels_of[lab])  # one comprehension a page, not one a passage
                    for s, e, t, m, lab in zip(starts, ends, texts, found.sims[first:last].tolist(), labels)]
