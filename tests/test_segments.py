@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import zlib
 
 import numpy as np
 import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
-from indexer.stores import ann, segment_rows, segments
+from indexer.stores import ann, derived, segment_rows, segments
 from indexer.stores.base import Filters, ModelStamp, SearchRequest
 from indexer.stores.embedded import CACHE_DIR, DB_NAME, EmbeddedStore
 
@@ -279,3 +280,13 @@ def test_marked_spans_come_right_from_the_segments_through_tails_merges_and_reop
         check(store)
     with EmbeddedStore.open(tmp_path / "s") as store:
         check(store)
+
+
+@pytest.mark.parametrize("size", [0, 1, derived.CHUNK - 1, derived.CHUNK, 64 * derived.CHUNK + 5])
+def test_file_crc_reads_the_whole_file_through_its_mapping(tmp_path, size):
+    """The manifest's checksum is read through a mapping (so the file enters the page cache in 2 MB
+    folios) and the mapping's pages are dropped every 64 chunks: every byte still counts, once."""
+    data = np.random.default_rng(size).integers(0, 256, size=size, dtype=np.uint8).tobytes()
+    path = tmp_path / "f.npy"
+    path.write_bytes(data)
+    assert derived.file_crc(path) == zlib.crc32(data)

@@ -401,6 +401,9 @@ def _load(folder: Path, identity: str, state: str, dims: int, name: str) -> Segm
     if arrays is None:
         return None
     s_lo, s_hi, p_lo, p_hi, tomb = bounds
+    mapped = getattr(arrays["vectors.npy"], "_mmap", None)
+    if mapped is not None:  # a miss while scanning reads 2 MB folios too
+        derived.prefer_huge_pages(mapped)
     return Segment(s_lo, s_hi, p_lo, p_hi, *(arrays[n] for n in FILES), tomb, name)
 
 
