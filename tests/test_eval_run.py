@@ -80,7 +80,7 @@ class FakeEncoder:
             progress(len(out))
         return out
 
-    def embed_types(self, phrases, *, batch_size=64):
+    def embed_types(self, phrases):
         return np.stack([TYPES.get(p, E[3]) for p in phrases]) if phrases else np.zeros((0, 4), np.float32)
 
 

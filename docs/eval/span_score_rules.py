@@ -1,0 +1,124 @@
+"""Research script (issue 13): rank passages by other span-score rules, over every candidate span.
+
+Not product code: the stores rank by ``best span similarity + λ · passage similarity`` over the
+spans the detector kept (entity score ≥ ``detection_threshold``). This script encodes each set
+once with the detection threshold lowered to ``--floor`` (so every candidate down to it has a
+vector and its entity score), then ranks the passages of every query under several rules in numpy
+and scores them with `nerindex eval`'s own R-Precision, per type group (seen, unseen, coarse as
+`nerindex eval` assigns them). With rule ``gate:0.08`` it reproduces the shipped system's figures.
+
+Rules (``s`` = span similarity to the type vector, ``d`` = the span's entity score):
+
+- ``gate:t``: spans with d ≥ t, ranked by s (what the stores do, with t the detection threshold);
+- ``pen:β``: every span, ranked by s + β · ln d (a confident span needs less similarity);
+- ``soft:β``: every span, s + β · min(0, ln(d / 0.08)) (spans the shipped detector keeps unchanged);
+- ``gp:t,β``: spans with d ≥ t, s + β · ln d.
+
+A passage scores its best span + λ · passage similarity (λ from the model); passages without a
+span are not ranked, as in the stores.
+
+    python docs/eval/span_score_rules.py --data ../shared/data > rules.json
+
+prints one line per rule and set, and the JSON of every figure at the end (``--json`` only the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from indexer.assets import default_model_dir
+from indexer.encoder import OnnxEncoder
+from indexer.evaluation.benchmark_io import benchmark_from_conll
+from indexer.evaluation.metrics import r_precision
+from indexer.evaluation.seen_types import group_of, training_from_card
+from indexer.model_card import ModelCard
+
+SETS = {  # name -> files under --data
+    "crossner-politics-dev": ["crossner/politics/dev.txt"],
+    "crossner-literature-dev": ["crossner/literature/dev.txt"],
+    "multiconer-dev": ["multiconer2_en/en-dev.conll"],
+    "wnut17-dev": ["wnut17/dev.conll"],
+    "validation": ["multiconer2_en/en-train10.conll", "wnut17/dev.conll"],
+}
+RULES = ["gate:0.08", "gate:0.04", "gate:0.01", "gate:0.001"] + [f"pen:{b}" for b in (0.005, 0.01, 0.02, 0.03, 0.05)] \
+    + [f"soft:{b}" for b in (0.01, 0.02, 0.05, 0.1)] \
+    + [f"gp:{t},{b}" for t in (0.02, 0.01, 0.005) for b in (0.01, 0.02, 0.03, 0.05)]  # fmt: skip
+
+
+def span_scores(rule: str, sims: np.ndarray, det: np.ndarray) -> np.ndarray:
+    """Each span's ranking score under ``rule``; -inf for spans the rule leaves out."""
+    kind, _, arg = rule.partition(":")
+    log_det = np.log(np.maximum(det, 1e-6))
+    if kind == "gate":
+        return np.where(det >= float(arg), sims, -np.inf)
+    if kind == "pen":
+        return sims + float(arg) * log_det
+    if kind == "soft":
+        return sims + float(arg) * np.minimum(0.0, log_det - np.log(0.08))
+    if kind == "gp":
+        floor, beta = (float(x) for x in arg.split(","))
+        return np.where(det >= floor, sims + beta * log_det, -np.inf)
+    raise ValueError(rule)
+
+
+def ranking(rule: str, q: np.ndarray, encoded: dict, weight: float) -> list[str]:
+    """Passage ids, best first: best span score + λ · passage similarity, passages with a span only."""
+    best = np.full(len(encoded["ids"]), -np.inf)
+    np.maximum.at(best, encoded["passage"], span_scores(rule, encoded["vectors"] @ q, encoded["det"]))
+    total = best + weight * (encoded["passages"] @ q)
+    ranked = np.nonzero(np.isfinite(best))[0]
+    ranked = ranked[np.argsort(-total[ranked], kind="stable")]
+    return [encoded["ids"][i] for i in ranked]
+
+
+def run_set(files: list[Path], name: str, enc: OnnxEncoder, card: ModelCard) -> dict[str, dict[str, list]]:
+    """rule -> group -> [macro R-Precision, number of types]."""
+    bench = benchmark_from_conll(files, name=name)
+    training = training_from_card(card)
+    docs = enc.encode(bench.corpus, batch_size=32)
+    encoded = {
+        "ids": [d.passage.id for d in docs],
+        "passages": np.stack([d.vector for d in docs]),
+        "passage": np.array([i for i, d in enumerate(docs) for _ in d.spans], dtype=np.int64),
+        "det": np.array([s.score for d in docs for s in d.spans], dtype=np.float32),
+        "vectors": np.stack([s.vector for d in docs for s in d.spans]),
+    }
+    queries = bench.scored_queries()
+    vectors = enc.embed_types([q.text for q in queries])
+    out: dict[str, dict[str, list]] = {}
+    for rule in RULES:
+        per: dict[str, list[float]] = {}
+        for q, v in zip(queries, vectors):
+            per.setdefault(group_of(q, training), []).append(
+                r_precision(ranking(rule, v, encoded, enc.info.passage_weight), bench.qrels[q.id]))
+        out[rule] = {g: [round(float(np.mean(x)), 4), len(x)] for g, x in per.items()}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared/data folder")
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped one)")
+    parser.add_argument("--floor", type=float, default=0.001, help="detection threshold to encode with")
+    parser.add_argument("--json", action="store_true", help="print only the JSON")
+    args = parser.parse_args()
+    folder = args.model or default_model_dir()
+    enc = OnnxEncoder.from_dir(folder, device="cpu")
+    card = ModelCard.load(folder)
+    enc.info = dataclasses.replace(enc.info, detection_threshold=args.floor)
+    results = {name: run_set([args.data / f for f in files], name, enc, card) for name, files in SETS.items()}
+    if not args.json:
+        for rule in RULES:
+            cells = [f"{name} {g} {v[0]:.3f}" for name, r in results.items() for g, v in sorted(r[rule].items())]
+            print(f"{rule:14s} " + " · ".join(cells), file=sys.stderr)
+    print(json.dumps({"floor": args.floor, "passage_weight": enc.info.passage_weight, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
