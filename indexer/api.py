@@ -118,12 +118,13 @@ class NerIndex:
 
     def _store_type_vectors(self) -> None:
         """Stores that keep type vectors for other clients (Elasticsearch's ``<alias>-types``) get
-        the catalog's once; a failure there is a warning, the passages are stored."""
+        the catalog's phrases once, with the vectors a search for each uses; a failure there is a
+        warning, the passages are stored."""
         ensure = getattr(self.store, "ensure_type_index", None)
         if ensure is None or self.encoder.catalog is None:
             return
         try:
-            ensure(self.encoder.catalog, self.encoder.info.stamp)
+            ensure(self.encoder.query_catalog(), self.encoder.info.stamp)
         except NerindexError as exc:
             log.warning("type vectors not stored (retry with 'nerindex es add-types --catalog'): %s", exc)
 

@@ -147,6 +147,13 @@ class OnnxEncoder:
 
     # ------------------------------------------------------------------ type phrases
 
+    def query_catalog(self) -> Catalog | None:
+        """The catalog's phrases with the vectors a search for each phrase uses, for clients that
+        look type vectors up by phrase (Elasticsearch's ``<alias>-types``). ``catalog.npy`` of
+        model 0.2.0 was embedded 64 phrases at a time, so its vectors differ from a query's
+        (cosine 0.968–1.0); they stay what span labels are computed with."""
+        return Catalog.build(self.catalog.phrases, self.embed_types) if self.catalog is not None else None
+
     def embed_types(self, phrases: Sequence[str]) -> np.ndarray:
         """Unit type vectors ``[n, dims]`` for type phrases (cached: queries repeat).
 
@@ -166,7 +173,7 @@ class OnnxEncoder:
             for phrase, vec in zip(missing, vectors):
                 found[phrase] = vec.copy()
                 self._type_cache[phrase] = found[phrase]
-                if len(self._type_cache) > TYPE_CACHE_SIZE:
+                while len(self._type_cache) > TYPE_CACHE_SIZE:
                     self._type_cache.popitem(last=False)
         return np.stack([found[p] for p in phrases])
 

@@ -56,6 +56,13 @@ def test_a_phrase_has_one_vector_whatever_came_with_it_or_before_it():
     assert np.array_equal(other.embed_types(["person"])[0], alone)
 
 
+def test_the_query_catalog_holds_what_a_search_for_each_phrase_uses(encoder):
+    shown = encoder.query_catalog()
+    assert shown.phrases == encoder.catalog.phrases
+    row = shown.phrases.index("politician")
+    np.testing.assert_array_equal(shown.vectors[row], encoder.embed_types(["politician"])[0])
+
+
 def test_more_phrases_than_the_cache_holds(encoder, monkeypatch):
     import indexer.encoder as module
 

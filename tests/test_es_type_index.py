@@ -101,6 +101,9 @@ class FakeEncoder:
         self.info = type("Info", (), {"stamp": stamp})()
         self.catalog = catalog
 
+    def query_catalog(self):  # the catalog's phrases as a search embeds them: here, doubled vectors
+        return Catalog(self.catalog.phrases, self.catalog.vectors * 2)
+
     def encode(self, passages, *, batch_size=32, progress=None, windows=None):
         from store_conformance import corpus
 
@@ -135,7 +138,9 @@ def test_indexing_hands_the_catalog_to_a_store_that_keeps_type_vectors(stamp, ca
     catalog = Catalog(("dinosaur",), np.ones((1, 8), dtype=np.float32))
     store = TypeKeepingStore()
     NerIndex(FakeEncoder(stamp, catalog), store).index([Passage("p1", "Tyrannosaurus")])
-    assert store.calls == [(catalog, stamp)]
+    ((handed, handed_stamp),) = store.calls
+    assert handed.phrases == catalog.phrases and handed_stamp == stamp
+    np.testing.assert_array_equal(handed.vectors, catalog.vectors * 2)  # query vectors, not catalog.npy's
     failing = TypeKeepingStore(fail=True)
     report = NerIndex(FakeEncoder(stamp, catalog), failing).index([Passage("p1", "Tyrannosaurus")])
     assert report.created == 1 and "es add-types --catalog" in caplog.text  # a warning, not a failure

@@ -299,7 +299,8 @@ class TypeIndex:
 def fill_with_catalog(
     types: TypeIndex, catalog: "Catalog", stamp: ModelStamp, *, only_if_new: bool = False
 ) -> list[WriteOutcome] | None:
-    """Store the catalog's phrases with their precomputed vectors (nothing is encoded).
+    """Store the catalog's phrases with the vectors it holds (nothing is encoded here: callers pass
+    ``OnnxEncoder.query_catalog()``, whose vectors are the ones a search for each phrase uses).
 
     With ``only_if_new`` an existing types index is left as it is (None): what ``nerindex index``
     does, so the catalog is stored once, when the first passages are.
