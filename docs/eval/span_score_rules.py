@@ -18,8 +18,13 @@ A passage scores its best span + λ · passage similarity (λ from the model); p
 span are not ranked, as in the stores.
 
     python docs/eval/span_score_rules.py --data ../shared/data > rules.json
+    python docs/eval/span_score_rules.py --data ../shared/data --marking gate:0.08 pen:0.05 > marking.json
 
 prints one line per rule and set, and the JSON of every figure at the end (``--json`` only the JSON).
+``--marking RULE…`` scores what a search returns and marks under those rules instead: each rule's
+threshold (on its own span score) is calibrated as `nerindex eval --calibrate` does it (validation
+split, seen types, best macro F1 of the returned sets, ties to the higher threshold), then the dev
+sets give set F1, span hit rate and highlight precision per group at that threshold.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ import numpy as np
 from indexer.assets import default_model_dir
 from indexer.encoder import OnnxEncoder
 from indexer.evaluation.benchmark_io import benchmark_from_conll
-from indexer.evaluation.metrics import r_precision
+from indexer.evaluation.calibration import calibrate
+from indexer.evaluation.metrics import Ranked, ScoredSpan, macro, r_precision, score_query
 from indexer.evaluation.seen_types import group_of, training_from_card
 from indexer.model_card import ModelCard
 
@@ -77,8 +83,8 @@ def ranking(rule: str, q: np.ndarray, encoded: dict, weight: float) -> list[str]
     return [encoded["ids"][i] for i in ranked]
 
 
-def run_set(files: list[Path], name: str, enc: OnnxEncoder, card: ModelCard) -> dict[str, dict[str, list]]:
-    """rule -> group -> [macro R-Precision, number of types]."""
+def encode_set(files: list[Path], name: str, enc: OnnxEncoder, card: ModelCard) -> tuple:
+    """(benchmark, encoded arrays, scored queries, their type vectors, their groups)."""
     bench = benchmark_from_conll(files, name=name)
     training = training_from_card(card)
     docs = enc.encode(bench.corpus, batch_size=32)
@@ -88,15 +94,55 @@ def run_set(files: list[Path], name: str, enc: OnnxEncoder, card: ModelCard) -> 
         "passage": np.array([i for i, d in enumerate(docs) for _ in d.spans], dtype=np.int64),
         "det": np.array([s.score for d in docs for s in d.spans], dtype=np.float32),
         "vectors": np.stack([s.vector for d in docs for s in d.spans]),
+        "offsets": np.array([(s.start, s.end) for d in docs for s in d.spans], dtype=np.int64),
     }
     queries = bench.scored_queries()
-    vectors = enc.embed_types([q.text for q in queries])
+    return bench, encoded, queries, enc.embed_types([q.text for q in queries]), [group_of(q, training) for q in queries]
+
+
+def ranked_with_spans(rule: str, q: np.ndarray, encoded: dict, weight: float) -> list[Ranked]:
+    """The rule's full ranking as `nerindex eval` scores it: each passage with its spans (rule score
+    ≥ 0, the lowest threshold of the calibration grid) and its best span as the gated value."""
+    scores = span_scores(rule, encoded["vectors"] @ q, encoded["det"])
+    best = np.full(len(encoded["ids"]), -np.inf)
+    np.maximum.at(best, encoded["passage"], scores)
+    total = best + weight * (encoded["passages"] @ q)
+    spans: dict[int, list[ScoredSpan]] = {}
+    for k in np.nonzero(scores >= 0)[0]:
+        start, end = encoded["offsets"][k]
+        spans.setdefault(int(encoded["passage"][k]), []).append(ScoredSpan(int(start), int(end), float(scores[k])))
+    ranked = np.nonzero(np.isfinite(best))[0]
+    ranked = ranked[np.argsort(-total[ranked], kind="stable")]
+    return [Ranked(encoded["ids"][i], float(total[i]), tuple(spans.get(int(i), ())), float(best[i])) for i in ranked]
+
+
+def marking(rules: list[str], sets: dict[str, tuple], weight: float) -> dict:
+    """rule -> {"threshold", set -> group -> macro set F1, span hit rate, highlight precision}."""
+    out: dict = {}
+    for rule in rules:
+        bench, encoded, queries, vectors, groups = sets["validation"]
+        seen = {q.id: ranked_with_spans(rule, v, encoded, weight) for q, v, g in zip(queries, vectors, groups) if g == "seen"}
+        chosen, _ = calibrate(seen, {q: bench.qrels[q] for q in seen})
+        out[rule] = {"threshold": chosen.threshold}
+        for name, (bench, encoded, queries, vectors, groups) in sets.items():
+            per: dict[str, list] = {}
+            for q, v, g in zip(queries, vectors, groups):
+                per.setdefault(g, []).append(score_query(ranked_with_spans(rule, v, encoded, weight), bench.qrels[q.id],
+                                                         threshold=chosen.threshold, gold_spans=bench.gold.get(q.id, {}),
+                                                         with_spans=True))
+            out[rule][name] = {g: {m: macro(getattr(x, m) for x in rows) for m in ("set_f1", "span_hit_rate", "highlight_precision")}
+                               | {"n": len(rows)} for g, rows in per.items()}
+    return out
+
+
+def run_set(encoded_set: tuple, weight: float) -> dict[str, dict[str, list]]:
+    """rule -> group -> [macro R-Precision, number of types]."""
+    bench, encoded, queries, vectors, groups = encoded_set
     out: dict[str, dict[str, list]] = {}
     for rule in RULES:
         per: dict[str, list[float]] = {}
-        for q, v in zip(queries, vectors):
-            per.setdefault(group_of(q, training), []).append(
-                r_precision(ranking(rule, v, encoded, enc.info.passage_weight), bench.qrels[q.id]))
+        for q, v, g in zip(queries, vectors, groups):
+            per.setdefault(g, []).append(r_precision(ranking(rule, v, encoded, weight), bench.qrels[q.id]))
         out[rule] = {g: [round(float(np.mean(x)), 4), len(x)] for g, x in per.items()}
     return out
 
@@ -107,12 +153,18 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped one)")
     parser.add_argument("--floor", type=float, default=0.001, help="detection threshold to encode with")
     parser.add_argument("--json", action="store_true", help="print only the JSON")
+    parser.add_argument("--marking", nargs="+", metavar="RULE", help="score returned sets and marks under these rules")
     args = parser.parse_args()
     folder = args.model or default_model_dir()
     enc = OnnxEncoder.from_dir(folder, device="cpu")
     card = ModelCard.load(folder)
     enc.info = dataclasses.replace(enc.info, detection_threshold=args.floor)
-    results = {name: run_set([args.data / f for f in files], name, enc, card) for name, files in SETS.items()}
+    sets = {name: encode_set([args.data / f for f in files], name, enc, card) for name, files in SETS.items()}
+    weight = enc.info.passage_weight
+    if args.marking:
+        print(json.dumps({"floor": args.floor, "passage_weight": weight, "marking": marking(args.marking, sets, weight)}, indent=1))
+        return
+    results = {name: run_set(encoded_set, weight) for name, encoded_set in sets.items()}
     if not args.json:
         for rule in RULES:
             cells = [f"{name} {g} {v[0]:.3f}" for name, r in results.items() for g, v in sorted(r[rule].items())]
