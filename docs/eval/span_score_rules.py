@@ -73,14 +73,20 @@ def span_scores(rule: str, sims: np.ndarray, det: np.ndarray) -> np.ndarray:
     raise ValueError(rule)
 
 
-def ranking(rule: str, q: np.ndarray, encoded: dict, weight: float) -> list[str]:
-    """Passage ids, best first: best span score + λ · passage similarity, passages with a span only."""
+def ranks(rule: str, q: np.ndarray, encoded: dict, weight: float) -> tuple[np.ndarray, ...]:
+    """(each span's score, each passage's best span, its total, the passages with a span, best
+    total first): a passage scores its best span + λ · passage similarity."""
+    scores = span_scores(rule, encoded["vectors"] @ q, encoded["det"])
     best = np.full(len(encoded["ids"]), -np.inf)
-    np.maximum.at(best, encoded["passage"], span_scores(rule, encoded["vectors"] @ q, encoded["det"]))
+    np.maximum.at(best, encoded["passage"], scores)
     total = best + weight * (encoded["passages"] @ q)
     ranked = np.nonzero(np.isfinite(best))[0]
-    ranked = ranked[np.argsort(-total[ranked], kind="stable")]
-    return [encoded["ids"][i] for i in ranked]
+    return scores, best, total, ranked[np.argsort(-total[ranked], kind="stable")]
+
+
+def ranking(rule: str, q: np.ndarray, encoded: dict, weight: float) -> list[str]:
+    """Passage ids, best first."""
+    return [encoded["ids"][i] for i in ranks(rule, q, encoded, weight)[3]]
 
 
 def encode_set(files: list[Path], name: str, enc: OnnxEncoder, card: ModelCard) -> tuple:
@@ -103,16 +109,11 @@ def encode_set(files: list[Path], name: str, enc: OnnxEncoder, card: ModelCard) 
 def ranked_with_spans(rule: str, q: np.ndarray, encoded: dict, weight: float) -> list[Ranked]:
     """The rule's full ranking as `nerindex eval` scores it: each passage with its spans (rule score
     ≥ 0, the lowest threshold of the calibration grid) and its best span as the gated value."""
-    scores = span_scores(rule, encoded["vectors"] @ q, encoded["det"])
-    best = np.full(len(encoded["ids"]), -np.inf)
-    np.maximum.at(best, encoded["passage"], scores)
-    total = best + weight * (encoded["passages"] @ q)
+    scores, best, total, ranked = ranks(rule, q, encoded, weight)
     spans: dict[int, list[ScoredSpan]] = {}
     for k in np.nonzero(scores >= 0)[0]:
         start, end = encoded["offsets"][k]
         spans.setdefault(int(encoded["passage"][k]), []).append(ScoredSpan(int(start), int(end), float(scores[k])))
-    ranked = np.nonzero(np.isfinite(best))[0]
-    ranked = ranked[np.argsort(-total[ranked], kind="stable")]
     return [Ranked(encoded["ids"][i], float(total[i]), tuple(spans.get(int(i), ())), float(best[i])) for i in ranked]
 
 

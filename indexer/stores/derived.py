@@ -77,6 +77,13 @@ def prefer_huge_pages(mapped: mmap.mmap) -> None:
             pass
 
 
+def drop_pages(mapped: mmap.mmap) -> None:
+    """Drop a mapping's pages from this process (they stay in the page cache): what keeps a scan
+    or a checksum read of a large file from counting it in the process's RSS."""
+    if hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
 def file_crc(path: Path) -> int:
     """CRC-32 of a whole file, read through a mapping with :func:`prefer_huge_pages` (this is
     what first brings a derived file into the page cache), 1 MiB at a time, the pages dropped
@@ -92,8 +99,8 @@ def file_crc(path: Path) -> int:
                 for at in range(0, size, CHUNK):
                     with view[at : at + CHUNK] as chunk:
                         crc = zlib.crc32(chunk, crc)
-                    if hasattr(mmap, "MADV_DONTNEED") and (at + CHUNK) % (64 * CHUNK) == 0:
-                        mapped.madvise(mmap.MADV_DONTNEED)
+                    if (at + CHUNK) % (64 * CHUNK) == 0:
+                        drop_pages(mapped)
     return crc
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import mmap
 import re
 import secrets
 import shutil
@@ -146,8 +145,8 @@ def scan_dots(matrix: np.ndarray, sums: np.ndarray, query: np.ndarray) -> np.nda
 def release(array: np.ndarray) -> None:
     """Drop a memory-mapped array's pages from this process (a no-op for one in memory)."""
     mapped = getattr(array, "_mmap", None)
-    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
-        mapped.madvise(mmap.MADV_DONTNEED)
+    if mapped is not None:
+        derived.drop_pages(mapped)
 
 
 class SpanDetails(NamedTuple):
