@@ -71,6 +71,7 @@ def main() -> None:
         bench = benchmark_from_conll([args.data / path], name=name)
         docs = enc.encode(bench.corpus, batch_size=32)
         nouns = [[is_noun(d.passage.text[s.start : s.end]) for s in d.spans] for d in docs]
+        position = {d.passage.id: i for i, d in enumerate(docs)}
         queries = bench.scored_queries()
         qvecs = enc.embed_types([q.text for q in queries])
         rules = {f"det≥{t:g}": (t, False) for t in args.thresholds} | {f"det≥{t:g} | noun": (t, True) for t in args.thresholds}
@@ -80,8 +81,7 @@ def main() -> None:
             for q, v in zip(queries, qvecs):
                 gold = found = 0
                 for pid, mentions in bench.gold.get(q.id, {}).items():
-                    i = bench_index(docs, pid)
-                    hit, _ = match_spans(mentions, [(s.start, s.end) for s in kept[i]])
+                    hit, _ = match_spans(mentions, [(s.start, s.end) for s in kept[position[pid]]])
                     gold, found = gold + len(mentions), found + hit
                 best = np.array([max((float(s.vector @ v) for s in k), default=-np.inf) for k in kept])
                 total = best + weight * np.array([float(d.vector @ v) for d in docs])
@@ -91,15 +91,6 @@ def main() -> None:
             spans = sum(len(k) for k in kept) / len(docs)
             cells = " · ".join(f"{g}: recall {f / max(n, 1):.3f}, R-Prec {r / c:.3f} ({c})" for g, (n, f, r, c) in sorted(per.items()))
             print(f"{name:24s} {label:15s} spans/passage {spans:5.2f} · {cells}", flush=True)
-
-
-_INDEX: dict[int, dict[str, int]] = {}
-
-
-def bench_index(docs: list, pid: str) -> int:
-    """Position of a passage id among the encoded docs (built once per list)."""
-    table = _INDEX.setdefault(id(docs), {d.passage.id: i for i, d in enumerate(docs)})
-    return table[pid]
 
 
 if __name__ == "__main__":
