@@ -1,7 +1,7 @@
 """What page size the span scan's file is cached in, and what that costs each scan.
 
 A scan maps the whole int8 matrix (``[dims, rows]``) again on every search and drops the pages
-after each block (``segments.scan_dots``), so its RSS stays low. Mapping 3.8 GB (10M spans) in
+after each block (``int8_scan.scan_dots``), so its RSS stays low. Mapping 3.8 GB (10M spans) in
 4 KB pages costs tens of thousands of page faults per scan, in kernel time; in 2 MB pages a few
 thousand. Which one a scan gets is decided when the file is read from disk into the page cache:
 through a plain mapping Linux reads 4 KB folios, through a mapping marked ``MADV_HUGEPAGE``
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.stores import derived, segments
+from indexer.stores import derived, int8_scan
 
 DIMS = 384
 
@@ -70,7 +70,7 @@ def scans(path: Path, count: int, hinted: bool) -> list[dict]:
     for _ in range(count):
         before = resource.getrusage(resource.RUSAGE_SELF)
         began = time.perf_counter()
-        segments.scan_dots(matrix, sums, query)
+        int8_scan.scan_dots(matrix, sums, query)
         after = resource.getrusage(resource.RUSAGE_SELF)
         out.append({"ms": (time.perf_counter() - began) * 1000, "faults": after.ru_minflt - before.ru_minflt,
                     "sys_s": after.ru_stime - before.ru_stime})

@@ -252,3 +252,19 @@ def test_a_searching_process_maps_the_file_a_writer_merged(big, monkeypatch):
     mapped = store._ann._indexes["spans"]
     assert mapped is not searcher and mapped.mapped and mapped.delta is None
     assert mapped.saved_hi == int(store._vectors.span[-1])
+
+
+def test_an_index_made_in_a_history_the_restored_store_lost_is_rebuilt(big, tmp_path, monkeypatch):
+    """The ANN file saved after a backup holds the rows of a write the restored store never saw,
+    under the rowids its next write reuses: it is rebuilt, and the ANN path answers as the scan."""
+    from test_segments import lost_history_then_restore
+
+    store, rng, centre, docs = big
+    monkeypatch.setattr(ann, "RESAVE_ROWS", 1)  # every prepare() saves the rows added
+    ann_agrees_with_exact(store, SearchRequest(centre, 0.5, limit=10), docs)
+    new = lost_history_then_restore(store, rng, centre, docs, tmp_path / "backup.sqlite")
+    docs[new.passage.id] = new
+    with EmbeddedStore.open(store.path, create=False) as restored:
+        for vector in [s.vector for s in new.spans] + [centre]:
+            ann_agrees_with_exact(restored, SearchRequest(vector, 0.5, limit=10), docs)
+        assert "spans" in restored._ann.built_s  # the saved index was not trusted

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
-from indexer.stores import ann, derived, segment_rows, segments
+from indexer.stores import ann, derived, int8_scan, segment_rows, segments
 from indexer.stores.base import Filters, ModelStamp, SearchRequest
 from indexer.stores.embedded import CACHE_DIR, DB_NAME, EmbeddedStore
 
@@ -96,10 +98,10 @@ def test_quantisation_error_is_far_below_epsilon():
     for spread, bound in ((np.ones(384), segments.EPSILON / 3), (np.r_[20.0, np.ones(383)], segments.EPSILON)):
         m = unit_rows(rng.standard_normal((5000, 384)) * spread)
         q = unit_rows(rng.standard_normal((20, 384)) * spread)
-        qm, scales = segments.quantise(m)
+        qm, scales = int8_scan.quantise(m)
         for query in q:
-            (qq,), (qs,) = segments.quantise(query[None])
-            approx = segments.int8_dots(np.ascontiguousarray(qm.T), qm.sum(axis=1, dtype=np.int32), qq) * scales * qs
+            (qq,), (qs,) = int8_scan.quantise(query[None])
+            approx = int8_scan.int8_dots(np.ascontiguousarray(qm.T), qm.sum(axis=1, dtype=np.int32), qq) * scales * qs
             assert np.abs(approx - m @ query).max() < bound
 
 
@@ -110,17 +112,17 @@ def test_int8_dots_are_exact():
     q = rng.integers(-127, 128, 384).astype(np.int8)
     want = m.astype(np.int64) @ q.astype(np.int64)
     args = (np.ascontiguousarray(m.T), m.sum(axis=1, dtype=np.int32), q)
-    assert np.array_equal(segments.int8_dots(*args), want)
+    assert np.array_equal(int8_scan.int8_dots(*args), want)
     try:
-        saved, segments._session = segments._session, False  # as without onnxruntime
-        assert np.array_equal(segments.int8_dots(*args), want)
+        saved, int8_scan._session = int8_scan._session, False  # as without onnxruntime
+        assert np.array_equal(int8_scan.int8_dots(*args), want)
     finally:
-        segments._session = saved
+        int8_scan._session = saved
 
 
 def test_int8_dots_model_is_one_matmulinteger():
     onnx = pytest.importorskip("onnx")
-    model = onnx.load_model_from_string(segments._DOTS_MODEL)
+    model = onnx.load_model_from_string(int8_scan._DOTS_MODEL)
     onnx.checker.check_model(model)
     assert [n.op_type for n in model.graph.node] == ["MatMulInteger"]
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.UINT8, onnx.TensorProto.INT8]
@@ -290,3 +292,58 @@ def test_file_crc_reads_the_whole_file_through_its_mapping(tmp_path, size):
     path = tmp_path / "f.npy"
     path.write_bytes(data)
     assert derived.file_crc(path) == zlib.crc32(data)
+
+
+def backup(store: EmbeddedStore, to: Path) -> None:
+    """A consistent copy of store.sqlite (SQLite's online backup)."""
+    src, dst = sqlite3.connect(store.path / DB_NAME), sqlite3.connect(to)
+    src.backup(dst)
+    src.close()
+    dst.close()
+
+
+def restore(folder: Path, copy: Path) -> None:
+    """Put the copy back as store.sqlite, as a user restoring a backup would (the cache stays)."""
+    for stale in folder.glob(DB_NAME + "*"):
+        stale.unlink()
+    shutil.copy(copy, folder / DB_NAME)
+
+
+def lost_history_then_restore(store: EmbeddedStore, rng: np.random.Generator, centre: np.ndarray,
+                              docs: dict[str, EncodedPassage], copy: Path) -> EncodedPassage:
+    """Back up the store, replace one passage (a tail on disk), restore the backup and write one
+    new passage with as many spans: it gets the rowids the lost tail holds other rows for, and the
+    live rows add up to the store's counts either way. Returns the new passage."""
+    backup(store, copy)
+    replaced = next(d for d in docs.values() if len(d.spans) == 3)
+    (again,) = make_docs(rng, [int(replaced.passage.id[1:])], centre)
+    again = EncodedPassage(again.passage, tuple(EncodedSpan(0, 7, "Passage", 0.9, v, ("l0",))
+                                                for v in unit_rows(rng.standard_normal((3, DIMS)))), again.vector)
+    store.write([again])
+    store.prepare()  # saves the tail (and the ANN index, where there is one) made in the history to be lost
+    store.close()
+    restore(store.path, copy)
+    fresh = unit_rows(rng.standard_normal((3, DIMS)))
+    new = EncodedPassage(Passage("restored-new", "Passage after the restore.", {"part": "1"}),
+                         tuple(EncodedSpan(0, 7, "Passage", 0.9, v, ("l1",)) for v in fresh), fresh[0])
+    with EmbeddedStore.open(store.path, create=False) as restored:
+        restored.write([new])
+    return new
+
+
+def test_a_store_restored_from_a_backup_and_written_again_is_not_answered_from_the_lost_history(tmp_path):
+    """The segments saved after the backup was taken hold other rows under the rowids the restored
+    store gives its next write (found by an audit: the new passage was missing from its answers)."""
+    rng = np.random.default_rng(11)
+    centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
+    store = EmbeddedStore.open(tmp_path / "s")
+    store.check_model(STAMP)
+    docs = {d.passage.id: d for d in make_docs(rng, range(80), centre)}
+    store.write(list(docs.values()))
+    same(answer(store, SearchRequest(centre, 0.5, exhaustive=True)), reference(docs, SearchRequest(centre, 0.5, exhaustive=True)))
+    new = lost_history_then_restore(store, rng, centre, docs, tmp_path / "backup.sqlite")
+    docs[new.passage.id] = new
+    with EmbeddedStore.open(tmp_path / "s", create=False) as restored:
+        for vector in [s.vector for s in new.spans] + [centre]:
+            for request in (SearchRequest(vector, 0.5, limit=5), SearchRequest(vector, 0.3, exhaustive=True)):
+                same(answer(restored, request), reference(docs, request))

@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -58,7 +58,7 @@ TRAIN_PER_LIST = 32  # k-means training rows per inverted list
 RESAVE_ROWS = 200_000  # rows added since the last save that make a new save worth it
 RELEASE_BYTES = 1 << 30  # list bytes a mapped index may have probed before its pages are dropped
 FILE = "index.faiss"
-_STATE = re.compile(r"^ann2:(.*):r(\d+):e([0-9.]+)$")  # ann1: 6-bit codes, rebuilt
+_STATE = re.compile(r"^ann3:(.*):r(\d+):w(g\d+\.[0-9a-f]*):e([0-9.]+)$")  # ann1: 6-bit codes; ann2: no write mark
 
 
 def available() -> bool:
@@ -91,12 +91,14 @@ class Index:
     mapped: bool = False  # faiss_index is a read-only mapping of the saved file
     delta: object = None  # rows added to a mapped index, in an in-memory index like it
     probed_bytes: int = 0  # list bytes of the mapping searched since its pages were last dropped
+    written: str = ""  # the store's write mark (segments.Segment.written) its newest rows come from
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()  # faiss indexes may not be searched while rows are added
 
     def state(self, row_hi: int | None = None) -> str:
-        return f"ann2:{self.base_state}:r{self.row_hi if row_hi is None else row_hi}:e{self.max_error:.6f}"
+        hi = self.row_hi if row_hi is None else row_hi
+        return f"ann3:{self.base_state}:r{hi}:w{self.written}:e{self.max_error:.6f}"
 
     @property
     def lists(self) -> int:
@@ -247,14 +249,19 @@ def measure_error(index: Index, sample: np.ndarray, sample_ids: np.ndarray, quer
 # ---------------------------------------------------------------------------- on disk
 
 
-def load(folder: Path, identity: str, base_state: str) -> Index | None:
-    """The saved index when its manifest names this store and base segment and its file checks
-    out; else None (the caller rebuilds)."""
+def load(folder: Path, identity: str, base_state: str, in_history: Callable[[str], bool]) -> Index | None:
+    """The saved index when its manifest names this store and base segment, the write its newest
+    rows come from is in the store's history (``embedded_schema.in_history``: not so in a
+    store.sqlite restored from a backup and written again) and its file checks out; else None
+    (the caller rebuilds)."""
     state = derived.manifest_state(folder)
     match = _STATE.match(state or "")
     if match is None or match.group(1) != base_state:
         if state is not None:
             log.info("%s: rebuilding the ANN index: made for another base segment (or by an older nerindex)", folder)
+        return None
+    if not in_history(match.group(3)):
+        log.warning("%s: rebuilding the ANN index: made from a write this store.sqlite has not seen", folder)
         return None
     if not derived.trusted(folder, StoreVersion(identity, state or ""), (FILE,)):
         return None
@@ -264,7 +271,7 @@ def load(folder: Path, identity: str, base_state: str) -> Index | None:
         log.warning("%s: rebuilding the ANN index: unreadable (%s)", folder, exc)
         return None
     row_hi = int(match.group(2))
-    return Index(index, base_state, row_hi, float(match.group(3)), row_hi, mapped=True)
+    return Index(index, base_state, row_hi, float(match.group(4)), row_hi, mapped=True, written=match.group(3))
 
 
 def saved_hi(folder: Path, base_state: str) -> int:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from . import ann, segments
+from . import ann, int8_scan, segments
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def rows_above(vec: segments.SegmentSet, kind: str, row_hi: int) -> Iterator[tup
         for lo in range(start, len(ids), CHUNK):
             hi = min(lo + CHUNK, len(ids))
             yield _take(seg, kind, slice(lo, hi)), ids[lo:hi]
-            segments.release(seg.vectors)
-            segments.release(seg.passage_vectors)
+            int8_scan.release(seg.vectors)
+            int8_scan.release(seg.passage_vectors)
 
 
 def _sample(vec: segments.SegmentSet, kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,19 +67,29 @@ def _sample(vec: segments.SegmentSet, kind: str, size: int) -> tuple[np.ndarray,
             if inside.size:
                 parts.append(_take(seg, kind, inside))
                 ids.append(seg_ids[inside])
-        segments.release(seg.vectors)
-        segments.release(seg.passage_vectors)
+        int8_scan.release(seg.vectors)
+        int8_scan.release(seg.passage_vectors)
         offset += n
     if not parts:
         return np.zeros((0, vec.segments[0].vectors.shape[0]), np.float32), np.zeros(0, np.int64)
     return np.concatenate(parts), np.concatenate(ids)
 
 
+def later_mark(a: str, b: str) -> str:
+    """Of two write marks (``g<generation>.<token>``) of one history, the later one."""
+    def generation(mark: str) -> int:
+        digits = mark.removeprefix("g").partition(".")[0]
+        return int(digits) if digits.isdigit() else -1
+
+    return a if generation(a) >= generation(b) else b
+
+
 class AnnIndexes:
     """The ANN indexes of one store folder (``cache/ann-<kind>/``)."""
 
-    def __init__(self, cache: Path) -> None:
+    def __init__(self, cache: Path, in_history: Callable[[str], bool]) -> None:
         self.cache = cache
+        self.in_history = in_history  # embedded_schema.in_history of the store: see ann.load
         self._lock = threading.Lock()
         self._indexes: dict[str, ann.Index] = {}
         self.built_s: dict[str, float] = {}  # seconds each build in this process took, by kind
@@ -95,15 +105,18 @@ class AnnIndexes:
             base_state = vec.segments[0].state()
             index = self._indexes.get(kind)
             folder = self.cache / f"ann-{kind}"
+            if index is not None and not self.in_history(index.written):
+                index = None  # store.sqlite restored from a backup and written: rows above its base may be others
             if index is None or index.base_state != base_state:
-                index = ann.load(folder, identity, base_state) if vec.persisted else None
+                index = ann.load(folder, identity, base_state, self.in_history) if vec.persisted else None
                 if index is None:
                     index = self._build(vec, kind, base_state)
                     self.built_s[kind] = index.build_s
             elif index.mapped and ann.saved_hi(folder, base_state) > index.saved_hi:
-                index = ann.load(folder, identity, base_state) or index  # unreadable (mid-save): keep ours
+                index = ann.load(folder, identity, base_state, self.in_history) or index  # unreadable (mid-save): keep ours
             for rows, ids in rows_above(vec, kind, index.row_hi):
                 index.add(rows, ids)
+            index.written = later_mark(index.written, vec.segments[-1].written)
             due = index.row_hi - index.saved_hi >= min(ann.RESAVE_ROWS, max(index.row_hi, 1))
             if vec.persisted and due and (merge or not index.mapped):
                 ann.save(folder, identity, index)

@@ -72,7 +72,7 @@ class EmbeddedStore:
         self._vectors: segments.SegmentSet | None = None
         self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
         self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
-        self._ann = ann_search.AnnIndexes(path / CACHE_DIR)
+        self._ann = ann_search.AnnIndexes(path / CACHE_DIR, self._in_history)
         self.use_ann = True  # False: every search scans exactly (the reference tests and benchmarks compare with)
         self._warned_no_ann = False
 
@@ -190,6 +190,7 @@ class EmbeddedStore:
                 span_row += len(doc.spans)
                 outcomes.append(WriteOutcome(p.id, True, "updated" if old else "created"))
             conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            conn.execute(schema.LOG_WRITE_SQL, (schema.write_token(),))
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -242,6 +243,10 @@ class EmbeddedStore:
                 self._vectors = self._refresh(current)
             return self._vectors
 
+    def _in_history(self, mark: str) -> bool:
+        """Whether derived files made after the write ``mark`` names belong to this store's history."""
+        return schema.in_history(self._conn, mark)
+
     def _refresh(self, current: segments.SegmentSet | None) -> segments.SegmentSet:
         """Bring the segments up to the store: load them from disk (a new process), then add what
         was written since as one tail and mark what was deleted since; rebuild everything when
@@ -255,8 +260,10 @@ class EmbeddedStore:
         stamp = self.model()
         dims = stamp.dims if stamp else 0
         cache = self.path / CACHE_DIR
+        if current is not None and current.segments and not self._in_history(current.segments[-1].written):
+            current = None  # store.sqlite restored from a backup and written since: its rows may be others
         if current is None:
-            loaded = segments.load(cache, self.version().identity, dims)
+            loaded = segments.load(cache, self.version().identity, dims, self._in_history)
             if loaded:
                 current = segments.SegmentSet(None, loaded, tombstone=loaded[0].tombstone, persisted=True, lazy=True)
         fresh = tail = None
@@ -264,8 +271,9 @@ class EmbeddedStore:
         try:
             conn.execute("BEGIN")
             version, spans, passages = schema.snapshot(conn)
+            written = schema.written_mark(version)
             if current is not None:
-                tail, tombstones = segment_rows.read_delta(conn, current, dims)
+                tail, tombstones = segment_rows.read_delta(conn, current, dims, written)
                 fresh = current.extended(version, tail, tombstones)
                 live = fresh.live_counts()
                 if live != (spans, passages):
@@ -275,7 +283,7 @@ class EmbeddedStore:
                 elif len(fresh.dead_spans) * 4 > max(len(fresh.span), 1):
                     fresh = None  # a quarter of the rows are dead: compact
             if fresh is None:
-                base = segment_rows.read_base(conn, dims, spans, passages)
+                base = segment_rows.read_base(conn, dims, spans, passages, written)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read the vectors: {exc}") from exc

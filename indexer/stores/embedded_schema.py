@@ -7,6 +7,7 @@ one place; :mod:`.filters` adds the indexed filter tables on top of it.
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import uuid
 from pathlib import Path
@@ -21,13 +22,22 @@ log = logging.getLogger(__name__)
 # milliseconds per million rows (counted only when the vectors are refreshed, see COUNTS_SQL).
 VERSION_SQL = """
 SELECT (SELECT value FROM meta WHERE key = 'uuid'), (SELECT value FROM meta WHERE key = 'generation'),
+       (SELECT token FROM write_log WHERE generation = (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation')),
        (SELECT MAX(rowid) FROM passages), (SELECT MAX(rowid) FROM spans), (SELECT MAX(seq) FROM tombstones)
 """
+# Every write transaction logs its generation with a random token. A copy of store.sqlite restored
+# from a backup keeps the UUID and counts on from the backup's generation, so after one more write
+# the generation alone cannot tell the new history from the one the derived files were made in;
+# the token of that generation can. Files made at generation g with token t are trusted only while
+# the log still holds (g, t): rows never change once written, so the rows they cover are the same.
+LOG_WRITE_SQL = ("INSERT OR IGNORE INTO write_log(generation, token) "
+                 "SELECT CAST(value AS INTEGER), ? FROM meta WHERE key = 'generation'")
 COUNTS_SQL = "SELECT (SELECT COUNT(*) FROM spans), (SELECT COUNT(*) FROM passages)"
 SCHEMA_VERSION = "2"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS write_log (generation INTEGER PRIMARY KEY, token TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS passages (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -85,9 +95,11 @@ SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
 def connect(db: Path) -> sqlite3.Connection:
     """Open (or create) the database with the layout above; raises sqlite3.DatabaseError.
 
-    The UUID tells this store from any other (a new or restored store.sqlite counts its
-    generations from 0 again); a store made by nerindex 0.2.0 gets one now, and its vectors move
-    to their own tables (:func:`upgrade`).
+    The UUID tells this store from any other (a new store.sqlite counts its generations from 0
+    again), the write log one history of it from another (a store.sqlite restored from a backup
+    and written again: see ``LOG_WRITE_SQL``); a store made before either gets them now (its
+    derived files are rebuilt once), and one made by nerindex 0.2.0 moves its vectors to their own
+    tables (:func:`upgrade`).
     """
     conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -99,6 +111,7 @@ def connect(db: Path) -> sqlite3.Connection:
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
             (SCHEMA_VERSION, uuid.uuid4().hex),
         )
+        conn.execute(LOG_WRITE_SQL, (write_token(),))
         upgrade(conn)
     except sqlite3.DatabaseError as exc:
         old = isinstance(exc, sqlite3.OperationalError) and _inline_vectors(conn)
@@ -136,13 +149,34 @@ def _inline_vectors(conn: sqlite3.Connection) -> bool:
     return any(row[1] == "vector" for row in conn.execute("PRAGMA table_info(spans)"))
 
 
+def write_token() -> str:
+    """A fresh token for the write log."""
+    return secrets.token_hex(8)
+
+
 def read_version(conn: sqlite3.Connection) -> StoreVersion:
-    """The store version as seen by ``conn`` (see :meth:`EmbeddedStore.version`)."""
-    store_uuid, generation, last_passage, last_span, tombstone = conn.execute(VERSION_SQL).fetchone()
+    """The store version as seen by ``conn`` (see :meth:`EmbeddedStore.version`); its state
+    starts with the written mark (:func:`written_mark`)."""
+    store_uuid, generation, token, last_passage, last_span, tombstone = conn.execute(VERSION_SQL).fetchone()
     return StoreVersion(
         identity=str(store_uuid),
-        state=f"g{generation}-p{last_passage or 0}-s{last_span or 0}-t{tombstone or 0}",
+        state=f"g{generation}.{token or ''}-p{last_passage or 0}-s{last_span or 0}-t{tombstone or 0}",
     )
+
+
+def written_mark(version: StoreVersion) -> str:
+    """``g<generation>.<token>``: the write a version's rows were last changed by, what derived
+    files record and :func:`in_history` checks."""
+    return version.state.split("-", 1)[0]
+
+
+def in_history(conn: sqlite3.Connection, mark: str) -> bool:
+    """Whether the write a derived file names (:func:`written_mark`) is in this store's history."""
+    generation, _, token = mark.removeprefix("g").partition(".")
+    if not generation.isdigit() or not token:
+        return False
+    row = conn.execute("SELECT 1 FROM write_log WHERE generation = ? AND token = ?", (int(generation), token)).fetchone()
+    return row is not None
 
 
 def snapshot(conn: sqlite3.Connection) -> tuple[StoreVersion, int, int]:

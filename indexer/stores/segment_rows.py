@@ -19,9 +19,10 @@ SPAN_ROWS = ("SELECT s.passage, s.rowid, v.vector, s.start, s.end, s.labels FROM
 PASSAGE_ROWS = "SELECT p.rowid, v.vector FROM passages AS p LEFT JOIN passage_vectors AS v ON v.rowid = p.rowid"
 
 
-def read_base(conn, dims: int, n_spans: int, n_passages: int) -> Segment:
+def read_base(conn, dims: int, n_spans: int, n_passages: int, written: str) -> Segment:
     """Every live span and passage as one base segment; ``conn`` holds the read transaction in
-    which the store has ``n_spans`` spans and ``n_passages`` passages. Rows are read and quantised
+    which the store has ``n_spans`` spans and ``n_passages`` passages and was last written by the
+    write ``written`` marks. Rows are read and quantised
     in chunks into arrays of their final size: the peak is the int8 copy plus one chunk."""
     (tombstone,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM tombstones").fetchone()
     vectors = np.empty((dims, n_spans), dtype=np.int8)
@@ -47,12 +48,14 @@ def read_base(conn, dims: int, n_spans: int, n_passages: int) -> Segment:
     span_hi = int(ids[-1, 1]) if n_spans else 0
     passage_hi = int(pids[-1]) if n_passages else 0
     return Segment(0, span_hi, 0, passage_hi, vectors, sums, scales, ids, pvectors, pscales, pids, details,
-                   label_bytes(list(texts)), int(tombstone))
+                   label_bytes(list(texts)), int(tombstone), "", written)
 
 
-def read_delta(conn, vectors: SegmentSet, dims: int) -> tuple[Segment | None, list[tuple[int, str, int]]]:
+def read_delta(conn, vectors: SegmentSet, dims: int, written: str
+               ) -> tuple[Segment | None, list[tuple[int, str, int]]]:
     """(a tail with the rows above the set's, or None; tombstones after the set's) in
-    ``conn``'s read transaction."""
+    ``conn``'s read transaction, in which the store was last written by the write ``written``
+    marks."""
     span_rows = conn.execute(
         SPAN_ROWS + " WHERE s.rowid > ? ORDER BY s.rowid", (vectors.span_hi,)
     ).fetchall()
@@ -65,5 +68,6 @@ def read_delta(conn, vectors: SegmentSet, dims: int) -> tuple[Segment | None, li
     tail = None
     if span_rows or passage_rows:
         hi = (span_rows[-1][1] if span_rows else vectors.span_hi, passage_rows[-1][0] if passage_rows else vectors.passage_hi)
-        tail = Segment.from_rows(span_rows, passage_rows, dims, (vectors.span_hi, vectors.passage_hi), hi)
+        tail = Segment.from_rows(span_rows, passage_rows, dims, (vectors.span_hi, vectors.passage_hi), hi,
+                                 written=written)
     return tail, tombstones

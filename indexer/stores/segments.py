@@ -2,18 +2,15 @@
 
 SQLite stays the source of truth (float32 blobs); this module keeps a derived, quantised copy that
 a search scans. Each vector is stored as int8 with its own scale (``scale = max|v| / 127``,
-``v ≈ q · scale``): a quarter of float32's memory, scanned by onnxruntime's ``MatMulInteger``
-kernel (numpy's int8 matmul is slower than its float32 one). The kernel is fast for a uint8
-left operand and an int8 right one, so a segment stores its span vectors transposed (``[dims,
-rows]``), the query goes in as ``q + 128`` (uint8), and ``128 · Σ row`` (each row's sum, kept
-with the segment) is subtracted again: exact int32 dot products, ~46 ms for 1M × 384 on 2 cores
-where the float32 product takes ~140 ms (same machine, same minute).
+``v ≈ q · scale``): a quarter of float32's memory, scanned by the kernel of :mod:`.int8_scan`, for
+which a segment stores its span vectors transposed (``[dims, rows]``) with each row's sum.
 
 Layout (``cache/``, every folder trusted only through ``derived.py``'s manifest):
 
 - ``cache/`` itself is the *base* segment: every live span and passage up to some rowid, made in
-  one snapshot. Its manifest's state names what it covers: ``seg2:s<lo>-<hi>:p<lo>-<hi>:t<seq>``
-  (span rowids, passage rowids, and the last tombstone already left out).
+  one snapshot. Its manifest's state names what it covers:
+  ``seg3:s<lo>-<hi>:p<lo>-<hi>:t<seq>:w<mark>`` (span rowids, passage rowids, the last tombstone
+  already left out, and the store's last write when its rows were read: ``g<generation>.<token>``).
 - ``cache/tail-<hex>/`` are *tail* segments, one per refresh after a write: the spans and
   passages with rowids above the previous segment's. ``cache/segments.json`` lists them in
   order with the base they extend; a chain that does not join up is cut where it breaks, and
@@ -24,7 +21,8 @@ used before (``EmbeddedStore.write``), and a replaced or deleted row leaves a *t
 SQLite (a trigger), which marks it dead here. So a segment stays valid after any later write, and a
 refresh after writing one passage reads one passage, not the store. A loaded set is accepted only
 when its live rows add up to the store's row counts; anything else (a store written by an older
-nerindex that reused a rowid, a lost file) means a full rebuild, never a wrong answer.
+nerindex that reused a rowid, a lost file) means a full rebuild, never a wrong answer; so does a
+segment whose write mark the store's write log lacks (``embedded_schema.LOG_WRITE_SQL``).
 
 Quantised scores are approximate: ``|int8 score − float32 score| < EPSILON`` for the unit vectors
 the encoder makes (the error is about 0.001; see the tests). The store re-scores from the float32
@@ -34,21 +32,20 @@ answers are the exact ones whenever that bound holds.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
 import secrets
 import shutil
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from . import derived
 from .base import StoreVersion
+from .int8_scan import quantise, release, scan_dots
 
 log = logging.getLogger(__name__)
 
@@ -58,95 +55,7 @@ FILES = ("vectors.npy", "sums.npy", "scales.npy", "ids.npy", "passage_vectors.np
 MMAP = ("vectors.npy", "passage_vectors.npy", "ids.npy", "details.npy")  # ids: read once into SegmentSet, then dropped
 LIST = "segments.json"
 MAX_TAILS = 16  # more tails than this are merged into one
-SCAN_BYTES = 512 << 20  # a scan maps at most this much of a segment at a time (see scan_dots)
-SCAN_BLOCKS = 8  # and splits its dims into at least this many blocks
-_STATE = re.compile(r"^seg2:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+)$")
-# a one-node ONNX graph: dots[m, n] = MatMulInteger(query[m, d] uint8, matrix[d, n] int8), opset 13
-_DOTS_MODEL = base64.b64decode(
-    "CAgSCG5lcmluZGV4OoIBCiQKBXF1ZXJ5CgZtYXRyaXgSBGRvdHMiDU1hdE11bEludGVnZXISCWludDhfZG90c1oZCgVxdWVyeRIQ"
-    "Cg4IAhIKCgMSAW0KAxIBZFoaCgZtYXRyaXgSEAoOCAMSCgoDEgFkCgMSAW5iGAoEZG90cxIQCg4IBhIKCgMSAW0KAxIBbkIECgAQDQ=="
-)
-_session = None
-_session_lock = threading.Lock()
-
-
-def quantise(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 rows, float32 scale per row) with ``row ≈ int8 · scale``; zero rows get scale 1."""
-    matrix = np.asarray(matrix, dtype=np.float32)
-    scales = np.abs(matrix).max(axis=1, initial=0.0) / 127.0
-    scales[scales == 0] = 1.0
-    q = np.rint(matrix / scales[:, None]).clip(-127, 127).astype(np.int8)
-    return q, scales.astype(np.float32)
-
-
-def _dots_session():
-    global _session
-    with _session_lock:
-        if _session is None:
-            try:
-                import onnxruntime as ort
-
-                options = ort.SessionOptions()
-                options.log_severity_level = 3
-                _session = ort.InferenceSession(_DOTS_MODEL, options, providers=["CPUExecutionProvider"])
-            except ImportError:
-                _session = False
-    return _session
-
-
-def int8_dots(matrix: np.ndarray, sums: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """int32 dot product of an int8 query with every column of an int8 ``[dims, rows]`` matrix
-    whose column sums are ``sums`` (onnxruntime; numpy, slower, where it is not installed)."""
-    dots = _raw_dots(matrix, query)
-    if dots.size:
-        dots -= 128 * sums
-    return dots
-
-
-def _raw_dots(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Σ (query + 128) · column for each column: the kernel's uint8 × int8 product."""
-    if matrix.shape[1] == 0:
-        return np.zeros(0, dtype=np.int32)
-    session = _dots_session()
-    if session is False:
-        q = query.astype(np.float32) + 128
-        step = 65536
-        return np.concatenate(
-            [np.rint(q @ matrix[:, i : i + step].astype(np.float32)).astype(np.int32) for i in range(0, matrix.shape[1], step)]
-        )
-    shifted = (query.astype(np.int16) + 128).astype(np.uint8).reshape(1, -1)
-    (dots,) = session.run(None, {"query": shifted, "matrix": np.ascontiguousarray(matrix)})
-    return dots.reshape(-1)
-
-
-def scan_dots(matrix: np.ndarray, sums: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """:func:`int8_dots` over a memory-mapped matrix in blocks of rows (each contiguous: the
-    matrix is ``[dims, rows]``), summing the blocks' int32 products and dropping each block's
-    pages from the process after it: a scan of 10M rows would otherwise leave 3.8 GB of mapped
-    file counted in the searching process's RSS. The pages stay in the page cache, so the next
-    scan does not read the disk again. A block is an eighth of the dims, or less where that is
-    over ``SCAN_BYTES``: each block costs one pass over the int32 sums, so a fixed byte size
-    would make the passes grow with the square of the rows (128 MB blocks: 30 passes at 10M,
-    ~0.1 s of a 0.4 s scan)."""
-    n = matrix.shape[1]
-    step = max(1, min(-(-matrix.shape[0] // SCAN_BLOCKS), SCAN_BYTES // max(n, 1)))
-    if getattr(matrix, "_mmap", None) is None or matrix.nbytes <= SCAN_BYTES // SCAN_BLOCKS:
-        dots = int8_dots(matrix, sums, query)  # a tail, or small: one call
-        release(matrix)
-        return dots
-    dots = np.zeros(n, dtype=np.int32)
-    for r in range(0, matrix.shape[0], step):
-        dots += _raw_dots(matrix[r : r + step], query[r : r + step])
-        release(matrix)
-    dots -= 128 * sums
-    return dots
-
-
-def release(array: np.ndarray) -> None:
-    """Drop a memory-mapped array's pages from this process (a no-op for one in memory)."""
-    mapped = getattr(array, "_mmap", None)
-    if mapped is not None:
-        derived.drop_pages(mapped)
+_STATE = re.compile(r"^seg3:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+):w(g\d+\.[0-9a-f]*)$")
 
 
 class SpanDetails(NamedTuple):
@@ -179,10 +88,11 @@ class Segment:
     labels: np.ndarray  # uint8: UTF-8 JSON list of the segment's distinct label lists, each as SQLite holds it
     tombstone: int = 0  # base only: tombstones up to this seq are already left out
     name: str = ""  # "" for the base, else its folder in cache/
+    written: str = ""  # the store's written mark when its rows were read (embedded_schema.written_mark)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)  # labels, parsed once
 
     def state(self) -> str:
-        return f"seg2:s{self.span_lo}-{self.span_hi}:p{self.passage_lo}-{self.passage_hi}:t{self.tombstone}"
+        return f"seg3:s{self.span_lo}-{self.span_hi}:p{self.passage_lo}-{self.passage_hi}:t{self.tombstone}:w{self.written}"
 
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(zip(FILES, (self.vectors, self.sums, self.scales, self.ids, self.passage_vectors,
@@ -195,7 +105,8 @@ class Segment:
 
     @classmethod
     def from_rows(cls, span_rows: Sequence[tuple], passage_rows: Sequence[tuple[int, bytes | None]],
-                  dims: int, lo: tuple[int, int], hi: tuple[int, int], tombstone: int = 0, name: str = "") -> "Segment":
+                  dims: int, lo: tuple[int, int], hi: tuple[int, int], tombstone: int = 0, name: str = "",
+                  written: str = "") -> "Segment":
         """A segment from SQLite rows: (passage, span rowid, float32 blob, start, end, labels) and
         (rowid, blob)."""
         spans = _matrix([r[2] for r in span_rows], dims)
@@ -210,7 +121,7 @@ class Segment:
         details = np.asarray([(r[3], r[4], texts.setdefault(r[5], len(texts))) for r in span_rows],
                              dtype=np.int32).reshape(-1, 3)
         return cls(lo[0], hi[0], lo[1], hi[1], np.ascontiguousarray(vectors.T), sums, scales, ids, pvectors, pscales,
-                   pids, details, label_bytes(list(texts)), tombstone, name)
+                   pids, details, label_bytes(list(texts)), tombstone, name, written)
 
     @classmethod
     def merged(cls, parts: Sequence["Segment"], name: str) -> "Segment":
@@ -222,7 +133,7 @@ class Segment:
         details, texts = joined_details(parts)
         return cls(parts[0].span_lo, parts[-1].span_hi, parts[0].passage_lo, parts[-1].passage_hi,
                    vectors, cat("sums"), cat("scales"), cat("ids"), cat("passage_vectors"), cat("passage_scales"),
-                   cat("passage_ids"), details, label_bytes(texts), 0, name)
+                   cat("passage_ids"), details, label_bytes(texts), 0, name, parts[-1].written)
 
 
 def label_bytes(texts: list[str]) -> np.ndarray:
@@ -372,9 +283,9 @@ class SegmentSet:
 # ---------------------------------------------------------------------------- on disk
 
 
-def _parse(state: str) -> tuple[int, ...] | None:
+def _parse(state: str) -> tuple[tuple[int, ...], str] | None:  # (span lo, hi, passage lo, hi, tombstone), mark
     match = _STATE.match(state)
-    return tuple(int(g) for g in match.groups()) if match else None
+    return (tuple(int(g) for g in match.groups()[:5]), match.group(6)) if match else None
 
 
 def _check(dims: int):
@@ -391,19 +302,24 @@ def _check(dims: int):
     return consistent
 
 
-def _load(folder: Path, identity: str, state: str, dims: int, name: str) -> Segment | None:
-    bounds = _parse(state)
-    if bounds is None:
+def _load(folder: Path, identity: str, state: str, dims: int, name: str,
+          in_history: Callable[[str], bool]) -> Segment | None:
+    parsed = _parse(state)
+    if parsed is None:
         log.info("%s: rebuilding from the store: made by an older nerindex", folder)
         return None
+    bounds, written = parsed
     arrays = derived.load_arrays(folder, StoreVersion(identity, state), FILES, mmap=MMAP, check=_check(dims))
-    if arrays is None:
+    if arrays is None:  # another store, or damaged: says which
+        return None
+    if not in_history(written):
+        log.warning("%s: made after a write this store.sqlite has not seen (a restored backup?): unused", folder)
         return None
     s_lo, s_hi, p_lo, p_hi, tomb = bounds
     mapped = getattr(arrays["vectors.npy"], "_mmap", None)
     if mapped is not None:  # a miss while scanning reads 2 MB folios too
         derived.prefer_huge_pages(mapped)
-    return Segment(s_lo, s_hi, p_lo, p_hi, *(arrays[n] for n in FILES), tomb, name)
+    return Segment(s_lo, s_hi, p_lo, p_hi, *(arrays[n] for n in FILES), tomb, name, written)
 
 
 def _read_list(cache: Path) -> dict:
@@ -425,10 +341,11 @@ def _write_list(cache: Path, base: Segment, tails: Sequence[Segment]) -> bool:
     return True
 
 
-def load(cache: Path, identity: str, dims: int) -> list[Segment]:
-    """The base segment and the tails that extend it, as far as they check out ([] if no base)."""
+def load(cache: Path, identity: str, dims: int, in_history: Callable[[str], bool]) -> list[Segment]:
+    """The base segment and the tails that extend it, as far as they check out ([] if no base);
+    ``in_history``: whether a segment's write mark is in the store's history (``embedded_schema``)."""
     state = derived.manifest_state(cache)
-    base = _load(cache, identity, state or "", dims, "") if state is not None else None
+    base = _load(cache, identity, state or "", dims, "", in_history) if state is not None else None
     if state is None:
         derived.load_arrays(cache, StoreVersion(identity, ""), FILES)  # says why (quietly if no manifest)
     if base is None:
@@ -442,11 +359,11 @@ def load(cache: Path, identity: str, dims: int) -> list[Segment]:
             name, tail_state = str(entry["name"]), str(entry["state"])
         except (KeyError, TypeError):
             break
-        bounds = _parse(tail_state)
-        if bounds is None or not re.fullmatch(r"tail-[0-9a-f]+", name) or bounds[0] != segments[-1].span_hi \
-                or bounds[2] != segments[-1].passage_hi:
+        parsed = _parse(tail_state)
+        if parsed is None or not re.fullmatch(r"tail-[0-9a-f]+", name) or parsed[0][0] != segments[-1].span_hi \
+                or parsed[0][2] != segments[-1].passage_hi:
             break
-        tail = _load(cache / name, identity, tail_state, dims, name)
+        tail = _load(cache / name, identity, tail_state, dims, name, in_history)
         if tail is None:
             break
         segments.append(tail)
