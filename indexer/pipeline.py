@@ -102,6 +102,30 @@ def refuse_copies_under_text_ids(passages: Sequence[Passage], store: Store) -> N
         )
 
 
+def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[Passage], int, list[WriteOutcome]]:
+    """(the passages of a chunk to encode, how many are skipped, outcomes of those refused).
+
+    ``stored``: the chunk's ids already in the store, or None when stored ids are encoded again.
+    Skipped: those, and when skipping, an id given again within the chunk, so the first text wins
+    as it does across chunks (where the store has it by then); when not skipping, each replaces
+    the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
+    empty or blank, which no search could find (the file readers refuse them too, by line)."""
+    todo: list[Passage] = []
+    skipped = 0
+    refused: list[WriteOutcome] = []
+    seen = set(stored) if stored is not None else None
+    for p in chunk:
+        if not p.text.strip():
+            refused.append(WriteOutcome(p.id, False, "failed", "empty text: nothing in it could be found"))
+        elif seen is not None and p.id in seen:
+            skipped += 1
+        else:
+            todo.append(p)
+            if seen is not None:
+                seen.add(p.id)
+    return todo, skipped, refused
+
+
 def index_chunks(
     passages: Iterable[Passage],
     encoder: Encoder,
@@ -113,19 +137,20 @@ def index_chunks(
     progress: Callable[[int], None] | None = None,
     windows: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[int, list[EncodedPassage], list[WriteOutcome]]]:
-    """Encode and write chunk by chunk; yields (skipped, encoded docs, outcomes) per chunk.
+    """Encode and write chunk by chunk; yields (skipped, encoded docs, outcomes) per chunk: one
+    outcome per passage not skipped (:func:`sort_chunk`), the refused ones first.
 
     ``progress`` gets passages done; ``windows`` (windows done, windows of the chunk) per batch.
     """
     for chunk in chunked(passages, chunk_size):
-        existing = store.existing_ids([p.id for p in chunk]) if skip_existing else set()
-        todo = [p for p in chunk if p.id not in existing]
+        stored = store.existing_ids([p.id for p in chunk]) if skip_existing else None
+        todo, skipped, refused = sort_chunk(chunk, stored)
         refuse_copies_under_text_ids(todo, store)
-        if existing and progress is not None:
-            progress(len(existing))
+        if (skipped or refused) and progress is not None:
+            progress(skipped + len(refused))
         docs = encoder.encode(todo, batch_size=batch_size, progress=progress, windows=windows) if todo else []
         outcomes = store.write(docs) if docs else []
-        yield len(existing), docs, outcomes
+        yield skipped, docs, refused + outcomes
 
 
 def index_passages(
@@ -156,7 +181,7 @@ def index_passages(
             progress=progress,
             windows=windows,
         ):
-            report.passages += skipped + len(docs)
+            report.passages += skipped + len(outcomes)
             report.skipped_existing += skipped
             report.add(outcomes, docs)
     except KeyboardInterrupt:

@@ -77,3 +77,25 @@ def test_a_store_with_text_ids_refuses_the_same_passages_under_field_ids(tmp_pat
     assert store.counts().passages == 2
     index_passages([Passage("doc-3", "Berlin is a city.")], encoder, store)  # new texts are fine
     assert store.counts().passages == 3
+
+
+@pytest.mark.parametrize("chunk_size", [8, 1])  # the repeat in the same chunk, or in the next one
+def test_an_id_given_twice_in_one_run_keeps_the_first_text_and_the_report_says_so(tmp_path, encoder, chunk_size):
+    first = Passage("a", "The mayor of Springfield met delegates from Shelbyville.")
+    again = Passage("a", "Marie Curie won the Nobel Prize in Physics in 1903.")
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        report = index_passages([first, again], encoder, store, chunk_size=chunk_size)
+        assert (report.passages, report.created, report.updated, report.skipped_existing) == (2, 1, 0, 1)
+        assert store.counts().passages == 1
+        assert report.spans == store.counts().spans
+        texts = [row[1] for row in store._conn.execute("SELECT id, text FROM passages")]
+        assert texts == [first.text]
+
+
+def test_an_empty_or_blank_text_is_a_failed_passage_not_a_stored_one(tmp_path, encoder):
+    items = [Passage("e1", ""), Passage("e2", "   \n"), Passage("ok", "Ada Lovelace wrote the first program.")]
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        report = index_passages(items, encoder, store)
+        assert (report.passages, report.created, report.failed) == (3, 1, 2)
+        assert [e.split(":")[0] for e in report.errors] == ["e1", "e2"] and "empty text" in report.errors[0]
+        assert store.counts().passages == 1
