@@ -146,3 +146,34 @@ def test_filtered_search_reads_the_index_not_the_json(tmp_path, where):
         store._conn.set_trace_callback(None)
     chosen = [s for s in statements if "passage_fields" in s or "span_labels" in s]
     assert chosen and not any("json_each" in s for s in chosen)
+
+
+NUMBERS = [{"ratio": 0.30000000000000004}, {"ratio": 1e-05}, {"ratio": 1e16}, {"score": 1.0}, {"year": 2001},
+           {"ratio": "0.30000000000000004"}, {"score": True}]
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+@pytest.mark.parametrize("where, expected", [
+    ({"ratio": 0.30000000000000004}, ["n0", "n5"]),  # the stored real, and the stored text
+    ({"ratio": "0.30000000000000004"}, ["n0", "n5"]),
+    ({"ratio": 1e-05}, ["n1"]), ({"ratio": "1e-05"}, ["n1"]), ({"ratio": "1.0e-05"}, ["n1"]),
+    ({"ratio": 1e16}, ["n2"]), ({"ratio": "1e16"}, ["n2"]),
+    ({"score": 1}, ["n3", "n6"]), ({"score": "1"}, ["n3", "n6"]),  # booleans are stored as 1 and 0
+    ({"score": 1.0}, ["n3", "n6"]), ({"score": "1.0"}, ["n3", "n6"]),
+    ({"year": 2001.0}, ["n4"]), ({"year": "2001.0"}, ["n4"]), ({"year": "2001"}, ["n4"]),
+    ({"year": "2001.5"}, []), ({"ratio": "0.3x"}, []),
+])
+def test_numbers_match_whether_written_as_integers_reals_or_text(tmp_path, indexed, where, expected):
+    """A filter number (or a text that is one: the CLI's ``--where``) matches the stored number in
+    whichever form either side has it (found by an audit: ``year=2001.0`` and ``score=1`` against
+    a stored 1.0 matched nothing), on the JSON path and through the index alike."""
+    rng = np.random.default_rng(5)
+    vec = rng.standard_normal(DIMS).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        store.check_model(STAMP)
+        store.write([EncodedPassage(Passage(f"n{i}", "Word.", f), (EncodedSpan(0, 4, "Word", 0.9, vec, ()),), vec)
+                     for i, f in enumerate(NUMBERS)])
+        store._indexed = indexed
+        hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(where)))
+        assert sorted(h.id for h in hits) == expected

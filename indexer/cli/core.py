@@ -178,7 +178,7 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.command("search")
 @click.argument("entity_type")
 @backend_options("store")
-@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat for more (same field twice = either).")
+@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat for more (same field twice = either). Values compare as text, numbers in any form (year=2001 matches 2001.0).")
 @click.option("--text", default=None, help="Lexical restriction: every word must occur in the passage.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
 @click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")

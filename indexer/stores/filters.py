@@ -6,7 +6,10 @@ safe to quote into a JSON path and every value is a plain scalar, so this module
 
 from __future__ import annotations
 
+import math
+import re
 import sqlite3
+import threading
 from typing import Any
 
 from .base import Filters, FilterScalar, FilterValue, text_words
@@ -25,7 +28,7 @@ def _field_sql(key: str, value: FilterValue) -> tuple[str, list[Any]]:
     """One metadata filter over ``passages.fields`` (JSON)."""
     if value is None:
         return f"json_extract(passages.fields, '$.\"{key}\"') IS NULL", []
-    values = [_as_text(v) for v in _values(value)]
+    values = _field_values(value)
     marks = ",".join("?" for _ in values)
     return (
         f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') WHERE CAST(value AS TEXT) IN ({marks}))",
@@ -37,7 +40,8 @@ def filter_sql(filters: Filters) -> tuple[str, list[Any]]:
     """SQL condition on ``passages.fields`` (JSON): each metadata key must equal one of its values.
 
     A field holding a list matches when any element matches; values compare as text, so
-    ``--where year=2020`` matches a stored number 2020; ``None`` means the field is absent.
+    ``--where year=2020`` matches a stored number 2020, and numbers in every form SQLite writes
+    them (:func:`field_texts`); ``None`` means the field is absent.
     """
     return _joined(_field_sql(key, value) for key, value in filters.metadata)
 
@@ -73,6 +77,45 @@ def _as_text(value: FilterScalar) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
+
+
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_render = sqlite3.connect(":memory:", check_same_thread=False)
+_render_lock = threading.Lock()
+
+
+def _sqlite_text(number: int | float) -> str:
+    """A number as SQLite writes it (``CAST(value AS TEXT)``: 15 significant digits, ``1.0e-05``),
+    asked of SQLite itself, since that is how stored JSON numbers are compared."""
+    with _render_lock:
+        return _render.execute("SELECT CAST(? AS TEXT)", (number,)).fetchone()[0]
+
+
+def field_texts(value: FilterScalar) -> list[str]:
+    """The texts that a stored metadata value, as SQLite writes it, equals this filter value by.
+
+    Values compare as text (``--where year=2020`` matches a stored number 2020), and a number in
+    whichever form SQLite writes it: an integer as ``2001``, a real as ``2001.0``, ``0.3`` (for
+    0.30000000000000004) or ``1.0e-05``. So a filter number, or a text that is one (the CLI's
+    and the service's ``where`` values are text), matches the stored number whether either side
+    was written as an integer or a real. Booleans are stored and matched as 1 and 0."""
+    if isinstance(value, bool):
+        return [_as_text(value)]
+    texts = [str(value)]
+    number: int | float | None = value if not isinstance(value, str) else None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        text = value.strip()
+        number = int(text) if text.lstrip("+-").isdigit() else float(text)
+    if number is not None and math.isfinite(number):
+        texts.append(_sqlite_text(number))
+        if float(number).is_integer() and abs(number) < 2**63:
+            texts += [_sqlite_text(int(number)), _sqlite_text(float(number))]
+    return list(dict.fromkeys(texts))
+
+
+def _field_values(value: FilterValue) -> list[str]:
+    """:func:`field_texts` of every value a metadata filter accepts."""
+    return list(dict.fromkeys(t for v in _values(value) for t in field_texts(v)))
 
 
 # ---------------------------------------------------------------------------- indexed filters
@@ -152,7 +195,7 @@ def indexed_filter_sql(filters: Filters, *, correlated: bool = False, row: str =
     def clause(key: str, value: FilterValue) -> tuple[str, list[Any]]:
         if value is None:
             return _field_sql(key, value)
-        values = [_as_text(v) for v in _values(value)]
+        values = _field_values(value)
         marks = ",".join("?" for _ in values)
         if correlated:
             return (f"EXISTS (SELECT 1 FROM passage_fields WHERE key = ? AND value IN ({marks}) "
@@ -181,7 +224,7 @@ def selection_bound_sql(filters: Filters, text: str | None, limit: int) -> list[
     out = []
     for key, value in filters.metadata:
         if value is not None:
-            values = [_as_text(v) for v in _values(value)]
+            values = _field_values(value)
             marks = ",".join("?" for _ in values)
             out.append((f"SELECT COUNT(*) FROM (SELECT 1 FROM passage_fields WHERE key = ? AND value IN ({marks}) "
                         f"LIMIT {int(limit)})", [key, *values]))
