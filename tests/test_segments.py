@@ -331,19 +331,17 @@ def lost_history_then_restore(store: EmbeddedStore, rng: np.random.Generator, ce
     return new
 
 
-def test_a_store_restored_from_a_backup_and_written_again_is_not_answered_from_the_lost_history(tmp_path):
+def test_a_store_restored_from_a_backup_and_written_again_is_not_answered_from_the_lost_history(world, tmp_path):
     """The segments saved after the backup was taken hold other rows under the rowids the restored
     store gives its next write (found by an audit: the new passage was missing from its answers)."""
-    rng = np.random.default_rng(11)
-    centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
-    store = EmbeddedStore.open(tmp_path / "s")
-    store.check_model(STAMP)
+    store, rng, centre = world
     docs = {d.passage.id: d for d in make_docs(rng, range(80), centre)}
     store.write(list(docs.values()))
-    same(answer(store, SearchRequest(centre, 0.5, exhaustive=True)), reference(docs, SearchRequest(centre, 0.5, exhaustive=True)))
+    every = SearchRequest(centre, 0.5, exhaustive=True)
+    same(answer(store, every), reference(docs, every))  # the base segment is saved
     new = lost_history_then_restore(store, rng, centre, docs, tmp_path / "backup.sqlite")
     docs[new.passage.id] = new
-    with EmbeddedStore.open(tmp_path / "s", create=False) as restored:
+    with EmbeddedStore.open(store.path, create=False) as restored:
         for vector in [s.vector for s in new.spans] + [centre]:
             for request in (SearchRequest(vector, 0.5, limit=5), SearchRequest(vector, 0.3, exhaustive=True)):
                 same(answer(restored, request), reference(docs, request))
