@@ -93,7 +93,7 @@ def test_a_store_from_before_the_tables_is_back_filled_on_open(tmp_path):
 def test_span_labels_of_layout_1_are_rebuilt_as_one_tree(tmp_path):
     folder = tmp_path / "s"
     expected, conn = written(folder, 8)
-    for statement in filters.OLD_LAYOUT + [  # layout 1 as it was made, verbatim
+    for statement in filters.OLD_LABELS + [  # layout 1 as it was made, verbatim
         "CREATE TABLE span_labels (span INTEGER NOT NULL, label TEXT NOT NULL)",
         "CREATE INDEX span_labels_by_label ON span_labels(label, span)",
         "CREATE INDEX span_labels_by_span ON span_labels(span)",
@@ -158,15 +158,17 @@ NUMBERS = [{"ratio": 0.30000000000000004}, {"ratio": 1e-05}, {"ratio": 1e16}, {"
     ({"ratio": "0.30000000000000004"}, ["n0", "n5"]),
     ({"ratio": 1e-05}, ["n1"]), ({"ratio": "1e-05"}, ["n1"]), ({"ratio": "1.0e-05"}, ["n1"]),
     ({"ratio": 1e16}, ["n2"]), ({"ratio": "1e16"}, ["n2"]),
-    ({"score": 1}, ["n3", "n6"]), ({"score": "1"}, ["n3", "n6"]),  # booleans are stored as 1 and 0
-    ({"score": 1.0}, ["n3", "n6"]), ({"score": "1.0"}, ["n3", "n6"]),
+    ({"score": 1}, ["n3"]), ({"score": "1"}, ["n3"]), ({"score": 1.0}, ["n3"]), ({"score": "1.0"}, ["n3"]),
+    ({"score": True}, ["n6"]), ({"score": "true"}, ["n6"]), ({"score": "True"}, ["n6"]), ({"score": False}, []),
     ({"year": 2001.0}, ["n4"]), ({"year": "2001.0"}, ["n4"]), ({"year": "2001"}, ["n4"]),
     ({"year": "2001.5"}, []), ({"ratio": "0.3x"}, []),
 ])
 def test_numbers_match_whether_written_as_integers_reals_or_text(tmp_path, indexed, where, expected):
     """A filter number (or a text that is one: the CLI's ``--where``) matches the stored number in
-    whichever form either side has it (found by an audit: ``year=2001.0`` and ``score=1`` against
-    a stored 1.0 matched nothing), on the JSON path and through the index alike."""
+    whichever form either side has it, and a boolean only a boolean (found by an audit:
+    ``year=2001.0`` and ``score=1`` against a stored 1.0 matched nothing, ``flag=true`` no stored
+    true, and a 1 matched a stored true), on the JSON path and through the index alike; and the
+    rule applied in Python (the service's Search UI filters) decides every case as the store."""
     rng = np.random.default_rng(5)
     vec = rng.standard_normal(DIMS).astype(np.float32)
     vec /= np.linalg.norm(vec)
@@ -177,3 +179,33 @@ def test_numbers_match_whether_written_as_integers_reals_or_text(tmp_path, index
         store._indexed = indexed
         hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(where)))
         assert sorted(h.id for h in hits) == expected
+    ((key, value),) = where.items()
+    assert sorted(f"n{i}" for i, f in enumerate(NUMBERS) if key in f and filters.field_matches(value, f[key])) == expected
+
+
+def test_booleans_of_a_layout_2_store_are_stored_again_as_true_and_false(tmp_path):
+    """Layout 2 kept a stored true as "1" in passage_fields (and its trigger wrote it so): the
+    first writable open refills passage_fields, and the trigger writes the new way."""
+    rng = np.random.default_rng(6)
+    vec = rng.standard_normal(DIMS).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+
+    def doc(pid: str, fields: dict) -> EncodedPassage:
+        return EncodedPassage(Passage(pid, "Word.", fields), (EncodedSpan(0, 4, "Word", 0.9, vec, ("l0",)),), vec)
+
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(STAMP)
+        store.write([doc("yes", {"flag": True}), doc("one", {"flag": 1})])
+    conn = sqlite3.connect(folder / DB_NAME)
+    conn.execute("UPDATE passage_fields SET value = '1' WHERE value = 'true'")  # as layout 2 stored it
+    conn.execute(f"UPDATE meta SET value = '2' WHERE key = '{filters.INDEX_FLAG}'")
+    conn.execute("INSERT INTO span_labels(label, span) VALUES ('sentinel', 999)")  # gone if it were rebuilt
+    conn.commit()
+    conn.close()
+    with EmbeddedStore.open(folder) as store:
+        store.write([doc("later", {"flag": True})])
+        for where, expected in (({"flag": True}, ["later", "yes"]), ({"flag": 1}, ["one"])):
+            hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(where)))
+            assert sorted(h.id for h in hits) == expected
+        assert store._conn.execute("SELECT span FROM span_labels WHERE label = 'sentinel'").fetchall() == [(999,)]

@@ -6,6 +6,7 @@ safe to quote into a JSON path and every value is a plain scalar, so this module
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sqlite3
@@ -31,9 +32,15 @@ def _field_sql(key: str, value: FilterValue) -> tuple[str, list[Any]]:
     values = _field_values(value)
     marks = ",".join("?" for _ in values)
     return (
-        f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') WHERE CAST(value AS TEXT) IN ({marks}))",
+        f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') WHERE {_stored('value', 'type')} IN ({marks}))",
         values,
     )
+
+
+def _stored(value: str, kind: str) -> str:
+    """SQL for a stored JSON scalar as the text filters compare (:func:`stored_text`): booleans as
+    ``true``/``false``, numbers and strings as SQLite writes them."""
+    return f"CASE {kind} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST({value} AS TEXT) END"
 
 
 def filter_sql(filters: Filters) -> tuple[str, list[Any]]:
@@ -91,17 +98,21 @@ def _sqlite_text(number: int | float) -> str:
         return _render.execute("SELECT CAST(? AS TEXT)", (number,)).fetchone()[0]
 
 
-def field_texts(value: FilterScalar) -> list[str]:
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are equal keys otherwise
+def field_texts(value: FilterScalar) -> tuple[str, ...]:
     """The texts that a stored metadata value, as SQLite writes it, equals this filter value by.
 
     Values compare as text (``--where year=2020`` matches a stored number 2020), and a number in
     whichever form SQLite writes it: an integer as ``2001``, a real as ``2001.0``, ``0.3`` (for
     0.30000000000000004) or ``1.0e-05``. So a filter number, or a text that is one (the CLI's
     and the service's ``where`` values are text), matches the stored number whether either side
-    was written as an integer or a real. Booleans are stored and matched as 1 and 0."""
+    was written as an integer or a real. Booleans match booleans only: ``True`` or the text
+    ``true`` (any case) a stored ``true``, never a 1."""
     if isinstance(value, bool):
-        return [_as_text(value)]
+        return ("true" if value else "false",)
     texts = [str(value)]
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        texts.append(value.strip().lower())
     number: int | float | None = value if not isinstance(value, str) else None
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         text = value.strip()
@@ -110,12 +121,31 @@ def field_texts(value: FilterScalar) -> list[str]:
         texts.append(_sqlite_text(number))
         if float(number).is_integer() and abs(number) < 2**63:
             texts += [_sqlite_text(int(number)), _sqlite_text(float(number))]
-    return list(dict.fromkeys(texts))
+    return tuple(dict.fromkeys(texts))
 
 
 def _field_values(value: FilterValue) -> list[str]:
     """:func:`field_texts` of every value a metadata filter accepts."""
     return list(dict.fromkeys(t for v in _values(value) for t in field_texts(v)))
+
+
+def stored_text(value: Any) -> str | None:
+    """A stored JSON scalar as filters compare it (the Python twin of :func:`_stored`); None for
+    null, lists and objects."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _sqlite_text(value)
+    if isinstance(value, (int, str)):
+        return str(value)
+    return None
+
+
+def field_matches(value: FilterScalar, stored: Any) -> bool:
+    """The one equality rule of metadata filters, for filters applied in Python (the service's
+    Search UI filters that are not sent to the store): as the store's SQL decides it."""
+    text = stored_text(stored)
+    return text is not None and text in field_texts(value)
 
 
 # ---------------------------------------------------------------------------- indexed filters
@@ -126,15 +156,17 @@ def _field_values(value: FilterValue) -> list[str]:
 # JSON. A store that cannot be migrated (read-only) keeps filtering over the JSON as before.
 
 INDEX_FLAG = "filter_index"
-INDEX_LAYOUT = "2"  # 1: span_labels a rowid table with two indexes; 2: one WITHOUT ROWID tree (writes ~20% faster)
+# 1: span_labels a rowid table with two indexes; 2: one WITHOUT ROWID tree (writes ~20% faster);
+# 3: booleans in passage_fields as true/false (they were 1/0, so a filter 1 matched true)
+INDEX_LAYOUT = "3"
 _FILL_FIELDS = """
 INSERT INTO passage_fields(passage, key, value)
-SELECT p.rowid, f.key, CAST(f.value AS TEXT) FROM passages AS p, json_each(p.fields) AS f
-WHERE {where} f.type NOT IN ('array', 'object')
+SELECT p.rowid, f.key, {stored_f} FROM passages AS p, json_each(p.fields) AS f
+WHERE {{where}} f.type NOT IN ('array', 'object')
 UNION ALL
-SELECT p.rowid, f.key, CAST(e.value AS TEXT) FROM passages AS p, json_each(p.fields) AS f, json_each(f.value) AS e
-WHERE {where} f.type IN ('array', 'object');
-"""
+SELECT p.rowid, f.key, {stored_e} FROM passages AS p, json_each(p.fields) AS f, json_each(f.value) AS e
+WHERE {{where}} f.type IN ('array', 'object');
+""".format(stored_f=_stored("f.value", "f.type"), stored_e=_stored("e.value", "e.type"))
 INDEX_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS passage_fields (passage INTEGER NOT NULL, key TEXT NOT NULL, value TEXT)",
     "CREATE INDEX IF NOT EXISTS passage_fields_by_value ON passage_fields(key, value, passage)",
@@ -152,12 +184,13 @@ INDEX_SCHEMA = [
     "CREATE TRIGGER IF NOT EXISTS spans_labels_drop AFTER DELETE ON spans BEGIN DELETE FROM span_labels "
     "WHERE span = old.rowid AND label IN (SELECT value FROM json_each(old.labels)); END",
 ]
-# span_labels of an earlier layout goes (its indexes with it) before INDEX_SCHEMA makes it anew
-OLD_LAYOUT = ["DROP TRIGGER IF EXISTS spans_labels_add", "DROP TRIGGER IF EXISTS spans_labels_drop",
+# what goes before INDEX_SCHEMA makes it anew: the fields trigger (its SQL changed in layout 3), and
+# below layout 2 span_labels (its indexes with it)
+OLD_FIELDS = ["DROP TRIGGER IF EXISTS passages_fields_add"]
+OLD_LABELS = ["DROP TRIGGER IF EXISTS spans_labels_add", "DROP TRIGGER IF EXISTS spans_labels_drop",
               "DROP TABLE IF EXISTS span_labels"]
-BACKFILL = [
-    "DELETE FROM passage_fields",
-    _FILL_FIELDS.format(where=""),
+FILL_FIELDS = ["DELETE FROM passage_fields", _FILL_FIELDS.format(where="")]
+FILL_LABELS = [
     "DELETE FROM span_labels",
     "INSERT OR IGNORE INTO span_labels(label, span) SELECT l.value, s.rowid FROM spans AS s, json_each(s.labels) AS l "
     "ORDER BY 1, 2",  # in key order: 30M rows at 10M spans go into the tree sequentially
@@ -167,13 +200,16 @@ BACKFILL = [
 def ensure_index(conn) -> bool:
     """Create and back-fill the filter tables once (one transaction); False when the store
     cannot be changed (read-only), which leaves filtering over the JSON."""
-    flagged = "SELECT 1 FROM meta WHERE key = ? AND value = ?"
-    if conn.execute(flagged, (INDEX_FLAG, INDEX_LAYOUT)).fetchone():
+    flagged = "SELECT value FROM meta WHERE key = ?"
+    if conn.execute(flagged, (INDEX_FLAG,)).fetchone() == (INDEX_LAYOUT,):
         return True
     try:
         conn.execute("BEGIN IMMEDIATE")
-        if not conn.execute(flagged, (INDEX_FLAG, INDEX_LAYOUT)).fetchone():
-            for statement in OLD_LAYOUT + INDEX_SCHEMA + BACKFILL:
+        layout = conn.execute(flagged, (INDEX_FLAG,)).fetchone()
+        if layout != (INDEX_LAYOUT,):
+            labels_kept = layout == ("2",)  # layout 2 to 3 refills passage_fields alone
+            for statement in (OLD_FIELDS + ([] if labels_kept else OLD_LABELS) + INDEX_SCHEMA + FILL_FIELDS
+                              + ([] if labels_kept else FILL_LABELS)):
                 conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (INDEX_FLAG, INDEX_LAYOUT))
         conn.execute("COMMIT")

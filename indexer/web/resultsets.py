@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import SearchError, StaleCursorError
 from ..records import Hit
 from ..stores.base import StoreVersion
+from ..stores.filters import field_texts
 
 Scalar = str | int | float | bool
 FilterValue = Scalar | list[Scalar]
@@ -227,13 +228,20 @@ def facet_counts(
     fails it (the service: names it cannot filter on, so it never offers a facet it would refuse).
     """
     counters: dict[str, Counter] = {}
+    # one count per value a filter cannot tell apart (``stores.filters.field_texts``: 1 and 1.0 are
+    # one, true is not 1, though Python hashes True, 1 and 1.0 alike), shown as first seen
+    shown: dict[str, dict[tuple[str, ...], Any]] = {}
     for hit in hits:
         for name, value in hit.fields.items():
             if (fields is not None and name not in fields) or (keep is not None and not keep(name)):
                 continue
             values = _facet_value(value)
             if values:
-                counters.setdefault(name, Counter()).update(values)
+                seen = shown.setdefault(name, {})
+                keys = [field_texts(v) for v in values]
+                for key, v in zip(keys, values):
+                    seen.setdefault(key, v)
+                counters.setdefault(name, Counter()).update(keys)
     out: dict[str, list[dict[str, Any]]] = {}
     names = list(fields) if fields is not None else sorted(counters)
     for name in names:
@@ -244,11 +252,11 @@ def facet_counts(
             continue
         if fields is None:
             limit = max_distinct if max_distinct is not None else max(20, len(hits) // 2)
-            long_text = any(isinstance(v, str) and len(v) > MAX_FACET_CHARS for v in counter)
+            long_text = any(isinstance(v, str) and len(v) > MAX_FACET_CHARS for v in shown[name].values())
             if len(counter) > limit or long_text:
                 continue
-        ranked = sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0])))[:size]
-        out[name] = [{"value": v, "count": c} for v, c in ranked]
+        ranked = sorted(((shown[name][key], c) for key, c in counter.items()), key=lambda vc: (-vc[1], str(vc[0])))
+        out[name] = [{"value": v, "count": c} for v, c in ranked[:size]]
         if fields is None and len(out) >= max_fields:
             break
     return out

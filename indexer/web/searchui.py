@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import SearchError
 from ..records import Hit, SpanMatch, marked_spans
+from ..stores.filters import field_matches
 from .resultsets import Scalar, SearchQuery, facet_counts
 
 FILTER_TYPES = ("any", "all", "none")
@@ -48,23 +49,20 @@ class FieldFilter:
     values: tuple[Scalar, ...]
 
     def matches(self, fields: Mapping[str, Any]) -> bool:
-        """Whether a passage's metadata passes this filter (a list-valued field holds each value)."""
+        """Whether a passage's metadata passes this filter (a list-valued field holds each value),
+        by the store's own rule (``stores.filters.field_matches``): a filter sent to the store and
+        one applied here never disagree."""
         stored = fields.get(self.field)
         held = stored if isinstance(stored, list) else [stored] if stored is not None else []
 
         def has(value: Scalar) -> bool:
-            return any(_same(value, h) for h in held)
+            return any(field_matches(value, h) for h in held)
 
         if self.type == "any":
             return any(has(v) for v in self.values)
         if self.type == "all":
             return all(has(v) for v in self.values)
         return not any(has(v) for v in self.values)
-
-
-def _same(a: Any, b: Any) -> bool:
-    # bool is an int in Python: keep True from matching 1.
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 @dataclass(frozen=True)
