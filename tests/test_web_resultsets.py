@@ -179,6 +179,14 @@ def test_facet_counts_ranks_values_and_counts_list_members():
     assert facets["n"] == [{"value": 2, "count": 2}, {"value": 1, "count": 1}]
 
 
+def test_facet_counts_one_value_per_class_a_filter_tells_apart():
+    """Python hashes True, 1 and 1.0 alike; a filter (stores.filters.field_texts) does not take
+    true for 1, but does take 1.0 for 1: a facet's count is what clicking it returns."""
+    hits = [hit(0, n=True), hit(1, n=1.0), hit(2, n=1), hit(3, n=False), hit(4, n=True)]
+    facets = facet_counts(hits, fields=["n"])
+    assert facets["n"] == [{"value": True, "count": 2}, {"value": 1.0, "count": 2}, {"value": False, "count": 1}]
+
+
 def test_facet_counts_skips_id_like_and_long_text_fields():
     hits = [hit(i, url=f"https://x/{i}", topic="t", body="x" * 200) for i in range(60)]
     facets = facet_counts(hits)

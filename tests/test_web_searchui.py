@@ -117,6 +117,10 @@ def test_split_excluding_a_field_drops_all_its_filters():
         (FieldFilter("t", "none", ("a",)), {}, True),
         (FieldFilter("n", "any", (1,)), {"n": True}, False),
         (FieldFilter("n", "any", (2,)), {"n": 2.0}, True),
+        (FieldFilter("n", "none", (1,)), {"n": True}, True),  # as the store decides "any": true is not 1
+        (FieldFilter("n", "any", (True,)), {"n": True}, True),
+        (FieldFilter("n", "any", ("2001",)), {"n": 2001}, True),  # a text spelling the number, as the store
+        (FieldFilter("n", "any", (1e-05,)), {"n": 1e-05}, True),
     ],
 )
 def test_field_filter_semantics(flt, fields, expected):

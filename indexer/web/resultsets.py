@@ -230,7 +230,7 @@ def facet_counts(
     counters: dict[str, Counter] = {}
     # one count per value a filter cannot tell apart (``stores.filters.field_texts``: 1 and 1.0 are
     # one, true is not 1, though Python hashes True, 1 and 1.0 alike), shown as first seen
-    shown: dict[str, dict[tuple[str, ...], Any]] = {}
+    shown: dict[str, dict[frozenset[str], Any]] = {}
     for hit in hits:
         for name, value in hit.fields.items():
             if (fields is not None and name not in fields) or (keep is not None and not keep(name)):
@@ -238,7 +238,7 @@ def facet_counts(
             values = _facet_value(value)
             if values:
                 seen = shown.setdefault(name, {})
-                keys = [field_texts(v) for v in values]
+                keys = [frozenset(field_texts(v)) for v in values]
                 for key, v in zip(keys, values):
                     seen.setdefault(key, v)
                 counters.setdefault(name, Counter()).update(keys)
