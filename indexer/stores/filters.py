@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -87,7 +88,7 @@ def _as_text(value: FilterScalar) -> str:
 
 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-_render = sqlite3.connect(":memory:", check_same_thread=False)
+_render: dict[int, sqlite3.Connection] = {}  # by process: a connection is not to cross a fork
 _render_lock = threading.Lock()
 
 
@@ -95,7 +96,10 @@ def _sqlite_text(number: int | float) -> str:
     """A number as SQLite writes it (``CAST(value AS TEXT)``: 15 significant digits, ``1.0e-05``),
     asked of SQLite itself, since that is how stored JSON numbers are compared."""
     with _render_lock:
-        return _render.execute("SELECT CAST(? AS TEXT)", (number,)).fetchone()[0]
+        conn = _render.get(os.getpid())
+        if conn is None:
+            conn = _render[os.getpid()] = sqlite3.connect(":memory:", check_same_thread=False)
+        return conn.execute("SELECT CAST(? AS TEXT)", (number,)).fetchone()[0]
 
 
 @functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are equal keys otherwise
