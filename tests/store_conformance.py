@@ -302,6 +302,28 @@ class StoreConformance:
         assert self.search(hybrid, DINO, passage_weight=2.0, filters={"lang": "de"}) == []
         assert [h.id for h in self.search(hybrid, DINO, passage_weight=2.0, text="quarry")] == ["h1"]
 
+    def test_passage_weight_finds_a_passage_far_down_by_its_best_span(self, store, stamp):
+        """Hybrid scoring ranks all passages, not only those with the best spans: 150 passages
+        whose spans are close to DINO and passage vectors far, and one whose span is the weakest
+        but whose passage vector is DINO itself (found by an audit: Elasticsearch ranked only
+        the 100 passages with the best spans, so the last one was missing from the top 5)."""
+        store.check_model(stamp)
+        rng = np.random.default_rng(1)
+        docs = []
+        for i in range(150):
+            near = 0.95 - 0.004 * i  # best-span cosines 0.95 down to 0.35; passages all but orthogonal to DINO
+            docs.append(self._hybrid_doc(f"n{i:03d}", unit(near, (1 - near**2) ** 0.5), unit(0, *rng.uniform(0.1, 1, 7))))
+        docs.append(self._hybrid_doc("far", unit(0.3, (1 - 0.09) ** 0.5), DINO))  # 0.3 + 2 · 1.0
+        assert all(o.ok for o in store.write(docs))
+        hits = self.search(store, DINO, threshold=0.2, passage_weight=2.0, limit=5)
+        assert [h.id for h in hits] == ["far", "n000", "n001", "n002", "n003"]
+        assert hits[0].score == pytest.approx(2.3, abs=0.01)
+
+    @staticmethod
+    def _hybrid_doc(pid: str, span_vec: np.ndarray, passage_vec: np.ndarray) -> EncodedPassage:
+        text = f"Passage {pid} names a creature."
+        return EncodedPassage(Passage(pid, text, {}), (span(text, "creature", span_vec, ()),), passage_vec)
+
     # --- query-time feedback: the stored passage vectors of given ids ----------------------------
 
     def test_passage_vectors_in_the_order_given(self, hybrid):

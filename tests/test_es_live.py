@@ -228,6 +228,25 @@ def test_refresh_interval_relaxed_during_writes_and_restored(make_live_store, st
     assert store.counts().passages == 5
 
 
+def test_a_load_killed_while_relaxed_leaves_no_lasting_refresh_delay(make_live_store, stamp):
+    """A load killed before it restored the refresh interval left 30 s on the index, and the next
+    load, finding 30 s already there, never put it back (found by an audit)."""
+    killed = make_live_store()
+    killed.check_model(stamp)
+    killed.write(corpus()[:2])  # relaxed to 30 s; then the process dies: nothing restores it
+    index = killed.target()[0]
+
+    def interval():
+        return rs.refresh_interval(killed.client.indices.get_settings(index=index, name="index.refresh_interval").body)
+
+    assert interval() == "30s"
+    killed._relaxed = None  # as a new process, which knows nothing of it
+    rerun = make_live_store(index=killed.alias)
+    rerun.write(corpus()[2:])
+    rerun.flush()
+    assert interval() in ("1s", None)
+
+
 # --- top-k search -----------------------------------------------------------------------------------
 
 
@@ -277,13 +296,14 @@ def test_passage_weight_scores_every_matching_passage_among_closer_ones(make_liv
     assert [(h.id, round(h.score, 3)) for h in hits] == [("h2", 1.3), ("m1", 1.1), ("h1", 0.9)]
 
 
-def test_passage_weight_reranks_the_knn_candidate_pool(make_live_store, stamp):
+def test_a_small_candidate_pool_widens_until_no_passage_outside_can_overtake(make_live_store, stamp):
     small = make_live_store(num_candidates=1)
     small.check_model(stamp)
     small.write(hybrid_corpus())
-    # One candidate: the span kNN finds h1 (best span) only, so h2 cannot overtake it ...
-    assert [h.id for h in search(small, DINO, passage_weight=0.5, limit=1)] == ["h1"]
-    # ... while the default pool (100) lets the passage term re-rank beyond `limit`.
+    # One candidate: the span kNN finds h1 (best span) only; h2 (0.8 + 0.5 · 1.0) could overtake
+    # it from outside (0.9 < 0.8 + 0.5 · 1.0), so the pool widens and h2 comes first, as it does
+    # with the default pool (100) and in the embedded store.
+    assert [h.id for h in search(small, DINO, passage_weight=0.5, limit=1)] == ["h2"]
     default = open_elasticsearch(resolve(es_index=small.alias))
     assert [h.id for h in search(default, DINO, passage_weight=0.5, limit=1)] == ["h2"]
     default.close()
@@ -474,6 +494,39 @@ def test_reindex_keeps_the_alias_on_failures_unless_allowed(loaded, stamp):
     assert loaded.model() == new_stamp and loaded.counts().passages == 4
     with pytest.raises(ModelMismatchError):
         loaded.check_model(stamp)
+
+
+class WritesMeanwhile(RiverFirst):
+    """Re-encodes as :class:`RiverFirst`, and while it does, another handle writes a passage."""
+
+    def __init__(self, writer, broken: tuple[str, ...] = ()) -> None:
+        super().__init__(broken)
+        self.writer, self.outcomes = writer, None
+
+    def encode(self, passages, *, batch_size=32):
+        if self.outcomes is None:
+            late = dataclasses.replace(corpus()[0], passage=Passage("late-1", "Late passage.", {}))
+            self.outcomes = self.writer.write([late])
+            self.writer.flush()
+        return super().encode(passages, batch_size=batch_size)
+
+
+def test_a_write_during_reindex_is_refused_not_lost(loaded, stamp):
+    """A passage written while the passages are copied would be missing from the new index once
+    the alias moves (found by an audit: acknowledged, then gone): the old index refuses it."""
+    writer = open_elasticsearch(resolve(es_index=loaded.alias))  # closed here, before the alias goes
+    try:
+        new_stamp = ModelStamp("test-model", "2", 8, "e" * 64)
+        encoder = WritesMeanwhile(writer)
+        report = reindex(loaded, encoder, new_stamp, batch_size=3)
+        assert report.swapped
+        assert [o.ok for o in encoder.outcomes] == [False] and "block" in encoder.outcomes[0].error
+        # when the alias cannot move, its index takes writes again
+        with pytest.raises(StoreError, match="stays on"):
+            reindex(loaded, RiverFirst(broken=("p4",)), stamp, batch_size=3)
+        assert [o.ok for o in writer.write([corpus()[1]])] == [True]
+    finally:
+        writer.close()
 
 
 def test_reindex_needs_an_alias(make_live_store, stamp):

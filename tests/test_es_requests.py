@@ -618,3 +618,23 @@ def test_search_template_runs_the_same_query():
     assert rendered == search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=7)
     check_search(rendered)
     assert math.isclose(params["similarity"], 0.5)
+
+
+@pytest.mark.parametrize("kth, floor, best, weight, final", [
+    (None, None, 1.0, 2.0, True),  # the pool holds every match
+    (1.3, 0.4, 0.8, 1.0, True),  # 1.3 >= 0.4 + 0.8: nothing outside can overtake
+    (1.1, 0.4, 0.8, 1.0, False),  # a passage with a span of 0.4 and a passage of 0.8 could
+    (None, 0.4, 0.8, 1.0, False),  # fewer than k hits in a full pool: widen
+])
+def test_a_hybrid_pool_is_final_when_nothing_outside_can_overtake(kth, floor, best, weight, final):
+    assert search_requests.pool_is_final(kth, floor, best, weight) is final
+
+
+def test_the_pool_bound_searches_ask_for_the_last_of_the_pool_and_the_best_passage():
+    head, floor, head2, best = search_requests.pool_bound_searches(
+        [1.0, 0.0], min_similarity=0.5, metric="cosine", candidates=200, filters=Filters.of({"lang": "en"}),
+        text=None, rescore=False,
+    )
+    assert (floor["from"], floor["size"], floor["knn"]["k"], floor["knn"]["num_candidates"]) == (199, 1, 200, 200)
+    assert "inner_hits" not in floor["knn"] and floor["knn"]["filter"]  # the same pool as the search
+    assert best["knn"]["field"] == "vector" and best["knn"]["k"] == 1 and "filter" not in best["knn"]

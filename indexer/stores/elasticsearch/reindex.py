@@ -132,7 +132,9 @@ def reindex(
     """Re-encode every passage behind the alias with ``encoder`` into a new index; swap the alias.
 
     ``stamp`` is the encoder's model (recorded in the new index). With failures the alias stays on
-    the old index and the new one is kept for inspection, unless ``allow_failures``.
+    the old index and the new one is kept for inspection, unless ``allow_failures``. While it runs
+    the old index refuses writes (a write there would be missing from the new one): writers get a
+    failure they can retry after the swap; after it the old index stays read-only.
     Passages are encoded ``chunk_size`` at a time with ``batch_size`` windows per encoder call,
     as ``nerindex index`` does (the int8 encoder's outputs depend on what shares a batch, so the
     same batching gives the same vectors). ``on_batch(done, failed)`` is called after each chunk
@@ -142,13 +144,36 @@ def reindex(
     store.require_version(MIN_SERVER, "nerindex's nested span search")
     old = current_index(store)
     new = next_index_name(store.alias, store.versioned_indices())
-    options = index_options if index_options is not None else store.options.index_options
-    body = create_index_body(stamp, index_options=options)
     report = ReindexReport(alias=store.alias, old_index=old, new_index=new, model=stamp.to_dict())
     log.info("re-indexing %s (%s) into %s with model %s %s", store.alias, old, new, stamp.id, stamp.version)
     # Writes of a load still inside its refresh interval (30 s while relaxed) are invisible to the
     # point in time the passages are read through: refresh first, or they would be left behind.
+    # A write acknowledged after that would be left behind too, and lost when the alias moves:
+    # the old index refuses writes until the alias has moved (or, on failure, again accepts them).
     store.flush()
+    with store.errors(f"block writes to {old!r}"):
+        client.indices.add_block(index=old, block="write")
+    try:
+        report = _copy_and_swap(store, encoder, stamp, report, index_options=index_options, batch_size=batch_size,
+                                chunk_size=chunk_size, delete_old=delete_old, allow_failures=allow_failures,
+                                on_batch=on_batch)
+    finally:
+        if not report.swapped:  # the alias stays: its index takes writes again (best effort: keep the first error)
+            try:
+                client.indices.put_settings(index=old, settings={"index.blocks.write": False})
+            except Exception as exc:  # the client raises its own transport and API errors
+                log.warning("%s still refuses writes (%s): PUT %s/_settings {\"index.blocks.write\": false}", old, exc, old)
+    return report
+
+
+def _copy_and_swap(store: ElasticsearchStore, encoder: Encoder, stamp: ModelStamp, report: ReindexReport, *,
+                   index_options: str | Mapping[str, Any] | None, batch_size: int, chunk_size: int,
+                   delete_old: bool, allow_failures: bool, on_batch: Callable[[int, int], None] | None
+                   ) -> ReindexReport:
+    """The copy of :func:`reindex`, with the old index refusing writes: read, encode, write, swap."""
+    client, old, new = store.client, report.old_index, report.new_index
+    options = index_options if index_options is not None else store.options.index_options
+    body = create_index_body(stamp, index_options=options)
     with store.errors(f"refresh {old!r}"):
         client.indices.refresh(index=old)
     with store.errors(f"create index {new!r}"):

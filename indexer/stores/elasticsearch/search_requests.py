@@ -168,6 +168,36 @@ def knn_search_body(
     return {"size": k, "_source": list(SOURCE_FIELDS), "knn": knn}
 
 
+def pool_bound_searches(
+    vector: Any, *, min_similarity: float, metric: str, candidates: int, filters: Filters | None,
+    text: str | None, rescore: bool,
+) -> list[dict[str, Any]]:
+    """An ``msearch`` body for what a hybrid search needs to know whether a passage outside its
+    candidate pool could still enter its top k (:func:`pool_is_final`): the pool's last passage
+    by best span (the ``candidates``-th of the span kNN a hybrid search pools), and the passage
+    most similar to the query over every passage (no filter: a bound over more is still one)."""
+    floor = knn_search_body(vector, min_similarity=min_similarity, metric=metric, limit=candidates,
+                            num_candidates=candidates, filters=filters, text=text, rescore=rescore)
+    floor["knn"].pop("inner_hits", None)
+    floor.update({"from": candidates - 1, "size": 1, "_source": False})
+    best = {"field": PASSAGE_VECTOR_FIELD, "query_vector": query_vector_values(vector), "k": 1,
+            "num_candidates": MIN_NUM_CANDIDATES}
+    return [{}, floor, {}, {"size": 1, "_source": False, "knn": best}]
+
+
+def pool_is_final(kth_score: float | None, floor_span: float | None, best_passage: float, weight: float) -> bool:
+    """Whether the top k of a hybrid search's pool is the top k of all passages.
+
+    The pool is the passages with the best spans; a passage left out has a best span of at most
+    the pool's last one (``floor_span``; None: the pool holds every passage with a span above the
+    threshold) and a passage cosine of at most the best there is, so its score is at most
+    ``floor_span + λ · best_passage``. When the k-th score (None: fewer than k hits) reaches
+    that, nothing outside can enter."""
+    if floor_span is None:
+        return True
+    return kth_score is not None and kth_score >= floor_span + weight * best_passage
+
+
 def span_knn(
     vector: Any,
     *,

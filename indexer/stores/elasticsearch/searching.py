@@ -17,7 +17,10 @@ from ..base import ModelStamp, SearchRequest
 from . import responses as rs
 from .options import StoreOptions
 from .paged_requests import exhaustive_search_body
-from .search_requests import bm25_boost_search_body, knn_search_body
+from .search_requests import (
+    MAX_NUM_CANDIDATES, bm25_boost_search_body, knn_search_body, num_candidates_for, pool_bound_searches, pool_is_final,
+)
+from .similarity import cosine_from_knn_score
 
 # ElasticsearchStore.errors: a context turning client errors into nerindex errors naming the step
 Errors = Callable[..., AbstractContextManager[Any]]
@@ -39,24 +42,50 @@ def knn_hits(
         passage_weight=weight,
         rescore=rescore,
     )
-    if bm25_boost:
-        body = bm25_boost_search_body(request.vector, text=request.text, boost=options.text_boost, **common)
-    else:
-        body = knn_search_body(request.vector, text=request.text, **common)
-    with errors(f"search {alias!r}", search=True):
-        try:
-            response = client.search(index=alias, body=body, include_named_queries_score=bool(weight) or None)
-        except NotFoundError:
-            return
-    # With BM25 in the score, _score cannot be read back as span + λ · passage: Hit.score
-    # stays the best span there, and Elasticsearch's order (vector + BM25) is kept.
-    hits = rs.parse_hits(
-        response.body, scoring="knn", metric=stamp.similarity,
-        min_similarity=request.min_similarity, passage_weight=0.0 if bm25_boost else weight,
-    )
-    # Otherwise rank by Hit.score: the best span, or span + λ · passage (hybrid scoring).
-    ranked = hits if bm25_boost else rs.rank(hits)
+    candidates = num_candidates_for(request.limit, options.num_candidates)
+    while True:
+        common["num_candidates"] = candidates
+        if bm25_boost:
+            body = bm25_boost_search_body(request.vector, text=request.text, boost=options.text_boost, **common)
+        else:
+            body = knn_search_body(request.vector, text=request.text, **common)
+        with errors(f"search {alias!r}", search=True):
+            try:
+                response = client.search(index=alias, body=body, include_named_queries_score=bool(weight) or None)
+            except NotFoundError:
+                return
+        # With BM25 in the score, _score cannot be read back as span + λ · passage: Hit.score
+        # stays the best span there, and Elasticsearch's order (vector + BM25) is kept.
+        hits = rs.parse_hits(
+            response.body, scoring="knn", metric=stamp.similarity,
+            min_similarity=request.min_similarity, passage_weight=0.0 if bm25_boost else weight,
+        )
+        # Otherwise rank by Hit.score: the best span, or span + λ · passage (hybrid scoring).
+        ranked = hits if bm25_boost else rs.rank(hits)
+        # Hybrid scoring ranks a pool of the passages with the best spans: one outside it with a
+        # closer passage vector may belong in the top k. Widen the pool until a bound says none
+        # can, or up to Elasticsearch's cap (then the answer is approximate, as kNN is).
+        if bm25_boost or not weight or candidates >= MAX_NUM_CANDIDATES:
+            break
+        kth = ranked[request.limit - 1].score if len(ranked) >= request.limit else None
+        if pool_is_final(kth, *_pool_bounds(client, request, stamp, alias, candidates, rescore, errors), weight):
+            break
+        candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
     yield from ranked[: request.limit]
+
+
+def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, alias: str, candidates: int,
+                 rescore: bool, errors: Errors) -> tuple[float | None, float]:
+    """(the pool's last best span, or None when the pool holds every match; the best passage
+    cosine): one ``msearch`` of :func:`pool_bound_searches`."""
+    searches = pool_bound_searches(
+        request.vector, min_similarity=request.min_similarity, metric=stamp.similarity, candidates=candidates,
+        filters=request.filters, text=request.text, rescore=rescore,
+    )
+    with errors(f"search {alias!r} for the bounds of a hybrid search", search=True):
+        floor, best = (rs.raw_hits(r) for r in client.msearch(index=alias, searches=searches).body["responses"])
+    floor_span = cosine_from_knn_score(floor[0]["_score"], stamp.similarity) if floor else None
+    return floor_span, cosine_from_knn_score(best[0]["_score"], stamp.similarity) if best else 0.0
 
 
 def exact_hits(

@@ -318,8 +318,12 @@ class ElasticsearchStore:
                 self.client.indices.get_settings(index=self.alias, name="index.refresh_interval").body
             )
             if previous == interval:
-                return
-            self.client.indices.put_settings(index=self.alias, settings=refresh_settings(interval))
+                # Left so by a load that was killed while relaxed: restore it at the end all the same
+                # (to the server default, 1 s, which the shipped index template also sets), or the
+                # index would answer up to that interval late from now on.
+                previous = None
+            else:
+                self.client.indices.put_settings(index=self.alias, settings=refresh_settings(interval))
         self._relaxed = (previous,)
 
     def _restore_refresh(self) -> None:
