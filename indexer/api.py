@@ -34,6 +34,22 @@ class NerIndex:
         self.encoder = encoder
         self.store = store
         self.description = description
+        self._checked_for: str | None = None  # the store identity the model was last checked against
+
+    def _check_store_model(self) -> None:
+        """Check the store's model again when the store behind this handle is another than at the
+        last search: an alias moved by ``nerindex es reindex`` (maybe to another model's index), a
+        replaced store.sqlite. A long-lived handle (the web service) would otherwise search one
+        model's vectors with another's query vectors, without a word."""
+        identity = self.store.version().identity
+        if identity == self._checked_for:
+            return
+        forget = getattr(self.store, "forget_index", None)  # what a store cached of its index
+        if forget is not None:
+            forget()
+        if self.store.model() is not None:
+            self.store.check_model(self.encoder.info.stamp, writing=False)
+        self._checked_for = identity
 
     @classmethod
     def open(
@@ -181,6 +197,7 @@ class NerIndex:
         ``feedback`` (off by default) searches twice: the type vector is moved towards the passage
         vectors of the first search's top hits (pseudo-relevance feedback, :mod:`indexer.feedback`).
         """
+        self._check_store_model()
         request = self.request(type_phrase, **options)
         if feedback is not None:
             hits = search_with_feedback(self.store, request, feedback)

@@ -529,6 +529,29 @@ def test_a_write_during_reindex_is_refused_not_lost(loaded, stamp):
         writer.close()
 
 
+def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stamp):
+    """A long-lived handle (the web service) read the model once; after ``es reindex`` moved the
+    alias to another model's index it kept searching that index with its own query vectors
+    (found by an audit). The next search now checks the model again and refuses."""
+    from indexer.api import NerIndex
+
+    class Encoder:  # what NerIndex.search needs: the model and a type vector
+        info = type("Info", (), {"stamp": stamp, "similarity_threshold": 0.5, "passage_weight": 0.0})()
+
+        def embed_types(self, phrases):
+            return np.stack([DINO for _ in phrases])
+
+    ix = NerIndex(Encoder(), loaded)
+    assert [h.id for h in ix.search("dinosaur")] == ["p1", "p2", "p3"]
+    mover = open_elasticsearch(resolve(es_index=loaded.alias))
+    try:
+        reindex(mover, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3)
+    finally:
+        mover.close()
+    with pytest.raises(ModelMismatchError):
+        ix.search("dinosaur")
+
+
 def test_reindex_needs_an_alias(make_live_store, stamp):
     store = make_live_store()
     with pytest.raises(StoreError, match="does not exist"):

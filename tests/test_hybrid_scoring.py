@@ -36,10 +36,8 @@ class _Encoder:
 
 @pytest.fixture
 def store(tmp_path):
-    from indexer.stores.base import ModelStamp
-
     s = EmbeddedStore.open(tmp_path / "store")
-    s.check_model(ModelStamp(id="m", version="1", dims=8, checksum="c" * 64))
+    s.check_model(_Encoder(None).info.stamp)  # the model NerIndex checks the store against
     s.write(hybrid_corpus())
     yield s
     s.close()
