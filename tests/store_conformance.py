@@ -324,6 +324,24 @@ class StoreConformance:
         text = f"Passage {pid} names a creature."
         return EncodedPassage(Passage(pid, text, {}), (span(text, "creature", span_vec, ()),), passage_vec)
 
+    MIXED = [("y1", {"year": 2001}), ("y2", {"year": 2001.5}), ("y3", {"year": "2001"}), ("y4", {"year": 2001.0}),
+             ("f1", {"flag": True}), ("n1", {"n": 1}), ("r1", {"r": 0.5}), ("r2", {"r": 1700000001})]
+
+    @pytest.mark.parametrize("where, expected", [
+        ({"year": 2001}, ["y1", "y3", "y4"]), ({"year": "2001"}, ["y1", "y3", "y4"]), ({"year": 2001.5}, ["y2"]),
+        ({"flag": True}, ["f1"]), ({"flag": "true"}, ["f1"]), ({"flag": 1}, []), ({"n": True}, []), ({"n": 1}, ["n1"]),
+        ({"r": 1700000001}, ["r2"]), ({"r": 1700000000}, []),
+    ])
+    def test_metadata_filters_follow_one_rule_whatever_types_a_field_holds(self, store, stamp, where, expected):
+        """A field whose values have several types (found by an audit: Elasticsearch filtered by
+        the type it guessed from the first passage, so 2001.5 matched year=2001 and large
+        integers merged in a float field): every backend answers by the embedded store's rule."""
+        store.check_model(stamp)
+        docs = [doc(pid, "Tyrannosaurus was here.", [("Tyrannosaurus", DINO)], **fields) for pid, fields in self.MIXED]
+        assert all(o.ok for o in store.write(docs))
+        hits = self.search(store, DINO, threshold=0.5, limit=50, filters=where)
+        assert sorted(h.id for h in hits) == expected
+
     # --- query-time feedback: the stored passage vectors of given ids ----------------------------
 
     def test_passage_vectors_in_the_order_given(self, hybrid):

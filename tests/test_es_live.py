@@ -247,6 +247,28 @@ def test_a_load_killed_while_relaxed_leaves_no_lasting_refresh_delay(make_live_s
     assert interval() in ("1s", None)
 
 
+def index_made_before_filter_texts(store: ElasticsearchStore, stamp: ModelStamp) -> ElasticsearchStore:
+    """The store's alias on an index as nerindex made it before ``filter_texts``."""
+    body = index_requests.create_index_body(stamp, alias=store.alias)
+    mappings = body["mappings"]
+    mappings["_meta"].pop(index_requests.FILTER_TEXTS)
+    mappings["properties"].pop(index_requests.FILTER_TEXTS)
+    mappings["dynamic_templates"] = [t for t in mappings["dynamic_templates"] if index_requests.FILTER_TEXTS not in t]
+    store.client.indices.create(index=f"{store.alias}-000001", **body)
+    store.check_model(stamp)
+    return store
+
+
+def test_an_index_made_before_filter_texts_keeps_filtering_on_its_fields(make_live_store, stamp):
+    """An index made by an earlier nerindex has no filter_texts (and a strict mapping that would
+    refuse it): writes leave the field out and filters use the metadata fields as before."""
+    store = index_made_before_filter_texts(make_live_store(), stamp)
+    assert not store.typed_filters()
+    assert all(o.ok for o in store.write(corpus()))
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"lang": "en"}))} == {"p1", "p2"}
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"year": 2020}))} == {"p1", "p3"}
+
+
 # --- top-k search -----------------------------------------------------------------------------------
 
 
@@ -381,9 +403,11 @@ def test_search_on_a_missing_index_finds_nothing(make_live_store):
     assert store.existing_ids(["a"]) == set() and store.model() is None
 
 
-def test_a_request_the_server_rejects_is_a_search_error(loaded):
+def test_a_request_the_server_rejects_is_a_search_error(make_live_store, stamp):
+    store = index_made_before_filter_texts(make_live_store(), stamp)  # filters on the typed fields
+    assert all(o.ok for o in store.write(corpus()))
     with pytest.raises(SearchError, match="Elasticsearch rejected the request to search"):
-        search(loaded, DINO, filters=Filters.of({"year": "the Cretaceous"}))  # year is a long
+        search(store, DINO, filters=Filters.of({"year": "the Cretaceous"}))  # year is a long
 
 
 # --- exhaustive search (Painless) ---------------------------------------------------------------------

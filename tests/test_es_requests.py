@@ -638,3 +638,14 @@ def test_the_pool_bound_searches_ask_for_the_last_of_the_pool_and_the_best_passa
     assert (floor["from"], floor["size"], floor["knn"]["k"], floor["knn"]["num_candidates"]) == (199, 1, 200, 200)
     assert "inner_hits" not in floor["knn"] and floor["knn"]["filter"]  # the same pool as the search
     assert best["knn"]["field"] == "vector" and best["knn"]["k"] == 1 and "filter" not in best["knn"]
+
+
+def test_metadata_filters_of_an_index_with_filter_texts_use_the_embedded_stores_texts():
+    typed, _ = search_requests.filter_clauses(Filters.of({"year": 2001, "flag": True, "missing": None}), typed=True)
+    plain, _ = search_requests.filter_clauses(Filters.of({"year": 2001}))
+    assert {"terms": {"filter_texts.year": ["2001", "2001.0"]}} in typed
+    assert {"terms": {"filter_texts.flag": ["true"]}} in typed
+    assert {"bool": {"must_not": [{"exists": {"field": "fields.missing"}}]}} in typed  # absence: the field itself
+    assert plain == [{"term": {"fields.year": 2001}}]  # an index made before: as it was
+    assert index_requests.filter_texts({"year": 2001.0, "tags": ["a", 3], "flag": False, "obj": {"x": 1}, "none": None}) == {
+        "year": ["2001.0"], "tags": ["a", "3"], "flag": ["false"]}

@@ -41,13 +41,15 @@ def write_documents(
     stamp: ModelStamp,
     index: str,
     options: BulkOptions = BulkOptions(),
+    typed_filters: bool = False,
 ) -> list[WriteOutcome]:
-    """Index passages into ``index`` (an alias or a concrete index); one outcome per passage."""
+    """Index passages into ``index`` (an alias or a concrete index); one outcome per passage;
+    ``typed_filters``: the index has ``filter_texts`` (``index_requests.filter_texts``)."""
     if not docs:
         return []
     results = streaming_bulk(
         client,
-        bulk_actions(docs, stamp, index),
+        bulk_actions(docs, stamp, index, typed_filters=typed_filters),
         chunk_size=options.chunk_size,
         max_chunk_bytes=options.max_chunk_bytes,
         max_retries=options.max_retries,

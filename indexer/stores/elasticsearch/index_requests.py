@@ -21,10 +21,14 @@ import numpy as np
 from ...errors import StoreError
 from ...records import EncodedPassage
 from ..base import ModelStamp
+from ..filters import stored_text
 from . import templates
 from .similarity import check_metric
 
 META_FORMAT = 1
+# Each metadata value also as the text the embedded store's filters compare (filter_texts.<key>),
+# so both stores filter by one rule; an index made before has no such field (its _meta says which).
+FILTER_TEXTS = "filter_texts"
 SPANS_PATH = "spans"
 SPAN_VECTOR_FIELD = "spans.vector"
 PASSAGE_VECTOR_FIELD = "vector"
@@ -103,9 +107,25 @@ def quantized(index_type: str | None) -> bool:
     return bool(index_type) and index_type.split("_", 1)[0] in ("int8", "int4", "bbq")
 
 
-def index_meta(stamp: ModelStamp) -> dict[str, Any]:
-    """The index ``_meta``: which model made the vectors (the model guard reads it back)."""
-    return {"nerindex_format": META_FORMAT, "model": stamp.to_dict()}
+def index_meta(stamp: ModelStamp, *, typed_filters: bool = False) -> dict[str, Any]:
+    """The index ``_meta``: which model made the vectors (the model guard reads it back), and
+    whether its passages carry ``filter_texts`` (:func:`filter_texts`: every passage index this
+    nerindex makes; not one made before, whose passages lack the field)."""
+    meta: dict[str, Any] = {"nerindex_format": META_FORMAT, "model": stamp.to_dict()}
+    if typed_filters:
+        meta[FILTER_TEXTS] = True
+    return meta
+
+
+def filter_texts(fields: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each metadata value (each element of a list) as the embedded store's filters compare it
+    (``stores.filters.stored_text``: booleans as true/false, numbers as SQLite writes them)."""
+    out: dict[str, list[str]] = {}
+    for key, value in fields.items():
+        texts = [t for v in (value if isinstance(value, list) else [value]) if (t := stored_text(v)) is not None]
+        if texts:
+            out[key] = texts
+    return out
 
 
 def index_body(
@@ -121,7 +141,7 @@ def index_body(
             "dims": int(stamp.dims),
             "similarity": stamp.similarity,
             "index_options": index_options_body(index_options),
-            "meta": index_meta(stamp),
+            "meta": index_meta(stamp, typed_filters=True),
         },
     )
 
@@ -210,8 +230,9 @@ def document_problem(doc: EncodedPassage, dims: int) -> str | None:
     return None
 
 
-def passage_document(doc: EncodedPassage, stamp: ModelStamp) -> dict[str, Any]:
-    """The ``_source`` of one passage: text, metadata, model, passage vector, nested spans."""
+def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: bool = False) -> dict[str, Any]:
+    """The ``_source`` of one passage: text, metadata (and, for an index that has the field, its
+    :func:`filter_texts`), model, passage vector, nested spans."""
     passage = doc.passage
     source: dict[str, Any] = {
         "id": passage.id,
@@ -220,6 +241,8 @@ def passage_document(doc: EncodedPassage, stamp: ModelStamp) -> dict[str, Any]:
         "model": {"id": stamp.id, "version": stamp.version},
         "span_count": len(doc.spans),
     }
+    if typed_filters:
+        source[FILTER_TEXTS] = filter_texts(passage.fields)
     if doc.vector is not None:
         source["vector"] = vector_values(doc.vector)
     source["spans"] = [
@@ -236,22 +259,22 @@ def passage_document(doc: EncodedPassage, stamp: ModelStamp) -> dict[str, Any]:
     return source
 
 
-def bulk_action(doc: EncodedPassage, stamp: ModelStamp, index: str) -> dict[str, Any]:
+def bulk_action(doc: EncodedPassage, stamp: ModelStamp, index: str, *, typed_filters: bool = False) -> dict[str, Any]:
     """One ``streaming_bulk`` action: index (create or overwrite) under the deterministic _id."""
     return {
         "_op_type": "index",
         "_index": index,
         "_id": document_id(doc.passage.id),
-        "_source": passage_document(doc, stamp),
+        "_source": passage_document(doc, stamp, typed_filters=typed_filters),
     }
 
 
 def bulk_actions(
-    docs: Iterable[EncodedPassage], stamp: ModelStamp, index: str
+    docs: Iterable[EncodedPassage], stamp: ModelStamp, index: str, *, typed_filters: bool = False
 ) -> Iterator[dict[str, Any]]:
     """Bulk actions for passages, lazily, in input order."""
     for doc in docs:
-        yield bulk_action(doc, stamp, index)
+        yield bulk_action(doc, stamp, index, typed_filters=typed_filters)
 
 # Elasticsearch 9.2 leaves dense vectors out of ``_source`` by default (index setting
 # ``index.mapping.exclude_source_vectors``); ``exclude_vectors: false`` asks for them back.

@@ -66,6 +66,7 @@ def exhaustive_search_body(
     keep_alive: str = "2m",
     search_after: Sequence[Any] | None = None,
     passage_weight: float = 0.0,
+    typed_filters: bool = False,
 ) -> dict[str, Any]:
     """Every passage whose best span passes the threshold, exactly, one page at a time.
 
@@ -78,7 +79,7 @@ def exhaustive_search_body(
     score (span cos + 1), so pages are sorted by the combined score, shifted by 1 + λ.
     """
     weight = check_passage_weight(passage_weight)
-    passage_level, span_level = filter_clauses(filters)
+    passage_level, span_level = filter_clauses(filters, typed=typed_filters)
     nested = exact_best_span(vector, min_similarity=min_similarity, span_level=span_level)
     boolean: dict[str, Any] = {"must": [nested]}
     restrictions = passage_level + ([text_filter(text)] if text else [])

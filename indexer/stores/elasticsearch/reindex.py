@@ -186,7 +186,8 @@ def _copy_and_swap(store: ElasticsearchStore, encoder: Encoder, stamp: ModelStam
     for batch in _batches(iter_passages(store, old, page_size=store.options.page_size), chunk_size):
         encoded = encoder.encode(batch, batch_size=batch_size)
         with store.errors(f"bulk index into {new!r}"):
-            report.count(write_documents(client, encoded, stamp=stamp, index=new, options=store.options.bulk))
+            report.count(write_documents(client, encoded, stamp=stamp, index=new, options=store.options.bulk,
+                                         typed_filters=True))  # create_index_body made it with filter_texts
         if on_batch is not None:
             on_batch(report.passages, report.failed)
     with store.errors(f"refresh {new!r}"):

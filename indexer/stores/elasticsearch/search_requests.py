@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 
 from ...errors import SearchError
 from ..base import Filters, FilterValue, check_passage_weight
-from .index_requests import PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values
+from ..filters import field_texts
+from .index_requests import FILTER_TEXTS, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values
 from .similarity import knn_score_from_cosine, knn_similarity, linear_knn_score
 
 INNER_HIT_FIELDS = ["spans.start", "spans.end", "spans.text", "spans.labels"]
@@ -48,16 +49,27 @@ def _value_clause(field: str, value: FilterValue) -> dict[str, Any]:
     return {"term": {field: value}}
 
 
-def filter_clauses(filters: Filters | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _metadata_clause(key: str, value: FilterValue, typed: bool) -> dict[str, Any]:
+    """One metadata filter. ``typed``: the index keeps each metadata value as the text the
+    embedded store compares (``filter_texts.<key>``, :func:`index_requests.filter_texts`), so the
+    filter is the embedded store's rule (``stores.filters.field_texts``), not the field type
+    Elasticsearch guessed from the first passage that had the field."""
+    if value is None or not typed:
+        return _value_clause(f"fields.{key}", value)
+    texts = list(dict.fromkeys(t for v in (value if isinstance(value, tuple) else (value,)) for t in field_texts(v)))
+    return {"terms": {f"{FILTER_TEXTS}.{key}": texts}}
+
+
+def filter_clauses(filters: Filters | None, *, typed: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Filters as (passage-level clauses, span-level clauses), in key order (deterministic bodies).
 
     ``{"source": "wiki"}`` filters the user metadata field ``fields.source``; a tuple of values
     means any of them (``terms``); None means the field is absent. ``spans.labels`` and
-    ``spans.text`` restrict which spans may match.
+    ``spans.text`` restrict which spans may match. ``typed``: see :func:`_metadata_clause`.
     """
     if filters is None:
         return [], []
-    passage_level = [_value_clause(f"fields.{key}", value) for key, value in filters.metadata]
+    passage_level = [_metadata_clause(key, value, typed) for key, value in filters.metadata]
     span_level = [_value_clause(SPAN_FILTER_FIELDS[key], value) for key, value in filters.spans]
     return passage_level, span_level
 
@@ -128,6 +140,7 @@ def knn_search_body(
     text: str | None = None,
     passage_weight: float = 0.0,
     rescore: bool = False,
+    typed_filters: bool = False,
 ) -> dict[str, Any]:
     """Top-level nested kNN on ``spans.vector``: passages ranked by their best span.
 
@@ -141,7 +154,7 @@ def knn_search_body(
     """
     k = _check_k(limit)
     weight = check_passage_weight(passage_weight)
-    passage_level, span_level = filter_clauses(filters)
+    passage_level, span_level = filter_clauses(filters, typed=typed_filters)
     clauses = passage_level + span_level + ([text_filter(text)] if text else [])
     candidates = num_candidates_for(k, num_candidates)
     if weight:
@@ -170,14 +183,15 @@ def knn_search_body(
 
 def pool_bound_searches(
     vector: Any, *, min_similarity: float, metric: str, candidates: int, filters: Filters | None,
-    text: str | None, rescore: bool,
+    text: str | None, rescore: bool, typed_filters: bool = False,
 ) -> list[dict[str, Any]]:
     """An ``msearch`` body for what a hybrid search needs to know whether a passage outside its
     candidate pool could still enter its top k (:func:`pool_is_final`): the pool's last passage
     by best span (the ``candidates``-th of the span kNN a hybrid search pools), and the passage
     most similar to the query over every passage (no filter: a bound over more is still one)."""
     floor = knn_search_body(vector, min_similarity=min_similarity, metric=metric, limit=candidates,
-                            num_candidates=candidates, filters=filters, text=text, rescore=rescore)
+                            num_candidates=candidates, filters=filters, text=text, rescore=rescore,
+                            typed_filters=typed_filters)
     floor["knn"].pop("inner_hits", None)
     floor.update({"from": candidates - 1, "size": 1, "_source": False})
     best = {"field": PASSAGE_VECTOR_FIELD, "query_vector": query_vector_values(vector), "k": 1,
@@ -318,6 +332,7 @@ def bm25_boost_search_body(
     boost: float = 0.1,
     passage_weight: float = 0.0,
     rescore: bool = False,
+    typed_filters: bool = False,
 ) -> dict[str, Any]:
     """BM25 boost mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.
 
@@ -330,7 +345,7 @@ def bm25_boost_search_body(
     """
     k = _check_k(limit)
     weight = check_passage_weight(passage_weight)
-    passage_level, span_level = filter_clauses(filters)
+    passage_level, span_level = filter_clauses(filters, typed=typed_filters)
     candidates = num_candidates_for(k, num_candidates)
     options = dict(
         min_similarity=min_similarity, metric=metric, num_candidates=candidates,

@@ -28,7 +28,7 @@ Errors = Callable[..., AbstractContextManager[Any]]
 
 def knn_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, options: StoreOptions, rescore: bool, errors: Errors,
+    alias: str, options: StoreOptions, rescore: bool, errors: Errors, typed_filters: bool = False,
 ) -> Iterator[Hit]:
     """The top ``request.limit`` hits of one nested kNN search (option ``hybrid``: plus BM25 boost)."""
     bm25_boost = options.hybrid and bool(request.text)  # the public option "hybrid": BM25 on text
@@ -41,6 +41,7 @@ def knn_hits(
         filters=request.filters,
         passage_weight=weight,
         rescore=rescore,
+        typed_filters=typed_filters,
     )
     candidates = num_candidates_for(request.limit, options.num_candidates)
     while True:
@@ -68,19 +69,20 @@ def knn_hits(
         if bm25_boost or not weight or candidates >= MAX_NUM_CANDIDATES:
             break
         kth = ranked[request.limit - 1].score if len(ranked) >= request.limit else None
-        if pool_is_final(kth, *_pool_bounds(client, request, stamp, alias, candidates, rescore, errors), weight):
+        if pool_is_final(kth, *_pool_bounds(client, request, stamp, alias, candidates, rescore, errors, typed_filters),
+                         weight):
             break
         candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
     yield from ranked[: request.limit]
 
 
 def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, alias: str, candidates: int,
-                 rescore: bool, errors: Errors) -> tuple[float | None, float]:
+                 rescore: bool, errors: Errors, typed_filters: bool) -> tuple[float | None, float]:
     """(the pool's last best span, or None when the pool holds every match; the best passage
     cosine): one ``msearch`` of :func:`pool_bound_searches`."""
     searches = pool_bound_searches(
         request.vector, min_similarity=request.min_similarity, metric=stamp.similarity, candidates=candidates,
-        filters=request.filters, text=request.text, rescore=rescore,
+        filters=request.filters, text=request.text, rescore=rescore, typed_filters=typed_filters,
     )
     with errors(f"search {alias!r} for the bounds of a hybrid search", search=True):
         floor, best = (rs.raw_hits(r) for r in client.msearch(index=alias, searches=searches).body["responses"])
@@ -90,7 +92,7 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
 
 def exact_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, options: StoreOptions, limit: int | None, errors: Errors,
+    alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: bool = False,
 ) -> Iterator[Hit]:
     """Every match (or the first ``limit``), scored exactly, one page per request through a
     point in time that is closed however the iteration ends."""
@@ -114,6 +116,7 @@ def exact_hits(
                 keep_alive=keep_alive,
                 search_after=after,
                 passage_weight=float(request.passage_weight),
+                typed_filters=typed_filters,
             )
             with errors(f"search {alias!r} exhaustively", search=True):
                 response = client.search(body=body).body

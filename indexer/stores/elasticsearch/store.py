@@ -39,6 +39,7 @@ from . import responses as rs
 from .bulk import write_documents
 from .client import make_client, translated_errors
 from .index_requests import (
+    FILTER_TEXTS,
     PASSAGE_VECTOR_FIELD,
     SERVER_FACTS_FILTER,
     SOURCE_VECTORS_SERVER,
@@ -85,6 +86,7 @@ class ElasticsearchStore:
         self._facts: rs.ServerFacts | None = None
         self._stamp: ModelStamp | None = None
         self._vector_type: str | None = None  # index_options type of spans.vector, once read
+        self._typed_filters: bool | None = None  # the index keeps filter_texts (once read)
         self._relaxed: tuple[str | None] | None = None  # (previous refresh_interval,) while relaxed
         self._dirty = False
 
@@ -163,7 +165,16 @@ class ElasticsearchStore:
                 return None
         index, mapping = rs.index_mapping(response.body, target=self.alias)
         self._vector_type = span_vector_index_type(mapping)
+        self._typed_filters = bool((mapping.get("_meta") or {}).get(FILTER_TEXTS))
         return index, mapping
+
+    def typed_filters(self) -> bool:
+        """Whether the index behind the alias keeps ``filter_texts`` (made by this nerindex or
+        re-indexed since), so metadata filters follow the embedded store's rule; an older index
+        filters on the field types Elasticsearch guessed (docs/elasticsearch.md)."""
+        if self._typed_filters is None:
+            self.target()
+        return bool(self._typed_filters)
 
     def health(self) -> str | None:
         """``green``, ``yellow`` or ``red``: the health of the index behind the alias (None when
@@ -179,6 +190,7 @@ class ElasticsearchStore:
         """Drop what was read about the index behind the alias (after the alias moved)."""
         self._stamp = None
         self._vector_type = None
+        self._typed_filters = None
 
     def rescores(self) -> bool:
         """Whether kNN searches rescore with the float vectors (exact scores and threshold):
@@ -219,7 +231,7 @@ class ElasticsearchStore:
             raise ModelMismatchError(rs.mismatch_message(self.alias, index, stored, stamp, check.conflict))
         if check.adopted:
             with self.errors(f"record the model settings in the _meta of {index!r}"):
-                self.client.indices.put_mapping(index=index, meta=index_meta(check.recorded))
+                self.client.indices.put_mapping(index=index, meta=index_meta(check.recorded, typed_filters=self.typed_filters()))
             log.warning(adopted_message(f"Elasticsearch index {index!r}", check))
         self._stamp = check.recorded
 
@@ -302,7 +314,7 @@ class ElasticsearchStore:
             with self.errors(f"bulk index into {self.alias!r}"):
                 written = write_documents(
                     self.client, [doc for _, doc in sendable], stamp=stamp, index=self.alias,
-                    options=self._options.bulk,
+                    options=self._options.bulk, typed_filters=self.typed_filters(),
                 )
             self._dirty = True
             for (position, _), outcome in zip(sendable, written, strict=True):
@@ -395,7 +407,7 @@ class ElasticsearchStore:
                 error=SearchError,
             )
         self.flush()
-        common = dict(alias=self.alias, options=self._options, errors=self.errors)
+        common = dict(alias=self.alias, options=self._options, errors=self.errors, typed_filters=self.typed_filters())
         if exact:
             return exact_hits(
                 self.client, request, stamp, limit=None if request.exhaustive else request.limit, **common
