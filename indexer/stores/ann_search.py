@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import ann, int8_scan, segments
+from .embedded_schema import parse_mark
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,10 @@ def _sample(vec: segments.SegmentSet, kind: str, size: int) -> tuple[np.ndarray,
 
 
 def later_mark(a: str, b: str) -> str:
-    """Of two write marks (``g<generation>.<token>``) of one history, the later one."""
+    """Of two write marks (``embedded_schema.written_mark``) of one history, the later one."""
     def generation(mark: str) -> int:
-        digits = mark.removeprefix("g").partition(".")[0]
-        return int(digits) if digits.isdigit() else -1
+        parsed = parse_mark(mark)
+        return parsed[0] if parsed else -1
 
     return a if generation(a) >= generation(b) else b
 

@@ -170,13 +170,19 @@ def written_mark(version: StoreVersion) -> str:
     return version.state.split("-", 1)[0]
 
 
+def parse_mark(mark: str) -> tuple[int, str] | None:
+    """(generation, token) of a write mark (:func:`written_mark`; the token is empty for a write
+    the log missed); None when it is not one."""
+    generation, _, token = mark.removeprefix("g").partition(".")
+    return (int(generation), token) if generation.isdigit() else None
+
+
 def in_history(conn: sqlite3.Connection, mark: str) -> bool:
     """Whether the write a derived file names (:func:`written_mark`) is in this store's history."""
-    generation, _, token = mark.removeprefix("g").partition(".")
-    if not generation.isdigit() or not token:
+    parsed = parse_mark(mark)
+    if parsed is None or not parsed[1]:
         return False
-    row = conn.execute("SELECT 1 FROM write_log WHERE generation = ? AND token = ?", (int(generation), token)).fetchone()
-    return row is not None
+    return conn.execute("SELECT 1 FROM write_log WHERE generation = ? AND token = ?", parsed).fetchone() is not None
 
 
 def snapshot(conn: sqlite3.Connection) -> tuple[StoreVersion, int, int]:

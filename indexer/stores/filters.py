@@ -30,7 +30,7 @@ def _field_sql(key: str, value: FilterValue) -> tuple[str, list[Any]]:
     """One metadata filter over ``passages.fields`` (JSON)."""
     if value is None:
         return f"json_extract(passages.fields, '$.\"{key}\"') IS NULL", []
-    values = _field_values(value)
+    values = field_values(value)
     marks = ",".join("?" for _ in values)
     return (
         f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') WHERE {_stored('value', 'type')} IN ({marks}))",
@@ -128,8 +128,8 @@ def field_texts(value: FilterScalar) -> tuple[str, ...]:
     return tuple(dict.fromkeys(texts))
 
 
-def _field_values(value: FilterValue) -> list[str]:
-    """:func:`field_texts` of every value a metadata filter accepts."""
+def field_values(value: FilterValue) -> list[str]:
+    """:func:`field_texts` of every value a metadata filter accepts (both stores' filters)."""
     return list(dict.fromkeys(t for v in _values(value) for t in field_texts(v)))
 
 
@@ -235,7 +235,7 @@ def indexed_filter_sql(filters: Filters, *, correlated: bool = False, row: str =
     def clause(key: str, value: FilterValue) -> tuple[str, list[Any]]:
         if value is None:
             return _field_sql(key, value)
-        values = _field_values(value)
+        values = field_values(value)
         marks = ",".join("?" for _ in values)
         if correlated:
             return (f"EXISTS (SELECT 1 FROM passage_fields WHERE key = ? AND value IN ({marks}) "
@@ -264,7 +264,7 @@ def selection_bound_sql(filters: Filters, text: str | None, limit: int) -> list[
     out = []
     for key, value in filters.metadata:
         if value is not None:
-            values = _field_values(value)
+            values = field_values(value)
             marks = ",".join("?" for _ in values)
             out.append((f"SELECT COUNT(*) FROM (SELECT 1 FROM passage_fields WHERE key = ? AND value IN ({marks}) "
                         f"LIMIT {int(limit)})", [key, *values]))

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from ...errors import SearchError
 from ..base import Filters, FilterValue, check_passage_weight
-from ..filters import field_texts
+from ..filters import field_values
 from .index_requests import FILTER_TEXTS, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values
 from .similarity import knn_score_from_cosine, knn_similarity, linear_knn_score
 
@@ -52,12 +52,11 @@ def _value_clause(field: str, value: FilterValue) -> dict[str, Any]:
 def _metadata_clause(key: str, value: FilterValue, typed: bool) -> dict[str, Any]:
     """One metadata filter. ``typed``: the index keeps each metadata value as the text the
     embedded store compares (``filter_texts.<key>``, :func:`index_requests.filter_texts`), so the
-    filter is the embedded store's rule (``stores.filters.field_texts``), not the field type
+    filter is the embedded store's rule (``stores.filters.field_values``), not the field type
     Elasticsearch guessed from the first passage that had the field."""
     if value is None or not typed:
         return _value_clause(f"fields.{key}", value)
-    texts = list(dict.fromkeys(t for v in (value if isinstance(value, tuple) else (value,)) for t in field_texts(v)))
-    return {"terms": {f"{FILTER_TEXTS}.{key}": texts}}
+    return {"terms": {f"{FILTER_TEXTS}.{key}": field_values(value)}}
 
 
 def filter_clauses(filters: Filters | None, *, typed: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
