@@ -149,6 +149,7 @@ def encode_set(files: list[Path], name: str, enc: OnnxEncoder, card: ModelCard) 
         "vectors": np.stack([s.vector for d in docs for s in d.spans]),
         "base": np.stack([s.base_vector for d in docs for s in d.spans]),
         "offsets": np.array([(s.start, s.end) for d in docs for s in d.spans], dtype=np.int64),
+        "texts": [d.passage.text for d in docs],
     }
     queries = bench.scored_queries()
     return bench, encoded, queries, enc.embed_types([q.text for q in queries]), [group_of(q, training) for q in queries]
@@ -224,6 +225,9 @@ def main() -> None:
     parser.add_argument("--passage-weight", type=float, default=None, help="λ (default: the model's)")
     parser.add_argument("--fusion", metavar="K,W", default=None, help="reciprocal-rank fusion of span and passage ranks instead of λ")
     parser.add_argument("--feedback", type=float, default=0.0, metavar="W", help="Rocchio weight of a second search (0: none)")
+    parser.add_argument("--span-side", metavar="PREFIX", default=None,
+                        help="span vectors from a span side saved by finetune_backbone.py --save ('shipped': the "
+                             "shipped adapter, computed the same way); needs the [train] extra")
     parser.add_argument("--feedback-top", type=int, default=10, metavar="N", help="first-search passages the feedback uses")
     args = parser.parse_args()
     folder = args.model or default_model_dir()
@@ -231,10 +235,16 @@ def main() -> None:
     card = ModelCard.load(folder)
     enc.info = dataclasses.replace(enc.info, detection_threshold=args.floor)
     sets = {name: encode_set([args.data / f for f in files], name, enc, card) for name, files in SETS.items()}
+    if args.span_side:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from finetune_backbone import replace_span_vectors
+
+        left = replace_span_vectors(sets, args.span_side, Path(folder), enc.info.max_length)
+        print(f"span side {args.span_side}: spans past max_length left with graph vectors {left}", file=sys.stderr)
     fusion = tuple(float(x) for x in args.fusion.split(",")) if args.fusion else None
     how = Combine(weight=enc.info.passage_weight if args.passage_weight is None else args.passage_weight,
                   fusion=fusion, feedback=args.feedback, feedback_top=args.feedback_top)  # fmt: skip
-    head = {"floor": args.floor} | dataclasses.asdict(how)
+    head = {"floor": args.floor, "span_side": args.span_side} | dataclasses.asdict(how)
     if args.marking:
         print(json.dumps(head | {"marking": marking(args.marking, sets, how)}, indent=1))
         return
