@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import random
 import sys
@@ -53,9 +54,11 @@ from indexer.training.data import (  # noqa: E402
     Corpus, Source, build_corpus, default_sources, load_phrase_map, related, seen_phrases,
 )
 from indexer.training.export import backbone_tokenizer_file  # noqa: E402
-from indexer.training.features import embed_phrases, gold_spans  # noqa: E402
+from indexer.training.features import embed_phrases, gold_spans, pad_ids  # noqa: E402
 from indexer.training.figures import macro_r_precision, span_r_precision  # noqa: E402
 from indexer.training.model import load_model_from_folder  # noqa: E402
+from indexer.training.silver_train import BatchSampler, _held_out, _silver_loss  # noqa: E402
+from indexer.training.train import _limit, load_silver  # noqa: E402
 
 
 def corpora(cfg, tokenizer, data: Path) -> dict[str, Corpus]:
@@ -80,12 +83,7 @@ def lower_states(backbone, corpus: Corpus, layers: set[int], device: str, batch:
     exs = corpus.examples
     for i in range(0, len(exs), batch):
         chunk = exs[i : i + batch]
-        t = max(len(e.ids) for e in chunk)
-        ids = torch.zeros(len(chunk), t, dtype=torch.long)
-        mask = torch.zeros(len(chunk), t, dtype=torch.long)
-        for r, e in enumerate(chunk):
-            ids[r, : len(e.ids)] = torch.from_numpy(e.ids)
-            mask[r, : len(e.ids)] = 1
+        ids, mask = pad_ids([e.ids for e in chunk])
         hs = backbone(
             input_ids=ids.to(device), attention_mask=mask.to(device), token_type_ids=torch.zeros_like(ids).to(device),
             output_hidden_states=True, return_dict=True,
@@ -208,12 +206,7 @@ def char_span_vectors(model, side: SpanSide, tokenizer, texts: list[str], spans:
         group = order[i : i + chunk]
         encs = [tokenizer.encode(texts[p]) for p in group]
         encs = [(e.ids[:max_length], e.offsets[:max_length]) for e in encs]
-        t = max(len(ids) for ids, _ in encs)
-        ids = torch.zeros(len(group), t, dtype=torch.long)
-        mask = torch.zeros(len(group), t, dtype=torch.long)
-        for r, (e, _) in enumerate(encs):
-            ids[r, : len(e)] = torch.tensor(e)
-            mask[r, : len(e)] = 1
+        ids, mask = pad_ids([e for e, _ in encs])
         hs = model.backbone(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
                             output_hidden_states=True, return_dict=True).hidden_states  # fmt: skip
         states = {j: [hs[j][r, : len(encs[r][0])] for r in range(len(group))] for j in layers}
@@ -267,6 +260,9 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8, help="evaluations without improvement")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--budget-s", type=float, default=None, help="start no run after this many seconds")
+    parser.add_argument("--limit", type=int, default=None, help="first N passages of each set (smoke tests)")
+    parser.add_argument("--silver", type=Path, default=None,
+                        help="a `nerindex silver` file: batches half gold, half WordNet spans, loss over its vocabulary")
     parser.add_argument("--save", type=Path, default=None, help="folder for each run 2's span side (float16 shards)")
     parser.add_argument("--out", type=Path, default=None, help="JSON of every run (written after each)")
     args = parser.parse_args()
@@ -277,10 +273,18 @@ def main() -> None:
     model = load_model_from_folder(folder, backbone=args.backbone).float()  # a float16 copy loads as float16
     tokenizer = load_tokenizer(backbone_tokenizer_file(args.backbone or cfg.backbone))
     data = corpora(cfg, tokenizer, args.data)
+    if args.limit:
+        data = {k: _limit(c, args.limit) for k, c in data.items()}
     train_types = seen_phrases(data["train"])
     phrases_of = {k: seen_phrases(c) for k, c in data.items()}
     queries = sorted(set().union(*phrases_of.values()) | set(cfg.held_out_types) | set(cfg.validation_types))
     type_vecs = embed_phrases(model, tokenizer, queries)  # frozen type side (CPU, float32)
+    silver = None
+    if args.silver:  # as `nerindex train --silver` reads it (hierarchy masking on, every type a negative)
+        silver = load_silver(dataclasses.replace(cfg, silver=str(args.silver), silver_dev=None), data["train"], data["dev"])
+        vocab_vecs = embed_phrases(model, tokenizer, silver["spans"].vocab)
+        silver["matrix"] = torch.stack([vocab_vecs[t] for t in silver["spans"].vocab])
+        print(f"silver: {silver['counts']}, vocabulary {len(silver['spans'].vocab)}", flush=True)
     model.to(dev)
     gold = {k: [g for g in gold_spans(c) if g[3]] for k, c in data.items()}
     groups = {
@@ -334,6 +338,11 @@ def main() -> None:
             by_type.setdefault(index[gold["train"][i][3]], []).append(i)
         tv = torch.stack([type_vecs[p] for p in phrases]).to(dev)
         rel = torch.tensor([[related(a, b) for b in phrases] for a in phrases], device=dev)
+        if silver is not None:
+            ss = silver["spans"]
+            held_cols, keep_silver = _held_out(ss, silver["related"], exclude)
+            sampler = BatchSampler(ss, keep=keep_silver, silver_share=cfg.silver_share, seed=cfg.seed)
+            silver_loss = _silver_loss(ss, silver["matrix"], silver["related"], torch.from_numpy(held_cols), cfg)
         groups_ = [{"params": list(side.adapter.parameters()), "lr": cfg.adapter_lr}]
         if n_top:
             groups_.append({"params": list(side.top.parameters()), "lr": lr})
@@ -344,10 +353,15 @@ def main() -> None:
         history, bad = [(0, best[0])], 0
         for n in range(1, steps + 1):
             side.train()
-            batch = [rng.choice(by_type[rng.choice(list(by_type))]) for _ in range(cfg.adapter_batch)]
-            spans = [gold["train"][i][:3] for i in batch]
-            idx = torch.tensor([index[gold["train"][i][3]] for i in batch], device=dev)
-            loss = infonce_loss(side(st["train"], spans), tv, idx, rel, cfg.tau)
+            if silver is not None:
+                batch = sampler.sample(cfg.adapter_batch)
+                # the loss runs on the CPU (masks over the whole vocabulary); gradients flow back
+                loss = silver_loss(side(st["train"], [ss.spans[i][:3] for i in batch]).cpu(), batch, None)
+            else:
+                batch = [rng.choice(by_type[rng.choice(list(by_type))]) for _ in range(cfg.adapter_batch)]
+                spans = [gold["train"][i][:3] for i in batch]
+                idx = torch.tensor([index[gold["train"][i][3]] for i in batch], device=dev)
+                loss = infonce_loss(side(st["train"], spans), tv, idx, rel, cfg.tau)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -372,7 +386,7 @@ def main() -> None:
     if agree < 0.999:
         raise SystemExit("the copied layers do not reproduce the frozen span vectors")
 
-    results: dict = {"device": dev, "groups": {g: q for g, (_, q) in groups.items()}, "runs": []}
+    results: dict = {"device": dev, "silver": str(args.silver) if args.silver else None, "groups": {g: q for g, (_, q) in groups.items()}, "runs": []}
     for n_top in args.layers:
         for lr in (args.lr if n_top else [0.0]):
             if args.budget_s is not None and time.time() - t_start > args.budget_s:
@@ -387,7 +401,8 @@ def main() -> None:
                 "run2": figures(side, st), "validation_history": history, "seconds": round(time.time() - t0, 1),
             }  # fmt: skip
             if args.save:
-                run["saved"] = save_side(side, args.save / f"top{n_top}-lr{lr:g}-step{step}")
+                tag = "silver-" if silver is not None else ""
+                run["saved"] = save_side(side, args.save / f"{tag}top{n_top}-lr{lr:g}-step{step}")
             results["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "validation_history"}), flush=True)
             if args.out:

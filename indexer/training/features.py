@@ -33,6 +33,17 @@ class Features:
     passage: torch.Tensor  # [N, D] float32 unit vectors (sentence embeddings)
 
 
+def pad_ids(rows: Sequence[Sequence[int] | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) ``[len(rows), longest]`` of token id rows, zero-padded on the right."""
+    t = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), t, dtype=torch.long)
+    mask = torch.zeros(len(rows), t, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def encode_corpus(model: SpanTypeEncoder, corpus: Corpus, *, batch_tokens: int) -> Features:
     """Run the backbone over all examples (length-sorted batches) and keep the feature layers."""
@@ -46,13 +57,7 @@ def encode_corpus(model: SpanTypeEncoder, corpus: Corpus, *, batch_tokens: int) 
         t = len(corpus.examples[order[min(i + 1, len(order) - 1)]].ids)
         bs = max(1, batch_tokens // max(t, 1))
         idx = order[i : i + bs]
-        tmax = max(len(corpus.examples[k].ids) for k in idx)
-        ids = torch.zeros(len(idx), tmax, dtype=torch.long)
-        mask = torch.zeros(len(idx), tmax, dtype=torch.long)
-        for r, k in enumerate(idx):
-            e = corpus.examples[k].ids
-            ids[r, : len(e)] = torch.from_numpy(e)
-            mask[r, : len(e)] = 1
+        ids, mask = pad_ids([corpus.examples[k].ids for k in idx])
         f, last = model.token_states(ids, mask)
         passage[idx] = model.pool(last, mask)
         f16 = f.to(torch.float16)
@@ -148,13 +153,7 @@ def embed_phrases(model: SpanTypeEncoder, tokenizer, phrases: Sequence[str], *, 
     phrases = list(phrases)
     for i in range(0, len(phrases), 64):
         chunk = phrases[i : i + 64]
-        encs = [tokenizer.encode(template.format(p)) for p in chunk]
-        t = max(len(e.ids) for e in encs)
-        ids = torch.zeros(len(encs), t, dtype=torch.long)
-        mask = torch.zeros(len(encs), t, dtype=torch.long)
-        for r, e in enumerate(encs):
-            ids[r, : len(e.ids)] = torch.tensor(e.ids)
-            mask[r, : len(e.ids)] = 1
+        ids, mask = pad_ids([tokenizer.encode(template.format(p)).ids for p in chunk])
         _, last = model.token_states(ids, mask)
         vecs = model.pool(last, mask)
         for p, v in zip(chunk, vecs):
