@@ -166,12 +166,13 @@ def ranked_with_spans(rule: str, q: np.ndarray, encoded: dict, how: Combine) -> 
     return [Ranked(encoded["ids"][i], float(total[i]), tuple(spans.get(int(i), ())), float(best[i])) for i in ranked]
 
 
-def marking(rules: list[str], sets: dict[str, tuple], how: Combine) -> dict:
-    """rule -> {"threshold", set -> group -> macro set F1, span hit rate, highlight precision}."""
+def marking(rules: list[str], sets: dict[str, tuple], how: Combine, calibrate_on: tuple[str, ...] = ("seen",)) -> dict:
+    """rule -> {"threshold", set -> group -> macro set F1, span hit rate, highlight precision}; each
+    rule's threshold calibrated on the validation split's types of the groups ``calibrate_on``."""
     out: dict = {}
     for rule in rules:
         bench, encoded, queries, vectors, groups = sets["validation"]
-        seen = {q.id: ranked_with_spans(rule, v, encoded, how) for q, v, g in zip(queries, vectors, groups) if g == "seen"}
+        seen = {q.id: ranked_with_spans(rule, v, encoded, how) for q, v, g in zip(queries, vectors, groups) if g in calibrate_on}
         chosen, _ = calibrate(seen, {q: bench.qrels[q] for q in seen})
         out[rule] = {"threshold": chosen.threshold}
         for name, (bench, encoded, queries, vectors, groups) in sets.items():
@@ -221,6 +222,8 @@ def main() -> None:
     parser.add_argument("--floor", type=float, default=0.001, help="detection threshold to encode with")
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     parser.add_argument("--marking", nargs="+", metavar="RULE", help="score returned sets and marks under these rules")
+    parser.add_argument("--calibrate-on", nargs="+", default=["seen"], choices=["seen", "unseen", "coarse"],
+                        help="with --marking: the validation split's type groups the threshold is calibrated on")
     parser.add_argument("--rules", nargs="+", metavar="RULE", default=RULES, help="rules to rank by (default: the grid)")
     parser.add_argument("--passage-weight", type=float, default=None, help="λ (default: the model's)")
     parser.add_argument("--fusion", metavar="K,W", default=None, help="reciprocal-rank fusion of span and passage ranks instead of λ")
@@ -246,7 +249,8 @@ def main() -> None:
                   fusion=fusion, feedback=args.feedback, feedback_top=args.feedback_top)  # fmt: skip
     head = {"floor": args.floor, "span_side": args.span_side} | dataclasses.asdict(how)
     if args.marking:
-        print(json.dumps(head | {"marking": marking(args.marking, sets, how)}, indent=1))
+        marks = marking(args.marking, sets, how, tuple(args.calibrate_on))
+        print(json.dumps(head | {"calibrate_on": args.calibrate_on, "marking": marks}, indent=1))
         return
     results = {name: run_set(encoded_set, args.rules, how) for name, encoded_set in sets.items()}
     if not args.json:
