@@ -13,9 +13,12 @@ Protocol as ``nerindex train`` and ``type_side.py``: run 1 holds the validation 
 training and early-stops on their span R-Precision. Figures are span R-Precision of gold spans
 (the training report's figure; ranking gold spans, not passages, so detection plays no part), macro
 over types, for: the validation types (held out in run 1), the seen MultiCoNER dev types, the
-held-out medical types (MultiCoNER en-dev), and CrossNER politics and literature dev, split into
-types the training data has ("seen") and has not ("unseen"). Step 0 is the shipped model; the script
-checks that its span vectors equal the frozen pipeline's before training.
+held-out medical types (MultiCoNER en-dev), and CrossNER politics and literature dev, split as
+`nerindex eval` splits them: coarse tags apart, the other types by whether the training data has
+them ("seen") or not ("unseen"). Step 0 is the shipped model; the script checks that its span
+vectors equal the frozen pipeline's before training. ``--silver FILE`` trains on gold + WordNet
+silver spans instead, as ``nerindex train --silver`` does (half the batch each, the loss over the
+whole silver vocabulary with the hierarchy's relatives masked).
 
     python docs/eval/finetune_backbone.py --data ../shared/data --out ft.json            # the grid
     python docs/eval/finetune_backbone.py --data ../shared/data --layers 6 --lr 1e-4 \
@@ -104,7 +107,6 @@ class SpanSide(torch.nn.Module):
         self.top = copy.deepcopy(model.backbone.encoder.layer[self.k0 :])
         self.adapter = copy.deepcopy(model.adapter)
         self.feature_layers = feature_layers
-        self.last = n_layers
         for p in self.parameters():
             p.requires_grad_(True)
 

@@ -172,8 +172,8 @@ def marking(rules: list[str], sets: dict[str, tuple], how: Combine, calibrate_on
     out: dict = {}
     for rule in rules:
         bench, encoded, queries, vectors, groups = sets["validation"]
-        seen = {q.id: ranked_with_spans(rule, v, encoded, how) for q, v, g in zip(queries, vectors, groups) if g in calibrate_on}
-        chosen, _ = calibrate(seen, {q: bench.qrels[q] for q in seen})
+        calib = {q.id: ranked_with_spans(rule, v, encoded, how) for q, v, g in zip(queries, vectors, groups) if g in calibrate_on}
+        chosen, _ = calibrate(calib, {q: bench.qrels[q] for q in calib})
         out[rule] = {"threshold": chosen.threshold}
         for name, (bench, encoded, queries, vectors, groups) in sets.items():
             per: dict[str, list] = {}
