@@ -51,7 +51,7 @@ from type_side import config_of  # noqa: E402
 
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.encoder import load_tokenizer  # noqa: E402
-from indexer.training.adapter import infonce_loss  # noqa: E402
+from indexer.training.adapter import early_stopped, infonce_loss  # noqa: E402
 from indexer.evaluation.benchmark_io import COARSE_TAGS  # noqa: E402
 from indexer.training.data import (  # noqa: E402
     Corpus, Source, build_corpus, default_sources, load_phrase_map, related, seen_phrases,
@@ -311,27 +311,35 @@ def main() -> None:
     states = {k: lower_states(model.backbone, c, needed, dev) for k, c in data.items()}
     print(f"frozen states of layers {sorted(needed)}: {time.time() - t0:.0f} s", flush=True)
 
-    def states_for(side: SpanSide) -> dict[str, dict[int, list[torch.Tensor]]]:
-        return states
-
     @torch.no_grad()
-    def vectors(side: SpanSide, st, corpus: str, chunk: int = 512) -> torch.Tensor:
+    def vectors(side: SpanSide, corpus: str, chunk: int = 512) -> torch.Tensor:
         side.eval()
         spans = [(e, a, b) for e, a, b, _ in gold[corpus]]
-        return torch.cat([side(st[corpus], spans[i : i + chunk]).cpu() for i in range(0, len(spans), chunk)])
+        return torch.cat([side(states[corpus], spans[i : i + chunk]).cpu() for i in range(0, len(spans), chunk)])
 
-    def figures(side: SpanSide, st) -> dict[str, float]:
-        vecs = {c: vectors(side, st, c) for c in {c for c, _ in groups.values()}}
+    def figures(side: SpanSide) -> dict[str, float]:
+        vecs = {c: vectors(side, c) for c in {c for c, _ in groups.values()}}
         return {
             g: round(macro_r_precision(span_r_precision(vecs[c], [p for *_, p in gold[c]], q, type_vecs)), 4)
             for g, (c, q) in groups.items()
         }
 
-    def train(n_top: int, lr: float, exclude: set[str], steps: int, early: bool):
-        torch.manual_seed(cfg.seed)
+    def step_loss(exclude: set[str]):
+        """The loss of one training step of a span side, batches drawn as ``nerindex train`` draws
+        them (``--silver``: half gold, half silver); ``exclude``: types held out of training."""
         rng = random.Random(cfg.seed)
-        side = SpanSide(model, n_top, cfg.heads.feature_layers).to(dev)
-        st = states_for(side)
+        if silver is not None:
+            ss = silver["spans"]
+            held_cols, keep = _held_out(ss, silver["related"], exclude)
+            sampler = BatchSampler(ss, keep=keep, silver_share=cfg.silver_share, seed=cfg.seed)
+            loss = _silver_loss(ss, silver["matrix"], silver["related"], torch.from_numpy(held_cols), cfg)
+
+            def silver_step(side: SpanSide) -> torch.Tensor:
+                batch = sampler.sample(cfg.adapter_batch)
+                # the loss runs on the CPU (masks over the whole vocabulary); gradients flow back
+                return loss(side(states["train"], [ss.spans[i][:3] for i in batch]).cpu(), batch, None)
+
+            return silver_step
         keep = [i for i, g in enumerate(gold["train"]) if g[3] not in exclude]
         phrases = sorted({gold["train"][i][3] for i in keep})
         index = {p: k for k, p in enumerate(phrases)}
@@ -340,49 +348,52 @@ def main() -> None:
             by_type.setdefault(index[gold["train"][i][3]], []).append(i)
         tv = torch.stack([type_vecs[p] for p in phrases]).to(dev)
         rel = torch.tensor([[related(a, b) for b in phrases] for a in phrases], device=dev)
-        if silver is not None:
-            ss = silver["spans"]
-            held_cols, keep_silver = _held_out(ss, silver["related"], exclude)
-            sampler = BatchSampler(ss, keep=keep_silver, silver_share=cfg.silver_share, seed=cfg.seed)
-            silver_loss = _silver_loss(ss, silver["matrix"], silver["related"], torch.from_numpy(held_cols), cfg)
+
+        def gold_step(side: SpanSide) -> torch.Tensor:
+            batch = [rng.choice(by_type[rng.choice(list(by_type))]) for _ in range(cfg.adapter_batch)]
+            idx = torch.tensor([index[gold["train"][i][3]] for i in batch], device=dev)
+            return infonce_loss(side(states["train"], [gold["train"][i][:3] for i in batch]), tv, idx, rel, cfg.tau)
+
+        return gold_step
+
+    def train(n_top: int, lr: float, exclude: set[str], steps: int, early: bool):
+        """A span side trained for ``steps`` steps, or (``early``) stopped early on the validation
+        types as ``nerindex train`` stops the adapter: (side, its step, history, step-0 figures)."""
+        torch.manual_seed(cfg.seed)
+        side = SpanSide(model, n_top, cfg.heads.feature_layers).to(dev)
+        loss_of = step_loss(exclude)
         groups_ = [{"params": list(side.adapter.parameters()), "lr": cfg.adapter_lr}]
         if n_top:
             groups_.append({"params": list(side.top.parameters()), "lr": lr})
         opt = torch.optim.AdamW(groups_, weight_decay=0.01)
-        snap = lambda: {k: v.detach().clone() for k, v in side.state_dict().items()}  # noqa: E731
-        first = figures(side, st)
-        best = (first["validation (held out)"], 0, snap())
-        history, bad = [(0, best[0])], 0
-        for n in range(1, steps + 1):
+
+        def step() -> float:
             side.train()
-            if silver is not None:
-                batch = sampler.sample(cfg.adapter_batch)
-                # the loss runs on the CPU (masks over the whole vocabulary); gradients flow back
-                loss = silver_loss(side(st["train"], [ss.spans[i][:3] for i in batch]).cpu(), batch, None)
-            else:
-                batch = [rng.choice(by_type[rng.choice(list(by_type))]) for _ in range(cfg.adapter_batch)]
-                spans = [gold["train"][i][:3] for i in batch]
-                idx = torch.tensor([index[gold["train"][i][3]] for i in batch], device=dev)
-                loss = infonce_loss(side(st["train"], spans), tv, idx, rel, cfg.tau)
+            loss = loss_of(side)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if early and n % args.eval_every == 0:
-                score = figures(side, st)["validation (held out)"]
-                history.append((n, score))
-                if score > best[0]:
-                    best, bad = (score, n, snap()), 0
-                elif (bad := bad + 1) >= args.patience:
-                    break
-        if early:
-            side.load_state_dict(best[2])
-        return side, st, (best[1] if early else steps), history, first
+            return loss.item()
+
+        if not early:
+            for _ in range(steps):
+                step()
+            return side, steps, [], None
+        seen: list[dict[str, float]] = []  # every evaluation's figures; the first is step 0's
+
+        def evaluate() -> float:
+            seen.append(figures(side))
+            return seen[-1]["validation (held out)"]
+
+        run = early_stopped(side, step, evaluate, every=args.eval_every, patience=args.patience,
+                            max_steps=steps, label=f"top {n_top}, lr {lr:g}")  # fmt: skip
+        return side, run["best_step"], run["history"], seen[0]
 
     # step 0 must be the shipped model: the copy's span vectors equal the frozen pipeline's
     side0 = SpanSide(model, 0, cfg.heads.feature_layers).to(dev)
     side2 = SpanSide(model, 2, cfg.heads.feature_layers).to(dev)
-    v0 = vectors(side0, states_for(side0), "medical")
-    v2 = vectors(side2, states_for(side2), "medical")
+    v0 = vectors(side0, "medical")
+    v2 = vectors(side2, "medical")
     agree = float((v0 * v2).sum(-1).min())
     print(f"step-0 check: min cosine between frozen and copied-layer span vectors {agree:.5f}", flush=True)
     if agree < 0.999:
@@ -395,12 +406,12 @@ def main() -> None:
                 print(f"budget spent: top {n_top}, lr {lr:g} not run", flush=True)
                 continue
             t0 = time.time()
-            side, st, step, history, first = train(n_top, lr, set(cfg.validation_types), args.max_steps, early=True)
-            run1 = figures(side, st)
-            side, st, _, _, _ = train(n_top, lr, set(), step, early=False)
+            side, step, history, first = train(n_top, lr, set(cfg.validation_types), args.max_steps, early=True)
+            run1 = figures(side)
+            side, _, _, _ = train(n_top, lr, set(), step, early=False)
             run = {
                 "top_layers": n_top, "lr": lr, "best_step": step, "step0": first, "run1": run1,
-                "run2": figures(side, st), "validation_history": history, "seconds": round(time.time() - t0, 1),
+                "run2": figures(side), "validation_history": history, "seconds": round(time.time() - t0, 1),
             }  # fmt: skip
             if args.save:
                 tag = "silver-" if silver is not None else ""

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from indexer.assets import default_model_dir
-from indexer.training.adapter import infonce_loss
+from indexer.training.adapter import early_stopped, infonce_loss
 from indexer.training.data import related
 from indexer.training.features import adapter_vectors
 from indexer.training.figures import macro_r_precision, span_r_precision
@@ -95,25 +95,23 @@ def main() -> None:
         rel = torch.tensor([[related(a, b) for b in phrases] for a in phrases])
         side = TypeSide(base.shape[1])
         opt = torch.optim.AdamW(side.parameters(), lr=lr, weight_decay=0.01)
-        best = (figures(side)["validation"], 0, {k: v.clone() for k, v in side.state_dict().items()})
-        history, bad = [(0, best[0])], 0
-        for n in range(1, steps + 1):
+
+        def step() -> float:
             batch = [rng.choice(by_type[rng.choice(list(by_type))]) for _ in range(cfg.adapter_batch)]
             idx = torch.tensor([index[data.train_sf.phrases[i]] for i in batch])
             loss = infonce_loss(spans["train"][torch.tensor(batch)], side(base), idx, rel, cfg.tau)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if early and n % cfg.adapter_eval_every == 0:
-                score = figures(side)["validation"]
-                history.append((n, score))
-                if score > best[0]:
-                    best, bad = (score, n, {k: v.clone() for k, v in side.state_dict().items()}), 0
-                elif (bad := bad + 1) >= cfg.adapter_patience:
-                    break
-        if early:
-            side.load_state_dict(best[2])
-        return side, best[1] if early else steps, history
+            return loss.item()
+
+        if not early:
+            for _ in range(steps):
+                step()
+            return side, steps, []
+        run = early_stopped(side, step, lambda: figures(side)["validation"], every=cfg.adapter_eval_every,
+                            patience=cfg.adapter_patience, max_steps=steps, label=f"type side, lr {lr:g}")  # fmt: skip
+        return side, run["best_step"], run["history"]
 
     out: dict = {"shipped (step 0)": figures(TypeSide(model.dims))}
     print(f"shipped: {out['shipped (step 0)']}")
@@ -122,7 +120,7 @@ def main() -> None:
         run1 = figures(side)
         side, _, _ = train(lr, set(), step, early=False)
         out[f"lr {lr:g}"] = {"best_step": step, "run1": run1, "run2": figures(side), "validation_history": history}
-        print(f"lr {lr:g}: best step {step}; run 1 {run1}; validation R-Precision by step {history}")
+        print(f"lr {lr:g}: best step {step}; run 1 {run1}; (step, loss, validation R-Precision) {history}")
     print(json.dumps(out, indent=1))
 
 

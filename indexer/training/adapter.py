@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .data import related
 from .features import SpanFeatures, adapter_vectors, base_slice
@@ -150,7 +151,10 @@ def fit_adapter(
             v = adapter_vectors(model, val_sf)
         return macro_r_precision(span_r_precision(v, val_sf.phrases, eval_queries, type_vecs))
 
-    run = _early_stopped(model, step, evaluate, cfg, max_steps=max_steps, label=label)
+    run = early_stopped(
+        model.adapter, step, evaluate,
+        every=cfg.adapter_eval_every, patience=cfg.adapter_patience, max_steps=max_steps, label=label,
+    )  # fmt: skip
     model.adapter.eval()
     return run
 
@@ -171,34 +175,36 @@ def _adapter_step(
     return loss.item()
 
 
-def _early_stopped(
-    model: SpanTypeEncoder,
+def early_stopped(
+    weights: nn.Module,
     step: Callable[[], float],
     evaluate: Callable[[], float],
-    cfg: TrainConfig,
     *,
+    every: int,
+    patience: int,
     max_steps: int,
     label: str,
 ) -> dict[str, Any]:
-    """Steps until ``adapter_patience`` evaluations bring no gain; the best weights are restored."""
+    """Steps until ``patience`` evaluations (one every ``every`` steps) bring no gain; the best
+    ``weights`` are restored. ``step`` trains one batch and returns its loss."""
     history: list[tuple[int, float | None, float]] = []
-    best_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
+    best_state = {k: v.clone() for k, v in weights.state_dict().items()}
     best_step, bad = 0, 0
     best_score = evaluate()
     history.append((0, None, best_score))  # no loss before the first step (JSON has no NaN)
     for n in range(1, max_steps + 1):
         loss = step()
-        if n % cfg.adapter_eval_every:
+        if n % every:
             continue
         score = evaluate()
         history.append((n, loss, score))
         log.info("%s step %d loss %.4f val R-Prec %.4f", label, n, loss, score)
         if score > best_score:
             best_step, best_score, bad = n, score, 0
-            best_state = {k: v.clone() for k, v in model.adapter.state_dict().items()}
+            best_state = {k: v.clone() for k, v in weights.state_dict().items()}
         else:
             bad += 1
-            if bad >= cfg.adapter_patience:
+            if bad >= patience:
                 break
-    model.adapter.load_state_dict(best_state)
+    weights.load_state_dict(best_state)
     return {"best_step": best_step, "best_score": best_score, "history": history}
