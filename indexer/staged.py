@@ -13,6 +13,10 @@ and the model checksum is unchanged), into three graphs:
 - **vectors**: the adapter's first layer (without its bias) and the base vector of each *kept* span →
   ``span_vectors``, ``span_base_vectors``.
 
+A model whose span side runs its own copy of the top layers (``HeadConfig.span_layers``) has a
+second last-layer tensor, the copy's: the tokens graph returns it too, and the vectors graph takes
+its span means as a third input (the span vector's base; ``span_base_vectors`` stays the backbone's).
+
 Between them numpy does what the graph's span part did: rows of the projections at each span's start
 and end, span means through cumulative sums, the context tokens before and after (the fused layout of
 ``indexer/training/model.py``: ``SpanTypeEncoder.span_outputs``). Every layer with weights runs in
@@ -53,6 +57,8 @@ class Cuts:
     width_in: str  # [B, S] width bucket (token width - 1, clipped)
     adapter_in: str  # [B, S, ha] adapter first layer without its bias
     base_in: str  # [B, S, D] span mean of the last-layer states
+    span_last: str | None  # [B, T, D] last-layer states of the span side's own top layers, if it has them
+    span_base_in: str | None  # [B, S, D] their span mean (the base of span_vectors), with span_last
     entity_bias: np.ndarray  # [hh]
     adapter_hidden: int
     width_buckets: int
@@ -100,7 +106,7 @@ def find_cuts(model: object) -> Cuts:
 
     cumsums = [n for n in graph.node if n.op_type == "CumSum"]
     concat = producer.get(cumsums[0].input[0]) if len(cumsums) == 1 else None
-    if concat is None or concat.op_type != "Concat" or len(concat.input) != 2:
+    if concat is None or concat.op_type != "Concat" or len(concat.input) not in (2, 3):
         raise ModelError("no single CumSum over the concatenated span-mean inputs")
     mean_slice = producer.get(concat.input[0])
     if mean_slice is None or mean_slice.op_type != "Slice":
@@ -116,6 +122,10 @@ def find_cuts(model: object) -> Cuts:
     base_div = producer.get("span_base_vectors")
     if len(adds) != 1 or base_div is None or base_div.op_type != "Div":
         raise ModelError("no Add of the width embedding, or span_base_vectors is not a Div")
+    span_base = _span_vector_base(producer)
+    branched = len(concat.input) == 3
+    if branched == (span_base == base_div.input[0]):
+        raise ModelError("span_vectors' base does not match the span-mean inputs")
     table = inits[widths[0].input[0]]
     return Cuts(
         proj=mean_slice.input[0],
@@ -124,10 +134,24 @@ def find_cuts(model: object) -> Cuts:
         width_in=widths[0].input[1],
         adapter_in=other_input(ADAPTER_BIAS),
         base_in=base_div.input[0],
+        span_last=concat.input[2] if branched else None,
+        span_base_in=span_base if branched else None,
         entity_bias=numpy_helper.to_array(inits[ENTITY_BIAS]).astype(np.float32),
         adapter_hidden=int(numpy_helper.to_array(inits[ADAPTER_BIAS]).shape[0]),
         width_buckets=int(table.dims[0]),
     )
+
+
+def _span_vector_base(producer: dict[str, object]) -> str:
+    """The span-mean tensor that ``span_vectors`` adds its residual to: the Slice among the inputs of
+    the Add under its normalising Div (the base vector's own Slice unless the span side has layers)."""
+    div = producer.get("span_vectors")
+    add = producer.get(div.input[0]) if div is not None and div.op_type == "Div" else None
+    slices = [name for name in (add.input if add is not None and add.op_type == "Add" else [])
+              if getattr(producer.get(name), "op_type", None) == "Slice"]  # fmt: skip
+    if len(slices) != 1:
+        raise ModelError("span_vectors is not a Div of a span mean plus the adapter's residual")
+    return slices[0]
 
 
 class StagedGraph:
@@ -144,7 +168,8 @@ class StagedGraph:
     ) -> StagedResult:
         """Scores for every span of the batch, vectors for those scoring ``>= threshold``."""
         c = self.cuts
-        proj, last, passage = self.tokens.run([c.proj, c.last, "passage_vectors"], {"input_ids": ids, "attention_mask": mask})
+        names = [c.proj, c.last, "passage_vectors"] + ([c.span_last] if c.span_last else [])
+        proj, last, passage, *span_last = self.tokens.run(names, {"input_ids": ids, "attention_mask": mask})
         layout = _Layout.of(proj.shape[-1], c.adapter_hidden, c.entity_bias.shape[0])
         rows, starts, ends = spans.rows, spans.starts, spans.ends
         width = np.maximum(ends - starts + 1, 1).astype(np.float32)[:, None]
@@ -169,9 +194,11 @@ class StagedGraph:
         adapter = _rows(proj, kr, ks, layout.start_a)
         adapter += _rows(proj, kr, ke, layout.end_a)
         adapter += _span_means(proj[..., layout.mean_a], kr, ks, ke, kw)
-        base = _span_means(last, kr, ks, ke, kw)
+        feeds = {c.adapter_in: adapter[None], c.base_in: _span_means(last, kr, ks, ke, kw)[None]}
+        if c.span_base_in:
+            feeds[c.span_base_in] = _span_means(span_last[0], kr, ks, ke, kw)[None]
         names = ["span_vectors", "span_base_vectors"] if with_base else ["span_vectors"]
-        out = self.vectors.run(names, {c.adapter_in: adapter[None], c.base_in: base[None]})
+        out = self.vectors.run(names, feeds)
         return StagedResult(scores, kept, out[0][0], out[1][0] if with_base else None, passage)
 
 
@@ -243,7 +270,7 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object]) -> Stag
     except ModelError as exc:
         log.info("%s: runs whole (%s)", graph_path, exc)
         return None
-    floats = (cuts.entity_in, cuts.adapter_in, cuts.base_in)
+    floats = tuple(n for n in (cuts.entity_in, cuts.adapter_in, cuts.base_in, cuts.span_base_in) if n)
     if not {*floats, cuts.width_in} <= {v.name for v in model.graph.value_info}:
         model = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
@@ -252,8 +279,8 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object]) -> Stag
         return None
     extract = Extractor(model).extract_model
     graphs = (
-        extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"]),
+        extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else [])),
         extract([cuts.entity_in, cuts.width_in], ["span_scores"]),
-        extract([cuts.adapter_in, cuts.base_in], ["span_vectors", "span_base_vectors"]),
+        extract([cuts.adapter_in, cuts.base_in] + ([cuts.span_base_in] if cuts.span_base_in else []), ["span_vectors", "span_base_vectors"]),
     )
     return StagedGraph(cuts, *(open_graph(g.SerializeToString()) for g in graphs))

@@ -33,10 +33,32 @@ CONTRACT_INPUTS = ["input_ids", "attention_mask", "span_starts", "span_ends"]
 CONTRACT_OUTPUTS = ["span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors"]
 
 
-@pytest.fixture(scope="module")
-def model():
+def _with_span_layers(m, n: int):
+    """The model with a span-side copy of its top ``n`` layers (0: none), whatever the shipped one has;
+    a new copy is nudged away from the backbone so that the branch is exercised."""
+    import dataclasses
+
+    from indexer.training.model import SpanTypeEncoder
+
+    if m.config.span_layers == n:
+        return m
+    state = {k: v for k, v in m.head_state_dict().items() if not k.startswith("span_top.")}
+    built = SpanTypeEncoder(m.backbone, dataclasses.replace(m.config, span_layers=n))
+    gen = torch.Generator().manual_seed(n)
+    with torch.no_grad():
+        for k, v in built.head_state_dict().items():
+            if k.startswith("span_top."):
+                state[k] = v + 0.01 * torch.randn(v.shape, generator=gen) * v.std()
+    built.load_head_state_dict(state)
+    return built.eval()
+
+
+# every graph test runs on both layouts: span vectors from the backbone's own states, and from a
+# copy of its top two layers (HeadConfig.span_layers)
+@pytest.fixture(scope="module", params=[0, 2], ids=["shared-layers", "span-layers-2"])
+def model(request):
     torch.set_num_threads(2)
-    m = load_model_from_folder(SHIPPED)
+    m = _with_span_layers(load_model_from_folder(SHIPPED), request.param)
     if not m.adapter.out.weight.any():
         # an untrained adapter adds zero; give it weights so the comparisons exercise its path
         gen = torch.Generator().manual_seed(0)

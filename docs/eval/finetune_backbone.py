@@ -60,6 +60,7 @@ from indexer.training.export import backbone_tokenizer_file  # noqa: E402
 from indexer.training.features import embed_phrases, gold_spans, pad_ids  # noqa: E402
 from indexer.training.figures import macro_r_precision, span_r_precision  # noqa: E402
 from indexer.training.model import load_model_from_folder  # noqa: E402
+from indexer.training.span_side import read_span_side  # noqa: E402
 from indexer.training.silver_train import BatchSampler, _held_out, _silver_loss  # noqa: E402
 from indexer.training.train import _limit, load_silver  # noqa: E402
 
@@ -177,16 +178,8 @@ def save_side(side: SpanSide, prefix: Path) -> list[str]:
 
 def load_side(model, prefix: Path, feature_layers: tuple[int, ...]) -> SpanSide:
     """A span side saved by :func:`save_side` (float32 again)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    paths = sorted(prefix.parent.glob(f"{prefix.name}-*.safetensors"))
-    if not paths:
-        raise SystemExit(f"{prefix}: no span side saved there")
-    with safe_open(str(paths[0]), "pt") as f:
-        n_top = int(f.metadata()["top_layers"])
+    n_top, state = read_span_side(prefix)
     side = SpanSide(model, n_top, feature_layers)
-    state = {k: v.float() for p in paths for k, v in load_file(str(p)).items()}
     side.load_state_dict(state)
     return side.eval()
 

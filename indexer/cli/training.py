@@ -109,12 +109,18 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
 @click.option("--id", "model_id", default=None, help="Model id in model.json.")
 @click.option("--version", "model_version", default=None, help="Model version in model.json.")
 @click.option("--untrained", is_flag=True, help="Export the untrained model (no RUN_DIR needed).")
+@click.option("--span-side", default=None, metavar="PREFIX",
+              help="Span vectors from a span side trained apart: its own copy of the backbone's top layers "
+                   "and adapter, saved as PREFIX-<i>.safetensors (docs/eval/finetune_backbone.py --save).")
 def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_id, model_version,
-                   untrained) -> None:  # fmt: skip
-    """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs)."""
+                   untrained, span_side) -> None:  # fmt: skip
+    """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs).
+
+    RUN_DIR is a `nerindex train --out` folder, or a model folder to export again (its evaluation
+    and calibration sections are dropped: they describe its own graphs)."""
     from safetensors.torch import load_file
 
-    from ..training.export import card_from_run, write_model_folder
+    from ..training.export import card_from_folder, card_from_run, write_model_folder
     from ..training.model import HeadConfig, SpanTypeEncoder, load_backbone
 
     _logging(True)
@@ -124,7 +130,8 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     else:
         if run_dir is None:
             raise click.UsageError("give RUN_DIR (a `nerindex train --out` folder) or --untrained")
-        card, name, heads_cfg = card_from_run(Path(run_dir))
+        is_folder = (Path(run_dir) / "model.json").is_file()
+        card, name, heads_cfg = (card_from_folder if is_folder else card_from_run)(Path(run_dir))
     if model_id:
         card["id"] = model_id
     if model_version:
@@ -136,6 +143,11 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     if not untrained:
         model.load_head_state_dict(load_file(str(Path(run_dir) / "heads.safetensors")))
     model.eval()
+    if span_side:
+        from ..training.span_side import side_record, with_span_side
+
+        model = with_span_side(model, span_side)
+        card["training"] = {**card.get("training", {}), "span_side": side_record(span_side)}
     meta = write_model_folder(
         model, out_dir, card=card, backbone=backbone or name, catalog=catalog, force=force,
         keep_fp32=keep_fp32,

@@ -170,6 +170,19 @@ def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     return card, backbone, rec.get("heads_config", {})
 
 
+def card_from_folder(folder: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(model.json values, backbone, head config) of an exported model folder, to export it again.
+
+    What export writes itself (graphs, files, head config) is left out, and so are the
+    ``evaluation`` and ``calibration`` sections: they describe the folder's graphs, not a new one's.
+    """
+    card = ModelCard.load(folder)
+    values = card.to_dict()
+    for key in ("files", "evaluation", "calibration", *_FOLDER_KEYS):
+        values.pop(key, None)
+    return values, card.backbone.name or DEFAULT_BACKBONE, card.heads_config
+
+
 def write_model_folder(
     model: SpanTypeEncoder,
     out: str | Path,
@@ -246,6 +259,9 @@ def _write_catalog(folder: Path, phrases: list[str], template: str) -> None:
     np.save(folder / "catalog.npy", vectors.astype(np.float32))
 
 
+_FOLDER_KEYS = ("dims", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog")
+
+
 def _folder_values(model: SpanTypeEncoder) -> dict[str, Any]:
     """model.json values that describe the folder export writes (not the training run)."""
     return {
@@ -273,4 +289,4 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-__all__ = ["card_from_run", "write_model_folder"]
+__all__ = ["card_from_folder", "card_from_run", "write_model_folder"]

@@ -13,6 +13,7 @@ torch and transformers are imported only inside ``indexer.training``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ class HeadConfig:
     head_hidden: int = 192
     max_width_bucket: int = 16
     head_context: bool = True  # entity head also sees the token before the span and after it
+    # the span side's own copy of the backbone's top N layers (0: span vectors read the backbone's
+    # own states); detection, passage and type vectors always read the backbone's
+    span_layers: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -170,15 +174,23 @@ class SpanTypeEncoder(nn.Module):
             context=self.config.head_context,
         )
         self.span_mean = SpanMean()
+        self.span_top: nn.ModuleList | None = None
+        n = self.config.span_layers
+        if n:
+            total = int(backbone.config.num_hidden_layers)
+            if not 0 < n <= total:
+                raise ValueError(f"span_layers {n}: the backbone has {total} layers")
+            # a copy of the top layers, so the span side can be trained without moving the others
+            self.span_top = nn.ModuleList(copy.deepcopy(list(backbone.encoder.layer[total - n :])))
         for p in self.backbone.parameters():
             p.requires_grad_(False)
+        if self.span_top is not None:
+            self.span_top.requires_grad_(False)
 
     # -- pieces shared by training and the graph -------------------------------------------------
 
-    def token_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(feature states [B,T,L*D] = concat of the chosen layers, last-layer states [B,T,D])."""
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The backbone's states: the embeddings, then each layer's output, each [B,T,D]."""
         out = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -186,9 +198,36 @@ class SpanTypeEncoder(nn.Module):
             output_hidden_states=True,
             return_dict=True,
         )
-        hs = out.hidden_states
-        feats = torch.cat([hs[i] for i in self.config.feature_layers], dim=-1)
-        return feats, hs[-1]
+        return tuple(out.hidden_states)
+
+    def features(self, hs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Feature states [B,T,L*D]: the chosen layers' states side by side."""
+        return torch.cat([hs[i] for i in self.config.feature_layers], dim=-1)
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature states [B,T,L*D] = concat of the chosen layers, last-layer states [B,T,D])."""
+        hs = self.hidden_states(input_ids, attention_mask)
+        return self.features(hs), hs[-1]
+
+    def span_side_states(
+        self, hs: tuple[torch.Tensor, ...], attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(feature states, last-layer states) of the span side's copy of the top layers, run on
+        the backbone's states below them; ``None`` without a copy (the span side reads ``hs``)."""
+        if self.span_top is None:
+            return None
+        k0 = len(hs) - 1 - len(self.span_top)
+        h = hs[k0]
+        # the additive mask BERT's eager attention takes: 0 for tokens, the dtype's minimum for padding
+        ext = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        states = list(hs[: k0 + 1])
+        for layer in self.span_top:
+            out = layer(h, attention_mask=ext)
+            h = out[0] if isinstance(out, tuple) else out
+            states.append(h)
+        return self.features(tuple(states)), h
 
     @staticmethod
     def pool(last: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -198,40 +237,62 @@ class SpanTypeEncoder(nn.Module):
         count = m.sum(dim=1).clamp(min=1.0)
         return F.normalize(summed / count, dim=-1, eps=1e-12)
 
+    def projections(self, feats: torch.Tensor, span_feats: torch.Tensor | None) -> torch.Tensor:
+        """Every per-token projection of both heads' first layers, [B,T,C], in the fused layout
+        (start, end and mean of adapter and entity head, then the entity head's context)."""
+        a, e = self.adapter, self.entity
+        context = [e.before_proj.weight, e.after_proj.weight] if e.context else []
+        if span_feats is None:  # one matmul for both heads, then split
+            w_start = torch.cat([a.start_proj.weight, e.start_proj.weight], dim=0)
+            w_end = torch.cat([a.end_proj.weight, e.end_proj.weight], dim=0)
+            w_mean = torch.cat([a.mean_proj.weight, e.mean_proj.weight], dim=0)
+            return torch.matmul(feats, torch.cat([w_start, w_end, w_mean, *context], dim=0).t())
+        # the heads read different states: one matmul each, interleaved into the same layout
+        ha, hh = a.start_proj.out_features, e.start_proj.out_features
+        pa = torch.matmul(span_feats, torch.cat([a.start_proj.weight, a.end_proj.weight, a.mean_proj.weight]).t())
+        pe = torch.matmul(feats, torch.cat([e.start_proj.weight, e.end_proj.weight, e.mean_proj.weight, *context]).t())
+        parts = [pa[..., :ha], pe[..., :hh], pa[..., ha : 2 * ha], pe[..., hh : 2 * hh], pa[..., 2 * ha :], pe[..., 2 * hh :]]
+        return torch.cat(parts, dim=-1)
+
     def span_outputs(
         self,
         feats: torch.Tensor,
         last: torch.Tensor,
         span_starts: torch.Tensor,
         span_ends: torch.Tensor,
+        span_side: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(entity logits [B,S], span vectors [B,S,D], base span vectors [B,S,D]) from token states."""
+        """(entity logits [B,S], span vectors [B,S,D], base span vectors [B,S,D]) from token states.
+
+        ``span_side`` is :meth:`span_side_states`' (features, last) when the span side has its own
+        top layers: the adapter and the span vector read those, the entity head and the base vector
+        (the untrained baseline) the backbone's. The projection keeps one fused layout either way,
+        which ``indexer/staged.py`` cuts.
+        """
         a = self.adapter
         e = self.entity
         t = feats.shape[1]
-        # one matmul for every per-token projection of both heads, then split
-        w_start = torch.cat([a.start_proj.weight, e.start_proj.weight], dim=0)
-        w_end = torch.cat([a.end_proj.weight, e.end_proj.weight], dim=0)
-        w_mean = torch.cat([a.mean_proj.weight, e.mean_proj.weight], dim=0)
-        ws = [w_start, w_end, w_mean]
-        if e.context:
-            ws += [e.before_proj.weight, e.after_proj.weight]
-        proj = torch.matmul(feats, torch.cat(ws, dim=0).t())
         ha = a.start_proj.out_features
         hh = e.start_proj.out_features
         hs_ = ha + hh
+        proj = self.projections(feats, None if span_side is None else span_side[0])
         p_start = proj[..., :hs_]
         p_end = proj[..., hs_ : 2 * hs_]
         p_mean = proj[..., 2 * hs_ : 3 * hs_]
 
-        # means over the span of the projected tokens and of the last layer, in one cumulative sum
-        means = self.span_mean(torch.cat([p_mean, last], dim=-1), span_starts, span_ends)
-        base = means[..., hs_:]
+        # means over the span of the projected tokens and of the last layer(s), in one cumulative sum
+        lasts = [last] if span_side is None else [last, span_side[1]]
+        means = self.span_mean(torch.cat([p_mean, *lasts], dim=-1), span_starts, span_ends)
+        if span_side is None:
+            base = span_base = means[..., hs_:]
+        else:
+            d = last.shape[-1]
+            base, span_base = means[..., hs_ : hs_ + d], means[..., hs_ + d :]
         first = gather_rows(p_start, span_starts) + gather_rows(p_end, span_ends) + means[..., :hs_]
 
         h_adapter = first[..., :ha] + a.start_proj.bias
         residual = a.out(F.gelu(h_adapter))
-        span_vectors = F.normalize(base + residual, dim=-1, eps=1e-12)
+        span_vectors = F.normalize(span_base + residual, dim=-1, eps=1e-12)
         base_vectors = F.normalize(base, dim=-1, eps=1e-12)
 
         h_entity = first[..., ha:] + e.start_proj.bias
@@ -253,8 +314,10 @@ class SpanTypeEncoder(nn.Module):
         span_starts: torch.Tensor,
         span_ends: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats, last = self.token_states(input_ids, attention_mask)
-        logits, span_vectors, base_vectors = self.span_outputs(feats, last, span_starts, span_ends)
+        hs = self.hidden_states(input_ids, attention_mask)
+        feats, last = self.features(hs), hs[-1]
+        span_side = self.span_side_states(hs, attention_mask)
+        logits, span_vectors, base_vectors = self.span_outputs(feats, last, span_starts, span_ends, span_side)
         passage = self.pool(last, attention_mask)
         # the type side is the backbone's phrase embedding; a distinct tensor so the graph has both names
         type_vectors = passage * 1.0

