@@ -172,7 +172,7 @@ class NerIndex:
             raise SearchError(f"the entity type is longer than {MAX_PHRASE_CHARS} characters")
         if limit < 1:
             raise SearchError(f"limit must be at least 1, not {limit}")
-        threshold = self.encoder.info.similarity_threshold if min_similarity is None else min_similarity
+        threshold = self.encoder.info.threshold_for(phrase) if min_similarity is None else min_similarity
         if not -1.0 <= threshold <= 1.0:
             raise SearchError(f"similarity threshold must be within [-1, 1], not {threshold}")
         weight = self.encoder.info.passage_weight if passage_weight is None else passage_weight
@@ -219,6 +219,10 @@ class NerIndex:
 
     # ------------------------------------------------------------------ the rest
 
+    def threshold_for(self, phrase: str) -> float:
+        """The similarity threshold a search for ``phrase`` uses by default (the model's rule)."""
+        return self.encoder.info.threshold_for(phrase)
+
     def embed(self, phrases: Sequence[str]) -> np.ndarray:
         """Type vectors for phrases (what a kNN query on ``spans.vector`` needs)."""
         return self.encoder.embed_types(list(phrases))
@@ -242,6 +246,7 @@ class NerIndex:
                 "dims": info.dims,
                 "checksum": info.checksum,
                 "similarity_threshold": info.similarity_threshold,
+                "unseen_similarity_threshold": info.unseen_similarity_threshold,
                 "detection_threshold": info.detection_threshold,
                 "passage_weight": info.passage_weight,
                 "provider": self.encoder.provider,

@@ -54,8 +54,9 @@ class Catalog:
         text = "\n".join((type_template, *self.phrases))
         return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def label(self, vectors: np.ndarray, *, k: int, threshold: float) -> list[tuple[str, ...]]:
-        """For each row vector, up to ``k`` nearest phrases with cosine ≥ ``threshold``, best first."""
+    def label(self, vectors: np.ndarray, *, k: int, threshold: float | np.ndarray) -> list[tuple[str, ...]]:
+        """For each row vector, up to ``k`` nearest phrases with cosine ≥ ``threshold``, best first
+        (``threshold``: one value, or one per phrase, ``ModelInfo.label_thresholds``)."""
         if len(vectors) == 0 or k <= 0:
             return [() for _ in range(len(vectors))]
         sims = np.asarray(vectors, dtype=np.float32) @ self.vectors.T
@@ -63,6 +64,7 @@ class Catalog:
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         best = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-best, axis=1, kind="stable")  # all rows at once: ~4k spans a second
-        top, passed = np.take_along_axis(top, order, axis=1), np.take_along_axis(best, order, axis=1) >= threshold
+        top, best = np.take_along_axis(top, order, axis=1), np.take_along_axis(best, order, axis=1)
+        passed = best >= (threshold[top] if np.ndim(threshold) else threshold)
         phrases = self.phrases
         return [tuple(phrases[i] for i, ok in zip(idx, oks) if ok) for idx, oks in zip(top.tolist(), passed.tolist())]

@@ -335,7 +335,7 @@ class OnnxEncoder:
         return self.catalog.label(
             np.stack([span[3] for span in spans]),
             k=self.info.labels_per_span,
-            threshold=self.info.label_threshold,
+            threshold=self.info.label_thresholds(self.catalog.phrases),
         )
 
     @staticmethod

@@ -46,7 +46,8 @@ EXPORT_DEFAULTS: dict[str, Any] = {
 # the order of the contract's keys in a card export writes
 KEY_ORDER = (
     "format", "id", "version", "backbone", "dims", "similarity", "max_length", "max_span_width",
-    "detection_threshold", "span_decoding", "similarity_threshold", "label_threshold", "labels_per_span",
+    "detection_threshold", "span_decoding", "similarity_threshold", "unseen_similarity_threshold", "label_threshold",
+    "unseen_label_threshold", "labels_per_span",
     "passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
     "files", "training", "evaluation",
 )  # fmt: skip
@@ -225,17 +226,28 @@ class ModelCard:
         """The card with the per-file checksums of its folder (export: the last thing known)."""
         return ModelCard(_contract_order({**self._values, "files": dict(files)}), escape_non_ascii=self._escape_non_ascii)
 
-    def calibrated(self, threshold: float, record: Mapping[str, Any]) -> "ModelCard":
-        """The card with a calibrated ``similarity_threshold`` and the ``calibration`` record.
+    def calibrated(
+        self, threshold: float, record: Mapping[str, Any], *, unseen_threshold: float | None = None
+    ) -> "ModelCard":
+        """The card with a calibrated ``similarity_threshold`` and the ``calibration`` record;
+        with ``unseen_threshold``, also the threshold of phrases the model was not trained on
+        (``unseen_similarity_threshold``), else that key is removed (one threshold for all).
 
         ``label_threshold`` equal to the similarity threshold means "tag a span with a catalog
-        phrase exactly when searching that phrase would match it": moving one moves the other.
+        phrase exactly when searching that phrase would match it": moving one moves the other,
+        and ``unseen_label_threshold`` then follows ``unseen_similarity_threshold`` the same way.
         """
         values = dict(self._values)
         follows = values.get("label_threshold") == values.get("similarity_threshold")
         values["similarity_threshold"] = round(float(threshold), 4)
+        values.pop("unseen_similarity_threshold", None)
+        if unseen_threshold is not None:
+            values["unseen_similarity_threshold"] = round(float(unseen_threshold), 4)
         if follows:
             values["label_threshold"] = values["similarity_threshold"]
+            values.pop("unseen_label_threshold", None)
+            if unseen_threshold is not None:
+                values["unseen_label_threshold"] = values["unseen_similarity_threshold"]
         values["calibration"] = {**record, "label_threshold_follows": follows}
         return ModelCard(values, escape_non_ascii=self._escape_non_ascii)
 

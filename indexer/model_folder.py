@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from .assets import default_model_dir
 from .errors import ModelError
@@ -66,6 +69,10 @@ class ModelInfo:
     passage_weight: float = 0.0  # λ of hybrid scoring (stores/base.py); 0 = spans only
     nested_spans: bool = False  # span decoding keeps spans nested in others (spans.resolve_overlaps)
     catalog_source: str | None = None  # "sha256:<hex>" of a catalog given instead of the model's (encoder sets it)
+    # thresholds for type phrases the model was not trained on (model.json training.types); None:
+    # one threshold for every phrase (see threshold_for)
+    unseen_similarity_threshold: float | None = None
+    unseen_label_threshold: float | None = None
     card: ModelCard = field(default_factory=lambda: ModelCard({}), repr=False, compare=False)
 
     @property
@@ -86,6 +93,8 @@ class ModelInfo:
             max_length=self.max_length,
             max_span_width=self.max_span_width,
             label_threshold=self.label_threshold,
+            # the effective value: labels of phrases outside training.types use it either way
+            unseen_label_threshold=self.label_threshold if self.unseen_label_threshold is None else self.unseen_label_threshold,
             labels_per_span=self.labels_per_span,
             catalog=self.catalog_source or ("model" if self.catalog_phrases else "none"),
         )
@@ -93,6 +102,31 @@ class ModelInfo:
     @property
     def training_types(self) -> list[str]:
         return list(self.card.training.types)
+
+    def is_trained_phrase(self, phrase: str) -> bool:
+        """Whether ``phrase`` names a type the model was trained on (model.json ``training.types``),
+        compared case- and space-insensitively."""
+        return normal_phrase(phrase) in _trained(self.card)
+
+    def threshold_for(self, phrase: str) -> float:
+        """The similarity threshold a search for ``phrase`` uses: ``similarity_threshold`` for a
+        phrase the model was trained on, ``unseen_similarity_threshold`` (when the card has one)
+        for any other.
+
+        Why two: a trained span space is more confident on its training types than on types it
+        never saw, so the threshold calibrated on seen types drops most mentions of unseen ones
+        (EVALUATION.md, "Two thresholds"). Whether a phrase was trained on is known at query time.
+        """
+        if self.unseen_similarity_threshold is None or self.is_trained_phrase(phrase):
+            return self.similarity_threshold
+        return self.unseen_similarity_threshold
+
+    def label_thresholds(self, phrases: Sequence[str]) -> np.ndarray:
+        """Per catalog phrase, the similarity a span needs to be labelled with it: the same split
+        as :meth:`threshold_for`, with ``label_threshold`` and ``unseen_label_threshold``."""
+        other = self.label_threshold if self.unseen_label_threshold is None else self.unseen_label_threshold
+        trained = _trained(self.card)
+        return np.array([self.label_threshold if normal_phrase(p) in trained else other for p in phrases], dtype=np.float32)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -134,5 +168,20 @@ class ModelInfo:
             catalog_vectors=catalog.get("vectors"),
             passage_weight=float(card.get("passage_weight", 0.0)),
             nested_spans=card.get("span_decoding", "flat") == "nested",
+            unseen_similarity_threshold=_optional_float(card.get("unseen_similarity_threshold")),
+            unseen_label_threshold=_optional_float(card.get("unseen_label_threshold")),
             card=card,
         )
+
+
+def normal_phrase(phrase: str) -> str:
+    """A type phrase as compared with the training types: lower case, single spaces."""
+    return " ".join(phrase.lower().split())
+
+
+def _trained(card: ModelCard) -> frozenset[str]:
+    return frozenset(normal_phrase(t) for t in card.training.types)
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)

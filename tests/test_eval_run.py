@@ -307,3 +307,36 @@ def test_feedback_method_searches_with_the_moved_query(toy):
     # at the model's threshold the returned set is still the relevant one
     assert _by_type(result)["person"]["scores"]["system_prf"]["set_precision"] == 1.0
     assert "system_prf" not in run_eval(bench, encoder=enc)["summary"]  # not a default method
+
+
+def test_calibration_chooses_a_second_threshold_for_types_not_trained_on(toy, monkeypatch):
+    """Calibrating on seen types also calibrates the unseen ones; the run then applies to each type
+    the threshold a search for its phrase would (ModelInfo.threshold_for), and --write-model keeps both."""
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+
+    data, mapping, enc = toy
+    dino = _unit(E[2] + E[3])  # "Rex" is a dinosaur at cosine 0.707 only: the unseen type scores lower
+    monkeypatch.setattr(enc, "embed_types", lambda phrases: np.stack([dino if p == "dinosaur" else TYPES.get(p, E[3]) for p in phrases]))
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    result = run_eval(bench, encoder=enc, methods=("system", "dense"), calibrate_on=("seen",))
+    assert result["calibration"]["methods"]["system"]["chosen"]["threshold"] == 1.0
+    assert result["calibration"]["unseen"]["types"] == ["dinosaur"]
+    assert result["calibration"]["unseen"]["methods"]["system"]["chosen"]["threshold"] == 0.7
+    rows = _by_type(result)
+    assert rows["person"]["thresholds"]["system"] == 1.0 and rows["dinosaur"]["thresholds"]["system"] == 0.7
+    assert rows["dinosaur"]["thresholds"]["dense"] == result["methods"]["dense"]["threshold"]  # baselines: one
+    assert rows["dinosaur"]["scores"]["system"]["set_f1"] == 1.0  # one threshold (1.0) would return nothing
+    assert result["methods"]["system"]["threshold"] == 1.0 and result["methods"]["system"]["threshold_unseen"] == 0.7
+
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    res = CliRunner().invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--calibrate", "--write-model"])
+    assert res.exit_code == 0, res.output
+    card = json.loads((enc.info.path / "model.json").read_text(encoding="utf-8"))
+    assert card["similarity_threshold"] == 1.0 and card["unseen_similarity_threshold"] == 0.7
+    assert card["calibration"]["unseen"]["types"] == ["dinosaur"]
+    info = ModelInfo(**{**enc.info.__dict__, "similarity_threshold": 1.0, "unseen_similarity_threshold": 0.7})
+    monkeypatch.setattr(enc, "info", info)  # a model whose card has both thresholds
+    again = run_eval(bench, encoder=enc, methods=("system",))
+    assert _by_type(again)["dinosaur"]["thresholds"]["system"] == 0.7
+    assert "unseen_similarity_threshold" in again["methods"]["system"]["threshold_source"]

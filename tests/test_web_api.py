@@ -174,10 +174,16 @@ def test_search_matches_nerindex_and_offsets_are_consistent(client, web_index):
         assert h["score"] == pytest.approx(max(s["similarity"] for s in h["spans"]))
 
 
-def test_search_default_threshold_is_the_models(client, web_index):
-    data = search(client, type="dinosaur")
-    assert data["threshold"] == web_index.info()["model"]["similarity_threshold"]
-    assert all(h["score"] >= data["threshold"] for h in data["hits"])
+@pytest.mark.parametrize("phrase", ["dinosaur", "person"])
+def test_search_default_threshold_is_the_models(client, web_index, phrase):
+    """The model's threshold for the phrase: "person" was trained on, "dinosaur" was not."""
+    model = web_index.info()["model"]
+    data = search(client, type=phrase)
+    trained = phrase in web_index.encoder.info.training_types
+    assert trained == (phrase == "person")
+    want = model["similarity_threshold"] if trained or model.get("unseen_similarity_threshold") is None else model["unseen_similarity_threshold"]
+    assert data["threshold"] == want == web_index.threshold_for(phrase)
+    assert all(s["similarity"] >= data["threshold"] for h in data["hits"] for s in h["spans"])
 
 
 def test_get_search_equals_post(client):

@@ -27,8 +27,8 @@ def pooled(results: list[dict]) -> dict[str, dict]:
         for row in r["per_type"]:
             g = out.setdefault(row["group"], {"rows": [], "thresholds": {}})
             g["rows"].append(row)
-            for m, info in r["methods"].items():
-                g["thresholds"].setdefault(m, set()).add(info.get("threshold"))
+            for m, info in r["methods"].items():  # the threshold applied to this type, where recorded
+                g["thresholds"].setdefault(m, set()).add(row.get("thresholds", {}).get(m, info.get("threshold")))
     for g in out.values():
         rows = g.pop("rows")
         g["n"] = len(rows)

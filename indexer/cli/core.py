@@ -182,7 +182,7 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--text", default=None, help="Lexical restriction: every word must occur in the passage.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
 @click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value).")
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value for the type: one for types it was trained on, one for the others).")
 @click.option("--passage-weight", type=click.FloatRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="Hybrid scoring: rank by best span similarity + this × passage similarity "
                    "(default: the model's calibrated value; 0 = spans only). Which passages match is unchanged.")
@@ -278,6 +278,7 @@ def info_command(settings: Settings, as_json: bool) -> None:
         return
     m, s = info["model"], info["store"]
     click.echo(f"model: {m['id']} {m['version']} ({m['path']}), {m['dims']} dims, provider {m['provider']}")
-    click.echo(f"       threshold {m['similarity_threshold']}, passage weight {m['passage_weight']:g}, "
-               f"checksum {m['checksum'][:16]}")
+    unseen = m.get("unseen_similarity_threshold")
+    threshold = f"{m['similarity_threshold']}" + ("" if unseen is None else f" (types it was not trained on: {unseen})")
+    click.echo(f"       threshold {threshold}, passage weight {m['passage_weight']:g}, checksum {m['checksum'][:16]}")
     click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans")

@@ -222,9 +222,13 @@ def _store_calibration(result: dict, model_path: Path) -> None:
     if "system" not in methods:
         raise InputError("no seen types with relevant passages to calibrate on", path=str(model_path))
     chosen = methods["system"]["chosen"]["threshold"]
-    path = write_calibration(model_path, chosen, calibration_record(result, date=_dt.date.today().isoformat()))
+    unseen = result["calibration"].get("unseen", {}).get("methods", {}).get("system")
+    other = unseen["chosen"]["threshold"] if unseen else None
+    record = calibration_record(result, date=_dt.date.today().isoformat())
+    path = write_calibration(model_path, chosen, record, unseen_threshold=other)
     result["calibration"]["written"] = str(path)
-    click.echo(f"stored similarity_threshold={chosen} in {path}", err=True)
+    also = f", unseen_similarity_threshold={other}" if other is not None else " (no unseen types: one threshold)"
+    click.echo(f"stored similarity_threshold={chosen}{also} in {path}", err=True)
 
 
 def _store_evaluation(result: dict, model_path: Path) -> None:

@@ -1,10 +1,12 @@
-"""Choosing the similarity threshold a model ships with.
+"""Choosing the similarity thresholds a model ships with.
 
 ``nerindex search --all`` returns every passage whose best span passes the threshold, so the
-threshold decides what a user gets. It is chosen on development data of types the model was trained
-on (never on the unseen-type test: that would tune on the test), by sweeping a grid and taking the
-threshold with the best macro F1 of the returned passage sets, and stored in ``model.json``
-(``similarity_threshold`` plus a ``calibration`` record saying how). ``model.json`` is not among
+threshold decides what a user gets. It is chosen on development data (never on the unseen-type
+test: that would tune on the test), by sweeping a grid and taking the threshold with the best macro
+F1 of the returned passage sets, and stored in ``model.json`` (``similarity_threshold`` plus a
+``calibration`` record saying how): on the types the model was trained on, and, when the data has
+types it was not trained on (the validation split's held-out types), a second threshold on those
+(``unseen_similarity_threshold``), used for every phrase outside ``training.types``. ``model.json`` is not among
 the checksummed ``files``, so a model's checksum and the stores built with it are unaffected.
 """
 
@@ -47,9 +49,11 @@ def point_dict(p: SweepPoint) -> dict[str, Any]:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
 
 
-def write_calibration(model_dir: str | Path, threshold: float, record: Mapping[str, Any]) -> Path:
-    """Store the chosen threshold and how it was chosen in the folder's ``model.json``."""
-    return ModelCard.load(model_dir).calibrated(threshold, record).save(model_dir)
+def write_calibration(
+    model_dir: str | Path, threshold: float, record: Mapping[str, Any], *, unseen_threshold: float | None = None
+) -> Path:
+    """Store the chosen threshold(s) and how they were chosen in the folder's ``model.json``."""
+    return ModelCard.load(model_dir).calibrated(threshold, record, unseen_threshold=unseen_threshold).save(model_dir)
 
 
 def calibration_record(result: Mapping[str, Any], *, date: str) -> dict[str, Any]:
@@ -63,10 +67,16 @@ def calibration_record(result: Mapping[str, Any], *, date: str) -> dict[str, Any
         "types": calibration["types"],
         "date": date,
         "model_checksum": result["model"]["checksum"],
-        "methods": {
-            key: {k: v for k, v in m["chosen"].items() if k in ("threshold", "precision", "recall", "f1")}
-            for key, m in calibration["methods"].items()
-        },
+        "methods": _chosen(calibration),
+        **({"unseen": {"types": calibration["unseen"]["types"], "methods": _chosen(calibration["unseen"])}}
+           if "unseen" in calibration else {}),
+    }  # fmt: skip
+
+
+def _chosen(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: {k: v for k, v in m["chosen"].items() if k in ("threshold", "precision", "recall", "f1")}
+        for key, m in calibration["methods"].items()
     }
 
 

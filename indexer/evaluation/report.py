@@ -75,9 +75,16 @@ def group_table(result: Mapping[str, Any]) -> str:
         first = f"**{g}** ({n}" + (f", Fam {f:.2f})" if f is not None else ")")
         for i, m in enumerate(methods):
             s = result["summary"][m][g]
-            thr = result["methods"].get(m, {}).get("threshold")
-            rows.append([first if i == 0 else "", SHORT.get(m, m), _fmt(thr, 2)] + [_fmt(s.get(k)) for k, _ in COLUMNS])
+            rows.append([first if i == 0 else "", SHORT.get(m, m), _group_thresholds(result, m, g)] + [_fmt(s.get(k)) for k, _ in COLUMNS])
     return _table(header, rows)
+
+
+def _group_thresholds(result: Mapping[str, Any], method: str, group: str) -> str:
+    """The thresholds a method applied to a group's types ("0.36/0.27" when they differ)."""
+    applied = {r["thresholds"][method] for r in result["per_type"] if r["group"] == group and r.get("thresholds", {}).get(method) is not None}
+    if not applied:
+        return _fmt(result["methods"].get(method, {}).get("threshold"), 2)  # results saved before per-type thresholds
+    return "/".join(_fmt(t, 2) for t in sorted(applied, reverse=True))
 
 
 def per_type_table(result: Mapping[str, Any]) -> str:
@@ -137,13 +144,14 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
         notes.append(f"- types without a relevant passage here (not scored): {', '.join(result['skipped_queries'])}")
     parts += notes
     cal = result.get("calibration")
-    if cal:
-        parts += ["", f"Calibration on {len(cal['types'])} seen types:", ""]
-        rows = []
-        for key, c in cal["methods"].items():
-            ch = c["chosen"]
-            rows.append([SHORT.get(key, key), _fmt(ch["threshold"], 2), _fmt(ch["precision"]), _fmt(ch["recall"]), _fmt(ch["f1"])])
-        parts.append(_table(["method", "chosen threshold", "macro P", "macro R", "macro F1"], rows))
+    for section, kind in ((cal, "seen"), ((cal or {}).get("unseen"), "unseen")):
+        if section:
+            parts += ["", f"Calibration on {len(section['types'])} {kind} types:", ""]
+            rows = []
+            for key, c in section["methods"].items():
+                ch = c["chosen"]
+                rows.append([SHORT.get(key, key), _fmt(ch["threshold"], 2), _fmt(ch["precision"]), _fmt(ch["recall"]), _fmt(ch["f1"])])
+            parts.append(_table(["method", "chosen threshold", "macro P", "macro R", "macro F1"], rows))
     return "\n".join(parts) + "\n"
 
 

@@ -12,16 +12,16 @@ is then a filter, identical to searching with that threshold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from ..model_card import ModelCard
 from ..model_folder import ModelInfo
 from .benchmark_io import Benchmark
 from .familiarity import split_familiarity
 from .methods import DEFAULT_METHODS, METHODS, SYSTEM_METHODS
 from .rankings import Rankings, compute_rankings
-from .scoring import calibrate_methods, detection_summary, round6, score_methods
+from .scoring import Threshold, calibrate_methods, detection_summary, round6, score_methods
 from .seen_types import Training, training_from_card
 
 FAMILIARITY_DEFINITION = (
@@ -65,13 +65,8 @@ def run_eval(
         bench, encoder, store_dir=store_dir, methods=methods, batch_size=batch_size, passage_weight=passage_weight,
         feedback=feedback,
     )
-    thresholds, threshold_source = operating_thresholds(rankings, info.card, info.similarity_threshold, threshold)
-    calibration = calibrate_methods(bench, rankings, training, groups=calibrate_on) if calibrate_on else None
-    if calibration:
-        # report set metrics at the thresholds just chosen (what the written model.json will hold)
-        for key, chosen in calibration["methods"].items():
-            thresholds[key] = chosen["chosen"]["threshold"]
-            threshold_source[key] = f"calibrated in this run on the {'/'.join(calibrate_on)} types"
+    thresholds, threshold_source = operating_thresholds(rankings, info, threshold)
+    calibration = _calibrate(bench, rankings, training, calibrate_on, info, thresholds, threshold_source) if calibrate_on else None
     phrases = [q.text for q in bench.scored_queries()]
     # Without any record of the training types, Familiarity is unknown (not 0): leave it out.
     fam = split_familiarity(phrases, training.counts, encoder.embed_types)[0] if training.counts else {}
@@ -82,25 +77,62 @@ def run_eval(
     return out
 
 
+def _calibrate(bench: Benchmark, rankings: Rankings, training: Training, groups: Sequence[str], info: ModelInfo,
+               thresholds: dict[str, Threshold], source: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    """Choose thresholds on ``groups``' types and report set metrics at them (what the written
+    model.json will hold; ``thresholds`` and ``source`` are updated). Calibrating on the seen types
+    also chooses the threshold of phrases the model was not trained on, on the unseen types."""
+    calibration = calibrate_methods(bench, rankings, training, groups=groups)
+    if "seen" in groups and "unseen" not in groups:
+        unseen = calibrate_methods(bench, rankings, training, groups=("unseen",))
+        if unseen["methods"]:
+            calibration["unseen"] = unseen
+    for key, chosen in calibration["methods"].items():
+        thresholds[key] = chosen["chosen"]["threshold"]
+        source[key] = f"calibrated in this run on the {'/'.join(groups)} types"
+        other = calibration.get("unseen", {}).get("methods", {}).get(key)
+        if key in SYSTEM_METHODS and other:
+            thresholds[key] = PhraseThresholds(thresholds[key], other["chosen"]["threshold"], info.is_trained_phrase)
+            source[key] += " (trained-on phrases) and on the unseen types (other phrases)"
+    return calibration
+
+
+@dataclass(frozen=True)
+class PhraseThresholds:
+    """The system's two thresholds: one for phrases the model was trained on, one for the others
+    (``ModelInfo.threshold_for``'s rule, so that eval applies what a search applies)."""
+
+    trained: float
+    other: float
+    is_trained: Callable[[str], bool]
+
+    def __call__(self, phrase: str) -> float:
+        return self.trained if self.is_trained(phrase) else self.other
+
+
 def operating_thresholds(
-    rankings: Rankings, card: ModelCard, model_threshold: float, threshold: float | None
-) -> tuple[dict[str, float | None], dict[str, str]]:
+    rankings: Rankings, info: ModelInfo, threshold: float | None
+) -> tuple[dict[str, Threshold], dict[str, str]]:
     """Each method's operating threshold and where it comes from: --threshold or the model's for
-    the system, the card's calibration for baselines, none for ranking-only methods."""
-    calibrated = card.calibration
+    the system (two when the card has ``unseen_similarity_threshold``), the card's calibration for
+    baselines, none for ranking-only methods."""
+    calibrated = info.card.calibration
     stored = calibrated.method_thresholds if calibrated else {}
-    thresholds: dict[str, float | None] = {}
+    thresholds: dict[str, Threshold] = {}
     source: dict[str, str] = {}
     for key in rankings:
         if not METHODS[key].thresholded:
             thresholds[key] = None
             source[key] = "none (ranking only)"
+        elif key in SYSTEM_METHODS and threshold is not None:
+            thresholds[key] = threshold
+            source[key] = "--threshold"
         elif key in SYSTEM_METHODS:
-            thresholds[key] = threshold if threshold is not None else model_threshold
-            source[key] = "--threshold" if threshold is not None else (
-                "model.json similarity_threshold (calibrated)" if calibrated else
-                "model.json similarity_threshold (not calibrated)"
-            )
+            thresholds[key] = info.similarity_threshold
+            source[key] = "model.json similarity_threshold" + (" (calibrated)" if calibrated else " (not calibrated)")
+            if info.unseen_similarity_threshold is not None:
+                thresholds[key] = PhraseThresholds(info.similarity_threshold, info.unseen_similarity_threshold, info.is_trained_phrase)
+                source[key] += ", unseen_similarity_threshold for phrases not in training.types"
         elif key in stored:
             thresholds[key] = stored[key]
             source[key] = "model.json calibration (same dev data and rule as the system)"
@@ -108,6 +140,18 @@ def operating_thresholds(
             thresholds[key] = None
             source[key] = "not calibrated: set metrics omitted"
     return thresholds, source
+
+
+def _method_entry(key: str, threshold: Threshold, source: str) -> dict[str, Any]:
+    """A method's label and operating threshold(s) in the result."""
+    entry: dict[str, Any] = {"label": METHODS[key].label}
+    if isinstance(threshold, PhraseThresholds):
+        entry["threshold"] = round6(threshold.trained)
+        entry["threshold_unseen"] = round6(threshold.other)
+    else:
+        entry["threshold"] = round6(threshold)
+    entry["threshold_source"] = source
+    return entry
 
 
 def _result(
@@ -136,18 +180,12 @@ def _result(
             "version": info.version,
             "checksum": info.checksum,
             "similarity_threshold": info.similarity_threshold,
+            "unseen_similarity_threshold": info.unseen_similarity_threshold,
             "detection_threshold": info.detection_threshold,
             "passage_weight": stats.get("passage_weight", info.passage_weight),
             **({"feedback": stats["feedback"]} if "feedback" in stats else {}),
         },
-        "methods": {
-            key: {
-                "label": METHODS[key].label,
-                "threshold": round6(thresholds[key]),
-                "threshold_source": threshold_source[key],
-            }
-            for key in rankings
-        },
+        "methods": {key: _method_entry(key, thresholds[key], threshold_source[key]) for key in rankings},
         "training": {
             "types_source": training.source,
             "types": sorted(training.types),

@@ -3,7 +3,7 @@ curves, calibration on the seen types, and the entity detector's recall of gold 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -14,14 +14,18 @@ from .metrics import QueryScores, Ranked, macro_scores, match_spans, score_query
 from .seen_types import GROUPS, Training, group_of
 
 
+Threshold = float | Callable[[str], float] | None  # one value, or one per type phrase (the system's rule)
+
+
 def score_methods(
     bench: Benchmark,
     rankings: Mapping[str, Mapping[str, Sequence[Ranked]]],
-    thresholds: Mapping[str, float | None],
+    thresholds: Mapping[str, Threshold],
     training: Training,
     familiarity: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Per-type scores, macro summaries per group, and threshold curves, as JSON-ready data."""
+    """Per-type scores, macro summaries per group, and threshold curves, as JSON-ready data; each
+    type's row names the threshold each method applied to it."""
     familiarity = familiarity or {}
     queries = bench.scored_queries()
     per_type = []
@@ -37,17 +41,11 @@ def score_methods(
             "group": group,
             "relevant": len(bench.qrels[q.id]),
             "familiarity": round6(familiarity.get(q.text)),
+            "thresholds": {},
             "scores": {},
         }
         for key, by_query in rankings.items():
-            method = METHODS.get(key, Method(key, key, spans=False, thresholded=False))
-            s = score_query(
-                list(by_query.get(q.id, ())),
-                bench.qrels[q.id],
-                threshold=thresholds.get(key) if method.thresholded else None,
-                gold_spans=bench.gold.get(q.id, {}),
-                with_spans=method.spans,
-            )
+            s, row["thresholds"][key] = _score_one(bench, q, key, by_query, thresholds.get(key))
             row["scores"][key] = s.to_dict()
             by_method[key]["all"].append(s)
             by_method[key][group].append(s)
@@ -73,6 +71,17 @@ def score_methods(
         "skipped_queries": [q.text for q in bench.queries if not bench.qrels.get(q.id)],
         "sweeps": sweeps,
     }
+
+
+def _score_one(bench: Benchmark, q: Any, key: str, by_query: Mapping[str, Sequence[Ranked]],
+               threshold: Threshold) -> tuple[QueryScores, float | None]:  # fmt: skip
+    """One method's scores for one type, and the threshold applied to it (the value, or the
+    system's rule for that phrase; none for ranking-only methods)."""
+    method = METHODS.get(key, Method(key, key, spans=False, thresholded=False))
+    applied = (threshold(q.text) if callable(threshold) else threshold) if method.thresholded else None
+    s = score_query(list(by_query.get(q.id, ())), bench.qrels[q.id], threshold=applied,
+                    gold_spans=bench.gold.get(q.id, {}), with_spans=method.spans)  # fmt: skip
+    return s, round6(applied)
 
 
 def calibrate_methods(

@@ -39,6 +39,7 @@ STORED_SETTINGS = (
     "max_length",
     "max_span_width",
     "label_threshold",
+    "unseen_label_threshold",
     "labels_per_span",
     "catalog",
 )
@@ -66,6 +67,7 @@ class ModelStamp:
     max_length: int | None = None
     max_span_width: int | None = None
     label_threshold: float | None = None
+    unseen_label_threshold: float | None = None  # labels of phrases the model was not trained on
     labels_per_span: int | None = None
     catalog: str | None = None
 
@@ -85,7 +87,7 @@ class ModelStamp:
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelStamp":
         """Read a recorded stamp (any nerindex version); raises KeyError/TypeError/ValueError if unreadable."""
         settings = {name: data.get(name) for name in STORED_SETTINGS}
-        for name in ("detection_threshold", "label_threshold"):
+        for name in ("detection_threshold", "label_threshold", "unseen_label_threshold"):
             settings[name] = None if settings[name] is None else float(settings[name])
         for name in ("max_length", "max_span_width", "labels_per_span"):
             settings[name] = None if settings[name] is None else int(settings[name])

@@ -91,7 +91,14 @@ class SearchService:
         self._info = info
         return info
 
-    def default_threshold(self) -> float | None:
+    def default_threshold(self, phrase: str | None = None) -> float | None:
+        """The threshold a search for ``phrase`` applies when the request gives none: the server's,
+        else the model's for that phrase (trained-on or not, ``ModelInfo.threshold_for``)."""
+        if self.threshold is not None:
+            return self.threshold
+        threshold_for = getattr(self.index, "threshold_for", None)  # an index may not know phrases
+        if phrase is not None and threshold_for is not None:
+            return float(threshold_for(phrase))
         if self._info is None:
             self.info()
         assert self._info is not None
@@ -170,7 +177,7 @@ class SearchService:
             page = self.top(query, body.limit)
         return {
             "type": query.type,
-            "threshold": query.threshold if query.threshold is not None else self.default_threshold(),
+            "threshold": query.threshold if query.threshold is not None else self.default_threshold(query.type),
             "passage_weight": (
                 query.passage_weight if query.passage_weight is not None else self.default_passage_weight()
             ),

@@ -1,0 +1,78 @@
+"""Two similarity thresholds: one for type phrases the model was trained on, one for the others.
+
+The rule has one owner (``ModelInfo.threshold_for`` / ``label_thresholds``); the API, the web
+service, labels and ``nerindex eval`` apply it, and calibration writes both values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.assets import default_model_dir
+from indexer.catalog import Catalog
+from indexer.model_card import ModelCard
+from indexer.model_folder import ModelInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _info(**card) -> ModelInfo:
+    values = {"training": {"types": ["person", "sports team"]}, **card}
+    return ModelInfo(
+        path=Path("."), id="m", version="1", dims=2, max_length=8, max_span_width=2, detection_threshold=0.1,
+        similarity_threshold=0.36, label_threshold=0.36, labels_per_span=2, similarity="cosine", type_template="{}",
+        graphs={}, files={}, unseen_similarity_threshold=card.get("unseen_similarity_threshold"),
+        unseen_label_threshold=card.get("unseen_label_threshold"), card=ModelCard(values),
+    )  # fmt: skip
+
+
+def test_a_phrase_the_model_was_trained_on_gets_the_seen_threshold():
+    info = _info(unseen_similarity_threshold=0.27)
+    assert info.threshold_for("person") == info.threshold_for("  Sports   TEAM ") == 0.36
+    assert info.threshold_for("dinosaur") == info.threshold_for("persons") == 0.27
+
+
+def test_one_threshold_when_the_card_has_no_second():
+    info = _info()
+    assert info.threshold_for("dinosaur") == info.threshold_for("person") == 0.36
+    assert info.label_thresholds(["person", "dinosaur"]).tolist() == pytest.approx([0.36, 0.36])
+    assert info.stamp.unseen_label_threshold == 0.36  # the effective value is recorded either way
+
+
+def test_labels_follow_the_same_split():
+    info = _info(unseen_similarity_threshold=0.27, unseen_label_threshold=0.27)
+    phrases = ("person", "dinosaur")
+    cat = Catalog(phrases, np.eye(2, dtype=np.float32))
+    vectors = np.array([[0.30, 0.0], [0.0, 0.30], [0.40, 0.30]], dtype=np.float32)
+    got = cat.label(vectors, k=2, threshold=info.label_thresholds(phrases))
+    assert got == [(), ("dinosaur",), ("person", "dinosaur")]
+    assert cat.label(vectors, k=2, threshold=0.36) == [(), (), ("person",)]
+
+
+def test_calibration_writes_both_thresholds_and_labels_follow(tmp_path: Path):
+    card = ModelCard({"similarity_threshold": 0.18, "label_threshold": 0.18, "unseen_similarity_threshold": 0.1})
+    both = card.calibrated(0.36, {"rule": "r"}, unseen_threshold=0.27).to_dict()
+    assert (both["similarity_threshold"], both["unseen_similarity_threshold"]) == (0.36, 0.27)
+    assert (both["label_threshold"], both["unseen_label_threshold"]) == (0.36, 0.27)
+    one = ModelCard(both).calibrated(0.3, {"rule": "r"}).to_dict()  # no unseen types this time: one threshold
+    assert "unseen_similarity_threshold" not in one and "unseen_label_threshold" not in one
+    assert one["similarity_threshold"] == one["label_threshold"] == 0.3
+
+
+def test_the_shipped_model_and_a_search_use_them(tmp_path: Path):
+    from indexer import NerIndex, read_passages
+
+    card = json.loads((default_model_dir() / "model.json").read_text(encoding="utf-8"))
+    with NerIndex.open(tmp_path / "store") as ix:
+        info = ix.encoder.info
+        assert info.similarity_threshold == card["similarity_threshold"]
+        assert info.unseen_similarity_threshold == card.get("unseen_similarity_threshold")
+        assert ix.request("person").min_similarity == info.similarity_threshold
+        assert ix.request("dinosaur").min_similarity == info.threshold_for("dinosaur")
+        assert ix.request("dinosaur", min_similarity=0.5).min_similarity == 0.5  # the caller's wins
+        ix.index(read_passages(ROOT / "examples" / "corpus.jsonl", id_field="id"))
+        for hit in ix.search("dinosaur", limit=5):
+            assert all(s.similarity >= info.threshold_for("dinosaur") for s in hit.spans)
