@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -89,6 +89,7 @@ class Calibration:
 
     method_thresholds: dict[str, float]
     label_threshold_follows: bool
+    unseen_method_thresholds: dict[str, float] = field(default_factory=dict)  # chosen on unseen types
 
 
 class ModelCard:
@@ -209,9 +210,11 @@ class ModelCard:
         if not section:
             return None
         methods = section.get("methods", {})
+        unseen = (section.get("unseen") or {}).get("methods", {})
         return Calibration(
             method_thresholds={k: float(m["threshold"]) for k, m in methods.items() if "threshold" in m},
             label_threshold_follows=bool(section.get("label_threshold_follows", False)),
+            unseen_method_thresholds={k: float(m["threshold"]) for k, m in unseen.items() if "threshold" in m},
         )
 
     @property

@@ -91,7 +91,7 @@ def _calibrate(bench: Benchmark, rankings: Rankings, training: Training, groups:
         thresholds[key] = chosen["chosen"]["threshold"]
         source[key] = f"calibrated in this run on the {'/'.join(groups)} types"
         other = calibration.get("unseen", {}).get("methods", {}).get(key)
-        if key in SYSTEM_METHODS and other:
+        if other:  # baselines get two as well: their set figures are not handicapped by the system's rule
             thresholds[key] = PhraseThresholds(thresholds[key], other["chosen"]["threshold"], info.is_trained_phrase)
             source[key] += " (trained-on phrases) and on the unseen types (other phrases)"
     return calibration
@@ -136,6 +136,9 @@ def operating_thresholds(
         elif key in stored:
             thresholds[key] = stored[key]
             source[key] = "model.json calibration (same dev data and rule as the system)"
+            if key in calibrated.unseen_method_thresholds:
+                thresholds[key] = PhraseThresholds(stored[key], calibrated.unseen_method_thresholds[key], info.is_trained_phrase)
+                source[key] += ", its unseen-type threshold for phrases not in training.types"
         else:
             thresholds[key] = None
             source[key] = "not calibrated: set metrics omitted"
