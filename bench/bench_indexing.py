@@ -13,6 +13,10 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
 - ``index``: ``NerIndex.index`` into a fresh temporary embedded store (encode + write).
 - ``onnx-fp32``, ``torch-eager`` (``--engines``; need the ``[train]`` extra): the same model's fp32
   graph and PyTorch eager behind the whole-graph path.
+- ``baseline``, ``baseline-whole`` (``--baseline-model DIR``, added to the engines when given):
+  ``encode`` and ``encode-whole`` of another model folder, e.g. the previous release's, so that a
+  new model's throughput is compared with the old one's in the same run (ratios to each are
+  printed). ``baseline-whole`` with 0.2.0's folder is 0.2.0 as released (its whole-graph runtime).
 
 Every run records the 1-minute load average before and after it and the CPU time the *other*
 processes used during it (``/proc/stat`` busy time minus this process's ``os.times()``), as a share
@@ -45,7 +49,8 @@ DATA = ROOT.parent / "shared" / "data" / "crossner" / "politics" / "test.txt"
 EXAMPLE = ROOT / "examples" / "corpus.jsonl"
 sys.path.insert(0, str(ROOT))  # this checkout's indexer, not whichever one the environment installed
 DEFAULT_ENGINES = ("transformer", "encode", "encode-whole", "index")
-ALL_ENGINES = DEFAULT_ENGINES + ("onnx-fp32", "torch-eager")
+BASELINE_ENGINES = ("baseline", "baseline-whole")
+ALL_ENGINES = DEFAULT_ENGINES + ("onnx-fp32", "torch-eager") + BASELINE_ENGINES
 
 
 def load_sentences(path: Path, example_corpus: bool) -> tuple[list[str], str]:
@@ -160,8 +165,14 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
     }
     if {"onnx-fp32", "torch-eager"} & set(names):
         engines.update(torch_engines(args, folder, enc, passages))
+    if set(BASELINE_ENGINES) & set(names):
+        base = OnnxEncoder.from_dir(Path(args.baseline_model), device="cpu", threads=args.threads)
+        base_whole = OnnxEncoder(base.info, base.session, base.tokenizer, provider=base.provider, catalog=base.catalog)
+        engines["baseline"] = lambda: base.encode(passages, batch_size=args.batch_size)
+        engines["baseline-whole"] = lambda: base_whole.encode(passages, batch_size=args.batch_size)
     facts = {
         "model": f"{enc.info.id} {enc.info.version}",
+        "baseline_model": f"{base.info.id} {base.info.version} ({args.baseline_model})" if "baseline" in engines else None,
         "graph": graph_path.name,
         "staged": enc.stages is not None,
         "batches": len(feeds),
@@ -209,10 +220,10 @@ class TorchSession:
         return [named[name].numpy() for name in outputs]
 
 
-def ratios(runs: list[Run], numerator: str, rounds: int) -> dict:
-    """``numerator`` passages/s over ``transformer`` passages/s, per round (runs next to each other)."""
+def ratios(runs: list[Run], numerator: str, rounds: int, denominator: str = "transformer") -> dict:
+    """``numerator`` passages/s over ``denominator`` passages/s, per round (runs next to each other)."""
     by = {(r.engine, r.round): r for r in runs}
-    pairs = [(by[(numerator, i)], by[("transformer", i)]) for i in range(rounds) if (numerator, i) in by and ("transformer", i) in by]
+    pairs = [(by[(numerator, i)], by[(denominator, i)]) for i in range(rounds) if (numerator, i) in by and (denominator, i) in by]
     every = [a.passages_per_s / b.passages_per_s for a, b in pairs]
     quiet = [a.passages_per_s / b.passages_per_s for a, b in pairs if not (a.loaded or b.loaded)]
     return {"all": summary(every), "quiet": summary(quiet)}
@@ -231,9 +242,14 @@ def main() -> None:
     parser.add_argument("--model", help="a model folder (default: the shipped model)")
     parser.add_argument("--others-max", type=float, default=0.25, help="others' CPU share above which a run is loaded")
     parser.add_argument("--load-max", type=float, default=1.5, help="load average (beyond our threads) above which a run is loaded")
+    parser.add_argument("--baseline-model", help="another model folder to time beside it (engines baseline, baseline-whole)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     names = [n for n in args.engines.split(",") if n]
+    if args.baseline_model:
+        names += [n for n in BASELINE_ENGINES if n not in names]
+    elif set(BASELINE_ENGINES) & set(names):
+        sys.exit("bench_indexing: the baseline engines need --baseline-model DIR")
     unknown = [n for n in names if n not in ALL_ENGINES]
     if unknown or "transformer" not in names:
         sys.exit(f"bench_indexing: engines must include transformer and come from {', '.join(ALL_ENGINES)} (got {args.engines})")
@@ -268,6 +284,11 @@ def main() -> None:
             for name in names
         },
         "ratio_to_transformer": {name: ratios(runs, name, args.rounds) for name in names if name != "transformer"},
+        "ratio_to_baseline": {
+            f"{name} / {base}": ratios(runs, name, args.rounds, base)
+            for base in BASELINE_ENGINES if base in names
+            for name in ("encode", "index") if name in names
+        },
         "runs": [asdict(r) for r in runs],
     }
     print(json.dumps(report) if args.json else render(report))
@@ -288,10 +309,13 @@ def render(report: dict) -> str:
         a, q = row["passages_per_s"], row["passages_per_s_quiet"]
         quiet = f"quiet median {q['median']} ({q['n']} runs)" if q["n"] else "no quiet run"
         lines.append(f"{name:13s} median {a['median']:7.1f} passages/s, range {a['min']}–{a['max']} ({a['n']} runs, {row['loaded_runs']} loaded); {quiet}")
-    for name, ratio in report["ratio_to_transformer"].items():
+    if report.get("baseline_model"):
+        lines.append(f"baseline model: {report['baseline_model']}")
+    named = {f"{name} / transformer": r for name, r in report["ratio_to_transformer"].items()}
+    for name, ratio in {**named, **report["ratio_to_baseline"]}.items():
         a, q = ratio["all"], ratio["quiet"]
         quiet = f"quiet median {q['median']} ({q['n']} rounds)" if q["n"] else "no quiet round"
-        lines.append(f"{name} / transformer: median {a['median']}, range {a['min']}–{a['max']} ({a['n']} rounds); {quiet}")
+        lines.append(f"{name}: median {a['median']}, range {a['min']}–{a['max']} ({a['n']} rounds); {quiet}")
     return "\n".join(lines)
 
 
