@@ -3,7 +3,8 @@
 Engines, run interleaved in one process (round r runs them all, the order rotated by r):
 
 - ``transformer``: the bare transformer cut from the model's own graph (``input_ids``,
-  ``attention_mask`` → last-layer token states; ``onnx.utils.Extractor``), run on exactly the
+  ``attention_mask`` → last-layer token states, and the last-layer states of a span side's copy of
+  the top layers where the model has one; ``onnx.utils.Extractor``), run on exactly the
   ``(input_ids, attention_mask)`` batches that ``encode`` feeds (``OnnxEncoder.token_batches``,
   built before timing). It is the floor: no span work, no Python around it.
 - ``encode``: ``OnnxEncoder.encode`` as shipped (tokenisation, windows, candidate spans, the staged
@@ -146,10 +147,13 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
     whole = OnnxEncoder(enc.info, enc.session, enc.tokenizer, provider=enc.provider, catalog=enc.catalog)
     graph_path = graph_for(enc.info, CPU)
     graph = onnx.load(str(graph_path))
-    bare_graph = Extractor(graph).extract_model(["input_ids", "attention_mask"], [find_cuts(graph).last])
+    cuts = find_cuts(graph)
+    # every transformer layer of the graph: a span side's copy of the top layers too (model 0.3.0)
+    lasts = [cuts.last] + ([cuts.span_last] if cuts.span_last else [])
+    bare_graph = Extractor(graph).extract_model(["input_ids", "attention_mask"], lasts)
     bare = open_session(bare_graph.SerializeToString(), CPU, threads=args.threads, name=graph_path)
     feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in enc.token_batches(passages, batch_size=args.batch_size)]
-    last = bare.get_outputs()[0].name
+    last = [o.name for o in bare.get_outputs()]
 
     def index() -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +162,7 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
             nx.close()
 
     engines: dict[str, Callable[[], None]] = {
-        "transformer": lambda: [bare.run([last], f) for f in feeds],
+        "transformer": lambda: [bare.run(last, f) for f in feeds],
         "encode": lambda: enc.encode(passages, batch_size=args.batch_size),
         "encode-whole": lambda: whole.encode(passages, batch_size=args.batch_size),
         "index": index,

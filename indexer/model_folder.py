@@ -115,7 +115,7 @@ class ModelInfo:
 
         Why two: a trained span space is more confident on its training types than on types it
         never saw, so the threshold calibrated on seen types drops most mentions of unseen ones
-        (EVALUATION.md, "Two thresholds"). Whether a phrase was trained on is known at query time.
+        (EVALUATION.md, "Calibration"). Whether a phrase was trained on is known at query time.
         """
         if self.unseen_similarity_threshold is None or self.is_trained_phrase(phrase):
             return self.similarity_threshold
