@@ -107,3 +107,41 @@ def test_nerindex_train_refuses_a_span_side_copy(tmp_path):
     cfg = TrainConfig(heads=HeadConfig(span_layers=2))
     with pytest.raises(ModelError, match="span_layers must be 0"):
         run_training(cfg, tmp_path / "run")
+
+
+def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
+    """How the shipped model is built: `nerindex export <model folder> --span-side PREFIX`."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+    from indexer.encoder import CPU, open_session
+    from indexer.staged import load_stages
+
+    shipped = default_model_dir()
+    model = load_model_from_folder(shipped)
+    if not model.config.span_layers:
+        pytest.skip("the shipped model has no span side to save")
+    _save_side(model, tmp_path / "side")
+    catalog = tmp_path / "catalog.txt"
+    catalog.write_text("person\ndinosaur\n", encoding="utf-8")
+    out = tmp_path / "model"
+    res = CliRunner().invoke(cli, ["export", str(shipped), "--out", str(out), "--span-side", str(tmp_path / "side"),
+                                   "--catalog", str(catalog), "--version", "9.9.9"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    assert card["version"] == "9.9.9" and card["heads_config"]["span_layers"] == model.config.span_layers
+    assert list(card["training"]["span_side"]["files"]) == ["side-0.safetensors"]
+    assert "calibration" not in card and card["evaluation"] == {}  # they described the old graphs
+    shipped_card = json.loads((shipped / "model.json").read_text(encoding="utf-8"))
+    assert card["training"]["types"] == shipped_card["training"]["types"]
+    assert load_stages(out / "encoder.int8.onnx", lambda data: open_session(data, CPU)) is not None
+    ids = np.array([[101, 2023, 2003, 1037, 9567, 102]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "span_starts": np.array([[1, 4]]),
+             "span_ends": np.array([[2, 4]])}  # fmt: skip
+    run = lambda folder: ort.InferenceSession(str(folder / "encoder.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)  # noqa: E731
+    got, want = run(out), run(shipped)
+    assert (got[1] * want[1]).sum(-1).min() > 0.999  # the same side, re-exported: the same span vectors
