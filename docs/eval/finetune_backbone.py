@@ -105,7 +105,11 @@ class SpanSide(torch.nn.Module):
         super().__init__()
         n_layers = int(model.backbone.config.num_hidden_layers)
         self.k0 = n_layers - n_top  # the frozen layer whose states enter the trainable copy
-        self.top = copy.deepcopy(model.backbone.encoder.layer[self.k0 :])
+        own = model.span_top  # a model whose span side has its own layers (0.3.0) starts from them
+        if own is not None and len(own) != n_top:
+            raise SystemExit(f"this model's span side has its own {len(own)} top layers: train {len(own)}, "
+                             "or pass --model with a model without them (0.2.0's folder)")  # fmt: skip
+        self.top = copy.deepcopy(own if own is not None else model.backbone.encoder.layer[self.k0 :])
         self.adapter = copy.deepcopy(model.adapter)
         self.feature_layers = feature_layers
         for p in self.parameters():
@@ -231,7 +235,8 @@ def replace_span_vectors(sets: dict[str, tuple], side_prefix: str, folder: Path,
 
     model = load_model_from_folder(folder).float()
     layers = model.config.feature_layers
-    side = SpanSide(model, 0, layers).eval() if side_prefix == "shipped" else load_side(model, Path(side_prefix), layers)
+    shipped = SpanSide(model, model.config.span_layers, layers).eval() if side_prefix == "shipped" else None
+    side = shipped or load_side(model, Path(side_prefix), layers)
     tokenizer = load_tokenizer(folder / "tokenizer.json")
     torch.set_num_threads(2)
     left = {}
@@ -247,6 +252,7 @@ def replace_span_vectors(sets: dict[str, tuple], side_prefix: str, folder: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--model", type=Path, default=None, help="the model to start from (default: the shipped one)")
     parser.add_argument("--backbone", default=None, help="backbone folder (default: the model card's)")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 2, 6, 1], help="top layers trained (0: adapter only)")
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-5, 3e-5, 1e-4], help="learning rates of the layers")
@@ -263,7 +269,7 @@ def main() -> None:
     args = parser.parse_args()
     t_start = time.time()
     dev = args.device
-    folder = default_model_dir()
+    folder = args.model or default_model_dir()
     cfg = config_of(folder, args.data, Path(".cache/train"))
     model = load_model_from_folder(folder, backbone=args.backbone).float()  # a float16 copy loads as float16
     tokenizer = load_tokenizer(backbone_tokenizer_file(args.backbone or cfg.backbone))

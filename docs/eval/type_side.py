@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -59,14 +60,17 @@ class TypeSide(torch.nn.Module):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped one)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/train"))
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-4, 1e-3])
     parser.add_argument("--max-steps", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    folder = default_model_dir()
+    folder = args.model or default_model_dir()
     cfg = config_of(folder, args.data, args.cache_dir)
     model = load_model_from_folder(folder)
+    if model.config.span_layers:  # its span vectors are not the adapter over the frozen states cached here
+        sys.exit(f"{folder}: its span side has its own top layers; pass --model with a model without them (0.2.0's folder)")
     data = prepare_data(cfg, model)
     with torch.no_grad():
         spans = {name: adapter_vectors(model, sf) for name, sf in (("train", data.train_sf), ("dev", data.dev_sf), ("zs", data.zs_sf))}
