@@ -275,6 +275,19 @@ def test_type_without_letters_or_digits_hints(indexed, capsys):
     assert "hint" not in err
 
 
+def test_an_empty_answer_names_the_threshold_it_used(indexed, capsys):
+    """The default threshold depends on the type (trained on or not), so an empty answer says which."""
+    code, out, err = run(capsys, "search", "volcano", "--store", str(indexed))
+    assert code == 0 and out == ""
+    from indexer.model_folder import ModelInfo
+
+    info = ModelInfo.load(default_model_dir(), verify=False)
+    assert f"no mention reached the similarity threshold {info.threshold_for('volcano'):g}" in err
+    assert "not trained on" in err and "--threshold" in err
+    _, _, err = run(capsys, "search", "volcano", "--store", str(indexed), "--threshold", "0.9")
+    assert "hint" not in err  # the user chose the threshold
+
+
 class Terminal(io.StringIO):
     """A stderr that says it is a terminal, so tqdm draws its bar there."""
 

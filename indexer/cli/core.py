@@ -226,9 +226,15 @@ def search_command(
             else:
                 click.echo(format_hit(shown, hit, color=color))
         absent = ix.absent_fields(filters) if filters and not shown else []
+        applied = ix.threshold_for(entity_type) if threshold is None else threshold
+        trained = ix.encoder.info.is_trained_phrase(entity_type)
     if absent:
         names = ", ".join(repr(name) for name in absent)
         click.echo(f"hint: no stored passage has a field named {names}; --where matches stored metadata exactly", err=True)
+    elif not shown and threshold is None and not filters and not text:
+        kind = "types it was trained on" if trained else "types it was not trained on"
+        click.echo(f"hint: no mention reached the similarity threshold {applied:g} (the model's for {kind}); "
+                   "--threshold with a lower value finds looser matches", err=True)  # fmt: skip
     if not as_json:
         everything = exhaustive or shown < limit
         click.echo(count_line(entity_type, shown, shown if everything else hits.total), err=True)
