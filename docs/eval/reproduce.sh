@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the figures of EVALUATION.md (run from the repository root, with shared/ beside it).
-# Needs the [eval] extra (bm25s, PyStemmer, matplotlib). About 3 minutes on 2 CPU cores. CALIBRATE=1 also re-chooses the model's threshold.
+# Needs the [eval] extra (bm25s, PyStemmer, matplotlib). About 3 minutes on 2 CPU cores. CALIBRATE=1 also re-chooses the model's two thresholds.
 # --write-model updates the shipped model's card, indexer/assets/default_model/model.json: run it with
 # the editable install (pip install -e) so that the file written is the checkout's.
 set -euo pipefail
@@ -13,7 +13,7 @@ TRAIN=(--train-data "$D/multiconer2_en/en-train90.conll" --train-data "$D/wnut17
        --train-data "$D/btc/f.conll" --train-data "$D/btc/g.conll" --train-data "$D/btc/h.conll")
 EVAL="nice -n 10 nerindex eval"
 
-# 1. calibration on the model's validation split, seen types only; writes model.json
+# 1. calibration on the model's validation split: seen types, then its unseen types for the second threshold; writes model.json
 if [ "${CALIBRATE:-0}" = 1 ]; then
   $EVAL "$D/multiconer2_en/en-train10.conll" "$D/wnut17/dev.conll" --name "calibration: MultiCoNER en-train10 + WNUT-17 dev" \
     --calibrate --write-model "${TRAIN[@]}" --out $OUT --stem calibration
