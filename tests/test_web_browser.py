@@ -126,6 +126,19 @@ def test_a_person_searches_and_sees_highlighted_mentions(page, base_url):
     assert page.dialogs == []
 
 
+@pytest.mark.parametrize("kind", ["dinosaur", "person"])
+def test_until_the_slider_moves_the_page_uses_the_models_threshold_for_the_type(page, base_url, kind):
+    """The model has one threshold for types it was trained on ("person") and one for others
+    ("dinosaur"): the page sends none, shows the one applied, and gets the CLI's answer."""
+    open_page(page, base_url, f"?type={kind}")
+    page.wait_for_selector("#results li.hit")
+    expected = httpx.post(f"{base_url}/api/v1/search", json={"type": kind, "limit": 20, "all": True}).json()
+    assert hit_ids(page) == [h["id"] for h in expected["hits"]]
+    assert f"similarity ≥ {expected['threshold']:.2f}, the model's for this type" in page.inner_text("#summary")
+    assert page.inner_text("#threshold-value") == f"{expected['threshold']:.2f} (model's)"
+    assert "threshold=" not in page.url
+
+
 def test_threshold_control_narrows_the_results(page, base_url):
     # λ = 0 (from the URL) so that scores are mention similarities, whatever the model's λ
     open_page(page, base_url, "?type=dinosaur&threshold=0&passage_weight=0")

@@ -11,7 +11,9 @@ const API = "/api/v1";
 
 const state = {
   pageSize: DEFAULT_PAGE_SIZE, // ?size=N in the URL changes it
-  query: null, // {type, text, threshold, passage_weight (null: the model's), filters}
+  query: null, // {type, text, threshold (null: the model's for the type), passage_weight (null: the model's), filters}
+  thresholdSet: false, // the slider was moved or the URL gave a threshold: send it; else the server chooses
+  applied: null, // the threshold the last search applied (the response's)
   hits: [],
   total: 0,
   nextCursor: null,
@@ -152,7 +154,9 @@ function renderSummary() {
   const what = `${n} passage${n === 1 ? "" : "s"} mention${n === 1 ? "s" : ""} an entity of type “${q.type}”`;
   const extra = shown < n ? ` — showing ${shown}` : "";
   const weight = q.passage_weight === null ? "" : `, passage weight ${q.passage_weight}`;
-  $("summary").textContent = `${what} (similarity ≥ ${q.threshold.toFixed(2)}${weight})${extra}`;
+  const applied = typeof state.applied === "number" ? state.applied.toFixed(2) : "?";
+  const whose = q.threshold === null ? ", the model's for this type" : "";
+  $("summary").textContent = `${what} (similarity ≥ ${applied}${whose}${weight})${extra}`;
 }
 
 function renderHit(hit, rank) {
@@ -243,14 +247,15 @@ function readForm() {
   return {
     type: $("type").value.trim(),
     text: $("text").value.trim() || null,
-    threshold: Number($("threshold").value),
+    threshold: state.thresholdSet ? Number($("threshold").value) : null,
     passage_weight: $("passage-weight").value === "" ? null : Number($("passage-weight").value),
     filters: state.query ? { ...state.query.filters } : {},
   };
 }
 
 function requestBody(q, extra) {
-  const body = { type: q.type, text: q.text, threshold: q.threshold, filters: q.filters, all: true, ...extra };
+  const body = { type: q.type, text: q.text, filters: q.filters, all: true, ...extra };
+  if (q.threshold !== null) body.threshold = q.threshold; // else the model's for this type (or the server's)
   if (q.passage_weight !== null) body.passage_weight = q.passage_weight; // else the model's λ
   return body;
 }
@@ -259,7 +264,7 @@ function writeURL(q) {
   const params = new URLSearchParams();
   params.set("type", q.type);
   if (q.text) params.set("text", q.text);
-  params.set("threshold", String(q.threshold));
+  if (q.threshold !== null) params.set("threshold", String(q.threshold));
   if (q.passage_weight !== null) params.set("passage_weight", String(q.passage_weight));
   if (Object.keys(q.filters).length) params.set("filters", JSON.stringify(q.filters));
   if (state.pageSize !== DEFAULT_PAGE_SIZE) params.set("size", String(state.pageSize));
@@ -280,6 +285,9 @@ async function runSearch(q) {
     state.total = data.total;
     state.nextCursor = data.next_cursor;
     state.facets = data.facets || {};
+    state.applied = data.threshold;
+    if (!state.thresholdSet && typeof data.threshold === "number") $("threshold").value = String(data.threshold);
+    showThreshold();
     writeURL(q);
     renderResults();
     renderFacets();
@@ -346,13 +354,18 @@ function download(name, type, content) {
 }
 
 function showThreshold() {
-  $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
+  const value = Number($("threshold").value).toFixed(2);
+  // until a threshold is chosen, the model's applies: one for types it was trained on, one for others
+  $("threshold-value").textContent = state.thresholdSet ? value : `${value} (model's)`;
 }
 
 // ---------------------------------------------------------------- start
 
 async function start() {
-  $("threshold").addEventListener("input", showThreshold);
+  $("threshold").addEventListener("input", () => {
+    state.thresholdSet = true;
+    showThreshold();
+  });
   $("search-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const q = readForm();
@@ -384,7 +397,10 @@ async function start() {
   if (types.status === "fulfilled") {
     $("type-list").replaceChildren(...types.value.types.map((t) => el("option", { value: t })));
   }
-  if (params.has("threshold")) $("threshold").value = params.get("threshold");
+  if (params.has("threshold")) {
+    $("threshold").value = params.get("threshold");
+    state.thresholdSet = true;
+  }
   showThreshold();
   if (params.get("type")) {
     $("type").value = params.get("type");
