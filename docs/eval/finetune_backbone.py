@@ -51,7 +51,7 @@ from type_side import config_of  # noqa: E402
 
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.encoder import load_tokenizer  # noqa: E402
-from indexer.training.adapter import early_stopped, infonce_loss  # noqa: E402
+from indexer.training.adapter import infonce_loss, optimiser_step, run_protocol  # noqa: E402
 from indexer.evaluation.benchmark_io import COARSE_TAGS  # noqa: E402
 from indexer.training.data import (  # noqa: E402
     Corpus, Source, build_corpus, default_sources, load_phrase_map, related, seen_phrases,
@@ -368,25 +368,17 @@ def main() -> None:
 
         def step() -> float:
             side.train()
-            loss = loss_of(side)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return loss.item()
+            return optimiser_step(opt, loss_of(side))
 
-        if not early:
-            for _ in range(steps):
-                step()
-            return side, steps, [], None
-        seen: list[dict[str, float]] = []  # every evaluation's figures; the first is step 0's
+        seen: list[dict[str, float]] = []  # every evaluation's figures; the first is step 0's (run 1 only)
 
         def evaluate() -> float:
             seen.append(figures(side))
             return seen[-1]["validation (held out)"]
 
-        run = early_stopped(side, step, evaluate, every=args.eval_every, patience=args.patience,
-                            max_steps=steps, label=f"top {n_top}, lr {lr:g}")  # fmt: skip
-        return side, run["best_step"], run["history"], seen[0]
+        run = run_protocol(side, step, evaluate, fixed_steps=None if early else steps, every=args.eval_every,
+                           patience=args.patience, max_steps=steps, label=f"top {n_top}, lr {lr:g}")  # fmt: skip
+        return side, run["best_step"], run["history"], seen[0] if seen else None
 
     # step 0 must be the shipped model: the copy's span vectors equal the frozen pipeline's
     side0 = SpanSide(model, 0, cfg.heads.feature_layers).to(dev)

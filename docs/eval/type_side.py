@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from indexer.assets import default_model_dir
-from indexer.training.adapter import early_stopped, infonce_loss
+from indexer.training.adapter import infonce_loss, optimiser_step, run_protocol
 from indexer.training.data import related
 from indexer.training.features import adapter_vectors
 from indexer.training.figures import macro_r_precision, span_r_precision
@@ -103,18 +103,11 @@ def main() -> None:
         def step() -> float:
             batch = [rng.choice(by_type[rng.choice(list(by_type))]) for _ in range(cfg.adapter_batch)]
             idx = torch.tensor([index[data.train_sf.phrases[i]] for i in batch])
-            loss = infonce_loss(spans["train"][torch.tensor(batch)], side(base), idx, rel, cfg.tau)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return loss.item()
+            return optimiser_step(opt, infonce_loss(spans["train"][torch.tensor(batch)], side(base), idx, rel, cfg.tau))
 
-        if not early:
-            for _ in range(steps):
-                step()
-            return side, steps, []
-        run = early_stopped(side, step, lambda: figures(side)["validation"], every=cfg.adapter_eval_every,
-                            patience=cfg.adapter_patience, max_steps=steps, label=f"type side, lr {lr:g}")  # fmt: skip
+        run = run_protocol(side, step, lambda: figures(side)["validation"], fixed_steps=None if early else steps,
+                           every=cfg.adapter_eval_every, patience=cfg.adapter_patience, max_steps=steps,
+                           label=f"type side, lr {lr:g}")  # fmt: skip
         return side, run["best_step"], run["history"]
 
     out: dict = {"shipped (step 0)": figures(TypeSide(model.dims))}

@@ -139,20 +139,14 @@ def fit_adapter(
     def step() -> float:
         return _adapter_step(model, train_sf, opt, sample(), batch_loss)
 
-    if fixed_steps is not None:
-        for _ in range(fixed_steps):
-            step()
-        model.adapter.eval()
-        return {"best_step": fixed_steps, "best_score": -1.0, "history": []}
-
     def evaluate() -> float:
         model.adapter.eval()
         with torch.no_grad():
             v = adapter_vectors(model, val_sf)
         return macro_r_precision(span_r_precision(v, val_sf.phrases, eval_queries, type_vecs))
 
-    run = early_stopped(
-        model.adapter, step, evaluate,
+    run = run_protocol(
+        model.adapter, step, evaluate, fixed_steps=fixed_steps,
         every=cfg.adapter_eval_every, patience=cfg.adapter_patience, max_steps=max_steps, label=label,
     )  # fmt: skip
     model.adapter.eval()
@@ -168,11 +162,36 @@ def _adapter_step(
     idx = torch.tensor(batch)
     xs, xe, xm = (t[idx].float() for t in (train_sf.start, train_sf.end, train_sf.mean))
     v = F.normalize(xm[:, bs] + model.adapter.residual_from_features(xs, xe, xm), dim=-1)
-    loss = batch_loss(v, batch, xm[:, bs])
+    return optimiser_step(opt, batch_loss(v, batch, xm[:, bs]))
+
+
+def optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimiser step on ``loss``; its value (what every training loop logs)."""
     opt.zero_grad()
     loss.backward()
     opt.step()
     return loss.item()
+
+
+def run_protocol(
+    weights: nn.Module,
+    step: Callable[[], float],
+    evaluate: Callable[[], float],
+    *,
+    fixed_steps: int | None,
+    every: int,
+    patience: int,
+    max_steps: int,
+    label: str,
+) -> dict[str, Any]:
+    """The training protocol's two runs: run 1 stops early on the held-out validation types
+    (:func:`early_stopped`); run 2 (``fixed_steps``: run 1's best step) trains on every type for
+    exactly that many steps, evaluating nothing (``best_score`` -1, no history)."""
+    if fixed_steps is None:
+        return early_stopped(weights, step, evaluate, every=every, patience=patience, max_steps=max_steps, label=label)
+    for _ in range(fixed_steps):
+        step()
+    return {"best_step": fixed_steps, "best_score": -1.0, "history": []}
 
 
 def early_stopped(

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..evaluation.metrics import f1
 from ..spans import resolve_overlaps
+from .adapter import optimiser_step
 from .data import Corpus
 from .features import Features
 from .model import SpanTypeEncoder
@@ -236,11 +237,7 @@ def _head_step(
     if pos.any():
         w[pos] = 0.5 / pos.sum()
     w[neg] = 0.5 / neg.sum().clamp(min=1)
-    loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return loss.item()
+    return optimiser_step(opt, (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum())
 
 
 def _dev_detection(
