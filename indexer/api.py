@@ -162,8 +162,8 @@ class NerIndex:
         ``filters``: field -> value (exact match), a list of values (any of) or None (absent);
         ``spans.labels`` / ``spans.text`` restrict the matching spans (:class:`Filters` has the
         rule for keys and values, checked here before the phrase is embedded).
-        ``passage_weight`` (λ, default the model's ``passage_weight``) ranks matches by best span
-        similarity + λ · passage similarity; 0 ranks by the best span alone.
+        ``passage_weight`` (λ, default the model's for the phrase, ``ModelInfo.passage_weight_for``)
+        ranks matches by best span similarity + λ · passage similarity; 0 ranks by the best span alone.
         """
         phrase = type_phrase.strip()
         if not phrase:
@@ -175,7 +175,7 @@ class NerIndex:
         threshold = self.encoder.info.threshold_for(phrase) if min_similarity is None else min_similarity
         if not -1.0 <= threshold <= 1.0:
             raise SearchError(f"similarity threshold must be within [-1, 1], not {threshold}")
-        weight = self.encoder.info.passage_weight if passage_weight is None else passage_weight
+        weight = self.encoder.info.passage_weight_for(phrase) if passage_weight is None else passage_weight
         if not 0.0 <= weight <= MAX_PASSAGE_WEIGHT:
             raise SearchError(f"passage weight must be within [0, {MAX_PASSAGE_WEIGHT:g}], not {weight}")
         checked = Filters.of(filters)
@@ -223,6 +223,10 @@ class NerIndex:
         """The similarity threshold a search for ``phrase`` uses by default (the model's rule)."""
         return self.encoder.info.threshold_for(phrase)
 
+    def passage_weight_for(self, phrase: str) -> float:
+        """The λ a search for ``phrase`` uses by default (the model's rule)."""
+        return self.encoder.info.passage_weight_for(phrase)
+
     def embed(self, phrases: Sequence[str]) -> np.ndarray:
         """Type vectors for phrases (what a kNN query on ``spans.vector`` needs)."""
         return self.encoder.embed_types(list(phrases))
@@ -248,7 +252,9 @@ class NerIndex:
                 "similarity_threshold": info.similarity_threshold,
                 "unseen_similarity_threshold": info.unseen_similarity_threshold,
                 "detection_threshold": info.detection_threshold,
+                "candidate_threshold": info.candidate_threshold,
                 "passage_weight": info.passage_weight,
+                "unseen_passage_weight": info.unseen_passage_weight,
                 "provider": self.encoder.provider,
             },
             "store": {

@@ -22,9 +22,9 @@ import numpy as np
 
 from .catalog import Catalog, read_phrases
 from .errors import ModelError
-from .model_folder import INPUT_NAMES, OUTPUT_NAMES, ModelInfo
+from .model_folder import CANDIDATE_OUTPUT, INPUT_NAMES, OUTPUT_NAMES, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
-from .spans import Word, resolve_overlaps, window_inputs, words_from_encoding
+from .spans import Word, decode_spans, window_inputs, words_from_encoding
 from .staged import SpanBatch, StagedGraph, load_stages
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,10 @@ def graph_for(info: ModelInfo, provider: str, graph: str | None = None) -> Path:
     return path
 
 
-# a detected span: (start, end, score, vector, base vector or None), character offsets
-_Candidate = tuple[int, int, float, np.ndarray, "np.ndarray | None"]
-# a span of a batch that passes detection: (row, index among its window's spans, score, vector, base)
-_Hit = tuple[int, int, float, np.ndarray, "np.ndarray | None"]
+# a detected span: (start, end, score, candidate score or None, vector, base vector or None), character offsets
+_Candidate = tuple[int, int, float, "float | None", np.ndarray, "np.ndarray | None"]
+# a span of a batch that passes detection: (row, index among its window's spans, score, candidate score, vector, base)
+_Hit = tuple[int, int, float, "float | None", np.ndarray, "np.ndarray | None"]
 
 
 @dataclass
@@ -132,7 +132,7 @@ class OnnxEncoder:
             ort.preload_dlls()
         graph_path = graph_for(info, provider, graph)
         session = open_session(graph_path, provider, threads=threads)
-        check_io(session, graph_path)
+        check_io(session, graph_path, candidate=info.candidate_threshold is not None)
         tokenizer = load_tokenizer(info.file(info.tokenizer))
 
         def stages() -> StagedGraph | None:
@@ -238,30 +238,36 @@ class OnnxEncoder:
         rows = np.repeat(np.arange(len(batch), dtype=np.int64), counts)
         local = np.arange(len(rows), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
         pairs = np.concatenate([it.spans for it in batch])
-        threshold = self.info.detection_threshold
+        threshold, wide = self.info.detection_threshold, self.info.candidate_threshold
         stages = self.stages
         if stages is not None:
-            got = stages.run(ids, mask, SpanBatch(rows, pairs[:, 0], pairs[:, 1]), threshold, with_base=with_base)
-            bases = got.base_vectors
+            got = stages.run(ids, mask, SpanBatch(rows, pairs[:, 0], pairs[:, 1]), threshold, with_base=with_base,
+                             candidate_threshold=wide)  # fmt: skip
+            bases, wides = got.base_vectors, got.candidate_scores
             hits = [
-                (int(rows[k]), int(local[k]), float(got.scores[k]), got.vectors[i], None if bases is None else bases[i])
+                (int(rows[k]), int(local[k]), float(got.scores[k]), None if wides is None else float(wides[k]),
+                 got.vectors[i], None if bases is None else bases[i])
                 for i, k in enumerate(got.kept)
-            ]
+            ]  # fmt: skip
             return got.passage_vectors, hits
         # the whole graph: spans padded to [B, S] with (0, 0)
         starts = np.zeros((len(batch), max(int(counts.max(initial=0)), 1)), dtype=np.int64)
         ends = np.zeros_like(starts)
         starts[rows, local], ends[rows, local] = pairs[:, 0], pairs[:, 1]
         names = ["span_scores", "span_vectors", "passage_vectors"] + (["span_base_vectors"] if with_base else [])
+        names += [CANDIDATE_OUTPUT] if wide is not None else []
         feeds = {"input_ids": ids, "attention_mask": mask, "span_starts": starts, "span_ends": ends}
-        result = self.session.run(names, feeds)
-        scores, vectors, passage_vectors = result[0], result[1], result[2]
-        kept = np.nonzero((scores >= threshold) & (np.arange(starts.shape[1]) < counts[:, None]))
+        result = dict(zip(names, self.session.run(names, feeds)))
+        scores, vectors, wides = result["span_scores"], result["span_vectors"], result.get(CANDIDATE_OUTPUT)
+        keep = scores >= threshold if wides is None else (scores >= threshold) | (wides >= wide)
+        kept = np.nonzero(keep & (np.arange(starts.shape[1]) < counts[:, None]))
+        bases = result.get("span_base_vectors")
         hits = [
-            (int(r), int(k), float(scores[r, k]), vectors[r, k].copy(), result[3][r, k].copy() if with_base else None)
+            (int(r), int(k), float(scores[r, k]), None if wides is None else float(wides[r, k]), vectors[r, k].copy(),
+             None if bases is None else bases[r, k].copy())
             for r, k in zip(*kept)
-        ]
-        return passage_vectors, hits
+        ]  # fmt: skip
+        return result["passage_vectors"], hits
 
     def encode(
         self,
@@ -282,11 +288,10 @@ class OnnxEncoder:
         encodings = self.tokenizer.encode_batch([p.text for p in passages], add_special_tokens=False)
         plans = [self._plan(i, p, enc) for i, (p, enc) in enumerate(zip(passages, encodings))]
         found, pvecs = self._run_windows(plans, batch_size, with_base, progress, windows)
-        kept = [
-            [spans[k] for k in resolve_overlaps([(s, e, sc) for s, e, sc, _, _ in spans], nested=self.info.nested_spans)]
-            for spans in found
-        ]
-        labels = self._labels([span for spans in kept for span in spans])
+        info = self.info
+        kept = [decode_spans(spans, info.detection_threshold, info.candidate_threshold, nested=info.nested_spans)
+                for spans in found]  # fmt: skip
+        labels = self._labels([span for spans in kept for span, _ in spans])
         out: list[EncodedPassage] = []
         offset = 0
         for passage, spans, window_vectors in zip(passages, kept, pvecs):
@@ -311,10 +316,10 @@ class OnnxEncoder:
         done = 0
         for batch in self._batches(items, batch_size):
             passage_vectors, hits = self._detect(batch, with_base)
-            for row, k, score, vector, base in hits:
+            for row, k, score, wide, vector, base in hits:
                 item = batch[row]
                 start, end = item.chars[k].tolist()
-                found[item.passage].append((start, end, score, vector, base))
+                found[item.passage].append((start, end, score, wide, vector, base))
             finished = 0
             for row, item in enumerate(batch):
                 pvecs[item.passage].append((passage_vectors[row], len(item.ids)))
@@ -333,7 +338,7 @@ class OnnxEncoder:
         if self.catalog is None or not spans:
             return [() for _ in spans]
         return self.catalog.label(
-            np.stack([span[3] for span in spans]),
+            np.stack([span[4] for span in spans]),
             k=self.info.labels_per_span,
             threshold=self.info.label_thresholds(self.catalog.phrases),
         )
@@ -341,7 +346,7 @@ class OnnxEncoder:
     @staticmethod
     def _assemble(
         passage: Passage,
-        kept: list[_Candidate],
+        kept: list[tuple[_Candidate, bool]],
         labels: list[tuple[str, ...]],
         pvecs: list[tuple[np.ndarray, int]],
     ) -> EncodedPassage:
@@ -350,12 +355,13 @@ class OnnxEncoder:
                 start=s,
                 end=e,
                 text=passage.text[s:e],
-                score=sc,
+                score=sc if mention or wide is None else wide,
                 vector=vec.astype(np.float32),
                 labels=lab,
                 base_vector=base,
+                mention=mention,
             )
-            for (s, e, sc, vec, base), lab in zip(kept, labels)
+            for ((s, e, sc, wide, vec, base), mention), lab in zip(kept, labels)
         )
         weights = np.asarray([n for _, n in pvecs], dtype=np.float32)
         pooled = (np.stack([v for v, _ in pvecs]) * weights[:, None]).sum(axis=0)
@@ -446,12 +452,13 @@ def embed_texts(
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def check_io(session: object, graph_path: Path) -> None:
-    """Fail at load, naming the graph, when its input/output names are not the contract's."""
+def check_io(session: object, graph_path: Path, *, candidate: bool = False) -> None:
+    """Fail at load, naming the graph, when its input/output names are not the contract's (with
+    ``candidate``, model.json's ``candidate_threshold``, the graph needs ``candidate_scores`` too)."""
     inputs = {i.name for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
     missing_in = [n for n in INPUT_NAMES if n not in inputs]
-    missing_out = [n for n in OUTPUT_NAMES if n not in outputs]
+    missing_out = [n for n in (*OUTPUT_NAMES, *([CANDIDATE_OUTPUT] if candidate else [])) if n not in outputs]
     if missing_in or missing_out:
         raise ModelError(
             f"{graph_path}: not a nerindex graph: missing inputs {missing_in or '-'}, "

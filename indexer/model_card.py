@@ -46,9 +46,10 @@ EXPORT_DEFAULTS: dict[str, Any] = {
 # the order of the contract's keys in a card export writes
 KEY_ORDER = (
     "format", "id", "version", "backbone", "dims", "similarity", "max_length", "max_span_width",
-    "detection_threshold", "span_decoding", "similarity_threshold", "unseen_similarity_threshold", "label_threshold",
+    "detection_threshold", "candidate_threshold", "span_decoding", "similarity_threshold", "unseen_similarity_threshold",
+    "label_threshold",
     "unseen_label_threshold", "labels_per_span",
-    "passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
+    "passage_weight", "unseen_passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
     "files", "training", "evaluation",
 )  # fmt: skip
 
@@ -252,6 +253,16 @@ class ModelCard:
             if unseen_threshold is not None:
                 values["unseen_label_threshold"] = values["unseen_similarity_threshold"]
         values["calibration"] = {**record, "label_threshold_follows": follows}
+        return ModelCard(values, escape_non_ascii=self._escape_non_ascii)
+
+    def with_passage_weights(self, trained: float, unseen: float | None) -> "ModelCard":
+        """The card with λ of hybrid scoring for trained-on phrases (``passage_weight``) and, when
+        given, for the others (``unseen_passage_weight``; None removes it: one λ for every phrase)."""
+        values = dict(self._values)
+        values["passage_weight"] = float(trained)
+        values.pop("unseen_passage_weight", None)
+        if unseen is not None:
+            values["unseen_passage_weight"] = float(unseen)
         return ModelCard(values, escape_non_ascii=self._escape_non_ascii)
 
     def with_evaluation(self, name: str, summary: Mapping[str, Any]) -> "ModelCard":

@@ -21,6 +21,8 @@ from .stores.base import ModelStamp
 
 INPUT_NAMES = ("input_ids", "attention_mask", "span_starts", "span_ends")
 OUTPUT_NAMES = ("span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors")
+# the optional output of a graph with a candidate head (model.json ``candidate_threshold``)
+CANDIDATE_OUTPUT = "candidate_scores"
 REQUIRED_KEYS = (
     "id",
     "version",
@@ -73,6 +75,11 @@ class ModelInfo:
     # one threshold for every phrase (see threshold_for)
     unseen_similarity_threshold: float | None = None
     unseen_label_threshold: float | None = None
+    # λ of hybrid scoring for type phrases the model was not trained on; None: passage_weight for
+    # every phrase (see passage_weight_for)
+    unseen_passage_weight: float | None = None
+    # detection threshold of the candidate head (graph output candidate_scores); None: no such head
+    candidate_threshold: float | None = None
     card: ModelCard = field(default_factory=lambda: ModelCard({}), repr=False, compare=False)
 
     @property
@@ -89,6 +96,7 @@ class ModelInfo:
             checksum=self.checksum,
             similarity=self.similarity,
             detection_threshold=self.detection_threshold,
+            candidate_threshold=self.candidate_threshold,
             span_decoding="nested" if self.nested_spans else "flat",
             max_length=self.max_length,
             max_span_width=self.max_span_width,
@@ -120,6 +128,18 @@ class ModelInfo:
         if self.unseen_similarity_threshold is None or self.is_trained_phrase(phrase):
             return self.similarity_threshold
         return self.unseen_similarity_threshold
+
+    def passage_weight_for(self, phrase: str) -> float:
+        """λ of hybrid scoring for a search for ``phrase``: ``passage_weight`` for a phrase the
+        model was trained on, ``unseen_passage_weight`` (when the card has one) for any other.
+
+        Why two: on a trained type the span similarity is the better evidence and the untrained
+        passage vector adds topic; on a type nobody trained on the passage vector backs an
+        uncertain span space (EVALUATION.md, "Model 0.4.0": λ 0 vs 1 on the validation split).
+        """
+        if self.unseen_passage_weight is None or self.is_trained_phrase(phrase):
+            return self.passage_weight
+        return self.unseen_passage_weight
 
     def label_thresholds(self, phrases: Sequence[str]) -> np.ndarray:
         """Per catalog phrase, the similarity a span needs to be labelled with it: the same split
@@ -170,6 +190,8 @@ class ModelInfo:
             nested_spans=card.get("span_decoding", "flat") == "nested",
             unseen_similarity_threshold=_optional_float(card.get("unseen_similarity_threshold")),
             unseen_label_threshold=_optional_float(card.get("unseen_label_threshold")),
+            candidate_threshold=_optional_float(card.get("candidate_threshold")),
+            unseen_passage_weight=_optional_float(card.get("unseen_passage_weight")),
             card=card,
         )
 

@@ -43,7 +43,13 @@ class Passage:
 
 @dataclass(frozen=True)
 class EncodedSpan:
-    """A detected span of a passage with its entity-ness score, catalog labels and unit vector."""
+    """A detected span of a passage with its entity-ness score, catalog labels and unit vector.
+
+    ``mention`` False marks a *candidate*: a span only a model's candidate head proposed (wide,
+    recall-oriented detection, docs/model-folder.md). A candidate ranks its passage like any span,
+    but is never marked and never makes a passage part of an ``--all`` answer (the search semantics
+    of :class:`indexer.stores.base.Store`); every span of a model without that head is a mention.
+    """
 
     start: int
     end: int
@@ -52,6 +58,7 @@ class EncodedSpan:
     vector: np.ndarray
     labels: tuple[str, ...] = ()
     base_vector: np.ndarray | None = None  # the backbone's span vector before training (eval only)
+    mention: bool = True
 
 
 @dataclass(frozen=True)

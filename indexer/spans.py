@@ -222,3 +222,26 @@ def resolve_overlaps(spans: Sequence[tuple[int, int, float]], *, nested: bool = 
         taken.append((s, e))
         kept.append(i)
     return sorted(kept, key=lambda i: (spans[i][0], spans[i][1]))
+
+
+def decode_spans(
+    spans: Sequence[tuple], threshold: float, candidate_threshold: float | None, *, nested: bool
+) -> list[tuple[tuple, bool]]:
+    """The spans a passage keeps, each with its mention flag, by start. Each span is a tuple
+    ``(start, end, score, candidate score or None, ...)`` (the encoder's, the rest carried along).
+
+    The marking head's spans (score ``>= threshold``) are decoded on their scores: the mentions.
+    With a candidate head, its spans (candidate score ``>= candidate_threshold``) are decoded apart
+    on theirs and those not already kept are added as candidates. Each head's decoding is its own,
+    so a candidate never pushes out a mention, nor a mention a candidate that does not repeat it.
+    """
+    mentions = [sp for sp in spans if sp[2] >= threshold]
+    out = [(mentions[k], True) for k in resolve_overlaps([(s, e, sc) for s, e, sc, *_ in mentions], nested=nested)]
+    if candidate_threshold is None:
+        return out
+    taken = {(sp[0], sp[1]) for sp, _ in out}
+    wides = [sp for sp in spans if sp[3] is not None and sp[3] >= candidate_threshold]
+    for k in resolve_overlaps([(s, e, w) for s, e, _, w, *_ in wides], nested=nested):
+        if (wides[k][0], wides[k][1]) not in taken:
+            out.append((wides[k], False))
+    return sorted(out, key=lambda kept: (kept[0][0], kept[0][1]))

@@ -39,12 +39,15 @@ from typing import Callable
 import numpy as np
 
 from .errors import ModelError
+from .model_folder import CANDIDATE_OUTPUT
 
 log = logging.getLogger(__name__)
 
 ENTITY_BIAS = "entity.start_proj.bias"
 ADAPTER_BIAS = "adapter.start_proj.bias"
 WIDTH_TABLE = "entity.width.weight"
+CANDIDATE_BIAS = "candidate.start_proj.bias"
+CANDIDATE_WIDTH_TABLE = "candidate.width.weight"
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,14 @@ class Cuts:
 
     proj: str  # [B, T, C] per-token projections of both heads' first layers
     last: str  # [B, T, D] last-layer token states
-    entity_in: str  # [B, S, hh] entity first layer before the width embedding
-    width_in: str  # [B, S] width bucket (token width - 1, clipped)
+    entity_in: str  # [B, S, hh] entity first layer before the width embedding (both heads' with a candidate head)
+    width_in: tuple[str, ...]  # [B, S] width bucket (token width - 1, clipped), one input per head
     adapter_in: str  # [B, S, ha] adapter first layer without its bias
     base_in: str  # [B, S, D] span mean of the last-layer states
     span_last: str | None  # [B, T, D] last-layer states of the span side's own top layers, if it has them
     span_base_in: str | None  # [B, S, D] their span mean (the base of span_vectors), with span_last
-    entity_bias: np.ndarray  # [hh]
+    entity_bias: np.ndarray  # [hh] added in numpy (zeros with a candidate head: the scores graph adds each head's)
+    candidate: bool  # the graph has a candidate head (output candidate_scores)
     adapter_hidden: int
     width_buckets: int
 
@@ -78,67 +82,118 @@ class StagedResult:
     """Scores of every span of a :class:`SpanBatch`; vectors of the kept ones only."""
 
     scores: np.ndarray  # [N] float32
+    candidate_scores: np.ndarray | None  # [N] float32, with a candidate head
     kept: np.ndarray  # [K] indices into the batch's spans, ascending
     vectors: np.ndarray  # [K, D] unit span vectors
     base_vectors: np.ndarray | None  # [K, D] or None when not asked for
     passage_vectors: np.ndarray  # [B, D]
 
 
-def find_cuts(model: object) -> Cuts:
-    """Locate the cut tensors of an exported nerindex graph; :class:`ModelError` when one is missing."""
-    from onnx import numpy_helper
+@dataclass(frozen=True)
+class _Index:
+    """An ONNX graph's lookups: who produces each tensor, who consumes it, the stored weights."""
 
-    graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[object]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    inits = {t.name: t for t in graph.initializer}
-    if ENTITY_BIAS not in inits or ADAPTER_BIAS not in inits:
-        raise ModelError(f"no {ENTITY_BIAS} or {ADAPTER_BIAS} among the weights")
+    nodes: list[object]
+    producer: dict[str, object]
+    consumers: dict[str, list[object]]
+    inits: dict[str, object]
 
-    def other_input(bias: str) -> str:
-        adds = [n for n in consumers.get(bias, []) if n.op_type == "Add"]
+    @classmethod
+    def of(cls, graph: object) -> "_Index":
+        consumers: dict[str, list[object]] = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        return cls(list(graph.node), {out: n for n in graph.node for out in n.output}, consumers,
+                   {t.name: t for t in graph.initializer})  # fmt: skip
+
+    def other_input(self, bias: str) -> str:
+        """The tensor the one Add of ``bias`` adds it to."""
+        adds = [n for n in self.consumers.get(bias, []) if n.op_type == "Add"]
         if len(adds) != 1:
             raise ModelError(f"no single Add of {bias}")
         return next(name for name in adds[0].input if name != bias)
 
-    cumsums = [n for n in graph.node if n.op_type == "CumSum"]
-    concat = producer.get(cumsums[0].input[0]) if len(cumsums) == 1 else None
+    def width_add(self, table: str) -> tuple[str, str, int]:
+        """(the first-layer tensor a head adds its width embedding to, the width bucket input, the
+        table's rows)."""
+        widths = [n for n in self.nodes if n.op_type == "Gather" and n.input[0].startswith(table)]
+        if len(widths) != 1 or widths[0].input[0] not in self.inits:
+            raise ModelError(f"no single width-embedding Gather of a stored table {table}")
+        width_out = widths[0].output[0]
+        follow = self.consumers.get(width_out, [])
+        if len(follow) == 1 and follow[0].op_type == "DequantizeLinear":  # int8 graphs store the table quantised
+            width_out = follow[0].output[0]
+        adds = [n for n in self.consumers.get(width_out, []) if n.op_type == "Add"]
+        if len(adds) != 1:
+            raise ModelError(f"no Add of the width embedding {table}")
+        first = next(name for name in adds[0].input if name != width_out)
+        return first, widths[0].input[1], int(self.inits[widths[0].input[0]].dims[0])
+
+    def head_half(self, first: str, bias: str) -> str:
+        """With two heads: the tensor both halves are sliced from (``first`` = its slice + ``bias``)."""
+        add = self.producer.get(first)
+        part = self.producer.get(next((n for n in add.input if n != bias), "")) if add is not None and bias in add.input else None
+        if part is None or part.op_type != "Slice":
+            raise ModelError(f"the first layer of {bias.split('.')[0]} is not a slice of both heads' plus its bias")
+        return part.input[0]
+
+
+def _entity_cut(g: _Index) -> tuple[str, tuple[str, ...], np.ndarray, bool, int]:
+    """(the entity side's first layer to cut at, its width inputs, the bias numpy adds, whether
+    there is a candidate head, the width buckets). One head: the cut is after its bias and
+    context; two: before the slices each head adds its bias to, so numpy adds none."""
+    from onnx import numpy_helper
+
+    entity_first, entity_width, buckets = g.width_add(WIDTH_TABLE)
+    bias = numpy_helper.to_array(g.inits[ENTITY_BIAS]).astype(np.float32)
+    if CANDIDATE_BIAS not in g.inits:
+        return entity_first, (entity_width,), bias, False, buckets
+    candidate_first, candidate_width, candidate_buckets = g.width_add(CANDIDATE_WIDTH_TABLE)
+    entity_in = g.head_half(entity_first, ENTITY_BIAS)
+    if g.head_half(candidate_first, CANDIDATE_BIAS) != entity_in:
+        raise ModelError("the two entity heads' first layers are not halves of one tensor")
+    if candidate_buckets != buckets:
+        raise ModelError(f"the entity heads have width tables of {buckets} and {candidate_buckets} rows")
+    width = bias.shape[0] + numpy_helper.to_array(g.inits[CANDIDATE_BIAS]).shape[0]
+    return entity_in, tuple(dict.fromkeys((entity_width, candidate_width))), np.zeros(width, np.float32), True, buckets
+
+
+def find_cuts(model: object) -> Cuts:
+    """Locate the cut tensors of an exported nerindex graph; :class:`ModelError` when one is missing."""
+    from onnx import numpy_helper
+
+    g = _Index.of(model.graph)
+    if ENTITY_BIAS not in g.inits or ADAPTER_BIAS not in g.inits:
+        raise ModelError(f"no {ENTITY_BIAS} or {ADAPTER_BIAS} among the weights")
+    cumsums = [n for n in g.nodes if n.op_type == "CumSum"]
+    concat = g.producer.get(cumsums[0].input[0]) if len(cumsums) == 1 else None
     if concat is None or concat.op_type != "Concat" or len(concat.input) not in (2, 3):
         raise ModelError("no single CumSum over the concatenated span-mean inputs")
-    mean_slice = producer.get(concat.input[0])
+    mean_slice = g.producer.get(concat.input[0])
     if mean_slice is None or mean_slice.op_type != "Slice":
         raise ModelError("the span-mean projections are not a Slice of the token projections")
-    widths = [n for n in graph.node if n.op_type == "Gather" and n.input[0].startswith(WIDTH_TABLE)]
-    if len(widths) != 1 or widths[0].input[0] not in inits:
-        raise ModelError("no single width-embedding Gather of a stored table")
-    width_out = widths[0].output[0]
-    follow = consumers.get(width_out, [])
-    if len(follow) == 1 and follow[0].op_type == "DequantizeLinear":  # int8 graphs store the table quantised
-        width_out = follow[0].output[0]
-    adds = [n for n in consumers.get(width_out, []) if n.op_type == "Add"]
-    base_div = producer.get("span_base_vectors")
-    if len(adds) != 1 or base_div is None or base_div.op_type != "Div":
-        raise ModelError("no Add of the width embedding, or span_base_vectors is not a Div")
-    span_base = _span_vector_base(producer)
+    entity_in, width_in, bias, candidate, buckets = _entity_cut(g)
+    base_div = g.producer.get("span_base_vectors")
+    if base_div is None or base_div.op_type != "Div":
+        raise ModelError("span_base_vectors is not a Div")
+    span_base = _span_vector_base(g.producer)
     branched = len(concat.input) == 3
     if branched == (span_base == base_div.input[0]):
         raise ModelError("span_vectors' base does not match the span-mean inputs")
-    table = inits[widths[0].input[0]]
     return Cuts(
         proj=mean_slice.input[0],
         last=concat.input[1],
-        entity_in=next(name for name in adds[0].input if name != width_out),
-        width_in=widths[0].input[1],
-        adapter_in=other_input(ADAPTER_BIAS),
+        entity_in=entity_in,
+        width_in=width_in,
+        adapter_in=g.other_input(ADAPTER_BIAS),
         base_in=base_div.input[0],
         span_last=concat.input[2] if branched else None,
         span_base_in=span_base if branched else None,
-        entity_bias=numpy_helper.to_array(inits[ENTITY_BIAS]).astype(np.float32),
-        adapter_hidden=int(numpy_helper.to_array(inits[ADAPTER_BIAS]).shape[0]),
-        width_buckets=int(table.dims[0]),
+        entity_bias=bias,
+        candidate=candidate,
+        adapter_hidden=int(numpy_helper.to_array(g.inits[ADAPTER_BIAS]).shape[0]),
+        width_buckets=buckets,
     )
 
 
@@ -164,9 +219,11 @@ class StagedGraph:
         self.vectors = vectors
 
     def run(
-        self, ids: np.ndarray, mask: np.ndarray, spans: SpanBatch, threshold: float, *, with_base: bool = False
+        self, ids: np.ndarray, mask: np.ndarray, spans: SpanBatch, threshold: float, *, with_base: bool = False,
+        candidate_threshold: float | None = None,
     ) -> StagedResult:
-        """Scores for every span of the batch, vectors for those scoring ``>= threshold``."""
+        """Scores for every span of the batch, vectors for those scoring ``>= threshold`` (or, with a
+        candidate head, whose candidate score is ``>= candidate_threshold``)."""
         c = self.cuts
         names = [c.proj, c.last, "passage_vectors"] + ([c.span_last] if c.span_last else [])
         proj, last, passage, *span_last = self.tokens.run(names, {"input_ids": ids, "attention_mask": mask})
@@ -183,13 +240,19 @@ class StagedGraph:
             entity += _rows(proj, rows, np.minimum(ends + 1, t - 1), layout.after)
         bucket = np.clip(ends - starts, 0, c.width_buckets - 1)
         scores = np.zeros(0, dtype=np.float32)
+        candidates = scores if c.candidate else None
         if rows.size:  # a batch of windows without words has no spans (and quantising nothing fails)
-            scores = self.scores.run(["span_scores"], {c.entity_in: entity[None], c.width_in: bucket[None]})[0][0]
-        kept = np.nonzero(scores >= threshold)[0]
+            feeds = {c.entity_in: entity[None], **{w: bucket[None] for w in c.width_in}}
+            out = self.scores.run(["span_scores", CANDIDATE_OUTPUT] if c.candidate else ["span_scores"], feeds)
+            scores, candidates = out[0][0], (out[1][0] if c.candidate else None)
+        keep = scores >= threshold
+        if candidates is not None and candidate_threshold is not None:
+            keep |= candidates >= candidate_threshold
+        kept = np.nonzero(keep)[0]
         dims = last.shape[-1]
         if kept.size == 0:
             empty = np.zeros((0, dims), dtype=np.float32)
-            return StagedResult(scores, kept, empty, empty if with_base else None, passage)
+            return StagedResult(scores, candidates, kept, empty, empty if with_base else None, passage)
         kr, ks, ke, kw = rows[kept], starts[kept], ends[kept], width[kept]
         adapter = _rows(proj, kr, ks, layout.start_a)
         adapter += _rows(proj, kr, ke, layout.end_a)
@@ -199,7 +262,7 @@ class StagedGraph:
             feeds[c.span_base_in] = _span_means(span_last[0], kr, ks, ke, kw)[None]
         names = ["span_vectors", "span_base_vectors"] if with_base else ["span_vectors"]
         out = self.vectors.run(names, feeds)
-        return StagedResult(scores, kept, out[0][0], out[1][0] if with_base else None, passage)
+        return StagedResult(scores, candidates, kept, out[0][0], out[1][0] if with_base else None, passage)
 
 
 @dataclass(frozen=True)
@@ -271,7 +334,7 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object]) -> Stag
         log.info("%s: runs whole (%s)", graph_path, exc)
         return None
     floats = tuple(n for n in (cuts.entity_in, cuts.adapter_in, cuts.base_in, cuts.span_base_in) if n)
-    if not {*floats, cuts.width_in} <= {v.name for v in model.graph.value_info}:
+    if not {*floats, *cuts.width_in} <= {v.name for v in model.graph.value_info}:
         model = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
     if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
@@ -280,7 +343,7 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object]) -> Stag
     extract = Extractor(model).extract_model
     graphs = (
         extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else [])),
-        extract([cuts.entity_in, cuts.width_in], ["span_scores"]),
+        extract([cuts.entity_in, *cuts.width_in], ["span_scores"] + ([CANDIDATE_OUTPUT] if cuts.candidate else [])),
         extract([cuts.adapter_in, cuts.base_in] + ([cuts.span_base_in] if cuts.span_base_in else []), ["span_vectors", "span_base_vectors"]),
     )
     return StagedGraph(cuts, *(open_graph(g.SerializeToString()) for g in graphs))

@@ -75,6 +75,29 @@ def hybrid_corpus() -> list[EncodedPassage]:
     return out
 
 
+def candidate_corpus() -> list[EncodedPassage]:
+    """Mentions and candidates (``mention=False``, spans only a candidate head proposed) whose
+    top-k and ``--all`` answers differ (the search semantics of ``indexer.stores.base.Store``)."""
+    rows = (
+        # a candidate at cos 1.0, a mention at 0.5
+        ("c1", "Triceratops skulls and fossils.", [("Triceratops", DINO, False), ("fossils", unit(0.5, 0.866), True)]),
+        # a candidate at 0.95 and nothing else
+        ("c2", "A Velociraptor claw.", [("Velociraptor", unit(0.95, 0.3122), False)]),
+        # a mention at 0.9; its passage vector is DINO's (hybrid scoring lifts it)
+        ("c3", "Allosaurus was found.", [("Allosaurus", unit(0.9, 0.4359), True)]),
+        # a candidate at 0.7, a mention at 0.2
+        ("c4", "Dinosaur books by Smith.", [("Dinosaur", unit(0.7, 0.7141), False), ("Smith", unit(0.2, 0.9798), True)]),
+    )
+    return [
+        EncodedPassage(
+            Passage(pid, text, {"lang": "en"}),
+            tuple(replace(span(text, w, v, ("label-" + w.lower(),)), mention=m) for w, v, m in spans),
+            DINO if pid == "c3" else unit(0, 0, 0, 1),
+        )
+        for pid, text, spans in rows
+    ]
+
+
 @pytest.fixture
 def stamp() -> ModelStamp:
     return ModelStamp(id="test-model", version="1", dims=DIMS, checksum="c" * 64)
@@ -364,3 +387,58 @@ class StoreConformance:
         assert [h.score for h in hits] == pytest.approx([h.score for h in want], abs=1e-5)
         assert [round(h.score, 3) for h in hits] == [0.905, 0.888, 0.793]
         assert [h.id for h in self.search(loaded, DINO, threshold=0.5)] == ["p1", "p2", "p3"]
+
+    # --- candidates rank, mentions are marked and make the --all answer ----------------------------
+
+    @pytest.fixture
+    def candidates(self, store, stamp):
+        store.check_model(stamp)
+        assert all(o.ok for o in store.write(candidate_corpus()))
+        return store
+
+    @staticmethod
+    def marks(hits):
+        return {h.id: [s.text for s in h.spans] for h in hits}
+
+    def test_candidates_are_stored_spans(self, candidates):
+        assert (candidates.counts().passages, candidates.counts().spans) == (4, 6)
+
+    def test_top_k_ranks_by_every_span_and_marks_mentions_only(self, candidates):
+        hits = self.search(candidates, DINO, threshold=0.4)
+        assert [h.id for h in hits] == ["c1", "c2", "c3", "c4"]
+        assert [round(h.score, 3) for h in hits] == [1.0, 0.95, 0.9, 0.7]
+        assert self.marks(hits) == {"c1": ["fossils"], "c2": [], "c3": ["Allosaurus"], "c4": []}
+
+    def test_exhaustive_returns_passages_with_a_mention_over_the_threshold(self, candidates):
+        hits = self.search(candidates, DINO, threshold=0.4, exhaustive=True)
+        assert [h.id for h in hits] == ["c1", "c3"]
+        assert [round(h.score, 3) for h in hits] == [1.0, 0.9]  # scored by the candidate too
+        assert self.marks(hits) == {"c1": ["fossils"], "c3": ["Allosaurus"]}
+
+    def test_without_a_threshold_every_mention_is_marked(self, candidates):
+        hits = self.search(candidates, DINO, threshold=-1.0, limit=10)
+        assert [h.id for h in hits] == ["c1", "c2", "c3", "c4"]
+        assert self.marks(hits) == {"c1": ["fossils"], "c2": [], "c3": ["Allosaurus"], "c4": ["Smith"]}
+        hits = self.search(candidates, DINO, threshold=-1.0, exhaustive=True)
+        assert [h.id for h in hits] == ["c1", "c3", "c4"]  # c2 has no mention at all
+
+    def test_a_candidate_over_a_threshold_no_mention_passes(self, candidates):
+        hits = self.search(candidates, DINO, threshold=0.96)
+        assert [h.id for h in hits] == ["c1"] and hits[0].spans == ()
+        assert self.search(candidates, DINO, threshold=0.96, exhaustive=True) == []
+
+    def test_candidates_with_limit_and_passage_weight(self, candidates):
+        assert [h.id for h in self.search(candidates, DINO, threshold=0.4, limit=2)] == ["c1", "c2"]
+        hits = self.search(candidates, DINO, threshold=0.4, passage_weight=1.0, limit=2)
+        assert [h.id for h in hits] == ["c3", "c1"]  # 0.9 + 1.0 beats 1.0 + 0.0
+        assert [round(h.score, 3) for h in hits] == [1.9, 1.0]
+        hits = self.search(candidates, DINO, threshold=0.4, passage_weight=1.0, exhaustive=True)
+        assert [h.id for h in hits] == ["c3", "c1"]
+
+    def test_span_filters_restrict_candidates_too(self, candidates):
+        only = {"spans.labels": "label-triceratops"}  # c1's candidate: it ranks c1, marks nothing
+        hits = self.search(candidates, DINO, threshold=0.4, filters=only)
+        assert [h.id for h in hits] == ["c1"] and hits[0].spans == ()
+        assert self.search(candidates, DINO, threshold=0.4, filters=only, exhaustive=True) == []
+        hits = self.search(candidates, DINO, threshold=0.4, filters={"spans.labels": "label-fossils"})
+        assert [h.id for h in hits] == ["c1"] and [round(h.score, 3) for h in hits] == [0.5]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from indexer.records import EncodedPassage, EncodedSpan, Passage
 from indexer.stores import ann, ann_search
 from indexer.stores.base import Filters, SearchRequest
 from indexer.stores.embedded import CACHE_DIR, EmbeddedStore
@@ -156,6 +157,39 @@ def test_a_filter_allowing_few_passages_scores_just_those(big, monkeypatch):
         assert got.total is not None
         agree([(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in got],
               [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in want])
+
+
+def test_a_candidate_ranks_but_is_not_marked_through_the_ann_path(tmp_path, monkeypatch):
+    """Candidates (``mention=False``) rank their passages through the ANN path as in the scan, and
+    are never marked, whether the candidates are scored from the index or from a small filter."""
+    monkeypatch.setattr(ann, "MIN_ROWS", 0)
+    monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", 50)
+    rng = np.random.default_rng(8)
+    centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
+    docs = {d.passage.id: d for d in make_docs(rng, range(1500), centre, candidates=0.5)}
+    text = "A candidate and a mention."
+    mention = unit_rows((centre + rng.standard_normal(DIMS) * 0.1)[None])[0]
+    docs["ranked-by-a-candidate"] = EncodedPassage(
+        Passage("ranked-by-a-candidate", text, {"part": "1"}),
+        (EncodedSpan(2, 11, "candidate", 0.9, centre, ("l0",), mention=False),
+         EncodedSpan(18, 25, "mention", 0.9, mention, ("l1",))), centre)
+    near = unit_rows((centre + rng.standard_normal(DIMS) * 0.005)[None])[0]  # cos ≈ 0.999: second
+    docs["a-candidate-alone"] = EncodedPassage(
+        Passage("a-candidate-alone", "Only a candidate.", {"part": "1"}),
+        (EncodedSpan(7, 16, "candidate", 0.9, near, ("l0",), mention=False),), near)
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        store.check_model(STAMP)
+        store.write(list(docs.values()))
+        for filters in ({}, {"part": "1"}):
+            for small in (50, 5000):  # the filter checked on the ANN candidates, or its passages scored
+                monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", small)
+                top = list(store.search(SearchRequest(centre, 0.5, limit=3, filters=Filters.of(filters))))
+                assert [h.id for h in top[:2]] == ["ranked-by-a-candidate", "a-candidate-alone"]
+                assert top[0].score == pytest.approx(1.0, abs=1e-5)
+                assert [s.text for s in top[0].spans] == ["mention"] and top[1].spans == ()
+        assert "spans" in store._ann._indexes
+        for request in asked(centre, rng):
+            ann_agrees_with_exact(store, request, docs)
 
 
 def test_prepare_builds_the_indexes_so_the_first_search_after_indexing_does_not(tmp_path, monkeypatch):

@@ -79,12 +79,17 @@ def test_spans_are_consistent(encoder):
     (doc,) = encoder.encode([Passage("x", text)], with_base=True)
     assert doc.vector.shape == (encoder.info.dims,)
     assert abs(float(np.linalg.norm(doc.vector)) - 1) < 1e-3
-    last_end = -1
+    assert [(s.start, s.end) for s in doc.spans] == sorted((s.start, s.end) for s in doc.spans)
+    for kind in (True, False):  # each detector's spans nest at most, never cross
+        spans = [s for s in doc.spans if s.mention is kind]
+        for a in spans:
+            assert all(b.end <= a.start or a.end <= b.start or (a.start <= b.start and b.end <= a.end)
+                       or (b.start <= a.start and a.end <= b.end) for b in spans)
+    assert any(s.mention for s in doc.spans)
     for span in doc.spans:
         assert text[span.start : span.end] == span.text
-        assert span.start >= last_end  # sorted, non-overlapping
-        last_end = span.end
-        assert span.score >= encoder.info.detection_threshold
+        # a mention passed the marking head's threshold, a candidate the candidate head's
+        assert span.score >= (encoder.info.detection_threshold if span.mention else encoder.info.candidate_threshold)
         assert abs(float(np.linalg.norm(span.vector)) - 1) < 1e-3
         assert span.base_vector is not None and span.base_vector.shape == span.vector.shape
         assert len(span.labels) <= encoder.info.labels_per_span
@@ -174,3 +179,41 @@ def test_wrong_graph_names_are_refused(tmp_path):
     (target / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"bad.onnx: not a nerindex graph"):
         OnnxEncoder.from_dir(target, device="cpu")
+
+
+def _span(start: int, end: int, score: float, wide: float | None):
+    return (start, end, score, wide, np.zeros(2, dtype=np.float32), None)
+
+
+def test_each_head_decodes_its_own_spans_and_only_the_marking_heads_are_mentions():
+    from indexer.spans import decode_spans
+
+    spans = [
+        _span(0, 13, 0.9, 0.2),  # "War and Peace": the marking head's
+        _span(0, 3, 0.01, 0.7),  # "War" inside it: a candidate (nested decoding keeps both)
+        _span(4, 20, 0.02, 0.6),  # crosses the mention: a candidate, decoded apart, is kept
+        _span(25, 30, 0.05, 0.05),  # neither head's
+        _span(31, 36, 0.5, 0.9),  # both heads': one mention, not also a candidate
+    ]
+    kept = decode_spans(spans, 0.08, 0.1, nested=True)
+    assert [(sp[0], sp[1], mention) for sp, mention in kept] == [
+        (0, 3, False), (0, 13, True), (4, 20, False), (31, 36, True),
+    ]
+    # without a candidate head, the marking head's decoding alone: every span a mention
+    assert [(sp[0], sp[1], m) for sp, m in decode_spans(spans, 0.08, None, nested=True)] == [(0, 13, True), (31, 36, True)]
+
+
+def test_a_candidate_threshold_needs_a_graph_with_candidate_scores():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from indexer.encoder import check_io
+    from indexer.model_folder import INPUT_NAMES, OUTPUT_NAMES
+
+    def named(names):
+        return lambda: [SimpleNamespace(name=n) for n in names]
+
+    session = SimpleNamespace(get_inputs=named(INPUT_NAMES), get_outputs=named(OUTPUT_NAMES))
+    check_io(session, Path("g.onnx"))  # a graph without the head serves a card without candidate_threshold
+    with pytest.raises(ModelError, match="g.onnx: not a nerindex graph.*candidate_scores"):
+        check_io(session, Path("g.onnx"), candidate=True)

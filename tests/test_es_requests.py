@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with ``NERINDEX_UPDATE_GOLD
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -82,13 +83,13 @@ def check_query(clause: dict[str, Any]) -> None:
             check_query(sub)
     elif name in ("nested", "script_score"):
         check_query(params["query"])
-    elif name == "constant_score":
-        check_query(params["filter"])
         if "inner_hits" in params:
             assert_known(types.InnerHits, params["inner_hits"])
         if "script" in params:
             assert_known(types.Script, params["script"])
             painless.parse(params["script"]["source"])  # within the subset the fake cluster runs
+    elif name == "constant_score":
+        check_query(params["filter"])
     elif name == "bool":
         for occur in ("must", "should", "filter", "must_not"):
             for sub in params.get(occur, []):
@@ -112,6 +113,13 @@ def check_search(body: dict[str, Any]) -> None:
             assert_known(types.RescoreVector, rescore)
             rebuilt["knn"]["rescore_vector"] = rescore
         assert rebuilt == body
+
+
+def top_k_parts(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(the ranking nested clause, the marks' nested clause, the other should clauses) of a top-k body."""
+    (ranking,) = body["query"]["bool"]["must"]
+    marks, *rest = body["query"]["bool"]["should"]
+    return ranking["nested"], marks["nested"], rest
 
 
 def encoded_passage() -> EncodedPassage:
@@ -234,6 +242,20 @@ def test_document_has_only_mapped_fields():
     assert "labels" not in source  # filled by copy_to from spans.labels
 
 
+def test_candidates_are_written_as_such_and_an_older_mapping_gets_the_field():
+    doc = encoded_passage()
+    candidate = dataclasses.replace(doc, spans=(dataclasses.replace(doc.spans[0], mention=False), doc.spans[1]))
+    assert [s["mention"] for s in index_requests.passage_document(candidate, STAMP)["spans"]] == [False, True]
+    mapping = index_requests.index_body(STAMP)["mappings"]
+    assert mapping["properties"]["spans"]["properties"]["mention"] == {"type": "boolean"}
+    assert index_requests.mention_mapped(mapping)
+    mapping["properties"]["spans"]["properties"].pop("mention")  # an index made before candidates
+    assert not index_requests.mention_mapped(mapping) and not index_requests.mention_mapped({})
+    assert index_requests.mention_mapping() == {
+        "properties": {"spans": {"type": "nested", "properties": {"mention": {"type": "boolean"}}}}
+    }
+
+
 def test_document_ids_are_deterministic_and_fit():
     assert index_requests.document_id("abc") == "abc"
     long_id = "é" * 300  # 600 bytes
@@ -318,10 +340,17 @@ def test_knn_body_golden():
     body = search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=10)
     check_golden("knn_search", body)
     check_search(body)
-    knn = body["knn"]
+    ranking, marks, rest = top_k_parts(body)
+    assert body["size"] == 10 and rest == []
+    knn = ranking["query"]["knn"]
     assert knn["field"] == "spans.vector" and knn["k"] == 10 and knn["num_candidates"] == 100
     assert knn["similarity"] == 0.5  # raw cosine, not the (1 + cos) / 2 score
-    assert knn["inner_hits"]["_source"] is False and "spans.vector" not in knn["inner_hits"]["fields"]
+    # every span ranks (the best one is the one inner hit read); only mentions are marked
+    assert ranking["score_mode"] == "max" and ranking["inner_hits"] == {"name": "best_span", "size": 1, "_source": False}
+    assert marks["score_mode"] == "none"  # adds nothing to the score, and a should clause restricts nothing
+    assert marks["query"] == {"bool": {"must": [ranking["query"]], "must_not": [{"term": {"spans.mention": False}}]}}
+    assert marks["inner_hits"]["name"] == "spans" and marks["inner_hits"]["size"] == 100
+    assert marks["inner_hits"]["_source"] is False and "spans.vector" not in marks["inner_hits"]["fields"]
 
 
 def test_knn_body_with_filters_and_text_golden():
@@ -331,8 +360,11 @@ def test_knn_body_with_filters_and_text_golden():
     )
     check_golden("knn_search_filtered", body)
     check_search(body)
+    ranking, marks, _ = top_k_parts(body)
+    # the marks' kNN is the ranking one, filters included: it finds the same passages
+    assert marks["query"]["bool"]["must"] == [ranking["query"]]
     # Each clause stands alone (Elasticsearch 9.2 wants span and passage filters separate).
-    assert body["knn"]["filter"] == [
+    assert ranking["query"]["knn"]["filter"] == [
         {"terms": {"fields.source": ["wiki", "news"]}},
         {"term": {"spans.labels": "politician"}},
         {"match": {"text": {"query": "treaty signed", "operator": "and"}}},
@@ -344,9 +376,10 @@ def test_bm25_boost_body_golden():
                                  filters=Filters.of({"source": "wiki"}), boost=0.2)
     check_golden("hybrid_search", body)
     check_search(body)
-    must = body["query"]["bool"]["must"][0]["nested"]
+    must, marks, rest = top_k_parts(body)
     assert must["score_mode"] == "max" and must["query"]["knn"]["similarity"] == 0.5
-    assert body["query"]["bool"]["should"] == [{"match": {"text": {"query": "treaty", "boost": 0.2}}}]
+    assert marks["query"]["bool"]["must"] == [must["query"]]
+    assert rest == [{"match": {"text": {"query": "treaty", "boost": 0.2}}}]
 
 
 def test_exhaustive_body_golden():
@@ -368,8 +401,29 @@ def test_exhaustive_body_golden():
 def test_exhaustive_body_first_page_without_filters():
     body = paged_requests.exhaustive_search_body(QUERY, min_similarity=0.3, size=100, pit_id="p")
     check_search(body)
-    assert "search_after" not in body and "filter" not in body["query"]["bool"]
+    assert "search_after" not in body
     assert body["query"]["bool"]["must"][0]["nested"]["query"]["script_score"]["query"] == {"match_all": {}}
+    (gate,) = body["query"]["bool"]["filter"]  # the mentions only
+    assert gate["nested"]["query"]["script_score"]["query"] == {"bool": {"must_not": [{"term": {"spans.mention": False}}]}}
+
+
+def test_exhaustive_body_gates_on_a_mention_and_scores_by_every_span():
+    """--all: the score is the best span, mention or candidate (must); a passage needs a mention
+    over the threshold (a filter clause, same exact script and min_score), whose inner hits mark."""
+    body = paged_requests.exhaustive_search_body(
+        QUERY, min_similarity=0.5, filters=Filters.of({"source": "wiki", "spans.labels": "politician"}), pit_id="p",
+    )
+    (ranking,) = body["query"]["bool"]["must"]
+    gate, *restrictions = body["query"]["bool"]["filter"]
+    ranking, gate = ranking["nested"], gate["nested"]
+    assert (ranking["score_mode"], ranking["inner_hits"]["name"], ranking["inner_hits"]["size"]) == ("max", "best_span", 1)
+    assert (gate["score_mode"], gate["inner_hits"]) == ("none", search_requests.inner_hits())
+    scored, gated = ranking["query"]["script_score"], gate["query"]["script_score"]
+    assert scored["script"] == gated["script"] and scored["min_score"] == gated["min_score"] == pytest.approx(1.5)
+    label = {"term": {"spans.labels": "politician"}}
+    assert scored["query"] == {"bool": {"filter": [label]}}  # span filters restrict both
+    assert gated["query"] == {"bool": {"filter": [label], "must_not": [{"term": {"spans.mention": False}}]}}
+    assert restrictions == [{"term": {"fields.source": "wiki"}}]
 
 
 def test_scan_and_counts_bodies_golden():
@@ -418,10 +472,11 @@ def test_knn_body_with_passage_weight_golden():
     check_search(body)
     assert "knn" not in body and body["size"] == 10
     assert "script" not in json.dumps(body)  # native: no Painless for top-k
-    (span,) = body["query"]["bool"]["must"]
-    nested = span["nested"]
+    nested, marks, should = top_k_parts(body)
     assert nested["path"] == "spans" and nested["score_mode"] == "max"
-    assert nested["inner_hits"] == search_requests.inner_hits()
+    assert nested["inner_hits"] == search_requests.best_span_inner_hits()
+    assert marks["inner_hits"] == search_requests.inner_hits()
+    assert marks["query"]["bool"]["must"] == [nested["query"]]  # the marks come from the same pool
     knn = nested["query"]["knn"]
     # the candidate pool, not just `limit`, is re-ranked by the combined score
     assert knn["k"] == knn["num_candidates"] == 100 and knn["similarity"] == 0.5
@@ -430,7 +485,7 @@ def test_knn_body_with_passage_weight_golden():
         {"term": {"spans.labels": "politician"}},
         {"match": {"text": {"query": "treaty", "operator": "and"}}},
     ]
-    passage, missing = body["query"]["bool"]["should"]
+    passage, missing = should
     passage = passage["knn"]
     assert passage["field"] == "vector" and passage["boost"] == 0.25
     assert passage["query_vector"] == knn["query_vector"]
@@ -457,12 +512,15 @@ def test_rescore_vector_rescores_every_candidate():
     top = search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=10, rescore=True)
     check_golden("knn_search_rescore", top)
     check_search(top)
-    assert top["knn"]["rescore_vector"] == {"oversample": 10.0}  # k · 10 = num_candidates
-    assert search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=80, rescore=True)["knn"]["rescore_vector"] == {"oversample": 2.0}
+    ranking, marks, _ = top_k_parts(top)
+    assert ranking["query"]["knn"]["rescore_vector"] == {"oversample": 10.0}  # k · 10 = num_candidates
+    assert marks["query"]["bool"]["must"] == [ranking["query"]]
+    wider = top_k_parts(search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=80, rescore=True))[0]
+    assert wider["query"]["knn"]["rescore_vector"] == {"oversample": 2.0}
     weighted = search_requests.knn_search_body(QUERY, min_similarity=0.5, passage_weight=0.5, rescore=True)
     check_search(weighted)
     span = weighted["query"]["bool"]["must"][0]["nested"]["query"]["knn"]
-    passage = weighted["query"]["bool"]["should"][0]["knn"]
+    passage = top_k_parts(weighted)[2][0]["knn"]
     assert span["rescore_vector"] == passage["rescore_vector"] == {"oversample": 1.0}  # k = num_candidates
     assert passage["filter"][0]["nested"]["query"]["knn"]["rescore_vector"] == {"oversample": 1.0}
     bm25 = search_requests.bm25_boost_search_body(QUERY, text="t", min_similarity=0.5, rescore=True)
@@ -541,7 +599,7 @@ def test_native_hybrid_score_reads_back_span_plus_weighted_passage(metric, span_
     assert combined == pytest.approx(span_cos + weight * passage_cos, abs=1e-5)
     # a passage stored without a vector gets the constant_score clause instead: cosine 0
     body = search_requests.knn_search_body(np.array([1.0, 0, 0, 0]), min_similarity=-1.0, metric=metric, passage_weight=weight)
-    constant = body["query"]["bool"]["should"][1]["constant_score"]["boost"]
+    constant = top_k_parts(body)[2][1]["constant_score"]["boost"]
     assert sim.combined_from_knn_scores(span_score + constant, span_score, weight, metric) == pytest.approx(span_cos)
 
 

@@ -52,6 +52,32 @@ def test_threshold_is_inclusive_despite_float32_rounding():
     assert parsed is not None and parsed.spans[0].labels == ()
 
 
+def marked_hit(pid: str, best: float, *marks: float) -> dict:
+    """A hit as nerindex's searches return it: its best span (mention or candidate) in
+    ``best_span``, its matching mentions in ``spans``."""
+    hit = hybrid_hit(pid, best, *marks)
+    hit["inner_hits"]["best_span"] = {"hits": {"hits": [{"_score": best}]}}
+    return hit
+
+
+def test_scored_by_the_best_span_and_marked_by_the_mentions():
+    response = {"hits": {"hits": [
+        marked_hit("c1", 1.0, 0.75),  # a candidate at cos 1.0, a mention at 0.5
+        marked_hit("c2", 0.975),  # a candidate at cos 0.95 alone: ranked, nothing marked
+        marked_hit("c4", 0.85, 0.6),  # a candidate at 0.7, a mention at 0.2 (below 0.4: not marked)
+        marked_hit("c5", 0.65, 0.65),  # best span at cos 0.3: not a hit
+    ]}}
+    hits = rs.parse_hits(response, scoring="knn", metric="cosine", min_similarity=0.4)
+    assert [(h.id, round(h.score, 6), [round(s.similarity, 6) for s in h.spans]) for h in hits] == [
+        ("c1", 1.0, [0.5]), ("c2", 0.95, []), ("c4", 0.7, [])]
+    # hybrid scoring reads the span part from best_span too
+    weighted = marked_hit("c1", 1.0, 0.75)
+    weighted["_score"] = 1.0 + 0.5 * 0.5
+    weighted["matched_queries"] = {"nerindex_passage": 0.5 * 0.5}  # passage cos 0.0
+    parsed = rs.parse_hit(weighted, scoring="knn", metric="cosine", min_similarity=0.4, passage_weight=0.5)
+    assert parsed.score == pytest.approx(1.0) and [s.similarity for s in parsed.spans] == [pytest.approx(0.5)]
+
+
 def test_exhaustive_page_with_script_scores_and_source_inner_hits():
     response = load("exhaustive_page")
     hits = rs.parse_hits(response, scoring="script", metric="cosine", min_similarity=0.5)

@@ -71,11 +71,20 @@ def test_lookup_knn_body_is_the_span_knn_without_a_vector():
     options = dict(min_similarity=0.5, limit=10, filters=Filters.of({"source": "wiki"}))
     body = ti.lookup_knn_body("Political Party", types_index="corpus-types", **options)
     check_golden("knn_search_lookup", body)
-    plain = search_requests.knn_search_body(QUERY, **options)
-    del plain["knn"]["query_vector"]
-    builder = body["knn"].pop("query_vector_builder")
-    assert builder == {"lookup": {"index": "corpus-types", "id": "political party", "path": "vector"}}
-    assert body == plain
+    builder = {"lookup": {"index": "corpus-types", "id": "political party", "path": "vector"}}
+    looked_up = []  # every kNN clause (the ranking one and the marks') reads the vector by phrase
+
+    def with_the_vector(node):
+        if isinstance(node, dict):
+            if "query_vector_builder" in node:
+                looked_up.append(node["query_vector_builder"])
+                node = {**{k: v for k, v in node.items() if k != "query_vector_builder"},
+                        "query_vector": index_requests.vector_values(QUERY)}
+            return {k: with_the_vector(v) for k, v in node.items()}
+        return [with_the_vector(v) for v in node] if isinstance(node, list) else node
+
+    assert with_the_vector(body) == search_requests.knn_search_body(QUERY, **options)
+    assert looked_up == [builder, builder] and "query_vector\"" not in json.dumps(body)
 
 
 def test_a_vector_outside_knn_cannot_be_looked_up():

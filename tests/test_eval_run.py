@@ -133,7 +133,7 @@ def test_run_scores_system_and_baselines(toy):
     assert result["run"]["index"]["created"] == 5
     assert result["run"]["passages_without_spans"] == 1
     # the fake detector proposes every lexicon word: every gold mention is covered
-    assert result["detection"]["by_group"]["all"] == {"mentions": 5, "recall": 1.0}
+    assert result["detection"]["by_group"]["all"] == {"mentions": 5, "recall": 1.0, "mention_recall": 1.0}
     assert result["detection"]["by_type"]["dinosaur"] == 1.0
 
 
@@ -280,7 +280,14 @@ def test_detection_recall_counts_missed_mentions(toy):
     ]
     counts = detection_by_query(bench, encoded)
     by_text = {q.text: counts[q.id] for q in bench.scored_queries()}
-    assert by_text == {"person": [2, 2], "location": [2, 1], "dinosaur": [1, 1]}
+    assert by_text == {"person": [2, 2, 2], "location": [2, 1, 1], "dinosaur": [1, 1, 1]}
+    # a candidate span (a second head's) covers a mention for ranking, not for marking
+    from dataclasses import replace
+
+    encoded = [type(e)(e.passage, tuple(replace(s, mention=s.text != "Rex") for s in e.spans), e.vector)
+               for e in encoded]  # fmt: skip
+    counts = detection_by_query(bench, encoded)
+    assert {q.text: counts[q.id] for q in bench.scored_queries()}["dinosaur"] == [1, 1, 0]
 
 
 def test_feedback_method_searches_with_the_moved_query(toy):

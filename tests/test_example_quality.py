@@ -60,15 +60,25 @@ def test_right_passages_with_right_spans(index, type_phrase):
 # Issue 13, item 6: the shipped example's answers. What the model gets right is asserted; what it
 # still misses is a strict xfail, so a model that fixes it fails here until the test says so.
 def test_book_finds_the_novels(index):
-    hits = index.search("book", limit=2)
-    assert {h.id for h in hits} == {"lit-1", "lit-2"}  # War and Peace, Crime and Punishment; Pride and Prejudice
+    hits = index.search("book", limit=3)
+    assert hits[0].id == "lit-1"  # ranked first through the candidate span "War and Peace"
+    assert {"lit-1", "lit-2"} <= {h.id for h in hits}  # War and Peace, Crime and Punishment; Pride and Prejudice
     marked = {s.text for h in hits for s in h.spans}
     assert {"Crime and Punishment", "Pride and Prejudice"} <= marked
+    # --all: the novels' passages, each with its mention; the "read" passage ranks but has none
+    assert {"lit-1", "lit-2"} <= {h.id for h in index.search("book", exhaustive=True)}
+    assert "none-1" not in {h.id for h in index.search("book", exhaustive=True)}
 
 
-@pytest.mark.xfail(strict=True, reason="the detector proposes no span 'War and Peace' (issue 13, detection)")
+@pytest.mark.xfail(strict=True, reason="model 0.4.0: the candidate 'read' ranks the Misc passage between the novels "
+                                        "(EVALUATION.md, Model 0.4.0; a candidate discount is not supported by validation)")
+def test_book_ranks_the_novels_first(index):
+    assert {h.id for h in index.search("book", limit=2)} == {"lit-1", "lit-2"}
+
+
+@pytest.mark.xfail(strict=True, reason="the marking head proposes no span 'War and Peace' (a candidate: it ranks, unmarked)")
 def test_book_marks_war_and_peace(index):
-    assert "War and Peace" in {s.text for h in index.search("book", limit=2) for s in h.spans}
+    assert "War and Peace" in {s.text for h in index.search("book", limit=3) for s in h.spans}
 
 
 def test_musical_instrument_finds_the_cello_and_the_saxophone(index):
@@ -77,7 +87,7 @@ def test_musical_instrument_finds_the_cello_and_the_saxophone(index):
     assert {"saxophone", "trumpet"} <= {s.text for h in hits for s in h.spans}
 
 
-@pytest.mark.xfail(strict=True, reason="the detector proposes no span 'cello' (issue 13, detection)")
+@pytest.mark.xfail(strict=True, reason="the marking head proposes no span 'cello' (a candidate: it ranks, unmarked)")
 def test_musical_instrument_marks_the_cello(index):
     assert "cello" in {s.text for h in index.search("musical instrument", limit=2) for s in h.spans}
 

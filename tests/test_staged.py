@@ -95,7 +95,10 @@ def test_every_candidate_score_matches(staged, whole, passages):
 def test_cut_points_are_found_by_structure():
     graph = onnx.load(str(graph_for(OnnxEncoder.from_dir(default_model_dir(), device="cpu").info, CPU)))
     cuts = find_cuts(graph)
-    assert cuts.adapter_hidden == 384 and cuts.entity_bias.shape == (192,) and cuts.width_buckets == 16
+    # the shipped model has a candidate head: the scores graph takes both heads' first layers (384 =
+    # 2 × 192) and adds their biases itself
+    assert cuts.adapter_hidden == 384 and cuts.width_buckets == 16 and cuts.candidate
+    assert cuts.entity_bias.shape == (384,) and not cuts.entity_bias.any()
     renamed = onnx.load(str(default_model_dir() / "encoder.int8.onnx"))
     for node in renamed.graph.node:
         if node.op_type == "CumSum":

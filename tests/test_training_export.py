@@ -33,32 +33,40 @@ CONTRACT_INPUTS = ["input_ids", "attention_mask", "span_starts", "span_ends"]
 CONTRACT_OUTPUTS = ["span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors"]
 
 
-def _with_span_layers(m, n: int):
-    """The model with a span-side copy of its top ``n`` layers (0: none), whatever the shipped one has;
-    a new copy is nudged away from the backbone so that the branch is exercised."""
+def _variant(m, n: int, candidate: bool):
+    """The model with a span-side copy of its top ``n`` layers (0: none) and with or without a
+    candidate head, whatever the shipped one has; a new copy or head is nudged away from what it is
+    copied from (the backbone's layers, the entity head) so that its path is exercised."""
     import dataclasses
 
     from indexer.training.model import SpanTypeEncoder
 
-    if m.config.span_layers == n:
+    if m.config.span_layers == n and m.config.candidate_head == candidate:
         return m
-    state = {k: v for k, v in m.head_state_dict().items() if not k.startswith("span_top.")}
-    built = SpanTypeEncoder(m.backbone, dataclasses.replace(m.config, span_layers=n))
-    gen = torch.Generator().manual_seed(n)
+    state = {k: v for k, v in m.head_state_dict().items()
+             if not (k.startswith("span_top.") and m.config.span_layers != n) and not k.startswith("candidate.")}
+    if candidate and m.candidate is not None:
+        state.update({k: v for k, v in m.head_state_dict().items() if k.startswith("candidate.")})
+    built = SpanTypeEncoder(m.backbone, dataclasses.replace(m.config, span_layers=n, candidate_head=candidate))
+    gen = torch.Generator().manual_seed(n + candidate)
     with torch.no_grad():
         for k, v in built.head_state_dict().items():
-            if k.startswith("span_top."):
+            if k.startswith("span_top.") and k not in state:
                 state[k] = v + 0.01 * torch.randn(v.shape, generator=gen) * v.std()
+            if k.startswith("candidate.") and k not in state:
+                like = state["entity." + k[len("candidate."):]]
+                state[k] = like + 0.2 * torch.randn(like.shape, generator=gen) * like.abs().mean()
     built.load_head_state_dict(state)
     return built.eval()
 
 
-# every graph test runs on both layouts: span vectors from the backbone's own states, and from a
-# copy of its top two layers (HeadConfig.span_layers)
-@pytest.fixture(scope="module", params=[0, 2], ids=["shared-layers", "span-layers-2"])
+# every graph test runs on three layouts: span vectors from the backbone's own states, from a copy
+# of its top two layers (HeadConfig.span_layers), and that with a candidate head (HeadConfig.candidate_head)
+@pytest.fixture(scope="module", params=[(0, False), (2, False), (2, True)],
+                ids=["shared-layers", "span-layers-2", "candidate-head"])
 def model(request):
     torch.set_num_threads(2)
-    m = _with_span_layers(load_model_from_folder(SHIPPED), request.param)
+    m = _variant(load_model_from_folder(SHIPPED), *request.param)
     if not m.adapter.out.weight.any():
         # an untrained adapter adds zero; give it weights so the comparisons exercise its path
         gen = torch.Generator().manual_seed(0)
@@ -109,7 +117,8 @@ def test_fp32_graph_matches_pytorch(model, exported, shape):
     feeds = _inputs(np.random.default_rng(sum(shape)), *shape, pad=shape[0] > 1)
     got = sess.run(None, feeds)
     want = _torch_outputs(model, feeds)
-    for name, g, w in zip(OUTPUT_NAMES, got, want):
+    assert len(got) == len(want) == len(model.output_names())
+    for name, g, w in zip(model.output_names(), got, want):
         assert g.shape == w.shape, name
         assert not np.isnan(g).any(), name
         np.testing.assert_allclose(g, w, atol=1e-4, rtol=0, err_msg=name)
@@ -158,10 +167,20 @@ def test_staged_runner_cuts_exported_graphs_and_agrees(exported, graph, cos_min)
     spans = SpanBatch(rows, feeds["span_starts"].ravel(), feeds["span_ends"].ravel())
     whole = ort.InferenceSession(str(out / graph), providers=["CPUExecutionProvider"]).run(None, feeds)
     threshold = float(np.median(whole[0]))  # random tokens score low: keep about half
-    got = stages.run(feeds["input_ids"], feeds["attention_mask"], spans, threshold, with_base=True)
+    wide = float(np.quantile(whole[5], 0.75)) if len(whole) > 5 else None  # and a quarter by the candidate head
+    got = stages.run(feeds["input_ids"], feeds["attention_mask"], spans, threshold, with_base=True,
+                     candidate_threshold=wide)  # fmt: skip
     np.testing.assert_allclose(got.passage_vectors, whole[3], atol=1e-5, rtol=0)  # cut graphs fuse alike, not bit for bit
-    np.testing.assert_allclose(got.scores, whole[0].ravel(), atol=1e-3 if "int8" in graph else 1e-5)
-    kept = np.nonzero(whole[0].ravel() >= threshold)[0]
+    tol = 1e-3 if "int8" in graph else 1e-5
+    np.testing.assert_allclose(got.scores, whole[0].ravel(), atol=tol)
+    keep = whole[0].ravel() >= threshold
+    if wide is not None:
+        np.testing.assert_allclose(got.candidate_scores, whole[5].ravel(), atol=tol)
+        assert not np.allclose(got.candidate_scores, got.scores, atol=0.01)  # its own head
+        keep |= whole[5].ravel() >= wide
+    else:
+        assert got.candidate_scores is None
+    kept = np.nonzero(keep)[0]
     assert kept.size > 10 and np.array_equal(got.kept, kept)
     assert (got.vectors * whole[1].reshape(b * s, -1)[kept]).sum(-1).min() >= cos_min
     assert (got.base_vectors * whole[2].reshape(b * s, -1)[kept]).sum(-1).min() >= cos_min
@@ -176,11 +195,12 @@ def test_fp16_graph_is_not_cut(exported):
     assert load_stages(out / "encoder.fp16.onnx", lambda data: open_session(data, CPU)) is None
 
 
-def test_graph_names_and_model_json_follow_the_contract(exported):
+def test_graph_names_and_model_json_follow_the_contract(model, exported):
     out, meta = exported
     on_disk = json.loads((out / "model.json").read_text())
     assert on_disk == meta
-    assert on_disk["inputs"] == CONTRACT_INPUTS and on_disk["outputs"] == CONTRACT_OUTPUTS
+    outputs = CONTRACT_OUTPUTS + (["candidate_scores"] if model.config.candidate_head else [])
+    assert on_disk["inputs"] == CONTRACT_INPUTS and on_disk["outputs"] == outputs
     for key in ("format", "id", "version", "backbone", "dims", "similarity", "max_length",
                 "max_span_width", "detection_threshold", "similarity_threshold", "label_threshold",
                 "labels_per_span", "type_template", "graphs", "tokenizer", "heads", "catalog", "files",
@@ -189,7 +209,7 @@ def test_graph_names_and_model_json_follow_the_contract(exported):
     for graph in ("encoder.int8.onnx", "encoder.fp16.onnx", "encoder.fp32.onnx"):
         sess = ort.InferenceSession(str(out / graph), providers=["CPUExecutionProvider"])
         assert [i.name for i in sess.get_inputs()] == CONTRACT_INPUTS
-        assert [o.name for o in sess.get_outputs()] == CONTRACT_OUTPUTS
+        assert [o.name for o in sess.get_outputs()] == outputs
     present = {p.name for p in out.iterdir() if p.name != "model.json"}
     assert set(on_disk["files"]) == present
     for name, digest in on_disk["files"].items():
@@ -236,9 +256,13 @@ def test_fused_graph_equals_training_path(model):
     ends = torch.tensor([[1, 4, 9, 0], [3, 6, 1, 10]])
     with torch.no_grad():
         feats, last = model.token_states(ids, mask)
-        logits, vecs, base = model.span_outputs(feats, last, starts, ends)
+        logits, vecs, base, wide = model.span_outputs(feats, last, starts, ends)
         alone = model.entity(feats, starts, ends, model.span_mean)
         torch.testing.assert_close(logits, alone, atol=1e-5, rtol=1e-5)
+        if model.candidate is not None:
+            torch.testing.assert_close(wide, model.candidate(feats, starts, ends, model.span_mean), atol=1e-5, rtol=1e-5)
+        else:
+            assert wide is None
         b, s = 1, 1  # the span (1, 6) of row 1
         a, e = int(starts[b, s]), int(ends[b, s])
         xs, xe, xm = feats[b, a], feats[b, e], feats[b, a : e + 1].mean(0)

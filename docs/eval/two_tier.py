@@ -59,17 +59,21 @@ def encode(files: list[Path], name: str, encoders: dict[str, OnnxEncoder]) -> di
     return out
 
 
-def ranking(data: dict, q: np.ndarray, rank_by: tuple[str, ...], mark: str, return_by: str, weight: float) -> list[Ranked]:
-    """Every passage with a ranking span, best total first; marks and the returned-by value as described."""
+def ranking(data: dict, q: np.ndarray, rank_by: tuple[str, ...], mark: str, return_by: str, weight: float,
+            need_mark: bool = False, discount: float = 0.0) -> list[Ranked]:
+    """Every passage with a ranking span (``need_mark``: and a marking span), best total first; marks
+    and the returned-by value as described. ``discount``: a span that is not a marking span ranks at
+    its similarity less this."""
     dense = data["passages"] @ q
     rows = []
     for i, pid in enumerate(data["ids"]):
         union = {}
         for key in rank_by:
             union.update(data["spans"][key][i])
-        if not union:
+        if not union or (need_mark and not data["spans"][mark][i]):
             continue
-        best = max(float(v @ q) for v in union.values())
+        marking = data["spans"][mark][i]
+        best = max(float(v @ q) - (0.0 if k in marking else discount) for k, v in union.items())
         marks = tuple(ScoredSpan(a, b, float(v @ q)) for (a, b), v in data["spans"][mark][i].items())
         gate = best if return_by == "union" else max((s.similarity for s in marks), default=-1.0)
         rows.append(Ranked(pid, best + weight * float(dense[i]), marks, gate))
@@ -93,7 +97,9 @@ def evaluate(sets: dict, queries: dict, how: dict, weight: float) -> dict:
             s = score_query(ranked, relevant, threshold=t, gold_spans=data["bench"].gold.get(q.id, {}), with_spans=True)
             per.setdefault(g, []).append({"r_precision": r_precision([r.id for r in ranked], relevant),
                                           **{m: getattr(s, m) for m in METRICS[1:]}, "set": name})  # fmt: skip
-    out = {"thresholds": thresholds}
+    out = {"thresholds": thresholds, "validation_r_precision": {
+        g: _round(macro(r_precision([r.id for r in ranking(val, v, **how, weight=weight)], val["bench"].qrels[q.id])
+                        for q, v, gg in queries["validation"] if gg == g)) for g in ("seen", "unseen")}}
     for g, rows in per.items():
         out[g] = {m: _round(macro(r[m] for r in rows)) for m in METRICS} | {"n": len(rows)}
         out[g]["r_precision_by_set"] = {n: round(float(np.mean([r["r_precision"] for r in rows if r["set"] == n])), 4)
@@ -110,6 +116,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--gold-model", type=Path, default=None, help="the marking detector's model (default: the shipped one)")
     parser.add_argument("--silver-model", type=Path, required=True, help="the other detector's model (same span side)")
+    parser.add_argument("--discounts", type=float, nargs="*", default=[],
+                        help="only rows ranking candidates (not marking spans) at their similarity less each value")
     args = parser.parse_args()
     encoders = {"gold": OnnxEncoder.from_dir(args.gold_model or default_model_dir(), device="cpu"),
                 "silver": OnnxEncoder.from_dir(args.silver_model, device="cpu")}  # fmt: skip
@@ -121,12 +129,16 @@ def main() -> None:
         qs = data["bench"].scored_queries()
         vecs = gold.embed_types([q.text for q in qs])  # the type side is the backbone's: same in both
         queries[name] = [(q, v, group_of(q, training)) for q, v in zip(qs, vecs)]
-    variants = {
+    variants = {f"rank union, candidates less {d}, mark gold, return by mark": {
+        "rank_by": ("gold", "silver"), "mark": "gold", "return_by": "mark", "discount": d} for d in args.discounts}
+    variants = variants if args.discounts else {
         "gold alone (0.3.0)": {"rank_by": ("gold",), "mark": "gold", "return_by": "union"},
         "silver alone": {"rank_by": ("silver",), "mark": "silver", "return_by": "union"},
         "rank union, mark gold, return by union": {"rank_by": ("gold", "silver"), "mark": "gold", "return_by": "union"},
         "rank union, mark gold, return by mark": {"rank_by": ("gold", "silver"), "mark": "gold", "return_by": "mark"},
         "rank silver, mark gold, return by mark": {"rank_by": ("silver",), "mark": "gold", "return_by": "mark"},
+        "rank union, mark gold, only passages with a mark": {"rank_by": ("gold", "silver"), "mark": "gold",
+                                                             "return_by": "mark", "need_mark": True},
     }
     results = {}
     for label, how in variants.items():
@@ -135,7 +147,8 @@ def main() -> None:
         print(f"{label:42s} thr {r['thresholds']['seen']:.2f}/{r['thresholds']['unseen']:.2f} | unseen R-Prec {u['r_precision']:.3f} "
               f"({' / '.join(f'{v:.3f}' for v in u['r_precision_by_set'].values())}) set F1 {u['set_f1']:.3f} "
               f"hit {u['span_hit_rate']:.3f} hlP {u['highlight_precision']:.3f} | seen R-Prec {s['r_precision']:.3f} "
-              f"set F1 {s['set_f1']:.3f} hit {s['span_hit_rate']:.3f}", file=sys.stderr)  # fmt: skip
+              f"set F1 {s['set_f1']:.3f} hit {s['span_hit_rate']:.3f} | validation R-Prec seen/unseen "
+              f"{r['validation_r_precision']['seen']:.3f}/{r['validation_r_precision']['unseen']:.3f}", file=sys.stderr)  # fmt: skip
     print(json.dumps(results, indent=1))
 
 

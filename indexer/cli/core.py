@@ -172,7 +172,12 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
     )
     fields = f"  {json.dumps(hit.fields, ensure_ascii=False)}" if hit.fields else ""
     head = printable(f"{hit.id}{fields}")
-    return f"{rank}. {hit.score:.3f}  {head}\n   {mark_spans(hit, color=color)}\n   spans: {printable(spans)}"
+    # a top-k hit may rank through a candidate span alone: say so rather than print an empty list
+    spans = printable(spans) if hit.spans else NO_MENTION
+    return f"{rank}. {hit.score:.3f}  {head}\n   {mark_spans(hit, color=color)}\n   spans: {spans}"
+
+
+NO_MENTION = "none marked (ranked by a candidate span and the passage; not in --all)"
 
 
 @click.command("search")
@@ -249,11 +254,15 @@ def count_line(entity_type: str, shown: int, total: int | None) -> str:
     """How many hits were shown of how many match: a page must never read as all the matches.
 
     ``total`` None: the store cannot count without a search of its own (Elasticsearch top hits).
+    A top-k counts the passages it ranks, candidates' included; ``--all`` gives those with a marked
+    mention (``Store.search``), which may be fewer, so the hint says which it gives.
     """
     if total is None:
-        return f"{shown} shown of at least {shown} matching {entity_type!r} (--all shows and counts every match)"
-    more = " (--all shows every match)" if total > shown else ""
-    return f"{shown} shown of {total} matching {entity_type!r}{more}"
+        return (f"{shown} shown of at least {shown} ranked for {entity_type!r} "
+                "(--all shows and counts every passage with a marked mention)")  # fmt: skip
+    if total > shown:
+        return f"{shown} shown of {total} ranked for {entity_type!r} (--all shows every passage with a marked mention)"
+    return f"{shown} shown of {total} matching {entity_type!r}"
 
 
 @click.command("embed")
@@ -286,5 +295,10 @@ def info_command(settings: Settings, as_json: bool) -> None:
     click.echo(f"model: {m['id']} {m['version']} ({m['path']}), {m['dims']} dims, provider {m['provider']}")
     unseen = m.get("unseen_similarity_threshold")
     threshold = f"{m['similarity_threshold']}" + ("" if unseen is None else f" (types it was not trained on: {unseen})")
-    click.echo(f"       threshold {threshold}, passage weight {m['passage_weight']:g}, checksum {m['checksum'][:16]}")
+    unseen_weight = m.get("unseen_passage_weight")
+    weight = f"{m['passage_weight']:g}" + ("" if unseen_weight is None else f" (types it was not trained on: {unseen_weight:g})")
+    click.echo(f"       threshold {threshold}, passage weight {weight}, checksum {m['checksum'][:16]}")
+    wide = m.get("candidate_threshold")
+    detection = f"{m['detection_threshold']:g}" + ("" if wide is None else f", candidate head {wide:g} (spans that rank, never marked)")
+    click.echo(f"       detection {detection}")
     click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans")

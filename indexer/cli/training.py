@@ -112,8 +112,13 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
 @click.option("--span-side", default=None, metavar="PREFIX",
               help="Span vectors from a span side trained apart: its own copy of the backbone's top layers "
                    "and adapter, saved as PREFIX-<i>.safetensors (docs/eval/finetune_backbone.py --save).")
+@click.option("--candidate-head", default=None, metavar="RUN_OR_MODEL_FOLDER",
+              type=click.Path(exists=True, file_okay=False),
+              help="A second entity head, taken from another run (e.g. `nerindex train --silver`), whose "
+                   "spans rank passages but are never marked; its detection threshold becomes "
+                   "model.json's candidate_threshold.")
 def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_id, model_version,
-                   untrained, span_side) -> None:  # fmt: skip
+                   untrained, span_side, candidate_head) -> None:  # fmt: skip
     """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs).
 
     RUN_DIR is a `nerindex train --out` folder, or a model folder to export again (its evaluation
@@ -148,6 +153,13 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
 
         model = with_span_side(model, span_side)
         card["training"] = {**card.get("training", {}), "span_side": side_record(span_side)}
+    if candidate_head:
+        from ..training.candidate import read_candidate_head, with_candidate_head
+
+        weights, threshold, record = read_candidate_head(candidate_head)
+        model = with_candidate_head(model, weights)
+        card["candidate_threshold"] = threshold
+        card["training"] = {**card.get("training", {}), "candidate_head": record}
     meta = write_model_folder(
         model, out_dir, card=card, backbone=backbone or name, catalog=catalog, force=force,
         keep_fp32=keep_fp32,

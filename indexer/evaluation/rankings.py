@@ -2,7 +2,7 @@
 
 The corpus is encoded once with ``with_base=True``; the indexing pipeline is fed those encodings
 (:class:`_EncodedOnce`) and the system is searched through the real embedded store and
-``NerIndex.iter_search(..., exhaustive=True)``; the baselines reuse the same encodings: the
+``NerIndex.iter_search`` (a top-k as long as the corpus); the baselines reuse the same encodings: the
 backbone's span vectors on the very same detected spans, and its mean-pooled passage vectors.
 BM25 reads the passage text. Searches ask for ``min_similarity=-1`` so one search per type yields
 the full ranking.
@@ -51,13 +51,14 @@ class _EncodedOnce:
 
 
 def _hits_to_ranking(hits: Iterable[Any]) -> list[Ranked]:
-    """Store hits as a ranking; the threshold applies to the best span (hybrid scoring ranks by more)."""
+    """Store hits as a ranking; the threshold applies to the best marked span, a mention (hybrid
+    scoring and candidates rank by more): a hit without one is in no answer set."""
     return [
         Ranked(
             h.id,
             float(h.score),
             tuple(ScoredSpan(s.start, s.end, float(s.similarity)) for s in h.spans),
-            max((float(s.similarity) for s in h.spans), default=None),
+            max((float(s.similarity) for s in h.spans), default=float("-inf")),
         )
         for h in hits
     ]
@@ -75,7 +76,7 @@ def compute_rankings(
 ) -> tuple[Rankings, dict[str, Any]]:
     """Rankings of every method for every query, and timings/counts of the run.
 
-    ``passage_weight`` (default: the model's) is the system's λ of hybrid scoring; when it is not 0
+    ``passage_weight`` (default: the model's for each phrase) is the system's λ of hybrid scoring; when it is not 0
     the same searches are also ranked by best span alone (``system_spans``). ``system_prf`` is the
     system's search with query-time feedback (``feedback``: an :class:`indexer.feedback.Feedback`,
     default weight 0.5, top 10).
@@ -159,20 +160,23 @@ def _system_rankings(
             t0 = time.perf_counter()
 
             def ranked(weight: float | None, fb: Any = None) -> dict[str, list[Ranked]]:
+                # a top-k as long as the corpus: every passage with a span ranks, candidates
+                # included; the marks (mentions) make each item's gate, so the set metrics at a
+                # threshold are the --all answer (stores/base.py, Store.search)
                 return {
                     q.id: _hits_to_ranking(
-                        ix.iter_search(q.text, min_similarity=-1.0, exhaustive=True, passage_weight=weight,
+                        ix.iter_search(q.text, min_similarity=-1.0, limit=max(len(corpus), 1), passage_weight=weight,
                                        feedback=fb)
                     )
                     for q in queries
                 }
 
             per_query = max(len(queries), 1)
-            stats["passage_weight"] = encoder.info.passage_weight if passage_weight is None else float(passage_weight)
+            stats.update(_weights(encoder.info, passage_weight))
             if "system" in methods:
                 rankings["system"] = ranked(passage_weight)
                 stats["search_seconds_per_query"] = round((time.perf_counter() - t0) / per_query, 4)
-            if stats["passage_weight"] and "system_spans" in methods:
+            if (stats["passage_weight"] or stats.get("unseen_passage_weight")) and "system_spans" in methods:
                 rankings["system_spans"] = ranked(0.0)
             if "system_prf" in methods:
                 fb = feedback if feedback is not None else Feedback()
@@ -183,3 +187,14 @@ def _system_rankings(
         finally:
             store.close()
     return rankings
+
+
+def _weights(info: Any, passage_weight: float | None) -> dict[str, float]:
+    """The λ the system's searches used: the one given, else the model's (two where the card has
+    ``unseen_passage_weight``: ``ModelInfo.passage_weight_for``)."""
+    if passage_weight is not None:
+        return {"passage_weight": float(passage_weight)}
+    out = {"passage_weight": info.passage_weight}
+    if info.unseen_passage_weight is not None:
+        out["unseen_passage_weight"] = info.unseen_passage_weight
+    return out

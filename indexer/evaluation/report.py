@@ -113,7 +113,7 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
         f"{b['passages']} passages, {b['queries_scored']} scored types "
         f"(sources: {', '.join(Path(s).name if '/' not in s else s for s in b['sources'])}); "
         f"model {m['id']} {m['version']} (checksum {m['checksum'][:12]})"
-        + (f"; hybrid scoring, passage weight λ = {m['passage_weight']:g}." if m.get("passage_weight") else "."),
+        + _hybrid_note(m),
         "",
         headline_table(result),
         "",
@@ -132,9 +132,10 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
         )
     det = result.get("detection", {}).get("by_group", {})
     if det:
-        notes.append("- detection recall (gold mentions with a proposed span, IoU ≥ 0.5): " + ", ".join(
-            f"{g} {v['recall']:.2f} ({v['mentions']})" for g, v in det.items()
-        ) + ".")
+        notes.append("- detection recall (gold mentions with a proposed span, IoU ≥ 0.5; any stored span / "
+                     "the marking head's mentions): " + ", ".join(
+            f"{g} {v['recall']:.2f} / {v.get('mention_recall', v['recall']):.2f} ({v['mentions']})" for g, v in det.items()
+        ) + ".")  # fmt: skip
     fam = result.get("familiarity", {})
     notes.append(f"- Familiarity: {fam.get('definition', '')}; embeddings: {fam.get('embedding', '')}; "
                  f"training counts: {result.get('training', {}).get('counts_source', '?')}.")
@@ -280,3 +281,12 @@ def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, c
         if curves:
             written.append(chart_threshold(curves, out / f"{stem}-threshold.png", chosen=chosen, title=title))
     return written
+
+
+def _hybrid_note(model: dict) -> str:
+    """How the run ranked: λ of hybrid scoring, one for every type or one per group (the model's
+    rule, ``ModelInfo.passage_weight_for``)."""
+    seen, unseen = model.get("passage_weight") or 0.0, model.get("unseen_passage_weight")
+    if unseen is not None and unseen != seen:
+        return f"; hybrid scoring, passage weight λ = {seen:g} for trained-on types, {unseen:g} for the others."
+    return f"; hybrid scoring, passage weight λ = {seen:g}." if seen else "."

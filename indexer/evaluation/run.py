@@ -1,13 +1,15 @@
 """One evaluation run: index the benchmark corpus, search every type, score system and baselines.
 
 The system is measured through the real pipeline, store and search (``index_passages`` into an
-embedded store, ``NerIndex.search(..., exhaustive=True)``), i.e. what ``nerindex search --all``
-gives a user (``rankings`` module); the baselines reuse the same encodings.
+embedded store, then one ``NerIndex.search`` per type as long as the corpus: ``rankings`` module);
+the baselines reuse the same encodings.
 
-Ranking metrics (R-Precision, Recall@k, P@10) use each method's full ranking; set and span metrics
-use what the method returns at its operating threshold (``metrics`` module docstring). Searches ask
-for ``min_similarity=-1`` so one search per type yields the full ranking; returning at a threshold
-is then a filter, identical to searching with that threshold.
+Ranking metrics (R-Precision, Recall@k, P@10) use each method's full ranking, i.e. what a top-k
+search ranks (candidate spans included); set and span metrics use what the method returns at its
+operating threshold (``metrics`` module docstring), i.e. what ``nerindex search --all`` gives a user:
+the passages whose best *mention* passes it, with those mentions marked. Searches ask for
+``min_similarity=-1`` so one search per type yields the full ranking and every mention's similarity;
+returning at a threshold is then a filter, identical to ``--all`` with that threshold.
 """
 
 from __future__ import annotations
@@ -186,6 +188,8 @@ def _result(
             "unseen_similarity_threshold": info.unseen_similarity_threshold,
             "detection_threshold": info.detection_threshold,
             "passage_weight": stats.get("passage_weight", info.passage_weight),
+            **({"unseen_passage_weight": stats["unseen_passage_weight"]} if "unseen_passage_weight" in stats else {}),
+            "candidate_threshold": info.candidate_threshold,
             **({"feedback": stats["feedback"]} if "feedback" in stats else {}),
         },
         "methods": {key: _method_entry(key, thresholds[key], threshold_source[key]) for key in rankings},

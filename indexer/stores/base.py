@@ -35,6 +35,7 @@ from ..records import EncodedPassage, Hit
 # stored byte, so a store serves any of their values.
 STORED_SETTINGS = (
     "detection_threshold",
+    "candidate_threshold",
     "span_decoding",
     "max_length",
     "max_span_width",
@@ -63,6 +64,7 @@ class ModelStamp:
     checksum: str
     similarity: str = "cosine"
     detection_threshold: float | None = None
+    candidate_threshold: float | None = None  # the candidate head's (None: a model without one)
     span_decoding: str | None = None
     max_length: int | None = None
     max_span_width: int | None = None
@@ -87,7 +89,7 @@ class ModelStamp:
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelStamp":
         """Read a recorded stamp (any nerindex version); raises KeyError/TypeError/ValueError if unreadable."""
         settings = {name: data.get(name) for name in STORED_SETTINGS}
-        for name in ("detection_threshold", "label_threshold", "unseen_label_threshold"):
+        for name in ("detection_threshold", "candidate_threshold", "label_threshold", "unseen_label_threshold"):
             settings[name] = None if settings[name] is None else float(settings[name])
         for name in ("max_length", "max_span_width", "labels_per_span"):
             settings[name] = None if settings[name] is None else int(settings[name])
@@ -398,6 +400,18 @@ class Store(Protocol):
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Hits best first; at most ``limit`` unless ``exhaustive`` (then every match, paged).
+
+        The semantics, the same in every backend (``tests/store_conformance.py``; spans are
+        mentions or candidates, :class:`indexer.records.EncodedSpan`; span filters restrict which
+        spans count, for all three rules):
+
+        - **score**: the passage's best span similarity, mentions and candidates alike, + λ ·
+          passage similarity (``passage_weight``);
+        - **which passages**: a top-k search ranks every passage whose best span, mention or
+          candidate, passes ``min_similarity``; an ``exhaustive`` search returns the passages with
+          a *mention* that passes it (the calibrated answer set of ``--all``), ranked the same way;
+        - **marks** (``Hit.spans``): the mentions that pass ``min_similarity``, best first; a top-k
+          hit ranked by a candidate alone has none.
 
         Everything that can be wrong with the request is raised when this is called, not when
         the hits are read (:func:`query_vector`, and what the backend cannot do)."""

@@ -49,7 +49,7 @@ from .base import (
     filter_key_problem,
     query_vector,
 )
-from .span_ranking import Scored, best_first, top_candidates
+from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,11 @@ class EmbeddedStore:
                 conn.execute("INSERT INTO passage_vectors(rowid, vector) VALUES (?, ?)", (rowid, _blob(doc.vector)))
                 conn.execute("INSERT INTO passages_fts(rowid, text) VALUES (?, ?)", (rowid, p.text))
                 conn.executemany(
-                    "INSERT INTO spans(rowid, passage, start, end, score, labels) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO spans(rowid, passage, start, end, score, labels, mention) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (span_row + k, rowid, s.start, s.end, float(s.score), json.dumps(list(s.labels)))
+                        (span_row + k, rowid, s.start, s.end, float(s.score), json.dumps(list(s.labels)),
+                         int(s.mention))
                         for k, s in enumerate(doc.spans, start=1)
                     ],
                 )
@@ -387,7 +389,9 @@ class EmbeddedStore:
         return self._scan(vec, query, request)
 
     def _scan(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches:
-        """The exact search: an int8 scan of every span, float32 re-scoring near each decision."""
+        """The exact search: an int8 scan of every span, float32 re-scoring near each decision.
+        Every span ranks its passage; only mentions are marked and make an ``--all`` answer (a
+        mention's decision at the threshold is re-scored like any span's, so that set is exact)."""
         sims = vec.approx_sims(query)
         threshold, eps = request.min_similarity, segments.EPSILON
         keep = vec.alive & (sims >= threshold - eps) & self._restricted(vec, request)
@@ -407,7 +411,7 @@ class EmbeddedStore:
         if idx.size == 0:
             return Matches(iter(()), total=0)
         order, first = best_first(idx, sims, vec.passage)
-        passages, best = vec.passage[order], order[first]
+        best, marked = answer_and_marks(order, first, vec, exhaustive=request.exhaustive)
         total = int(best.size)
         if chosen is not None:  # top-k: only passages whose spans were all re-scored can rank
             best = best[np.isin(vec.passage[best], chosen)]
@@ -421,12 +425,8 @@ class EmbeddedStore:
         ranked, score = best[rank], score[rank]
         if not request.exhaustive:
             ranked, score = ranked[: max(request.limit, 0)], score[: max(request.limit, 0)]
-        # the matching spans of each returned passage, flat in rank order (a top-k needs k passages' spans)
-        starts = np.nonzero(first)[0]
-        at = np.searchsorted(passages[starts], vec.passage[ranked])
-        lengths = np.append(starts[1:], order.size)[at] - starts[at]
-        bounds = np.concatenate([[0], np.cumsum(lengths)])
-        shown = order[np.repeat(starts[at] - bounds[:-1], lengths) + np.arange(bounds[-1])]
+        # the marked spans of each returned passage, flat in rank order (a top-k needs k passages' spans)
+        bounds, shown = flat_runs(marked, vec.passage[marked], vec.passage[ranked])
         found = read.Ranked(vec.passage[ranked], score, bounds, vec.span[shown], sims[shown])
         return Matches(read.hits(self._conn, found, vec.span_details(shown)), total=total)
 

@@ -16,8 +16,9 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..records import Hit, SpanMatch
+from .embedded_schema import mention_sql
 from .segments import SpanDetails
-from .span_ranking import Scored
+from .span_ranking import Scored, flat_runs
 
 PAGE = 2000  # passages read per SQL round trip while paging hits
 VECTOR_TABLES = {"spans": "span_vectors", "passages": "passage_vectors"}  # rows → their float32 vectors
@@ -47,13 +48,15 @@ def score_passages(
     conn: sqlite3.Connection, passages: np.ndarray, query: np.ndarray, *, threshold: float, weight: float,
     allowed_spans: np.ndarray | None = None,
 ) -> list[Scored]:
-    """Passages scored exactly from all their spans (only ``allowed_spans``, sorted, when given):
-    those whose best span reaches ``threshold``, total = best + ``weight`` · passage cosine."""
+    """Passages scored exactly from all their spans (only ``allowed_spans``, sorted, when given),
+    as a top-k ranks them: those whose best span, mention or candidate, reaches ``threshold``,
+    total = best + ``weight`` · passage cosine, each with its mentions that reach it (none where a
+    candidate alone ranks it: ``Store.search``)."""
     if passages.size == 0:
         return []
     rows = conn.execute(
-        "SELECT s.passage, s.rowid, v.vector FROM spans AS s JOIN span_vectors AS v ON v.rowid = s.rowid "
-        "WHERE s.passage IN (SELECT value FROM json_each(?))",
+        f"SELECT s.passage, s.rowid, v.vector, {mention_sql(conn)} FROM spans AS s "
+        "JOIN span_vectors AS v ON v.rowid = s.rowid WHERE s.passage IN (SELECT value FROM json_each(?))",
         (json.dumps(passages.tolist()),),
     ).fetchall()
     nbytes = 4 * query.size
@@ -62,24 +65,27 @@ def score_passages(
         return []
     owner = np.asarray([r[0] for r in rows], dtype=np.int64)
     span = np.asarray([r[1] for r in rows], dtype=np.int64)
+    mention = np.asarray([r[3] for r in rows], dtype=bool)
     sims = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1) @ query
     keep = sims >= threshold
     if allowed_spans is not None:
         keep &= np.isin(span, allowed_spans)
-    owner, span, sims = owner[keep], span[keep], sims[keep]
-    if owner.size == 0:
+    if not keep.any():
         return []
-    order = np.lexsort((span, -sims, owner))  # by passage, best span first, ties by rowid
-    owner, span, sims = owner[order], span[order], sims[order]
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    best = sims[starts].astype(np.float64)
+    order = np.flatnonzero(keep)
+    order = order[np.lexsort((span[order], -sims[order], owner[order]))]  # by passage, best span first, ties by rowid
+    starts = np.flatnonzero(np.r_[True, owner[order][1:] != owner[order][:-1]])
+    ranked = owner[order][starts]
+    best = sims[order][starts].astype(np.float64)
     if weight:
-        best += weight * exact(conn, owner[starts], query, "passages", 0.0)
-    ends = np.r_[starts[1:], owner.size]
-    span_list, sim_list = span.tolist(), sims.tolist()
+        best += weight * exact(conn, ranked, query, "passages", 0.0)
+    marked = order[mention[order]]
+    bounds, shown = flat_runs(marked, owner[marked], ranked)
+    marks = list(zip(span[shown].tolist(), sims[shown].tolist()))
+    bounds_list = bounds.tolist()
     return [
-        Scored(int(owner[s]), float(total), tuple(zip(span_list[s:e], sim_list[s:e])))
-        for s, e, total in zip(starts.tolist(), ends.tolist(), best.tolist())
+        Scored(passage, total, tuple(marks[a:b]))
+        for passage, total, a, b in zip(ranked.tolist(), best.tolist(), bounds_list[:-1], bounds_list[1:])
     ]
 
 

@@ -33,7 +33,9 @@ SELECT (SELECT value FROM meta WHERE key = 'uuid'), (SELECT value FROM meta WHER
 LOG_WRITE_SQL = ("INSERT OR IGNORE INTO write_log(generation, token) "
                  "SELECT CAST(value AS INTEGER), ? FROM meta WHERE key = 'generation'")
 COUNTS_SQL = "SELECT (SELECT COUNT(*) FROM spans), (SELECT COUNT(*) FROM passages)"
-SCHEMA_VERSION = "2"
+# 1: vectors inline (nerindex ≤ 0.2); 2: vectors in their own tables; 3: spans.mention (0: a candidate,
+# a span only a model's candidate head proposed: it ranks but is never marked, records.EncodedSpan)
+SCHEMA_VERSION = "3"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,7 +52,8 @@ CREATE TABLE IF NOT EXISTS spans (
     start INTEGER NOT NULL,
     end INTEGER NOT NULL,
     score REAL NOT NULL,
-    labels TEXT NOT NULL
+    labels TEXT NOT NULL,
+    mention INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS spans_by_passage ON spans(passage);
 -- float32 vectors, keyed by their passage's or span's rowid: apart from the rows a hit shows, so
@@ -85,6 +88,12 @@ UPGRADE_FROM_1 = [
     "ALTER TABLE passages DROP COLUMN vector",
     "UPDATE meta SET value = '2' WHERE key = 'schema'",
 ]
+# Layout 2 had no mention flag: every span was a mention, which the column's default says. One
+# O(1) statement (SQLite rewrites no row to add a column with a constant default).
+UPGRADE_FROM_2 = [
+    "ALTER TABLE spans ADD COLUMN mention INTEGER NOT NULL DEFAULT 1",
+    "UPDATE meta SET value = '3' WHERE key = 'schema'",
+]
 # the highest rowid a table has ever used: new rows go above it, so a rowid is never reused
 LAST_ROWID_SQL = """
 SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
@@ -98,8 +107,8 @@ def connect(db: Path) -> sqlite3.Connection:
     The UUID tells this store from any other (a new store.sqlite counts its generations from 0
     again), the write log one history of it from another (a store.sqlite restored from a backup
     and written again: see ``LOG_WRITE_SQL``); a store made before either gets them now (its
-    derived files are rebuilt once), and one made by nerindex 0.2.0 moves its vectors to their own
-    tables (:func:`upgrade`).
+    derived files are rebuilt once), one made by nerindex 0.2.0 moves its vectors to their own
+    tables, and one without mention flags gets them (:func:`upgrade`).
     """
     conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -124,12 +133,20 @@ def connect(db: Path) -> sqlite3.Connection:
 
 
 def upgrade(conn: sqlite3.Connection) -> None:
-    """Bring a layout-1 store (vectors in the passage and span rows) to this layout in one
-    transaction: all or nothing; a store of 1M spans takes about a minute and, for the while,
-    free disk about the size of its vectors. A layout newer than this code knows is refused."""
+    """Bring an older store to this layout, each step in one transaction: all or nothing. A
+    layout-1 store (vectors in the passage and span rows) is moved first (a store of 1M spans takes
+    about a minute and, for the while, free disk about the size of its vectors); then a layout-2
+    store gets its mention column (:func:`add_mentions`). A layout newer than this code knows is
+    refused."""
     (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    if version not in ("1", SCHEMA_VERSION):
+    if version not in ("1", "2", SCHEMA_VERSION):
         raise sqlite3.DatabaseError(f"store layout {version} is newer than this nerindex reads ({SCHEMA_VERSION})")
+    _move_vectors(conn)
+    add_mentions(conn)
+
+
+def _move_vectors(conn: sqlite3.Connection) -> None:
+    """Layout 1 to 2 (see :data:`UPGRADE_FROM_1`); a failure is raised: layout 1 cannot be read."""
     if not _inline_vectors(conn):
         return
     log.warning("moving the vectors of a store made by an older nerindex to their own tables (once)")
@@ -145,8 +162,44 @@ def upgrade(conn: sqlite3.Connection) -> None:
         raise
 
 
+def add_mentions(conn: sqlite3.Connection) -> bool:
+    """Layout 2 to 3: add ``spans.mention`` (default 1, so every stored span stays a mention);
+    False where the store cannot be changed (read-only, locked for long), which leaves it readable
+    as it is: :func:`mention_sql` reads every span as a mention there, which it is."""
+    if has_mentions(conn):
+        return True
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if not has_mentions(conn):  # not done meanwhile by another process
+            for statement in UPGRADE_FROM_2:
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        log.info("spans without a mention flag (%s): every span is read as a mention", exc)
+        return False
+    return True
+
+
+def has_mentions(conn: sqlite3.Connection) -> bool:
+    """Whether ``spans`` has the mention column (layout 3)."""
+    return "mention" in _span_columns(conn)
+
+
+def mention_sql(conn: sqlite3.Connection, spans: str = "s") -> str:
+    """The mention flag of the spans table aliased ``spans`` in a query: its column, or 1 in a
+    layout-2 store that could not be upgraded (opened read-only), whose spans are all mentions.
+    Asked per query (one PRAGMA, microseconds): another process may add the column meanwhile."""
+    return f"{spans}.mention" if has_mentions(conn) else "1"
+
+
 def _inline_vectors(conn: sqlite3.Connection) -> bool:
-    return any(row[1] == "vector" for row in conn.execute("PRAGMA table_info(spans)"))
+    return "vector" in _span_columns(conn)
+
+
+def _span_columns(conn: sqlite3.Connection) -> list[str]:
+    return [row[1] for row in conn.execute("PRAGMA table_info(spans)")]
 
 
 def write_token() -> str:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .embedded_schema import mention_sql
 from .segments import Segment, SegmentSet, label_bytes, label_indexes
 
 
 CHUNK_ROWS = 65536
-# (passage, span rowid, float32 blob, start, end, labels) and (passage rowid, float32 blob or NULL)
-SPAN_ROWS = ("SELECT s.passage, s.rowid, v.vector, s.start, s.end, s.labels FROM spans AS s "
+# (passage, span rowid, float32 blob, start, end, labels, mention) and (passage rowid, float32 blob or NULL);
+# {mention}: embedded_schema.mention_sql (a layout-2 store opened read-only has no such column)
+SPAN_ROWS = ("SELECT s.passage, s.rowid, v.vector, s.start, s.end, s.labels, {mention} FROM spans AS s "
              "JOIN span_vectors AS v ON v.rowid = s.rowid")
 PASSAGE_ROWS = "SELECT p.rowid, v.vector FROM passages AS p LEFT JOIN passage_vectors AS v ON v.rowid = p.rowid"
 
@@ -29,12 +31,14 @@ def read_base(conn, dims: int, n_spans: int, n_passages: int, written: str) -> S
     sums, scales = np.empty(n_spans, dtype=np.int32), np.empty(n_spans, dtype=np.float32)
     ids = np.empty((n_spans, 2), dtype=np.int64)
     details, texts = np.empty((n_spans, 3), dtype=np.int32), {}
+    mentions = np.empty(n_spans, dtype=bool)
     done = 0
-    spans = conn.execute(SPAN_ROWS + " ORDER BY s.rowid")
+    spans = conn.execute(_span_rows(conn) + " ORDER BY s.rowid")
     while rows := spans.fetchmany(CHUNK_ROWS):
         part, end = Segment.from_rows(rows, (), dims, (0, 0), (0, 0)), done + len(rows)
         vectors[:, done:end], sums[done:end], scales[done:end], ids[done:end] = part.vectors, part.sums, part.scales, part.ids
         details[done:end, :2], details[done:end, 2] = part.details[:, :2], label_indexes(part, texts)
+        mentions[done:end] = part.mentions
         done = end
     pvectors = np.empty((n_passages, dims), dtype=np.int8)
     pscales, pids = np.empty(n_passages, dtype=np.float32), np.empty(n_passages, dtype=np.int64)
@@ -48,7 +52,7 @@ def read_base(conn, dims: int, n_spans: int, n_passages: int, written: str) -> S
     span_hi = int(ids[-1, 1]) if n_spans else 0
     passage_hi = int(pids[-1]) if n_passages else 0
     return Segment(0, span_hi, 0, passage_hi, vectors, sums, scales, ids, pvectors, pscales, pids, details,
-                   label_bytes(list(texts)), int(tombstone), "", written)
+                   label_bytes(list(texts)), mentions, int(tombstone), "", written)
 
 
 def read_delta(conn, vectors: SegmentSet, dims: int, written: str
@@ -57,7 +61,7 @@ def read_delta(conn, vectors: SegmentSet, dims: int, written: str
     ``conn``'s read transaction, in which the store was last written by the write ``written``
     marks."""
     span_rows = conn.execute(
-        SPAN_ROWS + " WHERE s.rowid > ? ORDER BY s.rowid", (vectors.span_hi,)
+        _span_rows(conn) + " WHERE s.rowid > ? ORDER BY s.rowid", (vectors.span_hi,)
     ).fetchall()
     passage_rows = conn.execute(
         PASSAGE_ROWS + " WHERE p.rowid > ? ORDER BY p.rowid", (vectors.passage_hi,)
@@ -71,3 +75,7 @@ def read_delta(conn, vectors: SegmentSet, dims: int, written: str
         tail = Segment.from_rows(span_rows, passage_rows, dims, (vectors.span_hi, vectors.passage_hi), hi,
                                  written=written)
     return tail, tombstones
+
+
+def _span_rows(conn) -> str:
+    return SPAN_ROWS.format(mention=mention_sql(conn))

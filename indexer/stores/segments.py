@@ -9,8 +9,10 @@ Layout (``cache/``, every folder trusted only through ``derived.py``'s manifest)
 
 - ``cache/`` itself is the *base* segment: every live span and passage up to some rowid, made in
   one snapshot. Its manifest's state names what it covers:
-  ``seg3:s<lo>-<hi>:p<lo>-<hi>:t<seq>:w<mark>`` (span rowids, passage rowids, the last tombstone
+  ``seg4:s<lo>-<hi>:p<lo>-<hi>:t<seq>:w<mark>`` (span rowids, passage rowids, the last tombstone
   already left out, and the store's last write when its rows were read: ``g<generation>.<token>``).
+  ``seg4`` segments hold each span's mention flag (``mentions.npy``); older ones (``seg3`` and
+  before) lack it and are rebuilt, never read as if every span were a mention.
 - ``cache/tail-<hex>/`` are *tail* segments, one per refresh after a write: the spans and
   passages with rowids above the previous segment's. ``cache/segments.json`` lists them in
   order with the base they extend; a chain that does not join up is cut where it breaks, and
@@ -51,11 +53,11 @@ log = logging.getLogger(__name__)
 
 EPSILON = 0.01
 FILES = ("vectors.npy", "sums.npy", "scales.npy", "ids.npy", "passage_vectors.npy", "passage_scales.npy",
-         "passage_ids.npy", "details.npy", "labels.npy")
+         "passage_ids.npy", "details.npy", "labels.npy", "mentions.npy")
 MMAP = ("vectors.npy", "passage_vectors.npy", "ids.npy", "details.npy")  # ids: read once into SegmentSet, then dropped
 LIST = "segments.json"
 MAX_TAILS = 16  # more tails than this are merged into one
-_STATE = re.compile(r"^seg3:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+):w(g\d+\.[0-9a-f]*)$")
+_STATE = re.compile(r"^seg4:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+):w(g\d+\.[0-9a-f]*)$")
 
 
 class SpanDetails(NamedTuple):
@@ -86,17 +88,18 @@ class Segment:
     # what a hit shows of a span, so an --all of 33k passages reads no span row (0.1 s at 10M):
     details: np.ndarray  # int32 [n, 3]: start, end, index into the label lists
     labels: np.ndarray  # uint8: UTF-8 JSON list of the segment's distinct label lists, each as SQLite holds it
+    mentions: np.ndarray  # bool [n]: False for a candidate (ranks, is never marked: records.EncodedSpan)
     tombstone: int = 0  # base only: tombstones up to this seq are already left out
     name: str = ""  # "" for the base, else its folder in cache/
     written: str = ""  # the store's written mark when its rows were read (embedded_schema.written_mark)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)  # labels, parsed once
 
     def state(self) -> str:
-        return f"seg3:s{self.span_lo}-{self.span_hi}:p{self.passage_lo}-{self.passage_hi}:t{self.tombstone}:w{self.written}"
+        return f"seg4:s{self.span_lo}-{self.span_hi}:p{self.passage_lo}-{self.passage_hi}:t{self.tombstone}:w{self.written}"
 
     def arrays(self) -> dict[str, np.ndarray]:
         return dict(zip(FILES, (self.vectors, self.sums, self.scales, self.ids, self.passage_vectors,
-                                self.passage_scales, self.passage_ids, self.details, self.labels)))
+                                self.passage_scales, self.passage_ids, self.details, self.labels, self.mentions)))
 
     def label_texts(self) -> list[str]:
         if self._texts is None:
@@ -107,8 +110,8 @@ class Segment:
     def from_rows(cls, span_rows: Sequence[tuple], passage_rows: Sequence[tuple[int, bytes | None]],
                   dims: int, lo: tuple[int, int], hi: tuple[int, int], tombstone: int = 0, name: str = "",
                   written: str = "") -> "Segment":
-        """A segment from SQLite rows: (passage, span rowid, float32 blob, start, end, labels) and
-        (rowid, blob)."""
+        """A segment from SQLite rows: (passage, span rowid, float32 blob, start, end, labels,
+        mention) and (rowid, blob)."""
         spans = _matrix([r[2] for r in span_rows], dims)
         zero = bytes(4 * dims)
         passages = _matrix([b if b and len(b) == len(zero) else zero for _, b in passage_rows], dims)
@@ -120,8 +123,9 @@ class Segment:
         texts: dict[str, int] = {}
         details = np.asarray([(r[3], r[4], texts.setdefault(r[5], len(texts))) for r in span_rows],
                              dtype=np.int32).reshape(-1, 3)
+        mentions = np.asarray([bool(r[6]) for r in span_rows], dtype=bool)
         return cls(lo[0], hi[0], lo[1], hi[1], np.ascontiguousarray(vectors.T), sums, scales, ids, pvectors, pscales,
-                   pids, details, label_bytes(list(texts)), tombstone, name, written)
+                   pids, details, label_bytes(list(texts)), mentions, tombstone, name, written)
 
     @classmethod
     def merged(cls, parts: Sequence["Segment"], name: str) -> "Segment":
@@ -133,7 +137,7 @@ class Segment:
         details, texts = joined_details(parts)
         return cls(parts[0].span_lo, parts[-1].span_hi, parts[0].passage_lo, parts[-1].passage_hi,
                    vectors, cat("sums"), cat("scales"), cat("ids"), cat("passage_vectors"), cat("passage_scales"),
-                   cat("passage_ids"), details, label_bytes(texts), 0, name, parts[-1].written)
+                   cat("passage_ids"), details, label_bytes(texts), cat("mentions"), 0, name, parts[-1].written)
 
 
 def label_bytes(texts: list[str]) -> np.ndarray:
@@ -186,6 +190,9 @@ class SegmentSet:
         for s in segs:
             release(s.ids)
         self.scales = np.concatenate([s.scales for s in segs]) if segs else np.zeros(0, np.float32)
+        self.mention = np.concatenate([s.mentions for s in segs]) if segs else np.zeros(0, bool)
+        # whether any span is a candidate: a store without any pays nothing for the mention rules
+        self.candidates = not bool(self.mention.all())
         self.passage_rows = np.concatenate([s.passage_ids for s in segs]) if segs else np.zeros(0, np.int64)
         self.alive = np.ones(len(self.span), dtype=bool)
         self.passage_sorted: bool | None = None  # see spans_of
@@ -290,12 +297,13 @@ def _parse(state: str) -> tuple[tuple[int, ...], str] | None:  # (span lo, hi, p
 
 def _check(dims: int):
     def consistent(a: dict[str, np.ndarray]) -> str | None:
-        v, sums, s, ids, pv, ps, pids, details, labels = (a[name] for name in FILES)
+        v, sums, s, ids, pv, ps, pids, details, labels, mentions = (a[name] for name in FILES)
         if v.dtype != np.int8 or v.ndim != 2 or v.shape[0] != dims or pv.ndim != 2 or pv.shape[1] != dims:
             return f"vectors of shape {v.shape} and {pv.shape}, the model has {dims} dims"
         n = v.shape[1]
         if sums.shape != (n,) or s.shape != (n,) or ids.shape != (n, 2) or ps.shape != (len(pv),) \
-                or pids.shape != (len(pv),) or details.shape != (n, 3) or labels.dtype != np.uint8:
+                or pids.shape != (len(pv),) or details.shape != (n, 3) or labels.dtype != np.uint8 \
+                or mentions.shape != (n,) or mentions.dtype != np.bool_:
             return "ids, scales and vectors differ in length"
         return None
 

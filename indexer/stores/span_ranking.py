@@ -2,7 +2,8 @@
 
 Spans are rows of a :class:`~.segments.SegmentSet` (``passage`` holds each span's passage rowid);
 ``sims`` are their similarities to the query, int8 estimates within ``segments.EPSILON`` of the
-exact ones until re-scored.
+exact ones until re-scored. Every span ranks its passage; only mentions (``SegmentSet.mention``)
+are marked and make a passage part of an ``--all`` (``Store.search``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from . import segments
 
 
 class Scored(NamedTuple):
-    """One passage scored exactly: its total, and its matching spans (span rowid, cosine) best first.
+    """One passage scored exactly: its total, and its marked spans (span rowid, cosine) best first:
+    the mentions that pass the threshold (a candidate ranks the passage but is never marked).
     Made by ``embedded_read.score_passages`` for the passages a top-k scores from SQLite (ANN
     candidates, a small filtered set); the scan builds ``embedded_read.Ranked`` arrays instead.
     A named tuple: cheaper to make than a dataclass."""
@@ -32,6 +34,35 @@ def best_first(idx: np.ndarray, sims: np.ndarray, passage: np.ndarray) -> tuple[
     first = np.ones(order.size, dtype=bool)
     first[1:] = passage[order][1:] != passage[order][:-1]
     return order, first
+
+
+def flat_runs(order: np.ndarray, owners: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bounds, entries): the entries of ``order`` whose ``owners`` (sorted, one per entry) are
+    each of ``wanted``, flat in ``wanted``'s order; those of ``wanted[i]`` are
+    ``entries[bounds[i]:bounds[i + 1]]``, none where it owns none (a passage ranked by a candidate
+    alone, looked up among the marked mentions)."""
+    if owners.size == 0:
+        return np.zeros(wanted.size + 1, dtype=np.int64), order[:0]
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    at = np.minimum(np.searchsorted(owners[starts], wanted), starts.size - 1)
+    counts = np.where(owners[starts[at]] == wanted, np.append(starts[1:], owners.size)[at] - starts[at], 0)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return bounds, order[np.repeat(starts[at] - bounds[:-1], counts) + np.arange(bounds[-1])]
+
+
+def answer_and_marks(order: np.ndarray, first: np.ndarray, vec: segments.SegmentSet, *, exhaustive: bool
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(the best span of each passage in the answer, the spans its hits mark), from passing spans
+    grouped by :func:`best_first`: every passage ranks by its best span, mention or candidate; an
+    ``--all`` keeps those with a passing mention; only mentions are marked. A set without
+    candidates takes none of these steps."""
+    best = order[first]
+    if not vec.candidates or order.size == 0:
+        return best, order
+    mention = vec.mention[order]
+    if exhaustive:
+        best = best[np.logical_or.reduceat(mention, np.flatnonzero(first))]
+    return best, order[mention]
 
 
 def top_candidates(

@@ -22,7 +22,7 @@ from ..catalog import read_phrases
 from ..encoder import CPU, embed_texts, load_tokenizer, open_session, type_text
 from ..errors import ModelError
 from ..model_card import CARD_FILE, ModelCard
-from ..model_folder import sha256_file
+from ..model_folder import CANDIDATE_OUTPUT, sha256_file
 from .model import DEFAULT_BACKBONE, INPUT_NAMES, OUTPUT_NAMES, SpanTypeEncoder, resolve_backbone
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def export_onnx(model: SpanTypeEncoder, path: Path) -> None:
         "span_base_vectors": {0: "B", 1: "S"},
         "passage_vectors": {0: "B"},
         "type_vectors": {0: "B"},
+        CANDIDATE_OUTPUT: {0: "B", 1: "S"},
     }
     with torch.no_grad():
         torch.onnx.export(
@@ -72,8 +73,8 @@ def export_onnx(model: SpanTypeEncoder, path: Path) -> None:
             (ids, mask, starts, ends),
             str(path),
             input_names=INPUT_NAMES,
-            output_names=OUTPUT_NAMES,
-            dynamic_axes=axes,
+            output_names=model.output_names(),
+            dynamic_axes={k: v for k, v in axes.items() if k in INPUT_NAMES or k in model.output_names()},
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -128,14 +129,15 @@ def _dedupe_casts(graph) -> None:
     graph.value_info.extend(infos)
 
 
-def check_graph(path: Path) -> list[str]:
-    """Load a graph in onnxruntime (CPU) and check its input/output names against the contract."""
+def check_graph(path: Path, outputs: list[str] | None = None) -> list[str]:
+    """Load a graph in onnxruntime (CPU) and check its input/output names against the contract
+    (``outputs``: the model's own, default the contract's)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ins = [i.name for i in sess.get_inputs()]
     outs = [o.name for o in sess.get_outputs()]
-    if ins != INPUT_NAMES or outs != OUTPUT_NAMES:
+    if ins != INPUT_NAMES or outs != (outputs or OUTPUT_NAMES):
         raise ModelError(f"{path}: graph inputs {ins} / outputs {outs} do not match the contract")
     return outs
 
@@ -231,13 +233,14 @@ def _write_graphs(model: SpanTypeEncoder, folder: Path, *, keep_fp32: bool) -> N
         fp32 = (folder if keep_fp32 else scratch) / FP32_NAME
         log.info("exporting the fp32 graph")
         export_onnx(model, fp32)
-        check_graph(fp32)
+        names = model.output_names()
+        check_graph(fp32, names)
         log.info("quantising to int8 (per-channel)")
         quantize_int8(fp32, folder / INT8_NAME)
-        check_graph(folder / INT8_NAME)
+        check_graph(folder / INT8_NAME, names)
         log.info("converting to fp16")
         convert_fp16(fp32, folder / FP16_NAME)
-        check_graph(folder / FP16_NAME)
+        check_graph(folder / FP16_NAME, names)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -268,7 +271,7 @@ def _folder_values(model: SpanTypeEncoder) -> dict[str, Any]:
         "dims": model.dims,
         "graphs": {"cpu": INT8_NAME, "cuda": FP16_NAME},
         "inputs": list(INPUT_NAMES),
-        "outputs": list(OUTPUT_NAMES),
+        "outputs": model.output_names(),
         "tokenizer": "tokenizer.json",
         "heads": "heads.safetensors",
         "heads_config": model.config.to_dict(),

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model_folder import INPUT_NAMES as _INPUTS
+from ..model_folder import CANDIDATE_OUTPUT
 from ..model_folder import OUTPUT_NAMES as _OUTPUTS
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class HeadConfig:
     # the span side's own copy of the backbone's top N layers (0: span vectors read the backbone's
     # own states); detection, passage and type vectors always read the backbone's
     span_layers: int = 0
+    # a second entity head whose spans ("candidates") rank passages but are never marked: wide,
+    # recall-oriented detection (trained with WordNet silver spans), beside the marking head
+    candidate_head: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -173,6 +177,14 @@ class SpanTypeEncoder(nn.Module):
             max_width_bucket=self.config.max_width_bucket,
             context=self.config.head_context,
         )
+        self.candidate: EntityHead | None = None
+        if self.config.candidate_head:
+            self.candidate = EntityHead(
+                n_feat,
+                self.config.head_hidden,
+                max_width_bucket=self.config.max_width_bucket,
+                context=self.config.head_context,
+            )
         self.span_mean = SpanMean()
         self.span_top: nn.ModuleList | None = None
         n = self.config.span_layers
@@ -237,20 +249,28 @@ class SpanTypeEncoder(nn.Module):
         count = m.sum(dim=1).clamp(min=1.0)
         return F.normalize(summed / count, dim=-1, eps=1e-12)
 
+    def entity_weights(self, name: str) -> torch.Tensor:
+        """One first-layer projection (``start_proj``, ``before_proj``, …) of the entity side: the
+        entity head's, with the candidate head's rows below it when there is one, so both heads'
+        first layers are one block of the fused layout (``indexer/staged.py`` cuts it once)."""
+        heads = [self.entity] if self.candidate is None else [self.entity, self.candidate]
+        return torch.cat([getattr(h, name).weight for h in heads], dim=0)
+
     def projections(self, feats: torch.Tensor, span_feats: torch.Tensor | None) -> torch.Tensor:
-        """Every per-token projection of both heads' first layers, [B,T,C], in the fused layout
-        (start, end and mean of adapter and entity head, then the entity head's context)."""
+        """Every per-token projection of both sides' first layers, [B,T,C], in the fused layout
+        (start, end and mean of adapter and entity side, then the entity side's context)."""
         a, e = self.adapter, self.entity
-        context = [e.before_proj.weight, e.after_proj.weight] if e.context else []
+        ew = self.entity_weights
+        context = [ew("before_proj"), ew("after_proj")] if e.context else []
         if span_feats is None:  # one matmul for both heads, then split
-            w_start = torch.cat([a.start_proj.weight, e.start_proj.weight], dim=0)
-            w_end = torch.cat([a.end_proj.weight, e.end_proj.weight], dim=0)
-            w_mean = torch.cat([a.mean_proj.weight, e.mean_proj.weight], dim=0)
+            w_start = torch.cat([a.start_proj.weight, ew("start_proj")], dim=0)
+            w_end = torch.cat([a.end_proj.weight, ew("end_proj")], dim=0)
+            w_mean = torch.cat([a.mean_proj.weight, ew("mean_proj")], dim=0)
             return torch.matmul(feats, torch.cat([w_start, w_end, w_mean, *context], dim=0).t())
         # the heads read different states: one matmul each, interleaved into the same layout
-        ha, hh = a.start_proj.out_features, e.start_proj.out_features
+        ha, hh = a.start_proj.out_features, ew("start_proj").shape[0]
         pa = torch.matmul(span_feats, torch.cat([a.start_proj.weight, a.end_proj.weight, a.mean_proj.weight]).t())
-        pe = torch.matmul(feats, torch.cat([e.start_proj.weight, e.end_proj.weight, e.mean_proj.weight, *context]).t())
+        pe = torch.matmul(feats, torch.cat([ew("start_proj"), ew("end_proj"), ew("mean_proj"), *context]).t())
         parts = [pa[..., :ha], pe[..., :hh], pa[..., ha : 2 * ha], pe[..., hh : 2 * hh], pa[..., 2 * ha :], pe[..., 2 * hh :]]
         return torch.cat(parts, dim=-1)
 
@@ -261,8 +281,9 @@ class SpanTypeEncoder(nn.Module):
         span_starts: torch.Tensor,
         span_ends: torch.Tensor,
         span_side: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(entity logits [B,S], span vectors [B,S,D], base span vectors [B,S,D]) from token states.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(entity logits [B,S], span vectors [B,S,D], base span vectors [B,S,D], candidate
+        logits [B,S] or None without a candidate head) from token states.
 
         ``span_side`` is :meth:`span_side_states`' (features, last) when the span side has its own
         top layers: the adapter and the span vector read those, the entity head and the base vector
@@ -273,7 +294,7 @@ class SpanTypeEncoder(nn.Module):
         e = self.entity
         t = feats.shape[1]
         ha = a.start_proj.out_features
-        hh = e.start_proj.out_features
+        hh = self.entity_weights("start_proj").shape[0]  # both entity heads' first layers
         hs_ = ha + hh
         proj = self.projections(feats, None if span_side is None else span_side[0])
         p_start = proj[..., :hs_]
@@ -295,15 +316,22 @@ class SpanTypeEncoder(nn.Module):
         span_vectors = F.normalize(span_base + residual, dim=-1, eps=1e-12)
         base_vectors = F.normalize(base, dim=-1, eps=1e-12)
 
-        h_entity = first[..., ha:] + e.start_proj.bias
+        # one head: its bias is added before the context (the layout of every graph before the
+        # candidate head, kept so their exports do not change); two: after it, to each head's half
+        h_entity = first[..., ha:] + e.start_proj.bias if self.candidate is None else first[..., ha:]
         if e.context:
             p_before = proj[..., 3 * hs_ : 3 * hs_ + hh]
             p_after = proj[..., 3 * hs_ + hh :]
             before = (span_starts - 1).clamp(min=0)
             after = (span_ends + 1).clamp(max=t - 1)
             h_entity = h_entity + gather_rows(p_before, before) + gather_rows(p_after, after)
-        logits = e.logits_from_first_layer(h_entity, span_ends - span_starts)
-        return logits, span_vectors, base_vectors
+        width = span_ends - span_starts
+        if self.candidate is None:
+            return e.logits_from_first_layer(h_entity, width), span_vectors, base_vectors, None
+        he = e.start_proj.out_features
+        logits = e.logits_from_first_layer(h_entity[..., :he] + e.start_proj.bias, width)
+        candidate = self.candidate.logits_from_first_layer(h_entity[..., he:] + self.candidate.start_proj.bias, width)
+        return logits, span_vectors, base_vectors, candidate
 
     # -- the graph -------------------------------------------------------------------------------
 
@@ -313,15 +341,21 @@ class SpanTypeEncoder(nn.Module):
         attention_mask: torch.Tensor,
         span_starts: torch.Tensor,
         span_ends: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
+        """The graph's outputs in ``output_names()`` order."""
         hs = self.hidden_states(input_ids, attention_mask)
         feats, last = self.features(hs), hs[-1]
         span_side = self.span_side_states(hs, attention_mask)
-        logits, span_vectors, base_vectors = self.span_outputs(feats, last, span_starts, span_ends, span_side)
+        logits, span_vectors, base_vectors, candidate = self.span_outputs(feats, last, span_starts, span_ends, span_side)
         passage = self.pool(last, attention_mask)
         # the type side is the backbone's phrase embedding; a distinct tensor so the graph has both names
         type_vectors = passage * 1.0
-        return torch.sigmoid(logits), span_vectors, base_vectors, passage, type_vectors
+        out = (torch.sigmoid(logits), span_vectors, base_vectors, passage, type_vectors)
+        return out if candidate is None else (*out, torch.sigmoid(candidate))
+
+    def output_names(self) -> list[str]:
+        """The graph's output names: the contract's, then ``candidate_scores`` with that head."""
+        return OUTPUT_NAMES + ([CANDIDATE_OUTPUT] if self.candidate is not None else [])
 
     # -- weights of the heads --------------------------------------------------------------------
 

@@ -48,7 +48,8 @@ def model_summary(info: Mapping[str, Any]) -> dict[str, Any] | None:
     """The model part of NerIndex.info(), whatever its exact layout, as a small dict."""
     model = info.get("model")
     if isinstance(model, dict):
-        keys = ("id", "version", "dims", "checksum", "similarity_threshold", "passage_weight")
+        keys = ("id", "version", "dims", "checksum", "similarity_threshold", "unseen_similarity_threshold",
+                "passage_weight", "unseen_passage_weight")
         return {k: model[k] for k in keys if k in model} or dict(model)
     if model is not None:
         return {"id": str(model)}
@@ -109,8 +110,13 @@ class SearchService:
                 return float(value)
         return None
 
-    def default_passage_weight(self) -> float | None:
-        """The model's λ, as info() reports it (None when the index does not say)."""
+    def default_passage_weight(self, phrase: str | None = None) -> float | None:
+        """The λ a search for ``phrase`` applies when the request gives none: the model's for that
+        phrase (``ModelInfo.passage_weight_for``), else as info() reports it (None when the index
+        does not say)."""
+        weight_for = getattr(self.index, "passage_weight_for", None)  # an index may not know phrases
+        if phrase is not None and weight_for is not None:
+            return float(weight_for(phrase))
         if self._info is None:
             self.info()
         assert self._info is not None
@@ -179,7 +185,7 @@ class SearchService:
             "type": query.type,
             "threshold": query.threshold if query.threshold is not None else self.default_threshold(query.type),
             "passage_weight": (
-                query.passage_weight if query.passage_weight is not None else self.default_passage_weight()
+                query.passage_weight if query.passage_weight is not None else self.default_passage_weight(query.type)
             ),
             "hits": [h.to_dict() for h in page],
             "total": total,

@@ -7,7 +7,7 @@ expects, so the bodies can be checked byte for byte without a cluster. The searc
 Field layout (``mappings/passages.json``): ``id``, ``text``, ``fields.*`` (user metadata),
 ``model``, ``vector`` (passage vector), ``labels`` (copy of every span label, passage level, for
 Kibana aggregations) and the nested ``spans`` with ``start``, ``end``, ``text``, ``score``,
-``labels`` and ``vector``.
+``mention``, ``labels`` and ``vector``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ META_FORMAT = 1
 FILTER_TEXTS = "filter_texts"
 SPANS_PATH = "spans"
 SPAN_VECTOR_FIELD = "spans.vector"
+# False for a candidate span (``EncodedSpan.mention``); spans written before the field existed
+# have none and are mentions, so queries select candidates (``term: false``), never mentions.
+MENTION = "mention"
+MENTION_FIELD = f"{SPANS_PATH}.{MENTION}"
 PASSAGE_VECTOR_FIELD = "vector"
 SOURCE_FIELDS = ["id", "text", "fields"]
 MAX_DOC_ID_BYTES = 512
@@ -99,6 +103,20 @@ def span_vector_index_type(mapping: Mapping[str, Any]) -> str | None:
     options = (spans.get("vector") or {}).get("index_options") or {}
     kind = options.get("type")
     return str(kind) if kind else None
+
+
+def mention_mapped(mapping: Mapping[str, Any]) -> bool:
+    """Whether an index mapping has ``spans.mention`` (an index made before candidates has not,
+    and its ``dynamic: strict`` mapping refuses documents carrying it until it is added)."""
+    spans = ((mapping.get("properties") or {}).get(SPANS_PATH) or {}).get("properties") or {}
+    return MENTION in spans
+
+
+def mention_mapping() -> dict[str, Any]:
+    """``PUT <index>/_mapping`` body adding ``spans.mention`` to an index made before it, as
+    ``mappings/passages.json`` maps it (adding a field to a mapping is always allowed)."""
+    spans = templates.load_template(templates.INDEX_TEMPLATE)["mappings"]["properties"][SPANS_PATH]
+    return {"properties": {SPANS_PATH: {"type": spans["type"], "properties": {MENTION: spans["properties"][MENTION]}}}}
 
 
 def quantized(index_type: str | None) -> bool:
@@ -251,6 +269,7 @@ def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: b
             "end": int(span.end),
             "text": span.text,
             "score": round(float(span.score), 6),
+            MENTION: bool(span.mention),
             "labels": list(span.labels),
             "vector": vector_values(span.vector),
         }

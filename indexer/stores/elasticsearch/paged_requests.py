@@ -2,17 +2,20 @@
 
 Both page with a point in time and ``search_after``, past the 10,000 cap of kNN. The exhaustive
 search scores every span exactly with a Painless ``script_score`` (:mod:`.similarity` has the
-scripts); with hybrid scoring (``passage_weight`` λ > 0) an outer ``script_score`` adds
+scripts), once over every span (the score) and once over the mentions (the gate and the marks);
+with hybrid scoring (``passage_weight`` λ > 0) an outer ``script_score`` adds
 λ · passage similarity.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..base import Filters, check_passage_weight
 from .index_requests import PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH
-from .search_requests import filter_clauses, inner_hits, query_vector_values, text_filter
+from .search_requests import (
+    CANDIDATE, best_span_inner_hits, filter_clauses, inner_hits, query_vector_values, text_filter,
+)
 from .similarity import SCRIPT_OFFSET, hybrid_exact_script_source, script_source
 
 
@@ -31,18 +34,19 @@ def passage_weight_query(
     }
 
 
-def exact_best_span(vector: Any, *, min_similarity: float, span_level: list[dict[str, Any]]) -> dict[str, Any]:
-    """A passage's best span, scored exactly: a ``nested`` query (``score_mode: max``) over a
-    ``script_score`` computing each (allowed) span's cosine on the stored float vectors, with
-    ``min_score`` dropping spans below the threshold; the matching spans come back as inner hits."""
-    span_query: dict[str, Any] = {"bool": {"filter": span_level}} if span_level else {"match_all": {}}
+def exact_spans(
+    vector: Any, *, min_similarity: float, span_query: Mapping[str, Any], score_mode: str, inner: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A ``nested`` query over the spans ``span_query`` allows, each scored exactly by a
+    ``script_score`` computing its cosine on the stored float vectors, with ``min_score`` dropping
+    spans below the threshold; the passage scores by ``score_mode``."""
     return {
         "nested": {
             "path": SPANS_PATH,
-            "score_mode": "max",
+            "score_mode": score_mode,
             "query": {
                 "script_score": {
-                    "query": span_query,
+                    "query": dict(span_query),
                     "script": {
                         "source": script_source(SPAN_VECTOR_FIELD),
                         "params": {"query_vector": query_vector_values(vector)},
@@ -50,9 +54,35 @@ def exact_best_span(vector: Any, *, min_similarity: float, span_level: list[dict
                     "min_score": float(min_similarity) + SCRIPT_OFFSET,
                 }
             },
-            "inner_hits": inner_hits(),
+            "inner_hits": dict(inner),
         }
     }
+
+
+def allowed_spans(span_level: list[dict[str, Any]], *, mentions: bool = False) -> dict[str, Any]:
+    """The spans the span filters allow (all of them without any); with ``mentions``, only the
+    mentions among them (``must_not`` :data:`~.search_requests.CANDIDATE`: a span written before
+    ``spans.mention`` existed is a mention)."""
+    clauses: dict[str, Any] = {}
+    if span_level:
+        clauses["filter"] = span_level
+    if mentions:
+        clauses["must_not"] = [dict(CANDIDATE)]
+    return {"bool": clauses} if clauses else {"match_all": {}}
+
+
+def exact_best_span(vector: Any, *, min_similarity: float, span_level: list[dict[str, Any]]) -> dict[str, Any]:
+    """A passage's best span, mention or candidate, scored exactly (``score_mode: max``): the
+    passage's score, and its ``best_span`` inner hit."""
+    return exact_spans(vector, min_similarity=min_similarity, span_query=allowed_spans(span_level),
+                       score_mode="max", inner=best_span_inner_hits())
+
+
+def exact_mentions(vector: Any, *, min_similarity: float, span_level: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gate of the exhaustive search and its marks: the passage's mentions that pass the
+    threshold, scored exactly, as inner hits; a filter clause, so it adds nothing to the score."""
+    return exact_spans(vector, min_similarity=min_similarity, span_query=allowed_spans(span_level, mentions=True),
+                       score_mode="none", inner=inner_hits())
 
 
 def exhaustive_search_body(
@@ -68,11 +98,12 @@ def exhaustive_search_body(
     passage_weight: float = 0.0,
     typed_filters: bool = False,
 ) -> dict[str, Any]:
-    """Every passage whose best span passes the threshold, exactly, one page at a time.
+    """Every passage with a mention that passes the threshold, exactly, one page at a time.
 
-    A ``nested`` query (``score_mode: max``) over a ``script_score`` that computes each span's
-    cosine on the stored float vectors; ``min_score`` drops spans below the threshold, so a passage
-    matches when its best span passes and scores as that span. Paged with a point in time and
+    ``must``: the passage's best span, mention or candidate (:func:`exact_best_span`), which it
+    scores as; ``filter``: a mention that passes the threshold (:func:`exact_mentions`, the marks),
+    and the metadata and text restrictions. So a passage ranked by a candidate alone is not part
+    of the ``--all`` answer, while one that is scores as in top-k. Paged with a point in time and
     ``search_after``, past the 10,000 cap of kNN. Span filters work on every version here.
 
     With ``passage_weight`` λ > 0 an outer ``script_score`` adds λ · (passage cos + 1) to that
@@ -80,11 +111,9 @@ def exhaustive_search_body(
     """
     weight = check_passage_weight(passage_weight)
     passage_level, span_level = filter_clauses(filters, typed=typed_filters)
-    nested = exact_best_span(vector, min_similarity=min_similarity, span_level=span_level)
-    boolean: dict[str, Any] = {"must": [nested]}
+    spans = dict(min_similarity=min_similarity, span_level=span_level)
     restrictions = passage_level + ([text_filter(text)] if text else [])
-    if restrictions:
-        boolean["filter"] = restrictions
+    boolean = {"must": [exact_best_span(vector, **spans)], "filter": [exact_mentions(vector, **spans), *restrictions]}
     query: dict[str, Any] = {"bool": boolean}
     if weight:
         query = passage_weight_query(

@@ -1,9 +1,9 @@
 """Pure parsers of Elasticsearch responses into nerindex records (tested on documented shapes).
 
-Search hits become :class:`~indexer.records.Hit` with their matching spans taken from the
-``inner_hits`` named ``spans``; bulk items become :class:`~indexer.stores.base.WriteOutcome`
-(failures stay data, as in elasticsearch-py's helpers); index ``_meta`` becomes the
-:class:`~indexer.stores.base.ModelStamp` the model guard compares.
+Search hits become :class:`~indexer.records.Hit` scored by the ``inner_hits`` named ``best_span``
+and marked with those named ``spans`` (the matching mentions); bulk items become
+:class:`~indexer.stores.base.WriteOutcome` (failures stay data, as in elasticsearch-py's helpers);
+index ``_meta`` becomes the :class:`~indexer.stores.base.ModelStamp` the model guard compares.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
 from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome
-from .search_requests import INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
+from .search_requests import BEST_SPAN_INNER_HITS, INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
 from .similarity import (
     combined_from_hybrid_score,
     combined_from_knn_scores,
@@ -74,13 +74,10 @@ def _cosine(score: float, scoring: Scoring, metric: str) -> float:
 
 def span_matches(
     hit: Mapping[str, Any], *, scoring: Scoring, metric: str, min_similarity: float
-) -> list[SpanMatch] | None:
-    """The matching spans of one hit, best first; None when the hit has no inner hits at all."""
-    inner = _inner_hits(hit)
-    if inner is None:
-        return None
+) -> list[SpanMatch]:
+    """The marks of one hit (its ``spans`` inner hits that pass the threshold), best first."""
     spans = []
-    for inner_hit in inner:
+    for inner_hit in _inner_hits(hit, INNER_HITS_NAME) or []:
         if inner_hit.get("_score") is None:
             continue
         similarity = _cosine(inner_hit["_score"], scoring, metric)
@@ -102,11 +99,24 @@ def span_matches(
     return spans
 
 
-def _inner_hits(hit: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
-    inner = (hit.get("inner_hits") or {}).get(INNER_HITS_NAME)
+def _inner_hits(hit: Mapping[str, Any], name: str) -> list[Mapping[str, Any]] | None:
+    inner = (hit.get("inner_hits") or {}).get(name)
     if inner is None:
         return None
     return list((inner.get("hits") or {}).get("hits") or [])
+
+
+def best_span_score(hit: Mapping[str, Any]) -> float | None:
+    """The raw score of a hit's best span, mention or candidate: its best ``best_span`` inner
+    hit; a response without those (a top-level kNN with one set of inner hits, as the Dev Tools
+    requests of docs/elasticsearch.md) has every matching span in ``spans``. None without either."""
+    inner = _inner_hits(hit, BEST_SPAN_INNER_HITS)
+    if inner is None:
+        inner = _inner_hits(hit, INNER_HITS_NAME)
+    if inner is None:
+        return None
+    scores = [float(h["_score"]) for h in inner if h.get("_score") is not None]
+    return max(scores) if scores else None
 
 
 def combined_score(hit: Mapping[str, Any], passage_weight: float, *, scoring: Scoring, metric: str) -> float:
@@ -126,13 +136,12 @@ def combined_score(hit: Mapping[str, Any], passage_weight: float, *, scoring: Sc
         )
     if scoring == "script":
         return combined_from_hybrid_score(score, passage_weight)
-    span_scores = [h["_score"] for h in _inner_hits(hit) or [] if h.get("_score") is not None]
-    if not span_scores:
+    span_score = best_span_score(hit)
+    if span_score is None:
         raise SearchError(
             f"Elasticsearch returned hit {hit.get('_id')!r} without scored spans; hybrid scoring "
             "(passage_weight) reads the best span from the inner hits"
         )
-    span_score = max(span_scores)
     named = hit.get("matched_queries")
     if isinstance(named, Mapping):
         for name in (PASSAGE_QUERY, PASSAGE_MISSING_QUERY):
@@ -149,38 +158,33 @@ def parse_hit(
     min_similarity: float,
     passage_weight: float = 0.0,
 ) -> Hit | None:
-    """One search hit as a :class:`Hit`, or None when none of its spans passes the threshold.
+    """One search hit as a :class:`Hit`, or None when its best span does not pass the threshold.
 
-    The passage score is its best span's similarity (the same definition as the embedded store);
-    only when inner hits were not requested does the hit's own ``_score`` stand in. With hybrid
-    scoring (``passage_weight`` λ > 0, the request built with the same λ) the score is best span
-    cos + λ · passage cos, read back from ``_score`` and the inner hits (:func:`combined_score`);
-    the spans keep their own similarities, and the hit still needs one that passes the threshold.
+    The passage score is its best span's similarity, mention or candidate (the same definition as
+    the embedded store; :func:`best_span_score`); only when inner hits were not requested does the
+    hit's own ``_score`` stand in. With hybrid scoring (``passage_weight`` λ > 0, the request built
+    with the same λ) the score is best span cos + λ · passage cos, read back from ``_score`` and
+    the inner hits (:func:`combined_score`). The marks are the mentions that pass the threshold
+    (:func:`span_matches`), with their own similarities: none for a hit ranked by a candidate alone.
     """
     source = hit.get("_source") or {}
-    spans = span_matches(hit, scoring=scoring, metric=metric, min_similarity=min_similarity)
+    best = best_span_score(hit)
+    if best is None and not passage_weight:
+        best = hit.get("_score")
+    if best is not None and _cosine(best, scoring, metric) < min_similarity - THRESHOLD_TOLERANCE:
+        return None
     if passage_weight:
-        if spans is not None and not spans:
-            return None
         score = combined_score(hit, passage_weight, scoring=scoring, metric=metric)
-        spans = spans or []
-    elif spans is None:
-        if hit.get("_score") is None:
-            return None
-        score = _cosine(hit["_score"], scoring, metric)
-        if score < min_similarity - THRESHOLD_TOLERANCE:
-            return None
-        spans = []
-    elif not spans:
+    elif best is None:
         return None
     else:
-        score = spans[0].similarity
+        score = _cosine(best, scoring, metric)
     return Hit(
         id=str(source.get("id", hit.get("_id"))),
         score=score,
         text=str(source.get("text", "")),
         fields=dict(source.get("fields") or {}),
-        spans=tuple(spans),
+        spans=tuple(span_matches(hit, scoring=scoring, metric=metric, min_similarity=min_similarity)),
     )
 
 

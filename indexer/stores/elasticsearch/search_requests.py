@@ -5,6 +5,11 @@ options) to the dict Elasticsearch expects, so the bodies can be checked byte fo
 the client's own DSL classes without a cluster. The filters arrive checked; here they are only
 translated into clauses.
 
+Every top-k body is one ``bool`` query (:func:`span_knn_query`): a nested span kNN over every span
+(mentions and candidates, ``EncodedSpan.mention``) ranks the passages by their best span, and a
+second nested clause over the mentions only, which neither scores nor restricts, carries the
+marks as its inner hits (:func:`marked_mentions`).
+
 Hybrid scoring (``passage_weight`` λ > 0) adds λ · cos(type vector, passage ``vector``) natively:
 a passage kNN boosted by λ next to the span kNN (see :func:`hybrid_knn_query`); with λ = 0 every
 body is exactly what it was without the option.
@@ -21,11 +26,19 @@ from typing import Any, Mapping, Sequence
 from ...errors import SearchError
 from ..base import Filters, FilterValue, check_passage_weight
 from ..filters import field_values
-from .index_requests import FILTER_TEXTS, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values
+from .index_requests import (
+    FILTER_TEXTS, MENTION_FIELD, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values,
+)
 from .similarity import knn_score_from_cosine, knn_similarity, linear_knn_score
 
 INNER_HIT_FIELDS = ["spans.start", "spans.end", "spans.text", "spans.labels"]
+# The marks: a hit's mentions that pass the threshold, best first.
 INNER_HITS_NAME = "spans"
+# A hit's best span, mention or candidate: what its score is read from.
+BEST_SPAN_INNER_HITS = "best_span"
+# A candidate span. Spans written before ``spans.mention`` existed have no value and are mentions,
+# so a query keeps mentions by excluding this, never by asking for ``true``.
+CANDIDATE = {"term": {MENTION_FIELD: False}}
 # Elasticsearch's default index.max_inner_result_window; the template pins it to the same value.
 INNER_HITS_SIZE = 100
 MAX_NUM_CANDIDATES = 10_000
@@ -87,13 +100,25 @@ def text_boost(text: str, boost: float) -> dict[str, Any]:
 
 
 def inner_hits() -> dict[str, Any]:
-    """The matching spans of each passage, best first, without their vectors."""
+    """The marks of each passage (its matching mentions), best first, without their vectors."""
     return {
         "name": INNER_HITS_NAME,
         "size": INNER_HITS_SIZE,
         "_source": False,
         "fields": list(INNER_HIT_FIELDS),
     }
+
+
+def best_span_inner_hits() -> dict[str, Any]:
+    """The best matching span of each passage, mention or candidate: only its score is read (the
+    passage's own ``_score`` can lag it on a quantized index, see :mod:`.responses`)."""
+    return {"name": BEST_SPAN_INNER_HITS, "size": 1, "_source": False}
+
+
+def mentions_only(span_query: Mapping[str, Any]) -> dict[str, Any]:
+    """A span-level query restricted to mentions (``must_not`` :data:`CANDIDATE`, so a span
+    without the field, written before it existed, stays a mention)."""
+    return {"bool": {"must": [dict(span_query)], "must_not": [dict(CANDIDATE)]}}
 
 
 def num_candidates_for(k: int, requested: int | None = None) -> int:
@@ -128,6 +153,13 @@ def rescore_vector(k: int, num_candidates: int) -> dict[str, Any]:
     return {"oversample": float(min(10.0, max(1.0, num_candidates / k)))}
 
 
+def knn_clauses(filters: Filters | None, text: str | None, *, typed: bool = False) -> list[dict[str, Any]]:
+    """The kNN pre-filters of a search: metadata, span and text restrictions, each clause on its
+    own (span clauses are only honoured by Elasticsearch >= 9.2, which the store checks first)."""
+    passage_level, span_level = filter_clauses(filters, typed=typed)
+    return passage_level + span_level + ([text_filter(text)] if text else [])
+
+
 def knn_search_body(
     vector: Any,
     *,
@@ -141,43 +173,30 @@ def knn_search_body(
     rescore: bool = False,
     typed_filters: bool = False,
 ) -> dict[str, Any]:
-    """Top-level nested kNN on ``spans.vector``: passages ranked by their best span.
+    """Top-k passages ranked by their best span: :func:`span_knn_query` with ``k = limit``.
 
     ``similarity`` (the threshold, in the metric's raw units) drops spans below it, and since
     Elasticsearch 8.15 also filters the inner hits, so each hit carries exactly its matching spans.
-    Metadata filters and the text restriction are kNN pre-filters (each clause on its own: span
-    clauses are only honoured by Elasticsearch >= 9.2, which the store checks before sending).
+    Metadata filters and the text restriction are kNN pre-filters (:func:`knn_clauses`). A query,
+    not the top-level ``knn`` section: that section carries one set of inner hits, and the marks
+    need their own (:func:`marked_mentions`).
 
-    With ``passage_weight`` λ > 0 the span kNN runs as a query next to a passage kNN boosted by λ:
-    see :func:`hybrid_knn_query`.
+    With ``passage_weight`` λ > 0 the span kNN runs next to a passage kNN boosted by λ: see
+    :func:`hybrid_knn_query`.
     """
     k = _check_k(limit)
     weight = check_passage_weight(passage_weight)
-    passage_level, span_level = filter_clauses(filters, typed=typed_filters)
-    clauses = passage_level + span_level + ([text_filter(text)] if text else [])
-    candidates = num_candidates_for(k, num_candidates)
-    if weight:
-        query = hybrid_knn_query(
-            vector, min_similarity=min_similarity, metric=metric, num_candidates=candidates,
-            clauses=clauses, passage_weight=weight, rescore=rescore,
-        )
-        # Elasticsearch orders by span + λ · passage kNN score; unless that is the cosine order
-        # (l2_norm, max_inner_product), every candidate comes back to be ranked by the caller.
-        size = k if linear_knn_score(metric) else candidates
-        return {"size": size, "_source": list(SOURCE_FIELDS), "query": query}
-    knn: dict[str, Any] = {
-        "field": SPAN_VECTOR_FIELD,
-        "query_vector": query_vector_values(vector),
-        "k": k,
-        "num_candidates": candidates,
-        "similarity": knn_similarity(min_similarity, metric),
-    }
-    if rescore:
-        knn["rescore_vector"] = rescore_vector(k, candidates)
-    if clauses:
-        knn["filter"] = clauses
-    knn["inner_hits"] = inner_hits()
-    return {"size": k, "_source": list(SOURCE_FIELDS), "knn": knn}
+    options = dict(
+        min_similarity=min_similarity, metric=metric, num_candidates=num_candidates_for(k, num_candidates),
+        clauses=knn_clauses(filters, text, typed=typed_filters), rescore=rescore,
+    )
+    if not weight:
+        return {"size": k, "_source": list(SOURCE_FIELDS), "query": span_knn_query(vector, k=k, **options)}
+    query = hybrid_knn_query(vector, passage_weight=weight, **options)
+    # Elasticsearch orders by span + λ · passage kNN score; unless that is the cosine order
+    # (l2_norm, max_inner_product), every candidate comes back to be ranked by the caller.
+    size = k if linear_knn_score(metric) else options["num_candidates"]
+    return {"size": size, "_source": list(SOURCE_FIELDS), "query": query}
 
 
 def pool_bound_searches(
@@ -186,13 +205,12 @@ def pool_bound_searches(
 ) -> list[dict[str, Any]]:
     """An ``msearch`` body for what a hybrid search needs to know whether a passage outside its
     candidate pool could still enter its top k (:func:`pool_is_final`): the pool's last passage
-    by best span (the ``candidates``-th of the span kNN a hybrid search pools), and the passage
-    most similar to the query over every passage (no filter: a bound over more is still one)."""
-    floor = knn_search_body(vector, min_similarity=min_similarity, metric=metric, limit=candidates,
-                            num_candidates=candidates, filters=filters, text=text, rescore=rescore,
-                            typed_filters=typed_filters)
-    floor["knn"].pop("inner_hits", None)
-    floor.update({"from": candidates - 1, "size": 1, "_source": False})
+    by best span (the ``candidates``-th of the span kNN a hybrid search pools; every span counts,
+    as in the ranking), and the passage most similar to the query over every passage (no filter:
+    a bound over more is still one)."""
+    pool = span_knn(vector, min_similarity=min_similarity, metric=metric, num_candidates=candidates,
+                    clauses=knn_clauses(filters, text, typed=typed_filters), k=candidates, rescore=rescore)
+    floor = {"from": candidates - 1, "size": 1, "_source": False, **pool}
     best = {"field": PASSAGE_VECTOR_FIELD, "query_vector": query_vector_values(vector), "k": 1,
             "num_candidates": MIN_NUM_CANDIDATES}
     return [{}, floor, {}, {"size": 1, "_source": False, "knn": best}]
@@ -221,7 +239,8 @@ def span_knn(
     k: int | None = None,
     rescore: bool = False,
 ) -> dict[str, Any]:
-    """A ``knn`` query on ``spans.vector`` (it must sit in a ``nested`` query on ``spans``)."""
+    """A ``knn`` query on ``spans.vector`` (inside a ``nested`` query on ``spans``; its inner
+    ``knn`` dict is also the top-level ``knn`` section of the same search)."""
     knn: dict[str, Any] = {"field": SPAN_VECTOR_FIELD, "query_vector": query_vector_values(vector)}
     if k is not None:
         knn["k"] = int(k)
@@ -235,16 +254,42 @@ def span_knn(
 
 
 def nested_span_knn(vector: Any, **options: Any) -> dict[str, Any]:
-    """:func:`span_knn` inside a ``nested`` query (best span, inner hits): the form that can sit
-    in a ``bool``, unlike the top-level ``knn`` section."""
+    """:func:`span_knn` inside a ``nested`` query: a passage scores as its best span, mention or
+    candidate (``score_mode: max``), which comes back as its one ``best_span`` inner hit."""
     return {
         "nested": {
             "path": SPANS_PATH,
             "score_mode": "max",
             "query": span_knn(vector, **options),
+            "inner_hits": best_span_inner_hits(),
+        }
+    }
+
+
+def marked_mentions(vector: Any, **options: Any) -> dict[str, Any]:
+    """The marks of each top-k hit: its mentions that pass the threshold, as the inner hits of a
+    nested clause that neither scores (``score_mode: none``) nor restricts (a ``should`` clause).
+
+    Its kNN is the ranking clause's (:func:`nested_span_knn`), with the same options, so it finds
+    the same passages; Elasticsearch computes a found passage's inner hits over all its spans, by
+    exact similarity, and here over its mentions only. So candidates never take a mention's place
+    among the 100 inner hits, and a hit ranked by a candidate alone has none.
+    """
+    return {
+        "nested": {
+            "path": SPANS_PATH,
+            "score_mode": "none",
+            "query": mentions_only(span_knn(vector, **options)),
             "inner_hits": inner_hits(),
         }
     }
+
+
+def span_knn_query(vector: Any, *, should: Sequence[Mapping[str, Any]] = (), **options: Any) -> dict[str, Any]:
+    """The query of every top-k search: ``must`` the best span (:func:`nested_span_knn`),
+    ``should`` the marks (:func:`marked_mentions`) and any score terms (``should``)."""
+    marks = marked_mentions(vector, **options)
+    return {"bool": {"must": [nested_span_knn(vector, **options)], "should": [marks, *map(dict, should)]}}
 
 
 def passage_weight_clauses(
@@ -301,11 +346,12 @@ def hybrid_knn_query(
 ) -> dict[str, Any]:
     """Nested span kNN scored by best span + λ · passage similarity (hybrid scoring, λ > 0), natively.
 
-    ``bool.must`` is the nested span kNN with ``k = num_candidates`` (the candidate pool the
-    top-level ``knn`` section gathers internally), so that a passage with a weaker best span but a
-    closer passage vector can still overtake within that pool; ``bool.should`` adds λ · passage kNN
-    score (:func:`passage_weight_clauses`). Which passages match and which spans come back as inner
-    hits depend on ``similarity`` alone. ``_score`` = span kNN score + λ · passage kNN score.
+    :func:`span_knn_query` with ``k = num_candidates`` (the candidate pool the top-level ``knn``
+    section gathers internally), so that a passage with a weaker best span but a closer passage
+    vector can still overtake within that pool, and with the passage kNN clauses
+    (:func:`passage_weight_clauses`) among its ``should`` clauses. Which passages match and which
+    spans are marked depend on ``similarity`` alone. ``_score`` = span kNN score + λ · passage kNN
+    score.
     """
     options = dict(
         min_similarity=min_similarity, metric=metric, num_candidates=num_candidates,
@@ -316,7 +362,7 @@ def hybrid_knn_query(
         vector, metric=metric, num_candidates=num_candidates, matched=matched,
         passage_weight=passage_weight, rescore=rescore,
     )
-    return {"bool": {"must": [nested_span_knn(vector, **options)], "should": should}}
+    return span_knn_query(vector, should=should, **options)
 
 
 def bm25_boost_search_body(
@@ -335,20 +381,18 @@ def bm25_boost_search_body(
 ) -> dict[str, Any]:
     """BM25 boost mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.
 
-    The kNN runs as a query inside a ``nested`` clause (rather than top-level ``knn``) so that it
-    stays a required clause: a passage that only matches the words is never returned.
-    Summing the scores needs no licence (RRF would).
+    The span kNN stays the required clause of :func:`span_knn_query`, BM25 one more ``should``
+    clause, so a passage that only matches the words is never returned. Summing the scores needs
+    no licence (RRF would).
 
     With ``passage_weight`` λ > 0 the passage kNN clauses of :func:`hybrid_knn_query` join the
     ``should`` clauses, so the order is span + λ · passage kNN score plus the BM25 term.
     """
     k = _check_k(limit)
     weight = check_passage_weight(passage_weight)
-    passage_level, span_level = filter_clauses(filters, typed=typed_filters)
-    candidates = num_candidates_for(k, num_candidates)
     options = dict(
-        min_similarity=min_similarity, metric=metric, num_candidates=candidates,
-        clauses=passage_level + span_level, rescore=rescore,
+        min_similarity=min_similarity, metric=metric, num_candidates=num_candidates_for(k, num_candidates),
+        clauses=knn_clauses(filters, None, typed=typed_filters), rescore=rescore,
     )
     if weight:
         query = hybrid_knn_query(vector, passage_weight=weight, **options)
@@ -356,8 +400,7 @@ def bm25_boost_search_body(
     else:
         # k = size (Elasticsearch's default, written out for the rescore's oversample): BM25
         # re-orders the top passages by span.
-        span = nested_span_knn(vector, k=k, **options)
-        query = {"bool": {"must": [span], "should": [text_boost(text, boost)]}}
+        query = span_knn_query(vector, k=k, should=[text_boost(text, boost)], **options)
     return {"size": k, "_source": list(SOURCE_FIELDS), "query": query}
 
 

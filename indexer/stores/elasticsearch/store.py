@@ -3,10 +3,12 @@
 One document per passage with its spans nested inside, in a versioned index
 (``<alias>-000001``) behind an alias, so that ``nerindex es reindex`` can build a new index
 (e.g. with a new model) and move the alias atomically. The index ``_meta`` records the model; a
-different model is refused. Search has the same semantics as the embedded store: top-level nested
-kNN with ``similarity`` and inner hits for top-k (rescored with the float vectors from 8.18 on),
-and an exact Painless ``script_score`` paged with a point in time for ``exhaustive`` (every match,
-past the 10,000 cap of kNN; it needs the lang-painless module). Hybrid scoring
+different model is refused. Search has the same semantics as the embedded store (``Store.search``:
+every span ranks, mentions alone are marked and make an ``exhaustive`` answer): a nested span kNN
+query with ``similarity`` for top-k (rescored with the float vectors from 8.18 on), its marks the
+inner hits of a second nested clause over the mentions, and an exact Painless ``script_score``
+paged with a point in time for ``exhaustive`` (past the 10,000 cap of kNN; it needs the
+lang-painless module), gated on a mention by the same script over the mentions. Hybrid scoring
 (``SearchRequest.passage_weight`` λ > 0) adds λ · cos(type, passage vector): natively for top-k
 (a passage kNN next to the span kNN), in the script for ``exhaustive``; one request per page.
 What the server can do (version, modules) is read once from the nodes API.
@@ -48,6 +50,8 @@ from .index_requests import (
     document_id,
     document_problem,
     index_meta,
+    mention_mapped,
+    mention_mapping,
     next_index_name,
     passage_vectors_body,
     quantized,
@@ -87,6 +91,7 @@ class ElasticsearchStore:
         self._stamp: ModelStamp | None = None
         self._vector_type: str | None = None  # index_options type of spans.vector, once read
         self._typed_filters: bool | None = None  # the index keeps filter_texts (once read)
+        self._mention_mapped: bool | None = None  # the mapping has spans.mention (once read)
         self._relaxed: tuple[str | None] | None = None  # (previous refresh_interval,) while relaxed
         self._dirty = False
 
@@ -166,6 +171,7 @@ class ElasticsearchStore:
         index, mapping = rs.index_mapping(response.body, target=self.alias)
         self._vector_type = span_vector_index_type(mapping)
         self._typed_filters = bool((mapping.get("_meta") or {}).get(FILTER_TEXTS))
+        self._mention_mapped = mention_mapped(mapping)
         return index, mapping
 
     def typed_filters(self) -> bool:
@@ -191,6 +197,7 @@ class ElasticsearchStore:
         self._stamp = None
         self._vector_type = None
         self._typed_filters = None
+        self._mention_mapped = None
 
     def rescores(self) -> bool:
         """Whether kNN searches rescore with the float vectors (exact scores and threshold):
@@ -310,6 +317,7 @@ class ElasticsearchStore:
             else:
                 sendable.append((position, doc))
         if sendable:
+            self._map_mentions()
             self._relax_refresh()
             with self.errors(f"bulk index into {self.alias!r}"):
                 written = write_documents(
@@ -320,6 +328,18 @@ class ElasticsearchStore:
             for (position, _), outcome in zip(sendable, written, strict=True):
                 outcomes[position] = outcome
         return [outcomes[position] for position in range(len(docs))]
+
+    def _map_mentions(self) -> None:
+        """Add ``spans.mention`` to an index made before it, once, before the first write: its
+        strict mapping would refuse every span (searches need nothing: a span without the field
+        is a mention)."""
+        if self._mention_mapped is None:
+            self.target()
+        if self._mention_mapped is False:
+            with self.errors(f"add spans.mention to the mapping of {self.alias!r}"):
+                self.client.indices.put_mapping(index=self.alias, **mention_mapping())
+            log.info("added spans.mention to the mapping of %s (made before candidate spans)", self.alias)
+        self._mention_mapped = True
 
     def _relax_refresh(self) -> None:
         interval = self._options.bulk_refresh_interval

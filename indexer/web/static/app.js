@@ -194,7 +194,11 @@ function renderHit(hit, rank) {
       ),
     );
   }
-  return el("li", { class: "hit", dataset: { id: hit.id } }, head, passage);
+  // a top-k hit may rank through a candidate span (a second detector's) with no mention marked
+  const unmarked = hit.spans.length
+    ? []
+    : [el("p", { class: "unmarked" }, "No mention marked: ranked by a candidate span and the passage; not among “Load all” answers.")];
+  return el("li", { class: "hit", dataset: { id: hit.id } }, head, passage, ...unmarked);
 }
 
 function renderResults({ append = false, from = 0 } = {}) {

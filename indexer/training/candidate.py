@@ -1,0 +1,60 @@
+"""A candidate head taken from another training run: its entity head, fitted in as the model's second.
+
+Model 0.4.0 pairs two detectors (EVALUATION.md, "Model 0.4.0"): the marking head, trained on gold
+mentions, proposes the spans that are marked and make ``--all`` answers; a head trained with WordNet
+silver spans too (``nerindex train --silver``) proposes many more, nouns of every kind, which rank
+passages but are never marked (``EncodedSpan.mention`` False). Both heads read the same token
+features, so the second is just another ``EntityHead`` in the graph (``HeadConfig.candidate_head``),
+with its own threshold (model.json ``candidate_threshold``: the source run's detection threshold).
+``nerindex export --candidate-head RUN`` builds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelError
+from .export import card_from_folder, card_from_run
+from .model import SpanTypeEncoder
+
+
+def read_candidate_head(source: str | Path) -> tuple[dict[str, torch.Tensor], float, dict[str, Any]]:
+    """(the entity head's weights of a ``nerindex train --out`` folder or a model folder, keyed
+    ``entity.…``; its detection threshold; what model.json's ``training.candidate_head`` records)."""
+    from safetensors.torch import load_file
+
+    source = Path(source)
+    is_folder = (source / "model.json").is_file()
+    card, _, _ = (card_from_folder if is_folder else card_from_run)(source)
+    heads = source / "heads.safetensors"
+    if not heads.is_file():
+        raise ModelError(f"{source}: no heads.safetensors")
+    state = {k: v.float() for k, v in load_file(str(heads)).items() if k.startswith("entity.")}
+    if not state:
+        raise ModelError(f"{heads}: no entity head weights")
+    training = card.get("training", {})
+    record = {
+        "heads_sha256": hashlib.sha256(heads.read_bytes()).hexdigest(),
+        "detection_threshold": float(card["detection_threshold"]),
+        "data": training.get("data"),
+        "silver": {k: training["silver"][k] for k in ("vocabulary", "held_out") if k in training["silver"]}
+        if isinstance(training.get("silver"), dict) else None,
+    }  # fmt: skip
+    return state, float(card["detection_threshold"]), record
+
+
+def with_candidate_head(model: SpanTypeEncoder, entity_state: dict[str, torch.Tensor]) -> SpanTypeEncoder:
+    """A copy of ``model`` with ``entity_state`` (an entity head's weights) as its candidate head."""
+    state = {k: v for k, v in model.head_state_dict().items() if not k.startswith("candidate.")}
+    state.update({"candidate." + k[len("entity."):]: v for k, v in entity_state.items()})
+    built = SpanTypeEncoder(model.backbone, dataclasses.replace(model.config, candidate_head=True))
+    try:
+        built.load_head_state_dict(state)
+    except (ValueError, RuntimeError) as exc:  # another head size, width buckets or context
+        raise ModelError(f"the candidate head does not fit this model: {exc}") from exc
+    return built.eval()
