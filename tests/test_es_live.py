@@ -618,7 +618,8 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
     from indexer.api import NerIndex
 
     class Encoder:  # what NerIndex.search needs: the model and a type vector
-        info = type("Info", (), {"stamp": stamp, "passage_weight": 0.0, "threshold_for": staticmethod(lambda phrase: 0.5)})()
+        info = type("Info", (), {"stamp": stamp, "passage_weight": 0.0, "threshold_for": staticmethod(lambda phrase: 0.5),
+                                 "passage_weight_for": staticmethod(lambda phrase: 0.0)})()
 
         def embed_types(self, phrases):
             return np.stack([DINO for _ in phrases])
