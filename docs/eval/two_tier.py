@@ -60,7 +60,7 @@ def encode(files: list[Path], name: str, encoders: dict[str, OnnxEncoder]) -> di
 
 
 def ranking(data: dict, q: np.ndarray, rank_by: tuple[str, ...], mark: str, return_by: str, weight: float,
-            need_mark: bool = False, discount: float = 0.0) -> list[Ranked]:
+            need_mark: bool = False, discount: float = 0.0, mark_candidates: float | None = None) -> list[Ranked]:
     """Every passage with a ranking span (``need_mark``: and a marking span), best total first; marks
     and the returned-by value as described. ``discount``: a span that is not a marking span ranks at
     its similarity less this."""
@@ -76,6 +76,9 @@ def ranking(data: dict, q: np.ndarray, rank_by: tuple[str, ...], mark: str, retu
         best = max(float(v @ q) - (0.0 if k in marking else discount) for k, v in union.items())
         marks = tuple(ScoredSpan(a, b, float(v @ q)) for (a, b), v in data["spans"][mark][i].items())
         gate = best if return_by == "union" else max((s.similarity for s in marks), default=-1.0)
+        if mark_candidates is not None:  # candidates marked too, at the threshold + this; the gate stays the mentions'
+            marks += tuple(ScoredSpan(a, b, float(v @ q) - mark_candidates) for (a, b), v in union.items()
+                           if (a, b) not in marking)
         rows.append(Ranked(pid, best + weight * float(dense[i]), marks, gate))
     return sorted(rows, key=lambda r: -r.score)
 
@@ -118,6 +121,8 @@ def main() -> None:
     parser.add_argument("--silver-model", type=Path, required=True, help="the other detector's model (same span side)")
     parser.add_argument("--discounts", type=float, nargs="*", default=[],
                         help="only rows ranking candidates (not marking spans) at their similarity less each value")
+    parser.add_argument("--mark-candidates", type=float, nargs="*", default=[],
+                        help="only rows also marking candidates whose similarity passes the threshold + each value")
     args = parser.parse_args()
     encoders = {"gold": OnnxEncoder.from_dir(args.gold_model or default_model_dir(), device="cpu"),
                 "silver": OnnxEncoder.from_dir(args.silver_model, device="cpu")}  # fmt: skip
@@ -131,7 +136,9 @@ def main() -> None:
         queries[name] = [(q, v, group_of(q, training)) for q, v in zip(qs, vecs)]
     variants = {f"rank union, candidates less {d}, mark gold, return by mark": {
         "rank_by": ("gold", "silver"), "mark": "gold", "return_by": "mark", "discount": d} for d in args.discounts}
-    variants = variants if args.discounts else {
+    variants.update({f"rank union, mark gold + candidates at threshold + {d}, return by mark": {
+        "rank_by": ("gold", "silver"), "mark": "gold", "return_by": "mark", "mark_candidates": d} for d in args.mark_candidates})
+    variants = variants if args.discounts or args.mark_candidates else {
         "gold alone (0.3.0)": {"rank_by": ("gold",), "mark": "gold", "return_by": "union"},
         "silver alone": {"rank_by": ("silver",), "mark": "silver", "return_by": "union"},
         "rank union, mark gold, return by union": {"rank_by": ("gold", "silver"), "mark": "gold", "return_by": "union"},
