@@ -9,7 +9,8 @@ and the model checksum is unchanged), into three graphs:
 - **tokens**: ``input_ids, attention_mask`` → the per-token projections of both heads, the last-layer
   token states, ``passage_vectors``;
 - **scores**: the entity head's first layer of each span (bias and context included, before the width
-  embedding) and its width bucket → ``span_scores``;
+  embedding) and its width bucket → ``span_scores``; with a candidate head (``HeadConfig.candidate_head``)
+  both heads' first layers as one block, before their biases, → ``span_scores`` and ``candidate_scores``;
 - **vectors**: the adapter's first layer (without its bias) and the base vector of each *kept* span →
   ``span_vectors``, ``span_base_vectors``.
 
