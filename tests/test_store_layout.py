@@ -143,41 +143,9 @@ def test_a_layout_1_store_that_cannot_be_written_says_what_it_needs(tmp_path, mo
         assert store.counts().spans == sum(len(d.spans) for d in docs)
 
 
-# layout 2 (main up to the mention flag): embedded_schema.SCHEMA as it was then
-LAYOUT_2 = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS write_log (generation INTEGER PRIMARY KEY, token TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS passages (
-    rowid INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    text TEXT NOT NULL,
-    fields TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS spans (
-    rowid INTEGER PRIMARY KEY,
-    passage INTEGER NOT NULL REFERENCES passages(rowid) ON DELETE CASCADE,
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    score REAL NOT NULL,
-    labels TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS spans_by_passage ON spans(passage);
-CREATE TABLE IF NOT EXISTS passage_vectors (rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS span_vectors (rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL);
-CREATE TRIGGER IF NOT EXISTS passages_vector_drop AFTER DELETE ON passages
-BEGIN DELETE FROM passage_vectors WHERE rowid = old.rowid; END;
-CREATE TRIGGER IF NOT EXISTS spans_vector_drop AFTER DELETE ON spans
-BEGIN DELETE FROM span_vectors WHERE rowid = old.rowid; END;
-CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
-    text, content='passages', content_rowid='rowid'
-);
-CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, row INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS tombstones_by_row ON tombstones(kind, row);
-CREATE TRIGGER IF NOT EXISTS spans_tombstone AFTER DELETE ON spans
-BEGIN INSERT INTO tombstones(kind, row) VALUES ('s', old.rowid); END;
-CREATE TRIGGER IF NOT EXISTS passages_tombstone AFTER DELETE ON passages
-BEGIN INSERT INTO tombstones(kind, row) VALUES ('p', old.rowid); END;
-"""
+# layout 2 (main up to the mention flag): this layout without spans.mention, the one column layout 3
+# added (its schema is SCHEMA less that column, the same tables, indexes and triggers)
+LAYOUT_2 = ["ALTER TABLE spans DROP COLUMN mention"]
 
 
 def layout_2_store(folder, docs) -> None:
@@ -185,7 +153,9 @@ def layout_2_store(folder, docs) -> None:
     then (``seg3``: no mention flags)."""
     folder.mkdir()
     conn = sqlite3.connect(folder / DB_NAME)
-    conn.executescript(LAYOUT_2)
+    conn.executescript(embedded_schema.SCHEMA)
+    for statement in LAYOUT_2:
+        conn.execute(statement)
     identity = uuid.uuid4().hex
     conn.executemany("INSERT INTO meta VALUES (?, ?)", [
         ("schema", "2"), ("generation", "1"), ("uuid", identity), ("model", json.dumps(STAMP.to_dict())),
