@@ -253,8 +253,14 @@ class SpanTypeEncoder(nn.Module):
         """One first-layer projection (``start_proj``, ``before_proj``, …) of the entity side: the
         entity head's, with the candidate head's rows below it when there is one, so both heads'
         first layers are one block of the fused layout (``indexer/staged.py`` cuts it once)."""
-        heads = [self.entity] if self.candidate is None else [self.entity, self.candidate]
-        return torch.cat([getattr(h, name).weight for h in heads], dim=0)
+        if self.candidate is None:
+            return getattr(self.entity, name).weight
+        return torch.cat([getattr(self.entity, name).weight, getattr(self.candidate, name).weight], dim=0)
+
+    @property
+    def entity_width(self) -> int:
+        """Rows of :meth:`entity_weights`: the entity head's first-layer width, plus the candidate head's."""
+        return sum(h.start_proj.out_features for h in (self.entity, self.candidate) if h is not None)
 
     def projections(self, feats: torch.Tensor, span_feats: torch.Tensor | None) -> torch.Tensor:
         """Every per-token projection of both sides' first layers, [B,T,C], in the fused layout
@@ -268,7 +274,7 @@ class SpanTypeEncoder(nn.Module):
             w_mean = torch.cat([a.mean_proj.weight, ew("mean_proj")], dim=0)
             return torch.matmul(feats, torch.cat([w_start, w_end, w_mean, *context], dim=0).t())
         # the heads read different states: one matmul each, interleaved into the same layout
-        ha, hh = a.start_proj.out_features, ew("start_proj").shape[0]
+        ha, hh = a.start_proj.out_features, self.entity_width
         pa = torch.matmul(span_feats, torch.cat([a.start_proj.weight, a.end_proj.weight, a.mean_proj.weight]).t())
         pe = torch.matmul(feats, torch.cat([ew("start_proj"), ew("end_proj"), ew("mean_proj"), *context]).t())
         parts = [pa[..., :ha], pe[..., :hh], pa[..., ha : 2 * ha], pe[..., hh : 2 * hh], pa[..., 2 * ha :], pe[..., 2 * hh :]]
@@ -294,7 +300,7 @@ class SpanTypeEncoder(nn.Module):
         e = self.entity
         t = feats.shape[1]
         ha = a.start_proj.out_features
-        hh = self.entity_weights("start_proj").shape[0]  # both entity heads' first layers
+        hh = self.entity_width  # both entity heads' first layers
         hs_ = ha + hh
         proj = self.projections(feats, None if span_side is None else span_side[0])
         p_start = proj[..., :hs_]
