@@ -264,12 +264,16 @@ class StagedGraph:
             empty = np.zeros((0, dims), dtype=np.float32)
             return StagedResult(scores, candidates, kept, empty, empty if with_base else None, passage)
         kr, ks, ke, kw = rows[kept], starts[kept], ends[kept], width[kept]
-        adapter = _rows(proj, kr, ks, layout.start_a)
-        adapter += _rows(proj, kr, ke, layout.end_a)
-        adapter += _span_means(proj[..., layout.mean_a], kr, ks, ke, kw)
-        feeds = {c.adapter_in: adapter[None], c.base_in: _span_means(last, kr, ks, ke, kw)[None]}
+        k, ha = kept.size, c.adapter_hidden
+        adapter, tmp = grab("adapter", k, ha), grab("tmp", k, ha)
+        _rows(proj, kr, ks, layout.start_a, out=adapter)
+        adapter += _rows(proj, kr, ke, layout.end_a, out=tmp)
+        adapter += _span_means(proj[..., layout.mean_a], kr, ks, ke, kw, out=tmp, tmp=grab("tmp2", k, ha))
+        base = _span_means(last, kr, ks, ke, kw, out=grab("base", k, dims), tmp=grab("tmp", k, dims))
+        feeds = {c.adapter_in: adapter[None], c.base_in: base[None]}
         if c.span_base_in:
-            feeds[c.span_base_in] = _span_means(span_last[0], kr, ks, ke, kw)[None]
+            feeds[c.span_base_in] = _span_means(span_last[0], kr, ks, ke, kw, out=grab("span_base", k, dims),
+                                                tmp=grab("tmp", k, dims))[None]  # fmt: skip
         names = ["span_vectors", "span_base_vectors"] if with_base else ["span_vectors"]
         out = self.vectors.run(names, feeds)
         return StagedResult(scores, candidates, kept, out[0][0], out[1][0] if with_base else None, passage)
@@ -345,18 +349,15 @@ def _entity_ends(proj: np.ndarray, layout: "_Layout", grab: Callable[[str, int, 
     return start, end
 
 
-def _rows(x: np.ndarray, rows: np.ndarray, tokens: np.ndarray, cols: slice, *, out: np.ndarray | None = None
-          ) -> np.ndarray:
-    """``x[rows[i], tokens[i], cols]`` for every i: [B, T, C] -> [N, len(cols)] (into ``out``)."""
-    if out is None:
-        return x[rows, tokens, cols]
+def _rows(x: np.ndarray, rows: np.ndarray, tokens: np.ndarray, cols: slice, *, out: np.ndarray) -> np.ndarray:
+    """``x[rows[i], tokens[i], cols]`` for every i: [B, T, C] -> [N, len(cols)], into ``out``."""
     flat = x.reshape(-1, x.shape[-1])[:, cols]
     return np.take(flat, rows * x.shape[1] + tokens, axis=0, out=out)
 
 
 def _span_means(
     x: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: np.ndarray, *,
-    out: np.ndarray | None = None, tmp: np.ndarray | None = None,
+    out: np.ndarray, tmp: np.ndarray,
 ) -> np.ndarray:
     """Means of ``x[row, start..end]`` (inclusive) as the graph computes them: a cumulative sum with a
     leading zero row, ``(csum[end + 1] - csum[start]) / width`` (into ``out``, with ``tmp`` for the
