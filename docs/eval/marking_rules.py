@@ -39,14 +39,9 @@ from indexer.evaluation.benchmark_io import benchmark_from_conll
 from indexer.evaluation.metrics import match_spans, span_iou
 from indexer.evaluation.seen_types import group_of, training_from_card
 
-SETS = {  # as two_tier.py
-    "crossner-politics-dev": ["crossner/politics/dev.txt"],
-    "crossner-literature-dev": ["crossner/literature/dev.txt"],
-    "multiconer-dev": ["multiconer2_en/en-dev.conll"],
-    "wnut17-dev": ["wnut17/dev.conll"],
-    "validation": ["multiconer2_en/en-train10.conll", "wnut17/dev.conll"],
-}
-DEV = tuple(SETS)[:4]
+sys.path.insert(0, str(Path(__file__).parent))
+from two_tier import DEV, SETS  # noqa: E402  (the same five sets: four dev sets and the validation split)
+
 KINDS = ("marked", "mention below", "candidate above", "candidate below", "overlap < 0.5", "none")
 # A rule: (a passage's spans' similarities to q, to the marking vector, their mention flags, the
 # threshold, the passage's best mention) -> which spans are marked.
