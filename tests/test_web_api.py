@@ -303,6 +303,19 @@ def test_facets_count_metadata_over_all_matches(client, web_index):
     assert data["next_cursor"] is None  # facets without all: no paging
 
 
+def test_facets_leave_the_top_hits_as_they_are(client, web_index):
+    """Facets add counts over the result set; the hits stay the top-k search's, which ranks
+    passages through candidate spans too (those are not in the result set). "person" at its own
+    threshold ranks two passages through candidates alone on this corpus: the case that differs."""
+    plain = search(client, type="person", limit=10)
+    with_facets = search(client, type="person", limit=10, facets=True)
+    top = [h.id for h in web_index.search("person", limit=10)]
+    result_set = {h.id for h in web_index.search("person", exhaustive=True)}
+    assert set(top) - result_set  # the case this test is about is present
+    assert [h["id"] for h in with_facets["hits"]] == [h["id"] for h in plain["hits"]] == top
+    assert with_facets["total"] == len(result_set) and with_facets["facets"]
+
+
 def test_repeated_paged_search_uses_the_cache(client):
     service = client.app.state.service
     service.cache.clear()

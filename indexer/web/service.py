@@ -169,18 +169,20 @@ class SearchService:
         total: int | None = None
         next_cursor: str | None = None
         facets = None
+        # Facets only add counts: without "all" or a cursor the hits are the top-k search's, which also
+        # ranks passages through candidate spans alone (not in the result set: see Store.search).
+        page = [] if paged else self.top(query, body.limit)
         if paged or body.facets:
             store_key = self.store_key()
             offset = decode_cursor(body.cursor, query.key(), store_key) if body.cursor else 0
             hits = self.result_set(query, store_key)
             total = len(hits)
-            page = hits[offset : offset + body.limit]
-            if paged and offset + body.limit < total:
-                next_cursor = encode_cursor(query.key(), offset + body.limit, store_key)
+            if paged:
+                page = hits[offset : offset + body.limit]
+                if offset + body.limit < total:
+                    next_cursor = encode_cursor(query.key(), offset + body.limit, store_key)
             if body.facets:
                 facets = facet_counts(hits, keep=is_metadata_filter_key)  # offer only facets a client can filter on
-        else:
-            page = self.top(query, body.limit)
         return {
             "type": query.type,
             "threshold": query.threshold if query.threshold is not None else self.default_threshold(query.type),
