@@ -326,6 +326,54 @@ def test_default_int8_index_scores_and_threshold(loaded):
         assert [h.id for h in search(loaded, DINO, threshold=0.6005)] == ["p1", "p2"]
 
 
+def near_tie_corpus(dims: int = 384, seed: int = 0) -> tuple[np.ndarray, list[EncodedPassage]]:
+    """A query vector, and passages whose spans sit within ~0.001 cosine of each other: where the
+    int8 estimate picks the lesser span of a passage, its _score is that span's exact cosine."""
+    rng = np.random.default_rng(seed)
+    query = rng.normal(size=dims)
+    query /= np.linalg.norm(query)
+
+    def at(cos: float) -> np.ndarray:
+        other = rng.normal(size=dims)
+        other -= (other @ query) * query
+        other /= np.linalg.norm(other)
+        return (cos * query + np.sqrt(1 - cos * cos) * other).astype(np.float32)
+
+    def passage(pid: str, spans: list[float], **fields: object) -> EncodedPassage:
+        words = [f"W{pid}x{k}" for k in range(len(spans))]
+        text = " and ".join(words) + "."
+        made = tuple(EncodedSpan(text.index(w), text.index(w) + len(w), w, 0.9, at(c)) for w, c in zip(words, spans))
+        return EncodedPassage(Passage(pid, text, dict(fields)), made, at(0.1))
+
+    docs = [passage(f"t{i:02d}", [0.3605, 0.3595]) for i in range(40)]  # threshold 0.36 between them
+    for i in range(30):  # A's best span (0.8010) beats B's (0.8005); A's other span is under B's
+        docs += [passage(f"a{i:02d}", [0.8010, 0.8000], pair=i), passage(f"b{i:02d}", [0.8005], pair=i)]
+    return query, docs
+
+
+def test_int8_index_ranks_and_thresholds_by_the_best_span(make_live_store):
+    """A nested kNN on a quantized index keeps the span its int8 estimate ranks first and rescores
+    only that one: passages whose best span passes the threshold were dropped (25 of 40 returned)
+    and the limit was cut on the lesser span (B before A in 6 of 30 pairs) until the store gave the
+    kNN a slack and ranked by the best spans itself (search_requests.QUANTIZED_MARGIN)."""
+    store = make_live_store()  # the default int8_hnsw
+    stamp = ModelStamp("test-model-384", "1", 384, "d" * 64)
+    store.check_model(stamp)
+    if not store.rescores():
+        pytest.skip("int8 scores are estimates before Elasticsearch 8.18 (no rescore_vector)")
+    query, docs = near_tie_corpus()
+    assert all(o.ok for o in store.write(docs))
+    store.flush()
+    hits = search(store, query, threshold=0.36, limit=100, filters=Filters.of({"pair": None}))
+    assert sorted(h.id for h in hits) == [f"t{i:02d}" for i in range(40)]
+    assert [h.score for h in hits] == pytest.approx([0.3605] * 40, abs=1e-4)
+    assert all(len(h.spans) == 1 and h.spans[0].similarity >= 0.36 for h in hits)  # the marks: the threshold's
+    wrong = [i for i in range(30) if [h.id for h in search(store, query, threshold=0.36, limit=1, filters=Filters.of({"pair": i}))] != [f"a{i:02d}"]]
+    assert wrong == []
+    both = search(store, query, threshold=0.36, limit=2, filters=Filters.of({"pair": 3}), passage_weight=0.5)
+    assert [h.id for h in both] == ["a03", "b03"]
+
+
 def test_passage_weight_on_the_int8_index(loaded):
     hits = search(loaded, DINO, passage_weight=0.5)
     passage = 1 / np.sqrt(3)  # every passage vector of corpus() is unit(1, 1, 1)

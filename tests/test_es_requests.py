@@ -28,7 +28,7 @@ from indexer.assets import mappings_dir  # noqa: E402
 from indexer.errors import SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
 from indexer.stores.base import Filters, ModelStamp  # noqa: E402
-from indexer.stores.elasticsearch import index_requests, paged_requests, search_requests  # noqa: E402
+from indexer.stores.elasticsearch import index_requests, paged_requests, search_requests, searching  # noqa: E402
 from indexer.stores.elasticsearch import similarity as sim  # noqa: E402
 from indexer.stores.elasticsearch import templates  # noqa: E402
 
@@ -528,6 +528,26 @@ def test_rescore_vector_rescores_every_candidate():
     assert "rescore_vector" not in json.dumps(search_requests.knn_search_body(QUERY, min_similarity=0.5, passage_weight=0.5))
 
 
+def test_quantized_index_searches_with_slack_and_fetches_more():
+    """A quantized index's passage _score can understate its best span (the nested kNN rescores
+    the span the int8 estimate picked): the kNN similarity leaves QUANTIZED_MARGIN of slack, and a
+    caller may fetch more than the limit to rank them itself (hybrid scoring too)."""
+    margin = search_requests.QUANTIZED_MARGIN
+    exact = top_k_parts(search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=10))[0]["query"]["knn"]
+    quantized = search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=10, rescore=True, fetch=30)
+    ranking, marks, _ = top_k_parts(quantized)
+    assert exact["similarity"] == 0.5 and ranking["query"]["knn"]["similarity"] == pytest.approx(0.5 - margin)
+    assert marks["query"]["bool"]["must"] == [ranking["query"]]  # marks: the same slack, filtered on reading
+    assert quantized["size"] == ranking["query"]["knn"]["k"] == 30
+    assert search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=10, passage_weight=0.5)["size"] == 10
+    weighted = search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=10, passage_weight=0.5, rescore=True, fetch=15)
+    assert weighted["size"] == 15
+    bm25 = search_requests.bm25_boost_search_body(QUERY, text="t", min_similarity=0.5, rescore=True, fetch=30)
+    assert bm25["size"] == 30
+    assert not search_requests.pool_is_final(0.60, 0.59, 0.0, 0.0, slack=margin)
+    assert search_requests.pool_is_final(0.61, 0.59, 0.0, 0.0, slack=margin)
+
+
 @pytest.mark.parametrize("kind, lossy", [("int8_hnsw", True), ("int4_flat", True), ("bbq_hnsw", True),
                                          ("bbq_disk", True), ("hnsw", False), ("flat", False), (None, False)])
 def test_quantized_index_types(kind, lossy):
@@ -623,8 +643,9 @@ def test_docs_dev_tools_request_for_hybrid_scoring_is_what_nerindex_sends():
     blocks = [b for b in re.findall(r"```\nGET nerindex/_search(?:\?\S*)?\n(.*?)```", docs, re.S) if '"should"' in b]
     assert len(blocks) == 1, "docs/elasticsearch.md should show one hybrid scoring request"
     pasted = json.loads(blocks[0].replace("[ PASTE THE VECTOR HERE ]", json.dumps(index_requests.vector_values(QUERY))))
-    # what nerindex sends to Elasticsearch >= 8.18 for the default int8 index
-    assert pasted == search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=10, passage_weight=0.3, rescore=True)
+    # what nerindex sends to Elasticsearch >= 8.18 for the default int8 index (searching.knn_hits)
+    assert pasted == search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=10, passage_weight=0.3, rescore=True,
+                                                     fetch=searching.fetch_for(10))
 
 
 # --- similarity conversions -----------------------------------------------------------------------

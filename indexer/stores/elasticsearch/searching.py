@@ -18,7 +18,8 @@ from . import responses as rs
 from .options import StoreOptions
 from .paged_requests import exhaustive_search_body
 from .search_requests import (
-    MAX_NUM_CANDIDATES, bm25_boost_search_body, knn_search_body, num_candidates_for, pool_bound_searches, pool_is_final,
+    MAX_NUM_CANDIDATES, QUANTIZED_MARGIN, bm25_boost_search_body, knn_search_body, num_candidates_for,
+    pool_bound_searches, pool_is_final,
 )
 from .similarity import cosine_from_knn_score
 
@@ -30,7 +31,15 @@ def knn_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
     alias: str, options: StoreOptions, rescore: bool, errors: Errors, typed_filters: bool = False,
 ) -> Iterator[Hit]:
-    """The top ``request.limit`` hits of one nested kNN search (option ``hybrid``: plus BM25 boost)."""
+    """The top ``request.limit`` hits of one nested kNN search (option ``hybrid``: plus BM25 boost).
+
+    ``rescore`` (a quantized index): a passage's ``_score`` may understate its best span (see
+    :mod:`.search_requests`), so Elasticsearch's order and its cut at ``limit`` are not the answer's.
+    A few more passages than the limit are fetched (:func:`fetch_for`) and ranked here by their best
+    spans (``best_span`` inner hits, exact over all the passage's spans), so a passage whose
+    ``_score`` is understated by less than the spread of scores between the limit-th and the last
+    fetched passage keeps its place. Hybrid scoring's pool bound allows for the same slack.
+    """
     bm25_boost = options.hybrid and bool(request.text)  # the public option "hybrid": BM25 on text
     weight = float(request.passage_weight)
     common = dict(
@@ -44,12 +53,14 @@ def knn_hits(
         typed_filters=typed_filters,
     )
     candidates = num_candidates_for(request.limit, options.num_candidates)
+    fetch = fetch_for(request.limit) if rescore else None
+    slack = QUANTIZED_MARGIN if rescore else 0.0
     while True:
         common["num_candidates"] = candidates
         if bm25_boost:
-            body = bm25_boost_search_body(request.vector, text=request.text, boost=options.text_boost, **common)
+            body = bm25_boost_search_body(request.vector, text=request.text, boost=options.text_boost, fetch=fetch, **common)
         else:
-            body = knn_search_body(request.vector, text=request.text, **common)
+            body = knn_search_body(request.vector, text=request.text, fetch=fetch, **common)
         with errors(f"search {alias!r}", search=True):
             try:
                 response = client.search(index=alias, body=body, include_named_queries_score=bool(weight) or None)
@@ -69,11 +80,18 @@ def knn_hits(
         if bm25_boost or not weight or candidates >= MAX_NUM_CANDIDATES:
             break
         kth = ranked[request.limit - 1].score if len(ranked) >= request.limit else None
-        if pool_is_final(kth, *_pool_bounds(client, request, stamp, alias, candidates, rescore, errors, typed_filters),
-                         weight):
+        bounds = _pool_bounds(client, request, stamp, alias, candidates, rescore, errors, typed_filters)
+        if pool_is_final(kth, *bounds, weight, slack=slack):
             break
         candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
     yield from ranked[: request.limit]
+
+
+def fetch_for(limit: int) -> int:
+    """How many passages a top-k search on a quantized index fetches to rank itself: the limit and
+    half as many again, at least 5 more (measured on CrossNER politics dev, 0.4.0's spans: 148
+    of 4,000 passages had a ``_score`` under their best span, 99 % of them by less than 0.003)."""
+    return min(MAX_NUM_CANDIDATES, limit + max(5, limit // 2))
 
 
 def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, alias: str, candidates: int,
