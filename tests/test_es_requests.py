@@ -343,7 +343,7 @@ def test_knn_body_golden():
     ranking, marks, rest = top_k_parts(body)
     assert body["size"] == 10 and rest == []
     knn = ranking["query"]["knn"]
-    assert knn["field"] == "spans.vector" and knn["k"] == 10 and knn["num_candidates"] == 100
+    assert knn["field"] == "spans.vector" and knn["k"] == 10 and knn["num_candidates"] == 300
     assert knn["similarity"] == 0.5  # raw cosine, not the (1 + cos) / 2 score
     # every span ranks (the best one is the one inner hit read); only mentions are marked
     assert ranking["score_mode"] == "max" and ranking["inner_hits"] == {"name": "best_span", "size": 1, "_source": False}
@@ -441,7 +441,8 @@ def test_knn_limit_bounds(limit):
 
 @pytest.mark.parametrize(
     "k, requested, expected",
-    [(1, None, 100), (10, None, 100), (80, None, 160), (6000, None, 10_000), (50, 20, 50), (10, 20_000, 10_000)],
+    [(1, None, 300), (10, None, 300), (80, None, 300), (200, None, 400), (6000, None, 10_000), (50, 20, 50),
+     (10, 20_000, 10_000)],
 )
 def test_num_candidates(k, requested, expected):
     assert search_requests.num_candidates_for(k, requested) == expected
@@ -479,7 +480,7 @@ def test_knn_body_with_passage_weight_golden():
     assert marks["query"]["bool"]["must"] == [nested["query"]]  # the marks come from the same pool
     knn = nested["query"]["knn"]
     # the candidate pool, not just `limit`, is re-ranked by the combined score
-    assert knn["k"] == knn["num_candidates"] == 100 and knn["similarity"] == 0.5
+    assert knn["k"] == knn["num_candidates"] == 300 and knn["similarity"] == 0.5
     assert knn["filter"] == [
         {"term": {"fields.source": "wiki"}},
         {"term": {"spans.labels": "politician"}},
@@ -490,7 +491,7 @@ def test_knn_body_with_passage_weight_golden():
     assert passage["field"] == "vector" and passage["boost"] == 0.25
     assert passage["query_vector"] == knn["query_vector"]
     # exact passage scores: no more candidates (the span kNN's passages) than k
-    assert passage["k"] == passage["num_candidates"] == 100
+    assert passage["k"] == passage["num_candidates"] == 300
     assert passage["filter"] == [{"nested": {"path": "spans", "query": nested["query"]}}]
     # a passage without a vector scores as cosine 0: λ · (1 + 0) / 2
     assert missing["constant_score"]["boost"] == pytest.approx(0.125)
@@ -515,7 +516,7 @@ def test_rescore_vector_rescores_every_candidate():
     ranking, marks, _ = top_k_parts(top)
     assert ranking["query"]["knn"]["rescore_vector"] == {"oversample": 10.0}  # k · 10 = num_candidates
     assert marks["query"]["bool"]["must"] == [ranking["query"]]
-    wider = top_k_parts(search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=80, rescore=True))[0]
+    wider = top_k_parts(search_requests.knn_search_body(QUERY, min_similarity=0.5, limit=200, rescore=True))[0]
     assert wider["query"]["knn"]["rescore_vector"] == {"oversample": 2.0}
     weighted = search_requests.knn_search_body(QUERY, min_similarity=0.5, passage_weight=0.5, rescore=True)
     check_search(weighted)
