@@ -290,6 +290,21 @@ def test_malformed_json_line(tmp_path):
     assert "malformed JSON" in err.reason
 
 
+def test_unclosed_quote_in_csv_names_the_record_not_the_end(tmp_path):
+    """The lenient csv reader took the rest of the file into the quoted field: one passage instead
+    of three, and no error."""
+    f = write(tmp_path / "a.csv", 'id,text\n1,"Barack Obama visited Berlin.\n2,Angela Merkel met Macron.\n3,Tokyo.\n')
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "not closed" in err.reason
+
+
+def test_stray_quote_at_a_tsv_field_start_is_refused_not_dropped(tmp_path):
+    """`"Dune" is a novel` was read as `Dune is a novel`: the quotes were lost without a word."""
+    f = write(tmp_path / "a.tsv", 'id\ttext\n1\tfine\n2\t"Dune" is a novel by Frank Herbert.\n')
+    assert_names(error_of(f), f, 3)
+
+
 def test_nan_is_not_json(tmp_path):
     f = write(tmp_path / "a.jsonl", '{"text": "ok", "score": NaN}\n')
     assert_names(error_of(f), f, 1)

@@ -178,7 +178,11 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
                 yield raw.decode("utf-8", errors="replace")
 
     with _open_binary(path, rules.path) as fh:
-        reader = csv.reader(decoded(fh), delimiter=delimiter)
+        # strict: a quote that opens a field must close it, and nothing but the delimiter may follow
+        # it; otherwise the lenient reader took the rest of the file into one field, or dropped
+        # the quotes of `"Dune" is a novel`, without a word
+        reader = csv.reader(decoded(fh), delimiter=delimiter, strict=True)
+        prev = 0  # the last line of the last record read (a quoted field may span lines)
         try:
             header: list[str] | None = None
             for row in reader:
@@ -208,7 +212,11 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
                 # an unnamed column (a pandas index, say) cannot become a field name
                 yield rules.passage({k: v for k, v in zip(header, row) if k}, start)
         except csv.Error as exc:
-            raise rules.error(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}", reader.line_num) from exc
+            kind = "TSV" if delimiter == chr(9) else "CSV"
+            if reader.line_num > prev + 1:  # the record ran on past its line: an opening quote never closed
+                raise rules.error(f"malformed {kind}: a quoted field opened in this record is not closed "
+                                  f"(read on to line {reader.line_num}: {exc})", prev + 1) from exc
+            raise rules.error(f"malformed {kind}: {exc}", reader.line_num) from exc
         except OSError as exc:
             raise InputError(f"cannot read: {exc}", path=rules.path) from exc
 
