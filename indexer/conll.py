@@ -63,11 +63,16 @@ def bio_spans(tokens: tuple[str, ...], tags: tuple[str, ...]) -> list[GoldSpan]:
     return spans
 
 
+def _is_tag(text: str) -> bool:
+    """One BIO/IO tag and nothing else (``O``, ``B-PER``)."""
+    return not any(c.isspace() for c in text) and bool(_TAG.match(text))
+
+
 def iter_sentences(path: str | Path) -> Iterator[Sentence]:
     """Parse a CoNLL-style file into sentences; a malformed line raises :class:`InputError`."""
     name = str(path)
     try:
-        handle = open(path, encoding="utf-8", newline="")
+        handle = open(path, encoding="utf-8-sig", newline="")  # a BOM is no token
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror}", path=name) from exc
     tokens: list[str] = []
@@ -86,7 +91,9 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
                     continue
                 if line.startswith("-DOCSTART-"):
                     continue
-                if line.startswith("# id ") or (line.startswith("# ") and not tokens and "\t" not in line and " _ _ " not in line):
+                # a header opens a sentence; "# O" there is the token "#" tagged O (tweets), not a header
+                if line.startswith("# id ") or (line.startswith("# ") and not tokens and "\t" not in line
+                                                and " _ _ " not in line and not _is_tag(line[2:].strip())):
                     header = line[2:].strip()
                     continue
                 cols = line.split("\t") if "\t" in line else line.split()

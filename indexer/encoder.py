@@ -183,7 +183,7 @@ class OnnxEncoder:
         """Words and windows of a passage (``enc``: its encoding, when already made)."""
         if enc is None:
             enc = self.tokenizer.encode(passage.text, add_special_tokens=False)
-        words = words_from_encoding(enc.word_ids, enc.offsets)
+        words = words_from_encoding(enc.word_ids, enc.offsets, passage.text)
         max_tokens = self.info.max_length - len(self._prefix) - len(self._suffix)
         items = [
             _Item(index, w.ids, w.spans, w.chars)

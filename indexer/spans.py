@@ -8,6 +8,7 @@ the same way; that is why this module exists on its own and does no I/O.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -48,11 +49,15 @@ class Candidate:
 
 
 def words_from_encoding(
-    word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]]
+    word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]], text: str | None = None
 ) -> list[Word]:
     """Group tokens into words using the tokenizer's word ids and character offsets: a run of
     tokens with one word id (special tokens, id None, left out) is a word, from its first token's
-    start to the furthest end among its tokens."""
+    start to the furthest end among its tokens.
+
+    With ``text`` (the encoded text), a word also takes the combining marks that follow it: an
+    uncased tokenizer strips accents, so in decomposed text ("Beyonce" + U+0301) no token covers
+    the accent of a word's last letter, and a mark would end before it."""
     ids = np.fromiter((-1 if w is None else w for w in word_ids), dtype=np.int64, count=len(word_ids))
     tokens = np.flatnonzero(ids >= 0)
     if tokens.size == 0:
@@ -60,8 +65,17 @@ def words_from_encoding(
     ends = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)[tokens]
     first = np.flatnonzero(np.r_[True, ids[tokens][1:] != ids[tokens][:-1]])
     last = np.r_[first[1:] - 1, tokens.size - 1]
-    return list(map(Word._make, zip(tokens[first].tolist(), tokens[last].tolist(), ends[first, 0].tolist(),
-                                    np.maximum.reduceat(ends[:, 1], first).tolist())))
+    stops = np.maximum.reduceat(ends[:, 1], first).tolist()
+    if text is not None and not text.isascii():
+        stops = [_past_marks(text, stop) for stop in stops]
+    return list(map(Word._make, zip(tokens[first].tolist(), tokens[last].tolist(), ends[first, 0].tolist(), stops)))
+
+
+def _past_marks(text: str, end: int) -> int:
+    """``end`` moved past the combining marks (Unicode category M*) that follow it in ``text``."""
+    while end < len(text) and unicodedata.category(text[end]).startswith("M"):
+        end += 1
+    return end
 
 
 def plan_windows(words: Sequence[Word], *, max_tokens: int, max_span_width: int) -> list[Window]:

@@ -95,6 +95,15 @@ def test_spans_are_consistent(encoder):
         assert len(span.labels) <= encoder.info.labels_per_span
 
 
+def test_a_mark_keeps_the_accent_of_decomposed_text(encoder):
+    """NFD text: the uncased tokenizer drops the combining accent, the marked name must not."""
+    text = "Beyonce\u0301 sang in Paris with Chloe\u0308."
+    (doc,) = encoder.encode([Passage("x", text)])
+    names = {s.text for s in doc.spans}
+    assert "Beyonce\u0301" in names and "Chloe\u0308" in names
+    assert not any(text[s.end : s.end + 1] in ("\u0301", "\u0308") for s in doc.spans)
+
+
 def test_batching_barely_changes_results(encoder):
     # int8 dynamic quantisation scales activations per call, so padding in a batch moves vectors
     # a little; spans far from the detection threshold must not move at all.

@@ -51,6 +51,15 @@ def test_markdown_puts_methods_and_groups_side_by_side():
     assert "not scored): poem" in md
 
 
+def test_group_rows_name_every_threshold_their_types_used():
+    """The "all" row took the method's one threshold although its types used two."""
+    result = {**RESULT, "per_type": [{**RESULT["per_type"][0], "thresholds": {"system": 0.36}},
+                                     {**RESULT["per_type"][1], "thresholds": {"system": 0.27}}]}
+    assert report._group_thresholds(result, "system", "all") == "0.36/0.27"
+    assert report._group_thresholds(result, "system", "unseen") == "0.27"
+    assert report._group_thresholds(RESULT, "system", "all") == "0.42"  # saved before per-type thresholds
+
+
 def test_charts_are_pngs(tmp_path: Path):
     pytest.importorskip("matplotlib")
     written = report.write_outputs(RESULT, tmp_path, stem="toy")

@@ -152,6 +152,17 @@ def test_calibration_uses_seen_types_only(toy):
     assert result["methods"]["dense"]["threshold"] == cal["methods"]["dense"]["chosen"]["threshold"]
 
 
+def test_a_phrase_is_seen_as_the_search_rule_sees_it():
+    """Grouping compares phrases as ModelInfo.is_trained_phrase does: "Politician" was searched
+    with the trained-on threshold but averaged with the unseen types."""
+    from indexer.evaluation.benchmark_io import Query
+    from indexer.evaluation.seen_types import group_of
+
+    training = Training(types={"politician"})
+    assert group_of(Query("q", "Politician ", ("per",)), training) == "seen"
+    assert group_of(Query("q", "political party", ("org",)), training) == "unseen"
+
+
 def test_training_from_card_sources(tmp_path: Path):
     t = training_from_card(ModelCard({"training": {"types": ["person"], "type_counts": {"person": 7}}}))
     assert t.types == {"person"} and t.counts == {"person": 7}

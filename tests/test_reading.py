@@ -213,6 +213,12 @@ def test_conll_file_with_gold(tmp_path):
     assert passages[0].fields == {"source": "a.conll", "line": 3}
 
 
+def test_conll_bom_and_a_hash_token_opening_a_sentence(tmp_path):
+    """A BOM made "-DOCSTART-" a passage; "# O" opening a sentence was read as a header."""
+    f = write(tmp_path / "a.conll", b"\xef\xbb\xbf-DOCSTART- O\n\nEU B-ORG\nrejects O\n\n# O\nhashtag O\nBarack B-PER\n\n")
+    assert [p.text for p in read(f)] == ["EU rejects", "# hashtag Barack"]
+
+
 def test_txt_file_that_looks_like_conll_is_conll_unless_overridden(tmp_path):
     f = write(tmp_path / "train.txt", CONLL)
     assert looks_like_conll(f)

@@ -33,6 +33,14 @@ def test_words_from_encoding_groups_subwords():
     ]
 
 
+def test_a_word_takes_the_combining_marks_after_it():
+    """An uncased tokenizer strips accents: in "Beyonce" + U+0301 no token covers the accent."""
+    text = "Beyonce\u0301 sang"
+    word_ids, offsets = [0, 0, 1], [(0, 4), (4, 7), (9, 13)]
+    assert words_from_encoding(word_ids, offsets) == [Word(0, 1, 0, 7), Word(2, 2, 9, 13)]
+    assert words_from_encoding(word_ids, offsets, text) == [Word(0, 1, 0, 8), Word(2, 2, 9, 13)]
+
+
 def test_short_passage_is_one_window():
     words = make_words([1] * 10)
     (w,) = plan_windows(words, max_tokens=254, max_span_width=3)

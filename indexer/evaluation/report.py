@@ -81,7 +81,8 @@ def group_table(result: Mapping[str, Any]) -> str:
 
 def _group_thresholds(result: Mapping[str, Any], method: str, group: str) -> str:
     """The thresholds a method applied to a group's types ("0.36/0.27" when they differ)."""
-    applied = {r["thresholds"][method] for r in result["per_type"] if r["group"] == group and r.get("thresholds", {}).get(method) is not None}
+    applied = {r["thresholds"][method] for r in result["per_type"]
+               if group in ("all", r["group"]) and r.get("thresholds", {}).get(method) is not None}  # fmt: skip
     if not applied:
         return _fmt(result["methods"].get(method, {}).get("threshold"), 2)  # results saved before per-type thresholds
     return "/".join(_fmt(t, 2) for t in sorted(applied, reverse=True))

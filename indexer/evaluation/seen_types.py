@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from ..model_card import ModelCard
+from ..model_folder import normal_phrase
 from .benchmark_io import Query, read_mapping_file, resolve_mapping
 
 Group = Literal["seen", "unseen", "coarse"]
@@ -29,10 +30,13 @@ class Training:
 
 
 def group_of(query: Query, training: Training) -> Group:
-    """coarse (scored apart, see COARSE_TAGS) · seen (phrase trained on) · unseen."""
+    """coarse (scored apart, see COARSE_TAGS) · seen (phrase trained on) · unseen.
+
+    Phrases compare as :meth:`ModelInfo.is_trained_phrase` compares them (case and spacing
+    aside), so a type is grouped with the threshold and λ it is searched with."""
     if query.coarse:
         return "coarse"
-    return "seen" if query.text in training.types else "unseen"
+    return "seen" if normal_phrase(query.text) in {normal_phrase(t) for t in training.types} else "unseen"
 
 
 def count_training_mentions(

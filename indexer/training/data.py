@@ -215,7 +215,7 @@ def build_corpus(
     for pi, (p, src, ph) in enumerate(zip(passages, origin, phrases)):
         passage_phrases.append({x for x in ph if x})
         enc = tokenizer.encode(p.text, add_special_tokens=False)
-        words = words_from_encoding(enc.word_ids, enc.offsets)
+        words = words_from_encoding(enc.word_ids, enc.offsets, p.text)
         aligned: list[tuple[int, int, int, int, str | None]] = []
         for g, phrase, wr in zip(p.gold, ph, gold_word_ranges(words, p.gold, max_span_width, counts)):
             if wr is not None:

@@ -73,7 +73,7 @@ def _sentence_candidates(
 ) -> tuple[GoldKept, list[_Pending]]:
     """Pass 1 for one sentence: words, gold alignment, candidate matches and their senses."""
     enc = tokenizer.encode(p.text, add_special_tokens=False)
-    words = words_from_encoding(enc.word_ids, enc.offsets)
+    words = words_from_encoding(enc.word_ids, enc.offsets, p.text)
     ranges: list[tuple[int, int]] = []
     kept: GoldKept = []
     aligned = gold_word_ranges(words, p.gold, annotator.cfg.max_span_width, annotator.counts)
