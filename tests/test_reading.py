@@ -199,7 +199,15 @@ def test_single_prose_txt_file(tmp_path):
     f = write(tmp_path / "essay.txt", "It was a dark and stormy night.\nThe end.\n")
     assert resolve_format(f) == "txt"
     [p] = read(f)
-    assert (p.id, p.fields) == ("essay.txt", {"path": "essay.txt"})
+    where = f.resolve().as_posix()
+    assert (p.id, p.fields) == (where, {"path": where})
+
+
+def test_single_txt_files_of_one_name_are_two_passages(tmp_path):
+    """The bare file name was the id: b/notes.txt was skipped as "already stored" after a/notes.txt."""
+    a = write(tmp_path / "a" / "notes.txt", "Barack Obama visited Berlin.")
+    b = write(tmp_path / "b" / "notes.txt", "Angela Merkel met Macron.")
+    assert read(a)[0].id != read(b)[0].id
 
 
 CONLL = "-DOCSTART- O\n\nAngela\tB-PER\nMerkel\tI-PER\nvisited\tO\nParis\tB-LOC\n\nHi\tO\n"

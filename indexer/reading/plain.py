@@ -1,7 +1,9 @@
 """Plain-text files (one passage per file) and CoNLL/BIO files (one passage per sentence).
 
-Text files keep their text exactly (offsets index into it) except for a leading BOM; the id is the
-path relative to the folder, so re-indexing a folder replaces rather than duplicates. CoNLL parsing
+Text files keep their text exactly (offsets index into it) except for a leading BOM; in a folder
+the id is the path relative to the folder, so indexing the folder again finds them stored (and
+``--reindex-existing`` replaces them) rather than duplicating them; a single file's id is its
+absolute path, so two files of one name in different folders are two passages. CoNLL parsing
 is :mod:`indexer.conll`'s; in a folder the source field and id use the relative path so that
 ``politics/dev.txt`` and ``literature/dev.txt`` never collide.
 """
@@ -54,8 +56,8 @@ def txt_items(path: Path) -> Iterator[Item]:
     if path.is_dir():
         for file, rel in folder_files(path, frozenset({".txt"})):
             yield text_file_item(file, rel)
-    else:
-        yield text_file_item(path, path.name)
+    else:  # its absolute path: the bare name made a/notes.txt and b/notes.txt one passage ("already stored")
+        yield text_file_item(path, path.resolve().as_posix())
 
 
 def conll_items(path: Path) -> Iterator[Item]:
