@@ -187,6 +187,12 @@ def test_facet_counts_one_value_per_class_a_filter_tells_apart():
     assert facets["n"] == [{"value": True, "count": 2}, {"value": 1.0, "count": 2}, {"value": False, "count": 1}]
 
 
+def test_facet_counts_a_passage_once_per_value_as_a_filter_finds_it():
+    """["a", "a", "b"] counted "a" twice, though filtering on it finds the passage once."""
+    facets = facet_counts([hit(0, tags=["a", "a", "b"]), hit(1, tags=[1, 1.0])], fields=["tags"])
+    assert sorted((str(f["value"]), f["count"]) for f in facets["tags"]) == [("1", 1), ("a", 1), ("b", 1)]
+
+
 def test_facet_counts_skips_id_like_and_long_text_fields():
     hits = [hit(i, url=f"https://x/{i}", topic="t", body="x" * 200) for i in range(60)]
     facets = facet_counts(hits)

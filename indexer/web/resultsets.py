@@ -241,7 +241,7 @@ def facet_counts(
                 keys = [frozenset(field_texts(v)) for v in values]
                 for key, v in zip(keys, values):
                     seen.setdefault(key, v)
-                counters.setdefault(name, Counter()).update(keys)
+                counters.setdefault(name, Counter()).update(set(keys))  # a passage counts once per value, as a filter finds it
     out: dict[str, list[dict[str, Any]]] = {}
     names = list(fields) if fields is not None else sorted(counters)
     for name in names:
