@@ -22,7 +22,7 @@ httpx = pytest.importorskip("httpx", reason="the [web] extra is not installed")
 
 from test_web_api import CORPUS, XSS_TEXT, ServerThread, web_index  # noqa: E402,F401  (shared fixture)
 
-from indexer.web import create_app  # noqa: E402
+from indexer.web import Limits, create_app  # noqa: E402
 
 CHROMIUM = os.environ.get("NERINDEX_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
@@ -289,6 +289,56 @@ def test_facets_filter_the_results(page, base_url):
     assert hit_ids(page) == expected[:20]
     topics = page.eval_on_selector_all("#results .field-item", "els => els.map(e => e.textContent)")
     assert {t for t in topics if t.startswith("topic")} == {"topic: politics"}
+
+
+def test_a_shared_url_is_searched_as_it_says(page, base_url):
+    """The URL's threshold went through the 0..1 slider, which snapped it (0.1234 was sent as
+    0.12, -0.5 as 0); a filter of one value, the API's own shape, emptied the page."""
+    with page.expect_request("**/api/v1/search") as request:
+        open_page(page, base_url, '?type=person&threshold=0.1234&filters={"topic":"politics"}')
+    assert request.value.post_data_json["threshold"] == 0.1234
+    page.wait_for_selector("#results li.hit")
+    expected = all_ids(base_url, type="person", threshold=0.1234, filters={"topic": "politics"})
+    assert hit_ids(page) == expected[:20]
+    assert "threshold=0.1234" in page.url and "0.1234" in page.inner_text("#threshold-value")
+    assert page.is_checked("#facets fieldset[data-field='topic'] label:has-text('politics') input")
+
+
+def test_a_facet_filters_the_query_shown_not_the_one_typed(page, base_url):
+    open_page(page, base_url, "?type=person&threshold=0")
+    page.wait_for_selector("#facets fieldset[data-field='topic']")
+    page.fill("#type", "city")  # typed, not searched
+    with page.expect_request("**/api/v1/search") as request:
+        page.check("#facets fieldset[data-field='topic'] label:has-text('politics') input")
+    assert request.value.post_data_json["type"] == "person"
+
+
+def test_the_page_says_whose_threshold_and_lambda_apply(browser, web_index):
+    """A server started with --threshold applies its own, not the model's; the λ applied is the
+    model's for the type (1 for types it was not trained on), shown once searched."""
+    with ServerThread(create_app(web_index, threshold=0.1)) as url:
+        pg = browser.new_page()
+        open_page(pg, url, "?type=dinosaur")
+        pg.wait_for_selector("#results li.hit")
+        expected = api_search(url, type="dinosaur", limit=20, all=True)
+        assert pg.inner_text("#threshold-value") == "0.10 (server's)"
+        summary = pg.inner_text("#summary")
+        assert "similarity ≥ 0.10, the server's" in summary and f"passage weight {expected['passage_weight']:g}" in summary
+        assert pg.get_attribute("#passage-weight", "placeholder") == f"model's: {expected['passage_weight']:g}"
+        pg.close()
+
+
+def test_the_page_pages_within_the_servers_page_size(browser, web_index):
+    """With serve --max-page-size below the page's 20 (or "Load all"'s 500), every search failed."""
+    with ServerThread(create_app(web_index, limits=Limits(max_page_size=3))) as url:
+        pg = browser.new_page()
+        open_page(pg, url, "?type=person&threshold=0")
+        pg.wait_for_selector("#results li.hit")
+        assert len(hit_ids(pg)) == 3 and pg.is_hidden("#error")
+        pg.click("#load-all")
+        pg.wait_for_function("() => document.querySelector('#load-all').hidden")
+        assert hit_ids(pg) == [h.id for h in web_index.search("person", min_similarity=0.0, exhaustive=True)]
+        pg.close()
 
 
 def test_page_helpers_cut_by_characters_and_quote_csv(page, base_url):

@@ -13,7 +13,10 @@ const state = {
   pageSize: DEFAULT_PAGE_SIZE, // ?size=N in the URL changes it
   query: null, // {type, text, threshold (null: the model's for the type), passage_weight (null: the model's), filters}
   thresholdSet: false, // the slider was moved or the URL gave a threshold: send it; else the server chooses
+  threshold: null, // the threshold to send once set: the URL's exactly (the slider snaps to 0..1 by 0.01)
   applied: null, // the threshold the last search applied (the response's)
+  appliedWeight: null, // the λ the last search applied (the response's: the model's for the type unless set)
+  loadAllPage: LOAD_ALL_PAGE, // at most the server's page size limit
   hits: [],
   total: 0,
   nextCursor: null,
@@ -153,9 +156,10 @@ function renderSummary() {
   const shown = state.hits.length;
   const what = `${n} passage${n === 1 ? "" : "s"} mention${n === 1 ? "s" : ""} an entity of type “${q.type}”`;
   const extra = shown < n ? ` — showing ${shown}` : "";
-  const weight = q.passage_weight === null ? "" : `, passage weight ${q.passage_weight}`;
-  const applied = typeof state.applied === "number" ? state.applied.toFixed(2) : "?";
-  const whose = q.threshold === null ? ", the model's for this type" : "";
+  const weight = q.passage_weight !== null ? `, passage weight ${q.passage_weight}`
+    : typeof state.appliedWeight === "number" ? `; passage weight ${state.appliedWeight}, the model's` : "";
+  const applied = typeof state.applied === "number" ? formatThreshold(state.applied) : "?";
+  const whose = q.threshold !== null ? "" : serverThreshold() !== null ? ", the server's" : ", the model's for this type";
   $("summary").textContent = `${what} (similarity ≥ ${applied}${whose}${weight})${extra}`;
 }
 
@@ -223,7 +227,7 @@ function renderFacets() {
   box.hidden = false;
   box.append(el("h2", {}, "Filter by"));
   for (const name of names) {
-    const selected = filters[name] || [];
+    const selected = asList(filters[name]);
     const values = [...(state.facets[name] || [])];
     for (const v of selected) if (!values.some((x) => x.value === v)) values.push({ value: v, count: 0 });
     const set = el("fieldset", { class: "facet", dataset: { field: name } }, el("legend", {}, name));
@@ -251,7 +255,7 @@ function readForm() {
   return {
     type: $("type").value.trim(),
     text: $("text").value.trim() || null,
-    threshold: state.thresholdSet ? Number($("threshold").value) : null,
+    threshold: state.thresholdSet ? state.threshold : null,
     passage_weight: $("passage-weight").value === "" ? null : Number($("passage-weight").value),
     filters: state.query ? { ...state.query.filters } : {},
   };
@@ -290,7 +294,9 @@ async function runSearch(q) {
     state.nextCursor = data.next_cursor;
     state.facets = data.facets || {};
     state.applied = data.threshold;
+    state.appliedWeight = data.passage_weight;
     if (!state.thresholdSet && typeof data.threshold === "number") $("threshold").value = String(data.threshold);
+    if (typeof data.passage_weight === "number") $("passage-weight").placeholder = `model's: ${data.passage_weight}`;
     showThreshold();
     writeURL(q);
     renderResults();
@@ -331,7 +337,7 @@ async function loadAll() {
   if (!state.nextCursor || state.busy) return;
   setBusy(true);
   try {
-    while (state.nextCursor) await loadPage(LOAD_ALL_PAGE);
+    while (state.nextCursor) await loadPage(state.loadAllPage);
   } catch (err) {
     showError(err.message);
   } finally {
@@ -340,8 +346,9 @@ async function loadAll() {
 }
 
 function toggleFilter(field, value, on) {
-  const q = { ...readForm(), filters: { ...state.query.filters } };
-  const current = q.filters[field] || [];
+  // the facets are the shown query's: a type typed in the box but not searched is not theirs
+  const q = { ...state.query, filters: { ...state.query.filters } };
+  const current = asList(q.filters[field]);
   const next = on ? [...current.filter((v) => v !== value), value] : current.filter((v) => v !== value);
   if (next.length) q.filters[field] = next;
   else delete q.filters[field];
@@ -358,9 +365,26 @@ function download(name, type, content) {
 }
 
 function showThreshold() {
-  const value = Number($("threshold").value).toFixed(2);
-  // until a threshold is chosen, the model's applies: one for types it was trained on, one for others
-  $("threshold-value").textContent = state.thresholdSet ? value : `${value} (model's)`;
+  // until a threshold is chosen, the server's (serve --threshold) or else the model's applies: the
+  // model has one for types it was trained on and one for others
+  const value = state.thresholdSet ? state.threshold : Number($("threshold").value);
+  const whose = state.thresholdSet ? "" : serverThreshold() !== null ? " (server's)" : " (model's)";
+  $("threshold-value").textContent = `${formatThreshold(value)}${whose}`;
+}
+
+/** A threshold as set: two decimals, or all of them when it has more (a URL may give 0.1234). */
+function formatThreshold(t) {
+  return Math.abs(t * 100 - Math.round(t * 100)) < 1e-9 ? t.toFixed(2) : String(t);
+}
+
+function serverThreshold() {
+  const server = (state.info && state.info.server) || {};
+  return typeof server.threshold === "number" ? server.threshold : null;
+}
+
+/** A filter's values as a list: the API takes one value or a list of them. */
+function asList(value) {
+  return value === undefined ? [] : Array.isArray(value) ? value : [value];
 }
 
 // ---------------------------------------------------------------- start
@@ -368,6 +392,7 @@ function showThreshold() {
 async function start() {
   $("threshold").addEventListener("input", () => {
     state.thresholdSet = true;
+    state.threshold = Number($("threshold").value);
     showThreshold();
   });
   $("search-form").addEventListener("submit", (ev) => {
@@ -395,14 +420,20 @@ async function start() {
     if (typeof t === "number" && !params.has("threshold")) $("threshold").value = String(t);
     const w = info.value.model && info.value.model.passage_weight;
     if (typeof w === "number") $("passage-weight").placeholder = `model's: ${w}`;
+    const most = server.limits && server.limits.max_page_size;
+    if (Number.isInteger(most) && most >= 1) {
+      state.pageSize = Math.min(state.pageSize, most);
+      state.loadAllPage = Math.min(LOAD_ALL_PAGE, most);
+    }
   } else {
     showError(info.reason.message);
   }
   if (types.status === "fulfilled") {
     $("type-list").replaceChildren(...types.value.types.map((t) => el("option", { value: t })));
   }
-  if (params.has("threshold")) {
-    $("threshold").value = params.get("threshold");
+  if (params.has("threshold") && params.get("threshold").trim() !== "" && Number.isFinite(Number(params.get("threshold")))) {
+    state.threshold = Number(params.get("threshold")); // sent as given; the slider only shows it
+    $("threshold").value = String(state.threshold);
     state.thresholdSet = true;
   }
   showThreshold();
