@@ -319,6 +319,17 @@ def test_stray_quote_at_a_tsv_field_start_is_refused_not_dropped(tmp_path):
     assert_names(error_of(f), f, 3)
 
 
+def test_a_lone_surrogate_escape_is_bad_input_not_a_traceback(tmp_path):
+    """JSON may spell a lone surrogate (\\ud800), which UTF-8 cannot hold: storing it raised
+    UnicodeEncodeError after earlier chunks were written."""
+    f = write(tmp_path / "a.jsonl", '{"text": "fine"}\n{"text": "Barack \\ud800 Obama"}\n')
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "surrogate" in err.reason
+    g = write(tmp_path / "b.jsonl", '{"text": "ok", "meta": {"tags": ["x", "\\udc80"]}}\n')
+    assert "surrogate" in error_of(g).reason
+
+
 def test_nan_is_not_json(tmp_path):
     f = write(tmp_path / "a.jsonl", '{"text": "ok", "score": NaN}\n')
     assert_names(error_of(f), f, 1)
