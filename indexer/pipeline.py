@@ -102,6 +102,17 @@ def refuse_copies_under_text_ids(passages: Sequence[Passage], store: Store) -> N
         )
 
 
+def refuse_copies_anywhere(passages: Iterable[Passage], store: Store, *, chunk_size: int = WRITE_CHUNK) -> None:
+    """:func:`refuse_copies_under_text_ids` over a whole input, chunk by chunk, before any of it
+    is written (``nerindex index`` reads its input once more for it): run per chunk while
+    writing, the refusal came after the chunks before it were stored, and indexing again as it
+    advises then stored those twice. An empty store is skipped (it holds no copies)."""
+    if not store.counts().passages:
+        return
+    for chunk in chunked(passages, chunk_size):
+        refuse_copies_under_text_ids(chunk, store)
+
+
 def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[Passage], int, list[WriteOutcome]]:
     """(the passages of a chunk to encode, how many are skipped, outcomes of those refused).
 

@@ -79,6 +79,22 @@ def test_a_store_with_text_ids_refuses_the_same_passages_under_field_ids(tmp_pat
     assert store.counts().passages == 3
 
 
+def test_the_copies_check_covers_every_chunk_before_any_is_written(tmp_path, encoder):
+    """Run per chunk while writing, the refusal came after the earlier chunks were stored (and
+    following its advice stored those twice); refuse_copies_anywhere runs first, over all of them."""
+    from indexer.errors import InputError
+    from indexer.pipeline import refuse_copies_anywhere
+    from indexer.records import text_id
+
+    store = EmbeddedStore.open(tmp_path / "s")
+    refuse_copies_anywhere([Passage("doc-1", "Rex is a dinosaur.")], store)  # an empty store: nothing to find
+    index_passages([Passage(text_id("Paris is a city."), "Paris is a city.")], encoder, store)
+    later = [Passage(f"new-{i}", f"Passage {i}.") for i in range(5)] + [Passage("doc-2", "Paris is a city.")]
+    with pytest.raises(InputError, match="--id-field ''"):
+        refuse_copies_anywhere(later, store, chunk_size=2)
+    assert store.counts().passages == 1
+
+
 @pytest.mark.parametrize("chunk_size", [8, 1])  # the repeat in the same chunk, or in the next one
 def test_an_id_given_twice_in_one_run_keeps_the_first_text_and_the_report_says_so(tmp_path, encoder, chunk_size):
     first = Passage("a", "The mayor of Springfield met delegates from Shelbyville.")

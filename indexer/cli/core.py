@@ -68,6 +68,7 @@ def index_command(
     written. Passages already in the store (same id) are skipped: rerunning an interrupted or
     finished run resumes it without duplicates.
     """
+    from ..pipeline import refuse_copies_anywhere
     from ..reading import ReadStats, read_passages
 
     def read(stats: ReadStats) -> Iterator[Passage]:
@@ -78,6 +79,10 @@ def index_command(
     # chunk by chunk (a file changed in between is read as it is then, and checked again)
     count, stats = check_input(source, read)
     with NerIndex.open(settings=settings, create=True, catalog=catalog) as ix:
+        try:  # the copies check of every chunk, before the first is written
+            refuse_copies_anywhere(read(ReadStats()), ix.store)
+        except InputError as exc:
+            raise InputError(exc.reason, path=source) from None
         report = index_with_progress(ix, read(ReadStats()), count, batch_size=batch_size,
                                      skip_existing=not reindex_existing)
     print_index_summary(report, stats, source=source, where=ix.description, as_json=as_json)
