@@ -187,6 +187,36 @@ def test_training_from_card_sources(tmp_path: Path):
     assert isinstance(t, Training)
 
 
+def test_cli_eval_refuses_what_would_give_a_wrong_or_empty_report(toy, tmp_path: Path, monkeypatch):
+    """A --store with passages outside the benchmark ranked them among its answers (R-Precision
+    0.529 -> 0.434 in an audit, exit 0); no method ran a whole evaluation for an empty report; a
+    file that is not a saved result was a traceback, or an empty result with --json."""
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+    from indexer.errors import InputError
+
+    data, mapping, enc = toy
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    runner = CliRunner()
+    other = tmp_path / "other"  # filled by a run on another file
+    (tmp_path / "other.conll").write_text("Gandalf\tB-PER\nmet\tO\nFrodo\tB-PER\n\n", encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(tmp_path / "other.conll"), "--mapping", str(mapping), "--json", "--store", str(other)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--json", "--store", str(other)])
+    assert isinstance(res.exception, InputError) and "not in the benchmark" in str(res.exception)
+    again = tmp_path / "again"  # a store holding the benchmark alone, from an earlier run, is fine
+    for _ in range(2):
+        res = runner.invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--json", "--store", str(again)])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--methods", ","])
+    assert res.exit_code == 2 and "no method" in res.output
+    (tmp_path / "empty.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "bad.json").write_text("not json", encoding="utf-8")
+    for name in ("empty.json", "bad.json"):
+        res = runner.invoke(cli, ["eval", str(tmp_path / name), "--from-json", "--json"])
+        assert isinstance(res.exception, InputError) and "not a result of nerindex eval" in str(res.exception)
+
+
 def test_cli_eval_writes_reports_and_calibrates(toy, tmp_path: Path, monkeypatch):
     from indexer.cli import cli
     from indexer import encoder as encoder_module

@@ -136,6 +136,8 @@ def eval_command(
     """
     _log_progress()
     if from_json:
+        if len(data) != 1:
+            raise click.BadParameter("--from-json renders one saved result: give one file", param_hint="DATA")
         _rerender(data[0], model_dir, calibrate, write_model, out_dir, stem, no_charts, as_json)
         return
     bench = _load_benchmark(data, mapping, dataset, name)
@@ -187,6 +189,8 @@ def _export(bench, export_dir: str) -> None:
 
 def _methods(value: str) -> list[str]:
     chosen = [m.strip() for m in value.split(",") if m.strip()]
+    if not chosen:
+        raise click.BadParameter("no method given", param_hint="--methods")
     unknown = [m for m in chosen if m not in METHODS]
     if unknown:
         raise click.BadParameter(f"unknown method(s) {', '.join(unknown)}", param_hint="--methods")

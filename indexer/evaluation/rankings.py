@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ..records import EncodedPassage, Passage
 from .benchmark_io import Benchmark
 from .methods import DEFAULT_METHODS, SYSTEM_METHODS
@@ -115,6 +116,21 @@ def compute_rankings(
     return rankings, stats
 
 
+def _refuse_other_passages(store: Any, corpus: Sequence[Passage], folder: Path) -> None:
+    """A --store that holds passages outside the benchmark would rank them among its answers (and
+    count them wrong): refused. One that holds the benchmark already (an earlier run) is fine."""
+    held = store.counts().passages
+    if not held:
+        return
+    ids = [p.id for p in corpus]
+    ours = sum(len(store.existing_ids(ids[i : i + 10_000])) for i in range(0, len(ids), 10_000))
+    if held > ours:
+        raise InputError(
+            f"the store holds {held - ours} passage(s) that are not in the benchmark, which would rank among "
+            "its answers: give an empty folder, or leave --store out", path=str(folder),
+        )
+
+
 def _encode_corpus(encoder: Any, corpus: Sequence[Passage], batch_size: int) -> list[EncodedPassage]:
     """The corpus encoded once, base vectors included, logging progress every 500 passages."""
     done = [0]
@@ -152,6 +168,7 @@ def _system_rankings(
         folder = Path(store_dir) if store_dir else Path(tmp) / "store"
         store = open_store(Settings(store=str(folder)))  # always embedded: a folder of its own
         try:
+            _refuse_other_passages(store, corpus, folder)
             t0 = time.perf_counter()
             report = index_passages(corpus, _EncodedOnce(encoder, {e.passage.id: e for e in encoded}), store)
             stats["index_seconds"] = round(time.perf_counter() - t0, 2)

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..errors import InputError
+
 METHOD_ORDER = ("system", "system_spans", "system_prf", "span_base", "dense", "bm25")
 SHORT = {"system": "nerindex", "system_spans": "nerindex, spans only",
          "system_prf": "nerindex + feedback", "span_base": "untrained spans",
@@ -164,8 +166,22 @@ def write_json(result: Mapping[str, Any], path: str | Path) -> Path:
     return p
 
 
+RESULT_KEYS = ("benchmark", "model", "methods", "summary", "per_type")
+
+
 def read_json(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A result saved by ``nerindex eval --json``; anything else is an InputError naming the file."""
+    try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
+        raise InputError(f"not a result of nerindex eval --json: {exc}", path=str(path), line=line) from exc
+    missing = [k for k in RESULT_KEYS if not isinstance(result, dict) or k not in result]
+    if missing:
+        raise InputError(f"not a result of nerindex eval --json (no {', '.join(missing)})", path=str(path))
+    return result
 
 
 # ---------------------------------------------------------------- charts
