@@ -27,6 +27,17 @@ from .stores.factory import open_store
 log = logging.getLogger(__name__)
 
 
+def check_phrase(type_phrase: str) -> str:
+    """A type phrase as searched and embedded (stripped), or a SearchError: an empty one has a
+    vector but means nothing, so it is refused rather than answered."""
+    phrase = type_phrase.strip()
+    if not phrase:
+        raise SearchError("the entity type is empty: give a phrase such as 'dinosaur'")
+    if len(phrase) > MAX_PHRASE_CHARS:
+        raise SearchError(f"the entity type is longer than {MAX_PHRASE_CHARS} characters")
+    return phrase
+
+
 class NerIndex:
     """A store plus the model that fills and queries it. Build with :meth:`open`."""
 
@@ -165,11 +176,7 @@ class NerIndex:
         ``passage_weight`` (λ, default the model's for the phrase, ``ModelInfo.passage_weight_for``)
         ranks matches by best span similarity + λ · passage similarity; 0 ranks by the best span alone.
         """
-        phrase = type_phrase.strip()
-        if not phrase:
-            raise SearchError("the entity type is empty: give a phrase such as 'dinosaur'")
-        if len(phrase) > MAX_PHRASE_CHARS:
-            raise SearchError(f"the entity type is longer than {MAX_PHRASE_CHARS} characters")
+        phrase = check_phrase(type_phrase)
         if limit < 1:
             raise SearchError(f"limit must be at least 1, not {limit}")
         threshold = self.encoder.info.threshold_for(phrase) if min_similarity is None else min_similarity
@@ -229,7 +236,7 @@ class NerIndex:
 
     def embed(self, phrases: Sequence[str]) -> np.ndarray:
         """Type vectors for phrases (what a kNN query on ``spans.vector`` needs)."""
-        return self.encoder.embed_types(list(phrases))
+        return self.encoder.embed_types([check_phrase(p) for p in phrases])
 
     @property
     def catalog(self) -> list[str]:

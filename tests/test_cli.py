@@ -177,6 +177,12 @@ def test_other_model_is_refused(indexed, tmp_path, capsys):
     assert code == 4 and "new store" in err
 
 
+def test_embed_refuses_an_empty_phrase_as_search_does(capsys):
+    """It printed a vector for "" (the same as for "   "), which no search would ever use."""
+    code, out, err = run(capsys, "embed", "dinosaur", "   ")
+    assert code == 6 and out == "" and "entity type is empty" in err
+
+
 def test_embed_prints_unit_vector(capsys):
     code, out, _ = run(capsys, "embed", "dinosaur", "river")
     rows = [json.loads(line) for line in out.splitlines()]

@@ -32,6 +32,12 @@ def test_missing_wordnet_names_the_packages(tmp_path, monkeypatch):
     assert "wordnet-base" in str(err.value) and "wordnet-sense-index" in str(err.value)
 
 
+def test_a_wordnet_folder_given_is_the_only_one_looked_at(tmp_path):
+    """silver --wordnet /wrong/dir annotated with the system's WordNet, without a word."""
+    with pytest.raises(WordNetMissingError, match="no WordNet"):
+        find_wordnet_dir(tmp_path / "not-wordnet")
+
+
 @pytest.fixture(scope="module")
 def wn():
     from indexer.training.wordnet import WordNet

@@ -280,8 +280,11 @@ def embed_command(phrases: tuple[str, ...], settings: Settings) -> None:
     """
     from ..encoder import OnnxEncoder
 
+    from ..api import check_phrase
+
+    checked = [check_phrase(p) for p in phrases]  # before the model loads
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
-    vectors = encoder.embed_types(list(phrases))
+    vectors = encoder.embed_types(checked)
     for phrase, vector in zip(phrases, vectors):
         click.echo(json.dumps({"phrase": phrase, "vector": [round(float(x), 7) for x in vector]}))
 

@@ -91,10 +91,16 @@ class Synset:
 
 
 def find_wordnet_dir(path: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``data.noun`` and friends; a clear error naming the packages if none."""
+    """The folder holding ``data.noun`` and friends; a clear error naming the packages if none.
+
+    A ``path`` given is the only place looked at: silver data built from another WordNet than the
+    one asked for would differ without a word."""
     candidates: list[str] = []
     if path:
-        candidates.append(str(path))
+        p = Path(path)
+        if (p / "data.noun").is_file() and (p / "index.noun").is_file():
+            return p
+        raise WordNetMissingError(f"{p}: no WordNet 3.0 dict folder here (data.noun and index.noun)")
     for env in ("NERINDEX_WORDNET", "WNSEARCHDIR"):
         if os.environ.get(env):
             candidates.append(os.environ[env])
