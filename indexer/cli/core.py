@@ -247,7 +247,7 @@ def search_command(
                    "--threshold with a lower value finds looser matches", err=True)  # fmt: skip
     if not as_json:
         everything = exhaustive or shown < limit
-        click.echo(count_line(entity_type, shown, shown if everything else hits.total), err=True)
+        click.echo(count_line(entity_type, shown, shown if everything else hits.total, exhaustive=exhaustive), err=True)
 
 
 def has_words(phrase: str) -> bool:
@@ -255,7 +255,7 @@ def has_words(phrase: str) -> bool:
     return any(ch.isalnum() for ch in phrase)
 
 
-def count_line(entity_type: str, shown: int, total: int | None) -> str:
+def count_line(entity_type: str, shown: int, total: int | None, *, exhaustive: bool = False) -> str:
     """How many hits were shown of how many match: a page must never read as all the matches.
 
     ``total`` None: the store cannot count without a search of its own (Elasticsearch top hits).
@@ -265,9 +265,10 @@ def count_line(entity_type: str, shown: int, total: int | None) -> str:
     if total is None:
         return (f"{shown} shown of at least {shown} ranked for {entity_type!r} "
                 "(--all shows and counts every passage with a marked mention)")  # fmt: skip
-    if total > shown:
-        return f"{shown} shown of {total} ranked for {entity_type!r} (--all shows every passage with a marked mention)"
-    return f"{shown} shown of {total} matching {entity_type!r}"
+    if exhaustive:
+        return f"{shown} shown of {total} matching {entity_type!r}"
+    # a top-k, even one that shows all it ranked: some may be ranked by a candidate, unmarked
+    return f"{shown} shown of {total} ranked for {entity_type!r} (--all shows every passage with a marked mention)"
 
 
 @click.command("embed")
