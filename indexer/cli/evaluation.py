@@ -77,7 +77,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
               help="Execution device (default: NERINDEX_DEVICE or auto).")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
               help="Comma-separated methods to score: " + ", ".join(METHODS) + " (system_prf: query-time feedback, not scored by default).")
-@click.option("--threshold", type=float, help="Operating threshold of the system (default: the model's).")
+@click.option("--threshold", type=click.FloatRange(-1, 1), help="Operating threshold of the system (default: the model's).")
 @click.option("--passage-weight", type=click.FloatRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="λ of the system's hybrid scoring (span + λ · passage similarity; default: the model's). "
               "When it is not 0, the spans-only ranking is scored too.")
@@ -99,7 +99,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of Markdown.")
 @click.option("--from-json", "from_json", is_flag=True,
               help="DATA is a saved result JSON: re-render it (Markdown/--out) without running.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True, help="Windows per encoder call (int8 activations are quantised per call, so scores move by ~1e-3 with it).")
 # Long because it takes one parameter per option (23); the body is three short modes: re-render
 # (--from-json), export the benchmark, run the evaluation.
 def eval_command(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import logging
 
 import click
@@ -61,6 +63,7 @@ def serve_command(
     Elastic Search UI apps can point their ApiProxyConnector at /api.
     """
     import uvicorn
+    import uvicorn.config
 
     from ..web.app import Limits, create_app
     from ..web.edge import LOOPBACK_HOSTS
@@ -77,4 +80,7 @@ def serve_command(
         allowed_hosts=(*LOOPBACK_HOSTS, host, *allow_hosts),
     )
     click.echo(f"nerindex: serving {index.description} at http://{host}:{port}/", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # uvicorn's access log goes to stdout by default; here stdout is the CLI's, logs go to stderr
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
