@@ -296,7 +296,9 @@ async function runSearch(q) {
     state.applied = data.threshold;
     state.appliedWeight = data.passage_weight;
     if (!state.thresholdSet && typeof data.threshold === "number") $("threshold").value = String(data.threshold);
-    if (typeof data.passage_weight === "number") $("passage-weight").placeholder = `model's: ${data.passage_weight}`;
+    if (q.passage_weight === null && typeof data.passage_weight === "number") {
+      $("passage-weight").placeholder = `model's: ${data.passage_weight}`; // the model's λ for this type
+    }
     showThreshold();
     writeURL(q);
     renderResults();
