@@ -102,14 +102,16 @@ def refuse_copies_under_text_ids(passages: Sequence[Passage], store: Store) -> N
         )
 
 
-def refuse_copies_anywhere(passages: Iterable[Passage], store: Store, *, chunk_size: int = WRITE_CHUNK) -> None:
+def refuse_copies_anywhere(
+    read: Callable[[], Iterable[Passage]], store: Store, *, chunk_size: int = WRITE_CHUNK
+) -> None:
     """:func:`refuse_copies_under_text_ids` over a whole input, chunk by chunk, before any of it
-    is written (``nerindex index`` reads its input once more for it): run per chunk while
+    is written (``nerindex index`` reads its input once more for it, ``read``): run per chunk while
     writing, the refusal came after the chunks before it were stored, and indexing again as it
-    advises then stored those twice. An empty store is skipped (it holds no copies)."""
+    advises then stored those twice. An empty store holds no copies: its input is not read."""
     if not store.counts().passages:
         return
-    for chunk in chunked(passages, chunk_size):
+    for chunk in chunked(read(), chunk_size):
         refuse_copies_under_text_ids(chunk, store)
 
 

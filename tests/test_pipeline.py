@@ -87,11 +87,11 @@ def test_the_copies_check_covers_every_chunk_before_any_is_written(tmp_path, enc
     from indexer.records import text_id
 
     store = EmbeddedStore.open(tmp_path / "s")
-    refuse_copies_anywhere([Passage("doc-1", "Rex is a dinosaur.")], store)  # an empty store: nothing to find
+    refuse_copies_anywhere(lambda: pytest.fail("an empty store's input is not read"), store)
     index_passages([Passage(text_id("Paris is a city."), "Paris is a city.")], encoder, store)
     later = [Passage(f"new-{i}", f"Passage {i}.") for i in range(5)] + [Passage("doc-2", "Paris is a city.")]
     with pytest.raises(InputError, match="--id-field ''"):
-        refuse_copies_anywhere(later, store, chunk_size=2)
+        refuse_copies_anywhere(lambda: later, store, chunk_size=2)
     assert store.counts().passages == 1
 
 

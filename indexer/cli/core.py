@@ -80,7 +80,7 @@ def index_command(
     count, stats = check_input(source, read)
     with NerIndex.open(settings=settings, create=True, catalog=catalog) as ix:
         try:  # the copies check of every chunk, before the first is written
-            refuse_copies_anywhere(read(ReadStats()), ix.store)
+            refuse_copies_anywhere(lambda: read(ReadStats()), ix.store)
         except InputError as exc:
             raise InputError(exc.reason, path=source) from None
         report = index_with_progress(ix, read(ReadStats()), count, batch_size=batch_size,

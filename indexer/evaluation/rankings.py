@@ -116,19 +116,24 @@ def compute_rankings(
     return rankings, stats
 
 
-def _refuse_other_passages(store: Any, corpus: Sequence[Passage], folder: Path) -> None:
-    """A --store that holds passages outside the benchmark would rank them among its answers (and
-    count them wrong): refused. One that holds the benchmark already (an earlier run) is fine."""
+def _benchmark_store(folder: Path, corpus: Sequence[Passage]) -> Any:
+    """The embedded store at ``folder``. One that holds passages outside the benchmark (a --store
+    given) would rank them among its answers and count them wrong: refused. One that holds the
+    benchmark already (an earlier run) is fine."""
+    from ..config import Settings
+    from ..stores.factory import open_store
+
+    store = open_store(Settings(store=str(folder)))
     held = store.counts().passages
-    if not held:
-        return
     ids = [p.id for p in corpus]
-    ours = sum(len(store.existing_ids(ids[i : i + 10_000])) for i in range(0, len(ids), 10_000))
+    ours = sum(len(store.existing_ids(ids[i : i + 10_000])) for i in range(0, len(ids), 10_000)) if held else 0
     if held > ours:
+        store.close()
         raise InputError(
             f"the store holds {held - ours} passage(s) that are not in the benchmark, which would rank among "
             "its answers: give an empty folder, or leave --store out", path=str(folder),
         )
+    return store
 
 
 def _encode_corpus(encoder: Any, corpus: Sequence[Passage], batch_size: int) -> list[EncodedPassage]:
@@ -159,16 +164,13 @@ def _system_rankings(
     from ..api import NerIndex
     from ..feedback import Feedback
     from ..pipeline import index_passages
-    from ..config import Settings
-    from ..stores.factory import open_store
 
     corpus, queries = bench.corpus, bench.scored_queries()
     rankings: Rankings = {}
     with tempfile.TemporaryDirectory(prefix="nerindex-eval-") as tmp:
         folder = Path(store_dir) if store_dir else Path(tmp) / "store"
-        store = open_store(Settings(store=str(folder)))  # always embedded: a folder of its own
+        store = _benchmark_store(folder, corpus)  # always embedded: a folder of its own
         try:
-            _refuse_other_passages(store, corpus, folder)
             t0 = time.perf_counter()
             report = index_passages(corpus, _EncodedOnce(encoder, {e.passage.id: e for e in encoded}), store)
             stats["index_seconds"] = round(time.perf_counter() - t0, 2)
