@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--no-embedded", action="store_true", help="skip the embedded store")
     parser.add_argument("--keep", action="store_true", help="keep the Elasticsearch index")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--num-candidates", default="",
+                        help="comma-separated num_candidates to time beside the store's default, each through its "
+                             "own handle on the same index, interleaved (e.g. 100,300)")
     args = parser.parse_args()
 
     settings = resolve(es_url=args.es_url, es_index=f"nerindex-bench-{uuid.uuid4().hex[:8]}")
@@ -114,6 +117,7 @@ def main() -> None:
     es = open_elasticsearch(settings, index_options=args.index_options, request_timeout=600.0)
     tmp = tempfile.TemporaryDirectory(prefix="bench-es-")
     embedded = None if args.no_embedded else EmbeddedStore.open(Path(tmp.name) / "store")
+    extra: list = []  # handles with other num_candidates on the same index
     try:
         result["server"] = ".".join(map(str, es.server_version()))
         es.check_model(STAMP)
@@ -157,6 +161,9 @@ def main() -> None:
         note("indexed; warming up")
 
         stores = {"es": es, **({"embedded": embedded} if embedded is not None else {})}
+        for n in (int(x) for x in args.num_candidates.split(",") if x.strip()):
+            extra.append(open_elasticsearch(settings, num_candidates=n, request_timeout=600.0))
+            stores[f"es_nc{n}"] = extra[-1]
         queries = [centres[i % CENTRES] for i in range(args.queries)]
         kinds = {
             "topk": [SearchRequest(q, args.threshold, limit=10) for q in queries],
@@ -184,12 +191,17 @@ def main() -> None:
         result["es_search"]["hits_per_query_median"] = statistics.median(hits)
         if embedded is not None:
             result["recall_at_10"] = {kind: recall_at_10(ids["es", kind], ids["embedded", kind]) for kind in kinds}
+            for name in stores:
+                if name.startswith("es_nc"):
+                    result[f"recall_at_10_{name}"] = {kind: recall_at_10(ids[name, kind], ids["embedded", kind]) for kind in kinds}
         result["machine"]["load_end"] = load()
     finally:
         if not args.keep:
             client = es.client.options(ignore_status=[404])
             for name in es.versioned_indices():
                 client.indices.delete(index=name)
+        for handle in extra:
+            handle.close()
         es.close()
         if embedded is not None:
             embedded.close()
