@@ -246,7 +246,7 @@ class StagedGraph:
         hh, n = c.entity_bias.shape[0], rows.size
         at_start, at_end = _entity_ends(proj, layout, grab)
         entity = _span_sums(proj[..., layout.mean_e], rows, starts, ends, width, out=grab("entity", n, hh), grab=grab,
-                            start=(at_start, slice(None)), end=(at_end, slice(None)), bias=c.entity_bias)  # fmt: skip
+                            edges=((at_start, slice(None)), (at_end, slice(None))), bias=c.entity_bias)  # fmt: skip
         bucket = np.clip(ends - starts, 0, c.width_buckets - 1)
         scores = np.zeros(0, dtype=np.float32)
         candidates = scores if c.candidate else None
@@ -265,7 +265,7 @@ class StagedGraph:
         kr, ks, ke, kw = rows[kept], starts[kept], ends[kept], width[kept]
         k, ha = kept.size, c.adapter_hidden
         adapter = _span_sums(proj[..., layout.mean_a], kr, ks, ke, kw, out=grab("adapter", k, ha), grab=grab,
-                             start=(proj, layout.start_a), end=(proj, layout.end_a))  # fmt: skip
+                             edges=((proj, layout.start_a), (proj, layout.end_a)))  # fmt: skip
         base = _span_sums(last, kr, ks, ke, kw, out=grab("base", k, dims), grab=grab)
         feeds = {c.adapter_in: adapter[None], c.base_in: base[None]}
         if c.span_base_in:
@@ -354,12 +354,11 @@ def _rows(x: np.ndarray, cols: slice, rows: np.ndarray, tokens: np.ndarray, *, o
 def _span_sums(
     mean: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: np.ndarray, *,
     out: np.ndarray, grab: Callable[[str, int, int], np.ndarray],
-    start: tuple[np.ndarray, slice] | None = None, end: tuple[np.ndarray, slice] | None = None,
-    bias: np.ndarray | None = None,
+    edges: tuple[tuple[np.ndarray, slice], tuple[np.ndarray, slice]] | None = None, bias: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per span, into ``out``: ``start[row, first] + end[row, last] + mean of mean[row, first..last]
-    (+ bias)``, the parts and their order as the graph adds them (``start``/``end``: a [B, T, C]
-    array and its columns; without them, the mean alone).
+    (+ bias)``, the parts and their order as the graph adds them (``edges``: the start and end parts,
+    each a [B, T, C] array and its columns; without them, the mean alone).
 
     The mean is the graph's: a cumulative sum with a leading zero row, ``(csum[last + 1] -
     csum[first]) / width``. Spans go in blocks of :data:`SPAN_BLOCK`, so that every part of a block is
@@ -370,13 +369,14 @@ def _span_sums(
     for a in range(0, rows.size, SPAN_BLOCK):
         z = slice(a, a + SPAN_BLOCK)
         r, s, e, o = rows[z], starts[z], ends[z], out[z]
-        means = o if start is None else grab("block_mean", r.size, cols)
+        means = o if edges is None else grab("block_mean", r.size, cols)
         np.take(flat, r * steps + e + 1, axis=0, out=means)
         means -= np.take(flat, r * steps + s, axis=0, out=grab("block_tmp", r.size, cols))
         means /= width[z]
-        if start is not None and end is not None:
-            _rows(*start, r, s, out=o)
-            o += _rows(*end, r, e, out=grab("block_tmp", r.size, cols))
+        if edges is not None:
+            (start, start_cols), (end, end_cols) = edges
+            _rows(start, start_cols, r, s, out=o)
+            o += _rows(end, end_cols, r, e, out=grab("block_tmp", r.size, cols))
             o += means
         if bias is not None:
             o += bias

@@ -279,9 +279,8 @@ def embed_command(phrases: tuple[str, ...], settings: Settings) -> None:
 
     Paste the vector into a kNN query on spans.vector (Kibana Dev Tools) or any other client.
     """
-    from ..encoder import OnnxEncoder
-
     from ..api import check_phrase
+    from ..encoder import OnnxEncoder
 
     checked = [check_phrase(p) for p in phrases]  # before the model loads
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
