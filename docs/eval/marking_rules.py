@@ -13,7 +13,11 @@ passes the threshold), measures
   a lower marking threshold, a margin under the passage's best mention, and *span-level feedback*
   (mark by similarity to ``unit(q + w · unit(mean of the N best mentions' vectors))``, the first
   search's best mentions standing for the type's instances), with the threshold or the threshold +
-  a margin; and the shipped marks plus the passage's best candidate when it outscores every mention.
+  a margin; the shipped marks plus the passage's best candidate when it outscores every mention;
+  and *competing types*: a mention is marked only when the queried type is among its ``R`` nearest
+  phrases of the model's catalog (the catalog's own copy of the phrase left out, and with
+  ``--compete-tau`` also every catalog phrase whose type vector has cosine >= tau with the query's,
+  its near-synonyms), with the threshold or a lower marking threshold.
 
 Figures are macro over types, every type/set pair once as ``docs/eval/pool.py`` pools them, for the
 dev sets' unseen and seen types and the validation split's (MultiCoNER en-train10 + WNUT-17 dev, where
@@ -34,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from indexer.assets import default_model_dir
+from indexer.catalog import Catalog
 from indexer.encoder import OnnxEncoder
 from indexer.evaluation.benchmark_io import benchmark_from_conll
 from indexer.evaluation.metrics import match_spans, span_iou
@@ -44,8 +49,9 @@ from two_tier import DEV, SETS  # noqa: E402  (the same five sets: four dev sets
 
 KINDS = ("marked", "mention below", "candidate above", "candidate below", "overlap < 0.5", "none")
 # A rule: (a passage's spans' similarities to q, to the marking vector, their mention flags, the
-# threshold, the passage's best mention) -> which spans are marked.
-Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, float, float], np.ndarray]
+# threshold, the passage's best mention, the spans' similarities to the competing catalog phrases)
+# -> which spans are marked.
+Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray], np.ndarray]
 
 
 def encode(files: list[Path], name: str, enc: OnnxEncoder) -> dict:
@@ -73,7 +79,17 @@ def marking_vector(data: dict, q: np.ndarray, t: float, weight: float, top: int)
     return moved / np.linalg.norm(moved)
 
 
-def score(data: dict, q: np.ndarray, query, t: float, rule: Rule, mark_q: np.ndarray) -> tuple[float | None, float | None]:
+def competitors(catalog: Catalog, q: np.ndarray, phrase: str, tau: float | None) -> np.ndarray:
+    """The catalog's type vectors that compete with the query's: all but the phrase itself and,
+    with ``tau``, those of cosine >= tau with the query (near-synonyms that should not compete)."""
+    keep = np.array([p.lower() != phrase.lower() for p in catalog.phrases])
+    if tau is not None:
+        keep &= catalog.vectors @ q < tau
+    return catalog.vectors[keep]
+
+
+def score(data: dict, q: np.ndarray, query, t: float, rule: Rule, mark_q: np.ndarray,
+          others: np.ndarray) -> tuple[float | None, float | None]:  # fmt: skip
     """Span hit rate and highlight precision of one query: returned = passages with a mention >= t."""
     relevant, gold = data["bench"].qrels[query.id], data["bench"].gold.get(query.id, {})
     n_gold = n_hit = n_pred = n_correct = 0
@@ -81,7 +97,7 @@ def score(data: dict, q: np.ndarray, query, t: float, rule: Rule, mark_q: np.nda
         sims = vectors @ q
         if not mention.any() or sims[mention].max() < t:
             continue
-        marked = rule(sims, vectors @ mark_q, mention, t, float(sims[mention].max()))
+        marked = rule(sims, vectors @ mark_q, mention, t, float(sims[mention].max()), vectors @ others.T)
         pred = [sp for sp, m in zip(spans, marked) if m]
         g = gold.get(pid, ()) if pid in relevant else ()
         hit, correct = match_spans(g, pred)
@@ -113,21 +129,27 @@ def breakdown(data: dict, q: np.ndarray, query, t: float) -> Counter:
 
 def rules(args: argparse.Namespace) -> dict[str, tuple[Rule, float, int]]:
     """Label -> (rule, feedback weight, feedback passages)."""
-    out: dict[str, tuple[Rule, float, int]] = {"threshold (shipped)": (lambda s, m, men, t, b: men & (s >= t), 0.0, 0)}
+    out: dict[str, tuple[Rule, float, int]] = {"threshold (shipped)": (lambda s, m, men, t, b, o: men & (s >= t), 0.0, 0)}
     for v in args.mark_at:
-        out[f"marking threshold {v}"] = ((lambda v: lambda s, m, men, t, b: men & (s >= v))(v), 0.0, 0)
+        out[f"marking threshold {v}"] = ((lambda v: lambda s, m, men, t, b, o: men & (s >= v))(v), 0.0, 0)
     for d in args.below_best:
-        out[f"best mention less {d}"] = ((lambda d: lambda s, m, men, t, b: men & (s >= b - d))(d), 0.0, 0)
+        out[f"best mention less {d}"] = ((lambda d: lambda s, m, men, t, b, o: men & (s >= b - d))(d), 0.0, 0)
     for w in args.feedback:
         for n in args.feedback_top:
             for d in args.feedback_margin:
-                out[f"span feedback w {w} N {n}, threshold + {d}"] = ((lambda d: lambda s, m, men, t, b: men & (m >= t + d))(d), w, n)
-    out["every mention"] = (lambda s, m, men, t, b: men.copy(), 0.0, 0)
+                out[f"span feedback w {w} N {n}, threshold + {d}"] = ((lambda d: lambda s, m, men, t, b, o: men & (m >= t + d))(d), w, n)
+    out["every mention"] = (lambda s, m, men, t, b, o: men.copy(), 0.0, 0)
     out["threshold + the best candidate above every mention"] = (_best_candidate, 0.0, 0)
+    for at in (None, *args.compete_at):
+        for r in args.compete_ranks:
+            where = "threshold" if at is None else f"marking threshold {at}"
+            out[f"{where}, the type among the catalog's best {r}"] = ((lambda at, r: lambda s, m, men, t, b, o: (
+                men & (s >= (t if at is None else at)) & ((o > s[:, None]).sum(axis=1) < r)))(at, r), 0.0, 0)  # fmt: skip
     return out
 
 
-def _best_candidate(sims: np.ndarray, _marking: np.ndarray, mention: np.ndarray, t: float, best: float) -> np.ndarray:
+def _best_candidate(sims: np.ndarray, _marking: np.ndarray, mention: np.ndarray, t: float, best: float,
+                    _others: np.ndarray) -> np.ndarray:  # fmt: skip
     """The shipped marks, plus the passage's best candidate when it passes the threshold and
     outscores every mention (common-noun types such as "literary genre" are candidates)."""
     marked = mention & (sims >= t)
@@ -146,6 +168,12 @@ def main() -> None:
     parser.add_argument("--feedback", type=float, nargs="*", default=[0.5, 1.0, 2.0])
     parser.add_argument("--feedback-top", type=int, nargs="*", default=[5, 10, 20])
     parser.add_argument("--feedback-margin", type=float, nargs="*", default=[0.0, 0.05])
+    parser.add_argument("--compete-ranks", type=int, nargs="*", default=[1, 10, 30, 60],
+                        help="competing types: the queried type must be among a mention's R nearest catalog phrases")
+    parser.add_argument("--compete-at", type=float, nargs="*", default=[0.18],
+                        help="competing types: also with these marking thresholds (besides the threshold)")
+    parser.add_argument("--compete-tau", type=float, default=None,
+                        help="competing types: leave out catalog phrases this close to the query (cosine)")
     args = parser.parse_args()
     enc = OnnxEncoder.from_dir(default_model_dir(), device="cpu")
     training = training_from_card(enc.info.card)
@@ -169,7 +197,8 @@ def main() -> None:
             for name in names:
                 for q, v, g in queries[name]:
                     t = enc.info.threshold_for(q.text)
-                    per[g].append(score(sets[name], v, q, t, rule, marking_vector(sets[name], v, t, weight, top)))
+                    others = competitors(enc.catalog, v, q.text, args.compete_tau)
+                    per[g].append(score(sets[name], v, q, t, rule, marking_vector(sets[name], v, t, weight, top), others))
             for g, pairs in per.items():
                 hit = float(np.mean([h for h, _ in pairs if h is not None]))
                 precision = float(np.mean([p for _, p in pairs if p is not None]))
