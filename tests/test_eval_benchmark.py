@@ -124,6 +124,19 @@ def test_same_phrase_from_two_tags_is_one_query():
     assert q.labels == ("company", "corporation") and bench.qrels[q.id] == {"a", "b"}
 
 
+def test_phrases_with_one_query_id_are_one_query():
+    """"sports team" and "Sports  Team" have one id: before, they were two queries that shared their
+    qrels, so the type was scored twice and its gold mentions counted twice."""
+    passages = [
+        Passage("a", "Lakers won", gold=(GoldSpan(0, 6, "team"),)),
+        Passage("b", "Celtics lost", gold=(GoldSpan(0, 7, "club"),)),
+    ]
+    bench = build_benchmark(passages, {"team": "sports team", "club": "Sports  Team"}, name="t")
+    assert [(q.id, q.text, q.labels) for q in bench.queries] == [("q-sports-team", "Sports  Team", ("club", "team"))]
+    assert bench.qrels["q-sports-team"] == {"a", "b"}
+    assert sum(len(v) for v in bench.gold["q-sports-team"].values()) == 2
+
+
 def test_two_files_merge_queries_by_phrase(tmp_path: Path):
     a = tmp_path / "wnut17" / "dev.conll"
     b = tmp_path / "btc" / "h.conll"

@@ -83,25 +83,31 @@ def ranking(data: dict, q: np.ndarray, rank_by: tuple[str, ...], mark: str, retu
     return sorted(rows, key=lambda r: -r.score)
 
 
-def evaluate(sets: dict, queries: dict, how: dict, weight: float) -> dict:
-    """Thresholds calibrated on the validation split (seen / unseen types), then dev figures per group."""
+def evaluate(sets: dict, queries: dict, how: dict, info) -> dict:
+    """Thresholds calibrated on the validation split (seen / unseen types), then dev figures per group.
+
+    Each phrase is searched as the product does (``info``: the marking model's ``ModelInfo``): λ
+    ``passage_weight_for`` it, and the seen threshold for a phrase the model was trained on (coarse
+    types included), the unseen one for any other.
+    """
     val = sets["validation"]
     thresholds = {}
     for group in ("seen", "unseen"):
-        calib = {q.id: ranking(val, v, **how, weight=weight) for q, v, g in queries["validation"] if g == group}
+        calib = {q.id: ranking(val, v, **how, weight=info.passage_weight_for(q.text))
+                 for q, v, g in queries["validation"] if g == group}  # fmt: skip
         thresholds[group] = calibrate(calib, {q: val["bench"].qrels[q] for q in calib})[0].threshold
     per: dict[str, list[dict]] = {}
     for name in DEV:
         data = sets[name]
         for q, v, g in queries[name]:
-            ranked = ranking(data, v, **how, weight=weight)
+            ranked = ranking(data, v, **how, weight=info.passage_weight_for(q.text))
             relevant = data["bench"].qrels[q.id]
-            t = thresholds["seen" if g == "seen" else "unseen"]  # the rule: trained-on phrase or not
+            t = thresholds["seen" if info.is_trained_phrase(q.text) else "unseen"]  # the rule: trained-on phrase or not
             s = score_query(ranked, relevant, threshold=t, gold_spans=data["bench"].gold.get(q.id, {}), with_spans=True)
             per.setdefault(g, []).append({"r_precision": r_precision([r.id for r in ranked], relevant),
                                           **{m: getattr(s, m) for m in METRICS[1:]}, "set": name})  # fmt: skip
     out = {"thresholds": thresholds, "validation_r_precision": {
-        g: _round(macro(r_precision([r.id for r in ranking(val, v, **how, weight=weight)], val["bench"].qrels[q.id])
+        g: _round(macro(r_precision([r.id for r in ranking(val, v, **how, weight=info.passage_weight_for(q.text))], val["bench"].qrels[q.id])
                         for q, v, gg in queries["validation"] if gg == g)) for g in ("seen", "unseen")}}
     for g, rows in per.items():
         out[g] = {m: _round(macro(r[m] for r in rows)) for m in METRICS} | {"n": len(rows)}
@@ -149,7 +155,7 @@ def main() -> None:
     }
     results = {}
     for label, how in variants.items():
-        results[label] = r = evaluate(sets, queries, how, gold.info.passage_weight)
+        results[label] = r = evaluate(sets, queries, how, gold.info)
         u, s = r["unseen"], r["seen"]
         print(f"{label:42s} thr {r['thresholds']['seen']:.2f}/{r['thresholds']['unseen']:.2f} | unseen R-Prec {u['r_precision']:.3f} "
               f"({' / '.join(f'{v:.3f}' for v in u['r_precision_by_set'].values())}) set F1 {u['set_f1']:.3f} "

@@ -63,7 +63,6 @@ def main() -> None:
     args = parser.parse_args()
     folder = default_model_dir()
     enc = OnnxEncoder.from_dir(folder, device="cpu")
-    weight = enc.info.passage_weight
     training = training_from_card(ModelCard.load(folder))
     enc.info = dataclasses.replace(enc.info, detection_threshold=0.001)
     is_noun = noun_test(WordNet.load(pos="n"))
@@ -84,7 +83,7 @@ def main() -> None:
                     hit, _ = match_spans(mentions, [(s.start, s.end) for s in kept[position[pid]]])
                     gold, found = gold + len(mentions), found + hit
                 best = np.array([max((float(s.vector @ v) for s in k), default=-np.inf) for k in kept])
-                total = best + weight * np.array([float(d.vector @ v) for d in docs])
+                total = best + enc.info.passage_weight_for(q.text) * np.array([float(d.vector @ v) for d in docs])
                 order = [docs[i].passage.id for i in np.argsort(-total, kind="stable") if np.isfinite(best[i])]
                 row = per.setdefault(group_of(q, training), [0, 0, 0.0, 0])
                 row[0], row[1], row[2], row[3] = row[0] + gold, row[1] + found, row[2] + r_precision(order, bench.qrels[q.id]), row[3] + 1

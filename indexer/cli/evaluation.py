@@ -85,7 +85,8 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
               help="Method system_prf: weight of the mean first-pass passage vector added to the type vector.")
 @click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
               help="Method system_prf: how many first-pass passages feed the query.")
-@click.option("--train-types", help="Seen type phrases, comma-separated or @FILE (default: model.json training.types).")
+@click.option("--train-types", help="Seen type phrases for the report's groups, comma-separated or @FILE (default: "
+              "model.json training.types). Searches keep the model's thresholds and λ, which follow its own training.types.")
 @click.option("--train-data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training files to count mentions per type for Familiarity (repeatable).")
 @click.option("--calibrate", is_flag=True,

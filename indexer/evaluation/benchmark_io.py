@@ -178,13 +178,16 @@ def build_benchmark(
             path=source,
         )
     coarse = set(coarse_tags)
-    by_phrase: dict[str, list[str]] = {}
-    for tag, phrase in mapping.items():
+    # one query per id (``query_id``: case, spacing and punctuation aside): two phrases with one id
+    # were two queries that shared their qrels and were scored twice; now they are one type, written
+    # as the first of them in tag order
+    by_id: dict[str, tuple[str, list[str]]] = {}
+    for tag, phrase in sorted(mapping.items()):
         if phrase is not None:
-            by_phrase.setdefault(phrase, []).append(tag)
+            by_id.setdefault(query_id(phrase), (phrase, []))[1].append(tag)
     queries = [
-        Query(query_id(phrase), phrase, tuple(sorted(tags)), coarse=all(t in coarse for t in tags))
-        for phrase, tags in sorted(by_phrase.items())
+        Query(qid, phrase, tuple(sorted(tags)), coarse=all(t in coarse for t in tags))
+        for qid, (phrase, tags) in sorted(by_id.items(), key=lambda item: item[1][0])
     ]
     qid_of_tag = {tag: q.id for q in queries for tag in q.labels}
     qrels: dict[str, set[str]] = {q.id: set() for q in queries}

@@ -95,10 +95,15 @@ def evaluation_summary(result: Mapping[str, Any]) -> dict[str, Any]:
             "familiarity": fam.get(g),
             "r_precision": {m: s[g]["r_precision"] for m, s in result["summary"].items()},
         }
+    run = result.get("run", {})
     return {
         "passages": result["benchmark"]["passages"],
         "sources": result["benchmark"]["sources"],
         "thresholds": {m: v.get("threshold") for m, v in result["methods"].items()},
+        # phrases outside training.types are searched with these (a second threshold and λ)
+        "thresholds_unseen": {m: v.get("threshold_unseen") for m, v in result["methods"].items()},
+        "passage_weight": run.get("passage_weight"),
+        "unseen_passage_weight": run.get("unseen_passage_weight"),
         "groups": groups,
     }
 
