@@ -48,5 +48,20 @@ def test_span_rankings_best_span_and_all_spans_returned():
     assert [r.id for r in out["r"]] == ["p2", "p0"]
 
 
+def test_span_rankings_gate_and_mark_by_mentions_only():
+    """The system's rule: a candidate ranks its passage but is never marked, and a passage ranked
+    through candidates alone is in no answer set (its match is -inf)."""
+    e = np.eye(2, dtype=np.float32)
+    spans = [
+        [(0, 4, e[0], True), (5, 9, e[1], False)],  # best span for q=e1 is the candidate
+        [(0, 3, e[1], False)],  # candidates only
+    ]
+    out = span_rankings(["p0", "p1"], spans, [("q", e[1])])["q"]
+    assert [(r.id, r.score) for r in out] == [("p0", pytest.approx(1.0)), ("p1", pytest.approx(1.0))]
+    assert [(s.start, s.end) for s in out[0].spans] == [(0, 4)]
+    assert out[0].gate == pytest.approx(0.0)
+    assert out[1].spans == () and out[1].gate == float("-inf")
+
+
 def test_span_rankings_without_any_span():
     assert span_rankings(["a"], [[]], [("q", np.ones(2))]) == {"q": []}

@@ -103,22 +103,27 @@ def dense_rankings(
 
 def span_rankings(
     ids: Sequence[str],
-    spans: Sequence[Sequence[tuple[int, int, np.ndarray]]],
+    spans: Sequence[Sequence[tuple[int, int, np.ndarray] | tuple[int, int, np.ndarray, bool]]],
     queries: Sequence[tuple[str, np.ndarray]],
 ) -> dict[str, list[Ranked]]:
-    """Passage score = max cosine of its spans to the query; every span returned with its cosine.
+    """Passage score = max cosine of its spans to the query; its mentions returned with their cosines.
 
-    ``spans[i]`` holds ``(start, end, unit vector)`` for passage ``ids[i]``; a passage without spans
-    cannot be retrieved, as in the store.
+    ``spans[i]`` holds ``(start, end, unit vector)`` or ``(start, end, unit vector, mention)`` for
+    passage ``ids[i]`` (without the flag a span is a mention). By the system's rule
+    (``Store.search``) every span ranks its passage, but only mentions are marked and gate the
+    answer set (``Ranked.match``: the best mention's cosine): a passage ranked through a candidate
+    alone is in no answer set. A passage without spans cannot be retrieved, as in the store.
     """
     owner: list[int] = []
     offsets: list[tuple[int, int]] = []
     vectors: list[np.ndarray] = []
+    flags: list[bool] = []
     for i, plist in enumerate(spans):
-        for start, end, vec in plist:
+        for start, end, vec, *mention in plist:
             owner.append(i)
             offsets.append((start, end))
             vectors.append(np.asarray(vec, dtype=np.float32))
+            flags.append(bool(mention[0]) if mention else True)
     out: dict[str, list[Ranked]] = {}
     if not vectors:
         return {qid: [] for qid, _ in queries}
@@ -129,6 +134,7 @@ def span_rankings(
     bounds = list(starts) + [len(owner)]
     qmat = np.stack([np.asarray(v, dtype=np.float32) for _, v in queries])
     sims = (matrix @ qmat.T).astype(np.float64)  # [spans, queries]
+    every_span_a_mention = all(flags)
     for qi, (qid, _) in enumerate(queries):
         col = sims[:, qi]
         best = np.maximum.reduceat(col, starts)
@@ -136,10 +142,11 @@ def span_rankings(
         ranked = []
         for j in order:
             lo, hi = bounds[j], bounds[j + 1]
-            span_list = sorted(
-                (ScoredSpan(offsets[k][0], offsets[k][1], float(col[k])) for k in range(lo, hi)),
+            marks = sorted(
+                (ScoredSpan(offsets[k][0], offsets[k][1], float(col[k])) for k in range(lo, hi) if flags[k]),
                 key=lambda s: -s.similarity,
             )
-            ranked.append(Ranked(ids[passages[j]], float(best[j]), tuple(span_list)))
+            match = None if every_span_a_mention else (marks[0].similarity if marks else float("-inf"))
+            ranked.append(Ranked(ids[passages[j]], float(best[j]), tuple(marks), match))
         out[qid] = ranked
     return out

@@ -105,7 +105,7 @@ def compute_rankings(
     qvecs = [(q.id, type_vectors[i]) for i, q in enumerate(queries)]
     if "span_base" in methods:
         spans = [
-            [(s.start, s.end, s.base_vector) for s in e.spans if s.base_vector is not None] for e in encoded
+            [(s.start, s.end, s.base_vector, s.mention) for s in e.spans if s.base_vector is not None] for e in encoded
         ]
         rankings["span_base"] = span_rankings(ids, spans, qvecs)
     if "dense" in methods:
