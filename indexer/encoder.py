@@ -111,6 +111,12 @@ class OnnxEncoder:
             raise ModelError(f"{info.path}: tokenizer adds no [CLS]/[SEP]-style special tokens")
         self._prefix, self._suffix = special[:1], special[1:]
         self._type_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        # the CPU graph quantises activations with one int8 scale per call (DynamicQuantizeLinear):
+        # windows batched together would change each other's spans and vectors (cosine down to
+        # 0.97, spans kept or dropped at the detection threshold), so a passage's index would depend
+        # on its neighbours and on --batch-size. On the CPU each window runs alone, as each type
+        # phrase does (embed_texts); batches are for CUDA, whose fp16 graph has no such step.
+        self.window_calls = provider == CPU
 
     @classmethod
     def from_dir(
@@ -202,7 +208,10 @@ class OnnxEncoder:
         return words, items
 
     def _batches(self, items: list[_Item], batch_size: int) -> list[list[_Item]]:
-        """Group windows of similar length; cap both the row count and the candidate count."""
+        """Group windows of similar length; cap both the row count and the candidate count. With
+        ``window_calls`` (the CPU) every window is a batch of its own, whatever ``batch_size``."""
+        if self.window_calls:
+            return [[item] for item in items]
         order = sorted(items, key=lambda it: len(it.ids))
         batches: list[list[_Item]] = []
         current: list[_Item] = []
