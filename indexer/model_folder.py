@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
 
 import numpy as np
 
 from .assets import default_model_dir
 from .errors import ModelError
-from .model_card import ModelCard, files_checksum
+from .model_card import CARD_FILE, ModelCard, files_checksum
 from .stores.base import ModelStamp
 
 INPUT_NAMES = ("input_ids", "attention_mask", "span_starts", "span_ends")
@@ -159,7 +159,7 @@ class ModelInfo:
         missing = [k for k in REQUIRED_KEYS if k not in card]
         if missing:
             raise ModelError(f"{folder / 'model.json'}: missing keys {', '.join(missing)}")
-        files = card.files
+        files = _checked_files(card, folder / CARD_FILE)
         if verify:
             for name, expected in files.items():
                 file_path = folder / name
@@ -194,6 +194,56 @@ class ModelInfo:
             unseen_passage_weight=_optional_float(card.get("unseen_passage_weight")),
             card=card,
         )
+
+
+def _checked_files(card: ModelCard, card_path: Path) -> dict[str, str]:
+    """The card's ``files``, after checking that they cover every file the card names.
+
+    Why: only files listed in ``files`` are checksummed, and their checksums are the model checksum
+    a store records; a graph, tokenizer, heads or catalog file left out of ``files`` (or an empty
+    ``files``) could be swapped without any check or stamp noticing, and one outside the folder
+    (``../old/encoder.onnx``) is not part of the model at all. Paths are checked as written, not
+    resolved, so a folder of symbolic links to the shipped files still loads.
+    """
+    files = card.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ModelError(f"{card_path}: files must be an object of file name to sha256")
+    if not files:
+        raise ModelError(f"{card_path}: files is empty: every file of the model must be listed with its sha256")
+    for name in files:
+        _check_inside(name, "files", card_path)
+    for key, name in _named_files(card, card_path):
+        _check_inside(name, key, card_path)
+        if name not in files:
+            raise ModelError(f"{card_path}: {key} names {name!r}, which is not listed in files (so never verified)")
+    return dict(files)
+
+
+def _named_files(card: ModelCard, card_path: Path) -> list[tuple[str, Any]]:
+    """(key, file name) of every file the card points the runtime or export at."""
+    graphs = card.get("graphs")
+    if not isinstance(graphs, dict) or not graphs:
+        raise ModelError(f"{card_path}: graphs must be a non-empty object of device to graph file")
+    named: list[tuple[str, Any]] = [(f"graphs.{device}", name) for device, name in graphs.items()]
+    named.append(("tokenizer", card.get("tokenizer", "tokenizer.json")))
+    if "heads" in card:
+        named.append(("heads", card.get("heads")))
+    catalog = card.get("catalog")
+    if catalog is not None and not isinstance(catalog, dict):
+        raise ModelError(f"{card_path}: catalog must be an object with phrases and vectors")
+    for part in ("phrases", "vectors"):
+        if (catalog or {}).get(part) is not None:
+            named.append((f"catalog.{part}", catalog[part]))
+    return named
+
+
+def _check_inside(name: Any, key: str, card_path: Path) -> None:
+    """A file name of the card must be a relative path inside the model folder."""
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"{card_path}: {key} must be a file name, not {name!r}")
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or Path(name).is_absolute() or ".." in path.parts:
+        raise ModelError(f"{card_path}: {key} names {name!r}, outside the model folder")
 
 
 def normal_phrase(phrase: str) -> str:
