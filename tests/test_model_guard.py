@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,28 @@ def test_stamp_records_every_stored_setting_and_reads_back():
     check = check_stamp(old, stamp, writing=True)
     assert check.conflict is None and check.adopted == STORED_SETTINGS and check.recorded.detection_threshold == 0.08
     assert check_stamp(old, stamp, writing=False).adopted == ()
+
+
+def test_a_model_without_the_stores_candidate_head_is_refused(tmp_path, capsys, corpus):
+    """Removing candidate_threshold from model.json read as "unknown" and let a model without a
+    candidate head write into a store whose spans include candidates (audit2-model)."""
+    store = tmp_path / "store"
+    assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
+    other = model_folder(tmp_path, "other")
+    card = json.loads((other / "model.json").read_text(encoding="utf-8"))
+    del card["candidate_threshold"]
+    (other / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--model", str(other))
+    assert code == 4 and "candidate_threshold is 0.1 in the store but None in this model" in err, err
+
+
+def test_candidate_head_none_is_compared_in_a_complete_stamp_and_adopted_in_an_old_one():
+    stamp = ModelInfo.load(default_model_dir(), verify=False).stamp
+    headless = replace(stamp, candidate_threshold=None)
+    assert "candidate_threshold is None in the store" in (check_stamp(headless, stamp, writing=True).conflict or "")
+    assert check_stamp(headless, headless, writing=True).conflict is None
+    assert check_stamp(stamp, headless, writing=False).conflict is None  # reading: same vectors
+    # a stamp of a 0.3.0 model (the stored settings but not the newer keys) still adopts the head
+    old = replace(stamp, candidate_threshold=None, unseen_label_threshold=None)
+    check = check_stamp(old, stamp, writing=True)
+    assert check.conflict is None and check.adopted == ("candidate_threshold", "unseen_label_threshold")

@@ -44,6 +44,8 @@ STORED_SETTINGS = (
     "labels_per_span",
     "catalog",
 )
+# Stored settings whose None in a complete stamp means "the model has none" (see check_stamp).
+NONE_MEANS_ABSENT = ("candidate_threshold",)
 # What makes two vectors comparable at all: checked for reading as well as for writing.
 VECTOR_SPACE = ("dims", "similarity", "checksum")
 
@@ -124,11 +126,18 @@ def check_stamp(recorded: ModelStamp, given: ModelStamp, *, writing: bool) -> St
     setting to agree, or one store would hold spans detected, cut and labelled two ways. A setting
     the store has not recorded (a store written by nerindex 0.2.0) is adopted from the first model
     that writes to it; a setting the run does not know (None) is not compared.
+
+    ``candidate_threshold`` None means "no candidate head", not "unknown", in a stamp that records
+    ``unseen_label_threshold`` (every stamp written since the two thresholds, which also records
+    the candidate head when there is one): there a model with a candidate head and one without
+    never write to the same store. Older stamps (nerindex 0.2.0, models up to 0.3.0) still adopt it.
     """
     names = VECTOR_SPACE + (STORED_SETTINGS if writing else ())
+    complete = recorded.unseen_label_threshold is not None
     for name in names:
         ours, theirs = getattr(recorded, name), getattr(given, name)
-        if ours is not None and theirs is not None and ours != theirs:
+        known = (ours is not None and theirs is not None) or (complete and name in NONE_MEANS_ABSENT)
+        if known and ours != theirs:
             return StampCheck(f"{name} is {ours!r} in the store but {theirs!r} in this model", (), recorded)
     if not writing:
         return StampCheck(None, (), recorded)
