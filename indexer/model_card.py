@@ -235,7 +235,10 @@ class ModelCard:
     ) -> "ModelCard":
         """The card with a calibrated ``similarity_threshold`` and the ``calibration`` record;
         with ``unseen_threshold``, also the threshold of phrases the model was not trained on
-        (``unseen_similarity_threshold``), else that key is removed (one threshold for all).
+        (``unseen_similarity_threshold``). Without one (data with no unseen types) the card's
+        unseen thresholds, and the record of how they were chosen, are kept: data that cannot
+        measure them is no reason to drop them (every unseen phrase would fall back to the seen
+        threshold, and a changed ``unseen_label_threshold`` locks the stores built with the card).
 
         ``label_threshold`` equal to the similarity threshold means "tag a span with a catalog
         phrase exactly when searching that phrase would match it": moving one moves the other,
@@ -244,15 +247,15 @@ class ModelCard:
         values = dict(self._values)
         follows = values.get("label_threshold") == values.get("similarity_threshold")
         values["similarity_threshold"] = round(float(threshold), 4)
-        values.pop("unseen_similarity_threshold", None)
         if unseen_threshold is not None:
             values["unseen_similarity_threshold"] = round(float(unseen_threshold), 4)
         if follows:
             values["label_threshold"] = values["similarity_threshold"]
-            values.pop("unseen_label_threshold", None)
             if unseen_threshold is not None:
                 values["unseen_label_threshold"] = values["unseen_similarity_threshold"]
-        values["calibration"] = {**record, "label_threshold_follows": follows}
+        previous = values.get("calibration")
+        kept = {"unseen": previous["unseen"]} if unseen_threshold is None and isinstance(previous, dict) and "unseen" in previous else {}
+        values["calibration"] = {**kept, **record, "label_threshold_follows": follows}
         return ModelCard(values, escape_non_ascii=self._escape_non_ascii)
 
     def with_passage_weights(self, trained: float, unseen: float | None) -> "ModelCard":

@@ -62,3 +62,25 @@ def test_label_threshold_follows_when_it_was_equal(tmp_path: Path):
 def test_write_calibration_needs_a_model_folder(tmp_path: Path):
     with pytest.raises(ModelError):
         write_calibration(tmp_path, 0.5, {})
+
+
+def test_calibrating_on_data_without_unseen_types_keeps_the_unseen_thresholds(tmp_path: Path):
+    """They were deleted, so unseen phrases fell back to the seen threshold and the changed
+    (stamped) unseen_label_threshold locked every store built with the card (audit2-model)."""
+    unseen_record = {"types": ["u"], "methods": {"system": {"threshold": 0.27}}}
+    card = {
+        "similarity_threshold": 0.36, "label_threshold": 0.36,
+        "unseen_similarity_threshold": 0.27, "unseen_label_threshold": 0.27,
+        "calibration": {"rule": "old", "unseen": unseen_record},
+    }  # fmt: skip
+    (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    write_calibration(tmp_path, 0.3, {"rule": "new"})
+    back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+    assert back["similarity_threshold"] == 0.3 and back["label_threshold"] == 0.3
+    assert back["unseen_similarity_threshold"] == 0.27 and back["unseen_label_threshold"] == 0.27
+    assert back["calibration"] == {"unseen": unseen_record, "rule": "new", "label_threshold_follows": True}
+    # with an unseen threshold both move, and the new record replaces the old one
+    write_calibration(tmp_path, 0.3, {"rule": "newer"}, unseen_threshold=0.2)
+    back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+    assert back["unseen_similarity_threshold"] == 0.2 and back["unseen_label_threshold"] == 0.2
+    assert back["calibration"] == {"rule": "newer", "label_threshold_follows": True}

@@ -6,8 +6,12 @@ test: that would tune on the test), by sweeping a grid and taking the threshold 
 F1 of the returned passage sets, and stored in ``model.json`` (``similarity_threshold`` plus a
 ``calibration`` record saying how): on the types the model was trained on, and, when the data has
 types it was not trained on (the validation split's held-out types), a second threshold on those
-(``unseen_similarity_threshold``), used for every phrase outside ``training.types``. ``model.json`` is not among
-the checksummed ``files``, so a model's checksum and the stores built with it are unaffected.
+(``unseen_similarity_threshold``), used for every phrase outside ``training.types``; data without
+unseen types leaves the card's unseen thresholds as they were. ``model.json`` is not among the
+checksummed ``files``, so the model checksum is unchanged and stores built with the card still
+search with it; but when ``label_threshold`` follows the similarity threshold (the shipped card)
+a new ``label_threshold`` / ``unseen_label_threshold`` is a stored setting, so those stores refuse
+further indexing with the recalibrated card (``stores.base.check_stamp``): index into a new store.
 """
 
 from __future__ import annotations
