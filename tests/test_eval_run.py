@@ -3,6 +3,8 @@ store and NerIndex search; the expected figures are worked out by hand below."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -258,6 +260,31 @@ def test_cli_eval_writes_reports_and_calibrates(toy, tmp_path: Path, monkeypatch
     res = runner.invoke(cli, ["eval", str(tmp_path / "other.json"), "--from-json", "--write-model",
                               "--model", str(enc.info.path)])
     assert res.exit_code != 0 and "another model" in str(res.exception)
+
+
+def test_cli_calibration_is_not_written_for_another_seen_unseen_split(toy, tmp_path: Path, monkeypatch):
+    """--train-types moved types between the groups the thresholds were chosen on, and the card got
+    thresholds the runtime (which splits by training.types) applies to other phrases (audit2-model)."""
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+
+    data, mapping, enc = toy
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    before = (enc.info.path / "model.json").read_text(encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--json", "--calibrate", "--write-model",
+                              "--train-types", "person"])
+    assert res.exit_code == 2 and "drop --train-types or --write-model" in res.output, res.output
+    assert (enc.info.path / "model.json").read_text(encoding="utf-8") == before
+    # the card's own types (however spelled) split as the runtime does; without --write-model any split is fine
+    for extra in (["--train-types", "Location, person", "--write-model"], ["--train-types", "person"]):
+        res = runner.invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--json", "--calibrate", *extra])
+        assert res.exit_code == 0, res.output
+    # a card without training types: --train-data's types would make the split
+    enc.info = dataclasses.replace(enc.info, card=ModelCard({}))
+    res = runner.invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--json", "--calibrate", "--write-model",
+                              "--train-data", str(data)])
+    assert res.exit_code == 2 and "drop --train-data or --write-model" in res.output, res.output
 
 
 def test_cli_export_benchmark_needs_no_model(toy, tmp_path: Path):

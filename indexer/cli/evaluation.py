@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..evaluation.benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
 from ..evaluation.methods import DEFAULT_METHODS, METHODS
+
+if TYPE_CHECKING:
+    from ..model_folder import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,8 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
               help="Method system_prf: how many first-pass passages feed the query.")
 @click.option("--train-types", help="Seen type phrases for the report's groups, comma-separated or @FILE (default: "
-              "model.json training.types). Searches keep the model's thresholds and λ, which follow its own training.types.")
+              "model.json training.types). Searches keep the model's thresholds and λ, which follow its own training.types, "
+              "so --calibrate --write-model refuses other types.")
 @click.option("--train-data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training files to count mentions per type for Familiarity (repeatable).")
 @click.option("--calibrate", is_flag=True,
@@ -149,7 +154,7 @@ def eval_command(
         bench, data, _methods(methods), model_dir=model_dir, store_dir=store_dir, device=device,
         threshold=threshold, train_types=train_types, train_data=train_data, mapping=mapping,
         calibrate=calibrate, batch_size=batch_size, passage_weight=passage_weight,
-        feedback=Feedback(feedback_weight, feedback_top),
+        feedback=Feedback(feedback_weight, feedback_top), write_calibration=calibrate and write_model,
     )  # fmt: skip
     if write_model:
         if calibrate:
@@ -201,7 +206,7 @@ def _methods(value: str) -> list[str]:
 def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: str | None, store_dir: str | None,
               device: str | None, threshold: float | None, train_types: str | None, train_data: tuple[str, ...],
               mapping: str | None, calibrate: bool, batch_size: int, passage_weight: float | None,
-              feedback: Feedback) -> tuple[dict, Path]:  # fmt: skip
+              feedback: Feedback, write_calibration: bool = False) -> tuple[dict, Path]:  # fmt: skip
     """Run the evaluation with the model of --model (or the settings'); (result, model folder)."""
     from ..config import resolve
     from ..encoder import OnnxEncoder
@@ -209,6 +214,8 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
 
     settings = resolve(model=model_dir, device=device)
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
+    if write_calibration:
+        _check_calibration_split(encoder.info, _train_types(train_types), train_data)
     log.info("evaluating %s: %d passages, %d types, model %s %s",
              bench.name, len(bench.corpus), len(bench.scored_queries()), encoder.info.id, encoder.info.version)
     result = run_eval(
@@ -218,6 +225,29 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
         passage_weight=passage_weight, feedback=feedback,
     )  # fmt: skip
     return result, encoder.info.path
+
+
+def _check_calibration_split(info: ModelInfo, train_types: list[str] | None, train_data: tuple[str, ...]) -> None:
+    """Refuse to write thresholds chosen on other seen/unseen groups than a search uses.
+
+    Why: a search picks ``similarity_threshold`` or ``unseen_similarity_threshold`` by model.json
+    ``training.types`` (``ModelInfo.threshold_for``); thresholds calibrated on a split from
+    ``--train-types`` (or, for a card without training types, from ``--train-data``'s types) would be
+    stored for groups the runtime never forms. Checked before the run, which can take long.
+    """
+    from ..model_folder import normal_phrase
+
+    card_types = {normal_phrase(t) for t in info.training_types}
+    if train_types is not None and {normal_phrase(t) for t in train_types} != card_types:
+        raise click.BadParameter(
+            "--calibrate --write-model chooses thresholds on the seen/unseen split of model.json training.types; "
+            "drop --train-types or --write-model", param_hint="--train-types",
+        )  # fmt: skip
+    if train_types is None and train_data and not card_types:
+        raise click.BadParameter(
+            "model.json has no training.types, so --train-data would make the seen/unseen split "
+            "--calibrate --write-model stores; drop --train-data or --write-model", param_hint="--train-data",
+        )  # fmt: skip
 
 
 def _store_calibration(result: dict, model_path: Path) -> None:
