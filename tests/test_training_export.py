@@ -235,6 +235,28 @@ def test_existing_folder_needs_force(model, exported):
         write_model_folder(model, out)
 
 
+def test_force_replaces_only_a_model_folder_or_an_empty_one(tmp_path):
+    """--force deleted whatever --out named, a training run or any folder (audit2-model); the
+    check comes before the model is used, so no model is needed to see the refusal."""
+    from indexer.training.export import check_replaceable
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"run: not a model folder \(no model.json\) and not empty"):
+        write_model_folder(None, run, force=True)
+    assert (run / "train.json").is_file()
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    with pytest.raises(ModelError, match="not a folder"):
+        write_model_folder(None, tmp_path / "file", force=True)
+    (tmp_path / "empty").mkdir()
+    check_replaceable(tmp_path / "empty")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "model.json").write_text("{}", encoding="utf-8")
+    check_replaceable(tmp_path / "old")
+    check_replaceable(tmp_path / "new")
+
+
 def test_padding_spans_and_type_phrases_are_finite(model):
     tok = load_tokenizer(SHIPPED / "tokenizer.json")
     enc = tok.encode("dinosaur")

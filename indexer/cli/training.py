@@ -101,7 +101,7 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Model folder to write (e.g. onnx_models/mine).")
-@click.option("--force", is_flag=True, help="Replace an existing model folder.")
+@click.option("--force", is_flag=True, help="Replace an existing model folder (one with a model.json, or an empty folder; anything else is refused).")
 @click.option("--keep-fp32", is_flag=True, help="Also ship encoder.fp32.onnx.")
 @click.option("--backbone", default=None, help="Where to load the backbone from (overrides the run's).")
 @click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False),

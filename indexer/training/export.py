@@ -1,7 +1,8 @@
 """Export a SpanTypeEncoder to a model folder (docs/model-folder.md is the contract).
 
 The folder is written into a temporary sibling directory and renamed into place at the end, so a
-reader never sees half a model; an existing folder is replaced only when asked (``force``).
+reader never sees half a model; an existing folder is replaced only when asked (``force``), and
+only when it is a model folder or empty (:func:`check_replaceable`).
 The fp32 graph is an intermediate: it is kept only when asked (``keep_fp32``).
 """
 
@@ -204,6 +205,7 @@ def write_model_folder(
     out = Path(out).resolve()
     if out.exists() and not force:
         raise ModelError(f"{out} exists; pass --force to replace it")
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -224,6 +226,24 @@ def write_model_folder(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse an existing ``out`` that ``--force`` must not delete: anything but a model folder
+    (one with a model.json) or an empty folder.
+
+    Why: ``--force`` is meant for exporting a model again; a mistyped ``--out`` naming a training
+    run, a data folder or a home directory would otherwise be deleted whole.
+    """
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ModelError(f"{out}: exists and is not a folder; --force replaces only a model folder")
+    if not (out / CARD_FILE).is_file() and any(out.iterdir()):
+        raise ModelError(
+            f"{out}: not a model folder (no {CARD_FILE}) and not empty; --force replaces only a model folder, "
+            "so choose another --out"
+        )
 
 
 def _write_graphs(model: SpanTypeEncoder, folder: Path, *, keep_fp32: bool) -> None:
