@@ -138,6 +138,19 @@ class OnnxEncoder:
             ort.preload_dlls()
         graph_path = graph_for(info, provider, graph)
         session = open_session(graph_path, provider, threads=threads)
+        running = session.get_providers()[0]  # onnxruntime falls back to CPU silently (no driver, no cuDNN)
+        if provider == CUDA and running != CUDA:
+            # --device cuda asks for the GPU (as choose_provider refuses without one); auto means
+            # "CUDA when it is there" (README), and it is not: the CPU graph, staged, on the CPU
+            if device == "cuda":
+                raise ModelError(
+                    f"{graph_path}: device 'cuda' asked for, but onnxruntime could not start its CUDA provider "
+                    f"(the session runs on {running}); check the CUDA/cuDNN libraries of nerindex[gpu]"
+                )
+            log.warning("onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU")
+            provider = CPU
+            graph_path = graph_for(info, provider, graph)
+            session = open_session(graph_path, provider, threads=threads)
         check_io(session, graph_path, candidate=info.candidate_threshold is not None)
         tokenizer = load_tokenizer(info.file(info.tokenizer))
 

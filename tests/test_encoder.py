@@ -38,6 +38,39 @@ def test_cuda_asked_but_missing_is_clear():
         choose_provider("cuda", [CPU])
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatch, caplog):
+    """onnxruntime-gpu without a usable driver lists CUDA, then runs the session on the CPU without a
+    word; the encoder reported CUDA and ran the fp16 graph whole on the CPU (audit2-model). Here the
+    CPU build stands in: asked for CUDA it falls back the same way."""
+    import logging
+
+    import onnxruntime as ort
+
+    from indexer import encoder as encoder_module
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    opened = []
+    real_open = encoder_module.open_session
+
+    def open_session(graph, provider, **kwargs):
+        session = real_open(graph, provider, **kwargs)
+        opened.append((getattr(graph, "name", graph), provider, session.get_providers()[0]))
+        return session
+
+    monkeypatch.setattr(encoder_module, "open_session", open_session)
+    with caplog.at_level(logging.WARNING, logger="indexer.encoder"):
+        enc = OnnxEncoder.from_dir(default_model_dir(), device="auto")
+    assert enc.provider == CPU and enc._load_stages is not None  # the CPU path, staged
+    assert opened[-1] == ("encoder.int8.onnx", CPU, CPU)
+    assert [r.getMessage() for r in caplog.records] == [
+        "onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU"
+    ]
+    with pytest.raises(ModelError, match=r"device 'cuda' asked for, but onnxruntime could not start its CUDA provider"):
+        OnnxEncoder.from_dir(default_model_dir(), device="cuda")
+
+
 def test_type_vectors_are_unit_and_cached(encoder):
     vecs = encoder.embed_types(["dinosaur", "political party", "dinosaur"])
     assert vecs.shape == (3, encoder.info.dims)
