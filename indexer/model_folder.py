@@ -17,7 +17,7 @@ import numpy as np
 from .assets import default_model_dir
 from .errors import ModelError
 from .model_card import CARD_FILE, ModelCard, files_checksum
-from .stores.base import ModelStamp
+from .stores.base import MAX_PASSAGE_WEIGHT, ModelStamp
 
 INPUT_NAMES = ("input_ids", "attention_mask", "span_starts", "span_ends")
 OUTPUT_NAMES = ("span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors")
@@ -167,32 +167,36 @@ class ModelInfo:
                     raise ModelError(f"{file_path}: listed in model.json but missing")
                 if sha256_file(file_path) != expected:
                     raise ModelError(f"{file_path}: checksum does not match model.json (corrupt or changed)")
+        v = _CardValues(card, folder / CARD_FILE)
+        if card.get("format") != 1 or isinstance(card.get("format"), bool):
+            raise ModelError(f"{folder / CARD_FILE}: format must be 1, not {card.get('format')!r} (a card this nerindex can read)")
+        similarity_threshold = v.number("similarity_threshold", -1.0, 1.0)
         catalog = card.get("catalog") or {}
         return cls(
             path=folder,
             id=str(card.get("id")),
             version=str(card.get("version")),
-            dims=int(card.get("dims")),
-            max_length=int(card.get("max_length")),
-            max_span_width=int(card.get("max_span_width")),
-            detection_threshold=float(card.get("detection_threshold")),
-            similarity_threshold=float(card.get("similarity_threshold")),
-            label_threshold=float(card.get("label_threshold", card.get("similarity_threshold"))),
-            labels_per_span=int(card.get("labels_per_span", 3)),
-            similarity=str(card.get("similarity", "cosine")),
-            type_template=card.type_template,
+            dims=v.integer("dims", 1),
+            max_length=v.integer("max_length", 8),
+            max_span_width=v.integer("max_span_width", 1),
+            detection_threshold=v.number("detection_threshold", 0.0, 1.0),
+            similarity_threshold=similarity_threshold,
+            label_threshold=v.number("label_threshold", -1.0, 1.0, default=similarity_threshold),
+            labels_per_span=v.integer("labels_per_span", 0, default=3),
+            similarity=v.choice("similarity", ("cosine",), default="cosine"),
+            type_template=v.template("type_template"),
             graphs=dict(card.get("graphs")),
             files=files,
             tokenizer=str(card.get("tokenizer", "tokenizer.json")),
             catalog_phrases=catalog.get("phrases"),
             catalog_vectors=catalog.get("vectors"),
-            passage_weight=float(card.get("passage_weight", 0.0)),
-            nested_spans=card.get("span_decoding", "flat") == "nested",
-            unseen_similarity_threshold=_optional_float(card.get("unseen_similarity_threshold")),
-            unseen_label_threshold=_optional_float(card.get("unseen_label_threshold")),
-            candidate_threshold=_optional_float(card.get("candidate_threshold")),
-            unseen_passage_weight=_optional_float(card.get("unseen_passage_weight")),
-            card=card,
+            passage_weight=v.number("passage_weight", 0.0, MAX_PASSAGE_WEIGHT, default=0.0),
+            nested_spans=v.choice("span_decoding", ("nested", "flat"), default="flat") == "nested",
+            unseen_similarity_threshold=v.number("unseen_similarity_threshold", -1.0, 1.0, default=None),
+            unseen_label_threshold=v.number("unseen_label_threshold", -1.0, 1.0, default=None),
+            candidate_threshold=v.number("candidate_threshold", 0.0, 1.0, default=None),
+            unseen_passage_weight=v.number("unseen_passage_weight", 0.0, MAX_PASSAGE_WEIGHT, default=None),
+            card=v.with_checked_training(),
         )
 
 
@@ -255,5 +259,67 @@ def _trained(card: ModelCard) -> frozenset[str]:
     return frozenset(normal_phrase(t) for t in card.training.types)
 
 
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)
+_REQUIRED = object()
+
+
+class _CardValues:
+    """Typed, range-checked reads of model.json values, each error one line naming the key.
+
+    Why here and nowhere else: a value out of range (a detection threshold of 1.5, a negative span
+    width) was used silently, and a value of the wrong JSON type (``"high"``, null) crashed later
+    with a traceback; :meth:`ModelInfo.load` is the one reader of the runtime's settings.
+    Ranges follow what each value is compared with: similarities are cosines ([-1, 1]), detection
+    and candidate scores are sigmoid probabilities ([0, 1]), λ is bounded as a search's is.
+    """
+
+    def __init__(self, card: ModelCard, path: Path) -> None:
+        self.card, self.path = card, path
+
+    def _value(self, key: str, default: Any) -> Any:
+        if key in self.card and self.card.get(key) is not None:
+            return self.card.get(key)
+        if default is _REQUIRED:
+            raise ModelError(f"{self.path}: {key} must be given, not {self.card.get(key)!r}")
+        return default
+
+    def number(self, key: str, low: float, high: float, *, default: Any = _REQUIRED) -> Any:
+        value = self._value(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ModelError(f"{self.path}: {key} must be a number within [{low:g}, {high:g}], not {value!r}")
+        return float(value)
+
+    def integer(self, key: str, low: int, *, default: Any = _REQUIRED) -> int:
+        value = self._value(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ModelError(f"{self.path}: {key} must be a whole number of at least {low}, not {value!r}")
+        return value
+
+    def choice(self, key: str, allowed: tuple[str, ...], *, default: str) -> str:
+        value = self._value(key, default)
+        if value not in allowed:
+            raise ModelError(f"{self.path}: {key} must be {' or '.join(map(repr, allowed))}, not {value!r}")
+        return value
+
+    def template(self, key: str) -> str:
+        """A type template: text with exactly one ``{}``, where the phrase goes (``str.format``)."""
+        value = self._value(key, "{}")
+        try:
+            ok = isinstance(value, str) and value.count("{}") == 1 and isinstance(value.format("x"), str)
+        except (IndexError, KeyError, ValueError):  # "{type}", "{0} {1}", "{"
+            ok = False
+        if not ok:
+            raise ModelError(f"{self.path}: {key} must be text with exactly one {{}} for the type phrase, not {value!r}")
+        return value
+
+    def with_checked_training(self) -> ModelCard:
+        """The card, once its ``training`` section is an object whose ``types`` is a list of text
+        (a string there was read character by character as the trained-on types)."""
+        training = self.card.get("training")
+        if training is not None and not isinstance(training, dict):
+            raise ModelError(f"{self.path}: training must be an object, not {training!r}")
+        types = (training or {}).get("types")
+        if types is not None and not (isinstance(types, list) and all(isinstance(t, str) for t in types)):
+            raise ModelError(f"{self.path}: training.types must be a list of type phrases, not {types!r}")
+        return self.card

@@ -91,3 +91,62 @@ def test_a_graph_outside_the_folder_is_refused_even_if_listed(tmp_path, name):
 def test_empty_files_is_refused(tmp_path):
     with pytest.raises(ModelError, match="model.json: files is empty"):
         ModelInfo.load(folder_with(tmp_path, files={}), verify=False)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"format": 99}, "format must be 1, not 99"),
+        ({"format": DELETE}, "format must be 1, not None"),
+        ({"detection_threshold": 1.5}, r"detection_threshold must be a number within \[0, 1\], not 1.5"),
+        ({"detection_threshold": -0.5}, r"detection_threshold must be a number within \[0, 1\]"),
+        ({"candidate_threshold": -1}, r"candidate_threshold must be a number within \[0, 1\]"),
+        ({"similarity_threshold": 2.0}, r"similarity_threshold must be a number within \[-1, 1\], not 2.0"),
+        ({"similarity_threshold": "high"}, "similarity_threshold must be a number .*'high'"),
+        ({"similarity_threshold": None}, "similarity_threshold must be given, not None"),
+        ({"similarity_threshold": True}, "similarity_threshold must be a number"),
+        ({"unseen_similarity_threshold": 5}, "unseen_similarity_threshold must be a number"),
+        ({"label_threshold": -3}, "label_threshold must be a number"),
+        ({"unseen_label_threshold": "0.3"}, "unseen_label_threshold must be a number"),
+        ({"passage_weight": 1000.0}, r"passage_weight must be a number within \[0, 10\]"),
+        ({"passage_weight": -5.0}, "passage_weight must be a number"),
+        ({"unseen_passage_weight": 11}, "unseen_passage_weight must be a number"),
+        ({"dims": "384x"}, "dims must be a whole number of at least 1, not '384x'"),
+        ({"dims": 0}, "dims must be a whole number"),
+        ({"max_length": 3}, "max_length must be a whole number of at least 8, not 3"),
+        ({"max_span_width": 0}, "max_span_width must be a whole number of at least 1"),
+        ({"max_span_width": 2.5}, "max_span_width must be a whole number"),
+        ({"labels_per_span": -1}, "labels_per_span must be a whole number of at least 0"),
+        ({"span_decoding": "Nested"}, "span_decoding must be 'nested' or 'flat', not 'Nested'"),
+        ({"similarity": "dot"}, "similarity must be 'cosine', not 'dot'"),
+        ({"type_template": "entity type"}, "type_template must be text with exactly one {}"),
+        ({"type_template": "{} {}"}, "type_template must be text with exactly one {}"),
+        ({"type_template": "{type}"}, "type_template must be text with exactly one {}"),
+        ({"type_template": "{} {0}"}, "type_template must be text with exactly one {}"),
+        ({"type_template": 3}, "type_template must be text"),
+        ({"training": {"types": "person, location"}}, "training.types must be a list of type phrases"),
+        ({"training": {"types": ["person", 3]}}, "training.types must be a list of type phrases"),
+        ({"training": []}, "training must be an object"),
+        ({"graphs": "encoder.int8.onnx"}, "graphs must be a non-empty object"),
+        ({"graphs": {}}, "graphs must be a non-empty object"),
+        ({"graphs": {"cpu": 3}}, "graphs.cpu must be a file name, not 3"),
+        ({"files": ["encoder.int8.onnx"]}, "files must be an object of file name to sha256"),
+        ({"catalog": "catalog.txt"}, "catalog must be an object"),
+    ],
+)
+def test_a_bad_model_json_value_is_one_model_error_naming_the_key(tmp_path, changes, message):
+    """Out-of-range values were used silently; values of the wrong JSON type crashed with a
+    TypeError/ValueError traceback (audit2-model)."""
+    with pytest.raises(ModelError, match=rf"model.json: {message}"):
+        ModelInfo.load(folder_with(tmp_path, **changes), verify=False)
+
+
+def test_optional_values_may_be_absent_or_null(tmp_path):
+    info = ModelInfo.load(
+        folder_with(tmp_path, label_threshold=DELETE, labels_per_span=DELETE, passage_weight=None,
+                    span_decoding=DELETE, similarity=DELETE, type_template="a {} entity", candidate_threshold=None),
+        verify=False,
+    )  # fmt: skip
+    assert info.label_threshold == info.similarity_threshold and info.labels_per_span == 3
+    assert info.passage_weight == 0.0 and not info.nested_spans and info.candidate_threshold is None
+    assert info.type_template == "a {} entity"
