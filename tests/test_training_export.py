@@ -257,6 +257,28 @@ def test_force_replaces_only_a_model_folder_or_an_empty_one(tmp_path):
     check_replaceable(tmp_path / "new")
 
 
+def test_a_figure_with_nothing_to_measure_is_null_in_train_json_and_export_reads_an_old_nan(tmp_path):
+    """train.json held NaN (json.dumps allows it) after a --limit run, and export then died with
+    a ValueError traceback writing model.json (audit2-model)."""
+    from indexer.model_card import ModelCard
+    from indexer.training.export import card_from_run
+    from indexer.training.train import write_train_json
+
+    record = {
+        "backbone": None, "max_length": 256, "max_span_width": 8, "detection_threshold": 0.5,
+        "similarity_threshold": 0.4, "label_threshold": 0.4,
+        "training": {"figures": {"medical": float("nan"), "per_type": [0.5, float("inf")], "n": 3}},
+    }  # fmt: skip
+    write_train_json(tmp_path, record)
+    text = (tmp_path / "train.json").read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["training"]["figures"] == {"medical": None, "per_type": [0.5, None], "n": 3}
+    (tmp_path / "train.json").write_text(text.replace('"medical": null', '"medical": NaN'), encoding="utf-8")
+    card, _, _ = card_from_run(tmp_path)
+    assert card["training"]["figures"]["medical"] is None
+    ModelCard.exported(card).dumps()  # what export writes: strict JSON
+
+
 def test_padding_spans_and_type_phrases_are_finite(model):
     tok = load_tokenizer(SHIPPED / "tokenizer.json")
     enc = tok.encode("dinosaur")

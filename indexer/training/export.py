@@ -153,7 +153,11 @@ def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     path = run_dir / "train.json"
     if not path.is_file():
         raise ModelError(f"{run_dir}: not a training run folder (no train.json)")
-    rec = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        # runs before train.json was strict JSON wrote NaN for a figure with nothing to measure: null
+        rec = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda _: None)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read train.json: {exc}") from exc
     backbone = rec.get("backbone") or DEFAULT_BACKBONE
     card = {
         "backbone": {

@@ -32,7 +32,7 @@ def ranked_r_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
 
 
 def macro_r_precision(per_type: dict[str, float]) -> float:
-    """Mean over types; NaN (as train.json has always written it) when there is none."""
+    """Mean over types; NaN when there is none (written as null in train.json)."""
     mean = macro(per_type.values())
     return float("nan") if mean is None else mean
 

@@ -111,9 +111,28 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
         },
     }
     save_file(model.head_state_dict(), str(out_dir / "heads.safetensors"))
-    (out_dir / "train.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_train_json(out_dir, record)
     log.info("training done in %.0f s", time.time() - t_start)
     return record
+
+
+def write_train_json(out_dir: Path, record: dict[str, Any]) -> None:
+    """``train.json`` as strict JSON: a figure with nothing to measure (NaN, e.g. a ``--limit``
+    smoke run) is written as null. Why: ``json.dumps`` writes NaN by default, which no strict
+    reader takes and which ``nerindex export`` then refused to copy into model.json."""
+    text = json.dumps(_finite_or_null(record), indent=2, allow_nan=False)
+    (out_dir / "train.json").write_text(text + "\n", encoding="utf-8")
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested in dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
