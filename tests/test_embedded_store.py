@@ -100,6 +100,21 @@ def test_filter_sql_table():
     assert conn.execute(f"SELECT COUNT(*) FROM passages WHERE {clause}", params).fetchone() == (1,)
 
 
+def test_passages_replaced_while_an_answer_is_read_are_not_dropped(tmp_path, stamp):
+    """An --all is read lazily; another handle re-indexes its passages (new rowids) before it is.
+    Read through the shared connection, the replaced passages were dropped from the answer while
+    its total still counted them (347 of 849 in the audit's repro): the hits now come from the
+    search's own read transaction, the state the vectors were scored on."""
+    with EmbeddedStore.open(tmp_path / "s") as s:
+        s.check_model(stamp)
+        s.write(corpus())
+        matches = s.search(SearchRequest(vector=DINO, min_similarity=0.5, exhaustive=True))
+        with EmbeddedStore.open(tmp_path / "s", create=False) as other:
+            other.write(corpus())  # the same ids again: replaced under new rowids
+        assert matches.total == 3 and [h.id for h in matches] == ["p1", "p2", "p3"]
+        assert [h.id for h in s.search(SearchRequest(vector=DINO, min_similarity=0.5, exhaustive=True))] == ["p1", "p2", "p3"]
+
+
 def test_second_process_sees_new_writes(tmp_path, stamp):
     """The derived vector cache is tagged with the write generation and rebuilt when stale."""
     writer = EmbeddedStore.open(tmp_path / "s")

@@ -141,9 +141,15 @@ def test_filtered_search_reads_the_index_not_the_json(tmp_path, where):
         store.check_model(STAMP)
         store.write(docs(np.random.default_rng(7)))
         statements: list[str] = []
-        store._conn.set_trace_callback(statements.append)
+        snapshot = store._snapshot  # a search reads through its own connection (one read transaction)
+
+        def traced():
+            conn, vec = snapshot()
+            conn.set_trace_callback(statements.append)
+            return conn, vec
+
+        store._snapshot = traced
         list(store.search(SearchRequest(np.ones(DIMS, dtype=np.float32), -1.0, limit=3, filters=Filters.of(where))))
-        store._conn.set_trace_callback(None)
     chosen = [s for s in statements if "passage_fields" in s or "span_labels" in s]
     assert chosen and not any("json_each" in s for s in chosen)
 

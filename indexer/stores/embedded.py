@@ -61,6 +61,7 @@ SMALL_SELECTION = 2000  # a filter allowing at most this many passages: score th
 # --all on a store of ann.MIN_ROWS spans or more re-scores all matching spans up to this many, else only
 # those within ε of the threshold (at 10M spans 38k float32 rows took 3.4 s, mostly from disk)
 EXACT_ALL_SPANS = 4096
+SNAPSHOT_TRIES = 5  # a search's read transaction and vector segments must agree on one version
 
 
 class EmbeddedStore:
@@ -300,9 +301,10 @@ class EmbeddedStore:
             (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
         return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted)
 
-    def _allowed(self, request: SearchRequest, *, among: np.ndarray | None = None) -> np.ndarray | None:
+    def _allowed(self, conn: sqlite3.Connection, request: SearchRequest, *,
+                 among: np.ndarray | None = None) -> np.ndarray | None:  # fmt: skip
         """Passage rowids allowed by the metadata filters and text restriction (None: all), only
-        of those ``among`` when given."""
+        of those ``among`` when given (read through ``conn``, the search's snapshot)."""
         metadata = request.filters.metadata
         if not metadata and not request.text:
             return None
@@ -310,7 +312,7 @@ class EmbeddedStore:
             # candidates checked on the filter index and FTS alone, not on the passage rows (cold
             # pages in a big store: 16 ms for a few hundred candidates at 10M spans)
             sql, params = sql_filters.candidates_allowed_sql(request.filters, request.text)
-            return self._rowids(sql, [json.dumps(among.tolist()), *params])
+            return self._rowids(conn, sql, [json.dumps(among.tolist()), *params])
         where: list[str] = []
         params: list[Any] = []
         if among is not None:
@@ -326,17 +328,17 @@ class EmbeddedStore:
         if request.text:
             where.append("passages.rowid IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH ?)")
             params.append(sql_filters.fts_query(request.text))
-        return self._rowids("SELECT rowid FROM passages WHERE " + " AND ".join(where), params)
+        return self._rowids(conn, "SELECT rowid FROM passages WHERE " + " AND ".join(where), params)
 
-    def _rowids(self, sql: str, params: list[Any]) -> np.ndarray:
+    def _rowids(self, conn: sqlite3.Connection, sql: str, params: list[Any]) -> np.ndarray:
         """The passage rowids a filter query selects (a SearchError where SQLite refuses it)."""
         try:
-            rows = self._conn.execute(sql, params).fetchall()
+            rows = conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             raise SearchError(f"cannot apply filters: {exc}") from exc
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
-    def _allowed_bound(self, request: SearchRequest, limit: int) -> int | None:
+    def _allowed_bound(self, conn: sqlite3.Connection, request: SearchRequest, limit: int) -> int | None:
         """At most how many passages the metadata filters and text restriction allow: the least of
         their counts, each on its own index, reading at most ``limit`` filter entries and
         ``SMALL_SELECTION + 1`` text matches (a text that matches more counts as that many);
@@ -344,57 +346,88 @@ class EmbeddedStore:
         filters = request.filters if self._indexed else Filters()
         queries = [*sql_filters.selection_bound_sql(filters, None, limit),
                    *sql_filters.selection_bound_sql(Filters(), request.text, SMALL_SELECTION + 1)]
-        counts = [self._conn.execute(sql, params).fetchone()[0] for sql, params in queries]
+        counts = [conn.execute(sql, params).fetchone()[0] for sql, params in queries]
         return min(counts) if counts else None
 
-    def _restricted(self, vec: segments.SegmentSet, request: SearchRequest) -> np.ndarray | bool:
+    def _restricted(self, conn: sqlite3.Connection, vec: segments.SegmentSet, request: SearchRequest) -> np.ndarray | bool:
         """A mask of the spans the filters and the text restriction allow (True: all of them)."""
         keep: np.ndarray | bool = True
-        allowed = self._allowed(request)
+        allowed = self._allowed(conn, request)
         if allowed is not None:
             keep = np.isin(vec.passage, allowed)
-        spans = self._allowed_spans(request)
+        spans = self._allowed_spans(conn, request)
         if spans is not None:
             keep = keep & np.isin(vec.span, spans)
         return keep
 
-    def _allowed_spans(self, request: SearchRequest) -> np.ndarray | None:
+    def _allowed_spans(self, conn: sqlite3.Connection, request: SearchRequest) -> np.ndarray | None:
         """Span rowids (ascending) the span filters allow (None: no span filter)."""
         if not request.filters.spans:
             return None
         span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
         sql, params = span_sql(request.filters)
-        return np.sort(np.asarray([r[0] for r in self._conn.execute(sql, params)], dtype=np.int64))
+        return np.sort(np.asarray([r[0] for r in conn.execute(sql, params)], dtype=np.int64))
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Top-k through the ANN index when the store is big enough for it to pay
         (:meth:`_ann_search`), else (and for ``exhaustive``) every span scored (int8, then float32
         where it matters), passages ranked by their best span (+ λ · passage); see the module
-        docstring. Only the reading of passages and spans is left for iteration; a bad request
-        raises here."""
+        docstring. A top-k's hits are read here; an ``--all``'s are read as they are iterated, in
+        the same read transaction (:meth:`_snapshot`). A bad request raises here."""
         stamp = self.model()
         if stamp is None:
             return iter(())
         query = query_vector(request, stamp.dims)
-        vec = self._load_vectors()
+        conn, vec = self._snapshot()
+        try:
+            matches = self._search_in(conn, vec, query, request)
+            if not request.exhaustive:  # a few hits: read them now and let the snapshot go
+                return Matches(iter(list(matches)), total=matches.total)
+        except BaseException:
+            conn.close()
+            raise
+        return Matches(_closing(matches, conn), total=matches.total)
+
+    def _snapshot(self) -> tuple[sqlite3.Connection, segments.SegmentSet]:
+        """A private connection in a read transaction, and the vector segments of the version it
+        reads: filters, exact re-scoring and the hits' rows then come from the state the segments
+        were scored on. Read through the shared connection, a write that replaced passages while
+        a search ran (re-indexing, or a second run over the same input) made the search drop them,
+        with its total still counting them. WAL readers do not block writers."""
+        for _ in range(SNAPSHOT_TRIES):
+            vec = self._load_vectors()
+            conn = sqlite3.connect(str(self.path / DB_NAME), isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("BEGIN")
+                if schema.read_version(conn) == vec.version:  # the first read fixes the snapshot
+                    return conn, vec
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreError(f"{self.path}: cannot read the store: {exc}") from exc
+            conn.close()  # written since the segments were brought up to date: again
+        raise StoreError(f"{self.path}: the store was written {SNAPSHOT_TRIES} times while a search began; search again")
+
+    def _search_in(self, conn: sqlite3.Connection, vec: segments.SegmentSet, query: np.ndarray,
+                   request: SearchRequest) -> Matches:  # fmt: skip
+        """:meth:`search` in one snapshot (``conn``, ``vec``)."""
         if not request.exhaustive and self.use_ann and len(vec.span) >= ann.MIN_ROWS:
             if ann.available():
-                found = self._ann_search(vec, query, request)
+                found = self._ann_search(conn, vec, query, request)
                 if found is not None:
                     return found
             elif not self._warned_no_ann:
                 self._warned_no_ann = True
                 log.warning("%s: %d spans are scanned whole for every top-k search; install faiss-cpu "
                             "(the [cpu] extra) for the ANN index", self.path, len(vec.span))
-        return self._scan(vec, query, request)
+        return self._scan(conn, vec, query, request)
 
-    def _scan(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches:
+    def _scan(self, conn: sqlite3.Connection, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches:
         """The exact search: an int8 scan of every span, float32 re-scoring near each decision.
         Every span ranks its passage; only mentions are marked and make an ``--all`` answer (a
         mention's decision at the threshold is re-scored like any span's, so that set is exact)."""
         sims = vec.approx_sims(query)
         threshold, eps = request.min_similarity, segments.EPSILON
-        keep = vec.alive & (sims >= threshold - eps) & self._restricted(vec, request)
+        keep = vec.alive & (sims >= threshold - eps) & self._restricted(conn, vec, request)
         idx = np.nonzero(keep)[0]
         chosen = None
         if not request.exhaustive:
@@ -406,7 +439,7 @@ class EmbeddedStore:
         estimated = chosen is None and idx.size > EXACT_ALL_SPANS and len(vec.span) >= ann.MIN_ROWS
         # near the threshold, and the top-k candidates (--all: all unless estimated)
         rescore = idx[near | (np.isin(vec.passage[idx], chosen) if chosen is not None else not estimated)]
-        sims[rescore] = read.exact(self._conn, vec.span[rescore], query, "spans", -np.inf)
+        sims[rescore] = read.exact(conn, vec.span[rescore], query, "spans", -np.inf)
         idx = idx[sims[idx] >= threshold]
         if idx.size == 0:
             return Matches(iter(()), total=0)
@@ -418,7 +451,7 @@ class EmbeddedStore:
         score = sims[best].astype(np.float64)
         if request.passage_weight:
             cosines = (vec.approx_passage_sims(vec.passage[best], query) if estimated
-                       else read.exact(self._conn, vec.passage[best], query, "passages", 0.0))
+                       else read.exact(conn, vec.passage[best], query, "passages", 0.0))
             score += request.passage_weight * cosines
         # passages by score (desc), ties by insertion order for a stable result
         rank = np.lexsort((vec.passage[best], -score))
@@ -428,9 +461,10 @@ class EmbeddedStore:
         # the marked spans of each returned passage, flat in rank order (a top-k needs k passages' spans)
         bounds, shown = flat_runs(marked, vec.passage[marked], vec.passage[ranked])
         found = read.Ranked(vec.passage[ranked], score, bounds, vec.span[shown], sims[shown])
-        return Matches(read.hits(self._conn, found, vec.span_details(shown)), total=total)
+        return Matches(read.hits(conn, found, vec.span_details(shown)), total=total)
 
-    def _ann_search(self, vec: segments.SegmentSet, query: np.ndarray, request: SearchRequest) -> Matches | None:
+    def _ann_search(self, conn: sqlite3.Connection, vec: segments.SegmentSet, query: np.ndarray,
+                    request: SearchRequest) -> Matches | None:  # fmt: skip
         """Top-k from the ANN indexes, exact by the bound of :mod:`.ann_ranking` (None: the bound
         did not close, scan instead). A metadata or text filter that allows few passages scores
         just those; one that allows many is checked on the candidates (SQL on a few hundred
@@ -439,21 +473,21 @@ class EmbeddedStore:
         total number of matches is not known here (``Matches.total`` is None)."""
         filtered = bool(request.filters.metadata) or bool(request.text)
         passages_stored = max(len(vec.passage_rows), 1)
-        bound = self._allowed_bound(request, max(SMALL_SELECTION + 1, passages_stored // 8)) if filtered else None
-        allowed = self._allowed(request) if bound is not None and bound <= SMALL_SELECTION else None
-        allowed_spans = self._allowed_spans(request)
+        bound = self._allowed_bound(conn, request, max(SMALL_SELECTION + 1, passages_stored // 8)) if filtered else None
+        allowed = self._allowed(conn, request) if bound is not None and bound <= SMALL_SELECTION else None
+        allowed_spans = self._allowed_spans(conn, request)
         weight = request.passage_weight or 0.0
         checked = filtered and allowed is None  # many allowed: check the candidates
 
         def score(passages: np.ndarray) -> list[Scored]:
             if checked:
-                passages = self._allowed(request, among=passages)
-            return read.score_passages(self._conn, passages, query, threshold=request.min_similarity, weight=weight,
+                passages = self._allowed(conn, request, among=passages)
+            return read.score_passages(conn, passages, query, threshold=request.min_similarity, weight=weight,
                                        allowed_spans=allowed_spans)
 
         if allowed is not None and not checked:
             found = score(allowed)
-            return Matches(read.hits(self._conn, read.ranked(found, request.limit)), total=len(found))
+            return Matches(read.hits(conn, read.ranked(found, request.limit)), total=len(found))
         span_bits = None if allowed_spans is None else _bitmap(allowed_spans)
         identity = self.version().identity
         spans = self._ann.get(vec, identity, "spans")
@@ -469,7 +503,7 @@ class EmbeddedStore:
             return None
         found = read.ranked(result[0], None)
         at = vec.positions(found.spans)  # all of them unless a newer set added spans to the index meanwhile
-        return Matches(read.hits(self._conn, found, vec.span_details(at) if at.size == found.spans.size else None),
+        return Matches(read.hits(conn, found, vec.span_details(at) if at.size == found.spans.size else None),
                        total=None)
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
@@ -486,6 +520,14 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _closing(hits: Iterator[Hit], conn: sqlite3.Connection) -> Iterator[Hit]:
+    """An ``--all``'s hits, read lazily in the search's read transaction, which ends with them."""
+    try:
+        yield from hits
+    finally:
+        conn.close()
 
 
 def _bitmap(rowids: np.ndarray) -> np.ndarray:
