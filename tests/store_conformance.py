@@ -435,6 +435,17 @@ class StoreConformance:
         hits = self.search(candidates, DINO, threshold=0.4, passage_weight=1.0, exhaustive=True)
         assert [h.id for h in hits] == ["c3", "c1"]
 
+    def test_a_limit_past_the_knn_cap_is_still_top_k(self, candidates):
+        """A limit above Elasticsearch's kNN cap (10,000) is answered exactly there, and was the
+        ``--all`` answer (an audit): a passage ranked by a candidate alone dropped out."""
+        self.require_exhaustive(candidates)  # Elasticsearch answers it with the exact (Painless) search
+        hits = self.search(candidates, DINO, threshold=0.4, limit=10_001)
+        assert [h.id for h in hits] == ["c1", "c2", "c3", "c4"]
+        assert [round(h.score, 3) for h in hits] == [1.0, 0.95, 0.9, 0.7]
+        assert self.marks(hits) == {"c1": ["fossils"], "c2": [], "c3": ["Allosaurus"], "c4": []}
+        hits = self.search(candidates, DINO, threshold=0.4, limit=10_001, passage_weight=1.0, filters={"lang": "en"})
+        assert [h.id for h in hits] == ["c3", "c1", "c2", "c4"]
+
     def test_span_filters_restrict_candidates_too(self, candidates):
         only = {"spans.labels": "label-triceratops"}  # c1's candidate: it ranks c1, marks nothing
         hits = self.search(candidates, DINO, threshold=0.4, filters=only)

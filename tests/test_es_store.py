@@ -586,6 +586,7 @@ class TestExhaustiveConformance:
     test_a_candidate_over_a_threshold_no_mention_passes = StoreConformance.test_a_candidate_over_a_threshold_no_mention_passes
     test_candidates_with_limit_and_passage_weight = StoreConformance.test_candidates_with_limit_and_passage_weight
     test_span_filters_restrict_candidates_too = StoreConformance.test_span_filters_restrict_candidates_too
+    test_a_limit_past_the_knn_cap_is_still_top_k = StoreConformance.test_a_limit_past_the_knn_cap_is_still_top_k
 
 
 def test_passage_vectors_before_9_2_ask_for_plain_source_fields():

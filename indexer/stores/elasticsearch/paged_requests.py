@@ -97,6 +97,7 @@ def exhaustive_search_body(
     search_after: Sequence[Any] | None = None,
     passage_weight: float = 0.0,
     typed_filters: bool = False,
+    gated: bool = True,
 ) -> dict[str, Any]:
     """Every passage with a mention that passes the threshold, exactly, one page at a time.
 
@@ -106,6 +107,10 @@ def exhaustive_search_body(
     of the ``--all`` answer, while one that is scores as in top-k. Paged with a point in time and
     ``search_after``, past the 10,000 cap of kNN. Span filters work on every version here.
 
+    ``gated=False`` (a top-k search with a limit above the kNN cap): the marks' clause is a
+    ``should`` clause (``score_mode: none``: it adds 0 and restricts nothing), so every passage
+    whose best span passes the threshold is returned, as in top-k, marks and all.
+
     With ``passage_weight`` λ > 0 an outer ``script_score`` adds λ · (passage cos + 1) to that
     score (span cos + 1), so pages are sorted by the combined score, shifted by 1 + λ.
     """
@@ -113,7 +118,12 @@ def exhaustive_search_body(
     passage_level, span_level = filter_clauses(filters, typed=typed_filters)
     spans = dict(min_similarity=min_similarity, span_level=span_level)
     restrictions = passage_level + ([text_filter(text)] if text else [])
-    boolean = {"must": [exact_best_span(vector, **spans)], "filter": [exact_mentions(vector, **spans), *restrictions]}
+    marks = exact_mentions(vector, **spans)
+    boolean: dict[str, Any] = {"must": [exact_best_span(vector, **spans)]}
+    if gated:
+        boolean["filter"] = [marks, *restrictions]
+    else:
+        boolean.update({"should": [marks], "filter": restrictions} if restrictions else {"should": [marks]})
     query: dict[str, Any] = {"bool": boolean}
     if weight:
         query = passage_weight_query(

@@ -112,8 +112,9 @@ def exact_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
     alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: bool = False,
 ) -> Iterator[Hit]:
-    """Every match (or the first ``limit``), scored exactly, one page per request through a
-    point in time that is closed however the iteration ends."""
+    """Every match (``request.exhaustive``: the passages with a mention over the threshold), or the
+    first ``limit`` passages whose best span passes it (a top-k search past the kNN cap), scored
+    exactly, one page per request through a point in time that is closed however the iteration ends."""
     keep_alive, page = options.keep_alive, options.page_size
     with errors(f"open a point in time on {alias!r}"):
         try:
@@ -135,6 +136,7 @@ def exact_hits(
                 search_after=after,
                 passage_weight=float(request.passage_weight),
                 typed_filters=typed_filters,
+                gated=request.exhaustive,
             )
             with errors(f"search {alias!r} exhaustively", search=True):
                 response = client.search(body=body).body

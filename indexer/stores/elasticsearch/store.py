@@ -8,7 +8,8 @@ every span ranks, mentions alone are marked and make an ``exhaustive`` answer): 
 query with ``similarity`` for top-k (rescored with the float vectors from 8.18 on), its marks the
 inner hits of a second nested clause over the mentions, and an exact Painless ``script_score``
 paged with a point in time for ``exhaustive`` (past the 10,000 cap of kNN; it needs the
-lang-painless module), gated on a mention by the same script over the mentions. Hybrid scoring
+lang-painless module), gated on a mention by the same script over the mentions (a top-k limit
+above that cap runs the same search ungated, marks only). Hybrid scoring
 (``SearchRequest.passage_weight`` λ > 0) adds λ · cos(type, passage vector): natively for top-k
 (a passage kNN next to the span kNN), in the script for ``exhaustive``; one request per page.
 What the server can do (version, modules) is read once from the nodes API.
