@@ -365,6 +365,20 @@ class StoreConformance:
         hits = self.search(store, DINO, threshold=0.5, limit=50, filters=where)
         assert sorted(h.id for h in hits) == expected
 
+    @pytest.mark.parametrize("where, expected", [
+        ({"meta": "en"}, []), ({"meta": 1}, []), ({"deep": 1}, []), ({"deep": "[1,2]"}, []), ({"deep": 3}, ["o1"]),
+        ({"objs": "a"}, []), ({"lang": "en"}, ["o1", "o2"]),
+    ])
+    def test_an_object_value_matches_no_filter_value(self, store, stamp, where, expected):
+        """Objects (and lists inside lists) hold no value a filter compares (an audit: the
+        embedded store matched an object's member values, Elasticsearch nothing)."""
+        store.check_model(stamp)
+        rows = [("o1", {"meta": {"lang": "en", "n": 1}, "deep": [[1, 2], 3], "objs": [{"k": "a"}], "lang": "en"}),
+                ("o2", {"lang": "en"})]
+        docs = [doc(pid, "Tyrannosaurus was here.", [("Tyrannosaurus", DINO)], **fields) for pid, fields in rows]
+        assert all(o.ok for o in store.write(docs))
+        assert sorted(h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters=where)) == expected
+
     # --- query-time feedback: the stored passage vectors of given ids ----------------------------
 
     def test_passage_vectors_in_the_order_given(self, hybrid):

@@ -215,3 +215,23 @@ def test_booleans_of_a_layout_2_store_are_stored_again_as_true_and_false(tmp_pat
             hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(where)))
             assert sorted(h.id for h in hits) == expected
         assert store._conn.execute("SELECT span FROM span_labels WHERE label = 'sentinel'").fetchall() == [(999,)]
+
+
+def test_object_members_of_a_layout_3_store_are_dropped(tmp_path):
+    """Layout 3 indexed an object's member values (so ``nested=1`` matched ``{"x": 1}``): the first
+    writable open refills passage_fields, and objects match no filter value, as in Elasticsearch."""
+    rng = np.random.default_rng(7)
+    vec = rng.standard_normal(DIMS).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(STAMP)
+        store.write([EncodedPassage(Passage("o", "Word.", {"nested": {"x": 1}}), (EncodedSpan(0, 4, "Word", 0.9, vec, ("l0",)),), vec)])
+    conn = sqlite3.connect(folder / DB_NAME)
+    conn.execute("INSERT INTO passage_fields(passage, key, value) SELECT rowid, 'nested', '1' FROM passages")  # as layout 3 had it
+    conn.execute(f"UPDATE meta SET value = '3' WHERE key = '{filters.INDEX_FLAG}'")
+    conn.commit()
+    conn.close()
+    with EmbeddedStore.open(folder) as store:
+        assert list(store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"nested": 1})))) == []
+        assert store._conn.execute("SELECT COUNT(*) FROM passage_fields").fetchone() == (0,)

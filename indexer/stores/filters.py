@@ -32,10 +32,16 @@ def _field_sql(key: str, value: FilterValue) -> tuple[str, list[Any]]:
         return f"json_extract(passages.fields, '$.\"{key}\"') IS NULL", []
     values = field_values(value)
     marks = ",".join("?" for _ in values)
-    return (
-        f"EXISTS (SELECT 1 FROM json_each(passages.fields, '$.\"{key}\"') WHERE {_stored('value', 'type')} IN ({marks}))",
-        values,
-    )
+    return f"EXISTS ({_scalars_sql(key)} AND {_stored('value', 'type')} IN ({marks}))", values
+
+
+def _scalars_sql(key: str) -> str:
+    """The JSON scalars a metadata field holds (:func:`stored_values`), as ``json_each`` rows: the
+    field itself, or each scalar element of a list; none of an object (``json_each`` would walk
+    its members) or of a list inside a list."""
+    path = f"'$.\"{key}\"'"
+    return (f"SELECT 1 FROM json_each(passages.fields, {path}) WHERE json_type(passages.fields, {path}) <> 'object' "
+            "AND type NOT IN ('array', 'object')")
 
 
 def _stored(value: str, kind: str) -> str:
@@ -133,6 +139,14 @@ def field_values(value: FilterValue) -> list[str]:
     return list(dict.fromkeys(t for v in _values(value) for t in field_texts(v)))
 
 
+def stored_values(value: Any) -> list[Any]:
+    """The values of a stored metadata field that filters compare: the field itself, or each
+    element of a list; an object (or a list inside a list) is none, so it matches no filter value.
+    One rule for every store (the embedded store's SQL, :func:`_scalars_sql`, and Elasticsearch's
+    ``filter_texts``)."""
+    return [v for v in (value if isinstance(value, list) else [value]) if stored_text(v) is not None]
+
+
 def stored_text(value: Any) -> str | None:
     """A stored JSON scalar as filters compare it (the Python twin of :func:`_stored`); None for
     null, lists and objects."""
@@ -162,14 +176,15 @@ def field_matches(value: FilterScalar, stored: Any) -> bool:
 INDEX_FLAG = "filter_index"
 # 1: span_labels a rowid table with two indexes; 2: one WITHOUT ROWID tree (writes ~20% faster);
 # 3: booleans in passage_fields as true/false (they were 1/0, so a filter 1 matched true)
-INDEX_LAYOUT = "3"
+# 4: no rows for an object's members or a nested list's text (objects now match no filter value)
+INDEX_LAYOUT = "4"
 _FILL_FIELDS = """
 INSERT INTO passage_fields(passage, key, value)
 SELECT p.rowid, f.key, {stored_f} FROM passages AS p, json_each(p.fields) AS f
 WHERE {{where}} f.type NOT IN ('array', 'object')
 UNION ALL
 SELECT p.rowid, f.key, {stored_e} FROM passages AS p, json_each(p.fields) AS f, json_each(f.value) AS e
-WHERE {{where}} f.type IN ('array', 'object');
+WHERE {{where}} f.type = 'array' AND e.type NOT IN ('array', 'object');
 """.format(stored_f=_stored("f.value", "f.type"), stored_e=_stored("e.value", "e.type"))
 INDEX_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS passage_fields (passage INTEGER NOT NULL, key TEXT NOT NULL, value TEXT)",
@@ -188,7 +203,7 @@ INDEX_SCHEMA = [
     "CREATE TRIGGER IF NOT EXISTS spans_labels_drop AFTER DELETE ON spans BEGIN DELETE FROM span_labels "
     "WHERE span = old.rowid AND label IN (SELECT value FROM json_each(old.labels)); END",
 ]
-# what goes before INDEX_SCHEMA makes it anew: the fields trigger (its SQL changed in layout 3), and
+# what goes before INDEX_SCHEMA makes it anew: the fields trigger (its SQL changed in layouts 3, 4), and
 # below layout 2 span_labels (its indexes with it)
 OLD_FIELDS = ["DROP TRIGGER IF EXISTS passages_fields_add"]
 OLD_LABELS = ["DROP TRIGGER IF EXISTS spans_labels_add", "DROP TRIGGER IF EXISTS spans_labels_drop",
@@ -211,7 +226,7 @@ def ensure_index(conn) -> bool:
         conn.execute("BEGIN IMMEDIATE")
         layout = conn.execute(flagged, (INDEX_FLAG,)).fetchone()
         if layout != (INDEX_LAYOUT,):
-            labels_kept = layout == ("2",)  # layout 2 to 3 refills passage_fields alone
+            labels_kept = layout in (("2",), ("3",))  # layout 2 or 3 to 4 refills passage_fields alone
             for statement in (OLD_FIELDS + ([] if labels_kept else OLD_LABELS) + INDEX_SCHEMA + FILL_FIELDS
                               + ([] if labels_kept else FILL_LABELS)):
                 conn.execute(statement)

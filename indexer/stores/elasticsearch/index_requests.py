@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import StoreError
 from ...records import EncodedPassage
 from ..base import ModelStamp
-from ..filters import stored_text
+from ..filters import stored_text, stored_values
 from . import templates
 from .similarity import check_metric
 
@@ -136,11 +136,12 @@ def index_meta(stamp: ModelStamp, *, typed_filters: bool = False) -> dict[str, A
 
 
 def filter_texts(fields: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Each metadata value (each element of a list) as the embedded store's filters compare it
-    (``stores.filters.stored_text``: booleans as true/false, numbers as SQLite writes them)."""
+    """Each metadata value (each element of a list; an object has none: ``stores.filters.stored_values``)
+    as the embedded store's filters compare it (``stores.filters.stored_text``: booleans as
+    true/false, numbers as SQLite writes them)."""
     out: dict[str, list[str]] = {}
     for key, value in fields.items():
-        texts = [t for v in (value if isinstance(value, list) else [value]) if (t := stored_text(v)) is not None]
+        texts = [stored_text(v) for v in stored_values(value)]
         if texts:
             out[key] = texts
     return out
