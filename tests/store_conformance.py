@@ -379,6 +379,19 @@ class StoreConformance:
         assert all(o.ok for o in store.write(docs))
         assert sorted(h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters=where)) == expected
 
+    def test_a_field_is_absent_when_it_holds_no_value_a_filter_compares(self, store, stamp):
+        """Missing, null, [], [null] and an object are absent; "" and [null, "a"] are not (an
+        audit: Elasticsearch took [] and [null] for absent, the embedded store missing and null only)."""
+        store.check_model(stamp)
+        rows = [("missing", {}), ("null", {"tags": None}), ("empty", {"tags": []}), ("nulls", {"tags": [None]}),
+                ("blank", {"tags": ""}), ("some", {"tags": [None, "a"]}), ("obj", {"meta": {"k": "a"}})]
+        docs = [doc(pid, "Tyrannosaurus was here.", [("Tyrannosaurus", DINO)], **fields) for pid, fields in rows]
+        assert all(o.ok for o in store.write(docs))
+        absent = [h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters={"tags": None})]
+        assert sorted(absent) == ["empty", "missing", "null", "nulls", "obj"]
+        absent = [h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters={"meta": None})]
+        assert sorted(absent) == ["blank", "empty", "missing", "null", "nulls", "obj", "some"]
+
     # --- query-time feedback: the stored passage vectors of given ids ----------------------------
 
     def test_passage_vectors_in_the_order_given(self, hybrid):

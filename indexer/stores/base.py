@@ -243,8 +243,9 @@ class Filters:
     """The metadata and span restrictions of a search, checked once: what every backend translates.
 
     Each (key, value) pair restricts by exact match: a plain value must equal the field's value
-    (or one element, where the field holds a list); a tuple means any of its values; None means the
-    field is absent. Keys ``spans.labels`` and ``spans.text`` restrict which spans may match
+    (or one element, where the field holds a list; an object holds none); a tuple means any of its
+    values; None means the field is absent: it holds no value a filter compares (missing, null,
+    ``[]``, a list of nulls, an object). Keys ``spans.labels`` and ``spans.text`` restrict which spans may match
     instead. Keys follow :func:`filter_key_problem`; values are strings, numbers or booleans
     (numpy scalars become Python ones, sets become tuples in a fixed order). Pairs are kept sorted
     by key. Build one with :meth:`of`; a SearchError says what is wrong.

@@ -28,8 +28,8 @@ def _values(value: FilterValue) -> list[FilterScalar]:
 
 def _field_sql(key: str, value: FilterValue) -> tuple[str, list[Any]]:
     """One metadata filter over ``passages.fields`` (JSON)."""
-    if value is None:
-        return f"json_extract(passages.fields, '$.\"{key}\"') IS NULL", []
+    if value is None:  # absent: no value a filter compares (:func:`stored_values`)
+        return f"NOT EXISTS ({_scalars_sql(key)})", []
     values = field_values(value)
     marks = ",".join("?" for _ in values)
     return f"EXISTS ({_scalars_sql(key)} AND {_stored('value', 'type')} IN ({marks}))", values
@@ -37,11 +37,11 @@ def _field_sql(key: str, value: FilterValue) -> tuple[str, list[Any]]:
 
 def _scalars_sql(key: str) -> str:
     """The JSON scalars a metadata field holds (:func:`stored_values`), as ``json_each`` rows: the
-    field itself, or each scalar element of a list; none of an object (``json_each`` would walk
-    its members) or of a list inside a list."""
+    field itself, or each scalar element of a list; none of null, of an object (``json_each``
+    would walk its members) or of a list inside a list."""
     path = f"'$.\"{key}\"'"
     return (f"SELECT 1 FROM json_each(passages.fields, {path}) WHERE json_type(passages.fields, {path}) <> 'object' "
-            "AND type NOT IN ('array', 'object')")
+            "AND type NOT IN ('array', 'object', 'null')")
 
 
 def _stored(value: str, kind: str) -> str:
@@ -55,7 +55,8 @@ def filter_sql(filters: Filters) -> tuple[str, list[Any]]:
 
     A field holding a list matches when any element matches; values compare as text, so
     ``--where year=2020`` matches a stored number 2020, and numbers in every form SQLite writes
-    them (:func:`field_texts`); ``None`` means the field is absent.
+    them (:func:`field_texts`); ``None`` means the field is absent: it holds no value a filter
+    compares (missing, null, an empty list, a list of nulls, an object: :func:`stored_values`).
     """
     return _joined(_field_sql(key, value) for key, value in filters.metadata)
 
@@ -141,7 +142,9 @@ def field_values(value: FilterValue) -> list[str]:
 
 def stored_values(value: Any) -> list[Any]:
     """The values of a stored metadata field that filters compare: the field itself, or each
-    element of a list; an object (or a list inside a list) is none, so it matches no filter value.
+    element of a list; null, an object or a list inside a list is none, so it matches no filter
+    value. A field without any (missing, null, ``[]``, ``[null]``, an object) is absent (a
+    ``None`` filter).
     One rule for every store (the embedded store's SQL, :func:`_scalars_sql`, and Elasticsearch's
     ``filter_texts``)."""
     return [v for v in (value if isinstance(value, list) else [value]) if stored_text(v) is not None]

@@ -76,9 +76,13 @@ def _metadata_clause(key: str, value: FilterValue, typed: bool) -> dict[str, Any
     """One metadata filter. ``typed``: the index keeps each metadata value as the text the
     embedded store compares (``filter_texts.<key>``, :func:`index_requests.filter_texts`), so the
     filter is the embedded store's rule (``stores.filters.field_values``), not the field type
-    Elasticsearch guessed from the first passage that had the field."""
-    if value is None or not typed:
+    Elasticsearch guessed from the first passage that had the field. Absence (None) too: no
+    ``filter_texts.<key>`` is the embedded store's absent field (missing, null, ``[]``,
+    ``[null]``, an object: ``stores.filters.stored_values``)."""
+    if not typed:
         return _value_clause(f"fields.{key}", value)
+    if value is None:
+        return _value_clause(f"{FILTER_TEXTS}.{key}", None)
     return {"terms": {f"{FILTER_TEXTS}.{key}": field_values(value)}}
 
 
