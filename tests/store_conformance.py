@@ -392,6 +392,26 @@ class StoreConformance:
         absent = [h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters={"meta": None})]
         assert sorted(absent) == ["blank", "empty", "missing", "null", "nulls", "obj", "some"]
 
+    ODD = [("m1", {"mixed": [1, "1", True, 1.0]}), ("b1", {"flag": True}), ("b2", {"flag": 1}), ("s1", {"x": "s"}),
+           ("s2", {"x": {"k": 1}}), ("d1", {"meta.lang": "en"}), ("d2", {"meta": "de", "meta.lang": "fr"})]
+
+    @pytest.mark.parametrize("where, expected", [
+        ({"mixed": 1}, ["m1"]), ({"mixed": True}, ["m1"]), ({"flag": True}, ["b1"]), ({"flag": 1}, ["b2"]),
+        ({"x": "s"}, ["s1"]), ({"x": None}, ["b1", "b2", "d1", "d2", "m1", "s2"]), ({"meta.lang": "en"}, ["d1"]),
+        ({"meta": "de"}, ["d2"]), ({"meta.lang": ["en", "fr"]}, ["d1", "d2"]),
+    ])
+    def test_any_metadata_is_stored_and_filtered(self, store, stamp, where, expected):
+        """Values of several types under one key, a key holding an object in one passage and a
+        string in another, dotted keys (an audit: Elasticsearch refused such passages, whose
+        metadata conflicted with the field types it had guessed, or held a dotted key)."""
+        store.check_model(stamp)
+        docs = [doc(pid, "Tyrannosaurus was here.", [("Tyrannosaurus", DINO)], **fields) for pid, fields in self.ODD]
+        outcomes = store.write(docs)
+        assert [o.ok for o in outcomes] == [True] * len(docs), [o.error for o in outcomes if not o.ok]
+        hits = self.search(store, DINO, threshold=0.5, limit=50, filters=where)
+        assert sorted(h.id for h in hits) == expected
+        assert {h.id: h.fields for h in self.search(store, DINO, threshold=0.5, limit=50)} == dict(self.ODD)
+
     # --- query-time feedback: the stored passage vectors of given ids ----------------------------
 
     def test_passage_vectors_in_the_order_given(self, hybrid):

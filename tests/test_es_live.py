@@ -254,9 +254,21 @@ def test_a_load_killed_while_relaxed_leaves_no_lasting_refresh_delay(make_live_s
     assert interval() in ("1s", None)
 
 
+def old_metadata_mapping(body: dict) -> dict:
+    """An index body with ``fields.*`` indexed by the types Elasticsearch guesses and
+    ``filter_texts`` keys read as object paths, as nerindex mapped them before ``fields`` was
+    kept in ``_source`` only (an audit: conflicting types and dotted keys refused passages)."""
+    mappings = body["mappings"]
+    mappings["properties"]["fields"] = {"type": "object", "dynamic": True}
+    mappings["properties"][index_requests.FILTER_TEXTS] = {"type": "object", "dynamic": True}
+    mappings["dynamic_templates"].append({"user_metadata_strings": {
+        "path_match": "fields.*", "match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 8191}}})
+    return body
+
+
 def index_made_before_filter_texts(store: ElasticsearchStore, stamp: ModelStamp) -> ElasticsearchStore:
     """The store's alias on an index as nerindex made it before ``filter_texts``."""
-    body = index_requests.create_index_body(stamp, alias=store.alias)
+    body = old_metadata_mapping(index_requests.create_index_body(stamp, alias=store.alias))
     mappings = body["mappings"]
     mappings["_meta"].pop(index_requests.FILTER_TEXTS)
     mappings["properties"].pop(index_requests.FILTER_TEXTS)
@@ -264,6 +276,20 @@ def index_made_before_filter_texts(store: ElasticsearchStore, stamp: ModelStamp)
     store.client.indices.create(index=f"{store.alias}-000001", **body)
     store.check_model(stamp)
     return store
+
+
+def test_an_index_with_the_old_metadata_mapping_keeps_working(make_live_store, stamp):
+    """An index made with ``filter_texts`` but ``fields.*`` indexed (a mapping is per index): the
+    store writes and filters as on a new one, where the metadata fits the guessed types."""
+    store = make_live_store()
+    store.client.indices.create(index=f"{store.alias}-000001",
+                                **old_metadata_mapping(index_requests.create_index_body(stamp, alias=store.alias)))
+    store.check_model(stamp)
+    assert store.typed_filters()
+    assert all(o.ok for o in store.write(corpus()))
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"lang": "en"}))} == {"p1", "p2"}
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"year": "2020"}))} == {"p1", "p3"}
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"nowhere": None}))} == {"p1", "p2", "p3"}
 
 
 def test_an_index_made_before_filter_texts_keeps_filtering_on_its_fields(make_live_store, stamp):

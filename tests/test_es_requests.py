@@ -161,6 +161,10 @@ def test_index_body_follows_the_issue():
     assert vector["dims"] == 4 and vector["similarity"] == "cosine"
     assert vector["index_options"] == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
     assert mappings["_meta"]["model"] == STAMP.to_dict()
+    # metadata is kept in _source only (any types, objects, dotted keys: nothing to refuse) and
+    # filtered through filter_texts, whose keys are literal (meta.lang is not a member of meta)
+    assert mappings["properties"]["fields"] == {"type": "object", "enabled": False}
+    assert mappings["properties"]["filter_texts"]["subobjects"] is False
 
 
 def test_template_file_is_the_source_of_the_mapping():

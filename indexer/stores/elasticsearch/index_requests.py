@@ -4,8 +4,9 @@ Nothing here talks to a server: each function maps nerindex records to the dict 
 expects, so the bodies can be checked byte for byte without a cluster. The search bodies are in
 :mod:`.search_requests` (top-k kNN) and :mod:`.paged_requests` (exhaustive search, scans).
 
-Field layout (``mappings/passages.json``): ``id``, ``text``, ``fields.*`` (user metadata),
-``model``, ``vector`` (passage vector), ``labels`` (copy of every span label, passage level, for
+Field layout (``mappings/passages.json``): ``id``, ``text``, ``fields`` (user metadata, kept in
+``_source`` only: any value is stored, none refused), ``filter_texts.<key>`` (the metadata as
+filters compare it, keyword, keys literal: ``subobjects: false``), ``model``, ``vector`` (passage vector), ``labels`` (copy of every span label, passage level, for
 Kibana aggregations) and the nested ``spans`` with ``start``, ``end``, ``text``, ``score``,
 ``mention``, ``labels`` and ``vector``.
 """
