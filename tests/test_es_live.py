@@ -278,6 +278,23 @@ def index_made_before_filter_texts(store: ElasticsearchStore, stamp: ModelStamp)
     return store
 
 
+def test_a_metadata_value_over_8191_characters_is_stored_but_not_filtered(make_live_store, stamp):
+    """A known difference (docs/elasticsearch.md): ``ignore_above`` leaves such a value out of
+    ``filter_texts``, so a filter misses it and the field counts as absent; the embedded store
+    matches it."""
+    store = make_live_store()
+    store.check_model(stamp)
+    long = "x" * 8192
+    first = corpus()[0]
+    docs = [dataclasses.replace(first, passage=dataclasses.replace(first.passage, id=pid, fields={"note": note}))
+            for pid, note in (("long", long), ("short", "x" * 8191))]
+    assert all(o.ok for o in store.write(docs))
+    assert [h.fields["note"] for h in search(store, DINO, filters=Filters.of({"note": long}))] == []
+    assert [h.id for h in search(store, DINO, filters=Filters.of({"note": "x" * 8191}))] == ["short"]
+    assert [h.id for h in search(store, DINO, filters=Filters.of({"note": None}))] == ["long"]
+    assert {h.id: len(h.fields["note"]) for h in search(store, DINO)} == {"long": 8192, "short": 8191}
+
+
 def test_an_index_with_the_old_metadata_mapping_keeps_working(make_live_store, stamp):
     """An index made with ``filter_texts`` but ``fields.*`` indexed (a mapping is per index): the
     store writes and filters as on a new one, where the metadata fits the guessed types."""
