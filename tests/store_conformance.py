@@ -393,12 +393,15 @@ class StoreConformance:
         assert sorted(absent) == ["blank", "empty", "missing", "null", "nulls", "obj", "some"]
 
     ODD = [("m1", {"mixed": [1, "1", True, 1.0]}), ("b1", {"flag": True}), ("b2", {"flag": 1}), ("s1", {"x": "s"}),
-           ("s2", {"x": {"k": 1}}), ("d1", {"meta.lang": "en"}), ("d2", {"meta": "de", "meta.lang": "fr"})]
+           ("s2", {"x": {"k": 1}}), ("d1", {"meta.lang": "en"}), ("d2", {"meta": "de", "meta.lang": "fr"}),
+           ("d3", {"src.name": "a"})]
+    EVERY_ODD = sorted(pid for pid, _ in ODD)
 
     @pytest.mark.parametrize("where, expected", [
         ({"mixed": 1}, ["m1"]), ({"mixed": True}, ["m1"]), ({"flag": True}, ["b1"]), ({"flag": 1}, ["b2"]),
-        ({"x": "s"}, ["s1"]), ({"x": None}, ["b1", "b2", "d1", "d2", "m1", "s2"]), ({"meta.lang": "en"}, ["d1"]),
+        ({"x": "s"}, ["s1"]), ({"x": None}, ["b1", "b2", "d1", "d2", "d3", "m1", "s2"]), ({"meta.lang": "en"}, ["d1"]),
         ({"meta": "de"}, ["d2"]), ({"meta.lang": ["en", "fr"]}, ["d1", "d2"]),
+        ({"src": None}, EVERY_ODD), ({"src.name": None}, [p for p in EVERY_ODD if p != "d3"]),
     ])
     def test_any_metadata_is_stored_and_filtered(self, store, stamp, where, expected):
         """Values of several types under one key, a key holding an object in one passage and a

@@ -153,6 +153,11 @@ class FakeCluster:
             return True
         if kind == "exists":
             return obj.get(spec["field"]) is not None
+        if kind == "prefix":  # a key of filter_texts is literal (subobjects: false)
+            ((field, wanted),) = spec.items()
+            head, _, key = field.partition(".")
+            values = (obj.get(head) or {}).get(key) or []
+            return any(str(v).startswith(wanted["value"]) for v in values)
         if kind in ("term", "terms"):
             ((field, wanted),) = spec.items()
             field = field[len("spans."):] if span else field

@@ -82,7 +82,10 @@ def _metadata_clause(key: str, value: FilterValue, typed: bool) -> dict[str, Any
     if not typed:
         return _value_clause(f"fields.{key}", value)
     if value is None:
-        return _value_clause(f"{FILTER_TEXTS}.{key}", None)
+        # No term at all, not ``exists``: on a key no passage has a value for, ``exists`` falls
+        # back to the object prefix (``filter_texts.meta.*``) and finds the passages with key
+        # ``meta.lang``; a prefix "" matches any term of the field itself ("" included), only it.
+        return {"bool": {"must_not": [{"prefix": {f"{FILTER_TEXTS}.{key}": {"value": ""}}}]}}
     return {"terms": {f"{FILTER_TEXTS}.{key}": field_values(value)}}
 
 
