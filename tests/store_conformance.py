@@ -415,6 +415,15 @@ class StoreConformance:
         assert sorted(h.id for h in hits) == expected
         assert {h.id: h.fields for h in self.search(store, DINO, threshold=0.5, limit=50)} == dict(self.ODD)
 
+    def test_metadata_keys_no_filter_can_name_are_stored(self, store, stamp):
+        """Elasticsearch refused a passage with a key "" or " " (found while fixing the audit)."""
+        store.check_model(stamp)
+        fields = {"": "e", " ": "w", "a b": 1, "lang": "en"}
+        outcomes = store.write([doc("k1", "Tyrannosaurus was here.", [("Tyrannosaurus", DINO)], **fields)])
+        assert [o.ok for o in outcomes] == [True], [o.error for o in outcomes]
+        hits = self.search(store, DINO, threshold=0.5, filters={"lang": "en"})
+        assert [(h.id, h.fields) for h in hits] == [("k1", fields)]
+
     # --- query-time feedback: the stored passage vectors of given ids ----------------------------
 
     def test_passage_vectors_in_the_order_given(self, hybrid):

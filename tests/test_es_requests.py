@@ -735,3 +735,5 @@ def test_metadata_filters_of_an_index_with_filter_texts_use_the_embedded_stores_
     assert plain == [{"term": {"fields.year": 2001}}]  # an index made before: as it was
     assert index_requests.filter_texts({"year": 2001.0, "tags": ["a", 3], "flag": False, "obj": {"x": 1}, "none": None}) == {
         "year": ["2001.0"], "tags": ["a", "3"], "flag": ["false"]}
+    # keys no filter can name are left out (Elasticsearch refused "" and " ")
+    assert index_requests.filter_texts({"": 1, " ": 2, "a b": 3, "spans.x": 4, "meta.lang": 5}) == {"meta.lang": ["5"]}

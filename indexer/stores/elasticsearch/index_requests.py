@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import StoreError
 from ...records import EncodedPassage
-from ..base import ModelStamp
+from ..base import ModelStamp, is_metadata_filter_key
 from ..filters import stored_text, stored_values
 from . import templates
 from .similarity import check_metric
@@ -139,11 +139,13 @@ def index_meta(stamp: ModelStamp, *, typed_filters: bool = False) -> dict[str, A
 def filter_texts(fields: Mapping[str, Any]) -> dict[str, list[str]]:
     """Each metadata value (each element of a list; an object has none: ``stores.filters.stored_values``)
     as the embedded store's filters compare it (``stores.filters.stored_text``: booleans as
-    true/false, numbers as SQLite writes them)."""
+    true/false, numbers as SQLite writes them). Only keys a filter can name
+    (``base.is_metadata_filter_key``): Elasticsearch refuses a passage with a key such as ``""``
+    or ``" "``, which the embedded store stores (and no filter can name)."""
     out: dict[str, list[str]] = {}
     for key, value in fields.items():
         texts = [stored_text(v) for v in stored_values(value)]
-        if texts:
+        if texts and is_metadata_filter_key(key):
             out[key] = texts
     return out
 
