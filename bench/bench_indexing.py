@@ -6,7 +6,9 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
   ``attention_mask`` → last-layer token states, and the last-layer states of a span side's copy of
   the top layers where the model has one; ``onnx.utils.Extractor``), run on exactly the
   ``(input_ids, attention_mask)`` batches that ``encode`` feeds (``OnnxEncoder.token_batches``,
-  built before timing). It is the floor: no span work, no Python around it.
+  built before timing; on the CPU one window each), spread over the same worker threads with the
+  same one-thread session (``encoder.ordered_map``). It is the floor: no span work, no Python
+  around it.
 - ``encode``: ``OnnxEncoder.encode`` as shipped (tokenisation, windows, candidate spans, the staged
   graph on the CPU, overlap resolution, catalog labels).
 - ``encode-whole``: the same, but the whole graph embeds every candidate span (the runtime before
@@ -15,9 +17,10 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
 - ``onnx-fp32``, ``torch-eager`` (``--engines``; need the ``[train]`` extra): the same model's fp32
   graph and PyTorch eager behind the whole-graph path.
 - ``baseline``, ``baseline-whole`` (``--baseline-model DIR``, added to the engines when given):
-  ``encode`` and ``encode-whole`` of another model folder, e.g. the previous release's, so that a
-  new model's throughput is compared with the old one's in the same run (ratios to each are
-  printed). ``baseline-whole`` with 0.2.0's folder is 0.2.0 as released (its whole-graph runtime).
+  ``encode`` of another model folder on today's runtime, and that folder's whole graph run as
+  nerindex 0.2.0–0.4.0 ran it (windows batched by length, one session of ``--threads`` threads),
+  so that a new model's throughput is compared with the old one's in the same run (ratios to each
+  are printed). ``baseline-whole`` with 0.2.0's folder is 0.2.0 as released.
 
 Every run records the 1-minute load average before and after it and the CPU time the *other*
 processes used during it (``/proc/stat`` busy time minus this process's ``os.times()``), as a share
@@ -138,20 +141,21 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
     from indexer.api import NerIndex
     from indexer.assets import default_model_dir
     from indexer.config import Settings
-    from indexer.encoder import CPU, OnnxEncoder, graph_for, open_session
+    from indexer.encoder import CPU, OnnxEncoder, graph_for, open_session, ordered_map
     from indexer.staged import find_cuts
     from indexer.stores.factory import open_store
 
     folder = Path(args.model) if args.model else default_model_dir()
     enc = OnnxEncoder.from_dir(folder, device="cpu", threads=args.threads)
-    whole = OnnxEncoder(enc.info, enc.session, enc.tokenizer, provider=enc.provider, catalog=enc.catalog)
+    whole = OnnxEncoder(enc.info, enc.session, enc.tokenizer, provider=enc.provider, catalog=enc.catalog,
+                        workers=enc.workers)  # fmt: skip
     graph_path = graph_for(enc.info, CPU)
     graph = onnx.load(str(graph_path))
     cuts = find_cuts(graph)
     # every transformer layer of the graph: a span side's copy of the top layers too (model 0.3.0)
     lasts = [cuts.last] + ([cuts.span_last] if cuts.span_last else [])
     bare_graph = Extractor(graph).extract_model(["input_ids", "attention_mask"], lasts)
-    bare = open_session(bare_graph.SerializeToString(), CPU, threads=args.threads, name=graph_path)
+    bare = open_session(bare_graph.SerializeToString(), CPU, threads=1, name=graph_path)  # as encode's windows
     feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in enc.token_batches(passages, batch_size=args.batch_size)]
     last = [o.name for o in bare.get_outputs()]
 
@@ -162,7 +166,7 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
             nx.close()
 
     engines: dict[str, Callable[[], None]] = {
-        "transformer": lambda: [bare.run(last, f) for f in feeds],
+        "transformer": lambda: list(ordered_map(lambda f: bare.run(last, f), feeds, enc.workers)),
         "encode": lambda: enc.encode(passages, batch_size=args.batch_size),
         "encode-whole": lambda: whole.encode(passages, batch_size=args.batch_size),
         "index": index,
@@ -171,7 +175,10 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
         engines.update(torch_engines(args, folder, enc, passages))
     if set(BASELINE_ENGINES) & set(names):
         base = OnnxEncoder.from_dir(Path(args.baseline_model), device="cpu", threads=args.threads)
-        base_whole = OnnxEncoder(base.info, base.session, base.tokenizer, provider=base.provider, catalog=base.catalog)
+        # as released: the whole graph on batches of windows, one session of all the threads
+        released = open_session(graph_for(base.info, CPU), CPU, threads=args.threads)
+        base_whole = OnnxEncoder(base.info, released, base.tokenizer, provider=base.provider, catalog=base.catalog)
+        base_whole.window_calls = False
         engines["baseline"] = lambda: base.encode(passages, batch_size=args.batch_size)
         engines["baseline-whole"] = lambda: base_whole.encode(passages, batch_size=args.batch_size)
     facts = {
@@ -198,8 +205,8 @@ def torch_engines(args: argparse.Namespace, folder: Path, enc, passages: list) -
     model = load_model_from_folder(folder)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fp32-"))
     export_onnx(model, tmp / "encoder.fp32.onnx")
-    fp32 = OnnxEncoder(enc.info, open_session(tmp / "encoder.fp32.onnx", enc.provider, threads=args.threads),
-                       enc.tokenizer, provider=enc.provider, catalog=enc.catalog)
+    fp32 = OnnxEncoder(enc.info, open_session(tmp / "encoder.fp32.onnx", enc.provider, threads=1),
+                       enc.tokenizer, provider=enc.provider, catalog=enc.catalog, workers=enc.workers)
     eager = OnnxEncoder(enc.info, TorchSession(model), enc.tokenizer, provider="torch-eager", catalog=enc.catalog)
     return {
         "onnx-fp32": lambda: fp32.encode(passages, batch_size=args.batch_size),

@@ -4,19 +4,23 @@ This is the runtime path (onnxruntime + tokenizers + numpy; no torch). The execu
 chosen in exactly one place (:func:`choose_provider`): CUDA when onnxruntime offers it, else CPU.
 Passages longer than the encoder window are cut into overlapping windows at word boundaries
 (``indexer.spans``) and every candidate span is scored by exactly one window, so nothing is
-silently truncated. Work is batched by length to keep padding small. On the CPU the graph runs in
-stages (``indexer.staged``): every candidate is scored, only those passing the detection threshold
-are embedded.
+silently truncated. On CUDA work is batched by length to keep padding small. On the CPU every
+window is a graph call of its own (the int8 graph's activation scales are per call, so batching
+would make a passage's outputs depend on its neighbours), and the windows are spread over worker
+threads, each call on one core; the graph runs in stages (``indexer.staged``): every candidate is
+scored, only those passing the detection threshold are embedded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import OrderedDict
+import os
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
 
@@ -28,6 +32,8 @@ from .spans import Word, decode_spans, window_inputs, words_from_encoding
 from .staged import SpanBatch, StagedGraph, load_stages
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 Device = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
@@ -95,10 +101,12 @@ class OnnxEncoder:
         provider: str,
         catalog: Catalog | None = None,
         stages: Callable[[], StagedGraph | None] | None = None,
+        workers: int = 1,
     ) -> None:
         """``stages`` builds the staged runner of the same graph on first use (indexing only: a
         process that only embeds type phrases never pays for cutting the graph); without it every
-        batch runs the whole graph through ``session``."""
+        batch runs the whole graph through ``session``. ``workers``: threads that run windows at
+        once on the CPU (:func:`ordered_map`), each call on one onnxruntime thread."""
         self.info = info
         self.session = session
         self.tokenizer = tokenizer
@@ -117,6 +125,7 @@ class OnnxEncoder:
         # on its neighbours and on --batch-size. On the CPU each window runs alone, as each type
         # phrase does (embed_texts); batches are for CUDA, whose fp16 graph has no such step.
         self.window_calls = provider == CPU
+        self.workers = max(1, workers) if self.window_calls else 1
 
     @classmethod
     def from_dir(
@@ -128,7 +137,12 @@ class OnnxEncoder:
         catalog: str | Path | None = None,
         threads: int | None = None,
     ) -> "OnnxEncoder":
-        """Load a model folder: verify it, open the graph, check its input and output names."""
+        """Load a model folder: verify it, open the graph, check its input and output names.
+
+        ``threads``: the cores to use (default: all). On the CPU that many windows run at once, each
+        in a one-thread call: one window's matrices are too small for onnxruntime's threads to pay
+        (two threads on one call: 1.4x the time of two calls side by side, BENCHMARKS.md).
+        """
         import onnxruntime as ort
 
         info = ModelInfo.load(path)
@@ -137,7 +151,7 @@ class OnnxEncoder:
         if provider == CUDA and hasattr(ort, "preload_dlls"):
             ort.preload_dlls()
         graph_path = graph_for(info, provider, graph)
-        session = open_session(graph_path, provider, threads=threads)
+        session = open_session(graph_path, provider, threads=1 if provider == CPU else threads)
         running = session.get_providers()[0]  # onnxruntime falls back to CPU silently (no driver, no cuDNN)
         if provider == CUDA and running != CUDA:
             # --device cuda asks for the GPU (as choose_provider refuses without one); auto means
@@ -150,15 +164,16 @@ class OnnxEncoder:
             log.warning("onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU")
             provider = CPU
             graph_path = graph_for(info, provider, graph)
-            session = open_session(graph_path, provider, threads=threads)
+            session = open_session(graph_path, provider, threads=1)
         check_io(session, graph_path, candidate=info.candidate_threshold is not None)
         tokenizer = load_tokenizer(info.file(info.tokenizer))
 
         def stages() -> StagedGraph | None:
-            return load_stages(graph_path, lambda data: open_session(data, provider, threads=threads, name=graph_path))
+            return load_stages(graph_path, lambda data: open_session(data, provider, threads=1, name=graph_path))
 
         # on CUDA the whole graph's span gathers are cheap: the staged runner is for the CPU
-        encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None)
+        encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None,
+                      workers=threads or os.cpu_count() or 1)  # fmt: skip
         encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
         if catalog is not None and encoder.catalog is not None:  # labels from another catalog: the stamp says so
             encoder.info = dataclasses.replace(info, catalog_source=encoder.catalog.source(info.type_template))
@@ -336,8 +351,8 @@ class OnnxEncoder:
         pvecs: list[list[tuple[np.ndarray, int]]] = [[] for _ in plans]
         remaining = [len(its) for _, its in plans]
         done = 0
-        for batch in self._batches(items, batch_size):
-            passage_vectors, hits = self._detect(batch, with_base)
+        batches = self._batches(items, batch_size)
+        for batch, (passage_vectors, hits) in zip(batches, ordered_map(lambda b: self._detect(b, with_base), batches, self.workers)):
             for row, k, score, wide, vector, base in hits:
                 item = batch[row]
                 start, end = item.chars[k].tolist()
@@ -399,6 +414,28 @@ def _token_arrays(batch: list[_Item]) -> tuple[np.ndarray, np.ndarray]:
         ids[row, : len(item.ids)] = item.ids
         mask[row, : len(item.ids)] = 1
     return ids, mask
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` run on ``workers`` threads, results in order, at most ``2 · workers``
+    items in flight (a 1 MB passage is thousands of windows: not all at once). onnxruntime and
+    most numpy work release the GIL, so the threads run in parallel; one worker runs in this
+    thread, as a plain loop."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="nerindex-window") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def open_session(
