@@ -14,6 +14,9 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
 - ``encode-whole``: the same, but the whole graph embeds every candidate span (the runtime before
   issue 14): the before/after in one run.
 - ``index``: ``NerIndex.index`` into a fresh temporary embedded store (encode + write).
+- ``encode-batched`` (``--engines``): ``encode`` as it ran before batch-invariant encoding: windows
+  batched by length (``--batch-size``), one session and staged runner of ``--threads`` threads; the
+  ratio ``encode / encode-batched`` is printed beside the baseline ratios.
 - ``onnx-fp32``, ``torch-eager`` (``--engines``; need the ``[train]`` extra): the same model's fp32
   graph and PyTorch eager behind the whole-graph path.
 - ``baseline``, ``baseline-whole`` (``--baseline-model DIR``, added to the engines when given):
@@ -54,7 +57,7 @@ EXAMPLE = ROOT / "examples" / "corpus.jsonl"
 sys.path.insert(0, str(ROOT))  # this checkout's indexer, not whichever one the environment installed
 DEFAULT_ENGINES = ("transformer", "encode", "encode-whole", "index")
 BASELINE_ENGINES = ("baseline", "baseline-whole")
-ALL_ENGINES = DEFAULT_ENGINES + ("onnx-fp32", "torch-eager") + BASELINE_ENGINES
+ALL_ENGINES = DEFAULT_ENGINES + ("encode-batched", "onnx-fp32", "torch-eager") + BASELINE_ENGINES
 
 
 def load_sentences(path: Path, example_corpus: bool) -> tuple[list[str], str]:
@@ -142,7 +145,7 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
     from indexer.assets import default_model_dir
     from indexer.config import Settings
     from indexer.encoder import CPU, OnnxEncoder, graph_for, open_session, ordered_map
-    from indexer.staged import find_cuts
+    from indexer.staged import find_cuts, load_stages
     from indexer.stores.factory import open_store
 
     folder = Path(args.model) if args.model else default_model_dir()
@@ -171,6 +174,13 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
         "encode-whole": lambda: whole.encode(passages, batch_size=args.batch_size),
         "index": index,
     }
+    if "encode-batched" in names:  # the runtime before batch-invariant encoding
+        graph_file = graph_for(enc.info, CPU)
+        batched = OnnxEncoder(enc.info, open_session(graph_file, CPU, threads=args.threads), enc.tokenizer, provider=CPU,
+                              catalog=enc.catalog, stages=lambda: load_stages(
+                                  graph_file, lambda data: open_session(data, CPU, threads=args.threads, name=graph_file)))  # fmt: skip
+        batched.window_calls = False
+        engines["encode-batched"] = lambda: batched.encode(passages, batch_size=args.batch_size)
     if {"onnx-fp32", "torch-eager"} & set(names):
         engines.update(torch_engines(args, folder, enc, passages))
     if set(BASELINE_ENGINES) & set(names):
@@ -297,7 +307,7 @@ def main() -> None:
         "ratio_to_transformer": {name: ratios(runs, name, args.rounds) for name in names if name != "transformer"},
         "ratio_to_baseline": {
             f"{name} / {base}": ratios(runs, name, args.rounds, base)
-            for base in BASELINE_ENGINES if base in names
+            for base in (*BASELINE_ENGINES, "encode-batched") if base in names
             for name in ("encode", "index") if name in names
         },
         "runs": [asdict(r) for r in runs],

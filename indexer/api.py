@@ -102,7 +102,7 @@ class NerIndex:
             es_ca_certs=None if es_ca_certs is None else str(es_ca_certs),
             es_verify_certs=es_verify_certs,
         )
-        encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog)
+        encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog, threads=settings.threads)
         backend = open_store(settings, create=create)
         recorded = backend.model()
         if recorded is not None:

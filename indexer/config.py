@@ -39,6 +39,7 @@ class Settings:
     model: str | None = None
     store: str = DEFAULT_STORE
     device: str = "auto"
+    threads: int | None = None  # CPU cores to encode on (None: all of them)
     es_url: str | None = None
     es_index: str = DEFAULT_ES_INDEX
     es_api_key: str | None = None
@@ -87,6 +88,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         model=get("NERINDEX_MODEL"),
         store=get("NERINDEX_STORE") or DEFAULT_STORE,
         device=get("NERINDEX_DEVICE") or "auto",
+        threads=_threads(get("NERINDEX_THREADS")),
         es_url=get("NERINDEX_ES_URL"),
         es_index=get("NERINDEX_ES_INDEX") or DEFAULT_ES_INDEX,
         es_api_key=get("NERINDEX_ES_API_KEY"),
@@ -95,6 +97,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         es_ca_certs=get("NERINDEX_ES_CA_CERTS"),
         kibana_url=get("NERINDEX_KIBANA_URL"),
     )
+
+
+def _threads(value: str | None) -> int | None:
+    """NERINDEX_THREADS as a count of cores (a positive whole number), or None when unset."""
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise StoreError(f"NERINDEX_THREADS must be a positive whole number, not {value!r}")
+    return int(value)
 
 
 def with_overrides(settings: Settings, **overrides: object) -> Settings:

@@ -291,15 +291,15 @@ def test_type_without_letters_or_digits_hints(indexed, capsys):
 
 def test_an_empty_answer_names_the_threshold_it_used(indexed, capsys):
     """The default threshold depends on the type (trained on or not), so an empty answer says which."""
-    # --all: no passage mentions a spacecraft (a top-k ranks one passage through a candidate span)
-    code, out, err = run(capsys, "search", "spacecraft", "--store", str(indexed), "--all")
+    # --all: no passage mentions a painting (a top-k ranks one passage through a candidate span)
+    code, out, err = run(capsys, "search", "painting", "--store", str(indexed), "--all")
     assert code == 0 and out == ""
     from indexer.model_folder import ModelInfo
 
     info = ModelInfo.load(default_model_dir(), verify=False)
-    assert f"no mention reached the similarity threshold {info.threshold_for('spacecraft'):g}" in err
+    assert f"no mention reached the similarity threshold {info.threshold_for('painting'):g}" in err
     assert "not trained on" in err and "--threshold" in err
-    _, _, err = run(capsys, "search", "spacecraft", "--store", str(indexed), "--threshold", "0.9")
+    _, _, err = run(capsys, "search", "painting", "--store", str(indexed), "--threshold", "0.9")
     assert "hint" not in err  # the user chose the threshold
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from indexer.encoder import CPU, CUDA, OnnxEncoder, choose_provider
-from indexer.errors import ModelError
+from indexer.errors import ModelError, StoreError
 from indexer.assets import default_model_dir
 from indexer.model_folder import ModelInfo
 from indexer.records import Passage
@@ -269,3 +269,14 @@ def test_a_candidate_threshold_needs_a_graph_with_candidate_scores():
     check_io(session, Path("g.onnx"))  # a graph without the head serves a card without candidate_threshold
     with pytest.raises(ModelError, match="g.onnx: not a nerindex graph.*candidate_scores"):
         check_io(session, Path("g.onnx"), candidate=True)
+
+
+def test_threads_set_how_many_windows_run_at_once(monkeypatch):
+    """--threads / NERINDEX_THREADS reach the encoder: that many window workers on the CPU, each
+    call on one onnxruntime thread."""
+    from indexer.config import from_env
+
+    assert from_env({"NERINDEX_THREADS": "3"}).threads == 3 and from_env({}).threads is None
+    with pytest.raises(StoreError, match="NERINDEX_THREADS"):
+        from_env({"NERINDEX_THREADS": "two"})
+    assert OnnxEncoder.from_dir(default_model_dir(), device="cpu", threads=3).workers == 3

@@ -283,7 +283,7 @@ def embed_command(phrases: tuple[str, ...], settings: Settings) -> None:
     from ..encoder import OnnxEncoder
 
     checked = [check_phrase(p) for p in phrases]  # before the model loads
-    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     vectors = encoder.embed_types(checked)
     for phrase, vector in zip(phrases, vectors):
         click.echo(json.dumps({"phrase": phrase, "vector": [round(float(x), 7) for x in vector]}))

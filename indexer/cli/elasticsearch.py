@@ -56,7 +56,7 @@ def reindex_command(model_path, device, index_options, batch_size, delete_old, a
     from ..stores.elasticsearch.reindex import reindex
 
     settings = with_overrides(settings, model=model_path, device=device)
-    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     stamp = encoder.info.stamp
     store = open_elasticsearch(settings)
 
@@ -120,7 +120,7 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
         raise click.UsageError("give type phrases, or --catalog to store the model's catalog")
     wanted = [phrase for phrase, _ in unique_phrases(phrases)]  # checks them before loading the model
     settings = with_overrides(settings, model=model_path, device=device)
-    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     stamp = encoder.info.stamp
     with open_elasticsearch(settings) as store:
         passages = store.model()

@@ -213,7 +213,7 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     from ..evaluation.run import run_eval
 
     settings = resolve(model=model_dir, device=device)
-    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     if write_calibration:
         _check_calibration_split(encoder.info, _train_types(train_types), train_data)
     log.info("evaluating %s: %d passages, %d types, model %s %s",

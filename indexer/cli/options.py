@@ -24,6 +24,8 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "model": click.option("--model", default=None, help="Model folder (default: the shipped model, or NERINDEX_MODEL)."),
     "device": click.option("--device", type=click.Choice(DEVICES), default=None,
                            help="Execution provider: CUDA when available (auto), or force one."),
+    "threads": click.option("--threads", type=click.IntRange(1, 1024), default=None,
+                            help="CPU cores to encode on (default: all, or NERINDEX_THREADS); on the CPU that many windows run at once."),
     "kibana_url": click.option("--kibana-url", default=None, help="Kibana URL (default: NERINDEX_KIBANA_URL)."),
     "es_url": click.option("--es-url", default=None,
                            help="Elasticsearch URL (or NERINDEX_ES_URL): use it instead of the embedded store."),
@@ -44,8 +46,8 @@ ES_ACCESS = ("es_index", "es_api_key", "es_user", "es_password", "es_ca_certs", 
 
 # Which options a kind of command takes, in help order.
 OPTION_SETS: dict[str, tuple[str, ...]] = {
-    "store": ("store", "model", "device", "es_url", *ES_ACCESS),  # index, search, info, serve
-    "model": ("model", "device"),  # embed: no store
+    "store": ("store", "model", "device", "threads", "es_url", *ES_ACCESS),  # index, search, info, serve
+    "model": ("model", "device", "threads"),  # embed: no store
     "elasticsearch": ("es_url", *ES_ACCESS),  # nerindex es ...
     "kibana": ("kibana_url", *ES_ACCESS),  # nerindex kibana import: Kibana, with the cluster's credentials
 }
