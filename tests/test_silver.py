@@ -355,3 +355,17 @@ def test_silver_adapter_steps_pull_spans_towards_all_their_types(tmp_path, encod
     before = margin()
     train_silver_adapter(model, sf, ss, matrix, related, sf, tv, cfg, fixed_steps=20)
     assert margin() > before + 0.05
+
+
+def test_gloss_cache_is_keyed_by_the_wordnet_too(tmp_path):
+    """Keyed by the model alone, the cache gave a changed WordNet the old glosses' vectors."""
+    from indexer.cli.silver import gloss_cache_file
+
+    a, b, c = (tmp_path / n for n in "abc")
+    for folder, text in ((a, "00001740 03 n 01 entity 0 | that which exists\n"),
+                         (b, "00001740 03 n 01 entity 0 | something else\n"),
+                         (c, "00001740 03 n 01 entity 0 | that which exists\n")):  # fmt: skip
+        folder.mkdir()
+        (folder / "data.noun").write_text(text)
+    assert gloss_cache_file("m1", a) != gloss_cache_file("m1", b)
+    assert gloss_cache_file("m1", a) == gloss_cache_file("m1", c) != gloss_cache_file("m2", a)

@@ -34,6 +34,17 @@ def cache_dir() -> Path:
     return Path(base) / "nerindex" / "wordnet"
 
 
+def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path:
+    """Where the gloss vectors of this model and this WordNet are cached. Keyed by the model alone,
+    the cache gave another or a changed WordNet the old glosses' vectors (the entries are keyed by
+    synset offset, which another WordNet reuses for other senses): the nouns' data file is hashed in."""
+    digest = hashlib.sha256(model_checksum.encode())
+    data = Path(wordnet_folder) / "data.noun"
+    if data.is_file():
+        digest.update(data.read_bytes())
+    return cache_dir() / f"glosses-{digest.hexdigest()[:12]}.npz"
+
+
 @click.command("silver")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="JSONL file to write; the hierarchy goes beside it as *.hierarchy.json.")
@@ -83,11 +94,10 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     passages, origins, phrases, read_counts = read_sources(sources, exclude_phrases=MEDICAL_TYPES)
     if limit:
         passages, origins, phrases = passages[:limit], origins[:limit], phrases[:limit]
-    checksum = hashlib.sha256(encoder.info.checksum.encode()).hexdigest()[:12]
     with _ProgressBars() as progress:
         sentences = annotate(
             passages, origins, phrases, annotator=annotator, tokenizer=encoder.tokenizer, embed=embed,
-            gloss_cache=cache_dir() / f"glosses-{checksum}.npz", progress=progress,
+            gloss_cache=gloss_cache_file(encoder.info.checksum, wn.folder), progress=progress,
         )  # fmt: skip
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
