@@ -16,61 +16,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections import OrderedDict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
 from .catalog import Catalog, read_phrases
 from .errors import ModelError
-from .model_folder import CANDIDATE_OUTPUT, INPUT_NAMES, OUTPUT_NAMES, ModelInfo
+from .model_folder import CANDIDATE_OUTPUT, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
+from .runtime import CPU, CUDA, check_io, choose_provider, graph_for, load_tokenizer, open_session, ordered_map
 from .spans import Word, decode_spans, window_inputs, words_from_encoding
 from .staged import SpanBatch, StagedGraph, load_stages
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-R = TypeVar("R")
 
 Device = Literal["auto", "cpu", "cuda"]
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
 # Upper bound on candidate spans in one session call: keeps the [B, S, D] outputs to ~100 MB.
 MAX_SPANS_PER_BATCH = 16384
 TYPE_CACHE_SIZE = 4096  # type phrases kept embedded (queries repeat)
-
-
-def choose_provider(device: str, available: Sequence[str]) -> str:
-    """The one place the execution provider is picked: ``auto`` prefers CUDA when present."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ModelError(f"unknown device {device!r} (use auto, cpu or cuda)")
-    if device == "cpu":
-        return CPU
-    if CUDA in available:
-        return CUDA
-    if device == "cuda":
-        raise ModelError(
-            "device 'cuda' asked for, but onnxruntime has no CUDA provider "
-            f"(available: {', '.join(available)}); install nerindex[gpu] instead of nerindex[cpu]"
-        )
-    return CPU
-
-
-def graph_for(info: ModelInfo, provider: str, graph: str | None = None) -> Path:
-    """The graph file to run: an explicit choice, else fp16 on CUDA and int8 on CPU."""
-    if graph is not None:
-        name = info.graphs.get(graph, graph)
-    elif provider == CUDA and "cuda" in info.graphs:
-        name = info.graphs["cuda"]
-    else:
-        name = info.graphs.get("cpu") or next(iter(info.graphs.values()))
-    path = Path(name) if Path(name).is_absolute() else info.path / name
-    if not path.is_file():
-        raise ModelError(f"{path}: graph file missing")
-    return path
 
 
 # a detected span: (start, end, score, candidate score or None, vector, base vector or None), character offsets
@@ -416,61 +382,6 @@ def _token_arrays(batch: list[_Item]) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``map(fn, items)`` run on ``workers`` threads, results in order, at most ``2 · workers``
-    items in flight (a 1 MB passage is thousands of windows: not all at once). onnxruntime and
-    most numpy work release the GIL, so the threads run in parallel; one worker runs in this
-    thread, as a plain loop."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="nerindex-window") as pool:
-        pending: deque[Future] = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
-
-
-def open_session(
-    graph: Path | bytes, provider: str, *, threads: int | None = None, name: Path | None = None
-) -> object:
-    """An onnxruntime session of a graph file (or serialised graph bytes cut from the file ``name``)
-    on one execution provider; errors name the graph file."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    # Idle pool threads spin by default; between the staged graphs that takes the cores from the
-    # numpy span work (and from other processes): 128 passages 9.0 s -> 5.1-6.0 s at load 5.4, 2 cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options, providers=[provider])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelError(f"{name or graph}: onnxruntime cannot load the graph: {exc}") from exc
-
-
-def load_tokenizer(path: str | Path) -> object:
-    """A tokenizers.Tokenizer with truncation and padding off (windows are planned by nerindex)."""
-    from tokenizers import Tokenizer
-
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot load tokenizer: {exc}") from exc
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
-
-
 def type_text(template: str, phrase: str) -> str:
     """The text a type phrase is embedded as (``type_template`` of model.json around it)."""
     return template.format(phrase.strip())
@@ -509,20 +420,6 @@ def embed_texts(
         )
         out.append(vectors.astype(np.float32))
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def check_io(session: object, graph_path: Path, *, candidate: bool = False) -> None:
-    """Fail at load, naming the graph, when its input/output names are not the contract's (with
-    ``candidate``, model.json's ``candidate_threshold``, the graph needs ``candidate_scores`` too)."""
-    inputs = {i.name for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
-    missing_in = [n for n in INPUT_NAMES if n not in inputs]
-    missing_out = [n for n in (*OUTPUT_NAMES, *([CANDIDATE_OUTPUT] if candidate else [])) if n not in outputs]
-    if missing_in or missing_out:
-        raise ModelError(
-            f"{graph_path}: not a nerindex graph: missing inputs {missing_in or '-'}, "
-            f"outputs {missing_out or '-'} (see docs/model-folder.md)"
-        )
 
 
 def load_catalog(

@@ -61,7 +61,7 @@ def asked(centre: np.ndarray, rng: np.random.Generator) -> list[SearchRequest]:
 @pytest.fixture
 def big(tmp_path, monkeypatch):
     monkeypatch.setattr(ann, "MIN_ROWS", 0)
-    monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", 50)  # filters through the index too
+    monkeypatch.setattr("indexer.stores.embedded_filtering.SMALL_SELECTION", 50)  # filters through the index too
     rng = np.random.default_rng(3)
     centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
     store = EmbeddedStore.open(tmp_path / "s")
@@ -148,7 +148,7 @@ def test_a_filter_allowing_few_passages_scores_just_those(big, monkeypatch):
     """Below ``SMALL_SELECTION`` allowed passages the filter's own list is scored exactly (with
     the number of matches known); above it the ANN candidates are checked against the filter."""
     store, rng, centre, docs = big
-    monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", 5000)
+    monkeypatch.setattr("indexer.stores.embedded_filtering.SMALL_SELECTION", 5000)
     for request in [r for r in asked(centre, rng) if r.filters.metadata]:
         store.use_ann = False
         want = list(store.search(request))
@@ -163,7 +163,7 @@ def test_a_candidate_ranks_but_is_not_marked_through_the_ann_path(tmp_path, monk
     """Candidates (``mention=False``) rank their passages through the ANN path as in the scan, and
     are never marked, whether the candidates are scored from the index or from a small filter."""
     monkeypatch.setattr(ann, "MIN_ROWS", 0)
-    monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", 50)
+    monkeypatch.setattr("indexer.stores.embedded_filtering.SMALL_SELECTION", 50)
     rng = np.random.default_rng(8)
     centre = unit_rows(rng.standard_normal((1, DIMS)))[0]
     docs = {d.passage.id: d for d in make_docs(rng, range(1500), centre, candidates=0.5)}
@@ -182,7 +182,7 @@ def test_a_candidate_ranks_but_is_not_marked_through_the_ann_path(tmp_path, monk
         store.write(list(docs.values()))
         for filters in ({}, {"part": "1"}):
             for small in (50, 5000):  # the filter checked on the ANN candidates, or its passages scored
-                monkeypatch.setattr("indexer.stores.embedded.SMALL_SELECTION", small)
+                monkeypatch.setattr("indexer.stores.embedded_filtering.SMALL_SELECTION", small)
                 top = list(store.search(SearchRequest(centre, 0.5, limit=3, filters=Filters.of(filters))))
                 assert [h.id for h in top[:2]] == ["ranked-by-a-candidate", "a-candidate-alone"]
                 assert top[0].score == pytest.approx(1.0, abs=1e-5)

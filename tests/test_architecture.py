@@ -46,6 +46,7 @@ LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.cli", "cli"),
     ("indexer.encoder", "inference"),
     ("indexer.staged", "inference"),
+    ("indexer.runtime", "inference"),
     ("indexer.model_folder", "inference"),
     ("indexer.catalog", "inference"),
     ("indexer.api", "api"),

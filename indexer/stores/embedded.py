@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import ModelMismatchError, SearchError, StoreError
 from ..records import EncodedPassage, Hit, Matches
 from . import ann, ann_ranking, ann_search
+from . import embedded_filtering as filtering
 from . import embedded_read as read
 from . import embedded_schema as schema
 from . import filters as sql_filters
@@ -57,7 +58,6 @@ DB_NAME = "store.sqlite"
 CACHE_DIR = "cache"
 CACHE_FILES = segments.FILES
 PAGE = 500  # ids per SQL round trip
-SMALL_SELECTION = 2000  # a filter allowing at most this many passages: score them all exactly
 # --all on a store of ann.MIN_ROWS spans or more re-scores all matching spans up to this many, else only
 # those within ε of the threshold (at 10M spans 38k float32 rows took 3.4 s, mostly from disk)
 EXACT_ALL_SPANS = 4096
@@ -301,73 +301,6 @@ class EmbeddedStore:
             (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
         return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted)
 
-    def _allowed(self, conn: sqlite3.Connection, request: SearchRequest, *,
-                 among: np.ndarray | None = None) -> np.ndarray | None:  # fmt: skip
-        """Passage rowids allowed by the metadata filters and text restriction (None: all), only
-        of those ``among`` when given (read through ``conn``, the search's snapshot)."""
-        metadata = request.filters.metadata
-        if not metadata and not request.text:
-            return None
-        if among is not None and self._indexed and all(value is not None for _, value in metadata):
-            # candidates checked on the filter index and FTS alone, not on the passage rows (cold
-            # pages in a big store: 16 ms for a few hundred candidates at 10M spans)
-            sql, params = sql_filters.candidates_allowed_sql(request.filters, request.text)
-            return self._rowids(conn, sql, [json.dumps(among.tolist()), *params])
-        where: list[str] = []
-        params: list[Any] = []
-        if among is not None:
-            where.append("passages.rowid IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(among.tolist()))
-        if metadata:
-            if self._indexed:
-                clause, fparams = sql_filters.indexed_filter_sql(request.filters, correlated=among is not None)
-            else:
-                clause, fparams = sql_filters.filter_sql(request.filters)
-            where.append(clause)
-            params.extend(fparams)
-        if request.text:
-            where.append("passages.rowid IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH ?)")
-            params.append(sql_filters.fts_query(request.text))
-        return self._rowids(conn, "SELECT rowid FROM passages WHERE " + " AND ".join(where), params)
-
-    def _rowids(self, conn: sqlite3.Connection, sql: str, params: list[Any]) -> np.ndarray:
-        """The passage rowids a filter query selects (a SearchError where SQLite refuses it)."""
-        try:
-            rows = conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            raise SearchError(f"cannot apply filters: {exc}") from exc
-        return np.asarray([r[0] for r in rows], dtype=np.int64)
-
-    def _allowed_bound(self, conn: sqlite3.Connection, request: SearchRequest, limit: int) -> int | None:
-        """At most how many passages the metadata filters and text restriction allow: the least of
-        their counts, each on its own index, reading at most ``limit`` filter entries and
-        ``SMALL_SELECTION + 1`` text matches (a text that matches more counts as that many);
-        None where nothing can be counted (no filter tables, no text)."""
-        filters = request.filters if self._indexed else Filters()
-        queries = [*sql_filters.selection_bound_sql(filters, None, limit),
-                   *sql_filters.selection_bound_sql(Filters(), request.text, SMALL_SELECTION + 1)]
-        counts = [conn.execute(sql, params).fetchone()[0] for sql, params in queries]
-        return min(counts) if counts else None
-
-    def _restricted(self, conn: sqlite3.Connection, vec: segments.SegmentSet, request: SearchRequest) -> np.ndarray | bool:
-        """A mask of the spans the filters and the text restriction allow (True: all of them)."""
-        keep: np.ndarray | bool = True
-        allowed = self._allowed(conn, request)
-        if allowed is not None:
-            keep = np.isin(vec.passage, allowed)
-        spans = self._allowed_spans(conn, request)
-        if spans is not None:
-            keep = keep & np.isin(vec.span, spans)
-        return keep
-
-    def _allowed_spans(self, conn: sqlite3.Connection, request: SearchRequest) -> np.ndarray | None:
-        """Span rowids (ascending) the span filters allow (None: no span filter)."""
-        if not request.filters.spans:
-            return None
-        span_sql = sql_filters.indexed_span_filter_sql if self._indexed else sql_filters.span_filter_sql
-        sql, params = span_sql(request.filters)
-        return np.sort(np.asarray([r[0] for r in conn.execute(sql, params)], dtype=np.int64))
-
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Top-k through the ANN index when the store is big enough for it to pay
         (:meth:`_ann_search`), else (and for ``exhaustive``) every span scored (int8, then float32
@@ -427,7 +360,7 @@ class EmbeddedStore:
         mention's decision at the threshold is re-scored like any span's, so that set is exact)."""
         sims = vec.approx_sims(query)
         threshold, eps = request.min_similarity, segments.EPSILON
-        keep = vec.alive & (sims >= threshold - eps) & self._restricted(conn, vec, request)
+        keep = vec.alive & (sims >= threshold - eps) & filtering.restricted(conn, vec, request, self._indexed)
         idx = np.nonzero(keep)[0]
         chosen = None
         if not request.exhaustive:
@@ -473,15 +406,15 @@ class EmbeddedStore:
         total number of matches is not known here (``Matches.total`` is None)."""
         filtered = bool(request.filters.metadata) or bool(request.text)
         passages_stored = max(len(vec.passage_rows), 1)
-        bound = self._allowed_bound(conn, request, max(SMALL_SELECTION + 1, passages_stored // 8)) if filtered else None
-        allowed = self._allowed(conn, request) if bound is not None and bound <= SMALL_SELECTION else None
-        allowed_spans = self._allowed_spans(conn, request)
+        bound = filtering.allowed_bound(conn, request, self._indexed, max(filtering.SMALL_SELECTION + 1, passages_stored // 8)) if filtered else None
+        allowed = filtering.allowed(conn, request, self._indexed) if bound is not None and bound <= filtering.SMALL_SELECTION else None
+        allowed_spans = filtering.allowed_spans(conn, request, self._indexed)
         weight = request.passage_weight or 0.0
         checked = filtered and allowed is None  # many allowed: check the candidates
 
         def score(passages: np.ndarray) -> list[Scored]:
             if checked:
-                passages = self._allowed(conn, request, among=passages)
+                passages = filtering.allowed(conn, request, self._indexed, among=passages)
             return read.score_passages(conn, passages, query, threshold=request.min_similarity, weight=weight,
                                        allowed_spans=allowed_spans)
 
