@@ -38,6 +38,23 @@ def test_a_wordnet_folder_given_is_the_only_one_looked_at(tmp_path):
         find_wordnet_dir(tmp_path / "not-wordnet")
 
 
+def test_nerindex_wordnet_set_to_a_wrong_folder_is_not_passed_over(tmp_path, monkeypatch):
+    """NERINDEX_WORDNET naming a missing folder fell back to /usr/share/wordnet without a word."""
+    monkeypatch.setenv("NERINDEX_WORDNET", str(tmp_path / "typo"))
+    with pytest.raises(WordNetMissingError, match="NERINDEX_WORDNET"):
+        find_wordnet_dir()
+
+
+def test_a_wordnet_without_the_other_parts_of_speech_names_the_missing_files(tmp_path):
+    """A nouns-only copy failed with a FileNotFoundError traceback on index.adj."""
+    from indexer.training.wordnet import WordNet
+
+    (tmp_path / "data.noun").write_text("00001740 03 n 01 entity 0 000 | that which exists\n")
+    (tmp_path / "index.noun").write_text("entity n 1 0 1 0 00001740\n")
+    with pytest.raises(WordNetMissingError, match="index.verb, data.verb"):
+        WordNet.load(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def wn():
     from indexer.training.wordnet import WordNet

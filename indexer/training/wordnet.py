@@ -93,17 +93,18 @@ class Synset:
 def find_wordnet_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder holding ``data.noun`` and friends; a clear error naming the packages if none.
 
-    A ``path`` given is the only place looked at: silver data built from another WordNet than the
-    one asked for would differ without a word."""
+    A ``path`` given, or else ``NERINDEX_WORDNET``, is the only place looked at: silver data built
+    from another WordNet than the one asked for would differ without a word."""
     candidates: list[str] = []
-    if path:
-        p = Path(path)
+    # a folder asked for (--wordnet, or NERINDEX_WORDNET) is the only one looked at
+    asked, source = (path, "") if path else (os.environ.get("NERINDEX_WORDNET"), " (NERINDEX_WORDNET)")
+    if asked:
+        p = Path(asked)
         if (p / "data.noun").is_file() and (p / "index.noun").is_file():
             return p
-        raise WordNetMissingError(f"{p}: no WordNet 3.0 dict folder here (data.noun and index.noun)")
-    for env in ("NERINDEX_WORDNET", "WNSEARCHDIR"):
-        if os.environ.get(env):
-            candidates.append(os.environ[env])
+        raise WordNetMissingError(f"{p}{source}: no WordNet 3.0 dict folder here (data.noun and index.noun)")
+    if os.environ.get("WNSEARCHDIR"):
+        candidates.append(os.environ["WNSEARCHDIR"])
     candidates.extend(SEARCH_DIRS)
     for c in candidates:
         p = Path(c)
@@ -157,6 +158,10 @@ class WordNet:
         raw: dict[tuple[str, int], tuple] = {}
         index: dict[str, dict[str, tuple[int, ...]]] = {}
         exceptions: dict[str, dict[str, tuple[str, ...]]] = {}
+        missing = [f"{kind}.{POS_FILES[p]}" for p in wanted for kind in ("index", "data")
+                   if not (folder / f"{kind}.{POS_FILES[p]}").is_file()]  # fmt: skip
+        if missing:  # e.g. a nouns-only copy: the silver annotator weighs verb and adjective senses too
+            raise WordNetMissingError(f"{folder}: WordNet's {', '.join(missing)} missing (install {APT_PACKAGES[0]}: {APT_INSTALL})")
         for p in wanted:
             stem = POS_FILES[p]
             index[p] = _read_index(folder / f"index.{stem}")
