@@ -39,6 +39,7 @@ import logging
 import re
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -57,6 +58,7 @@ FILES = ("vectors.npy", "sums.npy", "scales.npy", "ids.npy", "passage_vectors.np
 MMAP = ("vectors.npy", "passage_vectors.npy", "ids.npy", "details.npy")  # ids: read once into SegmentSet, then dropped
 LIST = "segments.json"
 MAX_TAILS = 16  # more tails than this are merged into one
+ORPHAN_AGE_S = 600.0  # an unlisted tail folder older than this is a leftover (remove_orphan_tails)
 _STATE = re.compile(r"^seg4:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+):w(g\d+\.[0-9a-f]*)$")
 
 
@@ -413,7 +415,23 @@ def save_tail(cache: Path, identity: str, segments: list[Segment], tail: Segment
         for name in on_disk:
             if name not in [t.name for t in tails]:  # merged into the new tail
                 shutil.rmtree(cache / name, ignore_errors=True)
+        remove_orphan_tails(cache, {t.name for t in (*tails, tail)})
     return [base, *tails, tail]
+
+
+def remove_orphan_tails(cache: Path, listed: set[str], *, older_than: float = ORPHAN_AGE_S) -> None:
+    """Remove ``tail-*`` folders the list does not name, unless younger than ``older_than``
+    seconds (another process may be saving one: a save takes well under a second). A process that
+    lost a race to save its tail, or was killed while saving, left one behind until the next base
+    rebuild, which an append-only store may never need."""
+    now = time.time()
+    for folder in cache.glob("tail-*"):
+        try:
+            stale = folder.name not in listed and now - folder.stat().st_mtime > older_than
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_stale_temp_files(cache: Path) -> None:
