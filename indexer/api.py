@@ -247,8 +247,12 @@ class NerIndex:
         return self.store.version()
 
     def info(self) -> dict[str, Any]:
+        """The model this handle embeds with and the store, with the model the store was written
+        with (``store.model``; None for an empty store): ``--model`` may name another one, and
+        only the store's record says what its vectors are."""
         info = self.encoder.info
         counts = self.store.counts()
+        stamp = self.store.model()
         return {
             "model": {
                 "id": info.id,
@@ -268,6 +272,10 @@ class NerIndex:
                 "where": self.description,
                 "passages": counts.passages,
                 "spans": counts.spans,
+                "model": None if stamp is None else {
+                    "id": stamp.id, "version": stamp.version, "checksum": stamp.checksum,
+                    "same_as_model": (stamp.id, stamp.version, stamp.checksum) == (info.id, info.version, info.checksum),
+                },
             },
         }
 

@@ -56,6 +56,21 @@ def test_index_summary_json(tmp_path, capsys):
     assert (again["created"], again["skipped_existing"]) == (0, 40)
     code, out, _ = run(capsys, "info", "--store", str(store), "--json")
     assert json.loads(out)["store"]["passages"] == 40
+    assert json.loads(out)["store"]["model"]["same_as_model"] is True
+
+
+def test_info_says_which_model_wrote_the_store(tmp_path, capsys):
+    """info --model X showed X alone: nothing said which model the store's vectors came from."""
+    store, other = tmp_path / "s", tmp_path / "other-model"
+    run(capsys, "index", str(CORPUS), "--store", str(store))
+    code, out, _ = run(capsys, "info", "--store", str(store))
+    assert code == 0 and "written with nerindex-minilm-l6" in out and "not the model above" not in out
+    shutil.copytree(default_model_dir(), other)
+    card = json.loads((other / "model.json").read_text())
+    card["version"] = "9.9.9"
+    (other / "model.json").write_text(json.dumps(card))
+    code, out, _ = run(capsys, "info", "--store", str(store), "--model", str(other))
+    assert code == 0 and "9.9.9" in out and "written with nerindex-minilm-l6 0.4.0" in out and "not the model above" in out
 
 
 def test_search_json_lines(indexed, capsys):

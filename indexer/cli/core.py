@@ -309,4 +309,8 @@ def info_command(settings: Settings, as_json: bool) -> None:
     wide = m.get("candidate_threshold")
     detection = f"{m['detection_threshold']:g}" + ("" if wide is None else f", candidate head {wide:g} (spans that rank, never marked)")
     click.echo(f"       detection {detection}")
-    click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans")
+    written = s.get("model")
+    with_model = "" if written is None else (
+        f"; written with {written['id']} {written['version']} (checksum {written['checksum'][:16]})"
+        + ("" if written["same_as_model"] else ": not the model above"))
+    click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans{with_model}")
