@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,17 @@ from .catalog import Catalog, read_phrases
 from .errors import ModelError
 from .model_folder import CANDIDATE_OUTPUT, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
-from .runtime import CPU, CUDA, check_io, choose_provider, graph_for, load_tokenizer, open_session, ordered_map
+from .runtime import (
+    CPU,
+    CUDA,
+    check_io,
+    choose_provider,
+    graph_for,
+    load_tokenizer,
+    open_session,
+    ordered_map,
+    usable_cores,
+)
 from .spans import Word, decode_spans, window_inputs, words_from_encoding
 from .staged import SpanBatch, StagedGraph, load_stages
 
@@ -139,7 +148,7 @@ class OnnxEncoder:
 
         # on CUDA the whole graph's span gathers are cheap: the staged runner is for the CPU
         encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None,
-                      workers=threads or os.cpu_count() or 1)  # fmt: skip
+                      workers=threads or usable_cores())  # fmt: skip
         encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
         if catalog is not None and encoder.catalog is not None:  # labels from another catalog: the stamp says so
             encoder.info = dataclasses.replace(info, catalog_source=encoder.catalog.source(info.type_template))

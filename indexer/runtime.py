@@ -6,6 +6,7 @@ nothing here knows about spans or passages.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +50,15 @@ def graph_for(info: ModelInfo, provider: str, graph: str | None = None) -> Path:
     if not path.is_file():
         raise ModelError(f"{path}: graph file missing")
     return path
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow;
+    ``os.cpu_count`` counts the machine's): the default number of window workers."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
