@@ -145,7 +145,7 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
     from indexer.assets import default_model_dir
     from indexer.config import Settings
     from indexer.encoder import CPU, OnnxEncoder, graph_for, open_session, ordered_map
-    from indexer.staged import find_cuts, load_stages
+    from indexer.staged import find_cuts
     from indexer.stores.factory import open_store
 
     folder = Path(args.model) if args.model else default_model_dir()
@@ -175,20 +175,13 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
         "index": index,
     }
     if "encode-batched" in names:  # the runtime before batch-invariant encoding
-        graph_file = graph_for(enc.info, CPU)
-        batched = OnnxEncoder(enc.info, open_session(graph_file, CPU, threads=args.threads), enc.tokenizer, provider=CPU,
-                              catalog=enc.catalog, stages=lambda: load_stages(
-                                  graph_file, lambda data: open_session(data, CPU, threads=args.threads, name=graph_file)))  # fmt: skip
-        batched.window_calls = False
+        batched = batched_encoder(enc, args.threads, staged=True)
         engines["encode-batched"] = lambda: batched.encode(passages, batch_size=args.batch_size)
     if {"onnx-fp32", "torch-eager"} & set(names):
         engines.update(torch_engines(args, folder, enc, passages))
     if set(BASELINE_ENGINES) & set(names):
         base = OnnxEncoder.from_dir(Path(args.baseline_model), device="cpu", threads=args.threads)
-        # as released: the whole graph on batches of windows, one session of all the threads
-        released = open_session(graph_for(base.info, CPU), CPU, threads=args.threads)
-        base_whole = OnnxEncoder(base.info, released, base.tokenizer, provider=base.provider, catalog=base.catalog)
-        base_whole.window_calls = False
+        base_whole = batched_encoder(base, args.threads, staged=False)  # as released: the whole graph
         engines["baseline"] = lambda: base.encode(passages, batch_size=args.batch_size)
         engines["baseline-whole"] = lambda: base_whole.encode(passages, batch_size=args.batch_size)
     facts = {
@@ -201,6 +194,24 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
         "tokens": sum(int(f["attention_mask"].sum()) for f in feeds),
     }
     return {name: engines[name] for name in names}, facts
+
+
+def batched_encoder(enc, threads: int, *, staged: bool):
+    """``enc``'s model run as nerindex ran it before batch-invariant encoding (0.2.0–0.4.0): windows
+    batched by length, one session of ``threads`` threads, and with ``staged`` the staged runner
+    on such sessions too (without it, the whole graph: 0.2.0 as released)."""
+    from indexer.encoder import CPU, OnnxEncoder, graph_for, open_session
+    from indexer.staged import load_stages
+
+    graph = graph_for(enc.info, CPU)
+
+    def session(data=graph):
+        return open_session(data, CPU, threads=threads, name=graph)
+
+    out = OnnxEncoder(enc.info, session(), enc.tokenizer, provider=CPU, catalog=enc.catalog,
+                      stages=(lambda: load_stages(graph, session)) if staged else None)  # fmt: skip
+    out.window_calls = False
+    return out
 
 
 def torch_engines(args: argparse.Namespace, folder: Path, enc, passages: list) -> dict[str, Callable[[], None]]:

@@ -257,8 +257,7 @@ class EmbeddedStore:
         The set in use is never changed (the service's threads may be searching it): a new one
         replaces it.
 
-        A private connection holds the read transaction: the store's own connection is shared by
-        the service's threads, and a transaction on it would take in their statements too.
+        A private connection holds the read transaction (:meth:`_reader`).
         """
         stamp = self.model()
         dims = stamp.dims if stamp else 0
@@ -270,9 +269,8 @@ class EmbeddedStore:
             if loaded:
                 current = segments.SegmentSet(None, loaded, tombstone=loaded[0].tombstone, persisted=True, lazy=True)
         fresh = tail = None
-        conn = sqlite3.connect(str(self.path / DB_NAME), isolation_level=None)
+        conn = self._reader()
         try:
-            conn.execute("BEGIN")
             version, spans, passages = schema.snapshot(conn)
             written = schema.written_mark(version)
             if current is not None:
@@ -329,9 +327,8 @@ class EmbeddedStore:
         with its total still counting them. WAL readers do not block writers."""
         for _ in range(SNAPSHOT_TRIES):
             vec = self._load_vectors()
-            conn = sqlite3.connect(str(self.path / DB_NAME), isolation_level=None, check_same_thread=False)
+            conn = self._reader()
             try:
-                conn.execute("BEGIN")
                 if schema.read_version(conn) == vec.version:  # the first read fixes the snapshot
                     return conn, vec
             except sqlite3.Error as exc:
@@ -339,6 +336,14 @@ class EmbeddedStore:
                 raise StoreError(f"{self.path}: cannot read the store: {exc}") from exc
             conn.close()  # written since the segments were brought up to date: again
         raise StoreError(f"{self.path}: the store was written {SNAPSHOT_TRIES} times while a search began; search again")
+
+    def _reader(self) -> sqlite3.Connection:
+        """A private connection with a read transaction begun (its first read fixes the snapshot):
+        the store's own connection is shared by the service's threads, and a transaction on it
+        would take in their statements too. Usable from any thread (an ``--all`` is read lazily)."""
+        conn = sqlite3.connect(str(self.path / DB_NAME), isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN")
+        return conn
 
     def _search_in(self, conn: sqlite3.Connection, vec: segments.SegmentSet, query: np.ndarray,
                    request: SearchRequest) -> Matches:  # fmt: skip
@@ -422,7 +427,7 @@ class EmbeddedStore:
             found = score(allowed)
             return Matches(read.hits(conn, read.ranked(found, request.limit)), total=len(found))
         span_bits = None if allowed_spans is None else _bitmap(allowed_spans)
-        identity = self.version().identity
+        identity = vec.version.identity  # the snapshot's (``_snapshot`` checked it against SQLite)
         spans = self._ann.get(vec, identity, "spans")
         passages = self._ann.get(vec, identity, "passages") if weight else None
         result = ann_ranking.top_k(
