@@ -15,7 +15,7 @@ from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..records import Hit, Passage, marked_spans
 from ..text import printable
 from ..stores.base import MAX_PASSAGE_WEIGHT, Filters, where_pairs
-from .options import backend_options
+from .options import backend_options, batch_size_option
 
 if TYPE_CHECKING:
     from ..pipeline import IndexReport
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="On a bad record: stop before writing anything, or skip it and count it.",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024), help="Windows per graph call on CUDA. On the CPU each window runs alone: its int8 graph scales activations per call, so batching would make a passage's spans depend on its neighbours.")
+@batch_size_option
 @click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False), help="Own type-catalog file (one phrase per line) for span labels.")
 @click.option("--reindex-existing", is_flag=True, help="Re-encode passages whose id is already stored (default: skip them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")

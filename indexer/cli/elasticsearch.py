@@ -16,7 +16,7 @@ import click
 from ..config import Settings, with_overrides
 from ..errors import ModelMismatchError, StoreError
 from ..stores.factory import open_elasticsearch
-from .options import DEVICES, backend_options
+from .options import DEVICES, backend_options, batch_size_option
 
 
 def _emit(report: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -40,8 +40,7 @@ def es_group() -> None:
               help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
 @click.option("--index-options", default=None,
               help="dense_vector index type of the new index (int8_hnsw, hnsw, bbq_hnsw, ...); default: as configured.")
-@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True,
-              help="Windows per encoder call (as for nerindex index).")
+@batch_size_option
 @click.option("--delete-old", is_flag=True, help="Delete the old index once the alias has moved.")
 @click.option("--allow-failures", is_flag=True, help="Move the alias even if some passages failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -21,6 +21,7 @@ from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..evaluation.benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
 from ..evaluation.methods import DEFAULT_METHODS, METHODS
+from .options import batch_size_option
 
 if TYPE_CHECKING:
     from ..model_folder import ModelInfo
@@ -105,7 +106,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of Markdown.")
 @click.option("--from-json", "from_json", is_flag=True,
               help="DATA is a saved result JSON: re-render it (Markdown/--out) without running.")
-@click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True, help="Windows per encoder call (int8 activations are quantised per call, so scores move by ~1e-3 with it).")
+@batch_size_option
 # Long because it takes one parameter per option (23); the body is three short modes: re-render
 # (--from-json), export the benchmark, run the evaluation.
 def eval_command(

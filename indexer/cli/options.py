@@ -70,3 +70,11 @@ def backend_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., A
         return wrapper
 
     return decorate
+
+
+# index, es reindex and eval encode passages: one option, one help
+batch_size_option = click.option(
+    "--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True,
+    help="Windows per graph call on CUDA. On the CPU each window runs alone: its int8 graph scales "
+         "activations per call, so batching would make a passage's spans depend on its neighbours.",
+)  # fmt: skip
