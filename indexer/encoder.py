@@ -327,7 +327,8 @@ class OnnxEncoder:
         remaining = [len(its) for _, its in plans]
         done = 0
         batches = self._batches(items, batch_size)
-        for batch, (passage_vectors, hits) in zip(batches, ordered_map(lambda b: self._detect(b, with_base), batches, self.workers)):
+        results = ordered_map(lambda b: self._detect(b, with_base), batches, self.workers)
+        for batch, (passage_vectors, hits) in zip(batches, results):
             for row, k, score, wide, vector, base in hits:
                 item = batch[row]
                 start, end = item.chars[k].tolist()

@@ -411,8 +411,9 @@ class EmbeddedStore:
         total number of matches is not known here (``Matches.total`` is None)."""
         filtered = bool(request.filters.metadata) or bool(request.text)
         passages_stored = max(len(vec.passage_rows), 1)
-        bound = filtering.allowed_bound(conn, request, self._indexed, max(filtering.SMALL_SELECTION + 1, passages_stored // 8)) if filtered else None
-        allowed = filtering.allowed(conn, request, self._indexed) if bound is not None and bound <= filtering.SMALL_SELECTION else None
+        small = filtering.SMALL_SELECTION
+        bound = filtering.allowed_bound(conn, request, self._indexed, max(small + 1, passages_stored // 8)) if filtered else None
+        allowed = filtering.allowed(conn, request, self._indexed) if bound is not None and bound <= small else None
         allowed_spans = filtering.allowed_spans(conn, request, self._indexed)
         weight = request.passage_weight or 0.0
         checked = filtered and allowed is None  # many allowed: check the candidates
