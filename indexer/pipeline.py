@@ -48,11 +48,14 @@ class IndexReport:
     interrupted: bool = False
 
     def add(self, outcomes: Sequence[WriteOutcome], docs: Sequence[EncodedPassage]) -> None:
-        self.spans += sum(len(d.spans) for d in docs)
+        """Count a chunk: ``docs`` are the encoded passages, whose outcomes end ``outcomes``."""
+        written = outcomes[len(outcomes) - len(docs):]
+        self.spans += sum(len(d.spans) for d, o in zip(docs, written, strict=True) if o.ok and o.action != "skipped")
         for o in outcomes:
             if o.ok:
                 self.created += o.action == "created"
                 self.updated += o.action == "updated"
+                self.skipped_existing += o.action == "skipped"
             else:
                 self.failed += 1
                 if len(self.errors) < 20:
@@ -162,7 +165,8 @@ def index_chunks(
         if (skipped or refused) and progress is not None:
             progress(skipped + len(refused))
         docs = encoder.encode(todo, batch_size=batch_size, progress=progress, windows=windows) if todo else []
-        outcomes = store.write(docs) if docs else []
+        # skipping, the store checks again as it writes: another writer may have stored an id since
+        outcomes = store.write(docs, replace=not skip_existing) if docs else []
         yield skipped, docs, refused + outcomes
 
 

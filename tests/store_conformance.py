@@ -248,6 +248,19 @@ class StoreConformance:
         assert [h.id for h in self.search(loaded, DINO, limit=1)][0] in {"p1", "p4"}
         assert loaded.counts().passages == 5
 
+    def test_without_replace_a_stored_id_is_left_as_it_is(self, loaded):
+        """``replace=False`` decides in the write itself: another writer may have stored the id
+        after the pipeline looked it up (``Store.write``)."""
+        outcomes = loaded.write(
+            [doc("p4", "The Danube is no dinosaur.", [("Danube", DINO)]), doc("p6", "Nile crocodiles.", [("Nile", RIVER)])],
+            replace=False,
+        )
+        assert [(o.id, o.ok, o.action) for o in outcomes] == [("p4", True, "skipped"), ("p6", True, "created")]
+        hits = self.search(loaded, RIVER)
+        assert {h.id for h in hits[:3]} == {"p2", "p4", "p6"} and hits[3].id == "p1"  # three at cos 1.0
+        assert "p4" not in [h.id for h in self.search(loaded, DINO)]
+        assert loaded.counts().passages == 6
+
     def test_existing_ids(self, loaded):
         assert loaded.existing_ids(["p1", "zz", "p5"]) == {"p1", "p5"}
 

@@ -209,6 +209,15 @@ def test_bulk_item_of_a_failed_chunk():
     assert rs.parse_bulk_item(info) == ("p", False, "failed", "HTTP 503: ApiError(503, 'unavailable')")
 
 
+def test_a_create_refused_for_a_stored_id_is_a_skip_not_a_failure():
+    """``replace=False`` sends ``create``; the server answers 409 for an id it holds (Store.write)."""
+    conflict = {"create": {"_id": "p", "status": 409, "error": {
+        "type": "version_conflict_engine_exception", "reason": "[p]: version conflict, document already exists"}}}
+    assert rs.parse_bulk_item(conflict) == ("p", True, "skipped", None)
+    replaced = {"index": {"_id": "p", "status": 409, "error": {"type": "version_conflict_engine_exception"}}}
+    assert rs.parse_bulk_item(replaced)[1:3] == (False, "failed")  # only a create's conflict is a skip
+
+
 # --- index facts ----------------------------------------------------------------------------------
 
 

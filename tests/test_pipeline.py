@@ -30,11 +30,11 @@ class Interrupting:
     def __getattr__(self, name):
         return getattr(self.store, name)
 
-    def write(self, docs):
+    def write(self, docs, *, replace=True):
         self.writes += 1
         if self.writes > self.after:
             raise KeyboardInterrupt
-        return self.store.write(docs)
+        return self.store.write(docs, replace=replace)
 
 
 def test_interrupted_run_resumes(tmp_path, encoder):
@@ -51,6 +51,38 @@ def test_interrupted_run_resumes(tmp_path, encoder):
         report = index_passages(items, encoder, store, chunk_size=6)
         assert (report.created, report.skipped_existing) == (0, 20)
         assert store.counts().spans == spans_before
+
+
+class Racing:
+    """Wraps a store; another writer stores ``rival`` passages after this run looked its ids up
+    and before it writes, as a second ``nerindex index`` on the same store may."""
+
+    def __init__(self, store, rival_docs):
+        self.store, self.rival_docs = store, rival_docs
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def write(self, docs, *, replace=True):
+        if self.rival_docs:
+            self.store.write(self.rival_docs)
+            self.rival_docs = []
+        return self.store.write(docs, replace=replace)
+
+
+def test_a_rival_writer_keeps_the_ids_it_stored_first(tmp_path, encoder):
+    """Two writers with different texts under one id: the one stored first stays (the rule
+    sequential runs follow), whole, and this run reports it skipped, not created or replaced."""
+    rival = encoder.encode([Passage("p1", "Paris is the capital of France.")])
+    mine = [Passage("p0", "Rex is a dinosaur."), Passage("p1", "Berlin is a city in Germany.")]
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        report = index_passages(mine, encoder, Racing(store, rival))
+        assert (report.created, report.skipped_existing, report.updated) == (1, 1, 0)
+        assert report.spans == len(encoder.encode(mine[:1])[0].spans)
+        assert store.counts().passages == 2
+        assert store.counts().spans == report.spans + len(rival[0].spans)
+        texts = dict(store._conn.execute("SELECT id, text FROM passages"))
+        assert texts["p1"] == "Paris is the capital of France."
 
 
 def test_reindex_existing_replaces(tmp_path, encoder):

@@ -364,7 +364,7 @@ class WriteOutcome:
 
     id: str
     ok: bool
-    action: str  # "created", "updated", "skipped" or "failed"
+    action: str  # "created", "updated", "skipped" (stored already, replace=False) or "failed"
     error: str | None = None
 
 
@@ -405,8 +405,13 @@ class Store(Protocol):
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these passage ids are already stored (for idempotent, resumable indexing)."""
 
-    def write(self, docs: Sequence[EncodedPassage]) -> list[WriteOutcome]:
-        """Store passages with their spans; one outcome per passage, failures as data."""
+    def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
+        """Store passages with their spans; one outcome per passage, failures as data.
+
+        ``replace=False`` leaves a passage whose id is stored by the time of the write as it is
+        (outcome ``skipped``). The check is part of the write, so two writers racing for one id
+        keep the one written first, whichever process that was: the rule indexing follows
+        ("the first text wins"), which a lookup before encoding cannot keep on its own."""
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Hits best first; at most ``limit`` unless ``exhaustive`` (then every match, paged).

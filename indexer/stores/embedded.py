@@ -150,8 +150,9 @@ class EmbeddedStore:
             found.update(r[0] for r in rows)
         return found
 
-    def write(self, docs: Sequence[EncodedPassage]) -> list[WriteOutcome]:
-        """Insert or replace passages with their spans, all in one transaction."""
+    def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
+        """Insert (or, with ``replace``, replace) passages with their spans, all in one transaction
+        (``Store.write``: without ``replace`` a stored id is skipped, decided inside it)."""
         outcomes: list[WriteOutcome] = []
         conn = self._conn
         try:
@@ -163,6 +164,9 @@ class EmbeddedStore:
                 old = conn.execute(
                     "SELECT rowid, text FROM passages WHERE id = ?", (p.id,)
                 ).fetchone()
+                if old is not None and not replace:
+                    outcomes.append(WriteOutcome(p.id, True, "skipped"))
+                    continue
                 if old is not None:
                     conn.execute(
                         "INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', ?, ?)",

@@ -42,14 +42,16 @@ def write_documents(
     index: str,
     options: BulkOptions = BulkOptions(),
     typed_filters: bool = False,
+    replace: bool = True,
 ) -> list[WriteOutcome]:
     """Index passages into ``index`` (an alias or a concrete index); one outcome per passage;
-    ``typed_filters``: the index has ``filter_texts`` (``index_requests.filter_texts``)."""
+    ``typed_filters``: the index has ``filter_texts`` (``index_requests.filter_texts``);
+    ``replace=False``: stored ids are left as they are (``skipped``, ``Store.write``)."""
     if not docs:
         return []
     results = streaming_bulk(
         client,
-        bulk_actions(docs, stamp, index, typed_filters=typed_filters),
+        bulk_actions(docs, stamp, index, typed_filters=typed_filters, replace=replace),
         chunk_size=options.chunk_size,
         max_chunk_bytes=options.max_chunk_bytes,
         max_retries=options.max_retries,

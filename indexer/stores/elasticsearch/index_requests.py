@@ -282,10 +282,14 @@ def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: b
     return source
 
 
-def bulk_action(doc: EncodedPassage, stamp: ModelStamp, index: str, *, typed_filters: bool = False) -> dict[str, Any]:
-    """One ``streaming_bulk`` action: index (create or overwrite) under the deterministic _id."""
+def bulk_action(
+    doc: EncodedPassage, stamp: ModelStamp, index: str, *, typed_filters: bool = False, replace: bool = True
+) -> dict[str, Any]:
+    """One ``streaming_bulk`` action under the deterministic _id: ``index`` (create or overwrite),
+    or without ``replace`` ``create``, which the server refuses (409) for an id it holds, so the
+    check and the write are one step (``Store.write``)."""
     return {
-        "_op_type": "index",
+        "_op_type": "index" if replace else "create",
         "_index": index,
         "_id": document_id(doc.passage.id),
         "_source": passage_document(doc, stamp, typed_filters=typed_filters),
@@ -293,11 +297,12 @@ def bulk_action(doc: EncodedPassage, stamp: ModelStamp, index: str, *, typed_fil
 
 
 def bulk_actions(
-    docs: Iterable[EncodedPassage], stamp: ModelStamp, index: str, *, typed_filters: bool = False
+    docs: Iterable[EncodedPassage], stamp: ModelStamp, index: str, *, typed_filters: bool = False,
+    replace: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Bulk actions for passages, lazily, in input order."""
     for doc in docs:
-        yield bulk_action(doc, stamp, index, typed_filters=typed_filters)
+        yield bulk_action(doc, stamp, index, typed_filters=typed_filters, replace=replace)
 
 # Elasticsearch 9.2 leaves dense vectors out of ``_source`` by default (index setting
 # ``index.mapping.exclude_source_vectors``); ``exclude_vectors: false`` asks for them back.

@@ -247,10 +247,12 @@ def parse_bulk_item(info: Mapping[str, Any]) -> tuple[str | None, bool, str, str
     """(``_id``, ok, action, error) of one ``streaming_bulk`` result ``{op_type: item}``."""
     if not info:
         return None, False, "failed", "empty bulk item"
-    _op_type, item = next(iter(info.items()))
+    op_type, item = next(iter(info.items()))
     status = item.get("status")
     ok = status is not None and 200 <= int(status) < 300 and "error" not in item
     doc_id = item.get("_id")
+    if op_type == "create" and status == 409:  # the id is stored already: left as it is
+        return doc_id, True, "skipped", None
     if ok:
         result = item.get("result", "created")
         action = "updated" if result in ("updated", "noop") else "created"

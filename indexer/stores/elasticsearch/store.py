@@ -299,8 +299,9 @@ class ElasticsearchStore:
             found |= {wanted[doc_id] for doc_id in rs.found_ids(response.body) if doc_id in wanted}
         return found
 
-    def write(self, docs: Sequence[EncodedPassage]) -> list[WriteOutcome]:
-        """Index passages (overwriting the same ids); one outcome per passage, in input order."""
+    def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
+        """Index passages (overwriting the same ids, or with ``replace=False`` leaving them:
+        ``Store.write``); one outcome per passage, in input order."""
         if not docs:
             return []
         stamp = self.model()
@@ -323,7 +324,7 @@ class ElasticsearchStore:
             with self.errors(f"bulk index into {self.alias!r}"):
                 written = write_documents(
                     self.client, [doc for _, doc in sendable], stamp=stamp, index=self.alias,
-                    options=self._options.bulk, typed_filters=self.typed_filters(),
+                    options=self._options.bulk, typed_filters=self.typed_filters(), replace=replace,
                 )
             self._dirty = True
             for (position, _), outcome in zip(sendable, written, strict=True):
