@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..errors import NerindexError
 from ..records import Hit
+from ..runtime import usable_cores
 from ..stores.base import MAX_PHRASE_CHARS, is_metadata_filter_key
 from . import searchui
 from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts, version_key
@@ -239,8 +239,9 @@ class SearchService:
 def default_workers() -> int:
     """Search threads: as many as cores. Embedded search is a numpy product that already uses every
     core, so more threads only thrash (on 2 cores, 4 threads served ~40% fewer requests/s than 2);
-    an Elasticsearch backend waits on the network and gains from ``--workers`` above this."""
-    return max(2, min(8, os.cpu_count() or 2))
+    an Elasticsearch backend waits on the network and gains from ``--workers`` above this. Cores
+    this process may use (``runtime.usable_cores``, its CPU affinity), not the machine's."""
+    return max(2, min(8, usable_cores()))
 
 
 @functools.lru_cache(maxsize=1)
