@@ -266,6 +266,8 @@ class NerIndex:
                 "candidate_threshold": info.candidate_threshold,
                 "passage_weight": info.passage_weight,
                 "unseen_passage_weight": info.unseen_passage_weight,
+                "type_template": info.type_template,
+                "unseen_type_template": info.unseen_type_template,
                 "provider": self.encoder.provider,
             },
             "store": {

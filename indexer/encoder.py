@@ -151,7 +151,7 @@ class OnnxEncoder:
                       workers=threads or usable_cores())  # fmt: skip
         encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
         if catalog is not None and encoder.catalog is not None:  # labels from another catalog: the stamp says so
-            encoder.info = dataclasses.replace(info, catalog_source=encoder.catalog.source(info.type_template))
+            encoder.info = dataclasses.replace(info, catalog_source=encoder.catalog.source(info.type_template, info.unseen_type_template))
         return encoder
 
     # ------------------------------------------------------------------ type phrases
@@ -177,7 +177,7 @@ class OnnxEncoder:
         found = {p: self._type_cache[p] for p in dict.fromkeys(phrases) if p in self._type_cache}
         missing = [p for p in dict.fromkeys(phrases) if p not in found]
         if missing:
-            texts = [type_text(self.info.type_template, p) for p in missing]
+            texts = [type_text(self.info.template_for(p), p) for p in missing]
             vectors = embed_texts(self.session, self.tokenizer, texts)
             for phrase, vec in zip(missing, vectors):
                 found[phrase] = vec.copy()
@@ -185,6 +185,12 @@ class OnnxEncoder:
                 while len(self._type_cache) > TYPE_CACHE_SIZE:
                     self._type_cache.popitem(last=False)
         return np.stack([found[p] for p in phrases])
+
+    def embed_phrases(self, phrases: Sequence[str]) -> np.ndarray:
+        """Unit vectors of type phrases all in ``type_template`` (uncached), for comparing phrases
+        with each other (Familiarity: test types against training types) rather than searching:
+        :meth:`embed_types` puts a phrase the model was not trained on in another template."""
+        return embed_texts(self.session, self.tokenizer, [type_text(self.info.type_template, p) for p in phrases])
 
     # ------------------------------------------------------------------ passages
 
@@ -393,7 +399,8 @@ def _token_arrays(batch: list[_Item]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def type_text(template: str, phrase: str) -> str:
-    """The text a type phrase is embedded as (``type_template`` of model.json around it)."""
+    """The text a type phrase is embedded as (a template of model.json around it:
+    ``ModelInfo.template_for``)."""
     return template.format(phrase.strip())
 
 

@@ -49,7 +49,7 @@ KEY_ORDER = (
     "detection_threshold", "candidate_threshold", "span_decoding", "similarity_threshold", "unseen_similarity_threshold",
     "label_threshold",
     "unseen_label_threshold", "labels_per_span",
-    "passage_weight", "unseen_passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
+    "passage_weight", "unseen_passage_weight", "type_template", "unseen_type_template", "graphs", "inputs", "outputs", "tokenizer", "heads", "heads_config", "catalog",
     "files", "training", "evaluation",
 )  # fmt: skip
 
@@ -266,6 +266,15 @@ class ModelCard:
         values.pop("unseen_passage_weight", None)
         if unseen is not None:
             values["unseen_passage_weight"] = float(unseen)
+        return ModelCard(values, escape_non_ascii=self._escape_non_ascii)
+
+    def with_unseen_type_template(self, template: str | None) -> "ModelCard":
+        """The card with the template of phrases the model was not trained on
+        (``unseen_type_template``; None removes it: ``type_template`` for every phrase)."""
+        values = dict(self._values)
+        values.pop("unseen_type_template", None)
+        if template is not None:
+            values["unseen_type_template"] = template
         return ModelCard(values, escape_non_ascii=self._escape_non_ascii)
 
     def with_evaluation(self, name: str, summary: Mapping[str, Any]) -> "ModelCard":

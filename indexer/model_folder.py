@@ -78,6 +78,9 @@ class ModelInfo:
     # λ of hybrid scoring for type phrases the model was not trained on; None: passage_weight for
     # every phrase (see passage_weight_for)
     unseen_passage_weight: float | None = None
+    # the text a type phrase the model was not trained on is embedded as; None: type_template for
+    # every phrase (see template_for)
+    unseen_type_template: str | None = None
     # detection threshold of the candidate head (graph output candidate_scores); None: no such head
     candidate_threshold: float | None = None
     card: ModelCard = field(default_factory=lambda: ModelCard({}), repr=False, compare=False)
@@ -141,6 +144,20 @@ class ModelInfo:
             return self.passage_weight
         return self.unseen_passage_weight
 
+    def template_for(self, phrase: str) -> str:
+        """The text around ``phrase`` when it is embedded as a query: ``type_template`` for a
+        phrase the model was trained on, ``unseen_type_template`` (when the card has one) for any
+        other.
+
+        Why two: the span side was trained against the bare phrases' vectors, so trained-on phrases
+        stay as they were; for a phrase nobody trained on, "the name of a {}" moves the vector from
+        the topic word ("novel", "Book") towards the names of its instances (EVALUATION.md, "Type
+        templates"). Span labels keep the catalog's vectors, so no store depends on this.
+        """
+        if self.unseen_type_template is None or self.is_trained_phrase(phrase):
+            return self.type_template
+        return self.unseen_type_template
+
     def label_thresholds(self, phrases: Sequence[str]) -> np.ndarray:
         """Per catalog phrase, the similarity a span needs to be labelled with it: the same split
         as :meth:`threshold_for`, with ``label_threshold`` and ``unseen_label_threshold``."""
@@ -196,6 +213,7 @@ class ModelInfo:
             unseen_label_threshold=v.number("unseen_label_threshold", -1.0, 1.0, default=None),
             candidate_threshold=v.number("candidate_threshold", 0.0, 1.0, default=None),
             unseen_passage_weight=v.number("unseen_passage_weight", 0.0, MAX_PASSAGE_WEIGHT, default=None),
+            unseen_type_template=v.template("unseen_type_template", default=None),
             card=v.with_checked_training(),
         )
 
@@ -302,9 +320,11 @@ class _CardValues:
             raise ModelError(f"{self.path}: {key} must be {' or '.join(map(repr, allowed))}, not {value!r}")
         return value
 
-    def template(self, key: str) -> str:
+    def template(self, key: str, *, default: str | None = "{}") -> Any:
         """A type template: text with exactly one ``{}``, where the phrase goes (``str.format``)."""
-        value = self._value(key, "{}")
+        value = self._value(key, default)
+        if value is None:
+            return None
         try:
             ok = isinstance(value, str) and value.count("{}") == 1 and isinstance(value.format("x"), str)
         except (IndexError, KeyError, ValueError):  # "{type}", "{0} {1}", "{"

@@ -124,6 +124,7 @@ def test_empty_files_is_refused(tmp_path):
         ({"type_template": "{type}"}, "type_template must be text with exactly one {}"),
         ({"type_template": "{} {0}"}, "type_template must be text with exactly one {}"),
         ({"type_template": 3}, "type_template must be text"),
+        ({"unseen_type_template": "name"}, "unseen_type_template must be text with exactly one {}"),
         ({"training": {"types": "person, location"}}, "training.types must be a list of type phrases"),
         ({"training": {"types": ["person", 3]}}, "training.types must be a list of type phrases"),
         ({"training": []}, "training must be an object"),
@@ -144,9 +145,10 @@ def test_a_bad_model_json_value_is_one_model_error_naming_the_key(tmp_path, chan
 def test_optional_values_may_be_absent_or_null(tmp_path):
     info = ModelInfo.load(
         folder_with(tmp_path, label_threshold=DELETE, labels_per_span=DELETE, passage_weight=None,
-                    span_decoding=DELETE, similarity=DELETE, type_template="a {} entity", candidate_threshold=None),
+                    span_decoding=DELETE, similarity=DELETE, type_template="a {} entity", candidate_threshold=None,
+                    unseen_type_template=None),
         verify=False,
     )  # fmt: skip
     assert info.label_threshold == info.similarity_threshold and info.labels_per_span == 3
     assert info.passage_weight == 0.0 and not info.nested_spans and info.candidate_threshold is None
-    assert info.type_template == "a {} entity"
+    assert info.type_template == "a {} entity" and info.unseen_type_template is None

@@ -185,7 +185,7 @@ CHECKS: dict[str, Callable[[list[str], str, str], None]] = {
     "search river --all": every_match,
     "search drug --where topic=health --text pain": filtered,
     "search company --all --threshold 0.2": lower_threshold,
-    "search planet --passage-weight 0": best_span_ranking,
+    "search city --passage-weight 0": best_span_ranking,
     "embed dinosaur": type_vector,
     "info": store_info,
 }

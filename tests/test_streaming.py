@@ -24,9 +24,9 @@ def test_input_is_consumed_one_chunk_at_a_time(tmp_path):
     with EmbeddedStore.open(tmp_path / "s") as store:
         real_write = store.write
 
-        def write(docs):
+        def write(docs, **kw):
             ahead.append(pulled - store.counts().passages)
-            return real_write(docs)
+            return real_write(docs, **kw)
 
         store.write = write
         report = index_passages(source(), SyntheticEncoder(), store, chunk_size=16)

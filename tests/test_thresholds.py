@@ -5,6 +5,7 @@ service, labels and ``nerindex eval`` apply it, and calibration writes both valu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -76,3 +77,33 @@ def test_the_shipped_model_and_a_search_use_them(tmp_path: Path):
         ix.index(read_passages(ROOT / "examples" / "corpus.jsonl", id_field="id"))
         for hit in ix.search("dinosaur", limit=5):
             assert all(s.similarity >= info.threshold_for("dinosaur") for s in hit.spans)
+
+
+def test_a_phrase_not_trained_on_is_embedded_in_the_unseen_template():
+    """``ModelInfo.template_for`` is the one rule; trained-on phrases keep the bare phrase the span
+    side was trained against, and without a second template every phrase uses ``type_template``."""
+    two = dataclasses.replace(_info(), unseen_type_template="the name of a {}")
+    assert two.template_for("person") == two.template_for("  Sports   TEAM ") == "{}"
+    assert two.template_for("dinosaur") == "the name of a {}"
+    one = _info()
+    assert one.template_for("dinosaur") == one.template_for("person") == "{}"
+
+
+def test_the_shipped_encoder_embeds_each_phrase_in_its_template():
+    from indexer.encoder import OnnxEncoder, embed_texts
+
+    enc = OnnxEncoder.from_dir(default_model_dir(), device="cpu")
+    info = enc.info
+    assert info.unseen_type_template is not None  # the shipped card has one (EVALUATION.md, "Type templates")
+    got = enc.embed_types(["dinosaur", "person"])
+    want = embed_texts(enc.session, enc.tokenizer, [info.unseen_type_template.format("dinosaur"), "person"])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    bare = embed_texts(enc.session, enc.tokenizer, ["dinosaur"])[0]
+    assert float(got[0] @ bare) < 0.99  # the template moves the vector: not a no-op
+
+
+def test_a_user_catalog_is_stamped_with_both_templates():
+    """Labels from a --catalog file are embedded with the templates, so the store stamp names them."""
+    cat = Catalog(("dinosaur",), np.eye(1, dtype=np.float32))
+    assert cat.source("{}") == cat.source("{}", None)  # cards without a second template: stamps as before
+    assert cat.source("{}", "the name of a {}") != cat.source("{}", "a {}") != cat.source("{}")

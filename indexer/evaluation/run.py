@@ -71,7 +71,7 @@ def run_eval(
     calibration = _calibrate(bench, rankings, training, calibrate_on, info, thresholds, threshold_source) if calibrate_on else None
     phrases = [q.text for q in bench.scored_queries()]
     # Without any record of the training types, Familiarity is unknown (not 0): leave it out.
-    fam = split_familiarity(phrases, training.counts, encoder.embed_types)[0] if training.counts else {}
+    fam = split_familiarity(phrases, training.counts, encoder.embed_phrases)[0] if training.counts else {}
     scored = score_methods(bench, rankings, thresholds, training, fam)
     out = _result(bench, info, rankings, thresholds, threshold_source, training, scored, stats)
     if calibration:
@@ -190,6 +190,8 @@ def _result(
             "passage_weight": stats.get("passage_weight", info.passage_weight),
             **({"unseen_passage_weight": stats["unseen_passage_weight"]} if "unseen_passage_weight" in stats else {}),
             "candidate_threshold": info.candidate_threshold,
+            "type_template": info.type_template,
+            "unseen_type_template": info.unseen_type_template,
             **({"feedback": stats["feedback"]} if "feedback" in stats else {}),
         },
         "methods": {key: _method_entry(key, thresholds[key], threshold_source[key]) for key in rankings},
@@ -201,7 +203,7 @@ def _result(
         },
         "familiarity": {
             "definition": FAMILIARITY_DEFINITION,
-            "embedding": f"the evaluated model's type encoder (embed_types of {info.id} {info.version}; "
+            "embedding": f"the evaluated model's type encoder, every phrase in type_template (embed_phrases of {info.id} {info.version}; "
             f"backbone {info.card.backbone.name or '?'})",
             "k": 1000,
             "weighting": "zipf",
