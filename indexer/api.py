@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import Settings, from_env, with_overrides
 from .encoder import OnnxEncoder
-from .errors import NerindexError, SearchError
+from .errors import NerindexError, SearchError, StoreError
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
@@ -107,6 +107,14 @@ class NerIndex:
         recorded = backend.model()
         if recorded is not None:
             backend.check_model(encoder.info.stamp, writing=False)
+        elif not create and settings.es_url:
+            # as the embedded store refuses a folder without a store: a mistyped --es-index (or one
+            # nerindex never wrote) read as "no matches" and "0 passages" (found by an audit)
+            backend.close()
+            raise StoreError(
+                f"{settings.store_description()}: no index or alias written by nerindex there "
+                f"(run 'nerindex index --es-index {settings.es_index}' first)"
+            )
         return cls(encoder, backend, description=settings.store_description())
 
     # ------------------------------------------------------------------ indexing

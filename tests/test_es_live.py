@@ -37,7 +37,7 @@ from indexer.stores.elasticsearch import ElasticsearchStore  # noqa: E402
 from indexer.stores.elasticsearch import index_requests, search_requests  # noqa: E402
 from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import responses as rs  # noqa: E402
-from indexer.stores.elasticsearch.reindex import reindex  # noqa: E402
+from indexer.stores.elasticsearch.reindex import current_index, reindex, write_blocked  # noqa: E402
 from indexer.stores.elasticsearch.store import (  # noqa: E402
     MIN_SERVER,
     MUSTACHE,
@@ -249,7 +249,7 @@ def test_a_load_killed_while_relaxed_leaves_no_lasting_refresh_delay(make_live_s
         return rs.refresh_interval(killed.client.indices.get_settings(index=index, name="index.refresh_interval").body)
 
     assert interval() == "30s"
-    killed._relaxed = None  # as a new process, which knows nothing of it
+    killed._refresh.previous = None  # as a new process, which knows nothing of it
     rerun = make_live_store(index=killed.alias)
     rerun.write(corpus()[2:])
     rerun.flush()
@@ -540,6 +540,23 @@ def test_search_on_a_missing_index_finds_nothing(make_live_store):
     assert store.existing_ids(["a"]) == set() and store.model() is None
 
 
+@pytest.mark.parametrize("made_by_hand", [False, True])
+def test_searching_an_index_nerindex_never_wrote_is_refused(capsys, make_live_store, made_by_hand):
+    """A mistyped --es-index, or an index nerindex did not make, read as "0 shown of 0" and
+    "0 passages" with exit 0 and a hint to lower the threshold (audit3-es); the embedded store
+    refuses a folder without a store the same way (exit 5)."""
+    from indexer.cli import main
+
+    store = make_live_store()  # nothing created yet
+    if made_by_hand:
+        store.client.indices.create(index=store.alias)
+    for command in (["search", "dinosaur"], ["info"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "--es-url", ES_URL, "--es-index", store.alias])
+        err = capsys.readouterr().err
+        assert exc.value.code == 5 and "no index or alias written by nerindex" in err, err
+
+
 def test_a_request_the_server_rejects_is_a_search_error(make_live_store, stamp):
     store = index_made_before_filter_texts(make_live_store(), stamp)  # filters on the typed fields
     assert all(o.ok for o in store.write(corpus()))
@@ -704,6 +721,64 @@ def test_a_write_during_reindex_is_refused_not_lost(loaded, stamp):
         writer.close()
 
 
+def test_a_second_reindex_while_one_runs_is_refused_and_leaves_the_first_alone(loaded, stamp):
+    """Two runs on one alias (audit3-es): the second lifted the first's write block when it failed,
+    so writes were acknowledged and then lost, or moved the alias a second time, onto two indices.
+    Now the second stops before it blocks or unblocks anything, and a swap must find the alias
+    where the run left it."""
+
+    new_stamp = ModelStamp("test-model", "2", 8, "e" * 64)
+    second = open_elasticsearch(resolve(es_index=loaded.alias))
+    refusals: list[str] = []
+
+    class SecondRunMeanwhile(RiverFirst):
+        def encode(self, passages, *, batch_size=32):
+            if not refusals:
+                with pytest.raises(StoreError) as caught:
+                    reindex(second, RiverFirst(), new_stamp, batch_size=3)
+                refusals.append(str(caught.value))
+                assert write_blocked(loaded, old)  # the first run's block holds
+            return super().encode(passages, batch_size=batch_size)
+
+    try:
+        old = current_index(loaded)
+        report = reindex(loaded, SecondRunMeanwhile(), new_stamp, batch_size=3)
+    finally:
+        second.close()
+    assert "already refuses writes" in refusals[0]
+    assert report.swapped and current_index(loaded) == report.new_index
+    assert sorted(loaded.versioned_indices()) == sorted([old, report.new_index])  # the second's index is gone
+    # a swap from an index the alias has left fails whole: the alias never points at two indices
+    from indexer.stores.elasticsearch.index_requests import alias_swap_actions
+
+    with pytest.raises(Exception, match="aliases_not_found|missing"):
+        loaded.client.indices.update_aliases(actions=alias_swap_actions(loaded.alias, old, old))
+    assert current_index(loaded) == report.new_index
+
+
+def test_a_writer_checks_its_model_again_when_the_alias_moved(loaded, stamp):
+    """An indexing run that began before 'es reindex' moved the alias wrote the rest of its
+    passages into the new index with the old index's facts: another model's spans past the guard
+    (audit3-es). Each write now checks where the alias points."""
+    writer = open_elasticsearch(resolve(es_index=loaded.alias))
+    try:
+        writer.check_model(stamp)
+        assert [o.ok for o in writer.write([corpus()[0]])] == [True]
+        same = reindex(loaded, RiverFirst(), stamp, batch_size=3)  # the same model: writing goes on, into the new index
+        late = dataclasses.replace(corpus()[0], passage=Passage("late-1", "Late passage.", {}))
+        assert [o.ok for o in writer.write([late])] == [True]
+        loaded.flush()
+        assert loaded.existing_ids(["late-1"]) == {"late-1"} and current_index(loaded) == same.new_index
+        other_model = RiverFirst()
+        other_model.by_id["late-1"] = late
+        reindex(loaded, other_model, ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3)
+        with pytest.raises(ModelMismatchError):
+            writer.write([dataclasses.replace(late, passage=Passage("late-2", "Later.", {}))])
+        assert loaded.existing_ids(["late-2"]) == set()
+    finally:
+        writer.close()
+
+
 def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stamp):
     """A long-lived handle (the web service) read the model once; after ``es reindex`` moved the
     alias to another model's index it kept searching that index with its own query vectors
@@ -789,6 +864,29 @@ def test_cli_index_and_search_match_the_embedded_store(tmp_path, capsys, make_li
     assert status["index"] == f"{store.alias}-000002" and status["passages"] == 40
     assert status["health"] in ("green", "yellow")
     assert status["server"] == ".".join(map(str, store.server_version()))
+
+
+def test_cli_reindex_keeps_an_own_catalog_only_when_given_and_says_so(tmp_path, capsys, make_live_store):
+    """'es reindex' replaced an index's --catalog labels with the model's, silently (audit3-es):
+    it now takes --catalog, and says when the labels' catalog changes."""
+    store = make_live_store()
+    es = ["--es-url", ES_URL, "--es-index", store.alias]
+    catalog = tmp_path / "types.txt"
+    catalog.write_text("dinosaur\nriver\npolitician\n", encoding="utf-8")
+    corpus_file = str(ROOT / "examples" / "corpus.jsonl")
+    run_cli(capsys, "index", corpus_file, "--id-field", "id", "--catalog", str(catalog), *es)
+    own = store.model().catalog
+    assert own.startswith("sha256:")
+    run_cli(capsys, "es", "reindex", "--catalog", str(catalog), *es)
+    assert "note:" not in capsys.readouterr().err
+    store.forget_index()
+    assert store.model().catalog == own
+    from indexer.cli import main
+
+    main(["es", "reindex", *es])  # nothing fails (no SystemExit): the note is on stderr
+    assert "the new index's come from the model catalog" in capsys.readouterr().err
+    store.forget_index()
+    assert store.model().catalog == "model"
 
 
 @pytest.mark.skipif(not os.environ.get("NERINDEX_KIBANA_URL"), reason="NERINDEX_KIBANA_URL is not set")

@@ -135,3 +135,26 @@ def test_another_model_is_refused(indexed, encoder):
     other = ModelStamp("other-model", "9", encoder.info.dims, "f" * 64)
     with pytest.raises(ModelMismatchError, match="add-types --replace --catalog"):
         TypeIndex(indexed).check_model(other)
+
+
+def test_a_types_index_that_does_not_hold_what_a_search_uses_is_filled_again(indexed, encoder):
+    """A fill killed half-way stayed half-filled, silently (audit3-es); vectors from before a change
+    of the query templates stayed too. The index records which catalog vectors it holds."""
+    from indexer.catalog import Catalog
+    from indexer.stores.elasticsearch.type_index import CATALOG_FINGERPRINT, catalog_fingerprint
+
+    types = TypeIndex(indexed)
+    catalog = encoder.query_catalog()
+    assert types.meta()[CATALOG_FINGERPRINT] == catalog_fingerprint(catalog)
+    assert indexed.ensure_type_index(catalog, encoder.info.stamp) is None  # nothing to do
+    # as a fill killed after 200 phrases leaves it: a fresh index, part of the catalog, no fingerprint
+    types.delete()
+    types.check_model(encoder.info.stamp)
+    types.add(catalog.phrases[:200], catalog.vectors[:200], encoder.info.stamp)
+    outcomes = indexed.ensure_type_index(catalog, encoder.info.stamp)
+    assert outcomes is not None and len(outcomes) == 486 and types.count() >= 486
+    # other vectors for the same phrases (another query template): stored again
+    moved = Catalog(catalog.phrases, np.roll(catalog.vectors, 1, axis=1))
+    assert indexed.ensure_type_index(moved, encoder.info.stamp) is not None
+    np.testing.assert_allclose(types.vector("politician"), moved.vectors[catalog.phrases.index("politician")], atol=1e-6)
+    indexed.ensure_type_index(catalog, encoder.info.stamp)  # as the module's other tests expect it

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import click
 
 from ..api import NerIndex
 from ..config import Settings
-from ..errors import InputError, SearchError
+from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..records import Hit, Passage, marked_spans
 from ..text import printable

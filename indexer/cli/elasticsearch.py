@@ -40,11 +40,14 @@ def es_group() -> None:
               help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
 @click.option("--index-options", default=None,
               help="dense_vector index type of the new index (int8_hnsw, hnsw, bbq_hnsw, ...); default: as configured.")
+@click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Own type-catalog file for the new index's span labels, as 'nerindex index --catalog' "
+                   "(default: the model's catalog, whatever the old index used).")
 @batch_size_option
 @click.option("--delete-old", is_flag=True, help="Delete the old index once the alias has moved.")
 @click.option("--allow-failures", is_flag=True, help="Move the alias even if some passages failed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def reindex_command(model_path, device, index_options, batch_size, delete_old, allow_failures, as_json,
+def reindex_command(model_path, device, index_options, catalog, batch_size, delete_old, allow_failures, as_json,
                     settings: Settings):
     """Build a new index from the passages behind the alias (re-encoded with --model) and swap the alias.
 
@@ -55,9 +58,14 @@ def reindex_command(model_path, device, index_options, batch_size, delete_old, a
     from ..stores.elasticsearch.reindex import reindex
 
     settings = with_overrides(settings, model=model_path, device=device)
-    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
+    encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads, catalog=catalog)
     stamp = encoder.info.stamp
     store = open_elasticsearch(settings)
+    before = store.model()
+    if before is not None and before.catalog != stamp.catalog and str(before.catalog).startswith("sha256:"):
+        # not silent (found by an audit): the labels change with the catalog
+        click.echo(f"note: the old index's span labels came from a --catalog file; the new index's come from "
+                   f"{'another file' if catalog else 'the model catalog'} (pass --catalog FILE to keep yours)", err=True)
 
     def progress(done: int, failed: int) -> None:
         click.echo(f"\r{done} passages re-indexed, {failed} failed", err=True, nl=False)

@@ -26,11 +26,11 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ModelMismatchError, SearchError, StoreError
+from ..errors import ModelMismatchError, StoreError
 from ..records import EncodedPassage, Hit, Matches
 from . import ann, ann_ranking, ann_search
 from . import embedded_filtering as filtering
@@ -39,7 +39,6 @@ from . import embedded_schema as schema
 from . import filters as sql_filters
 from . import segment_rows, segments
 from .base import (
-    Filters,
     ModelStamp,
     SearchRequest,
     StoreCounts,

@@ -182,10 +182,12 @@ def create_index_body(
 
 
 def alias_swap_actions(alias: str, old: str | None, new: str) -> list[dict[str, Any]]:
-    """``POST _aliases`` actions moving the alias to ``new`` in one atomic step."""
+    """``POST _aliases`` actions moving the alias to ``new`` in one atomic step. The removal must
+    find the alias on ``old``: if another run moved it meanwhile, the whole request fails instead
+    of leaving the alias on two indices (every passage twice for any other client)."""
     actions: list[dict[str, Any]] = []
     if old is not None:
-        actions.append({"remove": {"index": old, "alias": alias}})
+        actions.append({"remove": {"index": old, "alias": alias, "must_exist": True}})
     actions.append({"add": {"index": new, "alias": alias}})
     return actions
 

@@ -17,6 +17,7 @@ from ...errors import StoreError
 from ...records import EncodedPassage, Passage
 from ..base import WRITE_CHUNK, ModelStamp, WriteOutcome
 from . import responses as rs
+from .aliases import indices_behind
 from .bulk import write_documents
 from .index_requests import alias_swap_actions, create_index_body, next_index_name, refresh_settings
 from .paged_requests import scan_body
@@ -109,9 +110,9 @@ def current_index(store: ElasticsearchStore) -> str:
                 f"{store.alias!r} is an index, not an alias; re-indexing moves an alias, so create "
                 f"the index with nerindex (it makes {store.alias}-000001 behind the alias {store.alias})"
             )
-        if not client.indices.exists_alias(name=store.alias):
-            raise StoreError(f"alias {store.alias!r} does not exist: nothing to re-index")
-        indices = rs.alias_indices(client.indices.get_alias(name=store.alias).body, store.alias)
+    indices = indices_behind(store, store.alias)
+    if indices is None:
+        raise StoreError(f"alias {store.alias!r} does not exist: nothing to re-index")
     if len(indices) != 1:
         raise StoreError(f"alias {store.alias!r} points at {len(indices)} indices: {indices}")
     return indices[0]
@@ -151,12 +152,18 @@ def reindex(
     # A write acknowledged after that would be left behind too, and lost when the alias moves:
     # the old index refuses writes until the alias has moved (or, on failure, again accepts them).
     store.flush()
+    # Creating the new index is this run's claim: a second run of the same alias either fails to
+    # create the same name, or finds the old index blocked below. Either way it stops before it
+    # blocks or unblocks anything; only a block this run placed is lifted.
+    options = index_options if index_options is not None else store.options.index_options
+    body = _claim(store, new, create_index_body(stamp, index_options=options))
+    _refuse_a_second_run(store, old, new)
     with store.errors(f"block writes to {old!r}"):
         client.indices.add_block(index=old, block="write")
     try:
-        report = _copy_and_swap(store, encoder, stamp, report, index_options=index_options, batch_size=batch_size,
-                                chunk_size=chunk_size, delete_old=delete_old, allow_failures=allow_failures,
-                                on_batch=on_batch)
+        report = _copy_and_swap(store, encoder, stamp, report, template_interval=_refresh_interval(body),
+                                batch_size=batch_size, chunk_size=chunk_size, delete_old=delete_old,
+                                allow_failures=allow_failures, on_batch=on_batch)
     finally:
         if not report.swapped:  # the alias stays: its index takes writes again (best effort: keep the first error)
             try:
@@ -166,23 +173,63 @@ def reindex(
     return report
 
 
+def _claim(store: ElasticsearchStore, new: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create the new index (``body``; bulk-load refresh interval); another run that took the
+    name first is a refusal that names it, not a failure to guess at."""
+    client = store.client
+    try:
+        with store.errors(f"create index {new!r}"):
+            client.indices.create(index=new, **body)
+    except StoreError as exc:
+        if "resource_already_exists" in str(exc):
+            raise StoreError(
+                f"index {new!r} exists already: another 'nerindex es reindex' of {store.alias!r} is "
+                f"running (or one was stopped and left it: delete it if none is running)"
+            ) from exc
+        raise
+    if store.options.bulk_refresh_interval:
+        with store.errors(f"set the refresh interval of {new!r}"):
+            client.indices.put_settings(index=new, settings=refresh_settings(store.options.bulk_refresh_interval))
+    return body
+
+
+def _refuse_a_second_run(store: ElasticsearchStore, old: str, new: str) -> None:
+    """Stop (dropping the index this run claimed) when ``old`` already refuses writes: another
+    run is copying from it, or one was killed and left the block."""
+    if not write_blocked(store, old):
+        return
+    with suppress(Exception):
+        store.client.indices.delete(index=new)
+    raise StoreError(
+        f"{old!r} already refuses writes: another 'nerindex es reindex' of {store.alias!r} is running, "
+        f"or one was stopped before it finished. If none is running, lift the block "
+        f"(PUT {old}/_settings {{\"index.blocks.write\": false}}) and delete the indices such a run left "
+        f"beside it ({store.alias}-*, not {old!r})"
+    )
+
+
+def _refresh_interval(body: dict[str, Any]) -> str | None:
+    """The refresh interval an index made from ``body`` has after its bulk load."""
+    return body.get("settings", {}).get("index", {}).get("refresh_interval")
+
+
+def write_blocked(store: ElasticsearchStore, index: str) -> bool:
+    """Whether ``index`` refuses writes (``index.blocks.write``, which a re-index sets)."""
+    with store.errors(f"read the settings of {index!r}"):
+        response = store.client.indices.get_settings(index=index, name="index.blocks.write", flat_settings=True)
+    settings = (response.body.get(index) or {}).get("settings") or {}
+    return str(settings.get("index.blocks.write", "false")).lower() == "true"
+
+
 def _copy_and_swap(store: ElasticsearchStore, encoder: Encoder, stamp: ModelStamp, report: ReindexReport, *,
-                   index_options: str | Mapping[str, Any] | None, batch_size: int, chunk_size: int,
+                   template_interval: str | None, batch_size: int, chunk_size: int,
                    delete_old: bool, allow_failures: bool, on_batch: Callable[[int, int], None] | None
                    ) -> ReindexReport:
-    """The copy of :func:`reindex`, with the old index refusing writes: read, encode, write, swap."""
+    """The copy of :func:`reindex` into the claimed index, with the old index refusing writes:
+    read, encode, write, swap."""
     client, old, new = store.client, report.old_index, report.new_index
-    options = index_options if index_options is not None else store.options.index_options
-    body = create_index_body(stamp, index_options=options)
     with store.errors(f"refresh {old!r}"):
         client.indices.refresh(index=old)
-    with store.errors(f"create index {new!r}"):
-        client.indices.create(index=new, **body)
-        if store.options.bulk_refresh_interval:
-            client.indices.put_settings(
-                index=new, settings=refresh_settings(store.options.bulk_refresh_interval)
-            )
-    template_interval = body.get("settings", {}).get("index", {}).get("refresh_interval")
     for batch in _batches(iter_passages(store, old, page_size=store.options.page_size), chunk_size):
         encoded = encoder.encode(batch, batch_size=batch_size)
         with store.errors(f"bulk index into {new!r}"):

@@ -39,7 +39,9 @@ from ..base import (
     query_vector,
 )
 from . import responses as rs
+from .aliases import index_behind
 from .bulk import write_documents
+from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
 from .index_requests import (
     FILTER_TEXTS,
@@ -56,7 +58,6 @@ from .index_requests import (
     next_index_name,
     passage_vectors_body,
     quantized,
-    refresh_settings,
     search_template_body,
     span_vector_index_type,
 )
@@ -93,8 +94,11 @@ class ElasticsearchStore:
         self._vector_type: str | None = None  # index_options type of spans.vector, once read
         self._typed_filters: bool | None = None  # the index keeps filter_texts (once read)
         self._mention_mapped: bool | None = None  # the mapping has spans.mention (once read)
-        self._relaxed: tuple[str | None] | None = None  # (previous refresh_interval,) while relaxed
+        self._refresh = RelaxedRefresh(self)  # the refresh interval while a load writes
         self._dirty = False
+        # (concrete index, the writer's model) of the last check_model for writing: a write checks
+        # that the alias still points there (an 'es reindex' may have moved it since)
+        self._checked: tuple[str, ModelStamp] | None = None
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -242,6 +246,20 @@ class ElasticsearchStore:
                 self.client.indices.put_mapping(index=index, meta=index_meta(check.recorded, typed_filters=self.typed_filters()))
             log.warning(adopted_message(f"Elasticsearch index {index!r}", check))
         self._stamp = check.recorded
+        if writing:
+            self._checked = (index, stamp)
+
+    def _recheck_target(self) -> None:
+        """Before a write: if the alias moved since ``check_model`` (an ``es reindex`` finished
+        meanwhile), check the writer's model against the index it points at now and read its
+        facts, not write with the old one's (another model's spans past the guard: an audit)."""
+        if self._checked is None:
+            return
+        index, stamp = self._checked
+        if index_behind(self, self.alias) != index:
+            log.warning("alias %s moved from %s since this run began: checking the model again", self.alias, index)
+            self.forget_index()
+            self.check_model(stamp)
 
     def versioned_indices(self) -> list[str]:
         with self.errors("list the indices"):
@@ -266,12 +284,13 @@ class ElasticsearchStore:
                 log.info("index %s already exists; using it", name)
 
     def ensure_type_index(self, catalog: Any, stamp: ModelStamp) -> list[WriteOutcome] | None:
-        """Create ``<alias>-types`` holding the catalog's type vectors, unless it exists (None).
+        """Create ``<alias>-types`` holding the catalog's type vectors, unless it holds them already
+        (None; ``type_index.fill_with_catalog``).
 
         ``nerindex index`` calls it so that Kibana users can look type vectors up by phrase
         (:mod:`.type_index`).
         """
-        return fill_with_catalog(TypeIndex(self), catalog, stamp, only_if_new=True)
+        return fill_with_catalog(TypeIndex(self), catalog, stamp, only_if_stale=True)
 
     def put_search_template(self, template_id: str = SEARCH_TEMPLATE_ID) -> str:
         """Store the search template of ``assets/mappings/`` under ``template_id`` (cluster-wide)."""
@@ -304,6 +323,7 @@ class ElasticsearchStore:
         ``Store.write``); one outcome per passage, in input order."""
         if not docs:
             return []
+        self._recheck_target()
         stamp = self.model()
         if stamp is None:
             raise StoreError(
@@ -320,7 +340,7 @@ class ElasticsearchStore:
                 sendable.append((position, doc))
         if sendable:
             self._map_mentions()
-            self._relax_refresh()
+            self._refresh.relax()
             with self.errors(f"bulk index into {self.alias!r}"):
                 written = write_documents(
                     self.client, [doc for _, doc in sendable], stamp=stamp, index=self.alias,
@@ -343,40 +363,15 @@ class ElasticsearchStore:
             log.info("added spans.mention to the mapping of %s (made before candidate spans)", self.alias)
         self._mention_mapped = True
 
-    def _relax_refresh(self) -> None:
-        interval = self._options.bulk_refresh_interval
-        if self._relaxed is not None or not interval:
-            return
-        with self.errors("relax the refresh interval for bulk loading"):
-            previous = rs.refresh_interval(
-                self.client.indices.get_settings(index=self.alias, name="index.refresh_interval").body
-            )
-            if previous == interval:
-                # Left so by a load that was killed while relaxed: restore it at the end all the same
-                # (to the server default, 1 s, which the shipped index template also sets), or the
-                # index would answer up to that interval late from now on.
-                previous = None
-            else:
-                self.client.indices.put_settings(index=self.alias, settings=refresh_settings(interval))
-        self._relaxed = (previous,)
-
-    def _restore_refresh(self) -> None:
-        if self._relaxed is None:
-            return
-        (previous,) = self._relaxed
-        with self.errors("restore the refresh interval"):
-            self.client.indices.put_settings(index=self.alias, settings=refresh_settings(previous))
-        self._relaxed = None
-
     def prepare(self) -> None:
         """Make the run's writes searchable (the protocol's end-of-indexing step)."""
         self.flush()
 
     def flush(self) -> None:
         """Make everything written so far searchable: restore the refresh interval and refresh."""
-        if not self._dirty and self._relaxed is None:
+        if not self._dirty and not self._refresh.active:
             return
-        self._restore_refresh()
+        self._refresh.restore()
         with self.errors(f"refresh {self.alias!r}"):
             self.client.indices.refresh(index=self.alias)
         self._dirty = False

@@ -14,6 +14,7 @@ The index ``_meta`` records the model, as the passage index does; another model 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import unicodedata
 from contextlib import AbstractContextManager
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ...catalog import Catalog
 
 log = logging.getLogger(__name__)
+
+CATALOG_FINGERPRINT = "catalog_fingerprint"  # _meta key: which catalog vectors the index holds
 
 TYPES_TEMPLATE = "types.json"
 TYPES_SUFFIX = "-types"
@@ -206,15 +209,28 @@ class TypeIndex:
         self.store = store
         self.name = types_index_name(store.alias)
 
-    def model(self) -> ModelStamp | None:
-        """The model in the types index ``_meta``; None when the index does not exist."""
+    def meta(self) -> dict[str, Any] | None:
+        """The types index ``_meta``; None when the index does not exist."""
         with self.store.errors(f"read the mapping of {self.name!r}"):
             try:
                 response = self.store.client.indices.get_mapping(index=self.name)
             except NotFoundError:
                 return None
         _, mapping = rs.index_mapping(response.body, target=self.name)
-        stored = rs.stamp_from_meta(mapping.get("_meta"))
+        return dict(mapping.get("_meta") or {})
+
+    def record_catalog(self, fingerprint: str) -> None:
+        """Record in ``_meta`` which catalog vectors the index holds (:func:`catalog_fingerprint`)."""
+        meta = self.meta() or {}
+        with self.store.errors(f"record the catalog in the _meta of {self.name!r}"):
+            self.store.client.indices.put_mapping(index=self.name, meta={**meta, CATALOG_FINGERPRINT: fingerprint})
+
+    def model(self) -> ModelStamp | None:
+        """The model in the types index ``_meta``; None when the index does not exist."""
+        meta = self.meta()
+        if meta is None:
+            return None
+        stored = rs.stamp_from_meta(meta)
         if stored is None:
             raise StoreError(f"index {self.name!r} was not created by nerindex (its _meta records no model)")
         return stored
@@ -296,19 +312,34 @@ class TypeIndex:
         return True
 
 
+def catalog_fingerprint(catalog: "Catalog") -> str:
+    """What identifies a catalog's stored vectors: its phrases and their vectors at 3 decimals
+    (the CPU and CUDA graphs differ in the last bits; the templates a phrase is embedded in do not
+    show in the phrases, but they move the vectors)."""
+    digest = hashlib.sha256("\n".join(catalog.phrases).encode("utf-8"))
+    digest.update(np.round(np.asarray(catalog.vectors, dtype=np.float32), 3).astype(np.float32).tobytes())
+    return digest.hexdigest()[:32]
+
+
 def fill_with_catalog(
-    types: TypeIndex, catalog: "Catalog", stamp: ModelStamp, *, only_if_new: bool = False
+    types: TypeIndex, catalog: "Catalog", stamp: ModelStamp, *, only_if_stale: bool = False
 ) -> list[WriteOutcome] | None:
     """Store the catalog's phrases with the vectors it holds (nothing is encoded here: callers pass
     ``OnnxEncoder.query_catalog()``, whose vectors are the ones a search for each phrase uses).
 
-    With ``only_if_new`` an existing types index is left as it is (None): what ``nerindex index``
-    does, so the catalog is stored once, when the first passages are.
+    With ``only_if_stale`` an index that already holds exactly these vectors is left as it is
+    (None): what ``nerindex index`` does, so the catalog is stored with the first passages, and
+    again when what the index holds is not what a search uses now: a fill that was killed half-way,
+    or vectors from before a change of the query templates (found by an audit: a partial fill
+    stayed partial, silently). The fingerprint is recorded only after a fill without failures.
     """
     created = types.check_model(stamp)
-    if only_if_new and not created:
+    fingerprint = catalog_fingerprint(catalog)
+    if only_if_stale and not created and (types.meta() or {}).get(CATALOG_FINGERPRINT) == fingerprint:
         return None
     outcomes = types.add(catalog.phrases, catalog.vectors, stamp, origin=CATALOG)
     failed = rs.count_failures(outcomes)
     log.info("stored %d catalog phrases in %s (%d failed)", len(outcomes) - failed, types.name, failed)
+    if not failed:
+        types.record_catalog(fingerprint)
     return outcomes

@@ -1,0 +1,46 @@
+"""The refresh interval of an index during a bulk load: relaxed at a run's first write, restored
+(and the index refreshed) when the run flushes, so a load does not pay for a refresh every second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import responses as rs
+from .index_requests import refresh_settings
+
+
+class RelaxedRefresh:
+    """Relaxes the refresh interval of ``store``'s alias once per load and puts it back."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store  # an ElasticsearchStore: its client, alias, options and error context
+        self.previous: tuple[str | None] | None = None  # (interval before the load,) while relaxed
+
+    @property
+    def active(self) -> bool:
+        return self.previous is not None
+
+    def relax(self) -> None:
+        interval = self.store.options.bulk_refresh_interval
+        if self.previous is not None or not interval:
+            return
+        client, alias = self.store.client, self.store.alias
+        with self.store.errors("relax the refresh interval for bulk loading"):
+            previous = rs.refresh_interval(client.indices.get_settings(index=alias, name="index.refresh_interval").body)
+            if previous == interval:
+                # Left so by a load that was killed while relaxed: restore it at the end all the same
+                # (to the server default, 1 s, which the shipped index template also sets), or the
+                # index would answer up to that interval late from now on.
+                previous = None
+            else:
+                client.indices.put_settings(index=alias, settings=refresh_settings(interval))
+        self.previous = (previous,)
+
+    def restore(self) -> None:
+        if self.previous is None:
+            return
+        (previous,) = self.previous
+        with self.store.errors("restore the refresh interval"):
+            self.store.client.indices.put_settings(index=self.store.alias, settings=refresh_settings(previous))
+        self.previous = None
