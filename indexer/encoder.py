@@ -151,7 +151,8 @@ class OnnxEncoder:
                       workers=threads or usable_cores())  # fmt: skip
         encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
         if catalog is not None and encoder.catalog is not None:  # labels from another catalog: the stamp says so
-            encoder.info = dataclasses.replace(info, catalog_source=encoder.catalog.source(info.type_template, info.unseen_type_template))
+            source = encoder.catalog.source(info.type_template, info.unseen_type_template)
+            encoder.info = dataclasses.replace(info, catalog_source=source)
         return encoder
 
     # ------------------------------------------------------------------ type phrases
