@@ -49,6 +49,9 @@ class StubStore:
     def put_search_template(self, template_id):
         return template_id
 
+    def versioned_indices(self):  # GET corpus-*: the types index and another alias's index match too
+        return ["corpus-000001", "corpus-000002", "corpus-types", "corpus-test-000009"]
+
 
 @pytest.fixture
 def stub(monkeypatch):
@@ -74,13 +77,18 @@ def test_status_json(stub, monkeypatch):
     from indexer.stores.elasticsearch.type_index import TypeIndex
 
     monkeypatch.setattr(TypeIndex, "count", lambda self: 486)
+    monkeypatch.setattr("indexer.stores.elasticsearch.reindex.write_blocked", lambda store, index: True)
     result = CliRunner().invoke(cli, ["es", "status", "--es-url", "http://x:9200", "--es-index", "corpus", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002", "health": "yellow",
                       "model": STAMP.to_dict(), "passages": 12, "spans": 30,
+                      "write_blocked": True, "other_indices": ["corpus-000001"],
                       "types_index": "corpus-types", "types": 486}
     assert stub[0].settings.es_url == "http://x:9200" and stub[0].closed
+    # a killed 'es reindex' shows: the block and the index it left (docs/elasticsearch.md)
+    text = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"]).output
+    assert "corpus-000002 refuses writes" in text and "outside the alias: corpus-000001" in text
 
 
 def test_put_template(stub):

@@ -166,6 +166,8 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_command(as_json, settings: Settings):
     """Show the server version, the index behind the alias, its health, model and counts, and the types index."""
+    from ..stores.elasticsearch.index_requests import is_versioned_index
+    from ..stores.elasticsearch.reindex import write_blocked
     from ..stores.elasticsearch.type_index import TypeIndex
 
     with open_elasticsearch(settings) as store:
@@ -179,15 +181,21 @@ def status_command(as_json, settings: Settings):
             stamp = store.model()
             counts = store.counts()
             health = store.health()
+            blocked = write_blocked(store, target[0])
+            others = sorted(n for n in store.versioned_indices() if is_versioned_index(store.alias, n) and n != target[0])
             report.update(
                 index=target[0], health=health, model=stamp.to_dict() if stamp else None,
-                passages=counts.passages, spans=counts.spans,
+                passages=counts.passages, spans=counts.spans, write_blocked=blocked, other_indices=others,
             )
             model = f"{stamp.id} {stamp.version} ({stamp.dims} dims)" if stamp else "not a nerindex index"
             lines.append(
                 f"{store.alias} -> {target[0]} ({health}): {counts.passages} passages, "
                 f"{counts.spans} spans, model {model}"
             )
+            if blocked:  # an 'es reindex' is copying from it, or one was killed (docs/elasticsearch.md)
+                lines.append(f"{target[0]} refuses writes (index.blocks.write): an 'es reindex' is running or was stopped")
+            if others:  # left by a replaced model, a failed or a killed reindex
+                lines.append(f"beside it, outside the alias: {', '.join(others)}")
         types = TypeIndex(store)
         report.update(types_index=types.name, types=types.count())
         lines.append(

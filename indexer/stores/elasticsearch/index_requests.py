@@ -73,10 +73,18 @@ def versioned_index_name(alias: str, number: int) -> str:
     return f"{alias}-{number:06d}"
 
 
+def _versioned(alias: str) -> re.Pattern[str]:
+    return re.compile(re.escape(alias) + r"-(\d{6})")
+
+
+def is_versioned_index(alias: str, name: str) -> bool:
+    """Whether ``name`` is one of the alias's versioned indices (``<alias>-000001`` ...)."""
+    return _versioned(alias).fullmatch(name) is not None
+
+
 def next_index_name(alias: str, existing: Iterable[str]) -> str:
     """The first versioned name after every one already used (leftovers of failed re-indexes too)."""
-    pattern = re.compile(re.escape(alias) + r"-(\d{6})$")
-    used = [int(m.group(1)) for m in map(pattern.match, existing) if m]
+    used = [int(m.group(1)) for m in map(_versioned(alias).fullmatch, existing) if m]
     return versioned_index_name(alias, max(used, default=0) + 1)
 
 
