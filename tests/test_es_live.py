@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -703,16 +704,19 @@ class WritesMeanwhile(RiverFirst):
         return super().encode(passages, batch_size=batch_size)
 
 
-def test_a_write_during_reindex_is_refused_not_lost(loaded, stamp):
+def test_a_write_during_reindex_is_refused_not_lost(loaded, stamp, caplog):
     """A passage written while the passages are copied would be missing from the new index once
-    the alias moves (found by an audit: acknowledged, then gone): the old index refuses it."""
+    the alias moves (found by an audit: acknowledged, then gone): the old index refuses it, and
+    the warning says why."""
     writer = open_elasticsearch(resolve(es_index=loaded.alias))  # closed here, before the alias goes
     try:
         new_stamp = ModelStamp("test-model", "2", 8, "e" * 64)
         encoder = WritesMeanwhile(writer)
-        report = reindex(loaded, encoder, new_stamp, batch_size=3)
+        with caplog.at_level(logging.WARNING):
+            report = reindex(loaded, encoder, new_stamp, batch_size=3)
         assert report.swapped
         assert [o.ok for o in encoder.outcomes] == [False] and "block" in encoder.outcomes[0].error
+        assert "an 'es reindex' is copying from it" in caplog.text
         # when the alias cannot move, its index takes writes again
         with pytest.raises(StoreError, match="stays on"):
             reindex(loaded, RiverFirst(broken=("p4",)), stamp, batch_size=3)

@@ -70,7 +70,16 @@ def write_documents(
     if failed:
         first = next(o for o in outcomes if not o.ok)
         log.warning(
-            "%d of %d passages failed to index into %s (first: %s: %s)",
+            "%d of %d passages failed to index into %s (first: %s: %s)%s",
             failed, len(outcomes), index, first.id, first.error,
+            BLOCKED_HINT if any(WRITE_BLOCK in (o.error or "") for o in outcomes) else "",
         )
     return outcomes
+
+
+# how the server words a refusal by index.blocks.write, which 'nerindex es reindex' sets while it copies
+WRITE_BLOCK = "index write (api)"
+BLOCKED_HINT = (
+    "; the index refuses writes: an 'es reindex' is copying from it (retry when it is done) or was "
+    "stopped ('nerindex es status'; docs/elasticsearch.md says how to lift the block)"
+)
