@@ -47,15 +47,13 @@ class Catalog:
     def build(cls, phrases: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> "Catalog":
         return cls(tuple(phrases), np.asarray(embed(list(phrases)), dtype=np.float32))
 
-    def source(self, type_template: str, unseen_template: str | None = None) -> str:
+    def source(self, type_template: str) -> str:
         """What identifies the labels this catalog gives (recorded in the store's model stamp).
 
-        The phrases and the templates they are embedded with (``unseen_template``: that of phrases
-        the model was not trained on, ``ModelInfo.template_for``), not the vectors: those differ in
-        the last bits between the CPU and CUDA graphs, and the labels are meant to be the same.
+        The phrases and the template they are embedded with, not the vectors: those differ in the
+        last bits between the CPU and CUDA graphs, and the labels are meant to be the same.
         """
-        templates = (type_template,) if unseen_template is None else (type_template, f"unseen: {unseen_template}")
-        text = "\n".join((*templates, *self.phrases))
+        text = "\n".join((type_template, *self.phrases))
         return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def label(self, vectors: np.ndarray, *, k: int, threshold: float | np.ndarray) -> list[tuple[str, ...]]:

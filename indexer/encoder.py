@@ -24,7 +24,7 @@ import numpy as np
 
 from .catalog import Catalog, read_phrases
 from .errors import ModelError
-from .model_folder import CANDIDATE_OUTPUT, ModelInfo
+from .model_folder import CANDIDATE_OUTPUT, ModelInfo, normal_phrase
 from .records import EncodedPassage, EncodedSpan, Passage
 from .runtime import (
     CPU,
@@ -149,10 +149,11 @@ class OnnxEncoder:
         # on CUDA the whole graph's span gathers are cheap: the staged runner is for the CPU
         encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None,
                       workers=threads or usable_cores())  # fmt: skip
-        encoder.catalog = load_catalog(info, encoder.embed_types, catalog)
+        # labels compare spans with bare phrases, as catalog.npy holds them: the unseen template is
+        # for queries only, so it changes no stored label and no store's stamp
+        encoder.catalog = load_catalog(info, encoder.embed_phrases, catalog)
         if catalog is not None and encoder.catalog is not None:  # labels from another catalog: the stamp says so
-            source = encoder.catalog.source(info.type_template, info.unseen_type_template)
-            encoder.info = dataclasses.replace(info, catalog_source=source)
+            encoder.info = dataclasses.replace(info, catalog_source=encoder.catalog.source(info.type_template))
         return encoder
 
     # ------------------------------------------------------------------ type phrases
@@ -187,10 +188,19 @@ class OnnxEncoder:
                     self._type_cache.popitem(last=False)
         return np.stack([found[p] for p in phrases])
 
+    def query_identity(self) -> str:
+        """What decides the text a query phrase is embedded as (:meth:`embed_types`): the two type
+        templates and the phrases trained on. Stores that keep query vectors (Elasticsearch's
+        types index) record it, to know when theirs are stale."""
+        info = self.info
+        trained = sorted({normal_phrase(p) for p in info.training_types})
+        return "\n".join((info.type_template, info.unseen_type_template or "", *trained))
+
     def embed_phrases(self, phrases: Sequence[str]) -> np.ndarray:
         """Unit vectors of type phrases all in ``type_template`` (uncached), for comparing phrases
-        with each other (Familiarity: test types against training types) rather than searching:
-        :meth:`embed_types` puts a phrase the model was not trained on in another template."""
+        with spans and with each other rather than searching (span labels from a ``--catalog``
+        file, as ``catalog.npy``'s; Familiarity): :meth:`embed_types` puts a phrase the model was
+        not trained on in another template."""
         return embed_texts(self.session, self.tokenizer, [type_text(self.info.type_template, p) for p in phrases])
 
     # ------------------------------------------------------------------ passages

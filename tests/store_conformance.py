@@ -258,6 +258,9 @@ class StoreConformance:
         assert [(o.id, o.ok, o.action) for o in outcomes] == [("p4", True, "skipped"), ("p6", True, "created")]
         hits = self.search(loaded, RIVER)
         assert {h.id for h in hits[:3]} == {"p2", "p4", "p6"} and hits[3].id == "p1"  # three at cos 1.0
+        before = loaded.version()
+        assert [o.action for o in loaded.write([doc("p4", "Other.", [])], replace=False)] == ["skipped"]
+        assert loaded.version() == before  # nothing stored: the version, and so every cache, stays
         assert "p4" not in [h.id for h in self.search(loaded, DINO)]
         assert loaded.counts().passages == 6
 

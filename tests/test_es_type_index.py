@@ -113,6 +113,12 @@ class FakeEncoder:
     def query_catalog(self):  # the catalog's phrases as a search embeds them: here, doubled vectors
         return Catalog(self.catalog.phrases, self.catalog.vectors * 2)
 
+    def query_identity(self):
+        return "templates"
+
+    def embed_types(self, phrases):
+        return np.ones((len(phrases), 8), dtype=np.float32)
+
     def encode(self, passages, *, batch_size=32, progress=None, windows=None):
         from store_conformance import corpus
 
@@ -137,8 +143,8 @@ class TypeKeepingStore:
     def prepare(self):
         pass
 
-    def ensure_type_index(self, catalog, stamp):
-        self.calls.append((catalog, stamp))
+    def ensure_type_index(self, catalog, stamp, *, queries, embed):
+        self.calls.append((catalog, stamp, queries))
         if self.fail:
             raise StoreError("not allowed to create index")
 
@@ -147,8 +153,8 @@ def test_indexing_hands_the_catalog_to_a_store_that_keeps_type_vectors(stamp, ca
     catalog = Catalog(("dinosaur",), np.ones((1, 8), dtype=np.float32))
     store = TypeKeepingStore()
     NerIndex(FakeEncoder(stamp, catalog), store).index([Passage("p1", "Tyrannosaurus")])
-    ((handed, handed_stamp),) = store.calls
-    assert handed.phrases == catalog.phrases and handed_stamp == stamp
+    ((handed, handed_stamp, queries),) = store.calls
+    assert handed.phrases == catalog.phrases and handed_stamp == stamp and queries == "templates"
     np.testing.assert_array_equal(handed.vectors, catalog.vectors * 2)  # query vectors, not catalog.npy's
     failing = TypeKeepingStore(fail=True)
     report = NerIndex(FakeEncoder(stamp, catalog), failing).index([Passage("p1", "Tyrannosaurus")])
@@ -189,7 +195,7 @@ def stub_types(monkeypatch):
     StubTypes.made = []
     monkeypatch.setattr(es_cli, "open_elasticsearch", lambda settings, **extra: StubStore(settings))
     monkeypatch.setattr(ti, "TypeIndex", StubTypes)
-    monkeypatch.setattr(ti, "fill_with_catalog", lambda types, catalog, stamp: types.add(
+    monkeypatch.setattr(ti, "fill_with_catalog", lambda types, catalog, stamp, **kw: types.add(
         catalog.phrases[:3], catalog.vectors[:3], stamp, origin=ti.CATALOG))
     return StubTypes.made
 

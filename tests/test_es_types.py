@@ -138,23 +138,29 @@ def test_another_model_is_refused(indexed, encoder):
 
 
 def test_a_types_index_that_does_not_hold_what_a_search_uses_is_filled_again(indexed, encoder):
-    """A fill killed half-way stayed half-filled, silently (audit3-es); vectors from before a change
-    of the query templates stayed too. The index records which catalog vectors it holds."""
+    """A fill killed half-way stayed half-filled, silently, and after a change of the query
+    templates every stored vector, the phrases added by hand too, stayed the old one (audits).
+    The index records what its vectors were made with (the catalog and the query templates)."""
     from indexer.catalog import Catalog
     from indexer.stores.elasticsearch.type_index import CATALOG_FINGERPRINT, catalog_fingerprint
 
-    types = TypeIndex(indexed)
-    catalog = encoder.query_catalog()
-    assert types.meta()[CATALOG_FINGERPRINT] == catalog_fingerprint(catalog)
-    assert indexed.ensure_type_index(catalog, encoder.info.stamp) is None  # nothing to do
+    types, stamp = TypeIndex(indexed), encoder.info.stamp
+    catalog, queries = encoder.query_catalog(), encoder.query_identity()
+    ensure = lambda cat, q: indexed.ensure_type_index(cat, stamp, queries=q, embed=encoder.embed_types)  # noqa: E731
+    assert types.meta()[CATALOG_FINGERPRINT] == catalog_fingerprint(catalog, queries)
+    assert ensure(catalog, queries) is None  # nothing to do
     # as a fill killed after 200 phrases leaves it: a fresh index, part of the catalog, no fingerprint
     types.delete()
-    types.check_model(encoder.info.stamp)
-    types.add(catalog.phrases[:200], catalog.vectors[:200], encoder.info.stamp)
-    outcomes = indexed.ensure_type_index(catalog, encoder.info.stamp)
-    assert outcomes is not None and len(outcomes) == 486 and types.count() >= 486
-    # other vectors for the same phrases (another query template): stored again
+    types.check_model(stamp)
+    types.add(catalog.phrases[:200], catalog.vectors[:200], stamp)
+    outcomes = ensure(catalog, queries)
+    assert outcomes is not None and len(outcomes) == 486 and types.count() == 486
+    # another way of embedding queries (here: vectors rolled, as a template change would move them):
+    # the catalog and a phrase added by hand are stored again
+    types.add(["sea creature"], np.roll(encoder.embed_types(["sea creature"]), 1, axis=1), stamp)
     moved = Catalog(catalog.phrases, np.roll(catalog.vectors, 1, axis=1))
-    assert indexed.ensure_type_index(moved, encoder.info.stamp) is not None
+    assert ensure(moved, "other templates") is not None
     np.testing.assert_allclose(types.vector("politician"), moved.vectors[catalog.phrases.index("politician")], atol=1e-6)
-    indexed.ensure_type_index(catalog, encoder.info.stamp)  # as the module's other tests expect it
+    np.testing.assert_allclose(types.vector("sea creature"), encoder.embed_types(["sea creature"])[0], atol=1e-6)
+    assert ensure(moved, "other templates") is None
+    ensure(catalog, queries)  # as the module's other tests expect it

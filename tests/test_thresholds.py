@@ -102,8 +102,16 @@ def test_the_shipped_encoder_embeds_each_phrase_in_its_template():
     assert float(got[0] @ bare) < 0.99  # the template moves the vector: not a no-op
 
 
-def test_a_user_catalog_is_stamped_with_both_templates():
-    """Labels from a --catalog file are embedded with the templates, so the store stamp names them."""
-    cat = Catalog(("dinosaur",), np.eye(1, dtype=np.float32))
-    assert cat.source("{}") == cat.source("{}", None)  # cards without a second template: stamps as before
-    assert cat.source("{}", "the name of a {}") != cat.source("{}", "a {}") != cat.source("{}")
+def test_labels_from_a_catalog_file_use_bare_phrases_and_keep_their_stamp(tmp_path):
+    """The unseen template is for queries: a --catalog file's phrases are embedded bare, as
+    catalog.npy's are, so its labels and the store stamp are what they were before the template
+    (an audit found such stores refused, naming two identical models)."""
+    from indexer.encoder import OnnxEncoder, embed_texts
+
+    phrases = tmp_path / "types.txt"
+    phrases.write_text("dinosaur\nriver\n", encoding="utf-8")
+    enc = OnnxEncoder.from_dir(default_model_dir(), device="cpu", catalog=phrases)
+    bare = embed_texts(enc.session, enc.tokenizer, ["dinosaur", "river"])
+    np.testing.assert_allclose(enc.catalog.vectors, bare, atol=1e-6)
+    assert enc.info.catalog_source == Catalog(("dinosaur", "river"), bare).source("{}")
+    assert float(enc.embed_types(["dinosaur"])[0] @ bare[0]) < 0.99  # a search still uses the template

@@ -195,8 +195,9 @@ class EmbeddedStore:
                 )
                 span_row += len(doc.spans)
                 outcomes.append(WriteOutcome(p.id, True, "updated" if old else "created"))
-            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            conn.execute(schema.LOG_WRITE_SQL, (schema.write_token(),))
+            if any(o.action != "skipped" for o in outcomes):  # a write that stored nothing changes no version
+                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                conn.execute(schema.LOG_WRITE_SQL, (schema.write_token(),))
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
@@ -283,14 +283,16 @@ class ElasticsearchStore:
                     raise
                 log.info("index %s already exists; using it", name)
 
-    def ensure_type_index(self, catalog: Any, stamp: ModelStamp) -> list[WriteOutcome] | None:
+    def ensure_type_index(
+        self, catalog: Any, stamp: ModelStamp, *, queries: str, embed: Callable[[list[str]], np.ndarray]
+    ) -> list[WriteOutcome] | None:
         """Create ``<alias>-types`` holding the catalog's type vectors, unless it holds them already
-        (None; ``type_index.fill_with_catalog``).
+        (None; ``type_index.fill_with_catalog``, ``queries`` and ``embed`` as there).
 
         ``nerindex index`` calls it so that Kibana users can look type vectors up by phrase
         (:mod:`.type_index`).
         """
-        return fill_with_catalog(TypeIndex(self), catalog, stamp, only_if_stale=True)
+        return fill_with_catalog(TypeIndex(self), catalog, stamp, queries=queries, embed=embed, only_if_stale=True)
 
     def put_search_template(self, template_id: str = SEARCH_TEMPLATE_ID) -> str:
         """Store the search template of ``assets/mappings/`` under ``template_id`` (cluster-wide)."""

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import unicodedata
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CATALOG_FINGERPRINT = "catalog_fingerprint"  # _meta key: which catalog vectors the index holds
+CATALOG_FINGERPRINT = "catalog_fingerprint"  # _meta key: which query vectors the index holds
+MAX_ADDED = 10_000  # phrases added by hand that a refill embeds again (one search page)
 
 TYPES_TEMPLATE = "types.json"
 TYPES_SUFFIX = "-types"
@@ -294,6 +295,16 @@ class TypeIndex:
                 return None
         return type_vector_from(response.body)
 
+    def added_phrases(self) -> list[str]:
+        """The phrases stored by ``add-types`` (origin ``added``), as stored (normalised)."""
+        body = {"query": {"term": {"origin": ADDED}}, "_source": ["phrase"], "size": MAX_ADDED, "sort": ["_doc"]}
+        with self.store.errors(f"list the added phrases of {self.name!r}"):
+            try:
+                response = self.store.client.search(index=self.name, body=body)
+            except NotFoundError:
+                return []
+        return [str((hit.get("_source") or {}).get("phrase", "")) for hit in rs.raw_hits(response.body)]
+
     def count(self) -> int | None:
         """How many phrases are stored; None when the index does not exist."""
         with self.store.errors(f"count {self.name!r}"):
@@ -312,34 +323,38 @@ class TypeIndex:
         return True
 
 
-def catalog_fingerprint(catalog: "Catalog") -> str:
-    """What identifies a catalog's stored vectors: its phrases and their vectors at 3 decimals
-    (the CPU and CUDA graphs differ in the last bits; the templates a phrase is embedded in do not
-    show in the phrases, but they move the vectors)."""
-    digest = hashlib.sha256("\n".join(catalog.phrases).encode("utf-8"))
-    digest.update(np.round(np.asarray(catalog.vectors, dtype=np.float32), 3).astype(np.float32).tobytes())
-    return digest.hexdigest()[:32]
+def catalog_fingerprint(catalog: "Catalog", queries: str) -> str:
+    """What identifies the vectors a types index should hold: the catalog's phrases and how the
+    model embeds a query (``queries``: ``OnnxEncoder.query_identity``, its type templates and
+    trained-on phrases), not the vectors themselves, whose last bits differ between graphs."""
+    return hashlib.sha256("\n".join((queries, *catalog.phrases)).encode("utf-8")).hexdigest()[:32]
 
 
 def fill_with_catalog(
-    types: TypeIndex, catalog: "Catalog", stamp: ModelStamp, *, only_if_stale: bool = False
+    types: TypeIndex, catalog: "Catalog", stamp: ModelStamp, *, queries: str,
+    embed: Callable[[list[str]], np.ndarray], only_if_stale: bool = False,
 ) -> list[WriteOutcome] | None:
-    """Store the catalog's phrases with the vectors it holds (nothing is encoded here: callers pass
-    ``OnnxEncoder.query_catalog()``, whose vectors are the ones a search for each phrase uses).
+    """Store the catalog's phrases with the vectors it holds (callers pass
+    ``OnnxEncoder.query_catalog()``, whose vectors are the ones a search for each phrase uses), and
+    embed the phrases added by hand again with ``embed`` (``OnnxEncoder.embed_types``).
 
-    With ``only_if_stale`` an index that already holds exactly these vectors is left as it is
-    (None): what ``nerindex index`` does, so the catalog is stored with the first passages, and
-    again when what the index holds is not what a search uses now: a fill that was killed half-way,
-    or vectors from before a change of the query templates (found by an audit: a partial fill
-    stayed partial, silently). The fingerprint is recorded only after a fill without failures.
+    With ``only_if_stale`` an index whose recorded :func:`catalog_fingerprint` is this one is left
+    as it is (None): what ``nerindex index`` does, so the catalog is stored with the first passages,
+    and again when what the index holds is not what a search uses now: a fill that was killed
+    half-way, or vectors from before a change of the query templates, added phrases included (found
+    by audits: a partial fill stayed partial; added phrases kept their old vectors). The
+    fingerprint is recorded only after a fill without failures.
     """
     created = types.check_model(stamp)
-    fingerprint = catalog_fingerprint(catalog)
+    fingerprint = catalog_fingerprint(catalog, queries)
     if only_if_stale and not created and (types.meta() or {}).get(CATALOG_FINGERPRINT) == fingerprint:
         return None
     outcomes = types.add(catalog.phrases, catalog.vectors, stamp, origin=CATALOG)
+    added = [] if created else types.added_phrases()
+    if added:
+        outcomes += types.add(added, embed(added), stamp, origin=ADDED)
     failed = rs.count_failures(outcomes)
-    log.info("stored %d catalog phrases in %s (%d failed)", len(outcomes) - failed, types.name, failed)
+    log.info("stored %d type phrases in %s (%d failed)", len(outcomes) - failed, types.name, failed)
     if not failed:
         types.record_catalog(fingerprint)
     return outcomes
