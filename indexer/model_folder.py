@@ -8,6 +8,7 @@ fails with its path in the message instead of producing wrong vectors later.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
@@ -269,8 +270,13 @@ def _check_inside(name: Any, key: str, card_path: Path) -> None:
 
 
 def normal_phrase(phrase: str) -> str:
-    """A type phrase as compared with the training types: lower case, single spaces."""
-    return " ".join(phrase.lower().split())
+    """A type phrase as compared with the training types: as the uncased tokenizer reads it (format
+    and control characters dropped, lower case, accents stripped), single spaces. Phrases the model
+    cannot tell apart ("politi\u00adcian", "Pérson") must get the same threshold, λ and template
+    (found by an audit: a soft hyphen or a zero-width space made a trained phrase "unseen")."""
+    kept = "".join(ch for ch in phrase if unicodedata.category(ch) not in ("Cf", "Cc") or ch.isspace())
+    decomposed = unicodedata.normalize("NFD", kept.lower())
+    return " ".join("".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn").split())
 
 
 def _trained(card: ModelCard) -> frozenset[str]:

@@ -115,3 +115,15 @@ def test_labels_from_a_catalog_file_use_bare_phrases_and_keep_their_stamp(tmp_pa
     np.testing.assert_allclose(enc.catalog.vectors, bare, atol=1e-6)
     assert enc.info.catalog_source == Catalog(("dinosaur", "river"), bare).source("{}")
     assert float(enc.embed_types(["dinosaur"])[0] @ bare[0]) < 0.99  # a search still uses the template
+
+
+@pytest.mark.parametrize("variant", ["person\u200b", "Pérson", "per\u00adson", " PERSON\t"])
+def test_a_phrase_the_model_reads_as_a_trained_one_is_trained(variant):
+    """A zero-width space, a soft hyphen or an accent made a trained phrase "unseen" (another
+    threshold, λ and template) although the uncased tokenizer reads it as the same words (audit4)."""
+    from indexer.encoder import load_tokenizer
+
+    info = _info(unseen_similarity_threshold=0.27)
+    tokenizer = load_tokenizer(default_model_dir() / "tokenizer.json")
+    assert tokenizer.encode(variant).ids == tokenizer.encode("person").ids
+    assert info.is_trained_phrase(variant) and info.threshold_for(variant) == 0.36
