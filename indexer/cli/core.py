@@ -87,7 +87,9 @@ def index_command(
                                      skip_existing=not reindex_existing)
     print_index_summary(report, stats, source=source, where=ix.description, as_json=as_json)
     if report.interrupted:
-        click.echo("interrupted: rerun the same command to resume", err=True)
+        # the chunk being written when Ctrl-C came may be stored without its outcomes counted
+        click.echo("interrupted: the counts above are of the chunks confirmed before it (the one being "
+                   "written may be stored too); rerun the same command to resume", err=True)
         sys.exit(130)
     if report.failed:
         sys.exit(1)
