@@ -159,7 +159,7 @@ class NerIndex:
         if ensure is None or self.encoder.catalog is None:
             return
         try:
-            ensure(self.encoder.query_catalog(), self.encoder.info.stamp, queries=self.encoder.query_identity(),
+            ensure(self.encoder.query_catalog(), self.encoder.info.stamp, queries=self.encoder.info.query_identity(),
                    embed=self.encoder.embed_types)
         except NerindexError as exc:
             log.warning("type vectors not stored (retry with 'nerindex es add-types --catalog'): %s", exc)

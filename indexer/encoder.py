@@ -24,7 +24,7 @@ import numpy as np
 
 from .catalog import Catalog, read_phrases
 from .errors import ModelError
-from .model_folder import CANDIDATE_OUTPUT, ModelInfo, normal_phrase
+from .model_folder import CANDIDATE_OUTPUT, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
 from .runtime import (
     CPU,
@@ -187,14 +187,6 @@ class OnnxEncoder:
                 while len(self._type_cache) > TYPE_CACHE_SIZE:
                     self._type_cache.popitem(last=False)
         return np.stack([found[p] for p in phrases])
-
-    def query_identity(self) -> str:
-        """What decides the text a query phrase is embedded as (:meth:`embed_types`): the two type
-        templates and the phrases trained on. Stores that keep query vectors (Elasticsearch's
-        types index) record it, to know when theirs are stale."""
-        info = self.info
-        trained = sorted({normal_phrase(p) for p in info.training_types})
-        return "\n".join((info.type_template, info.unseen_type_template or "", *trained))
 
     def embed_phrases(self, phrases: Sequence[str]) -> np.ndarray:
         """Unit vectors of type phrases all in ``type_template`` (uncached), for comparing phrases

@@ -115,10 +115,15 @@ class ModelInfo:
     def training_types(self) -> list[str]:
         return list(self.card.training.types)
 
+    @property
+    def trained_phrases(self) -> frozenset[str]:
+        """model.json ``training.types``, each as :func:`normal_phrase` makes it."""
+        return _trained(self.card)
+
     def is_trained_phrase(self, phrase: str) -> bool:
         """Whether ``phrase`` names a type the model was trained on (model.json ``training.types``),
-        compared case- and space-insensitively."""
-        return normal_phrase(phrase) in _trained(self.card)
+        compared as :func:`normal_phrase` makes phrases."""
+        return normal_phrase(phrase) in self.trained_phrases
 
     def threshold_for(self, phrase: str) -> float:
         """The similarity threshold a search for ``phrase`` uses: ``similarity_threshold`` for a
@@ -159,11 +164,17 @@ class ModelInfo:
             return self.type_template
         return self.unseen_type_template
 
+    def query_identity(self) -> str:
+        """What decides the text every query phrase is embedded as (:meth:`template_for`): the two
+        templates and the phrases trained on. Stores that keep query vectors (Elasticsearch's types
+        index) record it, to know when theirs are stale."""
+        return "\n".join((self.type_template, self.unseen_type_template or "", *sorted(self.trained_phrases)))
+
     def label_thresholds(self, phrases: Sequence[str]) -> np.ndarray:
         """Per catalog phrase, the similarity a span needs to be labelled with it: the same split
         as :meth:`threshold_for`, with ``label_threshold`` and ``unseen_label_threshold``."""
         other = self.label_threshold if self.unseen_label_threshold is None else self.unseen_label_threshold
-        trained = _trained(self.card)
+        trained = self.trained_phrases
         return np.array([self.label_threshold if normal_phrase(p) in trained else other for p in phrases], dtype=np.float32)
 
     def file(self, name: str) -> Path:

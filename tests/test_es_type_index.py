@@ -107,14 +107,11 @@ def test_type_vector_read_back_from_doc_values():
 
 class FakeEncoder:
     def __init__(self, stamp, catalog):
-        self.info = type("Info", (), {"stamp": stamp})()
+        self.info = type("Info", (), {"stamp": stamp, "query_identity": lambda self: "templates"})()
         self.catalog = catalog
 
     def query_catalog(self):  # the catalog's phrases as a search embeds them: here, doubled vectors
         return Catalog(self.catalog.phrases, self.catalog.vectors * 2)
-
-    def query_identity(self):
-        return "templates"
 
     def embed_types(self, phrases):
         return np.ones((len(phrases), 8), dtype=np.float32)

@@ -145,7 +145,7 @@ def test_a_types_index_that_does_not_hold_what_a_search_uses_is_filled_again(ind
     from indexer.stores.elasticsearch.type_index import CATALOG_FINGERPRINT, catalog_fingerprint
 
     types, stamp = TypeIndex(indexed), encoder.info.stamp
-    catalog, queries = encoder.query_catalog(), encoder.query_identity()
+    catalog, queries = encoder.query_catalog(), encoder.info.query_identity()
     ensure = lambda cat, q: indexed.ensure_type_index(cat, stamp, queries=q, embed=encoder.embed_types)  # noqa: E731
     assert types.meta()[CATALOG_FINGERPRINT] == catalog_fingerprint(catalog, queries)
     assert ensure(catalog, queries) is None  # nothing to do

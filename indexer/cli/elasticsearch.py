@@ -140,7 +140,7 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
         if with_catalog:
             if encoder.catalog is None:
                 raise StoreError(f"model {stamp.id} has no catalog")
-            outcomes += fill_with_catalog(types, encoder.query_catalog(), stamp, queries=encoder.query_identity(),
+            outcomes += fill_with_catalog(types, encoder.query_catalog(), stamp, queries=encoder.info.query_identity(),
                                           embed=encoder.embed_types) or []
         if wanted:
             types.check_model(stamp)

@@ -238,7 +238,7 @@ def _check_calibration_split(info: ModelInfo, train_types: list[str] | None, tra
     """
     from ..model_folder import normal_phrase
 
-    card_types = {normal_phrase(t) for t in info.training_types}
+    card_types = info.trained_phrases
     if train_types is not None and {normal_phrase(t) for t in train_types} != card_types:
         raise click.BadParameter(
             "--calibrate --write-model chooses thresholds on the seen/unseen split of model.json training.types; "
