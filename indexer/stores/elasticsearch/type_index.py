@@ -220,9 +220,9 @@ class TypeIndex:
         _, mapping = rs.index_mapping(response.body, target=self.name)
         return dict(mapping.get("_meta") or {})
 
-    def record_catalog(self, fingerprint: str) -> None:
-        """Record in ``_meta`` which catalog vectors the index holds (:func:`catalog_fingerprint`)."""
-        meta = self.meta() or {}
+    def record_catalog(self, fingerprint: str, meta: Mapping[str, Any]) -> None:
+        """Record in ``_meta`` (the index's, as read: ``meta``) which query vectors the index holds
+        (:func:`catalog_fingerprint`)."""
         with self.store.errors(f"record the catalog in the _meta of {self.name!r}"):
             self.store.client.indices.put_mapping(index=self.name, meta={**meta, CATALOG_FINGERPRINT: fingerprint})
 
@@ -325,7 +325,7 @@ class TypeIndex:
 
 def catalog_fingerprint(catalog: "Catalog", queries: str) -> str:
     """What identifies the vectors a types index should hold: the catalog's phrases and how the
-    model embeds a query (``queries``: ``OnnxEncoder.query_identity``, its type templates and
+    model embeds a query (``queries``: ``ModelInfo.query_identity``, its type templates and
     trained-on phrases), not the vectors themselves, whose last bits differ between graphs."""
     return hashlib.sha256("\n".join((queries, *catalog.phrases)).encode("utf-8")).hexdigest()[:32]
 
@@ -347,7 +347,8 @@ def fill_with_catalog(
     """
     created = types.check_model(stamp)
     fingerprint = catalog_fingerprint(catalog, queries)
-    if only_if_stale and not created and (types.meta() or {}).get(CATALOG_FINGERPRINT) == fingerprint:
+    meta = types.meta() or {}
+    if only_if_stale and not created and meta.get(CATALOG_FINGERPRINT) == fingerprint:
         return None
     outcomes = types.add(catalog.phrases, catalog.vectors, stamp, origin=CATALOG)
     added = [] if created else types.added_phrases()
@@ -356,5 +357,5 @@ def fill_with_catalog(
     failed = rs.count_failures(outcomes)
     log.info("stored %d type phrases in %s (%d failed)", len(outcomes) - failed, types.name, failed)
     if not failed:
-        types.record_catalog(fingerprint)
+        types.record_catalog(fingerprint, meta)
     return outcomes
