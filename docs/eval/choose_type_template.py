@@ -58,7 +58,8 @@ def measure(model: Path, data: Path, out: Path, files: list[str]) -> dict:
     return {
         "threshold": run["calibration"]["unseen"]["methods"]["system"]["chosen"]["threshold"],
         "r_precision": unseen["r_precision"], "set_f1": unseen["set_f1"], "span_hit_rate": hit,
-        "highlight_precision": precision, "span_f1": round(2 * hit * precision / (hit + precision), 4),
+        "highlight_precision": precision,
+        "span_f1": round(2 * hit * precision / (hit + precision), 4) if hit + precision else 0.0,
         "n": unseen["n"], "seen_r_precision": run["summary"]["system"]["seen"]["r_precision"],
     }  # fmt: skip
 
