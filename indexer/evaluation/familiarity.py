@@ -11,8 +11,9 @@ reference implementation (flairNLP/familiarity).
 Which embedding model computes the similarities changes the numbers, so reports always name it;
 nerindex uses the evaluated model's own type encoder, every phrase in the card's ``type_template``
 (``embed_phrases``: the backbone's phrase embedding the span side was trained against; a search for
-a phrase the model was not trained on uses another template, which would compare unlike with like). One deviation from the reference: when the training set has
-fewer than ``k`` mentions, the mean runs over all of them (the reference would fail).
+a phrase the model was not trained on uses another template, which would compare unlike with
+like). One deviation from the reference: when the training set has fewer than ``k`` mentions, the
+mean runs over all of them (the reference would fail).
 """
 
 from __future__ import annotations
