@@ -17,7 +17,14 @@ passes the threshold), measures
   and *competing types*: a mention is marked only when the queried type is among its ``R`` nearest
   phrases of the model's catalog (the catalog's own copy of the phrase left out, and with
   ``--compete-tau`` also every catalog phrase whose type vector has cosine >= tau with the query's,
-  its near-synonyms), with the threshold or a lower marking threshold.
+  its near-synonyms), with the threshold or a lower marking threshold;
+- *score normalisation* (Z-norm, ``--znorm``): a per-query marking threshold ``mu + z * sigma``, the
+  mean and standard deviation of the query's similarity to a reference set of mentions (the
+  validation split's, shipped-model style: fixed, whatever corpus is searched; or the searched
+  corpus's own), so that one z serves types whose similarities sit at different heights;
+- *topic words* (``--topic-tau``): a mention is not marked when its own text, embedded out of
+  context as a phrase, has cosine >= tau with the bare type phrase ("novel", "Book" for "book"),
+  with the threshold or a lower marking threshold.
 
 Figures are macro over types, every type/set pair once as ``docs/eval/pool.py`` pools them, for the
 dev sets' unseen and seen types and the validation split's (MultiCoNER en-train10 + WNUT-17 dev, where
@@ -32,6 +39,7 @@ import argparse
 import json
 import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -49,21 +57,54 @@ from two_tier import DEV, SETS  # noqa: E402  (the same five sets: four dev sets
 
 WIDE_VALIDATION = ["crossner/politics/train.txt", "crossner/literature/train.txt"]
 KINDS = ("marked", "mention below", "candidate above", "candidate below", "overlap < 0.5", "none")
-# A rule: (a passage's spans' similarities to q, to the marking vector, their mention flags, the
-# threshold, the passage's best mention, the spans' similarities to the competing catalog phrases)
-# -> which spans are marked.
-Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray], np.ndarray]
 
 
-def encode(files: list[Path], name: str, enc: OnnxEncoder) -> dict:
-    """The benchmark and, per passage, its stored spans: (start, end) pairs, mention flags, vectors."""
+@dataclass(frozen=True)
+class Scores:
+    """One returned passage's spans as a rule sees them."""
+
+    sims: np.ndarray  # similarity to the query vector
+    marking: np.ndarray  # similarity to the marking vector (span-level feedback; else = sims)
+    mention: np.ndarray  # the marking head's spans
+    t: float  # the threshold that returned the passage
+    best: float  # the passage's best mention
+    others: np.ndarray  # [spans, competing catalog phrases] similarities
+    topic: np.ndarray  # the span text's cosine with the bare type phrase (0 without --topic-tau)
+    znorm: tuple[float, float]  # (mean, sd) of the query's similarity to the reference mentions
+
+
+# A rule: a returned passage's Scores -> which spans are marked.
+Rule = Callable[[Scores], np.ndarray]
+
+
+def encode(files: list[Path], name: str, enc: OnnxEncoder, *, span_texts: bool = False) -> dict:
+    """The benchmark and, per passage, its stored spans: (start, end) pairs, mention flags, vectors
+    (and with ``span_texts`` each span's text embedded alone as a bare phrase)."""
     bench = benchmark_from_conll(files, name=name)
     docs = enc.encode(bench.corpus, batch_size=32)
     dims = docs[0].vector.shape[0]
-    return {"bench": bench, "ids": [d.passage.id for d in docs],
-            "spans": [[(s.start, s.end) for s in d.spans] for d in docs],
-            "mention": [np.array([s.mention for s in d.spans], dtype=bool) for d in docs],
-            "vectors": [np.stack([s.vector for s in d.spans]) if d.spans else np.zeros((0, dims), np.float32) for d in docs]}  # fmt: skip
+    empty = np.zeros((0, dims), np.float32)
+    out = {"bench": bench, "ids": [d.passage.id for d in docs],
+           "spans": [[(s.start, s.end) for s in d.spans] for d in docs],
+           "mention": [np.array([s.mention for s in d.spans], dtype=bool) for d in docs],
+           "vectors": [np.stack([s.vector for s in d.spans]) if d.spans else empty for d in docs]}  # fmt: skip
+    if span_texts:
+        texts = [[d.passage.text[s.start:s.end] for s in d.spans] for d in docs]
+        unique = sorted({t for ts in texts for t in ts})
+        embedded = dict(zip(unique, enc.embed_phrases(unique)))
+        out["text_vectors"] = [np.stack([embedded[t] for t in ts]) if ts else empty for ts in texts]
+    return out
+
+
+def reference_stats(reference: np.ndarray, q: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the query's similarity to the reference mentions (Z-norm)."""
+    sims = reference @ q
+    return float(sims.mean()), float(sims.std())
+
+
+def mentions_of(data: dict) -> np.ndarray:
+    """Every mention vector of an encoded set (a Z-norm reference)."""
+    return np.concatenate([v[m] for v, m in zip(data["vectors"], data["mention"]) if m.any()])
 
 
 def marking_vector(data: dict, q: np.ndarray, t: float, weight: float, top: int) -> np.ndarray:
@@ -89,16 +130,18 @@ def competitors(catalog: Catalog, q: np.ndarray, phrase: str, tau: float | None)
     return catalog.vectors[keep]
 
 
-def score(data: dict, q: np.ndarray, query, t: float, rule: Rule, mark_q: np.ndarray,
-          others: np.ndarray) -> tuple[float | None, float | None]:  # fmt: skip
+def score(data: dict, q: np.ndarray, query, t: float, rule: Rule, mark_q: np.ndarray, others: np.ndarray,
+          bare_q: np.ndarray | None, znorm: tuple[float, float]) -> tuple[float | None, float | None]:  # fmt: skip
     """Span hit rate and highlight precision of one query: returned = passages with a mention >= t."""
     relevant, gold = data["bench"].qrels[query.id], data["bench"].gold.get(query.id, {})
     n_gold = n_hit = n_pred = n_correct = 0
-    for pid, spans, mention, vectors in zip(data["ids"], data["spans"], data["mention"], data["vectors"]):
+    for k, (pid, spans, mention, vectors) in enumerate(zip(data["ids"], data["spans"], data["mention"], data["vectors"])):
         sims = vectors @ q
         if not mention.any() or sims[mention].max() < t:
             continue
-        marked = rule(sims, vectors @ mark_q, mention, t, float(sims[mention].max()), vectors @ others.T)
+        topic = data["text_vectors"][k] @ bare_q if bare_q is not None else np.zeros(len(spans))
+        marked = rule(Scores(sims, vectors @ mark_q, mention, t, float(sims[mention].max()), vectors @ others.T,
+                             topic, znorm))  # fmt: skip
         pred = [sp for sp, m in zip(spans, marked) if m]
         g = gold.get(pid, ()) if pid in relevant else ()
         hit, correct = match_spans(g, pred)
@@ -130,33 +173,40 @@ def breakdown(data: dict, q: np.ndarray, query, t: float) -> Counter:
 
 def rules(args: argparse.Namespace) -> dict[str, tuple[Rule, float, int]]:
     """Label -> (rule, feedback weight, feedback passages)."""
-    out: dict[str, tuple[Rule, float, int]] = {"threshold (shipped)": (lambda s, m, men, t, b, o: men & (s >= t), 0.0, 0)}
+    out: dict[str, tuple[Rule, float, int]] = {"threshold (shipped)": (lambda p: p.mention & (p.sims >= p.t), 0.0, 0)}
     for v in args.mark_at:
-        out[f"marking threshold {v}"] = ((lambda v: lambda s, m, men, t, b, o: men & (s >= v))(v), 0.0, 0)
+        out[f"marking threshold {v}"] = ((lambda v: lambda p: p.mention & (p.sims >= v))(v), 0.0, 0)
     for d in args.below_best:
-        out[f"best mention less {d}"] = ((lambda d: lambda s, m, men, t, b, o: men & (s >= b - d))(d), 0.0, 0)
+        out[f"best mention less {d}"] = ((lambda d: lambda p: p.mention & (p.sims >= p.best - d))(d), 0.0, 0)
     for w in args.feedback:
         for n in args.feedback_top:
             for d in args.feedback_margin:
-                out[f"span feedback w {w} N {n}, threshold + {d}"] = ((lambda d: lambda s, m, men, t, b, o: men & (m >= t + d))(d), w, n)
-    out["every mention"] = (lambda s, m, men, t, b, o: men.copy(), 0.0, 0)
+                out[f"span feedback w {w} N {n}, threshold + {d}"] = ((lambda d: lambda p: p.mention & (p.marking >= p.t + d))(d), w, n)
+    out["every mention"] = (lambda p: p.mention.copy(), 0.0, 0)
     out["threshold + the best candidate above every mention"] = (_best_candidate, 0.0, 0)
     for at in (None, *args.compete_at):
         for r in args.compete_ranks:
             where = "threshold" if at is None else f"marking threshold {at}"
-            out[f"{where}, the type among the catalog's best {r}"] = ((lambda at, r: lambda s, m, men, t, b, o: (
-                men & (s >= (t if at is None else at)) & ((o > s[:, None]).sum(axis=1) < r)))(at, r), 0.0, 0)  # fmt: skip
+            out[f"{where}, the type among the catalog's best {r}"] = ((lambda at, r: lambda p: (
+                p.mention & (p.sims >= (p.t if at is None else at)) & ((p.others > p.sims[:, None]).sum(axis=1) < r)))(at, r), 0.0, 0)  # fmt: skip
+    for z in args.znorm:
+        out[f"Z-norm ({args.znorm_reference} mentions), mu + {z} sd"] = (
+            (lambda z: lambda p: p.mention & (p.sims >= p.znorm[0] + z * p.znorm[1]))(z), 0.0, 0)  # fmt: skip
+    for at in (None, *args.compete_at):
+        for tau in args.topic_tau:
+            where = "threshold" if at is None else f"marking threshold {at}"
+            out[f"{where}, no topic words (text cosine >= {tau})"] = ((lambda at, tau: lambda p: (
+                p.mention & (p.sims >= (p.t if at is None else at)) & (p.topic < tau)))(at, tau), 0.0, 0)  # fmt: skip
     return out
 
 
-def _best_candidate(sims: np.ndarray, _marking: np.ndarray, mention: np.ndarray, t: float, best: float,
-                    _others: np.ndarray) -> np.ndarray:  # fmt: skip
+def _best_candidate(p: Scores) -> np.ndarray:
     """The shipped marks, plus the passage's best candidate when it passes the threshold and
     outscores every mention (common-noun types such as "literary genre" are candidates)."""
-    marked = mention & (sims >= t)
-    if (~mention).any():
-        k = np.flatnonzero(~mention)[np.argmax(sims[~mention])]
-        marked[k] = sims[k] >= t and sims[k] > best
+    marked = p.mention & (p.sims >= p.t)
+    if (~p.mention).any():
+        k = np.flatnonzero(~p.mention)[np.argmax(p.sims[~p.mention])]
+        marked[k] = p.sims[k] >= p.t and p.sims[k] > p.best
     return marked
 
 
@@ -175,6 +225,13 @@ def main() -> None:
                         help="competing types: also with these marking thresholds (besides the threshold)")
     parser.add_argument("--compete-tau", type=float, default=None,
                         help="competing types: leave out catalog phrases this close to the query (cosine)")
+    parser.add_argument("--znorm", type=float, nargs="*", default=[1.5, 2.0, 2.5, 3.0],
+                        help="Z-norm: mark mentions at mu + z * sd of the query's similarity to reference mentions")
+    parser.add_argument("--znorm-reference", choices=("validation", "own"), default="validation",
+                        help="Z-norm's reference mentions: the validation split's (fixed) or the searched set's own")
+    parser.add_argument("--topic-tau", type=float, nargs="*", default=[],
+                        help="topic words: do not mark a mention whose text alone has cosine >= tau with the bare "
+                             "phrase (embeds every span text: about a minute more)")
     parser.add_argument("--wide-validation", action="store_true",
                         help="add CrossNER's train splits (never trained on, not dev) to the validation split: "
                              "its unseen types become 14 instead of the 5 medical ones")
@@ -184,28 +241,38 @@ def main() -> None:
     chosen = dict(SETS)
     if args.wide_validation:
         chosen["validation"] = [*SETS["validation"], *WIDE_VALIDATION]
-    sets = {name: encode([args.data / f for f in files], name, enc) for name, files in chosen.items()}
+    sets = {name: encode([args.data / f for f in files], name, enc, span_texts=bool(args.topic_tau))
+            for name, files in chosen.items()}  # fmt: skip
+    validation_mentions = mentions_of(sets["validation"])
     queries = {}
     for name, data in sets.items():
         qs = data["bench"].scored_queries()
-        queries[name] = [(q, v, group_of(q, training)) for q, v in zip(qs, enc.embed_types([q.text for q in qs]))]
+        bare = enc.embed_phrases([q.text for q in qs])
+        queries[name] = [(q, v, group_of(q, training), b) for q, v, b in zip(qs, enc.embed_types([q.text for q in qs]), bare)]
     results: dict[str, dict] = {}
     if args.breakdown:
         per_type = {f"{name}: {q.text}": breakdown(sets[name], v, q, enc.info.threshold_for(q.text))
-                    for name in DEV for q, v, g in queries[name] if g == "unseen"}  # fmt: skip
+                    for name in DEV for q, v, g, _ in queries[name] if g == "unseen"}  # fmt: skip
         pooled = {k: round(float(np.mean([c.get(k, 0.0) for c in per_type.values() if c])), 3) for k in KINDS}
         results["breakdown"] = {"pooled unseen": pooled, **{k: {kk: round(v, 3) for kk, v in c.items()} for k, c in per_type.items()}}
         print("unseen gold mentions in returned relevant passages, macro over types: "
               + ", ".join(f"{k} {v:.3f}" for k, v in pooled.items()), file=sys.stderr)  # fmt: skip
+    if args.znorm:
+        results["znorm reference"] = {
+            f"{name}: {q.text}": [round(x, 3) for x in reference_stats(
+                validation_mentions if args.znorm_reference == "validation" else mentions_of(sets[name]), v)]
+            for name in DEV for q, v, g, _ in queries[name] if g == "unseen"}  # fmt: skip
     for label, (rule, weight, top) in rules(args).items():
         row: dict[str, dict] = {}
         for where, names in (("dev", DEV), ("validation", ("validation",))):
             per: dict[str, list] = defaultdict(list)
             for name in names:
-                for q, v, g in queries[name]:
+                reference = validation_mentions if args.znorm_reference == "validation" else mentions_of(sets[name])
+                for q, v, g, bare in queries[name]:
                     t = enc.info.threshold_for(q.text)
                     others = competitors(enc.catalog, v, q.text, args.compete_tau)
-                    per[g].append(score(sets[name], v, q, t, rule, marking_vector(sets[name], v, t, weight, top), others))
+                    per[g].append(score(sets[name], v, q, t, rule, marking_vector(sets[name], v, t, weight, top), others,
+                                        bare if args.topic_tau else None, reference_stats(reference, v)))  # fmt: skip
             for g, pairs in per.items():
                 hit = float(np.mean([h for h, _ in pairs if h is not None]))
                 precision = float(np.mean([p for _, p in pairs if p is not None]))
