@@ -251,5 +251,5 @@ def service_version() -> str:
         from importlib.metadata import version
 
         return version("nerindex")
-    except Exception:  # not installed (running from a checkout)
-        return "0.1.0"
+    except Exception:  # not installed (running from a checkout): say so rather than name a release
+        return "0+unknown"
