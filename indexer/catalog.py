@@ -19,10 +19,13 @@ LABEL_BLOCK = 512  # spans labelled per matrix product (Catalog.label)
 
 
 def read_phrases(path: str | Path) -> list[str]:
-    """One phrase per line; blank lines and ``#`` comments ignored; duplicates removed in order."""
+    """One phrase per line; blank lines and ``#`` comments ignored; duplicates removed in order.
+
+    A byte-order mark (Notepad writes one) is not part of the first phrase: kept, it would label
+    spans with a phrase that looks right and matches no filter and no trained-on type."""
     seen: dict[str, None] = {}
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise InputError(f"cannot read catalog: {exc.strerror}", path=str(path)) from exc
     except UnicodeDecodeError as exc:

@@ -281,11 +281,13 @@ def _check_inside(name: Any, key: str, card_path: Path) -> None:
 
 
 def normal_phrase(phrase: str) -> str:
-    """A type phrase as compared with the training types: as the uncased tokenizer reads it (format
-    and control characters dropped, lower case, accents stripped), single spaces. Phrases the model
-    cannot tell apart ("politi\u00adcian", "Pérson") must get the same threshold, λ and template
-    (found by an audit: a soft hyphen or a zero-width space made a trained phrase "unseen")."""
-    kept = "".join(ch for ch in phrase if unicodedata.category(ch) not in ("Cf", "Cc") or ch.isspace())
+    """A type phrase as compared with the training types: as the uncased tokenizer reads it (format,
+    control and private-use characters dropped, lower case, accents stripped), single spaces.
+    Phrases the model cannot tell apart ("politi\u00adcian", "Pérson", "person\ue000") must get the
+    same threshold, λ and template (found by audits: a soft hyphen, a zero-width space or a
+    private-use character made a trained phrase "unseen"). Python's Unicode tables are newer than
+    the tokenizer's: a mark added to Unicode since is dropped here and kept there."""
+    kept = "".join(ch for ch in phrase if unicodedata.category(ch) not in ("Cf", "Cc", "Co") or ch.isspace())
     decomposed = unicodedata.normalize("NFD", kept.lower())
     return " ".join("".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn").split())
 

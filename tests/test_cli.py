@@ -160,6 +160,37 @@ def test_bad_input_skip(tmp_path, capsys):
     summary = json.loads(out)
     assert (summary["created"], summary["skipped_input"]) == (2, 1)
     assert "bad.jsonl:2" in err
+    assert len(summary["input_errors"]) == 1 and "bad.jsonl:2" in summary["input_errors"][0]  # for scripts too
+
+
+def test_a_pipe_is_refused_before_a_store_is_made(tmp_path, capsys):
+    # the input is read twice (checked whole, then indexed): a pipe's second read found nothing,
+    # after the store was made
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)
+    code, _, err = run(capsys, "index", str(fifo), "--store", str(tmp_path / "s"))
+    assert code == 2 and "not a regular file or folder" in err and "save it to a file first" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_passages_already_stored_are_said_to_be_left_as_they_are(tmp_path, capsys):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text('{"id": "1", "text": "Paris is nice."}\n', encoding="utf-8")
+    second.write_text('{"id": "1", "text": "Mount Fuji is high."}\n', encoding="utf-8")
+    assert run(capsys, "index", str(first), "--store", str(tmp_path / "s"))[0] == 0
+    code, out, err = run(capsys, "index", str(second), "--store", str(tmp_path / "s"))
+    assert code == 0 and "1 already stored" in out
+    assert "left as stored" in err and "--reindex-existing" in err
+
+
+def test_a_filter_on_an_integer_beyond_64_bits_matches_it_without_an_error(tmp_path, capsys):
+    corpus = tmp_path / "a.jsonl"
+    corpus.write_text('{"id": "u", "text": "Barack Obama visited Paris.", "h": 18446744073709551615}\n'
+                      '{"id": "v", "text": "Angela Merkel visited Rome.", "h": 1}\n', encoding="utf-8")
+    assert run(capsys, "index", str(corpus), "--store", str(tmp_path / "s"))[0] == 0
+    code, out, err = run(capsys, "search", "person", "--store", str(tmp_path / "s"), "--where", "h=18446744073709551615", "--json")
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["u"]
 
 
 def test_empty_file(tmp_path, capsys):

@@ -177,6 +177,27 @@ def test_check_model_refuses_an_index_nerindex_did_not_make(make_live_store, sta
         store.check_model(stamp)
 
 
+def test_the_version_moves_whenever_search_sees_other_passages(make_live_store, stamp):
+    # a service caches results under the store version: a writer's real-time GET (existing_ids)
+    # moves docs.count before search sees its writes, and the refresh that shows them moved
+    # nothing the version read until it counted refresh.external_total
+    writer = make_live_store()
+    writer.check_model(stamp)
+    first, second = corpus()[:1], corpus()[1:2]
+    assert all(o.ok for o in writer.write(first))
+    writer.flush()
+    reader = make_live_store(writer.alias)
+    seen = [(reader.version(), reader.counts().passages)]
+    assert all(o.ok for o in writer.write(second))  # the refresh interval relaxed, as a chunk of nerindex index
+    writer.existing_ids([d.passage.id for d in second])
+    seen.append((reader.version(), reader.counts().passages))
+    writer.flush()
+    seen.append((reader.version(), reader.counts().passages))
+    assert [n for _, n in seen][::2] == [1, 2]
+    for (v1, n1), (v2, n2) in zip(seen, seen[1:]):
+        assert n1 == n2 or v1 != v2, seen
+
+
 def test_check_model_skips_leftover_versions(make_live_store, stamp):
     store = make_live_store()
     store.client.indices.create(index=f"{store.alias}-000004")

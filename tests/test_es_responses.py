@@ -245,9 +245,13 @@ def test_index_meta_keeps_every_stored_setting_and_reads_0_2_0_meta():
 
 def test_store_version_from_stats():
     body = {"indices": {"nerindex-000002": {"uuid": "Xy1", "primaries": {
-        "docs": {"count": 40, "deleted": 2}, "indexing": {"index_total": 42, "delete_total": 0}}}}}
+        "docs": {"count": 40, "deleted": 2}, "indexing": {"index_total": 42, "delete_total": 0},
+        "refresh": {"total": 9, "external_total": 7}}}}}
     version = rs.store_version(body, target="nerindex")
-    assert version.identity == "nerindex-000002:Xy1" and version.state == "40-2-42-0"
+    assert version.identity == "nerindex-000002:Xy1" and version.state == "40-2-42-0-7"
+    # the refresh that makes writes visible to search moves the version even when nothing else does
+    body["indices"]["nerindex-000002"]["primaries"]["refresh"]["external_total"] = 8
+    assert rs.store_version(body, target="nerindex").state == "40-2-42-0-8"
     with pytest.raises(StoreError, match="2 indices"):
         rs.store_version({"indices": {"a": {}, "b": {}}}, target="nerindex")
 

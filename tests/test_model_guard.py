@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from indexer.assets import default_model_dir
+from indexer.catalog import read_phrases
 from indexer.model_folder import ModelInfo
 from indexer.stores.base import STORED_SETTINGS, ModelStamp, check_stamp
 
@@ -91,6 +92,19 @@ def test_a_user_catalog_is_part_of_the_stamp(tmp_path, capsys, corpus):
     catalog.write_text("dinosaur\npolitician\n", encoding="utf-8")
     code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--catalog", str(catalog))
     assert code == 4 and "catalog is 'model' in the store but 'sha256:" in err
+    assert "pass the --catalog file the store was written with" in err  # the option that fixes it
+
+
+def test_a_catalog_file_with_a_byte_order_mark_labels_with_the_phrase_itself(tmp_path, capsys, corpus):
+    # Notepad's UTF-8 starts with a BOM: kept, "\ufeffperson" would look right and match no filter
+    catalog = tmp_path / "types.txt"
+    catalog.write_bytes(b"\xef\xbb\xbfperson\r\ncity\r\n")
+    assert read_phrases(catalog) == ["person", "city"]
+    store = tmp_path / "store"
+    code, _, err = run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id", "--catalog", str(catalog))
+    assert code == 0, err
+    code, out, err = run(capsys, "search", "person", "--store", str(store), "--where", "spans.labels=person", "--json")
+    assert code == 0 and out.strip(), err
 
 
 def test_a_store_of_nerindex_0_2_0_adopts_the_settings_once(tmp_path, capsys, caplog, corpus):

@@ -109,6 +109,16 @@ def test_default_id_missing_later_says_how_to_hash_instead(tmp_path):
     assert "missing id field 'id'" in err.reason and "--id-field ''" in err.reason
 
 
+def test_an_id_after_a_first_record_without_one_is_refused_not_kept_as_metadata(tmp_path):
+    # hashed ids for the file and "id" as a field would store every passage again when the file is
+    # indexed once more with its ids; the explicit hash (--id-field '') keeps the id as metadata
+    f = jsonl(tmp_path / "a.jsonl", {"text": "x"}, {"id": "b", "text": "y"})
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "has an 'id' field but the first record has none" in err.reason and "--id-field ''" in err.reason
+    assert [p.fields for p in read_passages(f, id_field="")] == [{}, {"id": "b"}]
+
+
 def test_jsonl_blank_lines_bom_crlf_and_text_kept_exactly(tmp_path):
     content = '\n{"text": "  first  "}\r\n\n   \n{"text": "second\\nline"}\n'
     f = write(tmp_path / "a.jsonl", b"\xef\xbb\xbf" + content.encode())

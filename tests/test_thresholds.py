@@ -117,7 +117,7 @@ def test_labels_from_a_catalog_file_use_bare_phrases_and_keep_their_stamp(tmp_pa
     assert float(enc.embed_types(["dinosaur"])[0] @ bare[0]) < 0.99  # a search still uses the template
 
 
-@pytest.mark.parametrize("variant", ["person\u200b", "Pérson", "per\u00adson", " PERSON\t"])
+@pytest.mark.parametrize("variant", ["person\u200b", "Pérson", "per\u00adson", " PERSON\t", "person\ue000"])
 def test_a_phrase_the_model_reads_as_a_trained_one_is_trained(variant):
     """A zero-width space, a soft hyphen or an accent made a trained phrase "unseen" (another
     threshold, λ and template) although the uncased tokenizer reads it as the same words (audit4)."""

@@ -20,6 +20,7 @@ from indexer.web.resultsets import (  # noqa: E402
     version_key,
 )
 from indexer.stores.base import StoreVersion  # noqa: E402
+from indexer.stores.filters import field_matches, field_texts  # noqa: E402
 
 
 def hit(i: int, **fields) -> Hit:
@@ -185,6 +186,18 @@ def test_facet_counts_one_value_per_class_a_filter_tells_apart():
     hits = [hit(0, n=True), hit(1, n=1.0), hit(2, n=1), hit(3, n=False), hit(4, n=True)]
     facets = facet_counts(hits, fields=["n"])
     assert facets["n"] == [{"value": True, "count": 2}, {"value": 1.0, "count": 2}, {"value": False, "count": 1}]
+
+
+def test_facet_values_beyond_javascript_integers_go_as_digits_that_filter_alike():
+    # the page parses JSON numbers as doubles: 1234567890123456789 came back as ...800, a filter on
+    # another value; as digits it is sent back exactly, and a filter takes them for the number
+    big, near = 1234567890123456789, 1234567890123456800
+    facets = facet_counts([hit(0, uid=big), hit(1, uid=big), hit(2, uid=near), hit(3, uid=2**53 - 1)], fields=["uid"])
+    assert facets["uid"] == [{"value": str(big), "count": 2}, {"value": str(near), "count": 1},
+                             {"value": 2**53 - 1, "count": 1}]  # exact in JavaScript: stays a number
+    assert field_matches(str(big), big) and not field_matches(str(big), near)
+    # beyond SQLite's 64 bits a JSON integer is stored as a real: filters compare it as one, without an error
+    assert field_matches(str(2**64 - 1), 2**64 - 1) and field_texts(2**64 - 1)
 
 
 def test_facet_counts_a_passage_once_per_value_as_a_filter_finds_it():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -102,6 +104,7 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> 
     """
     from ..reading import ReadStats
 
+    refuse_stream(source)
     stats = ReadStats()
     count = sum(1 for _ in read(stats))
     if not count:
@@ -109,6 +112,19 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> 
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
     return count, stats
+
+
+def refuse_stream(source: str) -> None:
+    """Refuse a pipe or device (``/dev/stdin``, ``<(...)``): ``nerindex index`` reads its input
+    twice, to check all of it before writing, and a stream gives its data once, so the second
+    read would find nothing after a store was made."""
+    try:
+        mode = os.stat(source).st_mode
+    except OSError:
+        return  # reading says what is wrong with the path
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError("not a regular file or folder (a pipe or device?): nerindex index reads its input twice, "
+                         "to check all of it before writing anything, so save it to a file first", path=source)
 
 
 def index_with_progress(
@@ -130,7 +146,7 @@ def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, w
     if as_json:
         summary = {
             **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
-            "skipped_input": stats.skipped, "store": where,
+            "skipped_input": stats.skipped, "input_errors": stats.errors, "store": where,
         }
         click.echo(json.dumps(summary))
         return
@@ -140,6 +156,9 @@ def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, w
         f"{report.failed} failed, {stats.skipped} bad input skipped) with {report.spans} spans "
         f"into {where} in {report.seconds:.1f}s; {ids_phrase(stats)}"
     )
+    if report.skipped_existing:
+        click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored (this "
+                   "input's text and metadata for them were not compared); --reindex-existing replaces them", err=True)
     for error in report.errors:
         click.echo(f"  failed: {error}", err=True)
 
@@ -184,7 +203,7 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
     return f"{rank}. {hit.score:.3f}  {head}\n   {mark_spans(hit, color=color)}\n   spans: {spans}"
 
 
-NO_MENTION = "none marked (ranked by a candidate span and the passage; not in --all)"
+NO_MENTION = "none marked (ranked by a candidate span, which is never marked; not in --all)"
 
 
 @click.command("search")

@@ -98,6 +98,11 @@ class RecordRules:
         if bad is not None:  # a JSON escape such as \ud800: no store can hold it (and hashing it failed)
             return self.error(bad, at)
         if self.id_field is None:
+            if self.requested is None and DEFAULT_ID_FIELD in record:  # the first record had no id
+                return self.error(
+                    f"has an {DEFAULT_ID_FIELD!r} field but the first record has none, so ids would be hashes of "
+                    f"the text and this id mere metadata (indexed again, such a file stores every passage twice); "
+                    f"give every record an id, or id_field '' (--id-field '') to hash every text", at)  # fmt: skip
             pid = text_id(text)
         else:
             if self.id_field not in record:

@@ -44,6 +44,11 @@ STORED_SETTINGS = (
     "labels_per_span",
     "catalog",
 )
+# What a catalog conflict needs besides the two values: the option that sets it.
+CATALOG_HINT = (
+    " (the phrase list spans are labelled with: pass the --catalog file the store was written with, "
+    "or no --catalog if it was written without one)"
+)
 # Stored settings whose None in a complete stamp means "the model has none" (see check_stamp).
 NONE_MEANS_ABSENT = ("candidate_threshold",)
 # What makes two vectors comparable at all: checked for reading as well as for writing.
@@ -138,7 +143,8 @@ def check_stamp(recorded: ModelStamp, given: ModelStamp, *, writing: bool) -> St
         ours, theirs = getattr(recorded, name), getattr(given, name)
         known = (ours is not None and theirs is not None) or (complete and name in NONE_MEANS_ABSENT)
         if known and ours != theirs:
-            return StampCheck(f"{name} is {ours!r} in the store but {theirs!r} in this model", (), recorded)
+            hint = CATALOG_HINT if name == "catalog" else ""
+            return StampCheck(f"{name} is {ours!r} in the store but {theirs!r} in this model{hint}", (), recorded)
     if not writing:
         return StampCheck(None, (), recorded)
     adopted = tuple(n for n in STORED_SETTINGS if getattr(recorded, n) is None and getattr(given, n) is not None)

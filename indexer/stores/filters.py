@@ -129,7 +129,7 @@ def field_texts(value: FilterScalar) -> tuple[str, ...]:
         text = value.strip()
         number = int(text) if text.lstrip("+-").isdigit() else float(text)
     if number is not None and math.isfinite(number):
-        texts.append(_sqlite_text(number))
+        texts.append(_sqlite_text(number if -(2**63) <= number < 2**63 else float(number)))  # as stored_text
         if float(number).is_integer() and abs(number) < 2**63:
             texts += [_sqlite_text(int(number)), _sqlite_text(float(number))]
     return tuple(dict.fromkeys(texts))
@@ -157,6 +157,8 @@ def stored_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, float):
         return _sqlite_text(value)
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return _sqlite_text(float(value))  # SQLite stores a JSON integer beyond 64 bits as a real
     if isinstance(value, (int, str)):
         return str(value)
     return None

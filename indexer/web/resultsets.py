@@ -211,6 +211,18 @@ def _facet_value(value: Any) -> list[Scalar]:
     return []
 
 
+JS_EXACT_INT = 2**53 - 1  # the largest integer a JavaScript number holds exactly
+
+
+def facet_json(value: Any) -> Any:
+    """A facet value as the search page can send it back as a filter: an integer beyond
+    JavaScript's exact range as its digits (a filter matches them as the number), since the page
+    would round 1234567890123456789 to ...800 and filter on another value."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_EXACT_INT:
+        return str(value)
+    return value
+
+
 def facet_counts(
     hits: Sequence[Hit],
     *,
@@ -256,7 +268,7 @@ def facet_counts(
             if len(counter) > limit or long_text:
                 continue
         ranked = sorted(((shown[name][key], c) for key, c in counter.items()), key=lambda vc: (-vc[1], str(vc[0])))
-        out[name] = [{"value": v, "count": c} for v, c in ranked[:size]]
+        out[name] = [{"value": facet_json(v), "count": c} for v, c in ranked[:size]]
         if fields is None and len(out) >= max_fields:
             break
     return out

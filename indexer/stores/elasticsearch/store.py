@@ -348,7 +348,9 @@ class ElasticsearchStore:
                     self.client, [doc for _, doc in sendable], stamp=stamp, index=self.alias,
                     options=self._options.bulk, typed_filters=self.typed_filters(), replace=replace,
                 )
-            self._dirty = True
+            # only a stored document needs a refresh: one more would move the store version
+            # (refresh.external_total) and drop every cached result for a write that stored nothing
+            self._dirty = self._dirty or any(o.ok and o.action != "skipped" for o in written)
             for (position, _), outcome in zip(sendable, written, strict=True):
                 outcomes[position] = outcome
         return [outcomes[position] for position in range(len(docs))]
@@ -370,10 +372,12 @@ class ElasticsearchStore:
         self.flush()
 
     def flush(self) -> None:
-        """Make everything written so far searchable: restore the refresh interval and refresh."""
-        if not self._dirty and not self._refresh.active:
+        """Make everything written so far searchable: restore the refresh interval and refresh
+        (when this handle stored anything: see ``write``)."""
+        if self._refresh.active:
+            self._refresh.restore()
+        if not self._dirty:
             return
-        self._refresh.restore()
         with self.errors(f"refresh {self.alias!r}"):
             self.client.indices.refresh(index=self.alias)
         self._dirty = False
@@ -395,7 +399,7 @@ class ElasticsearchStore:
         self.flush()
         with self.errors(f"read the stats of {self.alias!r}"):
             try:
-                response = self.client.indices.stats(index=self.alias, metric="docs,indexing")
+                response = self.client.indices.stats(index=self.alias, metric="docs,indexing,refresh")
             except NotFoundError:
                 return StoreVersion(identity="", state="absent")
         return rs.store_version(response.body, target=self.alias)

@@ -201,7 +201,7 @@ function renderHit(hit, rank) {
   // a top-k hit may rank through a candidate span (a second detector's) with no mention marked
   const unmarked = hit.spans.length
     ? []
-    : [el("p", { class: "unmarked" }, "No mention marked: ranked by a candidate span and the passage; not among “Load all” answers.")];
+    : [el("p", { class: "unmarked" }, "No mention marked: ranked by a candidate span, which is never marked; not among “Load all” answers.")];
   return el("li", { class: "hit", dataset: { id: hit.id } }, head, passage, ...unmarked);
 }
 
