@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 def check_phrase(type_phrase: str) -> str:
     """A type phrase as searched and embedded (stripped), or a SearchError: an empty one has a
     vector but means nothing, so it is refused rather than answered."""
+    if not isinstance(type_phrase, str):
+        raise SearchError(f"the entity type is a phrase (a string), not {type(type_phrase).__name__}")
     phrase = type_phrase.strip()
     if not phrase:
         raise SearchError("the entity type is empty: give a phrase such as 'dinosaur'")
@@ -43,9 +46,17 @@ class NerIndex:
 
     def __init__(self, encoder: OnnxEncoder, store: Store, *, description: str = "") -> None:
         self.encoder = encoder
-        self.store = store
+        self._store: Store | None = store
         self.description = description
         self._checked_for: str | None = None  # the store identity the model was last checked against
+
+    @property
+    def store(self) -> Store:
+        """The store; after :meth:`close`, a StoreError (rather than a closed SQLite connection's
+        ``ProgrammingError`` from deep inside)."""
+        if self._store is None:
+            raise StoreError("this index is closed (close() or the end of its with block): open it again")
+        return self._store
 
     def _check_store_model(self) -> None:
         """Check the store's model again when the store behind this handle is another than at the
@@ -186,8 +197,11 @@ class NerIndex:
         ranks matches by best span similarity + λ · passage similarity; 0 ranks by the best span alone.
         """
         phrase = check_phrase(type_phrase)
-        if limit < 1:
-            raise SearchError(f"limit must be at least 1, not {limit}")
+        if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+            raise SearchError(f"limit must be an integer of at least 1, not {limit!r}")
+        for name, value in (("min_similarity", min_similarity), ("passage_weight", passage_weight)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise SearchError(f"{name} must be a number, not {value!r}")  # True was 1.0, "0.3" a TypeError
         threshold = self.encoder.info.threshold_for(phrase) if min_similarity is None else min_similarity
         if not -1.0 <= threshold <= 1.0:
             raise SearchError(f"similarity threshold must be within [-1, 1], not {threshold}")
@@ -245,6 +259,8 @@ class NerIndex:
 
     def embed(self, phrases: Sequence[str]) -> np.ndarray:
         """Type vectors for phrases (what a kNN query on ``spans.vector`` needs)."""
+        if isinstance(phrases, str):  # a string is a sequence too: "dog" gave the vectors of d, o and g
+            raise SearchError(f"embed takes a list of phrases, e.g. embed([{phrases!r}]), not one string")
         return self.encoder.embed_types([check_phrase(p) for p in phrases])
 
     @property
@@ -291,7 +307,9 @@ class NerIndex:
         }
 
     def close(self) -> None:
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def __enter__(self) -> "NerIndex":
         return self

@@ -147,3 +147,29 @@ def test_an_empty_or_blank_text_is_a_failed_passage_not_a_stored_one(tmp_path, e
         assert (report.passages, report.created, report.failed) == (3, 1, 2)
         assert [e.split(":")[0] for e in report.errors] == ["e1", "e2"] and "empty text" in report.errors[0]
         assert store.counts().passages == 1
+
+
+def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp_path, encoder):
+    # audit6: embed("dog") gave three vectors (d, o, g); min_similarity=True searched at 1.0; a
+    # float limit, a string threshold or a closed index failed deep inside with a Python error
+    import numpy as np
+
+    from indexer import NerIndex
+    from indexer.errors import SearchError, StoreError
+
+    ix = NerIndex(encoder, EmbeddedStore.open(tmp_path / "s"))
+    ix.index([Passage("p", "Ada Lovelace wrote the first program in London.")])
+    assert ix.search("person", limit=np.int64(1), min_similarity=np.float32(0.1))  # numpy numbers are numbers
+    for bad in ({"limit": 2.5}, {"limit": "3"}, {"limit": True}, {"min_similarity": True},
+                {"min_similarity": "0.3"}, {"passage_weight": False}):  # fmt: skip
+        with pytest.raises(SearchError, match=next(iter(bad))):
+            ix.search("person", **bad)
+    with pytest.raises(SearchError, match="a string"):
+        ix.search(None)
+    with pytest.raises(SearchError, match="not one string"):
+        ix.embed("dog")
+    assert ix.embed(["dog"]).shape == (1, encoder.info.dims)
+    ix.close()
+    ix.close()  # twice is fine
+    with pytest.raises(StoreError, match="closed"):
+        ix.search("person")

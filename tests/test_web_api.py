@@ -153,6 +153,11 @@ def test_openapi_describes_the_routes(client):
     for path in ("/api/v1/search", "/api/v1/embed", "/api/v1/types", "/api/v1/health", "/api/v1/info", "/api/search", "/api/autocomplete"):
         assert path in spec["paths"], path
     assert "SearchBody" in spec["components"]["schemas"]
+    # every route's errors are described as the ErrorResponse they are, not FastAPI's default shape
+    for path, methods in spec["paths"].items():
+        if path.startswith("/api/"):
+            for method, op in methods.items():
+                assert op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse"), (path, method)
 
 
 # ----------------------------------------------------------------- search
@@ -209,6 +214,16 @@ def test_cursor_paging_returns_every_match_once(client, web_index):
             break
     assert seen == expected
     assert pages == -(-len(expected) // 4)
+
+
+def test_a_cursor_pages_on_with_the_threshold_and_weight_the_response_said_it_applied(client):
+    # the key was made of the values sent: sending back the applied ones was "a different query"
+    first = search(client, type="dinosaur", limit=1, all=True)
+    assert first["next_cursor"] and first["threshold"] is not None and first["passage_weight"] is not None
+    echoed = search(client, type="dinosaur", limit=1, cursor=first["next_cursor"],
+                    threshold=first["threshold"], passage_weight=first["passage_weight"])  # fmt: skip
+    left_out = search(client, type="dinosaur", limit=1, cursor=first["next_cursor"])
+    assert echoed["hits"] == left_out["hits"] and echoed["total"] == first["total"]
 
 
 def test_cursor_with_another_query_is_refused(client):
@@ -272,7 +287,7 @@ def test_bad_passage_weight_is_a_422(client, weight):
 def test_cursor_from_another_passage_weight_is_refused(client):
     first = search(client, type="dinosaur", threshold=LOW, limit=2, all=True, passage_weight=0)
     assert first["next_cursor"]
-    for other in (2.0, None):  # None: the model's λ, a different request even when it is 0
+    for other in (2.0, None):  # None: the model's λ for "dinosaur", 1
         body = {"type": "dinosaur", "threshold": LOW, "limit": 2, "cursor": first["next_cursor"]}
         if other is not None:
             body["passage_weight"] = other
@@ -347,6 +362,19 @@ def test_repeated_paged_search_uses_the_cache(client):
 )
 def test_bad_searches_get_clear_json_errors(client, body, status, message):
     assert message in error_of(client.post("/api/v1/search", json=body), status)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("threshold", True), ("limit", True), ("passage_weight", True), ("all", "yes"), ("all", 1), ("facets", "on"),
+    ("limit", "3"), ("threshold", "0.5"),
+])
+def test_a_value_of_another_json_type_is_a_422_not_coerced(client, field, value):
+    # lax validation made "threshold": true a search at 1.0 and "all": "off" a search for all
+    assert field in error_of(client.post("/api/v1/search", json={"type": "dinosaur", field: value}), 422)
+
+
+def test_an_integer_is_still_a_number(client):
+    assert search(client, type="dinosaur", threshold=0, passage_weight=1)["threshold"] == 0.0
 
 
 def test_non_json_body_is_a_422(client):

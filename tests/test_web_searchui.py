@@ -72,6 +72,15 @@ def test_parse_search_reads_paging_filters_facets_and_fields():
         ({"state": {"filters": [{"field": "y", "values": "a"}]}}, "must be a list"),
         ({"state": {"filters": [{"field": "y", "values": [["a"]]}]}}, "strings, numbers or booleans"),
         ({"state": [], "queryConfig": {}}, "JSON object"),
+        # every filter type checks its field as the stores do: "none" and many-valued "all" are
+        # applied to the hits' metadata, where such a field matched nothing and filtered nothing out
+        ({"state": {"filters": [{"field": "to pic", "type": "none", "values": ["a"]}]}}, "to pic"),
+        ({"state": {"filters": [{"field": "to pic", "type": "all", "values": ["a", "b"]}]}}, "to pic"),
+        ({"state": {"filters": [{"field": "spans.labels", "type": "none", "values": ["person"]}]}}, "span filter"),
+        ({"state": {"filters": [{"field": "spans.labels", "type": "all", "values": ["a", "b"]}]}}, "span filter"),
+        ({"state": {"filters": [{"field": "spans.labels", "type": "any", "values": ["a"]},
+                                {"field": "spans.labels", "type": "any", "values": ["b"]}]}}, "one filter per span field"),
+        ({"state": {"searchTerm": "x"}, "queryConfig": {"facets": {"to pic": {"type": "value"}}}}, "facet"),
     ],
 )
 def test_parse_search_refuses_what_it_cannot_answer(body, message):
@@ -164,7 +173,7 @@ def test_search_result_shape():
 
 @pytest.mark.parametrize(
     "page, size, total, start, end, pages, n",
-    [(1, 2, 5, 1, 2, 3, 2), (3, 2, 5, 5, 5, 3, 1), (4, 2, 5, 0, 6, 3, 0), (1, 10, 0, 0, 0, 0, 0)],
+    [(1, 2, 5, 1, 2, 3, 2), (3, 2, 5, 5, 5, 3, 1), (4, 2, 5, 0, 0, 3, 0), (1, 10, 0, 0, 0, 0, 0)],  # past the last page: 0 to 0
 )
 def test_response_state_paging(page, size, total, start, end, pages, n):
     plan = searchui.SearchPlan("dino", (), page, size, (), frozenset(), None)

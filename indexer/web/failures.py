@@ -44,9 +44,11 @@ STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
 
 # The error answers of the routes, for the OpenAPI description.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Bad request (limits, filters, cursor)"},
+    400: {"model": ErrorResponse, "description": "Bad request (limits, filters, cursor; a Host header not allowed)"},
     409: {"model": ErrorResponse, "description": "Cursor from before the index changed: search again without it"},
-    422: {"model": ErrorResponse, "description": "Malformed body or parameters"},
+    413: {"model": ErrorResponse, "description": "Request body over the size limit"},
+    422: {"model": ErrorResponse, "description": "Malformed body or parameters (an unknown parameter included)"},
+    500: {"model": ErrorResponse, "description": "Unexpected server error (nothing of it is disclosed)"},
     503: {"model": ErrorResponse, "description": "Store unavailable"},
     504: {"model": ErrorResponse, "description": "Request time limit exceeded"},
 }

@@ -75,7 +75,10 @@ async def known_params_only(request: Request) -> None:
 # --- the JSON API ------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/health", response_model=HealthResponse, tags=["service"], dependencies=[Depends(known_params_only)])
+@router.get(
+    "/api/v1/health", response_model=HealthResponse, tags=["service"], responses=ERROR_RESPONSES,
+    dependencies=[Depends(known_params_only)],
+)
 async def health() -> dict[str, str]:
     """Liveness: the service is up and has an index open."""
     return {"status": "ok"}
@@ -90,7 +93,10 @@ async def info(service: SearchService = Depends(current_service)) -> JSONRespons
     return JSONResponse(jsonable(data))
 
 
-@router.get("/api/v1/types", response_model=TypesResponse, tags=["search"], dependencies=[Depends(known_params_only)])
+@router.get(
+    "/api/v1/types", response_model=TypesResponse, tags=["search"], responses=ERROR_RESPONSES,
+    dependencies=[Depends(known_params_only)],
+)
 async def types(
     q: str = Query("", max_length=MAX_PHRASE_CHARS, description="Part of a type phrase; empty lists the catalog."),
     limit: int = Query(50, ge=1, le=1000),

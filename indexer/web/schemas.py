@@ -62,7 +62,12 @@ class RequestBody(BaseModel):
 
 
 class SearchBody(RequestBody):
-    """A search: passages that mention an entity of the given type, best first."""
+    """A search: passages that mention an entity of the given type, best first.
+
+    Strict types: ``"threshold": true`` became 1.0 and ``"all": "off"`` true in lax mode, answers
+    to a request the client did not mean (an integer still passes for a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = Field(..., description="The entity type in plain words.", examples=["dinosaur"])
     limit: int = Field(10, ge=1, description="Hits per response (the page size when paging).")
@@ -82,7 +87,9 @@ class SearchBody(RequestBody):
         False, description="Page through *all* matches (not just the top hits): follow next_cursor until it is null."
     )
     cursor: str | None = Field(None, description="next_cursor of the previous response, sent with the same query.")
-    facets: bool = Field(False, description="Also count metadata values over all matches (and return total).")
+    facets: bool = Field(
+        False, description="Also count metadata values over all matches, the answer set of all (and return its total)."
+    )
 
 
 class SpanOut(BaseModel):
@@ -114,13 +121,19 @@ class SearchResponse(BaseModel):
     threshold: float | None = Field(description="The similarity threshold applied.")
     passage_weight: float | None = Field(description="The passage weight λ the hits were ranked with.")
     hits: list[HitOut]
-    total: int | None = Field(description="Number of matches; null for a plain top-hits search.")
+    total: int | None = Field(
+        description="Number of matches in the answer set that all pages through (passages with a marked mention); "
+        "null for a plain top-hits search. With facets and without all, the top hits may be more: a top hit "
+        "can rank through a candidate span alone."
+    )
     next_cursor: str | None = Field(description="Pass back as cursor for the next page; null at the end.")
     facets: dict[str, list[FacetValue]] | None = None
     took_ms: float
 
 
 class EmbedBody(RequestBody):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     phrases: list[str] = Field(..., min_length=1, description="Type phrases to embed.", examples=[["dinosaur"]])
 
 

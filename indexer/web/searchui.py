@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import SearchError
 from ..records import Hit, SpanMatch, marked_spans
+from ..stores.base import filter_key_problem
 from ..stores.filters import field_matches
 from .resultsets import Scalar, SearchQuery, facet_counts
 
@@ -146,6 +147,14 @@ def parse_filters(raw: Any) -> list[FieldFilter]:
                 )
             if not isinstance(v, (str, int, float, bool)):
                 raise SearchError(f"filter on {item['field']!r}: values must be strings, numbers or booleans")
+        # one rule for every filter type: a "none" or many-valued "all" filter is applied here to
+        # the hits' metadata, where a field no store would take (or a span field) silently matched
+        # nothing and so filtered nothing out
+        problem = filter_key_problem(item["field"])
+        if problem:
+            raise SearchError(problem)
+        if item["field"].startswith("spans.") and not (ftype == "any" or (ftype == "all" and len(values) == 1)):
+            raise SearchError(f"filter on {item['field']!r}: a span filter takes type any, or all with one value")
         if values:
             out.append(FieldFilter(item["field"], ftype, tuple(values)))
     return out
@@ -165,6 +174,9 @@ def parse_search(
     filters = parse_filters(config.get("filters")) + parse_filters(state.get("filters"))
     if len(filters) > max_filters:
         raise SearchError(f"{len(filters)} filters; the limit is {max_filters}")
+    span_fields = [f.field for f in filters if f.field.startswith("spans.")]
+    if len(span_fields) != len(set(span_fields)):  # a second one would be applied to the metadata
+        raise SearchError("one filter per span field (list the values of one any filter instead)")
     per_page = state.get("resultsPerPage")
     if per_page is None:
         per_page = config.get("resultsPerPage")
@@ -178,6 +190,9 @@ def parse_search(
         if spec.get("type", "value") != "value":
             continue  # range and geo facets have no nerindex equivalent
         sort = spec.get("sort") or "count"
+        problem = filter_key_problem(name)
+        if problem:
+            raise SearchError(f"facet: {problem}")
         facets.append(FacetSpec(name, _positive_int(spec.get("size"), "facet size", DEFAULT_FACET_SIZE), sort))
     disjunctive = config.get("disjunctiveFacets") or []
     if not isinstance(disjunctive, list):
@@ -265,7 +280,7 @@ def response_state(
         "totalResults": total,
         "totalPages": math.ceil(total / plan.size) if total else 0,
         "pagingStart": start + 1 if total and page_hits else 0,
-        "pagingEnd": start + len(page_hits),
+        "pagingEnd": start + len(page_hits) if page_hits else 0,  # past the last page: nothing shown
         "wasSearched": False,
         "results": [search_result(h, result_fields=plan.result_fields) for h in page_hits],
         "facets": dict(facets or {}),

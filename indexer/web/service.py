@@ -10,7 +10,7 @@ import asyncio
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
@@ -161,9 +161,17 @@ class SearchService:
 
     def search(self, body: SearchBody) -> dict[str, Any]:
         started = time.perf_counter()
-        threshold = body.threshold if body.threshold is not None else self.threshold
         query = SearchQuery.build(
-            body.type, threshold=threshold, filters=body.filters, text=body.text, passage_weight=body.passage_weight
+            body.type, threshold=body.threshold, filters=body.filters, text=body.text, passage_weight=body.passage_weight
+        )
+        # the values applied, not the ones sent: a cursor's query key (and a cached result set) is the
+        # same whether a client leaves them out or sends back what the response said was applied
+        query = replace(
+            query,
+            threshold=query.threshold if query.threshold is not None else self.default_threshold(query.type),
+            passage_weight=(
+                query.passage_weight if query.passage_weight is not None else self.default_passage_weight(query.type)
+            ),
         )
         paged = body.all or body.cursor is not None
         total: int | None = None
@@ -185,10 +193,8 @@ class SearchService:
                 facets = facet_counts(hits, keep=is_metadata_filter_key)  # offer only facets a client can filter on
         return {
             "type": query.type,
-            "threshold": query.threshold if query.threshold is not None else self.default_threshold(query.type),
-            "passage_weight": (
-                query.passage_weight if query.passage_weight is not None else self.default_passage_weight(query.type)
-            ),
+            "threshold": query.threshold,
+            "passage_weight": query.passage_weight,
             "hits": [h.to_dict() for h in page],
             "total": total,
             "next_cursor": next_cursor,
