@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Settings, from_env, with_overrides
 from .encoder import OnnxEncoder
-from .errors import NerindexError, SearchError, StoreError
+from .errors import ModelMismatchError, NerindexError, SearchError, StoreError
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
@@ -172,6 +172,8 @@ class NerIndex:
         try:
             ensure(self.encoder.query_catalog(), self.encoder.info.stamp, queries=self.encoder.info.query_identity(),
                    embed=self.encoder.embed_types)
+        except ModelMismatchError as exc:  # its message says how to rebuild the types index
+            log.warning("type vectors not stored: %s", exc)
         except NerindexError as exc:
             log.warning("type vectors not stored (retry with 'nerindex es add-types --catalog'): %s", exc)
 

@@ -125,6 +125,21 @@ def test_kibana_import_without_url_is_one_clear_error(monkeypatch, capsys):
     )
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["es", "status", "--es-url", "127.0.0.1:9230"], "error: Elasticsearch URL '127.0.0.1:9230' needs its scheme"),
+    (["info", "--es-url", "http://ok:9200,user:pw@other:9200"], "error: Elasticsearch URL 'other:9200' needs its scheme"),
+    (["kibana", "import", "--kibana-url", "notaurl"], "error: Kibana URL 'notaurl' is not an http:// or https:// URL"),
+])
+def test_a_url_without_its_scheme_is_one_clear_error(capsys, argv, message):
+    # the Elasticsearch client and urllib raised ValueErrors: a traceback (audit7); no password shown
+    from indexer.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 5 and err.startswith(message) and err.count("\n") == 1 and "pw" not in err, err
+
+
 def test_kibana_import_takes_both_spellings_and_insecure(monkeypatch):
     calls = {}
 

@@ -579,6 +579,28 @@ def test_searching_an_index_nerindex_never_wrote_is_refused(capsys, make_live_st
         assert exc.value.code == 5 and "no index or alias written by nerindex" in err, err
 
 
+def test_types_index_takes_phrases_for_a_catalog_store_and_is_not_taken_for_passages(tmp_path, capsys, make_live_store):
+    """audit7: add-types refused an index written with --catalog (a setting type vectors do not
+    depend on), naming two identical models; and --es-index <alias>-types was read as a store of
+    486 passages and 0 spans, its searches failing inside Elasticsearch."""
+    from indexer.cli import main
+
+    store = make_live_store()
+    corpus_file, catalog = tmp_path / "a.jsonl", tmp_path / "types.txt"
+    corpus_file.write_text('{"id": "1", "text": "Ada Lovelace lived in London."}\n', encoding="utf-8")
+    catalog.write_text("person\ncity\n", encoding="utf-8")
+    es = ["--es-url", ES_URL, "--es-index", store.alias]
+    main(["index", str(corpus_file), *es, "--catalog", str(catalog)])  # returns on success
+    capsys.readouterr()
+    main(["es", "add-types", "sea creature", *es, "--json"])
+    assert json.loads(capsys.readouterr().out)["stored"] == 1
+    for command in (["search", "person"], ["info"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "--es-url", ES_URL, "--es-index", f"{store.alias}-types"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 5 and f"is the types index of {store.alias!r}" in err, err
+
+
 def test_a_request_the_server_rejects_is_a_search_error(make_live_store, stamp):
     store = index_made_before_filter_texts(make_live_store(), stamp)  # filters on the typed fields
     assert all(o.ok for o in store.write(corpus()))

@@ -85,6 +85,8 @@ def test_unknown_file_needs_dataset_or_flat_mapping(tmp_path: Path):
         benchmark_from_conll([path])
     bench = benchmark_from_conll([path], dataset="wikigold")
     assert [q.text for q in bench.scored_queries()] == ["person"]
+    with pytest.raises(InputError, match="--dataset 'nope' is not one of"):  # not "pass --dataset" when it was passed
+        benchmark_from_conll([path], dataset="nope")
 
 
 def test_unmapped_tag_is_an_error(tmp_path: Path):

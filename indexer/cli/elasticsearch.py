@@ -102,7 +102,7 @@ def put_template_command(template_id, settings: Settings):
 @backend_options("elasticsearch")
 @click.argument("phrases", nargs=-1)
 @click.option("--catalog", "with_catalog", is_flag=True,
-              help="Also store the model's catalog phrases (their precomputed vectors).")
+              help="Also store the model's catalog phrases, each embedded as a search embeds it.")
 @click.option("--replace", is_flag=True,
               help="Delete the types index first (after a model change: 'es reindex --model').")
 @click.option("--model", "model_path", type=click.Path(file_okay=False),
@@ -121,6 +121,7 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
 
     from ..encoder import OnnxEncoder
     from ..stores.elasticsearch import responses as rs
+    from ..stores.base import check_stamp
     from ..stores.elasticsearch.type_index import ADDED, TypeIndex, fill_with_catalog, unique_phrases
 
     if not phrases and not with_catalog:
@@ -131,9 +132,14 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
     stamp = encoder.info.stamp
     with open_elasticsearch(settings) as store:
         passages = store.model()
-        if passages is not None and passages != stamp:
+        # type vectors need the passages' vector space (a query embeds like this), not their detection
+        # or labels: an index written with 'index --catalog' takes type phrases like any other
+        conflict = None if passages is None else check_stamp(passages, stamp, writing=False).conflict
+        if conflict:
             target = store.target()
-            raise ModelMismatchError(rs.mismatch_message(store.alias, target[0] if target else store.alias, passages, stamp))
+            raise ModelMismatchError(
+                rs.mismatch_message(store.alias, target[0] if target else store.alias, passages, stamp, conflict)
+            )
         types = TypeIndex(store)
         deleted = replace and types.delete()
         outcomes = []

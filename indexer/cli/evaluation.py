@@ -96,7 +96,8 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--train-data", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Training files to count mentions per type for Familiarity (repeatable).")
 @click.option("--calibrate", is_flag=True,
-              help="Also choose each method's threshold (max macro F1 of returned passage sets) on the SEEN types of DATA.")
+              help="Also choose each method's thresholds (max macro F1 of returned passage sets) on DATA: one on the "
+                   "types the model was trained on, and one on the others.")
 @click.option("--write-model", is_flag=True,
               help="Record this run in the model folder's model.json: a summary under 'evaluation', "
               "and with --calibrate the chosen thresholds.")

@@ -33,10 +33,10 @@ def _logging(verbose: bool) -> None:
               help="Run folder to write (heads.safetensors, train.json).")
 @click.option("--backbone", default=None, help="Backbone path or hub name (default all-MiniLM-L6-v2).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=2, show_default=True, type=int, help="torch CPU threads.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--adapter-max-steps", default=None, type=int, help="Upper bound on adapter steps.")
 @click.option("--head-epochs", default=None, type=float, help="Upper bound on entity-head epochs.")
-@click.option("--limit", default=None, type=int, help="Only the first N sentences of each split (smoke test).")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N sentences of each split (smoke test).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Keep the backbone's token states here between runs.")
 @click.option("--silver", default=None, type=click.Path(exists=True, dir_okay=False),

@@ -145,6 +145,8 @@ def resolve_mapping(
         return _flat(data, path=source), coarse, dataset
     sections = [k for k, v in data.items() if isinstance(v, dict) and not k.startswith("_")]
     name = dataset or detect_dataset(path, sections)
+    if dataset is not None and dataset not in data:
+        raise InputError(f"--dataset {dataset!r} is not one of {', '.join(sections)}", path=str(path))
     if name is None or name not in data:
         raise InputError(
             f"cannot tell which data set this file is; pass --dataset (one of {', '.join(sections)}) "

@@ -36,6 +36,10 @@ class ConnectionOptions:
         hosts = [part.strip() for part in self.url.split(",") if part.strip()]
         if not hosts:
             raise StoreError("no Elasticsearch URL given (--es-url or NERINDEX_ES_URL)")
+        for host in hosts:  # the client raised a ValueError, a traceback at the command line
+            if host.partition("://")[0].lower() not in ("http", "https") or "://" not in host:
+                shown = host.rpartition("@")[2]  # never echo a user:password
+                raise StoreError(f"Elasticsearch URL {shown!r} needs its scheme: http://{shown} or https://{shown}")
         return hosts
 
     def redacted_url(self) -> str:

@@ -50,6 +50,9 @@ _INDEX_NAME_FORBIDDEN = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 # --- indices and aliases ---------------------------------------------------------------------------
 
 
+TYPES_SUFFIX = "-types"  # the types index of alias A is A-types (type_index)
+
+
 def check_index_name(name: str) -> str:
     """The name if Elasticsearch accepts it for an index or alias; a StoreError that says why not."""
     problem = None

@@ -66,6 +66,10 @@ def multipart_file(content: bytes, *, filename: str = "nerindex.ndjson", boundar
 
 def import_url(kibana_url: str, *, space: str | None = None, overwrite: bool = True) -> str:
     """The import endpoint, in a Kibana space when one is named."""
+    scheme, sep, rest = kibana_url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        shown = kibana_url.rpartition("@")[2]  # never echo a user:password
+        raise StoreError(f"Kibana URL {shown!r} is not an http:// or https:// URL (--kibana-url, NERINDEX_KIBANA_URL)")
     base = kibana_url.rstrip("/")
     if space and space != "default":
         base += f"/s/{space}"

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
 from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome
+from .index_requests import TYPES_SUFFIX
 from .search_requests import BEST_SPAN_INNER_HITS, INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
 from .similarity import (
     combined_from_hybrid_score,
@@ -331,6 +332,20 @@ def mismatch_message(alias: str, index: str, stored: ModelStamp, wanted: ModelSt
         f"ways never mix. Re-index into a new index with 'nerindex es reindex --model <folder>' "
         f"(the alias moves atomically), or choose another --es-index."
     )
+
+
+def not_passages(alias: str, mapping: Mapping[str, Any]) -> str | None:
+    """Why the index behind ``alias`` is not one nerindex keeps passages in, or None. The types
+    index (``<alias>-types``) records the same model ``_meta`` as the passages' index, so without
+    this it was taken for a store: 486 "passages" and 0 spans, searches failing inside
+    Elasticsearch, and an index run writing a ``-types-types`` index beside it."""
+    properties = mapping.get("properties") or {}
+    if "spans" in properties or stamp_from_meta(mapping.get("_meta")) is None:
+        return None  # a passage index, or one nerindex did not make (refused where a model is needed)
+    if "phrase" in properties and alias.endswith(TYPES_SUFFIX):
+        return (f"{alias!r} is the types index of {alias[: -len(TYPES_SUFFIX)]!r} (type phrases and their vectors), "
+                f"not passages: use --es-index {alias[: -len(TYPES_SUFFIX)]}")  # fmt: skip
+    return f"{alias!r} records a nerindex model but holds no passages (no nested spans): choose another --es-index"
 
 
 def store_version(response: Mapping[str, Any], *, target: str) -> StoreVersion:

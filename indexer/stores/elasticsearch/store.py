@@ -174,6 +174,9 @@ class ElasticsearchStore:
             except NotFoundError:
                 return None
         index, mapping = rs.index_mapping(response.body, target=self.alias)
+        problem = rs.not_passages(self.alias, mapping)
+        if problem:
+            raise StoreError(problem)
         self._vector_type = span_vector_index_type(mapping)
         self._typed_filters = bool((mapping.get("_meta") or {}).get(FILTER_TEXTS))
         self._mention_mapped = mention_mapped(mapping)

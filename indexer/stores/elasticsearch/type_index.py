@@ -25,10 +25,10 @@ from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
 
 from ...errors import ModelMismatchError, StoreError
-from ..base import ModelStamp, WriteOutcome
+from ..base import ModelStamp, WriteOutcome, check_stamp
 from . import responses as rs
 from . import templates
-from .index_requests import MAX_DOC_ID_BYTES, check_index_name, index_meta, vector_problem, vector_values
+from .index_requests import MAX_DOC_ID_BYTES, TYPES_SUFFIX, check_index_name, index_meta, vector_problem, vector_values
 from .options import StoreOptions
 from .search_requests import knn_search_body
 from .similarity import check_metric
@@ -42,7 +42,6 @@ CATALOG_FINGERPRINT = "catalog_fingerprint"  # _meta key: which query vectors th
 MAX_ADDED = 10_000  # phrases added by hand that a refill embeds again (one search page)
 
 TYPES_TEMPLATE = "types.json"
-TYPES_SUFFIX = "-types"
 TYPE_VECTOR_FIELD = "vector"
 LOOKUP_SERVER = (9, 4, 0)  # query_vector_builder.lookup (a vector read from a stored document)
 CATALOG, ADDED = "catalog", "added"  # the origin of a type document
@@ -176,11 +175,11 @@ def type_vector_from(response: Mapping[str, Any]) -> np.ndarray | None:
     return None
 
 
-def type_mismatch_message(index: str, stored: ModelStamp, wanted: ModelStamp) -> str:
+def type_mismatch_message(index: str, stored: ModelStamp, wanted: ModelStamp, conflict: str) -> str:
     return (
         f"the types index {index!r} holds vectors of model {stored.id} {stored.version} "
         f"(checksum {stored.checksum[:12]}), but this run uses {wanted.id} {wanted.version} "
-        f"(checksum {wanted.checksum[:12]}); rebuild it with 'nerindex es add-types --replace --catalog'"
+        f"(checksum {wanted.checksum[:12]}): {conflict}; rebuild it with 'nerindex es add-types --replace --catalog'"
     )
 
 
@@ -251,8 +250,11 @@ class TypeIndex:
                     self.check_model(stamp)  # another process made it meanwhile: same model?
                     return False
             return True
-        if stored != stamp:
-            raise ModelMismatchError(type_mismatch_message(self.name, stored, stamp))
+        # a type vector depends on the model's vector space only, not on how its spans were
+        # detected or labelled (a store written with --catalog has type vectors like any other)
+        conflict = check_stamp(stored, stamp, writing=False).conflict
+        if conflict:
+            raise ModelMismatchError(type_mismatch_message(self.name, stored, stamp, conflict))
         return False
 
     def add(
