@@ -80,12 +80,16 @@ def test_parse_search_reads_paging_filters_facets_and_fields():
         ({"state": {"filters": [{"field": "spans.labels", "type": "all", "values": ["a", "b"]}]}}, "span filter"),
         ({"state": {"filters": [{"field": "spans.labels", "type": "any", "values": ["a"]},
                                 {"field": "spans.labels", "type": "any", "values": ["b"]}]}}, "one filter per span field"),
-        ({"state": {"searchTerm": "x"}, "queryConfig": {"facets": {"to pic": {"type": "value"}}}}, "facet"),
     ],
 )
 def test_parse_search_refuses_what_it_cannot_answer(body, message):
     with pytest.raises(SearchError, match=message):
         searchui.parse_search(body, **LIMITS)
+
+
+def test_a_facet_no_filter_takes_is_left_out_not_refused():
+    body = {"state": {"searchTerm": "x"}, "queryConfig": {"facets": {"to pic": {"type": "value"}, "topic": {"type": "value"}}}}
+    assert [f.field for f in searchui.parse_search(body, **LIMITS).facets] == ["topic"]
 
 
 @pytest.mark.parametrize(

@@ -228,7 +228,8 @@ def main() -> None:
     parser.add_argument("--znorm", type=float, nargs="*", default=[1.5, 2.0, 2.5, 3.0],
                         help="Z-norm: mark mentions at mu + z * sd of the query's similarity to reference mentions")
     parser.add_argument("--znorm-reference", choices=("validation", "own"), default="validation",
-                        help="Z-norm's reference mentions: the validation split's (fixed) or the searched set's own")
+                        help="Z-norm's reference mentions: the validation split's (fixed; with --wide-validation the "
+                             "wider split's) or the searched set's own")
     parser.add_argument("--topic-tau", type=float, nargs="*", default=[],
                         help="topic words: do not mark a mention whose text alone has cosine >= tau with the bare "
                              "phrase (embeds every span text: about a minute more)")

@@ -78,7 +78,8 @@ def serve_command(
         close_index=True,
         allowed_hosts=(*LOOPBACK_HOSTS, host, *allow_hosts),
     )
-    click.echo(f"nerindex: serving {index.description} at http://{host}:{port}/", err=True)
+    where = f"http://{host}:{port}/" if port else f"http://{host} on a free port (uvicorn's line below names it)"
+    click.echo(f"nerindex: serving {index.description} at {where}", err=True)
     # uvicorn's access log goes to stdout by default; here stdout is the CLI's, logs go to stderr
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"

@@ -109,6 +109,17 @@ def _sqlite_text(number: int | float) -> str:
         return conn.execute("SELECT CAST(? AS TEXT)", (number,)).fetchone()[0]
 
 
+def as_stored(value: Any) -> Any:
+    """A JSON scalar as SQLite stores it: an integer beyond its 64 bits becomes a real (±inf past
+    the float range, where ``float`` raises), so filters and facets compare what a store holds."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    return value
+
+
 @functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are equal keys otherwise
 def field_texts(value: FilterScalar) -> tuple[str, ...]:
     """The texts that a stored metadata value, as SQLite writes it, equals this filter value by.
@@ -128,10 +139,14 @@ def field_texts(value: FilterScalar) -> tuple[str, ...]:
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         text = value.strip()
         number = int(text) if text.lstrip("+-").isdigit() else float(text)
-    if number is not None and math.isfinite(number):
-        texts.append(_sqlite_text(number if -(2**63) <= number < 2**63 else float(number)))  # as stored_text
-        if float(number).is_integer() and abs(number) < 2**63:
-            texts += [_sqlite_text(int(number)), _sqlite_text(float(number))]
+    if number is not None:
+        stored = as_stored(number)
+        # an integer past the float range is ±Inf, as SQLite holds it; an infinite or NaN float
+        # filter matches no stored number
+        if isinstance(number, int) or math.isfinite(stored):
+            texts.append(_sqlite_text(stored))
+            if math.isfinite(stored) and abs(stored) < 2**63 and float(stored).is_integer():
+                texts += [_sqlite_text(int(stored)), _sqlite_text(float(stored))]
     return tuple(dict.fromkeys(texts))
 
 
@@ -155,10 +170,9 @@ def stored_text(value: Any) -> str | None:
     null, lists and objects."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    value = as_stored(value)  # an integer beyond 64 bits is a real in SQLite
     if isinstance(value, float):
         return _sqlite_text(value)
-    if isinstance(value, int) and not -(2**63) <= value < 2**63:
-        return _sqlite_text(float(value))  # SQLite stores a JSON integer beyond 64 bits as a real
     if isinstance(value, (int, str)):
         return str(value)
     return None

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import SearchError, StaleCursorError
 from ..records import Hit
 from ..stores.base import StoreVersion
-from ..stores.filters import field_texts
+from ..stores.filters import as_stored, field_texts
 
 Scalar = str | int | float | bool
 FilterValue = Scalar | list[Scalar]
@@ -250,7 +250,7 @@ def facet_counts(
             values = _facet_value(value)
             if values:
                 seen = shown.setdefault(name, {})
-                keys = [frozenset(field_texts(v)) for v in values]
+                keys = [frozenset(field_texts(as_stored(v))) for v in values]  # 2**64-1 and 2**64-2 are one real
                 for key, v in zip(keys, values):
                     seen.setdefault(key, v)
                 counters.setdefault(name, Counter()).update(set(keys))  # a passage counts once per value, as a filter finds it

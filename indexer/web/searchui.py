@@ -49,6 +49,12 @@ class FieldFilter:
     type: str
     values: tuple[Scalar, ...]
 
+    @property
+    def pushable(self) -> bool:
+        """Whether the store can apply it (``any``, or ``all`` with one value); the others are
+        applied to the hits' metadata here."""
+        return self.type == "any" or (self.type == "all" and len(self.values) == 1)
+
     def matches(self, fields: Mapping[str, Any]) -> bool:
         """Whether a passage's metadata passes this filter (a list-valued field holds each value),
         by the store's own rule (``stores.filters.field_matches``): a filter sent to the store and
@@ -98,8 +104,7 @@ class SearchPlan:
         for f in self.filters:
             if f.field == excluding:
                 continue
-            simple = f.type == "any" or (f.type == "all" and len(f.values) == 1)
-            if simple and f.field not in pushed:
+            if f.pushable and f.field not in pushed:
                 pushed[f.field] = list(f.values)
             else:
                 post.append(f)
@@ -153,10 +158,11 @@ def parse_filters(raw: Any) -> list[FieldFilter]:
         problem = filter_key_problem(item["field"])
         if problem:
             raise SearchError(problem)
-        if item["field"].startswith("spans.") and not (ftype == "any" or (ftype == "all" and len(values) == 1)):
-            raise SearchError(f"filter on {item['field']!r}: a span filter takes type any, or all with one value")
         if values:
-            out.append(FieldFilter(item["field"], ftype, tuple(values)))
+            flt = FieldFilter(item["field"], ftype, tuple(values))
+            if flt.field.startswith("spans.") and not flt.pushable:
+                raise SearchError(f"filter on {flt.field!r}: a span filter takes type any, or all with one value")
+            out.append(flt)
     return out
 
 
@@ -190,9 +196,8 @@ def parse_search(
         if spec.get("type", "value") != "value":
             continue  # range and geo facets have no nerindex equivalent
         sort = spec.get("sort") or "count"
-        problem = filter_key_problem(name)
-        if problem:
-            raise SearchError(f"facet: {problem}")
+        if filter_key_problem(name) or name.startswith("spans."):
+            continue  # no filter takes it, so no facet is offered for it (as the JSON API leaves it out)
         facets.append(FacetSpec(name, _positive_int(spec.get("size"), "facet size", DEFAULT_FACET_SIZE), sort))
     disjunctive = config.get("disjunctiveFacets") or []
     if not isinstance(disjunctive, list):

@@ -124,6 +124,18 @@ class SearchService:
         value = model.get("passage_weight") if isinstance(model, dict) else None
         return float(value) if isinstance(value, (int, float)) else None
 
+    def applied(self, query: SearchQuery) -> SearchQuery:
+        """The query with the threshold and λ it is answered with, not the ones sent (None: the
+        defaults): a cursor's query key and a cached result set are then the same whether a client
+        leaves them out or sends back what a response said was applied."""
+        return replace(
+            query,
+            threshold=query.threshold if query.threshold is not None else self.default_threshold(query.type),
+            passage_weight=(
+                query.passage_weight if query.passage_weight is not None else self.default_passage_weight(query.type)
+            ),
+        )
+
     def top(self, query: SearchQuery, limit: int) -> list[Hit]:
         return list(
             self.index.search(
@@ -161,18 +173,9 @@ class SearchService:
 
     def search(self, body: SearchBody) -> dict[str, Any]:
         started = time.perf_counter()
-        query = SearchQuery.build(
+        query = self.applied(SearchQuery.build(
             body.type, threshold=body.threshold, filters=body.filters, text=body.text, passage_weight=body.passage_weight
-        )
-        # the values applied, not the ones sent: a cursor's query key (and a cached result set) is the
-        # same whether a client leaves them out or sends back what the response said was applied
-        query = replace(
-            query,
-            threshold=query.threshold if query.threshold is not None else self.default_threshold(query.type),
-            passage_weight=(
-                query.passage_weight if query.passage_weight is not None else self.default_passage_weight(query.type)
-            ),
-        )
+        ))  # fmt: skip
         paged = body.all or body.cursor is not None
         total: int | None = None
         next_cursor: str | None = None
@@ -219,13 +222,13 @@ class SearchService:
             return searchui.response_state(plan, [], facets={})
         store_key = self.store_key()
         query, post = plan.split(threshold=self.threshold)
-        hits = searchui.apply_filters(self.result_set(query, store_key), post)
+        hits = searchui.apply_filters(self.result_set(self.applied(query), store_key), post)
         facets = {}
         for spec in plan.facets:
             base = hits
             if spec.field in plan.disjunctive and any(f.field == spec.field for f in plan.filters):
                 other_query, other_post = plan.split(excluding=spec.field, threshold=self.threshold)
-                base = searchui.apply_filters(self.result_set(other_query, store_key), other_post)
+                base = searchui.apply_filters(self.result_set(self.applied(other_query), store_key), other_post)
             facets[spec.field] = searchui.facet_state(spec, base)
         return searchui.response_state(plan, hits, facets=facets)
 

@@ -351,9 +351,10 @@ class ElasticsearchStore:
                     self.client, [doc for _, doc in sendable], stamp=stamp, index=self.alias,
                     options=self._options.bulk, typed_filters=self.typed_filters(), replace=replace,
                 )
-            # only a stored document needs a refresh: one more would move the store version
-            # (refresh.external_total) and drop every cached result for a write that stored nothing
-            self._dirty = self._dirty or any(o.ok and o.action != "skipped" for o in written)
+            # a write that only skipped stored ids needs no refresh: one more would move the store
+            # version (refresh.external_total) and drop every cached result; a failed item may have
+            # been applied all the same (a timeout), so it still counts
+            self._dirty = self._dirty or any(o.action != "skipped" for o in written)
             for (position, _), outcome in zip(sendable, written, strict=True):
                 outcomes[position] = outcome
         return [outcomes[position] for position in range(len(docs))]
