@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import SearchError
 from ..records import Hit, SpanMatch, marked_spans
-from ..stores.base import filter_key_problem
+from ..stores.base import filter_key_problem, is_metadata_filter_key
 from ..stores.filters import field_matches
 from .resultsets import Scalar, SearchQuery, facet_counts
 
@@ -196,7 +196,7 @@ def parse_search(
         if spec.get("type", "value") != "value":
             continue  # range and geo facets have no nerindex equivalent
         sort = spec.get("sort") or "count"
-        if filter_key_problem(name) or name.startswith("spans."):
+        if not is_metadata_filter_key(name):
             continue  # no filter takes it, so no facet is offered for it (as the JSON API leaves it out)
         facets.append(FacetSpec(name, _positive_int(spec.get("size"), "facet size", DEFAULT_FACET_SIZE), sort))
     disjunctive = config.get("disjunctiveFacets") or []

@@ -37,8 +37,8 @@ class ConnectionOptions:
         if not hosts:
             raise StoreError("no Elasticsearch URL given (--es-url or NERINDEX_ES_URL)")
         for host in hosts:  # the client raised a ValueError, a traceback at the command line
-            if host.partition("://")[0].lower() not in ("http", "https") or "://" not in host:
-                shown = host.rpartition("@")[2]  # never echo a user:password
+            if not is_http_url(host):
+                shown = without_credentials(host)
                 raise StoreError(f"Elasticsearch URL {shown!r} needs its scheme: http://{shown} or https://{shown}")
         return hosts
 
@@ -51,6 +51,18 @@ class ConnectionOptions:
                 rest = rest.split("@", 1)[1]
             shown.append(f"{scheme}{sep}{rest}")
         return ",".join(shown)
+
+
+def is_http_url(url: str) -> bool:
+    """Whether ``url`` starts with ``http://`` or ``https://``, the only URLs the Elasticsearch
+    client and Kibana's import take (others raised ValueErrors: tracebacks at the command line)."""
+    scheme, sep, _ = url.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https")
+
+
+def without_credentials(url: str) -> str:
+    """``url`` as a message may show it: without a ``user:password@`` part."""
+    return url.rpartition("@")[2]
 
 
 def make_client(options: ConnectionOptions) -> Elasticsearch:

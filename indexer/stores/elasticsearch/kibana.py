@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from ...assets import kibana_objects
 from ...config import DEFAULT_ES_INDEX
 from ...errors import StoreError
+from .client import is_http_url, without_credentials
 
 DATA_VIEW_ID = "nerindex-passages"
 
@@ -66,9 +67,8 @@ def multipart_file(content: bytes, *, filename: str = "nerindex.ndjson", boundar
 
 def import_url(kibana_url: str, *, space: str | None = None, overwrite: bool = True) -> str:
     """The import endpoint, in a Kibana space when one is named."""
-    scheme, sep, rest = kibana_url.partition("://")
-    if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
-        shown = kibana_url.rpartition("@")[2]  # never echo a user:password
+    if not is_http_url(kibana_url) or not kibana_url.partition("://")[2].strip("/"):
+        shown = without_credentials(kibana_url)
         raise StoreError(f"Kibana URL {shown!r} is not an http:// or https:// URL (--kibana-url, NERINDEX_KIBANA_URL)")
     base = kibana_url.rstrip("/")
     if space and space != "default":

@@ -378,8 +378,7 @@ class ElasticsearchStore:
     def flush(self) -> None:
         """Make everything written so far searchable: restore the refresh interval and refresh
         (when this handle stored anything: see ``write``)."""
-        if self._refresh.active:
-            self._refresh.restore()
+        self._refresh.restore()  # a no-op unless this handle relaxed it
         if not self._dirty:
             return
         with self.errors(f"refresh {self.alias!r}"):
