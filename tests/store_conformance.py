@@ -98,6 +98,24 @@ def candidate_corpus() -> list[EncodedPassage]:
     ]
 
 
+CROWD = 250  # mentions in one passage: more than one Elasticsearch response carries per hit (100), even half of them
+
+
+def crowded_passage() -> EncodedPassage:
+    """One passage naming ``CROWD`` dinosaurs, each a mention closer to DINO than the next (cos from
+    1.0 down to 0.895), every other one labelled ``label-even``, and one candidate closest of all."""
+    words = [f"Saurus{i}" for i in range(CROWD)]
+    text = ", ".join(words) + " and Raptor."
+    spans = []
+    for i, word in enumerate(words):
+        start = text.index(word + ",") if i < CROWD - 1 else text.index(word + " ")
+        labels = ("label-even",) if i % 2 == 0 else ()
+        spans.append(EncodedSpan(start, start + len(word), word, 0.9, unit(1, 0.002 * i), labels))
+    raptor = text.index("Raptor")
+    spans.append(EncodedSpan(raptor, raptor + 6, "Raptor", 0.9, DINO, ("label-even",), mention=False))
+    return EncodedPassage(Passage("crowd", text, {"lang": "en"}), tuple(spans), unit(1, 1, 1))
+
+
 @pytest.fixture
 def stamp() -> ModelStamp:
     return ModelStamp(id="test-model", version="1", dims=DIMS, checksum="c" * 64)
@@ -175,6 +193,26 @@ class StoreConformance:
         hits = self.search(loaded, RIVER, filters={"spans.labels": "label-nile"}, exhaustive=True)
         assert [h.id for h in hits] == ["p2"]
         assert [s.text for s in hits[0].spans] == ["Nile"]
+
+    @pytest.mark.parametrize("exhaustive", [False, True])
+    def test_every_mention_is_marked_however_many(self, store, stamp, exhaustive):
+        """A passage with more mentions above the threshold than one Elasticsearch response
+        carries per hit (100) is marked with all of them, best first (an audit: Elasticsearch
+        kept the best 100 and said nothing)."""
+        store.check_model(stamp)
+        store.write([crowded_passage(), *corpus()])
+        hits = self.search(store, DINO, threshold=0.5, limit=2, exhaustive=exhaustive)
+        assert [h.id for h in hits][:2] == ["crowd", "p1"]
+        marks = hits[0].spans
+        assert [s.text for s in marks] == [f"Saurus{i}" for i in range(CROWD)]  # best first; the candidate is not marked
+        assert all(hits[0].text[s.start : s.end] == s.text for s in marks)
+        assert [s.text for s in hits[1].spans] == ["Tyrannosaurus"]
+
+    def test_every_mention_a_span_filter_keeps_is_marked(self, store, stamp):
+        store.check_model(stamp)
+        store.write([crowded_passage()])
+        hits = self.search(store, DINO, threshold=0.5, filters={"spans.labels": "label-even"}, exhaustive=True)
+        assert [s.text for s in hits[0].spans] == [f"Saurus{i}" for i in range(0, CROWD, 2)]
 
     def test_span_text_filter(self, loaded):
         hits = self.search(loaded, RIVER, filters={"spans.text": ["Danube", "Montana"]}, exhaustive=True)

@@ -28,7 +28,9 @@ import pytest
 
 pytest.importorskip("elasticsearch")
 
-from store_conformance import DINO, POL, RIVER, StoreConformance, corpus, doc, hybrid_corpus, unit  # noqa: E402
+from store_conformance import (  # noqa: E402
+    DINO, POL, RIVER, StoreConformance, corpus, crowded_passage, doc, hybrid_corpus, unit,
+)
 
 from indexer.config import from_env, resolve  # noqa: E402
 from indexer.errors import ModelMismatchError, SearchError, StoreError  # noqa: E402
@@ -745,6 +747,21 @@ class WritesMeanwhile(RiverFirst):
             self.outcomes = self.writer.write([late])
             self.writer.flush()
         return super().encode(passages, batch_size=batch_size)
+
+
+def test_an_index_from_before_0_3_keeps_100_marks_a_passage_and_says_so(make_live_store, stamp, caplog):
+    """An index made with Elasticsearch's default inner-hits window (100, nerindex 0.2.0) cannot give
+    a passage more marks: its best 100 stay, and the warning names the setting that lifts it."""
+    store = make_live_store()
+    store.check_model(stamp)
+    store.write([crowded_passage()])
+    store.client.indices.put_settings(index=store.alias, settings={"index.max_inner_result_window": 100})
+    with caplog.at_level(logging.WARNING):
+        hits = search(store, DINO, 0.5, limit=1)
+    assert [s.text for s in hits[0].spans] == [f"Saurus{i}" for i in range(100)]
+    assert "keeps at most 100 marks per passage" in caplog.text and "max_inner_result_window" in caplog.text
+    store.client.indices.put_settings(index=store.alias, settings={"index.max_inner_result_window": 10_000})
+    assert len(search(store, DINO, 0.5, limit=1)[0].spans) == 250
 
 
 def test_a_write_during_reindex_is_refused_not_lost(loaded, stamp, caplog):

@@ -148,6 +148,8 @@ def test_index_body_golden_and_valid_for_the_dsl():
         assert_known(field.DenseVector, {k: v for k, v in vector.items() if k != "type"})
         assert_known(types.DenseVectorIndexOptions, vector["index_options"])
     assert templates.placeholders(body) == set()
+    # a passage's marks come back up to this many (searching.complete_marks asks for no more)
+    assert body["settings"]["index"]["max_inner_result_window"] == search_requests.MARKS_WINDOW
 
 
 def test_index_body_follows_the_issue():

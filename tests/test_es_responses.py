@@ -301,3 +301,15 @@ def test_api_error_reason_prefers_the_root_cause():
         "(illegal_argument_exception: [knn] queries are only supported on [dense_vector] fields)"
     )
     assert rs.api_error_reason("plain", "fallback") == "fallback"
+
+
+def test_cut_marks_names_the_hits_that_carry_fewer_marks_than_they_have():
+    def hit(pid: str, total: int | None, carried: int) -> dict:
+        inner = {"hits": [{"_score": 0.9}] * carried}
+        if total is not None:
+            inner["total"] = {"value": total, "relation": "eq"}
+        return {"_id": "x" + pid, "_source": {"id": pid}, "inner_hits": {"spans": {"hits": inner}}}
+
+    response = {"hits": {"hits": [hit("a", 150, 100), hit("b", 100, 100), hit("c", None, 3), {"_id": "d"}]}}
+    assert rs.cut_marks(response) == {"a": 150}
+    assert rs.cut_marks({}) == {}

@@ -28,7 +28,7 @@ pytest.importorskip("elasticsearch")
 from elastic_transport import ApiResponseMeta, BaseNode, HttpHeaders  # noqa: E402
 from elastic_transport._node import NodeApiResponse  # noqa: E402
 from elasticsearch import Elasticsearch  # noqa: E402
-from store_conformance import DINO, StoreConformance, hybrid_corpus  # noqa: E402
+from store_conformance import CROWD, DINO, StoreConformance, crowded_passage, hybrid_corpus  # noqa: E402
 
 import es_painless as painless  # noqa: E402
 from es_painless import PainlessError  # noqa: E402
@@ -55,11 +55,11 @@ def _cos(a, b) -> float:
 
 @dataclass(frozen=True)
 class Match:
-    """A query's match on one passage: its score, inner hits by name ((score, span) best first)
-    and the scores of its named clauses."""
+    """A query's match on one passage: its score, inner hits by name (the (score, span) pairs the
+    response carries, best first, and how many spans matched) and the scores of its named clauses."""
 
     score: float
-    inner: dict[str, list[tuple[float, dict[str, Any]]]]
+    inner: dict[str, tuple[list[tuple[float, dict[str, Any]]], int]]
     named: dict[str, float]
 
 
@@ -248,7 +248,7 @@ class FakeCluster:
                         if (score := self.span_score(spec["query"], span, source)) is not None), key=lambda s: -s[0])
         if not spans:
             return None
-        inner = {spec["inner_hits"]["name"]: spans[: spec["inner_hits"].get("size", 3)]} if "inner_hits" in spec else {}
+        inner = {spec["inner_hits"]["name"]: (spans[: spec["inner_hits"].get("size", 3)], len(spans))} if "inner_hits" in spec else {}
         scores = [score for score, _ in spans]
         score = {"max": max(scores), "none": 0.0, "avg": sum(scores) / len(scores)}[spec.get("score_mode", "avg")]
         return Match(score, inner, {})
@@ -288,10 +288,10 @@ class FakeCluster:
         first = body.get("from", 0)
         hits = []
         for found, doc_id, d in scored[first : first + body["size"]]:
-            inner = {name: {"hits": {"hits": [
+            inner = {name: {"hits": {"total": {"value": total, "relation": "eq"}, "hits": [
                 {"_score": s, "fields": {"spans": [{"start": [span["start"]], "end": [span["end"]],
                                                     "text": [span["text"]], "labels": span["labels"]}]}}
-                for s, span in spans]}} for name, spans in found.inner.items()}
+                for s, span in spans]}} for name, (spans, total) in found.inner.items()}
             hit = {"_id": doc_id, "_score": found.score, "sort": [found.score, d["seq"]],
                    "_source": {k: v for k, v in d["source"].items() if k in fields}, "inner_hits": inner}
             if found.named:
@@ -521,6 +521,21 @@ def test_exhaustive_search_pages_with_point_in_time(cluster, corpus):
     pit_searches = [r for r in cluster.requests if r[1] == "/_search"]
     assert len(pit_searches) == 5 and pit_searches[1][2]["search_after"]
     assert cluster.closed_pits == ["pit-1"]
+
+
+@pytest.mark.parametrize("filters, kept", [(None, range(CROWD)), ({"spans.labels": "label-even"}, range(0, CROWD, 2))])
+def test_exhaustive_search_marks_every_mention_of_a_crowded_passage(cluster, filters, kept):
+    """The exhaustive search (Painless: only this fake runs it) carries 100 marks a hit, like the
+    top-k one (the live suite's conformance test): the rest come from one more request, a kNN
+    pre-filtered to that passage and to the search's filters."""
+    store = make_store(cluster)
+    store.check_model(STAMP)
+    store.write([crowded_passage()])
+    hits = search(store, DINO, filters=filters, exhaustive=True)
+    assert [s.text for s in hits[0].spans] == [f"Saurus{i}" for i in kept]
+    method, _, body = search_requests(cluster)[-1]
+    knn = body["query"]["nested"]["query"]["bool"]["must"][0]["knn"]
+    assert {"terms": {"id": ["crowd"]}} in knn["filter"] and body["query"]["nested"]["inner_hits"]["size"] == len(kept)
 
 
 def test_exhaustive_search_closes_the_pit_when_abandoned(filled, cluster):

@@ -78,7 +78,7 @@ def iter_passages(
             for hit in hits:
                 source = hit.get("_source") or {}
                 yield Passage(
-                    id=str(source.get("id", hit.get("_id"))),
+                    id=rs.hit_id(hit),
                     text=str(source.get("text", "")),
                     fields=dict(source.get("fields") or {}),
                 )

@@ -181,7 +181,7 @@ def parse_hit(
     else:
         score = _cosine(best, scoring, metric)
     return Hit(
-        id=str(source.get("id", hit.get("_id"))),
+        id=hit_id(hit),
         score=score,
         text=str(source.get("text", "")),
         fields=dict(source.get("fields") or {}),
@@ -207,6 +207,23 @@ def parse_hits(
         if hit is not None:
             hits.append(hit)
     return hits
+
+
+def hit_id(hit: Mapping[str, Any]) -> str:
+    """The passage id of a raw hit: its ``_source`` id (the ``_id`` may be a hash of it)."""
+    return str((hit.get("_source") or {}).get("id", hit.get("_id")))
+
+
+def cut_marks(response: Mapping[str, Any]) -> dict[str, int]:
+    """Passage id -> how many marks it has, for each hit of a response that carries fewer (its
+    ``spans`` inner hits' ``total`` over the hits they hold: the inner hits' ``size``)."""
+    out = {}
+    for hit in raw_hits(response):
+        inner = ((hit.get("inner_hits") or {}).get(INNER_HITS_NAME) or {}).get("hits") or {}
+        total = (inner.get("total") or {}).get("value")
+        if isinstance(total, int) and total > len(inner.get("hits") or []):
+            out[hit_id(hit)] = total
+    return out
 
 
 def rank(hits: Sequence[Hit]) -> list[Hit]:

@@ -45,8 +45,13 @@ BEST_SPAN_INNER_HITS = "best_span"
 # A candidate span. Spans written before ``spans.mention`` existed have no value and are mentions,
 # so a query keeps mentions by excluding this, never by asking for ``true``.
 CANDIDATE = {"term": {MENTION_FIELD: False}}
-# Elasticsearch's default index.max_inner_result_window; the template pins it to the same value.
+# The marks one search response carries per hit (Elasticsearch's default
+# index.max_inner_result_window): a hit with more gets them all from one more request
+# (:func:`marks_search_body`), up to MARKS_WINDOW.
 INNER_HITS_SIZE = 100
+# The most marks a passage can carry: index.max_inner_result_window of an index made since nerindex
+# 0.3.0 (the passages.json template); an older index has Elasticsearch's default, 100.
+MARKS_WINDOW = 10_000
 MAX_NUM_CANDIDATES = 10_000
 MIN_NUM_CANDIDATES = 300  # 0.4.0 stores ~2x the spans per passage: 100 found 0.975 of the exact top 10s (docs/elasticsearch.md)
 # How far, in cosine, the kNN on a quantized index reaches under the threshold, since a passage's
@@ -116,11 +121,11 @@ def text_boost(text: str, boost: float) -> dict[str, Any]:
 # --- search bodies ------------------------------------------------------------------------------
 
 
-def inner_hits() -> dict[str, Any]:
+def inner_hits(size: int = INNER_HITS_SIZE) -> dict[str, Any]:
     """The marks of each passage (its matching mentions), best first, without their vectors."""
     return {
         "name": INNER_HITS_NAME,
-        "size": INNER_HITS_SIZE,
+        "size": int(size),
         "_source": False,
         "fields": list(INNER_HIT_FIELDS),
     }
@@ -289,23 +294,51 @@ def nested_span_knn(vector: Any, **options: Any) -> dict[str, Any]:
     }
 
 
-def marked_mentions(vector: Any, **options: Any) -> dict[str, Any]:
+def marked_mentions(vector: Any, *, marks: int = INNER_HITS_SIZE, **options: Any) -> dict[str, Any]:
     """The marks of each top-k hit: its mentions that pass the threshold, as the inner hits of a
     nested clause that neither scores (``score_mode: none``) nor restricts (a ``should`` clause).
 
     Its kNN is the ranking clause's (:func:`nested_span_knn`), with the same options, so it finds
     the same passages; Elasticsearch computes a found passage's inner hits over all its spans, by
     exact similarity, and here over its mentions only. So candidates never take a mention's place
-    among the 100 inner hits, and a hit ranked by a candidate alone has none.
+    among the ``marks`` inner hits, and a hit ranked by a candidate alone has none.
     """
     return {
         "nested": {
             "path": SPANS_PATH,
             "score_mode": "none",
             "query": mentions_only(span_knn(vector, **options)),
-            "inner_hits": inner_hits(),
+            "inner_hits": inner_hits(marks),
         }
     }
+
+
+def marks_search_body(
+    vector: Any,
+    passage_ids: Sequence[str],
+    *,
+    marks: int,
+    min_similarity: float,
+    metric: str,
+    filters: Filters | None = None,
+    text: str | None = None,
+    rescore: bool = False,
+    typed_filters: bool = False,
+) -> dict[str, Any]:
+    """Every mark of these passages, up to ``marks`` each: :func:`marked_mentions` alone, its kNN
+    pre-filtered to their ``id`` s (and to the search's own filters, span filters included).
+
+    For the hits a search response carried fewer marks of than they have (the inner hits' ``total``
+    over their :data:`INNER_HITS_SIZE`): one more request instead of every search asking for up to
+    :data:`MARKS_WINDOW` inner hits per hit, which Elasticsearch allocates up front.
+    """
+    ids = list(dict.fromkeys(passage_ids))
+    clauses = [*knn_clauses(filters, text, typed=typed_filters), {"terms": {"id": ids}}]
+    query = marked_mentions(
+        vector, marks=marks, min_similarity=min_similarity, metric=metric, num_candidates=num_candidates_for(len(ids)),
+        clauses=clauses, k=len(ids), rescore=rescore,
+    )
+    return {"size": len(ids), "_source": ["id"], "query": query}
 
 
 def span_knn_query(vector: Any, *, should: Sequence[Mapping[str, Any]] = (), **options: Any) -> dict[str, Any]:

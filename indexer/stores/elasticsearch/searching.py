@@ -7,10 +7,12 @@ refuse the request.
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager, suppress
-from typing import Any, Callable, Iterator
+from dataclasses import replace
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
 from ...records import Hit
 from ..base import ModelStamp, SearchRequest
@@ -18,13 +20,17 @@ from . import responses as rs
 from .options import StoreOptions
 from .paged_requests import exhaustive_search_body
 from .search_requests import (
-    MAX_NUM_CANDIDATES, QUANTIZED_MARGIN, bm25_boost_search_body, knn_search_body, num_candidates_for,
-    pool_bound_searches, pool_is_final,
+    MARKS_WINDOW, MAX_NUM_CANDIDATES, QUANTIZED_MARGIN, bm25_boost_search_body, knn_search_body, marks_search_body,
+    num_candidates_for, pool_bound_searches, pool_is_final,
 )
 from .similarity import cosine_from_knn_score
 
+log = logging.getLogger(__name__)
+
 # ElasticsearchStore.errors: a context turning client errors into nerindex errors naming the step
 Errors = Callable[..., AbstractContextManager[Any]]
+# the indexes already said to keep Elasticsearch's default of 100 marks per passage (once a process)
+_SMALL_WINDOW_SAID: set[str] = set()
 
 
 def knn_hits(
@@ -43,13 +49,8 @@ def knn_hits(
     bm25_boost = options.hybrid and bool(request.text)  # the public option "hybrid": BM25 on text
     weight = float(request.passage_weight)
     common = dict(
-        min_similarity=request.min_similarity,
-        metric=stamp.similarity,
-        limit=request.limit,
-        num_candidates=options.num_candidates,
-        filters=request.filters,
-        passage_weight=weight,
-        rescore=rescore,
+        min_similarity=request.min_similarity, metric=stamp.similarity, limit=request.limit,
+        num_candidates=options.num_candidates, filters=request.filters, passage_weight=weight, rescore=rescore,
         typed_filters=typed_filters,
     )
     candidates = num_candidates_for(request.limit, options.num_candidates)
@@ -84,7 +85,47 @@ def knn_hits(
         if pool_is_final(kth, *bounds, weight, slack=slack):
             break
         candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
-    yield from ranked[: request.limit]
+    yield from complete_marks(
+        client, ranked[: request.limit], rs.cut_marks(response.body), request, stamp, alias=alias, errors=errors,
+        rescore=rescore, typed_filters=typed_filters,
+    )
+
+
+def complete_marks(
+    client: Elasticsearch, hits: Sequence[Hit], cut: Mapping[str, int], request: SearchRequest, stamp: ModelStamp, *,
+    alias: str, errors: Errors, rescore: bool, typed_filters: bool,
+) -> list[Hit]:
+    """``hits``, each with every mark: the hits a response carried fewer marks of than they have
+    (``cut``: passage id -> its marks, :func:`responses.cut_marks`) get theirs from one more
+    request (:func:`marks_search_body`), so a passage marks the same mentions as in the embedded
+    store. An index made before nerindex 0.3.0 allows 100 inner hits (Elasticsearch's default
+    ``index.max_inner_result_window``): its hits keep 100, which is said once, with the remedy."""
+    wanted = [h.id for h in hits if h.id in cut]
+    if not wanted:
+        return list(hits)
+    body = marks_search_body(
+        request.vector, wanted, marks=min(MARKS_WINDOW, max(cut[i] for i in wanted)), min_similarity=request.min_similarity,
+        metric=stamp.similarity, filters=request.filters, text=request.text, rescore=rescore, typed_filters=typed_filters,
+    )
+    with errors(f"read the marks of {len(wanted)} passage(s) from {alias!r}", search=True):
+        try:
+            response = client.search(index=alias, body=body).body
+        except BadRequestError as exc:
+            if "max_inner_result_window" not in str(exc):
+                raise
+            if alias not in _SMALL_WINDOW_SAID:
+                _SMALL_WINDOW_SAID.add(alias)
+                log.warning(
+                    "index %s keeps at most 100 marks per passage (it was made before nerindex 0.3.0), so a "
+                    "passage with more shows its best 100; PUT %s/_settings {\"index.max_inner_result_window\": %d} "
+                    "or 'nerindex es reindex' lifts that", alias, alias, MARKS_WINDOW,
+                )
+            return list(hits)
+    marks = {
+        rs.hit_id(raw): tuple(rs.span_matches(raw, scoring="knn", metric=stamp.similarity, min_similarity=request.min_similarity))
+        for raw in rs.raw_hits(response)
+    }
+    return [replace(h, spans=marks[h.id]) if h.id in marks else h for h in hits]
 
 
 def fetch_for(limit: int) -> int:
@@ -111,6 +152,7 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
 def exact_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
     alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: bool = False,
+    rescore: bool = False,
 ) -> Iterator[Hit]:
     """Every match (``request.exhaustive``: the passages with a mention over the threshold), or the
     first ``limit`` passages whose best span passes it (a top-k search past the kNN cap), scored
@@ -126,25 +168,19 @@ def exact_hits(
     try:
         while True:
             body = exhaustive_search_body(
-                request.vector,
-                min_similarity=request.min_similarity,
-                filters=request.filters,
-                text=request.text,
-                size=page,
-                pit_id=pit,
-                keep_alive=keep_alive,
-                search_after=after,
-                passage_weight=float(request.passage_weight),
-                typed_filters=typed_filters,
-                gated=request.exhaustive,
+                request.vector, min_similarity=request.min_similarity, filters=request.filters, text=request.text,
+                size=page, pit_id=pit, keep_alive=keep_alive, search_after=after,
+                passage_weight=float(request.passage_weight), typed_filters=typed_filters, gated=request.exhaustive,
             )
             with errors(f"search {alias!r} exhaustively", search=True):
                 response = client.search(body=body).body
             pit = response.get("pit_id", pit)
-            for hit in rs.parse_hits(
+            hits = rs.parse_hits(
                 response, scoring="script", metric=stamp.similarity,
                 min_similarity=request.min_similarity, passage_weight=float(request.passage_weight),
-            ):
+            )
+            for hit in complete_marks(client, hits, rs.cut_marks(response), request, stamp, alias=alias, errors=errors,
+                                      rescore=rescore, typed_filters=typed_filters):
                 yield hit
                 emitted += 1
                 if limit is not None and emitted >= limit:

@@ -436,7 +436,8 @@ class ElasticsearchStore:
         common = dict(alias=self.alias, options=self._options, errors=self.errors, typed_filters=self.typed_filters())
         if exact:
             return exact_hits(
-                self.client, request, stamp, limit=None if request.exhaustive else request.limit, **common
+                self.client, request, stamp, limit=None if request.exhaustive else request.limit,
+                rescore=self.rescores(), **common,
             )
         return knn_hits(self.client, request, stamp, rescore=self.rescores(), **common)
 
@@ -460,7 +461,7 @@ class ElasticsearchStore:
                 source = hit.get("_source") or {}
                 vector = source.get(PASSAGE_VECTOR_FIELD)
                 if isinstance(vector, list) and len(vector) == dims:
-                    found[str(source.get("id", hit.get("_id")))] = vector
+                    found[rs.hit_id(hit)] = vector
         rows = [found[i] for i in ids if i in found]
         return np.asarray(rows, dtype=np.float32).reshape(len(rows), dims)
 
