@@ -222,13 +222,18 @@ class NerIndex:
             passage_weight=float(weight),
         )
 
-    def iter_search(self, type_phrase: str, *, feedback: Feedback | None = None, **options: Any) -> Matches:
+    def iter_search(self, type_phrase: str, *, feedback: Feedback | float | None = None, **options: Any) -> Matches:
         """Hits best first, lazily (with ``exhaustive=True``: every match, paged internally);
         ``.total`` counts every match where the store knows it for free (see :class:`Matches`).
 
         ``feedback`` (off by default) searches twice: the type vector is moved towards the passage
-        vectors of the first search's top hits (pseudo-relevance feedback, :mod:`indexer.feedback`).
+        vectors of the first search's top hits (pseudo-relevance feedback, :mod:`indexer.feedback`);
+        a number is the weight, towards the top 10, as the CLI's ``--feedback``.
         """
+        if isinstance(feedback, numbers.Real) and not isinstance(feedback, bool):
+            feedback = Feedback(weight=float(feedback))
+        elif feedback is not None and not isinstance(feedback, Feedback):
+            raise SearchError(f"feedback must be a weight (a number) or a Feedback, not {feedback!r}")
         self._check_store_model()
         request = self.request(type_phrase, **options)
         if feedback is not None:

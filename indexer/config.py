@@ -15,8 +15,11 @@ from the result by :mod:`indexer.stores.factory`.
 | NERINDEX_ES_USER / NERINDEX_ES_PASSWORD | basic auth |
 | NERINDEX_ES_CA_CERTS | CA certificate file for TLS |
 | NERINDEX_KIBANA_URL | Kibana URL for ``nerindex kibana import`` |
+| NERINDEX_THREADS | CPU cores the encoder's window workers use (default: all) |
 
-``--insecure`` (no variable: testing only) turns TLS certificate checks off.
+``--insecure`` (no variable: testing only) turns TLS certificate checks off. Training reads one more,
+``NERINDEX_WORDNET`` (or WordNet's own ``WNSEARCHDIR``): where the WordNet files for silver data are
+(:mod:`indexer.training.wordnet`), a training input, not a runtime setting.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
 from .stores.base import WRITE_CHUNK, Store, WriteOutcome
+from .text import value_problem
 
 
 
@@ -125,13 +126,17 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     Skipped: those, and when skipping, an id given again within the chunk, so the first text wins
     as it does across chunks (where the store has it by then); when not skipping, each replaces
     the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
-    empty or blank, which no search could find (the file readers refuse them too, by line)."""
+    empty or blank, which no search could find, or whose id, text or fields hold a lone surrogate,
+    which no tokenizer or store takes (the file readers refuse both too, by line)."""
     todo: list[Passage] = []
     skipped = 0
     refused: list[WriteOutcome] = []
     seen = set(stored) if stored is not None else None
     for p in chunk:
-        if not p.text.strip():
+        problem = value_problem(p.id, "its id") or value_problem(p.text, "its text") or value_problem(p.fields)
+        if problem is not None:  # the Python API's passages (the readers refuse such records by line)
+            refused.append(WriteOutcome(p.id, False, "failed", f"not valid Unicode: {problem}"))
+        elif not p.text.strip():
             refused.append(WriteOutcome(p.id, False, "failed", "empty text: nothing in it could be found"))
         elif seen is not None and p.id in seen:
             skipped += 1
@@ -159,7 +164,8 @@ def index_chunks(
     ``progress`` gets passages done; ``windows`` (windows done, windows of the chunk) per batch.
     """
     for chunk in chunked(passages, chunk_size):
-        stored = store.existing_ids([p.id for p in chunk]) if skip_existing else None
+        # an id no store can hold (not valid Unicode) is never stored: sort_chunk refuses it
+        stored = store.existing_ids([p.id for p in chunk if value_problem(p.id) is None]) if skip_existing else None
         todo, skipped, refused = sort_chunk(chunk, stored)
         refuse_copies_under_text_ids(todo, store)
         if (skipped or refused) and progress is not None:

@@ -11,6 +11,7 @@ screen rather than show.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # CSI (ESC [ … final), OSC (ESC ] … BEL or ESC \), two-character escapes, then any other C0/C1
@@ -26,6 +27,27 @@ def unicode_problem(text: str) -> str | None:
     if found is None:
         return None
     return f"a lone surrogate U+{ord(found.group()):04X} at character {found.start() + 1}"
+
+
+def value_problem(value: Any, where: str = "") -> str | None:
+    """Where a value's strings (a record's keys and values, nested) hold what UTF-8 cannot encode (a
+    lone surrogate), or None: a reader's record, or a passage given to the Python API."""
+    if isinstance(value, str):
+        problem = unicode_problem(value)
+        return None if problem is None else f"{where or 'a value'} holds {problem}"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"field {key!r}" if not where else f"{where}.{key}"
+            found = value_problem(key, f"a key of {where or 'the record'}") if isinstance(key, str) else None
+            found = found or value_problem(item, name)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = value_problem(item, where)
+            if found is not None:
+                return found
+    return None
 
 
 def printable(text: str) -> str:

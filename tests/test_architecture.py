@@ -47,6 +47,7 @@ LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.encoder", "inference"),
     ("indexer.staged", "inference"),
     ("indexer.runtime", "inference"),
+    ("indexer.model_card", "inference"),
     ("indexer.model_folder", "inference"),
     ("indexer.catalog", "inference"),
     ("indexer.api", "api"),

@@ -149,6 +149,19 @@ def test_an_empty_or_blank_text_is_a_failed_passage_not_a_stored_one(tmp_path, e
         assert store.counts().passages == 1
 
 
+def test_a_passage_that_is_not_valid_unicode_is_a_failed_passage(tmp_path, encoder):
+    """audit8: NerIndex.index with a lone surrogate (a JSON "\\ud83d" escape) failed with a bare
+    UnicodeEncodeError from the tokenizer, the chunk lost; the readers refuse such records by line."""
+    items = [Passage("a", "Obama \ud83d visited Paris."), Passage("b", "Merkel met Macron.", {"k": ["x\udc80"]}),
+             Passage("c\udc80", "Paris."), Passage("ok", "Ada Lovelace wrote the first program.")]
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        report = index_passages(items, encoder, store)
+        assert (report.created, report.failed) == (1, 3)
+        assert "its text holds a lone surrogate U+D83D at character 7" in report.errors[0]
+        assert "field 'k' holds a lone surrogate U+DC80" in report.errors[1] and "its id holds" in report.errors[2]
+        assert store.counts().passages == 1
+
+
 def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp_path, encoder):
     # audit6: embed("dog") gave three vectors (d, o, g); min_similarity=True searched at 1.0; a
     # float limit, a string threshold or a closed index failed deep inside with a Python error
@@ -166,6 +179,13 @@ def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp
             ix.search("person", **bad)
     with pytest.raises(SearchError, match="a string"):
         ix.search(None)
+    # audit8: feedback=0.5 (the CLI's --feedback 0.5) was an AttributeError ('float' has no 'top')
+    assert [h.id for h in ix.search("person", feedback=0.5, min_similarity=0.1)] == ["p"]
+    for bad in ("0.5", True, {"weight": 0.5}):
+        with pytest.raises(SearchError, match="feedback must be"):
+            ix.search("person", feedback=bad)
+    with pytest.raises(SearchError, match="feedback weight must be within"):
+        ix.search("person", feedback=-1)
     with pytest.raises(SearchError, match="not one string"):
         ix.embed("dog")
     assert ix.embed(["dog"]).shape == (1, encoder.info.dims)

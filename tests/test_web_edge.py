@@ -135,6 +135,35 @@ def test_unknown_query_parameter_is_a_422_naming_it(client, query, name):
     assert f"query.{name}: unknown parameter (" in message
 
 
+@pytest.mark.parametrize(
+    "query, name",
+    [
+        ("/api/v1/embed?type=dinosaur&type=city", "type"),
+        ("/api/v1/search?type=dinosaur&type=city", "type"),
+        ("/api/v1/search?type=dinosaur&limit=2&limit=3", "limit"),
+        ("/api/v1/types?q=riv&q=cit", "q"),
+    ],
+)
+def test_a_parameter_of_one_value_given_twice_is_a_422(client, query, name):
+    """Starlette keeps the last value: ``type=dinosaur&type=city`` searched for city (an audit)."""
+    message = error_of(client.get(query), 422)
+    assert f"query.{name}: given more than once" in message
+
+
+def test_a_repeated_where_is_any_of(client):
+    hits = client.get("/api/v1/search?type=person&threshold=0&where=topic=music&where=topic=politics&limit=20").json()["hits"]
+    assert {h["fields"]["topic"] for h in hits} == {"music", "politics"}
+
+
+def test_a_limit_left_out_is_the_page_size_limit_when_lower(web_index):
+    """--max-page-size 3 made every request without a limit a 400 ("limit 10 is above ...")."""
+    with local_client(create_app(web_index, limits=Limits(max_page_size=3))) as c:
+        assert len(c.get("/api/v1/search?type=dinosaur&threshold=0").json()["hits"]) == 3
+        assert len(c.post("/api/v1/search", json={"type": "dinosaur", "threshold": 0.0}).json()["hits"]) == 3
+        assert "above the page size limit of 3" in error_of(c.get("/api/v1/search?type=dinosaur&limit=4"), 400)
+        assert "above the page size limit of 3" in error_of(c.post("/api/v1/search", json={"type": "dinosaur", "limit": 10}), 400)
+
+
 def test_the_page_still_takes_its_own_query(client):
     assert client.get("/?type=dinosaur&threshold=0.4&passage_weight=1").status_code == 200
 

@@ -40,7 +40,7 @@ SHORT_HELP = {
     "search": "Find passages that mention an entity of a type given in plain words.",
     "embed": "Print the vector of a type phrase (for kNN in Kibana Dev Tools or other clients).",
     "info": "Show the model and the store.",
-    "train": "Train the span and type heads on labelled NER data (needs the [train] extra).",
+    "train": "Train the span adapter and entity head (backbone frozen) on labelled NER data (needs the [train] extra).",
     "export": "Export a trained model to an ONNX model folder (needs the [train] extra).",
     "silver": "Annotate training sentences with WordNet spans and types (silver data).",
     "eval": "Measure retrieval quality against baselines on labelled data.",

@@ -19,7 +19,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 
 from ..errors import InputError, NerindexError
 from ..records import Passage, text_id
-from ..text import unicode_problem
+from ..text import value_problem
 from .detect import split_suffix
 
 
@@ -94,7 +94,7 @@ class RecordRules:
             return self.error(f"text field {self.text_field!r} is {_type_name(text)}, not a string", at)
         if not text.strip():
             return self.error(f"text field {self.text_field!r} is empty", at)
-        bad = _unicode_problem(record)
+        bad = value_problem(record)
         if bad is not None:  # a JSON escape such as \ud800: no store can hold it (and hashing it failed)
             return self.error(bad, at)
         if self.id_field is None:
@@ -116,26 +116,6 @@ class RecordRules:
                 return self.error(self._id_problem(f"id field {self.id_field!r} is empty"), at)
         fields = {k: v for k, v in record.items() if k != self.text_field and k != self.id_field}
         return Located(Passage(id=pid, text=text, fields=fields), self.path, at, self.unit)
-
-
-def _unicode_problem(value: Any, where: str = "") -> str | None:
-    """Where a record's keys or strings hold what UTF-8 cannot encode (a lone surrogate), or None."""
-    if isinstance(value, str):
-        problem = unicode_problem(value)
-        return None if problem is None else f"{where or 'a value'} holds {problem}"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            name = f"field {key!r}" if not where else f"{where}.{key}"
-            found = _unicode_problem(key, f"a key of {where or 'the record'}") if isinstance(key, str) else None
-            found = found or _unicode_problem(item, name)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for item in value:
-            found = _unicode_problem(item, where)
-            if found is not None:
-                return found
-    return None
 
 
 def _type_name(value: Any) -> str:

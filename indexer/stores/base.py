@@ -46,8 +46,9 @@ STORED_SETTINGS = (
 )
 # What a catalog conflict needs besides the two values: the option that sets it.
 CATALOG_HINT = (
-    " (the phrase list spans are labelled with: pass the --catalog file the store was written with, "
-    "or no --catalog if it was written without one)"
+    " (the phrase list spans are labelled with, and for a --catalog file the model's type_template its "
+    "phrases are embedded with: pass the --catalog file the store was written with, with a model of the "
+    "same type_template, or no --catalog if it was written without one)"
 )
 # Stored settings whose None in a complete stamp means "the model has none" (see check_stamp).
 NONE_MEANS_ABSENT = ("candidate_threshold",)

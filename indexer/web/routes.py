@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
@@ -41,8 +42,12 @@ def current_service(request: Request) -> SearchService:
     return request.app.state.service
 
 
-def check_search(body: SearchBody, limits: Limits) -> None:
-    """Enforce the configurable limits that the schema cannot know."""
+def checked_search(body: SearchBody, limits: Limits) -> SearchBody:
+    """The request with the configurable limits the schema cannot know enforced: a ``limit`` left
+    out is the default (10) or the page size limit where that is lower (``--max-page-size 3`` made
+    every request without a limit a 400)."""
+    if "limit" not in body.model_fields_set and body.limit > limits.max_page_size:
+        body = body.model_copy(update={"limit": limits.max_page_size})
     phrase = body.type.strip()
     if not phrase:
         raise SearchError("type is empty: give an entity type in plain words, e.g. 'dinosaur'")
@@ -57,19 +62,34 @@ def check_search(body: SearchBody, limits: Limits) -> None:
     for name, value in Filters.of(body.filters).items:  # the one rule for keys and values
         if isinstance(value, tuple) and len(value) > limits.max_filter_values:
             raise SearchError(f"filter on {name!r}: {len(value)} values; the limit is {limits.max_filter_values}")
+    return body
+
+
+def _repeatable(annotation: Any) -> bool:
+    """Whether a query parameter of this type takes several values (``where: list[str]``)."""
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_repeatable(a) for a in get_args(annotation))
+    return get_origin(annotation) in (list, tuple, set, frozenset)
 
 
 async def known_params_only(request: Request) -> None:
     """Refuse query parameters the route does not take, naming them (422): a misspelt
-    ``treshold=0.5`` that is silently ignored gives answers that look right and are not."""
+    ``treshold=0.5`` that is silently ignored gives answers that look right and are not. So is a
+    parameter of one value given twice (``type=dinosaur&type=city`` searched for the last one)."""
     route = request.scope.get("route")
-    known = sorted(p.alias for p in getattr(getattr(route, "dependant", None), "query_params", ()))
-    unknown = [name for name in request.query_params if name not in known]
+    params = {p.alias: p for p in getattr(getattr(route, "dependant", None), "query_params", ())}
+    known = sorted(params)
+    unknown = [name for name in request.query_params if name not in params]
     if unknown:
         takes = f"known: {', '.join(known)}" if known else "this route takes none"
         raise RequestValidationError(
             [{"loc": ("query", unknown[0]), "msg": f"unknown parameter ({takes})", "type": "extra_forbidden"}]
         )
+    for name in dict.fromkeys(request.query_params):
+        if len(request.query_params.getlist(name)) > 1 and not _repeatable(params[name].field_info.annotation):
+            raise RequestValidationError(
+                [{"loc": ("query", name), "msg": "given more than once; it takes one value", "type": "too_long"}]
+            )
 
 
 # --- the JSON API ------------------------------------------------------------------------------
@@ -114,7 +134,7 @@ async def search(body: SearchBody, service: SearchService = Depends(current_serv
     Top hits by default; with ``all: true`` every match, one page per request: pass
     ``next_cursor`` back as ``cursor`` (with the same query) until it is null.
     """
-    check_search(body, service.limits)
+    body = checked_search(body, service.limits)
     return JSONResponse(await service.call(service.search, body))
 
 
@@ -124,7 +144,7 @@ async def search(body: SearchBody, service: SearchService = Depends(current_serv
 )
 async def search_get(
     type: str = Query(..., description="The entity type in plain words."),
-    limit: int = Query(10, ge=1),
+    limit: int | None = Query(None, ge=1, description="Hits per response; 10 when left out (or the page size limit, when lower)."),
     threshold: float | None = Query(None, ge=-1.0, le=1.0),
     passage_weight: float | None = Query(None, ge=0.0, le=MAX_PASSAGE_WEIGHT, description=PASSAGE_WEIGHT_DESCRIPTION),
     text: str | None = Query(None),
@@ -136,11 +156,11 @@ async def search_get(
 ) -> JSONResponse:
     """The same search as POST, from a URL (filter values are strings here)."""
     body = SearchBody(
-        type=type, limit=limit, threshold=threshold, passage_weight=passage_weight, text=text,
+        type=type, threshold=threshold, passage_weight=passage_weight, text=text,
         filters=where_pairs(where, option="where"),
-        all=all, cursor=cursor, facets=facets,
+        all=all, cursor=cursor, facets=facets, **({} if limit is None else {"limit": limit}),
     )
-    check_search(body, service.limits)
+    body = checked_search(body, service.limits)
     return JSONResponse(await service.call(service.search, body))
 
 

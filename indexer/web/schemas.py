@@ -70,7 +70,7 @@ class SearchBody(RequestBody):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = Field(..., description="The entity type in plain words.", examples=["dinosaur"])
-    limit: int = Field(10, ge=1, description="Hits per response (the page size when paging).")
+    limit: int = Field(10, ge=1, description="Hits per response (the page size when paging); left out: 10, or the page size limit when lower.")
     threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="Minimum cosine similarity of a mention; null = the model's calibrated default."
     )
