@@ -44,14 +44,13 @@ import torch.nn.functional as F
 from indexer.assets import default_model_dir
 from indexer.encoder import OnnxEncoder
 from indexer.evaluation.benchmark_io import benchmark_from_conll
-from indexer.evaluation.calibration import calibrate
 from indexer.evaluation.heldout import MEDICAL_TYPES
-from indexer.evaluation.metrics import macro, score_query, span_iou
-from indexer.evaluation.seen_types import group_of, training_from_card
+from indexer.evaluation.metrics import span_iou
+from indexer.evaluation.seen_types import training_from_card
 
 sys.path.insert(0, str(Path(__file__).parent))
 from marking_rules import WIDE_VALIDATION  # noqa: E402
-from template_ensembles import encode, rankings  # noqa: E402
+from template_ensembles import encode, evaluate  # noqa: E402
 from two_tier import DEV, SETS  # noqa: E402
 
 TRAIN_FILE = "multiconer2_en/en-train90.conll"
@@ -164,38 +163,18 @@ def mapped(sets: dict, span_map: SpanMap | None) -> dict:
     return out
 
 
-def evaluate(enc: OnnxEncoder, sets: dict, names: tuple[str, ...], group: str, training,
-             threshold: float | None = None) -> dict:  # fmt: skip
-    """Macro figures over ``group``'s types of ``names`` at ``threshold`` (None: calibrate it here)."""
-    runs = []
-    for name in names:
-        bench = sets[name]["bench"]
-        for query in bench.scored_queries():
-            if group_of(query, training) == group:
-                v = enc.embed_types([query.text])[0]
-                runs.append((bench, query, *rankings(sets[name], v, enc.info.passage_weight_for(query.text))))
-    if threshold is None:
-        threshold = calibrate({f"{b.name}/{q.id}": s for b, q, s, _ in runs},
-                              {f"{b.name}/{q.id}": b.qrels[q.id] for b, q, _, _ in runs})[0].threshold  # fmt: skip
-    scores = [score_query(s, b.qrels[q.id], threshold=threshold, gold_spans=b.gold.get(q.id, {}), with_spans=True)
-              for b, q, s, _ in runs]  # fmt: skip
-    out = {"threshold": round(float(threshold), 3), "types": len(runs), "r_precision": macro(s.r_precision for s in scores)}
-    for key in ("set_f1", "span_hit_rate", "highlight_precision"):
-        out[key] = macro(getattr(s, key) for s in scores)
-    hit, precision = out["span_hit_rate"], out["highlight_precision"]
-    out["span_f1"] = 2 * hit * precision / (hit + precision) if hit + precision else 0.0
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
-
-
 def row_of(enc: OnnxEncoder, sets: dict, training, wide: bool) -> dict:
     """Validation (calibrated here), wide validation and dev figures, unseen and seen types."""
+    def vector_of(phrase: str) -> np.ndarray:
+        return enc.embed_types([phrase])[0]  # as a search asks: the unseen template for unseen phrases
+
     row = {}
     for group in ("unseen", "seen"):
-        val = evaluate(enc, sets, ("validation",), group, training)
+        val = evaluate(enc, sets, ("validation",), vector_of, training, group=group)
         row[f"validation {group}"] = val
         if wide and group == "unseen":
-            row["wide validation unseen"] = evaluate(enc, sets, ("wide",), group, training, val["threshold"])
-        row[f"dev {group}"] = evaluate(enc, sets, DEV, group, training, val["threshold"])
+            row["wide validation unseen"] = evaluate(enc, sets, ("wide",), vector_of, training, val["threshold"], group)
+        row[f"dev {group}"] = evaluate(enc, sets, DEV, vector_of, training, val["threshold"], group)
     return row
 
 

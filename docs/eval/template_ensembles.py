@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -77,15 +78,16 @@ def rankings(data: dict, q: np.ndarray, weight: float) -> tuple[list[Ranked], li
     return sorted(system, key=lambda r: -r.score), dense
 
 
-def evaluate(enc: OnnxEncoder, sets: dict, names: tuple[str, ...], templates: list[str], training,
-             threshold: float | None = None) -> dict:  # fmt: skip
-    """Macro figures over the unseen types of ``names`` at ``threshold`` (None: calibrate it here)."""
+def evaluate(enc: OnnxEncoder, sets: dict, names: tuple[str, ...], vector_of: Callable[[str], np.ndarray], training,
+             threshold: float | None = None, group: str = "unseen") -> dict:  # fmt: skip
+    """Macro figures over ``group``'s types of ``names`` at ``threshold`` (None: calibrate it here),
+    each query asked for as ``vector_of(its phrase)``; ``span_negatives.py`` scores through it too."""
     runs = []
     for name in names:
         bench = sets[name]["bench"]
         for query in bench.scored_queries():
-            if group_of(query, training) == "unseen":
-                v = query_vector(enc, query.text, templates)
+            if group_of(query, training) == group:
+                v = vector_of(query.text)
                 runs.append((bench, query, *rankings(sets[name], v, enc.info.passage_weight_for(query.text))))
     if threshold is None:
         threshold = calibrate({f"{b.name}/{q.id}": s for b, q, s, _ in runs},
@@ -114,11 +116,14 @@ def main() -> None:
     sets = {name: encode([args.data / f for f in fs], name, enc) for name, fs in files.items()}
     results = {}
     for label, templates in SCHEMES.items():
-        row = {"validation": evaluate(enc, sets, ("validation",), templates, training)}
+        def vector_of(phrase: str, templates: list[str] = templates) -> np.ndarray:
+            return query_vector(enc, phrase, templates)
+
+        row = {"validation": evaluate(enc, sets, ("validation",), vector_of, training)}
         t = row["validation"]["threshold"]
         if args.wide_validation:
-            row["wide validation"] = evaluate(enc, sets, ("wide",), templates, training, t)
-        row["dev"] = evaluate(enc, sets, DEV, templates, training, t)
+            row["wide validation"] = evaluate(enc, sets, ("wide",), vector_of, training, t)
+        row["dev"] = evaluate(enc, sets, DEV, vector_of, training, t)
         results[label] = {"templates": templates, **row}
         print(f"{label:28s} " + " | ".join(f"{k}: t {r['threshold']} R-Prec {r['r_precision']:.3f} (dense {r['dense_r_precision']:.3f}) "
                                            f"set F1 {r['set_f1']:.3f} hit {r['span_hit_rate']:.3f} hlP {r['highlight_precision']:.3f} "
