@@ -184,6 +184,9 @@ def rules(args: argparse.Namespace) -> dict[str, tuple[Rule, float, int]]:
                 out[f"span feedback w {w} N {n}, threshold + {d}"] = ((lambda d: lambda p: p.mention & (p.marking >= p.t + d))(d), w, n)
     out["every mention"] = (lambda p: p.mention.copy(), 0.0, 0)
     out["threshold + the best candidate above every mention"] = (_best_candidate, 0.0, 0)
+    for d in args.candidate_margin:
+        out[f"threshold + candidates at threshold + {d}"] = (
+            (lambda d: lambda p: p.mention & (p.sims >= p.t) | ~p.mention & (p.sims >= p.t + d))(d), 0.0, 0)  # fmt: skip
     for at in (None, *args.compete_at):
         for r in args.compete_ranks:
             where = "threshold" if at is None else f"marking threshold {at}"
@@ -219,6 +222,8 @@ def main() -> None:
     parser.add_argument("--feedback", type=float, nargs="*", default=[0.5, 1.0, 2.0])
     parser.add_argument("--feedback-top", type=int, nargs="*", default=[5, 10, 20])
     parser.add_argument("--feedback-margin", type=float, nargs="*", default=[0.0, 0.05])
+    parser.add_argument("--candidate-margin", type=float, nargs="*", default=[],
+                        help="also mark candidates whose similarity passes the threshold plus this margin")
     parser.add_argument("--compete-ranks", type=int, nargs="*", default=[1, 10, 30, 60],
                         help="competing types: the queried type must be among a mention's R nearest catalog phrases")
     parser.add_argument("--compete-at", type=float, nargs="*", default=[0.18],
