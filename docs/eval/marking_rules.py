@@ -171,6 +171,26 @@ def breakdown(data: dict, q: np.ndarray, query, t: float) -> Counter:
     return Counter({k: v / n for k, v in out.items()}) if n else Counter()
 
 
+def boundaries(data: dict, q: np.ndarray, query, t: float) -> list[tuple[str, str, str]]:
+    """The gold mentions of a returned relevant passage that stored spans overlap only with IoU < 0.5:
+    (how the best-overlapping span sits: inside the mention, containing it, or across its edge;
+    the mention's text; that span's text)."""
+    relevant, gold = data["bench"].qrels[query.id], data["bench"].gold.get(query.id, {})
+    texts = {p.id: p.text for p in data["bench"].corpus}
+    out = []
+    for pid, spans, mention, vectors in zip(data["ids"], data["spans"], data["mention"], data["vectors"]):
+        if pid not in relevant or not mention.any() or (vectors @ q)[mention].max() < t:
+            continue
+        for g in gold.get(pid, ()):
+            near = [sp for sp in spans if sp[0] < g[1] and g[0] < sp[1]]
+            if not near or any(span_iou(g, sp) >= 0.5 for sp in spans):
+                continue
+            s, e = max(near, key=lambda sp: span_iou(g, sp))
+            kind = "inside" if g[0] <= s and e <= g[1] else "contains" if s <= g[0] and g[1] <= e else "across"
+            out.append((kind, texts[pid][g[0]:g[1]], texts[pid][s:e]))
+    return out
+
+
 def rules(args: argparse.Namespace) -> dict[str, tuple[Rule, float, int]]:
     """Label -> (rule, feedback weight, feedback passages)."""
     out: dict[str, tuple[Rule, float, int]] = {"threshold (shipped)": (lambda p: p.mention & (p.sims >= p.t), 0.0, 0)}
@@ -217,6 +237,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--breakdown", action="store_true", help="also where the gold mentions stand, per unseen type")
+    parser.add_argument("--boundaries", action="store_true",
+                        help="also the gold mentions stored spans overlap only with IoU < 0.5: how, per unseen type")
     parser.add_argument("--mark-at", type=float, nargs="*", default=[0.22, 0.2, 0.18, 0.15, 0.1])
     parser.add_argument("--below-best", type=float, nargs="*", default=[0.05, 0.1, 0.15])
     parser.add_argument("--feedback", type=float, nargs="*", default=[0.5, 1.0, 2.0])
@@ -256,6 +278,14 @@ def main() -> None:
         bare = enc.embed_phrases([q.text for q in qs])
         queries[name] = [(q, v, group_of(q, training), b) for q, v, b in zip(qs, enc.embed_types([q.text for q in qs]), bare)]
     results: dict[str, dict] = {}
+    if args.boundaries:
+        cut = {f"{name}: {q.text}": boundaries(sets[name], v, q, enc.info.threshold_for(q.text))
+               for name in DEV for q, v, g, _ in queries[name] if g == "unseen"}  # fmt: skip
+        kinds = Counter(kind for found in cut.values() for kind, _, _ in found)
+        results["boundaries"] = {"kinds": dict(kinds), "per type": {k: len(v) for k, v in cut.items() if v},
+                                 "examples": {k: [f"{m!r} as {sp!r} ({kind})" for kind, m, sp in v[:5]] for k, v in cut.items() if v}}  # fmt: skip
+        print(f"unseen gold mentions overlapped only with IoU < 0.5: {dict(kinds)}; per type: "
+              + ", ".join(f"{k} {len(v)}" for k, v in sorted(cut.items(), key=lambda kv: -len(kv[1])) if v), file=sys.stderr)  # fmt: skip
     if args.breakdown:
         per_type = {f"{name}: {q.text}": breakdown(sets[name], v, q, enc.info.threshold_for(q.text))
                     for name in DEV for q, v, g, _ in queries[name] if g == "unseen"}  # fmt: skip
