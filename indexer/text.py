@@ -31,20 +31,26 @@ def unicode_problem(text: str) -> str | None:
 
 def value_problem(value: Any, where: str = "") -> str | None:
     """Where a value's strings (a record's keys and values, nested) hold what UTF-8 cannot encode (a
-    lone surrogate), or None: a reader's record, or a passage given to the Python API."""
+    lone surrogate), or None: a reader's record, or a passage given to the Python API. ``where``
+    names the value ("its text"); without it a mapping's entries are fields (``field 'meta.lang'``)."""
+    return _problem(value, where, ())
+
+
+def _problem(value: Any, where: str, path: tuple[str, ...]) -> str | None:
+    name = ".".join(path)
+    label = (f"{where}, entry {name!r}" if where else f"field {name!r}") if path else where
     if isinstance(value, str):
         problem = unicode_problem(value)
-        return None if problem is None else f"{where or 'a value'} holds {problem}"
+        return None if problem is None else f"{label or 'a value'} holds {problem}"
     if isinstance(value, dict):
         for key, item in value.items():
-            name = f"field {key!r}" if not where else f"{where}.{key}"
-            found = value_problem(key, f"a key of {where or 'the record'}") if isinstance(key, str) else None
-            found = found or value_problem(item, name)
+            found = _problem(key, f"a key of {label or 'the record'}", ()) if isinstance(key, str) else None
+            found = found or _problem(item, where, (*path, str(key)))
             if found is not None:
                 return found
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
-            found = value_problem(item, where)
+            found = _problem(item, where, path)
             if found is not None:
                 return found
     return None

@@ -313,3 +313,11 @@ def test_cut_marks_names_the_hits_that_carry_fewer_marks_than_they_have():
     response = {"hits": {"hits": [hit("a", 150, 100), hit("b", 100, 100), hit("c", None, 3), {"_id": "d"}]}}
     assert rs.cut_marks(response) == {"a": 150}
     assert rs.cut_marks({}) == {}
+
+
+def test_inner_hits_window_reads_the_setting_a_refusal_names():
+    refusal = ("BadRequestError(400, 'search_phase_execution_exception', \"Inner result window is too large, the inner "
+               "hit definition's [spans]'s from + size must be less than or equal to: [180] but was [300]. This limit "
+               "can be set by changing the [index.max_inner_result_window] index level setting.\")")
+    assert rs.inner_hits_window(refusal) == 180
+    assert rs.inner_hits_window("Result window is too large ... less than or equal to: [10000] ... max_result_window") is None

@@ -87,6 +87,14 @@ def test_parse_search_refuses_what_it_cannot_answer(body, message):
         searchui.parse_search(body, **LIMITS)
 
 
+def test_a_page_size_left_out_is_the_limit_where_that_is_lower():
+    """A review: with --max-page-size under 20, every request without resultsPerPage was a 400."""
+    assert searchui.parse_search({"state": {"searchTerm": "x"}}, max_phrase_chars=50, max_page_size=3).size == 3
+    assert searchui.parse_search({"state": {"searchTerm": "x"}}, **LIMITS).size == searchui.DEFAULT_PAGE_SIZE
+    with pytest.raises(SearchError, match="above the limit of 3"):
+        searchui.parse_search({"state": {"resultsPerPage": 4}}, max_phrase_chars=50, max_page_size=3)
+
+
 def test_a_facet_no_filter_takes_is_left_out_not_refused():
     body = {"state": {"searchTerm": "x"}, "queryConfig": {"facets": {"to pic": {"type": "value"}, "topic": {"type": "value"}}}}
     assert [f.field for f in searchui.parse_search(body, **LIMITS).facets] == ["topic"]

@@ -12,8 +12,9 @@ held-out medical sentences dropped as training dropped them) with the shipped mo
 stored span (mention or candidate) with the gold types it matches (IoU >= 0.5) or as *O* (no gold
 mention of any type matches it), and trains a residual map on the stored span vectors,
 ``unit(v + W2·gelu(W1·v + b1) + b2)`` with ``W2``, ``b2`` zero at step 0 (so step 0 is the shipped
-model), with the adapter's loss (symmetric multi-positive InfoNCE, τ 0.05, type-balanced batches)
-where the type → span softmax also runs over O spans. Type vectors are the frozen phrase embedding,
+model), with a loss like the adapter's (symmetric multi-positive InfoNCE, τ 0.05, type-balanced
+batches; unlike it, related types are not left out of the softmaxes, and span → type scores all of
+a span's positive types at once) where the type → span softmax also runs over O spans. Type vectors are the frozen phrase embedding,
 each training type bare (as seen queries are asked) and in the unseen template (as unseen ones are).
 ``--o-share 0`` is the control: the same map and steps without O spans.
 

@@ -186,7 +186,8 @@ def parse_search(
     per_page = state.get("resultsPerPage")
     if per_page is None:
         per_page = config.get("resultsPerPage")
-    size = _positive_int(per_page, "resultsPerPage", DEFAULT_PAGE_SIZE)
+    # left out: the default, or the page size limit where that is lower (as /api/v1/search)
+    size = _positive_int(per_page, "resultsPerPage", min(DEFAULT_PAGE_SIZE, max_page_size))
     if size > max_page_size:
         raise SearchError(f"resultsPerPage {size} is above the limit of {max_page_size}")
     page = _positive_int(state.get("current"), "current", 1)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from ..base import Filters, check_passage_weight
 from .index_requests import PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH
 from .search_requests import (
-    CANDIDATE, best_span_inner_hits, filter_clauses, inner_hits, query_vector_values, text_filter,
+    CANDIDATE, INNER_HITS_SIZE, best_span_inner_hits, filter_clauses, inner_hits, query_vector_values, text_filter,
 )
 from .similarity import SCRIPT_OFFSET, hybrid_exact_script_source, script_source
 
@@ -78,11 +78,25 @@ def exact_best_span(vector: Any, *, min_similarity: float, span_level: list[dict
                        score_mode="max", inner=best_span_inner_hits())
 
 
-def exact_mentions(vector: Any, *, min_similarity: float, span_level: list[dict[str, Any]]) -> dict[str, Any]:
+def exact_mentions(
+    vector: Any, *, min_similarity: float, span_level: list[dict[str, Any]], marks: int = INNER_HITS_SIZE
+) -> dict[str, Any]:
     """The gate of the exhaustive search and its marks: the passage's mentions that pass the
-    threshold, scored exactly, as inner hits; a filter clause, so it adds nothing to the score."""
+    threshold, scored exactly, as (up to ``marks``) inner hits; a filter clause, so it adds nothing
+    to the score."""
     return exact_spans(vector, min_similarity=min_similarity, span_query=allowed_spans(span_level, mentions=True),
-                       score_mode="none", inner=inner_hits())
+                       score_mode="none", inner=inner_hits(marks))
+
+
+def exact_marks_body(
+    vector: Any, passage_ids: Sequence[str], *, marks: int, min_similarity: float, filters: Filters | None = None
+) -> dict[str, Any]:
+    """Every mark of these passages, up to ``marks`` each, scored exactly as the exhaustive search
+    scores them (:func:`exact_mentions` with the search's span filters, restricted to their
+    ``id`` s): for the hits of an exhaustive page that carried fewer marks than they have."""
+    ids = list(dict.fromkeys(passage_ids))
+    mentions = exact_mentions(vector, min_similarity=min_similarity, span_level=filter_clauses(filters)[1], marks=marks)
+    return {"size": len(ids), "_source": ["id"], "query": {"bool": {"filter": [{"terms": {"id": ids}}, mentions]}}}
 
 
 def exhaustive_search_body(

@@ -226,6 +226,13 @@ def cut_marks(response: Mapping[str, Any]) -> dict[str, int]:
     return out
 
 
+def inner_hits_window(error: Any) -> int | None:
+    """The ``index.max_inner_result_window`` an Elasticsearch refusal names ("... must be less than
+    or equal to: [100] but was [150] ..."), or None for any other error."""
+    found = re.search(r"less than or equal to: \[(\d+)\].*?max_inner_result_window", str(error), re.S)
+    return int(found.group(1)) if found else None
+
+
 def rank(hits: Sequence[Hit]) -> list[Hit]:
     """Best first by passage score, ties by id, as the embedded store orders them.
 

@@ -321,21 +321,22 @@ def marks_search_body(
     min_similarity: float,
     metric: str,
     filters: Filters | None = None,
-    text: str | None = None,
     rescore: bool = False,
-    typed_filters: bool = False,
 ) -> dict[str, Any]:
     """Every mark of these passages, up to ``marks`` each: :func:`marked_mentions` alone, its kNN
-    pre-filtered to their ``id`` s (and to the search's own filters, span filters included).
+    pre-filtered to their ``id`` s and to the search's span filters (the only filters that decide
+    which of a passage's mentions are marks; the passages are chosen already).
 
-    For the hits a search response carried fewer marks of than they have (the inner hits' ``total``
-    over their :data:`INNER_HITS_SIZE`): one more request instead of every search asking for up to
-    :data:`MARKS_WINDOW` inner hits per hit, which Elasticsearch allocates up front.
+    For the top-k hits a search response carried fewer marks of than they have (the inner hits'
+    ``total`` over their :data:`INNER_HITS_SIZE`): one more request instead of every search asking
+    for up to :data:`MARKS_WINDOW` inner hits per hit, which Elasticsearch allocates up front.
+    ``num_candidates`` is the most kNN allows, so the few passages the filter leaves are searched
+    in full (a review found near-duplicate passages dropped at the default).
     """
     ids = list(dict.fromkeys(passage_ids))
-    clauses = [*knn_clauses(filters, text, typed=typed_filters), {"terms": {"id": ids}}]
+    clauses = [*filter_clauses(filters)[1], {"terms": {"id": ids}}]
     query = marked_mentions(
-        vector, marks=marks, min_similarity=min_similarity, metric=metric, num_candidates=num_candidates_for(len(ids)),
+        vector, marks=marks, min_similarity=min_similarity, metric=metric, num_candidates=MAX_NUM_CANDIDATES,
         clauses=clauses, k=len(ids), rescore=rescore,
     )
     return {"size": len(ids), "_source": ["id"], "query": query}

@@ -18,10 +18,10 @@ from ...records import Hit
 from ..base import ModelStamp, SearchRequest
 from . import responses as rs
 from .options import StoreOptions
-from .paged_requests import exhaustive_search_body
+from .paged_requests import exact_marks_body, exhaustive_search_body
 from .search_requests import (
-    MARKS_WINDOW, MAX_NUM_CANDIDATES, QUANTIZED_MARGIN, bm25_boost_search_body, knn_search_body, marks_search_body,
-    num_candidates_for, pool_bound_searches, pool_is_final,
+    INNER_HITS_SIZE, MARKS_WINDOW, MAX_NUM_CANDIDATES, QUANTIZED_MARGIN, bm25_boost_search_body, knn_search_body,
+    marks_search_body, num_candidates_for, pool_bound_searches, pool_is_final,
 )
 from .similarity import cosine_from_knn_score
 
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 # ElasticsearchStore.errors: a context turning client errors into nerindex errors naming the step
 Errors = Callable[..., AbstractContextManager[Any]]
-# the indexes already said to keep Elasticsearch's default of 100 marks per passage (once a process)
-_SMALL_WINDOW_SAID: set[str] = set()
+# the indexes a warning about their marks was given for (once a process)
+_MARKS_SAID: set[str] = set()
 
 
 def knn_hits(
@@ -87,45 +87,65 @@ def knn_hits(
         candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
     yield from complete_marks(
         client, ranked[: request.limit], rs.cut_marks(response.body), request, stamp, alias=alias, errors=errors,
-        rescore=rescore, typed_filters=typed_filters,
+        exact=False, rescore=rescore,
     )
 
 
 def complete_marks(
     client: Elasticsearch, hits: Sequence[Hit], cut: Mapping[str, int], request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, errors: Errors, rescore: bool, typed_filters: bool,
+    alias: str, errors: Errors, exact: bool, rescore: bool = False,
 ) -> list[Hit]:
     """``hits``, each with every mark: the hits a response carried fewer marks of than they have
     (``cut``: passage id -> its marks, :func:`responses.cut_marks`) get theirs from one more
-    request (:func:`marks_search_body`), so a passage marks the same mentions as in the embedded
-    store. An index made before nerindex 0.3.0 allows 100 inner hits (Elasticsearch's default
-    ``index.max_inner_result_window``): its hits keep 100, which is said once, with the remedy."""
+    request, so a passage marks the same mentions as in the embedded store: the exact Painless
+    marks of the exhaustive search (``exact``, :func:`paged_requests.exact_marks_body`), or the
+    top-k search's kNN marks (:func:`search_requests.marks_search_body`).
+
+    Elasticsearch returns at most ``index.max_inner_result_window`` inner hits a hit: 10,000 for an
+    index made since nerindex 0.3.0, 100 (its default) for an older one, or what a user set; a
+    passage with more keeps its best ones, and a warning says so once an index."""
     wanted = [h.id for h in hits if h.id in cut]
     if not wanted:
         return list(hits)
-    body = marks_search_body(
-        request.vector, wanted, marks=min(MARKS_WINDOW, max(cut[i] for i in wanted)), min_similarity=request.min_similarity,
-        metric=stamp.similarity, filters=request.filters, text=request.text, rescore=rescore, typed_filters=typed_filters,
-    )
-    with errors(f"read the marks of {len(wanted)} passage(s) from {alias!r}", search=True):
-        try:
-            response = client.search(index=alias, body=body).body
-        except BadRequestError as exc:
-            if "max_inner_result_window" not in str(exc):
-                raise
-            if alias not in _SMALL_WINDOW_SAID:
-                _SMALL_WINDOW_SAID.add(alias)
-                log.warning(
-                    "index %s keeps at most 100 marks per passage (it was made before nerindex 0.3.0), so a "
-                    "passage with more shows its best 100; PUT %s/_settings {\"index.max_inner_result_window\": %d} "
-                    "or 'nerindex es reindex' lifts that", alias, alias, MARKS_WINDOW,
-                )
-            return list(hits)
+    most = max(cut[i] for i in wanted)
+    size = min(MARKS_WINDOW, most)
+    while True:
+        if exact:
+            body = exact_marks_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
+                                    filters=request.filters)
+        else:
+            body = marks_search_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
+                                     metric=stamp.similarity, filters=request.filters, rescore=rescore)
+        with errors(f"read the marks of {len(wanted)} passage(s) from {alias!r}", search=True):
+            try:
+                response = client.search(index=alias, body=body).body
+                break
+            except BadRequestError as exc:
+                window = rs.inner_hits_window(exc)
+                if window is None or window >= size:
+                    raise
+                size = window
+    if size < most:
+        _say_once(alias, f"index {alias} gives at most {size} marks a passage (index.max_inner_result_window), and a "
+                         f"passage here has {most}: it shows its best {size}"
+                         + (f"; PUT {alias}/_settings {{\"index.max_inner_result_window\": {MARKS_WINDOW}}} "
+                            "or 'nerindex es reindex' lifts that" if size < MARKS_WINDOW else ""))
+    scoring = "script" if exact else "knn"
     marks = {
-        rs.hit_id(raw): tuple(rs.span_matches(raw, scoring="knn", metric=stamp.similarity, min_similarity=request.min_similarity))
+        rs.hit_id(raw): tuple(rs.span_matches(raw, scoring=scoring, metric=stamp.similarity, min_similarity=request.min_similarity))
         for raw in rs.raw_hits(response)
     }
+    if set(wanted) - set(marks):
+        _say_once(alias, f"the rest of the marks of {len(set(wanted) - set(marks))} passage(s) did not come back from "
+                         f"{alias}: they show their best {INNER_HITS_SIZE}")
     return [replace(h, spans=marks[h.id]) if h.id in marks else h for h in hits]
+
+
+def _say_once(alias: str, message: str) -> None:
+    """A warning about an index's marks, once a process and index (a search is repeated often)."""
+    if alias not in _MARKS_SAID:
+        _MARKS_SAID.add(alias)
+        log.warning(message)
 
 
 def fetch_for(limit: int) -> int:
@@ -152,7 +172,6 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
 def exact_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
     alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: bool = False,
-    rescore: bool = False,
 ) -> Iterator[Hit]:
     """Every match (``request.exhaustive``: the passages with a mention over the threshold), or the
     first ``limit`` passages whose best span passes it (a top-k search past the kNN cap), scored
@@ -180,7 +199,7 @@ def exact_hits(
                 min_similarity=request.min_similarity, passage_weight=float(request.passage_weight),
             )
             for hit in complete_marks(client, hits, rs.cut_marks(response), request, stamp, alias=alias, errors=errors,
-                                      rescore=rescore, typed_filters=typed_filters):
+                                      exact=True):
                 yield hit
                 emitted += 1
                 if limit is not None and emitted >= limit:

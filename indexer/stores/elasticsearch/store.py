@@ -436,8 +436,7 @@ class ElasticsearchStore:
         common = dict(alias=self.alias, options=self._options, errors=self.errors, typed_filters=self.typed_filters())
         if exact:
             return exact_hits(
-                self.client, request, stamp, limit=None if request.exhaustive else request.limit,
-                rescore=self.rescores(), **common,
+                self.client, request, stamp, limit=None if request.exhaustive else request.limit, **common
             )
         return knn_hits(self.client, request, stamp, rescore=self.rescores(), **common)
 
