@@ -80,6 +80,23 @@ def test_ann_and_exact_scan_give_the_same_answers(big):
     assert set(store._ann.built_s) == {"spans", "passages"}  # the index was used, not skipped
 
 
+def test_fewer_passages_or_filtered_spans_than_an_index_pays_for_are_scanned(big, monkeypatch):
+    """An audit (400k synthetic spans, queries off the clusters): the passage index's bound, over
+    the lists it probed, missed the first passage of hybrid searches, and a span-label filter that
+    allowed few spans came back short or empty. Below ``MIN_ROWS`` passages a hybrid search scores
+    every passage vector (int8) for its passage side, and a span filter allowing fewer than
+    ``MIN_ROWS`` spans is answered by the exact scan (with its total)."""
+    store, rng, centre, docs = big
+    spans = store.counts().spans
+    monkeypatch.setattr(ann, "MIN_ROWS", len(docs) + 1)  # the spans still go through the index, the passages not
+    assert spans >= ann.MIN_ROWS
+    for request in asked(centre, rng):
+        ann_agrees_with_exact(store, request, docs)
+    assert set(store._ann.built_s) == {"spans"}  # no passage index was built or used
+    labelled = SearchRequest(centre, 0.3, limit=5, filters=Filters.of({"spans.labels": "l1"}))
+    assert store.search(labelled).total is not None  # the exact scan's answer, counted
+
+
 def test_writes_extend_the_index_and_dead_rows_are_never_answered(big, monkeypatch):
     store, rng, centre, docs = big
     requests = asked(centre, rng)[::5]

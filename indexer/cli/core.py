@@ -267,8 +267,9 @@ def search_command(
         click.echo(f"hint: no mention reached the similarity threshold {applied:g} (the model's for {kind}); "
                    "--threshold with a lower value finds looser matches", err=True)  # fmt: skip
     if not as_json:
-        everything = exhaustive or shown < limit
-        click.echo(count_line(entity_type, shown, shown if everything else hits.total, exhaustive=exhaustive), err=True)
+        # a short page is every match only where the store counted them (an exact search): an
+        # approximate one (kNN, the ANN index) can come back short and has no total (an audit)
+        click.echo(count_line(entity_type, shown, shown if exhaustive else hits.total, exhaustive=exhaustive), err=True)
 
 
 def has_words(phrase: str) -> bool:
@@ -279,7 +280,8 @@ def has_words(phrase: str) -> bool:
 def count_line(entity_type: str, shown: int, total: int | None, *, exhaustive: bool = False) -> str:
     """How many hits were shown of how many match: a page must never read as all the matches.
 
-    ``total`` None: the store cannot count without a search of its own (Elasticsearch top hits).
+    ``total`` None: the store cannot count without a search of its own (Elasticsearch top hits,
+    the embedded store's ANN index), even on a short page: an approximate search may miss matches.
     A top-k counts the passages it ranks, candidates' included; ``--all`` gives those with a marked
     mention (``Store.search``), which may be fewer, so the hint says which it gives.
     """

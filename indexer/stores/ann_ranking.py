@@ -12,7 +12,11 @@ Only rows the probed inverted lists missed escape the bound: so once it holds, t
 are probed again, and the answer stands when that changes nothing (the type vectors of queries lie
 away from the span vectors, and on real ones the nearest lists missed rows the next ones held:
 ``nerindex eval`` on crossner politics, BENCHMARKS.md). What is left is recall, measured by the
-benchmark and the dev-set evals.
+benchmark and the dev-set evals. A list read whole (:class:`Scanned`: every row's int8 score, as
+the embedded store gives a hybrid search's passage side below ``ann.MIN_ROWS`` passages) has a
+bound that holds for every row: an audit found the passage index's bound, over the lists it
+probed, missing the first passage of hybrid searches (passage vectors follow topics, and a type
+vector's nearest passage lists say little about where its highest passage cosines are).
 """
 
 from __future__ import annotations
@@ -34,6 +38,22 @@ class Proposer(Protocol):
 
     def search(self, query: np.ndarray, k: int, probes: int, allowed_bits: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class Scanned:
+    """Every row's approximate score at once (an int8 scan), as a :class:`Proposer`: one list,
+    always probed, so its bound (the last returned score + ``max_error``, or nothing left) holds
+    for every row, not only for those of the probed lists of an ANN index."""
+
+    lists = 1
+
+    def __init__(self, ids: np.ndarray, scores: np.ndarray, max_error: float) -> None:
+        order = np.argsort(-scores, kind="stable")  # once: a search reads it deeper round by round
+        self.ids, self.scores, self.max_error = ids[order], scores[order], max_error
+
+    def search(self, query: np.ndarray, k: int, probes: int, allowed_bits: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids[:k], self.scores[:k]
 
 
 FIRST_DEPTH = 64

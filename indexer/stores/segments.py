@@ -276,6 +276,19 @@ class SegmentSet:
         out *= qscale
         return out
 
+    def approx_all_passage_sims(self, query: np.ndarray, block: int = 16384) -> np.ndarray:
+        """Approximate cos(query, passage vector) of every passage row of the set, in
+        ``passage_rows`` order (dead rows included), a block of rows at a time (each block's float32
+        copy ~25 MB, not the whole matrix's)."""
+        out = np.empty(len(self.passage_rows), dtype=np.float32)
+        q = np.asarray(query, dtype=np.float32)
+        for seg, start in zip(self.segments, self.passage_offsets):
+            for lo in range(0, len(seg.passage_ids), block):
+                hi = min(lo + block, len(seg.passage_ids))
+                rows = seg.passage_vectors[lo:hi].astype(np.float32) @ q
+                out[start + lo : start + hi] = rows * seg.passage_scales[lo:hi]
+        return out
+
     def approx_passage_sims(self, rowids: np.ndarray, query: np.ndarray) -> np.ndarray:
         """Approximate cos(query, passage vector) of passage rowids present in the set."""
         where = np.searchsorted(self.passage_rows, rowids)
