@@ -319,3 +319,59 @@ def test_an_index_made_in_a_history_the_restored_store_lost_is_rebuilt(big, tmp_
         for vector in [s.vector for s in new.spans] + [centre]:
             ann_agrees_with_exact(restored, SearchRequest(vector, 0.5, limit=10), docs)
         assert "spans" in restored._ann.built_s  # the saved index was not trusted
+
+
+def test_a_scanned_passage_side_finds_the_passage_an_index_bound_misses():
+    """``ann_ranking.top_k`` with a passage index whose probed lists miss the best passage (its list
+    is the 64th, past the 16 and the 32 probes of the confirmation), against the same passages
+    scanned whole (:class:`ann_ranking.Scanned`): the audit's miss, deterministic, no faiss needed."""
+    from indexer.stores import ann_ranking
+    from indexer.stores.span_ranking import Scored
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    span_sim = rng.uniform(0.3, 0.35, n)
+    span_sim[:20] = 0.5
+    passage_sim = rng.uniform(0.0, 0.1, n)
+    passage_sim[:20] = 0.4
+    lists = rng.integers(0, 64, n)
+    lists[:20] = rng.integers(0, 16, 20)
+    span_sim[1234], passage_sim[1234], lists[1234] = 0.31, 0.95, 63  # the best total, 1.26
+
+    class Exact:  # the span side: every span, exact (one passage a span)
+        lists, max_error = 1, 0.0
+
+        def search(self, q, k, probes, bits=None):
+            order = np.argsort(-span_sim)[:k]
+            return order.astype(np.int64), span_sim[order]
+
+    class Probed:  # an IVF index's passage side: lists probed in order, list 63 only at 64 probes
+        lists, max_error = 64, 0.01
+
+        def search(self, q, k, probes, bits=None):
+            ok = np.flatnonzero(lists < probes)
+            order = ok[np.argsort(-passage_sim[ok])][:k]
+            return order.astype(np.int64), passage_sim[order]
+
+    def first(passages) -> int:
+        top, _ = ann_ranking.top_k(np.zeros(4), k=10, threshold=0.3, weight=1.0, spans=Exact(), passages=passages,
+                                   span_passages=lambda ids: ids,
+                                   score=lambda ps: [Scored(int(p), float(span_sim[p] + passage_sim[p]), ()) for p in ps])
+        return top[0].passage
+
+    assert first(Probed()) != 1234  # the bound over the probed lists closed without it
+    scans = []
+    scanned = ann_ranking.Scanned(lambda: scans.append(1) or (np.arange(n), passage_sim.astype(np.float32)), 0.01)
+    assert first(scanned) == 1234 and scans == [1]  # scanned once, however deep the search read it
+
+
+def test_scanned_gives_the_best_rows_first_however_deep_it_is_read():
+    from indexer.stores import ann_ranking
+
+    scores = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    ids = np.arange(1000, 2000)
+    want = ids[np.argsort(-scores, kind="stable")]
+    scanned = ann_ranking.Scanned(lambda: (ids, scores), 0.01)
+    for k in (1, 5, 3, 64, 300, 999, 1000, 5000):
+        got, got_scores = scanned.search(np.zeros(4), k, 16)
+        assert list(got) == list(want[:k]) and list(got_scores) == sorted(got_scores, reverse=True)

@@ -1,6 +1,6 @@
 """The embedded store's ANN indexes, kept in step with its int8 segments.
 
-One index over span vectors and one over passage vectors (built on the first top-k search with
+One index over span vectors and, on stores of 300k passages or more, one over passage vectors (built on the first top-k search with
 λ > 0), each built from the segments (their int8 rows, dequantised) when none on disk matches the
 base segment, and extended with the rows of later segments (writes) when a search finds it behind.
 Row ids are store rowids, which are never reused, so a row in an index always has the vector it

@@ -230,7 +230,7 @@ class EmbeddedStore:
 
     def prepare(self) -> None:
         """Bring the int8 segments up to the store and, when top-k searches will use them, build
-        or extend the ANN indexes (spans, and passages for λ > 0), so that the first search after
+        or extend the ANN indexes (spans, and passages for λ > 0 from 300k passages), so that the first search after
         an indexing run does not pay for them (at 1M spans ~16 s of segments and ~65 s of index;
         at 10M ~5 min and ~5 min)."""
         if self.model() is None:
@@ -408,11 +408,11 @@ class EmbeddedStore:
     def _ann_search(self, conn: sqlite3.Connection, vec: segments.SegmentSet, query: np.ndarray,
                     request: SearchRequest) -> Matches | None:  # fmt: skip
         """Top-k from the ANN indexes, exact by the bound of :mod:`.ann_ranking` (None: the bound
-        did not close, scan instead). A metadata or text filter that allows few passages scores
-        just those; one that allows many is checked on the candidates (SQL on a few hundred
-        rowids, not a list of every allowed passage: 20k–200k rows at 1M–10M spans for the
-        benchmark's filter); span-label filters restrict the span list (an ID selector). The
-        total number of matches is not known here (``Matches.total`` is None)."""
+        did not close, or a span filter allows under 300k spans: scan instead). A metadata or text
+        filter that allows few passages scores just those; one that allows many is checked on the
+        candidates (SQL on a few hundred rowids, not every allowed passage: 20k–200k rows at 1M–10M
+        spans for the benchmark's filter); a span filter restricts the span list (an ID selector).
+        The total number of matches is not known here (``Matches.total`` is None)."""
         filtered = bool(request.filters.metadata) or bool(request.text)
         passages_stored = max(len(vec.passage_rows), 1)
         small = filtering.SMALL_SELECTION
@@ -459,10 +459,10 @@ class EmbeddedStore:
         every passage vector while they are fewer than an ANN index pays for (its bound then holds
         for every passage), else the passage index. A type vector's nearest passage lists say little
         about where its highest passage cosines are (passage vectors follow topics): an audit had
-        the index's bound, which covers only the lists it probed, miss the exact first passage of 2
-        in 6 hybrid searches (100k passages, 400k spans; recall@10 0.73–0.91)."""
+        the index's bound, which covers only the lists it probed, miss top passages of hybrid
+        searches (400k spans; recall@10 0.73–0.91). The scan runs only if the search asks for it."""
         if len(vec.passage_rows) < ann.MIN_ROWS:
-            return ann_ranking.Scanned(vec.passage_rows, vec.approx_all_passage_sims(query), segments.EPSILON)
+            return ann_ranking.Scanned(lambda: (vec.passage_rows, vec.approx_all_passage_sims(query)), segments.EPSILON)
         return self._ann.get(vec, identity, "passages")
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:

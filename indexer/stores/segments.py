@@ -279,7 +279,8 @@ class SegmentSet:
     def approx_all_passage_sims(self, query: np.ndarray, block: int = 16384) -> np.ndarray:
         """Approximate cos(query, passage vector) of every passage row of the set, in
         ``passage_rows`` order (dead rows included), a block of rows at a time (each block's float32
-        copy ~25 MB, not the whole matrix's)."""
+        copy ~25 MB, not the whole matrix's); each memory-mapped segment's pages are dropped from
+        the process after it, as every whole read does (a review: 115 MB stayed mapped at 300k)."""
         out = np.empty(len(self.passage_rows), dtype=np.float32)
         q = np.asarray(query, dtype=np.float32)
         for seg, start in zip(self.segments, self.passage_offsets):
@@ -287,6 +288,7 @@ class SegmentSet:
                 hi = min(lo + block, len(seg.passage_ids))
                 rows = seg.passage_vectors[lo:hi].astype(np.float32) @ q
                 out[start + lo : start + hi] = rows * seg.passage_scales[lo:hi]
+            release(seg.passage_vectors)
         return out
 
     def approx_passage_sims(self, rowids: np.ndarray, query: np.ndarray) -> np.ndarray:
