@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from store_conformance import stamp  # noqa: E402,F401  (re-exported fixture)
 
 NO_SERVER = "NERINDEX_ES_URL is not set"
-_live: dict[str, list[str]] = {"passed": [], "failed": [], "skipped": []}
+_live: dict[str, list[tuple[str, str]]] = {"passed": [], "failed": [], "skipped": []}  # (node id, skip reason)
 
 
 def _is_live(report: pytest.TestReport) -> bool:
@@ -32,7 +32,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome = "skipped" if report.skipped else "failed" if report.failed else "passed"
         reason = str(report.longrepr[-1]) if report.skipped and isinstance(report.longrepr, tuple) else ""
-        _live[outcome].append(f"{report.nodeid} {reason}".strip())
+        _live[outcome].append((report.nodeid, reason))  # a node id may hold spaces ("…[a b]")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
@@ -44,8 +44,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         f"{len(_live['failed'])} failed), {len(_live['skipped'])} skipped"
     )
     reasons: dict[str, int] = {}
-    for line in _live["skipped"]:
-        reason = line.split(" ", 1)[1] if " " in line else "no reason given"
+    for _, reason in _live["skipped"]:
+        reason = reason or "no reason given"
         reasons[reason] = reasons.get(reason, 0) + 1
     for reason, count in sorted(reasons.items()):
         terminalreporter.write_line(f"  {count} skipped: {reason}")
