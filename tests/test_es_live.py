@@ -777,6 +777,55 @@ def test_every_mark_with_a_bm25_boost_and_near_duplicate_passages(make_live_stor
     assert len(hits) >= 10 and {len(h.spans) for h in hits} == {250}
 
 
+def test_hybrid_top_k_on_int8_is_not_filled_by_passages_under_the_threshold(make_live_store):
+    """An audit: on a quantized index the span kNN reaches 0.02 under the threshold, so passages whose
+    best span is just under it but whose passage vector is close ranked first in Elasticsearch's
+    order, filled the passages fetched, and were dropped here: at λ 1 the answer was empty."""
+    dims, rng = 64, np.random.default_rng(3)
+    q = np.zeros(dims, dtype=np.float32)
+    q[0] = 1.0
+
+    def at(cos: float) -> np.ndarray:
+        r = rng.standard_normal(dims)
+        r[0] = 0
+        return (cos * q + np.sqrt(1 - cos * cos) * r / np.linalg.norm(r)).astype(np.float32)
+
+    def passage(pid: str, span: float, whole: float) -> EncodedPassage:
+        return EncodedPassage(Passage(pid, f"Entity in passage {pid}", {}), (EncodedSpan(0, 6, "Entity", 0.9, at(span)),), at(whole))
+
+    docs = [passage(f"pass{i:02d}", 0.62, 0.0) for i in range(20)]  # passes 0.6: scores 0.62
+    docs += [passage(f"band{i:02d}", 0.595, 0.9) for i in range(20)]  # just under it, close passage vector
+    docs += [passage(f"bg{i:04d}", 0.0, 0.0) for i in range(500)]
+    store = make_live_store()  # int8_hnsw
+    store.check_model(ModelStamp("nerindex-test", "1", dims, "b" * 64))
+    assert all(o.ok for o in store.write(docs))
+    for weight in (0.0, 1.0):
+        hits = search(store, q, 0.6, limit=10, passage_weight=weight)
+        assert len(hits) == 10 and all(h.id.startswith("pass") and h.score == pytest.approx(0.62, abs=1e-4) for h in hits)
+
+
+def test_hybrid_top_k_finds_a_passage_ranked_by_its_vector_or_says_it_may_not(make_live_store, stamp, monkeypatch, caplog):
+    """Audit10: past 10,000 candidates the pool stops widening and the top k may miss a passage
+    ranked by its passage vector, which it did without a word (the cap lowered to the first pool
+    here); and the bound's best passage came from an HNSW search that missed it."""
+    from indexer.stores.elasticsearch import searching
+
+    store = make_live_store(index_options="hnsw")
+    store.check_model(stamp)
+    near = [doc(f"n{i:03d}", "Tyrannosaurus roamed.", [("Tyrannosaurus", unit(1, 0.3 + i / 1000))]) for i in range(400)]
+    far = EncodedPassage(Passage("target", "Fossils of a sauropod.", {}),
+                         (EncodedSpan(0, 7, "Fossils", 0.9, unit(0.5, 0, 0.866)),), DINO)  # span 0.5, passage 1.0
+    store.write([dataclasses.replace(d, vector=unit(0, 0, 0, 1)) for d in near] + [far])
+    # the best passage over all of them is found (400 passages share one vector: with 300 candidates
+    # its HNSW search missed the target, the bound held at once and the target was missing)
+    monkeypatch.setattr(searching, "MAX_NUM_CANDIDATES", search_requests.MAX_NUM_CANDIDATES)
+    assert search(store, DINO, 0.3, limit=10, passage_weight=1.0)[0].id == "target"  # 0.5 + 1.0
+    monkeypatch.setattr(searching, "MAX_NUM_CANDIDATES", search_requests.MIN_NUM_CANDIDATES)
+    with caplog.at_level(logging.WARNING):
+        search(store, DINO, 0.3, limit=10, passage_weight=1.0)
+    assert "reached kNN's cap of 300 candidates before its bound held" in caplog.text
+
+
 def test_a_write_during_reindex_is_refused_not_lost(loaded, stamp, caplog):
     """A passage written while the passages are copied would be missing from the new index once
     the alias moves (found by an audit: acknowledged, then gone): the old index refuses it, and

@@ -218,7 +218,8 @@ def knn_search_body(
         return {"size": k, "_source": list(SOURCE_FIELDS), "query": span_knn_query(vector, k=k, **options)}
     query = hybrid_knn_query(vector, passage_weight=weight, **options)
     # Elasticsearch orders by span + λ · passage kNN score; unless that is the cosine order
-    # (l2_norm, max_inner_product), every candidate comes back to be ranked by the caller.
+    # (l2_norm, max_inner_product), every candidate comes back to be ranked by the caller (and so
+    # it does when passages under the threshold took the first places: searching.knn_hits).
     size = k if linear_knn_score(metric) else options["num_candidates"]
     return {"size": size, "_source": list(SOURCE_FIELDS), "query": query}
 
@@ -231,12 +232,14 @@ def pool_bound_searches(
     candidate pool could still enter its top k (:func:`pool_is_final`): the pool's last passage
     by best span (the ``candidates``-th of the span kNN a hybrid search pools; every span counts,
     as in the ranking), and the passage most similar to the query over every passage (no filter:
-    a bound over more is still one)."""
+    a bound over more is still one), asked with kNN's most candidates: with 300, an audit's index of
+    400 passages sharing one vector hid the one passage whose vector was the query's (HNSW over
+    duplicates), the bound held too early and that passage, first by its hybrid score, was missing."""
     pool = span_knn(vector, min_similarity=min_similarity, metric=metric, num_candidates=candidates,
                     clauses=knn_clauses(filters, text, typed=typed_filters), k=candidates, rescore=rescore)
     floor = {"from": candidates - 1, "size": 1, "_source": False, **pool}
     best = {"field": PASSAGE_VECTOR_FIELD, "query_vector": query_vector_values(vector), "k": 1,
-            "num_candidates": MIN_NUM_CANDIDATES}
+            "num_candidates": MAX_NUM_CANDIDATES}
     return [{}, floor, {}, {"size": 1, "_source": False, "knn": best}]
 
 
@@ -249,11 +252,12 @@ def pool_is_final(
     the pool's last one (``floor_span``; None: the pool holds every passage with a span above the
     threshold) plus ``slack`` (on a quantized index the last one's ``_score`` may understate its
     best span by up to :data:`QUANTIZED_MARGIN`), and a passage cosine of at most the best there
-    is, so its score is at most ``floor_span + slack + λ · best_passage``. When the k-th score
-    (None: fewer than k hits) reaches that, nothing outside can enter."""
+    is, itself an estimate on a quantized index (the same slack), so its score is at most
+    ``floor_span + slack + λ · (best_passage + slack)``. When the k-th score (None: fewer than k
+    hits) reaches that, nothing outside can enter."""
     if floor_span is None:
         return True
-    return kth_score is not None and kth_score >= floor_span + slack + weight * best_passage
+    return kth_score is not None and kth_score >= floor_span + slack + weight * (best_passage + slack)
 
 
 def span_knn(

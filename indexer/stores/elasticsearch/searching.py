@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 # ElasticsearchStore.errors: a context turning client errors into nerindex errors naming the step
 Errors = Callable[..., AbstractContextManager[Any]]
-# the indexes a warning about their marks was given for (once a process)
-_MARKS_SAID: set[str] = set()
+# what a warning was given for, once a process (see _say_once)
+_SAID: set[str] = set()
 
 
 def knn_hits(
@@ -62,33 +62,50 @@ def knn_hits(
             body = bm25_boost_search_body(request.vector, text=request.text, boost=options.text_boost, fetch=fetch, **common)
         else:
             body = knn_search_body(request.vector, text=request.text, fetch=fetch, **common)
-        with errors(f"search {alias!r}", search=True):
-            try:
-                response = client.search(index=alias, body=body, include_named_queries_score=bool(weight) or None)
-            except NotFoundError:
-                return
-        # With BM25 in the score, _score cannot be read back as span + λ · passage: Hit.score
-        # stays the best span there, and Elasticsearch's order (vector + BM25) is kept.
-        hits = rs.parse_hits(
-            response.body, scoring="knn", metric=stamp.similarity,
-            min_similarity=request.min_similarity, passage_weight=0.0 if bm25_boost else weight,
-        )
+        found = _page(client, alias, body, request, stamp, errors, 0.0 if bm25_boost else weight)
+        if found is None:
+            return
+        response, hits = found
+        # On a quantized index the span kNN reaches QUANTIZED_MARGIN under the threshold, and at λ > 0
+        # passages just under it with close passage vectors can take the places fetched and are dropped
+        # here (an audit: an empty answer at λ 1): then every candidate comes back to be ranked here.
+        if weight and rescore and len(hits) < body["size"] <= len(rs.raw_hits(response.body)) < candidates:
+            response, hits = _page(client, alias, {**body, "size": candidates}, request, stamp, errors,
+                                   0.0 if bm25_boost else weight) or (response, hits)
         # Otherwise rank by Hit.score: the best span, or span + λ · passage (hybrid scoring).
         ranked = hits if bm25_boost else rs.rank(hits)
         # Hybrid scoring ranks a pool of the passages with the best spans: one outside it with a
         # closer passage vector may belong in the top k. Widen the pool until a bound says none
-        # can, or up to Elasticsearch's cap (then the answer is approximate, as kNN is).
-        if bm25_boost or not weight or candidates >= MAX_NUM_CANDIDATES:
+        # can, or up to Elasticsearch's cap: then the answer is approximate, and it says so.
+        if bm25_boost or not weight:
             break
         kth = ranked[request.limit - 1].score if len(ranked) >= request.limit else None
         bounds = _pool_bounds(client, request, stamp, alias, candidates, rescore, errors, typed_filters)
         if pool_is_final(kth, *bounds, weight, slack=slack):
+            break
+        if candidates >= MAX_NUM_CANDIDATES:
+            _say_once(f"{alias} pool", f"a hybrid top-{request.limit} search on {alias} reached kNN's cap of {MAX_NUM_CANDIDATES} "
+                      "candidates before its bound held: a passage ranked by its passage vector may be missing (--all is exact)")
             break
         candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
     yield from complete_marks(
         client, ranked[: request.limit], rs.cut_marks(response.body), request, stamp, alias=alias, errors=errors,
         exact=False, rescore=rescore,
     )
+
+
+def _page(client: Elasticsearch, alias: str, body: dict, request: SearchRequest, stamp: ModelStamp, errors: Errors,
+          weight: float) -> tuple[Any, list[Hit]] | None:
+    """One top-k request and its hits that pass the threshold (None: no index). ``weight`` is 0 with
+    BM25 in the score: ``_score`` cannot be read back as span + λ · passage there, so Hit.score
+    stays the best span, and Elasticsearch's order (vector + BM25) is kept."""
+    with errors(f"search {alias!r}", search=True):
+        try:
+            response = client.search(index=alias, body=body, include_named_queries_score=bool(request.passage_weight) or None)
+        except NotFoundError:
+            return None
+    return response, rs.parse_hits(response.body, scoring="knn", metric=stamp.similarity,
+                                   min_similarity=request.min_similarity, passage_weight=weight)
 
 
 def complete_marks(
@@ -126,7 +143,7 @@ def complete_marks(
                     raise
                 size = window
     if size < most:
-        _say_once(alias, f"index {alias} gives at most {size} marks a passage (index.max_inner_result_window), and a "
+        _say_once(f"{alias} window", f"index {alias} gives at most {size} marks a passage (index.max_inner_result_window), and a "
                          f"passage here has {most}: it shows its best {size}"
                          + (f"; PUT {alias}/_settings {{\"index.max_inner_result_window\": {MARKS_WINDOW}}} "
                             "or 'nerindex es reindex' lifts that" if size < MARKS_WINDOW else ""))
@@ -136,15 +153,16 @@ def complete_marks(
         for raw in rs.raw_hits(response)
     }
     if set(wanted) - set(marks):
-        _say_once(alias, f"the rest of the marks of {len(set(wanted) - set(marks))} passage(s) did not come back from "
+        _say_once(f"{alias} marks", f"the rest of the marks of {len(set(wanted) - set(marks))} passage(s) did not come back from "
                          f"{alias}: they show their best {INNER_HITS_SIZE}")
     return [replace(h, spans=marks[h.id]) if h.id in marks else h for h in hits]
 
 
-def _say_once(alias: str, message: str) -> None:
-    """A warning about an index's marks, once a process and index (a search is repeated often)."""
-    if alias not in _MARKS_SAID:
-        _MARKS_SAID.add(alias)
+def _say_once(key: str, message: str) -> None:
+    """A warning about an index, once a process and ``key`` (the index, and what it is about): a
+    search is repeated often."""
+    if key not in _SAID:
+        _SAID.add(key)
         log.warning(message)
 
 
