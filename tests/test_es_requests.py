@@ -724,6 +724,21 @@ def test_the_pool_bound_searches_ask_for_the_last_of_the_pool_and_the_best_passa
     assert (floor["from"], floor["size"], floor["knn"]["k"], floor["knn"]["num_candidates"]) == (199, 1, 200, 200)
     assert "inner_hits" not in floor["knn"] and floor["knn"]["filter"]  # the same pool as the search
     assert best["knn"]["field"] == "vector" and best["knn"]["k"] == 1 and "filter" not in best["knn"]
+    # the best passage is searched with kNN's most candidates (HNSW over duplicates hid it at 300),
+    # rescored with the float vectors on a quantized index (an int4 estimate fell 0.023 under it)
+    assert best["knn"]["num_candidates"] == search_requests.MAX_NUM_CANDIDATES and "rescore_vector" not in best["knn"]
+    *_, quantized = search_requests.pool_bound_searches(
+        [1.0, 0.0], min_similarity=0.5, metric="cosine", candidates=200, filters=None, text=None, rescore=True,
+    )
+    assert quantized["knn"]["rescore_vector"] == {"oversample": 10.0}
+
+
+def test_the_pool_bound_allows_for_the_slack_on_the_best_passage_too():
+    # a passage outside the pool: best span at most 0.6 + 0.02, passage cosine at most 0.5 + 0.02,
+    # so it may score 0.62 + 0.8 · 0.52 = 1.036: a k-th score of 1.03 is not enough (it was, 1.02)
+    assert search_requests.pool_is_final(1.03, 0.6, 0.5, 0.8, slack=0.02) is False
+    assert search_requests.pool_is_final(1.04, 0.6, 0.5, 0.8, slack=0.02) is True
+    assert search_requests.pool_is_final(1.03, 0.6, 0.5, 0.8, slack=0.0) is True  # a float index: no slack
 
 
 def test_metadata_filters_of_an_index_with_filter_texts_use_the_embedded_stores_texts():
