@@ -63,10 +63,9 @@ class Scanned:
         n = len(self.scores)
         if k > self.ordered and self.ordered < n:
             upto = min(n, max(k, 4 * self.ordered))
-            front = np.argpartition(-self.scores, upto - 1)[:upto] if upto < n else np.arange(n)
-            front = front[np.argsort(-self.scores[front], kind="stable")]
-            rest = np.setdiff1d(np.arange(n), front, assume_unique=True)
-            order = np.concatenate([front, rest])
+            order = np.argpartition(-self.scores, upto - 1) if upto < n else np.arange(n)
+            front = order[:upto]
+            order[:upto] = front[np.argsort(-self.scores[front], kind="stable")]  # the rest stays as partitioned
             self.ids, self.scores, self.ordered = self.ids[order], self.scores[order], upto
         return self.ids[:k], self.scores[:k]
 

@@ -48,6 +48,7 @@ def knn_hits(
     """
     bm25_boost = options.hybrid and bool(request.text)  # the public option "hybrid": BM25 on text
     weight = float(request.passage_weight)
+    read_weight = 0.0 if bm25_boost else weight  # what _score is read back with (see _page)
     common = dict(
         min_similarity=request.min_similarity, metric=stamp.similarity, limit=request.limit,
         num_candidates=options.num_candidates, filters=request.filters, passage_weight=weight, rescore=rescore,
@@ -62,7 +63,7 @@ def knn_hits(
             body = bm25_boost_search_body(request.vector, text=request.text, boost=options.text_boost, fetch=fetch, **common)
         else:
             body = knn_search_body(request.vector, text=request.text, fetch=fetch, **common)
-        found = _page(client, alias, body, request, stamp, errors, 0.0 if bm25_boost else weight)
+        found = _page(client, alias, body, request, stamp, errors, read_weight)
         if found is None:
             return
         response, hits = found
@@ -70,8 +71,8 @@ def knn_hits(
         # passages just under it with close passage vectors can take the places fetched and are dropped
         # here (an audit: an empty answer at λ 1): then every candidate comes back to be ranked here.
         if weight and rescore and len(hits) < body["size"] <= len(rs.raw_hits(response.body)) < candidates:
-            response, hits = _page(client, alias, {**body, "size": candidates}, request, stamp, errors,
-                                   0.0 if bm25_boost else weight) or (response, hits)
+            response, hits = _page(client, alias, {**body, "size": candidates}, request, stamp, errors, read_weight) or (
+                response, hits)
         # Otherwise rank by Hit.score: the best span, or span + λ · passage (hybrid scoring).
         ranked = hits if bm25_boost else rs.rank(hits)
         # Hybrid scoring ranks a pool of the passages with the best spans: one outside it with a
@@ -152,8 +153,9 @@ def complete_marks(
         rs.hit_id(raw): tuple(rs.span_matches(raw, scoring=scoring, metric=stamp.similarity, min_similarity=request.min_similarity))
         for raw in rs.raw_hits(response)
     }
-    if set(wanted) - set(marks):
-        _say_once(f"{alias} marks", f"the rest of the marks of {len(set(wanted) - set(marks))} passage(s) did not come back from "
+    missing = set(wanted) - set(marks)
+    if missing:
+        _say_once(f"{alias} marks", f"the rest of the marks of {len(missing)} passage(s) did not come back from "
                          f"{alias}: they show their best {INNER_HITS_SIZE}")
     return [replace(h, spans=marks[h.id]) if h.id in marks else h for h in hits]
 
