@@ -21,6 +21,11 @@ STAMP = ModelStamp("nerindex-test", "0.1.0", 8, "ab" * 32)
 class StubStore:
     alias = "corpus"
 
+    def errors(self, what, *, search=False):
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def __init__(self, settings):
         self.settings = settings
         self.closed = False
@@ -77,6 +82,7 @@ def test_status_json(stub, monkeypatch):
     from indexer.stores.elasticsearch.type_index import TypeIndex
 
     monkeypatch.setattr(TypeIndex, "count", lambda self: 486)
+    monkeypatch.setattr(TypeIndex, "model", lambda self: STAMP)
     monkeypatch.setattr("indexer.stores.elasticsearch.reindex.write_blocked", lambda store, index: True)
     result = CliRunner().invoke(cli, ["es", "status", "--es-url", "http://x:9200", "--es-index", "corpus", "--json"])
     assert result.exit_code == 0, result.output
@@ -84,11 +90,24 @@ def test_status_json(stub, monkeypatch):
     assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002", "health": "yellow",
                       "model": STAMP.to_dict(), "passages": 12, "spans": 30,
                       "write_blocked": True, "other_indices": ["corpus-000001"],
-                      "types_index": "corpus-types", "types": 486}
+                      "types_index": "corpus-types", "types": 486, "types_stale": False}
     assert stub[0].settings.es_url == "http://x:9200" and stub[0].closed
     # a killed 'es reindex' shows: the block and the index it left (docs/elasticsearch.md)
     text = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"]).output
     assert "corpus-000002 refuses writes" in text and "outside the alias: corpus-000001" in text
+    assert "another model" not in text
+
+
+def test_status_says_when_the_types_index_holds_another_models_vectors(stub, monkeypatch):
+    from indexer.stores.elasticsearch.type_index import TypeIndex
+
+    monkeypatch.setattr(TypeIndex, "count", lambda self: 487)
+    monkeypatch.setattr(TypeIndex, "model", lambda self: ModelStamp("nerindex-old", "0.0.9", 8, "cd" * 32))
+    monkeypatch.setattr("indexer.stores.elasticsearch.reindex.write_blocked", lambda store, index: False)
+    result = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus", "--json"])
+    assert json.loads(result.output)["types_stale"] is True
+    text = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"]).output
+    assert "corpus-types holds another model's type vectors" in text and "add-types --replace --catalog" in text
 
 
 def test_put_template(stub):

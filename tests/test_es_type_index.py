@@ -165,6 +165,7 @@ class StubTypes:
     """TypeIndex at the edge: records what it is asked to store."""
 
     made: list["StubTypes"] = []
+    previously_added: tuple[str, ...] = ()
 
     def __init__(self, store):
         self.name, self.stored, self.deleted = f"{store.alias}-types", [], False
@@ -173,6 +174,9 @@ class StubTypes:
     def delete(self):
         self.deleted = True
         return True
+
+    def added_phrases(self):
+        return [] if self.deleted else list(self.previously_added)
 
     def check_model(self, stamp):
         return False
@@ -214,6 +218,22 @@ def test_add_types_embeds_each_phrase_like_embed(stub_types, monkeypatch):
     assert list(added) == ["political party", "dinosaur"]
     np.testing.assert_allclose(added["dinosaur"], encoder.embed_types(["dinosaur"])[0], atol=1e-6)
     assert [o for _, o, _ in types.stored].count(ti.CATALOG) == 3
+
+
+def test_add_types_replace_embeds_the_phrases_added_by_hand_again(stub_types, monkeypatch):
+    from indexer.encoder import OnnxEncoder
+
+    encoder = OnnxEncoder.from_dir(None)
+    monkeypatch.setattr(OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: encoder))
+    monkeypatch.setattr("test_es_commands.STAMP", encoder.info.stamp)
+    monkeypatch.setattr(StubTypes, "previously_added", ("sea creature", "dinosaur"))
+    result = CliRunner().invoke(cli, ["es", "add-types", "Dinosaur", "--catalog", "--replace", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    (types,) = stub_types
+    added = {p: v for p, origin, v in types.stored if origin == ti.ADDED}
+    assert list(added) == ["dinosaur", "sea creature"] and report["kept"] == ["sea creature"]  # it was dropped
+    np.testing.assert_allclose(added["sea creature"], encoder.embed_types(["sea creature"])[0], atol=1e-6)
 
 
 def test_add_types_refuses_another_model_than_the_passages(stub_types):

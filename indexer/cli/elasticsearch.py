@@ -76,14 +76,29 @@ def reindex_command(model_path, device, index_options, catalog, batch_size, dele
             index_options=index_options, batch_size=batch_size, delete_old=delete_old,
             allow_failures=allow_failures, on_batch=progress,
         )
+        stale_types = _stale_types(store, stamp)
     finally:
         click.echo("", err=True)
         store.close()
-    _emit(report.to_dict(), as_json, [
+    _emit({**report.to_dict(), "types_stale": bool(stale_types)}, as_json, [
         f"alias {report.alias}: {report.old_index} -> {report.new_index} "
         f"({report.passages} passages, {report.failed} failed, model {stamp.id} {stamp.version})",
         *([f"deleted {report.old_index}"] if report.deleted_old else []),
     ])
+    if stale_types:
+        click.echo(stale_types, err=True)
+
+
+def _stale_types(store: Any, stamp: Any) -> str | None:
+    """A line saying that the types index holds another model's vectors than ``stamp`` (the passages'),
+    or None: Kibana's lookup by type name would search the new index with the old model's vectors."""
+    from ..stores.elasticsearch.type_index import TypeIndex
+
+    types = TypeIndex(store)
+    conflict = types.conflict_with(stamp)
+    return None if conflict is None else (
+        f"{types.name} holds another model's type vectors ({conflict}): "
+        "run 'nerindex es add-types --replace --catalog' to embed them with this one")
 
 
 @es_group.command("put-template")
@@ -104,7 +119,8 @@ def put_template_command(template_id, settings: Settings):
 @click.option("--catalog", "with_catalog", is_flag=True,
               help="Also store the model's catalog phrases, each embedded as a search embeds it.")
 @click.option("--replace", is_flag=True,
-              help="Delete the types index first (after a model change: 'es reindex --model').")
+              help="Delete the types index first (after a model change: 'es reindex --model'); the phrases "
+                   "added by hand are embedded again.")
 @click.option("--model", "model_path", type=click.Path(file_okay=False),
               help="Model folder (default: NERINDEX_MODEL or the shipped model).")
 @click.option("--device", type=click.Choice(DEVICES), default=None,
@@ -141,7 +157,9 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
                 rs.mismatch_message(store.alias, target[0] if target else store.alias, passages, stamp, conflict)
             )
         types = TypeIndex(store)
+        kept = _added_by_hand(types, wanted) if replace else []
         deleted = replace and types.delete()
+        wanted += kept
         outcomes = []
         if with_catalog:
             if encoder.catalog is None:
@@ -156,16 +174,26 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
     stored = len(outcomes) - len(failed)
     report = {
         "index": types.name, "replaced": bool(deleted), "stored": stored, "failed": failed,
-        "phrases": wanted, "catalog": with_catalog, "total": total, "model": stamp.to_dict(),
+        "phrases": wanted, "kept": kept, "catalog": with_catalog, "total": total, "model": stamp.to_dict(),
     }
     _emit(report, as_json, [
         f"stored {stored} type phrase(s) in {types.name} ({len(failed)} failed; {total} in all)"
         + (f": {', '.join(wanted)}" if wanted and len(wanted) <= 10 else ""),
+        *([f"kept {len(kept)} phrase(s) added by hand, embedded again"] if kept else []),
     ])
     for failure in failed:
         click.echo(f"  failed: {failure['phrase']}: {failure['error']}", err=True)
     if failed:
         sys.exit(1)
+
+
+def _added_by_hand(types: Any, wanted: list[str]) -> list[str]:
+    """The phrases ``add-types`` stored by hand, but those in ``wanted``: ``--replace`` embeds them
+    again with the model, where it used to drop them (an audit)."""
+    from ..stores.elasticsearch.type_index import normalise_phrase
+
+    given = {normalise_phrase(w) for w in wanted}
+    return [p for p in types.added_phrases() if normalise_phrase(p) not in given]
 
 
 @es_group.command("status")
@@ -204,11 +232,14 @@ def status_command(as_json, settings: Settings):
             if others:  # left by a replaced model, a failed or a killed reindex
                 lines.append(f"beside it, outside the alias: {', '.join(others)}")
         types = TypeIndex(store)
-        report.update(types_index=types.name, types=types.count())
+        stale = _stale_types(store, stamp) if target is not None and stamp else None
+        report.update(types_index=types.name, types=types.count(), types_stale=bool(stale))
         lines.append(
             f"{types.name}: {report['types']} type phrases" if report["types"] is not None
             else f"{types.name}: no types index yet ('nerindex es add-types --catalog' makes it)"
         )
+        if stale:
+            lines.append(stale)
     _emit(report, as_json, lines)
 
 

@@ -40,11 +40,25 @@ def parse_ndjson(text: str) -> list[dict[str, Any]]:
 
 
 def retarget(objects: list[dict[str, Any]], alias: str) -> list[dict[str, Any]]:
-    """The objects with nerindex's data view pointing at ``alias`` (other objects unchanged)."""
+    """The objects with nerindex's data view pointing at ``alias``.
+
+    For another alias than the default, every object's id (and every reference to one) also ends
+    in ``-<alias>`` and its title says the alias: two aliases imported into one Kibana space keep
+    two sets of objects (with fixed ids the second import re-pointed the first one's data view).
+    """
+    suffix = "" if alias == DEFAULT_ES_INDEX else f"-{alias}"
+    ids = {obj.get("id") for obj in objects}
     result = []
     for obj in objects:
+        attributes = dict(obj.get("attributes", {}))
         if obj.get("type") == "index-pattern" and obj.get("id") == DATA_VIEW_ID:
-            obj = {**obj, "attributes": {**obj.get("attributes", {}), "title": alias}}
+            attributes["title"] = alias
+        elif suffix and "title" in attributes:
+            attributes["title"] = f"{attributes['title']} ({alias})"
+        references = [{**ref, "id": ref["id"] + suffix} if ref.get("id") in ids else ref for ref in obj.get("references", ())]
+        obj = {**obj, "id": obj.get("id", "") + suffix, "attributes": attributes}
+        if references:
+            obj["references"] = references
         result.append(obj)
     return result
 

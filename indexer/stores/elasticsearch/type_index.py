@@ -257,6 +257,12 @@ class TypeIndex:
             raise ModelMismatchError(type_mismatch_message(self.name, stored, stamp, conflict))
         return False
 
+    def conflict_with(self, stamp: ModelStamp) -> str | None:
+        """What makes this index's vectors another model's than ``stamp``'s (None: the same, or no
+        index): after ``es reindex --model`` a lookup by type name would get the old model's vectors."""
+        stored = self.model()
+        return None if stored is None else check_stamp(stored, stamp, writing=False).conflict
+
     def add(
         self, phrases: Sequence[str], vectors: Sequence[Any], stamp: ModelStamp, *, origin: str = ADDED
     ) -> list[WriteOutcome]:
