@@ -153,6 +153,63 @@ def test_two_files_merge_queries_by_phrase(tmp_path: Path):
     assert len(bench.corpus) == 2
 
 
+def _two_datasets(tmp_path: Path) -> list[Path]:
+    """WNUT-17 labels "corporation", BTC does not: a BTC sentence naming a company is unjudged."""
+    a = tmp_path / "wnut17" / "dev.conll"
+    b = tmp_path / "btc" / "h.conll"
+    for p in (a, b):
+        p.parent.mkdir(parents=True)
+    a.write_text("Alice\tB-person\nat\tO\nAcme\tB-corporation\n", encoding="utf-8")
+    b.write_text("Bob\tB-PER\nat\tO\nGoogle\tO\n", encoding="utf-8")
+    return [a, b]
+
+
+def test_merged_files_judge_each_type_only_where_it_is_labelled(tmp_path: Path):
+    bench = benchmark_from_conll(_two_datasets(tmp_path))
+    wnut, btc = bench.corpus
+    corporation = next(q for q in bench.queries if q.text == "corporation")
+    person = next(q for q in bench.queries if q.text == "person")
+    assert bench.judged[corporation.id] == {wnut.id}
+    assert person.id not in bench.judged  # both files label persons: judged everywhere
+    ranking = [Passage(btc.id, ""), Passage(wnut.id, "")]
+    assert [p.id for p in bench.judged_only(corporation.id, ranking)] == [wnut.id]
+    assert [p.id for p in bench.judged_only(person.id, ranking)] == [btc.id, wnut.id]
+    scoped = bench.scope_rankings({"system": {corporation.id: ranking, person.id: ranking}})
+    assert [p.id for p in scoped["system"][corporation.id]] == [wnut.id]
+
+
+def test_export_refuses_files_that_label_different_types(tmp_path: Path):
+    bench = benchmark_from_conll(_two_datasets(tmp_path))
+    with pytest.raises(InputError, match="export each file on its own"):
+        export_benchmark(bench, tmp_path / "beir")
+    assert not (tmp_path / "beir").exists()
+
+
+def _beir(tmp_path: Path, corpus: list[dict], qrels: str) -> Path:
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "dinosaur"}) + "\n", encoding="utf-8")
+    (tmp_path / "qrels.tsv").write_text(qrels, encoding="utf-8")
+    return tmp_path
+
+
+def test_import_rejects_a_repeated_passage_id(tmp_path: Path):
+    folder = _beir(tmp_path, [{"_id": "d1", "text": "Rex"}, {"_id": "d2", "text": "calm"}, {"_id": "d1", "text": "Rex"}],
+                   "q1\td1\t1\n")
+    with pytest.raises(InputError, match=r"corpus.jsonl:3: _id 'd1' repeats line 1"):
+        import_benchmark(folder)
+
+
+def test_import_rejects_judgements_of_passages_or_queries_it_lacks(tmp_path: Path):
+    folder = _beir(tmp_path, [{"_id": "d1", "text": "Rex"}], "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td9\t1\n")
+    with pytest.raises(InputError, match=r"qrels.tsv:3: passage 'd9' is not in corpus.jsonl"):
+        import_benchmark(folder)
+    (folder / "qrels.tsv").write_text("q2\td1\t1\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"qrels.tsv:1: query 'q2' is not in queries.jsonl"):
+        import_benchmark(folder)
+    (folder / "qrels.tsv").write_text("q1\td9\t0\n", encoding="utf-8")  # a judgement of 0 names no relevant passage
+    assert import_benchmark(folder).qrels == {"q1": set()}
+
+
 def test_beir_round_trip(conll_file: Path, tmp_path: Path):
     bench = benchmark_from_conll([conll_file])
     out = export_benchmark(bench, tmp_path / "beir")

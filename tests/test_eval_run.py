@@ -157,6 +157,24 @@ def test_calibration_uses_seen_types_only(toy):
     assert result["methods"]["dense"]["threshold"] == cal["methods"]["dense"]["chosen"]["threshold"]
 
 
+def test_a_type_is_scored_only_on_the_files_that_label_it(toy, tmp_path: Path):
+    _, _, enc = toy
+    labelled, other = tmp_path / "zoo" / "a.conll", tmp_path / "city" / "b.conll"
+    for path, text in ((labelled, "Rex\tB-DINO\nroared\tO\n\nAlice\tB-PER\nslept\tO\n"),
+                       (other, "Rex\tO\nslept\tO\n\nBob\tB-PER\nsang\tO\n")):  # fmt: skip
+        path.parent.mkdir()
+        path.write_text(text, encoding="utf-8")
+    mapping = tmp_path / "map.json"  # "city" does not label dinosaurs: its Rex is not judged
+    mapping.write_text(json.dumps({"zoo": {"PER": "person", "DINO": "dinosaur"}, "city": {"PER": "person"}}), encoding="utf-8")
+    bench = benchmark_from_conll([labelled, other], mapping_file=mapping)
+    rows = _by_type(run_eval(bench, encoder=enc, methods=("system", "dense"), threshold=0.5))
+    dino = rows["dinosaur"]
+    assert dino["judged"] == 2 and rows["person"]["judged"] == 4
+    # the unlabelled Rex of "city" would otherwise be returned and counted as a wrong answer
+    assert dino["scores"]["system"]["retrieved"] == 1
+    assert dino["scores"]["system"]["set_precision"] == 1.0
+
+
 def test_a_phrase_is_seen_as_the_search_rule_sees_it():
     """Grouping compares phrases as ModelInfo.is_trained_phrase does: "Politician" was searched
     with the trained-on threshold but averaged with the unseen types."""

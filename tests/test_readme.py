@@ -184,7 +184,7 @@ CHECKS: dict[str, Callable[[list[str], str, str], None]] = {
     "search 'political party' --json": json_lines,
     "search river --all": every_match,
     "search drug --where topic=health --text pain": filtered,
-    "search company --all --threshold 0.2": lower_threshold,
+    "search company --all --threshold 0.15": lower_threshold,
     "search city --passage-weight 0": best_span_ranking,
     "embed dinosaur": type_vector,
     "info": store_info,

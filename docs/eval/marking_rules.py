@@ -134,10 +134,11 @@ def score(data: dict, q: np.ndarray, query, t: float, rule: Rule, mark_q: np.nda
           bare_q: np.ndarray | None, znorm: tuple[float, float]) -> tuple[float | None, float | None]:  # fmt: skip
     """Span hit rate and highlight precision of one query: returned = passages with a mention >= t."""
     relevant, gold = data["bench"].qrels[query.id], data["bench"].gold.get(query.id, {})
+    scope = data["bench"].judged.get(query.id)  # passages of files that do not label the type: not judged
     n_gold = n_hit = n_pred = n_correct = 0
     for k, (pid, spans, mention, vectors) in enumerate(zip(data["ids"], data["spans"], data["mention"], data["vectors"])):
         sims = vectors @ q
-        if not mention.any() or sims[mention].max() < t:
+        if not mention.any() or sims[mention].max() < t or (scope is not None and pid not in scope):
             continue
         topic = data["text_vectors"][k] @ bare_q if bare_q is not None else np.zeros(len(spans))
         marked = rule(Scores(sims, vectors @ mark_q, mention, t, float(sims[mention].max()), vectors @ others.T,

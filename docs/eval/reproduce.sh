@@ -28,8 +28,11 @@ $EVAL "$D/wnut17/dev.conll" "${TRAIN[@]}" --write-model --out $OUT --stem wnut17
 # 4. sets the model was trained on: a check that every format runs, not a quality figure
 $EVAL "$D/wikigold/wikigold.conll" "${TRAIN[@]}" --out $OUT --stem wikigold-trained-on
 $EVAL "$D/btc/e.conll" "${TRAIN[@]}" --out $OUT --stem btc-e-trained-on
-# 5. the BEIR-style benchmark of the zero-shot sets, for scoring other systems
-$EVAL "$D/crossner/politics/dev.txt" "$D/crossner/literature/dev.txt" --export-benchmark "${BEIR_OUT:-/tmp/nerindex-beir-crossner-dev}"
+# 5. the BEIR-style benchmarks of the zero-shot sets, for scoring other systems (one folder per file:
+#    a BEIR folder judges every type on every passage, and the two label different types)
+for S in politics literature; do
+  $EVAL "$D/crossner/$S/dev.txt" --export-benchmark "${BEIR_OUT:-/tmp/nerindex-beir}-crossner-$S-dev"
+done
 
 # 6. the pooled tables of EVALUATION.md (every type/set pair of the four evaluation sets)
 python docs/eval/pool.py $OUT/crossner-politics-dev.json $OUT/crossner-literature-dev.json $OUT/multiconer-dev.json $OUT/wnut17-dev.json

@@ -37,6 +37,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -111,8 +112,10 @@ def loss_of(v: torch.Tensor, types: torch.Tensor, pos: torch.Tensor, n_views: in
 
 
 def train_maps(train: dict, type_vecs: np.ndarray, phrases: list[str], *, o_share: float, steps: list[int],
-               batch: int, lr: float, hidden: int, seed: int) -> dict[int, SpanMap]:  # fmt: skip
-    """The map after each of ``steps`` optimiser steps (a copy per step)."""
+               batch: int, lr: float, seed: int, make: Callable[[], torch.nn.Module],
+               side: str = "span") -> dict[int, torch.nn.Module]:  # fmt: skip
+    """The map ``make()`` after each of ``steps`` optimiser steps (a copy per step), applied to the
+    span vectors (``side`` "span") or to the type vectors ("type": ``marking_map.py``)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     index = {p: i for i, p in enumerate(phrases)}
@@ -129,9 +132,9 @@ def train_maps(train: dict, type_vecs: np.ndarray, phrases: list[str], *, o_shar
     vecs = torch.from_numpy(train["vectors"])
     types = torch.from_numpy(type_vecs)
     n_views = types.shape[0] // len(phrases)
-    model = SpanMap(vecs.shape[1], hidden)
+    model = make()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    kept: dict[int, SpanMap] = {}
+    kept: dict[int, torch.nn.Module] = {}
     n_o = int(round(batch * o_share))
     for step in range(1, max(steps) + 1):
         rows = [rng.choice(rng.choice(groups)) for _ in range(batch - n_o)] + [rng.choice(o_rows) for _ in range(n_o)]
@@ -140,12 +143,13 @@ def train_maps(train: dict, type_vecs: np.ndarray, phrases: list[str], *, o_shar
             for p in train["labels"][r]:
                 if p in index:
                     pos[i, index[p]] = True
-        loss = loss_of(model(vecs[rows]), types, pos, n_views)
+        spans, queries = (model(vecs[rows]), types) if side == "span" else (vecs[rows], model(types))
+        loss = loss_of(spans, queries, pos, n_views)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step in steps:
-            copy = SpanMap(vecs.shape[1], hidden)
+            copy = make()
             copy.load_state_dict(model.state_dict())
             kept[step] = copy.eval()
             print(f"  step {step} loss {loss.item():.4f}", file=sys.stderr)
@@ -213,8 +217,8 @@ def main() -> None:
     results = {"shipped": row_of(enc, sets, training, args.wide_validation)}
     print(f"shipped {json.dumps(results['shipped'])}", file=sys.stderr)
     for share in args.o_share:
-        maps = train_maps(train, type_vecs, phrases, o_share=share, steps=args.steps, batch=args.batch,
-                          lr=args.lr, hidden=args.hidden, seed=args.seed)  # fmt: skip
+        maps = train_maps(train, type_vecs, phrases, o_share=share, steps=args.steps, batch=args.batch, lr=args.lr,
+                          seed=args.seed, make=lambda: SpanMap(type_vecs.shape[1], args.hidden))  # fmt: skip
         for step, span_map in maps.items():
             label = f"O share {share}, step {step}"
             results[label] = row_of(enc, mapped(sets, span_map), training, args.wide_validation)

@@ -172,13 +172,14 @@ def marking(rules: list[str], sets: dict[str, tuple], how: Combine, calibrate_on
     out: dict = {}
     for rule in rules:
         bench, encoded, queries, vectors, groups = sets["validation"]
-        calib = {q.id: ranked_with_spans(rule, v, encoded, how) for q, v, g in zip(queries, vectors, groups) if g in calibrate_on}
+        calib = {q.id: bench.judged_only(q.id, ranked_with_spans(rule, v, encoded, how))
+                 for q, v, g in zip(queries, vectors, groups) if g in calibrate_on}
         chosen, _ = calibrate(calib, {q: bench.qrels[q] for q in calib})
         out[rule] = {"threshold": chosen.threshold}
         for name, (bench, encoded, queries, vectors, groups) in sets.items():
             per: dict[str, list] = {}
             for q, v, g in zip(queries, vectors, groups):
-                per.setdefault(g, []).append(score_query(ranked_with_spans(rule, v, encoded, how), bench.qrels[q.id],
+                per.setdefault(g, []).append(score_query(bench.judged_only(q.id, ranked_with_spans(rule, v, encoded, how)), bench.qrels[q.id],
                                                          threshold=chosen.threshold, gold_spans=bench.gold.get(q.id, {}),
                                                          with_spans=True))
             out[rule][name] = {g: {m: macro(getattr(x, m) for x in rows) for m in ("set_f1", "span_hit_rate", "highlight_precision")}
@@ -193,7 +194,9 @@ def run_set(encoded_set: tuple, rules: list[str], how: Combine) -> dict[str, dic
     for rule in rules:
         per: dict[str, list[float]] = {}
         for q, v, g in zip(queries, vectors, groups):
-            per.setdefault(g, []).append(r_precision(ranking(rule, v, encoded, how), bench.qrels[q.id]))
+            scope = bench.judged.get(q.id)
+            ids = [i for i in ranking(rule, v, encoded, how) if scope is None or i in scope]
+            per.setdefault(g, []).append(r_precision(ids, bench.qrels[q.id]))
         out[rule] = {g: [round(float(np.mean(x)), 4), len(x)] for g, x in per.items()}
     return out
 

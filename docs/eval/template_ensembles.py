@@ -88,7 +88,8 @@ def evaluate(enc: OnnxEncoder, sets: dict, names: tuple[str, ...], vector_of: Ca
         for query in bench.scored_queries():
             if group_of(query, training) == group:
                 v = vector_of(query.text)
-                runs.append((bench, query, *rankings(sets[name], v, enc.info.passage_weight_for(query.text))))
+                system, dense = rankings(sets[name], v, enc.info.passage_weight_for(query.text))
+                runs.append((bench, query, bench.judged_only(query.id, system), bench.judged_only(query.id, dense)))
     if threshold is None:
         threshold = calibrate({f"{b.name}/{q.id}": s for b, q, s, _ in runs},
                               {f"{b.name}/{q.id}": b.qrels[q.id] for b, q, _, _ in runs})[0].threshold  # fmt: skip

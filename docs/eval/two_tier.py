@@ -93,7 +93,7 @@ def evaluate(sets: dict, queries: dict, how: dict, info) -> dict:
     val = sets["validation"]
     thresholds = {}
     for group in ("seen", "unseen"):
-        calib = {q.id: ranking(val, v, **how, weight=info.passage_weight_for(q.text))
+        calib = {q.id: val["bench"].judged_only(q.id, ranking(val, v, **how, weight=info.passage_weight_for(q.text)))
                  for q, v, g in queries["validation"] if g == group}  # fmt: skip
         thresholds[group] = calibrate(calib, {q: val["bench"].qrels[q] for q in calib})[0].threshold
     per: dict[str, list[dict]] = {}
@@ -107,7 +107,8 @@ def evaluate(sets: dict, queries: dict, how: dict, info) -> dict:
             per.setdefault(g, []).append({"r_precision": r_precision([r.id for r in ranked], relevant),
                                           **{m: getattr(s, m) for m in METRICS[1:]}, "set": name})  # fmt: skip
     out = {"thresholds": thresholds, "validation_r_precision": {
-        g: _round(macro(r_precision([r.id for r in ranking(val, v, **how, weight=info.passage_weight_for(q.text))], val["bench"].qrels[q.id])
+        g: _round(macro(r_precision([r.id for r in val["bench"].judged_only(q.id, ranking(val, v, **how, weight=info.passage_weight_for(q.text)))],
+                                    val["bench"].qrels[q.id])
                         for q, v, gg in queries["validation"] if gg == g)) for g in ("seen", "unseen")}}
     for g, rows in per.items():
         out[g] = {m: _round(macro(r[m] for r in rows)) for m in METRICS} | {"n": len(rows)}

@@ -84,7 +84,9 @@ def main() -> None:
                     gold, found = gold + len(mentions), found + hit
                 best = np.array([max((float(s.vector @ v) for s in k), default=-np.inf) for k in kept])
                 total = best + enc.info.passage_weight_for(q.text) * np.array([float(d.vector @ v) for d in docs])
-                order = [docs[i].passage.id for i in np.argsort(-total, kind="stable") if np.isfinite(best[i])]
+                scope = bench.judged.get(q.id)
+                order = [docs[i].passage.id for i in np.argsort(-total, kind="stable")
+                         if np.isfinite(best[i]) and (scope is None or docs[i].passage.id in scope)]
                 row = per.setdefault(group_of(q, training), [0, 0, 0.0, 0])
                 row[0], row[1], row[2], row[3] = row[0] + gold, row[1] + found, row[2] + r_precision(order, bench.qrels[q.id]), row[3] + 1
             spans = sum(len(k) for k in kept) / len(docs)

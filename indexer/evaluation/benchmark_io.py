@@ -24,7 +24,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from ..assets import phrases_file
 from ..conll import read_conll
@@ -43,6 +43,13 @@ PROTOCOL = (
     "corpus = sentences of labelled NER data; query = readable type phrase; relevant = passages "
     "with at least one gold mention of a tag mapped to that phrase"
 )
+
+
+class _HasId(Protocol):
+    id: str
+
+
+R = TypeVar("R", bound=_HasId)
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,23 @@ class Benchmark:
     gold: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     mapping: dict[str, str | None] = field(default_factory=dict)
+    # Per query, the passages judged for it where that is not the whole corpus: a merged benchmark
+    # whose files label different types judges each type only on the files that label it (a
+    # passage of a file without the tag may well mention such an entity, unlabelled).
+    judged: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def scored_queries(self) -> list[Query]:
         """Queries with at least one relevant passage (a type absent from the corpus is skipped)."""
         return [q for q in self.queries if self.qrels.get(q.id)]
+
+    def judged_only(self, query: str, ranking: Sequence[R]) -> list[R]:
+        """``ranking`` (items with an ``id``) without the passages ``query`` was not judged on."""
+        scope = self.judged.get(query)
+        return list(ranking) if scope is None else [r for r in ranking if r.id in scope]
+
+    def scope_rankings(self, rankings: Mapping[str, Mapping[str, Sequence[R]]]) -> dict[str, dict[str, list[R]]]:
+        """Every method's ranking of every query through :meth:`judged_only`."""
+        return {m: {q: self.judged_only(q, r) for q, r in by_query.items()} for m, by_query in rankings.items()}
 
 
 def query_id(phrase: str) -> str:
@@ -205,7 +225,13 @@ def build_benchmark(
 
 
 def merge_benchmarks(parts: Sequence[Benchmark], *, name: str) -> Benchmark:
-    """One benchmark over the union of several corpora; queries with the same phrase are merged."""
+    """One benchmark over the union of several corpora; queries with the same phrase are merged.
+
+    A query is judged only on the corpora of the parts that have it (``Benchmark.judged``): CoNLL
+    files of data sets with different tags do not say whether their passages mention the other
+    sets' types, so counting those passages as not relevant would be a guess (WNUT-17's tweets were
+    "not relevant" to "organization", MultiCoNER's sentences to "corporation").
+    """
     corpus: list[Passage] = []
     seen_ids: set[str] = set()
     queries: dict[str, Query] = {}
@@ -213,12 +239,15 @@ def merge_benchmarks(parts: Sequence[Benchmark], *, name: str) -> Benchmark:
     gold: dict[str, dict[str, list[tuple[int, int]]]] = {}
     mapping: dict[str, str | None] = {}
     sources: list[str] = []
+    judged: dict[str, set[str]] = {}
     for part in parts:
         for p in part.corpus:
             if p.id not in seen_ids:
                 seen_ids.add(p.id)
                 corpus.append(p)
+        ids = {p.id for p in part.corpus}
         for q in part.queries:
+            judged.setdefault(q.id, set()).update(part.judged.get(q.id, ids))
             old = queries.get(q.id)
             if old is None:
                 queries[q.id] = q
@@ -231,7 +260,8 @@ def merge_benchmarks(parts: Sequence[Benchmark], *, name: str) -> Benchmark:
         mapping.update(part.mapping)
         sources.extend(part.sources)
     ordered = [queries[k] for k in sorted(queries)]
-    return Benchmark(name, corpus, ordered, qrels, gold, sources, mapping)
+    scoped = {q: frozenset(ids) for q, ids in judged.items() if len(ids) < len(seen_ids)}
+    return Benchmark(name, corpus, ordered, qrels, gold, sources, mapping, scoped)
 
 
 def benchmark_from_conll(
@@ -282,6 +312,13 @@ def _label(path: str | Path, section: str | None) -> str:
 
 def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
     """Write the benchmark as a BEIR-style folder (see the module docstring); returns the folder."""
+    if bench.judged:
+        only = ", ".join(sorted(q.text for q in bench.queries if q.id in bench.judged)[:5])
+        raise InputError(
+            f"these files label different types ({only}, … are judged on some files only), and a BEIR "
+            "folder counts every passage of its corpus as judged: export each file on its own",
+            path=bench.name,
+        )
     out = Path(folder)
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
@@ -356,7 +393,7 @@ def import_benchmark(folder: str | Path) -> Benchmark:
     qrels_path = root / "qrels.tsv"
     if not qrels_path.is_file():
         qrels_path = root / "qrels" / "test.tsv"
-    qrels = _read_qrels(qrels_path, queries)
+    qrels = _read_qrels(qrels_path, queries, {p.id for p in corpus})
     gold: dict[str, dict[str, list[tuple[int, int]]]] = {q.id: {} for q in queries}
     for q in queries:
         tags = set(q.labels)
@@ -384,7 +421,12 @@ def _read_corpus(path: Path) -> tuple[list[Passage], dict[str, str | None]]:
     the entities' ``type`` fields give."""
     corpus: list[Passage] = []
     mapping: dict[str, str | None] = {}
+    first_line: dict[str, int] = {}
     for lineno, doc in _jsonl(path):
+        doc_id = str(doc["_id"])
+        if doc_id in first_line:  # one passage counted twice by the baselines, once by the store
+            raise InputError(f"_id {doc_id!r} repeats line {first_line[doc_id]}", path=str(path), line=lineno)
+        first_line[doc_id] = lineno
         text = doc.get("text")
         if not isinstance(text, str):
             raise InputError("'text' must be a string", path=str(path), line=lineno)
@@ -403,12 +445,15 @@ def _read_corpus(path: Path) -> tuple[list[Passage], dict[str, str | None]]:
             if "type" in ent:
                 mapping.setdefault(label, ent["type"])
         fields = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-        corpus.append(Passage(id=str(doc["_id"]), text=text, fields=fields, gold=tuple(spans)))
+        corpus.append(Passage(id=doc_id, text=text, fields=fields, gold=tuple(spans)))
     return corpus, mapping
 
 
-def _read_qrels(path: Path, queries: list[Query]) -> dict[str, set[str]]:
-    """Relevant passage ids per query id (score > 0) from a BEIR qrels TSV (header optional)."""
+def _read_qrels(path: Path, queries: list[Query], corpus_ids: set[str]) -> dict[str, set[str]]:
+    """Relevant passage ids per query id (score > 0) from a BEIR qrels TSV (header optional).
+
+    A relevant passage missing from the corpus, or a query missing from ``queries``, is an error:
+    left in, it would cap the query's recall (or be scored nowhere) without a word."""
     qrels: dict[str, set[str]] = {q.id: set() for q in queries}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -425,5 +470,9 @@ def _read_qrels(path: Path, queries: list[Query]) -> dict[str, set[str]]:
         except ValueError as exc:
             raise InputError(f"score is not a number: {cols[2]!r}", path=str(path), line=lineno) from exc
         if score > 0:
-            qrels.setdefault(cols[0], set()).add(cols[1])
+            if cols[0] not in qrels:
+                raise InputError(f"query {cols[0]!r} is not in queries.jsonl", path=str(path), line=lineno)
+            if cols[1] not in corpus_ids:
+                raise InputError(f"passage {cols[1]!r} is not in corpus.jsonl", path=str(path), line=lineno)
+            qrels[cols[0]].add(cols[1])
     return qrels

@@ -141,7 +141,9 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
         ) + ".")  # fmt: skip
     fam = result.get("familiarity", {})
     notes.append(f"- Familiarity: {fam.get('definition', '')}; embeddings: {fam.get('embedding', '')}; "
-                 f"training counts: {result.get('training', {}).get('counts_source', '?')}.")
+                 f"training counts: {result.get('training', {}).get('counts_source', '?')} (gold types only: silver "
+                 "types a span side was also trained on, WordNet's, are not counted, so unseen types may sit closer "
+                 "to training than this says).")
     if not result.get("training", {}).get("types"):
         notes.append("- no record of the training types: every type not marked coarse is counted as unseen.")
     if result.get("skipped_queries"):

@@ -67,6 +67,7 @@ def run_eval(
         bench, encoder, store_dir=store_dir, methods=methods, batch_size=batch_size, passage_weight=passage_weight,
         feedback=feedback,
     )
+    rankings = bench.scope_rankings(rankings)  # a type is scored only on the passages judged for it
     thresholds, threshold_source = operating_thresholds(rankings, info, threshold)
     calibration = _calibrate(bench, rankings, training, calibrate_on, info, thresholds, threshold_source) if calibrate_on else None
     phrases = [q.text for q in bench.scored_queries()]

@@ -40,6 +40,7 @@ def score_methods(
             "labels": list(q.labels),
             "group": group,
             "relevant": len(bench.qrels[q.id]),
+            "judged": len(bench.judged.get(q.id, bench.corpus)),
             "familiarity": round6(familiarity.get(q.text)),
             "thresholds": {},
             "scores": {},
