@@ -127,12 +127,14 @@ def test_leftover_temporary_files_are_removed_on_open(tmp_path, stamp):
     filled(folder, stamp, corpus())
     cache = folder / CACHE_DIR
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    leftovers = [cache / ".vectors.npy.tmp", cache / f".ids.npy.{int(dead.stdout)}.tmp"]
+    leftovers = [cache / ".vectors.npy.tmp", cache / f".ids.npy.{int(dead.stdout)}.tmp",
+                 cache / "ann-spans" / f".index.faiss.{int(dead.stdout)}.tmp"]  # an ANN index's (an audit: kept for good)
     in_progress = cache / f".vectors.npy.{os.getpid()}.tmp"  # a live writer's: kept
     for path in leftovers + [in_progress]:
+        path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"x" * 1000)
     EmbeddedStore.open(folder).close()
-    assert [p.exists() for p in leftovers] == [False, False] and in_progress.exists()
+    assert [p.exists() for p in leftovers] == [False, False, False] and in_progress.exists()
 
 
 def test_a_cache_that_cannot_be_saved_still_answers_and_leaves_no_temp_files(tmp_path, stamp, monkeypatch, caplog):

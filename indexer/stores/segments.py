@@ -450,6 +450,8 @@ def remove_orphan_tails(cache: Path, listed: set[str], *, older_than: float = OR
 
 
 def remove_stale_temp_files(cache: Path) -> None:
+    """Temp files of killed writers in ``cache/``, its tails and the ANN indexes' folders (the last
+    were left for good: an audit found a 34 MB ``.index.faiss.<pid>.tmp`` after a kill -9)."""
     derived.remove_stale_temp_files(cache)
-    for tail in cache.glob("tail-*"):
-        derived.remove_stale_temp_files(tail)
+    for folder in (*cache.glob("tail-*"), *cache.glob("ann-*")):
+        derived.remove_stale_temp_files(folder)
