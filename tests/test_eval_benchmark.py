@@ -139,33 +139,30 @@ def test_phrases_with_one_query_id_are_one_query():
     assert sum(len(v) for v in bench.gold["q-sports-team"].values()) == 2
 
 
+def _two_datasets(tmp_path: Path, wnut: str, btc: str) -> list[Path]:
+    """A WNUT-17 file and a BTC file with these contents."""
+    files = [tmp_path / "wnut17" / "dev.conll", tmp_path / "btc" / "h.conll"]
+    for path, text in zip(files, (wnut, btc)):
+        path.parent.mkdir(parents=True)
+        path.write_text(text, encoding="utf-8")
+    return files
+
+
 def test_two_files_merge_queries_by_phrase(tmp_path: Path):
-    a = tmp_path / "wnut17" / "dev.conll"
-    b = tmp_path / "btc" / "h.conll"
-    for p in (a, b):
-        p.parent.mkdir(parents=True)
-    a.write_text("Alice\tB-person\n", encoding="utf-8")
-    b.write_text("Bob\tB-PER\n", encoding="utf-8")
-    bench = benchmark_from_conll([a, b])
+    bench = benchmark_from_conll(_two_datasets(tmp_path, "Alice\tB-person\n", "Bob\tB-PER\n"))
     person = next(q for q in bench.queries if q.text == "person")
     assert person.labels == ("PER", "person")
     assert len(bench.qrels[person.id]) == 2
     assert len(bench.corpus) == 2
 
 
-def _two_datasets(tmp_path: Path) -> list[Path]:
+def _with_companies(tmp_path: Path) -> list[Path]:
     """WNUT-17 labels "corporation", BTC does not: a BTC sentence naming a company is unjudged."""
-    a = tmp_path / "wnut17" / "dev.conll"
-    b = tmp_path / "btc" / "h.conll"
-    for p in (a, b):
-        p.parent.mkdir(parents=True)
-    a.write_text("Alice\tB-person\nat\tO\nAcme\tB-corporation\n", encoding="utf-8")
-    b.write_text("Bob\tB-PER\nat\tO\nGoogle\tO\n", encoding="utf-8")
-    return [a, b]
+    return _two_datasets(tmp_path, "Alice\tB-person\nat\tO\nAcme\tB-corporation\n", "Bob\tB-PER\nat\tO\nGoogle\tO\n")
 
 
 def test_merged_files_judge_each_type_only_where_it_is_labelled(tmp_path: Path):
-    bench = benchmark_from_conll(_two_datasets(tmp_path))
+    bench = benchmark_from_conll(_with_companies(tmp_path))
     wnut, btc = bench.corpus
     corporation = next(q for q in bench.queries if q.text == "corporation")
     person = next(q for q in bench.queries if q.text == "person")
@@ -179,7 +176,7 @@ def test_merged_files_judge_each_type_only_where_it_is_labelled(tmp_path: Path):
 
 
 def test_export_refuses_files_that_label_different_types(tmp_path: Path):
-    bench = benchmark_from_conll(_two_datasets(tmp_path))
+    bench = benchmark_from_conll(_with_companies(tmp_path))
     with pytest.raises(InputError, match="export each file on its own"):
         export_benchmark(bench, tmp_path / "beir")
     assert not (tmp_path / "beir").exists()
