@@ -363,8 +363,16 @@ def test_a_scanned_passage_side_finds_the_passage_an_index_bound_misses():
     scans = []
     scanned = ann_ranking.Scanned(lambda: scans.append(1) or (np.arange(n), passage_sim.astype(np.float32)), 0.01)
     assert first(scanned) == 1234 and scans == [1]  # scanned once, however deep the search read it
-    # from ann.MIN_ROWS passages the index is kept, with every list probed (an audit at 320k passages)
-    assert first(ann_ranking.AllLists(Probed())) == 1234
+    # from ann.MIN_ROWS passages the index is kept, with every list probed (an audit at 320k passages),
+    # searched once however many rounds read it
+    asked = []
+
+    class Counted(Probed):
+        def search(self, q, k, probes, bits=None):
+            asked.append((k, probes))
+            return super().search(q, k, probes, bits)
+
+    assert first(ann_ranking.AllLists(Counted())) == 1234 and asked == [(1024, 64)]
 
 
 class _ProbedSpans:
@@ -379,7 +387,7 @@ class _ProbedSpans:
         return order.astype(np.int64), self.sims[order]
 
 
-def _top_spans(spans, *, k: int, threshold: float, bits=None, confirm_all: bool = False) -> list[int]:
+def _top_spans(spans, *, k: int, threshold: float, bits=None) -> list[int]:
     from indexer.stores import ann_ranking
     from indexer.stores.span_ranking import Scored
 
@@ -388,11 +396,11 @@ def _top_spans(spans, *, k: int, threshold: float, bits=None, confirm_all: bool 
                 if spans.sims[p] >= threshold and (bits is None or bits[p])]
 
     top, _ = ann_ranking.top_k(np.zeros(4), k=k, threshold=threshold, weight=0.0, spans=spans, passages=None,
-                               span_passages=lambda ids: ids, score=score, span_bits=bits, confirm_all=confirm_all)
+                               span_passages=lambda ids: ids, score=score, span_bits=bits)
     return [s.passage for s in top]
 
 
-def test_a_span_filter_whose_allowed_rows_sit_in_far_lists_is_confirmed_over_every_list():
+def test_a_short_page_is_confirmed_over_every_list():
     """A label filter: the allowed spans near the query are under the threshold, the one that
     passes is in the 64th list. Over the probed lists "nothing passes" held, and the answer was
     empty where the exact scan had a passage (an audit at 640k spans)."""
@@ -403,42 +411,29 @@ def test_a_span_filter_whose_allowed_rows_sit_in_far_lists_is_confirmed_over_eve
     bits[:500] = True
     sims[2999], where[2999], bits[2999] = 0.26, 63, True  # the one allowed span that passes 0.25
     spans = _ProbedSpans(sims, where)
-    assert _top_spans(spans, k=10, threshold=0.25, bits=bits, confirm_all=False) == [2999]  # a short page: all lists
-    assert _top_spans(spans, k=10, threshold=0.25, bits=bits, confirm_all=True) == [2999]
+    assert _top_spans(spans, k=10, threshold=0.25, bits=bits) == [2999]  # a short page: every list checked
 
 
-def test_a_filtered_full_page_is_confirmed_over_every_list():
-    """A metadata filter checked on the candidates: the full page found in the probed lists holds,
-    but a better allowed passage sits in an unprobed list (doubling the probes once does not reach it)."""
-    rng = np.random.default_rng(4)
-    n = 4000
-    sims, where = rng.uniform(0.3, 0.6, n), rng.integers(0, 16, n)
-    sims[:10] = 0.9  # allowed, near the query
-    sims[3999], where[3999] = 0.95, 63  # allowed, far: the best
-    allowed = np.zeros(n, dtype=bool)
-    allowed[:10] = allowed[3999] = True
-    spans = _ProbedSpans(sims, where)
-
-    def top(confirm_all: bool) -> list[int]:
-        from indexer.stores import ann_ranking
-        from indexer.stores.span_ranking import Scored
-
-        found, _ = ann_ranking.top_k(
-            np.zeros(4), k=10, threshold=0.25, weight=0.0, spans=spans, passages=None, span_passages=lambda ids: ids,
-            score=lambda ps: [Scored(int(p), float(sims[p]), ()) for p in ps if allowed[p]], confirm_all=confirm_all)
-        return [s.passage for s in found]
-
-    assert 3999 not in top(confirm_all=False)  # the unfiltered confirmation: twice the probes, not the 64th list
-    assert top(confirm_all=True)[0] == 3999
-
-
-def test_scanned_gives_the_best_rows_first_however_deep_it_is_read():
+def test_all_lists_searches_again_only_when_a_round_reads_past_what_came_back():
     from indexer.stores import ann_ranking
 
-    scores = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
-    ids = np.arange(1000, 2000)
-    want = ids[np.argsort(-scores, kind="stable")]
-    scanned = ann_ranking.Scanned(lambda: (ids, scores), 0.01)
-    for k in (1, 5, 3, 64, 300, 999, 1000, 5000):
-        got, got_scores = scanned.search(np.zeros(4), k, 16)
-        assert list(got) == list(want[:k]) and list(got_scores) == sorted(got_scores, reverse=True)
+    class Index:
+        lists, max_error = 8, 0.01
+
+        def __init__(self, n: int) -> None:
+            self.scores, self.asked = np.linspace(1, 0, n).astype(np.float32), []
+
+        def search(self, q, k, probes, bits=None):
+            self.asked.append((k, probes))
+            return np.arange(min(k, len(self.scores))), self.scores[:k]
+
+    big = Index(5000)
+    proposer = ann_ranking.AllLists(big)
+    for k in (64, 256, 1024, 2000, 3000, 5000):
+        ids, scores = proposer.search(np.zeros(4), k, 16)
+        assert list(ids) == list(range(k)) and len(scores) == k
+    assert big.asked == [(1024, 8), (4096, 8), (16384, 8)]  # every list each time
+    small = Index(100)
+    proposer = ann_ranking.AllLists(small)
+    assert len(proposer.search(np.zeros(4), 64, 16)[0]) == 64 and len(proposer.search(np.zeros(4), 500, 16)[0]) == 100
+    assert small.asked == [(1024, 8)]  # fewer came back than asked: there are no more

@@ -72,18 +72,26 @@ class Scanned:
 
 class AllLists:
     """An ANN index searched with every list probed (its scan of all the codes), as a
-    :class:`Proposer` of one list: its bound then holds for every row it holds. The passage side of
-    hybrid searches from ``ann.MIN_ROWS`` passages: probed like the span side, an audit at 320k
-    passages had recall@10 0.75–0.95 and the first passage missing in 2–6 of 30 searches."""
+    :class:`Proposer` of one list: its bound then holds for every row, up to the index's
+    ``max_error`` (measured on its training rows: not a strict bound, BENCHMARKS.md). The passage
+    side of hybrid searches from ``ann.MIN_ROWS`` passages: probed like the span side, an audit at
+    320k passages had recall@10 0.75–0.95 and the first passage missing in 2–6 of 30 searches. Like
+    :class:`Scanned`, one search serves every round: it asks for rows well past the first depth and
+    searches again only when a round reads deeper."""
 
     lists = 1
 
     def __init__(self, index: Proposer) -> None:
         self.index, self.max_error = index, index.max_error
+        self.ids = self.scores = None
+        self.asked = 0  # rows the last index search asked for (fewer came back: there are no more)
 
     def search(self, query: np.ndarray, k: int, probes: int, allowed_bits: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(query, k, self.index.lists, allowed_bits)
+        if self.ids is None or (k > len(self.ids) == self.asked):
+            self.asked = max(k, 4 * (0 if self.ids is None else len(self.ids)), 1024)
+            self.ids, self.scores = self.index.search(query, self.asked, self.index.lists, allowed_bits)
+        return self.ids[:k], self.scores[:k]
 
 
 FIRST_DEPTH = 64
@@ -107,7 +115,6 @@ def top_k(
     span_bits: np.ndarray | None = None,
     max_depth: int = 65536,
     spread: float = 1.0,
-    confirm_all: bool = False,
 ) -> tuple[list[Scored], int] | None:
     """(the exact top ``k`` passages, the depth it took), or None when the bound did not close by
     ``max_depth`` (the caller scans exactly). ``span_passages`` maps span rowids to passage rowids;
@@ -117,10 +124,11 @@ def top_k(
     lists start that much deeper instead of deepening round by round (each round a search).
 
     Once the bound holds for the probed lists, the answer is checked with twice as many; with every
-    list instead when the answer is short of ``k`` (it then rests on "nothing else passes the
-    threshold") or with ``confirm_all`` (filtered searches, whose allowed rows may sit in lists far
-    from the query): an audit at 640k spans had a label filter answer nothing where the exact scan
-    found a passage, and a metadata filter that follows the clusters miss 9 of 86 top-100 passages."""
+    list when the answer is short of ``k``, since it then says that nothing else passes the
+    threshold: an audit at 640k spans had a label filter answer nothing where the exact scan found a
+    passage, and a metadata filter that follows the clusters return 77 of 86 passages. (A full page
+    behind such a filter stays approximate: top-100 recall 0.93–0.96 on that audit's store, where
+    checking every list too gave 1.0 at the cost of a scan of the whole index; BENCHMARKS.md.)"""
     if k <= 0:
         return [], 0
     first = max(FIRST_DEPTH, 4 * k)
@@ -150,7 +158,7 @@ def top_k(
             if top == confirmed or probes >= spans.lists:
                 return ranked[:k], depth
             # the bound holds for the probed lists: probe twice as many once more, or all of them
-            confirmed, probes = top, spans.lists if confirm_all or len(ranked) < k else probes * 2
+            confirmed, probes = top, spans.lists if len(ranked) < k else probes * 2
             continue
         confirmed = None
         if depth >= max_depth:

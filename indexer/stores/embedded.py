@@ -444,7 +444,7 @@ class EmbeddedStore:
             query, k=request.limit, threshold=request.min_similarity, weight=weight, spans=spans, passages=passages,
             span_passages=lambda ids: vec.passage[vec.positions(ids)], score=score,
             span_bits=span_bits, max_depth=max(len(vec.span) // 16, 1024),
-            spread=min(passages_stored / bound, 8.0) if bound else 1.0, confirm_all=checked or span_bits is not None,
+            spread=min(passages_stored / bound, 8.0) if bound else 1.0,
         )
         if result is None:
             log.debug("ANN bound did not close: exact scan")
