@@ -1,4 +1,4 @@
-"""Benchmark building from CoNLL, mappings (JSON/TOML), and the BEIR-style export/import round trip."""
+"""Benchmark building from CoNLL, mappings (JSON/TOML), merged files, and the BEIR-style export/import round trip."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 
 from indexer.errors import InputError
+from indexer.evaluation.beir_folder import export_benchmark, import_benchmark, is_beir_folder
 from indexer.evaluation.benchmark_io import (
     PHRASES_FILE,
     benchmark_from_conll,
     build_benchmark,
     detect_dataset,
-    export_benchmark,
-    import_benchmark,
-    is_beir_folder,
     query_id,
     read_mapping_file,
     resolve_mapping,
@@ -196,15 +194,42 @@ def test_import_rejects_a_repeated_passage_id(tmp_path: Path):
         import_benchmark(folder)
 
 
-def test_import_rejects_judgements_of_passages_or_queries_it_lacks(tmp_path: Path):
-    folder = _beir(tmp_path, [{"_id": "d1", "text": "Rex"}], "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td9\t1\n")
-    with pytest.raises(InputError, match=r"qrels.tsv:3: passage 'd9' is not in corpus.jsonl"):
+def test_import_warns_of_judgements_of_passages_or_queries_it_lacks(tmp_path: Path, caplog):
+    folder = _beir(tmp_path, [{"_id": "d1", "text": "Rex"}], "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td9\t1\nq2\td1\t1\n")
+    bench = import_benchmark(folder)
+    # a missing passage stays relevant (BEIR's tools count it), a missing query is scored nowhere: both said
+    assert bench.qrels == {"q1": {"d1", "d9"}}
+    assert "1 relevance judgement(s) name passages not in corpus.jsonl (first at line 3)" in caplog.text
+    assert "1 relevance judgement(s) name queries not in queries.jsonl (first at line 4)" in caplog.text
+
+
+def test_import_rejects_a_repeated_query_id(tmp_path: Path):
+    folder = _beir(tmp_path, [{"_id": "d1", "text": "Rex"}], "q1\td1\t1\n")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a"}) + "\n" + json.dumps({"_id": "q1", "text": "b"}) + "\n",
+                                          encoding="utf-8")
+    with pytest.raises(InputError, match=r"queries.jsonl:2: _id 'q1' repeats line 1"):
         import_benchmark(folder)
-    (folder / "qrels.tsv").write_text("q2\td1\t1\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"qrels.tsv:1: query 'q2' is not in queries.jsonl"):
-        import_benchmark(folder)
-    (folder / "qrels.tsv").write_text("q1\td9\t0\n", encoding="utf-8")  # a judgement of 0 names no relevant passage
-    assert import_benchmark(folder).qrels == {"q1": set()}
+
+
+def test_merged_files_judge_a_type_on_the_files_that_tag_it_not_on_their_data_set(tmp_path: Path):
+    """CrossNER's one mapping covers every domain, but politics has no "book" tag (a book there is misc)."""
+    politics, literature = tmp_path / "crossner" / "politics" / "dev.txt", tmp_path / "crossner" / "literature" / "dev.txt"
+    for path, text in ((politics, "Obama\tB-politician\nwrote\tO\nDreams\tB-misc\n"), (literature, "Dune\tB-book\n")):
+        path.parent.mkdir(parents=True)
+        path.write_text(text, encoding="utf-8")
+    bench = benchmark_from_conll([politics, literature])
+    book = next(q for q in bench.queries if q.text == "book")
+    politician = next(q for q in bench.queries if q.text == "politician")
+    assert bench.judged[book.id] == {bench.corpus[1].id} and bench.judged[politician.id] == {bench.corpus[0].id}
+
+
+def test_a_type_coarse_in_one_merged_file_is_coarse(tmp_path: Path):
+    politics, wnut = tmp_path / "crossner" / "politics" / "dev.txt", tmp_path / "wnut17" / "dev.conll"
+    for path, text in ((politics, "Obama\tB-person\n"), (wnut, "Alice\tB-person\n")):
+        path.parent.mkdir(parents=True)
+        path.write_text(text, encoding="utf-8")
+    person = next(q for q in benchmark_from_conll([politics, wnut]).queries if q.text == "person")
+    assert person.coarse  # CrossNER's person is incomplete (a politician is not tagged person): so merged
 
 
 def test_beir_round_trip(conll_file: Path, tmp_path: Path):
@@ -257,3 +282,15 @@ def test_import_plain_beir_without_entities(tmp_path: Path):
 
 def test_query_id_is_readable():
     assert query_id("Medication or Vaccine") == "q-medication-or-vaccine"
+
+
+def test_a_folder_exported_from_several_files_before_judging_by_file_is_flagged(conll_file: Path, tmp_path: Path, caplog):
+    out = export_benchmark(benchmark_from_conll([conll_file]), tmp_path / "beir")
+    meta = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
+    assert meta["judged"] == "every type on every passage"
+    import_benchmark(out)
+    assert "exported from" not in caplog.text
+    meta = {k: v for k, v in meta.items() if k != "judged"} | {"sources": ["a.conll", "b.conll"]}
+    (out / "benchmark.json").write_text(json.dumps(meta), encoding="utf-8")
+    import_benchmark(out)
+    assert "exported from 2 files before nerindex judged each type only on the files that tag it" in caplog.text

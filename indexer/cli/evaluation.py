@@ -19,7 +19,8 @@ import click
 from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..stores.base import MAX_PASSAGE_WEIGHT
-from ..evaluation.benchmark_io import benchmark_from_conll, export_benchmark, import_benchmark, is_beir_folder
+from ..evaluation.beir_folder import export_benchmark, import_benchmark, is_beir_folder
+from ..evaluation.benchmark_io import benchmark_from_conll
 from ..evaluation.methods import DEFAULT_METHODS, METHODS
 from .options import batch_size_option
 

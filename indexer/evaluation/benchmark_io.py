@@ -1,26 +1,16 @@
-"""The retrieval benchmark built from labelled NER data, and its BEIR-style folder form.
+"""The retrieval benchmark built from labelled NER data (its BEIR-style folder form: ``beir_folder``).
 
 Corpus = the sentences of the labelled files; one query per readable type phrase; a passage is
 relevant to a query when it holds at least one gold mention of a tag mapped to that phrase (NER
 Retriever's protocol). Tags mapped to no phrase (``misc``) make no query; their mentions stay
-entities. The same benchmark can be written as a BEIR-style folder so other systems are scored on
-exactly the same task:
-
-```
-DIR/corpus.jsonl     {"_id", "title": "", "text", "metadata": {...}, "entities": [{"start", "end", "label", "type"}]}
-DIR/queries.jsonl    {"_id", "text", "metadata": {"labels": [...], "coarse": bool}}
-DIR/qrels.tsv        query-id TAB corpus-id TAB score (header line; score 1 = relevant)
-DIR/qrels/test.tsv   the same file where BEIR's loaders look for it
-DIR/benchmark.json   name, sources, mapping and protocol
-```
-
-Entity offsets are characters of ``text``, end exclusive; ``type`` is the query phrase of the
-mention's label (``null`` for misc).
+entities. Files of several data sets are merged with each type judged only on the files that tag
+it (:func:`merge_benchmarks`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +19,10 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence, TypeVar
 from ..assets import phrases_file
 from ..conll import read_conll
 from ..errors import InputError
-from ..records import GoldSpan, Passage
+from ..records import Passage
 
 PHRASES_FILE = phrases_file()
+log = logging.getLogger(__name__)
 
 # Tags that a data set uses only where no finer tag applies (shared/data/README.md): their relevance
 # judgements are incomplete (a politician is not labelled "person"), so they are scored apart.
@@ -227,10 +218,13 @@ def build_benchmark(
 def merge_benchmarks(parts: Sequence[Benchmark], *, name: str) -> Benchmark:
     """One benchmark over the union of several corpora; queries with the same phrase are merged.
 
-    A query is judged only on the corpora of the parts that have it (``Benchmark.judged``): CoNLL
+    A query is judged only on the corpora of the parts whose gold has its tags (``Benchmark.judged``):
     files of data sets with different tags do not say whether their passages mention the other
     sets' types, so counting those passages as not relevant would be a guess (WNUT-17's tweets were
-    "not relevant" to "organization", MultiCoNER's sentences to "corporation").
+    "not relevant" to "organization", MultiCoNER's sentences to "corporation"). The tags a file
+    uses, not its data set's mapping, decide: CrossNER's one mapping covers five domains, and
+    politics has no "book" tag (a book there is ``misc``). A query coarse in one part is coarse
+    (its judgements are incomplete there, so they are incomplete merged).
     """
     corpus: list[Passage] = []
     seen_ids: set[str] = set()
@@ -247,13 +241,14 @@ def merge_benchmarks(parts: Sequence[Benchmark], *, name: str) -> Benchmark:
                 corpus.append(p)
         ids = {p.id for p in part.corpus}
         for q in part.queries:
-            judged.setdefault(q.id, set()).update(part.judged.get(q.id, ids))
+            if part.qrels.get(q.id):  # the part's gold has the type's tags: it judges the type
+                judged.setdefault(q.id, set()).update(part.judged.get(q.id, ids))
             old = queries.get(q.id)
             if old is None:
                 queries[q.id] = q
             else:
                 labels = tuple(sorted(set(old.labels) | set(q.labels)))
-                queries[q.id] = Query(q.id, q.text, labels, coarse=old.coarse and q.coarse)
+                queries[q.id] = Query(q.id, q.text, labels, coarse=old.coarse or q.coarse)
             qrels.setdefault(q.id, set()).update(part.qrels.get(q.id, ()))
             for pid, spans in part.gold.get(q.id, {}).items():
                 gold.setdefault(q.id, {}).setdefault(pid, []).extend(spans)
@@ -305,174 +300,3 @@ def _label(path: str | Path, section: str | None) -> str:
             return "/".join(parts[lowered.index(section.lower()) :])
         return f"{section}/{parts[-1]}"
     return parts[-1]
-
-
-# ---------------------------------------------------------------- BEIR-style folder
-
-
-def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
-    """Write the benchmark as a BEIR-style folder (see the module docstring); returns the folder."""
-    if bench.judged:
-        only = ", ".join(sorted(q.text for q in bench.queries if q.id in bench.judged)[:5])
-        raise InputError(
-            f"these files label different types ({only}, … are judged on some files only), and a BEIR "
-            "folder counts every passage of its corpus as judged: export each file on its own",
-            path=bench.name,
-        )
-    out = Path(folder)
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
-        for p in bench.corpus:
-            doc = {
-                "_id": p.id,
-                "title": "",
-                "text": p.text,
-                "metadata": p.fields,
-                "entities": [
-                    {"start": g.start, "end": g.end, "label": g.label, "type": bench.mapping.get(g.label)}
-                    for g in p.gold
-                ],
-            }
-            fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    with open(out / "queries.jsonl", "w", encoding="utf-8") as fh:
-        for q in bench.queries:
-            meta = {"labels": list(q.labels), "coarse": q.coarse}
-            fh.write(json.dumps({"_id": q.id, "text": q.text, "metadata": meta}, ensure_ascii=False) + "\n")
-    lines = ["query-id\tcorpus-id\tscore"]
-    order = {p.id: i for i, p in enumerate(bench.corpus)}
-    for q in bench.queries:
-        for pid in sorted(bench.qrels.get(q.id, ()), key=lambda x: order.get(x, 0)):
-            lines.append(f"{q.id}\t{pid}\t1")
-    text = "\n".join(lines) + "\n"
-    (out / "qrels.tsv").write_text(text, encoding="utf-8")
-    (out / "qrels" / "test.tsv").write_text(text, encoding="utf-8")
-    meta = {
-        "name": bench.name,
-        "sources": bench.sources,
-        "mapping": bench.mapping,
-        "protocol": PROTOCOL,
-        "passages": len(bench.corpus),
-        "queries": len(bench.queries),
-    }
-    (out / "benchmark.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return out
-
-
-def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot open: {exc.strerror}", path=str(path)) from exc
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"not JSON: {exc.msg}", path=str(path), line=lineno) from exc
-            if not isinstance(obj, dict) or "_id" not in obj:
-                raise InputError("expected an object with an '_id'", path=str(path), line=lineno)
-            yield lineno, obj
-
-
-def is_beir_folder(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "corpus.jsonl").is_file() and (p / "queries.jsonl").is_file()
-
-
-def import_benchmark(folder: str | Path) -> Benchmark:
-    """Read a BEIR-style folder (this module's layout; ``entities`` optional) into a benchmark."""
-    root = Path(folder)
-    corpus, mapping = _read_corpus(root / "corpus.jsonl")
-    queries = []
-    for _, q in _jsonl(root / "queries.jsonl"):
-        meta = q.get("metadata") if isinstance(q.get("metadata"), dict) else {}
-        labels = tuple(str(x) for x in meta.get("labels", ()))
-        queries.append(Query(str(q["_id"]), str(q["text"]), labels, coarse=bool(meta.get("coarse", False))))
-    qrels_path = root / "qrels.tsv"
-    if not qrels_path.is_file():
-        qrels_path = root / "qrels" / "test.tsv"
-    qrels = _read_qrels(qrels_path, queries, {p.id for p in corpus})
-    gold: dict[str, dict[str, list[tuple[int, int]]]] = {q.id: {} for q in queries}
-    for q in queries:
-        tags = set(q.labels)
-        for p in corpus:
-            if p.id not in qrels.get(q.id, ()):
-                continue
-            spans = [(g.start, g.end) for g in p.gold if g.label in tags]
-            if spans:
-                gold[q.id][p.id] = spans
-    meta_path = root / "benchmark.json"
-    name = root.name
-    sources = [str(root)]
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            name = meta.get("name", name)
-            mapping = {**meta.get("mapping", {}), **mapping}
-        except ValueError:
-            pass
-    return Benchmark(name, corpus, queries, qrels, gold, sources, mapping)
-
-
-def _read_corpus(path: Path) -> tuple[list[Passage], dict[str, str | None]]:
-    """Passages of ``corpus.jsonl`` with their gold entities, and the tag → type phrase mapping
-    the entities' ``type`` fields give."""
-    corpus: list[Passage] = []
-    mapping: dict[str, str | None] = {}
-    first_line: dict[str, int] = {}
-    for lineno, doc in _jsonl(path):
-        doc_id = str(doc["_id"])
-        if doc_id in first_line:  # one passage counted twice by the baselines, once by the store
-            raise InputError(f"_id {doc_id!r} repeats line {first_line[doc_id]}", path=str(path), line=lineno)
-        first_line[doc_id] = lineno
-        text = doc.get("text")
-        if not isinstance(text, str):
-            raise InputError("'text' must be a string", path=str(path), line=lineno)
-        title = doc.get("title") or ""
-        if title:
-            text = f"{title} {text}"  # BEIR convention; offsets of 'entities' must then include it
-        spans = []
-        for ent in doc.get("entities") or ():
-            try:
-                start, end, label = int(ent["start"]), int(ent["end"]), str(ent["label"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise InputError("each entity needs start, end and label", path=str(path), line=lineno) from exc
-            if not 0 <= start < end <= len(text):
-                raise InputError(f"entity offsets {start}..{end} outside the text", path=str(path), line=lineno)
-            spans.append(GoldSpan(start, end, label))
-            if "type" in ent:
-                mapping.setdefault(label, ent["type"])
-        fields = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-        corpus.append(Passage(id=doc_id, text=text, fields=fields, gold=tuple(spans)))
-    return corpus, mapping
-
-
-def _read_qrels(path: Path, queries: list[Query], corpus_ids: set[str]) -> dict[str, set[str]]:
-    """Relevant passage ids per query id (score > 0) from a BEIR qrels TSV (header optional).
-
-    A relevant passage missing from the corpus, or a query missing from ``queries``, is an error:
-    left in, it would cap the query's recall (or be scored nowhere) without a word."""
-    qrels: dict[str, set[str]] = {q.id: set() for q in queries}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot open qrels: {exc.strerror}", path=str(path)) from exc
-    for lineno, line in enumerate(lines, start=1):
-        cols = line.split("\t")
-        if not line.strip() or (lineno == 1 and cols[0] == "query-id"):
-            continue
-        if len(cols) < 3:
-            raise InputError("expected query-id TAB corpus-id TAB score", path=str(path), line=lineno)
-        try:
-            score = float(cols[2])
-        except ValueError as exc:
-            raise InputError(f"score is not a number: {cols[2]!r}", path=str(path), line=lineno) from exc
-        if score > 0:
-            if cols[0] not in qrels:
-                raise InputError(f"query {cols[0]!r} is not in queries.jsonl", path=str(path), line=lineno)
-            if cols[1] not in corpus_ids:
-                raise InputError(f"passage {cols[1]!r} is not in corpus.jsonl", path=str(path), line=lineno)
-            qrels[cols[0]].add(cols[1])
-    return qrels
