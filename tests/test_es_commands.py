@@ -107,7 +107,21 @@ def test_status_says_when_the_types_index_holds_another_models_vectors(stub, mon
     result = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus", "--json"])
     assert json.loads(result.output)["types_stale"] is True
     text = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"]).output
-    assert "corpus-types holds another model's type vectors" in text and "add-types --replace --catalog" in text
+    assert "corpus-types does not hold this model's type vectors" in text and "add-types --replace --catalog" in text
+
+
+def test_status_of_a_types_index_nerindex_did_not_make(stub, monkeypatch):
+    from indexer.errors import StoreError
+    from indexer.stores.elasticsearch.type_index import TypeIndex
+
+    def no_model(self):
+        raise StoreError("index 'corpus-types' was not created by nerindex (its _meta records no model)")
+
+    monkeypatch.setattr(TypeIndex, "count", lambda self: 3)
+    monkeypatch.setattr(TypeIndex, "model", no_model)
+    monkeypatch.setattr("indexer.stores.elasticsearch.reindex.write_blocked", lambda store, index: False)
+    result = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"])
+    assert result.exit_code == 0 and "its _meta records no model" in result.output  # it failed (exit 1) before
 
 
 def test_put_template(stub):

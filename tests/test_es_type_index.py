@@ -236,6 +236,19 @@ def test_add_types_replace_embeds_the_phrases_added_by_hand_again(stub_types, mo
     np.testing.assert_allclose(added["sea creature"], encoder.embed_types(["sea creature"])[0], atol=1e-6)
 
 
+def test_add_types_replace_deletes_nothing_when_it_cannot_store_again(stub_types, monkeypatch):
+    from indexer.encoder import OnnxEncoder
+
+    encoder = OnnxEncoder.from_dir(None)
+    monkeypatch.setattr(OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: encoder))
+    monkeypatch.setattr("test_es_commands.STAMP", encoder.info.stamp)
+    monkeypatch.setattr(StubTypes, "previously_added", ("sea creature",))
+    monkeypatch.setattr(encoder, "catalog", None)  # a model without a catalog: --catalog cannot be done
+    result = CliRunner().invoke(cli, ["es", "add-types", "--catalog", "--replace"])
+    assert isinstance(result.exception, StoreError) and "has no catalog" in str(result.exception)
+    assert not stub_types[0].deleted  # it was deleted first, and the phrases added by hand with it
+
+
 def test_add_types_refuses_another_model_than_the_passages(stub_types):
     result = CliRunner().invoke(cli, ["es", "add-types", "dinosaur"])  # StubStore's model is not the shipped one
     assert isinstance(result.exception, ModelMismatchError) and "never mix" in str(result.exception)

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..config import Settings, with_overrides
-from ..errors import ModelMismatchError, StoreError
+from ..errors import ModelMismatchError, NerindexError, StoreError
 from ..stores.factory import open_elasticsearch
 from .options import DEVICES, backend_options, batch_size_option
 
@@ -95,9 +95,12 @@ def _stale_types(store: Any, stamp: Any) -> str | None:
     from ..stores.elasticsearch.type_index import TypeIndex
 
     types = TypeIndex(store)
-    conflict = types.conflict_with(stamp)
+    try:
+        conflict = types.conflict_with(stamp)
+    except NerindexError as exc:  # after a reindex has moved the alias, a check must not fail the command
+        return f"could not check {types.name}: {exc}"
     return None if conflict is None else (
-        f"{types.name} holds another model's type vectors ({conflict}): "
+        f"{types.name} does not hold this model's type vectors ({conflict}): "
         "run 'nerindex es add-types --replace --catalog' to embed them with this one")
 
 
@@ -157,18 +160,19 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
                 rs.mismatch_message(store.alias, target[0] if target else store.alias, passages, stamp, conflict)
             )
         types = TypeIndex(store)
+        if with_catalog and encoder.catalog is None:
+            raise StoreError(f"model {stamp.id} has no catalog")
         kept = _added_by_hand(types, wanted) if replace else []
-        deleted = replace and types.delete()
         wanted += kept
+        vectors = encoder.embed_types(wanted) if wanted else None  # all that can fail, before --replace deletes
+        deleted = replace and types.delete()
         outcomes = []
         if with_catalog:
-            if encoder.catalog is None:
-                raise StoreError(f"model {stamp.id} has no catalog")
             outcomes += fill_with_catalog(types, encoder.query_catalog(), stamp, queries=encoder.info.query_identity(),
                                           embed=encoder.embed_types) or []
         if wanted:
             types.check_model(stamp)
-            outcomes += types.add(wanted, encoder.embed_types(wanted), stamp, origin=ADDED)
+            outcomes += types.add(wanted, vectors, stamp, origin=ADDED)
         total = types.count()
     failed = [{"phrase": o.id, "error": o.error} for o in outcomes if not o.ok]
     stored = len(outcomes) - len(failed)

@@ -53,6 +53,8 @@ def retarget(objects: list[dict[str, Any]], alias: str) -> list[dict[str, Any]]:
         attributes = dict(obj.get("attributes", {}))
         if obj.get("type") == "index-pattern" and obj.get("id") == DATA_VIEW_ID:
             attributes["title"] = alias
+            if suffix and "name" in attributes:
+                attributes["name"] = f"{attributes['name']} ({alias})"
         elif suffix and "title" in attributes:
             attributes["title"] = f"{attributes['title']} ({alias})"
         references = [{**ref, "id": ref["id"] + suffix} if ref.get("id") in ids else ref for ref in obj.get("references", ())]

@@ -260,7 +260,10 @@ class TypeIndex:
     def conflict_with(self, stamp: ModelStamp) -> str | None:
         """What makes this index's vectors another model's than ``stamp``'s (None: the same, or no
         index): after ``es reindex --model`` a lookup by type name would get the old model's vectors."""
-        stored = self.model()
+        try:
+            stored = self.model()
+        except StoreError:
+            return "its _meta records no model: not made by nerindex"
         return None if stored is None else check_stamp(stored, stamp, writing=False).conflict
 
     def add(
