@@ -194,8 +194,10 @@ def test_held_out_types_and_their_synonyms_never_appear(wn, encoder):
     from indexer.evaluation.heldout import DEV_EVAL_TYPES
 
     (s,), ann = _annotate(wn, encoder, [("The flu and measles spread through the country.", [])])
-    for held in ("disease", "country", "communicable disease", "nation", "medication"):
+    for held in ("disease", "country", "communicable disease", "nation", "medication",
+                 "European nation", "sovereign state", "labour party"):  # a phrase holding a lemma (an audit)
         assert ann.is_held_out(held), held
+    assert not ann.is_held_out("river") and not ann.is_held_out("musical instrument")
     every = {t for sp in s.spans for t in sp.types}
     assert not any(ann.is_held_out(t) for t in every)
     assert "disease" in DEV_EVAL_TYPES
@@ -386,3 +388,16 @@ def test_gloss_cache_is_keyed_by_the_wordnet_too(tmp_path):
         (folder / "data.noun").write_text(text)
     assert gloss_cache_file("m1", a) != gloss_cache_file("m1", b)
     assert gloss_cache_file("m1", a) == gloss_cache_file("m1", c) != gloss_cache_file("m2", a)
+
+
+def test_a_silver_file_that_leaves_out_windows_or_brings_in_unseen_types_says_so(caplog):
+    from indexer.errors import ModelError
+    from indexer.training.silver_train import check_silver_cover
+
+    check_silver_cover("s.jsonl", 0, 358, ["dish", "river"])
+    assert not caplog.text
+    check_silver_cover("s.jsonl", 318, 358, ["dish", "writer", "political party"])
+    assert "318 of 358 training windows have no silver sentence" in caplog.text  # it dropped them without a word
+    assert "political party, writer" in caplog.text  # a file made with --hold-out none
+    with pytest.raises(ModelError, match="none of its sentences is in the training split"):  # a raw RuntimeError before
+        check_silver_cover("s.jsonl", 358, 358, [])

@@ -109,6 +109,18 @@ def test_nerindex_train_refuses_a_span_side_copy(tmp_path):
         run_training(cfg, tmp_path / "run")
 
 
+def test_nerindex_train_refuses_to_write_into_a_model_folder(tmp_path):
+    from indexer.training.train import run_training
+    from indexer.training.train_config import TrainConfig
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(ModelError, match="is a model folder"):  # it overwrote the heads, then failed its checksums
+        run_training(TrainConfig(), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json"]
+
+
 def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
     """How the shipped model is built: `nerindex export <model folder> --span-side PREFIX`."""
     import json

@@ -43,13 +43,14 @@ from .entity_head import (
 )
 from ..encoder import load_tokenizer
 from ..errors import ModelError
+from ..model_card import CARD_FILE
 from .export import backbone_tokenizer_file
 from .features import Features, SpanFeatures, adapter_vectors, cached_encode, embed_phrases, gold_spans, span_features
 from .figures import calibrate_similarity, macro_r_precision, passage_figures, passage_relevance, span_r_precision
 from .model import SpanTypeEncoder, build_model
 from .silver.hierarchy import TypeHierarchy
 from .silver.records import read_silver
-from .silver_train import align_silver, related_index, train_silver_adapter
+from .silver_train import align_silver, check_silver_cover, related_index, train_silver_adapter
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     out_dir = Path(out_dir)
+    if (out_dir / CARD_FILE).is_file():  # its heads would be overwritten and its checksums then fail (an audit)
+        raise ModelError(f"{out_dir}: is a model folder ({CARD_FILE}); train into a run folder, then 'nerindex export' it")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if cfg.heads.span_layers:
@@ -228,6 +231,7 @@ def prepare_data(cfg: TrainConfig, model: SpanTypeEncoder) -> TrainingData:
 def load_silver(cfg: TrainConfig, train: Corpus, dev: Corpus) -> dict[str, Any]:
     """Align the silver files onto the train (and dev) corpora; the hierarchy as mask indices."""
     spans, counts = align_silver(train, read_silver(cfg.silver), mark_labels=cfg.silver_detection)
+    check_silver_cover(cfg.silver, counts.get("examples_without_silver", 0), len(train.examples), spans.vocab)
     hier_path = cfg.silver_hierarchy or str(Path(cfg.silver).with_name(Path(cfg.silver).stem + ".hierarchy.json"))
     hierarchy = TypeHierarchy.load(hier_path)
     out: dict[str, Any] = {
