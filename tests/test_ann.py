@@ -437,3 +437,15 @@ def test_all_lists_searches_again_only_when_a_round_reads_past_what_came_back():
     proposer = ann_ranking.AllLists(small)
     assert len(proposer.search(np.zeros(4), 64, 16)[0]) == 64 and len(proposer.search(np.zeros(4), 500, 16)[0]) == 100
     assert small.asked == [(1024, 8)]  # fewer came back than asked: there are no more
+
+
+def test_scanned_gives_the_best_rows_first_however_deep_it_is_read():
+    from indexer.stores import ann_ranking
+
+    scores = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    ids = np.arange(1000, 2000)
+    want = ids[np.argsort(-scores, kind="stable")]
+    scanned = ann_ranking.Scanned(lambda: (ids, scores), 0.01)
+    for k in (1, 5, 3, 64, 300, 999, 1000, 5000):
+        got, got_scores = scanned.search(np.zeros(4), k, 16)
+        assert list(got) == list(want[:k]) and list(got_scores) == sorted(got_scores, reverse=True)

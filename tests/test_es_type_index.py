@@ -247,6 +247,14 @@ def test_add_types_replace_deletes_nothing_when_it_cannot_store_again(stub_types
     result = CliRunner().invoke(cli, ["es", "add-types", "--catalog", "--replace"])
     assert isinstance(result.exception, StoreError) and "has no catalog" in str(result.exception)
     assert not stub_types[0].deleted  # it was deleted first, and the phrases added by hand with it
+    monkeypatch.setattr(encoder, "catalog", object())  # a catalog whose phrases cannot be embedded
+
+    def broken():
+        raise RuntimeError("embedding failed")
+
+    monkeypatch.setattr(encoder, "query_catalog", broken)
+    result = CliRunner().invoke(cli, ["es", "add-types", "--catalog", "--replace"])
+    assert "embedding failed" in str(result.exception) and not stub_types[-1].deleted  # (a review: it embedded after)
 
 
 def test_add_types_refuses_another_model_than_the_passages(stub_types):

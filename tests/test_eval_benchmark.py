@@ -230,6 +230,9 @@ def test_a_type_coarse_in_one_merged_file_is_coarse(tmp_path: Path):
         path.write_text(text, encoding="utf-8")
     person = next(q for q in benchmark_from_conll([politics, wnut]).queries if q.text == "person")
     assert person.coarse  # CrossNER's person is incomplete (a politician is not tagged person): so merged
+    politics.write_text("Obama\tB-politician\n", encoding="utf-8")  # politics judges no person here
+    person = next(q for q in benchmark_from_conll([politics, wnut]).queries if q.text == "person")
+    assert not person.coarse  # judged on WNUT-17 alone, complete there (a review)
 
 
 def test_beir_round_trip(conll_file: Path, tmp_path: Path):

@@ -9,6 +9,7 @@ Reports go to stdout (``--json`` keeps them machine-readable), progress to stder
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -136,8 +137,6 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
     case, single spaces) as document id, so Kibana users can look its vector up by id and search
     with it (docs/elasticsearch.md). The first 'nerindex index' stores the catalog's phrases.
     """
-    import sys
-
     from ..encoder import OnnxEncoder
     from ..stores.elasticsearch import responses as rs
     from ..stores.base import check_stamp
@@ -165,10 +164,11 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
         kept = _added_by_hand(types, wanted) if replace else []
         wanted += kept
         vectors = encoder.embed_types(wanted) if wanted else None  # all that can fail, before --replace deletes
+        catalog = encoder.query_catalog() if with_catalog else None
         deleted = replace and types.delete()
         outcomes = []
-        if with_catalog:
-            outcomes += fill_with_catalog(types, encoder.query_catalog(), stamp, queries=encoder.info.query_identity(),
+        if catalog is not None:
+            outcomes += fill_with_catalog(types, catalog, stamp, queries=encoder.info.query_identity(),
                                           embed=encoder.embed_types) or []
         if wanted:
             types.check_model(stamp)

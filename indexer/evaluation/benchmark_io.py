@@ -241,14 +241,16 @@ def merge_benchmarks(parts: Sequence[Benchmark], *, name: str) -> Benchmark:
                 corpus.append(p)
         ids = {p.id for p in part.corpus}
         for q in part.queries:
-            if part.qrels.get(q.id):  # the part's gold has the type's tags: it judges the type
+            judges = bool(part.qrels.get(q.id))  # the part's gold has the type's tags: it judges the type
+            if judges:
                 judged.setdefault(q.id, set()).update(part.judged.get(q.id, ids))
             old = queries.get(q.id)
+            coarse = q.coarse and judges  # coarse where it is judged
             if old is None:
-                queries[q.id] = q
+                queries[q.id] = Query(q.id, q.text, q.labels, coarse=coarse)
             else:
                 labels = tuple(sorted(set(old.labels) | set(q.labels)))
-                queries[q.id] = Query(q.id, q.text, labels, coarse=old.coarse or q.coarse)
+                queries[q.id] = Query(q.id, q.text, labels, coarse=old.coarse or coarse)
             qrels.setdefault(q.id, set()).update(part.qrels.get(q.id, ()))
             for pid, spans in part.gold.get(q.id, {}).items():
                 gold.setdefault(q.id, {}).setdefault(pid, []).extend(spans)

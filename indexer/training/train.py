@@ -50,7 +50,8 @@ from .figures import calibrate_similarity, macro_r_precision, passage_figures, p
 from .model import SpanTypeEncoder, build_model
 from .silver.hierarchy import TypeHierarchy
 from .silver.records import read_silver
-from .silver_train import align_silver, check_silver_cover, related_index, train_silver_adapter
+from .silver.coverage import check_silver_cover
+from .silver_train import align_silver, related_index, train_silver_adapter
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)

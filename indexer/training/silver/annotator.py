@@ -59,9 +59,7 @@ class SilverAnnotator:
             if n > self.max_words.get(first, 0):
                 self.max_words[first] = n
         self.held_out = self._held_out_phrases(config.hold_out)
-        # every held-out lemma, not only the type names: "European nation" contains "nation", a lemma of
-        # held-out "country" (an audit found 191 spans typed so, and "labour party" for "party")
-        self._held_out_words = sorted({tuple(pretokenize(p)) for p in self.held_out} - {()})
+        self._held_out_words = [tuple(pretokenize(p)) for p in config.hold_out for p in _split_or(p)]
         self._types_cache: dict[tuple, tuple[list[str], list[int]]] = {}
         # type phrase -> the synsets it was taken from (what the hierarchy file is built on)
         self.type_sources: dict[str, set[tuple[str, int]]] = defaultdict(set)
