@@ -16,7 +16,9 @@ span F1 on validation (where m is chosen), the wide validation split (a check) a
     python docs/eval/marking_map.py --data ../shared/data --cache .cache/span-negatives.pkl
 
 ``--cache`` is ``span_negatives.py``'s (the encoded sets and training spans; made here when missing,
-about 4 minutes on 2 cores); the rest takes about 7 minutes for two O shares at two step counts.
+about 2 minutes on 2 cores); the rest takes about 2.5 minutes for two O shares at two step counts.
+The cache holds the benchmarks as they were judged when it was made: delete it after a change to
+how ``nerindex eval`` judges merged files (a stale one gave the wider split's old figures).
 """
 
 from __future__ import annotations

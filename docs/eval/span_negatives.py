@@ -194,7 +194,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--cache", type=Path, default=None, help="pickle of the encoded sets, reused when present")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="pickle of the encoded sets, reused when present (delete it when eval's judging changes)")
     args = parser.parse_args()
     started = time.monotonic()
     enc = OnnxEncoder.from_dir(default_model_dir(), device="cpu")
