@@ -22,6 +22,7 @@ import numpy as np
 
 from ..assets import phrases_file
 from ..conll import read_conll
+from ..errors import InputError
 from ..records import GoldSpan, Passage
 from ..spans import Word, candidate_token_range, window_inputs, words_from_encoding
 
@@ -158,8 +159,10 @@ def read_sources(
             counts["sentences_read"] += 1
             ph = []
             for g in p.gold:
-                if g.label not in tags:
-                    raise KeyError(f"{src.path}: tag {g.label!r} missing from phrases.json[{src.dataset}]")
+                if g.label not in tags:  # a one-line error naming the line, not a KeyError traceback (an audit)
+                    raise InputError(f"tag {g.label!r} is not in phrases.json's {src.dataset!r} section (give it a "
+                                     "phrase there, or null for an entity that is no query)",
+                                     path=str(src.path), line=p.fields.get("line"))
                 ph.append(tags[g.label])
             if excluded.intersection(x for x in ph if x):
                 counts["sentences_excluded"] += 1
