@@ -41,6 +41,27 @@ def check_phrase(type_phrase: str) -> str:
     return phrase
 
 
+def model_info(encoder: Any) -> dict[str, Any]:
+    """What ``nerindex info`` shows of a model (also with no store: an exported folder inspected)."""
+    info = encoder.info
+    return {
+        "id": info.id,
+        "version": info.version,
+        "path": str(info.path),
+        "dims": info.dims,
+        "checksum": info.checksum,
+        "similarity_threshold": info.similarity_threshold,
+        "unseen_similarity_threshold": info.unseen_similarity_threshold,
+        "detection_threshold": info.detection_threshold,
+        "candidate_threshold": info.candidate_threshold,
+        "passage_weight": info.passage_weight,
+        "unseen_passage_weight": info.unseen_passage_weight,
+        "type_template": info.type_template,
+        "unseen_type_template": info.unseen_type_template,
+        "provider": encoder.provider,
+    }
+
+
 class NerIndex:
     """A store plus the model that fills and queries it. Build with :meth:`open`."""
 
@@ -286,22 +307,7 @@ class NerIndex:
         counts = self.store.counts()
         stamp = self.store.model()
         return {
-            "model": {
-                "id": info.id,
-                "version": info.version,
-                "path": str(info.path),
-                "dims": info.dims,
-                "checksum": info.checksum,
-                "similarity_threshold": info.similarity_threshold,
-                "unseen_similarity_threshold": info.unseen_similarity_threshold,
-                "detection_threshold": info.detection_threshold,
-                "candidate_threshold": info.candidate_threshold,
-                "passage_weight": info.passage_weight,
-                "unseen_passage_weight": info.unseen_passage_weight,
-                "type_template": info.type_template,
-                "unseen_type_template": info.unseen_type_template,
-                "provider": self.encoder.provider,
-            },
+            "model": model_info(self.encoder),
             "store": {
                 "where": self.description,
                 "passages": counts.passages,

@@ -46,6 +46,10 @@ class StoreError(NerindexError):
     exit_code = 5
 
 
+class NoStoreError(StoreError):
+    """No store where one was to be opened, not created (``nerindex info`` then shows the model alone)."""
+
+
 class SearchError(NerindexError):
     """A search request that cannot be answered as asked (bad filter, unsupported option)."""
 

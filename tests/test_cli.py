@@ -73,6 +73,15 @@ def test_info_says_which_model_wrote_the_store(tmp_path, capsys):
     assert code == 0 and "9.9.9" in out and "written with nerindex-minilm-l6 0.4.0" in out and "not the model above" in out
 
 
+def test_info_without_a_store_shows_the_model(tmp_path, capsys):
+    """An exported model folder could not be looked at: info refused to run outside a store (an audit)."""
+    code, out, _ = run(capsys, "info", "--store", str(tmp_path / "none"), "--model", str(default_model_dir()))
+    assert code == 0 and "model: nerindex-minilm-l6" in out and "store: none" in out and "run 'nerindex index' first" in out
+    code, out, _ = run(capsys, "info", "--store", str(tmp_path / "none"), "--json")
+    assert code == 0 and json.loads(out)["store"] is None and json.loads(out)["model"]["id"] == "nerindex-minilm-l6"
+    assert not (tmp_path / "none").exists()  # nothing created
+
+
 def test_search_json_lines(indexed, capsys):
     code, out, _ = run(capsys, "search", "person", "--store", str(indexed), "--json", "--threshold", "0.2", "--limit", "3")
     assert code == 0

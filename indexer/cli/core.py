@@ -316,9 +316,18 @@ def embed_command(phrases: tuple[str, ...], settings: Settings) -> None:
 @backend_options("store")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info_command(settings: Settings, as_json: bool) -> None:
-    """Show the model (id, checksum, thresholds, provider) and the store (where, counts)."""
-    with NerIndex.open(settings=settings, create=False) as ix:
-        info = ix.info()
+    """Show the model (id, checksum, thresholds, provider) and the store (where, counts); with no
+    store yet, the model alone (so an exported folder can be looked at with --model)."""
+    from ..api import model_info
+    from ..encoder import OnnxEncoder
+    from ..errors import NoStoreError
+
+    try:
+        with NerIndex.open(settings=settings, create=False) as ix:
+            info = ix.info()
+    except NoStoreError as exc:
+        encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
+        info = {"model": model_info(encoder), "store": None, "no_store": str(exc)}
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -332,6 +341,9 @@ def info_command(settings: Settings, as_json: bool) -> None:
     wide = m.get("candidate_threshold")
     detection = f"{m['detection_threshold']:g}" + ("" if wide is None else f", candidate head {wide:g} (spans that rank, never marked)")
     click.echo(f"       detection {detection}")
+    if s is None:
+        click.echo(f"store: none ({info['no_store']})")
+        return
     written = s.get("model")
     with_model = "" if written is None else (
         f"; written with {written['id']} {written['version']} (checksum {written['checksum'][:16]})"

@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ModelMismatchError, StoreError
+from ..errors import ModelMismatchError, NoStoreError, StoreError
 from ..records import EncodedPassage, Hit, Matches
 from . import ann, ann_ranking, ann_search
 from . import embedded_filtering as filtering
@@ -83,7 +83,7 @@ class EmbeddedStore:
         db = folder / DB_NAME
         if not db.is_file():
             if not create:
-                raise StoreError(f"{folder}: no nerindex store here (run 'nerindex index' first)")
+                raise NoStoreError(f"{folder}: no nerindex store here (run 'nerindex index' first)")
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
