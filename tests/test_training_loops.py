@@ -114,3 +114,16 @@ def test_similarity_calibration_takes_the_lowest_of_equal_thresholds():
     # every threshold in (0.3, 0.6] returns exactly the relevant passages of both types
     assert sim["threshold"] == 0.31 and sim["macro_f1"] == 1.0
     assert (0.5, 1.0) in sim["curve"] and (0.65, 0.8333) in sim["curve"]
+
+
+def test_too_few_entity_head_steps_is_a_one_line_error():
+    from indexer.errors import ModelError
+    from indexer.training.entity_head import MIN_HEAD_STEPS, head_steps
+    from indexer.training.train_config import TrainConfig
+
+    cfg = TrainConfig(head_max_epochs=0.2)
+    with pytest.raises(ModelError, match="gives 0 optimiser steps"):  # a bare ValueError from OneCycleLR before
+        head_steps(cfg, 150)
+    with pytest.raises(ModelError, match=f"at least {MIN_HEAD_STEPS}"):  # 20 steps: a ZeroDivisionError before
+        head_steps(TrainConfig(head_max_epochs=1.0), 20 * TrainConfig().head_batch)
+    assert head_steps(TrainConfig(head_max_epochs=1.0), 21 * TrainConfig().head_batch) == 21

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ModelError
 from ..evaluation.metrics import f1
 from ..spans import resolve_overlaps
 from .adapter import optimiser_step
@@ -27,10 +28,23 @@ from .features import Features
 from .model import SpanTypeEncoder
 from .train_config import TrainConfig
 
+MIN_HEAD_STEPS = 21  # OneCycleLR at pct_start 0.05: 0 steps refused, 20 divided by zero, 1-19 no warm-up phase
+
 log = logging.getLogger(__name__)
 
 # a passage's decoded spans: (char start, char end, score, example, candidate), best first
 Decoded = list[list[tuple[int, int, float, int, int]]]
+
+
+def head_steps(cfg: TrainConfig, windows: int) -> int:
+    """The entity head's optimiser steps; too few for its schedule is a one-line error (OneCycleLR
+    failed with a bare ValueError at 0 steps and a ZeroDivisionError at 20: an audit)."""
+    total = int(cfg.head_max_epochs * max(1, windows // cfg.head_batch))
+    if total < MIN_HEAD_STEPS:
+        raise ModelError(f"--head-epochs {cfg.head_max_epochs:g} over {windows} training windows in batches of "
+                         f"{cfg.head_batch} gives {total} optimiser steps; the entity head's schedule needs at least "
+                         f"{MIN_HEAD_STEPS} (more epochs or more data)")
+    return total
 
 
 def pad_batch(
@@ -183,7 +197,7 @@ def _fit_head(
     rng = random.Random(cfg.seed + 1)
     opt = torch.optim.AdamW(list(model.entity.parameters()), lr=cfg.head_lr, weight_decay=0.01)
     n = len(train.examples)
-    total = int(cfg.head_max_epochs * max(1, n // cfg.head_batch))
+    total = head_steps(cfg, n)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.head_lr, total_steps=total, pct_start=0.05)
     # length-bucketed batches keep padding (and time) low
     order = sorted(range(n), key=lambda i: len(train.examples[i].ids))
