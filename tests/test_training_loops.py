@@ -116,14 +116,16 @@ def test_similarity_calibration_takes_the_lowest_of_equal_thresholds():
     assert (0.5, 1.0) in sim["curve"] and (0.65, 0.8333) in sim["curve"]
 
 
-def test_too_few_entity_head_steps_is_a_one_line_error():
+def test_too_few_entity_head_steps_is_a_one_line_error_and_20_steps_train():
     from indexer.errors import ModelError
-    from indexer.training.entity_head import MIN_HEAD_STEPS, head_steps
+    from indexer.training.entity_head import head_steps, warm_up_share
     from indexer.training.train_config import TrainConfig
 
-    cfg = TrainConfig(head_max_epochs=0.2)
-    with pytest.raises(ModelError, match="gives 0 optimiser steps"):  # a bare ValueError from OneCycleLR before
-        head_steps(cfg, 150)
-    with pytest.raises(ModelError, match=f"at least {MIN_HEAD_STEPS}"):  # 20 steps: a ZeroDivisionError before
-        head_steps(TrainConfig(head_max_epochs=1.0), 20 * TrainConfig().head_batch)
-    assert head_steps(TrainConfig(head_max_epochs=1.0), 21 * TrainConfig().head_batch) == 21
+    with pytest.raises(ModelError, match="gives no optimiser step"):  # a bare ValueError from OneCycleLR before
+        head_steps(TrainConfig(head_max_epochs=0.2), 150)
+    for total in (1, 19, 20, 21, 300):  # 20 steps: a ZeroDivisionError before
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total, pct_start=warm_up_share(total))
+        for _ in range(total):
+            opt.step()
+            sched.step()

@@ -28,8 +28,6 @@ from .features import Features
 from .model import SpanTypeEncoder
 from .train_config import TrainConfig
 
-MIN_HEAD_STEPS = 21  # OneCycleLR at pct_start 0.05: 0 steps refused, 20 divided by zero, 1-19 no warm-up phase
-
 log = logging.getLogger(__name__)
 
 # a passage's decoded spans: (char start, char end, score, example, candidate), best first
@@ -37,14 +35,19 @@ Decoded = list[list[tuple[int, int, float, int, int]]]
 
 
 def head_steps(cfg: TrainConfig, windows: int) -> int:
-    """The entity head's optimiser steps; too few for its schedule is a one-line error (OneCycleLR
-    failed with a bare ValueError at 0 steps and a ZeroDivisionError at 20: an audit)."""
+    """The entity head's optimiser steps; none at all is a one-line error (OneCycleLR failed with
+    a bare ValueError: an audit)."""
     total = int(cfg.head_max_epochs * max(1, windows // cfg.head_batch))
-    if total < MIN_HEAD_STEPS:
+    if total < 1:
         raise ModelError(f"--head-epochs {cfg.head_max_epochs:g} over {windows} training windows in batches of "
-                         f"{cfg.head_batch} gives {total} optimiser steps; the entity head's schedule needs at least "
-                         f"{MIN_HEAD_STEPS} (more epochs or more data)")
+                         f"{cfg.head_batch} gives no optimiser step (more epochs or more data)")
     return total
+
+
+def warm_up_share(total: int) -> float:
+    """OneCycleLR's warm-up share: 5 %, but not where it ends its first phase on step 0 (20 steps
+    divided by zero: an audit)."""
+    return 0.05 if abs(0.05 * total - 1) > 1e-9 else 0.06
 
 
 def pad_batch(
@@ -198,7 +201,7 @@ def _fit_head(
     opt = torch.optim.AdamW(list(model.entity.parameters()), lr=cfg.head_lr, weight_decay=0.01)
     n = len(train.examples)
     total = head_steps(cfg, n)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.head_lr, total_steps=total, pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.head_lr, total_steps=total, pct_start=warm_up_share(total))
     # length-bucketed batches keep padding (and time) low
     order = sorted(range(n), key=lambda i: len(train.examples[i].ids))
     buckets = [order[i : i + cfg.head_batch] for i in range(0, n, cfg.head_batch)]
