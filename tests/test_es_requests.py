@@ -733,6 +733,28 @@ def test_the_pool_bound_searches_ask_for_the_last_of_the_pool_and_the_best_passa
     assert quantized["knn"]["rescore_vector"] == {"oversample": 10.0}
 
 
+def test_a_widening_round_asks_for_the_best_passage_no_more():
+    """The best passage depends on the query alone: it was searched (10,000 candidates) every round."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from indexer.stores.base import SearchRequest
+
+    sent = []
+
+    class Client:
+        def msearch(self, index, searches):
+            sent.append(len(searches))
+            return SimpleNamespace(body={"responses": [{"hits": {"hits": [{"_score": 0.9}]}}] * (len(searches) // 2)})
+
+    request = SearchRequest(np.array([1.0, 0.0], dtype=np.float32), 0.5, limit=3, passage_weight=1.0)
+    stamp = ModelStamp("m", "1", 2, "ab" * 32)
+    first = searching._pool_bounds(Client(), request, stamp, "a", 100, False, lambda *a, **k: contextlib.nullcontext(), False)
+    again = searching._pool_bounds(Client(), request, stamp, "a", 200, False, lambda *a, **k: contextlib.nullcontext(), False,
+                                   first[1])
+    assert sent == [4, 2] and again[1] == first[1] and first[0] == again[0] == pytest.approx(0.8)
+
+
 def test_the_pool_bound_allows_for_the_slack_on_the_best_passage_too():
     # a passage outside the pool: best span at most 0.6 + 0.02, passage cosine at most 0.5 + 0.02,
     # so it may score 0.62 + 0.8 · 0.52 = 1.036: a k-th score of 1.03 is not enough (it was, 1.02)

@@ -57,6 +57,7 @@ def knn_hits(
     candidates = num_candidates_for(request.limit, options.num_candidates)
     fetch = fetch_for(request.limit) if rescore else None
     slack = QUANTIZED_MARGIN if rescore else 0.0
+    best_passage: float | None = None  # the best passage cosine, once a search (_pool_bounds)
     while True:
         common["num_candidates"] = candidates
         if bm25_boost:
@@ -81,7 +82,8 @@ def knn_hits(
         if bm25_boost or not weight:
             break
         kth = ranked[request.limit - 1].score if len(ranked) >= request.limit else None
-        bounds = _pool_bounds(client, request, stamp, alias, candidates, rescore, errors, typed_filters)
+        bounds = _pool_bounds(client, request, stamp, alias, candidates, rescore, errors, typed_filters, best_passage)
+        best_passage = bounds[1]  # the same every round
         if pool_is_final(kth, *bounds, weight, slack=slack):
             break
         if candidates >= MAX_NUM_CANDIDATES:
@@ -176,17 +178,24 @@ def fetch_for(limit: int) -> int:
 
 
 def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, alias: str, candidates: int,
-                 rescore: bool, errors: Errors, typed_filters: bool) -> tuple[float | None, float]:
+                 rescore: bool, errors: Errors, typed_filters: bool, best_passage: float | None = None,
+                 ) -> tuple[float | None, float]:  # fmt: skip
     """(the pool's last best span, or None when the pool holds every match; the best passage
-    cosine): one ``msearch`` of :func:`pool_bound_searches`."""
+    cosine): one ``msearch`` of :func:`pool_bound_searches`. The best passage depends on the query
+    alone, so a widening round passes the first round's (``best_passage``) and asks for the floor only."""
     searches = pool_bound_searches(
         request.vector, min_similarity=request.min_similarity, metric=stamp.similarity, candidates=candidates,
         filters=request.filters, text=request.text, rescore=rescore, typed_filters=typed_filters,
     )
+    if best_passage is not None:
+        searches = searches[:2]  # the floor's header and body
     with errors(f"search {alias!r} for the bounds of a hybrid search", search=True):
-        floor, best = (rs.raw_hits(r) for r in client.msearch(index=alias, searches=searches).body["responses"])
+        found = [rs.raw_hits(r) for r in client.msearch(index=alias, searches=searches).body["responses"]]
+    floor = found[0]
     floor_span = cosine_from_knn_score(floor[0]["_score"], stamp.similarity) if floor else None
-    return floor_span, cosine_from_knn_score(best[0]["_score"], stamp.similarity) if best else 0.0
+    if best_passage is None:
+        best_passage = cosine_from_knn_score(found[1][0]["_score"], stamp.similarity) if found[1] else 0.0
+    return floor_span, best_passage
 
 
 def exact_hits(
