@@ -80,6 +80,10 @@ def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
 
 
 def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line, object) of a BEIR JSONL file, each an object with an ``_id`` used once: a repeated
+    passage was counted twice by the baselines and once by the store, a repeated query weighed
+    double in every macro average."""
+    first_line: dict[str, int] = {}
     try:
         handle = open(path, encoding="utf-8")
     except OSError as exc:
@@ -94,6 +98,10 @@ def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
                 raise InputError(f"not JSON: {exc.msg}", path=str(path), line=lineno) from exc
             if not isinstance(obj, dict) or "_id" not in obj:
                 raise InputError("expected an object with an '_id'", path=str(path), line=lineno)
+            key = str(obj["_id"])
+            if key in first_line:
+                raise InputError(f"_id {key!r} repeats line {first_line[key]}", path=str(path), line=lineno)
+            first_line[key] = lineno
             yield lineno, obj
 
 
@@ -107,12 +115,8 @@ def import_benchmark(folder: str | Path) -> Benchmark:
     root = Path(folder)
     corpus, mapping = _read_corpus(root / "corpus.jsonl")
     queries = []
-    first_line: dict[str, int] = {}
-    for lineno, q in _jsonl(root / "queries.jsonl"):
+    for _, q in _jsonl(root / "queries.jsonl"):
         query = str(q["_id"])
-        if query in first_line:  # scored twice, it weighed double in every macro average
-            raise InputError(f"_id {query!r} repeats line {first_line[query]}", path=str(root / "queries.jsonl"), line=lineno)
-        first_line[query] = lineno
         meta = q.get("metadata") if isinstance(q.get("metadata"), dict) else {}
         labels = tuple(str(x) for x in meta.get("labels", ()))
         queries.append(Query(query, str(q["text"]), labels, coarse=bool(meta.get("coarse", False))))
@@ -151,12 +155,8 @@ def _read_corpus(path: Path) -> tuple[list[Passage], dict[str, str | None]]:
     the entities' ``type`` fields give."""
     corpus: list[Passage] = []
     mapping: dict[str, str | None] = {}
-    first_line: dict[str, int] = {}
     for lineno, doc in _jsonl(path):
         doc_id = str(doc["_id"])
-        if doc_id in first_line:  # one passage counted twice by the baselines, once by the store
-            raise InputError(f"_id {doc_id!r} repeats line {first_line[doc_id]}", path=str(path), line=lineno)
-        first_line[doc_id] = lineno
         text = doc.get("text")
         if not isinstance(text, str):
             raise InputError("'text' must be a string", path=str(path), line=lineno)
