@@ -64,16 +64,11 @@ def knn_hits(
             body = bm25_boost_search_body(request.vector, text=request.text, boost=options.text_boost, fetch=fetch, **common)
         else:
             body = knn_search_body(request.vector, text=request.text, fetch=fetch, **common)
-        found = _page(client, alias, body, request, stamp, errors, read_weight)
+        found = _page(client, alias, body, request, stamp, errors, read_weight,
+                      pool=candidates if weight and rescore else None)
         if found is None:
             return
         response, hits = found
-        # On a quantized index the span kNN reaches QUANTIZED_MARGIN under the threshold, and at λ > 0
-        # passages just under it with close passage vectors can take the places fetched and are dropped
-        # here (an audit: an empty answer at λ 1): then every candidate comes back to be ranked here.
-        if weight and rescore and len(hits) < body["size"] <= len(rs.raw_hits(response.body)) < candidates:
-            response, hits = _page(client, alias, {**body, "size": candidates}, request, stamp, errors, read_weight) or (
-                response, hits)
         # Otherwise rank by Hit.score: the best span, or span + λ · passage (hybrid scoring).
         ranked = hits if bm25_boost else rs.rank(hits)
         # Hybrid scoring ranks a pool of the passages with the best spans: one outside it with a
@@ -98,17 +93,25 @@ def knn_hits(
 
 
 def _page(client: Elasticsearch, alias: str, body: dict, request: SearchRequest, stamp: ModelStamp, errors: Errors,
-          weight: float) -> tuple[Any, list[Hit]] | None:
+          weight: float, *, pool: int | None = None) -> tuple[Any, list[Hit]] | None:
     """One top-k request and its hits that pass the threshold (None: no index). ``weight`` is 0 with
     BM25 in the score: ``_score`` cannot be read back as span + λ · passage there, so Hit.score
-    stays the best span, and Elasticsearch's order (vector + BM25) is kept."""
+    stays the best span, and Elasticsearch's order (vector + BM25) is kept.
+
+    ``pool`` (a hybrid search on a quantized index: its candidates): the span kNN reaches
+    QUANTIZED_MARGIN under the threshold, and at λ > 0 passages just under it with close passage
+    vectors can take the places fetched and are dropped here (an audit: an empty answer at λ 1);
+    then every candidate of the pool comes back to be ranked."""
     with errors(f"search {alias!r}", search=True):
         try:
             response = client.search(index=alias, body=body, include_named_queries_score=bool(request.passage_weight) or None)
         except NotFoundError:
             return None
-    return response, rs.parse_hits(response.body, scoring="knn", metric=stamp.similarity,
-                                   min_similarity=request.min_similarity, passage_weight=weight)
+    hits = rs.parse_hits(response.body, scoring="knn", metric=stamp.similarity,
+                         min_similarity=request.min_similarity, passage_weight=weight)
+    if pool is not None and len(hits) < body["size"] <= len(rs.raw_hits(response.body)) < pool:
+        return _page(client, alias, {**body, "size": pool}, request, stamp, errors, weight) or (response, hits)
+    return response, hits
 
 
 def complete_marks(
