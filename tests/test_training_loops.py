@@ -68,6 +68,18 @@ def test_adapter_loop_lowers_the_infonce_loss(setup):
     assert run["types"] == ["location", "organization", "person"]
 
 
+def test_an_adapter_run_shorter_than_the_evaluation_interval_is_evaluated_at_its_last_step(setup):
+    # an audit: --adapter-max-steps 3 with evaluations every 10 steps evaluated nothing after
+    # step 0, so the run kept step 0 and trained nothing (adapter_steps: 0)
+    tok, corpus, model, feats = setup
+    sf = span_features(feats, corpus, gold_spans(corpus))
+    tv = embed_phrases(model, tok, ["location", "organization", "person"])
+    cfg = TrainConfig(**dict(CFG, adapter_eval_every=10, adapter_max_steps=3))
+    run = train_adapter(model, sf, sf, tv, cfg, eval_queries=["person"])
+    assert [s for s, _, _ in run["history"]] == [0, 3]
+    assert run["history"][1][1] is not None  # the last step's loss is recorded
+
+
 def test_silver_adapter_loop_lowers_the_multi_positive_loss(setup):
     tok, corpus, model, feats = setup
     texts = [p.text for p in corpus.passages]
@@ -129,3 +141,33 @@ def test_too_few_entity_head_steps_is_a_one_line_error_and_20_steps_train():
         for _ in range(total):
             opt.step()
             sched.step()
+
+
+def test_train_json_lists_only_the_files_a_sentence_was_used_from(tmp_path, caplog):
+    # an audit: a --limit run, or one with an empty file, listed every file as training data
+    from indexer.training.data import limit_corpus, sentences_per_source
+
+    tok = load_tokenizer(SHIPPED / "tokenizer.json")
+    full, empty, late = tmp_path / "full.conll", tmp_path / "empty.conll", tmp_path / "late.conll"
+    full.write_text(CONLL, encoding="utf-8")
+    empty.write_text("", encoding="utf-8")
+    late.write_text(CONLL, encoding="utf-8")
+    sources = [Source("btc", full), Source("btc", empty), Source("btc", late)]
+    corpus = build_corpus(sources, tok, max_length=64, max_span_width=8)
+    assert sentences_per_source(corpus, sources) == {"btc:full.conll": 3, "btc:empty.conll": 0, "btc:late.conll": 3}
+    assert "btc:empty.conll: no sentence of this file is used" in caplog.text
+    limited = limit_corpus(corpus, 2)
+    assert limited.counts["sentences"] == 2 and limited.counts["limited_to"] == 2
+    assert sentences_per_source(limited, sources) == {"btc:full.conll": 2, "btc:empty.conll": 0, "btc:late.conll": 0}
+
+
+def test_an_adapter_run_without_a_validation_type_trains_every_step(setup, caplog):
+    # with no validation type in the dev data (a --limit run) every score is NaN, step 0 stayed
+    # "the best" and the run trained nothing
+    tok, corpus, model, feats = setup
+    sf = span_features(feats, corpus, gold_spans(corpus))
+    tv = embed_phrases(model, tok, ["location", "organization", "person"])
+    cfg = TrainConfig(**dict(CFG, adapter_eval_every=10, adapter_max_steps=4))
+    run = train_adapter(model, sf, sf, tv, cfg, eval_queries=[])
+    assert run["best_step"] == 4 and [s for s, _, _ in run["history"]] == [0, 4]
+    assert "no validation type" in caplog.text

@@ -11,6 +11,7 @@ phrases; silver training (``silver_train``) a multi-positive loss over thousands
 from __future__ import annotations
 
 import logging
+import math
 import random
 from typing import Any, Callable, Sequence
 
@@ -204,16 +205,23 @@ def early_stopped(
     max_steps: int,
     label: str,
 ) -> dict[str, Any]:
-    """Steps until ``patience`` evaluations (one every ``every`` steps) bring no gain; the best
-    ``weights`` are restored. ``step`` trains one batch and returns its loss."""
+    """Steps until ``patience`` evaluations (one every ``every`` steps, and one after the last
+    step) bring no gain; the best ``weights`` are restored. ``step`` trains one batch and returns
+    its loss. Why the last step is always evaluated: with ``max_steps`` under ``every`` nothing was,
+    so step 0 stayed the best and the run trained nothing (an audit: ``--adapter-max-steps 3``)."""
     history: list[tuple[int, float | None, float]] = []
     best_state = {k: v.clone() for k, v in weights.state_dict().items()}
     best_step, bad = 0, 0
     best_score = evaluate()
     history.append((0, None, best_score))  # no loss before the first step (JSON has no NaN)
+    if math.isnan(best_score):  # no validation type in the dev data (a --limit run): nothing to stop by
+        log.warning("%s: no validation type has a gold span in the dev data; training all %d steps", label, max_steps)
+        losses = [step() for _ in range(max_steps)]
+        history.append((max_steps, losses[-1] if losses else None, best_score))
+        return {"best_step": max_steps, "best_score": best_score, "history": history}
     for n in range(1, max_steps + 1):
         loss = step()
-        if n % every:
+        if n % every and n < max_steps:
             continue
         score = evaluate()
         history.append((n, loss, score))

@@ -255,6 +255,25 @@ def build_corpus(
     return Corpus(examples, passages, passage_phrases, counts)
 
 
+def limit_corpus(corpus: Corpus, n: int) -> Corpus:
+    """The first ``n`` passages of a corpus (and their examples)."""
+    exs = [ex for ex in corpus.examples if ex.passage_index < n]
+    counts = dict(corpus.counts, limited_to=n, sentences=len(corpus.passages[:n]))
+    return Corpus(exs, corpus.passages[:n], corpus.passage_phrases[:n], counts)
+
+
+def sentences_per_source(corpus: Corpus, sources: list[Source]) -> dict[str, int]:
+    """Sentences of each source file that the corpus holds (a window of them at least), in the
+    sources' order; a file with none is logged, since its data name would otherwise look used."""
+    seen: dict[str, set[int]] = {s.name: set() for s in sources}
+    for ex in corpus.examples:
+        seen.setdefault(ex.source, set()).add(ex.passage_index)
+    for name, idx in seen.items():
+        if not idx:
+            log.warning("%s: no sentence of this file is used (empty, excluded or past --limit)", name)
+    return {name: len(idx) for name, idx in seen.items()}
+
+
 @dataclass(frozen=True)
 class _Cand:
     first_word: int

@@ -31,7 +31,9 @@ import torch
 from safetensors.torch import save_file
 
 from .adapter import train_adapter
-from .data import Corpus, Source, build_corpus, default_sources, load_phrase_map, seen_phrases
+from .data import (
+    Corpus, Source, build_corpus, default_sources, limit_corpus, load_phrase_map, seen_phrases, sentences_per_source,
+)
 from .entity_head import (
     Decoded,
     decoded_spans,
@@ -167,10 +169,14 @@ class TrainingData:
         """The data part of train.json's ``training``: files, types, held-out types."""
         types = self.types if self.silver is None else sorted(set(self.types) | set(self.silver["spans"].vocab))
         held = set(self.held) | _crossner_only(self.types) | set(self.silver["held_out"] if self.silver else ())
+        used = {split: sentences_per_source(getattr(self, split), self.sources[split]) for split in self.sources}
         return {
-            "data": [s.name for s in self.sources["train"]],
-            "validation_data": [s.name for s in self.sources["dev"]],
-            "zeroshot_check_data": [s.name for s in self.sources["zeroshot"]],
+            # only files a sentence was trained on: a --limit run or an empty file used to be listed
+            # as training data all the same (an audit); "sentences" has every file, 0 included
+            "data": [name for name, n in used["train"].items() if n],
+            "validation_data": [name for name, n in used["dev"].items() if n],
+            "zeroshot_check_data": [name for name, n in used["zeroshot"].items() if n],
+            "sentences": used,
             "types": types,
             "held_out_types": sorted(held),
             "not_used": ["crossner (all sets)"],
@@ -203,7 +209,7 @@ def prepare_data(cfg: TrainConfig, model: SpanTypeEncoder) -> TrainingData:
     dev = build_corpus(sources["dev"], tokenizer, exclude_phrases=held, **kw)
     zs = build_corpus(sources["zeroshot"], tokenizer, **kw)
     if cfg.limit:
-        train, dev, zs = (_limit(c, cfg.limit) for c in (train, dev, zs))
+        train, dev, zs = (limit_corpus(c, cfg.limit) for c in (train, dev, zs))
     log.info("train %s", train.counts)
     log.info("dev %s", dev.counts)
     silver = load_silver(cfg, train, dev) if cfg.silver else None
@@ -257,12 +263,6 @@ def load_silver(cfg: TrainConfig, train: Corpus, dev: Corpus) -> dict[str, Any]:
         out["dev_counts"] = dev_counts
     log.info("silver: %s", {k: v for k, v in out.items() if k not in ("spans", "related")})
     return out
-
-
-def _limit(corpus: Corpus, n: int) -> Corpus:
-    """The first ``n`` passages of a corpus (and their examples)."""
-    exs = [ex for ex in corpus.examples if ex.passage_index < n]
-    return Corpus(exs, corpus.passages[:n], corpus.passage_phrases[:n], dict(corpus.counts, limited_to=n))
 
 
 def _crossner_only(types: list[str]) -> set[str]:
