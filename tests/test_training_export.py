@@ -8,6 +8,7 @@ all-MiniLM-L6-v2 package; skipped cleanly without them.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -255,6 +256,32 @@ def test_force_replaces_only_a_model_folder_or_an_empty_one(tmp_path):
     (tmp_path / "old" / "model.json").write_text("{}", encoding="utf-8")
     check_replaceable(tmp_path / "old")
     check_replaceable(tmp_path / "new")
+
+
+def test_what_a_killed_export_left_is_removed_or_restored_and_a_running_ones_stays(tmp_path):
+    """A kill -9 during export left its temporary folder (with the fp32 graph in /tmp besides)
+    and, between its two renames, left the previous model only as .<out>.old (an audit)."""
+    import subprocess
+    import sys
+
+    from indexer.training.export import recover_killed_export
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    out = tmp_path / "model"
+    killed = tmp_path / f".model.tmp-{dead}-abc"
+    running = tmp_path / f".model.tmp-{os.getpid()}-def"
+    other = tmp_path / f".model2.tmp-{dead}-ghi"  # another folder's export
+    for folder in (killed, running, other):
+        (folder / ".fp32").mkdir(parents=True)
+    (tmp_path / ".model.old").mkdir()
+    (tmp_path / ".model.old" / "model.json").write_text("{}", encoding="utf-8")
+    assert set(recover_killed_export(out)) == {killed, tmp_path / ".model.old"}
+    assert not killed.exists() and running.is_dir() and other.is_dir()
+    assert (out / "model.json").is_file() and not (tmp_path / ".model.old").exists()
+    # with the model folder in place, a leftover .old is only removed
+    (tmp_path / ".model.old").mkdir()
+    assert recover_killed_export(out) == [tmp_path / ".model.old"] and (out / "model.json").is_file()
 
 
 def test_a_figure_with_nothing_to_measure_is_null_in_train_json_and_export_reads_an_old_nan(tmp_path):

@@ -34,6 +34,7 @@ from typing import BinaryIO, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
+from ..processes import writer_running
 from .base import StoreVersion
 
 log = logging.getLogger(__name__)
@@ -143,18 +144,6 @@ def npy_writer(array: np.ndarray) -> Callable[[BinaryIO], None]:
     return write
 
 
-def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but is not ours to signal
-        return True
-    return True
-
-
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete ``.<name>.<pid>.tmp`` files whose writer no longer runs (left by a crash or a kill)
     and nerindex 0.2.0's ``.<name>.tmp``; those of a save in progress in another process stay.
@@ -166,7 +155,7 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
         return removed
     for path in entries:
         match = _TEMP.match(path.name)
-        if match is None or (match.group(1) is not None and _running(int(match.group(1)))):
+        if match is None or (match.group(1) is not None and writer_running(int(match.group(1)))):
             continue
         try:
             path.unlink()

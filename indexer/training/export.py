@@ -8,8 +8,10 @@ The fp32 graph is an intermediate: it is kept only when asked (``keep_fp32``).
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +26,7 @@ from ..encoder import CPU, embed_texts, load_tokenizer, open_session, type_text
 from ..errors import ModelError
 from ..model_card import CARD_FILE, ModelCard
 from ..model_folder import CANDIDATE_OUTPUT, sha256_file
+from ..processes import writer_running
 from .model import DEFAULT_BACKBONE, INPUT_NAMES, OUTPUT_NAMES, SpanTypeEncoder, resolve_backbone
 
 log = logging.getLogger(__name__)
@@ -207,11 +210,12 @@ def write_model_folder(
     from safetensors.torch import save_file
 
     out = Path(out).resolve()
+    recover_killed_export(out)  # first: a folder it restores is one --force must be asked for
     if out.exists() and not force:
         raise ModelError(f"{out} exists; pass --force to replace it")
     check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         _write_graphs(model, tmp, keep_fp32=keep_fp32)
         _write_tokenizer(backbone, tmp / "tokenizer.json")
@@ -250,9 +254,36 @@ def check_replaceable(out: Path) -> None:
         )
 
 
+def recover_killed_export(out: Path) -> list[Path]:
+    """Undo what an export of ``out`` killed by a signal (kill -9, out of memory) left beside it:
+    its unfinished ``.<out>.tmp-<pid>-*`` folder (graphs of several hundred MB, one per killed run)
+    and, when it died between the two renames of :func:`_replace_folder`, the previous model
+    folder, which is moved back to ``out``. A folder of an export still running stays.
+    Returns what was removed or restored."""
+    done: list[Path] = []
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
+        pid = tmp.name[len(out.name) + 6:].split("-", 1)[0]
+        if tmp.is_dir() and pid.isdigit() and not writer_running(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            done.append(tmp)
+    old = out.parent / f".{out.name}.old"
+    if old.is_dir():
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(out)
+        done.append(old)
+    if done:
+        log.warning("removed or restored what a killed export left: %s", ", ".join(str(p) for p in done))
+    return done
+
+
 def _write_graphs(model: SpanTypeEncoder, folder: Path, *, keep_fp32: bool) -> None:
-    """The int8 and fp16 graphs (and the fp32 one they are made from, when kept), each checked."""
-    scratch = Path(tempfile.mkdtemp(prefix="nerindex-export-"))
+    """The int8 and fp16 graphs (and the fp32 one they are made from, when kept), each checked.
+    The fp32 scratch graph is written inside ``folder`` (the export's own temporary folder), so
+    that a killed export leaves it where :func:`recover_killed_export` finds it."""
+    scratch = folder / ".fp32"
+    scratch.mkdir()
     try:
         fp32 = (folder if keep_fp32 else scratch) / FP32_NAME
         log.info("exporting the fp32 graph")
