@@ -199,3 +199,11 @@ def test_readme_example_does_what_its_comment_says(readme_run, argv, comment):
     check = CHECKS.get(shlex.join(argv))
     assert check is not None, f"README example 'nerindex {shlex.join(argv)}' ({comment}) has no check in {__file__}"
     check(argv, out, err)
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    """CI must run the very test command the README gives; they had drifted (``-q`` in CI only)."""
+    readme = [ln.strip() for ln in section("Tests").splitlines() if ln.strip().startswith("python -m pytest")]
+    ci = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+          if ln.strip().startswith("python -m pytest")]  # fmt: skip
+    assert readme[0] == "python -m pytest" and ci == [readme[0]]
