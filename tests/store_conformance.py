@@ -103,14 +103,16 @@ CROWD = 250  # mentions in one passage: more than one Elasticsearch response car
 
 def crowded_passage() -> EncodedPassage:
     """One passage naming ``CROWD`` dinosaurs, each a mention closer to DINO than the next (cos from
-    1.0 down to 0.895), every other one labelled ``label-even``, and one candidate closest of all."""
+    0.999998 down to 0.895), every other one labelled ``label-even``, and one candidate closest of
+    all (DINO itself: strictly closer, so a search that drops candidates after picking each
+    passage's best span loses the passage, as Elasticsearch's follow-up for the marks did)."""
     words = [f"Saurus{i}" for i in range(CROWD)]
     text = ", ".join(words) + " and Raptor."
     spans = []
     for i, word in enumerate(words):
         start = text.index(word + ",") if i < CROWD - 1 else text.index(word + " ")
         labels = ("label-even",) if i % 2 == 0 else ()
-        spans.append(EncodedSpan(start, start + len(word), word, 0.9, unit(1, 0.002 * i), labels))
+        spans.append(EncodedSpan(start, start + len(word), word, 0.9, unit(1, 0.002 * (i + 1)), labels))
     raptor = text.index("Raptor")
     spans.append(EncodedSpan(raptor, raptor + 6, "Raptor", 0.9, DINO, ("label-even",), mention=False))
     return EncodedPassage(Passage("crowd", text, {"lang": "en"}), tuple(spans), unit(1, 1, 1))

@@ -329,7 +329,7 @@ def marks_search_body(
     filters: Filters | None = None,
     rescore: bool = False,
 ) -> dict[str, Any]:
-    """Every mark of these passages, up to ``marks`` each: :func:`marked_mentions` alone, its kNN
+    """Every mark of these passages, up to ``marks`` each: :func:`marked_mentions`, its kNN
     pre-filtered to their ``id`` s and to the search's span filters (the only filters that decide
     which of a passage's mentions are marks; the passages are chosen already).
 
@@ -341,10 +341,14 @@ def marks_search_body(
     """
     ids = list(dict.fromkeys(passage_ids))
     clauses = [*filter_clauses(filters)[1], {"terms": {"id": ids}}]
-    query = marked_mentions(
-        vector, marks=marks, min_similarity=min_similarity, metric=metric, num_candidates=MAX_NUM_CANDIDATES,
-        clauses=clauses, k=len(ids), rescore=rescore,
-    )
+    options = dict(min_similarity=min_similarity, metric=metric, num_candidates=MAX_NUM_CANDIDATES,
+                   clauses=clauses, k=len(ids), rescore=rescore)  # fmt: skip
+    # as in the top-k search (:func:`span_knn_query`): the passages are matched by their best span,
+    # mention or candidate, and the marks are the inner hits of a clause that does not restrict.
+    # With the marks clause alone, a passage whose best span is a candidate matched nothing (its
+    # kNN keeps that span, then drops it as a candidate) and kept only its first 100 marks (an audit)
+    match = {"nested": {"path": SPANS_PATH, "score_mode": "max", "query": span_knn(vector, **options)}}
+    query = {"bool": {"must": [match], "should": [marked_mentions(vector, marks=marks, **options)]}}
     return {"size": len(ids), "_source": ["id"], "query": query}
 
 
