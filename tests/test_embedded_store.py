@@ -130,3 +130,43 @@ def test_second_process_sees_new_writes(tmp_path, stamp):
     assert [h.id for h in third.search(request)] == ["p1"]
     for s in (writer, reader, third):
         s.close()
+
+
+def test_identical_passages_keep_one_order_whatever_the_limit(tmp_path):
+    """An audit: identical passages got passage cosines 7e-9 apart (a float32 product sums a row in
+    an order that depends on where it sits), so at λ > 0 their order, and which of them made the
+    top-k, changed with the limit. Ties go by insertion order, and a top-k is a prefix of a longer one."""
+    import numpy as np
+
+    from indexer.records import EncodedPassage, EncodedSpan, Passage
+    from indexer.stores.base import ModelStamp
+    from indexer.stores.embedded_read import cosines
+
+    dims, rng = 384, np.random.default_rng(0)
+
+    def unit_vector() -> np.ndarray:
+        v = rng.standard_normal(dims).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    query = unit_vector()
+    span_v, passage_v = (0.8 * query + 0.6 * unit_vector()), (0.5 * query + 0.8 * unit_vector())
+    span_v, passage_v = span_v / np.linalg.norm(span_v), passage_v / np.linalg.norm(passage_v)
+
+    def passage(pid: str, sv: np.ndarray, pv: np.ndarray) -> EncodedPassage:
+        return EncodedPassage(Passage(pid, "Rex lived here.", {}), (EncodedSpan(0, 3, "Rex", 0.9, sv),), pv)
+
+    others = [passage(f"o{i:02d}", unit_vector(), unit_vector()) for i in range(50)]
+    docs = others[:20] + [passage(f"dup-{c}", span_v, passage_v) for c in "abc"] + others[20:]
+    with EmbeddedStore.open(tmp_path / "s") as s:
+        s.check_model(ModelStamp(id="m", version="1", dims=dims, checksum="c" * 64))
+        s.write(docs)
+        ranked = [[h.id for h in s.search(SearchRequest(vector=query, min_similarity=-1.0, passage_weight=1.0,
+                                                        limit=k))] for k in range(1, 54)]  # fmt: skip
+    longest = ranked[-1]
+    assert [i for i in longest if i.startswith("dup")] == ["dup-a", "dup-b", "dup-c"]
+    assert all(r == longest[: len(r)] for r in ranked)
+    # the helper itself: the same row gives the same cosine wherever it sits (a float32 `@` does not)
+    dup = unit_vector()
+    for n in range(1, 40):
+        matrix = np.vstack([dup, rng.standard_normal((n, dims)).astype(np.float32), dup, dup])
+        assert len(set(cosines(matrix, query)[[0, -2, -1]].tolist())) == 1
