@@ -272,6 +272,15 @@ class StoreConformance:
         assert self.search(loaded, RIVER, text="Danube west") == []
         assert [h.id for h in self.search(loaded, RIVER, text="danube EAST")] == ["p4"]
 
+    def test_text_restriction_keeps_combining_marks_in_words(self, store, stamp):
+        """An audit: the embedded store split a word at its combining marks, so a decomposed "São"
+        found nothing and "मोदी" found a passage holding "म" and "द" in other words ("मेदा")."""
+        store.check_model(stamp)
+        store.write([doc("h1", "मोदी दिल्ली में हैं।", [("मोदी", RIVER)]), doc("h2", "वह दिल्ली में है, मेदा लो।", [("वह", RIVER)]),
+                     doc("s1", "Sa\u0303o Paulo is big.", [("Paulo", RIVER)])])  # fmt: skip
+        assert [h.id for h in self.search(store, RIVER, text="मोदी")] == ["h1"]
+        assert [h.id for h in self.search(store, RIVER, text="Sa\u0303o")] == ["s1"]
+
     def test_no_match(self, loaded):
         assert self.search(loaded, unit(0, 0, 0, 1)) == []
 

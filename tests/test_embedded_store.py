@@ -170,3 +170,23 @@ def test_identical_passages_keep_one_order_whatever_the_limit(tmp_path):
     for n in range(1, 40):
         matrix = np.vstack([dup, rng.standard_normal((n, dims)).astype(np.float32), dup, dup])
         assert len(set(cosines(matrix, query)[[0, -2, -1]].tolist())) == 1
+
+
+def test_a_text_index_from_before_marks_is_made_again_once(tmp_path, stamp):
+    """A store whose text index split words at combining marks gets the new one at its first
+    writable open (every passage's text tokenised again), and finds by whole words then."""
+    from store_conformance import RIVER, doc
+
+    with EmbeddedStore.open(tmp_path / "s") as s:
+        s.check_model(stamp)
+        s.write([doc("h1", "मोदी दिल्ली में हैं।", [("मोदी", RIVER)]), doc("h2", "वह मेदा लो।", [("वह", RIVER)])])
+    conn = sqlite3.connect(tmp_path / "s" / "store.sqlite")
+    conn.executescript("DROP TABLE passages_fts; CREATE VIRTUAL TABLE passages_fts USING fts5(text, content='passages', "
+                       "content_rowid='rowid'); INSERT INTO passages_fts(passages_fts) VALUES ('rebuild');")
+    conn.close()
+    request = SearchRequest(vector=RIVER, min_similarity=0.5, text="मोदी")
+    with EmbeddedStore.open(tmp_path / "s") as s:
+        assert [h.id for h in s.search(request)] == ["h1"]
+    conn = sqlite3.connect(tmp_path / "s" / "store.sqlite")
+    assert "M*" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'passages_fts'").fetchone()[0]
+    conn.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
@@ -325,8 +326,23 @@ def check_passage_weight(passage_weight: Any) -> float:
 
 
 def text_words(text: str) -> list[str]:
-    """The words of a lexical restriction: each must occur in a matching passage."""
-    return re.findall(r"\w+", text, flags=re.UNICODE)
+    """The words of a lexical restriction: each must occur in a matching passage.
+
+    A word is a run of word characters (``\\w``) *and combining marks*: ``\\w`` alone split a
+    decomposed "São" into "Sa" and "o" (which then matched nothing) and the Hindi "मोदी" at its
+    vowel signs into "म" and "द" (which matched passages holding both letters anywhere: an audit).
+    """
+    words: list[str] = []
+    word: list[str] = []
+    for ch in text:
+        if ch.isalnum() or ch == "_" or unicodedata.category(ch).startswith("M"):
+            word.append(ch)
+        elif word:
+            words.append("".join(word))
+            word = []
+    if word:
+        words.append("".join(word))
+    return words
 
 
 @dataclass(frozen=True)
