@@ -183,6 +183,17 @@ def test_search_result_shape():
     assert set(only) == {"title", "id", "_meta"}
 
 
+def test_metadata_named_like_a_result_field_is_kept_under_fields():
+    # an audit: metadata "score", "mentions", "spans", "text" and "id" were overwritten by the hit's own
+    h = hit(0, title="T", score=5, mentions="m", id="user-id")
+    h = Hit(h.id, h.score, h.text, {**h.fields, "spans": ["s"], "text": "meta text"}, h.spans)
+    r = searchui.search_result(h)
+    assert r["score"]["raw"] == pytest.approx(0.9) and r["fields.score"] == {"raw": 5}
+    assert r["fields.mentions"] == {"raw": "m"} and r["fields.spans"] == {"raw": ["s"]}
+    assert r["fields.text"] == {"raw": "meta text"} and r["fields.id"] == {"raw": "user-id"}
+    assert r["id"] == {"raw": "p0"} and r["text"]["raw"] == h.text
+
+
 @pytest.mark.parametrize(
     "page, size, total, start, end, pages, n",
     [(1, 2, 5, 1, 2, 3, 2), (3, 2, 5, 5, 5, 3, 1), (4, 2, 5, 0, 0, 3, 0), (1, 10, 0, 0, 0, 0, 0)],  # past the last page: 0 to 0

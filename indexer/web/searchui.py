@@ -239,9 +239,16 @@ def highlight_html(text: str, spans: Sequence[SpanMatch], *, tag: str = "em") ->
     return "".join(out)
 
 
+# a result's own fields; a metadata field of one of these names is given as ``fields.<name>``
+HIT_FIELDS = frozenset({"id", "_meta", "text", "score", "mentions", "spans"})
+
+
 def search_result(hit: Hit, *, result_fields: frozenset[str] | None = None) -> dict[str, Any]:
-    """One hit as a Search UI result: ``{field: {raw, snippet?}}`` plus ``id`` and ``_meta``."""
-    source: dict[str, Any] = dict(hit.fields)
+    """One hit as a Search UI result: ``{field: {raw, snippet?}}`` plus ``id`` and ``_meta``.
+
+    Every metadata field is there, under its own name or, where a result field has that name,
+    as ``fields.<name>`` (they used to overwrite each other: an audit)."""
+    source: dict[str, Any] = {(f"fields.{k}" if k in HIT_FIELDS else k): v for k, v in hit.fields.items()}
     source.update(
         {
             "text": hit.text,

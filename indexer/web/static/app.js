@@ -60,9 +60,13 @@ function csvCell(value, { isText = true } = {}) {
   return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
 }
 
+// a metadata field named like one of the hit's own columns is headed "fields.<name>", so that
+// no two columns share a header (an audit: a field "score" made two "score" columns)
+const HIT_COLUMNS = ["id", "score", "mentions", "text"];
+
 function toCSV(hits) {
   const fieldNames = [...new Set(hits.flatMap((h) => Object.keys(h.fields || {})))].sort();
-  const header = ["id", "score", "mentions", "text", ...fieldNames];
+  const header = [...HIT_COLUMNS, ...fieldNames.map((f) => (HIT_COLUMNS.includes(f) ? `fields.${f}` : f))];
   const rows = [header.map((h) => csvCell(h)).join(",")];
   for (const h of hits) {
     const mentions = h.spans.map((s) => `${s.text} (${s.similarity.toFixed(3)})`).join("; ");
