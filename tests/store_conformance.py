@@ -430,6 +430,23 @@ class StoreConformance:
         hits = self.search(store, DINO, threshold=0.5, limit=50, filters=where)
         assert sorted(h.id for h in hits) == expected
 
+    SPELLED = [("c007", {"code": "007"}), ("c7", {"code": "7"}), ("c70", {"code": "7.0"}), ("cn", {"code": 7}),
+               ("v110", {"version": "1.10"}), ("v11", {"version": "1.1"}), ("vn", {"version": 1.1}),
+               ("bT", {"flag": "True"}), ("bt", {"flag": "true"}), ("bb", {"flag": True})]
+
+    @pytest.mark.parametrize("where, expected", [
+        ({"code": "007"}, ["c007", "cn"]), ({"code": "7"}, ["c7", "cn"]), ({"code": "7.0"}, ["c70", "cn"]),
+        ({"code": 7}, ["c7", "cn"]), ({"version": "1.10"}, ["v110", "vn"]), ({"version": "1.1"}, ["v11", "vn"]),
+        ({"flag": "True"}, ["bT", "bb"]), ({"flag": "true"}, ["bb", "bt"]), ({"flag": True}, ["bb"]),
+    ])
+    def test_a_text_matches_the_same_string_and_the_number_or_boolean_it_spells(self, store, stamp, where, expected):
+        """An audit: a filter text that spells a number matched other *strings* that spell it
+        ("007" found "7" and "7.0", "1.10" found "1.1", "True" found "true"), one way only."""
+        store.check_model(stamp)
+        docs = [doc(pid, "Tyrannosaurus was here.", [("Tyrannosaurus", DINO)], **fields) for pid, fields in self.SPELLED]
+        assert all(o.ok for o in store.write(docs))
+        assert sorted(h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters=where)) == expected
+
     @pytest.mark.parametrize("where, expected", [
         ({"meta": "en"}, []), ({"meta": 1}, []), ({"deep": 1}, []), ({"deep": "[1,2]"}, []), ({"deep": 3}, ["o1"]),
         ({"objs": "a"}, []), ({"lang": "en"}, ["o1", "o2"]),

@@ -345,6 +345,25 @@ def test_an_index_made_before_filter_texts_keeps_filtering_on_its_fields(make_li
     assert {h.id for h in search(store, DINO, filters=Filters.of({"year": 2020}))} == {"p1", "p3"}
 
 
+def test_an_index_made_before_the_type_marks_keeps_its_plain_filter_texts(make_live_store, stamp):
+    """An index whose ``filter_texts`` have no type marks (``_meta.filter_texts: true``, nerindex
+    before the audit that found "007" matching the string "7"): nerindex writes and filters it with
+    plain texts, as it did, until ``es reindex`` makes a new index with the marks."""
+    store = make_live_store()
+    body = index_requests.create_index_body(stamp, alias=store.alias)
+    body["mappings"]["_meta"][index_requests.FILTER_TEXTS] = True
+    store.client.indices.create(index=f"{store.alias}-000001", **body)
+    store.check_model(stamp)
+    assert store.typed_filters() == 1
+    first = corpus()[0]
+    docs = [dataclasses.replace(first, passage=dataclasses.replace(first.passage, id=pid, fields={"code": code}))
+            for pid, code in (("s7", "7"), ("s70", "7.0"), ("n7", 7))]
+    assert all(o.ok for o in store.write(docs))
+    source = store.client.get(index=store.alias, id=index_requests.document_id("n7"))["_source"]
+    assert source[index_requests.FILTER_TEXTS] == {"code": ["7"]}
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"code": "7"}))} == {"s7", "s70", "n7"}  # as before
+
+
 def test_an_index_made_before_candidates_gets_the_field_at_its_first_write(make_live_store, stamp):
     """An index made before spans.mention: its spans, without the field, are mentions; its strict
     mapping would refuse a candidate, so the first write adds the field."""

@@ -764,15 +764,24 @@ def test_the_pool_bound_allows_for_the_slack_on_the_best_passage_too():
 
 
 def test_metadata_filters_of_an_index_with_filter_texts_use_the_embedded_stores_texts():
-    typed, _ = search_requests.filter_clauses(Filters.of({"year": 2001, "flag": True, "missing": None}), typed=True)
+    n, b = "\ufdd0", "\ufdd1"  # the type marks of a number's and a boolean's texts
+    filters = Filters.of({"year": 2001, "flag": True, "missing": None})
+    typed, _ = search_requests.filter_clauses(filters, typed=index_requests.FILTER_FORMAT)
+    unmarked, _ = search_requests.filter_clauses(filters, typed=1)  # an index made before the marks
     plain, _ = search_requests.filter_clauses(Filters.of({"year": 2001}))
-    assert {"terms": {"filter_texts.year": ["2001", "2001.0"]}} in typed
-    assert {"terms": {"filter_texts.flag": ["true"]}} in typed
+    assert {"terms": {"filter_texts.year": ["2001", n + "2001", n + "2001.0"]}} in typed
+    assert {"terms": {"filter_texts.flag": [b + "true"]}} in typed
+    assert {"terms": {"filter_texts.year": ["2001", "2001.0"]}} in unmarked
+    assert {"terms": {"filter_texts.flag": ["true"]}} in unmarked
     # absence: no value a filter compares (an object, [] and [null] are absent too)
     # (no term of its own: exists would find the passages with key missing.x)
     assert {"bool": {"must_not": [{"prefix": {"filter_texts.missing": {"value": ""}}}]}} in typed
-    assert plain == [{"term": {"fields.year": 2001}}]  # an index made before: as it was
-    assert index_requests.filter_texts({"year": 2001.0, "tags": ["a", 3], "flag": False, "obj": {"x": 1}, "none": None}) == {
-        "year": ["2001.0"], "tags": ["a", "3"], "flag": ["false"]}
+    assert plain == [{"term": {"fields.year": 2001}}]  # an index made before filter_texts: as it was
+    fields = {"year": 2001.0, "tags": ["a", 3], "flag": False, "obj": {"x": 1}, "none": None}
+    # a number's or boolean's plain text too, for Kibana and the search template
+    assert index_requests.filter_texts(fields) == {
+        "year": [n + "2001.0", "2001.0"], "tags": ["a", n + "3", "3"], "flag": [b + "false", "false"]}
+    assert index_requests.filter_texts(fields, marked=False) == {"year": ["2001.0"], "tags": ["a", "3"], "flag": ["false"]}
+    assert [index_requests.filter_format(m) for m in (None, {}, {"filter_texts": True}, {"filter_texts": 2})] == [0, 0, 1, 2]
     # keys no filter can name are left out (Elasticsearch refused "" and " ")
-    assert index_requests.filter_texts({"": 1, " ": 2, "a b": 3, "spans.x": 4, "meta.lang": 5}) == {"meta.lang": ["5"]}
+    assert index_requests.filter_texts({"": 1, " ": 2, "a b": 3, "spans.x": 4, "meta.lang": 5}) == {"meta.lang": [n + "5", "5"]}

@@ -235,3 +235,28 @@ def test_object_members_of_a_layout_3_store_are_dropped(tmp_path):
     with EmbeddedStore.open(folder) as store:
         assert list(store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"nested": 1})))) == []
         assert store._conn.execute("SELECT COUNT(*) FROM passage_fields").fetchone() == (0,)
+
+
+def test_numbers_of_a_layout_4_store_are_stored_again_with_their_mark(tmp_path):
+    """Layout 4 kept a stored number as its plain text, so "007" (its texts "7", "7.0") matched the
+    strings "7" and "7.0": the first writable open refills passage_fields with the type marks."""
+    rng = np.random.default_rng(8)
+    vec = rng.standard_normal(DIMS).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+
+    def doc(pid: str, fields: dict) -> EncodedPassage:
+        return EncodedPassage(Passage(pid, "Word.", fields), (EncodedSpan(0, 4, "Word", 0.9, vec, ("l0",)),), vec)
+
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(STAMP)
+        store.write([doc("s7", {"code": "7"}), doc("n7", {"code": 7}), doc("s007", {"code": "007"})])
+    conn = sqlite3.connect(folder / DB_NAME)
+    conn.execute(f"UPDATE passage_fields SET value = substr(value, 2) WHERE value LIKE '{filters.NUMBER_MARK}%'")
+    conn.execute(f"UPDATE meta SET value = '4' WHERE key = '{filters.INDEX_FLAG}'")
+    conn.commit()
+    conn.close()
+    with EmbeddedStore.open(folder) as store:
+        hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"code": "007"})))
+        assert sorted(h.id for h in hits) == ["n7", "s007"]
+        assert store._conn.execute("SELECT value FROM meta WHERE key = ?", (filters.INDEX_FLAG,)).fetchone() == ("5",)

@@ -44,10 +44,22 @@ def _scalars_sql(key: str) -> str:
             "AND type NOT IN ('array', 'object', 'null')")
 
 
+# The text of a stored number or boolean starts with a mark no metadata string starts with (Unicode
+# noncharacters), so that a filter text that spells a number matches stored numbers of that value
+# and that same string, not other strings that spell the number (an audit: ``code=007`` matched the
+# strings "7" and "7.0", ``version=1.10`` the string "1.1", ``flag=True`` the string "true").
+NUMBER_MARK = "\ufdd0"
+BOOLEAN_MARK = "\ufdd1"
+
+
 def _stored(value: str, kind: str) -> str:
-    """SQL for a stored JSON scalar as the text filters compare (:func:`stored_text`): booleans as
-    ``true``/``false``, numbers and strings as SQLite writes them."""
-    return f"CASE {kind} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST({value} AS TEXT) END"
+    """SQL for a stored JSON scalar as the text filters compare (:func:`stored_text`): a string as
+    it is, a boolean as :data:`BOOLEAN_MARK` ``true``/``false``, a number as :data:`NUMBER_MARK`
+    and SQLite's text of it."""
+    number, boolean = f"char({ord(NUMBER_MARK)})", f"char({ord(BOOLEAN_MARK)})"
+    return (f"CASE {kind} WHEN 'true' THEN {boolean} || 'true' WHEN 'false' THEN {boolean} || 'false' "
+            f"WHEN 'integer' THEN {number} || CAST({value} AS TEXT) WHEN 'real' THEN {number} || CAST({value} AS TEXT) "
+            f"ELSE CAST({value} AS TEXT) END")
 
 
 def filter_sql(filters: Filters) -> tuple[str, list[Any]]:
@@ -121,20 +133,22 @@ def as_stored(value: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are equal keys otherwise
-def field_texts(value: FilterScalar) -> tuple[str, ...]:
-    """The texts that a stored metadata value, as SQLite writes it, equals this filter value by.
+def field_texts(value: FilterScalar, *, marked: bool = True) -> tuple[str, ...]:
+    """The texts that a stored metadata value (:func:`stored_text`) equals this filter value by.
 
-    Values compare as text (``--where year=2020`` matches a stored number 2020), and a number in
-    whichever form SQLite writes it: an integer as ``2001``, a real as ``2001.0``, ``0.3`` (for
-    0.30000000000000004) or ``1.0e-05``. So a filter number, or a text that is one (the CLI's
-    and the service's ``where`` values are text), matches the stored number whether either side
-    was written as an integer or a real. Booleans match booleans only: ``True`` or the text
-    ``true`` (any case) a stored ``true``, never a 1."""
+    A text matches the same stored string, and, where it spells one, a stored number of that value
+    in whichever form either side was written (``2001``, ``2001.0``, ``+2001``, ``2.001e3``; SQLite
+    writes a real as ``2001.0``, ``0.3`` for 0.30000000000000004, ``1.0e-05``) or a stored boolean
+    (``true`` in any case): the CLI's and the service's ``where`` values are text. A Python number
+    matches stored numbers of its value and the string Python writes it as; ``True`` a stored
+    ``true`` only, never a 1 or a string. ``marked`` False: the texts of an Elasticsearch index made
+    before the marks (``filter_texts`` without them), where a number's texts also matched strings."""
+    num, boo = (NUMBER_MARK, BOOLEAN_MARK) if marked else ("", "")
     if isinstance(value, bool):
-        return ("true" if value else "false",)
+        return (boo + ("true" if value else "false"),)
     texts = [str(value)]
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        texts.append(value.strip().lower())
+        texts.append(boo + value.strip().lower())
     number: int | float | None = value if not isinstance(value, str) else None
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         text = value.strip()
@@ -144,15 +158,24 @@ def field_texts(value: FilterScalar) -> tuple[str, ...]:
         # an integer past the float range is ±Inf, as SQLite holds it; an infinite or NaN float
         # filter matches no stored number
         if isinstance(number, int) or math.isfinite(stored):
-            texts.append(_sqlite_text(stored))
+            texts.append(num + _sqlite_text(stored))
             if math.isfinite(stored) and abs(stored) < 2**63 and float(stored).is_integer():
-                texts += [_sqlite_text(int(stored)), _sqlite_text(float(stored))]
+                texts += [num + _sqlite_text(int(stored)), num + _sqlite_text(float(stored))]
     return tuple(dict.fromkeys(texts))
 
 
-def field_values(value: FilterValue) -> list[str]:
+def value_class(value: Any) -> frozenset[str]:
+    """A stored metadata value's class: two values of one class are found by the same filters
+    (a string by itself; a number by its value, so 1 and 1.0 are one, and 2**64-1 and 2**64-2,
+    which SQLite holds as one real; a boolean by itself, never a number): what a facet counts."""
+    if isinstance(value, str):
+        return frozenset((value,))
+    return frozenset(t for t in field_texts(value) if t[:1] in (NUMBER_MARK, BOOLEAN_MARK))
+
+
+def field_values(value: FilterValue, *, marked: bool = True) -> list[str]:
     """:func:`field_texts` of every value a metadata filter accepts (both stores' filters)."""
-    return list(dict.fromkeys(t for v in _values(value) for t in field_texts(v)))
+    return list(dict.fromkeys(t for v in _values(value) for t in field_texts(v, marked=marked)))
 
 
 def stored_values(value: Any) -> list[Any]:
@@ -165,16 +188,19 @@ def stored_values(value: Any) -> list[Any]:
     return [v for v in (value if isinstance(value, list) else [value]) if stored_text(v) is not None]
 
 
-def stored_text(value: Any) -> str | None:
+def stored_text(value: Any, *, marked: bool = True) -> str | None:
     """A stored JSON scalar as filters compare it (the Python twin of :func:`_stored`); None for
-    null, lists and objects."""
+    null, lists and objects. ``marked`` False: without the marks (:func:`field_texts`)."""
+    num, boo = (NUMBER_MARK, BOOLEAN_MARK) if marked else ("", "")
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return boo + ("true" if value else "false")
     value = as_stored(value)  # an integer beyond 64 bits is a real in SQLite
     if isinstance(value, float):
-        return _sqlite_text(value)
-    if isinstance(value, (int, str)):
-        return str(value)
+        return num + _sqlite_text(value)
+    if isinstance(value, int):
+        return num + str(value)
+    if isinstance(value, str):
+        return value
     return None
 
 
@@ -196,7 +222,8 @@ INDEX_FLAG = "filter_index"
 # 1: span_labels a rowid table with two indexes; 2: one WITHOUT ROWID tree (writes ~20% faster);
 # 3: booleans in passage_fields as true/false (they were 1/0, so a filter 1 matched true)
 # 4: no rows for an object's members or a nested list's text (objects now match no filter value)
-INDEX_LAYOUT = "4"
+# 5: numbers and booleans with their marks (NUMBER_MARK, BOOLEAN_MARK), apart from strings
+INDEX_LAYOUT = "5"
 _FILL_FIELDS = """
 INSERT INTO passage_fields(passage, key, value)
 SELECT p.rowid, f.key, {stored_f} FROM passages AS p, json_each(p.fields) AS f
@@ -222,7 +249,7 @@ INDEX_SCHEMA = [
     "CREATE TRIGGER IF NOT EXISTS spans_labels_drop AFTER DELETE ON spans BEGIN DELETE FROM span_labels "
     "WHERE span = old.rowid AND label IN (SELECT value FROM json_each(old.labels)); END",
 ]
-# what goes before INDEX_SCHEMA makes it anew: the fields trigger (its SQL changed in layouts 3, 4), and
+# what goes before INDEX_SCHEMA makes it anew: the fields trigger (its SQL changed in layouts 3, 4, 5), and
 # below layout 2 span_labels (its indexes with it)
 OLD_FIELDS = ["DROP TRIGGER IF EXISTS passages_fields_add"]
 OLD_LABELS = ["DROP TRIGGER IF EXISTS spans_labels_add", "DROP TRIGGER IF EXISTS spans_labels_drop",
@@ -245,7 +272,7 @@ def ensure_index(conn) -> bool:
         conn.execute("BEGIN IMMEDIATE")
         layout = conn.execute(flagged, (INDEX_FLAG,)).fetchone()
         if layout != (INDEX_LAYOUT,):
-            labels_kept = layout in (("2",), ("3",))  # layout 2 or 3 to 4 refills passage_fields alone
+            labels_kept = layout in (("2",), ("3",), ("4",))  # from layout 2, 3 or 4: passage_fields alone
             for statement in (OLD_FIELDS + ([] if labels_kept else OLD_LABELS) + INDEX_SCHEMA + FILL_FIELDS
                               + ([] if labels_kept else FILL_LABELS)):
                 conn.execute(statement)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import SearchError, StaleCursorError
 from ..records import Hit
 from ..stores.base import StoreVersion
-from ..stores.filters import as_stored, field_texts
+from ..stores.filters import value_class
 
 Scalar = str | int | float | bool
 FilterValue = Scalar | list[Scalar]
@@ -240,7 +240,7 @@ def facet_counts(
     fails it (the service: names it cannot filter on, so it never offers a facet it would refuse).
     """
     counters: dict[str, Counter] = {}
-    # one count per value a filter cannot tell apart (``stores.filters.field_texts``: 1 and 1.0 are
+    # one count per value a filter cannot tell apart (``stores.filters.value_class``: 1 and 1.0 are
     # one, true is not 1, though Python hashes True, 1 and 1.0 alike), shown as first seen
     shown: dict[str, dict[frozenset[str], Any]] = {}
     for hit in hits:
@@ -250,7 +250,7 @@ def facet_counts(
             values = _facet_value(value)
             if values:
                 seen = shown.setdefault(name, {})
-                keys = [frozenset(field_texts(as_stored(v))) for v in values]  # 2**64-1 and 2**64-2 are one real
+                keys = [value_class(v) for v in values]
                 for key, v in zip(keys, values):
                     seen.setdefault(key, v)
                 counters.setdefault(name, Counter()).update(set(keys))  # a passage counts once per value, as a filter finds it

@@ -41,7 +41,7 @@ def write_documents(
     stamp: ModelStamp,
     index: str,
     options: BulkOptions = BulkOptions(),
-    typed_filters: bool = False,
+    typed_filters: int = 0,
     replace: bool = True,
 ) -> list[WriteOutcome]:
     """Index passages into ``index`` (an alias or a concrete index); one outcome per passage;

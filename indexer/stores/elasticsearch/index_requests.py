@@ -30,6 +30,9 @@ META_FORMAT = 1
 # Each metadata value also as the text the embedded store's filters compare (filter_texts.<key>),
 # so both stores filter by one rule; an index made before has no such field (its _meta says which).
 FILTER_TEXTS = "filter_texts"
+# 2: numbers and booleans with the type marks of stores.filters (NUMBER_MARK, BOOLEAN_MARK); an
+# index made before them (1) keeps filtering as it did until `nerindex es reindex`
+FILTER_FORMAT = 2
 SPANS_PATH = "spans"
 SPAN_VECTOR_FIELD = "spans.vector"
 # False for a candidate span (``EncodedSpan.mention``); spans written before the field existed
@@ -137,27 +140,38 @@ def quantized(index_type: str | None) -> bool:
     return bool(index_type) and index_type.split("_", 1)[0] in ("int8", "int4", "bbq")
 
 
-def index_meta(stamp: ModelStamp, *, typed_filters: bool = False) -> dict[str, Any]:
+def index_meta(stamp: ModelStamp, *, typed_filters: int = 0) -> dict[str, Any]:
     """The index ``_meta``: which model made the vectors (the model guard reads it back), and
-    whether its passages carry ``filter_texts`` (:func:`filter_texts`: every passage index this
-    nerindex makes; not one made before, whose passages lack the field)."""
+    which ``filter_texts`` its passages carry (:func:`filter_texts`; :data:`FILTER_FORMAT` in every
+    passage index this nerindex makes; 0 and no key: an index made before, without the field)."""
     meta: dict[str, Any] = {"nerindex_format": META_FORMAT, "model": stamp.to_dict()}
     if typed_filters:
-        meta[FILTER_TEXTS] = True
+        meta[FILTER_TEXTS] = int(typed_filters)
     return meta
 
 
-def filter_texts(fields: Mapping[str, Any]) -> dict[str, list[str]]:
+def filter_format(meta: Mapping[str, Any] | None) -> int:
+    """The ``filter_texts`` an index's ``_meta`` says its passages carry: 0 none, 1 without the
+    type marks (``true`` in indexes made before them), 2 (:data:`FILTER_FORMAT`) with them."""
+    value = (meta or {}).get(FILTER_TEXTS)
+    return int(value) if isinstance(value, (bool, int)) else 0
+
+
+def filter_texts(fields: Mapping[str, Any], *, marked: bool = True) -> dict[str, list[str]]:
     """Each metadata value (each element of a list; an object has none: ``stores.filters.stored_values``)
-    as the embedded store's filters compare it (``stores.filters.stored_text``: booleans as
-    true/false, numbers as SQLite writes them). Only keys a filter can name
-    (``base.is_metadata_filter_key``): Elasticsearch refuses a passage with a key such as ``""``
+    as the embedded store's filters compare it (``stores.filters.stored_text``: a number or boolean
+    with its type mark) and, for a number or boolean, also as plain text (numbers as SQLite writes
+    them, ``true``/``false``): what a Kibana query or the search template names
+    (``filter_texts.year: "2001"``). The plain copy changes no answer of nerindex's own filters: a
+    filter text equal to it spells that number or boolean, so it matches the marked text as well.
+    ``marked`` False: the plain texts alone (an index made before the marks). Only keys a filter can
+    name (``base.is_metadata_filter_key``): Elasticsearch refuses a passage with a key such as ``""``
     or ``" "``, which the embedded store stores (and no filter can name)."""
     out: dict[str, list[str]] = {}
     for key, value in fields.items():
-        texts = [stored_text(v) for v in stored_values(value)]
+        texts = [stored_text(v, marked=m) for v in stored_values(value) for m in dict.fromkeys((marked, False))]
         if texts and is_metadata_filter_key(key):
-            out[key] = texts
+            out[key] = list(dict.fromkeys(texts))
     return out
 
 
@@ -174,7 +188,7 @@ def index_body(
             "dims": int(stamp.dims),
             "similarity": stamp.similarity,
             "index_options": index_options_body(index_options),
-            "meta": index_meta(stamp, typed_filters=True),
+            "meta": index_meta(stamp, typed_filters=FILTER_FORMAT),
         },
     )
 
@@ -265,7 +279,7 @@ def document_problem(doc: EncodedPassage, dims: int) -> str | None:
     return None
 
 
-def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: bool = False) -> dict[str, Any]:
+def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: int = 0) -> dict[str, Any]:
     """The ``_source`` of one passage: text, metadata (and, for an index that has the field, its
     :func:`filter_texts`), model, passage vector, nested spans."""
     passage = doc.passage
@@ -277,7 +291,7 @@ def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: b
         "span_count": len(doc.spans),
     }
     if typed_filters:
-        source[FILTER_TEXTS] = filter_texts(passage.fields)
+        source[FILTER_TEXTS] = filter_texts(passage.fields, marked=typed_filters >= FILTER_FORMAT)
     if doc.vector is not None:
         source["vector"] = vector_values(doc.vector)
     source["spans"] = [
@@ -296,7 +310,7 @@ def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: b
 
 
 def bulk_action(
-    doc: EncodedPassage, stamp: ModelStamp, index: str, *, typed_filters: bool = False, replace: bool = True
+    doc: EncodedPassage, stamp: ModelStamp, index: str, *, typed_filters: int = 0, replace: bool = True
 ) -> dict[str, Any]:
     """One ``streaming_bulk`` action under the deterministic _id: ``index`` (create or overwrite),
     or without ``replace`` ``create``, which the server refuses (409) for an id it holds, so the
@@ -310,7 +324,7 @@ def bulk_action(
 
 
 def bulk_actions(
-    docs: Iterable[EncodedPassage], stamp: ModelStamp, index: str, *, typed_filters: bool = False,
+    docs: Iterable[EncodedPassage], stamp: ModelStamp, index: str, *, typed_filters: int = 0,
     replace: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Bulk actions for passages, lazily, in input order."""

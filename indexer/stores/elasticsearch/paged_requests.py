@@ -110,7 +110,7 @@ def exhaustive_search_body(
     keep_alive: str = "2m",
     search_after: Sequence[Any] | None = None,
     passage_weight: float = 0.0,
-    typed_filters: bool = False,
+    typed_filters: int = 0,
     gated: bool = True,
 ) -> dict[str, Any]:
     """Every passage with a mention that passes the threshold, exactly, one page at a time.

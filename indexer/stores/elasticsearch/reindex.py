@@ -19,7 +19,7 @@ from ..base import WRITE_CHUNK, ModelStamp, WriteOutcome
 from . import responses as rs
 from .aliases import indices_behind
 from .bulk import write_documents
-from .index_requests import alias_swap_actions, create_index_body, next_index_name, refresh_settings
+from .index_requests import FILTER_FORMAT, alias_swap_actions, create_index_body, next_index_name, refresh_settings
 from .paged_requests import scan_body
 from .store import MIN_SERVER, ElasticsearchStore
 
@@ -234,7 +234,7 @@ def _copy_and_swap(store: ElasticsearchStore, encoder: Encoder, stamp: ModelStam
         encoded = encoder.encode(batch, batch_size=batch_size)
         with store.errors(f"bulk index into {new!r}"):
             report.count(write_documents(client, encoded, stamp=stamp, index=new, options=store.options.bulk,
-                                         typed_filters=True))  # create_index_body made it with filter_texts
+                                         typed_filters=FILTER_FORMAT))  # create_index_body made it so
         if on_batch is not None:
             on_batch(report.passages, report.failed)
     with store.errors(f"refresh {new!r}"):

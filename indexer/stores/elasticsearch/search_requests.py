@@ -33,7 +33,7 @@ from ...errors import SearchError
 from ..base import Filters, FilterValue, check_passage_weight
 from ..filters import field_values
 from .index_requests import (
-    FILTER_TEXTS, MENTION_FIELD, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values,
+    FILTER_FORMAT, FILTER_TEXTS, MENTION_FIELD, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values,
 )
 from .similarity import knn_score_from_cosine, knn_similarity, linear_knn_score
 
@@ -77,7 +77,7 @@ def _value_clause(field: str, value: FilterValue) -> dict[str, Any]:
     return {"term": {field: value}}
 
 
-def _metadata_clause(key: str, value: FilterValue, typed: bool) -> dict[str, Any]:
+def _metadata_clause(key: str, value: FilterValue, typed: int) -> dict[str, Any]:
     """One metadata filter. ``typed``: the index keeps each metadata value as the text the
     embedded store compares (``filter_texts.<key>``, :func:`index_requests.filter_texts`), so the
     filter is the embedded store's rule (``stores.filters.field_values``), not the field type
@@ -91,10 +91,10 @@ def _metadata_clause(key: str, value: FilterValue, typed: bool) -> dict[str, Any
         # back to the object prefix (``filter_texts.meta.*``) and finds the passages with key
         # ``meta.lang``; a prefix "" matches any term of the field itself ("" included), only it.
         return {"bool": {"must_not": [{"prefix": {f"{FILTER_TEXTS}.{key}": {"value": ""}}}]}}
-    return {"terms": {f"{FILTER_TEXTS}.{key}": field_values(value)}}
+    return {"terms": {f"{FILTER_TEXTS}.{key}": field_values(value, marked=typed >= FILTER_FORMAT)}}
 
 
-def filter_clauses(filters: Filters | None, *, typed: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def filter_clauses(filters: Filters | None, *, typed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Filters as (passage-level clauses, span-level clauses), in key order (deterministic bodies).
 
     ``{"source": "wiki"}`` filters the user metadata field ``fields.source``; a tuple of values
@@ -175,7 +175,7 @@ def rescore_vector(k: int, num_candidates: int) -> dict[str, Any]:
     return {"oversample": float(min(10.0, max(1.0, num_candidates / k)))}
 
 
-def knn_clauses(filters: Filters | None, text: str | None, *, typed: bool = False) -> list[dict[str, Any]]:
+def knn_clauses(filters: Filters | None, text: str | None, *, typed: int = 0) -> list[dict[str, Any]]:
     """The kNN pre-filters of a search: metadata, span and text restrictions, each clause on its
     own (span clauses are only honoured by Elasticsearch >= 9.2, which the store checks first)."""
     passage_level, span_level = filter_clauses(filters, typed=typed)
@@ -193,7 +193,7 @@ def knn_search_body(
     text: str | None = None,
     passage_weight: float = 0.0,
     rescore: bool = False,
-    typed_filters: bool = False,
+    typed_filters: int = 0,
     fetch: int | None = None,
 ) -> dict[str, Any]:
     """Top-k passages ranked by their best span: :func:`span_knn_query` with ``k = limit``, or
@@ -226,7 +226,7 @@ def knn_search_body(
 
 def pool_bound_searches(
     vector: Any, *, min_similarity: float, metric: str, candidates: int, filters: Filters | None,
-    text: str | None, rescore: bool, typed_filters: bool = False,
+    text: str | None, rescore: bool, typed_filters: int = 0,
 ) -> list[dict[str, Any]]:
     """An ``msearch`` body for what a hybrid search needs to know whether a passage outside its
     candidate pool could still enter its top k (:func:`pool_is_final`): the pool's last passage
@@ -444,7 +444,7 @@ def bm25_boost_search_body(
     boost: float = 0.1,
     passage_weight: float = 0.0,
     rescore: bool = False,
-    typed_filters: bool = False,
+    typed_filters: int = 0,
     fetch: int | None = None,
 ) -> dict[str, Any]:
     """BM25 boost mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.

@@ -35,7 +35,7 @@ _SAID: set[str] = set()
 
 def knn_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, options: StoreOptions, rescore: bool, errors: Errors, typed_filters: bool = False,
+    alias: str, options: StoreOptions, rescore: bool, errors: Errors, typed_filters: int = 0,
 ) -> Iterator[Hit]:
     """The top ``request.limit`` hits of one nested kNN search (option ``hybrid``: plus BM25 boost).
 
@@ -181,7 +181,7 @@ def fetch_for(limit: int) -> int:
 
 
 def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, alias: str, candidates: int,
-                 rescore: bool, errors: Errors, typed_filters: bool, best_passage: float | None = None,
+                 rescore: bool, errors: Errors, typed_filters: int, best_passage: float | None = None,
                  ) -> tuple[float | None, float]:  # fmt: skip
     """(the pool's last best span, or None when the pool holds every match; the best passage
     cosine): one ``msearch`` of :func:`pool_bound_searches`. The best passage depends on the query
@@ -203,7 +203,7 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
 
 def exact_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: bool = False,
+    alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: int = 0,
 ) -> Iterator[Hit]:
     """Every match (``request.exhaustive``: the passages with a mention over the threshold), or the
     first ``limit`` passages whose best span passes it (a top-k search past the kNN cap), scored

@@ -44,7 +44,7 @@ from .bulk import write_documents
 from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
 from .index_requests import (
-    FILTER_TEXTS,
+    filter_format,
     PASSAGE_VECTOR_FIELD,
     SERVER_FACTS_FILTER,
     SOURCE_VECTORS_SERVER,
@@ -92,7 +92,7 @@ class ElasticsearchStore:
         self._facts: rs.ServerFacts | None = None
         self._stamp: ModelStamp | None = None
         self._vector_type: str | None = None  # index_options type of spans.vector, once read
-        self._typed_filters: bool | None = None  # the index keeps filter_texts (once read)
+        self._typed_filters: int | None = None  # which filter_texts the index keeps (once read)
         self._mention_mapped: bool | None = None  # the mapping has spans.mention (once read)
         self._refresh = RelaxedRefresh(self)  # the refresh interval while a load writes
         self._dirty = False
@@ -178,17 +178,18 @@ class ElasticsearchStore:
         if problem:
             raise StoreError(problem)
         self._vector_type = span_vector_index_type(mapping)
-        self._typed_filters = bool((mapping.get("_meta") or {}).get(FILTER_TEXTS))
+        self._typed_filters = filter_format(mapping.get("_meta"))
         self._mention_mapped = mention_mapped(mapping)
         return index, mapping
 
-    def typed_filters(self) -> bool:
-        """Whether the index behind the alias keeps ``filter_texts`` (made by this nerindex or
-        re-indexed since), so metadata filters follow the embedded store's rule; an older index
-        filters on the field types Elasticsearch guessed (docs/elasticsearch.md)."""
+    def typed_filters(self) -> int:
+        """Which ``filter_texts`` the index behind the alias keeps (``index_requests.filter_format``):
+        with them (made by this nerindex or re-indexed since) metadata filters follow the embedded
+        store's rule; an older index filters on the field types Elasticsearch guessed, and one made
+        before the type marks matches a number's texts with strings too (docs/elasticsearch.md)."""
         if self._typed_filters is None:
             self.target()
-        return bool(self._typed_filters)
+        return int(self._typed_filters or 0)
 
     def health(self) -> str | None:
         """``green``, ``yellow`` or ``red``: the health of the index behind the alias (None when
