@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from .errors import InputError
 from .records import GoldSpan, Passage, text_id
 
 _TAG = re.compile(r"^(?:O|[BIES]-.+)$")
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -68,56 +69,66 @@ def _is_tag(text: str) -> bool:
     return not any(c.isspace() for c in text) and bool(_TAG.match(text))
 
 
+def _lines(handle: IO[bytes], name: str) -> Iterator[str]:
+    """The lines of a file, split where ``open(newline="")`` splits them (LF, CRLF, a lone CR), without
+    their ends or a leading BOM; decoded one by one, so invalid UTF-8 is reported on its own line."""
+    lineno = 0
+    for chunk in handle:
+        for raw in chunk.splitlines():  # bytes split at LF, CR and CRLF alone
+            lineno += 1
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[3:]  # a BOM is no token
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = raw[exc.start : exc.start + 1].hex()
+                raise InputError(f"invalid UTF-8 (byte 0x{bad}: {exc.reason})", path=name, line=lineno) from exc
+
+
 def iter_sentences(path: str | Path) -> Iterator[Sentence]:
     """Parse a CoNLL-style file into sentences; a malformed line raises :class:`InputError`."""
     name = str(path)
     try:
-        handle = open(path, encoding="utf-8-sig", newline="")  # a BOM is no token
+        handle = open(path, "rb")
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror}", path=name) from exc
     tokens: list[str] = []
     tags: list[str] = []
     first = 0
     header: str | None = None
-    lineno = 0
     with handle:
-        try:
-            for lineno, raw in enumerate(handle, start=1):
-                line = raw.rstrip("\r\n")
-                if not line.strip():
-                    if tokens:
-                        yield Sentence(tuple(tokens), tuple(tags), first, header)
-                        tokens, tags, header = [], [], None
-                    continue
-                if line.startswith("-DOCSTART-"):
-                    continue
-                # a header opens a sentence; "# O" there is the token "#" tagged O (tweets), not a header
-                if line.startswith("# id ") or (line.startswith("# ") and not tokens and "\t" not in line
-                                                and " _ _ " not in line and not _is_tag(line[2:].strip())):
-                    header = line[2:].strip()
-                    continue
-                cols = line.split("\t") if "\t" in line else line.split()
-                if len(cols) < 2:
-                    raise InputError(
-                        f"expected 'token tag' columns, got {line[:60]!r}", path=name, line=lineno
-                    )
-                tag = cols[-1].strip()
-                if not _TAG.match(tag):
-                    raise InputError(
-                        f"not a BIO/IO tag: {tag[:40]!r} (expected O, B-X or I-X)",
-                        path=name,
-                        line=lineno,
-                    )
-                token = cols[0].strip()
-                if not token:
-                    # a white-space-only token (seen in tweets) cannot be joined into text faithfully
-                    continue
-                if not tokens:
-                    first = lineno
-                tokens.append(token)
-                tags.append(tag)
-        except UnicodeDecodeError as exc:
-            raise InputError(f"invalid UTF-8 ({exc.reason})", path=name, line=lineno + 1) from exc
+        for lineno, line in enumerate(_lines(handle, name), start=1):
+            # a document marker ends a sentence as a blank line does (one may not come before it)
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                if tokens:
+                    yield Sentence(tuple(tokens), tuple(tags), first, header)
+                    tokens, tags, header = [], [], None
+                continue
+            # a header opens a sentence; "# O" there is the token "#" tagged O (tweets), not a header
+            if line.startswith("# id ") or (line.startswith("# ") and not tokens and "\t" not in line
+                                            and " _ _ " not in line and not _is_tag(line[2:].strip())):
+                header = line[2:].strip()
+                continue
+            cols = line.split("\t") if "\t" in line else line.split()
+            if len(cols) < 2:
+                raise InputError(
+                    f"expected 'token tag' columns, got {line[:60]!r}", path=name, line=lineno
+                )
+            tag = cols[-1].strip()
+            if not _TAG.match(tag):
+                raise InputError(
+                    f"not a BIO/IO tag: {tag[:40]!r} (expected O, B-X or I-X)",
+                    path=name,
+                    line=lineno,
+                )
+            token = cols[0].strip()
+            if not token:
+                # a white-space-only token (seen in tweets) cannot be joined into text faithfully
+                continue
+            if not tokens:
+                first = lineno
+            tokens.append(token)
+            tags.append(tag)
     if tokens:
         yield Sentence(tuple(tokens), tuple(tags), first, header)
 

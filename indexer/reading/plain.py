@@ -5,7 +5,8 @@ the id is the path relative to the folder, so indexing the folder again finds th
 ``--reindex-existing`` replaces them) rather than duplicating them; a single file's id is its
 absolute path, so two files of one name in different folders are two passages. CoNLL parsing
 is :mod:`indexer.conll`'s; in a folder the source field and id use the relative path so that
-``politics/dev.txt`` and ``literature/dev.txt`` never collide.
+``politics/dev.txt`` and ``literature/dev.txt`` never collide, and a single file's id its absolute
+path (its source field is its name). A file whose name is not valid UTF-8 is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Iterator
 from ..conll import read_conll
 from ..errors import InputError
 from ..records import Passage, text_id
+from ..text import unicode_problem
 from .detect import CONLL_EXTENSIONS
 from .structured import Item, Located
 
@@ -55,9 +57,10 @@ def txt_items(path: Path) -> Iterator[Item]:
     """One passage per ``.txt`` file of a folder, or the one passage of a single file."""
     if path.is_dir():
         for file, rel in folder_files(path, frozenset({".txt"})):
-            yield text_file_item(file, rel)
+            yield _name_problem(file, rel) or text_file_item(file, rel)
     else:  # its absolute path: the bare name made a/notes.txt and b/notes.txt one passage ("already stored")
-        yield text_file_item(path, path.resolve().as_posix())
+        where = path.resolve().as_posix()
+        yield _name_problem(path, where) or text_file_item(path, where)
 
 
 def conll_items(path: Path) -> Iterator[Item]:
@@ -66,12 +69,39 @@ def conll_items(path: Path) -> Iterator[Item]:
     A malformed line raises: a CoNLL file with a broken line is usually broken throughout.
     """
     if not path.is_dir():
-        for passage in read_conll(path):
-            yield Located(passage, str(path), passage.fields["line"])
+        # ids from its absolute path, as for a .txt file: from the bare name, a/dev.conll and
+        # b/dev.conll gave their first sentences one id ("already stored"); the source stays the name
+        where = _escaped(path.resolve().as_posix())
+        bad = _name_problem(path, path.name)  # the source field
+        if bad is not None:
+            yield bad
+            return
+        for p in read_conll(path):
+            passage = Passage(id=text_id(f"{where}:{p.fields['line']}:{p.text}"), text=p.text, fields=p.fields,
+                              gold=p.gold)
+            yield Located(passage, str(path), p.fields["line"])
         return
     for file, rel in folder_files(path, CONLL_EXTENSIONS | {".txt"}):
+        bad = _name_problem(file, rel)
+        if bad is not None:
+            yield bad
+            continue
         for p in read_conll(file):
             line = p.fields["line"]
             fields = {**p.fields, "source": rel}
             passage = Passage(id=text_id(f"{rel}:{line}:{p.text}"), text=p.text, fields=fields, gold=p.gold)
             yield Located(passage, str(file), line)
+
+
+def _escaped(name: str) -> str:
+    """``name`` with the bytes of a file name that is not valid UTF-8 as ``\\xNN`` (valid Unicode)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _name_problem(file: Path, rel: str) -> InputError | None:
+    """An error for a file whose name (``rel``, its id or source) is not valid UTF-8, which no store
+    holds (in a folder, the write failed after the other files were stored), or None."""
+    if unicode_problem(rel) is None:
+        return None
+    return InputError("its path is not valid UTF-8 (ids or the source field come from it): rename it to index it",
+                      path=_escaped(str(file)))

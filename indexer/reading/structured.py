@@ -14,6 +14,7 @@ import decimal
 import gzip
 import json
 import math
+import zlib
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 
@@ -140,8 +141,37 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _OutOfRange(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one beyond a double's range (1e400) was inf, which no store takes."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfRange(f"the number {text[:40]} is beyond the range of a 64-bit float")
+    return value
+
+
+_CR_ONLY = "the line holds a CR line break: if the file's line endings are CR only, save it with LF or CRLF ones"
+# errors of a damaged stream: gzip raises EOFError when truncated, zlib.error when corrupt
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _read_error(exc: BaseException, path: str, after: int) -> InputError:
+    """One line for a file that cannot be read on (a damaged .gz, say), with the last line read."""
+    if isinstance(exc, EOFError):
+        what = "the compressed data ends early (a truncated .gz file?)"
+    elif isinstance(exc, zlib.error):
+        what = f"damaged compressed data ({exc})"
+    else:
+        what = str(exc)
+    return InputError(f"cannot read{f' past line {after}' if after else ''}: {what}", path=path)
+
+
 def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
     """One JSON object per line; blank lines are ignored and a leading BOM is accepted."""
+    lineno = 0
     with _open_binary(path, rules.path) as fh:
         try:
             for lineno, raw in enumerate(fh, start=1):
@@ -155,9 +185,13 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line.rstrip("\r\n"), parse_constant=_reject_constant)
+                    obj = json.loads(line.rstrip("\r\n"), parse_constant=_reject_constant, parse_float=_finite_float)
+                except _OutOfRange as exc:
+                    yield rules.error(str(exc), lineno)
+                    continue
                 except json.JSONDecodeError as exc:
-                    yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno})", lineno)
+                    cr_only = f"; {_CR_ONLY}" if "\r" in line.rstrip("\r\n") else ""
+                    yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno}){cr_only}", lineno)
                     continue
                 except (ValueError, RecursionError) as exc:
                     yield rules.error(f"malformed JSON: {exc}", lineno)
@@ -166,8 +200,8 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                     yield rules.error(f"expected a JSON object, got {_type_name(obj)}", lineno)
                     continue
                 yield rules.passage(obj, lineno)
-        except OSError as exc:  # includes a corrupt gzip stream
-            raise InputError(f"cannot read: {exc}", path=rules.path) from exc
+        except _READ_ERRORS as exc:  # includes a corrupt gzip stream
+            raise _read_error(exc, rules.path, lineno) from exc
 
 
 def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterator[Item]:
@@ -175,43 +209,24 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     bad_lines: dict[int, str] = {}
-
-    def decoded(fh: IO[bytes]) -> Iterator[str]:
-        for lineno, raw in enumerate(fh, start=1):
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[3:]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad_lines[lineno] = _decode_error(exc)
-                yield raw.decode("utf-8", errors="replace")
-
+    kind = "TSV" if delimiter == chr(9) else "CSV"
     with _open_binary(path, rules.path) as fh:
         # strict: a quote that opens a field must close it, and nothing but the delimiter may follow
         # it; otherwise the lenient reader took the rest of the file into one field, or dropped
         # the quotes of `"Dune" is a novel`, without a word
-        reader = csv.reader(decoded(fh), delimiter=delimiter, strict=True)
-        prev = 0  # the last line of the last record read (a quoted field may span lines)
+        reader = csv.reader(_decoded(fh, bad_lines), delimiter=delimiter, strict=True)
         try:
-            header: list[str] | None = None
-            for row in reader:
-                if row:
-                    header = [h.strip() for h in row]
-                    break
+            rows = _rows(reader, rules, kind)
+            header = _header(rows, rules, bad_lines)
             if header is None:
                 return  # an empty file: the caller reports "no passages"
-            prev = reader.line_num
-            seen: set[str] = set()
-            for col in header:
-                if col and col in seen:
-                    raise rules.error(f"column {col!r} appears twice in the header", prev)
-                seen.add(col)
-            rules.check_columns(header, prev)
-            for row in reader:
-                start, prev = prev + 1, reader.line_num
+            for start, end, row in rows:
+                if isinstance(row, InputError):
+                    yield row  # bad quoting on one line: that record's error
+                    continue
                 if not row:
                     continue  # a blank line
-                bad = next((ln for ln in range(start, prev + 1) if ln in bad_lines), None) if bad_lines else None
+                bad = next((ln for ln in range(start, end + 1) if ln in bad_lines), None) if bad_lines else None
                 if bad is not None:
                     yield InputError(bad_lines[bad], path=rules.path, line=bad)
                     continue
@@ -220,14 +235,67 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
                     continue
                 # an unnamed column (a pandas index, say) cannot become a field name
                 yield rules.passage({k: v for k, v in zip(header, row) if k}, start)
+        except _READ_ERRORS as exc:
+            raise _read_error(exc, rules.path, reader.line_num) from exc
+
+
+def _decoded(fh: IO[bytes], bad_lines: dict[int, str]) -> Iterator[str]:
+    """The lines of ``fh`` decoded, a leading BOM dropped; invalid UTF-8 is noted in ``bad_lines``."""
+    for lineno, raw in enumerate(fh, start=1):
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[3:]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad_lines[lineno] = _decode_error(exc)
+            yield raw.decode("utf-8", errors="replace")
+
+
+def _rows(reader: Any, rules: RecordRules, kind: str) -> Iterator[tuple[int, int, list[str] | InputError]]:
+    """(first line, last line, the row or its quoting error) for each record of ``reader``.
+
+    After a csv.Error the reader goes on at the next line, so a quoting error confined to its line
+    is that record's error; one in a record that ran on past its line (an opening quote never
+    closed) took the lines after it, and raises.
+    """
+    prev = 0  # the last line of the last record read (a quoted field may span lines)
+    while True:
+        try:
+            row: list[str] | InputError = next(reader)
+        except StopIteration:
+            return
         except csv.Error as exc:
-            kind = "TSV" if delimiter == chr(9) else "CSV"
-            if reader.line_num > prev + 1:  # the record ran on past its line: an opening quote never closed
+            if reader.line_num > prev + 1:
                 raise rules.error(f"malformed {kind}: a quoted field opened in this record is not closed "
                                   f"(read on to line {reader.line_num}: {exc})", prev + 1) from exc
-            raise rules.error(f"malformed {kind}: {exc}", reader.line_num) from exc
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc}", path=rules.path) from exc
+            # csv's "new-line character seen in unquoted field - … universal-newline mode?" is a lone CR
+            problem = _CR_ONLY if "new-line character" in str(exc) else exc
+            row = rules.error(f"malformed {kind}: {problem}", reader.line_num)
+        start, prev = prev + 1, reader.line_num
+        yield start, prev, row
+
+
+def _header(rows: Iterator[tuple[int, int, list[str] | InputError]], rules: RecordRules,
+            bad_lines: dict[int, str]) -> list[str] | None:
+    """The column names (the first non-blank row), checked; None for an empty file."""
+    for _, end, row in rows:
+        if isinstance(row, InputError):
+            raise row  # a header that cannot be read spoils every record
+        if row:
+            break
+    else:
+        return None
+    bad = min(bad_lines, default=None)
+    if bad is not None and bad <= end:  # the columns' names would hold U+FFFD
+        raise InputError(f"{bad_lines[bad]} in the header", path=rules.path, line=bad)
+    header = [h.strip() for h in row]
+    seen: set[str] = set()
+    for col in header:
+        if col and col in seen:
+            raise rules.error(f"column {col!r} appears twice in the header", end)
+        seen.add(col)
+    rules.check_columns(header, end)
+    return header
 
 
 def _jsonable(value: Any) -> Any:
