@@ -463,3 +463,19 @@ def test_store_commands_share_the_backend_options(command, capsys, monkeypatch):
     (settings,) = seen
     assert (settings.es_url, settings.es_api_key, settings.es_user, settings.es_password) == ("https://es:9200", "k", "u", "p")
     assert not settings.es_verify_certs and settings.device == "cpu"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(indexed):
+    """`nerindex search … | head -1`: click exited 1 (the code of failed passages) when the
+    reader of stdout went away; now 141, as a shell reports a command ended by SIGPIPE, with
+    nothing on stderr. The reader is gone before the first line, so the write surely fails."""
+    script = ("from indexer.cli import main; "
+              f"main(['search', 'person', '--all', '--json', '--store', {str(indexed)!r}])")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert proc.returncode == 141 and "Error" not in err and "Traceback" not in err, err

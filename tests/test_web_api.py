@@ -576,6 +576,20 @@ def test_serve_command_is_registered_and_refuses_a_missing_store(tmp_path, capsy
     assert "no nerindex store" in capsys.readouterr().err
 
 
+def test_serve_on_a_port_in_use_is_a_wrong_option(tmp_path, capsys):
+    """uvicorn exited 3 (the code of an unusable model) for an address in use, after loading."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as info:
+            main(["serve", "--store", str(tmp_path / "missing"), "--port", str(port)])
+    assert info.value.code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
 def test_hits_are_plain_json(client):
     data = search(client, type="dinosaur", threshold=LOW, limit=3)
     assert json.loads(json.dumps(data)) == data

@@ -50,8 +50,22 @@ SHORT_HELP = {
 }
 
 
+# 128 + SIGPIPE: what a shell reports for a command whose reader went away (`nerindex search | head -1`)
+CLOSED_PIPE_EXIT = 141
+
+
+class _ClosedPipe(Exception):
+    """The reader of standard output went away; raised past click, which exits 1 for it."""
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported only when used."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _ClosedPipe() from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(LAZY_COMMANDS)
@@ -124,4 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except _ClosedPipe:
+        # quietly, as `yes | head -1` ends; what is still buffered for stdout goes nowhere (Python
+        # would report a second BrokenPipeError when it flushes at exit)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(CLOSED_PIPE_EXIT)
 

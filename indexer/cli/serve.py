@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 
 import click
 
@@ -67,6 +68,7 @@ def serve_command(
     from ..web.app import Limits, create_app
     from ..web.edge import LOOPBACK_HOSTS
 
+    check_listen(host, port)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     index = NerIndex.open(settings=settings, create=False)
     app = create_app(
@@ -84,3 +86,18 @@ def serve_command(
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, as a wrong option (exit 2), an address this process cannot listen on. Why: uvicorn
+    exits 3 for it, the code of an unusable model, after the model and store are loaded."""
+    if not port:  # 0: a free port, whatever is in use
+        return
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                                 param_hint="'--host' / '--port'") from exc
