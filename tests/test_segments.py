@@ -443,3 +443,27 @@ def test_an_orphan_tail_folder_is_removed_at_the_next_tail_save(tmp_path):
         answer(store, request)  # a tail, saved
     listed = {e["name"] for e in json.loads((cache / segments.LIST).read_text())["tails"]}
     assert listed and not old.exists() and young.exists()
+
+
+def test_tails_are_saved_again_after_they_are_merged(world, monkeypatch):
+    """An audit: once the tails were merged (past MAX_TAILS), no tail was ever saved again (the
+    list on disk was compared with the merged, empty chain), so every new process read what was
+    written since from SQLite. Now a new process finds every write on disk."""
+    monkeypatch.setattr(segments, "MAX_TAILS", 3)
+    store, rng, centre = world
+    docs = {d.passage.id: d for d in make_docs(rng, range(100), centre)}
+    store.write(list(docs.values()))
+    asked = requests(centre, rng)
+    same(answer(store, asked[0]), reference(docs, asked[0]))  # the base segment is saved
+    for step in range(8):  # each write a tail, merged twice over
+        new = make_docs(rng, range(100 + 5 * step, 105 + 5 * step), centre)
+        store.write(new)
+        docs.update({d.passage.id: d for d in new})
+        same(answer(store, asked[step % 4]), reference(docs, asked[step % 4]))
+    deltas = []
+    real = segment_rows.read_delta
+    monkeypatch.setattr(segment_rows, "read_delta", lambda *a: deltas.append(real(*a)[0]) or real(*a))
+    with EmbeddedStore.open(store.path, create=False) as again:
+        for request in asked:
+            same(answer(again, request), reference(docs, request))
+    assert deltas and all(tail is None for tail in deltas)  # nothing written since the saved chain

@@ -412,11 +412,14 @@ def save_tail(cache: Path, identity: str, segments: list[Segment], tail: Segment
     base, tails = segments[0], segments[1:]
     listing = _read_list(cache)
     on_disk = [e.get("name") for e in listing.get("tails", []) if isinstance(e, dict)]
+    # the list on disk must be this process's chain, compared before a merge replaces it (after
+    # one, an empty chain never equalled the 16 names on disk, so no tail was saved again: an audit)
+    ours = listing.get("base") == base.state() and on_disk == [t.name for t in tails]
     if len(tails) + 1 > MAX_TAILS:
         tail = Segment.merged(tails + [tail], "")
         tails = []
     tail.name = f"tail-{secrets.token_hex(6)}"
-    if listing.get("base") != base.state() or on_disk != [t.name for t in tails]:
+    if not ours:
         return [base, *tails, tail]
     folder = cache / tail.name
     try:
