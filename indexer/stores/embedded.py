@@ -46,7 +46,6 @@ from .base import (
     WriteOutcome,
     adopted_message,
     check_stamp,
-    filter_key_problem,
     query_vector,
 )
 from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates
@@ -68,7 +67,8 @@ class EmbeddedStore:
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
-        self._conn = conn
+        self._shared, self._db_file = conn, schema.file_identity(path / DB_NAME)  # see _conn
+        self._reopening = threading.Lock()
         self._vectors: segments.SegmentSet | None = None
         self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
         self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
@@ -94,6 +94,29 @@ class EmbeddedStore:
             raise StoreError(f"{db}: not a usable nerindex store: {exc}") from exc
         segments.remove_stale_temp_files(folder / CACHE_DIR)
         return cls(folder, conn)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The shared connection, opened again when ``store.sqlite`` is another file (a restored
+        backup, another store moved in): a long-lived handle (the web service) wrote into the
+        deleted file and failed every search, whose own connections read the new one (an audit)."""
+        if schema.file_identity(self.path / DB_NAME) not in (self._db_file, None):
+            with self._reopening:
+                if schema.file_identity(self.path / DB_NAME) not in (self._db_file, None):
+                    self._reopen()
+        return self._shared
+
+    def _reopen(self) -> None:
+        """Use the file now at ``store.sqlite`` (the old connection is left to searches on it)."""
+        db = self.path / DB_NAME
+        try:
+            conn = schema.connect(db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{db}: replaced by a file that is not a usable nerindex store: {exc}") from exc
+        log.warning("%s: store.sqlite was replaced; reading the new one", self.path)
+        self._shared, self._db_file, self._vectors = conn, schema.file_identity(db), None
+        self._indexed = sql_filters.ensure_index(conn)
+        self._ann = ann_search.AnnIndexes(self.path / CACHE_DIR, self._in_history)
 
     # ------------------------------------------------------------------ model guard
 
@@ -160,9 +183,7 @@ class EmbeddedStore:
             (span_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="spans", kind="s")).fetchone()
             for doc in docs:
                 p = doc.passage
-                old = conn.execute(
-                    "SELECT rowid, text FROM passages WHERE id = ?", (p.id,)
-                ).fetchone()
+                old = conn.execute("SELECT rowid, text FROM passages WHERE id = ?", (p.id,)).fetchone()
                 if old is not None and not replace:
                     outcomes.append(WriteOutcome(p.id, True, "skipped"))
                     continue
@@ -210,9 +231,7 @@ class EmbeddedStore:
     # ------------------------------------------------------------------ reading
 
     def counts(self) -> StoreCounts:
-        (passages,) = self._conn.execute("SELECT COUNT(*) FROM passages").fetchone()
-        (spans,) = self._conn.execute("SELECT COUNT(*) FROM spans").fetchone()
-        return StoreCounts(passages=passages, spans=spans)
+        return read.counts(self._conn)
 
     def version(self) -> StoreVersion:
         """UUID, write generation, largest rowids and last tombstone, in one statement (index ends
@@ -221,12 +240,7 @@ class EmbeddedStore:
 
     def has_field(self, name: str) -> bool:
         """Whether any stored passage has the metadata field ``name`` (a hint on empty answers)."""
-        if filter_key_problem(name) is not None:  # the name goes into a JSON path: only a filter key can
-            return False
-        row = self._conn.execute(
-            f"SELECT 1 FROM passages WHERE json_type(fields, '$.\"{name}\"') IS NOT NULL LIMIT 1"
-        ).fetchone()
-        return row is not None
+        return read.has_field(self._conn, name)
 
     def prepare(self) -> None:
         """Bring the int8 segments up to the store and, when top-k searches will use them, build
@@ -321,7 +335,7 @@ class EmbeddedStore:
         except BaseException:
             conn.close()
             raise
-        return Matches(_closing(matches, conn), total=matches.total)
+        return Matches(read.closing(matches, conn), total=matches.total)
 
     def _snapshot(self) -> tuple[sqlite3.Connection, segments.SegmentSet]:
         """A private connection in a read transaction, and the vector segments of the version it
@@ -436,7 +450,7 @@ class EmbeddedStore:
             # index's bound covers only the lists it probed, and those missed the few allowed
             # spans: an audit had 6 of 16 searches short, 3 of them empty (spans.labels, 400k spans)
             return None
-        span_bits = None if allowed_spans is None else _bitmap(allowed_spans)
+        span_bits = None if allowed_spans is None else read.bitmap(allowed_spans)
         identity = vec.version.identity  # the snapshot's (``_snapshot`` checked it against SQLite)
         spans = self._ann.get(vec, identity, "spans")
         passages = self._passage_proposer(vec, identity, query) if weight else None
@@ -472,28 +486,13 @@ class EmbeddedStore:
         return read.passage_vectors(self._conn, ids, stamp.dims if stamp else 0)
 
     def close(self) -> None:
-        self._conn.close()
+        self._shared.close()
 
     def __enter__(self) -> "EmbeddedStore":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _closing(hits: Iterator[Hit], conn: sqlite3.Connection) -> Iterator[Hit]:
-    """An ``--all``'s hits, read lazily in the search's read transaction, which ends with them."""
-    try:
-        yield from hits
-    finally:
-        conn.close()
-
-
-def _bitmap(rowids: np.ndarray) -> np.ndarray:
-    """A little-endian bitmap with the bits of ``rowids`` set (faiss's IDSelectorBitmap)."""
-    bits = np.zeros(int(rowids.max()) + 1 if rowids.size else 1, dtype=bool)
-    bits[rowids] = True
-    return np.packbits(bits, bitorder="little")
 
 
 def _blob(vector: np.ndarray) -> bytes:

@@ -16,6 +16,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..records import Hit, SpanMatch
+from .base import StoreCounts, filter_key_problem
 from .embedded_schema import mention_sql
 from .segments import SpanDetails
 from .span_ranking import Scored, flat_runs
@@ -197,3 +198,33 @@ def _span_rows(conn: sqlite3.Connection, rowids: np.ndarray) -> tuple[list, list
     }
     rows = [found.get(r, (None, None, None)) for r in rowids.tolist()]
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+def closing(hits: Iterator[Hit], conn: sqlite3.Connection) -> Iterator[Hit]:
+    """An ``--all``'s hits, read lazily in the search's read transaction, which ends with them."""
+    try:
+        yield from hits
+    finally:
+        conn.close()
+
+
+def bitmap(rowids: np.ndarray) -> np.ndarray:
+    """A little-endian bitmap with the bits of ``rowids`` set (faiss's IDSelectorBitmap)."""
+    bits = np.zeros(int(rowids.max()) + 1 if rowids.size else 1, dtype=bool)
+    bits[rowids] = True
+    return np.packbits(bits, bitorder="little")
+
+
+def counts(conn: sqlite3.Connection) -> StoreCounts:
+    """Passages and spans stored."""
+    (passages,) = conn.execute("SELECT COUNT(*) FROM passages").fetchone()
+    (spans,) = conn.execute("SELECT COUNT(*) FROM spans").fetchone()
+    return StoreCounts(passages=passages, spans=spans)
+
+
+def has_field(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether any stored passage has the metadata field ``name``."""
+    if filter_key_problem(name) is not None:  # the name goes into a JSON path: only a filter key can
+        return False
+    row = conn.execute(f"SELECT 1 FROM passages WHERE json_type(fields, '$.\"{name}\"') IS NOT NULL LIMIT 1").fetchone()
+    return row is not None

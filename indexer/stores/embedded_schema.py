@@ -112,6 +112,15 @@ SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
 """
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, None while there is none: tells a replaced ``store.sqlite``."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def connect(db: Path) -> sqlite3.Connection:
     """Open (or create) the database with the layout above; raises sqlite3.DatabaseError.
 
