@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import SearchError, StaleCursorError
 from ..records import Hit
 from ..stores.base import StoreVersion
-from ..stores.filters import value_class
+from ..stores.filters import field_texts, stored_text, value_class
 
 Scalar = str | int | float | bool
 FilterValue = Scalar | list[Scalar]
@@ -239,21 +239,24 @@ def facet_counts(
     long strings: ids and free text make useless facets. ``keep`` leaves out fields whose name
     fails it (the service: names it cannot filter on, so it never offers a facet it would refuse).
     """
-    counters: dict[str, Counter] = {}
-    # one count per value a filter cannot tell apart (``stores.filters.value_class``: 1 and 1.0 are
-    # one, true is not 1, though Python hashes True, 1 and 1.0 alike), shown as first seen
+    # one row per value a filter cannot tell apart (``stores.filters.value_class``: 1 and 1.0 are
+    # one, true is not 1, though Python hashes True, 1 and 1.0 alike), shown as first seen; its
+    # count is what clicking it returns: the passages the filter on the shown value finds (a
+    # passage once, and "7" finds the number 7 as well as the string, a review)
     shown: dict[str, dict[frozenset[str], Any]] = {}
-    for hit in hits:
+    holders: dict[str, dict[str | None, set[int]]] = {}  # field -> stored text -> hits holding it
+    for i, hit in enumerate(hits):
         for name, value in hit.fields.items():
             if (fields is not None and name not in fields) or (keep is not None and not keep(name)):
                 continue
-            values = _facet_value(value)
-            if values:
-                seen = shown.setdefault(name, {})
-                keys = [value_class(v) for v in values]
-                for key, v in zip(keys, values):
-                    seen.setdefault(key, v)
-                counters.setdefault(name, Counter()).update(set(keys))  # a passage counts once per value, as a filter finds it
+            for v in _facet_value(value):
+                shown.setdefault(name, {}).setdefault(value_class(v), v)
+                holders.setdefault(name, {}).setdefault(stored_text(v), set()).add(i)
+    counters = {
+        name: Counter({key: len(set().union(*(holders[name].get(t, ()) for t in field_texts(facet_json(v)))))
+                       for key, v in values.items()})
+        for name, values in shown.items()
+    }
     out: dict[str, list[dict[str, Any]]] = {}
     names = list(fields) if fields is not None else sorted(counters)
     for name in names:
