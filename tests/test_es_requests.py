@@ -783,5 +783,7 @@ def test_metadata_filters_of_an_index_with_filter_texts_use_the_embedded_stores_
         "year": [n + "2001.0", "2001.0"], "tags": ["a", n + "3", "3"], "flag": [b + "false", "false"]}
     assert index_requests.filter_texts(fields, marked=False) == {"year": ["2001.0"], "tags": ["a", "3"], "flag": ["false"]}
     assert [index_requests.filter_format(m) for m in (None, {}, {"filter_texts": True}, {"filter_texts": 2})] == [0, 0, 1, 2]
+    # a number stored as Inf has no plain copy: the filter text "Inf" would find it here only (a review)
+    assert index_requests.filter_texts({"h": 10**400, "l": -(10**400)}) == {"h": [n + "Inf"], "l": [n + "-Inf"]}
     # keys no filter can name are left out (Elasticsearch refused "" and " ")
     assert index_requests.filter_texts({"": 1, " ": 2, "a b": 3, "spans.x": 4, "meta.lang": 5}) == {"meta.lang": [n + "5", "5"]}

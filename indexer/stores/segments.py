@@ -300,7 +300,10 @@ class SegmentSet:
             mask = seg_of == k
             if mask.any():
                 local = where[mask] - self.passage_offsets[k]
-                out[mask] = (seg.passage_vectors[local].astype(np.float32) @ query) * seg.passage_scales[local]
+                # summed in float64 as embedded_read.cosines does, so that identical passages get one
+                # cosine wherever they sit (these are the final scores of a big --all: a review)
+                sums = np.einsum("ij,j->i", seg.passage_vectors[local], np.asarray(query, np.float64), dtype=np.float64)
+                out[mask] = sums.astype(np.float32) * seg.passage_scales[local]
         return out
 
 

@@ -14,6 +14,7 @@ Kibana aggregations) and the nested ``spans`` with ``start``, ``end``, ``text``,
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -22,7 +23,7 @@ import numpy as np
 from ...errors import StoreError
 from ...records import EncodedPassage
 from ..base import ModelStamp, is_metadata_filter_key
-from ..filters import stored_text, stored_values
+from ..filters import as_stored, stored_text, stored_values
 from . import templates
 from .similarity import check_metric
 
@@ -169,10 +170,17 @@ def filter_texts(fields: Mapping[str, Any], *, marked: bool = True) -> dict[str,
     or ``" "``, which the embedded store stores (and no filter can name)."""
     out: dict[str, list[str]] = {}
     for key, value in fields.items():
-        texts = [stored_text(v, marked=m) for v in stored_values(value) for m in dict.fromkeys((marked, False))]
+        texts = [stored_text(v, marked=m) for v in stored_values(value) for m in dict.fromkeys((marked, False))
+                 if m or not _infinite(v)]  # fmt: skip
         if texts and is_metadata_filter_key(key):
             out[key] = list(dict.fromkeys(texts))
     return out
+
+
+def _infinite(value: Any) -> bool:
+    """A number stored as ±Inf (an integer past a double's range): its plain text "Inf" would let the filter
+    text "Inf" find it here and not in the embedded store (a review); its digits find it in both."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isinf(as_stored(value))
 
 
 def index_body(
