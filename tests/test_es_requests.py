@@ -371,7 +371,7 @@ def test_knn_body_with_filters_and_text_golden():
     assert marks["query"]["bool"]["must"] == [ranking["query"]]
     # Each clause stands alone (Elasticsearch 9.2 wants span and passage filters separate).
     assert ranking["query"]["knn"]["filter"] == [
-        {"terms": {"fields.source": ["wiki", "news"]}},
+        {"terms": {"filter_texts.source": ["wiki", "news"]}},  # the default: an index this nerindex makes
         {"term": {"spans.labels": "politician"}},
         {"match": {"text": {"query": "treaty signed", "operator": "and"}}},
     ]
@@ -429,7 +429,7 @@ def test_exhaustive_body_gates_on_a_mention_and_scores_by_every_span():
     label = {"term": {"spans.labels": "politician"}}
     assert scored["query"] == {"bool": {"filter": [label]}}  # span filters restrict both
     assert gated["query"] == {"bool": {"filter": [label], "must_not": [{"term": {"spans.mention": False}}]}}
-    assert restrictions == [{"term": {"fields.source": "wiki"}}]
+    assert restrictions == [{"terms": {"filter_texts.source": ["wiki"]}}]  # an index this nerindex makes
 
 
 def test_scan_and_counts_bodies_golden():
@@ -488,7 +488,7 @@ def test_knn_body_with_passage_weight_golden():
     # the candidate pool, not just `limit`, is re-ranked by the combined score
     assert knn["k"] == knn["num_candidates"] == 300 and knn["similarity"] == 0.5
     assert knn["filter"] == [
-        {"term": {"fields.source": "wiki"}},
+        {"terms": {"filter_texts.source": ["wiki"]}},  # the default: an index this nerindex makes
         {"term": {"spans.labels": "politician"}},
         {"match": {"text": {"query": "treaty", "operator": "and"}}},
     ]

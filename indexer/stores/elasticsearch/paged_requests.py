@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..base import Filters, check_passage_weight
-from .index_requests import PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH
+from .index_requests import FILTER_FORMAT, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH
 from .search_requests import (
     CANDIDATE, INNER_HITS_SIZE, best_span_inner_hits, filter_clauses, inner_hits, query_vector_values, text_filter,
 )
@@ -110,7 +110,7 @@ def exhaustive_search_body(
     keep_alive: str = "2m",
     search_after: Sequence[Any] | None = None,
     passage_weight: float = 0.0,
-    typed_filters: int = 0,
+    typed_filters: int = FILTER_FORMAT,
     gated: bool = True,
 ) -> dict[str, Any]:
     """Every passage with a mention that passes the threshold, exactly, one page at a time.

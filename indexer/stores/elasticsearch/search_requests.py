@@ -193,7 +193,7 @@ def knn_search_body(
     text: str | None = None,
     passage_weight: float = 0.0,
     rescore: bool = False,
-    typed_filters: int = 0,
+    typed_filters: int = FILTER_FORMAT,
     fetch: int | None = None,
 ) -> dict[str, Any]:
     """Top-k passages ranked by their best span: :func:`span_knn_query` with ``k = limit``, or
@@ -226,7 +226,7 @@ def knn_search_body(
 
 def pool_bound_searches(
     vector: Any, *, min_similarity: float, metric: str, candidates: int, filters: Filters | None,
-    text: str | None, rescore: bool, typed_filters: int = 0,
+    text: str | None, rescore: bool, typed_filters: int = FILTER_FORMAT,
 ) -> list[dict[str, Any]]:
     """An ``msearch`` body for what a hybrid search needs to know whether a passage outside its
     candidate pool could still enter its top k (:func:`pool_is_final`): the pool's last passage
@@ -444,7 +444,7 @@ def bm25_boost_search_body(
     boost: float = 0.1,
     passage_weight: float = 0.0,
     rescore: bool = False,
-    typed_filters: int = 0,
+    typed_filters: int = FILTER_FORMAT,
     fetch: int | None = None,
 ) -> dict[str, Any]:
     """BM25 boost mode: the nested kNN must match (same threshold), BM25 on ``text`` adds to the score.
