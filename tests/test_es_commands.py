@@ -51,6 +51,11 @@ class StubStore:
     def counts(self):
         return StoreCounts(passages=12, spans=30)
 
+    filter_format = 2
+
+    def typed_filters(self):
+        return self.filter_format
+
     def put_search_template(self, template_id):
         return template_id
 
@@ -88,14 +93,18 @@ def test_status_json(stub, monkeypatch):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002", "health": "yellow",
-                      "model": STAMP.to_dict(), "passages": 12, "spans": 30,
+                      "model": STAMP.to_dict(), "passages": 12, "spans": 30, "filter_format": 2,
                       "write_blocked": True, "other_indices": ["corpus-000001"],
                       "types_index": "corpus-types", "types": 486, "types_stale": False}
     assert stub[0].settings.es_url == "http://x:9200" and stub[0].closed
     # a killed 'es reindex' shows: the block and the index it left (docs/elasticsearch.md)
     text = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"]).output
     assert "corpus-000002 refuses writes" in text and "outside the alias: corpus-000001" in text
-    assert "another model" not in text
+    assert "another model" not in text and "filters metadata as an earlier" not in text
+    # an index made before the filter texts' type marks says how to bring it up to date
+    monkeypatch.setattr(StubStore, "filter_format", 1)
+    text = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"]).output
+    assert "filters metadata as an earlier nerindex made it (filter_texts format 1 of 2)" in text and "es reindex" in text
 
 
 def test_status_says_when_the_types_index_holds_another_models_vectors(stub, monkeypatch):
