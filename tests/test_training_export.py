@@ -279,9 +279,14 @@ def test_what_a_killed_export_left_is_removed_or_restored_and_a_running_ones_sta
     assert set(recover_killed_export(out)) == {killed, tmp_path / ".model.old"}
     assert not killed.exists() and running.is_dir() and other.is_dir()
     assert (out / "model.json").is_file() and not (tmp_path / ".model.old").exists()
-    # with the model folder in place, a leftover .old is only removed
+    # with the model folder in place, a leftover .old is only removed; a running export's stays
     (tmp_path / ".model.old").mkdir()
-    assert recover_killed_export(out) == [tmp_path / ".model.old"] and (out / "model.json").is_file()
+    (tmp_path / f".model.old-{dead}").mkdir()
+    (tmp_path / f".model.old-{os.getpid()}").mkdir()
+    (tmp_path / ".model.older").mkdir()  # not an export's
+    assert set(recover_killed_export(out)) == {tmp_path / ".model.old", tmp_path / f".model.old-{dead}"}
+    assert (out / "model.json").is_file() and (tmp_path / f".model.old-{os.getpid()}").is_dir()
+    assert (tmp_path / ".model.older").is_dir()
 
 
 def test_a_figure_with_nothing_to_measure_is_null_in_train_json_and_export_reads_an_old_nan(tmp_path):

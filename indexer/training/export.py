@@ -266,8 +266,12 @@ def recover_killed_export(out: Path) -> list[Path]:
         if tmp.is_dir() and pid.isdigit() and not writer_running(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
             done.append(tmp)
-    old = out.parent / f".{out.name}.old"
-    if old.is_dir():
+    for old in out.parent.glob(f".{glob.escape(out.name)}.old*"):  # .<out>.old-<pid>, or before pids .<out>.old
+        pid = old.name[len(out.name) + 6:]  # after ".<out>.old-"
+        if not old.is_dir() or old.name[len(out.name) + 5:] not in ("", "-" + pid) or (pid and not pid.isdigit()):
+            continue  # not one of ours
+        if pid and writer_running(int(pid)):
+            continue  # an export between its two renames right now (a review)
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -337,7 +341,7 @@ def _folder_values(model: SpanTypeEncoder) -> dict[str, Any]:
 def _replace_folder(tmp: Path, out: Path) -> None:
     """Move the finished folder into place, replacing ``out`` if it exists."""
     if out.exists():
-        old = out.parent / f".{out.name}.old"
+        old = out.parent / f".{out.name}.old-{os.getpid()}"  # named for this process: recover_killed_export
         if old.exists():
             shutil.rmtree(old)
         out.rename(old)
