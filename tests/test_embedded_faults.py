@@ -332,3 +332,22 @@ def test_two_writers_take_turns_without_duplicates(tmp_path, stamp):
         assert ids(first) == ids(second)  # the reader saw it at once
         first.write(corpus()[:2])  # both write the same ids: replaced, never duplicated
         assert first.counts().passages == 5 and second.counts().spans == 8
+
+
+def test_an_open_waits_for_another_writer_and_then_says_it_is_busy(tmp_path, monkeypatch):
+    """Opening writes (meta, the write log), so it waits for a write lock; a review found opens
+    failing after 5 s as "not a usable nerindex store: database is locked" while another process
+    upgraded a big store once (its text index). It waits LOCK_WAIT_S (60 s) and says why."""
+    from indexer.stores import embedded_schema
+
+    EmbeddedStore.open(tmp_path / "s").close()
+    monkeypatch.setattr(embedded_schema, "LOCK_WAIT_S", 0.5)
+    holder = sqlite3.connect(tmp_path / "s" / DB_NAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="busy: another process has been writing to it"):
+            EmbeddedStore.open(tmp_path / "s")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    EmbeddedStore.open(tmp_path / "s").close()

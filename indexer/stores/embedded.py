@@ -91,7 +91,7 @@ class EmbeddedStore:
         try:
             conn = schema.connect(db)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{db}: not a usable nerindex store: {exc}") from exc
+            raise StoreError(f"{db}: {schema.open_problem(exc)}") from exc
         segments.remove_stale_temp_files(folder / CACHE_DIR)
         return cls(folder, conn)
 

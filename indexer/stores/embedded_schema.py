@@ -112,6 +112,18 @@ SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
 """
 
 
+LOCK_WAIT_S = 60.0
+
+
+def open_problem(exc: sqlite3.DatabaseError) -> str:
+    """Why :func:`connect` failed, in words: another process writing for longer than it waits, or a
+    file that is no usable store."""
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return (f"busy: another process has been writing to it for {LOCK_WAIT_S:.0f} s (an indexing run, "
+                "or a one-time upgrade of the store); try again")
+    return f"not a usable nerindex store: {exc}"
+
+
 def file_identity(path: Path) -> tuple[int, int] | None:
     """(device, inode) of a file, None while there is none: tells a replaced ``store.sqlite``."""
     try:
@@ -130,7 +142,9 @@ def connect(db: Path) -> sqlite3.Connection:
     derived files are rebuilt once), one made by nerindex 0.2.0 moves its vectors to their own
     tables, and one without mention flags gets them (:func:`upgrade`).
     """
-    conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False)
+    # opening writes (meta, the write log), so it waits for another process's write: up to
+    # LOCK_WAIT_S, for a one-time upgrade of a big store (the text index: ~18 s a million passages)
+    conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
