@@ -479,3 +479,11 @@ def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(indexed):
         os.close(write_end)
     err = proc.stderr.decode()
     assert proc.returncode == 141 and "Error" not in err and "Traceback" not in err, err
+
+
+def test_limit_with_all_says_it_does_not_apply(indexed, capsys):
+    """An audit: --all --limit 1 returned every match and ignored --limit without a word."""
+    code, out, err = run(capsys, "search", "person", "--all", "--limit", "1", "--json", "--store", str(indexed))
+    assert code == 0 and len(out.splitlines()) > 1 and "--limit does not apply to --all" in err
+    code, _, err = run(capsys, "search", "person", "--all", "--json", "--store", str(indexed))
+    assert code == 0 and "--limit" not in err

@@ -171,3 +171,13 @@ def test_an_adapter_run_without_a_validation_type_trains_every_step(setup, caplo
     run = train_adapter(model, sf, sf, tv, cfg, eval_queries=[])
     assert run["best_step"] == 4 and [s for s, _, _ in run["history"]] == [0, 4]
     assert "no validation type" in caplog.text
+
+
+def test_training_data_without_its_files_is_refused_before_anything_is_made(tmp_path):
+    # an audit: the backbone loaded, then the first missing file failed, and --out was left empty
+    from indexer.errors import InputError
+    from indexer.training.train import run_training
+
+    with pytest.raises(InputError, match="the training data lacks 6 file"):
+        run_training(TrainConfig(data_dir=str(tmp_path / "data")), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import click
+from click.core import ParameterSource
 
 from ..api import NerIndex
 from ..config import Settings
@@ -238,6 +239,9 @@ def search_command(
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
     filters = Filters.of(where_pairs(where, option="--where"))  # a bad --where is refused before the model loads
+    if exhaustive and click.get_current_context().get_parameter_source("limit") is not ParameterSource.DEFAULT:
+        click.echo("hint: --limit does not apply to --all, which returns every passage with a marked mention",
+                   err=True)  # an audit: it was ignored without a word
     if not has_words(entity_type):
         click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
                    "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip

@@ -206,7 +206,7 @@ def filter_key_problem(key: Any) -> str | None:
         return f"cannot filter on span field {key!r} (span filters: {', '.join(SPAN_FILTERS)})"
     if len(key) > MAX_FILTER_KEY_CHARS or not _FILTER_KEY.fullmatch(key):
         return (
-            f"filter field {key!r}: use letters, digits, '_', '.' or '-' (at most {MAX_FILTER_KEY_CHARS}), "
+            f"filter field {key!r}: use ASCII letters, digits, '_', '.' or '-' (at most {MAX_FILTER_KEY_CHARS}), "
             "with names between the dots"
         )
     return None
