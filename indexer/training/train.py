@@ -32,7 +32,8 @@ from safetensors.torch import save_file
 
 from .adapter import train_adapter
 from .data import (
-    Corpus, Source, build_corpus, default_sources, limit_corpus, load_phrase_map, seen_phrases, sentences_per_source,
+    Corpus, Source, build_corpus, check_sources, default_sources, limit_corpus, load_phrase_map, seen_phrases,
+    sentences_per_source,
 )
 from .entity_head import (
     Decoded,
@@ -44,7 +45,7 @@ from .entity_head import (
     train_entity_head,
 )
 from ..encoder import load_tokenizer
-from ..errors import InputError, ModelError
+from ..errors import ModelError
 from ..model_card import CARD_FILE
 from .export import backbone_tokenizer_file
 from .features import Features, SpanFeatures, adapter_vectors, cached_encode, embed_phrases, gold_spans, span_features
@@ -72,11 +73,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     if (out_dir / CARD_FILE).is_file():  # its heads would be overwritten and its checksums then fail (an audit)
         raise ModelError(f"{out_dir}: is a model folder ({CARD_FILE}); train into a run folder, then 'nerindex export' it")
-    # before the backbone loads and --out is made (an audit: an empty run folder was left)
-    missing = [s.path for split in default_sources(cfg.data_dir).values() for s in split if not s.path.is_file()]
-    if missing:
-        raise InputError(f"the training data lacks {len(missing)} file(s): {', '.join(map(str, missing[:3]))}"
-                         + (" ..." if len(missing) > 3 else ""), path=str(cfg.data_dir))
+    check_sources(cfg.data_dir)  # before the backbone loads and --out is made (an audit: it was left empty)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if cfg.heads.span_layers:
