@@ -189,22 +189,30 @@ def test_numbers_match_whether_written_as_integers_reals_or_text(tmp_path, index
     assert sorted(f"n{i}" for i, f in enumerate(NUMBERS) if key in f and filters.field_matches(value, f[key])) == expected
 
 
+def word_vector(seed: int) -> np.ndarray:
+    vec = np.random.default_rng(seed).standard_normal(DIMS).astype(np.float32)
+    return vec / np.linalg.norm(vec)
+
+
+def word_doc(pid: str, fields: dict, vec: np.ndarray) -> EncodedPassage:
+    """A passage "Word." with these fields, its one span and the passage both ``vec``."""
+    return EncodedPassage(Passage(pid, "Word.", fields), (EncodedSpan(0, 4, "Word", 0.9, vec, ("l0",)),), vec)
+
+
 def test_booleans_of_a_layout_2_store_are_stored_again_as_true_and_false(tmp_path):
     """Layout 2 kept a stored true as "1" in passage_fields (and its trigger wrote it so): the
     first writable open refills passage_fields, and the trigger writes the new way."""
-    rng = np.random.default_rng(6)
-    vec = rng.standard_normal(DIMS).astype(np.float32)
-    vec /= np.linalg.norm(vec)
+    vec = word_vector(6)
 
     def doc(pid: str, fields: dict) -> EncodedPassage:
-        return EncodedPassage(Passage(pid, "Word.", fields), (EncodedSpan(0, 4, "Word", 0.9, vec, ("l0",)),), vec)
+        return word_doc(pid, fields, vec)
 
     folder = tmp_path / "s"
     with EmbeddedStore.open(folder) as store:
         store.check_model(STAMP)
         store.write([doc("yes", {"flag": True}), doc("one", {"flag": 1})])
     conn = sqlite3.connect(folder / DB_NAME)
-    conn.execute("UPDATE passage_fields SET value = '1' WHERE value = 'true'")  # as layout 2 stored it
+    conn.execute(f"UPDATE passage_fields SET value = '1' WHERE value = '{filters.BOOLEAN_MARK}true'")  # as layout 2 did
     conn.execute(f"UPDATE meta SET value = '2' WHERE key = '{filters.INDEX_FLAG}'")
     conn.execute("INSERT INTO span_labels(label, span) VALUES ('sentinel', 999)")  # gone if it were rebuilt
     conn.commit()
@@ -240,12 +248,10 @@ def test_object_members_of_a_layout_3_store_are_dropped(tmp_path):
 def test_numbers_of_a_layout_4_store_are_stored_again_with_their_mark(tmp_path):
     """Layout 4 kept a stored number as its plain text, so "007" (its texts "7", "7.0") matched the
     strings "7" and "7.0": the first writable open refills passage_fields with the type marks."""
-    rng = np.random.default_rng(8)
-    vec = rng.standard_normal(DIMS).astype(np.float32)
-    vec /= np.linalg.norm(vec)
+    vec = word_vector(8)
 
     def doc(pid: str, fields: dict) -> EncodedPassage:
-        return EncodedPassage(Passage(pid, "Word.", fields), (EncodedSpan(0, 4, "Word", 0.9, vec, ("l0",)),), vec)
+        return word_doc(pid, fields, vec)
 
     folder = tmp_path / "s"
     with EmbeddedStore.open(folder) as store:

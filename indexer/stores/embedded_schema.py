@@ -10,6 +10,7 @@ import logging
 import secrets
 import sqlite3
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .base import StoreVersion
@@ -201,41 +202,40 @@ def add_mentions(conn: sqlite3.Connection) -> bool:
     """Layout 2 to 3: add ``spans.mention`` (default 1, so every stored span stays a mention);
     False where the store cannot be changed (read-only, locked for long), which leaves it readable
     as it is: :func:`mention_sql` reads every span as a mention there, which it is."""
-    if has_mentions(conn):
-        return True
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        if not has_mentions(conn):  # not done meanwhile by another process
-            for statement in UPGRADE_FROM_2:
-                conn.execute(statement)
-        conn.execute("COMMIT")
-    except sqlite3.OperationalError as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        log.info("spans without a mention flag (%s): every span is read as a mention", exc)
-        return False
-    return True
+    return _upgrade_once(conn, lambda: has_mentions(conn), UPGRADE_FROM_2,
+                         "spans without a mention flag (%s): every span is read as a mention")
 
 
 def fts_with_marks(conn: sqlite3.Connection) -> bool:
     """Re-make the text index of a store made before it kept combining marks in words
     (:data:`FTS_TOKENIZE`), once, in one transaction (every passage's text is tokenised again:
-    1.8 s for 100k passages of 60 words, in memory, on these 2 cores). False where the store cannot be changed (read-only), which
-    leaves the older index: a word with marks then matches where its parts occur in that order."""
+    1.8 s for 100k passages of 60 words, in memory, on these 2 cores). False where the store
+    cannot be changed (read-only, locked for long), which leaves the older index: a word with
+    marks then matches where its parts occur in that order."""
     done = "SELECT 1 FROM sqlite_master WHERE name = 'passages_fts' AND sql LIKE '%M*%'"
     if conn.execute(done).fetchone():
         return True
     log.warning("re-making the text index so that words keep their combining marks (once)")
+    return _upgrade_once(conn, lambda: conn.execute(done).fetchone() is not None, FTS_WITH_MARKS,
+                         "the text index keeps its older words (%s)")
+
+
+def _upgrade_once(conn: sqlite3.Connection, done: Callable[[], bool], statements: list[str], kept: str) -> bool:
+    """Run ``statements`` in one write transaction unless ``done()`` (checked again inside it:
+    another process may have upgraded meanwhile); False, logging ``kept`` with the reason, where
+    the store cannot be changed."""
+    if done():
+        return True
     try:
         conn.execute("BEGIN IMMEDIATE")
-        if not conn.execute(done).fetchone():  # not done meanwhile by another process
-            for statement in FTS_WITH_MARKS:
+        if not done():
+            for statement in statements:
                 conn.execute(statement)
         conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        log.info("the text index keeps its older words (%s)", exc)
+        log.info(kept, exc)
         return False
     return True
 
