@@ -75,24 +75,26 @@ def test_replaced_store_sqlite_never_uses_the_old_cache(tmp_path, stamp, caplog)
     assert "another store" in warning and "store.sqlite was replaced" in warning
 
 
-def test_a_handle_open_when_store_sqlite_is_replaced_reads_and_writes_the_new_one(tmp_path, stamp):
+def test_a_handle_open_when_store_sqlite_is_replaced_refuses_to_go_on(tmp_path, stamp):
     """An audit: a long-lived handle (the web service) kept its connection on the old file, so it
-    wrote into a deleted file, counted its rows, and failed every search ("written 5 times")."""
+    wrote into a deleted file, counted its rows and failed every search ("written 5 times"); a
+    review of the first fix (opening the new file) found it wrote into a copy still under way and
+    searched another model's store. The handle now says what happened; a new open reads the file."""
     old, other = tmp_path / "old", tmp_path / "other"
     filled(old, stamp, corpus())
     expected = filled(other, stamp, hybrid_corpus())
+    extra = dataclasses.replace(corpus()[0], passage=dataclasses.replace(corpus()[0].passage, id="new"))
     with EmbeddedStore.open(old, create=False) as store:
         assert store.counts().passages == len(corpus())
         for name in (DB_NAME + "-wal", DB_NAME + "-shm"):
             (old / name).unlink(missing_ok=True)
         shutil.copy(other / DB_NAME, old / "incoming.sqlite")
         os.replace(old / "incoming.sqlite", old / DB_NAME)  # as a restore or a move does it
-        assert store.counts().passages == len(hybrid_corpus())
-        assert ids(store) == expected
-        extra = corpus()[0]
-        assert [o.ok for o in store.write([dataclasses.replace(extra, passage=dataclasses.replace(extra.passage, id="new"))])] == [True]
-    with EmbeddedStore.open(old, create=False) as again:  # the write went into the file now there
-        assert again.counts().passages == len(hybrid_corpus()) + 1
+        for attempt in (store.counts, lambda: ids(store), lambda: store.write([extra])):
+            with pytest.raises(StoreError, match="store.sqlite was replaced since this process opened it"):
+                attempt()
+    with EmbeddedStore.open(old, create=False) as again:  # nothing was written into the new file
+        assert again.counts().passages == len(hybrid_corpus()) and ids(again) == expected
 
 
 def test_same_size_corruption_of_the_vectors_is_detected(tmp_path, stamp, caplog):

@@ -68,7 +68,6 @@ class EmbeddedStore:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._shared, self._db_file = conn, schema.file_identity(path / DB_NAME)  # see _conn
-        self._reopening = threading.Lock()
         self._vectors: segments.SegmentSet | None = None
         self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
         self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
@@ -97,26 +96,19 @@ class EmbeddedStore:
 
     @property
     def _conn(self) -> sqlite3.Connection:
-        """The shared connection, opened again when ``store.sqlite`` is another file (a restored
-        backup, another store moved in): a long-lived handle (the web service) wrote into the
-        deleted file and failed every search, whose own connections read the new one (an audit)."""
-        if schema.file_identity(self.path / DB_NAME) not in (self._db_file, None):
-            with self._reopening:
-                if schema.file_identity(self.path / DB_NAME) not in (self._db_file, None):
-                    self._reopen()
+        """The shared connection, while ``store.sqlite`` is the file it was opened on. A handle whose
+        file was replaced (a restored backup, another store moved in) refuses to go on: it wrote into
+        the deleted file, counted its rows and served the web service's cached answers from it (an
+        audit), and opening the new file itself could write into a copy still under way or search
+        another model's store (a review). The next open reads the new file."""
+        self._check_file()
         return self._shared
 
-    def _reopen(self) -> None:
-        """Use the file now at ``store.sqlite`` (the old connection is left to searches on it)."""
-        db = self.path / DB_NAME
-        try:
-            conn = schema.connect(db)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{db}: replaced by a file that is not a usable nerindex store: {exc}") from exc
-        log.warning("%s: store.sqlite was replaced; reading the new one", self.path)
-        self._shared, self._db_file, self._vectors = conn, schema.file_identity(db), None
-        self._indexed = sql_filters.ensure_index(conn)
-        self._ann = ann_search.AnnIndexes(self.path / CACHE_DIR, self._in_history)
+    def _check_file(self) -> None:
+        now = schema.file_identity(self.path / DB_NAME)
+        if now is not None and now != self._db_file:
+            raise StoreError(f"{self.path}: store.sqlite was replaced since this process opened it (a restored "
+                             "backup, another store moved in): open the store again (restart the service)")
 
     # ------------------------------------------------------------------ model guard
 
@@ -226,6 +218,7 @@ class EmbeddedStore:
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: write failed: {exc}") from exc
             raise
+        self._check_file()  # store.sqlite replaced while this wrote: it went into the old file
         return outcomes
 
     # ------------------------------------------------------------------ reading
