@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -113,7 +114,8 @@ SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
 """
 
 
-LOCK_WAIT_S = 60.0
+LOCK_WAIT_S = 60.0  # how long an open waits for another process's write
+BUSY_S = 5.0  # how long a write of an open store waits (sqlite3's default)
 
 
 def open_problem(exc: sqlite3.DatabaseError) -> str:
@@ -143,28 +145,41 @@ def connect(db: Path) -> sqlite3.Connection:
     derived files are rebuilt once), one made by nerindex 0.2.0 moves its vectors to their own
     tables, and one without mention flags gets them (:func:`upgrade`).
     """
-    # opening writes (meta, the write log), so it waits for another process's write: up to
-    # LOCK_WAIT_S, for a one-time upgrade of a big store (the text index: ~18 s a million passages)
-    conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S)
+    # opening writes (meta, the write log), so it waits for another process's write, up to
+    # LOCK_WAIT_S (a one-time upgrade of a big store: the text index, ~18 s a million passages), in
+    # slices of a second: Python acts on Ctrl-C only between them (a review: inside one 60 s wait,
+    # nerindex ignored it for a minute); once open, a write waits BUSY_S, as before
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False, timeout=1.0)
+        try:
+            _open(conn)
+        except sqlite3.DatabaseError as exc:
+            old = isinstance(exc, sqlite3.OperationalError) and _inline_vectors(conn)
+            conn.close()
+            if "locked" in str(exc) and time.monotonic() < deadline:
+                continue
+            if old:  # e.g. read-only: name what it needs, not just the failed write
+                raise sqlite3.OperationalError(f"made by an older nerindex, it needs a one-time move of its vectors, "
+                                               f"with write access to the store ({exc})") from exc
+            raise
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_S * 1000)}")
+        return conn
+
+
+def _open(conn: sqlite3.Connection) -> None:
+    """The writes of an open: WAL, the layout, the store's UUID, this process's entry in the write
+    log, and any one-time upgrade (:func:`upgrade`)."""
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    try:
-        conn.executescript(SCHEMA)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
-            (SCHEMA_VERSION, uuid.uuid4().hex),
-        )
-        conn.execute(LOG_WRITE_SQL, (write_token(),))
-        upgrade(conn)
-    except sqlite3.DatabaseError as exc:
-        old = isinstance(exc, sqlite3.OperationalError) and _inline_vectors(conn)
-        conn.close()
-        if old:  # e.g. read-only: name what it needs, not just the failed write
-            raise sqlite3.OperationalError(f"made by an older nerindex, it needs a one-time move of its vectors, "
-                                           f"with write access to the store ({exc})") from exc
-        raise
-    return conn
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('generation', '0'), ('uuid', ?)",
+        (SCHEMA_VERSION, uuid.uuid4().hex),
+    )
+    conn.execute(LOG_WRITE_SQL, (write_token(),))
+    upgrade(conn)
 
 
 def upgrade(conn: sqlite3.Connection) -> None:
