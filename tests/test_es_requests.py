@@ -318,7 +318,8 @@ def test_vector_problems(vector, problem):
     ],
 )
 def test_filters_table(filters, passage_level, span_level):
-    assert search_requests.filter_clauses(Filters.of(filters)) == (passage_level, span_level)
+    # an index made before filter_texts (typed 0): the metadata fields themselves
+    assert search_requests.filter_clauses(Filters.of(filters), typed=0) == (passage_level, span_level)
     for clause in passage_level + span_level:
         check_query(clause)
 
@@ -768,7 +769,7 @@ def test_metadata_filters_of_an_index_with_filter_texts_use_the_embedded_stores_
     filters = Filters.of({"year": 2001, "flag": True, "missing": None})
     typed, _ = search_requests.filter_clauses(filters, typed=index_requests.FILTER_FORMAT)
     unmarked, _ = search_requests.filter_clauses(filters, typed=1)  # an index made before the marks
-    plain, _ = search_requests.filter_clauses(Filters.of({"year": 2001}))
+    plain, _ = search_requests.filter_clauses(Filters.of({"year": 2001}), typed=0)
     assert {"terms": {"filter_texts.year": ["2001", n + "2001", n + "2001.0"]}} in typed
     assert {"terms": {"filter_texts.flag": [b + "true"]}} in typed
     assert {"terms": {"filter_texts.year": ["2001", "2001.0"]}} in unmarked

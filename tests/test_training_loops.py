@@ -178,6 +178,6 @@ def test_training_data_without_its_files_is_refused_before_anything_is_made(tmp_
     from indexer.errors import InputError
     from indexer.training.train import run_training
 
-    with pytest.raises(InputError, match="the training data lacks 6 file"):
+    with pytest.raises(InputError, match="the training data lacks 7 file"):
         run_training(TrainConfig(data_dir=str(tmp_path / "data")), tmp_path / "run")
     assert not (tmp_path / "run").exists()

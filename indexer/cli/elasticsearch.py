@@ -232,7 +232,7 @@ def status_command(as_json, settings: Settings):
                 f"{counts.spans} spans, model {model}"
             )
             report["filter_format"] = store.typed_filters()
-            if report["filter_format"] < FILTER_FORMAT:  # made by an earlier nerindex (docs/elasticsearch.md)
+            if stamp and report["filter_format"] < FILTER_FORMAT:  # made by an earlier nerindex (docs/elasticsearch.md)
                 lines.append(f"{target[0]} filters metadata as an earlier nerindex made it (filter_texts format "
                              f"{report['filter_format']} of {FILTER_FORMAT}): 'nerindex es reindex' brings it up to date")
             if blocked:  # an 'es reindex' is copying from it, or one was killed (docs/elasticsearch.md)

@@ -108,6 +108,8 @@ def default_sources(data_dir: str | Path) -> dict[str, list[Source]]:
 def check_sources(data_dir: str | Path) -> None:
     """Refuse a data folder that lacks any file of :func:`default_sources`, naming them."""
     missing = [s.path for split in default_sources(data_dir).values() for s in split if not s.path.is_file()]
+    if not any(Path(data_dir, "btc").glob("*.conll")):  # default_sources takes whatever BTC files there are
+        missing.append(Path(data_dir, "btc", "*.conll"))
     if missing:
         raise InputError(f"the training data lacks {len(missing)} file(s): {', '.join(map(str, missing[:3]))}"
                          + (" ..." if len(missing) > 3 else ""), path=str(data_dir))

@@ -19,7 +19,7 @@ import binascii
 import hashlib
 import json
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -239,39 +239,42 @@ def facet_counts(
     long strings: ids and free text make useless facets. ``keep`` leaves out fields whose name
     fails it (the service: names it cannot filter on, so it never offers a facet it would refuse).
     """
-    # one row per value a filter cannot tell apart (``stores.filters.value_class``: 1 and 1.0 are
-    # one, true is not 1, though Python hashes True, 1 and 1.0 alike), shown as first seen; its
-    # count is what clicking it returns: the passages the filter on the shown value finds (a
-    # passage once, and "7" finds the number 7 as well as the string, a review)
-    shown: dict[str, dict[frozenset[str], Any]] = {}
-    holders: dict[str, dict[str | None, set[int]]] = {}  # field -> stored text -> hits holding it
+    found: dict[str, dict[tuple[bool, Any], list[int]]] = {}  # field -> value -> hits holding it
     for i, hit in enumerate(hits):
         for name, value in hit.fields.items():
             if (fields is not None and name not in fields) or (keep is not None and not keep(name)):
                 continue
-            for v in _facet_value(value):
-                shown.setdefault(name, {}).setdefault(value_class(v), v)
-                holders.setdefault(name, {}).setdefault(stored_text(v), set()).add(i)
-    counters = {
-        name: Counter({key: len(set().union(*(holders[name].get(t, ()) for t in field_texts(facet_json(v)))))
-                       for key, v in values.items()})
-        for name, values in shown.items()
-    }
+            for v in _facet_value(value):  # keyed with its booleanness: Python hashes True and 1 alike
+                held = found.setdefault(name, {}).setdefault((isinstance(v, bool), v), [])
+                if not held or held[-1] != i:
+                    held.append(i)
     out: dict[str, list[dict[str, Any]]] = {}
-    names = list(fields) if fields is not None else sorted(counters)
-    for name in names:
-        counter = counters.get(name)
-        if counter is None:
+    for name in list(fields) if fields is not None else sorted(found):
+        values = found.get(name)
+        if values is None:
             if fields is not None:
                 out[name] = []
             continue
-        if fields is None:
+        if fields is None:  # decided before classifying: a field of ids has as many values as hits
             limit = max_distinct if max_distinct is not None else max(20, len(hits) // 2)
-            long_text = any(isinstance(v, str) and len(v) > MAX_FACET_CHARS for v in shown[name].values())
-            if len(counter) > limit or long_text:
+            if len(values) > limit or any(isinstance(v, str) and len(v) > MAX_FACET_CHARS for _, v in values):
                 continue
-        ranked = sorted(((shown[name][key], c) for key, c in counter.items()), key=lambda vc: (-vc[1], str(vc[0])))
-        out[name] = [{"value": facet_json(v), "count": c} for v, c in ranked[:size]]
+        out[name] = _ranked_values(values, size)
         if fields is None and len(out) >= max_fields:
             break
     return out
+
+
+def _ranked_values(values: dict[tuple[bool, Any], list[int]], size: int) -> list[dict[str, Any]]:
+    """One row per value a filter cannot tell apart (``stores.filters.value_class``: 1 and 1.0 are
+    one, true is not 1), shown as first seen, with the count clicking it returns: the passages a
+    filter on the shown value finds (each once; "7" finds the number 7 as well as the string, a
+    review), most first."""
+    shown: dict[frozenset[str], Any] = {}
+    holders: dict[str | None, set[int]] = {}  # stored text -> hits holding it
+    for (_, v), held in values.items():
+        shown.setdefault(value_class(v), v)
+        holders.setdefault(stored_text(v), set()).update(held)
+    counts = [(v, len(set().union(*(holders.get(t, ()) for t in field_texts(facet_json(v)))))) for v in shown.values()]
+    ranked = sorted(counts, key=lambda vc: (-vc[1], str(vc[0])))
+    return [{"value": facet_json(v), "count": c} for v, c in ranked[:size]]

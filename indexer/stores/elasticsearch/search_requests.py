@@ -94,7 +94,7 @@ def _metadata_clause(key: str, value: FilterValue, typed: int) -> dict[str, Any]
     return {"terms": {f"{FILTER_TEXTS}.{key}": field_values(value, marked=typed >= FILTER_FORMAT)}}
 
 
-def filter_clauses(filters: Filters | None, *, typed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def filter_clauses(filters: Filters | None, *, typed: int = FILTER_FORMAT) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Filters as (passage-level clauses, span-level clauses), in key order (deterministic bodies).
 
     ``{"source": "wiki"}`` filters the user metadata field ``fields.source``; a tuple of values
@@ -175,7 +175,7 @@ def rescore_vector(k: int, num_candidates: int) -> dict[str, Any]:
     return {"oversample": float(min(10.0, max(1.0, num_candidates / k)))}
 
 
-def knn_clauses(filters: Filters | None, text: str | None, *, typed: int = 0) -> list[dict[str, Any]]:
+def knn_clauses(filters: Filters | None, text: str | None, *, typed: int = FILTER_FORMAT) -> list[dict[str, Any]]:
     """The kNN pre-filters of a search: metadata, span and text restrictions, each clause on its
     own (span clauses are only honoured by Elasticsearch >= 9.2, which the store checks first)."""
     passage_level, span_level = filter_clauses(filters, typed=typed)

@@ -17,6 +17,7 @@ from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 from ...records import Hit
 from ..base import ModelStamp, SearchRequest
 from . import responses as rs
+from .index_requests import FILTER_FORMAT
 from .options import StoreOptions
 from .paged_requests import exact_marks_body, exhaustive_search_body
 from .search_requests import (
@@ -35,7 +36,7 @@ _SAID: set[str] = set()
 
 def knn_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, options: StoreOptions, rescore: bool, errors: Errors, typed_filters: int = 0,
+    alias: str, options: StoreOptions, rescore: bool, errors: Errors, typed_filters: int = FILTER_FORMAT,
 ) -> Iterator[Hit]:
     """The top ``request.limit`` hits of one nested kNN search (option ``hybrid``: plus BM25 boost).
 
@@ -203,7 +204,7 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
 
 def exact_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: int = 0,
+    alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: int = FILTER_FORMAT,
 ) -> Iterator[Hit]:
     """Every match (``request.exhaustive``: the passages with a mention over the threshold), or the
     first ``limit`` passages whose best span passes it (a top-k search past the kNN cap), scored
