@@ -481,6 +481,19 @@ def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(indexed):
     assert proc.returncode == 141 and "Error" not in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["search", "--help"]])
+def test_help_and_version_to_a_reader_that_went_away_end_with_141_too(args):
+    """A review: click printed these while parsing the arguments and exited 1 on the broken pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "indexer.cli", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              timeout=120)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and not proc.stderr, proc.stderr
+
+
 def test_limit_with_all_says_it_does_not_apply(indexed, capsys):
     """An audit: --all --limit 1 returned every match and ignored --limit without a word."""
     code, out, err = run(capsys, "search", "person", "--all", "--limit", "1", "--json", "--store", str(indexed))

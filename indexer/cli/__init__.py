@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import click
 
@@ -64,6 +64,14 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _ClosedPipe() from exc
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """As click's, with ``--help`` and ``--version`` (printed while the arguments are parsed)
+        ending with 141 too when the reader goes away (a review: they exited 1)."""
+        try:
+            return super().make_context(*args, **kwargs)
         except BrokenPipeError as exc:
             raise _ClosedPipe() from exc
 
