@@ -195,3 +195,17 @@ def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp
     ix.close()  # twice is fine
     with pytest.raises(StoreError, match="closed"):
         ix.search("person")
+
+
+def test_ctrl_c_while_the_search_structures_are_prepared_keeps_the_report(tmp_path, monkeypatch):
+    """An audit: Ctrl-C while ``NerIndex.index`` prepared the store's search structures (every
+    passage stored) ended as "aborted", with no summary; it is the run's report, interrupted."""
+    from indexer.api import NerIndex
+
+    with NerIndex.open(tmp_path / "s") as ix:
+        def interrupted() -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(ix.store, "prepare", interrupted)
+        report = ix.index(passages(3))
+        assert report.interrupted and report.created == 3 and ix.store.counts().passages == 3
