@@ -162,3 +162,13 @@ def test_cr_only_line_endings_are_named(tmp_path):
     c = write(tmp_path / "a.csv", "id,text\ra,Paris\r")
     for f in (j, c):
         assert "line endings are CR only" in error_of(f).reason
+
+
+def test_a_key_twice_in_one_json_object_is_refused_with_its_line(tmp_path):
+    """An audit: {"id": "g1", "id": "g9"} was stored as g9 without a word."""
+    src = tmp_path / "dup.jsonl"
+    src.write_text('{"id": "a", "text": "Fine."}\n{"id": "g1", "text": "Two ids.", "id": "g9"}\n', encoding="utf-8")
+    err = error_of(src)
+    assert err.line == 2 and "key 'id' appears twice" in str(err)
+    passages, stats = skipped(src)
+    assert [p.id for p in passages] == ["a"]
