@@ -319,6 +319,8 @@ class NerIndex:
                     "id": stamp.id, "version": stamp.version, "checksum": stamp.checksum,
                     "same_as_model": (stamp.id, stamp.version, stamp.checksum) == (info.id, info.version, info.checksum),
                 },
+                # bytes of the database and of its derived files (the embedded store; None elsewhere)
+                "disk": self.store.disk_usage() if hasattr(self.store, "disk_usage") else None,
             },
         }
 

@@ -65,6 +65,10 @@ def test_info_says_which_model_wrote_the_store(tmp_path, capsys):
     run(capsys, "index", str(CORPUS), "--store", str(store))
     code, out, _ = run(capsys, "info", "--store", str(store))
     assert code == 0 and "written with nerindex-minilm-l6" in out and "not the model above" not in out
+    assert "MB database" in out and "derived in cache/" in out  # the last note: info said nothing of them
+    code, out, _ = run(capsys, "info", "--store", str(store), "--json")
+    disk = json.loads(out)["store"]["disk"]
+    assert disk["database"] > 0 and disk["derived"] > 0  # indexing prepared the search structures
     shutil.copytree(default_model_dir(), other)
     card = json.loads((other / "model.json").read_text())
     card["version"] = "9.9.9"

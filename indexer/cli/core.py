@@ -353,3 +353,6 @@ def info_command(settings: Settings, as_json: bool) -> None:
         f"; written with {written['id']} {written['version']} (checksum {written['checksum'][:16]})"
         + ("" if written["same_as_model"] else ": not the model above"))
     click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans{with_model}")
+    if s.get("disk"):
+        click.echo(f"       on disk: {s['disk']['database'] / 1e6:.1f} MB database, {s['disk']['derived'] / 1e6:.1f} MB "
+                   "derived in cache/ (made again from the database when stale or removed)")

@@ -478,6 +478,10 @@ class EmbeddedStore:
         stamp = self.model()
         return read.passage_vectors(self._conn, ids, stamp.dims if stamp else 0)
 
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk: the database (with its WAL) and the derived files in ``cache/``."""
+        return {"database": read.bytes_under(self.path, DB_NAME + "*"), "derived": read.bytes_under(self.path / CACHE_DIR)}
+
     def close(self) -> None:
         self._shared.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -228,3 +229,14 @@ def has_field(conn: sqlite3.Connection, name: str) -> bool:
         return False
     row = conn.execute(f"SELECT 1 FROM passages WHERE json_type(fields, '$.\"{name}\"') IS NOT NULL LIMIT 1").fetchone()
     return row is not None
+
+
+def bytes_under(folder: Path, pattern: str = "**/*") -> int:
+    """Total size of the files under ``folder`` matching ``pattern`` (0 for a folder not there)."""
+    total = 0
+    for path in folder.glob(pattern):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:  # removed meanwhile (a derived file being replaced)
+            pass
+    return total
