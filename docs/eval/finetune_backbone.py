@@ -62,7 +62,8 @@ from indexer.training.figures import macro_r_precision, span_r_precision  # noqa
 from indexer.training.model import load_model_from_folder  # noqa: E402
 from indexer.training.span_side import read_span_side  # noqa: E402
 from indexer.training.silver_train import BatchSampler, _held_out, _silver_loss  # noqa: E402
-from indexer.training.train import _limit, load_silver  # noqa: E402
+from indexer.training.data import limit_corpus  # noqa: E402
+from indexer.training.train import load_silver  # noqa: E402
 
 
 def corpora(cfg, tokenizer, data: Path) -> dict[str, Corpus]:
@@ -275,7 +276,7 @@ def main() -> None:
     tokenizer = load_tokenizer(backbone_tokenizer_file(args.backbone or cfg.backbone))
     data = corpora(cfg, tokenizer, args.data)
     if args.limit:
-        data = {k: _limit(c, args.limit) for k, c in data.items()}
+        data = {k: limit_corpus(c, args.limit) for k, c in data.items()}
     train_types = seen_phrases(data["train"])
     phrases_of = {k: seen_phrases(c) for k, c in data.items()}
     queries = sorted(set().union(*phrases_of.values()) | set(cfg.held_out_types) | set(cfg.validation_types))
