@@ -210,7 +210,7 @@ NO_MENTION = "none marked (ranked by a candidate span, which is never marked; no
 @click.command("search")
 @click.argument("entity_type")
 @backend_options("store")
-@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat for more (same field twice = either). Values compare as text, numbers in any form (year=2001 matches 2001.0).")
+@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat for more (same field twice = either). A value matches the same stored text and the stored number or boolean it spells (year=2001 matches the numbers 2001 and 2001.0, not the text '2001.0').")
 @click.option("--text", default=None, help="Lexical restriction: every word must occur in the passage.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
 @click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")

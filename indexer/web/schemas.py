@@ -15,9 +15,10 @@ from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..text import unicode_problem
 
 PASSAGE_WEIGHT_DESCRIPTION = (
-    "Hybrid ranking weight λ: matches are ranked by best mention similarity + λ · similarity of the "
-    "whole passage to the type (0 = mentions only). Which passages match and which mentions are "
-    "marked do not change; score is the combined score. null = the model's calibrated default."
+    "Hybrid ranking weight λ: matches are ranked by best span similarity (a mention or a candidate) "
+    "+ λ · similarity of the whole passage to the type (0 = spans only). Which passages match and "
+    "which mentions are marked do not change; score is the combined score. null = the model's "
+    "calibrated default."
 )
 
 Scalar = bool | int | float | str
@@ -103,8 +104,8 @@ class SpanOut(BaseModel):
 class HitOut(BaseModel):
     id: str
     score: float = Field(
-        description="Best similarity of a mention in the passage to the type, plus passage_weight × "
-        "the passage's similarity to the type."
+        description="Best similarity of a span in the passage to the type (a mention, or a candidate, "
+        "which ranks but is never marked), plus passage_weight × the passage's similarity to the type."
     )
     text: str
     fields: dict[str, Any]
