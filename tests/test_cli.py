@@ -504,3 +504,15 @@ def test_limit_with_all_says_it_does_not_apply(indexed, capsys):
     assert code == 0 and len(out.splitlines()) > 1 and "--limit does not apply to --all" in err
     code, _, err = run(capsys, "search", "person", "--all", "--json", "--store", str(indexed))
     assert code == 0 and "--limit" not in err
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_the_report_is_printed_first(tmp_path, capsys):
+    """An audit: eval --out on a full disk ended in a traceback, after writing a truncated JSON over
+    the last run's and before printing the report, which was lost. The machine's errors are one
+    line now, the report comes first, and the files are written whole or not at all."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    saved = ROOT / "docs" / "eval" / "wnut17-dev.json"
+    code, out, err = run(capsys, "eval", str(saved), "--from-json", "--out", str(blocker / "out"), "--no-charts")
+    assert code == 1 and "Traceback" not in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "| method |" in out  # the report was printed before the files were tried

@@ -353,3 +353,27 @@ def test_an_open_waits_for_another_writer_and_then_says_it_is_busy(tmp_path, mon
         holder.execute("ROLLBACK")
         holder.close()
     EmbeddedStore.open(tmp_path / "s").close()
+
+
+def test_a_cache_folder_that_cannot_be_written_leaves_searches_answering_from_memory(tmp_path, stamp, caplog):
+    """An audit: with cache/ unwritable (here a file of that name) every search ended in a traceback
+    (the segment list's unlink ran outside the handling the saves have), and so did indexing."""
+    folder = tmp_path / "s"
+    expected = filled(folder, stamp, corpus())
+    shutil.rmtree(folder / CACHE_DIR)
+    (folder / CACHE_DIR).write_text("not a folder", encoding="utf-8")
+    with caplog.at_level(logging.WARNING), EmbeddedStore.open(folder, create=False) as store:
+        assert ids(store) == expected
+        assert [o.ok for o in store.write(corpus()[:1])] == [True]
+        assert ids(store) == expected
+    assert "cannot save the vector segments" in caplog.text
+
+
+def test_a_store_that_cannot_be_written_is_not_called_unusable():
+    """An audit: on a full or read-only disk a healthy store was "not a usable nerindex store"."""
+    from indexer.stores.embedded_schema import open_problem
+
+    for text in ("attempt to write a readonly database", "disk I/O error", "unable to open database file",
+                 "database or disk is full"):
+        assert open_problem(sqlite3.OperationalError(text)).startswith("cannot write to it")
+    assert open_problem(sqlite3.DatabaseError("file is not a database")).startswith("not a usable nerindex store")

@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:  # the machine's, not nerindex's: a full disk, a folder it may not write
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)
     except _ClosedPipe:
         # quietly, as `yes | head -1` ends; what is still buffered for stdout goes nowhere (Python
         # would report a second BrokenPipeError when it flushes at exit)

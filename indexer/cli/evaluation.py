@@ -280,14 +280,15 @@ def _store_evaluation(result: dict, model_path: Path) -> None:
 def _emit(result: dict, out_dir: str | None, stem: str | None, no_charts: bool, as_json: bool) -> None:
     from ..evaluation import report
 
-    if out_dir:
-        name = stem or _slug(result["benchmark"]["name"])
-        for p in report.write_outputs(result, out_dir, stem=name, charts=not no_charts):
-            click.echo(f"wrote {p}", err=True)
+    # the report first: a run whose files cannot be written (a full disk) is not lost (an audit)
     if as_json:
         click.echo(json.dumps(result, indent=1, ensure_ascii=False))
     else:
         click.echo(report.markdown(result))
+    if out_dir:
+        name = stem or _slug(result["benchmark"]["name"])
+        for p in report.write_outputs(result, out_dir, stem=name, charts=not no_charts):
+            click.echo(f"wrote {p}", err=True)
 
 
 def _slug(text: str) -> str:

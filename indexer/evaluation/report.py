@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
+from ..stores.derived import write_file
 
 METHOD_ORDER = ("system", "system_spans", "system_prf", "span_base", "dense", "bm25")
 SHORT = {"system": "nerindex", "system_spans": "nerindex, spans only",
@@ -162,10 +163,16 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
 
 
 def write_json(result: Mapping[str, Any], path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return p
+    return write_text(Path(path), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``path`` whole or not at all (a temporary file, then a rename): on a full disk the
+    last run's file was left truncated (an audit)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    write_file(path.parent, path.name, lambda handle: handle.write(data))
+    return path
 
 
 RESULT_KEYS = ("benchmark", "model", "methods", "summary", "per_type")
@@ -285,9 +292,7 @@ def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, c
     """JSON, Markdown and (with matplotlib) the two PNG charts of one run, named by ``stem``."""
     out = Path(folder)
     written = [write_json(result, out / f"{stem}.json")]
-    md = out / f"{stem}.md"
-    md.write_text(markdown(result), encoding="utf-8")
-    written.append(md)
+    written.append(write_text(out / f"{stem}.md", markdown(result)))
     if charts:
         written.append(chart_per_type(result, out / f"{stem}-per-type.png"))
         curves = result.get("sweeps") or {}

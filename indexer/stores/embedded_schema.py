@@ -121,10 +121,17 @@ BUSY_S = 5.0  # how long a write of an open store waits (sqlite3's default)
 def open_problem(exc: sqlite3.DatabaseError) -> str:
     """Why :func:`connect` failed, in words: another process writing for longer than it waits, or a
     file that is no usable store."""
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return (f"busy: another process has been writing to it for {LOCK_WAIT_S:.0f} s (an indexing run, "
                 "or a one-time upgrade of the store); try again")
-    return f"not a usable nerindex store: {exc}"
+    if isinstance(exc, sqlite3.OperationalError) and any(
+            cause in text for cause in ("readonly", "unable to open", "disk I/O error", "full")):
+        # an open writes (WAL, meta, the write log): a store nerindex cannot write cannot be opened
+        # (an audit: a healthy store on a full or read-only disk was called unusable)
+        return (f"cannot write to it ({text}): nerindex writes to a store when it opens it, even to "
+                "search; free some space or give write access to the folder")
+    return f"not a usable nerindex store: {text}"
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:

@@ -399,8 +399,13 @@ def load(cache: Path, identity: str, dims: int, in_history: Callable[[str], bool
 
 
 def save_base(cache: Path, identity: str, base: Segment) -> bool:
-    """Save a new base segment; the tails of the old one are removed."""
-    (cache / LIST).unlink(missing_ok=True)
+    """Save a new base segment; the tails of the old one are removed. False (after one warning)
+    where ``cache/`` cannot be written: the search goes on from memory."""
+    try:
+        (cache / LIST).unlink(missing_ok=True)
+    except OSError as exc:  # a read-only cache/ (EROFS even for a missing file), or a file named cache
+        log.warning("%s: cannot save the vector segments (%s): answering from memory", cache, exc.strerror or exc)
+        return False
     if not derived.save_arrays(cache, StoreVersion(identity, base.state()), base.arrays()):
         return False
     for old in cache.glob("tail-*"):
