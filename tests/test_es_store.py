@@ -461,6 +461,19 @@ def test_unreachable_server_is_one_clear_error():
         store.model()
 
 
+def test_a_server_that_never_answers_is_one_error_that_counts_the_tries():
+    """An audit: a paused server held a search for 241 s and the message named one 60 s timeout."""
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the kernel does) and answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        store = ElasticsearchStore.connect(url, index="nerindex", request_timeout=0.2)
+        with pytest.raises(StoreError, match=r"did not answer the request .*: 4 tries timed out"):
+            store.model()
+
+
 def test_invalid_passage_weight_is_refused_before_any_request():
     store = ElasticsearchStore.connect("http://127.0.0.1:9", index="nerindex", request_timeout=2)
     for weight in (-0.5, float("nan")):

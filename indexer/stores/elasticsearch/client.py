@@ -65,12 +65,15 @@ def without_credentials(url: str) -> str:
     return url.rpartition("@")[2]
 
 
+MAX_RETRIES = 3  # a request that times out is sent again this many times
+
+
 def make_client(options: ConnectionOptions) -> Elasticsearch:
     """An Elasticsearch client for these options (no request is made here)."""
     kwargs: dict = {
         "request_timeout": options.request_timeout,
         "retry_on_timeout": True,
-        "max_retries": 3,
+        "max_retries": MAX_RETRIES,
     }
     if options.api_key:
         kwargs["api_key"] = options.api_key
@@ -114,6 +117,9 @@ def translated_errors(
     except elasticsearch.ApiError as exc:
         reason = api_error_reason(exc.body, str(exc.message))
         raise StoreError(f"failed to {what} (HTTP {exc.meta.status}): {reason}") from exc
+    except elastic_transport.ConnectionTimeout as exc:  # the message named one timeout of the four waited (an audit)
+        raise StoreError(f"{url} did not answer the request to {what}: {MAX_RETRIES + 1} tries timed out "
+                         f"({exc.message}); is the server overloaded, paused or stuck?") from exc
     except elastic_transport.ConnectionError as exc:
         raise StoreError(f"cannot reach {url} to {what}: {exc.message}") from exc
     except elastic_transport.TransportError as exc:
