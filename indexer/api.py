@@ -302,6 +302,13 @@ class NerIndex:
         """The store's identity and state: what results derived from it are valid for."""
         return self.store.version()
 
+    def check_usable(self) -> None:
+        """Raise StoreError when this handle's store can no longer be used: an embedded store whose
+        store.sqlite was replaced or removed (a stat, no query). Elasticsearch: nothing to check here."""
+        check = getattr(self.store, "check_file", None)
+        if check is not None:
+            check()
+
     def info(self) -> dict[str, Any]:
         """The model this handle embeds with and the store, with the model the store was written
         with (``store.model``; None for an empty store): ``--model`` may name another one, and

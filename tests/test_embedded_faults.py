@@ -91,10 +91,24 @@ def test_a_handle_open_when_store_sqlite_is_replaced_refuses_to_go_on(tmp_path, 
         shutil.copy(other / DB_NAME, old / "incoming.sqlite")
         os.replace(old / "incoming.sqlite", old / DB_NAME)  # as a restore or a move does it
         for attempt in (store.counts, lambda: ids(store), lambda: store.write([extra])):
-            with pytest.raises(StoreError, match="store.sqlite was replaced since this process opened it"):
+            with pytest.raises(StoreError, match="store.sqlite was replaced or removed since this process opened it"):
                 attempt()
     with EmbeddedStore.open(old, create=False) as again:  # nothing was written into the new file
         assert again.counts().passages == len(hybrid_corpus()) and ids(again) == expected
+
+
+def test_a_handle_whose_store_sqlite_is_removed_refuses_and_makes_no_empty_file(tmp_path, stamp):
+    """A review: a removed file let the handle count and write into it (lost), and the next search's
+    own connection made an empty store.sqlite in its place."""
+    folder = tmp_path / "s"
+    filled(folder, stamp, corpus())
+    with EmbeddedStore.open(folder, create=False) as store:
+        for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+            (folder / name).unlink(missing_ok=True)
+        for attempt in (store.counts, lambda: ids(store), lambda: store.write(corpus()[:1])):
+            with pytest.raises(StoreError, match="replaced or removed"):
+                attempt()
+    assert not (folder / DB_NAME).exists()
 
 
 def test_same_size_corruption_of_the_vectors_is_detected(tmp_path, stamp, caplog):
@@ -373,7 +387,8 @@ def test_a_store_that_cannot_be_written_is_not_called_unusable():
     """An audit: on a full or read-only disk a healthy store was "not a usable nerindex store"."""
     from indexer.stores.embedded_schema import open_problem
 
-    for text in ("attempt to write a readonly database", "disk I/O error", "unable to open database file",
-                 "database or disk is full"):
+    for text in ("attempt to write a readonly database", "disk I/O error", "database or disk is full"):
         assert open_problem(sqlite3.OperationalError(text)).startswith("cannot write to it")
+    # a read-only folder (WAL needs -shm there), or a folder named store.sqlite: not "free some space"
+    assert open_problem(sqlite3.OperationalError("unable to open database file")).startswith("cannot open it")
     assert open_problem(sqlite3.DatabaseError("file is not a database")).startswith("not a usable nerindex store")

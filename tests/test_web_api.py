@@ -600,3 +600,24 @@ def test_server_default_threshold_applies_when_a_request_gives_none(low_client, 
     data = search(low_client, type="dinosaur", limit=50)
     assert data["threshold"] == LOW
     assert len(data["hits"]) == len(web_index.search("dinosaur", min_similarity=LOW, limit=50))
+
+
+def test_a_replaced_store_is_503_on_every_route_health_included(tmp_path):
+    """An audit: after store.sqlite was replaced the service served cached answers from the old file;
+    then (a review) health still said ok while every search was 503, so no probe restarted it."""
+    import os
+    import shutil
+
+    index = build_index(tmp_path / "s")
+    try:
+        with local_client(create_app(index)) as c:
+            assert c.get("/api/v1/health").status_code == 200
+            assert c.get("/api/v1/search", params={"type": "person"}).status_code == 200
+            shutil.copy(tmp_path / "s" / "store.sqlite", tmp_path / "s" / "incoming.sqlite")
+            os.replace(tmp_path / "s" / "incoming.sqlite", tmp_path / "s" / "store.sqlite")
+            for path, params in (("/api/v1/health", {}), ("/api/v1/search", {"type": "person"}), ("/api/v1/info", {})):
+                response = c.get(path, params=params)
+                assert response.status_code == 503, (path, response.text)
+                assert "replaced or removed" in response.json()["error"]["message"]
+    finally:
+        index.close()

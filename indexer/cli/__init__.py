@@ -1,7 +1,9 @@
 """The `nerindex` command line: index, search, embed, and the commands of the optional parts.
 
 The CLI owns stdout (``--json`` output stays machine-clean); progress and messages go to stderr.
-A :class:`~indexer.errors.NerindexError` becomes one line on stderr and its exit code.
+A :class:`~indexer.errors.NerindexError` becomes one line on stderr and its exit code; so does an
+``OSError`` (a full disk, a folder it may not write: exit 1; ``NERINDEX_TRACEBACK=1`` shows its
+traceback), and a reader of stdout that went away ends the command with 141.
 Each command lives in a module of this package, imported only when invoked, so ``nerindex --help``
 stays fast and needs no extras: :mod:`.core` (index, search, embed, info), :mod:`.elasticsearch`
 (es, kibana), :mod:`.training` (train, export), :mod:`.evaluation` (eval), :mod:`.serve`.
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except OSError as exc:  # the machine's, not nerindex's: a full disk, a folder it may not write
+        if os.environ.get("NERINDEX_TRACEBACK"):  # a bug that raised one shows where (a review)
+            raise
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(1)

@@ -159,11 +159,11 @@ def eval_command(
         calibrate=calibrate, batch_size=batch_size, passage_weight=passage_weight,
         feedback=Feedback(feedback_weight, feedback_top), write_calibration=calibrate and write_model,
     )  # fmt: skip
+    _emit(result, out_dir, stem, no_charts, as_json)  # first: a model folder that cannot be written loses no report
     if write_model:
         if calibrate:
             _store_calibration(result, model_path)
         _store_evaluation(result, model_path)
-    _emit(result, out_dir, stem, no_charts, as_json)
 
 
 def _log_progress() -> None:
@@ -180,11 +180,11 @@ def _rerender(path: str, model_dir: str | None, calibrate: bool, write_model: bo
     from ..evaluation import report
 
     result = report.read_json(path)
-    if write_model:
-        if calibrate:
-            raise click.BadParameter("--calibrate needs a run, not --from-json", param_hint="--calibrate")
-        _store_evaluation(result, Path(model_dir or result["model"]["path"]))
+    if write_model and calibrate:
+        raise click.BadParameter("--calibrate needs a run, not --from-json", param_hint="--calibrate")
     _emit(result, out_dir, stem, no_charts, as_json)
+    if write_model:
+        _store_evaluation(result, Path(model_dir or result["model"]["path"]))
 
 
 def _export(bench, export_dir: str) -> None:

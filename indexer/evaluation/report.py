@@ -251,8 +251,10 @@ def _save(fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    try:  # whole or not at all, as the JSON and Markdown (write_text)
+        write_file(p.parent, p.name, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return p
 
 

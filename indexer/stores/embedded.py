@@ -101,14 +101,14 @@ class EmbeddedStore:
         the deleted file, counted its rows and served the web service's cached answers from it (an
         audit), and opening the new file itself could write into a copy still under way or search
         another model's store (a review). The next open reads the new file."""
-        self._check_file()
+        self.check_file()
         return self._shared
 
-    def _check_file(self) -> None:
-        now = schema.file_identity(self.path / DB_NAME)
-        if now is not None and now != self._db_file:
-            raise StoreError(f"{self.path}: store.sqlite was replaced since this process opened it (a restored "
-                             "backup, another store moved in): open the store again (restart the service)")
+    def check_file(self) -> None:
+        """Raise StoreError once store.sqlite is not the file this handle opened (see ``_conn``)."""
+        if schema.file_identity(self.path / DB_NAME) != self._db_file:  # replaced, or removed (a review)
+            raise StoreError(f"{self.path}: store.sqlite was replaced or removed since this process opened it (a "
+                             "restored backup, another store moved in): open the store again (restart the service)")
 
     # ------------------------------------------------------------------ model guard
 
@@ -218,7 +218,7 @@ class EmbeddedStore:
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: write failed: {exc}") from exc
             raise
-        self._check_file()  # store.sqlite replaced while this wrote: it went into the old file
+        self.check_file()  # store.sqlite replaced while this wrote: it went into the old file
         return outcomes
 
     # ------------------------------------------------------------------ reading
@@ -352,7 +352,9 @@ class EmbeddedStore:
         """A private connection with a read transaction begun (its first read fixes the snapshot):
         the store's own connection is shared by the service's threads, and a transaction on it
         would take in their statements too. Usable from any thread (an ``--all`` is read lazily)."""
-        conn = sqlite3.connect(str(self.path / DB_NAME), isolation_level=None, check_same_thread=False)
+        self.check_file()  # opened by path: on a removed file it would make an empty one (a review)
+        conn = sqlite3.connect(f"{(self.path / DB_NAME).resolve().as_uri()}?mode=rw", uri=True, isolation_level=None,
+                               check_same_thread=False)
         conn.execute("BEGIN")
         return conn
 
@@ -480,7 +482,8 @@ class EmbeddedStore:
 
     def disk_usage(self) -> dict[str, int]:
         """Bytes on disk: the database (with its WAL) and the derived files in ``cache/``."""
-        return {"database": read.bytes_under(self.path, DB_NAME + "*"), "derived": read.bytes_under(self.path / CACHE_DIR)}
+        database = sum(read.bytes_under(self.path, DB_NAME + end) for end in ("", "-wal", "-shm"))
+        return {"database": database, "derived": read.bytes_under(self.path / CACHE_DIR)}
 
     def close(self) -> None:
         self._shared.close()

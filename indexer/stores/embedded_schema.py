@@ -125,8 +125,11 @@ def open_problem(exc: sqlite3.DatabaseError) -> str:
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return (f"busy: another process has been writing to it for {LOCK_WAIT_S:.0f} s (an indexing run, "
                 "or a one-time upgrade of the store); try again")
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+        return (f"cannot open it ({text}): a folder nerindex may not write to (it writes to a store when it "
+                "opens it, even to search), or a path that is not a file")
     if isinstance(exc, sqlite3.OperationalError) and any(
-            cause in text for cause in ("readonly", "unable to open", "disk I/O error", "full")):
+            cause in text for cause in ("readonly", "disk I/O error", "full")):
         # an open writes (WAL, meta, the write log): a store nerindex cannot write cannot be opened
         # (an audit: a healthy store on a full or read-only disk was called unusable)
         return (f"cannot write to it ({text}): nerindex writes to a store when it opens it, even to "
@@ -162,9 +165,13 @@ def connect(db: Path) -> sqlite3.Connection:
         try:
             _open(conn)
         except sqlite3.DatabaseError as exc:
-            old = isinstance(exc, sqlite3.OperationalError) and _inline_vectors(conn)
+            locked = "locked" in str(exc)
+            try:  # a layout-1 store, which needs a writable open (a PRAGMA that may itself be locked)
+                old = not locked and isinstance(exc, sqlite3.OperationalError) and _inline_vectors(conn)
+            except sqlite3.Error:
+                old = False
             conn.close()
-            if "locked" in str(exc) and time.monotonic() < deadline:
+            if locked and time.monotonic() < deadline:
                 continue
             if old:  # e.g. read-only: name what it needs, not just the failed write
                 raise sqlite3.OperationalError(f"made by an older nerindex, it needs a one-time move of its vectors, "

@@ -99,8 +99,10 @@ async def known_params_only(request: Request) -> None:
     "/api/v1/health", response_model=HealthResponse, tags=["service"], responses=ERROR_RESPONSES,
     dependencies=[Depends(known_params_only)],
 )
-async def health() -> dict[str, str]:
-    """Liveness: the service is up and has an index open."""
+async def health(service: SearchService = Depends(current_service)) -> dict[str, str]:
+    """Liveness: the service is up and its index usable (503 once its store.sqlite was replaced or
+    removed, which needs a restart: a review found health saying ok while every search failed)."""
+    service.index.check_usable()
     return {"status": "ok"}
 
 

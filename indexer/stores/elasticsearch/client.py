@@ -119,7 +119,7 @@ def translated_errors(
         raise StoreError(f"failed to {what} (HTTP {exc.meta.status}): {reason}") from exc
     except elastic_transport.ConnectionTimeout as exc:  # the message named one timeout of the four waited (an audit)
         raise StoreError(f"{url} did not answer the request to {what}: {MAX_RETRIES + 1} tries timed out "
-                         f"({exc.message}); is the server overloaded, paused or stuck?") from exc
+                         f"({exc.message}); is it overloaded, paused or unreachable?") from exc
     except elastic_transport.ConnectionError as exc:
         raise StoreError(f"cannot reach {url} to {what}: {exc.message}") from exc
     except elastic_transport.TransportError as exc:
