@@ -516,3 +516,15 @@ def test_a_file_that_cannot_be_written_is_one_line_and_the_report_is_printed_fir
     code, out, err = run(capsys, "eval", str(saved), "--from-json", "--out", str(blocker / "out"), "--no-charts")
     assert code == 1 and "Traceback" not in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "| method |" in out  # the report was printed before the files were tried
+
+
+def test_ctrl_c_while_preparing_says_every_passage_is_stored(tmp_path, capsys, monkeypatch):
+    """A review: after the last chunk the message said the chunk being written "may be stored too"."""
+    from indexer.stores.embedded import EmbeddedStore
+
+    def interrupted(self) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EmbeddedStore, "prepare", interrupted)
+    code, out, err = run(capsys, "index", str(CORPUS), "--store", str(tmp_path / "s"))
+    assert code == 130 and "every passage above is stored" in err and "may be stored too" not in err

@@ -89,6 +89,10 @@ def index_command(
         report = index_with_progress(ix, read(ReadStats()), count, batch_size=batch_size,
                                      skip_existing=not reindex_existing)
     print_index_summary(report, stats, source=source, where=ix.description, as_json=as_json)
+    if report.interrupted and not report.prepared:  # after the last chunk (a review)
+        click.echo("interrupted while preparing the search structures: every passage above is stored; rerun "
+                   "the same command to finish them (searches work meanwhile, the first one slower)", err=True)
+        sys.exit(130)
     if report.interrupted:
         # the chunk being written when Ctrl-C came may be stored without its outcomes counted
         click.echo("interrupted: the counts above are of the chunks confirmed before it (the one being "
