@@ -9,6 +9,7 @@ sentence is its tokens joined by single spaces, and gold spans are character off
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,6 @@ from .errors import InputError
 from .records import GoldSpan, Passage, text_id
 
 _TAG = re.compile(r"^(?:O|[BIES]-.+)$")
-_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[str]:
     for chunk in handle:
         for raw in chunk.splitlines():  # bytes split at LF, CR and CRLF alone
             lineno += 1
-            if lineno == 1 and raw.startswith(_BOM):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[3:]  # a BOM is no token
             try:
                 yield raw.decode("utf-8")

@@ -11,6 +11,7 @@ path (its source field is its name). A file whose name is not valid UTF-8 is ref
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +22,6 @@ from ..text import unicode_problem
 from .detect import CONLL_EXTENSIONS
 from .structured import Item, Located
 
-_BOM = b"\xef\xbb\xbf"
 
 
 def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str]]:
@@ -41,7 +41,7 @@ def text_file_item(path: Path, rel: str) -> Item:
         data = path.read_bytes()
     except OSError as exc:
         return InputError(f"cannot read: {exc.strerror or exc}", path=name)
-    if data.startswith(_BOM):
+    if data.startswith(codecs.BOM_UTF8):
         data = data[3:]
     try:
         text = data.decode("utf-8")

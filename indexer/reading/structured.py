@@ -8,6 +8,7 @@ invalid UTF-8 sequence is reported on its own line rather than somewhere in a de
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import decimal
@@ -35,7 +36,6 @@ class Located(NamedTuple):
 
 Item = Union[Located, InputError]
 
-_BOM = b"\xef\xbb\xbf"
 _CSV_FIELD_LIMIT = 2**31 - 1  # passages can be far longer than csv's 128 KiB default
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
 
@@ -186,7 +186,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
     with _open_binary(path, rules.path) as fh:
         try:
             for lineno, raw in enumerate(fh, start=1):
-                if lineno == 1 and raw.startswith(_BOM):
+                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[3:]
                 try:
                     line = raw.decode("utf-8")
@@ -254,7 +254,7 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
 def _decoded(fh: IO[bytes], bad_lines: dict[int, str]) -> Iterator[str]:
     """The lines of ``fh`` decoded, a leading BOM dropped; invalid UTF-8 is noted in ``bad_lines``."""
     for lineno, raw in enumerate(fh, start=1):
-        if lineno == 1 and raw.startswith(_BOM):
+        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[3:]
         try:
             yield raw.decode("utf-8")
