@@ -142,7 +142,7 @@ def test_identical_passages_keep_one_order_whatever_the_limit(tmp_path):
 
     from indexer.records import EncodedPassage, EncodedSpan, Passage
     from indexer.stores.base import ModelStamp
-    from indexer.stores.embedded_read import cosines
+    from indexer.stores.segments import dots
 
     dims, rng = 384, np.random.default_rng(0)
 
@@ -171,7 +171,7 @@ def test_identical_passages_keep_one_order_whatever_the_limit(tmp_path):
     dup = unit_vector()
     for n in range(1, 40):
         matrix = np.vstack([dup, rng.standard_normal((n, dims)).astype(np.float32), dup, dup])
-        assert len(set(cosines(matrix, query)[[0, -2, -1]].tolist())) == 1
+        assert len(set(dots(matrix, query)[[0, -2, -1]].tolist())) == 1
 
 
 def test_a_text_index_from_before_marks_is_made_again_once(tmp_path, stamp):

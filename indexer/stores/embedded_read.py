@@ -19,23 +19,11 @@ import numpy as np
 from ..records import Hit, SpanMatch
 from .base import StoreCounts, filter_key_problem
 from .embedded_schema import mention_sql
-from .segments import SpanDetails
+from .segments import SpanDetails, dots
 from .span_ranking import Scored, flat_runs
 
 PAGE = 2000  # passages read per SQL round trip while paging hits
 VECTOR_TABLES = {"spans": "span_vectors", "passages": "passage_vectors"}  # rows → their float32 vectors
-
-
-def cosines(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """``matrix @ query`` as float32, the same for a row wherever it sits in ``matrix``.
-
-    Why: a float32 matrix-vector product sums a row in an order that depends on its position (the
-    kernel's blocks and tails), so identical passages got cosines 7e-9 apart, and their order, and
-    which of them made a top-k, changed with ``--limit`` (an audit). Here each row is summed in
-    float64 (float32 products are exact there; sums in another order differ by ~1e-16, which the
-    rounding to float32 removes), cast chunk by chunk by einsum: ~3x a float32 product's time
-    (24 against 8 ms for 100k rows of 384), not the 13x of a float64 copy of the matrix."""
-    return np.einsum("ij,j->i", matrix, query.astype(np.float64), dtype=np.float64).astype(np.float32)
 
 
 def exact(conn: sqlite3.Connection, rowids: np.ndarray, query: np.ndarray, table: str, missing: float) -> np.ndarray:
@@ -54,7 +42,7 @@ def exact(conn: sqlite3.Connection, rowids: np.ndarray, query: np.ndarray, table
         found = np.asarray([r[0] for r in rows], dtype=np.int64)
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
         order = np.argsort(rowids, kind="stable")
-        out[order[np.searchsorted(rowids[order], found)]] = cosines(matrix, query)
+        out[order[np.searchsorted(rowids[order], found)]] = dots(matrix, query)
     return out
 
 
@@ -80,7 +68,7 @@ def score_passages(
     owner = np.asarray([r[0] for r in rows], dtype=np.int64)
     span = np.asarray([r[1] for r in rows], dtype=np.int64)
     mention = np.asarray([r[3] for r in rows], dtype=bool)
-    sims = cosines(np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1), query)
+    sims = dots(np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1), query)
     keep = sims >= threshold
     if allowed_spans is not None:
         keep &= np.isin(span, allowed_spans)

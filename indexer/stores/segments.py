@@ -62,6 +62,19 @@ ORPHAN_AGE_S = 600.0  # an unlisted tail folder older than this is a leftover (r
 _STATE = re.compile(r"^seg4:s(\d+)-(\d+):p(\d+)-(\d+):t(\d+):w(g\d+\.[0-9a-f]*)$")
 
 
+def dots(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``matrix @ query`` as float32, the same for a row wherever it sits in ``matrix``.
+
+    Why: a float32 matrix-vector product sums a row in an order that depends on its position (the
+    kernel's blocks and tails), so identical passages got cosines 7e-9 apart, and their order, and
+    which of them made a top-k, changed with ``--limit`` (an audit). Here each row is summed in
+    float64 (float32 and int8 products are exact there; sums in another order differ by ~1e-16,
+    which the rounding to float32 removes), cast chunk by chunk by einsum: ~3x a float32 product's
+    time (24 against 8 ms for 100k rows of 384), not the 13x of a float64 copy of the matrix. The
+    exact scores (``embedded_read``) and the int8 passage cosines of a big ``--all`` use it."""
+    return np.einsum("ij,j->i", matrix, np.asarray(query, np.float64), dtype=np.float64).astype(np.float32)
+
+
 class SpanDetails(NamedTuple):
     """What a hit shows of some spans: start, end and an index into ``texts``, the label lists
     as SQLite holds them (JSON)."""
@@ -300,10 +313,8 @@ class SegmentSet:
             mask = seg_of == k
             if mask.any():
                 local = where[mask] - self.passage_offsets[k]
-                # summed in float64 as embedded_read.cosines does, so that identical passages get one
-                # cosine wherever they sit (these are the final scores of a big --all: a review)
-                sums = np.einsum("ij,j->i", seg.passage_vectors[local], np.asarray(query, np.float64), dtype=np.float64)
-                out[mask] = sums.astype(np.float32) * seg.passage_scales[local]
+                # the final scores of a big --all: identical passages get one cosine (a review)
+                out[mask] = dots(seg.passage_vectors[local], query) * seg.passage_scales[local]
         return out
 
 
