@@ -242,19 +242,20 @@ def fts_with_marks(conn: sqlite3.Connection) -> bool:
     cannot be changed (read-only, locked for long), which leaves the older index: a word with
     marks then matches where its parts occur in that order."""
     done = "SELECT 1 FROM sqlite_master WHERE name = 'passages_fts' AND sql LIKE '%M*%'"
-    if conn.execute(done).fetchone():
-        return True
-    log.warning("re-making the text index so that words keep their combining marks (once)")
     return _upgrade_once(conn, lambda: conn.execute(done).fetchone() is not None, FTS_WITH_MARKS,
-                         "the text index keeps its older words (%s)")
+                         "the text index keeps its older words (%s)",
+                         announce="re-making the text index so that words keep their combining marks (once)")
 
 
-def _upgrade_once(conn: sqlite3.Connection, done: Callable[[], bool], statements: list[str], kept: str) -> bool:
+def _upgrade_once(conn: sqlite3.Connection, done: Callable[[], bool], statements: list[str], kept: str, *,
+                  announce: str | None = None) -> bool:
     """Run ``statements`` in one write transaction unless ``done()`` (checked again inside it:
-    another process may have upgraded meanwhile); False, logging ``kept`` with the reason, where
-    the store cannot be changed."""
+    another process may have upgraded meanwhile), saying ``announce`` first when given; False,
+    logging ``kept`` with the reason, where the store cannot be changed."""
     if done():
         return True
+    if announce:
+        log.warning(announce)
     try:
         conn.execute("BEGIN IMMEDIATE")
         if not done():
