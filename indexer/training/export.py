@@ -12,6 +12,7 @@ import glob
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -260,23 +261,22 @@ def recover_killed_export(out: Path) -> list[Path]:
     and, when it died between the two renames of :func:`_replace_folder`, the previous model
     folder, which is moved back to ``out``. A folder of an export still running stays.
     Returns what was removed or restored."""
+    # .<out>.tmp-<pid>-<random> (an unfinished export), .<out>.old-<pid> (or, before pids, .<out>.old:
+    # the previous model between the two renames); a temporary folder without a pid is not ours
+    leftover = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp-(?P<tmp>\d+)(?:-.*)?|old(?:-(?P<old>\d+))?)")
     done: list[Path] = []
-    for tmp in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
-        pid = tmp.name[len(out.name) + 6:].split("-", 1)[0]
-        if tmp.is_dir() and pid.isdigit() and not writer_running(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-            done.append(tmp)
-    for old in out.parent.glob(f".{glob.escape(out.name)}.old*"):  # .<out>.old-<pid>, or before pids .<out>.old
-        pid = old.name[len(out.name) + 6:]  # after ".<out>.old-"
-        if not old.is_dir() or old.name[len(out.name) + 5:] not in ("", "-" + pid) or (pid and not pid.isdigit()):
-            continue  # not one of ours
+    for path in sorted(out.parent.glob(f".{glob.escape(out.name)}.*")):
+        found = leftover.fullmatch(path.name)
+        if found is None or not path.is_dir():
+            continue
+        pid = found["tmp"] or found["old"]
         if pid and writer_running(int(pid)):
-            continue  # an export between its two renames right now (a review)
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            continue  # an export still running (an .old: between its two renames, a review)
+        if found["tmp"] or out.exists():
+            shutil.rmtree(path, ignore_errors=True)
         else:
-            old.rename(out)
-        done.append(old)
+            path.rename(out)
+        done.append(path)
     if done:
         log.warning("removed or restored what a killed export left: %s", ", ".join(str(p) for p in done))
     return done
