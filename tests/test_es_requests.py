@@ -786,5 +786,7 @@ def test_metadata_filters_of_an_index_with_filter_texts_use_the_embedded_stores_
     assert [index_requests.filter_format(m) for m in (None, {}, {"filter_texts": True}, {"filter_texts": 2})] == [0, 0, 1, 2]
     # a number stored as Inf has no plain copy: the filter text "Inf" would find it here only (a review)
     assert index_requests.filter_texts({"h": 10**400, "l": -(10**400)}) == {"h": [n + "Inf"], "l": [n + "-Inf"]}
+    # an index made before the marks keeps its plain texts, that one included, as it was written before
+    assert index_requests.filter_texts({"h": 10**400}, marked=False) == {"h": ["Inf"]}
     # keys no filter can name are left out (Elasticsearch refused "" and " ")
     assert index_requests.filter_texts({"": 1, " ": 2, "a b": 3, "spans.x": 4, "meta.lang": 5}) == {"meta.lang": [n + "5", "5"]}

@@ -170,8 +170,11 @@ def filter_texts(fields: Mapping[str, Any], *, marked: bool = True) -> dict[str,
     or ``" "``, which the embedded store stores (and no filter can name)."""
     out: dict[str, list[str]] = {}
     for key, value in fields.items():
-        texts = [stored_text(v, marked=m) for v in stored_values(value) for m in dict.fromkeys((marked, False))
-                 if m or not _infinite(v)]  # fmt: skip
+        texts = []
+        for v in stored_values(value):
+            texts.append(stored_text(v, marked=marked))
+            if marked and not _infinite(v):  # the plain copy (a string's is the same text)
+                texts.append(stored_text(v, marked=False))
         if texts and is_metadata_filter_key(key):
             out[key] = list(dict.fromkeys(texts))
     return out
