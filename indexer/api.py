@@ -183,7 +183,7 @@ class NerIndex:
                 self._store_type_vectors()
                 self.store.prepare()  # the first search after indexing should not build the search structures
             except KeyboardInterrupt:  # every passage is stored: the report, not an abort (an audit); a rerun
-                report.interrupted, report.prepared = True, False  # or the first search builds what is missing
+                report.interrupted = report.interrupted_preparing = True  # a rerun or the first search finishes
         return report
 
     def _store_type_vectors(self) -> None:

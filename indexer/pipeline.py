@@ -47,7 +47,7 @@ class IndexReport:
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False
-    prepared: bool = True  # False: interrupted after every chunk was stored, while preparing the search structures
+    interrupted_preparing: bool = False  # interrupted after every chunk was stored, preparing the search structures
 
     def add(self, outcomes: Sequence[WriteOutcome], docs: Sequence[EncodedPassage]) -> None:
         """Count a chunk: ``docs`` are the encoded passages, whose outcomes end ``outcomes``."""
@@ -75,7 +75,7 @@ class IndexReport:
             "passages_per_second": round(self.passages / self.seconds, 2) if self.seconds else None,
             "errors": self.errors,
             "interrupted": self.interrupted,
-            "prepared": self.prepared,
+            "interrupted_preparing": self.interrupted_preparing,
         }
 
 

@@ -208,4 +208,4 @@ def test_ctrl_c_while_the_search_structures_are_prepared_keeps_the_report(tmp_pa
 
         monkeypatch.setattr(ix.store, "prepare", interrupted)
         report = ix.index(passages(3))
-        assert report.interrupted and not report.prepared and report.created == 3 and ix.store.counts().passages == 3
+        assert report.interrupted and report.interrupted_preparing and report.created == 3 and ix.store.counts().passages == 3

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import click
 from click.core import ParameterSource
 
-from ..api import NerIndex
+from ..api import NerIndex, model_info
 from ..config import Settings
 from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
@@ -89,14 +89,13 @@ def index_command(
         report = index_with_progress(ix, read(ReadStats()), count, batch_size=batch_size,
                                      skip_existing=not reindex_existing)
     print_index_summary(report, stats, source=source, where=ix.description, as_json=as_json)
-    if report.interrupted and not report.prepared:  # after the last chunk (a review)
-        click.echo("interrupted while preparing the search structures: every passage above is stored; rerun "
-                   "the same command to finish them (searches work meanwhile, the first one slower)", err=True)
-        sys.exit(130)
     if report.interrupted:
-        # the chunk being written when Ctrl-C came may be stored without its outcomes counted
-        click.echo("interrupted: the counts above are of the chunks confirmed before it (the one being "
-                   "written may be stored too); rerun the same command to resume", err=True)
+        click.echo(
+            # after the last chunk (a review), or while one was written, which may be stored uncounted
+            "interrupted while preparing the search structures: every passage above is stored; rerun the same "
+            "command to finish them (searches work meanwhile, the first one slower)" if report.interrupted_preparing
+            else "interrupted: the counts above are of the chunks confirmed before it (the one being written may "
+            "be stored too); rerun the same command to resume", err=True)  # fmt: skip
         sys.exit(130)
     if report.failed:
         sys.exit(1)
@@ -326,7 +325,6 @@ def embed_command(phrases: tuple[str, ...], settings: Settings) -> None:
 def info_command(settings: Settings, as_json: bool) -> None:
     """Show the model (id, checksum, thresholds, provider) and the store (where, counts); with no
     store yet, the model alone (so an exported folder can be looked at with --model)."""
-    from ..api import model_info
     from ..encoder import OnnxEncoder
     from ..errors import NoStoreError
 
