@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
-from .stores.base import WRITE_CHUNK, Store, WriteOutcome
+from .stores.base import WRITE_CHUNK, Store, WriteOutcome, fields_problem
 from .text import value_problem
 
 
@@ -128,16 +128,20 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     Skipped: those, and when skipping, an id given again within the chunk, so the first text wins
     as it does across chunks (where the store has it by then); when not skipping, each replaces
     the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
-    empty or blank, which no search could find, or whose id, text or fields hold a lone surrogate,
-    which no tokenizer or store takes (the file readers refuse both too, by line)."""
+    empty or blank, which no search could find, whose id, text or fields hold a lone surrogate,
+    which no tokenizer or store takes, or whose metadata holds a string starting with a type mark
+    (:func:`~.stores.base.fields_problem`); the file readers refuse all three by line too."""
     todo: list[Passage] = []
     skipped = 0
     refused: list[WriteOutcome] = []
     seen = set(stored) if stored is not None else None
     for p in chunk:
         problem = value_problem(p.id, "its id") or value_problem(p.text, "its text") or value_problem(p.fields)
+        reserved = fields_problem(p.fields)
         if problem is not None:  # the Python API's passages (the readers refuse such records by line)
             refused.append(WriteOutcome(p.id, False, "failed", f"not valid Unicode: {problem}"))
+        elif reserved is not None:
+            refused.append(WriteOutcome(p.id, False, "failed", reserved))
         elif not p.text.strip():
             refused.append(WriteOutcome(p.id, False, "failed", "empty text: nothing in it could be found"))
         elif seen is not None and p.id in seen:

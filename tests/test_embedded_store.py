@@ -102,6 +102,13 @@ def test_filter_sql_table():
     assert conn.execute(f"SELECT COUNT(*) FROM passages WHERE {clause}", params).fetchone() == (1,)
 
 
+@pytest.mark.parametrize("value", ["\ufdd02020", ["2020", "\ufdd1true"]])
+def test_a_filter_string_starting_with_a_type_mark_is_refused(value):
+    """It would match the stored number 2020 (or true) while no stored string can hold it."""
+    with pytest.raises(SearchError, match="starts with U\\+FDD[01], a character nerindex reserves"):
+        Filters.of({"year": value})
+
+
 def test_passages_replaced_while_an_answer_is_read_are_not_dropped(tmp_path, stamp):
     """An --all is read lazily; another handle re-indexes its passages (new rowids) before it is.
     Read through the shared connection, the replaced passages were dropped from the answer while

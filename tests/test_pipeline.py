@@ -164,6 +164,19 @@ def test_a_passage_that_is_not_valid_unicode_is_a_failed_passage(tmp_path, encod
         assert store.counts().passages == 1
 
 
+def test_a_passage_whose_metadata_starts_with_a_type_mark_is_a_failed_passage(tmp_path, encoder):
+    """A metadata string starting with U+FDD0 (a stored number's mark) matched a number filter."""
+    items = [Passage("a", "Obama visited Paris.", {"year": "\ufdd02020"}),
+             Passage("b", "Merkel met Macron.", {"flags": ("x", "\ufdd1true")}),
+             Passage("ok", "Ada Lovelace wrote the first program.", {"year": 2020, "note": "a\ufdd0"})]
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        report = index_passages(items, encoder, store)
+        assert (report.created, report.failed) == (1, 2)
+        assert report.errors[0].startswith("a: field 'year' starts with U+FDD0")
+        assert "field 'flags' starts with U+FDD1" in report.errors[1]
+        assert store.counts().passages == 1
+
+
 def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp_path, encoder):
     # audit6: embed("dog") gave three vectors (d, o, g); min_similarity=True searched at 1.0; a
     # float limit, a string threshold or a closed index failed deep inside with a Python error

@@ -342,6 +342,18 @@ def test_a_lone_surrogate_escape_is_bad_input_not_a_traceback(tmp_path):
     assert "surrogate" in error_of(g).reason
 
 
+def test_a_metadata_string_starting_with_a_type_mark_is_refused_by_line(tmp_path):
+    """Stored numbers and booleans are compared as texts that start with U+FDD0 / U+FDD1: a metadata
+    string "\ufdd02020" matched --where year=2020 as if it were the number (the last note's left-alone
+    item). Such a record is now bad input, named by line; the mark inside a string or in the text is fine."""
+    f = jsonl(tmp_path / "a.jsonl", {"text": "fine", "year": "x\ufdd0"}, {"text": "Dune.", "year": "\ufdd02020"})
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "field 'year' starts with U+FDD0, a character nerindex reserves" in err.reason
+    g = jsonl(tmp_path / "b.jsonl", {"text": "\ufdd1true story", "tags": ["a", "\ufdd1true"]})
+    assert "field 'tags' starts with U+FDD1" in error_of(g).reason
+
+
 def test_nan_is_not_json(tmp_path):
     f = write(tmp_path / "a.jsonl", '{"text": "ok", "score": NaN}\n')
     assert_names(error_of(f), f, 1)

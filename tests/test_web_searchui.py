@@ -70,7 +70,11 @@ def test_parse_search_reads_paging_filters_facets_and_fields():
         ({"state": {"filters": [{"field": "y", "type": "some", "values": ["a"]}]}}, "use any, all or none"),
         ({"state": {"filters": [{"values": ["a"]}]}}, "'field'"),
         ({"state": {"filters": [{"field": "y", "values": "a"}]}}, "must be a list"),
-        ({"state": {"filters": [{"field": "y", "values": [["a"]]}]}}, "strings, numbers or booleans"),
+        ({"state": {"filters": [{"field": "y", "values": [["a"]]}]}}, "plain values only"),
+        # a "none" filter is applied here, by the stores' rule for values too: a string with a
+        # number's type mark matched a stored number; an infinity matched nothing
+        ({"state": {"filters": [{"field": "y", "type": "none", "values": ["\ufdd02020"]}]}}, "starts with U\\+FDD0"),
+        ({"state": {"filters": [{"field": "y", "type": "none", "values": [float("inf")]}]}}, "not a finite number"),
         ({"state": [], "queryConfig": {}}, "JSON object"),
         # every filter type checks its field as the stores do: "none" and many-valued "all" are
         # applied to the hits' metadata, where such a field matched nothing and filtered nothing out

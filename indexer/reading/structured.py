@@ -21,6 +21,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 
 from ..errors import InputError, NerindexError
 from ..records import Passage, text_id
+from ..stores.base import fields_problem
 from ..text import value_problem
 from .detect import split_suffix
 
@@ -116,6 +117,9 @@ class RecordRules:
             if not pid.strip():
                 return self.error(self._id_problem(f"id field {self.id_field!r} is empty"), at)
         fields = {k: v for k, v in record.items() if k != self.text_field and k != self.id_field}
+        reserved = fields_problem(fields)
+        if reserved is not None:
+            return self.error(reserved, at)
         return Located(Passage(id=pid, text=text, fields=fields), self.path, at, self.unit)
 
 

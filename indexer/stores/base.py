@@ -175,6 +175,28 @@ FilterScalar = str | int | float | bool
 # One value (exact match), a tuple (any of them) or None (the field is absent: metadata only).
 FilterValue = FilterScalar | tuple[FilterScalar, ...] | None
 
+# The text of a stored number or boolean starts with a mark (Unicode noncharacters), so that a filter
+# text that spells a number matches stored numbers of that value and that same string, not other
+# strings that spell it (stores.filters, the Elasticsearch filter_texts). No metadata string and no
+# filter string may start with one: "\ufdd02020" would otherwise match the number 2020.
+NUMBER_MARK = "\ufdd0"
+BOOLEAN_MARK = "\ufdd1"
+
+
+def mark_problem(value: Any, label: str) -> str | None:
+    """Why a metadata or filter value cannot be stored or asked for (a string that starts with a
+    type mark), or None."""
+    if isinstance(value, str) and value[:1] in (NUMBER_MARK, BOOLEAN_MARK):
+        return f"{label} starts with U+{ord(value[0]):04X}, a character nerindex reserves to mark stored numbers and booleans"
+    return None
+
+
+def fields_problem(fields: Mapping[str, Any]) -> str | None:
+    """:func:`mark_problem` of a passage's metadata: each field, or each element of a list (what filters compare)."""
+    items = ((k, x) for k, v in fields.items() for x in (v if isinstance(v, (list, tuple)) else (v,)))
+    return next((p for k, x in items if (p := mark_problem(x, f"field {k!r}")) is not None), None)
+
+
 SPAN_FILTERS = ("spans.labels", "spans.text")  # the span fields a filter may name
 MAX_FILTER_KEY_CHARS = 64
 _FILTER_KEY = re.compile(r"(?!-)[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*", re.ASCII)
@@ -224,6 +246,9 @@ def _filter_scalar(key: str, value: Any) -> FilterScalar:
         raise SearchError(f"filter on {key!r}: values are strings, numbers or booleans, not {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SearchError(f"filter on {key!r}: {value!r} is not a finite number")
+    problem = mark_problem(value, f"filter on {key!r}: {value!r}")
+    if problem is not None:
+        raise SearchError(problem)
     return value
 
 

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from typing import Any
 
-from .base import Filters, FilterScalar, FilterValue, text_words
+from .base import BOOLEAN_MARK, NUMBER_MARK, Filters, FilterScalar, FilterValue, text_words
 
 
 def fts_query(text: str) -> str:
@@ -44,12 +44,11 @@ def _scalars_sql(key: str) -> str:
             "AND type NOT IN ('array', 'object', 'null')")
 
 
-# The text of a stored number or boolean starts with a mark no metadata string starts with (Unicode
-# noncharacters), so that a filter text that spells a number matches stored numbers of that value
-# and that same string, not other strings that spell the number (an audit: ``code=007`` matched the
-# strings "7" and "7.0", ``version=1.10`` the string "1.1", ``flag=True`` the string "true").
-NUMBER_MARK = "\ufdd0"
-BOOLEAN_MARK = "\ufdd1"
+# The text of a stored number or boolean starts with a mark (base.NUMBER_MARK, BOOLEAN_MARK) that no
+# metadata string starts with (base.fields_problem refuses those), so that a filter text that spells
+# a number matches stored numbers of that value and that same string, not other strings that spell
+# the number (an audit: ``code=007`` matched the strings "7" and "7.0", ``version=1.10`` the string
+# "1.1", ``flag=True`` the string "true").
 
 
 def _stored(value: str, kind: str) -> str:

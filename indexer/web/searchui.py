@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import SearchError
 from ..records import Hit, SpanMatch, marked_spans
-from ..stores.base import filter_key_problem, is_metadata_filter_key
+from ..stores.base import Filters, filter_key_problem, is_metadata_filter_key
 from ..stores.filters import field_matches
 from .resultsets import Scalar, SearchQuery, facet_counts
 
@@ -150,15 +150,15 @@ def parse_filters(raw: Any) -> list[FieldFilter]:
                     f"filter on {item['field']!r}: range filters are not supported by nerindex; "
                     "filter by exact metadata values"
                 )
-            if not isinstance(v, (str, int, float, bool)):
-                raise SearchError(f"filter on {item['field']!r}: values must be strings, numbers or booleans")
         # one rule for every filter type: a "none" or many-valued "all" filter is applied here to
         # the hits' metadata, where a field no store would take (or a span field) silently matched
-        # nothing and so filtered nothing out
+        # nothing and so filtered nothing out, and a value none would take (a string starting with
+        # a type mark) matched a stored number
         problem = filter_key_problem(item["field"])
         if problem:
             raise SearchError(problem)
         if values:
+            Filters.of({item["field"]: values})  # the values, by the stores' rule
             flt = FieldFilter(item["field"], ftype, tuple(values))
             if flt.field.startswith("spans.") and not flt.pushable:
                 raise SearchError(f"filter on {flt.field!r}: a span filter takes type any, or all with one value")
