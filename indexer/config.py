@@ -14,6 +14,7 @@ from the result by :mod:`indexer.stores.factory`.
 | NERINDEX_ES_API_KEY | API key (base64 ``id:key`` form) |
 | NERINDEX_ES_USER / NERINDEX_ES_PASSWORD | basic auth |
 | NERINDEX_ES_CA_CERTS | CA certificate file for TLS |
+| NERINDEX_ES_TIMEOUT | seconds to wait for one Elasticsearch or Kibana request, default 60 (an Elasticsearch request that times out is sent up to 3 more times) |
 | NERINDEX_KIBANA_URL | Kibana URL for ``nerindex kibana import`` |
 | NERINDEX_THREADS | CPU cores the encoder's window workers use (default: all) |
 
@@ -25,6 +26,7 @@ from the result by :mod:`indexer.stores.factory`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -50,6 +52,7 @@ class Settings:
     es_password: str | None = None
     es_ca_certs: str | None = None
     es_verify_certs: bool = True
+    es_timeout: float | None = None  # seconds a request waits (None: the client's 60)
     kibana_url: str | None = None
 
     def basic_auth(self) -> tuple[str, str] | None:
@@ -98,6 +101,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         es_user=get("NERINDEX_ES_USER"),
         es_password=get("NERINDEX_ES_PASSWORD"),
         es_ca_certs=get("NERINDEX_ES_CA_CERTS"),
+        es_timeout=_seconds("NERINDEX_ES_TIMEOUT", get("NERINDEX_ES_TIMEOUT")),
         kibana_url=get("NERINDEX_KIBANA_URL"),
     )
 
@@ -109,6 +113,19 @@ def _threads(value: str | None) -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise StoreError(f"NERINDEX_THREADS must be a positive whole number, not {value!r}")
     return int(value)
+
+
+def _seconds(name: str, value: str | None) -> float | None:
+    """A variable holding a time in seconds (a positive finite number), or None when unset."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise StoreError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def with_overrides(settings: Settings, **overrides: object) -> Settings:

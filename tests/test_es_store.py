@@ -474,6 +474,38 @@ def test_a_server_that_never_answers_is_one_error_that_counts_the_tries():
             store.model()
 
 
+def test_es_timeout_shortens_the_wait_for_a_server_that_never_answers(capsys, monkeypatch):
+    """The last note's left-alone item: a paused server held every command 4 x 60 s, with no way to
+    shorten it. --es-timeout (or NERINDEX_ES_TIMEOUT) is the time one request waits."""
+    import socket
+    import time
+
+    from indexer.cli import main
+    from indexer.config import from_env
+
+    assert from_env({"NERINDEX_ES_TIMEOUT": "2.5"}).es_timeout == 2.5 and from_env({}).es_timeout is None
+    for bad in ("0", "-1", "soon", "inf"):
+        with pytest.raises(StoreError, match="NERINDEX_ES_TIMEOUT must be a positive number of seconds"):
+            from_env({"NERINDEX_ES_TIMEOUT": bad})
+    def status(*options: str) -> int:
+        with pytest.raises(SystemExit) as exited:
+            main(["es", "status", "--es-url", url, *options])
+        return int(exited.value.code)
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        assert open_elasticsearch(Settings(es_url=url, es_timeout=0.3))._options.connection.request_timeout == 0.3
+        monkeypatch.setenv("NERINDEX_ES_TIMEOUT", "0.2")
+        started = time.monotonic()
+        assert status() == 5 and time.monotonic() - started < 10  # 5: a store that cannot be used
+        assert "4 tries timed out" in capsys.readouterr().err
+        monkeypatch.delenv("NERINDEX_ES_TIMEOUT")
+        assert status("--es-timeout", "0.2") == 5 and "4 tries timed out" in capsys.readouterr().err
+        assert status("--es-timeout", "0") == 2  # refused before any request
+
+
 def test_invalid_passage_weight_is_refused_before_any_request():
     store = ElasticsearchStore.connect("http://127.0.0.1:9", index="nerindex", request_timeout=2)
     for weight in (-0.5, float("nan")):

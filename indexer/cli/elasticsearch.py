@@ -279,6 +279,7 @@ def kibana_import_command(space, path, no_overwrite, as_json, settings: Settings
         basic_auth=settings.basic_auth(),
         ca_certs=settings.es_ca_certs,
         verify_certs=settings.es_verify_certs,
+        **({"timeout": settings.es_timeout} if settings.es_timeout is not None else {}),
         space=space,
         overwrite=not no_overwrite,
     )

@@ -32,7 +32,8 @@ def open_elasticsearch(settings: Settings, **options: Any) -> ElasticsearchStore
     """The Elasticsearch store of the settings (URL, alias, credentials, TLS); makes no request.
 
     ``options`` are the other keyword arguments of :meth:`ElasticsearchStore.connect` (``hybrid``,
-    ``num_candidates``, ``index_options``, ``request_timeout``, ``client`` ...). Without a URL this
+    ``num_candidates``, ``index_options``, ``client`` ...; ``request_timeout`` is the settings'
+    ``es_timeout`` unless given here). Without a URL this
     is a :class:`~indexer.errors.StoreError`: there is no embedded store to fall back on.
     """
     from .elasticsearch import ElasticsearchStore
@@ -44,5 +45,6 @@ def open_elasticsearch(settings: Settings, **options: Any) -> ElasticsearchStore
         basic_auth=settings.basic_auth(),
         ca_certs=settings.es_ca_certs,
         verify_certs=settings.es_verify_certs,
+        **({"request_timeout": settings.es_timeout} if settings.es_timeout is not None else {}),
         **options,
     )
