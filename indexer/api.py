@@ -108,6 +108,8 @@ class NerIndex:
         es_password: str | None = None,
         es_ca_certs: str | Path | None = None,
         es_verify_certs: bool | None = None,
+        es_timeout: float | None = None,
+        threads: int | None = None,
         create: bool = True,
         catalog: str | Path | None = None,
         settings: Settings | None = None,
@@ -133,6 +135,8 @@ class NerIndex:
             es_password=es_password,
             es_ca_certs=None if es_ca_certs is None else str(es_ca_certs),
             es_verify_certs=es_verify_certs,
+            es_timeout=es_timeout,
+            threads=threads,
         )
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog, threads=settings.threads)
         backend = open_store(settings, create=create)

@@ -425,6 +425,7 @@ def test_settings_resolve_options_over_environment(monkeypatch):
 def test_nerindex_open_takes_every_store_setting(monkeypatch):
     """NerIndex.open passes every connection setting to the one store factory."""
     import indexer.api
+    import indexer.config
     from indexer.api import NerIndex
 
     opened = []
@@ -435,8 +436,15 @@ def test_nerindex_open_takes_every_store_setting(monkeypatch):
 
     monkeypatch.setattr(indexer.api, "open_store", lambda settings, create: opened.append(settings) or Empty())
     ix = NerIndex.open(es_url="http://es:9200", es_index="corpus", es_api_key="k", es_user="u", es_password="p",
-                       es_ca_certs=Path("/ca.pem"), es_verify_certs=False, device="cpu")
+                       es_ca_certs=Path("/ca.pem"), es_verify_certs=False, es_timeout=5, threads=1, device="cpu")
     (settings,) = opened
+    assert settings.es_timeout == 5 and settings.threads == 1
+    # every Settings field but kibana_url is an argument (the docstring's promise)
+    import dataclasses
+    import inspect
+
+    fields = {f.name for f in dataclasses.fields(indexer.config.Settings)} - {"kibana_url"}
+    assert fields <= set(inspect.signature(NerIndex.open).parameters)
     assert (settings.es_api_key, settings.es_user, settings.es_password) == ("k", "u", "p")
     assert settings.es_ca_certs == "/ca.pem" and not settings.es_verify_certs and settings.device == "cpu"
     assert ix.description == "http://es:9200 index corpus"
