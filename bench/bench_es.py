@@ -32,7 +32,8 @@ import numpy as np
 from bench_search import CENTRES, DIMS, STAMP, load, passages, timed_searches, unit_rows
 
 from indexer.config import resolve
-from indexer.stores.base import Filters, SearchRequest
+from indexer.stores.base import SearchRequest
+from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import EmbeddedStore
 from indexer.stores.factory import open_elasticsearch
 

@@ -40,7 +40,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
-from indexer.stores.base import Filters, ModelStamp, SearchRequest
+from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import EmbeddedStore
 
 DIMS = 384

@@ -22,7 +22,8 @@ from .errors import ModelMismatchError, NerindexError, SearchError, StoreError
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
-from .stores.base import MAX_PASSAGE_WEIGHT, MAX_PHRASE_CHARS, Filters, SearchRequest, Store, StoreVersion
+from .stores.base import MAX_PASSAGE_WEIGHT, MAX_PHRASE_CHARS, SearchRequest, Store, StoreVersion, check_threshold
+from .stores.filter_rules import Filters
 from .stores.factory import open_store
 
 log = logging.getLogger(__name__)
@@ -232,9 +233,7 @@ class NerIndex:
         for name, value in (("min_similarity", min_similarity), ("passage_weight", passage_weight)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
                 raise SearchError(f"{name} must be a number, not {value!r}")  # True was 1.0, "0.3" a TypeError
-        threshold = self.encoder.info.threshold_for(phrase) if min_similarity is None else min_similarity
-        if not -1.0 <= threshold <= 1.0:
-            raise SearchError(f"similarity threshold must be within [-1, 1], not {threshold}")
+        threshold = check_threshold(self.encoder.info.threshold_for(phrase) if min_similarity is None else min_similarity)
         weight = self.encoder.info.passage_weight_for(phrase) if passage_weight is None else passage_weight
         if not 0.0 <= weight <= MAX_PASSAGE_WEIGHT:
             raise SearchError(f"passage weight must be within [0, {MAX_PASSAGE_WEIGHT:g}], not {weight}")

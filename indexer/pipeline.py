@@ -16,7 +16,8 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
-from .stores.base import WRITE_CHUNK, Store, WriteOutcome, fields_problem
+from .stores.base import WRITE_CHUNK, Store, WriteOutcome
+from .stores.filter_rules import fields_problem
 from .text import value_problem
 
 
@@ -130,7 +131,7 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
     empty or blank, which no search could find, whose id, text or fields hold a lone surrogate,
     which no tokenizer or store takes, or whose metadata holds a string starting with a type mark
-    (:func:`~.stores.base.fields_problem`); the file readers refuse all three by line too."""
+    (:func:`~.stores.filter_rules.fields_problem`); the file readers refuse all three by line too."""
     todo: list[Passage] = []
     skipped = 0
     refused: list[WriteOutcome] = []

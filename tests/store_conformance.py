@@ -15,7 +15,8 @@ import pytest
 
 from indexer.errors import ModelMismatchError, SearchError
 from indexer.records import EncodedPassage, EncodedSpan, Passage
-from indexer.stores.base import Filters, ModelStamp, SearchRequest
+from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.filter_rules import Filters
 
 DIMS = 8
 
@@ -228,7 +229,7 @@ class StoreConformance:
         assert [h.id for h in self.search(loaded, DINO, filters={"nowhere": None})] == ["p1", "p2", "p3"]
         assert self.search(loaded, DINO, filters={"lang": None}) == []
 
-    # --- one rule for requests (indexer.stores.base.Filters), refused when search is called ------
+    # --- one rule for requests (indexer.stores.filter_rules.Filters), refused when search is called ------
 
     @pytest.mark.parametrize("key", ["lang", "a-b", "_a", "A9", "meta.lang", "x" * 64])
     def test_filter_keys_every_backend_takes(self, loaded, key):

@@ -14,7 +14,8 @@ import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
 from indexer.stores import ann, ann_search
-from indexer.stores.base import Filters, SearchRequest
+from indexer.stores.base import SearchRequest
+from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import CACHE_DIR, EmbeddedStore
 
 from test_segments import STAMP, make_docs, reference, unit_rows, DIMS

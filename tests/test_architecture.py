@@ -38,6 +38,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
 LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.assets", "assets"),
     ("indexer.stores.base", "core"),
+    ("indexer.stores.filter_rules", "core"),
     ("indexer.stores", "stores"),
     ("indexer.reading", "reading"),
     ("indexer.evaluation", "evaluation"),

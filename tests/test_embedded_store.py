@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 
+import numpy as np
 import pytest
 
 from indexer.errors import SearchError, StoreError
-from indexer.stores.base import Filters, SearchRequest
+from indexer.stores.base import SearchRequest
+from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import EmbeddedStore
 from indexer.stores.filters import filter_sql, fts_query
 
@@ -102,11 +105,25 @@ def test_filter_sql_table():
     assert conn.execute(f"SELECT COUNT(*) FROM passages WHERE {clause}", params).fetchone() == (1,)
 
 
-@pytest.mark.parametrize("value", ["\ufdd02020", ["2020", "\ufdd1true"]])
-def test_a_filter_string_starting_with_a_type_mark_is_refused(value):
-    """It would match the stored number 2020 (or true) while no stored string can hold it."""
-    with pytest.raises(SearchError, match="starts with U\\+FDD[01], a character nerindex reserves"):
+@pytest.mark.parametrize("value, message", [
+    ("\ufdd02020", "starts with U\\+FDD0, a character nerindex reserves"),  # would match the number 2020
+    (["2020", "\ufdd1true"], "starts with U\\+FDD1"),
+    ("a\x00b", "holds U\\+0000"),  # the embedded store compared "a": no stored value can hold it
+])
+def test_a_filter_string_no_stored_value_can_hold_is_refused(value, message):
+    with pytest.raises(SearchError, match=message):
         Filters.of({"year": value})
+
+
+def test_span_filters_take_no_booleans_and_thresholds_are_cosines():
+    """An audit: spans.labels=True was "1" to the embedded store and true to Elasticsearch; a NaN or
+    infinite min_similarity made at the store level gave nothing or everything (the API refused it)."""
+    with pytest.raises(SearchError, match="labels and text are strings, not True"):
+        Filters.of({"spans.labels": True})
+    for bad in (math.nan, math.inf, -1.5, True, "0.3"):
+        with pytest.raises(SearchError, match=r"similarity threshold must be within \[-1, 1\]"):
+            SearchRequest(vector=DINO, min_similarity=bad)
+    assert SearchRequest(vector=DINO, min_similarity=np.float32(-1)).min_similarity == -1
 
 
 def test_passages_replaced_while_an_answer_is_read_are_not_dropped(tmp_path, stamp):

@@ -35,7 +35,8 @@ from store_conformance import (  # noqa: E402
 from indexer.config import from_env, resolve  # noqa: E402
 from indexer.errors import ModelMismatchError, SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
-from indexer.stores.base import Filters, ModelStamp, SearchRequest, StoreCounts  # noqa: E402
+from indexer.stores.base import ModelStamp, SearchRequest, StoreCounts  # noqa: E402
+from indexer.stores.filter_rules import Filters  # noqa: E402
 from indexer.stores.elasticsearch import ElasticsearchStore  # noqa: E402
 from indexer.stores.elasticsearch import index_requests, search_requests  # noqa: E402
 from indexer.stores.factory import open_elasticsearch  # noqa: E402

@@ -27,7 +27,8 @@ import es_painless as painless  # noqa: E402
 from indexer.assets import mappings_dir  # noqa: E402
 from indexer.errors import SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
-from indexer.stores.base import Filters, ModelStamp  # noqa: E402
+from indexer.stores.base import ModelStamp  # noqa: E402
+from indexer.stores.filter_rules import Filters  # noqa: E402
 from indexer.stores.elasticsearch import index_requests, paged_requests, search_requests, searching  # noqa: E402
 from indexer.stores.elasticsearch import similarity as sim  # noqa: E402
 from indexer.stores.elasticsearch import templates  # noqa: E402

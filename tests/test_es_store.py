@@ -36,7 +36,8 @@ from es_painless import PainlessError  # noqa: E402
 from indexer.config import Settings, with_overrides  # noqa: E402
 from indexer.errors import SearchError, StoreError  # noqa: E402
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
-from indexer.stores.base import Filters, ModelStamp, SearchRequest  # noqa: E402
+from indexer.stores.base import ModelStamp, SearchRequest  # noqa: E402
+from indexer.stores.filter_rules import Filters  # noqa: E402
 from indexer.stores.elasticsearch import BulkOptions, ElasticsearchStore  # noqa: E402
 from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import store as store_module  # noqa: E402

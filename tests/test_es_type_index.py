@@ -20,7 +20,8 @@ from indexer.cli import cli  # noqa: E402
 from indexer.errors import ModelMismatchError, StoreError  # noqa: E402
 from indexer.records import Passage  # noqa: E402
 from indexer.cli import elasticsearch as es_cli  # noqa: E402
-from indexer.stores.base import Filters, WriteOutcome  # noqa: E402
+from indexer.stores.base import WriteOutcome  # noqa: E402
+from indexer.stores.filter_rules import Filters  # noqa: E402
 from indexer.stores.elasticsearch import index_requests, search_requests  # noqa: E402
 from indexer.stores.elasticsearch import templates  # noqa: E402
 from indexer.stores.elasticsearch import type_index as ti  # noqa: E402

@@ -9,7 +9,8 @@ import pytest
 
 from indexer.errors import SearchError
 from indexer.feedback import Feedback, feedback_vector, search_with_feedback
-from indexer.stores.base import Filters, SearchRequest
+from indexer.stores.base import SearchRequest
+from indexer.stores.filter_rules import Filters
 
 
 def unit(v) -> np.ndarray:

@@ -13,7 +13,8 @@ import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
 from indexer.stores import filters
-from indexer.stores.base import Filters, ModelStamp, SearchRequest
+from indexer.stores.base import ModelStamp, SearchRequest
+from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import DB_NAME, EmbeddedStore
 
 DIMS = 16

@@ -352,6 +352,9 @@ def test_a_metadata_string_starting_with_a_type_mark_is_refused_by_line(tmp_path
     assert "field 'year' starts with U+FDD0, a character nerindex reserves" in err.reason
     g = jsonl(tmp_path / "b.jsonl", {"text": "\ufdd1true story", "tags": ["a", "\ufdd1true"]})
     assert "field 'tags' starts with U+FDD1" in error_of(g).reason
+    h = jsonl(tmp_path / "c.jsonl", {"text": "fine", "f": "a\u0000b"})
+    assert_names(err := error_of(h), h, 1)
+    assert "field 'f' holds U+0000" in err.reason
 
 
 def test_nan_is_not_json(tmp_path):

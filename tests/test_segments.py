@@ -21,7 +21,8 @@ import pytest
 
 from indexer.records import EncodedPassage, EncodedSpan, Passage
 from indexer.stores import ann, derived, int8_scan, segment_rows, segments
-from indexer.stores.base import Filters, ModelStamp, SearchRequest, StoreVersion
+from indexer.stores.base import ModelStamp, SearchRequest, StoreVersion
+from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import CACHE_DIR, DB_NAME, EmbeddedStore
 
 DIMS = 64

@@ -17,7 +17,8 @@ from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..records import Hit, Passage, marked_spans
 from ..text import printable
-from ..stores.base import MAX_PASSAGE_WEIGHT, Filters, where_pairs
+from ..stores.base import MAX_PASSAGE_WEIGHT
+from ..stores.filter_rules import Filters, where_pairs
 from .options import backend_options, batch_size_option
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 
 from ..errors import InputError, NerindexError
 from ..records import Passage, text_id
-from ..stores.base import fields_problem
+from ..stores.filter_rules import fields_problem
 from ..text import value_problem
 from .detect import split_suffix
 

@@ -19,15 +19,15 @@ The shared conformance suite in ``tests/store_conformance.py`` holds them to it.
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from ..errors import SearchError
 from ..records import EncodedPassage, Hit
+from .filter_rules import Filters
 
 
 # Model settings that change what a store holds (which spans are detected, where windows are cut,
@@ -171,172 +171,13 @@ MAX_PASSAGE_WEIGHT = 10.0  # λ beyond this is passage retrieval in all but name
 # encoder puts the phrase into its type template, so a page of text is a mistake, not a type.
 MAX_PHRASE_CHARS = 200
 
-FilterScalar = str | int | float | bool
-# One value (exact match), a tuple (any of them) or None (the field is absent: metadata only).
-FilterValue = FilterScalar | tuple[FilterScalar, ...] | None
-
-# The text of a stored number or boolean starts with a mark (Unicode noncharacters), so that a filter
-# text that spells a number matches stored numbers of that value and that same string, not other
-# strings that spell it (stores.filters, the Elasticsearch filter_texts). No metadata string and no
-# filter string may start with one: "\ufdd02020" would otherwise match the number 2020.
-NUMBER_MARK = "\ufdd0"
-BOOLEAN_MARK = "\ufdd1"
-
-
-def mark_problem(value: Any, label: str) -> str | None:
-    """Why a metadata or filter value cannot be stored or asked for (a string that starts with a
-    type mark), or None."""
-    if isinstance(value, str) and value[:1] in (NUMBER_MARK, BOOLEAN_MARK):
-        return f"{label} starts with U+{ord(value[0]):04X}, a character nerindex reserves to mark stored numbers and booleans"
-    return None
-
-
-def fields_problem(fields: Mapping[str, Any]) -> str | None:
-    """:func:`mark_problem` of a passage's metadata: each field, or each element of a list (what filters compare)."""
-    items = ((k, x) for k, v in fields.items() for x in (v if isinstance(v, (list, tuple)) else (v,)))
-    return next((p for k, x in items if (p := mark_problem(x, f"field {k!r}")) is not None), None)
-
-
-SPAN_FILTERS = ("spans.labels", "spans.text")  # the span fields a filter may name
-MAX_FILTER_KEY_CHARS = 64
-_FILTER_KEY = re.compile(r"(?!-)[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*", re.ASCII)
-
-
-def filter_key_problem(key: Any) -> str | None:
-    """Why ``key`` cannot name a filter field, or None: the one rule of every backend and entry point.
-
-    A key is 1 to 64 ASCII letters, digits, ``_``, ``-`` and ``.``; it does not start with ``-``;
-    its dots separate non-empty names (no leading, trailing or doubled dot). That is a field name
-    both backends read the same way: SQLite's JSON path quotes it whole, Elasticsearch reads
-    ``fields.<key>`` with dots as object paths (so an empty name between dots names no field), and
-    the web service's facets are offered for exactly these names. Keys starting with ``spans.``
-    are reserved for the span filters (:data:`SPAN_FILTERS`).
-
-    Before this rule each backend had its own (nerindex 0.3 and earlier); keys now refused that one
-    of them used to accept:
-
-    - embedded store: keys starting with ``.`` or ``-``, ending with ``.`` or holding ``..``, and
-      keys over 64 characters;
-    - Elasticsearch: keys with any character outside ASCII letters, digits, ``_``, ``-`` and
-      ``.`` (spaces, ``über``, ``a/b``, ``a:b``, quotes), keys starting with ``-``, keys holding
-      ``..``, and keys over 64 characters;
-    - web service: keys ending with ``.`` or holding ``..`` (the stores refused most of them).
-    """
-    if not isinstance(key, str):
-        return f"filter field {key!r}: a field name is a string"
-    if key.startswith("spans.") and key not in SPAN_FILTERS:
-        return f"cannot filter on span field {key!r} (span filters: {', '.join(SPAN_FILTERS)})"
-    if len(key) > MAX_FILTER_KEY_CHARS or not _FILTER_KEY.fullmatch(key):
-        return (
-            f"filter field {key!r}: use ASCII letters, digits, '_', '.' or '-' (at most {MAX_FILTER_KEY_CHARS}), "
-            "with names between the dots"
-        )
-    return None
-
-
-def is_metadata_filter_key(name: str) -> bool:
-    """Whether ``name`` is a metadata field a search can filter on (what facets offer)."""
-    return not name.startswith("spans.") and filter_key_problem(name) is None
-
-
-def _filter_scalar(key: str, value: Any) -> FilterScalar:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if not isinstance(value, (str, int, float, bool)):
-        raise SearchError(f"filter on {key!r}: values are strings, numbers or booleans, not {type(value).__name__}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise SearchError(f"filter on {key!r}: {value!r} is not a finite number")
-    problem = mark_problem(value, f"filter on {key!r}: {value!r}")
-    if problem is not None:
-        raise SearchError(problem)
+def check_threshold(min_similarity: Any) -> float:
+    """A similarity threshold as a float: a cosine, so finite and within [-1, 1]."""
+    number = isinstance(min_similarity, (int, float, np.number)) and not isinstance(min_similarity, bool)
+    value = float(min_similarity) if number else math.nan
+    if not -1.0 <= value <= 1.0:  # NaN too
+        raise SearchError(f"similarity threshold must be within [-1, 1], not {min_similarity!r}")
     return value
-
-
-def _filter_value(key: str, value: Any) -> FilterValue:
-    """A filter value in its one checked form (see :class:`Filters`)."""
-    if value is None:
-        if key in SPAN_FILTERS:
-            raise SearchError(f"filter on {key!r}: a span filter needs a value")
-        return None
-    if isinstance(value, (set, frozenset)):
-        value = sorted(value, key=repr)  # a deterministic order, so equal filters send equal requests
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise SearchError(f"filter on {key!r}: empty list of values")
-        if any(v is None or isinstance(v, (Mapping, list, tuple, set, frozenset)) for v in value):
-            raise SearchError(f"filter on {key!r}: a list may hold plain values only")
-        return tuple(_filter_scalar(key, v) for v in value)
-    if isinstance(value, Mapping):
-        raise SearchError(f"filter on {key!r}: only exact values or lists of values are supported, got {value!r}")
-    return _filter_scalar(key, value)
-
-
-@dataclass(frozen=True)
-class Filters:
-    """The metadata and span restrictions of a search, checked once: what every backend translates.
-
-    Each (key, value) pair restricts by exact match: a plain value must equal the field's value
-    (or one element, where the field holds a list; an object holds none); a tuple means any of its
-    values; None means the field is absent: it holds no value a filter compares (missing, null,
-    ``[]``, a list of nulls, an object). Keys ``spans.labels`` and ``spans.text`` restrict which spans may match
-    instead. Keys follow :func:`filter_key_problem`; values are strings, numbers or booleans
-    (numpy scalars become Python ones, sets become tuples in a fixed order). Pairs are kept sorted
-    by key. Build one with :meth:`of`; a SearchError says what is wrong.
-    """
-
-    items: tuple[tuple[str, FilterValue], ...] = ()
-
-    def __post_init__(self) -> None:
-        checked: dict[str, FilterValue] = {}
-        for key, value in self.items:
-            problem = filter_key_problem(key)
-            if problem:
-                raise SearchError(problem)
-            if key in checked:
-                raise SearchError(f"filter field {key!r} is given twice")
-            checked[key] = _filter_value(key, value)
-        object.__setattr__(self, "items", tuple(sorted(checked.items(), key=lambda item: item[0])))
-
-    @classmethod
-    def of(cls, raw: "Filters | Mapping[str, Any] | None") -> "Filters":
-        """Filters from a mapping of field -> value(s) (None: no filters); a Filters is kept as is."""
-        if isinstance(raw, Filters):
-            return raw
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise SearchError(f"filters are a mapping of field -> value(s), not {type(raw).__name__}")
-        return cls(tuple(raw.items()))
-
-    @property
-    def metadata(self) -> tuple[tuple[str, FilterValue], ...]:
-        """The pairs restricting passages by their metadata."""
-        return tuple(item for item in self.items if item[0] not in SPAN_FILTERS)
-
-    @property
-    def spans(self) -> tuple[tuple[str, FilterValue], ...]:
-        """The pairs restricting which spans may match (``spans.labels``, ``spans.text``)."""
-        return tuple(item for item in self.items if item[0] in SPAN_FILTERS)
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-
-def where_pairs(pairs: Iterable[str], *, option: str) -> dict[str, str | list[str]]:
-    """``field=value`` strings (the CLI's ``--where``, the HTTP ``where`` parameter) as a filter
-    mapping for :meth:`Filters.of`; a field given twice means any of its values."""
-    filters: dict[str, str | list[str]] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SearchError(f"{option} expects field=value, got {pair!r}")
-        if key in filters:
-            prior = filters[key]
-            filters[key] = (prior if isinstance(prior, list) else [prior]) + [value]
-        else:
-            filters[key] = value
-    return filters
 
 
 def check_passage_weight(passage_weight: Any) -> float:
@@ -390,6 +231,7 @@ class SearchRequest:
     def __post_init__(self) -> None:
         if not isinstance(self.filters, Filters):
             raise TypeError(f"SearchRequest.filters is a Filters (Filters.of(...)), not {type(self.filters).__name__}")
+        check_threshold(self.min_similarity)
         check_passage_weight(self.passage_weight)
         if self.text and not text_words(self.text):
             raise SearchError(f"text restriction {self.text!r} has no words to match")

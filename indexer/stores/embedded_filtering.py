@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import SearchError
 from . import filters as sql_filters
 from . import segments
-from .base import Filters, SearchRequest
+from .base import SearchRequest
+from .filter_rules import Filters
 
 SMALL_SELECTION = 2000  # a filter allowing at most this many passages: score them all exactly
 

@@ -17,7 +17,8 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..records import Hit, SpanMatch
-from .base import StoreCounts, filter_key_problem
+from .base import StoreCounts
+from .filter_rules import filter_key_problem
 from .embedded_schema import mention_sql
 from .segments import SpanDetails, dots
 from .span_ranking import Scored, flat_runs

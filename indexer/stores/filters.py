@@ -1,6 +1,6 @@
 """Search restrictions of the embedded store as SQL: metadata filters, span filters, FTS5 text.
 
-The restrictions arrive checked (:class:`~.base.Filters`, :class:`~.base.SearchRequest`): keys are
+The restrictions arrive checked (:class:`~.filter_rules.Filters`, :class:`~.base.SearchRequest`): keys are
 safe to quote into a JSON path and every value is a plain scalar, so this module only translates.
 """
 
@@ -14,7 +14,8 @@ import sqlite3
 import threading
 from typing import Any
 
-from .base import BOOLEAN_MARK, NUMBER_MARK, Filters, FilterScalar, FilterValue, text_words
+from .base import text_words
+from .filter_rules import BOOLEAN_MARK, NUMBER_MARK, Filters, FilterScalar, FilterValue
 
 
 def fts_query(text: str) -> str:
@@ -44,8 +45,8 @@ def _scalars_sql(key: str) -> str:
             "AND type NOT IN ('array', 'object', 'null')")
 
 
-# The text of a stored number or boolean starts with a mark (base.NUMBER_MARK, BOOLEAN_MARK) that no
-# metadata string starts with (base.fields_problem refuses those), so that a filter text that spells
+# The text of a stored number or boolean starts with a mark (filter_rules.NUMBER_MARK, BOOLEAN_MARK) that no
+# metadata string starts with (filter_rules.fields_problem refuses those), so that a filter text that spells
 # a number matches stored numbers of that value and that same string, not other strings that spell
 # the number (an audit: ``code=007`` matched the strings "7" and "7.0", ``version=1.10`` the string
 # "1.1", ``flag=True`` the string "true").

@@ -1,7 +1,7 @@
 """The routes of the HTTP service: the JSON API (``/api/v1``) and the Elastic Search UI endpoints.
 
 Each route parses and checks its request (the limits the schemas cannot know, the one filter rule
-of :class:`~indexer.stores.base.Filters`) and hands the work to the app's :class:`SearchService`
+of :class:`~indexer.stores.filter_rules.Filters`) and hands the work to the app's :class:`SearchService`
 (``app.state.service``), which runs it in its thread pool under the request time limit.
 """
 
@@ -18,7 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ..errors import SearchError
-from ..stores.base import MAX_PHRASE_CHARS, Filters, where_pairs
+from ..stores.base import MAX_PHRASE_CHARS
+from ..stores.filter_rules import Filters, where_pairs
 from . import searchui
 from .failures import ERROR_RESPONSES
 from .schemas import (

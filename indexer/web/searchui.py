@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import SearchError
 from ..records import Hit, SpanMatch, marked_spans
-from ..stores.base import Filters, filter_key_problem, is_metadata_filter_key
+from ..stores.filter_rules import Filters, filter_key_problem, is_metadata_filter_key
 from ..stores.filters import field_matches
 from .resultsets import Scalar, SearchQuery, facet_counts
 

@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import NerindexError
 from ..records import Hit
 from ..runtime import usable_cores
-from ..stores.base import MAX_PHRASE_CHARS, is_metadata_filter_key
+from ..stores.base import MAX_PHRASE_CHARS
+from ..stores.filter_rules import is_metadata_filter_key
 from . import searchui
 from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts, version_key
 from .schemas import SearchBody

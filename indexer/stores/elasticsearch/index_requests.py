@@ -22,7 +22,8 @@ import numpy as np
 
 from ...errors import StoreError
 from ...records import EncodedPassage
-from ..base import ModelStamp, is_metadata_filter_key
+from ..base import ModelStamp
+from ..filter_rules import is_metadata_filter_key
 from ..filters import as_stored, stored_text, stored_values
 from . import templates
 from .similarity import check_metric

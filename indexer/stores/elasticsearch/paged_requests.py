@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from ..base import Filters, check_passage_weight
+from ..base import check_passage_weight
+from ..filter_rules import Filters
 from .index_requests import FILTER_FORMAT, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH
 from .search_requests import (
     CANDIDATE, INNER_HITS_SIZE, best_span_inner_hits, filter_clauses, inner_hits, query_vector_values, text_filter,

@@ -1,6 +1,6 @@
 """Pure builders of the top-k search bodies (golden-file tested): nested span kNN, BM25 boost, filters.
 
-Each function maps a query (type vector, threshold, :class:`~indexer.stores.base.Filters`, text,
+Each function maps a query (type vector, threshold, :class:`~indexer.stores.filter_rules.Filters`, text,
 options) to the dict Elasticsearch expects, so the bodies can be checked byte for byte and against
 the client's own DSL classes without a cluster. The filters arrive checked; here they are only
 translated into clauses.
@@ -30,7 +30,8 @@ import math
 from typing import Any, Mapping, Sequence
 
 from ...errors import SearchError
-from ..base import Filters, FilterValue, check_passage_weight
+from ..base import check_passage_weight
+from ..filter_rules import Filters, FilterValue
 from ..filters import field_values
 from .index_requests import (
     FILTER_FORMAT, FILTER_TEXTS, MENTION_FIELD, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values,
