@@ -225,3 +225,17 @@ def test_facets_are_only_fields_the_api_can_filter_on(web_index):
         for name, values in facets.items():
             again = c.post("/api/v1/search", json={"type": "dinosaur", "threshold": LOW, "filters": {name: values[0]["value"]}})
             assert again.status_code == 200, again.text
+
+
+def test_api_answers_are_not_stored_and_the_page_is_revalidated(client):
+    """An audit: no response had Cache-Control, so a heuristic cache could keep an answer past the
+    next write, or an old app.js past an upgrade (the page files have an ETag to revalidate by)."""
+    for path in ("/api/v1/health", "/api/v1/search?type=person&threshold=0", "/api/v1/nothing"):
+        assert client.get(path).headers["cache-control"] == "no-store", path
+    assert client.post("/api/v1/search", json={"type": "person"}).headers["cache-control"] == "no-store"
+    page = client.get("/")
+    assert page.headers["cache-control"] == "no-cache"
+    script = client.get("/static/app.js")
+    assert script.status_code == 200 and script.headers["cache-control"] == "no-cache" and "etag" in script.headers
+    again = client.get("/static/app.js", headers={"if-none-match": script.headers["etag"]})
+    assert again.status_code == 304

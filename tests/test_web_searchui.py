@@ -76,6 +76,11 @@ def test_parse_search_reads_paging_filters_facets_and_fields():
         ({"state": {"filters": [{"field": "y", "type": "none", "values": ["\ufdd02020"]}]}}, "starts with U\\+FDD0"),
         ({"state": {"filters": [{"field": "y", "type": "none", "values": [float("inf")]}]}}, "not a finite number"),
         ({"state": [], "queryConfig": {}}, "JSON object"),
+        # an audit: a sort was answered in relevance order as if applied
+        ({"state": {"sortField": "score", "sortDirection": "asc"}}, "sorting by score asc is not supported"),
+        ({"state": {"sortField": "id"}}, "sorting by id desc"),
+        ({"state": {"sortList": [{"field": "topic", "direction": "asc"}]}}, "sorting by topic asc"),
+        ({"state": {"sortList": "topic"}}, "sortList must be a list"),
         # every filter type checks its field as the stores do: "none" and many-valued "all" are
         # applied to the hits' metadata, where such a field matched nothing and filtered nothing out
         ({"state": {"filters": [{"field": "to pic", "type": "none", "values": ["a"]}]}}, "to pic"),
@@ -89,6 +94,12 @@ def test_parse_search_reads_paging_filters_facets_and_fields():
 def test_parse_search_refuses_what_it_cannot_answer(body, message):
     with pytest.raises(SearchError, match=message):
         searchui.parse_search(body, **LIMITS)
+
+
+def test_relevance_order_is_the_sort_search_ui_may_ask_for():
+    for state in ({"sortField": "", "sortDirection": ""}, {"sortField": "_score", "sortDirection": "desc"},
+                  {"sortList": []}, {"sortList": [{"field": "score", "direction": "desc"}]}):
+        assert searchui.parse_search({"state": {"searchTerm": "x", **state}}, **LIMITS).search_term == "x"
 
 
 def test_a_page_size_left_out_is_the_limit_where_that_is_lower():

@@ -86,3 +86,56 @@ def test_indexing_while_serving_is_seen_by_all_facets_cursors_and_searchui(tmp_p
         assert sorted(seen) == sorted(p.id for p in FIRST + LATER)
     writer.close()
     served.close()
+
+
+class WriteDuringSearch(NerIndex):
+    """A served index whose next exhaustive search (the service's result set) or next top-k search
+    first lets another handle write: a write landing between the service's reads, on cue."""
+
+    def __init__(self, *args: Any, writer: NerIndex, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writer = writer
+        # (on an exhaustive search?, how many such searches to let pass first, what to write)
+        self.cue: tuple[bool, int, list[Passage]] | None = None
+
+    def search(self, type_phrase: str, **options: Any):
+        if self.cue is not None and self.cue[0] == bool(options.get("exhaustive")):
+            exhaustive, skip, passages = self.cue
+            self.cue = (exhaustive, skip - 1, passages) if skip else None
+            if not skip:
+                self.writer.index(passages)
+        return super().search(type_phrase, **options)
+
+
+def test_a_write_between_the_services_reads_never_mixes_two_states(tmp_path, encoder):
+    """An audit forced a write between the version a request reads and the searches it then makes:
+    page 2 came from the newer state with a 200 (one passage never shown), top hits came with a
+    total and facets of another state, and a Search UI answer's hits and disjunctive facet counts
+    disagreed. Every such request is now answered from one version, again when a write landed."""
+    folder = tmp_path / "store"
+    writer = NerIndex(encoder, EmbeddedStore.open(folder), description="writer")
+    served = WriteDuringSearch(encoder, EmbeddedStore.open(folder), description="served", writer=writer)
+    served.index(FIRST)
+    query = {"type": "dinosaur", "threshold": LOW, "limit": 2, "all": True}
+    with TestClient(create_app(served, threshold=LOW), base_url="http://127.0.0.1:8000") as client:
+        service = client.app.state.service
+        cursor = search(client, **query)["next_cursor"]
+        service.cache.clear()  # page 2's result set is computed again (evicted, or another version read first)
+        served.cue = (True, 0, LATER[:1])
+        stale = client.post("/api/v1/search", json={**query, "cursor": cursor})
+        assert stale.status_code == 409, stale.text  # was 200 with the newer state's second page
+
+        served.cue = (True, 0, LATER[1:2])  # after the top-k search, before the result set of its facets
+        data = search(client, type="dinosaur", threshold=LOW, limit=50, facets=True)
+        assert data["total"] == len(data["hits"]) == sum(topics(data).values()) == 5  # hits were 4
+
+        ui_body = {"state": {"searchTerm": "dinosaur", "resultsPerPage": 50,
+                             "filters": [{"field": "topic", "type": "any", "values": ["science"]}]},
+                   "queryConfig": {"facets": {"topic": {"type": "value"}}, "disjunctiveFacets": ["topic"]}}
+        service.cache.clear()  # (the facets' result set above is this one's second, cached)
+        served.cue = (True, 1, LATER[2:])  # a science passage, between the two result sets
+        ui = client.post("/api/search", json=ui_body).json()
+        science = {row["value"]: row["count"] for row in ui["facets"]["topic"][0]["data"]}["science"]
+        assert ui["totalResults"] == science == 3  # were 2 and 3
+    writer.close()
+    served.close()

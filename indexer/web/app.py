@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import SearchError
-from .edge import LOOPBACK_HOSTS, BodyLimit, ScopeChecks, host_check, query_check
+from .edge import LOOPBACK_HOSTS, BodyLimit, NoStore, ScopeChecks, host_check, query_check
 from .failures import add_error_handlers
 from .routes import router
 from .service import Limits, SearchService, default_workers, service_version
@@ -35,6 +35,7 @@ PAGE_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",  # kept, but revalidated by ETag: an upgrade's app.js is not run with an old page
 }
 
 
@@ -89,6 +90,7 @@ def create_app(
     app.include_router(router)
 
     _add_page(app)
+    app.add_middleware(NoStore)
     # added last, so run first: the Host and the query string are checked before anything else
     app.add_middleware(ScopeChecks, checks=[host_check(allowed_hosts), query_check])
     return app

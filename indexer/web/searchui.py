@@ -166,6 +166,24 @@ def parse_filters(raw: Any) -> list[FieldFilter]:
     return out
 
 
+RELEVANCE = ("", "score", "_score")  # Search UI's names for the one order nerindex answers in
+
+
+def _check_sort(state: Mapping[str, Any]) -> None:
+    """Refuse a sort other than by relevance, best first (a 400, as range filters): Search UI's
+    Sorting component was answered in relevance order as if it had been applied (an audit)."""
+    orders = [(state.get("sortField") or "", state.get("sortDirection") or "")]
+    sort_list = state.get("sortList") or []
+    if not isinstance(sort_list, list) or not all(isinstance(s, dict) for s in sort_list):
+        raise SearchError("sortList must be a list of {field, direction}")
+    orders += [(s.get("field") or "", s.get("direction") or "") for s in sort_list]
+    for field, direction in orders:
+        if field not in RELEVANCE or direction not in ("", "desc"):
+            raise SearchError(
+                f"sorting by {field or 'score'!s} {direction or 'desc'} is not supported: nerindex returns matches "
+                "by relevance, best first (sortField score, sortDirection desc)")
+
+
 def parse_search(
     body: Mapping[str, Any],
     *,
@@ -191,6 +209,7 @@ def parse_search(
     if size > max_page_size:
         raise SearchError(f"resultsPerPage {size} is above the limit of {max_page_size}")
     page = _positive_int(state.get("current"), "current", 1)
+    _check_sort(state)
     facets = []
     for name, spec in _as_dict(config.get("facets"), "queryConfig.facets").items():
         spec = _as_dict(spec, f"facet {name!r}")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
-from ..errors import NerindexError
+from ..errors import NerindexError, StoreError
 from ..records import Hit
 from ..runtime import usable_cores
 from ..stores.base import MAX_PHRASE_CHARS
@@ -43,6 +43,13 @@ class Limits:
 
 class RequestTimeout(NerindexError):
     """A request ran past the service's time limit."""
+
+
+class IndexChanged(StoreError):
+    """The store's version moved while a request read it, every time it was tried (a 503)."""
+
+
+VERSION_TRIES = 3  # a request whose reads a write interleaved is answered again, at the new version
 
 
 def model_summary(info: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -156,10 +163,12 @@ class SearchService:
 
     def result_set(self, query: SearchQuery, store_key: str) -> list[Hit]:
         """Every match of the query, best first; cached for cursor paging and facets while the
-        store stays at the version ``store_key`` was read from."""
+        store stays at the version ``store_key`` was read from. The search reads its own snapshot,
+        later than ``store_key``: one that a write reached first is not cached under that version
+        (:class:`IndexChanged`), since a cursor of the old version would page it (an audit)."""
 
         def compute() -> list[Hit]:
-            return list(
+            hits = list(
                 self.index.search(
                     query.type,
                     filters=query.filter_dict() or None,
@@ -169,8 +178,27 @@ class SearchService:
                     passage_weight=query.passage_weight,  # None: the model's λ
                 )
             )
+            if self.store_key() != store_key:
+                raise IndexChanged("the index changed while the search ran")
+            return hits
 
         return self.cache.get(store_key, query.key(), compute)
+
+    def at_one_version(self, answer: Callable[[str], T]) -> T:
+        """``answer(store_key)`` with every read it makes from that one store version: a top-k
+        search, a result set and a facet's second result set each read their own snapshot, and a
+        write between them mixed two states in one response (hits fewer than their total, facets
+        of the newer state: an audit). Answered again at the new version when a write landed, up
+        to :data:`VERSION_TRIES` times; a cursor of the old version is then stale (409)."""
+        for _ in range(VERSION_TRIES):
+            key = self.store_key()
+            try:
+                result = answer(key)
+            except IndexChanged:
+                continue
+            if self.store_key() == key:
+                return result
+        raise IndexChanged(f"the index changed during each of {VERSION_TRIES} tries to answer this request; try again")
 
     def search(self, body: SearchBody) -> dict[str, Any]:
         started = time.perf_counter()
@@ -178,33 +206,35 @@ class SearchService:
             body.type, threshold=body.threshold, filters=body.filters, text=body.text, passage_weight=body.passage_weight
         ))  # fmt: skip
         paged = body.all or body.cursor is not None
-        total: int | None = None
-        next_cursor: str | None = None
-        facets = None
-        # Facets only add counts: without "all" or a cursor the hits are the top-k search's, which also
-        # ranks passages through candidate spans alone (not in the result set: see Store.search).
-        page = [] if paged else self.top(query, body.limit)
         if paged or body.facets:
-            store_key = self.store_key()
-            offset = decode_cursor(body.cursor, query.key(), store_key) if body.cursor else 0
-            hits = self.result_set(query, store_key)
-            total = len(hits)
-            if paged:
-                page = hits[offset : offset + body.limit]
-                if offset + body.limit < total:
-                    next_cursor = encode_cursor(query.key(), offset + body.limit, store_key)
-            if body.facets:
-                facets = facet_counts(hits, keep=is_metadata_filter_key)  # offer only facets a client can filter on
+            answer = self.at_one_version(lambda store_key: self._paged(query, body, store_key))
+        else:  # one top-k search: one snapshot
+            answer = {"hits": self.top(query, body.limit), "total": None, "next_cursor": None, "facets": None}
         return {
             "type": query.type,
             "threshold": query.threshold,
             "passage_weight": query.passage_weight,
-            "hits": [h.to_dict() for h in page],
-            "total": total,
-            "next_cursor": next_cursor,
-            "facets": facets,
+            **answer,
+            "hits": [h.to_dict() for h in answer["hits"]],
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         }
+
+    def _paged(self, query: SearchQuery, body: SearchBody, store_key: str) -> dict[str, Any]:
+        """The hits, total, cursor and facets of a request that reads the result set (``all``, a
+        cursor, or facets), at the store version ``store_key``."""
+        next_cursor: str | None = None
+        # Facets only add counts: without "all" or a cursor the hits are the top-k search's, which also
+        # ranks passages through candidate spans alone (not in the result set: see Store.search).
+        paged = body.all or body.cursor is not None
+        page = [] if paged else self.top(query, body.limit)
+        offset = decode_cursor(body.cursor, query.key(), store_key) if body.cursor else 0
+        hits = self.result_set(query, store_key)
+        if paged:
+            page = hits[offset : offset + body.limit]
+            if offset + body.limit < len(hits):
+                next_cursor = encode_cursor(query.key(), offset + body.limit, store_key)
+        facets = facet_counts(hits, keep=is_metadata_filter_key) if body.facets else None  # those a client can filter on
+        return {"hits": page, "total": len(hits), "next_cursor": next_cursor, "facets": facets}
 
     def embed(self, phrases: list[str]) -> dict[str, Any]:
         vectors = np.asarray(self.index.embed(phrases), dtype=np.float32)
@@ -221,7 +251,11 @@ class SearchService:
     def searchui_search(self, plan: searchui.SearchPlan) -> dict[str, Any]:
         if not plan.search_term:
             return searchui.response_state(plan, [], facets={})
-        store_key = self.store_key()
+        return self.at_one_version(lambda store_key: self._searchui_answer(plan, store_key))
+
+    def _searchui_answer(self, plan: searchui.SearchPlan, store_key: str) -> dict[str, Any]:
+        """A Search UI response at the store version ``store_key``: the hits and each disjunctive
+        facet's counts (a result set of its own) from that one version."""
         query, post = plan.split(threshold=self.threshold)
         hits = searchui.apply_filters(self.result_set(self.applied(query), store_key), post)
         facets = {}
