@@ -36,6 +36,20 @@ def test_phrases_normalise_to_their_id(phrase, normalised):
     assert ti.normalise_phrase(phrase) == normalised
 
 
+@pytest.mark.parametrize("phrase", ["ΟΔΟΣ", "οδος", "sea\x1fcreature", "x\u200by", "a\u2028b", "a\xa0b", "İstanbul",
+                                    "Political  Party", "x\ue000y", "a\x85b"])
+def test_a_phrase_and_its_id_are_the_same_tokens(phrase):
+    """An audit: the id of "ΟΔΟΣ" was "οδος" (str.lower's final sigma), which the shipped tokenizer
+    reads as other tokens, so 'es add-types' stored another vector than 'nerindex embed' printed
+    (cosine 0.87); "sea\x1fcreature" became "sea creature" where the tokenizer drops the control."""
+    from tokenizers import Tokenizer
+
+    from indexer.assets import default_model_dir
+
+    tokenizer = Tokenizer.from_file(str(default_model_dir() / "tokenizer.json"))
+    assert tokenizer.encode(ti.normalise_phrase(phrase)).tokens == tokenizer.encode(phrase).tokens
+
+
 @pytest.mark.parametrize("phrase, problem", [("  ", "empty"), ("x" * 513, "512 bytes")])
 def test_phrases_that_cannot_be_ids(phrase, problem):
     with pytest.raises(StoreError, match=problem):

@@ -55,10 +55,15 @@ def types_index_name(alias: str) -> str:
 def normalise_phrase(phrase: str) -> str:
     """The ``_id`` of a type phrase: NFC, lower case, whitespace runs as one space.
 
-    The shipped tokenizer lower-cases and splits on whitespace too, so phrases that normalise
-    alike have the same vector. Empty phrases and ids Elasticsearch would refuse are errors.
+    As the shipped tokenizer's normaliser (BERT's) reads it, so that phrases that normalise alike
+    have the same tokens and so the same vector: a character at a time (``str.lower`` made a final
+    Σ a ς, where the tokenizer reads σ: "ΟΔΟΣ" was stored with the vector of other tokens, an
+    audit), control, format and private-use characters dropped, not read as spaces ("sea\x1fcreature"
+    is "seacreature" to it). Empty phrases and ids Elasticsearch would refuse are errors.
     """
-    text = " ".join(unicodedata.normalize("NFC", str(phrase)).split()).lower()
+    kept = (ch for ch in unicodedata.normalize("NFC", str(phrase))
+            if ch in "\t\n\r" or not (unicodedata.category(ch).startswith("C") or ch == "\ufffd"))
+    text = " ".join("".join(" " if ch.isspace() else ch.lower() for ch in kept).split())
     if not text:
         raise StoreError(f"cannot store the type phrase {phrase!r}: it is empty")
     if len(text.encode("utf-8")) > MAX_DOC_ID_BYTES:
