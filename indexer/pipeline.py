@@ -129,9 +129,10 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     Skipped: those, and when skipping, an id given again within the chunk, so the first text wins
     as it does across chunks (where the store has it by then); when not skipping, each replaces
     the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
-    empty or blank, which no search could find, whose id, text or fields hold a lone surrogate,
-    which no tokenizer or store takes, or whose metadata holds a string starting with a type mark
-    (:func:`~.stores.filter_rules.fields_problem`); the file readers refuse all three by line too."""
+    empty or blank, which no search could find; whose id, text or fields hold a lone surrogate or a
+    NUL, which no store holds as text (:func:`~.text.unicode_problem`); or whose metadata no filter
+    could tell apart (:func:`~.stores.filter_rules.fields_problem`). The file readers refuse them
+    by line too."""
     todo: list[Passage] = []
     skipped = 0
     refused: list[WriteOutcome] = []
@@ -140,7 +141,7 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
         problem = value_problem(p.id, "its id") or value_problem(p.text, "its text") or value_problem(p.fields)
         reserved = fields_problem(p.fields)
         if problem is not None:  # the Python API's passages (the readers refuse such records by line)
-            refused.append(WriteOutcome(p.id, False, "failed", f"not valid Unicode: {problem}"))
+            refused.append(WriteOutcome(p.id, False, "failed", f"cannot be stored: {problem}"))
         elif reserved is not None:
             refused.append(WriteOutcome(p.id, False, "failed", reserved))
         elif not p.text.strip():
@@ -171,7 +172,7 @@ def index_chunks(
     ``progress`` gets passages done; ``windows`` (windows done, windows of the chunk) per batch.
     """
     for chunk in chunked(passages, chunk_size):
-        # an id no store can hold (not valid Unicode) is never stored: sort_chunk refuses it
+        # an id no store can hold (a lone surrogate, a NUL) is never stored: sort_chunk refuses it
         stored = store.existing_ids([p.id for p in chunk if value_problem(p.id) is None]) if skip_existing else None
         todo, skipped, refused = sort_chunk(chunk, stored)
         refuse_copies_under_text_ids(todo, store)

@@ -3,7 +3,8 @@
 Arguments and requests arrive as Python strings that can still hold lone surrogates: a JSON
 ``\\ud800`` escape, or a command-line argument that is not UTF-8 (Python keeps its bytes as
 U+DC80–U+DCFF). Such a string cannot be encoded, so the tokenizer or the store would fail deep
-inside with a traceback; the CLI and the service refuse it at the edge with one line instead.
+inside with a traceback; the CLI and the service refuse it at the edge with one line instead. A
+NUL is refused with them: it is encodable, but SQLite's text functions stop at it.
 Corpus text printed to a terminal must not carry control characters: ``ESC[2J`` would clear the
 screen rather than show.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 # CSI (ESC [ … final), OSC (ESC ] … BEL or ESC \), two-character escapes, then any other C0/C1
 # control except tab and newline, and DEL
 _CONTROL = re.compile(
@@ -22,10 +23,14 @@ _CONTROL = re.compile(
 
 
 def unicode_problem(text: str) -> str | None:
-    """Why ``text`` cannot be encoded as UTF-8 (its first lone surrogate, and where), or None."""
-    found = _SURROGATE.search(text)
+    """Why ``text`` cannot be stored, or None: its first lone surrogate (UTF-8 cannot encode it) or
+    NUL (SQLite's text functions stop at it: a ``spans.text`` filter missed every span after one,
+    an audit), and where."""
+    found = _UNSTORABLE.search(text)
     if found is None:
         return None
+    if found.group() == "\x00":
+        return f"a NUL character (U+0000) at character {found.start() + 1}"
     return f"a lone surrogate U+{ord(found.group()):04X} at character {found.start() + 1}"
 
 

@@ -354,7 +354,7 @@ def test_a_metadata_string_starting_with_a_type_mark_is_refused_by_line(tmp_path
     assert "field 'tags' starts with U+FDD1" in error_of(g).reason
     h = jsonl(tmp_path / "c.jsonl", {"text": "fine", "f": "a\u0000b"})
     assert_names(err := error_of(h), h, 1)
-    assert "field 'f' holds U+0000" in err.reason
+    assert "field 'f' holds a NUL character (U+0000) at character 2" in err.reason
 
 
 def test_nan_is_not_json(tmp_path):

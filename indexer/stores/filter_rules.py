@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from ..errors import SearchError
+from ..text import unicode_problem
 
 FilterScalar = str | int | float | bool
 # One value (exact match), a tuple (any of them) or None (the field is absent: metadata only).
@@ -33,13 +34,15 @@ BOOLEAN_MARK = "\ufdd1"
 
 def mark_problem(value: Any, label: str) -> str | None:
     """Why a metadata or filter value cannot be stored or asked for, or None: a string that starts
-    with a type mark, or one holding U+0000 (the embedded store's SQL reads a stored text only up
-    to it, so "a\x00b" matched a filter "a" and not itself, an audit)."""
-    if isinstance(value, str) and value[:1] in (NUMBER_MARK, BOOLEAN_MARK):
+    with a type mark, or that no store holds as text (:func:`~indexer.text.unicode_problem`: a NUL,
+    at which the embedded store's SQL stopped reading, so "a\x00b" matched a filter "a" and not
+    itself, an audit)."""
+    if not isinstance(value, str):
+        return None
+    if value[:1] in (NUMBER_MARK, BOOLEAN_MARK):
         return f"{label} starts with U+{ord(value[0]):04X}, a character nerindex reserves to mark stored numbers and booleans"
-    if isinstance(value, str) and "\x00" in value:
-        return f"{label} holds U+0000 (a NUL character), which metadata filters cannot compare"
-    return None
+    problem = unicode_problem(value)
+    return None if problem is None else f"{label} holds {problem}"
 
 
 def fields_problem(fields: Mapping[str, Any]) -> str | None:
