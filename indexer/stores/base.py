@@ -1,17 +1,17 @@
 """The narrow protocol every store satisfies, and the request/outcome records it speaks.
 
-Both backends (embedded SQLite, Elasticsearch) implement the same search semantics:
-passage score = max over its spans of cos(type vector, span vector); a passage matches when that
-score ≥ ``min_similarity``; ``filters`` restrict by metadata (exact match, a list means any of;
-one rule for keys and values, :class:`Filters`, checked once where a request is made);
-``text`` restricts to passages matching the lexical query; hits come best first, each with its
-spans whose similarity passes the threshold, best first; ``exhaustive`` returns every match.
+Both backends (embedded SQLite, Elasticsearch) implement the same search semantics, given in full
+by :meth:`Store.search` (mentions and candidates; what a top-k search and an ``exhaustive`` one
+return): passage score = max over its spans of cos(type vector, span vector); ``filters`` restrict
+by metadata (exact match, a list means any of; one rule for keys and values, :class:`Filters`,
+checked once where a request is made); ``text`` restricts to passages matching the lexical query;
+hits come best first, each with its mentions whose similarity passes the threshold, best first.
 
 Hybrid scoring (``passage_weight`` λ > 0): a matching passage is *ranked* by
 best span similarity + λ · cos(type vector, passage vector), which adds what the whole passage says
-about the type to the evidence of its best mention. Which passages match and which spans are
-marked still depend on span similarity alone, so every hit keeps a marked mention; ``Hit.score`` is
-the combined score and each span keeps its own similarity. λ comes from ``model.json``
+about the type to the evidence of its best span. Which passages match and which spans are
+marked still depend on span similarity alone; ``Hit.score`` is the combined score and each span
+keeps its own similarity. λ comes from ``model.json``
 (``passage_weight``, calibrated at training time).
 The shared conformance suite in ``tests/store_conformance.py`` holds them to it.
 """
