@@ -81,10 +81,29 @@ def test_vectors_reload_after_write(tmp_path, stamp):
         ("Nile", '"Nile"'),
         ('say "hi" OR NOT x', '"say" "hi" "OR" "NOT" "x"'),
         ("naïve café", '"naïve" "café"'),
+        # the words the full-text index takes (an audit): "_" splits, a private-use character joins
+        ("foo_bar", '"foo" "bar"'),
+        ("a\ue000b c", '"a\ue000b" "c"'),
     ],
 )
 def test_fts_query(text, expected):
     assert fts_query(text) == expected
+
+
+def test_text_words_are_the_full_text_index_tokens():
+    """text_words must split where FTS5's tokenizer (FTS_TOKENIZE) splits, or a word of --text is
+    a phrase of two tokens to it ("foo_bar" matched "foo, bar") or none ("a b" missed "a\ue000b")."""
+    from indexer.stores.base import text_words
+    from indexer.stores.embedded_schema import FTS_TOKENIZE
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize=\"{FTS_TOKENIZE}\")")
+    conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance')")
+    for text in ("foo_bar baz", "a\ue000b", "x²+3.14", "मोदी's book", "R2-D2 co-op"):  # (no diacritics: FTS folds them)
+        conn.execute("DELETE FROM t")
+        conn.execute("INSERT INTO t VALUES (?)", (text,))
+        tokens = [row[0] for row in conn.execute("SELECT term FROM v ORDER BY offset")]
+        assert [w.lower() for w in text_words(text)] == tokens, (text, tokens)
 
 
 def test_a_text_without_words_is_refused_when_the_request_is_made():

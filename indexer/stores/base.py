@@ -194,14 +194,17 @@ def check_passage_weight(passage_weight: Any) -> float:
 def text_words(text: str) -> list[str]:
     """The words of a lexical restriction: each must occur in a matching passage.
 
-    A word is a run of word characters (``\\w``) *and combining marks*: ``\\w`` alone split a
-    decomposed "São" into "Sa" and "o" (which then matched nothing) and the Hindi "मोदी" at its
-    vowel signs into "म" and "द" (which matched passages holding both letters anywhere: an audit).
+    A word is a run of letters, numbers, combining marks and private-use characters: what the
+    embedded store's full-text index takes for one (``embedded_schema.FTS_TOKENIZE``), so that
+    "every word occurs" means the same to both. ``\\w`` alone split a decomposed "São" into "Sa"
+    and "o" (which then matched nothing) and the Hindi "मोदी" at its vowel signs into "म" and "द"
+    (which matched passages holding both letters anywhere: an audit); it also took "_" for a word
+    character, which the index splits at, and a private-use character for none, which it keeps.
     """
     words: list[str] = []
     word: list[str] = []
     for ch in text:
-        if ch.isalnum() or ch == "_" or unicodedata.category(ch).startswith("M"):
+        if unicodedata.category(ch)[0] in "LNM" or unicodedata.category(ch) == "Co":
             word.append(ch)
         elif word:
             words.append("".join(word))
