@@ -55,6 +55,10 @@ class Settings:
     es_timeout: float | None = None  # seconds a request waits (None: the client's 60)
     kibana_url: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.es_timeout is not None:  # from every caller: an option, the environment, NerIndex.open
+            object.__setattr__(self, "es_timeout", _seconds("es_timeout", self.es_timeout))
+
     def basic_auth(self) -> tuple[str, str] | None:
         """(user, password) for Elasticsearch and Kibana, None without a user; half a pair is refused."""
         if not (self.es_user or self.es_password):
@@ -115,12 +119,12 @@ def _threads(value: str | None) -> int | None:
     return int(value)
 
 
-def _seconds(name: str, value: str | None) -> float | None:
-    """A variable holding a time in seconds (a positive finite number), or None when unset."""
+def _seconds(name: str, value: object) -> float | None:
+    """A time in seconds (a positive finite number, or text spelling one), or None when unset."""
     if value is None:
         return None
     try:
-        seconds = float(value)
+        seconds = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else math.nan
     except ValueError:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:

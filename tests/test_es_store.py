@@ -505,6 +505,11 @@ def test_es_timeout_shortens_the_wait_for_a_server_that_never_answers(capsys, mo
         monkeypatch.delenv("NERINDEX_ES_TIMEOUT")
         assert status("--es-timeout", "0.2") == 5 and "4 tries timed out" in capsys.readouterr().err
         assert status("--es-timeout", "0") == 2  # refused before any request
+    # a review: the Python API passed any value through, to fail deep in urllib3
+    for bad in (0, -1, math.nan, math.inf, True, [5]):
+        with pytest.raises(StoreError, match="es_timeout must be a positive number of seconds"):
+            Settings(es_url=url, es_timeout=bad)
+    assert Settings(es_timeout="5").es_timeout == 5.0
 
 
 def test_invalid_passage_weight_is_refused_before_any_request():

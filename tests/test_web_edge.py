@@ -117,6 +117,16 @@ def test_invalid_utf8_in_a_query_is_a_422_naming_the_parameter(client, query, na
     assert f"query parameter {name}" in message and "not valid UTF-8" in message
 
 
+@pytest.mark.parametrize("query, name", [
+    ("/api/v1/search?type=dinosaur&where=topic%3Da%00b", "'where'"), ("/api/v1/search?type=per%00son", "'type'"),
+    ("/api/v1/search?type=person&text=a%00b", "'text'"), ("/api/v1/embed?type=per%00son", "'type'"),
+])
+def test_a_nul_in_a_query_is_a_422_naming_the_parameter(client, query, name):
+    """A review: a NUL (which no store holds as text) reached the GET routes, which answered 500."""
+    message = error_of(client.get(query), 422)
+    assert f"query parameter {name}: the value holds a NUL character (U+0000)" in message
+
+
 # ----------------------------------------------------------------------- unknown parameters
 
 

@@ -39,7 +39,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
                                 help="Elasticsearch basic-auth password (or NERINDEX_ES_PASSWORD)."),
     "es_ca_certs": click.option("--es-ca-certs", "--ca-certs", "es_ca_certs", default=None,
                                 type=click.Path(dir_okay=False), help="CA certificate file (or NERINDEX_ES_CA_CERTS)."),
-    "es_timeout": click.option("--es-timeout", type=click.FloatRange(0, 86400, min_open=True), default=None,
+    "es_timeout": click.option("--es-timeout", type=click.FloatRange(0, min_open=True), default=None,
                                metavar="SECONDS", help="Seconds to wait for one request to Elasticsearch or Kibana "
                                "(or NERINDEX_ES_TIMEOUT; default 60); an Elasticsearch request that times out is sent up to 3 more times."),
     "insecure": click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (testing only)."),

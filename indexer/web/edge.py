@@ -15,6 +15,8 @@ from urllib.parse import unquote_to_bytes
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 
+from ..text import unicode_problem
+
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
@@ -140,15 +142,20 @@ def not_utf8(exc: UnicodeDecodeError) -> str:
 
 
 def query_problem(scope: Scope) -> str | None:
-    """Why the query string is not UTF-8 text (naming the parameter), or None."""
+    """Why the query string is not text a store takes (naming the parameter), or None: not UTF-8,
+    or holding what no store holds (a NUL: :func:`~indexer.text.unicode_problem`; it reached the
+    routes, which answered 500, a review)."""
     for pair in scope.get("query_string", b"").split(b"&"):
         name, _, value = pair.partition(b"=")
         for part, what in ((name, "name"), (value, "value")):
+            shown = unquote_to_bytes(name).decode("utf-8", errors="replace")
             try:
-                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+                text = unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
             except UnicodeDecodeError as exc:
-                shown = unquote_to_bytes(name).decode("utf-8", errors="replace")
                 return f"query parameter {shown!r}: the {what} is {not_utf8(exc)}"
+            problem = unicode_problem(text)
+            if problem is not None:
+                return f"query parameter {shown!r}: the {what} holds {problem}"
     return None
 
 

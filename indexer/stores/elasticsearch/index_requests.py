@@ -167,7 +167,7 @@ def filter_texts(fields: Mapping[str, Any], *, marked: bool = True) -> dict[str,
     (``filter_texts.year: "2001"``). The plain copy changes no answer of nerindex's own filters: a
     filter text equal to it spells that number or boolean, so it matches the marked text as well.
     ``marked`` False: the plain texts alone (an index made before the marks). Only keys a filter can
-    name (``base.is_metadata_filter_key``): Elasticsearch refuses a passage with a key such as ``""``
+    name (``filter_rules.is_metadata_filter_key``): Elasticsearch refuses a passage with a key such as ``""``
     or ``" "``, which the embedded store stores (and no filter can name)."""
     out: dict[str, list[str]] = {}
     for key, value in fields.items():
