@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
-from ..errors import NerindexError, StoreError
+from ..errors import NerindexError
 from ..records import Hit
 from ..runtime import usable_cores
 from ..stores.base import MAX_PHRASE_CHARS
@@ -45,11 +45,12 @@ class RequestTimeout(NerindexError):
     """A request ran past the service's time limit."""
 
 
-class IndexChanged(StoreError):
-    """The store's version moved while a request read it, every time it was tried (a 503)."""
+class IndexChanged(NerindexError):
+    """The store's version moved while a result set was computed (caught by ``at_one_version``,
+    which answers again at the new version)."""
 
 
-VERSION_TRIES = 3  # a request whose reads a write interleaved is answered again, at the new version
+VERSION_TRIES = 2  # a request whose reads a write interleaved is answered again, at the new version
 
 
 def model_summary(info: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -161,11 +162,12 @@ class SearchService:
         indexing while the service runs is seen at once (one cheap query, see Store.version)."""
         return version_key(self.index.version())
 
-    def result_set(self, query: SearchQuery, store_key: str) -> list[Hit]:
+    def result_set(self, query: SearchQuery, store_key: str, *, strict: bool = True) -> list[Hit]:
         """Every match of the query, best first; cached for cursor paging and facets while the
         store stays at the version ``store_key`` was read from. The search reads its own snapshot,
         later than ``store_key``: one that a write reached first is not cached under that version
-        (:class:`IndexChanged`), since a cursor of the old version would page it (an audit)."""
+        (:class:`IndexChanged`), since a cursor of the old version would page it (an audit).
+        ``strict`` False: the store is being written to all the time; computed, not cached, not checked."""
 
         def compute() -> list[Hit]:
             hits = list(
@@ -178,27 +180,30 @@ class SearchService:
                     passage_weight=query.passage_weight,  # None: the model's λ
                 )
             )
-            if self.store_key() != store_key:
+            if strict and self.store_key() != store_key:
                 raise IndexChanged("the index changed while the search ran")
             return hits
 
-        return self.cache.get(store_key, query.key(), compute)
+        return self.cache.get(store_key, query.key(), compute) if strict else compute()
 
-    def at_one_version(self, answer: Callable[[str], T]) -> T:
-        """``answer(store_key)`` with every read it makes from that one store version: a top-k
-        search, a result set and a facet's second result set each read their own snapshot, and a
-        write between them mixed two states in one response (hits fewer than their total, facets
-        of the newer state: an audit). Answered again at the new version when a write landed, up
-        to :data:`VERSION_TRIES` times; a cursor of the old version is then stale (409)."""
+    def at_one_version(self, answer: Callable[[str, bool], T]) -> T:
+        """``answer(store_key, strict)`` with every read it makes from that one store version: a
+        top-k search, a result set and a facet's second result set each read their own snapshot,
+        and a write between them mixed two states in one response (hits fewer than their total,
+        facets of the newer state: an audit). Answered again at the new version when a write
+        landed, up to :data:`VERSION_TRIES` times; a cursor of the old version is then stale (409).
+        A store written to all the time (an index being loaded) moves under every try: then the
+        answer is given from the latest reads, ``strict`` False (a 503 there made facets and Search
+        UI unusable while indexing, a review), and a cursor is refused as stale."""
         for _ in range(VERSION_TRIES):
             key = self.store_key()
             try:
-                result = answer(key)
+                result = answer(key, True)
             except IndexChanged:
                 continue
             if self.store_key() == key:
                 return result
-        raise IndexChanged(f"the index changed during each of {VERSION_TRIES} tries to answer this request; try again")
+        return answer(self.store_key(), False)
 
     def search(self, body: SearchBody) -> dict[str, Any]:
         started = time.perf_counter()
@@ -207,7 +212,7 @@ class SearchService:
         ))  # fmt: skip
         paged = body.all or body.cursor is not None
         if paged or body.facets:
-            answer = self.at_one_version(lambda store_key: self._paged(query, body, store_key))
+            answer = self.at_one_version(lambda store_key, strict: self._paged(query, body, store_key, strict))
         else:  # one top-k search: one snapshot
             answer = {"hits": self.top(query, body.limit), "total": None, "next_cursor": None, "facets": None}
         return {
@@ -219,16 +224,17 @@ class SearchService:
             "took_ms": round((time.perf_counter() - started) * 1000, 2),
         }
 
-    def _paged(self, query: SearchQuery, body: SearchBody, store_key: str) -> dict[str, Any]:
+    def _paged(self, query: SearchQuery, body: SearchBody, store_key: str, strict: bool) -> dict[str, Any]:
         """The hits, total, cursor and facets of a request that reads the result set (``all``, a
-        cursor, or facets), at the store version ``store_key``."""
+        cursor, or facets), at the store version ``store_key`` (``strict``: see :meth:`at_one_version`)."""
         next_cursor: str | None = None
         # Facets only add counts: without "all" or a cursor the hits are the top-k search's, which also
         # ranks passages through candidate spans alone (not in the result set: see Store.search).
         paged = body.all or body.cursor is not None
         page = [] if paged else self.top(query, body.limit)
-        offset = decode_cursor(body.cursor, query.key(), store_key) if body.cursor else 0
-        hits = self.result_set(query, store_key)
+        # not strict: the store moves under every read, so no page can be told to follow the cursor's (409)
+        offset = decode_cursor(body.cursor, query.key(), store_key if strict else "") if body.cursor else 0
+        hits = self.result_set(query, store_key, strict=strict)
         if paged:
             page = hits[offset : offset + body.limit]
             if offset + body.limit < len(hits):
@@ -251,19 +257,20 @@ class SearchService:
     def searchui_search(self, plan: searchui.SearchPlan) -> dict[str, Any]:
         if not plan.search_term:
             return searchui.response_state(plan, [], facets={})
-        return self.at_one_version(lambda store_key: self._searchui_answer(plan, store_key))
+        return self.at_one_version(lambda store_key, strict: self._searchui_answer(plan, store_key, strict))
 
-    def _searchui_answer(self, plan: searchui.SearchPlan, store_key: str) -> dict[str, Any]:
+    def _searchui_answer(self, plan: searchui.SearchPlan, store_key: str, strict: bool) -> dict[str, Any]:
         """A Search UI response at the store version ``store_key``: the hits and each disjunctive
         facet's counts (a result set of its own) from that one version."""
         query, post = plan.split(threshold=self.threshold)
-        hits = searchui.apply_filters(self.result_set(self.applied(query), store_key), post)
+        hits = searchui.apply_filters(self.result_set(self.applied(query), store_key, strict=strict), post)
         facets = {}
         for spec in plan.facets:
             base = hits
             if spec.field in plan.disjunctive and any(f.field == spec.field for f in plan.filters):
                 other_query, other_post = plan.split(excluding=spec.field, threshold=self.threshold)
-                base = searchui.apply_filters(self.result_set(self.applied(other_query), store_key), other_post)
+                base = searchui.apply_filters(
+                    self.result_set(self.applied(other_query), store_key, strict=strict), other_post)
             facets[spec.field] = searchui.facet_state(spec, base)
         return searchui.response_state(plan, hits, facets=facets)
 
