@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
 from .stores.base import WRITE_CHUNK, Store, WriteOutcome
-from .stores.filter_rules import fields_problem
+from .stores.filter_rules import passage_problem
 from .text import value_problem
 
 
@@ -138,12 +138,9 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     refused: list[WriteOutcome] = []
     seen = set(stored) if stored is not None else None
     for p in chunk:
-        problem = value_problem(p.id, "its id") or value_problem(p.text, "its text") or value_problem(p.fields)
-        reserved = fields_problem(p.fields)
+        problem = passage_problem(p)
         if problem is not None:  # the Python API's passages (the readers refuse such records by line)
-            refused.append(WriteOutcome(p.id, False, "failed", f"cannot be stored: {problem}"))
-        elif reserved is not None:
-            refused.append(WriteOutcome(p.id, False, "failed", reserved))
+            refused.append(WriteOutcome(p.id, False, "failed", problem))
         elif not p.text.strip():
             refused.append(WriteOutcome(p.id, False, "failed", "empty text: nothing in it could be found"))
         elif seen is not None and p.id in seen:

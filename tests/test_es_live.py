@@ -754,6 +754,21 @@ def test_reindex_keeps_the_alias_on_failures_unless_allowed(loaded, stamp):
         loaded.check_model(stamp)
 
 
+def test_reindex_does_not_copy_what_no_writer_takes_now(make_live_store, stamp):
+    """A review: an index written before the type marks were refused held "\ufdd02020" as a string,
+    and es reindex copied it, where a year=2020 filter then matched it as the number."""
+    store = make_live_store()
+    store.check_model(stamp)
+    marked = dataclasses.replace(corpus()[0], passage=Passage("p1", corpus()[0].passage.text, {"year": "\ufdd02020"}))
+    store.write([marked, *corpus()[1:]])  # Store.write itself does not check: an older nerindex wrote it
+    new_stamp = ModelStamp("test-model", "2", 8, "e" * 64)
+    with pytest.raises(StoreError, match="1 of 5 passages failed .* p1: field 'year' starts with U\\+FDD0"):
+        reindex(store, RiverFirst(), new_stamp, batch_size=2)
+    report = reindex(store, RiverFirst(), new_stamp, batch_size=2, allow_failures=True)
+    assert (report.passages, report.failed, report.swapped) == (5, 1, True)
+    assert store.counts().passages == 4 and not store.existing_ids(["p1"])
+
+
 class WritesMeanwhile(RiverFirst):
     """Re-encodes as :class:`RiverFirst`, and while it does, another handle writes a passage."""
 

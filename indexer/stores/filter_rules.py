@@ -13,12 +13,15 @@ import math
 import numbers
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ..errors import SearchError
-from ..text import unicode_problem
+from ..text import unicode_problem, value_problem
+
+if TYPE_CHECKING:
+    from ..records import Passage
 
 FilterScalar = str | int | float | bool
 # One value (exact match), a tuple (any of them) or None (the field is absent: metadata only).
@@ -58,6 +61,16 @@ def fields_problem(fields: Mapping[str, Any]) -> str | None:
         if not math.isfinite(number):
             return f"field {key!r} holds {number!r}, which is not a finite number"
     return None
+
+
+def passage_problem(passage: Passage) -> str | None:
+    """Why no store may hold this passage, or None: its id, text or metadata hold what no store
+    holds as text (:func:`~indexer.text.value_problem`), or metadata no filter could tell apart
+    (:func:`fields_problem`). Every writer asks: ``nerindex index`` and the Python API
+    (``pipeline.sort_chunk``), and ``es reindex`` for what an older version stored."""
+    unstorable = value_problem(passage.id, "its id") or value_problem(passage.text, "its text") or value_problem(
+        passage.fields)
+    return f"cannot be stored: {unstorable}" if unstorable is not None else fields_problem(passage.fields)
 
 
 def _floats(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
