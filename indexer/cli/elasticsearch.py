@@ -133,9 +133,9 @@ def put_template_command(template_id, settings: Settings):
 def add_types_command(phrases, with_catalog, replace, model_path, device, as_json, settings: Settings):
     """Store type PHRASES and their vectors in the types index (<alias>-types), by phrase.
 
-    Each phrase is embedded as 'nerindex embed' does and stored under its normalised form (lower
-    case, single spaces) as document id, so Kibana users can look its vector up by id and search
-    with it (docs/elasticsearch.md). The first 'nerindex index' stores the catalog's phrases.
+    Each phrase is embedded as 'nerindex embed' does and stored under its normalised form (as the
+    tokenizer reads it: lower case, single spaces) as document id, so Kibana users can look its
+    vector up by id and search with it (docs/elasticsearch.md). The first 'nerindex index' stores the catalog's phrases.
     """
     from ..encoder import OnnxEncoder
     from ..stores.elasticsearch import responses as rs

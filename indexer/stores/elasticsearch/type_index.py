@@ -2,7 +2,7 @@
 
 A Kibana user has no encoder, so nerindex stores type vectors next to the passages: the index
 ``<alias>-types`` (``assets/mappings/types.json``) holds one document per type phrase whose ``_id`` is the
-normalised phrase (:func:`normalise_phrase`: lower case, single spaces), with the ``vector`` the
+normalised phrase (:func:`normalise_phrase`: as the tokenizer reads it, lower case, single spaces), with the ``vector`` the
 model gives that phrase. The first ``nerindex index`` into Elasticsearch creates it with the
 model's catalog (the phrases that label spans, from ``catalog.npy``: nothing is encoded);
 ``nerindex es add-types`` adds phrases. A kNN search on ``spans.vector`` then takes its query vector
