@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import numpy as np
 import pytest
 
 from indexer.encoder import OnnxEncoder
@@ -174,11 +177,15 @@ def test_a_passage_whose_metadata_starts_with_a_type_mark_is_a_failed_passage(tm
              Passage("nul", "Rome.", {"f": "a\x00b"}), Passage("nan", "Oslo.", {"m": {"x": [float("nan")]}}),
              Passage("inf", "Lima.", {"score": float("inf")}), Passage("ok2", "Kyiv.", {"score": 1e308, "big": 10**400}),
              # SQLite's substr stopped at a NUL in the text: a spans.text filter missed every span after it
-             Passage("nul-text", "a\x00b Rex lived.")]
+             Passage("nul-text", "a\x00b Rex lived."),
+             # a review: a TypeError from json.dumps lost the whole chunk
+             Passage("np", "Bern.", {"score": np.float32(1.5)}), Passage("dec", "Riga.", {"m": {"x": [Decimal("1.5")]}})]
     with EmbeddedStore.open(tmp_path / "s") as store:
         report = index_passages(items, encoder, store)
-        assert (report.created, report.failed) == (2, 6)
+        assert (report.created, report.failed) == (2, 8)
         assert report.errors[5] == "nul-text: cannot be stored: its text holds a NUL character (U+0000) at character 2"
+        assert report.errors[6].startswith("np: field 'score' holds a numpy.float32, which is not a JSON value")
+        assert report.errors[7].startswith("dec: field 'm.x' holds a decimal.Decimal, which is not a JSON value")
         assert report.errors[0].startswith("a: field 'year' starts with U+FDD0")
         assert "field 'flags' starts with U+FDD1" in report.errors[1]
         assert report.errors[2] == "nul: cannot be stored: field 'f' holds a NUL character (U+0000) at character 2"

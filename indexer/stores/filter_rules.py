@@ -10,7 +10,6 @@ SQL, ``elasticsearch.search_requests`` for the query DSL). :class:`~.base.Search
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
@@ -50,16 +49,21 @@ def mark_problem(value: Any, label: str) -> str | None:
 
 def fields_problem(fields: Mapping[str, Any]) -> str | None:
     """Why a passage's metadata cannot be stored, or None: :func:`mark_problem` of each field or
-    each element of a list (what filters compare), or a number that is not finite anywhere in it
-    (no JSON holds NaN or Infinity: the embedded store refused the whole chunk, an audit)."""
+    each element of a list (what filters compare), or anywhere in it a number that is not finite
+    (no JSON holds NaN or Infinity: the embedded store refused the whole chunk, an audit) or a value
+    JSON has no type for (a numpy int or array, a Decimal: a TypeError lost the whole chunk, a review)."""
     for key, value in fields.items():
         for item in value if isinstance(value, (list, tuple)) else (value,):
             problem = mark_problem(item, f"field {key!r}")
             if problem is not None:
                 return problem
-    for key, number in _floats(fields):
-        if not math.isfinite(number):
-            return f"field {key!r} holds {number!r}, which is not a finite number"
+    for key, leaf in _leaves(fields):
+        if not isinstance(leaf, JSON_SCALARS):
+            kind = type(leaf).__qualname__ if type(leaf).__module__ == "builtins" else f"{type(leaf).__module__}.{type(leaf).__qualname__}"
+            return (f"field {key!r} holds a {kind}, which is not a JSON value (a string, number, boolean, null, "
+                    "list or object; numpy's .item() and .tolist() give one)")
+        if isinstance(leaf, float) and not math.isfinite(leaf):
+            return f"field {key!r} holds {leaf!r}, which is not a finite number"
     return None
 
 
@@ -73,15 +77,18 @@ def passage_problem(passage: Passage) -> str | None:
     return f"cannot be stored: {unstorable}" if unstorable is not None else fields_problem(passage.fields)
 
 
-def _floats(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
-    """The non-integer numbers anywhere in a metadata value, each with its field's dotted path."""
+JSON_SCALARS = (str, int, float, bool, type(None))  # what json.dumps writes of a store's metadata
+
+
+def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """Every value in metadata that is not a list or an object, each with its field's dotted path."""
     if isinstance(value, Mapping):
         for k, v in value.items():
-            yield from _floats(v, f"{key}.{k}" if key else str(k))
-    elif isinstance(value, (list, tuple, set, frozenset)):
+            yield from _leaves(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _floats(v, key)
-    elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+            yield from _leaves(v, key)
+    else:
         yield key, value
 
 
