@@ -131,8 +131,8 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
     empty or blank, which no search could find; whose id, text or fields hold a lone surrogate or a
     NUL, which no store holds as text (:func:`~.text.unicode_problem`); or whose metadata no filter
-    could tell apart (:func:`~.stores.filter_rules.fields_problem`). The file readers refuse them
-    by line too."""
+    could tell apart (:func:`~.stores.filter_rules.fields_problem`): :func:`~.stores.filter_rules.passage_problem`.
+    The JSONL, CSV and Parquet readers refuse such records by line before this."""
     todo: list[Passage] = []
     skipped = 0
     refused: list[WriteOutcome] = []
