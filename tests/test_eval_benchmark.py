@@ -113,6 +113,28 @@ def test_sectioned_mapping_is_the_shipped_one():
     assert coarse == frozenset()
 
 
+def test_a_flat_copy_of_the_crossner_section_keeps_its_coarse_types():
+    """An audit: a flat mapping had no coarse group unless it listed "_coarse", so CrossNER's
+    person / location / organisation / country were scored as seen and unseen types."""
+    section = {k: v for k, v in read_mapping_file(PHRASES_FILE)["crossner"].items() if not k.startswith("_")}
+    _, coarse, _ = resolve_mapping(section, "/x/crossner/politics/dev.txt")
+    assert coarse == frozenset({"person", "organisation", "location", "country"})
+    assert resolve_mapping(section, "/x/mine/dev.txt", dataset="crossner")[1] == coarse
+    assert resolve_mapping(section, "/x/mine/dev.txt")[1] == frozenset()  # no data set named: none known
+    assert resolve_mapping({**section, "_coarse": []}, "/x/crossner/politics/dev.txt")[1] == frozenset()
+
+
+def test_a_file_given_twice_counts_its_gold_once(tmp_path: Path):
+    """An audit: 'nerindex eval F F' kept each passage once but its gold mentions twice (592 → 1184)."""
+    path = tmp_path / "crossner" / "politics" / "dev.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("Angela\tB-politician\nMerkel\tI-politician\nspoke\tO\n", encoding="utf-8")
+    once, twice = benchmark_from_conll([path]), benchmark_from_conll([path, path])
+    assert {q: g for q, g in twice.gold.items() if g} == {q: g for q, g in once.gold.items() if g} != {}
+    assert len(twice.corpus) == len(once.corpus) == 1
+    assert twice.sources == once.sources
+
+
 def test_same_phrase_from_two_tags_is_one_query():
     passages = [
         Passage("a", "Acme Corp", gold=(GoldSpan(0, 9, "corporation"),)),

@@ -55,7 +55,8 @@ def test_group_rows_name_every_threshold_their_types_used():
     """The "all" row took the method's one threshold although its types used two."""
     result = {**RESULT, "per_type": [{**RESULT["per_type"][0], "thresholds": {"system": 0.36}},
                                      {**RESULT["per_type"][1], "thresholds": {"system": 0.27}}]}
-    assert report._group_thresholds(result, "system", "all") == "0.36/0.27"
+    seen, unseen = (RESULT["per_type"][i]["group"] for i in (0, 1))
+    assert report._group_thresholds(result, "system", "all") == f"0.36 {seen}, 0.27 {unseen}"
     assert report._group_thresholds(result, "system", "unseen") == "0.27"
     assert report._group_thresholds(RESULT, "system", "all") == "0.42"  # saved before per-type thresholds
 

@@ -148,11 +148,15 @@ def resolve_mapping(
 
     A flat mapping (values are phrases) applies to every file; a sectioned one (values are objects,
     like ``indexer/assets/phrases.json``) is picked by ``dataset`` or by the file's folder names. A
-    section (or flat file) may list ``"_coarse": [tags]``.
+    section (or flat file) may list ``"_coarse": [tags]``; without it, a data set whose coarse tags
+    are known (:data:`COARSE_TAGS`, named by ``dataset`` or the file's folders) has those, flat or
+    not (a flat copy of the shipped CrossNER section scored its coarse types as seen and unseen
+    ones, unseen R-Precision 0.710 → 0.610 on a slice: an audit).
     """
     sectioned = any(isinstance(v, dict) for k, v in data.items() if not k.startswith("_"))
     if not sectioned:
-        coarse = frozenset(data.get("_coarse", ()))
+        known = dataset or detect_dataset(path, COARSE_TAGS)
+        coarse = frozenset(data.get("_coarse", COARSE_TAGS.get(known or "", ())))
         return _flat(data, path=source), coarse, dataset
     sections = [k for k, v in data.items() if isinstance(v, dict) and not k.startswith("_")]
     name = dataset or detect_dataset(path, sections)
@@ -253,9 +257,10 @@ def merge_benchmarks(parts: Sequence[Benchmark], *, name: str) -> Benchmark:
                 queries[q.id] = Query(q.id, q.text, labels, coarse=old.coarse or coarse)
             qrels.setdefault(q.id, set()).update(part.qrels.get(q.id, ()))
             for pid, spans in part.gold.get(q.id, {}).items():
-                gold.setdefault(q.id, {}).setdefault(pid, []).extend(spans)
+                held = gold.setdefault(q.id, {}).setdefault(pid, [])  # once each: a file given twice
+                held.extend(span for span in spans if span not in held)  # doubled the gold counts (an audit)
         mapping.update(part.mapping)
-        sources.extend(part.sources)
+        sources.extend(source for source in part.sources if source not in sources)
     ordered = [queries[k] for k in sorted(queries)]
     scoped = {q: frozenset(ids) for q, ids in judged.items() if len(ids) < len(seen_ids)}
     return Benchmark(name, corpus, ordered, qrels, gold, sources, mapping, scoped)

@@ -83,12 +83,19 @@ def group_table(result: Mapping[str, Any]) -> str:
 
 
 def _group_thresholds(result: Mapping[str, Any], method: str, group: str) -> str:
-    """The thresholds a method applied to a group's types ("0.36/0.27" when they differ)."""
-    applied = {r["thresholds"][method] for r in result["per_type"]
-               if group in ("all", r["group"]) and r.get("thresholds", {}).get(method) is not None}  # fmt: skip
+    """The thresholds a method applied to a group's types, each named by its group where they
+    differ ("0.36 seen, 0.27 unseen": a bare "0.16/0.14" read as seen/unseen when it was the
+    reverse, an audit)."""
+    applied: dict[str, set[float]] = {}
+    for r in result["per_type"]:
+        if group in ("all", r["group"]) and r.get("thresholds", {}).get(method) is not None:
+            applied.setdefault(r["group"], set()).add(r["thresholds"][method])
     if not applied:
         return _fmt(result["methods"].get(method, {}).get("threshold"), 2)  # results saved before per-type thresholds
-    return "/".join(_fmt(t, 2) for t in sorted(applied, reverse=True))
+    if len(set().union(*applied.values())) == 1:
+        return _fmt(next(iter(set().union(*applied.values()))), 2)
+    order = [g for g in ("seen", "unseen", "coarse") if g in applied] + sorted(set(applied) - {"seen", "unseen", "coarse"})
+    return ", ".join(f"{'/'.join(_fmt(t, 2) for t in sorted(applied[g]))} {g}" for g in order)
 
 
 def per_type_table(result: Mapping[str, Any]) -> str:
