@@ -249,3 +249,20 @@ def test_api_answers_are_not_stored_and_the_page_is_revalidated(client):
     assert script.status_code == 200 and script.headers["cache-control"] == "no-cache" and "etag" in script.headers
     again = client.get("/static/app.js", headers={"if-none-match": script.headers["etag"]})
     assert again.status_code == 304
+
+
+@pytest.mark.parametrize("path, body, key", [
+    ("/api/v1/search", b'{"type": "dinosaur", "type": "city"}', "'type'"),
+    ("/api/v1/search", b'{"type": "person", "filters": {"topic": "music", "topic": "politics"}}', "'topic'"),
+    ("/api/search", b'{"state": {"searchTerm": "person", "searchTerm": "city"}}', "'searchTerm'"),
+])
+def test_a_json_key_given_twice_is_a_422_naming_it(client, path, body, key):
+    """A web audit: JSON keeps the last, so the first search term was dropped silently; the GET
+    routes refuse a parameter given twice and the file readers a key given twice."""
+    message = error_of(client.post(path, content=body, headers=JSON), 422)
+    assert message == f"body: not valid JSON: the key {key} is given twice"
+
+
+def test_a_body_that_is_not_json_says_why(client):
+    message = error_of(client.post("/api/v1/search", content=b'{"type": ', headers=JSON), 422)
+    assert message.startswith("body: not valid JSON: Expecting value")

@@ -58,6 +58,9 @@ def validation_message(exc: RequestValidationError) -> str:
     """Pydantic's error list as one readable line: ``body.limit: Input should be ...``."""
     parts = []
     for err in exc.errors()[:5]:
+        if err.get("type") == "json_invalid":  # its loc is a character position; say what is wrong
+            parts.append(f"body: not valid JSON: {(err.get('ctx') or {}).get('error', 'invalid')}")
+            continue
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"

@@ -7,15 +7,17 @@ of :class:`~indexer.stores.filter_rules.Filters`) and hands the work to the app'
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Callable, Coroutine, Union, get_args, get_origin
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 from ..errors import SearchError
 from ..stores.base import MAX_PHRASE_CHARS
@@ -35,7 +37,39 @@ from .schemas import (
 )
 from .service import Limits, SearchService, service_version
 
-router = APIRouter()
+class UniqueKeysRequest(Request):
+    """A request whose JSON body may not give a key twice: ``{"type": "dinosaur", "type": "city"}``
+    searched "city" (JSON keeps the last), where the GET routes refuse a parameter given twice and
+    the file readers a key given twice (a web audit). A 422 names the key."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
+        return self._json
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise json.JSONDecodeError(f"the key {key!r} is given twice", "", 0)
+        found[key] = value
+    return found
+
+
+class UniqueKeysRoute(APIRoute):
+    """Every route reads its body through :class:`UniqueKeysRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def unique_keys(request: Request) -> Response:
+            return await handler(UniqueKeysRequest(request.scope, request.receive))
+
+        return unique_keys
+
+
+router = APIRouter(route_class=UniqueKeysRoute)
 
 
 def current_service(request: Request) -> SearchService:
