@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -119,16 +120,20 @@ def _threads(value: str | None) -> int | None:
     return int(value)
 
 
+MAX_TIMEOUT_S = 86_400.0  # a day: past ~1e10 s the HTTP client fails with "timestamp out of range"
+
+
 def _seconds(name: str, value: object) -> float | None:
-    """A time in seconds (a positive finite number, or text spelling one), or None when unset."""
+    """A time in seconds (a number, or text spelling one, above 0 and at most a day), or None
+    when unset."""
     if value is None:
         return None
     try:
-        seconds = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else math.nan
-    except ValueError:
+        seconds = float(value) if isinstance(value, (str, numbers.Real)) and not isinstance(value, bool) else math.nan
+    except (ValueError, OverflowError):
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise StoreError(f"{name} must be a positive number of seconds, not {value!r}")
+    if not 0 < seconds <= MAX_TIMEOUT_S:  # NaN too
+        raise StoreError(f"{name} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, not {value!r}")
     return seconds
 
 

@@ -58,6 +58,9 @@ def fields_problem(fields: Mapping[str, Any]) -> str | None:
             if problem is not None:
                 return problem
     for key, leaf in _leaves(fields):
+        if isinstance(leaf, _Key):
+            return (f"field {key!r} has a key of type {type(leaf.key).__qualname__} ({leaf.key!r}); an object's "
+                    "keys are strings (or numbers, booleans, null, which JSON writes as strings)")
         if not isinstance(leaf, JSON_SCALARS):
             kind = type(leaf).__qualname__ if type(leaf).__module__ == "builtins" else f"{type(leaf).__module__}.{type(leaf).__qualname__}"
             return (f"field {key!r} holds a {kind}, which is not a JSON value (a string, number, boolean, null, "
@@ -72,18 +75,32 @@ def passage_problem(passage: Passage) -> str | None:
     holds as text (:func:`~indexer.text.value_problem`), or metadata no filter could tell apart
     (:func:`fields_problem`). Every writer asks: ``nerindex index`` and the Python API
     (``pipeline.sort_chunk``), and ``es reindex`` for what an older version stored."""
-    unstorable = value_problem(passage.id, "its id") or value_problem(passage.text, "its text") or value_problem(
-        passage.fields)
-    return f"cannot be stored: {unstorable}" if unstorable is not None else fields_problem(passage.fields)
+    try:
+        unstorable = value_problem(passage.id, "its id") or value_problem(passage.text, "its text") or value_problem(
+            passage.fields)
+        return f"cannot be stored: {unstorable}" if unstorable is not None else fields_problem(passage.fields)
+    except RecursionError:  # no store's JSON writer goes deeper either (a review: it left sort_chunk)
+        return "cannot be stored: its metadata is nested too deeply"
 
 
 JSON_SCALARS = (str, int, float, bool, type(None))  # what json.dumps writes of a store's metadata
 
 
+@dataclass(frozen=True)
+class _Key:
+    """An object's key that JSON cannot write (a tuple, a numpy int), as :func:`_leaves` yields it."""
+
+    key: Any
+
+
 def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
-    """Every value in metadata that is not a list or an object, each with its field's dotted path."""
-    if isinstance(value, Mapping):
+    """Every value in metadata that is not a list or an object, each with its field's dotted path;
+    an object's key that JSON cannot write as a :class:`_Key`. Only a ``dict`` is an object (json
+    cannot write another mapping: a review)."""
+    if isinstance(value, dict):
         for k, v in value.items():
+            if not isinstance(k, JSON_SCALARS):
+                yield key or str(k), _Key(k)
             yield from _leaves(v, f"{key}.{k}" if key else str(k))
     elif isinstance(value, (list, tuple)):
         for v in value:

@@ -127,7 +127,9 @@ def decode_cursor(cursor: str, query_key: str, store_key: str) -> int:
     if store != store_key:
         raise StaleCursorError(
             "the index changed since this cursor was issued (passages were added, updated or the store "
-            "was replaced): send the search again without a cursor to page through the current results"
+            "was replaced): send the search again without a cursor to page through the current results "
+            "(while passages are being indexed the results change under every page: page once that is "
+            "done, or ask for more hits per page)"
         )
     return offset
 
