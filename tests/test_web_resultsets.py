@@ -12,6 +12,7 @@ pytest.importorskip("fastapi", reason="the [web] extra is not installed")
 from indexer.errors import SearchError, StaleCursorError  # noqa: E402
 from indexer.records import Hit, SpanMatch  # noqa: E402
 from indexer.web.resultsets import (  # noqa: E402
+    IndexChanged,
     ResultSetCache,
     SearchQuery,
     decode_cursor,
@@ -146,6 +147,31 @@ def test_cache_shares_one_computation_between_threads():
     for t in threads:
         t.join()
     assert len(calls) == 1 and len(results) == 4 and all(r[0].id == "p0" for r in results)
+
+
+def test_waiters_share_the_owners_index_changed_instead_of_searching_a_gone_version():
+    """A review: when the owner found the version moved, each waiter searched again for the old
+    version, which could not succeed, and dropped the newer version's entries doing so."""
+    cache = ResultSetCache()
+    calls, errors = [], []
+
+    def moved():
+        calls.append(1)
+        time.sleep(0.2)
+        raise IndexChanged("the index changed while the search ran")
+
+    def ask():
+        try:
+            cache.get("s1", "k", moved)
+        except IndexChanged as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(errors) == 4 and len(cache) == 0
 
 
 def test_cache_does_not_keep_failures():

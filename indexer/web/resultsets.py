@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import SearchError, StaleCursorError
+from ..errors import NerindexError, SearchError, StaleCursorError
 from ..records import Hit
 from ..stores.base import StoreVersion
 from ..stores.filters import field_texts, stored_text, value_class
@@ -141,6 +141,11 @@ class _Entry:
     error: BaseException | None = None
 
 
+class IndexChanged(NerindexError):
+    """The store's version moved while a result set was computed (caught by the service's
+    ``at_one_version``, which answers again at the new version); never cached."""
+
+
 class ResultSetCache:
     """A thread-safe LRU of exhaustive result sets, bounded by entries and by total hits.
 
@@ -173,6 +178,8 @@ class ResultSetCache:
             entry.ready.wait()
             if entry.error is None:
                 return entry.hits
+            if isinstance(entry.error, IndexChanged):  # the version asked for is gone: no search can give it
+                raise entry.error
             return self.get(store_key, query_key, compute)  # the owner failed: try once more ourselves
         try:
             entry.hits = list(compute())

@@ -21,7 +21,15 @@ from ..runtime import usable_cores
 from ..stores.base import MAX_PHRASE_CHARS
 from ..stores.filter_rules import is_metadata_filter_key
 from . import searchui
-from .resultsets import ResultSetCache, SearchQuery, decode_cursor, encode_cursor, facet_counts, version_key
+from .resultsets import (
+    IndexChanged,
+    ResultSetCache,
+    SearchQuery,
+    decode_cursor,
+    encode_cursor,
+    facet_counts,
+    version_key,
+)
 from .schemas import SearchBody
 
 T = TypeVar("T")
@@ -43,11 +51,6 @@ class Limits:
 
 class RequestTimeout(NerindexError):
     """A request ran past the service's time limit."""
-
-
-class IndexChanged(NerindexError):
-    """The store's version moved while a result set was computed (caught by ``at_one_version``,
-    which answers again at the new version)."""
 
 
 VERSION_TRIES = 2  # a request whose reads a write interleaved is answered again, at the new version
