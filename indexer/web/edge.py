@@ -148,7 +148,7 @@ def query_problem(scope: Scope) -> str | None:
     for pair in scope.get("query_string", b"").split(b"&"):
         name, _, value = pair.partition(b"=")
         for part, what in ((name, "name"), (value, "value")):
-            shown = unquote_to_bytes(name).decode("utf-8", errors="replace")
+            shown = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", errors="replace")
             try:
                 text = unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
             except UnicodeDecodeError as exc:
