@@ -266,4 +266,33 @@ def test_numbers_of_a_layout_4_store_are_stored_again_with_their_mark(tmp_path):
     with EmbeddedStore.open(folder) as store:
         hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"code": "007"})))
         assert sorted(h.id for h in hits) == ["n7", "s007"]
-        assert store._conn.execute("SELECT value FROM meta WHERE key = ?", (filters.INDEX_FLAG,)).fetchone() == ("5",)
+        assert store._conn.execute("SELECT value FROM meta WHERE key = ?", (filters.INDEX_FLAG,)).fetchone() == (filters.INDEX_LAYOUT,)
+
+
+def test_a_string_stored_with_a_type_mark_before_writers_refused_it_matches_no_filter(tmp_path):
+    """An upgrade audit: a store filled by 0.2.0 held "\ufdd07" and "\ufdd1true" as strings; once the
+    filter table had the marks (layout 5), code=7 and flag=True found them as the number and the
+    boolean, and the flag facet merged the string into the boolean's row. Layout 6 makes such a
+    string no value a filter compares, over the index and over the JSON alike."""
+    vec = word_vector(8)
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(STAMP)
+        store.write([word_doc("m1", {"code": "\ufdd07", "flag": "\ufdd1true"}, vec),  # Store.write does not check
+                     word_doc("m2", {"code": 7, "flag": True}, vec)])
+    conn = sqlite3.connect(folder / DB_NAME)  # as layout 5 filled it: the string kept as it is
+    conn.execute("UPDATE passage_fields SET value = (SELECT json_extract(p.fields, '$.' || passage_fields.key) "
+                 "FROM passages AS p WHERE p.rowid = passage_fields.passage) WHERE passage = (SELECT rowid FROM passages WHERE id = 'm1')")
+    conn.execute(f"UPDATE meta SET value = '5' WHERE key = '{filters.INDEX_FLAG}'")
+    conn.commit()
+    conn.close()
+    with EmbeddedStore.open(folder) as store:
+        for wanted in ({"code": 7}, {"code": "7"}, {"flag": True}, {"flag": "TRUE"}):
+            hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(wanted)))
+            assert [h.id for h in hits] == ["m2"], wanted
+            clause, params = filters.filter_sql(Filters.of(wanted))  # over the JSON (a read-only store)
+            rows = store._conn.execute(f"SELECT id FROM passages WHERE {clause}", params).fetchall()
+            assert rows == [("m2",)], wanted
+        absent = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"code": None})))
+        assert [h.id for h in absent] == ["m1"]  # it holds no value a filter compares
+    assert filters.stored_values(["\ufdd07", 7]) == [7]

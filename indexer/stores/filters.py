@@ -42,7 +42,14 @@ def _scalars_sql(key: str) -> str:
     would walk its members) or of a list inside a list."""
     path = f"'$.\"{key}\"'"
     return (f"SELECT 1 FROM json_each(passages.fields, {path}) WHERE json_type(passages.fields, {path}) <> 'object' "
-            "AND type NOT IN ('array', 'object', 'null')")
+            f"AND type NOT IN ('array', 'object', 'null') AND NOT (type = 'text' AND {_marked('value')})")
+
+
+def _marked(value: str) -> str:
+    """SQL: whether a stored text starts with a type mark. No writer takes such a string now
+    (``filter_rules.fields_problem``), but a store filled before holds them; they are no value a
+    filter compares, or ``code=7`` found the string "\ufdd07" as the number (an upgrade audit)."""
+    return f"substr({value}, 1, 1) IN (char({ord(NUMBER_MARK)}), char({ord(BOOLEAN_MARK)}))"
 
 
 # The text of a stored number or boolean starts with a mark (filter_rules.NUMBER_MARK, BOOLEAN_MARK) that no
@@ -54,12 +61,12 @@ def _scalars_sql(key: str) -> str:
 
 def _stored(value: str, kind: str) -> str:
     """SQL for a stored JSON scalar as the text filters compare (:func:`stored_text`): a string as
-    it is, a boolean as :data:`BOOLEAN_MARK` ``true``/``false``, a number as :data:`NUMBER_MARK`
-    and SQLite's text of it."""
+    it is (NULL where it starts with a mark: :func:`_marked`), a boolean as :data:`BOOLEAN_MARK`
+    ``true``/``false``, a number as :data:`NUMBER_MARK` and SQLite's text of it."""
     number, boolean = f"char({ord(NUMBER_MARK)})", f"char({ord(BOOLEAN_MARK)})"
     return (f"CASE {kind} WHEN 'true' THEN {boolean} || 'true' WHEN 'false' THEN {boolean} || 'false' "
             f"WHEN 'integer' THEN {number} || CAST({value} AS TEXT) WHEN 'real' THEN {number} || CAST({value} AS TEXT) "
-            f"ELSE CAST({value} AS TEXT) END")
+            f"WHEN 'text' THEN CASE WHEN {_marked(value)} THEN NULL ELSE {value} END ELSE CAST({value} AS TEXT) END")
 
 
 def filter_sql(filters: Filters) -> tuple[str, list[Any]]:
@@ -200,7 +207,7 @@ def stored_text(value: Any, *, marked: bool = True) -> str | None:
     if isinstance(value, int):
         return num + str(value)
     if isinstance(value, str):
-        return value
+        return None if value[:1] in (NUMBER_MARK, BOOLEAN_MARK) else value  # as _marked: a store filled before
     return None
 
 
@@ -223,7 +230,8 @@ INDEX_FLAG = "filter_index"
 # 3: booleans in passage_fields as true/false (they were 1/0, so a filter 1 matched true)
 # 4: no rows for an object's members or a nested list's text (objects now match no filter value)
 # 5: numbers and booleans with their marks (NUMBER_MARK, BOOLEAN_MARK), apart from strings
-INDEX_LAYOUT = "5"
+# 6: a string that starts with a mark (stored before writers refused them) is no value (NULL)
+INDEX_LAYOUT = "6"
 _FILL_FIELDS = """
 INSERT INTO passage_fields(passage, key, value)
 SELECT p.rowid, f.key, {stored_f} FROM passages AS p, json_each(p.fields) AS f
@@ -249,7 +257,7 @@ INDEX_SCHEMA = [
     "CREATE TRIGGER IF NOT EXISTS spans_labels_drop AFTER DELETE ON spans BEGIN DELETE FROM span_labels "
     "WHERE span = old.rowid AND label IN (SELECT value FROM json_each(old.labels)); END",
 ]
-# what goes before INDEX_SCHEMA makes it anew: the fields trigger (its SQL changed in layouts 3, 4, 5), and
+# what goes before INDEX_SCHEMA makes it anew: the fields trigger (its SQL changed in layouts 3 to 6), and
 # below layout 2 span_labels (its indexes with it)
 OLD_FIELDS = ["DROP TRIGGER IF EXISTS passages_fields_add"]
 OLD_LABELS = ["DROP TRIGGER IF EXISTS spans_labels_add", "DROP TRIGGER IF EXISTS spans_labels_drop",
@@ -272,7 +280,7 @@ def ensure_index(conn) -> bool:
         conn.execute("BEGIN IMMEDIATE")
         layout = conn.execute(flagged, (INDEX_FLAG,)).fetchone()
         if layout != (INDEX_LAYOUT,):
-            labels_kept = layout in (("2",), ("3",), ("4",))  # from layout 2, 3 or 4: passage_fields alone
+            labels_kept = layout in (("2",), ("3",), ("4",), ("5",))  # from layout 2 to 5: passage_fields alone
             for statement in (OLD_FIELDS + ([] if labels_kept else OLD_LABELS) + INDEX_SCHEMA + FILL_FIELDS
                               + ([] if labels_kept else FILL_LABELS)):
                 conn.execute(statement)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import NerindexError, SearchError, StaleCursorError
 from ..records import Hit
 from ..stores.base import StoreVersion
-from ..stores.filters import field_texts, stored_text, value_class
+from ..stores.filters import field_texts, stored_text, stored_values, value_class
 
 Scalar = str | int | float | bool
 FilterValue = Scalar | list[Scalar]
@@ -212,12 +212,10 @@ class ResultSetCache:
 
 
 def _facet_value(value: Any) -> list[Scalar]:
-    """The countable values of one metadata field: scalars, or each scalar of a list."""
-    if isinstance(value, (str, int, float, bool)):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, (str, int, float, bool))]
-    return []
+    """The countable values of one metadata field: those a filter compares (``stores.filters.
+    stored_values``: scalars, or each scalar of a list; not a string that starts with a type mark,
+    which an old store may hold: it merged with the boolean's row, an upgrade audit)."""
+    return stored_values(value)
 
 
 JS_EXACT_INT = 2**53 - 1  # the largest integer a JavaScript number holds exactly
