@@ -247,14 +247,17 @@ def test_store_version_from_stats():
     body = {"indices": {"nerindex-000002": {"uuid": "Xy1", "primaries": {
         "docs": {"count": 40, "deleted": 2}, "indexing": {"index_total": 42, "delete_total": 0},
         "refresh": {"total": 9, "external_total": 7}}}}}
+    primaries = body["indices"]["nerindex-000002"]["primaries"]
     version = rs.store_version(body, target="nerindex")
-    assert version.identity == "nerindex-000002:Xy1" and version.state == "7"
+    assert version.identity == "nerindex-000002:Xy1" and version.state == "7-40-2"
     # the refresh that makes writes visible to search moves the version even when nothing else does
-    body["indices"]["nerindex-000002"]["primaries"]["refresh"]["external_total"] = 8
-    assert rs.store_version(body, target="nerindex").state == "8"
-    body["indices"]["nerindex-000002"]["primaries"]["indexing"]["index_total"] = 50  # written, not yet visible
-    body["indices"]["nerindex-000002"]["primaries"]["docs"]["count"] = 48  # a real-time GET's internal refresh
-    assert rs.store_version(body, target="nerindex").state == "8"
+    primaries["refresh"]["external_total"] = 8
+    assert rs.store_version(body, target="nerindex").state == "8-40-2"
+    primaries["indexing"]["index_total"] = 50  # written, not yet visible: a load moved it every ~100 ms
+    assert rs.store_version(body, target="nerindex").state == "8-40-2"
+    # closed and opened (or a node restart): the refresh counter starts again, the documents tell
+    primaries["refresh"]["external_total"], primaries["docs"]["count"] = 7, 45
+    assert rs.store_version(body, target="nerindex") != version
     with pytest.raises(StoreError, match="2 indices"):
         rs.store_version({"indices": {"a": {}, "b": {}}}, target="nerindex")
 

@@ -121,6 +121,7 @@ def test_a_flat_copy_of_the_crossner_section_keeps_its_coarse_types():
     assert coarse == frozenset({"person", "organisation", "location", "country"})
     assert resolve_mapping(section, "/x/mine/dev.txt", dataset="crossner")[1] == coarse
     assert resolve_mapping(section, "/x/mine/dev.txt")[1] == frozenset()  # no data set named: none known
+    assert resolve_mapping(section, "/x/crossner/wnut17/more/dev.conll")[1] == frozenset()  # a far ancestor only
     assert resolve_mapping({**section, "_coarse": []}, "/x/crossner/politics/dev.txt")[1] == frozenset()
 
 

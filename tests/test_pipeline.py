@@ -179,10 +179,15 @@ def test_a_passage_whose_metadata_starts_with_a_type_mark_is_a_failed_passage(tm
              # SQLite's substr stopped at a NUL in the text: a spans.text filter missed every span after it
              Passage("nul-text", "a\x00b Rex lived."),
              # a review: a TypeError from json.dumps lost the whole chunk
-             Passage("np", "Bern.", {"score": np.float32(1.5)}), Passage("dec", "Riga.", {"m": {"x": [Decimal("1.5")]}})]
+             Passage("np", "Bern.", {"score": np.float32(1.5)}), Passage("dec", "Riga.", {"m": {"x": [Decimal("1.5")]}}),
+             # reviews: a tuple key was a TypeError; an int key crashed the Elasticsearch writer, and
+             # {1: "a", "1": "b"} became two keys of one name in JSON
+             Passage("tuple-key", "Oslo.", {"m": {(1, 2): "x"}}), Passage("int-key", "Rome.", {1: "a", "1": "b"})]
     with EmbeddedStore.open(tmp_path / "s") as store:
         report = index_passages(items, encoder, store)
-        assert (report.created, report.failed) == (2, 8)
+        assert (report.created, report.failed) == (2, 10)
+        assert report.errors[8] == "tuple-key: field 'm' has a key of type tuple ((1, 2)); keys are strings"
+        assert report.errors[9] == "int-key: the metadata has a key of type int (1); keys are strings"
         assert report.errors[5] == "nul-text: cannot be stored: its text holds a NUL character (U+0000) at character 2"
         assert report.errors[6].startswith("np: field 'score' holds a numpy.float32, which is not a JSON value")
         assert report.errors[7].startswith("dec: field 'm.x' holds a decimal.Decimal, which is not a JSON value")

@@ -149,13 +149,16 @@ def resolve_mapping(
     A flat mapping (values are phrases) applies to every file; a sectioned one (values are objects,
     like ``indexer/assets/phrases.json``) is picked by ``dataset`` or by the file's folder names. A
     section (or flat file) may list ``"_coarse": [tags]``; without it, a data set whose coarse tags
-    are known (:data:`COARSE_TAGS`, named by ``dataset`` or the file's folders) has those, flat or
+    are known (:data:`COARSE_TAGS`, named by ``dataset`` or the file's two nearest folders) has those, flat or
     not (a flat copy of the shipped CrossNER section scored its coarse types as seen and unseen
     ones, unseen R-Precision 0.710 → 0.610 on a slice: an audit).
     """
     sectioned = any(isinstance(v, dict) for k, v in data.items() if not k.startswith("_"))
     if not sectioned:
-        known = dataset or detect_dataset(path, COARSE_TAGS)
+        # the file's own folder or the one above (crossner/politics/dev.txt), not any ancestor: a
+        # file anywhere under a folder named crossner got CrossNER's coarse tags (a review); the
+        # report's coarse group shows which types were scored so
+        known = dataset or detect_dataset(Path(*Path(path).resolve().parts[-3:-1]), COARSE_TAGS)
         coarse = frozenset(data.get("_coarse", COARSE_TAGS.get(known or "", ())))
         return _flat(data, path=source), coarse, dataset
     sections = [k for k, v in data.items() if isinstance(v, dict) and not k.startswith("_")]

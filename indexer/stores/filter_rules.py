@@ -58,9 +58,10 @@ def fields_problem(fields: Mapping[str, Any]) -> str | None:
             if problem is not None:
                 return problem
     for key, leaf in _leaves(fields):
-        if isinstance(leaf, _Key):
-            return (f"field {key!r} has a key of type {type(leaf.key).__qualname__} ({leaf.key!r}); an object's "
-                    "keys are strings (or numbers, booleans, null, which JSON writes as strings)")
+        if isinstance(leaf, _Key):  # JSON writes 1, True and None as strings: {1: "a", "1": "b"} would be
+            # two keys of one name (a review), and a field name must be a string for a filter to name it
+            where = f"field {key!r}" if key else "the metadata"
+            return f"{where} has a key of type {type(leaf.key).__qualname__} ({leaf.key!r}); keys are strings"
         if not isinstance(leaf, JSON_SCALARS):
             kind = type(leaf).__qualname__ if type(leaf).__module__ == "builtins" else f"{type(leaf).__module__}.{type(leaf).__qualname__}"
             return (f"field {key!r} holds a {kind}, which is not a JSON value (a string, number, boolean, null, "
@@ -88,7 +89,7 @@ JSON_SCALARS = (str, int, float, bool, type(None))  # what json.dumps writes of 
 
 @dataclass(frozen=True)
 class _Key:
-    """An object's key that JSON cannot write (a tuple, a numpy int), as :func:`_leaves` yields it."""
+    """An object's key that is not a string (a tuple, a number, None), as :func:`_leaves` yields it."""
 
     key: Any
 
@@ -99,8 +100,8 @@ def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
     cannot write another mapping: a review)."""
     if isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, JSON_SCALARS):
-                yield key or str(k), _Key(k)
+            if not isinstance(k, str):
+                yield key, _Key(k)
             yield from _leaves(v, f"{key}.{k}" if key else str(k))
     elif isinstance(value, (list, tuple)):
         for v in value:

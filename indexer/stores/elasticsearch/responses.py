@@ -374,19 +374,26 @@ def not_passages(alias: str, mapping: Mapping[str, Any]) -> str | None:
 
 def store_version(response: Mapping[str, Any], *, target: str) -> StoreVersion:
     """The store version from ``GET <alias>/_stats/docs,indexing,refresh``: the concrete index's
-    UUID (another index behind the alias is another store) and its primaries' count of external
-    refreshes, ``refresh.external_total``: what search sees changes only when such a refresh makes
-    writes visible, and then it moves. Nothing else is read: ``docs`` moves when a real-time GET
-    (``existing_ids``' mget) refreshes the internal reader while search still sees the old
-    documents, and ``index_total`` on every write, visible or not, so during a load (the refresh
-    relaxed to 30 s) the version moved every ~100 ms while search saw nothing new, and the service
-    recomputed, and refused cursors, all the while (a review)."""
+    UUID (another index behind the alias is another store), its primaries' count of external
+    refreshes and their document counts.
+
+    ``refresh.external_total`` moves when a refresh makes writes visible to search, which is when
+    what search sees changes. It is a counter kept in memory, so it starts again after the index is
+    closed and opened or its node restarts, and a later state could come back to an earlier number
+    (a review); ``docs`` persists and tells those states apart. ``docs`` alone is not the signal: a
+    real-time GET (``existing_ids``' mget) refreshes the internal reader, which moves it while search
+    still sees the old documents (once a chunk of ``nerindex index``: a recomputation). Not read:
+    ``indexing.index_total``, which moves on every write, visible or not: during a load with the
+    refresh relaxed to 30 s it moved every ~100 ms, so the service recomputed and refused cursors
+    all the while (a review of 0.4)."""
     indices = dict(response.get("indices") or {})
     if len(indices) != 1:
         raise StoreError(f"{target!r} points at {len(indices)} indices; nerindex keeps its alias on one index")
     ((name, body),) = indices.items()
-    refresh = (body.get("primaries") or {}).get("refresh") or {}
-    return StoreVersion(identity=f"{name}:{body.get('uuid', '')}", state=str(refresh.get("external_total", 0)))
+    primaries = body.get("primaries") or {}
+    docs, refresh = primaries.get("docs") or {}, primaries.get("refresh") or {}
+    state = "-".join(str(part.get(key, 0)) for part, key in ((refresh, "external_total"), (docs, "count"), (docs, "deleted")))
+    return StoreVersion(identity=f"{name}:{body.get('uuid', '')}", state=state)
 
 
 def refresh_interval(response: Mapping[str, Any]) -> str | None:
