@@ -59,7 +59,8 @@ def validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         if err.get("type") == "json_invalid":  # its loc is a character position; say what is wrong
-            parts.append(f"body: not valid JSON: {(err.get('ctx') or {}).get('error', 'invalid')}")
+            error = str((err.get("ctx") or {}).get("error", "invalid"))
+            parts.append(f"body: {error}" if error.endswith("given twice") else f"body: not valid JSON: {error}")
             continue
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
