@@ -385,7 +385,7 @@ def store_version(response: Mapping[str, Any], *, target: str) -> StoreVersion:
     still sees the old documents (once a chunk of ``nerindex index``: a recomputation). Not read:
     ``indexing.index_total``, which moves on every write, visible or not: during a load with the
     refresh relaxed to 30 s it moved every ~100 ms, so the service recomputed and refused cursors
-    all the while (a review of 0.4)."""
+    all the while (a review, December 2026)."""
     indices = dict(response.get("indices") or {})
     if len(indices) != 1:
         raise StoreError(f"{target!r} points at {len(indices)} indices; nerindex keeps its alias on one index")
