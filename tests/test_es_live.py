@@ -58,8 +58,8 @@ pytestmark = [
     pytest.mark.skipif(
         not ES_URL,
         reason="NERINDEX_ES_URL is not set: live Elasticsearch tests skipped "
-        "(docker compose -f docker/compose.yml up -d, then set NERINDEX_ES_URL, "
-        "NERINDEX_ES_USER, NERINDEX_ES_PASSWORD)",
+        "(.ci/elasticsearch start prints the URL to set; or docker compose -f docker/compose.yml up -d, "
+        "then set NERINDEX_ES_URL, NERINDEX_ES_USER, NERINDEX_ES_PASSWORD)",
     ),
 ]
 
