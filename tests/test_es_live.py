@@ -204,6 +204,12 @@ def test_the_version_moves_whenever_search_sees_other_passages(make_live_store, 
     assert reader.version() == reader.version() == seen[2][0]
     assert all(o.ok for o in writer.write(corpus()[2:3]))  # not refreshed, no real-time GET
     assert reader.version() == seen[2][0]
+    # closed and opened, the refresh counter starts again: an earlier state's version must not come
+    # back (a review: an old cursor then paged other results); the primary term grows instead
+    index = writer.target()[0]
+    writer.client.indices.close(index=index)
+    writer.client.indices.open(index=index, wait_for_active_shards="1")
+    assert reader.version() not in {v for v, _ in seen}
 
 
 def test_check_model_skips_leftover_versions(make_live_store, stamp):

@@ -244,19 +244,25 @@ def test_index_meta_keeps_every_stored_setting_and_reads_0_2_0_meta():
 
 
 def test_store_version_from_stats():
+    shard = {"routing": {"state": "STARTED", "primary": True, "node": "n1"}, "retention_leases": {"primary_term": 1},
+             "docs": {"count": 40, "deleted": 2}, "refresh": {"external_total": 7}}
+    replica = {**shard, "routing": {"state": "STARTED", "primary": False, "node": "n2"}}
     body = {"indices": {"nerindex-000002": {"uuid": "Xy1", "primaries": {
         "docs": {"count": 40, "deleted": 2}, "indexing": {"index_total": 42, "delete_total": 0},
-        "refresh": {"total": 9, "external_total": 7}}}}}
+        "refresh": {"total": 9, "external_total": 7}}, "shards": {"0": [shard, replica]}}}}
     primaries = body["indices"]["nerindex-000002"]["primaries"]
     version = rs.store_version(body, target="nerindex")
-    assert version.identity == "nerindex-000002:Xy1" and version.state == "7-40-2"
+    assert version.identity == "nerindex-000002:Xy1" and version.state == "7-0:1@n1"
     # the refresh that makes writes visible to search moves the version even when nothing else does
     primaries["refresh"]["external_total"] = 8
-    assert rs.store_version(body, target="nerindex").state == "8-40-2"
+    assert rs.store_version(body, target="nerindex").state == "8-0:1@n1"
     primaries["indexing"]["index_total"] = 50  # written, not yet visible: a load moved it every ~100 ms
-    assert rs.store_version(body, target="nerindex").state == "8-40-2"
-    # closed and opened (or a node restart): the refresh counter starts again, the documents tell
-    primaries["refresh"]["external_total"], primaries["docs"]["count"] = 7, 45
+    primaries["docs"]["count"] = 48  # a real-time GET's internal refresh, search sees nothing new
+    assert rs.store_version(body, target="nerindex").state == "8-0:1@n1"
+    # closed and opened (a review): the refresh counter starts again, the primary term grows
+    primaries["refresh"]["external_total"], shard["retention_leases"]["primary_term"] = 7, 3
+    assert rs.store_version(body, target="nerindex") != version
+    shard["retention_leases"]["primary_term"], shard["routing"]["node"] = 1, "n3"  # the shard moved
     assert rs.store_version(body, target="nerindex") != version
     with pytest.raises(StoreError, match="2 indices"):
         rs.store_version({"indices": {"a": {}, "b": {}}}, target="nerindex")

@@ -113,7 +113,7 @@ def test_sectioned_mapping_is_the_shipped_one():
     assert coarse == frozenset()
 
 
-def test_a_flat_copy_of_the_crossner_section_keeps_its_coarse_types():
+def test_a_flat_copy_of_the_crossner_section_keeps_its_coarse_types(tmp_path: Path, monkeypatch):
     """An audit: a flat mapping had no coarse group unless it listed "_coarse", so CrossNER's
     person / location / organisation / country were scored as seen and unseen types."""
     section = {k: v for k, v in read_mapping_file(PHRASES_FILE)["crossner"].items() if not k.startswith("_")}
@@ -122,6 +122,10 @@ def test_a_flat_copy_of_the_crossner_section_keeps_its_coarse_types():
     assert resolve_mapping(section, "/x/mine/dev.txt", dataset="crossner")[1] == coarse
     assert resolve_mapping(section, "/x/mine/dev.txt")[1] == frozenset()  # no data set named: none known
     assert resolve_mapping(section, "/x/crossner/wnut17/more/dev.conll")[1] == frozenset()  # a far ancestor only
+    (tmp_path / "crossner" / "work").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "crossner" / "work")  # a review: the folders were resolved against the cwd
+    assert resolve_mapping(section, "/x/mine/dev.txt")[1] == frozenset()
+    assert resolve_mapping(section, "dev.txt")[1] == coarse  # it is in crossner/work/: its own two folders
     assert resolve_mapping({**section, "_coarse": []}, "/x/crossner/politics/dev.txt")[1] == frozenset()
 
 

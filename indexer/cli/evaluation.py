@@ -70,7 +70,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False),
               help="Tag → query phrase file (JSON or TOML; flat, or sectioned by data set). Tags scored apart as "
-              "coarse go in a \"_coarse\" list (default: CrossNER's, for a file under crossner/). "
+              "coarse go in a \"_coarse\" list (default: CrossNER's, for a file in crossner/ or crossner/<domain>/). "
               "Default: the shipped mapping for the sets in shared/data.")
 @click.option("--dataset", help="Section of the mapping to use (default: from the file's folder names).")
 @click.option("--name", help="Name of the benchmark in reports.")

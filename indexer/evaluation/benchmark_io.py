@@ -158,7 +158,8 @@ def resolve_mapping(
         # the file's own folder or the one above (crossner/politics/dev.txt), not any ancestor: a
         # file anywhere under a folder named crossner got CrossNER's coarse tags (a review); the
         # report's coarse group shows which types were scored so
-        known = dataset or detect_dataset(Path(*Path(path).resolve().parts[-3:-1]), COARSE_TAGS)
+        near = {part.lower() for part in Path(path).resolve().parts[-3:-1]}
+        known = dataset or next((name for name in COARSE_TAGS if name.lower() in near), None)
         coarse = frozenset(data.get("_coarse", COARSE_TAGS.get(known or "", ())))
         return _flat(data, path=source), coarse, dataset
     sections = [k for k, v in data.items() if isinstance(v, dict) and not k.startswith("_")]

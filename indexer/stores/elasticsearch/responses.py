@@ -373,27 +373,31 @@ def not_passages(alias: str, mapping: Mapping[str, Any]) -> str | None:
 
 
 def store_version(response: Mapping[str, Any], *, target: str) -> StoreVersion:
-    """The store version from ``GET <alias>/_stats/docs,indexing,refresh``: the concrete index's
+    """The store version from ``GET <alias>/_stats/refresh?level=shards``: the concrete index's
     UUID (another index behind the alias is another store), its primaries' count of external
-    refreshes and their document counts.
+    refreshes, and each primary shard's term and node.
 
     ``refresh.external_total`` moves when a refresh makes writes visible to search, which is when
-    what search sees changes. It is a counter kept in memory, so it starts again after the index is
-    closed and opened or its node restarts, and a later state could come back to an earlier number
-    (a review); ``docs`` persists and tells those states apart. ``docs`` alone is not the signal: a
-    real-time GET (``existing_ids``' mget) refreshes the internal reader, which moves it while search
-    still sees the old documents (once a chunk of ``nerindex index``: a recomputation). Not read:
-    ``indexing.index_total``, which moves on every write, visible or not: during a load with the
-    refresh relaxed to 30 s it moved every ~100 ms, so the service recomputed and refused cursors
-    all the while (a review, December 2026)."""
+    what search sees changes, and only then. It is a counter a shard keeps in memory, so it starts
+    again when the index is closed and opened, its node restarts or the shard moves, and a later
+    state could come back to an earlier state's number (a review); the primary term, which grows
+    each time a primary is allocated again, and the node tell those apart. Not read: ``docs``,
+    which a real-time GET (``existing_ids``' mget) moves while search still sees the old documents,
+    and ``indexing.index_total``, which moves with every write, visible or not: during a load with
+    the refresh relaxed to 30 s it moved every ~100 ms, so the service recomputed and refused
+    cursors all the while (read until a review, December 2026)."""
     indices = dict(response.get("indices") or {})
     if len(indices) != 1:
         raise StoreError(f"{target!r} points at {len(indices)} indices; nerindex keeps its alias on one index")
     ((name, body),) = indices.items()
-    primaries = body.get("primaries") or {}
-    docs, refresh = primaries.get("docs") or {}, primaries.get("refresh") or {}
-    state = "-".join(str(part.get(key, 0)) for part, key in ((refresh, "external_total"), (docs, "count"), (docs, "deleted")))
-    return StoreVersion(identity=f"{name}:{body.get('uuid', '')}", state=state)
+    refresh = (body.get("primaries") or {}).get("refresh") or {}
+    primaries = sorted(
+        f"{shard}:{(copy.get('retention_leases') or {}).get('primary_term', '')}@{(copy.get('routing') or {}).get('node', '')}"
+        for shard, copies in (body.get("shards") or {}).items()
+        for copy in copies
+        if (copy.get("routing") or {}).get("primary")
+    )
+    return StoreVersion(identity=f"{name}:{body.get('uuid', '')}", state="-".join([str(refresh.get("external_total", 0)), *primaries]))
 
 
 def refresh_interval(response: Mapping[str, Any]) -> str | None:

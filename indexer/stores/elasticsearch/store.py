@@ -398,12 +398,12 @@ class ElasticsearchStore:
         return rs.parse_counts(response.body)
 
     def version(self) -> StoreVersion:
-        """The concrete index behind the alias and its write counts, in one ``_stats`` request
+        """The concrete index behind the alias and its refresh counts, in one ``_stats`` request
         (after making this handle's own writes searchable, as counts and search do)."""
         self.flush()
         with self.errors(f"read the stats of {self.alias!r}"):
             try:
-                response = self.client.indices.stats(index=self.alias, metric="docs,indexing,refresh")
+                response = self.client.indices.stats(index=self.alias, metric="refresh", level="shards")
             except NotFoundError:
                 return StoreVersion(identity="", state="absent")
         return rs.store_version(response.body, target=self.alias)
