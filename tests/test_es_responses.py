@@ -244,7 +244,7 @@ def test_index_meta_keeps_every_stored_setting_and_reads_0_2_0_meta():
 
 
 def test_store_version_from_stats():
-    shard = {"routing": {"state": "STARTED", "primary": True, "node": "n1"}, "retention_leases": {"primary_term": 1},
+    shard = {"routing": {"state": "STARTED", "primary": True, "node": "n1"}, "commit": {"generation": 1},
              "docs": {"count": 40, "deleted": 2}, "refresh": {"external_total": 7}}
     replica = {**shard, "routing": {"state": "STARTED", "primary": False, "node": "n2"}}
     body = {"indices": {"nerindex-000002": {"uuid": "Xy1", "primaries": {
@@ -259,10 +259,10 @@ def test_store_version_from_stats():
     primaries["indexing"]["index_total"] = 50  # written, not yet visible: a load moved it every ~100 ms
     primaries["docs"]["count"] = 48  # a real-time GET's internal refresh, search sees nothing new
     assert rs.store_version(body, target="nerindex").state == "8-0:1@n1"
-    # closed and opened (a review): the refresh counter starts again, the primary term grows
-    primaries["refresh"]["external_total"], shard["retention_leases"]["primary_term"] = 7, 3
+    # closed and opened (reviews): the refresh counter starts again, opening the shard commits anew
+    primaries["refresh"]["external_total"], shard["commit"]["generation"] = 7, 2
     assert rs.store_version(body, target="nerindex") != version
-    shard["retention_leases"]["primary_term"], shard["routing"]["node"] = 1, "n3"  # the shard moved
+    shard["commit"]["generation"], shard["routing"]["node"] = 1, "n3"  # the shard moved
     assert rs.store_version(body, target="nerindex") != version
     with pytest.raises(StoreError, match="2 indices"):
         rs.store_version({"indices": {"a": {}, "b": {}}}, target="nerindex")

@@ -375,24 +375,27 @@ def not_passages(alias: str, mapping: Mapping[str, Any]) -> str | None:
 def store_version(response: Mapping[str, Any], *, target: str) -> StoreVersion:
     """The store version from ``GET <alias>/_stats/refresh?level=shards``: the concrete index's
     UUID (another index behind the alias is another store), its primaries' count of external
-    refreshes, and each primary shard's term and node.
+    refreshes, and each primary shard's Lucene commit generation and node.
 
     ``refresh.external_total`` moves when a refresh makes writes visible to search, which is when
     what search sees changes, and only then. It is a counter a shard keeps in memory, so it starts
     again when the index is closed and opened, its node restarts or the shard moves, and a later
-    state could come back to an earlier state's number (a review); the primary term, which grows
-    each time a primary is allocated again, and the node tell those apart. Not read: ``docs``,
-    which a real-time GET (``existing_ids``' mget) moves while search still sees the old documents,
-    and ``indexing.index_total``, which moves with every write, visible or not: during a load with
-    the refresh relaxed to 30 s it moved every ~100 ms, so the service recomputed and refused
-    cursors all the while (read until a review, December 2026)."""
+    state could come back to an earlier state's number (reviews). The commit generation persists
+    and grows with each of those (opening a shard commits anew) and with each flush, so the pair is
+    never an earlier state's; a flush moves it with the same passages, which costs one
+    recomputation. (The primary term that ``retention_leases`` reports lags up to ~30 s behind a
+    reopen, a review found.) Not read: ``docs``, which a real-time GET (``existing_ids``' mget)
+    moves while search still sees the old documents, and ``indexing.index_total``, which moves with
+    every write, visible or not: during a load with the refresh relaxed to 30 s it moved every
+    ~100 ms, so the service recomputed and refused cursors all the while (read until a review,
+    December 2026)."""
     indices = dict(response.get("indices") or {})
     if len(indices) != 1:
         raise StoreError(f"{target!r} points at {len(indices)} indices; nerindex keeps its alias on one index")
     ((name, body),) = indices.items()
     refresh = (body.get("primaries") or {}).get("refresh") or {}
     primaries = sorted(
-        f"{shard}:{(copy.get('retention_leases') or {}).get('primary_term', '')}@{(copy.get('routing') or {}).get('node', '')}"
+        f"{shard}:{(copy.get('commit') or {}).get('generation', '')}@{(copy.get('routing') or {}).get('node', '')}"
         for shard, copies in (body.get("shards") or {}).items()
         for copy in copies
         if (copy.get("routing") or {}).get("primary")
