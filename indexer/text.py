@@ -68,3 +68,23 @@ def printable(text: str) -> str:
     text stay right.
     """
     return _CONTROL.sub("", text)
+
+
+class RepeatedKey(ValueError):
+    """A JSON object that gives a key twice (``key``): ``json.loads`` keeps the last value without
+    a word, so ``{"id": "a", "id": "b"}`` was stored as "b" (an audit), and a request
+    ``{"type": "dinosaur", "type": "city"}`` searched "city"."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key[:60]!r} appears twice in one object")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook`` for input read at the edges (the file readers, the
+    service's request bodies): a JSON object, refused with :class:`RepeatedKey` when a key repeats."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj

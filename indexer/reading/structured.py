@@ -22,7 +22,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 from ..errors import InputError, NerindexError
 from ..records import Passage, text_id
 from ..stores.filter_rules import fields_problem
-from ..text import value_problem
+from ..text import unique_keys, value_problem
 from .detect import split_suffix
 
 
@@ -157,17 +157,6 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refused when a key appears twice: json.loads kept the last value, so
-    ``{"id": "a", "id": "b"}`` was stored as "b" without a word (an audit)."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"key {twice[:60]!r} appears twice in one object")
-    return obj
-
-
 _CR_ONLY = "the line holds a CR line break: if the file's line endings are CR only, save it with LF or CRLF ones"
 # errors of a damaged stream: gzip raises EOFError when truncated, zlib.error when corrupt
 _READ_ERRORS = (OSError, EOFError, zlib.error)
@@ -201,7 +190,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                     continue
                 try:
                     obj = json.loads(line.rstrip("\r\n"), parse_constant=_reject_constant, parse_float=_finite_float,
-                                     object_pairs_hook=_unique_keys)
+                                     object_pairs_hook=unique_keys)
                 except _OutOfRange as exc:
                     yield rules.error(str(exc), lineno)
                     continue

@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from ..errors import SearchError
 from ..stores.base import MAX_PHRASE_CHARS
 from ..stores.filter_rules import Filters, where_pairs
+from ..text import RepeatedKey, unique_keys
 from . import searchui
 from .failures import ERROR_RESPONSES
 from .schemas import (
@@ -37,6 +38,7 @@ from .schemas import (
 )
 from .service import Limits, SearchService, service_version
 
+
 class UniqueKeysRequest(Request):
     """A request whose JSON body may not give a key twice: ``{"type": "dinosaur", "type": "city"}``
     searched "city" (JSON keeps the last), where the GET routes refuse a parameter given twice and
@@ -49,12 +51,11 @@ class UniqueKeysRequest(Request):
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise json.JSONDecodeError(f"the key {key!r} is given twice", "", 0)
-        found[key] = value
-    return found
+    """:func:`~indexer.text.unique_keys`, its refusal as the JSONDecodeError FastAPI makes a 422 of."""
+    try:
+        return unique_keys(pairs)
+    except RepeatedKey as exc:
+        raise json.JSONDecodeError(f"the key {exc.key!r} is given twice", "", 0) from exc
 
 
 class UniqueKeysRoute(APIRoute):
