@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import SearchError
-from .edge import LOOPBACK_HOSTS, BodyLimit, NoStore, ScopeChecks, host_check, query_check
+from .edge import LOOPBACK_HOSTS, BodyLimit, ScopeChecks, host_check, query_check
 from .failures import add_error_handlers
 from .routes import router
 from .service import Limits, SearchService, default_workers, service_version
@@ -90,7 +90,7 @@ def create_app(
     app.include_router(router)
 
     _add_page(app)
-    app.add_middleware(NoStore)
+    _add_headers(app)
     # added last, so run first: the Host and the query string are checked before anything else
     app.add_middleware(ScopeChecks, checks=[host_check(allowed_hosts), query_check])
     return app
@@ -120,9 +120,18 @@ def _add_page(app: FastAPI) -> None:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+
+def _add_headers(app: FastAPI) -> None:
+    """Headers by path, in one place: :data:`PAGE_HEADERS` on the page's static files, and
+    ``Cache-Control: no-store`` on every API answer, which is of one store version, so a browser
+    or proxy must not keep it past the next write (without the header a heuristic cache may; an
+    audit). The page itself says ``no-cache`` (revalidated by its ETag)."""
+
     @app.middleware("http")
-    async def static_headers(request: Request, call_next):
+    async def headers(request: Request, call_next):
         response = await call_next(request)
         if request.url.path.startswith("/static/"):
             response.headers.update(PAGE_HEADERS)
+        elif request.url.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
         return response

@@ -197,24 +197,3 @@ def query_check(scope: Scope) -> tuple[int, str, str] | None:
     """A scope check refusing a query string that is not UTF-8: 422 naming the parameter."""
     problem = query_problem(scope)
     return None if problem is None else (422, "invalid_request", problem)
-
-
-class NoStore:
-    """``Cache-Control: no-store`` on every API response: an answer is of one store version, and
-    a browser or proxy must not keep it past the next write (without the header a heuristic cache
-    may; an audit). The page and its files say ``no-cache`` themselves (``app.PAGE_HEADERS``)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/api/"):
-            await self.app(scope, receive, send)
-            return
-
-        async def with_header(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (b"cache-control", b"no-store")]}
-            await send(message)
-
-        await self.app(scope, receive, with_header)
