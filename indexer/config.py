@@ -58,7 +58,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.es_timeout is not None:  # from every caller: an option, the environment, NerIndex.open
-            object.__setattr__(self, "es_timeout", _seconds("es_timeout", self.es_timeout))
+            object.__setattr__(self, "es_timeout", seconds_setting("es_timeout", self.es_timeout))
 
     def basic_auth(self) -> tuple[str, str] | None:
         """(user, password) for Elasticsearch and Kibana, None without a user; half a pair is refused."""
@@ -106,7 +106,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         es_user=get("NERINDEX_ES_USER"),
         es_password=get("NERINDEX_ES_PASSWORD"),
         es_ca_certs=get("NERINDEX_ES_CA_CERTS"),
-        es_timeout=_seconds("NERINDEX_ES_TIMEOUT", get("NERINDEX_ES_TIMEOUT")),
+        es_timeout=seconds_setting("NERINDEX_ES_TIMEOUT", get("NERINDEX_ES_TIMEOUT")),
         kibana_url=get("NERINDEX_KIBANA_URL"),
     )
 
@@ -123,9 +123,9 @@ def _threads(value: str | None) -> int | None:
 MAX_TIMEOUT_S = 86_400.0  # a day: past ~1e10 s the HTTP client fails with "timestamp out of range"
 
 
-def _seconds(name: str, value: object) -> float | None:
+def seconds_setting(name: str, value: object) -> float | None:
     """A time in seconds (a number, or text spelling one, above 0 and at most a day), or None
-    when unset."""
+    when unset: the one rule of the variable, the option and the Python argument."""
     if value is None:
         return None
     try:

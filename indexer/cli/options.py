@@ -9,12 +9,12 @@ variable (:func:`indexer.config.resolve`), so ``--es-user`` means the same to ``
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable
 
 import click
 
-from ..config import MAX_TIMEOUT_S, resolve
+from ..config import resolve, seconds_setting
+from ..errors import StoreError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -40,18 +40,19 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
                                 help="Elasticsearch basic-auth password (or NERINDEX_ES_PASSWORD)."),
     "es_ca_certs": click.option("--es-ca-certs", "--ca-certs", "es_ca_certs", default=None,
                                 type=click.Path(dir_okay=False), help="CA certificate file (or NERINDEX_ES_CA_CERTS)."),
-    "es_timeout": click.option("--es-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=None,
-                               callback=lambda ctx, param, value: _finite(value, param),
+    "es_timeout": click.option("--es-timeout", type=float, default=None, callback=lambda ctx, param, value: _seconds(value, param),
                                metavar="SECONDS", help="Seconds to wait for one request to Elasticsearch or Kibana "
                                "(or NERINDEX_ES_TIMEOUT; default 60); an Elasticsearch request that times out is sent up to 3 more times."),
     "insecure": click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (testing only)."),
 }
 
-def _finite(value: float | None, param: click.Parameter) -> float | None:
-    """A float option's value, refused as a usage error when NaN (a FloatRange lets it through)."""
-    if value is not None and math.isnan(value):
-        raise click.BadParameter("nan is not a number of seconds", param=param)
-    return value
+
+def _seconds(value: float | None, param: click.Parameter) -> float | None:
+    """A time option checked by the settings' rule (``config.seconds_setting``), a usage error."""
+    try:
+        return seconds_setting("the value", value)
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc
 
 
 ES_ACCESS = ("es_index", "es_api_key", "es_user", "es_password", "es_ca_certs", "es_timeout", "insecure")
