@@ -132,9 +132,12 @@ def read_mapping_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def detect_dataset(path: str | Path, sections: Iterable[str]) -> str | None:
-    """The mapping section a file belongs to, from its folder names (e.g. ``…/crossner/politics``)."""
+def detect_dataset(path: str | Path, sections: Iterable[str], *, nearest: int | None = None) -> str | None:
+    """The mapping section a file belongs to, from its folder names (e.g. ``…/crossner/politics``);
+    ``nearest``: from that many folders above the file only."""
     parts = [part.lower() for part in Path(path).resolve().parts]
+    if nearest is not None:
+        parts = parts[-nearest - 1 : -1]
     for name in sections:
         if name.lower() in parts:
             return name
@@ -158,8 +161,7 @@ def resolve_mapping(
         # the file's own folder or the one above (crossner/politics/dev.txt), not any ancestor: a
         # file anywhere under a folder named crossner got CrossNER's coarse tags (a review); the
         # report's coarse group shows which types were scored so
-        near = {part.lower() for part in Path(path).resolve().parts[-3:-1]}
-        known = dataset or next((name for name in COARSE_TAGS if name.lower() in near), None)
+        known = dataset or detect_dataset(path, COARSE_TAGS, nearest=2)
         coarse = frozenset(data.get("_coarse", COARSE_TAGS.get(known or "", ())))
         return _flat(data, path=source), coarse, dataset
     sections = [k for k, v in data.items() if isinstance(v, dict) and not k.startswith("_")]

@@ -92,8 +92,9 @@ def _group_thresholds(result: Mapping[str, Any], method: str, group: str) -> str
             applied.setdefault(r["group"], set()).add(r["thresholds"][method])
     if not applied:
         return _fmt(result["methods"].get(method, {}).get("threshold"), 2)  # results saved before per-type thresholds
-    if len(set().union(*applied.values())) == 1:
-        return _fmt(next(iter(set().union(*applied.values()))), 2)
+    every = set().union(*applied.values())
+    if len(every) == 1:
+        return _fmt(every.pop(), 2)
     order = [g for g in ("seen", "unseen", "coarse") if g in applied] + sorted(set(applied) - {"seen", "unseen", "coarse"})
     return ", ".join(f"{'/'.join(_fmt(t, 2) for t in sorted(applied[g]))} {g}" for g in order)
 
