@@ -204,7 +204,8 @@ def text_words(text: str) -> list[str]:
     words: list[str] = []
     word: list[str] = []
     for ch in text:
-        if unicodedata.category(ch)[0] in "LNM" or unicodedata.category(ch) == "Co":
+        category = unicodedata.category(ch)
+        if category[0] in "LNM" or category == "Co":
             word.append(ch)
         elif word:
             words.append("".join(word))

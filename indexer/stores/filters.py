@@ -52,17 +52,12 @@ def _marked(value: str) -> str:
     return f"substr({value}, 1, 1) IN (char({ord(NUMBER_MARK)}), char({ord(BOOLEAN_MARK)}))"
 
 
-# The text of a stored number or boolean starts with a mark (filter_rules.NUMBER_MARK, BOOLEAN_MARK) that no
-# metadata string starts with (filter_rules.fields_problem refuses those), so that a filter text that spells
-# a number matches stored numbers of that value and that same string, not other strings that spell
-# the number (an audit: ``code=007`` matched the strings "7" and "7.0", ``version=1.10`` the string
-# "1.1", ``flag=True`` the string "true").
-
-
 def _stored(value: str, kind: str) -> str:
     """SQL for a stored JSON scalar as the text filters compare (:func:`stored_text`): a string as
     it is (NULL where it starts with a mark: :func:`_marked`), a boolean as :data:`BOOLEAN_MARK`
-    ``true``/``false``, a number as :data:`NUMBER_MARK` and SQLite's text of it."""
+    ``true``/``false``, a number as :data:`NUMBER_MARK` and SQLite's text of it. Why the marks:
+    ``filter_rules`` (an audit: ``code=007`` matched the strings "7" and "7.0", ``version=1.10``
+    the string "1.1", ``flag=True`` the string "true")."""
     number, boolean = f"char({ord(NUMBER_MARK)})", f"char({ord(BOOLEAN_MARK)})"
     return (f"CASE {kind} WHEN 'true' THEN {boolean} || 'true' WHEN 'false' THEN {boolean} || 'false' "
             f"WHEN 'integer' THEN {number} || CAST({value} AS TEXT) WHEN 'real' THEN {number} || CAST({value} AS TEXT) "

@@ -63,7 +63,7 @@ def normalise_phrase(phrase: str) -> str:
     """
     kept = (ch for ch in unicodedata.normalize("NFC", str(phrase))
             if ch in "\t\n\r" or not (unicodedata.category(ch).startswith("C") or ch == "\ufffd"))
-    text = " ".join("".join(" " if ch.isspace() else ch.lower() for ch in kept).split())
+    text = " ".join("".join(ch.lower() for ch in kept).split())
     if not text:
         raise StoreError(f"cannot store the type phrase {phrase!r}: it is empty")
     if len(text.encode("utf-8")) > MAX_DOC_ID_BYTES:
