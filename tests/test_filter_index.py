@@ -200,26 +200,30 @@ def word_doc(pid: str, fields: dict, vec: np.ndarray) -> EncodedPassage:
     return EncodedPassage(Passage(pid, "Word.", fields), (EncodedSpan(0, 4, "Word", 0.9, vec, ("l0",)),), vec)
 
 
+def store_at_layout(folder, docs: list[EncodedPassage], layout: str, *statements: str) -> None:
+    """A store holding ``docs`` whose filter tables ``statements`` make look as filter layout
+    ``layout`` left them (the next writable open upgrades them)."""
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(STAMP)
+        store.write(docs)
+    conn = sqlite3.connect(folder / DB_NAME)
+    for statement in statements:
+        conn.execute(statement)
+    conn.execute(f"UPDATE meta SET value = '{layout}' WHERE key = '{filters.INDEX_FLAG}'")
+    conn.commit()
+    conn.close()
+
+
 def test_booleans_of_a_layout_2_store_are_stored_again_as_true_and_false(tmp_path):
     """Layout 2 kept a stored true as "1" in passage_fields (and its trigger wrote it so): the
     first writable open refills passage_fields, and the trigger writes the new way."""
     vec = word_vector(6)
-
-    def doc(pid: str, fields: dict) -> EncodedPassage:
-        return word_doc(pid, fields, vec)
-
     folder = tmp_path / "s"
+    store_at_layout(folder, [word_doc("yes", {"flag": True}, vec), word_doc("one", {"flag": 1}, vec)], "2",
+                    f"UPDATE passage_fields SET value = '1' WHERE value = '{filters.BOOLEAN_MARK}true'",  # as layout 2 did
+                    "INSERT INTO span_labels(label, span) VALUES ('sentinel', 999)")  # gone if it were rebuilt
     with EmbeddedStore.open(folder) as store:
-        store.check_model(STAMP)
-        store.write([doc("yes", {"flag": True}), doc("one", {"flag": 1})])
-    conn = sqlite3.connect(folder / DB_NAME)
-    conn.execute(f"UPDATE passage_fields SET value = '1' WHERE value = '{filters.BOOLEAN_MARK}true'")  # as layout 2 did
-    conn.execute(f"UPDATE meta SET value = '2' WHERE key = '{filters.INDEX_FLAG}'")
-    conn.execute("INSERT INTO span_labels(label, span) VALUES ('sentinel', 999)")  # gone if it were rebuilt
-    conn.commit()
-    conn.close()
-    with EmbeddedStore.open(folder) as store:
-        store.write([doc("later", {"flag": True})])
+        store.write([word_doc("later", {"flag": True}, vec)])
         for where, expected in (({"flag": True}, ["later", "yes"]), ({"flag": 1}, ["one"])):
             hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(where)))
             assert sorted(h.id for h in hits) == expected
@@ -229,18 +233,10 @@ def test_booleans_of_a_layout_2_store_are_stored_again_as_true_and_false(tmp_pat
 def test_object_members_of_a_layout_3_store_are_dropped(tmp_path):
     """Layout 3 indexed an object's member values (so ``nested=1`` matched ``{"x": 1}``): the first
     writable open refills passage_fields, and objects match no filter value, as in Elasticsearch."""
-    rng = np.random.default_rng(7)
-    vec = rng.standard_normal(DIMS).astype(np.float32)
-    vec /= np.linalg.norm(vec)
+    vec = word_vector(7)
     folder = tmp_path / "s"
-    with EmbeddedStore.open(folder) as store:
-        store.check_model(STAMP)
-        store.write([EncodedPassage(Passage("o", "Word.", {"nested": {"x": 1}}), (EncodedSpan(0, 4, "Word", 0.9, vec, ("l0",)),), vec)])
-    conn = sqlite3.connect(folder / DB_NAME)
-    conn.execute("INSERT INTO passage_fields(passage, key, value) SELECT rowid, 'nested', '1' FROM passages")  # as layout 3 had it
-    conn.execute(f"UPDATE meta SET value = '3' WHERE key = '{filters.INDEX_FLAG}'")
-    conn.commit()
-    conn.close()
+    store_at_layout(folder, [word_doc("o", {"nested": {"x": 1}}, vec)], "3",
+                    "INSERT INTO passage_fields(passage, key, value) SELECT rowid, 'nested', '1' FROM passages")  # as layout 3 had it
     with EmbeddedStore.open(folder) as store:
         assert list(store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"nested": 1})))) == []
         assert store._conn.execute("SELECT COUNT(*) FROM passage_fields").fetchone() == (0,)
@@ -250,19 +246,10 @@ def test_numbers_of_a_layout_4_store_are_stored_again_with_their_mark(tmp_path):
     """Layout 4 kept a stored number as its plain text, so "007" (its texts "7", "7.0") matched the
     strings "7" and "7.0": the first writable open refills passage_fields with the type marks."""
     vec = word_vector(8)
-
-    def doc(pid: str, fields: dict) -> EncodedPassage:
-        return word_doc(pid, fields, vec)
-
     folder = tmp_path / "s"
-    with EmbeddedStore.open(folder) as store:
-        store.check_model(STAMP)
-        store.write([doc("s7", {"code": "7"}), doc("n7", {"code": 7}), doc("s007", {"code": "007"})])
-    conn = sqlite3.connect(folder / DB_NAME)
-    conn.execute(f"UPDATE passage_fields SET value = substr(value, 2) WHERE value LIKE '{filters.NUMBER_MARK}%'")
-    conn.execute(f"UPDATE meta SET value = '4' WHERE key = '{filters.INDEX_FLAG}'")
-    conn.commit()
-    conn.close()
+    docs = [word_doc("s7", {"code": "7"}, vec), word_doc("n7", {"code": 7}, vec), word_doc("s007", {"code": "007"}, vec)]
+    store_at_layout(folder, docs, "4",
+                    f"UPDATE passage_fields SET value = substr(value, 2) WHERE value LIKE '{filters.NUMBER_MARK}%'")
     with EmbeddedStore.open(folder) as store:
         hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"code": "007"})))
         assert sorted(h.id for h in hits) == ["n7", "s007"]
@@ -276,16 +263,11 @@ def test_a_string_stored_with_a_type_mark_before_writers_refused_it_matches_no_f
     string no value a filter compares, over the index and over the JSON alike."""
     vec = word_vector(8)
     folder = tmp_path / "s"
-    with EmbeddedStore.open(folder) as store:
-        store.check_model(STAMP)
-        store.write([word_doc("m1", {"code": "\ufdd07", "flag": "\ufdd1true"}, vec),  # Store.write does not check
-                     word_doc("m2", {"code": 7, "flag": True}, vec)])
-    conn = sqlite3.connect(folder / DB_NAME)  # as layout 5 filled it: the string kept as it is
-    conn.execute("UPDATE passage_fields SET value = (SELECT json_extract(p.fields, '$.' || passage_fields.key) "
-                 "FROM passages AS p WHERE p.rowid = passage_fields.passage) WHERE passage = (SELECT rowid FROM passages WHERE id = 'm1')")
-    conn.execute(f"UPDATE meta SET value = '5' WHERE key = '{filters.INDEX_FLAG}'")
-    conn.commit()
-    conn.close()
+    docs = [word_doc("m1", {"code": "\ufdd07", "flag": "\ufdd1true"}, vec),  # Store.write does not check
+            word_doc("m2", {"code": 7, "flag": True}, vec)]
+    store_at_layout(folder, docs, "5",  # as layout 5 filled it: the string kept as it is
+                    "UPDATE passage_fields SET value = (SELECT json_extract(p.fields, '$.' || passage_fields.key) "
+                    "FROM passages AS p WHERE p.rowid = passage_fields.passage) WHERE passage = (SELECT rowid FROM passages WHERE id = 'm1')")
     with EmbeddedStore.open(folder) as store:
         for wanted in ({"code": 7}, {"code": "7"}, {"flag": True}, {"flag": "TRUE"}):
             hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(wanted)))
