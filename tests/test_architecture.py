@@ -48,6 +48,7 @@ LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.encoder", "inference"),
     ("indexer.staged", "inference"),
     ("indexer.runtime", "inference"),
+    ("indexer.int8_kernel", "inference"),
     ("indexer.model_card", "inference"),
     ("indexer.model_folder", "inference"),
     ("indexer.catalog", "inference"),
