@@ -87,7 +87,7 @@ def test_a_store_from_before_the_tables_is_back_filled_on_open(tmp_path):
     with EmbeddedStore.open(folder) as store:
         assert store._indexed
         assert answers(store) == expected
-        (rows,) = store._conn.execute("SELECT COUNT(*) FROM span_labels").fetchone()
+        (rows,) = sqlite3.connect(store.path / DB_NAME).execute("SELECT COUNT(*) FROM span_labels").fetchone()
         assert rows == store.counts().spans
 
 
@@ -110,14 +110,15 @@ def test_span_labels_of_layout_1_are_rebuilt_as_one_tree(tmp_path):
     with EmbeddedStore.open(folder) as store:
         assert store._indexed
         assert answers(store) == expected
-        conn = store._conn
-        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'span_labels'").fetchone()
-        assert "WITHOUT ROWID" in sql
-        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'span_labels_by_%'").fetchall()
-        pairs = "SELECT COUNT(*) FROM spans AS s, json_each(s.labels)"
-        assert conn.execute("SELECT COUNT(*) FROM span_labels").fetchone() == conn.execute(pairs).fetchone()
+        with store._conn() as conn:
+            (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'span_labels'").fetchone()
+            assert "WITHOUT ROWID" in sql
+            assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'span_labels_by_%'").fetchall()
+            pairs = "SELECT COUNT(*) FROM spans AS s, json_each(s.labels)"
+            assert conn.execute("SELECT COUNT(*) FROM span_labels").fetchone() == conn.execute(pairs).fetchone()
         store.write(docs(np.random.default_rng(9)))  # replaces the passages: the triggers keep the tree right
-        assert conn.execute("SELECT COUNT(*) FROM span_labels").fetchone() == conn.execute(pairs).fetchone()
+        with store._conn() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM span_labels").fetchone() == conn.execute(pairs).fetchone()
         (stale,) = conn.execute("SELECT COUNT(*) FROM span_labels WHERE span NOT IN (SELECT rowid FROM spans)").fetchone()
         assert stale == 0
 
@@ -227,7 +228,7 @@ def test_booleans_of_a_layout_2_store_are_stored_again_as_true_and_false(tmp_pat
         for where, expected in (({"flag": True}, ["later", "yes"]), ({"flag": 1}, ["one"])):
             hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(where)))
             assert sorted(h.id for h in hits) == expected
-        assert store._conn.execute("SELECT span FROM span_labels WHERE label = 'sentinel'").fetchall() == [(999,)]
+        assert sqlite3.connect(store.path / DB_NAME).execute("SELECT span FROM span_labels WHERE label = 'sentinel'").fetchall() == [(999,)]
 
 
 def test_object_members_of_a_layout_3_store_are_dropped(tmp_path):
@@ -239,7 +240,7 @@ def test_object_members_of_a_layout_3_store_are_dropped(tmp_path):
                     "INSERT INTO passage_fields(passage, key, value) SELECT rowid, 'nested', '1' FROM passages")  # as layout 3 had it
     with EmbeddedStore.open(folder) as store:
         assert list(store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"nested": 1})))) == []
-        assert store._conn.execute("SELECT COUNT(*) FROM passage_fields").fetchone() == (0,)
+        assert sqlite3.connect(store.path / DB_NAME).execute("SELECT COUNT(*) FROM passage_fields").fetchone() == (0,)
 
 
 def test_numbers_of_a_layout_4_store_are_stored_again_with_their_mark(tmp_path):
@@ -253,7 +254,7 @@ def test_numbers_of_a_layout_4_store_are_stored_again_with_their_mark(tmp_path):
     with EmbeddedStore.open(folder) as store:
         hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"code": "007"})))
         assert sorted(h.id for h in hits) == ["n7", "s007"]
-        assert store._conn.execute("SELECT value FROM meta WHERE key = ?", (filters.INDEX_FLAG,)).fetchone() == (filters.INDEX_LAYOUT,)
+        assert sqlite3.connect(store.path / DB_NAME).execute("SELECT value FROM meta WHERE key = ?", (filters.INDEX_FLAG,)).fetchone() == (filters.INDEX_LAYOUT,)
 
 
 def test_a_string_stored_with_a_type_mark_before_writers_refused_it_matches_no_filter(tmp_path):
@@ -273,7 +274,7 @@ def test_a_string_stored_with_a_type_mark_before_writers_refused_it_matches_no_f
             hits = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of(wanted)))
             assert [h.id for h in hits] == ["m2"], wanted
             clause, params = filters.filter_sql(Filters.of(wanted))  # over the JSON (a read-only store)
-            rows = store._conn.execute(f"SELECT id FROM passages WHERE {clause}", params).fetchall()
+            rows = sqlite3.connect(store.path / DB_NAME).execute(f"SELECT id FROM passages WHERE {clause}", params).fetchall()
             assert rows == [("m2",)], wanted
         absent = store.search(SearchRequest(vec, -1.0, exhaustive=True, filters=Filters.of({"code": None})))
         assert [h.id for h in absent] == ["m1"]  # it holds no value a filter compares

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
 
 import numpy as np
@@ -11,7 +12,7 @@ from indexer.encoder import OnnxEncoder
 from indexer.assets import default_model_dir
 from indexer.pipeline import index_passages
 from indexer.records import Passage, text_id
-from indexer.stores.embedded import EmbeddedStore
+from indexer.stores.embedded import DB_NAME, EmbeddedStore
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_a_rival_writer_keeps_the_ids_it_stored_first(tmp_path, encoder):
         assert report.spans == len(encoder.encode(mine[:1])[0].spans)
         assert store.counts().passages == 2
         assert store.counts().spans == report.spans + len(rival[0].spans)
-        texts = dict(store._conn.execute("SELECT id, text FROM passages"))
+        texts = dict(sqlite3.connect(store.path / DB_NAME).execute("SELECT id, text FROM passages"))
         assert texts["p1"] == "Paris is the capital of France."
 
 
@@ -139,7 +140,7 @@ def test_an_id_given_twice_in_one_run_keeps_the_first_text_and_the_report_says_s
         assert (report.passages, report.created, report.updated, report.skipped_existing) == (2, 1, 0, 1)
         assert store.counts().passages == 1
         assert report.spans == store.counts().spans
-        texts = [row[1] for row in store._conn.execute("SELECT id, text FROM passages")]
+        texts = [row[1] for row in sqlite3.connect(store.path / DB_NAME).execute("SELECT id, text FROM passages")]
         assert texts == [first.text]
 
 

@@ -213,7 +213,7 @@ def test_a_layout_2_store_reads_every_span_as_a_mention_and_gets_the_flag_at_a_w
     conn.close()
 
     with EmbeddedStore.open(folder) as store:  # writable: the flag is added, every span a mention
-        assert store._conn.execute("SELECT COUNT(*), SUM(mention) FROM spans").fetchone() == (store.counts().spans,) * 2
+        assert sqlite3.connect(store.path / DB_NAME).execute("SELECT COUNT(*), SUM(mention) FROM spans").fetchone() == (store.counts().spans,) * 2
         for request in asked:
             same(answer(store, request), reference(docs, request))
         assert rebuilds == [1]  # adding a column changes no row: the cache made above stays valid

@@ -25,6 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -48,6 +49,7 @@ from .base import (
     check_stamp,
     query_vector,
 )
+from .embedded_write import SharedConnection, write_passages
 from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class EmbeddedStore:
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
-        self._shared, self._db_file = conn, schema.file_identity(path / DB_NAME)  # see _conn
+        self._shared, self._db_file = SharedConnection(conn, str(path)), schema.file_identity(path / DB_NAME)
         self._vectors: segments.SegmentSet | None = None
         self._loading = threading.Lock()  # one thread (re)loads the vectors, the others wait for it
         self._indexed = sql_filters.ensure_index(conn)  # metadata and labels in indexed tables
@@ -94,15 +96,17 @@ class EmbeddedStore:
         segments.remove_stale_temp_files(folder / CACHE_DIR)
         return cls(folder, conn)
 
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        """The shared connection, while ``store.sqlite`` is the file it was opened on. A handle whose
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        """The shared connection for one ``with`` block (:class:`~.embedded_write.SharedConnection`:
+        ``close`` waits for it), while ``store.sqlite`` is the file it was opened on. A handle whose
         file was replaced (a restored backup, another store moved in) refuses to go on: it wrote into
         the deleted file, counted its rows and served the web service's cached answers from it (an
         audit), and opening the new file itself could write into a copy still under way or search
         another model's store (a review). The next open reads the new file."""
         self.check_file()
-        return self._shared
+        with self._shared.use() as conn:
+            yield conn
 
     def check_file(self) -> None:
         """Raise StoreError once store.sqlite is not the file this handle opened (see ``_conn``)."""
@@ -113,7 +117,8 @@ class EmbeddedStore:
     # ------------------------------------------------------------------ model guard
 
     def _meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._conn() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def model(self) -> ModelStamp | None:
@@ -130,9 +135,8 @@ class EmbeddedStore:
         if raw is None:
             if not writing:
                 return
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(stamp.to_dict()),)
-            )
+            with self._conn() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(stamp.to_dict()),))
             raw = self._meta("model")
             assert raw is not None
         current = ModelStamp.from_dict(json.loads(raw))
@@ -144,11 +148,10 @@ class EmbeddedStore:
                 f"or use the model folder the store was built with"
             )
         if check.adopted:
-            cur = self._conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'model' AND value = ?",
-                (json.dumps(check.recorded.to_dict()), raw),
-            )
-            if cur.rowcount == 0:  # another process recorded first: compare with what it recorded
+            with self._conn() as conn:
+                changed = conn.execute("UPDATE meta SET value = ? WHERE key = 'model' AND value = ?",
+                                       (json.dumps(check.recorded.to_dict()), raw)).rowcount
+            if changed == 0:  # another process recorded first: compare with what it recorded
                 return self.check_model(stamp, writing=writing)
             log.warning(adopted_message(str(self.path), check))
 
@@ -160,80 +163,37 @@ class EmbeddedStore:
         for start in range(0, len(ids), PAGE):
             chunk = ids[start : start + PAGE]
             marks = ",".join("?" for _ in chunk)
-            rows = self._conn.execute(f"SELECT id FROM passages WHERE id IN ({marks})", chunk)
-            found.update(r[0] for r in rows)
+            with self._conn() as conn:
+                found.update(r[0] for r in conn.execute(f"SELECT id FROM passages WHERE id IN ({marks})", chunk))
         return found
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
         """Insert (or, with ``replace``, replace) passages with their spans, all in one transaction
         (``Store.write``: without ``replace`` a stored id is skipped, decided inside it)."""
-        outcomes: list[WriteOutcome] = []
-        conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            (passage_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="passages", kind="p")).fetchone()
-            (span_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="spans", kind="s")).fetchone()
-            for doc in docs:
-                p = doc.passage
-                old = conn.execute("SELECT rowid, text FROM passages WHERE id = ?", (p.id,)).fetchone()
-                if old is not None and not replace:
-                    outcomes.append(WriteOutcome(p.id, True, "skipped"))
-                    continue
-                if old is not None:
-                    conn.execute(
-                        "INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', ?, ?)",
-                        old,
-                    )
-                    conn.execute("DELETE FROM passages WHERE rowid = ?", (old[0],))
-                passage_row += 1
-                rowid = passage_row
-                conn.execute(
-                    "INSERT INTO passages(rowid, id, text, fields) VALUES (?, ?, ?, ?)",
-                    (rowid, p.id, p.text, json.dumps(p.fields, ensure_ascii=False)),
-                )
-                conn.execute("INSERT INTO passage_vectors(rowid, vector) VALUES (?, ?)", (rowid, _blob(doc.vector)))
-                conn.execute("INSERT INTO passages_fts(rowid, text) VALUES (?, ?)", (rowid, p.text))
-                conn.executemany(
-                    "INSERT INTO spans(rowid, passage, start, end, score, labels, mention) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (span_row + k, rowid, s.start, s.end, float(s.score), json.dumps(list(s.labels)),
-                         int(s.mention))
-                        for k, s in enumerate(doc.spans, start=1)
-                    ],
-                )
-                conn.executemany(
-                    "INSERT INTO span_vectors(rowid, vector) VALUES (?, ?)",
-                    [(span_row + k, _blob(s.vector)) for k, s in enumerate(doc.spans, start=1)],
-                )
-                span_row += len(doc.spans)
-                outcomes.append(WriteOutcome(p.id, True, "updated" if old else "created"))
-            if any(o.action != "skipped" for o in outcomes):  # a write that stored nothing changes no version
-                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-                conn.execute(schema.LOG_WRITE_SQL, (schema.write_token(),))
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self.path}: write failed: {exc}") from exc
-            raise
+            with self._conn() as conn:
+                outcomes = write_passages(conn, docs, replace=replace)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: write failed: {exc}") from exc
         self.check_file()  # store.sqlite replaced while this wrote: it went into the old file
         return outcomes
 
     # ------------------------------------------------------------------ reading
 
     def counts(self) -> StoreCounts:
-        return read.counts(self._conn)
+        with self._conn() as conn:
+            return read.counts(conn)
 
     def version(self) -> StoreVersion:
         """UUID, write generation, largest rowids and last tombstone, in one statement (index ends
         only: well under a millisecond at any size)."""
-        return schema.read_version(self._conn)
+        with self._conn() as conn:
+            return schema.read_version(conn)
 
     def has_field(self, name: str) -> bool:
         """Whether any stored passage has the metadata field ``name`` (a hint on empty answers)."""
-        return read.has_field(self._conn, name)
+        with self._conn() as conn:
+            return read.has_field(conn, name)
 
     def prepare(self) -> None:
         """Bring the int8 segments up to the store and, when top-k searches will use them, build
@@ -259,7 +219,8 @@ class EmbeddedStore:
 
     def _in_history(self, mark: str) -> bool:
         """Whether derived files made after the write ``mark`` names belong to this store's history."""
-        return schema.in_history(self._conn, mark)
+        with self._conn() as conn:
+            return schema.in_history(conn, mark)
 
     def _refresh(self, current: segments.SegmentSet | None) -> segments.SegmentSet:
         """Bring the segments up to the store: load them from disk (a new process), then add what
@@ -478,7 +439,8 @@ class EmbeddedStore:
         """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and
         passages stored without a vector) are left out."""
         stamp = self.model()
-        return read.passage_vectors(self._conn, ids, stamp.dims if stamp else 0)
+        with self._conn() as conn:
+            return read.passage_vectors(conn, ids, stamp.dims if stamp else 0)
 
     def disk_usage(self) -> dict[str, int]:
         """Bytes on disk: the database (with its WAL) and the derived files in ``cache/``."""
@@ -494,6 +456,3 @@ class EmbeddedStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
