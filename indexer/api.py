@@ -1,6 +1,6 @@
 """The Python API: open a store with a model, index passages, search by entity type.
 
-    from indexer import NerIndex
+    from indexer import NerIndex, read_passages
     ix = NerIndex.open("./nerindex-data")
     ix.index(read_passages("examples/corpus.jsonl"))
     for hit in ix.search("dinosaur"):
@@ -16,15 +16,16 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .config import Settings, from_env, with_overrides
+from .config import Settings, count_setting, from_env, with_overrides
 from .encoder import OnnxEncoder
-from .errors import ModelMismatchError, NerindexError, SearchError, StoreError
+from .errors import InputError, ModelMismatchError, NerindexError, SearchError, StoreError
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, MAX_PHRASE_CHARS, SearchRequest, Store, StoreVersion, check_threshold
 from .stores.filter_rules import Filters
 from .stores.factory import open_store
+from .text import unicode_problem
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ def check_phrase(type_phrase: str) -> str:
     if not isinstance(type_phrase, str):
         raise SearchError(f"the entity type is a phrase (a string), not {type(type_phrase).__name__}")
     phrase = type_phrase.strip()
+    problem = unicode_problem(phrase)
+    if problem is not None:  # the tokenizer's TypeError otherwise (the CLI refuses such arguments itself)
+        raise SearchError(f"the entity type holds {problem}")
     if not phrase:
         raise SearchError("the entity type is empty: give a phrase such as 'dinosaur'")
     if len(phrase) > MAX_PHRASE_CHARS:
@@ -160,7 +164,7 @@ class NerIndex:
         self,
         passages: Iterable[Passage],
         *,
-        batch_size: int = 32,
+        batch_size: int | None = 32,
         skip_existing: bool = True,
         progress: Callable[[int], None] | None = None,
         windows: Callable[[int, int], None] | None = None,
@@ -174,11 +178,13 @@ class NerIndex:
         ``progress`` is called with passages done, ``windows`` with (windows done, windows of the
         current chunk): the one that moves while a long passage is encoded.
         """
+        if not isinstance(skip_existing, bool):  # "no" is true: the passages were skipped (an audit)
+            raise InputError(f"skip_existing must be True or False, not {skip_existing!r}")
         report = index_passages(
             passages,
             self.encoder,
             self.store,
-            batch_size=batch_size,
+            batch_size=count_setting("batch_size", 32 if batch_size is None else batch_size),  # None: the default
             skip_existing=skip_existing,
             progress=progress,
             windows=windows,
@@ -228,6 +234,10 @@ class NerIndex:
         ranks matches by best span similarity + λ · passage similarity; 0 ranks by the best span alone.
         """
         phrase = check_phrase(type_phrase)
+        if not isinstance(exhaustive, bool):  # "no" is true: an --all ran (an audit)
+            raise SearchError(f"exhaustive must be True or False, not {exhaustive!r}")
+        if text is not None and not isinstance(text, str):
+            raise SearchError(f"text must be a string, not {type(text).__name__}")
         if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
             raise SearchError(f"limit must be an integer of at least 1, not {limit!r}")
         for name, value in (("min_similarity", min_similarity), ("passage_weight", passage_weight)):
@@ -285,11 +295,11 @@ class NerIndex:
 
     def threshold_for(self, phrase: str) -> float:
         """The similarity threshold a search for ``phrase`` uses by default (the model's rule)."""
-        return self.encoder.info.threshold_for(phrase)
+        return self.encoder.info.threshold_for(check_phrase(phrase))
 
     def passage_weight_for(self, phrase: str) -> float:
         """The λ a search for ``phrase`` uses by default (the model's rule)."""
-        return self.encoder.info.passage_weight_for(phrase)
+        return self.encoder.info.passage_weight_for(check_phrase(phrase))
 
     def embed(self, phrases: Sequence[str]) -> np.ndarray:
         """Type vectors for phrases (what a kNN query on ``spans.vector`` needs)."""

@@ -56,9 +56,11 @@ class Settings:
     es_timeout: float | None = None  # seconds a request waits (None: the client's 60)
     kibana_url: str | None = None
 
-    def __post_init__(self) -> None:
-        if self.es_timeout is not None:  # from every caller: an option, the environment, NerIndex.open
+    def __post_init__(self) -> None:  # from every caller: an option, the environment, NerIndex.open
+        if self.es_timeout is not None:
             object.__setattr__(self, "es_timeout", seconds_setting("es_timeout", self.es_timeout))
+        if self.threads is not None:
+            object.__setattr__(self, "threads", count_setting("threads", self.threads))
 
     def basic_auth(self) -> tuple[str, str] | None:
         """(user, password) for Elasticsearch and Kibana, None without a user; half a pair is refused."""
@@ -99,7 +101,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         model=get("NERINDEX_MODEL"),
         store=get("NERINDEX_STORE") or DEFAULT_STORE,
         device=get("NERINDEX_DEVICE") or "auto",
-        threads=_threads(get("NERINDEX_THREADS")),
+        threads=count_setting("NERINDEX_THREADS", get("NERINDEX_THREADS")),
         es_url=get("NERINDEX_ES_URL"),
         es_index=get("NERINDEX_ES_INDEX") or DEFAULT_ES_INDEX,
         es_api_key=get("NERINDEX_ES_API_KEY"),
@@ -111,13 +113,19 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def _threads(value: str | None) -> int | None:
-    """NERINDEX_THREADS as a count of cores (a positive whole number), or None when unset."""
+MAX_COUNT = 1024  # the largest --threads and --batch-size
+
+
+def count_setting(name: str, value: object) -> int | None:
+    """A count (of cores, of windows per call): a whole number from 1 to MAX_COUNT, or text
+    spelling one, or None when unset: the one rule of the variable, the options and the Python
+    arguments (``threads=-1`` was taken by ``NerIndex.open`` while NERINDEX_THREADS=-1 was refused)."""
     if value is None:
         return None
-    if not value.isdigit() or int(value) < 1:
-        raise StoreError(f"NERINDEX_THREADS must be a positive whole number, not {value!r}")
-    return int(value)
+    count = int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 1 <= count <= MAX_COUNT:
+        raise StoreError(f"{name} must be a whole number from 1 to {MAX_COUNT}, not {value!r}")
+    return int(count)
 
 
 MAX_TIMEOUT_S = 86_400.0  # a day: past ~1e10 s the HTTP client fails with "timestamp out of range"

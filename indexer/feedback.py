@@ -12,6 +12,7 @@ EVALUATION.md, "Query-time feedback", has what it measured.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
@@ -30,11 +31,12 @@ class Feedback:
     weight: float = 0.5
     top: int = 10
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.weight <= MAX_FEEDBACK_WEIGHT:
-            raise SearchError(f"feedback weight must be within [0, {MAX_FEEDBACK_WEIGHT:g}], not {self.weight}")
-        if not 1 <= self.top <= MAX_FEEDBACK_TOP:
-            raise SearchError(f"feedback passages must be within [1, {MAX_FEEDBACK_TOP}], not {self.top}")
+    def __post_init__(self) -> None:  # a type checked here, not at search time ("0.5", top=2.5: TypeErrors there)
+        weight, top = self.weight, self.top
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0.0 <= weight <= MAX_FEEDBACK_WEIGHT:
+            raise SearchError(f"feedback weight must be a number within [0, {MAX_FEEDBACK_WEIGHT:g}], not {weight!r}")
+        if isinstance(top, bool) or not isinstance(top, numbers.Integral) or not 1 <= top <= MAX_FEEDBACK_TOP:
+            raise SearchError(f"feedback passages must be a whole number within [1, {MAX_FEEDBACK_TOP}], not {top!r}")
 
 
 def feedback_vector(query: np.ndarray, feedback: np.ndarray, weight: float) -> np.ndarray:

@@ -17,8 +17,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
 from .stores.base import WRITE_CHUNK, Store, WriteOutcome
-from .stores.filter_rules import passage_problem
-from .text import value_problem
+from .stores.filter_rules import id_problem, passage_problem
 
 
 
@@ -129,8 +128,8 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     Skipped: those, and when skipping, an id given again within the chunk, so the first text wins
     as it does across chunks (where the store has it by then); when not skipping, each replaces
     the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
-    empty or blank, which no search could find; whose id, text or fields hold a lone surrogate or a
-    NUL, which no store holds as text (:func:`~.text.unicode_problem`); or whose metadata no filter
+    empty or blank, which no search could find; whose id is not a non-blank string; whose id, text
+    or fields hold a lone surrogate or a NUL, which no store holds as text (:func:`~.text.unicode_problem`); or whose metadata no filter
     could tell apart (:func:`~.stores.filter_rules.fields_problem`): :func:`~.stores.filter_rules.passage_problem`.
     The JSONL, CSV and Parquet readers refuse such records by line before this."""
     todo: list[Passage] = []
@@ -140,7 +139,8 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     for p in chunk:
         problem = passage_problem(p)
         if problem is not None:  # the Python API's passages (the readers refuse such records by line)
-            refused.append(WriteOutcome(p.id, False, "failed", problem))
+            # an id that is no string is reported by its repr: the report stays JSON (b"x" was not)
+            refused.append(WriteOutcome(p.id if isinstance(p.id, str) else repr(p.id), False, "failed", problem))
         elif not p.text.strip():
             refused.append(WriteOutcome(p.id, False, "failed", "empty text: nothing in it could be found"))
         elif seen is not None and p.id in seen:
@@ -169,8 +169,8 @@ def index_chunks(
     ``progress`` gets passages done; ``windows`` (windows done, windows of the chunk) per batch.
     """
     for chunk in chunked(passages, chunk_size):
-        # an id no store can hold (a lone surrogate, a NUL) is never stored: sort_chunk refuses it
-        stored = store.existing_ids([p.id for p in chunk if value_problem(p.id) is None]) if skip_existing else None
+        # an id no store can hold (not a string, a lone surrogate, a NUL) is never stored: sort_chunk refuses it
+        stored = store.existing_ids([p.id for p in chunk if id_problem(p.id) is None]) if skip_existing else None
         todo, skipped, refused = sort_chunk(chunk, stored)
         refuse_copies_under_text_ids(todo, store)
         if (skipped or refused) and progress is not None:

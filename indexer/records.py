@@ -94,7 +94,8 @@ class SpanMatch:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One search result: the passage, its score (best span similarity) and its matching spans."""
+    """One search result: the passage, its score (best span similarity + λ · passage similarity:
+    the ranking's, so above 1 where λ > 0) and its matching spans."""
 
     id: str
     score: float

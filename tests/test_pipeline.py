@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -222,7 +223,7 @@ def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp
     for bad in ("0.5", True, {"weight": 0.5}):
         with pytest.raises(SearchError, match="feedback must be"):
             ix.search("person", feedback=bad)
-    with pytest.raises(SearchError, match="feedback weight must be within"):
+    with pytest.raises(SearchError, match="feedback weight must be a number within"):
         ix.search("person", feedback=-1)
     with pytest.raises(SearchError, match="not one string"):
         ix.embed("dog")
@@ -231,6 +232,60 @@ def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp
     ix.close()  # twice is fine
     with pytest.raises(StoreError, match="closed"):
         ix.search("person")
+
+
+def test_an_id_that_is_not_a_non_blank_string_is_a_failed_passage(tmp_path, encoder):
+    """An audit: the embedded store kept the id 5 as "5" (so a later "5" was skipped as already
+    stored, its text lost), b"x" as a blob (``--json`` then failed on it), "" as an id the readers
+    refuse, and None failed the whole chunk with an advice to rerun that could never work."""
+    items = [Passage(5, "Rome."), Passage(True, "Oslo."), Passage(b"bid", "Lima."), Passage("", "Kyiv."),
+             Passage(" ", "Bern."), Passage(None, "Riga."), Passage("t", b"Paris."), Passage("f", "Rome.", None),
+             Passage("ok", "Ada Lovelace wrote the first program.")]
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        report = index_passages(items, encoder, store)
+        assert (report.created, report.failed) == (1, 8)
+        assert report.errors == [
+            "5: cannot be stored: its id is int, not a string", "True: cannot be stored: its id is bool, not a string",
+            "b'bid': cannot be stored: its id is bytes, not a string", ": cannot be stored: its id is empty",
+            " : cannot be stored: its id is empty", "None: cannot be stored: its id is NoneType, not a string",
+            "t: cannot be stored: its text is bytes, not a string", "f: cannot be stored: its metadata is NoneType, not a dict"]
+        assert [r[0] for r in sqlite3.connect(store.path / DB_NAME).execute("SELECT id FROM passages")] == ["ok"]
+        assert index_passages([Passage("5", "Angela Merkel visited Paris.")], encoder, store).created == 1
+
+
+def test_the_python_api_refuses_what_would_silently_mean_something_else(tmp_path, encoder):
+    """An audit: exhaustive="no" ran an --all, skip_existing="no" skipped, threads=-1 and
+    batch_size=-3 were taken (NERINDEX_THREADS=-1 and --batch-size 0 are refused), and text=b"…",
+    a phrase with a lone surrogate and Feedback(top=2.5) ended in Python errors from deep inside."""
+    from indexer import NerIndex
+    from indexer.config import Settings
+    from indexer.errors import InputError, SearchError, StoreError
+    from indexer.feedback import Feedback
+
+    ix = NerIndex(encoder, EmbeddedStore.open(tmp_path / "s"))
+    ix.index([Passage("p", "Ada Lovelace wrote the first program in London.")])
+    for bad, match in (({"exhaustive": "no"}, "exhaustive"), ({"text": b"London"}, "text must be a string"),
+                       ({"text": 123}, "text must be a string")):  # fmt: skip
+        with pytest.raises(SearchError, match=match):
+            ix.search("person", **bad)
+    with pytest.raises(SearchError, match="lone surrogate"):
+        ix.search("city\ud800")
+    with pytest.raises(SearchError, match="a string"):
+        ix.threshold_for(b"city")
+    for bad in ({"weight": "0.5"}, {"top": 2.5}, {"top": True}):
+        with pytest.raises(SearchError, match="feedback"):
+            Feedback(**bad)
+    with pytest.raises(InputError, match="skip_existing"):
+        ix.index([Passage("q", "Rome.")], skip_existing="no")
+    for size in (-3, 0, 2.5, 5000):
+        with pytest.raises(StoreError, match="batch_size must be a whole number"):
+            ix.index([Passage("q", "Rome.")], batch_size=size)
+    for threads in (-1, 0, 2.5, True, 5000):
+        with pytest.raises(StoreError, match="threads must be a whole number"):
+            Settings(threads=threads)
+    assert Settings(threads=2).threads == 2
+    assert ix.store.counts().passages == 1
+    assert ix.search("person", min_similarity=Fraction(1, 10))  # a Fraction is a number
 
 
 def test_ctrl_c_while_the_search_structures_are_prepared_keeps_the_report(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from ..config import resolve, seconds_setting
+from ..config import MAX_COUNT, resolve, seconds_setting
 from ..errors import StoreError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -25,7 +25,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "model": click.option("--model", default=None, help="Model folder (default: the shipped model, or NERINDEX_MODEL)."),
     "device": click.option("--device", type=click.Choice(DEVICES), default=None,
                            help="Execution provider: CUDA when available (auto), or force one."),
-    "threads": click.option("--threads", type=click.IntRange(1, 1024), default=None,
+    "threads": click.option("--threads", type=click.IntRange(1, MAX_COUNT), default=None,
                             help="CPU cores to encode on (default: all, or NERINDEX_THREADS); on the CPU that many windows run at once."),
     "kibana_url": click.option("--kibana-url", default=None, help="Kibana URL (default: NERINDEX_KIBANA_URL)."),
     "es_url": click.option("--es-url", default=None,
@@ -87,7 +87,7 @@ def backend_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 # index, es reindex and eval encode passages: one option, one help
 batch_size_option = click.option(
-    "--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True,
+    "--batch-size", type=click.IntRange(1, MAX_COUNT), default=32, show_default=True,
     help="Windows per graph call on CUDA. On the CPU each window runs alone: its int8 graph scales "
          "activations per call, so batching would make a passage's spans depend on its neighbours.",
 )  # fmt: skip

@@ -19,6 +19,7 @@ The shared conformance suite in ``tests/store_conformance.py`` holds them to it.
 from __future__ import annotations
 
 import math
+import numbers
 import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping, Protocol, Sequence
@@ -173,7 +174,7 @@ MAX_PHRASE_CHARS = 200
 
 def check_threshold(min_similarity: Any) -> float:
     """A similarity threshold as a float: a cosine, so finite and within [-1, 1]."""
-    number = isinstance(min_similarity, (int, float, np.number)) and not isinstance(min_similarity, bool)
+    number = isinstance(min_similarity, numbers.Real) and not isinstance(min_similarity, bool)  # a Fraction too
     value = float(min_similarity) if number else math.nan
     if not -1.0 <= value <= 1.0:  # NaN too
         raise SearchError(f"similarity threshold must be within [-1, 1], not {min_similarity!r}")

@@ -71,14 +71,32 @@ def fields_problem(fields: Mapping[str, Any]) -> str | None:
     return None
 
 
+def id_problem(pid: Any) -> str | None:
+    """Why a passage id cannot be stored, or None: it is not a string (the embedded store kept 5 as
+    "5", so a later passage "5" was skipped as stored, and b"x" as a blob that broke ``--json``: an
+    audit), it is blank (the readers refuse it by line), or no store holds it as text."""
+    if not isinstance(pid, str):
+        return f"its id is {type(pid).__qualname__}, not a string"
+    if not pid.strip():
+        return "its id is empty"
+    return value_problem(pid, "its id")
+
+
 def passage_problem(passage: Passage) -> str | None:
-    """Why no store may hold this passage, or None: its id, text or metadata hold what no store
-    holds as text (:func:`~indexer.text.value_problem`), or metadata no filter could tell apart
+    """Why no store may hold this passage, or None: an id of :func:`id_problem`, a text that is no
+    string, metadata that is not a dict, or text or metadata holding what no store holds as text
+    (:func:`~indexer.text.value_problem`), or metadata no filter could tell apart
     (:func:`fields_problem`). Every writer asks: ``nerindex index`` and the Python API
     (``pipeline.sort_chunk``), and ``es reindex`` for what an older version stored."""
+    shape = id_problem(passage.id)
+    if shape is None and not isinstance(passage.text, str):
+        shape = f"its text is {type(passage.text).__qualname__}, not a string"
+    if shape is None and not isinstance(passage.fields, dict):
+        shape = f"its metadata is {type(passage.fields).__qualname__}, not a dict"
+    if shape is not None:
+        return f"cannot be stored: {shape}"
     try:
-        unstorable = value_problem(passage.id, "its id") or value_problem(passage.text, "its text") or value_problem(
-            passage.fields)
+        unstorable = value_problem(passage.text, "its text") or value_problem(passage.fields)
         return f"cannot be stored: {unstorable}" if unstorable is not None else fields_problem(passage.fields)
     except RecursionError:  # no store's JSON writer goes deeper either (a review: it left sort_chunk)
         return "cannot be stored: its metadata is nested too deeply"
