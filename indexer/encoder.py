@@ -35,6 +35,7 @@ from .runtime import (
     load_tokenizer,
     open_session,
     ordered_map,
+    runtime_conflict,
     usable_cores,
 )
 from .spans import Word, decode_spans, window_inputs, words_from_encoding
@@ -118,6 +119,9 @@ class OnnxEncoder:
         in a one-thread call: one window's matrices are too small for onnxruntime's threads to pay
         (two threads on one call: 1.4x the time of two calls side by side, BENCHMARKS.md).
         """
+        conflict = runtime_conflict()
+        if conflict is not None:
+            raise ModelError(conflict)
         import onnxruntime as ort
 
         info = ModelInfo.load(path)

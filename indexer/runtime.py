@@ -34,9 +34,29 @@ def choose_provider(device: str, available: Sequence[str]) -> str:
     if device == "cuda":
         raise ModelError(
             "device 'cuda' asked for, but onnxruntime has no CUDA provider "
-            f"(available: {', '.join(available)}); install nerindex[gpu] instead of nerindex[cpu]"
+            f"(available: {', '.join(available)}); pip uninstall onnxruntime, then pip install 'nerindex[gpu]' "
+            "(the two must never be installed together)"
         )
     return CPU
+
+
+def runtime_conflict() -> str | None:
+    """Why this environment's onnxruntime cannot be trusted, or None: ``onnxruntime`` and
+    ``onnxruntime-gpu`` both installed (``pip install 'nerindex[cpu,gpu]'`` does it without a word).
+    They are one module on disk, so which one runs depends on the order they were installed in,
+    and uninstalling either breaks the other."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    if len(found) < 2:
+        return None
+    return (f"{' and '.join(found)} are both installed; they share one module, so neither can be trusted: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu, then pip install 'nerindex[cpu]' or 'nerindex[gpu]'")
 
 
 def graph_for(info: ModelInfo, provider: str, graph: str | None = None) -> Path:

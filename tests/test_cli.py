@@ -536,3 +536,15 @@ def test_ctrl_c_while_preparing_says_every_passage_is_stored(tmp_path, capsys, m
     monkeypatch.setattr(EmbeddedStore, "prepare", interrupted)
     code, out, err = run(capsys, "index", str(CORPUS), "--store", str(tmp_path / "s"))
     assert code == 130 and "every passage above is stored" in err and "may be stored too" not in err
+
+
+@pytest.mark.parametrize("module,args,extra", [
+    ("uvicorn", ("serve", "--port", "0"), "web"),
+    ("elasticsearch", ("search", "person", "--es-url", "http://127.0.0.1:9"), "elasticsearch"),
+])  # fmt: skip
+def test_a_missing_optional_package_is_one_line_naming_its_extra(module, args, extra, tmp_path, monkeypatch, capsys):
+    """A 20-30 line ModuleNotFoundError traceback before (an audit of the wheel installed with [cpu] only)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    code, out, err = run(capsys, *args)
+    assert (code, err) == (1, f"error: this needs the {module} package, which is not installed: pip install 'nerindex[{extra}]'\n")

@@ -280,3 +280,13 @@ def test_threads_set_how_many_windows_run_at_once(monkeypatch):
     with pytest.raises(StoreError, match="NERINDEX_THREADS"):
         from_env({"NERINDEX_THREADS": "two"})
     assert OnnxEncoder.from_dir(default_model_dir(), device="cpu", threads=3).workers == 3
+
+
+def test_onnxruntime_and_onnxruntime_gpu_installed_together_are_refused(monkeypatch):
+    """``pip install 'nerindex[cpu,gpu]'`` installs both without a word; they are one module on disk."""
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.31.1" if name == "onnxruntime-gpu" else real(name))
+    with pytest.raises(ModelError, match=r"onnxruntime [\d.]+ and onnxruntime-gpu 1\.31\.1 are both installed.*pip uninstall"):
+        OnnxEncoder.from_dir(default_model_dir(), device="cpu")

@@ -87,7 +87,7 @@ def test_dockerfiles_install_the_wheel_built_from_what_their_context_sends(name)
     copied = {src for line in text.splitlines() if line.startswith("COPY ") for src in line.split()[1:-1]}
     ignore = (DOCKER / f"{name}.dockerignore").read_text().split()
     sent = {entry[1:].rstrip("/") for entry in ignore if entry.startswith("!")}
-    assert copied == sent == {"pyproject.toml", "README.md", "indexer"}
+    assert copied == sent == {"pyproject.toml", "README.md", "LICENSE", "NOTICE", "indexer"}  # license-files too
     for path in sent:
         assert (DOCKER.parent / path).exists(), path
 
