@@ -1,0 +1,104 @@
+"""What the int8 kernel's saturation fix costs (``indexer/int8_kernel.py``), in one process.
+
+On a CPU without VNNI, onnxruntime's uint8 × int8 kernel saturates; nerindex then scans the store's
+int8 segments in two passes and runs the CPU graph with uint8 weights. This prints, on the CPU it
+runs on (``saturates`` says which kind it is):
+
+- the scan of ``--rows`` int8 rows: one pass (exact only where the kernel does not saturate), the
+  two passes, and the float32 product the int8 scan replaces, median ms of ``--repeats``;
+- the encoder: load (with the first passage, which cuts and opens the staged graphs), then encode
+  ``--passages`` passages of the example corpus, with the graph as it is and with uint8 weights
+  forced, median seconds of ``--repeats`` (alternating).
+
+    python bench/bench_int8_kernel.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from indexer import int8_kernel
+from indexer.encoder import OnnxEncoder
+from indexer.reading import read_passages
+from indexer.stores import int8_scan
+
+CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus.jsonl"
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def scan_figures(rows: int, dims: int, repeats: int) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    matrix = rng.integers(-127, 128, (dims, rows), dtype=np.int8)
+    sums = matrix.sum(axis=0, dtype=np.int32)
+    query = rng.integers(-127, 128, dims).astype(np.int8)
+    floats, fquery = matrix.astype(np.float32), query.astype(np.float32)
+    figures = {}
+    for name, forced in (("one_pass_ms", False), ("two_passes_ms", True)):
+        saved, int8_kernel._saturates = int8_kernel._saturates, forced
+        try:
+            figures[name] = 1e3 * median_time(lambda: int8_scan.int8_dots(matrix, sums, query), repeats)
+        finally:
+            int8_kernel._saturates = saved
+    figures["float32_ms"] = 1e3 * median_time(lambda: fquery @ floats, repeats)
+    return figures
+
+
+def encoder_figures(passages: int, repeats: int) -> dict[str, float]:
+    texts = list(read_passages(str(CORPUS)))
+    batch = (texts * (passages // len(texts) + 1))[:passages]
+    runs: dict[str, list[float]] = {f"{kind}_{part}_s": [] for kind in ("as_is", "uint8_weights") for part in ("load", "encode")}
+    saved = int8_kernel._saturates
+    try:
+        for _ in range(repeats):
+            for kind, forced in (("as_is", False), ("uint8_weights", True)):
+                int8_kernel._saturates = forced
+                began = time.perf_counter()
+                encoder = OnnxEncoder.from_dir(None, device="cpu")
+                encoder.encode(batch[:1])  # the staged graphs are cut and opened at the first encode
+                loaded = time.perf_counter()
+                encoder.encode(batch)
+                runs[f"{kind}_load_s"].append(loaded - began)
+                runs[f"{kind}_encode_s"].append(time.perf_counter() - loaded)
+    finally:
+        int8_kernel._saturates = saved
+    return {name: statistics.median(times) for name, times in runs.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dims", type=int, default=384)
+    ap.add_argument("--passages", type=int, default=80)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    result = {"saturates": int8_kernel.saturates(), "scan": scan_figures(args.rows, args.dims, args.repeats),
+              "encoder": encoder_figures(args.passages, args.repeats)}
+    result["scan"]["two_passes_vs_one"] = result["scan"]["two_passes_ms"] / result["scan"]["one_pass_ms"]
+    result["scan"]["two_passes_vs_float32"] = result["scan"]["two_passes_ms"] / result["scan"]["float32_ms"]
+    for part in ("load", "encode"):
+        result["encoder"][f"{part}_uint8_vs_as_is"] = result["encoder"][f"uint8_weights_{part}_s"] / result["encoder"][f"as_is_{part}_s"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"kernel saturates on this CPU: {result['saturates']}")
+        for part in ("scan", "encoder"):
+            print(part, ", ".join(f"{k} {v:.3f}" for k, v in result[part].items()))
+
+
+if __name__ == "__main__":
+    main()
