@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Settings, count_setting, from_env, with_overrides
 from .encoder import OnnxEncoder
-from .errors import InputError, ModelMismatchError, NerindexError, SearchError, StoreError
+from .errors import ModelMismatchError, NerindexError, SearchError, StoreError
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
@@ -178,14 +178,14 @@ class NerIndex:
         ``progress`` is called with passages done, ``windows`` with (windows done, windows of the
         current chunk): the one that moves while a long passage is encoded.
         """
-        if not isinstance(skip_existing, bool):  # "no" is true: the passages were skipped (an audit)
-            raise InputError(f"skip_existing must be True or False, not {skip_existing!r}")
+        if not isinstance(skip_existing, (bool, np.bool_)):  # "no" is true: the passages were skipped (an audit)
+            raise StoreError(f"skip_existing must be True or False, not {skip_existing!r}")
         report = index_passages(
             passages,
             self.encoder,
             self.store,
             batch_size=count_setting("batch_size", 32 if batch_size is None else batch_size),  # None: the default
-            skip_existing=skip_existing,
+            skip_existing=bool(skip_existing),
             progress=progress,
             windows=windows,
         )
@@ -234,7 +234,7 @@ class NerIndex:
         ranks matches by best span similarity + λ · passage similarity; 0 ranks by the best span alone.
         """
         phrase = check_phrase(type_phrase)
-        if not isinstance(exhaustive, bool):  # "no" is true: an --all ran (an audit)
+        if not isinstance(exhaustive, (bool, np.bool_)):  # "no" is true: an --all ran (an audit)
             raise SearchError(f"exhaustive must be True or False, not {exhaustive!r}")
         if text is not None and not isinstance(text, str):
             raise SearchError(f"text must be a string, not {type(text).__name__}")
@@ -255,7 +255,7 @@ class NerIndex:
             filters=checked,
             text=text.strip() if text and text.strip() else None,
             limit=limit,
-            exhaustive=exhaustive,
+            exhaustive=bool(exhaustive),
             passage_weight=float(weight),
         )
 

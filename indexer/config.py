@@ -122,7 +122,7 @@ def count_setting(name: str, value: object) -> int | None:
     arguments (``threads=-1`` was taken by ``NerIndex.open`` while NERINDEX_THREADS=-1 was refused)."""
     if value is None:
         return None
-    count = int(value) if isinstance(value, str) and value.isdigit() else value
+    count = int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value  # not "²"
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 1 <= count <= MAX_COUNT:
         raise StoreError(f"{name} must be a whole number from 1 to {MAX_COUNT}, not {value!r}")
     return int(count)

@@ -70,7 +70,9 @@ def saturates() -> bool:
 def exact_graph(graph: Path | bytes) -> Path | bytes:
     """The graph to open on this CPU: itself, or where the kernel saturates and the graph has int8
     weights in ``MatMulInteger``, the serialised graph with uint8 ones (:func:`uint8_weights`).
-    Without the ``onnx`` package the graph stays as it is, with a warning."""
+    Without the ``onnx`` package the graph stays as it is, with a warning; so does an integer
+    product the rewrite cannot move (:func:`unmoved_products`), with a warning naming it. Raises
+    what ``onnx`` raises on a graph it cannot read (the caller reports it with the file's name)."""
     if not saturates():
         return graph
     try:
@@ -80,16 +82,47 @@ def exact_graph(graph: Path | bytes) -> Path | bytes:
                     "from other machines'; install nerindex[cpu]")
         return graph
     model = onnx.load_model_from_string(graph) if isinstance(graph, bytes) else onnx.load(str(graph))
-    if not uint8_weights(model):
+    changed = uint8_weights(model)
+    unmoved = unmoved_products(model)
+    if unmoved:
+        log.warning("this CPU's int8 kernel saturates (no VNNI) and %s has integer products nerindex cannot move off "
+                    "it (%s): its vectors may differ from other machines'", _name(graph), ", ".join(unmoved))
+    if not changed:
         return graph
-    log.info("this CPU's int8 kernel saturates (no VNNI): %s runs with uint8 weights", "a graph" if isinstance(graph, bytes) else graph)
+    log.info("this CPU's int8 kernel saturates (no VNNI): %s runs with uint8 weights", _name(graph))
     return model.SerializeToString()
+
+
+def _name(graph: Path | bytes) -> str:
+    return "a graph" if isinstance(graph, bytes) else str(graph)
+
+
+INTEGER_PRODUCTS = ("MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                    "ConvInteger", "QLinearConv")
+
+
+def unmoved_products(model: object) -> list[str]:
+    """The integer products of a graph (after :func:`uint8_weights`) that may still run on the
+    saturating kernel: any with int8 weights it did not rewrite (weights from a node, other ops,
+    subgraphs of If and Loop), as ``op (node name)``."""
+    from onnx import TensorProto
+
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        nested = any(attr.g.node or attr.graphs for attr in node.attribute)
+        if node.op_type in INTEGER_PRODUCTS or nested:
+            rewritten = node.op_type == "MatMulInteger" and inits.get(node.input[1]) == TensorProto.UINT8
+            if not rewritten:
+                found.append(f"{node.op_type} ({node.name or 'unnamed'})")
+    return found
 
 
 def uint8_weights(model: object) -> int:
     """Rewrite, in place, every ``MatMulInteger`` whose weights (input B) are an int8 initializer to
     uint8 weights ``w + 128`` with zero point ``z + 128`` (``z`` 0 when absent): the same integer
-    products. Returns how many nodes changed. The int8 originals no longer used are dropped."""
+    products. Returns how many nodes changed. The int8 originals no longer used are dropped (and
+    their entries among the graph's inputs, where an older exporter listed initializers there)."""
     from onnx import TensorProto, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
@@ -113,15 +146,21 @@ def uint8_weights(model: object) -> int:
         node.input[1] = uint8_copy(weights)
         if point:
             node.input[3] = uint8_copy(point)
-        else:
+        else:  # absent, or given as "" (a review: appended, it made a fifth input onnxruntime refused)
             name = f"{weights}_zero_point_uint8"
             if name not in inits:
                 model.graph.initializer.append(numpy_helper.from_array(np.array(128, np.uint8), name))
                 inits[name] = model.graph.initializer[-1]
-            node.input.extend([""] * (3 - len(node.input)) + [name])
+            while len(node.input) < 4:
+                node.input.append("")
+            node.input[3] = name
         changed += 1
     used = {name for node in model.graph.node for name in node.input} | {out.name for out in model.graph.output}
-    kept = [t for t in model.graph.initializer if t.name in used or t.name not in shifted]
+    dropped = {name for name in shifted if name not in used}
+    kept = [t for t in model.graph.initializer if t.name not in dropped]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
+    inputs = [i for i in model.graph.input if i.name not in dropped]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     return changed

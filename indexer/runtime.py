@@ -112,8 +112,6 @@ def open_session(
     uint8 weights where this CPU's uint8 × int8 kernel saturates (:mod:`.int8_kernel`)."""
     import onnxruntime as ort
 
-    if provider == CPU:  # where the CPU's int8 kernel saturates, the same products by another kernel
-        graph = exact_graph(graph)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -121,10 +119,13 @@ def open_session(
     # Idle pool threads spin by default; between the staged graphs that takes the cores from the
     # numpy span work (and from other processes): 128 passages 9.0 s -> 5.1-6.0 s at load 5.4, 2 cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = name or graph
     try:
+        if provider == CPU:  # where the CPU's int8 kernel saturates, the same products by another kernel
+            graph = exact_graph(graph)
         return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options, providers=[provider])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ModelError(f"{name or graph}: onnxruntime cannot load the graph: {exc}") from exc
+    except Exception as exc:  # onnxruntime raises its own untyped errors (onnx its DecodeError)
+        raise ModelError(f"{source}: onnxruntime cannot load the graph: {exc}") from exc
 
 
 def load_tokenizer(path: str | Path) -> object:

@@ -433,3 +433,35 @@ def test_closing_while_other_threads_use_the_store_refuses_them_and_does_not_cra
     script = CLOSE_RACE.format(tests=str(ROOT / "tests"), folder=str(tmp_path / "s"))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "clean", (done.returncode, done.stderr[-2000:])
+
+
+def test_close_inside_a_use_of_the_same_thread_returns_and_an_interrupted_close_can_be_repeated(tmp_path, stamp):
+    """A review: close() inside the thread's own use waited for itself forever; interrupted while
+    it waited, it left the connection open, and a second close() returned at once."""
+    store = EmbeddedStore.open(tmp_path / "a")
+    store.check_model(stamp)
+    with store._conn():
+        store.close()  # returns: it does not wait for this thread's own use
+    with pytest.raises(StoreError, match="closed"):
+        store.counts()
+    store = EmbeddedStore.open(tmp_path / "b")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._conn():
+            held.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    held.wait(5)
+    shared = store._shared
+    real_wait = shared._state.wait_for
+    shared._state.wait_for = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())  # Ctrl-C while waiting
+    with pytest.raises(KeyboardInterrupt):
+        store.close()
+    shared._state.wait_for = real_wait
+    release.set()
+    worker.join()
+    store.close()  # waits again, then closes
+    assert shared._conn is None

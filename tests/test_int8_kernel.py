@@ -65,6 +65,55 @@ def test_uint8_weights_give_the_exact_integer_products(zero_point):
     assert np.array_equal(run(model, x), want)
 
 
+def test_an_empty_zero_point_slot_and_initializers_listed_as_inputs_are_rewritten_in_place():
+    """A review: a zero point given as "" got a fifth input appended (onnxruntime refused the
+    graph), and the int8 weights listed among the graph's inputs (older exporters) were dropped as
+    initializers but stayed required inputs."""
+    weights = np.full((64, 4), 127, np.int8)
+    model = matmul_integer_graph(weights, np.array(0, np.int8))
+    node = model.graph.node[0]
+    node.input[3] = ""
+    model.graph.input.extend([helper.make_tensor_value_info("w", TensorProto.INT8, [64, 4])])
+    assert int8_kernel.uint8_weights(model) == 1
+    assert len(node.input) == 4 and node.input[3] == "w_zero_point_uint8"
+    assert [i.name for i in model.graph.input] == ["x"]
+    x = np.full((1, 64), 255, np.uint8)
+    assert np.array_equal(run(model, x), x.astype(np.int64) @ weights.astype(np.int64))
+
+
+def test_integer_products_the_rewrite_cannot_move_are_named(caplog, monkeypatch):
+    """QLinearMatMul (and the com.microsoft fused products) saturate too; the rewrite leaves them,
+    and says so instead of nothing."""
+    monkeypatch.setattr(int8_kernel, "_saturates", True)
+    node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], name="q")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert int8_kernel.unmoved_products(model) == ["QLinearMatMul (q)"]
+    data = model.SerializeToString()
+    with caplog.at_level("WARNING", logger="indexer.int8_kernel"):
+        assert int8_kernel.exact_graph(data) is data
+    assert "QLinearMatMul (q)" in caplog.text and "may differ" in caplog.text
+
+
+def test_the_shipped_graph_has_no_product_left_on_the_saturating_kernel():
+    model = onnx.load(str(default_model_dir() / "encoder.int8.onnx"))
+    assert int8_kernel.uint8_weights(model) == 55
+    assert int8_kernel.unmoved_products(model) == []
+
+
+def test_an_unreadable_graph_is_a_model_error_where_the_kernel_saturates(tmp_path, monkeypatch):
+    """A review: onnx's DecodeError escaped as a traceback where the rewrite parses the graph first."""
+    from indexer.errors import ModelError
+    from indexer.runtime import CPU, open_session
+
+    monkeypatch.setattr(int8_kernel, "_saturates", True)
+    bad = tmp_path / "encoder.int8.onnx"
+    bad.write_bytes(b"\x08\x01garbage" * 100)
+    with pytest.raises(ModelError, match="encoder.int8.onnx: onnxruntime cannot load the graph"):
+        open_session(bad, CPU)
+
+
 def test_a_graph_without_int8_weights_is_left_alone():
     model = matmul_integer_graph(np.ones((4, 2), np.int8), None)
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((4, 2), np.uint8), "w"))

@@ -259,7 +259,7 @@ def test_the_python_api_refuses_what_would_silently_mean_something_else(tmp_path
     a phrase with a lone surrogate and Feedback(top=2.5) ended in Python errors from deep inside."""
     from indexer import NerIndex
     from indexer.config import Settings
-    from indexer.errors import InputError, SearchError, StoreError
+    from indexer.errors import SearchError, StoreError
     from indexer.feedback import Feedback
 
     ix = NerIndex(encoder, EmbeddedStore.open(tmp_path / "s"))
@@ -275,12 +275,13 @@ def test_the_python_api_refuses_what_would_silently_mean_something_else(tmp_path
     for bad in ({"weight": "0.5"}, {"top": 2.5}, {"top": True}):
         with pytest.raises(SearchError, match="feedback"):
             Feedback(**bad)
-    with pytest.raises(InputError, match="skip_existing"):
+    with pytest.raises(StoreError, match="^skip_existing must be True or False"):
         ix.index([Passage("q", "Rome.")], skip_existing="no")
+    assert len(ix.search("person", exhaustive=np.True_, min_similarity=0.1)) == 1  # numpy booleans are booleans
     for size in (-3, 0, 2.5, 5000):
         with pytest.raises(StoreError, match="batch_size must be a whole number"):
             ix.index([Passage("q", "Rome.")], batch_size=size)
-    for threads in (-1, 0, 2.5, True, 5000):
+    for threads in (-1, 0, 2.5, True, 5000, "²"):
         with pytest.raises(StoreError, match="threads must be a whole number"):
             Settings(threads=threads)
     assert Settings(threads=2).threads == 2

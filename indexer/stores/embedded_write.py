@@ -28,32 +28,41 @@ class SharedConnection:
     runs of searches racing ``close()``). After :meth:`close` every use is a StoreError."""
 
     def __init__(self, conn: sqlite3.Connection, where: str) -> None:
-        self._conn, self._where = conn, where
+        self._conn: sqlite3.Connection | None = conn
+        self._where = where
         self._users, self._closed = 0, False
         self._state = threading.Condition()
+        self._mine = threading.local()  # this thread's uses: close() inside one does not wait for itself
 
     @contextmanager
     def use(self) -> Iterator[sqlite3.Connection]:
         """The connection, for the statements of one ``with`` block (results fetched inside it)."""
         with self._state:
-            if self._closed:
+            if self._closed or self._conn is None:
                 raise StoreError(f"{self._where}: this store was closed (close()): open it again")
             self._users += 1
+            conn = self._conn
+        self._mine.uses = getattr(self._mine, "uses", 0) + 1
         try:
-            yield self._conn
+            yield conn
         finally:
+            self._mine.uses -= 1
             with self._state:
                 self._users -= 1
                 self._state.notify_all()
 
     def close(self) -> None:
-        """Refuse new uses, wait for those under way, then close (a second call does nothing)."""
+        """Refuse new uses, wait for other threads' uses under way, then close. Interrupted while it
+        waits (Ctrl-C), the connection stays open and a second call waits again (a review: it had
+        returned at once, leaving the connection open)."""
         with self._state:
-            if self._closed:
+            if self._conn is None:
                 return
             self._closed = True
-            self._state.wait_for(lambda: self._users == 0)
-        self._conn.close()
+            own = getattr(self._mine, "uses", 0)
+            self._state.wait_for(lambda: self._users <= own)
+            conn, self._conn = self._conn, None
+        conn.close()
 
 
 def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, replace: bool) -> list[WriteOutcome]:
