@@ -420,6 +420,8 @@ def test_connect_makes_no_client_and_no_request(monkeypatch):
     store = ElasticsearchStore.connect("http://127.0.0.1:9", index="nerindex", api_key="abc")
     assert store._client is None and store.alias == "nerindex"
     store.close()  # closing an unused store makes no client either
+    with pytest.raises(StoreError, match="closed"):  # a review: a search under way made a client nothing closed
+        store.client
 
 
 def test_client_is_created_lazily_with_the_options():

@@ -89,6 +89,7 @@ class ElasticsearchStore:
         self._options = options
         self._client = client
         self._owns_client = client is None
+        self._closed = False
         self._facts: rs.ServerFacts | None = None
         self._stamp: ModelStamp | None = None
         self._vector_type: str | None = None  # index_options type of spans.vector, once read
@@ -122,8 +123,11 @@ class ElasticsearchStore:
 
     @property
     def client(self) -> Elasticsearch:
-        """The elasticsearch-py client, created on first use."""
+        """The elasticsearch-py client, created on first use; after :meth:`close`, a StoreError (a
+        review: a search under way when the store was closed made a new client nothing closed)."""
         if self._client is None:
+            if self._closed:
+                raise StoreError(f"{self.alias}: this store was closed (close()): open it again")
             self._client = make_client(self._options.connection)
         return self._client
 
@@ -469,6 +473,7 @@ class ElasticsearchStore:
 
     def close(self) -> None:
         """Restore the refresh interval, make writes visible, and close a client we created."""
+        self._closed = True
         try:
             if self._client is not None:
                 self.flush()
