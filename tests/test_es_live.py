@@ -97,6 +97,8 @@ def make_live_store():
 
     yield make
     for store in made:
+        if store._closed:  # a closed store refuses its client: a handle of its own to clean up with
+            store = open_elasticsearch(resolve(es_index=store.alias))
         try:
             store.flush()
             delete_indices(store)
@@ -269,6 +271,9 @@ def test_refresh_interval_relaxed_during_writes_and_restored(make_live_store, st
     assert search(store, DINO) and interval() == "1s"  # a search makes the writes visible first
     store.write(corpus()[2:])
     store.close()
+    with pytest.raises(StoreError, match="closed"):  # closed is closed, as for the embedded store
+        store.counts()
+    store = make_live_store(store.alias)
     assert interval() == "1s"
     assert store.counts().passages == 5
 
