@@ -549,3 +549,15 @@ def test_a_missing_optional_package_is_one_line_naming_its_extra(tmp_path, monke
     for name, extra in (("elasticsearch.helpers", "elasticsearch"), ("onnxruntime", "cpu"), ("torch", "train")):
         assert f"pip install 'nerindex[{extra}]'" in missing_extra(ModuleNotFoundError(name=name))
     assert missing_extra(ModuleNotFoundError(name="no_such_module")) is None  # a bug's: raised as it is
+
+
+@pytest.mark.parametrize("env,bold", [({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)])
+def test_marks_are_bold_on_a_terminal_unless_no_color_or_a_dumb_terminal(indexed, env, bold, monkeypatch, capsys):
+    """An audit: NO_COLOR (no-color.org) and TERM=dumb still got ANSI escapes on a terminal."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, "search", "dinosaur", "--store", str(indexed), "--limit", "1")
+    assert code == 0 and ("\x1b[" in out) == bold and ("[[" in out) != bold

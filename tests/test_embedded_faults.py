@@ -465,3 +465,20 @@ def test_close_inside_a_use_of_the_same_thread_returns_and_an_interrupted_close_
     worker.join()
     store.close()  # waits again, then closes
     assert shared._conn is None
+
+
+def test_a_top_k_search_closes_its_read_connection(tmp_path, stamp, monkeypatch):
+    """A review (Python 3.13's ResourceWarning): a top-k search read its hits and left its private
+    connection to the garbage collector, one a search (the service's every request)."""
+    store = EmbeddedStore.open(tmp_path / "s")
+    store.check_model(stamp)
+    store.write(corpus())
+    opened = []
+    real = store._reader
+    monkeypatch.setattr(store, "_reader", lambda: opened.append(real()) or opened[-1])
+    assert [h.id for h in store.search(SearchRequest(DINO, 0.5, limit=2))] == ["p1", "p2"]
+    assert opened
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+    store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -290,3 +291,15 @@ def test_onnxruntime_and_onnxruntime_gpu_installed_together_are_refused(monkeypa
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.31.1" if name == "onnxruntime-gpu" else real(name))
     with pytest.raises(ModelError, match=r"onnxruntime [\d.]+ and onnxruntime-gpu 1\.31\.1 are both installed.*pip uninstall"):
         OnnxEncoder.from_dir(default_model_dir(), device="cpu")
+
+
+def test_onnxruntime_writes_no_telemetry_under_home(tmp_path):
+    """An audit: onnxruntime 1.32 wrote a device id and queued telemetry events under
+    ~/.cache/Microsoft/DeveloperTools for every nerindex process; nerindex sets ORT_DISABLE_TELEMETRY."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"} | {"HOME": str(tmp_path)}
+    code = "from indexer.encoder import OnnxEncoder; OnnxEncoder.from_dir(None, device='cpu').embed_types(['dinosaur'])"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    assert not (tmp_path / ".cache" / "Microsoft").exists()

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "encoder" / "example.npz"
 PHRASES = ["dinosaur", "book", "musical instrument", "political party", "the name of a river"]
+ORT_VERSION = tuple(int(part) for part in __import__("onnxruntime").__version__.split(".")[:2])
 
 
 def matmul_integer_graph(weights: np.ndarray, zero_point: np.ndarray | None) -> onnx.ModelProto:
@@ -138,6 +139,9 @@ def test_the_shipped_model_gives_the_exact_kernels_vectors_on_this_cpu(rewrite, 
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(GOLDEN, **{k: v.astype(np.float16) for k, v in got.items()})
     want = np.load(GOLDEN)
+    # onnxruntime before 1.30 computes the graph's float parts a little differently (an audit: passage
+    # cosine 0.9955 with 1.19 to 1.29; 1.30 to 1.32: 0.99996); a saturating kernel gives 0.985
+    bound = 0.999 if ORT_VERSION >= (1, 30) else 0.99
     for key in ("passages", "types"):
         cosines = np.sum(got[key] * want[key].astype(np.float32), axis=1)
-        assert cosines.min() > 0.999, (key, float(cosines.min()))
+        assert cosines.min() > bound, (key, float(cosines.min()))

@@ -250,7 +250,8 @@ def search_command(
         click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
                    "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip
     ix = NerIndex.open(settings=settings, create=False)
-    color = sys.stdout.isatty()
+    # bold on a terminal, unless the user asks for none (no-color.org) or the terminal cannot show it
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
     shown = 0
     with ix:
         hits = ix.iter_search(

@@ -285,7 +285,9 @@ class EmbeddedStore:
         try:
             matches = self._search_in(conn, vec, query, request)
             if not request.exhaustive:  # a few hits: read them now and let the snapshot go
-                return Matches(iter(list(matches)), total=matches.total)
+                hits = list(matches)
+                conn.close()  # a review: left to the garbage collector (Python 3.13 warns), one a search
+                return Matches(iter(hits), total=matches.total)
         except BaseException:
             conn.close()
             raise
