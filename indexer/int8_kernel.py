@@ -97,25 +97,32 @@ def _name(graph: Path | bytes) -> str:
     return "a graph" if isinstance(graph, bytes) else str(graph)
 
 
-INTEGER_PRODUCTS = ("MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
-                    "ConvInteger", "QLinearConv")
+# integer products and the input that holds their weights (B); their weights of int8 meet the
+# saturating kernel, and only MatMulInteger's are rewritten
+INTEGER_PRODUCTS = {"MatMulInteger": 1, "QLinearMatMul": 3, "MatMulIntegerToFloat": 1, "DynamicQuantizeMatMul": 1,
+                    "ConvInteger": 1, "QLinearConv": 3, "QGemm": 3, "QAttention": 1, "DynamicQuantizeLSTM": 1}
 
 
 def unmoved_products(model: object) -> list[str]:
     """The integer products of a graph (after :func:`uint8_weights`) that may still run on the
-    saturating kernel: any with int8 weights it did not rewrite (weights from a node, other ops,
-    subgraphs of If and Loop), as ``op (node name)``."""
+    saturating kernel, as ``op (node name)``: those whose weights are not a uint8 initializer (int8,
+    or computed by a node, so unknown), inside If and Loop subgraphs too."""
     from onnx import TensorProto
 
-    inits = {t.name: t.data_type for t in model.graph.initializer}
-    found = []
-    for node in model.graph.node:
-        nested = any(attr.g.node or attr.graphs for attr in node.attribute)
-        if node.op_type in INTEGER_PRODUCTS or nested:
-            rewritten = node.op_type == "MatMulInteger" and inits.get(node.input[1]) == TensorProto.UINT8
-            if not rewritten:
+    def walk(graph: object) -> list[str]:
+        inits = {t.name: t.data_type for t in graph.initializer}
+        found = []
+        for node in graph.node:
+            at = INTEGER_PRODUCTS.get(node.op_type)
+            weights = node.input[at] if at is not None and len(node.input) > at else None
+            if weights is not None and inits.get(weights) != TensorProto.UINT8:
                 found.append(f"{node.op_type} ({node.name or 'unnamed'})")
-    return found
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    found += walk(sub)
+        return found
+
+    return walk(model.graph)
 
 
 def uint8_weights(model: object) -> int:

@@ -95,6 +95,8 @@ def test_integer_products_the_rewrite_cannot_move_are_named(caplog, monkeypatch)
     with caplog.at_level("WARNING", logger="indexer.int8_kernel"):
         assert int8_kernel.exact_graph(data) is data
     assert "QLinearMatMul (q)" in caplog.text and "may differ" in caplog.text
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((4, 2), np.uint8), "w"))
+    assert int8_kernel.unmoved_products(model) == []  # uint8 weights do not saturate (a review: named anyway)
 
 
 def test_the_shipped_graph_has_no_product_left_on_the_saturating_kernel():

@@ -3,7 +3,8 @@
 The CLI owns stdout (``--json`` output stays machine-clean); progress and messages go to stderr.
 A :class:`~indexer.errors.NerindexError` becomes one line on stderr and its exit code; so does an
 ``OSError`` (a full disk, a folder it may not write: exit 1; ``NERINDEX_TRACEBACK=1`` shows its
-traceback), and a reader of stdout that went away ends the command with 141.
+traceback) and a missing optional package (its extra named: exit 1, :func:`missing_extra`), and a
+reader of stdout that went away ends the command with 141.
 Each command lives in a module of this package, imported only when invoked, so ``nerindex --help``
 stays fast and needs no extras: :mod:`.core` (index, search, embed, info), :mod:`.elasticsearch`
 (es, kibana), :mod:`.training` (train, export), :mod:`.evaluation` (eval), :mod:`.serve`.

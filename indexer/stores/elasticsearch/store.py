@@ -123,8 +123,8 @@ class ElasticsearchStore:
 
     @property
     def client(self) -> Elasticsearch:
-        """The elasticsearch-py client, created on first use; after :meth:`close`, a StoreError (a
-        review: a search under way when the store was closed made a new client nothing closed)."""
+        """The elasticsearch-py client, created on first use; after :meth:`close` of a store that made
+        its own, a StoreError (a review: a search under way made a new client nothing closed)."""
         if self._client is None:
             if self._closed:
                 raise StoreError(f"{self.alias}: this store was closed (close()): open it again")
