@@ -129,8 +129,9 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     as it does across chunks (where the store has it by then); when not skipping, each replaces
     the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
     empty or blank, which no search could find; whose id is not a non-blank string; whose id, text
-    or fields hold a lone surrogate or a NUL, which no store holds as text (:func:`~.text.unicode_problem`); or whose metadata no filter
-    could tell apart (:func:`~.stores.filter_rules.fields_problem`): :func:`~.stores.filter_rules.passage_problem`.
+    or fields hold a lone surrogate or a NUL, which no store holds as text
+    (:func:`~.text.unicode_problem`); or whose metadata no filter could tell apart
+    (:func:`~.stores.filter_rules.fields_problem`): :func:`~.stores.filter_rules.passage_problem`.
     The JSONL, CSV and Parquet readers refuse such records by line before this."""
     todo: list[Passage] = []
     skipped = 0

@@ -9,9 +9,9 @@ machine, same minute). On a CPU without VNNI the kernel saturates (:mod:`indexer
 ``255 · 127 + 128 · 95`` > 32767, and rows close to the query scored far too low (an audit, an AMD
 EPYC with AVX2 only: 0.22 for a cosine of 0.8, never re-scored, so missing from answers). There
 the uint8 query goes in as two halves that cannot saturate, ``u = 2 · (u >> 1) + (u & 1)``: two
-passes, the same exact products (~56 against ~28 ms for 1M × 384 there; float32 ~81 ms). Memory-mapped
-matrices are scanned in blocks whose pages are dropped after use (:func:`scan_dots`), so a scan of
-a 10M-row file does not count it in the process's RSS.
+passes, the same exact products (~56 against ~28 ms for 1M × 384 there; float32 ~81 ms).
+Memory-mapped matrices are scanned in blocks whose pages are dropped after use (:func:`scan_dots`),
+so a scan of a 10M-row file does not count it in the process's RSS.
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ def _raw_dots(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     (high,) = session.run(None, {"query": shifted >> 1, "matrix": matrix})  # levels 0..127: no pair overflows
     (low,) = session.run(None, {"query": shifted & 1, "matrix": matrix})
     return (2 * high + low).reshape(-1)
-
 
 
 def scan_dots(matrix: np.ndarray, sums: np.ndarray, query: np.ndarray) -> np.ndarray:
