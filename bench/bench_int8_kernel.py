@@ -1,14 +1,15 @@
 """What the int8 kernel's saturation fix costs (``indexer/int8_kernel.py``), in one process.
 
 On a CPU without VNNI, onnxruntime's uint8 × int8 kernel saturates; nerindex then scans the store's
-int8 segments in two passes and runs the CPU graph with uint8 weights. This prints, on the CPU it
-runs on (``saturates`` says which kind it is):
+int8 segments in two passes and opens its graphs with onnxruntime's precision option (the graph's
+int8 weights run as uint8 ones). This prints, on the CPU it runs on (``saturates`` says which kind
+it is):
 
 - the scan of ``--rows`` int8 rows: one pass (exact only where the kernel does not saturate), the
   two passes, and the float32 product the int8 scan replaces, median ms of ``--repeats``;
 - the encoder: load (with the first passage, which cuts and opens the staged graphs), then encode
-  ``--passages`` passages of the example corpus, with the graph as it is and with uint8 weights
-  forced, median seconds of ``--repeats`` (alternating).
+  ``--passages`` passages of the example corpus, with the graph as it is and with the precision
+  option forced, median seconds of ``--repeats`` (alternating).
 
     python bench/bench_int8_kernel.py --json
 """

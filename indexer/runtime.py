@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from .errors import ModelError
-from .int8_kernel import exact_graph
+from .int8_kernel import exact_products
 from .model_folder import CANDIDATE_OUTPUT, INPUT_NAMES, OUTPUT_NAMES, ModelInfo
 
 T = TypeVar("T")
@@ -108,8 +108,9 @@ def open_session(
     graph: Path | bytes, provider: str, *, threads: int | None = None, name: Path | None = None
 ) -> object:
     """An onnxruntime session of a graph file (or serialised graph bytes cut from the file ``name``)
-    on one execution provider; errors name the graph file. On the CPU, an int8 graph runs with
-    uint8 weights where this CPU's uint8 × int8 kernel saturates (:mod:`.int8_kernel`)."""
+    on one execution provider; errors name the graph file. Where this CPU's uint8 × int8 kernel
+    saturates, an int8 graph's products run on one that does not (:mod:`.int8_kernel`: the CPU's
+    nodes of any provider's session)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -119,12 +120,11 @@ def open_session(
     # Idle pool threads spin by default; between the staged graphs that takes the cores from the
     # numpy span work (and from other processes): 128 passages 9.0 s -> 5.1-6.0 s at load 5.4, 2 cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    exact_products(options)
     source = name or graph
     try:
-        if provider == CPU:  # where the CPU's int8 kernel saturates, the same products by another kernel
-            graph = exact_graph(graph)
         return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options, providers=[provider])
-    except Exception as exc:  # onnxruntime raises its own untyped errors (onnx its DecodeError)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"{source}: onnxruntime cannot load the graph: {exc}") from exc
 
 

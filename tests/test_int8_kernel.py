@@ -1,5 +1,6 @@
 """The CPU's uint8 × int8 kernel (``indexer.int8_kernel``): where it saturates (no VNNI), the shipped
-graph runs with uint8 weights and gives the vectors every other CPU gives.
+graph's products run on one that does not (onnxruntime's precision option) and give the vectors every
+other CPU gives.
 
 The golden vectors (``golden/encoder/example.npz``) are the shipped model's on the example corpus,
 computed with exact integer products; after an intended model change regenerate them with
@@ -43,70 +44,87 @@ def matmul_integer_graph(weights: np.ndarray, zero_point: np.ndarray | None) -> 
     return model
 
 
-def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+def run(model: onnx.ModelProto, x: np.ndarray, *, exact: bool) -> np.ndarray:
+    """The graph through the runtime's own session (``exact``: as the runtime opens graphs), or a
+    plain onnxruntime session, which runs this CPU's uint8 x int8 kernel as it is."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    from indexer.runtime import CPU, open_session
+
+    data = model.SerializeToString()
+    session = open_session(data, CPU) if exact else ort.InferenceSession(data, providers=[CPU])
+    return session.run(None, {"x": x})[0]
 
 
-@pytest.mark.parametrize("zero_point", [None, np.array(0, np.int8), np.array(3, np.int8)])
-def test_uint8_weights_give_the_exact_integer_products(zero_point):
-    """At the largest levels too, where the uint8 × int8 kernel saturates on CPUs without VNNI."""
+def largest_levels(zero_point: np.ndarray | None) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """A MatMulInteger with weights at +127 and -128 and inputs at 255, and the exact products."""
     rng = np.random.default_rng(0)
     weights = np.concatenate([rng.integers(-127, 128, (64, 8)), np.full((64, 2), 127), np.full((64, 2), -128)], axis=1).astype(np.int8)
     x = np.concatenate([rng.integers(0, 256, (3, 64)), np.full((1, 64), 255)]).astype(np.uint8)
     z = 0 if zero_point is None else int(zero_point)
-    want = x.astype(np.int64) @ (weights.astype(np.int64) - z)
-    model = matmul_integer_graph(weights, zero_point)
-    assert int8_kernel.uint8_weights(model) == 1
-    node = model.graph.node[0]
-    types = {t.name: t.data_type for t in model.graph.initializer}
-    assert types[node.input[1]] == types[node.input[3]] == TensorProto.UINT8
-    assert "w" not in types  # the int8 original is gone
-    assert np.array_equal(run(model, x), want)
+    return matmul_integer_graph(weights, zero_point), x, x.astype(np.int64) @ (weights.astype(np.int64) - z)
 
 
-def test_an_empty_zero_point_slot_and_initializers_listed_as_inputs_are_rewritten_in_place():
-    """A review: a zero point given as "" got a fifth input appended (onnxruntime refused the
-    graph), and the int8 weights listed among the graph's inputs (older exporters) were dropped as
-    initializers but stayed required inputs."""
-    weights = np.full((64, 4), 127, np.int8)
-    model = matmul_integer_graph(weights, np.array(0, np.int8))
-    node = model.graph.node[0]
-    node.input[3] = ""
-    model.graph.input.extend([helper.make_tensor_value_info("w", TensorProto.INT8, [64, 4])])
-    assert int8_kernel.uint8_weights(model) == 1
-    assert len(node.input) == 4 and node.input[3] == "w_zero_point_uint8"
-    assert [i.name for i in model.graph.input] == ["x"]
-    x = np.full((1, 64), 255, np.uint8)
-    assert np.array_equal(run(model, x), x.astype(np.int64) @ weights.astype(np.int64))
+# onnxruntime before 1.30, with the precision option, aborts the process on a MatMulInteger without
+# a zero point input and leaves one whose zero point is "" on the saturating kernel (measured with
+# 1.19, 1.22, 1.26 and 1.29); every graph nerindex exports gives its zero points as constants
+BEFORE_1_30 = pytest.mark.skipif(ORT_VERSION < (1, 30), reason="onnxruntime before 1.30 needs constant zero points")
 
 
-def test_integer_products_the_rewrite_cannot_move_are_named(caplog, monkeypatch):
-    """QLinearMatMul (and the com.microsoft fused products) saturate too; the rewrite leaves them,
-    and says so instead of nothing."""
+@pytest.mark.parametrize("forced", [False, True], ids=["as this CPU needs", "the option forced"])
+@pytest.mark.parametrize("zero_point", [pytest.param(None, marks=BEFORE_1_30), np.array(0, np.int8), np.array(3, np.int8)])
+def test_the_runtimes_sessions_give_exact_integer_products(zero_point, forced, monkeypatch):
+    """At the largest levels too, where the uint8 x int8 kernel saturates on CPUs without VNNI; the
+    forced rows turn onnxruntime's precision option on on every CPU."""
+    if forced:
+        monkeypatch.setattr(int8_kernel, "_saturates", True)
+    model, x, want = largest_levels(zero_point)
+    assert np.array_equal(run(model, x, exact=True), want)
+
+
+@BEFORE_1_30
+def test_a_zero_point_slot_given_as_empty_gets_exact_products_too(monkeypatch):
+    """An exporter may write the optional zero point as "" (it broke nerindex's own rewrite once)."""
     monkeypatch.setattr(int8_kernel, "_saturates", True)
-    node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], name="q")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    assert int8_kernel.unmoved_products(model) == ["QLinearMatMul (q)"]
-    data = model.SerializeToString()
-    with caplog.at_level("WARNING", logger="indexer.int8_kernel"):
-        assert int8_kernel.exact_graph(data) is data
-    assert "QLinearMatMul (q)" in caplog.text and "may differ" in caplog.text
-    model.graph.initializer.append(numpy_helper.from_array(np.ones((4, 2), np.uint8), "w"))
-    assert int8_kernel.unmoved_products(model) == []  # uint8 weights do not saturate (a review: named anyway)
+    model, x, want = largest_levels(np.array(0, np.int8))
+    model.graph.node[0].input[3] = ""
+    assert np.array_equal(run(model, x, exact=True), want)
 
 
-def test_the_shipped_graph_has_no_product_left_on_the_saturating_kernel():
+def test_without_the_option_this_cpu_saturates_where_the_probe_says_so():
+    """The control: a plain session gets other products exactly where :func:`saturates` is true
+    (so the test above can fail on such a CPU: it did with the runtime before December 2026)."""
+    model, x, want = largest_levels(np.array(0, np.int8))
+    assert (not np.array_equal(run(model, x, exact=False), want)) == int8_kernel.saturates()
+
+
+def test_the_shipped_graphs_int8_products_have_constant_zero_points():
+    """What the precision option needs from a graph on every onnxruntime nerindex supports (above)."""
     model = onnx.load(str(default_model_dir() / "encoder.int8.onnx"))
-    assert int8_kernel.uint8_weights(model) == 55
-    assert int8_kernel.unmoved_products(model) == []
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    products = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert len(products) == 55
+    for node in products:
+        assert inits.get(node.input[1]) == TensorProto.INT8 and inits.get(node.input[3]) == TensorProto.INT8, node.name
+    assert not {n.op_type for n in model.graph.node} & {"QLinearMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention"}
+
+
+def test_the_option_is_set_only_where_the_kernel_saturates(monkeypatch):
+    """On a VNNI CPU onnxruntime would still swap its exact VNNI kernel for the slower uint8 one."""
+    import onnxruntime as ort
+
+    for saturating in (False, True):
+        monkeypatch.setattr(int8_kernel, "_saturates", saturating)
+        options = ort.SessionOptions()
+        int8_kernel.exact_products(options)
+        if saturating:
+            assert options.get_session_config_entry(int8_kernel.PRECISION_OPTION) == "1"
+        else:
+            with pytest.raises(RuntimeError, match="does not have configuration"):  # never set
+                options.get_session_config_entry(int8_kernel.PRECISION_OPTION)
 
 
 def test_an_unreadable_graph_is_a_model_error_where_the_kernel_saturates(tmp_path, monkeypatch):
-    """A review: onnx's DecodeError escaped as a traceback where the rewrite parses the graph first."""
     from indexer.errors import ModelError
     from indexer.runtime import CPU, open_session
 
@@ -117,24 +135,16 @@ def test_an_unreadable_graph_is_a_model_error_where_the_kernel_saturates(tmp_pat
         open_session(bad, CPU)
 
 
-def test_a_graph_without_int8_weights_is_left_alone():
-    model = matmul_integer_graph(np.ones((4, 2), np.int8), None)
-    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((4, 2), np.uint8), "w"))
-    before = model.SerializeToString()
-    assert int8_kernel.uint8_weights(model) == 0
-    assert model.SerializeToString() == before
-
-
 def example_vectors(encoder: OnnxEncoder) -> dict[str, np.ndarray]:
     docs = encoder.encode(list(read_passages(str(ROOT / "examples" / "corpus.jsonl"))))
     return {"passages": np.stack([d.vector for d in docs]), "types": encoder.embed_types(PHRASES)}
 
 
-@pytest.mark.parametrize("rewrite", ["as this CPU needs", "uint8 weights forced"])
-def test_the_shipped_model_gives_the_exact_kernels_vectors_on_this_cpu(rewrite, monkeypatch):
+@pytest.mark.parametrize("forced", [False, True], ids=["as this CPU needs", "the option forced"])
+def test_the_shipped_model_gives_the_exact_kernels_vectors_on_this_cpu(forced, monkeypatch):
     """Whichever kernel this CPU runs, the vectors are those of exact integer products (within the
-    float noise of onnxruntime versions); the forced row runs the rewrite on every CPU."""
-    if rewrite != "as this CPU needs":
+    float noise of onnxruntime versions); the forced row turns the precision option on on every CPU."""
+    if forced:
         monkeypatch.setattr(int8_kernel, "_saturates", True)
     got = example_vectors(OnnxEncoder.from_dir(default_model_dir(), device="cpu"))
     if os.environ.get("NERINDEX_UPDATE_GOLDEN") and int8_kernel.saturates():
