@@ -98,15 +98,34 @@ def test_without_the_option_this_cpu_saturates_where_the_probe_says_so():
     assert (not np.array_equal(run(model, x, exact=False), want)) == int8_kernel.saturates()
 
 
-def test_the_shipped_graphs_int8_products_have_constant_zero_points():
+def test_the_shipped_graphs_int8_products_are_all_ones_the_option_converts():
     """What the precision option needs from a graph on every onnxruntime nerindex supports (above)."""
     model = onnx.load(str(default_model_dir() / "encoder.int8.onnx"))
-    inits = {t.name: t.data_type for t in model.graph.initializer}
-    products = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
-    assert len(products) == 55
-    for node in products:
-        assert inits.get(node.input[1]) == TensorProto.INT8 and inits.get(node.input[3]) == TensorProto.INT8, node.name
-    assert not {n.op_type for n in model.graph.node} & {"QLinearMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention"}
+    assert sum(n.op_type == "MatMulInteger" for n in model.graph.node) == 55
+    assert int8_kernel.unconverted_products(model) == []
+
+
+def test_products_the_option_could_leave_saturating_are_named():
+    """A review: weights also listed among the graph's inputs and QLinearMatMul of opset 21 stay
+    saturated with onnxruntime 1.30-1.32; an absent or "" zero point before 1.30."""
+    def named(model: onnx.ModelProto) -> list[str]:
+        model.graph.node[0].name = "p"
+        return int8_kernel.unconverted_products(model)
+
+    assert named(matmul_integer_graph(np.ones((4, 2), np.int8), np.array(0, np.int8))) == []
+    assert named(matmul_integer_graph(np.ones((4, 2), np.int8), None)) == ["MatMulInteger (p)"]
+    listed = matmul_integer_graph(np.ones((4, 2), np.int8), np.array(0, np.int8))
+    listed.graph.input.extend([helper.make_tensor_value_info("w", TensorProto.INT8, [4, 2])])
+    assert named(listed) == ["MatMulInteger (p)"]
+    uint8 = matmul_integer_graph(np.ones((4, 2), np.int8), None)
+    uint8.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((4, 2), np.uint8), "w"))
+    assert named(uint8) == []  # uint8 weights run on the kernel that does not saturate
+    node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
+    inits = [numpy_helper.from_array(np.ones((4, 2), np.int8), "w"), numpy_helper.from_array(np.array(0, np.int8), "wz")]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 2])], inits)
+    for opset, want in ((13, []), (21, ["QLinearMatMul (p)"])):
+        assert named(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])) == want
 
 
 def test_the_option_is_set_only_where_the_kernel_saturates(monkeypatch):
@@ -121,6 +140,20 @@ def test_the_option_is_set_only_where_the_kernel_saturates(monkeypatch):
             assert options.get_session_config_entry(int8_kernel.PRECISION_OPTION) == "1"
         else:
             with pytest.raises(RuntimeError, match="does not have configuration"):  # never set
+                options.get_session_config_entry(int8_kernel.PRECISION_OPTION)
+
+
+def test_the_runtimes_sessions_carry_the_option_only_where_the_kernel_saturates(monkeypatch):
+    from indexer.runtime import CPU, open_session
+
+    data = largest_levels(np.array(0, np.int8))[0].SerializeToString()
+    for saturating in (False, True):
+        monkeypatch.setattr(int8_kernel, "_saturates", saturating)
+        options = open_session(data, CPU).get_session_options()
+        if saturating:
+            assert options.get_session_config_entry(int8_kernel.PRECISION_OPTION) == "1"
+        else:
+            with pytest.raises(RuntimeError, match="does not have configuration"):
                 options.get_session_config_entry(int8_kernel.PRECISION_OPTION)
 
 

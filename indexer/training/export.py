@@ -25,6 +25,7 @@ from ..assets import default_model_dir
 from ..catalog import read_phrases
 from ..encoder import CPU, embed_texts, load_tokenizer, open_session, type_text
 from ..errors import ModelError
+from ..int8_kernel import unconverted_products
 from ..model_card import CARD_FILE, ModelCard
 from ..model_folder import CANDIDATE_OUTPUT, sha256_file
 from ..processes import writer_running
@@ -145,6 +146,18 @@ def check_graph(path: Path, outputs: list[str] | None = None) -> list[str]:
     if ins != INPUT_NAMES or outs != (outputs or OUTPUT_NAMES):
         raise ModelError(f"{path}: graph inputs {ins} / outputs {outs} do not match the contract")
     return outs
+
+
+def check_int8_products(path: Path) -> None:
+    """Refuse an int8 graph whose products onnxruntime's precision option could leave on a saturating
+    kernel (:func:`indexer.int8_kernel.unconverted_products`): its vectors would differ on CPUs
+    without VNNI, or onnxruntime before 1.30 would abort on it."""
+    import onnx
+
+    unconverted = unconverted_products(onnx.load(str(path)))
+    if unconverted:
+        raise ModelError(f"{path}: integer products whose weights onnxruntime cannot make exact on CPUs without "
+                         f"VNNI: {', '.join(unconverted[:5])}")
 
 
 def default_catalog_path() -> Path:
@@ -297,6 +310,7 @@ def _write_graphs(model: SpanTypeEncoder, folder: Path, *, keep_fp32: bool) -> N
         log.info("quantising to int8 (per-channel)")
         quantize_int8(fp32, folder / INT8_NAME)
         check_graph(folder / INT8_NAME, names)
+        check_int8_products(folder / INT8_NAME)
         log.info("converting to fp16")
         convert_fp16(fp32, folder / FP16_NAME)
         check_graph(folder / FP16_NAME, names)
