@@ -26,10 +26,11 @@ docs/eval's figures to within onnxruntime versions' float noise: 0.0006 on avera
 span hit equal). Until December 2026 nerindex rewrote the graph itself with the ``onnx`` package
 (the same uint8 weights, bit for bit); parsing the graph in Python made a ``nerindex search`` on
 such a CPU take 2.49 s instead of the option's 1.09 s (BENCHMARKS.md).
+
 onnxruntime before 1.30 converts only products whose zero point is a constant input: with the
 option set it aborts the process on a ``MatMulInteger`` without one, and leaves one given as ``""``
-on the saturating kernel. Every graph ``nerindex export`` writes (``quantize_dynamic``) gives them
-as constants; ``tests/test_int8_kernel.py`` checks the shipped one.
+on the saturating kernel (so ``[cpu]`` asks for 1.30 where Python has it). Every graph ``nerindex
+export`` writes (``quantize_dynamic``) gives them as constants, and export checks it.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def open_session(
     # numpy span work (and from other processes): 128 passages 9.0 s -> 5.1-6.0 s at load 5.4, 2 cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     exact_products(options)
-    source = name or (graph if isinstance(graph, Path) else "a serialised graph")
+    source = name or ("a serialised graph" if isinstance(graph, bytes) else graph)
     try:
         return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options, providers=[provider])
     except Exception as exc:  # onnxruntime raises its own untyped errors
