@@ -128,22 +128,8 @@ def test_products_the_option_could_leave_saturating_are_named():
         assert named(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])) == want
 
 
-def test_the_option_is_set_only_where_the_kernel_saturates(monkeypatch):
-    """On a VNNI CPU onnxruntime would still swap its exact VNNI kernel for the slower uint8 one."""
-    import onnxruntime as ort
-
-    for saturating in (False, True):
-        monkeypatch.setattr(int8_kernel, "_saturates", saturating)
-        options = ort.SessionOptions()
-        int8_kernel.exact_products(options)
-        if saturating:
-            assert options.get_session_config_entry(int8_kernel.PRECISION_OPTION) == "1"
-        else:
-            with pytest.raises(RuntimeError, match="does not have configuration"):  # never set
-                options.get_session_config_entry(int8_kernel.PRECISION_OPTION)
-
-
 def test_the_runtimes_sessions_carry_the_option_only_where_the_kernel_saturates(monkeypatch):
+    """On a VNNI CPU onnxruntime would still swap its exact VNNI kernel for the slower uint8 one."""
     from indexer.runtime import CPU, open_session
 
     data = largest_levels(np.array(0, np.int8))[0].SerializeToString()
@@ -153,7 +139,7 @@ def test_the_runtimes_sessions_carry_the_option_only_where_the_kernel_saturates(
         if saturating:
             assert options.get_session_config_entry(int8_kernel.PRECISION_OPTION) == "1"
         else:
-            with pytest.raises(RuntimeError, match="does not have configuration"):
+            with pytest.raises(RuntimeError, match="does not have configuration"):  # never set
                 options.get_session_config_entry(int8_kernel.PRECISION_OPTION)
 
 
