@@ -17,6 +17,7 @@ from the result by :mod:`indexer.stores.factory`.
 | NERINDEX_ES_TIMEOUT | seconds to wait for one Elasticsearch or Kibana request, default 60 (an Elasticsearch request that times out is sent up to 3 more times) |
 | NERINDEX_KIBANA_URL | Kibana URL for ``nerindex kibana import`` |
 | NERINDEX_THREADS | CPU cores the encoder's window workers use (default: all) |
+| NERINDEX_CACHE | folder for files nerindex can make again (cut graphs, WordNet gloss vectors): default ``$XDG_CACHE_HOME/nerindex``, else ``~/.cache/nerindex``; ``off`` keeps none (``./off`` names a folder) |
 
 ``--insecure`` (no variable: testing only) turns TLS certificate checks off. Training reads one more,
 ``NERINDEX_WORDNET`` (or WordNet's own ``WNSEARCHDIR``): where the WordNet files for silver data are
@@ -30,6 +31,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from .errors import StoreError
@@ -87,6 +89,28 @@ class Settings:
         if self.es_url:
             return f"{self.es_url} index {self.es_index}"
         return str(self.store)
+
+
+CACHE_OFF = "off"
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """The folder for files nerindex can make again (:mod:`indexer.stage_cache`, the silver gloss
+    vectors), or ``None`` with ``NERINDEX_CACHE=off`` or no home folder. Not a :class:`Settings`
+    field: no answer depends on it, only how long a command takes to start."""
+    env = os.environ if env is None else env
+    value = env.get("NERINDEX_CACHE", "").strip()
+    if value == CACHE_OFF:
+        return None
+    if value:
+        return Path(value).expanduser()
+    if env.get("XDG_CACHE_HOME", "").strip():
+        return Path(env["XDG_CACHE_HOME"].strip()) / "nerindex"
+    try:
+        home = Path(env["HOME"].strip()) if env.get("HOME", "").strip() else Path.home()
+    except RuntimeError:  # no HOME and no passwd entry
+        return None
+    return home / ".cache" / "nerindex"
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:

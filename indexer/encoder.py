@@ -23,6 +23,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from .catalog import Catalog, read_phrases
+from .config import cache_dir
 from .errors import ModelError
 from .model_folder import CANDIDATE_OUTPUT, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
@@ -33,6 +34,7 @@ from .runtime import (
     choose_provider,
     graph_for,
     load_tokenizer,
+    open_cuda_session,
     open_session,
     ordered_map,
     runtime_conflict,
@@ -127,10 +129,11 @@ class OnnxEncoder:
         info = ModelInfo.load(path)
         available = ort.get_available_providers()
         provider = choose_provider(device, available)
-        if provider == CUDA and hasattr(ort, "preload_dlls"):
-            ort.preload_dlls()
         graph_path = graph_for(info, provider, graph)
-        session = open_session(graph_path, provider, threads=1 if provider == CPU else threads)
+        if provider == CUDA:
+            session = open_cuda_session(graph_path, threads=threads, quiet=device != "cuda")
+        else:
+            session = open_session(graph_path, provider, threads=1)
         running = session.get_providers()[0]  # onnxruntime falls back to CPU silently (no driver, no cuDNN)
         if provider == CUDA and running != CUDA:
             # --device cuda asks for the GPU (as choose_provider refuses without one); auto means
@@ -140,7 +143,8 @@ class OnnxEncoder:
                     f"{graph_path}: device 'cuda' asked for, but onnxruntime could not start its CUDA provider "
                     f"(the session runs on {running}); check the CUDA/cuDNN libraries of nerindex[gpu]"
                 )
-            log.warning("onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU")
+            log.warning("onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU "
+                        "(--device cuda shows onnxruntime's reasons)")
             provider = CPU
             graph_path = graph_for(info, provider, graph)
             session = open_session(graph_path, provider, threads=1)
@@ -148,7 +152,9 @@ class OnnxEncoder:
         tokenizer = load_tokenizer(info.file(info.tokenizer))
 
         def stages() -> StagedGraph | None:
-            return load_stages(graph_path, lambda data: open_session(data, provider, threads=1, name=graph_path))
+            cache = cache_dir()
+            return load_stages(graph_path, lambda data: open_session(data, provider, threads=1, name=graph_path),
+                               None if cache is None else cache / "stages")  # fmt: skip
 
         # on CUDA the whole graph's span gathers are cheap: the staged runner is for the CPU
         encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None,

@@ -6,7 +6,11 @@ nothing here knows about spans or passages.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,11 +20,15 @@ from .errors import ModelError
 from .int8_kernel import exact_products
 from .model_folder import CANDIDATE_OUTPUT, INPUT_NAMES, OUTPUT_NAMES, ModelInfo
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+ORT_DEFAULT_SEVERITY = 2  # onnxruntime's logger level until told otherwise: warnings
+ORT_FATAL_ONLY = 4
 
 
 def choose_provider(device: str, available: Sequence[str]) -> str:
@@ -126,6 +134,37 @@ def open_session(
         return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options, providers=[provider])
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"{source}: onnxruntime cannot load the graph: {exc}") from exc
+
+
+def open_cuda_session(graph: Path, *, threads: int | None, quiet: bool) -> object:
+    """A session of ``graph`` that asks for the CUDA provider; onnxruntime runs it on the CPU when
+    it cannot start CUDA, so the caller reads ``get_providers()``.
+
+    Why the wrapping: onnxruntime-gpu says why CUDA did not start in its own ways. ``preload_dlls``
+    ``print()``s each missing library to stdout, where it broke ``--json`` output (an audit: five
+    lines before the first hit), and its logger writes coloured error lines to stderr. The printed
+    lines go to stderr here (to the log under ``quiet``); with ``quiet`` (``--device auto``, where
+    the CPU is a fine answer and the caller says so in one line) the logger is silenced too while
+    the provider starts. Asked for CUDA, the user sees onnxruntime's reasons.
+    """
+    import onnxruntime as ort
+
+    printed = io.StringIO()
+    if quiet:
+        ort.set_default_logger_severity(ORT_FATAL_ONLY)
+    try:
+        with contextlib.redirect_stdout(printed):
+            if hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()
+            return open_session(graph, CUDA, threads=threads)
+    finally:
+        if quiet:
+            ort.set_default_logger_severity(ORT_DEFAULT_SEVERITY)
+        if printed.getvalue().strip():
+            if quiet:
+                log.info("onnxruntime, starting CUDA: %s", printed.getvalue().strip())
+            else:
+                sys.stderr.write(printed.getvalue())
 
 
 def load_tokenizer(path: str | Path) -> object:

@@ -3,8 +3,9 @@
 The graph (docs/model-folder.md) scores *and* embeds every candidate span, ~1,000 per passage, and
 its span gathers (``Expand`` + ``GatherElements`` over ``[B, S, D]`` index tensors) cost more than the
 transformer; only ~4 % of candidates pass the detection threshold. So on the CPU the runtime cuts the
-model folder's own graph, in memory at load (``onnx.utils.Extractor``; the files stay byte-identical
-and the model checksum is unchanged), into three graphs:
+model folder's own graph at load (``onnx.utils.Extractor``; the files stay byte-identical and the
+model checksum is unchanged) into three graphs, kept in the cache folder (:mod:`.stage_cache`) so
+that later loads read them back without ``onnx``:
 
 - **tokens**: ``input_ids, attention_mask`` → the per-token projections of both heads, the last-layer
   token states, ``passage_vectors``;
@@ -32,6 +33,7 @@ count) or over the kept spans alone (``tests/test_staged.py`` bounds it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import stage_cache
 from .errors import ModelError
 from .model_folder import CANDIDATE_OUTPUT
 
@@ -70,6 +73,16 @@ class Cuts:
     candidate: bool  # the graph has a candidate head (output candidate_scores)
     adapter_hidden: int
     width_buckets: int
+
+    def facts(self) -> dict[str, object]:
+        """As JSON values, for the cache (:func:`load_stages`); float32 biases round-trip exactly."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "width_in": list(self.width_in), "entity_bias": [float(x) for x in self.entity_bias]}  # fmt: skip
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, object]) -> "Cuts":
+        return cls(**{**facts, "width_in": tuple(facts["width_in"]),
+                      "entity_bias": np.asarray(facts["entity_bias"], dtype=np.float32)})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -394,12 +407,50 @@ def _token_cumsum(x: np.ndarray) -> np.ndarray:
     return csum
 
 
-def load_stages(graph_path: Path, open_graph: Callable[[bytes], object]) -> StagedGraph | None:
+CUT_VERSION = "staged-1"  # in the cache key: change it whenever find_cuts or the extraction changes
+STAGE_FILES = ("tokens.onnx", "scores.onnx", "vectors.onnx")
+
+
+def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: Path | None = None) -> StagedGraph | None:
     """The staged runner of a graph file, or ``None`` (logged) when the graph cannot be cut.
 
     ``open_graph`` makes an onnxruntime session of serialised graph bytes (the encoder's provider
-    and thread settings). Needs the ``onnx`` package (the ``[cpu]`` extra).
+    and thread settings). The cut graphs, or why the graph runs whole, come from ``cache``
+    (:mod:`.stage_cache`, keyed by the graph file's bytes) when it has them; otherwise they are cut
+    here, which needs the ``onnx`` package (the ``[cpu]`` extra), and kept there.
     """
+    key = stage_cache.entry_key(graph_path, CUT_VERSION) if cache is not None else ""
+    entry = stage_cache.read(cache, key)
+    cuts = _cached_cuts(entry, cache)
+    if entry is None or (cuts is None and "whole" not in entry.facts):
+        entry = cut_graph(graph_path)
+        if entry is None:
+            return None
+        stage_cache.write(cache, key, entry)
+        cuts = None if "whole" in entry.facts else Cuts.from_facts(entry.facts["cuts"])
+    if cuts is None:
+        log.info("%s: runs whole (%s)", graph_path, entry.facts["whole"])
+        return None
+    return StagedGraph(cuts, *(open_graph(entry.files[name]) for name in STAGE_FILES))
+
+
+def _cached_cuts(entry: stage_cache.Entry | None, cache: Path | None) -> Cuts | None:
+    """The cuts a cache entry records; ``None`` for none, for "runs whole", or for an entry this
+    version cannot read (logged: it is cut again and replaced)."""
+    if entry is None or "whole" in entry.facts:
+        return None
+    try:
+        if set(entry.files) != set(STAGE_FILES):
+            raise ValueError(f"files {sorted(entry.files)}")
+        return Cuts.from_facts(entry.facts["cuts"])
+    except (KeyError, TypeError, ValueError) as exc:
+        log.info("%s: cache entry of another layout, cut again (%s)", cache, exc)
+        return None
+
+
+def cut_graph(graph_path: Path) -> stage_cache.Entry | None:
+    """The three cut graphs of a graph file and where it was cut, or why it runs whole (the fact
+    ``whole``); ``None`` (logged) without the ``onnx`` package."""
     try:
         import onnx
         from onnx.utils import Extractor
@@ -410,19 +461,17 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object]) -> Stag
     try:
         cuts = find_cuts(model)
     except ModelError as exc:
-        log.info("%s: runs whole (%s)", graph_path, exc)
-        return None
+        return stage_cache.Entry({"whole": str(exc)}, {})
     floats = tuple(n for n in (cuts.entity_in, cuts.adapter_in, cuts.base_in, cuts.span_base_in) if n)
     if not {*floats, *cuts.width_in} <= {v.name for v in model.graph.value_info}:
         model = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
     if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
-        log.info("%s: runs whole (its span layers are not float32)", graph_path)
-        return None
+        return stage_cache.Entry({"whole": "its span layers are not float32"}, {})
     extract = Extractor(model).extract_model
     graphs = (
         extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else [])),
         extract([cuts.entity_in, *cuts.width_in], ["span_scores"] + ([CANDIDATE_OUTPUT] if cuts.candidate else [])),
         extract([cuts.adapter_in, cuts.base_in] + ([cuts.span_base_in] if cuts.span_base_in else []), ["span_vectors", "span_base_vectors"]),
     )
-    return StagedGraph(cuts, *(open_graph(g.SerializeToString()) for g in graphs))
+    return stage_cache.Entry({"cuts": cuts.facts()}, {name: g.SerializeToString() for name, g in zip(STAGE_FILES, graphs)})

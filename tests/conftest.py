@@ -8,7 +8,9 @@ because no server was configured fails the run, so CI can never pass without the
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from store_conformance import stamp  # noqa: E402,F401  (re-exported fixture)
+
+# The cache folder of this run (indexer.config.cache_dir: cut graphs, gloss vectors), subprocesses
+# included: tests never read or write the user's ~/.cache/nerindex, and every run starts cold.
+_CACHE = tempfile.mkdtemp(prefix="nerindex-test-cache-")
+os.environ["NERINDEX_CACHE"] = _CACHE
 
 NO_SERVER = "NERINDEX_ES_URL is not set"
 _live: dict[str, list[tuple[str, str]]] = {"passed": [], "failed": [], "skipped": []}  # (node id, skip reason)
@@ -53,6 +60,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under NERINDEX_REQUIRE_ES=1, a live test skipped for want of a server fails the run."""
+    shutil.rmtree(_CACHE, ignore_errors=True)
     if os.environ.get("NERINDEX_REQUIRE_ES") != "1":
         return
     missing = [line for line in _live["skipped"] if NO_SERVER in line]

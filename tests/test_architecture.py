@@ -47,6 +47,7 @@ LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.cli", "cli"),
     ("indexer.encoder", "inference"),
     ("indexer.staged", "inference"),
+    ("indexer.stage_cache", "inference"),
     ("indexer.runtime", "inference"),
     ("indexer.int8_kernel", "inference"),
     ("indexer.model_card", "inference"),

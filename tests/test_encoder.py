@@ -40,7 +40,7 @@ def test_cuda_asked_but_missing_is_clear():
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider")
-def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatch, caplog):
+def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatch, caplog, capsys):
     """onnxruntime-gpu without a usable driver lists CUDA, then runs the session on the CPU without a
     word; the encoder reported CUDA and ran the fp16 graph whole on the CPU (audit2-model). Here the
     CPU build stands in: asked for CUDA it falls back the same way."""
@@ -51,7 +51,10 @@ def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatc
     from indexer import encoder as encoder_module
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
-    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    # onnxruntime-gpu's preload_dlls print()s each missing CUDA library to stdout (an audit: it broke --json)
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: print("Failed to load libcublasLt.so.13"), raising=False)
+    severities = []
+    monkeypatch.setattr(ort, "set_default_logger_severity", severities.append)
     opened = []
     real_open = encoder_module.open_session
 
@@ -66,10 +69,15 @@ def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatc
     assert enc.provider == CPU and enc._load_stages is not None  # the CPU path, staged
     assert opened[-1] == ("encoder.int8.onnx", CPU, CPU)
     assert [r.getMessage() for r in caplog.records] == [
-        "onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU"
+        "onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU "
+        "(--device cuda shows onnxruntime's reasons)"
     ]
+    assert severities == [4, 2]  # onnxruntime's coloured error lines kept back while CUDA starts, then its default
+    assert capsys.readouterr().out == ""
     with pytest.raises(ModelError, match=r"device 'cuda' asked for, but onnxruntime could not start its CUDA provider"):
         OnnxEncoder.from_dir(default_model_dir(), device="cuda")
+    printed = capsys.readouterr()  # asked for CUDA: onnxruntime's reasons, on stderr
+    assert printed.out == "" and "libcublasLt" in printed.err and severities == [4, 2]
 
 
 def test_type_vectors_are_unit_and_cached(encoder):

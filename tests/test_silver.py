@@ -236,6 +236,7 @@ def test_silver_command_writes_jsonl_hierarchy_and_summary(tmp_path, monkeypatch
     from indexer.training.silver.records import read_silver
     from indexer.cli.silver import silver_command
 
+    monkeypatch.delenv("NERINDEX_CACHE")  # the default folder, under XDG_CACHE_HOME
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "silver.jsonl"
     result = CliRunner().invoke(

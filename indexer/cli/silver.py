@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..config import resolve
+from ..config import cache_dir, resolve
 from ..encoder import OnnxEncoder
 from ..errors import InputError
 from ..evaluation.heldout import DEV_EVAL_TYPES, MEDICAL_TYPES
@@ -28,13 +27,7 @@ from ..training.silver.rules import SilverConfig
 from ..training.wordnet import WordNet
 
 
-def cache_dir() -> Path:
-    """Where gloss vectors are kept between runs (per embedding model)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nerindex" / "wordnet"
-
-
-def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path:
+def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
     """Where the gloss vectors of this model and this WordNet are cached. Keyed by the model alone,
     the cache gave another or a changed WordNet the old glosses' vectors (the entries are keyed by
     synset offset, which another WordNet reuses for other senses): the nouns' data file is hashed in."""
@@ -42,7 +35,8 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path:
     data = Path(wordnet_folder) / "data.noun"
     if data.is_file():
         digest.update(data.read_bytes())
-    return cache_dir() / f"glosses-{digest.hexdigest()[:12]}.npz"
+    root = cache_dir()  # None: NERINDEX_CACHE=off, the vectors are made each run
+    return None if root is None else root / "wordnet" / f"glosses-{digest.hexdigest()[:12]}.npz"
 
 
 @click.command("silver")
