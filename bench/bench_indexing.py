@@ -201,7 +201,7 @@ def batched_encoder(enc, threads: int, *, staged: bool):
     batched by length, one session of ``threads`` threads, and with ``staged`` the staged runner
     on such sessions too (without it, the whole graph: 0.2.0 as released)."""
     from indexer.encoder import CPU, OnnxEncoder, graph_for, open_session
-    from indexer.staged import load_stages
+    from indexer.stage_loading import load_stages
 
     graph = graph_for(enc.info, CPU)
 

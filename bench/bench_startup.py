@@ -1,4 +1,4 @@
-"""What the cache of cut graphs saves a whole ``nerindex index`` process (``indexer/stage_cache.py``).
+"""What the cache of cut graphs saves a whole ``nerindex index`` process (``indexer/stage_loading.py``).
 
 Runs ``nerindex index`` of a corpus (default: the example corpus, 40 passages) as separate
 processes, in alternating pairs: one with ``NERINDEX_CACHE=off`` (the graph is cut with ``onnx`` in

@@ -17,7 +17,7 @@ from the result by :mod:`indexer.stores.factory`.
 | NERINDEX_ES_TIMEOUT | seconds to wait for one Elasticsearch or Kibana request, default 60 (an Elasticsearch request that times out is sent up to 3 more times) |
 | NERINDEX_KIBANA_URL | Kibana URL for ``nerindex kibana import`` |
 | NERINDEX_THREADS | CPU cores the encoder's window workers use (default: all) |
-| NERINDEX_CACHE | folder for files nerindex can make again (cut graphs, WordNet gloss vectors): default ``$XDG_CACHE_HOME/nerindex``, else ``~/.cache/nerindex``; ``off`` keeps none (``./off`` names a folder) |
+| NERINDEX_CACHE | folder for files nerindex can make again (cut graphs, WordNet gloss vectors): default ``$XDG_CACHE_HOME/nerindex``, else ``~/.cache/nerindex``; ``off`` keeps none (``./off`` names a folder); one another user owns or others can write is not used |
 
 ``--insecure`` (no variable: testing only) turns TLS certificate checks off. Training reads one more,
 ``NERINDEX_WORDNET`` (or WordNet's own ``WNSEARCHDIR``): where the WordNet files for silver data are
@@ -27,6 +27,7 @@ from the result by :mod:`indexer.stores.factory`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import numbers
 import os
@@ -95,20 +96,25 @@ CACHE_OFF = "off"
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
-    """The folder for files nerindex can make again (:mod:`indexer.stage_cache`, the silver gloss
-    vectors), or ``None`` with ``NERINDEX_CACHE=off`` or no home folder. Not a :class:`Settings`
-    field: no answer depends on it, only how long a command takes to start."""
+    """The folder for files nerindex can make again (the staged runner's cut graphs, the silver
+    gloss vectors), or ``None`` with ``NERINDEX_CACHE=off`` or no home folder. Not a
+    :class:`Settings` field: it changes how long a command takes to start; the answers only where
+    ``onnx`` is missing (with cut graphs in the cache the graph runs staged, without them whole:
+    scores within int8 noise, docs/model-folder.md). A relative ``XDG_CACHE_HOME`` is ignored, as
+    the XDG spec says."""
     env = os.environ if env is None else env
     value = env.get("NERINDEX_CACHE", "").strip()
-    if value == CACHE_OFF:
+    if value.lower() == CACHE_OFF:
         return None
-    if value:
-        return Path(value).expanduser()
-    if env.get("XDG_CACHE_HOME", "").strip():
-        return Path(env["XDG_CACHE_HOME"].strip()) / "nerindex"
     try:
+        if value:
+            return Path(value).expanduser().absolute()
+        xdg = Path(env.get("XDG_CACHE_HOME", "").strip())
+        if xdg.is_absolute():
+            return xdg / "nerindex"
         home = Path(env["HOME"].strip()) if env.get("HOME", "").strip() else Path.home()
-    except RuntimeError:  # no HOME and no passwd entry
+    except RuntimeError as exc:  # "~user" of no user, or no HOME and no passwd entry
+        logging.getLogger(__name__).warning("no cache folder (%s): set NERINDEX_CACHE", exc)
         return None
     return home / ".cache" / "nerindex"
 

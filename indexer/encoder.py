@@ -41,7 +41,8 @@ from .runtime import (
     usable_cores,
 )
 from .spans import Word, decode_spans, window_inputs, words_from_encoding
-from .staged import SpanBatch, StagedGraph, load_stages
+from .stage_loading import load_stages
+from .staged import SpanBatch, StagedGraph
 
 log = logging.getLogger(__name__)
 

@@ -145,7 +145,10 @@ def open_cuda_session(graph: Path, *, threads: int | None, quiet: bool) -> objec
     lines before the first hit), and its logger writes coloured error lines to stderr. The printed
     lines go to stderr here (to the log under ``quiet``); with ``quiet`` (``--device auto``, where
     the CPU is a fine answer and the caller says so in one line) the logger is silenced too while
-    the provider starts. Asked for CUDA, the user sees onnxruntime's reasons.
+    the provider starts. Asked for CUDA, the user sees onnxruntime's reasons. Both are process-wide
+    for that moment (other threads' prints and onnxruntime messages go the same way), and the
+    logger is set back to onnxruntime's default, warnings: it has no getter for a level an
+    application set before.
     """
     import onnxruntime as ort
 

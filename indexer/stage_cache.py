@@ -2,15 +2,19 @@
 
 Why: cutting a model's graph needs the ``onnx`` package, and ``import onnx`` alone took 1.4–1.8 s
 on a 2-core machine (most of it in ``ml_dtypes``'s extension), more than an index command of a few
-hundred passages spends encoding. The cut graphs depend only on the graph file's bytes and on how
-nerindex cuts, so they are kept under the cache folder (:func:`indexer.config.cache_dir`) by a key
-of both and read back by the next command, with no ``onnx`` import.
+hundred passages spends encoding. The cut graphs depend only on the graph's bytes (and any external
+data files it names) and on how nerindex cuts, so they are kept under the cache folder
+(:func:`indexer.config.cache_dir`) by a key of both and read back by the next command, without
+``onnx``.
 
-An entry is a folder named by its key: ``entry.json`` (the caller's facts and each file's sha256)
+An entry is a folder named by its 64-hex key: ``entry.json`` (the caller's facts, the sha256 of the
+facts and of each file, and of each *source* file the entry was made from besides the key's bytes)
 and the files. It is written whole into a temporary folder and renamed into place, so a reader sees
-a complete entry or none. A file whose checksum does not match, or anything unreadable, is a miss:
-the caller makes the files again and :func:`write` replaces the entry. Nothing here is needed for
-an answer: a cache folder that cannot be read or written costs the time it would have saved.
+a complete entry or none. Anything that does not match (a file, the facts, a source that changed
+since), or cannot be read, is a miss: the caller makes the files again and :func:`write` replaces
+the entry. Only folders named like entries are ever removed. A root that another user owns or can
+write is not used (its entries could be anyone's): the cache is then off, with one warning. Nothing
+here is needed for an answer: a cache that cannot be used costs the time it would have saved.
 """
 
 from __future__ import annotations
@@ -20,42 +24,78 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 ENTRY_FILE = "entry.json"
-TEMP_MARK = ".tmp-"  # <key>.tmp-<pid>-<token>: an entry being written
+TEMP_MARK = ".tmp-"  # <key>.tmp-<pid>-<token>: an entry being written (or an old one moved aside)
+OURS = re.compile(rf"[0-9a-f]{{64}}(?:{re.escape(TEMP_MARK)}[0-9a-z-]+)?")  # the only names removed
 STALE_TEMP_SECONDS = 3600  # a temporary folder this old was left by a killed process
 MAX_ENTRIES = 8  # the least recently used beyond these are removed (a graph's cut graphs: ~30 MB)
+_warned: set[Path] = set()
 
 
 @dataclass(frozen=True)
 class Entry:
-    """What one key holds: the caller's facts (JSON) and its files' bytes, by name."""
+    """What one key holds: the caller's facts (JSON), its files' bytes by name, and the sha256 of
+    each file (absolute path) it was made from besides the key's bytes."""
 
     facts: dict[str, Any]
     files: dict[str, bytes]
+    sources: dict[str, str] = field(default_factory=dict)
 
 
-def entry_key(source: Path, version: str) -> str:
-    """The key of what is made from the file ``source`` by the maker of ``version``: its sha256."""
-    digest = hashlib.sha256(version.encode() + b"\0")
-    with open(source, "rb") as f:
+def entry_key(data: bytes, version: str) -> str:
+    """The key of what is made from ``data`` by the maker of ``version``."""
+    return hashlib.sha256(version.encode() + b"\0" + data).hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def _facts_sum(facts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def usable(root: Path | None) -> bool:
+    """Whether ``root`` may hold entries: this user's, and nobody else may write it (created so).
+    Another's entries could hold any graph, their checksums written by the same hand (pip turns
+    its cache off alike). Warns once per root."""
+    if root is None:
+        return False
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = root.stat()
+    except OSError as exc:
+        log.info("%s: cache not used (%s)", root, exc)
+        return False
+    foreign = hasattr(os, "getuid") and info.st_uid != os.getuid()
+    if foreign or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if root not in _warned:
+            _warned.add(root)
+            who = "another user owns it" if foreign else "others can write to it"
+            log.warning("%s: cache not used: %s (set NERINDEX_CACHE to a folder of your own)", root, who)
+        return False
+    return True
+
+
 def read(root: Path | None, key: str) -> Entry | None:
     """The entry of ``key`` under ``root``, or ``None`` (no entry, caching off, or an entry that is
-    incomplete or corrupt: logged)."""
-    if root is None:
+    incomplete, corrupt or made from sources that changed since: logged)."""
+    if not usable(root):
         return None
     folder = root / key
     try:
@@ -66,33 +106,35 @@ def read(root: Path | None, key: str) -> Entry | None:
         log.info("%s: cache entry unreadable, made again (%s)", folder, exc)
         return None
     try:
-        facts = json.loads(text)
-        sums = facts["sha256"]
-        if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
-            raise ValueError("sha256 is not an object of file name to checksum")
+        record = json.loads(text)
+        facts, sums, sources = record["facts"], record["sha256"], record["sources"]
+        if _facts_sum(facts) != record["facts_sha256"]:
+            raise ValueError("the facts do not match their checksum")
         files = {name: (folder / name).read_bytes() for name in sums}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.info("%s: cache entry unreadable, made again (%s)", folder, exc)
-        return None
-    if any(hashlib.sha256(data).hexdigest() != sums[name] for name, data in files.items()):
-        log.info("%s: cache entry does not match its checksums, made again", folder)
+        if any(hashlib.sha256(data).hexdigest() != sums[name] for name, data in files.items()):
+            raise ValueError("a file does not match its checksum")
+        if any(sha256_of(Path(path)) != digest for path, digest in sources.items()):
+            raise ValueError("a file it was made from has changed")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.info("%s: cache entry not used, made again (%s)", folder, exc)
         return None
     with contextlib.suppress(OSError):
         os.utime(folder)  # used now: the last to go (_tidy)
-    return Entry({k: v for k, v in facts.items() if k != "sha256"}, files)
+    return Entry(facts, files, sources)
 
 
 def write(root: Path | None, key: str, entry: Entry) -> None:
     """Keep ``entry`` under ``key``, replacing what is there; never raises (logs why not)."""
-    if root is None:
+    if not usable(root):
         return
     temp = root / f"{key}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        temp.mkdir(parents=True)
+        temp.mkdir(mode=0o700)
         for name, data in entry.files.items():
             (temp / name).write_bytes(data)
-        sums = {name: hashlib.sha256(data).hexdigest() for name, data in entry.files.items()}
-        (temp / ENTRY_FILE).write_text(json.dumps({**entry.facts, "sha256": sums}), encoding="utf-8")
+        record = {"facts": entry.facts, "facts_sha256": _facts_sum(entry.facts), "sources": entry.sources,
+                  "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in entry.files.items()}}  # fmt: skip
+        (temp / ENTRY_FILE).write_text(json.dumps(record), encoding="utf-8")
         _move_into_place(temp, root / key)
     except OSError as exc:
         log.info("%s: cache not written (%s)", root, exc)
@@ -104,32 +146,29 @@ def write(root: Path | None, key: str, entry: Entry) -> None:
 def _move_into_place(temp: Path, folder: Path) -> None:
     """Rename ``temp`` to ``folder``; an entry already there (corrupt, or another process's) is
     moved aside and removed first. Two processes writing one key leave one whole entry."""
-    try:
+    with contextlib.suppress(OSError):
         temp.rename(folder)
         return
-    except OSError:
-        if not folder.exists():
-            raise
     aside = folder.with_name(f"{folder.name}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
-    try:
+    with contextlib.suppress(FileNotFoundError):  # another process moved it aside first
         folder.rename(aside)
-    except FileNotFoundError:
-        pass  # another process moved it first
     shutil.rmtree(aside, ignore_errors=True)
     try:
         temp.rename(folder)
     except OSError:
-        if not folder.exists():  # another process's entry took the place: keep it
+        if not folder.is_dir():  # not another process's entry in its place: a real failure
             raise
 
 
 def _tidy(root: Path) -> None:
     """Remove temporary folders of processes killed while writing (older than an hour) and the
-    least recently used entries beyond :data:`MAX_ENTRIES` (a reader of one of them misses)."""
+    least recently used entries beyond :data:`MAX_ENTRIES` (a reader of one of them misses).
+    Only real folders named like entries: whatever else is in ``root`` is left alone."""
     try:
-        paths = [(p, p.stat().st_mtime) for p in root.iterdir()]
+        paths = [(p, p.lstat()) for p in root.iterdir() if OURS.fullmatch(p.name)]
     except OSError:
         return
+    paths = [(p, s.st_mtime) for p, s in paths if stat.S_ISDIR(s.st_mode)]
     entries = sorted((mtime, p) for p, mtime in paths if TEMP_MARK not in p.name)
     stale = [p for p, mtime in paths if TEMP_MARK in p.name and time.time() - mtime > STALE_TEMP_SECONDS]
     for path in stale + [p for _, p in entries[: max(0, len(entries) - MAX_ENTRIES)]]:

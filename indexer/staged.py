@@ -4,8 +4,8 @@ The graph (docs/model-folder.md) scores *and* embeds every candidate span, ~1,00
 its span gathers (``Expand`` + ``GatherElements`` over ``[B, S, D]`` index tensors) cost more than the
 transformer; only ~4 % of candidates pass the detection threshold. So on the CPU the runtime cuts the
 model folder's own graph at load (``onnx.utils.Extractor``; the files stay byte-identical and the
-model checksum is unchanged) into three graphs, kept in the cache folder (:mod:`.stage_cache`) so
-that later loads read them back without ``onnx``:
+model checksum is unchanged) into three graphs, kept in the cache folder so that later loads read
+them back without ``onnx`` (:mod:`.stage_loading`):
 
 - **tokens**: ``input_ids, attention_mask`` → the per-token projections of both heads, the last-layer
   token states, ``passage_vectors``;
@@ -24,7 +24,7 @@ and end, span means through cumulative sums, the context tokens before and after
 ``indexer/training/model.py``: ``SpanTypeEncoder.span_outputs``). Every layer with weights runs in
 onnxruntime on the graph's own (quantised) weights. The cut points are found by the graph's structure
 (the heads' parameter names, the one ``CumSum``, the output names), not by generated node names; a
-graph where they are not found is run whole (:func:`load_stages` returns ``None`` and says why).
+graph where they are not found is run whole (:func:`.stage_loading.load_stages` returns ``None`` and says why).
 
 Answers: ``passage_vectors`` are bit-identical; span scores and vectors differ only where dynamic
 int8 quantisation now scales activations over the real spans of a batch (padding spans no longer
@@ -34,21 +34,16 @@ count) or over the kept spans alone (``tests/test_staged.py`` bounds it).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import stage_cache
 from .errors import ModelError
 from .model_folder import CANDIDATE_OUTPUT
 
 SPAN_BLOCK = 2048  # spans summed at a time: [2048, 384] float32 is 3 MB, within the L3 cache
-
-log = logging.getLogger(__name__)
 
 ENTITY_BIAS = "entity.start_proj.bias"
 ADAPTER_BIAS = "adapter.start_proj.bias"
@@ -75,7 +70,7 @@ class Cuts:
     width_buckets: int
 
     def facts(self) -> dict[str, object]:
-        """As JSON values, for the cache (:func:`load_stages`); float32 biases round-trip exactly."""
+        """As JSON values, for the cache (:mod:`.stage_loading`); float32 biases round-trip exactly."""
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
                 "width_in": list(self.width_in), "entity_bias": [float(x) for x in self.entity_bias]}  # fmt: skip
 
@@ -227,7 +222,8 @@ def _span_vector_base(producer: dict[str, object]) -> str:
 
 
 class StagedGraph:
-    """The three cut graphs and the numpy span gathers between them. Build with :func:`load_stages`."""
+    """The three cut graphs and the numpy span gathers between them. Build with
+    :func:`.stage_loading.load_stages`."""
 
     def __init__(self, cuts: Cuts, tokens: object, scores: object, vectors: object) -> None:
         self.cuts = cuts
@@ -405,73 +401,3 @@ def _token_cumsum(x: np.ndarray) -> np.ndarray:
     for t in range(x.shape[1]):
         np.add(csum[:, t], x[:, t], out=csum[:, t + 1])
     return csum
-
-
-CUT_VERSION = "staged-1"  # in the cache key: change it whenever find_cuts or the extraction changes
-STAGE_FILES = ("tokens.onnx", "scores.onnx", "vectors.onnx")
-
-
-def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: Path | None = None) -> StagedGraph | None:
-    """The staged runner of a graph file, or ``None`` (logged) when the graph cannot be cut.
-
-    ``open_graph`` makes an onnxruntime session of serialised graph bytes (the encoder's provider
-    and thread settings). The cut graphs, or why the graph runs whole, come from ``cache``
-    (:mod:`.stage_cache`, keyed by the graph file's bytes) when it has them; otherwise they are cut
-    here, which needs the ``onnx`` package (the ``[cpu]`` extra), and kept there.
-    """
-    key = stage_cache.entry_key(graph_path, CUT_VERSION) if cache is not None else ""
-    entry = stage_cache.read(cache, key)
-    cuts = _cached_cuts(entry, cache)
-    if entry is None or (cuts is None and "whole" not in entry.facts):
-        entry = cut_graph(graph_path)
-        if entry is None:
-            return None
-        stage_cache.write(cache, key, entry)
-        cuts = None if "whole" in entry.facts else Cuts.from_facts(entry.facts["cuts"])
-    if cuts is None:
-        log.info("%s: runs whole (%s)", graph_path, entry.facts["whole"])
-        return None
-    return StagedGraph(cuts, *(open_graph(entry.files[name]) for name in STAGE_FILES))
-
-
-def _cached_cuts(entry: stage_cache.Entry | None, cache: Path | None) -> Cuts | None:
-    """The cuts a cache entry records; ``None`` for none, for "runs whole", or for an entry this
-    version cannot read (logged: it is cut again and replaced)."""
-    if entry is None or "whole" in entry.facts:
-        return None
-    try:
-        if set(entry.files) != set(STAGE_FILES):
-            raise ValueError(f"files {sorted(entry.files)}")
-        return Cuts.from_facts(entry.facts["cuts"])
-    except (KeyError, TypeError, ValueError) as exc:
-        log.info("%s: cache entry of another layout, cut again (%s)", cache, exc)
-        return None
-
-
-def cut_graph(graph_path: Path) -> stage_cache.Entry | None:
-    """The three cut graphs of a graph file and where it was cut, or why it runs whole (the fact
-    ``whole``); ``None`` (logged) without the ``onnx`` package."""
-    try:
-        import onnx
-        from onnx.utils import Extractor
-    except ImportError:
-        log.warning("the onnx package is missing: candidate spans are embedded in full (slower); install nerindex[cpu]")
-        return None
-    model = onnx.load(str(graph_path))
-    try:
-        cuts = find_cuts(model)
-    except ModelError as exc:
-        return stage_cache.Entry({"whole": str(exc)}, {})
-    floats = tuple(n for n in (cuts.entity_in, cuts.adapter_in, cuts.base_in, cuts.span_base_in) if n)
-    if not {*floats, *cuts.width_in} <= {v.name for v in model.graph.value_info}:
-        model = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
-    if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
-        return stage_cache.Entry({"whole": "its span layers are not float32"}, {})
-    extract = Extractor(model).extract_model
-    graphs = (
-        extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else [])),
-        extract([cuts.entity_in, *cuts.width_in], ["span_scores"] + ([CANDIDATE_OUTPUT] if cuts.candidate else [])),
-        extract([cuts.adapter_in, cuts.base_in] + ([cuts.span_base_in] if cuts.span_base_in else []), ["span_vectors", "span_base_vectors"]),
-    )
-    return stage_cache.Entry({"cuts": cuts.facts()}, {name: g.SerializeToString() for name, g in zip(STAGE_FILES, graphs)})

@@ -48,6 +48,7 @@ LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.encoder", "inference"),
     ("indexer.staged", "inference"),
     ("indexer.stage_cache", "inference"),
+    ("indexer.stage_loading", "inference"),
     ("indexer.runtime", "inference"),
     ("indexer.int8_kernel", "inference"),
     ("indexer.model_card", "inference"),

@@ -131,7 +131,7 @@ def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
 
     from indexer.cli import cli
     from indexer.encoder import CPU, open_session
-    from indexer.staged import load_stages
+    from indexer.stage_loading import load_stages
 
     shipped = default_model_dir()
     model = load_model_from_folder(shipped)

@@ -21,7 +21,8 @@ from indexer import stage_cache  # noqa: E402
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.config import cache_dir  # noqa: E402
 from indexer.runtime import CPU, open_session  # noqa: E402
-from indexer.staged import CUT_VERSION, STAGE_FILES, SpanBatch, load_stages  # noqa: E402
+from indexer.stage_loading import STAGE_FILES, cut_version, load_stages  # noqa: E402
+from indexer.staged import SpanBatch  # noqa: E402
 
 GRAPH = default_model_dir() / "encoder.int8.onnx"
 REPO = Path(__file__).resolve().parents[1]
@@ -83,11 +84,11 @@ def reference():
     return stage_outputs(load(None))
 
 
-def entry_folder(cache: Path) -> Path:
-    return cache / stage_cache.entry_key(GRAPH, CUT_VERSION)
+def entry_folder(cache: Path, graph: Path = GRAPH) -> Path:
+    return cache / stage_cache.entry_key(graph.read_bytes(), cut_version())
 
 
-@pytest.mark.parametrize("damage", ["flip a weight byte", "truncate", "remove a file", "garble entry.json", "foreign cuts"])
+@pytest.mark.parametrize("damage", ["flip a weight byte", "truncate", "remove a file", "garble entry.json", "changed facts"])
 def test_a_damaged_entry_is_cut_again_and_replaced(tmp_path, reference, damage, caplog):
     load(tmp_path)
     folder = entry_folder(tmp_path)
@@ -102,17 +103,17 @@ def test_a_damaged_entry_is_cut_again_and_replaced(tmp_path, reference, damage, 
         (folder / "scores.onnx").unlink()
     elif damage == "garble entry.json":
         (folder / "entry.json").write_text("{", encoding="utf-8")
-    else:  # an entry.json whose cuts this version cannot read
-        facts = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
-        facts["cuts"]["not_a_field"] = 1
-        (folder / "entry.json").write_text(json.dumps(facts), encoding="utf-8")
+    else:  # facts changed without their checksum: a width table of 2 rows would shift every score
+        record = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
+        record["facts"]["cuts"]["width_buckets"] = 2
+        (folder / "entry.json").write_text(json.dumps(record), encoding="utf-8")
     with caplog.at_level(logging.INFO, logger="indexer"):
         got = stage_outputs(load(tmp_path))
     for a, b in zip(got, reference):
         np.testing.assert_array_equal(a, b)
     assert "made again" in caplog.text or "cut again" in caplog.text
     entry = stage_cache.read(tmp_path, folder.name)  # replaced by a whole, matching entry
-    assert entry is not None and set(entry.files) == set(STAGE_FILES) and "not_a_field" not in entry.facts["cuts"]
+    assert entry is not None and set(entry.files) == set(STAGE_FILES) and entry.facts["cuts"]["width_buckets"] == 16
 
 
 def test_cached_stages_give_the_cut_stages_answers_exactly(tmp_path, reference):
@@ -128,26 +129,100 @@ def test_a_cache_that_cannot_be_written_costs_nothing_but_time(tmp_path, referen
         got = stage_outputs(load(blocker / "stages"))
     for a, b in zip(got, reference):
         np.testing.assert_array_equal(a, b)
-    assert "cache not written" in caplog.text
+    assert "cache not used" in caplog.text
 
 
 def test_a_graph_that_runs_whole_is_remembered(tmp_path, caplog, monkeypatch):
     fp16 = default_model_dir() / "encoder.fp16.onnx"  # the CUDA graph: not cut
     assert load_stages(fp16, lambda data: open_session(data, CPU), tmp_path) is None
     monkeypatch.setitem(sys.modules, "onnx", None)  # the second time from the entry alone
-    with caplog.at_level(logging.INFO, logger="indexer.staged"):
+    with caplog.at_level(logging.INFO, logger="indexer.stage_loading"):
         assert load_stages(fp16, lambda data: open_session(data, CPU), tmp_path) is None
     assert "runs whole (" in caplog.text
     assert "onnx package is missing" not in caplog.text
 
 
-def test_the_key_follows_the_bytes_and_the_cut_version(tmp_path):
-    copy = tmp_path / "g.onnx"
-    copy.write_bytes(GRAPH.read_bytes())
-    assert stage_cache.entry_key(copy, CUT_VERSION) == stage_cache.entry_key(GRAPH, CUT_VERSION)
-    assert stage_cache.entry_key(GRAPH, CUT_VERSION + "x") != stage_cache.entry_key(GRAPH, CUT_VERSION)
-    copy.write_bytes(GRAPH.read_bytes() + b"\0")
-    assert stage_cache.entry_key(copy, CUT_VERSION) != stage_cache.entry_key(GRAPH, CUT_VERSION)
+def test_the_key_follows_the_bytes_and_the_code_that_cuts(tmp_path, monkeypatch):
+    data = GRAPH.read_bytes()
+    assert stage_cache.entry_key(data, "v") == stage_cache.entry_key(bytes(data), "v") != stage_cache.entry_key(data + b"\0", "v")
+    assert stage_cache.entry_key(data, "v") != stage_cache.entry_key(data, "w")
+    from indexer import staged
+
+    edited = tmp_path / "staged.py"  # how nerindex cuts changed, and nobody bumped a number
+    edited.write_bytes(Path(staged.__file__).read_bytes() + b"\n# changed\n")
+    before = cut_version.__wrapped__()
+    monkeypatch.setattr(staged, "__file__", str(edited))
+    assert cut_version.__wrapped__() != before
+
+
+def test_a_graph_whose_external_data_changed_is_cut_again(tmp_path, reference):
+    onnx = pytest.importorskip("onnx")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    graph = folder / "encoder.int8.onnx"
+    onnx.save(onnx.load(str(GRAPH)), str(graph), save_as_external_data=True, location="weights.bin", size_threshold=1024)
+    cache = tmp_path / "cache"
+    loaded = lambda: load_stages(graph, lambda data: open_session(data, CPU), cache)  # noqa: E731
+    for a, b in zip(stage_outputs(loaded()), reference):
+        np.testing.assert_array_equal(a, b)
+    weights = bytearray((folder / "weights.bin").read_bytes())  # the same graph file, other weights
+    weights[len(weights) // 2 : len(weights) // 2 + 4096] = bytes(4096)
+    (folder / "weights.bin").write_bytes(bytes(weights))
+    got = stage_outputs(loaded())
+    want = stage_outputs(load_stages(graph, lambda data: open_session(data, CPU)))  # a fresh cut
+    assert any(not np.array_equal(a, b) for a, b in zip(want, reference))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_cached_graph_onnxruntime_will_not_open_is_cut_again(tmp_path, reference, caplog):
+    load(tmp_path)
+    folder = entry_folder(tmp_path)
+    entry = stage_cache.read(tmp_path, folder.name)
+    broken = stage_cache.Entry(entry.facts, {**entry.files, "scores.onnx": b"not a graph"}, entry.sources)
+    stage_cache.write(tmp_path, folder.name, broken)  # checksums of the broken file: it reads back
+    with caplog.at_level(logging.INFO, logger="indexer"):
+        got = stage_outputs(load(tmp_path))
+    for a, b in zip(got, reference):
+        np.testing.assert_array_equal(a, b)
+    assert "cut again" in caplog.text
+
+
+def test_only_folders_named_like_entries_are_ever_removed(tmp_path):
+    mine = tmp_path / "experiment"
+    mine.mkdir()
+    os.utime(mine, (1, 1))
+    old_temp_named = tmp_path / f"notes{stage_cache.TEMP_MARK}1"
+    old_temp_named.mkdir()
+    os.utime(old_temp_named, (1, 1))
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / ("e" * 64)).symlink_to(elsewhere)  # a link named like an entry: not followed, not removed
+    for i in range(stage_cache.MAX_ENTRIES + 2):
+        stage_cache.write(tmp_path, f"{i:064x}", stage_cache.Entry({}, {"a": b"x"}))
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"experiment", old_temp_named.name, "e" * 64} <= names and elsewhere.is_dir()
+    assert len([n for n in names if n.startswith("0" * 60)]) == stage_cache.MAX_ENTRIES
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to give a folder to another user")
+def test_a_cache_folder_of_another_user_is_not_used(tmp_path, caplog):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 65534, -1)
+    with caplog.at_level(logging.WARNING, logger="indexer.stage_cache"):
+        stage_cache.write(shared, "0" * 64, stage_cache.Entry({}, {"a": b"x"}))
+        assert stage_cache.read(shared, "0" * 64) is None
+    assert list(shared.iterdir()) == [] and "another user owns it" in caplog.text
+
+
+def test_a_cache_folder_others_can_write_is_not_used(tmp_path, caplog):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with caplog.at_level(logging.WARNING, logger="indexer.stage_cache"):
+        stage_cache.write(shared, "0" * 64, stage_cache.Entry({}, {"a": b"x"}))
+    assert list(shared.iterdir()) == [] and "others can write to it" in caplog.text
 
 
 def test_writers_of_one_key_leave_one_whole_entry(tmp_path):
@@ -159,33 +234,41 @@ def test_writers_of_one_key_leave_one_whole_entry(tmp_path):
         t.join()
     got = stage_cache.read(tmp_path, "k")
     assert got is not None and got.files == entries[got.facts["n"]].files
-    assert [p.name for p in tmp_path.iterdir()] == ["k"]  # no temporary folder left
+    assert [p.name for p in tmp_path.iterdir()] == ["k"]  # no temporary folder left (not named like an entry: kept)
 
 
 def test_a_killed_writers_temporary_folder_is_removed_later(tmp_path):
-    stale = tmp_path / f"k{stage_cache.TEMP_MARK}123-abcd"
+    key = "a" * 64
+    stale = tmp_path / f"{key}{stage_cache.TEMP_MARK}123-abcd"
     stale.mkdir()
     (stale / "tokens.onnx").write_bytes(b"half")
     os.utime(stale, (1, 1))
-    fresh = tmp_path / f"j{stage_cache.TEMP_MARK}456-abcd"  # another process writing now
+    fresh = tmp_path / f"{'b' * 64}{stage_cache.TEMP_MARK}456-abcd"  # another process writing now
     fresh.mkdir()
-    stage_cache.write(tmp_path, "k", stage_cache.Entry({}, {"a": b"x"}))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["k", fresh.name])
-    assert hashlib.sha256(b"x").hexdigest() in (tmp_path / "k" / "entry.json").read_text(encoding="utf-8")
+    stage_cache.write(tmp_path, key, stage_cache.Entry({}, {"a": b"x"}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([key, fresh.name])
+    assert hashlib.sha256(b"x").hexdigest() in (tmp_path / key / "entry.json").read_text(encoding="utf-8")
 
 
 def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path):
-    for i in range(stage_cache.MAX_ENTRIES):
-        stage_cache.write(tmp_path, f"k{i}", stage_cache.Entry({}, {"a": b"x"}))
-        os.utime(tmp_path / f"k{i}", (100 + i, 100 + i))
-    assert stage_cache.read(tmp_path, "k0") is not None  # used now: kept
-    stage_cache.write(tmp_path, "new", stage_cache.Entry({}, {"a": b"y"}))
+    keys = [f"{i:064x}" for i in range(stage_cache.MAX_ENTRIES + 1)]
+    for i, key in enumerate(keys[:-1]):
+        stage_cache.write(tmp_path, key, stage_cache.Entry({}, {"a": b"x"}))
+        os.utime(tmp_path / key, (100 + i, 100 + i))
+    assert stage_cache.read(tmp_path, keys[0]) is not None  # used now: kept
+    stage_cache.write(tmp_path, keys[-1], stage_cache.Entry({}, {"a": b"y"}))
     names = {p.name for p in tmp_path.iterdir()}
-    assert len(names) == stage_cache.MAX_ENTRIES and "k0" in names and "new" in names and "k1" not in names
+    assert len(names) == stage_cache.MAX_ENTRIES and keys[0] in names and keys[-1] in names and keys[1] not in names
 
 
-def test_the_cache_folder_from_the_environment(tmp_path):
+def test_the_cache_folder_from_the_environment(tmp_path, monkeypatch, caplog):
     assert cache_dir({"NERINDEX_CACHE": str(tmp_path)}) == tmp_path
-    assert cache_dir({"NERINDEX_CACHE": "off"}) is None
+    assert cache_dir({"NERINDEX_CACHE": "off"}) is None and cache_dir({"NERINDEX_CACHE": "OFF"}) is None
     assert cache_dir({"NERINDEX_CACHE": " ", "XDG_CACHE_HOME": "/x"}) == Path("/x/nerindex")  # empty counts as unset
     assert cache_dir({"HOME": str(tmp_path)}) == tmp_path / ".cache" / "nerindex"
+    assert cache_dir({"HOME": str(tmp_path), "XDG_CACHE_HOME": "rel"}) == tmp_path / ".cache" / "nerindex"  # XDG: absolute only
+    monkeypatch.chdir(tmp_path)
+    assert cache_dir({"NERINDEX_CACHE": "c"}) == tmp_path / "c"  # relative: to the folder it was set in
+    with caplog.at_level(logging.WARNING, logger="indexer.config"):
+        assert cache_dir({"NERINDEX_CACHE": "~no-such-user-here/c"}) is None
+    assert "set NERINDEX_CACHE" in caplog.text

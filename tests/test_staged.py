@@ -17,7 +17,8 @@ from indexer.assets import default_model_dir  # noqa: E402
 from indexer.encoder import CPU, OnnxEncoder, _token_arrays, graph_for, open_session  # noqa: E402
 from indexer.errors import ModelError  # noqa: E402
 from indexer.records import Passage  # noqa: E402
-from indexer.staged import SpanBatch, find_cuts, load_stages  # noqa: E402
+from indexer.stage_loading import load_stages  # noqa: E402
+from indexer.staged import SpanBatch, find_cuts  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "corpus.jsonl"
 # Tolerances. Dynamic int8 quantisation scales activations over a whole tensor: the staged graphs
@@ -117,13 +118,13 @@ def test_a_graph_that_cannot_be_cut_runs_whole(tmp_path, caplog):
         node.input[:] = ["renamed.bias" if n == "entity.start_proj.bias" else n for n in node.input]
     path = tmp_path / "g.onnx"
     onnx.save(graph, str(path))
-    with caplog.at_level(logging.INFO, logger="indexer.staged"):
+    with caplog.at_level(logging.INFO, logger="indexer.stage_loading"):
         assert load_stages(path, lambda data: open_session(data, CPU)) is None
     assert "runs whole" in caplog.text
 
 
 def test_without_onnx_the_graph_runs_whole(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with caplog.at_level(logging.WARNING, logger="indexer.staged"):
+    with caplog.at_level(logging.WARNING, logger="indexer.stage_loading"):
         assert load_stages(default_model_dir() / "encoder.int8.onnx", lambda data: open_session(data, CPU)) is None
     assert "nerindex[cpu]" in caplog.text

@@ -160,7 +160,8 @@ def test_fp16_graph_loads_on_cpu_and_agrees(exported):
 @pytest.mark.parametrize("graph,cos_min", [("encoder.fp32.onnx", 0.99999), ("encoder.int8.onnx", 0.9999)])
 def test_staged_runner_cuts_exported_graphs_and_agrees(exported, graph, cos_min):
     """The CPU runtime cuts every graph export writes (indexer/staged.py) and gets its answers."""
-    from indexer.staged import SpanBatch, load_stages
+    from indexer.stage_loading import load_stages
+    from indexer.staged import SpanBatch
 
     out, _ = exported
     stages = load_stages(out / graph, lambda data: open_session(data, CPU))
@@ -193,7 +194,7 @@ def test_staged_runner_cuts_exported_graphs_and_agrees(exported, graph, cos_min)
 def test_fp16_graph_is_not_cut(exported):
     """fp16 span layers cannot take the runner's float32 arrays: the graph runs whole (it is CUDA's)."""
     from indexer.encoder import CPU, open_session
-    from indexer.staged import load_stages
+    from indexer.stage_loading import load_stages
 
     out, _ = exported
     assert load_stages(out / "encoder.fp16.onnx", lambda data: open_session(data, CPU)) is None

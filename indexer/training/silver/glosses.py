@@ -7,6 +7,8 @@ thousands of sentences cost little padding.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -58,14 +60,20 @@ class GlossVectors:
         return self.vectors[f"{s.pos}{s.offset}"]
 
     def save(self) -> None:
+        """Keep the vectors for the next run; a folder that cannot be written costs that run the
+        embedding, never this one's result (it is saved after all the work: a review)."""
         if not (self._dirty and self.cache_file):
             return
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self.vectors))
         vecs = np.stack([self.vectors[k] for k in keys]).astype(np.float32)
-        tmp = self.cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=keys, vectors=vecs)
-        tmp.replace(self.cache_file)
+        tmp = self.cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
+        try:
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, keys=keys, vectors=vecs)
+            tmp.replace(self.cache_file)
+        except OSError as exc:
+            logging.getLogger(__name__).warning("%s: gloss vectors not cached (%s)", self.cache_file, exc)
+            tmp.unlink(missing_ok=True)
 
 
 def embed_sorted(

@@ -1,0 +1,124 @@
+"""Where the staged runner's three graphs come from: the cache folder, or a cut of the model's graph.
+
+Cutting (:func:`cut_graph`) needs the ``onnx`` package and takes seconds; its result depends only on
+the graph's bytes, the external data files the graph names, and the code that cuts. So the bytes
+are read once, hashed into the key with that code (:func:`cut_version`: the source of
+:mod:`.staged` and of this module, so that a change to how nerindex cuts makes new keys without
+anyone remembering to bump a number), and cut from those very bytes; the external data files are
+recorded as the entry's sources (:mod:`.stage_cache` re-checks them on every read). An entry that
+cannot be used in any way, down to a cut graph onnxruntime will not open, is cut again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from . import stage_cache
+from .errors import ModelError
+from .model_folder import CANDIDATE_OUTPUT
+from .staged import Cuts, StagedGraph, find_cuts
+
+log = logging.getLogger(__name__)
+
+STAGE_FILES = ("tokens.onnx", "scores.onnx", "vectors.onnx")
+
+
+@functools.cache
+def cut_version() -> str:
+    """How this nerindex cuts, for the cache key: a hash of the cutting modules' source."""
+    from . import staged
+
+    digest = hashlib.sha256()
+    for module in (staged, sys.modules[__name__]):
+        try:
+            digest.update(Path(module.__file__).read_bytes())
+        except (OSError, TypeError):  # installed without sources: the release stands for them
+            digest.update(f"{module.__name__} {_release()}".encode())
+    return digest.hexdigest()
+
+
+def _release() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nerindex")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: Path | None = None) -> StagedGraph | None:
+    """The staged runner of a graph file, or ``None`` (logged) when the graph cannot be cut.
+
+    ``open_graph`` makes an onnxruntime session of serialised graph bytes (the encoder's provider
+    and thread settings). The cut graphs, or why the graph runs whole, come from ``cache`` when it
+    has them; otherwise they are cut here, which needs ``onnx`` (the ``[cpu]`` extra), and kept there.
+    """
+    data = graph_path.read_bytes()  # once: what is hashed is what is cut
+    key = stage_cache.entry_key(data, cut_version())
+    cached = stage_cache.read(cache, key)
+    staged = None if cached is None else _from_entry(cached, graph_path, open_graph)
+    if staged is None:
+        entry = cut_graph(data, graph_path.parent)
+        if entry is None:
+            return None
+        stage_cache.write(cache, key, entry)
+        staged = _from_entry(entry, graph_path, open_graph, cached=False)
+    return staged if isinstance(staged, StagedGraph) else None
+
+
+def _from_entry(entry: stage_cache.Entry, graph_path: Path, open_graph: Callable[[bytes], object], *,
+                cached: bool = True) -> StagedGraph | bool | None:  # fmt: skip
+    """The runner of an entry; ``False`` (logged) where the graph runs whole; ``None`` where a cache
+    entry cannot be used (logged: cut again). A fresh cut that cannot be opened raises."""
+    if "whole" in entry.facts:
+        log.info("%s: runs whole (%s)", graph_path, entry.facts["whole"])
+        return False
+    try:
+        cuts = Cuts.from_facts(entry.facts["cuts"])
+        return StagedGraph(cuts, *(open_graph(entry.files[name]) for name in STAGE_FILES))
+    except (KeyError, TypeError, ValueError, ModelError) as exc:
+        if not cached:
+            raise
+        log.info("%s: cached cut graphs not used, cut again (%s)", graph_path, exc)
+        return None
+
+
+def cut_graph(data: bytes, folder: Path) -> stage_cache.Entry | None:
+    """The three cut graphs of a serialised graph (its external data in ``folder``) and where it was
+    cut, or why it runs whole (the fact ``whole``); ``None`` (logged) without the ``onnx`` package."""
+    try:
+        import onnx
+        from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+        from onnx.utils import Extractor
+    except ImportError:
+        log.warning("the onnx package is missing: candidate spans are embedded in full (slower); install nerindex[cpu]")
+        return None
+    model = onnx.load_model_from_string(data)
+    tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
+    named = {e.value for t in tensors if uses_external_data(t) for e in t.external_data if e.key == "location"}
+    sources = {str((folder / name).resolve()): stage_cache.sha256_of(folder / name) for name in sorted(named)}
+    if named:
+        load_external_data_for_model(model, str(folder))
+    try:
+        cuts = find_cuts(model)
+    except ModelError as exc:
+        return stage_cache.Entry({"whole": str(exc)}, {}, sources)
+    floats = tuple(n for n in (cuts.entity_in, cuts.adapter_in, cuts.base_in, cuts.span_base_in) if n)
+    if not {*floats, *cuts.width_in} <= {v.name for v in model.graph.value_info}:
+        model = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
+        return stage_cache.Entry({"whole": "its span layers are not float32"}, {}, sources)
+    extract = Extractor(model).extract_model
+    graphs = (
+        extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else [])),
+        extract([cuts.entity_in, *cuts.width_in], ["span_scores"] + ([CANDIDATE_OUTPUT] if cuts.candidate else [])),
+        extract([cuts.adapter_in, cuts.base_in] + ([cuts.span_base_in] if cuts.span_base_in else []), ["span_vectors", "span_base_vectors"]),
+    )
+    files = {name: g.SerializeToString() for name, g in zip(STAGE_FILES, graphs)}
+    return stage_cache.Entry({"cuts": cuts.facts()}, files, sources)
