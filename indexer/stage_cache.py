@@ -53,9 +53,9 @@ class Entry:
     sources: dict[str, str] = field(default_factory=dict)
 
 
-def entry_key(data: bytes, version: str) -> str:
-    """The key of what is made from ``data`` by the maker of ``version``."""
-    return hashlib.sha256(version.encode() + b"\0" + data).hexdigest()
+def entry_key(source_sha256: str, version: str) -> str:
+    """The key of what the maker of ``version`` makes from bytes of this sha256."""
+    return hashlib.sha256(f"{version}\0{source_sha256}".encode()).hexdigest()
 
 
 def sha256_of(path: Path) -> str:

@@ -1,11 +1,12 @@
 """Where the staged runner's three graphs come from: the cache folder, or a cut of the model's graph.
 
 Cutting (:func:`cut_graph`) needs the ``onnx`` package and takes seconds; its result depends only on
-the graph's bytes, the external data files the graph names, and the code that cuts. So the bytes
-are read once, hashed into the key with that code (:func:`cut_version`: the source of
-:mod:`.staged` and of this module, so that a change to how nerindex cuts makes new keys without
-anyone remembering to bump a number), and cut from those very bytes; the external data files are
-recorded as the entry's sources (:mod:`.stage_cache` re-checks them on every read). An entry that
+the graph's bytes, the external data files the graph names, and the code that cuts. So the key is
+a hash of the graph's bytes and of that code (:func:`cut_version`: the source of :mod:`.staged`
+and of this module, so that a change to how nerindex cuts makes new keys without anyone
+remembering to bump a number); a cut is filed under the hash of the very bytes it was cut from, so
+a graph replaced meanwhile cannot file its cuts under the other's key; the
+external data files are recorded as the entry's sources (:mod:`.stage_cache` re-checks them on every read). An entry that
 cannot be used in any way, down to a cut graph onnxruntime will not open, is cut again.
 """
 
@@ -58,15 +59,15 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: 
     and thread settings). The cut graphs, or why the graph runs whole, come from ``cache`` when it
     has them; otherwise they are cut here, which needs ``onnx`` (the ``[cpu]`` extra), and kept there.
     """
-    data = graph_path.read_bytes()  # once: what is hashed is what is cut
-    key = stage_cache.entry_key(data, cut_version())
-    cached = stage_cache.read(cache, key)
-    staged = None if cached is None else _from_entry(cached, graph_path, open_graph)
+    staged = None
+    if cache is not None:
+        cached = stage_cache.read(cache, stage_cache.entry_key(stage_cache.sha256_of(graph_path), cut_version()))
+        staged = None if cached is None else _from_entry(cached, graph_path, open_graph)
     if staged is None:
-        entry = cut_graph(data, graph_path.parent)
+        digest, entry = cut_graph(graph_path)
         if entry is None:
             return None
-        stage_cache.write(cache, key, entry)
+        stage_cache.write(cache, stage_cache.entry_key(digest, cut_version()), entry)
         staged = _from_entry(entry, graph_path, open_graph, cached=False)
     return staged if isinstance(staged, StagedGraph) else None
 
@@ -88,17 +89,23 @@ def _from_entry(entry: stage_cache.Entry, graph_path: Path, open_graph: Callable
         return None
 
 
-def cut_graph(data: bytes, folder: Path) -> stage_cache.Entry | None:
-    """The three cut graphs of a serialised graph (its external data in ``folder``) and where it was
-    cut, or why it runs whole (the fact ``whole``); ``None`` (logged) without the ``onnx`` package."""
+def cut_graph(graph_path: Path) -> tuple[str, stage_cache.Entry | None]:
+    """(the sha256 of the graph file's bytes, the three cut graphs of those very bytes and where
+    they were cut, or why the graph runs whole: the fact ``whole``); no entry (logged) without the
+    ``onnx`` package. The bytes are read once: a file replaced meanwhile cannot file its cuts under
+    the other's key (a review)."""
     try:
         import onnx
         from onnx.external_data_helper import load_external_data_for_model, uses_external_data
         from onnx.utils import Extractor
     except ImportError:
         log.warning("the onnx package is missing: candidate spans are embedded in full (slower); install nerindex[cpu]")
-        return None
+        return "", None
+    data = graph_path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     model = onnx.load_model_from_string(data)
+    del data  # the parsed graph holds what it needs: ~25 MB less at the peak
+    folder = graph_path.parent
     tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
     named = {e.value for t in tensors if uses_external_data(t) for e in t.external_data if e.key == "location"}
     sources = {str((folder / name).resolve()): stage_cache.sha256_of(folder / name) for name in sorted(named)}
@@ -107,13 +114,13 @@ def cut_graph(data: bytes, folder: Path) -> stage_cache.Entry | None:
     try:
         cuts = find_cuts(model)
     except ModelError as exc:
-        return stage_cache.Entry({"whole": str(exc)}, {}, sources)
+        return digest, stage_cache.Entry({"whole": str(exc)}, {}, sources)
     floats = tuple(n for n in (cuts.entity_in, cuts.adapter_in, cuts.base_in, cuts.span_base_in) if n)
     if not {*floats, *cuts.width_in} <= {v.name for v in model.graph.value_info}:
         model = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
     if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
-        return stage_cache.Entry({"whole": "its span layers are not float32"}, {}, sources)
+        return digest, stage_cache.Entry({"whole": "its span layers are not float32"}, {}, sources)
     extract = Extractor(model).extract_model
     graphs = (
         extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else [])),
@@ -121,4 +128,4 @@ def cut_graph(data: bytes, folder: Path) -> stage_cache.Entry | None:
         extract([cuts.adapter_in, cuts.base_in] + ([cuts.span_base_in] if cuts.span_base_in else []), ["span_vectors", "span_base_vectors"]),
     )
     files = {name: g.SerializeToString() for name, g in zip(STAGE_FILES, graphs)}
-    return stage_cache.Entry({"cuts": cuts.facts()}, files, sources)
+    return digest, stage_cache.Entry({"cuts": cuts.facts()}, files, sources)

@@ -85,7 +85,7 @@ def reference():
 
 
 def entry_folder(cache: Path, graph: Path = GRAPH) -> Path:
-    return cache / stage_cache.entry_key(graph.read_bytes(), cut_version())
+    return cache / stage_cache.entry_key(stage_cache.sha256_of(graph), cut_version())
 
 
 @pytest.mark.parametrize("damage", ["flip a weight byte", "truncate", "remove a file", "garble entry.json", "changed facts"])
@@ -143,9 +143,12 @@ def test_a_graph_that_runs_whole_is_remembered(tmp_path, caplog, monkeypatch):
 
 
 def test_the_key_follows_the_bytes_and_the_code_that_cuts(tmp_path, monkeypatch):
-    data = GRAPH.read_bytes()
-    assert stage_cache.entry_key(data, "v") == stage_cache.entry_key(bytes(data), "v") != stage_cache.entry_key(data + b"\0", "v")
-    assert stage_cache.entry_key(data, "v") != stage_cache.entry_key(data, "w")
+    copy = tmp_path / "g.onnx"
+    copy.write_bytes(GRAPH.read_bytes())
+    same, other = stage_cache.sha256_of(GRAPH), stage_cache.sha256_of(copy)
+    assert stage_cache.entry_key(same, "v") == stage_cache.entry_key(other, "v") != stage_cache.entry_key(same, "w")
+    copy.write_bytes(GRAPH.read_bytes() + b"\0")
+    assert stage_cache.entry_key(stage_cache.sha256_of(copy), "v") != stage_cache.entry_key(same, "v")
     from indexer import staged
 
     edited = tmp_path / "staged.py"  # how nerindex cuts changed, and nobody bumped a number
