@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .model_folder import sha256_file
+
 log = logging.getLogger(__name__)
 
 ENTRY_FILE = "entry.json"
@@ -56,14 +58,6 @@ class Entry:
 def entry_key(source_sha256: str, version: str) -> str:
     """The key of what the maker of ``version`` makes from bytes of this sha256."""
     return hashlib.sha256(f"{version}\0{source_sha256}".encode()).hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _facts_sum(facts: dict[str, Any]) -> str:
@@ -113,7 +107,7 @@ def read(root: Path | None, key: str) -> Entry | None:
         files = {name: (folder / name).read_bytes() for name in sums}
         if any(hashlib.sha256(data).hexdigest() != sums[name] for name, data in files.items()):
             raise ValueError("a file does not match its checksum")
-        if any(sha256_of(Path(path)) != digest for path, digest in sources.items()):
+        if any(sha256_file(Path(path)) != digest for path, digest in sources.items()):
             raise ValueError("a file it was made from has changed")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.info("%s: cache entry not used, made again (%s)", folder, exc)

@@ -21,7 +21,7 @@ from typing import Callable
 
 from . import stage_cache
 from .errors import ModelError
-from .model_folder import CANDIDATE_OUTPUT
+from .model_folder import CANDIDATE_OUTPUT, sha256_file
 from .staged import Cuts, StagedGraph, find_cuts
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: 
     """
     staged = None
     if cache is not None:
-        cached = stage_cache.read(cache, stage_cache.entry_key(stage_cache.sha256_of(graph_path), cut_version()))
+        cached = stage_cache.read(cache, stage_cache.entry_key(sha256_file(graph_path), cut_version()))
         staged = None if cached is None else _from_entry(cached, graph_path, open_graph)
     if staged is None:
         digest, entry = cut_graph(graph_path)
@@ -108,7 +108,7 @@ def cut_graph(graph_path: Path) -> tuple[str, stage_cache.Entry | None]:
     folder = graph_path.parent
     tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
     named = {e.value for t in tensors if uses_external_data(t) for e in t.external_data if e.key == "location"}
-    sources = {str((folder / name).resolve()): stage_cache.sha256_of(folder / name) for name in sorted(named)}
+    sources = {str((folder / name).resolve()): sha256_file(folder / name) for name in sorted(named)}
     if named:
         load_external_data_for_model(model, str(folder))
     try:

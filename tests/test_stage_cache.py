@@ -20,6 +20,7 @@ pytest.importorskip("onnx")
 from indexer import stage_cache  # noqa: E402
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.config import cache_dir  # noqa: E402
+from indexer.model_folder import sha256_file  # noqa: E402
 from indexer.runtime import CPU, open_session  # noqa: E402
 from indexer.stage_loading import STAGE_FILES, cut_version, load_stages  # noqa: E402
 from indexer.staged import SpanBatch  # noqa: E402
@@ -85,7 +86,7 @@ def reference():
 
 
 def entry_folder(cache: Path, graph: Path = GRAPH) -> Path:
-    return cache / stage_cache.entry_key(stage_cache.sha256_of(graph), cut_version())
+    return cache / stage_cache.entry_key(sha256_file(graph), cut_version())
 
 
 @pytest.mark.parametrize("damage", ["flip a weight byte", "truncate", "remove a file", "garble entry.json", "changed facts"])
@@ -145,10 +146,10 @@ def test_a_graph_that_runs_whole_is_remembered(tmp_path, caplog, monkeypatch):
 def test_the_key_follows_the_bytes_and_the_code_that_cuts(tmp_path, monkeypatch):
     copy = tmp_path / "g.onnx"
     copy.write_bytes(GRAPH.read_bytes())
-    same, other = stage_cache.sha256_of(GRAPH), stage_cache.sha256_of(copy)
+    same, other = sha256_file(GRAPH), sha256_file(copy)
     assert stage_cache.entry_key(same, "v") == stage_cache.entry_key(other, "v") != stage_cache.entry_key(same, "w")
     copy.write_bytes(GRAPH.read_bytes() + b"\0")
-    assert stage_cache.entry_key(stage_cache.sha256_of(copy), "v") != stage_cache.entry_key(same, "v")
+    assert stage_cache.entry_key(sha256_file(copy), "v") != stage_cache.entry_key(same, "v")
     from indexer import staged
 
     edited = tmp_path / "staged.py"  # how nerindex cuts changed, and nobody bumped a number
