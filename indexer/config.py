@@ -17,7 +17,7 @@ from the result by :mod:`indexer.stores.factory`.
 | NERINDEX_ES_TIMEOUT | seconds to wait for one Elasticsearch or Kibana request, default 60 (an Elasticsearch request that times out is sent up to 3 more times) |
 | NERINDEX_KIBANA_URL | Kibana URL for ``nerindex kibana import`` |
 | NERINDEX_THREADS | CPU cores the encoder's window workers use (default: all) |
-| NERINDEX_CACHE | folder for files nerindex can make again (cut graphs, WordNet gloss vectors): default ``$XDG_CACHE_HOME/nerindex``, else ``~/.cache/nerindex``; ``off`` keeps none (``./off`` names a folder); one another user owns or others can write is not used |
+| NERINDEX_CACHE | folder for files nerindex can make again (cut graphs, WordNet gloss vectors): default ``$XDG_CACHE_HOME/nerindex``, else ``~/.cache/nerindex``; ``off`` keeps none (``./off`` names a folder); one another user owns is not used |
 
 ``--insecure`` (no variable: testing only) turns TLS certificate checks off. Training reads one more,
 ``NERINDEX_WORDNET`` (or WordNet's own ``WNSEARCHDIR``): where the WordNet files for silver data are

@@ -48,7 +48,8 @@ _warned: set[Path] = set()
 @dataclass(frozen=True)
 class Entry:
     """What one key holds: the caller's facts (JSON), its files' bytes by name, and the sha256 of
-    each file (absolute path) it was made from besides the key's bytes."""
+    each file it was made from besides the key's bytes, by its path relative to the folder the
+    reader names (the graph's: another folder with the same graph file has its own weights)."""
 
     facts: dict[str, Any]
     files: dict[str, bytes]
@@ -65,18 +66,23 @@ def _facts_sum(facts: dict[str, Any]) -> str:
 
 
 def usable(root: Path | None) -> bool:
-    """Whether ``root`` may hold entries: this user's, and nobody else may write it (created so).
-    Another's entries could hold any graph, their checksums written by the same hand (pip turns
-    its cache off alike). Warns once per root."""
+    """Whether ``root`` may hold entries: this user's, and nobody else may write it (created so; one
+    of this user's that others may write, as a umask of 002 makes it, is closed). Another's entries
+    could hold any graph, their checksums written by the same hand (pip, likewise, turns its cache
+    off when another user owns it). Only this folder is checked: its parents are the user's choice
+    (docs/reliability.md). Warns once per root."""
     if root is None:
         return False
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = root.stat()
+        foreign = hasattr(os, "getuid") and info.st_uid != os.getuid()
+        if not foreign and info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            root.chmod(stat.S_IMODE(info.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
+            info = root.stat()
     except OSError as exc:
         log.info("%s: cache not used (%s)", root, exc)
         return False
-    foreign = hasattr(os, "getuid") and info.st_uid != os.getuid()
     if foreign or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         if root not in _warned:
             _warned.add(root)
@@ -86,9 +92,9 @@ def usable(root: Path | None) -> bool:
     return True
 
 
-def read(root: Path | None, key: str) -> Entry | None:
+def read(root: Path | None, key: str, base: Path | None = None) -> Entry | None:
     """The entry of ``key`` under ``root``, or ``None`` (no entry, caching off, or an entry that is
-    incomplete, corrupt or made from sources that changed since: logged)."""
+    incomplete, corrupt or made from sources under ``base`` that differ: logged)."""
     if not usable(root):
         return None
     folder = root / key
@@ -107,8 +113,10 @@ def read(root: Path | None, key: str) -> Entry | None:
         files = {name: (folder / name).read_bytes() for name in sums}
         if any(hashlib.sha256(data).hexdigest() != sums[name] for name, data in files.items()):
             raise ValueError("a file does not match its checksum")
-        if any(sha256_file(Path(path)) != digest for path, digest in sources.items()):
-            raise ValueError("a file it was made from has changed")
+        if sources and base is None:
+            raise ValueError("made from other files, and no folder to find them in")
+        if any(sha256_file(base / name) != digest for name, digest in sources.items()):
+            raise ValueError("a file it was made from differs")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.info("%s: cache entry not used, made again (%s)", folder, exc)
         return None

@@ -3,11 +3,12 @@
 Cutting (:func:`cut_graph`) needs the ``onnx`` package and takes seconds; its result depends only on
 the graph's bytes, the external data files the graph names, and the code that cuts. So the key is
 a hash of the graph's bytes and of that code (:func:`cut_version`: the source of :mod:`.staged`
-and of this module, so that a change to how nerindex cuts makes new keys without anyone
-remembering to bump a number); a cut is filed under the hash of the very bytes it was cut from, so
-a graph replaced meanwhile cannot file its cuts under the other's key; the
-external data files are recorded as the entry's sources (:mod:`.stage_cache` re-checks them on every read). An entry that
-cannot be used in any way, down to a cut graph onnxruntime will not open, is cut again.
+and of this module and the onnx release, so that a change to how nerindex cuts makes new keys
+without anyone remembering to bump a number); a cut is filed under the hash of the very bytes it
+was cut from, so a graph replaced meanwhile cannot file its cuts under the other's key; the
+external data files are recorded as the entry's sources, by their names in the graph's folder, and
+:mod:`.stage_cache` checks them in the reading graph's folder every time. An entry that cannot be
+used in any way, down to a cut graph onnxruntime will not open, is cut again.
 """
 
 from __future__ import annotations
@@ -31,25 +32,27 @@ STAGE_FILES = ("tokens.onnx", "scores.onnx", "vectors.onnx")
 
 @functools.cache
 def cut_version() -> str:
-    """How this nerindex cuts, for the cache key: a hash of the cutting modules' source."""
+    """How this nerindex cuts, for the cache key: a hash of the cutting modules' source and of the
+    onnx release that cuts."""
     from . import staged
 
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"onnx {_release('onnx')}".encode())  # its shape inference decides too
     for module in (staged, sys.modules[__name__]):
         try:
             digest.update(Path(module.__file__).read_bytes())
         except (OSError, TypeError):  # installed without sources: the release stands for them
-            digest.update(f"{module.__name__} {_release()}".encode())
+            digest.update(f"{module.__name__} {_release('nerindex')}".encode())
     return digest.hexdigest()
 
 
-def _release() -> str:
+def _release(distribution: str) -> str:
+    """An installed distribution's version, read from its metadata (no import), or "none"."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("nerindex")
+        return version(distribution)
     except PackageNotFoundError:
-        return "unknown"
+        return "none"
 
 
 def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: Path | None = None) -> StagedGraph | None:
@@ -61,7 +64,8 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: 
     """
     staged = None
     if cache is not None:
-        cached = stage_cache.read(cache, stage_cache.entry_key(sha256_file(graph_path), cut_version()))
+        key = stage_cache.entry_key(sha256_file(graph_path), cut_version())
+        cached = stage_cache.read(cache, key, graph_path.parent)
         staged = None if cached is None else _from_entry(cached, graph_path, open_graph)
     if staged is None:
         digest, entry = cut_graph(graph_path)
@@ -107,10 +111,13 @@ def cut_graph(graph_path: Path) -> tuple[str, stage_cache.Entry | None]:
     del data  # the parsed graph holds what it needs: ~25 MB less at the peak
     folder = graph_path.parent
     tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
-    named = {e.value for t in tensors if uses_external_data(t) for e in t.external_data if e.key == "location"}
-    sources = {str((folder / name).resolve()): sha256_file(folder / name) for name in sorted(named)}
-    if named:
-        load_external_data_for_model(model, str(folder))
+    named = sorted({e.value for t in tensors if uses_external_data(t) for e in t.external_data if e.key == "location"})
+    if named:  # loaded first: onnx refuses locations outside the folder before anything reads them
+        try:
+            load_external_data_for_model(model, str(folder))
+        except Exception as exc:  # onnx's ValidationError, OSError: not a graph nerindex can cut
+            raise ModelError(f"{graph_path}: cannot load its external data: {exc}") from exc
+    sources = {name: sha256_file(folder / name) for name in named}
     try:
         cuts = find_cuts(model)
     except ModelError as exc:

@@ -392,6 +392,32 @@ def test_gloss_cache_is_keyed_by_the_wordnet_too(tmp_path):
     assert gloss_cache_file("m1", a) == gloss_cache_file("m1", c) != gloss_cache_file("m2", a)
 
 
+def test_a_gloss_cache_that_cannot_be_read_or_trusted_costs_only_time(tmp_path, monkeypatch, caplog):
+    """A corrupt cache file is embedded again; one that cannot be saved is a warning (both were
+    exceptions, the save after all the work: a review); a shared cache folder is not used."""
+    import logging
+    import os
+
+    from indexer.cli.silver import gloss_cache_file
+    from indexer.training.silver.glosses import GlossVectors
+
+    corrupt = tmp_path / "glosses.npz"
+    corrupt.write_bytes(b"PK not a zip")
+    with caplog.at_level(logging.WARNING):
+        vectors = GlossVectors(lambda texts: np.zeros((len(texts), 4), np.float32), corrupt)
+        assert vectors.vectors == {}
+        vectors.vectors, vectors._dirty = {"n1": np.zeros(4, np.float32)}, True
+        vectors.cache_file = tmp_path / "a-file" / "glosses.npz"
+        (tmp_path / "a-file").write_text("")
+        vectors.save()
+    assert "embedded again" in caplog.text and "not cached" in caplog.text
+    monkeypatch.setenv("NERINDEX_CACHE", str(tmp_path / "shared"))
+    (tmp_path / "shared" / "wordnet").mkdir(parents=True)
+    if hasattr(os, "getuid") and os.getuid() == 0:
+        os.chown(tmp_path / "shared" / "wordnet", 65534, -1)  # another user's
+        assert gloss_cache_file("m1", tmp_path) is None
+
+
 def test_a_silver_file_that_leaves_out_windows_or_brings_in_unseen_types_says_so(caplog):
     from indexer.errors import ModelError
     from indexer.training.silver.coverage import check_silver_cover

@@ -20,6 +20,7 @@ pytest.importorskip("onnx")
 from indexer import stage_cache  # noqa: E402
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.config import cache_dir  # noqa: E402
+from indexer.errors import ModelError  # noqa: E402
 from indexer.model_folder import sha256_file  # noqa: E402
 from indexer.runtime import CPU, open_session  # noqa: E402
 from indexer.stage_loading import STAGE_FILES, cut_version, load_stages  # noqa: E402
@@ -159,24 +160,48 @@ def test_the_key_follows_the_bytes_and_the_code_that_cuts(tmp_path, monkeypatch)
     assert cut_version.__wrapped__() != before
 
 
-def test_a_graph_whose_external_data_changed_is_cut_again(tmp_path, reference):
+def external_copy(folder: Path) -> Path:
+    """The shipped int8 graph saved with its weights in ``weights.bin`` beside it."""
     onnx = pytest.importorskip("onnx")
-    folder = tmp_path / "model"
     folder.mkdir()
     graph = folder / "encoder.int8.onnx"
     onnx.save(onnx.load(str(GRAPH)), str(graph), save_as_external_data=True, location="weights.bin", size_threshold=1024)
-    cache = tmp_path / "cache"
-    loaded = lambda: load_stages(graph, lambda data: open_session(data, CPU), cache)  # noqa: E731
-    for a, b in zip(stage_outputs(loaded()), reference):
-        np.testing.assert_array_equal(a, b)
-    weights = bytearray((folder / "weights.bin").read_bytes())  # the same graph file, other weights
+    return graph
+
+
+def other_weights(graph: Path) -> None:
+    weights = bytearray((graph.parent / "weights.bin").read_bytes())  # the same graph file, other weights
     weights[len(weights) // 2 : len(weights) // 2 + 4096] = bytes(4096)
-    (folder / "weights.bin").write_bytes(bytes(weights))
-    got = stage_outputs(loaded())
+    (graph.parent / "weights.bin").write_bytes(bytes(weights))
+
+
+@pytest.mark.parametrize("where", ["changed in place", "another folder"])
+def test_a_graph_with_other_external_data_gets_its_own_cut(tmp_path, reference, where):
+    first = external_copy(tmp_path / "a")
+    graph = first if where == "changed in place" else external_copy(tmp_path / "b")
+    cache = tmp_path / "cache"
+    for a, b in zip(stage_outputs(load_stages(first, lambda data: open_session(data, CPU), cache)), reference):
+        np.testing.assert_array_equal(a, b)
+    other_weights(graph)
+    assert graph.read_bytes() == first.read_bytes()  # the key's bytes are the same
+    got = stage_outputs(load_stages(graph, lambda data: open_session(data, CPU), cache))
     want = stage_outputs(load_stages(graph, lambda data: open_session(data, CPU)))  # a fresh cut
     assert any(not np.array_equal(a, b) for a, b in zip(want, reference))
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+def test_external_data_outside_the_graphs_folder_is_refused_before_it_is_read(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    graph = external_copy(tmp_path / "a")
+    model = onnx.load(str(graph), load_external_data=False)
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                entry.value = "/dev/zero"  # hashing it first would never end
+    onnx.save(model, str(graph))
+    with pytest.raises(ModelError, match="cannot load its external data"):
+        load_stages(graph, lambda data: open_session(data, CPU), tmp_path / "cache")
 
 
 def test_a_cached_graph_onnxruntime_will_not_open_is_cut_again(tmp_path, reference, caplog):
@@ -220,38 +245,12 @@ def test_a_cache_folder_of_another_user_is_not_used(tmp_path, caplog):
     assert list(shared.iterdir()) == [] and "another user owns it" in caplog.text
 
 
-def test_a_cache_folder_others_can_write_is_not_used(tmp_path, caplog):
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)
-    with caplog.at_level(logging.WARNING, logger="indexer.stage_cache"):
-        stage_cache.write(shared, "0" * 64, stage_cache.Entry({}, {"a": b"x"}))
-    assert list(shared.iterdir()) == [] and "others can write to it" in caplog.text
-
-
-def test_writers_of_one_key_leave_one_whole_entry(tmp_path):
-    entries = [stage_cache.Entry({"n": i}, {"a": bytes([i]) * 100_000, "b": bytes([i])}) for i in range(6)]
-    threads = [threading.Thread(target=stage_cache.write, args=(tmp_path, "k", e)) for e in entries]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    got = stage_cache.read(tmp_path, "k")
-    assert got is not None and got.files == entries[got.facts["n"]].files
-    assert [p.name for p in tmp_path.iterdir()] == ["k"]  # no temporary folder left (not named like an entry: kept)
-
-
-def test_a_killed_writers_temporary_folder_is_removed_later(tmp_path):
-    key = "a" * 64
-    stale = tmp_path / f"{key}{stage_cache.TEMP_MARK}123-abcd"
-    stale.mkdir()
-    (stale / "tokens.onnx").write_bytes(b"half")
-    os.utime(stale, (1, 1))
-    fresh = tmp_path / f"{'b' * 64}{stage_cache.TEMP_MARK}456-abcd"  # another process writing now
-    fresh.mkdir()
-    stage_cache.write(tmp_path, key, stage_cache.Entry({}, {"a": b"x"}))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([key, fresh.name])
-    assert hashlib.sha256(b"x").hexdigest() in (tmp_path / key / "entry.json").read_text(encoding="utf-8")
+def test_a_cache_folder_of_this_user_that_others_can_write_is_closed(tmp_path):
+    own = tmp_path / "own"  # as a umask of 002 makes it
+    own.mkdir()
+    own.chmod(0o775)
+    stage_cache.write(own, "0" * 64, stage_cache.Entry({}, {"a": b"x"}))
+    assert stage_cache.read(own, "0" * 64) is not None and own.stat().st_mode & 0o777 == 0o755
 
 
 def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path):

@@ -16,6 +16,7 @@ from ..config import cache_dir, resolve
 from ..encoder import OnnxEncoder
 from ..errors import InputError
 from ..evaluation.heldout import DEV_EVAL_TYPES, MEDICAL_TYPES
+from ..stage_cache import usable
 from ..training.data import default_sources, read_sources
 from ..training.silver.annotate import Progress, annotate
 from ..training.silver.annotator import SilverAnnotator
@@ -36,7 +37,8 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
     if data.is_file():
         digest.update(data.read_bytes())
     root = cache_dir()  # None: NERINDEX_CACHE=off, the vectors are made each run
-    return None if root is None else root / "wordnet" / f"glosses-{digest.hexdigest()[:12]}.npz"
+    folder = None if root is None else root / "wordnet"
+    return folder / f"glosses-{digest.hexdigest()[:12]}.npz" if usable(folder) else None
 
 
 @click.command("silver")

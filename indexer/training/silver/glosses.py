@@ -7,8 +7,10 @@ thousands of sentences cost little padding.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -37,9 +39,12 @@ class GlossVectors:
         self.cache_file = cache_file
         self.vectors: dict[str, np.ndarray] = {}
         if cache_file and cache_file.is_file():
-            with np.load(cache_file, allow_pickle=False) as z:
-                for k, v in zip(z["keys"], z["vectors"]):
-                    self.vectors[str(k)] = v
+            try:
+                with np.load(cache_file, allow_pickle=False) as z:
+                    self.vectors = {str(k): v for k, v in zip(z["keys"], z["vectors"])}
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # made again
+                logging.getLogger(__name__).warning("%s: gloss vectors unreadable, embedded again (%s)", cache_file, exc)
+                self.vectors = {}
         self._dirty = False
 
     def ensure(self, synsets: Iterable[Synset], *, progress: Callable[[int], None] | None = None) -> None:
@@ -73,7 +78,8 @@ class GlossVectors:
             tmp.replace(self.cache_file)
         except OSError as exc:
             logging.getLogger(__name__).warning("%s: gloss vectors not cached (%s)", self.cache_file, exc)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def embed_sorted(
