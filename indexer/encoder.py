@@ -145,7 +145,7 @@ class OnnxEncoder:
                     f"(the session runs on {running}); check the CUDA/cuDNN libraries of nerindex[gpu]"
                 )
             log.warning("onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU "
-                        "(--device cuda shows onnxruntime's reasons)")
+                        "(--device cuda shows onnxruntime's reasons; --device cpu or NERINDEX_DEVICE=cpu skips the try)")
             provider = CPU
             graph_path = graph_for(info, provider, graph)
             session = open_session(graph_path, provider, threads=1)

@@ -70,7 +70,7 @@ def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatc
     assert opened[-1] == ("encoder.int8.onnx", CPU, CPU)
     assert [r.getMessage() for r in caplog.records] == [
         "onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU "
-        "(--device cuda shows onnxruntime's reasons)"
+        "(--device cuda shows onnxruntime's reasons; --device cpu or NERINDEX_DEVICE=cpu skips the try)"
     ]
     assert severities == [4, 2]  # onnxruntime's coloured error lines kept back while CUDA starts, then its default
     assert capsys.readouterr().out == ""
