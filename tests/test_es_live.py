@@ -743,6 +743,21 @@ def test_reindex_swaps_the_alias_to_the_new_model(make_live_store, stamp):
     assert {h.id for h in search(store, RIVER)} == {"p2", "p3"}
 
 
+def test_reindex_keeps_the_old_indexs_vector_options_unless_told(make_live_store, stamp):
+    """A newcomer check: re-indexing for a new model after --index-options hnsw went back to int8_hnsw."""
+    made = make_live_store(index_options="hnsw")
+    made.check_model(stamp)
+    made.write(corpus())
+    store = open_elasticsearch(resolve(es_index=made.alias))  # as es reindex opens it: default options
+    try:
+        reindex(store, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=2)
+        assert index_requests.span_vector_index_type(store.target()[1]) == "hnsw"
+        reindex(store, RiverFirst(), ModelStamp("test-model", "3", 8, "f" * 64), index_options="int8_hnsw", batch_size=2)
+        assert index_requests.span_vector_index_type(store.target()[1]) == "int8_hnsw"
+    finally:
+        store.close()
+
+
 def test_reindex_writes_the_new_models_candidates(loaded, stamp):
     """A new model with a candidate head: the spans it proposes only as candidates rank but are not marked."""
 

@@ -567,6 +567,9 @@ def test_span_vector_index_type_from_the_mapping():
     mapping = index_requests.index_body(STAMP)["mappings"]
     assert index_requests.span_vector_index_type(mapping) == "int8_hnsw"
     assert index_requests.span_vector_index_type({"properties": {}}) is None
+    # what es reindex carries over to the new index: the options whole, as the old index has them
+    assert index_requests.span_vector_index_options(mapping) == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
+    assert index_requests.span_vector_index_options({"properties": {}}) is None
 
 
 def test_exhaustive_body_with_passage_weight_golden():

@@ -114,12 +114,17 @@ def index_options_body(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
+def span_vector_index_options(mapping: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``index_options`` of ``spans.vector`` in an index mapping (None if not there)."""
+    spans = ((mapping.get("properties") or {}).get(SPANS_PATH) or {}).get("properties") or {}
+    options = (spans.get("vector") or {}).get("index_options")
+    return dict(options) if isinstance(options, Mapping) and options.get("type") else None
+
+
 def span_vector_index_type(mapping: Mapping[str, Any]) -> str | None:
     """The ``index_options.type`` of ``spans.vector`` in an index mapping (None if not there)."""
-    spans = ((mapping.get("properties") or {}).get(SPANS_PATH) or {}).get("properties") or {}
-    options = (spans.get("vector") or {}).get("index_options") or {}
-    kind = options.get("type")
-    return str(kind) if kind else None
+    options = span_vector_index_options(mapping)
+    return None if options is None else str(options["type"])
 
 
 def mention_mapped(mapping: Mapping[str, Any]) -> bool:

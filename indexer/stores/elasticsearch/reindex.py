@@ -20,7 +20,14 @@ from ..filter_rules import passage_problem
 from . import responses as rs
 from .aliases import indices_behind
 from .bulk import write_documents
-from .index_requests import FILTER_FORMAT, alias_swap_actions, create_index_body, next_index_name, refresh_settings
+from .index_requests import (
+    FILTER_FORMAT,
+    alias_swap_actions,
+    create_index_body,
+    next_index_name,
+    refresh_settings,
+    span_vector_index_options,
+)
 from .paged_requests import scan_body
 from .store import MIN_SERVER, ElasticsearchStore
 
@@ -156,7 +163,11 @@ def reindex(
     # Creating the new index is this run's claim: a second run of the same alias either fails to
     # create the same name, or finds the old index blocked below. Either way it stops before it
     # blocks or unblocks anything; only a block this run placed is lifted.
-    options = index_options if index_options is not None else store.options.index_options
+    # the old index's vector index unless another is asked for: re-indexing for a new model went
+    # back to the store's default (int8_hnsw after an index made with hnsw: a newcomer check)
+    target = store.target()
+    kept = span_vector_index_options(target[1]) if target is not None else None
+    options = index_options if index_options is not None else kept or store.options.index_options
     body = _claim(store, new, create_index_body(stamp, index_options=options))
     _refuse_a_second_run(store, old, new)
     with store.errors(f"block writes to {old!r}"):
