@@ -751,7 +751,8 @@ def test_reindex_keeps_the_old_indexs_vector_options_unless_told(make_live_store
     store = open_elasticsearch(resolve(es_index=made.alias))  # as es reindex opens it: default options
     try:
         reindex(store, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=2)
-        assert index_requests.span_vector_index_type(store.target()[1]) == "hnsw"
+        kept = index_requests.span_vector_index_options(store.target()[1])
+        assert kept == index_requests.index_options_body("hnsw")  # the whole options, not the type alone
         reindex(store, RiverFirst(), ModelStamp("test-model", "3", 8, "f" * 64), index_options="int8_hnsw", batch_size=2)
         assert index_requests.span_vector_index_type(store.target()[1]) == "int8_hnsw"
     finally:

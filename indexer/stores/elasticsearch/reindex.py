@@ -140,8 +140,11 @@ def reindex(
 ) -> ReindexReport:
     """Re-encode every passage behind the alias with ``encoder`` into a new index; swap the alias.
 
-    ``stamp`` is the encoder's model (recorded in the new index). With failures the alias stays on
-    the old index and the new one is kept for inspection, unless ``allow_failures``. While it runs
+    ``stamp`` is the encoder's model (recorded in the new index). ``index_options`` None gives the
+    new index the old one's ``spans.vector.index_options`` (the store's only where the old index
+    has none): a store opened with other options does not change them here; pass them.
+    With failures the alias stays on the old index and the new one is kept for inspection, unless
+    ``allow_failures``. While it runs
     the old index refuses writes (a write there would be missing from the new one): writers get a
     failure they can retry after the swap; after it the old index stays read-only.
     Passages are encoded ``chunk_size`` at a time with ``batch_size`` windows per encoder call,
@@ -163,12 +166,8 @@ def reindex(
     # Creating the new index is this run's claim: a second run of the same alias either fails to
     # create the same name, or finds the old index blocked below. Either way it stops before it
     # blocks or unblocks anything; only a block this run placed is lifted.
-    # the old index's vector index unless another is asked for: re-indexing for a new model went
-    # back to the store's default (int8_hnsw after an index made with hnsw: a newcomer check)
-    target = store.target()
-    kept = span_vector_index_options(target[1]) if target is not None else None
-    options = index_options if index_options is not None else kept or store.options.index_options
-    body = _claim(store, new, create_index_body(stamp, index_options=options))
+    options, source = _new_options(store, old, index_options)
+    body = _claim(store, new, create_index_body(stamp, index_options=options), source)
     _refuse_a_second_run(store, old, new)
     with store.errors(f"block writes to {old!r}"):
         client.indices.add_block(index=old, block="write")
@@ -185,9 +184,25 @@ def reindex(
     return report
 
 
-def _claim(store: ElasticsearchStore, new: str, body: dict[str, Any]) -> dict[str, Any]:
+def _new_options(store: ElasticsearchStore, old: str, asked: str | Mapping[str, Any] | None) -> tuple[Any, str]:
+    """(the new index's vector index options, where they come from): those asked for, else the
+    old index's own (not of whatever the alias points at by now; re-indexing for a new model went
+    back to the store's default, int8_hnsw after an index made with hnsw: a newcomer check), else
+    the store's (an index made before nerindex pinned them)."""
+    if asked is not None:
+        return asked, "asked for"
+    with store.errors(f"read the mapping of {old!r}"):
+        response = store.client.indices.get_mapping(index=old)
+    kept = span_vector_index_options(rs.index_mapping(response.body, target=old)[1])
+    if kept is None:
+        return store.options.index_options, "the default"
+    return kept, f"those of {old!r}; --index-options gives others"
+
+
+def _claim(store: ElasticsearchStore, new: str, body: dict[str, Any], source: str) -> dict[str, Any]:
     """Create the new index (``body``; bulk-load refresh interval); another run that took the
-    name first is a refusal that names it, not a failure to guess at."""
+    name first is a refusal that names it, not a failure to guess at; options the server refuses
+    are named with where they came from."""
     client = store.client
     try:
         with store.errors(f"create index {new!r}"):
@@ -198,7 +213,8 @@ def _claim(store: ElasticsearchStore, new: str, body: dict[str, Any]) -> dict[st
                 f"index {new!r} exists already: another 'nerindex es reindex' of {store.alias!r} is "
                 f"running (or one was stopped and left it: delete it if none is running)"
             ) from exc
-        raise
+        raise StoreError(f"{exc} (spans.vector index_options {span_vector_index_options(body['mappings'])}: "
+                         f"{source})") from exc
     if store.options.bulk_refresh_interval:
         with store.errors(f"set the refresh interval of {new!r}"):
             client.indices.put_settings(index=new, settings=refresh_settings(store.options.bulk_refresh_interval))

@@ -78,6 +78,7 @@ class GlossVectors:
             tmp.replace(self.cache_file)
         except OSError as exc:
             logging.getLogger(__name__).warning("%s: gloss vectors not cached (%s)", self.cache_file, exc)
+        finally:  # an interrupted save leaves no file of its own behind
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
 
