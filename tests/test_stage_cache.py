@@ -253,6 +253,32 @@ def test_a_cache_folder_of_this_user_that_others_can_write_is_closed(tmp_path):
     assert stage_cache.read(own, "0" * 64) is not None and own.stat().st_mode & 0o777 == 0o755
 
 
+def test_writers_of_one_key_leave_one_whole_entry(tmp_path):
+    key = "c" * 64
+    entries = [stage_cache.Entry({"n": i}, {"a": bytes([i]) * 100_000, "b": bytes([i])}) for i in range(6)]
+    threads = [threading.Thread(target=stage_cache.write, args=(tmp_path, key, e)) for e in entries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = stage_cache.read(tmp_path, key)
+    assert got is not None and got.files == entries[got.facts["n"]].files
+    assert [p.name for p in tmp_path.iterdir()] == [key]  # no temporary folder left
+
+
+def test_a_killed_writers_temporary_folder_is_removed_later(tmp_path):
+    key = "a" * 64
+    stale = tmp_path / f"{key}{stage_cache.TEMP_MARK}123-abcd"
+    stale.mkdir()
+    (stale / "tokens.onnx").write_bytes(b"half")
+    os.utime(stale, (1, 1))
+    fresh = tmp_path / f"{'b' * 64}{stage_cache.TEMP_MARK}456-abcd"  # another process writing now
+    fresh.mkdir()
+    stage_cache.write(tmp_path, key, stage_cache.Entry({}, {"a": b"x"}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([key, fresh.name])
+    assert hashlib.sha256(b"x").hexdigest() in (tmp_path / key / "entry.json").read_text(encoding="utf-8")
+
+
 def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path):
     keys = [f"{i:064x}" for i in range(stage_cache.MAX_ENTRIES + 1)]
     for i, key in enumerate(keys[:-1]):
