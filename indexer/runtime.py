@@ -163,11 +163,12 @@ def open_cuda_session(graph: Path, *, threads: int | None, quiet: bool) -> objec
     finally:
         if quiet:
             ort.set_default_logger_severity(ORT_DEFAULT_SEVERITY)
-        if printed.getvalue().strip():
+        text = printed.getvalue()
+        if text.strip():
             if quiet:
-                log.info("onnxruntime, starting CUDA: %s", printed.getvalue().strip())
+                log.info("onnxruntime, starting CUDA: %s", text.strip())
             else:
-                sys.stderr.write(printed.getvalue())
+                sys.stderr.write(text)
 
 
 def load_tokenizer(path: str | Path) -> object:

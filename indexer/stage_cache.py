@@ -12,9 +12,10 @@ facts and of each file, and of each *source* file the entry was made from beside
 and the files. It is written whole into a temporary folder and renamed into place, so a reader sees
 a complete entry or none. Anything that does not match (a file, the facts, a source that changed
 since), or cannot be read, is a miss: the caller makes the files again and :func:`write` replaces
-the entry. Only folders named like entries are ever removed. A root that another user owns or can
-write is not used (its entries could be anyone's): the cache is then off, with one warning. Nothing
-here is needed for an answer: a cache that cannot be used costs the time it would have saved.
+the entry. Only folders named like entries are ever removed. A root that another user owns is not
+used (its entries could be anyone's): the cache is then off, with one warning; one of this user's
+that others can write is closed first (:func:`usable`). Nothing here is needed for an answer: a
+cache that cannot be used costs the time it would have saved.
 """
 
 from __future__ import annotations
