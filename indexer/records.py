@@ -95,13 +95,18 @@ class SpanMatch:
 @dataclass(frozen=True, slots=True)
 class Hit:
     """One search result: the passage, its score (best span similarity + λ · passage similarity:
-    the ranking's, so above 1 where λ > 0) and its matching spans."""
+    the ranking's, so above 1 where λ > 0) and its matching spans (the marks).
+
+    ``ranked_by``: for a top-k hit with no mark, the candidate span that ranked it (the second
+    detector's, never marked; ``Store.search``), so that a user sees what was found ("cello" for
+    "musical instrument") rather than an empty list; None on every hit that has marks."""
 
     id: str
     score: float
     text: str
     fields: dict[str, Any]
     spans: tuple[SpanMatch, ...]
+    ranked_by: SpanMatch | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``--json`` output and of the HTTP API."""
@@ -111,6 +116,7 @@ class Hit:
             "text": self.text,
             "fields": self.fields,
             "spans": [s.to_dict() for s in self.spans],
+            "ranked_by": None if self.ranked_by is None else self.ranked_by.to_dict(),
         }
 
 

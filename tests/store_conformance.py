@@ -172,7 +172,7 @@ class StoreConformance:
     def test_hit_shape(self, loaded):
         hit = self.search(loaded, DINO)[0]
         d = hit.to_dict()
-        assert set(d) == {"id", "score", "text", "fields", "spans"}
+        assert set(d) == {"id", "score", "text", "fields", "spans", "ranked_by"}
         assert d["fields"]["lang"] == "en"
         assert set(d["spans"][0]) == {"start", "end", "text", "similarity", "labels"}
         assert d["spans"][0]["labels"] == ["label-tyrannosaurus"]
@@ -542,6 +542,15 @@ class StoreConformance:
     def marks(hits):
         return {h.id: [s.text for s in h.spans] for h in hits}
 
+    @staticmethod
+    def rankers(hits):
+        """The candidate that ranked each hit (``Hit.ranked_by``), None where a mention did."""
+        for h in hits:
+            if h.ranked_by is not None:
+                assert h.text[h.ranked_by.start : h.ranked_by.end] == h.ranked_by.text
+                assert h.ranked_by.labels == ("label-" + h.ranked_by.text.lower(),)
+        return {h.id: h.ranked_by and (h.ranked_by.text, round(h.ranked_by.similarity, 3)) for h in hits}
+
     def test_candidates_are_stored_spans(self, candidates):
         assert (candidates.counts().passages, candidates.counts().spans) == (4, 6)
 
@@ -550,6 +559,25 @@ class StoreConformance:
         assert [h.id for h in hits] == ["c1", "c2", "c3", "c4"]
         assert [round(h.score, 3) for h in hits] == [1.0, 0.95, 0.9, 0.7]
         assert self.marks(hits) == {"c1": ["fossils"], "c2": [], "c3": ["Allosaurus"], "c4": []}
+
+    def test_a_hit_ranked_by_a_candidate_names_it(self, candidates):
+        """Marked or not, a hit whose best span is a candidate names it (``Hit.ranked_by``); a hit
+        ranked by a mention has it as its first mark instead."""
+        ranked = {"c1": ("Triceratops", 1.0), "c2": ("Velociraptor", 0.95), "c3": None, "c4": ("Dinosaur", 0.7)}
+        assert self.rankers(self.search(candidates, DINO, threshold=0.4)) == ranked
+        assert self.rankers(self.search(candidates, DINO, threshold=-1.0, limit=10)) == ranked
+        assert self.rankers(self.search(candidates, DINO, threshold=0.4, passage_weight=1.0, limit=2)) == {
+            "c3": None, "c1": ("Triceratops", 1.0)}
+        assert self.search(candidates, DINO, threshold=0.4)[0].to_dict()["ranked_by"] == {
+            "start": 0, "end": 11, "text": "Triceratops", "similarity": 1.0, "labels": ["label-triceratops"]}
+
+    def test_an_all_names_the_candidate_that_ranked_a_hit(self, candidates):
+        """In the ``--all`` answer too (every hit there has a mark, and may be ranked by a candidate)."""
+        hits = self.search(candidates, DINO, threshold=0.4, exhaustive=True)
+        assert self.rankers(hits) == {"c1": ("Triceratops", 1.0), "c3": None}
+        hits = self.search(candidates, DINO, threshold=-1.0, exhaustive=True)
+        assert self.rankers(hits) == {"c1": ("Triceratops", 1.0), "c3": None, "c4": ("Dinosaur", 0.7)}
+        assert self.marks(hits)["c4"] == ["Smith"]  # the candidate is named, never marked
 
     def test_exhaustive_returns_passages_with_a_mention_over_the_threshold(self, candidates):
         hits = self.search(candidates, DINO, threshold=0.4, exhaustive=True)
@@ -585,13 +613,16 @@ class StoreConformance:
         assert [h.id for h in hits] == ["c1", "c2", "c3", "c4"]
         assert [round(h.score, 3) for h in hits] == [1.0, 0.95, 0.9, 0.7]
         assert self.marks(hits) == {"c1": ["fossils"], "c2": [], "c3": ["Allosaurus"], "c4": []}
+        assert self.rankers(hits) == {"c1": ("Triceratops", 1.0), "c2": ("Velociraptor", 0.95), "c3": None,
+                                      "c4": ("Dinosaur", 0.7)}
         hits = self.search(candidates, DINO, threshold=0.4, limit=10_001, passage_weight=1.0, filters={"lang": "en"})
         assert [h.id for h in hits] == ["c3", "c1", "c2", "c4"]
 
     def test_span_filters_restrict_candidates_too(self, candidates):
         only = {"spans.labels": "label-triceratops"}  # c1's candidate: it ranks c1, marks nothing
         hits = self.search(candidates, DINO, threshold=0.4, filters=only)
-        assert [h.id for h in hits] == ["c1"] and hits[0].spans == ()
+        assert [h.id for h in hits] == ["c1"] and hits[0].spans == () and hits[0].ranked_by.text == "Triceratops"
         assert self.search(candidates, DINO, threshold=0.4, filters=only, exhaustive=True) == []
         hits = self.search(candidates, DINO, threshold=0.4, filters={"spans.labels": "label-fossils"})
         assert [h.id for h in hits] == ["c1"] and [round(h.score, 3) for h in hits] == [0.5]
+        assert hits[0].ranked_by is None  # the mention is the best span the filter leaves

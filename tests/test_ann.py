@@ -23,8 +23,10 @@ from test_segments import STAMP, make_docs, reference, unit_rows, DIMS
 pytest.importorskip("faiss")
 
 
-def hits(store: EmbeddedStore, request: SearchRequest) -> list[tuple[str, float, tuple[float, ...]]]:
-    return [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in store.search(request)]
+def hits(store: EmbeddedStore, request: SearchRequest) -> list[tuple[str, float, tuple[float, ...], float | None]]:
+    """(id, score, marks' similarities ascending, the ranking candidate's similarity or None) a hit."""
+    return [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), h.ranked_by and h.ranked_by.similarity)
+            for h in store.search(request)]
 
 
 def agree(got: list, want: list) -> None:
@@ -32,6 +34,7 @@ def agree(got: list, want: list) -> None:
     for g, w in zip(got, want):
         assert g[1] == pytest.approx(w[1], abs=1e-5)
         assert g[2] == pytest.approx(w[2], abs=1e-5)
+        assert (g[3] is None) == (w[3] is None) and (g[3] is None or g[3] == pytest.approx(w[3], abs=1e-5))
 
 
 def ann_agrees_with_exact(store: EmbeddedStore, request: SearchRequest, docs: dict | None = None) -> None:
@@ -173,8 +176,8 @@ def test_a_filter_allowing_few_passages_scores_just_those(big, monkeypatch):
         store.use_ann = True
         got = store.search(request)
         assert got.total is not None
-        agree([(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in got],
-              [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in want])
+        agree([(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), None) for h in got],
+              [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), None) for h in want])
 
 
 def test_a_candidate_ranks_but_is_not_marked_through_the_ann_path(tmp_path, monkeypatch):
@@ -205,6 +208,7 @@ def test_a_candidate_ranks_but_is_not_marked_through_the_ann_path(tmp_path, monk
                 assert [h.id for h in top[:2]] == ["ranked-by-a-candidate", "a-candidate-alone"]
                 assert top[0].score == pytest.approx(1.0, abs=1e-5)
                 assert [s.text for s in top[0].spans] == ["mention"] and top[1].spans == ()
+                assert [(h.ranked_by.start, h.ranked_by.text) for h in top[:2]] == [(2, "candidate"), (7, "candidate")]
         assert "spans" in store._ann._indexes
         for request in asked(centre, rng):
             ann_agrees_with_exact(store, request, docs)

@@ -94,7 +94,7 @@ def test_search_json_lines(indexed, capsys):
     scores = [h["score"] for h in lines]
     assert scores == sorted(scores, reverse=True)
     for hit in lines:
-        assert set(hit) == {"id", "score", "text", "fields", "spans"}
+        assert set(hit) == {"id", "score", "text", "fields", "spans", "ranked_by"}
         for span in hit["spans"]:
             assert hit["text"][span["start"] : span["end"]] == span["text"]
             assert span["similarity"] >= 0.2
@@ -561,3 +561,19 @@ def test_marks_are_bold_on_a_terminal_unless_no_color_or_a_dumb_terminal(indexed
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     code, out, _ = run(capsys, "search", "dinosaur", "--store", str(indexed), "--limit", "1")
     assert code == 0 and ("\x1b[" in out) == bold and ("[[" in out) != bold
+
+
+def test_a_hit_ranked_by_a_candidate_names_it():
+    """The spans line names the candidate span that ranked a hit (never marked), marks or none."""
+    from indexer.cli.core import format_hit
+    from indexer.records import Hit, SpanMatch
+
+    text = "Yo-Yo Ma performed the Bach suites on his cello."
+    cello, ma = SpanMatch(42, 47, "cello", 0.4, ("musical instrument",)), SpanMatch(0, 8, "Yo-Yo Ma", 0.31)
+    out = format_hit(1, Hit("mus-1", 0.66, text, {}, (ma,), ranked_by=cello), color=False)
+    assert out.endswith("spans: Yo-Yo Ma 0.31; ranked by the candidate span “cello” 0.40 (never marked)")
+    assert "[[Yo-Yo Ma]]" in out and "[[cello]]" not in out
+    out = format_hit(1, Hit("mus-1", 0.4, text, {}, (), ranked_by=cello), color=False)
+    assert out.endswith("spans: none marked (ranked by the candidate span “cello” 0.40, which is never marked; not in --all)")
+    out = format_hit(1, Hit("mus-1", 0.4, "a \x1b[31m b", {}, (), ranked_by=SpanMatch(2, 7, "\x1b[31m", 0.4)), color=False)
+    assert "\x1b" not in out  # corpus text cannot drive the terminal

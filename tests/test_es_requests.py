@@ -354,7 +354,10 @@ def test_knn_body_golden():
     assert knn["field"] == "spans.vector" and knn["k"] == 10 and knn["num_candidates"] == 300
     assert knn["similarity"] == 0.5  # raw cosine, not the (1 + cos) / 2 score
     # every span ranks (the best one is the one inner hit read); only mentions are marked
-    assert ranking["score_mode"] == "max" and ranking["inner_hits"] == {"name": "best_span", "size": 1, "_source": False}
+    # (with the fields that name it where it is a candidate: Hit.ranked_by)
+    assert ranking["score_mode"] == "max" and ranking["inner_hits"] == {
+        "name": "best_span", "size": 1, "_source": False,
+        "fields": ["spans.start", "spans.end", "spans.text", "spans.labels", "spans.mention"]}
     assert marks["score_mode"] == "none"  # adds nothing to the score, and a should clause restricts nothing
     assert marks["query"] == {"bool": {"must": [ranking["query"]], "must_not": [{"term": {"spans.mention": False}}]}}
     assert marks["inner_hits"]["name"] == "spans" and marks["inner_hits"]["size"] == 100

@@ -78,6 +78,26 @@ def test_scored_by_the_best_span_and_marked_by_the_mentions():
     assert parsed.score == pytest.approx(1.0) and [s.similarity for s in parsed.spans] == [pytest.approx(0.5)]
 
 
+def test_a_hit_names_the_candidate_that_ranked_it():
+    """``best_span``'s fields name the span; its ``mention`` flag says whether it is a candidate
+    (``Hit.ranked_by``); a span written before the flag existed is a mention."""
+    def best(flag: list) -> dict:
+        span = {"start": [0], "end": [11], "text": ["Triceratops"], "labels": ["dinosaur"], "mention": flag}
+        return {"hits": {"hits": [{"_score": 1.0, "fields": {"spans": [{k: v for k, v in span.items() if v}]}}]}}
+
+    hit = marked_hit("c1", 1.0, 0.75)
+    hit["_source"]["text"] = "Triceratops skulls and fossils."
+    hit["inner_hits"]["best_span"] = best([False])
+    parsed = rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.4)
+    assert parsed.ranked_by == SpanMatch(0, 11, "Triceratops", pytest.approx(1.0), ("dinosaur",))
+    assert [s.similarity for s in parsed.spans] == [pytest.approx(0.5)]  # the marks are the mentions still
+    for flag in ([True], []):  # a mention ranked it (no flag: written before candidates existed)
+        hit["inner_hits"]["best_span"] = best(flag)
+        assert rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.4).ranked_by is None
+    hit["inner_hits"]["best_span"] = {"hits": {"hits": [{"_score": 1.0}]}}  # asked without its fields
+    assert rs.parse_hit(hit, scoring="knn", metric="cosine", min_similarity=0.4).ranked_by is None
+
+
 def test_exhaustive_page_with_script_scores_and_source_inner_hits():
     response = load("exhaustive_page")
     hits = rs.parse_hits(response, scoring="script", metric="cosine", min_similarity=0.5)

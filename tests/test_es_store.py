@@ -291,7 +291,8 @@ class FakeCluster:
         for found, doc_id, d in scored[first : first + body["size"]]:
             inner = {name: {"hits": {"total": {"value": total, "relation": "eq"}, "hits": [
                 {"_score": s, "fields": {"spans": [{"start": [span["start"]], "end": [span["end"]],
-                                                    "text": [span["text"]], "labels": span["labels"]}]}}
+                                                    "text": [span["text"]], "labels": span["labels"],
+                                                    **({"mention": [span["mention"]]} if "mention" in span else {})}]}}
                 for s, span in spans]}} for name, (spans, total) in found.inner.items()}
             hit = {"_id": doc_id, "_score": found.score, "sort": [found.score, d["seq"]],
                    "_source": {k: v for k, v in d["source"].items() if k in fields}, "inner_hits": inner}
@@ -662,6 +663,8 @@ class TestExhaustiveConformance:
     test_candidates_with_limit_and_passage_weight = StoreConformance.test_candidates_with_limit_and_passage_weight
     test_span_filters_restrict_candidates_too = StoreConformance.test_span_filters_restrict_candidates_too
     test_a_limit_past_the_knn_cap_is_still_top_k = StoreConformance.test_a_limit_past_the_knn_cap_is_still_top_k
+    rankers = staticmethod(StoreConformance.rankers)
+    test_an_all_names_the_candidate_that_ranked_a_hit = StoreConformance.test_an_all_names_the_candidate_that_ranked_a_hit
 
 
 def test_passage_vectors_before_9_2_ask_for_plain_source_fields():

@@ -134,7 +134,7 @@ def marked(argv: list[str], out: str, err: str) -> None:
 
 def json_lines(argv: list[str], out: str, err: str) -> None:
     hits = [json.loads(line) for line in out.splitlines()]
-    assert hits and all(set(h) == {"id", "score", "text", "fields", "spans"} for h in hits)
+    assert hits and all(set(h) == {"id", "score", "text", "fields", "spans", "ranked_by"} for h in hits)
 
 
 def every_match(argv: list[str], out: str, err: str) -> None:

@@ -51,9 +51,10 @@ def make_docs(rng: np.random.Generator, ids: range, centre: np.ndarray, candidat
 
 
 def reference(docs: dict[str, EncodedPassage], request: SearchRequest) -> tuple[list, int]:
-    """(hits as (id, score, (marked sims, ascending)), total) computed exactly: every span passing
-    the threshold ranks its passage, the mentions among them are marked, and an --all keeps the
-    passages with a passing mention (``Store.search``)."""
+    """(hits as (id, score, (marked sims, ascending), the ranking candidate's sim or None), total)
+    computed exactly: every span passing the threshold ranks its passage, the mentions among them
+    are marked, a hit whose best span is a candidate names it, and an --all keeps the passages with
+    a passing mention (``Store.search``)."""
     q = np.asarray(request.vector, dtype=np.float32)
     rows = []
     for order, d in enumerate(docs.values()):
@@ -64,18 +65,20 @@ def reference(docs: dict[str, EncodedPassage], request: SearchRequest) -> tuple[
         marked = tuple(sorted(s for s, mention in matching if mention))
         if not matching or (request.exhaustive and not marked):
             continue
-        score = max(s for s, _ in matching) + (request.passage_weight or 0) * float(d.vector @ q)
-        rows.append((-score, order, d.passage.id, score, marked))
+        best, by_mention = max(matching)
+        score = best + (request.passage_weight or 0) * float(d.vector @ q)
+        rows.append((-score, order, d.passage.id, score, marked, None if by_mention else best))
     rows.sort()
     total = len(rows)
     if not request.exhaustive:
         rows = rows[: request.limit]
-    return [(r[2], r[3], r[4]) for r in rows], total
+    return [r[2:] for r in rows], total
 
 
 def answer(store: EmbeddedStore, request: SearchRequest) -> tuple[list, int]:
     matches = store.search(request)
-    hits = [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans))) for h in matches]
+    hits = [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), h.ranked_by and h.ranked_by.similarity)
+            for h in matches]
     return hits, getattr(matches, "total", len(hits))
 
 
@@ -85,6 +88,7 @@ def same(got: tuple[list, int], want: tuple[list, int]) -> None:
     for g, w in zip(got[0], want[0]):
         assert g[1] == pytest.approx(w[1], abs=1e-5)
         assert g[2] == pytest.approx(w[2], abs=1e-5)
+        assert (g[3] is None) == (w[3] is None) and (g[3] is None or g[3] == pytest.approx(w[3], abs=1e-5))
 
 
 def requests(centre: np.ndarray, rng: np.random.Generator) -> list[SearchRequest]:
@@ -325,8 +329,12 @@ def test_a_large_all_is_the_exact_set_with_scores_within_epsilon(world, monkeypa
         got, want = answer(store, request), reference(docs, request)
         assert got[1] == want[1] and sorted(h[0] for h in got[0]) == sorted(h[0] for h in want[0])
         exact = {h[0]: h for h in want[0]}
-        for pid, score, sims in got[0]:
+        for pid, score, sims, by in got[0]:
             assert len(sims) == len(exact[pid][2])  # the same spans marked
+            if (by is None) != (exact[pid][3] is None):  # a candidate and a mention tied within the int8 error
+                best = {m: max((float(sp.vector @ request.vector) for sp in docs[pid].spans if sp.mention == m))
+                        for m in (True, False)}
+                assert abs(best[True] - best[False]) < 0.004
             assert score == pytest.approx(exact[pid][1], abs=segments.EPSILON)
             for got_sim, want_sim in zip(sims, exact[pid][2]):
                 # re-scored where the int8 score is within ε of the threshold: sure to be where the

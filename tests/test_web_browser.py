@@ -126,6 +126,25 @@ def test_a_person_searches_and_sees_highlighted_mentions(page, base_url):
     assert page.dialogs == []
 
 
+def test_the_candidate_that_ranked_a_hit_is_drawn_apart_and_named(page, base_url):
+    """``ranked_by`` (a candidate span, never marked) is drawn dotted, not as a mention, and named
+    under the passage; "person" on this corpus has such a hit among its answers."""
+    open_page(page, base_url, "?type=person")
+    page.wait_for_selector("#results li.hit")
+    expected = api_search(base_url, type="person", limit=20, all=True)["hits"]
+    assert hit_ids(page) == [h["id"] for h in expected] and any(h["ranked_by"] for h in expected)
+    shown = page.eval_on_selector_all("#results li.hit", """els => els.map(li => [
+        [...li.querySelectorAll('mark.candidate')].map(m => [Number(m.dataset.start), m.textContent]),
+        (li.querySelector('.unmarked') || {}).textContent || ""])""")
+    for hit, (candidates, note) in zip(expected, shown):
+        by = hit["ranked_by"]
+        if by is None:
+            assert candidates == [] and note == ""
+            continue
+        assert candidates == [[by["start"], by["text"]]]  # the best span: no mark outranks it where they overlap
+        assert f"the candidate span “{by['text']}”" in note
+
+
 @pytest.mark.parametrize("kind", ["dinosaur", "person"])
 def test_until_the_slider_moves_the_page_uses_the_models_threshold_for_the_type(page, base_url, kind):
     """The model has one threshold for types it was trained on ("person") and one for others
@@ -210,7 +229,7 @@ def test_export_jsonl_and_csv_of_the_current_results(page, base_url):
     assert download.suggested_filename == "nerindex-museum.jsonl"
     rows = [json.loads(line) for line in open(download.path(), encoding="utf-8").read().splitlines()]
     assert [r["id"] for r in rows] == shown
-    assert all(set(r) == {"id", "score", "text", "fields", "spans"} for r in rows)
+    assert all(set(r) == {"id", "score", "text", "fields", "spans", "ranked_by"} for r in rows)
 
     with page.expect_download() as info:
         page.click("#export-csv")

@@ -203,12 +203,13 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
     )
     fields = f"  {json.dumps(hit.fields, ensure_ascii=False)}" if hit.fields else ""
     head = printable(f"{hit.id}{fields}")
-    # a top-k hit may rank through a candidate span alone: say so rather than print an empty list
-    spans = printable(spans) if hit.spans else NO_MENTION
+    # a hit ranked by a candidate span (a top-k hit, maybe with no mark at all) names it
+    by = hit.ranked_by and printable(f"the candidate span “{hit.ranked_by.text}” {hit.ranked_by.similarity:.2f}")
+    if not hit.spans:
+        spans = f"none marked (ranked by {by or 'a candidate span'}, which is never marked; not in --all)"
+    else:
+        spans = printable(spans) + (f"; ranked by {by} (never marked)" if by else "")
     return f"{rank}. {hit.score:.3f}  {head}\n   {mark_spans(hit, color=color)}\n   spans: {spans}"
-
-
-NO_MENTION = "none marked (ranked by a candidate span, which is never marked; not in --all)"
 
 
 @click.command("search")

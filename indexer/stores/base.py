@@ -321,7 +321,9 @@ class Store(Protocol):
           candidate, passes ``min_similarity``; an ``exhaustive`` search returns the passages with
           a *mention* that passes it (the calibrated answer set of ``--all``), ranked the same way;
         - **marks** (``Hit.spans``): the mentions that pass ``min_similarity``, best first; a top-k
-          hit ranked by a candidate alone has none.
+          hit ranked by a candidate alone has none;
+        - **ranked by** (``Hit.ranked_by``): a hit whose best span is a candidate names it (marked
+          or not, top-k or ``exhaustive``); None where a mention is the best span (the first mark).
 
         Everything that can be wrong with the request is raised when this is called, not when
         the hits are read (:func:`query_vector`, and what the backend cannot do)."""

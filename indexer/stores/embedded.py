@@ -50,7 +50,7 @@ from .base import (
     query_vector,
 )
 from .embedded_write import SharedConnection, write_passages
-from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates
+from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates, with_rankers
 
 log = logging.getLogger(__name__)
 
@@ -373,8 +373,10 @@ class EmbeddedStore:
         if not request.exhaustive:
             ranked, score = ranked[: max(request.limit, 0)], score[: max(request.limit, 0)]
         # the marked spans of each returned passage, flat in rank order (a top-k needs k passages' spans)
-        bounds, shown = flat_runs(marked, vec.passage[marked], vec.passage[ranked])
-        found = read.Ranked(vec.passage[ranked], score, bounds, vec.span[shown], sims[shown])
+        # and first, the candidate that ranked a passage, if one did (Hit.ranked_by)
+        candidate = ~vec.mention[ranked] if vec.candidates else np.zeros(ranked.size, dtype=bool)
+        bounds, shown = with_rankers(*flat_runs(marked, vec.passage[marked], vec.passage[ranked]), ranked, candidate)
+        found = read.Ranked(vec.passage[ranked], score, bounds, vec.span[shown], sims[shown], candidate)
         return Matches(read.hits(conn, found, vec.span_details(shown)), total=total)
 
     def _ann_search(self, conn: sqlite3.Connection, vec: segments.SegmentSet, query: np.ndarray,

@@ -21,7 +21,7 @@ from .base import StoreCounts
 from .filter_rules import filter_key_problem
 from .embedded_schema import mention_sql
 from .segments import SpanDetails, dots
-from .span_ranking import Scored, flat_runs
+from .span_ranking import Scored, flat_runs, with_rankers
 
 PAGE = 2000  # passages read per SQL round trip while paging hits
 VECTOR_TABLES = {"spans": "span_vectors", "passages": "passage_vectors"}  # rows → their float32 vectors
@@ -54,7 +54,7 @@ def score_passages(
     """Passages scored exactly from all their spans (only ``allowed_spans``, sorted, when given),
     as a top-k ranks them: those whose best span, mention or candidate, reaches ``threshold``,
     total = best + ``weight`` · passage cosine, each with its mentions that reach it (none where a
-    candidate alone ranks it: ``Store.search``)."""
+    candidate alone ranks it: ``Store.search``), and the candidate that ranked it, if one did."""
     if passages.size == 0:
         return []
     rows = conn.execute(
@@ -82,13 +82,15 @@ def score_passages(
     best = sims[order][starts].astype(np.float64)
     if weight:
         best += weight * exact(conn, ranked, query, "passages", 0.0)
-    marked = order[mention[order]]
-    bounds, shown = flat_runs(marked, owner[marked], ranked)
+    marked, rankers = order[mention[order]], order[starts]
+    candidate = ~mention[rankers]
+    bounds, shown = with_rankers(*flat_runs(marked, owner[marked], ranked), rankers, candidate)
     marks = list(zip(span[shown].tolist(), sims[shown].tolist()))
     bounds_list = bounds.tolist()
     return [
-        Scored(passage, total, tuple(marks[a:b]))
-        for passage, total, a, b in zip(ranked.tolist(), best.tolist(), bounds_list[:-1], bounds_list[1:])
+        Scored(passage, total, tuple(marks[a:b]), by)
+        for passage, total, a, b, by in zip(ranked.tolist(), best.tolist(), bounds_list[:-1], bounds_list[1:],
+                                            candidate.tolist())
     ]
 
 
@@ -111,14 +113,17 @@ def passage_vectors(conn: sqlite3.Connection, ids: Sequence[str], dims: int) -> 
 
 class Ranked(NamedTuple):
     """Passages in rank order, their matching spans flat and best first within each passage: the
-    spans of passage ``i`` are entries ``bounds[i]:bounds[i + 1]``. Arrays rather than an object
-    per passage: an --all at 10M ranks 33k passages, and each object cost ~2 µs to make."""
+    spans of passage ``i`` are entries ``bounds[i]:bounds[i + 1]``; where ``ranked_by[i]``, the
+    first of them is the candidate that ranked it, not a mark (``span_ranking.with_rankers``). Arrays
+    rather than an object per passage: an --all at 10M ranks 33k passages, and each object cost
+    ~2 µs to make."""
 
     passages: np.ndarray  # int64 passage rowids
     totals: np.ndarray  # float64
     bounds: np.ndarray  # int64, one more than passages
     spans: np.ndarray  # int64 span rowids
     sims: np.ndarray  # float32 cosines
+    ranked_by: np.ndarray  # bool, one per passage
 
 
 def ranked(scored: list[Scored], limit: int | None) -> Ranked:
@@ -130,6 +135,7 @@ def ranked(scored: list[Scored], limit: int | None) -> Ranked:
         np.asarray([s.passage for s in out], dtype=np.int64), np.asarray([s.total for s in out], dtype=np.float64),
         np.cumsum([0] + [len(s.spans) for s in out], dtype=np.int64),
         np.asarray([sid for sid, _ in spans], dtype=np.int64), np.asarray([sim for _, sim in spans], dtype=np.float32),
+        np.asarray([s.ranked_by for s in out], dtype=bool),
     )
 
 
@@ -157,11 +163,13 @@ def hits(conn: sqlite3.Connection, found: Ranked, details: SpanDetails | None = 
         texts = [rows[o][1] if o in rows else "" for o in owners]
         matches = [SpanMatch(s, e, t[s:e], m, labels_of[lab])  # one comprehension a page, not one a passage
                    for s, e, t, m, lab in zip(starts, ends, texts, found.sims[first:last].tolist(), labels)]
-        for passage, total, a, b in zip(found.passages[lo:hi].tolist(), found.totals[lo:hi].tolist(),
-                                        bounds[lo:hi], bounds[lo + 1 : hi + 1]):
+        for passage, total, a, b, by in zip(found.passages[lo:hi].tolist(), found.totals[lo:hi].tolist(),
+                                            bounds[lo:hi], bounds[lo + 1 : hi + 1], found.ranked_by[lo:hi].tolist()):
             row = rows.get(passage)
             if row is not None:
-                yield Hit(id=row[0], score=total, text=row[1], fields=row[2], spans=tuple(matches[a - first : b - first]))
+                a, b = a - first, b - first
+                yield Hit(id=row[0], score=total, text=row[1], fields=row[2], spans=tuple(matches[a + by : b]),
+                          ranked_by=matches[a] if by else None)
 
 
 def _passage_rows(conn: sqlite3.Connection, rowids: np.ndarray) -> dict[int, tuple[str, str, dict]]:

@@ -17,14 +17,15 @@ from . import segments
 
 class Scored(NamedTuple):
     """One passage scored exactly: its total, and its marked spans (span rowid, cosine) best first:
-    the mentions that pass the threshold (a candidate ranks the passage but is never marked).
-    Made by ``embedded_read.score_passages`` for the passages a top-k scores from SQLite (ANN
-    candidates, a small filtered set); the scan builds ``embedded_read.Ranked`` arrays instead.
-    A named tuple: cheaper to make than a dataclass."""
+    the mentions that pass the threshold (a candidate ranks the passage but is never marked);
+    ``ranked_by``: a candidate ranked it, and is the first of ``spans`` (:func:`with_rankers`). Made by ``embedded_read.score_passages`` for the passages a top-k
+    scores from SQLite (ANN candidates, a small filtered set); the scan builds
+    ``embedded_read.Ranked`` arrays instead. A named tuple: cheaper to make than a dataclass."""
 
     passage: int
     total: float
     spans: tuple[tuple[int, float], ...]
+    ranked_by: bool = False
 
 
 def best_first(idx: np.ndarray, sims: np.ndarray, passage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +49,18 @@ def flat_runs(order: np.ndarray, owners: np.ndarray, wanted: np.ndarray) -> tupl
     counts = np.where(owners[starts[at]] == wanted, np.append(starts[1:], owners.size)[at] - starts[at], 0)
     bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return bounds, order[np.repeat(starts[at] - bounds[:-1], counts) + np.arange(bounds[-1])]
+
+
+def with_rankers(bounds: np.ndarray, entries: np.ndarray, best: np.ndarray, candidate: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(bounds, entries) from :func:`flat_runs`' marks of ranked passages, with the best span of
+    each passage ranked by a candidate (``best``, ``candidate``: one per passage, in the same
+    order) put first among its entries: the hit names what ranked it (``Hit.ranked_by``), marked
+    or not. The others pass through, so a set without candidates pays nothing."""
+    if not candidate.any():
+        return bounds, entries
+    entries = np.insert(entries, bounds[:-1][candidate], best[candidate])
+    return bounds + np.concatenate([[0], np.cumsum(candidate)]), entries
 
 
 def answer_and_marks(order: np.ndarray, first: np.ndarray, vec: segments.SegmentSet, *, exhaustive: bool

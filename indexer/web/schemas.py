@@ -110,6 +110,10 @@ class HitOut(BaseModel):
     text: str
     fields: dict[str, Any]
     spans: list[SpanOut] = Field(description="The mentions that matched, best first.")
+    ranked_by: SpanOut | None = Field(
+        None, description="For a top hit with no mention marked: the candidate span (never marked) that ranked it; "
+        "null on every hit with marks."
+    )
 
 
 class FacetValue(BaseModel):

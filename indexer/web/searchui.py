@@ -259,7 +259,7 @@ def highlight_html(text: str, spans: Sequence[SpanMatch], *, tag: str = "em") ->
 
 
 # a result's own fields; a metadata field of one of these names is given as ``fields.<name>``
-HIT_FIELDS = frozenset({"id", "_meta", "text", "score", "mentions", "spans"})
+HIT_FIELDS = frozenset({"id", "_meta", "text", "score", "mentions", "spans", "ranked_by"})
 
 
 def search_result(hit: Hit, *, result_fields: frozenset[str] | None = None) -> dict[str, Any]:
@@ -274,6 +274,7 @@ def search_result(hit: Hit, *, result_fields: frozenset[str] | None = None) -> d
             "score": round(float(hit.score), 6),
             "mentions": [s.text for s in hit.spans],
             "spans": [s.to_dict() for s in hit.spans],
+            "ranked_by": None if hit.ranked_by is None else hit.ranked_by.to_dict(),
         }
     )
     result: dict[str, Any] = {}

@@ -82,22 +82,29 @@ def span_matches(
         if inner_hit.get("_score") is None:
             continue
         similarity = _cosine(inner_hit["_score"], scoring, metric)
-        if similarity < min_similarity - THRESHOLD_TOLERANCE:
-            continue
-        data = span_fields(inner_hit)
-        if data["start"] is None or data["end"] is None:
-            continue
-        spans.append(
-            SpanMatch(
-                start=int(data["start"]),
-                end=int(data["end"]),
-                text=str(data["text"]),
-                similarity=similarity,
-                labels=tuple(str(label) for label in data["labels"]),
-            )
-        )
+        if similarity >= min_similarity - THRESHOLD_TOLERANCE and (match := _span_match(inner_hit, similarity)):
+            spans.append(match)
     spans.sort(key=lambda s: (-s.similarity, s.start, s.end))
     return spans
+
+
+def ranking_candidate(hit: Mapping[str, Any], *, scoring: Scoring, metric: str) -> SpanMatch | None:
+    """The candidate that ranked a hit (``Hit.ranked_by``): its ``best_span`` inner hit, where
+    that span's ``mention`` flag is false (a span written before the flag existed is a mention);
+    None where a mention ranked it, or the inner hit came without its fields."""
+    scored = [h for h in _inner_hits(hit, BEST_SPAN_INNER_HITS) or [] if h.get("_score") is not None]
+    nested = (scored[0].get("fields") or {}).get("spans") if scored else None
+    if not (isinstance(nested, list) and nested and _first(nested[0].get("mention")) is False):
+        return None
+    return _span_match(scored[0], _cosine(scored[0]["_score"], scoring, metric))
+
+
+def _span_match(inner_hit: Mapping[str, Any], similarity: float) -> SpanMatch | None:
+    data = span_fields(inner_hit)
+    if data["start"] is None or data["end"] is None:
+        return None
+    return SpanMatch(start=int(data["start"]), end=int(data["end"]), text=str(data["text"]), similarity=similarity,
+                     labels=tuple(str(label) for label in data["labels"]))
 
 
 def _inner_hits(hit: Mapping[str, Any], name: str) -> list[Mapping[str, Any]] | None:
@@ -166,7 +173,8 @@ def parse_hit(
     hit's own ``_score`` stand in. With hybrid scoring (``passage_weight`` λ > 0, the request built
     with the same λ) the score is best span cos + λ · passage cos, read back from ``_score`` and
     the inner hits (:func:`combined_score`). The marks are the mentions that pass the threshold
-    (:func:`span_matches`), with their own similarities: none for a hit ranked by a candidate alone.
+    (:func:`span_matches`), with their own similarities: none for a hit ranked by a candidate alone;
+    a hit ranked by a candidate, marked or not, names it (:func:`ranking_candidate`).
     """
     source = hit.get("_source") or {}
     best = best_span_score(hit)
@@ -186,6 +194,7 @@ def parse_hit(
         text=str(source.get("text", "")),
         fields=dict(source.get("fields") or {}),
         spans=tuple(span_matches(hit, scoring=scoring, metric=metric, min_similarity=min_similarity)),
+        ranked_by=ranking_candidate(hit, scoring=scoring, metric=metric),
     )
 
 
@@ -285,6 +294,9 @@ def parse_bulk_item(info: Mapping[str, Any]) -> tuple[str | None, bool, str, str
     return doc_id, False, "failed", error_message(item.get("error"), status)
 
 
+NO_RESULT = "Elasticsearch returned no result for this document"
+
+
 def bulk_outcomes(
     doc_ids: Sequence[str],
     passage_ids: Sequence[str],
@@ -302,16 +314,8 @@ def bulk_outcomes(
     outcomes = []
     for doc_id, passage_id in zip(doc_ids, passage_ids, strict=True):
         queue = by_id.get(doc_id)
-        if queue:
-            ok, action, error = queue.popleft()
-            outcomes.append(WriteOutcome(id=passage_id, ok=ok, action=action, error=error))
-        else:
-            outcomes.append(
-                WriteOutcome(
-                    id=passage_id, ok=False, action="failed",
-                    error="Elasticsearch returned no result for this document",
-                )
-            )
+        ok, action, error = queue.popleft() if queue else (False, "failed", NO_RESULT)
+        outcomes.append(WriteOutcome(id=passage_id, ok=ok, action=action, error=error))
     return outcomes
 
 

@@ -133,9 +133,10 @@ def inner_hits(size: int = INNER_HITS_SIZE) -> dict[str, Any]:
 
 
 def best_span_inner_hits() -> dict[str, Any]:
-    """The best matching span of each passage, mention or candidate: only its score is read (the
-    passage's own ``_score`` can lag it on a quantized index, see :mod:`.responses`)."""
-    return {"name": BEST_SPAN_INNER_HITS, "size": 1, "_source": False}
+    """The best matching span of each passage, mention or candidate: its score is the passage's
+    (whose own ``_score`` can lag it on a quantized index, see :mod:`.responses`), and where it is
+    a candidate, the hit names it (``Hit.ranked_by``: its start, end, text, labels and flag)."""
+    return {"name": BEST_SPAN_INNER_HITS, "size": 1, "_source": False, "fields": [*INNER_HIT_FIELDS, MENTION_FIELD]}
 
 
 def mentions_only(span_query: Mapping[str, Any]) -> dict[str, Any]:

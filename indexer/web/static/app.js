@@ -184,7 +184,10 @@ function renderHit(hit, rank) {
     head.append(dl);
   }
   const passage = el("p", { class: "passage" });
-  for (const seg of segments(hit.text, hit.spans)) {
+  // a hit may rank through a candidate span (a second detector's, never marked as a mention; a
+  // top-k hit may have no mention marked at all): that candidate is shown dotted, and named below
+  const ranker = hit.ranked_by || null;
+  for (const seg of segments(hit.text, ranker ? [...hit.spans, { ...ranker, candidate: true }] : hit.spans)) {
     if (!seg.span) {
       passage.append(document.createTextNode(seg.text));
       continue;
@@ -194,18 +197,18 @@ function renderHit(hit, rank) {
       el(
         "mark",
         {
-          class: "mention",
-          title: `similarity ${seg.span.similarity.toFixed(3)}${labels}`,
+          class: seg.span.candidate ? "candidate" : "mention",
+          title: `${seg.span.candidate ? "candidate span, not a marked mention · " : ""}similarity ${seg.span.similarity.toFixed(3)}${labels}`,
           dataset: { sim: seg.span.similarity.toFixed(2), start: String(seg.span.start), end: String(seg.span.end) },
         },
         seg.text,
       ),
     );
   }
-  // a top-k hit may rank through a candidate span (a second detector's) with no mention marked
+  const which = ranker ? `the candidate span “${ranker.text}” (dotted)` : "a candidate span";
   const unmarked = hit.spans.length
-    ? []
-    : [el("p", { class: "unmarked" }, "No mention marked: ranked by a candidate span, which is never marked; not among “Load all” answers.")];
+    ? ranker ? [el("p", { class: "unmarked" }, `Ranked by ${which}, which is never marked as a mention.`)] : []
+    : [el("p", { class: "unmarked" }, `No mention marked: ranked by ${which}, which is never marked as a mention; not among “Load all” answers.`)];
   return el("li", { class: "hit", dataset: { id: hit.id } }, head, passage, ...unmarked);
 }
 
