@@ -129,6 +129,10 @@ def test_count_without_a_total_says_at_least():
     assert count_line("river", 3, 3, exhaustive=True) == "3 shown of 3 matching 'river'"
     # a top-k that shows all it ranked still counts candidate-ranked passages, which --all leaves out
     assert count_line("river", 3, 3) == "3 shown of 3 ranked for 'river' (--all shows every passage with a marked mention)"
+    # a store that cannot run --all (Elasticsearch without lang-painless) is not offered it
+    assert count_line("river", 3, None, no_all="it needs the lang-painless module, which this server lacks") == (
+        "3 shown of at least 3 ranked for 'river' (--all, which shows every passage with a marked mention, "
+        "cannot run on this store: it needs the lang-painless module, which this server lacks)")
 
 
 def test_index_defaults_to_the_id_key_and_empty_id_field_hashes(tmp_path, capsys):

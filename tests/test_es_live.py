@@ -1047,8 +1047,21 @@ def test_cli_index_and_search_match_the_embedded_store(tmp_path, capsys, make_li
                     [(s["start"], s["end"], s["text"], s["labels"]) for s in w["spans"]], (phrase, w["id"])
                 assert g["score"] == pytest.approx(w["score"], abs=tolerance)
                 assert [s["similarity"] for s in g["spans"]] == pytest.approx([s["similarity"] for s in w["spans"]], abs=tolerance)
+                by_w, by_g = w["ranked_by"], g["ranked_by"]  # the candidate that ranked it, if one did
+                assert (by_g is None) == (by_w is None), (phrase, w["id"])
+                if by_w is not None:
+                    assert [by_g[k] for k in ("start", "end", "text", "labels")] == \
+                        [by_w[k] for k in ("start", "end", "text", "labels")], (phrase, w["id"])
+                    assert by_g["similarity"] == pytest.approx(by_w["similarity"], abs=tolerance)
 
     same_results()
+    assert any(h["ranked_by"] for h in cli_hits(capsys, es, "musical instrument"))  # the cello
+    from indexer.cli import main
+
+    main(["search", "dinosaur", *es])  # returns on success
+    hint = capsys.readouterr().err  # --all is offered only where the server can run it
+    assert ("--all, which shows every passage with a marked mention, cannot run on this store: it needs the "
+            "lang-painless module" in hint) == (not store.has_module("lang-painless")), hint
     report = json.loads(run_cli(capsys, "es", "reindex", "--json", "--delete-old", *es))
     assert (report["old_index"], report["new_index"]) == (f"{store.alias}-000001", f"{store.alias}-000002")
     assert report["passages"] == 40 and report["failed"] == 0 and report["swapped"] and report["deleted_old"]

@@ -267,6 +267,7 @@ def search_command(
             else:
                 click.echo(format_hit(shown, hit, color=color))
         absent = ix.absent_fields(filters) if filters and not shown else []
+        no_all = None if exhaustive or as_json else ix.store.exhaustive_unavailable()
         applied = ix.threshold_for(entity_type) if threshold is None else threshold
         trained = ix.encoder.info.is_trained_phrase(entity_type)
     if absent:
@@ -279,7 +280,8 @@ def search_command(
     if not as_json:
         # a short page is every match only where the store counted them (an exact search): an
         # approximate one (kNN, the ANN index) can come back short and has no total (an audit)
-        click.echo(count_line(entity_type, shown, shown if exhaustive else hits.total, exhaustive=exhaustive), err=True)
+        click.echo(count_line(entity_type, shown, shown if exhaustive else hits.total, exhaustive=exhaustive,
+                              no_all=no_all), err=True)  # fmt: skip
 
 
 def has_words(phrase: str) -> bool:
@@ -287,21 +289,25 @@ def has_words(phrase: str) -> bool:
     return any(ch.isalnum() for ch in phrase)
 
 
-def count_line(entity_type: str, shown: int, total: int | None, *, exhaustive: bool = False) -> str:
+def count_line(entity_type: str, shown: int, total: int | None, *, exhaustive: bool = False,
+               no_all: str | None = None) -> str:  # fmt: skip
     """How many hits were shown of how many match: a page must never read as all the matches.
 
     ``total`` None: the store cannot count without a search of its own (Elasticsearch top hits,
     the embedded store's ANN index), even on a short page: an approximate search may miss matches.
     A top-k counts the passages it ranks, candidates' included; ``--all`` gives those with a marked
-    mention (``Store.search``), which may be fewer, so the hint says which it gives.
+    mention (``Store.search``), which may be fewer, so the hint says which it gives, or why the
+    store cannot run it (``no_all``: ``Store.exhaustive_unavailable``; a review: offered where it failed).
     """
-    if total is None:
-        return (f"{shown} shown of at least {shown} ranked for {entity_type!r} "
-                "(--all shows and counts every passage with a marked mention)")  # fmt: skip
     if exhaustive:
         return f"{shown} shown of {total} matching {entity_type!r}"
+    if no_all:
+        hint = f"--all, which shows every passage with a marked mention, cannot run on this store: {no_all}"
+    else:
+        hint = "--all shows " + ("and counts " if total is None else "") + "every passage with a marked mention"
     # a top-k, even one that shows all it ranked: some may be ranked by a candidate, unmarked
-    return f"{shown} shown of {total} ranked for {entity_type!r} (--all shows every passage with a marked mention)"
+    ranked = f"at least {shown}" if total is None else total
+    return f"{shown} shown of {ranked} ranked for {entity_type!r} ({hint})"
 
 
 @click.command("embed")

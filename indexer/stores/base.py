@@ -328,6 +328,10 @@ class Store(Protocol):
         Everything that can be wrong with the request is raised when this is called, not when
         the hits are read (:func:`query_vector`, and what the backend cannot do)."""
 
+    def exhaustive_unavailable(self) -> str | None:
+        """Why an ``exhaustive`` search cannot run on this store ("it needs …"), or None where it
+        can: the CLI's hint then does not offer ``--all`` where it would fail."""
+
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored passage vectors of these passage ids, one row each in the order given
         (ids not stored are left out): what query-time feedback (``indexer.feedback``) reads."""

@@ -439,6 +439,10 @@ class EmbeddedStore:
             return ann_ranking.Scanned(lambda: (vec.passage_rows, vec.approx_all_passage_sims(query)), segments.EPSILON)
         return ann_ranking.AllLists(self._ann.get(vec, identity, "passages"))
 
+    def exhaustive_unavailable(self) -> None:
+        """An exhaustive search always runs here (a scan)."""
+        return None
+
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and
         passages stored without a vector) are left out."""

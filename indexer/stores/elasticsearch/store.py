@@ -44,22 +44,9 @@ from .bulk import write_documents
 from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
 from .index_requests import (
-    filter_format,
-    PASSAGE_VECTOR_FIELD,
-    SERVER_FACTS_FILTER,
-    SOURCE_VECTORS_SERVER,
-    counts_body,
-    create_index_body,
-    document_id,
-    document_problem,
-    index_meta,
-    mention_mapped,
-    mention_mapping,
-    next_index_name,
-    passage_vectors_body,
-    quantized,
-    search_template_body,
-    span_vector_index_type,
+    filter_format, PASSAGE_VECTOR_FIELD, SERVER_FACTS_FILTER, SOURCE_VECTORS_SERVER, counts_body, create_index_body,
+    document_id, document_problem, index_meta, mention_mapped, mention_mapping, next_index_name,
+    passage_vectors_body, quantized, search_template_body, span_vector_index_type,
 )
 from .options import StoreOptions, store_options
 from .search_requests import MAX_NUM_CANDIDATES
@@ -154,6 +141,10 @@ class ElasticsearchStore:
         """Whether every node has this module (or plugin); True when the nodes API lists none."""
         modules = self.server_facts().modules
         return not modules or name in modules
+
+    def exhaustive_unavailable(self) -> str | None:
+        """Why an exhaustive search cannot run here, or None: it needs the Painless module."""
+        return None if self.has_module(PAINLESS) else f"it needs the {PAINLESS} module, which this server lacks"
 
     def require_module(self, name: str, feature: str, *, error=StoreError) -> None:
         if not self.has_module(name):
