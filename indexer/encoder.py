@@ -135,7 +135,8 @@ class OnnxEncoder:
             session = open_cuda_session(graph_path, threads=threads, quiet=device != "cuda")
         else:
             session = open_session(graph_path, provider, threads=1)
-        running = session.get_providers()[0]  # onnxruntime falls back to CPU silently (no driver, no cuDNN)
+        # onnxruntime falls back to CPU silently (no driver, no cuDNN); under auto a probe said so first (None)
+        running = CPU if session is None else session.get_providers()[0]
         if provider == CUDA and running != CUDA:
             # --device cuda asks for the GPU (as choose_provider refuses without one); auto means
             # "CUDA when it is there" (README), and it is not: the CPU graph, staged, on the CPU

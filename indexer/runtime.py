@@ -7,6 +7,7 @@ nothing here knows about spans or passages.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import logging
 import os
@@ -136,22 +137,28 @@ def open_session(
         raise ModelError(f"{source}: onnxruntime cannot load the graph: {exc}") from exc
 
 
-def open_cuda_session(graph: Path, *, threads: int | None, quiet: bool) -> object:
+def open_cuda_session(graph: Path, *, threads: int | None, quiet: bool) -> object | None:
     """A session of ``graph`` that asks for the CUDA provider; onnxruntime runs it on the CPU when
-    it cannot start CUDA, so the caller reads ``get_providers()``.
+    it cannot start CUDA, so the caller reads ``get_providers()``. With ``quiet`` (``--device
+    auto``) None where CUDA cannot start: without the NVIDIA driver's library nothing is tried
+    (onnxruntime-gpu's CUDA libraries cost a machine without a GPU ~0.9 s and ~350 MB a command),
+    and with it a one-node graph tries the provider before this graph is loaded at all.
 
     Why the wrapping: onnxruntime-gpu says why CUDA did not start in its own ways. ``preload_dlls``
     ``print()``s each missing library to stdout, where it broke ``--json`` output (an audit: five
     lines before the first hit), and its logger writes coloured error lines to stderr. The printed
-    lines go to stderr here (to the log under ``quiet``); with ``quiet`` (``--device auto``, where
-    the CPU is a fine answer and the caller says so in one line) the logger is silenced too while
-    the provider starts. Asked for CUDA, the user sees onnxruntime's reasons. Both are process-wide
-    for that moment (other threads' prints and onnxruntime messages go the same way), and the
-    logger is set back to onnxruntime's default, warnings: it has no getter for a level an
-    application set before.
+    lines go to stderr here (to the log under ``quiet``); with ``quiet`` (where the CPU is a fine
+    answer and the caller says so in one line) the logger is silenced too while the provider
+    starts. Asked for CUDA, the user sees onnxruntime's reasons. Both are process-wide for that
+    moment (other threads' prints and onnxruntime messages go the same way), and the logger is
+    set back to onnxruntime's default, warnings: it has no getter for a level an application set
+    before.
     """
     import onnxruntime as ort
 
+    if quiet and not cuda_driver():
+        log.info("onnxruntime lists CUDA, but the NVIDIA driver's library does not load: the CPU")
+        return None
     printed = io.StringIO()
     if quiet:
         ort.set_default_logger_severity(ORT_FATAL_ONLY)
@@ -159,6 +166,8 @@ def open_cuda_session(graph: Path, *, threads: int | None, quiet: bool) -> objec
         with contextlib.redirect_stdout(printed):
             if hasattr(ort, "preload_dlls"):
                 ort.preload_dlls()
+            if quiet and not cuda_starts():
+                return None
             return open_session(graph, CUDA, threads=threads)
     finally:
         if quiet:
@@ -169,6 +178,38 @@ def open_cuda_session(graph: Path, *, threads: int | None, quiet: bool) -> objec
                 log.info("onnxruntime, starting CUDA: %s", text.strip())
             else:
                 sys.stderr.write(text)
+
+
+def cuda_driver() -> bool:
+    """Whether the NVIDIA driver's library loads: CUDA cannot start without it (no GPU, or a
+    container started without the GPU), and trying loads onnxruntime-gpu's CUDA libraries for
+    nothing."""
+    if sys.platform == "darwin":
+        return False
+    try:
+        ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def cuda_starts() -> bool:
+    """Whether onnxruntime starts its CUDA provider, tried on a one-node graph (``Identity``, made
+    with the onnx package of nerindex[gpu]; without it, True: the real graph is the try)."""
+    try:
+        from onnx import TensorProto, helper
+    except ImportError:
+        return True
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "nerindex-cuda-probe", [value],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    try:
+        session = open_session(model.SerializeToString(), CUDA, threads=1, name=Path("<the CUDA probe>"))
+    except ModelError as exc:
+        log.info("onnxruntime, starting CUDA: %s", exc)
+        return False
+    return session.get_providers()[0] == CUDA
 
 
 def load_tokenizer(path: str | Path) -> object:

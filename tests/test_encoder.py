@@ -40,23 +40,27 @@ def test_cuda_asked_but_missing_is_clear():
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider")
-def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatch, caplog, capsys):
+@pytest.mark.parametrize("driver", [True, False], ids=["driver", "no-driver"])
+def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatch, caplog, capsys, driver):
     """onnxruntime-gpu without a usable driver lists CUDA, then runs the session on the CPU without a
     word; the encoder reported CUDA and ran the fp16 graph whole on the CPU (audit2-model). Here the
-    CPU build stands in: asked for CUDA it falls back the same way."""
+    CPU build stands in: asked for CUDA it falls back the same way. Under auto the fp16 graph is not
+    even loaded: without the driver's library nothing is tried, with it a one-node graph tries first."""
     import logging
 
     import onnxruntime as ort
 
     from indexer import encoder as encoder_module
+    from indexer import runtime
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(runtime, "cuda_driver", lambda: driver)
     # onnxruntime-gpu's preload_dlls print()s each missing CUDA library to stdout (an audit: it broke --json)
     monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: print("Failed to load libcublasLt.so.13"), raising=False)
     severities = []
     monkeypatch.setattr(ort, "set_default_logger_severity", severities.append)
-    opened = []
-    real_open = encoder_module.open_session
+    opened, probes = [], []
+    real_open, real_probe = encoder_module.open_session, runtime.cuda_starts
 
     def open_session(graph, provider, **kwargs):
         session = real_open(graph, provider, **kwargs)
@@ -64,20 +68,26 @@ def test_a_cuda_provider_that_cannot_start_is_not_reported_as_running(monkeypatc
         return session
 
     monkeypatch.setattr(encoder_module, "open_session", open_session)
+    monkeypatch.setattr(runtime, "open_session", open_session)
+    monkeypatch.setattr(runtime, "cuda_starts", lambda: probes.append(real_probe()) or probes[-1])
     with caplog.at_level(logging.WARNING, logger="indexer.encoder"):
         enc = OnnxEncoder.from_dir(default_model_dir(), device="auto")
     assert enc.provider == CPU and enc._load_stages is not None  # the CPU path, staged
+    assert probes == ([False] if driver else [])  # the one-node graph ran on the CPU: CUDA did not start
+    assert [name for name, _, _ in opened if isinstance(name, str)] == ["encoder.int8.onnx"]  # never the fp16 graph
     assert opened[-1] == ("encoder.int8.onnx", CPU, CPU)
     assert [r.getMessage() for r in caplog.records] == [
         "onnxruntime lists CUDA but could not start it: running the CPU graph on the CPU "
         "(--device cuda shows onnxruntime's reasons; --device cpu or NERINDEX_DEVICE=cpu skips the try)"
     ]
-    assert severities == [4, 2]  # onnxruntime's coloured error lines kept back while CUDA starts, then its default
+    # onnxruntime's coloured error lines kept back while CUDA starts, then its default
+    assert severities == ([4, 2] if driver else [])
     assert capsys.readouterr().out == ""
     with pytest.raises(ModelError, match=r"device 'cuda' asked for, but onnxruntime could not start its CUDA provider"):
         OnnxEncoder.from_dir(default_model_dir(), device="cuda")
     printed = capsys.readouterr()  # asked for CUDA: onnxruntime's reasons, on stderr
-    assert printed.out == "" and "libcublasLt" in printed.err and severities == [4, 2]
+    assert printed.out == "" and "libcublasLt" in printed.err and severities == ([4, 2] if driver else [])
+    assert opened[-1][0] == "encoder.fp16.onnx"  # asked for CUDA, the real graph is the try
 
 
 def test_type_vectors_are_unit_and_cached(encoder):
