@@ -97,9 +97,10 @@ class Hit:
     """One search result: the passage, its score (best span similarity + λ · passage similarity:
     the ranking's, so above 1 where λ > 0) and its matching spans (the marks).
 
-    ``ranked_by``: for a top-k hit with no mark, the candidate span that ranked it (the second
-    detector's, never marked; ``Store.search``), so that a user sees what was found ("cello" for
-    "musical instrument") rather than an empty list; None on every hit that has marks."""
+    ``ranked_by``: the candidate span that ranked the hit (its best span, the second detector's,
+    never marked; ``Store.search``), marked or not, top-k or ``--all``, so that a user sees what
+    was found ("cello" for "musical instrument", the mark there being "Yo-Yo Ma"); None where a
+    mention ranked it (its first mark)."""
 
     id: str
     score: float

@@ -18,15 +18,14 @@ from indexer.stores.base import SearchRequest
 from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import CACHE_DIR, EmbeddedStore
 
-from test_segments import STAMP, make_docs, reference, unit_rows, DIMS
+from test_segments import STAMP, make_docs, ranker, reference, same_ranker, unit_rows, DIMS
 
 pytest.importorskip("faiss")
 
 
-def hits(store: EmbeddedStore, request: SearchRequest) -> list[tuple[str, float, tuple[float, ...], float | None]]:
-    """(id, score, marks' similarities ascending, the ranking candidate's similarity or None) a hit."""
-    return [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), h.ranked_by and h.ranked_by.similarity)
-            for h in store.search(request)]
+def hits(store: EmbeddedStore, request: SearchRequest) -> list[tuple[str, float, tuple[float, ...], tuple | None]]:
+    """(id, score, marks' similarities ascending, the ranking candidate's (similarity, start) or None) a hit."""
+    return [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), ranker(h)) for h in store.search(request)]
 
 
 def agree(got: list, want: list) -> None:
@@ -34,7 +33,7 @@ def agree(got: list, want: list) -> None:
     for g, w in zip(got, want):
         assert g[1] == pytest.approx(w[1], abs=1e-5)
         assert g[2] == pytest.approx(w[2], abs=1e-5)
-        assert (g[3] is None) == (w[3] is None) and (g[3] is None or g[3] == pytest.approx(w[3], abs=1e-5))
+        same_ranker(g[3], w[3])
 
 
 def ann_agrees_with_exact(store: EmbeddedStore, request: SearchRequest, docs: dict | None = None) -> None:
@@ -176,8 +175,8 @@ def test_a_filter_allowing_few_passages_scores_just_those(big, monkeypatch):
         store.use_ann = True
         got = store.search(request)
         assert got.total is not None
-        agree([(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), None) for h in got],
-              [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), None) for h in want])
+        agree([(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), ranker(h)) for h in got],
+              [(h.id, h.score, tuple(sorted(s.similarity for s in h.spans)), ranker(h)) for h in want])
 
 
 def test_a_candidate_ranks_but_is_not_marked_through_the_ann_path(tmp_path, monkeypatch):

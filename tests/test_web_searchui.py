@@ -201,8 +201,10 @@ def test_search_result_shape():
 def test_metadata_named_like_a_result_field_is_kept_under_fields():
     # an audit: metadata "score", "mentions", "spans", "text" and "id" were overwritten by the hit's own
     h = hit(0, title="T", score=5, mentions="m", id="user-id")
-    h = Hit(h.id, h.score, h.text, {**h.fields, "spans": ["s"], "text": "meta text"}, h.spans)
+    by = SpanMatch(0, 4, h.text[:4], 0.95, ("label",))  # the candidate that ranked it
+    h = Hit(h.id, h.score, h.text, {**h.fields, "spans": ["s"], "text": "meta text", "ranked_by": "meta"}, h.spans, by)
     r = searchui.search_result(h)
+    assert r["ranked_by"] == {"raw": by.to_dict()} and r["fields.ranked_by"] == {"raw": "meta"}
     assert r["score"]["raw"] == pytest.approx(0.9) and r["fields.score"] == {"raw": 5}
     assert r["fields.mentions"] == {"raw": "m"} and r["fields.spans"] == {"raw": ["s"]}
     assert r["fields.text"] == {"raw": "meta text"} and r["fields.id"] == {"raw": "user-id"}

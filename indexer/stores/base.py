@@ -324,6 +324,8 @@ class Store(Protocol):
           hit ranked by a candidate alone has none;
         - **ranked by** (``Hit.ranked_by``): a hit whose best span is a candidate names it (marked
           or not, top-k or ``exhaustive``); None where a mention is the best span (the first mark).
+          Where an embedded ``--all`` keeps int8 scores (``embedded.EXACT_ALL_SPANS``), the best
+          span is chosen on them too: of two within ~0.004, either may be named.
 
         Everything that can be wrong with the request is raised when this is called, not when
         the hits are read (:func:`query_vector`, and what the backend cannot do)."""

@@ -18,9 +18,10 @@ from . import segments
 class Scored(NamedTuple):
     """One passage scored exactly: its total, and its marked spans (span rowid, cosine) best first:
     the mentions that pass the threshold (a candidate ranks the passage but is never marked);
-    ``ranked_by``: a candidate ranked it, and is the first of ``spans`` (:func:`with_rankers`). Made by ``embedded_read.score_passages`` for the passages a top-k
-    scores from SQLite (ANN candidates, a small filtered set); the scan builds
-    ``embedded_read.Ranked`` arrays instead. A named tuple: cheaper to make than a dataclass."""
+    ``ranked_by``: a candidate ranked it, and is the first of ``spans`` (:func:`with_rankers`).
+    Made by ``embedded_read.score_passages`` for the passages a top-k scores from SQLite (ANN
+    candidates, a small filtered set); the scan builds ``embedded_read.Ranked`` arrays instead.
+    A named tuple: cheaper to make than a dataclass."""
 
     passage: int
     total: float

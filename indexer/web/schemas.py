@@ -111,8 +111,8 @@ class HitOut(BaseModel):
     fields: dict[str, Any]
     spans: list[SpanOut] = Field(description="The mentions that matched, best first.")
     ranked_by: SpanOut | None = Field(
-        None, description="For a top hit with no mention marked: the candidate span (never marked) that ranked it; "
-        "null on every hit with marks."
+        None, description="The candidate span (never marked) that ranked the hit, where its best span is one, "
+        "with marks or without; null where a mention ranked it (its first mark)."
     )
 
 

@@ -51,6 +51,16 @@ function segments(text, spans) {
   return out;
 }
 
+/** The spans a hit's passage draws: its marks, and the candidate that ranked it (ranked_by,
+ *  flagged) where it overlaps no mark. Marks win: ranked_by outscores every mark by definition, so
+ *  in segments() it would hide one it overlaps (a review: "Python programming language" under the
+ *  candidate "language"); the note under the passage names it either way. */
+function drawnSpans(hit) {
+  const by = hit.ranked_by;
+  if (!by || hit.spans.some((s) => s.start < by.end && by.start < s.end)) return hit.spans;
+  return [...hit.spans, { ...by, candidate: true }];
+}
+
 /** One CSV cell (RFC 4180 quoting). Text cells that a spreadsheet would run as a formula
  *  (=, +, -, @, tab, CR first) get a leading apostrophe. */
 function csvCell(value, { isText = true } = {}) {
@@ -187,7 +197,7 @@ function renderHit(hit, rank) {
   // a hit may rank through a candidate span (a second detector's, never marked as a mention; a
   // top-k hit may have no mention marked at all): that candidate is shown dotted, and named below
   const ranker = hit.ranked_by || null;
-  for (const seg of segments(hit.text, ranker ? [...hit.spans, { ...ranker, candidate: true }] : hit.spans)) {
+  for (const seg of segments(hit.text, drawnSpans(hit))) {
     if (!seg.span) {
       passage.append(document.createTextNode(seg.text));
       continue;
@@ -465,5 +475,5 @@ if (typeof document !== "undefined") {
   document.addEventListener("DOMContentLoaded", start);
 }
 if (typeof module !== "undefined") {
-  module.exports = { segments, csvCell, toCSV, toJSONL, slug };
+  module.exports = { segments, drawnSpans, csvCell, toCSV, toJSONL, slug };
 }
