@@ -14,16 +14,19 @@ class NerindexError(Exception):
 
 
 class InputError(NerindexError):
-    """Bad input data: names the file and, where known, the 1-based line (or row)."""
+    """Bad input data: names the file and, where known, the 1-based line (or row).
+
+    ``counted``: the line is a file line (``path:line``); a Parquet row is not, and its message says
+    "row N" itself (an audit: "f.parquet:2: row 2" read as a line of a binary file)."""
 
     exit_code = 2
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, counted: bool = True) -> None:
         self.path = path
         self.line = line
         self.reason = message
         where = path or "<input>"
-        if line is not None:
+        if line is not None and counted:
             where = f"{where}:{line}"
         super().__init__(f"{where}: {message}")
 

@@ -44,12 +44,12 @@ def error_of(path: Path, **kwargs) -> InputError:
     return info.value
 
 
-def assert_names(err: InputError, path: Path, line: int | None) -> None:
+def assert_names(err: InputError, path: Path, line: int | None, unit: str = "line") -> None:
     assert err.path == str(path)
     assert str(path) in str(err)
     assert err.line == line
-    if line is not None:
-        assert f"{path}:{line}:" in str(err)
+    if line is not None:  # a Parquet row is no line of the file: "a.parquet: row 2: …"
+        assert (f"{path}:{line}:" if unit == "line" else f"{path}: {unit} {line}:") in str(err)
 
 
 # ---------------------------------------------------------------------------------------- formats
@@ -185,11 +185,56 @@ def test_parquet(tmp_path):
     json.dumps([p.fields for p in passages])  # fields are JSON-serialisable
 
 
+def test_parquet_values_are_stored_as_written(tmp_path):
+    """An audit's Parquet cases: float32 as the decimal it holds (a --where f=0.1 matches it),
+    nanosecond timestamps as ISO text (they raised), ±inf and decimals a float64 would round
+    refused (they became null and a rounded number), a column twice in the schema refused (the
+    last one won)."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "a.parquet"
+    pq.write_table(pa.table({
+        "id": ["a"], "text": ["Rome is old."], "f32": pa.array([0.1], pa.float32()), "f16": pa.array([0.1], pa.float16()),
+        "ts": pa.array([1700000000123456789], pa.timestamp("ns")), "dec": pa.array([decimal.Decimal("12.30")], pa.decimal128(20, 2)),
+    }), f)
+    (passage,) = read(f)
+    assert passage.fields == {"f32": 0.1, "f16": 0.1, "ts": "2023-11-14T22:13:20.123456789", "dec": 12.3}
+    for name, column in (("inf", pa.array([float("-inf")])), ("big", pa.array([decimal.Decimal("12345678901234567.89")], pa.decimal128(20, 2)))):
+        pq.write_table(pa.table({"id": ["a"], "text": ["x"], name: column}), f)
+        err = error_of(f)
+        assert_names(err, f, 1, unit="row")
+        assert ("not finite" if name == "inf" else "more digits than a number keeps") in err.reason
+    pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["x"]), pa.array([1]), pa.array([2])],
+                                        names=["id", "text", "n", "n"]), f)
+    assert error_of(f).reason == "column 'n' appears twice in the schema"
+
+
 def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
     f = write(tmp_path / "a.parquet", b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(NerindexError, match=r"\[parquet\]"):
         read(f)
+
+
+def test_a_folder_is_read_as_what_its_files_are(tmp_path):
+    """An audit: a folder of CoNLL .txt files (CrossNER's layout) was indexed a whole file a passage,
+    tags and all, and .conll files beside a .txt were left out without a word."""
+    tagged = "Barack\tB-PER\nObama\tI-PER\nvisited\tO\nParis\tB-LOC\n\n"
+    crossner = tmp_path / "crossner"
+    write(crossner / "politics" / "dev.txt", tagged)
+    write(crossner / "literature" / "dev.txt", tagged.replace("Paris", "Rome"))
+    assert [p.text for p in read(crossner)] == ["Barack Obama visited Rome", "Barack Obama visited Paris"]
+    only_conll = tmp_path / "conll"
+    write(only_conll / "dev.conll", tagged)
+    assert [p.text for p in read(only_conll)] == ["Barack Obama visited Paris"]
+    write(only_conll / "readme.txt", "How these files were made.")
+    err = error_of(only_conll)
+    assert "holds both plain text (readme.txt) and CoNLL files (dev.conll)" in err.reason
+    assert [p.text for p in read(only_conll, format="txt")] == ["How these files were made."]
+    assert error_of(only_conll, format="conll").path.endswith("readme.txt")  # read as CoNLL, and it is none
 
 
 def test_txt_folder(tmp_path):
@@ -323,6 +368,21 @@ def test_unclosed_quote_in_csv_names_the_record_not_the_end(tmp_path):
     err = error_of(f)
     assert_names(err, f, 2)
     assert "not closed" in err.reason
+
+
+def test_a_tsv_quote_that_takes_in_the_next_record_is_refused(tmp_path):
+    """An audit: a text opening with a quote and a later one ending with one made records 1 and 2
+    one passage (record 2's id and text inside record 1's text, record 1's src lost), exit 0."""
+    f = write(tmp_path / "m.tsv", 'id\ttext\tsrc\n1\t"Obama said we shall fight.\tweb\n'
+                                  '2\tMerkel said we shall not surrender."\tnews\n3\tfine\tx\n')
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "holds a line with a tab, like a record" in err.reason and "unbalanced quote" in err.reason
+    stats = ReadStats()
+    assert [p.id for p in read_passages(f, on_error="skip", stats=stats)] == ["3"]
+    # a quoted text with a line break and no tab is a text
+    ok = write(tmp_path / "ok.tsv", 'id\ttext\n1\t"two\nlines"\n')
+    assert [p.text for p in read(ok)] == ["two\nlines"]
 
 
 def test_stray_quote_at_a_tsv_field_start_is_refused_not_dropped(tmp_path):
@@ -522,13 +582,13 @@ def test_parquet_row_errors_say_row(tmp_path):
     f = tmp_path / "a.parquet"
     pq.write_table(pa.table({"id": ["a", "b", "a"], "text": ["x", "", "z"]}), f)
     err = error_of(f, id_field="id")
-    assert_names(err, f, 2)
+    assert_names(err, f, 2, unit="row")
     assert err.reason.startswith("row 2:") and "empty" in err.reason
     stats = ReadStats()
     passages = list(read_passages(f, id_field="id", on_error="skip", stats=stats))
     assert [p.id for p in passages] == ["a"]
     assert (stats.read, stats.skipped) == (1, 2)
-    assert stats.errors[1].startswith(f"{f}:3: row 3: duplicate id 'a' (first at row 1)")
+    assert stats.errors[1].startswith(f"{f}: row 3: duplicate id 'a' (first at row 1)")
 
 
 def test_parquet_missing_column(tmp_path):

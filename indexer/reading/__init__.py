@@ -98,7 +98,7 @@ def _where(loc: Located, other: Located) -> str:
         return other.path
     if other.path == loc.path:
         return f"{other.unit} {other.line}"
-    return f"{other.path}:{other.line}"
+    return f"{other.path}:{other.line}" if other.unit == "line" else f"{other.path}, {other.unit} {other.line}"
 
 
 def _checked(
@@ -136,4 +136,4 @@ def _duplicate(item: Located, first: Located) -> InputError:
         message = f"duplicate id {pid!r} (first at {where})"
     if item.unit != "line" and item.line is not None:
         message = f"{item.unit} {item.line}: {message}"
-    return InputError(message, path=item.path, line=item.line)
+    return InputError(message, path=item.path, line=item.line, counted=item.unit == "line")

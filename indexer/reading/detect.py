@@ -2,7 +2,10 @@
 
 A ``.txt`` file is ambiguous: CrossNER ships token-TAB-tag files named ``.txt`` while most ``.txt``
 files are prose. Looking at the first lines settles it cheaply and keeps ``format="auto"`` right for
-both; a folder is always a folder of text files unless the caller says ``format="conll"``.
+both. A folder is read as CoNLL where its files are (``.conll`` and the like, or ``.txt`` files that
+look like CoNLL), as text files where they are prose, and refused where it mixes the two (an audit:
+CrossNER's folder was indexed as whole files with their tags, and ``.conll`` files beside a
+``.txt`` were left out without a word).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ FOLDER_FORMATS = frozenset({"txt", "conll"})
 _TAG = re.compile(r"^(?:O|[BIES]-.+)$")
 _SNIFF_BYTES = 65536
 _SNIFF_LINES = 20
+_SNIFF_FILES = 5  # .txt files of a folder looked at
 
 
 def split_suffix(path: Path) -> tuple[str, bool]:
@@ -71,6 +75,32 @@ def looks_like_conll(path: Path) -> bool:
     return seen > 0
 
 
+def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str]]:
+    """Files under ``root`` with one of ``extensions``, skipping hidden ones, in a stable order."""
+    found = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if p.suffix.lower() in extensions and not any(part.startswith(".") for part in rel.parts) and p.is_file():
+            found.append((p, rel.as_posix()))
+    return sorted(found, key=lambda pr: pr[1])
+
+
+def folder_format(root: Path) -> str:
+    """``conll`` or ``txt`` for a folder (see the module docstring); a mix is an InputError."""
+    conll = folder_files(root, CONLL_EXTENSIONS)
+    texts = folder_files(root, frozenset({".txt"}))
+    sniffed = {rel: looks_like_conll(p) for p, rel in texts[:_SNIFF_FILES]}
+    prose = [rel for rel, tagged in sniffed.items() if not tagged]
+    if not prose and (conll or texts):
+        return "conll"
+    if conll or len(prose) < len(sniffed):
+        tagged = conll[0][1] if conll else next(rel for rel, is_conll in sniffed.items() if is_conll)
+        raise InputError(f"holds both plain text ({prose[0]}) and CoNLL files ({tagged}): pass the format "
+                         "explicitly (txt: the .txt files, one passage each; conll: every CoNLL and .txt file)",
+                         path=str(root))
+    return "txt"
+
+
 def resolve_format(path: str | Path, format: str = "auto") -> str:
     """The concrete format for ``path``: ``format`` itself unless it is ``"auto"``.
 
@@ -85,7 +115,7 @@ def resolve_format(path: str | Path, format: str = "auto") -> str:
         raise InputError("no such file or directory", path=name)
     if p.is_dir():
         if format == "auto":
-            return "txt"
+            return folder_format(p)
         if format not in FOLDER_FORMATS:
             raise InputError(
                 f"is a folder; format {format!r} reads one file (folders hold .txt or CoNLL files)",

@@ -19,19 +19,8 @@ from ..conll import read_conll
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..text import unicode_problem
-from .detect import CONLL_EXTENSIONS
+from .detect import CONLL_EXTENSIONS, folder_files
 from .structured import Item, Located
-
-
-
-def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str]]:
-    """Files under ``root`` with one of ``extensions``, skipping hidden ones, in a stable order."""
-    found = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if p.suffix.lower() in extensions and not any(part.startswith(".") for part in rel.parts) and p.is_file():
-            found.append((p, rel.as_posix()))
-    return sorted(found, key=lambda pr: pr[1])
 
 
 def text_file_item(path: Path, rel: str) -> Item:

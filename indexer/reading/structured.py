@@ -19,6 +19,8 @@ import zlib
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 
+import numpy as np
+
 from ..errors import InputError, NerindexError
 from ..records import Passage, text_id
 from ..stores.filter_rules import fields_problem
@@ -69,7 +71,7 @@ class RecordRules:
     def error(self, message: str, at: int | None) -> InputError:
         if self.unit != "line" and at is not None:
             message = f"{self.unit} {at}: {message}"
-        return InputError(message, path=self.path, line=at)
+        return InputError(message, path=self.path, line=at, counted=self.unit == "line")
 
     def check_columns(self, columns: list[str], at: int | None) -> None:
         """Fail early when the header/schema lacks the id or text column: every record would fail."""
@@ -238,10 +240,28 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
                 if len(row) != len(header):
                     yield rules.error(f"expected {len(header)} columns, got {len(row)}", start)
                     continue
+                if delimiter == "\t" and end > start and (problem := _swallowed(row, start, end)) is not None:
+                    yield rules.error(problem, start)
+                    continue
                 # an unnamed column (a pandas index, say) cannot become a field name
                 yield rules.passage({k: v for k, v in zip(header, row) if k}, start)
         except _READ_ERRORS as exc:
             raise _read_error(exc, rules.path, reader.line_num) from exc
+
+
+def _swallowed(row: list[str], start: int, end: int) -> str | None:
+    """Why a TSV record that spans lines ``start``–``end`` looks like others taken into a quoted
+    field (a quote opened and not closed until one that ends a later field), or None. An audit: a
+    text opening with a quote took the next record in, its text ending with that record's columns,
+    without a word. The sign: a tab after a line break inside a field; a tab in prose is rare. (In
+    CSV a comma in a text is common, so there is no such sign: the summary's count is the check.)"""
+    for cell in row:
+        for line in cell.split("\n")[1:]:
+            if "\t" in line:
+                shown = line if len(line) <= 60 else line[:57] + "..."
+                return (f"a quoted field runs from line {start} to {end} and holds a line with a tab, like a "
+                        f"record ({shown!r}): an unbalanced quote? (TSV quotes a field that holds a tab or a line break)")
+    return None
 
 
 def _decoded(fh: IO[bytes], bad_lines: dict[int, str]) -> Iterator[str]:
@@ -304,17 +324,25 @@ def _header(rows: Iterator[tuple[int, int, list[str] | InputError]], rules: Reco
 
 
 def _jsonable(value: Any) -> Any:
-    """A Parquet cell as a JSON value: dates as ISO strings, decimals as numbers, NaN as null."""
+    """A Parquet cell as a JSON value: dates as ISO strings, decimals as numbers, NaN as null (how
+    pandas writes a missing number). ±inf is refused, as in JSONL (an audit: it became null, that
+    is "absent"), and so is a decimal a float64 would round (12345678901234567.89 was stored as
+    1.2345678901234568e16)."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        if math.isinf(value):
+            raise ValueError(f"a number that is not finite ({value}), which JSON cannot hold")
+        return None if math.isnan(value) else value
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        number = int(value) if value == value.to_integral_value() else float(value)
+        if not value.is_finite() or decimal.Decimal(repr(number)) != value:
+            raise ValueError(f"the decimal {value} has more digits than a number keeps (cast the column to text)")
+        return number
     if isinstance(value, bytes):
         return value.decode("utf-8")  # UnicodeDecodeError → the caller's per-row error
     if isinstance(value, dict):
@@ -344,16 +372,39 @@ def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> 
     try:
         pf = pq.ParquetFile(path)
         columns = [c for c in pf.schema_arrow.names if c]
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:  # to_pylist keeps the last of them (an audit); CSV and JSONL refuse theirs
+            raise InputError(f"column {twice[0]!r} appears twice in the schema", path=rules.path)
         rules.check_columns(columns, None)
         row = 0
         for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
-            for record in batch.to_pylist():
+            for record in _records(batch, pa):
                 row += 1
                 try:
                     fields = {k: (v if k == rules.text_field else _jsonable(v)) for k, v in record.items()}
-                except (TypeError, UnicodeDecodeError) as exc:
+                except (TypeError, ValueError, UnicodeDecodeError) as exc:
                     yield rules.error(f"cannot convert a value: {exc}", row)
                     continue
                 yield rules.passage(fields, row)
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"not a readable Parquet file: {exc}", path=rules.path) from exc
+
+
+def _records(batch: Any, pa: Any) -> list[dict[str, Any]]:
+    """A batch's rows as dicts, with the columns Python's own values would misstate made exact:
+    float32 (and float16) as the shortest decimal that reads back as it (0.1, not
+    0.10000000149011612, which no ``--where f=0.1`` matched: an audit) and nanosecond timestamps as
+    ISO text with all nine digits (``to_pylist`` raised for them without pandas: an audit)."""
+    import pyarrow.compute as pc
+
+    columns = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        kind = column.type
+        if pa.types.is_float32(kind) or pa.types.is_float16(kind):
+            width = np.float16 if pa.types.is_float16(kind) else np.float32
+            column = pa.array([None if v is None else float(str(width(v))) for v in column.to_pylist()],
+                              type=pa.float64())
+        elif pa.types.is_timestamp(kind) and kind.unit == "ns":
+            column = pc.replace_substring(pc.cast(column, pa.string()), " ", "T")
+        columns[name] = column
+    return pa.table(columns).to_pylist()
