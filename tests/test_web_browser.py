@@ -143,7 +143,7 @@ def test_the_candidate_that_ranked_a_hit_is_drawn_apart_and_named(page, base_url
             continue
         hidden = any(s["start"] < by["end"] and by["start"] < s["end"] for s in hit["spans"])
         assert candidates == ([] if hidden else [[by["start"], by["text"]]])  # marks win where they overlap
-        assert f"the candidate span “{by['text']}”" in note
+        assert f"the candidate span “{by['text']}”" in note and ("(dotted)" in note) is not hidden
 
 
 @pytest.mark.parametrize("kind", ["dinosaur", "person"])

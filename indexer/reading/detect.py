@@ -95,9 +95,9 @@ def folder_format(root: Path) -> str:
         return "conll"
     if conll or len(prose) < len(sniffed):
         tagged = conll[0][1] if conll else next(rel for rel, is_conll in sniffed.items() if is_conll)
-        raise InputError(f"holds both plain text ({prose[0]}) and CoNLL files ({tagged}): pass the format "
-                         "explicitly (txt: the .txt files, one passage each; conll: every CoNLL and .txt file)",
-                         path=str(root))
+        raise InputError(f"holds both plain text ({prose[0]}) and CoNLL files ({tagged}): say which to read with "
+                         "--format conll (the CoNLL files; .txt files that are prose left out) or --format txt "
+                         "(the .txt files, one passage each)", path=str(root))
     return "txt"
 
 

@@ -19,7 +19,7 @@ from ..conll import read_conll
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..text import unicode_problem
-from .detect import CONLL_EXTENSIONS, folder_files
+from .detect import CONLL_EXTENSIONS, folder_files, looks_like_conll
 from .structured import Item, Located
 
 
@@ -53,7 +53,9 @@ def txt_items(path: Path) -> Iterator[Item]:
 
 
 def conll_items(path: Path) -> Iterator[Item]:
-    """Sentences of a CoNLL/BIO file, or of every CoNLL (and ``.txt``) file in a folder.
+    """Sentences of a CoNLL/BIO file, or of every CoNLL file in a folder: ``.conll`` and the like,
+    and the ``.txt`` files that look like CoNLL (a README.txt or LICENSE.txt beside them is left out,
+    as the refusal of such a folder under ``auto`` says: a review found the advice failing on it).
 
     A malformed line raises: a CoNLL file with a broken line is usually broken throughout.
     """
@@ -71,6 +73,8 @@ def conll_items(path: Path) -> Iterator[Item]:
             yield Located(passage, str(path), p.fields["line"])
         return
     for file, rel in folder_files(path, CONLL_EXTENSIONS | {".txt"}):
+        if file.suffix.lower() == ".txt" and not looks_like_conll(file):
+            continue
         bad = _name_problem(file, rel)
         if bad is not None:
             yield bad

@@ -15,6 +15,7 @@ import decimal
 import gzip
 import json
 import math
+import re
 import zlib
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
@@ -249,18 +250,23 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
             raise _read_error(exc, rules.path, reader.line_num) from exc
 
 
+_RECORD_START = re.compile(r"[^\t\s][^\t]*\t")  # a value, then a tab: how a TSV record starts
+
+
 def _swallowed(row: list[str], start: int, end: int) -> str | None:
     """Why a TSV record that spans lines ``start``–``end`` looks like others taken into a quoted
     field (a quote opened and not closed until one that ends a later field), or None. An audit: a
     text opening with a quote took the next record in, its text ending with that record's columns,
-    without a word. The sign: a tab after a line break inside a field; a tab in prose is rare. (In
-    CSV a comma in a text is common, so there is no such sign: the summary's count is the check.)"""
+    without a word. The sign: a line inside a field that starts with a value and a tab, as a record
+    does (a tab in prose is rare; a line indented with tabs is no sign: a review found pandas' quoted
+    indented text refused). In CSV a comma in a text is common, so there is no such sign: the
+    summary's count is the check."""
     for cell in row:
         for line in cell.split("\n")[1:]:
-            if "\t" in line:
+            if _RECORD_START.match(line):
                 shown = line if len(line) <= 60 else line[:57] + "..."
-                return (f"a quoted field runs from line {start} to {end} and holds a line with a tab, like a "
-                        f"record ({shown!r}): an unbalanced quote? (TSV quotes a field that holds a tab or a line break)")
+                return (f"a quoted field runs from line {start} to {end} and holds a line that starts like a "
+                        f"record, a value and a tab ({shown!r}): an unbalanced quote?")
     return None
 
 
@@ -390,11 +396,28 @@ def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> 
         raise InputError(f"not a readable Parquet file: {exc}", path=rules.path) from exc
 
 
+def _ns_texts(column: Any, kind: Any, pa: Any, pc: Any) -> list[str | None]:
+    """A nanosecond timestamp column as ``datetime.isoformat`` text (what a microsecond one gives,
+    so pandas' default unit stores what it did), with the three more digits where they are not 0."""
+    micro = pc.cast(column, pa.timestamp("us", kind.tz), safe=False).to_pylist()
+    rests = [None if v is None else v % 1000 for v in pc.cast(column, pa.int64()).to_pylist()]
+    out: list[str | None] = []
+    for stamp, rest in zip(micro, rests):
+        if stamp is None or not rest:
+            out.append(None if stamp is None else stamp.isoformat())
+            continue
+        text = stamp.isoformat(timespec="microseconds")
+        cut = text.index(".") + 7
+        out.append(f"{text[:cut]}{rest:03d}{text[cut:]}")
+    return out
+
+
 def _records(batch: Any, pa: Any) -> list[dict[str, Any]]:
     """A batch's rows as dicts, with the columns Python's own values would misstate made exact:
     float32 (and float16) as the shortest decimal that reads back as it (0.1, not
-    0.10000000149011612, which no ``--where f=0.1`` matched: an audit) and nanosecond timestamps as
-    ISO text with all nine digits (``to_pylist`` raised for them without pandas: an audit)."""
+    0.10000000149011612, which no ``--where f=0.1`` matched: an audit) and nanosecond timestamps
+    as other timestamps' ISO text, nine digits where the nanoseconds are not zero (``to_pylist``
+    raised for those without pandas: an audit)."""
     import pyarrow.compute as pc
 
     columns = {}
@@ -405,6 +428,6 @@ def _records(batch: Any, pa: Any) -> list[dict[str, Any]]:
             column = pa.array([None if v is None else float(str(width(v))) for v in column.to_pylist()],
                               type=pa.float64())
         elif pa.types.is_timestamp(kind) and kind.unit == "ns":
-            column = pc.replace_substring(pc.cast(column, pa.string()), " ", "T")
+            column = pa.array(_ns_texts(column, kind, pa, pc), type=pa.string())
         columns[name] = column
     return pa.table(columns).to_pylist()

@@ -215,7 +215,8 @@ function renderHit(hit, rank) {
       ),
     );
   }
-  const which = ranker ? `the candidate span “${ranker.text}” (dotted)` : "a candidate span";
+  const drawn = ranker !== null && drawnSpans(hit).some((s) => s.candidate);
+  const which = ranker ? `the candidate span “${ranker.text}”${drawn ? " (dotted)" : ", inside a marked mention"}` : "a candidate span";
   const unmarked = hit.spans.length
     ? ranker ? [el("p", { class: "unmarked" }, `Ranked by ${which}, which is never marked as a mention.`)] : []
     : [el("p", { class: "unmarked" }, `No mention marked: ranked by ${which}, which is never marked as a mention; not among “Load all” answers.`)];
