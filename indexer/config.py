@@ -119,6 +119,12 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
     return home / ".cache" / "nerindex"
 
 
+def cache_folder(name: str) -> Path | None:
+    """``name`` in :func:`cache_dir` (``stages``, ``wordnet``), or None where there is no cache."""
+    root = cache_dir()
+    return None if root is None else root / name
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``NERINDEX_*`` variables (empty values count as unset)."""
     env = os.environ if env is None else env

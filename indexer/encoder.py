@@ -23,7 +23,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from .catalog import Catalog, read_phrases
-from .config import cache_dir
+from .config import cache_folder
 from .errors import ModelError
 from .model_folder import CANDIDATE_OUTPUT, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
@@ -154,9 +154,8 @@ class OnnxEncoder:
         tokenizer = load_tokenizer(info.file(info.tokenizer))
 
         def stages() -> StagedGraph | None:
-            cache = cache_dir()
             return load_stages(graph_path, lambda data: open_session(data, provider, threads=1, name=graph_path),
-                               None if cache is None else cache / "stages")  # fmt: skip
+                               cache_folder("stages"))  # fmt: skip
 
         # on CUDA the whole graph's span gathers are cheap: the staged runner is for the CPU
         encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None,

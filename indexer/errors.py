@@ -16,18 +16,21 @@ class NerindexError(Exception):
 class InputError(NerindexError):
     """Bad input data: names the file and, where known, the 1-based line (or row).
 
-    ``counted``: the line is a file line (``path:line``); a Parquet row is not, and its message says
-    "row N" itself (an audit: "f.parquet:2: row 2" read as a line of a binary file)."""
+    ``unit``: what ``line`` counts. A file line reads ``path:line: …``; a Parquet row is no line
+    of the file, so it reads ``path: row N: …`` (an audit: "f.parquet:2: row 2" read as a line of
+    a binary file), and ``reason`` starts with "row N"."""
 
     exit_code = 2
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, counted: bool = True) -> None:
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None, unit: str = "line") -> None:
         self.path = path
         self.line = line
-        self.reason = message
         where = path or "<input>"
-        if line is not None and counted:
+        if line is not None and unit == "line":
             where = f"{where}:{line}"
+        elif line is not None:
+            message = f"{unit} {line}: {message}"
+        self.reason = message
         super().__init__(f"{where}: {message}")
 
 

@@ -183,11 +183,14 @@ def test_span_fields_read_every_shape():
     fields_api = {"fields": {"spans": [{"start": [3], "end": [9], "text": ["Obama"], "labels": ["a", "b"]}]}}
     nested_source = {"_source": {"start": 3, "end": 9, "text": "Obama", "labels": ["a", "b"]}}
     full_path_source = {"_source": {"spans": {"start": 3, "end": 9, "text": "Obama", "labels": "a"}}}
-    expected = {"start": 3, "end": 9, "text": "Obama", "labels": ["a", "b"]}
+    # no mention flag: a span written before it existed (a mention)
+    expected = {"start": 3, "end": 9, "text": "Obama", "labels": ["a", "b"], "mention": None}
     assert rs.span_fields(fields_api) == expected
     assert rs.span_fields(nested_source) == expected
     assert rs.span_fields(full_path_source) == {**expected, "labels": ["a"]}
     assert rs.span_fields({"fields": {"spans": [{"start": [1], "end": [2]}]}})["labels"] == []
+    assert rs.span_fields({"fields": {"spans": [{"start": [1], "end": [2], "mention": [False]}]}})["mention"] is False
+    assert rs.span_fields({"_source": {"start": 1, "end": 2, "mention": False}})["mention"] is False
 
 
 # --- bulk -----------------------------------------------------------------------------------------

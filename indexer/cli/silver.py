@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..config import cache_dir, resolve
+from ..config import cache_folder, resolve
 from ..encoder import OnnxEncoder
 from ..errors import InputError
 from ..evaluation.heldout import DEV_EVAL_TYPES, MEDICAL_TYPES
@@ -36,8 +36,7 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
     data = Path(wordnet_folder) / "data.noun"
     if data.is_file():
         digest.update(data.read_bytes())
-    root = cache_dir()  # None: NERINDEX_CACHE=off, the vectors are made each run
-    folder = None if root is None else root / "wordnet"
+    folder = cache_folder("wordnet")  # None: NERINDEX_CACHE=off, the vectors are made each run
     return folder / f"glosses-{digest.hexdigest()[:12]}.npz" if usable(folder) else None
 
 

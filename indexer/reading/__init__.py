@@ -134,6 +134,4 @@ def _duplicate(item: Located, first: Located) -> InputError:
         message = f"same text as {where} (the id is a hash of the text; set an id field to keep both)"
     else:
         message = f"duplicate id {pid!r} (first at {where})"
-    if item.unit != "line" and item.line is not None:
-        message = f"{item.unit} {item.line}: {message}"
-    return InputError(message, path=item.path, line=item.line, counted=item.unit == "line")
+    return InputError(message, path=item.path, line=item.line, unit=item.unit)

@@ -87,8 +87,9 @@ def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str
 
 def folder_format(root: Path) -> str:
     """``conll`` or ``txt`` for a folder (see the module docstring); a mix is an InputError."""
-    conll = folder_files(root, CONLL_EXTENSIONS)
-    texts = folder_files(root, frozenset({".txt"}))
+    files = folder_files(root, CONLL_EXTENSIONS | {".txt"})
+    conll = [(p, rel) for p, rel in files if p.suffix.lower() != ".txt"]
+    texts = [(p, rel) for p, rel in files if p.suffix.lower() == ".txt"]
     sniffed = {rel: looks_like_conll(p) for p, rel in texts[:_SNIFF_FILES]}
     prose = [rel for rel, tagged in sniffed.items() if not tagged]
     if not prose and (conll or texts):

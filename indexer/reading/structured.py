@@ -70,9 +70,7 @@ class RecordRules:
             self.decided = True
 
     def error(self, message: str, at: int | None) -> InputError:
-        if self.unit != "line" and at is not None:
-            message = f"{self.unit} {at}: {message}"
-        return InputError(message, path=self.path, line=at, counted=self.unit == "line")
+        return InputError(message, path=self.path, line=at, unit=self.unit)
 
     def check_columns(self, columns: list[str], at: int | None) -> None:
         """Fail early when the header/schema lacks the id or text column: every record would fail."""

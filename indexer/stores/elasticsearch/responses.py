@@ -40,7 +40,7 @@ def _first(values: Any, default: Any = None) -> Any:
 
 
 def span_fields(inner_hit: Mapping[str, Any]) -> dict[str, Any]:
-    """start/end/text/labels of one inner hit, from the fields API or from ``_source``.
+    """start/end/text/labels/mention of one inner hit, from the fields API or from ``_source``.
 
     The fields API (what nerindex asks for) returns ``{"spans": [{"start": [3], ...}]}``;
     a client asking for ``_source`` instead gets the nested object, with or without its path.
@@ -54,6 +54,7 @@ def span_fields(inner_hit: Mapping[str, Any]) -> dict[str, Any]:
             "end": _first(obj.get("end")),
             "text": _first(obj.get("text"), ""),
             "labels": list(obj.get("labels") or []),
+            "mention": _first(obj.get("mention")),
         }
     source = inner_hit.get("_source") or {}
     if isinstance(source.get("spans"), Mapping):
@@ -64,6 +65,7 @@ def span_fields(inner_hit: Mapping[str, Any]) -> dict[str, Any]:
         "end": source.get("end"),
         "text": source.get("text", ""),
         "labels": [labels] if isinstance(labels, str) else list(labels),
+        "mention": source.get("mention"),
     }
 
 
@@ -82,7 +84,8 @@ def span_matches(
         if inner_hit.get("_score") is None:
             continue
         similarity = _cosine(inner_hit["_score"], scoring, metric)
-        if similarity >= min_similarity - THRESHOLD_TOLERANCE and (match := _span_match(inner_hit, similarity)):
+        match = _span_match(span_fields(inner_hit), similarity)
+        if similarity >= min_similarity - THRESHOLD_TOLERANCE and match is not None:
             spans.append(match)
     spans.sort(key=lambda s: (-s.similarity, s.start, s.end))
     return spans
@@ -93,14 +96,13 @@ def ranking_candidate(hit: Mapping[str, Any], *, scoring: Scoring, metric: str) 
     that span's ``mention`` flag is false (a span written before the flag existed is a mention);
     None where a mention ranked it, or the inner hit came without its fields."""
     scored = [h for h in _inner_hits(hit, BEST_SPAN_INNER_HITS) or [] if h.get("_score") is not None]
-    nested = (scored[0].get("fields") or {}).get("spans") if scored else None
-    if not (isinstance(nested, list) and nested and _first(nested[0].get("mention")) is False):
+    data = span_fields(scored[0]) if scored else None
+    if data is None or data["mention"] is not False:
         return None
-    return _span_match(scored[0], _cosine(scored[0]["_score"], scoring, metric))
+    return _span_match(data, _cosine(scored[0]["_score"], scoring, metric))
 
 
-def _span_match(inner_hit: Mapping[str, Any], similarity: float) -> SpanMatch | None:
-    data = span_fields(inner_hit)
+def _span_match(data: Mapping[str, Any], similarity: float) -> SpanMatch | None:
     if data["start"] is None or data["end"] is None:
         return None
     return SpanMatch(start=int(data["start"]), end=int(data["end"]), text=str(data["text"]), similarity=similarity,

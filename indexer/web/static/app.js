@@ -197,7 +197,8 @@ function renderHit(hit, rank) {
   // a hit may rank through a candidate span (a second detector's, never marked as a mention; a
   // top-k hit may have no mention marked at all): that candidate is shown dotted, and named below
   const ranker = hit.ranked_by || null;
-  for (const seg of segments(hit.text, drawnSpans(hit))) {
+  const drawnSet = drawnSpans(hit);
+  for (const seg of segments(hit.text, drawnSet)) {
     if (!seg.span) {
       passage.append(document.createTextNode(seg.text));
       continue;
@@ -215,7 +216,7 @@ function renderHit(hit, rank) {
       ),
     );
   }
-  const drawn = ranker !== null && drawnSpans(hit).some((s) => s.candidate);
+  const drawn = drawnSet.some((s) => s.candidate);
   const which = ranker ? `the candidate span “${ranker.text}”${drawn ? " (dotted)" : ", inside a marked mention"}` : "a candidate span";
   const unmarked = hit.spans.length
     ? ranker ? [el("p", { class: "unmarked" }, `Ranked by ${which}, which is never marked as a mention.`)] : []
