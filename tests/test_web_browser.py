@@ -355,6 +355,7 @@ def test_the_page_pages_within_the_servers_page_size(browser, web_index):
         open_page(pg, url, "?type=person&threshold=0")
         pg.wait_for_selector("#results li.hit")
         assert len(hit_ids(pg)) == 3 and pg.is_hidden("#error")
+        assert "size=" not in pg.url  # an audit: the server's limit was written as if the user had set it
         pg.click("#load-all")
         pg.wait_for_function("() => document.querySelector('#load-all').hidden")
         assert hit_ids(pg) == [h.id for h in web_index.search("person", min_similarity=0.0, exhaustive=True)]
@@ -383,6 +384,68 @@ def test_page_helpers_cut_by_characters_and_quote_csv(page, base_url):
     # a metadata field named like a hit column gets a header of its own (an audit: two "score" columns)
     csv_text = page.evaluate("() => toCSV([{id: 'a', score: 0.5, spans: [], text: 't', fields: {score: 5, lang: 'en'}}])")
     assert csv_text.split("\r\n")[:2] == ["id,score,mentions,text,lang,fields.score", "a,0.5,,t,en,5"]
+
+
+def test_page_helpers_keep_big_integers_and_own_names(page, base_url):
+    """Audit findings on the page's helpers: integers beyond 2**53 were rounded when shown and
+    exported, a negative number got a formula guard in CSV, and names such as "__proto__" read
+    or set Object.prototype."""
+    open_page(page, base_url)
+    parsed = page.evaluate("""() => {
+        const data = parseExact('{"id": 12345678901234567890, "n": [-98765432109876543210, 7], "f": 0.5}');
+        return [String(data.id), exactJSON(data), toJSONL([data]), csvCell(data.n)];
+    }""")
+    assert parsed == ["12345678901234567890", '{"id":12345678901234567890,"n":[-98765432109876543210,7],"f":0.5}',
+                      '{"id":12345678901234567890,"n":[-98765432109876543210,7],"f":0.5}\n',
+                      '"[-98765432109876543210,7]"']
+    row = page.evaluate("() => toCSV([{id: 'a', score: 0.5, spans: [], text: 't', fields: {temp: -5, note: '-x'}}])")
+    assert row.split("\r\n")[1] == "a,0.5,,t,'-x,-5"
+    own = page.evaluate("""() => {
+        const f = withOwn({}, '__proto__', ['a']);
+        return [Object.keys(f), ownValue(f, '__proto__'), ownValue({}, 'constructor') === undefined,
+                Object.keys(withOwn(f, '__proto__', undefined)), JSON.parse(exactJSON(f)).__proto__];
+    }""")
+    assert own == [["__proto__"], ["a"], True, [], ["a"]]
+
+
+def test_the_page_shows_metadata_as_stored_and_facets_on_any_name(browser, tmp_path):
+    """End to end: a 20-digit id shown and exported with all its digits, facets on fields named
+    "constructor" and "__proto__" filter on their own values, and a failed search claims no count."""
+    from indexer.api import NerIndex
+    from indexer.records import Passage
+
+    index = NerIndex.open(tmp_path / "store", create=True)
+    texts = ["Barack Obama met Angela Merkel in Berlin.", "Lewis Hamilton drove for Ferrari in Monza.",
+             "Tony Blair spoke with Jacques Chirac in Paris."]
+    index.index([Passage(id=f"p{i}", text=t, fields={"tweet": 12345678901234567890 + i, "constructor": c, "__proto__": c})
+                 for i, (t, c) in enumerate(zip(texts, ["Ferrari", "McLaren", "Ferrari"]))])
+    try:
+        with ServerThread(create_app(index)) as url:
+            pg = browser.new_page()
+            pg.errors = []  # type: ignore[attr-defined]
+            pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+            open_page(pg, url, "?type=person&threshold=0")
+            pg.wait_for_selector("#results li.hit")
+            assert "tweet: 12345678901234567890" in pg.inner_text("#results li.hit[data-id='p0']")
+            assert '"tweet":12345678901234567890' in pg.evaluate("() => toJSONL(state.hits)")
+            for field in ("constructor", "__proto__"):
+                facet = f"#facets fieldset[data-field='{field}']"
+                assert sorted(pg.eval_on_selector_all(f"{facet} label", "els => els.map(e => e.textContent.trim())")) == [
+                    "Ferrari 2", "McLaren 1"]
+                with pg.expect_request("**/api/v1/search") as request:
+                    pg.check(f"{facet} label:has-text('McLaren') input")
+                assert request.value.post_data_json["filters"] == {field: ["McLaren"]}
+                pg.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 1")
+                with pg.expect_request("**/api/v1/search"):
+                    pg.uncheck(f"{facet} label:has-text('McLaren') input")
+                pg.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 3")
+            open_page(pg, url, '?type=person&filters={"a b":1}')
+            pg.wait_for_selector("#error:not([hidden])")
+            assert pg.inner_text("#summary") == ""
+            assert pg.errors == []
+            pg.close()
+    finally:
+        index.close()
 
 
 def test_screenshot_of_the_page(page, base_url, tmp_path):

@@ -150,6 +150,27 @@ def test_a_query_parameter_the_route_does_not_take_is_a_422_naming_it(client, qu
     assert f"query.{name}: {why}" in message
 
 
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/v1/search?where=topic=science&all=true", {"type": "person"}),
+        ("/api/v1/embed?type=city", {"phrases": ["river"]}),
+        ("/api/search?size=3", {"state": {"searchTerm": "person"}}),
+        ("/api/autocomplete?q=riv", {"state": {"searchTerm": "riv"}}),
+    ],
+)
+def test_a_post_route_refuses_query_parameters(client, path, body):
+    """An audit: POST answered 200, unfiltered, with ``?where=…&all=true`` silently ignored."""
+    assert "unknown parameter (this route takes none)" in error_of(client.post(path, json=body), 422)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_threshold_that_is_not_a_finite_number_says_so(client, value):
+    """An audit: NaN was refused as "should be less than or equal to 1"."""
+    assert "finite number" in error_of(client.get(f"/api/v1/search?type=person&threshold={value}"), 422)
+    assert "finite number" in error_of(client.get(f"/api/v1/search?type=person&passage_weight={value}"), 422)
+
+
 def test_a_repeated_where_is_any_of(client):
     hits = client.get("/api/v1/search?type=person&threshold=0&where=topic=music&where=topic=politics&limit=20").json()["hits"]
     assert {h["fields"]["topic"] for h in hits} == {"music", "politics"}
@@ -249,6 +270,12 @@ def test_api_answers_are_not_stored_and_the_page_is_revalidated(client):
     assert script.status_code == 200 and script.headers["cache-control"] == "no-cache" and "etag" in script.headers
     again = client.get("/static/app.js", headers={"if-none-match": script.headers["etag"]})
     assert again.status_code == 304
+    # the page too (an audit: "/" was sent whole with a matching ETag, and HEAD was a 405)
+    same = client.get("/?type=person", headers={"if-none-match": page.headers["etag"]})
+    assert same.status_code == 304 and same.headers["cache-control"] == "no-cache"
+    head = client.head("/")
+    assert head.status_code == 200 and head.headers["etag"] == page.headers["etag"] and not head.content
+    assert "content-security-policy" in page.headers and "content-security-policy" in same.headers
 
 
 @pytest.mark.parametrize("path, body, key", [

@@ -234,6 +234,15 @@ def test_facet_state_shape_and_sort():
     assert by_value[0]["data"] == [{"value": "a", "count": 1}]
 
 
+def test_facet_sort_by_value_orders_numbers_by_size():
+    """An audit: numbers sorted as text (-5, 1.5, 10, 100, 2, 9), and size 3 dropped 2 and 9."""
+    hits = [hit(i, rank=r) for i, r in enumerate([9, 10, 100, 2, -5, 1.5])]
+    by_value = searchui.facet_state(searchui.FacetSpec("rank", 3, "value"), hits)
+    assert [d["value"] for d in by_value[0]["data"]] == [-5, 1.5, 2]
+    mixed = [hit(0, v="b"), hit(1, v=10), hit(2, v=True), hit(3, v=2)]
+    assert [d["value"] for d in searchui.facet_state(searchui.FacetSpec("v", 9, "value"), mixed)[0]["data"]] == [2, 10, True, "b"]
+
+
 def test_suggest_types_prefers_prefix_then_word_then_substring():
     catalog = ["extinct animal", "animal", "dinosaur", "political party", "mammal", "party leader"]
     assert searchui.suggest_types(catalog, "ani", size=10) == ["animal", "extinct animal"]

@@ -142,7 +142,9 @@ async def health(service: SearchService = Depends(current_service)) -> dict[str,
     return {"status": "ok"}
 
 
-@router.get("/api/v1/info", tags=["service"], responses=ERROR_RESPONSES, dependencies=[Depends(known_params_only)])
+@router.get("/api/v1/info", tags=["service"],
+    responses=ERROR_RESPONSES, dependencies=[Depends(known_params_only)],
+)
 async def info(service: SearchService = Depends(current_service)) -> JSONResponse:
     """The model, the store and its counts, and the request limits of this service."""
     data = await service.call(service.info)
@@ -165,7 +167,10 @@ async def types(
     return {"types": searchui.suggest_types(catalog, q, size=limit), "total": len(catalog)}
 
 
-@router.post("/api/v1/search", response_model=SearchResponse, tags=["search"], responses=ERROR_RESPONSES)
+@router.post(
+    "/api/v1/search", response_model=SearchResponse, tags=["search"], responses=ERROR_RESPONSES,
+    dependencies=[Depends(known_params_only)],
+)
 async def search(body: SearchBody, service: SearchService = Depends(current_service)) -> JSONResponse:
     """Passages that mention an entity of the type, with the matching mentions.
 
@@ -183,8 +188,10 @@ async def search(body: SearchBody, service: SearchService = Depends(current_serv
 async def search_get(
     type: str = Query(..., description="The entity type in plain words."),
     limit: int | None = Query(None, ge=1, description="Hits per response; 10 when left out (or the page size limit, when lower)."),
-    threshold: float | None = Query(None, ge=-1.0, le=1.0),
-    passage_weight: float | None = Query(None, ge=0.0, le=MAX_PASSAGE_WEIGHT, description=PASSAGE_WEIGHT_DESCRIPTION),
+    threshold: float | None = Query(None, ge=-1.0, le=1.0, allow_inf_nan=False),
+    passage_weight: float | None = Query(
+        None, ge=0.0, le=MAX_PASSAGE_WEIGHT, allow_inf_nan=False, description=PASSAGE_WEIGHT_DESCRIPTION
+    ),
     text: str | None = Query(None),
     where: list[str] = Query([], description="field=value metadata filter; repeat a field for any of."),
     all: bool = Query(False),
@@ -202,7 +209,10 @@ async def search_get(
     return JSONResponse(await service.call(service.search, body))
 
 
-@router.post("/api/v1/embed", response_model=EmbedResponse, tags=["vectors"], responses=ERROR_RESPONSES)
+@router.post(
+    "/api/v1/embed", response_model=EmbedResponse, tags=["vectors"], responses=ERROR_RESPONSES,
+    dependencies=[Depends(known_params_only)],
+)
 async def embed(body: EmbedBody, service: SearchService = Depends(current_service)) -> JSONResponse:
     """Type phrases → unit vectors, for kNN from other clients (e.g. Kibana Dev Tools)."""
     phrases = [p.strip() for p in body.phrases]
@@ -227,7 +237,10 @@ async def embed_get(
 # --- Elastic Search UI (ApiProxyConnector) ----------------------------------------------------
 
 
-@router.post("/api/search", tags=["search-ui"], responses=ERROR_RESPONSES)
+@router.post(
+    "/api/search", tags=["search-ui"], responses=ERROR_RESPONSES,
+    dependencies=[Depends(known_params_only)],
+)
 async def searchui_search(body: SearchUIBody, service: SearchService = Depends(current_service)) -> JSONResponse:
     """Answers Search UI's ApiProxyConnector.onSearch with a ResponseState."""
     plan = searchui.parse_search(
@@ -237,7 +250,10 @@ async def searchui_search(body: SearchUIBody, service: SearchService = Depends(c
     return JSONResponse(await service.call(service.searchui_search, plan))
 
 
-@router.post("/api/autocomplete", tags=["search-ui"], responses=ERROR_RESPONSES)
+@router.post(
+    "/api/autocomplete", tags=["search-ui"], responses=ERROR_RESPONSES,
+    dependencies=[Depends(known_params_only)],
+)
 async def searchui_autocomplete(body: SearchUIBody, service: SearchService = Depends(current_service)) -> JSONResponse:
     """Answers ApiProxyConnector.onAutocomplete: type suggestions from the catalog, top hits."""
     plan = searchui.parse_autocomplete(

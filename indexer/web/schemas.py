@@ -73,10 +73,10 @@ class SearchBody(RequestBody):
     type: str = Field(..., description="The entity type in plain words.", examples=["dinosaur"])
     limit: int = Field(10, ge=1, description="Hits per response (the page size when paging); left out: 10, or the page size limit when lower.")
     threshold: float | None = Field(
-        None, ge=-1.0, le=1.0, description="Minimum cosine similarity of a mention; null = the model's calibrated default."
+        None, ge=-1.0, le=1.0, allow_inf_nan=False, description="Minimum cosine similarity of a mention; null = the model's calibrated default."
     )
     passage_weight: float | None = Field(
-        None, ge=0.0, le=MAX_PASSAGE_WEIGHT, description=PASSAGE_WEIGHT_DESCRIPTION
+        None, ge=0.0, le=MAX_PASSAGE_WEIGHT, allow_inf_nan=False, description=PASSAGE_WEIGHT_DESCRIPTION
     )
     filters: dict[str, Scalar | list[Scalar]] = Field(
         default_factory=dict,

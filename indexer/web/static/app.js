@@ -10,7 +10,8 @@ const LOAD_ALL_PAGE = 500;
 const API = "/api/v1";
 
 const state = {
-  pageSize: DEFAULT_PAGE_SIZE, // ?size=N in the URL changes it
+  pageSize: DEFAULT_PAGE_SIZE, // ?size=N in the URL changes it (at most the server's page size limit)
+  sizeAsked: null, // the URL's ?size=N, written back as given (not the server's limit that capped it)
   query: null, // {type, text, threshold (null: the model's for the type), passage_weight (null: the model's), filters}
   thresholdSet: false, // the slider was moved or the URL gave a threshold: send it; else the server chooses
   threshold: null, // the threshold to send once set: the URL's exactly (the slider snaps to 0..1 by 0.01)
@@ -65,7 +66,7 @@ function drawnSpans(hit) {
  *  (=, +, -, @, tab, CR first) get a leading apostrophe. */
 function csvCell(value, { isText = true } = {}) {
   if (value === null || value === undefined) return "";
-  let s = typeof value === "string" ? value : typeof value === "object" ? JSON.stringify(value) : String(value);
+  let s = typeof value === "string" ? value : typeof value === "object" ? exactJSON(value) : String(value);
   if (isText && /^[=+\-@\t\r]/.test(s)) s = "'" + s;
   return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
 }
@@ -85,7 +86,10 @@ function toCSV(hits) {
       csvCell(h.score, { isText: false }),
       csvCell(mentions),
       csvCell(h.text),
-      ...fieldNames.map((f) => csvCell(h.fields ? h.fields[f] : null)),
+      ...fieldNames.map((f) => {
+        const value = h.fields ? ownValue(h.fields, f) : undefined;
+        return csvCell(value, { isText: typeof value === "string" }); // -5 is a number, not a formula
+      }),
     ];
     rows.push(cells.join(","));
   }
@@ -93,7 +97,37 @@ function toCSV(hits) {
 }
 
 function toJSONL(hits) {
-  return hits.map((h) => JSON.stringify(h)).join("\n") + (hits.length ? "\n" : "");
+  return hits.map((h) => exactJSON(h)).join("\n") + (hits.length ? "\n" : "");
+}
+
+/** JSON text parsed with integers beyond a JavaScript number's exact range kept as BigInt: a
+ *  tweet id 12345678901234567890 in a passage's metadata would otherwise be shown and exported as
+ *  ...567000 (an audit). Needs JSON.parse's source text (Chromium 114+, Firefox 135+); without it
+ *  numbers parse as before. */
+function parseExact(text) {
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source)
+      ? BigInt(context.source) : value);
+}
+
+/** JSON.stringify that writes parseExact's BigInts as the digits they hold. */
+function exactJSON(value) {
+  return JSON.stringify(value, (key, v) => (typeof v === "bigint" ? JSON.rawJSON(v.toString()) : v));
+}
+
+/** An object's own property (undefined if it has none): metadata field names such as
+ *  "constructor" or "__proto__" must not read Object.prototype's (an audit: a facet on a field
+ *  named "constructor" showed a function and sent a null filter). */
+function ownValue(object, name) {
+  return Object.hasOwn(object, name) ? object[name] : undefined;
+}
+
+/** A copy of ``object`` with ``name`` set as an own property ("__proto__" included). */
+function withOwn(object, name, value) {
+  const copy = { ...object };
+  if (value === undefined) delete copy[name];
+  else Object.defineProperty(copy, name, { value, enumerable: true, writable: true, configurable: true });
+  return copy;
 }
 
 function slug(s) {
@@ -117,7 +151,7 @@ async function api(path, body) {
   const init = body === undefined ? {} : {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
+    body: exactJSON(body),
   };
   let response;
   try {
@@ -127,7 +161,7 @@ async function api(path, body) {
   }
   let data = null;
   try {
-    data = await response.json();
+    data = parseExact(await response.text());
   } catch (err) {
     /* not JSON */
   }
@@ -189,7 +223,7 @@ function renderHit(hit, rank) {
   if (meta.length) {
     const dl = el("span", { class: "fields" });
     for (const [k, v] of meta) {
-      dl.append(el("span", { class: "field-item" }, el("b", {}, k), ": ", typeof v === "object" ? JSON.stringify(v) : String(v)));
+      dl.append(el("span", { class: "field-item" }, el("b", {}, k), ": ", typeof v === "object" ? exactJSON(v) : String(v)));
     }
     head.append(dl);
   }
@@ -246,8 +280,8 @@ function renderFacets() {
   box.hidden = false;
   box.append(el("h2", {}, "Filter by"));
   for (const name of names) {
-    const selected = asList(filters[name]);
-    const values = [...(state.facets[name] || [])];
+    const selected = asList(ownValue(filters, name));
+    const values = [...(ownValue(state.facets || {}, name) || [])];
     for (const v of selected) if (!values.some((x) => x.value === v)) values.push({ value: v, count: 0 });
     const set = el("fieldset", { class: "facet", dataset: { field: name } }, el("legend", {}, name));
     for (const { value, count } of values) {
@@ -294,7 +328,7 @@ function writeURL(q) {
   if (q.threshold !== null) params.set("threshold", String(q.threshold));
   if (q.passage_weight !== null) params.set("passage_weight", String(q.passage_weight));
   if (Object.keys(q.filters).length) params.set("filters", JSON.stringify(q.filters));
-  if (state.pageSize !== DEFAULT_PAGE_SIZE) params.set("size", String(state.pageSize));
+  if (state.sizeAsked !== null) params.set("size", String(state.sizeAsked));
   history.replaceState(null, "", "?" + params.toString());
 }
 
@@ -327,6 +361,7 @@ async function runSearch(q) {
     state.total = 0;
     state.nextCursor = null;
     renderResults();
+    $("summary").textContent = ""; // the search failed: no claim that nothing matches
     showError(err.message);
   } finally {
     setBusy(false);
@@ -368,12 +403,9 @@ async function loadAll() {
 
 function toggleFilter(field, value, on) {
   // the facets are the shown query's: a type typed in the box but not searched is not theirs
-  const q = { ...state.query, filters: { ...state.query.filters } };
-  const current = asList(q.filters[field]);
+  const current = asList(ownValue(state.query.filters, field));
   const next = on ? [...current.filter((v) => v !== value), value] : current.filter((v) => v !== value);
-  if (next.length) q.filters[field] = next;
-  else delete q.filters[field];
-  runSearch(q);
+  runSearch({ ...state.query, filters: withOwn(state.query.filters, field, next.length ? next : undefined) });
 }
 
 function download(name, type, content) {
@@ -431,7 +463,7 @@ async function start() {
 
   const params = new URLSearchParams(location.search);
   const size = Number(params.get("size"));
-  if (Number.isInteger(size) && size >= 1 && size <= 1000) state.pageSize = size;
+  if (Number.isInteger(size) && size >= 1 && size <= 1000) state.pageSize = state.sizeAsked = size;
   const [info, types] = await Promise.allSettled([api("/info"), api("/types?limit=1000")]);
   if (info.status === "fulfilled") {
     state.info = info.value;
@@ -477,5 +509,5 @@ if (typeof document !== "undefined") {
   document.addEventListener("DOMContentLoaded", start);
 }
 if (typeof module !== "undefined") {
-  module.exports = { segments, drawnSpans, csvCell, toCSV, toJSONL, slug };
+  module.exports = { segments, drawnSpans, csvCell, toCSV, toJSONL, slug, parseExact, exactJSON, ownValue, withOwn };
 }
