@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from indexer.errors import InputError
 from indexer.evaluation.benchmark_io import benchmark_from_conll
 from indexer.evaluation.run import run_eval
 from indexer.evaluation.seen_types import Training, training_from_card
@@ -210,13 +211,28 @@ def test_training_from_card_sources(tmp_path: Path):
     assert isinstance(t, Training)
 
 
+def test_training_files_are_read_with_the_shipped_mapping(tmp_path: Path):
+    """An audit: --mapping (the evaluated files') was applied to --train-data too, and tags it did
+    not know left the Familiarity counts without a word; a training file outside a data set's
+    folder was met with advice (--dataset) that does not apply to it."""
+    wikigold = tmp_path / "wikigold" / "wikigold.conll"
+    wikigold.parent.mkdir()
+    wikigold.write_text("Alice\tB-PER\nat\tO\nAcme\tB-ORG\n", encoding="utf-8")
+    t = training_from_card(ModelCard({"training": {"types": ["person"]}}), train_data=[wikigold])
+    assert t.counts == {"person": 1, "organization": 1}
+    loose = tmp_path / "mine" / "train.conll"
+    loose.parent.mkdir()
+    loose.write_text("Alice\tB-PER\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"train.conll: cannot tell which data set this training file is.*folder named"):
+        training_from_card(ModelCard({}), train_data=[loose])
+
+
 def test_cli_eval_refuses_what_would_give_a_wrong_or_empty_report(toy, tmp_path: Path, monkeypatch):
     """A --store with passages outside the benchmark ranked them among its answers (R-Precision
     0.529 -> 0.434 in an audit, exit 0); no method ran a whole evaluation for an empty report; a
     file that is not a saved result was a traceback, or an empty result with --json."""
     from indexer.cli import cli
     from indexer import encoder as encoder_module
-    from indexer.errors import InputError
 
     data, mapping, enc = toy
     monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
@@ -238,6 +254,25 @@ def test_cli_eval_refuses_what_would_give_a_wrong_or_empty_report(toy, tmp_path:
     for name in ("empty.json", "bad.json"):
         res = runner.invoke(cli, ["eval", str(tmp_path / name), "--from-json", "--json"])
         assert isinstance(res.exception, InputError) and "not a result of nerindex eval" in str(res.exception)
+    # an audit: these were tracebacks, or exit 0 with empty tables
+    (tmp_path / "all-o.conll").write_text("Hello\tO\nworld\tO\n\n", encoding="utf-8")
+    for methods in ("system,dense", "system,span_base,dense,bm25"):
+        res = runner.invoke(cli, ["eval", str(tmp_path / "all-o.conll"), "--mapping", str(mapping), "--methods", methods])
+        assert isinstance(res.exception, InputError) and "no type to score" in str(res.exception)
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text("", encoding="utf-8")
+    (beir / "queries.jsonl").write_text('{"_id": "q1"}\n', encoding="utf-8")
+    (beir / "qrels.tsv").write_text("q1\td1\t1\n", encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(beir)])
+    assert isinstance(res.exception, InputError) and str(res.exception).endswith("corpus.jsonl: no passages")
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "Rex"}\n', encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(beir)])
+    assert isinstance(res.exception, InputError) and "queries.jsonl:1: 'text' must be" in str(res.exception)
+    res = runner.invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--json", "--methods", "system_spans",
+                              "--passage-weight", "0"])
+    assert res.exit_code == 0, res.output
+    assert list(json.loads(res.output)["methods"]) == ["system_spans"]
 
 
 def test_cli_eval_writes_reports_and_calibrates(toy, tmp_path: Path, monkeypatch):
@@ -438,3 +473,42 @@ def test_calibration_chooses_a_second_threshold_for_types_not_trained_on(toy, mo
     again = run_eval(bench, encoder=enc, methods=("system",))
     assert _by_type(again)["dinosaur"]["thresholds"]["system"] == 0.7
     assert "unseen_similarity_threshold" in again["methods"]["system"]["threshold_source"]
+
+
+@pytest.mark.parametrize("train_types", [["nothing"], ["dinosaur"]])
+def test_the_thresholds_calibration_reports_are_the_ones_scored(toy, monkeypatch, train_types):
+    """An audit: with no seen types the unseen threshold was reported as chosen and not applied,
+    and with --train-types the seen one was chosen on one split and applied by another."""
+    data, mapping, enc = toy
+    dino = _unit(E[2] + E[3])
+    monkeypatch.setattr(enc, "embed_types", lambda phrases: np.stack([dino if p == "dinosaur" else TYPES.get(p, E[3]) for p in phrases]))
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    result = run_eval(bench, encoder=enc, methods=("system", "dense"), calibrate_on=("seen",), train_types=train_types)
+    cal = result["calibration"]
+    chosen = {"seen": cal["methods"], "unseen": cal.get("unseen", {}).get("methods", {})}
+    assert chosen["unseen"]
+    for row in result["per_type"]:
+        group = "seen" if row["type"] in train_types else "unseen"
+        for method in ("system", "dense"):
+            assert row["thresholds"][method] == chosen[group][method]["chosen"]["threshold"], (row["type"], method)
+
+
+def test_calibrate_and_threshold_together_are_refused(toy):
+    from indexer.cli import cli
+
+    data, mapping, _ = toy
+    res = CliRunner().invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--calibrate", "--threshold", "0.9"])
+    assert res.exit_code == 2 and "give --threshold or --calibrate, not both" in res.output
+
+
+def test_a_passage_the_store_refuses_stops_the_evaluation(toy):
+    """An audit: a refused passage (a NUL in a BEIR corpus) was left out of the system's ranking
+    only, while the baselines ranked it; exit 0, one count in the JSON."""
+    from indexer.errors import InputError
+
+    data, mapping, enc = toy
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    first = bench.corpus[0]
+    bench.corpus[0] = dataclasses.replace(first, text=first.text[:3] + "\x00" + first.text[4:])
+    with pytest.raises(InputError, match=r"the store refused 1 of the benchmark's passages.*NUL"):
+        run_eval(bench, encoder=enc, methods=("system", "dense"))

@@ -747,6 +747,15 @@ def test_conll_invalid_utf8_names_its_own_line(tmp_path, before):
     assert "invalid UTF-8" in err.reason
 
 
+def test_conll_nul_is_refused_naming_its_line(tmp_path):
+    """An audit: a NUL in a token reached the store, which refused the sentence, and nerindex eval
+    ranked it for the baselines only, exit 0."""
+    f = write(tmp_path / "a.conll", b"EU\tB-ORG\n\nBar\x00ack\tB-PER\n")
+    err = error_of(f)
+    assert (err.path, err.line) == (str(f), 3)
+    assert "a NUL character (U+0000) at character 4" in err.reason
+
+
 def test_conll_lines_still_split_at_cr_and_crlf_with_a_bom(tmp_path):
     f = write(tmp_path / "a.conll", b"\xef\xbb\xbfEU\tB-ORG\rrejects\tO\r\rBonn\tB-LOC\r\nis\tO\r\n")
     assert [(s.tokens, s.line) for s in iter_sentences(f)] == [(("EU", "rejects"), 1), (("Bonn", "is"), 4)]

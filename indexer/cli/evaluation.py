@@ -71,8 +71,10 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False),
               help="Tag → query phrase file (JSON or TOML; flat, or sectioned by data set). Tags scored apart as "
               "coarse go in a \"_coarse\" list (default: CrossNER's, for a file in crossner/ or crossner/<domain>/). "
-              "Default: the shipped mapping for the sets in shared/data.")
-@click.option("--dataset", help="Section of the mapping to use (default: from the file's folder names).")
+              "Default: the shipped mapping for the sets in shared/data. For the evaluated files only: --train-data "
+              "is read with the shipped mapping, as nerindex train reads it.")
+@click.option("--dataset", help="Section of the mapping to use for the evaluated files (default: from the file's "
+              "folder names).")
 @click.option("--name", help="Name of the benchmark in reports.")
 @click.option("--export-benchmark", "export_dir", type=click.Path(file_okay=False),
               help="Write the benchmark as a BEIR-style folder (corpus.jsonl, queries.jsonl, qrels.tsv) and stop.")
@@ -150,13 +152,19 @@ def eval_command(
             raise click.BadParameter("--from-json renders one saved result: give one file", param_hint="DATA")
         _rerender(data[0], model_dir, calibrate, write_model, out_dir, stem, no_charts, as_json)
         return
+    if calibrate and threshold is not None:  # an audit: --threshold was dropped without a word
+        raise click.BadParameter("--calibrate chooses the thresholds; give --threshold or --calibrate, not both",
+                                 param_hint="--threshold")
     bench = _load_benchmark(data, mapping, dataset, name)
+    if not bench.scored_queries():  # an audit: a traceback, or exit 0 with empty tables
+        raise InputError("no type to score: no passage holds a mention of a tag that maps to a query phrase "
+                         "(every tag O, or mapped to null)", path=", ".join(data))
     if export_dir:
         _export(bench, export_dir)
         return
     result, model_path = _evaluate(
         bench, data, _methods(methods), model_dir=model_dir, store_dir=store_dir, device=device,
-        threshold=threshold, train_types=train_types, train_data=train_data, mapping=mapping,
+        threshold=threshold, train_types=train_types, train_data=train_data,
         calibrate=calibrate, batch_size=batch_size, passage_weight=passage_weight,
         feedback=Feedback(feedback_weight, feedback_top), write_calibration=calibrate and write_model,
     )  # fmt: skip
@@ -209,7 +217,7 @@ def _methods(value: str) -> list[str]:
 
 def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: str | None, store_dir: str | None,
               device: str | None, threshold: float | None, train_types: str | None, train_data: tuple[str, ...],
-              mapping: str | None, calibrate: bool, batch_size: int, passage_weight: float | None,
+              calibrate: bool, batch_size: int, passage_weight: float | None,
               feedback: Feedback, write_calibration: bool = False) -> tuple[dict, Path]:  # fmt: skip
     """Run the evaluation with the model of --model (or the settings'); (result, model folder)."""
     from ..config import resolve
@@ -225,7 +233,7 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     result = run_eval(
         bench, encoder=encoder, store_dir=store_dir, methods=methods, threshold=threshold,
         train_types=_train_types(train_types), train_data=train_data, data_roots=_data_roots(data),
-        mapping_file=mapping, calibrate_on=("seen",) if calibrate else None, batch_size=batch_size,
+        calibrate_on=("seen",) if calibrate else None, batch_size=batch_size,
         passage_weight=passage_weight, feedback=feedback,
     )  # fmt: skip
     return result, encoder.info.path
@@ -266,7 +274,8 @@ def _store_calibration(result: dict, model_path: Path) -> None:
     record = calibration_record(result, date=_dt.date.today().isoformat())
     path = write_calibration(model_path, chosen, record, unseen_threshold=other)
     result["calibration"]["written"] = str(path)
-    also = f", unseen_similarity_threshold={other}" if other is not None else " (no unseen types: one threshold)"
+    also = (f", unseen_similarity_threshold={other}" if other is not None
+            else " (no unseen types to calibrate on: the model's unseen_similarity_threshold is kept)")
     click.echo(f"stored similarity_threshold={chosen}{also} in {path}", err=True)
 
 

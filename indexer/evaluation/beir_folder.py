@@ -114,9 +114,14 @@ def import_benchmark(folder: str | Path) -> Benchmark:
     """Read a BEIR-style folder (this module's layout; ``entities`` optional) into a benchmark."""
     root = Path(folder)
     corpus, mapping = _read_corpus(root / "corpus.jsonl")
+    if not corpus:
+        raise InputError("no passages", path=str(root / "corpus.jsonl"))
     queries = []
-    for _, q in _jsonl(root / "queries.jsonl"):
+    for lineno, q in _jsonl(root / "queries.jsonl"):
         query = str(q["_id"])
+        if not isinstance(q.get("text"), str) or not q["text"].strip():  # a KeyError before (an audit)
+            raise InputError("'text' must be the query's phrase (a non-empty string)", path=str(root / "queries.jsonl"),
+                             line=lineno)
         meta = q.get("metadata") if isinstance(q.get("metadata"), dict) else {}
         labels = tuple(str(x) for x in meta.get("labels", ()))
         queries.append(Query(query, str(q["text"]), labels, coarse=bool(meta.get("coarse", False))))

@@ -3,7 +3,8 @@
 Corpus = the sentences of the labelled files; one query per readable type phrase; a passage is
 relevant to a query when it holds at least one gold mention of a tag mapped to that phrase (NER
 Retriever's protocol). Tags mapped to no phrase (``misc``) make no query; their mentions stay
-entities. Files of several data sets are merged with each type judged only on the files that tag
+entities. The files of one data set in one folder are one collection (:func:`one_collection`);
+collections of several data sets are merged with each type judged only on the collections that tag
 it (:func:`merge_benchmarks`).
 """
 
@@ -229,12 +230,12 @@ def merge_benchmarks(parts: Sequence[Benchmark], *, name: str) -> Benchmark:
     """One benchmark over the union of several corpora; queries with the same phrase are merged.
 
     A query is judged only on the corpora of the parts whose gold has its tags (``Benchmark.judged``):
-    files of data sets with different tags do not say whether their passages mention the other
-    sets' types, so counting those passages as not relevant would be a guess (WNUT-17's tweets were
-    "not relevant" to "organization", MultiCoNER's sentences to "corporation"). The tags a file
-    uses, not its data set's mapping, decide: CrossNER's one mapping covers five domains, and
-    politics has no "book" tag (a book there is ``misc``). A query coarse in one part is coarse
-    (its judgements are incomplete there, so they are incomplete merged).
+    collections of data sets with different tags do not say whether their passages mention the
+    other sets' types, so counting those passages as not relevant would be a guess (WNUT-17's tweets
+    were "not relevant" to "organization", MultiCoNER's sentences to "corporation"). The tags a
+    part (a collection) uses, not its data set's mapping, decide: CrossNER's one mapping covers
+    five domains, and politics has no "book" tag (a book there is ``misc``). A query coarse in one
+    part is coarse (its judgements are incomplete there, so they are incomplete merged).
     """
     corpus: list[Passage] = []
     seen_ids: set[str] = set()
@@ -284,24 +285,39 @@ def benchmark_from_conll(
         raise InputError("no data files given")
     data = read_mapping_file(mapping_file or PHRASES_FILE)
     source = str(mapping_file or PHRASES_FILE)
-    parts = []
+    collections: dict[tuple[str | None, Path], list[Benchmark]] = {}
     for path in paths:
         mapping, coarse, section = resolve_mapping(data, path, dataset=dataset, source=source)
         passages = list(read_conll(path))
         if not passages:
             raise InputError("no sentences found", path=str(path))
         label = _label(path, section)
-        parts.append(
+        collections.setdefault((section, Path(path).resolve().parent), []).append(
             build_benchmark(
                 passages, mapping, name=label, coarse_tags=coarse, sources=[str(path)], source=str(path)
             )
         )
+    parts = [one_collection(files) for files in collections.values()]
     if len(parts) == 1:
         bench = parts[0]
         if name:
             bench.name = name
         return bench
     return merge_benchmarks(parts, name=name or "+".join(p.name for p in parts))
+
+
+def one_collection(files: Sequence[Benchmark]) -> Benchmark:
+    """The files of one collection (one data set's files in one folder: ``dev.txt`` and
+    ``test.txt``, or a corpus kept one file per document) as one benchmark that judges every type
+    on all of them: they share one tag set, so a file with no mention of a type says that its
+    passages mention none. Judged file by file, a type lost the non-relevant passages of the files
+    without its mentions, and 12 files of one set scored R-Precision 0.664 where the same
+    sentences in one file scored 0.533 (an audit)."""
+    if len(files) == 1:
+        return files[0]
+    merged = merge_benchmarks(files, name="+".join(f.name for f in files))
+    merged.judged = {}
+    return merged
 
 
 def _label(path: str | Path, section: str | None) -> str:

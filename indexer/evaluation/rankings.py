@@ -148,6 +148,22 @@ def _encode_corpus(encoder: Any, corpus: Sequence[Passage], batch_size: int) -> 
     return encoder.encode(corpus, batch_size=batch_size, with_base=True, progress=progress)
 
 
+def _index_benchmark(
+    corpus: Sequence[Passage], encoder: Any, encoded: Sequence[EncodedPassage], store: Any, stats: dict[str, Any]
+) -> None:
+    """Store the encoded corpus; every passage or none: one the store refuses would be ranked by
+    the baselines and not by the system (an audit: exit 0, one count in the JSON)."""
+    from ..pipeline import index_passages
+
+    t0 = time.perf_counter()
+    report = index_passages(corpus, _EncodedOnce(encoder, {e.passage.id: e for e in encoded}), store)
+    stats["index_seconds"] = round(time.perf_counter() - t0, 2)
+    stats["index"] = {k: v for k, v in report.to_dict().items() if k != "errors"}
+    if report.failed:
+        raise InputError(f"the store refused {report.failed} of the benchmark's passages, so the methods "
+                         f"would not rank the same corpus; first: {report.errors[0]}")
+
+
 def _system_rankings(
     bench: Benchmark,
     encoder: Any,
@@ -163,7 +179,6 @@ def _system_rankings(
     timings, the index report, λ and the feedback used go into ``stats``."""
     from ..api import NerIndex
     from ..feedback import Feedback
-    from ..pipeline import index_passages
 
     corpus, queries = bench.corpus, bench.scored_queries()
     rankings: Rankings = {}
@@ -171,10 +186,7 @@ def _system_rankings(
         folder = Path(store_dir) if store_dir else Path(tmp) / "store"
         store = _benchmark_store(folder, corpus)  # always embedded: a folder of its own
         try:
-            t0 = time.perf_counter()
-            report = index_passages(corpus, _EncodedOnce(encoder, {e.passage.id: e for e in encoded}), store)
-            stats["index_seconds"] = round(time.perf_counter() - t0, 2)
-            stats["index"] = {k: v for k, v in report.to_dict().items() if k != "errors"}
+            _index_benchmark(corpus, encoder, encoded, store, stats)
             ix = NerIndex(encoder, store, description=str(folder))
             t0 = time.perf_counter()
 
@@ -195,7 +207,10 @@ def _system_rankings(
             if "system" in methods:
                 rankings["system"] = ranked(passage_weight)
                 stats["search_seconds_per_query"] = round((time.perf_counter() - t0) / per_query, 4)
-            if (stats["passage_weight"] or stats.get("unseen_passage_weight")) and "system_spans" in methods:
+            # with λ 0 the system ranks by spans alone: the same ranking, left out, unless it is the one asked
+            # for (an audit: --methods system_spans --passage-weight 0 had nothing to report, a traceback)
+            spans_differ = stats["passage_weight"] or stats.get("unseen_passage_weight") or "system" not in methods
+            if spans_differ and "system_spans" in methods:
                 rankings["system_spans"] = ranked(0.0)
             if "system_prf" in methods:
                 fb = feedback if feedback is not None else Feedback()

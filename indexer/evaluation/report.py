@@ -160,7 +160,7 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
     parts += notes
     cal = result.get("calibration")
     for section, kind in ((cal, "seen"), ((cal or {}).get("unseen"), "unseen")):
-        if section:
+        if section and section["methods"]:  # no types of the kind: no table (an audit: "on 0 seen types")
             parts += ["", f"Calibration on {len(section['types'])} {kind} types:", ""]
             rows = []
             for key, c in section["methods"].items():

@@ -43,7 +43,6 @@ def run_eval(
     train_types: Sequence[str] | None = None,
     train_data: Sequence[str | Path] = (),
     data_roots: Sequence[str | Path] = (),
-    mapping_file: str | Path | None = None,
     calibrate_on: Sequence[str] | None = None,
     batch_size: int = 32,
     encoder: Any = None,
@@ -60,9 +59,7 @@ def run_eval(
     if encoder is None:
         encoder = OnnxEncoder.from_dir(model_dir, device=device)
     info = encoder.info
-    training = training_from_card(
-        info.card, train_types=train_types, train_data=train_data, data_roots=data_roots, mapping_file=mapping_file
-    )
+    training = training_from_card(info.card, train_types=train_types, train_data=train_data, data_roots=data_roots)
     rankings, stats = compute_rankings(
         bench, encoder, store_dir=store_dir, methods=methods, batch_size=batch_size, passage_weight=passage_weight,
         feedback=feedback,
@@ -90,14 +87,31 @@ def _calibrate(bench: Benchmark, rankings: Rankings, training: Training, groups:
         unseen = calibrate_methods(bench, rankings, training, groups=("unseen",))
         if unseen["methods"]:
             calibration["unseen"] = unseen
-    for key, chosen in calibration["methods"].items():
-        thresholds[key] = chosen["chosen"]["threshold"]
-        source[key] = f"calibrated in this run on the {'/'.join(groups)} types"
-        other = calibration.get("unseen", {}).get("methods", {}).get(key)
-        if other:  # baselines get two as well: their set figures are not handicapped by the system's rule
-            thresholds[key] = PhraseThresholds(thresholds[key], other["chosen"]["threshold"], info.is_trained_phrase)
-            source[key] += " (trained-on phrases) and on the unseen types (other phrases)"
+    seen = calibration["methods"]
+    others = calibration.get("unseen", {}).get("methods", {})
+    # every threshold chosen is the one scored (an audit: with no seen types the unseen one was
+    # reported as chosen and not applied, and a phrase outside both groups got the seen one)
+    for key in dict.fromkeys([*seen, *others]):
+        trained, other = _two_thresholds(thresholds.get(key))
+        where = []
+        if key in seen:
+            trained = seen[key]["chosen"]["threshold"]
+            where.append(f"on the {'/'.join(groups)} types (trained-on phrases)")
+        if key in others:  # baselines get two as well: their set figures are not handicapped by the system's rule
+            other = others[key]["chosen"]["threshold"]
+            where.append("on the unseen types (other phrases)")
+        if trained is None or other is None:  # a method with no threshold before: one for every phrase
+            trained = other = trained if other is None else other
+        thresholds[key] = PhraseThresholds(trained, other, training.is_trained)
+        source[key] = "calibrated in this run " + " and ".join(where)
     return calibration
+
+
+def _two_thresholds(threshold: Threshold) -> tuple[float | None, float | None]:
+    """(trained-on phrases', other phrases') of a method's threshold before calibration."""
+    if isinstance(threshold, PhraseThresholds):
+        return threshold.trained, threshold.other
+    return threshold, threshold
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Iterable, Literal, Sequence
 
 from ..model_card import ModelCard
 from ..model_folder import normal_phrase
-from .benchmark_io import Query, read_mapping_file, resolve_mapping
+from ..errors import InputError
+from .benchmark_io import Query, detect_dataset, read_mapping_file, resolve_mapping
 
 Group = Literal["seen", "unseen", "coarse"]
 GROUPS: tuple[str, ...] = ("seen", "unseen", "coarse")
@@ -28,36 +29,43 @@ class Training:
     counts_source: str = "none"
     source: str = "model.json"
 
+    def is_trained(self, phrase: str) -> bool:
+        """Whether ``phrase`` is a seen type, as :meth:`ModelInfo.is_trained_phrase` compares (case
+        and spacing aside), so a type is grouped with the threshold and λ it is searched with."""
+        return normal_phrase(phrase) in {normal_phrase(t) for t in self.types}
+
 
 def group_of(query: Query, training: Training) -> Group:
-    """coarse (scored apart, see COARSE_TAGS) · seen (phrase trained on) · unseen.
-
-    Phrases compare as :meth:`ModelInfo.is_trained_phrase` compares them (case and spacing
-    aside), so a type is grouped with the threshold and λ it is searched with."""
+    """coarse (scored apart, see COARSE_TAGS) · seen (phrase trained on) · unseen."""
     if query.coarse:
         return "coarse"
-    return "seen" if normal_phrase(query.text) in {normal_phrase(t) for t in training.types} else "unseen"
+    return "seen" if training.is_trained(query.text) else "unseen"
 
 
-def count_training_mentions(
-    paths: Sequence[str | Path],
-    *,
-    mapping_file: str | Path | None = None,
-    held_out: Iterable[str] = (),
-) -> dict[str, int]:
+def count_training_mentions(paths: Sequence[str | Path], *, held_out: Iterable[str] = ()) -> dict[str, int]:
     """Mentions per query phrase in training files, skipping sentences with a held-out type.
 
     Mirrors how the shipped model was trained (sentences holding a held-out type were dropped), so
-    Familiarity weights each training type by how often the model actually saw it.
+    Familiarity weights each training type by how often the model actually saw it. Tags are read
+    with the shipped mapping, as ``nerindex train`` reads them, whatever ``--mapping`` says of the
+    evaluated files (an audit: a flat --mapping dropped Wikigold's PER/ORG/LOC from the counts, and
+    "organization"'s Familiarity fell from 0.995 to 0.251).
     """
     from ..conll import read_conll
     from .benchmark_io import PHRASES_FILE
 
-    data = read_mapping_file(mapping_file or PHRASES_FILE)
+    data = read_mapping_file(PHRASES_FILE)
+    sections = [k for k, v in data.items() if isinstance(v, dict) and not k.startswith("_")]
     held = set(held_out)
     counts: dict[str, int] = {}
     for path in paths:
-        mapping, _, _ = resolve_mapping(data, path, source=str(mapping_file or PHRASES_FILE))
+        if detect_dataset(path, sections) is None:  # --dataset and --mapping are the evaluated files'
+            raise InputError(
+                "cannot tell which data set this training file is: training data is read by its "
+                f"folder names, as nerindex train reads it (a folder named one of {', '.join(sections)})",
+                path=str(path),
+            )
+        mapping, _, _ = resolve_mapping(data, path, source=str(PHRASES_FILE))
         for p in read_conll(path):
             phrases = [mapping.get(g.label) for g in p.gold]
             if any(ph in held or g.label in held for ph, g in zip(phrases, p.gold)):
@@ -74,7 +82,6 @@ def training_from_card(
     train_types: Sequence[str] | None = None,
     train_data: Sequence[str | Path] = (),
     data_roots: Sequence[str | Path] = (),
-    mapping_file: str | Path | None = None,
 ) -> Training:
     """Seen types and their counts from ``model.json`` (``training``), or the user's overrides.
 
@@ -89,7 +96,7 @@ def training_from_card(
     else:
         types, source = set(rec.types), "model.json training.types"
     if train_data:
-        counts = count_training_mentions(train_data, mapping_file=mapping_file, held_out=held)
+        counts = count_training_mentions(train_data, held_out=held)
         return Training(types or set(counts), held, counts, "mentions counted in --train-data files", source)
     if rec.type_counts is not None:
         counts = rec.type_counts
@@ -106,6 +113,6 @@ def training_from_card(
         if found is not None:
             files.append(found)
     if files:
-        counts = count_training_mentions(files, mapping_file=mapping_file, held_out=held)
+        counts = count_training_mentions(files, held_out=held)
         return Training(types or set(counts), held, counts, "mentions counted in training.data files", source)
     return Training(types, held, {t: 1 for t in types}, "unweighted (no training counts available)", source)
