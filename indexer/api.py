@@ -151,11 +151,9 @@ class NerIndex:
         elif not create and settings.es_url:
             # as the embedded store refuses a folder without a store: a mistyped --es-index (or one
             # nerindex never wrote) read as "no matches" and "0 passages" (found by an audit)
+            why = backend.no_passages()
             backend.close()
-            raise StoreError(
-                f"{settings.store_description()}: no index or alias written by nerindex there "
-                f"(run 'nerindex index --es-index {settings.es_index}' first)"
-            )
+            raise StoreError(f"{settings.store_description()}: {why}")
         return cls(encoder, backend, description=settings.store_description())
 
     # ------------------------------------------------------------------ indexing
@@ -316,11 +314,14 @@ class NerIndex:
         return self.store.version()
 
     def check_usable(self) -> None:
-        """Raise StoreError when this handle's store can no longer be used: an embedded store whose
-        store.sqlite was replaced or removed (a stat, no query). Elasticsearch: nothing to check here."""
+        """Raise when this handle's store can no longer be searched: an embedded store whose
+        store.sqlite was replaced or removed (a stat, no query); a store now holding another
+        model's vectors (ModelMismatchError: an alias moved by ``es reindex --model``, after which
+        health said ok while every search was a 409; an audit)."""
         check = getattr(self.store, "check_file", None)
         if check is not None:
             check()
+        self._check_store_model()
 
     def info(self) -> dict[str, Any]:
         """The model this handle embeds with and the store, with the model the store was written

@@ -170,7 +170,16 @@ def test_kibana_import_without_url_is_one_clear_error(monkeypatch, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["es", "status", "--es-url", "127.0.0.1:9230"], "error: Elasticsearch URL '127.0.0.1:9230' needs its scheme"),
     (["info", "--es-url", "http://ok:9200,user:pw@other:9200"], "error: Elasticsearch URL 'other:9200' needs its scheme"),
-    (["kibana", "import", "--kibana-url", "notaurl"], "error: Kibana URL 'notaurl' is not an http:// or https:// URL"),
+    (["kibana", "import", "--kibana-url", "notaurl"], "error: Kibana URL 'notaurl' needs its scheme"),
+    # an audit: tracebacks (ValueError: Could not parse URL; http.client.InvalidURL)
+    (["search", "x", "--es-url", "http://localhost:92OO"], "error: Elasticsearch URL 'http://localhost:92OO' cannot be read"),
+    (["search", "x", "--es-url", "http://localhost:99999"], "error: Elasticsearch URL 'http://localhost:99999' cannot be read"),
+    (["search", "x", "--es-url", "http://"], "error: Elasticsearch URL 'http://' has no host"),
+    (["search", "x", "--es-url", "http://local host:9200"], "error: Elasticsearch URL 'http://local host:9200' holds a space"),
+    (["search", "x", "--es-url", "ftp://h:9260"], "error: Elasticsearch URL 'ftp://h:9260' is not http:// or https:// (ftp://)"),
+    (["kibana", "import", "--kibana-url", "http://localhost:56O1"], "error: Kibana URL 'http://localhost:56O1' cannot be read"),
+    (["kibana", "import", "--kibana-url", "http://k:5601", "--space", "team a"], "error: --space 'team a' is not a Kibana space id"),
+    (["kibana", "import", "--kibana-url", "http://k:5601", "--space", "a?b#c"], "error: --space 'a?b#c' is not a Kibana space id"),
 ])
 def test_a_url_without_its_scheme_is_one_clear_error(capsys, argv, message):
     # the Elasticsearch client and urllib raised ValueErrors: a traceback (audit7); no password shown
@@ -204,3 +213,12 @@ def test_es_commands_pass_insecure_to_the_store(stub):
     assert result.exit_code == 0, result.output
     settings = stub[0].settings
     assert settings.es_url == "https://x:9200" and not settings.es_verify_certs and settings.es_api_key == "key"
+
+
+def test_ca_certificates_with_an_http_url_are_left_unused_with_a_warning(caplog):
+    """An audit: NERINDEX_ES_CA_CERTS exported for another cluster made every command against a
+    local http:// node a traceback (TLS options require scheme to be 'https')."""
+    from indexer.stores.elasticsearch.client import ConnectionOptions, make_client
+
+    make_client(ConnectionOptions("http://127.0.0.1:9", ca_certs="/nowhere/ca.pem")).close()
+    assert "are not used: http://127.0.0.1:9 is not https" in caplog.text

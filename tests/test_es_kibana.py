@@ -140,6 +140,21 @@ def test_import_posts_the_objects_and_reports():
     assert b'"title":"corpus"' in seen["body"] and b'spans:{ labels:' in seen["body"]
 
 
+@pytest.mark.parametrize("body", [b"<html>Sign in</html>", b"[1, 2]", b"\xff\xfe"])
+def test_an_answer_that_is_not_the_import_apis_is_one_line(body):
+    """An audit: a proxy's or login page's 200 was a JSONDecodeError traceback, a JSON list an AttributeError."""
+    with pytest.raises(StoreError, match="is not Kibana's import API's .* is --kibana-url Kibana's URL"):
+        kibana.import_saved_objects("http://kibana:5601", urlopen=lambda request, timeout: FakeResponse(body))
+
+
+def test_a_timeout_names_kibana():
+    def slow(request, timeout):
+        raise TimeoutError("timed out")
+
+    with pytest.raises(StoreError, match="Kibana at http://kibana:5601 did not answer the import: timed out"):
+        kibana.import_saved_objects("http://kibana:5601", urlopen=slow)
+
+
 def test_import_errors_are_reported_not_swallowed():
     def conflict(request, timeout):
         return FakeResponse((RESPONSES / "kibana_import_conflict.json").read_bytes())

@@ -610,11 +610,15 @@ def test_searching_an_index_nerindex_never_wrote_is_refused(capsys, make_live_st
     store = make_live_store()  # nothing created yet
     if made_by_hand:
         store.client.indices.create(index=store.alias)
-    for command in (["search", "dinosaur"], ["info"]):
+    # an audit: the advice for an index made by hand was "run 'nerindex index'", which refuses it;
+    # and add-types made "<alias>-types" beside any name
+    expected = "was not created by nerindex" if made_by_hand else "no index or alias"
+    for command in (["search", "dinosaur"], ["info"], ["es", "add-types", "sea creature"]):
         with pytest.raises(SystemExit) as exc:
             main([*command, "--es-url", ES_URL, "--es-index", store.alias])
         err = capsys.readouterr().err
-        assert exc.value.code == 5 and "no index or alias written by nerindex" in err, err
+        assert exc.value.code == 5 and expected in err and "check --es-index" in err, err
+    assert not store.client.indices.exists(index=f"{store.alias}-types")
 
 
 def test_types_index_takes_phrases_for_a_catalog_store_and_is_not_taken_for_passages(tmp_path, capsys, make_live_store):
@@ -987,11 +991,14 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
 
     ix = NerIndex(Encoder(), loaded)
     assert [h.id for h in ix.search("dinosaur")] == ["p1", "p2", "p3"]
+    ix.check_usable()
     mover = open_elasticsearch(resolve(es_index=loaded.alias))
     try:
         reindex(mover, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3)
     finally:
         mover.close()
+    with pytest.raises(ModelMismatchError):
+        ix.check_usable()  # the service's health (an audit: "ok" while every search was a 409)
     with pytest.raises(ModelMismatchError):
         ix.search("dinosaur")
 

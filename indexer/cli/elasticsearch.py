@@ -144,12 +144,17 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
 
     if not phrases and not with_catalog:
         raise click.UsageError("give type phrases, or --catalog to store the model's catalog")
-    wanted = [phrase for phrase, _ in unique_phrases(phrases)]  # checks them before loading the model
+    from ..api import check_phrase
+
+    # checked as a search checks them (an audit: a 300-character phrase was stored, and refused by search)
+    wanted = [phrase for phrase, _ in unique_phrases(check_phrase(p) for p in phrases)]  # before loading the model
     settings = with_overrides(settings, model=model_path, device=device)
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     stamp = encoder.info.stamp
     with open_elasticsearch(settings) as store:
         passages = store.model()
+        if passages is None:  # an audit: a misspelt --es-index made "<typo>-types" without a word
+            raise StoreError(f"{store.no_passages()} (a types index belongs to a passages index)")
         # type vectors need the passages' vector space (a query embeds like this), not their detection
         # or labels: an index written with 'index --catalog' takes type phrases like any other
         conflict = None if passages is None else check_stamp(passages, stamp, writing=False).conflict

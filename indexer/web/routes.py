@@ -137,8 +137,9 @@ async def known_params_only(request: Request) -> None:
 )
 async def health(service: SearchService = Depends(current_service)) -> dict[str, str]:
     """Liveness: the service is up and its index usable (503 once its store.sqlite was replaced or
-    removed, which needs a restart: a review found health saying ok while every search failed)."""
-    service.index.check_usable()
+    removed, which needs a restart: a review found health saying ok while every search failed; 409
+    once the store holds another model's vectors, after ``es reindex --model``)."""
+    await service.call(service.index.check_usable)
     return {"status": "ok"}
 
 

@@ -7,6 +7,7 @@ The 8.x client is used on purpose: it talks to 8.x and 9.x servers (a 9.x client
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -37,9 +38,9 @@ class ConnectionOptions:
         if not hosts:
             raise StoreError("no Elasticsearch URL given (--es-url or NERINDEX_ES_URL)")
         for host in hosts:  # the client raised a ValueError, a traceback at the command line
-            if not is_http_url(host):
-                shown = without_credentials(host)
-                raise StoreError(f"Elasticsearch URL {shown!r} needs its scheme: http://{shown} or https://{shown}")
+            problem = url_problem(host)
+            if problem is not None:
+                raise StoreError(f"Elasticsearch URL {without_credentials(host)!r} {problem} (--es-url, NERINDEX_ES_URL)")
         return hosts
 
     def redacted_url(self) -> str:
@@ -53,11 +54,26 @@ class ConnectionOptions:
         return ",".join(shown)
 
 
-def is_http_url(url: str) -> bool:
-    """Whether ``url`` starts with ``http://`` or ``https://``, the only URLs the Elasticsearch
-    client and Kibana's import take (others raised ValueErrors: tracebacks at the command line)."""
-    scheme, sep, _ = url.partition("://")
-    return bool(sep) and scheme.lower() in ("http", "https")
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no ``http://`` or ``https://`` URL with a host and a numeric port, or None:
+    the Elasticsearch client and Kibana's import raised ValueErrors on such URLs (tracebacks at
+    the command line: ``:92OO``, ``:99999``, a space in the host; an audit)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        shown = without_credentials(url)
+        return f"needs its scheme: http://{shown} or https://{shown}"
+    if scheme.lower() not in ("http", "https"):
+        return f"is not http:// or https:// ({scheme}://)"
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        return "holds a space or a control character"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        return f"cannot be read: {exc}"
+    if not parts.hostname:
+        return "has no host"
+    return None
 
 
 def without_credentials(url: str) -> str:
@@ -81,8 +97,11 @@ def make_client(options: ConnectionOptions) -> Elasticsearch:
             log.info("both an API key and a user are configured; using the API key")
     elif options.basic_auth:
         kwargs["basic_auth"] = tuple(options.basic_auth)
-    if options.ca_certs:
+    if options.ca_certs and all(h.lower().startswith("https:") for h in options.hosts()):
         kwargs["ca_certs"] = options.ca_certs
+    elif options.ca_certs:  # the client raised "TLS options require scheme to be 'https'" (an audit)
+        log.warning("the CA certificates (--es-ca-certs, NERINDEX_ES_CA_CERTS) are not used: %s is not https",
+                    options.redacted_url())
     if not options.verify_certs:
         kwargs["verify_certs"] = False
         kwargs["ssl_show_warn"] = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -21,9 +22,10 @@ from typing import Any, Callable, Mapping
 from ...assets import kibana_objects
 from ...config import DEFAULT_ES_INDEX
 from ...errors import StoreError
-from .client import is_http_url, without_credentials
+from .client import url_problem, without_credentials
 
 DATA_VIEW_ID = "nerindex-passages"
+SPACE_ID = re.compile(r"[a-z0-9_-]+")  # what Kibana takes as a space id
 
 
 def parse_ndjson(text: str) -> list[dict[str, Any]]:
@@ -83,9 +85,12 @@ def multipart_file(content: bytes, *, filename: str = "nerindex.ndjson", boundar
 
 def import_url(kibana_url: str, *, space: str | None = None, overwrite: bool = True) -> str:
     """The import endpoint, in a Kibana space when one is named."""
-    if not is_http_url(kibana_url) or not kibana_url.partition("://")[2].strip("/"):
-        shown = without_credentials(kibana_url)
-        raise StoreError(f"Kibana URL {shown!r} is not an http:// or https:// URL (--kibana-url, NERINDEX_KIBANA_URL)")
+    problem = url_problem(kibana_url)
+    if problem is not None:
+        raise StoreError(f"Kibana URL {without_credentials(kibana_url)!r} {problem} (--kibana-url, NERINDEX_KIBANA_URL)")
+    if space is not None and not SPACE_ID.fullmatch(space):  # "team a" raised, "a?b#c" posted to /s/a?b
+        raise StoreError(f"--space {space!r} is not a Kibana space id (lowercase letters, digits, '_' and '-'; "
+                         "the id, not the space's name)")
     base = kibana_url.rstrip("/")
     if space and space != "default":
         base += f"/s/{space}"
@@ -144,6 +149,19 @@ def describe_errors(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
+def _json_object(body: bytes, kibana_url: str) -> dict[str, Any]:
+    """The import API's JSON answer; anything else (a proxy's or a login page's HTML, answered 200)
+    is one line naming Kibana (an audit: a JSONDecodeError traceback)."""
+    try:
+        answer = json.loads(body.decode("utf-8") or "{}")
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise StoreError(f"the answer from {kibana_url} is not Kibana's import API's (not a JSON object: "
+                         f"{body[:80].decode('utf-8', 'replace')!r}); is --kibana-url Kibana's URL?")
+    return answer
+
+
 def _ssl_context(ca_certs: str | None, verify_certs: bool) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_certs)
     if not verify_certs:
@@ -180,7 +198,7 @@ def import_saved_objects(
         kwargs["context"] = _ssl_context(ca_certs, verify_certs)
     try:
         with opener(request, **kwargs) as response:
-            answer = json.loads(response.read().decode("utf-8") or "{}")
+            answer = _json_object(response.read(), kibana_url)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:500]
         try:
@@ -191,6 +209,8 @@ def import_saved_objects(
         raise StoreError(f"Kibana at {kibana_url} refused the import: HTTP {exc.code}: {detail}{hint}") from exc
     except urllib.error.URLError as exc:
         raise StoreError(f"cannot reach Kibana at {kibana_url}: {exc.reason}") from exc
+    except OSError as exc:  # a timeout or a dropped connection said only "timed out" (an audit)
+        raise StoreError(f"Kibana at {kibana_url} did not answer the import: {exc}") from exc
     report = parse_import_response(answer)
     if not report.success or report.errors:
         raise StoreError(

@@ -219,6 +219,15 @@ class ElasticsearchStore:
             self._stamp = rs.stamp_from_meta(target[1].get("_meta"))
         return self._stamp
 
+    def no_passages(self) -> str:
+        """Why a command that needs this alias's passages cannot run, where ``model()`` is None:
+        the advice differs for an index nerindex did not make (indexing into it is refused too:
+        an audit followed "run 'nerindex index' first" into that refusal)."""
+        if self.target() is not None:
+            return f"index {self.alias!r} was not created by nerindex (its _meta records no model): check --es-index"
+        return (f"no index or alias {self.alias!r} written by nerindex: check --es-index, or run "
+                f"'nerindex index --es-index {self.alias}' first")
+
     def check_model(self, stamp: ModelStamp, *, writing: bool = True) -> None:
         """Create the versioned index and its alias on first use; refuse any other model later
         (``base.check_stamp``); record the settings an index made by nerindex 0.2.0 lacks."""

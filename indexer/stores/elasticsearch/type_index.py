@@ -4,7 +4,8 @@ A Kibana user has no encoder, so nerindex stores type vectors next to the passag
 ``<alias>-types`` (``assets/mappings/types.json``) holds one document per type phrase whose ``_id`` is the
 normalised phrase (:func:`normalise_phrase`: as the tokenizer reads it, lower case, single spaces), with the ``vector`` the
 model gives that phrase. The first ``nerindex index`` into Elasticsearch creates it with the
-model's catalog (the phrases that label spans, from ``catalog.npy``: nothing is encoded);
+model's catalog (the phrases that label spans, each with the vector a search for it uses:
+``OnnxEncoder.query_catalog``, which embeds each phrase as a query);
 ``nerindex es add-types`` adds phrases. A kNN search on ``spans.vector`` then takes its query vector
 from there: in one request with ``query_vector_builder.lookup`` on Elasticsearch >= 9.4
 (:func:`lookup_knn_body`), by reading the vector first and sending it on older servers.
