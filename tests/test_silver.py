@@ -429,3 +429,20 @@ def test_a_silver_file_that_leaves_out_windows_or_brings_in_unseen_types_says_so
     assert "political party, writer" in caplog.text  # a file made with --hold-out none
     with pytest.raises(ModelError, match="none of its sentences is in the training split"):  # a raw RuntimeError before
         check_silver_cover("s.jsonl", 358, 358, [])
+
+
+@pytest.mark.parametrize("line, why", [
+    ('{"id": "a", "source": "s", "text": "t", "spans": [', "not JSON"),
+    ('{"id": "a", "source": "s", "text": "t", "spans": [{"start": 0, "end": 1}]}', "not a silver record"),
+    ('{"id": "a", "text": "t", "spans": []}', "not a silver record ('source')"),
+])
+def test_a_broken_silver_line_is_named(tmp_path, line, why):
+    """An audit: a JSONDecodeError or TypeError traceback, naming neither the file nor the line."""
+    from indexer.errors import InputError
+    from indexer.training.silver.records import read_silver
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"id": "ok", "source": "s", "text": "t", "spans": []}\n\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        list(read_silver(path))
+    assert (err.value.path, err.value.line) == (str(path), 3) and why in err.value.reason

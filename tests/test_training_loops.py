@@ -181,3 +181,52 @@ def test_training_data_without_its_files_is_refused_before_anything_is_made(tmp_
     with pytest.raises(InputError, match="the training data lacks 7 file"):
         run_training(TrainConfig(data_dir=str(tmp_path / "data")), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_type_trained_on_through_silver_is_not_recorded_as_held_out(tmp_path):
+    """An audit: a silver file made with --hold-out none trained on "event" and "writer", and
+    model.json listed them as held out all the same (eval then scored them as unseen)."""
+    from types import SimpleNamespace
+
+    from indexer.training.train import TrainingData
+
+    tok = load_tokenizer(SHIPPED / "tokenizer.json")
+    path = tmp_path / "train.conll"
+    path.write_text(CONLL, encoding="utf-8")
+    sources = [Source("btc", path)]
+    corpus = build_corpus(sources, tok, max_length=64, max_span_width=8)
+    data = SimpleNamespace(
+        types=["person"], held=("disease", "symptom"), sources={"train": sources, "dev": [], "zeroshot": []},
+        train=corpus, dev=corpus, zeroshot=corpus,
+        silver={"spans": SimpleNamespace(vocab=["Event", "writer", "Disease"]), "held_out": ["election"]},
+    )
+    record = TrainingData.to_record(data)
+    assert {"event", "writer", "disease"}.isdisjoint({t.lower() for t in record["held_out_types"]})
+    assert {"symptom", "election", "political party"} <= set(record["held_out_types"])
+    assert {"Event", "writer", "Disease", "person"} <= set(record["types"])
+
+
+def test_cached_states_follow_the_backbones_weights_and_survive_a_broken_file(setup, tmp_path, caplog):
+    """An audit: the cache was keyed by the backbone's name (a backbone changed in place trained on
+    the old states), and a file cut short by a killed run was a torch traceback in every later run."""
+    from indexer.training.features import cached_encode
+
+    tok, corpus, model, feats = setup
+    cfg = TrainConfig(cache_dir=str(tmp_path))
+    first = cached_encode(model, corpus, cfg, "train")
+    (path,) = tmp_path.glob("states-train-*.pt")
+    assert torch.equal(first.passage, feats.passage) and not list(tmp_path.glob("*.partial"))
+    path.write_bytes(path.read_bytes()[:100])  # cut short
+    again = cached_encode(model, corpus, cfg, "train")
+    assert torch.equal(again.passage, feats.passage) and "cannot be read" in caplog.text
+    assert path.stat().st_size > 100  # written whole again
+    weight = next(p for n, p in model.backbone.named_parameters() if n.endswith("layer.5.output.dense.weight"))
+    with torch.no_grad():
+        weight.mul_(0.5)
+    try:
+        changed = cached_encode(model, corpus, cfg, "train")
+        assert len(list(tmp_path.glob("states-train-*.pt"))) == 2
+        assert not torch.equal(changed.passage, feats.passage)
+    finally:
+        with torch.no_grad():
+            weight.mul_(2.0)

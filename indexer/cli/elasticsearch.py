@@ -137,32 +137,19 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
     tokenizer reads it: lower case, single spaces) as document id, so Kibana users can look its
     vector up by id and search with it (docs/elasticsearch.md). The first 'nerindex index' stores the catalog's phrases.
     """
+    from ..api import check_phrase
     from ..encoder import OnnxEncoder
-    from ..stores.elasticsearch import responses as rs
-    from ..stores.base import check_stamp
     from ..stores.elasticsearch.type_index import ADDED, TypeIndex, fill_with_catalog, unique_phrases
 
     if not phrases and not with_catalog:
         raise click.UsageError("give type phrases, or --catalog to store the model's catalog")
-    from ..api import check_phrase
-
     # checked as a search checks them (an audit: a 300-character phrase was stored, and refused by search)
     wanted = [phrase for phrase, _ in unique_phrases(check_phrase(p) for p in phrases)]  # before loading the model
     settings = with_overrides(settings, model=model_path, device=device)
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     stamp = encoder.info.stamp
     with open_elasticsearch(settings) as store:
-        passages = store.model()
-        if passages is None:  # an audit: a misspelt --es-index made "<typo>-types" without a word
-            raise StoreError(f"{store.no_passages()} (a types index belongs to a passages index)")
-        # type vectors need the passages' vector space (a query embeds like this), not their detection
-        # or labels: an index written with 'index --catalog' takes type phrases like any other
-        conflict = None if passages is None else check_stamp(passages, stamp, writing=False).conflict
-        if conflict:
-            target = store.target()
-            raise ModelMismatchError(
-                rs.mismatch_message(store.alias, target[0] if target else store.alias, passages, stamp, conflict)
-            )
+        _check_passages_space(store, stamp)
         types = TypeIndex(store)
         if with_catalog and encoder.catalog is None:
             raise StoreError(f"model {stamp.id} has no catalog")
@@ -194,6 +181,25 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
         click.echo(f"  failed: {failure['phrase']}: {failure['error']}", err=True)
     if failed:
         sys.exit(1)
+
+
+def _check_passages_space(store, stamp) -> None:
+    """Refuse type vectors for an alias without nerindex passages (an audit: a misspelt --es-index
+    made "<typo>-types" without a word) or with another model's vector space. Type vectors need the
+    passages' vector space (a query embeds like this), not their detection or labels: an index
+    written with 'index --catalog' takes type phrases like any other."""
+    from ..stores.base import check_stamp
+    from ..stores.elasticsearch import responses as rs
+
+    passages = store.model()
+    if passages is None:
+        raise StoreError(f"{store.no_passages()} (a types index belongs to a passages index)")
+    conflict = check_stamp(passages, stamp, writing=False).conflict
+    if conflict:
+        target = store.target()
+        raise ModelMismatchError(
+            rs.mismatch_message(store.alias, target[0] if target else store.alias, passages, stamp, conflict)
+        )
 
 
 def _added_by_hand(types: Any, wanted: list[str]) -> list[str]:

@@ -61,7 +61,7 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
 @click.option("--first-sense", is_flag=True, help="No disambiguation: WordNet's most frequent sense.")
 @click.option("--familiarity/--no-familiarity", default=True, show_default=True,
               help="Report the Familiarity of the dev evaluation types (gold-only vs silver training).")
-@click.option("--wsd-check", type=int, default=None, metavar="N",
+@click.option("--wsd-check", type=click.IntRange(min=1), default=None, metavar="N",
               help="Only measure sense choice on N WordNet usage examples and print it (no data written).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split, limit, hold_out,
@@ -71,6 +71,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     if not out_path and not wsd_check:
         raise click.UsageError("--out is required")
+    held = _hold_out(hold_out)
     if not Path(data_dir).is_dir():
         raise InputError("no such data folder", path=data_dir)
     t0 = time.perf_counter()
@@ -78,7 +79,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     encoder = OnnxEncoder.from_dir(resolve(model=model_dir).model, device="cpu")
     embed = text_embedder(encoder)
     cfg = SilverConfig(max_depth=max_depth, max_span_width=encoder.info.max_span_width,
-                       disambiguate=not first_sense, hold_out=_hold_out(hold_out))  # fmt: skip
+                       disambiguate=not first_sense, hold_out=held)  # fmt: skip
     annotator = SilverAnnotator(wn, config=cfg)
     if wsd_check:
         result = usage_example_check(annotator, embed, n=wsd_check)
@@ -117,7 +118,11 @@ def _hold_out(option: str | None) -> tuple[str, ...]:
         return DEV_EVAL_TYPES
     if option.strip().lower() == "none":
         return ()
-    return tuple(p.strip() for p in option.split(",") if p.strip())
+    phrases = tuple(p.strip() for p in option.split(",") if p.strip())
+    if not phrases:  # an audit: an empty shell variable held nothing out, without a word
+        raise click.BadParameter("no phrase given: name the types to hold out, or 'none' to hold none out",
+                                 param_hint="--hold-out")
+    return phrases
 
 
 class _ProgressBars:

@@ -34,8 +34,9 @@ def _logging(verbose: bool) -> None:
 @click.option("--backbone", default=None, help="Backbone path or hub name (default all-MiniLM-L6-v2).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="torch CPU threads.")
-@click.option("--adapter-max-steps", default=None, type=int, help="Upper bound on adapter steps.")
-@click.option("--head-epochs", default=None, type=float, help="Upper bound on entity-head epochs.")
+@click.option("--adapter-max-steps", default=None, type=click.IntRange(min=1), help="Upper bound on adapter steps.")
+@click.option("--head-epochs", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Upper bound on entity-head epochs.")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N sentences of each split (smoke test).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Keep the backbone's token states here between runs.")
@@ -43,15 +44,18 @@ def _logging(verbose: bool) -> None:
               help="Silver file of the train split (`nerindex silver --out`): WordNet spans and types.")
 @click.option("--silver-dev", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Silver file of the dev split (`nerindex silver --split dev`), for the detection threshold.")
-@click.option("--silver-share", default=None, type=float, help="Share of silver spans in an adapter batch (0.5).")
+@click.option("--silver-share", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of silver spans in an adapter batch (0.5).")
 @click.option("--silver-ablation", "silver_ablation", multiple=True, type=click.Choice(["no-mask", "no-detection"]),
               help="Switch one silver ingredient off: hierarchy masking, or silver spans for the entity head.")
 @click.option("--silver-guide", is_flag=True,
               help="Mask likely false negatives (types the frozen backbone ranks above the span's best positive).")
-@click.option("--silver-negatives", type=click.Choice(["all", "mined"]), default="all", show_default=True,
-              help="Negative types: the whole vocabulary, or the current model's ranks 5-50 plus 256 at random.")
-@click.option("--silver-batches", type=click.Choice(["balanced", "clustered"]), default="balanced", show_default=True,
-              help="Silver spans balanced over their nearest type, or drawn a k-means cluster at a time (NGAME).")
+@click.option("--silver-negatives", type=click.Choice(["all", "mined"]), default=None,
+              help="Negative types: the whole vocabulary (all, the default), or the current model's ranks 5-50 plus "
+                   "256 at random.")
+@click.option("--silver-batches", type=click.Choice(["balanced", "clustered"]), default=None,
+              help="Silver spans balanced over their nearest type (balanced, the default), or drawn a k-means "
+                   "cluster at a time (NGAME).")
 @click.option("--span-decoding", type=click.Choice(["nested", "flat"]), default="nested", show_default=True,
               help="Overlapping detected spans: keep spans nested in others (only crossings refused), or none.")
 @click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
@@ -64,6 +68,15 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
     from ..training.train_config import TrainConfig
 
     _logging(not quiet)
+    silver_only = {"--silver-dev": silver_dev, "--silver-share": silver_share, "--silver-ablation": silver_ablation,
+                   "--silver-guide": silver_guide, "--silver-negatives": silver_negatives,
+                   "--silver-batches": silver_batches}
+    given = [name for name, value in silver_only.items() if value]
+    if given and not silver:  # an audit: ignored, and recorded in train.json as if used
+        raise click.UsageError(f"{', '.join(given)} shape(s) training with silver data: give --silver too")
+    if silver_dev and "no-detection" in silver_ablation:
+        raise click.UsageError("--silver-dev is for the entity head's silver spans, which --silver-ablation "
+                               "no-detection leaves out: give one of them")
     if not Path(data_dir).is_dir():
         raise InputError("no such data folder", path=data_dir)
     cfg = TrainConfig(data_dir=str(data_dir), backbone=backbone or DEFAULT_BACKBONE, seed=seed,
@@ -74,8 +87,8 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
     cfg.silver_mask = "no-mask" not in silver_ablation
     cfg.silver_detection = "no-detection" not in silver_ablation
     cfg.silver_guide = silver_guide
-    cfg.silver_negatives = silver_negatives
-    cfg.silver_batches = silver_batches
+    cfg.silver_negatives = silver_negatives or "all"
+    cfg.silver_batches = silver_batches or "balanced"
     cfg.span_decoding = span_decoding
     if adapter_max_steps is not None:
         cfg.adapter_max_steps = adapter_max_steps
@@ -89,8 +102,9 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
         "detection_threshold": record["detection_threshold"],
         "similarity_threshold": record["similarity_threshold"],
         "adapter_steps": fig["adapter"]["steps_trained"],
-        "val_span_r_precision": [fig["adapter"]["val_span_r_precision_before"],
-                                 fig["adapter"]["val_span_r_precision_after"]],
+        # NaN (no validation type in a small run) as null, as train.json writes it: strict JSON parsers refuse NaN
+        "val_span_r_precision": [None if v != v else v for v in (fig["adapter"]["val_span_r_precision_before"],
+                                                                 fig["adapter"]["val_span_r_precision_after"])],
         "dev_detection": fig["entity_head"]["dev"],
         "seconds": fig["seconds"]["total"],
     }  # fmt: skip
@@ -129,6 +143,8 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     from ..training.model import HeadConfig, SpanTypeEncoder, load_backbone
 
     _logging(True)
+    if untrained and run_dir is not None:  # an audit: RUN_DIR was ignored, an untrained model written
+        raise click.UsageError("--untrained exports no run: give RUN_DIR or --untrained, not both")
     if untrained:
         card: dict = {"training": {"note": "untrained: zero-initialised adapter, random entity head"}}
         name, heads_cfg = backbone, {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,20 +70,31 @@ def encode_corpus(model: SpanTypeEncoder, corpus: Corpus, *, batch_tokens: int) 
 
 
 def cached_encode(model: SpanTypeEncoder, corpus: Corpus, cfg: TrainConfig, name: str) -> Features:
-    """encode_corpus, with the states kept in ``cfg.cache_dir`` keyed by inputs and backbone."""
+    """encode_corpus, with the states kept in ``cfg.cache_dir`` keyed by inputs and the backbone's
+    weights (an audit: keyed by its name, a backbone changed in place trained the heads on the old
+    one's states). A file that cannot be read is encoded again; one is written whole or not at all
+    (a run killed while writing left a file that was a torch traceback in every later run)."""
     if not cfg.cache_dir:
         return encode_corpus(model, corpus, batch_tokens=cfg.encode_batch_tokens)
     h = hashlib.sha256()
-    h.update(repr((cfg.backbone, cfg.heads.feature_layers)).encode())
+    h.update(repr(cfg.heads.feature_layers).encode())
+    for key, tensor in sorted(model.backbone.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     for ex in corpus.examples:
         h.update(ex.ids.tobytes())
     path = Path(cfg.cache_dir) / f"states-{name}-{h.hexdigest()[:16]}.pt"
     if path.is_file():
-        d = torch.load(path)
-        return Features(d["feats"], d["passage"])
+        try:
+            d = torch.load(path)
+            return Features(d["feats"], d["passage"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache file is a miss
+            log.warning("%s: cannot be read (%s); encoding again", path, exc)
     f = encode_corpus(model, corpus, batch_tokens=cfg.encode_batch_tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"feats": f.feats, "passage": f.passage}, path)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    torch.save({"feats": f.feats, "passage": f.passage}, partial)
+    os.replace(partial, path)
     return f
 
 

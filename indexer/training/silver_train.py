@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from .adapter import BatchLoss, fit_adapter
 from .data import Corpus
 from .features import SpanFeatures, base_slice
+from ..errors import ModelError
 from .model import SpanTypeEncoder
 from .silver.hierarchy import TypeHierarchy
-from .silver.records import SilverSentence
+from .silver.records import SilverSentence, read_silver
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -336,3 +337,22 @@ def _silver_loss(
         return multi_positive_infonce(v, type_matrix, pos, ign, cfg.tau)
 
     return batch_loss
+
+
+def set_silver_detection_targets(dev: Corpus, path: str) -> dict[str, int]:
+    """The dev split's detection targets: gold spans and the silver file's, its untyped nouns
+    ignored (the entity head's threshold is chosen on them); the alignment counts."""
+    sentences = list(read_silver(path))
+    _, counts = align_silver(dev, sentences)
+    if dev.examples and counts.get("examples_without_silver", 0) == len(dev.examples):  # an audit: used silently
+        raise ModelError(f"{path}: none of its sentences is in the dev split (--silver-dev takes a file of "
+                         "'nerindex silver --split dev')")
+    by_text = {s.text: s for s in sentences}
+    targets, ignore = [], []
+    for p in dev.passages:
+        s = by_text.get(p.text)
+        gold = {(g.start, g.end) for g in p.gold}
+        targets.append(gold | ({(x.start, x.end) for x in s.spans} if s else set()))
+        ignore.append({tuple(r) for r in s.ignore} if s else set())
+    dev.detection_targets, dev.detection_ignore = targets, ignore
+    return counts

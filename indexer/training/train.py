@@ -47,6 +47,7 @@ from .entity_head import (
 from ..encoder import load_tokenizer
 from ..errors import ModelError
 from ..model_card import CARD_FILE
+from ..model_folder import normal_phrase
 from .export import backbone_tokenizer_file
 from .features import Features, SpanFeatures, adapter_vectors, cached_encode, embed_phrases, gold_spans, span_features
 from .figures import calibrate_similarity, macro_r_precision, passage_figures, passage_relevance, span_r_precision
@@ -54,7 +55,7 @@ from .model import SpanTypeEncoder, build_model
 from .silver.hierarchy import TypeHierarchy
 from .silver.records import read_silver
 from .silver.coverage import check_silver_cover
-from .silver_train import align_silver, related_index, train_silver_adapter
+from .silver_train import align_silver, related_index, set_silver_detection_targets, train_silver_adapter
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,10 @@ class TrainingData:
         """The data part of train.json's ``training``: files, types, held-out types."""
         types = self.types if self.silver is None else sorted(set(self.types) | set(self.silver["spans"].vocab))
         held = set(self.held) | _crossner_only(self.types) | set(self.silver["held_out"] if self.silver else ())
+        # a type trained on (a silver file that held it in) is not held out, whatever was asked (an
+        # audit: "event" and "writer" were both, and eval read them as unseen)
+        trained = {normal_phrase(t) for t in types}
+        held = {t for t in held if normal_phrase(t) not in trained}
         used = {split: sentences_per_source(getattr(self, split), self.sources[split]) for split in self.sources}
         return {
             # only files a sentence was trained on: a --limit run or an empty file used to be listed
@@ -251,18 +256,8 @@ def load_silver(cfg: TrainConfig, train: Corpus, dev: Corpus) -> dict[str, Any]:
         else [np.zeros(0, dtype=np.int64) for _ in spans.vocab],
     }  # fmt: skip
     if cfg.silver_dev and cfg.silver_detection:
-        dev_sents = list(read_silver(cfg.silver_dev))
-        _, dev_counts = align_silver(dev, dev_sents)
-        by_text = {s.text: s for s in dev_sents}
-        targets, ignore = [], []
-        for p in dev.passages:
-            s = by_text.get(p.text)
-            gold = {(g.start, g.end) for g in p.gold}
-            targets.append(gold | ({(x.start, x.end) for x in s.spans} if s else set()))
-            ignore.append({tuple(r) for r in s.ignore} if s else set())
-        dev.detection_targets, dev.detection_ignore = targets, ignore
         out["dev_file"] = cfg.silver_dev
-        out["dev_counts"] = dev_counts
+        out["dev_counts"] = set_silver_detection_targets(dev, cfg.silver_dev)
     log.info("silver: %s", {k: v for k, v in out.items() if k not in ("spans", "related")})
     return out
 
