@@ -1003,6 +1003,28 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
         ix.search("dinosaur")
 
 
+def test_a_create_the_client_sent_again_is_this_runs_own(make_live_store, stamp, monkeypatch):
+    """An audit: with a short --es-timeout the client re-sent the new index's create, and the run
+    refused itself as "another 'nerindex es reindex' is running", leaving an empty index."""
+    import uuid
+
+    from indexer.stores.elasticsearch import reindex as reindex_module
+    from indexer.stores.elasticsearch.index_requests import create_index_body
+
+    store = make_live_store()
+    new = f"{store.alias}-000042"
+    body = create_index_body(stamp, index_options="flat")
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=1))
+    try:
+        reindex_module._claim(store, new, body, "test")
+        reindex_module._claim(store, new, body, "test")  # the same run's create again: its own index
+        monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=2))
+        with pytest.raises(StoreError, match="another 'nerindex es reindex'"):
+            reindex_module._claim(store, new, body, "test")  # another run's
+    finally:
+        store.client.indices.delete(index=new, ignore_unavailable=True)
+
+
 def test_reindex_needs_an_alias(make_live_store, stamp):
     store = make_live_store()
     with pytest.raises(StoreError, match="does not exist"):

@@ -9,6 +9,7 @@ either the old index or the complete new one, never a mix of models.
 from __future__ import annotations
 
 import logging
+import uuid
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
@@ -204,21 +205,35 @@ def _claim(store: ElasticsearchStore, new: str, body: dict[str, Any], source: st
     name first is a refusal that names it, not a failure to guess at; options the server refuses
     are named with where they came from."""
     client = store.client
+    claim = uuid.uuid4().hex  # in the new index's _meta: a create the client sent again after a timeout
+    body = {**body, "mappings": {**body["mappings"], "_meta": {**body["mappings"].get("_meta", {}), "reindex_claim": claim}}}
     try:
         with store.errors(f"create index {new!r}"):
             client.indices.create(index=new, **body)
     except StoreError as exc:
-        if "resource_already_exists" in str(exc):
+        if "resource_already_exists" in str(exc) and _claimed_by(store, new) == claim:
+            log.info("index %s was created by this run's first try (the client tried again after a timeout)", new)
+        elif "resource_already_exists" in str(exc):
             raise StoreError(
                 f"index {new!r} exists already: another 'nerindex es reindex' of {store.alias!r} is "
                 f"running (or one was stopped and left it: delete it if none is running)"
             ) from exc
-        raise StoreError(f"{exc} (spans.vector index_options {span_vector_index_options(body['mappings'])}: "
-                         f"{source})") from exc
+        else:
+            raise StoreError(f"{exc} (spans.vector index_options {span_vector_index_options(body['mappings'])}: "
+                             f"{source})") from exc
     if store.options.bulk_refresh_interval:
         with store.errors(f"set the refresh interval of {new!r}"):
             client.indices.put_settings(index=new, settings=refresh_settings(store.options.bulk_refresh_interval))
     return body
+
+
+def _claimed_by(store: ElasticsearchStore, index: str) -> str | None:
+    """The ``reindex_claim`` of ``index``'s _meta: which run created it (an audit: with a short
+    --es-timeout the client sent the create again, and the run took its own index for a rival's)."""
+    with store.errors(f"read the mapping of {index!r}"):
+        response = store.client.indices.get_mapping(index=index)
+    meta = rs.index_mapping(response.body, target=index)[1].get("_meta") or {}
+    return meta.get("reindex_claim")
 
 
 def _refuse_a_second_run(store: ElasticsearchStore, old: str, new: str) -> None:
