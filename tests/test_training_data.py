@@ -13,7 +13,7 @@ from indexer.training.data import Source, read_sources
 def test_a_tag_without_a_phrase_names_the_file_and_line(tmp_path: Path):
     path = tmp_path / "train.conll"
     path.write_text("Alice\tB-person\n\nThe\tO\nAcme\tB-spaceship\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"train.conll:3: tag 'spaceship' is not in phrases.json's 'wnut17' section"):
+    with pytest.raises(InputError, match=r"train.conll:3: the sentence starting here holds tag 'spaceship', which is not in phrases.json's 'wnut17' section"):
         read_sources([Source("wnut17", path)])  # a KeyError traceback before (an audit)
     path.write_text("Alice\tB-person\n", encoding="utf-8")
     passages, origin, phrases, counts = read_sources([Source("wnut17", path)])

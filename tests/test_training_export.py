@@ -317,6 +317,27 @@ def test_a_figure_with_nothing_to_measure_is_null_in_train_json_and_export_reads
     ModelCard.exported(card).dumps()  # what export writes: strict JSON
 
 
+def test_export_of_a_damaged_run_names_what_is_wrong(tmp_path):
+    """An audit: a train.json without its thresholds was a KeyError, a cut heads.safetensors a
+    SafetensorError traceback (a run stopped while saving writes neither whole)."""
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+    from indexer.errors import ModelError
+    from indexer.training.export import card_from_run
+
+    (tmp_path / "train.json").write_text('{"max_length": 256}', encoding="utf-8")
+    with pytest.raises(ModelError, match=r"train.json: not a finished run's train.json \(no max_span_width, "):
+        card_from_run(tmp_path)
+    record = {"backbone": None, "max_length": 256, "max_span_width": 8, "detection_threshold": 0.5,
+              "similarity_threshold": 0.4, "label_threshold": 0.4, "training": {}}
+    (tmp_path / "train.json").write_text(json.dumps(record), encoding="utf-8")
+    (tmp_path / "heads.safetensors").write_bytes(b"\x10\x00\x00")
+    result = CliRunner().invoke(cli, ["export", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert isinstance(result.exception, ModelError) and "heads.safetensors: cannot read the trained heads" in str(
+        result.exception)
+
+
 def test_padding_spans_and_type_phrases_are_finite(model):
     tok = load_tokenizer(SHIPPED / "tokenizer.json")
     enc = tok.encode("dinosaur")

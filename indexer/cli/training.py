@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 
 
 def _logging(verbose: bool) -> None:
@@ -162,7 +162,12 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     torch.manual_seed(0)
     model = SpanTypeEncoder(load_backbone(backbone or name), HeadConfig.from_dict(heads_cfg))
     if not untrained:
-        model.load_head_state_dict(load_file(str(Path(run_dir) / "heads.safetensors")))
+        heads = Path(run_dir) / "heads.safetensors"
+        try:
+            state = load_file(str(heads))
+        except Exception as exc:  # noqa: BLE001 - safetensors' own errors: a SafetensorError traceback (an audit)
+            raise ModelError(f"{heads}: cannot read the trained heads ({exc}): train again") from exc
+        model.load_head_state_dict(state)
     model.eval()
     if span_side:
         from ..training.span_side import side_record, with_span_side

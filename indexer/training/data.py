@@ -170,8 +170,10 @@ def read_sources(
             ph = []
             for g in p.gold:
                 if g.label not in tags:  # a one-line error naming the line, not a KeyError traceback (an audit)
-                    raise InputError(f"tag {g.label!r} is not in phrases.json's {src.dataset!r} section (give it a "
-                                     "phrase there, or null for an entity that is no query)",
+                    # the line is the sentence's first (an audit read it as the tag's own)
+                    raise InputError(f"the sentence starting here holds tag {g.label!r}, which is not in "
+                                     f"phrases.json's {src.dataset!r} section (give it a phrase there, or null "
+                                     "for an entity that is no query)",
                                      path=str(src.path), line=p.fields.get("line"))
                 ph.append(tags[g.label])
             if excluded.intersection(x for x in ph if x):

@@ -175,6 +175,10 @@ def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
         rec = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda _: None)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot read train.json: {exc}") from exc
+    needed = ("max_length", "max_span_width", "detection_threshold", "similarity_threshold", "label_threshold", "training")
+    missing = [key for key in needed if not isinstance(rec, dict) or key not in rec]
+    if missing:  # a KeyError traceback before (an audit: a run stopped while saving)
+        raise ModelError(f"{path}: not a finished run's train.json (no {', '.join(missing)}): train again")
     backbone = rec.get("backbone") or DEFAULT_BACKBONE
     card = {
         "backbone": {
