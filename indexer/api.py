@@ -151,7 +151,9 @@ class NerIndex:
         elif not create and settings.es_url:
             # as the embedded store refuses a folder without a store: a mistyped --es-index (or one
             # nerindex never wrote) read as "no matches" and "0 passages" (found by an audit)
-            why = backend.no_passages()
+            from .stores.elasticsearch.aliases import no_passages
+
+            why = no_passages(backend)
             backend.close()
             raise StoreError(f"{settings.store_description()}: {why}")
         return cls(encoder, backend, description=settings.store_description())

@@ -1100,6 +1100,12 @@ def test_cli_index_and_search_match_the_embedded_store(tmp_path, capsys, make_li
     assert status["write_blocked"] is False and status["other_indices"] == []  # --delete-old removed -000001
     assert status["health"] in ("green", "yellow")
     assert status["server"] == ".".join(map(str, store.server_version()))
+    # an alias lost (a snapshot restored without aliases): "no index yet" sent the user to encode all again
+    store.client.indices.delete_alias(index=f"{store.alias}-000002", name=store.alias)
+    status = json.loads(run_cli(capsys, "es", "status", "--json", *es))
+    assert status["index"] is None and status["other_indices"] == [f"{store.alias}-000002"]
+    text = run_cli(capsys, "es", "status", *es)
+    assert f"no alias, but indices made for it exist: {store.alias}-000002" in text and "POST _aliases" in text
 
 
 def test_cli_reindex_keeps_an_own_catalog_only_when_given_and_says_so(tmp_path, capsys, make_live_store):

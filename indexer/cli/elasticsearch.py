@@ -190,10 +190,11 @@ def _check_passages_space(store, stamp) -> None:
     written with 'index --catalog' takes type phrases like any other."""
     from ..stores.base import check_stamp
     from ..stores.elasticsearch import responses as rs
+    from ..stores.elasticsearch.aliases import no_passages
 
     passages = store.model()
     if passages is None:
-        raise StoreError(f"{store.no_passages()} (a types index belongs to a passages index)")
+        raise StoreError(f"{no_passages(store)} (a types index belongs to a passages index)")
     conflict = check_stamp(passages, stamp, writing=False).conflict
     if conflict:
         target = store.target()
@@ -216,6 +217,7 @@ def _added_by_hand(types: Any, wanted: list[str]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_command(as_json, settings: Settings):
     """Show the server version, the index behind the alias, its health, model and counts, and the types index."""
+    from ..stores.elasticsearch.aliases import orphans
     from ..stores.elasticsearch.index_requests import FILTER_FORMAT, is_versioned_index
     from ..stores.elasticsearch.reindex import write_blocked
     from ..stores.elasticsearch.type_index import TypeIndex
@@ -226,7 +228,11 @@ def status_command(as_json, settings: Settings):
         report: dict[str, Any] = {"server": version, "alias": store.alias, "index": None}
         lines = [f"Elasticsearch {version}"]
         if target is None:
-            lines.append(f"{store.alias}: no index yet (created by the first 'nerindex index')")
+            report["other_indices"] = lost = orphans(store)
+            # an audit: after a restore without aliases "no index yet" sent the user to encode all again
+            lines.append(f"{store.alias}: no alias, but indices made for it exist: {', '.join(lost)} (an alias "
+                         "lost in a snapshot restore? point it at the one to search: POST _aliases)" if lost else
+                         f"{store.alias}: no index yet (created by the first 'nerindex index')")
         else:
             stamp = store.model()
             counts = store.counts()

@@ -39,7 +39,7 @@ from ..base import (
     query_vector,
 )
 from . import responses as rs
-from .aliases import index_behind
+from .aliases import index_behind, orphans
 from .bulk import write_documents
 from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
@@ -219,15 +219,6 @@ class ElasticsearchStore:
             self._stamp = rs.stamp_from_meta(target[1].get("_meta"))
         return self._stamp
 
-    def no_passages(self) -> str:
-        """Why a command that needs this alias's passages cannot run, where ``model()`` is None:
-        the advice differs for an index nerindex did not make (indexing into it is refused too:
-        an audit followed "run 'nerindex index' first" into that refusal)."""
-        if self.target() is not None:
-            return f"index {self.alias!r} was not created by nerindex (its _meta records no model): check --es-index"
-        return (f"no index or alias {self.alias!r} written by nerindex: check --es-index, or run "
-                f"'nerindex index --es-index {self.alias}' first")
-
     def check_model(self, stamp: ModelStamp, *, writing: bool = True) -> None:
         """Create the versioned index and its alias on first use; refuse any other model later
         (``base.check_stamp``); record the settings an index made by nerindex 0.2.0 lacks."""
@@ -279,7 +270,11 @@ class ElasticsearchStore:
 
     def _create_index(self, stamp: ModelStamp) -> None:
         self.require_version(MIN_SERVER, "nerindex's nested span search")
-        name = next_index_name(self.alias, self.versioned_indices())
+        existing = self.versioned_indices()
+        name = next_index_name(self.alias, existing)
+        if orphans(self):  # an alias lost in a restore, say
+            log.warning("no alias %s, but indices made for it exist (%s): creating %s; to search one of them "
+                        "instead, point the alias at it (POST _aliases)", self.alias, ", ".join(orphans(self)), name)
         body = create_index_body(stamp, index_options=self._options.index_options, alias=self.alias)
         log.info("creating Elasticsearch index %s behind alias %s", name, self.alias)
         with self.errors(f"create index {name!r}"):
