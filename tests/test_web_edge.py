@@ -164,6 +164,12 @@ def test_a_post_route_refuses_query_parameters(client, path, body):
     assert "unknown parameter (this route takes none)" in error_of(client.post(path, json=body), 422)
 
 
+def test_an_empty_cursor_is_refused_not_the_first_page(client):
+    """An audit: "cursor": "" answered the first page again (a client looping on it never ends)."""
+    assert "cursor" in error_of(client.post("/api/v1/search", json={"type": "person", "all": True, "cursor": ""}), 422)
+    assert "cursor" in error_of(client.get("/api/v1/search?type=person&all=true&cursor="), 422)
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_a_threshold_that_is_not_a_finite_number_says_so(client, value):
     """An audit: NaN was refused as "should be less than or equal to 1"."""

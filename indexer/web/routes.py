@@ -196,7 +196,7 @@ async def search_get(
     text: str | None = Query(None),
     where: list[str] = Query([], description="field=value metadata filter; repeat a field for any of."),
     all: bool = Query(False),
-    cursor: str | None = Query(None),
+    cursor: str | None = Query(None, min_length=1),
     facets: bool = Query(False),
     service: SearchService = Depends(current_service),
 ) -> JSONResponse:

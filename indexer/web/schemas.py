@@ -87,7 +87,7 @@ class SearchBody(RequestBody):
     all: bool = Field(
         False, description="Page through *all* matches (not just the top hits): follow next_cursor until it is null."
     )
-    cursor: str | None = Field(None, description="next_cursor of the previous response, sent with the same query.")
+    cursor: str | None = Field(None, min_length=1, description="next_cursor of the previous response, sent with the same query.")
     facets: bool = Field(
         False, description="Also count metadata values over all matches, the answer set of all (and return its total)."
     )
