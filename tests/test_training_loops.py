@@ -9,6 +9,8 @@ all-MiniLM-L6-v2 package; skipped cleanly without them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -230,3 +232,24 @@ def test_cached_states_follow_the_backbones_weights_and_survive_a_broken_file(se
     finally:
         with torch.no_grad():
             weight.mul_(2.0)
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wnut17").is_dir(),
+                    reason="shared/data not beside the repo")
+def test_a_run_that_fails_leaves_no_empty_run_folder(tmp_path):
+    """An audit: a run that failed after making --out (bad options, a cache crash) left it empty."""
+    import dataclasses
+
+    from indexer.errors import ModelError
+    from indexer.training.train import run_training
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    cfg = TrainConfig(data_dir=str(data))
+    cfg.heads = dataclasses.replace(cfg.heads, span_layers=2)
+    with pytest.raises(ModelError, match="span_layers must be 0"):
+        run_training(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    with pytest.raises(ModelError):
+        run_training(cfg, tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()

@@ -65,18 +65,29 @@ PASSAGE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
 def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Train the shipped configuration and write ``heads.safetensors`` + ``train.json`` to ``out_dir``."""
+    """Train the shipped configuration and write ``heads.safetensors`` + ``train.json`` to ``out_dir``
+    (made first, so an unwritable one fails early; removed if the run fails: an audit found them left empty)."""
+    out_dir = Path(out_dir)
+    if (out_dir / CARD_FILE).is_file():  # its heads would be overwritten and its checksums then fail (an audit)
+        raise ModelError(f"{out_dir}: is a model folder ({CARD_FILE}); train into a run folder, then 'nerindex export' it")
+    check_sources(cfg.data_dir)  # before the backbone loads and --out is made (an audit: it was left empty)
+    made = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(cfg, out_dir)
+    except BaseException:
+        if made and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _train(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
+    """Every stage of :func:`run_training`, in order."""
     t_start = time.time()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    out_dir = Path(out_dir)
-    if (out_dir / CARD_FILE).is_file():  # its heads would be overwritten and its checksums then fail (an audit)
-        raise ModelError(f"{out_dir}: is a model folder ({CARD_FILE}); train into a run folder, then 'nerindex export' it")
-    check_sources(cfg.data_dir)  # before the backbone loads and --out is made (an audit: it was left empty)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     if cfg.heads.span_layers:
         # the adapter is fitted on cached states of the frozen backbone, which a span-side copy
         # of the top layers would not read: such a side is trained apart (nerindex export --span-side)
@@ -172,9 +183,7 @@ class TrainingData:
         """The data part of train.json's ``training``: files, types, held-out types."""
         types = self.types if self.silver is None else sorted(set(self.types) | set(self.silver["spans"].vocab))
         held = set(self.held) | _crossner_only(self.types) | set(self.silver["held_out"] if self.silver else ())
-        # a type trained on (a silver file that held it in) is not held out, whatever was asked (an
-        # audit: "event" and "writer" were both, and eval read them as unseen)
-        trained = {normal_phrase(t) for t in types}
+        trained = {normal_phrase(t) for t in types}  # a silver type is trained on (an audit: "writer" was both)
         held = {t for t in held if normal_phrase(t) not in trained}
         used = {split: sentences_per_source(getattr(self, split), self.sources[split]) for split in self.sources}
         return {
