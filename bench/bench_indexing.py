@@ -23,7 +23,8 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
   ``encode`` of another model folder on today's runtime, and that folder's whole graph run as
   nerindex 0.2.0–0.4.0 ran it (windows batched by length, one session of ``--threads`` threads),
   so that a new model's throughput is compared with the old one's in the same run (ratios to each
-  are printed). ``baseline-whole`` with 0.2.0's folder is 0.2.0 as released.
+  are printed). ``baseline-whole`` with 0.2.0's folder is what BENCHMARKS.md calls 0.2.0 as
+  released: its graph run the way 0.2.0 ran it, inside today's Python (not 0.2.0's own code).
 
 Every run records the 1-minute load average before and after it and the CPU time the *other*
 processes used during it (``/proc/stat`` busy time minus this process's ``os.times()``), as a share
@@ -41,8 +42,10 @@ with a one-line error unless ``--example-corpus`` is given, and the output alway
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -58,6 +61,14 @@ sys.path.insert(0, str(ROOT))  # this checkout's indexer, not whichever one the 
 DEFAULT_ENGINES = ("transformer", "encode", "encode-whole", "index")
 BASELINE_ENGINES = ("baseline", "baseline-whole")
 ALL_ENGINES = DEFAULT_ENGINES + ("encode-batched", "onnx-fp32", "torch-eager") + BASELINE_ENGINES
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 ended in a StatisticsError or TypeError: an audit)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
 
 
 def load_sentences(path: Path, example_corpus: bool) -> tuple[list[str], str]:
@@ -225,6 +236,7 @@ def torch_engines(args: argparse.Namespace, folder: Path, enc, passages: list) -
     torch.set_num_threads(args.threads)
     model = load_model_from_folder(folder)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fp32-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # 110 MB left behind by every run (an audit)
     export_onnx(model, tmp / "encoder.fp32.onnx")
     fp32 = OnnxEncoder(enc.info, open_session(tmp / "encoder.fp32.onnx", enc.provider, threads=1),
                        enc.tokenizer, provider=enc.provider, catalog=enc.catalog, workers=enc.workers)
@@ -238,10 +250,10 @@ def torch_engines(args: argparse.Namespace, folder: Path, enc, passages: list) -
 class TorchSession:
     """Stands in for an onnxruntime session: the same inputs and outputs, run by PyTorch eager."""
 
-    NAMES = ["span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors"]
-
     def __init__(self, model) -> None:
         self.model = model
+        # the graph's outputs, in the model's order: model 0.4.0 adds candidate_scores (an audit: a KeyError)
+        self.NAMES = list(model.output_names())
 
     def run(self, outputs, feeds):
         import torch
@@ -266,7 +278,7 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=128)
     parser.add_argument("--words", type=int, default=100, help="approximate words per passage")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5, help="runs of every engine, interleaved")
+    parser.add_argument("--rounds", type=positive, default=5, help="runs of every engine, interleaved")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help=f"comma-separated, of {', '.join(ALL_ENGINES)}")
     parser.add_argument("--data", type=Path, default=DATA, help="a CoNLL file whose sentences make the passages")

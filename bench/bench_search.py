@@ -167,6 +167,8 @@ def measure(path: Path, queries: int, threshold: float) -> dict:
     store = EmbeddedStore.open(path, create=False)
     list(store.search(SearchRequest(c[0], threshold, limit=10)))
     row["cached_open_s"] = round(time.perf_counter() - began, 3)
+    counts = store.counts()  # the store's own size, not --spans (an audit: a reused store was labelled --spans)
+    row.update(spans=counts.spans, passages=counts.passages)
     qs = [c[i % CENTRES] for i in range(1, queries + 1)]
     matched: list[int] = []
 
