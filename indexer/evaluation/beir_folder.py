@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import InputError
+from ..json_lines import json_lines
 from ..records import GoldSpan, Passage
 from .benchmark_io import PROTOCOL, Benchmark, Query
 
@@ -84,25 +85,14 @@ def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     passage was counted twice by the baselines and once by the store, a repeated query weighed
     double in every macro average."""
     first_line: dict[str, int] = {}
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot open: {exc.strerror}", path=str(path)) from exc
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"not JSON: {exc.msg}", path=str(path), line=lineno) from exc
-            if not isinstance(obj, dict) or "_id" not in obj:
-                raise InputError("expected an object with an '_id'", path=str(path), line=lineno)
-            key = str(obj["_id"])
-            if key in first_line:
-                raise InputError(f"_id {key!r} repeats line {first_line[key]}", path=str(path), line=lineno)
-            first_line[key] = lineno
-            yield lineno, obj
+    for lineno, obj in json_lines(path):
+        if not isinstance(obj, dict) or "_id" not in obj:
+            raise InputError("expected an object with an '_id'", path=str(path), line=lineno)
+        key = str(obj["_id"])
+        if key in first_line:
+            raise InputError(f"_id {key!r} repeats line {first_line[key]}", path=str(path), line=lineno)
+        first_line[key] = lineno
+        yield lineno, obj
 
 
 def is_beir_folder(path: str | Path) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ...errors import InputError
+from ...json_lines import json_lines
 
 
 @dataclass
@@ -48,22 +49,14 @@ class SilverSentence:
 def read_silver(path: str | Path) -> Iterator[SilverSentence]:
     """Sentences of a silver JSONL file; a line that is not a silver record is an InputError naming
     it (an audit: a JSONDecodeError or TypeError traceback without the file or line)."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot open: {exc.strerror}", path=str(path)) from exc
-    with fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                spans = [SilverSpan(**s) for s in d["spans"]]
-                ignore = [tuple(r) for r in d.get("ignore", ())]
-                yield SilverSentence(d["id"], d["source"], d["text"], spans, ignore)
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                why = f"not JSON: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else f"not a silver record ({exc})"
-                raise InputError(f"{why} (files of 'nerindex silver --out')", path=str(path), line=lineno) from exc
+    for lineno, d in json_lines(path):
+        try:
+            spans = [SilverSpan(**s) for s in d["spans"]]
+            ignore = [tuple(r) for r in d.get("ignore", ())]
+            yield SilverSentence(d["id"], d["source"], d["text"], spans, ignore)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InputError(f"not a silver record ({exc}; files of 'nerindex silver --out')", path=str(path),
+                             line=lineno) from exc
 
 
 def write_silver(path: str | Path, sentences: Iterable[SilverSentence]) -> None:
