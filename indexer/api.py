@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Settings, count_setting, from_env, with_overrides
 from .encoder import OnnxEncoder
-from .errors import ModelMismatchError, NerindexError, SearchError, StoreError
+from .errors import InputError, ModelMismatchError, NerindexError, SearchError, StoreError
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
@@ -65,6 +65,15 @@ def model_info(encoder: Any) -> dict[str, Any]:
         "unseen_type_template": info.unseen_type_template,
         "provider": encoder.provider,
     }
+
+
+def _checked_passage(item: Any) -> Passage:
+    """An item of ``index()``'s input, which must be a :class:`Passage` (an audit: a dict, the
+    likeliest thing a newcomer passes, was an AttributeError from deep inside)."""
+    if not isinstance(item, Passage):
+        hint = ": Passage(id, text, fields) or read_passages() makes one" if isinstance(item, (dict, str)) else ""
+        raise InputError(f"index() takes Passage objects, not {type(item).__name__}{hint}")
+    return item
 
 
 class NerIndex:
@@ -115,7 +124,7 @@ class NerIndex:
         es_verify_certs: bool | None = None,
         es_timeout: float | None = None,
         threads: int | None = None,
-        create: bool = True,
+        create: bool | None = None,
         catalog: str | Path | None = None,
         settings: Settings | None = None,
     ) -> "NerIndex":
@@ -143,9 +152,14 @@ class NerIndex:
             es_timeout=es_timeout,
             threads=threads,
         )
+        if create is not None and not isinstance(create, bool):  # create="no" made a store (an audit)
+            raise StoreError(f"create must be True, False or None, not {create!r}")
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog, threads=settings.threads)
-        backend = open_store(settings, create=create)
+        backend = open_store(settings, create=create is not False)
         recorded = backend.model()
+        if recorded is None and create is None:  # an audit: a mistyped folder answered [] to every search, without a word
+            log.warning("%s holds no passages yet: a search finds nothing until index() writes some "
+                        "(open(..., create=False) refuses a store that does not exist)", settings.store_description())
         if recorded is not None:
             backend.check_model(encoder.info.stamp, writing=False)
         elif not create and settings.es_url:
@@ -168,6 +182,7 @@ class NerIndex:
         skip_existing: bool = True,
         progress: Callable[[int], None] | None = None,
         windows: Callable[[int, int], None] | None = None,
+        warn_interrupted: bool = True,
     ) -> IndexReport:
         """Encode and store passages; already stored ids are skipped (resumable, idempotent).
 
@@ -176,10 +191,17 @@ class NerIndex:
         memory does not grow with the input. Bad input found half-way leaves the chunks before
         it stored (the CLI reads a file twice to check it all first).
         ``progress`` is called with passages done, ``windows`` with (windows done, windows of the
-        current chunk): the one that moves while a long passage is encoded.
+        current chunk): the one that moves while a long passage is encoded. Ctrl-C ends the run with
+        what is stored whole and returns the report with ``interrupted`` set (logged as a warning
+        unless ``warn_interrupted`` is False, as the CLI, which says it its own way, passes: a script
+        that goes on should check it); indexing again resumes.
         """
         if not isinstance(skip_existing, (bool, np.bool_)):  # "no" is true: the passages were skipped (an audit)
             raise StoreError(f"skip_existing must be True or False, not {skip_existing!r}")
+        if isinstance(passages, (str, bytes, dict)) or not isinstance(passages, Iterable):  # an audit: AttributeError
+            raise InputError(f"index() takes an iterable of Passage objects, not {type(passages).__name__} "
+                             "(read_passages() makes them from files)")
+        passages = (_checked_passage(p) for p in passages)
         report = index_passages(
             passages,
             self.encoder,
@@ -195,6 +217,9 @@ class NerIndex:
                 self.store.prepare()  # the first search after indexing should not build the search structures
             except KeyboardInterrupt:  # every passage is stored: the report, not an abort (an audit); a rerun
                 report.interrupted = report.interrupted_preparing = True  # a rerun or the first search finishes
+        if report.interrupted and warn_interrupted:  # an audit: a script went on after Ctrl-C without a word
+            log.warning("indexing was interrupted (Ctrl-C) after %d passage(s); what is stored is whole, and "
+                        "indexing the same input again resumes (report.interrupted is set)", report.passages)
         return report
 
     def _store_type_vectors(self) -> None:

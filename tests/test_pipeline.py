@@ -301,3 +301,55 @@ def test_ctrl_c_while_the_search_structures_are_prepared_keeps_the_report(tmp_pa
         monkeypatch.setattr(ix.store, "prepare", interrupted)
         report = ix.index(passages(3))
         assert report.interrupted and report.interrupted_preparing and report.created == 3 and ix.store.counts().passages == 3
+
+
+def test_the_python_api_says_when_a_store_is_new_and_when_indexing_was_interrupted(tmp_path, monkeypatch, caplog):
+    """An audit: NerIndex.open on a mistyped folder made an empty store and answered [] to every
+    search without a word, create="no" made one too, and index() returned from Ctrl-C silently."""
+    from indexer.api import NerIndex
+    from indexer.errors import NoStoreError, StoreError
+
+    with NerIndex.open(tmp_path / "typo") as ix:
+        assert ix.search("person") == []
+    assert "holds no passages yet" in caplog.text and "create=False" in caplog.text
+    caplog.clear()
+    with pytest.raises(StoreError, match="create must be True, False or None"):
+        NerIndex.open(tmp_path / "other", create="no")
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(NoStoreError):
+        NerIndex.open(tmp_path / "missing", create=False)
+    with NerIndex.open(tmp_path / "made", create=True) as ix:
+        assert "holds no passages" not in caplog.text
+        monkeypatch.setattr(ix.store, "prepare", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert ix.index(passages(2)).interrupted
+        assert "indexing was interrupted (Ctrl-C) after 2 passage(s)" in caplog.text
+        caplog.clear()
+        assert ix.index(passages(2), warn_interrupted=False).passages == 2 and "interrupted" not in caplog.text
+
+
+def test_a_float32_filter_value_means_the_decimal_it_shows(tmp_path, encoder):
+    """An audit: np.float32(0.1) (what a Parquet float32 column gives in numpy) became
+    0.10000000149011612 and matched nothing that --where w=0.1 found; the reader stores 0.1."""
+    from indexer import NerIndex
+    from indexer.stores.filter_rules import Filters
+
+    assert Filters.of({"w": np.float32(0.1)}) == Filters.of({"w": 0.1})
+    assert Filters.of({"w": [np.float16(0.3), np.float64(0.7)]}) == Filters.of({"w": [0.3, 0.7]})
+    ix = NerIndex(encoder, EmbeddedStore.open(tmp_path / "s"))
+    ix.index([Passage("p", "Ada Lovelace wrote the first program in London.", {"w": 0.1})])
+    assert [h.id for h in ix.search("person", filters={"w": np.float32(0.1)}, min_similarity=-1)] == ["p"]
+
+
+def test_index_names_what_it_takes_when_given_something_else(tmp_path, encoder):
+    """An audit: a dict (the likeliest thing a newcomer passes), a string or None were
+    AttributeErrors and TypeErrors from deep inside."""
+    from indexer import NerIndex
+    from indexer.errors import InputError
+
+    ix = NerIndex(encoder, EmbeddedStore.open(tmp_path / "s"))
+    for bad, match in (([{"id": "x", "text": "hello"}], "not dict: Passage\\(id, text, fields\\)"),
+                       ("hello world", "an iterable of Passage objects, not str"),
+                       (None, "not NoneType"), ([Passage("a", "Rome."), 5], "not int")):
+        with pytest.raises(InputError, match=match):
+            ix.index(bad)
+    assert ix.store.counts().passages == 0  # the chunk with the bad item was not written

@@ -143,6 +143,7 @@ def index_with_progress(
         return ix.index(
             passages, batch_size=batch_size, skip_existing=skip_existing, progress=bar.update,
             windows=lambda done, total: bar.set_postfix_str(f"windows {done}/{total}"),
+            warn_interrupted=False,  # print_index_summary says it, with the rerun
         )
 
 

@@ -72,7 +72,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     if not out_path and not wsd_check:
         raise click.UsageError("--out is required")
     held = _hold_out(hold_out)
-    if not Path(data_dir).is_dir():
+    if not wsd_check and not Path(data_dir).is_dir():  # --wsd-check reads WordNet's examples only (an audit)
         raise InputError("no such data folder", path=data_dir)
     t0 = time.perf_counter()
     wn = WordNet.load(wordnet_dir)

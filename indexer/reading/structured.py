@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError, NerindexError
 from ..records import Passage, text_id
-from ..stores.filter_rules import fields_problem
+from ..stores.filter_rules import fields_problem, python_scalar
 from ..text import unique_keys, value_problem
 from .detect import split_suffix
 
@@ -423,7 +423,7 @@ def _records(batch: Any, pa: Any) -> list[dict[str, Any]]:
         kind = column.type
         if pa.types.is_float32(kind) or pa.types.is_float16(kind):
             width = np.float16 if pa.types.is_float16(kind) else np.float32
-            column = pa.array([None if v is None else float(str(width(v))) for v in column.to_pylist()],
+            column = pa.array([None if v is None else python_scalar(width(v)) for v in column.to_pylist()],
                               type=pa.float64())
         elif pa.types.is_timestamp(kind) and kind.unit == "ns":
             column = pa.array(_ns_texts(column, kind, pa, pc), type=pa.string())

@@ -170,9 +170,19 @@ def is_metadata_filter_key(name: str) -> bool:
     return not name.startswith("spans.") and filter_key_problem(name) is None
 
 
+def python_scalar(value: np.generic) -> Any:
+    """A numpy scalar as the Python value it stands for: a float32 or float16 as the shortest
+    decimal that reads back as it (0.1, not 0.10000000149011612), as the Parquet reader stores
+    such columns; ``item()`` otherwise. Why: a filter given ``np.float32(0.1)`` (or a list from
+    ``tolist()``'s float32) matched nothing that ``--where w=0.1`` found (an audit)."""
+    if isinstance(value, (np.float32, np.float16)):
+        return float(str(value))
+    return value.item()
+
+
 def _filter_scalar(key: str, value: Any) -> FilterScalar:
     if isinstance(value, np.generic):
-        value = value.item()
+        value = python_scalar(value)
     if not isinstance(value, (str, int, float, bool)):
         raise SearchError(f"filter on {key!r}: values are strings, numbers or booleans, not {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
