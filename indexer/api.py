@@ -76,6 +76,25 @@ def _checked_passage(item: Any) -> Passage:
     return item
 
 
+def _check_opened(backend: Store, encoder: OnnxEncoder, settings: Settings, create: bool | None) -> None:
+    """After :meth:`NerIndex.open`: the store's model checked for searching; a store without
+    passages refused (``create=False``: a mistyped --es-index read as "no matches", the embedded
+    store's folder is refused by ``open_store``) or said on the log (``create=None``: a mistyped
+    folder answered [] to every search without a word; audits)."""
+    recorded = backend.model()
+    if recorded is not None:
+        backend.check_model(encoder.info.stamp, writing=False)
+    elif create is None:
+        log.warning("%s holds no passages yet: a search finds nothing until index() writes some "
+                    "(open(..., create=False) refuses a store that does not exist)", settings.store_description())
+    elif create is False and settings.es_url:
+        from .stores.elasticsearch.aliases import no_passages
+
+        why = no_passages(backend)
+        backend.close()
+        raise StoreError(f"{settings.store_description()}: {why}")
+
+
 class NerIndex:
     """A store plus the model that fills and queries it. Build with :meth:`open`."""
 
@@ -156,20 +175,7 @@ class NerIndex:
             raise StoreError(f"create must be True, False or None, not {create!r}")
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog, threads=settings.threads)
         backend = open_store(settings, create=create is not False)
-        recorded = backend.model()
-        if recorded is None and create is None:  # an audit: a mistyped folder answered [] to every search, without a word
-            log.warning("%s holds no passages yet: a search finds nothing until index() writes some "
-                        "(open(..., create=False) refuses a store that does not exist)", settings.store_description())
-        if recorded is not None:
-            backend.check_model(encoder.info.stamp, writing=False)
-        elif not create and settings.es_url:
-            # as the embedded store refuses a folder without a store: a mistyped --es-index (or one
-            # nerindex never wrote) read as "no matches" and "0 passages" (found by an audit)
-            from .stores.elasticsearch.aliases import no_passages
-
-            why = no_passages(backend)
-            backend.close()
-            raise StoreError(f"{settings.store_description()}: {why}")
+        _check_opened(backend, encoder, settings, create)
         return cls(encoder, backend, description=settings.store_description())
 
     # ------------------------------------------------------------------ indexing
