@@ -24,13 +24,6 @@ from pathlib import Path
 CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus.jsonl"
 
 
-def positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (0 ended in a StatisticsError or TypeError: an audit)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
-    return value
-
 
 def run_index(corpus: Path, store: Path, cache: str) -> tuple[float, float]:
     """(wall seconds, peak MiB) of one ``nerindex index`` process."""
@@ -55,9 +48,11 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="JSONL corpus to index (default: the example corpus)")
-    parser.add_argument("--pairs", type=positive, default=10, help="alternating pairs of processes")
+    parser.add_argument("--pairs", type=int, default=10, help="alternating pairs of processes")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    if args.pairs < 1:  # 0 ended in a StatisticsError or TypeError (an audit)
+        parser.error("--pairs must be at least 1")
     with tempfile.TemporaryDirectory(prefix="nerindex-bench-startup-") as tmp:
         work, cache = Path(tmp), str(Path(tmp) / "cache")
         run_index(args.corpus, work / "warm-up", cache)  # fills the cache

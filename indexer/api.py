@@ -84,13 +84,17 @@ def _check_opened(backend: Store, encoder: OnnxEncoder, settings: Settings, crea
     recorded = backend.model()
     if recorded is not None:
         backend.check_model(encoder.info.stamp, writing=False)
-    elif create is None:
-        log.warning("%s holds no passages yet: a search finds nothing until index() writes some "
-                    "(open(..., create=False) refuses a store that does not exist)", settings.store_description())
-    elif create is False and settings.es_url:
+        return
+    if settings.es_url:  # the one owner of why an alias holds no passages (a hand-made index, a lost alias)
         from .stores.elasticsearch.aliases import no_passages
 
         why = no_passages(backend)
+    else:
+        why = "no passages yet: a search finds nothing until index() writes some"
+    if create is None:
+        log.warning("%s: %s (open(..., create=False) refuses a store without passages, create=True says nothing)",
+                    settings.store_description(), why)
+    elif create is False and settings.es_url:
         backend.close()
         raise StoreError(f"{settings.store_description()}: {why}")
 

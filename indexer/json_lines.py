@@ -16,11 +16,15 @@ from .errors import InputError
 def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, value) of every non-blank line of ``path``."""
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")  # lines decoded one by one: invalid UTF-8 is named at its line (a review)
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror}", path=str(path)) from exc
     with handle:
-        for lineno, line in enumerate(handle, start=1):
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"invalid UTF-8 ({exc.reason})", path=str(path), line=lineno) from exc
             if not line.strip():
                 continue
             try:

@@ -177,6 +177,9 @@ def test_kibana_import_without_url_is_one_clear_error(monkeypatch, capsys):
     (["search", "x", "--es-url", "http://"], "error: Elasticsearch URL 'http://' has no host"),
     (["search", "x", "--es-url", "http://local host:9200"], "error: Elasticsearch URL 'http://local host:9200' holds a space"),
     (["search", "x", "--es-url", "ftp://h:9260"], "error: Elasticsearch URL 'ftp://h:9260' is not http:// or https:// (ftp://)"),
+    # a review: the port's error text held part of a password; a URL without a port was a traceback
+    (["search", "x", "--es-url", "http://elastic:s3cr#t@host:9200"], "error: Elasticsearch URL 'http://host:9200' cannot be read"),
+    (["es", "status", "--es-url", "http://127.0.0.1"], "error: Elasticsearch URL 'http://127.0.0.1' needs its port: http://127.0.0.1:9200"),
     (["kibana", "import", "--kibana-url", "http://localhost:56O1"], "error: Kibana URL 'http://localhost:56O1' cannot be read"),
     (["kibana", "import", "--kibana-url", "http://k:5601", "--space", "team a"], "error: --space 'team a' is not a Kibana space id"),
     (["kibana", "import", "--kibana-url", "http://k:5601", "--space", "a?b#c"], "error: --space 'a?b#c' is not a Kibana space id"),

@@ -202,7 +202,7 @@ def test_merged_files_judge_each_type_only_where_it_is_labelled(tmp_path: Path):
 
 def test_export_refuses_files_that_label_different_types(tmp_path: Path):
     bench = benchmark_from_conll(_with_companies(tmp_path))
-    with pytest.raises(InputError, match="export each file on its own"):
+    with pytest.raises(InputError, match="export each collection"):
         export_benchmark(bench, tmp_path / "beir")
     assert not (tmp_path / "beir").exists()
 
@@ -275,6 +275,13 @@ def test_files_of_one_collection_judge_every_type_on_all_of_them(tmp_path: Path)
     mixed = benchmark_from_conll([*files, other])
     corporation = next(q for q in mixed.queries if q.text == "corporation")
     assert mixed.judged[corporation.id] == {p.id for p in split.corpus}  # both WNUT files, not BTC's
+    # a review: with a flat mapping nothing says two files of one folder are one data set
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps({"person": "person", "corporation": "corporation", "PER": "person"}), encoding="utf-8")
+    other.rename(folder / "h.conll")
+    apart = benchmark_from_conll([*files, folder / "h.conll"], mapping_file=flat)
+    corporation = next(q for q in apart.queries if q.text == "corporation")
+    assert len(apart.judged[corporation.id]) == 1  # the one file with its mentions, as before
 
 
 def test_a_type_coarse_in_one_merged_file_is_coarse(tmp_path: Path):

@@ -225,6 +225,12 @@ def test_training_files_are_read_with_the_shipped_mapping(tmp_path: Path):
     loose.write_text("Alice\tB-PER\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"train.conll: cannot tell which data set this training file is.*folder named"):
         training_from_card(ModelCard({}), train_data=[loose])
+    # a review: a model trained on other data still gets its counts, read with --mapping
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps({"PER": "person"}), encoding="utf-8")
+    assert training_from_card(ModelCard({}), train_data=[loose], mapping_file=flat).counts == {"person": 1}
+    assert training_from_card(ModelCard({}), train_data=[wikigold], mapping_file=flat).counts == {
+        "person": 1, "organization": 1}  # a shipped data set's file keeps the shipped mapping
 
 
 def test_cli_eval_refuses_what_would_give_a_wrong_or_empty_report(toy, tmp_path: Path, monkeypatch):
@@ -512,3 +518,18 @@ def test_a_passage_the_store_refuses_stops_the_evaluation(toy):
     bench.corpus[0] = dataclasses.replace(first, text=first.text[:3] + "\x00" + first.text[4:])
     with pytest.raises(InputError, match=r"the store refused 1 of the benchmark's passages.*NUL"):
         run_eval(bench, encoder=enc, methods=("system", "dense"))
+
+
+def test_with_one_threshold_on_the_card_a_coarse_type_is_scored_at_the_one_calibrated(toy, tmp_path):
+    """A review: with no unseen types and a card of one threshold, a coarse type was scored at the
+    card's old threshold, while the written model.json applies the new one to every phrase."""
+    data, _, enc = toy
+    mapping = tmp_path / "coarse.json"
+    mapping.write_text(json.dumps({"PER": "person", "LOC": "location", "DINO": "dinosaur", "_coarse": ["DINO"]}),
+                       encoding="utf-8")
+    bench = benchmark_from_conll([data], mapping_file=mapping)
+    result = run_eval(bench, encoder=enc, methods=("system",), calibrate_on=("seen",))
+    chosen = result["calibration"]["methods"]["system"]["chosen"]["threshold"]
+    assert "unseen" not in result["calibration"] and chosen != 0.5  # the card's own: the test would see nothing
+    assert {row["type"]: row["thresholds"]["system"] for row in result["per_type"]} == {
+        "person": chosen, "location": chosen, "dinosaur": chosen}

@@ -446,3 +446,17 @@ def test_a_broken_silver_line_is_named(tmp_path, line, why):
     with pytest.raises(InputError) as err:
         list(read_silver(path))
     assert (err.value.path, err.value.line) == (str(path), 3) and why in err.value.reason
+
+
+def test_a_silver_or_beir_line_that_is_not_utf8_is_named():
+    """A review: a latin-1 file was a UnicodeDecodeError traceback."""
+    import tempfile
+
+    from indexer.errors import InputError
+    from indexer.json_lines import json_lines
+
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
+        f.write(b'{"a": 1}\n{"b": "caf\xe9"}\n')
+    with pytest.raises(InputError) as err:
+        list(json_lines(f.name))
+    assert err.value.line == 2 and "invalid UTF-8" in err.value.reason

@@ -71,8 +71,8 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False),
               help="Tag → query phrase file (JSON or TOML; flat, or sectioned by data set). Tags scored apart as "
               "coarse go in a \"_coarse\" list (default: CrossNER's, for a file in crossner/ or crossner/<domain>/). "
-              "Default: the shipped mapping for the sets in shared/data. For the evaluated files only: --train-data "
-              "is read with the shipped mapping, as nerindex train reads it.")
+              "Default: the shipped mapping for the sets in shared/data. --train-data is read with the shipped "
+              "mapping, as nerindex train reads it, and with this one only where a file is outside its data sets.")
 @click.option("--dataset", help="Section of the mapping to use for the evaluated files (default: from the file's "
               "folder names).")
 @click.option("--name", help="Name of the benchmark in reports.")
@@ -164,7 +164,7 @@ def eval_command(
         return
     result, model_path = _evaluate(
         bench, data, _methods(methods), model_dir=model_dir, store_dir=store_dir, device=device,
-        threshold=threshold, train_types=train_types, train_data=train_data,
+        threshold=threshold, train_types=train_types, train_data=train_data, mapping=mapping,
         calibrate=calibrate, batch_size=batch_size, passage_weight=passage_weight,
         feedback=Feedback(feedback_weight, feedback_top), write_calibration=calibrate and write_model,
     )  # fmt: skip
@@ -217,7 +217,7 @@ def _methods(value: str) -> list[str]:
 
 def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: str | None, store_dir: str | None,
               device: str | None, threshold: float | None, train_types: str | None, train_data: tuple[str, ...],
-              calibrate: bool, batch_size: int, passage_weight: float | None,
+              mapping: str | None, calibrate: bool, batch_size: int, passage_weight: float | None,
               feedback: Feedback, write_calibration: bool = False) -> tuple[dict, Path]:  # fmt: skip
     """Run the evaluation with the model of --model (or the settings'); (result, model folder)."""
     from ..config import resolve
@@ -233,7 +233,7 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     result = run_eval(
         bench, encoder=encoder, store_dir=store_dir, methods=methods, threshold=threshold,
         train_types=_train_types(train_types), train_data=train_data, data_roots=_data_roots(data),
-        calibrate_on=("seen",) if calibrate else None, batch_size=batch_size,
+        mapping_file=mapping, calibrate_on=("seen",) if calibrate else None, batch_size=batch_size,
         passage_weight=passage_weight, feedback=feedback,
     )  # fmt: skip
     return result, encoder.info.path

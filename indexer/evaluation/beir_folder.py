@@ -37,7 +37,8 @@ def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
         only = ", ".join(sorted(q.text for q in bench.queries if q.id in bench.judged)[:5])
         raise InputError(
             f"these files label different types ({only}, … are judged on some files only), and a BEIR "
-            "folder counts every passage of its corpus as judged: export each file on its own",
+            "folder counts every passage of its corpus as judged: export each collection (a data set's files "
+            "in one folder) on its own",
             path=bench.name,
         )
     out = Path(folder)

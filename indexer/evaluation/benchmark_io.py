@@ -292,7 +292,10 @@ def benchmark_from_conll(
         if not passages:
             raise InputError("no sentences found", path=str(path))
         label = _label(path, section)
-        collections.setdefault((section, Path(path).resolve().parent), []).append(
+        # a data set known by name (a mapping section) in one folder is one collection; with a flat
+        # mapping nothing says which files are one data set, so each file is its own (a review)
+        key = (section, Path(path).resolve().parent) if section else (None, Path(path).resolve())
+        collections.setdefault(key, []).append(
             build_benchmark(
                 passages, mapping, name=label, coarse_tags=coarse, sources=[str(path)], source=str(path)
             )
@@ -307,8 +310,9 @@ def benchmark_from_conll(
 
 
 def one_collection(files: Sequence[Benchmark]) -> Benchmark:
-    """The files of one collection (one data set's files in one folder: ``dev.txt`` and
-    ``test.txt``, or a corpus kept one file per document) as one benchmark that judges every type
+    """The files of one collection (one data set's files in one folder, the data set named by a
+    section of the mapping: ``dev.txt`` and ``test.txt``, or a corpus kept one file per document;
+    with a flat mapping each file is a collection) as one benchmark that judges every type
     on all of them: they share one tag set, so a file with no mention of a type says that its
     passages mention none. Judged file by file, a type lost the non-relevant passages of the files
     without its mentions, and 12 files of one set scored R-Precision 0.664 where the same

@@ -43,6 +43,7 @@ def run_eval(
     train_types: Sequence[str] | None = None,
     train_data: Sequence[str | Path] = (),
     data_roots: Sequence[str | Path] = (),
+    mapping_file: str | Path | None = None,
     calibrate_on: Sequence[str] | None = None,
     batch_size: int = 32,
     encoder: Any = None,
@@ -59,7 +60,9 @@ def run_eval(
     if encoder is None:
         encoder = OnnxEncoder.from_dir(model_dir, device=device)
     info = encoder.info
-    training = training_from_card(info.card, train_types=train_types, train_data=train_data, data_roots=data_roots)
+    training = training_from_card(
+        info.card, train_types=train_types, train_data=train_data, data_roots=data_roots, mapping_file=mapping_file
+    )
     rankings, stats = compute_rankings(
         bench, encoder, store_dir=store_dir, methods=methods, batch_size=batch_size, passage_weight=passage_weight,
         feedback=feedback,
@@ -100,24 +103,28 @@ def _calibrate(bench: Benchmark, rankings: Rankings, training: Training, groups:
         if key in others:  # baselines get two as well: their set figures are not handicapped by the system's rule
             other = others[key]["chosen"]["threshold"]
             where.append("on the unseen types (other phrases)")
-        if trained is None or other is None:  # a method with no threshold before: one for every phrase
-            trained = other = trained if other is None else other
+        # one threshold where only one is known: a card without a second keeps none when written,
+        # and a search applies its one to every phrase (a review: coarse types were scored at the old)
+        trained, other = (other, other) if trained is None else (trained, trained if other is None else other)
         thresholds[key] = PhraseThresholds(trained, other, training.is_trained)
         source[key] = "calibrated in this run " + " and ".join(where)
     return calibration
 
 
 def _two_thresholds(threshold: Threshold) -> tuple[float | None, float | None]:
-    """(trained-on phrases', other phrases') of a method's threshold before calibration."""
+    """(trained-on phrases', other phrases') of a method's threshold before calibration; a single
+    threshold has no second (None)."""
     if isinstance(threshold, PhraseThresholds):
         return threshold.trained, threshold.other
-    return threshold, threshold
+    return threshold, None
 
 
 @dataclass(frozen=True)
 class PhraseThresholds:
-    """The system's two thresholds: one for phrases the model was trained on, one for the others
-    (``ModelInfo.threshold_for``'s rule, so that eval applies what a search applies)."""
+    """The system's two thresholds: one for phrases the model was trained on, one for the others.
+    Uncalibrated, by ``ModelInfo.threshold_for``'s rule, so that eval applies what a search
+    applies; calibrated, by the report's seen/unseen split (``--train-types`` may give another),
+    so that each group is scored at the threshold chosen on it."""
 
     trained: float
     other: float

@@ -42,14 +42,17 @@ def group_of(query: Query, training: Training) -> Group:
     return "seen" if training.is_trained(query.text) else "unseen"
 
 
-def count_training_mentions(paths: Sequence[str | Path], *, held_out: Iterable[str] = ()) -> dict[str, int]:
+def count_training_mentions(
+    paths: Sequence[str | Path], *, held_out: Iterable[str] = (), mapping_file: str | Path | None = None
+) -> dict[str, int]:
     """Mentions per query phrase in training files, skipping sentences with a held-out type.
 
     Mirrors how the shipped model was trained (sentences holding a held-out type were dropped), so
     Familiarity weights each training type by how often the model actually saw it. Tags are read
     with the shipped mapping, as ``nerindex train`` reads them, whatever ``--mapping`` says of the
     evaluated files (an audit: a flat --mapping dropped Wikigold's PER/ORG/LOC from the counts, and
-    "organization"'s Familiarity fell from 0.995 to 0.251).
+    "organization"'s Familiarity fell from 0.995 to 0.251). A file outside the shipped data sets'
+    folders (a model trained on other data) is read with ``mapping_file`` where one is given.
     """
     from ..conll import read_conll
     from .benchmark_io import PHRASES_FILE
@@ -59,13 +62,17 @@ def count_training_mentions(paths: Sequence[str | Path], *, held_out: Iterable[s
     held = set(held_out)
     counts: dict[str, int] = {}
     for path in paths:
-        if detect_dataset(path, sections) is None:  # --dataset and --mapping are the evaluated files'
+        if detect_dataset(path, sections) is not None:
+            mapping, _, _ = resolve_mapping(data, path, source=str(PHRASES_FILE))
+        elif mapping_file is not None:
+            mapping, _, _ = resolve_mapping(read_mapping_file(mapping_file), path, source=str(mapping_file))
+        else:
             raise InputError(
-                "cannot tell which data set this training file is: training data is read by its "
-                f"folder names, as nerindex train reads it (a folder named one of {', '.join(sections)})",
+                "cannot tell which data set this training file is: training data is read by its folder "
+                f"names, as nerindex train reads it (a folder named one of {', '.join(sections)}), or with "
+                "--mapping where it is elsewhere",
                 path=str(path),
             )
-        mapping, _, _ = resolve_mapping(data, path, source=str(PHRASES_FILE))
         for p in read_conll(path):
             phrases = [mapping.get(g.label) for g in p.gold]
             if any(ph in held or g.label in held for ph, g in zip(phrases, p.gold)):
@@ -82,6 +89,7 @@ def training_from_card(
     train_types: Sequence[str] | None = None,
     train_data: Sequence[str | Path] = (),
     data_roots: Sequence[str | Path] = (),
+    mapping_file: str | Path | None = None,
 ) -> Training:
     """Seen types and their counts from ``model.json`` (``training``), or the user's overrides.
 
@@ -96,7 +104,7 @@ def training_from_card(
     else:
         types, source = set(rec.types), "model.json training.types"
     if train_data:
-        counts = count_training_mentions(train_data, held_out=held)
+        counts = count_training_mentions(train_data, held_out=held, mapping_file=mapping_file)
         return Training(types or set(counts), held, counts, "mentions counted in --train-data files", source)
     if rec.type_counts is not None:
         counts = rec.type_counts
@@ -113,6 +121,6 @@ def training_from_card(
         if found is not None:
             files.append(found)
     if files:
-        counts = count_training_mentions(files, held_out=held)
+        counts = count_training_mentions(files, held_out=held, mapping_file=mapping_file)
         return Training(types or set(counts), held, counts, "mentions counted in training.data files", source)
     return Training(types, held, {t: 1 for t in types}, "unweighted (no training counts available)", source)

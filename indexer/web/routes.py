@@ -7,6 +7,8 @@ of :class:`~indexer.stores.filter_rules.Filters`) and hands the work to the app'
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -138,8 +140,9 @@ async def known_params_only(request: Request) -> None:
 async def health(service: SearchService = Depends(current_service)) -> dict[str, str]:
     """Liveness: the service is up and its index usable (503 once its store.sqlite was replaced or
     removed, which needs a restart: a review found health saying ok while every search failed; 409
-    once the store holds another model's vectors, after ``es reindex --model``)."""
-    await service.call(service.index.check_usable)
+    once the store holds another model's vectors, after ``es reindex --model``). On a thread of its
+    own, not the search pool's: a probe must not wait behind searches (a review)."""
+    await asyncio.to_thread(service.index.check_usable)
     return {"status": "ok"}
 
 

@@ -38,7 +38,7 @@ class ConnectionOptions:
         if not hosts:
             raise StoreError("no Elasticsearch URL given (--es-url or NERINDEX_ES_URL)")
         for host in hosts:  # the client raised a ValueError, a traceback at the command line
-            problem = url_problem(host)
+            problem = url_problem(host, port_required=True)
             if problem is not None:
                 raise StoreError(f"Elasticsearch URL {without_credentials(host)!r} {problem} (--es-url, NERINDEX_ES_URL)")
         return hosts
@@ -54,10 +54,11 @@ class ConnectionOptions:
         return ",".join(shown)
 
 
-def url_problem(url: str) -> str | None:
-    """Why ``url`` is no ``http://`` or ``https://`` URL with a host and a numeric port, or None:
-    the Elasticsearch client and Kibana's import raised ValueErrors on such URLs (tracebacks at
-    the command line: ``:92OO``, ``:99999``, a space in the host; an audit)."""
+def url_problem(url: str, *, port_required: bool = False) -> str | None:
+    """Why ``url`` is no ``http://`` or ``https://`` URL with a host and a numeric port (given, for
+    an ``http://`` one, where ``port_required``: the Elasticsearch client's rule), or None: the
+    client and Kibana's import raised ValueErrors on such URLs (tracebacks at the command line:
+    ``:92OO``, ``:99999``, a space in the host; an audit)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         shown = without_credentials(url)
@@ -68,17 +69,21 @@ def url_problem(url: str) -> str | None:
         return "holds a space or a control character"
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
-    except ValueError as exc:
-        return f"cannot be read: {exc}"
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
+    except ValueError:  # its text may hold part of a password with '#', '/' or '?' in it (a review)
+        return ("cannot be read: its port is not a number from 0 to 65535, or a password holds a "
+                "character to %-encode ('#', '/', '?', '@')")
     if not parts.hostname:
         return "has no host"
+    if port is None and port_required and scheme.lower() == "http":  # the client: "URL must include ... 'port'"
+        return f"needs its port: {without_credentials(url).rstrip('/')}:9200, say"
     return None
 
 
 def without_credentials(url: str) -> str:
-    """``url`` as a message may show it: without a ``user:password@`` part."""
-    return url.rpartition("@")[2]
+    """``url`` as a message may show it: without a ``user:password@`` part, its scheme kept."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
 
 
 MAX_RETRIES = 3  # a request that times out is sent again this many times
