@@ -85,6 +85,8 @@ def _check_opened(backend: Store, encoder: OnnxEncoder, settings: Settings, crea
     if recorded is not None:
         backend.check_model(encoder.info.stamp, writing=False)
         return
+    if create is True or (create is False and not settings.es_url):  # made, or refused by open_store if missing
+        return
     if settings.es_url:  # the one owner of why an alias holds no passages (a hand-made index, a lost alias)
         from .stores.elasticsearch.aliases import no_passages
 
@@ -94,9 +96,9 @@ def _check_opened(backend: Store, encoder: OnnxEncoder, settings: Settings, crea
     if create is None:
         log.warning("%s: %s (open(..., create=False) refuses a store without passages, create=True says nothing)",
                     settings.store_description(), why)
-    elif create is False and settings.es_url:
-        backend.close()
-        raise StoreError(f"{settings.store_description()}: {why}")
+        return
+    backend.close()  # create=False on Elasticsearch
+    raise StoreError(f"{settings.store_description()}: {why}")
 
 
 class NerIndex:

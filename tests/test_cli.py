@@ -440,7 +440,8 @@ def test_nerindex_open_takes_every_store_setting(monkeypatch):
 
     monkeypatch.setattr(indexer.api, "open_store", lambda settings, create: opened.append(settings) or Empty())
     ix = NerIndex.open(es_url="http://es:9200", es_index="corpus", es_api_key="k", es_user="u", es_password="p",
-                       es_ca_certs=Path("/ca.pem"), es_verify_certs=False, es_timeout=5, threads=1, device="cpu")
+                       es_ca_certs=Path("/ca.pem"), es_verify_certs=False, es_timeout=5, threads=1, device="cpu",
+                       create=True)  # create left out asks a real store why it holds no passages
     (settings,) = opened
     assert settings.es_timeout == 5 and settings.threads == 1
     # every Settings field but kibana_url is an argument (the docstring's promise)
