@@ -349,6 +349,22 @@ def test_cli_calibration_is_not_written_for_another_seen_unseen_split(toy, tmp_p
     assert res.exit_code == 2 and "drop --train-data or --write-model" in res.output, res.output
 
 
+def test_cli_write_model_without_seen_types_is_refused_before_the_run(toy, tmp_path: Path, monkeypatch):
+    """An audit: data with no type the model trained on ran whole, then failed to write ("no seen
+    types with relevant passages")."""
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+    from indexer.errors import InputError
+
+    _, mapping, enc = toy
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    monkeypatch.setattr(enc, "encode", lambda *a, **k: pytest.fail("the run began"))
+    only_unseen = tmp_path / "dino.conll"
+    only_unseen.write_text("Rex\tB-DINO\nroared\tO\n\n", encoding="utf-8")
+    res = CliRunner().invoke(cli, ["eval", str(only_unseen), "--mapping", str(mapping), "--calibrate", "--write-model"])
+    assert isinstance(res.exception, InputError) and "none of them has a relevant passage here" in str(res.exception)
+
+
 def test_cli_export_benchmark_needs_no_model(toy, tmp_path: Path):
     from indexer.cli import cli
 

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -227,7 +227,7 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     settings = resolve(model=model_dir, device=device)
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     if write_calibration:
-        _check_calibration_split(encoder.info, _train_types(train_types), train_data)
+        _check_calibration_split(encoder.info, _train_types(train_types), train_data, bench)
     log.info("evaluating %s: %d passages, %d types, model %s %s",
              bench.name, len(bench.corpus), len(bench.scored_queries()), encoder.info.id, encoder.info.version)
     result = run_eval(
@@ -239,7 +239,9 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     return result, encoder.info.path
 
 
-def _check_calibration_split(info: ModelInfo, train_types: list[str] | None, train_data: tuple[str, ...]) -> None:
+def _check_calibration_split(
+    info: ModelInfo, train_types: list[str] | None, train_data: tuple[str, ...], bench: Any
+) -> None:
     """Refuse to write thresholds chosen on other seen/unseen groups than a search uses.
 
     Why: a search picks ``similarity_threshold`` or ``unseen_similarity_threshold`` by model.json
@@ -260,6 +262,11 @@ def _check_calibration_split(info: ModelInfo, train_types: list[str] | None, tra
             "model.json has no training.types, so --train-data would make the seen/unseen split "
             "--calibrate --write-model stores; drop --train-data or --write-model", param_hint="--train-data",
         )  # fmt: skip
+    if card_types and not any(not q.coarse and normal_phrase(q.text) in card_types for q in bench.scored_queries()):
+        # an audit: refused only after the whole run ("no seen types with relevant passages")
+        raise InputError("--calibrate --write-model chooses the threshold on the types the model was trained on, "
+                         "and none of them has a relevant passage here: give data that holds some (a validation "
+                         "split), or drop --write-model", path=bench.name)
 
 
 def _store_calibration(result: dict, model_path: Path) -> None:
