@@ -262,7 +262,7 @@ def _check_calibration_split(
             "model.json has no training.types, so --train-data would make the seen/unseen split "
             "--calibrate --write-model stores; drop --train-data or --write-model", param_hint="--train-data",
         )  # fmt: skip
-    if card_types and not any(not q.coarse and normal_phrase(q.text) in card_types for q in bench.scored_queries()):
+    if card_types and not any(not q.coarse and info.is_trained_phrase(q.text) for q in bench.scored_queries()):
         # an audit: refused only after the whole run ("no seen types with relevant passages")
         raise InputError("--calibrate --write-model chooses the threshold on the types the model was trained on, "
                          "and none of them has a relevant passage here: give data that holds some (a validation "

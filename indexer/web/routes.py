@@ -146,8 +146,8 @@ async def health(service: SearchService = Depends(current_service)) -> dict[str,
     return {"status": "ok"}
 
 
-@router.get("/api/v1/info", tags=["service"],
-    responses=ERROR_RESPONSES, dependencies=[Depends(known_params_only)],
+@router.get(
+    "/api/v1/info", tags=["service"], responses=ERROR_RESPONSES, dependencies=[Depends(known_params_only)],
 )
 async def info(service: SearchService = Depends(current_service)) -> JSONResponse:
     """The model, the store and its counts, and the request limits of this service."""

@@ -45,13 +45,7 @@ class ConnectionOptions:
 
     def redacted_url(self) -> str:
         """The URL for messages, without any user:password part."""
-        shown = []
-        for host in self.hosts():
-            scheme, sep, rest = host.partition("://")
-            if sep and "@" in rest:
-                rest = rest.split("@", 1)[1]
-            shown.append(f"{scheme}{sep}{rest}")
-        return ",".join(shown)
+        return ",".join(without_credentials(host) for host in self.hosts())
 
 
 def url_problem(url: str, *, port_required: bool = False) -> str | None:

@@ -270,11 +270,11 @@ class ElasticsearchStore:
 
     def _create_index(self, stamp: ModelStamp) -> None:
         self.require_version(MIN_SERVER, "nerindex's nested span search")
-        existing = self.versioned_indices()
-        name = next_index_name(self.alias, existing)
-        if orphans(self):  # an alias lost in a restore, say
+        name = next_index_name(self.alias, self.versioned_indices())
+        lost = orphans(self)
+        if lost:  # an alias lost in a restore, say
             log.warning("no alias %s, but indices made for it exist (%s): creating %s; to search one of them "
-                        "instead, point the alias at it (POST _aliases)", self.alias, ", ".join(orphans(self)), name)
+                        "instead, point the alias at it (POST _aliases)", self.alias, ", ".join(lost), name)
         body = create_index_body(stamp, index_options=self._options.index_options, alias=self.alias)
         log.info("creating Elasticsearch index %s behind alias %s", name, self.alias)
         with self.errors(f"create index {name!r}"):
