@@ -246,14 +246,14 @@ class TorchSession:
     def __init__(self, model) -> None:
         self.model = model
         # the graph's outputs, in the model's order: model 0.4.0 adds candidate_scores (an audit: a KeyError)
-        self.NAMES = list(model.output_names())
+        self.names = list(model.output_names())
 
     def run(self, outputs, feeds):
         import torch
 
         with torch.inference_mode():
             result = self.model(*(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask", "span_starts", "span_ends")))
-        named = dict(zip(self.NAMES, result))
+        named = dict(zip(self.names, result))
         return [named[name].numpy() for name in outputs]
 
 
