@@ -28,6 +28,7 @@ import pytest
 
 pytest.importorskip("elasticsearch")
 
+from es_proxy import slow_first_bulk  # noqa: E402
 from store_conformance import (  # noqa: E402
     DINO, POL, RIVER, StoreConformance, corpus, crowded_passage, doc, hybrid_corpus, unit,
 )
@@ -41,6 +42,7 @@ from indexer.stores.elasticsearch import ElasticsearchStore  # noqa: E402
 from indexer.stores.elasticsearch import index_requests, search_requests  # noqa: E402
 from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import responses as rs  # noqa: E402
+from indexer.stores.elasticsearch.options import BULK_REFRESH_INTERVAL  # noqa: E402
 from indexer.stores.elasticsearch.reindex import current_index, reindex, write_blocked  # noqa: E402
 from indexer.stores.elasticsearch.store import (  # noqa: E402
     MIN_SERVER,
@@ -267,7 +269,7 @@ def test_refresh_interval_relaxed_during_writes_and_restored(make_live_store, st
 
     assert interval() == "1s"
     store.write(corpus()[:2])
-    assert interval() == "30s"
+    assert interval() == BULK_REFRESH_INTERVAL
     assert search(store, DINO) and interval() == "1s"  # a search makes the writes visible first
     store.write(corpus()[2:])
     store.close()
@@ -280,7 +282,8 @@ def test_refresh_interval_relaxed_during_writes_and_restored(make_live_store, st
 
 def test_a_load_killed_while_relaxed_leaves_no_lasting_refresh_delay(make_live_store, stamp):
     """A load killed before it restored the refresh interval left 30 s on the index, and the next
-    load, finding 30 s already there, never put it back (found by an audit)."""
+    load, finding 30 s already there, never put it back (found by an audit). nerindex's own value
+    is put back; an operator's 30 s is kept (the next test)."""
     killed = make_live_store()
     killed.check_model(stamp)
     killed.write(corpus()[:2])  # relaxed to 30 s; then the process dies: nothing restores it
@@ -289,13 +292,51 @@ def test_a_load_killed_while_relaxed_leaves_no_lasting_refresh_delay(make_live_s
     def interval():
         return rs.refresh_interval(killed.client.indices.get_settings(index=index, name="index.refresh_interval").body)
 
-    assert interval() == "30s"
+    assert interval() == BULK_REFRESH_INTERVAL
     killed._refresh.previous = None  # as a new process, which knows nothing of it
     rerun = make_live_store(index=killed.alias)
     rerun.write(corpus()[2:])
     rerun.flush()
     assert interval() in ("1s", None)
 
+
+
+def test_an_operators_own_30_s_refresh_interval_is_kept_by_a_load(make_live_store, stamp):
+    """An operator's "30s" looked like one left by a killed load and was reset to 1 s (an audit)."""
+    store = make_live_store()
+    store.check_model(stamp)
+    index = store.target()[0]
+    store.client.indices.put_settings(index=index, settings={"index": {"refresh_interval": "30s"}})
+    store.write(corpus()[:2])
+    store.flush()
+    body = store.client.indices.get_settings(index=index, name="index.refresh_interval").body
+    assert rs.refresh_interval(body) == "30s"
+    assert store.counts().passages == 2
+
+
+@pytest.fixture
+def slow_bulk_url():
+    """A proxy to the live node whose first bulk answer comes 3 s late (``es_proxy``)."""
+    yield from slow_first_bulk(ES_URL, delay=3.0)
+
+
+def test_a_bulk_request_that_timed_out_counts_what_it_stored_as_stored(make_live_store, stamp, slow_bulk_url):
+    """The client sent a timed-out bulk request again, and every passage its first try had stored
+    came back "already stored": a summary of 0 new passages for a load that stored them all (an
+    audit). A passage another writer stored first, with another text, is still left as it is."""
+    direct = make_live_store()
+    direct.check_model(stamp)
+    passages = corpus()
+    rival = dataclasses.replace(passages[0], passage=dataclasses.replace(passages[0].passage, text="A rival's text."))
+    assert [o.action for o in direct.write([rival])] == ["created"]
+    slow = open_elasticsearch(resolve(es_url=slow_bulk_url, es_index=direct.alias, es_timeout=1.0))
+    try:
+        outcomes = slow.write(passages, replace=False)
+        slow.flush()
+    finally:
+        slow.close()
+    assert [o.action for o in outcomes] == ["skipped"] + ["created"] * (len(passages) - 1)
+    assert direct.counts().passages == len(passages)
 
 def old_metadata_mapping(body: dict) -> dict:
     """An index body with ``fields.*`` indexed by the types Elasticsearch guesses and

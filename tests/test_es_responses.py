@@ -306,7 +306,7 @@ def test_mismatch_message_says_both_models_and_the_way_out():
 
 def test_counts_mget_version_settings_alias():
     assert rs.parse_counts(load("counts")) == StoreCounts(passages=1523, spans=4871)
-    assert rs.found_ids(load("mget")) == {"p-1"}
+    assert set(rs.found_sources(load("mget"))) == {"p-1"}
     assert rs.refresh_interval({"nerindex-000001": {"settings": {"index": {"refresh_interval": "30s"}}}}) == "30s"
     assert rs.refresh_interval({"nerindex-000001": {"settings": {}}}) is None
     assert rs.alias_indices({"n-000002": {"aliases": {"n": {}}}, "n-000001": {"aliases": {}}}, "n") == ["n-000002"]

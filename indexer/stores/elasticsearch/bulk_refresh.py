@@ -29,9 +29,10 @@ class RelaxedRefresh:
         with self.store.errors("relax the refresh interval for bulk loading"):
             previous = rs.refresh_interval(client.indices.get_settings(index=alias, name="index.refresh_interval").body)
             if previous == interval:
-                # Left so by a load that was killed while relaxed: restore it at the end all the same
-                # (to the server default, 1 s, which the shipped index template also sets), or the
-                # index would answer up to that interval late from now on.
+                # Left so by a load that was killed while relaxed (the value is nerindex's own:
+                # options.BULK_REFRESH_INTERVAL): restore it at the end all the same (to the server
+                # default, 1 s, which the shipped index template also sets), or the index would
+                # answer up to that interval late from now on.
                 previous = None
             else:
                 client.indices.put_settings(index=alias, settings=refresh_settings(interval))

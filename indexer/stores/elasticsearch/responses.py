@@ -436,9 +436,9 @@ def parse_counts(response: Mapping[str, Any]) -> StoreCounts:
     return StoreCounts(passages=int(passages), spans=int(spans))
 
 
-def found_ids(response: Mapping[str, Any]) -> set[str]:
-    """``_id``s that exist, from an ``_mget`` response."""
-    return {doc["_id"] for doc in response.get("docs") or [] if doc.get("found")}
+def found_sources(response: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``_id`` → ``_source`` (empty if not asked for) of the documents found, from an ``_mget``."""
+    return {doc["_id"]: doc.get("_source") or {} for doc in response.get("docs") or [] if doc.get("found")}
 
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")

@@ -320,7 +320,7 @@ class ElasticsearchStore:
                     response = self.client.mget(index=self.alias, ids=chunk, source=False)
                 except NotFoundError:
                     return set()
-            found |= {wanted[doc_id] for doc_id in rs.found_ids(response.body) if doc_id in wanted}
+            found |= {wanted[doc_id] for doc_id in rs.found_sources(response.body) if doc_id in wanted}
         return found
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
