@@ -121,13 +121,16 @@ def refuse_copies_anywhere(
         refuse_copies_under_text_ids(chunk, store)
 
 
-def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[Passage], int, list[WriteOutcome]]:
+def sort_chunk(
+    chunk: Sequence[Passage], stored: set[str] | None, given: set[str]
+) -> tuple[list[Passage], int, list[WriteOutcome]]:
     """(the passages of a chunk to encode, how many are skipped, outcomes of those refused).
 
-    ``stored``: the chunk's ids already in the store, or None when stored ids are encoded again.
-    Skipped: those, and when skipping, an id given again within the chunk, so the first text wins
-    as it does across chunks (where the store has it by then); when not skipping, each replaces
-    the one before, as it would across chunks. Refused, as failed outcomes: passages whose text is
+    ``stored``: the chunk's ids already in the store, or None when stored ids are encoded again;
+    those are skipped. ``given``: the ids of the run so far, this chunk's added: an id given again
+    is refused, the first passage with it indexed (an audit: the second was counted "already
+    stored", or, replacing, "updated" with the first as "created", for one stored passage; the
+    readers refuse such a record by line). Refused too, as failed outcomes: passages whose text is
     empty or blank, which no search could find; whose id is not a non-blank string; whose id, text
     or fields hold a lone surrogate or a NUL, which no store holds as text
     (:func:`~.text.unicode_problem`); or whose metadata no filter could tell apart
@@ -136,7 +139,6 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
     todo: list[Passage] = []
     skipped = 0
     refused: list[WriteOutcome] = []
-    seen = set(stored) if stored is not None else None
     for p in chunk:
         problem = passage_problem(p)
         if problem is not None:  # the Python API's passages (the readers refuse such records by line)
@@ -144,13 +146,18 @@ def sort_chunk(chunk: Sequence[Passage], stored: set[str] | None) -> tuple[list[
             refused.append(WriteOutcome(p.id if isinstance(p.id, str) else repr(p.id), False, "failed", problem))
         elif not p.text.strip():
             refused.append(WriteOutcome(p.id, False, "failed", "empty text: nothing in it could be found"))
-        elif seen is not None and p.id in seen:
+        elif p.id in given:
+            refused.append(WriteOutcome(p.id, False, "failed", GIVEN_TWICE))
+        elif stored is not None and p.id in stored:
+            given.add(p.id)
             skipped += 1
         else:
+            given.add(p.id)
             todo.append(p)
-            if seen is not None:
-                seen.add(p.id)
     return todo, skipped, refused
+
+
+GIVEN_TWICE = "its id was given before in this run: the first passage with it is the one indexed"
 
 
 def index_chunks(
@@ -169,10 +176,11 @@ def index_chunks(
 
     ``progress`` gets passages done; ``windows`` (windows done, windows of the chunk) per batch.
     """
+    given: set[str] = set()
     for chunk in chunked(passages, chunk_size):
         # an id no store can hold (not a string, a lone surrogate, a NUL) is never stored: sort_chunk refuses it
         stored = store.existing_ids([p.id for p in chunk if id_problem(p.id) is None]) if skip_existing else None
-        todo, skipped, refused = sort_chunk(chunk, stored)
+        todo, skipped, refused = sort_chunk(chunk, stored, given)
         refuse_copies_under_text_ids(todo, store)
         if (skipped or refused) and progress is not None:
             progress(skipped + len(refused))

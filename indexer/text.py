@@ -26,12 +26,18 @@ def unicode_problem(text: str) -> str | None:
     """Why ``text`` cannot be stored, or None: its first lone surrogate (UTF-8 cannot encode it) or
     NUL (SQLite's text functions stop at it: a ``spans.text`` filter missed every span after one,
     an audit), and where."""
-    found = _UNSTORABLE.search(text)
-    if found is None:
+    at = unstorable_at(text)
+    if at is None:
         return None
-    if found.group() == "\x00":
-        return f"a NUL character (U+0000) at character {found.start() + 1}"
-    return f"a lone surrogate U+{ord(found.group()):04X} at character {found.start() + 1}"
+    if text[at] == "\x00":
+        return f"a NUL character (U+0000) at character {at + 1}"
+    return f"a lone surrogate U+{ord(text[at]):04X} at character {at + 1}"
+
+
+def unstorable_at(text: str) -> int | None:
+    """The index of the first character of ``text`` that :func:`unicode_problem` names, or None."""
+    found = _UNSTORABLE.search(text)
+    return None if found is None else found.start()
 
 
 def value_problem(value: Any, where: str = "") -> str | None:

@@ -11,7 +11,7 @@ import pytest
 
 from indexer.encoder import OnnxEncoder
 from indexer.assets import default_model_dir
-from indexer.pipeline import index_passages
+from indexer.pipeline import GIVEN_TWICE, index_passages
 from indexer.records import Passage, text_id
 from indexer.stores.embedded import DB_NAME, EmbeddedStore
 
@@ -132,13 +132,19 @@ def test_the_copies_check_covers_every_chunk_before_any_is_written(tmp_path, enc
     assert store.counts().passages == 1
 
 
+@pytest.mark.parametrize("skip_existing", [True, False])
 @pytest.mark.parametrize("chunk_size", [8, 1])  # the repeat in the same chunk, or in the next one
-def test_an_id_given_twice_in_one_run_keeps_the_first_text_and_the_report_says_so(tmp_path, encoder, chunk_size):
+def test_an_id_given_twice_in_one_run_keeps_the_first_text_and_the_report_says_so(
+    tmp_path, encoder, chunk_size, skip_existing
+):
+    """The repeat was counted "already stored" (or, replacing, "updated", with spans of both), for
+    one stored passage that the store never held before the run (an audit): it is refused."""
     first = Passage("a", "The mayor of Springfield met delegates from Shelbyville.")
     again = Passage("a", "Marie Curie won the Nobel Prize in Physics in 1903.")
     with EmbeddedStore.open(tmp_path / "s") as store:
-        report = index_passages([first, again], encoder, store, chunk_size=chunk_size)
-        assert (report.passages, report.created, report.updated, report.skipped_existing) == (2, 1, 0, 1)
+        report = index_passages([first, again], encoder, store, chunk_size=chunk_size, skip_existing=skip_existing)
+        assert (report.passages, report.created, report.updated, report.skipped_existing, report.failed) == (2, 1, 0, 0, 1)
+        assert report.errors == [f"a: {GIVEN_TWICE}"]
         assert store.counts().passages == 1
         assert report.spans == store.counts().spans
         texts = [row[1] for row in sqlite3.connect(store.path / DB_NAME).execute("SELECT id, text FROM passages")]

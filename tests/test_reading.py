@@ -831,3 +831,89 @@ def test_a_key_twice_in_one_json_object_is_refused_with_its_line(tmp_path):
     assert err.line == 2 and "key 'id' appears twice" in str(err)
     passages, stats = skipped(src)
     assert [p.id for p in passages] == ["a"]
+
+
+# ----------------------------------------------------------------- audit, December 2026 (round 20)
+
+
+@pytest.mark.parametrize("line", ["I read it as an E-book.", "The bomber was a B-52", "Take the S-Bahn"])
+def test_a_line_of_prose_ending_like_a_tag_is_prose(tmp_path, line):
+    """A one-line prose file ending in "E-book." was read as CoNLL and stored as its first word."""
+    f = write(tmp_path / "note.txt", line + "\n")
+    assert not looks_like_conll(f)
+    [passage] = read(f)
+    assert passage.text == line + "\n"
+    wide = write(tmp_path / "wide.txt", "one two three four five six seven O\neight nine ten eleven twelve B-PER\n")
+    assert not looks_like_conll(wide)
+
+
+@pytest.mark.parametrize("odd_one", ["prose", "conll"])
+def test_a_folder_is_refused_whatever_file_mixes_it(tmp_path, odd_one):
+    """Only the first five .txt files were looked at: a sixth of the other kind was left out, or a
+    CoNLL file stored whole with its tags, without a word."""
+    tagged, prose = "Paris\tB-LOC\nis\tO\nnice\tO\n", "This is prose about Berlin.\n"
+    usual, odd = (tagged, prose) if odd_one == "prose" else (prose, tagged)
+    for name in "abcde":
+        write(tmp_path / "d" / f"{name}.txt", usual)
+    write(tmp_path / "d" / "f.txt", odd)
+    assert "holds both plain text" in error_of(tmp_path / "d").reason
+
+
+def test_a_nul_in_a_text_file_is_refused_by_line_before_anything_is_read(tmp_path):
+    """It passed the reader and failed at the write, after the other files were stored, with
+    neither file nor line named."""
+    write(tmp_path / "d" / "a.txt", "Paris is in France.\n")
+    bad = write(tmp_path / "d" / "b.txt", "Berlin\nis\x00 in Germany.\n")
+    err = error_of(tmp_path / "d")
+    assert_names(err, bad, 2)
+    assert "NUL" in err.reason
+
+
+def test_more_parquet_values_as_written_or_refused_by_row(tmp_path):
+    """An audit: a time64[ns] with nanoseconds (or a date past 9999) was a traceback naming no row,
+    that --on-error skip did not skip; nanosecond instants before 1970 were read 1 µs late; map
+    keys were Python's text (``b'k'``, ``True``); a map's repeated key kept the last value."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"], "t": pa.array([1000, 1], pa.time64("ns"))}), f)
+    assert_names(error_of(f), f, 2, unit="row")
+    assert [p.fields for p in read(f, on_error="skip")] == [{"t": "00:00:00.000001"}]
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"], "ts": pa.array([-1, -1500], pa.timestamp("ns"))}), f)
+    assert [p.fields["ts"] for p in read(f)] == ["1969-12-31T23:59:59.999999999", "1969-12-31T23:59:59.999998500"]
+    keys = pa.array([[(b"k", 1)], [(b"a", 1), (b"a", 2)]], pa.map_(pa.binary(), pa.int64()))
+    flags = pa.array([[(True, 1)], [(False, 2)]], pa.map_(pa.bool_(), pa.int64()))
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"], "m": keys, "b": flags}), f)
+    assert [p.fields for p in read(f, on_error="skip")] == [{"m": {"k": 1}, "b": {"true": 1}}]
+    assert "the key 'a' twice" in error_of(f).reason
+
+
+def test_a_json_number_too_small_for_a_float_is_refused_not_zero(tmp_path):
+    f = jsonl(tmp_path / "a.jsonl", {"id": "a", "text": "x"})
+    write(f, '{"id": "a", "text": "Paris.", "tiny": 1e-400}\n{"id": "b", "text": "Rome.", "z": 0e5, "y": 0.000}\n')
+    err = error_of(f)
+    assert_names(err, f, 1)
+    assert "too small for a 64-bit float" in err.reason
+    assert [p.fields for p in read(f, on_error="skip")] == [{"z": 0.0, "y": 0.0}]
+
+
+def test_tsv_quotes_around_a_whole_value_are_kept_where_no_quoting_writer_put_them(tmp_path):
+    """``"To be, or not to be"`` lost its quotes; a file whose header is quoted (R, QUOTE_ALL) still
+    reads its values without them, and a value that needed quoting is read as quoted."""
+    f = write(tmp_path / "a.tsv", 'id\ttext\n1\t"To be, or not to be"\n2\t"a ""b"" c"\n3\t"two\nlines"\n')
+    assert [p.text for p in read(f)] == ['"To be, or not to be"', 'a "b" c', "two\nlines"]
+    quoted = write(tmp_path / "r.tsv", '"id"\t"text"\n"1"\t"To be"\n')
+    assert [(p.id, p.text) for p in read(quoted)] == [("1", "To be")]
+
+
+def test_what_a_folder_leaves_out_is_counted(tmp_path):
+    """Files of other kinds and linked folders were left out without a word (an audit)."""
+    write(tmp_path / "d" / "a.txt", "Paris is nice.\n")
+    write(tmp_path / "d" / "b.jsonl", "{}\n")
+    write(tmp_path / "d" / ".hidden" / "c.txt", "hidden.\n")
+    write(tmp_path / "other" / "c.txt", "Rome.\n")
+    (tmp_path / "d" / "link").symlink_to(tmp_path / "other", target_is_directory=True)
+    stats = ReadStats()
+    assert [p.id for p in read(tmp_path / "d", stats=stats)] == ["a.txt"]
+    assert stats.left_out == ["b.jsonl", "link/"]

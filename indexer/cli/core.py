@@ -116,6 +116,10 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> 
         raise InputError("no passages to index", path=source)
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
+    if stats.left_out:
+        shown = ", ".join(stats.left_out[:3]) + (", ..." if len(stats.left_out) > 3 else "")
+        click.echo(f"left out {len(stats.left_out)} file(s) or linked folder(s) that a {stats.format} folder does not "
+                   f"read ({shown}): index them on their own", err=True)
     return count, stats
 
 
@@ -152,7 +156,7 @@ def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, w
     if as_json:
         summary = {
             **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
-            "skipped_input": stats.skipped, "input_errors": stats.errors, "store": where,
+            "skipped_input": stats.skipped, "input_errors": stats.errors, "left_out": stats.left_out, "store": where,
         }
         click.echo(json.dumps(summary))
         return

@@ -15,7 +15,7 @@ from typing import Iterator, Literal
 
 from ..errors import InputError
 from ..records import Passage, text_id
-from .detect import FORMATS, Format, resolve_format
+from .detect import CONLL_EXTENSIONS, FORMATS, Format, left_out, resolve_format
 from .plain import conll_items, txt_items
 from .structured import Item, Located, RecordRules, delimited_items, jsonl_items, parquet_items
 
@@ -36,6 +36,7 @@ class ReadStats:
     errors: list[str] = field(default_factory=list)
     format: str | None = None  # the format actually used (after "auto" was resolved)
     id_field: str | None = None  # the key or column ids came from; None: text hashes, file paths
+    left_out: list[str] = field(default_factory=list)  # what a folder's format does not read (detect.left_out)
 
     def skip(self, error: InputError) -> None:
         self.skipped += 1
@@ -76,6 +77,8 @@ def read_passages(
     if stats is None:
         stats = ReadStats()
     stats.format = resolved
+    if p.is_dir():
+        stats.left_out = left_out(p, CONLL_EXTENSIONS | {".txt"} if resolved == "conll" else frozenset({".txt"}))
     rules = RecordRules(path=name, id_field=id_field, text_field=text_field, unit="row" if resolved == "parquet" else "line")
     return _checked(_items(p, resolved, rules), name, on_error, stats, rules)
 

@@ -41,7 +41,11 @@ FOLDER_FORMATS = frozenset({"txt", "conll"})
 _TAG = re.compile(r"^(?:O|[BIES]-.+)$")
 _SNIFF_BYTES = 65536
 _SNIFF_LINES = 20
-_SNIFF_FILES = 5  # .txt files of a folder looked at
+# a token row has the token, the tag and a few columns between (MultiCoNER: 4); a line of prose
+# that happens to end in "E-book." or "B-52" has more words, or is the file's only line (an audit:
+# such a file was read as CoNLL and stored as its first word)
+_MAX_COLUMNS = 6
+_MIN_ROWS = 2
 
 
 def split_suffix(path: Path) -> tuple[str, bool]:
@@ -52,8 +56,9 @@ def split_suffix(path: Path) -> tuple[str, bool]:
     return (suffixes[-1] if suffixes else ""), False
 
 
-def looks_like_conll(path: Path) -> bool:
-    """True when the first non-blank lines of a file are all ``token … tag`` rows with BIO/IO tags."""
+def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
+    """True when the first non-blank lines of a file (``min_rows`` at least: 1 where the user said
+    CoNLL) are all ``token … tag`` rows with BIO/IO tags."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(_SNIFF_BYTES)
@@ -67,12 +72,12 @@ def looks_like_conll(path: Path) -> bool:
         if not line.strip() or line.startswith(("#", "-DOCSTART-")):
             continue
         cols = line.split("\t") if "\t" in line else line.split()
-        if len(cols) < 2 or not _TAG.match(cols[-1].strip()):
+        if not 2 <= len(cols) <= _MAX_COLUMNS or not _TAG.match(cols[-1].strip()):
             return False
         seen += 1
         if seen >= _SNIFF_LINES:
             break
-    return seen > 0
+    return seen >= min_rows
 
 
 def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str]]:
@@ -85,12 +90,30 @@ def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str
     return sorted(found, key=lambda pr: pr[1])
 
 
+def left_out(root: Path, extensions: frozenset[str]) -> list[str]:
+    """What a folder read with ``extensions`` leaves out that is not hidden: files of other kinds,
+    and folders behind symbolic links (not followed), as paths in the folder; a folder is marked
+    with a trailing ``/`` (an audit: both went without a word)."""
+    out = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_symlink() and p.is_dir():
+            out.append(rel.as_posix() + "/")
+        elif p.is_file() and p.suffix.lower() not in extensions:
+            out.append(rel.as_posix())
+    return sorted(out)
+
+
 def folder_format(root: Path) -> str:
     """``conll`` or ``txt`` for a folder (see the module docstring); a mix is an InputError."""
     files = folder_files(root, CONLL_EXTENSIONS | {".txt"})
     conll = [(p, rel) for p, rel in files if p.suffix.lower() != ".txt"]
     texts = [(p, rel) for p, rel in files if p.suffix.lower() == ".txt"]
-    sniffed = {rel: looks_like_conll(p) for p, rel in texts[:_SNIFF_FILES]}
+    # every .txt file: a folder of five CoNLL files and a prose one read as CoNLL, leaving the
+    # prose out without a word, when only the first five were looked at (an audit)
+    sniffed = {rel: looks_like_conll(p) for p, rel in texts}
     prose = [rel for rel, tagged in sniffed.items() if not tagged]
     if not prose and (conll or texts):
         return "conll"

@@ -18,7 +18,8 @@ from typing import Iterator
 from ..conll import read_conll
 from ..errors import InputError
 from ..records import Passage, text_id
-from ..text import unicode_problem
+from ..stores.filter_rules import passage_problem
+from ..text import unicode_problem, unstorable_at
 from .detect import CONLL_EXTENSIONS, folder_files, looks_like_conll
 from .structured import Item, Located
 
@@ -39,7 +40,12 @@ def text_file_item(path: Path, rel: str) -> Item:
         return InputError(f"invalid UTF-8 (byte 0x{data[exc.start:exc.start + 1].hex()})", path=name, line=line)
     if not text.strip():
         return InputError("the file is empty", path=name)
-    return Located(Passage(id=rel, text=text, fields={"path": rel}), name, None)
+    passage = Passage(id=rel, text=text, fields={"path": rel})
+    problem = passage_problem(passage)
+    if problem is not None:  # a NUL: refused here, by line, before anything is written (it was at the write)
+        at = unstorable_at(text)
+        return InputError(problem, path=name, line=None if at is None else text.count("\n", 0, at) + 1)
+    return Located(passage, name, None)
 
 
 def txt_items(path: Path) -> Iterator[Item]:
@@ -73,7 +79,7 @@ def conll_items(path: Path) -> Iterator[Item]:
             yield Located(passage, str(path), p.fields["line"])
         return
     for file, rel in folder_files(path, CONLL_EXTENSIONS | {".txt"}):
-        if file.suffix.lower() == ".txt" and not looks_like_conll(file):
+        if file.suffix.lower() == ".txt" and not looks_like_conll(file, min_rows=1):
             continue
         bad = _name_problem(file, rel)
         if bad is not None:

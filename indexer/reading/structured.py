@@ -151,11 +151,17 @@ class _OutOfRange(ValueError):
 
 
 def _finite_float(text: str) -> float:
-    """A JSON number as a float; one beyond a double's range (1e400) was inf, which no store takes."""
+    """A JSON number as a float; one beyond a double's range (1e400) was inf, which no store takes,
+    and one too small for it (1e-400) was 0 without a word (an audit)."""
     value = float(text)
     if not math.isfinite(value):
         raise _OutOfRange(f"the number {text[:40]} is beyond the range of a 64-bit float")
+    if value == 0 and _NONZERO_DIGIT.search(re.split("[eE]", text, maxsplit=1)[0]):
+        raise _OutOfRange(f"the number {text[:40]} is too small for a 64-bit float (it would be 0)")
     return value
+
+
+_NONZERO_DIGIT = re.compile("[1-9]")
 
 
 _CR_ONLY = "the line holds a CR line break: if the file's line endings are CR only, save it with LF or CRLF ones"
@@ -220,12 +226,14 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
         # strict: a quote that opens a field must close it, and nothing but the delimiter may follow
         # it; otherwise the lenient reader took the rest of the file into one field, or dropped
         # the quotes of `"Dune" is a novel`, without a word
-        reader = csv.reader(_decoded(fh, bad_lines), delimiter=delimiter, strict=True)
+        last: list[str] = [""]  # the line read last (a TSV record's raw cells)
+        reader = csv.reader(_decoded(fh, bad_lines, last), delimiter=delimiter, strict=True)
         try:
             rows = _rows(reader, rules, kind)
             header = _header(rows, rules, bad_lines)
             if header is None:
                 return  # an empty file: the caller reports "no passages"
+            quoting = delimiter != "\t" or '"' in last[0]
             for start, end, row in rows:
                 if isinstance(row, InputError):
                     yield row  # bad quoting on one line: that record's error
@@ -242,6 +250,8 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
                 if delimiter == "\t" and end > start and (problem := _swallowed(row, start, end)) is not None:
                     yield rules.error(problem, start)
                     continue
+                if not quoting and start == end:
+                    row = _literal_quotes(row, last[0])
                 # an unnamed column (a pandas index, say) cannot become a field name
                 yield rules.passage({k: v for k, v in zip(header, row) if k}, start)
         except _READ_ERRORS as exc:
@@ -268,16 +278,29 @@ def _swallowed(row: list[str], start: int, end: int) -> str | None:
     return None
 
 
-def _decoded(fh: IO[bytes], bad_lines: dict[int, str]) -> Iterator[str]:
-    """The lines of ``fh`` decoded, a leading BOM dropped; invalid UTF-8 is noted in ``bad_lines``."""
+def _literal_quotes(row: list[str], line: str) -> list[str]:
+    """A TSV record with the quotes around a whole value kept where no writer that quotes would
+    have put them (the value holds no tab, newline or quote): ``"To be, or not to be"`` lost its
+    quotes without a word (an audit). Only in a file whose header has no quote, so R's and
+    QUOTE_ALL writers' files, which quote every value, read as before."""
+    raw = line.rstrip("\r\n").split("\t")
+    if len(raw) != len(row):
+        return row
+    return [cell if value != f'"{cell}"' or '"' in cell else value for cell, value in zip(row, raw)]
+
+
+def _decoded(fh: IO[bytes], bad_lines: dict[int, str], last: list[str]) -> Iterator[str]:
+    """The lines of ``fh`` decoded, a leading BOM dropped, the latest kept in ``last[0]``; invalid
+    UTF-8 is noted in ``bad_lines``."""
     for lineno, raw in enumerate(fh, start=1):
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[3:]
         try:
-            yield raw.decode("utf-8")
+            last[0] = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             bad_lines[lineno] = _decode_error(exc)
-            yield raw.decode("utf-8", errors="replace")
+            last[0] = raw.decode("utf-8", errors="replace")
+        yield last[0]
 
 
 def _rows(reader: Any, rules: RecordRules, kind: str) -> Iterator[tuple[int, int, list[str] | InputError]]:
@@ -350,12 +373,31 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8")  # UnicodeDecodeError → the caller's per-row error
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_key(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
-            return {str(k): _jsonable(v) for k, v in value}  # an Arrow map column
+            return _map(value)  # an Arrow map column
         return [_jsonable(v) for v in value]
     raise TypeError(f"a value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _key(key: Any) -> str:
+    """A map key as a JSON object's key: its JSON value's text (``true``, not ``True``; bytes as
+    their text, a date in ISO form: an audit found ``"b'k'"`` and ``'2020-01-01 00:00:00'``)."""
+    value = _jsonable(key)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """An Arrow map's (key, value) pairs as a JSON object; a key given twice is refused (the last
+    value was kept without a word), as JSONL refuses one."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        name = _key(key)
+        if name in out:
+            raise ValueError(f"a map holds the key {name!r} twice")
+        out[name] = _jsonable(value)
+    return out
 
 
 def _import_parquet() -> Any:
@@ -384,6 +426,9 @@ def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> 
         for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
             for record in _records(batch, pa):
                 row += 1
+                if isinstance(record, Exception):
+                    yield rules.error(f"cannot convert a value: {record}", row)
+                    continue
                 try:
                     fields = {k: (v if k == rules.text_field else _jsonable(v)) for k, v in record.items()}
                 except (TypeError, ValueError, UnicodeDecodeError) as exc:
@@ -397,8 +442,11 @@ def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> 
 def _ns_texts(column: Any, kind: Any, pa: Any, pc: Any) -> list[str | None]:
     """A nanosecond timestamp column as ``datetime.isoformat`` text (what a microsecond one gives,
     so pandas' default unit stores what it did), with the three more digits where they are not 0."""
-    micro = pc.cast(column, pa.timestamp("us", kind.tz), safe=False).to_pylist()
-    rests = [None if v is None else v % 1000 for v in pc.cast(column, pa.int64()).to_pylist()]
+    nanos = pc.cast(column, pa.int64()).to_pylist()
+    # floored, as the rest is: a cast truncates towards 0, and -1 ns read as 1970-01-01T00:00:00.000000999 (an audit)
+    micro = pc.cast(pa.array([None if v is None else v // 1000 for v in nanos], type=pa.int64()),
+                    pa.timestamp("us", kind.tz)).to_pylist()
+    rests = [None if v is None else v % 1000 for v in nanos]
     out: list[str | None] = []
     for stamp, rest in zip(micro, rests):
         if stamp is None or not rest:
@@ -410,7 +458,7 @@ def _ns_texts(column: Any, kind: Any, pa: Any, pc: Any) -> list[str | None]:
     return out
 
 
-def _records(batch: Any, pa: Any) -> list[dict[str, Any]]:
+def _records(batch: Any, pa: Any) -> list[dict[str, Any] | Exception]:
     """A batch's rows as dicts, with the columns Python's own values would misstate made exact:
     float32 (and float16) as the shortest decimal that reads back as it (0.1, not
     0.10000000149011612, which no ``--where f=0.1`` matched: an audit) and nanosecond timestamps
@@ -428,4 +476,21 @@ def _records(batch: Any, pa: Any) -> list[dict[str, Any]]:
         elif pa.types.is_timestamp(kind) and kind.unit == "ns":
             column = pa.array(_ns_texts(column, kind, pa, pc), type=pa.string())
         columns[name] = column
-    return pa.table(columns).to_pylist()
+    table = pa.table(columns)
+    try:
+        return table.to_pylist()
+    except _CONVERSION_ERRORS:  # a time64[ns] with nanoseconds, a date past year 9999: find the rows
+        return [_row(table, at) for at in range(table.num_rows)]
+
+
+# what pyarrow raises for a value Python's datetime types cannot hold (a traceback that named no
+# file or row, and that --on-error skip did not skip: an audit)
+_CONVERSION_ERRORS = (ValueError, OverflowError, ArithmeticError)
+
+
+def _row(table: Any, at: int) -> dict[str, Any] | Exception:
+    """Row ``at`` of ``table`` as a dict, or the error converting it."""
+    try:
+        return table.slice(at, 1).to_pylist()[0]
+    except _CONVERSION_ERRORS as exc:
+        return exc
