@@ -212,9 +212,20 @@ def cuda_starts() -> bool:
     return session.get_providers()[0] == CUDA
 
 
+# Characters that break words for Python and for a reader of the text, and that BERT's normaliser
+# deletes as control or format characters, joining the words either side: a form feed (pdftotext's
+# page break), a vertical tab, the information separators, NEL and the zero-width space ("Barack
+# Obama\fAngela Merkel" gave the span "Barack Obama\fAngela": an audit). Each becomes a space, one
+# character for one, so offsets into the text stay as they are.
+WORD_BREAKS = "[\x0b\x0c\x1c-\x1f\x85\u200b]"
+
+
 def load_tokenizer(path: str | Path) -> object:
-    """A tokenizers.Tokenizer with truncation and padding off (windows are planned by nerindex)."""
-    from tokenizers import Tokenizer
+    """A tokenizers.Tokenizer with truncation and padding off (windows are planned by nerindex),
+    ``WORD_BREAKS`` read as spaces, and a special token's name in a text ("[SEP]" in a passage on
+    BERT) read as text: it was the token itself, and the scores of the words around it moved
+    (an audit: "Google" 0.73 against 0.38)."""
+    from tokenizers import Regex, Tokenizer, normalizers
 
     try:
         tokenizer = Tokenizer.from_file(str(path))
@@ -222,6 +233,9 @@ def load_tokenizer(path: str | Path) -> object:
         raise ModelError(f"{path}: cannot load tokenizer: {exc}") from exc
     tokenizer.no_truncation()
     tokenizer.no_padding()
+    breaks = normalizers.Replace(Regex(WORD_BREAKS), " ")
+    tokenizer.normalizer = breaks if tokenizer.normalizer is None else normalizers.Sequence([breaks, tokenizer.normalizer])
+    tokenizer.encode_special_tokens = True
     return tokenizer
 
 

@@ -66,9 +66,13 @@ def words_from_encoding(
     first = np.flatnonzero(np.r_[True, ids[tokens][1:] != ids[tokens][:-1]])
     last = np.r_[first[1:] - 1, tokens.size - 1]
     stops = np.maximum.reduceat(ends[:, 1], first).tolist()
+    starts = ends[first, 0].tolist()
     if text is not None and not text.isascii():
-        stops = [_past_marks(text, stop) for stop in stops]
-    return list(map(Word._make, zip(tokens[first].tolist(), tokens[last].tolist(), ends[first, 0].tolist(), stops)))
+        # never into the next word: a mark the tokenizer keeps as a word of its own ("#" + U+FE0F +
+        # U+20E3, a keycap) made two words overlap, and spans cross (an audit)
+        limits = starts[1:] + [len(text)]
+        stops = [min(_past_marks(text, stop), limit) for stop, limit in zip(stops, limits)]
+    return list(map(Word._make, zip(tokens[first].tolist(), tokens[last].tolist(), starts, stops)))
 
 
 def _past_marks(text: str, end: int) -> int:

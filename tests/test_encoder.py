@@ -156,6 +156,28 @@ def test_a_mark_keeps_the_accent_of_decomposed_text(encoder):
     assert not any(text[s.end : s.end + 1] in ("\u0301", "\u0308") for s in doc.spans)
 
 
+
+@pytest.mark.parametrize("brk", ["\x0c", "\x0b", "\x1e", "\x85", "\u200b"])
+def test_a_page_break_or_zero_width_space_parts_words_as_a_space_does(encoder, brk):
+    """BERT's normaliser deleted these, joining the words either side: "Barack Obama\fAngela" was
+    a span and "Barack Obama" none (an audit)."""
+    spaced = "He met Barack Obama Angela Merkel in Paris London."
+    (plain,) = encoder.encode([Passage("x", spaced)])
+    (broken,) = encoder.encode([Passage("x", spaced.replace(" ", brk))])
+    assert [(s.start, s.end, s.mention) for s in broken.spans] == [(s.start, s.end, s.mention) for s in plain.spans]
+    assert {"Barack Obama", "Paris"} <= {s.text for s in plain.spans}
+    assert np.allclose([s.score for s in broken.spans], [s.score for s in plain.spans], atol=1e-6)
+
+
+def test_a_special_tokens_name_in_a_text_is_text(encoder):
+    """"[SEP]" in a passage was the separator token itself, and "Google" next to it scored 0.73
+    where "[sep]" gives 0.38 (an audit)."""
+    texts = ["BERT puts a [SEP] token between sentences, wrote Jacob Devlin at Google.",
+             "BERT puts a [sep] token between sentences, wrote Jacob Devlin at Google."]
+    upper, lower = encoder.encode([Passage("u", texts[0]), Passage("l", texts[1])])
+    assert [(s.start, s.end) for s in upper.spans] == [(s.start, s.end) for s in lower.spans]
+    assert np.allclose([s.score for s in upper.spans], [s.score for s in lower.spans], atol=1e-6)
+
 def test_a_passage_is_encoded_the_same_whatever_is_batched_with_it(encoder):
     """int8 dynamic quantisation scales activations per graph call: batched with others, a
     passage's spans and vectors moved (cosine down to 0.97, spans dropped or kept at the

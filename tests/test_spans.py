@@ -131,3 +131,17 @@ def test_window_inputs_are_the_candidates_token_ranges(token_counts, max_tokens,
         assert win.candidates == [c for c, _ in want]
         assert win.spans.tolist() == [list(r) for _, r in want]
         assert win.chars.tolist() == [[words[c.first_word].start, words[c.last_word].end] for c, _ in want]
+
+
+def test_a_word_never_reaches_into_the_next_one():
+    """A keycap ("#" U+FE0F U+20E3): the tokenizer keeps U+20E3 as a word of its own, and the word
+    before was extended over it as a combining mark, so two words overlapped (an audit)."""
+    from indexer.assets import default_model_dir
+    from indexer.runtime import load_tokenizer
+
+    tokenizer = load_tokenizer(default_model_dir() / "tokenizer.json")
+    for text in ("Call #\ufe0f\u20e3 now", "x,\u093e y", "Beyonce\u0301 sang"):
+        enc = tokenizer.encode(text, add_special_tokens=False)
+        words = words_from_encoding(enc.word_ids, enc.offsets, text)
+        assert all(a.end <= b.start for a, b in zip(words, words[1:])), text
+    assert words[0].end == len("Beyonce\u0301")
