@@ -75,11 +75,14 @@ class Catalog:
 
     def _label_block(self, vectors: np.ndarray, k: int, threshold: float | np.ndarray) -> list[tuple[str, ...]]:
         sims = vectors @ self.vectors.T
+        # each phrase's threshold before the k best: a trained phrase under its own (higher) one
+        # took a place among the k and left out an unseen phrase over its own (an audit)
+        sims = np.where(sims >= (threshold if np.ndim(threshold) == 0 else threshold[None, :]), sims, -np.inf)
         k = min(k, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         best = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-best, axis=1, kind="stable")  # all rows of the block at once
         top, best = np.take_along_axis(top, order, axis=1), np.take_along_axis(best, order, axis=1)
-        passed = best >= (threshold[top] if np.ndim(threshold) else threshold)
+        passed = np.isfinite(best)
         phrases = self.phrases
         return [tuple(phrases[i] for i, ok in zip(idx, oks) if ok) for idx, oks in zip(top.tolist(), passed.tolist())]

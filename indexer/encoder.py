@@ -68,6 +68,12 @@ class _Item:
     chars: np.ndarray  # [n, 2] character offsets of each candidate in the passage
 
 
+def batches_windows(info: ModelInfo, provider: str, graph_path: Path) -> bool:
+    """Whether windows may run batched: only the fp16 graph (``graphs.cuda``) on CUDA; the int8
+    graph quantises activations per call, on any provider (``OnnxEncoder.window_calls``)."""
+    return provider == CUDA and "cuda" in info.graphs and graph_path == graph_for(info, CUDA)
+
+
 class OnnxEncoder:
     """Runs a model folder's graph. Build with :meth:`from_dir`; the constructor does no I/O."""
 
@@ -81,6 +87,7 @@ class OnnxEncoder:
         catalog: Catalog | None = None,
         stages: Callable[[], StagedGraph | None] | None = None,
         workers: int = 1,
+        window_calls: bool | None = None,
     ) -> None:
         """``stages`` builds the staged runner of the same graph on first use (indexing only: a
         process that only embeds type phrases never pays for cutting the graph); without it every
@@ -102,8 +109,10 @@ class OnnxEncoder:
         # windows batched together would change each other's spans and vectors (cosine down to
         # 0.97, spans kept or dropped at the detection threshold), so a passage's index would depend
         # on its neighbours and on --batch-size. On the CPU each window runs alone, as each type
-        # phrase does (embed_texts); batches are for CUDA, whose fp16 graph has no such step.
-        self.window_calls = provider == CPU
+        # phrase does (embed_texts); batches are for CUDA's fp16 graph, which has no such step
+        # (``window_calls`` False; None: on the CPU only). The int8 graph on CUDA, in a folder with
+        # no fp16 one, runs window by window too (an audit: spans came and went with the batch).
+        self.window_calls = provider == CPU if window_calls is None else window_calls
         self.workers = max(1, workers) if self.window_calls else 1
 
     @classmethod
@@ -159,7 +168,7 @@ class OnnxEncoder:
 
         # on CUDA the whole graph's span gathers are cheap: the staged runner is for the CPU
         encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None,
-                      workers=threads or usable_cores())  # fmt: skip
+                      workers=threads or usable_cores(), window_calls=not batches_windows(info, provider, graph_path))  # fmt: skip
         # labels compare spans with bare phrases, as catalog.npy holds them: the unseen template is
         # for queries only, so it changes no stored label and no store's stamp
         encoder.catalog = load_catalog(info, encoder.embed_phrases, catalog)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -352,3 +353,18 @@ def test_onnxruntime_writes_no_telemetry_under_home(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env | {"HOME": str(tmp_path), "ORT_DISABLE_TELEMETRY": "0"},
                    check=True, timeout=120)
     assert (tmp_path / ".cache" / "Microsoft").exists()
+
+
+def test_only_the_fp16_graph_on_cuda_batches_windows(tmp_path):
+    """A folder with only the int8 graph ran it batched on CUDA: a passage's spans came and went
+    with its neighbours (an audit)."""
+    from indexer.encoder import batches_windows
+    from indexer.model_folder import ModelInfo
+    from indexer.runtime import CPU, CUDA, graph_for
+
+    info = ModelInfo.load(default_model_dir())
+    assert batches_windows(info, CUDA, graph_for(info, CUDA))
+    assert not batches_windows(info, CPU, graph_for(info, CPU))
+    assert not batches_windows(info, CUDA, graph_for(info, CPU))
+    int8_only = dataclasses.replace(info, graphs={"cpu": info.graphs["cpu"]})
+    assert not batches_windows(int8_only, CUDA, graph_for(int8_only, CUDA))

@@ -51,6 +51,9 @@ def test_labels_follow_the_same_split():
     got = cat.label(vectors, k=2, threshold=info.label_thresholds(phrases))
     assert got == [(), ("dinosaur",), ("person", "dinosaur")]
     assert cat.label(vectors, k=2, threshold=0.36) == [(), (), ("person",)]
+    # the k best of those that pass their own threshold: "person" at 0.32 (under its 0.36) took
+    # the one place and "dinosaur" at 0.30 (over its 0.27) was left out (an audit)
+    assert cat.label(np.array([[0.32, 0.30]], dtype=np.float32), k=1, threshold=info.label_thresholds(phrases)) == [("dinosaur",)]
 
 
 def test_calibration_writes_both_thresholds_and_labels_follow(tmp_path: Path):
