@@ -614,6 +614,22 @@ def test_passage_level_labels_are_aggregatable(loaded):
     assert buckets["label-obama"] == 1 and buckets["label-merkel"] == 1 and len(buckets) == 8
 
 
+
+def test_a_candidates_labels_are_not_the_passages(make_live_store, stamp):
+    """The passage-level labels were a copy_to of every span's, and a dashboard counted labels
+    nerindex never marks (an audit): they are the mentions' now."""
+    store = make_live_store()
+    store.check_model(stamp)
+    (first,) = corpus()[:1]
+    spans = (dataclasses.replace(first.spans[0], mention=False, labels=("label-candidate",)),) + tuple(first.spans[1:])
+    store.write([dataclasses.replace(first, spans=spans)])
+    store.flush()
+    response = store.client.search(index=store.alias, size=0, aggs={"labels": {"terms": {"field": "labels"}}})
+    keys = {b["key"] for b in response.body["aggregations"]["labels"]["buckets"]}
+    assert "label-candidate" not in keys
+    assert keys == {label for span in spans[1:] if span.mention for label in span.labels}
+
+
 def test_bm25_boost_mode_boosts_by_words_but_keeps_the_threshold(make_live_store, stamp):
     store = make_live_store(hybrid=True, text_boost=10.0)
     store.check_model(stamp)

@@ -298,7 +298,7 @@ def document_problem(doc: EncodedPassage, dims: int) -> str | None:
 
 def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: int = 0) -> dict[str, Any]:
     """The ``_source`` of one passage: text, metadata (and, for an index that has the field, its
-    :func:`filter_texts`), model, passage vector, nested spans."""
+    :func:`filter_texts`), model, its mentions' labels, passage vector, nested spans."""
     passage = doc.passage
     source: dict[str, Any] = {
         "id": passage.id,
@@ -306,6 +306,9 @@ def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: i
         "fields": dict(passage.fields),
         "model": {"id": stamp.id, "version": stamp.version},
         "span_count": len(doc.spans),
+        # the labels of the mentions, for a dashboard's count of passages per label: a copy_to of
+        # spans.labels counted the candidates' too, which nerindex never marks (an audit)
+        "labels": sorted({label for span in doc.spans if span.mention for label in span.labels}),
     }
     if typed_filters:
         source[FILTER_TEXTS] = filter_texts(passage.fields, marked=typed_filters >= FILTER_FORMAT)
