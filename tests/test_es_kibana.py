@@ -174,3 +174,14 @@ def test_import_errors_are_reported_not_swallowed():
 
     with pytest.raises(StoreError, match="cannot reach Kibana at http://kibana:5601: Connection refused"):
         kibana.import_saved_objects("http://kibana:5601", urlopen=down)
+
+
+def test_kibana_import_needs_no_elasticsearch_client():
+    """It asked for the [elasticsearch] extra, though it speaks plain HTTP (an audit)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['elasticsearch'] = sys.modules['elastic_transport'] = None; "
+            "from indexer.stores.elasticsearch.kibana import import_saved_objects; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

@@ -8,19 +8,28 @@
   checked searches,
 - :mod:`.type_index` keeps type vectors by phrase for clients without the model,
 - :mod:`.bulk` indexes with ``streaming_bulk``, :mod:`.reindex` swaps the alias to a new index,
-- :mod:`.kibana` imports the saved objects. The index mapping and the search template are the JSON
-  files of ``indexer/assets/mappings/``.
+- :mod:`.kibana` imports the saved objects (it and :mod:`.urls` need no client). The index
+  mapping and the search template are the JSON files of ``indexer/assets/mappings/``.
 """
 
-from .bulk import BulkOptions
-from .client import ConnectionOptions
-from .options import StoreOptions
-from .store import SEARCH_TEMPLATE_ID, ElasticsearchStore
+from __future__ import annotations
 
-__all__ = [
-    "BulkOptions",
-    "ConnectionOptions",
-    "ElasticsearchStore",
-    "SEARCH_TEMPLATE_ID",
-    "StoreOptions",
-]
+import importlib
+from typing import Any
+
+# imported when first asked for: ``.kibana`` and ``.urls`` need no client, and importing this
+# package for them made ``nerindex kibana import`` ask for the [elasticsearch] extra (an audit)
+_EXPORTS = {
+    "BulkOptions": ".bulk",
+    "ConnectionOptions": ".client",
+    "ElasticsearchStore": ".store",
+    "SEARCH_TEMPLATE_ID": ".store",
+    "StoreOptions": ".options",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

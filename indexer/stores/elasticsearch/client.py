@@ -7,7 +7,6 @@ The 8.x client is used on purpose: it talks to 8.x and 9.x servers (a 9.x client
 from __future__ import annotations
 
 import logging
-import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -18,6 +17,7 @@ from elasticsearch import Elasticsearch
 
 from ...errors import NerindexError, SearchError, StoreError
 from .responses import api_error_reason
+from .urls import url_problem, without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -46,38 +46,6 @@ class ConnectionOptions:
     def redacted_url(self) -> str:
         """The URL for messages, without any user:password part."""
         return ",".join(without_credentials(host) for host in self.hosts())
-
-
-def url_problem(url: str, *, port_required: bool = False) -> str | None:
-    """Why ``url`` is no ``http://`` or ``https://`` URL with a host and a numeric port (given, for
-    an ``http://`` one, where ``port_required``: the Elasticsearch client's rule), or None: the
-    client and Kibana's import raised ValueErrors on such URLs (tracebacks at the command line:
-    ``:92OO``, ``:99999``, a space in the host; an audit)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        shown = without_credentials(url)
-        return f"needs its scheme: http://{shown} or https://{shown}"
-    if scheme.lower() not in ("http", "https"):
-        return f"is not http:// or https:// ({scheme}://)"
-    if any(c.isspace() or ord(c) < 32 for c in url):
-        return "holds a space or a control character"
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port  # raises on a port that is not a number from 0 to 65535
-    except ValueError:  # its text may hold part of a password with '#', '/' or '?' in it (a review)
-        return ("cannot be read: its port is not a number from 0 to 65535, or a password holds a "
-                "character to %-encode ('#', '/', '?', '@')")
-    if not parts.hostname:
-        return "has no host"
-    if port is None and port_required and scheme.lower() == "http":  # the client: "URL must include ... 'port'"
-        return f"needs its port: {without_credentials(url).rstrip('/')}:9200, say"
-    return None
-
-
-def without_credentials(url: str) -> str:
-    """``url`` as a message may show it: without a ``user:password@`` part, its scheme kept."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
 
 
 MAX_RETRIES = 3  # a request that times out is sent again this many times

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 from ...assets import kibana_objects
 from ...config import DEFAULT_ES_INDEX
 from ...errors import StoreError
-from .client import url_problem, without_credentials
+from .urls import url_problem, without_credentials
 
 DATA_VIEW_ID = "nerindex-passages"
 SPACE_ID = re.compile(r"[a-z0-9_-]+")  # what Kibana takes as a space id
