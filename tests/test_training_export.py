@@ -457,3 +457,17 @@ def test_training_options_that_would_be_ignored_or_out_of_range_are_refused(tmp_
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "R").exists() and not (tmp_path / "M").exists()
+
+
+def test_train_and_export_summaries_are_json_on_stdout_with_json(capsys):
+    """Scripts got the summary only on stderr, indented, beside the progress (an audit)."""
+    from indexer.cli.training import _summary, export_command, train_command
+
+    assert {"--json"} <= {opt for p in export_command.params for opt in p.opts}
+    assert {"--json"} <= {opt for p in train_command.params for opt in p.opts}
+    _summary({"out": "m", "files": {"model.json": 10}}, True)
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"out": "m", "files": {"model.json": 10}} and out.count("\n") == 1 and not err
+    _summary({"out": "m"}, False)
+    out, err = capsys.readouterr()
+    assert not out and json.loads(err) == {"out": "m"}

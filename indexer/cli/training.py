@@ -59,9 +59,10 @@ def _logging(verbose: bool) -> None:
 @click.option("--span-decoding", type=click.Choice(["nested", "flat"]), default="nested", show_default=True,
               help="Overlapping detected spans: keep spans nested in others (only crossings refused), or none.")
 @click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object on stdout (else on stderr).")
 def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps, head_epochs, limit,
                   cache_dir, silver, silver_dev, silver_share, silver_ablation, silver_guide,
-                  silver_negatives, silver_batches, span_decoding, quiet) -> None:  # fmt: skip
+                  silver_negatives, silver_batches, span_decoding, quiet, as_json) -> None:  # fmt: skip
     """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
     from ..training.model import DEFAULT_BACKBONE
     from ..training.train import run_training
@@ -108,7 +109,13 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
         "dev_detection": fig["entity_head"]["dev"],
         "seconds": fig["seconds"]["total"],
     }  # fmt: skip
-    click.echo(json.dumps(summary, indent=2), err=True)
+    _summary(summary, as_json)
+
+
+def _summary(summary: dict, as_json: bool) -> None:
+    """A command's summary: one JSON line on stdout for scripts (``--json``), else indented on
+    stderr beside the progress."""
+    click.echo(json.dumps(summary) if as_json else json.dumps(summary, indent=2), err=not as_json)
 
 
 @click.command("export")
@@ -131,8 +138,9 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
               help="A second entity head, taken from another run (e.g. `nerindex train --silver`), whose "
                    "spans rank passages but are never marked; its detection threshold becomes "
                    "model.json's candidate_threshold.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object on stdout (else on stderr).")
 def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_id, model_version,
-                   untrained, span_side, candidate_head) -> None:  # fmt: skip
+                   untrained, span_side, candidate_head, as_json) -> None:  # fmt: skip
     """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs).
 
     RUN_DIR is a `nerindex train --out` folder, or a model folder to export again (its evaluation
@@ -186,4 +194,4 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
         keep_fp32=keep_fp32,
     )  # fmt: skip
     sizes = {f: (Path(out_dir) / f).stat().st_size for f in meta["files"]}
-    click.echo(json.dumps({"out": str(out_dir), "files": sizes}, indent=2), err=True)
+    _summary({"out": str(out_dir), "files": sizes}, as_json)
