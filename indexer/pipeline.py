@@ -157,7 +157,7 @@ def sort_chunk(
     return todo, skipped, refused
 
 
-GIVEN_TWICE = "its id was given before in this run: the first passage with it is the one indexed"
+GIVEN_TWICE = "its id was given before in this run: only the first passage with an id is indexed"
 
 
 def index_chunks(

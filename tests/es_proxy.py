@@ -1,6 +1,7 @@
-"""A pass-through HTTP proxy in front of the live Elasticsearch node that holds back the answer to
-the first ``_bulk`` request: the server has applied it, the client has stopped waiting. That is a
-bulk request timing out for real, which the node alone cannot be made to do on cue."""
+"""A pass-through HTTP proxy in front of the live Elasticsearch node that spoils the answer to one
+``_bulk`` request the node has applied: holds it back until the client stops waiting (a timeout),
+or answers a gateway's 504 instead. Those are what a slow cluster or a proxy before it does, which
+the node alone cannot be made to do on cue."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Iterator
 HOP_BY_HOP = {"connection", "content-length", "host", "keep-alive", "transfer-encoding"}
 
 
-def slow_first_bulk(target: str, delay: float) -> Iterator[str]:
-    """Yield the URL of a proxy to ``target`` whose first ``_bulk`` answer comes ``delay`` s late."""
+def spoiled_bulk(target: str, *, delay: float = 0.0, status: int | None = None, nth: int = 1) -> Iterator[str]:
+    """Yield the URL of a proxy to ``target`` whose ``nth`` ``_bulk`` answer comes ``delay`` s late,
+    or (``status``) is replaced by an empty answer with that status."""
     upstream = urllib.parse.urlsplit(target)
     bulks = []
 
@@ -34,13 +36,19 @@ def slow_first_bulk(target: str, delay: float) -> Iterator[str]:
             response = conn.getresponse()
             data = response.read()
             conn.close()
+            spoil = False
             if urllib.parse.urlsplit(self.path).path.endswith("/_bulk"):
                 bulks.append(self.path)
-                if len(bulks) == 1:
+                spoil = len(bulks) == nth
+                if spoil:
                     time.sleep(delay)  # applied by the server; the client's wait runs out
+            if spoil and status is not None:
+                code, data, headers = status, b"", []
+            else:
+                code, headers = response.status, response.getheaders()
             try:
-                self.send_response(response.status)
-                for key, value in response.getheaders():
+                self.send_response(code)
+                for key, value in headers:
                     if key.lower() not in HOP_BY_HOP:
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
@@ -60,4 +68,4 @@ def slow_first_bulk(target: str, delay: float) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-    assert bulks, "the proxy saw no bulk request"
+    assert len(bulks) >= nth, "the proxy never spoiled a bulk answer"

@@ -28,7 +28,7 @@ import pytest
 
 pytest.importorskip("elasticsearch")
 
-from es_proxy import slow_first_bulk  # noqa: E402
+from es_proxy import spoiled_bulk  # noqa: E402
 from store_conformance import (  # noqa: E402
     DINO, POL, RIVER, StoreConformance, corpus, crowded_passage, doc, hybrid_corpus, unit,
 )
@@ -38,7 +38,7 @@ from indexer.errors import ModelMismatchError, SearchError, StoreError  # noqa: 
 from indexer.records import EncodedPassage, EncodedSpan, Passage  # noqa: E402
 from indexer.stores.base import ModelStamp, SearchRequest, StoreCounts  # noqa: E402
 from indexer.stores.filter_rules import Filters  # noqa: E402
-from indexer.stores.elasticsearch import ElasticsearchStore  # noqa: E402
+from indexer.stores.elasticsearch import BulkOptions, ElasticsearchStore  # noqa: E402
 from indexer.stores.elasticsearch import index_requests, search_requests  # noqa: E402
 from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import responses as rs  # noqa: E402
@@ -314,28 +314,45 @@ def test_an_operators_own_30_s_refresh_interval_is_kept_by_a_load(make_live_stor
     assert store.counts().passages == 2
 
 
-@pytest.fixture
-def slow_bulk_url():
-    """A proxy to the live node whose first bulk answer comes 3 s late (``es_proxy``)."""
-    yield from slow_first_bulk(ES_URL, delay=3.0)
-
-
-def test_a_bulk_request_that_timed_out_counts_what_it_stored_as_stored(make_live_store, stamp, slow_bulk_url):
-    """The client sent a timed-out bulk request again, and every passage its first try had stored
-    came back "already stored": a summary of 0 new passages for a load that stored them all (an
-    audit). A passage another writer stored first, with another text, is still left as it is."""
+@pytest.mark.parametrize("spoil", [dict(delay=3.0), dict(status=504)], ids=["timeout", "gateway-504"])
+def test_a_bulk_request_without_an_answer_counts_what_it_stored_as_stored(make_live_store, stamp, spoil):
+    """The client sent a bulk request again after a timeout (or a gateway's 504), and every passage
+    its first try had stored came back "already stored": a summary of 0 new passages for a load
+    that stored them all (an audit). A passage another writer stored first, with another text, is
+    still left as it is."""
     direct = make_live_store()
     direct.check_model(stamp)
     passages = corpus()
     rival = dataclasses.replace(passages[0], passage=dataclasses.replace(passages[0].passage, text="A rival's text."))
     assert [o.action for o in direct.write([rival])] == ["created"]
-    slow = open_elasticsearch(resolve(es_url=slow_bulk_url, es_index=direct.alias, es_timeout=1.0))
-    try:
-        outcomes = slow.write(passages, replace=False)
-        slow.flush()
-    finally:
-        slow.close()
+    for url in spoiled_bulk(ES_URL, **spoil):
+        slow = open_elasticsearch(resolve(es_url=url, es_index=direct.alias, es_timeout=1.0))
+        try:
+            outcomes = slow.write(passages, replace=False)
+            slow.flush()
+        finally:
+            slow.close()
     assert [o.action for o in outcomes] == ["skipped"] + ["created"] * (len(passages) - 1)
+    assert direct.counts().passages == len(passages)
+
+
+def test_only_the_request_without_an_answer_is_sent_again(make_live_store, stamp):
+    """Chunks of 2: the second bulk request times out. Passages of the later chunks were never sent,
+    so one a run before had stored (same text) is "already stored", not counted as this run's (a
+    review), and the first chunk's answers stand."""
+    direct = make_live_store()
+    direct.check_model(stamp)
+    passages = corpus()
+    assert [o.action for o in direct.write([passages[4]])] == ["created"]  # stored before the run, in the last chunk
+    for url in spoiled_bulk(ES_URL, delay=3.0, nth=2):
+        slow = open_elasticsearch(resolve(es_url=url, es_index=direct.alias, es_timeout=1.0),
+                                  bulk=BulkOptions(chunk_size=2))
+        try:
+            outcomes = slow.write(passages, replace=False)
+            slow.flush()
+        finally:
+            slow.close()
+    assert [o.action for o in outcomes] == ["created"] * 4 + ["skipped"]
     assert direct.counts().passages == len(passages)
 
 def old_metadata_mapping(body: dict) -> dict:

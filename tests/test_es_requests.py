@@ -182,7 +182,6 @@ def test_template_file_is_the_source_of_the_mapping():
     [
         ("int8_hnsw", {"type": "int8_hnsw", "m": 16, "ef_construction": 100}),
         ("hnsw", {"type": "hnsw", "m": 16, "ef_construction": 100}),
-        ("bbq_hnsw", {"type": "bbq_hnsw", "m": 16, "ef_construction": 100}),
         ("int8_flat", {"type": "int8_flat"}),
         ({"type": "int4_hnsw", "m": 32, "ef_construction": 200}, {"type": "int4_hnsw", "m": 32, "ef_construction": 200}),
     ],
@@ -191,6 +190,13 @@ def test_index_options_pinned(spec, expected):
     body = index_requests.index_options_body(spec)
     assert body == expected
     assert_known(types.DenseVectorIndexOptions, body)
+
+
+@pytest.mark.parametrize("spec", ["bbq_hnsw", "bbq_flat", {"type": "bbq_disk"}])
+def test_binary_quantization_is_refused(spec):
+    """It left out passages whose best span passed the threshold, without a word (an audit)."""
+    with pytest.raises(StoreError, match="binary quantization misses passages"):
+        index_requests.index_options_body(spec)
 
 
 @pytest.mark.parametrize("spec", ["", "Int8", "int8 hnsw", {"m": 16}, 3])

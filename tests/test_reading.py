@@ -905,6 +905,12 @@ def test_tsv_quotes_around_a_whole_value_are_kept_where_no_quoting_writer_put_th
     assert [p.text for p in read(f)] == ['"To be, or not to be"', 'a "b" c', "two\nlines"]
     quoted = write(tmp_path / "r.tsv", '"id"\t"text"\n"1"\t"To be"\n')
     assert [(p.id, p.text) for p in read(quoted)] == [("1", "To be")]
+    # what csv.writer quotes keeps being read without the quotes: a lone CR, an empty value (a review)
+    with open(tmp_path / "w.tsv", "w", newline="") as fh:
+        csv.writer(fh, delimiter="\t").writerows([["id", "text", "note"], ["1", "para one\rpara two", ""]])
+    assert [(p.text, p.fields) for p in read(tmp_path / "w.tsv")] == [("para one\rpara two", {"note": ""})]
+    empty = write(tmp_path / "e.tsv", 'id\ttext\tnote\n1\tx\t""\n')
+    assert [p.fields for p in read(empty)] == [{"note": ""}]
 
 
 def test_what_a_folder_leaves_out_is_counted(tmp_path):

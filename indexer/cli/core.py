@@ -151,12 +151,16 @@ def index_with_progress(
         )
 
 
+LEFT_OUT_SHOWN = 100  # paths a --json summary lists of what a folder's format leaves out (all are counted)
+
+
 def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, where: str, as_json: bool) -> None:
     """The summary of ``nerindex index``: one JSON object, or one line (and failures on stderr)."""
     if as_json:
         summary = {
             **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
-            "skipped_input": stats.skipped, "input_errors": stats.errors, "left_out": stats.left_out, "store": where,
+            "skipped_input": stats.skipped, "input_errors": stats.errors, "left_out": stats.left_out[:LEFT_OUT_SHOWN],
+            "left_out_count": len(stats.left_out), "store": where,
         }
         click.echo(json.dumps(summary))
         return

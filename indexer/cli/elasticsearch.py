@@ -40,7 +40,7 @@ def es_group() -> None:
 @click.option("--device", type=click.Choice(DEVICES), default=None,
               help="Where the encoder runs (default: NERINDEX_DEVICE or auto).")
 @click.option("--index-options", default=None,
-              help="dense_vector index type of the new index (int8_hnsw, hnsw, bbq_hnsw, ...); default: the old index's.")
+              help="dense_vector index type of the new index (int8_hnsw, int4_hnsw, hnsw, ...; not bbq_*); default: the old index's.")
 @click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Own type-catalog file for the new index's span labels, as 'nerindex index --catalog' "
                    "(default: the model's catalog, whatever the old index used).")

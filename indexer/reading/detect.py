@@ -10,6 +10,7 @@ CrossNER's folder was indexed as whole files with their tags, and ``.conll`` fil
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal, get_args
@@ -93,16 +94,17 @@ def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str
 def left_out(root: Path, extensions: frozenset[str]) -> list[str]:
     """What a folder read with ``extensions`` leaves out that is not hidden: files of other kinds,
     and folders behind symbolic links (not followed), as paths in the folder; a folder is marked
-    with a trailing ``/`` (an audit: both went without a word)."""
+    with a trailing ``/`` (an audit: both went without a word). Hidden folders are not entered."""
     out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if p.is_symlink() and p.is_dir():
-            out.append(rel.as_posix() + "/")
-        elif p.is_file() and p.suffix.lower() not in extensions:
-            out.append(rel.as_posix())
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for d in dirs:
+            if (here / d).is_symlink():
+                out.append((here / d).relative_to(root).as_posix() + "/")
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower() not in extensions:
+                out.append((here / name).relative_to(root).as_posix())
     return sorted(out)
 
 

@@ -280,13 +280,17 @@ def _swallowed(row: list[str], start: int, end: int) -> str | None:
 
 def _literal_quotes(row: list[str], line: str) -> list[str]:
     """A TSV record with the quotes around a whole value kept where no writer that quotes would
-    have put them (the value holds no tab, newline or quote): ``"To be, or not to be"`` lost its
-    quotes without a word (an audit). Only in a file whose header has no quote, so R's and
-    QUOTE_ALL writers' files, which quote every value, read as before."""
+    have put them (the value is not empty and holds no tab, line break or quote): ``"To be, or not
+    to be"`` lost its quotes without a word (an audit). Only in a file whose header has no quote,
+    so R's and QUOTE_ALL writers' files, which quote every value, read as before."""
     raw = line.rstrip("\r\n").split("\t")
     if len(raw) != len(row):
         return row
-    return [cell if value != f'"{cell}"' or '"' in cell else value for cell, value in zip(row, raw)]
+    return [value if value == f'"{cell}"' and cell and not _NEEDS_QUOTES.search(cell) else cell
+            for cell, value in zip(row, raw)]
+
+
+_NEEDS_QUOTES = re.compile('[\t\r\n"]')
 
 
 def _decoded(fh: IO[bytes], bad_lines: dict[int, str], last: list[str]) -> Iterator[str]:

@@ -3,20 +3,23 @@
 Passages in, one :class:`~indexer.stores.base.WriteOutcome` per passage out, in input order.
 Rejections with 429 (the cluster is busy) are retried with exponential back-off by the helper;
 anything else a document meets (mapping errors, a failed chunk) is reported for that passage and
-counted, never swallowed and never fatal to the rest of the batch. A bulk request that times out
-is sent again here, not by the transport, so that the passages the try that timed out may have
-stored are known: their ``create`` refused as "already stored" is told apart from another writer's.
+counted, never swallowed and never fatal to the rest of the batch. A bulk request without an
+answer (a timeout, a dropped connection, a gateway's 502/503/504) is sent again here, not by the
+transport, so that the passages the unanswered try may have stored are known: their ``create``
+refused as "already stored" is told apart from another writer's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from elastic_transport import ConnectionTimeout
-from elasticsearch import Elasticsearch
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout, TransportError
+from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
 from ...records import EncodedPassage
@@ -55,8 +58,12 @@ def write_documents(
     if not docs:
         return []
     actions = list(bulk_actions(docs, stamp, index, typed_filters=typed_filters, replace=replace))
-    results, resent = _send(client, actions, options)
-    outcomes = rs.bulk_outcomes([action["_id"] for action in actions], [doc.passage.id for doc in docs], results)
+    answers: dict[int, tuple[bool, dict[str, Any]]] = {}
+    resent: set[int] = set()
+    for start in range(0, len(actions), options.chunk_size):
+        _send(client, actions, list(range(start, min(start + options.chunk_size, len(actions)))), options,
+              answers, resent)
+    outcomes = [_outcome(doc.passage.id, answers.get(position)) for position, doc in enumerate(docs)]
     if resent and not replace:
         outcomes = _settle_resent_creates(client, index, docs, outcomes, resent)
     failed = rs.count_failures(outcomes)
@@ -70,60 +77,113 @@ def write_documents(
     return outcomes
 
 
-def _send(
-    client: Elasticsearch, actions: list[dict[str, Any]], options: BulkOptions
-) -> tuple[list[tuple[bool, dict[str, Any]]], set[str]]:
-    """The bulk results of ``actions`` and the ``_id``s sent again after a timeout.
+# answers that say nothing of whether the server applied the request: a proxy's gateway errors
+UNKNOWN_OUTCOME = (502, 503, 504)
 
-    The transport's retry on timeout is off for these requests: it re-sent a whole request the
-    server may have applied, and every passage the first try had stored came back as "already
-    stored" (an audit; the data were right, the summary was not). Here only the actions left
-    unanswered are sent again, as often as the transport would have (``MAX_RETRIES``).
+
+def _send(
+    client: Elasticsearch, actions: list[dict[str, Any]], positions: list[int], options: BulkOptions,
+    answers: dict[int, tuple[bool, dict[str, Any]]], resent: set[int],
+) -> None:
+    """Send the actions at ``positions`` (one bulk request, or a few where they pass
+    ``max_chunk_bytes``); their results go into ``answers`` and the positions sent again into
+    ``resent``.
+
+    The transport does not retry these requests: after a timeout, a dropped connection or a
+    gateway's 502/503/504 it re-sent the whole request, which the server may have applied, and
+    every passage the first try had stored came back "already stored" (an audit; the data were
+    right, the summary was not). Here only the actions left without an answer are sent again, up
+    to ``MAX_RETRIES`` times in a row without progress; 429s are ``streaming_bulk``'s to retry.
     """
-    once = client.options(retry_on_timeout=False)
-    results: list[tuple[bool, dict[str, Any]]] = []
-    resent: set[str] = set()
-    pending = actions
-    for attempt in range(MAX_RETRIES + 1):
+    once = client.options(max_retries=0, retry_on_status=())
+    pending, tries = positions, 0
+    while pending:
+        got: list[tuple[bool, dict[str, Any]]] = []
         try:
             for result in streaming_bulk(
-                once, pending, chunk_size=options.chunk_size, max_chunk_bytes=options.max_chunk_bytes,
-                max_retries=options.max_retries, initial_backoff=options.initial_backoff,
-                max_backoff=options.max_backoff, raise_on_error=False, raise_on_exception=False,
-                yield_ok=True,
+                once, [actions[p] for p in pending], chunk_size=len(pending),
+                max_chunk_bytes=options.max_chunk_bytes, max_retries=options.max_retries,
+                initial_backoff=options.initial_backoff, max_backoff=options.max_backoff,
+                raise_on_error=False, raise_on_exception=False, yield_ok=True,
             ):
-                results.append(result)
-            break
-        except ConnectionTimeout:
-            if attempt == MAX_RETRIES:
-                raise
-            answered = {rs.parse_bulk_item(info)[0] for _, info in results}
-            pending = [action for action in pending if action["_id"] not in answered]
-            resent |= {action["_id"] for action in pending}
-            log.info("a bulk request timed out: sending its %d unanswered passages again", len(pending))
-    return results, resent
+                got.append(result)
+            error: Exception | None = None
+        except (ConnectionTimeout, TransportConnectionError) as exc:
+            error = exc
+        left = _match(actions, pending, got, answers)
+        if not left:
+            return
+        tries = 0 if len(left) < len(pending) else tries + 1
+        if tries > MAX_RETRIES:
+            if error is not None:
+                raise error
+            # gateway errors to the end: failed, as answered (no answer at all: failed, saying so)
+            answers.update((position, result) for position, result in left.items() if result is not None)
+            return
+        resent.update(left)
+        pending = sorted(left)
+        log.info("a bulk request got no answer (%s): sending its %d passages again",
+                 error or "a gateway error", len(pending))
+
+
+def _match(
+    actions: list[dict[str, Any]], pending: list[int], got: list[tuple[bool, dict[str, Any]]],
+    answers: dict[int, tuple[bool, dict[str, Any]]],
+) -> dict[int, tuple[bool, dict[str, Any]] | None]:
+    """Record ``got`` (results by ``_id``, in order) for the ``pending`` positions; return the
+    positions still without an answer, each with its gateway error (or None: none came)."""
+    queues: dict[str, deque[int]] = defaultdict(deque)
+    for position in pending:
+        queues[actions[position]["_id"]].append(position)
+    left: dict[int, tuple[bool, dict[str, Any]] | None] = {}
+    for result in got:
+        doc_id = rs.parse_bulk_item(result[1])[0]
+        queue = queues.get(doc_id)  # type: ignore[arg-type]
+        if not queue:
+            continue
+        position = queue.popleft()
+        item = next(iter(result[1].values()), {})
+        if item.get("status") in UNKNOWN_OUTCOME:
+            left[position] = result
+        else:
+            answers[position] = result
+    for queue in queues.values():
+        left.update((position, None) for position in queue)
+    return left
+
+
+def _outcome(passage_id: str, answer: tuple[bool, dict[str, Any]] | None) -> WriteOutcome:
+    """The outcome of one passage from its bulk result (None: the server never answered for it)."""
+    if answer is None:
+        return WriteOutcome(id=passage_id, ok=False, action="failed", error=rs.NO_RESULT)
+    _, ok, action, error = rs.parse_bulk_item(answer[1])
+    return WriteOutcome(id=passage_id, ok=ok, action=action, error=error)
 
 
 def _settle_resent_creates(
     client: Elasticsearch, index: str, docs: Sequence[EncodedPassage], outcomes: list[WriteOutcome],
-    resent: set[str],
+    resent: set[int],
 ) -> list[WriteOutcome]:
     """A ``create`` refused after its request was sent again: the passage was stored by the try
-    that timed out (the stored text is this passage's: "created") or by another writer (left as
-    it is: "skipped"). A rival that stored the same text under the same id counts as this run."""
-    doubtful = {
-        document_id(doc.passage.id): position
-        for position, (doc, outcome) in enumerate(zip(docs, outcomes, strict=True))
-        if outcome.action == "skipped" and document_id(doc.passage.id) in resent
-    }
+    that got no answer (the stored text is this passage's: "created", once per id) or by another
+    writer (left as it is: "skipped"). A rival that stored the same text under the same id
+    counts as this run. Where the check itself fails, the outcomes stay as answered."""
+    doubtful = [p for p in sorted(resent) if outcomes[p].action == "skipped"]
     if not doubtful:
         return outcomes
-    response = client.mget(index=index, ids=list(doubtful), source=["text"])
-    sources = rs.found_sources(response.body)
+    ids = sorted({document_id(docs[p].passage.id) for p in doubtful})
+    try:
+        sources = rs.found_sources(client.mget(index=index, ids=ids, source=["text"]).body)
+    except (ApiError, TransportError) as exc:
+        log.warning("could not read back %d passages sent again after no answer (%s): they count as "
+                    "already stored", len(ids), exc)
+        return outcomes
     settled = list(outcomes)
-    for doc_id, position in doubtful.items():
-        if sources.get(doc_id, {}).get("text") == docs[position].passage.text:
+    for position in doubtful:
+        doc_id = document_id(docs[position].passage.id)
+        if doc_id in sources and sources[doc_id].get("text") == docs[position].passage.text:
             settled[position] = dataclasses.replace(outcomes[position], action="created")
+            del sources[doc_id]  # one passage stored per id
     return settled
 
 

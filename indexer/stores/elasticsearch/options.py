@@ -56,7 +56,7 @@ def store_options(
     several nodes), checked without I/O.
 
     ``index_options`` is the dense_vector index type (``int8_hnsw`` by default; ``hnsw`` keeps
-    float vectors, ``bbq_hnsw`` quantises harder) or a full ``index_options`` dict.
+    float vectors; ``bbq_*`` is refused: ``index_requests.BINARY_REFUSED``) or a full ``index_options`` dict.
     ``hybrid`` (BM25 boost mode; not hybrid scoring, which is ``passage_weight`` λ) adds BM25 on
     the ``text`` of a search to the vector score instead of using it as
     a restriction.

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # ElasticsearchStore.errors: a context turning client errors into nerindex errors naming the step
 Errors = Callable[..., AbstractContextManager[Any]]
-# what a warning was given for, once a process (see _say_once)
+# what a warning was given for, once a process (see say_once)
 _SAID: set[str] = set()
 
 
@@ -83,7 +83,7 @@ def knn_hits(
         if pool_is_final(kth, *bounds, weight, slack=slack):
             break
         if candidates >= MAX_NUM_CANDIDATES:
-            _say_once(f"{alias} pool", f"a hybrid top-{request.limit} search on {alias} reached kNN's cap of {MAX_NUM_CANDIDATES} "
+            say_once(f"{alias} pool", f"a hybrid top-{request.limit} search on {alias} reached kNN's cap of {MAX_NUM_CANDIDATES} "
                       "candidates before its bound held: a passage ranked by its passage vector may be missing (--all is exact)")
             break
         candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
@@ -150,7 +150,7 @@ def complete_marks(
                     raise
                 size = window
     if size < most:
-        _say_once(f"{alias} window", f"index {alias} gives at most {size} marks a passage (index.max_inner_result_window), and a "
+        say_once(f"{alias} window", f"index {alias} gives at most {size} marks a passage (index.max_inner_result_window), and a "
                          f"passage here has {most}: it shows its best {size}"
                          + (f"; PUT {alias}/_settings {{\"index.max_inner_result_window\": {MARKS_WINDOW}}} "
                             "or 'nerindex es reindex' lifts that" if size < MARKS_WINDOW else ""))
@@ -161,12 +161,12 @@ def complete_marks(
     }
     missing = set(wanted) - set(marks)
     if missing:
-        _say_once(f"{alias} marks", f"the rest of the marks of {len(missing)} passage(s) did not come back from "
+        say_once(f"{alias} marks", f"the rest of the marks of {len(missing)} passage(s) did not come back from "
                          f"{alias}: they show their best {INNER_HITS_SIZE}")
     return [replace(h, spans=marks[h.id]) if h.id in marks else h for h in hits]
 
 
-def _say_once(key: str, message: str) -> None:
+def say_once(key: str, message: str) -> None:
     """A warning about an index, once a process and ``key`` (the index, and what it is about): a
     search is repeated often."""
     if key not in _SAID:

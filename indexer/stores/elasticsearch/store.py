@@ -46,11 +46,11 @@ from .client import make_client, translated_errors
 from .index_requests import (
     filter_format, PASSAGE_VECTOR_FIELD, SERVER_FACTS_FILTER, SOURCE_VECTORS_SERVER, counts_body, create_index_body,
     document_id, document_problem, index_meta, mention_mapped, mention_mapping, next_index_name,
-    passage_vectors_body, quantized, search_template_body, span_vector_index_type,
+    binary_quantized, passage_vectors_body, quantized, search_template_body, span_vector_index_type,
 )
 from .options import StoreOptions, store_options
 from .search_requests import MAX_NUM_CANDIDATES
-from .searching import exact_hits, knn_hits
+from .searching import exact_hits, knn_hits, say_once
 from .type_index import TypeIndex, fill_with_catalog
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,9 @@ class ElasticsearchStore:
         if problem:
             raise StoreError(problem)
         self._vector_type = span_vector_index_type(mapping)
+        if binary_quantized(self._vector_type):  # made before they were refused, or elsewhere
+            say_once(f"{index} bbq", f"{index}: spans.vector is {self._vector_type}, whose top-k searches miss "
+                     "passages over the threshold; nerindex es reindex --index-options int8_hnsw")
         self._typed_filters = filter_format(mapping.get("_meta"))
         self._mention_mapped = mention_mapped(mapping)
         return index, mapping
