@@ -439,6 +439,46 @@ def test_an_index_made_before_the_type_marks_keeps_its_plain_filter_texts(make_l
     assert {h.id for h in search(store, DINO, filters=Filters.of({"code": "7"}))} == {"s7", "s70", "n7"}  # as before
 
 
+
+def test_a_kibana_aggregation_counts_each_metadata_value_once(make_live_store, stamp):
+    """filter_texts kept a number's text twice, plain and marked, and a terms aggregation showed
+    2001 and an invisible mark + 2001 (an audit): the marked texts are in filter_typed now, where
+    nerindex's filters still tell the number 7 from the string "7.0"."""
+    store = make_live_store()
+    store.check_model(stamp)
+    first = corpus()[0]
+    docs = [dataclasses.replace(first, passage=dataclasses.replace(first.passage, id=pid, fields={"code": code}))
+            for pid, code in (("s7", "7"), ("s70", "7.0"), ("n7", 7), ("t", True))]
+    assert all(o.ok for o in store.write(docs))
+    store.flush()
+    response = store.client.search(index=store.alias, size=0, aggs={"c": {"terms": {"field": "filter_texts.code"}}})
+    buckets = {b["key"]: b["doc_count"] for b in response.body["aggregations"]["c"]["buckets"]}
+    assert buckets == {"7": 2, "7.0": 1, "true": 1}
+    # 7 and "7" name the string and the numbers that spell 7, never the string "7.0" (the embedded store's rule)
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"code": 7}))} == {"s7", "n7"}
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"code": "7.0"}))} == {"s70", "n7"}
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"code": True}))} == {"t"}
+
+
+def test_an_index_of_filter_format_2_keeps_filtering_as_it_did(make_live_store, stamp):
+    """An index made before filter_typed (``_meta.filter_texts: 2``) is written and filtered with
+    its marked texts in filter_texts, until ``es reindex``."""
+    store = make_live_store()
+    body = index_requests.create_index_body(stamp, alias=store.alias)
+    body["mappings"]["_meta"][index_requests.FILTER_TEXTS] = 2
+    body["mappings"]["properties"].pop(index_requests.FILTER_TYPED)
+    store.client.indices.create(index=f"{store.alias}-000001", **body)
+    store.check_model(stamp)
+    assert store.typed_filters() == 2
+    first = corpus()[0]
+    docs = [dataclasses.replace(first, passage=dataclasses.replace(first.passage, id=pid, fields={"code": code}))
+            for pid, code in (("s7", "7"), ("s70", "7.0"), ("n7", 7))]
+    assert all(o.ok for o in store.write(docs))
+    source = store.client.get(index=store.alias, id=index_requests.document_id("n7"))["_source"]
+    assert source[index_requests.FILTER_TEXTS] == {"code": ["\ufdd07", "7"]} and index_requests.FILTER_TYPED not in source
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"code": 7}))} == {"s7", "n7"}
+    assert {h.id for h in search(store, DINO, filters=Filters.of({"code": "7.0"}))} == {"s70", "n7"}
+
 def test_an_index_made_before_candidates_gets_the_field_at_its_first_write(make_live_store, stamp):
     """An index made before spans.mention: its spans, without the field, are mentions; its strict
     mapping would refuse a candidate, so the first write adds the field."""

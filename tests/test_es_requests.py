@@ -385,7 +385,7 @@ def test_knn_body_with_filters_and_text_golden():
     assert marks["query"]["bool"]["must"] == [ranking["query"]]
     # Each clause stands alone (Elasticsearch 9.2 wants span and passage filters separate).
     assert ranking["query"]["knn"]["filter"] == [
-        {"terms": {"filter_texts.source": ["wiki", "news"]}},  # the default: an index this nerindex makes
+        {"terms": {"filter_typed.source": ["wiki", "news"]}},  # the default: an index this nerindex makes
         {"term": {"spans.labels": "politician"}},
         {"match": {"text": {"query": "treaty signed", "operator": "and"}}},
     ]
@@ -443,7 +443,7 @@ def test_exhaustive_body_gates_on_a_mention_and_scores_by_every_span():
     label = {"term": {"spans.labels": "politician"}}
     assert scored["query"] == {"bool": {"filter": [label]}}  # span filters restrict both
     assert gated["query"] == {"bool": {"filter": [label], "must_not": [{"term": {"spans.mention": False}}]}}
-    assert restrictions == [{"terms": {"filter_texts.source": ["wiki"]}}]  # an index this nerindex makes
+    assert restrictions == [{"terms": {"filter_typed.source": ["wiki"]}}]  # an index this nerindex makes
 
 
 def test_scan_and_counts_bodies_golden():
@@ -502,7 +502,7 @@ def test_knn_body_with_passage_weight_golden():
     # the candidate pool, not just `limit`, is re-ranked by the combined score
     assert knn["k"] == knn["num_candidates"] == 300 and knn["similarity"] == 0.5
     assert knn["filter"] == [
-        {"terms": {"filter_texts.source": ["wiki"]}},  # the default: an index this nerindex makes
+        {"terms": {"filter_typed.source": ["wiki"]}},  # the default: an index this nerindex makes
         {"term": {"spans.labels": "politician"}},
         {"match": {"text": {"query": "treaty", "operator": "and"}}},
     ]
@@ -784,21 +784,30 @@ def test_metadata_filters_of_an_index_with_filter_texts_use_the_embedded_stores_
     n, b = "\ufdd0", "\ufdd1"  # the type marks of a number's and a boolean's texts
     filters = Filters.of({"year": 2001, "flag": True, "missing": None})
     typed, _ = search_requests.filter_clauses(filters, typed=index_requests.FILTER_FORMAT)
+    format2, _ = search_requests.filter_clauses(filters, typed=2)  # marked texts beside the plain ones
     unmarked, _ = search_requests.filter_clauses(filters, typed=1)  # an index made before the marks
     plain, _ = search_requests.filter_clauses(Filters.of({"year": 2001}), typed=0)
-    assert {"terms": {"filter_texts.year": ["2001", n + "2001", n + "2001.0"]}} in typed
-    assert {"terms": {"filter_texts.flag": [b + "true"]}} in typed
+    assert {"terms": {"filter_typed.year": ["2001", n + "2001", n + "2001.0"]}} in typed
+    assert {"terms": {"filter_typed.flag": [b + "true"]}} in typed
+    assert {"terms": {"filter_texts.year": ["2001", n + "2001", n + "2001.0"]}} in format2
     assert {"terms": {"filter_texts.year": ["2001", "2001.0"]}} in unmarked
     assert {"terms": {"filter_texts.flag": ["true"]}} in unmarked
     # absence: no value a filter compares (an object, [] and [null] are absent too)
     # (no term of its own: exists would find the passages with key missing.x)
-    assert {"bool": {"must_not": [{"prefix": {"filter_texts.missing": {"value": ""}}}]}} in typed
+    assert {"bool": {"must_not": [{"prefix": {"filter_typed.missing": {"value": ""}}}]}} in typed
+    assert {"bool": {"must_not": [{"prefix": {"filter_texts.missing": {"value": ""}}}]}} in format2
     assert plain == [{"term": {"fields.year": 2001}}]  # an index made before filter_texts: as it was
     fields = {"year": 2001.0, "tags": ["a", 3], "flag": False, "obj": {"x": 1}, "none": None}
     # a number's or boolean's plain text too, for Kibana and the search template
     assert index_requests.filter_texts(fields) == {
         "year": [n + "2001.0", "2001.0"], "tags": ["a", n + "3", "3"], "flag": [b + "false", "false"]}
     assert index_requests.filter_texts(fields, marked=False) == {"year": ["2001.0"], "tags": ["a", "3"], "flag": ["false"]}
+    # format 3: each value once in filter_texts (a Kibana aggregation showed numbers twice: an audit),
+    # the marked texts apart
+    assert index_requests.filter_fields(fields, 3) == {
+        "filter_texts": {"year": ["2001.0"], "tags": ["a", "3"], "flag": ["false"]},
+        "filter_typed": {"year": [n + "2001.0"], "tags": ["a", n + "3"], "flag": [b + "false"]}}
+    assert index_requests.filter_fields(fields, 2) == {"filter_texts": index_requests.filter_texts(fields)}
     assert [index_requests.filter_format(m) for m in (None, {}, {"filter_texts": True}, {"filter_texts": 2})] == [0, 0, 1, 2]
     # a number stored as Inf has no plain copy: the filter text "Inf" would find it here only (a review)
     assert index_requests.filter_texts({"h": 10**400, "l": -(10**400)}) == {"h": [n + "Inf"], "l": [n + "-Inf"]}

@@ -218,7 +218,7 @@ def _added_by_hand(types: Any, wanted: list[str]) -> list[str]:
 def status_command(as_json, settings: Settings):
     """Show the server version, the index behind the alias, its health, model and counts, and the types index."""
     from ..stores.elasticsearch.aliases import orphans
-    from ..stores.elasticsearch.index_requests import FILTER_FORMAT, is_versioned_index
+    from ..stores.elasticsearch.index_requests import FILTER_FORMAT, MARKED_FILTER_FORMAT, is_versioned_index
     from ..stores.elasticsearch.reindex import write_blocked
     from ..stores.elasticsearch.type_index import TypeIndex
 
@@ -249,9 +249,12 @@ def status_command(as_json, settings: Settings):
                 f"{counts.spans} spans, model {model}"
             )
             report["filter_format"] = store.typed_filters()
-            if stamp and report["filter_format"] < FILTER_FORMAT:  # made by an earlier nerindex (docs/elasticsearch.md)
+            if stamp and report["filter_format"] < MARKED_FILTER_FORMAT:  # made by an earlier nerindex (docs/elasticsearch.md)
                 lines.append(f"{target[0]} filters metadata as an earlier nerindex made it (filter_texts format "
                              f"{report['filter_format']} of {FILTER_FORMAT}): 'nerindex es reindex' brings it up to date")
+            elif stamp and report["filter_format"] < FILTER_FORMAT:
+                lines.append(f"{target[0]} keeps a number's filter_texts twice, plain and with its type mark (a Kibana "
+                             f"aggregation shows both; format 2 of 3): 'nerindex es reindex' brings it up to date")
             if blocked:  # an 'es reindex' is copying from it, or one was killed (docs/elasticsearch.md)
                 lines.append(f"{target[0]} refuses writes (index.blocks.write): an 'es reindex' is running or was stopped")
             if others:  # left by a replaced model, a failed or a killed reindex

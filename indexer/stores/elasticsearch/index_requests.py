@@ -33,8 +33,13 @@ META_FORMAT = 1
 # so both stores filter by one rule; an index made before has no such field (its _meta says which).
 FILTER_TEXTS = "filter_texts"
 # 2: numbers and booleans with the type marks of stores.filters (NUMBER_MARK, BOOLEAN_MARK); an
-# index made before them (1) keeps filtering as it did until `nerindex es reindex`
-FILTER_FORMAT = 2
+# index made before them (1) keeps filtering as it did until `nerindex es reindex`.
+# 3: the marked texts in a field of their own (FILTER_TYPED), what nerindex's filters compare, and
+# filter_texts the plain ones alone: format 2 kept a number's text twice there, marked and plain,
+# and a Kibana aggregation showed each number twice, "2001" and an invisible mark + "2001" (an audit).
+MARKED_FILTER_FORMAT = 2
+FILTER_FORMAT = 3
+FILTER_TYPED = "filter_typed"
 SPANS_PATH = "spans"
 SPAN_VECTOR_FIELD = "spans.vector"
 # False for a candidate span (``EncodedSpan.mention``); spans written before the field existed
@@ -180,19 +185,21 @@ def index_meta(stamp: ModelStamp, *, typed_filters: int = 0) -> dict[str, Any]:
 
 def filter_format(meta: Mapping[str, Any] | None) -> int:
     """The ``filter_texts`` an index's ``_meta`` says its passages carry: 0 none, 1 without the
-    type marks (``true`` in indexes made before them), 2 (:data:`FILTER_FORMAT`) with them."""
+    type marks (``true`` in indexes made before them), 2 with them beside the plain ones, 3
+    (:data:`FILTER_FORMAT`) with them in :data:`FILTER_TYPED`."""
     value = (meta or {}).get(FILTER_TEXTS)
     return int(value) if isinstance(value, (bool, int)) else 0
 
 
-def filter_texts(fields: Mapping[str, Any], *, marked: bool = True) -> dict[str, list[str]]:
+def filter_texts(fields: Mapping[str, Any], *, marked: bool = True, plain: bool = True) -> dict[str, list[str]]:
     """Each metadata value (each element of a list; an object has none: ``stores.filters.stored_values``)
     as the embedded store's filters compare it (``stores.filters.stored_text``: a number or boolean
     with its type mark) and, for a number or boolean, also as plain text (numbers as SQLite writes
     them, ``true``/``false``): what a Kibana query or the search template names
     (``filter_texts.year: "2001"``). The plain copy changes no answer of nerindex's own filters: a
     filter text equal to it spells that number or boolean, so it matches the marked text as well.
-    ``marked`` False: the plain texts alone (an index made before the marks). Only keys a filter can
+    ``marked`` False: the plain texts alone (an index made before the marks, and format 3's
+    ``filter_texts``); ``plain`` False: no plain copy (format 3's ``filter_typed``). Only keys a filter can
     name (``filter_rules.is_metadata_filter_key``): Elasticsearch refuses a passage with a key such as ``""``
     or ``" "``, which the embedded store stores (and no filter can name)."""
     out: dict[str, list[str]] = {}
@@ -200,11 +207,18 @@ def filter_texts(fields: Mapping[str, Any], *, marked: bool = True) -> dict[str,
         texts = []
         for v in stored_values(value):
             texts.append(stored_text(v, marked=marked))
-            if marked and not _infinite(v):  # the plain copy (a string's is the same text)
+            if marked and plain and not _infinite(v):  # the plain copy (a string's is the same text)
                 texts.append(stored_text(v, marked=False))
         if texts and is_metadata_filter_key(key):
             out[key] = list(dict.fromkeys(texts))
     return out
+
+
+def filter_fields(fields: Mapping[str, Any], typed_filters: int) -> dict[str, dict[str, list[str]]]:
+    """The filter fields of a passage in an index of filter format ``typed_filters`` (1 to 3)."""
+    if typed_filters >= FILTER_FORMAT:
+        return {FILTER_TEXTS: filter_texts(fields, marked=False), FILTER_TYPED: filter_texts(fields, plain=False)}
+    return {FILTER_TEXTS: filter_texts(fields, marked=typed_filters >= MARKED_FILTER_FORMAT)}
 
 
 def _infinite(value: Any) -> bool:
@@ -332,7 +346,7 @@ def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: i
         "labels": sorted({label for span in doc.spans if span.mention for label in span.labels}),
     }
     if typed_filters:
-        source[FILTER_TEXTS] = filter_texts(passage.fields, marked=typed_filters >= FILTER_FORMAT)
+        source.update(filter_fields(passage.fields, typed_filters))
     if doc.vector is not None:
         source["vector"] = vector_values(doc.vector)
     source["spans"] = [

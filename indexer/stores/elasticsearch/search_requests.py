@@ -34,7 +34,7 @@ from ..base import check_passage_weight
 from ..filter_rules import Filters, FilterValue
 from ..filters import field_values
 from .index_requests import (
-    FILTER_FORMAT, FILTER_TEXTS, MENTION_FIELD, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values,
+    FILTER_FORMAT, FILTER_TEXTS, FILTER_TYPED, MARKED_FILTER_FORMAT, MENTION_FIELD, PASSAGE_VECTOR_FIELD, SOURCE_FIELDS, SPAN_VECTOR_FIELD, SPANS_PATH, vector_values,
 )
 from .similarity import knn_score_from_cosine, knn_similarity, linear_knn_score
 
@@ -87,12 +87,13 @@ def _metadata_clause(key: str, value: FilterValue, typed: int) -> dict[str, Any]
     ``[null]``, an object: ``stores.filters.stored_values``)."""
     if not typed:
         return _value_clause(f"fields.{key}", value)
+    field = FILTER_TYPED if typed >= FILTER_FORMAT else FILTER_TEXTS  # format 3 keeps the marked texts apart
     if value is None:
         # No term at all, not ``exists``: on a key no passage has a value for, ``exists`` falls
         # back to the object prefix (``filter_texts.meta.*``) and finds the passages with key
         # ``meta.lang``; a prefix "" matches any term of the field itself ("" included), only it.
-        return {"bool": {"must_not": [{"prefix": {f"{FILTER_TEXTS}.{key}": {"value": ""}}}]}}
-    return {"terms": {f"{FILTER_TEXTS}.{key}": field_values(value, marked=typed >= FILTER_FORMAT)}}
+        return {"bool": {"must_not": [{"prefix": {f"{field}.{key}": {"value": ""}}}]}}
+    return {"terms": {f"{field}.{key}": field_values(value, marked=typed >= MARKED_FILTER_FORMAT)}}
 
 
 def filter_clauses(filters: Filters | None, *, typed: int = FILTER_FORMAT) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
