@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -124,6 +125,8 @@ def _send(
         pending = sorted(left)
         log.info("a bulk request got no answer (%s): sending its %d passages again",
                  error or "a gateway error", len(pending))
+        if error is None:  # a gateway that said 503 may need a moment, as a 429 gets
+            time.sleep(min(options.max_backoff, options.initial_backoff * 2 ** max(0, tries - 1)))
 
 
 def _match(
