@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .errors import StoreError
+from .errors import SettingError
 
 DEFAULT_STORE = "./nerindex-data"
 DEFAULT_ES_INDEX = "nerindex"
@@ -70,19 +70,19 @@ class Settings:
         if not (self.es_user or self.es_password):
             return None
         if not (self.es_user and self.es_password):
-            raise StoreError("basic auth needs both a user and a password (NERINDEX_ES_USER, NERINDEX_ES_PASSWORD)")
+            raise SettingError("basic auth needs both a user and a password (NERINDEX_ES_USER, NERINDEX_ES_PASSWORD)")
         return (self.es_user, self.es_password)
 
     def required_es_url(self) -> str:
         """The Elasticsearch URL, for the commands that have no embedded store to fall back on."""
         if not self.es_url:
-            raise StoreError("no Elasticsearch URL: pass --es-url or set NERINDEX_ES_URL")
+            raise SettingError("no Elasticsearch URL: pass --es-url or set NERINDEX_ES_URL")
         return self.es_url
 
     def required_kibana_url(self) -> str:
         """The Kibana URL of ``nerindex kibana import``."""
         if not self.kibana_url:
-            raise StoreError("no Kibana URL: pass --kibana-url or set NERINDEX_KIBANA_URL")
+            raise SettingError("no Kibana URL: pass --kibana-url or set NERINDEX_KIBANA_URL")
         return self.kibana_url
 
     def store_description(self) -> str:
@@ -160,7 +160,7 @@ def count_setting(name: str, value: object) -> int | None:
         return None
     count = int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value  # not "²"
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 1 <= count <= MAX_COUNT:
-        raise StoreError(f"{name} must be a whole number from 1 to {MAX_COUNT}, not {value!r}")
+        raise SettingError(f"{name} must be a whole number from 1 to {MAX_COUNT}, not {value!r}")
     return int(count)
 
 
@@ -177,7 +177,7 @@ def seconds_setting(name: str, value: object) -> float | None:
     except (ValueError, OverflowError):
         seconds = math.nan
     if not 0 < seconds <= MAX_TIMEOUT_S:  # NaN too
-        raise StoreError(f"{name} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, not {value!r}")
+        raise SettingError(f"{name} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, not {value!r}")
     return seconds
 
 

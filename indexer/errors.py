@@ -52,6 +52,15 @@ class StoreError(NerindexError):
     exit_code = 5
 
 
+class SettingError(StoreError):
+    """A setting out of its range, or missing where a command needs it (an option, a ``NERINDEX_*``
+    variable, a Python argument): a wrong option, exit 2 as click's own refusals. A StoreError
+    still, for the Python callers that caught these as one before (an audit: a bad
+    NERINDEX_THREADS exited 5, the store's code, where --threads 0 exited 2)."""
+
+    exit_code = 2
+
+
 class NoStoreError(StoreError):
     """No store where one was to be opened, not created (``nerindex info`` then shows the model alone)."""
 

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
-from .errors import ModelError
+from .errors import ModelError, SettingError
 from .int8_kernel import exact_products
 from .model_folder import CANDIDATE_OUTPUT, INPUT_NAMES, OUTPUT_NAMES, ModelInfo
 
@@ -35,7 +35,7 @@ ORT_FATAL_ONLY = 4
 def choose_provider(device: str, available: Sequence[str]) -> str:
     """The one place the execution provider is picked: ``auto`` prefers CUDA when present."""
     if device not in ("auto", "cpu", "cuda"):
-        raise ModelError(f"unknown device {device!r} (use auto, cpu or cuda)")
+        raise SettingError(f"unknown device {device!r} (use auto, cpu or cuda; --device, NERINDEX_DEVICE)")
     if device == "cpu":
         return CPU
     if CUDA in available:

@@ -582,3 +582,20 @@ def test_a_hit_ranked_by_a_candidate_names_it():
     assert out.endswith("spans: none marked (ranked by the candidate span “cello” 0.40, which is never marked; not in --all)")
     out = format_hit(1, Hit("mus-1", 0.4, "a \x1b[31m b", {}, (), ranked_by=SpanMatch(2, 7, "\x1b[31m", 0.4)), color=False)
     assert "\x1b" not in out  # corpus text cannot drive the terminal
+
+
+@pytest.mark.parametrize("env, args, named", [
+    ({"NERINDEX_THREADS": "abc"}, ("embed", "dinosaur"), "NERINDEX_THREADS"),
+    ({"NERINDEX_DEVICE": "gpu"}, ("embed", "dinosaur"), "NERINDEX_DEVICE"),
+    ({}, ("search", "x", "--es-url", "https://127.0.0.1:9", "--es-ca-certs", "no-such.pem"), "no-such.pem"),
+    ({}, ("kibana", "import", "--kibana-url", "https://127.0.0.1:9", "--ca-certs", "no-such.pem"), "no-such.pem"),
+    ({}, ("es", "status"), "--es-url"),
+])
+def test_a_wrong_setting_is_a_wrong_option(capsys, monkeypatch, env, args, named):
+    """A bad variable exited 5, the store's code, where the same bad option exited 2; a missing CA
+    file named neither itself nor the option, or was blamed on the connection (an audit)."""
+    monkeypatch.delenv("NERINDEX_ES_URL", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, out, err = run(capsys, *args)
+    assert code == 2 and named in err and err.count("\n") == 1, err

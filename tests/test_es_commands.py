@@ -164,7 +164,7 @@ def test_kibana_import_without_url_is_one_clear_error(monkeypatch, capsys):
     monkeypatch.delenv("NERINDEX_KIBANA_URL", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main(["kibana", "import"])
-    assert exit_info.value.code == 5  # StoreError
+    assert exit_info.value.code == 2  # SettingError: a wrong (missing) option
     assert capsys.readouterr().err.strip() == (
         "error: no Kibana URL: pass --kibana-url or set NERINDEX_KIBANA_URL"
     )

@@ -920,6 +920,8 @@ def test_what_a_folder_leaves_out_is_counted(tmp_path):
     write(tmp_path / "d" / ".hidden" / "c.txt", "hidden.\n")
     write(tmp_path / "other" / "c.txt", "Rome.\n")
     (tmp_path / "d" / "link").symlink_to(tmp_path / "other", target_is_directory=True)
+    (tmp_path / "d" / "gone.txt").symlink_to(tmp_path / "nowhere")  # no regular file: left out, and named
+    os.mkfifo(tmp_path / "d" / "pipe.txt")
     stats = ReadStats()
     assert [p.id for p in read(tmp_path / "d", stats=stats)] == ["a.txt"]
-    assert stats.left_out == ["b.jsonl", "link/"]
+    assert stats.left_out == ["b.jsonl", "gone.txt", "link/", "pipe.txt"]

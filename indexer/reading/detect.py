@@ -92,8 +92,8 @@ def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str
 
 
 def left_out(root: Path, extensions: frozenset[str]) -> list[str]:
-    """What a folder read with ``extensions`` leaves out that is not hidden: files of other kinds,
-    and folders behind symbolic links (not followed), as paths in the folder; a folder is marked
+    """What a folder read with ``extensions`` leaves out that is not hidden: files of other kinds or
+    that are no regular file, and folders behind symbolic links (not followed), as paths in the folder; a folder is marked
     with a trailing ``/`` (an audit: both went without a word). Hidden folders are not entered."""
     out = []
     for folder, dirs, files in os.walk(root):
@@ -102,8 +102,8 @@ def left_out(root: Path, extensions: frozenset[str]) -> list[str]:
         for d in dirs:
             if (here / d).is_symlink():
                 out.append((here / d).relative_to(root).as_posix() + "/")
-        for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower() not in extensions:
+        for name in files:  # of other kinds, or not regular files (a broken link, a FIFO)
+            if not name.startswith(".") and (Path(name).suffix.lower() not in extensions or not (here / name).is_file()):
                 out.append((here / name).relative_to(root).as_posix())
     return sorted(out)
 

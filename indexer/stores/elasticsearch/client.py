@@ -17,7 +17,7 @@ from elasticsearch import Elasticsearch
 
 from ...errors import NerindexError, SearchError, StoreError
 from .responses import api_error_reason
-from .urls import url_problem, without_credentials
+from .urls import tls_context, url_problem, without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def make_client(options: ConnectionOptions) -> Elasticsearch:
     elif options.basic_auth:
         kwargs["basic_auth"] = tuple(options.basic_auth)
     if options.ca_certs and all(h.lower().startswith("https:") for h in options.hosts()):
+        tls_context(options.ca_certs)  # a file missing or not PEM: named now, not at the first request
         kwargs["ca_certs"] = options.ca_certs
     elif options.ca_certs:  # the client raised "TLS options require scheme to be 'https'" (an audit)
         log.warning("the CA certificates (--es-ca-certs, NERINDEX_ES_CA_CERTS) are not used: %s is not https",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import ssl
 import urllib.error
 import urllib.request
 import uuid
@@ -22,7 +21,7 @@ from typing import Any, Callable, Mapping
 from ...assets import kibana_objects
 from ...config import DEFAULT_ES_INDEX
 from ...errors import StoreError
-from .urls import url_problem, without_credentials
+from .urls import tls_context, url_problem, without_credentials
 
 DATA_VIEW_ID = "nerindex-passages"
 SPACE_ID = re.compile(r"[a-z0-9_-]+")  # what Kibana takes as a space id
@@ -162,14 +161,6 @@ def _json_object(body: bytes, kibana_url: str) -> dict[str, Any]:
     return answer
 
 
-def _ssl_context(ca_certs: str | None, verify_certs: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ca_certs)
-    if not verify_certs:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def import_saved_objects(
     kibana_url: str,
     *,
@@ -195,7 +186,7 @@ def import_saved_objects(
     opener = urlopen or urllib.request.urlopen
     kwargs: dict[str, Any] = {"timeout": timeout}
     if url.startswith("https:"):
-        kwargs["context"] = _ssl_context(ca_certs, verify_certs)
+        kwargs["context"] = tls_context(ca_certs, verify_certs)
     try:
         with opener(request, **kwargs) as response:
             answer = _json_object(response.read(), kibana_url)

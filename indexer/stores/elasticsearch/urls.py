@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
+
+from ...errors import SettingError
 
 
 def url_problem(url: str, *, port_required: bool = False) -> str | None:
@@ -36,3 +39,19 @@ def without_credentials(url: str) -> str:
     """``url`` as a message may show it: without a ``user:password@`` part, its scheme kept."""
     scheme, sep, rest = url.partition("://")
     return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
+
+
+def tls_context(ca_certs: str | None, verify_certs: bool = True) -> ssl.SSLContext:
+    """The TLS context of a connection, its CA certificates read now: a file missing or not PEM
+    was an error that named neither the file nor the option, or was blamed on the connection (an
+    audit), and it is a SettingError naming both."""
+    try:
+        context = ssl.create_default_context(cafile=ca_certs)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingError(f"the CA certificates {ca_certs!r} (--es-ca-certs, NERINDEX_ES_CA_CERTS) "
+                           f"cannot be read: {reason}") from exc
+    if not verify_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
