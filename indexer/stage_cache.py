@@ -82,7 +82,13 @@ def usable(root: Path | None) -> bool:
             root.chmod(stat.S_IMODE(info.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
             info = root.stat()
     except OSError as exc:
-        log.info("%s: cache not used (%s)", root, exc)
+        # a folder the user named (NERINDEX_CACHE) that cannot be one is said once (an audit: every
+        # run cut the graphs again without a word); the default one quietly, as before
+        chosen = bool(os.environ.get("NERINDEX_CACHE", "").strip())
+        if root not in _warned:
+            _warned.add(root)
+            log.log(logging.WARNING if chosen else logging.INFO, "%s: cache not used (%s)%s", root, exc,
+                    " (NERINDEX_CACHE)" if chosen else "")
         return False
     if foreign or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         if root not in _warned:

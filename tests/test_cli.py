@@ -599,3 +599,30 @@ def test_a_wrong_setting_is_a_wrong_option(capsys, monkeypatch, env, args, named
         monkeypatch.setenv(key, value)
     code, out, err = run(capsys, *args)
     assert code == 2 and named in err and err.count("\n") == 1, err
+
+
+def test_options_that_do_nothing_say_so_and_an_empty_text_is_refused(indexed, capsys):
+    """An audit: --feedback-top without --feedback and --text "" were taken without a word."""
+    code, out, err = run(capsys, "search", "dinosaur", "--store", str(indexed), "--feedback-top", "3", "--json")
+    assert code == 0 and "--feedback-top applies with --feedback" in err
+    code, out, err = run(capsys, "search", "dinosaur", "--store", str(indexed), "--text", " ")
+    assert code == 2 and "--text is empty" in err
+    code, out, err = run(capsys, "search", "", "--store", str(indexed))
+    assert code == 6 and "hint" not in err  # the refusal alone, not a hint about letters before it
+    code, out, err = run(capsys, "embed", "dinosaur", "--json")  # JSON lines anyway; scripts pass --json
+    assert code == 0 and json.loads(out)["phrase"] == "dinosaur"
+
+
+def test_a_run_that_stored_nothing_has_no_rate(indexed, capsys):
+    """Every passage already stored gave "passages_per_second": 11693.87 (an audit)."""
+    code, out, err = run(capsys, "index", str(CORPUS), "--store", str(indexed), "--id-field", "id", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["created"] == 0 and summary["passages_per_second"] is None
+
+
+@pytest.mark.parametrize("value, shown", [("0", False), ("no", False), ("1", True)])
+def test_nerindex_traceback_0_means_off(monkeypatch, value, shown):
+    from indexer.cli import _tracebacks
+
+    monkeypatch.setenv("NERINDEX_TRACEBACK", value)
+    assert _tracebacks() is shown

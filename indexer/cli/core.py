@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     type=click.Choice(["auto", "jsonl", "csv", "tsv", "parquet", "txt", "conll"]),
     default="auto",
     show_default=True,
-    help="Input format; auto decides by extension (a folder = .txt files).",
+    help="Input format; auto decides by extension, a .txt file or a folder by what it holds (prose: one "
+         "passage a file; CoNLL: one a sentence).",
 )
 @click.option(
     "--id-field",
@@ -154,6 +155,11 @@ def index_with_progress(
 LEFT_OUT_SHOWN = 100  # paths a --json summary lists of what a folder's format leaves out (all are counted)
 
 
+def _given(name: str) -> bool:
+    """Whether the current command's option ``name`` was given (not its default)."""
+    return click.get_current_context().get_parameter_source(name) is not ParameterSource.DEFAULT
+
+
 def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, where: str, as_json: bool) -> None:
     """The summary of ``nerindex index``: one JSON object, or one line (and failures on stderr)."""
     if as_json:
@@ -253,10 +259,14 @@ def search_command(
 ) -> None:
     """Find passages that mention an entity of ENTITY_TYPE, e.g. "dinosaur" or "political party"."""
     filters = Filters.of(where_pairs(where, option="--where"))  # a bad --where is refused before the model loads
-    if exhaustive and click.get_current_context().get_parameter_source("limit") is not ParameterSource.DEFAULT:
+    if exhaustive and _given("limit"):
         click.echo("hint: --limit does not apply to --all, which returns every passage with a marked mention",
                    err=True)  # an audit: it was ignored without a word
-    if not has_words(entity_type):
+    if feedback_weight is None and _given("feedback_top"):
+        click.echo("hint: --feedback-top applies with --feedback W, which turns feedback on", err=True)  # an audit
+    if text is not None and not text.strip():  # it was taken as no restriction, while "!!!" was refused
+        raise click.UsageError("--text is empty: give the words a passage must hold, or leave it out")
+    if entity_type.strip() and not has_words(entity_type):  # an empty one is refused below, without this
         click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
                    "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip
     ix = NerIndex.open(settings=settings, create=False)
@@ -322,7 +332,8 @@ def count_line(entity_type: str, shown: int, total: int | None, *, exhaustive: b
 @click.command("embed")
 @click.argument("phrases", nargs=-1, required=True)
 @backend_options("model")
-def embed_command(phrases: tuple[str, ...], settings: Settings) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Accepted for scripts that pass it everywhere: the output is JSON lines anyway.")
+def embed_command(phrases: tuple[str, ...], settings: Settings, as_json: bool) -> None:
     """Print each type phrase's vector as one JSON object per line ({"phrase", "vector"}).
 
     Paste the vector into a kNN query on spans.vector (Kibana Dev Tools) or any other client.

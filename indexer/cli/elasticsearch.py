@@ -68,8 +68,11 @@ def reindex_command(model_path, device, index_options, catalog, batch_size, dele
         click.echo(f"note: the old index's span labels came from a --catalog file; the new index's come from "
                    f"{'another file' if catalog else 'the model catalog'} (pass --catalog FILE to keep yours)", err=True)
 
+    live = sys.stderr.isatty()  # a log file got every \r line and a blank one after (an audit)
+
     def progress(done: int, failed: int) -> None:
-        click.echo(f"\r{done} passages re-indexed, {failed} failed", err=True, nl=False)
+        if live:
+            click.echo(f"\r{done} passages re-indexed, {failed} failed", err=True, nl=False)
 
     try:
         report = reindex(
@@ -79,7 +82,8 @@ def reindex_command(model_path, device, index_options, catalog, batch_size, dele
         )
         stale_types = _stale_types(store, stamp)
     finally:
-        click.echo("", err=True)
+        if live:
+            click.echo("", err=True)
         store.close()
     _emit({**report.to_dict(), "types_stale": bool(stale_types)}, as_json, [
         f"alias {report.alias}: {report.old_index} -> {report.new_index} "
@@ -108,13 +112,14 @@ def _stale_types(store: Any, stamp: Any) -> str | None:
 @es_group.command("put-template")
 @backend_options("elasticsearch")
 @click.option("--id", "template_id", default=None, help="Stored script id (default: nerindex-span-knn).")
-def put_template_command(template_id, settings: Settings):
+@click.option("--json", "as_json", is_flag=True, help='Print {"template": id} as JSON.')
+def put_template_command(template_id, settings: Settings, as_json: bool):
     """Store the search template of mappings/ so any client can run the span kNN with a vector."""
     from ..stores.elasticsearch import SEARCH_TEMPLATE_ID
 
     with open_elasticsearch(settings) as store:
         stored = store.put_search_template(template_id or SEARCH_TEMPLATE_ID)
-    click.echo(f"stored search template {stored!r}")
+    click.echo(json.dumps({"template": stored}) if as_json else f"stored search template {stored!r}")
 
 
 @es_group.command("add-types")

@@ -24,7 +24,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "store": click.option("--store", default=None, help="Embedded store folder (default ./nerindex-data, or NERINDEX_STORE)."),
     "model": click.option("--model", default=None, help="Model folder (default: the shipped model, or NERINDEX_MODEL)."),
     "device": click.option("--device", type=click.Choice(DEVICES), default=None,
-                           help="Execution provider: CUDA when available (auto), or force one."),
+                           help="Execution provider: CUDA when available (auto, the default, or NERINDEX_DEVICE), or force one."),
     "threads": click.option("--threads", type=click.IntRange(1, MAX_COUNT), default=None,
                             help="CPU cores to encode on (default: all, or NERINDEX_THREADS); on the CPU that many windows run at once."),
     "kibana_url": click.option("--kibana-url", default=None, help="Kibana URL (default: NERINDEX_KIBANA_URL)."),

@@ -16,7 +16,7 @@ from .options import backend_options
 @click.command("serve")
 @backend_options("store")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all interfaces).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port to listen on.")
 @click.option(
     "--cors-origin",
     "cors_origins",
@@ -45,6 +45,7 @@ from .options import backend_options
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="How much the server logs (uvicorn's access lines at info).",
 )
 def serve_command(
     settings: Settings,

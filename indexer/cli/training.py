@@ -32,7 +32,7 @@ def _logging(verbose: bool) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder to write (heads.safetensors, train.json).")
 @click.option("--backbone", default=None, help="Backbone path or hub name (default all-MiniLM-L6-v2).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of batches and initial weights.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--adapter-max-steps", default=None, type=click.IntRange(min=1), help="Upper bound on adapter steps.")
 @click.option("--head-epochs", default=None, type=click.FloatRange(min=0, min_open=True),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import elastic_transport
 import elasticsearch
@@ -17,7 +17,7 @@ from elasticsearch import Elasticsearch
 
 from ...errors import NerindexError, SearchError, StoreError
 from .responses import api_error_reason
-from .urls import tls_context, url_problem, without_credentials
+from .urls import one_line, tls_context, url_problem, without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,10 @@ def translated_errors(
         error_class = SearchError if search else StoreError
         raise error_class(f"Elasticsearch rejected the request to {what}: {reason}") from exc
     except elasticsearch.ApiError as exc:
-        reason = api_error_reason(exc.body, str(exc.message))
+        if isinstance(exc.body, Mapping):
+            reason = api_error_reason(exc.body, str(exc.message))
+        else:  # no Elasticsearch error: another server answered (an HTML page)
+            reason = f"{one_line(str(exc.body or exc.message))} (not Elasticsearch's answer: is {url} the cluster?)"
         raise StoreError(f"failed to {what} (HTTP {exc.meta.status}): {reason}") from exc
     except elastic_transport.ConnectionTimeout as exc:  # the message named one timeout of the four waited (an audit)
         raise StoreError(f"{url} did not answer the request to {what}: {MAX_RETRIES + 1} tries timed out "

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from ...assets import kibana_objects
 from ...config import DEFAULT_ES_INDEX
 from ...errors import StoreError
-from .urls import tls_context, url_problem, without_credentials
+from .urls import one_line, tls_context, url_problem, without_credentials
 
 DATA_VIEW_ID = "nerindex-passages"
 SPACE_ID = re.compile(r"[a-z0-9_-]+")  # what Kibana takes as a space id
@@ -195,7 +195,7 @@ def import_saved_objects(
         try:
             detail = json.loads(detail).get("message", detail)
         except (ValueError, AttributeError):
-            pass
+            detail = one_line(detail)
         hint = " (check the Kibana user/password or API key)" if exc.code in (401, 403) else ""
         raise StoreError(f"Kibana at {kibana_url} refused the import: HTTP {exc.code}: {detail}{hint}") from exc
     except urllib.error.URLError as exc:

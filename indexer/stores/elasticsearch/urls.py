@@ -55,3 +55,10 @@ def tls_context(ca_certs: str | None, verify_certs: bool = True) -> ssl.SSLConte
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` for a one-line message: whitespace runs as one space, cut at ``limit`` characters
+    (a web server's HTML error page took fifteen lines of stderr: an audit)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
