@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .atomic_files import replace_atomically
 from .errors import ModelError
 
 CARD_FILE = "model.json"
@@ -141,18 +140,7 @@ class ModelCard:
         path = Path(folder) / CARD_FILE
         data = self.dumps().encode("utf-8")
         mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
-        fd, tmp = tempfile.mkstemp(prefix=f".{CARD_FILE}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return replace_atomically(path, lambda tmp: tmp.write_bytes(data), mode=mode)
 
     def to_dict(self) -> dict[str, Any]:
         """A copy of the JSON object, in file order."""

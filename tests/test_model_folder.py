@@ -152,3 +152,22 @@ def test_optional_values_may_be_absent_or_null(tmp_path):
     assert info.label_threshold == info.similarity_threshold and info.labels_per_span == 3
     assert info.passage_weight == 0.0 and not info.nested_spans and info.candidate_threshold is None
     assert info.type_template == "a {} entity" and info.unseen_type_template is None
+
+
+def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """train.json and heads.safetensors were written in place: a run killed while writing left half
+    a file (an audit); they, and model.json, go through replace_atomically."""
+    from indexer.atomic_files import replace_atomically
+
+    target = tmp_path / "train.json"
+    target.write_text("old")
+
+    def half_then_fail(tmp):
+        tmp.write_text("new, half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replace_atomically(target, half_then_fail)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["train.json"]
+    replace_atomically(target, lambda tmp: tmp.write_text("new"), mode=0o644)
+    assert target.read_text() == "new" and (target.stat().st_mode & 0o777) == 0o644

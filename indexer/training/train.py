@@ -30,17 +30,14 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from ..atomic_files import replace_atomically
 from .adapter import train_adapter
 from .data import (
     Corpus, Source, build_corpus, check_sources, default_sources, limit_corpus, load_phrase_map, seen_phrases,
     sentences_per_source,
 )
 from .entity_head import (
-    Decoded,
-    decoded_spans,
-    detection_by_source,
-    detection_sweep,
-    gold_recall_by_source,
+    Decoded, decoded_spans, detection_by_source, detection_sweep, gold_recall_by_source,
     score_candidates,
     train_entity_head,
 )
@@ -130,7 +127,8 @@ def _train(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
             **data.silver_record(),
         },
     }
-    save_file(model.head_state_dict(), str(out_dir / "heads.safetensors"))
+    # each whole or not at all: a run killed while writing left half a file (an audit)
+    replace_atomically(out_dir / "heads.safetensors", lambda tmp: save_file(model.head_state_dict(), str(tmp)), mode=0o644)
     write_train_json(out_dir, record)
     log.info("training done in %.0f s", time.time() - t_start)
     return record
@@ -140,8 +138,8 @@ def write_train_json(out_dir: Path, record: dict[str, Any]) -> None:
     """``train.json`` as strict JSON: a figure with nothing to measure (NaN, e.g. a ``--limit``
     smoke run) is written as null. Why: ``json.dumps`` writes NaN by default, which no strict
     reader takes and which ``nerindex export`` then refused to copy into model.json."""
-    text = json.dumps(_finite_or_null(record), indent=2, allow_nan=False)
-    (out_dir / "train.json").write_text(text + "\n", encoding="utf-8")
+    text = json.dumps(_finite_or_null(record), indent=2, allow_nan=False) + "\n"
+    replace_atomically(out_dir / "train.json", lambda tmp: tmp.write_text(text, encoding="utf-8"), mode=0o644)
 
 
 def _finite_or_null(value: Any) -> Any:
