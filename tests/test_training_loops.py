@@ -160,6 +160,10 @@ def test_train_json_lists_only_the_files_a_sentence_was_used_from(tmp_path, capl
     assert "btc:empty.conll: no sentence of this file is used" in caplog.text
     limited = limit_corpus(corpus, 2)
     assert limited.counts["sentences"] == 2 and limited.counts["limited_to"] == 2
+    # the limited corpus's counts, the whole one's apart (they described the whole corpus: an audit)
+    assert limited.counts["windows"] == len(limited.examples) < corpus.counts["windows"]
+    assert limited.counts["gold_kept"] == sum(len(ex.gold) for ex in limited.examples)
+    assert limited.counts["before_limit"] == corpus.counts
     assert sentences_per_source(limited, sources) == {"btc:full.conll": 2, "btc:empty.conll": 0, "btc:late.conll": 0}
 
 

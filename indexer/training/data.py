@@ -268,9 +268,15 @@ def build_corpus(
 
 
 def limit_corpus(corpus: Corpus, n: int) -> Corpus:
-    """The first ``n`` passages of a corpus (and their examples)."""
+    """The first ``n`` passages of a corpus (and their examples). Its counts are the limited
+    corpus's where the examples tell them, the whole corpus's kept apart (``before_limit``): they
+    described the whole corpus as if trained on (an audit)."""
     exs = [ex for ex in corpus.examples if ex.passage_index < n]
-    counts = dict(corpus.counts, limited_to=n, sentences=len(corpus.passages[:n]))
+    counts = {
+        "limited_to": n, "sentences": len(corpus.passages[:n]), "windows": len(exs),
+        "gold_kept": sum(len(ex.gold) for ex in exs), "candidates": sum(len(ex.cand_tok) for ex in exs),
+        "before_limit": dict(corpus.counts),
+    }  # fmt: skip
     return Corpus(exs, corpus.passages[:n], corpus.passage_phrases[:n], counts)
 
 
