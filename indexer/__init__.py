@@ -14,6 +14,7 @@ from .errors import (  # noqa: E402
     ModelMismatchError,
     NerindexError,
     SearchError,
+    SettingError,
     StoreError,
 )
 from .reading import ReadStats, read_passages  # noqa: E402
@@ -32,6 +33,7 @@ __all__ = [
     "Passage",
     "ReadStats",
     "SearchError",
+    "SettingError",
     "SpanMatch",
     "StoreError",
     "read_passages",

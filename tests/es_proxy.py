@@ -15,9 +15,9 @@ from typing import Iterator
 HOP_BY_HOP = {"connection", "content-length", "host", "keep-alive", "transfer-encoding"}
 
 
-def spoiled_bulk(target: str, *, delay: float = 0.0, status: int | None = None, nth: int = 1) -> Iterator[str]:
-    """Yield the URL of a proxy to ``target`` whose ``nth`` ``_bulk`` answer comes ``delay`` s late,
-    or (``status``) is replaced by an empty answer with that status."""
+def spoiled_bulk(target: str, *, delay: float = 0.0, status: int | None = None, nth: int | None = 1) -> Iterator[str]:
+    """Yield the URL of a proxy to ``target`` whose ``nth`` ``_bulk`` answer (None: every one)
+    comes ``delay`` s late, or (``status``) is replaced by an empty answer with that status."""
     upstream = urllib.parse.urlsplit(target)
     bulks = []
 
@@ -39,7 +39,7 @@ def spoiled_bulk(target: str, *, delay: float = 0.0, status: int | None = None, 
             spoil = False
             if urllib.parse.urlsplit(self.path).path.endswith("/_bulk"):
                 bulks.append(self.path)
-                spoil = len(bulks) == nth
+                spoil = nth is None or len(bulks) == nth
                 if spoil:
                     time.sleep(delay)  # applied by the server; the client's wait runs out
             if spoil and status is not None:
@@ -68,4 +68,4 @@ def spoiled_bulk(target: str, *, delay: float = 0.0, status: int | None = None, 
     finally:
         server.shutdown()
         server.server_close()
-    assert len(bulks) >= nth, "the proxy never spoiled a bulk answer"
+    assert len(bulks) >= (nth or 1), "the proxy never spoiled a bulk answer"

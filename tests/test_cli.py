@@ -590,6 +590,10 @@ def test_a_hit_ranked_by_a_candidate_names_it():
     ({}, ("search", "x", "--es-url", "https://127.0.0.1:9", "--es-ca-certs", "no-such.pem"), "no-such.pem"),
     ({}, ("kibana", "import", "--kibana-url", "https://127.0.0.1:9", "--ca-certs", "no-such.pem"), "no-such.pem"),
     ({}, ("es", "status"), "--es-url"),
+    ({"NERINDEX_ES_URL": "foo"}, ("search", "person"), "needs its scheme"),
+    ({}, ("search", "person", "--es-url", "http://127.0.0.1"), "needs its port"),
+    ({}, ("search", "person", "--es-url", "http://127.0.0.1:9", "--es-index", "BAD*"), "invalid Elasticsearch index name"),
+    ({}, ("kibana", "import", "--kibana-url", "foo"), "needs its scheme"),
 ])
 def test_a_wrong_setting_is_a_wrong_option(capsys, monkeypatch, env, args, named):
     """A bad variable exited 5, the store's code, where the same bad option exited 2; a missing CA

@@ -188,13 +188,14 @@ def test_kibana_import_without_url_is_one_clear_error(monkeypatch, capsys):
     (["kibana", "import", "--kibana-url", "http://k:5601", "--space", "a?b#c"], "error: --space 'a?b#c' is not a Kibana space id"),
 ])
 def test_a_url_without_its_scheme_is_one_clear_error(capsys, argv, message):
-    # the Elasticsearch client and urllib raised ValueErrors: a traceback (audit7); no password shown
+    # the Elasticsearch client and urllib raised ValueErrors: a traceback (audit7); no password shown; a wrong
+    # option: exit 2 (it was 5, the store's code: an audit)
     from indexer.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     err = capsys.readouterr().err
-    assert exit_info.value.code == 5 and err.startswith(message) and err.count("\n") == 1 and "pw" not in err, err
+    assert exit_info.value.code == 2 and err.startswith(message) and err.count("\n") == 1 and "pw" not in err, err
 
 
 def test_kibana_import_takes_both_spellings_and_insecure(monkeypatch):

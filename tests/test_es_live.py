@@ -336,6 +336,21 @@ def test_a_bulk_request_without_an_answer_counts_what_it_stored_as_stored(make_l
     assert direct.counts().passages == len(passages)
 
 
+
+def test_a_gateway_that_refuses_every_bulk_request_stops_the_run(make_live_store, stamp):
+    """Every bulk request answered 504: after the tries the write stops with one error, as a
+    timeout does, rather than waiting out the back-off for every chunk (a review)."""
+    direct = make_live_store()
+    direct.check_model(stamp)
+    for url in spoiled_bulk(ES_URL, status=504, nth=None):
+        down = open_elasticsearch(resolve(es_url=url, es_index=direct.alias, es_timeout=5.0),
+                                  bulk=BulkOptions(chunk_size=2, initial_backoff=0.05))
+        try:
+            with pytest.raises(StoreError, match="HTTP 504"):
+                down.write(corpus(), replace=False)
+        finally:
+            down.close()
+
 def test_only_the_request_without_an_answer_is_sent_again(make_live_store, stamp):
     """Chunks of 2: the second bulk request times out. Passages of the later chunks were never sent,
     so one a run before had stored (same text) is "already stored", not counted as this run's (a

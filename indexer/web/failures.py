@@ -20,6 +20,7 @@ from ..errors import (
     ModelMismatchError,
     NerindexError,
     SearchError,
+    SettingError,
     StaleCursorError,
     StoreError,
 )
@@ -37,6 +38,7 @@ STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
     (SearchError, 400, "bad_request"),
     (InputError, 400, "bad_request"),
     (ModelMismatchError, 409, "model_mismatch"),
+    (SettingError, 500, "setting"),  # the service's own configuration (a StoreError too: before it)
     (StoreError, 503, "store_unavailable"),
     (ModelError, 500, "model_error"),
     (NerindexError, 500, "error"),

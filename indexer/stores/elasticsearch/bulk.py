@@ -116,8 +116,11 @@ def _send(
             return
         tries = 0 if len(left) < len(pending) else tries + 1
         if tries > MAX_RETRIES:
-            if error is not None:
-                raise error
+            refused = _whole_request_refused(left, pending)
+            if error is not None or refused is not None:
+                # the cluster is not there (a proxy's 503 for the whole request): stop the run, as
+                # a timeout does, rather than wait out the back-off for every chunk (a review)
+                raise error or refused  # type: ignore[misc]
             # gateway errors to the end: failed, as answered (no answer at all: failed, saying so)
             answers.update((position, result) for position, result in left.items() if result is not None)
             return
@@ -127,6 +130,16 @@ def _send(
                  error or "a gateway error", len(pending))
         if error is None:  # a gateway that said 503 may need a moment, as a 429 gets
             time.sleep(min(options.max_backoff, options.initial_backoff * 2 ** max(0, tries - 1)))
+
+
+def _whole_request_refused(
+    left: dict[int, tuple[bool, dict[str, Any]] | None], pending: list[int]
+) -> Exception | None:
+    """The gateway's error when every pending action got it (the request itself was refused), or None."""
+    if len(left) < len(pending) or any(result is None for result in left.values()):
+        return None
+    errors = [next(iter(result[1].values()), {}).get("exception") for result in left.values() if result]
+    return errors[0] if errors and all(isinstance(e, ApiError) for e in errors) else None
 
 
 def _match(

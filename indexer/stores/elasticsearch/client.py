@@ -15,7 +15,7 @@ import elastic_transport
 import elasticsearch
 from elasticsearch import Elasticsearch
 
-from ...errors import NerindexError, SearchError, StoreError
+from ...errors import NerindexError, SearchError, SettingError, StoreError
 from .responses import api_error_reason
 from .urls import one_line, tls_context, url_problem, without_credentials
 
@@ -36,11 +36,11 @@ class ConnectionOptions:
     def hosts(self) -> list[str]:
         hosts = [part.strip() for part in self.url.split(",") if part.strip()]
         if not hosts:
-            raise StoreError("no Elasticsearch URL given (--es-url or NERINDEX_ES_URL)")
+            raise SettingError("no Elasticsearch URL given (--es-url or NERINDEX_ES_URL)")
         for host in hosts:  # the client raised a ValueError, a traceback at the command line
             problem = url_problem(host, port_required=True)
             if problem is not None:
-                raise StoreError(f"Elasticsearch URL {without_credentials(host)!r} {problem} (--es-url, NERINDEX_ES_URL)")
+                raise SettingError(f"Elasticsearch URL {without_credentials(host)!r} {problem} (--es-url, NERINDEX_ES_URL)")
         return hosts
 
     def redacted_url(self) -> str:
@@ -65,7 +65,8 @@ def make_client(options: ConnectionOptions) -> Elasticsearch:
     elif options.basic_auth:
         kwargs["basic_auth"] = tuple(options.basic_auth)
     if options.ca_certs and all(h.lower().startswith("https:") for h in options.hosts()):
-        tls_context(options.ca_certs)  # a file missing or not PEM: named now, not at the first request
+        if options.verify_certs:  # a file missing or not PEM: named now, not at the first request
+            tls_context(options.ca_certs)
         kwargs["ca_certs"] = options.ca_certs
     elif options.ca_certs:  # the client raised "TLS options require scheme to be 'https'" (an audit)
         log.warning("the CA certificates (--es-ca-certs, NERINDEX_ES_CA_CERTS) are not used: %s is not https",

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ...errors import StoreError
+from ...errors import SettingError, StoreError
 from ...records import EncodedPassage
 from ..base import ModelStamp
 from ..filter_rules import is_metadata_filter_key
@@ -77,7 +77,7 @@ def check_index_name(name: str) -> str:
     elif len(name.encode("utf-8")) > 240:
         problem = "it is longer than 240 bytes"
     if problem:
-        raise StoreError(f"invalid Elasticsearch index name {name!r}: {problem}")
+        raise SettingError(f"invalid Elasticsearch index name {name!r}: {problem}")
     return name
 
 
@@ -111,12 +111,12 @@ def index_options_body(spec: str | Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(body.get("type"), str):
             raise StoreError(f"index_options needs a 'type': {spec!r}")
         if binary_quantized(body["type"]):
-            raise StoreError(BINARY_REFUSED.format(kind=body["type"]))
+            raise SettingError(BINARY_REFUSED.format(kind=body["type"]))
         return body
     if not isinstance(spec, str) or not re.fullmatch(r"[a-z0-9_]+", spec):
         raise StoreError(f"invalid dense_vector index_options type {spec!r}")
     if binary_quantized(spec):
-        raise StoreError(BINARY_REFUSED.format(kind=spec))
+        raise SettingError(BINARY_REFUSED.format(kind=spec))
     body: dict[str, Any] = {"type": spec}
     if spec.endswith("hnsw"):
         body.update(HNSW_DEFAULTS)
@@ -157,8 +157,8 @@ def mention_mapping() -> dict[str, Any]:
 # embedded store exactly in the same sweep.
 BINARY_REFUSED = (
     "index_options {kind}: binary quantization misses passages whose best span passes the threshold "
-    "(an audit: by up to 0.025), which nerindex cannot tell from those it finds; use int8_hnsw (the "
-    "default), int4_hnsw or hnsw"
+    "(an audit: by up to 0.025), which nerindex cannot tell from those it finds: pass --index-options "
+    "int8_hnsw (a new index's default), int4_hnsw or hnsw"
 )
 
 

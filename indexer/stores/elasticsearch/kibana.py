@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from ...assets import kibana_objects
 from ...config import DEFAULT_ES_INDEX
-from ...errors import StoreError
+from ...errors import SettingError, StoreError
 from .urls import one_line, tls_context, url_problem, without_credentials
 
 DATA_VIEW_ID = "nerindex-passages"
@@ -86,9 +86,9 @@ def import_url(kibana_url: str, *, space: str | None = None, overwrite: bool = T
     """The import endpoint, in a Kibana space when one is named."""
     problem = url_problem(kibana_url)
     if problem is not None:
-        raise StoreError(f"Kibana URL {without_credentials(kibana_url)!r} {problem} (--kibana-url, NERINDEX_KIBANA_URL)")
+        raise SettingError(f"Kibana URL {without_credentials(kibana_url)!r} {problem} (--kibana-url, NERINDEX_KIBANA_URL)")
     if space is not None and not SPACE_ID.fullmatch(space):  # "team a" raised, "a?b#c" posted to /s/a?b
-        raise StoreError(f"--space {space!r} is not a Kibana space id (lowercase letters, digits, '_' and '-'; "
+        raise SettingError(f"--space {space!r} is not a Kibana space id (lowercase letters, digits, '_' and '-'; "
                          "the id, not the space's name)")
     base = kibana_url.rstrip("/")
     if space and space != "default":

@@ -45,8 +45,8 @@ def tls_context(ca_certs: str | None, verify_certs: bool = True) -> ssl.SSLConte
     """The TLS context of a connection, its CA certificates read now: a file missing or not PEM
     was an error that named neither the file nor the option, or was blamed on the connection (an
     audit), and it is a SettingError naming both."""
-    try:
-        context = ssl.create_default_context(cafile=ca_certs)
+    try:  # not read where certificates are not checked (--insecure): a stale path there stays harmless
+        context = ssl.create_default_context(cafile=ca_certs if verify_certs else None)
     except (OSError, ssl.SSLError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SettingError(f"the CA certificates {ca_certs!r} (--es-ca-certs, NERINDEX_ES_CA_CERTS) "
