@@ -93,9 +93,10 @@ def _check_opened(backend: Store, encoder: OnnxEncoder, settings: Settings, crea
         why = no_passages(backend)
     else:
         why = "no passages yet: a search finds nothing until index() writes some"
-    if create is None:
-        log.warning("%s: %s (open(..., create=False) refuses a store without passages, create=True says nothing)",
-                    settings.store_description(), why)
+    if create is None:  # what create=False does, said as it is (a newcomer: "a store without passages" was untrue here)
+        refuses = "an alias without passages" if settings.es_url else "a store folder that does not exist"
+        log.warning("%s: %s (open(..., create=False) refuses %s, create=True says nothing)",
+                    settings.store_description(), why, refuses)
         return
     backend.close()  # create=False on Elasticsearch
     raise StoreError(f"{settings.store_description()}: {why}")
