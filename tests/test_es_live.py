@@ -439,20 +439,29 @@ def test_an_index_made_before_the_type_marks_keeps_its_plain_filter_texts(make_l
     """An index whose ``filter_texts`` have no type marks (``_meta.filter_texts: true``, nerindex
     before the audit that found "007" matching the string "7"): nerindex writes and filters it with
     plain texts, as it did, until ``es reindex`` makes a new index with the marks."""
-    store = make_live_store()
-    body = index_requests.create_index_body(stamp, alias=store.alias)
-    body["mappings"]["_meta"][index_requests.FILTER_TEXTS] = True
-    store.client.indices.create(index=f"{store.alias}-000001", **body)
-    store.check_model(stamp)
+    store = index_of_filter_format(make_live_store(), stamp, 1)
     assert store.typed_filters() == 1
-    first = corpus()[0]
-    docs = [dataclasses.replace(first, passage=dataclasses.replace(first.passage, id=pid, fields={"code": code}))
-            for pid, code in (("s7", "7"), ("s70", "7.0"), ("n7", 7))]
-    assert all(o.ok for o in store.write(docs))
+    assert all(o.ok for o in store.write(code_passages(("s7", "7"), ("s70", "7.0"), ("n7", 7))))
     source = store.client.get(index=store.alias, id=index_requests.document_id("n7"))["_source"]
     assert source[index_requests.FILTER_TEXTS] == {"code": ["7"]}
     assert {h.id for h in search(store, DINO, filters=Filters.of({"code": "7"}))} == {"s7", "s70", "n7"}  # as before
 
+
+def index_of_filter_format(store: ElasticsearchStore, stamp: ModelStamp, version: int) -> ElasticsearchStore:
+    """The store's alias on an index as nerindex made it with filter format ``version`` (1 or 2)."""
+    body = index_requests.create_index_body(stamp, alias=store.alias)
+    body["mappings"]["_meta"][index_requests.FILTER_TEXTS] = True if version == 1 else version
+    body["mappings"]["properties"].pop(index_requests.FILTER_TYPED)
+    store.client.indices.create(index=f"{store.alias}-000001", **body)
+    store.check_model(stamp)
+    return store
+
+
+def code_passages(*codes: tuple[str, object]) -> list[EncodedPassage]:
+    """The first corpus passage under each id, with the metadata ``{"code": value}``."""
+    first = corpus()[0]
+    return [dataclasses.replace(first, passage=dataclasses.replace(first.passage, id=pid, fields={"code": code}))
+            for pid, code in codes]
 
 
 def test_a_kibana_aggregation_counts_each_metadata_value_once(make_live_store, stamp):
@@ -461,10 +470,7 @@ def test_a_kibana_aggregation_counts_each_metadata_value_once(make_live_store, s
     nerindex's filters still tell the number 7 from the string "7.0"."""
     store = make_live_store()
     store.check_model(stamp)
-    first = corpus()[0]
-    docs = [dataclasses.replace(first, passage=dataclasses.replace(first.passage, id=pid, fields={"code": code}))
-            for pid, code in (("s7", "7"), ("s70", "7.0"), ("n7", 7), ("t", True))]
-    assert all(o.ok for o in store.write(docs))
+    assert all(o.ok for o in store.write(code_passages(("s7", "7"), ("s70", "7.0"), ("n7", 7), ("t", True))))
     store.flush()
     response = store.client.search(index=store.alias, size=0, aggs={"c": {"terms": {"field": "filter_texts.code"}}})
     buckets = {b["key"]: b["doc_count"] for b in response.body["aggregations"]["c"]["buckets"]}
@@ -478,17 +484,9 @@ def test_a_kibana_aggregation_counts_each_metadata_value_once(make_live_store, s
 def test_an_index_of_filter_format_2_keeps_filtering_as_it_did(make_live_store, stamp):
     """An index made before filter_typed (``_meta.filter_texts: 2``) is written and filtered with
     its marked texts in filter_texts, until ``es reindex``."""
-    store = make_live_store()
-    body = index_requests.create_index_body(stamp, alias=store.alias)
-    body["mappings"]["_meta"][index_requests.FILTER_TEXTS] = 2
-    body["mappings"]["properties"].pop(index_requests.FILTER_TYPED)
-    store.client.indices.create(index=f"{store.alias}-000001", **body)
-    store.check_model(stamp)
+    store = index_of_filter_format(make_live_store(), stamp, 2)
     assert store.typed_filters() == 2
-    first = corpus()[0]
-    docs = [dataclasses.replace(first, passage=dataclasses.replace(first.passage, id=pid, fields={"code": code}))
-            for pid, code in (("s7", "7"), ("s70", "7.0"), ("n7", 7))]
-    assert all(o.ok for o in store.write(docs))
+    assert all(o.ok for o in store.write(code_passages(("s7", "7"), ("s70", "7.0"), ("n7", 7))))
     source = store.client.get(index=store.alias, id=index_requests.document_id("n7"))["_source"]
     assert source[index_requests.FILTER_TEXTS] == {"code": ["\ufdd07", "7"]} and index_requests.FILTER_TYPED not in source
     assert {h.id for h in search(store, DINO, filters=Filters.of({"code": 7}))} == {"s7", "n7"}
