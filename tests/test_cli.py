@@ -615,6 +615,11 @@ def test_options_that_do_nothing_say_so_and_an_empty_text_is_refused(indexed, ca
     assert code == 6 and "hint" not in err  # the refusal alone, not a hint about letters before it
     code, out, err = run(capsys, "embed", "dinosaur", "--json")  # JSON lines anyway; scripts pass --json
     assert code == 0 and json.loads(out)["phrase"] == "dinosaur"
+    code, out, err = run(capsys, "embed", "Ärzte")  # as search writes text: not escaped
+    assert code == 0 and '"phrase": "Ärzte"' in out
+    for option in ("--threshold", "--passage-weight", "--feedback"):  # NaN passed click's range checks
+        code, out, err = run(capsys, "search", "dinosaur", "--store", str(indexed), option, "nan")
+        assert code == 2 and "'nan' is not a number" in err, (option, err)
 
 
 def test_a_run_that_stored_nothing_has_no_rate(indexed, capsys):

@@ -19,7 +19,7 @@ from ..records import Hit, Passage, marked_spans
 from ..text import printable
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..stores.filter_rules import Filters, where_pairs
-from .options import backend_options, batch_size_option
+from .options import NumberRange, backend_options, batch_size_option
 
 if TYPE_CHECKING:
     from ..pipeline import IndexReport
@@ -234,11 +234,11 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--text", default=None, help="Lexical restriction: every word must occur in the passage.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
 @click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value for the type: one for types it was trained on, one for the others).")
-@click.option("--passage-weight", type=click.FloatRange(0, MAX_PASSAGE_WEIGHT), default=None,
+@click.option("--threshold", type=NumberRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value for the type: one for types it was trained on, one for the others).")
+@click.option("--passage-weight", type=NumberRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="Hybrid scoring: rank by best span similarity + this × passage similarity "
                    "(default: the model's calibrated value; 0 = spans only). Which passages match is unchanged.")
-@click.option("--feedback", "feedback_weight", type=click.FloatRange(0, MAX_FEEDBACK_WEIGHT), default=None,
+@click.option("--feedback", "feedback_weight", type=NumberRange(0, MAX_FEEDBACK_WEIGHT), default=None,
               metavar="WEIGHT", help="Query-time feedback (off by default): search, add WEIGHT × the mean passage "
               "vector of the top --feedback-top hits to the type vector, search again (EVALUATION.md).")
 @click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
@@ -345,7 +345,7 @@ def embed_command(phrases: tuple[str, ...], settings: Settings, as_json: bool) -
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     vectors = encoder.embed_types(checked)
     for phrase, vector in zip(phrases, vectors):
-        click.echo(json.dumps({"phrase": phrase, "vector": [round(float(x), 7) for x in vector]}))
+        click.echo(json.dumps({"phrase": phrase, "vector": [round(float(x), 7) for x in vector]}, ensure_ascii=False))
 
 
 @click.command("info")

@@ -22,7 +22,7 @@ from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..evaluation.beir_folder import export_benchmark, import_benchmark, is_beir_folder
 from ..evaluation.benchmark_io import benchmark_from_conll
 from ..evaluation.methods import DEFAULT_METHODS, METHODS
-from .options import batch_size_option
+from .options import NumberRange, batch_size_option
 
 if TYPE_CHECKING:
     from ..model_folder import ModelInfo
@@ -86,11 +86,11 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
               help="Execution device (default: NERINDEX_DEVICE or auto).")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
               help="Comma-separated methods to score: " + ", ".join(METHODS) + " (system_prf: query-time feedback, not scored by default).")
-@click.option("--threshold", type=click.FloatRange(-1, 1), help="Operating threshold of the system (default: the model's).")
-@click.option("--passage-weight", type=click.FloatRange(0, MAX_PASSAGE_WEIGHT), default=None,
+@click.option("--threshold", type=NumberRange(-1, 1), help="Operating threshold of the system (default: the model's).")
+@click.option("--passage-weight", type=NumberRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="λ of the system's hybrid scoring (span + λ · passage similarity; default: the model's). "
               "When it is not 0, the spans-only ranking is scored too.")
-@click.option("--feedback-weight", type=click.FloatRange(0, MAX_FEEDBACK_WEIGHT), default=0.5, show_default=True,
+@click.option("--feedback-weight", type=NumberRange(0, MAX_FEEDBACK_WEIGHT), default=0.5, show_default=True,
               help="Method system_prf: weight of the mean first-pass passage vector added to the type vector.")
 @click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
               help="Method system_prf: how many first-pass passages feed the query.")

@@ -9,6 +9,7 @@ variable (:func:`indexer.config.resolve`), so ``--es-user`` means the same to ``
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import click
@@ -17,6 +18,17 @@ from ..config import MAX_COUNT, resolve, seconds_setting
 from ..errors import StoreError
 
 DEVICES = ("auto", "cpu", "cuda")
+
+
+class NumberRange(click.FloatRange):
+    """click's FloatRange, refusing NaN, which passes every range check (an audit: ``--threshold
+    nan`` exited 6 from deep inside the search, where ``--threshold 2`` is a wrong option, 2)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number is not None and math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
 
 # Settings field (the keyword click passes) -> its option. The credentials keep both spellings
 # in use: --es-* (index, search, es ...) and the short one of ``nerindex kibana import``.

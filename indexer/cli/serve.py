@@ -10,7 +10,7 @@ import click
 
 from ..api import NerIndex
 from ..config import Settings
-from .options import backend_options
+from .options import NumberRange, backend_options
 
 
 @click.command("serve")
@@ -34,10 +34,10 @@ from .options import backend_options
 @click.option(
     "--threshold",
     default=None,
-    type=click.FloatRange(-1.0, 1.0),
+    type=NumberRange(-1.0, 1.0),
     help="Similarity threshold for requests that give none (Search UI never does). Default: the model's.",
 )
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600), help="Time limit of one request, seconds.")
+@click.option("--timeout", default=10.0, show_default=True, type=NumberRange(0.1, 600), help="Time limit of one request, seconds.")
 @click.option("--max-page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most hits one response may carry.")
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Search threads (default: one per core, 2 to 8; more helps an Elasticsearch backend).")
 @click.option(

@@ -42,7 +42,7 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
 
 @click.command("silver")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
-              help="JSONL file to write; the hierarchy goes beside it as *.hierarchy.json.")
+              help="JSONL file to write (required, unless --wsd-check); the hierarchy goes beside it as *.hierarchy.json.")
 @click.option("--data-dir", default="../shared/data", show_default=True,
               type=click.Path(file_okay=False), help="Folder of the labelled sets (shared/data layout).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError, ModelError
+from .options import NumberRange
 
 
 def _logging(verbose: bool) -> None:
@@ -35,7 +36,7 @@ def _logging(verbose: bool) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of batches and initial weights.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--adapter-max-steps", default=None, type=click.IntRange(min=1), help="Upper bound on adapter steps.")
-@click.option("--head-epochs", default=None, type=click.FloatRange(min=0, min_open=True),
+@click.option("--head-epochs", default=None, type=NumberRange(min=0, min_open=True),
               help="Upper bound on entity-head epochs.")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N sentences of each split (smoke test).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
@@ -44,7 +45,7 @@ def _logging(verbose: bool) -> None:
               help="Silver file of the train split (`nerindex silver --out`): WordNet spans and types.")
 @click.option("--silver-dev", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Silver file of the dev split (`nerindex silver --split dev`), for the detection threshold.")
-@click.option("--silver-share", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--silver-share", default=None, type=NumberRange(0, 1, min_open=True, max_open=True),
               help="Share of silver spans in an adapter batch (0.5).")
 @click.option("--silver-ablation", "silver_ablation", multiple=True, type=click.Choice(["no-mask", "no-detection"]),
               help="Switch one silver ingredient off: hierarchy masking, or silver spans for the entity head.")
