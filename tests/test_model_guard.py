@@ -163,3 +163,25 @@ def test_candidate_head_none_is_compared_in_a_complete_stamp_and_adopted_in_an_o
     old = replace(stamp, candidate_threshold=None, unseen_label_threshold=None)
     check = check_stamp(old, stamp, writing=True)
     assert check.conflict is None and check.adopted == ("candidate_threshold", "unseen_label_threshold")
+
+
+def test_info_shows_a_store_of_another_model_and_why_it_refuses(tmp_path, capsys, corpus):
+    """info refused a store built with another model with the bare error (exit 4), and it is what
+    one runs to see why (an audit): it shows the model, then the store's refusal, and exits 4."""
+    import hashlib
+
+    store = tmp_path / "store"
+    assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
+    other = model_folder(tmp_path, "other")
+    tokenizer = other / "tokenizer.json"
+    data = tokenizer.read_bytes() + b"\n"  # another file, so another checksum
+    tokenizer.unlink()
+    tokenizer.write_bytes(data)
+    card = json.loads((other / "model.json").read_text(encoding="utf-8"))
+    card["files"]["tokenizer.json"] = hashlib.sha256(data).hexdigest()
+    (other / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    code, out, err = run(capsys, "info", "--store", str(store), "--model", str(other))
+    assert code == 4 and out.startswith("model: ") and "store: refuses this model:" in out and "checksum is" in out
+    code, out, err = run(capsys, "info", "--store", str(store), "--model", str(other), "--json")
+    report = json.loads(out)
+    assert code == 4 and report["store"] is None and "checksum is" in report["mismatch"]

@@ -355,17 +355,27 @@ def info_command(settings: Settings, as_json: bool) -> None:
     """Show the model (id, checksum, thresholds, provider) and the store (where, counts); with no
     store yet, the model alone (so an exported folder can be looked at with --model)."""
     from ..encoder import OnnxEncoder
-    from ..errors import NoStoreError
+    from ..errors import ModelMismatchError, NoStoreError
 
+    mismatch = None
     try:
         with NerIndex.open(settings=settings, create=False) as ix:
             info = ix.info()
-    except NoStoreError as exc:
+    except (NoStoreError, ModelMismatchError) as exc:
+        # a store of another model is shown too, then exit 4: info is what one runs to see why (an audit)
+        mismatch = exc if isinstance(exc, ModelMismatchError) else None
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
-        info = {"model": model_info(encoder), "store": None, "no_store": str(exc)}
+        info = {"model": model_info(encoder), "store": None, "no_store" if mismatch is None else "mismatch": str(exc)}
     if as_json:
         click.echo(json.dumps(info, indent=2))
-        return
+    else:
+        _print_info(info)
+    if mismatch is not None:
+        raise SystemExit(mismatch.exit_code)
+
+
+def _print_info(info: dict) -> None:
+    """``nerindex info``'s lines."""
     m, s = info["model"], info["store"]
     click.echo(f"model: {m['id']} {m['version']} ({m['path']}), {m['dims']} dims, provider {m['provider']}")
     unseen = m.get("unseen_similarity_threshold")
@@ -377,7 +387,7 @@ def info_command(settings: Settings, as_json: bool) -> None:
     detection = f"{m['detection_threshold']:g}" + ("" if wide is None else f", candidate head {wide:g} (spans that rank, never marked)")
     click.echo(f"       detection {detection}")
     if s is None:
-        click.echo(f"store: none ({info['no_store']})")
+        click.echo(f"store: refuses this model: {info['mismatch']}" if "mismatch" in info else f"store: none ({info['no_store']})")
         return
     written = s.get("model")
     with_model = "" if written is None else (
