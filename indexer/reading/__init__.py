@@ -15,7 +15,7 @@ from typing import Iterator, Literal
 
 from ..errors import InputError
 from ..records import Passage, text_id
-from .detect import CONLL_EXTENSIONS, FORMATS, Format, left_out, resolve_format
+from .detect import FOLDER_EXTENSIONS, FORMATS, Format, left_out, resolve_format
 from .plain import conll_items, txt_items
 from .structured import Item, Located, RecordRules, delimited_items, jsonl_items, parquet_items
 
@@ -78,7 +78,7 @@ def read_passages(
         stats = ReadStats()
     stats.format = resolved
     if p.is_dir():
-        stats.left_out = left_out(p, CONLL_EXTENSIONS | {".txt"} if resolved == "conll" else frozenset({".txt"}))
+        stats.left_out = left_out(p, FOLDER_EXTENSIONS[resolved])
     rules = RecordRules(path=name, id_field=id_field, text_field=text_field, unit="row" if resolved == "parquet" else "line")
     return _checked(_items(p, resolved, rules), name, on_error, stats, rules)
 

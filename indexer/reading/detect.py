@@ -38,6 +38,8 @@ CONLL_EXTENSIONS = frozenset(ext for ext, fmt in EXTENSIONS.items() if fmt == "c
 # only line-oriented formats are read through gzip; the CoNLL parser opens files itself
 GZIP_FORMATS = frozenset({"jsonl", "csv", "tsv"})
 FOLDER_FORMATS = frozenset({"txt", "conll"})
+# the files a folder read in each folder format takes (CoNLL: .txt files that look like CoNLL too)
+FOLDER_EXTENSIONS = {"txt": frozenset({".txt"}), "conll": CONLL_EXTENSIONS | {".txt"}}
 
 _TAG = re.compile(r"^(?:O|[BIES]-.+)$")
 _SNIFF_BYTES = 65536
@@ -83,34 +85,42 @@ def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
 
 def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str]]:
     """Files under ``root`` with one of ``extensions``, skipping hidden ones, in a stable order."""
-    found = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if p.suffix.lower() in extensions and not any(part.startswith(".") for part in rel.parts) and p.is_file():
-            found.append((p, rel.as_posix()))
-    return sorted(found, key=lambda pr: pr[1])
+    return _folder_entries(root, extensions)[0]
 
 
 def left_out(root: Path, extensions: frozenset[str]) -> list[str]:
     """What a folder read with ``extensions`` leaves out that is not hidden: files of other kinds or
-    that are no regular file, and folders behind symbolic links (not followed), as paths in the folder; a folder is marked
-    with a trailing ``/`` (an audit: both went without a word). Hidden folders are not entered."""
-    out = []
+    that are no regular file, and folders behind symbolic links (not followed), as paths in the
+    folder; a folder is marked with a trailing ``/`` (an audit: both went without a word)."""
+    return _folder_entries(root, extensions)[1]
+
+
+def _folder_entries(root: Path, extensions: frozenset[str]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(the files a read of ``root`` with ``extensions`` takes, as (path, path in the folder); what it
+    leaves out, :func:`left_out`), both sorted: one walk decides both, so they never disagree.
+    Hidden files and folders are neither (and hidden folders are not entered); folders behind
+    symbolic links are not followed."""
+    found: list[tuple[Path, str]] = []
+    out: list[str] = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for d in dirs:
-            if (here / d).is_symlink():
-                out.append((here / d).relative_to(root).as_posix() + "/")
-        for name in files:  # of other kinds, or not regular files (a broken link, a FIFO)
-            if not name.startswith(".") and (Path(name).suffix.lower() not in extensions or not (here / name).is_file()):
-                out.append((here / name).relative_to(root).as_posix())
-    return sorted(out)
+        out.extend((here / d).relative_to(root).as_posix() + "/" for d in dirs if (here / d).is_symlink())
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = here / name
+            rel = path.relative_to(root).as_posix()
+            if path.suffix.lower() in extensions and path.is_file():
+                found.append((path, rel))
+            else:  # of other kinds, or not regular files (a broken link, a FIFO)
+                out.append(rel)
+    return sorted(found, key=lambda pr: pr[1]), sorted(out)
 
 
 def folder_format(root: Path) -> str:
     """``conll`` or ``txt`` for a folder (see the module docstring); a mix is an InputError."""
-    files = folder_files(root, CONLL_EXTENSIONS | {".txt"})
+    files = folder_files(root, FOLDER_EXTENSIONS["conll"])
     conll = [(p, rel) for p, rel in files if p.suffix.lower() != ".txt"]
     texts = [(p, rel) for p, rel in files if p.suffix.lower() == ".txt"]
     # every .txt file: a folder of five CoNLL files and a prose one read as CoNLL, leaving the
