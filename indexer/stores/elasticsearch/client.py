@@ -65,8 +65,7 @@ def make_client(options: ConnectionOptions) -> Elasticsearch:
     elif options.basic_auth:
         kwargs["basic_auth"] = tuple(options.basic_auth)
     if options.ca_certs and all(h.lower().startswith("https:") for h in options.hosts()):
-        if options.verify_certs:  # a file missing or not PEM: named now, not at the first request
-            tls_context(options.ca_certs)
+        tls_context(options.ca_certs, options.verify_certs)  # a file missing or not PEM: named now, not at the first request
         kwargs["ca_certs"] = options.ca_certs
     elif options.ca_certs:  # the client raised "TLS options require scheme to be 'https'" (an audit)
         log.warning("the CA certificates (--es-ca-certs, NERINDEX_ES_CA_CERTS) are not used: %s is not https",
