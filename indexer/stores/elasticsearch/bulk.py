@@ -138,7 +138,7 @@ def _whole_request_refused(
     """The gateway's error when every pending action got it (the request itself was refused), or None."""
     if len(left) < len(pending) or any(result is None for result in left.values()):
         return None
-    errors = [next(iter(result[1].values()), {}).get("exception") for result in left.values() if result]
+    errors = [_item(result).get("exception") for result in left.values() if result]
     return errors[0] if errors and all(isinstance(e, ApiError) for e in errors) else None
 
 
@@ -158,14 +158,18 @@ def _match(
         if not queue:
             continue
         position = queue.popleft()
-        item = next(iter(result[1].values()), {})
-        if item.get("status") in UNKNOWN_OUTCOME:
+        if _item(result).get("status") in UNKNOWN_OUTCOME:
             left[position] = result
         else:
             answers[position] = result
     for queue in queues.values():
         left.update((position, None) for position in queue)
     return left
+
+
+def _item(result: tuple[bool, dict[str, Any]]) -> dict[str, Any]:
+    """The item of one ``streaming_bulk`` result ``(ok, {op_type: item})``."""
+    return next(iter(result[1].values()), {})
 
 
 def _outcome(passage_id: str, answer: tuple[bool, dict[str, Any]] | None) -> WriteOutcome:
