@@ -85,18 +85,20 @@ def usable(root: Path | None) -> bool:
         # a folder the user named (NERINDEX_CACHE) that cannot be one is said once (an audit: every
         # run cut the graphs again without a word); the default one quietly, as before
         chosen = bool(os.environ.get("NERINDEX_CACHE", "").strip())
-        if root not in _warned:
-            _warned.add(root)
-            log.log(logging.WARNING if chosen else logging.INFO, "%s: cache not used (%s)%s", root, exc,
-                    " (NERINDEX_CACHE)" if chosen else "")
-        return False
+        return _not_used(root, logging.WARNING if chosen else logging.INFO,
+                         f"cache not used ({exc}){' (NERINDEX_CACHE)' if chosen else ''}")
     if foreign or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        if root not in _warned:
-            _warned.add(root)
-            who = "another user owns it" if foreign else "others can write to it"
-            log.warning("%s: cache not used: %s (set NERINDEX_CACHE to a folder of your own)", root, who)
-        return False
+        who = "another user owns it" if foreign else "others can write to it"
+        return _not_used(root, logging.WARNING, f"cache not used: {who} (set NERINDEX_CACHE to a folder of your own)")
     return True
+
+
+def _not_used(root: Path, level: int, why: str) -> bool:
+    """Say once per root why it holds no entries (``usable``); False."""
+    if root not in _warned:
+        _warned.add(root)
+        log.log(level, "%s: %s", root, why)
+    return False
 
 
 def read(root: Path | None, key: str, base: Path | None = None) -> Entry | None:
