@@ -1,30 +1,31 @@
 """Writing a file whole or not at all: what a reader, or the next run after a kill -9, finds is the
-old file or the new one, never half of one."""
+old file or the new one, never half of one. The store's derived files, eval reports, model.json and
+a training run's files all go through :func:`write_file`."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, TypeVar
+
+T = TypeVar("T")
 
 
-def replace_atomically(path: Path, write: Callable[[Path], None], *, mode: int | None = None) -> Path:
-    """Write ``path`` by ``write(tmp)`` into a temporary file beside it, fsynced, then renamed over
-    it (``mode``: its permissions; else ``mkstemp``'s 0600). The temporary file is removed if
-    anything fails on the way."""
-    path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T], *, mode: int | None = None) -> T:
+    """Write ``folder/name`` all or nothing: a temporary file ``.<name>.<pid>.tmp`` (whose writer
+    can be told: ``stores.derived`` removes those of processes gone), fsync, rename; returns what
+    ``write`` returns; ``mode``: the file's permissions (else the umask's). Raises OSError, and
+    then leaves no temporary file behind."""
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
     try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
+        with open(tmp, "wb") as handle:
+            result = write(handle)
+            handle.flush()
             os.fsync(handle.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, folder / name)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+    return result

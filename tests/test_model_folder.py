@@ -156,18 +156,18 @@ def test_optional_values_may_be_absent_or_null(tmp_path):
 
 def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
     """train.json and heads.safetensors were written in place: a run killed while writing left half
-    a file (an audit); they, and model.json, go through replace_atomically."""
-    from indexer.atomic_files import replace_atomically
+    a file (an audit); they, and model.json, go through write_file."""
+    from indexer.atomic_files import write_file
 
     target = tmp_path / "train.json"
     target.write_text("old")
 
-    def half_then_fail(tmp):
-        tmp.write_text("new, half")
+    def half_then_fail(handle):
+        handle.write(b"new, half")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        replace_atomically(target, half_then_fail)
+        write_file(tmp_path, "train.json", half_then_fail)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["train.json"]
-    replace_atomically(target, lambda tmp: tmp.write_text("new"), mode=0o644)
+    write_file(tmp_path, "train.json", lambda handle: handle.write(b"new"), mode=0o644)
     assert target.read_text() == "new" and (target.stat().st_mode & 0o777) == 0o644

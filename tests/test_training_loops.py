@@ -222,6 +222,7 @@ def test_cached_states_follow_the_backbones_weights_and_survive_a_broken_file(se
     first = cached_encode(model, corpus, cfg, "train")
     (path,) = tmp_path.glob("states-train-*.pt")
     assert torch.equal(first.passage, feats.passage) and not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob(".*.tmp"))  # written whole through atomic_files.write_file
     path.write_bytes(path.read_bytes()[:100])  # cut short
     again = cached_encode(model, corpus, cfg, "train")
     assert torch.equal(again.passage, feats.passage) and "cannot be read" in caplog.text

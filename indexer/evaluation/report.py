@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
-from ..stores.derived import write_file
+from ..atomic_files import write_file
 
 METHOD_ORDER = ("system", "system_spans", "system_prf", "span_base", "dense", "bm25")
 SHORT = {"system": "nerindex", "system_spans": "nerindex, spans only",

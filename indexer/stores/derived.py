@@ -30,15 +30,15 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping, Sequence, TypeVar
+from typing import BinaryIO, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..atomic_files import write_file
 from ..processes import writer_running
 from .base import StoreVersion
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -117,22 +117,6 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T]) -> T:
-    """Write ``folder/name`` all or nothing: a temporary file, fsync, rename; returns what ``write``
-    returns. Raises OSError, and then leaves no temporary file behind."""
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            result = write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return result
 
 
 def npy_writer(array: np.ndarray) -> Callable[[BinaryIO], None]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic_files import write_file
 from .data import Corpus
 from .model import SpanTypeEncoder
 from .train_config import TrainConfig
@@ -92,9 +92,7 @@ def cached_encode(model: SpanTypeEncoder, corpus: Corpus, cfg: TrainConfig, name
             log.warning("%s: cannot be read (%s); encoding again", path, exc)
     f = encode_corpus(model, corpus, batch_tokens=cfg.encode_batch_tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save({"feats": f.feats, "passage": f.passage}, partial)
-    os.replace(partial, path)
+    write_file(path.parent, path.name, lambda handle: torch.save({"feats": f.feats, "passage": f.passage}, handle))
     return f
 
 

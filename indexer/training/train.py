@@ -28,9 +28,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from ..atomic_files import replace_atomically
+from ..atomic_files import write_file
 from .adapter import train_adapter
 from .data import (
     Corpus, Source, build_corpus, check_sources, default_sources, limit_corpus, load_phrase_map, seen_phrases,
@@ -128,7 +128,7 @@ def _train(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
         },
     }
     # each whole or not at all: a run killed while writing left half a file (an audit)
-    replace_atomically(out_dir / "heads.safetensors", lambda tmp: save_file(model.head_state_dict(), str(tmp)), mode=0o644)
+    write_file(out_dir, "heads.safetensors", lambda handle: handle.write(save(model.head_state_dict())))
     write_train_json(out_dir, record)
     log.info("training done in %.0f s", time.time() - t_start)
     return record
@@ -139,7 +139,7 @@ def write_train_json(out_dir: Path, record: dict[str, Any]) -> None:
     smoke run) is written as null. Why: ``json.dumps`` writes NaN by default, which no strict
     reader takes and which ``nerindex export`` then refused to copy into model.json."""
     text = json.dumps(_finite_or_null(record), indent=2, allow_nan=False) + "\n"
-    replace_atomically(out_dir / "train.json", lambda tmp: tmp.write_text(text, encoding="utf-8"), mode=0o644)
+    write_file(out_dir, "train.json", lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _finite_or_null(value: Any) -> Any:
