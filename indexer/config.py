@@ -185,10 +185,13 @@ def with_overrides(settings: Settings, **overrides: object) -> Settings:
     """``settings`` with the values given explicitly (options, arguments; None = not given).
 
     Named beats environment: an explicit embedded store without an explicit Elasticsearch URL
-    selects the embedded store even when ``NERINDEX_ES_URL`` is set.
+    selects the embedded store even when ``NERINDEX_ES_URL`` is set. Both named is refused: one of
+    the two stores would be ignored without a word (the URL won, and ``--store`` was dropped).
     """
     given = {key: value for key, value in overrides.items() if value is not None}
-    if "store" in given and "es_url" not in given:
+    if "store" in given and "es_url" in given:
+        raise SettingError("--store (an embedded store) and --es-url (Elasticsearch) name two stores: give one")
+    if "store" in given:
         given["es_url"] = None
     return dataclasses.replace(settings, **given)
 

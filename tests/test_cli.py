@@ -394,6 +394,7 @@ def test_index_shows_window_progress_on_a_terminal_and_a_summary_always(tmp_path
 def test_store_option_wins_over_an_environment_es_url(indexed, capsys, monkeypatch):
     """--store names the embedded store; NERINDEX_ES_URL in the environment must not redirect it."""
     from indexer.config import Settings, with_overrides
+    from indexer.errors import SettingError
 
     monkeypatch.setenv("NERINDEX_ES_URL", "http://127.0.0.1:9")  # nothing listens there
     code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--json", "--threshold", "0.2")
@@ -401,7 +402,10 @@ def test_store_option_wins_over_an_environment_es_url(indexed, capsys, monkeypat
     env = Settings(es_url="http://es:9200", store="./nerindex-data")
     assert with_overrides(env, store="s").es_url is None
     assert with_overrides(env, store=None, es_index="x").es_url == "http://es:9200"
-    assert with_overrides(env, store="s", es_url="http://other:9200").es_url == "http://other:9200"
+    with pytest.raises(SettingError, match="name two stores"):  # one of them was dropped unsaid
+        with_overrides(env, store="s", es_url="http://other:9200")
+    code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--es-url", "http://127.0.0.1:9")
+    assert code == 2 and "--store (an embedded store) and --es-url" in err and not out
 
 
 def test_settings_resolve_options_over_environment(monkeypatch):
