@@ -343,6 +343,8 @@ class NerIndex:
         """Type vectors for phrases (what a kNN query on ``spans.vector`` needs)."""
         if isinstance(phrases, str):  # a string is a sequence too: "dog" gave the vectors of d, o and g
             raise SearchError(f"embed takes a list of phrases, e.g. embed([{phrases!r}]), not one string")
+        if not isinstance(phrases, Iterable):  # embed(None) was a TypeError about iteration
+            raise SearchError(f"embed takes a list of phrases, not {type(phrases).__name__}")
         return self.encoder.embed_types([check_phrase(p) for p in phrases])
 
     @property
