@@ -219,6 +219,7 @@ def prepare_data(cfg: TrainConfig, model: SpanTypeEncoder) -> TrainingData:
     sources = default_sources(cfg.data_dir)
     held = tuple(cfg.held_out_types)
     kw = dict(max_length=cfg.max_length, max_span_width=cfg.max_span_width)
+    log.info("reading and tokenizing the labelled data in %s (all of it, before any --limit)", cfg.data_dir)
     train = build_corpus(sources["train"], tokenizer, exclude_phrases=held, **kw)
     dev = build_corpus(sources["dev"], tokenizer, exclude_phrases=held, **kw)
     zs = build_corpus(sources["zeroshot"], tokenizer, **kw)
