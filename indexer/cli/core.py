@@ -234,10 +234,10 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--text", default=None, help="Lexical restriction: every word must occur in the passage.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
 @click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")
-@click.option("--threshold", type=NumberRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value for the type: one for types it was trained on, one for the others).")
+@click.option("--threshold", type=NumberRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value for the type: one for types it was trained on, one for the others; 'nerindex info' shows both).")
 @click.option("--passage-weight", type=NumberRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="Hybrid scoring: rank by best span similarity + this × passage similarity "
-                   "(default: the model's calibrated value; 0 = spans only). Which passages match is unchanged.")
+                   "(default: the model's calibrated value, which 'nerindex info' shows; 0 = spans only). Which passages match is unchanged.")
 @click.option("--feedback", "feedback_weight", type=NumberRange(0, MAX_FEEDBACK_WEIGHT), default=None,
               metavar="WEIGHT", help="Query-time feedback (off by default): search, add WEIGHT × the mean passage "
               "vector of the top --feedback-top hits to the type vector, search again (EVALUATION.md).")

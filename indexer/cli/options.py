@@ -41,7 +41,8 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
                             help="CPU cores to encode on (default: all, or NERINDEX_THREADS); on the CPU that many windows run at once."),
     "kibana_url": click.option("--kibana-url", default=None, help="Kibana URL (default: NERINDEX_KIBANA_URL)."),
     "es_url": click.option("--es-url", default=None,
-                           help="Elasticsearch URL (or NERINDEX_ES_URL): use it instead of the embedded store."),
+                           help="Elasticsearch URL (or NERINDEX_ES_URL). The es commands need one; "
+                                "the others use the embedded store (--store) without it, and refuse both."),
     "es_index": click.option("--es-index", default=None,
                              help="Elasticsearch index/alias name (or NERINDEX_ES_INDEX; default nerindex)."),
     "es_api_key": click.option("--es-api-key", "--api-key", "es_api_key", default=None,
