@@ -587,7 +587,8 @@ def test_serve_on_a_port_in_use_is_a_wrong_option(tmp_path, capsys):
         with pytest.raises(SystemExit) as info:
             main(["serve", "--store", str(tmp_path / "missing"), "--port", str(port)])
     assert info.value.code == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: cannot listen on 127.0.0.1:{port} (--host, --port)" in err and "Usage:" not in err
 
 
 def test_hits_are_plain_json(client):

@@ -10,6 +10,7 @@ import click
 
 from ..api import NerIndex
 from ..config import Settings
+from ..errors import SettingError
 from .options import NumberRange, backend_options
 
 
@@ -90,7 +91,7 @@ def serve_command(
 
 
 def check_listen(host: str, port: int) -> None:
-    """Refuse, as a wrong option (exit 2), an address this process cannot listen on. Why: uvicorn
+    """Refuse, as a wrong setting (exit 2), an address this process cannot listen on. Why: uvicorn
     exits 3 for it, the code of an unusable model, after the model and store are loaded."""
     if not port:  # 0: a free port, whatever is in use
         return
@@ -100,5 +101,5 @@ def check_listen(host: str, port: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             sock.bind(address)
     except OSError as exc:
-        raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                                 param_hint="'--host' / '--port'") from exc
+        # one line, exit 2, without click's usage banner: the options are well formed, the address is taken
+        raise SettingError(f"cannot listen on {host}:{port} (--host, --port): {exc.strerror or exc}") from exc
