@@ -887,6 +887,17 @@ def test_more_parquet_values_as_written_or_refused_by_row(tmp_path):
     pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"], "m": keys, "b": flags}), f)
     assert [p.fields for p in read(f, on_error="skip")] == [{"m": {"k": 1}, "b": {"true": 1}}]
     assert "the key 'a' twice" in error_of(f).reason
+    # an empty map was [] (a map is a list of pairs in Python), float32 inside lists, structs and
+    # maps kept float32's noise (0.10000000149011612): both now read by the column's Arrow type
+    maps = pa.array([[], [("w", 0.1)]], pa.map_(pa.string(), pa.float32()))
+    lists = pa.array([[0.1, None], []], pa.list_(pa.float32()))
+    structs = pa.array([{"x": 0.1, "m": []}, None], pa.struct([("x", pa.float32()), ("m", pa.map_(pa.string(), pa.int64()))]))
+    pairs = pa.array([[{"k": "a", "v": 1}], []], pa.list_(pa.struct([("k", pa.string()), ("v", pa.int64())])))
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"], "m": maps, "l": lists, "s": structs, "p": pairs}), f)
+    assert [p.fields for p in read(f)] == [
+        {"m": {}, "l": [0.1, None], "s": {"x": 0.1, "m": {}}, "p": [{"k": "a", "v": 1}]},
+        {"m": {"w": 0.1}, "l": [], "s": None, "p": []},
+    ]
 
 
 def test_a_json_number_too_small_for_a_float_is_refused_not_zero(tmp_path):

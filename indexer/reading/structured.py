@@ -379,8 +379,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {_key(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
-            return _map(value)  # an Arrow map column
         return [_jsonable(v) for v in value]
     raise TypeError(f"a value of type {type(value).__name__} is not JSON-serialisable")
 
@@ -390,6 +388,24 @@ def _key(key: Any) -> str:
     their text, a date in ISO form: an audit found ``"b'k'"`` and ``'2020-01-01 00:00:00'``)."""
     value = _jsonable(key)
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _nested(value: Any, kind: Any, pa: Any) -> Any:
+    """A nested cell (lists, structs, maps) made exact by its Arrow type, which ``to_pylist``'s
+    Python value misstates: a map as an object (it is a list of pairs there, so an empty map read
+    as ``[]``: an audit) and float32 inside them as the shortest decimal (0.1, not
+    0.10000000149011612), as top-level columns are read (:func:`_records`)."""
+    if value is None:
+        return None
+    if pa.types.is_map(kind):
+        return _map([(_nested(k, kind.key_type, pa), _nested(v, kind.item_type, pa)) for k, v in value])
+    if pa.types.is_struct(kind):
+        return {field.name: _nested(value.get(field.name), field.type, pa) for field in kind}
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [_nested(v, kind.value_type, pa) for v in value]
+    if pa.types.is_float32(kind) or pa.types.is_float16(kind):
+        return python_scalar((np.float16 if pa.types.is_float16(kind) else np.float32)(value))
+    return value
 
 
 def _map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
@@ -428,13 +444,15 @@ def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> 
         rules.check_columns(columns, None)
         row = 0
         for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+            nested = {field.name: field.type for field in batch.schema if pa.types.is_nested(field.type)}
             for record in _records(batch, pa):
                 row += 1
                 if isinstance(record, Exception):
                     yield rules.error(f"cannot convert a value: {record}", row)
                     continue
                 try:
-                    fields = {k: (v if k == rules.text_field else _jsonable(v)) for k, v in record.items()}
+                    fields = {k: (v if k == rules.text_field else _jsonable(_nested(v, nested[k], pa) if k in nested else v))
+                              for k, v in record.items()}  # fmt: skip
                 except (TypeError, ValueError, UnicodeDecodeError) as exc:
                     yield rules.error(f"cannot convert a value: {exc}", row)
                     continue
