@@ -143,6 +143,23 @@ def test_run_scores_system_and_baselines(toy):
     assert result["detection"]["by_type"]["dinosaur"] == 1.0
 
 
+def test_a_benchmark_without_gold_mentions_has_no_span_figures(toy, tmp_path: Path):
+    """A BEIR folder without ``entities`` (BEIR's own form): span hit and highlight precision are
+    undefined, where highlight precision was 0.000 (every mark counted as wrong; an audit)."""
+    from indexer.evaluation.beir_folder import export_benchmark, import_benchmark
+
+    data, mapping, enc = toy
+    folder = tmp_path / "beir"
+    export_benchmark(benchmark_from_conll([data], mapping_file=mapping), folder)
+    corpus = folder / "corpus.jsonl"
+    rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    corpus.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "entities"}) + "\n" for r in rows),
+                      encoding="utf-8")
+    result = run_eval(import_benchmark(folder), encoder=enc)
+    person = _by_type(result)["person"]["scores"]["system"]
+    assert person["set_precision"] == 1.0 and person["span_hit_rate"] is None and person["highlight_precision"] is None
+
+
 def test_calibration_uses_seen_types_only(toy):
     data, mapping, enc = toy
     bench = benchmark_from_conll([data], mapping_file=mapping)

@@ -77,11 +77,13 @@ def score_methods(
 def _score_one(bench: Benchmark, q: Any, key: str, by_query: Mapping[str, Sequence[Ranked]],
                threshold: Threshold) -> tuple[QueryScores, float | None]:  # fmt: skip
     """One method's scores for one type, and the threshold applied to it (the value, or the
-    system's rule for that phrase; none for ranking-only methods)."""
+    system's rule for that phrase; none for ranking-only methods). A type with no gold mention has
+    no span figures: a BEIR folder without ``entities`` (or a query without labels) scored every
+    mark as wrong, highlight precision 0.000 (an audit)."""
     method = METHODS.get(key, Method(key, key, spans=False, thresholded=False))
     applied = (threshold(q.text) if callable(threshold) else threshold) if method.thresholded else None
     s = score_query(list(by_query.get(q.id, ())), bench.qrels[q.id], threshold=applied,
-                    gold_spans=bench.gold.get(q.id, {}), with_spans=method.spans)  # fmt: skip
+                    gold_spans=bench.gold.get(q.id) or None, with_spans=method.spans)  # fmt: skip
     return s, round6(applied)
 
 
