@@ -382,6 +382,48 @@ def test_cli_write_model_without_seen_types_is_refused_before_the_run(toy, tmp_p
     assert isinstance(res.exception, InputError) and "none of them has a relevant passage here" in str(res.exception)
 
 
+def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_runs(toy, tmp_path: Path, monkeypatch):
+    """An audit: options a mode does not read were dropped (exit 0, --json printing nothing);
+    --write-model recorded a --train-types split, and figures of the model's own training file;
+    a flat zero curve stored threshold 1.0; --calibrate --write-model without 'system' ran whole
+    before it was refused; --stem ../x wrote beside --out."""
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+    from indexer.errors import InputError
+
+    data, mapping, enc = toy
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    runner = CliRunner()
+    base = ["eval", str(data), "--mapping", str(mapping)]
+    res = runner.invoke(cli, [*base, "--json"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "saved.json").write_text(res.output, encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(tmp_path / "saved.json"), "--from-json", "--calibrate", "--threshold", "0.9"])
+    assert res.exit_code == 2 and "does not use --threshold, --calibrate: drop them" in res.output, res.output
+    res = runner.invoke(cli, [*base, "--export-benchmark", str(tmp_path / "b"), "--json", "--write-model"])
+    assert res.exit_code == 2 and "does not use --write-model, --json" in res.output and not (tmp_path / "b").exists()
+    before = (enc.info.path / "model.json").read_text(encoding="utf-8")
+    monkeypatch.setattr(enc, "encode", lambda *a, **k: pytest.fail("the run began"))
+    for extra, words in ((["--write-model", "--train-types", "person"], "drop --train-types or --write-model"),
+                         (["--calibrate", "--write-model", "--methods", "dense"], "keep 'system' in --methods"),
+                         (["--out", str(tmp_path / "o"), "--stem", "../x"], "without folders")):
+        res = runner.invoke(cli, [*base, *extra])
+        assert res.exit_code == 2 and words in res.output, res.output
+    card = enc.info.card
+    enc.info = dataclasses.replace(enc.info, card=ModelCard({"training": {"types": ["person", "location"],
+                                                                          "data": [str(data)]}}))
+    res = runner.invoke(cli, [*base, "--write-model"])
+    assert isinstance(res.exception, InputError) and "the model was trained on this file" in str(res.exception)
+    monkeypatch.undo()
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    away = _unit(-np.ones(4, np.float32))  # no span is near any type: F1 0 at every threshold
+    monkeypatch.setattr(enc, "embed_types", lambda phrases: np.stack([away for _ in phrases]))
+    enc.info = dataclasses.replace(enc.info, card=card)
+    res = runner.invoke(cli, [*base, "--calibrate", "--write-model"])
+    assert isinstance(res.exception, InputError) and "F1 0 at every threshold" in str(res.exception), res.output
+    assert (enc.info.path / "model.json").read_text(encoding="utf-8") == before
+
+
 def test_cli_export_benchmark_needs_no_model(toy, tmp_path: Path):
     from indexer.cli import cli
 

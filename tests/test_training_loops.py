@@ -130,6 +130,15 @@ def test_similarity_calibration_takes_the_lowest_of_equal_thresholds():
     assert (0.5, 1.0) in sim["curve"] and (0.65, 0.8333) in sim["curve"]
 
 
+def test_similarity_calibration_on_a_flat_zero_curve_says_so(caplog):
+    """An audit: a run whose dev passages no threshold returns took its threshold from an all-zero curve, silently."""
+    from indexer.training.figures import calibrate_similarity
+
+    with caplog.at_level("WARNING", logger="indexer.training.figures"):
+        sim = calibrate_similarity({"a": np.array([-0.5, -0.4])}, {"a": np.array([True, False])})
+    assert sim["macro_f1"] == 0 and "is not calibrated" in caplog.text
+
+
 def test_too_few_entity_head_steps_is_a_one_line_error_and_20_steps_train():
     from indexer.errors import ModelError
     from indexer.training.entity_head import head_steps, warm_up_share

@@ -147,14 +147,22 @@ def eval_command(
     passage set, span hit rate and highlight precision (IoU ≥ 0.5) at each method's threshold.
     """
     _log_progress()
+    if stem is not None and (Path(stem).name != stem or stem in (".", "..")):  # an audit: ../x wrote beside --out
+        raise click.BadParameter("a file name stem, without folders (they go in --out)", param_hint="--stem")
     if from_json:
+        _refuse_unused("--from-json (re-render a saved result)", RERENDER_OPTIONS)
         if len(data) != 1:
             raise click.BadParameter("--from-json renders one saved result: give one file", param_hint="DATA")
-        _rerender(data[0], model_dir, calibrate, write_model, out_dir, stem, no_charts, as_json)
+        _rerender(data[0], model_dir, write_model, out_dir, stem, no_charts, as_json)
         return
+    if export_dir:
+        _refuse_unused("--export-benchmark (write the benchmark and stop)", EXPORT_OPTIONS)
     if calibrate and threshold is not None:  # an audit: --threshold was dropped without a word
         raise click.BadParameter("--calibrate chooses the thresholds; give --threshold or --calibrate, not both",
                                  param_hint="--threshold")
+    if calibrate and write_model and "system" not in _methods(methods):  # an audit: refused after the run
+        raise click.BadParameter("--calibrate --write-model chooses the system's thresholds: keep 'system' in "
+                                 "--methods", param_hint="--methods")
     bench = _load_benchmark(data, mapping, dataset, name)
     if not bench.scored_queries():  # an audit: a traceback, or exit 0 with empty tables
         raise InputError("no type to score: no passage holds a mention of a tag that maps to a query phrase "
@@ -166,13 +174,30 @@ def eval_command(
         bench, data, _methods(methods), model_dir=model_dir, store_dir=store_dir, device=device,
         threshold=threshold, train_types=train_types, train_data=train_data, mapping=mapping,
         calibrate=calibrate, batch_size=batch_size, passage_weight=passage_weight,
-        feedback=Feedback(feedback_weight, feedback_top), write_calibration=calibrate and write_model,
+        feedback=Feedback(feedback_weight, feedback_top), write_model=write_model,
+        write_calibration=calibrate and write_model,
     )  # fmt: skip
     _emit(result, out_dir, stem, no_charts, as_json)  # first: a model folder that cannot be written loses no report
     if write_model:
         if calibrate:
             _store_calibration(result, model_path)
         _store_evaluation(result, model_path)
+
+
+# What each mode reads besides DATA. Any other option given is refused, naming it: they were dropped
+# without a word (an audit: --from-json --calibrate --threshold 0.9 re-rendered the old thresholds;
+# --export-benchmark --json printed nothing, --write-model wrote nothing, exit 0).
+RERENDER_OPTIONS = frozenset({"from_json", "model_dir", "write_model", "out_dir", "stem", "no_charts", "as_json"})
+EXPORT_OPTIONS = frozenset({"export_dir", "mapping", "dataset", "name"})
+
+
+def _refuse_unused(mode: str, used: frozenset[str]) -> None:
+    """A usage error naming the options given on the command line that ``mode`` does not read."""
+    ctx = click.get_current_context()
+    given = [p.opts[0] for p in ctx.command.params if isinstance(p, click.Option) and p.name not in used
+             and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]  # fmt: skip
+    if given:
+        raise click.UsageError(f"{mode} does not use {', '.join(given)}: drop {'it' if len(given) == 1 else 'them'}")
 
 
 def _log_progress() -> None:
@@ -183,14 +208,12 @@ def _log_progress() -> None:
         logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
-def _rerender(path: str, model_dir: str | None, calibrate: bool, write_model: bool, out_dir: str | None,
+def _rerender(path: str, model_dir: str | None, write_model: bool, out_dir: str | None,
               stem: str | None, no_charts: bool, as_json: bool) -> None:  # fmt: skip
     """--from-json: render a saved result again (and record it in its model's card if asked)."""
     from ..evaluation import report
 
     result = report.read_json(path)
-    if write_model and calibrate:
-        raise click.BadParameter("--calibrate needs a run, not --from-json", param_hint="--calibrate")
     _emit(result, out_dir, stem, no_charts, as_json)
     if write_model:
         _store_evaluation(result, Path(model_dir or result["model"]["path"]))
@@ -218,7 +241,8 @@ def _methods(value: str) -> list[str]:
 def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: str | None, store_dir: str | None,
               device: str | None, threshold: float | None, train_types: str | None, train_data: tuple[str, ...],
               mapping: str | None, calibrate: bool, batch_size: int, passage_weight: float | None,
-              feedback: Feedback, write_calibration: bool = False) -> tuple[dict, Path]:  # fmt: skip
+              feedback: Feedback, write_model: bool = False, write_calibration: bool = False,
+              ) -> tuple[dict, Path]:  # fmt: skip
     """Run the evaluation with the model of --model (or the settings'); (result, model folder)."""
     from ..config import resolve
     from ..encoder import OnnxEncoder
@@ -226,8 +250,14 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
 
     settings = resolve(model=model_dir, device=device)
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
+    trained_on = _training_files_in(encoder.info, data)
+    if write_model:
+        _check_write_model(encoder.info, _train_types(train_types), trained_on)
+    elif trained_on:
+        log.warning("%s: the model was trained on %s (model.json training.data), so its figures there are "
+                    "not held out", ", ".join(trained_on), "it" if len(trained_on) == 1 else "them")
     if write_calibration:
-        _check_calibration_split(encoder.info, _train_types(train_types), train_data, bench)
+        _check_calibration_split(encoder.info, train_data, bench)
     log.info("evaluating %s: %d passages, %d types, model %s %s",
              bench.name, len(bench.corpus), len(bench.scored_queries()), encoder.info.id, encoder.info.version)
     result = run_eval(
@@ -239,25 +269,46 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     return result, encoder.info.path
 
 
-def _check_calibration_split(
-    info: ModelInfo, train_types: list[str] | None, train_data: tuple[str, ...], bench: Any
-) -> None:
-    """Refuse to write thresholds chosen on other seen/unseen groups than a search uses.
+def _training_files_in(info: ModelInfo, data: tuple[str, ...]) -> list[str]:
+    """The DATA files that are among the model's training files (model.json ``training.data``)."""
+    from ..evaluation.seen_types import training_files
 
-    Why: a search picks ``similarity_threshold`` or ``unseen_similarity_threshold`` by model.json
-    ``training.types`` (``ModelInfo.threshold_for``); thresholds calibrated on a split from
-    ``--train-types`` (or, for a card without training types, from ``--train-data``'s types) would be
-    stored for groups the runtime never forms. Checked before the run, which can take long.
+    trained = {path.resolve() for path in training_files(info.card, _data_roots(data))}
+    return [d for d in data if Path(d).resolve() in trained]
+
+
+def _check_write_model(info: ModelInfo, train_types: list[str] | None, trained_on: list[str]) -> None:
+    """Refuse to record in model.json a run whose figures do not describe the model as searched.
+
+    Why: the record (and a calibration's thresholds) is grouped by the seen/unseen split of
+    model.json ``training.types``, the one a search forms (``ModelInfo.threshold_for``): a split from
+    ``--train-types`` was recorded under the model's name (an audit). Figures and thresholds from
+    the model's own training sentences are not held out, and were recorded without a word (an
+    audit: thresholds calibrated on them). Checked before the run, which can take long.
     """
     from ..model_folder import normal_phrase
 
-    card_types = info.trained_phrases
-    if train_types is not None and {normal_phrase(t) for t in train_types} != card_types:
+    if train_types is not None and {normal_phrase(t) for t in train_types} != info.trained_phrases:
         raise click.BadParameter(
-            "--calibrate --write-model chooses thresholds on the seen/unseen split of model.json training.types; "
-            "drop --train-types or --write-model", param_hint="--train-types",
+            "--write-model records the run (and --calibrate its thresholds) by the seen/unseen split of "
+            "model.json training.types; drop --train-types or --write-model", param_hint="--train-types",
         )  # fmt: skip
-    if train_types is None and train_data and not card_types:
+    if trained_on:
+        raise InputError("the model was trained on this file (model.json training.data), so figures and "
+                         "thresholds from it are not held out: evaluate it without --write-model",
+                         path=trained_on[0])
+
+
+def _check_calibration_split(info: ModelInfo, train_data: tuple[str, ...], bench: Any) -> None:
+    """Refuse to write thresholds chosen on other seen/unseen groups than a search uses, or on none.
+
+    Why: a search picks ``similarity_threshold`` or ``unseen_similarity_threshold`` by model.json
+    ``training.types`` (``ModelInfo.threshold_for``); for a card without training types,
+    thresholds calibrated on ``--train-data``'s types would be stored for groups the runtime never
+    forms. Checked before the run, which can take long.
+    """
+    card_types = info.trained_phrases
+    if train_data and not card_types:
         raise click.BadParameter(
             "model.json has no training.types, so --train-data would make the seen/unseen split "
             "--calibrate --write-model stores; drop --train-data or --write-model", param_hint="--train-data",
@@ -278,6 +329,10 @@ def _store_calibration(result: dict, model_path: Path) -> None:
     chosen = methods["system"]["chosen"]["threshold"]
     unseen = result["calibration"].get("unseen", {}).get("methods", {}).get("system")
     other = unseen["chosen"]["threshold"] if unseen else None
+    for group, method in (("seen", methods["system"]), ("unseen", unseen)):
+        if method and not method["chosen"]["f1"]:  # an audit: a flat zero curve stored 1.0, and searches found nothing
+            raise InputError(f"no threshold returns a relevant passage of the {group} types here (F1 0 at every "
+                             "threshold): nothing to calibrate on, model.json left as it was", path=str(model_path))
     record = calibration_record(result, date=_dt.date.today().isoformat())
     path = write_calibration(model_path, chosen, record, unseen_threshold=other)
     result["calibration"]["written"] = str(path)

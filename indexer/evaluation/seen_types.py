@@ -83,6 +83,22 @@ def count_training_mentions(
     return counts
 
 
+def training_files(card: ModelCard, data_roots: Sequence[str | Path] = ()) -> list[Path]:
+    """The files of ``model.json``'s ``training.data`` that are found: as given, or under one of
+    ``data_roots`` (entries are paths, or "dataset:file" as the training step records them)."""
+    files = []
+    for entry in card.training.data:
+        name = entry.get("path") if isinstance(entry, dict) else entry
+        if not isinstance(name, str):
+            continue
+        rel = Path(*name.split(":", 1)) if ":" in name and not Path(name).exists() else Path(name)
+        candidates = [rel] + [Path(root) / rel for root in data_roots]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is not None:
+            files.append(found)
+    return files
+
+
 def training_from_card(
     card: ModelCard,
     *,
@@ -109,17 +125,7 @@ def training_from_card(
     if rec.type_counts is not None:
         counts = rec.type_counts
         return Training(types or set(counts), held, counts, "model.json training.type_counts", source)
-    files = []
-    for entry in rec.data:
-        name = entry.get("path") if isinstance(entry, dict) else entry
-        if not isinstance(name, str):
-            continue
-        # entries are paths, or "dataset:file" as the training step records them
-        rel = Path(*name.split(":", 1)) if ":" in name and not Path(name).exists() else Path(name)
-        candidates = [rel] + [Path(root) / rel for root in data_roots]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is not None:
-            files.append(found)
+    files = training_files(card, data_roots)
     if files:
         counts = count_training_mentions(files, held_out=held, mapping_file=mapping_file)
         return Training(types or set(counts), held, counts, "mentions counted in training.data files", source)

@@ -8,6 +8,7 @@ way ``nerindex search`` ranks passages (best detected span). The metrics themsel
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ from ..evaluation.metrics import macro, r_precision
 from .data import Corpus, relevant_phrases
 from .features import Features, adapter_vectors, span_features
 from .model import SpanTypeEncoder
+
+log = logging.getLogger(__name__)
 
 # thresholds the similarity calibration tries
 SIMILARITY_GRID = tuple(round(x, 3) for x in np.arange(0.05, 0.951, 0.01))
@@ -95,6 +98,10 @@ def calibrate_similarity(
     """
     points = sweep_score_arrays(scores_by_type, relevance, SIMILARITY_GRID)
     best = max(points, key=lambda p: p.f1)
+    if not best.f1:  # an audit: the run ended well with a threshold taken from an all-zero curve
+        log.warning("no similarity threshold returns a relevant dev passage (F1 0 at every one): the model's "
+                    "similarity_threshold (%s) is not calibrated; train on more data, or calibrate it with "
+                    "nerindex eval --calibrate --write-model on a validation split", best.threshold)
     curve = [(p.threshold, round(p.f1, 4)) for p in points if round(p.threshold * 100) % 5 == 0]
     return {"threshold": best.threshold, "macro_f1": best.f1, "curve": curve}
 
