@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -409,6 +410,10 @@ def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_run
                          (["--out", str(tmp_path / "o"), "--stem", "../x"], "without folders")):
         res = runner.invoke(cli, [*base, *extra])
         assert res.exit_code == 2 and words in res.output, res.output
+    monkeypatch.setitem(sys.modules, "bm25s", None)  # the [eval] extra missing: said before encoding (an audit)
+    res = runner.invoke(cli, [*base, "--methods", "system,bm25"])
+    assert "the BM25 baseline needs the bm25s package" in str(res.exception), res.output
+    monkeypatch.delitem(sys.modules, "bm25s")
     card = enc.info.card
     enc.info = dataclasses.replace(enc.info, card=ModelCard({"training": {"types": ["person", "location"],
                                                                           "data": [str(data)]}}))

@@ -163,6 +163,8 @@ def eval_command(
     if calibrate and write_model and "system" not in _methods(methods):  # an audit: refused after the run
         raise click.BadParameter("--calibrate --write-model chooses the system's thresholds: keep 'system' in "
                                  "--methods", param_hint="--methods")
+    if not export_dir:  # an optional package missing: said before the passages are encoded, not after
+        _check_extras(_methods(methods), charts=bool(out_dir) and not no_charts)
     bench = _load_benchmark(data, mapping, dataset, name)
     if not bench.scored_queries():  # an audit: a traceback, or exit 0 with empty tables
         raise InputError("no type to score: no passage holds a mention of a tag that maps to a query phrase "
@@ -198,6 +200,16 @@ def _refuse_unused(mode: str, used: frozenset[str]) -> None:
              and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]  # fmt: skip
     if given:
         raise click.UsageError(f"{mode} does not use {', '.join(given)}: drop {'it' if len(given) == 1 else 'them'}")
+
+
+def _check_extras(methods: list[str], *, charts: bool) -> None:
+    """Import the [eval] extra's packages this run will need (NerindexError naming the extra)."""
+    from ..evaluation import baselines, report
+
+    if "bm25" in methods:
+        baselines.bm25s_module()
+    if charts:
+        report.pyplot()
 
 
 def _log_progress() -> None:

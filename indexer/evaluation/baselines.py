@@ -36,7 +36,7 @@ def _stemmer() -> Any:
     return Stemmer.Stemmer("english")
 
 
-def _bm25s() -> Any:
+def bm25s_module() -> Any:
     try:
         import bm25s
     except ModuleNotFoundError as exc:
@@ -50,7 +50,7 @@ def _bm25s() -> Any:
 
 def bm25_description() -> str:
     """How the BM25 baseline was configured, for reports."""
-    bm25s = _bm25s()
+    bm25s = bm25s_module()
 
     stem = "Snowball stemming" if _stemmer() is not None else "no stemming"
     s = BM25_SETTINGS
@@ -61,7 +61,7 @@ def bm25_rankings(
     ids: Sequence[str], texts: Sequence[str], queries: Sequence[tuple[str, str]]
 ) -> dict[str, list[Ranked]]:
     """Rank passages by BM25 of their text against each ``(query id, phrase)``."""
-    bm25s = _bm25s()
+    bm25s = bm25s_module()
 
     stemmer = _stemmer()
     s = BM25_SETTINGS

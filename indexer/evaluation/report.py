@@ -204,7 +204,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- charts
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ModuleNotFoundError as exc:
@@ -225,7 +225,7 @@ COLORS = {"system": "#1f77b4", "system_spans": "#17becf", "system_prf": "#d62728
 
 def chart_per_type(result: Mapping[str, Any], path: str | Path, *, title: str | None = None) -> Path:
     """Horizontal grouped bars: R-Precision per type for the system and each baseline."""
-    plt = _pyplot()
+    plt = pyplot()
     methods = _methods(result)
     order = {g: i for i, g in enumerate(GROUP_ORDER)}
     # top to bottom: seen, unseen, coarse, each alphabetical (barh draws from the bottom up)
@@ -255,7 +255,7 @@ def chart_per_type(result: Mapping[str, Any], path: str | Path, *, title: str | 
 
 def _save(fig: Any, path: str | Path) -> Path:
     """Write a figure as PNG (making its folder) and free it."""
-    plt = _pyplot()
+    plt = pyplot()
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,7 @@ def chart_threshold(
     title: str = "Passage-set quality vs similarity threshold",
 ) -> Path:
     """Macro precision, recall and F1 of the returned passage sets against the threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key in [m for m in METHOD_ORDER if m in curves] + [m for m in curves if m not in METHOD_ORDER]:
         pts = curves[key]
