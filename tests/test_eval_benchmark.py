@@ -319,6 +319,30 @@ def test_beir_round_trip(conll_file: Path, tmp_path: Path):
     assert back.name == bench.name
 
 
+def test_an_export_interrupted_while_writing_leaves_the_old_folder_whole(conll_file: Path, tmp_path: Path, monkeypatch):
+    """An audit: Ctrl-C while corpus.jsonl was written left new passages beside the old queries,
+    qrels and benchmark.json, and eval took the mix."""
+    import indexer.evaluation.beir_folder as beir_folder
+
+    out = export_benchmark(benchmark_from_conll([conll_file]), tmp_path / "beir")
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    other = benchmark_from_conll([conll_file])
+    other.name = "another"
+    real = json.dumps
+
+    def interrupted(obj, **kw):
+        if isinstance(obj, dict) and obj.get("_id") == other.corpus[1].id:
+            raise KeyboardInterrupt
+        return real(obj, **kw)
+
+    monkeypatch.setattr(beir_folder.json, "dumps", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_benchmark(other, out)
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # no temporary folder either
+    monkeypatch.undo()
+    assert import_benchmark(export_benchmark(other, out)).name == "another"
+
+
 def test_import_rejects_offsets_outside_text(tmp_path: Path):
     (tmp_path / "corpus.jsonl").write_text(
         json.dumps({"_id": "d", "text": "abc", "entities": [{"start": 0, "end": 9, "label": "x"}]}) + "\n",

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -42,7 +44,27 @@ def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
             path=bench.name,
         )
     out = Path(folder)
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".export.{os.getpid()}.tmp"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write_folder(bench, tmp)
+        # the slow part is done; each file now replaces its old copy by a rename (an audit: a Ctrl-C
+        # while corpus.jsonl was written left new passages beside the old queries, and eval took them)
+        for name in BEIR_FILES:
+            (out / name).parent.mkdir(exist_ok=True)
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+BEIR_FILES = ("corpus.jsonl", "queries.jsonl", "qrels.tsv", "qrels/test.tsv", "benchmark.json")
+
+
+def _write_folder(bench: Benchmark, out: Path) -> None:
+    """The files of :data:`BEIR_FILES` in ``out`` (a new folder)."""
+    (out / "qrels").mkdir(parents=True)
     with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
         for p in bench.corpus:
             doc = {
@@ -78,7 +100,6 @@ def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
         "queries": len(bench.queries),
     }
     (out / "benchmark.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return out
 
 
 def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
