@@ -6,12 +6,14 @@ wordnet-sense-index) and is skipped, with that reason, without it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from indexer.errors import InputError
 from indexer.records import GoldSpan, Passage
 from indexer.training import wordnet as wordnet_mod
 from indexer.training.wordnet import WordNetMissingError, find_wordnet_dir, wordnet_available
@@ -254,6 +256,19 @@ def test_silver_command_writes_jsonl_hierarchy_and_summary(tmp_path, monkeypatch
     used = {t for s in sents for sp in s.spans for t in sp.types}
     assert set(hier["phrases"]) == used
     assert (tmp_path / "cache" / "nerindex" / "wordnet").is_dir()  # gloss vectors cached
+    # audits: --limit listed every file of the split; the hierarchy names its silver file, so that a
+    # run stopped between the two (a new silver file beside the old hierarchy) is refused by training
+    assert len(summary["sources"]) == 1  # the 40 sentences come from the first file
+    assert hier["silver"] == {"file": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    assert not list(tmp_path.glob(".*.tmp"))
+    from indexer.training.silver.hierarchy import TypeHierarchy
+
+    assert TypeHierarchy.load(summary["hierarchy"], silver=out).silver_sha256 == hier["silver"]["sha256"]
+    out.write_text(out.read_text().splitlines(keepends=True)[0])
+    with pytest.raises(InputError, match="another version of this silver file"):
+        TypeHierarchy.load(summary["hierarchy"], silver=out)
+    result = CliRunner().invoke(silver_command, ["--wsd-check", "3", "--out", str(out), "--limit", "3"])
+    assert result.exit_code == 2 and "does not use --out, --limit: drop them" in result.output
 
 
 # ------------------------------------------------------------------------------ silver training

@@ -22,7 +22,7 @@ from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..evaluation.beir_folder import export_benchmark, import_benchmark, is_beir_folder
 from ..evaluation.benchmark_io import benchmark_from_conll
 from ..evaluation.methods import DEFAULT_METHODS, METHODS
-from .options import NumberRange, batch_size_option
+from .options import NumberRange, batch_size_option, refuse_unused
 
 if TYPE_CHECKING:
     from ..model_folder import ModelInfo
@@ -147,24 +147,14 @@ def eval_command(
     passage set, span hit rate and highlight precision (IoU ≥ 0.5) at each method's threshold.
     """
     _log_progress()
-    if stem is not None and (Path(stem).name != stem or stem in (".", "..")):  # an audit: ../x wrote beside --out
-        raise click.BadParameter("a file name stem, without folders (they go in --out)", param_hint="--stem")
+    _check_stem(stem)
     if from_json:
-        _refuse_unused("--from-json (re-render a saved result)", RERENDER_OPTIONS)
-        if len(data) != 1:
-            raise click.BadParameter("--from-json renders one saved result: give one file", param_hint="DATA")
-        _rerender(data[0], model_dir, write_model, out_dir, stem, no_charts, as_json)
+        _rerender(data, model_dir, write_model, out_dir, stem, no_charts, as_json)
         return
     if export_dir:
-        _refuse_unused("--export-benchmark (write the benchmark and stop)", EXPORT_OPTIONS)
-    if calibrate and threshold is not None:  # an audit: --threshold was dropped without a word
-        raise click.BadParameter("--calibrate chooses the thresholds; give --threshold or --calibrate, not both",
-                                 param_hint="--threshold")
-    if calibrate and write_model and "system" not in _methods(methods):  # an audit: refused after the run
-        raise click.BadParameter("--calibrate --write-model chooses the system's thresholds: keep 'system' in "
-                                 "--methods", param_hint="--methods")
-    if not export_dir:  # an optional package missing: said before the passages are encoded, not after
-        _check_extras(_methods(methods), charts=bool(out_dir) and not no_charts)
+        refuse_unused("--export-benchmark (write the benchmark and stop)", EXPORT_OPTIONS)
+    else:
+        _check_run(_methods(methods), threshold, calibrate, write_model, charts=bool(out_dir) and not no_charts)
     bench = _load_benchmark(data, mapping, dataset, name)
     if not bench.scored_queries():  # an audit: a traceback, or exit 0 with empty tables
         raise InputError("no type to score: no passage holds a mention of a tag that maps to a query phrase "
@@ -193,19 +183,23 @@ RERENDER_OPTIONS = frozenset({"from_json", "model_dir", "write_model", "out_dir"
 EXPORT_OPTIONS = frozenset({"export_dir", "mapping", "dataset", "name"})
 
 
-def _refuse_unused(mode: str, used: frozenset[str]) -> None:
-    """A usage error naming the options given on the command line that ``mode`` does not read."""
-    ctx = click.get_current_context()
-    given = [p.opts[0] for p in ctx.command.params if isinstance(p, click.Option) and p.name not in used
-             and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]  # fmt: skip
-    if given:
-        raise click.UsageError(f"{mode} does not use {', '.join(given)}: drop {'it' if len(given) == 1 else 'them'}")
+def _check_stem(stem: str | None) -> None:
+    """--stem names files in --out: no folders (an audit: ../x wrote beside --out)."""
+    if stem is not None and (Path(stem).name != stem or stem in (".", "..")):
+        raise click.BadParameter("a file name stem, without folders (they go in --out)", param_hint="--stem")
 
 
-def _check_extras(methods: list[str], *, charts: bool) -> None:
-    """Import the [eval] extra's packages this run will need (NerindexError naming the extra)."""
+def _check_run(methods: list[str], threshold: float | None, calibrate: bool, write_model: bool, *, charts: bool) -> None:
+    """Refuse, before the passages are encoded, what a run would refuse or drop after it; import the
+    [eval] extra's packages it will need (NerindexError naming the extra)."""
     from ..evaluation import baselines, report
 
+    if calibrate and threshold is not None:  # an audit: --threshold was dropped without a word
+        raise click.BadParameter("--calibrate chooses the thresholds; give --threshold or --calibrate, not both",
+                                 param_hint="--threshold")
+    if calibrate and write_model and "system" not in methods:  # an audit: refused after the run
+        raise click.BadParameter("--calibrate --write-model chooses the system's thresholds: keep 'system' in "
+                                 "--methods", param_hint="--methods")
     if "bm25" in methods:
         baselines.bm25s_module()
     if charts:
@@ -220,12 +214,15 @@ def _log_progress() -> None:
         logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
-def _rerender(path: str, model_dir: str | None, write_model: bool, out_dir: str | None,
+def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, out_dir: str | None,
               stem: str | None, no_charts: bool, as_json: bool) -> None:  # fmt: skip
     """--from-json: render a saved result again (and record it in its model's card if asked)."""
     from ..evaluation import report
 
-    result = report.read_json(path)
+    refuse_unused("--from-json (re-render a saved result)", RERENDER_OPTIONS)
+    if len(data) != 1:
+        raise click.BadParameter("--from-json renders one saved result: give one file", param_hint="DATA")
+    result = report.read_json(data[0])
     _emit(result, out_dir, stem, no_charts, as_json)
     if write_model:
         _store_evaluation(result, Path(model_dir or result["model"]["path"]))

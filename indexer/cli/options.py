@@ -104,3 +104,13 @@ batch_size_option = click.option(
     help="Windows per graph call on CUDA. On the CPU each window runs alone: its int8 graph scales "
          "activations per call, so batching would make a passage's spans depend on its neighbours.",
 )  # fmt: skip
+
+
+def refuse_unused(mode: str, used: frozenset[str]) -> None:
+    """A usage error naming the options given on the command line that ``mode`` (a command's way of
+    running, such as ``eval --from-json``) does not read: they were dropped without a word (an audit)."""
+    ctx = click.get_current_context()
+    given = [p.opts[0] for p in ctx.command.params if isinstance(p, click.Option) and p.name not in used
+             and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]  # fmt: skip
+    if given:
+        raise click.UsageError(f"{mode} does not use {', '.join(given)}: drop {'it' if len(given) == 1 else 'them'}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ..atomic_files import write_file
 from ..config import cache_folder, resolve
 from ..encoder import OnnxEncoder
 from ..errors import InputError
@@ -26,6 +27,7 @@ from ..training.silver.records import write_silver
 from ..training.silver.report import familiarity_report, summary, summary_text, usage_example_check
 from ..training.silver.rules import SilverConfig
 from ..training.wordnet import WordNet
+from .options import refuse_unused
 
 
 def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
@@ -69,7 +71,9 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     """Annotate the training sentences with WordNet-typed spans and merge them with the gold spans."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    if not out_path and not wsd_check:
+    if wsd_check:  # an audit: --out and --limit were taken and nothing was written, exit 0
+        refuse_unused("--wsd-check (measure sense choice only)", WSD_CHECK_OPTIONS)
+    elif not out_path:
         raise click.UsageError("--out is required")
     held = _hold_out(hold_out)
     if not wsd_check and not Path(data_dir).is_dir():  # --wsd-check reads WordNet's examples only (an audit)
@@ -97,11 +101,15 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
         )  # fmt: skip
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_silver(out, sentences)
+    # each file whole or not at all; the hierarchy, written last, names the silver file's sha256, so
+    # a kill between the two (a new file beside the old hierarchy) is refused by training
+    hierarchy = {**build_hierarchy(annotator, sentences), "silver": {"file": out.name, "sha256": write_silver(out, sentences)}}
     hier_path = out.with_name(out.stem + ".hierarchy.json")
-    hier_path.write_text(json.dumps(build_hierarchy(annotator, sentences), ensure_ascii=False, indent=0), encoding="utf-8")
+    write_file(hier_path.parent, hier_path.name,
+               lambda handle: handle.write(json.dumps(hierarchy, ensure_ascii=False, indent=0).encode("utf-8")))
+    read_from = set(origins)  # --limit: only the files its sentences came from (an audit listed every one)
     result = summary(
-        annotator, sentences, out=out, hierarchy=hier_path, sources=[s.name for s in sources],
+        annotator, sentences, out=out, hierarchy=hier_path, sources=[s.name for s in sources if s.name in read_from],
         excluded_sentences=read_counts["sentences_excluded"], wordnet=wn.folder,
         embedding_model=f"{encoder.info.id} {encoder.info.version} type encoder (all-MiniLM-L6-v2 phrase embedding)",
     )  # fmt: skip
@@ -110,6 +118,10 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
         result["familiarity"] = familiarity_report(data_dir, sentences, lambda texts: embed_sorted(list(texts), as_types))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     click.echo(json.dumps(result, indent=1, ensure_ascii=False) if as_json else summary_text(result))
+
+
+# what --wsd-check reads: WordNet, the model that embeds glosses and the annotator's settings
+WSD_CHECK_OPTIONS = frozenset({"wsd_check", "wordnet_dir", "model_dir", "max_depth", "hold_out", "first_sense", "as_json"})
 
 
 def _hold_out(option: str | None) -> tuple[str, ...]:

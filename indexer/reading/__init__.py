@@ -16,8 +16,9 @@ from typing import Iterator, Literal
 from ..errors import InputError
 from ..records import Passage, text_id
 from .detect import FOLDER_EXTENSIONS, FORMATS, Format, left_out, resolve_format
+from .parquet import parquet_items
 from .plain import conll_items, txt_items
-from .structured import Item, Located, RecordRules, delimited_items, jsonl_items, parquet_items
+from .structured import Item, Located, RecordRules, delimited_items, jsonl_items
 
 __all__ = ["FORMATS", "Format", "OnError", "ReadStats", "read_passages", "resolve_format"]
 

@@ -255,7 +255,7 @@ def load_silver(cfg: TrainConfig, train: Corpus, dev: Corpus) -> dict[str, Any]:
     spans, counts = align_silver(train, read_silver(cfg.silver), mark_labels=cfg.silver_detection)
     check_silver_cover(cfg.silver, counts.get("examples_without_silver", 0), len(train.examples), spans.vocab)
     hier_path = cfg.silver_hierarchy or str(Path(cfg.silver).with_name(Path(cfg.silver).stem + ".hierarchy.json"))
-    hierarchy = TypeHierarchy.load(hier_path)
+    hierarchy = TypeHierarchy.load(hier_path, silver=cfg.silver)
     out: dict[str, Any] = {
         "file": cfg.silver, "hierarchy": hier_path, "counts": counts, "vocabulary": len(spans.vocab),
         "held_out": hierarchy.held_out,

@@ -13,7 +13,8 @@ from typing import Iterable, Sequence
 
 from ..data import HIERARCHY, relevant_phrases
 from .annotator import SilverAnnotator
-from .records import SilverSentence
+from ...errors import InputError
+from .records import SilverSentence, file_sha256
 
 
 class TypeHierarchy:
@@ -29,8 +30,10 @@ class TypeHierarchy:
         ancestors: dict[str, set[str]],
         synonyms: dict[str, set[str]] | None = None,
         held_out: Sequence[str] = (),
+        silver_sha256: str | None = None,
     ) -> None:
         self.ancestors = ancestors
+        self.silver_sha256 = silver_sha256  # of the silver file written with it (None: written before it was recorded)
         self.synonyms = synonyms or {}
         self.held_out = list(held_out)  # the phrases the annotator never used as types
         desc: dict[str, set[str]] = defaultdict(set)
@@ -58,14 +61,22 @@ class TypeHierarchy:
         return out
 
     @classmethod
-    def load(cls, path: str | Path) -> "TypeHierarchy":
+    def load(cls, path: str | Path, *, silver: str | Path | None = None) -> "TypeHierarchy":
+        """The hierarchy file at ``path``; with ``silver``, checked to be the one written with that
+        silver file (where it records the file's sha256): a run stopped between the two files
+        leaves a new silver file beside the old hierarchy."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         phrases = data["phrases"]
-        return cls(
+        hierarchy = cls(
             {p: set(v.get("ancestors", ())) for p, v in phrases.items()},
             {p: set(v.get("synonyms", ())) for p, v in phrases.items()},
             data.get("held_out", []),
+            (data.get("silver") or {}).get("sha256"),
         )
+        if silver is not None and hierarchy.silver_sha256 not in (None, file_sha256(silver)):
+            raise InputError(f"{path} was written with another version of this silver file (a run of nerindex "
+                             "silver stopped between its two files?): run nerindex silver again", path=str(silver))
+        return hierarchy
 
 
 def build_hierarchy(annotator: SilverAnnotator, sentences: Sequence[SilverSentence]) -> dict:

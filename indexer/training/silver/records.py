@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
+from ...atomic_files import write_file
 from ...errors import InputError
 from ...json_lines import json_lines
 
@@ -59,8 +61,26 @@ def read_silver(path: str | Path) -> Iterator[SilverSentence]:
                              line=lineno) from exc
 
 
-def write_silver(path: str | Path, sentences: Iterable[SilverSentence]) -> None:
-    """Write sentences as a silver JSONL file (what :func:`read_silver` reads)."""
-    with open(path, "w", encoding="utf-8") as fh:
+def write_silver(path: str | Path, sentences: Iterable[SilverSentence]) -> str:
+    """Write sentences as a silver JSONL file (what :func:`read_silver` reads), all or nothing (an
+    audit: a Ctrl-C left the first lines, each valid, which training took); returns its sha256."""
+    path = Path(path)
+
+    def write(handle: BinaryIO) -> str:
+        digest = hashlib.sha256()
         for s in sentences:
-            fh.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
+            line = (json.dumps(s.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
+            digest.update(line)
+            handle.write(line)
+        return digest.hexdigest()
+
+    return write_file(path.parent, path.name, write)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, as :func:`write_silver` returns it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
