@@ -90,6 +90,14 @@ class Calibration:
     method_thresholds: dict[str, float]
     label_threshold_follows: bool
     unseen_method_thresholds: dict[str, float] = field(default_factory=dict)  # chosen on unseen types
+    exported_from: str | None = None  # "<id> <version>": chosen on the graphs of the folder this one was exported from
+
+
+def _exported_from(record: Any) -> str | None:
+    """``calibration.exported_from`` as "<id> <version>" (None: calibrated on this folder's graphs)."""
+    if not isinstance(record, dict):
+        return None
+    return f"{record.get('id', '?')} {record.get('version', '?')}"
 
 
 class ModelCard:
@@ -205,6 +213,7 @@ class ModelCard:
             method_thresholds={k: float(m["threshold"]) for k, m in methods.items() if "threshold" in m},
             label_threshold_follows=bool(section.get("label_threshold_follows", False)),
             unseen_method_thresholds={k: float(m["threshold"]) for k, m in unseen.items() if "threshold" in m},
+            exported_from=_exported_from(section.get("exported_from")),
         )
 
     @property

@@ -131,6 +131,7 @@ def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
 
     from indexer.cli import cli
     from indexer.encoder import CPU, open_session
+    from indexer.model_card import ModelCard
     from indexer.stage_loading import load_stages
 
     shipped = default_model_dir()
@@ -147,8 +148,15 @@ def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
     card = json.loads((out / "model.json").read_text(encoding="utf-8"))
     assert card["version"] == "9.9.9" and card["heads_config"]["span_layers"] == model.config.span_layers
     assert list(card["training"]["span_side"]["files"]) == ["side-0.safetensors"]
-    assert "calibration" not in card and card["evaluation"] == {}  # they described the old graphs
     shipped_card = json.loads((shipped / "model.json").read_text(encoding="utf-8"))
+    assert card["evaluation"] == {}  # it described the old graphs
+    # the thresholds are kept, and so is how they were chosen, naming the graphs they were chosen on
+    # (an audit: the record was dropped, and eval called the kept thresholds "not calibrated")
+    assert card["similarity_threshold"] == shipped_card["similarity_threshold"]
+    assert card["calibration"]["methods"] == shipped_card["calibration"]["methods"]
+    assert card["calibration"]["exported_from"] == {"id": shipped_card["id"], "version": shipped_card["version"],
+                                                    "checksum": ModelCard.load(shipped).checksum}
+    assert ModelCard.load(out).calibration.exported_from == f"{shipped_card['id']} {shipped_card['version']}"
     assert card["training"]["types"] == shipped_card["training"]["types"]
     assert load_stages(out / "encoder.int8.onnx", lambda data: open_session(data, CPU)) is not None
     ids = np.array([[101, 2023, 2003, 1037, 9567, 102]], dtype=np.int64)

@@ -145,7 +145,8 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs).
 
     RUN_DIR is a `nerindex train --out` folder, or a model folder to export again (its evaluation
-    and calibration sections are dropped: they describe its own graphs)."""
+    section is dropped: it describes its own graphs; its thresholds are kept, and the calibration
+    record names that folder as the one they were chosen on: calibrate the new one again)."""
     from safetensors.torch import load_file
 
     from ..training.export import card_from_folder, card_from_run, write_model_folder

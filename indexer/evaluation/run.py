@@ -153,7 +153,7 @@ def operating_thresholds(
             source[key] = "--threshold"
         elif key in SYSTEM_METHODS:
             thresholds[key] = info.similarity_threshold
-            source[key] = "model.json similarity_threshold" + (" (calibrated)" if calibrated else " (not calibrated)")
+            source[key] = "model.json similarity_threshold" + _calibrated_note(calibrated)
             if info.unseen_similarity_threshold is not None:
                 thresholds[key] = PhraseThresholds(info.similarity_threshold, info.unseen_similarity_threshold, info.is_trained_phrase)
                 source[key] += ", unseen_similarity_threshold for phrases not in training.types"
@@ -167,6 +167,15 @@ def operating_thresholds(
             thresholds[key] = None
             source[key] = "not calibrated: set metrics omitted"
     return thresholds, source
+
+
+def _calibrated_note(calibrated: Any) -> str:
+    """How the card's thresholds were chosen, for the report's threshold source."""
+    if not calibrated:
+        return " (not calibrated)"
+    if calibrated.exported_from:  # another folder's graphs: the same weights, or not (--span-side)
+        return f" (calibrated on {calibrated.exported_from}, which this folder was exported from)"
+    return " (calibrated)"
 
 
 def _method_entry(key: str, threshold: Threshold, source: str) -> dict[str, Any]:

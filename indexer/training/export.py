@@ -201,13 +201,20 @@ def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
 def card_from_folder(folder: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """(model.json values, backbone, head config) of an exported model folder, to export it again.
 
-    What export writes itself (graphs, files, head config) is left out, and so are the
-    ``evaluation`` and ``calibration`` sections: they describe the folder's graphs, not a new one's.
+    What export writes itself (graphs, files, head config) is left out, and so is the
+    ``evaluation`` section: it describes the folder's graphs, not a new one's. The thresholds are
+    kept, and with them the ``calibration`` record of how they were chosen, which names the folder
+    whose graphs they were chosen on (``exported_from``; an audit: the record was dropped and the
+    kept thresholds read "not calibrated", the baselines' thresholds lost).
     """
     card = ModelCard.load(folder)
     values = card.to_dict()
-    for key in ("files", "evaluation", "calibration", *_FOLDER_KEYS):
+    for key in ("files", "evaluation", *_FOLDER_KEYS):
         values.pop(key, None)
+    if isinstance(values.get("calibration"), dict):
+        source = values["calibration"].get("exported_from") or {
+            "id": values.get("id"), "version": values.get("version"), "checksum": card.checksum}
+        values["calibration"] = {**values["calibration"], "exported_from": source}
     return values, card.backbone.name or DEFAULT_BACKBONE, card.heads_config
 
 
