@@ -7,6 +7,7 @@ all-MiniLM-L6-v2 package; skipped cleanly without them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -336,6 +337,13 @@ def test_export_of_a_damaged_run_names_what_is_wrong(tmp_path):
     result = CliRunner().invoke(cli, ["export", str(tmp_path), "--out", str(tmp_path / "m")])
     assert isinstance(result.exception, ModelError) and "heads.safetensors: cannot read the trained heads" in str(
         result.exception)
+    # heads from another run than train.json's (a kill between the two writes into an earlier run's folder)
+    record["heads_sha256"] = hashlib.sha256(b"the heads written with it").hexdigest()
+    (tmp_path / "train.json").write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(ModelError, match="not the heads this train.json was written with"):
+        card_from_run(tmp_path)
+    (tmp_path / "heads.safetensors").write_bytes(b"the heads written with it")
+    assert card_from_run(tmp_path)[0]["similarity_threshold"] == 0.4
 
 
 def test_padding_spans_and_type_phrases_are_finite(model):

@@ -179,6 +179,12 @@ def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     missing = [key for key in needed if not isinstance(rec, dict) or key not in rec]
     if missing:  # a KeyError traceback before (an audit: a run stopped while saving)
         raise ModelError(f"{path}: not a finished run's train.json (no {', '.join(missing)}): train again")
+    heads = run_dir / "heads.safetensors"
+    if rec.get("heads_sha256") and heads.is_file() and sha256_file(heads) != rec["heads_sha256"]:
+        # training writes the heads, then train.json: a run killed between them, into a folder of an
+        # earlier run, left new heads beside the old thresholds
+        raise ModelError(f"{heads}: not the heads this train.json was written with (a run stopped while "
+                         "saving?): train again")
     backbone = rec.get("backbone") or DEFAULT_BACKBONE
     card = {
         "backbone": {

@@ -18,6 +18,7 @@ part of the run folder's ``train.json`` (and later of model.json):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -37,9 +38,7 @@ from .data import (
     sentences_per_source,
 )
 from .entity_head import (
-    Decoded, decoded_spans, detection_by_source, detection_sweep, gold_recall_by_source,
-    score_candidates,
-    train_entity_head,
+    Decoded, decoded_spans, detection_by_source, detection_sweep, gold_recall_by_source, score_candidates, train_entity_head,
 )
 from ..encoder import load_tokenizer
 from ..errors import ModelError
@@ -128,7 +127,9 @@ def _train(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
         },
     }
     # each whole or not at all: a run killed while writing left half a file (an audit)
-    write_file(out_dir, "heads.safetensors", lambda handle: handle.write(save(model.head_state_dict())))
+    heads = save(model.head_state_dict())
+    record["heads_sha256"] = hashlib.sha256(heads).hexdigest()  # export checks the pair: a kill between the writes
+    write_file(out_dir, "heads.safetensors", lambda handle: handle.write(heads))
     write_train_json(out_dir, record)
     log.info("training done in %.0f s", time.time() - t_start)
     return record

@@ -11,10 +11,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ...errors import InputError
+from ...model_folder import sha256_file
 from ..data import HIERARCHY, relevant_phrases
 from .annotator import SilverAnnotator
-from ...errors import InputError
-from .records import SilverSentence, file_sha256
+from .records import SilverSentence
 
 
 class TypeHierarchy:
@@ -73,7 +74,7 @@ class TypeHierarchy:
             data.get("held_out", []),
             (data.get("silver") or {}).get("sha256"),
         )
-        if silver is not None and hierarchy.silver_sha256 not in (None, file_sha256(silver)):
+        if silver is not None and hierarchy.silver_sha256 not in (None, sha256_file(Path(silver))):
             raise InputError(f"{path} was written with another version of this silver file (a run of nerindex "
                              "silver stopped between its two files?): run nerindex silver again", path=str(silver))
         return hierarchy

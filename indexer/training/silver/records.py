@@ -76,11 +76,3 @@ def write_silver(path: str | Path, sentences: Iterable[SilverSentence]) -> str:
 
     return write_file(path.parent, path.name, write)
 
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes, as :func:`write_silver` returns it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
