@@ -467,6 +467,20 @@ def test_training_options_that_would_be_ignored_or_out_of_range_are_refused(tmp_
     assert not (tmp_path / "R").exists() and not (tmp_path / "M").exists()
 
 
+def test_a_silver_file_without_its_hierarchy_is_refused_before_any_reading(tmp_path, monkeypatch):
+    """An audit: found missing only after the corpus was read and tokenized."""
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+    from indexer.errors import InputError
+
+    monkeypatch.setattr("indexer.training.train.run_training", lambda *a, **k: pytest.fail("training began"))
+    (tmp_path / "s.jsonl").write_text("", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "R"),
+                                      "--silver", str(tmp_path / "s.jsonl")])
+    assert isinstance(result.exception, InputError) and "no s.hierarchy.json beside it" in str(result.exception)
+
+
 def test_train_and_export_summaries_are_json_on_stdout_with_json(capsys):
     """Scripts got the summary only on stderr, indented, beside the progress (an audit)."""
     from indexer.cli.training import _summary, export_command, train_command

@@ -89,7 +89,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--threshold", type=NumberRange(-1, 1), help="Operating threshold of the system (default: the model's).")
 @click.option("--passage-weight", type=NumberRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="λ of the system's hybrid scoring (span + λ · passage similarity; default: the model's). "
-              "When it is not 0, the spans-only ranking is scored too.")
+              "The method system_spans scores the spans-only ranking beside it.")
 @click.option("--feedback-weight", type=NumberRange(0, MAX_FEEDBACK_WEIGHT), default=0.5, show_default=True,
               help="Method system_prf: weight of the mean first-pass passage vector added to the type vector.")
 @click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,

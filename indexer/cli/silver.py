@@ -56,7 +56,7 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
 @click.option("--split", type=click.Choice(["train", "dev"]), default="train", show_default=True,
               help="Which split of the shipped model's data to annotate (dev: its validation files, "
               "for choosing the detection threshold of a silver-trained model).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N training sentences (quick runs).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N sentences of the split (quick runs).")
 @click.option("--hold-out", "hold_out", default=None,
               help="Comma-separated type phrases never used as types (default: the dev evaluation "
               "types); 'none' keeps all.")

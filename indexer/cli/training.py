@@ -35,9 +35,10 @@ def _logging(verbose: bool) -> None:
 @click.option("--backbone", default=None, help="Backbone path or hub name (default all-MiniLM-L6-v2).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of batches and initial weights.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="torch CPU threads.")
-@click.option("--adapter-max-steps", default=None, type=click.IntRange(min=1), help="Upper bound on adapter steps.")
+@click.option("--adapter-max-steps", default=None, type=click.IntRange(min=1),
+              help="Upper bound on adapter steps (default 300; 600 with --silver).")
 @click.option("--head-epochs", default=None, type=NumberRange(min=0, min_open=True),
-              help="Upper bound on entity-head epochs.")
+              help="Upper bound on entity-head epochs (default 3).")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N sentences of each split (smoke test).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Keep the backbone's token states here between runs.")
@@ -81,6 +82,9 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
                                "no-detection leaves out: give one of them")
     if not Path(data_dir).is_dir():
         raise InputError("no such data folder", path=data_dir)
+    hierarchy = silver and Path(silver).with_name(Path(silver).stem + ".hierarchy.json")
+    if hierarchy and not hierarchy.is_file():  # an audit: found missing only after the corpus was read
+        raise InputError(f"no {hierarchy.name} beside it (nerindex silver writes both files)", path=silver)
     cfg = TrainConfig(data_dir=str(data_dir), backbone=backbone or DEFAULT_BACKBONE, seed=seed,
                       threads=threads, limit=limit, cache_dir=cache_dir, silver=silver,
                       silver_dev=silver_dev)  # fmt: skip
