@@ -99,7 +99,7 @@ def toy(tmp_path: Path):
     mapping.write_text(json.dumps({"PER": "person", "LOC": "location", "DINO": "dinosaur"}), encoding="utf-8")
     model = tmp_path / "model"
     model.mkdir()
-    card = {"id": "fake", "similarity_threshold": 0.5, "files": {"x": "0"}}
+    card = {"id": "fake", "similarity_threshold": 0.5, "files": {"x": "0"}, "training": {"types": ["person", "location"]}}
     (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
     return data, mapping, FakeEncoder(model)
 
@@ -410,6 +410,11 @@ def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_run
                          (["--out", str(tmp_path / "o"), "--stem", "../x"], "without folders")):
         res = runner.invoke(cli, [*base, *extra])
         assert res.exit_code == 2 and words in res.output, res.output
+    saved = json.loads((tmp_path / "saved.json").read_text(encoding="utf-8"))
+    saved["training"]["types"] = ["person"]  # as a run with --train-types person saves it
+    (tmp_path / "split.json").write_text(json.dumps(saved), encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(tmp_path / "split.json"), "--from-json", "--write-model", "--model", str(enc.info.path)])
+    assert isinstance(res.exception, InputError) and "it is not recorded in the model" in str(res.exception)
     monkeypatch.setitem(sys.modules, "bm25s", None)  # the [eval] extra missing: said before encoding (an audit)
     res = runner.invoke(cli, [*base, "--methods", "system,bm25"])
     assert "the BM25 baseline needs the bm25s package" in str(res.exception), res.output

@@ -218,6 +218,7 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
               stem: str | None, no_charts: bool, as_json: bool) -> None:  # fmt: skip
     """--from-json: render a saved result again (and record it in its model's card if asked)."""
     from ..evaluation import report
+    from ..model_card import ModelCard
 
     refuse_unused("--from-json (re-render a saved result)", RERENDER_OPTIONS)
     if len(data) != 1:
@@ -225,7 +226,12 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
     result = report.read_json(data[0])
     _emit(result, out_dir, stem, no_charts, as_json)
     if write_model:
-        _store_evaluation(result, Path(model_dir or result["model"]["path"]))
+        model_path = Path(model_dir or result["model"]["path"])
+        split = (result.get("training") or {}).get("types")
+        if split is not None and _phrases(split) != _phrases(ModelCard.load(model_path).training.types):
+            raise InputError("this result groups types by --train-types, not by model.json training.types as a "
+                             "search does: it is not recorded in the model", path=data[0])
+        _store_evaluation(result, model_path)
 
 
 def _export(bench, export_dir: str) -> None:
@@ -278,6 +284,13 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     return result, encoder.info.path
 
 
+def _phrases(types: Any) -> set[str]:
+    """Type phrases as a search compares them (case and spaces aside)."""
+    from ..model_folder import normal_phrase
+
+    return {normal_phrase(t) for t in types}
+
+
 def _training_files_in(info: ModelInfo, data: tuple[str, ...]) -> list[str]:
     """The DATA files that are among the model's training files (model.json ``training.data``)."""
     from ..evaluation.seen_types import training_files
@@ -295,9 +308,7 @@ def _check_write_model(info: ModelInfo, train_types: list[str] | None, trained_o
     the model's own training sentences are not held out, and were recorded without a word (an
     audit: thresholds calibrated on them). Checked before the run, which can take long.
     """
-    from ..model_folder import normal_phrase
-
-    if train_types is not None and {normal_phrase(t) for t in train_types} != info.trained_phrases:
+    if train_types is not None and _phrases(train_types) != info.trained_phrases:
         raise click.BadParameter(
             "--write-model records the run (and --calibrate its thresholds) by the seen/unseen split of "
             "model.json training.types; drop --train-types or --write-model", param_hint="--train-types",
