@@ -226,10 +226,13 @@ def test_serve_allows_its_address_loopback_and_allow_host(tmp_path, monkeypatch)
     corpus.write_text('{"id": "a", "text": "The Nile flows through Egypt."}\n', encoding="utf-8")
     main(["index", str(corpus), "--store", str(tmp_path / "s"), "--json"])
     served = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append((app, kwargs)))
     monkeypatch.setattr("indexer.cli.serve.check_listen", lambda host, port: None)  # 10.1.2.3 is not this machine's
-    main(["serve", "--store", str(tmp_path / "s"), "--host", "10.1.2.3", "--allow-host", "search.example"])
-    [app] = served
+    main(["serve", "--store", str(tmp_path / "s"), "--host", "10.1.2.3", "--allow-host", "search.example",
+          "--timeout", "3"])
+    [(app, kwargs)] = served
+    # a web audit: a client stalled mid-request held the service open after Ctrl-C until it went away
+    assert kwargs["timeout_graceful_shutdown"] == 3 + 5
     with TestClient(app) as c:
         status = {h: c.get("/api/v1/health", headers={"host": h}).status_code
                   for h in ("10.1.2.3:8000", "search.example", "localhost:8000", "[::1]", "evil.example")}  # fmt: skip
@@ -294,6 +297,21 @@ def test_a_json_key_given_twice_is_a_422_naming_it(client, path, body, key):
     routes refuse a parameter given twice and the file readers a key given twice."""
     message = error_of(client.post(path, content=body, headers=JSON), 422)
     assert message == f"body: the key {key} is given twice"
+
+
+@pytest.mark.parametrize("path, body, words", [
+    ("/api/search", b'{"state": {"searchTerm": "city", "current": Infinity}}', "not valid JSON: Infinity is not a JSON number"),
+    ("/api/search", b'{"state": {"searchTerm": "city", "resultsPerPage": NaN}}', "not valid JSON: NaN is not a JSON number"),
+    ("/api/autocomplete", b'{"queryConfig": {"suggestions": {"size": -Infinity}}}', "-Infinity is not a JSON number"),
+    ("/api/search", b'{"state": {"searchTerm": "city", "current": 1e400}}', "current must be a positive integer"),
+    ("/api/v1/search", b'{"type": "city", "limit": 1' + b"0" * 5000 + b"}", "cannot read the body (Exceeds the limit"),
+    ("/api/v1/search", b'{"type": ' + b"[" * 5000 + b"]" * 5000 + b"}", "cannot read the body (maximum recursion"),
+])
+def test_numbers_json_has_not_and_bodies_python_cannot_read_are_4xx_saying_why(client, path, body, words):
+    """A web audit: NaN and Infinity (which Python's reader takes) were a 500 on the Search UI
+    routes; a 5000-digit number or JSON nested 5000 deep a 400 that said only "error parsing the body"."""
+    response = client.post(path, content=body, headers=JSON)
+    assert response.status_code in (400, 422) and words in response.json()["error"]["message"], response.text
 
 
 def test_a_body_that_is_not_json_says_why(client):

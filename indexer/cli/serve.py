@@ -87,7 +87,13 @@ def serve_command(
     # uvicorn's access log goes to stdout by default; here stdout is the CLI's, logs go to stderr
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config)
+    # Ctrl-C lets requests under way finish (each is bounded by --timeout), then closes what is left:
+    # a client that stalls mid-request held the service open until it went away (a web audit).
+    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config,
+                timeout_graceful_shutdown=timeout + SHUTDOWN_GRACE_S)
+
+
+SHUTDOWN_GRACE_S = 5.0  # past --timeout: for the answers of requests that finished at their time limit
 
 
 def check_listen(host: str, port: int) -> None:

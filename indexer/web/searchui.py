@@ -123,7 +123,7 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
 def _positive_int(value: Any, what: str, default: int) -> int:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1 or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1 or value != int(value):
         raise SearchError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
 
