@@ -218,6 +218,43 @@ def test_load_more_then_load_all_pages_through_every_match(page, base_url):
     assert "showing" not in page.inner_text("#summary")
 
 
+def test_an_answer_for_an_older_search_is_dropped(page, base_url):
+    """A web audit: a facet ticked while "Load more" (or another facet's search) was under way
+    showed the old query's hits after the new ones, or replaced the new answer with the old one."""
+    held = []
+
+    def hold(route):
+        body = route.request.post_data_json or {}
+        if body.get("cursor") or body.get("filters") == {"topic": ["science"]}:
+            held.append(route)  # answered below, after the newer search
+        else:
+            route.continue_()
+
+    open_page(page, base_url, "?type=person&threshold=0&size=3")
+    page.wait_for_selector("#facets fieldset[data-field='topic']")
+    page.route("**/api/v1/search", hold)
+    politics = all_ids(base_url, type="person", threshold=0.0, filters={"topic": ["politics"]})
+    page.click("#load-more")  # held
+    page.wait_for_function("() => document.body.classList.contains('busy')")
+    page.check("#facets fieldset[data-field='topic'] label:has-text('politics') input")
+    page.wait_for_function("() => location.search.includes('politics')")
+    page.wait_for_function("() => !document.body.classList.contains('busy')")
+    held.pop().continue_()  # the old query's next page arrives last
+    page.wait_for_timeout(500)
+    assert hit_ids(page) == politics[:3]
+    page.uncheck("#facets fieldset[data-field='topic'] label:has-text('politics') input")
+    page.wait_for_function("() => !location.search.includes('politics')")
+    page.wait_for_function("() => !document.body.classList.contains('busy')")
+    page.check("#facets fieldset[data-field='topic'] label:has-text('science') input")  # held
+    page.check("#facets fieldset[data-field='topic'] label:has-text('music') input")
+    both = all_ids(base_url, type="person", threshold=0.0, filters={"topic": ["science", "music"]})
+    page.wait_for_function("() => !document.body.classList.contains('busy')")
+    held.pop().continue_()  # science alone, answered after science + music
+    page.wait_for_timeout(500)
+    assert hit_ids(page) == both[:3] and "music" in page.url
+    page.unroute("**/api/v1/search")
+
+
 def test_export_jsonl_and_csv_of_the_current_results(page, base_url):
     open_page(page, base_url, "?type=museum&threshold=0&size=4")
     page.wait_for_selector("#results li.hit")

@@ -24,6 +24,10 @@ const state = {
   facets: {},
   busy: false,
   info: null,
+  // each search counts one up; an answer (a first page, or a later one) for an older search is
+  // dropped, so a slow answer cannot overwrite or extend a newer search's results (a web audit:
+  // a facet ticked while one was under way showed the old query's hits, or added them to the new)
+  generation: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -338,10 +342,12 @@ async function runSearch(q) {
     return;
   }
   state.query = q;
+  const mine = ++state.generation;
   showError("");
   setBusy(true);
   try {
     const data = await api("/search", requestBody(q, { limit: state.pageSize, facets: true }));
+    if (mine !== state.generation) return; // a newer search is under way, or answered
     state.hits = data.hits;
     state.total = data.total;
     state.nextCursor = data.next_cursor;
@@ -357,6 +363,7 @@ async function runSearch(q) {
     renderResults();
     renderFacets();
   } catch (err) {
+    if (mine !== state.generation) return;
     state.hits = [];
     state.total = 0;
     state.nextCursor = null;
@@ -364,42 +371,39 @@ async function runSearch(q) {
     $("summary").textContent = ""; // the search failed: no claim that nothing matches
     showError(err.message);
   } finally {
-    setBusy(false);
+    if (mine === state.generation) setBusy(false);
   }
 }
 
+/** The next page of the shown search; false when a newer search began meanwhile (nothing added). */
 async function loadPage(limit) {
+  const mine = state.generation;
   const from = state.hits.length;
   const data = await api("/search", requestBody(state.query, { limit, cursor: state.nextCursor }));
+  if (mine !== state.generation) return false;
   state.hits.push(...data.hits);
   state.nextCursor = data.next_cursor;
   state.total = data.total;
   renderResults({ append: true, from });
+  return true;
 }
 
-async function loadMore() {
+/** Pages of the shown search: one, or (all) every one left; a newer search stops it. */
+async function loadPages(limit, all) {
   if (!state.nextCursor || state.busy) return;
+  const mine = state.generation;
   setBusy(true);
   try {
-    await loadPage(state.pageSize);
+    while ((await loadPage(limit)) && all && state.nextCursor);
   } catch (err) {
-    showError(err.message);
+    if (mine === state.generation) showError(err.message);
   } finally {
-    setBusy(false);
+    if (mine === state.generation) setBusy(false);
   }
 }
 
-async function loadAll() {
-  if (!state.nextCursor || state.busy) return;
-  setBusy(true);
-  try {
-    while (state.nextCursor) await loadPage(state.loadAllPage);
-  } catch (err) {
-    showError(err.message);
-  } finally {
-    setBusy(false);
-  }
-}
+const loadMore = () => loadPages(state.pageSize, false);
+const loadAll = () => loadPages(state.loadAllPage, true);
 
 function toggleFilter(field, value, on) {
   // the facets are the shown query's: a type typed in the box but not searched is not theirs
