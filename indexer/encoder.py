@@ -196,7 +196,9 @@ class OnnxEncoder:
         """
         if not phrases:
             return np.zeros((0, self.info.dims), dtype=np.float32)
-        found = {p: self._type_cache[p] for p in dict.fromkeys(phrases) if p in self._type_cache}
+        # one get each, not "in" then "[]": the service's threads share the cache, and another's
+        # insert could evict the phrase between the two (a KeyError, a 500; a web audit, latent)
+        found = {p: v for p in dict.fromkeys(phrases) if (v := self._type_cache.get(p)) is not None}
         missing = [p for p in dict.fromkeys(phrases) if p not in found]
         if missing:
             texts = [type_text(self.info.template_for(p), p) for p in missing]
