@@ -468,6 +468,12 @@ def test_cors_when_configured(web_index):
             headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
         )
         assert preflight.status_code == 200
+        # a web audit: an unexpected error's 500 was answered outside CORS, so the page saw a network error
+        c.app.state.service.index = None  # every search now fails unexpectedly (an AttributeError)
+        failed = c.post("/api/v1/search", json={"type": "person"}, headers={"Origin": "http://app.example"})
+        assert failed.status_code == 500 and failed.json()["error"]["code"] == "internal_error"
+        assert failed.headers["access-control-allow-origin"] == "http://app.example"
+        assert failed.headers["cache-control"] == "no-store"
 
 
 def test_page_and_assets_are_served_with_a_strict_policy(client):

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..errors import SearchError
 from .edge import LOOPBACK_HOSTS, BodyLimit, ScopeChecks, host_check, query_check
-from .failures import add_error_handlers
+from .failures import InternalErrors, add_error_handlers
 from .routes import router
 from .service import Limits, SearchService, default_workers, service_version
 
@@ -75,6 +75,7 @@ def create_app(
     # added first, so innermost: a middleware between it and the routes could wrap its 413 into
     # another error (Starlette's BaseHTTPMiddleware reads the body in a task group)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(InternalErrors)  # inside CORS and the headers: its 500 carries both
 
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

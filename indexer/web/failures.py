@@ -95,4 +95,38 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal error; see the server log")
+        return internal_error()
+
+
+def internal_error() -> JSONResponse:
+    """The 500 of an unexpected error: it leaks nothing; the traceback is in the server log."""
+    return error_response(500, "internal_error", "internal error; see the server log")
+
+
+class InternalErrors:
+    """Unexpected errors of the routes answered here, inside the CORS and header middleware, as the
+    JSON 500. Starlette answers them outside every middleware, so the 500 had no CORS header and a
+    page on an allowed origin saw a network error instead (a web audit). An error after the
+    answer began is raised on, to Starlette's own handler."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await internal_error()(scope, receive, send)
