@@ -206,8 +206,10 @@ def test_loopback_names_are_served(client, host):
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "testserver"])
 def test_other_hosts_get_a_400(client, host):
     """A rebinding page at evil.example resolving to 127.0.0.1 still sends its own name."""
-    message = error_of(client.get("/api/v1/health", headers={"host": host}), 400)
+    response = client.get("/api/v1/health", headers={"host": host})
+    message = error_of(response, 400)
     assert "not served here" in message and f"--allow-host {host_name(host)}" in message
+    assert response.headers["cache-control"] == "no-store"  # a web audit: none on these early errors
 
 
 def test_allowed_hosts_and_any_host(web_index):

@@ -27,9 +27,11 @@ ANY_HOST = "*"
 
 
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The one error shape of the service: ``{"error": {"status", "code", "message"}}``."""
+    """The one error shape of the service: ``{"error": {"status", "code", "message"}}``, never
+    kept by a cache (the errors of the checks that run before the header middleware, a bad Host
+    or query string, had no Cache-Control; a web audit)."""
     body = {"error": {"status": status, "code": code, "message": message}}
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 # ----------------------------------------------------------------------------------- body size
