@@ -6,7 +6,7 @@ Passages as bench_search.py makes them (span vectors drawn around 200 type centr
 the load) and ``EmbeddedStore.write``, batch by batch, each timed alone. Elasticsearch's time runs
 until the passages are searchable (the final refresh included). Then, after a warm-up, top-10
 searches through each store's ``search`` (what ``nerindex search`` runs: nested kNN with inner
-hits on Elasticsearch, exact on the embedded store) with and without a metadata filter, repeated,
+hits on Elasticsearch; on the embedded store exact, or its ANN index from 300k spans on) with and without a metadata filter, repeated,
 and how many of the exact top 10 Elasticsearch's approximate kNN finds (recall@10).
 
     python bench/bench_es.py --es-url http://127.0.0.1:9201 --passages 100000 --json
@@ -36,6 +36,7 @@ from indexer.stores.base import SearchRequest
 from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import EmbeddedStore
 from indexer.stores.factory import open_elasticsearch
+from bench_args import count, counts, run  # noqa: E402
 
 SOURCES = ("wiki", "news", "forum", "blog")
 FILTER = {"part": "3"}  # one passage in ten
@@ -67,9 +68,9 @@ def summary(runs: list[list[float]]) -> dict[str, Any]:
     }
 
 
-def recall_at_10(approximate: list[list[str]], exact: list[list[str]]) -> float:
+def recall_at_10(approximate: list[list[str]], exact: list[list[str]]) -> float | None:
     found = [len(set(a) & set(e)) / len(e) for a, e in zip(approximate, exact) if e]
-    return round(float(np.mean(found)), 4) if found else float("nan")
+    return round(float(np.mean(found)), 4) if found else None  # no query matched: nothing to measure (NaN is no JSON)
 
 
 def es_index_stats(store) -> dict[str, Any]:
@@ -88,19 +89,19 @@ def es_index_stats(store) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--passages", type=int, default=100_000)
+    parser.add_argument("--passages", type=count, default=100_000)
     parser.add_argument("--es-url", default=None, help="default: NERINDEX_ES_URL")
-    parser.add_argument("--spans-per-passage", type=int, default=9)
+    parser.add_argument("--spans-per-passage", type=count, default=9)
     parser.add_argument("--index-options", default="int8_hnsw", help="dense_vector index type (the store's default)")
-    parser.add_argument("--queries", type=int, default=30, help="queries per figure and repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--queries", type=count, default=30, help="queries per figure and repeat")
+    parser.add_argument("--repeats", type=count, default=3)
     parser.add_argument("--warmup", type=int, default=10, help="queries of each kind before timing")
     parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--batch", type=int, default=2000, help="passages per store.write call")
+    parser.add_argument("--batch", type=count, default=2000, help="passages per store.write call")
     parser.add_argument("--no-embedded", action="store_true", help="skip the embedded store")
     parser.add_argument("--keep", action="store_true", help="keep the Elasticsearch index")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--num-candidates", default="",
+    parser.add_argument("--num-candidates", type=counts, default=[],
                         help="comma-separated num_candidates to time beside the store's default, each through its "
                              "own handle on the same index, interleaved (e.g. 100,300)")
     args = parser.parse_args()
@@ -162,7 +163,7 @@ def main() -> None:
         note("indexed; warming up")
 
         stores = {"es": es, **({"embedded": embedded} if embedded is not None else {})}
-        for n in (int(x) for x in args.num_candidates.split(",") if x.strip()):
+        for n in args.num_candidates:
             extra.append(open_elasticsearch(settings, num_candidates=n, request_timeout=600.0))
             stores[f"es_nc{n}"] = extra[-1]
         queries = [centres[i % CENTRES] for i in range(args.queries)]
@@ -220,4 +221,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -38,6 +38,7 @@ from indexer.evaluation.benchmark_io import benchmark_from_conll
 from indexer.evaluation.metrics import r_precision
 from indexer.stores.base import SearchRequest
 from indexer.stores.factory import open_elasticsearch
+from bench_args import count, run  # noqa: E402
 
 
 def exact_ranking(encoded, type_vector: np.ndarray, threshold: float, weight: float) -> list[tuple[str, float]]:
@@ -58,7 +59,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--index-options", default="int8_hnsw")
     ap.add_argument("--passage-weight", type=float, default=None, help="λ for every phrase (default: the model's per phrase)")
-    ap.add_argument("--num-candidates", type=int, default=None,
+    ap.add_argument("--num-candidates", type=count, default=None,
                     help="kNN candidates per shard (default: the store's, max(300, 2 · limit))")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -137,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,6 +22,7 @@ import numpy as np
 from indexer.encoder import OnnxEncoder
 from indexer.evaluation.benchmark_io import benchmark_from_conll
 from indexer.evaluation.metrics import r_precision
+from bench_args import run  # noqa: E402
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
@@ -74,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -11,14 +11,15 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
   around it.
 - ``encode``: ``OnnxEncoder.encode`` as shipped (tokenisation, windows, candidate spans, the staged
   graph on the CPU, overlap resolution, catalog labels).
-- ``encode-whole``: the same, but the whole graph embeds every candidate span (the runtime before
-  issue 14): the before/after in one run.
+- ``encode-whole``: the same, but the whole graph embeds every candidate span (issue 14's "before",
+  run window by window as today's runtime runs; ``baseline-whole`` batches windows as it did then).
 - ``index``: ``NerIndex.index`` into a fresh temporary embedded store (encode + write).
 - ``encode-batched`` (``--engines``): ``encode`` as it ran before batch-invariant encoding: windows
   batched by length (``--batch-size``), one session and staged runner of ``--threads`` threads; the
   ratio ``encode / encode-batched`` is printed beside the baseline ratios.
 - ``onnx-fp32``, ``torch-eager`` (``--engines``; need the ``[train]`` extra): the same model's fp32
-  graph and PyTorch eager behind the whole-graph path.
+  graph and PyTorch eager behind the whole-graph path, window by window on the same worker threads
+  as ``encode`` (one thread a call).
 - ``baseline``, ``baseline-whole`` (``--baseline-model DIR``, added to the engines when given):
   ``encode`` of another model folder on today's runtime, and that folder's whole graph run as
   nerindex 0.2.0–0.4.0 ran it (windows batched by length, one session of ``--threads`` threads),
@@ -53,6 +54,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
+from bench_args import count, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "crossner" / "politics" / "test.txt"
@@ -226,14 +228,17 @@ def torch_engines(args: argparse.Namespace, folder: Path, enc, passages: list) -
     from indexer.training.export import export_onnx
     from indexer.training.model import load_model_from_folder
 
-    torch.set_num_threads(args.threads)
+    # one thread a call, on the ONNX engines' worker threads: each engine runs window by window the
+    # way the CPU runtime does (an audit: eager ran batches of 32 on one thread of --threads)
+    torch.set_num_threads(1)
     model = load_model_from_folder(folder)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fp32-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # 110 MB left behind by every run (an audit)
     export_onnx(model, tmp / "encoder.fp32.onnx")
     fp32 = OnnxEncoder(enc.info, open_session(tmp / "encoder.fp32.onnx", enc.provider, threads=1),
                        enc.tokenizer, provider=enc.provider, catalog=enc.catalog, workers=enc.workers)
-    eager = OnnxEncoder(enc.info, TorchSession(model), enc.tokenizer, provider="torch-eager", catalog=enc.catalog)
+    eager = OnnxEncoder(enc.info, TorchSession(model), enc.tokenizer, provider="torch-eager", catalog=enc.catalog,
+                        workers=enc.workers, window_calls=enc.window_calls)
     return {
         "onnx-fp32": lambda: fp32.encode(passages, batch_size=args.batch_size),
         "torch-eager": lambda: eager.encode(passages, batch_size=args.batch_size),
@@ -268,11 +273,11 @@ def ratios(runs: list[Run], numerator: str, rounds: int, denominator: str = "tra
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--passages", type=int, default=128)
-    parser.add_argument("--words", type=int, default=100, help="approximate words per passage")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5, help="runs of every engine, interleaved")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--passages", type=count, default=128)
+    parser.add_argument("--words", type=count, default=100, help="approximate words per passage")
+    parser.add_argument("--batch-size", type=count, default=32)
+    parser.add_argument("--rounds", type=count, default=5, help="runs of every engine, interleaved")
+    parser.add_argument("--threads", type=count, default=2)
     parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help=f"comma-separated, of {', '.join(ALL_ENGINES)}")
     parser.add_argument("--data", type=Path, default=DATA, help="a CoNLL file whose sentences make the passages")
     parser.add_argument("--example-corpus", action="store_true", help="use examples/corpus.jsonl when --data is missing")
@@ -359,4 +364,4 @@ def render(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -29,6 +29,7 @@ from indexer import int8_kernel
 from indexer.encoder import OnnxEncoder
 from indexer.reading import read_passages
 from indexer.stores import int8_scan
+from bench_args import count, run  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus.jsonl"
 # "load" cuts the graph in every repeat, as it did before the cut graphs were cached (bench_startup.py
@@ -88,10 +89,10 @@ def encoder_figures(passages: int, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--dims", type=int, default=384)
-    ap.add_argument("--passages", type=int, default=80)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rows", type=count, default=1_000_000)
+    ap.add_argument("--dims", type=count, default=384)
+    ap.add_argument("--passages", type=count, default=80)
+    ap.add_argument("--repeats", type=count, default=5)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     result = {"saturates": int8_kernel.saturates(), "scan": scan_figures(args.rows, args.dims, args.repeats),
@@ -109,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

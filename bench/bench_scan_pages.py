@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.stores import derived, int8_scan
+from bench_args import count, run  # noqa: E402
 
 DIMS = 384
 
@@ -85,10 +86,10 @@ def child(path: Path, way: str, count: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=10_000_000, help="spans in the synthetic matrix")
+    parser.add_argument("--rows", type=count, default=10_000_000, help="spans in the synthetic matrix")
     parser.add_argument("--file", type=Path, help="scan this int8 [dims, rows] .npy instead of a synthetic one")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scans", type=int, default=7, help="warm scans timed per round")
+    parser.add_argument("--rounds", type=count, default=3)
+    parser.add_argument("--scans", type=count, default=7, help="warm scans timed per round")
     parser.add_argument("--child", choices=["read-plain", "read-hinted", "warm"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -126,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -43,6 +43,7 @@ from indexer.records import EncodedPassage, EncodedSpan, Passage
 from indexer.stores.base import ModelStamp, SearchRequest
 from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import EmbeddedStore
+from bench_args import count, run  # noqa: E402
 
 DIMS = 384
 SPANS_PER_PASSAGE = 5
@@ -168,6 +169,11 @@ def measure(path: Path, queries: int, threshold: float) -> dict:
     row: dict = {"search_load": [load()]}
     began = time.perf_counter()
     store = EmbeddedStore.open(path, create=False)
+    stamp = store.model()
+    if stamp is None or (stamp.id, stamp.checksum) != (STAMP.id, STAMP.checksum):  # an audit: --measure-only wrote into a real store
+        store.close()
+        raise SystemExit(f"error: {path} is not a store this benchmark built (its model is not {STAMP.id!r}): "
+                         "give --store a folder of bench_search.py's own")
     list(store.search(SearchRequest(c[0], threshold, limit=10)))
     row["cached_open_s"] = round(time.perf_counter() - began, 3)
     counts = store.counts()  # the store's own size, not --spans (an audit: a reused store was labelled --spans)
@@ -247,20 +253,25 @@ def recall(store: EmbeddedStore, qs: Sequence[np.ndarray], threshold: float) -> 
 
 
 def child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], check=True, stdout=subprocess.PIPE, text=True)
+    """Run a phase in a process of its own; its error (on stderr already) ends this one with its code."""
+    out = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    if out.returncode:
+        raise SystemExit(out.returncode)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--spans", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--spans", type=count, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--queries", type=count, default=20)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--store", type=Path, help="build the store here (kept), or reuse it if it exists")
     parser.add_argument("--measure-only", action="store_true", help="only measure the store given by --store (it writes one passage there, the same one each run)")
     parser.add_argument("--child", choices=("build", "measure"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_only and args.store is None:  # an audit: it measured an empty temporary folder
+        parser.error("--measure-only measures the store of --store: give one")
     if args.child == "build":
         print(json.dumps(build(args.store, args.spans[0], args.threshold)))
         return
@@ -287,4 +298,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

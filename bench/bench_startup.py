@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from bench_args import count, run  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus.jsonl"
 
@@ -48,7 +49,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="JSONL corpus to index (default: the example corpus)")
-    parser.add_argument("--pairs", type=int, default=10, help="alternating pairs of processes")
+    parser.add_argument("--pairs", type=count, default=10, help="alternating pairs of processes")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     if args.pairs < 1:  # 0 ended in a StatisticsError or TypeError (an audit)
@@ -78,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,7 +17,11 @@ def bench():
     spec = importlib.util.spec_from_file_location("bench_indexing", ROOT / "bench" / "bench_indexing.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_indexing"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "bench"))  # its sibling bench_args, as `python bench/...` finds it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
     return module
 
 

@@ -1,0 +1,37 @@
+"""What every ``bench/`` script shares at its door: argument types that refuse a count below 1 (0
+passages divided by zero, 0 rounds timed nothing, 0 candidates failed after an hour of indexing;
+an audit) and :func:`run`, which turns a nerindex error (a missing model folder, a data file that
+cannot be read) into one line instead of a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1, for argparse's ``type=``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more")
+    return value
+
+
+def counts(text: str) -> list[int]:
+    """Comma-separated :func:`count` values (an empty text: none)."""
+    return [count(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a script's ``main``; a nerindex error is one line on stderr and its exit code."""
+    from indexer.errors import NerindexError
+
+    try:
+        main()
+    except NerindexError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
