@@ -468,6 +468,9 @@ def test_cors_when_configured(web_index):
             headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"},
         )
         assert preflight.status_code == 200
+        refused = c.options("/api/search", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        assert refused.status_code == 400 and refused.json()["error"] == {  # a web audit: it was text/plain
+            "status": 400, "code": "cors_refused", "message": "Disallowed CORS origin (serve --cors-origin)"}
         # a web audit: an unexpected error's 500 was answered outside CORS, so the page saw a network error
         c.app.state.service.index = None  # every search now fails unexpectedly (an AttributeError)
         failed = c.post("/api/v1/search", json={"type": "person"}, headers={"Origin": "http://app.example"})

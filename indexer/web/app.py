@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import SearchError
-from .edge import LOOPBACK_HOSTS, BodyLimit, ScopeChecks, host_check, query_check
+from .edge import LOOPBACK_HOSTS, BodyLimit, ScopeChecks, error_response, host_check, query_check
 from .failures import InternalErrors, add_error_handlers
 from .routes import router
 from .service import Limits, SearchService, default_workers, service_version
@@ -78,10 +79,8 @@ def create_app(
     app.add_middleware(InternalErrors)  # inside CORS and the headers: its 500 carries both
 
     if cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(
-            CORSMiddleware,
+            JSONCORSMiddleware,
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type"],
@@ -95,6 +94,18 @@ def create_app(
     # added last, so run first: the Host and the query string are checked before anything else
     app.add_middleware(ScopeChecks, checks=[host_check(allowed_hosts), query_check])
     return app
+
+
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, whose refused preflight (an origin, method or header not
+    allowed) is the service's JSON error, not text/plain: every error of the service is JSON (a web
+    audit). The browser refuses the call either way; the body says what to allow."""
+
+    def preflight_response(self, request_headers: Any) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        return error_response(400, "cors_refused", f"{bytes(response.body).decode()} (serve --cors-origin)")
 
 
 def _lifespan(service: SearchService, *, close_index: bool) -> Callable[[FastAPI], Any]:
