@@ -329,9 +329,12 @@ def main() -> None:
         },
         "ratio_to_transformer": {name: ratios(runs, name, args.rounds) for name in names if name != "transformer"},
         "ratio_to_baseline": {
-            f"{name} / {base}": ratios(runs, name, args.rounds, base)
-            for base in (*BASELINE_ENGINES, "encode-batched") if base in names
-            for name in ("encode", "index") if name in names
+            **{f"{name} / {base}": ratios(runs, name, args.rounds, base)
+               for base in (*BASELINE_ENGINES, "encode-batched") if base in names
+               for name in ("encode", "index") if name in names},
+            # the ONNX engines against PyTorch eager, per round (an audit: only their medians could be compared)
+            **{f"{name} / torch-eager": ratios(runs, name, args.rounds, "torch-eager")
+               for name in ("encode", "encode-whole", "onnx-fp32") if name in names and "torch-eager" in names},
         },
         "runs": [asdict(r) for r in runs],
     }
