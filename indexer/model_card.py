@@ -91,6 +91,7 @@ class Calibration:
     label_threshold_follows: bool
     unseen_method_thresholds: dict[str, float] = field(default_factory=dict)  # chosen on unseen types
     exported_from: str | None = None  # "<id> <version>": chosen on the graphs of the folder this one was exported from
+    unseen_exported_from: str | None = None  # the same, for unseen thresholds kept by a later calibration
 
 
 def _exported_from(record: Any) -> str | None:
@@ -214,6 +215,7 @@ class ModelCard:
             label_threshold_follows=bool(section.get("label_threshold_follows", False)),
             unseen_method_thresholds={k: float(m["threshold"]) for k, m in unseen.items() if "threshold" in m},
             exported_from=_exported_from(section.get("exported_from")),
+            unseen_exported_from=_exported_from((section.get("unseen") or {}).get("exported_from")),
         )
 
     @property
@@ -253,6 +255,8 @@ class ModelCard:
                 values["unseen_label_threshold"] = values["unseen_similarity_threshold"]
         previous = values.get("calibration")
         kept = {"unseen": previous["unseen"]} if unseen_threshold is None and isinstance(previous, dict) and "unseen" in previous else {}
+        if kept and previous.get("exported_from"):  # they were chosen on another folder's graphs (a review)
+            kept["unseen"] = {**kept["unseen"], "exported_from": previous["exported_from"]}
         values["calibration"] = {**kept, **record, "label_threshold_follows": follows}
         return ModelCard(values, escape_non_ascii=self._escape_non_ascii)
 

@@ -340,7 +340,9 @@ def test_an_export_interrupted_while_writing_leaves_the_old_folder_whole(conll_f
         export_benchmark(other, out)
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # no temporary folder either
     monkeypatch.undo()
+    (out / ".export.999999999.tmp").mkdir()  # a SIGKILLed export's (no such process)
     assert import_benchmark(export_benchmark(other, out)).name == "another"
+    assert not list(out.glob(".export.*"))
 
 
 def test_import_rejects_offsets_outside_text(tmp_path: Path):

@@ -411,7 +411,7 @@ def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_run
         res = runner.invoke(cli, [*base, *extra])
         assert res.exit_code == 2 and words in res.output, res.output
     saved = json.loads((tmp_path / "saved.json").read_text(encoding="utf-8"))
-    saved["training"]["types"] = ["person"]  # as a run with --train-types person saves it
+    saved["training"].update(types=["person"], types_source="--train-types")  # as a run with --train-types person saves it
     (tmp_path / "split.json").write_text(json.dumps(saved), encoding="utf-8")
     res = runner.invoke(cli, ["eval", str(tmp_path / "split.json"), "--from-json", "--write-model", "--model", str(enc.info.path)])
     assert isinstance(res.exception, InputError) and "it is not recorded in the model" in str(res.exception)
@@ -432,6 +432,13 @@ def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_run
     res = runner.invoke(cli, [*base, "--calibrate", "--write-model"])
     assert isinstance(res.exception, InputError) and "F1 0 at every threshold" in str(res.exception), res.output
     assert (enc.info.path / "model.json").read_text(encoding="utf-8") == before
+    # only the unseen curve flat (a review: it threw the seen threshold away too): seen stored, unseen kept
+    monkeypatch.setattr(enc, "embed_types", lambda phrases: np.stack([away if p == "dinosaur" else TYPES[p] for p in phrases]))
+    res = runner.invoke(cli, [*base, "--calibrate", "--write-model"])
+    assert res.exit_code == 0 and "the model's unseen_similarity_threshold is kept" in res.output, res.output
+    stored = json.loads((enc.info.path / "model.json").read_text(encoding="utf-8"))
+    assert stored["similarity_threshold"] == 1.0 and "unseen_similarity_threshold" not in stored
+    assert "unseen" not in stored["calibration"]
 
 
 def test_cli_export_benchmark_needs_no_model(toy, tmp_path: Path):

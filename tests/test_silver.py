@@ -267,8 +267,8 @@ def test_silver_command_writes_jsonl_hierarchy_and_summary(tmp_path, monkeypatch
     out.write_text(out.read_text().splitlines(keepends=True)[0])
     with pytest.raises(InputError, match="another version of this silver file"):
         TypeHierarchy.load(summary["hierarchy"], silver=out)
-    result = CliRunner().invoke(silver_command, ["--wsd-check", "3", "--out", str(out), "--limit", "3"])
-    assert result.exit_code == 2 and "does not use --out, --limit: drop them" in result.output
+    result = CliRunner().invoke(silver_command, ["--wsd-check", "3", "--out", str(out), "--limit", "3", "--no-familiarity"])
+    assert result.exit_code == 2 and "does not use --out, --limit, --no-familiarity: drop them" in result.output
 
 
 # ------------------------------------------------------------------------------ silver training

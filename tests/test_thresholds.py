@@ -64,6 +64,13 @@ def test_calibration_writes_both_thresholds_and_labels_follow(tmp_path: Path):
     one = ModelCard(both).calibrated(0.3, {"rule": "r"}).to_dict()  # no unseen types this time: theirs stay
     assert (one["unseen_similarity_threshold"], one["unseen_label_threshold"]) == (0.27, 0.27)
     assert one["similarity_threshold"] == one["label_threshold"] == 0.3
+    # a folder exported from another: thresholds chosen there say so, the unseen ones still after a
+    # calibration here that could not choose them (a review: they read as chosen on this folder)
+    exported = {**both, "calibration": {"unseen": {"methods": {"system": {"threshold": 0.27}}},
+                                        "exported_from": {"id": "m", "version": "0.3.0", "checksum": "c"}}}
+    assert ModelCard(exported).calibration.exported_from == "m 0.3.0"
+    again = ModelCard(ModelCard(exported).calibrated(0.3, {"rule": "r"}).to_dict()).calibration
+    assert (again.exported_from, again.unseen_exported_from) == (None, "m 0.3.0")
 
 
 def test_the_shipped_model_and_a_search_use_them(tmp_path: Path):

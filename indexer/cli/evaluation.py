@@ -227,8 +227,9 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
     _emit(result, out_dir, stem, no_charts, as_json)
     if write_model:
         model_path = Path(model_dir or result["model"]["path"])
-        split = (result.get("training") or {}).get("types")
-        if split is not None and _phrases(split) != _phrases(ModelCard.load(model_path).training.types):
+        training = result.get("training") or {}  # a --train-types split other than the model's (as a run refuses)
+        if training.get("types_source") == "--train-types" and _phrases(training.get("types", ())) != _phrases(
+                ModelCard.load(model_path).training.types):
             raise InputError("this result groups types by --train-types, not by model.json training.types as a "
                              "search does: it is not recorded in the model", path=data[0])
         _store_evaluation(result, model_path)
@@ -347,16 +348,21 @@ def _store_calibration(result: dict, model_path: Path) -> None:
     if "system" not in methods:
         raise InputError("no seen types with relevant passages to calibrate on", path=str(model_path))
     chosen = methods["system"]["chosen"]["threshold"]
-    unseen = result["calibration"].get("unseen", {}).get("methods", {}).get("system")
-    other = unseen["chosen"]["threshold"] if unseen else None
-    for group, method in (("seen", methods["system"]), ("unseen", unseen)):
-        if method and not method["chosen"]["f1"]:  # an audit: a flat zero curve stored 1.0, and searches found nothing
-            raise InputError(f"no threshold returns a relevant passage of the {group} types here (F1 0 at every "
-                             "threshold): nothing to calibrate on, model.json left as it was", path=str(model_path))
+    # an audit: a flat zero curve (no threshold returns a relevant passage) stored 1.0, and searches found nothing
+    if not methods["system"]["chosen"]["f1"]:
+        raise InputError("no threshold returns a relevant passage of the seen types here (F1 0 at every "
+                         "threshold): nothing to calibrate on, model.json left as it was", path=str(model_path))
     record = calibration_record(result, date=_dt.date.today().isoformat())
+    unseen = result["calibration"].get("unseen", {}).get("methods", {}).get("system")
+    flat = unseen is not None and not unseen["chosen"]["f1"]
+    if flat:  # the seen threshold stands; the unseen ones of the card are kept, as without unseen types
+        record.pop("unseen", None)
+    other = unseen["chosen"]["threshold"] if unseen and not flat else None
     path = write_calibration(model_path, chosen, record, unseen_threshold=other)
     result["calibration"]["written"] = str(path)
     also = (f", unseen_similarity_threshold={other}" if other is not None
+            else " (no threshold returns a relevant passage of the unseen types here: the model's "
+                 "unseen_similarity_threshold is kept)" if flat
             else " (no unseen types to calibrate on: the model's unseen_similarity_threshold is kept)")
     click.echo(f"stored similarity_threshold={chosen}{also} in {path}", err=True)
 

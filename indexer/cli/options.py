@@ -110,7 +110,14 @@ def refuse_unused(mode: str, used: frozenset[str]) -> None:
     """A usage error naming the options given on the command line that ``mode`` (a command's way of
     running, such as ``eval --from-json``) does not read: they were dropped without a word (an audit)."""
     ctx = click.get_current_context()
-    given = [p.opts[0] for p in ctx.command.params if isinstance(p, click.Option) and p.name not in used
+    given = [_as_typed(p, ctx.params.get(p.name)) for p in ctx.command.params
+             if isinstance(p, click.Option) and p.name not in used
              and ctx.get_parameter_source(p.name) is click.core.ParameterSource.COMMANDLINE]  # fmt: skip
     if given:
         raise click.UsageError(f"{mode} does not use {', '.join(given)}: drop {'it' if len(given) == 1 else 'them'}")
+
+
+def _as_typed(option: click.Option, value: object) -> str:
+    """The option's name as given: ``--no-familiarity`` for an on/off flag turned off (a review:
+    the message named --familiarity, which was never typed)."""
+    return option.secondary_opts[0] if option.secondary_opts and value is False else option.opts[0]

@@ -22,7 +22,7 @@ from ..training.data import default_sources, read_sources
 from ..training.silver.annotate import Progress, annotate
 from ..training.silver.annotator import SilverAnnotator
 from ..training.silver.glosses import embed_sorted, text_embedder
-from ..training.silver.hierarchy import build_hierarchy
+from ..training.silver.hierarchy import build_hierarchy, hierarchy_path
 from ..training.silver.records import write_silver
 from ..training.silver.report import familiarity_report, summary, summary_text, usage_example_check
 from ..training.silver.rules import SilverConfig
@@ -104,7 +104,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     # each file whole or not at all; the hierarchy, written last, names the silver file's sha256, so
     # a kill between the two (a new file beside the old hierarchy) is refused by training
     hierarchy = {**build_hierarchy(annotator, sentences), "silver": {"file": out.name, "sha256": write_silver(out, sentences)}}
-    hier_path = out.with_name(out.stem + ".hierarchy.json")
+    hier_path = hierarchy_path(out)
     write_file(hier_path.parent, hier_path.name,
                lambda handle: handle.write(json.dumps(hierarchy, ensure_ascii=False, indent=0).encode("utf-8")))
     read_from = set(origins)  # --limit: only the files its sentences came from (an audit listed every one)

@@ -82,9 +82,12 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
                                "no-detection leaves out: give one of them")
     if not Path(data_dir).is_dir():
         raise InputError("no such data folder", path=data_dir)
-    hierarchy = silver and Path(silver).with_name(Path(silver).stem + ".hierarchy.json")
-    if hierarchy and not hierarchy.is_file():  # an audit: found missing only after the corpus was read
-        raise InputError(f"no {hierarchy.name} beside it (nerindex silver writes both files)", path=silver)
+    if silver:  # an audit: a missing or mismatched hierarchy was found only after the corpus was read
+        from ..training.silver.hierarchy import TypeHierarchy, hierarchy_path
+
+        if not hierarchy_path(silver).is_file():
+            raise InputError(f"no {hierarchy_path(silver).name} beside it (nerindex silver writes both files)", path=silver)
+        TypeHierarchy.load(hierarchy_path(silver), silver=silver)
     cfg = TrainConfig(data_dir=str(data_dir), backbone=backbone or DEFAULT_BACKBONE, seed=seed,
                       threads=threads, limit=limit, cache_dir=cache_dir, silver=silver,
                       silver_dev=silver_dev)  # fmt: skip

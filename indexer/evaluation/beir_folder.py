@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from ..errors import InputError
 from ..json_lines import json_lines
+from ..processes import writer_running
 from ..records import GoldSpan, Passage
 from .benchmark_io import PROTOCOL, Benchmark, Query
 
@@ -45,10 +46,17 @@ def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
         )
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(".export.*.tmp"):  # what an export killed here left (its process is gone)
+        pid = old.name.split(".")[2]
+        if not (pid.isdigit() and writer_running(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
     tmp = out / f".export.{os.getpid()}.tmp"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         _write_folder(bench, tmp)
+        for name in BEIR_FILES:  # on disk before the renames make them the folder's
+            with open(tmp / name, "rb") as handle:
+                os.fsync(handle.fileno())
         # the slow part is done; each file now replaces its old copy by a rename (an audit: a Ctrl-C
         # while corpus.jsonl was written left new passages beside the old queries, and eval took them)
         for name in BEIR_FILES:

@@ -175,6 +175,8 @@ def _calibrated_note(calibrated: Any) -> str:
         return " (not calibrated)"
     if calibrated.exported_from:  # another folder's graphs: the same weights, or not (--span-side)
         return f" (calibrated on {calibrated.exported_from}, which this folder was exported from)"
+    if calibrated.unseen_exported_from:
+        return f" (calibrated; the unseen one on {calibrated.unseen_exported_from}, which this folder was exported from)"
     return " (calibrated)"
 
 

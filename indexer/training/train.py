@@ -48,7 +48,7 @@ from .export import backbone_tokenizer_file
 from .features import Features, SpanFeatures, adapter_vectors, cached_encode, embed_phrases, gold_spans, span_features
 from .figures import calibrate_similarity, macro_r_precision, passage_figures, passage_relevance, span_r_precision
 from .model import SpanTypeEncoder, build_model
-from .silver.hierarchy import TypeHierarchy
+from .silver.hierarchy import TypeHierarchy, hierarchy_path
 from .silver.records import read_silver
 from .silver.coverage import check_silver_cover
 from .silver_train import align_silver, related_index, set_silver_detection_targets, train_silver_adapter
@@ -255,7 +255,7 @@ def load_silver(cfg: TrainConfig, train: Corpus, dev: Corpus) -> dict[str, Any]:
     """Align the silver files onto the train (and dev) corpora; the hierarchy as mask indices."""
     spans, counts = align_silver(train, read_silver(cfg.silver), mark_labels=cfg.silver_detection)
     check_silver_cover(cfg.silver, counts.get("examples_without_silver", 0), len(train.examples), spans.vocab)
-    hier_path = cfg.silver_hierarchy or str(Path(cfg.silver).with_name(Path(cfg.silver).stem + ".hierarchy.json"))
+    hier_path = cfg.silver_hierarchy or str(hierarchy_path(cfg.silver))
     hierarchy = TypeHierarchy.load(hier_path, silver=cfg.silver)
     out: dict[str, Any] = {
         "file": cfg.silver, "hierarchy": hier_path, "counts": counts, "vocabulary": len(spans.vocab),

@@ -18,6 +18,12 @@ from .annotator import SilverAnnotator
 from .records import SilverSentence
 
 
+def hierarchy_path(silver: str | Path) -> Path:
+    """Where ``nerindex silver`` writes the hierarchy of a silver file: ``<stem>.hierarchy.json`` beside it."""
+    silver = Path(silver)
+    return silver.with_name(silver.stem + ".hierarchy.json")
+
+
 class TypeHierarchy:
     """Ancestors/descendants among the type phrases of a silver set: what training must mask.
 
