@@ -203,8 +203,9 @@ def measure(path: Path, queries: int, threshold: float) -> dict:
     # hybrid scoring (λ = 2): + the passage side (an int8 scan of every passage vector below 300k passages)
     row.update(figures("hybrid_top10", timed(run(lambda q: SearchRequest(q, threshold, limit=10, passage_weight=2.0)), queries)))
     row["search_load"].append(load())
-    # one passage written, then the first search: what a writer waits for. Always the same id
-    # (written again, replacing itself), so measuring a reused store does not grow it by one a run
+    # one passage written, then the first search: what a writer waits for. Always the same id, so
+    # measuring a reused store does not grow it by one a run: a new passage on a store's first
+    # measurement, a replacement (its old spans deleted) on every later one
     rng = np.random.default_rng(int(time.time()))
     began = time.perf_counter()
     store.write(passages(WRITE_ONE_ID, 1, rng, c))

@@ -211,7 +211,7 @@ class NerIndex:
         """
         if not isinstance(skip_existing, (bool, np.bool_)):  # "no" is true: the passages were skipped (an audit)
             raise StoreError(f"skip_existing must be True or False, not {skip_existing!r}")
-        if isinstance(passages, (str, bytes, dict)) or not isinstance(passages, Iterable):  # an audit: AttributeError
+        if not _is_collection(passages):  # an audit: AttributeError
             raise InputError(f"index() takes an iterable of Passage objects, not {type(passages).__name__} "
                              "(read_passages() makes them from files)")
         passages = (_checked_passage(p) for p in passages)
@@ -343,7 +343,7 @@ class NerIndex:
         """Type vectors for phrases (what a kNN query on ``spans.vector`` needs)."""
         if isinstance(phrases, str):  # a string is a sequence too: "dog" gave the vectors of d, o and g
             raise SearchError(f"embed takes a list of phrases, e.g. embed([{phrases!r}]), not one string")
-        if not isinstance(phrases, Iterable):  # embed(None) was a TypeError about iteration
+        if not _is_collection(phrases):  # embed(None) was a TypeError about iteration, a dict embedded its keys
             raise SearchError(f"embed takes a list of phrases, not {type(phrases).__name__}")
         return self.encoder.embed_types([check_phrase(p) for p in phrases])
 
@@ -397,3 +397,9 @@ class NerIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_collection(items: object) -> bool:
+    """Whether ``items`` is a collection of items: an iterable, but not one text (whose iteration
+    gives its characters, or a bytes object's numbers) nor a mapping (whose iteration gives its keys)."""
+    return isinstance(items, Iterable) and not isinstance(items, (str, bytes, Mapping))

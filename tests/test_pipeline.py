@@ -233,7 +233,7 @@ def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp
         ix.search("person", feedback=-1)
     with pytest.raises(SearchError, match="not one string"):
         ix.embed("dog")
-    for bad in (None, 3):  # were TypeErrors about iteration
+    for bad in (None, 3, {"dog": 1}, b"dog"):  # TypeErrors about iteration, a dict's keys, a bytes' numbers
         with pytest.raises(SearchError, match="embed takes a list of phrases, not"):
             ix.embed(bad)
     assert ix.embed(["dog"]).shape == (1, encoder.info.dims)
