@@ -1,7 +1,7 @@
 """What every ``bench/`` script shares at its door: argument types that refuse a count below 1 (0
 passages divided by zero, 0 rounds timed nothing, 0 candidates failed after an hour of indexing;
 an audit) and :func:`run`, which turns a nerindex error (a missing model folder, a data file that
-cannot be read) into one line instead of a traceback."""
+cannot be read) or a missing file into one line instead of a traceback."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def counts(text: str) -> list[int]:
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a script's ``main``; a nerindex error is one line on stderr and its exit code."""
+    """Run a script's ``main``; a nerindex error, or a file that cannot be read, is one line on
+    stderr and an exit code (the error's own, or 1)."""
     from indexer.errors import NerindexError
 
     try:
@@ -35,3 +36,7 @@ def run(main: Callable[[], None]) -> None:
     except NerindexError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
