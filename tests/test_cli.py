@@ -264,6 +264,15 @@ def test_help_explains(capsys):
     assert code == 0 and "--on-error" in out and "--id-field" in out
 
 
+def test_the_command_starts_without_numpy_or_the_runtime():
+    """`import indexer` imported the API, numpy and the stores (0.6 s before `nerindex --help`
+    answered, and a Ctrl-C in it was a traceback); the package names are imported on first use."""
+    code = ("import sys, indexer.cli; heavy = sorted(m for m in ('numpy', 'onnxruntime', 'indexer.api') if m in sys.modules); "
+            "from indexer import NerIndex, read_passages, SearchError; print(heavy, NerIndex.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "NerIndex"]
+
+
 def test_search_passage_weight_reranks_only(indexed, capsys):
     """--passage-weight changes the order and the scores, never which passages or spans match."""
     runs = {}
