@@ -105,7 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--cache", type=Path, help="keep the encoded sets here between runs (pickle)")
-    ap.add_argument("--out", type=Path, default=Path("familiarity.json"))
+    ap.add_argument("--out", type=Path, default=Path("docs/eval/familiarity-thresholds.json"),
+                    help="the JSON of every row (default: the committed file's name, from the repository root)")
     ap.add_argument("--uniform", type=float, nargs="*", default=None,
                     help="reference rows only: one uniform unseen threshold (not part of the familiarity family)")
     ap.add_argument("--no-dev", action="store_true", help="validation splits only (to fix the family first)")

@@ -20,6 +20,8 @@ vectors equal the frozen pipeline's before training. ``--silver FILE`` trains on
 silver spans instead, as ``nerindex train --silver`` does (half the batch each, the loss over the
 whole silver vocabulary with the hierarchy's relatives masked).
 
+    # model 0.2.0 (`git archive 82f578a indexer/assets/default_model`): the shipped model's span side
+    # has its own top layers already; pass --model <0.2.0 folder> to each command
     python docs/eval/finetune_backbone.py --data ../shared/data --out ft.json            # the grid
     python docs/eval/finetune_backbone.py --data ../shared/data --layers 6 --lr 1e-4 \
         --eval-every 5 --patience 10 --save side                                          # keep run 2

@@ -134,6 +134,9 @@ def main() -> None:
     training = training_from_card(enc.info.card)
     if args.cache.exists():
         sets, train = pickle.loads(args.cache.read_bytes())
+        if "wide" not in sets:  # an audit: a KeyError later on
+            raise SystemExit(f"{args.cache} holds no wide validation split: make it with "
+                             "span_negatives.py --wide-validation, or give another --cache")
     else:
         files = {**SETS, "wide": [*SETS["validation"], *WIDE_VALIDATION]}
         sets = {name: encode([args.data / f for f in fs], name, enc) for name, fs in files.items()}

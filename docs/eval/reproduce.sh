@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Reproduce the figures of EVALUATION.md (run from the repository root, with shared/ beside it).
 # Needs the [eval] extra (bm25s, PyStemmer, matplotlib). About 3 minutes on 2 CPU cores. CALIBRATE=1 also re-chooses the model's two thresholds.
-# --write-model updates the shipped model's card, indexer/assets/default_model/model.json: run it with
-# the editable install (pip install -e) so that the file written is the checkout's.
+# Every run records its summary in the shipped model's card (--write-model: the "evaluation" section of
+# indexer/assets/default_model/model.json) and writes its reports into docs/eval: run it with the
+# editable install (pip install -e) so that the files written are the checkout's. OUT=DIR writes the
+# reports elsewhere, RECORD=0 leaves model.json alone (CALIBRATE=1 still rewrites its thresholds).
 set -euo pipefail
 D=${NERINDEX_DATA:-../shared/data}
-OUT=docs/eval
+OUT=${OUT:-docs/eval}
+WRITE=$([ "${RECORD:-1}" = 0 ] && echo "" || echo --write-model)
 # mentions per type in the shipped model's training files, for Familiarity
 TRAIN=(--train-data "$D/multiconer2_en/en-train90.conll" --train-data "$D/wnut17/train.conll"
        --train-data "$D/wikigold/wikigold.conll"
@@ -20,11 +23,11 @@ if [ "${CALIBRATE:-0}" = 1 ]; then
 fi
 # 2. zero-shot: CrossNER (never used in training) and MultiCoNER dev (medical types held out);
 #    --write-model records a summary of each under "evaluation" in model.json
-$EVAL "$D/crossner/politics/dev.txt" "${TRAIN[@]}" --write-model --out $OUT --stem crossner-politics-dev
-$EVAL "$D/crossner/literature/dev.txt" "${TRAIN[@]}" --write-model --out $OUT --stem crossner-literature-dev
-$EVAL "$D/multiconer2_en/en-dev.conll" "${TRAIN[@]}" --write-model --out $OUT --stem multiconer-dev
+$EVAL "$D/crossner/politics/dev.txt" "${TRAIN[@]}" $WRITE --out $OUT --stem crossner-politics-dev
+$EVAL "$D/crossner/literature/dev.txt" "${TRAIN[@]}" $WRITE --out $OUT --stem crossner-literature-dev
+$EVAL "$D/multiconer2_en/en-dev.conll" "${TRAIN[@]}" $WRITE --out $OUT --stem multiconer-dev
 # 3. social media (WNUT-17 dev was the model's validation data)
-$EVAL "$D/wnut17/dev.conll" "${TRAIN[@]}" --write-model --out $OUT --stem wnut17-dev
+$EVAL "$D/wnut17/dev.conll" "${TRAIN[@]}" $WRITE --out $OUT --stem wnut17-dev
 # 4. sets the model was trained on: a check that every format runs, not a quality figure
 $EVAL "$D/wikigold/wikigold.conll" "${TRAIN[@]}" --out $OUT --stem wikigold-trained-on
 $EVAL "$D/btc/e.conll" "${TRAIN[@]}" --out $OUT --stem btc-e-trained-on

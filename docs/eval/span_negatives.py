@@ -207,6 +207,7 @@ def main() -> None:
         sets = {name: encode([args.data / f for f in fs], name, enc) for name, fs in files.items()}
         train = training_spans(enc, args.data / TRAIN_FILE, args.limit)
         if args.cache:
+            args.cache.parent.mkdir(parents=True, exist_ok=True)  # .cache/ in a fresh checkout (an audit)
             args.cache.write_bytes(pickle.dumps((sets, train)))
     n_o = sum(not labels for labels in train["labels"])
     print(f"training: {train['passages']} passages, {len(train['labels'])} spans, {n_o} O "
