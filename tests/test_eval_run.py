@@ -401,6 +401,8 @@ def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_run
     (tmp_path / "saved.json").write_text(res.output, encoding="utf-8")
     res = runner.invoke(cli, ["eval", str(tmp_path / "saved.json"), "--from-json", "--calibrate", "--threshold", "0.9"])
     assert res.exit_code == 2 and "does not use --threshold, --calibrate: drop them" in res.output, res.output
+    res = runner.invoke(cli, ["eval", str(tmp_path / "saved.json"), "--from-json", "--model", str(enc.info.path)])
+    assert res.exit_code == 2 and "uses --model only with --write-model" in res.output, res.output
     res = runner.invoke(cli, [*base, "--export-benchmark", str(tmp_path / "b"), "--json", "--write-model"])
     assert res.exit_code == 2 and "does not use --write-model, --json" in res.output and not (tmp_path / "b").exists()
     before = (enc.info.path / "model.json").read_text(encoding="utf-8")

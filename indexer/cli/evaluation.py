@@ -221,6 +221,8 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
     from ..model_card import ModelCard
 
     refuse_unused("--from-json (re-render a saved result)", RERENDER_OPTIONS)
+    if model_dir and not write_model:  # it names the model to record the result in, nothing else
+        raise click.UsageError("--from-json uses --model only with --write-model (the model to record in): drop it")
     if len(data) != 1:
         raise click.BadParameter("--from-json renders one saved result: give one file", param_hint="DATA")
     result = report.read_json(data[0])
