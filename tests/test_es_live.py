@@ -336,6 +336,26 @@ def test_a_bulk_request_without_an_answer_counts_what_it_stored_as_stored(make_l
     assert direct.counts().passages == len(passages)
 
 
+@pytest.mark.parametrize("spoil", [dict(delay=3.0), dict(status=504)], ids=["timeout", "gateway-504"])
+def test_a_replacing_write_without_an_answer_counts_new_passages_as_new(make_live_store, stamp, spoil):
+    """--reindex-existing: the first try stored the passages without an answer, the second
+    "updated" them, and a load of new passages was summed up as updates (an audit). The ids
+    stored before the request went out are looked up first; only those count as updated."""
+    direct = make_live_store()
+    direct.check_model(stamp)
+    passages = corpus()
+    assert [o.action for o in direct.write(passages[:1])] == ["created"]
+    for url in spoiled_bulk(ES_URL, **spoil):
+        slow = open_elasticsearch(resolve(es_url=url, es_index=direct.alias, es_timeout=1.0))
+        try:
+            outcomes = slow.write(passages, replace=True)
+            slow.flush()
+        finally:
+            slow.close()
+    assert [o.action for o in outcomes] == ["updated"] + ["created"] * (len(passages) - 1)
+    assert direct.counts().passages == len(passages)
+
+
 
 def test_a_gateway_that_refuses_every_bulk_request_stops_the_run(make_live_store, stamp):
     """Every bulk request answered 504: after the tries the write stops with one error, as a

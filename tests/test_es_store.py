@@ -115,6 +115,9 @@ class FakeCluster:
             return 200, {n: {"settings": {"index": {"refresh_interval": self.indices[n].get("refresh_interval", "1s")}}} for n in names}
         if action == "_refresh":
             return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
+        if action == "_mget":  # which ids are stored (a replacing write looks before it sends)
+            docs = {i: d for n in names for i, d in self.indices[n]["docs"].items()}
+            return 200, {"docs": [{"_index": names[0], "_id": i, "found": i in docs} for i in body["ids"]]}
         if action == "_pit":
             pit = f"pit-{next(self._pit_ids)}"
             self.pits[pit] = target

@@ -61,12 +61,21 @@ def write_documents(
     actions = list(bulk_actions(docs, stamp, index, typed_filters=typed_filters, replace=replace))
     answers: dict[int, tuple[bool, dict[str, Any]]] = {}
     resent: set[int] = set()
+    # replacing: which ids were stored before each chunk went out, so that a passage whose first
+    # try stored it, unanswered, and whose second try then "updated" it is counted as new (an audit)
+    stored_before: set[str] | None = set() if replace else None
     for start in range(0, len(actions), options.chunk_size):
-        _send(client, actions, list(range(start, min(start + options.chunk_size, len(actions)))), options,
-              answers, resent)
+        positions = list(range(start, min(start + options.chunk_size, len(actions))))
+        if stored_before is not None:
+            stored_before = _stored_ids(client, index, [actions[p]["_id"] for p in positions], stored_before)
+        _send(client, actions, positions, options, answers, resent)
     outcomes = [_outcome(doc.passage.id, answers.get(position)) for position, doc in enumerate(docs)]
     if resent and not replace:
         outcomes = _settle_resent_creates(client, index, docs, outcomes, resent)
+    if resent and stored_before is not None:
+        outcomes = [dataclasses.replace(o, action="created")
+                    if p in resent and o.action == "updated" and actions[p]["_id"] not in stored_before else o
+                    for p, o in enumerate(outcomes)]  # fmt: skip
     failed = rs.count_failures(outcomes)
     if failed:
         first = next(o for o in outcomes if not o.ok)
@@ -76,6 +85,17 @@ def write_documents(
             BLOCKED_HINT if any(WRITE_BLOCK in (o.error or "") for o in outcomes) else "",
         )
     return outcomes
+
+
+def _stored_ids(client: Elasticsearch, index: str, ids: list[str], found: set[str]) -> set[str] | None:
+    """``found`` with those of ``ids`` the index holds; None where the lookup fails (the write goes
+    on; only its count of new against updated passages after an unanswered request is then unknown)."""
+    try:
+        return found | set(rs.found_sources(client.mget(index=index, ids=ids, source=False).body))
+    except (ApiError, TransportError) as exc:
+        log.info("could not look up which passages are stored (%s): after a request without an answer, "
+                 "new passages may count as updated", exc)
+        return None
 
 
 # answers that say nothing of whether the server applied the request: a proxy's gateway errors
