@@ -36,7 +36,7 @@ from indexer.stores.base import SearchRequest
 from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import EmbeddedStore
 from indexer.stores.factory import open_elasticsearch
-from bench_args import count, counts, run  # noqa: E402
+from bench_args import count, counts as count_list, run  # noqa: E402
 
 SOURCES = ("wiki", "news", "forum", "blog")
 FILTER = {"part": "3"}  # one passage in ten
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--no-embedded", action="store_true", help="skip the embedded store")
     parser.add_argument("--keep", action="store_true", help="keep the Elasticsearch index")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--num-candidates", type=counts, default=[],
+    parser.add_argument("--num-candidates", type=count_list, default=[],
                         help="comma-separated num_candidates to time beside the store's default, each through its "
                              "own handle on the same index, interleaved (e.g. 100,300)")
     args = parser.parse_args()
@@ -131,12 +131,14 @@ def main() -> None:
             docs = passages(start, min(args.batch, args.passages - start), rng, centres,
                             spans_per_passage=args.spans_per_passage, fields=metadata)
             began = time.perf_counter()
-            outcomes = es.write(docs)
+            # new passages, written as `nerindex index` writes them (not replacing: "create" actions;
+            # a replacing write also looks up the stored ids first, one _mget a request)
+            outcomes = es.write(docs, replace=False)
             es_s += time.perf_counter() - began
             failed += sum(not o.ok for o in outcomes)
             if embedded is not None:
                 began = time.perf_counter()
-                embedded.write(docs)
+                embedded.write(docs, replace=False)
                 emb_s += time.perf_counter() - began
             written += len(docs)
             if written % (args.batch * 5) == 0 or written == args.passages:
