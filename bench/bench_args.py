@@ -29,6 +29,7 @@ def counts(text: str) -> list[int]:
 def run(main: Callable[[], None]) -> None:
     """Run a script's ``main``; a nerindex error, or a file that cannot be read, is one line on
     stderr and an exit code (the error's own, or 1)."""
+    from indexer.cli import tracebacks_wanted
     from indexer.errors import NerindexError
 
     try:
@@ -37,6 +38,8 @@ def run(main: Callable[[], None]) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except OSError as exc:
+        if tracebacks_wanted():  # NERINDEX_TRACEBACK=1, as the CLI takes it: a bug's OSError shows where
+            raise
         where = f"{exc.filename}: " if exc.filename is not None else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)

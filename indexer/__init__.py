@@ -40,21 +40,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-__all__ = [
-    "EncodedPassage",
-    "EncodedSpan",
-    "GoldSpan",
-    "Hit",
-    "InputError",
-    "ModelError",
-    "ModelMismatchError",
-    "NerIndex",
-    "NerindexError",
-    "Passage",
-    "ReadStats",
-    "SearchError",
-    "SettingError",
-    "SpanMatch",
-    "StoreError",
-    "read_passages",
-]
+__all__ = sorted(_EXPORTS)  # the public names, one list

@@ -256,7 +256,7 @@ class ModelCard:
         previous = values.get("calibration")
         kept = {"unseen": previous["unseen"]} if unseen_threshold is None and isinstance(previous, dict) and "unseen" in previous else {}
         if kept and previous.get("exported_from"):  # they were chosen on another folder's graphs (a review)
-            kept["unseen"] = {**kept["unseen"], "exported_from": previous["exported_from"]}
+            kept["unseen"] = {"exported_from": previous["exported_from"], **kept["unseen"]}  # its own first
         values["calibration"] = {**kept, **record, "label_threshold_follows": follows}
         return ModelCard(values, escape_non_ascii=self._escape_non_ascii)
 

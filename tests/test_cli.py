@@ -644,7 +644,7 @@ def test_a_run_that_stored_nothing_has_no_rate(indexed, capsys):
 
 @pytest.mark.parametrize("value, shown", [("0", False), ("no", False), ("1", True)])
 def test_nerindex_traceback_0_means_off(monkeypatch, value, shown):
-    from indexer.cli import _tracebacks
+    from indexer.cli import tracebacks_wanted
 
     monkeypatch.setenv("NERINDEX_TRACEBACK", value)
-    assert _tracebacks() is shown
+    assert tracebacks_wanted() is shown

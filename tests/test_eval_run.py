@@ -417,6 +417,15 @@ def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_run
     (tmp_path / "split.json").write_text(json.dumps(saved), encoding="utf-8")
     res = runner.invoke(cli, ["eval", str(tmp_path / "split.json"), "--from-json", "--write-model", "--model", str(enc.info.path)])
     assert isinstance(res.exception, InputError) and "it is not recorded in the model" in str(res.exception)
+    # the types a --train-data run counted, on a card without training.types, are the model's split (a review)
+    saved["training"]["types_source"] = "model.json training.types"
+    (tmp_path / "counted.json").write_text(json.dumps(saved), encoding="utf-8")
+    card_file = enc.info.path / "model.json"
+    bare = {k: v for k, v in json.loads(card_file.read_text(encoding="utf-8")).items() if k != "training"}
+    card_file.write_text(json.dumps(bare), encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(tmp_path / "counted.json"), "--from-json", "--write-model", "--model", str(enc.info.path)])
+    assert res.exit_code == 0, res.output
+    card_file.write_text(before, encoding="utf-8")
     monkeypatch.setitem(sys.modules, "bm25s", None)  # the [eval] extra missing: said before encoding (an audit)
     res = runner.invoke(cli, [*base, "--methods", "system,bm25"])
     assert "the BM25 baseline needs the bm25s package" in str(res.exception), res.output

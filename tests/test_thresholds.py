@@ -69,8 +69,12 @@ def test_calibration_writes_both_thresholds_and_labels_follow(tmp_path: Path):
     exported = {**both, "calibration": {"unseen": {"methods": {"system": {"threshold": 0.27}}},
                                         "exported_from": {"id": "m", "version": "0.3.0", "checksum": "c"}}}
     assert ModelCard(exported).calibration.exported_from == "m 0.3.0"
-    again = ModelCard(ModelCard(exported).calibrated(0.3, {"rule": "r"}).to_dict()).calibration
-    assert (again.exported_from, again.unseen_exported_from) == (None, "m 0.3.0")
+    again = ModelCard(ModelCard(exported).calibrated(0.3, {"rule": "r"}).to_dict())
+    assert (again.calibration.exported_from, again.calibration.unseen_exported_from) == (None, "m 0.3.0")
+    # exported once more and calibrated again on seen types only: still the first folder's (a review)
+    chain = {**again.to_dict(), "calibration": {**again.to_dict()["calibration"],
+                                                "exported_from": {"id": "m", "version": "0.4.0", "checksum": "d"}}}
+    assert ModelCard(chain).calibrated(0.31, {"rule": "r"}).calibration.unseen_exported_from == "m 0.3.0"
 
 
 def test_the_shipped_model_and_a_search_use_them(tmp_path: Path):

@@ -479,6 +479,10 @@ def test_a_silver_file_without_its_hierarchy_is_refused_before_any_reading(tmp_p
     result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "R"),
                                       "--silver", str(tmp_path / "s.jsonl")])
     assert isinstance(result.exception, InputError) and "no s.hierarchy.json beside it" in str(result.exception)
+    (tmp_path / "s.hierarchy.json").write_text(json.dumps({"phrases": {}, "silver": {"sha256": "0" * 64}}), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "R"),
+                                      "--silver", str(tmp_path / "s.jsonl")])
+    assert isinstance(result.exception, InputError) and "another version of this silver file" in str(result.exception)
 
 
 def test_train_and_export_summaries_are_json_on_stdout_with_json(capsys):

@@ -471,6 +471,9 @@ def test_cors_when_configured(web_index):
         refused = c.options("/api/search", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
         assert refused.status_code == 400 and refused.json()["error"] == {  # a web audit: it was text/plain
             "status": 400, "code": "cors_refused", "message": "Disallowed CORS origin (serve --cors-origin)"}
+        method = c.options("/api/search", headers={"Origin": "http://app.example", "Access-Control-Request-Method": "PUT"})
+        assert method.json()["error"]["message"] == "Disallowed CORS method"  # no option allows it: no hint (a review)
+        assert method.headers["access-control-allow-methods"] and method.headers["access-control-allow-origin"] == "http://app.example"
         # a web audit: an unexpected error's 500 was answered outside CORS, so the page saw a network error
         c.app.state.service.index = None  # every search now fails unexpectedly (an AttributeError)
         failed = c.post("/api/v1/search", json={"type": "person"}, headers={"Origin": "http://app.example"})

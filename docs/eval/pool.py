@@ -65,5 +65,6 @@ def markdown(pools: dict[str, dict]) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):  # an audit: --help was opened as a file
-        sys.exit(f"usage: python {sys.argv[0]} REPORT.json... (the JSON reports of nerindex eval --out)")
+        print(f"usage: python {sys.argv[0]} REPORT.json... (the JSON reports of nerindex eval --out)")
+        sys.exit(0 if len(sys.argv) > 1 else 2)
     print(markdown(pooled([json.load(open(path, encoding="utf-8")) for path in sys.argv[1:]])))

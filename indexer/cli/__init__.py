@@ -170,12 +170,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:
         message = missing_extra(exc)
-        if message is None or _tracebacks():
+        if message is None or tracebacks_wanted():
             raise
         click.echo(f"error: {message}", err=True)
         sys.exit(1)
     except OSError as exc:  # the machine's, not nerindex's: a full disk, a folder it may not write
-        if _tracebacks():  # a bug that raised one shows where (a review)
+        if tracebacks_wanted():  # a bug that raised one shows where (a review)
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"error: {where}{exc.strerror or exc}", err=True)
@@ -187,6 +187,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(CLOSED_PIPE_EXIT)
 
 
-def _tracebacks() -> bool:
+def tracebacks_wanted() -> bool:
     """``NERINDEX_TRACEBACK`` asks for tracebacks: set, and not 0, false, no or off (an audit: 0 turned them on)."""
     return os.environ.get("NERINDEX_TRACEBACK", "").strip().lower() not in ("", "0", "false", "no", "off")

@@ -105,7 +105,10 @@ class JSONCORSMiddleware(CORSMiddleware):
         response = super().preflight_response(request_headers)
         if response.status_code != 400:
             return response
-        return error_response(400, "cors_refused", f"{bytes(response.body).decode()} (serve --cors-origin)")
+        text = bytes(response.body).decode()  # "Disallowed CORS origin, method, headers"
+        hint = " (serve --cors-origin)" if "origin" in text else ""  # methods and headers are the service's own
+        kept = {k: v for k, v in response.headers.items() if k.lower().startswith(("access-control-", "vary"))}
+        return error_response(400, "cors_refused", text + hint, kept)
 
 
 def _lifespan(service: SearchService, *, close_index: bool) -> Callable[[FastAPI], Any]:
