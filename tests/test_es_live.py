@@ -314,12 +314,15 @@ def test_an_operators_own_30_s_refresh_interval_is_kept_by_a_load(make_live_stor
     assert store.counts().passages == 2
 
 
+@pytest.mark.parametrize("replace", [False, True], ids=["new-only", "reindex-existing"])
 @pytest.mark.parametrize("spoil", [dict(delay=3.0), dict(status=504)], ids=["timeout", "gateway-504"])
-def test_a_bulk_request_without_an_answer_counts_what_it_stored_as_stored(make_live_store, stamp, spoil):
+def test_a_bulk_request_without_an_answer_counts_what_it_stored_as_stored(make_live_store, stamp, spoil, replace):
     """The client sent a bulk request again after a timeout (or a gateway's 504), and every passage
     its first try had stored came back "already stored": a summary of 0 new passages for a load
     that stored them all (an audit). A passage another writer stored first, with another text, is
-    still left as it is."""
+    still left as it is. Replacing (--reindex-existing), the second try "updated" what the first
+    had stored, and new passages were summed up as updates (an audit): the ids stored before the
+    request went out are looked up first, and only those count as updated."""
     direct = make_live_store()
     direct.check_model(stamp)
     passages = corpus()
@@ -328,33 +331,12 @@ def test_a_bulk_request_without_an_answer_counts_what_it_stored_as_stored(make_l
     for url in spoiled_bulk(ES_URL, **spoil):
         slow = open_elasticsearch(resolve(es_url=url, es_index=direct.alias, es_timeout=1.0))
         try:
-            outcomes = slow.write(passages, replace=False)
+            outcomes = slow.write(passages, replace=replace)
             slow.flush()
         finally:
             slow.close()
-    assert [o.action for o in outcomes] == ["skipped"] + ["created"] * (len(passages) - 1)
+    assert [o.action for o in outcomes] == ["updated" if replace else "skipped"] + ["created"] * (len(passages) - 1)
     assert direct.counts().passages == len(passages)
-
-
-@pytest.mark.parametrize("spoil", [dict(delay=3.0), dict(status=504)], ids=["timeout", "gateway-504"])
-def test_a_replacing_write_without_an_answer_counts_new_passages_as_new(make_live_store, stamp, spoil):
-    """--reindex-existing: the first try stored the passages without an answer, the second
-    "updated" them, and a load of new passages was summed up as updates (an audit). The ids
-    stored before the request went out are looked up first; only those count as updated."""
-    direct = make_live_store()
-    direct.check_model(stamp)
-    passages = corpus()
-    assert [o.action for o in direct.write(passages[:1])] == ["created"]
-    for url in spoiled_bulk(ES_URL, **spoil):
-        slow = open_elasticsearch(resolve(es_url=url, es_index=direct.alias, es_timeout=1.0))
-        try:
-            outcomes = slow.write(passages, replace=True)
-            slow.flush()
-        finally:
-            slow.close()
-    assert [o.action for o in outcomes] == ["updated"] + ["created"] * (len(passages) - 1)
-    assert direct.counts().passages == len(passages)
-
 
 
 def test_a_gateway_that_refuses_every_bulk_request_stops_the_run(make_live_store, stamp):
