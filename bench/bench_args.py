@@ -21,7 +21,7 @@ def count(text: str) -> int:
     return value
 
 
-def counts(text: str) -> list[int]:
+def count_list(text: str) -> list[int]:
     """Comma-separated :func:`count` values (an empty text: none)."""
     return [count(part.strip()) for part in text.split(",") if part.strip()]
 

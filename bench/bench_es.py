@@ -36,7 +36,7 @@ from indexer.stores.base import SearchRequest
 from indexer.stores.filter_rules import Filters
 from indexer.stores.embedded import EmbeddedStore
 from indexer.stores.factory import open_elasticsearch
-from bench_args import count, counts as count_list, run  # noqa: E402
+from bench_args import count, count_list, run  # noqa: E402
 
 SOURCES = ("wiki", "news", "forum", "blog")
 FILTER = {"part": "3"}  # one passage in ten

@@ -1,6 +1,6 @@
 """Writing a file whole or not at all: what a reader, or the next run after a kill -9, finds is the
 old file or the new one, never half of one. The store's derived files, eval reports, model.json and
-a training run's files all go through :func:`write_file`."""
+a training run's files all go through :func:`write_file` (:func:`write_bytes` for data in hand)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,9 @@ def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T], *, mode:
         tmp.unlink(missing_ok=True)
         raise
     return result
+
+
+def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` all or nothing (:func:`write_file`); returns ``path``."""
+    write_file(path.parent, path.name, lambda handle: handle.write(data), mode=mode)
+    return path

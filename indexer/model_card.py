@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .atomic_files import write_file
+from .atomic_files import write_bytes
 from .errors import ModelError
 
 CARD_FILE = "model.json"
@@ -149,8 +149,7 @@ class ModelCard:
         path = Path(folder) / CARD_FILE
         data = self.dumps().encode("utf-8")
         mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
-        write_file(path.parent, path.name, lambda handle: handle.write(data), mode=mode)
-        return path
+        return write_bytes(path, data, mode=mode)
 
     def to_dict(self) -> dict[str, Any]:
         """A copy of the JSON object, in file order."""

@@ -11,7 +11,7 @@ import hashlib
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -292,8 +292,13 @@ def normal_phrase(phrase: str) -> str:
     return " ".join("".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn").split())
 
 
+def normal_phrases(phrases: Iterable[str]) -> frozenset[str]:
+    """Type phrases as :func:`normal_phrase` makes each: the set a seen/unseen split compares."""
+    return frozenset(normal_phrase(t) for t in phrases)
+
+
 def _trained(card: ModelCard) -> frozenset[str]:
-    return frozenset(normal_phrase(t) for t in card.training.types)
+    return normal_phrases(card.training.types)
 
 
 _REQUIRED = object()

@@ -219,6 +219,7 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
     """--from-json: render a saved result again (and record it in its model's card if asked)."""
     from ..evaluation import report
     from ..model_card import ModelCard
+    from ..model_folder import normal_phrases
 
     refuse_unused("--from-json (re-render a saved result)", RERENDER_OPTIONS)
     if model_dir and not write_model:  # it names the model to record the result in, nothing else
@@ -230,7 +231,7 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
     if write_model:
         model_path = Path(model_dir or result["model"]["path"])
         training = result.get("training") or {}  # a --train-types split other than the model's (as a run refuses)
-        if training.get("types_source") == "--train-types" and _phrases(training.get("types", ())) != _phrases(
+        if training.get("types_source") == "--train-types" and normal_phrases(training.get("types", ())) != normal_phrases(
                 ModelCard.load(model_path).training.types):
             raise InputError("this result groups types by --train-types, not by model.json training.types as a "
                              "search does: it is not recorded in the model", path=data[0])
@@ -287,13 +288,6 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     return result, encoder.info.path
 
 
-def _phrases(types: Any) -> set[str]:
-    """Type phrases as a search compares them (case and spaces aside)."""
-    from ..model_folder import normal_phrase
-
-    return {normal_phrase(t) for t in types}
-
-
 def _training_files_in(info: ModelInfo, data: tuple[str, ...]) -> list[str]:
     """The DATA files that are among the model's training files (model.json ``training.data``)."""
     from ..evaluation.seen_types import training_files
@@ -311,7 +305,9 @@ def _check_write_model(info: ModelInfo, train_types: list[str] | None, trained_o
     the model's own training sentences are not held out, and were recorded without a word (an
     audit: thresholds calibrated on them). Checked before the run, which can take long.
     """
-    if train_types is not None and _phrases(train_types) != info.trained_phrases:
+    from ..model_folder import normal_phrases
+
+    if train_types is not None and normal_phrases(train_types) != info.trained_phrases:
         raise click.BadParameter(
             "--write-model records the run (and --calibrate its thresholds) by the seen/unseen split of "
             "model.json training.types; drop --train-types or --write-model", param_hint="--train-types",

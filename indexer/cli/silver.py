@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..atomic_files import write_file
+from ..atomic_files import write_bytes
 from ..config import cache_folder, resolve
 from ..encoder import OnnxEncoder
 from ..errors import InputError
@@ -105,8 +105,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     # a kill between the two (a new file beside the old hierarchy) is refused by training
     hierarchy = {**build_hierarchy(annotator, sentences), "silver": {"file": out.name, "sha256": write_silver(out, sentences)}}
     hier_path = hierarchy_path(out)
-    write_file(hier_path.parent, hier_path.name,
-               lambda handle: handle.write(json.dumps(hierarchy, ensure_ascii=False, indent=0).encode("utf-8")))
+    write_bytes(hier_path, json.dumps(hierarchy, ensure_ascii=False, indent=0).encode("utf-8"))
     read_from = set(origins)  # --limit: only the files its sentences came from (an audit listed every one)
     result = summary(
         annotator, sentences, out=out, hierarchy=hier_path, sources=[s.name for s in sources if s.name in read_from],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
-from ..atomic_files import write_file
+from ..atomic_files import write_bytes, write_file
 
 METHOD_ORDER = ("system", "system_spans", "system_prf", "span_base", "dense", "bm25")
 SHORT = {"system": "nerindex", "system_spans": "nerindex, spans only",
@@ -178,9 +178,7 @@ def write_text(path: Path, text: str) -> Path:
     """Write ``path`` whole or not at all (a temporary file, then a rename): on a full disk the
     last run's file was left truncated (an audit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("utf-8")
-    write_file(path.parent, path.name, lambda handle: handle.write(data))
-    return path
+    return write_bytes(path, text.encode("utf-8"))
 
 
 RESULT_KEYS = ("benchmark", "model", "methods", "summary", "per_type")

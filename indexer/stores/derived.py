@@ -34,7 +34,7 @@ from typing import BinaryIO, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..atomic_files import write_file
+from ..atomic_files import write_bytes, write_file
 from ..processes import writer_running
 from .base import StoreVersion
 
@@ -179,7 +179,7 @@ def save_files(folder: Path, version: StoreVersion, writers: Mapping[str, Callab
         store = {"identity": version.identity, "state": version.state}
         manifest = {"format": MANIFEST_FORMAT, "store": store, "files": files}
         text = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
-        write_file(folder, MANIFEST, lambda handle: handle.write(text))
+        write_bytes(folder / MANIFEST, text)
         fsync_dir(folder)
     except OSError as exc:
         reason = exc.strerror or str(exc)

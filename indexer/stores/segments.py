@@ -46,7 +46,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from ..atomic_files import write_file
+from ..atomic_files import write_bytes
 from . import derived
 from .base import StoreVersion
 from .int8_scan import quantise, release, scan_dots
@@ -374,7 +374,7 @@ def _write_list(cache: Path, base: Segment, tails: Sequence[Segment]) -> bool:
     listing = {"base": base.state(), "tails": [{"name": t.name, "state": t.state()} for t in tails]}
     text = json.dumps(listing, indent=1).encode("utf-8")
     try:
-        write_file(cache, LIST, lambda handle: handle.write(text))
+        write_bytes(cache / LIST, text)
     except OSError as exc:
         log.warning("%s: cannot save the segment list (%s)", cache, exc.strerror or exc)
         return False

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from ..atomic_files import write_file
+from ..atomic_files import write_bytes
 from .adapter import train_adapter
 from .data import (
     Corpus, Source, build_corpus, check_sources, default_sources, limit_corpus, load_phrase_map, seen_phrases,
@@ -43,7 +43,7 @@ from .entity_head import (
 from ..encoder import load_tokenizer
 from ..errors import ModelError
 from ..model_card import CARD_FILE
-from ..model_folder import normal_phrase
+from ..model_folder import normal_phrase, normal_phrases
 from .export import backbone_tokenizer_file
 from .features import Features, SpanFeatures, adapter_vectors, cached_encode, embed_phrases, gold_spans, span_features
 from .figures import calibrate_similarity, macro_r_precision, passage_figures, passage_relevance, span_r_precision
@@ -129,7 +129,7 @@ def _train(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
     # each whole or not at all: a run killed while writing left half a file (an audit)
     heads = save(model.head_state_dict())
     record["heads_sha256"] = hashlib.sha256(heads).hexdigest()  # export checks the pair: a kill between the writes
-    write_file(out_dir, "heads.safetensors", lambda handle: handle.write(heads))
+    write_bytes(out_dir / "heads.safetensors", heads)
     write_train_json(out_dir, record)
     log.info("training done in %.0f s", time.time() - t_start)
     return record
@@ -140,7 +140,7 @@ def write_train_json(out_dir: Path, record: dict[str, Any]) -> None:
     smoke run) is written as null. Why: ``json.dumps`` writes NaN by default, which no strict
     reader takes and which ``nerindex export`` then refused to copy into model.json."""
     text = json.dumps(_finite_or_null(record), indent=2, allow_nan=False) + "\n"
-    write_file(out_dir, "train.json", lambda handle: handle.write(text.encode("utf-8")))
+    write_bytes(out_dir / "train.json", text.encode("utf-8"))
 
 
 def _finite_or_null(value: Any) -> Any:
@@ -182,7 +182,7 @@ class TrainingData:
         """The data part of train.json's ``training``: files, types, held-out types."""
         types = self.types if self.silver is None else sorted(set(self.types) | set(self.silver["spans"].vocab))
         held = set(self.held) | _crossner_only(self.types) | set(self.silver["held_out"] if self.silver else ())
-        trained = {normal_phrase(t) for t in types}  # a silver type is trained on (an audit: "writer" was both)
+        trained = normal_phrases(types)  # a silver type is trained on (an audit: "writer" was both)
         held = {t for t in held if normal_phrase(t) not in trained}
         used = {split: sentences_per_source(getattr(self, split), self.sources[split]) for split in self.sources}
         return {
