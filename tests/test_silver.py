@@ -230,6 +230,21 @@ def test_hierarchy_masks_ancestors_descendants_and_synonyms(wn, encoder, tmp_pat
     assert "stringed instrument" in h.masked(["musical instrument"])
 
 
+@pytest.mark.parametrize("body, where", [
+    ('{"phrases": {"a": ', "h.json:1: "),  # truncated
+    ('{"held_out": []}', "h.json: "),  # no phrases
+    ('{"phrases": {"a": 3}}', "h.json: "),  # a phrase that is no object
+])
+def test_a_malformed_hierarchy_is_one_line_naming_the_file(tmp_path, body, where):
+    from indexer.training.silver.hierarchy import TypeHierarchy
+
+    path = tmp_path / "h.json"
+    path.write_text(body)
+    with pytest.raises(InputError, match="not a hierarchy written by nerindex silver") as info:
+        TypeHierarchy.load(path)
+    assert where in str(info.value) and "\n" not in str(info.value)
+
+
 @needs_wordnet
 @pytest.mark.skipif(not (DATA / "wnut17" / "train.conll").is_file(), reason="shared/data not beside the repo")
 def test_silver_command_writes_jsonl_hierarchy_and_summary(tmp_path, monkeypatch):

@@ -72,14 +72,23 @@ class TypeHierarchy:
         """The hierarchy file at ``path``; with ``silver``, checked to be the one written with that
         silver file (where it records the file's sha256): a run stopped between the two files
         leaves a new silver file beside the old hierarchy."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        phrases = data["phrases"]
-        hierarchy = cls(
-            {p: set(v.get("ancestors", ())) for p, v in phrases.items()},
-            {p: set(v.get("synonyms", ())) for p, v in phrases.items()},
-            data.get("held_out", []),
-            (data.get("silver") or {}).get("sha256"),
-        )
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            phrases = data["phrases"]
+            hierarchy = cls(
+                {p: set(v.get("ancestors", ())) for p, v in phrases.items()},
+                {p: set(v.get("synonyms", ())) for p, v in phrases.items()},
+                data.get("held_out", []),
+                (data.get("silver") or {}).get("sha256"),
+            )
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # a hand-edited or truncated file was a JSONDecodeError or KeyError traceback (left alone
+            # in round 21's note)
+            line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
+            raise InputError(f"not a hierarchy written by nerindex silver ({type(exc).__name__}: {exc}): "
+                             "run nerindex silver again", path=str(path), line=line) from exc
         if silver is not None and hierarchy.silver_sha256 not in (None, sha256_file(Path(silver))):
             raise InputError(f"{path} was written with another version of this silver file (a run of nerindex "
                              "silver stopped between its two files?): run nerindex silver again", path=str(silver))
