@@ -5,6 +5,7 @@ a training run's files all go through :func:`write_file` (:func:`write_bytes` fo
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable, TypeVar
 
@@ -12,11 +13,12 @@ T = TypeVar("T")
 
 
 def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T], *, mode: int | None = None) -> T:
-    """Write ``folder/name`` all or nothing: a temporary file ``.<name>.<pid>.tmp`` (whose writer
-    can be told: ``stores.derived`` removes those of processes gone), fsync, rename; returns what
-    ``write`` returns; ``mode``: the file's permissions (else the umask's). Raises OSError, and
-    then leaves no temporary file behind."""
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    """Write ``folder/name`` all or nothing: a temporary file ``.<name>.<token>.<pid>.tmp`` (whose
+    writer can be told: ``stores.derived`` removes those of processes gone; the token keeps two
+    writers of one process apart: two store handles on one folder truncated each other's file, an
+    audit), fsync, rename; returns what ``write`` returns; ``mode``: the file's permissions (else
+    the umask's). Raises OSError, and then leaves no temporary file behind."""
+    tmp = folder / f".{name}.{secrets.token_hex(4)}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as handle:
             result = write(handle)

@@ -308,6 +308,34 @@ with EmbeddedStore.open({folder!r}) as store:
 """
 
 
+def test_two_writers_of_one_file_in_one_process_do_not_share_a_temporary_file(tmp_path):
+    """An audit: two store handles of one process saved cache files through one ``.<name>.<pid>.tmp``;
+    the second truncated the first's file and its rename failed ("No such file or directory")."""
+    from indexer.atomic_files import write_file
+
+    inside, errors = threading.Barrier(2, timeout=10), []
+
+    def save(data: bytes) -> None:
+        def write(handle) -> None:
+            handle.write(data[:3])
+            inside.wait()  # both temporary files are open at once
+            handle.write(data[3:])
+
+        try:
+            write_file(tmp_path, "segments.json", write)
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(d,)) for d in (b"first writer", b"second writer")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert (tmp_path / "segments.json").read_bytes() in (b"first writer", b"second writer")
+    assert [p.name for p in tmp_path.iterdir()] == ["segments.json"]
+
+
 def test_a_writer_killed_with_sigkill_leaves_whole_chunks_and_a_rerun_resumes(tmp_path):
     folder = tmp_path / "store"
     script = KILLED_WRITER.format(root=str(ROOT), tests=str(ROOT / "tests"), folder=str(folder))
@@ -348,6 +376,60 @@ def test_two_writers_take_turns_without_duplicates(tmp_path, stamp):
         assert ids(first) == ids(second)  # the reader saw it at once
         first.write(corpus()[:2])  # both write the same ids: replaced, never duplicated
         assert first.counts().passages == 5 and second.counts().spans == 8
+
+
+def test_threads_writing_through_one_handle_take_turns(tmp_path):
+    """An audit: two threads sharing one handle (one NerIndex) wrote in one SQLite transaction; the
+    second one's failed BEGIN rolled back the first one's rows, whose remaining inserts committed one
+    by one: passages without spans or a vector, vectors without a row, and every later write failed."""
+    folder = tmp_path / "s"
+    encoder = SyntheticEncoder()
+    errors: list[str] = []
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(encoder.info.stamp)
+
+        def writer(tag: str) -> None:
+            for c in range(12):
+                chunk = [Passage(f"{tag}{c}-{i}", f"Passage {i} of chunk {c} by {tag}.") for i in range(25)]
+                try:
+                    store.write(encoder.encode(chunk), replace=tag == "B")
+                except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                    errors.append(f"{tag}{c}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=writer, args=(tag,)) for tag in "AB"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert store.counts().passages == 600 and store.counts().spans == 1800
+        assert len(ids(store, vector=encoder.encode(synthetic_passages(1))[0].vector, threshold=-1.0)) == 600
+    db = sqlite3.connect(folder / DB_NAME)
+    assert db.execute("SELECT COUNT(*) FROM span_vectors").fetchone()[0] == 1800
+    assert db.execute("SELECT COUNT(*) FROM passage_vectors").fetchone()[0] == 600
+    db.close()
+
+
+def test_a_damaged_store_says_so_in_one_line_and_still_takes_writes(tmp_path, stamp):
+    """What the race above left in stores written before the fix: a span without its vector made
+    every search an AssertionError traceback, a vector without its row every write a UNIQUE error."""
+    folder = tmp_path / "s"
+    with EmbeddedStore.open(folder) as store:
+        store.check_model(stamp)
+        store.write(corpus())
+    db = sqlite3.connect(folder / DB_NAME, isolation_level=None)
+    (top,) = db.execute("SELECT MAX(rowid) FROM passages").fetchone()
+    db.execute("INSERT INTO passage_vectors(rowid, vector) VALUES (?, zeroblob(4))", (top + 7,))
+    (span,) = db.execute("SELECT MIN(rowid) FROM spans").fetchone()
+    db.execute("DELETE FROM span_vectors WHERE rowid = ?", (span,))
+    db.close()
+    with EmbeddedStore.open(folder) as store:
+        store.write([dataclasses.replace(d, passage=dataclasses.replace(d.passage, id=d.passage.id + "-new"))
+                     for d in corpus()[:2]])  # rowids above the orphan's
+        assert store.counts().passages == len(corpus()) + 2
+        with pytest.raises(StoreError, match=r"damaged: 1 of its \d+ spans have no vector.*new store") as info:
+            ids(store)
+        assert "\n" not in str(info.value)
 
 
 def test_an_open_waits_for_another_writer_and_then_says_it_is_busy(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ row counts) and the size and CRC-32 of each file, and every file still matches. 
 rebuild from the source. A save that fails (read-only folder, disk full) leaves no temporary file
 behind; the caller goes on with the arrays in memory.
 
-Files are written as ``.<name>.<pid>.tmp``, fsynced, renamed into place, and the folder is fsynced,
+Files are written as ``.<name>.<token>.<pid>.tmp``, fsynced, renamed into place, and the folder is fsynced,
 so a crash leaves either the old file or the new one, never a torn one. Temporary files of
 processes that no longer run are removed when a store opens.
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-_TEMP = re.compile(r"^\..+?(?:\.(\d+))?\.tmp$")  # .<name>.<pid>.tmp, or nerindex 0.2.0's .<name>.tmp
+_TEMP = re.compile(r"^\..+?(?:\.(\d+))?\.tmp$")  # .<name>[.<token>].<pid>.tmp (the pid last), or nerindex 0.2.0's .<name>.tmp
 CHUNK = 1 << 20
 
 
@@ -129,7 +129,7 @@ def npy_writer(array: np.ndarray) -> Callable[[BinaryIO], None]:
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete ``.<name>.<pid>.tmp`` files whose writer no longer runs (left by a crash or a kill)
+    """Delete ``.<name>[.<token>].<pid>.tmp`` files whose writer no longer runs (left by a crash or a kill)
     and nerindex 0.2.0's ``.<name>.tmp``; those of a save in progress in another process stay.
     Returns what was removed."""
     removed: list[Path] = []

@@ -107,9 +107,12 @@ UPGRADE_FROM_2 = [
     "ALTER TABLE spans ADD COLUMN mention INTEGER NOT NULL DEFAULT 1",
     "UPDATE meta SET value = '3' WHERE key = 'schema'",
 ]
-# the highest rowid a table has ever used: new rows go above it, so a rowid is never reused
+# the highest rowid a table has ever used: new rows go above it, so a rowid is never reused; its
+# vectors' table too, where a store damaged by two threads writing through one handle (fixed since)
+# kept vectors without their row, on whose rowid every later write failed (an audit)
 LAST_ROWID_SQL = """
 SELECT MAX(COALESCE((SELECT MAX(rowid) FROM {table}), 0),
+           COALESCE((SELECT MAX(rowid) FROM {vectors}), 0),
            COALESCE((SELECT MAX(row) FROM tombstones WHERE kind = '{kind}'), 0))
 """
 

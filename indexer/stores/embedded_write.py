@@ -25,13 +25,21 @@ class SharedConnection:
     """The store's own connection, shared by a process's threads (the web service's, a script's),
     with a count of the uses under way that :meth:`close` waits for: closing it while another
     thread stepped a statement on it crashed the process (an audit: a segmentation fault in 3 of 6
-    runs of searches racing ``close()``). After :meth:`close` every use is a StoreError."""
+    runs of searches racing ``close()``). After :meth:`close` every use is a StoreError.
+
+    Uses take turns (one ``with`` block at a time, re-entrant in a thread): a SQLite transaction
+    belongs to the connection, not to a thread, so two threads writing through one handle ran in
+    one transaction, and the second one's failed BEGIN rolled back the first one's rows, whose
+    remaining inserts then committed one by one (an audit: passages stored without spans or a
+    vector, and a store that refused every later write). Every block is a few statements; searches
+    scan on connections of their own."""
 
     def __init__(self, conn: sqlite3.Connection, where: str) -> None:
         self._conn: sqlite3.Connection | None = conn
         self._where = where
         self._users, self._closed = 0, False
         self._state = threading.Condition()
+        self._turn = threading.RLock()
         self._mine = threading.local()  # this thread's uses: close() inside one does not wait for itself
 
     @contextmanager
@@ -44,7 +52,8 @@ class SharedConnection:
             conn = self._conn
         self._mine.uses = getattr(self._mine, "uses", 0) + 1
         try:
-            yield conn
+            with self._turn:
+                yield conn
         finally:
             self._mine.uses -= 1
             with self._state:
@@ -70,10 +79,12 @@ def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, 
     ``replace`` a stored id is skipped, decided inside the transaction. Raises sqlite3.Error (rolled
     back: nothing of the call is stored)."""
     outcomes: list[WriteOutcome] = []
+    if conn.in_transaction:  # another user's transaction: never roll back what this call did not begin
+        raise sqlite3.OperationalError("a transaction of another write is open on this connection")
     try:
         conn.execute("BEGIN IMMEDIATE")
-        (passage_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="passages", kind="p")).fetchone()
-        (span_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="spans", kind="s")).fetchone()
+        (passage_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="passages", vectors="passage_vectors", kind="p")).fetchone()
+        (span_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="spans", vectors="span_vectors", kind="s")).fetchone()
         for doc in docs:
             p = doc.passage
             old = conn.execute("SELECT rowid, text FROM passages WHERE id = ?", (p.id,)).fetchone()
