@@ -133,9 +133,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         value = env.get(name, "").strip()
         return value or None
 
+    def path(name: str) -> str | None:
+        """A path: ``~`` expanded, as NERINDEX_CACHE's is, since no shell expands it in an .env file,
+        compose's ``environment:`` or a unit file (an audit: NERINDEX_STORE=~/x made a folder "~")."""
+        value = get(name)
+        return None if value is None else os.path.expanduser(value)
+
     return Settings(
-        model=get("NERINDEX_MODEL"),
-        store=get("NERINDEX_STORE") or DEFAULT_STORE,
+        model=path("NERINDEX_MODEL"),
+        store=path("NERINDEX_STORE") or DEFAULT_STORE,
         device=get("NERINDEX_DEVICE") or "auto",
         threads=count_setting("NERINDEX_THREADS", get("NERINDEX_THREADS")),
         es_url=get("NERINDEX_ES_URL"),
@@ -143,7 +149,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         es_api_key=get("NERINDEX_ES_API_KEY"),
         es_user=get("NERINDEX_ES_USER"),
         es_password=get("NERINDEX_ES_PASSWORD"),
-        es_ca_certs=get("NERINDEX_ES_CA_CERTS"),
+        es_ca_certs=path("NERINDEX_ES_CA_CERTS"),
         es_timeout=seconds_setting("NERINDEX_ES_TIMEOUT", get("NERINDEX_ES_TIMEOUT")),
         kibana_url=get("NERINDEX_KIBANA_URL"),
     )

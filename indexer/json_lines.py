@@ -1,5 +1,6 @@
 """JSON Lines files nerindex reads besides a corpus (BEIR folders, silver files): one value a line,
-blank lines skipped, and a line that is not JSON an :class:`InputError` naming the file and line.
+blank lines skipped, and a line that is not JSON (or gives a key twice, or NaN) an :class:`InputError`
+naming the file and line.
 
 (A corpus in JSONL is read by :mod:`indexer.reading.structured`, with its own rules for records.)
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import InputError
+from .text import strict_json
 
 
 def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -28,6 +30,8 @@ def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not JSON: {exc.msg}", path=str(path), line=lineno) from exc
+                value = strict_json(line)
+            except ValueError as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise InputError(f"not JSON: {reason}", path=str(path), line=lineno) from exc
+            yield lineno, value

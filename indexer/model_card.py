@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from .atomic_files import write_bytes
 from .errors import ModelError
+from .text import strict_json
 
 CARD_FILE = "model.json"
 
@@ -122,7 +123,7 @@ class ModelCard:
         if not path.is_file():
             raise ModelError(f"{folder}: not a nerindex model folder (no model.json)")
         try:
-            values = json.loads(path.read_text(encoding="utf-8"))
+            values = strict_json(path.read_text(encoding="utf-8"), constants=True)  # NaN: model_folder says where
         except (OSError, ValueError) as exc:
             raise ModelError(f"{path}: cannot read model.json: {exc}") from exc
         if not isinstance(values, dict):

@@ -11,6 +11,7 @@ screen rather than show.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -94,3 +95,21 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         raise RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
     return obj
+
+
+def reject_constant(name: str) -> Any:
+    """``json.loads``'s ``parse_constant`` where NaN and Infinity, which JSON has not, are refused."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def strict_json(text: str | bytes, *, constants: bool = False) -> Any:
+    """``json.loads`` for files read at the edges besides a corpus (model.json, a mapping file, a
+    BEIR folder's JSON Lines, silver files): a key given twice is a :class:`RepeatedKey`, NaN and
+    Infinity (unless ``constants``) and nesting too deep for the parser a ValueError, so callers
+    catch ValueError alone. ``json.loads`` kept a repeated key's last value without a word (an
+    audit: a BEIR ``_id`` given twice named another passage, a model.json threshold given twice
+    was used with the same checksum)."""
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys, **({} if constants else {"parse_constant": reject_constant}))
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc

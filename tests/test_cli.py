@@ -192,6 +192,17 @@ def test_a_pipe_is_refused_before_a_store_is_made(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_stdin_and_an_empty_text_field_are_refused_in_one_line_before_a_store_is_made(tmp_path, capsys, monkeypatch):
+    """An audit: ``index -`` said "no such file or directory"; ``--text-field ''`` was a ValueError traceback."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "index", "-", "--store", "s")
+    assert code == 2 and "-: standard input is not read" in err and "save it to a file first" in err
+    (tmp_path / "a.jsonl").write_text('{"id": "a", "text": "Rex."}\n', encoding="utf-8")
+    code, _, err = run(capsys, "index", "a.jsonl", "--store", "s", "--text-field", "")
+    assert code == 2 and "Invalid value for '--text-field': must name a key or column" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_passages_already_stored_are_said_to_be_left_as_they_are(tmp_path, capsys):
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_text('{"id": "1", "text": "Paris is nice."}\n', encoding="utf-8")
@@ -437,6 +448,17 @@ def test_settings_resolve_options_over_environment(monkeypatch):
         Settings().required_es_url()
     with pytest.raises(StoreError, match="--kibana-url or set NERINDEX_KIBANA_URL"):
         Settings().required_kibana_url()
+
+
+def test_paths_in_the_environment_have_their_tilde_expanded(monkeypatch):
+    """An audit: NERINDEX_STORE=~/x (an .env file, compose, a unit file: no shell expands it) made a
+    folder named "~" in the current folder, while the summary read as the home folder."""
+    from indexer.config import from_env
+
+    monkeypatch.setenv("HOME", "/home/someone")
+    settings = from_env({"NERINDEX_STORE": "~/x", "NERINDEX_MODEL": "~/m", "NERINDEX_ES_CA_CERTS": "~/ca.pem"})
+    assert (settings.store, settings.model, settings.es_ca_certs) == ("/home/someone/x", "/home/someone/m",
+                                                                      "/home/someone/ca.pem")
 
 
 def test_nerindex_open_takes_every_store_setting(monkeypatch):

@@ -230,6 +230,16 @@ def test_import_warns_of_judgements_of_passages_or_queries_it_lacks(tmp_path: Pa
     assert "1 relevance judgement(s) name queries not in queries.jsonl (first at line 4)" in caplog.text
 
 
+def test_import_names_a_qrels_line_that_is_not_utf8_and_reads_a_bom_and_crlf(tmp_path: Path):
+    """An audit: a UnicodeDecodeError traceback; a BOM before the header made it a bad score."""
+    folder = _beir(tmp_path, [{"_id": "d1", "text": "Rex"}], "")
+    (folder / "qrels.tsv").write_bytes(b"\xef\xbb\xbfquery-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n")
+    assert import_benchmark(folder).qrels == {"q1": {"d1"}}
+    (folder / "qrels.tsv").write_bytes(b"query-id\tcorpus-id\tscore\nq1\td\xe91\t1\n")
+    with pytest.raises(InputError, match=r"qrels.tsv:2: invalid UTF-8 \(byte 0xe9\)"):
+        import_benchmark(folder)
+
+
 def test_import_rejects_a_repeated_query_id(tmp_path: Path):
     folder = _beir(tmp_path, [{"_id": "d1", "text": "Rex"}], "q1\td1\t1\n")
     (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a"}) + "\n" + json.dumps({"_id": "q1", "text": "b"}) + "\n",
@@ -294,6 +304,14 @@ def test_a_type_coarse_in_one_merged_file_is_coarse(tmp_path: Path):
     politics.write_text("Obama\tB-politician\n", encoding="utf-8")  # politics judges no person here
     person = next(q for q in benchmark_from_conll([politics, wnut]).queries if q.text == "person")
     assert not person.coarse  # judged on WNUT-17 alone, complete there (a review)
+
+
+def test_a_key_given_twice_in_a_mapping_file_is_refused(tmp_path: Path):
+    """An audit: JSON keeps a repeated key's last value, so {"PER": "person", "PER": "city"} asked for "city"."""
+    path = tmp_path / "map.json"
+    path.write_text('{"PER": "person", "PER": "city"}', encoding="utf-8")
+    with pytest.raises(InputError, match="key 'PER' appears twice"):
+        read_mapping_file(path)
 
 
 def test_beir_round_trip(conll_file: Path, tmp_path: Path):

@@ -142,6 +142,18 @@ def test_a_bad_model_json_value_is_one_model_error_naming_the_key(tmp_path, chan
         ModelInfo.load(folder_with(tmp_path, **changes), verify=False)
 
 
+def test_a_key_given_twice_in_model_json_is_refused(tmp_path):
+    """An audit: JSON keeps a repeated key's last value, so a threshold given twice was used silently,
+    under the same checksum (the files' sha256s do not cover model.json)."""
+    folder = folder_with(tmp_path)
+    card = folder / "model.json"
+    text = card.read_text(encoding="utf-8")
+    card.write_text(text.replace('"similarity_threshold": ', '"similarity_threshold": 0.9, "similarity_threshold": ', 1),
+                    encoding="utf-8")
+    with pytest.raises(ModelError, match="model.json: cannot read model.json: key 'similarity_threshold' appears twice"):
+        ModelInfo.load(folder, verify=False)
+
+
 def test_optional_values_may_be_absent_or_null(tmp_path):
     info = ModelInfo.load(
         folder_with(tmp_path, label_threshold=DELETE, labels_per_span=DELETE, passage_weight=None,

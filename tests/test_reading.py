@@ -936,3 +936,13 @@ def test_what_a_folder_leaves_out_is_counted(tmp_path):
     stats = ReadStats()
     assert [p.id for p in read(tmp_path / "d", stats=stats)] == ["a.txt"]
     assert stats.left_out == ["b.jsonl", "gone.txt", "link/", "pipe.txt"]
+
+
+def test_a_folder_of_only_other_files_says_what_it_left_out(tmp_path):
+    """An audit: a Spark or pyarrow dataset folder (``ds.parquet/part-0.parquet``) was "the input is
+    empty", and the files it left out were never named."""
+    write(tmp_path / "ds.parquet" / "part-0000.parquet", "not read\n")
+    write(tmp_path / "ds.parquet" / "part-0001.parquet", "not read\n")
+    with pytest.raises(InputError, match=r"a folder is read as txt files, and it holds only 2 other file\(s\) or "
+                                         r"linked folder\(s\) \(part-0000.parquet, part-0001.parquet\): index each"):
+        list(read(tmp_path / "ds.parquet"))

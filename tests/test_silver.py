@@ -465,6 +465,9 @@ def test_a_silver_file_that_leaves_out_windows_or_brings_in_unseen_types_says_so
     ('{"id": "a", "source": "s", "text": "t", "spans": [', "not JSON"),
     ('{"id": "a", "source": "s", "text": "t", "spans": [{"start": 0, "end": 1}]}', "not a silver record"),
     ('{"id": "a", "text": "t", "spans": []}', "not a silver record ('source';"),
+    ('{"id": "a", "source": "s", "text": "t", "spans": [], "id": "b"}', "key 'id' appears twice"),  # was "b"
+    ('{"id": "a", "source": "s", "text": "t", "spans": [], "w": NaN}', "NaN is not valid JSON"),
+    ('{"id": "a", "source": "s", "text": "t", "spans": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
 ])
 def test_a_broken_silver_line_is_named(tmp_path, line, why):
     """An audit: a JSONDecodeError or TypeError traceback, naming neither the file nor the line."""

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     default=None,
     help="Key/column holding a stable passage id (default: 'id' when the input has one; '' for a hash of the text).",
 )
-@click.option("--text-field", default="text", show_default=True, help="Key/column holding the passage text.")
+@click.option("--text-field", default="text", show_default=True, help="Key/column holding the passage text.",
+              callback=lambda ctx, param, value: _named_column(param, value))
 @click.option(
     "--on-error",
     type=click.Choice(["raise", "skip"]),
@@ -118,9 +119,8 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> 
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
     if stats.left_out:
-        shown = ", ".join(stats.left_out[:3]) + (", ..." if len(stats.left_out) > 3 else "")
         click.echo(f"left out {len(stats.left_out)} file(s) or linked folder(s) that a {stats.format} folder does not "
-                   f"read ({shown}): index them on their own", err=True)
+                   f"read ({stats.left_out_text()}): index them on their own", err=True)
     return count, stats
 
 
@@ -128,13 +128,16 @@ def refuse_stream(source: str) -> None:
     """Refuse a pipe or device (``/dev/stdin``, ``<(...)``): ``nerindex index`` reads its input
     twice, to check all of it before writing, and a stream gives its data once, so the second
     read would find nothing after a store was made."""
+    why = ("nerindex index reads its input twice, to check all of it before writing anything, so save it to a "
+           "file first")
+    if source == "-" and not os.path.exists(source):  # the usual spelling of stdin: "no such file" before (an audit)
+        raise InputError(f"standard input is not read: {why}", path=source)
     try:
         mode = os.stat(source).st_mode
     except OSError:
         return  # reading says what is wrong with the path
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise InputError("not a regular file or folder (a pipe or device?): nerindex index reads its input twice, "
-                         "to check all of it before writing anything, so save it to a file first", path=source)
+        raise InputError(f"not a regular file or folder (a pipe or device?): {why}", path=source)
 
 
 def index_with_progress(
@@ -153,6 +156,13 @@ def index_with_progress(
 
 
 LEFT_OUT_SHOWN = 100  # paths a --json summary lists of what a folder's format leaves out (all are counted)
+
+
+def _named_column(param: click.Parameter, value: str) -> str:
+    """``--text-field ''`` ended in a ValueError traceback from the reader (an audit): a usage error."""
+    if not value:
+        raise click.BadParameter("must name a key or column, not ''", param=param)
+    return value
 
 
 def _given(name: str) -> bool:

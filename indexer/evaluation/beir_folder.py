@@ -214,9 +214,14 @@ def _read_qrels(path: Path, queries: list[Query], corpus_ids: set[str]) -> dict[
     qrels: dict[str, set[str]] = {q.id: set() for q in queries}
     missing: dict[str, list[int]] = {"passages": [], "queries": []}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot open qrels: {exc.strerror}", path=str(path)) from exc
+    try:
+        lines = [line.rstrip("\r") for line in raw.decode("utf-8-sig").split("\n")]  # not splitlines: \x1c, U+2028
+    except UnicodeDecodeError as exc:  # a traceback before (an audit)
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise InputError(f"invalid UTF-8 (byte 0x{bad})", path=str(path), line=raw.count(b"\n", 0, exc.start) + 1) from exc
     for lineno, line in enumerate(lines, start=1):
         cols = line.split("\t")
         if not line.strip() or (lineno == 1 and cols[0] == "query-id"):

@@ -21,6 +21,7 @@ from ..assets import phrases_file
 from ..conll import read_conll
 from ..errors import InputError
 from ..records import Passage
+from ..text import strict_json
 
 PHRASES_FILE = phrases_file()
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def read_mapping_file(path: str | Path) -> dict[str, Any]:
                 import tomli as tomllib  # type: ignore[no-redef]
             data = tomllib.loads(raw.decode("utf-8"))
         else:
-            data = json.loads(raw.decode("utf-8"))
+            data = strict_json(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"not a valid mapping file: {exc}", path=str(p)) from exc
     if not isinstance(data, dict):

@@ -39,6 +39,10 @@ class ReadStats:
     id_field: str | None = None  # the key or column ids came from; None: text hashes, file paths
     left_out: list[str] = field(default_factory=list)  # what a folder's format does not read (detect.left_out)
 
+    def left_out_text(self) -> str:
+        """The files and folders left out, the first three named: ``a.parquet, b.parquet, ...``."""
+        return ", ".join(self.left_out[:3]) + (", ..." if len(self.left_out) > 3 else "")
+
     def skip(self, error: InputError) -> None:
         self.skipped += 1
         if len(self.errors) < MAX_ERROR_MESSAGES:
@@ -128,6 +132,10 @@ def _checked(
                 f"no valid passages: all {stats.skipped} records were skipped (first: {stats.errors[0]})",
                 path=name,
             )
+        if stats.left_out:  # a Spark or pyarrow dataset folder was "empty" (an audit)
+            raise InputError(f"no passages found: a folder is read as {stats.format} files, and it holds only "
+                             f"{len(stats.left_out)} other file(s) or linked folder(s) ({stats.left_out_text()}): "
+                             "index each file on its own", path=name)
         raise InputError("no passages found (the input is empty)", path=name)
 
 

@@ -21,7 +21,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..stores.filter_rules import fields_problem
-from ..text import unique_keys, value_problem
+from ..text import reject_constant, unique_keys, value_problem
 from .detect import split_suffix
 
 
@@ -138,10 +138,6 @@ def _decode_error(exc: UnicodeDecodeError) -> str:
     return f"invalid UTF-8 (byte 0x{bad} at byte {exc.start + 1} of the line)"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 class _OutOfRange(ValueError):
     pass
 
@@ -192,7 +188,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line.rstrip("\r\n"), parse_constant=_reject_constant, parse_float=_finite_float,
+                    obj = json.loads(line.rstrip("\r\n"), parse_constant=reject_constant, parse_float=_finite_float,
                                      object_pairs_hook=unique_keys)
                 except _OutOfRange as exc:
                     yield rules.error(str(exc), lineno)
