@@ -136,6 +136,29 @@ def test_status_of_a_types_index_nerindex_did_not_make(stub, monkeypatch):
     assert result.exit_code == 0 and "its _meta records no model" in result.output  # it failed (exit 1) before
 
 
+def test_reindex_names_failed_passages_exits_1_and_keeps_the_old_index(stub, monkeypatch):
+    """An audit: with --allow-failures --delete-old the run exited 0, named no failed passage, and
+    deleted the old index, which held their only copy (the deletion itself: test_es_live)."""
+    from indexer.encoder import OnnxEncoder
+    from indexer.stores.elasticsearch import reindex as reindex_module
+
+    asked = {}
+
+    def fake_reindex(store, encoder, stamp, **options):
+        asked.update(options)
+        return reindex_module.ReindexReport("corpus", "corpus-000001", "corpus-000002", STAMP.to_dict(), passages=5,
+                                            failed=1, swapped=True, failures=[{"id": "old-1", "error": "bad field"}])
+
+    monkeypatch.setattr(reindex_module, "reindex", fake_reindex)
+    monkeypatch.setattr(OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: type("E", (), {"info": type("I", (), {"stamp": STAMP})})()))
+    monkeypatch.setattr(es_cli, "_stale_types", lambda store, stamp: None)
+    monkeypatch.setattr(StubStore, "close", lambda self: None, raising=False)
+    result = CliRunner().invoke(cli, ["es", "reindex", "--es-index", "corpus", "--allow-failures", "--delete-old"])
+    assert result.exit_code == 1 and asked["delete_old"] and asked["allow_failures"]
+    assert "failed: old-1: bad field" in result.output
+    assert "kept corpus-000001 (not deleted): it holds the only copy of the 1 passage(s)" in result.output
+
+
 def test_put_template(stub):
     result = CliRunner().invoke(cli, ["es", "put-template", "--id", "my-template"])
     assert result.exit_code == 0 and "my-template" in result.output

@@ -297,7 +297,9 @@ def test_a_load_killed_while_relaxed_leaves_no_lasting_refresh_delay(make_live_s
     rerun = make_live_store(index=killed.alias)
     rerun.write(corpus()[2:])
     rerun.flush()
-    assert interval() in ("1s", None)
+    # the template's explicit 1 s, not unset: an unset interval lets a shard no search reaches go
+    # search-idle and stop refreshing, so version() stood still while others wrote (an audit)
+    assert interval() == "1s"
 
 
 
@@ -917,6 +919,34 @@ def test_reindex_keeps_the_alias_on_failures_unless_allowed(loaded, stamp):
     assert loaded.model() == new_stamp and loaded.counts().passages == 4
     with pytest.raises(ModelMismatchError):
         loaded.check_model(stamp)
+
+
+def test_reindex_with_failures_allowed_keeps_the_old_index_it_was_told_to_delete(loaded, stamp):
+    """An audit: --allow-failures --delete-old deleted the old index, the only copy of the failed passages."""
+    report = reindex(loaded, RiverFirst(broken=("p4",)), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3,
+                     allow_failures=True, delete_old=True)
+    assert report.swapped and report.failed == 1 and not report.deleted_old
+    assert loaded.client.indices.exists(index=report.old_index)
+
+
+def test_reindex_counts_a_resent_swap_and_delete_as_done(make_live_store, stamp, monkeypatch):
+    """The client resends a request whose answer was lost (a timeout, a proxy's 502-504): the resent
+    swap and delete found their first tries done, a 404, and a run that had succeeded was reported
+    failed, --delete-old skipped (an audit). Here each request is sent twice, as such a resend does."""
+    store = make_live_store()
+    store.check_model(stamp)
+    store.write(corpus())
+    indices = store.client.indices
+    for name in ("update_aliases", "delete"):
+        def twice(*args, _real=getattr(indices, name), **kwargs):
+            _real(*args, **kwargs)  # applied; its answer lost
+            return _real(*args, **kwargs)  # the transport's resend
+        monkeypatch.setattr(indices, name, twice)
+    report = reindex(store, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=2, delete_old=True)
+    monkeypatch.undo()
+    assert report.swapped and report.deleted_old
+    assert store.target()[0] == f"{store.alias}-000002"
+    assert not store.client.indices.exists(index=f"{store.alias}-000001")
 
 
 def test_reindex_does_not_copy_what_no_writer_takes_now(make_live_store, stamp):

@@ -46,7 +46,9 @@ def es_group() -> None:
                    "(default: the model's catalog, whatever the old index used).")
 @batch_size_option
 @click.option("--delete-old", is_flag=True, help="Delete the old index once the alias has moved.")
-@click.option("--allow-failures", is_flag=True, help="Move the alias even if some passages failed.")
+@click.option("--allow-failures", is_flag=True,
+              help="Move the alias even if some passages failed (they are named, the exit code is 1, and "
+                   "--delete-old then keeps the old index, which holds their only copy).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def reindex_command(model_path, device, index_options, catalog, batch_size, delete_old, allow_failures, as_json,
                     settings: Settings):
@@ -85,13 +87,20 @@ def reindex_command(model_path, device, index_options, catalog, batch_size, dele
         if live:
             click.echo("", err=True)
         store.close()
+    kept = delete_old and not report.deleted_old  # passages failed: the old index holds their only copy
     _emit({**report.to_dict(), "types_stale": bool(stale_types)}, as_json, [
         f"alias {report.alias}: {report.old_index} -> {report.new_index} "
         f"({report.passages} passages, {report.failed} failed, model {stamp.id} {stamp.version})",
         *([f"deleted {report.old_index}"] if report.deleted_old else []),
+        *([f"kept {report.old_index} (not deleted): it holds the only copy of the {report.failed} passage(s) "
+           "that failed; delete it once they are dealt with"] if kept else []),
     ])
     if stale_types:
         click.echo(stale_types, err=True)
+    for failure in report.failures:  # named as nerindex index names them (an audit: only --json had them)
+        click.echo(f"  failed: {failure['id']}: {failure['error']}", err=True)
+    if report.failed:
+        sys.exit(1)
 
 
 def _stale_types(store: Any, stamp: Any) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import responses as rs
 from .index_requests import refresh_settings
+from .templates import INDEX_TEMPLATE, load_template, refresh_interval
 
 
 class RelaxedRefresh:
@@ -30,10 +31,12 @@ class RelaxedRefresh:
             previous = rs.refresh_interval(client.indices.get_settings(index=alias, name="index.refresh_interval").body)
             if previous == interval:
                 # Left so by a load that was killed while relaxed (the value is nerindex's own:
-                # options.BULK_REFRESH_INTERVAL): restore it at the end all the same (to the server
-                # default, 1 s, which the shipped index template also sets), or the index would
-                # answer up to that interval late from now on.
-                previous = None
+                # options.BULK_REFRESH_INTERVAL): restore it at the end all the same, to the shipped
+                # template's explicit interval. Not to null (the server default): with no explicit
+                # interval a shard that no search reaches for 30 s goes search-idle and stops
+                # refreshing, so version() stood still while another process wrote and the service
+                # served its cached result sets (an audit).
+                previous = refresh_interval(load_template(INDEX_TEMPLATE))
             else:
                 client.indices.put_settings(index=alias, settings=refresh_settings(interval))
         self.previous = (previous,)

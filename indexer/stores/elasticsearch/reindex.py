@@ -14,6 +14,8 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
+from elasticsearch import NotFoundError
+
 from ...errors import StoreError
 from ...records import EncodedPassage, Passage
 from ..base import WRITE_CHUNK, ModelStamp, WriteOutcome
@@ -31,6 +33,7 @@ from .index_requests import (
 )
 from .paged_requests import scan_body
 from .store import MIN_SERVER, ElasticsearchStore
+from .templates import refresh_interval
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +176,7 @@ def reindex(
     with store.errors(f"block writes to {old!r}"):
         client.indices.add_block(index=old, block="write")
     try:
-        report = _copy_and_swap(store, encoder, stamp, report, template_interval=_refresh_interval(body),
+        report = _copy_and_swap(store, encoder, stamp, report, template_interval=refresh_interval(body),
                                 batch_size=batch_size, chunk_size=chunk_size, delete_old=delete_old,
                                 allow_failures=allow_failures, on_batch=on_batch)
     finally:
@@ -251,11 +254,6 @@ def _refuse_a_second_run(store: ElasticsearchStore, old: str, new: str) -> None:
     )
 
 
-def _refresh_interval(body: dict[str, Any]) -> str | None:
-    """The refresh interval an index made from ``body`` has after its bulk load."""
-    return body.get("settings", {}).get("index", {}).get("refresh_interval")
-
-
 def write_blocked(store: ElasticsearchStore, index: str) -> bool:
     """Whether ``index`` refuses writes (``index.blocks.write``, which a re-index sets)."""
     with store.errors(f"read the settings of {index!r}"):
@@ -300,12 +298,23 @@ def _copy_and_swap(store: ElasticsearchStore, encoder: Encoder, stamp: ModelStam
 
 
 def _swap(store: ElasticsearchStore, report: ReindexReport, *, delete_old: bool) -> None:
-    """Move the alias to the new index in one request; then delete the old one if asked."""
+    """Move the alias to the new index in one request; then delete the old one if asked, unless
+    passages failed (``--allow-failures``): the old index holds their only copy (an audit: they were
+    deleted with it, and the run exited 0).
+
+    The client resends a request whose answer was lost (a timeout, a gateway's 502–504); a resent
+    swap or delete finds its first try done, a 404, and a run that had succeeded was reported failed
+    (an audit). So a 404 counts as done where the alias, or the missing index, says it was."""
     with store.errors(f"move alias {store.alias!r} to {report.new_index!r}"):
-        store.client.indices.update_aliases(actions=alias_swap_actions(store.alias, report.old_index, report.new_index))
+        try:
+            store.client.indices.update_aliases(actions=alias_swap_actions(store.alias, report.old_index, report.new_index))
+        except NotFoundError:
+            if indices_behind(store, store.alias) != [report.new_index]:
+                raise
+            log.info("alias %r: a resent swap found it moved by its first try", store.alias)
     report.swapped = True
-    if delete_old:
-        with store.errors(f"delete the old index {report.old_index!r}"):
+    if delete_old and not report.failed:
+        with store.errors(f"delete the old index {report.old_index!r}"), suppress(NotFoundError):
             store.client.indices.delete(index=report.old_index)
         report.deleted_old = True
     store.forget_index()  # the alias now points at another index, maybe another model

@@ -31,6 +31,12 @@ def load_template(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads(_load(name)))
 
 
+def refresh_interval(body: Mapping[str, Any]) -> str | None:
+    """The refresh interval an index made from ``body`` (a template, filled or not) has after its
+    bulk load."""
+    return body.get("settings", {}).get("index", {}).get("refresh_interval")
+
+
 def placeholders(template: Any) -> set[str]:
     """Names of the placeholders left in a template (empty once it is filled)."""
     found: set[str] = set()
