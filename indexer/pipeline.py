@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Protocol, Sequence
 
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
@@ -34,6 +34,9 @@ class Encoder(Protocol):
     ) -> list[EncodedPassage]: ...
 
 
+MAX_NAMED = 20  # failures and changed texts a report names
+
+
 @dataclass
 class IndexReport:
     """What an indexing run did; failures are kept as data."""
@@ -48,6 +51,8 @@ class IndexReport:
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False
     interrupted_preparing: bool = False  # interrupted after every chunk was stored, preparing the search structures
+    skipped_changed: int = 0  # of skipped_existing: stored with another text than this input's
+    changed_ids: list[str] = field(default_factory=list)  # the first MAX_NAMED of those
 
     def add(self, outcomes: Sequence[WriteOutcome], docs: Sequence[EncodedPassage]) -> None:
         """Count a chunk: ``docs`` are the encoded passages, whose outcomes end ``outcomes``."""
@@ -60,7 +65,7 @@ class IndexReport:
                 self.skipped_existing += o.action == "skipped"
             else:
                 self.failed += 1
-                if len(self.errors) < 20:
+                if len(self.errors) < MAX_NAMED:
                     self.errors.append(f"{o.id}: {o.error}")
 
     def to_dict(self) -> dict[str, object]:
@@ -70,6 +75,8 @@ class IndexReport:
             "created": self.created,
             "updated": self.updated,
             "skipped_existing": self.skipped_existing,
+            "skipped_changed": self.skipped_changed,
+            "changed_ids": self.changed_ids,
             "failed": self.failed,
             "spans": self.spans,
             "seconds": round(self.seconds, 3),
@@ -124,9 +131,9 @@ def refuse_copies_anywhere(
 
 
 def sort_chunk(
-    chunk: Sequence[Passage], stored: set[str] | None, given: set[str]
-) -> tuple[list[Passage], int, list[WriteOutcome]]:
-    """(the passages of a chunk to encode, how many are skipped, outcomes of those refused).
+    chunk: Sequence[Passage], stored: Collection[str] | None, given: set[str]
+) -> tuple[list[Passage], list[Passage], list[WriteOutcome]]:
+    """(the passages of a chunk to encode, those skipped, outcomes of those refused).
 
     ``stored``: the chunk's ids already in the store, or None when stored ids are encoded again;
     those are skipped. ``given``: the ids of the run so far, this chunk's added: an id given again
@@ -139,7 +146,7 @@ def sort_chunk(
     (:func:`~.stores.filter_rules.fields_problem`): :func:`~.stores.filter_rules.passage_problem`.
     The JSONL, CSV and Parquet readers refuse such records by line before this."""
     todo: list[Passage] = []
-    skipped = 0
+    skipped: list[Passage] = []
     refused: list[WriteOutcome] = []
     for p in chunk:
         problem = passage_problem(p)
@@ -152,7 +159,7 @@ def sort_chunk(
             refused.append(WriteOutcome(p.id, False, "failed", GIVEN_TWICE))
         elif stored is not None and p.id in stored:
             given.add(p.id)
-            skipped += 1
+            skipped.append(p)
         else:
             given.add(p.id)
             todo.append(p)
@@ -172,24 +179,29 @@ def index_chunks(
     skip_existing: bool = True,
     progress: Callable[[int], None] | None = None,
     windows: Callable[[int, int], None] | None = None,
-) -> Iterator[tuple[int, list[EncodedPassage], list[WriteOutcome]]]:
-    """Encode and write chunk by chunk; yields (skipped, encoded docs, outcomes) per chunk: one
-    outcome per passage not skipped (:func:`sort_chunk`), the refused ones first.
+) -> Iterator[tuple[list[Passage], list[str], list[EncodedPassage], list[WriteOutcome]]]:
+    """Encode and write chunk by chunk; yields (skipped passages, the ids of those stored with
+    another text, encoded docs, outcomes) per chunk: one outcome per passage not skipped
+    (:func:`sort_chunk`), the refused ones first.
 
+    A skipped passage is left as stored whatever its text (the first text wins; replacing is
+    ``skip_existing=False``), but one stored with another text is named: a file of the same name in
+    another folder, or an edited record, was dropped with nothing said but "not compared" (an audit).
     ``progress`` gets passages done; ``windows`` (windows done, windows of the chunk) per batch.
     """
     given: set[str] = set()
     for chunk in chunked(passages, chunk_size):
         # an id no store can hold (not a string, a lone surrogate, a NUL) is never stored: sort_chunk refuses it
-        stored = store.existing_ids([p.id for p in chunk if id_problem(p.id) is None]) if skip_existing else None
+        stored = store.stored_texts([p.id for p in chunk if id_problem(p.id) is None]) if skip_existing else None
         todo, skipped, refused = sort_chunk(chunk, stored, given)
+        changed = [p.id for p in skipped if stored is not None and stored[p.id] != p.text]
         refuse_copies_under_text_ids(todo, store)
         if (skipped or refused) and progress is not None:
-            progress(skipped + len(refused))
+            progress(len(skipped) + len(refused))
         docs = encoder.encode(todo, batch_size=batch_size, progress=progress, windows=windows) if todo else []
         # skipping, the store checks again as it writes: another writer may have stored an id since
         outcomes = store.write(docs, replace=not skip_existing) if docs else []
-        yield skipped, docs, refused + outcomes
+        yield skipped, changed, docs, refused + outcomes
 
 
 def index_passages(
@@ -210,7 +222,7 @@ def index_passages(
     report = IndexReport()
     began = time.perf_counter()
     try:
-        for skipped, docs, outcomes in index_chunks(
+        for skipped, changed, docs, outcomes in index_chunks(
             passages,
             encoder,
             store,
@@ -220,8 +232,10 @@ def index_passages(
             progress=progress,
             windows=windows,
         ):
-            report.passages += skipped + len(outcomes)
-            report.skipped_existing += skipped
+            report.passages += len(skipped) + len(outcomes)
+            report.skipped_existing += len(skipped)
+            report.skipped_changed += len(changed)
+            report.changed_ids.extend(changed[: max(0, MAX_NAMED - len(report.changed_ids))])
             report.add(outcomes, docs)
     except KeyboardInterrupt:
         report.interrupted = True

@@ -317,6 +317,10 @@ class StoreConformance:
     def test_existing_ids(self, loaded):
         assert loaded.existing_ids(["p1", "zz", "p5"]) == {"p1", "p5"}
 
+    def test_stored_texts(self, loaded):
+        texts = {d.passage.id: d.passage.text for d in corpus()}
+        assert loaded.stored_texts(["p1", "zz", "p5"]) == {"p1": texts["p1"], "p5": texts["p5"]}
+
     def test_model_guard(self, loaded, stamp):
         loaded.check_model(stamp)  # same model: fine
         other = ModelStamp(id="other", version="2", dims=DIMS, checksum="d" * 64)

@@ -210,7 +210,23 @@ def test_passages_already_stored_are_said_to_be_left_as_they_are(tmp_path, capsy
     assert run(capsys, "index", str(first), "--store", str(tmp_path / "s"))[0] == 0
     code, out, err = run(capsys, "index", str(second), "--store", str(tmp_path / "s"))
     assert code == 0 and "1 already stored" in out
-    assert "left as stored" in err and "--reindex-existing" in err
+    # another text under a stored id is named (an audit: "not compared" was all it said)
+    assert "left as stored, 1 of them with another text in this input ('1')" in err and "--reindex-existing" in err
+    code, out, err = run(capsys, "index", str(second), "--store", str(tmp_path / "s"), "--json")
+    assert (json.loads(out)["skipped_changed"], json.loads(out)["changed_ids"]) == (1, ["1"])
+    code, out, err = run(capsys, "index", str(first), "--store", str(tmp_path / "s"))
+    assert "left as stored (the same text; metadata not compared)" in err
+
+
+def test_same_named_files_of_two_folders_are_said_to_share_an_id(tmp_path, capsys):
+    """An audit: proj2/notes.txt was left out for proj1/notes.txt (one id) with nothing said but
+    "not compared"."""
+    for folder, text in (("proj1", "Barack Obama visited Paris."), ("proj2", "Angela Merkel met the Pope.")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "notes.txt").write_text(text, encoding="utf-8")
+    assert run(capsys, "index", str(tmp_path / "proj1"), "--store", str(tmp_path / "s"))[0] == 0
+    code, out, err = run(capsys, "index", str(tmp_path / "proj2"), "--store", str(tmp_path / "s"))
+    assert code == 0 and "1 of them with another text in this input ('notes.txt')" in err
 
 
 def test_a_filter_on_an_integer_beyond_64_bits_matches_it_without_an_error(tmp_path, capsys):

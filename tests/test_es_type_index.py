@@ -149,6 +149,9 @@ class TypeKeepingStore:
     def existing_ids(self, ids):
         return set()
 
+    def stored_texts(self, ids):
+        return {}
+
     def write(self, docs, *, replace=True):
         return [WriteOutcome(d.passage.id, True, "created") for d in docs]
 

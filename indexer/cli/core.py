@@ -186,9 +186,14 @@ def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, w
         f"{report.failed} failed, {stats.skipped} bad input skipped) with {report.spans} spans "
         f"into {where} in {report.seconds:.1f}s; {ids_phrase(stats)}"
     )
-    if report.skipped_existing:
-        click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored (this "
-                   "input's text and metadata for them were not compared); --reindex-existing replaces them", err=True)
+    if report.skipped_changed:  # a same-named file of another folder, an edited record (an audit: not said)
+        shown = ", ".join(repr(pid) for pid in report.changed_ids[:3]) + (", ..." if report.skipped_changed > 3 else "")
+        click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored, "
+                   f"{report.skipped_changed} of them with another text in this input ({shown}); "
+                   "--reindex-existing replaces them", err=True)
+    elif report.skipped_existing:
+        click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored (the same "
+                   "text; metadata not compared); --reindex-existing replaces them", err=True)
     for error in report.errors:
         click.echo(f"  failed: {error}", err=True)
 

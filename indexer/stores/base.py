@@ -300,6 +300,10 @@ class Store(Protocol):
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these passage ids are already stored (for idempotent, resumable indexing)."""
 
+    def stored_texts(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored text of each of these ids that is stored: what indexing compares a skipped
+        passage's text with, so that one left as stored with another text is said."""
+
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
         """Store passages with their spans; one outcome per passage, failures as data.
 

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -158,13 +158,20 @@ class EmbeddedStore:
     # ------------------------------------------------------------------ writing
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
+        return set(self._stored(ids, "id"))
+
+    def stored_texts(self, ids: Sequence[str]) -> dict[str, str]:
+        return self._stored(ids, "text")
+
+    def _stored(self, ids: Sequence[str], column: str) -> dict[str, Any]:
+        """{id: column} of the stored passages among ``ids``."""
+        found: dict[str, Any] = {}
         ids = list(ids)
         for start in range(0, len(ids), PAGE):
             chunk = ids[start : start + PAGE]
             marks = ",".join("?" for _ in chunk)
             with self._conn() as conn:
-                found.update(r[0] for r in conn.execute(f"SELECT id FROM passages WHERE id IN ({marks})", chunk))
+                found.update(conn.execute(f"SELECT id, {column} FROM passages WHERE id IN ({marks})", chunk))
         return found
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:

@@ -311,19 +311,24 @@ class ElasticsearchStore:
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which passage ids are already stored (real-time: no refresh needed)."""
+        return set(self._stored(ids, source=False))
+
+    def stored_texts(self, ids: Sequence[str]) -> dict[str, str]:
+        return {pid: source.get("text", "") for pid, source in self._stored(ids, source=["text"]).items()}
+
+    def _stored(self, ids: Sequence[str], *, source: bool | list[str]) -> dict[str, dict[str, Any]]:
+        """{passage id: ``_source`` (empty for ``source=False``)} of the stored passages among ``ids``."""
         wanted = {document_id(pid): pid for pid in ids}
-        if not wanted:
-            return set()
-        found: set[str] = set()
+        found: dict[str, dict[str, Any]] = {}
         keys = list(wanted)
         for start in range(0, len(keys), 1000):
             chunk = keys[start : start + 1000]
             with self.errors("look up existing passages"):
                 try:
-                    response = self.client.mget(index=self.alias, ids=chunk, source=False)
+                    response = self.client.mget(index=self.alias, ids=chunk, source=source)
                 except NotFoundError:
-                    return set()
-            found |= {wanted[doc_id] for doc_id in rs.found_sources(response.body) if doc_id in wanted}
+                    return {}
+            found |= {wanted[doc_id]: doc for doc_id, doc in rs.found_sources(response.body).items() if doc_id in wanted}
         return found
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
