@@ -318,11 +318,8 @@ class ElasticsearchStore:
 
     def _stored(self, ids: Sequence[str], *, source: bool | list[str]) -> dict[str, dict[str, Any]]:
         """{passage id: ``_source`` (empty for ``source=False``)} of the stored passages among ``ids``."""
-        wanted = {document_id(pid): pid for pid in ids}
-        found: dict[str, dict[str, Any]] = {}
-        keys = list(wanted)
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
+        wanted, found = {document_id(pid): pid for pid in ids}, {}
+        for chunk in (list(wanted)[start : start + 1000] for start in range(0, len(wanted), 1000)):
             with self.errors("look up existing passages"):
                 try:
                     response = self.client.mget(index=self.alias, ids=chunk, source=source)
