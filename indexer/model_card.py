@@ -29,8 +29,10 @@ CARD_FILE = "model.json"
 # model.json values export writes unless the training run (or the user) gives others
 EXPORT_DEFAULTS: dict[str, Any] = {
     "format": 1,
-    "id": "nerindex-minilm-l6",
-    "version": "0.1.0",
+    # not the shipped model's id: an exported run was "nerindex-minilm-l6 0.1.0", read as an old
+    # release of it (an audit); --id and --version name it
+    "id": "nerindex-custom",
+    "version": "0.0.0",
     "backbone": {"name": "sentence-transformers/all-MiniLM-L6-v2", "license": "Apache-2.0"},
     "similarity": "cosine",
     "max_length": 256,

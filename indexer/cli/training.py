@@ -135,8 +135,10 @@ def _summary(summary: dict, as_json: bool) -> None:
 @click.option("--backbone", default=None, help="Where to load the backbone from (overrides the run's).")
 @click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Type catalog (one phrase a line); default: the packaged catalog.")
-@click.option("--id", "model_id", default=None, help="Model id in model.json.")
-@click.option("--version", "model_version", default=None, help="Model version in model.json.")
+@click.option("--id", "model_id", default=None,
+              help="Model id in model.json (default: nerindex-custom; a model folder's own when RUN_DIR is one).")
+@click.option("--version", "model_version", default=None,
+              help="Model version in model.json (default: 0.0.0; a model folder's own when RUN_DIR is one).")
 @click.option("--untrained", is_flag=True, help="Export the untrained model (no RUN_DIR needed).")
 @click.option("--span-side", default=None, metavar="PREFIX",
               help="Span vectors from a span side trained apart: its own copy of the backbone's top layers "
