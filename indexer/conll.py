@@ -17,7 +17,7 @@ from typing import IO, Iterator
 
 from .errors import InputError
 from .records import GoldSpan, Passage, text_id
-from .text import unicode_problem
+from .text import invalid_utf8, unicode_problem
 
 _TAG = re.compile(r"^(?:O|[BIES]-.+)$")
 
@@ -82,8 +82,7 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[str]:
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                bad = raw[exc.start : exc.start + 1].hex()
-                raise InputError(f"invalid UTF-8 (byte 0x{bad}: {exc.reason})", path=name, line=lineno) from exc
+                raise InputError(invalid_utf8(exc, of_line=True), path=name, line=lineno) from exc
 
 
 def iter_sentences(path: str | Path) -> Iterator[Sentence]:

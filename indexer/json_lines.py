@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import InputError
-from .text import strict_json
+from .text import invalid_utf8, strict_json
 
 
 def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -26,7 +26,7 @@ def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(f"invalid UTF-8 ({exc.reason})", path=str(path), line=lineno) from exc
+                raise InputError(invalid_utf8(exc, of_line=True), path=str(path), line=lineno) from exc
             if not line.strip():
                 continue
             try:

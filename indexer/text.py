@@ -113,3 +113,16 @@ def strict_json(text: str | bytes, *, constants: bool = False) -> Any:
         return json.loads(text, object_pairs_hook=unique_keys, **({} if constants else {"parse_constant": reject_constant}))
     except RecursionError as exc:
         raise ValueError("nested too deeply") from exc
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def invalid_utf8(exc: UnicodeDecodeError, *, of_line: bool = False) -> str:
+    """The one wording of input that is not UTF-8, for every reader: the first bad byte and where
+    (``of_line``: counted in the line that was decoded), and a hint where the data starts with a
+    UTF-16 byte-order mark (Excel's "Unicode text"), which read as a plain "invalid UTF-8" (an audit)."""
+    data: bytes = exc.object
+    where = f" at byte {exc.start + 1} of the line" if of_line else ""
+    hint = "; the file is UTF-16, as its byte-order mark says: save it as UTF-8" if data[:2] in _UTF16_BOMS else ""
+    return f"invalid UTF-8 (byte 0x{data[exc.start:exc.start + 1].hex()}{where}{hint})"

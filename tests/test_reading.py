@@ -946,3 +946,12 @@ def test_a_folder_of_only_other_files_says_what_it_left_out(tmp_path):
     with pytest.raises(InputError, match=r"a folder is read as txt files, and it holds only 2 other file\(s\) or "
                                          r"linked folder\(s\) \(part-0000.parquet, part-0001.parquet\): index each"):
         list(read(tmp_path / "ds.parquet"))
+
+
+def test_a_utf16_file_is_said_to_be_utf16(tmp_path):
+    """An audit: Excel's "Unicode text" (UTF-16 with a byte-order mark) read as a plain "invalid UTF-8"."""
+    path = tmp_path / "u.csv"
+    path.write_bytes("id,text\n1,Rex\n".encode("utf-16"))
+    with pytest.raises(InputError, match=r"invalid UTF-8 \(byte 0xff at byte 1 of the line; the file is UTF-16, as its "
+                                         r"byte-order mark says: save it as UTF-8\) in the header"):
+        list(read(path))

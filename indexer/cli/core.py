@@ -111,9 +111,15 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> 
     """
     from ..reading import ReadStats
 
+    from tqdm import tqdm
+
     refuse_stream(source)
     stats = ReadStats()
-    count = sum(1 for _ in read(stats))
+    # a bar on a terminal: 200k records took 13 s here with nothing shown before the indexing bar (an audit)
+    with tqdm(unit="passage", file=sys.stderr, disable=None, desc="checking", leave=False) as bar:
+        for _ in read(stats):
+            bar.update()
+        count = bar.n
     if not count:
         raise InputError("no passages to index", path=source)
     if stats.skipped:

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..json_lines import json_lines
 from ..processes import writer_running
 from ..records import GoldSpan, Passage
+from ..text import invalid_utf8
 from .benchmark_io import PROTOCOL, Benchmark, Query
 
 log = logging.getLogger(__name__)
@@ -220,8 +221,7 @@ def _read_qrels(path: Path, queries: list[Query], corpus_ids: set[str]) -> dict[
     try:
         lines = [line.rstrip("\r") for line in raw.decode("utf-8-sig").split("\n")]  # not splitlines: \x1c, U+2028
     except UnicodeDecodeError as exc:  # a traceback before (an audit)
-        bad = raw[exc.start : exc.start + 1].hex()
-        raise InputError(f"invalid UTF-8 (byte 0x{bad})", path=str(path), line=raw.count(b"\n", 0, exc.start) + 1) from exc
+        raise InputError(invalid_utf8(exc), path=str(path), line=raw.count(b"\n", 0, exc.start) + 1) from exc
     for lineno, line in enumerate(lines, start=1):
         cols = line.split("\t")
         if not line.strip() or (lineno == 1 and cols[0] == "query-id"):

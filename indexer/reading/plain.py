@@ -19,7 +19,7 @@ from ..conll import read_conll
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..stores.filter_rules import passage_problem
-from ..text import unicode_problem, unstorable_at
+from ..text import invalid_utf8, unicode_problem, unstorable_at
 from .detect import FOLDER_EXTENSIONS, folder_files, looks_like_conll
 from .structured import Item, Located
 
@@ -37,7 +37,7 @@ def text_file_item(path: Path, rel: str) -> Item:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        return InputError(f"invalid UTF-8 (byte 0x{data[exc.start:exc.start + 1].hex()})", path=name, line=line)
+        return InputError(invalid_utf8(exc), path=name, line=line)
     if not text.strip():
         return InputError("the file is empty", path=name)
     passage = Passage(id=rel, text=text, fields={"path": rel})

@@ -21,7 +21,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..stores.filter_rules import fields_problem
-from ..text import reject_constant, unique_keys, value_problem
+from ..text import invalid_utf8, reject_constant, unique_keys, value_problem
 from .detect import split_suffix
 
 
@@ -133,11 +133,6 @@ def _open_binary(path: Path, name: str) -> IO[bytes]:
         raise InputError(f"cannot read: {exc.strerror or exc}", path=name) from exc
 
 
-def _decode_error(exc: UnicodeDecodeError) -> str:
-    bad = exc.object[exc.start : exc.start + 1].hex()
-    return f"invalid UTF-8 (byte 0x{bad} at byte {exc.start + 1} of the line)"
-
-
 class _OutOfRange(ValueError):
     pass
 
@@ -183,7 +178,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    yield rules.error(_decode_error(exc), lineno)
+                    yield rules.error(invalid_utf8(exc, of_line=True), lineno)
                     continue
                 if not line.strip():
                     continue
@@ -294,7 +289,7 @@ def _decoded(fh: IO[bytes], bad_lines: dict[int, str], last: list[str]) -> Itera
         try:
             last[0] = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            bad_lines[lineno] = _decode_error(exc)
+            bad_lines[lineno] = invalid_utf8(exc, of_line=True)
             last[0] = raw.decode("utf-8", errors="replace")
         yield last[0]
 
