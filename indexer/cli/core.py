@@ -117,9 +117,10 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> 
     stats = ReadStats()
     # a bar on a terminal: 200k records took 13 s here with nothing shown before the indexing bar (an audit)
     with tqdm(unit="passage", file=sys.stderr, disable=None, desc="checking", leave=False) as bar:
+        count = 0
         for _ in read(stats):
-            bar.update()
-        count = bar.n
+            count += 1
+            bar.update()  # a disabled bar (not a terminal) counts nothing
     if not count:
         raise InputError("no passages to index", path=source)
     if stats.skipped:
