@@ -194,7 +194,8 @@ def index_chunks(
         # an id no store can hold (not a string, a lone surrogate, a NUL) is never stored: sort_chunk refuses it
         stored = store.stored_texts([p.id for p in chunk if id_problem(p.id) is None]) if skip_existing else None
         todo, skipped, refused = sort_chunk(chunk, stored, given)
-        changed = [p.id for p in skipped if stored is not None and stored[p.id] != p.text]
+        # an id that is its text's hash has that text (and costs no comparison)
+        changed = [p.id for p in skipped if stored is not None and p.id != text_id(p.text) and stored[p.id] != p.text]
         refuse_copies_under_text_ids(todo, store)
         if (skipped or refused) and progress is not None:
             progress(len(skipped) + len(refused))

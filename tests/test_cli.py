@@ -215,7 +215,7 @@ def test_passages_already_stored_are_said_to_be_left_as_they_are(tmp_path, capsy
     code, out, err = run(capsys, "index", str(second), "--store", str(tmp_path / "s"), "--json")
     assert (json.loads(out)["skipped_changed"], json.loads(out)["changed_ids"]) == (1, ["1"])
     code, out, err = run(capsys, "index", str(first), "--store", str(tmp_path / "s"))
-    assert "left as stored (the same text; metadata not compared)" in err
+    assert "left as stored (none whose text was compared differs; metadata is not compared)" in err
 
 
 def test_same_named_files_of_two_folders_are_said_to_share_an_id(tmp_path, capsys):

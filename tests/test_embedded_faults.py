@@ -165,13 +165,15 @@ def test_leftover_temporary_files_are_removed_on_open(tmp_path, stamp):
     cache = folder / CACHE_DIR
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     leftovers = [cache / ".vectors.npy.tmp", cache / f".ids.npy.{int(dead.stdout)}.tmp",
-                 cache / "ann-spans" / f".index.faiss.{int(dead.stdout)}.tmp"]  # an ANN index's (an audit: kept for good)
-    in_progress = cache / f".vectors.npy.{os.getpid()}.tmp"  # a live writer's: kept
-    for path in leftovers + [in_progress]:
+                 cache / "ann-spans" / f".index.faiss.{int(dead.stdout)}.tmp",  # an ANN index's (an audit: kept for good)
+                 cache / f".sums.npy.12345678.{int(dead.stdout)}.tmp"]  # today's name: a token (all digits here), the pid
+    in_progress = [cache / f".vectors.npy.{os.getpid()}.tmp",  # a live writer's: kept
+                   cache / f".scales.npy.{int(dead.stdout)}.{os.getpid()}.tmp"]  # the pid is the last number
+    for path in leftovers + in_progress:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"x" * 1000)
     EmbeddedStore.open(folder).close()
-    assert [p.exists() for p in leftovers] == [False, False, False] and in_progress.exists()
+    assert [p.exists() for p in leftovers] == [False] * 4 and all(p.exists() for p in in_progress)
 
 
 def test_a_cache_that_cannot_be_saved_still_answers_and_leaves_no_temp_files(tmp_path, stamp, monkeypatch, caplog):
@@ -547,6 +549,38 @@ def test_close_inside_a_use_of_the_same_thread_returns_and_an_interrupted_close_
     worker.join()
     store.close()  # waits again, then closes
     assert shared._conn is None
+
+
+def test_close_inside_a_use_does_not_wait_for_a_thread_waiting_for_its_turn(tmp_path, stamp):
+    """A review: with uses taking turns, a thread waiting for its turn was counted as a use, and a
+    close() inside the holder's own use waited for it for ever."""
+    store = EmbeddedStore.open(tmp_path / "s")
+    store.check_model(stamp)
+    waiting, result = threading.Event(), {}
+
+    def other() -> None:
+        waiting.set()
+        try:
+            result["other"] = store.counts()
+        except StoreError as exc:
+            result["other"] = exc
+
+    def holder() -> None:
+        with store._conn():
+            threading.Thread(target=other, daemon=True).start()
+            waiting.wait(5)
+            time.sleep(0.2)  # the other thread now waits for its turn
+            store.close()  # inside this thread's own use: does not wait for itself, nor for the waiter
+        result["closed"] = True
+
+    closing = threading.Thread(target=holder, daemon=True)
+    closing.start()
+    closing.join(10)
+    assert result.get("closed") and not closing.is_alive()
+    deadline = time.monotonic() + 5
+    while "other" not in result and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(result["other"], StoreError) and "closed" in str(result["other"])
 
 
 def test_a_top_k_search_closes_its_read_connection(tmp_path, stamp, monkeypatch):

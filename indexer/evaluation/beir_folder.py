@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..json_lines import json_lines
 from ..processes import writer_running
 from ..records import GoldSpan, Passage
-from ..text import invalid_utf8
+from ..text import invalid_utf8, strict_json
 from .benchmark_io import PROTOCOL, Benchmark, Query
 
 log = logging.getLogger(__name__)
@@ -164,15 +164,17 @@ def import_benchmark(folder: str | Path) -> Benchmark:
     sources = [str(root)]
     if meta_path.is_file():
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            name = meta.get("name", name)
-            mapping = {**meta.get("mapping", {}), **mapping}
-            if len(meta.get("sources", ())) > 1 and meta.get("judged") != JUDGED_EVERYWHERE:
-                log.warning("%s: exported from %d files before nerindex judged each type only on the files "
-                            "that tag it: its types are judged on every passage (export each file again)",
-                            meta_path, len(meta["sources"]))
-        except ValueError:
-            pass
+            meta = strict_json(meta_path.read_text(encoding="utf-8"))
+        except ValueError as exc:  # was passed over: the export's name and tag mapping dropped without a word
+            raise InputError(f"not a benchmark.json of nerindex eval --export-benchmark: {exc}", path=str(meta_path)) from exc
+        if not isinstance(meta, dict):
+            raise InputError("not a benchmark.json of nerindex eval --export-benchmark: not an object", path=str(meta_path))
+        name = meta.get("name", name)
+        mapping = {**meta.get("mapping", {}), **mapping}
+        if len(meta.get("sources", ())) > 1 and meta.get("judged") != JUDGED_EVERYWHERE:
+            log.warning("%s: exported from %d files before nerindex judged each type only on the files "
+                        "that tag it: its types are judged on every passage (export each file again)",
+                        meta_path, len(meta["sources"]))
     return Benchmark(name, corpus, queries, qrels, gold, sources, mapping)
 
 

@@ -45,20 +45,20 @@ class SharedConnection:
     @contextmanager
     def use(self) -> Iterator[sqlite3.Connection]:
         """The connection, for the statements of one ``with`` block (results fetched inside it)."""
-        with self._state:
-            if self._closed or self._conn is None:
-                raise StoreError(f"{self._where}: this store was closed (close()): open it again")
-            self._users += 1
-            conn = self._conn
-        self._mine.uses = getattr(self._mine, "uses", 0) + 1
-        try:
-            with self._turn:
-                yield conn
-        finally:
-            self._mine.uses -= 1
+        with self._turn:  # a use counts once it has its turn: close() inside one waited for a waiter (a review)
             with self._state:
-                self._users -= 1
-                self._state.notify_all()
+                if self._closed or self._conn is None:
+                    raise StoreError(f"{self._where}: this store was closed (close()): open it again")
+                self._users += 1
+                conn = self._conn
+            self._mine.uses = getattr(self._mine, "uses", 0) + 1
+            try:
+                yield conn
+            finally:
+                self._mine.uses -= 1
+                with self._state:
+                    self._users -= 1
+                    self._state.notify_all()
 
     def close(self) -> None:
         """Refuse new uses, wait for other threads' uses under way, then close. Interrupted while it

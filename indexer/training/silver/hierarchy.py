@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 from ...errors import InputError
 from ...model_folder import sha256_file
+from ...text import strict_json
 from ..data import HIERARCHY, relevant_phrases
 from .annotator import SilverAnnotator
 from .records import SilverSentence
@@ -73,7 +74,7 @@ class TypeHierarchy:
         silver file (where it records the file's sha256): a run stopped between the two files
         leaves a new silver file beside the old hierarchy."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = strict_json(Path(path).read_text(encoding="utf-8"))
             phrases = data["phrases"]
             hierarchy = cls(
                 {p: set(v.get("ancestors", ())) for p, v in phrases.items()},
