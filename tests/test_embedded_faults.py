@@ -421,7 +421,7 @@ def test_a_damaged_store_says_so_in_one_line_and_still_takes_writes(tmp_path, st
         store.write(corpus())
     db = sqlite3.connect(folder / DB_NAME, isolation_level=None)
     (top,) = db.execute("SELECT MAX(rowid) FROM passages").fetchone()
-    db.execute("INSERT INTO passage_vectors(rowid, vector) VALUES (?, zeroblob(4))", (top + 7,))
+    db.execute("INSERT INTO passage_vectors(rowid, vector) VALUES (?, zeroblob(4))", (top + 1,))  # where the next row goes
     (span,) = db.execute("SELECT MIN(rowid) FROM spans").fetchone()
     db.execute("DELETE FROM span_vectors WHERE rowid = ?", (span,))
     db.close()
