@@ -955,3 +955,19 @@ def test_a_utf16_file_is_said_to_be_utf16(tmp_path):
     with pytest.raises(InputError, match=r"invalid UTF-8 \(byte 0xff at byte 1 of the line; the file is UTF-16, as its "
                                          r"byte-order mark says: save it as UTF-8\) in the header"):
         list(read(path))
+
+
+def test_a_gzipped_txt_file_is_said_to_need_decompressing(tmp_path):
+    """An audit: "cannot tell the format from the extension '.txt' (known: ..., .txt)"."""
+    path = tmp_path / "g.txt.gz"
+    path.write_bytes(gzip.compress(b"Paris is nice.\n"))
+    with pytest.raises(InputError, match=r"a gzip-compressed .txt file is not read .*decompress it first"):
+        list(read(path))
+
+
+def test_a_csv_with_only_its_header_is_said_to_have_no_records(tmp_path):
+    """An audit: a header-only CSV was "the input is empty"."""
+    path = tmp_path / "h.csv"
+    path.write_text("id,text\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"no passages found \(no records after the header, if any\)"):
+        list(read(path))

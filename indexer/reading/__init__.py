@@ -136,7 +136,9 @@ def _checked(
             raise InputError(f"no passages found: a folder is read as {stats.format} files, and it holds only "
                              f"{len(stats.left_out)} other file(s) or linked folder(s) ({stats.left_out_text()}): "
                              "index each file on its own", path=name)
-        raise InputError("no passages found (the input is empty)", path=name)
+        what = {"csv": "no records after the header, if any", "tsv": "no records after the header, if any",
+                "parquet": "the file has no rows"}.get(stats.format or "", "the input is empty")
+        raise InputError(f"no passages found ({what})", path=name)  # a header-only CSV was "empty" (an audit)
 
 
 def _duplicate(item: Located, first: Located) -> InputError:

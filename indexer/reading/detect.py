@@ -164,6 +164,9 @@ def resolve_format(path: str | Path, format: str = "auto") -> str:
             format = EXTENSIONS[ext]
         elif ext == ".txt" and not gz:
             format = "conll" if looks_like_conll(p) else "txt"
+        elif ext == ".txt":  # "cannot tell the format from '.txt' (known: ..., .txt)" before (an audit)
+            raise InputError("a gzip-compressed .txt file is not read (gzip is read for jsonl, csv and tsv): "
+                             "decompress it first", path=name)
         else:
             known = ", ".join(sorted(EXTENSIONS) + [".txt"])
             raise InputError(
