@@ -214,6 +214,7 @@ def test_parquet_values_are_stored_as_written(tmp_path):
         err = error_of(f)
         assert_names(err, f, 1, unit="row")
         assert ("not finite" if name == "inf" else "more digits than a number keeps") in err.reason
+        assert f"column {name!r}: cannot convert a value" in err.reason  # which column (an audit: a wide table)
     pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["x"]), pa.array([1]), pa.array([2])],
                                         names=["id", "text", "n", "n"]), f)
     assert error_of(f).reason == "column 'n' appears twice in the schema"

@@ -117,11 +117,13 @@ def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> 
                 if isinstance(record, Exception):
                     yield rules.error(f"cannot convert a value: {record}", row)
                     continue
+                fields, column = {}, None
                 try:
-                    fields = {k: (v if k == rules.text_field else _jsonable(_nested(v, nested[k], pa) if k in nested else v))
-                              for k, v in record.items()}  # fmt: skip
-                except (TypeError, ValueError, UnicodeDecodeError) as exc:
-                    yield rules.error(f"cannot convert a value: {exc}", row)
+                    for column, v in record.items():
+                        fields[column] = v if column == rules.text_field else _jsonable(
+                            _nested(v, nested[column], pa) if column in nested else v)
+                except (TypeError, ValueError, UnicodeDecodeError) as exc:  # the column named (an audit: a wide table)
+                    yield rules.error(f"column {column!r}: cannot convert a value: {exc}", row)
                     continue
                 yield rules.passage(fields, row)
     except (OSError, pa.ArrowException) as exc:
