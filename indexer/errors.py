@@ -25,6 +25,7 @@ class InputError(NerindexError):
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None, unit: str = "line") -> None:
         self.path = path
         self.line = line
+        self.unit = unit
         where = path or "<input>"
         if line is not None and unit == "line":
             where = f"{where}:{line}"

@@ -218,6 +218,20 @@ def test_passages_already_stored_are_said_to_be_left_as_they_are(tmp_path, capsy
     assert "left as stored (none whose text was compared differs; metadata is not compared)" in err
 
 
+def test_with_json_an_error_is_also_one_json_object_on_stdout(tmp_path, capsys):
+    """An audit: a script got an empty stdout and had to parse the text line on stderr for the file and line."""
+    bad = tmp_path / "a.jsonl"
+    bad.write_bytes(b'{"id": "a", "text": "Rex."}\n{"id": "b", "text": "caf\xe9"}\n')
+    code, out, err = run(capsys, "index", str(bad), "--store", str(tmp_path / "s"), "--json")
+    assert code == 2 and f"error: {bad}:2: invalid UTF-8" in err
+    assert json.loads(out) == {"error": {"type": "InputError", "message": "invalid UTF-8 (byte 0xe9 at byte 25 of the line)",
+                                         "exit_code": 2, "path": str(bad), "line": 2}}
+    code, out, _ = run(capsys, "search", "dinosaur", "--store", str(tmp_path / "none"), "--json")
+    assert code == 5 and json.loads(out)["error"]["exit_code"] == 5 and "path" not in json.loads(out)["error"]
+    code, out, _ = run(capsys, "index", str(bad), "--store", str(tmp_path / "s"))
+    assert code == 2 and out == ""  # without --json, stdout stays empty
+
+
 def test_same_named_files_of_two_folders_are_said_to_share_an_id(tmp_path, capsys):
     """An audit: proj2/notes.txt was left out for proj1/notes.txt (one id) with nothing said but
     "not compared"."""

@@ -14,6 +14,7 @@ stays fast and needs no extras: :mod:`.core` (index, search, embed, info), :mod:
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from typing import Any, Sequence
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="nerindex", standalone_mode=False)
     except NerindexError as exc:
         click.echo(f"error: {exc}", err=True)
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            click.echo(json_error(exc))  # a script reads the failure as it reads the answer (an audit)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -185,6 +188,20 @@ def main(argv: list[str] | None = None) -> None:
         # would report a second BrokenPipeError when it flushes at exit)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(CLOSED_PIPE_EXIT)
+
+
+def json_error(exc: NerindexError) -> str:
+    """The error as one JSON object for ``--json`` runs (on stdout, besides the line on stderr):
+    ``{"error": {"type", "message", "exit_code", "path"?, "line"?, "unit"?}}``: the path and line
+    where the error names them (bad input), ``unit`` "row" where the line is a Parquet row."""
+    detail: dict[str, Any] = {"type": type(exc).__name__, "message": getattr(exc, "reason", None) or str(exc),
+                              "exit_code": exc.exit_code}
+    for name in ("path", "line"):
+        if getattr(exc, name, None) is not None:
+            detail[name] = getattr(exc, name)
+    if "line" in detail and getattr(exc, "unit", "line") != "line":
+        detail["unit"] = exc.unit
+    return json.dumps({"error": detail}, ensure_ascii=False)
 
 
 def tracebacks_wanted() -> bool:
