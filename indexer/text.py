@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Sequence
 
 _UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 # CSI (ESC [ … final), OSC (ESC ] … BEL or ESC \), two-character escapes, then any other C0/C1
@@ -126,3 +126,10 @@ def invalid_utf8(exc: UnicodeDecodeError, *, of_line: bool = False) -> str:
     where = f" at byte {exc.start + 1} of the line" if of_line else ""
     hint = "; the file is UTF-16, as its byte-order mark says: save it as UTF-8" if data[:2] in _UTF16_BOMS else ""
     return f"invalid UTF-8 (byte 0x{data[exc.start:exc.start + 1].hex()}{where}{hint})"
+
+
+def first_named(names: Sequence[str], total: int | None = None, *, shown: int = 3) -> str:
+    """The first ``shown`` of ``names`` joined, with ", ..." where there are more (``total`` of
+    them, where ``names`` holds only the first few): how a one-line message lists what it counts."""
+    more = (len(names) if total is None else total) > shown
+    return ", ".join(names[:shown]) + (", ..." if more else "")

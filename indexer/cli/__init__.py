@@ -152,7 +152,8 @@ def argument_problem(args: Sequence[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn nerindex errors into one line and an exit code."""
-    problem = argument_problem(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    problem = argument_problem(args)
     if problem:
         click.echo(f"error: {problem}", err=True)
         sys.exit(2)
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="nerindex", standalone_mode=False)
     except NerindexError as exc:
         click.echo(f"error: {exc}", err=True)
-        if "--json" in (sys.argv[1:] if argv is None else argv):
+        if "--json" in args:
             click.echo(json_error(exc))  # a script reads the failure as it reads the answer (an audit)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

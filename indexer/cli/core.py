@@ -16,7 +16,7 @@ from ..config import Settings
 from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..records import Hit, Passage, marked_spans
-from ..text import printable
+from ..text import first_named, printable
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..stores.filter_rules import Filters, where_pairs
 from .options import NumberRange, backend_options, batch_size_option
@@ -109,9 +109,9 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> 
 
     Bad input raises here (or, with ``--on-error skip``, is counted and the first problem shown).
     """
-    from ..reading import ReadStats
-
     from tqdm import tqdm
+
+    from ..reading import ReadStats
 
     refuse_stream(source)
     stats = ReadStats()
@@ -194,7 +194,7 @@ def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, w
         f"into {where} in {report.seconds:.1f}s; {ids_phrase(stats)}"
     )
     if report.skipped_changed:  # a same-named file of another folder, an edited record (an audit: not said)
-        shown = ", ".join(repr(pid) for pid in report.changed_ids[:3]) + (", ..." if report.skipped_changed > 3 else "")
+        shown = first_named([repr(pid) for pid in report.changed_ids], report.skipped_changed)
         click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored, "
                    f"{report.skipped_changed} of them with another text in this input ({shown}); "
                    "--reindex-existing replaces them", err=True)

@@ -85,9 +85,10 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
     if silver:  # an audit: a missing or mismatched hierarchy was found only after the corpus was read
         from ..training.silver.hierarchy import TypeHierarchy, hierarchy_path
 
-        if not hierarchy_path(silver).is_file():
-            raise InputError(f"no {hierarchy_path(silver).name} beside it (nerindex silver writes both files)", path=silver)
-        TypeHierarchy.load(hierarchy_path(silver), silver=silver)
+        hierarchy = hierarchy_path(silver)
+        if not hierarchy.is_file():
+            raise InputError(f"no {hierarchy.name} beside it (nerindex silver writes both files)", path=silver)
+        TypeHierarchy.load(hierarchy, silver=silver)
     cfg = TrainConfig(data_dir=str(data_dir), backbone=backbone or DEFAULT_BACKBONE, seed=seed,
                       threads=threads, limit=limit, cache_dir=cache_dir, silver=silver,
                       silver_dev=silver_dev)  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Iterator, Literal
 
 from ..errors import InputError
 from ..records import Passage, text_id
+from ..text import first_named
 from .detect import FOLDER_EXTENSIONS, FORMATS, Format, left_out, resolve_format
 from .parquet import parquet_items
 from .plain import conll_items, txt_items
@@ -41,7 +42,7 @@ class ReadStats:
 
     def left_out_text(self) -> str:
         """The files and folders left out, the first three named: ``a.parquet, b.parquet, ...``."""
-        return ", ".join(self.left_out[:3]) + (", ..." if len(self.left_out) > 3 else "")
+        return first_named(self.left_out)
 
     def skip(self, error: InputError) -> None:
         self.skipped += 1

@@ -25,6 +25,7 @@ from ..conll import read_conll
 from ..errors import InputError
 from ..records import GoldSpan, Passage
 from ..spans import Word, candidate_token_range, window_inputs, words_from_encoding
+from ..text import first_named
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ def check_sources(data_dir: str | Path) -> None:
     if not any(Path(data_dir, "btc").glob("*.conll")):  # default_sources takes whatever BTC files there are
         missing.append(Path(data_dir, "btc", "*.conll"))
     if missing:
-        raise InputError(f"the training data lacks {len(missing)} file(s): {', '.join(map(str, missing[:3]))}"
-                         + (" ..." if len(missing) > 3 else ""), path=str(data_dir))
+        raise InputError(f"the training data lacks {len(missing)} file(s): {first_named([str(m) for m in missing])}",
+                         path=str(data_dir))
 
 
 @dataclass

@@ -87,11 +87,27 @@ def write_documents(
     return outcomes
 
 
+MGET_IDS = 1000  # document ids one _mget request asks for
+
+
+def stored_sources(client: Elasticsearch, index: str, doc_ids: Sequence[str], *,
+                   source: bool | list[str]) -> dict[str, dict[str, Any]]:
+    """``_id`` → ``_source`` (only the fields ``source`` names; empty for False) of the documents
+    among ``doc_ids`` that ``index`` holds, real-time, ``MGET_IDS`` a request: the one lookup of
+    stored documents (the store's stored ids and texts, a write's checks after an unanswered request).
+    Client errors are the caller's."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(doc_ids), MGET_IDS):
+        chunk = list(doc_ids[start : start + MGET_IDS])
+        found |= rs.found_sources(client.mget(index=index, ids=chunk, source=source).body)
+    return found
+
+
 def _stored_ids(client: Elasticsearch, index: str, ids: list[str], found: set[str]) -> set[str] | None:
     """``found`` with those of ``ids`` the index holds; None where the lookup fails (the write goes
     on; only its count of new against updated passages after an unanswered request is then unknown)."""
     try:
-        return found | set(rs.found_sources(client.mget(index=index, ids=ids, source=False).body))
+        return found | set(stored_sources(client, index, ids, source=False))
     except (ApiError, TransportError) as exc:
         log.info("could not look up which passages are stored (%s): after a request without an answer, "
                  "new passages may count as updated", exc)
@@ -213,7 +229,7 @@ def _settle_resent_creates(
         return outcomes
     ids = sorted({document_id(docs[p].passage.id) for p in doubtful})
     try:
-        sources = rs.found_sources(client.mget(index=index, ids=ids, source=["text"]).body)
+        sources = stored_sources(client, index, ids, source=["text"])
     except (ApiError, TransportError) as exc:
         log.warning("could not read back %d passages sent again after no answer (%s): they count as "
                     "already stored", len(ids), exc)

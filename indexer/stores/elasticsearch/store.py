@@ -40,7 +40,7 @@ from ..base import (
 )
 from . import responses as rs
 from .aliases import index_behind, orphans
-from .bulk import write_documents
+from .bulk import stored_sources, write_documents
 from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
 from .index_requests import (
@@ -318,15 +318,13 @@ class ElasticsearchStore:
 
     def _stored(self, ids: Sequence[str], *, source: bool | list[str]) -> dict[str, dict[str, Any]]:
         """{passage id: ``_source`` (empty for ``source=False``)} of the stored passages among ``ids``."""
-        wanted, found = {document_id(pid): pid for pid in ids}, {}
-        for chunk in (list(wanted)[start : start + 1000] for start in range(0, len(wanted), 1000)):
-            with self.errors("look up existing passages"):
-                try:
-                    response = self.client.mget(index=self.alias, ids=chunk, source=source)
-                except NotFoundError:
-                    return {}
-            found |= {wanted[doc_id]: doc for doc_id, doc in rs.found_sources(response.body).items() if doc_id in wanted}
-        return found
+        wanted = {document_id(pid): pid for pid in ids}
+        with self.errors("look up existing passages"):
+            try:
+                found = stored_sources(self.client, self.alias, list(wanted), source=source)
+            except NotFoundError:
+                return {}
+        return {wanted[doc_id]: doc for doc_id, doc in found.items() if doc_id in wanted}
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
         """Index passages (overwriting the same ids, or with ``replace=False`` leaving them:
