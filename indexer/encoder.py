@@ -274,6 +274,19 @@ class OnnxEncoder:
         items = [item for i, p in enumerate(passages) for item in self._plan(i, p)[1]]
         return [_token_arrays(batch) for batch in self._batches(items, batch_size)]
 
+    def _detect_or_say(self, batch: list[_Item], with_base: bool) -> tuple[np.ndarray, list[_Hit]]:
+        """:meth:`_detect`, with onnxruntime's failure as a one-line ModelError naming the model and the
+        window width: a model.json whose max_length is beyond the graph's positions failed with a
+        traceback from deep in the graph (an audit)."""
+        try:
+            return self._detect(batch, with_base)
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.info.path}: the graph failed on windows of {max(len(it.ids) for it in batch)} "
+                             f"tokens (model.json max_length {self.info.max_length}): {first}") from None
+
     def _detect(self, batch: list[_Item], with_base: bool) -> tuple[np.ndarray, list[_Hit]]:
         """Passage vectors ``[B, D]`` of a batch's windows and its spans that pass detection."""
         ids, mask = _token_arrays(batch)
@@ -358,7 +371,7 @@ class OnnxEncoder:
         remaining = [len(its) for _, its in plans]
         done = 0
         batches = self._batches(items, batch_size)
-        results = ordered_map(lambda b: self._detect(b, with_base), batches, self.workers)
+        results = ordered_map(lambda b: self._detect_or_say(b, with_base), batches, self.workers)
         for batch, (passage_vectors, hits) in zip(batches, results):
             for row, k, score, wide, vector, base in hits:
                 item = batch[row]

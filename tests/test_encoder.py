@@ -250,6 +250,18 @@ def test_missing_model_json(tmp_path):
         OnnxEncoder.from_dir(tmp_path)
 
 
+def test_a_max_length_beyond_the_graph_is_one_model_error(tmp_path):
+    """A hand-edited model.json asking for windows longer than the backbone's positions: one
+    ModelError naming the width, not onnxruntime's traceback (an audit)."""
+    target = copy_model(tmp_path)
+    meta = json.loads((target / "model.json").read_text())
+    meta["max_length"] = 1024  # MiniLM has 512 positions
+    (target / "model.json").write_text(json.dumps(meta))
+    encoder = OnnxEncoder.from_dir(target, device="cpu")
+    with pytest.raises(ModelError, match=r"failed on windows of 1024 tokens \(model.json max_length 1024\)"):
+        encoder.encode([Passage("a", "The Triceratops lived in the Cretaceous. " * 200)])
+
+
 def test_wrong_graph_names_are_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper

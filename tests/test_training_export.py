@@ -442,17 +442,20 @@ def test_training_steps_reduce_both_losses(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     # an audit: accepted, ignored, and recorded in train.json as if used
-    (["train", "--out", "R", "--silver-guide"], "--silver-guide shape(s) training with silver data: give --silver too"),
-    (["train", "--out", "R", "--silver-negatives", "mined", "--silver-share", "0.9"],
+    (["train", "--data", "D", "--out", "R", "--silver-guide"], "--silver-guide shape(s) training with silver data: give --silver too"),
+    (["train", "--data", "D", "--out", "R", "--silver-negatives", "mined", "--silver-share", "0.9"],
      "--silver-share, --silver-negatives shape(s) training with silver data"),
-    (["train", "--out", "R", "--adapter-max-steps", "-5"], "-5 is not in the range x>=1"),
-    (["train", "--out", "R", "--head-epochs", "0"], "0.0 is not in the range x>0"),
-    (["train", "--out", "R", "--silver", "S", "--silver-share", "5"], "5.0 is not in the range 0<x<1"),
-    (["train", "--out", "R", "--silver", "S", "--silver-dev", "S", "--silver-ablation", "no-detection"],
+    (["train", "--data", "D", "--out", "R", "--adapter-max-steps", "-5"], "-5 is not in the range x>=1"),
+    (["train", "--data", "D", "--out", "R", "--head-epochs", "0"], "0.0 is not in the range x>0"),
+    (["train", "--data", "D", "--out", "R", "--silver", "S", "--silver-share", "5"], "5.0 is not in the range 0<x<1"),
+    (["train", "--data", "D", "--out", "R", "--silver", "S", "--silver-dev", "S", "--silver-ablation", "no-detection"],
      "--silver-dev is for the entity head's silver spans"),
     (["export", "RUNDIR", "--untrained", "--out", "M"], "give RUN_DIR or --untrained, not both"),
-    (["silver", "--out", "x.jsonl", "--hold-out", " , "], "no phrase given"),
+    (["silver", "--data-dir", "D", "--out", "x.jsonl", "--hold-out", " , "], "no phrase given"),
     (["silver", "--wsd-check", "-3"], "-3 is not in the range x>=1"),
+    # no default folder outside the package (it was ../shared/data): NERINDEX_DATA or the option
+    (["train", "--out", "R"], "Missing option '--data' (env var: 'NERINDEX_DATA')"),
+    (["silver", "--out", "x.jsonl"], "--data-dir is required (or NERINDEX_DATA)"),
 ])
 def test_training_options_that_would_be_ignored_or_out_of_range_are_refused(tmp_path, monkeypatch, argv, message):
     from click.testing import CliRunner
@@ -460,8 +463,10 @@ def test_training_options_that_would_be_ignored_or_out_of_range_are_refused(tmp_
     from indexer.cli import cli
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NERINDEX_DATA", raising=False)
     (tmp_path / "S").write_text("", encoding="utf-8")
     (tmp_path / "RUNDIR").mkdir()
+    (tmp_path / "D").mkdir()
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "R").exists() and not (tmp_path / "M").exists()

@@ -45,8 +45,8 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
 @click.command("silver")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="JSONL file to write (required, unless --wsd-check); the hierarchy goes beside it as *.hierarchy.json.")
-@click.option("--data-dir", default="../shared/data", show_default=True,
-              type=click.Path(file_okay=False), help="Folder of the labelled sets (shared/data layout).")
+@click.option("--data-dir", envvar="NERINDEX_DATA", show_envvar=True, type=click.Path(file_okay=False),
+              help="Folder of the labelled sets (shared/data layout); required unless --wsd-check.")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
               help="Model folder whose tokenizer and type encoder are used (default: NERINDEX_MODEL or the shipped default model).")
 @click.option("--wordnet", "wordnet_dir", type=click.Path(file_okay=False),
@@ -75,6 +75,8 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
         refuse_unused("--wsd-check (measure sense choice only)", WSD_CHECK_OPTIONS)
     elif not out_path:
         raise click.UsageError("--out is required")
+    elif not data_dir:  # no default: the labelled sets live outside the package
+        raise click.UsageError("--data-dir is required (or NERINDEX_DATA): the folder of the labelled sets")
     held = _hold_out(hold_out)
     if not wsd_check and not Path(data_dir).is_dir():  # --wsd-check reads WordNet's examples only (an audit)
         raise InputError("no such data folder", path=data_dir)

@@ -28,7 +28,7 @@ def _logging(verbose: bool) -> None:
 
 
 @click.command("train")
-@click.option("--data", "data_dir", default="../shared/data", show_default=True,
+@click.option("--data", "data_dir", required=True, envvar="NERINDEX_DATA", show_envvar=True,
               type=click.Path(file_okay=False), help="Folder of the labelled sets (shared/data layout).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder to write (heads.safetensors, train.json).")

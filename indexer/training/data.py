@@ -108,6 +108,8 @@ def default_sources(data_dir: str | Path) -> dict[str, list[Source]]:
 
 def check_sources(data_dir: str | Path) -> None:
     """Refuse a data folder that lacks any file of :func:`default_sources`, naming them."""
+    if not str(data_dir):  # TrainConfig has no default folder: it would be read as the working directory
+        raise InputError("no data folder given: pass --data or set NERINDEX_DATA")
     missing = [s.path for split in default_sources(data_dir).values() for s in split if not s.path.is_file()]
     if not any(Path(data_dir, "btc").glob("*.conll")):  # default_sources takes whatever BTC files there are
         missing.append(Path(data_dir, "btc", "*.conll"))

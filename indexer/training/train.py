@@ -66,6 +66,10 @@ def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     if (out_dir / CARD_FILE).is_file():  # its heads would be overwritten and its checksums then fail (an audit)
         raise ModelError(f"{out_dir}: is a model folder ({CARD_FILE}); train into a run folder, then 'nerindex export' it")
+    if cfg.heads.span_layers:
+        # the adapter is fitted on cached states of the frozen backbone, which a span-side copy
+        # of the top layers would not read: such a side is trained apart (nerindex export --span-side)
+        raise ModelError("nerindex train fits heads on the frozen backbone: heads.span_layers must be 0")
     check_sources(cfg.data_dir)  # before the backbone loads and --out is made (an audit: it was left empty)
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,10 +88,6 @@ def _train(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    if cfg.heads.span_layers:
-        # the adapter is fitted on cached states of the frozen backbone, which a span-side copy
-        # of the top layers would not read: such a side is trained apart (nerindex export --span-side)
-        raise ModelError("nerindex train fits heads on the frozen backbone: heads.span_layers must be 0")
     model = build_model(cfg.backbone, config=cfg.heads, seed=cfg.seed)
     data = prepare_data(cfg, model)
     adapter = fit_span_adapter(cfg, model, data)

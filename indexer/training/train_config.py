@@ -19,7 +19,7 @@ VALIDATION_TYPES = (
 class TrainConfig:
     """Everything that decides the trained model; stored in model.json."""
 
-    data_dir: str = "../shared/data"
+    data_dir: str = ""  # the labelled sets' folder: `nerindex train --data` or NERINDEX_DATA (no default path)
     backbone: str = DEFAULT_BACKBONE
     max_length: int = 256
     max_span_width: int = 8
