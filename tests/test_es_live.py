@@ -861,7 +861,7 @@ class RiverFirst:
 
 
 def test_reindex_swaps_the_alias_to_the_new_model(make_live_store, stamp):
-    store = make_live_store(page_size=2)  # the passages are read back in pages: PIT + search_after
+    store = make_live_store(page_size=2)  # the passages are read back in pages (search_after on the id)
     store.check_model(stamp)
     store.write(corpus())  # not flushed: re-indexing must see these writes all the same
     before = open_contexts(store)
@@ -876,6 +876,26 @@ def test_reindex_swaps_the_alias_to_the_new_model(make_live_store, stamp):
     assert [h.id for h in hits] == ["p1", "p2", "p3"]
     assert [h.score for h in hits] == pytest.approx([1.0, 0.8, 0.6], abs=score_tolerance(store))
     assert {h.id for h in search(store, RIVER)} == {"p2", "p3"}
+
+
+def test_reindex_reads_without_a_point_in_time_that_could_expire(make_live_store, stamp, monkeypatch):
+    """An audit: the passages were read through a point in time kept 5 minutes, which one page of
+    long passages (minutes each on a CPU) outlived, and the run failed midway. The old index
+    refuses writes while it is read, so search_after on the id reads all of it, with nothing to expire."""
+    store = make_live_store(page_size=2)
+    store.check_model(stamp)
+    store.write(corpus())
+    monkeypatch.setattr(store.client, "open_point_in_time", lambda **kw: pytest.fail("a point in time was opened"))
+    read: list[str] = []
+
+    class Recording(RiverFirst):
+        def encode(self, passages, *, batch_size=32):
+            read.extend(p.id for p in passages)
+            return super().encode(passages, batch_size=batch_size)
+
+    report = reindex(store, Recording(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=2, chunk_size=2)
+    assert report.swapped and report.passages == 5
+    assert read == sorted(e.passage.id for e in corpus())
 
 
 def test_reindex_keeps_the_old_indexs_vector_options_unless_told(make_live_store, stamp):

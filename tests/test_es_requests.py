@@ -447,8 +447,8 @@ def test_exhaustive_body_gates_on_a_mention_and_scores_by_every_span():
 
 
 def test_scan_and_counts_bodies_golden():
-    check_golden("scan", paged_requests.scan_body(pit_id="pit-1", size=500, search_after=[42]))
-    check_search(paged_requests.scan_body(pit_id="pit-1"))
+    check_golden("scan", paged_requests.scan_body(size=500, search_after=["p-41"]))
+    check_search(paged_requests.scan_body())
     check_golden("counts", index_requests.counts_body())
     check_search(index_requests.counts_body())
 

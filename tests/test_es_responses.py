@@ -356,3 +356,14 @@ def test_inner_hits_window_reads_the_setting_a_refusal_names():
                "can be set by changing the [index.max_inner_result_window] index level setting.\")")
     assert rs.inner_hits_window(refusal) == 180
     assert rs.inner_hits_window("Result window is too large ... less than or equal to: [10000] ... max_result_window") is None
+
+
+def test_a_failed_search_of_a_multi_search_is_an_error_not_an_empty_answer():
+    """A review: read as no hits, a failed bound search passed as "the pool holds every match"."""
+    ok = {"hits": {"hits": [{"_id": "a", "_score": 0.9}]}}
+    assert rs.msearch_hits({"responses": [ok, {"hits": {"hits": []}}]}) == [[{"_id": "a", "_score": 0.9}], []]
+    refused = {"error": {"type": "search_phase_execution_exception", "reason": "all shards failed"}, "status": 400}
+    with pytest.raises(SearchError, match="failed one search of a multi-search: HTTP 400: search_phase"):
+        rs.msearch_hits({"responses": [ok, refused]})
+    with pytest.raises(StoreError, match="HTTP 503"):
+        rs.msearch_hits({"responses": [dict(refused, status=503)]})

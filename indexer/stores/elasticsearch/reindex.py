@@ -72,34 +72,20 @@ class ReindexReport:
                     self.failures.append({"id": outcome.id, "error": outcome.error})
 
 
-def iter_passages(
-    store: ElasticsearchStore, index: str, *, page_size: int = 500, keep_alive: str = "5m"
-) -> Iterator[Passage]:
-    """Every passage stored in ``index`` (a point in time, so writes elsewhere do not disturb it)."""
-    client = store.client
-    with store.errors(f"open a point in time on {index!r}"):
-        pit = client.open_point_in_time(index=index, keep_alive=keep_alive).body["id"]
+def iter_passages(store: ElasticsearchStore, index: str, *, page_size: int = 500) -> Iterator[Passage]:
+    """Every passage stored in ``index``, in id order (:func:`scan_body`: the index must refuse
+    writes while it is read, as :func:`reindex` makes it)."""
     after: list[Any] | None = None
-    try:
-        while True:
-            body = scan_body(pit_id=pit, keep_alive=keep_alive, size=page_size, search_after=after)
-            with store.errors(f"read passages from {index!r}"):
-                response = client.search(body=body).body
-            pit = response.get("pit_id", pit)
-            hits = rs.raw_hits(response)
-            for hit in hits:
-                source = hit.get("_source") or {}
-                yield Passage(
-                    id=rs.hit_id(hit),
-                    text=str(source.get("text", "")),
-                    fields=dict(source.get("fields") or {}),
-                )
-            after = rs.last_sort_values(response)
-            if after is None or len(hits) < page_size:
-                return
-    finally:
-        with suppress(Exception):
-            client.close_point_in_time(id=pit)
+    while True:
+        with store.errors(f"read passages from {index!r}"):
+            response = store.client.search(index=index, body=scan_body(size=page_size, search_after=after)).body
+        hits = rs.raw_hits(response)
+        for hit in hits:
+            source = hit.get("_source") or {}
+            yield Passage(id=rs.hit_id(hit), text=str(source.get("text", "")), fields=dict(source.get("fields") or {}))
+        after = rs.last_sort_values(response)
+        if after is None or len(hits) < page_size:
+            return
 
 
 def _batches(items: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
@@ -163,7 +149,7 @@ def reindex(
     report = ReindexReport(alias=store.alias, old_index=old, new_index=new, model=stamp.to_dict())
     log.info("re-indexing %s (%s) into %s with model %s %s", store.alias, old, new, stamp.id, stamp.version)
     # Writes of a load still inside its refresh interval (30 s while relaxed) are invisible to the
-    # point in time the passages are read through: refresh first, or they would be left behind.
+    # searches the passages are read through: refresh first, or they would be left behind.
     # A write acknowledged after that would be left behind too, and lost when the alias moves:
     # the old index refuses writes until the alias has moved (or, on failure, again accepts them).
     store.flush()

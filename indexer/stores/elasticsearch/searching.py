@@ -194,7 +194,7 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
     if best_passage is not None:
         searches = searches[:2]  # the floor's header and body
     with errors(f"search {alias!r} for the bounds of a hybrid search", search=True):
-        found = [rs.raw_hits(r) for r in client.msearch(index=alias, searches=searches).body["responses"]]
+        found = rs.msearch_hits(client.msearch(index=alias, searches=searches).body)
     floor = found[0]
     floor_span = cosine_from_knn_score(floor[0]["_score"], stamp.similarity) if floor else None
     if best_passage is None:
