@@ -11,6 +11,7 @@ from indexer.evaluation.metrics import (
     macro,
     macro_scores,
     match_spans,
+    matched_marks,
     precision_at_k,
     r_precision,
     recall_at_k,
@@ -68,6 +69,22 @@ def test_match_spans_counts_each_side():
     assert match_spans(gold, pred) == (1, 1)
     # (10,16): IoU 6/10 >= .5 -> both gold hit, 2 of 3 predictions correct
     assert match_spans(gold, [(0, 5), (10, 16), (30, 35)]) == (2, 2)
+
+
+def test_nested_marks_inside_one_mention_count_once_one_to_one():
+    """An audit: nested decoding returns "Canadian federal election" and "Canadian federal" for one
+    gold mention; highlight precision credited all three marks, the 1:1 figure credits one."""
+    gold, nested = [(0, 30)], [(0, 30), (5, 30), (5, 21)]
+    assert match_spans(gold, nested) == (1, 3)
+    assert matched_marks(gold, nested) == 1
+    # two mentions, three marks: the best pairing uses both mentions, whatever the order
+    assert matched_marks([(0, 10), (12, 20)], [(0, 9), (0, 10), (12, 20)]) == 2
+    # a mark that fits two mentions goes where it leaves the other its own
+    assert matched_marks([(0, 4), (0, 6)], [(0, 5), (0, 4)]) == 2
+    assert matched_marks([], [(0, 3)]) == matched_marks([(0, 3)], []) == 0
+    ranking = [Ranked("p1", 0.9, tuple(ScoredSpan(a, b, 0.9) for a, b in nested))]
+    s = score_query(ranking, {"p1"}, threshold=0.5, gold_spans={"p1": gold}, with_spans=True)
+    assert (s.span_hit_rate, s.highlight_precision, s.highlight_precision_1to1) == (1.0, 1.0, pytest.approx(1 / 3))
 
 
 def test_f1():

@@ -66,7 +66,7 @@ def measure(model: Path, data: Path, out: Path, files: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     parser.add_argument("--model", type=Path, default=default_model_dir())
     parser.add_argument("--templates", nargs="*", default=CANDIDATES)
     parser.add_argument("--write-model", type=Path, default=None, help="a model folder to store the chosen template in")

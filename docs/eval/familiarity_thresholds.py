@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 import time
@@ -103,7 +104,7 @@ def rule_family(f0: dict[str, float]) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     ap.add_argument("--cache", type=Path, help="keep the encoded sets here between runs (pickle)")
     ap.add_argument("--out", type=Path, default=Path("docs/eval/familiarity-thresholds.json"),
                     help="the JSON of every row (default: the committed file's name, from the repository root)")

@@ -39,6 +39,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import random
 import sys
 import time
@@ -254,7 +255,7 @@ def replace_span_vectors(sets: dict[str, tuple], side_prefix: str, folder: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     parser.add_argument("--model", type=Path, default=None, help="the model to start from (default: the shipped one)")
     parser.add_argument("--backbone", default=None, help="backbone folder (default: the model card's)")
     parser.add_argument("--layers", type=int, nargs="+", default=[0, 2, 6, 1], help="top layers trained (0: adapter only)")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 import time
@@ -119,7 +120,7 @@ def marking_vector(type_map: torch.nn.Module) -> Callable[[np.ndarray], np.ndarr
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     ap.add_argument("--cache", type=Path, required=True, help="span_negatives.py's cache (made when missing)")
     ap.add_argument("--limit", type=int, default=8000, help="training passages encoded when the cache is made")
     ap.add_argument("--o-share", type=float, nargs="*", default=[0.5, 0.8])

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ def _best_candidate(p: Scores) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     parser.add_argument("--breakdown", action="store_true", help="also where the gold mentions stand, per unseen type")
     parser.add_argument("--boundaries", action="store_true",
                         help="also the gold mentions stored spans overlap only with IoU < 0.5: how, per unseen type")

@@ -14,7 +14,7 @@ import sys
 from statistics import mean
 
 METRICS = ("r_precision", "recall_at_1000", "p_at_10", "set_precision", "set_recall", "set_f1",
-           "span_hit_rate", "highlight_precision")  # fmt: skip
+           "span_hit_rate", "highlight_precision", "highlight_precision_1to1")  # fmt: skip
 NAMES = {"system": "nerindex", "system_spans": "nerindex, spans only (λ = 0)",
          "system_prf": "nerindex + feedback", "span_base": "untrained spans",
          "dense": "dense passage", "bm25": "BM25"}  # fmt: skip
@@ -53,8 +53,8 @@ def markdown(pools: dict[str, dict]) -> str:
         g = pools[group]
         fam = f", Familiarity {g['familiarity']:.2f}" if g["familiarity"] is not None else ""
         lines += [f"**{group}** ({g['n']} type/set pairs{fam})", "",
-                  "| method | threshold | R-Prec | R@1000 | P@10 | set P | set R | set F1 | span hit | highlight P |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| method | threshold | R-Prec | R@1000 | P@10 | set P | set R | set F1 | span hit | highlight P | highlight P 1:1 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for m, s in g["methods"].items():
             thr = sorted(t for t in g["thresholds"].get(m, ()) if t is not None)
             cells = ["–" if s[k] is None else f"{s[k]:.3f}" for k in METRICS]

@@ -6,7 +6,7 @@
 # editable install (pip install -e) so that the files written are the checkout's. OUT=DIR writes the
 # reports elsewhere, RECORD=0 leaves model.json alone (CALIBRATE=1 still rewrites its thresholds).
 set -euo pipefail
-D=${NERINDEX_DATA:-../shared/data}
+D=${NERINDEX_DATA:?set NERINDEX_DATA to the folder of the labelled sets (../shared/data beside the checkout)}
 OUT=${OUT:-docs/eval}
 case "${RECORD:-1}" in 0|false|no|off) WRITE="" ;; *) WRITE=--write-model ;; esac
 # mentions per type in the shipped model's training files, for Familiarity

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import random
 import sys
@@ -185,7 +186,7 @@ def row_of(enc: OnnxEncoder, sets: dict, training, wide: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     parser.add_argument("--wide-validation", action="store_true", help="also score CrossNER's train splits with the validation split")
     parser.add_argument("--limit", type=int, default=8000, help="training passages encoded (MultiCoNER en-train90, in file order)")
     parser.add_argument("--o-share", type=float, nargs="*", default=[0.5, 0.0], help="share of O spans in a batch (0: the control)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -107,7 +108,7 @@ def evaluate(enc: OnnxEncoder, sets: dict, names: tuple[str, ...], vector_of: Ca
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     parser.add_argument("--wide-validation", action="store_true",
                         help="also score the validation split and CrossNER's train splits as one corpus (a check)")
     args = parser.parse_args()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def _round(x: float | None) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     parser.add_argument("--gold-model", type=Path, default=None, help="the marking detector's model (default: the shipped one)")
     parser.add_argument("--silver-model", type=Path, required=True, help="the other detector's model (same span side)")
     parser.add_argument("--discounts", type=float, nargs="*", default=[],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -58,7 +59,7 @@ def noun_test(wn: WordNet) -> Callable[[str], bool]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.08, 0.02])
     args = parser.parse_args()
     folder = default_model_dir()

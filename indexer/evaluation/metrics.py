@@ -61,6 +61,7 @@ class QueryScores:
     set_f1: float | None = None
     span_hit_rate: float | None = None
     highlight_precision: float | None = None
+    highlight_precision_1to1: float | None = None  # each gold mention credits one mark (nested marks)
     gold_mentions: int | None = None  # gold mentions inside the returned relevant passages
     returned_spans: int | None = None
 
@@ -78,6 +79,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "set_f1",
     "span_hit_rate",
     "highlight_precision",
+    "highlight_precision_1to1",
 )
 
 
@@ -127,11 +129,35 @@ def match_spans(
 
     Each side is counted on its own, not by one-to-one matching: a gold mention is *hit* when any
     returned span covers it with IoU ≥ ``iou_min``; a returned span is *correct* when it covers any
-    gold mention so. Overlaps are resolved before spans are returned, so double counting is rare.
+    gold mention so. With nested decoding (the shipped model's) a search returns overlapping marks,
+    and every one of them that covers a mention so is correct ("Canadian federal election" and
+    "Canadian federal" for one gold mention): :func:`matched_marks` counts one mark per mention.
     """
     hit = sum(1 for g in gold if any(span_iou(g, p) >= iou_min for p in predicted))
     correct = sum(1 for p in predicted if any(span_iou(g, p) >= iou_min for g in gold))
     return hit, correct
+
+
+def matched_marks(
+    gold: Sequence[tuple[int, int]], predicted: Sequence[tuple[int, int]], *, iou_min: float = IOU_MIN
+) -> int:
+    """The most (gold mention, returned span) pairs with IoU ≥ ``iou_min`` in which no mention and
+    no span appears twice (a maximum bipartite matching, by augmenting paths: a passage has a few
+    dozen spans at most). Why: highlight precision by :func:`match_spans` credits every nested mark
+    inside one mention (an audit: 0.290 against 0.233 one to one, unseen types pooled)."""
+    options = [[g for g, gold_span in enumerate(gold) if span_iou(gold_span, p) >= iou_min] for p in predicted]
+    owner: dict[int, int] = {}  # gold mention -> the span matched to it
+
+    def place(p: int, seen: set[int]) -> bool:
+        for g in options[p]:
+            if g not in seen:
+                seen.add(g)
+                if g not in owner or place(owner[g], seen):
+                    owner[g] = p
+                    return True
+        return False
+
+    return sum(place(p, set()) for p in range(len(predicted)) if options[p])
 
 
 def f1(precision: float | None, recall: float | None) -> float | None:
@@ -192,7 +218,7 @@ def score_query(
         "set_f1": f1(precision, recall),
     }
     if with_spans and gold_spans is not None:
-        n_gold = n_hit = n_pred = n_correct = 0
+        n_gold = n_hit = n_pred = n_correct = n_matched = 0
         for item in returned:
             gold = gold_spans.get(item.id, ()) if item.id in relevant else ()
             pred = [(s.start, s.end) for s in item.spans]
@@ -201,9 +227,11 @@ def score_query(
             n_hit += hit
             n_pred += len(pred)
             n_correct += correct
+            n_matched += matched_marks(gold, pred, iou_min=iou_min) if correct else 0
         extra.update(
             span_hit_rate=n_hit / n_gold if n_gold else None,
             highlight_precision=n_correct / n_pred if n_pred else None,
+            highlight_precision_1to1=n_matched / n_pred if n_pred else None,
             gold_mentions=n_gold,
             returned_spans=n_pred,
         )

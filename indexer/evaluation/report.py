@@ -27,6 +27,7 @@ COLUMNS = (
     ("set_f1", "set F1"),
     ("span_hit_rate", "span hit"),
     ("highlight_precision", "highlight P"),
+    ("highlight_precision_1to1", "highlight P 1:1"),
 )
 
 
