@@ -454,7 +454,8 @@ def test_the_page_shows_metadata_as_stored_and_facets_on_any_name(browser, tmp_p
     index = NerIndex.open(tmp_path / "store", create=True)
     texts = ["Barack Obama met Angela Merkel in Berlin.", "Lewis Hamilton drove for Ferrari in Monza.",
              "Tony Blair spoke with Jacques Chirac in Paris."]
-    index.index([Passage(id=f"p{i}", text=t, fields={"tweet": 12345678901234567890 + i, "constructor": c, "__proto__": c})
+    index.index([Passage(id=f"p{i}", text=t, fields={"tweet": 12345678901234567890 + i, "n": 2**53 + 1 + i,
+                                                          "constructor": c, "__proto__": c})
                  for i, (t, c) in enumerate(zip(texts, ["Ferrari", "McLaren", "Ferrari"]))])
     try:
         with ServerThread(create_app(index)) as url:
@@ -476,6 +477,11 @@ def test_the_page_shows_metadata_as_stored_and_facets_on_any_name(browser, tmp_p
                 with pg.expect_request("**/api/v1/search"):
                     pg.uncheck(f"{facet} label:has-text('McLaren') input")
                 pg.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 3")
+            with pg.expect_request("**/api/v1/search") as request:  # a shared URL's digits, not rounded (an audit)
+                open_page(pg, url, '?type=person&threshold=0&filters={"n":9007199254740995}')
+            assert request.value.post_data_json["filters"] == {"n": 2**53 + 3}  # the page sent ...996: no hit
+            pg.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 1")
+            assert hit_ids(pg) == ["p2"]
             open_page(pg, url, '?type=person&filters={"a b":1}')
             pg.wait_for_selector("#error:not([hidden])")
             assert pg.inner_text("#summary") == ""

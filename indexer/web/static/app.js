@@ -331,7 +331,7 @@ function writeURL(q) {
   if (q.text) params.set("text", q.text);
   if (q.threshold !== null) params.set("threshold", String(q.threshold));
   if (q.passage_weight !== null) params.set("passage_weight", String(q.passage_weight));
-  if (Object.keys(q.filters).length) params.set("filters", JSON.stringify(q.filters));
+  if (Object.keys(q.filters).length) params.set("filters", exactJSON(q.filters));
   if (state.sizeAsked !== null) params.set("size", String(state.sizeAsked));
   history.replaceState(null, "", "?" + params.toString());
 }
@@ -500,7 +500,7 @@ async function start() {
     $("passage-weight").value = params.get("passage_weight") || "";
     let filters = {};
     try {
-      filters = JSON.parse(params.get("filters") || "{}") || {};
+      filters = parseExact(params.get("filters") || "{}") || {}; // a shared URL's 2^53+1 stays itself (an audit)
     } catch (err) {
       filters = {};
     }
