@@ -62,6 +62,11 @@ class SettingError(StoreError):
     exit_code = 2
 
 
+class StoreBusyError(StoreError):
+    """A store written to so often that a search could not fix one version of it in time: passing,
+    so search again (the service answers 503 ``store_busy`` with ``Retry-After``)."""
+
+
 class NoStoreError(StoreError):
     """No store where one was to be opened, not created (``nerindex info`` then shows the model alone)."""
 

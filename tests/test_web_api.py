@@ -426,6 +426,21 @@ def test_store_errors_are_503(web_index):
         assert "the store is gone" in error_of(c.post("/api/v1/search", json={"type": "dinosaur"}), 503)
 
 
+def test_a_store_busy_with_writes_is_a_503_to_retry(web_index):
+    """A web audit: a search that could not fix one version under a steady writer read as an outage
+    (503 store_unavailable); it is passing, so its own code and a Retry-After."""
+    from indexer.errors import StoreBusyError
+
+    class Busy(SlowIndex):
+        def search(self, *args, **kwargs):
+            raise StoreBusyError("the store was written 9 times while a search began; search again")
+
+    with local_client(create_app(Busy(web_index, 0))) as c:
+        response = c.post("/api/v1/search", json={"type": "dinosaur"})
+        assert "search again" in error_of(response, 503)
+        assert response.json()["error"]["code"] == "store_busy" and response.headers["retry-after"] == "1"
+
+
 # ----------------------------------------------------------------- embed
 
 

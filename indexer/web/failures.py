@@ -22,6 +22,7 @@ from ..errors import (
     SearchError,
     SettingError,
     StaleCursorError,
+    StoreBusyError,
     StoreError,
 )
 from .edge import error_response, not_utf8
@@ -30,6 +31,7 @@ from .service import RequestTimeout
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER = {"Retry-After": "1"}  # seconds: a store busy with writes takes a search again within one
 HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
@@ -39,6 +41,7 @@ STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
     (InputError, 400, "bad_request"),
     (ModelMismatchError, 409, "model_mismatch"),
     (SettingError, 500, "setting"),  # the service's own configuration (a StoreError too: before it)
+    (StoreBusyError, 503, "store_busy"),  # passing: answered with Retry-After (a web audit: it read as an outage)
     (StoreError, 503, "store_unavailable"),
     (ModelError, 500, "model_error"),
     (NerindexError, 500, "error"),
@@ -51,7 +54,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Request body over the size limit"},
     422: {"model": ErrorResponse, "description": "Malformed body or parameters (an unknown parameter included)"},
     500: {"model": ErrorResponse, "description": "Unexpected server error (nothing of it is disclosed)"},
-    503: {"model": ErrorResponse, "description": "Store unavailable"},
+    503: {"model": ErrorResponse, "description": "Store unavailable, or busy with writes (store_busy, Retry-After: search again)"},
     504: {"model": ErrorResponse, "description": "Request time limit exceeded"},
 }
 
@@ -78,7 +81,7 @@ def add_error_handlers(app: FastAPI) -> None:
             if isinstance(exc, cls):
                 if status >= 500:
                     log.warning("%s %s: %s", request.method, request.url.path, exc)
-                return error_response(status, code, str(exc))
+                return error_response(status, code, str(exc), RETRY_AFTER if isinstance(exc, StoreBusyError) else None)
         return error_response(500, "error", str(exc))  # pragma: no cover - STATUS_OF ends with the base
 
     @app.exception_handler(RequestValidationError)
