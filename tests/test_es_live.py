@@ -42,6 +42,7 @@ from indexer.stores.elasticsearch import BulkOptions, ElasticsearchStore  # noqa
 from indexer.stores.elasticsearch import index_requests, search_requests  # noqa: E402
 from indexer.stores.factory import open_elasticsearch  # noqa: E402
 from indexer.stores.elasticsearch import responses as rs  # noqa: E402
+from indexer.stores.elasticsearch import server_facts as sf  # noqa: E402
 from indexer.stores.elasticsearch.options import BULK_REFRESH_INTERVAL  # noqa: E402
 from indexer.stores.elasticsearch.reindex import current_index, reindex, write_blocked  # noqa: E402
 from indexer.stores.elasticsearch.store import (  # noqa: E402
@@ -156,7 +157,7 @@ def test_server_version_and_modules_come_from_the_nodes_api(make_live_store):
     store = make_live_store()
     facts = store.server_facts()
     nodes = store.client.nodes.info().body["nodes"]
-    assert facts.version == min(rs.parse_version(node["version"]) for node in nodes.values())
+    assert facts.version == min(sf.parse_version(node["version"]) for node in nodes.values())
     assert facts.version >= MIN_SERVER
     assert store.has_module("x-pack-core")
     assert not store.rescores()  # no index yet

@@ -11,6 +11,7 @@ from indexer.errors import SearchError, StoreError
 from indexer.records import SpanMatch
 from indexer.stores.base import ModelStamp, StoreCounts, WriteOutcome
 from indexer.stores.elasticsearch import responses as rs
+from indexer.stores.elasticsearch import server_facts as sf
 
 RESPONSES = Path(__file__).parent / "golden" / "es" / "responses"
 
@@ -314,7 +315,7 @@ def test_counts_mget_version_settings_alias():
 
 def test_server_facts_from_the_nodes_api():
     # captured from the CI node (integ-test-zip 8.19.21: no lang-painless, no lang-mustache)
-    facts = rs.server_facts(load("nodes_plugins"))
+    facts = sf.server_facts(load("nodes_plugins"))
     assert facts.version == (8, 19, 21)
     assert "x-pack-core" in facts.modules and "lang-painless" not in facts.modules
     # several nodes: the oldest version, and only what every node has
@@ -323,10 +324,10 @@ def test_server_facts_from_the_nodes_api():
         "b": {"version": "8.19.3", "modules": [{"name": "x-pack-core"}], "plugins": [{"name": "lang-painless"}]},
         "c": {"version": "9.1.0", "modules": [{"name": "x-pack-core"}]},
     }}
-    assert rs.server_facts(mixed) == rs.ServerFacts((8, 19, 3), frozenset({"x-pack-core"}))
+    assert sf.server_facts(mixed) == sf.ServerFacts((8, 19, 3), frozenset({"x-pack-core"}))
     for broken in ({"nodes": {}}, {}, {"nodes": {"a": {"version": "x"}}}):
         with pytest.raises(StoreError, match="version"):
-            rs.server_facts(broken)
+            sf.server_facts(broken)
 
 
 def test_api_error_reason_prefers_the_root_cause():

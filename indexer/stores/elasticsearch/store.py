@@ -39,6 +39,7 @@ from ..base import (
     query_vector,
 )
 from . import responses as rs
+from .server_facts import ServerFacts, server_facts
 from .aliases import index_behind, orphans
 from .bulk import stored_sources, write_documents
 from .bulk_refresh import RelaxedRefresh
@@ -77,7 +78,7 @@ class ElasticsearchStore:
         self._client = client
         self._owns_client = client is None
         self._closed = False
-        self._facts: rs.ServerFacts | None = None
+        self._facts: ServerFacts | None = None
         self._stamp: ModelStamp | None = None
         self._vector_type: str | None = None  # index_options type of spans.vector, once read
         self._typed_filters: int | None = None  # which filter_texts the index keeps (once read)
@@ -124,13 +125,13 @@ class ElasticsearchStore:
 
     # --- server and index facts -----------------------------------------------------------------
 
-    def server_facts(self) -> rs.ServerFacts:
+    def server_facts(self) -> ServerFacts:
         """The cluster's version and modules (asked once, through the nodes API: ``GET /`` is
         refused by builds without the ``rest-root`` module)."""
         if self._facts is None:
             with self.errors("read the server version"):
                 response = self.client.nodes.info(metric="plugins", filter_path=SERVER_FACTS_FILTER)
-            self._facts = rs.server_facts(response.body)
+            self._facts = server_facts(response.body)
         return self._facts
 
     def server_version(self) -> tuple[int, int, int]:
