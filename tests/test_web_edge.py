@@ -95,11 +95,35 @@ def test_chunked_body_is_not_read_past_the_limit(web_index):
         ("/api/v1/embed", b'{"phrases": ["river", "\\udc00"]}', "phrases[1]"),
         ("/api/search", b'{"state": {"searchTerm": "\\ud800"}}', "state.searchTerm"),
         ("/api/v1/search", b'{"type": "\xffdino"}', "the body is not valid UTF-8"),
+        # UTF-16 was read as JSON allows, where the docs say UTF-8 (a web audit)
+        ("/api/v1/search", '{"type": "dinosaur"}'.encode("utf-16"), "the body is not valid UTF-8"),
     ],
 )
 def test_invalid_unicode_in_a_body_is_a_422_naming_it(client, path, body, where):
     message = error_of(client.post(path, content=body, headers=JSON), 422)
     assert where in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "headers, body, message",
+    [  # a web audit: these were "body: Input should be a valid dictionary" and "not valid UTF-8 at byte 2"
+        ({"content-type": "application/x-www-form-urlencoded"}, b'{"type": "dinosaur"}',
+         "send it with Content-Type: application/json (it came as application/x-www-form-urlencoded)"),
+        ({"content-type": "text/plain"}, b'{"type": "dinosaur"}', "(it came as text/plain)"),
+        ({}, b'{"type": "dinosaur"}', "(it came without one)"),
+        ({**JSON, "content-encoding": "gzip"}, __import__("gzip").compress(b'{"type": "dinosaur"}'),
+         "Content-Encoding gzip is not read: send the body uncompressed"),
+    ],
+)
+def test_a_body_not_sent_as_plain_json_is_a_415_saying_how_to_send_it(client, headers, body, message):
+    for path in ("/api/v1/search", "/api/search"):
+        response = client.post(path, content=body, headers=headers)
+        assert message in error_of(response, 415) and response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_a_utf8_body_with_a_byte_order_mark_is_read(client):
+    response = client.post("/api/v1/search", content=b'\xef\xbb\xbf{"type": "dinosaur"}', headers=JSON)
+    assert response.status_code == 200 and response.json()["hits"]
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,24 @@ def host_problem(scope: Scope, allowed: frozenset[str]) -> str | None:
     return f"Host {value!r} is not served here (start the service with --allow-host {host_name(value)} to allow it)"
 
 
+class UnreadBody(ValueError):
+    """A request body nerindex does not read as sent: compressed (``Content-Encoding: gzip`` read as
+    "not valid UTF-8 at byte 2", a web audit), or not declared as JSON (curl's default form type,
+    which FastAPI leaves unparsed, read as "body: Input should be a valid dictionary")."""
+
+
+def body_refusal(headers: Mapping[str, str]) -> str | None:
+    """Why a JSON body with these headers is not read (a 415), or None."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        return f"Content-Encoding {encoding} is not read: send the body uncompressed"
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):  # FastAPI parses no other body, none untyped
+        came = f"it came as {kind}" if kind else "it came without one"
+        return f"the body is read as JSON: send it with Content-Type: application/json ({came})"
+    return None
+
+
 def not_utf8(exc: UnicodeDecodeError) -> str:
     """A decoding error as words a client can act on."""
     return f"not valid UTF-8 ({exc.reason} at byte {exc.start + 1})"

@@ -25,7 +25,7 @@ from ..errors import (
     StoreBusyError,
     StoreError,
 )
-from .edge import error_response, not_utf8
+from .edge import UnreadBody, body_refusal, error_response, not_utf8
 from .schemas import ErrorResponse
 from .service import RequestTimeout
 
@@ -52,6 +52,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Bad request (limits, filters, cursor; a Host header not allowed)"},
     409: {"model": ErrorResponse, "description": "Cursor from before the index changed: search again without it"},
     413: {"model": ErrorResponse, "description": "Request body over the size limit"},
+    415: {"model": ErrorResponse, "description": "Body not sent as JSON (Content-Type) or compressed (Content-Encoding)"},
     422: {"model": ErrorResponse, "description": "Malformed body or parameters (an unknown parameter included)"},
     500: {"model": ErrorResponse, "description": "Unexpected server error (nothing of it is disclosed)"},
     503: {"model": ErrorResponse, "description": "Store unavailable, or busy with writes (store_busy, Retry-After: search again)"},
@@ -86,12 +87,17 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refusal = body_refusal(request.headers) if request.method == "POST" else None
+        if refusal:  # FastAPI leaves a body of another type unparsed; say so, not "body: Input should be..."
+            return error_response(415, "unsupported_media_type", refusal)
         return error_response(422, "invalid_request", validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", made specific
             return error_response(422, "invalid_request", f"the body is {not_utf8(exc.__cause__)}")
+        if isinstance(exc.__cause__, UnreadBody):
+            return error_response(415, "unsupported_media_type", str(exc.__cause__))
         code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
