@@ -218,6 +218,28 @@ def test_load_more_then_load_all_pages_through_every_match(page, base_url):
     assert "showing" not in page.inner_text("#summary")
 
 
+def test_load_more_after_the_index_changed_says_to_search_again(page, tmp_path):
+    """A web audit: the 409's words ("send the search again without a cursor") were shown, and the
+    button stayed, each click failing the same way."""
+    from indexer.api import NerIndex
+    from indexer.records import Passage
+
+    index = NerIndex.open(tmp_path / "store", create=True)
+    names = ["Barack Obama", "Angela Merkel", "Tony Blair", "Jacques Chirac", "Gordon Brown", "Helmut Kohl"]
+    index.index([Passage(id=f"p{i}", text=f"{n} gave a speech in Berlin.") for i, n in enumerate(names)])
+    try:
+        with ServerThread(create_app(index)) as url:
+            open_page(page, url, "?type=person&threshold=0&size=2")
+            page.wait_for_selector("#results li.hit")
+            index.index([Passage(id="p9", text="Margaret Thatcher gave a speech in London.")])
+            page.click("#load-more")
+            page.wait_for_selector("#error:not([hidden])")
+            assert "The index changed since this search: search again" in page.inner_text("#error")
+            assert len(hit_ids(page)) == 2 and page.is_hidden("#load-more") and page.is_hidden("#load-all")
+    finally:
+        index.close()
+
+
 def test_an_answer_for_an_older_search_is_dropped(page, base_url):
     """A web audit: a facet ticked while "Load more" (or another facet's search) was under way
     showed the old query's hits after the new ones, or replaced the new answer with the old one."""

@@ -171,7 +171,9 @@ async function api(path, body) {
   }
   if (!response.ok) {
     const message = data && data.error ? data.error.message : response.statusText;
-    throw new Error(message || `HTTP ${response.status}`);
+    const error = new Error(message || `HTTP ${response.status}`);
+    error.code = data && data.error ? data.error.code : undefined;
+    throw error;
   }
   return data;
 }
@@ -396,7 +398,16 @@ async function loadPages(limit, all) {
   try {
     while ((await loadPage(limit)) && all && state.nextCursor);
   } catch (err) {
-    if (mine === state.generation) showError(err.message);
+    if (mine !== state.generation) return;
+    if (err.code === "stale_cursor") {
+      // the API's words ("without a cursor") mean nothing here, and every further click failed the
+      // same way (a web audit): the pages shown stay, the buttons go, a new search shows the rest
+      state.nextCursor = null;
+      updateToolbar();
+      showError("The index changed since this search: search again to see the rest of its current results.");
+    } else {
+      showError(err.message);
+    }
   } finally {
     if (mine === state.generation) setBusy(false);
   }
