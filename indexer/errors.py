@@ -77,5 +77,10 @@ class SearchError(NerindexError):
     exit_code = 6
 
 
+class UnsupportedSearchError(SearchError):
+    """A well-formed search that this server cannot run (an Elasticsearch build without the Painless
+    module, or too old for a filter): the service's 501, not a 400 blaming the request (a web audit)."""
+
+
 class StaleCursorError(SearchError):
     """A paging cursor issued before the store changed: its offsets no longer point at the same hits."""

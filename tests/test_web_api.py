@@ -426,6 +426,19 @@ def test_store_errors_are_503(web_index):
         assert "the store is gone" in error_of(c.post("/api/v1/search", json={"type": "dinosaur"}), 503)
 
 
+def test_a_search_the_server_cannot_run_is_a_501_not_a_bad_request(web_index):
+    """A web audit: an Elasticsearch without Painless refused --all pages as 400 bad_request."""
+    from indexer.errors import UnsupportedSearchError
+
+    class NoPainless(SlowIndex):
+        def search(self, *args, **kwargs):
+            raise UnsupportedSearchError("exhaustive search needs the lang-painless module, which this server lacks")
+
+    with local_client(create_app(NoPainless(web_index, 0))) as c:
+        response = c.post("/api/v1/search", json={"type": "dinosaur", "all": True})
+        assert "lang-painless" in error_of(response, 501) and response.json()["error"]["code"] == "not_supported"
+
+
 def test_a_store_busy_with_writes_is_a_503_to_retry(web_index):
     """A web audit: a search that could not fix one version under a steady writer read as an outage
     (503 store_unavailable); it is passing, so its own code and a Retry-After."""

@@ -24,6 +24,7 @@ from ..errors import (
     StaleCursorError,
     StoreBusyError,
     StoreError,
+    UnsupportedSearchError,
 )
 from .edge import UnreadBody, body_refusal, error_response, not_utf8
 from .schemas import ErrorResponse
@@ -37,6 +38,7 @@ HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large
 STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
     (RequestTimeout, 504, "timeout"),
     (StaleCursorError, 409, "stale_cursor"),
+    (UnsupportedSearchError, 501, "not_supported"),  # the server lacks a module: not the request's fault
     (SearchError, 400, "bad_request"),
     (InputError, 400, "bad_request"),
     (ModelMismatchError, 409, "model_mismatch"),
@@ -55,6 +57,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorResponse, "description": "Body not sent as JSON (Content-Type) or compressed (Content-Encoding)"},
     422: {"model": ErrorResponse, "description": "Malformed body or parameters (an unknown parameter included)"},
     500: {"model": ErrorResponse, "description": "Unexpected server error (nothing of it is disclosed)"},
+    501: {"model": ErrorResponse, "description": "A search this Elasticsearch cannot run (no Painless module, or too old)"},
     503: {"model": ErrorResponse, "description": "Store unavailable, or busy with writes (store_busy, Retry-After: search again)"},
     504: {"model": ErrorResponse, "description": "Request time limit exceeded"},
 }

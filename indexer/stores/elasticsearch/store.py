@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
-from ...errors import ModelMismatchError, SearchError, StoreError
+from ...errors import ModelMismatchError, StoreError, UnsupportedSearchError
 from ...records import EncodedPassage, Hit
 from ..base import (
     ModelStamp,
@@ -428,13 +428,13 @@ class ElasticsearchStore:
         if exact:
             self.require_module(
                 PAINLESS, "exhaustive search (--all, or a limit above 10,000), which scores every span "
-                "exactly with a Painless script,", error=SearchError,
+                "exactly with a Painless script,", error=UnsupportedSearchError,
             )
         elif request.filters.spans:
             self.require_version(
                 SPAN_FILTER_SERVER,
                 "filtering kNN search on span fields (spans.labels, spans.text)",
-                error=SearchError,
+                error=UnsupportedSearchError,
             )
         self.flush()
         common = dict(alias=self.alias, options=self._options, errors=self.errors, typed_filters=self.typed_filters())
