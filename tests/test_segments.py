@@ -10,6 +10,7 @@ another: the case the re-scoring rule (``segments.EPSILON``) exists for.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import sqlite3
@@ -319,6 +320,26 @@ def test_a_reused_rowid_leads_to_a_rebuild_not_a_stale_answer(world):
         same(answer(store, request), reference(docs, request))
 
 
+def test_a_passage_deleted_without_foreign_keys_takes_its_spans_with_it(world):
+    """A store audit: the sqlite3 shell's default (foreign keys off) skipped the cascade, and the
+    deleted passage's spans still ranked (a top-5 search gave 3 hits, and a wrong total)."""
+    store, rng, centre = world
+    docs = {d.passage.id: d for d in make_docs(rng, range(50), centre)}
+    store.write(list(docs.values()))
+    asked = requests(centre, rng)
+    same(answer(store, asked[2]), reference(docs, asked[2]))
+    conn = sqlite3.connect(store.path / DB_NAME)  # foreign keys off, as the shell has them
+    for pid in list(docs)[:10]:
+        conn.execute("DELETE FROM passages WHERE id = ?", (pid,))
+        del docs[pid]
+    conn.commit()
+    assert conn.execute("SELECT COUNT(*) FROM spans WHERE passage NOT IN (SELECT rowid FROM passages)").fetchone() == (0,)
+    assert conn.execute("SELECT COUNT(*) FROM span_vectors WHERE rowid NOT IN (SELECT rowid FROM spans)").fetchone() == (0,)
+    conn.close()
+    for request in asked:
+        same(answer(store, request), reference(docs, request))
+
+
 @pytest.mark.parametrize("candidates", [0.0, 0.5])
 def test_a_large_all_is_the_exact_set_with_scores_within_epsilon(world, monkeypatch, candidates):
     """Past EXACT_ALL_SPANS matching spans on a big store, --all re-scores only the spans within ε
@@ -520,3 +541,30 @@ def test_tails_are_saved_again_after_they_are_merged(world, monkeypatch):
         for request in asked:
             same(answer(again, request), reference(docs, request))
     assert deltas and all(tail is None for tail in deltas)  # nothing written since the saved chain
+
+
+def test_a_file_saved_again_between_its_check_and_its_load_is_not_used(tmp_path, monkeypatch, caplog):
+    """A store audit: a file was checked through one open and loaded through another; a process
+    saving the folder in between renamed a new file in, which was loaded unchecked (and two bases
+    of equal counts paired one's rows with the other's vectors). It is now a rebuild."""
+    version = StoreVersion("store-1", "g1")
+    assert derived.save_arrays(tmp_path, version, {"a.npy": np.arange(4.0), "b.npy": np.ones(4)})
+    real_load = np.load
+    swapped = []
+
+    def load_after_a_save(path, *args, **kwargs):
+        if not swapped:  # another process renames its own a.npy in, after the check
+            other = tmp_path / ".a.other.npy"
+            np.save(other, np.arange(4.0)[::-1].copy())
+            other.replace(tmp_path / "a.npy")
+            swapped.append(path)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(derived.np, "load", load_after_a_save)
+    caplog.set_level(logging.INFO, logger="indexer.stores.derived")
+    assert derived.load_arrays(tmp_path, version, ("a.npy", "b.npy")) is None
+    assert swapped and "saved again while it was read" in caplog.text
+    monkeypatch.setattr(derived.np, "load", real_load)
+    assert derived.load_arrays(tmp_path, version, ("a.npy", "b.npy")) is None  # the new a.npy fails its checksum
+    assert derived.save_arrays(tmp_path, version, {"a.npy": np.arange(4.0), "b.npy": np.ones(4)})
+    assert derived.load_arrays(tmp_path, version, ("a.npy", "b.npy"))["a.npy"].tolist() == [0.0, 1.0, 2.0, 3.0]

@@ -263,12 +263,16 @@ def load(folder: Path, identity: str, base_state: str, in_history: Callable[[str
     if not in_history(match.group(3)):
         log.warning("%s: rebuilding the ANN index: made from a write this store.sqlite has not seen", folder)
         return None
-    if not derived.trusted(folder, StoreVersion(identity, state or ""), (FILE,)):
+    checked = derived.trusted(folder, StoreVersion(identity, state or ""), (FILE,))
+    if checked is None:
         return None
     try:
         index = _map(folder)
     except RuntimeError as exc:
         log.warning("%s: rebuilding the ANN index: unreadable (%s)", folder, exc)
+        return None
+    if not derived.unchanged(folder, checked):  # saved again between the check and the mapping
+        log.info("%s: rebuilding the ANN index: saved again while it was read", folder)
         return None
     row_hi = int(match.group(2))
     return Index(index, base_state, row_hi, float(match.group(4)), row_hi, mapped=True, written=match.group(3))

@@ -85,13 +85,24 @@ def drop_pages(mapped: mmap.mmap) -> None:
         mapped.madvise(mmap.MADV_DONTNEED)
 
 
-def file_crc(path: Path) -> int:
+FileIdentity = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
+
+
+def identity(status: os.stat_result) -> FileIdentity:
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def file_crc(path: Path, seen: list[FileIdentity] | None = None) -> int:
     """CRC-32 of a whole file, read through a mapping with :func:`prefer_huge_pages` (this is
     what first brings a derived file into the page cache), 1 MiB at a time, the pages dropped
-    from the process every 64 MiB so the check adds no more than that to its RSS."""
+    from the process every 64 MiB so the check adds no more than that to its RSS. ``seen`` gets
+    the identity of the file read (:func:`unchanged`)."""
     crc = 0
     with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+        status = os.fstat(handle.fileno())
+        size = status.st_size
+        if seen is not None:
+            seen.append(identity(status))
         if size == 0:
             return crc
         with mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ) as mapped:
@@ -189,13 +200,26 @@ def save_files(folder: Path, version: StoreVersion, writers: Mapping[str, Callab
     return True
 
 
-def trusted(folder: Path, version: StoreVersion, names: Sequence[str]) -> bool:
-    """Whether the folder's manifest names ``version`` and every named file matches it (for files
-    the caller reads itself); logs why not, like :func:`load_arrays`."""
-    problem, warn = _problem(folder, version, names)
+def trusted(folder: Path, version: StoreVersion, names: Sequence[str]) -> dict[str, FileIdentity] | None:
+    """The identities of the named files when the folder's manifest names ``version`` and every one
+    matches it (for files the caller reads itself, then checks with :func:`unchanged`); else None,
+    after logging why, like :func:`load_arrays`."""
+    problem, warn, checked = _problem(folder, version, names)
     if problem is not None:
         (log.warning if warn else log.info)("%s: rebuilding from the store: %s", folder, problem)
-    return problem is None
+        return None
+    return checked
+
+
+def unchanged(folder: Path, checked: Mapping[str, FileIdentity]) -> bool:
+    """Whether each file is still the one whose checksum was checked. A file is checked through
+    one open and read through another (``np.load``, faiss): a process saving the folder between
+    the two renamed new files in, which were then read unchecked, and two bases of equal counts
+    paired one's rows with the other's vectors, for the life of the process (a store audit)."""
+    try:
+        return all(identity(os.stat(folder / name)) == seen for name, seen in checked.items())
+    except OSError:
+        return False
 
 
 def manifest_state(folder: Path) -> str | None:
@@ -206,9 +230,19 @@ def manifest_state(folder: Path) -> str | None:
         return None
 
 
-def _problem(folder: Path, version: StoreVersion, names: Sequence[str]) -> tuple[str | None, bool]:
-    """(why the folder cannot be trusted for ``version``, whether that is worth a warning), or
-    (None, False) when every file matches its manifest."""
+def _problem(
+    folder: Path, version: StoreVersion, names: Sequence[str]
+) -> tuple[str | None, bool, dict[str, FileIdentity]]:
+    """(why the folder cannot be trusted for ``version``, whether that is worth a warning, the
+    identities of the files checked), the first None when every file matches its manifest."""
+    checked: dict[str, FileIdentity] = {}
+    problem, warn = _first_problem(folder, version, names, checked)
+    return problem, warn, checked
+
+
+def _first_problem(folder: Path, version: StoreVersion, names: Sequence[str],
+                   checked: dict[str, FileIdentity]) -> tuple[str | None, bool]:
+    """:func:`_problem`'s checks, in order; ``checked`` gets each file's identity as it passes."""
     try:
         raw = (folder / MANIFEST).read_bytes()
     except FileNotFoundError:
@@ -237,8 +271,10 @@ def _problem(folder: Path, version: StoreVersion, names: Sequence[str]) -> tuple
             size = path.stat().st_size
             if size != expected.get("size"):
                 return f"{name} has {size} bytes, the manifest says {expected.get('size')}", True
-            if file_crc(path) != expected.get("crc32"):
+            seen: list[FileIdentity] = []
+            if file_crc(path, seen) != expected.get("crc32") or seen[0][2] != size:
                 return f"{name} does not match its checksum (corrupt or altered)", True
+            checked[name] = seen[0]
         except OSError as exc:
             return f"{name} unreadable ({exc.strerror})", True
     return None, False
@@ -255,19 +291,19 @@ def load_arrays(
     """The named arrays when the folder's manifest names ``version``, every file matches it and
     ``check`` finds nothing wrong with them (it returns a problem, or None); else None, after one
     warning line when something is wrong rather than merely out of date."""
-    problem, warn = _problem(folder, version, names)
+    problem, warn, checked = _problem(folder, version, names)
     if problem is None:
         try:
             arrays = {
                 name: np.load(folder / name, mmap_mode="r" if name in mmap else None, allow_pickle=False)
                 for name in names
             }
-            problem = check(arrays)
+            problem = check(arrays) if unchanged(folder, checked) else "saved again while it was read"
             if problem is None:
                 return arrays
         except Exception as exc:  # noqa: BLE001 - whatever a derived file does wrong, the fix is a rebuild
             problem = f"unreadable ({type(exc).__name__}: {exc})"
-        warn = True
+        warn = problem != "saved again while it was read"
     (log.warning if warn else log.info)("%s: rebuilding from the store: %s", folder, problem)
     return None
 

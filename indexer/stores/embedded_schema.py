@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS passage_vectors (rowid INTEGER PRIMARY KEY, vector BL
 CREATE TABLE IF NOT EXISTS span_vectors (rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS passages_vector_drop AFTER DELETE ON passages
 BEGIN DELETE FROM passage_vectors WHERE rowid = old.rowid; END;
+-- the cascade of spans.passage works only with foreign keys on, which nerindex sets and the sqlite3
+-- shell does not: a passage deleted there left its spans ranking searches (a store audit)
+CREATE TRIGGER IF NOT EXISTS passages_spans_drop AFTER DELETE ON passages
+BEGIN DELETE FROM spans WHERE passage = old.rowid; END;
 CREATE TRIGGER IF NOT EXISTS spans_vector_drop AFTER DELETE ON spans
 BEGIN DELETE FROM span_vectors WHERE rowid = old.rowid; END;
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(
