@@ -202,7 +202,19 @@ def index_chunks(
         docs = encoder.encode(todo, batch_size=batch_size, progress=progress, windows=windows) if todo else []
         # skipping, the store checks again as it writes: another writer may have stored an id since
         outcomes = store.write(docs, replace=not skip_existing) if docs else []
+        changed += _changed_meanwhile(store, docs, outcomes)
         yield skipped, changed, docs, refused + outcomes
+
+
+def _changed_meanwhile(store: Store, docs: Sequence[EncodedPassage], outcomes: Sequence[WriteOutcome]) -> list[str]:
+    """The ids the write skipped because another writer stored them since the check, stored with
+    another text than this run's: two runs at once said "none whose text was compared differs" of
+    passages they dropped with other texts (a store audit)."""
+    raced = [o.id for o in outcomes if o.ok and o.action == "skipped"]
+    if not raced:
+        return []
+    ours, theirs = {d.passage.id: d.passage.text for d in docs}, store.stored_texts(raced)
+    return [pid for pid in raced if pid != text_id(ours[pid]) and pid in theirs and theirs[pid] != ours[pid]]
 
 
 def index_passages(

@@ -88,6 +88,8 @@ def test_a_rival_writer_keeps_the_ids_it_stored_first(tmp_path, encoder):
         assert store.counts().spans == report.spans + len(rival[0].spans)
         texts = dict(sqlite3.connect(store.path / DB_NAME).execute("SELECT id, text FROM passages"))
         assert texts["p1"] == "Paris is the capital of France."
+        # and it is named as stored with another text (a store audit: "none whose text was compared differs")
+        assert (report.skipped_changed, report.changed_ids) == (1, ["p1"])
 
 
 def test_reindex_existing_replaces(tmp_path, encoder):
