@@ -92,19 +92,17 @@ def identity(status: os.stat_result) -> FileIdentity:
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
-def file_crc(path: Path, seen: list[FileIdentity] | None = None) -> int:
-    """CRC-32 of a whole file, read through a mapping with :func:`prefer_huge_pages` (this is
-    what first brings a derived file into the page cache), 1 MiB at a time, the pages dropped
-    from the process every 64 MiB so the check adds no more than that to its RSS. ``seen`` gets
-    the identity of the file read (:func:`unchanged`)."""
+def file_crc(path: Path) -> tuple[int, FileIdentity]:
+    """CRC-32 of a whole file and the identity of the file read (:func:`unchanged`), read through
+    a mapping with :func:`prefer_huge_pages` (this is what first brings a derived file into the
+    page cache), 1 MiB at a time, the pages dropped from the process every 64 MiB so the check
+    adds no more than that to its RSS."""
     crc = 0
     with open(path, "rb") as handle:
         status = os.fstat(handle.fileno())
         size = status.st_size
-        if seen is not None:
-            seen.append(identity(status))
         if size == 0:
-            return crc
+            return crc, identity(status)
         with mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ) as mapped:
             prefer_huge_pages(mapped)
             with memoryview(mapped) as view:
@@ -113,7 +111,7 @@ def file_crc(path: Path, seen: list[FileIdentity] | None = None) -> int:
                         crc = zlib.crc32(chunk, crc)
                     if (at + CHUNK) % (64 * CHUNK) == 0:
                         drop_pages(mapped)
-    return crc
+    return crc, identity(status)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -271,10 +269,9 @@ def _first_problem(folder: Path, version: StoreVersion, names: Sequence[str],
             size = path.stat().st_size
             if size != expected.get("size"):
                 return f"{name} has {size} bytes, the manifest says {expected.get('size')}", True
-            seen: list[FileIdentity] = []
-            if file_crc(path, seen) != expected.get("crc32") or seen[0][2] != size:
+            crc, checked[name] = file_crc(path)
+            if crc != expected.get("crc32") or checked[name][2] != size:
                 return f"{name} does not match its checksum (corrupt or altered)", True
-            checked[name] = seen[0]
         except OSError as exc:
             return f"{name} unreadable ({exc.strerror})", True
     return None, False
