@@ -139,6 +139,11 @@ def test_span_filters_take_no_booleans_and_thresholds_are_cosines():
     infinite min_similarity made at the store level gave nothing or everything (the API refused it)."""
     with pytest.raises(SearchError, match="labels and text are strings, not True"):
         Filters.of({"spans.labels": True})
+    # a number matched nothing here and its digits in Elasticsearch (an audit)
+    for key, value in (("spans.labels", 5), ("spans.text", [1984]), ("spans.text", 2.5)):
+        with pytest.raises(SearchError, match=f"filter on '{key}': a span's labels and text are strings"):
+            Filters.of({key: value})
+    assert Filters.of({"spans.text": "1984"}) and Filters.of({"year": 1984})
     for bad in (math.nan, math.inf, -1.5, True, "0.3"):
         with pytest.raises(SearchError, match=r"similarity threshold must be within \[-1, 1\]"):
             SearchRequest(vector=DINO, min_similarity=bad)

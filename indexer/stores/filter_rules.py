@@ -187,7 +187,8 @@ def _filter_scalar(key: str, value: Any) -> FilterScalar:
         raise SearchError(f"filter on {key!r}: values are strings, numbers or booleans, not {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SearchError(f"filter on {key!r}: {value!r} is not a finite number")
-    if isinstance(value, bool) and key in SPAN_FILTERS:  # the embedded store compared True as "1", Elasticsearch as true
+    if not isinstance(value, str) and key in SPAN_FILTERS:  # the embedded store compared True as "1", Elasticsearch
+        # as true; a number matched nothing here and its digits there (an audit)
         raise SearchError(f"filter on {key!r}: a span's labels and text are strings, not {value!r}")
     problem = mark_problem(value, f"filter on {key!r}: {value!r}")
     if problem is not None:
