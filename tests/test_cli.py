@@ -230,6 +230,13 @@ def test_with_json_an_error_is_also_one_json_object_on_stdout(tmp_path, capsys):
     assert code == 5 and json.loads(out)["error"]["exit_code"] == 5 and "path" not in json.loads(out)["error"]
     code, out, _ = run(capsys, "index", str(bad), "--store", str(tmp_path / "s"))
     assert code == 2 and out == ""  # without --json, stdout stays empty
+    # a wrong option is exit 2 too (an audit: stdout was empty for click's usage errors)
+    code, out, err = run(capsys, "search", "dinosaur", "--limit", "0", "--store", str(tmp_path / "s"), "--json")
+    assert code == 2 and "Invalid value for '--limit'" in err
+    assert json.loads(out)["error"] == {"type": "BadParameter", "exit_code": 2,
+                                        "message": "Invalid value for '--limit': 0 is not in the range 1<=x<=10000."}
+    code, out, _ = run(capsys, "search", "dinosaur", "--text", "", "--store", str(tmp_path / "s"), "--json")
+    assert code == 2 and json.loads(out)["error"]["message"].startswith("--text is empty")
 
 
 def test_same_named_files_of_two_folders_are_said_to_share_an_id(tmp_path, capsys):

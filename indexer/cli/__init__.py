@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     problem = argument_problem(args)
     if problem:
         click.echo(f"error: {problem}", err=True)
+        if "--json" in args:
+            click.echo(json_error(click.UsageError(problem)))
         sys.exit(2)
     try:
         cli.main(args=argv, prog_name="nerindex", standalone_mode=False)
@@ -169,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
+        if "--json" in args:  # a wrong option is exit 2 too, which the README says --json reports (an audit)
+            click.echo(json_error(exc))
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -191,12 +195,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(CLOSED_PIPE_EXIT)
 
 
-def json_error(exc: NerindexError) -> str:
+def json_error(exc: NerindexError | click.ClickException) -> str:
     """The error as one JSON object for ``--json`` runs (on stdout, besides the line on stderr):
     ``{"error": {"type", "message", "exit_code", "path"?, "line"?, "unit"?}}``: the path and line
-    where the error names them (bad input), ``unit`` "row" where the line is a Parquet row."""
-    detail: dict[str, Any] = {"type": type(exc).__name__, "message": getattr(exc, "reason", None) or str(exc),
-                              "exit_code": exc.exit_code}
+    where the error names them (bad input), ``unit`` "row" where the line is a Parquet row; click's
+    usage errors (a wrong option, exit 2) by their message."""
+    message = exc.format_message() if isinstance(exc, click.ClickException) else getattr(exc, "reason", None) or str(exc)
+    detail: dict[str, Any] = {"type": type(exc).__name__, "message": message, "exit_code": exc.exit_code}
     for name in ("path", "line"):
         if getattr(exc, name, None) is not None:
             detail[name] = getattr(exc, name)
