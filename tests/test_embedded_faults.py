@@ -627,3 +627,39 @@ def test_a_search_under_a_steady_writer_tries_for_a_while_then_says_busy(tmp_pat
         ids(store)
     assert 0.2 <= time.monotonic() - started < 5
     store.close()
+
+
+def test_searches_beside_a_writer_that_never_pauses_all_answer(tmp_path, stamp):
+    """A review: each try read the vectors, then opened a reader, and a writer committing between
+    the two on every try made every search fail after SNAPSHOT_WAIT_S. The refresh now hands its
+    own reader to the search, so a try that had to read new rows is of one snapshot."""
+    from multiprocessing import get_context
+
+    filled(tmp_path / "s", stamp, corpus())
+    ctx = get_context("spawn")
+    stop = ctx.Event()
+    writer = ctx.Process(target=_write_until, args=(str(tmp_path / "s"), stop))
+    writer.start()
+    try:
+        store = EmbeddedStore.open(tmp_path / "s", create=False)
+        answered, ends = 0, time.monotonic() + 3
+        while time.monotonic() < ends:
+            assert ids(store)  # StoreBusyError here before
+            answered += 1
+        store.close()
+    finally:
+        stop.set()
+        writer.join(30)
+    assert answered > 10 and writer.exitcode == 0
+
+
+def _write_until(folder: str, stop) -> None:
+    """One small passage a write, as fast as the store takes them (a spawned process's target)."""
+    from store_conformance import DINO as dino
+    from store_conformance import doc
+
+    with EmbeddedStore.open(Path(folder)) as store:
+        i = 0
+        while not stop.is_set():
+            store.write([doc(f"w{i}", "Allosaurus here.", [("Allosaurus", dino)])])
+            i += 1

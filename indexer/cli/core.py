@@ -311,13 +311,12 @@ def search_command(
         no_all = None if exhaustive or as_json else ix.store.exhaustive_unavailable()
         applied = ix.threshold_for(entity_type) if threshold is None else threshold
         trained = ix.encoder.info.is_trained_phrase(entity_type)
-    spaced = [pair for pair in where if pair.partition("=")[2] != pair.partition("=")[2].strip()] if not shown else []
     if absent:
         names = ", ".join(repr(name) for name in absent)
         click.echo(f"hint: no stored passage has a field named {names}; --where matches stored metadata exactly", err=True)
-    elif spaced:  # "topic = science" looked for " science" (an audit: an empty answer, no word why)
+    elif not shown and (spaced := [p for p in where if p.partition("=")[2] != p.partition("=")[2].strip()]):
         click.echo(f"hint: --where {spaced[0]!r} matches its value with the spaces around it; values match exactly",
-                   err=True)
+                   err=True)  # "topic = science" looked for " science" (an audit: an empty answer, no word why)
     elif not shown and threshold is None and not filters and not text:
         kind = "types it was trained on" if trained else "types it was not trained on"
         click.echo(f"hint: no mention reached the similarity threshold {applied:g} (the model's for {kind}); "

@@ -223,25 +223,34 @@ class EmbeddedStore:
             self._ann.get(vec, identity, kind, merge=True)  # fewer passages are scanned (_passage_proposer)
 
     def _load_vectors(self) -> segments.SegmentSet:
+        return self._vectors_and_reader(keep_reader=False)[0]
+
+    def _vectors_and_reader(self, *, keep_reader: bool) -> tuple[segments.SegmentSet, sqlite3.Connection | None]:
+        """The segments, brought up to the store; with ``keep_reader``, where they had to be, also
+        the private connection they were read through, still in its read transaction: the
+        snapshot they are of (:meth:`_snapshot`)."""
         with self._loading:
-            current = self._vectors
+            current, reader = self._vectors, None
             if current is None or current.version != self.version():
-                self._vectors = self._refresh(current)
-            return self._vectors
+                self._vectors, reader = self._refresh(current, keep_reader=keep_reader)
+            return self._vectors, reader
 
     def _in_history(self, mark: str) -> bool:
         """Whether derived files made after the write ``mark`` names belong to this store's history."""
         with self._conn() as conn:
             return schema.in_history(conn, mark)
 
-    def _refresh(self, current: segments.SegmentSet | None) -> segments.SegmentSet:
+    def _refresh(
+        self, current: segments.SegmentSet | None, *, keep_reader: bool = False
+    ) -> tuple[segments.SegmentSet, sqlite3.Connection | None]:
         """Bring the segments up to the store: load them from disk (a new process), then add what
         was written since as one tail and mark what was deleted since; rebuild everything when
         the result does not add up to the store's row counts, or a quarter of the rows are dead.
         The set in use is never changed (the service's threads may be searching it): a new one
         replaces it.
 
-        A private connection holds the read transaction (:meth:`_reader`).
+        A private connection holds the read transaction (:meth:`_reader`); ``keep_reader`` returns it
+        open, at the version the new set is of, else None.
         """
         stamp = self.model()
         dims = stamp.dims if stamp else 0
@@ -269,19 +278,28 @@ class EmbeddedStore:
                     fresh = None  # a quarter of the rows are dead: compact
             if fresh is None:
                 base = segment_rows.read_base(conn, dims, spans, passages, written)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot read the vectors: {exc}") from exc
-        finally:
+            if not keep_reader:
+                conn.execute("COMMIT")
+        except BaseException as exc:
             conn.close()
-        if fresh is not None:
-            if tail is not None and fresh.persisted:
-                fresh.use(segments.save_tail(cache, version.identity, fresh.segments[:-1], tail))
-            return fresh
-        persisted = segments.save_base(cache, version.identity, base)
-        if persisted:
-            (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
-        return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted)
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: cannot read the vectors: {exc}") from exc
+            raise
+        if not keep_reader:
+            conn.close()
+        try:
+            if fresh is not None:
+                if tail is not None and fresh.persisted:
+                    fresh.use(segments.save_tail(cache, version.identity, fresh.segments[:-1], tail))
+                return fresh, conn if keep_reader else None
+            persisted = segments.save_base(cache, version.identity, base)
+            if persisted:
+                (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
+        except BaseException:
+            conn.close()
+            raise
+        return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted), (
+            conn if keep_reader else None)
 
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Top-k through the ANN index when the store is big enough for it to pay
@@ -314,7 +332,9 @@ class EmbeddedStore:
         deadline, tries = time.monotonic() + SNAPSHOT_WAIT_S, 0
         while tries < SNAPSHOT_TRIES or time.monotonic() < deadline:
             tries += 1
-            vec = self._load_vectors()
+            vec, reader = self._vectors_and_reader(keep_reader=True)
+            if reader is not None:  # just read through it: the same snapshot (a review: a steady
+                return reader, vec  # writer landed between the two reads on every try)
             conn = self._reader()
             try:
                 if schema.read_version(conn) == vec.version:  # the first read fixes the snapshot
