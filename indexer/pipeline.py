@@ -213,7 +213,11 @@ def _changed_meanwhile(store: Store, docs: Sequence[EncodedPassage], outcomes: S
     raced = [o.id for o in outcomes if o.ok and o.action == "skipped"]
     if not raced:
         return []
-    ours, theirs = {d.passage.id: d.passage.text for d in docs}, store.stored_texts(raced)
+    try:  # the write is done: a failed look must not make the run say nothing was stored (a review)
+        theirs = store.stored_texts(raced)
+    except StoreError:
+        return []
+    ours = {d.passage.id: d.passage.text for d in docs}
     return [pid for pid in raced if pid != text_id(ours[pid]) and pid in theirs and theirs[pid] != ours[pid]]
 
 

@@ -308,8 +308,11 @@ def save(folder: Path, identity: str, index: Index) -> bool:
         ok = derived.save_files(folder, StoreVersion(identity, index.state(row_hi)), {FILE: write})
         if ok:
             index.saved_hi = row_hi
-            try:
-                index.faiss_index, index.mapped, index.delta = _map(folder), True, None
+            try:  # the file on disk, if it is still this save's (a review: a rival's, renamed in
+                mapped = _map(folder)  # just after, was mapped as this one's rows)
+                if mapped.ntotal != whole.ntotal or derived.manifest_state(folder) != index.state(row_hi):
+                    raise RuntimeError("another process saved it again meanwhile")
+                index.faiss_index, index.mapped, index.delta = mapped, True, None
             except RuntimeError as exc:  # keep the index in memory: it is whole
                 log.warning("%s: the saved ANN index could not be mapped (%s)", folder, exc)
                 index.faiss_index, index.mapped, index.delta = whole, False, None

@@ -1,6 +1,7 @@
 """Pure builders of the paged search bodies (golden-file tested): the exact exhaustive search and scans.
 
-Both page with a point in time and ``search_after``, past the 10,000 cap of kNN. The exhaustive
+Both page with ``search_after``, past the 10,000 cap of kNN: the exhaustive search in a point in
+time, the re-index scan on the id (its index refuses writes while it is read). The exhaustive
 search scores every span exactly with a Painless ``script_score`` (:mod:`.similarity` has the
 scripts), once over every span (the score) and once over the mentions (the gate and the marks);
 with hybrid scoring (``passage_weight`` λ > 0) an outer ``script_score`` adds

@@ -39,7 +39,6 @@ from ..base import (
     query_vector,
 )
 from . import responses as rs
-from .server_facts import ServerFacts, server_facts
 from .aliases import index_behind, orphans
 from .bulk import stored_sources, write_documents
 from .bulk_refresh import RelaxedRefresh
@@ -52,6 +51,7 @@ from .index_requests import (
 from .options import StoreOptions, store_options
 from .search_requests import MAX_NUM_CANDIDATES
 from .searching import exact_hits, knn_hits, say_once
+from .server_facts import ServerFacts, server_facts
 from .type_index import TypeIndex, fill_with_catalog
 
 log = logging.getLogger(__name__)
