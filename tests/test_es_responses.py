@@ -364,7 +364,7 @@ def test_a_failed_search_of_a_multi_search_is_an_error_not_an_empty_answer():
     ok = {"hits": {"hits": [{"_id": "a", "_score": 0.9}]}}
     assert rs.msearch_hits({"responses": [ok, {"hits": {"hits": []}}]}) == [[{"_id": "a", "_score": 0.9}], []]
     refused = {"error": {"type": "search_phase_execution_exception", "reason": "all shards failed"}, "status": 400}
-    with pytest.raises(SearchError, match="failed one search of a multi-search: HTTP 400: search_phase"):
-        rs.msearch_hits({"responses": [ok, refused]})
+    with pytest.raises(SearchError, match="failed one search of a multi-search to search 'x': HTTP 400: search_phase"):
+        rs.msearch_hits({"responses": [ok, refused]}, "search 'x'")
     with pytest.raises(StoreError, match="HTTP 503"):
         rs.msearch_hits({"responses": [dict(refused, status=503)]})

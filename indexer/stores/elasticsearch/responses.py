@@ -255,7 +255,7 @@ def raw_hits(response: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list((response.get("hits") or {}).get("hits") or [])
 
 
-def msearch_hits(response: Mapping[str, Any]) -> list[list[Mapping[str, Any]]]:
+def msearch_hits(response: Mapping[str, Any], what: str = "search") -> list[list[Mapping[str, Any]]]:
     """The raw hits of each search of an ``msearch``, in order. A search that failed answers with
     an error object where its hits would be, inside a 200 response; read as no hits, a failed
     bound search passed as "the pool holds every match" (a review), so it raises instead."""
@@ -263,7 +263,8 @@ def msearch_hits(response: Mapping[str, Any]) -> list[list[Mapping[str, Any]]]:
     for item in response.get("responses") or []:
         if "error" in item:  # as translated_errors: a bad request is the query's, the rest the store's
             error = SearchError if item.get("status") == 400 else StoreError
-            raise error(f"Elasticsearch failed one search of a multi-search: {error_message(item['error'], item.get('status'))}")
+            raise error(f"Elasticsearch failed one search of a multi-search to {what}: "
+                        f"{error_message(item['error'], item.get('status'))}")
         found.append(raw_hits(item))
     return found
 

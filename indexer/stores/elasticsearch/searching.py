@@ -193,8 +193,9 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
     )
     if best_passage is not None:
         searches = searches[:2]  # the floor's header and body
-    with errors(f"search {alias!r} for the bounds of a hybrid search", search=True):
-        found = rs.msearch_hits(client.msearch(index=alias, searches=searches).body)
+    what = f"search {alias!r} for the bounds of a hybrid search"
+    with errors(what, search=True):
+        found = rs.msearch_hits(client.msearch(index=alias, searches=searches).body, what)
     floor = found[0]
     floor_span = cosine_from_knn_score(floor[0]["_score"], stamp.similarity) if floor else None
     if best_passage is None:
