@@ -284,9 +284,9 @@ class OnnxEncoder:
             if not type(exc).__module__.startswith("onnxruntime"):
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            width = max(len(it.ids) for it in batch)  # max_length named only where a window reached it (a review)
-            named = f" (model.json max_length {self.info.max_length})" if width >= self.info.max_length else ""
-            raise ModelError(f"{self.info.path}: the graph failed on windows of {width} tokens{named}: {first}") from exc
+            width = max(len(it.ids) for it in batch)  # and what sets it, as a fact, not a diagnosis (a review)
+            raise ModelError(f"{self.info.path}: the graph failed on windows of {width} tokens (model.json's "
+                             f"max_length, {self.info.max_length}, bounds them): {first}") from exc
 
     def _detect(self, batch: list[_Item], with_base: bool) -> tuple[np.ndarray, list[_Hit]]:
         """Passage vectors ``[B, D]`` of a batch's windows and its spans that pass detection."""

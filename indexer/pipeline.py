@@ -10,6 +10,7 @@ read lazily), so memory is bounded by one chunk, not by the input.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Iterable, Iterator, Protocol, Sequence
@@ -19,6 +20,7 @@ from .records import EncodedPassage, Passage, text_id
 from .stores.base import WRITE_CHUNK, Store, WriteOutcome
 from .stores.filter_rules import id_problem, passage_problem
 
+log = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
@@ -215,7 +217,8 @@ def _changed_meanwhile(store: Store, docs: Sequence[EncodedPassage], outcomes: S
         return []
     try:  # the write is done: a failed look must not make the run say nothing was stored (a review)
         theirs = store.stored_texts(raced)
-    except StoreError:
+    except StoreError as exc:
+        log.warning("the texts of %d passage(s) another writer stored first could not be compared: %s", len(raced), exc)
         return []
     ours = {d.passage.id: d.passage.text for d in docs}
     return [pid for pid in raced if pid != text_id(ours[pid]) and pid in theirs and theirs[pid] != ours[pid]]

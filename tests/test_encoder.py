@@ -258,7 +258,7 @@ def test_a_max_length_beyond_the_graph_is_one_model_error(tmp_path):
     meta["max_length"] = 1024  # MiniLM has 512 positions
     (target / "model.json").write_text(json.dumps(meta))
     encoder = OnnxEncoder.from_dir(target, device="cpu")
-    with pytest.raises(ModelError, match=r"failed on windows of 1024 tokens \(model.json max_length 1024\)"):
+    with pytest.raises(ModelError, match=r"failed on windows of 1024 tokens \(model.json's max_length, 1024, bounds"):
         encoder.encode([Passage("a", "The Triceratops lived in the Cretaceous. " * 200)])
 
 

@@ -169,14 +169,11 @@ class EmbeddedStore:
         return self._stored(ids, "text")
 
     def _stored(self, ids: Sequence[str], column: str) -> dict[str, Any]:
-        """{id: column} of the stored passages among ``ids``."""
+        """{id: column} of the stored passages among ``ids``, a page of them per turn on the connection."""
         found: dict[str, Any] = {}
-        ids = list(ids)
-        for start in range(0, len(ids), PAGE):
-            chunk = ids[start : start + PAGE]
-            marks = ",".join("?" for _ in chunk)
+        for page in read.pages(list(ids), PAGE):
             with self._conn() as conn:
-                found.update(conn.execute(f"SELECT id, {column} FROM passages WHERE id IN ({marks})", chunk))
+                found.update(read.stored(conn, page, column, where=self.path))
         return found
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
@@ -280,13 +277,12 @@ class EmbeddedStore:
                 base = segment_rows.read_base(conn, dims, spans, passages, written)
             if not keep_reader:
                 conn.execute("COMMIT")
+                conn.close()
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: cannot read the vectors: {exc}") from exc
             raise
-        if not keep_reader:
-            conn.close()
         try:
             if fresh is not None:
                 if tail is not None and fresh.persisted:
@@ -296,7 +292,8 @@ class EmbeddedStore:
             if persisted:
                 (cache / "generation").unlink(missing_ok=True)  # nerindex 0.2.0's tag
         except BaseException:
-            conn.close()
+            if keep_reader:  # else closed above
+                conn.close()
             raise
         return segments.SegmentSet(version, [base], tombstone=base.tombstone, persisted=persisted), (
             conn if keep_reader else None)

@@ -16,6 +16,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from ..errors import StoreError
 from ..records import Hit, SpanMatch
 from .base import StoreCounts
 from .filter_rules import filter_key_problem
@@ -218,6 +219,21 @@ def counts(conn: sqlite3.Connection) -> StoreCounts:
     (passages,) = conn.execute("SELECT COUNT(*) FROM passages").fetchone()
     (spans,) = conn.execute("SELECT COUNT(*) FROM spans").fetchone()
     return StoreCounts(passages=passages, spans=spans)
+
+
+def pages(ids: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def stored(conn: sqlite3.Connection, ids: Sequence[str], column: str, *, where: Path) -> dict[str, object]:
+    """{id: column} of the stored passages among ``ids`` (one statement); a sqlite error as a
+    StoreError (a review: a raw one failed a run whose write had committed)."""
+    marks = ",".join("?" for _ in ids)
+    try:
+        return dict(conn.execute(f"SELECT id, {column} FROM passages WHERE id IN ({marks})", list(ids)))
+    except sqlite3.Error as exc:
+        raise StoreError(f"{where}: cannot read the stored passages: {exc}") from exc
 
 
 def has_field(conn: sqlite3.Connection, name: str) -> bool:
