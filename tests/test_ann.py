@@ -302,6 +302,17 @@ def test_a_save_maps_its_own_file_not_one_another_process_renamed_in(big, monkey
     assert not index.mapped and index.delta is None and index.faiss_index.ntotal > 10
     for request in requests:
         ann_agrees_with_exact(store, request, docs)
+    monkeypatch.setattr(ann, "_map", real_map)
+    # a fuller file another process saves later is mapped, not written over (a review)
+    with EmbeddedStore.open(store.path, create=False) as writer:
+        new = make_docs(rng, range(3040, 3080), centre)
+        writer.write(new)
+        writer.prepare()
+    docs.update({d.passage.id: d for d in new})
+    real_save, saves = ann.save, []
+    monkeypatch.setattr(ann, "save", lambda *args, **kw: saves.append(args) or real_save(*args, **kw))
+    ann_agrees_with_exact(store, requests[0], docs)
+    assert store._ann._indexes["spans"].mapped and saves == []  # it had saved its own over the writer's
 
 
 def test_candidates_are_checked_against_filters_and_text_on_their_indexes(big):

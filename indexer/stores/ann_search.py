@@ -98,8 +98,9 @@ class AnnIndexes:
     def get(self, vec: segments.SegmentSet, identity: str, kind: str, *, merge: bool = False) -> ann.Index:
         """The index of ``kind`` holding every row of ``vec``: loaded, built or extended.
 
-        A mapped index whose saved file another process (a writer's ``prepare()``) has since
-        replaced with a fuller one is mapped again, so a searching process's delta stays small.
+        An index (mapped, or held in memory) whose saved file another process (a writer's
+        ``prepare()``) has since replaced with a fuller one is mapped again, so a searching
+        process's delta stays small.
         Only ``merge`` (``Store.prepare``) merges a delta into a new file: merging reads the
         whole index into memory (3.8 GB at 10M spans), which a searching process must not."""
         with self._lock:
@@ -113,7 +114,8 @@ class AnnIndexes:
                 if index is None:
                     index = self._build(vec, kind, base_state)
                     self.built_s[kind] = index.build_s
-            elif index.mapped and ann.saved_hi(folder, base_state) > index.saved_hi:
+            elif ann.saved_hi(folder, base_state) > index.saved_hi:  # held in memory too: a save that found
+                # another process's file in place of its own (a review: it then wrote over each newer one)
                 index = ann.load(folder, identity, base_state, self.in_history) or index  # unreadable (mid-save): keep ours
             for rows, ids in rows_above(vec, kind, index.row_hi):
                 index.add(rows, ids)
