@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
@@ -196,8 +196,7 @@ def index_chunks(
         # an id no store can hold (not a string, a lone surrogate, a NUL) is never stored: sort_chunk refuses it
         stored = store.stored_texts([p.id for p in chunk if id_problem(p.id) is None]) if skip_existing else None
         todo, skipped, refused = sort_chunk(chunk, stored, given)
-        # an id that is its text's hash has that text (and costs no comparison)
-        changed = [p.id for p in skipped if stored is not None and p.id != text_id(p.text) and stored[p.id] != p.text]
+        changed = stored_otherwise(((p.id, p.text) for p in skipped), stored) if stored is not None else []
         refuse_copies_under_text_ids(todo, store)
         if (skipped or refused) and progress is not None:
             progress(len(skipped) + len(refused))
@@ -221,7 +220,13 @@ def _changed_meanwhile(store: Store, docs: Sequence[EncodedPassage], outcomes: S
         log.warning("the texts of %d passage(s) another writer stored first could not be compared: %s", len(raced), exc)
         return []
     ours = {d.passage.id: d.passage.text for d in docs}
-    return [pid for pid in raced if pid != text_id(ours[pid]) and pid in theirs and theirs[pid] != ours[pid]]
+    return stored_otherwise(((pid, ours[pid]) for pid in raced), theirs)
+
+
+def stored_otherwise(passages: Iterable[tuple[str, str]], stored: Mapping[str, str]) -> list[str]:
+    """The ids of these (id, text) pairs that ``stored`` holds with another text. An id that is its
+    text's hash has that text, and costs no comparison."""
+    return [pid for pid, text in passages if pid != text_id(text) and pid in stored and stored[pid] != text]
 
 
 def index_passages(

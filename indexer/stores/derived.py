@@ -202,7 +202,8 @@ def trusted(folder: Path, version: StoreVersion, names: Sequence[str]) -> dict[s
     """The identities of the named files when the folder's manifest names ``version`` and every one
     matches it (for files the caller reads itself, then checks with :func:`unchanged`); else None,
     after logging why, like :func:`load_arrays`."""
-    problem, warn, checked = _problem(folder, version, names)
+    checked: dict[str, FileIdentity] = {}
+    problem, warn = _problem(folder, version, names, checked)
     if problem is not None:
         (log.warning if warn else log.info)("%s: rebuilding from the store: %s", folder, problem)
         return None
@@ -228,19 +229,11 @@ def manifest_state(folder: Path) -> str | None:
         return None
 
 
-def _problem(
-    folder: Path, version: StoreVersion, names: Sequence[str]
-) -> tuple[str | None, bool, dict[str, FileIdentity]]:
-    """(why the folder cannot be trusted for ``version``, whether that is worth a warning, the
-    identities of the files checked), the first None when every file matches its manifest."""
-    checked: dict[str, FileIdentity] = {}
-    problem, warn = _first_problem(folder, version, names, checked)
-    return problem, warn, checked
-
-
-def _first_problem(folder: Path, version: StoreVersion, names: Sequence[str],
-                   checked: dict[str, FileIdentity]) -> tuple[str | None, bool]:
-    """:func:`_problem`'s checks, in order; ``checked`` gets each file's identity as it passes."""
+def _problem(folder: Path, version: StoreVersion, names: Sequence[str],
+             checked: dict[str, FileIdentity]) -> tuple[str | None, bool]:
+    """(why the folder cannot be trusted for ``version``, whether that is worth a warning), or
+    (None, False) when every file matches its manifest; ``checked`` gets each file's identity as
+    it passes (:func:`unchanged`)."""
     try:
         raw = (folder / MANIFEST).read_bytes()
     except FileNotFoundError:
@@ -288,19 +281,22 @@ def load_arrays(
     """The named arrays when the folder's manifest names ``version``, every file matches it and
     ``check`` finds nothing wrong with them (it returns a problem, or None); else None, after one
     warning line when something is wrong rather than merely out of date."""
-    problem, warn, checked = _problem(folder, version, names)
+    checked: dict[str, FileIdentity] = {}
+    problem, warn = _problem(folder, version, names, checked)
     if problem is None:
+        saved_again = False  # another process's save won the race: rebuilt quietly, nothing is wrong
         try:
             arrays = {
                 name: np.load(folder / name, mmap_mode="r" if name in mmap else None, allow_pickle=False)
                 for name in names
             }
-            problem = check(arrays) if unchanged(folder, checked) else "saved again while it was read"
+            saved_again = not unchanged(folder, checked)
+            problem = "saved again while it was read" if saved_again else check(arrays)
             if problem is None:
                 return arrays
         except Exception as exc:  # noqa: BLE001 - whatever a derived file does wrong, the fix is a rebuild
             problem = f"unreadable ({type(exc).__name__}: {exc})"
-        warn = problem != "saved again while it was read"
+        warn = not saved_again
     (log.warning if warn else log.info)("%s: rebuilding from the store: %s", folder, problem)
     return None
 

@@ -171,9 +171,10 @@ class EmbeddedStore:
     def _stored(self, ids: Sequence[str], column: str) -> dict[str, Any]:
         """{id: column} of the stored passages among ``ids``, a page of them per turn on the connection."""
         found: dict[str, Any] = {}
-        for page in read.pages(list(ids), PAGE):
+        ids = list(ids)
+        for start in range(0, len(ids), PAGE):
             with self._conn() as conn:
-                found.update(read.stored(conn, page, column, where=self.path))
+                found.update(read.stored(conn, ids[start : start + PAGE], column, where=self.path))
         return found
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:

@@ -221,11 +221,6 @@ def counts(conn: sqlite3.Connection) -> StoreCounts:
     return StoreCounts(passages=passages, spans=spans)
 
 
-def pages(ids: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
 def stored(conn: sqlite3.Connection, ids: Sequence[str], column: str, *, where: Path) -> dict[str, object]:
     """{id: column} of the stored passages among ``ids`` (one statement); a sqlite error as a
     StoreError (a review: a raw one failed a run whose write had committed)."""
