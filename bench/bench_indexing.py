@@ -34,7 +34,7 @@ of the cores, or the load average exceeded ``--load-max`` plus this benchmark's 
 load average counts them too). Medians and ranges are printed over all runs and over quiet runs.
 
 The passages are CrossNER politics test sentences joined to ~``--words`` words, read from
-``../shared/data`` next to the checkout (or ``--data``); when that file is missing the script stops
+``$NERINDEX_DATA`` (or ``--data``); when that file is missing the script stops
 with a one-line error unless ``--example-corpus`` is given, and the output always names the data.
 
     python bench/bench_indexing.py --passages 128 --rounds 5 --json
@@ -57,7 +57,8 @@ from typing import Callable
 from bench_args import count, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "crossner" / "politics" / "test.txt"
+# the labelled sets' folder as `nerindex train` finds it (NERINDEX_DATA; no default outside the repository)
+DATA = Path(os.environ.get("NERINDEX_DATA", "$NERINDEX_DATA")) / "crossner" / "politics" / "test.txt"
 EXAMPLE = ROOT / "examples" / "corpus.jsonl"
 sys.path.insert(0, str(ROOT))  # this checkout's indexer, not whichever one the environment installed
 DEFAULT_ENGINES = ("transformer", "encode", "encode-whole", "index")
@@ -74,7 +75,7 @@ def load_sentences(path: Path, example_corpus: bool) -> tuple[list[str], str]:
     if path.is_file():
         return [p.text for p in read_conll(path)], str(path)
     if not example_corpus:
-        sys.exit(f"bench_indexing: {path} is missing (pass --data FILE, or --example-corpus to use {EXAMPLE.name})")
+        sys.exit(f"bench_indexing: {path} is missing (pass --data FILE or set NERINDEX_DATA, or --example-corpus to use {EXAMPLE.name})")
     sentences = [json.loads(line)["text"] for line in EXAMPLE.open(encoding="utf-8")]
     return sentences, f"{EXAMPLE} (example corpus: {path} is missing)"
 

@@ -3,7 +3,7 @@
     python bench/bench_serve.py --passages 100000 --duration 10 --concurrency 1 8 32
 
 The store (embedded, in --store, reused when it holds exactly --passages passages) is filled with real
-sentences from shared/data (CoNLL files; cycled to reach --passages) whose spans are the gold
+sentences from $NERINDEX_DATA or --data (CoNLL files; cycled to reach --passages) whose spans are the gold
 mentions, with *synthetic* span vectors: running 100k passages through the encoder would take
 ~30 minutes on 2 cores and measures the encoder, not the service (bench_indexing.py does that).
 Span vectors are drawn around the real type vectors of the benchmark's query phrases (and around
@@ -38,7 +38,7 @@ QUERIES = [
     "dinosaur", "politician", "city", "football club", "disease", "musician", "company", "river",
     "country", "political party", "film", "book", "athlete", "drug", "university", "band",
 ]
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("NERINDEX_DATA", "$NERINDEX_DATA"))  # the labelled sets, as `nerindex train` finds them
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

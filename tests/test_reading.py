@@ -19,7 +19,7 @@ from indexer.reading import structured
 from indexer.reading.detect import looks_like_conll
 from indexer.records import text_id
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from labelled_data import DATA  # noqa: E402
 
 
 def write(path: Path, content: str | bytes) -> Path:

@@ -17,12 +17,12 @@ from indexer.errors import InputError
 from indexer.records import GoldSpan, Passage
 from indexer.training import wordnet as wordnet_mod
 from indexer.training.wordnet import WordNetMissingError, find_wordnet_dir, wordnet_available
+from labelled_data import DATA, needs
 
 needs_wordnet = pytest.mark.skipif(
     not wordnet_available(),
     reason=f"WordNet 3.0 not installed ({wordnet_mod.APT_INSTALL})",
 )
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def test_missing_wordnet_names_the_packages(tmp_path, monkeypatch):
@@ -246,7 +246,7 @@ def test_a_malformed_hierarchy_is_one_line_naming_the_file(tmp_path, body, where
 
 
 @needs_wordnet
-@pytest.mark.skipif(not (DATA / "wnut17" / "train.conll").is_file(), reason="shared/data not beside the repo")
+@needs("wnut17/train.conll")
 def test_silver_command_writes_jsonl_hierarchy_and_summary(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

@@ -28,6 +28,7 @@ from indexer.training.entity_head import train_entity_head  # noqa: E402
 from indexer.encoder import load_tokenizer  # noqa: E402
 from indexer.training.features import embed_phrases, encode_corpus, gold_spans, span_features  # noqa: E402
 from indexer.training.model import build_model  # noqa: E402
+from labelled_data import DATA, needs  # noqa: E402
 from indexer.training.silver.records import SilverSentence, SilverSpan  # noqa: E402
 from indexer.training.silver_train import align_silver, train_silver_adapter  # noqa: E402
 from indexer.training.train_config import TrainConfig  # noqa: E402
@@ -248,8 +249,7 @@ def test_cached_states_follow_the_backbones_weights_and_survive_a_broken_file(se
             weight.mul_(2.0)
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wnut17").is_dir(),
-                    reason="shared/data not beside the repo")
+@needs("wnut17")
 def test_a_run_that_fails_leaves_no_empty_run_folder(tmp_path):
     """An audit: a run that failed after making --out (bad options, a cache crash) left it empty."""
     import dataclasses
@@ -257,8 +257,7 @@ def test_a_run_that_fails_leaves_no_empty_run_folder(tmp_path):
     from indexer.errors import ModelError
     from indexer.training.train import run_training
 
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    cfg = TrainConfig(data_dir=str(data))
+    cfg = TrainConfig(data_dir=str(DATA))
     cfg.heads = dataclasses.replace(cfg.heads, span_layers=2)
     with pytest.raises(ModelError, match="span_layers must be 0"):
         run_training(cfg, tmp_path / "run")
