@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Settings, count_setting, from_env, with_overrides
 from .encoder import OnnxEncoder
-from .errors import InputError, ModelMismatchError, NerindexError, SearchError, StoreError
+from .errors import InputError, ModelMismatchError, NerindexError, SearchError, SettingError, StoreError
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
@@ -102,6 +102,31 @@ def _check_opened(backend: Store, encoder: OnnxEncoder, settings: Settings, crea
     raise StoreError(f"{settings.store_description()}: {why}")
 
 
+def es_index_options_for(settings: Settings, asked: str | None) -> dict[str, str]:
+    """``open_store``'s keyword for a new Elasticsearch index's vector options; asked of an
+    embedded store, a refusal (it has no such choice: the option would be dropped without a word).
+    ``nerindex index`` asks before it reads its input, :meth:`NerIndex.open` again."""
+    if asked is None:
+        return {}
+    if not settings.es_url:
+        raise SettingError("es_index_options (--es-index-options) is for an Elasticsearch store (es_url, --es-url or NERINDEX_ES_URL)")
+    from .stores.elasticsearch.index_requests import index_options_body
+
+    index_options_body(asked)  # bbq_* and misspellings, refused here too
+    return {"index_options": asked}
+
+
+def _refuse_other_index_options(backend: Store, asked: str) -> None:
+    """Refuse index options that an existing index behind the alias does not have."""
+    from .stores.elasticsearch.index_requests import other_index_options
+
+    target = backend.target()  # type: ignore[attr-defined]
+    problem = None if target is None else other_index_options(target[0], target[1], asked)
+    if problem:
+        backend.close()
+        raise StoreError(problem)
+
+
 class NerIndex:
     """A store plus the model that fills and queries it. Build with :meth:`open`."""
 
@@ -152,6 +177,7 @@ class NerIndex:
         threads: int | None = None,
         create: bool | None = None,
         catalog: str | Path | None = None,
+        es_index_options: str | None = None,
         settings: Settings | None = None,
     ) -> "NerIndex":
         """Open a store (embedded folder, or Elasticsearch with ``es_url``) with a model folder.
@@ -161,7 +187,9 @@ class NerIndex:
         ``store`` without ``es_url`` means the embedded store, even with ``NERINDEX_ES_URL`` set).
         The store's recorded model is checked against this one: here for searching (the same
         vector space), and again before indexing, when every setting that changes what is stored
-        must agree as well.
+        must agree as well. ``es_index_options`` (``int8_flat``, ``hnsw`` ...) is the vector index
+        type of an Elasticsearch index that indexing creates (default ``int8_hnsw``); an existing
+        index with other options is refused, since they cannot change in place.
         """
         settings = with_overrides(
             settings or from_env(),
@@ -181,8 +209,10 @@ class NerIndex:
         if create is not None and not isinstance(create, bool):  # create="no" made a store (an audit)
             raise StoreError(f"create must be True, False or None, not {create!r}")
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog, threads=settings.threads)
-        backend = open_store(settings, create=create is not False)
+        backend = open_store(settings, create=create is not False, **es_index_options_for(settings, es_index_options))
         _check_opened(backend, encoder, settings, create)
+        if es_index_options is not None:
+            _refuse_other_index_options(backend, es_index_options)
         return cls(encoder, backend, description=settings.store_description())
 
     # ------------------------------------------------------------------ indexing

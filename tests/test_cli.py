@@ -468,6 +468,16 @@ def test_store_option_wins_over_an_environment_es_url(indexed, capsys, monkeypat
     assert code == 2 and "--store (an embedded store) and --es-url" in err and not out
 
 
+def test_es_index_options_on_the_embedded_store_are_refused_before_reading(tmp_path, capsys, monkeypatch):
+    """The embedded store has no vector index type to choose: the option is refused, not dropped,
+    and before the input is read (nothing made)."""
+    monkeypatch.delenv("NERINDEX_ES_URL", raising=False)
+    missing = tmp_path / "missing.jsonl"
+    code, out, err = run(capsys, "index", str(missing), "--store", str(tmp_path / "s"), "--es-index-options", "int8_flat")
+    assert code == 2 and "--es-index-options) is for an Elasticsearch store" in err and not out
+    assert not (tmp_path / "s").exists()
+
+
 def test_settings_resolve_options_over_environment(monkeypatch):
     """One resolution for every command: a variable, overridden by an explicit option."""
     from indexer.config import Settings, resolve

@@ -1288,6 +1288,26 @@ def test_cli_index_and_search_match_the_embedded_store(tmp_path, capsys, make_li
     assert f"no alias, but indices made for it exist: {store.alias}-000002" in text and "POST _aliases" in text
 
 
+def test_cli_index_makes_the_index_options_asked_for_and_refuses_others_later(capsys, make_live_store):
+    """nerindex index --es-index-options int8_flat makes an exact index; asked of an index with
+    other options it is refused before anything is written (they cannot change in place)."""
+    from indexer.cli import main
+
+    store = make_live_store()  # only to delete its indices afterwards
+    es = ["--es-url", ES_URL, "--es-index", store.alias]
+    corpus_file = str(ROOT / "examples" / "corpus.jsonl")
+    run_cli(capsys, "index", corpus_file, "--id-field", "id", "--es-index-options", "int8_flat", *es)
+    index, mapping = store.target()
+    assert index_requests.span_vector_index_type(mapping) == "int8_flat"
+    run_cli(capsys, "index", corpus_file, "--id-field", "id", "--es-index-options", "int8_flat", *es)  # the same: fine
+    before = store.counts()
+    with pytest.raises(SystemExit) as exc:
+        main(["index", corpus_file, "--id-field", "id", "--reindex-existing", "--es-index-options", "int8_hnsw", *es])
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and f"{index!r} already exists with spans.vector index_options int8_flat" in err, err
+    assert store.counts() == before and store.target()[0] == index
+
+
 def test_cli_reindex_keeps_an_own_catalog_only_when_given_and_says_so(tmp_path, capsys, make_live_store):
     """'es reindex' replaced an index's --catalog labels with the model's, silently (audit3-es):
     it now takes --catalog, and says when the labels' catalog changes."""

@@ -195,7 +195,7 @@ def test_index_options_pinned(spec, expected):
 @pytest.mark.parametrize("spec", ["bbq_hnsw", "bbq_flat", {"type": "bbq_disk"}])
 def test_binary_quantization_is_refused(spec):
     """It left out passages whose best span passed the threshold, without a word (an audit)."""
-    with pytest.raises(StoreError, match="binary quantization misses passages.*pass --index-options int8_hnsw"):
+    with pytest.raises(StoreError, match="binary quantization misses passages.*ask for int8_hnsw"):
         index_requests.index_options_body(spec)
 
 
@@ -582,6 +582,16 @@ def test_span_vector_index_type_from_the_mapping():
     # what es reindex carries over to the new index: the options whole, as the old index has them
     assert index_requests.span_vector_index_options(mapping) == {"type": "int8_hnsw", "m": 16, "ef_construction": 100}
     assert index_requests.span_vector_index_options({"properties": {}}) is None
+
+
+def test_other_index_options_name_both_and_the_way_to_change_them():
+    """nerindex index --es-index-options on an existing index: refused where its options differ."""
+    mapping = index_requests.index_body(STAMP)["mappings"]  # int8_hnsw
+    assert index_requests.other_index_options("a-000001", mapping, "int8_hnsw") is None
+    assert index_requests.other_index_options("a-000001", mapping, {"type": "int8_hnsw", "m": 32}) is None
+    problem = index_requests.other_index_options("a-000001", mapping, "int8_flat")
+    assert "'a-000001' already exists with spans.vector index_options int8_hnsw" in problem
+    assert "nerindex es reindex --index-options int8_flat" in problem
 
 
 def test_exhaustive_body_with_passage_weight_golden():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import click
 from click.core import ParameterSource
 
-from ..api import NerIndex, model_info
+from ..api import NerIndex, es_index_options_for, model_info
 from ..config import Settings
 from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 @batch_size_option
 @click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False), help="Own type-catalog file (one phrase per line) for span labels.")
 @click.option("--reindex-existing", is_flag=True, help="Re-encode passages whose id is already stored (default: skip them).")
+@click.option("--es-index-options", default=None, metavar="TYPE",
+              help="Elasticsearch only: the vector index type of the index this run creates (int8_hnsw, the default; "
+                   "int8_flat, exact and slower at scale; hnsw; not bbq_*). An existing index keeps its own: "
+                   "asking for others is refused (nerindex es reindex --index-options changes them).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def index_command(
     source: str,
@@ -66,6 +70,7 @@ def index_command(
     batch_size: int,
     catalog: str | None,
     reindex_existing: bool,
+    es_index_options: str | None,
     as_json: bool,
 ) -> None:
     """Index SOURCE (JSONL, CSV/TSV, Parquet, a folder of .txt files, or CoNLL/BIO files).
@@ -83,8 +88,9 @@ def index_command(
 
     # read twice rather than hold the input in memory: once to check all of it, once to index it
     # chunk by chunk (a file changed in between is read as it is then, and checked again)
+    es_index_options_for(settings, es_index_options)  # a refusal before the input is read
     count, stats = check_input(source, read)
-    with NerIndex.open(settings=settings, create=True, catalog=catalog) as ix:
+    with NerIndex.open(settings=settings, create=True, catalog=catalog, es_index_options=es_index_options) as ix:
         try:  # the copies check of every chunk, before the first is written
             refuse_copies_anywhere(lambda: read(ReadStats()), ix.store)
         except InputError as exc:

@@ -109,12 +109,12 @@ def index_options_body(spec: str | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(spec, Mapping):
         body = dict(spec)
         if not isinstance(body.get("type"), str):
-            raise StoreError(f"index_options needs a 'type': {spec!r}")
+            raise SettingError(f"index_options needs a 'type': {spec!r}")
         if binary_quantized(body["type"]):
             raise SettingError(BINARY_REFUSED.format(kind=body["type"]))
         return body
     if not isinstance(spec, str) or not re.fullmatch(r"[a-z0-9_]+", spec):
-        raise StoreError(f"invalid dense_vector index_options type {spec!r}")
+        raise SettingError(f"invalid dense_vector index_options type {spec!r}")
     if binary_quantized(spec):
         raise SettingError(BINARY_REFUSED.format(kind=spec))
     body: dict[str, Any] = {"type": spec}
@@ -134,6 +134,18 @@ def span_vector_index_type(mapping: Mapping[str, Any]) -> str | None:
     """The ``index_options.type`` of ``spans.vector`` in an index mapping (None if not there)."""
     options = span_vector_index_options(mapping)
     return None if options is None else str(options["type"])
+
+
+def other_index_options(index: str, mapping: Mapping[str, Any], asked: str | Mapping[str, Any]) -> str | None:
+    """Why ``asked`` index options cannot apply to ``index``, which exists with others (None when they
+    agree). Index options are fixed when an index is made: ``nerindex index --es-index-options`` on an
+    existing alias would otherwise write into the old options without a word."""
+    have, want = span_vector_index_type(mapping), index_options_body(asked)["type"]
+    if have == want:
+        return None
+    return (f"index {index!r} already exists with spans.vector index_options {have}; --es-index-options {want} "
+            f"applies only to an index that nerindex index creates: nerindex es reindex --index-options {want} "
+            "builds a copy with them")
 
 
 def mention_mapped(mapping: Mapping[str, Any]) -> bool:
@@ -157,8 +169,8 @@ def mention_mapping() -> dict[str, Any]:
 # embedded store exactly in the same sweep.
 BINARY_REFUSED = (
     "index_options {kind}: binary quantization misses passages whose best span passes the threshold "
-    "(an audit: by up to 0.025), which nerindex cannot tell from those it finds: pass --index-options "
-    "int8_hnsw (a new index's default), int4_hnsw or hnsw"
+    "(an audit: by up to 0.025), which nerindex cannot tell from those it finds: ask for int8_hnsw "
+    "(a new index's default), int8_flat, int4_hnsw or hnsw"
 )
 
 
