@@ -273,12 +273,18 @@ class NerIndex:
         if ensure is None or self.encoder.catalog is None:
             return
         try:
-            ensure(self.encoder.query_catalog(), self.encoder.info.stamp, queries=self.encoder.info.query_identity(),
-                   embed=self.encoder.embed_types)
+            outcomes = ensure(self.encoder.query_catalog(), self.encoder.info.stamp,
+                              queries=self.encoder.info.query_identity(), embed=self.encoder.embed_types)
         except ModelMismatchError as exc:  # its message says how to rebuild the types index
             log.warning("type vectors not stored: %s", exc)
         except NerindexError as exc:
             log.warning("type vectors not stored (retry with 'nerindex es add-types --catalog'): %s", exc)
+        else:  # failures kept as data: a partial fill was said only at INFO level (an audit)
+            failed = [o for o in outcomes or () if not o.ok]
+            if failed:
+                log.warning("type vectors: %d of %d phrases not stored (first: %r, %s); the next 'nerindex index' "
+                            "or 'nerindex es add-types --catalog' stores them", len(failed), len(outcomes),
+                            failed[0].id, failed[0].error)
 
     # ------------------------------------------------------------------ searching
 

@@ -160,6 +160,8 @@ class TypeKeepingStore:
 
     def ensure_type_index(self, catalog, stamp, *, queries, embed):
         self.calls.append((catalog, stamp, queries))
+        if self.fail == "partly":
+            return [WriteOutcome(catalog.phrases[0], False, "failed", "mapper_parsing_exception")]
         if self.fail:
             raise StoreError("not allowed to create index")
 
@@ -174,6 +176,11 @@ def test_indexing_hands_the_catalog_to_a_store_that_keeps_type_vectors(stamp, ca
     failing = TypeKeepingStore(fail=True)
     report = NerIndex(FakeEncoder(stamp, catalog), failing).index([Passage("p1", "Tyrannosaurus")])
     assert report.created == 1 and "es add-types --catalog" in caplog.text  # a warning, not a failure
+    caplog.clear()  # some phrases failed: said at warning level, with the first one (INFO only, before)
+    report = NerIndex(FakeEncoder(stamp, catalog), TypeKeepingStore(fail="partly")).index([Passage("p1", "T")])
+    assert report.created == 1
+    assert "type vectors: 1 of 1 phrases not stored (first: 'dinosaur', mapper_parsing_exception)" in caplog.text
+    assert all(r.levelname == "WARNING" for r in caplog.records if "type vectors" in r.getMessage())
 
 
 # --- nerindex es add-types -------------------------------------------------------------------------
