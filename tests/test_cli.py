@@ -237,6 +237,11 @@ def test_with_json_an_error_is_also_one_json_object_on_stdout(tmp_path, capsys):
                                         "message": "Invalid value for '--limit': 0 is not in the range 1<=x<=10000."}
     code, out, _ = run(capsys, "search", "dinosaur", "--text", "", "--store", str(tmp_path / "s"), "--json")
     assert code == 2 and json.loads(out)["error"]["message"].startswith("--text is empty")
+    # "--json" as another option's value, or to a command without the option, asks for no JSON (it did)
+    code, out, err = run(capsys, "search", "dinosaur", "--where", "--json", "--store", str(tmp_path / "s"))
+    assert code == 6 and "--where expects field=value, got '--json'" in err and out == ""
+    code, out, err = run(capsys, "serve", "--json")
+    assert code == 2 and "No such option '--json'" in err and out == ""
 
 
 def test_same_named_files_of_two_folders_are_said_to_share_an_id(tmp_path, capsys):

@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from typing import Any, Sequence
 
 import click
@@ -150,20 +151,42 @@ def argument_problem(args: Sequence[str]) -> str | None:
     return None
 
 
+def json_wanted(args: Sequence[str]) -> bool:
+    """Whether the command line asks for ``--json`` output, parsed as click parses it: a value that
+    reads "--json" (``--where --json``) or a command without the option (``serve --json``) does not
+    count, as it did with a plain look for the word. Only errors come here, so the cost of a second
+    parse does not matter; where that parse fails, the plain look decides."""
+    if "--json" not in args:
+        return False
+    try:
+        ctx = cli.make_context("nerindex", list(args), resilient_parsing=True)
+        while isinstance(ctx.command, click.Group):
+            with warnings.catch_warnings():  # protected_args: deprecated in click 8.2, gone in 9 (args has all)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                rest = [*getattr(ctx, "protected_args", []), *ctx.args]
+            name, command, rest = ctx.command.resolve_command(ctx, rest) if rest else (None, None, [])
+            if command is None:
+                return False
+            ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
+        return bool(ctx.params.get("as_json"))
+    except Exception:  # noqa: BLE001 (any parse failure: a missing extra, a bad command name)
+        return True
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn nerindex errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     problem = argument_problem(args)
     if problem:
         click.echo(f"error: {problem}", err=True)
-        if "--json" in args:
+        if json_wanted(args):
             click.echo(json_error(click.UsageError(problem)))
         sys.exit(2)
     try:
         cli.main(args=argv, prog_name="nerindex", standalone_mode=False)
     except NerindexError as exc:
         click.echo(f"error: {exc}", err=True)
-        if "--json" in args:
+        if json_wanted(args):
             click.echo(json_error(exc))  # a script reads the failure as it reads the answer (an audit)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -171,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
-        if "--json" in args:  # a wrong option is exit 2 too, which the README says --json reports (an audit)
+        if json_wanted(args):  # a wrong option is exit 2 too, which the README says --json reports (an audit)
             click.echo(json_error(exc))
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
