@@ -44,7 +44,7 @@ def compose_config() -> dict:
 def test_compose_file_is_valid_and_wired():
     config = compose_config()
     services = config["services"]
-    assert {"elasticsearch", "setup", "kibana", "kibana-import", "nerindex", "nerindex-gpu"} <= set(services)
+    assert {"elasticsearch", "setup", "kibana", "kibana-import", "nerindex", "nerindex-gpu", "web"} <= set(services)
     es = services["elasticsearch"]["environment"]
     assert es["xpack.security.enabled"] == "true" and es["discovery.type"] == "single-node"
     assert es["ELASTIC_PASSWORD"] == env_example()["ELASTIC_PASSWORD"]
@@ -52,6 +52,11 @@ def test_compose_file_is_valid_and_wired():
     assert services["kibana-import"]["depends_on"]["kibana"]["condition"] == "service_healthy"
     assert "nerindex kibana import" in " ".join(services["kibana-import"]["command"])
     assert services["kibana-import"]["environment"]["NERINDEX_KIBANA_URL"] == "http://kibana:5601"
+    web = services["web"]  # the search page: listens on every interface inside, published on the loopback
+    assert web["command"][:3] == ["serve", "--host", "0.0.0.0"] and web["environment"]["NERINDEX_ES_URL"].startswith("http://elasticsearch")
+    assert [(p["host_ip"], p["target"]) for p in web["ports"]] == [("127.0.0.1", 8000)]
+    mounts = [v for name in ("nerindex", "nerindex-gpu") for v in services[name]["volumes"]]
+    assert all(v["source"].endswith("/docker/data") and v["target"] == "/data" for v in mounts), mounts
 
 
 def test_images_are_pinned_to_one_stack_version():
@@ -74,9 +79,9 @@ def test_dockerfiles_install_the_right_extras_on_pinned_bases():
     cpu = (DOCKER / "Dockerfile").read_text()
     gpu = (DOCKER / "Dockerfile.gpu").read_text()
     assert re.search(r"^FROM python:3\.\d+-slim-\w+$", cpu, re.M)
-    assert '.whl)[cpu,elasticsearch]"' in cpu and "onnxruntime-gpu" not in cpu
+    assert '.whl)[cpu,elasticsearch,web,parquet]"' in cpu and "onnxruntime-gpu" not in cpu
     assert re.search(r"^FROM nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+$", gpu, re.M)
-    assert '.whl)[gpu,elasticsearch]"' in gpu
+    assert '.whl)[gpu,elasticsearch,web,parquet]"' in gpu
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
