@@ -107,6 +107,9 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
             # a header opens a sentence; "# O" there is the token "#" tagged O (tweets), not a header
             if line.startswith("# id ") or (line.startswith("# ") and not tokens and "\t" not in line
                                             and " _ _ " not in line and not _is_tag(line[2:].strip())):
+                if tokens:  # the sentence before ends here, as at -DOCSTART- (an audit: it absorbed the next one)
+                    yield Sentence(tuple(tokens), tuple(tags), first, header)
+                    tokens, tags = [], []
                 header = line[2:].strip()
                 continue
             problem = unicode_problem(line)

@@ -293,6 +293,17 @@ def test_conll_bom_and_a_hash_token_opening_a_sentence(tmp_path):
     assert [p.text for p in read(f)] == ["EU rejects", "# hashtag Barack"]
 
 
+def test_a_header_after_a_sentence_without_a_blank_line_opens_the_next_sentence(tmp_path):
+    """An audit: a MultiCoNER '# id' header right after a sentence was absorbed, and the two
+    sentences were read as one passage (the second's gold spans shifted into it)."""
+    f = write(tmp_path / "a.conll", "# id 1\tdomain=en\nBarack _ _ B-PER\nObama _ _ I-PER\n"
+                                    "# id 2\tdomain=en\nParis _ _ B-LOC\n\n")
+    passages = read(f)
+    assert [p.text for p in passages] == ["Barack Obama", "Paris"]
+    assert [[(g.start, g.end, g.label) for g in p.gold] for p in passages] == [[(0, 12, "PER")], [(0, 5, "LOC")]]
+    assert [s.header for s in iter_sentences(f)] == ["id 1\tdomain=en", "id 2\tdomain=en"]
+
+
 def test_txt_file_that_looks_like_conll_is_conll_unless_overridden(tmp_path):
     f = write(tmp_path / "train.txt", CONLL)
     assert looks_like_conll(f)
