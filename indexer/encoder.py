@@ -25,7 +25,7 @@ import numpy as np
 from .catalog import Catalog, read_phrases
 from .config import cache_folder
 from .errors import ModelError
-from .model_folder import CANDIDATE_OUTPUT, ModelInfo
+from .model_folder import CANDIDATE_OUTPUT, CARD_FILE, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
 from .runtime import (
     CPU,
@@ -159,7 +159,7 @@ class OnnxEncoder:
             provider = CPU
             graph_path = graph_for(info, provider, graph)
             session = open_session(graph_path, provider, threads=1)
-        check_io(session, graph_path, candidate=info.candidate_threshold is not None)
+        check_io(session, graph_path, candidate=info.candidate_threshold is not None, card=info.file(CARD_FILE))
         tokenizer = load_tokenizer(info.file(info.tokenizer))
 
         def stages() -> StagedGraph | None:

@@ -226,8 +226,29 @@ class ModelInfo:
             candidate_threshold=v.number("candidate_threshold", 0.0, 1.0, default=None),
             unseen_passage_weight=v.number("unseen_passage_weight", 0.0, MAX_PASSAGE_WEIGHT, default=None),
             unseen_type_template=v.template("unseen_type_template", default=None),
-            card=v.with_checked_training(),
+            card=_checked_candidate_head(v.with_checked_training(), folder / CARD_FILE),
         )
+
+
+def _checked_candidate_head(card: ModelCard, card_path: Path) -> ModelCard:
+    """The card, once it says the same about a candidate head everywhere: ``candidate_threshold``
+    given exactly when ``heads_config.candidate_head`` (where the card says) is true and its
+    ``outputs`` (where listed) hold ``candidate_scores``.
+
+    Why: the runtime reads the head from ``candidate_threshold`` alone, so a card of a model with
+    a candidate head but no threshold loaded with the head silently off (an audit: other spans,
+    no error); and a threshold on a card that says there is no head is no better.
+    """
+    threshold = card.get("candidate_threshold") is not None
+    said = card.heads_config.get("candidate_head")
+    outputs = card.get("outputs")
+    listed = CANDIDATE_OUTPUT in outputs if isinstance(outputs, list) else None
+    for key, value in (("heads_config.candidate_head", said), (f"outputs ({CANDIDATE_OUTPUT})", listed)):
+        if value is not None and bool(value) != threshold:
+            have = "has a candidate head" if value else "has no candidate head"
+            raise ModelError(f"{card_path}: {key} says the model {have}, but candidate_threshold is "
+                             f"{'given' if threshold else 'missing'}: give both or neither")
+    return card
 
 
 def _checked_files(card: ModelCard, card_path: Path) -> dict[str, str]:

@@ -239,11 +239,16 @@ def load_tokenizer(path: str | Path) -> object:
     return tokenizer
 
 
-def check_io(session: object, graph_path: Path, *, candidate: bool = False) -> None:
+def check_io(session: object, graph_path: Path, *, candidate: bool = False, card: Path | None = None) -> None:
     """Fail at load, naming the graph, when its input/output names are not the contract's (with
-    ``candidate``, model.json's ``candidate_threshold``, the graph needs ``candidate_scores`` too)."""
+    ``candidate``, model.json's ``candidate_threshold``, the graph needs ``candidate_scores`` too;
+    without it, a graph with that output is refused naming ``card``, the model.json: its head
+    would be silently off, an audit)."""
     inputs = {i.name for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
+    if CANDIDATE_OUTPUT in outputs and not candidate:
+        raise ModelError(f"{card or graph_path.parent / 'model.json'}: no candidate_threshold, but the graph "
+                         f"{graph_path.name} has a candidate head (output {CANDIDATE_OUTPUT}): give its threshold")
     missing_in = [n for n in INPUT_NAMES if n not in inputs]
     missing_out = [n for n in (*OUTPUT_NAMES, *([CANDIDATE_OUTPUT] if candidate else [])) if n not in outputs]
     if missing_in or missing_out:

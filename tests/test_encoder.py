@@ -323,6 +323,11 @@ def test_a_candidate_threshold_needs_a_graph_with_candidate_scores():
     check_io(session, Path("g.onnx"))  # a graph without the head serves a card without candidate_threshold
     with pytest.raises(ModelError, match="g.onnx: not a nerindex graph.*candidate_scores"):
         check_io(session, Path("g.onnx"), candidate=True)
+    # and the reverse: a graph with the head under a card without its threshold ran with it off (an audit)
+    headed = SimpleNamespace(get_inputs=named(INPUT_NAMES), get_outputs=named([*OUTPUT_NAMES, "candidate_scores"]))
+    check_io(headed, Path("m/g.onnx"), candidate=True)
+    with pytest.raises(ModelError, match=r"m/model.json: no candidate_threshold, but the graph g.onnx has a candidate head"):
+        check_io(headed, Path("m/g.onnx"), card=Path("m/model.json"))
 
 
 def test_threads_set_how_many_windows_run_at_once(monkeypatch):

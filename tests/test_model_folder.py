@@ -154,11 +154,31 @@ def test_a_key_given_twice_in_model_json_is_refused(tmp_path):
         ModelInfo.load(folder, verify=False)
 
 
+def _no_candidate_head(card: dict) -> None:
+    card["heads_config"]["candidate_head"] = False
+    card["outputs"].remove("candidate_scores")
+
+
+@pytest.mark.parametrize("changes, edit, message", [
+    ({"candidate_threshold": DELETE}, None, "heads_config.candidate_head says the model has a candidate head, "
+                                            "but candidate_threshold is missing"),
+    ({"candidate_threshold": None, "heads_config": DELETE}, None, r"outputs \(candidate_scores\) says the model has a "
+                                                                  "candidate head, but candidate_threshold is missing"),
+    ({}, _no_candidate_head, "heads_config.candidate_head says the model has no candidate head, but candidate_threshold "
+                             "is given"),
+])
+def test_a_candidate_head_without_its_threshold_or_the_reverse_is_refused(tmp_path, changes, edit, message):
+    """An audit: a card with heads_config.candidate_head true and no candidate_threshold loaded with
+    the candidate head silently off (other spans, no error)."""
+    with pytest.raises(ModelError, match=rf"model.json: {message}: give both or neither"):
+        ModelInfo.load(folder_with(tmp_path, edit, **changes), verify=False)
+
+
 def test_optional_values_may_be_absent_or_null(tmp_path):
     info = ModelInfo.load(
         folder_with(tmp_path, label_threshold=DELETE, labels_per_span=DELETE, passage_weight=None,
                     span_decoding=DELETE, similarity=DELETE, type_template="a {} entity", candidate_threshold=None,
-                    unseen_type_template=None),
+                    unseen_type_template=None, edit=_no_candidate_head),
         verify=False,
     )  # fmt: skip
     assert info.label_threshold == info.similarity_threshold and info.labels_per_span == 3

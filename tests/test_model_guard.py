@@ -142,7 +142,9 @@ def test_stamp_records_every_stored_setting_and_reads_back():
 
 def test_a_model_without_the_stores_candidate_head_is_refused(tmp_path, capsys, corpus):
     """Removing candidate_threshold from model.json read as "unknown" and let a model without a
-    candidate head write into a store whose spans include candidates (audit2-model)."""
+    candidate head write into a store whose spans include candidates (audit2-model). A card that
+    still says it has the head is now refused before any store is opened (an audit: the head was
+    silently off); the stamp comparison itself: the test below."""
     store = tmp_path / "store"
     assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
     other = model_folder(tmp_path, "other")
@@ -150,7 +152,7 @@ def test_a_model_without_the_stores_candidate_head_is_refused(tmp_path, capsys, 
     del card["candidate_threshold"]
     (other / "model.json").write_text(json.dumps(card), encoding="utf-8")
     code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--model", str(other))
-    assert code == 4 and "candidate_threshold is 0.1 in the store but None in this model" in err, err
+    assert code == 3 and "model.json: heads_config.candidate_head says the model has a candidate head" in err, err
 
 
 def test_candidate_head_none_is_compared_in_a_complete_stamp_and_adopted_in_an_old_one():
