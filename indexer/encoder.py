@@ -164,7 +164,7 @@ class OnnxEncoder:
 
         def stages() -> StagedGraph | None:
             return load_stages(graph_path, lambda data: open_session(data, provider, threads=1, name=graph_path),
-                               cache_folder("stages"))  # fmt: skip
+                               cache_folder("stages"), expected=info.recorded_sha256(graph_path))  # fmt: skip
 
         # on CUDA the whole graph's span gathers are cheap: the staged runner is for the CPU
         encoder = cls(info, session, tokenizer, provider=provider, stages=stages if provider == CPU else None,

@@ -180,6 +180,13 @@ class ModelInfo:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def recorded_sha256(self, path: Path) -> str | None:
+        """The sha256 ``files`` records for ``path``, a file of this folder (None: one it does not list)."""
+        try:
+            return self.files.get(path.relative_to(self.path).as_posix())
+        except ValueError:  # a graph given by an absolute path elsewhere: not part of the model
+            return None
+
     @classmethod
     def load(cls, path: str | Path | None = None, *, verify: bool = True) -> "ModelInfo":
         """Read ``model.json`` from a folder and (by default) verify every file's sha256."""

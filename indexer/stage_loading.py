@@ -55,25 +55,37 @@ def _release(distribution: str) -> str:
         return "none"
 
 
-def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: Path | None = None) -> StagedGraph | None:
+def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: Path | None = None, *,
+                expected: str | None = None) -> StagedGraph | None:  # fmt: skip
     """The staged runner of a graph file, or ``None`` (logged) when the graph cannot be cut.
 
     ``open_graph`` makes an onnxruntime session of serialised graph bytes (the encoder's provider
     and thread settings). The cut graphs, or why the graph runs whole, come from ``cache`` when it
     has them; otherwise they are cut here, which needs ``onnx`` (the ``[cpu]`` extra), and kept there.
+    ``expected``: the sha256 model.json records for the graph (:class:`ModelError` when the bytes
+    read are others: the encoder cuts at its first passage, and a folder replaced since it was
+    loaded gave another model's spans under the first one's stamp, an audit).
     """
     staged = None
     if cache is not None:
-        key = stage_cache.entry_key(sha256_file(graph_path), cut_version())
-        cached = stage_cache.read(cache, key, graph_path.parent)
+        digest = _unchanged(graph_path, sha256_file(graph_path), expected)
+        cached = stage_cache.read(cache, stage_cache.entry_key(digest, cut_version()), graph_path.parent)
         staged = None if cached is None else _from_entry(cached, graph_path, open_graph)
     if staged is None:
-        digest, entry = cut_graph(graph_path)
+        digest, entry = cut_graph(graph_path, expected=expected)
         if entry is None:
             return None
         stage_cache.write(cache, stage_cache.entry_key(digest, cut_version()), entry)
         staged = _from_entry(entry, graph_path, open_graph, cached=False)
     return staged if isinstance(staged, StagedGraph) else None
+
+
+def _unchanged(graph_path: Path, digest: str, expected: str | None) -> str:
+    """``digest`` (the sha256 of the graph bytes read), once it is the one model.json recorded."""
+    if expected is not None and digest != expected:
+        raise ModelError(f"{graph_path}: the model folder changed since it was loaded: the graph's sha256 is not "
+                         "the one its model.json recorded (exported again meanwhile?): load the model again")
+    return digest
 
 
 def _from_entry(entry: stage_cache.Entry, graph_path: Path, open_graph: Callable[[bytes], object], *,
@@ -93,11 +105,11 @@ def _from_entry(entry: stage_cache.Entry, graph_path: Path, open_graph: Callable
         return None
 
 
-def cut_graph(graph_path: Path) -> tuple[str, stage_cache.Entry | None]:
+def cut_graph(graph_path: Path, *, expected: str | None = None) -> tuple[str, stage_cache.Entry | None]:
     """(the sha256 of the graph file's bytes, the three cut graphs of those very bytes and where
     they were cut, or why the graph runs whole: the fact ``whole``); no entry (logged) without the
     ``onnx`` package. The bytes are read once: a file replaced meanwhile cannot file its cuts under
-    the other's key (a review)."""
+    the other's key (a review), nor be cut when they are not ``expected`` (see :func:`load_stages`)."""
     try:
         import onnx
         from onnx.external_data_helper import load_external_data_for_model, uses_external_data
@@ -106,7 +118,7 @@ def cut_graph(graph_path: Path) -> tuple[str, stage_cache.Entry | None]:
         log.warning("the onnx package is missing: candidate spans are embedded in full (slower); install nerindex[cpu]")
         return "", None
     data = graph_path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    digest = _unchanged(graph_path, hashlib.sha256(data).hexdigest(), expected)
     model = onnx.load_model_from_string(data)
     del data  # the parsed graph holds what it needs: ~25 MB less at the peak
     folder = graph_path.parent

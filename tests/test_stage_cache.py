@@ -217,6 +217,37 @@ def test_a_cached_graph_onnxruntime_will_not_open_is_cut_again(tmp_path, referen
     assert "cut again" in caplog.text
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["cut here", "cut by another process"])
+def test_a_graph_replaced_since_its_folder_was_loaded_is_refused(tmp_path, cached):
+    """An audit: the encoder cuts at its first passage, from the graph's path; a folder exported
+    again meanwhile gave the other model's spans under the first model's checksum."""
+    fp16 = default_model_dir() / "encoder.fp16.onnx"  # other bytes (runs whole: quick to "cut")
+    graph = tmp_path / "encoder.int8.onnx"
+    graph.write_bytes(fp16.read_bytes())
+    cache = tmp_path / "cache" if cached else None
+    if cached:
+        assert load_stages(graph, lambda data: open_session(data, CPU), cache) is None  # an entry of the new bytes
+    with pytest.raises(ModelError, match="encoder.int8.onnx: the model folder changed since it was loaded"):
+        load_stages(graph, lambda data: open_session(data, CPU), cache, expected=sha256_file(GRAPH))
+    assert load_stages(graph, lambda data: open_session(data, CPU), cache, expected=sha256_file(fp16)) is None
+
+
+def test_an_encoder_whose_folder_was_replaced_before_its_first_passage_refuses(tmp_path, monkeypatch):
+    from indexer.encoder import OnnxEncoder
+    from indexer.records import Passage
+
+    monkeypatch.setenv("NERINDEX_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in default_model_dir().iterdir():
+        (folder / path.name).symlink_to(path)
+    encoder = OnnxEncoder.from_dir(folder, device="cpu")
+    (folder / "encoder.int8.onnx").unlink()  # another export renames its folder into place
+    (folder / "encoder.int8.onnx").symlink_to(default_model_dir() / "encoder.fp16.onnx")
+    with pytest.raises(ModelError, match="the model folder changed since it was loaded"):
+        encoder.encode([Passage("1", "Barack Obama visited Paris.")])
+
+
 def test_only_folders_named_like_entries_are_ever_removed(tmp_path):
     mine = tmp_path / "experiment"
     mine.mkdir()
