@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from indexer.errors import ModelError
-from indexer.evaluation.calibration import DEFAULT_GRID, calibrate, choose_threshold, write_calibration
+from indexer.evaluation.calibration import (
+    DEFAULT_GRID, Thresholds, calibrate, choose_threshold, write_calibration, write_evaluation,
+)
+from indexer.model_card import files_checksum
 from indexer.evaluation.metrics import Ranked, SweepPoint
 
 
@@ -43,7 +46,7 @@ def test_calibrate_finds_the_gap_between_relevant_and_irrelevant():
 def test_write_calibration_keeps_the_rest_of_model_json(tmp_path: Path):
     card = {"id": "m", "similarity_threshold": 0.5, "files": {"a.onnx": "abc"}, "training": {"types": ["x"]}}
     (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
-    write_calibration(tmp_path, 0.4321, {"rule": "max macro F1", "types": ["x"]})
+    write_calibration(tmp_path, Thresholds(0.4321, {"rule": "max macro F1", "types": ["x"]}), checksum=files_checksum(card["files"]))
     back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     assert back["similarity_threshold"] == 0.4321
     assert back["calibration"] == {"rule": "max macro F1", "types": ["x"], "label_threshold_follows": False}
@@ -54,14 +57,14 @@ def test_write_calibration_keeps_the_rest_of_model_json(tmp_path: Path):
 def test_label_threshold_follows_when_it_was_equal(tmp_path: Path):
     card = {"similarity_threshold": 0.5, "label_threshold": 0.5}
     (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
-    write_calibration(tmp_path, 0.3, {})
+    write_calibration(tmp_path, Thresholds(0.3, {}), checksum=files_checksum({}))
     back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     assert back["label_threshold"] == 0.3 and back["calibration"]["label_threshold_follows"] is True
 
 
 def test_write_calibration_needs_a_model_folder(tmp_path: Path):
     with pytest.raises(ModelError):
-        write_calibration(tmp_path, 0.5, {})
+        write_calibration(tmp_path, Thresholds(0.5, {}), checksum=files_checksum({}))
 
 
 def test_calibrating_on_data_without_unseen_types_keeps_the_unseen_thresholds(tmp_path: Path):
@@ -74,13 +77,33 @@ def test_calibrating_on_data_without_unseen_types_keeps_the_unseen_thresholds(tm
         "calibration": {"rule": "old", "unseen": unseen_record},
     }  # fmt: skip
     (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
-    write_calibration(tmp_path, 0.3, {"rule": "new"})
+    write_calibration(tmp_path, Thresholds(0.3, {"rule": "new"}), checksum=files_checksum({}))
     back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     assert back["similarity_threshold"] == 0.3 and back["label_threshold"] == 0.3
     assert back["unseen_similarity_threshold"] == 0.27 and back["unseen_label_threshold"] == 0.27
     assert back["calibration"] == {"unseen": unseen_record, "rule": "new", "label_threshold_follows": True}
     # with an unseen threshold both move, and the new record replaces the old one
-    write_calibration(tmp_path, 0.3, {"rule": "newer"}, unseen_threshold=0.2)
+    write_calibration(tmp_path, Thresholds(0.3, {"rule": "newer"}, 0.2), checksum=files_checksum({}))
     back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     assert back["unseen_similarity_threshold"] == 0.2 and back["unseen_label_threshold"] == 0.2
     assert back["calibration"] == {"rule": "newer", "label_threshold_follows": True}
+
+
+def test_thresholds_are_written_only_into_the_card_of_the_model_calibrated(tmp_path: Path):
+    """An audit: write_calibration had no checksum check, so a folder exported again while the
+    evaluation ran got the other model's thresholds (and then the summary was refused: half written)."""
+    card = {"similarity_threshold": 0.5, "files": {"a.onnx": "new"}, "evaluation": {}}
+    (tmp_path / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    before = (tmp_path / "model.json").read_bytes()
+    measured = files_checksum({"a.onnx": "old"})
+    with pytest.raises(ModelError, match="model.json: these figures were measured with another model"):
+        write_calibration(tmp_path, Thresholds(0.3, {"rule": "r"}), checksum=measured)
+    with pytest.raises(ModelError, match="model.json: these figures were measured with another model"):
+        write_evaluation(tmp_path, "dev", {"passages": 1}, checksum=measured, thresholds=Thresholds(0.3, {"rule": "r"}))
+    assert (tmp_path / "model.json").read_bytes() == before
+    # the model's own: thresholds and summary in one save
+    write_evaluation(tmp_path, "dev", {"passages": 1}, checksum=files_checksum(card["files"]),
+                     thresholds=Thresholds(0.3, {"rule": "r"}))
+    back = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+    assert back["similarity_threshold"] == 0.3 and back["calibration"]["rule"] == "r"
+    assert back["evaluation"] == {"dev": {"passages": 1}}

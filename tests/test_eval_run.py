@@ -342,6 +342,31 @@ def test_cli_eval_writes_reports_and_calibrates(toy, tmp_path: Path, monkeypatch
     assert res.exit_code != 0 and "another model" in str(res.exception)
 
 
+def test_cli_calibration_is_not_written_into_a_folder_replaced_during_the_run(toy, tmp_path: Path, monkeypatch):
+    """An audit: --calibrate --write-model saved the thresholds unchecked, then refused the summary,
+    so a folder exported again during the evaluation got the other model's thresholds, half written."""
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+    from indexer.evaluation import run as run_module
+
+    data, mapping, enc = toy
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    card_file = enc.info.path / "model.json"
+    real = run_module.run_eval
+
+    def run_then_replace(*args, **kwargs):
+        result = real(*args, **kwargs)
+        replaced = {"id": "other", "similarity_threshold": 0.7, "files": {"x": "1"}, "training": {"types": ["person"]}}
+        card_file.write_text(json.dumps(replaced), encoding="utf-8")  # nerindex export --force of another run
+        return result
+
+    monkeypatch.setattr(run_module, "run_eval", run_then_replace)
+    res = CliRunner().invoke(cli, ["eval", str(data), "--mapping", str(mapping), "--json", "--calibrate", "--write-model"])
+    assert res.exit_code != 0 and "measured with another model" in str(res.exception), res.output
+    card = json.loads(card_file.read_text(encoding="utf-8"))
+    assert card["similarity_threshold"] == 0.7 and "calibration" not in card and not card.get("evaluation")
+
+
 def test_cli_calibration_is_not_written_for_another_seen_unseen_split(toy, tmp_path: Path, monkeypatch):
     """--train-types moved types between the groups the thresholds were chosen on, and the card got
     thresholds the runtime (which splits by training.types) applies to other phrases (audit2-model)."""

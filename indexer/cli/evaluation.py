@@ -25,6 +25,7 @@ from ..evaluation.methods import DEFAULT_METHODS, METHODS
 from .options import NumberRange, batch_size_option, refuse_unused
 
 if TYPE_CHECKING:
+    from ..evaluation.calibration import Thresholds
     from ..model_folder import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -171,9 +172,7 @@ def eval_command(
     )  # fmt: skip
     _emit(result, out_dir, stem, no_charts, as_json)  # first: a model folder that cannot be written loses no report
     if write_model:
-        if calibrate:
-            _store_calibration(result, model_path)
-        _store_evaluation(result, model_path)
+        _store_results(result, model_path, calibrate=calibrate)
 
 
 # What each mode reads besides DATA. Any other option given is refused, naming it: they were dropped
@@ -235,7 +234,7 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
                 ModelCard.load(model_path).training.types):
             raise InputError("this result groups types by --train-types, not by model.json training.types as a "
                              "search does: it is not recorded in the model", path=data[0])
-        _store_evaluation(result, model_path)
+        _store_results(result, model_path, calibrate=False)
 
 
 def _export(bench, export_dir: str) -> None:
@@ -339,8 +338,24 @@ def _check_calibration_split(info: ModelInfo, train_data: tuple[str, ...], bench
                          "split), or drop --write-model", path=bench.name)
 
 
-def _store_calibration(result: dict, model_path: Path) -> None:
-    from ..evaluation.calibration import calibration_record, write_calibration
+def _store_results(result: dict, model_path: Path, *, calibrate: bool) -> None:
+    """Record the run in model.json and, with --calibrate, its thresholds: all or nothing, and only
+    while the folder holds the model evaluated (``write_evaluation``: one check, one save)."""
+    from ..evaluation.calibration import evaluation_summary, write_evaluation
+
+    thresholds, also = _chosen_thresholds(result, model_path) if calibrate else (None, "")
+    name = result["benchmark"]["name"]
+    path = write_evaluation(model_path, name, evaluation_summary(result), checksum=result["model"]["checksum"],
+                            thresholds=thresholds)  # fmt: skip
+    if thresholds is not None:
+        result["calibration"]["written"] = str(path)
+        click.echo(f"stored similarity_threshold={thresholds.threshold}{also} in {path}", err=True)
+    click.echo(f"recorded evaluation[{name!r}] in {path}", err=True)
+
+
+def _chosen_thresholds(result: dict, model_path: Path) -> tuple[Thresholds, str]:
+    """(the thresholds --calibrate --write-model stores, what the message adds about the unseen one)."""
+    from ..evaluation.calibration import Thresholds, calibration_record
 
     methods = (result.get("calibration") or {}).get("methods", {})
     if "system" not in methods:
@@ -356,21 +371,11 @@ def _store_calibration(result: dict, model_path: Path) -> None:
     if flat:  # the seen threshold stands; the unseen ones of the card are kept, as without unseen types
         record.pop("unseen", None)
     other = unseen["chosen"]["threshold"] if unseen and not flat else None
-    path = write_calibration(model_path, chosen, record, unseen_threshold=other)
-    result["calibration"]["written"] = str(path)
     also = (f", unseen_similarity_threshold={other}" if other is not None
             else " (no threshold returns a relevant passage of the unseen types here: the model's "
                  "unseen_similarity_threshold is kept)" if flat
             else " (no unseen types to calibrate on: the model's unseen_similarity_threshold is kept)")
-    click.echo(f"stored similarity_threshold={chosen}{also} in {path}", err=True)
-
-
-def _store_evaluation(result: dict, model_path: Path) -> None:
-    from ..evaluation.calibration import evaluation_summary, write_evaluation
-
-    name = result["benchmark"]["name"]
-    path = write_evaluation(model_path, name, evaluation_summary(result), checksum=result["model"]["checksum"])
-    click.echo(f"recorded evaluation[{name!r}] in {path}", err=True)
+    return Thresholds(chosen, record, other), also
 
 
 def _emit(result: dict, out_dir: str | None, stem: str | None, no_charts: bool, as_json: bool) -> None:

@@ -16,7 +16,7 @@ further indexing with the recalibrated card (``stores.base.check_stamp``): index
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -53,11 +53,35 @@ def point_dict(p: SweepPoint) -> dict[str, Any]:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
 
 
-def write_calibration(
-    model_dir: str | Path, threshold: float, record: Mapping[str, Any], *, unseen_threshold: float | None = None
-) -> Path:
-    """Store the chosen threshold(s) and how they were chosen in the folder's ``model.json``."""
-    return ModelCard.load(model_dir).calibrated(threshold, record, unseen_threshold=unseen_threshold).save(model_dir)
+@dataclass(frozen=True)
+class Thresholds:
+    """What a calibration stores: the seen threshold, the ``calibration`` record, and the unseen
+    threshold (None: the card's unseen thresholds are kept, :meth:`ModelCard.calibrated`)."""
+
+    threshold: float
+    record: Mapping[str, Any]
+    unseen_threshold: float | None = None
+
+    def applied(self, card: ModelCard) -> ModelCard:
+        return card.calibrated(self.threshold, self.record, unseen_threshold=self.unseen_threshold)
+
+
+def model_card_of(model_dir: str | Path, checksum: str) -> ModelCard:
+    """The folder's card, when it is the card of the model with ``checksum`` (the one measured);
+    :class:`ModelError` naming model.json otherwise: a folder exported again since (or another
+    model's result) must not get figures or thresholds measured with other graphs."""
+    card = ModelCard.load(model_dir)
+    if card.checksum != checksum:
+        raise ModelError(
+            f"{Path(model_dir) / CARD_FILE}: these figures were measured with another model (checksum {checksum[:12]})"
+        )
+    return card
+
+
+def write_calibration(model_dir: str | Path, thresholds: Thresholds, *, checksum: str) -> Path:
+    """Store the chosen threshold(s) and how they were chosen in the folder's ``model.json``, if it
+    is the card of the model calibrated (an audit: it was written into a folder replaced meanwhile)."""
+    return thresholds.applied(model_card_of(model_dir, checksum)).save(model_dir)
 
 
 def calibration_record(result: Mapping[str, Any], *, date: str) -> dict[str, Any]:
@@ -112,13 +136,15 @@ def evaluation_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_evaluation(model_dir: str | Path, name: str, summary: Mapping[str, Any], *, checksum: str) -> Path:
-    """Record a run's summary under ``evaluation[name]`` in ``model.json``, if it is this model's."""
-    card = ModelCard.load(model_dir)
-    if card.checksum != checksum:
-        raise ModelError(
-            f"{Path(model_dir) / CARD_FILE}: these figures were measured with another model (checksum {checksum[:12]})"
-        )
+def write_evaluation(model_dir: str | Path, name: str, summary: Mapping[str, Any], *, checksum: str,
+                     thresholds: Thresholds | None = None) -> Path:  # fmt: skip
+    """Record a run's summary under ``evaluation[name]`` in ``model.json`` (with ``thresholds``, the
+    calibration too), if it is this model's: one check, one atomic save. An audit: calibration and
+    summary were two saves, the first unchecked, so a folder exported again meanwhile got the other
+    model's thresholds and the run was half written when the second refused."""
+    card = model_card_of(model_dir, checksum)
+    if thresholds is not None:
+        card = thresholds.applied(card)
     return card.with_evaluation(name, summary).save(model_dir)
 
 
