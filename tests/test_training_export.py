@@ -502,3 +502,69 @@ def test_train_and_export_summaries_are_json_on_stdout_with_json(capsys):
     _summary({"out": "m"}, False)
     out, err = capsys.readouterr()
     assert not out and json.loads(err) == {"out": "m"}
+
+
+def _folder_copy(tmp_path, heads_name: str = "heads.safetensors"):
+    """The shipped model's files, linked, with a model.json of its own; the heads file under ``heads_name``."""
+    folder = tmp_path / "model"
+    folder.mkdir(parents=True)
+    for path in SHIPPED.iterdir():
+        if path.name != "model.json":
+            (folder / (heads_name if path.name == "heads.safetensors" else path.name)).symlink_to(path)
+    card = json.loads((SHIPPED / "model.json").read_text(encoding="utf-8"))
+    card["heads"] = heads_name
+    card["files"][heads_name] = card["files"].pop("heads.safetensors")
+    (folder / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    return folder
+
+
+def test_export_of_a_model_folder_verifies_it_and_reads_the_heads_its_card_names(tmp_path):
+    """An audit: export read a model folder unverified, so a swapped heads.safetensors was exported
+    with fresh checksums (and loaded); and it read heads.safetensors whatever the card named."""
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+    from indexer.training.candidate import read_candidate_head
+    from indexer.training.export import read_source
+
+    named = _folder_copy(tmp_path / "a", "my-heads.safetensors")
+    assert read_source(named).heads == named / "my-heads.safetensors"
+    weights, threshold, record = read_candidate_head(named)  # "no heads.safetensors" before
+    assert weights and threshold == 0.08 and record["heads_sha256"] == sha256_file(SHIPPED / "heads.safetensors")
+    swapped = _folder_copy(tmp_path / "b")
+    (swapped / "heads.safetensors").unlink()
+    save = pytest.importorskip("safetensors.torch").save_file
+    save({"entity.x": torch.zeros(2)}, str(swapped / "heads.safetensors"))
+    result = CliRunner().invoke(cli, ["export", str(swapped), "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, ModelError) and "heads.safetensors: checksum does not match model.json" in str(
+        result.exception)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ModelError, match="checksum does not match"):
+        read_candidate_head(swapped)
+
+
+def test_export_of_a_model_folder_keeps_its_catalog_unless_given_another(tmp_path, monkeypatch):
+    """An audit: exporting a model folder again without --catalog replaced its catalog.txt by the
+    packaged one, without a word."""
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+    from indexer.training import export
+
+    class Written(Exception):
+        pass
+
+    given = []
+
+    def capture(model, out, *, catalog=None, **kwargs):
+        given.append(catalog)
+        raise Written
+
+    monkeypatch.setattr(export, "write_model_folder", capture)
+    folder = _folder_copy(tmp_path)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("dinosaur\nriver\n", encoding="utf-8")
+    for extra in ([], ["--catalog", str(mine)]):
+        result = CliRunner().invoke(cli, ["export", str(folder), "--out", str(tmp_path / "out"), *extra])
+        assert isinstance(result.exception, Written), result.output
+    assert [str(c) for c in given] == [str(folder / "catalog.txt"), str(mine)]

@@ -135,7 +135,8 @@ def _summary(summary: dict, as_json: bool) -> None:
 @click.option("--keep-fp32", is_flag=True, help="Also ship encoder.fp32.onnx.")
 @click.option("--backbone", default=None, help="Where to load the backbone from (overrides the run's).")
 @click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Type catalog (one phrase a line); default: the packaged catalog.")
+              help="Type catalog (one phrase a line); default: the model folder's own when RUN_DIR is one, "
+                   "else the packaged catalog.")
 @click.option("--id", "model_id", default=None,
               help="Model id in model.json (default: nerindex-custom; a model folder's own when RUN_DIR is one).")
 @click.option("--version", "model_version", default=None,
@@ -155,11 +156,11 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     """Export a training run to an ONNX model folder (int8 CPU and fp16 CUDA graphs).
 
     RUN_DIR is a `nerindex train --out` folder, or a model folder to export again (its evaluation
-    section is dropped: it describes its own graphs; its thresholds are kept, and the calibration
-    record names that folder as the one they were chosen on: calibrate the new one again)."""
+    section is dropped: it describes its own graphs; its thresholds and catalog are kept, and the
+    calibration record names that folder as the one they were chosen on: calibrate the new one again)."""
     from safetensors.torch import load_file
 
-    from ..training.export import card_from_folder, card_from_run, write_model_folder
+    from ..training.export import read_source, write_model_folder
     from ..training.model import HeadConfig, SpanTypeEncoder, load_backbone
 
     _logging(True)
@@ -171,8 +172,9 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     else:
         if run_dir is None:
             raise click.UsageError("give RUN_DIR (a `nerindex train --out` folder) or --untrained")
-        is_folder = (Path(run_dir) / "model.json").is_file()
-        card, name, heads_cfg = (card_from_folder if is_folder else card_from_run)(Path(run_dir))
+        source = read_source(Path(run_dir))
+        card, name, heads_cfg = source.card, source.backbone, source.heads_config
+        catalog = catalog or source.catalog  # a model folder keeps its own (an audit: the packaged one replaced it)
     if model_id:
         card["id"] = model_id
     if model_version:
@@ -182,11 +184,10 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     torch.manual_seed(0)
     model = SpanTypeEncoder(load_backbone(backbone or name), HeadConfig.from_dict(heads_cfg))
     if not untrained:
-        heads = Path(run_dir) / "heads.safetensors"
         try:
-            state = load_file(str(heads))
+            state = load_file(str(source.heads))
         except Exception as exc:  # noqa: BLE001 - safetensors' own errors: a SafetensorError traceback (an audit)
-            raise ModelError(f"{heads}: cannot read the trained heads ({exc}): train again") from exc
+            raise ModelError(f"{source.heads}: cannot read the trained heads ({exc}): train again") from exc
         model.load_head_state_dict(state)
     model.eval()
     if span_side:

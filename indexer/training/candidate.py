@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
-from .export import card_from_folder, card_from_run
+from .export import read_source
 from .model import SpanTypeEncoder
 
 
@@ -28,12 +28,10 @@ def read_candidate_head(source: str | Path) -> tuple[dict[str, torch.Tensor], fl
     ``entity.…``; its detection threshold; what model.json's ``training.candidate_head`` records)."""
     from safetensors.torch import load_file
 
-    source = Path(source)
-    is_folder = (source / "model.json").is_file()
-    card, _, _ = (card_from_folder if is_folder else card_from_run)(source)
-    heads = source / "heads.safetensors"
+    read = read_source(Path(source))  # a model folder verified, its heads file the one its card names (an audit)
+    card, heads = read.card, read.heads
     if not heads.is_file():
-        raise ModelError(f"{source}: no heads.safetensors")
+        raise ModelError(f"{source}: no {heads.name}")
     state = {k: v.float() for k, v in load_file(str(heads)).items() if k.startswith("entity.")}
     if not state:
         raise ModelError(f"{heads}: no entity head weights")

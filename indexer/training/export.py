@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..encoder import CPU, embed_texts, load_tokenizer, open_session, type_text
 from ..errors import ModelError
 from ..int8_kernel import unconverted_products
 from ..model_card import CARD_FILE, ModelCard
-from ..model_folder import CANDIDATE_OUTPUT, sha256_file
+from ..model_folder import CANDIDATE_OUTPUT, ModelInfo, sha256_file
 from ..processes import writer_running
 from .model import DEFAULT_BACKBONE, INPUT_NAMES, OUTPUT_NAMES, SpanTypeEncoder, resolve_backbone
 
@@ -204,8 +205,35 @@ def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     return card, backbone, rec.get("heads_config", {})
 
 
-def card_from_folder(folder: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """(model.json values, backbone, head config) of an exported model folder, to export it again.
+@dataclass(frozen=True)
+class ExportSource:
+    """What export takes from a training run or a model folder: the card values, the backbone,
+    the head config, the heads file (checked against what the source recorded) and, of a model
+    folder, its catalog phrases (None: a run has none)."""
+
+    card: dict[str, Any]
+    backbone: str
+    heads_config: dict[str, Any]
+    heads: Path
+    catalog: Path | None = None
+
+
+def read_source(source: Path) -> ExportSource:
+    """The :class:`ExportSource` of a ``nerindex train --out`` folder or of a model folder."""
+    if not (source / CARD_FILE).is_file():
+        return ExportSource(*card_from_run(source), heads=source / "heads.safetensors")
+    info = ModelInfo.load(source)  # every file against its sha256: a swapped heads file got fresh ones (an audit)
+    heads = info.card.heads_file
+    if heads not in info.files:  # no "heads" key: the default name, which files must list too
+        raise ModelError(f"{info.path / CARD_FILE}: heads {heads!r} is not listed in files (so never verified)")
+    phrases = info.catalog_phrases
+    return ExportSource(*card_from_folder(source, info.card), heads=source / heads,
+                        catalog=source / phrases if phrases else None)  # fmt: skip
+
+
+def card_from_folder(folder: Path, card: ModelCard | None = None) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(model.json values, backbone, head config) of an exported model folder, to export it again
+    (``card``: its card, already verified by :func:`read_source`).
 
     What export writes itself (graphs, files, head config) is left out, and so is the
     ``evaluation`` section: it describes the folder's graphs, not a new one's. The thresholds are
@@ -213,7 +241,7 @@ def card_from_folder(folder: Path) -> tuple[dict[str, Any], str, dict[str, Any]]
     whose graphs they were chosen on (``exported_from``; an audit: the record was dropped and the
     kept thresholds read "not calibrated", the baselines' thresholds lost).
     """
-    card = ModelCard.load(folder)
+    card = card if card is not None else ModelCard.load(folder)
     values = card.to_dict()
     for key in ("files", "evaluation", *_FOLDER_KEYS):
         values.pop(key, None)
@@ -382,4 +410,4 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-__all__ = ["card_from_folder", "card_from_run", "write_model_folder"]
+__all__ = ["ExportSource", "card_from_folder", "card_from_run", "read_source", "write_model_folder"]
