@@ -493,3 +493,32 @@ def test_a_silver_or_beir_line_that_is_not_utf8_is_named():
     with pytest.raises(InputError) as err:
         list(json_lines(f.name))
     assert err.value.line == 2 and "invalid UTF-8" in err.value.reason
+
+
+def test_a_silver_dev_file_covering_part_of_the_dev_split_says_so(tmp_path, caplog):
+    """An audit: --silver-dev covering only part of the dev split was used silently (the windows
+    without a silver sentence count the silver spans detected there as false positives)."""
+    pytest.importorskip("torch")
+    from indexer.assets import default_model_dir
+    from indexer.encoder import load_tokenizer
+    from indexer.errors import ModelError
+    from indexer.training.data import Source, build_corpus
+    from indexer.training.silver.records import SilverSentence, SilverSpan, write_silver
+    from indexer.training.silver_train import set_silver_detection_targets
+
+    conll = tmp_path / "wnut17" / "dev.conll"
+    conll.parent.mkdir()
+    conll.write_text("Einstein\tB-person\nplayed\tO\nthe\tO\nviolin\tO\n\nParis\tB-location\nslept\tO\n\n")
+    tokenizer = load_tokenizer(default_model_dir() / "tokenizer.json")
+    dev = build_corpus([Source("wnut17", conll)], tokenizer, max_length=64, max_span_width=8)
+    silver = tmp_path / "dev.jsonl"
+    write_silver(silver, [SilverSentence("x", "wnut17", "Einstein played the violin",
+                                         [SilverSpan(20, 26, ["musical instrument"], [1], "wordnet", "violin.n.01")])])
+    with caplog.at_level("WARNING", logger="indexer.training.silver.coverage"):
+        set_silver_detection_targets(dev, str(silver))
+    assert "dev.jsonl: 1 of 2 dev windows have no silver sentence" in caplog.text
+    assert "'nerindex silver --split dev' without --limit" in caplog.text
+    assert dev.detection_targets[0] == {(0, 8), (20, 26)}
+    write_silver(silver, [SilverSentence("y", "wnut17", "Another text", [])])
+    with pytest.raises(ModelError, match="none of its sentences is in the dev split .--silver-dev takes a file"):
+        set_silver_detection_targets(dev, str(silver))

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from .adapter import BatchLoss, fit_adapter
 from .data import Corpus
 from .features import SpanFeatures, base_slice
-from ..errors import ModelError
 from .model import SpanTypeEncoder
+from .silver.coverage import check_split_cover
 from .silver.hierarchy import TypeHierarchy
 from .silver.records import SilverSentence, read_silver
 from .train_config import TrainConfig
@@ -344,9 +344,7 @@ def set_silver_detection_targets(dev: Corpus, path: str) -> dict[str, int]:
     ignored (the entity head's threshold is chosen on them); the alignment counts."""
     sentences = list(read_silver(path))
     _, counts = align_silver(dev, sentences)
-    if dev.examples and counts.get("examples_without_silver", 0) == len(dev.examples):  # an audit: used silently
-        raise ModelError(f"{path}: none of its sentences is in the dev split (--silver-dev takes a file of "
-                         "'nerindex silver --split dev')")
+    check_split_cover(path, counts.get("examples_without_silver", 0), len(dev.examples), "dev")  # an audit: used silently
     by_text = {s.text: s for s in sentences}
     targets, ignore = [], []
     for p in dev.passages:
