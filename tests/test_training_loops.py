@@ -140,6 +140,38 @@ def test_similarity_calibration_on_a_flat_zero_curve_says_so(caplog):
     assert sim["macro_f1"] == 0 and "is not calibrated" in caplog.text
 
 
+def test_a_detection_threshold_from_an_all_zero_sweep_says_so_and_is_recorded_not_calibrated(caplog):
+    """An audit: a run whose entity head detected no dev span shipped detection_threshold 0.5 from
+    an all-zero sweep, without a word (the similarity threshold said so)."""
+    from types import SimpleNamespace
+
+    from indexer.training.entity_head import detection_threshold
+    from indexer.training.train import DetectionFit
+
+    dev = SimpleNamespace(detection_targets=[{(0, 5)}], detection_ignore=[set()], passages=[])
+    with caplog.at_level("WARNING", logger="indexer.training.entity_head"):
+        assert "calibrated" not in detection_threshold(dev, [[(0, 5, 0.6, None, None)]], beta=1.0)
+        assert not caplog.text
+        best = detection_threshold(dev, [[(6, 9, 0.9, None, None)]], beta=1.0)
+    assert best["threshold"] == 0.5 and best["calibrated"] is False and "is not calibrated" in caplog.text
+    head = {"best": {}, "steps": 1, "prior_logit_offset": 0.0, "train_candidates": 1, "train_positives": 0, "history": []}
+    fit = DetectionFit(head=head, best=best, threshold=0.5, by_source={}, gold_recall={}, dev_decoded=[], rule="r")
+    assert fit.to_record()["dev"]["calibrated"] is False and fit.to_record()["dev"]["threshold"] == 0.5
+
+
+def test_a_passage_weight_without_validation_figures_says_so_and_is_recorded_not_chosen(caplog):
+    """An audit: a run without a validation type in dev took λ 0 from a table of NaN, silently."""
+    from indexer.training.figures import chosen_passage_weight
+    from indexer.training.train import HybridFit
+
+    with caplog.at_level("WARNING", logger="indexer.training.figures"):
+        assert chosen_passage_weight({0.0: 0.4, 0.5: 0.6, 1.0: 0.6}) == (0.5, True)
+        assert not caplog.text
+        assert chosen_passage_weight({0.0: float("nan"), 0.5: float("nan")}) == (0.0, False)
+    assert "passage_weight (λ) is not chosen" in caplog.text
+    assert HybridFit(0.0, {}, {}, chosen=False).to_record()["chosen"] is False
+
+
 def test_too_few_entity_head_steps_is_a_one_line_error_and_20_steps_train():
     from indexer.errors import ModelError
     from indexer.training.entity_head import head_steps, warm_up_share

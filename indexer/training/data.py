@@ -74,6 +74,12 @@ def load_phrase_map() -> dict[str, dict[str, str | None]]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
+def crossner_only(types: list[str]) -> set[str]:
+    """CrossNER's phrases that training never saw: held out because no training set has them."""
+    cross = {v for v in load_phrase_map()["crossner"].values() if v}
+    return cross - set(types)
+
+
 @dataclass(frozen=True)
 class Source:
     """A labelled file and the phrase table (key of phrases.json) that names its tags."""

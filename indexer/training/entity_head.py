@@ -154,6 +154,18 @@ def detection_sweep(
     return {"best": best, "sweep": rows, "gold_spans": n_gold}
 
 
+def detection_threshold(corpus: Corpus, decoded: list[Decoded], *, beta: float) -> dict[str, Any]:
+    """The best point of :func:`detection_sweep`; where no threshold detects a dev span (F 0 at
+    every one) its 0.5 is marked ``calibrated: False`` and said (an audit: the run ended well with
+    a threshold taken from an all-zero curve, as the similarity threshold once did)."""
+    best = dict(detection_sweep(corpus, decoded, beta=beta)["best"])
+    if not best["fbeta"]:
+        log.warning("no detection threshold finds a dev span (F 0 at every one): the model's detection_threshold "
+                    "(%s) is not calibrated; train on more data (a larger --limit, more --head-epochs)", best["threshold"])
+        best["calibrated"] = False
+    return best
+
+
 def train_entity_head(
     model: SpanTypeEncoder,
     train: Corpus,

@@ -106,6 +106,17 @@ def calibrate_similarity(
     return {"threshold": best.threshold, "macro_f1": best.f1, "curve": curve}
 
 
+def chosen_passage_weight(table: dict[float, float]) -> tuple[float, bool]:
+    """(λ with the best validation passage R-Precision, ties to the lower; whether it was chosen):
+    where no validation type has figures (every value NaN) λ is 0 (spans only), said and recorded
+    as not chosen (an audit: 0 was taken silently from a table of NaN)."""
+    if all(np.isnan(v) for v in table.values()):
+        log.warning("no validation type has a relevant dev passage: passage_weight (λ) is not chosen, 0 (spans "
+                    "only); train on more data, or measure λ with nerindex eval --passage-weight on a validation split")
+        return 0.0, False
+    return max(table, key=lambda lam: (table[lam], -lam)), True
+
+
 def passage_figures(
     model: SpanTypeEncoder,
     feats: Features,

@@ -34,11 +34,11 @@ from safetensors.torch import save
 from ..atomic_files import write_bytes
 from .adapter import train_adapter
 from .data import (
-    Corpus, Source, build_corpus, check_sources, default_sources, limit_corpus, load_phrase_map, seen_phrases,
+    Corpus, Source, build_corpus, check_sources, crossner_only, default_sources, limit_corpus, seen_phrases,
     sentences_per_source,
 )
 from .entity_head import (
-    Decoded, decoded_spans, detection_by_source, detection_sweep, gold_recall_by_source, score_candidates, train_entity_head,
+    Decoded, decoded_spans, detection_by_source, detection_threshold, gold_recall_by_source, score_candidates, train_entity_head,
 )
 from ..encoder import load_tokenizer
 from ..errors import ModelError
@@ -46,7 +46,9 @@ from ..model_card import CARD_FILE
 from ..model_folder import normal_phrase, normal_phrases
 from .export import backbone_tokenizer_file
 from .features import Features, SpanFeatures, adapter_vectors, cached_encode, embed_phrases, gold_spans, span_features
-from .figures import calibrate_similarity, macro_r_precision, passage_figures, passage_relevance, span_r_precision
+from .figures import (
+    calibrate_similarity, chosen_passage_weight, macro_r_precision, passage_figures, passage_relevance, span_r_precision,
+)
 from .model import SpanTypeEncoder, build_model
 from .silver.hierarchy import TypeHierarchy, hierarchy_path
 from .silver.records import read_silver
@@ -181,7 +183,7 @@ class TrainingData:
     def to_record(self) -> dict[str, Any]:
         """The data part of train.json's ``training``: files, types, held-out types."""
         types = self.types if self.silver is None else sorted(set(self.types) | set(self.silver["spans"].vocab))
-        held = set(self.held) | _crossner_only(self.types) | set(self.silver["held_out"] if self.silver else ())
+        held = set(self.held) | crossner_only(self.types) | set(self.silver["held_out"] if self.silver else ())
         trained = normal_phrases(types)  # a silver type is trained on (an audit: "writer" was both)
         held = {t for t in held if normal_phrase(t) not in trained}
         used = {split: sentences_per_source(getattr(self, split), self.sources[split]) for split in self.sources}
@@ -269,12 +271,6 @@ def load_silver(cfg: TrainConfig, train: Corpus, dev: Corpus) -> dict[str, Any]:
         out["dev_counts"] = set_silver_detection_targets(dev, cfg.silver_dev)
     log.info("silver: %s", {k: v for k, v in out.items() if k not in ("spans", "related")})
     return out
-
-
-def _crossner_only(types: list[str]) -> set[str]:
-    """CrossNER's phrases that training never saw: held out because no training set has them."""
-    cross = {v for v in load_phrase_map()["crossner"].values() if v}
-    return cross - set(types)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +370,7 @@ class DetectionFit:
     """The trained entity head, its detection threshold and dev detection figures."""
 
     head: dict[str, Any]  # train_entity_head's result
-    best: dict[str, float]  # the dev sweep row of the shipped threshold
+    best: dict[str, float | bool]  # the dev sweep row of the shipped threshold (calibrated: False, entity_head.detection_threshold)
     threshold: float
     by_source: dict[str, dict[str, float]]
     gold_recall: dict[str, dict[str, float]]
@@ -384,7 +380,7 @@ class DetectionFit:
     def to_record(self) -> dict[str, Any]:
         """``figures.entity_head`` of train.json."""
         return {
-            "dev": {k: round(v, 4) for k, v in self.best.items()},
+            "dev": {k: v if isinstance(v, bool) else round(v, 4) for k, v in self.best.items()},
             "dev_by_source": self.by_source,
             "dev_gold_recall_by_source": self.gold_recall,
             "best_step": self.head["best"].get("step"),
@@ -402,7 +398,7 @@ def fit_detection(cfg: TrainConfig, model: SpanTypeEncoder, data: TrainingData) 
     head = train_entity_head(model, data.train, data.train_f, data.dev, data.dev_f, cfg)
     dev = data.dev
     dev_dec = decoded_spans(dev, score_candidates(model, data.dev_f, dev), nested=cfg.span_decoding == "nested")
-    best = detection_sweep(dev, dev_dec, beta=cfg.threshold_beta)["best"]
+    best = detection_threshold(dev, dev_dec, beta=cfg.threshold_beta)
     threshold = float(best["threshold"])
     return DetectionFit(
         head=head, best=best, threshold=threshold,
@@ -425,6 +421,7 @@ class HybridFit:
     passage_weight: float
     by_weight: dict[float, float]  # λ -> macro passage R-Precision on the validation types
     validation_r_precision: dict[str, float]  # per scoring method
+    chosen: bool = True  # False: no validation type had figures, λ 0 (figures.chosen_passage_weight)
 
     def to_record(self) -> dict[str, Any]:
         """``figures.hybrid`` of train.json."""
@@ -432,6 +429,7 @@ class HybridFit:
             "rule": "passage score = best span similarity + λ · passage similarity; λ with the best "
                     "passage R-Precision on the validation types, run-1 adapter (types unseen)",
             "passage_weight": self.passage_weight,
+            "chosen": self.chosen,
             "validation_r_precision_by_weight": {f"{k:g}": v for k, v in self.by_weight.items()},
             "validation_r_precision": self.validation_r_precision,
         }  # fmt: skip
@@ -450,8 +448,8 @@ def choose_passage_weight(
                              queries, passage_weights=PASSAGE_WEIGHTS)  # fmt: skip
     model.adapter.load_state_dict(shipped_state)
     table = {lam: val_pf["r_precision"][f"hybrid_{lam:g}"] for lam in PASSAGE_WEIGHTS}
-    best = max(PASSAGE_WEIGHTS, key=lambda lam: (table[lam], -lam))
-    return HybridFit(best, table, val_pf["r_precision"])
+    best, chosen = chosen_passage_weight(table)
+    return HybridFit(best, table, val_pf["r_precision"], chosen)
 
 
 # ---------------------------------------------------------------------------------------------
