@@ -1098,6 +1098,41 @@ def test_a_write_during_reindex_is_refused_not_lost(loaded, stamp, caplog):
         writer.close()
 
 
+@pytest.mark.parametrize("delete_old", [False, True])
+def test_a_write_racing_a_reindex_never_lands_in_the_new_models_index(loaded, stamp, monkeypatch, delete_old):
+    """An audit: a writer looked the alias up, an es reindex to another model moved it, and the
+    bulk request sent through the alias stored the old model's spans in the new model's index,
+    reported as created. Writes now go to the index checked, and count as failed where the alias
+    left it meanwhile (with --delete-old the bulk request made that index afresh)."""
+    from indexer.stores.elasticsearch import store as store_module
+
+    writer = open_elasticsearch(resolve(es_index=loaded.alias))
+    raced: list = []
+    real = store_module.recheck_target
+
+    def racing(store, checked):  # the re-index runs between the writer's look and its bulk request
+        index = real(store, checked)
+        if store is writer and not raced:
+            raced.append(reindex(loaded, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3,
+                                 delete_old=delete_old))
+        return index
+
+    try:
+        writer.check_model(stamp)
+        monkeypatch.setattr(store_module, "recheck_target", racing)
+        late = dataclasses.replace(corpus()[0], passage=Passage("late-1", "Late passage.", {}))
+        outcomes = writer.write([late])
+        assert raced and raced[0].swapped and raced[0].deleted_old == delete_old
+        assert [o.ok for o in outcomes] == [False], outcomes
+        assert delete_old == ("moved away from" in outcomes[0].error), outcomes[0].error
+        loaded.flush()
+        assert loaded.existing_ids(["late-1"]) == set() and loaded.counts().passages == len(corpus())
+        with pytest.raises(ModelMismatchError):  # the next chunk checks the model against the new index
+            writer.write([late])
+    finally:
+        writer.close()
+
+
 def test_a_second_reindex_while_one_runs_is_refused_and_leaves_the_first_alone(loaded, stamp):
     """Two runs on one alias (audit3-es): the second lifted the first's write block when it failed,
     so writes were acknowledged and then lost, or moved the alias a second time, onto two indices.

@@ -7,12 +7,16 @@ chunk (``ElasticsearchStore.write``), one small ``GET _alias`` request each.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from elasticsearch import NotFoundError
 
+from ..base import ModelStamp, WriteOutcome
 from . import responses as rs
 from .index_requests import is_versioned_index
+
+log = logging.getLogger(__name__)
 
 
 def indices_behind(store: Any, alias: str) -> list[str] | None:
@@ -54,3 +58,39 @@ def no_passages(store: Any) -> str:
                 "the one to search: POST _aliases)")
     return (f"no index or alias {store.alias!r} written by nerindex: check --es-index, or run "
             f"'nerindex index --es-index {store.alias}' first")
+
+
+def recheck_target(store: Any, checked: tuple[str, ModelStamp] | None) -> str:
+    """Before a write, the concrete index to send it to: the one ``check_model`` checked the
+    writer's model against (``checked``), or the alias where none was. If the alias moved since (an
+    ``es reindex`` finished meanwhile), the writer's model is checked against the index it points
+    at now and its facts read, not written with the old one's (another model's spans past the
+    guard: an audit)."""
+    if checked is None:
+        return store.alias
+    index, stamp = checked
+    now = index_behind(store, store.alias)
+    if now != index:
+        log.warning("alias %s moved from %s since this run began: checking the model again", store.alias, index)
+        store.forget_index()
+        store.check_model(stamp)  # raises unless the writer's model may write into ``now``
+    return now
+
+
+def written_where_checked(store: Any, index: str, written: list[WriteOutcome]) -> list[WriteOutcome]:
+    """The outcomes of a bulk request sent to ``index``, the concrete index :func:`recheck_target`
+    checked, with the writes counted failed where the alias no longer names it afterwards.
+
+    Writes go to the checked index, not through the alias: an alias moved by ``es reindex``
+    between the look and the bulk request sent one model's spans into another model's index
+    without a word (an audit). Sent to the old index, they fail (a re-index blocks its writes
+    before it copies), unless the re-index deleted it (``--delete-old``) in between: then the bulk
+    request made a fresh index of that name, outside the alias, so the alias is looked up again
+    after every write that stored something, one small request."""
+    stored = [o.ok and o.action != "skipped" for o in written]
+    if index == store.alias or not any(stored) or index_behind(store, store.alias) == index:
+        return written
+    why = (f"alias {store.alias!r} moved away from {index!r} during this write (an es reindex): not stored "
+           f"behind the alias; index these passages again")
+    log.warning("%s (%d passages)", why, sum(stored))
+    return [WriteOutcome(o.id, False, "failed", why) if s else o for o, s in zip(written, stored)]

@@ -39,7 +39,7 @@ from ..base import (
     query_vector,
 )
 from . import responses as rs
-from .aliases import index_behind, orphans
+from .aliases import orphans, recheck_target, written_where_checked
 from .bulk import stored_sources, write_documents
 from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
@@ -252,18 +252,6 @@ class ElasticsearchStore:
         if writing:
             self._checked = (index, stamp)
 
-    def _recheck_target(self) -> None:
-        """Before a write: if the alias moved since ``check_model`` (an ``es reindex`` finished
-        meanwhile), check the writer's model against the index it points at now and read its
-        facts, not write with the old one's (another model's spans past the guard: an audit)."""
-        if self._checked is None:
-            return
-        index, stamp = self._checked
-        if index_behind(self, self.alias) != index:
-            log.warning("alias %s moved from %s since this run began: checking the model again", self.alias, index)
-            self.forget_index()
-            self.check_model(stamp)
-
     def versioned_indices(self) -> list[str]:
         with self.errors("list the indices"):
             response = self.client.indices.get(
@@ -332,7 +320,7 @@ class ElasticsearchStore:
         ``Store.write``); one outcome per passage, in input order."""
         if not docs:
             return []
-        self._recheck_target()
+        index = recheck_target(self, self._checked)  # the concrete index checked, not the alias (an audit)
         stamp = self.model()
         if stamp is None:
             raise StoreError(
@@ -350,11 +338,12 @@ class ElasticsearchStore:
         if sendable:
             self._map_mentions()
             self._refresh.relax()
-            with self.errors(f"bulk index into {self.alias!r}"):
+            with self.errors(f"bulk index into {index!r}"):
                 written = write_documents(
-                    self.client, [doc for _, doc in sendable], stamp=stamp, index=self.alias,
+                    self.client, [doc for _, doc in sendable], stamp=stamp, index=index,
                     options=self._options.bulk, typed_filters=self.typed_filters(), replace=replace,
                 )
+            written = written_where_checked(self, index, written)
             # a write that only skipped stored ids needs no refresh: one more would move the store
             # version (refresh.external_total) and drop every cached result; a failed item may have
             # been applied all the same (a timeout), so it still counts
