@@ -149,15 +149,23 @@ class NerIndex:
         last search: an alias moved by ``nerindex es reindex`` (maybe to another model's index), a
         replaced store.sqlite. A long-lived handle (the web service) would otherwise search one
         model's vectors with another's query vectors, without a word."""
-        identity = self.store.version().identity
-        if identity == self._checked_for:
+        identity = self._forget_if_moved()
+        if identity is None:
             return
-        forget = getattr(self.store, "forget_index", None)  # what a store cached of its index
-        if forget is not None:
-            forget()
         if self.store.model() is not None:
             self.store.check_model(self.encoder.info.stamp, writing=False)
         self._checked_for = identity
+
+    def _forget_if_moved(self) -> object | None:
+        """The store's identity where it is not the one last checked, after dropping what the store
+        cached of its index (model, mapping facts); None where it is the same."""
+        identity = self.store.version().identity
+        if identity == self._checked_for:
+            return None
+        forget = getattr(self.store, "forget_index", None)
+        if forget is not None:
+            forget()
+        return identity
 
     @classmethod
     def open(
@@ -406,6 +414,7 @@ class NerIndex:
         with (``store.model``; None for an empty store): ``--model`` may name another one, and
         only the store's record says what its vectors are."""
         info = self.encoder.info
+        self._forget_if_moved()  # an alias moved since the last search: the model it holds now (an audit)
         counts = self.store.counts()
         stamp = self.store.model()
         return {

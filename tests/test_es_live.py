@@ -1191,7 +1191,7 @@ def test_a_writer_checks_its_model_again_when_the_alias_moved(loaded, stamp):
         writer.close()
 
 
-def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stamp):
+def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stamp, monkeypatch):
     """A long-lived handle (the web service) read the model once; after ``es reindex`` moved the
     alias to another model's index it kept searching that index with its own query vectors
     (found by an audit). The next search now checks the model again and refuses."""
@@ -1199,7 +1199,8 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
 
     class Encoder:  # what NerIndex.search needs: the model and a type vector
         info = type("Info", (), {"stamp": stamp, "passage_weight": 0.0, "threshold_for": staticmethod(lambda phrase: 0.5),
-                                 "passage_weight_for": staticmethod(lambda phrase: 0.0)})()
+                                 "passage_weight_for": staticmethod(lambda phrase: 0.0), "id": stamp.id,
+                                 "version": stamp.version, "checksum": stamp.checksum})()
 
         def embed_types(self, phrases):
             return np.stack([DINO for _ in phrases])
@@ -1212,6 +1213,9 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
         reindex(mover, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3)
     finally:
         mover.close()
+    monkeypatch.setattr("indexer.api.model_info", lambda encoder: {})
+    # info() (the service's /api/v1/info) said the old model, "same_as_model", until a search (an audit)
+    assert ix.info()["store"]["model"] == {"id": "test-model", "version": "2", "checksum": "e" * 64, "same_as_model": False}
     with pytest.raises(ModelMismatchError):
         ix.check_usable()  # the service's health (an audit: "ok" while every search was a 409)
     with pytest.raises(ModelMismatchError):
