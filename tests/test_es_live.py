@@ -1157,7 +1157,7 @@ def test_a_second_reindex_while_one_runs_is_refused_and_leaves_the_first_alone(l
         report = reindex(loaded, SecondRunMeanwhile(), new_stamp, batch_size=3)
     finally:
         second.close()
-    assert "already refuses writes" in refusals[0]
+    assert f"another 'nerindex es reindex' of {loaded.alias!r} is running ('{loaded.alias}-reindexing' exists)" in refusals[0]
     assert report.swapped and current_index(loaded) == report.new_index
     assert sorted(loaded.versioned_indices()) == sorted([old, report.new_index])  # the second's index is gone
     # a swap from an index the alias has left fails whole: the alias never points at two indices
@@ -1166,6 +1166,27 @@ def test_a_second_reindex_while_one_runs_is_refused_and_leaves_the_first_alone(l
     with pytest.raises(Exception, match="aliases_not_found|missing"):
         loaded.client.indices.update_aliases(actions=alias_swap_actions(loaded.alias, old, old))
     assert current_index(loaded) == report.new_index
+
+
+def test_a_lock_a_stopped_run_left_is_named_with_what_to_delete(loaded, stamp):
+    """Two runs started together both passed the look at the old index's write block, and the
+    second, stopped, lifted the block the first relied on (an audit: an acknowledged write lost).
+    A run now first creates the alias's lock index; one left by a killed run is named, with the
+    leftovers by name (the hint's wildcard <alias>-* matched the types index too)."""
+    alias = loaded.alias
+    old = current_index(loaded)
+    for name in (f"{alias}-000007", f"{alias}-types", f"{alias}-reindexing"):
+        loaded.client.indices.create(index=name)
+    with pytest.raises(StoreError) as caught:
+        reindex(loaded, RiverFirst(), stamp)
+    message = str(caught.value)
+    assert f"is running ('{alias}-reindexing' exists)" in message and f"delete '{alias}-reindexing'" in message
+    assert message.endswith(f"delete what it left: {alias}-000007") and "-*" not in message, message
+    assert not write_blocked(loaded, old) and current_index(loaded) == old
+    assert loaded.client.indices.exists(index=f"{alias}-reindexing")  # another run's: left alone
+    loaded.client.indices.delete(index=f"{alias}-reindexing")
+    assert reindex(loaded, RiverFirst(), stamp, batch_size=3).swapped  # and the lock is its own, then gone
+    assert not loaded.client.indices.exists(index=f"{alias}-reindexing")
 
 
 def test_a_writer_checks_its_model_again_when_the_alias_moved(loaded, stamp):

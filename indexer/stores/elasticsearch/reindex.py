@@ -27,6 +27,7 @@ from .index_requests import (
     FILTER_FORMAT,
     alias_swap_actions,
     create_index_body,
+    is_versioned_index,
     next_index_name,
     refresh_settings,
     span_vector_index_options,
@@ -142,9 +143,25 @@ def reindex(
     same batching gives the same vectors). ``on_batch(done, failed)`` is called after each chunk
     (progress display).
     """
-    client = store.client
     store.require_version(MIN_SERVER, "nerindex's nested span search")
     old = current_index(store)
+    lock = _lock(store, old)
+    try:
+        return _reindex_locked(store, encoder, stamp, old, index_options=index_options, batch_size=batch_size,
+                               chunk_size=chunk_size, delete_old=delete_old, allow_failures=allow_failures,
+                               on_batch=on_batch)
+    finally:
+        with store.errors(f"delete the lock index {lock!r}"), suppress(NotFoundError):
+            store.client.indices.delete(index=lock)
+
+
+def _reindex_locked(
+    store: ElasticsearchStore, encoder: Encoder, stamp: ModelStamp, old: str, *,
+    index_options: str | Mapping[str, Any] | None, batch_size: int, chunk_size: int, delete_old: bool,
+    allow_failures: bool, on_batch: Callable[[int, int], None] | None,
+) -> ReindexReport:
+    """:func:`reindex` once this run holds the alias's lock."""
+    client = store.client
     new = next_index_name(store.alias, store.versioned_indices())
     report = ReindexReport(alias=store.alias, old_index=old, new_index=new, model=stamp.to_dict())
     log.info("re-indexing %s (%s) into %s with model %s %s", store.alias, old, new, stamp.id, stamp.version)
@@ -172,6 +189,44 @@ def reindex(
             except Exception as exc:  # the client raises its own transport and API errors
                 log.warning("%s still refuses writes (%s): PUT %s/_settings {\"index.blocks.write\": false}", old, exc, old)
     return report
+
+
+LOCK_SUFFIX = "-reindexing"
+
+
+def _lock(store: ElasticsearchStore, old: str) -> str:
+    """Create ``<alias>-reindexing``, the lock of one run of an alias (a hidden, empty index). An
+    index is created once, so of two runs started together one gets it and the other stops before
+    it blocks, unblocks or claims anything (an audit: both passed the look at the old index's write
+    block before either placed it; the second, stopped, lifted the block the first relied on, and a
+    write acknowledged meanwhile was lost at the swap). A create the client sent again after a
+    timeout finds the run's own claim."""
+    lock, claim = f"{store.alias}{LOCK_SUFFIX}", uuid.uuid4().hex
+    try:
+        with store.errors(f"create the lock index {lock!r}"):
+            store.client.indices.create(
+                index=lock, settings={"index.number_of_shards": 1, "index.number_of_replicas": 0, "index.hidden": True},
+                mappings={"_meta": {"reindex_claim": claim, "old_index": old}},
+            )
+    except StoreError as exc:
+        if "resource_already_exists" not in str(exc):
+            raise
+        if _claimed_by(store, lock) == claim:
+            return lock
+        raise StoreError(
+            f"another 'nerindex es reindex' of {store.alias!r} is running ({lock!r} exists). If none is "
+            f"running (one was stopped), delete {lock!r}, lift the write block of {old!r} if it has one "
+            f"(PUT {old}/_settings {{\"index.blocks.write\": false}}) and delete what it left: "
+            f"{_leftovers(store, old)}"
+        ) from exc
+    return lock
+
+
+def _leftovers(store: ElasticsearchStore, old: str) -> str:
+    """The versioned indices of the alias besides ``old``, named (an audit: the hint's wildcard
+    ``<alias>-*`` matched the types index too)."""
+    names = sorted(n for n in store.versioned_indices() if is_versioned_index(store.alias, n) and n != old)
+    return ", ".join(names) if names else "no other index"
 
 
 def _new_options(store: ElasticsearchStore, old: str, asked: str | Mapping[str, Any] | None) -> tuple[Any, str]:
@@ -236,7 +291,7 @@ def _refuse_a_second_run(store: ElasticsearchStore, old: str, new: str) -> None:
         f"{old!r} already refuses writes: another 'nerindex es reindex' of {store.alias!r} is running, "
         f"or one was stopped before it finished. If none is running, lift the block "
         f"(PUT {old}/_settings {{\"index.blocks.write\": false}}) and delete the indices such a run left "
-        f"beside it ({store.alias}-*, not {old!r})"
+        f"beside it: {_leftovers(store, old)}"
     )
 
 
