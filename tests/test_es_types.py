@@ -137,6 +137,20 @@ def test_another_model_is_refused(indexed, encoder):
         TypeIndex(indexed).check_model(other)
 
 
+def test_every_phrase_added_by_hand_is_listed_page_after_page(indexed, encoder):
+    """An audit: one page of 10,000 listed the added phrases, and 'add-types --replace', which
+    embeds them again into a fresh index, deleted the rest without a word."""
+    types, stamp = TypeIndex(indexed), encoder.info.stamp
+    added = [f"made up type {i}" for i in range(5)]
+    types.add(added, encoder.embed_types(added), stamp)
+    try:
+        listed = types.added_phrases(page=2)  # three pages
+        assert set(added) <= set(listed) and len(listed) == len(set(listed)) and listed == sorted(listed)
+    finally:
+        for phrase in added:
+            indexed.client.delete(index=types.name, id=phrase, refresh=True)
+
+
 def test_a_types_index_that_does_not_hold_what_a_search_uses_is_filled_again(indexed, encoder):
     """A fill killed half-way stayed half-filled, silently, and after a change of the query
     templates every stored vector, the phrases added by hand too, stayed the old one (audits).

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CATALOG_FINGERPRINT = "catalog_fingerprint"  # _meta key: which query vectors the index holds
-MAX_ADDED = 10_000  # phrases added by hand that a refill embeds again (one search page)
+ADDED_PAGE = 5_000  # phrases added by hand listed a page at a time
 
 TYPES_TEMPLATE = "types.json"
 TYPE_VECTOR_FIELD = "vector"
@@ -312,15 +312,25 @@ class TypeIndex:
                 return None
         return type_vector_from(response.body)
 
-    def added_phrases(self) -> list[str]:
-        """The phrases stored by ``add-types`` (origin ``added``), as stored (normalised)."""
-        body = {"query": {"term": {"origin": ADDED}}, "_source": ["phrase"], "size": MAX_ADDED, "sort": ["_doc"]}
-        with self.store.errors(f"list the added phrases of {self.name!r}"):
-            try:
-                response = self.store.client.search(index=self.name, body=body)
-            except NotFoundError:
-                return []
-        return [str((hit.get("_source") or {}).get("phrase", "")) for hit in rs.raw_hits(response.body)]
+    def added_phrases(self, *, page: int = ADDED_PAGE) -> list[str]:
+        """The phrases stored by ``add-types`` (origin ``added``), as stored (normalised): all of
+        them, page after page in phrase order (one page of 10,000 left the rest out, and
+        ``add-types --replace`` then deleted them without a word: an audit)."""
+        phrases: list[str] = []
+        after: list[Any] | None = None
+        while True:
+            body = {"query": {"term": {"origin": ADDED}}, "_source": ["phrase"], "size": page,
+                    "sort": [{"phrase": "asc"}], **({"search_after": after} if after else {})}
+            with self.store.errors(f"list the added phrases of {self.name!r}"):
+                try:
+                    response = self.store.client.search(index=self.name, body=body)
+                except NotFoundError:
+                    return phrases
+            hits = rs.raw_hits(response.body)
+            phrases += [str((hit.get("_source") or {}).get("phrase", "")) for hit in hits]
+            if len(hits) < page:
+                return phrases
+            after = hits[-1].get("sort")
 
     def count(self) -> int | None:
         """How many phrases are stored; None when the index does not exist."""
