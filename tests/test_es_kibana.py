@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from indexer.assets import kibana_objects
-from indexer.errors import StoreError
+from indexer.errors import SettingError, StoreError
 from indexer.stores.elasticsearch import kibana
 
 RESPONSES = Path(__file__).parent / "golden" / "es" / "responses"
@@ -107,6 +107,19 @@ def test_multipart_body_parses_as_a_form_with_the_file():
 )
 def test_import_url(url, space, overwrite, expected):
     assert kibana.import_url(url, space=space, overwrite=overwrite) == expected
+
+
+def test_a_url_with_credentials_or_an_index_name_elasticsearch_refuses_is_refused_first():
+    """Audits: user:password@ in the Kibana URL failed as "Name or service not known", the password
+    in the message; an alias Elasticsearch refuses ("My Corpus") was imported as a data view."""
+    def urlopen(request, timeout):
+        raise AssertionError("nothing is sent")
+
+    with pytest.raises(SettingError) as caught:
+        kibana.import_saved_objects("http://elastic:secret@k:5601", alias="corpus", urlopen=urlopen)
+    assert "'http://k:5601' carries a user name" in str(caught.value) and "secret" not in str(caught.value)
+    with pytest.raises(StoreError, match="invalid Elasticsearch index name"):
+        kibana.import_saved_objects("http://k:5601", alias="My Corpus", urlopen=urlopen)
 
 
 def test_auth_headers():

@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any, Callable, Mapping
 from ...assets import kibana_objects
 from ...config import DEFAULT_ES_INDEX
 from ...errors import SettingError, StoreError
+from .index_requests import check_index_name
 from .urls import one_line, tls_context, url_problem, without_credentials
 
 DATA_VIEW_ID = "nerindex-passages"
@@ -85,6 +87,9 @@ def multipart_file(content: bytes, *, filename: str = "nerindex.ndjson", boundar
 def import_url(kibana_url: str, *, space: str | None = None, overwrite: bool = True) -> str:
     """The import endpoint, in a Kibana space when one is named."""
     problem = url_problem(kibana_url)
+    if problem is None and urllib.parse.urlsplit(kibana_url).username is not None:
+        # urllib cannot log in with them: "Name or service not known", the password in the message (an audit)
+        problem = "carries a user name: give the user and password as --user/--password (or NERINDEX_ES_USER/_PASSWORD), or an API key"
     if problem is not None:
         raise SettingError(f"Kibana URL {without_credentials(kibana_url)!r} {problem} (--kibana-url, NERINDEX_KIBANA_URL)")
     if space is not None and not SPACE_ID.fullmatch(space):  # "team a" raised, "a?b#c" posted to /s/a?b
@@ -176,6 +181,7 @@ def import_saved_objects(
     urlopen: Callable[..., Any] | None = None,
 ) -> ImportReport:
     """Post the saved objects to Kibana; a StoreError when Kibana refuses any of them."""
+    check_index_name(alias)  # a data view of "My Corpus" matched no index, imported without a word (an audit)
     source = Path(path) if path else kibana_objects()
     objects = retarget(parse_ndjson(source.read_text(encoding="utf-8")), alias)
     body, content_type = multipart_file(to_ndjson(objects))
