@@ -1272,6 +1272,11 @@ def test_reindex_needs_an_alias(make_live_store, stamp):
     store.client.indices.create(index=store.alias)
     with pytest.raises(StoreError, match="is an index, not an alias"):
         reindex(store, RiverFirst(), stamp)
+    loaded = make_live_store()  # the index behind an alias, named: the advice is the alias (an audit)
+    loaded.check_model(stamp)
+    concrete = make_live_store(index=current_index(loaded))
+    with pytest.raises(StoreError, match=f"is the index behind the alias '{loaded.alias}': .* use --es-index {loaded.alias}$"):
+        reindex(concrete, RiverFirst(), stamp)
 
 
 # --- the command line, against the embedded store ----------------------------------------------------

@@ -105,6 +105,10 @@ def current_index(store: ElasticsearchStore) -> str:
     client = store.client
     with store.errors(f"read alias {store.alias!r}"):
         if client.indices.exists(index=store.alias) and not client.indices.exists_alias(name=store.alias):
+            behind = sorted(client.indices.get_alias(index=store.alias).body.get(store.alias, {}).get("aliases", {}))
+            if behind:  # an audit: the advice was to build a new store, where the alias was the answer
+                raise StoreError(f"{store.alias!r} is the index behind the alias {behind[0]!r}: re-indexing moves "
+                                 f"an alias, so use --es-index {behind[0]}")
             raise StoreError(
                 f"{store.alias!r} is an index, not an alias; re-indexing moves an alias, so create "
                 f"the index with nerindex (it makes {store.alias}-000001 behind the alias {store.alias})"
