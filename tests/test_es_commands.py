@@ -89,17 +89,19 @@ def test_status_json(stub, monkeypatch):
     monkeypatch.setattr(TypeIndex, "count", lambda self: 486)
     monkeypatch.setattr(TypeIndex, "model", lambda self: STAMP)
     monkeypatch.setattr("indexer.stores.elasticsearch.reindex.write_blocked", lambda store, index: True)
+    monkeypatch.setattr("indexer.stores.elasticsearch.reindex.reindex_lock", lambda store: "corpus-reindexing")
     result = CliRunner().invoke(cli, ["es", "status", "--es-url", "http://x:9200", "--es-index", "corpus", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report == {"server": "9.5.2", "alias": "corpus", "index": "corpus-000002", "health": "yellow",
                       "model": STAMP.to_dict(), "passages": 12, "spans": 30, "filter_format": 3,
-                      "write_blocked": True, "other_indices": ["corpus-000001"],
+                      "write_blocked": True, "reindex_lock": "corpus-reindexing", "other_indices": ["corpus-000001"],
                       "types_index": "corpus-types", "types": 486, "types_stale": False}
     assert stub[0].settings.es_url == "http://x:9200" and stub[0].closed
     # a killed 'es reindex' shows: the block and the index it left (docs/elasticsearch.md)
     text = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"]).output
     assert "corpus-000002 refuses writes" in text and "outside the alias: corpus-000001" in text
+    assert "corpus-reindexing exists: an 'es reindex' of corpus is running, or one was killed" in text
     assert "another model" not in text and "filters metadata as an earlier" not in text
     # an index made before the filter texts' type marks says how to bring it up to date
     monkeypatch.setattr(StubStore, "filter_format", 1)
@@ -116,6 +118,7 @@ def test_status_says_when_the_types_index_holds_another_models_vectors(stub, mon
     monkeypatch.setattr(TypeIndex, "count", lambda self: 487)
     monkeypatch.setattr(TypeIndex, "model", lambda self: ModelStamp("nerindex-old", "0.0.9", 8, "cd" * 32))
     monkeypatch.setattr("indexer.stores.elasticsearch.reindex.write_blocked", lambda store, index: False)
+    monkeypatch.setattr("indexer.stores.elasticsearch.reindex.reindex_lock", lambda store: None)
     result = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus", "--json"])
     assert json.loads(result.output)["types_stale"] is True
     text = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"]).output
@@ -132,6 +135,7 @@ def test_status_of_a_types_index_nerindex_did_not_make(stub, monkeypatch):
     monkeypatch.setattr(TypeIndex, "count", lambda self: 3)
     monkeypatch.setattr(TypeIndex, "model", no_model)
     monkeypatch.setattr("indexer.stores.elasticsearch.reindex.write_blocked", lambda store, index: False)
+    monkeypatch.setattr("indexer.stores.elasticsearch.reindex.reindex_lock", lambda store: None)
     result = CliRunner().invoke(cli, ["es", "status", "--es-index", "corpus"])
     assert result.exit_code == 0 and "its _meta records no model" in result.output  # it failed (exit 1) before
 

@@ -233,7 +233,7 @@ def status_command(as_json, settings: Settings):
     """Show the server version, the index behind the alias, its health, model and counts, and the types index."""
     from ..stores.elasticsearch.aliases import orphans
     from ..stores.elasticsearch.index_requests import FILTER_FORMAT, MARKED_FILTER_FORMAT, is_versioned_index
-    from ..stores.elasticsearch.reindex import write_blocked
+    from ..stores.elasticsearch.reindex import reindex_lock, write_blocked
     from ..stores.elasticsearch.type_index import TypeIndex
 
     with open_elasticsearch(settings) as store:
@@ -271,6 +271,9 @@ def status_command(as_json, settings: Settings):
                              f"aggregation shows both; format 2 of 3): 'nerindex es reindex' brings it up to date")
             if blocked:  # an 'es reindex' is copying from it, or one was killed (docs/elasticsearch.md)
                 lines.append(f"{target[0]} refuses writes (index.blocks.write): an 'es reindex' is running or was stopped")
+            report["reindex_lock"] = lock = reindex_lock(store)
+            if lock:
+                lines.append(f"{lock} exists: an 'es reindex' of {store.alias} is running, or one was killed (then delete it)")
             if others:  # left by a replaced model, a failed or a killed reindex
                 lines.append(f"beside it, outside the alias: {', '.join(others)}")
         types = TypeIndex(store)

@@ -226,6 +226,13 @@ def _lock(store: ElasticsearchStore, old: str) -> str:
     return lock
 
 
+def reindex_lock(store: ElasticsearchStore) -> str | None:
+    """The name of the alias's re-index lock where it exists (a run holds it, or a killed one left it)."""
+    lock = f"{store.alias}{LOCK_SUFFIX}"
+    with store.errors(f"look for {lock!r}"):
+        return lock if store.client.indices.exists(index=lock) else None
+
+
 def _leftovers(store: ElasticsearchStore, old: str) -> str:
     """The versioned indices of the alias besides ``old``, named (an audit: the hint's wildcard
     ``<alias>-*`` matched the types index too)."""
