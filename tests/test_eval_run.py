@@ -450,6 +450,17 @@ def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_run
     card_file.write_text(json.dumps(bare), encoding="utf-8")
     res = runner.invoke(cli, ["eval", str(tmp_path / "counted.json"), "--from-json", "--write-model", "--model", str(enc.info.path)])
     assert res.exit_code == 0, res.output
+    # a saved result of a file the model was trained on is refused as a run is (an audit: recorded), the
+    # file found from here or, where its saved path does not resolve, named alike ("dataset:file")
+    card = json.loads(before)
+    card["training"] = {**card.get("training", {}), "data": [f"{data.parent.name}:{data.name}"]}
+    card_file.write_text(json.dumps(card), encoding="utf-8")
+    for sources in ([str(data)], [f"elsewhere/{data.parent.name}/{data.name}"]):
+        saved["benchmark"]["sources"] = sources
+        (tmp_path / "trained.json").write_text(json.dumps(saved), encoding="utf-8")
+        res = runner.invoke(cli, ["eval", str(tmp_path / "trained.json"), "--from-json", "--write-model", "--model",
+                                  str(enc.info.path)])
+        assert isinstance(res.exception, InputError) and "which the model was trained on" in str(res.exception), sources
     card_file.write_text(before, encoding="utf-8")
     monkeypatch.setitem(sys.modules, "bm25s", None)  # the [eval] extra missing: said before encoding (an audit)
     res = runner.invoke(cli, [*base, "--methods", "system,bm25"])

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
@@ -229,12 +229,31 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
     _emit(result, out_dir, stem, no_charts, as_json)
     if write_model:
         model_path = Path(model_dir or result["model"]["path"])
+        card = ModelCard.load(model_path)
         training = result.get("training") or {}  # a --train-types split other than the model's (as a run refuses)
         if training.get("types_source") == "--train-types" and normal_phrases(training.get("types", ())) != normal_phrases(
-                ModelCard.load(model_path).training.types):
+                card.training.types):
             raise InputError("this result groups types by --train-types, not by model.json training.types as a "
                              "search does: it is not recorded in the model", path=data[0])
+        trained_on = _trained_sources(card, result.get("benchmark", {}).get("sources") or ())
+        if trained_on:  # as a run refuses (an audit: a re-render recorded a trained-on file's figures)
+            raise InputError(f"this result is of {trained_on[0]}, which the model was trained on (model.json "
+                             "training.data): its figures are not held out and are not recorded", path=data[0])
         _store_results(result, model_path, calibrate=False)
+
+
+def _trained_sources(card: Any, sources: Sequence[str]) -> list[str]:
+    """The evaluated files (DATA, or a saved result's sources) that are among the model's training
+    files (model.json ``training.data``): found on disk from here, or, where a saved result's path
+    no longer resolves (another working folder), named alike: its folder and file against
+    training.data's "dataset:file" entries."""
+    from ..evaluation.seen_types import training_files
+
+    present = tuple(s for s in sources if Path(s).is_file())
+    trained = {path.resolve() for path in training_files(card, _data_roots(present))}
+    named = {"/".join(Path(*str(e.get("path") if isinstance(e, dict) else e).split(":", 1)).parts[-2:])
+             for e in card.training.data}  # fmt: skip
+    return [s for s in sources if (Path(s).resolve() in trained if Path(s).is_file() else "/".join(Path(s).parts[-2:]) in named)]
 
 
 def _export(bench, export_dir: str) -> None:
@@ -268,7 +287,7 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
 
     settings = resolve(model=model_dir, device=device)
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
-    trained_on = _training_files_in(encoder.info, data)
+    trained_on = _trained_sources(encoder.info.card, data)
     if write_model:
         _check_write_model(encoder.info, _train_types(train_types), trained_on)
     elif trained_on:
@@ -285,14 +304,6 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
         passage_weight=passage_weight, feedback=feedback,
     )  # fmt: skip
     return result, encoder.info.path
-
-
-def _training_files_in(info: ModelInfo, data: tuple[str, ...]) -> list[str]:
-    """The DATA files that are among the model's training files (model.json ``training.data``)."""
-    from ..evaluation.seen_types import training_files
-
-    trained = {path.resolve() for path in training_files(info.card, _data_roots(data))}
-    return [d for d in data if Path(d).resolve() in trained]
 
 
 def _check_write_model(info: ModelInfo, train_types: list[str] | None, trained_on: list[str]) -> None:
