@@ -259,8 +259,8 @@ def _trained_sources(card: Any, sources: Sequence[str]) -> list[str]:
 def _export(bench, export_dir: str) -> None:
     folder = export_benchmark(bench, export_dir)
     click.echo(
-        f"wrote {folder}: {len(bench.corpus)} passages, {len(bench.queries)} queries, "
-        f"{sum(len(v) for v in bench.qrels.values())} relevance judgements",
+        f"wrote {folder}: {len(bench.corpus)} passages, {len(bench.scored_queries())} queries (the types with "
+        f"a relevant passage here), {sum(len(v) for v in bench.qrels.values())} relevance judgements",
         err=True,
     )
 
