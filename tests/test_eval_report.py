@@ -59,6 +59,46 @@ def test_group_rows_name_every_threshold_their_types_used():
     assert report._group_thresholds(result, "system", "all") == f"0.36 {seen}, 0.27 {unseen}"
     assert report._group_thresholds(result, "system", "unseen") == "0.27"
     assert report._group_thresholds(RESULT, "system", "all") == "0.42"  # saved before per-type thresholds
+    # a group holding both kinds of phrase (coarse): the trained-on phrases' threshold first, said so; sorted
+    # by number, "0.21/0.38" read as seen/unseen where it was the reverse (an audit)
+    methods = {**RESULT["methods"], "system": {**RESULT["methods"]["system"], "threshold": 0.38, "threshold_unseen": 0.21}}
+    coarse = {**RESULT, "methods": methods,
+              "per_type": [{**row, "group": "coarse", "thresholds": {"system": t}} for row, t in zip(RESULT["per_type"], (0.21, 0.38))]}
+    assert report._group_thresholds(coarse, "system", "all") == "0.38/0.21 coarse (trained-on/other phrases)"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pool", ROOT / "docs" / "eval" / "pool.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pooling_says_how_many_pairs_a_method_scored_and_refuses_mixed_runs():
+    """An audit: a run without one baseline pooled that baseline over fewer pairs under the group's
+    count (it seemed to beat the system), and reports of other models or settings were mixed."""
+    import copy
+    import json
+
+    pool = _pool()
+    names = [str(ROOT / "docs" / "eval" / f) for f in ("crossner-politics-dev.json", "multiconer-dev.json")]
+    reports = [json.loads(Path(n).read_text(encoding="utf-8")) for n in names]
+    partial = copy.deepcopy(reports[1])
+    for row in partial["per_type"]:
+        row["scores"].pop("span_base", None)
+    table = pool.markdown(pool.pooled([reports[0], partial]))
+    assert "| untrained spans (3 of 8) |" in table and "| nerindex |" in table
+    assert pool.mismatch(names, reports) is None
+    other = copy.deepcopy(reports[1])
+    other["methods"]["system"]["threshold_unseen"] = 0.25
+    assert "other methods or thresholds" in pool.mismatch(names, [reports[0], other])
+    other["model"]["checksum"] = "0" * 64
+    assert "another model or other model settings" in pool.mismatch(names, [reports[0], other])
 
 
 def test_charts_are_pngs(tmp_path: Path):

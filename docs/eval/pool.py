@@ -4,7 +4,10 @@ Usage: python docs/eval/pool.py docs/eval/crossner-politics-dev.json docs/eval/c
            docs/eval/multiconer-dev.json docs/eval/wnut17-dev.json
 
 Each (type, set) pair counts once, as in the per-set reports; metrics that a method does not
-define (set figures without a threshold, span figures without spans) are left out of its mean.
+define (set figures without a threshold, span figures without spans) are left out of its mean. A
+method that scored fewer of a group's pairs says how many ("(10 of 15)"), and reports of another
+model, other model settings or other methods and thresholds are refused: both had been pooled
+without a word (an audit: a run without one baseline made it seem to beat the system).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import json
 import sys
 from statistics import mean
+
+from indexer.evaluation.report import threshold_text
 
 METRICS = ("r_precision", "recall_at_1000", "p_at_10", "set_precision", "set_recall", "set_f1",
            "span_hit_rate", "highlight_precision", "highlight_precision_1to1")  # fmt: skip
@@ -29,9 +34,12 @@ def pooled(results: list[dict]) -> dict[str, dict]:
             g["rows"].append(row)
             for m, info in r["methods"].items():  # the threshold applied to this type, where recorded
                 g["thresholds"].setdefault(m, set()).add(row.get("thresholds", {}).get(m, info.get("threshold")))
+    methods = results[0]["methods"] if results else {}
     for g in out.values():
         rows = g.pop("rows")
         g["n"] = len(rows)
+        g["info"] = methods
+        g["scored"] = {m: sum(1 for row in rows if m in row["scores"]) for m in NAMES}
         fams = [row["familiarity"] for row in rows if row.get("familiarity") is not None]
         g["familiarity"] = mean(fams) if fams else None
         g["methods"] = {}
@@ -56,15 +64,36 @@ def markdown(pools: dict[str, dict]) -> str:
                   "| method | threshold | R-Prec | R@1000 | P@10 | set P | set R | set F1 | span hit | highlight P | highlight P 1:1 |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for m, s in g["methods"].items():
-            thr = sorted(t for t in g["thresholds"].get(m, ()) if t is not None)
+            applied = {t for t in g["thresholds"].get(m, ()) if t is not None}
+            values, note = threshold_text(applied, g["info"].get(m, {})) if applied else ("–", "")
             cells = ["–" if s[k] is None else f"{s[k]:.3f}" for k in METRICS]
-            lines.append(f"| {NAMES[m]} | {'/'.join(f'{t:g}' for t in thr) or '–'} | " + " | ".join(cells) + " |")
+            name = NAMES[m] + (f" ({g['scored'][m]} of {g['n']})" if g["scored"][m] != g["n"] else "")
+            lines.append(f"| {name} | {values}{note} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def mismatch(names: list[str], results: list[dict]) -> str | None:
+    """Why these reports cannot be pooled (None where they can): another model or other model
+    settings, or other methods or thresholds, than the first report's."""
+    def setting(r: dict) -> tuple[dict, dict]:
+        return ({k: v for k, v in r["model"].items() if k != "path"},
+                {m: (i.get("threshold"), i.get("threshold_unseen")) for m, i in r["methods"].items()})
+    for name, r in zip(names[1:], results[1:]):
+        (model, methods), (first_model, first_methods) = setting(r), setting(results[0])
+        if model != first_model:
+            return f"{name}: another model or other model settings than {names[0]}"
+        if methods != first_methods:
+            return f"{name}: other methods or thresholds than {names[0]}"
+    return None
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):  # an audit: --help was opened as a file
         print(f"usage: python {sys.argv[0]} REPORT.json... (the JSON reports of nerindex eval --out)")
         sys.exit(0 if len(sys.argv) > 1 else 2)
-    print(markdown(pooled([json.load(open(path, encoding="utf-8")) for path in sys.argv[1:]])))
+    reports = [json.load(open(path, encoding="utf-8")) for path in sys.argv[1:]]
+    problem = mismatch(sys.argv[1:], reports)
+    if problem:
+        sys.exit(f"pool.py: {problem}: pool the reports of one model and one setting")
+    print(markdown(pooled(reports)))

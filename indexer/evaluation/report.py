@@ -97,7 +97,22 @@ def _group_thresholds(result: Mapping[str, Any], method: str, group: str) -> str
     if len(every) == 1:
         return _fmt(every.pop(), 2)
     order = [g for g in ("seen", "unseen", "coarse") if g in applied] + sorted(set(applied) - {"seen", "unseen", "coarse"})
-    return ", ".join(f"{'/'.join(_fmt(t, 2) for t in sorted(applied[g]))} {g}" for g in order)
+    info = result["methods"].get(method, {})
+    parts = []
+    for g in order:
+        values, note = threshold_text(applied[g], info)
+        parts.append(f"{values} {g}{note}")
+    return ", ".join(parts)
+
+
+def threshold_text(applied: set[float], info: Mapping[str, Any]) -> tuple[str, str]:
+    """(the thresholds a method applied within one group, a note): one, or the trained-on phrases'
+    first and then the others', said so: ("0.38/0.21", " (trained-on/other phrases)"). Sorted by
+    number, a coarse group's "0.21/0.38" read as seen/unseen where it was the reverse (an audit)."""
+    seen = info.get("threshold")
+    ordered = sorted(applied, key=lambda t: (t != seen, t))
+    note = " (trained-on/other phrases)" if len(ordered) == 2 and seen in applied else ""
+    return "/".join(_fmt(t, 2) for t in ordered), note
 
 
 def per_type_table(result: Mapping[str, Any]) -> str:
