@@ -110,3 +110,27 @@ def test_charts_are_pngs(tmp_path: Path):
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report.read_json(tmp_path / "toy.json")["benchmark"]["name"] == "toy"
+
+
+def test_the_threshold_chart_draws_each_group_at_the_thresholds_its_types_were_scored_at(tmp_path: Path):
+    """An audit: one curve over every type at one threshold, with a line at the trained-on threshold
+    only, where most types were scored at another. Each group now has its own curve and lines."""
+    pts = RESULT["sweeps"]["system"]
+    result = {**RESULT, "sweeps_by_group": {"seen": {"system": pts}, "unseen": {"system": pts}},
+              "per_type": [{**RESULT["per_type"][0], "thresholds": {"system": 0.38, "bm25": None}},
+                           {**RESULT["per_type"][1], "thresholds": {"system": 0.21, "bm25": None}}]}
+    panels, title = report.threshold_panels(result)
+    assert [(name, chosen) for name, _, chosen in panels] == [("seen types", {"system": [0.38]}),
+                                                              ("unseen types", {"system": [0.21]})]
+    assert "by group" in title
+    panels, title = report.threshold_panels(RESULT)  # saved before the groups' curves: said so
+    assert [(name, chosen) for name, _, chosen in panels] == [("every type at one threshold", {"system": [0.42]})]
+    calibrated = {**RESULT, "calibration": {
+        "methods": {"system": {"curve": pts, "chosen": {"threshold": 0.38}}},
+        "unseen": {"methods": {"system": {"curve": pts, "chosen": {"threshold": 0.21}}}}}}
+    panels, title = report.threshold_panels(calibrated)  # the unseen types' curve was drawn nowhere
+    assert [(name, chosen) for name, _, chosen in panels] == [("seen types", {"system": [0.38]}),
+                                                              ("unseen types", {"system": [0.21]})]
+    if pytest.importorskip("matplotlib"):
+        path = report.chart_threshold(panels, tmp_path / "c.png", title=title)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

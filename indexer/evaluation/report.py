@@ -280,36 +280,69 @@ def _save(fig: Any, path: str | Path) -> Path:
     return p
 
 
-def chart_threshold(
-    curves: Mapping[str, Sequence[Mapping[str, Any]]],
-    path: str | Path,
-    *,
-    chosen: Mapping[str, float | None] | None = None,
-    title: str = "Passage-set quality vs similarity threshold",
-) -> Path:
-    """Macro precision, recall and F1 of the returned passage sets against the threshold."""
+Panel = tuple[str, Mapping[str, Sequence[Mapping[str, Any]]], Mapping[str, Sequence[float]]]
+
+
+def chart_threshold(panels: Sequence[Panel], path: str | Path, *, title: str) -> Path:
+    """Macro precision, recall and F1 of the returned passage sets against the threshold: one panel
+    per (title, curves, thresholds applied) — a group of types, each method's curve over that group
+    alone, with a line at each threshold the method applied there (:func:`threshold_panels`)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key in [m for m in METHOD_ORDER if m in curves] + [m for m in curves if m not in METHOD_ORDER]:
-        pts = curves[key]
-        xs = [p["threshold"] for p in pts]
-        color = COLORS.get(key)
-        name = SHORT.get(key, key)
-        if key == "system":
-            ax.plot(xs, [p["precision"] for p in pts], color=color, linestyle="--", label=f"{name} precision")
-            ax.plot(xs, [p["recall"] for p in pts], color=color, linestyle=":", label=f"{name} recall")
-        ax.plot(xs, [p["f1"] for p in pts], color=color, linewidth=2 if key == "system" else 1.2, label=f"{name} F1")
-        t = (chosen or {}).get(key)
-        if t is not None:
-            ax.axvline(t, color=color, alpha=0.5, linewidth=1)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("similarity threshold (cosine)")
-    ax.set_ylabel("macro over types")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.8, 4.2), squeeze=False)
+    for ax, (name_, curves, chosen) in zip(axes[0], panels):
+        for key in [m for m in METHOD_ORDER if m in curves] + [m for m in curves if m not in METHOD_ORDER]:
+            pts = curves[key]
+            xs = [p["threshold"] for p in pts]
+            color = COLORS.get(key)
+            name = SHORT.get(key, key)
+            if key == "system":
+                ax.plot(xs, [p["precision"] for p in pts], color=color, linestyle="--", label=f"{name} precision")
+                ax.plot(xs, [p["recall"] for p in pts], color=color, linestyle=":", label=f"{name} recall")
+            ax.plot(xs, [p["f1"] for p in pts], color=color, linewidth=2 if key == "system" else 1.2, label=f"{name} F1")
+            for t in chosen.get(key, ()):
+                ax.axvline(t, color=color, alpha=0.5, linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("similarity threshold (cosine)")
+        ax.set_title(name_, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("macro over types")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def threshold_panels(result: Mapping[str, Any]) -> tuple[list[Panel], str]:
+    """(the threshold chart's panels, its title). A calibration run draws its seen types' curve and,
+    where it calibrated them, its unseen types'; another run one panel per group of types, each
+    method's curve over that group alone with the thresholds it applied there. An audit: one curve
+    over every type at one threshold, with a line at the trained-on threshold only, was drawn where
+    most types were scored at another. Results saved before the groups' curves keep that one curve,
+    titled so."""
+    name = result["benchmark"]["name"]
+    calibration = result.get("calibration")
+    if calibration:
+        parts = [("seen types", calibration["methods"])]
+        unseen = (calibration.get("unseen") or {}).get("methods")
+        if unseen:
+            parts.append(("unseen types", unseen))
+        panels = [(label, {k: v["curve"] for k, v in methods.items()},
+                   {k: [v["chosen"]["threshold"]] for k, v in methods.items()}) for label, methods in parts]
+        return panels, f"Calibration — {name}"
+    by_group = result.get("sweeps_by_group")
+    if not by_group:
+        chosen = {k: [v["threshold"]] for k, v in result.get("methods", {}).items() if v.get("threshold") is not None}
+        return [("every type at one threshold", result.get("sweeps") or {}, chosen)], f"Threshold curve — {name}"
+    panels = []
+    for group in (g for g in GROUP_ORDER if g in by_group):
+        applied: dict[str, set[float]] = {}
+        for row in result["per_type"]:
+            if row["group"] == group:
+                for key, t in (row.get("thresholds") or {}).items():
+                    if t is not None:
+                        applied.setdefault(key, set()).add(t)
+        panels.append((f"{group} types", by_group[group], {k: sorted(v) for k, v in applied.items()}))
+    return panels, f"Threshold curve by group of types — {name}"
 
 
 def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, charts: bool = True) -> list[Path]:
@@ -319,15 +352,9 @@ def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, c
     written.append(write_text(out / f"{stem}.md", markdown(result)))
     if charts:
         written.append(chart_per_type(result, out / f"{stem}-per-type.png"))
-        curves = result.get("sweeps") or {}
-        chosen = {k: v.get("threshold") for k, v in result.get("methods", {}).items()}
-        title = f"Threshold curve — {result['benchmark']['name']}"
-        if result.get("calibration"):
-            curves = {k: v["curve"] for k, v in result["calibration"]["methods"].items()}
-            chosen = {k: v["chosen"]["threshold"] for k, v in result["calibration"]["methods"].items()}
-            title = f"Calibration on seen types — {result['benchmark']['name']}"
-        if curves:
-            written.append(chart_threshold(curves, out / f"{stem}-threshold.png", chosen=chosen, title=title))
+        panels, title = threshold_panels(result)
+        if any(curves for _, curves, _ in panels):
+            written.append(chart_threshold(panels, out / f"{stem}-threshold.png", title=title))
     return written
 
 

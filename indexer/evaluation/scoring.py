@@ -55,11 +55,14 @@ def score_methods(
         key: {g: macro_scores(rows) for g, rows in groups.items()} for key, groups in by_method.items()
     }
     relevant = {q.id: bench.qrels[q.id] for q in queries}
-    sweeps = {
-        key: [point_dict(p) for p in sweep_thresholds(by_query, relevant, DEFAULT_GRID)]
-        for key, by_query in rankings.items()
-        if METHODS.get(key) and METHODS[key].thresholded
-    }
+    thresholded = {key: by_query for key, by_query in rankings.items() if METHODS.get(key) and METHODS[key].thresholded}
+    sweeps = {key: [point_dict(p) for p in sweep_thresholds(by_query, relevant, DEFAULT_GRID)]
+              for key, by_query in thresholded.items()}  # every type at one threshold  # fmt: skip
+    # each group's own curve: its types are scored at its thresholds, which differ (the chart, an audit)
+    by_group = {g: {key: [point_dict(p) for p in sweep_thresholds(
+                    by_query, {r["query"]: relevant[r["query"]] for r in per_type if r["group"] == g}, DEFAULT_GRID)]
+                    for key, by_query in thresholded.items()}
+                for g in GROUPS if any(r["group"] == g for r in per_type)}  # fmt: skip
     fam_groups: dict[str, float | None] = {}
     for g in ("all",) + GROUPS:
         vals = [familiarity[r["type"]] for r in per_type if (g == "all" or r["group"] == g) and r["type"] in familiarity]
@@ -71,6 +74,7 @@ def score_methods(
         "groups": {g: [r["type"] for r in per_type if r["group"] == g] for g in GROUPS},
         "skipped_queries": [q.text for q in bench.queries if not bench.qrels.get(q.id)],
         "sweeps": sweeps,
+        "sweeps_by_group": by_group,
     }
 
 
