@@ -16,11 +16,15 @@ import re
 from typing import Any, Sequence
 
 _UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
-# CSI (ESC [ … final), OSC (ESC ] … BEL or ESC \), two-character escapes, then any other C0/C1
-# control except tab and newline, and DEL
+# CSI (ESC [ … final), OSC (ESC ] … BEL or ESC \; an unterminated one is left to the next rule, which
+# drops its ESC ]: matched to the end it took the passage's words with it, an audit), two-character
+# escapes, then any other C0/C1 control except tab and newline, and DEL
 _CONTROL = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 )
+# controls that part words (the tokenizer reads them as spaces: runtime.WORD_BREAKS, and CR) are shown
+# as the break they are, not deleted: "Paris\fBerlin" was printed "ParisBerlin" (an audit)
+_BREAKS = {"\r": "\n", "\x0c": "\n", "\x85": "\n", "\x1c": "\n", "\x1d": "\n", "\x1e": "\n", "\x0b": " ", "\x1f": " "}
 
 
 def unicode_problem(text: str) -> str | None:
@@ -68,13 +72,16 @@ def _problem(value: Any, where: str, path: tuple[str, ...]) -> str | None:
     return None
 
 
-def printable(text: str) -> str:
-    """``text`` less terminal escape sequences and control characters (tab and newline stay).
+def printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` less terminal escape sequences and control characters (tab and newline stay; the
+    controls that part words become a newline or a space). ``one_line``: tabs and line breaks as
+    spaces too, for text inside one line of output (a span in a list).
 
     Apply it to each piece that is printed, after slicing by offsets, so offsets into the stored
     text stay right.
     """
-    return _CONTROL.sub("", text)
+    shown = _CONTROL.sub(lambda m: _BREAKS.get(m.group(), ""), text.replace("\r\n", "\n"))
+    return re.sub(r"[\t\n]", " ", shown) if one_line else shown
 
 
 class RepeatedKey(ValueError):

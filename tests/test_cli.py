@@ -658,6 +658,22 @@ def test_marks_are_bold_on_a_terminal_unless_no_color_or_a_dumb_terminal(indexed
     assert code == 0 and ("\x1b[" in out) == bold and ("[[" in out) != bold
 
 
+def test_controls_that_part_words_show_as_breaks_and_the_span_list_stays_one_line():
+    """Audits: "Paris\fBerlin" was printed "ParisBerlin" (a span text found nowhere in --json); an
+    unterminated ESC ] took the rest of the passage's words with it; a span holding a tab or line
+    break split the one-line spans list."""
+    from indexer.cli.core import format_hit
+    from indexer.records import Hit, SpanMatch
+
+    text = "Spoke.\rParis\fBerlin\x85London. Note \x1b]0;x Obama\tBarack met Merkel."
+    cities = SpanMatch(text.index("Paris"), text.index("\x85"), "Paris\fBerlin", 0.40)
+    obama = SpanMatch(text.index("Obama"), text.index(" met"), "Obama\tBarack", 0.30)
+    out = format_hit(1, Hit("p", 0.4, text, {}, (cities, obama)), color=False)
+    body, spans = out.split("\n   spans: ")
+    assert "Spoke.\n[[Paris\nBerlin]]\nLondon. Note 0;x [[Obama\tBarack]] met Merkel." in body
+    assert spans == "Paris Berlin 0.40, Obama Barack 0.30"
+
+
 def test_a_hit_ranked_by_a_candidate_names_it():
     """The spans line names the candidate span that ranked a hit (never marked), marks or none."""
     from indexer.cli.core import format_hit

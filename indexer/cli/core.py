@@ -245,13 +245,14 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
         f"{s.text} {s.similarity:.2f}" + (f" ({'; '.join(s.labels)})" if s.labels else "") for s in hit.spans
     )
     fields = f"  {json.dumps(hit.fields, ensure_ascii=False)}" if hit.fields else ""
-    head = printable(f"{hit.id}{fields}")
+    head = printable(f"{hit.id}{fields}", one_line=True)
     # a hit ranked by a candidate span (a top-k hit, maybe with no mark at all) names it
-    by = hit.ranked_by and printable(f"the candidate span “{hit.ranked_by.text}” {hit.ranked_by.similarity:.2f}")
+    by = hit.ranked_by and printable(f"the candidate span “{hit.ranked_by.text}” {hit.ranked_by.similarity:.2f}",
+                                     one_line=True)
     if not hit.spans:
         spans = f"none marked (ranked by {by or 'a candidate span'}, which is never marked; not in --all)"
-    else:
-        spans = printable(spans) + (f"; ranked by {by} (never marked)" if by else "")
+    else:  # one line: a span holding a tab or line break broke the list across lines (an audit)
+        spans = printable(spans, one_line=True) + (f"; ranked by {by} (never marked)" if by else "")
     return f"{rank}. {hit.score:.3f}  {head}\n   {mark_spans(hit, color=color)}\n   spans: {spans}"
 
 
