@@ -135,6 +135,8 @@ class NerIndex:
         self._store: Store | None = store
         self.description = description
         self._checked_for: str | None = None  # the store identity the model was last checked against
+        self._read_for: str | None = None  # the store identity whose facts (model, mapping) the store has cached
+        self._had_model = False  # a model was seen in the store: its disappearing is an error, not "no hits"
 
     @property
     def store(self) -> Store:
@@ -150,21 +152,28 @@ class NerIndex:
         replaced store.sqlite. A long-lived handle (the web service) would otherwise search one
         model's vectors with another's query vectors, without a word."""
         identity = self._forget_if_moved()
-        if identity is None:
+        if identity == self._checked_for:
             return
         if self.store.model() is not None:
             self.store.check_model(self.encoder.info.stamp, writing=False)
+            self._had_model = True
+        elif self._had_model:  # an audit: the index behind the alias deleted, and every search a 200 with no hits
+            raise StoreError(f"{self.description or 'the store'}: the passages this handle searched are gone "
+                             "(the index behind the alias was deleted, or the store emptied): index again, "
+                             "then open the store again (restart the service)")
         self._checked_for = identity
 
-    def _forget_if_moved(self) -> object | None:
-        """The store's identity where it is not the one last checked, after dropping what the store
-        cached of its index (model, mapping facts); None where it is the same."""
+    def _forget_if_moved(self) -> str:
+        """The store's identity, after dropping what the store cached of its index (model, mapping
+        facts) where that was read for another identity: a failed check had cached the other
+        model's facts, and after the alias moved back to the index last checked, info() reported the
+        other model for good (an audit)."""
         identity = self.store.version().identity
-        if identity == self._checked_for:
-            return None
-        forget = getattr(self.store, "forget_index", None)
-        if forget is not None:
-            forget()
+        if identity != self._read_for:
+            forget = getattr(self.store, "forget_index", None)
+            if forget is not None:
+                forget()
+            self._read_for = identity
         return identity
 
     @classmethod

@@ -1241,6 +1241,18 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
         ix.check_usable()  # the service's health (an audit: "ok" while every search was a 409)
     with pytest.raises(ModelMismatchError):
         ix.search("dinosaur")
+    # the alias moved back to the index last checked: info() kept the other model's facts (an audit)
+    first, second = sorted(loaded.versioned_indices())
+    loaded.client.indices.update_aliases(actions=[{"remove": {"index": second, "alias": loaded.alias}},
+                                                  {"add": {"index": first, "alias": loaded.alias}}])
+    assert ix.info()["store"]["model"]["same_as_model"] is True
+    assert [h.id for h in ix.search("dinosaur")] == ["p1", "p2", "p3"]
+    # the index deleted under the handle: health and search said ok and "no hits" (an audit)
+    loaded.client.indices.delete(index=first)
+    with pytest.raises(StoreError, match="the passages this handle searched are gone"):
+        ix.check_usable()
+    with pytest.raises(StoreError, match="are gone"):
+        ix.search("dinosaur")
 
 
 def test_a_create_the_client_sent_again_is_this_runs_own(make_live_store, stamp, monkeypatch):
