@@ -415,6 +415,40 @@ def test_request_time_limit_gives_504(web_index):
         assert c.get("/api/v1/health").status_code == 200
 
 
+def test_a_hung_store_leaves_the_catalog_and_vectors_answering_and_health_bounded(web_index):
+    """An audit on Elasticsearch: searches a hung store held kept the pool, so /api/v1/types and
+    /api/v1/embed answered 504 "narrow it (filters, ...)", /api/v1/info the same advice, and a
+    health probe waited minutes, then said ok."""
+    import threading
+
+    release = threading.Event()
+
+    class Hung(SlowIndex):
+        def search(self, *args, **kwargs):
+            release.wait(5)
+            return self._index.search(*args, **kwargs)
+
+        def info(self):
+            release.wait(5)
+            return self._index.info()
+
+        def check_usable(self):
+            release.wait(5)
+
+    app = create_app(Hung(web_index, 0), limits=Limits(request_timeout_s=0.3), workers=2)
+    try:
+        with local_client(app) as c:
+            for _ in range(2):  # both search threads held
+                assert "narrow it" in error_of(c.post("/api/v1/search", json={"type": "dinosaur"}), 504)
+            assert c.get("/api/v1/types", params={"q": "dino", "limit": 2}).status_code == 200
+            assert c.get("/api/v1/embed", params={"type": "dinosaur"}).status_code == 200
+            message = error_of(c.get("/api/v1/info"), 504)
+            assert "did not answer within it" in message and "narrow" not in message
+            assert "did not answer within 0.3 s" in error_of(c.get("/api/v1/health"), 503)
+    finally:
+        release.set()
+
+
 def test_store_errors_are_503(web_index):
     from indexer.errors import StoreError
 
@@ -430,13 +464,21 @@ def test_a_search_the_server_cannot_run_is_a_501_not_a_bad_request(web_index):
     """A web audit: an Elasticsearch without Painless refused --all pages as 400 bad_request."""
     from indexer.errors import UnsupportedSearchError
 
-    class NoPainless(SlowIndex):
-        def search(self, *args, **kwargs):
-            raise UnsupportedSearchError("exhaustive search needs the lang-painless module, which this server lacks")
+    class NoPainless(SlowIndex):  # top-k searches work there
+        def search(self, *args, exhaustive=False, **kwargs):
+            if exhaustive:
+                raise UnsupportedSearchError("exhaustive search needs the lang-painless module, which this server lacks")
+            return self._index.search(*args, **kwargs)
 
     with local_client(create_app(NoPainless(web_index, 0))) as c:
         response = c.post("/api/v1/search", json={"type": "dinosaur", "all": True})
         assert "lang-painless" in error_of(response, 501) and response.json()["error"]["code"] == "not_supported"
+        # facets and Search UI too, in the service's words (an audit: "--all, or a limit above 10,000")
+        for path, body in (("/api/v1/search", {"type": "dinosaur", "facets": True}),
+                           ("/api/search", {"state": {"searchTerm": "dinosaur"}})):
+            message = error_of(c.post(path, json=body), 501)
+            assert "reads every matching passage (all: true, facets, Elastic Search UI)" in message
+            assert "Top-k searches (no all, no facets) work" in message
 
 
 def test_a_store_busy_with_writes_is_a_503_to_retry(web_index):

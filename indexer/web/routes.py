@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from ..errors import SearchError
+from ..errors import SearchError, StoreError
 from ..stores.base import MAX_PHRASE_CHARS
 from ..stores.filter_rules import Filters, where_pairs
 from ..text import RepeatedKey, unique_keys
@@ -159,7 +159,10 @@ async def health(service: SearchService = Depends(current_service)) -> dict[str,
     removed, which needs a restart: a review found health saying ok while every search failed; 409
     once the store holds another model's vectors, after ``es reindex --model``). On a thread of its
     own, not the search pool's: a probe must not wait behind searches (a review)."""
-    await asyncio.to_thread(service.index.check_usable)
+    try:  # bounded like any request: a stalled cluster held the probe for minutes, then said ok (an audit)
+        await asyncio.wait_for(asyncio.to_thread(service.index.check_usable), timeout=service.limits.request_timeout_s)
+    except asyncio.TimeoutError:
+        raise StoreError(service.store_silent().replace("within it", f"within {service.limits.request_timeout_s:g} s")) from None
     return {"status": "ok"}
 
 
@@ -168,7 +171,7 @@ async def health(service: SearchService = Depends(current_service)) -> dict[str,
 )
 async def info(service: SearchService = Depends(current_service)) -> JSONResponse:
     """The model, the store and its counts, and the request limits of this service."""
-    data = await service.call(service.info)
+    data = await service.call(service.info, advice=service.store_silent())
     data = dict(data)
     data["server"] = {"version": service_version(), "threshold": service.threshold, "limits": asdict(service.limits)}
     return JSONResponse(jsonable(data))
@@ -184,7 +187,7 @@ async def types(
     service: SearchService = Depends(current_service),
 ) -> dict[str, Any]:
     """The type catalog (phrases spans are tagged with), filtered by what was typed so far."""
-    catalog = await service.call(service.catalog)
+    catalog = await service.call(service.catalog, store=False)
     return {"types": searchui.suggest_types(catalog, q, size=limit), "total": len(catalog)}
 
 
@@ -242,7 +245,7 @@ async def embed(body: EmbedBody, service: SearchService = Depends(current_servic
     for p in phrases:
         if not p or len(p) > service.limits.max_phrase_chars:
             raise SearchError(f"each phrase needs 1 to {service.limits.max_phrase_chars} characters")
-    return JSONResponse(await service.call(service.embed, phrases))
+    return JSONResponse(await service.call(service.embed, phrases, store=False))
 
 
 @router.get(

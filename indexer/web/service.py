@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
-from ..errors import NerindexError
+from ..errors import NerindexError, UnsupportedSearchError
 from ..records import Hit
 from ..runtime import usable_cores
 from ..stores.base import MAX_PHRASE_CHARS
@@ -53,6 +53,7 @@ class RequestTimeout(NerindexError):
     """A request ran past the service's time limit."""
 
 
+NARROW_IT = "narrow it (filters, text, a higher threshold) or page with a smaller limit"
 VERSION_TRIES = 2  # a request whose reads a write interleaved is answered again, at the new version
 
 
@@ -80,17 +81,23 @@ class SearchService:
         self._catalog: list[str] | None = None
         self._info: dict[str, Any] | None = None
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking work in the pool; give up waiting after the request time limit."""
+    async def call(self, fn: Callable[..., T], *args: Any, store: bool = True, advice: str = NARROW_IT,
+                   **kwargs: Any) -> T:  # fmt: skip
+        """Run blocking work and give up waiting after the request time limit, saying ``advice``.
+        Work on the store runs in the search pool; work that needs none (``store=False``: the
+        catalog, a phrase's vector) on a thread of its own, so that it does not queue behind
+        searches a slow store holds (an audit: /api/v1/types and /api/v1/embed answered 504
+        "narrow it (filters, ...)" while Elasticsearch hung)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        future = loop.run_in_executor(self.executor if store else None, functools.partial(fn, *args, **kwargs))
         try:
             return await asyncio.wait_for(future, timeout=self.limits.request_timeout_s)
         except asyncio.TimeoutError as exc:
-            raise RequestTimeout(
-                f"the request took longer than {self.limits.request_timeout_s:g} s; "
-                "narrow it (filters, text, a higher threshold) or page with a smaller limit"
-            ) from exc
+            raise RequestTimeout(f"the request took longer than {self.limits.request_timeout_s:g} s; {advice}") from exc
+
+    def store_silent(self) -> str:
+        """What a timed-out call that only reads the store says (info, health): nothing to narrow."""
+        return f"the store ({self.index.description or 'its backend'}) did not answer within it"
 
     # --- blocking helpers, run in the pool ---
 
@@ -173,16 +180,21 @@ class SearchService:
         ``strict`` False: the store is being written to all the time; computed, not cached, not checked."""
 
         def compute() -> list[Hit]:
-            hits = list(
-                self.index.search(
-                    query.type,
-                    filters=query.filter_dict() or None,
-                    text=query.text,
-                    min_similarity=query.threshold,
-                    exhaustive=True,
-                    passage_weight=query.passage_weight,  # None: the model's λ
+            try:
+                hits = list(
+                    self.index.search(
+                        query.type,
+                        filters=query.filter_dict() or None,
+                        text=query.text,
+                        min_similarity=query.threshold,
+                        exhaustive=True,
+                        passage_weight=query.passage_weight,  # None: the model's λ
+                    )
                 )
-            )
+            except UnsupportedSearchError as exc:  # said in the service's words, not the CLI's --all (an audit)
+                raise UnsupportedSearchError(
+                    f"this request reads every matching passage (all: true, facets, Elastic Search UI), which "
+                    f"this store cannot: {exc}. Top-k searches (no all, no facets) work") from exc
             if strict and self.store_key() != store_key:
                 raise IndexChanged("the index changed while the search ran")
             return hits
@@ -246,12 +258,13 @@ class SearchService:
         return {"hits": page, "total": len(hits), "next_cursor": next_cursor, "facets": facets}
 
     def embed(self, phrases: list[str]) -> dict[str, Any]:
+        """Phrase vectors, with the model that made them: the encoder's, read without the store
+        (the route runs off the search pool, and a hung store held it: an audit)."""
+        from ..api import model_info
+
         vectors = np.asarray(self.index.embed(phrases), dtype=np.float32)
-        if self._info is None:
-            self.info()
-        assert self._info is not None
         return {
-            "model": model_summary(self._info),
+            "model": model_summary({"model": model_info(self.index.encoder)}),
             "dims": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
             "phrases": phrases,
             "vectors": [[round(float(x), 7) for x in row] for row in vectors],
