@@ -449,6 +449,21 @@ def test_a_hung_store_leaves_the_catalog_and_vectors_answering_and_health_bounde
         release.set()
 
 
+def test_a_store_of_another_model_is_a_409_that_says_to_serve_that_model(web_index):
+    """An audit: the 409 told the service's operator to re-index the corpus (the command line's
+    remedy) where restarting the service with the store's model is the one."""
+    from indexer.errors import ModelMismatchError
+
+    class Other(SlowIndex):
+        def search(self, *args, **kwargs):
+            raise ModelMismatchError("the store holds vectors of model m 2; this run uses m 1")
+
+    with local_client(create_app(Other(web_index, 0))) as c:
+        response = c.post("/api/v1/search", json={"type": "dinosaur"})
+        assert "restart 'nerindex serve' with --model" in error_of(response, 409)
+        assert response.json()["error"]["code"] == "model_mismatch"
+
+
 def test_store_errors_are_503(web_index):
     from indexer.errors import StoreError
 

@@ -49,6 +49,10 @@ STATUS_OF: tuple[tuple[type[BaseException], int, str], ...] = (
     (NerindexError, 500, "error"),
 )
 
+# the store's remedy (re-index, another --es-index) is the command line's; the service's is the
+# model the store holds (an audit: following the message re-encoded a whole corpus for nothing)
+SERVE_THAT_MODEL = " This service: restart 'nerindex serve' with --model naming the folder of the model the store holds."
+
 # The error answers of the routes, for the OpenAPI description.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Bad request (limits, filters, cursor; a Host header not allowed)"},
@@ -85,7 +89,8 @@ def add_error_handlers(app: FastAPI) -> None:
             if isinstance(exc, cls):
                 if status >= 500:
                     log.warning("%s %s: %s", request.method, request.url.path, exc)
-                return error_response(status, code, str(exc), RETRY_AFTER if isinstance(exc, StoreBusyError) else None)
+                message = str(exc) + (SERVE_THAT_MODEL if isinstance(exc, ModelMismatchError) else "")
+                return error_response(status, code, message, RETRY_AFTER if isinstance(exc, StoreBusyError) else None)
         return error_response(500, "error", str(exc))  # pragma: no cover - STATUS_OF ends with the base
 
     @app.exception_handler(RequestValidationError)
