@@ -20,12 +20,16 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
 - ``onnx-fp32``, ``torch-eager`` (``--engines``; need the ``[train]`` extra): the same model's fp32
   graph and PyTorch eager behind the whole-graph path, window by window on the same worker threads
   as ``encode`` (one thread a call).
-- ``baseline``, ``baseline-whole`` (``--baseline-model DIR``, added to the engines when given):
-  ``encode`` of another model folder on today's runtime, and that folder's whole graph run as
-  nerindex 0.2.0–0.4.0 ran it (windows batched by length, one session of ``--threads`` threads),
-  so that a new model's throughput is compared with the old one's in the same run (ratios to each
-  are printed). ``baseline-whole`` with 0.2.0's folder is what BENCHMARKS.md calls 0.2.0 as
-  released: its graph run the way 0.2.0 ran it, inside today's Python (not 0.2.0's own code).
+- ``baseline``, ``baseline-whole``, ``baseline-index``, ``baseline-whole-index``
+  (``--baseline-model DIR``, added to the engines when given): ``encode`` of another model folder
+  on today's runtime, and that folder's whole graph run in the way nerindex 0.2.0–0.4.0 batched it
+  (windows batched by length, one session of ``--threads`` threads); the ``-index`` engines are
+  ``NerIndex.index`` with those encoders into a fresh store, as ``index``. So a new model is compared
+  with the old one in the same run, encoding with encoding and indexing with indexing (the
+  ratios printed). ``baseline-whole`` with 0.2.0's folder is 0.2.0's graph run whole and batched,
+  inside today's Python: today's tokenisation, window planning, span selection, labels and session
+  options (no spinning threads, the precision option), not 0.2.0's own code, which was slower
+  around the graph (BENCHMARKS.md).
 
 Every run records the 1-minute load average before and after it and the CPU time the *other*
 processes used during it (``/proc/stat`` busy time minus this process's ``os.times()``), as a share
@@ -62,7 +66,11 @@ DATA = Path(os.environ.get("NERINDEX_DATA", "$NERINDEX_DATA")) / "crossner" / "p
 EXAMPLE = ROOT / "examples" / "corpus.jsonl"
 sys.path.insert(0, str(ROOT))  # this checkout's indexer, not whichever one the environment installed
 DEFAULT_ENGINES = ("transformer", "encode", "encode-whole", "index")
-BASELINE_ENGINES = ("baseline", "baseline-whole")
+BASELINE_ENGINES = ("baseline", "baseline-whole", "baseline-index", "baseline-whole-index")
+# which baseline each engine is divided by: encoding by encoding, indexing by indexing (an audit:
+# `index` was divided by the baselines' encode alone, and read as "0.2.0's indexing throughput")
+BASELINE_PAIRS = (("encode", "baseline"), ("encode", "baseline-whole"), ("index", "baseline-index"),
+                  ("index", "baseline-whole-index"), ("encode", "encode-batched"), ("index", "encode-batched"))
 ALL_ENGINES = DEFAULT_ENGINES + ("encode-batched", "onnx-fp32", "torch-eager") + BASELINE_ENGINES
 
 
@@ -169,11 +177,16 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
     feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in enc.token_batches(passages, batch_size=args.batch_size)]
     last = [o.name for o in bare.get_outputs()]
 
-    def index() -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            nx = NerIndex(enc, open_store(Settings(store=str(Path(tmp) / "store"))))
-            nx.index(passages, batch_size=args.batch_size)
-            nx.close()
+    def indexing(encoder) -> Callable[[], None]:
+        """``NerIndex.index`` with ``encoder`` into a fresh embedded store (writes and prepare included)."""
+        def index() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                nx = NerIndex(encoder, open_store(Settings(store=str(Path(tmp) / "store"))))
+                nx.index(passages, batch_size=args.batch_size)
+                nx.close()
+        return index
+
+    index = indexing(enc)
 
     engines: dict[str, Callable[[], None]] = {
         "transformer": lambda: list(ordered_map(lambda f: bare.run(last, f), feeds, enc.workers)),
@@ -191,6 +204,8 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
         base_whole = batched_encoder(base, args.threads, staged=False)  # as released: the whole graph
         engines["baseline"] = lambda: base.encode(passages, batch_size=args.batch_size)
         engines["baseline-whole"] = lambda: base_whole.encode(passages, batch_size=args.batch_size)
+        engines["baseline-index"] = indexing(base)
+        engines["baseline-whole-index"] = indexing(base_whole)
     facts = {
         "model": f"{enc.info.id} {enc.info.version}",
         "baseline_model": f"{base.info.id} {base.info.version} ({args.baseline_model})" if "baseline" in engines else None,
@@ -264,7 +279,9 @@ class TorchSession:
 
 
 def ratios(runs: list[Run], numerator: str, rounds: int, denominator: str = "transformer") -> dict:
-    """``numerator`` passages/s over ``denominator`` passages/s, per round (runs next to each other)."""
+    """``numerator`` passages/s over ``denominator`` passages/s, per round: both runs of one round,
+    which the rotation of the engines' order can put up to (engines - 1) runs apart, so a round with
+    a load change between them shows as an outlier (the load of each run is recorded)."""
     by = {(r.engine, r.round): r for r in runs}
     pairs = [(by[(numerator, i)], by[(denominator, i)]) for i in range(rounds) if (numerator, i) in by and (denominator, i) in by]
     every = [a.passages_per_s / b.passages_per_s for a, b in pairs]
@@ -331,8 +348,7 @@ def main() -> None:
         "ratio_to_transformer": {name: ratios(runs, name, args.rounds) for name in names if name != "transformer"},
         "ratio_to_baseline": {
             **{f"{name} / {base}": ratios(runs, name, args.rounds, base)
-               for base in (*BASELINE_ENGINES, "encode-batched") if base in names
-               for name in ("encode", "index") if name in names},
+               for name, base in BASELINE_PAIRS if name in names and base in names},
             # the ONNX engines against PyTorch eager, per round (an audit: only their medians could be compared)
             **{f"{name} / torch-eager": ratios(runs, name, args.rounds, "torch-eager")
                for name in ("encode", "encode-whole", "onnx-fp32") if name in names and "torch-eager" in names},
@@ -352,11 +368,11 @@ def render(report: dict) -> str:
     ]
     for run in report["runs"]:
         mark = "  LOADED" if run["loaded"] else ""
-        lines.append(f"  round {run['round']} {run['engine']:13s} {run['passages_per_s']:7.1f} passages/s  load1 {run['load1_before']:.2f}→{run['load1_after']:.2f}  others {run['others_share']:.0%}{mark}")
+        lines.append(f"  round {run['round']} {run['engine']:20s} {run['passages_per_s']:7.1f} passages/s  load1 {run['load1_before']:.2f}→{run['load1_after']:.2f}  others {run['others_share']:.0%}{mark}")
     for name, row in report["engines"].items():
         a, q = row["passages_per_s"], row["passages_per_s_quiet"]
         quiet = f"quiet median {q['median']} ({q['n']} runs)" if q["n"] else "no quiet run"
-        lines.append(f"{name:13s} median {a['median']:7.1f} passages/s, range {a['min']}–{a['max']} ({a['n']} runs, {row['loaded_runs']} loaded); {quiet}")
+        lines.append(f"{name:20s} median {a['median']:7.1f} passages/s, range {a['min']}–{a['max']} ({a['n']} runs, {row['loaded_runs']} loaded); {quiet}")
     if report.get("baseline_model"):
         lines.append(f"baseline model: {report['baseline_model']}")
     named = {f"{name} / transformer": r for name, r in report["ratio_to_transformer"].items()}
