@@ -6,10 +6,14 @@ int8 weights run as uint8 ones). This prints, on the CPU it runs on (``saturates
 it is):
 
 - the scan of ``--rows`` int8 rows: one pass (exact only where the kernel does not saturate), the
-  two passes, and the float32 product the int8 scan replaces, median ms of ``--repeats``;
+  two passes, and the float32 product the int8 scan replaces, median ms of ``--repeats`` (the arms
+  alternate within each repeat);
 - the encoder: load (with the first passage, which cuts and opens the staged graphs), then encode
   ``--passages`` passages of the example corpus, with the graph as it is and with the precision
   option forced, median seconds of ``--repeats`` (alternating).
+
+Ratios are the median (and range) of the per-repeat ratios; the 1-minute load average is printed
+before and after.
 
     python bench/bench_int8_kernel.py --json
 """
@@ -22,6 +26,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,33 +42,47 @@ CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus.jsonl"
 os.environ["NERINDEX_CACHE"] = "off"
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+def timed(fn) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
 
 
-def scan_figures(rows: int, dims: int, repeats: int) -> dict[str, float]:
+def ratio_summary(numerators: list[float], denominators: list[float]) -> dict[str, float]:
+    """Median and range of the per-repeat ratios (the arms of one repeat ran next to each other):
+    ratios of the arms' medians mixed repeats that ran at other loads (an audit)."""
+    ratios = [a / b for a, b in zip(numerators, denominators)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def scan_figures(rows: int, dims: int, repeats: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     matrix = rng.integers(-127, 128, (dims, rows), dtype=np.int8)
     sums = matrix.sum(axis=0, dtype=np.int32)
     query = rng.integers(-127, 128, dims).astype(np.int8)
     floats, fquery = matrix.astype(np.float32), query.astype(np.float32)
-    figures = {}
-    for name, forced in (("one_pass_ms", False), ("two_passes_ms", True)):
-        saved, int8_kernel._saturates = int8_kernel._saturates, forced
+    times: dict[str, list[float]] = {"one_pass": [], "two_passes": [], "float32": []}
+    saved = int8_kernel._saturates
+
+    def arm(name: str) -> float:
+        if name == "float32":
+            return timed(lambda: fquery @ floats)
+        int8_kernel._saturates = name == "two_passes"
         try:
-            figures[name] = 1e3 * median_time(lambda: int8_scan.int8_dots(matrix, sums, query), repeats)
+            return timed(lambda: int8_scan.int8_dots(matrix, sums, query))
         finally:
             int8_kernel._saturates = saved
-    figures["float32_ms"] = 1e3 * median_time(lambda: fquery @ floats, repeats)
-    return figures
+
+    names = list(times)
+    for repeat in range(repeats):  # the arms alternate, one of each a repeat (an audit: they ran in blocks)
+        for name in names[repeat % 3:] + names[: repeat % 3]:
+            times[name].append(arm(name))
+    return {**{f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()},
+            "two_passes_vs_one": ratio_summary(times["two_passes"], times["one_pass"]),
+            "two_passes_vs_float32": ratio_summary(times["two_passes"], times["float32"])}
 
 
-def encoder_figures(passages: int, repeats: int) -> dict[str, float]:
+def encoder_figures(passages: int, repeats: int) -> dict[str, Any]:
     texts = list(read_passages(str(CORPUS)))
     batch = (texts * (passages // len(texts) + 1))[:passages]
     runs: dict[str, list[float]] = {f"{kind}_{part}_s": [] for kind in ("as_is", "uint8_weights") for part in ("load", "encode")}
@@ -84,7 +103,10 @@ def encoder_figures(passages: int, repeats: int) -> dict[str, float]:
                 runs[f"{kind}_encode_s"].append(time.perf_counter() - loaded)
     finally:
         int8_kernel._saturates = saved
-    return {name: statistics.median(times) for name, times in runs.items()}
+    figures: dict[str, Any] = {name: statistics.median(times) for name, times in runs.items()}
+    for part in ("load", "encode"):
+        figures[f"{part}_uint8_vs_as_is"] = ratio_summary(runs[f"uint8_weights_{part}_s"], runs[f"as_is_{part}_s"])
+    return figures
 
 
 def main() -> None:
@@ -95,18 +117,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=count, default=5)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]  # a shared machine's figures are only as quiet as it was (an audit)
     result = {"saturates": int8_kernel.saturates(), "scan": scan_figures(args.rows, args.dims, args.repeats),
-              "encoder": encoder_figures(args.passages, args.repeats)}
-    result["scan"]["two_passes_vs_one"] = result["scan"]["two_passes_ms"] / result["scan"]["one_pass_ms"]
-    result["scan"]["two_passes_vs_float32"] = result["scan"]["two_passes_ms"] / result["scan"]["float32_ms"]
-    for part in ("load", "encode"):
-        result["encoder"][f"{part}_uint8_vs_as_is"] = result["encoder"][f"uint8_weights_{part}_s"] / result["encoder"][f"as_is_{part}_s"]
+              "encoder": encoder_figures(args.passages, args.repeats),
+              "load1": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"kernel saturates on this CPU: {result['saturates']}")
+        print(f"kernel saturates on this CPU: {result['saturates']}; load1 {result['load1']['before']} → {result['load1']['after']}")
         for part in ("scan", "encoder"):
-            print(part, ", ".join(f"{k} {v:.3f}" for k, v in result[part].items()))
+            print(part, ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else
+                                  f"{k} {v['median']:.3f} ({v['min']:.3f}–{v['max']:.3f})" for k, v in result[part].items()))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Search latency and memory of the embedded store at a given size (issue 14's done-criterion).
 
 The store is filled with synthetic spans (5 per passage) whose vectors are drawn around 200 type
-centres plus noise, so a query at a centre matches a realistic share of spans (about 0.5%) rather
+centres plus noise, so a query at a centre matches a realistic share of spans (about 0.34% at a threshold of 0.5) rather
 than none; the texts are short real-looking sentences. Encoding 1M real spans would take hours on
 2 cores and measures the encoder, not search: that is what bench_indexing.py is for.
 
