@@ -1,4 +1,4 @@
-"""Import nerindex's Kibana saved objects (data view, saved KQL search, dashboard).
+"""Import nerindex's Kibana saved objects (data view, saved KQL search, passages-per-label table, dashboard).
 
 The objects ship in ``indexer/assets/kibana/nerindex.ndjson``; they are posted to Kibana's saved-objects
 import API (``POST /api/saved_objects/_import``, multipart form with a ``file`` field and the
