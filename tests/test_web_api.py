@@ -407,6 +407,17 @@ class SlowIndex:
         return getattr(self._index, name)
 
 
+class Raising(SlowIndex):
+    """The real index, whose searches all raise ``error``: to see how the service answers it."""
+
+    def __init__(self, index, error: Exception) -> None:
+        super().__init__(index, 0)
+        self._error = error
+
+    def search(self, *args, **kwargs):
+        raise self._error
+
+
 def test_request_time_limit_gives_504(web_index):
     app = create_app(SlowIndex(web_index, 0.5), limits=Limits(request_timeout_s=0.05))
     with local_client(app) as c:
@@ -454,11 +465,8 @@ def test_a_store_of_another_model_is_a_409_that_says_to_serve_that_model(web_ind
     remedy) where restarting the service with the store's model is the one."""
     from indexer.errors import ModelMismatchError
 
-    class Other(SlowIndex):
-        def search(self, *args, **kwargs):
-            raise ModelMismatchError("the store holds vectors of model m 2; this run uses m 1")
-
-    with local_client(create_app(Other(web_index, 0))) as c:
+    other = Raising(web_index, ModelMismatchError("the store holds vectors of model m 2; this run uses m 1"))
+    with local_client(create_app(other)) as c:
         response = c.post("/api/v1/search", json={"type": "dinosaur"})
         assert "restart 'nerindex serve' with --model" in error_of(response, 409)
         assert response.json()["error"]["code"] == "model_mismatch"
@@ -467,11 +475,7 @@ def test_a_store_of_another_model_is_a_409_that_says_to_serve_that_model(web_ind
 def test_store_errors_are_503(web_index):
     from indexer.errors import StoreError
 
-    class Broken(SlowIndex):
-        def search(self, *args, **kwargs):
-            raise StoreError("the store is gone")
-
-    with local_client(create_app(Broken(web_index, 0))) as c:
+    with local_client(create_app(Raising(web_index, StoreError("the store is gone")))) as c:
         assert "the store is gone" in error_of(c.post("/api/v1/search", json={"type": "dinosaur"}), 503)
 
 
@@ -501,11 +505,8 @@ def test_a_store_busy_with_writes_is_a_503_to_retry(web_index):
     (503 store_unavailable); it is passing, so its own code and a Retry-After."""
     from indexer.errors import StoreBusyError
 
-    class Busy(SlowIndex):
-        def search(self, *args, **kwargs):
-            raise StoreBusyError("the store was written 9 times while a search began; search again")
-
-    with local_client(create_app(Busy(web_index, 0))) as c:
+    busy = Raising(web_index, StoreBusyError("the store was written 9 times while a search began; search again"))
+    with local_client(create_app(busy)) as c:
         response = c.post("/api/v1/search", json={"type": "dinosaur"})
         assert "search again" in error_of(response, 503)
         assert response.json()["error"]["code"] == "store_busy" and response.headers["retry-after"] == "1"
