@@ -247,13 +247,12 @@ def _trained_sources(card: Any, sources: Sequence[str]) -> list[str]:
     files (model.json ``training.data``): found on disk from here, or, where a saved result's path
     no longer resolves (another working folder), named alike: its folder and file against
     training.data's "dataset:file" entries."""
-    from ..evaluation.seen_types import training_files
+    from ..evaluation.seen_types import training_entries, training_files
 
     present = tuple(s for s in sources if Path(s).is_file())
     trained = {path.resolve() for path in training_files(card, _data_roots(present))}
-    named = {"/".join(Path(*str(e.get("path") if isinstance(e, dict) else e).split(":", 1)).parts[-2:])
-             for e in card.training.data}  # fmt: skip
-    return [s for s in sources if (Path(s).resolve() in trained if Path(s).is_file() else "/".join(Path(s).parts[-2:]) in named)]
+    named = {path.parts[-2:] for path in training_entries(card)}
+    return [s for s in sources if (Path(s).resolve() in trained if s in present else Path(s).parts[-2:] in named)]
 
 
 def _export(bench, export_dir: str) -> None:

@@ -87,10 +87,8 @@ def _group_thresholds(result: Mapping[str, Any], method: str, group: str) -> str
     """The thresholds a method applied to a group's types, each named by its group where they
     differ ("0.36 seen, 0.27 unseen": a bare "0.16/0.14" read as seen/unseen when it was the
     reverse, an audit)."""
-    applied: dict[str, set[float]] = {}
-    for r in result["per_type"]:
-        if group in ("all", r["group"]) and r.get("thresholds", {}).get(method) is not None:
-            applied.setdefault(r["group"], set()).add(r["thresholds"][method])
+    by_group = _applied_thresholds(result)
+    applied = {g: by_method[method] for g, by_method in by_group.items() if group in ("all", g) and method in by_method}
     if not applied:
         return _fmt(result["methods"].get(method, {}).get("threshold"), 2)  # results saved before per-type thresholds
     every = set().union(*applied.values())
@@ -103,6 +101,16 @@ def _group_thresholds(result: Mapping[str, Any], method: str, group: str) -> str
         values, note = threshold_text(applied[g], info)
         parts.append(f"{values} {g}{note}")
     return ", ".join(parts)
+
+
+def _applied_thresholds(result: Mapping[str, Any]) -> dict[str, dict[str, set[float]]]:
+    """group -> method -> the thresholds the method applied to that group's types (per-type rows)."""
+    applied: dict[str, dict[str, set[float]]] = {}
+    for row in result["per_type"]:
+        for method, t in (row.get("thresholds") or {}).items():
+            if t is not None:
+                applied.setdefault(row["group"], {}).setdefault(method, set()).add(t)
+    return applied
 
 
 def threshold_text(applied: set[float], info: Mapping[str, Any]) -> tuple[str, str]:
@@ -333,15 +341,9 @@ def threshold_panels(result: Mapping[str, Any]) -> tuple[list[Panel], str]:
     if not by_group:
         chosen = {k: [v["threshold"]] for k, v in result.get("methods", {}).items() if v.get("threshold") is not None}
         return [("every type at one threshold", result.get("sweeps") or {}, chosen)], f"Threshold curve — {name}"
-    panels = []
-    for group in (g for g in GROUP_ORDER if g in by_group):
-        applied: dict[str, set[float]] = {}
-        for row in result["per_type"]:
-            if row["group"] == group:
-                for key, t in (row.get("thresholds") or {}).items():
-                    if t is not None:
-                        applied.setdefault(key, set()).add(t)
-        panels.append((f"{group} types", by_group[group], {k: sorted(v) for k, v in applied.items()}))
+    applied = _applied_thresholds(result)
+    panels = [(f"{group} types", by_group[group], {k: sorted(v) for k, v in applied.get(group, {}).items()})
+              for group in GROUP_ORDER if group in by_group]
     return panels, f"Threshold curve by group of types — {name}"
 
 

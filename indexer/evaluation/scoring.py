@@ -58,11 +58,7 @@ def score_methods(
     thresholded = {key: by_query for key, by_query in rankings.items() if METHODS.get(key) and METHODS[key].thresholded}
     sweeps = {key: [point_dict(p) for p in sweep_thresholds(by_query, relevant, DEFAULT_GRID)]
               for key, by_query in thresholded.items()}  # every type at one threshold  # fmt: skip
-    # each group's own curve: its types are scored at its thresholds, which differ (the chart, an audit)
-    by_group = {g: {key: [point_dict(p) for p in sweep_thresholds(
-                    by_query, {r["query"]: relevant[r["query"]] for r in per_type if r["group"] == g}, DEFAULT_GRID)]
-                    for key, by_query in thresholded.items()}
-                for g in GROUPS if any(r["group"] == g for r in per_type)}  # fmt: skip
+    by_group = _group_sweeps(per_type, relevant, thresholded)
     fam_groups: dict[str, float | None] = {}
     for g in ("all",) + GROUPS:
         vals = [familiarity[r["type"]] for r in per_type if (g == "all" or r["group"] == g) and r["type"] in familiarity]
@@ -76,6 +72,19 @@ def score_methods(
         "sweeps": sweeps,
         "sweeps_by_group": by_group,
     }
+
+
+def _group_sweeps(per_type: list[dict[str, Any]], relevant: Mapping[str, Any],
+                  thresholded: Mapping[str, Mapping[str, Sequence[Ranked]]]) -> dict[str, dict[str, list]]:  # fmt: skip
+    """group -> method -> the threshold curve over that group's types alone: its types are scored at
+    the group's thresholds, which differ (one curve over all types misled the chart, an audit)."""
+    by_group = {}
+    for g in GROUPS:
+        group_relevant = {r["query"]: relevant[r["query"]] for r in per_type if r["group"] == g}
+        if group_relevant:
+            by_group[g] = {key: [point_dict(p) for p in sweep_thresholds(by_query, group_relevant, DEFAULT_GRID)]
+                           for key, by_query in thresholded.items()}  # fmt: skip
+    return by_group
 
 
 def _score_one(bench: Benchmark, q: Any, key: str, by_query: Mapping[str, Sequence[Ranked]],

@@ -83,15 +83,22 @@ def count_training_mentions(
     return counts
 
 
-def training_files(card: ModelCard, data_roots: Sequence[str | Path] = ()) -> list[Path]:
-    """The files of ``model.json``'s ``training.data`` that are found: as given, or under one of
-    ``data_roots`` (entries are paths, or "dataset:file" as the training step records them)."""
-    files = []
+def training_entries(card: ModelCard) -> list[Path]:
+    """The paths ``model.json``'s ``training.data`` names: paths, or "dataset:file" as the training
+    step records them (read as ``dataset/file``)."""
+    paths = []
     for entry in card.training.data:
         name = entry.get("path") if isinstance(entry, dict) else entry
-        if not isinstance(name, str):
-            continue
-        rel = Path(*name.split(":", 1)) if ":" in name and not Path(name).exists() else Path(name)
+        if isinstance(name, str):
+            paths.append(Path(*name.split(":", 1)) if ":" in name and not Path(name).exists() else Path(name))
+    return paths
+
+
+def training_files(card: ModelCard, data_roots: Sequence[str | Path] = ()) -> list[Path]:
+    """The files of ``model.json``'s ``training.data`` that are found: as given, or under one of
+    ``data_roots`` (:func:`training_entries`)."""
+    files = []
+    for rel in training_entries(card):
         candidates = [rel] + [Path(root) / rel for root in data_roots]
         found = next((c for c in candidates if c.is_file()), None)
         if found is not None:

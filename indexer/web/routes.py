@@ -162,7 +162,7 @@ async def health(service: SearchService = Depends(current_service)) -> dict[str,
     try:  # bounded like any request: a stalled cluster held the probe for minutes, then said ok (an audit)
         await asyncio.wait_for(asyncio.to_thread(service.index.check_usable), timeout=service.limits.request_timeout_s)
     except asyncio.TimeoutError:
-        raise StoreError(service.store_silent().replace("within it", f"within {service.limits.request_timeout_s:g} s")) from None
+        raise StoreError(service.store_silent(f"{service.limits.request_timeout_s:g} s")) from None
     return {"status": "ok"}
 
 

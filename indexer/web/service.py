@@ -95,9 +95,9 @@ class SearchService:
         except asyncio.TimeoutError as exc:
             raise RequestTimeout(f"the request took longer than {self.limits.request_timeout_s:g} s; {advice}") from exc
 
-    def store_silent(self) -> str:
+    def store_silent(self, within: str = "it") -> str:
         """What a timed-out call that only reads the store says (info, health): nothing to narrow."""
-        return f"the store ({self.index.description or 'its backend'}) did not answer within it"
+        return f"the store ({self.index.description or 'its backend'}) did not answer within {within}"
 
     # --- blocking helpers, run in the pool ---
 

@@ -201,6 +201,11 @@ def _reindex_locked(
 LOCK_SUFFIX = "-reindexing"
 
 
+def lock_name(alias: str) -> str:
+    """The index that is an alias's re-index lock (:func:`_lock`)."""
+    return f"{alias}{LOCK_SUFFIX}"
+
+
 def _lock(store: ElasticsearchStore, old: str) -> str:
     """Create ``<alias>-reindexing``, the lock of one run of an alias (a hidden, empty index). An
     index is created once, so of two runs started together one gets it and the other stops before
@@ -208,7 +213,7 @@ def _lock(store: ElasticsearchStore, old: str) -> str:
     block before either placed it; the second, stopped, lifted the block the first relied on, and a
     write acknowledged meanwhile was lost at the swap). A create the client sent again after a
     timeout finds the run's own claim."""
-    lock, claim = f"{store.alias}{LOCK_SUFFIX}", uuid.uuid4().hex
+    lock, claim = lock_name(store.alias), uuid.uuid4().hex
     try:
         with store.errors(f"create the lock index {lock!r}"):
             store.client.indices.create(
@@ -231,7 +236,7 @@ def _lock(store: ElasticsearchStore, old: str) -> str:
 
 def reindex_lock(store: ElasticsearchStore) -> str | None:
     """The name of the alias's re-index lock where it exists (a run holds it, or a killed one left it)."""
-    lock = f"{store.alias}{LOCK_SUFFIX}"
+    lock = lock_name(store.alias)
     with store.errors(f"look for {lock!r}"):
         return lock if store.client.indices.exists(index=lock) else None
 

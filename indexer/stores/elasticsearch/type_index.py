@@ -328,9 +328,9 @@ class TypeIndex:
                     return phrases
             hits = rs.raw_hits(response.body)
             phrases += [str((hit.get("_source") or {}).get("phrase", "")) for hit in hits]
-            if len(hits) < page:
+            after = rs.last_sort_values(response.body)
+            if after is None or len(hits) < page:
                 return phrases
-            after = hits[-1].get("sort")
 
     def count(self) -> int | None:
         """How many phrases are stored; None when the index does not exist."""
