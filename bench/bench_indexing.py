@@ -8,7 +8,8 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
   ``(input_ids, attention_mask)`` batches that ``encode`` feeds (``OnnxEncoder.token_batches``,
   built before timing; on the CPU one window each), spread over the same worker threads with the
   same one-thread session (``encoder.ordered_map``). It is the floor: no span work, no Python
-  around it.
+  around it (except that with a span side's copy, ``encode`` runs the copy's last layer only on
+  the tokens of kept spans, ``indexer/covered_rows.py``, and this engine on every token).
 - ``encode``: ``OnnxEncoder.encode`` as shipped (tokenisation, windows, candidate spans, the staged
   graph on the CPU, overlap resolution, catalog labels).
 - ``encode-whole``: the same, but the whole graph embeds every candidate span (issue 14's "before",

@@ -1,4 +1,4 @@
-"""Where the staged runner's three graphs come from: the cache folder, or a cut of the model's graph.
+"""Where the staged runner's graphs come from: the cache folder, or a cut of the model's graph.
 
 Cutting (:func:`cut_graph`) needs the ``onnx`` package and takes seconds; its result depends only on
 the graph's bytes, the external data files the graph names, and the code that cuts. So the key is
@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from . import stage_cache
+from . import covered_rows, stage_cache
+from .covered_rows import RowCuts, find_row_cuts, rows_graph
 from .errors import ModelError
 from .model_folder import CANDIDATE_OUTPUT, sha256_file
 from .staged import Cuts, StagedGraph, find_cuts
@@ -28,6 +29,7 @@ from .staged import Cuts, StagedGraph, find_cuts
 log = logging.getLogger(__name__)
 
 STAGE_FILES = ("tokens.onnx", "scores.onnx", "vectors.onnx")
+ROWS_FILE = "rows.onnx"  # the span side's last layer on the tokens of kept spans (:mod:`.covered_rows`)
 
 
 @functools.cache
@@ -37,7 +39,7 @@ def cut_version() -> str:
     from . import staged
 
     digest = hashlib.sha256(f"onnx {_release('onnx')}".encode())  # its shape inference decides too
-    for module in (staged, sys.modules[__name__]):
+    for module in (staged, covered_rows, sys.modules[__name__]):
         try:
             digest.update(Path(module.__file__).read_bytes())
         except (OSError, TypeError):  # installed without sources: the release stands for them
@@ -97,7 +99,9 @@ def _from_entry(entry: stage_cache.Entry, graph_path: Path, open_graph: Callable
         return False
     try:
         cuts = Cuts.from_facts(entry.facts["cuts"])
-        return StagedGraph(cuts, *(open_graph(entry.files[name]) for name in STAGE_FILES))
+        rows = entry.facts.get("rows")
+        return StagedGraph(cuts, *(open_graph(entry.files[name]) for name in STAGE_FILES),
+                           rows=None if rows is None else (RowCuts.from_facts(rows), open_graph(entry.files[ROWS_FILE])))
     except (KeyError, TypeError, ValueError, ModelError) as exc:
         if not cached:
             raise
@@ -106,8 +110,9 @@ def _from_entry(entry: stage_cache.Entry, graph_path: Path, open_graph: Callable
 
 
 def cut_graph(graph_path: Path, *, expected: str | None = None) -> tuple[str, stage_cache.Entry | None]:
-    """(the sha256 of the graph file's bytes, the three cut graphs of those very bytes and where
-    they were cut, or why the graph runs whole: the fact ``whole``); no entry (logged) without the
+    """(the sha256 of the graph file's bytes, the cut graphs of those very bytes (three, and
+    :mod:`.covered_rows`' fourth where the span side has its own layers) and where they were cut,
+    or why the graph runs whole: the fact ``whole``); no entry (logged) without the
     ``onnx`` package. The bytes are read once: a file replaced meanwhile cannot file its cuts under
     the other's key (a review), nor be cut when they are not ``expected`` (see :func:`load_stages`)."""
     try:
@@ -134,17 +139,37 @@ def cut_graph(graph_path: Path, *, expected: str | None = None) -> tuple[str, st
         cuts = find_cuts(model)
     except ModelError as exc:
         return digest, stage_cache.Entry({"whole": str(exc)}, {}, sources)
+    rows = _row_cuts(model, cuts, graph_path)
     floats = tuple(n for n in (cuts.entity_in, cuts.adapter_in, cuts.base_in, cuts.span_base_in) if n)
-    if not {*floats, *cuts.width_in} <= {v.name for v in model.graph.value_info}:
+    named_out = {*floats, *cuts.width_in, *((rows.entity, rows.mask, rows.layer_in, *rows.adapter_inputs) if rows else ())}
+    if not named_out <= {v.name for v in model.graph.value_info}:
         model = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
     if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
         return digest, stage_cache.Entry({"whole": "its span layers are not float32"}, {}, sources)
     extract = Extractor(model).extract_model
+    tokens_out = ([cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else []) if rows is None
+                  else [rows.entity, cuts.last, "passage_vectors", rows.layer_in, rows.mask, *rows.adapter_inputs])  # fmt: skip
     graphs = (
-        extract(["input_ids", "attention_mask"], [cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else [])),
+        extract(["input_ids", "attention_mask"], tokens_out),
         extract([cuts.entity_in, *cuts.width_in], ["span_scores"] + ([CANDIDATE_OUTPUT] if cuts.candidate else [])),
         extract([cuts.adapter_in, cuts.base_in] + ([cuts.span_base_in] if cuts.span_base_in else []), ["span_vectors", "span_base_vectors"]),
     )
     files = {name: g.SerializeToString() for name, g in zip(STAGE_FILES, graphs)}
-    return digest, stage_cache.Entry({"cuts": cuts.facts()}, files, sources)
+    facts: dict = {"cuts": cuts.facts()}
+    if rows is not None:
+        files[ROWS_FILE] = rows_graph(model, rows, cuts.span_last).SerializeToString()
+        facts["rows"] = rows.facts()
+    return digest, stage_cache.Entry(facts, files, sources)
+
+
+def _row_cuts(model: object, cuts: Cuts, graph_path: Path) -> RowCuts | None:
+    """The cut of :mod:`.covered_rows` for a graph whose span side has its own top layers; None
+    (logged) where the graph has none or it is not found (the span side then runs on every token)."""
+    if cuts.span_last is None:
+        return None
+    try:
+        return find_row_cuts(model, cuts.proj, cuts.span_last)
+    except ModelError as exc:
+        log.info("%s: its span side's last layer runs on every token (%s)", graph_path, exc)
+        return None

@@ -16,8 +16,11 @@ them back without ``onnx`` (:mod:`.stage_loading`):
   ``span_vectors``, ``span_base_vectors``.
 
 A model whose span side runs its own copy of the top layers (``HeadConfig.span_layers``) has a
-second last-layer tensor, the copy's: the tokens graph returns it too, and the vectors graph takes
-its span means as a third input (the span vector's base; ``span_base_vectors`` stays the backbone's).
+second last-layer tensor, the copy's: the vectors graph takes its span means as a third input (the
+span vector's base; ``span_base_vectors`` stays the backbone's). The copy's last layer and the
+adapter's per-token projection then run after detection, on the kept spans' tokens only: a fourth
+graph, **rows** (:mod:`.covered_rows`); where its cut is not found, the tokens graph returns the
+copy's last states for every token.
 
 Between them numpy does what the graph's span part did: rows of the projections at each span's start
 and end, span means through cumulative sums, the context tokens before and after (the fused layout of
@@ -40,6 +43,7 @@ from typing import Callable
 
 import numpy as np
 
+from .covered_rows import ROWS_INPUT, RowCuts, covered_rows
 from .errors import ModelError
 from .model_folder import CANDIDATE_OUTPUT
 
@@ -225,11 +229,15 @@ class StagedGraph:
     """The three cut graphs and the numpy span gathers between them. Build with
     :func:`.stage_loading.load_stages`."""
 
-    def __init__(self, cuts: Cuts, tokens: object, scores: object, vectors: object) -> None:
+    def __init__(self, cuts: Cuts, tokens: object, scores: object, vectors: object,
+                 rows: tuple[RowCuts, object] | None = None) -> None:  # fmt: skip
+        """``rows``: the cut and session of :mod:`.covered_rows`' fourth graph, with which ``tokens``
+        is the tokens graph that cut goes with."""
         self.cuts = cuts
         self.tokens = tokens
         self.scores = scores
         self.vectors = vectors
+        self.row_cuts, self.rows = rows if rows is not None else (None, None)
         self._local = threading.local()  # each thread's scratch arrays (_Scratch)
 
     @property
@@ -244,10 +252,16 @@ class StagedGraph:
     ) -> StagedResult:
         """Scores for every span of the batch, vectors for those scoring ``>= threshold`` (or, with a
         candidate head, whose candidate score is ``>= candidate_threshold``)."""
-        c = self.cuts
-        names = [c.proj, c.last, "passage_vectors"] + ([c.span_last] if c.span_last else [])
-        proj, last, passage, *span_last = self.tokens.run(names, {"input_ids": ids, "attention_mask": mask})
-        layout = _Layout.of(proj.shape[-1], c.adapter_hidden, c.entity_bias.shape[0])
+        c, rc = self.cuts, self.row_cuts
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if rc is None:
+            names = [c.proj, c.last, "passage_vectors"] + ([c.span_last] if c.span_last else [])
+            proj, last, passage, *span_last = self.tokens.run(names, feeds)
+            layout = _Layout.of(proj.shape[-1], c.adapter_hidden, c.entity_bias.shape[0])
+        else:  # the span side's last layer and the adapter's projection come after detection
+            proj, last, passage, *full = self.tokens.run([rc.entity, c.last, "passage_vectors", rc.layer_in, rc.mask,
+                                                          *rc.adapter_inputs], feeds)  # fmt: skip
+            layout = _split_layout(rc, proj.shape[-1], c)
         rows, starts, ends = spans.rows, spans.starts, spans.ends
         width = np.maximum(ends - starts + 1, 1).astype(np.float32)[:, None]
         # [N, hh] sums in a reused array (~1,000 spans a passage: fresh pages for each cost more than the sums)
@@ -273,15 +287,33 @@ class StagedGraph:
             return StagedResult(scores, candidates, kept, empty, empty if with_base else None, passage)
         kr, ks, ke, kw = rows[kept], starts[kept], ends[kept], width[kept]
         k, ha = kept.size, c.adapter_hidden
-        adapter = _span_sums(proj[..., layout.mean_a], kr, ks, ke, kw, out=grab("adapter", k, ha), grab=grab,
+        qs, qe = ks, ke  # the kept spans' first and last row in the adapter's and span side's arrays
+        if rc is not None:
+            at = covered_rows(ks, ke, ids.shape[1])
+            feeds = {rc.layer_in: full[0], rc.mask: full[1], **dict(zip(rc.adapter_inputs, full[2:])), ROWS_INPUT: at}
+            span_top, proj = self.rows.run([c.span_last, rc.adapter], feeds)
+            span_last = [span_top]
+            qs, qe = np.searchsorted(at, ks), np.searchsorted(at, ke)  # a kept span's tokens are consecutive rows
+        adapter = _span_sums(proj[..., layout.mean_a], kr, qs, qe, kw, out=grab("adapter", k, ha), grab=grab,
                              edges=((proj, layout.start_a), (proj, layout.end_a)))  # fmt: skip
         base = _span_sums(last, kr, ks, ke, kw, out=grab("base", k, dims), grab=grab)
         feeds = {c.adapter_in: adapter[None], c.base_in: base[None]}
         if c.span_base_in:
-            feeds[c.span_base_in] = _span_sums(span_last[0], kr, ks, ke, kw, out=grab("span_base", k, dims), grab=grab)[None]
+            feeds[c.span_base_in] = _span_sums(span_last[0], kr, qs, qe, kw, out=grab("span_base", k, dims), grab=grab)[None]
         names = ["span_vectors", "span_base_vectors"] if with_base else ["span_vectors"]
         out = self.vectors.run(names, feeds)
         return StagedResult(scores, candidates, kept, out[0][0], out[1][0] if with_base else None, passage)
+
+
+def _split_layout(rc: RowCuts, entity_width: int, c: Cuts) -> "_Layout":
+    """The fused projection's layout rebased onto its two sources (:mod:`.covered_rows`): the
+    adapter's columns (``*_a``) within the adapter's projection, the entity heads' within theirs."""
+    widths = (entity_width, 3 * c.adapter_hidden)
+    fused = _Layout.of(sum(widths), c.adapter_hidden, c.entity_bias.shape[0])
+    parts = {f.name: rc.split(getattr(fused, f.name), widths) for f in dataclasses.fields(fused) if f.name != "context"}
+    if any(parts[name][0] != (1 if name.endswith("_a") else 0) for name in parts):
+        raise ModelError("the fused projection's adapter and entity columns are not in their own sources")
+    return dataclasses.replace(fused, **{name: cols for name, (_, cols) in parts.items()})
 
 
 @dataclass(frozen=True)

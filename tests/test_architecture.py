@@ -47,6 +47,7 @@ LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.cli", "cli"),
     ("indexer.encoder", "inference"),
     ("indexer.staged", "inference"),
+    ("indexer.covered_rows", "inference"),
     ("indexer.stage_cache", "inference"),
     ("indexer.stage_loading", "inference"),
     ("indexer.runtime", "inference"),

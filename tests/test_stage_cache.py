@@ -23,7 +23,7 @@ from indexer.config import cache_dir  # noqa: E402
 from indexer.errors import ModelError  # noqa: E402
 from indexer.model_folder import sha256_file  # noqa: E402
 from indexer.runtime import CPU, open_session  # noqa: E402
-from indexer.stage_loading import STAGE_FILES, cut_version, load_stages  # noqa: E402
+from indexer.stage_loading import ROWS_FILE, STAGE_FILES, cut_version, load_stages  # noqa: E402
 from indexer.staged import SpanBatch  # noqa: E402
 
 GRAPH = default_model_dir() / "encoder.int8.onnx"
@@ -115,7 +115,7 @@ def test_a_damaged_entry_is_cut_again_and_replaced(tmp_path, reference, damage, 
         np.testing.assert_array_equal(a, b)
     assert "made again" in caplog.text or "cut again" in caplog.text
     entry = stage_cache.read(tmp_path, folder.name)  # replaced by a whole, matching entry
-    assert entry is not None and set(entry.files) == set(STAGE_FILES) and entry.facts["cuts"]["width_buckets"] == 16
+    assert entry is not None and set(entry.files) == {*STAGE_FILES, ROWS_FILE} and entry.facts["cuts"]["width_buckets"] == 16
 
 
 def test_cached_stages_give_the_cut_stages_answers_exactly(tmp_path, reference):

@@ -167,6 +167,7 @@ def test_staged_runner_cuts_exported_graphs_and_agrees(exported, graph, cos_min)
     out, _ = exported
     stages = load_stages(out / graph, lambda data: open_session(data, CPU))
     assert stages is not None
+    assert (stages.row_cuts is not None) == (stages.cuts.span_last is not None)  # covered_rows finds its cut
     feeds = _inputs(np.random.default_rng(11), 3, 36, 40, pad=True)
     b, s = feeds["span_starts"].shape
     rows = np.repeat(np.arange(b), s)
@@ -188,7 +189,10 @@ def test_staged_runner_cuts_exported_graphs_and_agrees(exported, graph, cos_min)
         assert got.candidate_scores is None
     kept = np.nonzero(keep)[0]
     assert kept.size > 10 and np.array_equal(got.kept, kept)
-    assert (got.vectors * whole[1].reshape(b * s, -1)[kept]).sum(-1).min() >= cos_min
+    # with a span side's own layers the int8 rows graph quantises over the kept spans' tokens alone
+    # (indexer/covered_rows.py; here 0.9991 on random weights); float32 is the same computation
+    span_min = 0.998 if stages.row_cuts is not None and "int8" in graph else cos_min
+    assert (got.vectors * whole[1].reshape(b * s, -1)[kept]).sum(-1).min() >= span_min
     assert (got.base_vectors * whole[2].reshape(b * s, -1)[kept]).sum(-1).min() >= cos_min
 
 
