@@ -15,6 +15,9 @@ Engines, run interleaved in one process (round r runs them all, the order rotate
 - ``encode-whole``: the same, but the whole graph embeds every candidate span (issue 14's "before",
   run window by window as today's runtime runs; ``baseline-whole`` batches windows as it did then).
 - ``index``: ``NerIndex.index`` into a fresh temporary embedded store (encode + write).
+- ``encode-every-token`` (``--engines``): ``encode`` with the span side's copy of the top layers
+  run on every token, as before ``indexer/covered_rows.py`` (its rows graph left out of the cut);
+  the ratio ``encode / encode-every-token`` is printed beside the baseline ratios.
 - ``encode-batched`` (``--engines``): ``encode`` as it ran before batch-invariant encoding: windows
   batched by length (``--batch-size``), one session and staged runner of ``--threads`` threads; the
   ratio ``encode / encode-batched`` is printed beside the baseline ratios.
@@ -71,8 +74,9 @@ BASELINE_ENGINES = ("baseline", "baseline-whole", "baseline-index", "baseline-wh
 # which baseline each engine is divided by: encoding by encoding, indexing by indexing (an audit:
 # `index` was divided by the baselines' encode alone, and read as "0.2.0's indexing throughput")
 BASELINE_PAIRS = (("encode", "baseline"), ("encode", "baseline-whole"), ("index", "baseline-index"),
-                  ("index", "baseline-whole-index"), ("encode", "encode-batched"), ("index", "encode-batched"))
-ALL_ENGINES = DEFAULT_ENGINES + ("encode-batched", "onnx-fp32", "torch-eager") + BASELINE_ENGINES
+                  ("index", "baseline-whole-index"), ("encode", "encode-batched"), ("index", "encode-batched"),
+                  ("encode", "encode-every-token"))
+ALL_ENGINES = DEFAULT_ENGINES + ("encode-batched", "encode-every-token", "onnx-fp32", "torch-eager") + BASELINE_ENGINES
 
 
 
@@ -198,6 +202,13 @@ def build_engines(names: list[str], args: argparse.Namespace, passages: list) ->
     if "encode-batched" in names:  # the runtime before batch-invariant encoding
         batched = batched_encoder(enc, args.threads, staged=True)
         engines["encode-batched"] = lambda: batched.encode(passages, batch_size=args.batch_size)
+    if "encode-every-token" in names:  # the span side's last layer on every token (no rows graph)
+        from indexer.stage_loading import load_stages
+
+        every = OnnxEncoder(enc.info, enc.session, enc.tokenizer, provider=enc.provider, catalog=enc.catalog,
+                            workers=enc.workers, stages=lambda: load_stages(
+                                graph_path, lambda data: open_session(data, CPU, threads=1, name=graph_path), rows=False))  # fmt: skip
+        engines["encode-every-token"] = lambda: every.encode(passages, batch_size=args.batch_size)
     if {"onnx-fp32", "torch-eager"} & set(names):
         engines.update(torch_engines(args, folder, enc, passages))
     if set(BASELINE_ENGINES) & set(names):

@@ -58,7 +58,7 @@ def _release(distribution: str) -> str:
 
 
 def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: Path | None = None, *,
-                expected: str | None = None) -> StagedGraph | None:  # fmt: skip
+                expected: str | None = None, rows: bool = True) -> StagedGraph | None:  # fmt: skip
     """The staged runner of a graph file, or ``None`` (logged) when the graph cannot be cut.
 
     ``open_graph`` makes an onnxruntime session of serialised graph bytes (the encoder's provider
@@ -66,15 +66,18 @@ def load_stages(graph_path: Path, open_graph: Callable[[bytes], object], cache: 
     has them; otherwise they are cut here, which needs ``onnx`` (the ``[cpu]`` extra), and kept there.
     ``expected``: the sha256 model.json records for the graph (:class:`ModelError` when the bytes
     read are others: the encoder cuts at its first passage, and a folder replaced since it was
-    loaded gave another model's spans under the first one's stamp, an audit).
+    loaded gave another model's spans under the first one's stamp, an audit). ``rows=False`` leaves
+    out :mod:`.covered_rows`' graph (the span side on every token: ``bench/bench_indexing.py``'s
+    ``encode-every-token`` engine); it is cut in the process, never cached.
     """
     staged = None
+    cache = cache if rows else None
     if cache is not None:
         digest = _unchanged(graph_path, sha256_file(graph_path), expected)
         cached = stage_cache.read(cache, stage_cache.entry_key(digest, cut_version()), graph_path.parent)
         staged = None if cached is None else _from_entry(cached, graph_path, open_graph)
     if staged is None:
-        digest, entry = cut_graph(graph_path, expected=expected)
+        digest, entry = cut_graph(graph_path, expected=expected, rows=rows)
         if entry is None:
             return None
         stage_cache.write(cache, stage_cache.entry_key(digest, cut_version()), entry)
@@ -109,7 +112,7 @@ def _from_entry(entry: stage_cache.Entry, graph_path: Path, open_graph: Callable
         return None
 
 
-def cut_graph(graph_path: Path, *, expected: str | None = None) -> tuple[str, stage_cache.Entry | None]:
+def cut_graph(graph_path: Path, *, expected: str | None = None, rows: bool = True) -> tuple[str, stage_cache.Entry | None]:
     """(the sha256 of the graph file's bytes, the cut graphs of those very bytes (three, and
     :mod:`.covered_rows`' fourth where the span side has its own layers) and where they were cut,
     or why the graph runs whole: the fact ``whole``); no entry (logged) without the
@@ -139,7 +142,7 @@ def cut_graph(graph_path: Path, *, expected: str | None = None) -> tuple[str, st
         cuts = find_cuts(model)
     except ModelError as exc:
         return digest, stage_cache.Entry({"whole": str(exc)}, {}, sources)
-    rows = _row_cuts(model, cuts, graph_path)
+    rows = _row_cuts(model, cuts, graph_path) if rows else None
     floats = tuple(n for n in (cuts.entity_in, cuts.adapter_in, cuts.base_in, cuts.span_base_in) if n)
     named_out = {*floats, *cuts.width_in, *((rows.entity, rows.mask, rows.layer_in, *rows.adapter_inputs) if rows else ())}
     if not named_out <= {v.name for v in model.graph.value_info}:
