@@ -89,9 +89,14 @@ def find_row_cuts(model: Any, proj: str, span_last: str) -> RowCuts:
     made = g.outputs_of(between)
     gathered = tuple(dict.fromkeys(x for i in between for x in g.nodes[i].input
                                    if x and x not in made and x != span_last and not g.fixed(x)))  # fmt: skip
+    below = g.descendants({layer.input})
     for name in gathered:  # only whole-window states may be gathered by rows: inputs of one Concat
         if any(g.nodes[i].op_type != "Concat" for i in g.consumers.get(name, []) if i in between):
             raise ModelError(f"the adapter's projection reads {name} other than through a Concat")
+        # the layer's own input, or a state made from it (a review: feature layers (5, 6) with one
+        # copied layer read the copy's input, which the rows graph takes already)
+        if name in (layer.input, layer.mask) or g.producer.get(name) in below:
+            raise ModelError(f"the adapter's projection reads {name}, which the span layer's input makes")
     return RowCuts(layer.input, layer.mask, gathered, entity, adapter, parts)
 
 

@@ -150,6 +150,8 @@ def cut_graph(graph_path: Path, *, expected: str | None = None, rows: bool = Tru
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
     if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
         return digest, stage_cache.Entry({"whole": "its span layers are not float32"}, {}, sources)
+    rows_bytes = _rows_graph(model, rows, cuts, graph_path) if rows is not None else None
+    rows = rows if rows_bytes is not None else None
     extract = Extractor(model).extract_model
     tokens_out = ([cuts.proj, cuts.last, "passage_vectors"] + ([cuts.span_last] if cuts.span_last else []) if rows is None
                   else [rows.entity, cuts.last, "passage_vectors", rows.layer_in, rows.mask, *rows.adapter_inputs])  # fmt: skip
@@ -161,9 +163,26 @@ def cut_graph(graph_path: Path, *, expected: str | None = None, rows: bool = Tru
     files = {name: g.SerializeToString() for name, g in zip(STAGE_FILES, graphs)}
     facts: dict = {"cuts": cuts.facts()}
     if rows is not None:
-        files[ROWS_FILE] = rows_graph(model, rows, cuts.span_last).SerializeToString()
+        files[ROWS_FILE] = rows_bytes
         facts["rows"] = rows.facts()
     return digest, stage_cache.Entry(facts, files, sources)
+
+
+def _rows_graph(model: object, rows: RowCuts, cuts: Cuts, graph_path: Path) -> bytes | None:
+    """:mod:`.covered_rows`' graph, serialised; None (logged: the span side then runs on every
+    token) where the attention mask is not one row per window ([B, 1, 1, T]: the queries may then
+    be fewer than the keys) or the graph cannot be made (a review: it raised instead of falling back)."""
+    shapes = {v.name: v.type.tensor_type.shape for v in model.graph.value_info}
+    mask = shapes.get(rows.mask)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in mask.dim] if mask is not None else []
+    if len(dims) != 4 or dims[1:3] != [1, 1]:
+        log.info("%s: its span side's last layer runs on every token (its attention mask is not [B, 1, 1, T])", graph_path)
+        return None
+    try:
+        return rows_graph(model, rows, cuts.span_last).SerializeToString()
+    except (ModelError, ValueError, KeyError) as exc:
+        log.info("%s: its span side's last layer runs on every token (%s)", graph_path, exc)
+        return None
 
 
 def _row_cuts(model: object, cuts: Cuts, graph_path: Path) -> RowCuts | None:

@@ -169,3 +169,28 @@ def test_the_span_sides_last_layer_runs_on_kept_tokens_and_without_its_cut_on_al
         np.testing.assert_array_equal(a.kept, b.kept)
         np.testing.assert_array_equal(a.passage_vectors, b.passage_vectors)
         assert a.kept.size and (a.vectors * b.vectors).sum(-1).min() >= SPAN_COS_MIN
+        # the three graphs still give the whole graph's span vectors within the old bound
+        starts, ends = item.spans[None, :, 0], item.spans[None, :, 1]
+        want = staged.session.run(["span_vectors"], {"input_ids": ids, "attention_mask": mask, "span_starts": starts,
+                                                     "span_ends": ends})[0][0][b.kept]  # fmt: skip
+        assert (b.vectors * want).sum(-1).min() >= COS_MIN
+
+
+def test_an_adapter_reading_the_span_layers_input_keeps_the_copy_on_every_token(tmp_path, caplog):
+    """A review: with feature layers (5, 6) and one copied layer the adapter's projection reads the
+    copy's own input, which the rows graph takes already (onnxruntime refused the graph and encoding
+    failed). Here the shipped graph's adapter is made to read it: the span side runs on every token."""
+    from indexer.covered_rows import find_row_cuts
+
+    graph = onnx.load(str(default_model_dir() / "encoder.int8.onnx"))
+    cuts = find_cuts(graph)
+    rc = find_row_cuts(graph, cuts.proj, cuts.span_last)
+    concat = next(n for n in graph.graph.node if n.op_type == "Concat" and cuts.span_last in n.input)
+    concat.input[list(concat.input).index(rc.adapter_inputs[0])] = rc.layer_in
+    path = tmp_path / "g.onnx"
+    onnx.save(graph, str(path))
+    with pytest.raises(ModelError, match="span layer's input"):
+        find_row_cuts(graph, cuts.proj, cuts.span_last)
+    with caplog.at_level(logging.INFO, logger="indexer.stage_loading"):
+        plain = load_stages(path, lambda data: open_session(data, CPU))
+    assert plain is not None and plain.row_cuts is None and "runs on every token" in caplog.text
