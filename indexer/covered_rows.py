@@ -126,7 +126,7 @@ def rows_graph(model: Any, rc: RowCuts, span_last: str) -> Any:
 
     def rewire(i: int, tensor: str, to: str) -> None:
         node = g.nodes[i]
-        node.input[list(node.input).index(tensor)] = to
+        node.input[:] = [to if name == tensor else name for name in node.input]  # every use (a review)
 
     rewire(layer.query, layer.query_in, rows_of(layer.query_in))
     rewire(layer.residual, rc.layer_in, rows_of(rc.layer_in))

@@ -24,7 +24,7 @@ from . import covered_rows, stage_cache
 from .covered_rows import RowCuts, find_row_cuts, rows_graph
 from .errors import ModelError
 from .model_folder import CANDIDATE_OUTPUT, sha256_file
-from .staged import Cuts, StagedGraph, find_cuts
+from .staged import Cuts, StagedGraph, find_cuts, split_layout
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +171,20 @@ def cut_graph(graph_path: Path, *, expected: str | None = None, rows: bool = Tru
 def _rows_graph(model: object, rows: RowCuts, cuts: Cuts, graph_path: Path) -> bytes | None:
     """:mod:`.covered_rows`' graph, serialised; None (logged: the span side then runs on every
     token) where the attention mask is not one row per window ([B, 1, 1, T]: the queries may then
-    be fewer than the keys) or the graph cannot be made (a review: it raised instead of falling back)."""
-    shapes = {v.name: v.type.tensor_type.shape for v in model.graph.value_info}
-    mask = shapes.get(rows.mask)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in mask.dim] if mask is not None else []
-    if len(dims) != 4 or dims[1:3] != [1, 1]:
-        log.info("%s: its span side's last layer runs on every token (its attention mask is not [B, 1, 1, T])", graph_path)
-        return None
+    be fewer than the keys), the fused projection's layout does not fit its two sources, or the
+    graph cannot be made (a review: it raised instead of falling back)."""
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in model.graph.value_info}  # fmt: skip
+    if shapes.get(rows.mask, [])[1:3] != [1, 1] or len(shapes.get(rows.mask, [])) != 4:
+        return _every_token(graph_path, "its attention mask is not [B, 1, 1, T]")
+    width = (shapes.get(rows.entity) or [None])[-1]
+    if not width:
+        return _every_token(graph_path, "the width of the entity heads' projection is not known")
     try:
+        split_layout(rows, width, cuts.adapter_hidden, cuts.entity_bias.shape[0])
         return rows_graph(model, rows, cuts.span_last).SerializeToString()
     except (ModelError, ValueError, KeyError) as exc:
-        log.info("%s: its span side's last layer runs on every token (%s)", graph_path, exc)
-        return None
+        return _every_token(graph_path, str(exc))
 
 
 def _row_cuts(model: object, cuts: Cuts, graph_path: Path) -> RowCuts | None:
@@ -193,5 +195,9 @@ def _row_cuts(model: object, cuts: Cuts, graph_path: Path) -> RowCuts | None:
     try:
         return find_row_cuts(model, cuts.proj, cuts.span_last)
     except ModelError as exc:
-        log.info("%s: its span side's last layer runs on every token (%s)", graph_path, exc)
-        return None
+        return _every_token(graph_path, str(exc))
+
+
+def _every_token(graph_path: Path, why: str) -> None:
+    """Say why the span side's last layer runs on every token (no rows graph)."""
+    log.info("%s: its span side's last layer runs on every token (%s)", graph_path, why)

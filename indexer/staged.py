@@ -37,6 +37,7 @@ count) or over the kept spans alone (``tests/test_staged.py`` bounds it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -257,11 +258,12 @@ class StagedGraph:
         if rc is None:
             names = [c.proj, c.last, "passage_vectors"] + ([c.span_last] if c.span_last else [])
             proj, last, passage, *span_last = self.tokens.run(names, feeds)
+            span_last = span_last[0] if span_last else None
             layout = _Layout.of(proj.shape[-1], c.adapter_hidden, c.entity_bias.shape[0])
         else:  # the span side's last layer and the adapter's projection come after detection
             proj, last, passage, *full = self.tokens.run([rc.entity, c.last, "passage_vectors", rc.layer_in, rc.mask,
                                                           *rc.adapter_inputs], feeds)  # fmt: skip
-            layout = _split_layout(rc, proj.shape[-1], c)
+            layout = split_layout(rc, proj.shape[-1], c.adapter_hidden, c.entity_bias.shape[0])
         rows, starts, ends = spans.rows, spans.starts, spans.ends
         width = np.maximum(ends - starts + 1, 1).astype(np.float32)[:, None]
         # [N, hh] sums in a reused array (~1,000 spans a passage: fresh pages for each cost more than the sums)
@@ -291,25 +293,26 @@ class StagedGraph:
         if rc is not None:
             at = covered_rows(ks, ke, ids.shape[1])
             feeds = {rc.layer_in: full[0], rc.mask: full[1], **dict(zip(rc.adapter_inputs, full[2:])), ROWS_INPUT: at}
-            span_top, proj = self.rows.run([c.span_last, rc.adapter], feeds)
-            span_last = [span_top]
+            span_last, proj = self.rows.run([c.span_last, rc.adapter], feeds)
             qs, qe = np.searchsorted(at, ks), np.searchsorted(at, ke)  # a kept span's tokens are consecutive rows
         adapter = _span_sums(proj[..., layout.mean_a], kr, qs, qe, kw, out=grab("adapter", k, ha), grab=grab,
                              edges=((proj, layout.start_a), (proj, layout.end_a)))  # fmt: skip
         base = _span_sums(last, kr, ks, ke, kw, out=grab("base", k, dims), grab=grab)
         feeds = {c.adapter_in: adapter[None], c.base_in: base[None]}
         if c.span_base_in:
-            feeds[c.span_base_in] = _span_sums(span_last[0], kr, qs, qe, kw, out=grab("span_base", k, dims), grab=grab)[None]
+            feeds[c.span_base_in] = _span_sums(span_last, kr, qs, qe, kw, out=grab("span_base", k, dims), grab=grab)[None]
         names = ["span_vectors", "span_base_vectors"] if with_base else ["span_vectors"]
         out = self.vectors.run(names, feeds)
         return StagedResult(scores, candidates, kept, out[0][0], out[1][0] if with_base else None, passage)
 
 
-def _split_layout(rc: RowCuts, entity_width: int, c: Cuts) -> "_Layout":
+@functools.lru_cache(maxsize=8)
+def split_layout(rc: RowCuts, entity_width: int, adapter_hidden: int, entity_hidden: int) -> "_Layout":
     """The fused projection's layout rebased onto its two sources (:mod:`.covered_rows`): the
-    adapter's columns (``*_a``) within the adapter's projection, the entity heads' within theirs."""
-    widths = (entity_width, 3 * c.adapter_hidden)
-    fused = _Layout.of(sum(widths), c.adapter_hidden, c.entity_bias.shape[0])
+    adapter's columns (``*_a``) within the adapter's projection, the entity heads' within theirs.
+    Checked when the graph is cut (:mod:`.stage_loading`), made once per model, not per window."""
+    widths = (entity_width, 3 * adapter_hidden)
+    fused = _Layout.of(sum(widths), adapter_hidden, entity_hidden)
     parts = {f.name: rc.split(getattr(fused, f.name), widths) for f in dataclasses.fields(fused) if f.name != "context"}
     if any(parts[name][0] != (1 if name.endswith("_a") else 0) for name in parts):
         raise ModelError("the fused projection's adapter and entity columns are not in their own sources")
