@@ -76,6 +76,9 @@ def test_parse_search_reads_paging_filters_facets_and_fields():
         ({"state": {"filters": [{"field": "y", "type": "none", "values": ["\ufdd02020"]}]}}, "starts with U\\+FDD0"),
         ({"state": {"filters": [{"field": "y", "type": "none", "values": [float("inf")]}]}}, "not a finite number"),
         ({"state": [], "queryConfig": {}}, "JSON object"),
+        # an audit: a request-state key beside "state" was ignored, and the search answered empty
+        ({"searchTerm": "river"}, 'searchTerm belongs inside "state"'),
+        ({"state": {"searchTerm": "river"}, "current": 2}, 'current belongs inside "state"'),
         # an audit: a sort was answered in relevance order as if applied
         ({"state": {"sortField": "score", "sortDirection": "asc"}}, "sorting by score asc is not supported"),
         ({"state": {"sortField": "id"}}, "sorting by id desc"),
@@ -94,6 +97,11 @@ def test_parse_search_reads_paging_filters_facets_and_fields():
 def test_parse_search_refuses_what_it_cannot_answer(body, message):
     with pytest.raises(SearchError, match=message):
         searchui.parse_search(body, **LIMITS)
+
+
+def test_autocomplete_refuses_a_search_term_beside_state():
+    with pytest.raises(SearchError, match='searchTerm belongs inside "state"'):
+        searchui.parse_autocomplete({"searchTerm": "riv"}, max_phrase_chars=50, max_page_size=10)
 
 
 def test_relevance_order_is_the_sort_search_ui_may_ask_for():

@@ -120,6 +120,21 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+# Search UI's RequestState keys: ApiProxyConnector sends them inside "state", never beside it
+STATE_KEYS = ("searchTerm", "filters", "current", "resultsPerPage", "sortField", "sortDirection", "sortList")
+
+
+def _request_state(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body's ``state``. Unknown keys are ignored for Search UI's sake, but a request-state key
+    beside ``state`` is refused: ignored, ``{"searchTerm": "river"}`` was answered as an empty search
+    (``wasSearched`` false), which reads as "no matches" to a hand-written client."""
+    misplaced = [k for k in STATE_KEYS if k in body]
+    if misplaced:
+        raise SearchError(f"{', '.join(misplaced)} belongs inside \"state\" "
+                          '(the body is {"state": {"searchTerm": ...}, "queryConfig": {...}})')
+    return _as_dict(body.get("state"), "state")
+
+
 def _positive_int(value: Any, what: str, default: int) -> int:
     if value is None:
         return default
@@ -192,7 +207,7 @@ def parse_search(
     max_filters: int = 32,
 ) -> SearchPlan:
     """The body ApiProxyConnector posts to /search → a SearchPlan (SearchError when malformed)."""
-    state = _as_dict(body.get("state"), "state")
+    state = _request_state(body)
     config = _as_dict(body.get("queryConfig"), "queryConfig")
     term = _search_term(state, max_phrase_chars)
     filters = parse_filters(config.get("filters")) + parse_filters(state.get("filters"))
@@ -354,7 +369,7 @@ def _search_term(state: Mapping[str, Any], max_phrase_chars: int) -> str:
 
 def parse_autocomplete(body: Mapping[str, Any], *, max_phrase_chars: int, max_page_size: int) -> AutocompletePlan:
     """The body ApiProxyConnector posts to /autocomplete → an AutocompletePlan."""
-    state = _as_dict(body.get("state"), "state")
+    state = _request_state(body)
     config = _as_dict(body.get("queryConfig"), "queryConfig")
     term = _search_term(state, max_phrase_chars)
     suggestions = _as_dict(config.get("suggestions"), "queryConfig.suggestions")
