@@ -588,6 +588,20 @@ def searchui(client, path: str, state: dict, query_config: dict | None = None) -
     return response.json()
 
 
+def test_searchui_refuses_request_state_beside_state(low_client):
+    """An audit: the body model dropped unknown keys before the parser's check, so a filter beside
+    ``state`` was lost (an unfiltered answer, 200) and a top-level searchTerm answered empty."""
+    for path, body in (
+        ("/api/search", {"state": {"searchTerm": "person"}, "filters": [{"field": "topic", "values": ["science"]}]}),
+        ("/api/search", {"searchTerm": "river"}),
+        ("/api/search", {"state": {"searchTerm": "person", "resultsPerPage": 5}, "current": 2}),
+        ("/api/autocomplete", {"searchTerm": "dino"}),
+    ):
+        assert 'belongs inside "state"' in error_of(low_client.post(path, json=body), 400)
+    # keys Search UI does not define are still ignored
+    assert low_client.post("/api/search", json={"state": {"searchTerm": "person"}, "extra": 1}).status_code == 200
+
+
 def test_searchui_search_answers_with_a_response_state(low_client, web_index):
     everything = web_index.search("dinosaur", min_similarity=LOW, exhaustive=True)
     state = searchui(

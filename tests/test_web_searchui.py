@@ -78,6 +78,10 @@ def test_parse_search_reads_paging_filters_facets_and_fields():
         ({"state": [], "queryConfig": {}}, "JSON object"),
         # an audit: a request-state key beside "state" was ignored, and the search answered empty
         ({"searchTerm": "river"}, 'searchTerm belongs inside "state"'),
+        ({"state": {"searchTerm": 0}}, "searchTerm must be a string"),
+        ({"state": {"searchTerm": False}}, "searchTerm must be a string"),
+        ({"state": {"searchTerm": "x"}, "queryConfig": {"facets": {"topic": {"type": "value", "sort": "bogus"}}}},
+         "sort 'bogus' is not supported"),
         ({"state": {"searchTerm": "river"}, "current": 2}, 'current belongs inside "state"'),
         # an audit: a sort was answered in relevance order as if applied
         ({"state": {"sortField": "score", "sortDirection": "asc"}}, "sorting by score asc is not supported"),
@@ -280,3 +284,10 @@ def test_autocomplete_plan_and_state():
     assert set(state["autocompletedSuggestions"]["hits"][0]["result"]) == {"title", "id", "_meta"}
     assert len(state["autocompletedResults"]) == 2
     assert state["autocompletedResults"][0]["text"]["snippet"].startswith("<em>")
+    # an audit: a hit ranked by a candidate alone (no mark) is not on Search UI's results page, so
+    # it is not offered here either
+    hits = [hit(0, spans=()), hit(1), hit(2, spans=()), hit(3)]
+    state = searchui.autocomplete_state(plan, suggestions=[], hits=hits)
+    assert [r["id"]["raw"] for r in state["autocompletedResults"]] == ["p1", "p3"]
+    with pytest.raises(SearchError, match="above the limit of 1"):
+        searchui.parse_autocomplete(body, max_phrase_chars=50, max_page_size=1)

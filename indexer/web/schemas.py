@@ -169,9 +169,12 @@ class ErrorResponse(BaseModel):
 
 
 class SearchUIBody(RequestBody):
-    """What Search UI's ApiProxyConnector posts: its request state and query config."""
+    """What Search UI's ApiProxyConnector posts: its request state and query config. Other keys
+    are kept, not dropped, so that :func:`.searchui.parse_search` can refuse a request-state key
+    sent beside ``state`` (it ignores the rest): dropped here, a filter so placed was lost and the
+    search answered unfiltered (an audit)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     state: dict[str, Any] = Field(default_factory=dict)
     queryConfig: dict[str, Any] = Field(default_factory=dict)

@@ -231,6 +231,8 @@ def parse_search(
         if spec.get("type", "value") != "value":
             continue  # range and geo facets have no nerindex equivalent
         sort = spec.get("sort") or "count"
+        if sort not in ("count", "value"):  # was answered by count as if asked for (an audit)
+            raise SearchError(f"facet {name!r}: sort {sort!r} is not supported; use count or value")
         if not is_metadata_filter_key(name):
             continue  # no filter takes it, so no facet is offered for it (as the JSON API leaves it out)
         facets.append(FacetSpec(name, _positive_int(spec.get("size"), "facet size", DEFAULT_FACET_SIZE), sort))
@@ -358,8 +360,9 @@ class AutocompletePlan:
 
 def _search_term(state: Mapping[str, Any], max_phrase_chars: int) -> str:
     """The stripped ``searchTerm`` of a Search UI state, checked for type and length."""
-    term = state.get("searchTerm") or ""
-    if not isinstance(term, str):
+    term = state.get("searchTerm")
+    term = "" if term is None else term
+    if not isinstance(term, str):  # 0 and false were read as an empty term (an audit)
         raise SearchError("searchTerm must be a string")
     term = term.strip()
     if len(term) > max_phrase_chars:
@@ -377,7 +380,9 @@ def parse_autocomplete(body: Mapping[str, Any], *, max_phrase_chars: int, max_pa
     results_size, results_fields = None, None
     if config.get("results") is not None:
         results = _as_dict(config.get("results"), "queryConfig.results")
-        results_size = min(_positive_int(results.get("resultsPerPage"), "resultsPerPage", size), max_page_size)
+        results_size = _positive_int(results.get("resultsPerPage"), "resultsPerPage", min(size, max_page_size))
+        if results_size > max_page_size:  # refused as /api/search refuses it, not cut (an audit)
+            raise SearchError(f"resultsPerPage {results_size} is above the limit of {max_page_size}")
         rf = results.get("result_fields")
         results_fields = frozenset(rf) if isinstance(rf, dict) and rf else None
     catalog_types, result_types = [], []
@@ -414,7 +419,12 @@ def autocomplete_state(
     suggestions: Sequence[str],
     hits: Sequence[Hit] = (),
 ) -> dict[str, Any]:
-    """Search UI's AutocompleteResponseState from catalog suggestions and (optional) top hits."""
+    """Search UI's AutocompleteResponseState from catalog suggestions and (optional) top hits.
+
+    Only hits with a marked mention are results: the passages Search UI's search returns for the
+    term (the ``--all`` set), so a result offered here is on the results page too. A top-k hit
+    ranked by a candidate span alone had been offered here and then missing there (an audit)."""
+    hits = [h for h in hits if h.spans]
     sections: dict[str, list[dict[str, Any]]] = {}
     for name in plan.suggestion_types:
         # No "highlight": Search UI renders it as HTML; the plain suggestion is rendered as text.

@@ -295,7 +295,8 @@ class SearchService:
         hits: list[Hit] = []
         wants_hits = plan.results_size is not None or plan.result_types
         if wants_hits and plan.search_term:
-            size = max(plan.results_size or 0, plan.size)
+            # twice as many as shown: hits ranked by a candidate alone are left out (autocomplete_state)
+            size = min(2 * max(plan.results_size or 0, plan.size), self.limits.max_page_size)
             hits = self.top(SearchQuery.build(plan.search_term, threshold=self.threshold), size)
         return searchui.autocomplete_state(plan, suggestions=suggestions, hits=hits)
 
