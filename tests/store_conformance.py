@@ -282,6 +282,19 @@ class StoreConformance:
         assert [h.id for h in self.search(store, RIVER, text="मोदी")] == ["h1"]
         assert [h.id for h in self.search(store, RIVER, text="Sa\u0303o")] == ["s1"]
 
+    def test_emoji_are_no_words_in_either_store(self, store, stamp):
+        """An audit: the embedded store took an emoji's variation selector (U+FE0F, a mark) for a
+        word, so ``☀️`` matched any passage with an emoji written with one, while Elasticsearch
+        made each emoji a required term, so "Messi 😀" found nothing there and Messi here."""
+        store.check_model(stamp)
+        store.write([doc("a", "Lionel Messi scored in Barcelona \u2764\ufe0f tonight.", [("Messi", RIVER)]),
+                     doc("b", "Lionel Messi scored in Paris tonight.", [("Messi", RIVER)]),
+                     doc("c", "Serena Williams won in London \U0001f600.", [("Serena", RIVER)])])  # fmt: skip
+        assert {h.id for h in self.search(store, RIVER, text="Messi \U0001f600")} == {"a", "b"}
+        assert {h.id for h in self.search(store, RIVER, text="Messi \u2600\ufe0f Paris")} == {"b"}
+        with pytest.raises(SearchError, match="no words"):
+            self.search(store, RIVER, text="\u2600\ufe0f")
+
     def test_no_match(self, loaded):
         assert self.search(loaded, unit(0, 0, 0, 1)) == []
 

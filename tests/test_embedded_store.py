@@ -106,6 +106,14 @@ def test_text_words_are_the_full_text_index_tokens():
         assert [w.lower() for w in text_words(text)] == tokens, (text, tokens)
 
 
+def test_marks_alone_are_no_word_and_symbols_no_match_text():
+    from indexer.stores.base import match_text, text_words
+
+    assert text_words("\u2600\ufe0f Messi \u0301 #\ufe0f\u20e3") == ["Messi"]
+    assert text_words("Sa\u0303o \u0301e") == ["Sa\u0303o", "\u0301e"]  # a mark before a letter stays
+    assert match_text("Messi \U0001f600 \u00a9 S\u00e3o").split() == ["Messi", "S\u00e3o"]
+
+
 def test_a_text_without_words_is_refused_when_the_request_is_made():
     with pytest.raises(SearchError, match="no words"):
         SearchRequest(vector=DINO, min_similarity=0.5, text="?!")

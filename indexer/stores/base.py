@@ -201,19 +201,30 @@ def text_words(text: str) -> list[str]:
     and "o" (which then matched nothing) and the Hindi "मोदी" at its vowel signs into "म" and "द"
     (which matched passages holding both letters anywhere: an audit); it also took "_" for a word
     character, which the index splits at, and a private-use character for none, which it keeps.
+
+    A run of marks alone is not a word: the variation selector after an emoji ("☀️" is U+2600
+    U+FE0F) is a mark, so ``--text ☀️`` asked for that selector and matched every passage with any
+    emoji written with one (an audit); such a text has no words and is refused, as "😀" is.
     """
     words: list[str] = []
     word: list[str] = []
-    for ch in text:
+    for ch in (*text, " "):
         category = unicodedata.category(ch)
         if category[0] in "LNM" or category == "Co":
             word.append(ch)
         elif word:
-            words.append("".join(word))
+            if not all(unicodedata.category(c)[0] == "M" for c in word):
+                words.append("".join(word))
             word = []
-    if word:
-        words.append("".join(word))
     return words
+
+
+def match_text(text: str) -> str:
+    """``text`` for a store whose analyzer finds the words (Elasticsearch's ``match``), with its
+    symbols (emoji, ©, ...) made spaces. The embedded store's index never takes a symbol for a word
+    (:func:`text_words`), while Elasticsearch's standard tokenizer makes each emoji a term, so
+    ``--text "Messi 😀"`` found the Messi passages in one store and none in the other (an audit)."""
+    return "".join(" " if unicodedata.category(ch)[0] == "S" else ch for ch in text)
 
 
 @dataclass(frozen=True)

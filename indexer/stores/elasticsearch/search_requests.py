@@ -30,7 +30,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from ...errors import SearchError
-from ..base import check_passage_weight
+from ..base import check_passage_weight, match_text
 from ..filter_rules import Filters, FilterValue
 from ..filters import field_values
 from .index_requests import (
@@ -111,13 +111,14 @@ def filter_clauses(filters: Filters | None, *, typed: int = FILTER_FORMAT) -> tu
 
 
 def text_filter(text: str) -> dict[str, Any]:
-    """Lexical restriction: every term of ``text`` must occur in the passage text."""
-    return {"match": {"text": {"query": text, "operator": "and"}}}
+    """Lexical restriction: every term of ``text`` must occur in the passage text (its symbols
+    are no terms, as in the embedded store: :func:`..base.match_text`)."""
+    return {"match": {"text": {"query": match_text(text), "operator": "and"}}}
 
 
 def text_boost(text: str, boost: float) -> dict[str, Any]:
     """BM25 boost mode: BM25 on the passage text, added to the vector score (no restriction)."""
-    return {"match": {"text": {"query": text, "boost": float(boost)}}}
+    return {"match": {"text": {"query": match_text(text), "boost": float(boost)}}}
 
 
 # --- search bodies ------------------------------------------------------------------------------
