@@ -48,9 +48,14 @@ class ModelMismatchError(NerindexError):
 
 
 class StoreError(NerindexError):
-    """The store (SQLite folder or Elasticsearch index) cannot do what was asked."""
+    """The store (SQLite folder or Elasticsearch index) cannot do what was asked.
+
+    ``stored``: passages of a failed write that the store holds all the same. The embedded store
+    writes a chunk in one transaction (0); Elasticsearch sends one in bulk requests of 200, and those
+    answered before the failure stay (an audit: a lost connection said "0 stored" of 200 stored)."""
 
     exit_code = 5
+    stored: int = 0
 
 
 class SettingError(StoreError):

@@ -270,8 +270,8 @@ def index_passages(
             if skip_existing
             else "running the same command again completes it (stored passages are encoded again)"
         )
-        stored = report.created + report.updated
-        raise StoreError(f"{exc}; {stored} passage(s) of this run were stored, in whole chunks; {rerun}") from exc
+        stored = report.created + report.updated + exc.stored
+        raise StoreError(f"{exc}; {stored} passage(s) of this run are known to be stored, each whole; {rerun}") from exc
     finally:
         report.seconds = time.perf_counter() - began
     return report

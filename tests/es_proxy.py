@@ -15,9 +15,11 @@ from typing import Iterator
 HOP_BY_HOP = {"connection", "content-length", "host", "keep-alive", "transfer-encoding"}
 
 
-def spoiled_bulk(target: str, *, delay: float = 0.0, status: int | None = None, nth: int | None = 1) -> Iterator[str]:
-    """Yield the URL of a proxy to ``target`` whose ``nth`` ``_bulk`` answer (None: every one)
-    comes ``delay`` s late, or (``status``) is replaced by an empty answer with that status."""
+def spoiled_bulk(target: str, *, delay: float = 0.0, status: int | None = None, nth: int | None = 1,
+                 after: int | None = None) -> Iterator[str]:
+    """Yield the URL of a proxy to ``target`` whose ``nth`` ``_bulk`` answer (None: every one; with
+    ``after``, every one after the first ``after``) comes ``delay`` s late, or (``status``) is replaced
+    by an empty answer with that status."""
     upstream = urllib.parse.urlsplit(target)
     bulks = []
 
@@ -39,7 +41,7 @@ def spoiled_bulk(target: str, *, delay: float = 0.0, status: int | None = None, 
             spoil = False
             if urllib.parse.urlsplit(self.path).path.endswith("/_bulk"):
                 bulks.append(self.path)
-                spoil = nth is None or len(bulks) == nth
+                spoil = len(bulks) > after if after is not None else nth is None or len(bulks) == nth
                 if spoil:
                     time.sleep(delay)  # applied by the server; the client's wait runs out
             if spoil and status is not None:

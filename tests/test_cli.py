@@ -411,7 +411,7 @@ def test_where_on_a_field_no_passage_has_hints(indexed, capsys):
     assert "hint" not in err  # the field exists: the value just matches nothing
     # "topic = politics" looks for " politics" (an audit: an empty answer, no word why)
     code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--where", "topic = politics")
-    assert code == 0 and out == "" and "hint: --where 'topic = politics' matches its value with the spaces" in err
+    assert code == 0 and out == "" and "hint: --where 'topic = politics' matches a text with the spaces" in err
 
 
 def test_type_without_letters_or_digits_hints(indexed, capsys):

@@ -259,6 +259,29 @@ def test_bulk_keeps_per_document_errors_as_data(loaded):
     assert loaded.existing_ids(["b1", "b2", "g1"]) == {"g1"}
 
 
+def test_a_long_id_and_an_id_spelling_its_hash_never_overwrite_each_other(make_live_store, stamp):
+    """An audit: an id over 512 bytes is stored under "sha256:<hex>", also a valid literal id; a
+    passage with that literal id was reported "skipped_changed", then with --reindex-existing
+    "updated" over the long one, which was gone. Now the second of the two fails, the first stays."""
+    store = make_live_store()
+    store.check_model(stamp)
+    long_id = "x" * 600
+    hashed = index_requests.document_id(long_id)
+    nasa, toyota = doc(long_id, "NASA launched.", [("NASA", DINO)]), doc(hashed, "Toyota builds.", [("Toyota", DINO)])
+    assert [(o.ok, o.action) for o in store.write([nasa])] == [(True, "created")]
+    for replace in (True, False):
+        (outcome,) = store.write([toyota], replace=replace)
+        assert not outcome.ok and "is that of passage 'xxx" in outcome.error and "rename one" in outcome.error
+    assert store.existing_ids([long_id, hashed]) == {long_id}
+    assert store.stored_texts([long_id, hashed]) == {long_id: "NASA launched."}
+    # both in one write: the first holds the _id
+    other = make_live_store()
+    other.check_model(stamp)
+    outcomes = other.write([toyota, nasa, doc("p9", "Other.", [])])
+    assert [(o.id, o.ok) for o in outcomes] == [(hashed, True), (long_id, False), ("p9", True)]
+    assert other.existing_ids([long_id, hashed, "p9"]) == {hashed, "p9"}
+
+
 def test_refresh_interval_relaxed_during_writes_and_restored(make_live_store, stamp):
     store = make_live_store()
     store.check_model(stamp)
@@ -355,6 +378,25 @@ def test_a_gateway_that_refuses_every_bulk_request_stops_the_run(make_live_store
                 down.write(corpus(), replace=False)
         finally:
             down.close()
+
+def test_a_write_that_fails_part_way_says_how_many_passages_it_stored(make_live_store, stamp):
+    """An audit: a connection lost after the first bulk request of a chunk said "0 passage(s) of
+    this run were stored, in whole chunks" where 200 were. The error carries what the answered
+    requests stored, and the pipeline's message counts it (tests/test_pipeline.py)."""
+    direct = make_live_store()
+    direct.check_model(stamp)
+    passages = corpus()
+    for url in spoiled_bulk(ES_URL, status=504, after=1):
+        down = open_elasticsearch(resolve(es_url=url, es_index=direct.alias, es_timeout=5.0),
+                                  bulk=BulkOptions(chunk_size=2, initial_backoff=0.05))
+        try:
+            with pytest.raises(StoreError, match="HTTP 504") as failed:
+                down.write(passages)
+        finally:
+            down.close()
+    assert failed.value.stored == 2  # the answered request's; the 504's was applied too, unanswered
+    assert direct.existing_ids([p.passage.id for p in passages]) >= {p.passage.id for p in passages[:2]}
+
 
 def test_only_the_request_without_an_answer_is_sent_again(make_live_store, stamp):
     """Chunks of 2: the second bulk request times out. Passages of the later chunks were never sent,

@@ -153,6 +153,30 @@ def test_an_id_given_twice_in_one_run_keeps_the_first_text_and_the_report_says_s
         assert texts == [first.text]
 
 
+def test_a_write_that_fails_part_way_is_counted_in_the_message(tmp_path, encoder):
+    """Elasticsearch sends a chunk in several bulk requests; one failing after others were answered
+    leaves those stored, and the message said "0 passage(s) of this run were stored" (an audit)."""
+    from indexer.errors import StoreError
+
+    passages = [Passage(f"p{i}", f"Passage number {i} names Paris.") for i in range(4)]
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        real, calls = store.write, []
+
+        def write(docs, **kwargs):
+            calls.append(len(docs))
+            if len(calls) == 1:
+                return real(docs, **kwargs)
+            real(docs[:1], **kwargs)  # a first request answered, then the connection is gone
+            error = StoreError("cannot reach the cluster")
+            error.stored = 1
+            raise error
+
+        store.write = write
+        with pytest.raises(StoreError, match=r"3 passage\(s\) of this run are known to be stored, each whole"):
+            index_passages(passages, encoder, store, chunk_size=2)
+        assert store.counts().passages == 3
+
+
 def test_an_empty_or_blank_text_is_a_failed_passage_not_a_stored_one(tmp_path, encoder):
     items = [Passage("e1", ""), Passage("e2", "   \n"), Passage("ok", "Ada Lovelace wrote the first program.")]
     with EmbeddedStore.open(tmp_path / "s") as store:

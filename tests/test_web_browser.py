@@ -199,6 +199,21 @@ def test_passage_weight_is_sent_only_when_set(page, base_url):
     assert "passage_weight" in page.inner_text("#error")
 
 
+@pytest.mark.parametrize("query, named", [
+    ('?type=person&threshold=0&filters={"topic":"science"', "filters could not be read"),
+    ("?type=person&threshold=0&filters=null", "filters could not be read (not a JSON object)"),
+    ("?type=person&threshold=0.9x", "threshold “0.9x” is not a number"),
+    ("?type=person&threshold=0&passage_weight=abc", "passage_weight “abc” is not a number"),
+])
+def test_a_link_whose_values_cannot_be_read_names_them_and_searches_nothing(page, base_url, query, named):
+    """An audit: a shared link with a truncated filters=… showed the unfiltered results as the
+    link's, and threshold=0.9x or passage_weight=abc quietly became the model's."""
+    open_page(page, base_url, query)
+    page.wait_for_selector("#error:not([hidden])")
+    assert named in page.inner_text("#error") and "Nothing was searched" in page.inner_text("#error")
+    assert hit_ids(page) == []
+
+
 def test_load_more_then_load_all_pages_through_every_match(page, base_url):
     # the broadest of a few types, so the test does not hang on one model's notion of "person"
     kind, expected = max(

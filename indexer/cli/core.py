@@ -322,7 +322,7 @@ def search_command(
         names = ", ".join(repr(name) for name in absent)
         click.echo(f"hint: no stored passage has a field named {names}; --where matches stored metadata exactly", err=True)
     elif not shown and (spaced := [p for p in where if p.partition("=")[2] != p.partition("=")[2].strip()]):
-        click.echo(f"hint: --where {spaced[0]!r} matches its value with the spaces around it; values match exactly",
+        click.echo(f"hint: --where {spaced[0]!r} matches a text with the spaces around it; values match exactly",
                    err=True)  # "topic = science" looked for " science" (an audit: an empty answer, no word why)
     elif not shown and threshold is None and not filters and not text:
         kind = "types it was trained on" if trained else "types it was not trained on"

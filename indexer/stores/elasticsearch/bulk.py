@@ -16,7 +16,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
@@ -52,14 +52,17 @@ def write_documents(
     options: BulkOptions = BulkOptions(),
     typed_filters: int = 0,
     replace: bool = True,
+    answers: dict[int, tuple[bool, dict[str, Any]]] | None = None,
 ) -> list[WriteOutcome]:
     """Index passages into ``index`` (an alias or a concrete index); one outcome per passage;
     ``typed_filters``: the index has ``filter_texts`` (``index_requests.filter_texts``);
-    ``replace=False``: stored ids are left as they are (``skipped``, ``Store.write``)."""
+    ``replace=False``: stored ids are left as they are (``skipped``, ``Store.write``); ``answers``:
+    filled with the server's answer per position as requests are answered, so that a caller whose
+    write fails part way knows what was stored (:func:`stored_count`)."""
     if not docs:
         return []
     actions = list(bulk_actions(docs, stamp, index, typed_filters=typed_filters, replace=replace))
-    answers: dict[int, tuple[bool, dict[str, Any]]] = {}
+    answers = {} if answers is None else answers
     resent: set[int] = set()
     # replacing: which ids were stored before each chunk went out, so that a passage whose first
     # try stored it, unanswered, and whose second try then "updated" it is counted as new (an audit)
@@ -206,6 +209,11 @@ def _match(
 def _item(result: tuple[bool, dict[str, Any]]) -> dict[str, Any]:
     """The item of one ``streaming_bulk`` result ``(ok, {op_type: item})``."""
     return next(iter(result[1].values()), {})
+
+
+def stored_count(answers: Mapping[int, tuple[bool, dict[str, Any]]]) -> int:
+    """Passages the answered bulk items stored (created or updated)."""
+    return sum(o.ok and o.action in ("created", "updated") for o in (_outcome("", a) for a in answers.values()))
 
 
 def _outcome(passage_id: str, answer: tuple[bool, dict[str, Any]] | None) -> WriteOutcome:

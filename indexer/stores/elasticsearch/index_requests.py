@@ -303,12 +303,23 @@ def counts_body() -> dict[str, Any]:
 # --- documents ---------------------------------------------------------------------------------
 
 
+HASHED_ID_PREFIX = "sha256:"
+
+
 def document_id(passage_id: str) -> str:
     """Deterministic ``_id``: the passage id itself, hashed only when Elasticsearch would refuse it."""
     raw = passage_id.encode("utf-8")
     if 0 < len(raw) <= MAX_DOC_ID_BYTES:
         return passage_id
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    return HASHED_ID_PREFIX + hashlib.sha256(raw).hexdigest()
+
+
+def may_share_document_id(passage_id: str) -> bool:
+    """Whether another passage id can have this one's ``_id``: a hashed id is also a valid literal
+    id, so a long id and an id spelling its hash share one document (:meth:`.ElasticsearchStore.write`
+    checks these against the stored passage's own id). Rekeying literal ``sha256:`` ids instead
+    would orphan every such passage of an existing index."""
+    return passage_id.startswith(HASHED_ID_PREFIX) or document_id(passage_id) != passage_id
 
 
 def vector_values(vector: Any) -> list[float]:

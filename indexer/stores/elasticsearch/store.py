@@ -40,12 +40,12 @@ from ..base import (
 )
 from . import responses as rs
 from .aliases import orphans, recheck_target, written_where_checked
-from .bulk import stored_sources, write_documents
+from .bulk import stored_count, stored_sources, write_documents
 from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
 from .index_requests import (
     filter_format, PASSAGE_VECTOR_FIELD, SERVER_FACTS_FILTER, SOURCE_VECTORS_SERVER, counts_body, create_index_body,
-    document_id, document_problem, index_meta, mention_mapped, mention_mapping, next_index_name,
+    document_id, document_problem, index_meta, may_share_document_id, mention_mapped, mention_mapping, next_index_name,
     binary_quantized, passage_vectors_body, quantized, search_template_body, span_vector_index_type,
 )
 from .options import StoreOptions, store_options
@@ -306,14 +306,46 @@ class ElasticsearchStore:
         return {pid: source.get("text", "") for pid, source in self._stored(ids, source=["text"]).items()}
 
     def _stored(self, ids: Sequence[str], *, source: bool | list[str]) -> dict[str, dict[str, Any]]:
-        """{passage id: ``_source`` (empty for ``source=False``)} of the stored passages among ``ids``."""
-        wanted = {document_id(pid): pid for pid in ids}
+        """{passage id: ``_source`` (empty for ``source=False``)} of the stored passages among
+        ``ids``. A document under a passage's ``_id`` that holds another passage (a long id and an
+        id spelling its hash: :func:`.may_share_document_id`) is not that passage's."""
+        wanted: dict[str, list[str]] = {}
+        for pid in ids:
+            wanted.setdefault(document_id(pid), []).append(pid)
+        shared = any(may_share_document_id(pid) for pid in ids)
+        fields = source if not shared or source is True else [*(source or []), "id"]
         with self.errors("look up existing passages"):
             try:
-                found = stored_sources(self.client, self.alias, list(wanted), source=source)
+                found = stored_sources(self.client, self.alias, list(wanted), source=fields)
             except NotFoundError:
                 return {}
-        return {wanted[doc_id]: doc for doc_id, doc in found.items() if doc_id in wanted}
+        return {pid: doc if source is not False else {}
+                for doc_id, doc in found.items() for pid in wanted.get(doc_id, ())
+                if not shared or doc.get("id", pid) == pid}  # fmt: skip
+
+    def _collisions(self, docs: Sequence[EncodedPassage]) -> dict[str, str]:
+        """{passage id: the other passage id holding its ``_id``}, stored or earlier in ``docs``:
+        written, one would overwrite (or with ``replace=False`` "skip") the other (an audit; rare:
+        an id over 512 bytes and another spelling its hash)."""
+        suspects = [doc.passage.id for doc in docs if may_share_document_id(doc.passage.id)]
+        if not suspects:
+            return {}
+        holders: dict[str, str] = {}
+        out: dict[str, str] = {}
+        for pid in suspects:
+            doc_id = document_id(pid)
+            if holders.setdefault(doc_id, pid) != pid:
+                out[pid] = holders[doc_id]
+        with self.errors("look up existing passages"):
+            try:
+                found = stored_sources(self.client, self.alias, sorted(holders), source=["id"])
+            except NotFoundError:
+                found = {}
+        for pid in suspects:
+            other = found.get(document_id(pid), {}).get("id", pid)
+            if other != pid:
+                out.setdefault(pid, other)
+        return out
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
         """Index passages (overwriting the same ids, or with ``replace=False`` leaving them:
@@ -329,8 +361,14 @@ class ElasticsearchStore:
             )
         outcomes: dict[int, WriteOutcome] = {}
         sendable: list[tuple[int, EncodedPassage]] = []
+        collisions = self._collisions(docs)
         for position, doc in enumerate(docs):
             problem = document_problem(doc, stamp.dims)
+            if doc.passage.id in collisions:
+                other = collisions[doc.passage.id]
+                problem = (f"its Elasticsearch _id {document_id(doc.passage.id)!r} is that of passage "
+                           f"{other[:80]!r}{'...' if len(other) > 80 else ''} (an id over 512 bytes is stored "
+                           "under its SHA-256): rename one of them")  # fmt: skip
             if problem:
                 outcomes[position] = WriteOutcome(doc.passage.id, False, "failed", problem)
             else:
@@ -338,11 +376,18 @@ class ElasticsearchStore:
         if sendable:
             self._map_mentions()
             self._refresh.relax()
-            with self.errors(f"bulk index into {index!r}"):
-                written = write_documents(
-                    self.client, [doc for _, doc in sendable], stamp=stamp, index=index,
-                    options=self._options.bulk, typed_filters=self.typed_filters(), replace=replace,
-                )
+            answers: dict[int, Any] = {}
+            try:
+                with self.errors(f"bulk index into {index!r}"):
+                    written = write_documents(
+                        self.client, [doc for _, doc in sendable], stamp=stamp, index=index,
+                        options=self._options.bulk, typed_filters=self.typed_filters(), replace=replace,
+                        answers=answers,
+                    )
+            except StoreError as exc:  # the bulk requests answered before it stay stored
+                exc.stored = stored_count(answers)
+                self._dirty = self._dirty or exc.stored > 0
+                raise
             written = written_where_checked(self, index, written)
             # a write that only skipped stored ids needs no refresh: one more would move the store
             # version (refresh.external_total) and drop every cached result; a failed item may have

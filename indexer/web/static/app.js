@@ -499,23 +499,43 @@ async function start() {
   if (types.status === "fulfilled") {
     $("type-list").replaceChildren(...types.value.types.map((t) => el("option", { value: t })));
   }
-  if (params.has("threshold") && params.get("threshold").trim() !== "" && Number.isFinite(Number(params.get("threshold")))) {
-    state.threshold = Number(params.get("threshold")); // sent as given; the slider only shows it
-    $("threshold").value = String(state.threshold);
-    state.thresholdSet = true;
+  // A link's value that cannot be read is named, and the search is not run without it: a truncated
+  // filters=… or threshold=0.9x had been dropped, and another search shown as the link's (an audit).
+  const unreadable = [];
+  if (params.has("threshold") && params.get("threshold").trim() !== "") {
+    if (Number.isFinite(Number(params.get("threshold")))) {
+      state.threshold = Number(params.get("threshold")); // sent as given; the slider only shows it
+      $("threshold").value = String(state.threshold);
+      state.thresholdSet = true;
+    } else {
+      unreadable.push(`threshold “${params.get("threshold")}” is not a number`);
+    }
   }
   showThreshold();
   if (params.get("type")) {
     $("type").value = params.get("type");
     $("text").value = params.get("text") || "";
-    $("passage-weight").value = params.get("passage_weight") || "";
-    let filters = {};
-    try {
-      filters = parseExact(params.get("filters") || "{}") || {}; // a shared URL's 2^53+1 stays itself (an audit)
-    } catch (err) {
-      filters = {};
+    const weight = params.get("passage_weight") || "";
+    if (weight.trim() !== "" && !Number.isFinite(Number(weight))) {
+      unreadable.push(`passage_weight “${weight}” is not a number`);
+    } else {
+      $("passage-weight").value = weight;
     }
-    await runSearch({ ...readForm(), filters });
+    let filters = {};
+    if (params.has("filters")) {
+      try {
+        filters = parseExact(params.get("filters")); // a shared URL's 2^53+1 stays itself (an audit)
+        if (filters === null || typeof filters !== "object" || Array.isArray(filters)) throw new Error("not a JSON object");
+      } catch (err) {
+        filters = {};
+        unreadable.push(`filters could not be read (${err.message})`);
+      }
+    }
+    if (unreadable.length) {
+      showError(`This link's ${unreadable.join("; ")}. Nothing was searched: correct the link, or press Search to search without it.`);
+    } else {
+      await runSearch({ ...readForm(), filters });
+    }
   }
   document.body.dataset.ready = "1";
 }
