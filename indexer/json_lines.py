@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import InputError
-from .text import invalid_utf8, strict_json
+from .text import invalid_utf8, json_value_problem, strict_json
 
 
 def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -32,6 +32,6 @@ def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
             try:
                 value = strict_json(line)
             except ValueError as exc:
-                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else json_value_problem(exc)
                 raise InputError(f"not JSON: {reason}", path=str(path), line=lineno) from exc
             yield lineno, value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any, Sequence
 
 _UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
@@ -120,6 +121,18 @@ def strict_json(text: str | bytes, *, constants: bool = False) -> Any:
         return json.loads(text, object_pairs_hook=unique_keys, **({} if constants else {"parse_constant": reject_constant}))
     except RecursionError as exc:
         raise ValueError("nested too deeply") from exc
+
+
+def json_value_problem(exc: ValueError | RecursionError) -> str:
+    """Why a JSON text that parsed as JSON could not be read as values, in a line for the person
+    who wrote it: Python's own words for an integer of over 4,300 digits told a CLI user to call
+    ``sys.set_int_max_str_digits()`` (an audit)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    found = re.search(r"value has (\d+) digits", str(exc))
+    if found and "integer string conversion" in str(exc):
+        return f"an integer of {found.group(1)} digits (integers are read up to {sys.get_int_max_str_digits()} digits)"
+    return str(exc)
 
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")

@@ -374,6 +374,14 @@ def test_reading_is_lazy(tmp_path):
 # ------------------------------------------------------------------------------------- bad input
 
 
+def test_an_integer_too_long_to_read_is_named_in_our_words(tmp_path):
+    """An audit: Python's message told a CLI user to call sys.set_int_max_str_digits()."""
+    f = write(tmp_path / "a.jsonl", '{"text": "ok"}\n{"text": "x", "n": ' + "9" * 5000 + "}\n")
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "an integer of 5000 digits" in err.reason and "sys." not in err.reason
+
+
 def test_malformed_json_line(tmp_path):
     f = write(tmp_path / "a.jsonl", '{"text": "ok"}\n{"text": "broken"\n')
     err = error_of(f)

@@ -21,7 +21,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..stores.filter_rules import fields_problem
-from ..text import invalid_utf8, reject_constant, unique_keys, value_problem
+from ..text import invalid_utf8, json_value_problem, reject_constant, unique_keys, value_problem
 from .detect import split_suffix
 
 
@@ -193,7 +193,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                     yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno}){cr_only}", lineno)
                     continue
                 except (ValueError, RecursionError) as exc:
-                    yield rules.error(f"malformed JSON: {exc}", lineno)
+                    yield rules.error(f"malformed JSON: {json_value_problem(exc)}", lineno)
                     continue
                 if not isinstance(obj, dict):
                     yield rules.error(f"expected a JSON object, got {_type_name(obj)}", lineno)
