@@ -376,7 +376,7 @@ def embed_command(phrases: tuple[str, ...], settings: Settings, as_json: bool) -
     checked = [check_phrase(p) for p in phrases]  # before the model loads
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     vectors = encoder.embed_types(checked)
-    for phrase, vector in zip(phrases, vectors):
+    for phrase, vector in zip(checked, vectors):  # the phrase embedded, as the service echoes it
         click.echo(json.dumps({"phrase": phrase, "vector": [round(float(x), 7) for x in vector]}, ensure_ascii=False))
 
 
