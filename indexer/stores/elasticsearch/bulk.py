@@ -20,14 +20,14 @@ from typing import Any, Mapping, Sequence
 
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
-from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import ApiError, Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
 
 from ...records import EncodedPassage
 from ..base import ModelStamp, WriteOutcome
 from . import responses as rs
 from .client import MAX_RETRIES
-from .index_requests import bulk_actions, document_id
+from .index_requests import bulk_actions, document_id, may_share_document_id
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,51 @@ def stored_sources(client: Elasticsearch, index: str, doc_ids: Sequence[str], *,
         chunk = list(doc_ids[start : start + MGET_IDS])
         found |= rs.found_sources(client.mget(index=index, ids=chunk, source=source).body)
     return found
+
+
+def stored_passages(client: Elasticsearch, index: str, ids: Sequence[str], *,
+                    source: bool | list[str]) -> dict[str, dict[str, Any]]:
+    """{passage id: ``_source`` (empty for ``source=False``)} of the passages among ``ids`` that
+    ``index`` holds (none where it does not exist). A document under a passage's ``_id`` that holds
+    another passage (a long id and an id spelling its hash: :func:`id_collisions`) is not that
+    passage's. Client errors are the caller's."""
+    wanted: dict[str, list[str]] = {}
+    for pid in ids:
+        wanted.setdefault(document_id(pid), []).append(pid)
+    shared = any(may_share_document_id(pid) for pid in ids)
+    fields = source if not shared or source is True else [*(source or []), "id"]
+    try:
+        found = stored_sources(client, index, list(wanted), source=fields)
+    except NotFoundError:
+        return {}
+    return {pid: doc if source is not False else {}
+            for doc_id, doc in found.items() for pid in wanted.get(doc_id, ())
+            if not shared or doc.get("id", pid) == pid}  # fmt: skip
+
+
+def id_collisions(client: Elasticsearch, index: str, passage_ids: Sequence[str]) -> dict[str, str]:
+    """{passage id: the other passage id that holds its ``_id``}, stored or earlier in
+    ``passage_ids``: written, one would overwrite (or with ``replace=False`` "skip") the other (an
+    audit; rare: an id over 512 bytes and another spelling its hash, :func:`may_share_document_id`).
+    Client errors are the caller's; an index that does not exist holds none."""
+    suspects = [pid for pid in passage_ids if may_share_document_id(pid)]
+    holders: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for pid in suspects:
+        doc_id = document_id(pid)
+        if holders.setdefault(doc_id, pid) != pid:
+            out[pid] = holders[doc_id]
+    if not holders:
+        return out
+    try:
+        found = stored_sources(client, index, sorted(holders), source=["id"])
+    except NotFoundError:
+        found = {}
+    for pid in suspects:
+        other = found.get(document_id(pid), {}).get("id", pid)
+        if other != pid:
+            out.setdefault(pid, other)
+    return out
 
 
 def _stored_ids(client: Elasticsearch, index: str, ids: list[str], found: set[str]) -> set[str] | None:

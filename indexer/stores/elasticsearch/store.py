@@ -40,12 +40,12 @@ from ..base import (
 )
 from . import responses as rs
 from .aliases import orphans, recheck_target, written_where_checked
-from .bulk import stored_count, stored_sources, write_documents
+from .bulk import id_collisions, stored_count, stored_passages, write_documents
 from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
 from .index_requests import (
     filter_format, PASSAGE_VECTOR_FIELD, SERVER_FACTS_FILTER, SOURCE_VECTORS_SERVER, counts_body, create_index_body,
-    document_id, document_problem, index_meta, may_share_document_id, mention_mapped, mention_mapping, next_index_name,
+    document_id, document_problem, index_meta, mention_mapped, mention_mapping, next_index_name,
     binary_quantized, passage_vectors_body, quantized, search_template_body, span_vector_index_type,
 )
 from .options import StoreOptions, store_options
@@ -306,46 +306,9 @@ class ElasticsearchStore:
         return {pid: source.get("text", "") for pid, source in self._stored(ids, source=["text"]).items()}
 
     def _stored(self, ids: Sequence[str], *, source: bool | list[str]) -> dict[str, dict[str, Any]]:
-        """{passage id: ``_source`` (empty for ``source=False``)} of the stored passages among
-        ``ids``. A document under a passage's ``_id`` that holds another passage (a long id and an
-        id spelling its hash: :func:`.may_share_document_id`) is not that passage's."""
-        wanted: dict[str, list[str]] = {}
-        for pid in ids:
-            wanted.setdefault(document_id(pid), []).append(pid)
-        shared = any(may_share_document_id(pid) for pid in ids)
-        fields = source if not shared or source is True else [*(source or []), "id"]
+        """{passage id: ``_source`` (empty for ``source=False``)} of the stored passages among ``ids``."""
         with self.errors("look up existing passages"):
-            try:
-                found = stored_sources(self.client, self.alias, list(wanted), source=fields)
-            except NotFoundError:
-                return {}
-        return {pid: doc if source is not False else {}
-                for doc_id, doc in found.items() for pid in wanted.get(doc_id, ())
-                if not shared or doc.get("id", pid) == pid}  # fmt: skip
-
-    def _collisions(self, docs: Sequence[EncodedPassage]) -> dict[str, str]:
-        """{passage id: the other passage id holding its ``_id``}, stored or earlier in ``docs``:
-        written, one would overwrite (or with ``replace=False`` "skip") the other (an audit; rare:
-        an id over 512 bytes and another spelling its hash)."""
-        suspects = [doc.passage.id for doc in docs if may_share_document_id(doc.passage.id)]
-        if not suspects:
-            return {}
-        holders: dict[str, str] = {}
-        out: dict[str, str] = {}
-        for pid in suspects:
-            doc_id = document_id(pid)
-            if holders.setdefault(doc_id, pid) != pid:
-                out[pid] = holders[doc_id]
-        with self.errors("look up existing passages"):
-            try:
-                found = stored_sources(self.client, self.alias, sorted(holders), source=["id"])
-            except NotFoundError:
-                found = {}
-        for pid in suspects:
-            other = found.get(document_id(pid), {}).get("id", pid)
-            if other != pid:
-                out.setdefault(pid, other)
-        return out
+            return stored_passages(self.client, self.alias, ids, source=source)
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
         """Index passages (overwriting the same ids, or with ``replace=False`` leaving them:
@@ -361,7 +324,8 @@ class ElasticsearchStore:
             )
         outcomes: dict[int, WriteOutcome] = {}
         sendable: list[tuple[int, EncodedPassage]] = []
-        collisions = self._collisions(docs)
+        with self.errors("look up existing passages"):
+            collisions = id_collisions(self.client, self.alias, [doc.passage.id for doc in docs])
         for position, doc in enumerate(docs):
             problem = document_problem(doc, stamp.dims)
             if doc.passage.id in collisions:
