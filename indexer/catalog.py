@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError
+from .stores.base import MAX_PHRASE_CHARS
+from .text import unicode_problem
 
 LABEL_BLOCK = 512  # spans labelled per matrix product (Catalog.label)
 
@@ -30,9 +32,17 @@ def read_phrases(path: str | Path) -> list[str]:
         raise InputError(f"cannot read catalog: {exc.strerror}", path=str(path)) from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"catalog is not valid UTF-8 ({exc.reason})", path=str(path)) from exc
-    for line in lines:
+    for lineno, line in enumerate(lines, start=1):
         phrase = line.strip()
         if phrase and not phrase.startswith("#"):
+            # what a search refuses as a type phrase, a label cannot be (an audit: a NUL and a
+            # 300-character phrase were exported into a model's catalog.txt)
+            problem = unicode_problem(phrase)
+            if problem is not None:
+                raise InputError(f"the phrase holds {problem}", path=str(path), line=lineno)
+            if len(phrase) > MAX_PHRASE_CHARS:
+                raise InputError(f"the phrase is longer than {MAX_PHRASE_CHARS} characters, the most a search takes",
+                                 path=str(path), line=lineno)  # fmt: skip
             seen.setdefault(phrase, None)
     if not seen:
         raise InputError("catalog has no phrases", path=str(path))

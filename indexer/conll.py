@@ -96,6 +96,7 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
     tags: list[str] = []
     first = 0
     header: str | None = None
+    width: tuple[int, int] | None = None  # the file's column count and the line that set it
     with handle:
         for lineno, line in enumerate(_lines(handle, name), start=1):
             # a document marker ends a sentence as a blank line does (one may not come before it)
@@ -120,8 +121,14 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
                 raise InputError(
                     f"expected 'token tag' columns, got {line[:60]!r}", path=name, line=lineno
                 )
+            # one column count a file (an audit: "New York B-location" in a file of 'token tag' lines
+            # read as the token "New" and lost "York"; MultiCoNER's 'token _ _ tag' is four throughout)
+            width = width or (len(cols), lineno)
+            if len(cols) != width[0]:
+                raise InputError(f"{len(cols)} columns where line {width[1]} has {width[0]}: {line[:60]!r} "
+                                 "(a token with a space in it needs tab-separated columns)", path=name, line=lineno)
             tag = cols[-1].strip()
-            if not _TAG.match(tag):
+            if not _is_tag(tag):  # "B-politician extra" (a space inside a tab column) is no tag (an audit)
                 raise InputError(
                     f"not a BIO/IO tag: {tag[:40]!r} (expected O, B-X or I-X)",
                     path=name,

@@ -240,6 +240,42 @@ def test_import_names_a_qrels_line_that_is_not_utf8_and_reads_a_bom_and_crlf(tmp
         import_benchmark(folder)
 
 
+def test_phrases_that_differ_beyond_case_and_spacing_stay_two_queries():
+    """An audit: ids kept [a-z0-9] alone, so every Cyrillic phrase was "q-" and "C++ programmer"
+    was "C programmer": different types merged into one query, without a word."""
+    passages = [
+        Passage("a", "Moskva is big", gold=(GoldSpan(0, 6, "city"),)),
+        Passage("b", "Ivan sleeps", gold=(GoldSpan(0, 4, "per"),)),
+        Passage("c", "Bjarne codes", gold=(GoldSpan(0, 6, "cpp"),)),
+        Passage("d", "Dennis codes", gold=(GoldSpan(0, 6, "c"),)),
+    ]
+    mapping = {"city": "город", "per": "человек", "cpp": "C++ programmer", "c": "C programmer"}
+    bench = build_benchmark(passages, mapping, name="t")
+    assert sorted(q.id for q in bench.queries) == ["q-c++-programmer", "q-c-programmer", "q-город", "q-человек"]
+    assert query_id("Sports\u00a0_ team") == "q-sports-team"
+
+
+def test_a_tag_without_a_phrase_is_named_at_the_first_sentence_using_it():
+    passages = [Passage("a", "Lakers won", gold=(GoldSpan(0, 6, "team"),), fields={"line": 1}),
+                Passage("b", "Ivan sleeps", gold=(GoldSpan(0, 4, "per"),), fields={"line": 4})]
+    with pytest.raises(InputError, match="tags without a query phrase: per") as err:
+        build_benchmark(passages, {"team": "sports team"}, name="t", source="x.conll")
+    assert (err.value.path, err.value.line) == ("x.conll", 4)
+
+
+def test_two_files_of_one_name_that_tag_one_sentence_otherwise_are_refused(tmp_path: Path):
+    """An audit: a passage's id is its file's name, line and text, so such files were merged into
+    one passage and one side's mentions lost without a word. An exact copy still counts once."""
+    one, copy, other = (tmp_path / d / "crossner" / "politics" / "dev.txt" for d in "abc")
+    for f, tag in ((one, "B-politician"), (copy, "B-politician"), (other, "B-person")):
+        f.parent.mkdir(parents=True)
+        f.write_text(f"Obama\t{tag}\nspoke\tO\n", encoding="utf-8")
+    assert len(benchmark_from_conll([one, copy]).corpus) == 1
+    with pytest.raises(InputError, match="is tagged otherwise there") as err:
+        benchmark_from_conll([one, other])
+    assert (err.value.path, err.value.line) == (str(other), 1)
+
+
 def test_import_rejects_a_repeated_query_id(tmp_path: Path):
     folder = _beir(tmp_path, [{"_id": "d1", "text": "Rex"}], "q1\td1\t1\n")
     (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a"}) + "\n" + json.dumps({"_id": "q1", "text": "b"}) + "\n",

@@ -112,6 +112,22 @@ def test_charts_are_pngs(tmp_path: Path):
     assert report.read_json(tmp_path / "toy.json")["benchmark"]["name"] == "toy"
 
 
+@pytest.mark.parametrize("change, named", [
+    ({"benchmark": "str"}, "benchmark"), ({"model": []}, "model"), ({"per_type": 5}, "per_type"),
+    ({"summary": {"system": 1}}, "summary.system"), ({"per_type": [1]}, "per_type items"),
+])
+def test_a_saved_result_of_another_shape_is_refused(tmp_path: Path, change, named):
+    """An audit: the right keys with other values were a traceback on re-rendering."""
+    import json
+
+    from indexer.errors import InputError
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({**RESULT, **change}), encoding="utf-8")
+    with pytest.raises(InputError, match=f"\\({named} of another shape"):
+        report.read_json(path)
+
+
 def test_the_threshold_chart_draws_each_group_at_the_thresholds_its_types_were_scored_at(tmp_path: Path):
     """An audit: one curve over every type at one threshold, with a line at the trained-on threshold
     only, where most types were scored at another. Each group now has its own curve and lines."""

@@ -95,6 +95,18 @@ def test_a_user_catalog_is_part_of_the_stamp(tmp_path, capsys, corpus):
     assert "pass the --catalog file the store was written with" in err  # the option that fixes it
 
 
+def test_a_catalog_phrase_a_search_would_refuse_is_refused_at_its_line(tmp_path):
+    """An audit: a phrase with a NUL, or of 300 characters, was exported into a model's catalog."""
+    from indexer.errors import InputError
+
+    catalog = tmp_path / "types.txt"
+    for text, message in (("person\nci\x00ty\n", "NUL"), ("person\n\n" + "x" * 300 + "\n", "longer than 200")):
+        catalog.write_text(text, encoding="utf-8")
+        with pytest.raises(InputError, match=message) as err:
+            read_phrases(catalog)
+        assert err.value.line == (2 if "\x00" in text else 3)
+
+
 def test_a_catalog_file_with_a_byte_order_mark_labels_with_the_phrase_itself(tmp_path, capsys, corpus):
     # Notepad's UTF-8 starts with a BOM: kept, "\ufeffperson" would look right and match no filter
     catalog = tmp_path / "types.txt"

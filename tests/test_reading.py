@@ -304,6 +304,21 @@ def test_a_header_after_a_sentence_without_a_blank_line_opens_the_next_sentence(
     assert [s.header for s in iter_sentences(f)] == ["id 1\tdomain=en", "id 2\tdomain=en"]
 
 
+def test_conll_lines_keep_the_files_column_count_and_one_tag(tmp_path):
+    """An audit: "New York B-location" in a 'token tag' file became the token "New" ("York" lost),
+    and "Obama<TAB>B-politician extra" a tag with a space in it, refused much later with no line."""
+    f = write(tmp_path / "a.conll", "Obama\tB-PER\nvisited\tO\n\nNew York B-LOC\nis\tO\n")
+    with pytest.raises(InputError, match="3 columns where line 1 has 2") as err:
+        list(iter_sentences(f))
+    assert err.value.line == 4
+    g = write(tmp_path / "b.conll", "Obama\tB-politician extra\n")
+    with pytest.raises(InputError, match="not a BIO/IO tag") as err:
+        list(iter_sentences(g))
+    assert err.value.line == 1
+    four = write(tmp_path / "c.conll", "Barack _ _ B-PER\nObama _ _ I-PER\n")  # MultiCoNER's four columns
+    assert [s.tokens for s in iter_sentences(four)] == [("Barack", "Obama")]
+
+
 def test_txt_file_that_looks_like_conll_is_conll_unless_overridden(tmp_path):
     f = write(tmp_path / "train.txt", CONLL)
     assert looks_like_conll(f)

@@ -121,6 +121,23 @@ def test_nerindex_train_refuses_to_write_into_a_model_folder(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["model.json"]
 
 
+def test_nerindex_train_replaces_a_finished_run_only_with_force(tmp_path):
+    """An audit: a finished run, or a folder of other files, was trained over without a word."""
+    from indexer.training.train import run_training
+    from indexer.training.train_config import TrainConfig
+
+    run, other = tmp_path / "run", tmp_path / "data"
+    run.mkdir()
+    (run / "train.json").write_text("{}", encoding="utf-8")
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ModelError, match="holds a finished run .* pass --force"):
+        run_training(TrainConfig(), run)
+    with pytest.raises(ModelError, match="holds files and no run"):
+        run_training(TrainConfig(), other, force=True)
+    assert [p.name for p in run.iterdir()] == ["train.json"] and [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
 def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
     """How the shipped model is built: `nerindex export <model folder> --span-side PREFIX`."""
     import json

@@ -60,11 +60,13 @@ def _logging(verbose: bool) -> None:
                    "cluster at a time (NGAME).")
 @click.option("--span-decoding", type=click.Choice(["nested", "flat"]), default="nested", show_default=True,
               help="Overlapping detected spans: keep spans nested in others (only crossings refused), or none.")
+@click.option("--force", is_flag=True, help="Replace a finished run in --out (one with train.json); a folder "
+              "holding other files is refused.")
 @click.option("--quiet", is_flag=True, help="Only warnings and the summary.")
 @click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object on stdout (else on stderr).")
 def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps, head_epochs, limit,
                   cache_dir, silver, silver_dev, silver_share, silver_ablation, silver_guide,
-                  silver_negatives, silver_batches, span_decoding, quiet, as_json) -> None:  # fmt: skip
+                  silver_negatives, silver_batches, span_decoding, force, quiet, as_json) -> None:  # fmt: skip
     """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
     from ..training.model import DEFAULT_BACKBONE
     from ..training.train import run_training
@@ -105,7 +107,7 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
         cfg.silver_adapter_max_steps = adapter_max_steps
     if head_epochs is not None:
         cfg.head_max_epochs = head_epochs
-    record = run_training(cfg, out_dir)
+    record = run_training(cfg, out_dir, force=force)
     fig = record["training"]["figures"]
     summary = {
         "out": str(out_dir),

@@ -86,8 +86,11 @@ class Benchmark:
 
 
 def query_id(phrase: str) -> str:
-    """A readable, stable query id from the phrase."""
-    return "q-" + re.sub(r"[^a-z0-9]+", "-", phrase.lower()).strip("-")
+    """A readable, stable query id from the phrase: case, and runs of spaces, hyphens and
+    underscores, aside. Every other character stays: keeping ``[a-z0-9]`` alone made every
+    non-Latin phrase ``q-`` and "C++ programmer" the id of "C programmer", so different types were
+    merged into one query without a word (an audit)."""
+    return "q-" + re.sub(r"[\s_-]+", "-", phrase.casefold()).strip("-")
 
 
 # ---------------------------------------------------------------- mappings
@@ -196,14 +199,16 @@ def build_benchmark(
     """Queries, qrels and per-query gold mentions from passages with gold spans."""
     corpus = list(passages)
     unknown = sorted({g.label for p in corpus for g in p.gold} - set(mapping))
-    if unknown:
+    if unknown:  # named at the first sentence that uses one (an audit: no line was given)
+        line = next((p.fields.get("line") for p in corpus if any(g.label in unknown for g in p.gold)), None)
         raise InputError(
             f"tags without a query phrase: {', '.join(unknown)} (add them to the mapping; "
             "null marks a tag that is not a query)",
             path=source,
+            line=line if isinstance(line, int) else None,
         )
     coarse = set(coarse_tags)
-    # one query per id (``query_id``: case, spacing and punctuation aside): two phrases with one id
+    # one query per id (``query_id``: case and spacing aside): two phrases with one id
     # were two queries that shared their qrels and were scored twice; now they are one type, written
     # as the first of them in tag order
     by_id: dict[str, tuple[str, list[str]]] = {}
@@ -287,11 +292,21 @@ def benchmark_from_conll(
     data = read_mapping_file(mapping_file or PHRASES_FILE)
     source = str(mapping_file or PHRASES_FILE)
     collections: dict[tuple[str | None, Path], list[Benchmark]] = {}
+    # a passage's id is its file's name, line and text, so a file given twice, or a copy, counts
+    # once (merge_benchmarks); two files of one name whose sentences at one line agree but whose
+    # tags do not would have lost one side's mentions without a word (an audit): refused
+    gold_of: dict[str, tuple[str, tuple]] = {}
     for path in paths:
         mapping, coarse, section = resolve_mapping(data, path, dataset=dataset, source=source)
         passages = list(read_conll(path))
         if not passages:
             raise InputError("no sentences found", path=str(path))
+        for passage in passages:
+            other, gold = gold_of.setdefault(passage.id, (str(path), passage.gold))
+            if gold != passage.gold:
+                raise InputError(f"the sentence at this line of {other}, a file of the same name, is tagged "
+                                 "otherwise there; both cannot be one passage: rename one file",
+                                 path=str(path), line=passage.fields.get("line"))  # fmt: skip
         label = _label(path, section)
         # a data set known by name (a mapping section) in one folder is one collection; with a flat
         # mapping nothing says which files are one data set, so each file is its own (a review)

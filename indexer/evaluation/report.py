@@ -220,6 +220,13 @@ def read_json(path: str | Path) -> dict[str, Any]:
     missing = [k for k in RESULT_KEYS if not isinstance(result, dict) or k not in result]
     if missing:
         raise InputError(f"not a result of nerindex eval --json (no {', '.join(missing)})", path=str(path))
+    # the keys' shapes too: right keys with other values were a traceback, or echoed with --json (an audit)
+    shapes = {"benchmark": dict, "model": dict, "methods": dict, "summary": dict, "per_type": list}
+    wrong = [k for k, kind in shapes.items() if not isinstance(result[k], kind)]
+    wrong += [f"summary.{k}" for k, v in result["summary"].items() if not isinstance(v, dict)] if "summary" not in wrong else []
+    wrong += ["per_type items"] if "per_type" not in wrong and not all(isinstance(r, dict) for r in result["per_type"]) else []
+    if wrong:
+        raise InputError(f"not a result of nerindex eval --json ({', '.join(wrong[:3])} of another shape)", path=str(path))
     return result
 
 

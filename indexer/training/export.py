@@ -273,6 +273,7 @@ def write_model_folder(
     if out.exists() and not force:
         raise ModelError(f"{out} exists; pass --force to replace it")
     check_replaceable(out)
+    phrases = read_phrases(catalog or default_catalog_path())  # before the graphs (an audit: refused after them)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
@@ -280,7 +281,7 @@ def write_model_folder(
         _write_tokenizer(backbone, tmp / "tokenizer.json")
         save_file(model.head_state_dict(), str(tmp / "heads.safetensors"))
         draft = ModelCard.exported({**(card or {}), **_folder_values(model)})
-        _write_catalog(tmp, read_phrases(catalog or default_catalog_path()), draft.type_template)
+        _write_catalog(tmp, phrases, draft.type_template)
         files = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != CARD_FILE)
         written = draft.with_files({name: sha256_file(tmp / name) for name in files})
         written.save(tmp)

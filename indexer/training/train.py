@@ -62,12 +62,19 @@ log = logging.getLogger(__name__)
 PASSAGE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
-def run_training(cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
+def run_training(cfg: TrainConfig, out_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
     """Train the shipped configuration and write ``heads.safetensors`` + ``train.json`` to ``out_dir``
     (made first, so an unwritable one fails early; removed if the run fails: an audit found them left empty)."""
     out_dir = Path(out_dir)
     if (out_dir / CARD_FILE).is_file():  # its heads would be overwritten and its checksums then fail (an audit)
         raise ModelError(f"{out_dir}: is a model folder ({CARD_FILE}); train into a run folder, then 'nerindex export' it")
+    # a finished run is replaced only when asked, as export asks; any other folder with files is no
+    # run folder (an audit: a finished run was trained over without a word, and so was a data folder)
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not ((out_dir / "train.json").is_file() or (out_dir / "heads.safetensors").is_file()):
+            raise ModelError(f"{out_dir}: holds files and no run (train.json): train into a new or empty folder")
+        if not force:
+            raise ModelError(f"{out_dir}: holds a finished run (train.json); pass --force to replace it")
     if cfg.heads.span_layers:
         # the adapter is fitted on cached states of the frozen backbone, which a span-side copy
         # of the top layers would not read: such a side is trained apart (nerindex export --span-side)
