@@ -258,6 +258,8 @@ def test_add_types_replace_embeds_the_phrases_added_by_hand_again(stub_types, mo
     (types,) = stub_types
     added = {p: v for p, origin, v in types.stored if origin == ti.ADDED}
     assert list(added) == ["dinosaur", "sea creature"] and report["kept"] == ["sea creature"]  # it was dropped
+    # stored before the catalog: a run stopped during the catalog's fill lost them (an audit)
+    assert [origin for _, origin, _ in types.stored][:2] == [ti.ADDED, ti.ADDED]
     np.testing.assert_allclose(added["sea creature"], encoder.embed_types(["sea creature"])[0], atol=1e-6)
 
 

@@ -173,13 +173,20 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
         catalog = encoder.query_catalog() if with_catalog else None
         deleted = replace and types.delete()
         outcomes = []
-        if catalog is not None:
-            outcomes += fill_with_catalog(types, catalog, stamp, queries=encoder.info.query_identity(),
-                                          embed=encoder.embed_types) or []
-        if wanted:
-            types.check_model(stamp)
-            outcomes += types.add(wanted, vectors, stamp, origin=ADDED)
+        try:  # the phrases first, the catalog after: a run stopped after the delete lost those added by hand (an audit)
+            if wanted:
+                types.check_model(stamp)
+                outcomes += types.add(wanted, vectors, stamp, origin=ADDED)
+            if catalog is not None:  # it embeds the phrases added by hand again: one outcome a phrase below
+                outcomes += fill_with_catalog(types, catalog, stamp, queries=encoder.info.query_identity(),
+                                              embed=encoder.embed_types) or []
+        except BaseException:
+            if kept:
+                click.echo(f"the types index was deleted; if these phrases added by hand are missing from it, add "
+                           f"them again: {', '.join(kept)}", err=True)  # fmt: skip
+            raise
         total = types.count()
+    outcomes = list({o.id: o for o in outcomes}.values())
     failed = [{"phrase": o.id, "error": o.error} for o in outcomes if not o.ok]
     stored = len(outcomes) - len(failed)
     report = {
@@ -270,10 +277,12 @@ def status_command(as_json, settings: Settings):
                 lines.append(f"{target[0]} keeps a number's filter_texts twice, plain and with its type mark (a Kibana "
                              f"aggregation shows both; format 2 of 3): 'nerindex es reindex' brings it up to date")
             if blocked:  # an 'es reindex' is copying from it, or one was killed (docs/elasticsearch.md)
-                lines.append(f"{target[0]} refuses writes (index.blocks.write): an 'es reindex' is running or was stopped")
+                lines.append(f"{target[0]} refuses writes (index.blocks.write): an 'es reindex' is running or was stopped "
+                             f"(if none runs: PUT {target[0]}/_settings {{\"index.blocks.write\": false}})")
             report["reindex_lock"] = lock = reindex_lock(store)
             if lock:
-                lines.append(f"{lock} exists: an 'es reindex' of {store.alias} is running, or one was killed (then delete it)")
+                lines.append(f"{lock} exists: an 'es reindex' of {store.alias} is running, or one was killed "
+                             f"(then: DELETE {lock})")
             if others:  # left by a replaced model, a failed or a killed reindex
                 lines.append(f"beside it, outside the alias: {', '.join(others)}")
         types = TypeIndex(store)

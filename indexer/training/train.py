@@ -42,7 +42,6 @@ from .entity_head import (
 )
 from ..encoder import load_tokenizer
 from ..errors import ModelError
-from ..model_card import CARD_FILE
 from ..model_folder import normal_phrase, normal_phrases
 from .export import backbone_tokenizer_file
 from .features import Features, SpanFeatures, adapter_vectors, cached_encode, embed_phrases, gold_spans, span_features
@@ -50,6 +49,7 @@ from .figures import (
     calibrate_similarity, chosen_passage_weight, macro_r_precision, passage_figures, passage_relevance, span_r_precision,
 )
 from .model import SpanTypeEncoder, build_model
+from .run_folder import check_run_folder
 from .silver.hierarchy import TypeHierarchy, hierarchy_path
 from .silver.records import read_silver
 from .silver.coverage import check_silver_cover
@@ -66,15 +66,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, force: bool = False) 
     """Train the shipped configuration and write ``heads.safetensors`` + ``train.json`` to ``out_dir``
     (made first, so an unwritable one fails early; removed if the run fails: an audit found them left empty)."""
     out_dir = Path(out_dir)
-    if (out_dir / CARD_FILE).is_file():  # its heads would be overwritten and its checksums then fail (an audit)
-        raise ModelError(f"{out_dir}: is a model folder ({CARD_FILE}); train into a run folder, then 'nerindex export' it")
-    # a finished run is replaced only when asked, as export asks; any other folder with files is no
-    # run folder (an audit: a finished run was trained over without a word, and so was a data folder)
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not ((out_dir / "train.json").is_file() or (out_dir / "heads.safetensors").is_file()):
-            raise ModelError(f"{out_dir}: holds files and no run (train.json): train into a new or empty folder")
-        if not force:
-            raise ModelError(f"{out_dir}: holds a finished run (train.json); pass --force to replace it")
+    check_run_folder(out_dir, force=force)
     if cfg.heads.span_layers:
         # the adapter is fitted on cached states of the frozen backbone, which a span-side copy
         # of the top layers would not read: such a side is trained apart (nerindex export --span-side)

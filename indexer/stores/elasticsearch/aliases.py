@@ -88,9 +88,27 @@ def written_where_checked(store: Any, index: str, written: list[WriteOutcome]) -
     request made a fresh index of that name, outside the alias, so the alias is looked up again
     after every write that stored something, one small request."""
     stored = [o.ok and o.action != "skipped" for o in written]
-    if index == store.alias or not any(stored) or index_behind(store, store.alias) == index:
+    failed = [not o.ok for o in written]
+    if index == store.alias or not any(stored) and not any(failed) or index_behind(store, store.alias) == index:
         return written
+    # failures too: the fresh index maps the first span vector as floats and refuses the rest, whose
+    # error ("cannot be changed from type [dense_vector]") said nothing of the move (an audit)
     why = (f"alias {store.alias!r} moved away from {index!r} during this write (an es reindex): not stored "
            f"behind the alias; index these passages again")
-    log.warning("%s (%d passages)", why, sum(stored))
-    return [WriteOutcome(o.id, False, "failed", why) if s else o for o, s in zip(written, stored)]
+    log.warning("%s (%d passages)", why, sum(s or f for s, f in zip(stored, failed)))
+    _drop_if_made_by_the_write(store, index)
+    return [WriteOutcome(o.id, False, "failed", why) if s or f else o for o, s, f in zip(written, stored, failed)]
+
+
+def _drop_if_made_by_the_write(store: Any, index: str) -> None:
+    """Delete ``index`` where the bulk request itself created it, outside the alias (a re-index with
+    ``--delete-old`` had deleted it): such an index has no ``_meta``, which every index nerindex
+    makes has. Left, it held a version number and showed in ``es status`` beside kept copies."""
+    try:
+        response = store.client.indices.get_mapping(index=index)
+        if rs.index_mapping(response.body, target=index)[1].get("_meta"):
+            return
+        store.client.indices.delete(index=index)
+        log.warning("deleted %s, which this write had created outside the alias", index)
+    except Exception as exc:  # best effort: the write's own outcome is what counts
+        log.info("could not look at or delete %s (%s)", index, exc)

@@ -151,6 +151,11 @@ def reindex(
     old = current_index(store)
     lock = _lock(store, old)
     try:
+        # another run may have moved the alias between the look and the lock (an audit: this run
+        # then took the moved-from index for one a killed run had blocked)
+        if (now := current_index(store)) != old:
+            raise StoreError(f"the alias {store.alias!r} moved from {old!r} to {now!r} while this run started "
+                             "(another 'nerindex es reindex' finished): run it again if it is still wanted")
         return _reindex_locked(store, encoder, stamp, old, index_options=index_options, batch_size=batch_size,
                                chunk_size=chunk_size, delete_old=delete_old, allow_failures=allow_failures,
                                on_batch=on_batch)
@@ -242,10 +247,20 @@ def reindex_lock(store: ElasticsearchStore) -> str | None:
 
 
 def _leftovers(store: ElasticsearchStore, old: str) -> str:
-    """The versioned indices of the alias besides ``old``, named (an audit: the hint's wildcard
-    ``<alias>-*`` matched the types index too)."""
-    names = sorted(n for n in store.versioned_indices() if is_versioned_index(store.alias, n) and n != old)
+    """The versioned indices a stopped run of ``old`` can have left: those numbered after it (a run
+    builds the next number after every one in use) that the alias does not point at. Earlier ones
+    are the copies kept by finished runs, and the alias's own index is live (an audit: both were
+    named as indices to delete). The hint's wildcard ``<alias>-*`` had matched the types index too."""
+    behind = set(indices_behind(store, store.alias) or ())
+    number = _version_number(store.alias, old)
+    names = sorted(n for n in store.versioned_indices() if is_versioned_index(store.alias, n) and n not in behind
+                   and n != old and (number is None or (_version_number(store.alias, n) or 0) > number))  # fmt: skip
     return ", ".join(names) if names else "no other index"
+
+
+def _version_number(alias: str, name: str) -> int | None:
+    """``7`` for ``<alias>-000007``; None for another name."""
+    return int(name.rsplit("-", 1)[1]) if is_versioned_index(alias, name) else None
 
 
 def _new_options(store: ElasticsearchStore, old: str, asked: str | Mapping[str, Any] | None) -> tuple[Any, str]:

@@ -347,9 +347,12 @@ def index_mapping(response: Mapping[str, Any], *, target: str) -> tuple[str, dic
     if not indices:
         raise StoreError(f"no index behind {target!r}")
     if len(indices) > 1:
-        names = ", ".join(sorted(name for name, _ in indices))
-        raise StoreError(
-            f"{target!r} points at several indices ({names}); nerindex keeps its alias on one index"
+        names = sorted(name for name, _ in indices)
+        keep = names[-1]  # nerindex numbers its indices: the newest is the last re-index's
+        removes = ", ".join(f'{{"remove": {{"index": "{n}", "alias": "{target}"}}}}' for n in names[:-1])
+        raise StoreError(  # with the way out (an audit: even 'es status' stopped at this line)
+            f"{target!r} points at several indices ({', '.join(names)}); nerindex keeps its alias on one "
+            f"index. To keep {keep!r}: POST _aliases {{\"actions\": [{removes}]}}"
         )
     name, body = indices[0]
     return name, dict((body or {}).get("mappings") or {})
