@@ -119,8 +119,10 @@ def strict_json(text: str | bytes, *, constants: bool = False) -> Any:
     was used with the same checksum)."""
     try:
         return json.loads(text, object_pairs_hook=unique_keys, **({} if constants else {"parse_constant": reject_constant}))
-    except RecursionError as exc:
-        raise ValueError("nested too deeply") from exc
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:  # in nerindex's words (json_value_problem), for every caller
+        raise ValueError(json_value_problem(exc)) from exc
 
 
 def json_value_problem(exc: ValueError | RecursionError) -> str:

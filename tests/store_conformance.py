@@ -290,7 +290,8 @@ class StoreConformance:
         store.write([doc("a", "Lionel Messi scored in Barcelona \u2764\ufe0f tonight.", [("Messi", RIVER)]),
                      doc("b", "Lionel Messi scored in Paris tonight.", [("Messi", RIVER)]),
                      doc("c", "Serena Williams won in London \U0001f600.", [("Serena", RIVER)])])  # fmt: skip
-        assert {h.id for h in self.search(store, RIVER, text="Messi \U0001f600")} == {"a", "b"}
+        for emoji in ("\U0001f600", "#\ufe0f\u20e3", "\u203c\ufe0f", "\u2049"):  # a symbol, a keycap, emoji punctuation
+            assert {h.id for h in self.search(store, RIVER, text=f"Messi {emoji}")} == {"a", "b"}, emoji
         assert {h.id for h in self.search(store, RIVER, text="Messi \u2600\ufe0f Paris")} == {"b"}
         with pytest.raises(SearchError, match="no words"):
             self.search(store, RIVER, text="\u2600\ufe0f")

@@ -112,6 +112,7 @@ def test_marks_alone_are_no_word_and_symbols_no_match_text():
     assert text_words("\u2600\ufe0f Messi \u0301 #\ufe0f\u20e3") == ["Messi"]
     assert text_words("Sa\u0303o \u0301e") == ["Sa\u0303o", "\u0301e"]  # a mark before a letter stays
     assert match_text("Messi \U0001f600 \u00a9 S\u00e3o").split() == ["Messi", "S\u00e3o"]
+    assert match_text("#\ufe0f\u20e3 \u203c 3.14 Tokyo's 1\u20e3").split() == ["\ufe0f\u20e3", "3.14", "Tokyo's", "1\u20e3"]
 
 
 def test_a_text_without_words_is_refused_when_the_request_is_made():

@@ -241,6 +241,9 @@ def test_add_types_embeds_each_phrase_like_embed(stub_types, monkeypatch):
     assert types.deleted and report["replaced"] and report["index"] == "corpus-types"
     added = {p: v for p, origin, v in types.stored if origin == ti.ADDED}
     assert list(added) == ["political party", "dinosaur"]
+    # first (a stopped run keeps them) and again after the catalog, whose fill would mark one it holds as its own
+    origins = [origin for _, origin, _ in types.stored]
+    assert origins[:2] == [ti.ADDED] * 2 and origins[-2:] == [ti.ADDED] * 2
     np.testing.assert_allclose(added["dinosaur"], encoder.embed_types(["dinosaur"])[0], atol=1e-6)
     assert [o for _, o, _ in types.stored].count(ti.CATALOG) == 3
 

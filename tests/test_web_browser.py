@@ -204,6 +204,8 @@ def test_passage_weight_is_sent_only_when_set(page, base_url):
     ("?type=person&threshold=0&filters=null", "filters could not be read (not a JSON object)"),
     ("?type=person&threshold=0.9x", "threshold “0.9x” is not a number"),
     ("?type=person&threshold=0&passage_weight=abc", "passage_weight “abc” is not a number"),
+    ("?type=person&threshold=0&passage_weight=%2B1", "passage_weight “+1” is not a number"),  # no HTML number
+    ("?type=person&threshold=0&passage_weight=0x10", "passage_weight “0x10” is not a number"),
 ])
 def test_a_link_whose_values_cannot_be_read_names_them_and_searches_nothing(page, base_url, query, named):
     """An audit: a shared link with a truncated filters=… showed the unfiltered results as the

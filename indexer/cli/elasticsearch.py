@@ -180,6 +180,8 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
             if catalog is not None:  # it embeds the phrases added by hand again: one outcome a phrase below
                 outcomes += fill_with_catalog(types, catalog, stamp, queries=encoder.info.query_identity(),
                                               embed=encoder.embed_types) or []
+                if wanted:  # a phrase also in the catalog stays one added by hand, as --replace keeps those (a review)
+                    outcomes += types.add(wanted, vectors, stamp, origin=ADDED)
         except BaseException:
             if kept:
                 click.echo(f"the types index was deleted; if these phrases added by hand are missing from it, add "

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
+from ..text import json_value_problem
 from ..atomic_files import write_bytes, write_file
 
 METHOD_ORDER = ("system", "system_spans", "system_prf", "span_base", "dense", "bm25")
@@ -217,6 +218,8 @@ def read_json(path: str | Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
         raise InputError(f"not a result of nerindex eval --json: {exc}", path=str(path), line=line) from exc
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep: a traceback before
+        raise InputError(f"not a result of nerindex eval --json: {json_value_problem(exc)}", path=str(path)) from exc
     missing = [k for k in RESULT_KEYS if not isinstance(result, dict) or k not in result]
     if missing:
         raise InputError(f"not a result of nerindex eval --json (no {', '.join(missing)})", path=str(path))

@@ -219,12 +219,24 @@ def text_words(text: str) -> list[str]:
     return words
 
 
+# punctuation that is an emoji (Extended_Pictographic), which Elasticsearch's tokenizer makes a term
+PICTOGRAPHIC_PUNCTUATION = frozenset("\u203c\u2049\u3030\u303d")  # ‼ ⁉ 〰 〽
+EMOJI_MODIFIERS = frozenset("\ufe0f\u20e3")  # emoji presentation, keycap: "#️⃣" is '#' + these
+
+
 def match_text(text: str) -> str:
     """``text`` for a store whose analyzer finds the words (Elasticsearch's ``match``), with its
-    symbols (emoji, ©, ...) made spaces. The embedded store's index never takes a symbol for a word
+    emoji made spaces: symbols (😀, ©), emoji punctuation (‼) and the base of a keycap or of an
+    emoji presentation (the "#" of "#️⃣"). The embedded store's index never takes these for words
     (:func:`text_words`), while Elasticsearch's standard tokenizer makes each emoji a term, so
     ``--text "Messi 😀"`` found the Messi passages in one store and none in the other (an audit)."""
-    return "".join(" " if unicodedata.category(ch)[0] == "S" else ch for ch in text)
+    def emoji(k: int, ch: str) -> bool:
+        category = unicodedata.category(ch)
+        if category[0] == "S" or ch in PICTOGRAPHIC_PUNCTUATION:
+            return True
+        return category[0] not in "LNM" and category != "Co" and text[k + 1 : k + 2] in EMOJI_MODIFIERS
+
+    return "".join(" " if emoji(k, ch) else ch for k, ch in enumerate(text))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from ..errors import SearchError, StoreError
 from ..stores.base import MAX_PHRASE_CHARS
 from ..stores.filter_rules import Filters, where_pairs
-from ..text import RepeatedKey, unique_keys
+from ..text import RepeatedKey, json_value_problem, unique_keys
 from . import searchui
 from .edge import UnreadBody, body_refusal
 from .failures import ERROR_RESPONSES
@@ -59,7 +59,7 @@ class UniqueKeysRequest(Request):
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise
             except (ValueError, RecursionError) as exc:  # a 5000-digit number, JSON nested 5000 deep: a 400
-                raise json.JSONDecodeError(f"cannot read the body ({exc})", "", 0) from exc  # that said nothing
+                raise json.JSONDecodeError(f"cannot read the body ({json_value_problem(exc)})", "", 0) from exc  # that said nothing
         return self._json
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
 from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome
-from .index_requests import TYPES_SUFFIX
+from .index_requests import TYPES_SUFFIX, is_versioned_index
 from .search_requests import BEST_SPAN_INNER_HITS, INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
 from .similarity import (
     combined_from_hybrid_score,
@@ -348,12 +348,13 @@ def index_mapping(response: Mapping[str, Any], *, target: str) -> tuple[str, dic
         raise StoreError(f"no index behind {target!r}")
     if len(indices) > 1:
         names = sorted(name for name, _ in indices)
-        keep = names[-1]  # nerindex numbers its indices: the newest is the last re-index's
-        removes = ", ".join(f'{{"remove": {{"index": "{n}", "alias": "{target}"}}}}' for n in names[:-1])
-        raise StoreError(  # with the way out (an audit: even 'es status' stopped at this line)
-            f"{target!r} points at several indices ({', '.join(names)}); nerindex keeps its alias on one "
-            f"index. To keep {keep!r}: POST _aliases {{\"actions\": [{removes}]}}"
-        )
+        advice = ""  # with the way out (an audit: even 'es status' stopped at this line)
+        if all(is_versioned_index(target, n) for n in names):  # nerindex's own, numbered:
+            keep = names[-1]  # the newest is the last re-index's (another name, a types index say, is no guess)
+            removes = ", ".join(f'{{"remove": {{"index": "{n}", "alias": "{target}"}}}}' for n in names[:-1])
+            advice = f". To keep {keep!r}: POST _aliases {{\"actions\": [{removes}]}}"
+        raise StoreError(f"{target!r} points at several indices ({', '.join(names)}); nerindex keeps its alias "
+                         f"on one index{advice or ': remove it from the others (POST _aliases)'}")
     name, body = indices[0]
     return name, dict((body or {}).get("mappings") or {})
 

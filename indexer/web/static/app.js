@@ -516,10 +516,11 @@ async function start() {
     $("type").value = params.get("type");
     $("text").value = params.get("text") || "";
     const weight = params.get("passage_weight") || "";
-    if (weight.trim() !== "" && !Number.isFinite(Number(weight))) {
+    $("passage-weight").value = weight;
+    // the number field empties what is not an HTML number ("+1", "0x10"), which sent no weight (a review)
+    if ($("passage-weight").value !== weight || (weight !== "" && !Number.isFinite(Number(weight)))) {
+      $("passage-weight").value = "";
       unreadable.push(`passage_weight “${weight}” is not a number`);
-    } else {
-      $("passage-weight").value = weight;
     }
     let filters = {};
     if (params.has("filters")) {
