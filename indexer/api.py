@@ -210,15 +210,15 @@ class NerIndex:
         """
         settings = with_overrides(
             settings or from_env(),
-            store=None if store is None else str(store),
-            model=None if model is None else str(model),
+            store=store,
+            model=model,
             device=device,
             es_url=es_url,
             es_index=es_index,
             es_api_key=es_api_key,
             es_user=es_user,
             es_password=es_password,
-            es_ca_certs=None if es_ca_certs is None else str(es_ca_certs),
+            es_ca_certs=es_ca_certs,
             es_verify_certs=es_verify_certs,
             es_timeout=es_timeout,
             threads=threads,
@@ -254,7 +254,8 @@ class NerIndex:
         current chunk): the one that moves while a long passage is encoded. Ctrl-C ends the run with
         what is stored whole and returns the report with ``interrupted`` set (logged as a warning
         unless ``warn_interrupted`` is False, as the CLI, which says it its own way, passes: a script
-        that goes on should check it); indexing again resumes.
+        that goes on should check it); indexing again resumes. Passages that were not stored (bad
+        metadata, say) are logged the same way, with the first reason (``report.errors`` has them all).
         """
         if not isinstance(skip_existing, (bool, np.bool_)):  # "no" is true: the passages were skipped (an audit)
             raise StoreError(f"skip_existing must be True or False, not {skip_existing!r}")
@@ -280,6 +281,9 @@ class NerIndex:
         if report.interrupted and warn_interrupted:  # an audit: a script went on after Ctrl-C without a word
             log.warning("indexing was interrupted (Ctrl-C) after %d passage(s); what is stored is whole, and "
                         "indexing the same input again resumes (report.interrupted is set)", report.passages)
+        if report.failed and warn_interrupted:  # an audit: 5 of 5 refused (numpy metadata) without a word
+            log.warning("%d of %d passage(s) were not stored (report.errors lists them; first: %s)",
+                        report.failed, report.passages, report.errors[0] if report.errors else "?")
         return report
 
     def _store_type_vectors(self) -> None:

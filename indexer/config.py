@@ -195,11 +195,28 @@ def with_overrides(settings: Settings, **overrides: object) -> Settings:
     the two stores would be ignored without a word (the URL won, and ``--store`` was dropped).
     """
     given = {key: value for key, value in overrides.items() if value is not None}
+    for key in PATH_SETTINGS:  # as NERINDEX_STORE's: NerIndex.open("~/x") made a folder "~" (an audit)
+        if key in given:
+            given[key] = _given_path(key, given[key])
     if "store" in given and "es_url" in given:
         raise SettingError("--store (an embedded store) and --es-url (Elasticsearch) name two stores: give one")
     if "store" in given:
         given["es_url"] = None
     return dataclasses.replace(settings, **given)
+
+
+PATH_SETTINGS = ("model", "store", "es_ca_certs")
+
+
+def _given_path(key: str, value: object) -> str:
+    """A path given explicitly, ``~`` expanded; an empty one, or one that is no path, refused (an
+    audit: ``NerIndex.open("")`` made a store in the working folder, ``open(5)`` a folder "5")."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise SettingError(f"{key} is a path, not {type(value).__name__} ({value!r})")
+    text = os.path.expanduser(os.fspath(value))
+    if not isinstance(text, str) or not text.strip():
+        raise SettingError(f"{key} is an empty path: give a folder (or leave it out for the default)")
+    return text
 
 
 def resolve(**overrides: object) -> Settings:

@@ -389,3 +389,24 @@ def test_index_names_what_it_takes_when_given_something_else(tmp_path, encoder):
         with pytest.raises(InputError, match=match):
             ix.index(bad)
     assert ix.store.counts().passages == 0  # the chunk with the bad item was not written
+
+
+def test_the_python_api_paths_failures_and_an_empty_store(tmp_path, monkeypatch, caplog):
+    """An audit of the Python API: open("~/x") made a folder "~" in the working folder, open("") a
+    store in it and open(5) a folder "5"; index() refused every passage (numpy metadata) without a
+    word; an empty store's search had no total; close() left the vector files mapped."""
+    from indexer.api import NerIndex
+    from indexer.errors import SettingError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for bad, message in (("", "empty path"), ("  ", "empty path"), (5, "a path, not int")):
+        with pytest.raises(SettingError, match=message):
+            NerIndex.open(bad)
+    assert list(tmp_path.iterdir()) == []
+    with NerIndex.open("~/s") as ix:
+        assert ix.store.path == tmp_path / "home" / "s"
+        assert ix.iter_search("person").total == 0  # empty: no model recorded yet
+        report = ix.index([Passage(f"n{i}", "Paris is big.", {"year": np.int64(2001)}) for i in range(3)])
+        assert report.failed == 3 and "3 of 3 passage(s) were not stored" in caplog.text and "n0:" in caplog.text
+    assert not (tmp_path / "~").exists()

@@ -95,6 +95,11 @@ class AnnIndexes:
         self._indexes: dict[str, ann.Index] = {}
         self.built_s: dict[str, float] = {}  # seconds each build in this process took, by kind
 
+    def clear(self) -> None:
+        """Forget the loaded indexes (the store was closed): their mapped files close with them."""
+        with self._lock:
+            self._indexes.clear()
+
     def get(self, vec: segments.SegmentSet, identity: str, kind: str, *, merge: bool = False) -> ann.Index:
         """The index of ``kind`` holding every row of ``vec``: loaded, built or extended.
 

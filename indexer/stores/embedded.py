@@ -41,14 +41,7 @@ from . import embedded_schema as schema
 from . import filters as sql_filters
 from . import segment_rows, segments
 from .base import (
-    ModelStamp,
-    SearchRequest,
-    StoreCounts,
-    StoreVersion,
-    WriteOutcome,
-    adopted_message,
-    check_stamp,
-    query_vector,
+    ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp, query_vector,
 )
 from .embedded_write import SharedConnection, write_passages
 from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates, with_rankers
@@ -306,8 +299,8 @@ class EmbeddedStore:
         docstring. A top-k's hits are read here; an ``--all``'s are read as they are iterated, in
         the same read transaction (:meth:`_snapshot`). A bad request raises here."""
         stamp = self.model()
-        if stamp is None:
-            return iter(())
+        if stamp is None:  # an empty store: no match, and a total (an audit: None)
+            return Matches(iter(()), total=0)
         query = query_vector(request, stamp.dims)
         conn, vec = self._snapshot()
         try:
@@ -488,7 +481,10 @@ class EmbeddedStore:
         return {"database": database, "derived": read.bytes_under(self.path / CACHE_DIR)}
 
     def close(self) -> None:
+        """The connection, mapped segments and ANN indexes go now, not at a garbage collection (an audit)."""
         self._shared.close()
+        self._vectors = None
+        self._ann.clear()
 
     def __enter__(self) -> "EmbeddedStore":
         return self
