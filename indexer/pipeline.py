@@ -10,10 +10,11 @@ read lazily), so memory is bounded by one chunk, not by the input.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
@@ -53,7 +54,7 @@ class IndexReport:
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False
     interrupted_preparing: bool = False  # interrupted after every chunk was stored, preparing the search structures
-    skipped_changed: int = 0  # of skipped_existing: stored with another text than this input's
+    skipped_changed: int = 0  # of skipped_existing: stored with another text or metadata than this input's
     changed_ids: list[str] = field(default_factory=list)  # the first MAX_NAMED of those
 
     def add(self, outcomes: Sequence[WriteOutcome], docs: Sequence[EncodedPassage]) -> None:
@@ -194,9 +195,11 @@ def index_chunks(
     given: set[str] = set()
     for chunk in chunked(passages, chunk_size):
         # an id no store can hold (not a string, a lone surrogate, a NUL) is never stored: sort_chunk refuses it
-        stored = store.stored_texts([p.id for p in chunk if id_problem(p.id) is None]) if skip_existing else None
+        records = store.stored_records([p.id for p in chunk if id_problem(p.id) is None]) if skip_existing else None
+        stored = None if records is None else {pid: text for pid, (text, _) in records.items()}
         todo, skipped, refused = sort_chunk(chunk, stored, given)
         changed = stored_otherwise(((p.id, p.text) for p in skipped), stored) if stored is not None else []
+        changed += fields_otherwise(skipped, records or {}, set(changed))
         refuse_copies_under_text_ids(todo, store)
         if (skipped or refused) and progress is not None:
             progress(len(skipped) + len(refused))
@@ -221,6 +224,23 @@ def _changed_meanwhile(store: Store, docs: Sequence[EncodedPassage], outcomes: S
         return []
     ours = {d.passage.id: d.passage.text for d in docs}
     return stored_otherwise(((pid, ours[pid]) for pid in raced), theirs)
+
+
+def fields_otherwise(passages: Iterable[Passage], records: Mapping[str, tuple[str, Any]], named: set[str]) -> list[str]:
+    """The ids of these skipped passages (not already ``named``) whose stored metadata is other
+    than theirs, compared as JSON, as both stores keep it: a corrected field was left as stored
+    and counted "already stored" (an audit). Metadata that is no JSON is refused elsewhere."""
+    out = []
+    for p in passages:
+        if p.id in named or p.id not in records:
+            continue
+        try:
+            ours = json.loads(json.dumps(p.fields, ensure_ascii=False))
+        except (TypeError, ValueError):
+            continue
+        if ours != records[p.id][1]:
+            out.append(p.id)
+    return out
 
 
 def stored_otherwise(passages: Iterable[tuple[str, str]], stored: Mapping[str, str]) -> list[str]:

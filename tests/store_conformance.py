@@ -328,6 +328,12 @@ class StoreConformance:
         assert "p4" not in [h.id for h in self.search(loaded, DINO)]
         assert loaded.counts().passages == 6
 
+    def test_stored_records_give_the_text_and_the_metadata_as_written(self, store, stamp):
+        store.check_model(stamp)
+        store.write([doc("m1", "Nile crocodiles.", [("Nile", RIVER)], year=2001, big=2**64 + 1, tags=("a", "b"), meta={"x": 1.5})])
+        assert store.stored_records(["m1", "zz"]) == {
+            "m1": ("Nile crocodiles.", {"year": 2001, "big": 2**64 + 1, "tags": ["a", "b"], "meta": {"x": 1.5}})}
+
     def test_existing_ids(self, loaded):
         assert loaded.existing_ids(["p1", "zz", "p5"]) == {"p1", "p5"}
 

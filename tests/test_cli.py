@@ -211,11 +211,11 @@ def test_passages_already_stored_are_said_to_be_left_as_they_are(tmp_path, capsy
     code, out, err = run(capsys, "index", str(second), "--store", str(tmp_path / "s"))
     assert code == 0 and "1 already stored" in out
     # another text under a stored id is named (an audit: "not compared" was all it said)
-    assert "left as stored, 1 of them with another text in this input ('1')" in err and "--reindex-existing" in err
+    assert "left as stored, 1 of them with another text or other metadata in this input ('1')" in err and "--reindex-existing" in err
     code, out, err = run(capsys, "index", str(second), "--store", str(tmp_path / "s"), "--json")
     assert (json.loads(out)["skipped_changed"], json.loads(out)["changed_ids"]) == (1, ["1"])
     code, out, err = run(capsys, "index", str(first), "--store", str(tmp_path / "s"))
-    assert "left as stored (none whose text was compared differs; metadata is not compared)" in err
+    assert "left as stored (none whose text or metadata was compared differs)" in err
 
 
 def test_with_json_an_error_is_also_one_json_object_on_stdout(tmp_path, capsys):
@@ -252,7 +252,7 @@ def test_same_named_files_of_two_folders_are_said_to_share_an_id(tmp_path, capsy
         (tmp_path / folder / "notes.txt").write_text(text, encoding="utf-8")
     assert run(capsys, "index", str(tmp_path / "proj1"), "--store", str(tmp_path / "s"))[0] == 0
     code, out, err = run(capsys, "index", str(tmp_path / "proj2"), "--store", str(tmp_path / "s"))
-    assert code == 0 and "1 of them with another text in this input ('notes.txt')" in err
+    assert code == 0 and "1 of them with another text or other metadata in this input ('notes.txt')" in err
 
 
 def test_a_filter_on_an_integer_beyond_64_bits_matches_it_without_an_error(tmp_path, capsys):

@@ -410,3 +410,14 @@ def test_the_python_api_paths_failures_and_an_empty_store(tmp_path, monkeypatch,
         report = ix.index([Passage(f"n{i}", "Paris is big.", {"year": np.int64(2001)}) for i in range(3)])
         assert report.failed == 3 and "3 of 3 passage(s) were not stored" in caplog.text and "n0:" in caplog.text
     assert not (tmp_path / "~").exists()
+
+
+def test_a_skipped_passage_whose_metadata_alone_changed_is_named(tmp_path, encoder):
+    """An audit: re-indexing a passage with a corrected field counted it "already stored" and kept
+    the old field without a word; only the text was compared."""
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        index_passages([Passage("d1", "Anna Schmidt lives in Vienna.", {"label": "wrong"}),
+                        Passage("d2", "Paris is big.", {"n": 1})], encoder, store)
+        report = index_passages([Passage("d1", "Anna Schmidt lives in Vienna.", {"label": "fixed"}),
+                                 Passage("d2", "Paris is big.", {"n": 1.0})], encoder, store)  # 1 and 1.0: one value
+        assert (report.skipped_existing, report.skipped_changed, report.changed_ids) == (2, 1, ["d1"])

@@ -202,11 +202,11 @@ def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, w
     if report.skipped_changed:  # a same-named file of another folder, an edited record (an audit: not said)
         shown = first_named([repr(pid) for pid in report.changed_ids], report.skipped_changed)
         click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored, "
-                   f"{report.skipped_changed} of them with another text in this input ({shown}); "
+                   f"{report.skipped_changed} of them with another text or other metadata in this input ({shown}); "
                    "--reindex-existing replaces them", err=True)
     elif report.skipped_existing:
         click.echo(f"  {report.skipped_existing} passage(s) with an id the store holds were left as stored (none whose "
-                   "text was compared differs; metadata is not compared); --reindex-existing replaces them", err=True)
+                   "text or metadata was compared differs); --reindex-existing replaces them", err=True)
     for error in report.errors:
         click.echo(f"  failed: {error}", err=True)
 

@@ -327,6 +327,10 @@ class Store(Protocol):
         """The stored text of each of these ids that is stored: what indexing compares a skipped
         passage's text with, so that one left as stored with another text is said."""
 
+    def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        """The stored (text, metadata) of each of these ids that is stored, in one lookup: what
+        indexing compares a skipped passage with (an audit: metadata alone changed was not said)."""
+
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
         """Store passages with their spans; one outcome per passage, failures as data.
 

@@ -161,6 +161,10 @@ class EmbeddedStore:
     def stored_texts(self, ids: Sequence[str]) -> dict[str, str]:
         return self._stored(ids, "text")
 
+    def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        pairs = self._stored(ids, "json_array(text, fields)")  # fields as the text written: big integers stay exact
+        return {pid: (text, json.loads(fields)) for pid, (text, fields) in ((k, json.loads(v)) for k, v in pairs.items())}
+
     def _stored(self, ids: Sequence[str], column: str) -> dict[str, Any]:
         """{id: column} of the stored passages among ``ids``, a page of them per turn on the connection."""
         found: dict[str, Any] = {}

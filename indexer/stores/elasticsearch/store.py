@@ -305,6 +305,9 @@ class ElasticsearchStore:
     def stored_texts(self, ids: Sequence[str]) -> dict[str, str]:
         return {pid: source.get("text", "") for pid, source in self._stored(ids, source=["text"]).items()}
 
+    def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        return {pid: (src.get("text", ""), src.get("fields", {})) for pid, src in self._stored(ids, source=["text", "fields"]).items()}
+
     def _stored(self, ids: Sequence[str], *, source: bool | list[str]) -> dict[str, dict[str, Any]]:
         """{passage id: ``_source`` (empty for ``source=False``)} of the stored passages among ``ids``."""
         with self.errors("look up existing passages"):
