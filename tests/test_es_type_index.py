@@ -152,6 +152,9 @@ class TypeKeepingStore:
     def stored_texts(self, ids):
         return {}
 
+    def stored_records(self, ids):
+        return {}
+
     def write(self, docs, *, replace=True):
         return [WriteOutcome(d.passage.id, True, "created") for d in docs]
 
