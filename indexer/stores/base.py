@@ -210,13 +210,19 @@ def text_words(text: str) -> list[str]:
     word: list[str] = []
     for ch in (*text, " "):
         category = unicodedata.category(ch)
-        if category[0] in "LNM" or category == "Co":
+        if _in_word(category):
             word.append(ch)
         elif word:
             if not all(unicodedata.category(c)[0] == "M" for c in word):
                 words.append("".join(word))
             word = []
     return words
+
+
+def _in_word(category: str) -> bool:
+    """Whether a character of this Unicode category is part of a word: letters, numbers, marks and
+    private use, as ``embedded_schema.FTS_TOKENIZE`` tokenizes (:func:`text_words`, :func:`match_text`)."""
+    return category[0] in "LNM" or category == "Co"
 
 
 # punctuation that is an emoji (Extended_Pictographic), which Elasticsearch's tokenizer makes a term
@@ -234,7 +240,7 @@ def match_text(text: str) -> str:
         category = unicodedata.category(ch)
         if category[0] == "S" or ch in PICTOGRAPHIC_PUNCTUATION:
             return True
-        return category[0] not in "LNM" and category != "Co" and text[k + 1 : k + 2] in EMOJI_MODIFIERS
+        return not _in_word(category) and text[k + 1 : k + 2] in EMOJI_MODIFIERS
 
     return "".join(" " if emoji(k, ch) else ch for k, ch in enumerate(text))
 

@@ -162,8 +162,8 @@ class EmbeddedStore:
         return self._stored(ids, "text")
 
     def stored_records(self, ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
-        pairs = self._stored(ids, "json_array(text, fields)")  # fields as the text written: big integers stay exact
-        return {pid: (text, json.loads(fields)) for pid, (text, fields) in ((k, json.loads(v)) for k, v in pairs.items())}
+        pairs = {pid: json.loads(pair) for pid, pair in self._stored(ids, "json_array(text, fields)").items()}
+        return {pid: (text, json.loads(fields)) for pid, (text, fields) in pairs.items()}  # fields as written: big ints exact
 
     def _stored(self, ids: Sequence[str], column: str) -> dict[str, Any]:
         """{id: column} of the stored passages among ``ids``, a page of them per turn on the connection."""

@@ -86,18 +86,17 @@ def written_where_checked(store: Any, index: str, written: list[WriteOutcome]) -
     without a word (an audit). Sent to the old index, they fail (a re-index blocks its writes
     before it copies), unless the re-index deleted it (``--delete-old``) in between: then the bulk
     request made a fresh index of that name, outside the alias, so the alias is looked up again
-    after every write that stored something, one small request."""
-    stored = [o.ok and o.action != "skipped" for o in written]
-    failed = [not o.ok for o in written]
-    if index == store.alias or not any(stored) and not any(failed) or index_behind(store, store.alias) == index:
+    after every write that stored or failed something (not one that only skipped), one small request.
+    Failures too: the fresh index maps the first span vector as floats and refuses the rest, whose
+    error ("cannot be changed from type [dense_vector]") said nothing of the move (an audit)."""
+    touched = [not (o.ok and o.action == "skipped") for o in written]
+    if index == store.alias or not any(touched) or index_behind(store, store.alias) == index:
         return written
-    # failures too: the fresh index maps the first span vector as floats and refuses the rest, whose
-    # error ("cannot be changed from type [dense_vector]") said nothing of the move (an audit)
     why = (f"alias {store.alias!r} moved away from {index!r} during this write (an es reindex): not stored "
            f"behind the alias; index these passages again")
-    log.warning("%s (%d passages)", why, sum(s or f for s, f in zip(stored, failed)))
+    log.warning("%s (%d passages)", why, sum(touched))
     _drop_if_made_by_the_write(store, index)
-    return [WriteOutcome(o.id, False, "failed", why) if s or f else o for o, s, f in zip(written, stored, failed)]
+    return [WriteOutcome(o.id, False, "failed", why) if t else o for o, t in zip(written, touched)]
 
 
 def _drop_if_made_by_the_write(store: Any, index: str) -> None:
