@@ -97,6 +97,7 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
     first = 0
     header: str | None = None
     width: tuple[int, int] | None = None  # the file's column count and the line that set it
+    broken = False  # a dropped blank token ended an entity: the next I-/E- tag starts one
     with handle:
         for lineno, line in enumerate(_lines(handle, name), start=1):
             # a document marker ends a sentence as a blank line does (one may not come before it)
@@ -104,6 +105,7 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
                 if tokens:
                     yield Sentence(tuple(tokens), tuple(tags), first, header)
                     tokens, tags, header = [], [], None
+                broken = False
                 continue
             # a header opens a sentence; "# O" there is the token "#" tagged O (tweets), not a header
             if line.startswith("# id ") or (line.startswith("# ") and not tokens and "\t" not in line
@@ -111,7 +113,7 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
                 if tokens:  # the sentence before ends here, as at -DOCSTART- (an audit: it absorbed the next one)
                     yield Sentence(tuple(tokens), tuple(tags), first, header)
                     tokens, tags = [], []
-                header = line[2:].strip()
+                header, broken = line[2:].strip(), False
                 continue
             problem = unicode_problem(line)
             if problem is not None:  # no store keeps it (an audit: eval dropped the sentence from the system's ranking only)
@@ -136,8 +138,13 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
                 )
             token = cols[0].strip()
             if not token:
-                # a white-space-only token (seen in tweets) cannot be joined into text faithfully
+                # a white-space-only token (seen in tweets) cannot be joined into text faithfully;
+                # its tag still ends an entity (an audit: "Paris B / ' ' O / London I" made one mention)
+                broken = broken or not tag.startswith("I-")
                 continue
+            if broken and tag[:2] in ("I-", "E-"):
+                tag = ("B-" if tag[0] == "I" else "S-") + tag[2:]
+            broken = False
             if not tokens:
                 first = lineno
             tokens.append(token)

@@ -246,6 +246,36 @@ def test_a_folder_is_read_as_what_its_files_are(tmp_path):
     assert "--format conll" in err.reason and "--format txt" in err.reason
 
 
+def test_a_conll_txt_file_with_a_bom_or_a_mistyped_tag_is_read_as_conll(tmp_path):
+    """An audit: a BOM hid a CoNLL .txt file's first line from the sniff, and one mistyped tag
+    among its first lines made it prose: stored a whole file a passage, tags and all, or dropped
+    from a folder read with --format conll without a word. Now it is CoNLL, and the typo is named
+    at its line; a folder's prose .txt files are named among what it leaves out."""
+    tagged = "# id 1\tdomain=en\nParis _ _ B-LOC\nis _ _ O\nnice _ _ O\n\n"
+    bom = write(tmp_path / "bom.txt", b"\xef\xbb\xbf" + tagged.encode())
+    assert [(p.text, [(g.start, g.end) for g in p.gold]) for p in read(bom)] == [("Paris is nice", [(0, 5)])]
+    typo = write(tmp_path / "typo" / "b.txt", "EU\tB-ORG\nrejects\tO\nGerman\tB_MISC\ncall\tO\n")
+    assert_names(error_of(typo), typo, 3)
+    folder = typo.parent
+    write(folder / "a.txt", "Paris\tB-LOC\nis\tO\n")
+    assert_names(error_of(folder), typo, 3)
+    assert_names(error_of(folder, format="conll"), typo, 3)
+    typo.unlink()
+    write(folder / "readme.txt", "How these files were made.")
+    stats = ReadStats()
+    assert [p.text for p in read(folder, format="conll", stats=stats)] == ["Paris is"]
+    assert stats.left_out == ["readme.txt"]
+
+
+def test_a_refused_first_record_does_not_decide_where_ids_come_from(tmp_path):
+    """An audit: with --on-error skip, a first line without a text (an export note) decided that the
+    file had no ids, and every later record with one was refused for it."""
+    f = jsonl(tmp_path / "a.jsonl", {"note": "exported 2024"}, {"id": "a", "text": "Paris."}, {"id": "b", "text": "Rome."})
+    stats = ReadStats()
+    assert [p.id for p in read(f, on_error="skip", stats=stats)] == ["a", "b"]
+    assert stats.id_field == "id"
+
+
 def test_txt_folder(tmp_path):
     root = tmp_path / "docs"
     write(root / "b.txt", "Second file.\n")
@@ -317,6 +347,18 @@ def test_conll_lines_keep_the_files_column_count_and_one_tag(tmp_path):
     assert err.value.line == 1
     four = write(tmp_path / "c.conll", "Barack _ _ B-PER\nObama _ _ I-PER\n")  # MultiCoNER's four columns
     assert [s.tokens for s in iter_sentences(four)] == [("Barack", "Obama")]
+
+
+def test_a_dropped_blank_token_still_ends_an_entity(tmp_path):
+    """An audit: a white-space-only token is dropped (tweets), and its tag went with it, so "Paris
+    B-city / ' ' O / London I-city" was one gold mention "Paris London"; a blank inside an entity
+    (tagged I-) still joins it, and in BIOES a blank that begins one makes the next E- a whole one."""
+    f = write(tmp_path / "a.conll", "Paris\tB-city\n \tO\nLondon\tI-city\n\n"
+                                    "New\tB-city\n \tI-city\nYork\tI-city\n\n"
+                                    "Rome\tS-city\n \tB-city\nOslo\tE-city\n\n")
+    spans = [[(p.text[g.start:g.end], g.label) for g in p.gold] for p in read(f)]
+    assert spans == [[("Paris", "city"), ("London", "city")], [("New York", "city")],
+                     [("Rome", "city"), ("Oslo", "city")]]
 
 
 def test_txt_file_that_looks_like_conll_is_conll_unless_overridden(tmp_path):

@@ -16,7 +16,7 @@ from typing import Iterator, Literal
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..text import first_named
-from .detect import FOLDER_EXTENSIONS, FORMATS, Format, left_out, resolve_format
+from .detect import FORMATS, Format, left_out, resolve_format
 from .parquet import parquet_items
 from .plain import conll_items, txt_items
 from .structured import Item, Located, RecordRules, delimited_items, jsonl_items
@@ -84,7 +84,7 @@ def read_passages(
         stats = ReadStats()
     stats.format = resolved
     if p.is_dir():
-        stats.left_out = left_out(p, FOLDER_EXTENSIONS[resolved])
+        stats.left_out = left_out(p, resolved)
     rules = RecordRules(path=name, id_field=id_field, text_field=text_field, unit="row" if resolved == "parquet" else "line")
     return _checked(_items(p, resolved, rules), name, on_error, stats, rules)
 

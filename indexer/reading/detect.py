@@ -10,6 +10,7 @@ CrossNER's folder was indexed as whole files with their tags, and ``.conll`` fil
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from pathlib import Path
@@ -60,46 +61,54 @@ def split_suffix(path: Path) -> tuple[str, bool]:
 
 
 def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
-    """True when the first non-blank lines of a file (``min_rows`` at least: 1 where the user said
-    CoNLL) are all ``token … tag`` rows with BIO/IO tags."""
+    """True when the first non-blank lines of a file (up to ``_SNIFF_LINES``) are all rows of a few
+    columns, at least ``min_rows`` of them (1 where the user said CoNLL) and three in four ending in
+    a BIO/IO tag. Not every one: a CoNLL file with one mistyped tag ("B_MISC") among its first lines
+    was stored as prose, tags and all, or left out of a CoNLL folder without a word, where the reader
+    names the line (an audit); nor a BOM, which hid the first line's shape (the same audit)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(_SNIFF_BYTES)
     except OSError:
         return False  # the reader will report the real problem with the path
-    lines = head.decode("utf-8", errors="replace").splitlines()
+    lines = head.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace").splitlines()
     if len(head) == _SNIFF_BYTES and lines:
         lines.pop()  # probably cut in the middle
-    seen = 0
+    rows = tagged = 0
     for line in lines:
         if not line.strip() or line.startswith(("#", "-DOCSTART-")):
             continue
         cols = line.split("\t") if "\t" in line else line.split()
-        if not 2 <= len(cols) <= _MAX_COLUMNS or not _TAG.match(cols[-1].strip()):
+        if not 2 <= len(cols) <= _MAX_COLUMNS:
             return False
-        seen += 1
-        if seen >= _SNIFF_LINES:
+        rows += 1
+        tagged += bool(_TAG.match(cols[-1].strip()))
+        if rows >= _SNIFF_LINES:
             break
-    return seen >= min_rows
+    return tagged >= min_rows and 4 * tagged >= 3 * rows
 
 
-def folder_files(root: Path, extensions: frozenset[str]) -> list[tuple[Path, str]]:
-    """Files under ``root`` with one of ``extensions``, skipping hidden ones, in a stable order."""
-    return _folder_entries(root, extensions)[0]
+def folder_files(root: Path, fmt: str) -> list[tuple[Path, str]]:
+    """Files under ``root`` that a read in folder format ``fmt`` takes, skipping hidden ones, in a
+    stable order (for ``conll``: its extensions, and the ``.txt`` files that look like CoNLL)."""
+    return _folder_entries(root, FOLDER_EXTENSIONS[fmt], conll=fmt == "conll")[0]
 
 
-def left_out(root: Path, extensions: frozenset[str]) -> list[str]:
-    """What a folder read with ``extensions`` leaves out that is not hidden: files of other kinds or
-    that are no regular file, and folders behind symbolic links (not followed), as paths in the
-    folder; a folder is marked with a trailing ``/`` (an audit: both went without a word)."""
-    return _folder_entries(root, extensions)[1]
+def left_out(root: Path, fmt: str) -> list[str]:
+    """What a folder read in ``fmt`` leaves out that is not hidden: files of other kinds or that are
+    no regular file, ``.txt`` files of a CoNLL folder that are prose (an audit: dropped without a
+    word), and folders behind symbolic links (not followed), as paths in the folder; a folder is
+    marked with a trailing ``/`` (an audit: both went without a word)."""
+    return _folder_entries(root, FOLDER_EXTENSIONS[fmt], conll=fmt == "conll")[1]
 
 
-def _folder_entries(root: Path, extensions: frozenset[str]) -> tuple[list[tuple[Path, str]], list[str]]:
-    """(the files a read of ``root`` with ``extensions`` takes, as (path, path in the folder); what it
-    leaves out, :func:`left_out`), both sorted: one walk decides both, so they never disagree.
-    Hidden files and folders are neither (and hidden folders are not entered); folders behind
-    symbolic links are not followed."""
+def _folder_entries(
+    root: Path, extensions: frozenset[str], *, conll: bool = False
+) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(the files of ``extensions`` under ``root``, as (path, path in the folder), with ``conll``
+    only the ``.txt`` ones that look like CoNLL; what that leaves out, :func:`left_out`), both
+    sorted: one walk decides both, so they never disagree. Hidden files and folders are neither
+    (and hidden folders are not entered); folders behind symbolic links are not followed."""
     found: list[tuple[Path, str]] = []
     out: list[str] = []
     for folder, dirs, files in os.walk(root):
@@ -111,7 +120,8 @@ def _folder_entries(root: Path, extensions: frozenset[str]) -> tuple[list[tuple[
                 continue
             path = here / name
             rel = path.relative_to(root).as_posix()
-            if path.suffix.lower() in extensions and path.is_file():
+            if (path.suffix.lower() in extensions and path.is_file()
+                    and not (conll and path.suffix.lower() == ".txt" and not looks_like_conll(path, min_rows=1))):
                 found.append((path, rel))
             else:  # of other kinds, or not regular files (a broken link, a FIFO)
                 out.append(rel)
@@ -120,7 +130,7 @@ def _folder_entries(root: Path, extensions: frozenset[str]) -> tuple[list[tuple[
 
 def folder_format(root: Path) -> str:
     """``conll`` or ``txt`` for a folder (see the module docstring); a mix is an InputError."""
-    files = folder_files(root, FOLDER_EXTENSIONS["conll"])
+    files = _folder_entries(root, FOLDER_EXTENSIONS["conll"])[0]
     conll = [(p, rel) for p, rel in files if p.suffix.lower() != ".txt"]
     texts = [(p, rel) for p, rel in files if p.suffix.lower() == ".txt"]
     # every .txt file: a folder of five CoNLL files and a prose one read as CoNLL, leaving the

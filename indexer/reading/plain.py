@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..records import Passage, text_id
 from ..stores.filter_rules import passage_problem
 from ..text import invalid_utf8, unicode_problem, unstorable_at
-from .detect import FOLDER_EXTENSIONS, folder_files, looks_like_conll
+from .detect import folder_files
 from .structured import Item, Located
 
 
@@ -51,7 +51,7 @@ def text_file_item(path: Path, rel: str) -> Item:
 def txt_items(path: Path) -> Iterator[Item]:
     """One passage per ``.txt`` file of a folder, or the one passage of a single file."""
     if path.is_dir():
-        for file, rel in folder_files(path, FOLDER_EXTENSIONS["txt"]):
+        for file, rel in folder_files(path, "txt"):
             yield _name_problem(file, rel) or text_file_item(file, rel)
     else:  # its absolute path: the bare name made a/notes.txt and b/notes.txt one passage ("already stored")
         where = path.resolve().as_posix()
@@ -78,9 +78,7 @@ def conll_items(path: Path) -> Iterator[Item]:
                               gold=p.gold)
             yield Located(passage, str(path), p.fields["line"])
         return
-    for file, rel in folder_files(path, FOLDER_EXTENSIONS["conll"]):
-        if file.suffix.lower() == ".txt" and not looks_like_conll(file, min_rows=1):
-            continue
+    for file, rel in folder_files(path, "conll"):
         bad = _name_problem(file, rel)
         if bad is not None:
             yield bad

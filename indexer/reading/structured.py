@@ -84,8 +84,9 @@ class RecordRules:
         return what
 
     def passage(self, record: dict[str, Any], at: int) -> Item:
-        """The Passage for one record, or the error that says what is wrong with it."""
-        self.decide(record)
+        """The Passage for one record, or the error that says what is wrong with it. The default id
+        field is decided by the first record with a text (an audit: a refused first line, a note
+        such as {"note": "exported 2024"}, made ids hashes and every record with an id an error)."""
         if self.text_field not in record:
             return self.error(f"missing text field {self.text_field!r}", at)
         text = record[self.text_field]
@@ -96,6 +97,7 @@ class RecordRules:
         bad = value_problem(record)
         if bad is not None:  # a JSON escape such as \ud800: no store can hold it (and hashing it failed)
             return self.error(bad, at)
+        self.decide(record)
         if self.id_field is None:
             if self.requested is None and DEFAULT_ID_FIELD in record:  # the first record had no id
                 return self.error(
