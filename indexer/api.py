@@ -157,11 +157,14 @@ class NerIndex:
         if self.store.model() is not None:
             self.store.check_model(self.encoder.info.stamp, writing=False)
             self._had_model = True
+            # an empty store is checked again at the next search: another process's first write
+            # stamps it with its model and keeps its identity (an audit: a service opened on an
+            # empty store searched another model's vectors, health "ok")
+            self._checked_for = identity
         elif self._had_model:  # an audit: the index behind the alias deleted, and every search a 200 with no hits
             raise StoreError(f"{self.description or 'the store'}: the passages this handle searched are gone "
                              "(the index behind the alias was deleted, or the store emptied): index again, "
                              "then open the store again (restart the service)")
-        self._checked_for = identity
 
     def _forget_if_moved(self) -> str:
         """The store's identity, after dropping what the store cached of its index (model, mapping

@@ -421,3 +421,23 @@ def test_a_skipped_passage_whose_metadata_alone_changed_is_named(tmp_path, encod
         report = index_passages([Passage("d1", "Anna Schmidt lives in Vienna.", {"label": "fixed"}),
                                  Passage("d2", "Paris is big.", {"n": 1.0})], encoder, store)  # 1 and 1.0: one value
         assert (report.skipped_existing, report.skipped_changed, report.changed_ids) == (2, 1, ["d1"])
+
+
+def test_a_handle_opened_on_an_empty_store_checks_the_model_its_first_writer_records(tmp_path):
+    """An audit: a handle (the web service) opened on an empty store checked its model once, found
+    none, and never again; another process then filled the store with another model, and every
+    search scored one model's span vectors with the other's query vector, health "ok"."""
+    import dataclasses
+
+    from indexer.api import NerIndex
+    from indexer.errors import ModelMismatchError
+
+    with NerIndex.open(tmp_path / "s") as ix:
+        assert ix.search("person") == []
+        stamp = ix.encoder.info.stamp
+        with EmbeddedStore.open(tmp_path / "s") as other:  # another process's first write records its model
+            other.check_model(dataclasses.replace(stamp, checksum="0" * len(stamp.checksum)))
+        with pytest.raises(ModelMismatchError):
+            ix.search("person")
+        with pytest.raises(ModelMismatchError):
+            ix.check_usable()
