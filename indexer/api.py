@@ -281,6 +281,10 @@ class NerIndex:
                 self.store.prepare()  # the first search after indexing should not build the search structures
             except KeyboardInterrupt:  # every passage is stored: the report, not an abort (an audit); a rerun
                 report.interrupted = report.interrupted_preparing = True  # a rerun or the first search finishes
+        else:  # Elasticsearch: what was stored searchable now, not at close() (an audit: 1 of 256 for 30 s)
+            flush = getattr(self.store, "flush", None)
+            if flush is not None:
+                flush()
         if report.interrupted and warn_interrupted:  # an audit: a script went on after Ctrl-C without a word
             log.warning("indexing was interrupted (Ctrl-C) after %d passage(s); what is stored is whole, and "
                         "indexing the same input again resumes (report.interrupted is set)", report.passages)

@@ -326,6 +326,21 @@ def test_a_load_killed_while_relaxed_leaves_no_lasting_refresh_delay(make_live_s
     assert interval() == "1s"
 
 
+def test_a_rerun_that_writes_nothing_after_a_killed_load_makes_its_passages_searchable(make_live_store, stamp):
+    """An audit: after a load killed while relaxed, the rerun found every passage stored, wrote
+    nothing, and so neither put the interval back nor refreshed: another process counted 1 of the
+    passages for 30 s, and the interval stayed relaxed until some later run wrote."""
+    killed = make_live_store()
+    killed.check_model(stamp)
+    killed.write(corpus()[:3])
+    index = killed.target()[0]
+    killed._refresh.previous = None  # the process dies: nothing restores it or refreshes
+    rerun = make_live_store(index=killed.alias)
+    rerun.prepare()  # the end of the rerun's indexing, with nothing written
+    body = rerun.client.indices.get_settings(index=index, name="index.refresh_interval").body
+    assert rs.refresh_interval(body) == "1s"
+    assert make_live_store(index=killed.alias).counts().passages == 3
+
 
 def test_an_operators_own_30_s_refresh_interval_is_kept_by_a_load(make_live_store, stamp):
     """An operator's "30s" looked like one left by a killed load and was reset to 1 s (an audit)."""

@@ -441,3 +441,17 @@ def test_a_handle_opened_on_an_empty_store_checks_the_model_its_first_writer_rec
             ix.search("person")
         with pytest.raises(ModelMismatchError):
             ix.check_usable()
+
+
+def test_an_interrupted_run_makes_what_it_stored_searchable_at_once(tmp_path, encoder):
+    """An audit: NerIndex.index interrupted on Elasticsearch skipped the end-of-run step, so what it
+    had stored stayed unsearchable (1 of 256 passages for another process) until close(); the
+    store's flush (Elasticsearch: the refresh interval put back, a refresh) now runs on that path."""
+    from indexer.api import NerIndex
+
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        flushed: list[bool] = []
+        wrapped = Interrupting(store, after=0)
+        wrapped.flush = lambda: flushed.append(True)
+        report = NerIndex(encoder, wrapped).index(passages(3), warn_interrupted=False)
+        assert report.interrupted and flushed == [True]

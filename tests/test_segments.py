@@ -340,6 +340,20 @@ def test_a_passage_deleted_without_foreign_keys_takes_its_spans_with_it(world):
         same(answer(store, request), reference(docs, request))
 
 
+def test_a_passage_updated_by_hand_is_refused_with_the_way_to_change_it(world):
+    """A store audit: an UPDATE of a passage's fields or text in the sqlite3 shell left its filter
+    rows, words and spans' offsets as they were: a filter on the new value found nothing, the old
+    one found the passage, and marks fell inside words. nerindex never updates a passage row."""
+    store, rng, centre = world
+    store.write(make_docs(rng, range(3), centre))
+    conn = sqlite3.connect(store.path / DB_NAME)
+    for change in ("text = 'Other words.'", "fields = '{}'", "id = 'renamed'"):
+        with pytest.raises(sqlite3.IntegrityError, match="--reindex-existing"):
+            conn.execute(f"UPDATE passages SET {change}")
+    conn.close()
+    assert store.counts().passages == 3
+
+
 @pytest.mark.parametrize("candidates", [0.0, 0.5])
 def test_a_large_all_is_the_exact_set_with_scores_within_epsilon(world, monkeypatch, candidates):
     """Past EXACT_ALL_SPANS matching spans on a big store, --all re-scores only the spans within ε

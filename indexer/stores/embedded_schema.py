@@ -69,6 +69,11 @@ BEGIN DELETE FROM passage_vectors WHERE rowid = old.rowid; END;
 -- shell does not: a passage deleted there left its spans ranking searches (a store audit)
 CREATE TRIGGER IF NOT EXISTS passages_spans_drop AFTER DELETE ON passages
 BEGIN DELETE FROM spans WHERE passage = old.rowid; END;
+-- nerindex never updates a passage row (it replaces it); an UPDATE by hand (the sqlite3 shell) left
+-- its spans' offsets, its words and its filter rows as they were: marks inside words, a filter on
+-- the new value finding nothing (a store audit)
+CREATE TRIGGER IF NOT EXISTS passages_no_update BEFORE UPDATE OF id, text, fields ON passages
+BEGIN SELECT RAISE(ABORT, 'nerindex: a passage is changed by indexing it again (nerindex index --reindex-existing), not by UPDATE'); END;
 CREATE TRIGGER IF NOT EXISTS spans_vector_drop AFTER DELETE ON spans
 BEGIN DELETE FROM span_vectors WHERE rowid = old.rowid; END;
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(

@@ -41,6 +41,23 @@ class RelaxedRefresh:
                 client.indices.put_settings(index=alias, settings=refresh_settings(interval))
         self.previous = (previous,)
 
+    def heal(self) -> bool:
+        """Put back an interval a killed load left relaxed (nerindex's own value) where this handle
+        did not relax it, and say so: a rerun that found every passage stored wrote nothing, so it
+        neither restored it nor refreshed, and its passages stayed unsearchable for up to 30 s and the
+        interval relaxed for good (an audit)."""
+        interval = self.store.options.bulk_refresh_interval
+        if self.previous is not None or not interval or self.store.target() is None:
+            return False
+        client, alias = self.store.client, self.store.alias
+        with self.store.errors("read the refresh interval"):
+            current = rs.refresh_interval(client.indices.get_settings(index=alias, name="index.refresh_interval").body)
+        if current != interval:
+            return False
+        with self.store.errors("restore the refresh interval"):
+            client.indices.put_settings(index=alias, settings=refresh_settings(refresh_interval(load_template(INDEX_TEMPLATE))))
+        return True
+
     def restore(self) -> None:
         if self.previous is None:
             return

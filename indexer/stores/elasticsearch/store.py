@@ -28,16 +28,8 @@ from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
 from ...errors import ModelMismatchError, StoreError, UnsupportedSearchError
 from ...records import EncodedPassage, Hit
-from ..base import (
-    ModelStamp,
-    SearchRequest,
-    StoreCounts,
-    StoreVersion,
-    WriteOutcome,
-    adopted_message,
-    check_stamp,
-    query_vector,
-)
+from ..base import (ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp,
+                    query_vector)
 from . import responses as rs
 from .aliases import orphans, recheck_target, written_where_checked
 from .bulk import id_collisions, stored_count, stored_passages, write_documents
@@ -377,7 +369,9 @@ class ElasticsearchStore:
         self._mention_mapped = True
 
     def prepare(self) -> None:
-        """Make the run's writes searchable (the protocol's end-of-indexing step)."""
+        """Make the run's writes searchable (the protocol's end-of-indexing step), and a killed
+        run's too where it left the refresh interval relaxed (:meth:`RelaxedRefresh.heal`)."""
+        self._dirty = self._refresh.heal() or self._dirty
         self.flush()
 
     def flush(self) -> None:
