@@ -43,12 +43,23 @@ RESULT = {
 def test_markdown_puts_methods_and_groups_side_by_side():
     md = report.markdown(RESULT)
     head = md.split("\n\n")[2]
-    assert "R-Prec seen (1 types, Fam 0.90)" in head and "R-Prec unseen (1 types, Fam 0.10)" in head
+    assert "R-Prec seen (1 type, Fam 0.90)" in head and "R-Prec unseen (1 type, Fam 0.10)" in head
     assert "coarse" not in head  # empty group left out
     assert "| nerindex | 0.750 | 0.900 | 0.600 |" in head
     assert "| BM25 | 0.300 | 0.200 | 0.400 |" in head
     assert "| dinosaur | unseen | 2 | 0.10 | **0.600** | 0.400 |" in md
     assert "not scored): poem" in md
+
+
+def test_the_hybrid_note_is_said_only_where_a_method_that_uses_it_ran():
+    """An eval audit: a run of "spans only" (λ 0) was said to use the model's λ."""
+    model = {**RESULT["model"], "passage_weight": 0.0, "unseen_passage_weight": 1.0}
+    ran = {**RESULT, "model": model}
+    assert "passage weight λ = 0 for trained-on types, 1 for the others" in report.markdown(ran)
+    spans_only = {**ran, "summary": {"system_spans": RESULT["summary"]["system"]},
+                  "methods": {"system_spans": RESULT["methods"]["system"]},
+                  "per_type": [{**row, "scores": {"system_spans": row["scores"]["system"]}} for row in RESULT["per_type"]]}
+    assert "passage weight" not in report.markdown(spans_only)
 
 
 def test_group_rows_name_every_threshold_their_types_used():

@@ -59,7 +59,7 @@ def headline_table(result: Mapping[str, Any]) -> str:
     for g in groups:
         n = result["summary"][_methods(result)[0]][g]["n"]
         f = fam.get(g)
-        header.append(f"R-Prec {g} ({n} types" + (f", Fam {f:.2f})" if f is not None else ")"))
+        header.append(f"R-Prec {g} ({n} type{'' if n == 1 else 's'}" + (f", Fam {f:.2f})" if f is not None else ")"))
     rows = []
     for m in _methods(result):
         rows.append([SHORT.get(m, m)] + [_fmt(result["summary"][m][g]["r_precision"]) for g in groups])
@@ -150,7 +150,7 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
         f"{b['passages']} passages, {b['queries_scored']} scored types "
         f"(sources: {', '.join(Path(s).name if '/' not in s else s for s in b['sources'])}); "
         f"model {m['id']} {m['version']} (checksum {m['checksum'][:12]})"
-        + _hybrid_note(m),
+        + (_hybrid_note(m) if {"system", "system_prf"} & set(result["summary"]) else "."),
         "",
         headline_table(result),
         "",
@@ -372,7 +372,8 @@ def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, c
 
 def _hybrid_note(model: dict) -> str:
     """How the run ranked: λ of hybrid scoring, one for every type or one per group (the model's
-    rule, ``ModelInfo.passage_weight_for``)."""
+    rule, ``ModelInfo.passage_weight_for``); only where a method that uses it ran (an audit: a run
+    of "spans only", λ 0, was said to use the model's λ)."""
     seen, unseen = model.get("passage_weight") or 0.0, model.get("unseen_passage_weight")
     if unseen is not None and unseen != seen:
         return f"; hybrid scoring, passage weight λ = {seen:g} for trained-on types, {unseen:g} for the others."
