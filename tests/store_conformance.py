@@ -180,6 +180,27 @@ class StoreConformance:
     def test_limit(self, loaded):
         assert [h.id for h in self.search(loaded, DINO, limit=2)] == ["p1", "p2"]
 
+    @pytest.mark.parametrize("weight", [0.0, 1.0])
+    def test_tied_passages_come_in_the_order_they_were_written_whatever_the_limit(self, store, stamp, weight):
+        """A paging audit: Elasticsearch ranked ties by id among the passages it had fetched, so a
+        top-2 and a top-3 began with different passages (and the embedded store, by insertion,
+        with others again); a client paging by a growing limit saw two passages five times."""
+        names = self.write_ties(store, stamp)
+        for limit in (1, 2, 3, 5, 12):
+            assert [h.id for h in self.search(store, DINO, limit=limit, passage_weight=weight)] == names[:limit]
+
+    def test_tied_passages_of_an_exhaustive_search_come_in_the_order_they_were_written(self, store, stamp):
+        names = self.write_ties(store, stamp)
+        assert [h.id for h in self.search(store, DINO, exhaustive=True)] == names
+
+    @staticmethod
+    def write_ties(store, stamp) -> list[str]:
+        """Twelve passages of one text (equal scores), written in reverse order of their ids."""
+        store.check_model(stamp)
+        names = [f"{chr(ord('z') - i)}-{i}" for i in range(12)]
+        store.write([doc(pid, "Triceratops grazed.", [("Triceratops", DINO)]) for pid in names])
+        return names
+
     def test_exhaustive_returns_all_matches(self, loaded):
         hits = self.search(loaded, DINO, threshold=0.5, limit=1, exhaustive=True)
         assert [h.id for h in hits] == ["p1", "p2", "p3"]

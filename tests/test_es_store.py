@@ -650,6 +650,9 @@ class TestExhaustiveConformance:
     search = StoreConformance.search
     require_exhaustive = StoreConformance.require_exhaustive
     test_exhaustive_returns_all_matches = StoreConformance.test_exhaustive_returns_all_matches
+    write_ties = staticmethod(StoreConformance.write_ties)
+    test_tied_passages_of_an_exhaustive_search_come_in_the_order_they_were_written = \
+        StoreConformance.test_tied_passages_of_an_exhaustive_search_come_in_the_order_they_were_written
     test_span_label_filter_restricts_spans = StoreConformance.test_span_label_filter_restricts_spans
     test_span_text_filter = StoreConformance.test_span_text_filter
     test_passage_weight_exhaustive = StoreConformance.test_passage_weight_exhaustive

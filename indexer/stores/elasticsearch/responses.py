@@ -244,11 +244,13 @@ def inner_hits_window(error: Any) -> int | None:
 
 
 def rank(hits: Sequence[Hit]) -> list[Hit]:
-    """Best first by passage score, ties by id, as the embedded store orders them.
-
-    The passage score is the best span, or the combined score under hybrid scoring.
-    """
-    return sorted(hits, key=lambda h: (-h.score, h.id))
+    """Best first by passage score (the best span, or the combined score under hybrid scoring),
+    ties in Elasticsearch's order: its document order, which is the order of indexing in an index
+    written once, as the embedded store orders ties (by insertion), and as an ``exhaustive``
+    search's point in time pages them. Ties by id (before an audit) kept the fetched window's
+    tied passages but not the ones Elasticsearch had cut at its edge: ``limit`` 2 and 3 began
+    with different passages, and a client paging by a growing limit saw two passages five times."""
+    return sorted(hits, key=lambda h: -h.score)
 
 
 def raw_hits(response: Mapping[str, Any]) -> list[Mapping[str, Any]]:
