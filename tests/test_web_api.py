@@ -7,9 +7,12 @@ The fixtures here are shared with the browser tests (tests/test_web_browser.py).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -674,6 +677,32 @@ def test_searchui_autocomplete_suggests_catalog_types_and_results(low_client, we
     assert phrase in suggestions and len(suggestions) <= 4
     assert len(data["autocompletedResults"]) <= 2
     assert set(data) == {"autocompletedResults", "autocompletedResultsRequestId", "autocompletedSuggestions", "autocompletedSuggestionsRequestId"}
+
+
+class MostlyCandidates(SlowIndex):
+    """The real index, where three passages in four are ranked by a candidate span alone, as an
+    unseen type's top hits often are: unmarked in a top-k answer, left out of an exhaustive one."""
+
+    def __init__(self, index) -> None:
+        super().__init__(index, 0)
+
+    def search(self, *args, exhaustive=False, **kwargs):
+        hits = self._index.search(*args, exhaustive=exhaustive, **kwargs)
+        marked = [h for h in hits if zlib.crc32(h.id.encode()) % 4 == 0]
+        return marked if exhaustive else [h if h in marked else dataclasses.replace(h, spans=()) for h in hits]
+
+
+@pytest.mark.parametrize("phrase", ["person", "city", "dinosaur"])
+def test_searchui_autocomplete_results_are_the_first_results_of_its_search(web_index, phrase):
+    """A paging audit: autocomplete fetched twice as many top hits as it showed and left out those
+    ranked by a candidate alone, so for an unseen type it offered 1 result where 5 were asked for
+    and its search's first page held 5."""
+    with local_client(create_app(MostlyCandidates(web_index), threshold=LOW)) as c:
+        for size in (1, 3, 5):
+            offered = searchui(c, "/api/autocomplete", {"searchTerm": phrase}, {"results": {"resultsPerPage": size}})
+            page = searchui(c, "/api/search", {"searchTerm": phrase, "resultsPerPage": size})
+            ids = [[r["id"]["raw"] for r in rs] for rs in (offered["autocompletedResults"], page["results"])]
+            assert ids[0] == ids[1] and len(ids[0]) == min(size, page["totalResults"])
 
 
 # ----------------------------------------------------------------- the command

@@ -295,10 +295,25 @@ class SearchService:
         hits: list[Hit] = []
         wants_hits = plan.results_size is not None or plan.result_types
         if wants_hits and plan.search_term:
-            # twice as many as shown: hits ranked by a candidate alone are left out (autocomplete_state)
-            size = min(2 * max(plan.results_size or 0, plan.size), self.limits.max_page_size)
-            hits = self.top(SearchQuery.build(plan.search_term, threshold=self.threshold), size)
+            query = SearchQuery.build(plan.search_term, threshold=self.threshold)
+            hits = self._marked_top(query, max(plan.results_size or 0, plan.size))
         return searchui.autocomplete_state(plan, suggestions=suggestions, hits=hits)
+
+    def _marked_top(self, query: SearchQuery, wanted: int) -> list[Hit]:
+        """The first ``wanted`` hits with a marked mention, in the search's order (what Search UI's
+        search returns first): hits ranked by a candidate alone are left out, so the top hits are
+        widened until enough are marked or none are left, and past the page cap the ``--all`` set
+        is read. Twice as many top hits, once, gave 1 result of 5 for an unseen type (an audit)."""
+        cap = self.limits.max_page_size
+        size = min(2 * wanted, cap)
+        while True:
+            hits = self.top(query, size)
+            marked = [h for h in hits if h.spans]
+            if len(marked) >= wanted or len(hits) < size:
+                return marked[:wanted]
+            if size >= cap:
+                return self.at_one_version(lambda key, strict: self.result_set(query, key, strict=strict))[:wanted]
+            size = min(2 * size, cap)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
