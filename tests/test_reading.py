@@ -472,9 +472,13 @@ def test_a_tsv_quote_that_takes_in_the_next_record_is_refused(tmp_path):
 
 
 def test_stray_quote_at_a_tsv_field_start_is_refused_not_dropped(tmp_path):
-    """`"Dune" is a novel` was read as `Dune is a novel`: the quotes were lost without a word."""
-    f = write(tmp_path / "a.tsv", 'id\ttext\n1\tfine\n2\t"Dune" is a novel by Frank Herbert.\n')
+    """`"Dune" is a novel` was read as `Dune is a novel`: the quotes were lost without a word. In a
+    file whose header is quoted (a writer that quotes) it is refused; in one whose header has no
+    quote (a writer that never quotes) it is the text as written (an audit: refused there too)."""
+    f = write(tmp_path / "a.tsv", '"id"\t"text"\n1\tfine\n2\t"Dune" is a novel by Frank Herbert.\n')
     assert_names(error_of(f), f, 3)
+    g = write(tmp_path / "b.tsv", 'id\ttext\n1\tfine\n2\t"Dune" is a novel by Frank Herbert.\n')
+    assert read(g)[1].text == '"Dune" is a novel by Frank Herbert.'
 
 
 def test_a_lone_surrogate_escape_is_bad_input_not_a_traceback(tmp_path):
@@ -878,7 +882,7 @@ def test_single_conll_files_of_one_name_in_two_folders_get_their_own_ids(tmp_pat
 
 # F10: a csv.Error was caught outside the row loop, so --on-error skip stopped at a bad-quote row
 def test_a_tsv_row_with_bad_quoting_is_that_rows_error(tmp_path):
-    f = write(tmp_path / "q.tsv", 'id\ttext\nt0\tBarack Obama visited Paris.\nt1\t"Dune" is a novel.\n'
+    f = write(tmp_path / "q.tsv", '"id"\t"text"\nt0\tBarack Obama visited Paris.\nt1\t"Dune" is a novel.\n'
                                   "t2\tAngela Merkel lives in Berlin.\n")
     err = error_of(f)
     assert (err.line, "malformed TSV") == (3, err.reason[:13])
@@ -943,7 +947,29 @@ def test_a_nul_in_a_text_file_is_refused_by_line_before_anything_is_read(tmp_pat
     bad = write(tmp_path / "d" / "b.txt", "Berlin\nis\x00 in Germany.\n")
     err = error_of(tmp_path / "d")
     assert_names(err, bad, 2)
-    assert "NUL" in err.reason
+    assert "the line holds a NUL character (U+0000) at character 3" in err.reason  # of its line (an audit)
+
+
+def test_a_tsv_from_a_writer_that_never_quotes_keeps_a_text_that_opens_with_a_quote(tmp_path):
+    """An audit: '"Dune" is a novel.' in a TSV whose header has no quote was refused with csv's
+    wording ("'\\t' expected after '\"'"), and no option read it."""
+    f = write(tmp_path / "a.tsv", 'id\ttext\n1\t"Dune" is a novel.\n2\tHe said "hi".\n')
+    assert [(p.id, p.text) for p in read(f)] == [("1", '"Dune" is a novel.'), ("2", 'He said "hi".')]
+
+
+def test_a_header_of_one_column_says_which_separator_it_holds(tmp_path):
+    """An audit: a .csv of tabs or semicolons was told to set --text-field (no column 'text',
+    columns: 'id\\ttext'), which could not help; and a JSON array to pass the format, then that
+    line 1 was malformed."""
+    for name, content, advice in (("tab.csv", "id\ttext\n1\tParis\n", "read it with --format tsv"),
+                                  ("semi.csv", "id;text\n1;Paris\n", "save it as CSV or TSV"),
+                                  ("comma.tsv", "id,text\n1,Paris\n", "read it with --format csv")):
+        err = error_of(write(tmp_path / name, content))
+        assert "the header is one column" in err.reason and advice in err.reason and err.line == 1
+    array = write(tmp_path / "a.json", '[\n {"id": "a", "text": "Paris."}\n]\n')
+    assert "JSON Lines are" in error_of(array).reason
+    err = error_of(array, format="jsonl")
+    assert "a JSON array, not JSON Lines" in err.reason and err.line == 1
 
 
 def test_more_parquet_values_as_written_or_refused_by_row(tmp_path):

@@ -177,6 +177,10 @@ def resolve_format(path: str | Path, format: str = "auto") -> str:
         elif ext == ".txt":  # "cannot tell the format from '.txt' (known: ..., .txt)" before (an audit)
             raise InputError("a gzip-compressed .txt file is not read (gzip is read for jsonl, csv and tsv): "
                              "decompress it first", path=name)
+        elif ext == ".json":  # "pass the format" led to "malformed JSON (column 2)" for an array (an audit)
+            raise InputError("a .json file is not read: JSON Lines are (one JSON object per line, .jsonl); "
+                             "--format jsonl reads it if it is that, and jq -c '.[]' FILE.json > FILE.jsonl "
+                             "converts a JSON array", path=name)
         else:
             known = ", ".join(sorted(EXTENSIONS) + [".txt"])
             raise InputError(

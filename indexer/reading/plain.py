@@ -44,7 +44,11 @@ def text_file_item(path: Path, rel: str) -> Item:
     problem = passage_problem(passage)
     if problem is not None:  # a NUL: refused here, by line, before anything is written (it was at the write)
         at = unstorable_at(text)
-        return InputError(problem, path=name, line=None if at is None else text.count("\n", 0, at) + 1)
+        if at is None:
+            return InputError(problem, path=name)
+        # where in its line (an audit: "line 2 … at character 10" counted from the start of the file)
+        return InputError(f"the line holds {unicode_problem(text[text.rfind(chr(10), 0, at) + 1:])}", path=name,
+                          line=text.count("\n", 0, at) + 1)
     return Located(passage, name, None)
 
 

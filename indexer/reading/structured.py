@@ -153,6 +153,10 @@ def _finite_float(text: str) -> float:
 _NONZERO_DIGIT = re.compile("[1-9]")
 
 
+# a JSON array (pretty-printed or on one line) where JSON Lines were expected (an audit: "malformed
+# JSON: Expecting value (column 2)" at line 1)
+JSON_ARRAY = ("a JSON array, not JSON Lines (one JSON object per line): convert it, e.g. "
+              "jq -c '.[]' FILE.json > FILE.jsonl")
 _CR_ONLY = "the line holds a CR line break: if the file's line endings are CR only, save it with LF or CRLF ones"
 # errors of a damaged stream: gzip raises EOFError when truncated, zlib.error when corrupt
 _READ_ERRORS = (OSError, EOFError, zlib.error)
@@ -171,7 +175,7 @@ def _read_error(exc: BaseException, path: str, after: int) -> InputError:
 
 def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
     """One JSON object per line; blank lines are ignored and a leading BOM is accepted."""
-    lineno = 0
+    lineno, seen_record = 0, False
     with _open_binary(path, rules.path) as fh:
         try:
             for lineno, raw in enumerate(fh, start=1):
@@ -184,6 +188,9 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                     continue
                 if not line.strip():
                     continue
+                if line.lstrip().startswith("[") and not seen_record:  # spoils the whole input: raised
+                    raise rules.error(JSON_ARRAY, lineno)
+                seen_record = True
                 try:
                     obj = json.loads(line.rstrip("\r\n"), parse_constant=reject_constant, parse_float=_finite_float,
                                      object_pairs_hook=unique_keys)
@@ -219,11 +226,15 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
         reader = csv.reader(_decoded(fh, bad_lines, last), delimiter=delimiter, strict=True)
         try:
             rows = _rows(reader, rules, kind)
-            header = _header(rows, rules, bad_lines)
+            header = _header(rows, rules, bad_lines, delimiter)
             if header is None:
                 return  # an empty file: the caller reports "no passages"
             quoting = delimiter != "\t" or '"' in last[0]
             for start, end, row in rows:
+                if isinstance(row, InputError) and not quoting and start == end:
+                    # a TSV whose header has no quote is from a writer that never quotes: its line's
+                    # cells as they are (an audit: '"Dune" is a novel.' was refused, and no option read it)
+                    row = last[0].rstrip("\r\n").split("\t")
                 if isinstance(row, InputError):
                     yield row  # bad quoting on one line: that record's error
                     continue
@@ -321,11 +332,16 @@ def _rows(reader: Any, rules: RecordRules, kind: str) -> Iterator[tuple[int, int
 
 
 def _header(rows: Iterator[tuple[int, int, list[str] | InputError]], rules: RecordRules,
-            bad_lines: dict[int, str]) -> list[str] | None:
+            bad_lines: dict[int, str], delimiter: str) -> list[str] | None:
     """The column names (the first non-blank row), checked; None for an empty file."""
     for _, end, row in rows:
         if isinstance(row, InputError):
             raise row  # a header that cannot be read spoils every record
+        other = next((c for c in "\t,;|" if c != delimiter and c in row[0]), None) if len(row) == 1 else None
+        if other is not None and rules.text_field not in row:  # --text-field could not help (an audit)
+            fix = {"\t": "read it with --format tsv", ",": "read it with --format csv"}.get(other, "save it as CSV or TSV")
+            raise rules.error(f"the header is one column, {row[0][:60]!r}: its names are separated by {other!r}, "
+                              f"not {delimiter!r}; {fix}", end)
         if row:
             break
     else:
