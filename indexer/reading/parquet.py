@@ -180,8 +180,16 @@ _CONVERSION_ERRORS = (ValueError, OverflowError, ArithmeticError)
 
 
 def _row(table: Any, at: int) -> dict[str, Any] | Exception:
-    """Row ``at`` of ``table`` as a dict, or the error converting it."""
+    """Row ``at`` of ``table`` as a dict, or the error converting it, naming the column and its type
+    (an audit: pyarrow's words alone, with its advice to install pandas, named neither)."""
+    row = table.slice(at, 1)
     try:
-        return table.slice(at, 1).to_pylist()[0]
+        return row.to_pylist()[0]
     except _CONVERSION_ERRORS as exc:
+        for name, column in zip(row.schema.names, row.columns):
+            try:
+                column.to_pylist()
+            except _CONVERSION_ERRORS as inner:
+                reason = str(inner).split(" Install pandas")[0].rstrip(". ")
+                return ValueError(f"column {name!r} ({column.type}): {reason}")
         return exc
