@@ -310,6 +310,9 @@ def test_embed_prints_unit_vector(capsys):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["phrase"] for r in rows] == ["dinosaur", "river"]
     assert abs(sum(x * x for x in rows[0]["vector"]) - 1) < 1e-3
+    # what a search for it applies (an ES audit: a pasted kNN request had to work it out)
+    code, out, _ = run(capsys, "embed", "person", "political party")
+    assert [(r["threshold"], r["passage_weight"]) for r in map(json.loads, out.splitlines())] == [(0.38, 0.0), (0.21, 1.0)]
 
 
 def test_help_explains(capsys):

@@ -525,6 +525,8 @@ def test_embed_returns_unit_vectors_equal_to_nerindex(client, web_index):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     assert np.allclose(vectors, web_index.embed(["dinosaur", "political party"]), atol=1e-5)
     assert data["model"]["id"] == web_index.info()["model"]["id"]
+    assert data["thresholds"] == [web_index.threshold_for(p) for p in ("dinosaur", "political party")]
+    assert data["passage_weights"] == [web_index.passage_weight_for(p) for p in ("dinosaur", "political party")]
     single = client.get("/api/v1/embed", params={"type": "dinosaur"}).json()
     assert np.allclose(single["vectors"][0], vectors[0], atol=1e-6)
 

@@ -377,7 +377,10 @@ def embed_command(phrases: tuple[str, ...], settings: Settings, as_json: bool) -
     encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
     vectors = encoder.embed_types(checked)
     for phrase, vector in zip(checked, vectors):  # the phrase embedded, as the service echoes it
-        click.echo(json.dumps({"phrase": phrase, "vector": [round(float(x), 7) for x in vector]}, ensure_ascii=False))
+        # with what a search for it applies (an audit: a pasted kNN request had to work them out from model.json)
+        click.echo(json.dumps({"phrase": phrase, "threshold": encoder.info.threshold_for(phrase),
+                               "passage_weight": encoder.info.passage_weight_for(phrase),
+                               "vector": [round(float(x), 7) for x in vector]}, ensure_ascii=False))
 
 
 @click.command("info")

@@ -146,6 +146,8 @@ class EmbedResponse(BaseModel):
     model: dict[str, Any] | None = Field(description="The model the vectors come from (id, version, dims).")
     dims: int
     phrases: list[str]
+    thresholds: list[float] = Field(description="The similarity threshold a search for each phrase applies.")
+    passage_weights: list[float] = Field(description="The passage weight λ a search for each phrase applies.")
     vectors: list[list[float]] = Field(description="Unit vectors, one per phrase, for kNN on spans.vector.")
 
 
