@@ -298,6 +298,12 @@ def test_other_model_is_refused(indexed, tmp_path, capsys):
     (other / "model.json").write_text(json.dumps(meta))
     code, _, err = run(capsys, "search", "dinosaur", "--store", str(indexed), "--model", str(other))
     assert code == 4 and "new store" in err
+    # info shows the store and says why, as every command does (a CLI audit: nothing on stderr,
+    # and no "error" object in --json)
+    code, out, err = run(capsys, "info", "--store", str(indexed), "--model", str(other), "--json")
+    report = json.loads(out)
+    assert code == 4 and report["error"]["exit_code"] == 4 and "new store" in report["error"]["message"]
+    assert err.startswith("error: ") and "new store" in err
 
 
 def test_embed_refuses_an_empty_phrase_as_search_does(capsys):

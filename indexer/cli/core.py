@@ -368,7 +368,8 @@ def count_line(entity_type: str, shown: int, total: int | None, *, exhaustive: b
 @backend_options("model")
 @click.option("--json", "as_json", is_flag=True, help="Accepted for scripts that pass it everywhere: the output is JSON lines anyway.")
 def embed_command(phrases: tuple[str, ...], settings: Settings, as_json: bool) -> None:
-    """Print each type phrase's vector as one JSON object per line ({"phrase", "vector"}).
+    """Print each type phrase's vector as one JSON object per line ({"phrase", "threshold",
+    "passage_weight", "vector"}: the threshold and λ a search for the phrase applies).
 
     Paste the vector into a kNN query on spans.vector (Kibana Dev Tools) or any other client.
     """
@@ -403,11 +404,16 @@ def info_command(settings: Settings, as_json: bool) -> None:
         mismatch = exc if isinstance(exc, ModelMismatchError) else None
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
         info = {"model": model_info(encoder), "store": None, "no_store" if mismatch is None else "mismatch": str(exc)}
+    if mismatch is not None:  # the error as every command gives it, besides what info shows (an audit)
+        from . import json_error
+
+        info["error"] = json.loads(json_error(mismatch))["error"]
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
         _print_info(info)
     if mismatch is not None:
+        click.echo(f"error: {mismatch}", err=True)
         raise SystemExit(mismatch.exit_code)
 
 
