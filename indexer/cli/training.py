@@ -162,12 +162,13 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     calibration record names that folder as the one they were chosen on: calibrate the new one again)."""
     from safetensors.torch import load_file
 
-    from ..training.export import read_source, write_model_folder
+    from ..training.export import check_out, read_source, write_model_folder
     from ..training.model import HeadConfig, SpanTypeEncoder, load_backbone
 
     _logging(True)
     if untrained and run_dir is not None:  # an audit: RUN_DIR was ignored, an untrained model written
         raise click.UsageError("--untrained exports no run: give RUN_DIR or --untrained, not both")
+    check_out(Path(out_dir).resolve(), force=force)
     if untrained:
         card: dict = {"training": {"note": "untrained: zero-initialised adapter, random entity head"}}
         name, heads_cfg = backbone, {}

@@ -25,7 +25,7 @@ import torch
 from ..assets import default_model_dir
 from ..catalog import read_phrases
 from ..encoder import CPU, embed_texts, load_tokenizer, open_session, type_text
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from ..int8_kernel import unconverted_products
 from ..model_card import CARD_FILE, ModelCard
 from ..model_folder import CANDIDATE_OUTPUT, ModelInfo, sha256_file
@@ -269,10 +269,7 @@ def write_model_folder(
     from safetensors.torch import save_file
 
     out = Path(out).resolve()
-    recover_killed_export(out)  # first: a folder it restores is one --force must be asked for
-    if out.exists() and not force:
-        raise ModelError(f"{out} exists; pass --force to replace it")
-    check_replaceable(out)
+    check_out(out, force=force)
     phrases = read_phrases(catalog or default_catalog_path())  # before the graphs (an audit: refused after them)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
@@ -296,6 +293,16 @@ def write_model_folder(
         raise
 
 
+def check_out(out: Path, *, force: bool) -> None:
+    """Refuse an ``--out`` an export must not write (a wrong option, exit 2): one that exists,
+    without ``force``, and one ``force`` must not delete (:func:`check_replaceable`). The CLI asks
+    before it loads the backbone (a CLI audit: the refusal came after "Loading weights")."""
+    recover_killed_export(out)  # first: a folder it restores is one --force must be asked for
+    if out.exists() and not force:
+        raise InputError("exists; pass --force to replace it", path=str(out))
+    check_replaceable(out)
+
+
 def check_replaceable(out: Path) -> None:
     """Refuse an existing ``out`` that ``--force`` must not delete: anything but a model folder
     (one with a model.json) or an empty folder.
@@ -306,12 +313,10 @@ def check_replaceable(out: Path) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir():
-        raise ModelError(f"{out}: exists and is not a folder; --force replaces only a model folder")
+        raise InputError("exists and is not a folder; --force replaces only a model folder", path=str(out))
     if not (out / CARD_FILE).is_file() and any(out.iterdir()):
-        raise ModelError(
-            f"{out}: not a model folder (no {CARD_FILE}) and not empty; --force replaces only a model folder, "
-            "so choose another --out"
-        )
+        raise InputError(f"not a model folder (no {CARD_FILE}) and not empty; --force replaces only a model folder, "
+                         "so choose another --out", path=str(out))
 
 
 def recover_killed_export(out: Path) -> list[Path]:

@@ -57,7 +57,10 @@ _SUFFIXES: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 class WordNetMissingError(NerindexError):
-    """WordNet's dict files are not installed where we look."""
+    """WordNet's dict files are not installed where we look: a setting (--wordnet, NERINDEX_WORDNET)
+    or a package to install, exit 2 (a CLI audit: 1, an unexpected error's)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
