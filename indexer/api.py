@@ -229,7 +229,8 @@ class NerIndex:
         if create is not None and not isinstance(create, bool):  # create="no" made a store (an audit)
             raise StoreError(f"create must be True, False or None, not {create!r}")
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, catalog=catalog, threads=settings.threads)
-        backend = open_store(settings, create=create is not False, **es_index_options_for(settings, es_index_options))
+        backend = open_store(settings, create=create is not False, model=encoder.info.stamp,
+                             **es_index_options_for(settings, es_index_options))
         _check_opened(backend, encoder, settings, create)
         if es_index_options is not None:
             _refuse_other_index_options(backend, es_index_options)

@@ -96,6 +96,26 @@ def test_a_layout_1_store_is_moved_once_and_answers_as_before(tmp_path):
     conn.close()
 
 
+def test_a_store_of_another_model_is_refused_before_its_layout_is_moved(tmp_path):
+    """An upgrade audit: a store of an older nerindex, opened with another model, was refused (exit
+    4) after its layout had been moved, so the nerindex it was built with no longer read it."""
+    import dataclasses
+
+    from indexer.errors import ModelMismatchError
+
+    rng = np.random.default_rng(13)
+    layout_1_store(tmp_path / "s", make_docs(rng, range(5), unit_rows(rng.standard_normal((1, DIMS)))[0]))
+    other = dataclasses.replace(STAMP, checksum="f" * len(STAMP.checksum))
+    with pytest.raises(ModelMismatchError, match="use the model folder the store was built with"):
+        EmbeddedStore.open(tmp_path / "s", model=other)
+    conn = sqlite3.connect(tmp_path / "s" / DB_NAME)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("1",)
+    assert "vector" in columns(conn, "spans")
+    conn.close()
+    with EmbeddedStore.open(tmp_path / "s", model=STAMP) as store:  # its own model: moved as before
+        assert store.counts().passages == 5
+
+
 def test_a_failed_move_leaves_layout_1_whole(tmp_path, monkeypatch):
     rng = np.random.default_rng(12)
     docs = make_docs(rng, range(40), unit_rows(rng.standard_normal((1, DIMS)))[0])

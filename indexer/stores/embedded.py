@@ -40,9 +40,8 @@ from . import embedded_read as read
 from . import embedded_schema as schema
 from . import filters as sql_filters
 from . import segment_rows, segments
-from .base import (
-    ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp, query_vector,
-)
+from .base import (ModelStamp, SearchRequest, StampCheck, StoreCounts, StoreVersion, WriteOutcome, adopted_message,
+                   check_stamp, query_vector)
 from .embedded_write import SharedConnection, write_passages
 from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates, with_rankers
 
@@ -76,10 +75,15 @@ class EmbeddedStore:
         self._warned_no_ann = False
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = True) -> "EmbeddedStore":
-        """Open (or create) the store folder; ``create=False`` refuses a folder with no store."""
+    def open(cls, path: str | Path, *, create: bool = True, model: ModelStamp | None = None) -> "EmbeddedStore":
+        """Open (or create) the store folder; ``create=False`` refuses a folder with no store; a
+        store of an older layout recorded with a model other than ``model`` is refused before the
+        open upgrades it (:func:`~.embedded_schema.model_before_upgrade`)."""
         folder = Path(path)
         db = folder / DB_NAME
+        older = schema.model_before_upgrade(db) if model is not None and db.is_file() else None
+        if older is not None:
+            _refuse_other(folder, ModelStamp.from_dict(json.loads(older)), model, writing=False)
         if not db.is_file():
             if not create:
                 raise NoStoreError(f"{folder}: no nerindex store here (run 'nerindex index' first)")
@@ -96,12 +100,10 @@ class EmbeddedStore:
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
-        """The shared connection for one ``with`` block (:class:`~.embedded_write.SharedConnection`:
-        ``close`` waits for it), while ``store.sqlite`` is the file it was opened on. A handle whose
-        file was replaced (a restored backup, another store moved in) refuses to go on: it wrote into
-        the deleted file, counted its rows and served the web service's cached answers from it (an
-        audit), and opening the new file itself could write into a copy still under way or search
-        another model's store (a review). The next open reads the new file."""
+        """The shared connection for one ``with`` block (``close`` waits for it), while store.sqlite is
+        the file it was opened on: a handle whose file was replaced (a restored backup) refuses to go
+        on (an audit: it wrote into the deleted file and served cached answers from it; a review: the
+        new file may be a copy under way); the next open reads the new file."""
         self.check_file()
         with self._shared.use() as conn:
             yield conn
@@ -137,14 +139,7 @@ class EmbeddedStore:
                 conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(stamp.to_dict()),))
             raw = self._meta("model")
             assert raw is not None
-        current = ModelStamp.from_dict(json.loads(raw))
-        check = check_stamp(current, stamp, writing=writing)
-        if check.conflict:
-            raise ModelMismatchError(
-                f"{self.path}: store was built with model {current.describe()}, this run uses "
-                f"{stamp.describe()}: {check.conflict}; index into a new store (another --store folder) "
-                f"or use the model folder the store was built with"
-            )
+        check = _refuse_other(self.path, ModelStamp.from_dict(json.loads(raw)), stamp, writing=writing)
         if check.adopted:
             with self._conn() as conn:
                 changed = conn.execute("UPDATE meta SET value = ? WHERE key = 'model' AND value = ?",
@@ -458,19 +453,16 @@ class EmbeddedStore:
                        total=None)
 
     def _passage_proposer(self, vec: segments.SegmentSet, identity: str, query: np.ndarray) -> ann_ranking.Proposer:
-        """Where a hybrid search's passage candidates and their bound come from: an int8 scan of
-        every passage vector while they are fewer than an ANN index pays for (its bound then holds
-        for every passage), else the passage index with every list probed (the same bound). A type
-        vector's nearest passage lists say little about where its highest passage cosines are
-        (passage vectors follow topics): audits had a bound over the probed lists only miss top
-        passages of hybrid searches (recall@10 0.73–0.95 at 100k–320k). The scan runs when asked."""
+        """Where a hybrid search's passage candidates and their bound come from: an int8 scan of every
+        passage vector below ann.MIN_ROWS, else the passage index with every list probed (a bound
+        over the nearest lists alone missed top passages, recall@10 0.73–0.95 at 100k–320k: passage
+        vectors follow topics, an audit). The scan runs when asked."""
         if len(vec.passage_rows) < ann.MIN_ROWS:
             return ann_ranking.Scanned(lambda: (vec.passage_rows, vec.approx_all_passage_sims(query)), segments.EPSILON)
         return ann_ranking.AllLists(self._ann.get(vec, identity, "passages"))
 
     def exhaustive_unavailable(self) -> None:
         """An exhaustive search always runs here (a scan)."""
-        return None
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """float32 passage vectors of these ids from SQLite, in the order given; unknown ids (and
@@ -496,3 +488,13 @@ class EmbeddedStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def _refuse_other(path: Path, recorded: ModelStamp, stamp: ModelStamp, *, writing: bool) -> StampCheck:
+    """``check_stamp``, a conflict raised as the store's ModelMismatchError."""
+    check = check_stamp(recorded, stamp, writing=writing)
+    if check.conflict:
+        raise ModelMismatchError(f"{path}: store was built with model {recorded.describe()}, this run uses "
+                                 f"{stamp.describe()}: {check.conflict}; index into a new store (another --store "
+                                 "folder) or use the model folder the store was built with")
+    return check

@@ -158,6 +158,23 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def model_before_upgrade(db: Path) -> str | None:
+    """The model (its meta row's JSON) a store of an older layout recorded, read without writing;
+    None where the layout is this one's, no model is recorded, or the file cannot be read so (the
+    writable open then says why). The caller refuses another model before :func:`connect`
+    upgrades the layout: a store refused for its model had been upgraded all the same, and the
+    older nerindex it was built with no longer read it (an upgrade audit)."""
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('schema', 'model')").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return rows.get("model") if rows.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION else None
+
+
 def connect(db: Path) -> sqlite3.Connection:
     """Open (or create) the database with the layout above; raises sqlite3.DatabaseError.
 

@@ -10,22 +10,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from .base import Store
+from .base import ModelStamp, Store
 
 if TYPE_CHECKING:
     from .elasticsearch import ElasticsearchStore
 
 
-def open_store(settings: Settings, *, create: bool = True, **es_options: Any) -> Store:
+def open_store(settings: Settings, *, create: bool = True, model: ModelStamp | None = None, **es_options: Any) -> Store:
     """Elasticsearch when the settings have a URL, else the embedded folder (made when ``create``).
 
-    ``es_options`` go to :func:`open_elasticsearch` and are ignored by the embedded store.
+    ``es_options`` go to :func:`open_elasticsearch` and are ignored by the embedded store;
+    ``model`` (the run's) lets the embedded store refuse another model's store before it upgrades
+    an older layout (:meth:`EmbeddedStore.open`).
     """
     if settings.es_url:
         return open_elasticsearch(settings, **es_options)
     from .embedded import EmbeddedStore
 
-    return EmbeddedStore.open(settings.store, create=create)
+    return EmbeddedStore.open(settings.store, create=create, model=model)
 
 
 def open_elasticsearch(settings: Settings, **options: Any) -> ElasticsearchStore:
