@@ -115,28 +115,7 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
                     tokens, tags = [], []
                 header, broken = line[2:].strip(), False
                 continue
-            problem = unicode_problem(line)
-            if problem is not None:  # no store keeps it (an audit: eval dropped the sentence from the system's ranking only)
-                raise InputError(f"the line holds {problem}", path=name, line=lineno)
-            cols = line.split("\t") if "\t" in line else line.split()
-            if len(cols) < 2:
-                raise InputError(
-                    f"expected 'token tag' columns, got {line[:60]!r}", path=name, line=lineno
-                )
-            # one column count a file (an audit: "New York B-location" in a file of 'token tag' lines
-            # read as the token "New" and lost "York"; MultiCoNER's 'token _ _ tag' is four throughout)
-            width = width or (len(cols), lineno)
-            if len(cols) != width[0]:
-                raise InputError(f"{len(cols)} columns where line {width[1]} has {width[0]}: {line[:60]!r} "
-                                 "(a token with a space in it needs tab-separated columns)", path=name, line=lineno)
-            tag = cols[-1].strip()
-            if not _is_tag(tag):  # "B-politician extra" (a space inside a tab column) is no tag (an audit)
-                raise InputError(
-                    f"not a BIO/IO tag: {tag[:40]!r} (expected O, B-X or I-X)",
-                    path=name,
-                    line=lineno,
-                )
-            token = cols[0].strip()
+            token, tag, width = _token_row(line, name, lineno, width)
             if not token:
                 # a white-space-only token (seen in tweets) cannot be joined into text faithfully;
                 # its tag still ends an entity (an audit: "Paris B / ' ' O / London I" made one mention)
@@ -151,6 +130,27 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
             tags.append(tag)
     if tokens:
         yield Sentence(tuple(tokens), tuple(tags), first, header)
+
+
+def _token_row(line: str, name: str, lineno: int, width: tuple[int, int] | None) -> tuple[str, str, tuple[int, int]]:
+    """(token, tag, the file's column count and the line that set it) of a token line, or the
+    InputError that names what is wrong with it."""
+    problem = unicode_problem(line)
+    if problem is not None:  # no store keeps it (an audit: eval dropped the sentence from the system's ranking only)
+        raise InputError(f"the line holds {problem}", path=name, line=lineno)
+    cols = line.split("\t") if "\t" in line else line.split()
+    if len(cols) < 2:
+        raise InputError(f"expected 'token tag' columns, got {line[:60]!r}", path=name, line=lineno)
+    # one column count a file (an audit: "New York B-location" in a file of 'token tag' lines
+    # read as the token "New" and lost "York"; MultiCoNER's 'token _ _ tag' is four throughout)
+    width = width or (len(cols), lineno)
+    if len(cols) != width[0]:
+        raise InputError(f"{len(cols)} columns where line {width[1]} has {width[0]}: {line[:60]!r} "
+                         "(a token with a space in it needs tab-separated columns)", path=name, line=lineno)
+    tag = cols[-1].strip()
+    if not _is_tag(tag):  # "B-politician extra" (a space inside a tab column) is no tag (an audit)
+        raise InputError(f"not a BIO/IO tag: {tag[:40]!r} (expected O, B-X or I-X)", path=name, line=lineno)
+    return cols[0].strip(), tag, width
 
 
 def read_conll(path: str | Path) -> Iterator[Passage]:
