@@ -123,6 +123,21 @@ def test_charts_are_pngs(tmp_path: Path):
     assert report.read_json(tmp_path / "toy.json")["benchmark"]["name"] == "toy"
 
 
+def test_a_run_stopped_while_it_writes_its_files_leaves_the_last_runs_set(tmp_path: Path, monkeypatch):
+    """A CLI audit: Ctrl-C while the charts were drawn left the new JSON beside the last run's
+    Markdown and charts."""
+    before = {p.name: p.read_bytes() for p in report.write_outputs(RESULT, tmp_path, stem="toy", charts=False)}
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "chart_per_type", stopped)
+    changed = {**RESULT, "benchmark": {**RESULT["benchmark"], "name": "other"}}
+    with pytest.raises(KeyboardInterrupt):
+        report.write_outputs(changed, tmp_path, stem="toy")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary folder either
+
+
 @pytest.mark.parametrize("change, named", [
     ({"benchmark": "str"}, "benchmark"), ({"model": []}, "model"), ({"per_type": 5}, "per_type"),
     ({"summary": {"system": 1}}, "summary.system"), ({"per_type": [1]}, "per_type items"),

@@ -7,6 +7,9 @@ saved result can be re-rendered without re-running (``nerindex eval --from-json`
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -358,16 +361,27 @@ def threshold_panels(result: Mapping[str, Any]) -> tuple[list[Panel], str]:
 
 
 def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, charts: bool = True) -> list[Path]:
-    """JSON, Markdown and (with matplotlib) the two PNG charts of one run, named by ``stem``."""
+    """JSON, Markdown and (with matplotlib) the two PNG charts of one run, named by ``stem``: made in
+    a temporary folder inside ``folder``, then renamed into place one after another, so that a run
+    stopped while it draws (seconds) leaves the last run's files as they were (a CLI audit: Ctrl-C
+    left the new JSON beside the old Markdown and charts, and said only "aborted")."""
     out = Path(folder)
-    written = [write_json(result, out / f"{stem}.json")]
-    written.append(write_text(out / f"{stem}.md", markdown(result)))
-    if charts:
-        written.append(chart_per_type(result, out / f"{stem}-per-type.png"))
-        panels, title = threshold_panels(result)
-        if any(curves for _, curves, _ in panels):
-            written.append(chart_threshold(panels, out / f"{stem}-threshold.png", title=title))
-    return written
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=out))
+    try:
+        made = [write_json(result, staging / f"{stem}.json"), write_text(staging / f"{stem}.md", markdown(result))]
+        if charts:
+            made.append(chart_per_type(result, staging / f"{stem}-per-type.png"))
+            panels, title = threshold_panels(result)
+            if any(curves for _, curves, _ in panels):
+                made.append(chart_threshold(panels, staging / f"{stem}-threshold.png", title=title))
+        written = []
+        for path in made:
+            os.replace(path, out / path.name)
+            written.append(out / path.name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _hybrid_note(model: dict) -> str:
