@@ -999,6 +999,31 @@ def test_reindex_keeps_the_alias_on_failures_unless_allowed(loaded, stamp):
         loaded.check_model(stamp)
 
 
+class StoppedAfter(RiverFirst):
+    """RiverFirst, stopped by Ctrl-C after its first chunk (``nerindex es reindex`` interrupted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def encode(self, passages, *, batch_size=32):
+        self.calls += 1
+        if self.calls > 1:
+            raise KeyboardInterrupt
+        return super().encode(passages, batch_size=batch_size)
+
+
+def test_a_reindex_stopped_before_its_swap_deletes_its_unfinished_index(loaded, stamp):
+    """A CLI audit: each interrupted run left its partly filled index beside the alias, and nothing
+    removed it. The alias, its index's write block and the lock are as before the run."""
+    with pytest.raises(KeyboardInterrupt):
+        reindex(loaded, StoppedAfter(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3, chunk_size=2)
+    assert not loaded.client.indices.exists(index=f"{loaded.alias}-000002")
+    assert loaded.target()[0] == f"{loaded.alias}-000001" and loaded.model() == stamp
+    report = reindex(loaded, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3)
+    assert report.swapped and report.passages == 5
+
+
 def test_reindex_with_failures_allowed_keeps_the_old_index_it_was_told_to_delete(loaded, stamp):
     """An audit: --allow-failures --delete-old deleted the old index, the only copy of the failed passages."""
     report = reindex(loaded, RiverFirst(broken=("p4",)), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3,
