@@ -376,6 +376,20 @@ def test_beir_round_trip(conll_file: Path, tmp_path: Path):
     assert back.name == bench.name
 
 
+def test_an_export_refuses_a_folder_of_other_files(conll_file: Path, tmp_path: Path):
+    """A CLI audit: --export-benchmark into a store folder put its files beside store.sqlite, and
+    into a folder with qrels/dev.tsv left that file mixed in. An export's own folder is replaced."""
+    bench = benchmark_from_conll([conll_file])
+    export_benchmark(bench, tmp_path / "b")
+    export_benchmark(bench, tmp_path / "b")  # again: its own files
+    (tmp_path / "b" / "qrels" / "dev.tsv").write_text("x\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"holds files no benchmark export writes \(qrels/dev.tsv\)"):
+        export_benchmark(bench, tmp_path / "b")
+    (tmp_path / "f").write_text("x", encoding="utf-8")
+    with pytest.raises(InputError, match="is a file"):
+        export_benchmark(bench, tmp_path / "f")
+
+
 def test_an_export_interrupted_while_writing_leaves_the_old_folder_whole(conll_file: Path, tmp_path: Path, monkeypatch):
     """An audit: Ctrl-C while corpus.jsonl was written left new passages beside the old queries,
     qrels and benchmark.json, and eval took the mix."""

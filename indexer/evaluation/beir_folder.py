@@ -46,6 +46,12 @@ def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
             path=bench.name,
         )
     out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file: export into a folder", path=str(out))
+    other = _other_files(out)
+    if other:  # a store folder, say: the benchmark's files were put beside store.sqlite (a CLI audit)
+        raise InputError(f"holds files no benchmark export writes ({', '.join(other[:3])}): export into a new or "
+                         "empty folder, or one an export made", path=str(out))
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(".export.*.tmp"):  # what an export killed here left (its process is gone)
         pid = old.name.split(".")[2]
@@ -69,6 +75,16 @@ def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
 
 
 BEIR_FILES = ("corpus.jsonl", "queries.jsonl", "qrels.tsv", "qrels/test.tsv", "benchmark.json")
+
+
+def _other_files(out: Path) -> list[str]:
+    """What ``out`` holds besides an export's files and folders (its ``qrels/``, its temporary
+    ``.export.*.tmp``), as paths in it; none where it does not exist."""
+    if not out.is_dir():
+        return []
+    ours = set(BEIR_FILES) | {"qrels"}
+    found = [p.relative_to(out).as_posix() for p in out.rglob("*") if not p.relative_to(out).parts[0].startswith(".export.")]
+    return sorted(name for name in found if name not in ours)
 
 
 def _write_folder(bench: Benchmark, out: Path) -> None:
