@@ -27,6 +27,11 @@ def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T], *, mode:
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, folder / name)
+    except OSError as exc:  # named by the file it was for (a CLI audit: none, or the temporary one)
+        tmp.unlink(missing_ok=True)
+        if exc.filename in (None, str(tmp)) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(folder / name)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -203,3 +203,22 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["train.json"]
     write_file(tmp_path, "train.json", lambda handle: handle.write(b"new"), mode=0o644)
     assert target.read_text() == "new" and (target.stat().st_mode & 0o777) == 0o644
+
+
+def test_a_write_that_fails_names_the_file_it_was_for(tmp_path):
+    """A CLI audit: a full disk was "error: No space left on device", naming no file, and a folder
+    that may not be written named the temporary file ("….tmp: Read-only file system")."""
+    import errno
+
+    from indexer.atomic_files import write_file
+
+    def full(handle):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as info:
+        write_file(tmp_path, "train.json", full)
+    assert info.value.filename == str(tmp_path / "train.json") and info.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as info:
+        write_file(tmp_path / "missing", "train.json", lambda handle: None)
+    assert info.value.filename == str(tmp_path / "missing" / "train.json")
+    assert list(tmp_path.iterdir()) == []

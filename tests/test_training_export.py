@@ -476,6 +476,28 @@ def test_training_options_that_would_be_ignored_or_out_of_range_are_refused(tmp_
     assert not (tmp_path / "R").exists() and not (tmp_path / "M").exists()
 
 
+def test_output_paths_a_run_cannot_write_are_a_wrong_option_before_any_work(tmp_path, monkeypatch):
+    """A CLI audit: train/export --out refusals exited 3 (a model's code) after the backbone
+    loaded, and silver found an --out it could not write after minutes of annotation."""
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+
+    monkeypatch.setattr("indexer.training.wordnet.WordNet.load", lambda *a, **k: pytest.fail("work began"))
+    monkeypatch.setattr("indexer.training.model.load_backbone", lambda *a, **k: pytest.fail("the backbone loaded"))
+    (tmp_path / "D").mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("x", encoding="utf-8")
+    for argv, message in ((["silver", "--data-dir", str(tmp_path / "D"), "--out", str(tmp_path / "full" / "notes.txt" / "s.jsonl")],
+                           "cannot make its folder"),
+                          (["export", "--untrained", "--out", str(tmp_path / "full")], "exists; pass --force"),
+                          (["export", "--untrained", "--out", str(tmp_path / "full"), "--force"], "not a model folder"),
+                          (["train", "--data", str(tmp_path / "D"), "--out", str(tmp_path / "full")], "holds files and no run")):
+        result = CliRunner().invoke(cli, argv)
+        code = getattr(result.exception, "exit_code", result.exit_code)  # nerindex's errors: main() exits with it
+        assert code == 2 and message in result.output + str(result.exception), (argv, result.output, result.exception)
+
+
 def test_a_silver_file_without_its_hierarchy_is_refused_before_any_reading(tmp_path, monkeypatch):
     """An audit: found missing only after the corpus was read and tokenized."""
     from click.testing import CliRunner

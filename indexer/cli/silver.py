@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,8 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     held = _hold_out(hold_out)
     if not wsd_check and not Path(data_dir).is_dir():  # --wsd-check reads WordNet's examples only (an audit)
         raise InputError("no such data folder", path=data_dir)
+    if not wsd_check:  # before minutes of annotation (a CLI audit: a read-only --out was found at the end)
+        _check_out(Path(out_path))
     t0 = time.perf_counter()
     wn = WordNet.load(wordnet_dir)
     encoder = OnnxEncoder.from_dir(resolve(model=model_dir).model, device="cpu")
@@ -162,3 +165,16 @@ class _ProgressBars:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be written, before the annotation (exit 2): a folder, or a
+    folder to write in that cannot be made or written."""
+    if out.is_dir():
+        raise InputError("is a folder: --out names the silver JSON Lines file", path=str(out))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot make its folder ({exc.strerror})", path=str(out)) from exc
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise InputError("its folder may not be written", path=str(out))

@@ -271,8 +271,11 @@ def write_model_folder(
     out = Path(out).resolve()
     check_out(out, force=force)
     phrases = read_phrases(catalog or default_catalog_path())  # before the graphs (an audit: refused after them)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    except OSError as exc:  # named by --out, not the temporary folder (a CLI audit)
+        raise OSError(exc.errno, exc.strerror, str(out)) from exc
     try:
         _write_graphs(model, tmp, keep_fp32=keep_fp32)
         _write_tokenizer(backbone, tmp / "tokenizer.json")
@@ -288,6 +291,11 @@ def write_model_folder(
             p.chmod(0o644)
         _replace_folder(tmp, out)
         return written.to_dict()
+    except OSError as exc:  # a full disk: named by --out (a CLI audit: "No space left on device" alone)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno is None or exc.filename not in (None, str(out)) and not str(exc.filename).startswith(str(tmp)):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(out)) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
