@@ -243,6 +243,10 @@ def test_with_json_an_error_is_also_one_json_object_on_stdout(tmp_path, capsys):
     assert code == 6 and "--where expects field=value, got '--json'" in err and out == ""
     code, out, err = run(capsys, "serve", "--json")
     assert code == 2 and "No such option '--json'" in err and out == ""
+    # a command or a nerindex option that does not exist cannot say it takes no --json (a CLI audit)
+    for args, kind in ((("nosuch", "--json"), "NoSuchCommand"), (("--bogus", "search", "x", "--json"), "NoSuchOption")):
+        code, out, _ = run(capsys, *args)
+        assert code == 2 and json.loads(out)["error"]["type"] == kind
 
 
 def test_same_named_files_of_two_folders_are_said_to_share_an_id(tmp_path, capsys):

@@ -165,8 +165,8 @@ def json_wanted(args: Sequence[str]) -> bool:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 rest = [*getattr(ctx, "protected_args", []), *ctx.args]
             name, command, rest = ctx.command.resolve_command(ctx, rest) if rest else (None, None, [])
-            if command is None:
-                return False
+            if command is None:  # no such command: it cannot say it takes no --json (a CLI audit)
+                return True
             ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
         return bool(ctx.params.get("as_json"))
     except Exception:  # noqa: BLE001 (any parse failure: a missing extra, a bad command name)
