@@ -206,6 +206,7 @@ def test_passage_weight_is_sent_only_when_set(page, base_url):
     ("?type=person&threshold=0&passage_weight=abc", "passage_weight “abc” is not a number"),
     ("?type=person&threshold=0&passage_weight=%2B1", "passage_weight “+1” is not a number"),  # no HTML number
     ("?type=person&threshold=0&passage_weight=0x10", "passage_weight “0x10” is not a number"),
+    ("?type=person&threshold=0x1", "threshold “0x1” is not a number"),  # was read as 1 (a page audit)
 ])
 def test_a_link_whose_values_cannot_be_read_names_them_and_searches_nothing(page, base_url, query, named):
     """An audit: a shared link with a truncated filters=… showed the unfiltered results as the
@@ -407,6 +408,68 @@ def test_a_facet_filters_the_query_shown_not_the_one_typed(page, base_url):
     with page.expect_request("**/api/v1/search") as request:
         page.check("#facets fieldset[data-field='topic'] label:has-text('politics') input")
     assert request.value.post_data_json["type"] == "person"
+
+
+def test_enter_while_a_search_answers_starts_the_new_one(page, base_url):
+    """A page audit: the Search button was disabled while a search answered, and with the form's
+    one submit button disabled the browser dropped Enter: "dinosaur" in the box, person shown."""
+    held = []
+    open_page(page, base_url)
+    page.route("**/api/v1/search", lambda route: held.append(route) if (route.request.post_data_json or {}).get(
+        "type") == "person" else route.continue_())
+    page.fill("#type", "person")
+    page.press("#type", "Enter")
+    page.wait_for_function("() => document.body.classList.contains('busy')")
+    page.fill("#type", "dinosaur")
+    with page.expect_request("**/api/v1/search") as request:
+        page.press("#type", "Enter")
+    assert request.value.post_data_json["type"] == "dinosaur"
+    page.wait_for_function("() => location.search.includes('dinosaur')")
+    held.pop().continue_()  # the person answer, last: dropped
+    page.wait_for_timeout(300)
+    assert "dinosaur" in page.url and hit_ids(page) == all_ids(base_url, type="dinosaur")[:20]
+    page.unroute("**/api/v1/search")
+
+
+def test_a_search_begun_while_the_page_starts_is_not_replaced_by_the_links(page, base_url):
+    """A page audit: the link's search ran after the type list arrived, replacing a search the
+    user had begun meanwhile (the box and the URL rewritten to the link's type)."""
+    held = []
+    page.route("**/api/v1/types*", lambda route: held.append(route))
+    page.goto(f"{base_url}/?type=person")
+    page.wait_for_function("() => document.readyState === 'complete'")
+    page.fill("#type", "dinosaur")
+    page.press("#type", "Enter")
+    page.wait_for_function("() => location.search.includes('dinosaur')")
+    while not held:
+        page.wait_for_timeout(50)
+    held.pop().continue_()
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_timeout(300)
+    assert "dinosaur" in page.url and page.input_value("#type") == "dinosaur"
+    page.unroute("**/api/v1/types*")
+
+
+def test_a_failed_search_leaves_no_facets_of_the_last_one(page, base_url):
+    """A page audit: after a search failed, the last query's facets stayed, and ticking one
+    searched the failed query's type with them."""
+    open_page(page, base_url, "?type=person&threshold=0")
+    page.wait_for_selector("#facets fieldset[data-field='topic']")
+    page.route("**/api/v1/search", lambda route: route.abort())
+    page.fill("#type", "city")
+    page.press("#type", "Enter")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.is_hidden("#facets") or page.query_selector("#facets fieldset") is None
+    page.unroute("**/api/v1/search")
+
+
+def test_a_ticked_value_the_answer_did_not_count_shows_no_count(page, base_url):
+    """A page audit: a value named by the link that the answer does not count showed "0" beside
+    the passages it filtered to (a number 123 against the facet's "123", say)."""
+    open_page(page, base_url, '?type=person&threshold=0&filters={"topic":"no such topic"}')
+    page.wait_for_selector("#facets fieldset[data-field='topic']")
+    label = page.inner_text("#facets fieldset[data-field='topic'] label:has-text('no such topic')")
+    assert label.strip() == "no such topic"
 
 
 def test_the_page_says_whose_threshold_and_lambda_apply(browser, web_index):

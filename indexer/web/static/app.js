@@ -13,6 +13,7 @@ const state = {
   pageSize: DEFAULT_PAGE_SIZE, // ?size=N in the URL changes it (at most the server's page size limit)
   sizeAsked: null, // the URL's ?size=N, written back as given (not the server's limit that capped it)
   query: null, // {type, text, threshold (null: the model's for the type), passage_weight (null: the model's), filters}
+  shown: null, // the query whose answer is shown (its facets, its filters): the last that answered
   thresholdSet: false, // the slider was moved or the URL gave a threshold: send it; else the server chooses
   threshold: null, // the threshold to send once set: the URL's exactly (the slider snaps to 0..1 by 0.01)
   applied: null, // the threshold the last search applied (the response's)
@@ -189,7 +190,9 @@ function showError(message) {
 function setBusy(busy) {
   state.busy = busy;
   document.body.classList.toggle("busy", busy);
-  for (const id of ["search-button", "load-more", "load-all", "export-jsonl", "export-csv"]) $(id).disabled = busy;
+  // not the Search button: with the form's one submit button disabled, Enter did nothing while a
+  // search answered (a page audit); a newer search drops the older one's answer (generation)
+  for (const id of ["load-more", "load-all", "export-jsonl", "export-csv"]) $(id).disabled = busy;
   if (!busy) updateToolbar();
 }
 
@@ -277,7 +280,7 @@ function renderResults({ append = false, from = 0 } = {}) {
 function renderFacets() {
   const box = $("facets");
   box.replaceChildren();
-  const filters = (state.query && state.query.filters) || {};
+  const filters = (state.shown && state.shown.filters) || {};
   const names = [...new Set([...Object.keys(state.facets || {}), ...Object.keys(filters)])].sort();
   if (!names.length) {
     box.hidden = true;
@@ -288,13 +291,16 @@ function renderFacets() {
   for (const name of names) {
     const selected = asList(ownValue(filters, name));
     const values = [...(ownValue(state.facets || {}, name) || [])];
-    for (const v of selected) if (!values.some((x) => x.value === v)) values.push({ value: v, count: 0 });
+    // a value the answer did not count is shown without a number, not as 0 (a page audit: a ticked
+    // "123" showed 0 beside its two passages; the API leaves out what it did not count)
+    for (const v of selected) if (!values.some((x) => sameValue(x.value, v))) values.push({ value: v, count: null });
     const set = el("fieldset", { class: "facet", dataset: { field: name } }, el("legend", {}, name));
     for (const { value, count } of values) {
       const box_ = el("input", { type: "checkbox" });
-      box_.checked = selected.some((v) => v === value);
+      box_.checked = selected.some((v) => sameValue(v, value));
       box_.addEventListener("change", () => toggleFilter(name, value, box_.checked));
-      set.append(el("label", { class: "facet-value" }, box_, " ", String(value), " ", el("span", { class: "count" }, String(count))));
+      set.append(el("label", { class: "facet-value" }, box_, " ", String(value), " ",
+        el("span", { class: "count" }, count === null ? "" : String(count))));
     }
     box.append(set);
   }
@@ -360,6 +366,7 @@ async function runSearch(q) {
     if (q.passage_weight === null && typeof data.passage_weight === "number") {
       $("passage-weight").placeholder = `model's: ${data.passage_weight}`; // the model's λ for this type
     }
+    state.shown = q;
     showThreshold();
     writeURL(q);
     renderResults();
@@ -369,7 +376,10 @@ async function runSearch(q) {
     state.hits = [];
     state.total = 0;
     state.nextCursor = null;
+    state.facets = {}; // not the last query's, clickable under this one's error (a page audit)
+    state.shown = null;
     renderResults();
+    renderFacets();
     $("summary").textContent = ""; // the search failed: no claim that nothing matches
     showError(err.message);
   } finally {
@@ -417,10 +427,25 @@ const loadMore = () => loadPages(state.pageSize, false);
 const loadAll = () => loadPages(state.loadAllPage, true);
 
 function toggleFilter(field, value, on) {
-  // the facets are the shown query's: a type typed in the box but not searched is not theirs
-  const current = asList(ownValue(state.query.filters, field));
-  const next = on ? [...current.filter((v) => v !== value), value] : current.filter((v) => v !== value);
-  runSearch({ ...state.query, filters: withOwn(state.query.filters, field, next.length ? next : undefined) });
+  // the facets are the shown query's: not a type typed but not searched, nor a search of another
+  // type still answering (a page audit: a facet ticked then filtered the pending search's type);
+  // a pending search of the shown type is a facet ticked a moment ago, which this one adds to
+  const pending = state.query;
+  const shown = pending && state.shown && pending.type === state.shown.type ? pending : state.shown;
+  if (!shown) return;
+  const current = asList(ownValue(shown.filters, field));
+  const next = on ? [...current.filter((v) => !sameValue(v, value)), value] : current.filter((v) => !sameValue(v, value));
+  runSearch({ ...shown, filters: withOwn(shown.filters, field, next.length ? next : undefined) });
+}
+
+/** One filter value for the page: 123, "123" and 123n name one value, as the filter matches them. */
+function sameValue(a, b) {
+  return a === b || (a !== null && b !== null && typeof a !== "object" && typeof b !== "object" && String(a) === String(b));
+}
+
+/** A link's number as written in decimal ("0.4", "1e-1"), else null: Number() also took "0x1" as 1. */
+function decimal(text) {
+  return /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/.test(text) ? Number(text) : null;
 }
 
 function download(name, type, content) {
@@ -485,7 +510,7 @@ async function start() {
     renderFooter(info.value);
     const server = info.value.server || {};
     const t = typeof server.threshold === "number" ? server.threshold : info.value.model && info.value.model.similarity_threshold;
-    if (typeof t === "number" && !params.has("threshold")) $("threshold").value = String(t);
+    if (typeof t === "number" && decimal(params.get("threshold") || "") === null) $("threshold").value = String(t);
     const w = info.value.model && info.value.model.passage_weight;
     if (typeof w === "number") $("passage-weight").placeholder = `model's: ${w}`;
     const most = server.limits && server.limits.max_page_size;
@@ -503,8 +528,8 @@ async function start() {
   // filters=… or threshold=0.9x had been dropped, and another search shown as the link's (an audit).
   const unreadable = [];
   if (params.has("threshold") && params.get("threshold").trim() !== "") {
-    if (Number.isFinite(Number(params.get("threshold")))) {
-      state.threshold = Number(params.get("threshold")); // sent as given; the slider only shows it
+    if (decimal(params.get("threshold")) !== null) {
+      state.threshold = decimal(params.get("threshold")); // sent as given; the slider only shows it
       $("threshold").value = String(state.threshold);
       state.thresholdSet = true;
     } else {
@@ -512,7 +537,8 @@ async function start() {
     }
   }
   showThreshold();
-  if (params.get("type")) {
+  // a search the user began while the page started is theirs: the link's would replace it (a page audit)
+  if (params.get("type") && state.generation === 0) {
     $("type").value = params.get("type");
     $("text").value = params.get("text") || "";
     const weight = params.get("passage_weight") || "";
