@@ -542,7 +542,7 @@ def test_nerindex_open_takes_every_store_setting(monkeypatch):
         def model(self):
             return None
 
-    monkeypatch.setattr(indexer.api, "open_store", lambda settings, create: opened.append(settings) or Empty())
+    monkeypatch.setattr(indexer.api, "open_store", lambda settings, create, model=None: opened.append(settings) or Empty())
     ix = NerIndex.open(es_url="http://es:9200", es_index="corpus", es_api_key="k", es_user="u", es_password="p",
                        es_ca_certs=Path("/ca.pem"), es_verify_certs=False, es_timeout=5, threads=1, device="cpu",
                        create=True)  # create left out asks a real store why it holds no passages
