@@ -306,6 +306,13 @@ def test_filters_restrict_by_metadata(client):
     assert {h["fields"]["topic"] for h in many["hits"]} == {"politics", "music"}
 
 
+def test_a_filter_value_of_another_kind_is_one_line_not_one_per_kind_it_could_be(client):
+    """A page audit: {"topic": {"a": 1}} answered pydantic's error for every branch of the union
+    ("filters.topic.bool: …; filters.topic.int: …; …")."""
+    message = error_of(client.post("/api/v1/search", json={"type": "person", "filters": {"topic": {"a": 1}}}), 422)
+    assert message == "filters.topic: a value must be a string, a number, a boolean or a list of them"
+
+
 def test_text_restriction(client):
     data = search(client, type="museum", threshold=LOW, limit=50, text="Museum")
     assert data["hits"] and all("museum" in h["text"].lower() for h in data["hits"])

@@ -69,15 +69,23 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def validation_message(exc: RequestValidationError) -> str:
     """Pydantic's error list as one readable line: ``body.limit: Input should be ...``."""
-    parts = []
+    parts: list[str] = []
     for err in exc.errors()[:5]:
         if err.get("type") == "json_invalid":  # its loc is a character position; say what is wrong
             error = str((err.get("ctx") or {}).get("error", "invalid"))
             parts.append(f"body: {error}" if error.endswith("given twice") else f"body: not valid JSON: {error}")
             continue
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if len(loc) > 2 and loc[0] == "filters":  # one line a filter, not one per branch of its union (a page audit)
+            line = f"filters.{loc[1]}: {FILTER_VALUE}"
+            if line not in parts:
+                parts.append(line)
+            continue
+        parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+FILTER_VALUE = "a value must be a string, a number, a boolean or a list of them"
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -260,7 +260,11 @@ function renderHit(hit, rank) {
     );
   }
   const drawn = drawnSet.some((s) => s.candidate);
-  const which = ranker ? `the candidate span “${ranker.text}”${drawn ? " (dotted)" : ", inside a marked mention"}` : "a candidate span";
+  // hidden where it overlaps a mark: inside one, or across marks (a page audit: "inside" of a
+  // candidate spanning two marks and the words between them)
+  const inside = ranker && hit.spans.some((s) => s.start <= ranker.start && ranker.end <= s.end);
+  const where = drawn ? " (dotted)" : inside ? ", inside a marked mention" : ", overlapping marked mentions";
+  const which = ranker ? `the candidate span “${ranker.text}”${where}` : "a candidate span";
   const unmarked = hit.spans.length
     ? ranker ? [el("p", { class: "unmarked" }, `Ranked by ${which}, which is never marked as a mention.`)] : []
     : [el("p", { class: "unmarked" }, `No mention marked: ranked by ${which}, which is never marked as a mention; not among “Load all” answers.`)];
