@@ -594,3 +594,41 @@ def test_export_of_a_model_folder_keeps_its_catalog_unless_given_another(tmp_pat
         result = CliRunner().invoke(cli, ["export", str(folder), "--out", str(tmp_path / "out"), *extra])
         assert isinstance(result.exception, Written), result.output
     assert [str(c) for c in given] == [str(folder / "catalog.txt"), str(mine)]
+
+
+def test_the_pytorch_rebuild_of_a_model_folder_checks_its_files(tmp_path):
+    """A model audit: load_model_from_folder read a heads file with a flipped bit without a word,
+    where every command refuses the folder."""
+    from indexer.training.model import load_model_from_folder
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for f in SHIPPED.iterdir():
+        (folder / f.name).symlink_to(f)
+    heads = bytearray((SHIPPED / "heads.safetensors").read_bytes())
+    heads[-1] ^= 1
+    (folder / "heads.safetensors").unlink()
+    (folder / "heads.safetensors").write_bytes(bytes(heads))
+    with pytest.raises(ModelError, match="heads.safetensors: checksum does not match"):
+        load_model_from_folder(folder)
+
+
+
+def test_heads_that_do_not_fit_their_config_are_one_line(tmp_path):
+    """A model audit: heads whose heads_config was another (a run folder of another version) gave
+    torch's traceback and exit 1."""
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for f in SHIPPED.iterdir():
+        if f.name != "model.json":
+            (folder / f.name).symlink_to(f)
+    card = json.loads((SHIPPED / "model.json").read_text(encoding="utf-8"))
+    card["heads_config"]["head_hidden"] = 128
+    (folder / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["export", str(folder), "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, ModelError) and "does not fit the heads_config" in str(result.exception)
+    assert not (tmp_path / "out").exists()

@@ -191,7 +191,11 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
             state = load_file(str(source.heads))
         except Exception as exc:  # noqa: BLE001 - safetensors' own errors: a SafetensorError traceback (an audit)
             raise ModelError(f"{source.heads}: cannot read the trained heads ({exc}): train again") from exc
-        model.load_head_state_dict(state)
+        try:
+            model.load_head_state_dict(state)
+        except (ValueError, RuntimeError) as exc:  # a traceback, exit 1 (a model audit); the first line of torch's
+            raise ModelError(f"{source.heads}: does not fit the heads_config it was exported with "
+                             f"({str(exc).splitlines()[0][:200]}): train again") from exc
     model.eval()
     if span_side:
         from ..training.span_side import side_record, with_span_side

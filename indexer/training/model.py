@@ -414,8 +414,10 @@ def load_model_from_folder(folder: str | Path, *, backbone: str | None = None) -
     from safetensors.torch import load_file
 
     from ..model_card import ModelCard
+    from ..model_folder import ModelInfo
 
     folder = Path(folder)
+    ModelInfo.load(folder)  # every file's checksum, as every command checks it (a model audit: a flipped bit loaded)
     card = ModelCard.load(folder)
     cfg = HeadConfig.from_dict(card.heads_config)
     name = backbone or card.backbone.name
