@@ -392,6 +392,30 @@ def test_cli_calibration_is_not_written_for_another_seen_unseen_split(toy, tmp_p
     assert res.exit_code == 2 and "drop --train-data or --write-model" in res.output, res.output
 
 
+def test_cli_write_model_refuses_the_training_sentences_under_another_name(toy, tmp_path: Path, monkeypatch):
+    """A model audit: the first sentences of the training file, copied under another name, were
+    calibrated on and recorded as held out (only the file's name was compared)."""
+    from indexer.cli import cli
+    from indexer import encoder as encoder_module
+
+    data, mapping, enc = toy
+    (tmp_path / "toyset").mkdir()
+    (tmp_path / "toyset" / "train.conll").write_text(CONLL, encoding="utf-8")
+    copy = tmp_path / "toyset" / "part.conll"
+    copy.write_text(CONLL, encoding="utf-8")
+    values = enc.info.card.to_dict()
+    card = {**values, "training": {**values["training"], "data": ["toyset:train.conll"]}}
+    enc.info = dataclasses.replace(enc.info, card=ModelCard(card))
+    monkeypatch.setattr(encoder_module.OnnxEncoder, "from_dir", classmethod(lambda cls, *a, **k: enc))
+    before = (enc.info.path / "model.json").read_text(encoding="utf-8")
+    res = CliRunner().invoke(cli, ["eval", str(copy), "--mapping", str(mapping), "--json", "--calibrate", "--write-model"])
+    assert "passages are sentences the model was trained on" in str(res.exception), res.output
+    assert (enc.info.path / "model.json").read_text(encoding="utf-8") == before
+    (tmp_path / "toyset" / "train.conll").write_text("Nothing O\nhere O\n", encoding="utf-8")  # other sentences
+    res = CliRunner().invoke(cli, ["eval", str(copy), "--mapping", str(mapping), "--json", "--calibrate", "--write-model"])
+    assert res.exit_code == 0, res.output
+
+
 def test_cli_write_model_without_seen_types_is_refused_before_the_run(toy, tmp_path: Path, monkeypatch):
     """An audit: data with no type the model trained on ran whole, then failed to write ("no seen
     types with relevant passages")."""

@@ -289,6 +289,7 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     trained_on = _trained_sources(encoder.info.card, data)
     if write_model:
         _check_write_model(encoder.info, _train_types(train_types), trained_on)
+        _check_trained_sentences(encoder.info.card, data, bench)
     elif trained_on:
         log.warning("%s: the model was trained on %s (model.json training.data), so its figures there are "
                     "not held out", ", ".join(trained_on), "it" if len(trained_on) == 1 else "them")
@@ -303,6 +304,25 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
         passage_weight=passage_weight, feedback=feedback,
     )  # fmt: skip
     return result, encoder.info.path
+
+
+TRAINED_SHARE = 0.05  # the share of DATA's passages that may be training sentences (official splits: 0.2 %, 1.3 %)
+
+
+def _check_trained_sentences(card: Any, data: Sequence[str], bench: Any) -> None:
+    """Refuse to record figures (or thresholds) measured mostly on sentences the model was trained
+    on, whatever the file's name: a model audit calibrated on the first 150 sentences of the
+    training file, copied under another name, and its thresholds were recorded as held out. The
+    training files are found as :func:`_trained_sources` finds them (from DATA's folders)."""
+    from ..conll import read_conll
+    from ..evaluation.seen_types import training_files
+
+    texts = {p.text for path in training_files(card, _data_roots(data)) for p in read_conll(path)}
+    trained = sum(1 for p in bench.corpus if p.text in texts)
+    if bench.corpus and trained >= TRAINED_SHARE * len(bench.corpus):
+        raise InputError(f"{trained} of its {len(bench.corpus)} passages are sentences the model was trained on "
+                         "(model.json training.data): its figures are not held out and are not recorded",
+                         path=", ".join(data))
 
 
 def _check_write_model(info: ModelInfo, train_types: list[str] | None, trained_on: list[str]) -> None:
