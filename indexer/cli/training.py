@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -160,8 +161,6 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     RUN_DIR is a `nerindex train --out` folder, or a model folder to export again (its evaluation
     section is dropped: it describes its own graphs; its thresholds and catalog are kept, and the
     calibration record names that folder as the one they were chosen on: calibrate the new one again)."""
-    from safetensors.torch import load_file
-
     from ..training.export import check_out, read_source, write_model_folder
     from ..training.model import HeadConfig, SpanTypeEncoder, load_backbone
 
@@ -187,15 +186,7 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     torch.manual_seed(0)
     model = SpanTypeEncoder(load_backbone(backbone or name), HeadConfig.from_dict(heads_cfg))
     if not untrained:
-        try:
-            state = load_file(str(source.heads))
-        except Exception as exc:  # noqa: BLE001 - safetensors' own errors: a SafetensorError traceback (an audit)
-            raise ModelError(f"{source.heads}: cannot read the trained heads ({exc}): train again") from exc
-        try:
-            model.load_head_state_dict(state)
-        except (ValueError, RuntimeError) as exc:  # a traceback, exit 1 (a model audit); the first line of torch's
-            raise ModelError(f"{source.heads}: does not fit the heads_config it was exported with "
-                             f"({str(exc).splitlines()[0][:200]}): train again") from exc
+        _load_heads(model, source.heads)
     model.eval()
     if span_side:
         from ..training.span_side import side_record, with_span_side
@@ -215,3 +206,20 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     )  # fmt: skip
     sizes = {f: (Path(out_dir) / f).stat().st_size for f in meta["files"]}
     _summary({"out": str(out_dir), "files": sizes}, as_json)
+
+
+def _load_heads(model: Any, heads: Path) -> None:
+    """The trained heads into ``model``, or a ModelError naming the file: one safetensors cannot read
+    (its own traceback before, an audit), or one that does not fit the heads_config the model was
+    built from (torch's traceback, exit 1: a model audit)."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(heads))
+    except Exception as exc:  # noqa: BLE001 - safetensors' own errors: a SafetensorError traceback (an audit)
+        raise ModelError(f"{heads}: cannot read the trained heads ({exc}): train again") from exc
+    try:
+        model.load_head_state_dict(state)
+    except (ValueError, RuntimeError) as exc:  # the first line of torch's message
+        raise ModelError(f"{heads}: does not fit the heads_config it was exported with "
+                         f"({str(exc).splitlines()[0][:200]}): train again") from exc
