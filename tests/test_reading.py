@@ -265,6 +265,10 @@ def test_a_conll_txt_file_with_a_bom_or_a_mistyped_tag_is_read_as_conll(tmp_path
     stats = ReadStats()
     assert [p.text for p in read(folder, format="conll", stats=stats)] == ["Paris is"]
     assert stats.left_out == ["readme.txt"]
+    # prose of short lines whose last words are no mistyped tags stays prose (a review)
+    for name, prose in (("planes.txt", "Boeing B-52\nRockwell B-1\nNorthrop B-2\nLockheed F-117\n"),
+                        ("list.txt", "Shopping list\nMilk O\nEggs O\nBread O\n")):
+        assert [p.text for p in read(write(tmp_path / name, prose))] == [prose]
 
 
 def test_a_refused_first_record_does_not_decide_where_ids_come_from(tmp_path):
@@ -955,6 +959,9 @@ def test_a_tsv_from_a_writer_that_never_quotes_keeps_a_text_that_opens_with_a_qu
     wording ("'\\t' expected after '\"'"), and no option read it."""
     f = write(tmp_path / "a.tsv", 'id\ttext\n1\t"Dune" is a novel.\n2\tHe said "hi".\n')
     assert [(p.id, p.text) for p in read(f)] == [("1", '"Dune" is a novel.'), ("2", 'He said "hi".')]
+    # not a lone CR, which stays the line's error (a review: read as part of the text)
+    cr = write(tmp_path / "cr.tsv", "id\ttext\n1\tfoo\rbar\n2\tok\n")
+    assert "CR line break" in error_of(cr).reason
 
 
 def test_a_header_of_one_column_says_which_separator_it_holds(tmp_path):
@@ -970,6 +977,11 @@ def test_a_header_of_one_column_says_which_separator_it_holds(tmp_path):
     assert "JSON Lines are" in error_of(array).reason
     err = error_of(array, format="jsonl")
     assert "a JSON array, not JSON Lines" in err.reason and err.line == 1
+    one_line = write(tmp_path / "b.jsonl", '[{"id": "a", "text": "Paris."}]\n')
+    assert "a JSON array, not JSON Lines" in error_of(one_line).reason
+    header = write(tmp_path / "c.jsonl", '["id", "text"]\n{"id": "a", "text": "Paris."}\n')  # that line's error (a review)
+    assert "expected a JSON object, got array" in error_of(header).reason
+    assert [p.id for p in read(header, on_error="skip")] == ["a"]
 
 
 def test_more_parquet_values_as_written_or_refused_by_row(tmp_path):

@@ -43,6 +43,7 @@ FOLDER_FORMATS = frozenset({"txt", "conll"})
 FOLDER_EXTENSIONS = {"txt": frozenset({".txt"}), "conll": CONLL_EXTENSIONS | {".txt"}}
 
 _TAG = re.compile(r"^(?:O|[BIES]-.+)$")
+_NEAR_TAG = re.compile(r"^(?:o|[BIESbies][-_][A-Za-z][\w-]*)$")  # a tag mistyped: B_MISC, b-misc, i_per
 _SNIFF_BYTES = 65536
 _SNIFF_LINES = 20
 # a token row has the token, the tag and a few columns between (MultiCoNER: 4); a line of prose
@@ -62,10 +63,11 @@ def split_suffix(path: Path) -> tuple[str, bool]:
 
 def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
     """True when the first non-blank lines of a file (up to ``_SNIFF_LINES``) are all rows of a few
-    columns, at least ``min_rows`` of them (1 where the user said CoNLL) and three in four ending in
-    a BIO/IO tag. Not every one: a CoNLL file with one mistyped tag ("B_MISC") among its first lines
-    was stored as prose, tags and all, or left out of a CoNLL folder without a word, where the reader
-    names the line (an audit); nor a BOM, which hid the first line's shape (the same audit)."""
+    columns ending in a BIO/IO tag, at least ``min_rows`` of them (1 where the user said CoNLL), or
+    a mistyped one (``B_MISC``, ``b-misc``: :data:`_NEAR_TAG`) among three in four true tags: such a
+    file was stored as prose, tags and all, or left out of a CoNLL folder without a word, where the
+    reader names the line (an audit); not any word (a review: "Lockheed F-117" and "Shopping list"
+    made prose files CoNLL). A BOM no longer hides the first line's shape (the audit)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(_SNIFF_BYTES)
@@ -81,8 +83,11 @@ def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
         cols = line.split("\t") if "\t" in line else line.split()
         if not 2 <= len(cols) <= _MAX_COLUMNS:
             return False
+        last = cols[-1].strip()
+        if not _TAG.match(last) and not _NEAR_TAG.match(last):
+            return False
         rows += 1
-        tagged += bool(_TAG.match(cols[-1].strip()))
+        tagged += bool(_TAG.match(last))
         if rows >= _SNIFF_LINES:
             break
     return tagged >= min_rows and 4 * tagged >= 3 * rows

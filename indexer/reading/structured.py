@@ -173,6 +173,19 @@ def _read_error(exc: BaseException, path: str, after: int) -> InputError:
     return InputError(f"cannot read{f' past line {after}' if after else ''}: {what}", path=path)
 
 
+def _json_array_of_records(line: str) -> bool:
+    """Whether a first line opens a JSON array of records: ``[`` of a pretty-printed one (no whole
+    value), or one of objects on one line; not another array (``["id", "text"]``: that line's own
+    error, a review)."""
+    if not line.lstrip().startswith("["):
+        return False
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return True
+    return isinstance(value, list) and any(isinstance(v, dict) for v in value)
+
+
 def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
     """One JSON object per line; blank lines are ignored and a leading BOM is accepted."""
     lineno, seen_record = 0, False
@@ -188,7 +201,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                     continue
                 if not line.strip():
                     continue
-                if line.lstrip().startswith("[") and not seen_record:  # spoils the whole input: raised
+                if not seen_record and _json_array_of_records(line):  # spoils the whole input: raised
                     raise rules.error(JSON_ARRAY, lineno)
                 seen_record = True
                 try:
@@ -231,7 +244,7 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
                 return  # an empty file: the caller reports "no passages"
             quoting = delimiter != "\t" or '"' in last[0]
             for start, end, row in rows:
-                if isinstance(row, InputError) and not quoting and start == end:
+                if isinstance(row, InputError) and not quoting and start == end and _CR_ONLY not in row.reason:
                     # a TSV whose header has no quote is from a writer that never quotes: its line's
                     # cells as they are (an audit: '"Dune" is a novel.' was refused, and no option read it)
                     row = last[0].rstrip("\r\n").split("\t")

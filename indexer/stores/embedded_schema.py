@@ -159,7 +159,8 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 
 
 def model_before_upgrade(db: Path) -> str | None:
-    """The model (its meta row's JSON) a store of an older layout recorded, read without writing;
+    """The model (its meta row's JSON) a store of an older layout recorded, read through a read-only
+    connection (which writes nothing into the store; SQLite may make its -wal and -shm files);
     None where the layout is this one's, no model is recorded, or the file cannot be read so (the
     writable open then says why). The caller refuses another model before :func:`connect`
     upgrades the layout: a store refused for its model had been upgraded all the same, and the

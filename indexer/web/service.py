@@ -304,19 +304,17 @@ class SearchService:
 
     def _marked_top(self, query: SearchQuery, wanted: int) -> list[Hit]:
         """The first ``wanted`` hits with a marked mention, in the search's order (what Search UI's
-        search returns first): hits ranked by a candidate alone are left out, so the top hits are
-        widened until enough are marked or none are left, and past the page cap the ``--all`` set
-        is read. Twice as many top hits, once, gave 1 result of 5 for an unseen type (an audit)."""
-        cap = self.limits.max_page_size
-        size = min(2 * wanted, cap)
-        while True:
-            hits = self.top(query, size)
-            marked = [h for h in hits if h.spans]
-            if len(marked) >= wanted or len(hits) < size:
-                return marked[:wanted]
-            if size >= cap:
-                return self.at_one_version(lambda key, strict: self.result_set(query, key, strict=strict))[:wanted]
-            size = min(2 * size, cap)
+        search returns first): hits ranked by a candidate alone are left out, so where twice as many
+        top hits hold too few marked ones (an audit: 1 result of 5 for an unseen type), the ``--all``
+        set is read, the one Search UI's search then pages (the same cached set; a review: widening
+        the top hits step by step cost up to nine searches a keystroke)."""
+        size = min(2 * wanted, self.limits.max_page_size)
+        hits = self.top(query, size)
+        marked = [h for h in hits if h.spans]
+        if len(marked) >= wanted or len(hits) < size:
+            return marked[:wanted]
+        applied = self.applied(query)
+        return self.at_one_version(lambda key, strict: self.result_set(applied, key, strict=strict))[:wanted]
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -194,9 +194,6 @@ def _reindex_locked(
         report = _copy_and_swap(store, encoder, stamp, report, template_interval=refresh_interval(body),
                                 batch_size=batch_size, chunk_size=chunk_size, delete_old=delete_old,
                                 allow_failures=allow_failures, on_batch=on_batch)
-    except KeyboardInterrupt:
-        _drop_unfinished(store, report)
-        raise
     finally:
         if not report.swapped:  # the alias stays: its index takes writes again (best effort: keep the first error)
             try:
@@ -207,9 +204,9 @@ def _reindex_locked(
 
 
 def _drop_unfinished(store: ElasticsearchStore, report: ReindexReport) -> None:
-    """Delete the new index of a run stopped (Ctrl-C) before its swap, best effort: it held part
-    of the passages, and nothing removed it later (a CLI audit: one more "beside it" index a try).
-    Not where the alias already names it: a stop between the swap and its record keeps it."""
+    """Delete the new index of a run stopped (Ctrl-C) while it copied, before the swap was sent,
+    best effort: it held part of the passages, and nothing removed it later (a CLI audit: one more
+    "beside it" index a try). Not where the alias names it (a second look, should one ever)."""
     try:
         if not report.swapped and current_index(store) != report.new_index:
             store.client.indices.delete(index=report.new_index, ignore_unavailable=True)
@@ -359,6 +356,27 @@ def _copy_and_swap(store: ElasticsearchStore, encoder: Encoder, stamp: ModelStam
                    ) -> ReindexReport:
     """The copy of :func:`reindex` into the claimed index, with the old index refusing writes:
     read, encode, write, swap."""
+    try:
+        _copy(store, encoder, stamp, report, template_interval=template_interval, batch_size=batch_size,
+              chunk_size=chunk_size, on_batch=on_batch)
+    except KeyboardInterrupt:  # before the swap was sent: the new index is this run's alone
+        _drop_unfinished(store, report)
+        raise
+    if report.failed and not allow_failures:
+        raise StoreError(
+            f"{report.failed} of {report.passages} passages failed to re-index into {report.new_index!r}; the "
+            f"alias {store.alias!r} stays on {report.old_index!r} (inspect or delete {report.new_index!r}, or pass "
+            f"--allow-failures). First failure: {report.failures[0]['id']}: {report.failures[0]['error']}"
+        )
+    _swap(store, report, delete_old=delete_old)
+    return report
+
+
+def _copy(store: ElasticsearchStore, encoder: Encoder, stamp: ModelStamp, report: ReindexReport, *,
+          template_interval: str | None, batch_size: int, chunk_size: int,
+          on_batch: Callable[[int, int], None] | None) -> None:
+    """Every passage of the old index, read, encoded and written into the new one, counted in
+    ``report``; then the new index's refresh interval put back and a refresh."""
     client, old, new = store.client, report.old_index, report.new_index
     with store.errors(f"refresh {old!r}"):
         client.indices.refresh(index=old)
@@ -378,14 +396,6 @@ def _copy_and_swap(store: ElasticsearchStore, encoder: Encoder, stamp: ModelStam
     with store.errors(f"refresh {new!r}"):
         client.indices.put_settings(index=new, settings=refresh_settings(template_interval))
         client.indices.refresh(index=new)
-    if report.failed and not allow_failures:
-        raise StoreError(
-            f"{report.failed} of {report.passages} passages failed to re-index into {new!r}; the "
-            f"alias {store.alias!r} stays on {old!r} (inspect or delete {new!r}, or pass "
-            f"--allow-failures). First failure: {report.failures[0]['id']}: {report.failures[0]['error']}"
-        )
-    _swap(store, report, delete_old=delete_old)
-    return report
 
 
 def _swap(store: ElasticsearchStore, report: ReindexReport, *, delete_old: bool) -> None:

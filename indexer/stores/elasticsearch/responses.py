@@ -245,11 +245,12 @@ def inner_hits_window(error: Any) -> int | None:
 
 def rank(hits: Sequence[Hit]) -> list[Hit]:
     """Best first by passage score (the best span, or the combined score under hybrid scoring),
-    ties in Elasticsearch's order: its document order, which is the order of indexing in an index
-    written once, as the embedded store orders ties (by insertion), and as an ``exhaustive``
-    search's point in time pages them. Ties by id (before an audit) kept the fetched window's
-    tied passages but not the ones Elasticsearch had cut at its edge: ``limit`` 2 and 3 began
-    with different passages, and a client paging by a growing limit saw two passages five times."""
+    ties in Elasticsearch's order: its stable document order, the one in which it cut the fetched
+    window, so a larger limit extends a smaller one's answer. Ties by id (before an audit) kept the
+    window's tied passages but not the ones cut at its edge: ``limit`` 2 and 3 began with different
+    passages, and a client paging by a growing limit saw two passages five times. The order of
+    writing in an index written once, as the embedded store's (insertion); after Lucene merges
+    segments, or an ``es reindex`` (which copies in id order), another (a review)."""
     return sorted(hits, key=lambda h: -h.score)
 
 

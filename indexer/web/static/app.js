@@ -442,9 +442,12 @@ function toggleFilter(field, value, on) {
   runSearch({ ...shown, filters: withOwn(shown.filters, field, next.length ? next : undefined) });
 }
 
-/** One filter value for the page: 123, "123" and 123n name one value, as the filter matches them. */
+/** One filter value for the page: 123, "123" and 123n name one value, as the filter matches them;
+ *  a boolean only itself (the filter true matches booleans alone, a review). */
 function sameValue(a, b) {
-  return a === b || (a !== null && b !== null && typeof a !== "object" && typeof b !== "object" && String(a) === String(b));
+  if (a === b) return true;
+  const plain = (v) => v !== null && typeof v !== "object" && typeof v !== "boolean";
+  return plain(a) && plain(b) && String(a) === String(b);
 }
 
 /** A link's number as written in decimal ("0.4", "1e-1"), else null: Number() also took "0x1" as 1. */
