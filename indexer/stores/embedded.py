@@ -489,7 +489,6 @@ class EmbeddedStore:
         self.close()
 
 
-
 def _refuse_other(path: Path, recorded: ModelStamp, stamp: ModelStamp, *, writing: bool) -> StampCheck:
     """``check_stamp``, a conflict raised as the store's ModelMismatchError."""
     check = check_stamp(recorded, stamp, writing=writing)
