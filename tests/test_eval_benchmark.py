@@ -382,6 +382,8 @@ def test_an_export_refuses_a_folder_of_other_files(conll_file: Path, tmp_path: P
     bench = benchmark_from_conll([conll_file])
     export_benchmark(bench, tmp_path / "b")
     export_benchmark(bench, tmp_path / "b")  # again: its own files
+    (tmp_path / "b" / ".DS_Store").write_text("x", encoding="utf-8")  # hidden: not counted (the review)
+    export_benchmark(bench, tmp_path / "b")
     (tmp_path / "b" / "qrels" / "dev.tsv").write_text("x\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"holds files no benchmark export writes \(qrels/dev.tsv\)"):
         export_benchmark(bench, tmp_path / "b")

@@ -78,13 +78,15 @@ BEIR_FILES = ("corpus.jsonl", "queries.jsonl", "qrels.tsv", "qrels/test.tsv", "b
 
 
 def _other_files(out: Path) -> list[str]:
-    """What ``out`` holds besides an export's files and folders (its ``qrels/``, its temporary
-    ``.export.*.tmp``), as paths in it; none where it does not exist."""
+    """What ``out`` holds besides an export's files and folders (its ``qrels/``), as paths in it;
+    hidden ones (its temporary ``.export.*.tmp``, a ``.DS_Store``: the review) are not counted;
+    none where it does not exist."""
     if not out.is_dir():
         return []
     ours = set(BEIR_FILES) | {"qrels"}
-    found = [p.relative_to(out).as_posix() for p in out.rglob("*") if not p.relative_to(out).parts[0].startswith(".export.")]
-    return sorted(name for name in found if name not in ours)
+    found = [p.relative_to(out) for p in out.rglob("*")]
+    return sorted(rel.as_posix() for rel in found
+                  if rel.as_posix() not in ours and not any(part.startswith(".") for part in rel.parts))
 
 
 def _write_folder(bench: Benchmark, out: Path) -> None:
