@@ -12,6 +12,15 @@ from typing import BinaryIO, Callable, TypeVar
 T = TypeVar("T")
 
 
+def named_for(exc: OSError, target: Path, temporary: str) -> OSError:
+    """``exc`` named by ``target`` where it names no file or a temporary one (a path starting with
+    ``temporary``), else ``exc`` itself: a full disk said "No space left on device" naming no
+    file, a folder that may not be written the temporary file (a CLI audit)."""
+    if exc.errno is None or (exc.filename is not None and not str(exc.filename).startswith(temporary)):
+        return exc
+    return OSError(exc.errno, exc.strerror, str(target))
+
+
 def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T], *, mode: int | None = None) -> T:
     """Write ``folder/name`` all or nothing: a temporary file ``.<name>.<token>.<pid>.tmp`` (whose
     writer can be told: ``stores.derived`` removes those of processes gone; the token keeps two
@@ -27,11 +36,12 @@ def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T], *, mode:
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, folder / name)
-    except OSError as exc:  # named by the file it was for (a CLI audit: none, or the temporary one)
+    except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.filename in (None, str(tmp)) and exc.errno is not None:
-            raise OSError(exc.errno, exc.strerror, str(folder / name)) from exc
-        raise
+        named = named_for(exc, folder / name, str(tmp))
+        if named is exc:
+            raise
+        raise named from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -223,6 +223,11 @@ def json_error(exc: NerindexError | click.ClickException) -> str:
     ``{"error": {"type", "message", "exit_code", "path"?, "line"?, "unit"?}}``: the path and line
     where the error names them (bad input), ``unit`` "row" where the line is a Parquet row; click's
     usage errors (a wrong option, exit 2) by their message."""
+    return json.dumps({"error": error_detail(exc)}, ensure_ascii=False)
+
+
+def error_detail(exc: NerindexError | click.ClickException) -> dict[str, Any]:
+    """The inside of :func:`json_error`'s object (``nerindex info`` puts it beside what it shows)."""
     message = exc.format_message() if isinstance(exc, click.ClickException) else getattr(exc, "reason", None) or str(exc)
     detail: dict[str, Any] = {"type": type(exc).__name__, "message": message, "exit_code": exc.exit_code}
     for name in ("path", "line"):
@@ -230,7 +235,7 @@ def json_error(exc: NerindexError | click.ClickException) -> str:
             detail[name] = getattr(exc, name)
     if "line" in detail and getattr(exc, "unit", "line") != "line":
         detail["unit"] = exc.unit
-    return json.dumps({"error": detail}, ensure_ascii=False)
+    return detail
 
 
 def tracebacks_wanted() -> bool:

@@ -405,9 +405,9 @@ def info_command(settings: Settings, as_json: bool) -> None:
         encoder = OnnxEncoder.from_dir(settings.model, device=settings.device, threads=settings.threads)
         info = {"model": model_info(encoder), "store": None, "no_store" if mismatch is None else "mismatch": str(exc)}
     if mismatch is not None:  # the error as every command gives it, besides what info shows (an audit)
-        from . import json_error
+        from . import error_detail
 
-        info["error"] = json.loads(json_error(mismatch))["error"]
+        info["error"] = error_detail(mismatch)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:

@@ -84,10 +84,11 @@ def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
         if not 2 <= len(cols) <= _MAX_COLUMNS:
             return False
         last = cols[-1].strip()
-        if not _TAG.match(last) and not _NEAR_TAG.match(last):
+        is_tag = bool(_TAG.match(last))
+        if not is_tag and not _NEAR_TAG.match(last):
             return False
         rows += 1
-        tagged += bool(_TAG.match(last))
+        tagged += is_tag
         if rows >= _SNIFF_LINES:
             break
     return tagged >= min_rows and 4 * tagged >= 3 * rows

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..assets import default_model_dir
+from ..atomic_files import named_for
 from ..catalog import read_phrases
 from ..encoder import CPU, embed_texts, load_tokenizer, open_session, type_text
 from ..errors import InputError, ModelError
@@ -293,9 +294,10 @@ def write_model_folder(
         return written.to_dict()
     except OSError as exc:  # a full disk: named by --out (a CLI audit: "No space left on device" alone)
         shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno is None or exc.filename not in (None, str(out)) and not str(exc.filename).startswith(str(tmp)):
+        named = named_for(exc, out, str(tmp))
+        if named is exc:
             raise
-        raise OSError(exc.errno, exc.strerror, str(out)) from exc
+        raise named from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -268,8 +268,8 @@ class SearchService:
             "dims": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
             "phrases": phrases,
             # what a search for each applies (this service's --threshold, else the model's rule)
-            "thresholds": [self.index.threshold_for(p) if self.threshold is None else self.threshold for p in phrases],
-            "passage_weights": [self.index.passage_weight_for(p) for p in phrases],
+            "thresholds": [self.default_threshold(p) for p in phrases],
+            "passage_weights": [self.default_passage_weight(p) for p in phrases],
             "vectors": [[round(float(x), 7) for x in row] for row in vectors],
         }
 

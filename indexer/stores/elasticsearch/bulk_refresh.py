@@ -28,7 +28,7 @@ class RelaxedRefresh:
             return
         client, alias = self.store.client, self.store.alias
         with self.store.errors("relax the refresh interval for bulk loading"):
-            previous = rs.refresh_interval(client.indices.get_settings(index=alias, name="index.refresh_interval").body)
+            previous = self._now()
             if previous == interval:
                 # Left so by a load that was killed while relaxed (the value is nerindex's own:
                 # options.BULK_REFRESH_INTERVAL): restore it at the end all the same, to the shipped
@@ -36,7 +36,7 @@ class RelaxedRefresh:
                 # interval a shard that no search reaches for 30 s goes search-idle and stops
                 # refreshing, so version() stood still while another process wrote and the service
                 # served its cached result sets (an audit).
-                previous = refresh_interval(load_template(INDEX_TEMPLATE))
+                previous = _template_interval()
             else:
                 client.indices.put_settings(index=alias, settings=refresh_settings(interval))
         self.previous = (previous,)
@@ -49,14 +49,18 @@ class RelaxedRefresh:
         interval = self.store.options.bulk_refresh_interval
         if self.previous is not None or not interval or self.store.target() is None:
             return False
-        client, alias = self.store.client, self.store.alias
         with self.store.errors("read the refresh interval"):
-            current = rs.refresh_interval(client.indices.get_settings(index=alias, name="index.refresh_interval").body)
+            current = self._now()
         if current != interval:
             return False
         with self.store.errors("restore the refresh interval"):
-            client.indices.put_settings(index=alias, settings=refresh_settings(refresh_interval(load_template(INDEX_TEMPLATE))))
+            self.store.client.indices.put_settings(index=self.store.alias, settings=refresh_settings(_template_interval()))
         return True
+
+    def _now(self) -> str | None:
+        """The alias's refresh interval as its index settings give it (None: the server default)."""
+        body = self.store.client.indices.get_settings(index=self.store.alias, name="index.refresh_interval").body
+        return rs.refresh_interval(body)
 
     def restore(self) -> None:
         if self.previous is None:
@@ -65,3 +69,8 @@ class RelaxedRefresh:
         with self.store.errors("restore the refresh interval"):
             self.store.client.indices.put_settings(index=self.store.alias, settings=refresh_settings(previous))
         self.previous = None
+
+
+def _template_interval() -> str | None:
+    """The shipped index template's explicit refresh interval: what a killed load's relaxed one goes back to."""
+    return refresh_interval(load_template(INDEX_TEMPLATE))
