@@ -30,12 +30,17 @@ from .text import unicode_problem
 log = logging.getLogger(__name__)
 
 
+TRAILING_PUNCTUATION = ".,;:!?。．？！"  # what check_phrase drops from a phrase's end
+
+
 def check_phrase(type_phrase: str) -> str:
     """A type phrase as searched and embedded (stripped), or a SearchError: an empty one has a
     vector but means nothing, so it is refused rather than answered."""
     if not isinstance(type_phrase, str):
         raise SearchError(f"the entity type is a phrase (a string), not {type(type_phrase).__name__}")
-    phrase = type_phrase.strip()
+    # a closing full stop or question mark means nothing in a type (an audit: "sports team." was
+    # searched as a type nobody trained on, with another threshold and λ)
+    phrase = type_phrase.strip().rstrip(TRAILING_PUNCTUATION).rstrip()
     problem = unicode_problem(phrase)
     if problem is not None:  # the tokenizer's TypeError otherwise (the CLI refuses such arguments itself)
         raise SearchError(f"the entity type holds {problem}")

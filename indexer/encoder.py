@@ -24,7 +24,7 @@ import numpy as np
 
 from .catalog import Catalog, read_phrases
 from .config import cache_folder
-from .errors import ModelError
+from .errors import InputError, ModelError, NerindexError, SearchError
 from .model_folder import CANDIDATE_OUTPUT, CARD_FILE, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
 from .runtime import (
@@ -202,6 +202,7 @@ class OnnxEncoder:
         missing = [p for p in dict.fromkeys(phrases) if p not in found]
         if missing:
             texts = [type_text(self.info.template_for(p), p) for p in missing]
+            self._check_fits(missing, texts, SearchError)
             vectors = embed_texts(self.session, self.tokenizer, texts)
             for phrase, vec in zip(missing, vectors):
                 found[phrase] = vec.copy()
@@ -215,7 +216,17 @@ class OnnxEncoder:
         with spans and with each other rather than searching (span labels from a ``--catalog``
         file, as ``catalog.npy``'s; Familiarity): :meth:`embed_types` puts a phrase the model was
         not trained on in another template."""
-        return embed_texts(self.session, self.tokenizer, [type_text(self.info.type_template, p) for p in phrases])
+        texts = [type_text(self.info.type_template, p) for p in phrases]
+        self._check_fits(phrases, texts, InputError)
+        return embed_texts(self.session, self.tokenizer, texts)
+
+    def _check_fits(self, phrases: Sequence[str], texts: Sequence[str], error: type[NerindexError]) -> None:
+        """Refuse a phrase of more tokens than the graph's positions hold: 200 characters of Hangul
+        are ~540 tokens, and onnxruntime's shape error was a traceback (an HTTP 500; an audit)."""
+        for phrase, enc in zip(phrases, self.tokenizer.encode_batch(list(texts), add_special_tokens=True)):
+            if len(enc.ids) > self.info.max_length:
+                raise error(f"the type phrase {phrase[:40]!r}{'…' if len(phrase) > 40 else ''} is {len(enc.ids)} "
+                            f"tokens once tokenised; the model reads at most {self.info.max_length}")
 
     # ------------------------------------------------------------------ passages
 
@@ -483,7 +494,10 @@ def load_catalog(
 ) -> Catalog | None:
     """The model's precomputed catalog, or a user's phrase file embedded now."""
     if override is not None:
-        return Catalog.build(read_phrases(override), embed)
+        try:
+            return Catalog.build(read_phrases(override), embed)
+        except InputError as exc:  # a phrase too long to embed: named with its file
+            raise InputError(exc.reason, path=str(override)) from exc
     if not info.catalog_phrases:
         return None
     phrases = read_phrases(info.file(info.catalog_phrases))

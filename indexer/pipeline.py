@@ -238,9 +238,22 @@ def fields_otherwise(passages: Iterable[Passage], records: Mapping[str, tuple[st
             ours = json.loads(json.dumps(p.fields, ensure_ascii=False))
         except (TypeError, ValueError):
             continue
-        if ours != records[p.id][1]:
+        if _booleans_apart(ours) != _booleans_apart(records[p.id][1]):
             out.append(p.id)
     return out
+
+
+def _booleans_apart(value: Any) -> Any:
+    """A JSON value in which a boolean no longer equals a number (Python's ``True == 1``), as to
+    filters (``true`` is never 1); 1 and 1.0 stay equal, as there. An audit: ``"flag": true``
+    corrected to ``1`` was counted "already stored" and ``--where flag=1`` found nothing."""
+    if isinstance(value, bool):
+        return (bool, value)
+    if isinstance(value, dict):
+        return {k: _booleans_apart(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_booleans_apart(v) for v in value]
+    return value
 
 
 def stored_otherwise(passages: Iterable[tuple[str, str]], stored: Mapping[str, str]) -> list[str]:

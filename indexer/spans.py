@@ -8,6 +8,7 @@ the same way; that is why this module exists on its own and does no I/O.
 
 from __future__ import annotations
 
+import bisect
 import unicodedata
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
@@ -231,13 +232,22 @@ def resolve_overlaps(spans: Sequence[tuple[int, int, float]], *, nested: bool = 
     does not push out the name around it ("the 1997 general election") and both are stored.
     """
     order = sorted(range(len(spans)), key=lambda i: (-spans[i][2], spans[i][0], spans[i][1]))
-    taken: list[tuple[int, int]] = []
+    # Kept spans by start: one that overlaps (s, e) starts before e and, being no longer than the
+    # longest span, after s - longest; only those are compared. An audit: comparing every kept
+    # span made a passage of 11k spans take 60 s to decode, and doubling it four times as long.
+    longest = max((e - s for s, e, _ in spans), default=0)
+    starts: list[int] = []
+    ends: list[int] = []
     kept: list[int] = []
     for i in order:
         s, e, _ = spans[i]
-        if any(s < te and ts < e and not (nested and (ts <= s and e <= te or s <= ts and te <= e)) for ts, te in taken):
+        near = range(bisect.bisect_left(starts, s - longest), bisect.bisect_left(starts, e))
+        if any(s < ends[k] and not (nested and (starts[k] <= s and e <= ends[k] or s <= starts[k] and ends[k] <= e))
+               for k in near):
             continue
-        taken.append((s, e))
+        at = bisect.bisect_right(starts, s)
+        starts.insert(at, s)
+        ends.insert(at, e)
         kept.append(i)
     return sorted(kept, key=lambda i: (spans[i][0], spans[i][1]))
 

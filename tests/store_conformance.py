@@ -494,6 +494,22 @@ class StoreConformance:
         assert all(o.ok for o in store.write(docs))
         assert sorted(h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters=where)) == expected
 
+    WHOLE = [("i1", {"f": 1}), ("r1", {"f": 1.0}), ("near", {"f": 1.0000000000000002}), ("i2001", {"y": 2001}),
+             ("r2001", {"y": 2001.0})]
+
+    @pytest.mark.parametrize("where, expected", [
+        ({"f": 1}, ["i1", "near", "r1"]), ({"f": 1.0000000000000002}, ["i1", "near", "r1"]),
+        ({"f": "0.9999999999999999"}, ["i1", "near", "r1"]), ({"y": "2000.9999999999998"}, ["i2001", "r2001"]),
+        ({"y": 2001}, ["i2001", "r2001"]),
+    ])
+    def test_a_real_sqlite_writes_as_a_whole_number_finds_the_stored_integer(self, store, stamp, where, expected):
+        """1 and 1.0000000000000002 are one value to a filter (SQLite writes the real "1.0"); an
+        audit: the filter 1.0000000000000002 found the stored reals and not the integer 1."""
+        store.check_model(stamp)
+        docs = [doc(pid, "Tyrannosaurus was here.", [("Tyrannosaurus", DINO)], **fields) for pid, fields in self.WHOLE]
+        assert all(o.ok for o in store.write(docs))
+        assert sorted(h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters=where)) == expected
+
     @pytest.mark.parametrize("where, expected", [
         ({"meta": "en"}, []), ({"meta": 1}, []), ({"deep": 1}, []), ({"deep": "[1,2]"}, []), ({"deep": 3}, ["o1"]),
         ({"objs": "a"}, []), ({"lang": "en"}, ["o1", "o2"]),

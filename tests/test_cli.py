@@ -326,6 +326,52 @@ def test_embed_prints_unit_vector(capsys):
     assert [(r["threshold"], r["passage_weight"]) for r in map(json.loads, out.splitlines())] == [(0.38, 0.0), (0.21, 1.0)]
 
 
+def test_a_closing_full_stop_does_not_make_a_trained_type_unseen(capsys):
+    """An audit: "sports team." was searched with the unseen threshold, λ and template (66
+    passages of 200 against 8 for "sports team"); the phrase is searched without it."""
+    code, out, _ = run(capsys, "embed", "sports team.", "sports team", "sports team ?!", "...")
+    assert code == 6  # "..." is empty once its punctuation goes
+    code, out, _ = run(capsys, "embed", "sports team.", "sports team", "sports team ?!")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert {r["phrase"] for r in rows} == {"sports team"} and {(r["threshold"], r["passage_weight"]) for r in rows} == {(0.38, 0.0)}
+    assert rows[0]["vector"] == rows[1]["vector"]
+
+
+def test_a_phrase_of_more_tokens_than_the_model_reads_is_refused_in_one_line(capsys, tmp_path):
+    """An audit: 199 characters of Hangul are 546 tokens; embed, search and an index --catalog
+    ended in onnxruntime's traceback (the service: a 500)."""
+    phrase = " ".join(["각" * 33] * 5 + ["각"] * 15)
+    code, out, err = run(capsys, "embed", phrase)
+    assert code == 6 and out == "" and "546 tokens once tokenised; the model reads at most 256" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    catalog = tmp_path / "types.txt"
+    catalog.write_text(f"dinosaur\n{phrase}\n", encoding="utf-8")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "1", "text": "Paris is big."}\n', encoding="utf-8")
+    code, _, err = run(capsys, "index", str(corpus), "--store", str(tmp_path / "s"), "--catalog", str(catalog))
+    assert code == 2 and err.startswith(f"error: {catalog}: ") and "542 tokens" in err and "Traceback" not in err
+
+
+def test_json_lines_survive_splitlines_and_a_stdout_that_cannot_hold_unicode(tmp_path):
+    """An audit: a passage with U+2028 split its --json line for str.splitlines readers, and a
+    Latin-1 stdout ended a search with an UnicodeEncodeError traceback after one line of 28."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "u", "text": "Zoë Saldaña met Emmanuel Macron\u2028in Paris ☀."}) + "\n",
+                      encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
+    cli = [sys.executable, "-m", "indexer.cli"]
+    subprocess.run([*cli, "index", str(corpus), "--store", str(tmp_path / "s")], env=env, check=True, capture_output=True)
+    for extra in (["--json"], []):
+        proc = subprocess.run([*cli, "search", "person", "--store", str(tmp_path / "s"), *extra], env=env,
+                              capture_output=True)
+        assert proc.returncode == 0 and b"Traceback" not in proc.stderr
+    lines = proc.stdout.decode("latin-1").splitlines()  # the human output: ☀ escaped, ë as Latin-1
+    assert any("Saldaña" in line and "\\u2600" in line for line in lines)
+    proc = subprocess.run([*cli, "search", "person", "--store", str(tmp_path / "s"), "--json"], env=env, capture_output=True)
+    (line,) = proc.stdout.decode("ascii").splitlines()
+    assert json.loads(line)["text"] == "Zoë Saldaña met Emmanuel Macron\u2028in Paris ☀."
+
+
 def test_help_explains(capsys):
     code, out, _ = run(capsys, "index", "--help")
     assert code == 0 and "--on-error" in out and "--id-field" in out

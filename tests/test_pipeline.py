@@ -423,6 +423,18 @@ def test_a_skipped_passage_whose_metadata_alone_changed_is_named(tmp_path, encod
         assert (report.skipped_existing, report.skipped_changed, report.changed_ids) == (2, 1, ["d1"])
 
 
+def test_a_boolean_corrected_to_a_number_is_a_changed_field(tmp_path, encoder):
+    """An audit: ``true`` corrected to ``1`` (or ``[false]`` to ``[0.0]``) counted "already stored"
+    (Python's True == 1) while filters tell them apart: ``--where flag=1`` found nothing."""
+    texts = {"f1": "Anna Schmidt lives in Vienna.", "f2": "Paris is big.", "f3": "Rome is old."}
+    with EmbeddedStore.open(tmp_path / "s") as store:
+        index_passages([Passage(k, t, f) for (k, t), f in zip(texts.items(), [{"flag": True}, {"flag": [False]},
+                                                                                {"n": 1}])], encoder, store)
+        report = index_passages([Passage(k, t, f) for (k, t), f in zip(texts.items(), [{"flag": 1}, {"flag": [0.0]},
+                                                                                         {"n": 1.0}])], encoder, store)
+        assert (report.skipped_changed, report.changed_ids) == (2, ["f1", "f2"])
+
+
 def test_a_handle_opened_on_an_empty_store_checks_the_model_its_first_writer_records(tmp_path):
     """An audit: a handle (the web service) opened on an empty store checked its model once, found
     none, and never again; another process then filled the store with another model, and every

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from indexer.spans import (
@@ -90,6 +91,33 @@ def test_resolve_overlaps_greedy_by_score():
     assert resolve_overlaps([]) == []
     # touching spans (end exclusive) do not overlap
     assert resolve_overlaps([(0, 3, 0.5), (3, 6, 0.4)]) == [0, 1]
+
+
+def _resolve_by_every_pair(spans, nested):
+    """The greedy rule compared with every kept span (resolve_overlaps before it looked only near)."""
+    order = sorted(range(len(spans)), key=lambda i: (-spans[i][2], spans[i][0], spans[i][1]))
+    taken, kept = [], []
+    for i in order:
+        s, e, _ = spans[i]
+        if any(s < te and ts < e and not (nested and (ts <= s and e <= te or s <= ts and te <= e)) for ts, te in taken):
+            continue
+        taken.append((s, e))
+        kept.append(i)
+    return sorted(kept, key=lambda i: (spans[i][0], spans[i][1]))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_resolve_overlaps_keeps_what_comparing_every_pair_keeps(nested):
+    """It compares a span only with kept spans near it (an audit: a long passage's decoding was
+    quadratic); a long span among short ones, ties and touching ends included."""
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(0, 60))
+        starts = rng.integers(0, 80, n)
+        lengths = np.where(rng.random(n) < 0.1, rng.integers(1, 70, n), rng.integers(1, 9, n))
+        scores = rng.choice([0.1, 0.2, 0.5, 0.9], n) if rng.random() < 0.5 else rng.random(n)
+        spans = [(int(a), int(a + b), float(c)) for a, b, c in zip(starts, lengths, scores)]
+        assert resolve_overlaps(spans, nested=nested) == _resolve_by_every_pair(spans, nested)
 
 
 def test_resolve_overlaps_nested_keeps_containment_not_crossings():

@@ -14,7 +14,6 @@ stays fast and needs no extras: :mod:`.core` (index, search, embed, info), :mod:
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 import warnings
@@ -24,6 +23,7 @@ import click
 
 from ..errors import NerindexError
 from ..text import unicode_problem
+from .output import json_out, replace_unencodable
 
 # name -> "module:attribute" of a click command defined elsewhere, imported on use.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
@@ -176,6 +176,7 @@ def json_wanted(args: Sequence[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn nerindex errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
+    replace_unencodable()
     problem = argument_problem(args)
     if problem:
         click.echo(f"error: {problem}", err=True)
@@ -223,7 +224,7 @@ def json_error(exc: NerindexError | click.ClickException) -> str:
     ``{"error": {"type", "message", "exit_code", "path"?, "line"?, "unit"?}}``: the path and line
     where the error names them (bad input), ``unit`` "row" where the line is a Parquet row; click's
     usage errors (a wrong option, exit 2) by their message."""
-    return json.dumps({"error": error_detail(exc)}, ensure_ascii=False)
+    return json_out({"error": error_detail(exc)})
 
 
 def error_detail(exc: NerindexError | click.ClickException) -> dict[str, Any]:

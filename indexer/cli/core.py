@@ -20,6 +20,7 @@ from ..text import first_named, printable
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..stores.filter_rules import Filters, where_pairs
 from .options import NumberRange, backend_options, batch_size_option
+from .output import json_out
 
 if TYPE_CHECKING:
     from ..pipeline import IndexReport
@@ -311,7 +312,7 @@ def search_command(
         for hit in hits:
             shown += 1
             if as_json:
-                click.echo(json.dumps(hit.to_dict(), ensure_ascii=False))
+                click.echo(json_out(hit.to_dict()))
             else:
                 click.echo(format_hit(shown, hit, color=color))
         absent = ix.absent_fields(filters) if filters and not shown else []
@@ -381,9 +382,9 @@ def embed_command(phrases: tuple[str, ...], settings: Settings, as_json: bool) -
     vectors = encoder.embed_types(checked)
     for phrase, vector in zip(checked, vectors):  # the phrase embedded, as the service echoes it
         # with what a search for it applies (an audit: a pasted kNN request had to work them out from model.json)
-        click.echo(json.dumps({"phrase": phrase, "threshold": encoder.info.threshold_for(phrase),
+        click.echo(json_out({"phrase": phrase, "threshold": encoder.info.threshold_for(phrase),
                                "passage_weight": encoder.info.passage_weight_for(phrase),
-                               "vector": [round(float(x), 7) for x in vector]}, ensure_ascii=False))
+                               "vector": [round(float(x), 7) for x in vector]}))
 
 
 @click.command("info")

@@ -18,11 +18,12 @@ from ..config import Settings, with_overrides
 from ..errors import ModelMismatchError, NerindexError, StoreError
 from ..stores.factory import open_elasticsearch
 from .options import DEVICES, backend_options, batch_size_option
+from .output import json_out
 
 
 def _emit(report: dict[str, Any], as_json: bool, lines: list[str]) -> None:
     if as_json:
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        click.echo(json_out(report, indent=2))
     else:
         for line in lines:
             click.echo(line)

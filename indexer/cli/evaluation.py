@@ -8,7 +8,6 @@ JSON, the Markdown and the PNG charts. Progress goes to stderr.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..evaluation.beir_folder import export_benchmark, import_benchmark, is_beir
 from ..evaluation.benchmark_io import benchmark_from_conll
 from ..evaluation.methods import DEFAULT_METHODS, METHODS
 from .options import NumberRange, batch_size_option, refuse_unused
+from .output import json_out
 
 if TYPE_CHECKING:
     from ..evaluation.calibration import Thresholds
@@ -413,7 +413,7 @@ def _emit(result: dict, out_dir: str | None, stem: str | None, no_charts: bool, 
 
     # the report first: a run whose files cannot be written (a full disk) is not lost (an audit)
     if as_json:
-        click.echo(json.dumps(result, indent=1, ensure_ascii=False))
+        click.echo(json_out(result, indent=1))
     else:
         click.echo(report.markdown(result))
     if out_dir:

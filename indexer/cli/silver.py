@@ -29,6 +29,7 @@ from ..training.silver.report import familiarity_report, summary, summary_text, 
 from ..training.silver.rules import SilverConfig
 from ..training.wordnet import WordNet
 from .options import refuse_unused
+from .output import json_out
 
 
 def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
@@ -121,7 +122,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
         as_types = text_embedder(encoder, as_types=True)
         result["familiarity"] = familiarity_report(data_dir, sentences, lambda texts: embed_sorted(list(texts), as_types))
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    click.echo(json.dumps(result, indent=1, ensure_ascii=False) if as_json else summary_text(result))
+    click.echo(json_out(result, indent=1) if as_json else summary_text(result))
 
 
 # what --wsd-check reads: WordNet, the model that embeds glosses and the annotator's settings
