@@ -430,9 +430,10 @@ class NerIndex:
         store.sqlite was replaced or removed (a stat, no query); a store now holding another
         model's vectors (ModelMismatchError: an alias moved by ``es reindex --model``, after which
         health said ok while every search was a 409; an audit)."""
-        check = getattr(self.store, "check_file", None)
-        if check is not None:
-            check()
+        for name in ("check_file", "check_readable"):  # the embedded store's stat; Elasticsearch's count
+            check = getattr(self.store, name, None)
+            if check is not None:
+                check()
         self._check_store_model()
 
     def info(self) -> dict[str, Any]:

@@ -1367,6 +1367,22 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
         ix.search("dinosaur")
 
 
+def test_health_fails_while_a_read_block_fails_every_search(loaded):
+    """An audit: with ``index.blocks.read`` set, /api/v1/health said ok (it read the mapping and
+    the stats, which the block allows) while every search was a 503."""
+    from indexer.api import NerIndex
+
+    ix = NerIndex(None, loaded)  # the store's checks come before the model's, which needs an encoder
+    target = sorted(loaded.versioned_indices())[-1]
+    loaded.client.indices.put_settings(index=target, settings={"index.blocks.read": True})
+    try:
+        with pytest.raises(StoreError, match="index read"):
+            ix.check_usable()
+    finally:
+        loaded.client.indices.put_settings(index=target, settings={"index.blocks.read": None})
+    loaded.check_readable()
+
+
 def test_a_create_the_client_sent_again_is_this_runs_own(make_live_store, stamp, monkeypatch):
     """An audit: with a short --es-timeout the client re-sent the new index's create, and the run
     refused itself as "another 'nerindex es reindex' is running", leaving an empty index."""

@@ -134,6 +134,20 @@ def test_health(client):
     assert client.get("/api/v1/health").json() == {"status": "ok"}
 
 
+def test_head_is_served_wherever_get_is_and_a_405_names_every_method(client):
+    """An audit: HEAD /api/v1/health was a 405 (uptime probes, ``curl -I``), and a 405 on a path
+    served by GET and POST said "allow: POST"."""
+    for path in ("/api/v1/health", "/api/v1/search?type=dinosaur", "/api/v1/types", "/"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200 and head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+    for method, path, allow in [("DELETE", "/api/v1/search", "GET, HEAD, POST"), ("PUT", "/api/v1/embed", "GET, HEAD, POST"),
+                                ("POST", "/api/v1/health", "GET, HEAD"), ("GET", "/api/search", "POST")]:
+        response = client.request(method, path)
+        assert (response.status_code, response.headers["allow"]) == (405, allow)
+        assert response.json()["error"]["code"] == "method_not_allowed"
+
+
 def test_info_reports_model_store_and_limits(client, web_index):
     info = client.get("/api/v1/info").json()
     assert info["model"]["id"] == web_index.info()["model"]["id"]
@@ -460,7 +474,8 @@ def test_a_hung_store_leaves_the_catalog_and_vectors_answering_and_health_bounde
     try:
         with local_client(app) as c:
             for _ in range(2):  # both search threads held
-                assert "narrow it" in error_of(c.post("/api/v1/search", json={"type": "dinosaur"}), 504)
+                message = error_of(c.post("/api/v1/search", json={"type": "dinosaur"}), 504)
+                assert "narrow it" in message and "its wait for a free worker included" in message
             assert c.get("/api/v1/types", params={"q": "dino", "limit": 2}).status_code == 200
             assert c.get("/api/v1/embed", params={"type": "dinosaur"}).status_code == 200
             message = error_of(c.get("/api/v1/info"), 504)
@@ -468,6 +483,20 @@ def test_a_hung_store_leaves_the_catalog_and_vectors_answering_and_health_bounde
             assert "did not answer within 0.3 s" in error_of(c.get("/api/v1/health"), 503)
     finally:
         release.set()
+
+
+def test_a_slow_embed_is_not_told_to_narrow_filters_it_has_none_of(web_index):
+    """An audit: /api/v1/embed's 504 said "narrow it (filters, text, a higher threshold) or page
+    with a smaller limit"; it has none of those."""
+
+    class SlowEmbed(SlowIndex):
+        def embed(self, phrases):
+            time.sleep(0.5)
+            return self._index.embed(phrases)
+
+    with local_client(create_app(SlowEmbed(web_index, 0), limits=Limits(request_timeout_s=0.2))) as c:
+        message = error_of(c.post("/api/v1/embed", json={"phrases": ["dinosaur", "river"]}), 504)
+    assert "send fewer phrases" in message and "narrow" not in message
 
 
 def test_a_store_of_another_model_is_a_409_that_says_to_serve_that_model(web_index):

@@ -217,3 +217,22 @@ def query_check(scope: Scope) -> tuple[int, str, str] | None:
     """A scope check refusing a query string that is not UTF-8: 422 naming the parameter."""
     problem = query_problem(scope)
     return None if problem is None else (422, "invalid_request", problem)
+
+
+class HeadAsGet:
+    """HEAD wherever GET is served (RFC 9110 §9.3.2): the GET's status and headers without its body.
+    FastAPI's routes answered HEAD with 405 (an audit: ``curl -I`` and uptime probes saw
+    ``/api/v1/health`` down)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: dict[str, Any]) -> None:
+            await send({**message, "body": b""} if message["type"] == "http.response.body" else message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import (
     InputError,
@@ -115,7 +116,8 @@ def add_error_handlers(app: FastAPI) -> None:
         if isinstance(exc.__cause__, UnreadBody):
             return error_response(415, "unsupported_media_type", str(exc.__cause__))
         code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        headers = {"Allow": allowed_methods(request)} if exc.status_code == 405 else exc.headers
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -155,3 +157,25 @@ class InternalErrors:
                 raise
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             await internal_error()(scope, receive, send)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path is served with (RFC 9110's Allow), HEAD wherever GET is
+    (:class:`.edge.HeadAsGet`): Starlette named only the first route of the path (an audit:
+    ``DELETE /api/v1/search`` said "allow: POST" though GET is served too)."""
+    methods: set[str] = set()
+    for route in _flat(request.app.router.routes):
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+def _flat(routes: list[Any]) -> list[Any]:
+    """Routes with an included router's own in its place (FastAPI 0.165 keeps them behind one)."""
+    out: list[Any] = []
+    for route in routes:
+        inner = getattr(getattr(route, "original_router", None), "routes", None)
+        out += _flat(inner) if inner is not None else [route]
+    return out

@@ -39,7 +39,7 @@ from .schemas import (
     SearchUIBody,
     TypesResponse,
 )
-from .service import Limits, SearchService, service_version
+from .service import FEWER_PHRASES, Limits, SearchService, service_version
 
 
 class UniqueKeysRequest(Request):
@@ -245,7 +245,7 @@ async def embed(body: EmbedBody, service: SearchService = Depends(current_servic
     for p in phrases:
         if not p or len(p) > service.limits.max_phrase_chars:
             raise SearchError(f"each phrase needs 1 to {service.limits.max_phrase_chars} characters")
-    return JSONResponse(await service.call(service.embed, phrases, store=False))
+    return JSONResponse(await service.call(service.embed, phrases, store=False, advice=FEWER_PHRASES))
 
 
 @router.get(

@@ -53,7 +53,8 @@ class RequestTimeout(NerindexError):
     """A request ran past the service's time limit."""
 
 
-NARROW_IT = "narrow it (filters, text, a higher threshold) or page with a smaller limit"
+NARROW_IT = "narrow it (filters, text, a higher threshold), page with a smaller limit, or try again"
+FEWER_PHRASES = "send fewer phrases at a time, or try again"
 VERSION_TRIES = 2  # a request whose reads a write interleaved is answered again, at the new version
 
 
@@ -93,7 +94,9 @@ class SearchService:
         try:
             return await asyncio.wait_for(future, timeout=self.limits.request_timeout_s)
         except asyncio.TimeoutError as exc:
-            raise RequestTimeout(f"the request took longer than {self.limits.request_timeout_s:g} s; {advice}") from exc
+            # the wait for a free worker counts too: a busy service times out quick requests (an audit)
+            raise RequestTimeout(f"the request took longer than {self.limits.request_timeout_s:g} s, its wait for a "
+                                 f"free worker included; {advice}") from exc
 
     def store_silent(self, within: str = "it") -> str:
         """What a timed-out call that only reads the store says (info, health): nothing to narrow."""

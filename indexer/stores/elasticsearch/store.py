@@ -395,6 +395,10 @@ class ElasticsearchStore:
                 return StoreCounts(passages=0, spans=0)
         return rs.parse_counts(response.body)
 
+    def check_readable(self) -> None:
+        """Count, as health's proof that searches run (an index read block let it say ok; an audit)."""
+        self.counts()
+
     def version(self) -> StoreVersion:
         """The concrete index behind the alias and its refresh counts, in one ``_stats`` request
         (after making this handle's own writes searchable, as counts and search do)."""
