@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -172,12 +173,13 @@ def parse_filters(raw: Any) -> list[FieldFilter]:
         problem = filter_key_problem(item["field"])
         if problem:
             raise SearchError(problem)
-        if values:
-            Filters.of({item["field"]: values})  # the values, by the stores' rule
-            flt = FieldFilter(item["field"], ftype, tuple(values))
-            if flt.field.startswith("spans.") and not flt.pushable:
-                raise SearchError(f"filter on {flt.field!r}: a span filter takes type any, or all with one value")
-            out.append(flt)
+        # the values, by the stores' rule; no values is refused there, as the JSON API does (an
+        # audit: "any of no values" was no filter, every passage)
+        Filters.of({item["field"]: values})
+        flt = FieldFilter(item["field"], ftype, tuple(values))
+        if flt.field.startswith("spans.") and not flt.pushable:
+            raise SearchError(f"filter on {flt.field!r}: a span filter takes type any, or all with one value")
+        out.append(flt)
     return out
 
 
@@ -318,7 +320,12 @@ def value_order(value: Any) -> tuple[int, Any]:
     ``size`` cut dropped 2 and 9), then everything else as text."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value)
+    if isinstance(value, str) and _BIG_INT.fullmatch(value):  # facet_json's digits of an integer past 2**53
+        return (0, int(value))
     return (1, str(value))
+
+
+_BIG_INT = re.compile(r"-?[0-9]{16,}")
 
 
 def response_state(
