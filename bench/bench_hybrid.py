@@ -46,8 +46,11 @@ def main() -> None:
         queries = bench.scored_queries()
         ids = [p.id for p in bench.corpus]
         for model_path, enc in zip(args.model, encoders):
-            figures = enc.info.card.training.figures
-            lam_model = (figures.get("hybrid") or {}).get("passage_weight")
+            # λ per group, as searches apply it (ModelInfo.passage_weight_for); an audit: the training
+            # figures' one λ (1.0) was printed for a model whose trained-on phrases search with 0
+            info = enc.info
+            lam_model = {"seen": info.passage_weight, "unseen": info.passage_weight if info.unseen_passage_weight is None
+                         else info.unseen_passage_weight}
             encoded = enc.encode(bench.corpus, batch_size=32)
             pv = np.stack([e.vector for e in encoded])
             rows: dict[str, dict[str, list[float]]] = {}
