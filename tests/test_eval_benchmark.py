@@ -447,6 +447,22 @@ def test_query_id_is_readable():
     assert query_id("Medication or Vaccine") == "q-medication-or-vaccine"
 
 
+def test_an_export_that_meets_a_full_disk_names_its_folder(conll_file: Path, tmp_path: Path, monkeypatch):
+    """An audit: a full disk was "error: No space left on device", naming nothing."""
+    import errno
+
+    import indexer.evaluation.beir_folder as beir_folder
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(beir_folder.json, "dumps", full)
+    with pytest.raises(OSError) as info:
+        export_benchmark(benchmark_from_conll([conll_file]), tmp_path / "beir")
+    assert info.value.filename == str(tmp_path / "beir") and info.value.errno == errno.ENOSPC
+    assert list((tmp_path / "beir").iterdir()) == []
+
+
 def test_a_folder_exported_from_several_files_before_judging_by_file_is_flagged(conll_file: Path, tmp_path: Path, caplog):
     out = export_benchmark(benchmark_from_conll([conll_file]), tmp_path / "beir")
     meta = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))

@@ -138,6 +138,21 @@ def test_a_run_stopped_while_it_writes_its_files_leaves_the_last_runs_set(tmp_pa
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary folder either
 
 
+def test_a_full_disk_names_the_file_the_run_was_writing_not_its_staging_folder(tmp_path: Path, monkeypatch):
+    """An audit: "error: full/ev/.crossner-politics-dev-txt.tmp-ghmeiyi7/crossner-politics-dev-txt.json:
+    No space left on device" named a folder the run removes."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(report, "chart_per_type", full)
+    with pytest.raises(OSError) as info:
+        report.write_outputs(RESULT, tmp_path, stem="toy")
+    assert info.value.filename == str(tmp_path / "toy-per-type.png") and info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("change, named", [
     ({"benchmark": "str"}, "benchmark"), ({"model": []}, "model"), ({"per_type": 5}, "per_type"),
     ({"summary": {"system": 1}}, "summary.system"), ({"per_type": [1]}, "per_type items"),
