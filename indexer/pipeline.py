@@ -18,6 +18,7 @@ from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Proto
 
 from .errors import InputError, StoreError
 from .records import EncodedPassage, Passage, text_id
+from .text import is_blank
 from .stores.base import WRITE_CHUNK, Store, WriteOutcome
 from .stores.filter_rules import id_problem, passage_problem
 
@@ -156,7 +157,7 @@ def sort_chunk(
         if problem is not None:  # the Python API's passages (the readers refuse such records by line)
             # an id that is no string is reported by its repr: the report stays JSON (b"x" was not)
             refused.append(WriteOutcome(p.id if isinstance(p.id, str) else repr(p.id), False, "failed", problem))
-        elif not p.text.strip():
+        elif is_blank(p.text):
             refused.append(WriteOutcome(p.id, False, "failed", "empty text: nothing in it could be found"))
         elif p.id in given:
             refused.append(WriteOutcome(p.id, False, "failed", GIVEN_TWICE))

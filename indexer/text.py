@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import unicodedata
 from typing import Any, Sequence
 
 _UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
@@ -26,6 +27,16 @@ _CONTROL = re.compile(
 # controls that part words (the tokenizer reads them as spaces: runtime.WORD_BREAKS, and CR) are shown
 # as the break they are, not deleted: "Paris\fBerlin" was printed "ParisBerlin" (an audit)
 _BREAKS = {"\r": "\n", "\x0c": "\n", "\x85": "\n", "\x1c": "\n", "\x1d": "\n", "\x1e": "\n", "\x0b": " ", "\x1f": " "}
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` holds no word the tokenizer reads: only spaces, controls, format characters
+    (a zero-width space, a BOM, a soft hyphen) and combining marks, which it drops. Such a passage
+    can never be found; "   " was refused as empty while "\u200b\u200b" was stored (an audit)."""
+    return all(ch.isspace() or unicodedata.category(ch) in _NO_WORD for ch in text)
+
+
+_NO_WORD = frozenset({"Cc", "Cf", "Mn", "Zs", "Zl", "Zp"})
 
 
 def unicode_problem(text: str) -> str | None:

@@ -178,11 +178,14 @@ def test_a_write_that_fails_part_way_is_counted_in_the_message(tmp_path, encoder
 
 
 def test_an_empty_or_blank_text_is_a_failed_passage_not_a_stored_one(tmp_path, encoder):
-    items = [Passage("e1", ""), Passage("e2", "   \n"), Passage("ok", "Ada Lovelace wrote the first program.")]
+    # an audit: zero-width spaces, a BOM, controls or marks alone were stored, with no word to find
+    blank = ["", "   \n", "\u200b\u200b", "\ufeff", "\x01\x02", "\u0301\u0301", "\ufe0f", "\u00ad", "\u3000"]
+    items = [Passage(f"e{i}", t) for i, t in enumerate(blank)] + [Passage("ok", "Ada Lovelace wrote the first program.")]
     with EmbeddedStore.open(tmp_path / "s") as store:
         report = index_passages(items, encoder, store)
-        assert (report.passages, report.created, report.failed) == (3, 1, 2)
-        assert [e.split(":")[0] for e in report.errors] == ["e1", "e2"] and "empty text" in report.errors[0]
+        assert (report.passages, report.created, report.failed) == (len(blank) + 1, 1, len(blank))
+        assert [e.split(":")[0] for e in report.errors] == [f"e{i}" for i in range(len(blank))]
+        assert "empty text" in report.errors[0]
         assert store.counts().passages == 1
 
 
