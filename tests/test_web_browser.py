@@ -537,6 +537,9 @@ def test_page_helpers_keep_big_integers_and_own_names(page, base_url):
     assert parsed == ["12345678901234567890", '{"id":12345678901234567890,"n":[-98765432109876543210,7],"f":0.5}',
                       '{"id":12345678901234567890,"n":[-98765432109876543210,7],"f":0.5}\n',
                       '"[-98765432109876543210,7]"']
+    # an audit: U+2028 raw inside a line split it for str.splitlines readers
+    line = page.evaluate("() => toJSONL([{text: 'a\\u2028b\\u0085c\\u2029'}])")
+    assert line == '{"text":"a\\u2028b\\u0085c\\u2029"}\n' and len(line.splitlines()) == 1
     row = page.evaluate("() => toCSV([{id: 'a', score: 0.5, spans: [], text: 't', fields: {temp: -5, note: '-x'}}])")
     assert row.split("\r\n")[1] == "a,0.5,,t,'-x,-5"
     own = page.evaluate("""() => {

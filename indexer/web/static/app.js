@@ -101,8 +101,11 @@ function toCSV(hits) {
   return rows.join("\r\n") + "\r\n";
 }
 
+/** JSON Lines, with U+2028, U+2029 and U+0085 escaped: readers that split lines as Python's
+ *  str.splitlines does broke a record at them (an audit; `nerindex search --json` escapes them too). */
 function toJSONL(hits) {
-  return hits.map((h) => exactJSON(h)).join("\n") + (hits.length ? "\n" : "");
+  const escaped = (line) => line.replace(/[\u2028\u2029\u0085]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+  return hits.map((h) => escaped(exactJSON(h))).join("\n") + (hits.length ? "\n" : "");
 }
 
 /** JSON text parsed with integers beyond a JavaScript number's exact range kept as BigInt: a
@@ -236,7 +239,7 @@ function renderHit(hit, rank) {
     }
     head.append(dl);
   }
-  const passage = el("p", { class: "passage" });
+  const passage = el("p", { class: "passage", dir: "auto" });  // right-to-left text laid out as such (an audit)
   // a hit may rank through a candidate span (a second detector's, never marked as a mention; a
   // top-k hit may have no mention marked at all): that candidate is shown dotted, and named below
   const ranker = hit.ranked_by || null;
