@@ -127,6 +127,15 @@ def test_jsonl_blank_lines_bom_crlf_and_text_kept_exactly(tmp_path):
     assert [p.text for p in read(f)] == ["  first  ", "second\nline"]
 
 
+def test_a_bom_inside_a_jsonl_file_is_named_as_such(tmp_path):
+    """An audit: files joined with cat kept the second one's BOM, refused as "Unexpected UTF-8 BOM
+    (decode using utf-8-sig)"."""
+    f = write(tmp_path / "a.jsonl", b'{"text": "one"}\n\xef\xbb\xbf{"text": "two"}\n')
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "byte-order mark (U+FEFF) opens this line" in err.reason and "utf-8-sig" not in err.reason
+
+
 def test_jsonl_gzip(tmp_path):
     f = tmp_path / "a.jsonl.gz"
     f.write_bytes(gzip.compress(b'{"text": "zipped"}\n'))

@@ -212,7 +212,11 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                     continue
                 except json.JSONDecodeError as exc:
                     cr_only = f"; {_CR_ONLY}" if "\r" in line.rstrip("\r\n") else ""
-                    yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno}){cr_only}", lineno)
+                    if line.startswith("\ufeff"):  # Python's "(decode using utf-8-sig)" told a user nothing (an audit)
+                        yield rules.error("a byte-order mark (U+FEFF) opens this line: files joined together "
+                                          "(cat) keep each one's; remove it", lineno)
+                    else:
+                        yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno}){cr_only}", lineno)
                     continue
                 except (ValueError, RecursionError) as exc:
                     yield rules.error(f"malformed JSON: {json_value_problem(exc)}", lineno)
