@@ -93,6 +93,24 @@ def test_a_user_catalog_is_part_of_the_stamp(tmp_path, capsys, corpus):
     code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--catalog", str(catalog))
     assert code == 4 and "catalog is 'model' in the store but 'sha256:" in err
     assert "pass the --catalog file the store was written with" in err  # the option that fixes it
+    # an audit: it read "built with model m 0.4.0 (checksum a13b…), this run uses m 0.4.0 (checksum a13b…)"
+    assert "this run uses other settings: catalog" in err and "model folder and settings the store was built with" in err
+
+
+def test_an_elasticsearch_refusal_of_a_setting_does_not_send_the_user_to_another_model():
+    """An audit: after ``es reindex --catalog``, a plain ``index`` was told to re-index with
+    ``es reindex --model <folder>``, which drops the --catalog file, naming one model twice."""
+    import dataclasses
+
+    from indexer.stores.base import ModelStamp
+    from indexer.stores.elasticsearch.responses import mismatch_message
+
+    stored = ModelStamp("m", "1", 384, "a" * 64, catalog="sha256:" + "5" * 64)
+    message = mismatch_message("docs", "docs-000002", stored, dataclasses.replace(stored, catalog="model"),
+                               "catalog is 'sha256:…' in the store but 'model' in this model")
+    assert "other settings than this run's" in message and "--model" not in message
+    other = mismatch_message("docs", "docs-000002", stored, dataclasses.replace(stored, checksum="b" * 64), "checksum …")
+    assert "es reindex --model <folder>" in other
 
 
 def test_a_catalog_phrase_a_search_would_refuse_is_refused_at_its_line(tmp_path):

@@ -155,6 +155,14 @@ def check_stamp(recorded: ModelStamp, given: ModelStamp, *, writing: bool) -> St
     return StampCheck(None, adopted, completed)
 
 
+def same_model(a: ModelStamp, b: ModelStamp) -> bool:
+    """Whether two stamps name one model (id, version, weights), whatever their stored settings:
+    a conflict between them is a setting (a --catalog file), which another model would not mend
+    (an audit: the refusal named one model twice as if they differed, and said to re-index with
+    ``es reindex --model``, which drops the --catalog file)."""
+    return (a.id, a.version, a.checksum) == (b.id, b.version, b.checksum)
+
+
 def adopted_message(where: str, check: StampCheck) -> str:
     """The one line a store logs when it records settings it did not have (a 0.2.0 store)."""
     values = ", ".join(f"{n}={getattr(check.recorded, n)!r}" for n in check.adopted)

@@ -41,7 +41,7 @@ from . import embedded_schema as schema
 from . import filters as sql_filters
 from . import segment_rows, segments
 from .base import (ModelStamp, SearchRequest, StampCheck, StoreCounts, StoreVersion, WriteOutcome, adopted_message,
-                   check_stamp, query_vector)
+                   check_stamp, query_vector, same_model)
 from .embedded_write import SharedConnection, write_passages
 from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates, with_rankers
 
@@ -492,8 +492,8 @@ class EmbeddedStore:
 def _refuse_other(path: Path, recorded: ModelStamp, stamp: ModelStamp, *, writing: bool) -> StampCheck:
     """``check_stamp``, a conflict raised as the store's ModelMismatchError."""
     check = check_stamp(recorded, stamp, writing=writing)
-    if check.conflict:
-        raise ModelMismatchError(f"{path}: store was built with model {recorded.describe()}, this run uses "
-                                 f"{stamp.describe()}: {check.conflict}; index into a new store (another --store "
-                                 "folder) or use the model folder the store was built with")
+    if check.conflict:  # the same model and another setting (a --catalog file) is no other model (an audit)
+        uses, its = ("other settings", "model folder and settings") if same_model(recorded, stamp) else (stamp.describe(), "model folder")
+        raise ModelMismatchError(f"{path}: store was built with model {recorded.describe()}, this run uses {uses}: "
+                                 f"{check.conflict}; index into a new store (another --store folder) or use the {its} the store was built with")
     return check

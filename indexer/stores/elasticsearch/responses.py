@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from ...errors import SearchError, StoreError
 from ...records import Hit, SpanMatch
-from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome
+from ..base import ModelStamp, StoreCounts, StoreVersion, WriteOutcome, same_model
 from .index_requests import TYPES_SUFFIX, is_versioned_index
 from .search_requests import BEST_SPAN_INNER_HITS, INNER_HITS_NAME, PASSAGE_MISSING_QUERY, PASSAGE_QUERY
 from .similarity import (
@@ -376,6 +376,11 @@ def stamp_from_meta(meta: Mapping[str, Any] | None) -> ModelStamp | None:
 def mismatch_message(alias: str, index: str, stored: ModelStamp, wanted: ModelStamp, conflict: str = "") -> str:
     """What the model guard says when a run's model (or one of its stored settings) differs from
     the index's; ``conflict`` names the setting and both values (``base.check_stamp``)."""
+    if conflict and same_model(stored, wanted):
+        return (f"Elasticsearch index {index!r} (alias {alias!r}) was written with model {stored.describe()} and "
+                f"other settings than this run's: {conflict}; spans made two ways never mix. Run with the "
+                f"index's settings, or re-index it with 'nerindex es reindex' and the new ones (the alias moves "
+                f"atomically), or choose another --es-index.")
     return (
         f"Elasticsearch index {index!r} (alias {alias!r}) holds vectors of model {stored.describe()}, "
         f"but this run uses {wanted.describe()}{': ' + conflict if conflict else ''}; spans made two "
