@@ -201,7 +201,8 @@ class OnnxEncoder:
         found = {p: v for p in dict.fromkeys(phrases) if (v := self._type_cache.get(p)) is not None}
         missing = [p for p in dict.fromkeys(phrases) if p not in found]
         if missing:
-            texts = [type_text(self.info.template_for(p), p) for p in missing]
+            # a trained type's plural is embedded as the type ("politicians" as "politician")
+            texts = [type_text(self.info.template_for(p), self.info.trained_type(p) or p) for p in missing]
             self._check_fits(missing, texts, SearchError)
             vectors = embed_texts(self.session, self.tokenizer, texts)
             for phrase, vec in zip(missing, vectors):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from ..model_card import ModelCard
-from ..model_folder import normal_phrase, normal_phrases
+from ..model_folder import trained_type
 from ..errors import InputError
 from .benchmark_io import Query, detect_dataset, read_mapping_file, resolve_mapping
 
@@ -32,7 +32,7 @@ class Training:
     def is_trained(self, phrase: str) -> bool:
         """Whether ``phrase`` is a seen type, as :meth:`ModelInfo.is_trained_phrase` compares (case
         and spacing aside), so a type is grouped with the threshold and λ it is searched with."""
-        return normal_phrase(phrase) in normal_phrases(self.types)
+        return trained_type(phrase, self.types) is not None
 
 
 def group_of(query: Query, training: Training) -> Group:
