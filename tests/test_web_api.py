@@ -148,6 +148,16 @@ def test_head_is_served_wherever_get_is_and_a_405_names_every_method(client):
         assert response.json()["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize("query", ["limit=3_0", "limit=+3", "limit=%203%20", "threshold=0.5_0", "threshold=.5",
+                                   "passage_weight=1_0"])
+def test_a_url_number_is_written_as_json_writes_one(client, query):
+    """An audit: GET read limit=3_0 as 30 and threshold=0.5_0 as 0.5 (Python's int() and float()),
+    where a POST body refuses them."""
+    response = client.get(f"/api/v1/search?type=dinosaur&{query}")
+    assert response.status_code == 422 and "not a number as JSON writes one" in response.json()["error"]["message"]
+    assert client.get("/api/v1/search?type=dinosaur&limit=3&threshold=-0.5e-1&passage_weight=0").status_code == 200
+
+
 def test_info_reports_model_store_and_limits(client, web_index):
     info = client.get("/api/v1/info").json()
     assert info["model"]["id"] == web_index.info()["model"]["id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 from types import UnionType
@@ -145,6 +146,22 @@ async def known_params_only(request: Request) -> None:
             raise RequestValidationError(
                 [{"loc": ("query", name), "msg": "given more than once; it takes one value", "type": "too_long"}]
             )
+        number = _NUMBERS.get(_scalar(params[name].field_info.annotation))
+        if number is not None and not number.fullmatch(request.query_params[name]):
+            # Python's int() and float() read "3_0" as 30 and " 3 " as 3 (an audit); a URL's number is
+            # written as JSON writes one, as a POST body's is
+            raise RequestValidationError(
+                [{"loc": ("query", name), "msg": "not a number as JSON writes one", "type": "number_parsing"}]
+            )
+
+
+_NUMBERS = {int: re.compile(r"-?(0|[1-9][0-9]*)"), float: re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")}
+
+
+def _scalar(annotation: Any) -> Any:
+    """``int`` of ``int | None``: the one type a query parameter's value is read as."""
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) in (Union, UnionType) else []
+    return args[0] if len(args) == 1 else annotation
 
 
 # --- the JSON API ------------------------------------------------------------------------------
