@@ -22,9 +22,9 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from .catalog import Catalog, read_phrases
+from .catalog import Catalog
 from .config import cache_folder
-from .errors import InputError, ModelError, NerindexError, SearchError
+from .errors import InputError, ModelError, SearchError
 from .model_folder import CANDIDATE_OUTPUT, CARD_FILE, ModelInfo
 from .records import EncodedPassage, EncodedSpan, Passage
 from .runtime import (
@@ -43,6 +43,7 @@ from .runtime import (
 from .spans import Word, decode_spans, window_inputs, words_from_encoding
 from .stage_loading import load_stages
 from .staged import SpanBatch, StagedGraph
+from .type_side import check_fits, embed_texts, load_catalog, type_text
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class OnnxEncoder:
         if missing:
             # a trained type's plural is embedded as the type ("politicians" as "politician")
             texts = [type_text(self.info.template_for(p), self.info.trained_type(p) or p) for p in missing]
-            self._check_fits(missing, texts, SearchError)
+            check_fits(self.tokenizer, missing, texts, self.info.max_length, SearchError)
             vectors = embed_texts(self.session, self.tokenizer, texts)
             for phrase, vec in zip(missing, vectors):
                 found[phrase] = vec.copy()
@@ -218,16 +219,8 @@ class OnnxEncoder:
         file, as ``catalog.npy``'s; Familiarity): :meth:`embed_types` puts a phrase the model was
         not trained on in another template."""
         texts = [type_text(self.info.type_template, p) for p in phrases]
-        self._check_fits(phrases, texts, InputError)
+        check_fits(self.tokenizer, phrases, texts, self.info.max_length, InputError)
         return embed_texts(self.session, self.tokenizer, texts)
-
-    def _check_fits(self, phrases: Sequence[str], texts: Sequence[str], error: type[NerindexError]) -> None:
-        """Refuse a phrase of more tokens than the graph's positions hold: 200 characters of Hangul
-        are ~540 tokens, and onnxruntime's shape error was a traceback (an HTTP 500; an audit)."""
-        for phrase, enc in zip(phrases, self.tokenizer.encode_batch(list(texts), add_special_tokens=True)):
-            if len(enc.ids) > self.info.max_length:
-                raise error(f"the type phrase {phrase[:40]!r}{'…' if len(phrase) > 40 else ''} is {len(enc.ids)} "
-                            f"tokens once tokenised; the model reads at most {self.info.max_length}")
 
     # ------------------------------------------------------------------ passages
 
@@ -447,68 +440,3 @@ def _token_arrays(batch: list[_Item]) -> tuple[np.ndarray, np.ndarray]:
         ids[row, : len(item.ids)] = item.ids
         mask[row, : len(item.ids)] = 1
     return ids, mask
-
-
-def type_text(template: str, phrase: str) -> str:
-    """The text a type phrase is embedded as (a template of model.json around it:
-    ``ModelInfo.template_for``)."""
-    return template.format(phrase.strip())
-
-
-def embed_texts(
-    session: object, tokenizer: object, texts: Sequence[str], *, batch_size: int = 1, max_length: int | None = None
-) -> np.ndarray:
-    """``type_vectors`` ``[n, dims]`` (float32) of texts, ``batch_size`` at a time (default: one).
-
-    The one runner of the graph's type side: the runtime's :meth:`OnnxEncoder.embed_types`,
-    export's precomputed catalog and the silver annotator's glosses all use it. The int8 graph
-    quantises its activations with one scale per call (dynamic quantisation), so a text's vector
-    depends on the texts run with it: cosine 0.974–1.0, median 0.989, between the 46 dev-set
-    phrases embedded alone and all together. One text per call gives every phrase one vector,
-    wherever it is embedded; only the silver glosses, where the caller's batches are the unit,
-    pass a larger ``batch_size``. Each text is read with one dummy span ``(0, 0)``;
-    ``max_length`` cuts longer texts to that many tokens (the last, closing token kept). No
-    texts give an empty ``(0, 0)`` array.
-    """
-    out: list[np.ndarray] = []
-    for start in range(0, len(texts), batch_size):
-        encs = tokenizer.encode_batch(list(texts[start : start + batch_size]), add_special_tokens=True)
-        rows = [e.ids if max_length is None or len(e.ids) <= max_length else e.ids[: max_length - 1] + e.ids[-1:]
-                for e in encs]
-        width = max(len(r) for r in rows)
-        ids = np.zeros((len(rows), width), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, tokens in enumerate(rows):
-            ids[row, : len(tokens)] = tokens
-            mask[row, : len(tokens)] = 1
-        dummy = np.zeros((len(encs), 1), dtype=np.int64)
-        (vectors,) = session.run(
-            ["type_vectors"],
-            {"input_ids": ids, "attention_mask": mask, "span_starts": dummy, "span_ends": dummy},
-        )
-        out.append(vectors.astype(np.float32))
-    return np.concatenate(out, axis=0) if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def load_catalog(
-    info: ModelInfo, embed: Callable[[list[str]], np.ndarray], override: str | Path | None
-) -> Catalog | None:
-    """The model's precomputed catalog, or a user's phrase file embedded now."""
-    if override is not None:
-        try:
-            return Catalog.build(read_phrases(override), embed)
-        except InputError as exc:  # a phrase too long to embed: named with its file
-            raise InputError(exc.reason, path=str(override)) from exc
-    if not info.catalog_phrases:
-        return None
-    phrases = read_phrases(info.file(info.catalog_phrases))
-    vec_file = info.file(info.catalog_vectors) if info.catalog_vectors else None
-    if vec_file is not None and vec_file.is_file():
-        vectors = np.load(vec_file).astype(np.float32)
-        if vectors.shape != (len(phrases), info.dims):
-            raise ModelError(
-                f"{vec_file}: shape {vectors.shape} does not match "
-                f"{len(phrases)} catalog phrases × {info.dims} dims"
-            )
-        return Catalog(tuple(phrases), vectors)
-    return Catalog.build(phrases, embed)

@@ -170,13 +170,15 @@ class ModelInfo:
 
     def query_identity(self) -> str:
         """What decides the text every query phrase is embedded as (:meth:`template_for`): the two
-        templates and the phrases trained on. Stores that keep query vectors (Elasticsearch's types
-        index) record it, to know when theirs are stale."""
-        return "\n".join((self.type_template, self.unseen_type_template or "", *sorted(self.trained_phrases)))
+        templates, the phrases trained on and the rule that reads a plural as its trained type
+        (:data:`QUERY_RULES`). Stores that keep query vectors (Elasticsearch's types index) record
+        it, to know when theirs are stale."""
+        return "\n".join((self.type_template, self.unseen_type_template or "", *sorted(self.trained_phrases), QUERY_RULES))
 
     def label_thresholds(self, phrases: Sequence[str]) -> np.ndarray:
-        """Per catalog phrase, the similarity a span needs to be labelled with it: the same split
-        as :meth:`threshold_for`, with ``label_threshold`` and ``unseen_label_threshold``."""
+        """Per catalog phrase, the similarity a span needs to be labelled with it: the split of
+        :meth:`threshold_for` by the exact trained phrases (a plural in a ``--catalog`` file is a
+        label of its own, as its vector is), with ``label_threshold`` and ``unseen_label_threshold``."""
         other = self.label_threshold if self.unseen_label_threshold is None else self.unseen_label_threshold
         trained = self.trained_phrases
         return np.array([self.label_threshold if normal_phrase(p) in trained else other for p in phrases], dtype=np.float32)
@@ -322,6 +324,11 @@ def normal_phrase(phrase: str) -> str:
     kept = "".join(ch for ch in phrase if unicodedata.category(ch) not in ("Cf", "Cc", "Co") or ch.isspace())
     decomposed = unicodedata.normalize("NFD", kept.lower())
     return " ".join("".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn").split())
+
+
+# A new value whenever the rule by which a phrase becomes the text embedded changes (trained_type),
+# so a types index filled before is filled again (a review: "politicians" kept its old vector)
+QUERY_RULES = "a trained type's plural is the type (December 2026)"
 
 
 def trained_type(phrase: str, types: Iterable[str]) -> str | None:

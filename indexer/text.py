@@ -33,10 +33,10 @@ def is_blank(text: str) -> bool:
     """Whether ``text`` holds no word the tokenizer reads: only spaces, controls, format characters
     (a zero-width space, a BOM, a soft hyphen) and combining marks, which it drops. Such a passage
     can never be found; "   " was refused as empty while "\u200b\u200b" was stored (an audit)."""
-    return all(ch.isspace() or unicodedata.category(ch) in _NO_WORD for ch in text)
+    return all(ch.isspace() or ch == "\ufffd" or unicodedata.category(ch) in _NO_WORD for ch in text)
 
 
-_NO_WORD = frozenset({"Cc", "Cf", "Mn", "Zs", "Zl", "Zp"})
+_NO_WORD = frozenset({"Cc", "Cf", "Co", "Mn", "Zs", "Zl", "Zp"})  # private use too, and U+FFFD: the tokenizer drops them
 
 
 def unicode_problem(text: str) -> str | None:

@@ -55,6 +55,7 @@ LAYER_OF_PREFIX: tuple[tuple[str, str], ...] = (
     ("indexer.model_card", "inference"),
     ("indexer.model_folder", "inference"),
     ("indexer.catalog", "inference"),
+    ("indexer.type_side", "inference"),
     ("indexer.api", "api"),
     ("indexer.pipeline", "api"),
     ("indexer.feedback", "api"),

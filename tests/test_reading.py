@@ -136,6 +136,14 @@ def test_a_bom_inside_a_jsonl_file_is_named_as_such(tmp_path):
     assert "byte-order mark (U+FEFF) opens this line" in err.reason and "utf-8-sig" not in err.reason
 
 
+def test_a_txt_file_of_no_word_is_empty_as_a_blank_one_is(tmp_path):
+    """The review: a .txt file of zero-width spaces was stored, then failed (exit 1), where a blank
+    one was refused at reading (exit 2)."""
+    f = write(tmp_path / "zw.txt", "\u200b\u200b\n")
+    err = error_of(f)
+    assert err.path == str(f) and "the file is empty (no word in it)" in err.reason
+
+
 def test_jsonl_gzip(tmp_path):
     f = tmp_path / "a.jsonl.gz"
     f.write_bytes(gzip.compress(b'{"text": "zipped"}\n'))

@@ -104,7 +104,8 @@ def test_a_phrase_not_trained_on_is_embedded_in_the_unseen_template():
 
 
 def test_the_shipped_encoder_embeds_each_phrase_in_its_template():
-    from indexer.encoder import OnnxEncoder, embed_texts
+    from indexer.encoder import OnnxEncoder
+    from indexer.type_side import embed_texts
 
     enc = OnnxEncoder.from_dir(default_model_dir(), device="cpu")
     info = enc.info
@@ -120,7 +121,8 @@ def test_labels_from_a_catalog_file_use_bare_phrases_and_keep_their_stamp(tmp_pa
     """The unseen template is for queries: a --catalog file's phrases are embedded bare, as
     catalog.npy's are, so its labels and the store stamp are what they were before the template
     (an audit found such stores refused, naming two identical models)."""
-    from indexer.encoder import OnnxEncoder, embed_texts
+    from indexer.encoder import OnnxEncoder
+    from indexer.type_side import embed_texts
 
     phrases = tmp_path / "types.txt"
     phrases.write_text("dinosaur\nriver\n", encoding="utf-8")

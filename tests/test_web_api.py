@@ -142,7 +142,8 @@ def test_head_is_served_wherever_get_is_and_a_405_names_every_method(client):
         assert head.status_code == got.status_code == 200 and head.content == b""
         assert head.headers["content-type"] == got.headers["content-type"]
     for method, path, allow in [("DELETE", "/api/v1/search", "GET, HEAD, POST"), ("PUT", "/api/v1/embed", "GET, HEAD, POST"),
-                                ("POST", "/api/v1/health", "GET, HEAD"), ("GET", "/api/search", "POST")]:
+                                ("POST", "/api/v1/health", "GET, HEAD"), ("GET", "/api/search", "POST"),
+                                ("POST", "/static/app.js", "GET, HEAD")]:  # the static files' own (the review)
         response = client.request(method, path)
         assert (response.status_code, response.headers["allow"]) == (405, allow)
         assert response.json()["error"]["code"] == "method_not_allowed"

@@ -257,9 +257,11 @@ def test_facet_sort_by_value_orders_numbers_by_size():
     mixed = [hit(0, v="b"), hit(1, v=10), hit(2, v=True), hit(3, v=2)]
     assert [d["value"] for d in searchui.facet_state(searchui.FacetSpec("v", 9, "value"), mixed)[0]["data"]] == [2, 10, True, "b"]
     # an audit: integers past 2**53 come as digits (facet_json) and were sorted as text among strings
-    big = [hit(i, v=v) for i, v in enumerate([12345678901234567890, "a", 9007199254740993, -(2**63) - 1, -(2**63), 7])]
+    big = [hit(i, v=v) for i, v in enumerate([12345678901234567890, "a", 9007199254740993, -(2**63) - 1, -(2**63), 7,
+                                               "0000000000000000009", "1234567890123456"])]
     assert [d["value"] for d in searchui.facet_state(searchui.FacetSpec("v", 9, "value"), big)[0]["data"]] == [
-        "-9223372036854775809", "-9223372036854775808", 7, "9007199254740993", "12345678901234567890", "a"]
+        "-9223372036854775809", "-9223372036854775808", 7, "9007199254740993", "12345678901234567890",
+        "0000000000000000009", "1234567890123456", "a"]  # digits that are no such integer stay text (the review)
 
 
 def test_suggest_types_prefers_prefix_then_word_then_substring():

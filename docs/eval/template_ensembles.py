@@ -30,7 +30,8 @@ from typing import Callable
 import numpy as np
 
 from indexer.assets import default_model_dir
-from indexer.encoder import OnnxEncoder, embed_texts
+from indexer.encoder import OnnxEncoder
+from indexer.type_side import embed_texts
 from indexer.evaluation.benchmark_io import benchmark_from_conll
 from indexer.evaluation.calibration import calibrate
 from indexer.evaluation.metrics import Ranked, ScoredSpan, macro, score_query

@@ -160,13 +160,13 @@ def field_texts(value: FilterScalar, *, marked: bool = True) -> tuple[str, ...]:
         # an integer past the float range is ±Inf, as SQLite holds it; an infinite or NaN float
         # filter matches no stored number
         if isinstance(number, int) or math.isfinite(stored):
-            rendered = _sqlite_text(stored)
-            texts.append(num + rendered)
-            # whole as SQLite writes it (15 digits), not as the float is: 1.0000000000000002 is
-            # "1.0" there, so it also finds a stored integer 1, as 1 finds the real (an audit)
-            whole = float(rendered) if math.isfinite(stored) else math.nan
-            if abs(whole) < 2**63 and whole.is_integer():
-                texts += [num + _sqlite_text(int(whole)), num + _sqlite_text(whole)]
+            texts.append(num + _sqlite_text(stored))
+            # an integer is exact (SQLite keeps 64 bits); a real is whole as SQLite writes it (15
+            # digits), not as the float is: 1.0000000000000002 is "1.0" there, so it also finds a
+            # stored integer 1, as 1 finds the real (an audit), and 9007199254740993 no other integer
+            whole = stored if isinstance(stored, int) else float(_sqlite_text(stored)) if math.isfinite(stored) else math.nan
+            if abs(whole) < 2**63 and float(whole).is_integer():
+                texts += [num + _sqlite_text(int(whole)), num + _sqlite_text(float(whole))]
     return tuple(dict.fromkeys(texts))
 
 

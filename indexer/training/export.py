@@ -25,7 +25,8 @@ import torch
 from ..assets import default_model_dir
 from ..atomic_files import named_for
 from ..catalog import read_phrases
-from ..encoder import CPU, embed_texts, load_tokenizer, open_session, type_text
+from ..encoder import CPU, load_tokenizer, open_session
+from ..type_side import embed_texts, type_text
 from ..errors import InputError, ModelError
 from ..int8_kernel import unconverted_products
 from ..model_card import CARD_FILE, ModelCard

@@ -116,7 +116,8 @@ def add_error_handlers(app: FastAPI) -> None:
         if isinstance(exc.__cause__, UnreadBody):
             return error_response(415, "unsupported_media_type", str(exc.__cause__))
         code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
-        headers = {"Allow": allowed_methods(request)} if exc.status_code == 405 else exc.headers
+        allow = allowed_methods(request) if exc.status_code == 405 else ""
+        headers = {"Allow": allow} if allow else exc.headers  # a mounted app (static files) says its own (the review)
         return error_response(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)

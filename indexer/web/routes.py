@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
+from ..api import check_phrase
 from ..errors import SearchError, StoreError
 from ..stores.base import MAX_PHRASE_CHARS
 from ..stores.filter_rules import Filters, where_pairs
@@ -262,6 +263,7 @@ async def embed(body: EmbedBody, service: SearchService = Depends(current_servic
     for p in phrases:
         if not p or len(p) > service.limits.max_phrase_chars:
             raise SearchError(f"each phrase needs 1 to {service.limits.max_phrase_chars} characters")
+    phrases = [check_phrase(p) for p in phrases]  # echoed as embedded, as `nerindex embed` does (the review)
     return JSONResponse(await service.call(service.embed, phrases, store=False, advice=FEWER_PHRASES))
 
 

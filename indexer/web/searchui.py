@@ -320,12 +320,12 @@ def value_order(value: Any) -> tuple[int, Any]:
     ``size`` cut dropped 2 and 9), then everything else as text."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value)
-    if isinstance(value, str) and _BIG_INT.fullmatch(value):  # facet_json's digits of an integer past 2**53
+    if isinstance(value, str) and _BIG_INT.fullmatch(value) and abs(int(value)) > 2**53:  # facet_json's digits
         return (0, int(value))
     return (1, str(value))
 
 
-_BIG_INT = re.compile(r"-?[0-9]{16,}")
+_BIG_INT = re.compile(r"-?[1-9][0-9]{15,}")
 
 
 def response_state(

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ...encoder import embed_texts
+from ...type_side import embed_texts
 from ...runtime import CPU, graph_for, open_session
 from ..wordnet import Synset
 
@@ -107,7 +107,7 @@ def embed_sorted(
 def text_embedder(encoder, *, as_types: bool = False) -> Embed:
     """Unit vectors of raw texts (sentences, glosses) from a model folder's type side.
 
-    The runtime's :func:`indexer.encoder.embed_texts`, one batch per call; not
+    The runtime's :func:`indexer.type_side.embed_texts`, one batch per call; not
     ``OnnxEncoder.embed_types``, which applies the type template and caches vectors across calls:
     the int8 graph's vectors depend on the other texts of their batch (dynamic activation
     quantisation), so a cached vector differs from the one this batch gives (the Familiarity
