@@ -204,6 +204,9 @@ def test_facet_counts_ranks_values_and_counts_list_members():
     assert facets["topic"] == [{"value": "science", "count": 2}, {"value": "politics", "count": 1}]
     assert facets["tags"] == [{"value": "a", "count": 2}, {"value": "b", "count": 1}]
     assert facets["n"] == [{"value": 2, "count": 2}, {"value": 1, "count": 1}]
+    # ties by value, numbers by size (an audit: "10" came before "2", and size 2 dropped the 2)
+    ties = facet_counts([hit(i, year=y) for i, y in enumerate([2000, 2000, 10, 2, "b", "a"])], fields=["year"], size=4)
+    assert [d["value"] for d in ties["year"]] == [2000, 2, 10, "a"]
 
 
 def test_facet_counts_one_value_per_class_a_filter_tells_apart():
@@ -219,8 +222,8 @@ def test_facet_values_beyond_javascript_integers_go_as_digits_that_filter_alike(
     # another value; as digits it is sent back exactly, and a filter takes them for the number
     big, near = 1234567890123456789, 1234567890123456800
     facets = facet_counts([hit(0, uid=big), hit(1, uid=big), hit(2, uid=near), hit(3, uid=2**53 - 1)], fields=["uid"])
-    assert facets["uid"] == [{"value": str(big), "count": 2}, {"value": str(near), "count": 1},
-                             {"value": 2**53 - 1, "count": 1}]  # exact in JavaScript: stays a number
+    assert facets["uid"] == [{"value": str(big), "count": 2}, {"value": 2**53 - 1, "count": 1},  # ties by size
+                             {"value": str(near), "count": 1}]  # 2**53 - 1 is exact in JavaScript: stays a number
     assert field_matches(str(big), big) and not field_matches(str(big), near)
     # beyond SQLite's 64 bits a JSON integer is stored as a real (past the float range, ±Inf):
     # filters compare it as one, without an OverflowError, and a facet counts what a filter finds

@@ -224,6 +224,9 @@ def test_metadata_named_like_a_result_field_is_kept_under_fields():
     assert r["fields.mentions"] == {"raw": "m"} and r["fields.spans"] == {"raw": ["s"]}
     assert r["fields.text"] == {"raw": "meta text"} and r["fields.id"] == {"raw": "user-id"}
     assert r["id"] == {"raw": "p0"} and r["text"]["raw"] == h.text
+    # an audit: a metadata "fields.score" beside "score" met its renaming, and one of them was lost
+    both = searchui.search_result(hit(1, score=1, **{"fields.score": 2, "fields.x": 3}))
+    assert (both["fields.score"], both["fields.fields.score"], both["fields.fields.x"]) == ({"raw": 1}, {"raw": 2}, {"raw": 3})
 
 
 @pytest.mark.parametrize(

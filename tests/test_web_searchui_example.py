@@ -60,3 +60,15 @@ def test_search_ui_example_escapes_corpus_markup(page, searchui_url):
     page.hover(".sui-result")
     assert page.evaluate("() => window.__pwned") is None and page.dialogs == []
     assert page.eval_on_selector_all(".sui-results-container script, .sui-results-container img, .sui-results-container i", "els => els.length") == 0
+
+
+def test_an_error_shows_nerindexs_message_and_keeps_the_search_box(page, searchui_url):
+    """An audit: on any error the app said only "APIProxyConnector request failed: Bad Request"
+    and the whole page, search box included, gave way to that line."""
+    page.goto(searchui_url + "?q=" + "x" * 250)  # a term over the service's 200 characters
+    page.wait_for_selector(".sui-search-error", timeout=30000)
+    assert "the limit is 200" in page.inner_text(".sui-search-error")
+    box = page.wait_for_selector("input.sui-search-box__text-input", timeout=5000)
+    box.fill("dinosaur")
+    box.press("Enter")
+    page.wait_for_selector(".sui-result", timeout=30000)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -34,7 +33,7 @@ from ..errors import SearchError
 from ..records import Hit, SpanMatch, marked_spans
 from ..stores.filter_rules import Filters, filter_key_problem, is_metadata_filter_key
 from ..stores.filters import field_matches
-from .resultsets import Scalar, SearchQuery, facet_counts
+from .resultsets import Scalar, SearchQuery, facet_counts, value_order
 
 FILTER_TYPES = ("any", "all", "none")
 DEFAULT_PAGE_SIZE = 20
@@ -284,9 +283,12 @@ HIT_FIELDS = frozenset({"id", "_meta", "text", "score", "mentions", "spans", "ra
 def search_result(hit: Hit, *, result_fields: frozenset[str] | None = None) -> dict[str, Any]:
     """One hit as a Search UI result: ``{field: {raw, snippet?}}`` plus ``id`` and ``_meta``.
 
-    Every metadata field is there, under its own name or, where a result field has that name,
-    as ``fields.<name>`` (they used to overwrite each other: an audit)."""
-    source: dict[str, Any] = {(f"fields.{k}" if k in HIT_FIELDS else k): v for k, v in hit.fields.items()}
+    Every metadata field is there, under its own name or, where a result field has that name, as
+    ``fields.<name>`` (they used to overwrite each other: an audit); so is one whose name begins
+    with ``fields.``, which keeps the renaming one to one (a metadata ``fields.score`` beside a
+    ``score`` was lost: an audit)."""
+    source: dict[str, Any] = {(f"fields.{k}" if k in HIT_FIELDS or k.startswith("fields.") else k): v
+                              for k, v in hit.fields.items()}
     source.update(
         {
             "text": hit.text,
@@ -313,19 +315,6 @@ def facet_state(spec: FacetSpec, hits: Sequence[Hit]) -> list[dict[str, Any]]:
     if spec.sort == "value":
         counts.sort(key=lambda d: value_order(d["value"]))
     return [{"field": spec.field, "type": "value", "data": counts[: spec.size]}]
-
-
-def value_order(value: Any) -> tuple[int, Any]:
-    """Search UI's ``sort: "value"``: numbers by size (an audit: as text, 10 came before 2 and a
-    ``size`` cut dropped 2 and 9), then everything else as text."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (0, value)
-    if isinstance(value, str) and _BIG_INT.fullmatch(value) and abs(int(value)) > 2**53:  # facet_json's digits
-        return (0, int(value))
-    return (1, str(value))
-
-
-_BIG_INT = re.compile(r"-?[1-9][0-9]{15,}")
 
 
 def response_state(

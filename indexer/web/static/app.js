@@ -82,7 +82,8 @@ const HIT_COLUMNS = ["id", "score", "mentions", "text"];
 
 function toCSV(hits) {
   const fieldNames = [...new Set(hits.flatMap((h) => Object.keys(h.fields || {})))].sort();
-  const header = [...HIT_COLUMNS, ...fieldNames.map((f) => (HIT_COLUMNS.includes(f) ? `fields.${f}` : f))];
+  // one to one: a field named like a column, or beginning with "fields.", is headed "fields.<name>" (an audit)
+  const header = [...HIT_COLUMNS, ...fieldNames.map((f) => (HIT_COLUMNS.includes(f) || f.startsWith("fields.") ? `fields.${f}` : f))];
   const rows = [header.map((h) => csvCell(h)).join(",")];
   for (const h of hits) {
     const mentions = h.spans.map((s) => `${s.text} (${s.similarity.toFixed(3)})`).join("; ");
