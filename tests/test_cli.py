@@ -247,6 +247,11 @@ def test_with_json_an_error_is_also_one_json_object_on_stdout(tmp_path, capsys):
     for args, kind in ((("nosuch", "--json"), "NoSuchCommand"), (("--bogus", "search", "x", "--json"), "NoSuchOption")):
         code, out, _ = run(capsys, *args)
         assert code == 2 and json.loads(out)["error"]["type"] == kind
+    # an unknown option before --json (an audit: click's parse stopped there, and stdout was empty)
+    for args in (("search", "x", "--bogus", "--json"), ("search", "x", "--threshold", "-0.5", "-z", "--json"),
+                 ("index", "f.jsonl", "--id-fiel", "id", "--json")):
+        code, out, _ = run(capsys, *args)
+        assert code == 2 and json.loads(out)["error"]["type"] == "NoSuchOption"
 
 
 def test_same_named_files_of_two_folders_are_said_to_share_an_id(tmp_path, capsys):

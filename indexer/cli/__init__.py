@@ -168,6 +168,13 @@ def json_wanted(args: Sequence[str]) -> bool:
             if command is None:  # no such command: it cannot say it takes no --json (a CLI audit)
                 return True
             ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
+        if "as_json" in ctx.params and not ctx.params["as_json"]:  # click stops at an unknown option:
+            # parse again without the options the command does not know (an audit: "--bogus --json")
+            known = {o for p in ctx.command.params for o in (*p.opts, *p.secondary_opts)}
+            unknown = [a for a in rest if a[:1] == "-" and a[1:2] not in ("", ".", *"0123456789")
+                       and a.split("=")[0] not in known]  # "-0.5" is a value, not an option
+            kept = [a for a in rest if a not in unknown]
+            ctx = ctx.command.make_context(ctx.info_name, kept, parent=ctx.parent, resilient_parsing=True)
         return bool(ctx.params.get("as_json"))
     except Exception:  # noqa: BLE001 (any parse failure: a missing extra, a bad command name)
         return True

@@ -72,7 +72,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
 @click.option("--mapping", type=click.Path(exists=True, dir_okay=False),
               help="Tag → query phrase file (JSON or TOML; flat, or sectioned by data set). Tags scored apart as "
               "coarse go in a \"_coarse\" list (default: CrossNER's, for a file in crossner/ or crossner/<domain>/). "
-              "Default: the shipped mapping for the sets in shared/data. --train-data is read with the shipped "
+              "Default: the shipped mapping (indexer/assets/phrases.json) for the labelled sets nerindex is evaluated on. --train-data is read with the shipped "
               "mapping, as nerindex train reads it, and with this one only where a file is outside its data sets.")
 @click.option("--dataset", help="Section of the mapping to use for the evaluated files (default: from the file's "
               "folder names).")
@@ -142,7 +142,8 @@ def eval_command(
 ) -> None:
     """Score retrieval of every labelled type in DATA: the model and its baselines side by side.
 
-    DATA: CoNLL/BIO files (every variant in shared/data) or one BEIR-style folder. Each type with
+    DATA: CoNLL/BIO files (a token and its tag per line, tab- or space-separated, BIO, IO or BIOES
+    tags, blank lines between sentences, -DOCSTART- lines skipped) or one BEIR-style folder. Each type with
     a query phrase becomes a query; relevant passages hold a gold mention of it. Scores: R-Precision
     (primary), Recall@R, Recall@1000, P@10 on full rankings; precision/recall/F1 of the returned
     passage set, span hit rate and highlight precision (IoU ≥ 0.5) at each method's threshold.

@@ -48,7 +48,7 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="JSONL file to write (required, unless --wsd-check); the hierarchy goes beside it as *.hierarchy.json.")
 @click.option("--data-dir", envvar="NERINDEX_DATA", show_envvar=True, type=click.Path(file_okay=False),
-              help="Folder of the labelled sets (shared/data layout); required unless --wsd-check.")
+              help="Folder of the labelled sets (one folder per set: multiconer2_en/, wnut17/, btc/, wikigold/, crossner/<domain>/, their CoNLL files named as in EVALUATION.md's commands); required unless --wsd-check.")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
               help="Model folder whose tokenizer and type encoder are used (default: NERINDEX_MODEL or the shipped default model).")
 @click.option("--wordnet", "wordnet_dir", type=click.Path(file_okay=False),

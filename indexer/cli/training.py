@@ -30,7 +30,7 @@ def _logging(verbose: bool) -> None:
 
 @click.command("train")
 @click.option("--data", "data_dir", required=True, envvar="NERINDEX_DATA", show_envvar=True,
-              type=click.Path(file_okay=False), help="Folder of the labelled sets (shared/data layout).")
+              type=click.Path(file_okay=False), help="Folder of the labelled sets (one folder per set: multiconer2_en/, wnut17/, btc/, wikigold/, crossner/<domain>/, their CoNLL files named as in EVALUATION.md's commands).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder to write (heads.safetensors, train.json).")
 @click.option("--backbone", default=None, help="Backbone path or hub name (default all-MiniLM-L6-v2).")
