@@ -304,6 +304,20 @@ class StoreConformance:
         assert [h.id for h in self.search(store, RIVER, text="मोदी")] == ["h1"]
         assert [h.id for h in self.search(store, RIVER, text="Sa\u0303o")] == ["s1"]
 
+    def test_the_pieces_of_one_written_word_are_found_next_to_each_other(self, store, stamp):
+        """An audit: the embedded store split "U.S." and "don't" into words required anywhere, so
+        "U.S." found "A U-boat s sank" and "S.S.R." passages holding no such word; Elasticsearch's
+        analyzer keeps "U.S." whole and split "state-of-the-art" into terms found anywhere."""
+        store.check_model(stamp)
+        store.write([doc("us", "The U.S. Navy sailed west.", [("Navy", RIVER)]),
+                     doc("boat", "A U-boat s sank near the Nile.", [("Nile", RIVER)]),
+                     doc("art", "A state of the art boat.", [("boat", RIVER)]),
+                     doc("hyphen", "Their state-of-the-art methods.", [("methods", RIVER)]),
+                     doc("apart", "The art of the state is old.", [("state", RIVER)])])  # fmt: skip
+        assert [h.id for h in self.search(store, RIVER, text="U.S.", limit=10)] == ["us"]
+        assert {h.id for h in self.search(store, RIVER, text="state-of-the-art", limit=10)} == {"art", "hyphen"}
+        assert {h.id for h in self.search(store, RIVER, text="state art", limit=10)} == {"art", "hyphen", "apart"}
+
     def test_emoji_are_no_words_in_either_store(self, store, stamp):
         """An audit: the embedded store took an emoji's variation selector (U+FE0F, a mark) for a
         word, so ``☀️`` matched any passage with an emoji written with one, while Elasticsearch

@@ -387,7 +387,7 @@ def test_knn_body_with_filters_and_text_golden():
     assert ranking["query"]["knn"]["filter"] == [
         {"terms": {"filter_typed.source": ["wiki", "news"]}},  # the default: an index this nerindex makes
         {"term": {"spans.labels": "politician"}},
-        {"match": {"text": {"query": "treaty signed", "operator": "and"}}},
+        {"bool": {"filter": [{"match_phrase": {"text": "treaty"}}, {"match_phrase": {"text": "signed"}}]}},
     ]
 
 
@@ -504,7 +504,7 @@ def test_knn_body_with_passage_weight_golden():
     assert knn["filter"] == [
         {"terms": {"filter_typed.source": ["wiki"]}},  # the default: an index this nerindex makes
         {"term": {"spans.labels": "politician"}},
-        {"match": {"text": {"query": "treaty", "operator": "and"}}},
+        {"match_phrase": {"text": "treaty"}},
     ]
     passage, missing = should
     passage = passage["knn"]

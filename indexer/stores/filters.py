@@ -19,8 +19,12 @@ from .filter_rules import BOOLEAN_MARK, NUMBER_MARK, Filters, FilterScalar, Filt
 
 
 def fts_query(text: str) -> str:
-    """A safe FTS5 query: every word must occur (each quoted, so no operator syntax leaks in)."""
-    return " ".join('"' + w.replace('"', '""') + '"' for w in text_words(text))
+    """A safe FTS5 query: every word must occur (each quoted, so no operator syntax leaks in), and
+    the pieces the index splits one written word into ("U.S.", "don't", "3.14") next to each other,
+    as a phrase. An audit: they were required anywhere in the passage, so "U.S." found "U-boat s",
+    "don't" a "don" and a "t" far apart, and "S.S.R." passages holding no such word."""
+    chunks = (text_words(chunk) for chunk in text.split())
+    return " ".join('"' + " ".join(words).replace('"', '""') + '"' for words in chunks if words)
 
 
 def _values(value: FilterValue) -> list[FilterScalar]:

@@ -30,7 +30,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from ...errors import SearchError
-from ..base import check_passage_weight, match_text
+from ..base import check_passage_weight, match_text, text_words
 from ..filter_rules import Filters, FilterValue
 from ..filters import field_values
 from .index_requests import (
@@ -111,9 +111,12 @@ def filter_clauses(filters: Filters | None, *, typed: int = FILTER_FORMAT) -> tu
 
 
 def text_filter(text: str) -> dict[str, Any]:
-    """Lexical restriction: every term of ``text`` must occur in the passage text (its symbols
-    are no terms, as in the embedded store: :func:`..base.match_text`)."""
-    return {"match": {"text": {"query": match_text(text), "operator": "and"}}}
+    """Lexical restriction: every written word of ``text`` must occur in the passage text, the
+    terms the analyzer splits it into next to each other ("state-of-the-art" as a phrase, as the
+    embedded store's FTS5 query has it: ``filters.fts_query``); its symbols are no terms, as there
+    (:func:`..base.match_text`)."""
+    phrases = [{"match_phrase": {"text": match_text(chunk)}} for chunk in text.split() if text_words(chunk)]
+    return phrases[0] if len(phrases) == 1 else {"bool": {"filter": phrases}}
 
 
 def text_boost(text: str, boost: float) -> dict[str, Any]:
