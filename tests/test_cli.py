@@ -128,6 +128,7 @@ def test_count_without_a_total_says_at_least():
         "10 shown of at least 10 ranked for 'river' (--all shows and counts every passage with a marked mention)")
     assert count_line("river", 0, None).startswith("nothing ranked for 'river' (--all shows")  # not "0 of at least 0"
     assert count_line("river", 3, 3, exhaustive=True) == "3 shown of 3 matching 'river'"
+    assert count_line("river", 0, 0) == "nothing ranked for 'river'"  # not "(--all shows ...)": it has nothing (an audit)
     # a top-k that shows all it ranked still counts candidate-ranked passages, which --all leaves out
     assert count_line("river", 3, 3) == "3 shown of 3 ranked for 'river' (--all shows every passage with a marked mention)"
     # a store that cannot run --all (Elasticsearch without lang-painless) is not offered it

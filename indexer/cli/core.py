@@ -360,6 +360,8 @@ def count_line(entity_type: str, shown: int, total: int | None, *, exhaustive: b
     # a top-k, even one that shows all it ranked: some may be ranked by a candidate, unmarked
     if total is None and not shown:  # "0 shown of at least 0" (a paging audit)
         return f"nothing ranked for {entity_type!r} ({hint})"
+    if total == 0:  # --all is a subset of what was ranked: it has nothing to offer (an audit)
+        return f"nothing ranked for {entity_type!r}"
     ranked = f"at least {shown}" if total is None else total
     return f"{shown} shown of {ranked} ranked for {entity_type!r} ({hint})"
 
