@@ -430,7 +430,7 @@ class NerIndex:
         store.sqlite was replaced or removed (a stat, no query); a store now holding another
         model's vectors (ModelMismatchError: an alias moved by ``es reindex --model``, after which
         health said ok while every search was a 409; an audit)."""
-        for name in ("check_file", "check_readable"):  # the embedded store's stat; Elasticsearch's count
+        for name in ("check_file", "check_readable"):  # the embedded store's stat; a search of one document on Elasticsearch
             check = getattr(self.store, name, None)
             if check is not None:
                 check()
