@@ -82,7 +82,7 @@ def test_vectors_reload_after_write(tmp_path, stamp):
         ('say "hi" OR NOT x', '"say" "hi" "OR" "NOT" "x"'),
         ("naïve café", '"naïve" "café"'),
         # the words the full-text index takes (an audit): "_" splits, a private-use character joins
-        ("foo_bar", '"foo" "bar"'),
+        ("foo_bar", '"foo bar"'),  # one written word: its pieces next to each other, a phrase (an audit)
         ("a\ue000b c", '"a\ue000b" "c"'),
     ],
 )

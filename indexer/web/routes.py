@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import json
+import math
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -147,8 +148,8 @@ async def known_params_only(request: Request) -> None:
             raise RequestValidationError(
                 [{"loc": ("query", name), "msg": "given more than once; it takes one value", "type": "too_long"}]
             )
-        number = _NUMBERS.get(_scalar(params[name].field_info.annotation))
-        if number is not None and not number.fullmatch(request.query_params[name]):
+        number, value = _NUMBERS.get(_scalar(params[name].field_info.annotation)), request.query_params[name]
+        if number is not None and _finite(value) and not number.fullmatch(value):
             # Python's int() and float() read "3_0" as 30 and " 3 " as 3 (an audit); a URL's number is
             # written as JSON writes one, as a POST body's is
             raise RequestValidationError(
@@ -157,6 +158,14 @@ async def known_params_only(request: Request) -> None:
 
 
 _NUMBERS = {int: re.compile(r"-?(0|[1-9][0-9]*)"), float: re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")}
+
+
+def _finite(value: str) -> bool:
+    """Whether Python reads ``value`` as a finite number (nan, inf and words are FastAPI's to refuse)."""
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def _scalar(annotation: Any) -> Any:
