@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO, Callable, TypeVar
+from typing import BinaryIO, Callable, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -19,6 +19,15 @@ def named_for(exc: OSError, target: Path, temporary: str) -> OSError:
     if exc.errno is None or (exc.filename is not None and not str(exc.filename).startswith(temporary)):
         return exc
     return OSError(exc.errno, exc.strerror, str(target))
+
+
+def raise_named(exc: OSError, target: Path, temporary: str) -> NoReturn:
+    """Raise ``exc`` as :func:`named_for` names it (chained to it), or ``exc`` itself: what every
+    writer through a temporary file or folder does with an OSError, after its own clean-up."""
+    named = named_for(exc, target, temporary)
+    if named is exc:
+        raise exc
+    raise named from exc
 
 
 def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T], *, mode: int | None = None) -> T:
@@ -38,10 +47,7 @@ def write_file(folder: Path, name: str, write: Callable[[BinaryIO], T], *, mode:
         os.replace(tmp, folder / name)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        named = named_for(exc, folder / name, str(tmp))
-        if named is exc:
-            raise
-        raise named from exc
+        raise_named(exc, folder / name, str(tmp))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

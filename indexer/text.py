@@ -29,6 +29,14 @@ _CONTROL = re.compile(
 _BREAKS = {"\r": "\n", "\x0c": "\n", "\x85": "\n", "\x1c": "\n", "\x1d": "\n", "\x1e": "\n", "\x0b": " ", "\x1f": " "}
 
 
+def emptiness(text: str) -> str | None:
+    """How a reader says a text is blank (:func:`is_blank`), or None: "empty", or "empty (no word
+    in it)" where it holds characters, none of them a word's."""
+    if not is_blank(text):
+        return None
+    return "empty" if not text.strip() else "empty (no word in it)"
+
+
 def is_blank(text: str) -> bool:
     """Whether ``text`` holds no word the tokenizer reads: only spaces, controls, format characters
     (a zero-width space, a BOM, a soft hyphen) and combining marks, which it drops. Such a passage

@@ -171,13 +171,17 @@ def json_wanted(args: Sequence[str]) -> bool:
         if "as_json" in ctx.params and not ctx.params["as_json"]:  # click stops at an unknown option:
             # parse again without the options the command does not know (an audit: "--bogus --json")
             known = {o for p in ctx.command.params for o in (*p.opts, *p.secondary_opts)}
-            unknown = [a for a in rest if a[:1] == "-" and a[1:2] not in ("", ".", *"0123456789")
-                       and a.split("=")[0] not in known]  # "-0.5" is a value, not an option
-            kept = [a for a in rest if a not in unknown]
+            kept = [a for a in rest if not _unknown_option(a, known)]
             ctx = ctx.command.make_context(ctx.info_name, kept, parent=ctx.parent, resilient_parsing=True)
         return bool(ctx.params.get("as_json"))
     except Exception:  # noqa: BLE001 (any parse failure: a missing extra, a bad command name)
         return True
+
+
+def _unknown_option(arg: str, known: set[str]) -> bool:
+    """Whether ``arg`` is an option (``--bogus``, ``-z``, ``--x=1``) the command does not take;
+    "-0.5" is a value, not an option."""
+    return arg[:1] == "-" and arg[1:2] not in ("", ".", *"0123456789") and arg.split("=")[0] not in known
 
 
 def main(argv: list[str] | None = None) -> None:

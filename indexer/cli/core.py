@@ -296,7 +296,7 @@ def search_command(
         click.echo("hint: --feedback-top applies with --feedback W, which turns feedback on", err=True)  # an audit
     if text is not None and not text.strip():  # it was taken as no restriction, while "!!!" was refused
         raise click.UsageError("--text is empty: give the words a passage must hold, or leave it out")
-    if check_phrase(entity_type) and not has_words(entity_type):  # an empty one is refused here, without this
+    if not has_words(phrase := check_phrase(entity_type)):  # as searched; an empty one is refused here
         click.echo(f"hint: {entity_type!r} has no letters or digits, and types are matched as words "
                    "(e.g. 'dinosaur'): expect no hits or unrelated ones", err=True)  # fmt: skip
     ix = NerIndex.open(settings=settings, create=False)
@@ -318,7 +318,7 @@ def search_command(
         absent = ix.absent_fields(filters) if filters and not shown else []
         no_all = None if exhaustive or as_json else ix.store.exhaustive_unavailable()
         applied = ix.threshold_for(entity_type) if threshold is None else threshold
-        trained = ix.encoder.info.is_trained_phrase(check_phrase(entity_type))  # as searched ("sports team.": the review)
+        trained = ix.encoder.info.is_trained_phrase(phrase)  # as searched ("sports team.": the review)
     if absent:
         names = ", ".join(repr(name) for name in absent)
         click.echo(f"hint: no stored passage has a field named {names}; --where matches stored metadata exactly", err=True)

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..atomic_files import named_for
+from ..atomic_files import raise_named
 from ..errors import InputError
 from ..json_lines import json_lines
 from ..processes import writer_running
@@ -71,7 +71,7 @@ def export_benchmark(bench: Benchmark, folder: str | Path) -> Path:
             (out / name).parent.mkdir(exist_ok=True)
             os.replace(tmp / name, out / name)
     except OSError as exc:  # a full disk named no file at all (an audit): the folder written
-        raise named_for(exc, out, str(tmp)) from None
+        raise_named(exc, out, str(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

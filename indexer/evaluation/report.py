@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
 from ..text import json_value_problem
-from ..atomic_files import named_for, write_bytes, write_file
+from ..atomic_files import raise_named, write_bytes, write_file
 
 METHOD_ORDER = ("system", "system_spans", "system_prf", "span_base", "dense", "bm25")
 SHORT = {"system": "nerindex", "system_spans": "nerindex, spans only",
@@ -381,7 +381,7 @@ def write_outputs(result: Mapping[str, Any], folder: str | Path, *, stem: str, c
             written.append(out / path.name)
         return written
     except OSError as exc:  # named by the file it was to be, not the staging folder's (an audit: a full disk)
-        raise named_for(exc, out / Path(exc.filename or "").name, str(staging)) from None
+        raise_named(exc, out / Path(exc.filename or "").name, str(staging))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -19,7 +19,7 @@ from ..conll import read_conll
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..stores.filter_rules import passage_problem
-from ..text import invalid_utf8, is_blank, unicode_problem, unstorable_at
+from ..text import emptiness, invalid_utf8, unicode_problem, unstorable_at
 from .detect import folder_files
 from .structured import Item, Located
 
@@ -38,8 +38,9 @@ def text_file_item(path: Path, rel: str) -> Item:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         return InputError(invalid_utf8(exc), path=name, line=line)
-    if is_blank(text):
-        return InputError(f"the file is empty{'' if not text.strip() else ' (no word in it)'}", path=name)
+    empty = emptiness(text)
+    if empty is not None:
+        return InputError(f"the file is {empty}", path=name)
     passage = Passage(id=rel, text=text, fields={"path": rel})
     problem = passage_problem(passage)
     if problem is not None:  # a NUL: refused here, by line, before anything is written (it was at the write)

@@ -21,7 +21,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..stores.filter_rules import fields_problem
-from ..text import invalid_utf8, is_blank, json_value_problem, reject_constant, unique_keys, value_problem
+from ..text import emptiness, invalid_utf8, json_value_problem, reject_constant, unique_keys, value_problem
 from .detect import split_suffix
 
 
@@ -92,8 +92,9 @@ class RecordRules:
         text = record[self.text_field]
         if not isinstance(text, str):
             return self.error(f"text field {self.text_field!r} is {_type_name(text)}, not a string", at)
-        if is_blank(text):
-            return self.error(f"text field {self.text_field!r} is empty{'' if not text.strip() else ' (no word in it)'}", at)
+        empty = emptiness(text)
+        if empty is not None:
+            return self.error(f"text field {self.text_field!r} is {empty}", at)
         bad = value_problem(record)
         if bad is not None:  # a JSON escape such as \ud800: no store can hold it (and hashing it failed)
             return self.error(bad, at)

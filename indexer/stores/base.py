@@ -227,6 +227,13 @@ def text_words(text: str) -> list[str]:
     return words
 
 
+def written_words(text: str) -> list[str]:
+    """The words of a lexical restriction as written (split at white space), each holding a word
+    of :func:`text_words`: both stores require the pieces one of them splits into ("U.S.",
+    "state-of-the-art") next to each other (an audit: the embedded store required them anywhere)."""
+    return [chunk for chunk in text.split() if text_words(chunk)]
+
+
 def _in_word(category: str) -> bool:
     """Whether a character of this Unicode category is part of a word: letters, numbers, marks and
     private use, as ``embedded_schema.FTS_TOKENIZE`` tokenizes (:func:`text_words`, :func:`match_text`)."""

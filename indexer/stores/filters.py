@@ -14,7 +14,7 @@ import sqlite3
 import threading
 from typing import Any
 
-from .base import text_words
+from .base import text_words, written_words
 from .filter_rules import BOOLEAN_MARK, NUMBER_MARK, Filters, FilterScalar, FilterValue
 
 
@@ -23,8 +23,7 @@ def fts_query(text: str) -> str:
     the pieces the index splits one written word into ("U.S.", "don't", "3.14") next to each other,
     as a phrase. An audit: they were required anywhere in the passage, so "U.S." found "U-boat s",
     "don't" a "don" and a "t" far apart, and "S.S.R." passages holding no such word."""
-    chunks = (text_words(chunk) for chunk in text.split())
-    return " ".join('"' + " ".join(words).replace('"', '""') + '"' for words in chunks if words)
+    return " ".join('"' + " ".join(text_words(word)).replace('"', '""') + '"' for word in written_words(text))
 
 
 def _values(value: FilterValue) -> list[FilterScalar]:
@@ -165,10 +164,13 @@ def field_texts(value: FilterScalar, *, marked: bool = True) -> tuple[str, ...]:
         # filter matches no stored number
         if isinstance(number, int) or math.isfinite(stored):
             texts.append(num + _sqlite_text(stored))
-            # an integer is exact (SQLite keeps 64 bits); a real is whole as SQLite writes it (15
-            # digits), not as the float is: 1.0000000000000002 is "1.0" there, so it also finds a
-            # stored integer 1, as 1 finds the real (an audit), and 9007199254740993 no other integer
-            whole = stored if isinstance(stored, int) else float(_sqlite_text(stored)) if math.isfinite(stored) else math.nan
+            # an integer is exact (SQLite keeps 64 bits): 9007199254740993 finds no other integer; a
+            # real is whole as SQLite writes it (15 digits), not as the float is: 1.0000000000000002
+            # is "1.0" there, so it also finds a stored integer 1, as 1 finds the real (an audit)
+            if isinstance(stored, int):
+                whole: float = stored
+            else:
+                whole = float(_sqlite_text(stored)) if math.isfinite(stored) else math.nan
             if abs(whole) < 2**63 and float(whole).is_integer():
                 texts += [num + _sqlite_text(int(whole)), num + _sqlite_text(float(whole))]
     return tuple(dict.fromkeys(texts))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..assets import default_model_dir
-from ..atomic_files import named_for
+from ..atomic_files import raise_named
 from ..catalog import read_phrases
 from ..encoder import CPU, load_tokenizer, open_session
 from ..type_side import embed_texts, type_text
@@ -295,10 +295,7 @@ def write_model_folder(
         return written.to_dict()
     except OSError as exc:  # a full disk: named by --out (a CLI audit: "No space left on device" alone)
         shutil.rmtree(tmp, ignore_errors=True)
-        named = named_for(exc, out, str(tmp))
-        if named is exc:
-            raise
-        raise named from exc
+        raise_named(exc, out, str(tmp))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -293,7 +293,7 @@ def value_order(value: Any) -> tuple[int, Any]:
     ``size`` cut dropped 2 and 9), then everything else as text."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value)
-    if isinstance(value, str) and _BIG_INT.fullmatch(value) and abs(int(value)) > 2**53:  # facet_json's digits
+    if isinstance(value, str) and _BIG_INT.fullmatch(value) and abs(int(value)) > JS_EXACT_INT:  # facet_json's digits
         return (0, int(value))
     return (1, str(value))
 

@@ -30,7 +30,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from ...errors import SearchError
-from ..base import check_passage_weight, match_text, text_words
+from ..base import check_passage_weight, match_text, written_words
 from ..filter_rules import Filters, FilterValue
 from ..filters import field_values
 from .index_requests import (
@@ -115,7 +115,7 @@ def text_filter(text: str) -> dict[str, Any]:
     terms the analyzer splits it into next to each other ("state-of-the-art" as a phrase, as the
     embedded store's FTS5 query has it: ``filters.fts_query``); its symbols are no terms, as there
     (:func:`..base.match_text`)."""
-    phrases = [{"match_phrase": {"text": match_text(chunk)}} for chunk in text.split() if text_words(chunk)]
+    phrases = [{"match_phrase": {"text": match_text(word)}} for word in written_words(text)]
     return phrases[0] if len(phrases) == 1 else {"bool": {"filter": phrases}}
 
 
