@@ -204,7 +204,7 @@ class OnnxEncoder:
         found = {p: v for p in dict.fromkeys(phrases) if (v := self._type_cache.get(p)) is not None}
         missing = [p for p in dict.fromkeys(phrases) if p not in found]
         if missing:
-            # a trained type's plural is embedded as the type ("politicians" as "politician")
+            # a trained type's plural or other spelling is embedded as the type ("politicians", "sports-team")
             texts = [type_text(self.info.template_for(p), self.info.trained_type(p) or p) for p in missing]
             check_fits(self.tokenizer, missing, texts, self.info.max_length, SearchError)
             vectors = embed_texts(self.session, self.tokenizer, texts)

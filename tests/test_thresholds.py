@@ -144,6 +144,17 @@ def test_a_trained_types_plural_is_searched_as_the_type():
         assert info.trained_type(other) is None and info.threshold_for(other) == 0.27
 
 
+def test_a_trained_type_written_with_hyphens_or_joined_is_the_type():
+    """The dogfooding audit (round 28): "sports-team" was searched as a type nobody trained on (the
+    unseen threshold, λ 1, the template) and returned 6-8× the `--all` answer of "sports team"."""
+    info = _info(unseen_similarity_threshold=0.27, training={"types": ["sports team", "art work", "person"]})
+    for variant, single in [("sports-team", "sports team"), ("Sports_Teams", "sports team"), ("sportsteam", "sports team"),
+                            ("artwork", "art work"), ("art-works", "art work"), ("sports - team", "sports team")]:
+        assert info.trained_type(variant) == single and info.threshold_for(variant) == 0.36, variant
+    for other in ["sport team", "sports-teamster", "per-son-al", "-", "art"]:
+        assert info.trained_type(other) is None and info.threshold_for(other) == 0.27, other
+
+
 def test_a_plural_is_embedded_as_its_trained_type():
     from indexer.encoder import OnnxEncoder
 
