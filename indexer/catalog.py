@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError
+from .model_folder import normal_phrase, unread_at
 from .stores.base import MAX_PHRASE_CHARS
 from .text import unicode_problem
 
@@ -24,8 +25,12 @@ def read_phrases(path: str | Path) -> list[str]:
     """One phrase per line; blank lines and ``#`` comments ignored; duplicates removed in order.
 
     A byte-order mark (Notepad writes one) is not part of the first phrase: kept, it would label
-    spans with a phrase that looks right and matches no filter and no trained-on type."""
+    spans with a phrase that looks right and matches no filter and no trained-on type. Elsewhere
+    such a character (a BOM of a second file joined on, a soft hyphen, U+200B) is refused at its
+    line, and so is a phrase the model reads as an earlier one ("Person" after "person"): both would
+    take a span's `labels_per_span` places with one vector (the labels audit, round 29)."""
     seen: dict[str, None] = {}
+    first_line: dict[str, tuple[str, int]] = {}  # normal_phrase → (phrase, line)
     try:
         lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
@@ -43,10 +48,24 @@ def read_phrases(path: str | Path) -> list[str]:
             if len(phrase) > MAX_PHRASE_CHARS:
                 raise InputError(f"the phrase is longer than {MAX_PHRASE_CHARS} characters, the most a search takes",
                                  path=str(path), line=lineno)  # fmt: skip
+            _check_read_alike(phrase, lineno, first_line, str(path))
             seen.setdefault(phrase, None)
     if not seen:
         raise InputError("catalog has no phrases", path=str(path))
     return list(seen)
+
+
+def _check_read_alike(phrase: str, lineno: int, first_line: dict[str, tuple[str, int]], path: str) -> None:
+    """Refuse an invisible character in ``phrase``, or a phrase the model reads as an earlier line's."""
+    at = unread_at(phrase)
+    if at is not None:
+        raise InputError(f"the phrase holds U+{ord(phrase[at]):04X}, a character the model does not read, at character "
+                         f"{at + 1}: a label would keep it, and a filter typed without it matches nothing",
+                         path=path, line=lineno)  # fmt: skip
+    earlier, line = first_line.setdefault(normal_phrase(phrase), (phrase, lineno))
+    if earlier != phrase:
+        raise InputError(f"the phrase is {earlier!r} of line {line} to the model (it reads case, accents and spacing "
+                         "alike): both would label the same spans, keep one", path=path, line=lineno)  # fmt: skip
 
 
 @dataclass(frozen=True)

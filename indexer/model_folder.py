@@ -321,9 +321,19 @@ def normal_phrase(phrase: str) -> str:
     same threshold, λ and template (found by audits: a soft hyphen, a zero-width space or a
     private-use character made a trained phrase "unseen"). Python's Unicode tables are newer than
     the tokenizer's: a mark added to Unicode since is dropped here and kept there."""
-    kept = "".join(ch for ch in phrase if unicodedata.category(ch) not in ("Cf", "Cc", "Co") or ch.isspace())
+    kept = "".join(ch for ch in phrase if not _unread(ch))
     decomposed = unicodedata.normalize("NFD", kept.lower())
     return " ".join("".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn").split())
+
+
+def unread_at(phrase: str) -> int | None:
+    """The index of the first character of ``phrase`` the tokenizer deletes unseen (a format,
+    control or private-use character that is no space: a BOM, a soft hyphen, U+200B), or None."""
+    return next((i for i, ch in enumerate(phrase) if _unread(ch)), None)
+
+
+def _unread(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cf", "Cc", "Co") and not ch.isspace()
 
 
 # A new value whenever the rule by which a phrase becomes the text embedded changes (trained_type),

@@ -74,6 +74,8 @@ def load_catalog(
         try:
             return Catalog.build(read_phrases(override), embed)
         except InputError as exc:  # a phrase too long to embed: named with its file
+            if exc.path is not None:  # read_phrases names the file and line itself (an audit: the line was dropped)
+                raise
             raise InputError(exc.reason, path=str(override)) from exc
     if not info.catalog_phrases:
         return None

@@ -125,6 +125,41 @@ def test_a_catalog_phrase_a_search_would_refuse_is_refused_at_its_line(tmp_path)
         assert err.value.line == (2 if "\x00" in text else 3)
 
 
+@pytest.mark.parametrize("text, line, message", [
+    ("city\n\ufeffperson\n", 2, r"U\+FEFF"),  # two Notepad files joined with cat
+    ("city\nper\u00adson\n", 2, r"U\+00AD"),
+    ("city\nriver\nperson\u200b\n", 3, r"U\+200B"),
+    ("person\ncity\nPerson\n", 3, "line 1"),
+    ("political party\n# two spaces\npolitical  party\n", 3, "'political party'"),
+])
+def test_a_catalog_phrase_that_would_label_invisibly_is_refused_at_its_line(tmp_path, text, line, message):
+    """The labels audit (round 29): an invisible character made labels no typed filter matches
+    ("\ufeffperson"), and phrases the uncased model reads alike ("person", "Person") took several of
+    a span's `labels_per_span` places with one vector, pushing "politician" out."""
+    from indexer.errors import InputError
+
+    catalog = tmp_path / "types.txt"
+    catalog.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=message) as err:
+        read_phrases(catalog)
+    assert err.value.line == line and err.value.path == str(catalog)
+
+
+def test_a_bad_catalog_line_is_named_by_index(tmp_path, capsys, corpus):
+    """The labels audit (round 29): `index --catalog` named the file but dropped the line."""
+    catalog = tmp_path / "types.txt"
+    catalog.write_text("person\n" + "x" * 201 + "\n", encoding="utf-8")
+    code, _, err = run(capsys, "index", str(corpus), "--store", str(tmp_path / "s"), "--catalog", str(catalog))
+    assert code == 2 and err.startswith(f"error: {catalog}:2: the phrase is longer than 200"), err
+
+
+def test_the_shipped_catalog_reads_as_it_is():
+    from indexer.model_folder import default_model_dir
+
+    path = default_model_dir() / "catalog.txt"
+    assert read_phrases(path) == [p for p in path.read_text(encoding="utf-8").splitlines() if p.strip()]
+
+
 def test_a_catalog_file_with_a_byte_order_mark_labels_with_the_phrase_itself(tmp_path, capsys, corpus):
     # Notepad's UTF-8 starts with a BOM: kept, "\ufeffperson" would look right and match no filter
     catalog = tmp_path / "types.txt"

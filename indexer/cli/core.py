@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     help="On a bad record: stop before writing anything, or skip it and count it.",
 )
 @batch_size_option
-@click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False), help="Own type-catalog file (one phrase per line) for span labels.")
+@click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False), help="Own type-catalog file (one phrase per line, # comments) for span labels.")
 @click.option("--reindex-existing", is_flag=True, help="Re-encode passages whose id is already stored (default: skip them).")
 @click.option("--es-index-options", default=None, metavar="TYPE",
               help="Elasticsearch only: the vector index type of the index this run creates (int8_hnsw, the default; "
