@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .config import Settings, count_setting, from_env, with_overrides
+from .config import Settings, count_setting, from_env, store_settings
 from .encoder import OnnxEncoder
 from .errors import InputError, ModelMismatchError, NerindexError, SearchError, SettingError, StoreError
 from .feedback import Feedback, search_with_feedback
@@ -25,7 +25,7 @@ from .records import Hit, Matches, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, MAX_PHRASE_CHARS, SearchRequest, Store, StoreVersion, check_threshold
 from .stores.filter_rules import Filters
 from .stores.factory import open_store
-from .text import unicode_problem
+from .text import first_named, unicode_problem
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class NerIndex:
         type of an Elasticsearch index that indexing creates (default ``int8_hnsw``); an existing
         index with other options is refused, since they cannot change in place.
         """
-        settings = with_overrides(
+        settings = store_settings(
             settings or from_env(),
             store=store,
             model=model,
@@ -259,12 +259,15 @@ class NerIndex:
         one chunk (256 passages) at a time and each chunk is written before the next is read, so
         memory does not grow with the input. Bad input found half-way leaves the chunks before
         it stored (the CLI reads a file twice to check it all first).
-        ``progress`` is called with passages done, ``windows`` with (windows done, windows of the
+        ``progress`` is called with the number of passages finished since its last call (tqdm's
+        ``update``: add them up for a running total), ``windows`` with (windows done, windows of the
         current chunk): the one that moves while a long passage is encoded. Ctrl-C ends the run with
         what is stored whole and returns the report with ``interrupted`` set (logged as a warning
         unless ``warn_interrupted`` is False, as the CLI, which says it its own way, passes: a script
         that goes on should check it); indexing again resumes. Passages that were not stored (bad
-        metadata, say) are logged the same way, with the first reason (``report.errors`` has them all).
+        metadata, say) are logged the same way, with the first reason (``report.errors`` has them all),
+        and so are stored ids given again with another text or metadata, which stay as stored
+        (``report.changed_ids``; ``skip_existing=False`` replaces them).
         """
         if not isinstance(skip_existing, (bool, np.bool_)):  # "no" is true: the passages were skipped (an audit)
             raise StoreError(f"skip_existing must be True or False, not {skip_existing!r}")
@@ -294,6 +297,10 @@ class NerIndex:
         if report.interrupted and warn_interrupted:  # an audit: a script went on after Ctrl-C without a word
             log.warning("indexing was interrupted (Ctrl-C) after %d passage(s); what is stored is whole, and "
                         "indexing the same input again resumes (report.interrupted is set)", report.passages)
+        if report.skipped_changed and warn_interrupted:  # the API audit (round 29): the old text stayed without a word
+            log.warning("%d passage(s) with an id the store holds were left as stored, %d of them with another text or "
+                        "other metadata in this input (%s); skip_existing=False replaces them", report.skipped_existing,
+                        report.skipped_changed, first_named([repr(pid) for pid in report.changed_ids], report.skipped_changed))
         if report.failed and warn_interrupted:  # an audit: 5 of 5 refused (numpy metadata) without a word
             log.warning("%d of %d passage(s) were not stored (report.errors lists them; first: %s)",
                         report.failed, report.passages, report.errors[0] if report.errors else "?")
@@ -391,13 +398,14 @@ class NerIndex:
         """Passages that mention an entity of the type, best first, with the matching spans."""
         return list(self.iter_search(type_phrase, **options))
 
-    def absent_fields(self, filters: Filters) -> list[str]:
-        """The metadata fields of these filters that no stored passage has (for a hint on an empty
-        answer); empty where the store cannot tell cheaply (Elasticsearch)."""
+    def absent_fields(self, filters: Filters | Mapping[str, Any]) -> list[str]:
+        """The metadata fields of these filters (a mapping, as :meth:`search` takes, or
+        :class:`Filters`) that no stored passage has: why a search with them found nothing, the
+        CLI's hint; empty where the store cannot tell cheaply (Elasticsearch)."""
         has_field = getattr(self.store, "has_field", None)  # an optional capability of a store
         if has_field is None:
             return []
-        return [name for name, _ in filters.metadata if not has_field(name)]
+        return [name for name, _ in Filters.of(filters).metadata if not has_field(name)]
 
     # ------------------------------------------------------------------ the rest
 

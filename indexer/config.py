@@ -199,10 +199,28 @@ def with_overrides(settings: Settings, **overrides: object) -> Settings:
         if key in given:
             given[key] = _given_path(key, given[key])
     if "store" in given and "es_url" in given:
-        raise SettingError("--store (an embedded store) and --es-url (Elasticsearch) name two stores: give one")
+        raise SettingError("store (--store, an embedded store) and es_url (--es-url, Elasticsearch) name two stores: give one")
     if "store" in given:
         given["es_url"] = None
     return dataclasses.replace(settings, **given)
+
+
+def store_settings(settings: Settings, **overrides: object) -> Settings:
+    """:func:`with_overrides` for opening a store: an Elasticsearch setting given explicitly while
+    the store is the embedded one (no URL, or ``store`` named) is refused, not dropped (the bench
+    audit, round 29: ``nerindex index FILE --es-index ALIAS`` with no URL indexed into
+    ./nerindex-data without a word). Kibana's commands read the same settings without a store."""
+    resolved = with_overrides(settings, **overrides)
+    unused = [key for key in ES_STORE_SETTINGS if overrides.get(key) is not None]
+    if unused and not resolved.es_url:
+        why = "store (--store) names the embedded store" if overrides.get("store") is not None else "no Elasticsearch URL is given"
+        raise SettingError(f"{unused[0]} (--{unused[0].replace('_', '-')}) is for Elasticsearch, but {why} "
+                           "(es_url, --es-url or NERINDEX_ES_URL): the embedded store would be used without it")
+    return resolved
+
+
+# What only an Elasticsearch store reads (es_verify_certs aside: --insecure is a flag, given as False)
+ES_STORE_SETTINGS = ("es_index", "es_api_key", "es_user", "es_password", "es_ca_certs", "es_timeout")
 
 
 PATH_SETTINGS = ("model", "store", "es_ca_certs")

@@ -137,8 +137,9 @@ def marked_spans(spans: Iterable[SpanMatch]) -> list[SpanMatch]:
 class Matches(Iterator[Hit]):
     """Hits best first, lazily, with how many passages match in all where that is known for free.
 
-    ``total`` is the number of matching passages (not just those the limit lets through) when the
-    store computes it anyway (the embedded store scores every span); None where it would cost a
+    ``total`` is the number of passages the search ranks (not just those the limit lets through;
+    a top-k search's count includes passages ranked by a candidate span alone, which an exhaustive
+    search does not return, so it can be larger than that search's) when the store computes it anyway (the embedded store scores every span); None where it would cost a
     search of its own (Elasticsearch's kNN top hits), so nobody mistakes a page for all matches.
     """
 

@@ -536,7 +536,30 @@ def test_store_option_wins_over_an_environment_es_url(indexed, capsys, monkeypat
     with pytest.raises(SettingError, match="name two stores"):  # one of them was dropped unsaid
         with_overrides(env, store="s", es_url="http://other:9200")
     code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--es-url", "http://127.0.0.1:9")
-    assert code == 2 and "--store (an embedded store) and --es-url" in err and not out
+    assert code == 2 and "store (--store, an embedded store) and es_url (--es-url" in err and not out
+
+
+def test_an_elasticsearch_option_without_a_url_is_refused(tmp_path, capsys, monkeypatch):
+    """The bench audit (round 29): `nerindex index FILE --es-index ALIAS` with no URL indexed into
+    ./nerindex-data without a word, and `search --es-index ALIAS` searched it."""
+    from indexer.api import NerIndex
+    from indexer.config import Settings, store_settings, with_overrides
+    from indexer.errors import SettingError
+
+    monkeypatch.delenv("NERINDEX_ES_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "index", str(CORPUS), "--es-index", "myalias")
+    assert code == 2 and "es_index (--es-index) is for Elasticsearch, but no Elasticsearch URL" in err and not out
+    assert not (tmp_path / "nerindex-data").exists()
+    code, out, err = run(capsys, "search", "city", "--store", "s", "--es-user", "elastic")
+    assert code == 2 and "es_user (--es-user) is for Elasticsearch, but store (--store)" in err
+    env = Settings(es_url="http://es:9200")
+    assert store_settings(env, es_index="x").es_index == "x"  # the URL from the environment
+    assert with_overrides(Settings(), es_api_key="k").es_api_key == "k"  # Kibana's commands read it without a store
+    with pytest.raises(SettingError, match="es_api_key"):
+        store_settings(Settings(), es_api_key="k")
+    with pytest.raises(SettingError, match="es_index"):
+        NerIndex.open(tmp_path / "api", es_index="myalias")
 
 
 def test_es_index_options_on_the_embedded_store_are_refused_before_reading(tmp_path, capsys, monkeypatch):

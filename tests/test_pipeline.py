@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from decimal import Decimal
 from fractions import Fraction
@@ -414,6 +415,40 @@ def test_the_python_api_paths_failures_and_an_empty_store(tmp_path, monkeypatch,
         report = ix.index([Passage(f"n{i}", "Paris is big.", {"year": np.int64(2001)}) for i in range(3)])
         assert report.failed == 3 and "3 of 3 passage(s) were not stored" in caplog.text and "n0:" in caplog.text
     assert not (tmp_path / "~").exists()
+
+
+def test_the_python_api_says_when_an_edited_passage_was_left_as_stored(tmp_path, caplog):
+    """The API audit (round 29): index() kept the old text of an edited passage without a word, where
+    the CLI says it; every later search answered with the old text."""
+    from indexer.api import NerIndex
+
+    with NerIndex.open(tmp_path / "s") as ix:
+        ix.index([Passage("p1", "Paris is the capital of France.", {"topic": "geo"})])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="indexer"):
+            report = ix.index([Passage("p1", "Triceratops lived in the Cretaceous.", {"topic": "science"})])
+        assert report.skipped_changed == 1
+        assert "1 passage(s) with an id the store holds were left as stored" in caplog.text and "'p1'" in caplog.text
+        assert "skip_existing=False replaces them" in caplog.text
+        # the CLI's hint for an empty answer, from the mapping search() takes (an AttributeError before)
+        assert ix.absent_fields({"nosuchfield": "x", "topic": "geo"}) == ["nosuchfield"]
+
+
+def test_a_store_opened_by_a_relative_path_survives_a_change_of_folder(tmp_path, monkeypatch):
+    """The API audit (round 29): after os.chdir() a store opened as "store1" was reported "replaced
+    or removed" and the handle could not be used again."""
+    from indexer.api import NerIndex
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    with NerIndex.open("store1") as ix:
+        ix.index([Passage("p1", "Paris is the capital of France.")])
+        before = [h.id for h in ix.search("city")]
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert [h.id for h in ix.search("city")] == before == ["p1"]
+        ix.index([Passage("p2", "Lyon is a city in France.")])
+        assert ix.info()["store"]["passages"] == 2
+    assert not (tmp_path / "elsewhere" / "store1").exists()
 
 
 def test_a_skipped_passage_whose_metadata_alone_changed_is_named(tmp_path, encoder):

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from ..config import MAX_COUNT, resolve, seconds_setting
+from ..config import MAX_COUNT, from_env, resolve, seconds_setting, store_settings
 from ..errors import StoreError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -88,7 +88,8 @@ def backend_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., A
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             given = {name: kwargs.pop(name) for name in names}
             insecure = given.pop("insecure", False)
-            settings = resolve(**given, es_verify_certs=False if insecure else None)
+            given["es_verify_certs"] = False if insecure else None
+            settings = store_settings(from_env(), **given) if kind == "store" else resolve(**given)
             return func(*args, settings=settings, **kwargs)
 
         for name in reversed(names):
