@@ -165,6 +165,10 @@ class ModelCard:
         """One top-level value as stored (the header keys :class:`ModelInfo` parses)."""
         return self._values.get(key, default)
 
+    def keys(self) -> list[str]:
+        """The top-level keys, in file order."""
+        return list(self._values)
+
     # ------------------------------------------------------------------ typed sections
 
     @property

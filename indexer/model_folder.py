@@ -7,7 +7,9 @@ fails with its path in the message instead of producing wrong vectors later.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import logging
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,6 +21,8 @@ from .assets import default_model_dir
 from .errors import ModelError
 from .model_card import CARD_FILE, ModelCard, files_checksum
 from .stores.base import MAX_PASSAGE_WEIGHT, ModelStamp
+
+log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask", "span_starts", "span_ends")
 OUTPUT_NAMES = ("span_scores", "span_vectors", "span_base_vectors", "passage_vectors", "type_vectors")
@@ -201,6 +205,7 @@ class ModelInfo:
         missing = [k for k in REQUIRED_KEYS if k not in card]
         if missing:
             raise ModelError(f"{folder / 'model.json'}: missing keys {', '.join(missing)}")
+        _check_known_keys(card, folder / CARD_FILE)
         files = _checked_files(card, folder / CARD_FILE)
         if verify:
             for name, expected in files.items():
@@ -312,6 +317,29 @@ def _check_inside(name: Any, key: str, card_path: Path) -> None:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or Path(name).is_absolute() or ".." in path.parts:
         raise ModelError(f"{card_path}: {key} names {name!r}, outside the model folder")
+
+
+# Every top-level key of model.json that nerindex reads or writes (every card since 0.1.0 holds only these)
+CARD_KEYS = frozenset({
+    "format", "id", "version", "backbone", "dims", "similarity", "max_length", "max_span_width",
+    "detection_threshold", "candidate_threshold", "span_decoding", "similarity_threshold", "label_threshold",
+    "labels_per_span", "passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads",
+    "heads_config", "catalog", "files", "training", "evaluation", "calibration", "unseen_passage_weight",
+    "unseen_similarity_threshold", "unseen_label_threshold", "unseen_type_template",
+})
+
+
+def _check_known_keys(card: ModelCard, path: Path) -> None:
+    """Refuse a key that looks like a misspelled one of :data:`CARD_KEYS`; say an other unknown key
+    is ignored. The train audit (round 29): "unseen_similarity_treshold" was ignored without a word,
+    and every unseen type ran at the seen threshold (docs/model-folder.md invites editing these)."""
+    for key in card.keys():
+        if key in CARD_KEYS:
+            continue
+        near = difflib.get_close_matches(str(key).lower(), CARD_KEYS, n=1, cutoff=0.8)
+        if near:
+            raise ModelError(f"{path}: {key!r} is no key nerindex reads; did you mean {near[0]!r}?")
+        log.warning("%s: %r is no key nerindex reads (ignored)", path, key)
 
 
 def normal_phrase(phrase: str) -> str:

@@ -77,6 +77,25 @@ def test_indexing_with_other_stored_settings_is_refused(tmp_path, capsys, corpus
     assert code == 0 and '"id": "a"' in out, err
 
 
+@pytest.mark.parametrize("key", ["unseen_similarity_treshold", "unseen_type_templat", "unseen_passage_weigth", "Passage_weight"])
+def test_a_misspelled_model_json_key_is_refused(tmp_path, key):
+    """The train audit (round 29): a misspelled key was ignored, and the model ran with the
+    default (the unseen threshold dropped: 4 hits of 5 for "dinosaur --all")."""
+    from indexer.errors import ModelError
+
+    folder = model_folder(tmp_path, "typo", **{key: 0.3})
+    with pytest.raises(ModelError, match=f"model.json: {key!r} is no key nerindex reads; did you mean '"):
+        ModelInfo.load(folder)
+
+
+def test_an_unknown_model_json_key_is_a_warning(tmp_path, caplog):
+    folder = model_folder(tmp_path, "notes", notes="built on Tuesday")
+    with caplog.at_level(logging.WARNING, logger="indexer"):
+        info = ModelInfo.load(folder)
+    assert info.similarity_threshold == ModelInfo.load().similarity_threshold
+    assert "'notes' is no key nerindex reads (ignored)" in caplog.text
+
+
 def test_query_time_settings_may_differ(tmp_path, capsys, corpus):
     store = tmp_path / "store"
     assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
