@@ -162,7 +162,8 @@ class OnnxEncoder:
             provider = CPU
             graph_path = graph_for(info, provider, graph)
             session = open_session(graph_path, provider, threads=1)
-        check_io(session, graph_path, candidate=info.candidate_threshold is not None, card=info.file(CARD_FILE))
+        check_io(session, graph_path, candidate=info.candidate_threshold is not None, card=info.file(CARD_FILE),
+                 dims=info.dims)
         tokenizer = load_tokenizer(info.file(info.tokenizer))
 
         def stages() -> StagedGraph | None:

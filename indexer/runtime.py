@@ -23,6 +23,8 @@ from .model_folder import CANDIDATE_OUTPUT, INPUT_NAMES, OUTPUT_NAMES, ModelInfo
 
 log = logging.getLogger(__name__)
 
+VECTOR_OUTPUTS = ("span_vectors", "span_base_vectors", "passage_vectors", "type_vectors")  # [..., dims] each
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -239,13 +241,22 @@ def load_tokenizer(path: str | Path) -> object:
     return tokenizer
 
 
-def check_io(session: object, graph_path: Path, *, candidate: bool = False, card: Path | None = None) -> None:
+def check_io(
+    session: object, graph_path: Path, *, candidate: bool = False, card: Path | None = None, dims: int | None = None
+) -> None:
     """Fail at load, naming the graph, when its input/output names are not the contract's (with
     ``candidate``, model.json's ``candidate_threshold``, the graph needs ``candidate_scores`` too;
     without it, a graph with that output is refused naming ``card``, the model.json: its head
-    would be silently off, an audit)."""
+    would be silently off, an audit), or when a vector output's fixed width is not ``dims``, the
+    card's (the train audit, round 29: a store was written with the graph's 384-dim vectors under a
+    stamp of 256, then the index crashed)."""
     inputs = {i.name for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
+    for output in session.get_outputs():
+        width = (getattr(output, "shape", None) or [None])[-1]
+        if dims is not None and output.name in VECTOR_OUTPUTS and isinstance(width, int) and width != dims:
+            raise ModelError(f"{card or graph_path.parent / 'model.json'}: dims is {dims}, but the graph "
+                             f"{graph_path.name} gives {output.name} of {width}")
     if CANDIDATE_OUTPUT in outputs and not candidate:
         raise ModelError(f"{card or graph_path.parent / 'model.json'}: no candidate_threshold, but the graph "
                          f"{graph_path.name} has a candidate head (output {CANDIDATE_OUTPUT}): give its threshold")

@@ -96,6 +96,16 @@ def test_an_unknown_model_json_key_is_a_warning(tmp_path, caplog):
     assert "'notes' is no key nerindex reads (ignored)" in caplog.text
 
 
+def test_a_card_whose_dims_are_not_the_graphs_is_refused_before_a_store_is_written(tmp_path, capsys, corpus):
+    """The train audit (round 29): "dims": 256 on a 384-dim graph loaded, `index` crashed with a
+    traceback after writing 384-dim vectors into a store stamped 256."""
+    folder = model_folder(tmp_path, "dims", dims=256, catalog=None)  # no catalog.npy to tell first
+    store = tmp_path / "store"
+    code, out, err = run(capsys, "index", str(corpus), "--store", str(store), "--model", str(folder))
+    assert code == 3 and "dims is 256, but the graph encoder.int8.onnx gives span_vectors of 384" in err, err
+    assert "Traceback" not in err and not (store / "store.sqlite").exists()
+
+
 def test_query_time_settings_may_differ(tmp_path, capsys, corpus):
     store = tmp_path / "store"
     assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
