@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -529,6 +530,16 @@ def test_train_and_export_summaries_are_json_on_stdout_with_json(capsys):
     _summary({"out": "m"}, False)
     out, err = capsys.readouterr()
     assert not out and json.loads(err) == {"out": "m"}
+
+
+def test_export_refuses_a_card_the_runtime_would_refuse(model, tmp_path):
+    """The train audit (round 29): a run whose train.json held similarity_threshold 5 exported with
+    exit 0 into a folder every command then refused."""
+    out = tmp_path / "m"
+    with pytest.raises(ModelError, match=rf"the folder export would write is one nerindex refuses: {re.escape(str(out))}"
+                                         r"/model.json: similarity_threshold must be a number within \[-1, 1\], not 5"):
+        write_model_folder(model, out, card={"similarity_threshold": 5})
+    assert not out.exists() and not list(tmp_path.iterdir())
 
 
 def _folder_copy(tmp_path, heads_name: str = "heads.safetensors"):

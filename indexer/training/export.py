@@ -287,6 +287,7 @@ def write_model_folder(
         files = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != CARD_FILE)
         written = draft.with_files({name: sha256_file(tmp / name) for name in files})
         written.save(tmp)
+        _check_loadable(tmp, out)
         # mkdtemp makes a private folder; a shipped model is world-readable like any checkout
         tmp.chmod(0o755)
         for p in tmp.iterdir():
@@ -299,6 +300,16 @@ def write_model_folder(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_loadable(tmp: Path, out: Path) -> None:
+    """Refuse a folder the runtime would refuse (a threshold out of range in the run's train.json),
+    named by ``out``, before it takes ``out``'s place (the train audit, round 29: export exited 0 with
+    a folder every command then refused)."""
+    try:
+        ModelInfo.load(tmp, verify=False)
+    except ModelError as exc:
+        raise ModelError(f"the folder export would write is one nerindex refuses: {str(exc).replace(str(tmp), str(out))}") from None
 
 
 def check_out(out: Path, *, force: bool) -> None:
