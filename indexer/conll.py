@@ -17,7 +17,7 @@ from typing import IO, Iterator
 
 from .errors import InputError
 from .records import GoldSpan, Passage, text_id
-from .text import invalid_utf8, unicode_problem
+from .text import JOINED_BOM, invalid_utf8, unicode_problem
 
 _TAG = re.compile(r"^(?:O|[BIES]-.+)$")
 
@@ -77,7 +77,9 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[str]:
     for chunk in handle:
         for raw in chunk.splitlines():  # bytes split at LF, CR and CRLF alone
             lineno += 1
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            if raw.startswith(codecs.BOM_UTF8):
+                if lineno > 1:  # the train audit (round 29): "\ufeffEmpire" lost its gold mention unsaid
+                    raise InputError(JOINED_BOM, path=name, line=lineno)
                 raw = raw[3:]  # a BOM is no token
             try:
                 yield raw.decode("utf-8")
