@@ -468,6 +468,15 @@ def test_a_silver_file_that_leaves_out_windows_or_brings_in_unseen_types_says_so
     ('{"id": "a", "source": "s", "text": "t", "spans": [], "id": "b"}', "key 'id' appears twice"),  # was "b"
     ('{"id": "a", "source": "s", "text": "t", "spans": [], "w": NaN}', "NaN is not valid JSON"),
     ('{"id": "a", "source": "s", "text": "t", "spans": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
+    # the train audit (round 29): these trained without a word ("person" as six one-letter types)
+    ('{"id": "a", "source": "s", "text": "Paris", "spans": [{"start": 0, "end": 5, "types": "person", '
+     '"depths": [0], "source": "gold"}]}', "types must be a list of type phrases, not 'person'"),
+    ('{"id": "a", "source": "s", "text": "Paris", "spans": [{"start": 0, "end": 500, "types": ["city"], '
+     '"depths": [0], "source": "gold"}]}', "span 0-500: not within the text's 5 characters"),
+    ('{"id": "a", "source": "s", "text": "Paris", "spans": [{"start": 3, "end": 1, "types": ["city"], '
+     '"depths": [0], "source": "gold"}]}', "not within"),
+    ('{"id": "a", "source": "s", "text": "Paris", "spans": [{"start": 0, "end": 5, "types": ["city", "place"], '
+     '"depths": [0], "source": "wordnet"}]}', "depths must be one whole number"),
 ])
 def test_a_broken_silver_line_is_named(tmp_path, line, why):
     """An audit: a JSONDecodeError or TypeError traceback, naming neither the file nor the line."""

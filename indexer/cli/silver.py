@@ -60,8 +60,9 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
               "for choosing the detection threshold of a silver-trained model).")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N sentences of the split (quick runs).")
 @click.option("--hold-out", "hold_out", default=None,
-              help="Comma-separated type phrases never used as types (default: the dev evaluation "
-              "types); 'none' keeps all.")
+              help="Comma-separated type phrases WordNet never gives a span (default: the dev evaluation "
+              "types); 'none' keeps all. A gold span keeps its own gold phrase, which gold training "
+              "teaches anyway.")
 @click.option("--first-sense", is_flag=True, help="No disambiguation: WordNet's most frequent sense.")
 @click.option("--familiarity/--no-familiarity", default=True, show_default=True,
               help="Report the Familiarity of the dev evaluation types (gold-only vs silver training).")

@@ -55,10 +55,35 @@ def read_silver(path: str | Path) -> Iterator[SilverSentence]:
         try:
             spans = [SilverSpan(**s) for s in d["spans"]]
             ignore = [tuple(r) for r in d.get("ignore", ())]
-            yield SilverSentence(d["id"], d["source"], d["text"], spans, ignore)
+            yield _checked(SilverSentence(d["id"], d["source"], d["text"], spans, ignore))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise InputError(f"not a silver record ({exc}; files of 'nerindex silver --out')", path=str(path),
                              line=lineno) from exc
+
+
+def _checked(sentence: SilverSentence) -> SilverSentence:
+    """``sentence`` if its values have the shapes training reads, else ValueError saying which (the
+    train audit, round 29: ``"types": "person"`` trained six one-letter types, and a span past the
+    text's end was dropped without a word)."""
+    if not isinstance(sentence.id, str) or not isinstance(sentence.text, str):
+        raise ValueError("id and text must be strings")
+    for span in sentence.spans:
+        where = f"span {span.start!r}-{span.end!r}"
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (span.start, span.end)):
+            raise ValueError(f"{where}: start and end must be whole numbers")
+        if not 0 <= span.start < span.end <= len(sentence.text):
+            raise ValueError(f"{where}: not within the text's {len(sentence.text)} characters")
+        if not isinstance(span.types, list) or not all(isinstance(t, str) and t.strip() for t in span.types):
+            raise ValueError(f"{where}: types must be a list of type phrases, not {span.types!r}")
+        if not isinstance(span.depths, list) or len(span.depths) != len(span.types) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in span.depths):
+            raise ValueError(f"{where}: depths must be one whole number ≥ 0 per type")
+        if span.source not in ("gold", "wordnet"):
+            raise ValueError(f"{where}: source must be 'gold' or 'wordnet', not {span.source!r}")
+    for pair in sentence.ignore:
+        if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+            raise ValueError(f"ignore holds {list(pair)!r}, not a [start, end] pair")
+    return sentence
 
 
 def write_silver(path: str | Path, sentences: Iterable[SilverSentence]) -> str:
