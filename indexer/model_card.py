@@ -55,6 +55,9 @@ KEY_ORDER = (
     "files", "training", "evaluation",
 )  # fmt: skip
 
+# Every top-level key of model.json that nerindex reads or writes (every card since 0.1.0 holds only these)
+CARD_KEYS = frozenset((*KEY_ORDER, "calibration"))
+
 
 def files_checksum(files: Mapping[str, str]) -> str:
     """The model checksum: sha256 of the canonical JSON of the per-file checksums."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from .assets import default_model_dir
 from .errors import ModelError
-from .model_card import CARD_FILE, ModelCard, files_checksum
+from .model_card import CARD_FILE, CARD_KEYS, ModelCard, files_checksum
 from .stores.base import MAX_PASSAGE_WEIGHT, ModelStamp
 
 log = logging.getLogger(__name__)
@@ -317,16 +317,6 @@ def _check_inside(name: Any, key: str, card_path: Path) -> None:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or Path(name).is_absolute() or ".." in path.parts:
         raise ModelError(f"{card_path}: {key} names {name!r}, outside the model folder")
-
-
-# Every top-level key of model.json that nerindex reads or writes (every card since 0.1.0 holds only these)
-CARD_KEYS = frozenset({
-    "format", "id", "version", "backbone", "dims", "similarity", "max_length", "max_span_width",
-    "detection_threshold", "candidate_threshold", "span_decoding", "similarity_threshold", "label_threshold",
-    "labels_per_span", "passage_weight", "type_template", "graphs", "inputs", "outputs", "tokenizer", "heads",
-    "heads_config", "catalog", "files", "training", "evaluation", "calibration", "unseen_passage_weight",
-    "unseen_similarity_threshold", "unseen_label_threshold", "unseen_type_template",
-})
 
 
 def _check_known_keys(card: ModelCard, path: Path) -> None:

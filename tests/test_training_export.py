@@ -542,6 +542,30 @@ def test_export_refuses_a_card_the_runtime_would_refuse(model, tmp_path):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_export_records_the_backbone_its_graphs_are_built_from(tmp_path, monkeypatch):
+    """The train audit (round 29): `export --untrained --backbone FOLDER` recorded MiniLM, so
+    exporting that folder again built MiniLM's graphs without a word."""
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+    from indexer.training import export
+    from indexer.training.model import resolve_backbone
+
+    backbone = tmp_path / "my-backbone"
+    backbone.symlink_to(resolve_backbone(None))
+    written = {}
+
+    def capture(model, out, *, card, **options):
+        written.update(card=card, backbone=options["backbone"])
+        return {"files": {}}
+
+    monkeypatch.setattr(export, "write_model_folder", capture)
+    result = CliRunner().invoke(cli, ["export", "--untrained", "--backbone", str(backbone), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert written["backbone"] == str(backbone)
+    assert written["card"]["backbone"] == {"name": str(backbone), "license": "see the backbone's model card"}
+
+
 def _folder_copy(tmp_path, heads_name: str = "heads.safetensors"):
     """The shipped model's files, linked, with a model.json of its own; the heads file under ``heads_name``."""
     folder = tmp_path / "model"

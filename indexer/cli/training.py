@@ -161,7 +161,7 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     RUN_DIR is a `nerindex train --out` folder, or a model folder to export again (its evaluation
     section is dropped: it describes its own graphs; its thresholds and catalog are kept, and the
     calibration record names that folder as the one they were chosen on: calibrate the new one again)."""
-    from ..training.export import check_out, read_source, write_model_folder
+    from ..training.export import backbone_section, check_out, read_source, write_model_folder
     from ..training.model import HeadConfig, SpanTypeEncoder, load_backbone
 
     _logging(True)
@@ -177,6 +177,8 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
         source = read_source(Path(run_dir))
         card, name, heads_cfg = source.card, source.backbone, source.heads_config
         catalog = catalog or source.catalog  # a model folder keeps its own (an audit: the packaged one replaced it)
+    if backbone:  # the one the graphs are built from (the train audit: MiniLM was recorded, and exporting
+        card["backbone"] = backbone_section(backbone)  # the folder again built MiniLM's graphs)
     if model_id:
         card["id"] = model_id
     if model_version:

@@ -168,6 +168,11 @@ def default_catalog_path() -> Path:
     return default_model_dir() / "catalog.txt"
 
 
+def backbone_section(name: str) -> dict[str, str]:
+    """model.json's ``backbone``: the encoder (hub name or folder) the graphs are built from."""
+    return {"name": name, "license": "Apache-2.0" if name == DEFAULT_BACKBONE else "see the backbone's model card"}
+
+
 def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """(model.json values, backbone, head config) recorded by a training run's ``train.json``."""
     path = run_dir / "train.json"
@@ -190,10 +195,7 @@ def card_from_run(run_dir: Path) -> tuple[dict[str, Any], str, dict[str, Any]]:
                          "saving?): train again")
     backbone = rec.get("backbone") or DEFAULT_BACKBONE
     card = {
-        "backbone": {
-            "name": backbone,
-            "license": "Apache-2.0" if backbone == DEFAULT_BACKBONE else "see the backbone's model card",
-        },
+        "backbone": backbone_section(backbone),
         "max_length": rec["max_length"],
         "max_span_width": rec["max_span_width"],
         "detection_threshold": rec["detection_threshold"],
