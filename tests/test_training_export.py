@@ -86,7 +86,8 @@ def exported(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "model"
     catalog = tmp_path_factory.mktemp("cat") / "catalog.txt"
     catalog.write_text("person\ndinosaur\npolitical party\n", encoding="utf-8")
-    meta = write_model_folder(model, out, catalog=catalog, keep_fp32=True, card={"version": "test"})
+    card = {"version": "test", **({"candidate_threshold": 0.1} if model.config.candidate_head else {})}
+    meta = write_model_folder(model, out, catalog=catalog, keep_fp32=True, card=card)
     return out, meta
 
 
