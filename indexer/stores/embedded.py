@@ -96,9 +96,7 @@ class EmbeddedStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{db}: {schema.open_problem(exc)}") from exc
         segments.remove_stale_temp_files(folder / CACHE_DIR)
-        # absolute: a relative path read again after os.chdir() named another folder, and the handle
-        # called its own store "replaced" (the API audit, round 29)
-        return cls(folder.absolute(), conn)
+        return cls(folder.absolute(), conn)  # relative, after os.chdir() it named another folder (an audit)
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
