@@ -21,6 +21,17 @@ def count(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """A number of seconds above 0, for argparse's ``type=`` (0 or less timed nothing; an audit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):  # nan and inf too
+        raise argparse.ArgumentTypeError(f"{text!r}: give more than 0 seconds")
+    return value
+
+
 def count_list(text: str) -> list[int]:
     """Comma-separated :func:`count` values (an empty text: none)."""
     return [count(part.strip()) for part in text.split(",") if part.strip()]

@@ -86,7 +86,10 @@ def load_sentences(path: Path, example_corpus: bool) -> tuple[list[str], str]:
     from indexer.conll import read_conll
 
     if path.is_file():
-        return [p.text for p in read_conll(path)], str(path)
+        sentences = [p.text for p in read_conll(path)]
+        if not sentences:  # an audit: a ZeroDivisionError in make_passages
+            sys.exit(f"bench_indexing: {path} holds no sentences (pass a CoNLL file with --data)")
+        return sentences, str(path)
     if not example_corpus:
         sys.exit(f"bench_indexing: {path} is missing (pass --data FILE or set NERINDEX_DATA, or --example-corpus to use {EXAMPLE.name})")
     sentences = [json.loads(line)["text"] for line in EXAMPLE.open(encoding="utf-8")]
@@ -302,20 +305,28 @@ def ratios(runs: list[Run], numerator: str, rounds: int, denominator: str = "tra
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--passages", type=count, default=128)
-    parser.add_argument("--words", type=count, default=100, help="approximate words per passage")
-    parser.add_argument("--batch-size", type=count, default=32)
-    parser.add_argument("--rounds", type=count, default=5, help="runs of every engine, interleaved")
-    parser.add_argument("--threads", type=count, default=2)
-    parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help=f"comma-separated, of {', '.join(ALL_ENGINES)}")
-    parser.add_argument("--data", type=Path, default=DATA, help="a CoNLL file whose sentences make the passages")
+    # the whole docstring: --help is where the engines are described (an audit)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--passages", type=count, default=128, help="passages timed per run (default: %(default)s)")
+    parser.add_argument("--words", type=count, default=100, help="approximate words per passage (default: %(default)s)")
+    parser.add_argument("--batch-size", type=count, default=32,
+                        help="encode's batch_size: CUDA batches, and the windows batched by length of encode-batched "
+                             "and baseline-whole(-index); on the CPU encode runs window by window (default: %(default)s)")
+    parser.add_argument("--rounds", type=count, default=5, help="runs of every engine, interleaved (default: %(default)s)")
+    parser.add_argument("--threads", type=count, default=2, help="encoder threads (default: %(default)s)")
+    parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                        help=f"comma-separated, of {', '.join(ALL_ENGINES)} (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="a CoNLL file whose sentences make the passages (default: %(default)s)")
     parser.add_argument("--example-corpus", action="store_true", help="use examples/corpus.jsonl when --data is missing")
     parser.add_argument("--model", help="a model folder (default: the shipped model)")
-    parser.add_argument("--others-max", type=float, default=0.25, help="others' CPU share above which a run is loaded")
-    parser.add_argument("--load-max", type=float, default=1.5, help="load average (beyond our threads) above which a run is loaded")
-    parser.add_argument("--baseline-model", help="another model folder to time beside it (engines baseline, baseline-whole)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--others-max", type=float, default=0.25,
+                        help="others' CPU share above which a run is loaded (default: %(default)s)")
+    parser.add_argument("--load-max", type=float, default=1.5,
+                        help="load average (beyond our threads) above which a run is loaded (default: %(default)s)")
+    parser.add_argument("--baseline-model", help="another model folder to time beside it (adds the engines "
+                        f"{', '.join(BASELINE_ENGINES)})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.rounds < 1:  # 0 ended in a StatisticsError or TypeError (an audit)
         parser.error("--rounds must be at least 1")

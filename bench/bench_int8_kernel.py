@@ -111,11 +111,12 @@ def encoder_figures(passages: int, repeats: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=count, default=1_000_000)
-    ap.add_argument("--dims", type=count, default=384)
-    ap.add_argument("--passages", type=count, default=80)
-    ap.add_argument("--repeats", type=count, default=5)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--rows", type=count, default=1_000_000, help="int8 rows scanned (default: %(default)s)")
+    ap.add_argument("--dims", type=count, default=384, help="dimensions of each row (default: %(default)s)")
+    ap.add_argument("--passages", type=count, default=80,
+                    help="passages of the example corpus encoded (default: %(default)s)")
+    ap.add_argument("--repeats", type=count, default=5, help="repeats of each arm, alternating (default: %(default)s)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]  # a shared machine's figures are only as quiet as it was (an audit)
     result = {"saturates": int8_kernel.saturates(), "scan": scan_figures(args.rows, args.dims, args.repeats),

@@ -78,18 +78,34 @@ def scans(path: Path, count: int, hinted: bool) -> list[dict]:
     return out
 
 
+def check_matrix(path: Path) -> None:
+    """Refuse, in one line, a ``--file`` that is not an int8 ``[dims, rows]`` .npy before anything
+    is evicted or timed (an audit: a child's traceback after the first eviction)."""
+    try:
+        matrix = np.load(path, mmap_mode="r")
+    except ValueError:  # not a .npy (numpy's words are about pickles); a missing file is run's OSError
+        raise SystemExit(f"error: {path}: not a .npy file; --file takes an int8 [dims, rows] .npy") from None
+    if matrix.dtype != np.int8 or matrix.ndim != 2:
+        raise SystemExit(f"error: {path}: a {matrix.dtype} array of shape {matrix.shape}; "
+                         "--file takes an int8 [dims, rows] .npy")
+
+
 def child(path: Path, way: str, count: int) -> list[dict]:
+    """One phase in a fresh process; its failure ends this run with its last stderr line."""
     args = [sys.executable, __file__, "--child", way, "--file", str(path), "--scans", str(count)]
-    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1].removeprefix("error: ")
+        raise SystemExit(f"error: the {way} scan failed (exit {done.returncode}): {last}")
     return json.loads(done.stdout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=count, default=10_000_000, help="spans in the synthetic matrix")
+    parser.add_argument("--rows", type=count, default=10_000_000, help="spans in the synthetic matrix (default: %(default)s)")
     parser.add_argument("--file", type=Path, help="scan this int8 [dims, rows] .npy instead of a synthetic one")
-    parser.add_argument("--rounds", type=count, default=3)
-    parser.add_argument("--scans", type=count, default=7, help="warm scans timed per round")
+    parser.add_argument("--rounds", type=count, default=3, help="rounds of plain and hinted reads (default: %(default)s)")
+    parser.add_argument("--scans", type=count, default=7, help="warm scans timed per round (default: %(default)s)")
     parser.add_argument("--child", choices=["read-plain", "read-hinted", "warm"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -101,7 +117,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(dir=os.environ.get("NERINDEX_BENCH_DIR")) as tmp:
         path = args.file
-        if path is None:
+        if path is not None:
+            check_matrix(path)
+        else:
             path = Path(tmp) / "vectors.npy"
             make_matrix(path, args.rows)
         figures: dict[str, list[dict]] = {"plain": [], "hinted": []}
@@ -109,10 +127,10 @@ def main() -> None:
         for _ in range(args.rounds):
             for way in ("plain", "hinted"):
                 evict(path)
-                loads[way].append(os.getloadavg()[0])
+                loads[way].append(round(os.getloadavg()[0], 2))
                 child(path, f"read-{way}", 1)  # the cold read that decides the folio size
                 figures[way] += child(path, "warm", args.scans)
-                loads[way].append(os.getloadavg()[0])
+                loads[way].append(round(os.getloadavg()[0], 2))
         rows = np.load(path, mmap_mode="r").shape[1]
         for way, runs in figures.items():
             ms = [r["ms"] for r in runs]

@@ -8,16 +8,17 @@ than none; the texts are short real-looking sentences. Encoding 1M real spans wo
     python bench/bench_search.py --spans 1000000 --queries 20 --json
 
 Each size runs in two child processes, so no size inherits another's peak memory: one builds the
-store (``build_s``, ``build_peak_rss_mb``) and opens it once so the derived vectors exist; a fresh
+store (``build_s``, ``build_peak_rss_mib``) and opens it once so the derived vectors exist; a fresh
 one opens it (``cached_open_s``: a new process's first search), times top-10, ``--all`` and
 metadata-filtered top-10 queries, then writes one passage and times the first search after it
 (``first_search_after_write_s``). ``recall_at_10`` (``filtered_``, and ``off_centre_`` plain,
 hybrid and span-label filtered: queries between two centres) compare the top-10 searches as served
 (through the ANN index at sizes where the store uses one) with the exact scan; ``ann_build_s`` is the index build inside the first search after the build.
-``peak_rss_mb`` is that searching process's peak RSS
+``peak_rss_mib`` is that searching process's peak RSS in MiB
 (``resource.getrusage``). Every group of figures carries ``os.getloadavg()`` taken before and
 after it: on a shared machine, read figures with a 1-minute load above the core count as noisy.
-``--store DIR`` keeps (or reuses) the built store, so two versions of the code can be measured on
+``--store DIR`` keeps (or reuses) the built store (with several ``--spans``, one in ``DIR/<spans>``
+each), so two versions of the code can be measured on
 one store, interleaved (``--measure-only``).
 """
 
@@ -112,8 +113,9 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+def peak_rss_mib() -> float:
+    """This process's peak RSS in MiB (``ru_maxrss`` is KiB on Linux; an audit: it was labelled MB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def build(path: Path, n_spans: int, threshold: float) -> dict:
@@ -140,7 +142,7 @@ def build(path: Path, n_spans: int, threshold: float) -> dict:
         "build_s": round(build_s, 1),
         "first_search_after_build_s": round(first_s, 2),
         "ann_build_s": {kind: round(t, 1) for kind, t in ann_build_s.items()},
-        "build_peak_rss_mb": peak_rss_mb(),
+        "build_peak_rss_mib": peak_rss_mib(),
         "build_load": [load_before, load()],
     }
 
@@ -215,7 +217,7 @@ def measure(path: Path, queries: int, threshold: float) -> dict:
     row["first_search_after_write_s"] = round(time.perf_counter() - began, 3)
     row["search_load"].append(load())
     store.close()
-    row["peak_rss_mb"] = peak_rss_mb()
+    row["peak_rss_mib"] = peak_rss_mib()
     return row
 
 
@@ -263,16 +265,22 @@ def child(*args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--spans", type=count, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--queries", type=count, default=20)
-    parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--store", type=Path, help="build the store here (kept), or reuse it if it exists")
+    parser.add_argument("--spans", type=count, nargs="+", default=[100_000, 1_000_000],
+                        help=f"store sizes in spans, each at least {SPANS_PER_PASSAGE} (one passage's) "
+                             "(default: %(default)s)")
+    parser.add_argument("--queries", type=count, default=20, help="queries per figure (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="span similarity threshold (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object a size")
+    parser.add_argument("--store", type=Path, metavar="DIR",
+                        help="build the store here (kept), or reuse it if it exists; with several --spans, "
+                             "DIR/<spans> for each (default: a temporary folder, deleted)")
     parser.add_argument("--measure-only", action="store_true", help="only measure the store given by --store (it writes one passage there, the same one each run)")
     parser.add_argument("--child", choices=("build", "measure"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_only and args.store is None:  # an audit: it measured an empty temporary folder
         parser.error("--measure-only measures the store of --store: give one")
+    if min(args.spans) < SPANS_PER_PASSAGE:  # an audit: an empty store, recall 1.0
+        parser.error(f"--spans: give {SPANS_PER_PASSAGE} or more (the spans of one passage)")
     if args.child == "build":
         print(json.dumps(build(args.store, args.spans[0], args.threshold)))
         return

@@ -28,11 +28,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from bench_args import count, run  # noqa: E402
+from bench_args import count, run, seconds  # noqa: E402
 
 QUERIES = [
     "dinosaur", "politician", "city", "football club", "disease", "musician", "company", "river",
@@ -45,13 +48,23 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def conll_files(data: Path) -> list[Path]:
+    """``data`` itself, or the ``*.conll`` files under it, or its ``*.txt`` ones where it has none
+    (CrossNER's; an audit: only ``*.conll`` was read, and the help said "CoNLL files")."""
+    if data.is_file():
+        return [data]
+    for pattern in ("*.conll", "*.txt"):
+        files = sorted(p for p in data.rglob(pattern) if p.is_file())
+        if files:
+            return files
+    raise SystemExit(f"error: no CoNLL files (*.conll, or *.txt) under {data}: give --data or set NERINDEX_DATA")
+
+
 def corpus_passages(data: Path, n: int):
     """Real sentences with their gold mention offsets, cycled (with fresh ids) up to n."""
     from indexer.conll import read_conll
 
-    files = sorted(p for p in data.rglob("*.conll") if p.is_file())
-    if not files:
-        raise SystemExit(f"no CoNLL files under {data}")
+    files = conll_files(data)
     made = 0
     while True:
         for path in files:
@@ -69,6 +82,7 @@ def build_store(path: Path, n: int, *, data: Path, seed: int = 0) -> float:
     from indexer.stores.embedded import EmbeddedStore
 
     rng = np.random.default_rng(seed)
+    conll_files(data)  # no data: refused before a store is made
     with NerIndex.open(path, create=True) as ix:
         stamp = ix.encoder.info.stamp
         dims = stamp.dims
@@ -121,16 +135,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def wait_healthy(client, url: str, timeout: float = 120.0) -> None:
+def answer(response) -> dict:
+    """A 200 answer's JSON; any other status ends the run with the server's error in one line
+    (an audit: --threshold 5 was refused with a 422, then a KeyError)."""
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except Exception:  # noqa: BLE001 - not the service's error shape
+            message = response.text.strip()[:200]
+        raise SystemExit(f"error: the server answered {response.status_code} to {response.request.url.path}: {message}")
+    return response.json()
+
+
+def relay(stream, tail: deque) -> None:
+    """Copy the server's stderr to ours as it comes, keeping its last lines for an error at start."""
+    for line in stream:
+        sys.stderr.write(line)
+        tail.append(line.rstrip())
+
+
+async def wait_healthy(client, url: str, died: Callable[[], str | None], timeout: float = 120.0) -> None:
+    """Until the server answers its health check; a server process that ended is reported at once
+    (``died``), not after the timeout (an audit: 120 s for a store the server refused)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        why = died()
+        if why:
+            raise SystemExit(f"error: {why}")
         try:
             if (await client.get(f"{url}/api/v1/health")).status_code == 200:
                 return
         except Exception:
             pass
         await asyncio.sleep(0.3)
-    raise SystemExit("the server did not come up")
+    raise SystemExit(f"error: the server at {url} did not answer its health check within {timeout:.0f} s")
 
 
 async def run_level(url: str, concurrency: int, duration: float, body_extra: dict) -> dict:
@@ -173,18 +211,19 @@ async def run_level(url: str, concurrency: int, duration: float, body_extra: dic
     }
 
 
-async def bench(url: str, levels: list[int], duration: float, warmup: float, body_extra: dict) -> list[dict]:
+async def bench(url: str, levels: list[int], duration: float, warmup: float, body_extra: dict,
+                died: Callable[[], str | None]) -> list[dict]:
     import httpx
 
     async with httpx.AsyncClient(timeout=120) as client:
-        await wait_healthy(client, url)
-        info = (await client.get(f"{url}/api/v1/info")).json()
+        await wait_healthy(client, url, died)
+        info = answer(await client.get(f"{url}/api/v1/info"))
         size = {"passages": info["store"]["passages"], "spans": info["store"]["spans"]}  # in every row (an audit)
         print(f"# store: {size['passages']} passages, {size['spans']} spans; "
               f"model {info['model']['id']} {info['model']['version']}", file=sys.stderr)
         for q in QUERIES:  # loads the vectors and warms the type-phrase path
-            await client.post(f"{url}/api/v1/search", json={"type": q, "limit": 10, **body_extra})
-        totals = (await client.post(f"{url}/api/v1/search", json={"type": QUERIES[0], "limit": 1, "all": True, **body_extra})).json()
+            answer(await client.post(f"{url}/api/v1/search", json={"type": q, "limit": 10, **body_extra}))
+        totals = answer(await client.post(f"{url}/api/v1/search", json={"type": QUERIES[0], "limit": 1, "all": True, **body_extra}))
         print(f"# '{QUERIES[0]}' matches {totals['total']} passages at threshold {totals['threshold']}", file=sys.stderr)
     await run_level(url, max(levels), warmup, body_extra)
     rows = []
@@ -197,13 +236,18 @@ async def bench(url: str, levels: list[int], duration: float, warmup: float, bod
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--passages", type=count, default=100_000)
-    parser.add_argument("--store", type=Path, default=Path("/tmp/nerindex-bench-serve"))
-    parser.add_argument("--data", type=Path, default=DATA, help="folder of CoNLL files for the texts")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--concurrency", type=count, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--workers", type=count, default=None, help="server search threads (serve --workers)")
+    parser.add_argument("--passages", type=count, default=100_000, help="passages in the store (default: %(default)s)")
+    parser.add_argument("--store", type=Path, default=Path("/tmp/nerindex-bench-serve"),
+                        help="embedded store folder, built there or reused when it holds --passages (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="a CoNLL file, or a folder searched for *.conll files (or *.txt ones where it has "
+                             "none, as CrossNER's), for the texts (default: %(default)s)")
+    parser.add_argument("--duration", type=seconds, default=10.0, help="seconds per concurrency level (default: %(default)s)")
+    parser.add_argument("--warmup", type=seconds, default=3.0,
+                        help="seconds of requests at the highest concurrency before timing (default: %(default)s)")
+    parser.add_argument("--concurrency", type=count, nargs="+", default=[1, 8, 32],
+                        help="concurrent clients, one level each (default: %(default)s)")
+    parser.add_argument("--workers", type=count, default=None, help="server search threads (serve --workers; default: its own)")
     parser.add_argument("--threshold", type=float, default=None, help="per-request threshold (default: the model's)")
     parser.add_argument("--url", default=None, help="benchmark an already running server instead")
     args = parser.parse_args()
@@ -211,13 +255,15 @@ def main() -> None:
     if args.url is None:
         have = store_size(args.store)
         if have and have != args.passages:  # an audit: a larger store was measured as if it held --passages
-            raise SystemExit(f"{args.store} holds {have} passages, not {args.passages}; remove it or pick another --store")
+            raise SystemExit(f"error: {args.store} holds {have} passages, not {args.passages}; remove it or pick another --store")
         if not have:
-            seconds = build_store(args.store, args.passages, data=args.data)
-            print(f"# built {args.passages} passages in {seconds:.0f}s into {args.store}", file=sys.stderr)
+            built_s = build_store(args.store, args.passages, data=args.data)
+            print(f"# built {args.passages} passages in {built_s:.0f}s into {args.store}", file=sys.stderr)
     body_extra = {} if args.threshold is None else {"threshold": args.threshold}
 
     server = None
+    tail: deque[str] = deque(maxlen=5)
+    reader = None
     url = args.url
     if url is None:
         port = free_port()
@@ -226,10 +272,21 @@ def main() -> None:
                "--log-level", "warning", "--timeout", "60"]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
-        server = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        server = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True)
+        reader = threading.Thread(target=relay, args=(server.stderr, tail), daemon=True)
+        reader.start()
+
+    def died() -> str | None:
+        """Why the server process ended, with its last stderr line; None while it runs (or with --url)."""
+        if server is None or server.poll() is None:
+            return None
+        reader.join(timeout=5)  # its last lines
+        last = tail[-1].removeprefix("error: ") if tail else "no message"
+        return f"nerindex serve exited with code {server.returncode} at start: {last}"
+
     try:
         random.seed(0)
-        asyncio.run(bench(url, args.concurrency, args.duration, args.warmup, body_extra))
+        asyncio.run(bench(url, args.concurrency, args.duration, args.warmup, body_extra, died))
     finally:
         if server is not None:
             server.send_signal(signal.SIGINT)
@@ -237,6 +294,7 @@ def main() -> None:
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 server.kill()
+            reader.join(timeout=5)  # its last lines, relayed before this process ends
 
 
 if __name__ == "__main__":

@@ -50,3 +50,12 @@ def test_a_run_is_loaded_when_others_use_the_cores(bench, monkeypatch):
     monkeypatch.setattr(bench.os, "getloadavg", lambda: (4.0, 4.0, 4.0))  # 1.5 beyond our 2 threads
     busy = iter([100.0, 100.0])
     assert bench.timed("encode", 0, lambda: None, 10, limits).loaded
+
+
+def test_a_data_file_without_sentences_is_refused_in_one_line(bench, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(SystemExit) as exc:  # not a ZeroDivisionError in make_passages (an audit)
+        bench.load_sentences(empty, example_corpus=False)
+    message = str(exc.value)
+    assert str(empty) in message and "no sentences" in message and "\n" not in message
