@@ -294,16 +294,8 @@ class NerIndex:
             flush = getattr(self.store, "flush", None)
             if flush is not None:
                 flush()
-        if report.interrupted and warn_interrupted:  # an audit: a script went on after Ctrl-C without a word
-            log.warning("indexing was interrupted (Ctrl-C) after %d passage(s); what is stored is whole, and "
-                        "indexing the same input again resumes (report.interrupted is set)", report.passages)
-        if report.skipped_changed and warn_interrupted:  # the API audit (round 29): the old text stayed without a word
-            log.warning("%d passage(s) with an id the store holds were left as stored, %d of them with another text or "
-                        "other metadata in this input (%s); skip_existing=False replaces them", report.skipped_existing,
-                        report.skipped_changed, first_named([repr(pid) for pid in report.changed_ids], report.skipped_changed))
-        if report.failed and warn_interrupted:  # an audit: 5 of 5 refused (numpy metadata) without a word
-            log.warning("%d of %d passage(s) were not stored (report.errors lists them; first: %s)",
-                        report.failed, report.passages, report.errors[0] if report.errors else "?")
+        if warn_interrupted:
+            _log_report(report)
         return report
 
     def _store_type_vectors(self) -> None:
@@ -483,3 +475,17 @@ def _is_collection(items: object) -> bool:
     """Whether ``items`` is a collection of items: an iterable, but not one text (whose iteration
     gives its characters, or a bytes object's numbers) nor a mapping (whose iteration gives its keys)."""
     return isinstance(items, Iterable) and not isinstance(items, (str, bytes, Mapping))
+
+
+def _log_report(report: IndexReport) -> None:
+    """What a script must not miss of an index() run, on the log (the CLI prints it its own way)."""
+    if report.interrupted:  # an audit: a script went on after Ctrl-C without a word
+        log.warning("indexing was interrupted (Ctrl-C) after %d passage(s); what is stored is whole, and "
+                    "indexing the same input again resumes (report.interrupted is set)", report.passages)
+    if report.skipped_changed:  # the API audit (round 29): the old text stayed without a word
+        log.warning("%d passage(s) with an id the store holds were left as stored, %d of them with another text or "
+                    "other metadata in this input (%s); skip_existing=False replaces them", report.skipped_existing,
+                    report.skipped_changed, first_named([repr(pid) for pid in report.changed_ids], report.skipped_changed))
+    if report.failed:  # an audit: 5 of 5 refused (numpy metadata) without a word
+        log.warning("%d of %d passage(s) were not stored (report.errors lists them; first: %s)",
+                    report.failed, report.passages, report.errors[0] if report.errors else "?")
