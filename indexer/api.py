@@ -264,7 +264,8 @@ class NerIndex:
         current chunk): the one that moves while a long passage is encoded. Ctrl-C ends the run with
         what is stored whole and returns the report with ``interrupted`` set (logged as a warning
         unless ``warn_interrupted`` is False, as the CLI, which says it its own way, passes: a script
-        that goes on should check it); indexing again resumes. Passages that were not stored (bad
+        that goes on should check it); indexing the same input again resumes, given anew (a generator
+        such as :func:`read_passages` made again: the one given has lost the chunk it was in). Passages that were not stored (bad
         metadata, say) are logged the same way, with the first reason (``report.errors`` has them all),
         and so are stored ids given again with another text or metadata, which stay as stored
         (``report.changed_ids``; ``skip_existing=False`` replaces them).
@@ -481,7 +482,8 @@ def _log_report(report: IndexReport) -> None:
     """What a script must not miss of an index() run, on the log (the CLI prints it its own way)."""
     if report.interrupted:  # an audit: a script went on after Ctrl-C without a word
         log.warning("indexing was interrupted (Ctrl-C) after %d passage(s); what is stored is whole, and "
-                    "indexing the same input again resumes (report.interrupted is set)", report.passages)
+                    "indexing the same input again resumes, from a new iterator: a generator given here has lost "
+                    "the chunk it was in (report.interrupted is set)", report.passages)
     if report.skipped_changed:  # the API audit (round 29): the old text stayed without a word
         log.warning("%d passage(s) with an id the store holds were left as stored, %d of them with another text or "
                     "other metadata in this input (%s); skip_existing=False replaces them", report.skipped_existing,
