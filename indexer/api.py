@@ -454,6 +454,8 @@ class NerIndex:
                 "model": None if stamp is None else {
                     "id": stamp.id, "version": stamp.version, "checksum": stamp.checksum,
                     "same_as_model": (stamp.id, stamp.version, stamp.checksum) == (info.id, info.version, info.checksum),
+                    # where span labels come from: "model", "none", "sha256:<hex>" of a --catalog file, None: not recorded
+                    "labels": stamp.catalog,
                 },
                 # bytes of the database and of its derived files (the embedded store; None elsewhere)
                 "disk": self.store.disk_usage() if hasattr(self.store, "disk_usage") else None,

@@ -77,6 +77,20 @@ def test_info_says_which_model_wrote_the_store(tmp_path, capsys):
     assert code == 0 and "9.9.9" in out and "written with nerindex-minilm-l6 0.4.0" in out and "not the model above" in out
 
 
+def test_info_says_where_the_stores_span_labels_come_from(tmp_path, capsys):
+    """The labels audit (round 29): nothing showed whether a store's labels came from the model's
+    catalog or a --catalog file, so nothing said which labels a spans.labels filter could match."""
+    catalog = tmp_path / "types.txt"
+    catalog.write_text("dinosaur\nriver\n", encoding="utf-8")
+    for store, extra, said in ((tmp_path / "m", (), "span labels: the model's catalog"),
+                               (tmp_path / "f", ("--catalog", str(catalog)), "span labels: a --catalog file (sha256 ")):
+        run(capsys, "index", str(CORPUS), "--store", str(store), *extra)
+        code, out, _ = run(capsys, "info", "--store", str(store))
+        assert code == 0 and said in out, out
+    code, out, _ = run(capsys, "info", "--store", str(tmp_path / "f"), "--json")
+    assert json.loads(out)["store"]["model"]["labels"].startswith("sha256:")
+
+
 def test_info_without_a_store_shows_the_model(tmp_path, capsys):
     """An exported model folder could not be looked at: info refused to run outside a store (an audit)."""
     code, out, _ = run(capsys, "info", "--store", str(tmp_path / "none"), "--model", str(default_model_dir()))

@@ -1348,7 +1348,8 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
         mover.close()
     monkeypatch.setattr("indexer.api.model_info", lambda encoder: {})
     # info() (the service's /api/v1/info) said the old model, "same_as_model", until a search (an audit)
-    assert ix.info()["store"]["model"] == {"id": "test-model", "version": "2", "checksum": "e" * 64, "same_as_model": False}
+    assert ix.info()["store"]["model"] == {"id": "test-model", "version": "2", "checksum": "e" * 64, "same_as_model": False,
+                                           "labels": None}
     with pytest.raises(ModelMismatchError):
         ix.check_usable()  # the service's health (an audit: "ok" while every search was a 409)
     with pytest.raises(ModelMismatchError):

@@ -439,6 +439,10 @@ def _print_info(info: dict) -> None:
         f"; written with {written['id']} {written['version']} (checksum {written['checksum'][:16]})"
         + ("" if written["same_as_model"] else ": not the model above"))
     click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans{with_model}")
+    labels = (written or {}).get("labels")
+    if labels:  # the labels audit: nothing said which labels a spans.labels filter can match
+        source = {"model": "the model's catalog", "none": "none"}.get(labels, f"a --catalog file ({labels.replace(':', ' ', 1)[:23]}…)")
+        click.echo(f"       span labels: {source}")
     if s.get("disk"):
         click.echo(f"       on disk: {s['disk']['database'] / 1e6:.1f} MB database, {s['disk']['derived'] / 1e6:.1f} MB "
                    "derived in cache/ (made again from the database when stale or removed)")
