@@ -213,14 +213,16 @@ def store_settings(settings: Settings, **overrides: object) -> Settings:
     resolved = with_overrides(settings, **overrides)
     unused = [key for key in ES_STORE_SETTINGS if overrides.get(key) is not None]
     if unused and not resolved.es_url:
-        why = "store (--store) names the embedded store" if overrides.get("store") is not None else "no Elasticsearch URL is given"
-        raise SettingError(f"{unused[0]} (--{unused[0].replace('_', '-')}) is for Elasticsearch, but {why} "
-                           "(es_url, --es-url or NERINDEX_ES_URL): the embedded store would be used without it")
+        why = ("store (--store) names the embedded store, which would drop it" if overrides.get("store") is not None
+               else "no Elasticsearch URL is given (es_url, --es-url or NERINDEX_ES_URL): the embedded store would be used")
+        raise SettingError(f"{unused[0]} ({ES_STORE_SETTINGS[unused[0]]}) is for Elasticsearch, but {why}")
     return resolved
 
 
-# What only an Elasticsearch store reads (es_verify_certs aside: --insecure is a flag, given as False)
-ES_STORE_SETTINGS = ("es_index", "es_api_key", "es_user", "es_password", "es_ca_certs", "es_timeout")
+# What only an Elasticsearch store reads, and its command-line option
+ES_STORE_SETTINGS = {"es_index": "--es-index", "es_api_key": "--es-api-key", "es_user": "--es-user",
+                     "es_password": "--es-password", "es_ca_certs": "--es-ca-certs", "es_timeout": "--es-timeout",
+                     "es_verify_certs": "--insecure"}
 
 
 PATH_SETTINGS = ("model", "store", "es_ca_certs")

@@ -198,14 +198,14 @@ class ModelInfo:
             return None
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, verify: bool = True) -> "ModelInfo":
+    def load(cls, path: str | Path | None = None, *, verify: bool = True, warn_unknown: bool = True) -> "ModelInfo":
         """Read ``model.json`` from a folder and (by default) verify every file's sha256."""
         folder = Path(path) if path is not None else default_model_dir()
         card = ModelCard.load(folder)
         missing = [k for k in REQUIRED_KEYS if k not in card]
         if missing:
             raise ModelError(f"{folder / 'model.json'}: missing keys {', '.join(missing)}")
-        _check_known_keys(card, folder / CARD_FILE)
+        _check_known_keys(card, folder / CARD_FILE, warn=warn_unknown)
         files = _checked_files(card, folder / CARD_FILE)
         if verify:
             for name, expected in files.items():
@@ -319,7 +319,7 @@ def _check_inside(name: Any, key: str, card_path: Path) -> None:
         raise ModelError(f"{card_path}: {key} names {name!r}, outside the model folder")
 
 
-def _check_known_keys(card: ModelCard, path: Path) -> None:
+def _check_known_keys(card: ModelCard, path: Path, *, warn: bool = True) -> None:
     """Refuse a key that looks like a misspelled one of :data:`CARD_KEYS`; say an other unknown key
     is ignored. The train audit (round 29): "unseen_similarity_treshold" was ignored without a word,
     and every unseen type ran at the seen threshold (docs/model-folder.md invites editing these)."""
@@ -329,7 +329,12 @@ def _check_known_keys(card: ModelCard, path: Path) -> None:
         near = difflib.get_close_matches(str(key).lower(), CARD_KEYS, n=1, cutoff=0.8)
         if near:
             raise ModelError(f"{path}: {key!r} is no key nerindex reads; did you mean {near[0]!r}?")
-        log.warning("%s: %r is no key nerindex reads (ignored)", path, key)
+        if warn and (str(path), key) not in _WARNED:  # once a process (info loads a folder twice: a review)
+            _WARNED.add((str(path), key))
+            log.warning("%s: %r is no key nerindex reads (ignored)", path, key)
+
+
+_WARNED: set[tuple[str, str]] = set()
 
 
 def normal_phrase(phrase: str) -> str:
@@ -346,8 +351,10 @@ def normal_phrase(phrase: str) -> str:
 
 def unread_at(phrase: str) -> int | None:
     """The index of the first character of ``phrase`` the tokenizer deletes unseen (a format,
-    control or private-use character that is no space: a BOM, a soft hyphen, U+200B), or None."""
-    return next((i for i, ch in enumerate(phrase) if _unread(ch)), None)
+    control or private-use character that is no space: a BOM, a soft hyphen, U+200B), or None.
+    The zero-width (non-)joiner is left out: Persian and Indic words are spelled with it, and
+    a filter typed as they are written holds it too (a review)."""
+    return next((i for i, ch in enumerate(phrase) if _unread(ch) and ch not in "\u200c\u200d"), None)
 
 
 def _unread(ch: str) -> bool:
@@ -365,12 +372,23 @@ def trained_type(phrase: str, types: Iterable[str]) -> str | None:
     threshold, λ and template. An audit: "sports teams" and "politicians" were searched as types
     nobody trained on, with the unseen threshold, λ 1 and "the name of a politicians"; searched
     bare as trained ones they score lower than the singular (1 passage of 10 for "politicians")."""
-    n = _letters(normal_phrase(phrase))
+    types = list(types)
+    for key in (normal_phrase, lambda t: _letters(normal_phrase(t))):  # as written first, then by letters
+        keyed: dict[str, list[str]] = {}
+        for t in types:
+            keyed.setdefault(key(t), []).append(t)
+        found = next((keyed[f] for f in _singular_forms(key(phrase)) if f and f in keyed), None)
+        if found is not None and len(found) == 1:  # two types alike by letters ("c++ library", "c library"): neither
+            return found[0]
+    return None
+
+
+def _singular_forms(n: str) -> list[str]:
+    """``n`` and, if it reads as a plural, the singulars it may be of."""
     forms = [n]
     if n.endswith("s") and not n.endswith("ss"):
         forms += [n[:-1]] + ([n[:-2]] if n.endswith("es") else []) + ([n[:-3] + "y"] if n.endswith("ies") else [])
-    by_letters = {_letters(normal_phrase(t)): t for t in types}
-    return next((by_letters[f] for f in forms if f and f in by_letters), None)
+    return forms
 
 
 def _letters(phrase: str) -> str:

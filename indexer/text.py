@@ -47,10 +47,6 @@ def is_blank(text: str) -> bool:
 _NO_WORD = frozenset({"Cc", "Cf", "Co", "Mn", "Zs", "Zl", "Zp"})  # private use too, and U+FFFD: the tokenizer drops them
 
 
-# Why a line after the first opens with U+FEFF: what a reader says of it (JSONL, CoNLL)
-JOINED_BOM = "a byte-order mark (U+FEFF) opens this line: files joined together (cat) keep each one's; remove it"
-
-
 def unicode_problem(text: str) -> str | None:
     """Why ``text`` cannot be stored, or None: its first lone surrogate (UTF-8 cannot encode it) or
     NUL (SQLite's text functions stop at it: a ``spans.text`` filter missed every span after one,

@@ -79,7 +79,7 @@ def load_catalog(
             raise InputError(exc.reason, path=str(override)) from exc
     if not info.catalog_phrases:
         return None
-    phrases = read_phrases(info.file(info.catalog_phrases))
+    phrases = read_phrases(info.file(info.catalog_phrases), new=False)
     vec_file = info.file(info.catalog_vectors) if info.catalog_vectors else None
     if vec_file is not None and vec_file.is_file():
         vectors = np.load(vec_file).astype(np.float32)

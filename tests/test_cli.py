@@ -567,6 +567,8 @@ def test_an_elasticsearch_option_without_a_url_is_refused(tmp_path, capsys, monk
     assert not (tmp_path / "nerindex-data").exists()
     code, out, err = run(capsys, "search", "city", "--store", "s", "--es-user", "elastic")
     assert code == 2 and "es_user (--es-user) is for Elasticsearch, but store (--store)" in err
+    code, out, err = run(capsys, "search", "city", "--store", "s", "--insecure")
+    assert code == 2 and "es_verify_certs (--insecure) is for Elasticsearch" in err
     env = Settings(es_url="http://es:9200")
     assert store_settings(env, es_index="x").es_index == "x"  # the URL from the environment
     assert with_overrides(Settings(), es_api_key="k").es_api_key == "k"  # Kibana's commands read it without a store

@@ -172,6 +172,14 @@ def test_a_catalog_phrase_that_would_label_invisibly_is_refused_at_its_line(tmp_
     with pytest.raises(InputError, match=message) as err:
         read_phrases(catalog)
     assert err.value.line == line and err.value.path == str(catalog)
+    assert read_phrases(catalog, new=False)  # a model folder's own catalog: read as it was exported
+
+
+def test_a_catalog_phrase_spelled_with_a_zero_width_joiner_is_kept(tmp_path):
+    """A review: Persian and Indic words are spelled with ZWNJ/ZWJ, and filters typed so hold them."""
+    catalog = tmp_path / "types.txt"
+    catalog.write_text("person\n\u06a9\u062a\u0627\u0628\u200c\u062e\u0627\u0646\u0647\n\u0915\u094d\u200d\u0937\n", encoding="utf-8")
+    assert read_phrases(catalog)[1:] == ["\u06a9\u062a\u0627\u0628\u200c\u062e\u0627\u0646\u0647", "\u0915\u094d\u200d\u0937"]
 
 
 def test_a_bad_catalog_line_is_named_by_index(tmp_path, capsys, corpus):

@@ -477,6 +477,8 @@ def test_a_silver_file_that_leaves_out_windows_or_brings_in_unseen_types_says_so
      '"depths": [0], "source": "gold"}]}', "not within"),
     ('{"id": "a", "source": "s", "text": "Paris", "spans": [{"start": 0, "end": 5, "types": ["city", "place"], '
      '"depths": [0], "source": "wordnet"}]}', "depths must be one whole number"),
+    ('{"id": "a", "source": "s", "text": "Paris", "spans": [{"start": 0, "end": 5, "types": ["city"], '
+     '"depths": [0], "source": "manual"}]}', "source must be 'gold' or 'wordnet', not 'manual'"),
 ])
 def test_a_broken_silver_line_is_named(tmp_path, line, why):
     """An audit: a JSONDecodeError or TypeError traceback, naming neither the file nor the line."""

@@ -153,6 +153,10 @@ def test_a_trained_type_written_with_hyphens_or_joined_is_the_type():
         assert info.trained_type(variant) == single and info.threshold_for(variant) == 0.36, variant
     for other in ["sport team", "sports-teamster", "per-son-al", "-", "art"]:
         assert info.trained_type(other) is None and info.threshold_for(other) == 0.27, other
+    # two trained types alike by their letters (a review): each as written, neither by letters alone
+    alike = _info(unseen_similarity_threshold=0.27, training={"types": ["c++ library", "c library"]})
+    assert [alike.trained_type(p) for p in ("C++ Library", "c library", "c-library", "clibrary")] == [
+        "c++ library", "c library", None, None]
 
 
 def test_a_plural_is_embedded_as_its_trained_type():

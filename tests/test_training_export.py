@@ -561,10 +561,11 @@ def test_export_records_the_backbone_its_graphs_are_built_from(tmp_path, monkeyp
         return {"files": {}}
 
     monkeypatch.setattr(export, "write_model_folder", capture)
-    result = CliRunner().invoke(cli, ["export", "--untrained", "--backbone", str(backbone), "--out", str(tmp_path / "m")])
+    monkeypatch.chdir(tmp_path)  # a relative folder is recorded resolved, for an export from elsewhere (a review)
+    result = CliRunner().invoke(cli, ["export", "--untrained", "--backbone", "my-backbone", "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
-    assert written["backbone"] == str(backbone)
-    assert written["card"]["backbone"] == {"name": str(backbone), "license": "see the backbone's model card"}
+    assert written["backbone"] == "my-backbone"
+    assert written["card"]["backbone"] == {"name": str(backbone.resolve()), "license": "see the backbone's model card"}
 
 
 def _folder_copy(tmp_path, heads_name: str = "heads.safetensors"):

@@ -21,7 +21,7 @@ from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 from ..errors import InputError
 from ..records import Passage, text_id
 from ..stores.filter_rules import fields_problem
-from ..text import JOINED_BOM, emptiness, invalid_utf8, json_value_problem, reject_constant, unique_keys, value_problem
+from ..text import emptiness, invalid_utf8, json_value_problem, reject_constant, unique_keys, value_problem
 from .detect import split_suffix
 
 
@@ -214,7 +214,8 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                 except json.JSONDecodeError as exc:
                     cr_only = f"; {_CR_ONLY}" if "\r" in line.rstrip("\r\n") else ""
                     if line.startswith("\ufeff"):  # Python's "(decode using utf-8-sig)" told a user nothing (an audit)
-                        yield rules.error(JOINED_BOM, lineno)
+                        yield rules.error("a byte-order mark (U+FEFF) opens this line: files joined together "
+                                          "(cat) keep each one's; remove it", lineno)
                     else:
                         yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno}){cr_only}", lineno)
                     continue

@@ -169,7 +169,10 @@ def default_catalog_path() -> Path:
 
 
 def backbone_section(name: str) -> dict[str, str]:
-    """model.json's ``backbone``: the encoder (hub name or folder) the graphs are built from."""
+    """model.json's ``backbone``: the encoder (hub name, or a folder, recorded absolute so that an
+    export of the folder from elsewhere finds it: a review) the graphs are built from."""
+    if name != DEFAULT_BACKBONE and Path(name).exists():
+        name = str(Path(name).resolve())
     return {"name": name, "license": "Apache-2.0" if name == DEFAULT_BACKBONE else "see the backbone's model card"}
 
 
@@ -309,7 +312,7 @@ def _check_loadable(tmp: Path, out: Path) -> None:
     named by ``out``, before it takes ``out``'s place (the train audit, round 29: export exited 0 with
     a folder every command then refused)."""
     try:
-        ModelInfo.load(tmp, verify=False)
+        ModelInfo.load(tmp, verify=False, warn_unknown=False)  # the source's load named its unknown keys
     except ModelError as exc:
         raise ModelError(f"the folder export would write is one nerindex refuses: {str(exc).replace(str(tmp), str(out))}") from None
 
