@@ -113,7 +113,17 @@ class ModelInfo:
             unseen_label_threshold=self.label_threshold if self.unseen_label_threshold is None else self.unseen_label_threshold,
             labels_per_span=self.labels_per_span,
             catalog=self.catalog_source or ("model" if self.catalog_phrases else "none"),
+            trained_types=self.trained_types_digest,
         )
+
+    @property
+    def trained_types_digest(self) -> str | None:
+        """``"sha256:<hex>"`` of the trained phrases where they split the labels between two
+        thresholds (:meth:`label_thresholds`), else None: model.json's ``training.types`` is no
+        file the checksum covers, and an edited list labelled one store's spans two ways."""
+        if self.unseen_label_threshold is None or self.unseen_label_threshold == self.label_threshold:
+            return None
+        return "sha256:" + hashlib.sha256("\n".join(sorted(self.trained_phrases)).encode()).hexdigest()
 
     @property
     def training_types(self) -> list[str]:

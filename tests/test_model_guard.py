@@ -77,6 +77,34 @@ def test_indexing_with_other_stored_settings_is_refused(tmp_path, capsys, corpus
     assert code == 0 and '"id": "a"' in out, err
 
 
+def test_indexing_after_training_types_were_edited_is_refused(tmp_path, capsys, corpus):
+    """training.types decides which catalog phrases label under label_threshold and which under
+    unseen_label_threshold, and model.json is no file the checksum covers: an edited list wrote
+    spans labelled another way into the same store without a word (the labels audit)."""
+    store = tmp_path / "store"
+    assert run(capsys, "index", str(corpus), "--store", str(store), "--id-field", "id")[0] == 0
+    card = json.loads((default_model_dir() / "model.json").read_text(encoding="utf-8"))
+    other = model_folder(tmp_path, "other", training={**card["training"], "types": card["training"]["types"][1:]})
+    code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--model", str(other))
+    assert code == 4, err
+    assert "trained_types is 'sha256:" in err and "model.json's training.types" in err
+    # the same phrases in another order, case or spacing are the same list; searching stays free
+    same = model_folder(tmp_path, "same", training={**card["training"], "types": [t.upper() for t in reversed(card["training"]["types"])]})
+    assert run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--model", str(same))[0] == 0
+    code, out, err = run(capsys, "search", "dinosaur", "--store", str(store), "--model", str(other), "--json", "--threshold", "-1")
+    assert code == 0 and '"id": "a"' in out, err
+
+
+def test_trained_types_are_recorded_only_where_they_split_the_labels(tmp_path):
+    info = ModelInfo.load(default_model_dir(), verify=False)
+    assert info.label_threshold != info.unseen_label_threshold and info.stamp.trained_types.startswith("sha256:")
+    one = ModelInfo.load(model_folder(tmp_path, "one", unseen_label_threshold=info.label_threshold), verify=False)
+    assert one.stamp.trained_types is None  # one threshold for every phrase: the list labels nothing
+    # a stamp written before the setting adopts it from the first writer, and only it
+    check = check_stamp(replace(info.stamp, trained_types=None), info.stamp, writing=True)
+    assert check.conflict is None and check.adopted == ("trained_types",)
+
+
 @pytest.mark.parametrize("key", ["unseen_similarity_treshold", "unseen_type_templat", "unseen_passage_weigth", "Passage_weight"])
 def test_a_misspelled_model_json_key_is_refused(tmp_path, key):
     """The train audit (round 29): a misspelled key was ignored, and the model ran with the
@@ -225,7 +253,7 @@ def test_a_store_of_nerindex_0_2_0_adopts_the_settings_once(tmp_path, capsys, ca
         assert run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id")[0] == 0
         assert run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id")[0] == 0
     (line,) = [r.getMessage() for r in caplog.records if "recording" in r.getMessage()]  # once
-    assert "written by nerindex 0.2.0" in line and "detection_threshold=0.08" in line
+    assert "written by an earlier nerindex" in line and "detection_threshold=0.08" in line
     other = model_folder(tmp_path, "other", detection_threshold=0.3)
     code, _, err = run(capsys, "index", str(more(tmp_path)), "--store", str(store), "--id-field", "id", "--model", str(other))
     assert code == 4 and "detection_threshold is 0.08 in the store but 0.3" in err

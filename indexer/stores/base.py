@@ -45,6 +45,7 @@ STORED_SETTINGS = (
     "unseen_label_threshold",
     "labels_per_span",
     "catalog",
+    "trained_types",
 )
 # What a catalog conflict needs besides the two values: the option that sets it.
 CATALOG_HINT = (
@@ -52,6 +53,12 @@ CATALOG_HINT = (
     "phrases are embedded with: pass the --catalog file the store was written with, with a model of the "
     "same type_template, or no --catalog if it was written without one)"
 )
+# What a trained_types conflict needs besides the two digests: where the list lives.
+TRAINED_TYPES_HINT = (
+    " (model.json's training.types, the phrases labelled under label_threshold rather than "
+    "unseen_label_threshold: write with the list the store was written with, or re-index)"
+)
+HINTS = {"catalog": CATALOG_HINT, "trained_types": TRAINED_TYPES_HINT}
 # Stored settings whose None in a complete stamp means "the model has none" (see check_stamp).
 NONE_MEANS_ABSENT = ("candidate_threshold",)
 # What makes two vectors comparable at all: checked for reading as well as for writing.
@@ -66,6 +73,9 @@ class ModelStamp:
     nerindex 0.2.0 have only id, version, dims, checksum and similarity (see :func:`check_stamp`).
     ``catalog`` names the label catalog: ``"model"`` (the model folder's own, covered by the
     checksum), ``"none"``, or ``"sha256:<hex>"`` of a catalog given with ``--catalog``.
+    ``trained_types`` is ``"sha256:<hex>"`` of the phrases model.json's ``training.types`` names,
+    where they decide labels (a label threshold for them, another for the rest), else None: an
+    edited list labelled one store's spans two ways, under one checksum (the labels audit).
     """
 
     id: str
@@ -82,6 +92,7 @@ class ModelStamp:
     unseen_label_threshold: float | None = None  # labels of phrases the model was not trained on
     labels_per_span: int | None = None
     catalog: str | None = None
+    trained_types: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The recorded form; settings that are not known are left out rather than stored as null."""
@@ -103,7 +114,7 @@ class ModelStamp:
             settings[name] = None if settings[name] is None else float(settings[name])
         for name in ("max_length", "max_span_width", "labels_per_span"):
             settings[name] = None if settings[name] is None else int(settings[name])
-        for name in ("span_decoding", "catalog"):
+        for name in ("span_decoding", "catalog", "trained_types"):
             settings[name] = None if settings[name] is None else str(settings[name])
         return cls(
             id=str(data["id"]),
@@ -146,7 +157,7 @@ def check_stamp(recorded: ModelStamp, given: ModelStamp, *, writing: bool) -> St
         ours, theirs = getattr(recorded, name), getattr(given, name)
         known = (ours is not None and theirs is not None) or (complete and name in NONE_MEANS_ABSENT)
         if known and ours != theirs:
-            hint = CATALOG_HINT if name == "catalog" else ""
+            hint = HINTS.get(name, "")
             return StampCheck(f"{name} is {ours!r} in the store but {theirs!r} in this model{hint}", (), recorded)
     if not writing:
         return StampCheck(None, (), recorded)
@@ -164,10 +175,11 @@ def same_model(a: ModelStamp, b: ModelStamp) -> bool:
 
 
 def adopted_message(where: str, check: StampCheck) -> str:
-    """The one line a store logs when it records settings it did not have (a 0.2.0 store)."""
+    """The one line a store logs when it records settings it did not have (a store of nerindex
+    0.2.0, or one written before a setting was recorded, such as ``trained_types``)."""
     values = ", ".join(f"{n}={getattr(check.recorded, n)!r}" for n in check.adopted)
     return (
-        f"{where}: the store recorded no {', '.join(check.adopted)} (written by nerindex 0.2.0); "
+        f"{where}: the store recorded no {', '.join(check.adopted)} (written by an earlier nerindex); "
         f"recording {values} from this model"
     )
 
