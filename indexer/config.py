@@ -86,10 +86,19 @@ class Settings:
         return self.kibana_url
 
     def store_description(self) -> str:
-        """Where the store these settings open is, for messages and ``info``."""
+        """Where the store these settings open is, for messages, ``info``, ``/api/v1/info`` and
+        the search page: a password in the URL is left out (a security audit: it was shown to
+        anyone who could load the page)."""
         if self.es_url:
-            return f"{self.es_url} index {self.es_index}"
+            shown = ",".join(without_credentials(host.strip()) for host in self.es_url.split(",") if host.strip())
+            return f"{shown} index {self.es_index}"
         return str(self.store)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` as a message may show it: without a ``user:password@`` part, its scheme kept."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
 
 
 CACHE_OFF = "off"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from .errors import InputError
+from .file_lines import capped_lines
 from .records import GoldSpan, Passage, text_id
 from .text import invalid_utf8, unicode_problem
 
@@ -74,7 +75,7 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[str]:
     """The lines of a file, split where ``open(newline="")`` splits them (LF, CRLF, a lone CR), without
     their ends or a BOM that opens one; decoded one by one, so invalid UTF-8 is reported on its own line."""
     lineno = 0
-    for chunk in handle:
+    for chunk in capped_lines(handle, name):
         for raw in chunk.splitlines():  # bytes split at LF, CR and CRLF alone
             lineno += 1
             if raw.startswith(codecs.BOM_UTF8):  # a BOM is no token: at line 1, or where files were joined

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import InputError
+from .file_lines import capped_lines
 from .text import invalid_utf8, json_value_problem, strict_json
 
 
@@ -22,7 +23,7 @@ def json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror}", path=str(path)) from exc
     with handle:
-        for lineno, raw in enumerate(handle, start=1):
+        for lineno, raw in enumerate(capped_lines(handle, str(path)), start=1):
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:

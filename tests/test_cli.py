@@ -602,6 +602,9 @@ def test_settings_resolve_options_over_environment(monkeypatch):
     assert settings.basic_auth() == ("elastic", "pw") and settings.required_kibana_url() == "http://kibana:5601"
     assert settings.store_description() == "http://es:9200 index corpus"
     assert resolve(store="s").store_description() == "s"  # --store beats NERINDEX_ES_URL
+    # a password in the URL is never shown (info, /api/v1/info, the search page: a security audit)
+    shown = resolve(es_url="http://elastic:S3cr3t@es:9200, https://u:p%40w@es2:9243", es_index="c").store_description()
+    assert shown == "http://es:9200,https://es2:9243 index c" and "S3cr3t" not in shown
     with pytest.raises(StoreError, match="both a user and a password"):
         Settings(es_password="pw").basic_auth()
     with pytest.raises(StoreError, match="--es-url or set NERINDEX_ES_URL"):

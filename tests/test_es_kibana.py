@@ -203,6 +203,51 @@ def test_import_errors_are_reported_not_swallowed():
         kibana.import_saved_objects("http://kibana:5601", urlopen=down)
 
 
+def test_a_redirect_is_refused_and_the_credentials_stay_with_the_url_given():
+    """A security audit: urllib followed a 302 to another host with the Authorization header (https
+    to http too) and as a GET, and a 200 there "imported 0 saved objects" with exit 0. Two real
+    HTTP servers on 127.0.0.1: the first redirects, the second records what reaches it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    reached: list[dict] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            reached.append(dict(self.headers))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"success": true, "successCount": 0}')
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}/steal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    first = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    for server in (first, other):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(StoreError, match=r"answered the import with a redirect \(HTTP 302\) to http://127.0.0.1:\d+/steal"):
+            kibana.import_saved_objects(f"http://127.0.0.1:{first.server_port}", basic_auth=("elastic", "S3cr3t"), timeout=10)
+    finally:
+        first.shutdown()
+        other.shutdown()
+    assert reached == []  # nothing, credentials least of all, went to the other host
+
+
 def test_kibana_import_needs_no_elasticsearch_client():
     """It asked for the [elasticsearch] extra, though it speaks plain HTTP (an audit)."""
     import subprocess

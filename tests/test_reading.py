@@ -1116,3 +1116,46 @@ def test_a_csv_with_only_its_header_is_said_to_have_no_records(tmp_path):
     path.write_text("id,text\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"no passages found \(no records after the header, if any\)"):
         list(read(path))
+
+
+@pytest.mark.parametrize("name", ["a.jsonl.gz", "a.csv", "a.tsv", "a.conll"])
+def test_a_line_past_the_bound_is_refused_at_its_line_before_it_is_held(tmp_path, monkeypatch, name):
+    """A security audit: a 285 KB .jsonl.gz holding one 300 MB line took 1.3 GB before its record
+    was refused. Every line reader holds at most the bound (here made 200 bytes) and names the line."""
+    from indexer import file_lines
+
+    monkeypatch.setattr(file_lines, "MAX_LINE_BYTES", 200)
+    long_text = "word " * 60  # 300 bytes
+    rows = {
+        "a.jsonl.gz": [json.dumps({"id": "a", "text": "fine"}), json.dumps({"id": "b", "text": long_text})],
+        "a.csv": ["id,text", "a,fine", f"b,{long_text}"],
+        "a.tsv": ["id\ttext", "a\tfine", f"b\t{long_text}"],
+        "a.conll": ["fine O", "", *(["Paris B-LOC " + "x" * 200])],
+    }[name]
+    body = ("\n".join(rows) + "\n").encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
+    err = error_of(path)
+    line = 3 if name == "a.conll" else len(rows)
+    assert_names(err, path, line)
+    assert "a line longer than 200 bytes: one record a line is expected" in str(err)
+
+
+def test_a_json_lines_file_past_the_bound_is_refused_at_its_line(tmp_path, monkeypatch):
+    from indexer import file_lines
+    from indexer.json_lines import json_lines
+
+    monkeypatch.setattr(file_lines, "MAX_LINE_BYTES", 2**20)
+    path = write(tmp_path / "queries.jsonl", '{"_id": "q1"}\n' + json.dumps({"_id": "q2", "text": "x" * 2**20}) + "\n")
+    with pytest.raises(InputError) as caught:
+        list(json_lines(path))
+    assert (caught.value.line, str(path) in str(caught.value)) == (2, True) and "longer than 1 MiB" in str(caught.value)
+
+
+def test_a_line_as_long_as_the_bound_is_read(tmp_path, monkeypatch):
+    from indexer import file_lines
+
+    text = "word " * 38 + "end"  # the record's line is exactly 200 bytes with its newline
+    line = json.dumps({"id": "a", "text": text}) + "\n"
+    monkeypatch.setattr(file_lines, "MAX_LINE_BYTES", len(line.encode()))
+    assert [p.text for p in read(write(tmp_path / "a.jsonl", line))] == [text]

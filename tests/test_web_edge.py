@@ -346,3 +346,26 @@ def test_numbers_json_has_not_and_bodies_python_cannot_read_are_4xx_saying_why(c
 def test_a_body_that_is_not_json_says_why(client):
     message = error_of(client.post("/api/v1/search", content=b'{"type": ', headers=JSON), 422)
     assert message.startswith("body: not valid JSON: Expecting value")
+
+
+def test_a_browser_request_from_another_sites_page_is_refused_but_a_link_to_the_page_is_followed(web_index):
+    """A security audit: any page the user visited could make the browser send GET
+    /api/v1/search?type=person&all=true&threshold=-1 to the loopback service, which then held every
+    matching passage in memory (unreadable to that page, but the work was done). Browsers name the
+    request's site in Sec-Fetch-Site; clients that are no browser send none and are served."""
+    app = create_app(web_index, cors_origins=["http://localhost:3000"])
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        search = "/api/v1/search?type=dinosaur&all=true"
+        foreign = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Origin": "https://evil.example"}
+        refused = client.get(search, headers=foreign)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "cross_site", refused.text
+        assert "--cors-origin" in refused.json()["error"]["message"]
+        assert client.post("/api/v1/search", json={"type": "dinosaur"}, headers={**foreign, "Sec-Fetch-Mode": "cors"}).status_code == 403
+        same_site = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"}  # another port of localhost
+        assert client.get(search, headers=same_site).status_code == 403
+        # served: no browser, the page's own requests, a link followed, an origin given with --cors-origin
+        assert client.get(search).status_code == 200
+        assert client.get(search, headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}).status_code == 200
+        assert client.get("/?type=dinosaur", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}).status_code == 200
+        allowed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors", "Origin": "http://localhost:3000"}
+        assert client.get(search, headers=allowed).status_code == 200

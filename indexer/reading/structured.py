@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, NamedTuple, Union
 
 from ..errors import InputError
+from ..file_lines import MAX_LINE_BYTES, capped_lines
 from ..records import Passage, text_id
 from ..stores.filter_rules import fields_problem
 from ..text import emptiness, invalid_utf8, json_value_problem, reject_constant, unique_keys, value_problem
@@ -36,7 +37,7 @@ class Located(NamedTuple):
 
 Item = Union[Located, InputError]
 
-_CSV_FIELD_LIMIT = 2**31 - 1  # passages can be far longer than csv's 128 KiB default
+_CSV_FIELD_LIMIT = MAX_LINE_BYTES  # passages can be far longer than csv's 128 KiB default; 2**31 held a bomb (an audit)
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
 
 
@@ -192,7 +193,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
     lineno, seen_record = 0, False
     with _open_binary(path, rules.path) as fh:
         try:
-            for lineno, raw in enumerate(fh, start=1):
+            for lineno, raw in enumerate(capped_lines(fh, rules.path), start=1):
                 if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                     raw = raw[3:]
                 try:
@@ -241,7 +242,7 @@ def delimited_items(path: Path, rules: RecordRules, *, delimiter: str) -> Iterat
         # it; otherwise the lenient reader took the rest of the file into one field, or dropped
         # the quotes of `"Dune" is a novel`, without a word
         last: list[str] = [""]  # the line read last (a TSV record's raw cells)
-        reader = csv.reader(_decoded(fh, bad_lines, last), delimiter=delimiter, strict=True)
+        reader = csv.reader(_decoded(fh, rules.path, bad_lines, last), delimiter=delimiter, strict=True)
         try:
             rows = _rows(reader, rules, kind)
             header = _header(rows, rules, bad_lines, delimiter)
@@ -311,10 +312,10 @@ def _literal_quotes(row: list[str], line: str) -> list[str]:
 _NEEDS_QUOTES = re.compile('[\t\r\n"]')
 
 
-def _decoded(fh: IO[bytes], bad_lines: dict[int, str], last: list[str]) -> Iterator[str]:
+def _decoded(fh: IO[bytes], name: str, bad_lines: dict[int, str], last: list[str]) -> Iterator[str]:
     """The lines of ``fh`` decoded, a leading BOM dropped, the latest kept in ``last[0]``; invalid
     UTF-8 is noted in ``bad_lines``."""
-    for lineno, raw in enumerate(fh, start=1):
+    for lineno, raw in enumerate(capped_lines(fh, name), start=1):
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[3:]
         try:

@@ -20,7 +20,8 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import SearchError
-from .edge import LOOPBACK_HOSTS, BodyLimit, HeadAsGet, ScopeChecks, error_response, host_check, query_check
+from .edge import (LOOPBACK_HOSTS, BodyLimit, HeadAsGet, ScopeChecks, cross_site_check, error_response, host_check,
+                   query_check)
 from .failures import InternalErrors, add_error_handlers
 from .routes import router
 from .service import Limits, SearchService, default_workers, service_version
@@ -92,7 +93,7 @@ def create_app(
     _add_page(app)
     _add_headers(app)
     # added last, so run first: the Host and the query string are checked before anything else
-    app.add_middleware(ScopeChecks, checks=[host_check(allowed_hosts), query_check])
+    app.add_middleware(ScopeChecks, checks=[host_check(allowed_hosts), cross_site_check(cors_origins), query_check])
     app.add_middleware(HeadAsGet)
     return app
 

@@ -153,6 +153,38 @@ def describe_errors(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers, not followed: urllib sends the Authorization header on to whatever
+    host a redirect names (https to http too) and turns the POST into a GET, which "imported 0
+    saved objects" with exit 0 (a security audit)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+def _open_without_redirects(request: urllib.request.Request, *, timeout: float, context: Any = None) -> Any:
+    """``urllib.request.urlopen`` that does not follow redirects (:class:`_NoRedirect`)."""
+    handlers: list[Any] = [_NoRedirect()]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers).open(request, timeout=timeout)
+
+
+def _refusal(exc: urllib.error.HTTPError, shown: str) -> str:
+    """The line for an import Kibana answered with an HTTP error or a redirect."""
+    if 300 <= exc.code < 400:
+        where = without_credentials(exc.headers.get("Location", "") or "") or "another URL"
+        return (f"Kibana at {shown} answered the import with a redirect (HTTP {exc.code}) to {where}: nerindex "
+                "does not follow one, so that credentials go only to the URL given; pass the URL it names as --kibana-url")
+    detail = exc.read().decode("utf-8", "replace")[:500]
+    try:
+        detail = json.loads(detail).get("message", detail)
+    except (ValueError, AttributeError):
+        detail = one_line(detail)
+    hint = " (check the Kibana user/password or API key)" if exc.code in (401, 403) else ""
+    return f"Kibana at {shown} refused the import: HTTP {exc.code}: {detail}{hint}"
+
+
 def _json_object(body: bytes, kibana_url: str) -> dict[str, Any]:
     """The import API's JSON answer; anything else (a proxy's or a login page's HTML, answered 200)
     is one line naming Kibana (an audit: a JSONDecodeError traceback)."""
@@ -189,25 +221,20 @@ def import_saved_objects(
     headers = {"kbn-xsrf": "true", "Content-Type": content_type, "Accept": "application/json"}
     headers.update(auth_header(api_key=api_key, basic_auth=basic_auth))
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    opener = urlopen or urllib.request.urlopen
+    opener = urlopen or _open_without_redirects
     kwargs: dict[str, Any] = {"timeout": timeout}
     if url.startswith("https:"):
         kwargs["context"] = tls_context(ca_certs, verify_certs)
+    shown = without_credentials(kibana_url)
     try:
         with opener(request, **kwargs) as response:
-            answer = _json_object(response.read(), kibana_url)
+            answer = _json_object(response.read(), shown)
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")[:500]
-        try:
-            detail = json.loads(detail).get("message", detail)
-        except (ValueError, AttributeError):
-            detail = one_line(detail)
-        hint = " (check the Kibana user/password or API key)" if exc.code in (401, 403) else ""
-        raise StoreError(f"Kibana at {kibana_url} refused the import: HTTP {exc.code}: {detail}{hint}") from exc
+        raise StoreError(_refusal(exc, shown)) from exc
     except urllib.error.URLError as exc:
-        raise StoreError(f"cannot reach Kibana at {kibana_url}: {exc.reason}") from exc
+        raise StoreError(f"cannot reach Kibana at {shown}: {exc.reason}") from exc
     except OSError as exc:  # a timeout or a dropped connection said only "timed out" (an audit)
-        raise StoreError(f"Kibana at {kibana_url} did not answer the import: {exc}") from exc
+        raise StoreError(f"Kibana at {shown} did not answer the import: {exc}") from exc
     report = parse_import_response(answer)
     if not report.success or report.errors:
         raise StoreError(

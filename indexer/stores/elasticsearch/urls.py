@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 import urllib.parse
 
+from ...config import without_credentials
 from ...errors import SettingError
 
 
@@ -33,12 +34,6 @@ def url_problem(url: str, *, port_required: bool = False) -> str | None:
     if port is None and port_required and scheme.lower() == "http":  # the client: "URL must include ... 'port'"
         return f"needs its port: {without_credentials(url).rstrip('/')}:9200, say"
     return None
-
-
-def without_credentials(url: str) -> str:
-    """``url`` as a message may show it: without a ``user:password@`` part, its scheme kept."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
 
 
 def tls_context(ca_certs: str | None, verify_certs: bool = True) -> ssl.SSLContext:
