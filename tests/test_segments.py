@@ -350,6 +350,12 @@ def test_a_passage_updated_by_hand_is_refused_with_the_way_to_change_it(world):
     for change in ("text = 'Other words.'", "fields = '{}'", "id = 'renamed'"):
         with pytest.raises(sqlite3.IntegrityError, match="--reindex-existing"):
             conn.execute(f"UPDATE passages SET {change}")
+    # nor a span or a vector (the stale-answer audit, round 30): a span's labels changed by hand
+    # showed once the segments were made anew, while the filters kept the old ones
+    for table, change in (("spans", "labels = '[\"river\"]'"), ("spans", "start = start + 1"), ("spans", "mention = 0"),
+                          ("span_vectors", "vector = x'00'"), ("passage_vectors", "vector = x'00'")):
+        with pytest.raises(sqlite3.IntegrityError, match="--reindex-existing"):
+            conn.execute(f"UPDATE {table} SET {change}")
     conn.close()
     assert store.counts().passages == 3
 

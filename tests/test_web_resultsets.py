@@ -217,6 +217,20 @@ def test_facet_counts_one_value_per_class_a_filter_tells_apart():
     assert facets["n"] == [{"value": True, "count": 2}, {"value": 1.0, "count": 2}, {"value": False, "count": 1}]
 
 
+def test_a_filter_on_minus_zero_answers_the_same_whichever_came_first():
+    """An audit: the filter texts' cache took 0.0 and -0.0 for one key, so whichever a process was
+    asked first answered for the other ("v": -0.0 matched a stored string "0.0" after a filter on 0.0)."""
+    from indexer.stores import filters
+
+    filters._field_texts.cache_clear()
+    zero_first = (filters.field_texts(0.0), filters.field_texts(-0.0))
+    filters._field_texts.cache_clear()
+    minus_first = tuple(reversed((filters.field_texts(-0.0), filters.field_texts(0.0))))
+    assert zero_first == minus_first and zero_first[0] != zero_first[1]
+    assert field_matches(-0.0, "-0.0") and not field_matches(-0.0, "0.0") and field_matches(0.0, "0.0")
+    assert field_matches(-0.0, 0.0) and field_matches(0.0, -0.0)  # the numbers are equal
+
+
 def test_facet_values_beyond_javascript_integers_go_as_digits_that_filter_alike():
     # the page parses JSON numbers as doubles: 1234567890123456789 came back as ...800, a filter on
     # another value; as digits it is sent back exactly, and a filter takes them for the number

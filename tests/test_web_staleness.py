@@ -175,3 +175,32 @@ def test_a_store_written_all_the_time_still_answers_and_refuses_its_cursors(tmp_
         assert sorted(seen) == sorted([p.id for p in FIRST] + [p.id for p in stream[:written]])
     writer.close()
     served.close()
+
+
+def test_a_cursor_is_refused_by_a_server_that_searches_the_phrase_with_another_vector(tmp_path, encoder):
+    """The stale-answer audit (round 30): a cursor was bound to the phrase, threshold, filters and
+    store version, not to the vector the phrase is searched with, so a server whose model folder
+    was edited (here the unseen template) or that runs another graph took it and repeated and
+    skipped passages. Two servers on one store, the second with a model copy of another template."""
+    import json
+
+    folder = tmp_path / "store"
+    served = NerIndex(encoder, EmbeddedStore.open(folder), description="served")
+    served.index(FIRST + LATER)
+    other_model = tmp_path / "model"
+    other_model.mkdir()
+    for path in default_model_dir().iterdir():
+        if path.name != "model.json":
+            (other_model / path.name).symlink_to(path)
+    card = json.loads((default_model_dir() / "model.json").read_text(encoding="utf-8"))
+    (other_model / "model.json").write_text(json.dumps({**card, "unseen_type_template": "{}"}), encoding="utf-8")
+    other = NerIndex(OnnxEncoder.from_dir(other_model, device="cpu"), EmbeddedStore.open(folder), description="other")
+    query = {"type": "natural landmark", "threshold": LOW, "limit": 2, "all": True}
+    with TestClient(create_app(served, threshold=LOW), base_url="http://127.0.0.1:8000") as first, \
+            TestClient(create_app(other, threshold=LOW), base_url="http://127.0.0.1:8000") as second:  # fmt: skip
+        cursor = search(first, **query)["next_cursor"]
+        assert cursor is not None
+        assert search(first, **query, cursor=cursor)["hits"]  # the server that gave it pages on
+        moved = second.post("/api/v1/search", json={**query, "cursor": cursor})
+        assert moved.status_code == 409 and moved.json()["error"]["code"] == "stale_cursor", moved.text
+        assert "another vector" in moved.json()["error"]["message"]

@@ -74,6 +74,15 @@ BEGIN DELETE FROM spans WHERE passage = old.rowid; END;
 -- the new value finding nothing (a store audit)
 CREATE TRIGGER IF NOT EXISTS passages_no_update BEFORE UPDATE OF id, text, fields ON passages
 BEGIN SELECT RAISE(ABORT, 'nerindex: a passage is changed by indexing it again (nerindex index --reindex-existing), not by UPDATE'); END;
+-- nor a span or a vector: an UPDATE of a span's labels by hand changed what a search showed once
+-- the vector segments were made anew (details.npy holds the labels), while filters kept the old
+-- ones (the stale-answer audit, round 30)
+CREATE TRIGGER IF NOT EXISTS spans_no_update BEFORE UPDATE ON spans
+BEGIN SELECT RAISE(ABORT, 'nerindex: a span is changed by indexing its passage again (nerindex index --reindex-existing), not by UPDATE'); END;
+CREATE TRIGGER IF NOT EXISTS span_vectors_no_update BEFORE UPDATE ON span_vectors
+BEGIN SELECT RAISE(ABORT, 'nerindex: a vector is changed by indexing its passage again (nerindex index --reindex-existing), not by UPDATE'); END;
+CREATE TRIGGER IF NOT EXISTS passage_vectors_no_update BEFORE UPDATE ON passage_vectors
+BEGIN SELECT RAISE(ABORT, 'nerindex: a vector is changed by indexing its passage again (nerindex index --reindex-existing), not by UPDATE'); END;
 CREATE TRIGGER IF NOT EXISTS spans_vector_drop AFTER DELETE ON spans
 BEGIN DELETE FROM span_vectors WHERE rowid = old.rowid; END;
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts USING fts5(

@@ -137,8 +137,16 @@ def as_stored(value: Any) -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are equal keys otherwise
 def field_texts(value: FilterScalar, *, marked: bool = True) -> tuple[str, ...]:
+    """:func:`_field_texts`, cached by the value's type and sign too: True and 1, and 0.0 and
+    -0.0, are equal keys to a cache, and whichever was asked first answered for the other for the
+    life of the process (an audit: a filter on -0.0 matched a stored "0.0" after one on 0.0)."""
+    sign = math.copysign(1.0, value) if isinstance(value, float) else 0.0
+    return _field_texts(value, marked, sign)
+
+
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are equal keys otherwise
+def _field_texts(value: FilterScalar, marked: bool, sign: float) -> tuple[str, ...]:  # noqa: ARG001 (sign: a key)
     """The texts that a stored metadata value (:func:`stored_text`) equals this filter value by.
 
     A text matches the same stored string, and, where it spells one, a stored number of that value

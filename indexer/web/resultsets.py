@@ -32,7 +32,7 @@ from ..stores.filters import field_texts, stored_text, stored_values, value_clas
 Scalar = str | int | float | bool
 FilterValue = Scalar | list[Scalar]
 
-CURSOR_VERSION = 2  # 2: cursors carry the store version
+CURSOR_VERSION = 3  # 2: cursors carry the store version; 3: and the type vector's digest
 MAX_FACET_CHARS = 100
 
 
@@ -43,6 +43,9 @@ class SearchQuery:
     ``filters`` is kept as a sorted tuple of (field, values) pairs so that equal queries hash
     equal whatever order the client sent them in. ``passage_weight`` (λ; None: the model's) changes
     the order of a result set, so it is part of the key: a cursor from one λ is refused for another.
+    ``vector`` is a digest of the type vector the phrase is searched with (None: not known), which
+    a cursor carries beside the key (:func:`encode_cursor`); the key leaves it out, since one
+    process searches a phrase with one vector.
     """
 
     type: str
@@ -50,6 +53,7 @@ class SearchQuery:
     filters: tuple[tuple[str, tuple[Scalar, ...]], ...] = ()
     text: str | None = None
     passage_weight: float | None = None
+    vector: str | None = None
 
     @classmethod
     def build(
@@ -103,15 +107,20 @@ def version_key(version: StoreVersion) -> str:
     return hashlib.sha256(str(version).encode("utf-8")).hexdigest()[:16]
 
 
-def encode_cursor(query_key: str, offset: int, store_key: str) -> str:
-    """An opaque, URL-safe cursor for the page of a result set that starts at ``offset``."""
-    raw = json.dumps({"v": CURSOR_VERSION, "k": query_key, "s": store_key, "o": offset}, separators=(",", ":"))
+def encode_cursor(query_key: str, offset: int, store_key: str, vector: str | None = None) -> str:
+    """An opaque, URL-safe cursor for the page of a result set that starts at ``offset``, bound to
+    the query, the store version and the type vector (``SearchQuery.vector``)."""
+    raw = json.dumps({"v": CURSOR_VERSION, "k": query_key, "s": store_key, "m": vector, "o": offset},
+                     separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")
 
 
-def decode_cursor(cursor: str, query_key: str, store_key: str) -> int:
+def decode_cursor(cursor: str, query_key: str, store_key: str, vector: str | None = None) -> int:
     """The offset a cursor points at; refuses cursors that are malformed, from another query, or
-    from an older state of the store (:class:`StaleCursorError`)."""
+    from an older state of the store or a server that searches the type with another vector
+    (:class:`StaleCursorError`: a server whose model folder was edited, or one running another
+    graph, fp16 on a GPU and int8 on a CPU, took another's cursor and repeated and skipped
+    passages; the stale-answer audit, round 30)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -124,6 +133,12 @@ def decode_cursor(cursor: str, query_key: str, store_key: str) -> int:
         raise SearchError(
             "cursor belongs to a different query: send the same type, threshold, passage_weight, "
             "filters and text as the request that returned it"
+        )
+    if data.get("m") != vector:
+        raise StaleCursorError(
+            "this server searches the type with another vector than the one that issued this cursor "
+            "(its model folder changed, or another server with another model or graph issued it): send the "
+            "search again without a cursor"
         )
     if store != store_key:
         raise StaleCursorError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -156,7 +157,16 @@ class SearchService:
             passage_weight=(
                 query.passage_weight if query.passage_weight is not None else self.default_passage_weight(query.type)
             ),
+            vector=self.vector_digest(query.type),
         )
+
+    def vector_digest(self, phrase: str) -> str | None:
+        """A digest of the type vector ``phrase`` is searched with (the encoder's cache serves the
+        search after it), or None for an index that does not embed phrases."""
+        embed = getattr(self.index, "embed", None)
+        if embed is None or not phrase:
+            return None
+        return hashlib.sha256(np.ascontiguousarray(embed([phrase]), dtype=np.float32).tobytes()).hexdigest()[:16]
 
     def top(self, query: SearchQuery, limit: int) -> list[Hit]:
         return list(
@@ -251,12 +261,12 @@ class SearchService:
         paged = body.all or body.cursor is not None
         page = [] if paged else self.top(query, body.limit)
         # not strict: the store moves under every read, so no page can be told to follow the cursor's (409)
-        offset = decode_cursor(body.cursor, query.key(), store_key if strict else "") if body.cursor else 0
+        offset = decode_cursor(body.cursor, query.key(), store_key if strict else "", query.vector) if body.cursor else 0
         hits = self.result_set(query, store_key, strict=strict)
         if paged:
             page = hits[offset : offset + body.limit]
             if offset + body.limit < len(hits):
-                next_cursor = encode_cursor(query.key(), offset + body.limit, store_key)
+                next_cursor = encode_cursor(query.key(), offset + body.limit, store_key, query.vector)
         facets = facet_counts(hits, keep=is_metadata_filter_key) if body.facets else None  # those a client can filter on
         return {"hits": page, "total": len(hits), "next_cursor": next_cursor, "facets": facets}
 
