@@ -207,6 +207,15 @@ def test_every_option_has_help_and_shows_its_default(name):
             assert "%(default)" in action.help or "default" in action.help, f"{name}: {action.option_strings} hides its default"
 
 
+@pytest.mark.parametrize("name", ["bench_indexing", "bench_search", "bench_serve", "bench_es_recall", "bench_int8_kernel"])
+def test_importing_a_script_and_reading_its_options_leaves_the_environment_alone(name):
+    """bench_int8_kernel set NERINDEX_CACHE=off on import: every test after this file's ran
+    without a cache, and the gloss cache test failed in the order of a full run."""
+    before = dict(os.environ)
+    parser_of(name)
+    assert dict(os.environ) == before
+
+
 def test_indexing_help_describes_the_engines():
     done = script(BENCH / "bench_indexing.py", "--help", timeout=30)
     assert done.returncode == 0
