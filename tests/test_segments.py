@@ -512,6 +512,35 @@ def test_a_store_restored_from_a_backup_and_written_again_is_not_answered_from_t
                 same(answer(restored, request), reference(docs, request))
 
 
+def test_a_tail_of_the_lost_history_is_delisted_so_that_later_tails_are_saved(world, tmp_path, caplog):
+    """The stale-answer audit (round 30): after a restore the lost history's tail stayed listed, so
+    no process saw its own chain on disk and none saved a tail again: every search warned of it,
+    and every process read every row written since the backup from SQLite."""
+    import logging
+
+    store, rng, centre = world
+    docs = {d.passage.id: d for d in make_docs(rng, range(80), centre)}
+    store.write(list(docs.values()))
+    every = SearchRequest(centre, 0.5, exhaustive=True)
+    answer(store, every)  # the base segment is saved
+    cache = store.path / CACHE_DIR
+    new = lost_history_then_restore(store, rng, centre, docs, tmp_path / "backup.sqlite")
+    docs[new.passage.id] = new
+    (lost,) = [e["name"] for e in json.loads((cache / segments.LIST).read_text())["tails"]]
+    with EmbeddedStore.open(store.path, create=False) as restored:
+        answer(restored, every)  # loads the base, refuses the lost tail, saves its own
+    listed = [e["name"] for e in json.loads((cache / segments.LIST).read_text())["tails"]]
+    assert lost not in listed and listed  # the restored store's write has a tail of its own
+    more = {d.passage.id: d for d in make_docs(rng, range(200, 205), centre)}
+    docs.update(more)
+    caplog.clear()
+    with caplog.at_level(logging.INFO), EmbeddedStore.open(store.path, create=False) as restored:
+        restored.write(list(more.values()))
+        same(answer(restored, every), reference(docs, every))
+    assert "made after a write" not in caplog.text
+    assert len(json.loads((cache / segments.LIST).read_text())["tails"]) == len(listed) + 1
+
+
 def test_an_orphan_tail_folder_is_removed_at_the_next_tail_save(tmp_path):
     """A process that lost the race to save its tail, or was killed saving it, left a tail folder
     no list names; it stayed until the next base rebuild (2.1 MB in a 10 MB cache in the audit).

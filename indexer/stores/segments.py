@@ -370,13 +370,16 @@ def _read_list(cache: Path) -> dict:
         return {}
 
 
-def _write_list(cache: Path, base: Segment, tails: Sequence[Segment]) -> bool:
+def _write_list(cache: Path, base: Segment, tails: Sequence[Segment], *, quiet: bool = False) -> bool:
+    """Write the segment list; ``quiet``: a cache that cannot be written is said at info level (a
+    reader of a read-only store cuts the list on every open)."""
     listing = {"base": base.state(), "tails": [{"name": t.name, "state": t.state()} for t in tails]}
     text = json.dumps(listing, indent=1).encode("utf-8")
     try:
         write_bytes(cache / LIST, text)
     except OSError as exc:
-        log.warning("%s: cannot save the segment list (%s)", cache, exc.strerror or exc)
+        log.log(logging.INFO if quiet else logging.WARNING, "%s: cannot save the segment list (%s)", cache,
+                exc.strerror or exc)
         return False
     return True
 
@@ -394,7 +397,8 @@ def load(cache: Path, identity: str, dims: int, in_history: Callable[[str], bool
     listing = _read_list(cache)
     if listing.get("base") != base.state():
         return segments
-    for entry in listing.get("tails", []):
+    entries = listing.get("tails", [])
+    for entry in entries:
         try:
             name, tail_state = str(entry["name"]), str(entry["state"])
         except (KeyError, TypeError):
@@ -407,6 +411,11 @@ def load(cache: Path, identity: str, dims: int, in_history: Callable[[str], bool
         if tail is None:
             break
         segments.append(tail)
+    if len(segments) - 1 < len(entries):
+        # the tails past the cut serve no process with this base (made in a history store.sqlite
+        # lacks, or damaged): listed on, they made every later save_tail see another's chain, and
+        # every process read the rows since the cut from SQLite (the stale-answer audit, round 30)
+        _write_list(cache, base, segments[1:], quiet=True)
     return segments
 
 
