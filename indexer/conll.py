@@ -75,7 +75,14 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[str]:
     """The lines of a file, split where ``open(newline="")`` splits them (LF, CRLF, a lone CR), without
     their ends or a BOM that opens one; decoded one by one, so invalid UTF-8 is reported on its own line."""
     lineno = 0
-    for chunk in capped_lines(handle, name):
+    chunks = capped_lines(handle, name)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except InputError as exc:  # named by this reader's count, which a lone CR ends a line in too (a review)
+            raise InputError(exc.reason, path=name, line=lineno + 1) from None
         for raw in chunk.splitlines():  # bytes split at LF, CR and CRLF alone
             lineno += 1
             if raw.startswith(codecs.BOM_UTF8):  # a BOM is no token: at line 1, or where files were joined

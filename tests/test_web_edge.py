@@ -366,6 +366,10 @@ def test_a_browser_request_from_another_sites_page_is_refused_but_a_link_to_the_
         # served: no browser, the page's own requests, a link followed, an origin given with --cors-origin
         assert client.get(search).status_code == 200
         assert client.get(search, headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}).status_code == 200
-        assert client.get("/?type=dinosaur", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}).status_code == 200
+        link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+        assert client.get("/?type=dinosaur", headers=link).status_code == 200
+        # an API URL opened from another site, in a window or an iframe, is no link to the page (a review)
+        assert client.get(search, headers=link).status_code == 403
+        assert client.get("/?type=dinosaur", headers={**link, "Sec-Fetch-Dest": "iframe"}).status_code == 403
         allowed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors", "Origin": "http://localhost:3000"}
         assert client.get(search, headers=allowed).status_code == 200

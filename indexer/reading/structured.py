@@ -340,6 +340,9 @@ def _rows(reader: Any, rules: RecordRules, kind: str) -> Iterator[tuple[int, int
         except StopIteration:
             return
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):  # not a quote left open (a review): one record too big
+                raise rules.error(f"a field longer than {_CSV_FIELD_LIMIT // 2**20} MiB, the most a {kind} field may "
+                                  f"hold (read on to line {reader.line_num})", prev + 1) from exc
             if reader.line_num > prev + 1:
                 raise rules.error(f"malformed {kind}: a quoted field opened in this record is not closed "
                                   f"(read on to line {reader.line_num}: {exc})", prev + 1) from exc

@@ -56,7 +56,8 @@ CATALOG_HINT = (
 # What a trained_types conflict needs besides the two digests: where the list lives.
 TRAINED_TYPES_HINT = (
     " (model.json's training.types, the phrases labelled under label_threshold rather than "
-    "unseen_label_threshold: write with the list the store was written with, or re-index)"
+    "unseen_label_threshold, differ from the list the store was written with, which it records by "
+    "digest only: put that list back, or index into a new store)"
 )
 HINTS = {"catalog": CATALOG_HINT, "trained_types": TRAINED_TYPES_HINT}
 # Stored settings whose None in a complete stamp means "the model has none" (see check_stamp).

@@ -397,8 +397,7 @@ def load(cache: Path, identity: str, dims: int, in_history: Callable[[str], bool
     listing = _read_list(cache)
     if listing.get("base") != base.state():
         return segments
-    entries = listing.get("tails", [])
-    for entry in entries:
+    for entry in listing.get("tails", []):
         try:
             name, tail_state = str(entry["name"]), str(entry["state"])
         except (KeyError, TypeError):
@@ -407,16 +406,25 @@ def load(cache: Path, identity: str, dims: int, in_history: Callable[[str], bool
         if parsed is None or not re.fullmatch(r"tail-[0-9a-f]+", name) or parsed[0][0] != segments[-1].span_hi \
                 or parsed[0][2] != segments[-1].passage_hi:
             break
+        if not in_history(parsed[1]):
+            log.warning("%s: made after a write this store.sqlite has not seen (a restored backup?): unused", cache / name)
+            _delist_lost(cache, listing, base, segments[1:])
+            break
         tail = _load(cache / name, identity, tail_state, dims, name, in_history)
         if tail is None:
             break
         segments.append(tail)
-    if len(segments) - 1 < len(entries):
-        # the tails past the cut serve no process with this base (made in a history store.sqlite
-        # lacks, or damaged): listed on, they made every later save_tail see another's chain, and
-        # every process read the rows since the cut from SQLite (the stale-answer audit, round 30)
-        _write_list(cache, base, segments[1:], quiet=True)
     return segments
+
+
+def _delist_lost(cache: Path, listing: dict, base: Segment, kept: Sequence[Segment]) -> None:
+    """Cut the list before a tail made in a history store.sqlite lacks (a restored backup): no
+    process can use it or what follows it, and listed on it made every later ``save_tail`` see
+    another's chain, so no tail was saved again and every process read the rows since the backup
+    from SQLite (the stale-answer audit, round 30). Only a list still as it was read is cut: one
+    that another process rewrote meanwhile (a merge) is left to it (a review)."""
+    if _read_list(cache) == listing:
+        _write_list(cache, base, kept, quiet=True)
 
 
 def save_base(cache: Path, identity: str, base: Segment) -> bool:

@@ -221,9 +221,16 @@ def cross_site_problem(scope: Scope, origins: frozenset[str]) -> str | None:
     search holds every matching passage in memory (a security audit: three such requests took a
     100k-passage service from 177 MB to 977 MB). Browsers say where a request comes from in
     ``Sec-Fetch-Site``; a link followed to the search page (a navigation) and the origins given
-    with ``--cors-origin`` are served, as is every client that is no browser (no such header)."""
+    with ``--cors-origin`` are served, as is every client that is no browser (no such header).
+    A navigation is one of the page's own, top-level (``Sec-Fetch-Dest: document``) and outside
+    ``/api/``: an API URL in another site's iframe or window is a navigation too (a review).
+    Browsers send these headers to secure origins (https, localhost, 127.0.0.1) only: a service
+    reached over plain http by another name is not covered (docs/web.md)."""
     site = (header(scope, b"sec-fetch-site") or "").strip().lower()
-    if site in ("", "same-origin", "none") or (header(scope, b"sec-fetch-mode") or "").strip().lower() == "navigate":
+    if site in ("", "same-origin", "none"):
+        return None
+    mode, dest = ((header(scope, name) or "").strip().lower() for name in (b"sec-fetch-mode", b"sec-fetch-dest"))
+    if mode == "navigate" and dest == "document" and not str(scope.get("path", "")).startswith("/api/"):
         return None
     origin = header(scope, b"origin")
     if ANY_HOST in origins or (origin is not None and origin.strip() in origins):
