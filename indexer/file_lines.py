@@ -16,10 +16,10 @@ from .errors import InputError
 MAX_LINE_BYTES = 64 * 2**20  # one passage or record a line: a whole novel is a few MB
 
 
-def capped_lines(handle: IO[bytes], name: str, *, first_line: int = 1) -> Iterator[bytes]:
+def capped_lines(handle: IO[bytes], name: str) -> Iterator[bytes]:
     """The lines of ``handle`` as ``for line in handle`` gives them (each with its ``\\n``), each
     read with at most :data:`MAX_LINE_BYTES` + 1 bytes held."""
-    lineno = first_line - 1
+    lineno = 0
     while True:
         raw = handle.readline(MAX_LINE_BYTES + 1)
         if not raw:

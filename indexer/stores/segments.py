@@ -406,12 +406,10 @@ def load(cache: Path, identity: str, dims: int, in_history: Callable[[str], bool
         if parsed is None or not re.fullmatch(r"tail-[0-9a-f]+", name) or parsed[0][0] != segments[-1].span_hi \
                 or parsed[0][2] != segments[-1].passage_hi:
             break
-        if not in_history(parsed[1]):
-            log.warning("%s: made after a write this store.sqlite has not seen (a restored backup?): unused", cache / name)
-            _delist_lost(cache, listing, base, segments[1:])
-            break
         tail = _load(cache / name, identity, tail_state, dims, name, in_history)
         if tail is None:
+            if not in_history(parsed[1]):  # refused for the history it was made in, not as damaged
+                _delist_lost(cache, listing, base, segments[1:])
             break
         segments.append(tail)
     return segments

@@ -43,9 +43,9 @@ class SearchQuery:
     ``filters`` is kept as a sorted tuple of (field, values) pairs so that equal queries hash
     equal whatever order the client sent them in. ``passage_weight`` (λ; None: the model's) changes
     the order of a result set, so it is part of the key: a cursor from one λ is refused for another.
-    ``vector`` is a digest of the type vector the phrase is searched with (None: not known), which
-    a cursor carries beside the key (:func:`encode_cursor`); the key leaves it out, since one
-    process searches a phrase with one vector.
+    A cursor also carries a digest of the type vector the phrase is searched with, beside the key
+    (:func:`encode_cursor`); the key leaves it out, since one process searches a phrase with one
+    vector.
     """
 
     type: str
@@ -53,7 +53,6 @@ class SearchQuery:
     filters: tuple[tuple[str, tuple[Scalar, ...]], ...] = ()
     text: str | None = None
     passage_weight: float | None = None
-    vector: str | None = None
 
     @classmethod
     def build(
@@ -109,7 +108,7 @@ def version_key(version: StoreVersion) -> str:
 
 def encode_cursor(query_key: str, offset: int, store_key: str, vector: str | None = None) -> str:
     """An opaque, URL-safe cursor for the page of a result set that starts at ``offset``, bound to
-    the query, the store version and the type vector (``SearchQuery.vector``)."""
+    the query, the store version and the type vector (a digest: ``SearchService.vector_digest``)."""
     raw = json.dumps({"v": CURSOR_VERSION, "k": query_key, "s": store_key, "m": vector, "o": offset},
                      separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode("ascii")).decode("ascii").rstrip("=")

@@ -157,7 +157,6 @@ class SearchService:
             passage_weight=(
                 query.passage_weight if query.passage_weight is not None else self.default_passage_weight(query.type)
             ),
-            vector=self.vector_digest(query.type),
         )
 
     def vector_digest(self, phrase: str) -> str | None:
@@ -261,12 +260,13 @@ class SearchService:
         paged = body.all or body.cursor is not None
         page = [] if paged else self.top(query, body.limit)
         # not strict: the store moves under every read, so no page can be told to follow the cursor's (409)
-        offset = decode_cursor(body.cursor, query.key(), store_key if strict else "", query.vector) if body.cursor else 0
+        vector = self.vector_digest(query.type) if paged else None  # what a cursor is bound to besides the key
+        offset = decode_cursor(body.cursor, query.key(), store_key if strict else "", vector) if body.cursor else 0
         hits = self.result_set(query, store_key, strict=strict)
         if paged:
             page = hits[offset : offset + body.limit]
             if offset + body.limit < len(hits):
-                next_cursor = encode_cursor(query.key(), offset + body.limit, store_key, query.vector)
+                next_cursor = encode_cursor(query.key(), offset + body.limit, store_key, vector)
         facets = facet_counts(hits, keep=is_metadata_filter_key) if body.facets else None  # those a client can filter on
         return {"hits": page, "total": len(hits), "next_cursor": next_cursor, "facets": facets}
 
