@@ -30,7 +30,7 @@ pytest.importorskip("elasticsearch")
 
 from es_proxy import spoiled_bulk  # noqa: E402
 from store_conformance import (  # noqa: E402
-    DINO, POL, RIVER, StoreConformance, corpus, crowded_passage, doc, hybrid_corpus, unit,
+    CROWD, DINO, POL, RIVER, StoreConformance, corpus, crowded_passage, doc, hybrid_corpus, unit,
 )
 
 from indexer.config import from_env, resolve  # noqa: E402
@@ -1095,6 +1095,46 @@ def test_an_index_from_before_0_3_keeps_100_marks_a_passage_and_says_so(make_liv
     assert "gives at most 100 marks a passage" in caplog.text and "max_inner_result_window" in caplog.text
     store.client.indices.put_settings(index=store.alias, settings={"index.max_inner_result_window": 10_000})
     assert len(search(store, DINO, 0.5, limit=1)[0].spans) == 250
+
+
+def test_a_passage_indexed_again_between_a_search_and_its_marks_keeps_its_own_marks(make_live_store, stamp, caplog):
+    """The stale-answer audit: the follow-up for a passage's marks (more than 100) went to the alias,
+    and a passage indexed again in between showed the first version's text with the second's marks,
+    at offsets inside other words. Its marks now stay the first response's, consistent with its text."""
+    store = make_live_store()
+    store.check_model(stamp)
+    crowd = crowded_passage()
+    store.write([crowd])
+    store.flush()
+    shift = "Noted: "  # the same spans, later in the text: every offset moves
+    moved = dataclasses.replace(
+        crowd, passage=dataclasses.replace(crowd.passage, text=shift + crowd.passage.text),
+        spans=tuple(dataclasses.replace(s, start=s.start + len(shift), end=s.end + len(shift)) for s in crowd.spans),
+    )
+    real, calls = store.client.search, []
+
+    def search_then_write(*args, **kwargs):
+        calls.append(kwargs.get("body"))
+        if len(calls) == 2:  # the marks request: another process indexes the passage first
+            store.write([moved])
+            store.flush()
+        return real(*args, **kwargs)
+
+    store.client.search = search_then_write
+    try:
+        with caplog.at_level(logging.WARNING):
+            hits = search(store, DINO, 0.5, limit=1)
+    finally:
+        store.client.search = real
+    assert len(calls) == 2 and "terms" in json.dumps(calls[1])  # the follow-up for the marks was made
+    (hit,) = hits
+    assert hit.text == crowd.passage.text and len(hit.spans) == search_requests.INNER_HITS_SIZE
+    assert all(hit.text[m.start : m.end] == m.text for m in hit.spans)
+    assert "indexed again during this search" in caplog.text and "crowd" in caplog.text
+    # searched again, the new version shows all of its marks, at its own offsets
+    (again,) = search(store, DINO, 0.5, limit=1)
+    assert again.text == moved.passage.text and len(again.spans) == CROWD
+    assert all(again.text[m.start : m.end] == m.text for m in again.spans)
 
 
 def test_every_mark_with_a_bm25_boost_and_near_duplicate_passages(make_live_store, stamp):

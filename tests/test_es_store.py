@@ -585,16 +585,18 @@ def test_exhaustive_search_pages_with_point_in_time(cluster, corpus):
 def test_exhaustive_search_marks_every_mention_of_a_crowded_passage(cluster, filters, kept):
     """The exhaustive search (Painless: only this fake runs it) carries 100 marks a hit, like the
     top-k one (the live suite's conformance test): the rest come from one more request, a kNN
-    pre-filtered to that passage and to the search's filters."""
+    pre-filtered to that passage and to the search's filters, in the page's point in time (through
+    the alias, a passage indexed again in between showed the page's text with the new marks)."""
     store = make_store(cluster)
     store.check_model(STAMP)
     store.write([crowded_passage()])
     hits = search(store, DINO, filters=filters, exhaustive=True)
     assert [s.text for s in hits[0].spans] == [f"Saurus{i}" for i in kept]
-    method, _, body = search_requests(cluster)[-1]
+    method, path, body = search_requests(cluster)[-1]
     ids, marks = body["query"]["bool"]["filter"]  # exact, as the page scored them (no kNN, so any server)
     assert ids == {"terms": {"id": ["crowd"]}} and marks["nested"]["inner_hits"]["size"] == len(kept)
     assert "script_score" in marks["nested"]["query"]
+    assert path == "/_search" and body["pit"]["id"] == "pit-1"  # no index: the page's point in time
 
 
 def test_exhaustive_search_closes_the_pit_when_abandoned(filled, cluster):

@@ -91,14 +91,21 @@ def exact_mentions(
 
 
 def exact_marks_body(
-    vector: Any, passage_ids: Sequence[str], *, marks: int, min_similarity: float, filters: Filters | None = None
+    vector: Any, passage_ids: Sequence[str], *, marks: int, min_similarity: float, filters: Filters | None = None,
+    pit_id: str | None = None, keep_alive: str = "2m",
 ) -> dict[str, Any]:
     """Every mark of these passages, up to ``marks`` each, scored exactly as the exhaustive search
     scores them (:func:`exact_mentions` with the search's span filters, restricted to their
-    ``id`` s): for the hits of an exhaustive page that carried fewer marks than they have."""
+    ``id`` s): for the hits of an exhaustive page that carried fewer marks than they have. In the
+    page's point in time (``pit_id``), so the marks are of the passages the page returned: through
+    the alias, a passage indexed again between the two requests showed the page's text with the
+    new version's marks (the stale-answer audit)."""
     ids = list(dict.fromkeys(passage_ids))
     mentions = exact_mentions(vector, min_similarity=min_similarity, span_level=filter_clauses(filters)[1], marks=marks)
-    return {"size": len(ids), "_source": ["id"], "query": {"bool": {"filter": [{"terms": {"id": ids}}, mentions]}}}
+    body = {"size": len(ids), "_source": ["id"], "query": {"bool": {"filter": [{"terms": {"id": ids}}, mentions]}}}
+    if pit_id is not None:
+        body["pit"] = {"id": pit_id, "keep_alive": keep_alive}
+    return body
 
 
 def exhaustive_search_body(

@@ -224,6 +224,13 @@ def hit_id(hit: Mapping[str, Any]) -> str:
     return str((hit.get("_source") or {}).get("id", hit.get("_id")))
 
 
+def hit_versions(response: Mapping[str, Any]) -> dict[str, tuple[Any, Any, Any]]:
+    """Passage id -> which version of it each hit is (its index, ``_seq_no`` and ``_primary_term``;
+    a search asked with ``seq_no_primary_term``): a passage indexed again, or an alias moved to
+    another index, between two requests gives another triple."""
+    return {hit_id(h): (h.get("_index"), h.get("_seq_no"), h.get("_primary_term")) for h in raw_hits(response)}
+
+
 def cut_marks(response: Mapping[str, Any]) -> dict[str, int]:
     """Passage id -> how many marks it has, for each hit of a response that carries fewer (its
     ``spans`` inner hits' ``total`` over the hits they hold: the inner hits' ``size``)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager, suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
@@ -89,7 +89,7 @@ def knn_hits(
         candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
     yield from complete_marks(
         client, ranked[: request.limit], rs.cut_marks(response.body), request, stamp, alias=alias, errors=errors,
-        exact=False, rescore=rescore,
+        exact=False, rescore=rescore, versions=rs.hit_versions(response.body),
     )
 
 
@@ -105,7 +105,9 @@ def _page(client: Elasticsearch, alias: str, body: dict, request: SearchRequest,
     then every candidate of the pool comes back to be ranked."""
     with errors(f"search {alias!r}", search=True):
         try:
-            response = client.search(index=alias, body=body, include_named_queries_score=bool(request.passage_weight) or None)
+            # seq_no_primary_term: which version of each passage the hits are (complete_marks)
+            response = client.search(index=alias, body={**body, "seq_no_primary_term": True},
+                                     include_named_queries_score=bool(request.passage_weight) or None)
         except NotFoundError:
             return None
     hits = rs.parse_hits(response.body, scoring="knn", metric=stamp.similarity,
@@ -115,15 +117,35 @@ def _page(client: Elasticsearch, alias: str, body: dict, request: SearchRequest,
     return response, hits
 
 
+@dataclass
+class PointInTime:
+    """An open point in time: Elasticsearch may answer any request in it with a new id, and the
+    next request must send the latest."""
+
+    id: str
+    keep_alive: str
+
+    def update(self, response: Mapping[str, Any]) -> None:
+        self.id = response.get("pit_id", self.id)
+
+
 def complete_marks(
     client: Elasticsearch, hits: Sequence[Hit], cut: Mapping[str, int], request: SearchRequest, stamp: ModelStamp, *,
     alias: str, errors: Errors, exact: bool, rescore: bool = False,
+    versions: Mapping[str, tuple[Any, Any, Any]] | None = None, pit: PointInTime | None = None,
 ) -> list[Hit]:
     """``hits``, each with every mark: the hits a response carried fewer marks of than they have
     (``cut``: passage id -> its marks, :func:`responses.cut_marks`) get theirs from one more
     request, so a passage marks the same mentions as in the embedded store: the exact Painless
     marks of the exhaustive search (``exact``, :func:`paged_requests.exact_marks_body`), or the
     top-k search's kNN marks (:func:`search_requests.marks_search_body`).
+
+    The marks must be of the version of the passage whose text the hit shows (a passage indexed
+    again between the two requests showed one version's text with the other's marks: marks inside
+    words, the stale-answer audit). An exhaustive page asks in its point in time (``pit``), which
+    sees the same versions. A top-k search has none: ``versions`` (:func:`responses.hit_versions`
+    of its response) are compared with the marks', and a passage that changed keeps the marks its
+    first response carried, with a warning.
 
     Elasticsearch returns at most ``index.max_inner_result_window`` inner hits a hit: 10,000 for an
     index made since nerindex 0.3.0, 100 (its default) for an older one, or what a user set; a
@@ -135,14 +157,19 @@ def complete_marks(
     size = min(MARKS_WINDOW, most)
     while True:
         if exact:
+            within = {"pit_id": pit.id, "keep_alive": pit.keep_alive} if pit is not None else {}
             body = exact_marks_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
-                                    filters=request.filters)
+                                    filters=request.filters, **within)
         else:
             body = marks_search_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
                                      metric=stamp.similarity, filters=request.filters, rescore=rescore)
         with errors(f"read the marks of {len(wanted)} passage(s) from {alias!r}", search=True):
             try:
-                response = client.search(index=alias, body=body).body
+                if pit is not None:  # a point in time names its index itself
+                    response = client.search(body=body).body
+                    pit.update(response)
+                else:
+                    response = client.search(index=alias, body={**body, "seq_no_primary_term": versions is not None}).body
                 break
             except BadRequestError as exc:
                 window = rs.inner_hits_window(exc)
@@ -159,7 +186,14 @@ def complete_marks(
         rs.hit_id(raw): tuple(rs.span_matches(raw, scoring=scoring, metric=stamp.similarity, min_similarity=request.min_similarity))
         for raw in rs.raw_hits(response)
     }
-    missing = set(wanted) - set(marks)
+    changed = sorted(i for i, seen in rs.hit_versions(response).items()
+                     if versions is not None and i in marks and seen != versions.get(i))
+    for passage_id in changed:
+        del marks[passage_id]
+    if changed:
+        log.warning("%d passage(s) were indexed again during this search on %s (%s): they show the best %d marks "
+                    "their first response carried", len(changed), alias, ", ".join(changed[:3]), INNER_HITS_SIZE)
+    missing = set(wanted) - set(marks) - set(changed)
     if missing:
         say_once(f"{alias} marks", f"the rest of the marks of {len(missing)} passage(s) did not come back from "
                          f"{alias}: they show their best {INNER_HITS_SIZE}")
@@ -210,10 +244,11 @@ def exact_hits(
     """Every match (``request.exhaustive``: the passages with a mention over the threshold), or the
     first ``limit`` passages whose best span passes it (a top-k search past the kNN cap), scored
     exactly, one page per request through a point in time that is closed however the iteration ends."""
-    keep_alive, page = options.keep_alive, options.page_size
+    page = options.page_size
     with errors(f"open a point in time on {alias!r}"):
         try:
-            pit = client.open_point_in_time(index=alias, keep_alive=keep_alive).body["id"]
+            pit = PointInTime(client.open_point_in_time(index=alias, keep_alive=options.keep_alive).body["id"],
+                              options.keep_alive)
         except NotFoundError:
             return
     emitted = 0
@@ -222,18 +257,18 @@ def exact_hits(
         while True:
             body = exhaustive_search_body(
                 request.vector, min_similarity=request.min_similarity, filters=request.filters, text=request.text,
-                size=page, pit_id=pit, keep_alive=keep_alive, search_after=after,
+                size=page, pit_id=pit.id, keep_alive=pit.keep_alive, search_after=after,
                 passage_weight=float(request.passage_weight), typed_filters=typed_filters, gated=request.exhaustive,
             )
             with errors(f"search {alias!r} exhaustively", search=True):
                 response = client.search(body=body).body
-            pit = response.get("pit_id", pit)
+            pit.update(response)
             hits = rs.parse_hits(
                 response, scoring="script", metric=stamp.similarity,
                 min_similarity=request.min_similarity, passage_weight=float(request.passage_weight),
             )
             for hit in complete_marks(client, hits, rs.cut_marks(response), request, stamp, alias=alias, errors=errors,
-                                      exact=True):
+                                      exact=True, pit=pit):
                 yield hit
                 emitted += 1
                 if limit is not None and emitted >= limit:
@@ -243,4 +278,4 @@ def exact_hits(
                 return
     finally:
         with suppress(Exception):
-            client.close_point_in_time(id=pit)
+            client.close_point_in_time(id=pit.id)
