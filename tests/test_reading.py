@@ -1143,6 +1143,22 @@ def test_a_line_past_the_bound_is_refused_at_its_line_before_it_is_held(tmp_path
     assert "a line longer than 200 bytes: one record a line is expected" in str(err)
 
 
+def test_a_text_file_past_the_bound_is_refused_before_it_is_held(tmp_path, monkeypatch):
+    """A .txt file is one passage, and was read whole however large (the security audit's bound on
+    lines did not cover it): past the bound it is refused by name; one as long as the bound is read."""
+    from indexer import file_lines
+
+    monkeypatch.setattr(file_lines, "MAX_LINE_BYTES", 200)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    write(folder / "a.txt", "x" * 200)
+    write(folder / "b.txt", "word " * 60)
+    err = error_of(folder)
+    assert_names(err, folder / "b.txt", None)
+    assert "a text file longer than 200 bytes: a .txt file is one passage" in str(err)
+    assert [p.text for p in read(folder / "a.txt")] == ["x" * 200]
+
+
 def test_a_json_lines_file_past_the_bound_is_refused_at_its_line(tmp_path, monkeypatch):
     from indexer import file_lines
     from indexer.json_lines import json_lines

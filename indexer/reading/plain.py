@@ -17,6 +17,7 @@ from typing import Iterator
 
 from ..conll import read_conll
 from ..errors import InputError
+from ..file_lines import capped_read
 from ..records import Passage, text_id
 from ..stores.filter_rules import passage_problem
 from ..text import emptiness, invalid_utf8, unicode_problem, unstorable_at
@@ -28,9 +29,12 @@ def text_file_item(path: Path, rel: str) -> Item:
     """The passage of one text file, or why it cannot be one."""
     name = str(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = capped_read(handle, name)
     except OSError as exc:
         return InputError(f"cannot read: {exc.strerror or exc}", path=name)
+    except InputError as exc:
+        return exc
     if data.startswith(codecs.BOM_UTF8):
         data = data[3:]
     try:
