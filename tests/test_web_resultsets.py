@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -18,6 +19,7 @@ from indexer.web.resultsets import (  # noqa: E402
     decode_cursor,
     encode_cursor,
     facet_counts,
+    hit_bytes,
     version_key,
 )
 from indexer.stores.base import StoreVersion  # noqa: E402
@@ -101,7 +103,7 @@ def test_negative_offset_cursor_is_refused():
 
 
 def test_cache_computes_once_and_evicts_least_recent():
-    cache = ResultSetCache(max_entries=2, max_hits=100)
+    cache = ResultSetCache(max_entries=2, max_bytes=10**6)
     calls = []
 
     def compute(name, n):
@@ -122,13 +124,31 @@ def test_cache_computes_once_and_evicts_least_recent():
     assert calls == ["a", "b", "c", "b"]
 
 
-def test_cache_bounded_by_hits_keeps_at_least_the_newest():
-    cache = ResultSetCache(max_entries=10, max_hits=5)
+def test_cache_bounded_by_bytes_keeps_at_least_the_newest():
+    """An audit: bounded by hits (200,000), passages of a few KB each kept ~720 MB cached."""
+    four = sum(hit_bytes(hit(i)) for i in range(4))
+    cache = ResultSetCache(max_entries=10, max_bytes=2 * four - 1)
     cache.get("s1", "a", lambda: [hit(i) for i in range(4)])
     cache.get("s1", "b", lambda: [hit(i) for i in range(4)])
     assert len(cache) == 1
     cache.get("s1", "big", lambda: [hit(i) for i in range(50)])
     assert len(cache) == 1
+    cache = ResultSetCache(max_entries=10, max_bytes=2 * four)
+    cache.get("s1", "a", lambda: [hit(i) for i in range(4)])
+    cache.get("s1", "b", lambda: [hit(i) for i in range(4)])
+    assert len(cache) == 2
+    long = ResultSetCache(max_entries=10, max_bytes=2 * four)  # the same count of hits, longer passages
+    long.get("s1", "a", lambda: [replace(hit(i), text="word " * 1000) for i in range(4)])
+    long.get("s1", "b", lambda: [hit(i) for i in range(4)])
+    assert len(long) == 1
+
+
+def test_hit_bytes_counts_the_text_the_fields_and_the_marks():
+    plain = hit(0)
+    assert hit_bytes(replace(plain, text=plain.text + "x" * 1000)) == hit_bytes(plain) + 1000
+    assert hit_bytes(replace(plain, fields={**plain.fields, "note": "y" * 500})) > hit_bytes(plain) + 500
+    mark = SpanMatch(0, 4, "word", 0.9)
+    assert hit_bytes(replace(plain, spans=plain.spans + (mark,))) == hit_bytes(plain) + 304
 
 
 def test_cache_shares_one_computation_between_threads():

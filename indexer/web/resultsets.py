@@ -149,11 +149,22 @@ def decode_cursor(cursor: str, query_key: str, store_key: str, vector: str | Non
     return offset
 
 
+MAX_CACHED_BYTES = 256 * 2**20  # all cached result sets together, as :func:`hit_bytes` counts them
+
+
+def hit_bytes(hit: Hit) -> int:
+    """About how many bytes a cached hit holds: its text, id and fields, and an object a mark (a
+    CPython str of ASCII is ~49 bytes and one a character; a dataclass with its dict and a float
+    some 300). A bound in hits let 200,000 passages of a few KB (~720 MB) stay cached (an audit)."""
+    return 400 + len(hit.id) + len(hit.text) + len(repr(hit.fields)) + sum(300 + len(m.text) for m in hit.spans)
+
+
 @dataclass
 class _Entry:
     hits: list[Hit]
     ready: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    size: int = 0  # hit_bytes of its hits, once computed
 
 
 class IndexChanged(NerindexError):
@@ -162,7 +173,9 @@ class IndexChanged(NerindexError):
 
 
 class ResultSetCache:
-    """A thread-safe LRU of exhaustive result sets, bounded by entries and by total hits.
+    """A thread-safe LRU of exhaustive result sets, bounded by entries and by their bytes
+    (:func:`hit_bytes`): the newest stays whatever its size, since the request that made it pages
+    through it (one result set is as large as the matches of its query).
 
     Entries are keyed by (store version, query): asking with a new store version drops every
     entry of the others, which no request can use again (only one that raced a write may, and it
@@ -170,9 +183,9 @@ class ResultSetCache:
     others wait for it. A failed search is not cached.
     """
 
-    def __init__(self, *, max_entries: int = 16, max_hits: int = 200_000) -> None:
+    def __init__(self, *, max_entries: int = 16, max_bytes: int = MAX_CACHED_BYTES) -> None:
         self.max_entries = max_entries
-        self.max_hits = max_hits
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -198,6 +211,7 @@ class ResultSetCache:
             return self.get(store_key, query_key, compute)  # the owner failed: try once more ourselves
         try:
             entry.hits = list(compute())
+            entry.size = sum(map(hit_bytes, entry.hits))
         except BaseException as exc:
             entry.error = exc
             with self._lock:
@@ -211,12 +225,12 @@ class ResultSetCache:
 
     def _evict(self) -> None:
         with self._lock:
-            total = sum(len(e.hits) for e in self._entries.values())
+            total = sum(e.size for e in self._entries.values())
             while len(self._entries) > 1 and (
-                len(self._entries) > self.max_entries or total > self.max_hits
+                len(self._entries) > self.max_entries or total > self.max_bytes
             ):
                 _, old = self._entries.popitem(last=False)
-                total -= len(old.hits)
+                total -= old.size
 
     def clear(self) -> None:
         with self._lock:
