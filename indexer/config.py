@@ -90,8 +90,7 @@ class Settings:
         the search page: a password in the URL is left out (a security audit: it was shown to
         anyone who could load the page)."""
         if self.es_url:
-            shown = ",".join(without_credentials(host.strip()) for host in self.es_url.split(",") if host.strip())
-            return f"{shown} index {self.es_index}"
+            return f"{shown_urls(self.es_url)} index {self.es_index}"
         return str(self.store)
 
 
@@ -99,6 +98,12 @@ def without_credentials(url: str) -> str:
     """``url`` as a message may show it: without a ``user:password@`` part, its scheme kept."""
     scheme, sep, rest = url.partition("://")
     return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
+
+
+def shown_urls(urls: str) -> str:
+    """A comma-separated list of URLs (``--es-url``) as a message may show it: each one
+    :func:`without_credentials`, blanks left out."""
+    return ",".join(without_credentials(url.strip()) for url in urls.split(",") if url.strip())
 
 
 CACHE_OFF = "off"

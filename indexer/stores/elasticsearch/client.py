@@ -15,6 +15,7 @@ import elastic_transport
 import elasticsearch
 from elasticsearch import Elasticsearch
 
+from ...config import shown_urls
 from ...errors import NerindexError, SearchError, SettingError, StoreError
 from .responses import api_error_reason
 from .urls import one_line, tls_context, url_problem, without_credentials
@@ -44,8 +45,9 @@ class ConnectionOptions:
         return hosts
 
     def redacted_url(self) -> str:
-        """The URL for messages, without any user:password part."""
-        return ",".join(without_credentials(host) for host in self.hosts())
+        """The URL for messages, without any user:password part (a URL that is no URL refused)."""
+        self.hosts()
+        return shown_urls(self.url)
 
 
 MAX_RETRIES = 3  # a request that times out is sent again this many times
