@@ -153,34 +153,8 @@ def complete_marks(
     wanted = [h.id for h in hits if h.id in cut]
     if not wanted:
         return list(hits)
-    most = max(cut[i] for i in wanted)
-    size = min(MARKS_WINDOW, most)
-    while True:
-        if exact:
-            within = {"pit_id": pit.id, "keep_alive": pit.keep_alive} if pit is not None else {}
-            body = exact_marks_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
-                                    filters=request.filters, **within)
-        else:
-            body = marks_search_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
-                                     metric=stamp.similarity, filters=request.filters, rescore=rescore)
-        with errors(f"read the marks of {len(wanted)} passage(s) from {alias!r}", search=True):
-            try:
-                if pit is not None:  # a point in time names its index itself
-                    response = client.search(body=body).body
-                    pit.update(response)
-                else:
-                    response = client.search(index=alias, body={**body, "seq_no_primary_term": versions is not None}).body
-                break
-            except BadRequestError as exc:
-                window = rs.inner_hits_window(exc)
-                if window is None or window >= size:
-                    raise
-                size = window
-    if size < most:
-        say_once(f"{alias} window", f"index {alias} gives at most {size} marks a passage (index.max_inner_result_window), and a "
-                         f"passage here has {most}: it shows its best {size}"
-                         + (f"; PUT {alias}/_settings {{\"index.max_inner_result_window\": {MARKS_WINDOW}}} "
-                            "or 'nerindex es reindex' lifts that" if size < MARKS_WINDOW else ""))
+    response = _marks_response(client, wanted, max(cut[i] for i in wanted), request, stamp, alias=alias,
+                               errors=errors, exact=exact, rescore=rescore, versions=versions is not None, pit=pit)
     scoring = "script" if exact else "knn"
     marks = {
         rs.hit_id(raw): tuple(rs.span_matches(raw, scoring=scoring, metric=stamp.similarity, min_similarity=request.min_similarity))
@@ -198,6 +172,42 @@ def complete_marks(
         say_once(f"{alias} marks", f"the rest of the marks of {len(missing)} passage(s) did not come back from "
                          f"{alias}: they show their best {INNER_HITS_SIZE}")
     return [replace(h, spans=marks[h.id]) if h.id in marks else h for h in hits]
+
+
+def _marks_response(
+    client: Elasticsearch, wanted: list[str], most: int, request: SearchRequest, stamp: ModelStamp, *,
+    alias: str, errors: Errors, exact: bool, rescore: bool, versions: bool, pit: PointInTime | None,
+) -> Mapping[str, Any]:
+    """The response of :func:`complete_marks`' request for the marks of ``wanted`` (``most``: the
+    most marks one of them has), asked again with the window an index refused a larger one with."""
+    size = min(MARKS_WINDOW, most)
+    while True:
+        if exact:
+            within = {"pit_id": pit.id, "keep_alive": pit.keep_alive} if pit is not None else {}
+            body = exact_marks_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
+                                    filters=request.filters, **within)
+        else:
+            body = marks_search_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
+                                     metric=stamp.similarity, filters=request.filters, rescore=rescore)
+        with errors(f"read the marks of {len(wanted)} passage(s) from {alias!r}", search=True):
+            try:
+                if pit is not None:  # a point in time names its index itself
+                    response = client.search(body=body).body
+                    pit.update(response)
+                else:
+                    response = client.search(index=alias, body={**body, "seq_no_primary_term": versions}).body
+                break
+            except BadRequestError as exc:
+                window = rs.inner_hits_window(exc)
+                if window is None or window >= size:
+                    raise
+                size = window
+    if size < most:
+        say_once(f"{alias} window", f"index {alias} gives at most {size} marks a passage (index.max_inner_result_window), and a "
+                         f"passage here has {most}: it shows its best {size}"
+                         + (f"; PUT {alias}/_settings {{\"index.max_inner_result_window\": {MARKS_WINDOW}}} "
+                            "or 'nerindex es reindex' lifts that" if size < MARKS_WINDOW else ""))
+    return response
 
 
 def say_once(key: str, message: str) -> None:
