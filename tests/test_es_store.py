@@ -76,6 +76,7 @@ class FakeCluster:
         self.closed_pits: list[str] = []
         self._seq = itertools.count()
         self._pit_ids = itertools.count(1)
+        self.rotate_pits = False
 
     def client(self) -> Elasticsearch:
         node_class = type("FakeNode", (FakeNode,), {"cluster": self})
@@ -93,7 +94,12 @@ class FakeCluster:
             self.closed_pits.append(body["id"])
             return 200, {"succeeded": True, "num_freed": 1}
         if parts[0] == "_search":
-            return self.search(self.pits[body["pit"]["id"]], body)
+            status, answer = self.search(self.pits[body["pit"]["id"]], body)
+            if self.rotate_pits:  # Elasticsearch may answer with a new id; only the latest is valid
+                old = body["pit"]["id"]
+                answer["pit_id"] = f"{old.split('.')[0]}.{next(self._pit_ids)}"
+                self.pits[answer["pit_id"]] = self.pits.pop(old)
+            return status, answer
         if parts[-1] == "_msearch":
             return self.msearch(parts[0] if len(parts) > 1 else None, body)
         target, rest = parts[0], parts[1:]
@@ -683,3 +689,17 @@ def test_passage_vectors_before_9_2_ask_for_plain_source_fields():
     assert store.passage_vectors(["h2"]) == pytest.approx(DINO[None, :])
     body = search_requests(cluster)[-1][2]
     assert body["_source"] == ["id", "vector"] and body["query"] == {"ids": {"values": ["h2"]}}
+
+
+def test_exhaustive_search_sends_the_latest_point_in_time_id(cluster, corpus):
+    """Elasticsearch may answer any request in a point in time with a new id: the marks' request,
+    the next page and the close each send the latest (a stale id is unknown to the fake)."""
+    cluster.rotate_pits = True
+    store = make_store(cluster, page_size=1)
+    store.check_model(STAMP)
+    store.write(corpus + [crowded_passage()])
+    hits = search(store, DINO, exhaustive=True)
+    assert any(len(h.spans) == CROWD for h in hits)
+    pit_bodies = [b for _, path, b in cluster.requests if path == "/_search"]
+    assert len(pit_bodies) >= 3
+    assert cluster.closed_pits == list(cluster.pits)

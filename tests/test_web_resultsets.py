@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -148,7 +149,38 @@ def test_hit_bytes_counts_the_text_the_fields_and_the_marks():
     assert hit_bytes(replace(plain, text=plain.text + "x" * 1000)) == hit_bytes(plain) + 1000
     assert hit_bytes(replace(plain, fields={**plain.fields, "note": "y" * 500})) > hit_bytes(plain) + 500
     mark = SpanMatch(0, 4, "word", 0.9)
-    assert hit_bytes(replace(plain, spans=plain.spans + (mark,))) == hit_bytes(plain) + 304
+    assert hit_bytes(replace(plain, spans=plain.spans + (mark,))) == hit_bytes(plain) + 300 + sys.getsizeof("word")
+    # a str holds 2 or 4 bytes a character once one character needs them (CJK, Cyrillic; an emoji)
+    assert hit_bytes(replace(plain, text="恐" * 1000)) > hit_bytes(replace(plain, text="x" * 2000))
+    assert hit_bytes(replace(plain, text="x" * 999 + "🦕")) > hit_bytes(replace(plain, text="x" * 4000))
+
+
+def test_a_set_just_computed_stays_while_another_is_being_computed():
+    """A review: a result set over the bound, finished while another request's search still ran
+    (its entry, counted as 0 bytes, sat after it), was evicted at once and searched again for
+    every page its client asked."""
+    cache = ResultSetCache(max_entries=10, max_bytes=1)
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def other():
+        started.set()
+        release.wait(5)
+        return [hit(0)]
+
+    worker = threading.Thread(target=lambda: cache.get("s1", "other", other))
+
+    def big():  # asked first; another request's search starts while this one runs
+        calls.append(1)
+        if not worker.is_alive():
+            worker.start()
+            assert started.wait(5)
+        return [hit(i) for i in range(20)]
+
+    cache.get("s1", "big", big)
+    cache.get("s1", "big", big)  # the client's next page
+    release.set()
+    worker.join()
+    assert calls == [1]
 
 
 def test_cache_shares_one_computation_between_threads():

@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import json
 import re
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -156,7 +157,8 @@ def hit_bytes(hit: Hit) -> int:
     """About how many bytes a cached hit holds: its text, id and fields, and an object a mark (a
     CPython str of ASCII is ~49 bytes and one a character; a dataclass with its dict and a float
     some 300). A bound in hits let 200,000 passages of a few KB (~720 MB) stay cached (an audit)."""
-    return 400 + len(hit.id) + len(hit.text) + len(repr(hit.fields)) + sum(300 + len(m.text) for m in hit.spans)
+    return (400 + sys.getsizeof(hit.id) + sys.getsizeof(hit.text) + len(repr(hit.fields).encode())
+            + sum(300 + sys.getsizeof(m.text) for m in hit.spans))
 
 
 @dataclass
@@ -174,8 +176,9 @@ class IndexChanged(NerindexError):
 
 class ResultSetCache:
     """A thread-safe LRU of exhaustive result sets, bounded by entries and by their bytes
-    (:func:`hit_bytes`): the newest stays whatever its size, since the request that made it pages
-    through it (one result set is as large as the matches of its query).
+    (:func:`hit_bytes`): the one just computed stays whatever its size, since the request that made
+    it pages through it (one result set is as large as the matches of its query), and so do those
+    still being computed.
 
     Entries are keyed by (store version, query): asking with a new store version drops every
     entry of the others, which no request can use again (only one that raced a write may, and it
@@ -220,17 +223,24 @@ class ResultSetCache:
             raise
         finally:
             entry.ready.set()
-        self._evict()
+        self._evict(keep=key)
         return entry.hits
 
-    def _evict(self) -> None:
+    def _evict(self, keep: tuple[str, str]) -> None:
+        """Least recently used first, never ``keep`` (the result set just computed, which its
+        client pages through) nor one still being computed (it counts 0 bytes yet, and sat after
+        ``keep``: a review found a large set evicted as soon as it was made, and searched again for
+        every page)."""
         with self._lock:
             total = sum(e.size for e in self._entries.values())
-            while len(self._entries) > 1 and (
-                len(self._entries) > self.max_entries or total > self.max_bytes
-            ):
-                _, old = self._entries.popitem(last=False)
-                total -= old.size
+            for key in list(self._entries):
+                if len(self._entries) <= self.max_entries and total <= self.max_bytes:
+                    break
+                entry = self._entries[key]
+                if key == keep or not entry.ready.is_set():
+                    continue
+                del self._entries[key]
+                total -= entry.size
 
     def clear(self) -> None:
         with self._lock:

@@ -165,8 +165,9 @@ def complete_marks(
     for passage_id in changed:
         del marks[passage_id]
     if changed:
-        log.warning("%d passage(s) were indexed again during this search on %s (%s): they show the best %d marks "
-                    "their first response carried", len(changed), alias, ", ".join(changed[:3]), INNER_HITS_SIZE)
+        log.warning("%d passage(s) changed on %s between this search's requests (indexed again, or the alias moved; "
+                    "%s%s): they show the marks their first response carried (up to %d)", len(changed), alias,
+                    ", ".join(changed[:3]), ", ..." if len(changed) > 3 else "", INNER_HITS_SIZE)
     missing = set(wanted) - set(marks) - set(changed)
     if missing:
         say_once(f"{alias} marks", f"the rest of the marks of {len(missing)} passage(s) did not come back from "
