@@ -202,6 +202,26 @@ def test_parquet(tmp_path):
     json.dumps([p.fields for p in passages])  # fields are JSON-serialisable
 
 
+def test_a_parquet_index_without_a_name_is_left_out_and_a_named_one_kept(tmp_path):
+    """A docs audit: pandas writes a filtered frame's index as ``__index_level_0__``, which was kept
+    as metadata where the README says a nameless index column is left out (as in CSV). A named
+    index is a column like any other. (The metadata is pandas' own format, written here by hand.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def written(name: str, index: str, extra: dict) -> Path:
+        table = pa.table({"id": ["a", "b"], "text": ["Rome is old.", "Oslo is cold."], index: [7, 5], **extra})
+        meta = {"index_columns": [index], "columns": [], "pandas_version": "2.2.0"}
+        table = table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()})
+        pq.write_table(table, tmp_path / name)
+        return tmp_path / name
+
+    unnamed = read(written("u.parquet", "__index_level_0__", {"__index_level_1__": [1, 2]}))
+    assert [p.fields for p in unnamed] == [{"__index_level_1__": 1}, {"__index_level_1__": 2}]  # not listed: kept
+    named = read(written("n.parquet", "row", {}))
+    assert [p.fields for p in named] == [{"row": 7}, {"row": 5}]
+
+
 def test_parquet_values_are_stored_as_written(tmp_path):
     """An audit's Parquet cases: float32 as the decimal it holds (a --where f=0.1 matches it),
     nanosecond timestamps as ISO text (they raised), ±inf and decimals a float64 would round

@@ -268,6 +268,25 @@ def test_serve_allows_its_address_loopback_and_allow_host(tmp_path, monkeypatch)
     assert status == {"10.1.2.3:8000": 200, "search.example": 200, "localhost:8000": 200, "[::1]": 200, "evil.example": 400}
 
 
+def test_serve_logs_the_elasticsearch_clients_request_lines_at_debug_only(tmp_path, monkeypatch):
+    """A docs audit: at the default --log-level info, serve logged an INFO line of the Elasticsearch
+    client for every request (six a search), before even a one-line refusal."""
+    import logging
+
+    import uvicorn
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "The Nile flows through Egypt."}\n', encoding="utf-8")
+    main(["index", str(corpus), "--store", str(tmp_path / "s"), "--json"])
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    transport = logging.getLogger("elastic_transport")
+    monkeypatch.setattr(transport, "level", transport.level)  # restored after the test
+    for level, expected in (("info", logging.WARNING), ("debug", logging.NOTSET), ("error", logging.ERROR)):
+        transport.setLevel(logging.NOTSET)
+        main(["serve", "--store", str(tmp_path / "s"), "--log-level", level])
+        assert transport.level == expected, level
+
+
 # ---------------------------------------------------------------------------------- facets
 
 

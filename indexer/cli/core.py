@@ -437,7 +437,8 @@ def _print_info(info: dict) -> None:
     written = s.get("model")
     with_model = "" if written is None else (
         f"; written with {written['id']} {written['version']} (checksum {written['checksum'][:16]})"
-        + ("" if written["same_as_model"] else ": not the model above"))
+        + ("" if written["same_as_model"] else ": the same weights as the model above, under another name or version"
+           if written["checksum"] == m["checksum"] else ": not the model above"))
     click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans{with_model}")
     labels = (written or {}).get("labels")
     if labels:  # the labels audit: nothing said which labels a spans.labels filter can match

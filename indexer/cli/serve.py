@@ -46,7 +46,7 @@ from .options import NumberRange, backend_options
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-    help="How much the server logs (uvicorn's access lines at info).",
+    help="How much the server logs (uvicorn's access lines at info; the Elasticsearch client's line for each request at debug).",
 )
 def serve_command(
     settings: Settings,
@@ -72,6 +72,8 @@ def serve_command(
 
     check_listen(host, port)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if log_level != "debug":  # its INFO line for every Elasticsearch request (six a search) is debugging detail
+        logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, getattr(logging, log_level.upper())))
     index = NerIndex.open(settings=settings, create=False)
     app = create_app(
         index,

@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -97,6 +98,17 @@ def _import_parquet() -> Any:
     return pq
 
 
+def _unnamed_index_columns(schema: Any) -> set[str]:
+    """The columns pandas wrote for an index without a name (``__index_level_0__`` and on, listed in
+    its metadata): left out as a CSV's nameless column is (a docs audit: kept as metadata). A named
+    index ("id", say) is a column like any other."""
+    try:
+        listed = (schema.pandas_metadata or {}).get("index_columns") or []
+    except (ValueError, TypeError, AttributeError):  # metadata that is not pandas' JSON: no index known
+        return set()
+    return {c for c in listed if isinstance(c, str) and re.fullmatch(r"__index_level_\d+__", c)}
+
+
 def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> Iterator[Item]:
     """Rows of a Parquet file, numbered from 1, read a batch at a time."""
     pq = _import_parquet()
@@ -104,7 +116,8 @@ def parquet_items(path: Path, rules: RecordRules, *, batch_size: int = 1024) -> 
 
     try:
         pf = pq.ParquetFile(path)
-        columns = [c for c in pf.schema_arrow.names if c]
+        unnamed = _unnamed_index_columns(pf.schema_arrow)
+        columns = [c for c in pf.schema_arrow.names if c and c not in unnamed]
         twice = sorted({c for c in columns if columns.count(c) > 1})
         if twice:  # to_pylist keeps the last of them (an audit); CSV and JSONL refuse theirs
             raise InputError(f"column {twice[0]!r} appears twice in the schema", path=rules.path)
