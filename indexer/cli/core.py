@@ -435,10 +435,12 @@ def _print_info(info: dict) -> None:
         click.echo(f"store: refuses this model: {info['mismatch']}" if "mismatch" in info else f"store: none ({info['no_store']})")
         return
     written = s.get("model")
-    with_model = "" if written is None else (
-        f"; written with {written['id']} {written['version']} (checksum {written['checksum'][:16]})"
-        + ("" if written["same_as_model"] else ": the same weights as the model above, under another name or version"
-           if written["checksum"] == m["checksum"] else ": not the model above"))
+    with_model = ""
+    if written is not None:
+        with_model = f"; written with {written['id']} {written['version']} (checksum {written['checksum'][:16]})"
+        if not written["same_as_model"]:  # the same files under another name or version are accepted
+            with_model += (": the same weights as the model above, under another name or version"
+                           if written["checksum"] == m["checksum"] else ": not the model above")
     click.echo(f"store: {s['where']}: {s['passages']} passages, {s['spans']} spans{with_model}")
     labels = (written or {}).get("labels")
     if labels:  # the labels audit: nothing said which labels a spans.labels filter can match

@@ -15,7 +15,6 @@ import elastic_transport
 import elasticsearch
 from elasticsearch import Elasticsearch
 
-from ...config import shown_urls
 from ...errors import NerindexError, SearchError, SettingError, StoreError
 from .responses import api_error_reason
 from .urls import one_line, tls_context, url_problem, without_credentials
@@ -46,8 +45,7 @@ class ConnectionOptions:
 
     def redacted_url(self) -> str:
         """The URL for messages, without any user:password part (a URL that is no URL refused)."""
-        self.hosts()
-        return shown_urls(self.url)
+        return ",".join(without_credentials(host) for host in self.hosts())
 
 
 MAX_RETRIES = 3  # a request that times out is sent again this many times

@@ -154,14 +154,14 @@ def complete_marks(
     if not wanted:
         return list(hits)
     response = _marks_response(client, wanted, max(cut[i] for i in wanted), request, stamp, alias=alias,
-                               errors=errors, exact=exact, rescore=rescore, versions=versions is not None, pit=pit)
+                               errors=errors, exact=exact, rescore=rescore, with_versions=versions is not None, pit=pit)
     scoring = "script" if exact else "knn"
     marks = {
         rs.hit_id(raw): tuple(rs.span_matches(raw, scoring=scoring, metric=stamp.similarity, min_similarity=request.min_similarity))
         for raw in rs.raw_hits(response)
     }
-    changed = sorted(i for i, seen in rs.hit_versions(response).items()
-                     if versions is not None and i in marks and seen != versions.get(i))
+    changed = [] if versions is None else sorted(
+        i for i, seen in rs.hit_versions(response).items() if i in marks and seen != versions.get(i))
     for passage_id in changed:
         del marks[passage_id]
     if changed:
@@ -177,10 +177,11 @@ def complete_marks(
 
 def _marks_response(
     client: Elasticsearch, wanted: list[str], most: int, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, errors: Errors, exact: bool, rescore: bool, versions: bool, pit: PointInTime | None,
+    alias: str, errors: Errors, exact: bool, rescore: bool, with_versions: bool, pit: PointInTime | None,
 ) -> Mapping[str, Any]:
     """The response of :func:`complete_marks`' request for the marks of ``wanted`` (``most``: the
-    most marks one of them has), asked again with the window an index refused a larger one with."""
+    most marks one of them has), asked again with the window an index refused a larger one with;
+    ``with_versions``: its hits say which version of each passage they are (``seq_no_primary_term``)."""
     size = min(MARKS_WINDOW, most)
     while True:
         if exact:
@@ -196,7 +197,7 @@ def _marks_response(
                     response = client.search(body=body).body
                     pit.update(response)
                 else:
-                    response = client.search(index=alias, body={**body, "seq_no_primary_term": versions}).body
+                    response = client.search(index=alias, body={**body, "seq_no_primary_term": with_versions}).body
                 break
             except BadRequestError as exc:
                 window = rs.inner_hits_window(exc)
