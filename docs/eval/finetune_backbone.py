@@ -162,8 +162,9 @@ class SpanSide(torch.nn.Module):
 SHARD_BYTES = 15 * 2**20  # files that come back from the GPU machine: 16 MiB each at most
 
 
-def save_side(side: SpanSide, prefix: Path) -> list[str]:
-    """The span side's weights as float16 safetensors shards ``<prefix>-<i>.safetensors``."""
+def save_side(side: SpanSide, prefix: Path, *, trained_by: str | None = None) -> list[str]:
+    """The span side's weights as float16 safetensors shards ``<prefix>-<i>.safetensors``;
+    ``trained_by`` (metadata) is what ``nerindex export --span-side`` records of where it came from."""
     from safetensors.torch import save_file
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +180,8 @@ def save_side(side: SpanSide, prefix: Path) -> list[str]:
     names = []
     for i, shard in enumerate(shards):
         path = prefix.parent / f"{prefix.name}-{i}.safetensors"
-        save_file(shard, str(path), metadata={"top_layers": str(len(side.top))})
+        meta = {"top_layers": str(len(side.top)), **({"trained_by": trained_by} if trained_by else {})}
+        save_file(shard, str(path), metadata=meta)
         names.append(path.name)
     return names
 

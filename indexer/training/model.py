@@ -46,6 +46,10 @@ class HeadConfig:
     # a second entity head whose spans ("candidates") rank passages but are never marked: wide,
     # recall-oriented detection (trained with WordNet silver spans), beside the marking head
     candidate_head: bool = False
+    # the copy's feed-forward neurons and attention heads a layer, where it was pruned (0: the
+    # backbone's): a smaller copy distilled from a full one (docs/eval/prune_span_side.py) costs less
+    span_ffn: int = 0
+    span_heads: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -160,6 +164,35 @@ class EntityHead(nn.Module):
         return self.out(h).squeeze(-1)
 
 
+def _rows(linear: nn.Linear, idx: torch.Tensor) -> nn.Linear:
+    new = nn.Linear(linear.in_features, len(idx))
+    new.weight.data = linear.weight.data[idx].clone()
+    new.bias.data = linear.bias.data[idx].clone()
+    return new
+
+
+def _columns(linear: nn.Linear, idx: torch.Tensor) -> nn.Linear:
+    new = nn.Linear(len(idx), linear.out_features)
+    new.weight.data = linear.weight.data[:, idx].clone()
+    new.bias.data = linear.bias.data.clone()
+    return new
+
+
+def shrink_layer(layer: nn.Module, neurons: torch.Tensor, heads: torch.Tensor) -> None:
+    """Keep only the feed-forward ``neurons`` and attention ``heads`` (indices) of one BERT layer, in
+    place: the pruned copy of :class:`HeadConfig` ``span_ffn`` / ``span_heads``. BERT's attention
+    reshapes by head size, so fewer query/key/value rows are fewer heads."""
+    layer.intermediate.dense = _rows(layer.intermediate.dense, neurons)
+    layer.output.dense = _columns(layer.output.dense, neurons)
+    att = layer.attention.self
+    d = att.attention_head_size
+    idx = torch.cat([torch.arange(h * d, (h + 1) * d) for h in heads.tolist()])
+    att.query, att.key, att.value = _rows(att.query, idx), _rows(att.key, idx), _rows(att.value, idx)
+    att.num_attention_heads = len(heads)
+    att.all_head_size = len(heads) * d
+    layer.attention.output.dense = _columns(layer.attention.output.dense, idx)
+
+
 class SpanTypeEncoder(nn.Module):
     """Backbone + span adapter + entity head; ``forward`` is the ONNX graph of the model folder."""
 
@@ -194,6 +227,10 @@ class SpanTypeEncoder(nn.Module):
                 raise ValueError(f"span_layers {n}: the backbone has {total} layers")
             # a copy of the top layers, so the span side can be trained without moving the others
             self.span_top = nn.ModuleList(copy.deepcopy(list(backbone.encoder.layer[total - n :])))
+            if self.config.span_ffn or self.config.span_heads:
+                for layer in self.span_top:  # the shapes only: the weights are loaded after
+                    shrink_layer(layer, torch.arange(self.config.span_ffn or layer.intermediate.dense.out_features),
+                                 torch.arange(self.config.span_heads or layer.attention.self.num_attention_heads))  # fmt: skip
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         if self.span_top is not None:
@@ -435,6 +472,7 @@ __all__ = [
     "load_backbone",
     "load_model_from_folder",
     "resolve_backbone",
+    "shrink_layer",
     "INPUT_NAMES",
     "OUTPUT_NAMES",
 ]

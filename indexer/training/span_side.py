@@ -51,7 +51,7 @@ def with_span_side(model: SpanTypeEncoder, prefix: str | Path) -> SpanTypeEncode
         raise ModelError(f"{prefix}: unexpected weights in a span side: {unknown[:3]}")
     state = {k: v for k, v in model.head_state_dict().items() if not k.startswith(("adapter.", "span_top."))}
     state.update({("span_top." + k[4:] if k.startswith("top.") else k): v for k, v in side.items()})
-    built = SpanTypeEncoder(model.backbone, dataclasses.replace(model.config, span_layers=n))
+    built = SpanTypeEncoder(model.backbone, dataclasses.replace(model.config, span_layers=n, **pruned_sizes(model, side)))
     try:
         built.load_head_state_dict(state)
     except (ValueError, RuntimeError) as exc:  # shapes or names of another backbone
@@ -59,16 +59,35 @@ def with_span_side(model: SpanTypeEncoder, prefix: str | Path) -> SpanTypeEncode
     return built.eval()
 
 
+def pruned_sizes(model: SpanTypeEncoder, side: dict[str, torch.Tensor]) -> dict[str, int]:
+    """``span_ffn`` / ``span_heads`` of a side whose copied layers were pruned (docs/eval/prune_span_side.py),
+    read off its first layer's weights; 0 where a size is the backbone's."""
+    cfg = model.backbone.config
+    ffn = side.get("top.0.intermediate.dense.weight")
+    query = side.get("top.0.attention.self.query.weight")
+    if ffn is None or query is None:
+        return {}  # not BERT-shaped: load_head_state_dict names the mismatch
+    heads = query.shape[0] // (cfg.hidden_size // cfg.num_attention_heads)
+    return {"span_ffn": 0 if ffn.shape[0] == cfg.intermediate_size else int(ffn.shape[0]),
+            "span_heads": 0 if heads == cfg.num_attention_heads else int(heads)}  # fmt: skip
+
+
 def side_record(prefix: str | Path) -> dict:
-    """What model.json says of the span side: its top layers and the sha256 of each shard."""
+    """What model.json says of the span side: its top layers, the sha256 of each shard, and what
+    trained it (the shards' ``trained_by`` metadata; finetune_backbone.py's run 2 wrote none)."""
+    from safetensors import safe_open
+
     n, _ = read_span_side(prefix)
+    paths = side_files(prefix)
+    with safe_open(str(paths[0]), "pt") as f:
+        trained_by = (f.metadata() or {}).get("trained_by", "docs/eval/finetune_backbone.py --save (its run 2)")
     return {
         "top_layers": n,
-        "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in side_files(prefix)},
-        "trained_by": "docs/eval/finetune_backbone.py --save (its run 2)",
+        "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
+        "trained_by": trained_by,
         "note": "span vectors come from this side: its copy of the top layers and its adapter, which "
         "replaces the one training.figures.adapter describes; detection, passage and type vectors are unchanged",
     }
 
 
-__all__ = ["read_span_side", "side_files", "side_record", "with_span_side"]
+__all__ = ["pruned_sizes", "read_span_side", "side_files", "side_record", "with_span_side"]
