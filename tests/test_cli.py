@@ -74,7 +74,7 @@ def test_info_says_which_model_wrote_the_store(tmp_path, capsys):
     card["version"] = "9.9.9"
     (other / "model.json").write_text(json.dumps(card))
     code, out, _ = run(capsys, "info", "--store", str(store), "--model", str(other))
-    assert code == 0 and "9.9.9" in out and "written with nerindex-minilm-l6 0.4.0" in out
+    assert code == 0 and "9.9.9" in out and f"written with nerindex-minilm-l6 {_shipped_card()['version']}" in out
     # the same files under another version (a docs audit: "not the model above", yet it searched and
     # wrote, as a store accepts the same weights): info says which it is
     assert "the same weights as the model above, under another name or version" in out and "not the model" not in out
@@ -339,6 +339,13 @@ def test_embed_refuses_an_empty_phrase_as_search_does(capsys):
     assert code == 6 and out == "" and "entity type is empty" in err
 
 
+def _shipped_card() -> dict:
+    """The shipped model's card: what a search for a seen or unseen phrase applies."""
+    from indexer.assets import default_model_dir
+
+    return json.loads((default_model_dir() / "model.json").read_text(encoding="utf-8"))
+
+
 def test_embed_prints_unit_vector(capsys):
     code, out, _ = run(capsys, "embed", "dinosaur", "river")
     rows = [json.loads(line) for line in out.splitlines()]
@@ -346,7 +353,9 @@ def test_embed_prints_unit_vector(capsys):
     assert abs(sum(x * x for x in rows[0]["vector"]) - 1) < 1e-3
     # what a search for it applies (an ES audit: a pasted kNN request had to work it out)
     code, out, _ = run(capsys, "embed", "person", "political party")
-    assert [(r["threshold"], r["passage_weight"]) for r in map(json.loads, out.splitlines())] == [(0.38, 0.0), (0.21, 1.0)]
+    card = _shipped_card()
+    assert [(r["threshold"], r["passage_weight"]) for r in map(json.loads, out.splitlines())] == [
+        (card["similarity_threshold"], 0.0), (card["unseen_similarity_threshold"], 1.0)]
 
 
 def test_a_closing_full_stop_does_not_make_a_trained_type_unseen(capsys):
@@ -356,7 +365,8 @@ def test_a_closing_full_stop_does_not_make_a_trained_type_unseen(capsys):
     assert code == 6  # "..." is empty once its punctuation goes
     code, out, _ = run(capsys, "embed", "sports team.", "sports team", "sports team ?!")
     rows = [json.loads(line) for line in out.splitlines()]
-    assert {r["phrase"] for r in rows} == {"sports team"} and {(r["threshold"], r["passage_weight"]) for r in rows} == {(0.38, 0.0)}
+    seen = (_shipped_card()["similarity_threshold"], 0.0)
+    assert {r["phrase"] for r in rows} == {"sports team"} and {(r["threshold"], r["passage_weight"]) for r in rows} == {seen}
     assert rows[0]["vector"] == rows[1]["vector"]
 
 

@@ -192,7 +192,7 @@ def test_openapi_describes_the_routes(client):
 
 
 def test_search_matches_nerindex_and_offsets_are_consistent(client, web_index):
-    # λ = 0: the score is the best mention's similarity, whatever the shipped model's λ
+    # λ = 0: the score is the best span's similarity, whatever the shipped model's λ
     data = search(client, type="dinosaur", threshold=LOW, limit=5, passage_weight=0)
     direct = web_index.search("dinosaur", min_similarity=LOW, limit=5, passage_weight=0)
     assert [h["id"] for h in data["hits"]] == [h.id for h in direct]
@@ -204,7 +204,8 @@ def test_search_matches_nerindex_and_offsets_are_consistent(client, web_index):
         for s in h["spans"]:
             assert h["text"][s["start"] : s["end"]] == s["text"]
             assert s["similarity"] >= LOW
-        assert h["score"] == pytest.approx(max(s["similarity"] for s in h["spans"]))
+        # the best span ranks (λ 0): a mention, or a candidate, which is never marked (README, "Two detectors")
+        assert h["score"] >= max(s["similarity"] for s in h["spans"]) - 1e-6
 
 
 @pytest.mark.parametrize("phrase", ["dinosaur", "person"])
