@@ -204,8 +204,9 @@ def test_search_matches_nerindex_and_offsets_are_consistent(client, web_index):
         for s in h["spans"]:
             assert h["text"][s["start"] : s["end"]] == s["text"]
             assert s["similarity"] >= LOW
-        # the best span ranks (λ 0): a mention, or a candidate, which is never marked (README, "Two detectors")
-        assert h["score"] >= max(s["similarity"] for s in h["spans"]) - 1e-6
+        # the best span ranks (λ 0): a mention (the first mark), or a candidate, never marked: ranked_by
+        best = h["ranked_by"]["similarity"] if h["ranked_by"] else max(s["similarity"] for s in h["spans"])
+        assert h["score"] == pytest.approx(best)
 
 
 @pytest.mark.parametrize("phrase", ["dinosaur", "person"])
