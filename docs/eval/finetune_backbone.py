@@ -131,6 +131,16 @@ class SpanSide(torch.nn.Module):
         """Unit span vectors of ``(example, tok_start, tok_end)`` spans, as the exported graph makes them."""
         exs = sorted({e for e, _, _ in spans})
         row = {e: i for i, e in enumerate(exs)}
+        hs, _ = self.top_states(states, exs)
+        dev = hs[self.k0].device
+        b = torch.tensor([row[e] for e, _, _ in spans], device=dev)
+        a = torch.tensor([s for _, s, _ in spans], device=dev)
+        z = torch.tensor([x for _, _, x in spans], device=dev)
+        return self.vectors(hs, b, a, z)
+
+    def top_states(self, states, exs: list[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """({layer: states [B,T,D]} of the frozen layers the side reads and of each copied layer, mask
+        [B,T]) of examples ``exs``, padded to the longest (``states[j][e]``: example e's layer j)."""
         first = states[self.k0][exs[0]]
         t = max(states[self.k0][e].shape[0] for e in exs)
         dev, d = first.device, first.shape[-1]
@@ -148,14 +158,15 @@ class SpanSide(torch.nn.Module):
             out = layer(h, attention_mask=ext)
             h = out[0] if isinstance(out, tuple) else out
             hs[self.k0 + 1 + k] = h
+        return hs, mask
+
+    def vectors(self, hs: dict[int, torch.Tensor], b: torch.Tensor, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Unit span vectors of the spans (row ``b``, tokens ``a``..``z``) of :meth:`top_states`' states."""
         feats = torch.cat([hs[j] for j in self.feature_layers], dim=-1)
-        b = torch.tensor([row[e] for e, _, _ in spans], device=dev)
-        a = torch.tensor([s for _, s, _ in spans], device=dev)
-        z = torch.tensor([x for _, _, x in spans], device=dev)
-        csum = torch.cat([torch.zeros(len(exs), 1, feats.shape[-1], device=dev), feats.cumsum(1)], dim=1)
+        csum = torch.cat([torch.zeros(feats.shape[0], 1, feats.shape[-1], device=feats.device), feats.cumsum(1)], dim=1)
         mean = (csum[b, z + 1] - csum[b, a]) / (z - a + 1).unsqueeze(-1).float()
         start, end = feats[b, a], feats[b, z]
-        base = mean[:, -d:]  # the last layer is the last feature layer
+        base = mean[:, -hs[self.k0].shape[-1] :]  # the last layer is the last feature layer
         return F.normalize(base + self.adapter.residual_from_features(start, end, mean), dim=-1)
 
 

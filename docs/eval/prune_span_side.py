@@ -64,7 +64,7 @@ def importance(side: SpanSide, states, examples: list[int]) -> list[tuple[torch.
         hooks.append(layer.attention.output.dense.register_forward_pre_hook(grab("ctx")))
     with torch.no_grad():
         for i in range(0, len(examples), 64):
-            forward_top(side, states, examples[i : i + 64])
+            side.top_states(states, examples[i : i + 64])
     for h in hooks:
         h.remove()
     out = []
@@ -86,40 +86,6 @@ def prune(layer, ffn_scores: torch.Tensor, head_scores: torch.Tensor, n_ffn: int
                  head_scores.argsort(descending=True)[:n_heads].sort().values)  # fmt: skip
 
 
-def padded(side: SpanSide, states, exs: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input states [B,T,D] of the copy, mask [B,T], additive attention mask) of examples ``exs``."""
-    t = max(states[side.k0][e].shape[0] for e in exs)
-    d = states[side.k0][exs[0]].shape[-1]
-    h = torch.zeros(len(exs), t, d)
-    mask = torch.zeros(len(exs), t)
-    for i, e in enumerate(exs):
-        n = states[side.k0][e].shape[0]
-        h[i, :n] = states[side.k0][e].float()
-        mask[i, :n] = 1
-    return h, mask, (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
-
-
-def forward_top(side: SpanSide, states, exs: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input, last copied layer's states, mask) of examples ``exs``."""
-    h0, mask, ext = padded(side, states, exs)
-    h = h0
-    for layer in side.top:
-        out = layer(h, attention_mask=ext)
-        h = out[0] if isinstance(out, tuple) else out
-    return h0, h, mask
-
-
-def span_vectors(side: SpanSide, h0: torch.Tensor, h: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
-    """Unit span vectors of ``spans`` [N,3] (row, start, end) from the copy's input and output states,
-    as :meth:`SpanSide.forward` makes them (feature layers: the copy's input, then its output)."""
-    feats = torch.cat([h0, h], dim=-1)
-    b, a, z = spans[:, 0], spans[:, 1], spans[:, 2]
-    csum = torch.cat([torch.zeros(feats.shape[0], 1, feats.shape[-1]), feats.cumsum(1)], dim=1)
-    mean = (csum[b, z + 1] - csum[b, a]) / (z - a + 1).unsqueeze(-1).float()
-    base = mean[:, -h.shape[-1] :]
-    return F.normalize(base + side.adapter.residual_from_features(feats[b, a], feats[b, z], mean), dim=-1)
-
-
 def batch_spans(corpus, exs: list[int], per_example: int, rng: random.Random) -> torch.Tensor:
     """Up to ``per_example`` candidate spans of each example, as (row, token start, token end)."""
     rows = []
@@ -138,9 +104,9 @@ def agreement(teacher: SpanSide, student: SpanSide, corpus, states, exs: list[in
         for i in range(0, len(exs), 64):
             chunk = exs[i : i + 64]
             spans = batch_spans(corpus, chunk, 10**6, random.Random(0))
-            t0, t, _ = forward_top(teacher, states, chunk)
-            s0, s, _ = forward_top(student, states, chunk)
-            cos.append((span_vectors(teacher, t0, t, spans) * span_vectors(student, s0, s, spans)).sum(-1))
+            teacher_hs, _ = teacher.top_states(states, chunk)
+            student_hs, _ = student.top_states(states, chunk)
+            cos.append((teacher.vectors(teacher_hs, *spans.T) * student.vectors(student_hs, *spans.T)).sum(-1))
     c = torch.cat(cos)
     return {"mean": round(float(c.mean()), 5), "p01": round(float(c.quantile(0.01)), 5), "spans": len(c)}
 
@@ -177,8 +143,6 @@ def main() -> None:
     rng.shuffle(order)
     held, train = order[: args.held], order[args.held : args.held + args.passages]
     teacher = SpanSide(model, len(model.span_top), model.config.feature_layers).eval()
-    if teacher.feature_layers != (teacher.k0, teacher.k0 + len(teacher.top)):
-        raise SystemExit(f"feature layers {teacher.feature_layers}: this script assumes the copy's input and output")
     t0 = time.time()
     needed = sorted(set(held) | set(train))
     if args.cache and args.cache.exists():
@@ -208,14 +172,16 @@ def main() -> None:
     for step in range(1, args.steps + 1):
         exs = rng.sample(train, args.batch)
         spans = batch_spans(corpus, exs, args.spans, rng)
+        last = teacher.k0 + len(teacher.top)
         with torch.no_grad():
-            th0, th, mask = forward_top(teacher, states, exs)
-            tv = span_vectors(teacher, th0, th, spans)
-        sh0, sh, _ = forward_top(student, states, exs)
+            teacher_hs, mask = teacher.top_states(states, exs)
+            tv = teacher.vectors(teacher_hs, *spans.T)
+        student_hs, _ = student.top_states(states, exs)
+        th, sh = teacher_hs[last], student_hs[last]
         m = mask.unsqueeze(-1)
         var = ((th - (th * m).sum((0, 1)) / m.sum()) ** 2 * m).sum() / m.sum()
         hidden = (((sh - th) ** 2) * m).sum() / m.sum() / var
-        cos = (span_vectors(student, sh0, sh, spans) * tv).sum(-1)
+        cos = (student.vectors(student_hs, *spans.T) * tv).sum(-1)
         loss = hidden + (1 - cos).mean() * 10
         opt.zero_grad()
         loss.backward()
