@@ -4,6 +4,8 @@ and adapter) fitted into a model: exact where it must be, refused where it does 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 
 import pytest
 
@@ -124,6 +126,29 @@ def test_a_span_side_that_does_not_fit_is_refused(shared, tmp_path):
     _save_side(shared, tmp_path / "odd", extra={"entity.out.bias": torch.zeros(1)})
     with pytest.raises(ModelError, match="unexpected weights"):
         with_span_side(shared, tmp_path / "odd")
+
+
+@pytest.mark.parametrize("heads_config, said", [
+    ({"span_ffm": 384}, "unknown key 'span_ffm'"),
+    ({"head_hidden": "192"}, "heads_config.head_hidden is '192', not a whole number >= 0"),
+    ({"candidate_head": 1}, "heads_config.candidate_head is 1, not true or false"),
+    ({"feature_layers": []}, "heads_config.feature_layers is [], not a list of layer numbers"),
+    ({"span_layers": -2}, "heads_config.span_layers is -2"),
+])
+def test_a_heads_config_this_version_cannot_build_is_a_one_line_error(tmp_path, heads_config, said):
+    # unknown keys were dropped (a newer model rebuilt with the wrong shape) and a wrong kind failed
+    # inside the model's build
+    from test_model_folder import folder_with
+
+    folder = folder_with(tmp_path, edit=lambda card: card["heads_config"].update(heads_config))
+    with pytest.raises(ModelError, match=re.escape(said)) as caught:
+        load_model_from_folder(folder)
+    assert str(folder / "model.json") in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_shipped_heads_config_round_trips():
+    card = json.loads((default_model_dir() / "model.json").read_text(encoding="utf-8"))
+    assert HeadConfig.from_dict(card["heads_config"]).to_dict() == card["heads_config"]
 
 
 def test_nerindex_train_refuses_a_span_side_copy(tmp_path):

@@ -186,7 +186,7 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     import torch
 
     torch.manual_seed(0)
-    model = SpanTypeEncoder(load_backbone(backbone or name), HeadConfig.from_dict(heads_cfg))
+    model = SpanTypeEncoder(load_backbone(backbone or name), HeadConfig.from_dict(heads_cfg, source=run_dir or "--untrained"))
     if not untrained:
         _load_heads(model, source.heads)
     model.eval()

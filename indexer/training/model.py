@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModelError
 from ..model_folder import INPUT_NAMES as _INPUTS
 from ..model_folder import CANDIDATE_OUTPUT
 from ..model_folder import OUTPUT_NAMES as _OUTPUTS
@@ -57,11 +58,35 @@ class HeadConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HeadConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "feature_layers" in known:
-            known["feature_layers"] = tuple(known["feature_layers"])
-        return cls(**known)
+    def from_dict(cls, d: dict, source: str | Path = "model.json") -> "HeadConfig":
+        """The config model.json's (or a run's) ``heads_config`` records, checked key by key: a key
+        this version does not know, or a value of the wrong kind, is a one-line :class:`ModelError`
+        naming ``source`` (unknown keys used to be dropped, and a wrong kind failed deep inside the
+        model's build)."""
+        fields = cls.__dataclass_fields__
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ModelError(f"{source}: heads_config has an unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+        values = dict(d)
+        for key, value in d.items():
+            default = getattr(cls, key, None)
+            if key == "feature_layers":
+                ok = isinstance(value, (list, tuple)) and value and all(_count(v) for v in value)
+                values[key] = tuple(value) if ok else value
+            elif isinstance(default, bool):
+                ok = isinstance(value, bool)
+            else:
+                ok = _count(value)
+            if not ok:
+                kind = ("a list of layer numbers" if key == "feature_layers" else "true or false"
+                        if isinstance(default, bool) else "a whole number >= 0")
+                raise ModelError(f"{source}: heads_config.{key} is {value!r}, not {kind}")
+        return cls(**values)
+
+
+def _count(value: object) -> bool:
+    """A size or layer number: a non-negative int (bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def resolve_backbone(name_or_path: str | None) -> str:
@@ -456,7 +481,7 @@ def load_model_from_folder(folder: str | Path, *, backbone: str | None = None) -
     folder = Path(folder)
     ModelInfo.load(folder)  # every file's checksum, as every command checks it (a model audit: a flipped bit loaded)
     card = ModelCard.load(folder)
-    cfg = HeadConfig.from_dict(card.heads_config)
+    cfg = HeadConfig.from_dict(card.heads_config, source=folder / "model.json")
     name = backbone or card.backbone.name
     model = SpanTypeEncoder(load_backbone(name), cfg)
     model.load_head_state_dict(load_file(str(folder / card.heads_file)))
