@@ -226,6 +226,9 @@ def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
     assert card["calibration"]["exported_from"] == {"id": shipped_card["id"], "version": shipped_card["version"],
                                                     "checksum": ModelCard.load(shipped).checksum}
     assert ModelCard.load(out).calibration.exported_from == f"{shipped_card['id']} {shipped_card['version']}"
+    # and the summary says they were chosen on other graphs, and how to choose this folder's
+    said = f"kept from {shipped_card['id']} {shipped_card['version']}, chosen on its graphs: calibrate this folder"
+    assert said in res.output and f"--model {out} --calibrate --write-model" in res.output
     assert card["training"]["types"] == shipped_card["training"]["types"]
     assert load_stages(out / "encoder.int8.onnx", lambda data: open_session(data, CPU)) is not None
     ids = np.array([[101, 2023, 2003, 1037, 9567, 102]], dtype=np.int64)
@@ -234,3 +237,17 @@ def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
     run = lambda folder: ort.InferenceSession(str(folder / "encoder.int8.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)  # noqa: E731
     got, want = run(out), run(shipped)
     assert (got[1] * want[1]).sum(-1).min() > 0.999  # the same side, re-exported: the same span vectors
+
+
+@pytest.mark.parametrize("from_folder, changed, card, said", [
+    (False, False, {}, "chosen by the training run"),
+    (False, True, {}, "without the span side or candidate head added here: calibrate this folder"),
+    (True, False, {"calibration": {"exported_from": {"id": "m", "version": "1.0"}}}, "kept from m 1.0, chosen on its graphs"),
+    (True, False, {}, "kept from the source folder, chosen on its graphs"),
+])
+def test_export_says_what_the_thresholds_were_chosen_on(from_folder, changed, card, said):
+    from indexer.training.export import threshold_origin
+
+    origin = threshold_origin(card, "out/m", from_folder=from_folder, graphs_changed=changed)
+    assert origin.startswith(said) or said in origin
+    assert ("--model out/m --calibrate --write-model" in origin) == (from_folder or changed)

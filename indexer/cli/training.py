@@ -161,7 +161,7 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
     RUN_DIR is a `nerindex train --out` folder, or a model folder to export again (its evaluation
     section is dropped: it describes its own graphs; its thresholds and catalog are kept, and the
     calibration record names that folder as the one they were chosen on: calibrate the new one again)."""
-    from ..training.export import backbone_section, check_out, read_source, write_model_folder
+    from ..training.export import backbone_section, check_out, read_source, threshold_origin, write_model_folder
     from ..training.model import HeadConfig, SpanTypeEncoder, load_backbone
 
     _logging(True)
@@ -207,7 +207,9 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
         keep_fp32=keep_fp32,
     )  # fmt: skip
     sizes = {f: (Path(out_dir) / f).stat().st_size for f in meta["files"]}
-    _summary({"out": str(out_dir), "files": sizes}, as_json)
+    thresholds = "untrained: not chosen on any data" if untrained else threshold_origin(
+        card, out_dir, from_folder=(Path(run_dir) / "model.json").is_file(), graphs_changed=bool(span_side or candidate_head))
+    _summary({"out": str(out_dir), "files": sizes, "thresholds": thresholds}, as_json)
 
 
 def _load_heads(model: Any, heads: Path) -> None:

@@ -259,6 +259,25 @@ def card_from_folder(folder: Path, card: ModelCard | None = None) -> tuple[dict[
     return values, card.backbone.name or DEFAULT_BACKBONE, card.heads_config
 
 
+CALIBRATE_HINT = "nerindex eval VALIDATION-FILES --model {out} --calibrate --write-model"
+
+
+def threshold_origin(card: dict[str, Any], out: str | Path, *, from_folder: bool, graphs_changed: bool) -> str:
+    """What an exported folder's thresholds were chosen on, for export's summary. Export keeps the
+    thresholds of its source; where the new graphs are not the ones they were chosen on (another
+    folder's, or a run's with a span side or candidate head added), the summary says to choose them
+    again, and how (an audit: export said nothing, and an uncalibrated folder looked finished)."""
+    hint = CALIBRATE_HINT.format(out=out)
+    if from_folder:
+        cal = card.get("calibration")
+        source = cal.get("exported_from") if isinstance(cal, dict) else None
+        name = f"{source.get('id')} {source.get('version')}" if isinstance(source, dict) else "the source folder"
+        return f"kept from {name}, chosen on its graphs: calibrate this folder ({hint})"
+    if graphs_changed:
+        return f"chosen by the training run, without the span side or candidate head added here: calibrate this folder ({hint})"
+    return "chosen by the training run"
+
+
 def write_model_folder(
     model: SpanTypeEncoder,
     out: str | Path,
@@ -440,4 +459,4 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-__all__ = ["ExportSource", "card_from_folder", "card_from_run", "read_source", "write_model_folder"]
+__all__ = ["ExportSource", "card_from_folder", "card_from_run", "read_source", "threshold_origin", "write_model_folder"]
