@@ -29,6 +29,17 @@ _CONTROL = re.compile(
 _BREAKS = {"\r": "\n", "\x0c": "\n", "\x85": "\n", "\x1c": "\n", "\x1d": "\n", "\x1e": "\n", "\x0b": " ", "\x1f": " "}
 
 
+TRAILING_PUNCTUATION = ".,;:!?。．？！"  # what phrase_as_searched drops from a phrase's end
+
+
+def phrase_as_searched(type_phrase: str) -> str:
+    """The words of a type phrase that are searched: stripped, and a closing full stop or question
+    mark dropped, which means nothing in a type (an audit: "sports team." was searched as a type
+    nobody trained on, with another threshold and λ). Length limits are measured on this, by every
+    surface (``api.check_phrase`` refuses what cannot be searched)."""
+    return type_phrase.strip().rstrip(TRAILING_PUNCTUATION).rstrip()
+
+
 def emptiness(text: str) -> str | None:
     """How a reader says a text is blank (:func:`is_blank`), or None: "empty", or "empty (no word
     in it)" where it holds characters, none of them a word's."""

@@ -19,7 +19,7 @@ from ..records import Hit, Passage, marked_spans
 from ..text import first_named, printable
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..stores.filter_rules import Filters, where_pairs
-from .options import NumberRange, backend_options, batch_size_option
+from .options import CountRange, NumberRange, backend_options, batch_size_option
 from .output import json_out
 
 if TYPE_CHECKING:
@@ -262,8 +262,8 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @backend_options("store")
 @click.option("--where", "where", multiple=True, metavar="FIELD=VALUE", help="Metadata filter; repeat for more (same field twice = either). A value matches the same stored text and the stored number or boolean it spells (year=2001 matches the numbers 2001 and 2001.0, not the text '2001.0').")
 @click.option("--text", default=None, help="Lexical restriction: every word must occur in the passage.")
-@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Passages to return.")
-@click.option("--all", "exhaustive", is_flag=True, help="Every passage that matches, not just the top --limit.")
+@click.option("--limit", default=10, show_default=True, type=CountRange(1, 10_000), help="Passages to return.")
+@click.option("--all", "exhaustive", is_flag=True, help="The calibrated answer set: every passage with a mention at or above the threshold, marked (a top-k search also ranks passages through candidate spans, which --all leaves out).")
 @click.option("--threshold", type=NumberRange(-1, 1), default=None, help="Minimum cosine similarity (default: the model's calibrated value for the type: one for types it was trained on, one for the others; 'nerindex info' shows both).")
 @click.option("--passage-weight", type=NumberRange(0, MAX_PASSAGE_WEIGHT), default=None,
               help="Hybrid scoring: rank by best span similarity + this × passage similarity "
@@ -271,7 +271,7 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
 @click.option("--feedback", "feedback_weight", type=NumberRange(0, MAX_FEEDBACK_WEIGHT), default=None,
               metavar="WEIGHT", help="Query-time feedback (off by default): search, add WEIGHT × the mean passage "
               "vector of the top --feedback-top hits to the type vector, search again (EVALUATION.md).")
-@click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
+@click.option("--feedback-top", type=CountRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
               help="With --feedback: how many first-pass passages feed the query.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit per line, best first.")
 def search_command(
@@ -319,7 +319,11 @@ def search_command(
         no_all = None if exhaustive or as_json else ix.store.exhaustive_unavailable()
         applied = ix.threshold_for(entity_type) if threshold is None else threshold
         trained = ix.encoder.info.is_trained_phrase(phrase)  # as searched ("sports team.": the review)
-    if absent:
+        empty = not shown and ix.store.counts().passages == 0
+    if empty:  # an audit: an empty store (a mistyped --store the API had opened) advised a lower threshold
+        click.echo("hint: the store holds no passages: index a corpus into it first (nerindex index FILE, "
+                   "with the same --store or --es-url)", err=True)  # fmt: skip
+    elif absent:
         names = ", ".join(repr(name) for name in absent)
         click.echo(f"hint: no stored passage has a field named {names}; --where matches stored metadata exactly", err=True)
     elif not shown and (spaced := [p for p in where if p.partition("=")[2] != p.partition("=")[2].strip()]):

@@ -21,7 +21,7 @@ from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..evaluation.beir_folder import export_benchmark, import_benchmark, is_beir_folder
 from ..evaluation.benchmark_io import benchmark_from_conll
 from ..evaluation.methods import DEFAULT_METHODS, METHODS
-from .options import NumberRange, batch_size_option, refuse_unused
+from .options import CountRange, NumberRange, batch_size_option, refuse_unused
 from .output import json_out
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def _data_roots(data: tuple[str, ...]) -> list[Path]:
               "The method system_spans scores the spans-only ranking beside it.")
 @click.option("--feedback-weight", type=NumberRange(0, MAX_FEEDBACK_WEIGHT), default=0.5, show_default=True,
               help="Method system_prf: weight of the mean first-pass passage vector added to the type vector.")
-@click.option("--feedback-top", type=click.IntRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
+@click.option("--feedback-top", type=CountRange(1, MAX_FEEDBACK_TOP), default=10, show_default=True,
               help="Method system_prf: how many first-pass passages feed the query.")
 @click.option("--train-types", help="Seen type phrases for the report's groups, comma-separated or @FILE (default: "
               "model.json training.types). Searches keep the model's thresholds and λ, which follow its own training.types, "

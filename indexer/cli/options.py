@@ -20,15 +20,32 @@ from ..errors import StoreError
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def _no_underscore(kind: click.ParamType, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> None:
+    """Python reads "1_0" as 10, so a typo changed a setting without a word; the HTTP API refuses
+    it (not a number as JSON writes one), and so does the CLI (an audit)."""
+    if isinstance(value, str) and "_" in value:
+        kind.fail(f"{value!r} is not a number (no underscores)", param, ctx)
+
+
 class NumberRange(click.FloatRange):
     """click's FloatRange, refusing NaN, which passes every range check (an audit: ``--threshold
-    nan`` exited 6 from deep inside the search, where ``--threshold 2`` is a wrong option, 2)."""
+    nan`` exited 6 from deep inside the search, where ``--threshold 2`` is a wrong option, 2), and
+    digits grouped with underscores."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _no_underscore(self, value, param, ctx)
         number = super().convert(value, param, ctx)
         if number is not None and math.isnan(number):
             self.fail(f"{value!r} is not a number", param, ctx)
         return number
+
+
+class CountRange(click.IntRange):
+    """click's IntRange, refusing digits grouped with underscores ("1_0" read as 10)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _no_underscore(self, value, param, ctx)
+        return super().convert(value, param, ctx)
 
 # Settings field (the keyword click passes) -> its option. The credentials keep both spellings
 # in use: --es-* (index, search, es ...) and the short one of ``nerindex kibana import``.
@@ -37,7 +54,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "model": click.option("--model", default=None, help="Model folder (default: the shipped model, or NERINDEX_MODEL)."),
     "device": click.option("--device", type=click.Choice(DEVICES), default=None,
                            help="Execution provider: CUDA when available (auto, the default, or NERINDEX_DEVICE), or force one."),
-    "threads": click.option("--threads", type=click.IntRange(1, MAX_COUNT), default=None,
+    "threads": click.option("--threads", type=CountRange(1, MAX_COUNT), default=None,
                             help="CPU cores to encode on (default: all, or NERINDEX_THREADS); on the CPU that many windows run at once."),
     "kibana_url": click.option("--kibana-url", default=None, help="Kibana URL (default: NERINDEX_KIBANA_URL)."),
     "es_url": click.option("--es-url", default=None,
@@ -101,7 +118,7 @@ def backend_options(kind: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 # index, es reindex and eval encode passages: one option, one help
 batch_size_option = click.option(
-    "--batch-size", type=click.IntRange(1, MAX_COUNT), default=32, show_default=True,
+    "--batch-size", type=CountRange(1, MAX_COUNT), default=32, show_default=True,
     help="Windows per graph call on CUDA. On the CPU each window runs alone: its int8 graph scales "
          "activations per call, so batching would make a passage's spans depend on its neighbours.",
 )  # fmt: skip

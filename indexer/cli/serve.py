@@ -11,13 +11,13 @@ import click
 from ..api import NerIndex
 from ..config import Settings
 from ..errors import SettingError
-from .options import NumberRange, backend_options
+from .options import CountRange, NumberRange, backend_options
 
 
 @click.command("serve")
 @backend_options("store")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all interfaces).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port to listen on.")
+@click.option("--port", default=8000, show_default=True, type=CountRange(0, 65535), help="TCP port to listen on.")
 @click.option(
     "--cors-origin",
     "cors_origins",
@@ -39,8 +39,8 @@ from .options import NumberRange, backend_options
     help="Similarity threshold for requests that give none (Search UI never does). Default: the model's.",
 )
 @click.option("--timeout", default=10.0, show_default=True, type=NumberRange(0.1, 600), help="Time limit of one request, seconds.")
-@click.option("--max-page-size", default=1000, show_default=True, type=click.IntRange(1, 100_000), help="Most hits one response may carry.")
-@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Search threads (default: one per core, 2 to 8; more helps an Elasticsearch backend).")
+@click.option("--max-page-size", default=1000, show_default=True, type=CountRange(1, 100_000), help="Most hits one response may carry.")
+@click.option("--workers", default=None, type=CountRange(1, 64), help="Search threads (default: one per core, 2 to 8; more helps an Elasticsearch backend).")
 @click.option(
     "--log-level",
     default="info",

@@ -28,7 +28,7 @@ from ..training.silver.records import write_silver
 from ..training.silver.report import familiarity_report, summary, summary_text, usage_example_check
 from ..training.silver.rules import SilverConfig
 from ..training.wordnet import WordNet
-from .options import refuse_unused
+from .options import CountRange, refuse_unused
 from .output import json_out
 
 
@@ -53,12 +53,12 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
               help="Model folder whose tokenizer and type encoder are used (default: NERINDEX_MODEL or the shipped default model).")
 @click.option("--wordnet", "wordnet_dir", type=click.Path(file_okay=False),
               help="WordNet dict folder (default: NERINDEX_WORDNET, WNSEARCHDIR or /usr/share/wordnet).")
-@click.option("--max-depth", default=4, show_default=True, type=click.IntRange(1, 12),
+@click.option("--max-depth", default=4, show_default=True, type=CountRange(1, 12),
               help="Hypernym levels above a span's sense that give its type phrases.")
 @click.option("--split", type=click.Choice(["train", "dev"]), default="train", show_default=True,
               help="Which split of the shipped model's data to annotate (dev: its validation files, "
               "for choosing the detection threshold of a silver-trained model).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N sentences of the split (quick runs).")
+@click.option("--limit", type=CountRange(min=1), help="Only the first N sentences of the split (quick runs).")
 @click.option("--hold-out", "hold_out", default=None,
               help="Comma-separated type phrases WordNet never gives a span (default: the dev evaluation "
               "types); 'none' keeps all. A gold span keeps its own gold phrase, which gold training "
@@ -66,7 +66,7 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
 @click.option("--first-sense", is_flag=True, help="No disambiguation: WordNet's most frequent sense.")
 @click.option("--familiarity/--no-familiarity", default=True, show_default=True,
               help="Report the Familiarity of the dev evaluation types (gold-only vs silver training).")
-@click.option("--wsd-check", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--wsd-check", type=CountRange(min=1), default=None, metavar="N",
               help="Only measure sense choice on N WordNet usage examples and print it (no data written).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split, limit, hold_out,

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..errors import InputError, ModelError
-from .options import NumberRange
+from .options import CountRange, NumberRange
 
 
 def _logging(verbose: bool) -> None:
@@ -35,12 +35,12 @@ def _logging(verbose: bool) -> None:
               help="Run folder to write (heads.safetensors, train.json).")
 @click.option("--backbone", default=None, help="Backbone path or hub name (default all-MiniLM-L6-v2).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of batches and initial weights.")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="torch CPU threads.")
-@click.option("--adapter-max-steps", default=None, type=click.IntRange(min=1),
+@click.option("--threads", default=2, show_default=True, type=CountRange(min=1), help="torch CPU threads.")
+@click.option("--adapter-max-steps", default=None, type=CountRange(min=1),
               help="Upper bound on adapter steps (default 300; 600 with --silver).")
 @click.option("--head-epochs", default=None, type=NumberRange(min=0, min_open=True),
               help="Upper bound on entity-head epochs (default 3).")
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N sentences of each split (smoke test).")
+@click.option("--limit", default=None, type=CountRange(min=1), help="Only the first N sentences of each split (smoke test).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Keep the backbone's token states here between runs.")
 @click.option("--silver", default=None, type=click.Path(exists=True, dir_okay=False),

@@ -73,7 +73,7 @@ class SearchBody(RequestBody):
     type: str = Field(..., description="The entity type in plain words.", examples=["dinosaur"])
     limit: int = Field(10, ge=1, description="Hits per response (the page size when paging); left out: 10, or the page size limit when lower.")
     threshold: float | None = Field(
-        None, ge=-1.0, le=1.0, allow_inf_nan=False, description="Minimum cosine similarity of a mention; null = the model's calibrated default."
+        None, ge=-1.0, le=1.0, allow_inf_nan=False, description="Minimum cosine similarity: of a passage's best span (mention or candidate) for it to be a top hit, of a mention for it to be marked and, with all, for its passage to be returned; null = the model's calibrated default."
     )
     passage_weight: float | None = Field(
         None, ge=0.0, le=MAX_PASSAGE_WEIGHT, allow_inf_nan=False, description=PASSAGE_WEIGHT_DESCRIPTION
@@ -85,7 +85,7 @@ class SearchBody(RequestBody):
     )
     text: str | None = Field(None, description="Restrict to passages whose text matches this lexical query.")
     all: bool = Field(
-        False, description="Page through *all* matches (not just the top hits): follow next_cursor until it is null."
+        False, description="The calibrated answer set: every passage with a mention at or above the threshold (top hits may also rank passages through candidate spans, which this leaves out), a page a request: follow next_cursor until it is null."
     )
     cursor: str | None = Field(None, min_length=1, description="next_cursor of the previous response, sent with the same query.")
     facets: bool = Field(

@@ -33,6 +33,7 @@ from ..errors import SearchError
 from ..records import Hit, SpanMatch, marked_spans
 from ..stores.filter_rules import Filters, filter_key_problem, is_metadata_filter_key
 from ..stores.filters import field_matches
+from ..text import phrase_as_searched
 from .resultsets import Scalar, SearchQuery, facet_counts, value_order
 
 FILTER_TYPES = ("any", "all", "none")
@@ -355,12 +356,13 @@ class AutocompletePlan:
 
 
 def _search_term(state: Mapping[str, Any], max_phrase_chars: int) -> str:
-    """The stripped ``searchTerm`` of a Search UI state, checked for type and length."""
+    """The ``searchTerm`` of a Search UI state as searched (:func:`~indexer.text.phrase_as_searched`),
+    checked for type and length."""
     term = state.get("searchTerm")
     term = "" if term is None else term
     if not isinstance(term, str):  # 0 and false were read as an empty term (an audit)
         raise SearchError("searchTerm must be a string")
-    term = term.strip()
+    term = phrase_as_searched(term)  # measured as searched, as every surface measures it (an audit)
     if len(term) > max_phrase_chars:
         raise SearchError(f"searchTerm is {len(term)} characters; the limit is {max_phrase_chars}")
     return term

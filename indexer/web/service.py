@@ -21,6 +21,7 @@ from ..records import Hit
 from ..runtime import usable_cores
 from ..stores.base import MAX_PHRASE_CHARS
 from ..stores.filter_rules import is_metadata_filter_key
+from ..text import is_blank
 from . import searchui
 from .resultsets import (
     IndexChanged,
@@ -310,7 +311,7 @@ class SearchService:
         suggestions = searchui.suggest_types(self.catalog(), plan.search_term, size=plan.size)
         hits: list[Hit] = []
         wants_hits = plan.results_size is not None or plan.result_types
-        if wants_hits and plan.search_term:
+        if wants_hits and not is_blank(plan.search_term):  # "..." or a zero-width space while typing: no 400
             query = SearchQuery.build(plan.search_term, threshold=self.threshold)
             hits = self._marked_top(query, max(plan.results_size or 0, plan.size))
         return searchui.autocomplete_state(plan, suggestions=suggestions, hits=hits)

@@ -229,7 +229,7 @@ function renderHit(hit, rank) {
     "div",
     { class: "hit-head" },
     el("span", { class: "rank" }, `${rank}.`),
-    el("span", { class: "score", title: "best mention similarity + λ · passage similarity" }, hit.score.toFixed(3)),
+    el("span", { class: "score", title: "best span similarity (mention or candidate) + λ · passage similarity" }, hit.score.toFixed(3)),
     el("span", { class: "hit-id" }, hit.id),
   );
   const meta = Object.entries(hit.fields || {});
