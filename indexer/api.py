@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import numbers
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -297,6 +297,27 @@ class NerIndex:
         if warn_interrupted:
             _log_report(report)
         return report
+
+    def delete(self, ids: Iterable[str]) -> list[str]:
+        """Remove these passages (and their spans) from the store; the ids that were stored, in
+        the order given (ids not stored are no error). The way out for passages a corpus no longer
+        holds: an edited passage whose id is a hash of its text is stored under a new id, and the
+        old one stays searchable until deleted (``nerindex index --prune`` does it for a whole
+        corpus, ``nerindex delete`` for ids)."""
+        if isinstance(ids, str) or not _is_collection(ids):  # "p1" would delete "p" and "1"
+            raise InputError(f"delete() takes an iterable of passage ids, not {type(ids).__name__}")
+        wanted = list(ids)
+        bad = next((pid for pid in wanted if not isinstance(pid, str)), None)
+        if bad is not None:
+            raise InputError(f"a passage id is a string, not {type(bad).__name__} ({bad!r})")
+        removed = self.store.delete(wanted)
+        if removed:
+            self.store.prepare()  # searches after it do not see them (Elasticsearch: a refresh)
+        return removed
+
+    def stored_ids(self) -> Iterator[str]:
+        """Every passage id the store holds, each once."""
+        return self.store.stored_ids()
 
     def _store_type_vectors(self) -> None:
         """Stores that keep type vectors for other clients (Elasticsearch's ``<alias>-types``) get

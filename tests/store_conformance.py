@@ -364,6 +364,28 @@ class StoreConformance:
         assert "p4" not in [h.id for h in self.search(loaded, DINO)]
         assert loaded.counts().passages == 6
 
+    def test_delete_removes_passages_and_their_spans(self, loaded):
+        before = loaded.version()
+        assert loaded.delete(["p2", "zz", "p1", "p2"]) == ["p2", "p1"]  # stored ones, in the order given, once
+        assert loaded.version() != before
+        assert loaded.counts().passages == 3 and loaded.counts().spans == 3
+        assert [h.id for h in self.search(loaded, DINO)] == ["p3"]
+        assert [h.id for h in self.search(loaded, RIVER)] == ["p4"]  # Nile and Montana went with their passages
+        assert loaded.existing_ids(["p1", "p2", "p3"]) == {"p3"}
+        after = loaded.version()
+        assert loaded.delete(["p1", "zz"]) == [] and loaded.version() == after  # nothing removed: no new version
+        loaded.write(corpus()[:1])  # an id deleted can be written again
+        assert [h.id for h in self.search(loaded, DINO)] == ["p1", "p3"]
+
+    def test_stored_ids_lists_every_passage_once(self, loaded):
+        assert sorted(loaded.stored_ids()) == ["p1", "p2", "p3", "p4", "p5"]
+        loaded.delete(["p3"])
+        loaded.write([doc("p6", "Nile crocodiles.", [("Nile", RIVER)])])
+        assert sorted(loaded.stored_ids()) == ["p1", "p2", "p4", "p5", "p6"]
+
+    def test_an_empty_store_deletes_and_lists_nothing(self, store, stamp):
+        assert store.delete(["p1"]) == [] and list(store.stored_ids()) == []
+
     def test_stored_records_give_the_text_and_the_metadata_as_written(self, store, stamp):
         store.check_model(stamp)
         store.write([doc("m1", "Nile crocodiles.", [("Nile", RIVER)], year=2001, big=2**64 + 1, tags=("a", "b"), meta={"x": 1.5})])

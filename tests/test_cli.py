@@ -862,3 +862,40 @@ def test_nerindex_traceback_0_means_off(monkeypatch, value, shown):
 
     monkeypatch.setenv("NERINDEX_TRACEBACK", value)
     assert tracebacks_wanted() is shown
+
+
+def test_an_edited_corpus_indexed_again_with_prune_keeps_no_old_passage(tmp_path, capsys):
+    """A lifecycle audit: ids that are hashes of the text change with the text, so the edited
+    passage was stored under a new id and the old one stayed searchable (no way to delete it)."""
+    corpus, store = tmp_path / "c.jsonl", str(tmp_path / "s")
+    lines = ['{"text": "Tyrannosaurus rex lived in North America."}', '{"text": "Angela Merkel visited Paris."}']
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run(capsys, "index", str(corpus), "--store", store)[0] == 0
+    corpus.write_text("\n".join([lines[0].replace("Tyrannosaurus rex", "Triceratops"), lines[1]]) + "\n", encoding="utf-8")
+    code, out, _ = run(capsys, "index", str(corpus), "--store", store, "--json")  # without --prune: both versions
+    assert code == 0 and "pruned" not in json.loads(out)
+    code, out, _ = run(capsys, "search", "dinosaur", "--store", store, "--all", "--json")
+    assert sorted(json.loads(line)["text"].split()[0] for line in out.splitlines()) == ["Triceratops", "Tyrannosaurus"]
+    code, out, err = run(capsys, "index", str(corpus), "--store", store, "--prune", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["pruned"] == 1 and summary["skipped_existing"] == 2
+    code, out, _ = run(capsys, "search", "dinosaur", "--store", store, "--all", "--json")
+    assert [json.loads(line)["text"] for line in out.splitlines()] == ["Triceratops lived in North America."]
+    code, out, err = run(capsys, "index", str(corpus), "--store", store, "--prune")
+    assert code == 0 and "pruned 0 stored passage(s) whose id this input does not hold" in err
+
+
+def test_delete_removes_passages_by_id(tmp_path, capsys):
+    store = str(tmp_path / "s")
+    run(capsys, "index", str(CORPUS), "--store", store, "--id-field", "id")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("dino-2\n\nnot-stored\n", encoding="utf-8")
+    code, out, _ = run(capsys, "delete", "dino-1", "--ids-from", str(ids), "--store", store, "--json")
+    assert code == 0 and json.loads(out) | {"store": None} == {
+        "deleted": 2, "not_stored": 1, "deleted_ids": ["dino-1", "dino-2"], "store": None}
+    code, out, _ = run(capsys, "search", "dinosaur", "--store", store, "--limit", "40", "--json")
+    assert not {"dino-1", "dino-2"} & {json.loads(line)["id"] for line in out.splitlines()}
+    code, out, _ = run(capsys, "info", "--store", store, "--json")
+    assert json.loads(out)["store"]["passages"] == 38
+    code, _, err = run(capsys, "delete", "--store", store)
+    assert code == 2 and "give passage ids, or --ids-from FILE" in err

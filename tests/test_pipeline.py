@@ -244,7 +244,7 @@ def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp
     import numpy as np
 
     from indexer import NerIndex
-    from indexer.errors import SearchError, StoreError
+    from indexer.errors import InputError, SearchError, StoreError
 
     ix = NerIndex(encoder, EmbeddedStore.open(tmp_path / "s"))
     ix.index([Passage("p", "Ada Lovelace wrote the first program in London.")])
@@ -268,6 +268,10 @@ def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp
         with pytest.raises(SearchError, match="embed takes a list of phrases, not"):
             ix.embed(bad)
     assert ix.embed(["dog"]).shape == (1, encoder.info.dims)
+    for bad in ("p", None, {"p": 1}, [1]):  # "p" would delete the passages "p" and nothing else by luck
+        with pytest.raises(InputError, match="passage id"):
+            ix.delete(bad)
+    assert list(ix.stored_ids()) == ["p"] and ix.delete(["p", "q"]) == ["p"] and ix.search("person") == []
     ix.close()
     ix.close()  # twice is fine
     with pytest.raises(StoreError, match="closed"):

@@ -6,7 +6,7 @@ A :class:`~indexer.errors.NerindexError` becomes one line on stderr and its exit
 traceback) and a missing optional package (its extra named: exit 1, :func:`missing_extra`), and a
 reader of stdout that went away ends the command with 141.
 Each command lives in a module of this package, imported only when invoked, so ``nerindex --help``
-stays fast and needs no extras: :mod:`.core` (index, search, embed, info), :mod:`.elasticsearch`
+stays fast and needs no extras: :mod:`.core` (index, search, delete, embed, info), :mod:`.elasticsearch`
 (es, kibana), :mod:`.training` (train, export), :mod:`.evaluation` (eval), :mod:`.serve`.
 :mod:`.options` declares the model and store options they share.
 """
@@ -29,6 +29,7 @@ from .output import json_out, replace_unencodable
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("indexer.cli.core", "index_command"),
     "search": ("indexer.cli.core", "search_command"),
+    "delete": ("indexer.cli.core", "delete_command"),
     "embed": ("indexer.cli.core", "embed_command"),
     "info": ("indexer.cli.core", "info_command"),
     "train": ("indexer.cli.training", "train_command"),
@@ -43,6 +44,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 SHORT_HELP = {
     "index": "Read passages, tag and embed their spans, and store them.",
     "search": "Find passages that mention an entity of a type given in plain words.",
+    "delete": "Delete passages from the store by id.",
     "embed": "Print the vector of a type phrase (for kNN in Kibana Dev Tools or other clients).",
     "info": "Show the model and the store.",
     "train": "Train the span adapter and entity head (backbone frozen) on labelled NER data (needs the [train] extra).",

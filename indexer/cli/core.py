@@ -16,7 +16,7 @@ from ..config import Settings
 from ..errors import InputError
 from ..feedback import MAX_FEEDBACK_TOP, MAX_FEEDBACK_WEIGHT, Feedback
 from ..records import Hit, Passage, marked_spans
-from ..text import first_named, printable
+from ..text import first_named, printable, unicode_problem
 from ..stores.base import MAX_PASSAGE_WEIGHT
 from ..stores.filter_rules import Filters, where_pairs
 from .options import CountRange, NumberRange, backend_options, batch_size_option
@@ -56,6 +56,11 @@ if TYPE_CHECKING:
 @batch_size_option
 @click.option("--catalog", default=None, type=click.Path(exists=True, dir_okay=False), help="Own type-catalog file (one phrase per line, # comments) for span labels.")
 @click.option("--reindex-existing", is_flag=True, help="Re-encode passages whose id is already stored (default: skip them).")
+@click.option("--prune", is_flag=True,
+              help="After indexing, delete every stored passage whose id this input does not hold: for a store "
+                   "that holds this one corpus, edited since (an edited passage whose id is a hash of its text, or "
+                   "CoNLL's file-line-text id, is stored under a new id; the old one stays searchable otherwise). "
+                   "Passages of other corpora in the same store are deleted too.")
 @click.option("--es-index-options", default=None, metavar="TYPE",
               help="Elasticsearch only: the vector index type of the index this run creates (int8_hnsw, the default; "
                    "int8_flat, exact and slower at scale; hnsw; not bbq_*). An existing index keeps its own: "
@@ -71,6 +76,7 @@ def index_command(
     batch_size: int,
     catalog: str | None,
     reindex_existing: bool,
+    prune: bool,
     es_index_options: str | None,
     as_json: bool,
 ) -> None:
@@ -90,7 +96,8 @@ def index_command(
     # read twice rather than hold the input in memory: once to check all of it, once to index it
     # chunk by chunk (a file changed in between is read as it is then, and checked again)
     es_index_options_for(settings, es_index_options)  # a refusal before the input is read
-    count, stats = check_input(source, read)
+    input_ids: set[str] | None = set() if prune else None
+    count, stats = check_input(source, read, ids=input_ids)
     with NerIndex.open(settings=settings, create=True, catalog=catalog, es_index_options=es_index_options) as ix:
         try:  # the copies check of every chunk, before the first is written
             refuse_copies_anywhere(lambda: read(ReadStats()), ix.store)
@@ -98,7 +105,10 @@ def index_command(
             raise InputError(exc.reason, path=source) from None
         report = index_with_progress(ix, read(ReadStats()), count, batch_size=batch_size,
                                      skip_existing=not reindex_existing)
-    print_index_summary(report, stats, source=source, where=ix.description, as_json=as_json)
+        pruned: list[str] | None = None
+        if input_ids is not None and not report.interrupted:  # an interrupted run has not read all of it
+            pruned = ix.delete([pid for pid in ix.stored_ids() if pid not in input_ids])
+    print_index_summary(report, stats, source=source, where=ix.description, as_json=as_json, pruned=pruned)
     if report.interrupted:
         click.echo(
             # after the last chunk (a review), or while one was written, which may be stored uncounted
@@ -111,8 +121,10 @@ def index_command(
         sys.exit(1)
 
 
-def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> tuple[int, ReadStats]:
-    """Read the whole input once, before anything is written: (passages, what reading found).
+def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]], *,
+                ids: set[str] | None = None) -> tuple[int, ReadStats]:  # fmt: skip
+    """Read the whole input once, before anything is written: (passages, what reading found);
+    every passage id is added to ``ids`` where given (``--prune``).
 
     Bad input raises here (or, with ``--on-error skip``, is counted and the first problem shown).
     """
@@ -125,8 +137,10 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]]) -> 
     # a bar on a terminal: 200k records took 13 s here with nothing shown before the indexing bar (an audit)
     with tqdm(unit="passage", file=sys.stderr, disable=None, desc="checking", leave=False) as bar:
         count = 0
-        for _ in read(stats):
+        for passage in read(stats):
             count += 1
+            if ids is not None:
+                ids.add(passage.id)
             bar.update()  # a disabled bar (not a terminal) counts nothing
     if not count:
         raise InputError("no passages to index", path=source)
@@ -184,13 +198,16 @@ def _given(name: str) -> bool:
     return click.get_current_context().get_parameter_source(name) is not ParameterSource.DEFAULT
 
 
-def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, where: str, as_json: bool) -> None:
-    """The summary of ``nerindex index``: one JSON object, or one line (and failures on stderr)."""
+def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, where: str, as_json: bool,
+                        pruned: list[str] | None = None) -> None:  # fmt: skip
+    """The summary of ``nerindex index``: one JSON object, or one line (and failures on stderr);
+    ``pruned``: the ids ``--prune`` deleted (None: not asked)."""
     if as_json:
         summary = {
             **report.to_dict(), "source": source, "format": stats.format, "id_field": stats.id_field,
             "skipped_input": stats.skipped, "input_errors": stats.errors, "left_out": stats.left_out[:LEFT_OUT_SHOWN],
             "left_out_count": len(stats.left_out), "store": where,
+            **({} if pruned is None else {"pruned": len(pruned), "pruned_ids": pruned[:LEFT_OUT_SHOWN]}),
         }
         click.echo(json.dumps(summary))
         return
@@ -210,6 +227,9 @@ def print_index_summary(report: IndexReport, stats: ReadStats, *, source: str, w
                    "text or metadata was compared differs); --reindex-existing replaces them", err=True)
     for error in report.errors:
         click.echo(f"  failed: {error}", err=True)
+    if pruned is not None:
+        listed = f" ({first_named([repr(pid) for pid in pruned], len(pruned))})" if pruned else ""
+        click.echo(f"  pruned {len(pruned)} stored passage(s) whose id this input does not hold{listed}", err=True)
 
 
 def ids_phrase(stats: ReadStats) -> str:
@@ -255,6 +275,36 @@ def format_hit(rank: int, hit: Hit, *, color: bool) -> str:
     else:  # one line: a span holding a tab or line break broke the list across lines (an audit)
         spans = printable(spans, one_line=True) + (f"; ranked by {by} (never marked)" if by else "")
     return f"{rank}. {hit.score:.3f}  {head}\n   {mark_spans(hit, color=color)}\n   spans: {spans}"
+
+
+@click.command("delete")
+@click.argument("ids", nargs=-1)
+@backend_options("store")
+@click.option("--ids-from", type=click.File("r", encoding="utf-8"), default=None, metavar="FILE",
+              help="Also the passage ids in FILE, one a line ('-': standard input); blank lines are skipped.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object.")
+def delete_command(ids: tuple[str, ...], settings: Settings, ids_from, as_json: bool) -> None:
+    """Delete passages (with their spans) from the store by id; ids not stored are counted, not an error.
+
+    An edited corpus indexed again whose ids changed (ids that are hashes of the text) leaves the
+    old passages searchable: delete them by id, or index the corpus again with --prune."""
+    wanted = list(ids)
+    if ids_from is not None:
+        wanted += [line.rstrip("\r\n") for line in ids_from if line.strip()]
+    if not wanted:
+        raise click.UsageError("give passage ids, or --ids-from FILE")
+    for pid in wanted:
+        if (problem := unicode_problem(pid)) is not None:
+            raise InputError(f"passage id {pid[:80]!r} holds {problem}")
+    with NerIndex.open(settings=settings, create=False) as ix:
+        removed = ix.delete(wanted)
+        where = ix.description
+    missing = len(dict.fromkeys(wanted)) - len(removed)
+    if as_json:
+        click.echo(json.dumps({"deleted": len(removed), "not_stored": missing, "deleted_ids": removed[:LEFT_OUT_SHOWN],
+                               "store": where}))  # fmt: skip
+    else:
+        click.echo(f"deleted {len(removed)} passage(s) from {where}; {missing} of the ids given were not stored")
 
 
 @click.command("search")

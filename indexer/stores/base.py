@@ -373,6 +373,14 @@ class Store(Protocol):
         keep the one written first, whichever process that was: the rule indexing follows
         ("the first text wins"), which a lookup before encoding cannot keep on its own."""
 
+    def delete(self, ids: Sequence[str]) -> list[str]:
+        """Remove the passages of these ids with their spans; the ids that were stored, in the
+        order given (an id not stored is no error). Searches after it no longer find them: an
+        edited corpus whose ids changed (hashes of the text) otherwise kept its old passages."""
+
+    def stored_ids(self) -> Iterator[str]:
+        """Every stored passage id, each once (what ``nerindex index --prune`` compares its input with)."""
+
     def search(self, request: SearchRequest) -> Iterator[Hit]:
         """Hits best first; at most ``limit`` unless ``exhaustive`` (then every match, paged).
 

@@ -42,7 +42,7 @@ from . import filters as sql_filters
 from . import segment_rows, segments
 from .base import (ModelStamp, SearchRequest, StampCheck, StoreCounts, StoreVersion, WriteOutcome, adopted_message,
                    check_stamp, query_vector, same_model)
-from .embedded_write import SharedConnection, write_passages
+from .embedded_write import SharedConnection, delete_passages, stored_id_page, write_passages
 from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates, with_rankers
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,31 @@ class EmbeddedStore:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
         self.check_file()  # store.sqlite replaced while this wrote: it went into the old file
         return outcomes
+
+    def delete(self, ids: Sequence[str]) -> list[str]:
+        """Remove these passages with their spans (``Store.delete``), a transaction a page of ids:
+        a failure names how many were removed before it."""
+        removed: list[str] = []
+        ids = list(ids)
+        try:
+            for start in range(0, len(ids), PAGE):  # a page a transaction: readers are not held up for long
+                with self._conn() as conn:
+                    removed += delete_passages(conn, ids[start : start + PAGE])
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: delete failed after {len(removed)} passage(s): {exc}") from exc
+        self.check_file()
+        return removed
+
+    def stored_ids(self) -> Iterator[str]:
+        """Every stored passage id, in the order written, a page at a time (``Store.stored_ids``)."""
+        after = 0
+        while True:
+            with self._conn() as conn:
+                page = stored_id_page(conn, after, PAGE)
+            if not page:
+                return
+            after = page[-1][0]
+            yield from (pid for _, pid in page)
 
     # ------------------------------------------------------------------ reading
 

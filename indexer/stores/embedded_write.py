@@ -92,8 +92,7 @@ def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, 
                 outcomes.append(WriteOutcome(p.id, True, "skipped"))
                 continue
             if old is not None:
-                conn.execute("INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', ?, ?)", old)
-                conn.execute("DELETE FROM passages WHERE rowid = ?", (old[0],))
+                _remove(conn, old)
             passage_row += 1
             _insert(conn, doc, passage_row, span_row)
             span_row += len(doc.spans)
@@ -107,6 +106,43 @@ def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, 
             conn.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def delete_passages(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+    """Remove the passages of these ids, with their spans and vectors (the schema's triggers), in
+    one transaction; the ids that were stored, in the order given. Ids not stored are no error.
+    Raises sqlite3.Error (rolled back: nothing is removed)."""
+    if conn.in_transaction:
+        raise sqlite3.OperationalError("a transaction of another write is open on this connection")
+    removed: list[str] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for pid in dict.fromkeys(ids):
+            old = conn.execute("SELECT rowid, text FROM passages WHERE id = ?", (pid,)).fetchone()
+            if old is not None:
+                _remove(conn, old)
+                removed.append(pid)
+        if removed:  # a call that removed nothing changes no version
+            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            conn.execute(schema.LOG_WRITE_SQL, (schema.write_token(),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return removed
+
+
+def _remove(conn: sqlite3.Connection, old: tuple[int, str]) -> None:
+    """One stored passage (rowid, text) out of the full-text index and the store; the triggers
+    drop its spans and vectors and leave tombstones for the derived files."""
+    conn.execute("INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', ?, ?)", old)
+    conn.execute("DELETE FROM passages WHERE rowid = ?", (old[0],))
+
+
+def stored_id_page(conn: sqlite3.Connection, after: int, size: int) -> list[tuple[int, str]]:
+    """(rowid, id) of up to ``size`` stored passages after rowid ``after``, in rowid order."""
+    return conn.execute("SELECT rowid, id FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, size)).fetchall()
 
 
 def _insert(conn: sqlite3.Connection, doc: EncodedPassage, rowid: int, span_row: int) -> None:

@@ -168,8 +168,10 @@ def exhaustive_search_body(
     return body
 
 
-def scan_body(*, size: int = 500, search_after: Sequence[Any] | None = None) -> dict[str, Any]:
-    """One page of every passage (id, text, metadata) in id order, for re-indexing.
+def scan_body(*, size: int = 500, search_after: Sequence[Any] | None = None,
+              source: Sequence[str] = SOURCE_FIELDS) -> dict[str, Any]:
+    """One page of every passage (id, text, metadata; ``source`` names the fields) in id order, for
+    re-indexing and for the store's list of stored ids.
 
     No point in time: the re-indexed index is refreshed and refuses writes while it is read, so
     ``search_after`` on the unique id is as steady, and nothing expires while a page of long
@@ -177,7 +179,7 @@ def scan_body(*, size: int = 500, search_after: Sequence[Any] | None = None) -> 
     minutes each on a CPU: the run failed midway)."""
     body: dict[str, Any] = {
         "size": int(size),
-        "_source": list(SOURCE_FIELDS),
+        "_source": list(source),
         "query": {"match_all": {}},
         "sort": [{"id": {"order": "asc"}}],
         "track_total_hits": False,

@@ -41,10 +41,14 @@ from .index_requests import (
     binary_quantized, passage_vectors_body, quantized, search_template_body, span_vector_index_type,
 )
 from .options import StoreOptions, store_options
+from .paged_requests import scan_body
 from .search_requests import MAX_NUM_CANDIDATES
 from .searching import exact_hits, knn_hits, say_once
 from .server_facts import ServerFacts, server_facts
 from .type_index import TypeIndex, fill_with_catalog
+
+DELETE_CHUNK = 1000  # passages a bulk delete request
+STORED_IDS_PAGE = 1000  # ids a page of stored_ids
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +359,50 @@ class ElasticsearchStore:
             for (position, _), outcome in zip(sendable, written, strict=True):
                 outcomes[position] = outcome
         return [outcomes[position] for position in range(len(docs))]
+
+    def delete(self, ids: Sequence[str]) -> list[str]:
+        """Delete the documents of these passages (``Store.delete``): only ids stored as themselves
+        (a long id's hashed ``_id`` holding another passage is left), ``DELETE_CHUNK`` a bulk
+        request; a document already gone is no error."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        with self.errors("look up the passages to delete"):
+            stored = stored_passages(self.client, self.alias, wanted, source=False)
+        gone = [pid for pid in wanted if pid in stored]
+        index = recheck_target(self, self._checked)
+        removed: list[str] = []
+        for start in range(0, len(gone), DELETE_CHUNK):
+            chunk = gone[start : start + DELETE_CHUNK]
+            with self.errors(f"delete passages from {index!r}"):
+                response = self.client.bulk(operations=[{"delete": {"_index": index, "_id": document_id(pid)}}
+                                                        for pid in chunk]).body  # fmt: skip
+            self._dirty = True
+            refused = [item["delete"] for item in response.get("items", [])
+                       if item.get("delete", {}).get("status", 200) not in (200, 404)]  # fmt: skip
+            if refused:
+                error = refused[0].get("error") or {}
+                raise StoreError(f"Elasticsearch refused to delete {len(refused)} passage(s) from {index!r} after "
+                                 f"{len(removed)} were deleted: {error.get('type', '')} {error.get('reason', '')}".rstrip())
+            removed += chunk
+        return removed
+
+    def stored_ids(self) -> Iterator[str]:
+        """Every stored passage id, a page at a time in id order (``Store.stored_ids``)."""
+        self.flush()
+        after: list[Any] | None = None
+        while True:
+            with self.errors(f"list the passages of {self.alias!r}"):
+                try:
+                    response = self.client.search(index=self.alias, body=scan_body(
+                        size=STORED_IDS_PAGE, search_after=after, source=["id"])).body  # fmt: skip
+                except NotFoundError:
+                    return
+            hits = rs.raw_hits(response)
+            yield from (rs.hit_id(hit) for hit in hits)
+            after = rs.last_sort_values(response)
+            if after is None or len(hits) < STORED_IDS_PAGE:
+                return
 
     def _map_mentions(self) -> None:
         """Add ``spans.mention`` to an index made before it, once, before the first write: its
