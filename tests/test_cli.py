@@ -899,3 +899,25 @@ def test_delete_removes_passages_by_id(tmp_path, capsys):
     assert json.loads(out)["store"]["passages"] == 38
     code, _, err = run(capsys, "delete", "--store", store)
     assert code == 2 and "give passage ids, or --ids-from FILE" in err
+
+
+def test_an_input_that_turns_bad_while_it_is_indexed_says_what_was_stored(tmp_path, capsys, monkeypatch):
+    """A lifecycle audit: a line that went bad between the check and the second read stopped the run
+    with the message of a refusal that wrote nothing, while the chunks before it were stored."""
+    from indexer.cli import core
+
+    corpus, store = tmp_path / "c.jsonl", str(tmp_path / "s")
+    lines = [json.dumps({"id": f"p{i}", "text": f"Angela Merkel visited Paris on day {i}."}) for i in range(300)]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    checked = core.check_input
+
+    def check_then_spoil(*args, **kwargs):
+        found = checked(*args, **kwargs)
+        with corpus.open("a", encoding="utf-8") as f:
+            f.write('{"id": "bad", "text":\n')
+        return found
+
+    monkeypatch.setattr(core, "check_input", check_then_spoil)
+    code, _, err = run(capsys, "index", str(corpus), "--store", store, "--batch-size", "64")
+    assert code == 2 and f"{corpus}:301: malformed JSON" in err
+    assert "the input changed while it was indexed: 256 new passage(s) before this point are stored" in err

@@ -103,8 +103,15 @@ def index_command(
             refuse_copies_anywhere(lambda: read(ReadStats()), ix.store)
         except InputError as exc:
             raise InputError(exc.reason, path=source) from None
-        report = index_with_progress(ix, read(ReadStats()), count, batch_size=batch_size,
-                                     skip_existing=not reindex_existing)
+        stored_before = ix.store.counts().passages
+        try:
+            report = index_with_progress(ix, read(ReadStats()), count, batch_size=batch_size,
+                                         skip_existing=not reindex_existing)
+        except InputError as exc:  # the input changed after its check (a lifecycle audit: it read as "nothing written")
+            stored = ix.store.counts().passages - stored_before
+            raise InputError(f"{exc.reason} (the input changed while it was indexed: {stored} new passage(s) before "
+                             "this point are stored; fix it and run the same command again to finish)",
+                             path=exc.path, line=exc.line, unit=exc.unit) from None  # fmt: skip
         pruned: list[str] | None = None
         if input_ids is not None and not report.interrupted:  # an interrupted run has not read all of it
             pruned = ix.delete([pid for pid in ix.stored_ids() if pid not in input_ids])
