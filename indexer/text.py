@@ -104,15 +104,22 @@ def _problem(value: Any, where: str, path: tuple[str, ...]) -> str | None:
 
 
 def printable(text: str, *, one_line: bool = False) -> str:
-    """``text`` less terminal escape sequences and control characters (tab and newline stay; the
-    controls that part words become a newline or a space). ``one_line``: tabs and line breaks as
+    """``text`` less terminal escape sequences, control characters (tab and newline stay; the
+    controls that part words become a newline or a space) and explicit bidirectional overrides. ``one_line``: tabs and line breaks as
     spaces too, for text inside one line of output (a span in a list).
 
     Apply it to each piece that is printed, after slicing by offsets, so offsets into the stored
     text stay right.
     """
     shown = _CONTROL.sub(lambda m: _BREAKS.get(m.group(), ""), text.replace("\r\n", "\n"))
+    shown = _BIDI_CONTROL.sub("", shown)
     return re.sub(r"[\t\n]", " ", shown) if one_line else shown
+
+
+# explicit bidirectional embeddings, overrides and isolates: an unclosed U+202E in a passage or an id
+# reversed the rest of the terminal line, the next hit's text included (an audit); the marks that
+# only say a direction (U+200E, U+200F, U+061C) stay, as right-to-left text uses them
+_BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 class RepeatedKey(ValueError):

@@ -795,6 +795,19 @@ def test_controls_that_part_words_show_as_breaks_and_the_span_list_stays_one_lin
     assert spans == "Paris Berlin 0.40, Obama Barack 0.30"
 
 
+def test_a_bidirectional_override_in_the_corpus_does_not_reverse_the_terminal_line():
+    """An audit of the surfaces: a passage or id holding an unclosed U+202E was printed raw, and
+    the terminal showed the rest of the line reversed; direction marks (U+200F) stay."""
+    from indexer.cli.core import format_hit
+    from indexer.records import Hit, SpanMatch
+
+    text = "\u202e[[Triceratops]]\u202c lived \u2067here\u2069 \u200fשלום."
+    span = SpanMatch(text.index("Tri"), text.index("]]"), "Triceratops", 0.5)
+    out = format_hit(1, Hit("id\u202eevil", 0.5, text, {}, (span,)), color=False)
+    assert not set(out) & {"\u202e", "\u202c", "\u2067", "\u2069"} and "\u200f" in out
+    assert "1. 0.500  idevil\n   [[[[Triceratops]]]] lived here \u200fשלום." in out
+
+
 def test_a_hit_ranked_by_a_candidate_names_it():
     """The spans line names the candidate span that ranked a hit (never marked), marks or none."""
     from indexer.cli.core import format_hit
