@@ -256,6 +256,20 @@ def test_a_cursor_pages_on_with_the_threshold_and_weight_the_response_said_it_ap
     assert echoed["hits"] == left_out["hits"] and echoed["total"] == first["total"]
 
 
+def test_the_type_is_searched_echoed_and_measured_as_the_cli_searches_it(client):
+    """An audit of the surfaces: "dinosaur." came back as sent (embed gave "dinosaur"), its cursor
+    was refused for "dinosaur", and the length limit counted the full stop HTTP drops; a phrase of
+    zero-width characters was answered."""
+    first = search(client, type="dinosaur.", limit=1, all=True)
+    assert first["type"] == "dinosaur" and first["next_cursor"]
+    again = search(client, type="dinosaur", limit=1, all=True, cursor=first["next_cursor"])
+    assert again["hits"] and again["total"] == first["total"]
+    assert client.get("/api/v1/search", params={"type": "a" * 200 + "....."}).status_code == 200
+    assert "the limit is 200" in error_of(client.get("/api/v1/search", params={"type": "a" * 201}), 400)
+    assert "empty" in error_of(client.get("/api/v1/search", params={"type": "\u200b\u2060"}), 400)
+    assert "empty" in error_of(client.post("/api/v1/embed", json={"phrases": ["\u200b"]}), 400)
+
+
 def test_cursor_with_another_query_is_refused(client):
     first = search(client, type="dinosaur", threshold=LOW, limit=2, all=True)
     response = client.post("/api/v1/search", json={"type": "politician", "threshold": LOW, "limit": 2, "cursor": first["next_cursor"]})
@@ -814,3 +828,11 @@ def test_a_replaced_store_is_503_on_every_route_health_included(tmp_path):
                 assert "replaced or removed" in response.json()["error"]["message"]
     finally:
         index.close()
+
+
+def test_searchui_autocomplete_of_a_term_without_words_is_no_error(low_client):
+    """An audit of the surfaces: "..." typed into the box answered 400 on every keystroke."""
+    for term in ("...", "\u200b", "dino."):
+        data = searchui(low_client, "/api/autocomplete", {"searchTerm": term},
+                        {"suggestions": {"types": {"documents": {"fields": ["type"]}}, "size": 3}, "results": {"resultsPerPage": 2}})
+        assert "autocompletedResults" in data
