@@ -26,8 +26,8 @@ import json
 import os
 import pickle
 import sys
-from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -70,25 +70,27 @@ def candidate_share(data: dict, q: np.ndarray, top: int) -> float:
     return float((~mention[best]).mean())
 
 
-def score(data: dict, q: np.ndarray, query, t: float, noun: bool, gate: bool) -> dict:
-    """Set and marking figures of one query: a passage is returned when a mention (or, for a noun
-    type with ``gate``, any span) passes ``t``; mentions that pass are marked, and candidates that
-    pass too when ``noun``."""
+# A marking rule: (passage index, its spans' similarities, its mention flags) -> (the spans marked,
+# whether the passage is returned)
+Rule = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, bool]]
+
+
+def score(data: dict, q: np.ndarray, query, rule: Rule) -> dict:
+    """Span hit rate, highlight precision and set F1 of one query whose returned passages and marks
+    ``rule`` decides, each type judged on the files that label it (as ``nerindex eval``)."""
     bench = data["bench"]
     relevant, gold = bench.qrels[query.id], bench.gold.get(query.id, {})
     scope = bench.judged.get(query.id)
     n_rel = len(relevant if scope is None else relevant & scope)
     n_gold = n_hit = n_pred = n_correct = returned = returned_rel = 0
-    for pid, spans, mention, vectors in zip(data["ids"], data["spans"], data["mention"], data["vectors"]):
+    for k, (pid, spans, mention, vectors) in enumerate(zip(data["ids"], data["spans"], data["mention"], data["vectors"])):
         if scope is not None and pid not in scope or not len(spans):
             continue
-        sims = vectors @ q
-        gate_on = sims >= t if noun and gate else mention & (sims >= t)
-        if not gate_on.any():
+        marked, kept = rule(k, vectors @ q, mention)
+        if not kept:
             continue
         returned += 1
         returned_rel += pid in relevant
-        marked = (sims >= t) & (mention | noun)
         pred = [sp for sp, m in zip(spans, marked) if m]
         g = gold.get(pid, ()) if pid in relevant else ()
         hit, correct = match_spans(g, pred)
@@ -97,6 +99,36 @@ def score(data: dict, q: np.ndarray, query, t: float, noun: bool, gate: bool) ->
     r = returned_rel / n_rel if n_rel else 0.0
     return {"hit": n_hit / n_gold if n_gold else None, "hlp": n_correct / n_pred if n_pred else None,
             "set_f1": 2 * p * r / (p + r) if p + r else 0.0}  # fmt: skip
+
+
+def noun_rule(t: float, noun: bool, gate: bool) -> Rule:
+    """A passage is returned when a mention (or, for a noun type with ``gate``, any span) passes
+    ``t``; mentions that pass are marked, and candidates that pass too when ``noun``."""
+    def rule(_k: int, sims: np.ndarray, mention: np.ndarray) -> tuple[np.ndarray, bool]:
+        passing = sims >= t
+        return passing & (mention | noun), bool((passing if noun and gate else mention & passing).any())
+    return rule
+
+
+def pooled_row(per: list[dict]) -> dict:
+    """Macro figures over a group's queries."""
+    hit, hlp = mean([p["hit"] for p in per]), mean([p["hlp"] for p in per])
+    return {"span_hit": round(hit, 4), "highlight_p": round(hlp, 4), "span_f1": round(2 * hit * hlp / (hit + hlp), 4),
+            "set_f1": round(mean([p["set_f1"] for p in per]), 4), "types": len(per)}  # fmt: skip
+
+
+def report(label: str, row: dict) -> None:
+    """One rule's figures on stderr, a split a column."""
+    print(f"{label:34s} " + " | ".join(f"{w}: hit {r['span_hit']:.3f} hlP {r['highlight_p']:.3f} F1 {r['span_f1']:.3f} "
+                                       f"setF1 {r['set_f1']:.3f}" for w, r in row.items() if "types" in r), file=sys.stderr)  # fmt: skip
+
+
+def write(results: dict, out: Path | None) -> None:
+    text = json.dumps(results, indent=1)
+    if out:
+        out.write_text(text + "\n")
+    else:
+        print(text)
 
 
 def mean(xs: list) -> float:
@@ -128,24 +160,12 @@ def main() -> None:
     for label, (n, s, gate) in rules.items():
         row = {}
         for where, names in (("validation", ("validation",)), ("wide validation", ("wide validation",)), ("dev", DEV)):
-            per = []
-            for name in names:
-                for q, v in queries[name]:
-                    noun = s < 0 or (n > 0 and shares[name][q.text][n] >= s)
-                    per.append(score(sets[name], v, q, enc.info.threshold_for(q.text), noun, gate))
-            hit, hlp = mean([p["hit"] for p in per]), mean([p["hlp"] for p in per])
-            row[where] = {"span_hit": round(hit, 4), "highlight_p": round(hlp, 4),
-                          "span_f1": round(2 * hit * hlp / (hit + hlp), 4), "set_f1": round(mean([p["set_f1"] for p in per]), 4),
-                          "types": len(per)}  # fmt: skip
+            row[where] = pooled_row([score(sets[name], v, q, noun_rule(enc.info.threshold_for(q.text),
+                                                                          s < 0 or (n > 0 and shares[name][q.text][n] >= s), gate))
+                                     for name in names for q, v in queries[name]])  # fmt: skip
         results[label] = row
-        print(f"{label:34s} " + " | ".join(f"{w}: hit {r['span_hit']:.3f} hlP {r['highlight_p']:.3f} F1 {r['span_f1']:.3f} setF1 {r['set_f1']:.3f}"
-                                           for w, r in row.items()), file=sys.stderr)  # fmt: skip
-    text = json.dumps(results, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    else:
-        print(text)
-
+        report(label, row)
+    write(results, args.out)
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,6 @@ unseen types, the wider split (CrossNER's train splits, the types this rule is a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -30,10 +29,9 @@ import numpy as np
 
 from indexer.assets import default_model_dir
 from indexer.encoder import OnnxEncoder
-from indexer.evaluation.metrics import match_spans
 
 sys.path.insert(0, str(Path(__file__).parent))
-from noun_types import mean, unseen_queries  # noqa: E402
+from noun_types import Rule, pooled_row, report, score, unseen_queries, write  # noqa: E402
 from two_tier import DEV  # noqa: E402
 
 GAP_CHARACTERS = set(" ,:;'\"`‘’“”«»()-–—")
@@ -52,22 +50,15 @@ def neighbours(text: str, spans: list[tuple[int, int]], mention: np.ndarray, gap
     return out
 
 
-def score(data: dict, near: list, q: np.ndarray, query, t: float, direction: str | None, margin: float,
-          gate: bool, alone: float | None = None) -> dict:  # fmt: skip
-    """Set and marking figures of one query with marks moved from topic words (``direction`` None:
-    the shipped rule); with ``alone``, a candidate at ``t + alone`` or more that no mention stands
-    beside (a common noun that introduces no name: "poetry", "short stories") is marked itself."""
-    bench = data["bench"]
-    relevant, gold = bench.qrels[query.id], bench.gold.get(query.id, {})
-    scope = bench.judged.get(query.id)
-    n_rel = len(relevant if scope is None else relevant & scope)
-    n_gold = n_hit = n_pred = n_correct = returned = returned_rel = 0
-    for k, (pid, spans, mention, vectors) in enumerate(zip(data["ids"], data["spans"], data["mention"], data["vectors"])):
-        if scope is not None and pid not in scope or not len(spans):
-            continue
-        sims = vectors @ q
+def transfer_rule(near: list, t: float, direction: str | None, margin: float, gate: bool,
+                  alone: float | None = None) -> Rule:  # fmt: skip
+    """Marks moved from topic words (``direction`` None: the shipped rule): a candidate at ``t +
+    margin`` marks the mentions beside it, and with ``gate`` returns its passage; with ``alone``, a
+    candidate at ``t + alone`` or more that no mention stands beside (a common noun that introduces
+    no name: "poetry", "short stories") is marked itself."""
+    def rule(k: int, sims: np.ndarray, mention: np.ndarray) -> tuple[np.ndarray, bool]:
         marked = mention & (sims >= t)
-        shipped = marked.any()
+        shipped = bool(marked.any())
         if direction is not None:
             for c in np.flatnonzero(~mention & (sims >= t + margin)):
                 after, before = near[k][c]
@@ -76,18 +67,8 @@ def score(data: dict, near: list, q: np.ndarray, query, t: float, direction: str
         if alone is not None:
             for c in np.flatnonzero(~mention & (sims >= t + alone)):
                 marked[c] = not any(near[k][c])
-        if not (shipped or gate and marked.any()):
-            continue
-        returned += 1
-        returned_rel += pid in relevant
-        pred = [sp for sp, m in zip(spans, marked) if m]
-        g = gold.get(pid, ()) if pid in relevant else ()
-        hit, correct = match_spans(g, pred)
-        n_gold, n_hit, n_pred, n_correct = n_gold + len(g), n_hit + hit, n_pred + len(pred), n_correct + correct
-    p = returned_rel / returned if returned else 0.0
-    r = returned_rel / n_rel if n_rel else 0.0
-    return {"hit": n_hit / n_gold if n_gold else None, "hlp": n_correct / n_pred if n_pred else None,
-            "set_f1": 2 * p * r / (p + r) if p + r else 0.0}  # fmt: skip
+        return marked, shipped or gate and bool(marked.any())
+    return rule
 
 
 def main() -> None:
@@ -121,24 +102,15 @@ def main() -> None:
     for label, (direction, gap, margin, gate, alone) in rules.items():
         row = {}
         for where, names in (("validation", ("validation",)), ("wide validation", ("wide validation",)), ("dev", DEV)):
-            per = {f"{name}: {q.text}": score(sets[name], near[gap or args.gap[0]][name], v, q, enc.info.threshold_for(q.text),
-                                              direction, margin, gate, alone)
+            per = {f"{name}: {q.text}": score(sets[name], v, q, transfer_rule(
+                       near[gap or args.gap[0]][name], enc.info.threshold_for(q.text), direction, margin, gate, alone))
                    for name in names for q, v in queries[name]}  # fmt: skip
-            hit, hlp = mean([p["hit"] for p in per.values()]), mean([p["hlp"] for p in per.values()])
-            row[where] = {"span_hit": round(hit, 4), "highlight_p": round(hlp, 4),
-                          "span_f1": round(2 * hit * hlp / (hit + hlp), 4),
-                          "set_f1": round(mean([p["set_f1"] for p in per.values()]), 4), "types": len(per)}  # fmt: skip
+            row[where] = pooled_row(list(per.values()))
             if where == "dev":
                 row["dev per type"] = per
         results[label] = row
-        print(f"{label:34s} " + " | ".join(f"{w}: hit {r['span_hit']:.3f} hlP {r['highlight_p']:.3f} F1 {r['span_f1']:.3f} setF1 {r['set_f1']:.3f}"
-                                           for w, r in row.items() if w != "dev per type"), file=sys.stderr)  # fmt: skip
-    text = json.dumps(results, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    else:
-        print(text)
-
+        report(label, row)
+    write(results, args.out)
 
 if __name__ == "__main__":
     main()

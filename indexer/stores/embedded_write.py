@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -74,15 +74,16 @@ class SharedConnection:
         conn.close()
 
 
+T = TypeVar("T")
+
+
 def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, replace: bool) -> list[WriteOutcome]:
     """Insert (or, with ``replace``, replace) passages with their spans in one transaction; without
     ``replace`` a stored id is skipped, decided inside the transaction. Raises sqlite3.Error (rolled
     back: nothing of the call is stored)."""
-    outcomes: list[WriteOutcome] = []
-    if conn.in_transaction:  # another user's transaction: never roll back what this call did not begin
-        raise sqlite3.OperationalError("a transaction of another write is open on this connection")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
+
+    def work() -> tuple[list[WriteOutcome], bool]:
+        outcomes: list[WriteOutcome] = []
         (passage_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="passages", vectors="passage_vectors", kind="p")).fetchone()
         (span_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="spans", vectors="span_vectors", kind="s")).fetchone()
         for doc in docs:
@@ -97,32 +98,37 @@ def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, 
             _insert(conn, doc, passage_row, span_row)
             span_row += len(doc.spans)
             outcomes.append(WriteOutcome(p.id, True, "updated" if old else "created"))
-        if any(o.action != "skipped" for o in outcomes):  # a write that stored nothing changes no version
-            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-            conn.execute(schema.LOG_WRITE_SQL, (schema.write_token(),))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return outcomes
+        return outcomes, any(o.action != "skipped" for o in outcomes)  # a write that stored nothing changes no version
+
+    return _in_write_transaction(conn, work)
 
 
 def delete_passages(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
     """Remove the passages of these ids, with their spans and vectors (the schema's triggers), in
     one transaction; the ids that were stored, in the order given. Ids not stored are no error.
     Raises sqlite3.Error (rolled back: nothing is removed)."""
-    if conn.in_transaction:
-        raise sqlite3.OperationalError("a transaction of another write is open on this connection")
-    removed: list[str] = []
-    try:
-        conn.execute("BEGIN IMMEDIATE")
+
+    def work() -> tuple[list[str], bool]:
+        removed: list[str] = []
         for pid in dict.fromkeys(ids):
             old = conn.execute("SELECT rowid, text FROM passages WHERE id = ?", (pid,)).fetchone()
             if old is not None:
                 _remove(conn, old)
                 removed.append(pid)
-        if removed:  # a call that removed nothing changes no version
+        return removed, bool(removed)  # a call that removed nothing changes no version
+
+    return _in_write_transaction(conn, work)
+
+
+def _in_write_transaction(conn: sqlite3.Connection, work: Callable[[], tuple[T, bool]]) -> T:
+    """``work()`` inside one ``BEGIN IMMEDIATE`` transaction, committed with a new write generation
+    (and a write-log entry) where it reports a change, rolled back on any error."""
+    if conn.in_transaction:  # another user's transaction: never roll back what this call did not begin
+        raise sqlite3.OperationalError("a transaction of another write is open on this connection")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        result, changed = work()
+        if changed:
             conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
             conn.execute(schema.LOG_WRITE_SQL, (schema.write_token(),))
         conn.execute("COMMIT")
@@ -130,7 +136,7 @@ def delete_passages(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return removed
+    return result
 
 
 def _remove(conn: sqlite3.Connection, old: tuple[int, str]) -> None:
