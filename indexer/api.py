@@ -22,32 +22,12 @@ from .errors import InputError, ModelMismatchError, NerindexError, SearchError, 
 from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
-from .stores.base import MAX_PASSAGE_WEIGHT, MAX_PHRASE_CHARS, SearchRequest, Store, StoreVersion, check_threshold
+from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion, check_phrase, check_threshold
 from .stores.filter_rules import Filters
 from .stores.factory import open_store
-from .text import first_named, is_blank, phrase_as_searched, unicode_problem
+from .text import first_named
 
 log = logging.getLogger(__name__)
-
-
-
-
-def check_phrase(type_phrase: str, *, limit: int = MAX_PHRASE_CHARS) -> str:
-    """A type phrase as searched and embedded (stripped), or a SearchError: an empty one, or one of
-    characters the tokenizer drops (zero-width spaces, soft hyphens), has a vector but means
-    nothing, so it is refused rather than answered."""
-    if not isinstance(type_phrase, str):
-        raise SearchError(f"the entity type is a phrase (a string), not {type(type_phrase).__name__}")
-    phrase = phrase_as_searched(type_phrase)
-    problem = unicode_problem(phrase)
-    if problem is not None:  # the tokenizer's TypeError otherwise (the CLI refuses such arguments itself)
-        raise SearchError(f"the entity type holds {problem}")
-    if is_blank(phrase):  # a zero-width space alone embeds as the empty phrase does (an audit: it was answered)
-        raise SearchError(f"the entity type is {'empty' if not phrase else 'empty (no character the model reads)'}: "
-                          "give a phrase such as 'dinosaur'")
-    if len(phrase) > limit:  # measured as searched, on every surface (an audit: HTTP measured it before)
-        raise SearchError(f"the entity type is {len(phrase)} characters; the limit is {limit}")
-    return phrase
 
 
 def model_info(encoder: Any) -> dict[str, Any]:

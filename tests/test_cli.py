@@ -670,11 +670,11 @@ WEB_EXTRA = all(importlib.util.find_spec(name) is not None for name in ("fastapi
 
 
 @pytest.mark.parametrize("command", [
-    ["index", "x"], ["search", "x"], ["info"],
+    ["index", "x"], ["search", "x"], ["info"], ["delete", "x"],
     pytest.param(["serve"], marks=pytest.mark.skipif(not WEB_EXTRA, reason="'nerindex serve' needs the [web] extra")),
 ])
 def test_store_commands_share_the_backend_options(command, capsys, monkeypatch):
-    """index/search/info/serve get one Settings from the shared options (--insecure included)."""
+    """index/search/delete/info/serve get one Settings from the shared options (--insecure included)."""
     from indexer.api import NerIndex
 
     seen = []
@@ -684,7 +684,7 @@ def test_store_commands_share_the_backend_options(command, capsys, monkeypatch):
         raise SystemExit(7)
 
     monkeypatch.setattr(NerIndex, "open", classmethod(refuse))
-    monkeypatch.setattr("indexer.cli.core.check_input", lambda source, read: (1, None))
+    monkeypatch.setattr("indexer.cli.indexing.check_input", lambda source, read, ids=None: (1, None))
     code, _, err = run(capsys, *command, "--es-url", "https://es:9200", "--api-key", "k", "--es-user", "u",
                        "--password", "p", "--insecure", "--device", "cpu")
     assert code == 7, err
@@ -917,7 +917,7 @@ def test_delete_removes_passages_by_id(tmp_path, capsys):
 def test_an_input_that_turns_bad_while_it_is_indexed_says_what_was_stored(tmp_path, capsys, monkeypatch):
     """A lifecycle audit: a line that went bad between the check and the second read stopped the run
     with the message of a refusal that wrote nothing, while the chunks before it were stored."""
-    from indexer.cli import core
+    from indexer.cli import indexing as core
 
     corpus, store = tmp_path / "c.jsonl", str(tmp_path / "s")
     lines = [json.dumps({"id": f"p{i}", "text": f"Angela Merkel visited Paris on day {i}."}) for i in range(300)]

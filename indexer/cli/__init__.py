@@ -6,7 +6,7 @@ A :class:`~indexer.errors.NerindexError` becomes one line on stderr and its exit
 traceback) and a missing optional package (its extra named: exit 1, :func:`missing_extra`), and a
 reader of stdout that went away ends the command with 141.
 Each command lives in a module of this package, imported only when invoked, so ``nerindex --help``
-stays fast and needs no extras: :mod:`.core` (index, search, delete, embed, info), :mod:`.elasticsearch`
+stays fast and needs no extras: :mod:`.core` (search, embed, info), :mod:`.indexing` (index, delete), :mod:`.elasticsearch`
 (es, kibana), :mod:`.training` (train, export), :mod:`.evaluation` (eval), :mod:`.serve`.
 :mod:`.options` declares the model and store options they share.
 """
@@ -27,9 +27,9 @@ from .output import json_out, replace_unencodable
 
 # name -> "module:attribute" of a click command defined elsewhere, imported on use.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "index": ("indexer.cli.core", "index_command"),
+    "index": ("indexer.cli.indexing", "index_command"),
     "search": ("indexer.cli.core", "search_command"),
-    "delete": ("indexer.cli.core", "delete_command"),
+    "delete": ("indexer.cli.indexing", "delete_command"),
     "embed": ("indexer.cli.core", "embed_command"),
     "info": ("indexer.cli.core", "info_command"),
     "train": ("indexer.cli.training", "train_command"),

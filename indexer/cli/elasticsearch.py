@@ -152,7 +152,7 @@ def add_types_command(phrases, with_catalog, replace, model_path, device, as_jso
     tokenizer reads it: lower case, single spaces) as document id, so Kibana users can look its
     vector up by id and search with it (docs/elasticsearch.md). The first 'nerindex index' stores the catalog's phrases.
     """
-    from ..api import check_phrase
+    from ..stores.base import check_phrase
     from ..encoder import OnnxEncoder
     from ..stores.elasticsearch.type_index import ADDED, TypeIndex, fill_with_catalog, unique_phrases
 

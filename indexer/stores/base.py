@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import SearchError
 from ..records import EncodedPassage, Hit
+from ..text import is_blank, phrase_as_searched, unicode_problem
 from .filter_rules import Filters
 
 
@@ -192,6 +193,25 @@ MAX_PASSAGE_WEIGHT = 10.0  # λ beyond this is passage retrieval in all but name
 # The longest type phrase a search takes (API, CLI and web service): a type is a few words, and the
 # encoder puts the phrase into its type template, so a page of text is a mistake, not a type.
 MAX_PHRASE_CHARS = 200
+
+
+def check_phrase(type_phrase: str, *, limit: int = MAX_PHRASE_CHARS) -> str:
+    """A type phrase as searched and embedded (stripped), or a SearchError: an empty one, or one of
+    characters the tokenizer drops (zero-width spaces, soft hyphens), has a vector but means
+    nothing, so it is refused rather than answered."""
+    if not isinstance(type_phrase, str):
+        raise SearchError(f"the entity type is a phrase (a string), not {type(type_phrase).__name__}")
+    phrase = phrase_as_searched(type_phrase)
+    problem = unicode_problem(phrase)
+    if problem is not None:  # the tokenizer's TypeError otherwise (the CLI refuses such arguments itself)
+        raise SearchError(f"the entity type holds {problem}")
+    if is_blank(phrase):  # a zero-width space alone embeds as the empty phrase does (an audit: it was answered)
+        raise SearchError(f"the entity type is {'empty' if not phrase else 'empty (no character the model reads)'}: "
+                          "give a phrase such as 'dinosaur'")
+    if len(phrase) > limit:  # measured as searched, on every surface (an audit: HTTP measured it before)
+        raise SearchError(f"the entity type is {len(phrase)} characters; the limit is {limit}")
+    return phrase
+
 
 def check_threshold(min_similarity: Any) -> float:
     """A similarity threshold as a float: a cosine, so finite and within [-1, 1]."""

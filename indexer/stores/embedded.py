@@ -32,17 +32,17 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ModelMismatchError, NoStoreError, StoreBusyError, StoreError
+from ..errors import NoStoreError, StoreBusyError, StoreError
 from ..records import EncodedPassage, Hit, Matches
 from . import ann, ann_ranking, ann_search
 from . import embedded_filtering as filtering
+from . import embedded_guard as guard
 from . import embedded_read as read
 from . import embedded_schema as schema
 from . import filters as sql_filters
 from . import segment_rows, segments
-from .base import (ModelStamp, SearchRequest, StampCheck, StoreCounts, StoreVersion, WriteOutcome, adopted_message,
-                   check_stamp, query_vector, same_model)
-from .embedded_write import SharedConnection, delete_passages, stored_id_page, write_passages
+from .base import ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, query_vector
+from .embedded_write import SharedConnection, delete_passages, stored_ids, write_passages
 from .span_ranking import Scored, answer_and_marks, best_first, flat_runs, top_candidates, with_rankers
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class EmbeddedStore:
         db = folder / DB_NAME
         older = schema.model_before_upgrade(db) if model is not None and db.is_file() else None
         if older is not None:
-            _refuse_other(folder, ModelStamp.from_dict(json.loads(older)), model, writing=False)
+            guard.refuse_other(folder, ModelStamp.from_dict(json.loads(older)), model, writing=False)
         if not db.is_file():
             if not create:
                 raise NoStoreError(f"{folder}: no nerindex store here (run 'nerindex index' first)")
@@ -116,37 +116,13 @@ class EmbeddedStore:
 
     # ------------------------------------------------------------------ model guard
 
-    def _meta(self, key: str) -> str | None:
-        with self._conn() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
     def model(self) -> ModelStamp | None:
-        raw = self._meta("model")
-        return ModelStamp.from_dict(json.loads(raw)) if raw else None
+        with self._conn() as conn:
+            return guard.recorded_model(conn)
 
     def check_model(self, stamp: ModelStamp, *, writing: bool = True) -> None:
-        """Record the model on first write; refuse another one (base.check_stamp decides).
-
-        Both the first record and the adoption of settings a 0.2.0 store lacks are
-        compare-and-set, so two processes starting on one store cannot record two models.
-        """
-        raw = self._meta("model")
-        if raw is None:
-            if not writing:
-                return
-            with self._conn() as conn:
-                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('model', ?)", (json.dumps(stamp.to_dict()),))
-            raw = self._meta("model")
-            assert raw is not None
-        check = _refuse_other(self.path, ModelStamp.from_dict(json.loads(raw)), stamp, writing=writing)
-        if check.adopted:
-            with self._conn() as conn:
-                changed = conn.execute("UPDATE meta SET value = ? WHERE key = 'model' AND value = ?",
-                                       (json.dumps(check.recorded.to_dict()), raw)).rowcount
-            if changed == 0:  # another process recorded first: compare with what it recorded
-                return self.check_model(stamp, writing=writing)
-            log.warning(adopted_message(str(self.path), check))
+        """Record the model on first write; refuse another one (:func:`.embedded_guard.check_model`)."""
+        guard.check_model(self._conn, self.path, stamp, writing=writing)
 
     # ------------------------------------------------------------------ writing
 
@@ -162,12 +138,14 @@ class EmbeddedStore:
 
     def _stored(self, ids: Sequence[str], column: str) -> dict[str, Any]:
         """{id: column} of the stored passages among ``ids``, a page of them per turn on the connection."""
-        found: dict[str, Any] = {}
+        return {k: v for conn, page in self._pages(ids) for k, v in read.stored(conn, page, column, where=self.path).items()}
+
+    def _pages(self, ids: Sequence[str]) -> Iterator[tuple[sqlite3.Connection, list[str]]]:
+        """``ids`` a page (``PAGE``) at a time, each with the connection held for its turn."""
         ids = list(ids)
         for start in range(0, len(ids), PAGE):
             with self._conn() as conn:
-                found.update(read.stored(conn, ids[start : start + PAGE], column, where=self.path))
-        return found
+                yield conn, ids[start : start + PAGE]
 
     def write(self, docs: Sequence[EncodedPassage], *, replace: bool = True) -> list[WriteOutcome]:
         """Insert (or, with ``replace``, replace) passages with their spans, all in one transaction
@@ -181,29 +159,20 @@ class EmbeddedStore:
         return outcomes
 
     def delete(self, ids: Sequence[str]) -> list[str]:
-        """Remove these passages with their spans (``Store.delete``), a transaction a page of ids:
-        a failure names how many were removed before it."""
+        """``Store.delete``, a transaction a page of ids (readers are not held up for long): a
+        failure names how many were removed before it."""
         removed: list[str] = []
-        ids = list(ids)
         try:
-            for start in range(0, len(ids), PAGE):  # a page a transaction: readers are not held up for long
-                with self._conn() as conn:
-                    removed += delete_passages(conn, ids[start : start + PAGE])
+            for conn, page in self._pages(ids):
+                removed += delete_passages(conn, page)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: delete failed after {len(removed)} passage(s): {exc}") from exc
         self.check_file()
         return removed
 
     def stored_ids(self) -> Iterator[str]:
-        """Every stored passage id, in the order written, a page at a time (``Store.stored_ids``)."""
-        after = 0
-        while True:
-            with self._conn() as conn:
-                page = stored_id_page(conn, after, PAGE)
-            if not page:
-                return
-            after = page[-1][0]
-            yield from (pid for _, pid in page)
+        """``Store.stored_ids``, in the order written."""
+        return stored_ids(self._conn, PAGE)
 
     # ------------------------------------------------------------------ reading
 
@@ -512,13 +481,3 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _refuse_other(path: Path, recorded: ModelStamp, stamp: ModelStamp, *, writing: bool) -> StampCheck:
-    """``check_stamp``, a conflict raised as the store's ModelMismatchError."""
-    check = check_stamp(recorded, stamp, writing=writing)
-    if check.conflict:  # the same model and another setting (a --catalog file) is no other model (an audit)
-        uses, its = ("other settings", "model folder and settings") if same_model(recorded, stamp) else (stamp.describe(), "model folder")
-        raise ModelMismatchError(f"{path}: store was built with model {recorded.describe()}, this run uses {uses}: "
-                                 f"{check.conflict}; index into a new store (another --store folder) or use the {its} the store was built with")
-    return check

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, ContextManager, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -146,9 +146,17 @@ def _remove(conn: sqlite3.Connection, old: tuple[int, str]) -> None:
     conn.execute("DELETE FROM passages WHERE rowid = ?", (old[0],))
 
 
-def stored_id_page(conn: sqlite3.Connection, after: int, size: int) -> list[tuple[int, str]]:
-    """(rowid, id) of up to ``size`` stored passages after rowid ``after``, in rowid order."""
-    return conn.execute("SELECT rowid, id FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, size)).fetchall()
+def stored_ids(connection: Callable[[], ContextManager[sqlite3.Connection]], page: int) -> Iterator[str]:
+    """Every stored passage id in rowid order, ``page`` ids a turn on ``connection()``, held only for
+    its query (a caller may take its time between pages)."""
+    after = 0
+    while True:
+        with connection() as conn:
+            rows = conn.execute("SELECT rowid, id FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, page)).fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield from (pid for _, pid in rows)
 
 
 def _insert(conn: sqlite3.Connection, doc: EncodedPassage, rowid: int, span_row: int) -> None:

@@ -59,34 +59,28 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str | Path = "model.json") -> "HeadConfig":
-        """The config model.json's (or a run's) ``heads_config`` records, checked key by key: a key
-        this version does not know, or a value of the wrong kind, is a one-line :class:`ModelError`
-        naming ``source`` (unknown keys used to be dropped, and a wrong kind failed deep inside the
-        model's build)."""
+        """The ``heads_config`` model.json (or a run) records, checked key by key: an unknown key or a
+        value of the wrong kind is a one-line ModelError naming ``source`` (unknown keys were dropped,
+        so a newer model's shape was rebuilt wrong, and a wrong kind failed deep inside the build)."""
         fields = cls.__dataclass_fields__
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ModelError(f"{source}: heads_config has an unknown key {unknown[0]!r} (known: {', '.join(fields)})")
-        values = dict(d)
         for key, value in d.items():
-            default = getattr(cls, key, None)
-            if key == "feature_layers":
-                ok = isinstance(value, (list, tuple)) and value and all(_count(v) for v in value)
-                values[key] = tuple(value) if ok else value
-            elif isinstance(default, bool):
-                ok = isinstance(value, bool)
-            else:
-                ok = _count(value)
-            if not ok:
-                kind = ("a list of layer numbers" if key == "feature_layers" else "true or false"
-                        if isinstance(default, bool) else "a whole number >= 0")
+            if key not in fields:
+                raise ModelError(f"{source}: heads_config has an unknown key {key!r} (known: {', '.join(fields)})")
+            if (kind := _wrong_kind(key, value, getattr(cls, key))) is not None:
                 raise ModelError(f"{source}: heads_config.{key} is {value!r}, not {kind}")
-        return cls(**values)
+        return cls(**{k: tuple(v) if k == "feature_layers" else v for k, v in d.items()})
 
 
-def _count(value: object) -> bool:
-    """A size or layer number: a non-negative int (bool is not one)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _wrong_kind(key: str, value: object, default: object) -> str | None:
+    """What ``value`` should have been for the heads_config key (None: it is)."""
+    def count(v: object) -> bool:  # a size or layer number: a non-negative int (bool is not one)
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if key == "feature_layers":
+        ok = isinstance(value, (list, tuple)) and bool(value) and all(count(v) for v in value)
+        return None if ok else "a list of layer numbers"
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    return None if count(value) else "a whole number >= 0"
 
 
 def resolve_backbone(name_or_path: str | None) -> str:

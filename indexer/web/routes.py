@@ -23,9 +23,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from ..api import check_phrase
 from ..errors import SearchError, StoreError
-from ..stores.base import MAX_PHRASE_CHARS
+from ..stores.base import MAX_PHRASE_CHARS, check_phrase
 from ..stores.filter_rules import Filters, where_pairs
 from ..text import RepeatedKey, json_value_problem, unique_keys
 from . import searchui

@@ -30,25 +30,23 @@ from ...errors import ModelMismatchError, StoreError, UnsupportedSearchError
 from ...records import EncodedPassage, Hit
 from ..base import (ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp,
                     query_vector)
+from . import by_id
 from . import responses as rs
 from .aliases import orphans, recheck_target, written_where_checked
 from .bulk import id_collisions, stored_count, stored_passages, write_documents
 from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
 from .index_requests import (
-    filter_format, PASSAGE_VECTOR_FIELD, SERVER_FACTS_FILTER, SOURCE_VECTORS_SERVER, counts_body, create_index_body,
+    filter_format, SERVER_FACTS_FILTER, counts_body, create_index_body,
     document_id, document_problem, index_meta, mention_mapped, mention_mapping, next_index_name,
-    binary_quantized, passage_vectors_body, quantized, search_template_body, span_vector_index_type,
+    binary_quantized, quantized, search_template_body, span_vector_index_type,
 )
 from .options import StoreOptions, store_options
-from .paged_requests import scan_body
 from .search_requests import MAX_NUM_CANDIDATES
 from .searching import exact_hits, knn_hits, say_once
 from .server_facts import ServerFacts, server_facts
 from .type_index import TypeIndex, fill_with_catalog
 
-DELETE_CHUNK = 1000  # passages a bulk delete request
-STORED_IDS_PAGE = 1000  # ids a page of stored_ids
 
 log = logging.getLogger(__name__)
 
@@ -361,48 +359,10 @@ class ElasticsearchStore:
         return [outcomes[position] for position in range(len(docs))]
 
     def delete(self, ids: Sequence[str]) -> list[str]:
-        """Delete the documents of these passages (``Store.delete``): only ids stored as themselves
-        (a long id's hashed ``_id`` holding another passage is left), ``DELETE_CHUNK`` a bulk
-        request; a document already gone is no error."""
-        wanted = list(dict.fromkeys(ids))
-        if not wanted:
-            return []
-        with self.errors("look up the passages to delete"):
-            stored = stored_passages(self.client, self.alias, wanted, source=False)
-        gone = [pid for pid in wanted if pid in stored]
-        index = recheck_target(self, self._checked)
-        removed: list[str] = []
-        for start in range(0, len(gone), DELETE_CHUNK):
-            chunk = gone[start : start + DELETE_CHUNK]
-            with self.errors(f"delete passages from {index!r}"):
-                response = self.client.bulk(operations=[{"delete": {"_index": index, "_id": document_id(pid)}}
-                                                        for pid in chunk]).body  # fmt: skip
-            self._dirty = True
-            refused = [item["delete"] for item in response.get("items", [])
-                       if item.get("delete", {}).get("status", 200) not in (200, 404)]  # fmt: skip
-            if refused:
-                error = refused[0].get("error") or {}
-                raise StoreError(f"Elasticsearch refused to delete {len(refused)} passage(s) from {index!r} after "
-                                 f"{len(removed)} were deleted: {error.get('type', '')} {error.get('reason', '')}".rstrip())
-            removed += chunk
-        return removed
+        return by_id.delete_documents(self, ids)
 
     def stored_ids(self) -> Iterator[str]:
-        """Every stored passage id, a page at a time in id order (``Store.stored_ids``)."""
-        self.flush()
-        after: list[Any] | None = None
-        while True:
-            with self.errors(f"list the passages of {self.alias!r}"):
-                try:
-                    response = self.client.search(index=self.alias, body=scan_body(
-                        size=STORED_IDS_PAGE, search_after=after, source=["id"])).body  # fmt: skip
-                except NotFoundError:
-                    return
-            hits = rs.raw_hits(response)
-            yield from (rs.hit_id(hit) for hit in hits)
-            after = rs.last_sort_values(response)
-            if after is None or len(hits) < STORED_IDS_PAGE:
-                return
+        return by_id.stored_ids(self)
 
     def _map_mentions(self) -> None:
         """Add ``spans.mention`` to an index made before it, once, before the first write: its
@@ -493,28 +453,7 @@ class ElasticsearchStore:
         return knn_hits(self.client, request, stamp, rescore=self.rescores(), **common)
 
     def passage_vectors(self, ids: Sequence[str]) -> np.ndarray:
-        """Passage vectors of these ids, in the order given (unknown ids left out): one search
-        with an ``ids`` query, ``_source`` filtered to the passage vector."""
-        stamp = self.model()
-        dims = stamp.dims if stamp else 0
-        wanted = list(dict.fromkeys(ids))
-        found: dict[str, list[float]] = {}
-        flag = self.server_version() >= SOURCE_VECTORS_SERVER
-        self.flush()
-        for start in range(0, len(wanted), 1000):
-            body = passage_vectors_body(wanted[start : start + 1000], exclude_vectors_flag=flag)
-            with self.errors(f"read passage vectors from {self.alias!r}", search=True):
-                try:
-                    response = self.client.search(index=self.alias, body=body).body
-                except NotFoundError:
-                    break
-            for hit in rs.raw_hits(response):
-                source = hit.get("_source") or {}
-                vector = source.get(PASSAGE_VECTOR_FIELD)
-                if isinstance(vector, list) and len(vector) == dims:
-                    found[rs.hit_id(hit)] = vector
-        rows = [found[i] for i in ids if i in found]
-        return np.asarray(rows, dtype=np.float32).reshape(len(rows), dims)
+        return by_id.passage_vectors(self, ids)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
