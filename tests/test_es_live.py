@@ -688,6 +688,36 @@ def test_passage_weight_scores_every_matching_passage_among_closer_ones(make_liv
     assert [(h.id, round(h.score, 3)) for h in hits] == [("h2", 1.3), ("m1", 1.1), ("h1", 0.9)]
 
 
+def test_a_hybrid_pool_that_comes_back_short_widens_until_it_stops_growing(make_live_store):
+    """A store-parity audit: HNSW's candidates, cut by the threshold, gave a pool short of its size,
+    which was read as "every match", so an unseen type's top 10 (λ 1) lost passages without a word
+    ("bank --limit 50": 29 hits of 44). 1,000 passages, two spans each near the query, 413 match."""
+    dims, rng = 16, np.random.default_rng(7)
+    store = make_live_store(index_options="int8_hnsw", num_candidates=10)
+    store.check_model(ModelStamp(id="pool", version="1", dims=dims, checksum="c" * 64))
+    query = np.zeros(dims, np.float32)
+    query[0] = 1.0
+
+    def near() -> np.ndarray:
+        v = rng.normal(size=dims).astype(np.float32)
+        v[0] = abs(v[0]) + 1.5
+        return v / np.linalg.norm(v)
+
+    docs, exact = [], []
+    for i in range(1000):
+        text = f"Passage {i} names Alpha and Beta."
+        spans = tuple(EncodedSpan(text.index(w), text.index(w) + len(w), w, 0.9, near(), ()) for w in ("Alpha", "Beta"))
+        passage = rng.normal(size=dims).astype(np.float32)
+        passage /= np.linalg.norm(passage)
+        docs.append(EncodedPassage(Passage(f"d{i:04d}", text, {}), spans, passage))
+        if (span := max(float(s.vector @ query) for s in spans)) >= 0.6:
+            exact.append((span + float(passage @ query), f"d{i:04d}"))
+    assert all(o.ok for o in store.write(docs))
+    store.prepare()
+    top = [pid for _, pid in sorted(exact, reverse=True)[:10]]
+    assert [h.id for h in store.search(SearchRequest(query, 0.6, limit=10, passage_weight=1.0))] == top
+
+
 def test_a_small_candidate_pool_widens_until_no_passage_outside_can_overtake(make_live_store, stamp):
     small = make_live_store(num_candidates=1)
     small.check_model(stamp)

@@ -749,6 +749,7 @@ def test_the_pool_bound_searches_ask_for_the_last_of_the_pool_and_the_best_passa
         text=None, rescore=False,
     )
     assert (floor["from"], floor["size"], floor["knn"]["k"], floor["knn"]["num_candidates"]) == (199, 1, 200, 200)
+    assert floor["track_total_hits"] is True  # the pool's size: a short pool is widened until it stops growing
     assert "inner_hits" not in floor["knn"] and floor["knn"]["filter"]  # the same pool as the search
     assert best["knn"]["field"] == "vector" and best["knn"]["k"] == 1 and "filter" not in best["knn"]
     # the best passage is searched with kNN's most candidates (HNSW over duplicates hid it at 300),

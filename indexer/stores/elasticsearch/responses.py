@@ -279,6 +279,11 @@ def msearch_hits(response: Mapping[str, Any], what: str = "search") -> list[list
     return found
 
 
+def msearch_totals(response: Mapping[str, Any]) -> list[int | None]:
+    """The hit count of each search of an ``msearch`` that tracked it (None where it did not)."""
+    return [((item.get("hits") or {}).get("total") or {}).get("value") for item in response.get("responses") or []]
+
+
 def last_sort_values(response: Mapping[str, Any]) -> list[Any] | None:
     """``search_after`` for the next page: the sort values of the last hit (None when empty)."""
     hits = raw_hits(response)

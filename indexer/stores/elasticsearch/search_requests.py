@@ -244,7 +244,8 @@ def pool_bound_searches(
     duplicates), the bound held too early and that passage, first by its hybrid score, was missing."""
     pool = span_knn(vector, min_similarity=min_similarity, metric=metric, num_candidates=candidates,
                     clauses=knn_clauses(filters, text, typed=typed_filters), k=candidates, rescore=rescore)
-    floor = {"from": candidates - 1, "size": 1, "_source": False, **pool}
+    # with the pool's size: a pool short of ``candidates`` may be every match or HNSW falling short
+    floor = {"from": candidates - 1, "size": 1, "_source": False, "track_total_hits": True, **pool}
     best = {"field": PASSAGE_VECTOR_FIELD, "query_vector": query_vector_values(vector), "k": 1,
             "num_candidates": MAX_NUM_CANDIDATES}
     if rescore:  # an int4 estimate understated the best passage by 0.023, past the slack (a review)
@@ -259,7 +260,8 @@ def pool_is_final(
 
     The pool is the passages with the best spans; a passage left out has a best span of at most
     the pool's last one (``floor_span``; None: the pool holds every passage with a span above the
-    threshold) plus ``slack`` (on a quantized index the last one's ``_score`` may understate its
+    threshold, which the caller has made sure of: ``knn_hits`` widens a short pool until it stops
+    growing) plus ``slack`` (on a quantized index the last one's ``_score`` may understate its
     best span by up to :data:`QUANTIZED_MARGIN`), and a passage cosine of at most the best there
     is, itself an estimate on a quantized index (the same slack), so its score is at most
     ``floor_span + slack + λ · (best_passage + slack)``. When the k-th score (None: fewer than k
