@@ -383,6 +383,21 @@ class StoreConformance:
         loaded.write([doc("p6", "Nile crocodiles.", [("Nile", RIVER)])])
         assert sorted(loaded.stored_ids()) == ["p1", "p2", "p4", "p5", "p6"]
 
+    def test_a_passage_whose_vectors_no_search_could_score_is_a_failed_outcome(self, loaded):
+        """A store-parity audit: the embedded store took a span vector of length 2 (scored 1.6
+        where Elasticsearch said 0.8) and one of the wrong size, after which every search failed."""
+        text = "Rex here."
+        bad = {"long": unit(1) * 2, "short": unit(1)[:4], "nan": np.full(DIMS, np.nan, np.float32)}
+        docs = [EncodedPassage(Passage(k, text, {}), (EncodedSpan(0, 3, "Rex", 0.9, v, ()),), unit(1)) for k, v in bad.items()]
+        docs.append(EncodedPassage(Passage("zero", text, {}), (EncodedSpan(0, 3, "Rex", 0.9, DINO, ()),), np.zeros(DIMS, np.float32)))
+        docs.append(doc("fine", "Rex roamed.", [("Rex", DINO)]))
+        outcomes = loaded.write(docs)
+        assert [(o.id, o.ok) for o in outcomes] == [("long", False), ("short", False), ("nan", False), ("zero", False), ("fine", True)]
+        assert "length 2, not 1" in outcomes[0].error and "passage vector is all zeros" in outcomes[3].error
+        hits = self.search(loaded, DINO)  # searches go on; "fine" ties with p1 at 1.0
+        assert {h.id for h in hits[:2]} == {"p1", "fine"} and [h.id for h in hits[2:]] == ["p2", "p3"]
+        assert loaded.counts().passages == 6
+
     def test_an_empty_store_deletes_and_lists_nothing(self, store, stamp):
         assert store.delete(["p1"]) == [] and list(store.stored_ids()) == []
 

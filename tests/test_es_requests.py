@@ -290,15 +290,18 @@ def test_vector_values_round_trip_float32():
 @pytest.mark.parametrize(
     "vector, problem",
     [
-        (np.ones(4), None),
-        (np.ones(3), "shape"),
+        (np.ones(4) / 2, None),
+        (np.ones(4), "length 2, not 1"),  # the embedded store scored it 1.6 where Elasticsearch said 0.8
+        (np.ones(3) / np.sqrt(3), "shape"),
         (np.array([1.0, np.nan, 0, 0]), "non-finite"),
         (np.zeros(4), "zeros"),
         (None, "missing"),
     ],
 )
 def test_vector_problems(vector, problem):
-    found = index_requests.vector_problem(vector, 4)
+    from indexer.stores import base
+
+    found = base.vector_problem(vector, 4)
     assert (found is None) if problem is None else (problem in found)
 
 

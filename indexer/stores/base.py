@@ -213,6 +213,44 @@ def check_phrase(type_phrase: str, *, limit: int = MAX_PHRASE_CHARS) -> str:
     return phrase
 
 
+# how far from 1 a stored vector's norm may be: the CPU graph's are within 1e-6, fp16 ones within ~1e-3
+UNIT_TOLERANCE = 0.01
+
+
+def vector_problem(vector: Any, dims: int | None) -> str | None:
+    """Why a vector cannot be stored (wrong size, not finite, zero, not of unit length), or None
+    when it can. Both stores score by dot products of unit vectors (the embedded store's segments,
+    Elasticsearch's cosine on normalised copies): a vector of length 2 gave a "similarity" of 1.6
+    in one store and 0.8 in the other, and one of the wrong size made every later embedded search
+    fail (a store-parity audit)."""
+    if vector is None:
+        return "missing vector"
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1 or (dims is not None and array.shape[0] != dims):
+        return f"vector has shape {tuple(array.shape)}, the index expects ({dims},)"
+    if not np.all(np.isfinite(array)):
+        return "vector has non-finite values"
+    if not np.any(array):
+        return "vector is all zeros"
+    if abs(float(np.linalg.norm(array)) - 1.0) > UNIT_TOLERANCE:
+        return f"vector has length {float(np.linalg.norm(array)):.4g}, not 1 (normalise it)"
+    return None
+
+
+def document_problem(doc: EncodedPassage, dims: int | None) -> str | None:
+    """Why this passage cannot be stored (:func:`vector_problem` of its vectors), or None; every
+    backend checks each passage with it before writing (a failed outcome, the rest written)."""
+    if doc.vector is not None:
+        problem = vector_problem(doc.vector, dims)
+        if problem:
+            return f"passage {problem}"
+    for number, span in enumerate(doc.spans):
+        problem = vector_problem(span.vector, dims)
+        if problem:
+            return f"span {number} ({span.text!r}): {problem}"
+    return None
+
+
 def check_threshold(min_similarity: Any) -> float:
     """A similarity threshold as a float: a cosine, so finite and within [-1, 1]."""
     number = isinstance(min_similarity, numbers.Real) and not isinstance(min_similarity, bool)  # a Fraction too

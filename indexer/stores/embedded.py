@@ -152,7 +152,7 @@ class EmbeddedStore:
         (``Store.write``: without ``replace`` a stored id is skipped, decided inside it)."""
         try:
             with self._conn() as conn:
-                outcomes = write_passages(conn, docs, replace=replace)
+                outcomes = write_passages(conn, docs, replace=replace, dims=guard.recorded_dims(conn))
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
         self.check_file()  # store.sqlite replaced while this wrote: it went into the old file

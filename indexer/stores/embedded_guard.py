@@ -32,6 +32,12 @@ def recorded_model(conn: sqlite3.Connection) -> ModelStamp | None:
     return ModelStamp.from_dict(json.loads(raw)) if raw else None
 
 
+def recorded_dims(conn: sqlite3.Connection) -> int | None:
+    """The vector size of the store's model (None while no model is recorded)."""
+    stamp = recorded_model(conn)
+    return stamp.dims if stamp else None
+
+
 def check_model(connection: Connection, path: Path, stamp: ModelStamp, *, writing: bool) -> None:
     """Record ``stamp`` on the first write; refuse another model (:func:`refuse_other`); adopt the
     settings an older stamp lacks, once."""

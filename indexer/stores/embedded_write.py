@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import StoreError
 from ..records import EncodedPassage
 from . import embedded_schema as schema
-from .base import WriteOutcome
+from .base import WriteOutcome, document_problem
 
 
 class SharedConnection:
@@ -77,10 +77,12 @@ class SharedConnection:
 T = TypeVar("T")
 
 
-def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, replace: bool) -> list[WriteOutcome]:
+def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, replace: bool,
+                   dims: int | None = None) -> list[WriteOutcome]:  # fmt: skip
     """Insert (or, with ``replace``, replace) passages with their spans in one transaction; without
-    ``replace`` a stored id is skipped, decided inside the transaction. Raises sqlite3.Error (rolled
-    back: nothing of the call is stored)."""
+    ``replace`` a stored id is skipped, decided inside the transaction; a passage whose vectors no
+    search could score (``base.document_problem``, ``dims`` those of the store's model) is a failed
+    outcome. Raises sqlite3.Error (rolled back: nothing of the call is stored)."""
 
     def work() -> tuple[list[WriteOutcome], bool]:
         outcomes: list[WriteOutcome] = []
@@ -88,6 +90,9 @@ def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, 
         (span_row,) = conn.execute(schema.LAST_ROWID_SQL.format(table="spans", vectors="span_vectors", kind="s")).fetchone()
         for doc in docs:
             p = doc.passage
+            if (problem := document_problem(doc, dims)) is not None:
+                outcomes.append(WriteOutcome(p.id, False, "failed", problem))
+                continue
             old = conn.execute("SELECT rowid, text FROM passages WHERE id = ?", (p.id,)).fetchone()
             if old is not None and not replace:
                 outcomes.append(WriteOutcome(p.id, True, "skipped"))
@@ -98,7 +103,7 @@ def write_passages(conn: sqlite3.Connection, docs: Sequence[EncodedPassage], *, 
             _insert(conn, doc, passage_row, span_row)
             span_row += len(doc.spans)
             outcomes.append(WriteOutcome(p.id, True, "updated" if old else "created"))
-        return outcomes, any(o.action != "skipped" for o in outcomes)  # a write that stored nothing changes no version
+        return outcomes, any(o.ok and o.action != "skipped" for o in outcomes)  # a write that stored nothing changes no version
 
     return _in_write_transaction(conn, work)
 

@@ -327,33 +327,6 @@ def vector_values(vector: Any) -> list[float]:
     return np.round(np.asarray(vector, dtype=np.float32).astype(np.float64), 8).tolist()
 
 
-def vector_problem(vector: Any, dims: int) -> str | None:
-    """Why a vector cannot be indexed (wrong size, not finite, zero), or None when it can."""
-    if vector is None:
-        return "missing vector"
-    array = np.asarray(vector, dtype=np.float32)
-    if array.ndim != 1 or array.shape[0] != dims:
-        return f"vector has shape {tuple(array.shape)}, the index expects ({dims},)"
-    if not np.all(np.isfinite(array)):
-        return "vector has non-finite values"
-    if not np.any(array):
-        return "vector is all zeros"
-    return None
-
-
-def document_problem(doc: EncodedPassage, dims: int) -> str | None:
-    """Why this passage would be refused by the mapping, checked before sending it."""
-    if doc.vector is not None:
-        problem = vector_problem(doc.vector, dims)
-        if problem:
-            return f"passage {problem}"
-    for number, span in enumerate(doc.spans):
-        problem = vector_problem(span.vector, dims)
-        if problem:
-            return f"span {number} ({span.text!r}): {problem}"
-    return None
-
-
 def passage_document(doc: EncodedPassage, stamp: ModelStamp, *, typed_filters: int = 0) -> dict[str, Any]:
     """The ``_source`` of one passage: text, metadata (and, for an index that has the field, its
     :func:`filter_texts`), model, its mentions' labels, passage vector, nested spans."""

@@ -29,7 +29,7 @@ from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 from ...errors import ModelMismatchError, StoreError, UnsupportedSearchError
 from ...records import EncodedPassage, Hit
 from ..base import (ModelStamp, SearchRequest, StoreCounts, StoreVersion, WriteOutcome, adopted_message, check_stamp,
-                    query_vector)
+                    document_problem, query_vector)
 from . import by_id
 from . import responses as rs
 from .aliases import orphans, recheck_target, written_where_checked
@@ -38,7 +38,7 @@ from .bulk_refresh import RelaxedRefresh
 from .client import make_client, translated_errors
 from .index_requests import (
     filter_format, SERVER_FACTS_FILTER, counts_body, create_index_body,
-    document_id, document_problem, index_meta, mention_mapped, mention_mapping, next_index_name,
+    document_id, index_meta, mention_mapped, mention_mapping, next_index_name,
     binary_quantized, quantized, search_template_body, span_vector_index_type,
 )
 from .options import StoreOptions, store_options

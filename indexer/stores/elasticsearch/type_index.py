@@ -26,10 +26,10 @@ from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 from elasticsearch.helpers import streaming_bulk
 
 from ...errors import ModelMismatchError, StoreError
-from ..base import ModelStamp, WriteOutcome, check_stamp
+from ..base import ModelStamp, WriteOutcome, check_stamp, vector_problem
 from . import responses as rs
 from . import templates
-from .index_requests import MAX_DOC_ID_BYTES, TYPES_SUFFIX, check_index_name, index_meta, vector_problem, vector_values
+from .index_requests import MAX_DOC_ID_BYTES, TYPES_SUFFIX, check_index_name, index_meta, vector_values
 from .options import StoreOptions
 from .search_requests import knn_search_body
 from .similarity import check_metric
