@@ -82,10 +82,7 @@ def knn_hits(
         floor, best_passage, pooled = _pool_bounds(client, request, stamp, alias, candidates, rescore, errors,
                                                    typed_filters, best_passage)  # fmt: skip
         if floor is None and pooled > short_pool and candidates < MAX_NUM_CANDIDATES:
-            # short of its candidates: every match, or HNSW's candidates cut by the threshold before
-            # it found them all (an audit: 33 passages missing from 16 of 114 unseen-type searches,
-            # "bank --limit 50" 29 hits of 44); a wider pool that finds no more says it is every match
-            short_pool = pooled
+            short_pool = pooled  # short: every match, or HNSW cut by the threshold (docs/elasticsearch.md)
         elif pool_is_final(kth, floor, best_passage, weight, slack=slack):
             break
         if candidates >= MAX_NUM_CANDIDATES:
