@@ -29,16 +29,24 @@ def side_files(prefix: str | Path) -> list[Path]:
     return paths
 
 
-def read_span_side(prefix: str | Path) -> tuple[int, dict[str, torch.Tensor]]:
-    """(number of top layers, float32 weights keyed ``top.…`` / ``adapter.…``) of a saved span side."""
+def side_metadata(prefix: str | Path) -> tuple[list[Path], dict[str, str]]:
+    """(the shards, the first shard's metadata) of a saved span side, without reading its weights;
+    :class:`ModelError` when that metadata has no ``top_layers``."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     paths = side_files(prefix)
     with safe_open(str(paths[0]), "pt") as f:
         meta = f.metadata() or {}
     if "top_layers" not in meta:
         raise ModelError(f"{paths[0]}: no top_layers in its metadata: not a saved span side")
+    return paths, meta
+
+
+def read_span_side(prefix: str | Path) -> tuple[int, dict[str, torch.Tensor]]:
+    """(number of top layers, float32 weights keyed ``top.…`` / ``adapter.…``) of a saved span side."""
+    from safetensors.torch import load_file
+
+    paths, meta = side_metadata(prefix)
     state = {k: v.float() for p in paths for k, v in load_file(str(p)).items()}
     return int(meta["top_layers"]), state
 
@@ -75,19 +83,14 @@ def pruned_sizes(model: SpanTypeEncoder, side: dict[str, torch.Tensor]) -> dict[
 def side_record(prefix: str | Path) -> dict:
     """What model.json says of the span side: its top layers, the sha256 of each shard, and what
     trained it (the shards' ``trained_by`` metadata; finetune_backbone.py's run 2 wrote none)."""
-    from safetensors import safe_open
-
-    n, _ = read_span_side(prefix)
-    paths = side_files(prefix)
-    with safe_open(str(paths[0]), "pt") as f:
-        trained_by = (f.metadata() or {}).get("trained_by", "docs/eval/finetune_backbone.py --save (its run 2)")
+    paths, meta = side_metadata(prefix)  # the weights themselves are hashed, not loaded
     return {
-        "top_layers": n,
+        "top_layers": int(meta["top_layers"]),
         "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths},
-        "trained_by": trained_by,
+        "trained_by": meta.get("trained_by", "docs/eval/finetune_backbone.py --save (its run 2)"),
         "note": "span vectors come from this side: its copy of the top layers and its adapter, which "
         "replaces the one training.figures.adapter describes; detection, passage and type vectors are unchanged",
     }
 
 
-__all__ = ["pruned_sizes", "read_span_side", "side_files", "side_record", "with_span_side"]
+__all__ = ["pruned_sizes", "read_span_side", "side_files", "side_metadata", "side_record", "with_span_side"]
