@@ -284,7 +284,7 @@ class NerIndex:
         holds: an edited passage whose id is a hash of its text is stored under a new id, and the
         old one stays searchable until deleted (``nerindex index --prune`` does it for a whole
         corpus, ``nerindex delete`` for ids)."""
-        if isinstance(ids, str) or not _is_collection(ids):  # "p1" would delete "p" and "1"
+        if not _is_collection(ids):  # a string is none: "p1" would delete "p" and "1"
             raise InputError(f"delete() takes an iterable of passage ids, not {type(ids).__name__}")
         wanted = list(ids)
         bad = next((pid for pid in wanted if not isinstance(pid, str)), None)

@@ -36,7 +36,7 @@ def phrase_as_searched(type_phrase: str) -> str:
     """The words of a type phrase that are searched: stripped, and a closing full stop or question
     mark dropped, which means nothing in a type (an audit: "sports team." was searched as a type
     nobody trained on, with another threshold and λ). Length limits are measured on this, by every
-    surface (``api.check_phrase`` refuses what cannot be searched)."""
+    surface (``stores.base.check_phrase`` refuses what cannot be searched)."""
     return type_phrase.strip().rstrip(TRAILING_PUNCTUATION).rstrip()
 
 
@@ -105,8 +105,9 @@ def _problem(value: Any, where: str, path: tuple[str, ...]) -> str | None:
 
 def printable(text: str, *, one_line: bool = False) -> str:
     """``text`` less terminal escape sequences, control characters (tab and newline stay; the
-    controls that part words become a newline or a space) and explicit bidirectional overrides. ``one_line``: tabs and line breaks as
-    spaces too, for text inside one line of output (a span in a list).
+    controls that part words become a newline or a space) and explicit bidirectional overrides.
+    ``one_line``: tabs and line breaks as spaces too, for text inside one line of output (a span
+    in a list).
 
     Apply it to each piece that is printed, after slicing by offsets, so offsets into the stored
     text stay right.

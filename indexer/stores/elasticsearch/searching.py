@@ -234,7 +234,8 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
                  rescore: bool, errors: Errors, typed_filters: int, best_passage: float | None = None,
                  ) -> tuple[float | None, float, int]:  # fmt: skip
     """(the pool's last best span, or None when the pool is short of ``candidates``; the best
-    passage cosine; how many passages the pool holds): one ``msearch`` of :func:`pool_bound_searches`. The best passage depends on the query
+    passage cosine; how many passages the pool holds): one ``msearch`` of
+    :func:`pool_bound_searches`. The best passage depends on the query
     alone, so a widening round passes the first round's (``best_passage``) and asks for the floor only."""
     searches = pool_bound_searches(
         request.vector, min_similarity=request.min_similarity, metric=stamp.similarity, candidates=candidates,
