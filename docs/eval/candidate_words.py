@@ -32,8 +32,7 @@ from indexer.assets import default_model_dir
 from indexer.encoder import OnnxEncoder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from noun_types import Rule, pooled_row, report, score, unseen_queries, write  # noqa: E402
-from two_tier import DEV  # noqa: E402
+from noun_types import Rule, report, split_rows, unseen_queries, write  # noqa: E402
 
 
 def span_text_vectors(data: dict, enc: OnnxEncoder) -> list[np.ndarray]:
@@ -80,14 +79,8 @@ def main() -> None:
                 rules[f"candidates at + {margin}, topic < {tau}{', gate' if gate else ''}"] = (margin, tau, gate)
     results: dict = {}
     for label, (margin, tau, gate) in rules.items():
-        row = {}
-        for where, names in (("validation", ("validation",)), ("wide validation", ("wide validation",)), ("dev", DEV)):
-            per = {f"{name}: {q.text}": score(sets[name], v, q, word_rule(
-                       [tv @ bare[name][q.text] for tv in topics[name]], enc.info.threshold_for(q.text), margin, tau, gate))
-                   for name in names for q, v in queries[name]}  # fmt: skip
-            row[where] = pooled_row(list(per.values()))
-            if where == "dev":
-                row["dev per type"] = per
+        row = split_rows(sets, queries, lambda name, q, _v, margin=margin, tau=tau, gate=gate: word_rule(
+            [tv @ bare[name][q.text] for tv in topics[name]], enc.info.threshold_for(q.text), margin, tau, gate))
         results[label] = row
         report(label, row)
     write(results, args.out)

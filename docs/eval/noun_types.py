@@ -110,6 +110,18 @@ def noun_rule(t: float, noun: bool, gate: bool) -> Rule:
     return rule
 
 
+def split_rows(sets: dict, queries: dict, rule_for: Callable[[str, object, np.ndarray], Rule]) -> dict:
+    """One rule's pooled figures on each split (``rule_for(set name, query, its vector)`` makes the
+    rule of one query), with the dev sets' per-type figures under "dev per type"."""
+    row: dict = {}
+    for where, names in (("validation", ("validation",)), ("wide validation", ("wide validation",)), ("dev", DEV)):
+        per = {f"{name}: {q.text}": score(sets[name], v, q, rule_for(name, q, v)) for name in names for q, v in queries[name]}
+        row[where] = pooled_row(list(per.values()))
+        if where == "dev":
+            row["dev per type"] = per
+    return row
+
+
 def pooled_row(per: list[dict]) -> dict:
     """Macro figures over a group's queries."""
     hit, hlp = mean([p["hit"] for p in per]), mean([p["hlp"] for p in per])
@@ -158,11 +170,8 @@ def main() -> None:
     results: dict = {"candidate share": {k: {q: {str(n): round(c, 3) for n, c in v.items()} for q, v in d.items()}
                                           for k, d in shares.items()}}  # fmt: skip
     for label, (n, s, gate) in rules.items():
-        row = {}
-        for where, names in (("validation", ("validation",)), ("wide validation", ("wide validation",)), ("dev", DEV)):
-            row[where] = pooled_row([score(sets[name], v, q, noun_rule(enc.info.threshold_for(q.text),
-                                                                          s < 0 or (n > 0 and shares[name][q.text][n] >= s), gate))
-                                     for name in names for q, v in queries[name]])  # fmt: skip
+        row = split_rows(sets, queries, lambda name, q, _v, n=n, s=s, gate=gate: noun_rule(
+            enc.info.threshold_for(q.text), s < 0 or (n > 0 and shares[name][q.text][n] >= s), gate))
         results[label] = row
         report(label, row)
     write(results, args.out)

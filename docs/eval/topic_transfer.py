@@ -31,8 +31,7 @@ from indexer.assets import default_model_dir
 from indexer.encoder import OnnxEncoder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from noun_types import Rule, pooled_row, report, score, unseen_queries, write  # noqa: E402
-from two_tier import DEV  # noqa: E402
+from noun_types import Rule, report, split_rows, unseen_queries, write  # noqa: E402
 
 GAP_CHARACTERS = set(" ,:;'\"`‘’“”«»()-–—")
 
@@ -100,14 +99,8 @@ def main() -> None:
             for gap in args.gap}  # fmt: skip
     results: dict = {}
     for label, (direction, gap, margin, gate, alone) in rules.items():
-        row = {}
-        for where, names in (("validation", ("validation",)), ("wide validation", ("wide validation",)), ("dev", DEV)):
-            per = {f"{name}: {q.text}": score(sets[name], v, q, transfer_rule(
-                       near[gap or args.gap[0]][name], enc.info.threshold_for(q.text), direction, margin, gate, alone))
-                   for name in names for q, v in queries[name]}  # fmt: skip
-            row[where] = pooled_row(list(per.values()))
-            if where == "dev":
-                row["dev per type"] = per
+        row = split_rows(sets, queries, lambda name, q, _v, gap=gap, direction=direction, margin=margin, gate=gate, alone=alone:
+                         transfer_rule(near[gap or args.gap[0]][name], enc.info.threshold_for(q.text), direction, margin, gate, alone))  # fmt: skip
         results[label] = row
         report(label, row)
     write(results, args.out)
