@@ -266,7 +266,7 @@ class NerIndex:
         )
         if not report.interrupted:
             try:
-                self._store_type_vectors()
+                store_type_vectors(self.store, self.encoder)
                 self.store.prepare()  # the first search after indexing should not build the search structures
             except KeyboardInterrupt:  # every passage is stored: the report, not an abort (an audit); a rerun
                 report.interrupted = report.interrupted_preparing = True  # a rerun or the first search finishes
@@ -298,27 +298,6 @@ class NerIndex:
     def stored_ids(self) -> Iterator[str]:
         """Every passage id the store holds, each once."""
         return self.store.stored_ids()
-
-    def _store_type_vectors(self) -> None:
-        """Stores that keep type vectors for other clients (Elasticsearch's ``<alias>-types``) get
-        the catalog's phrases once, with the vectors a search for each uses; a failure there is a
-        warning, the passages are stored."""
-        ensure = getattr(self.store, "ensure_type_index", None)
-        if ensure is None or self.encoder.catalog is None:
-            return
-        try:
-            outcomes = ensure(self.encoder.query_catalog(), self.encoder.info.stamp,
-                              queries=self.encoder.info.query_identity(), embed=self.encoder.embed_types)
-        except ModelMismatchError as exc:  # its message says how to rebuild the types index
-            log.warning("type vectors not stored: %s", exc)
-        except NerindexError as exc:
-            log.warning("type vectors not stored (retry with 'nerindex es add-types --catalog'): %s", exc)
-        else:  # failures kept as data: a partial fill was said only at INFO level (an audit)
-            failed = [o for o in outcomes or () if not o.ok]
-            if failed:
-                log.warning("type vectors: %d of %d phrases not stored (first: %r, %s); the next 'nerindex index' "
-                            "or 'nerindex es add-types --catalog' stores them", len(failed), len(outcomes),
-                            failed[0].id, failed[0].error)
 
     # ------------------------------------------------------------------ searching
 
@@ -493,3 +472,27 @@ def _log_report(report: IndexReport) -> None:
     if report.failed:  # an audit: 5 of 5 refused (numpy metadata) without a word
         log.warning("%d of %d passage(s) were not stored (report.errors lists them; first: %s)",
                     report.failed, report.passages, report.errors[0] if report.errors else "?")
+
+
+def store_type_vectors(store: Any, encoder: Any) -> None:
+    """Stores that keep type vectors for other clients (Elasticsearch's ``<alias>-types``) get
+    the catalog's phrases, with the vectors a search for each uses, where they do not hold them
+    already (after ``nerindex index``, and after ``es reindex``, whose model may embed queries in
+    other templates: an audit found the old ones kept); a failure there is a warning, the passages
+    are stored."""
+    ensure = getattr(store, "ensure_type_index", None)
+    if ensure is None or encoder.catalog is None:
+        return
+    try:
+        outcomes = ensure(encoder.query_catalog(), encoder.info.stamp,
+                          queries=encoder.info.query_identity(), embed=encoder.embed_types)
+    except ModelMismatchError as exc:  # its message says how to rebuild the types index
+        log.warning("type vectors not stored: %s", exc)
+    except NerindexError as exc:
+        log.warning("type vectors not stored (retry with 'nerindex es add-types --catalog'): %s", exc)
+    else:  # failures kept as data: a partial fill was said only at INFO level (an audit)
+        failed = [o for o in outcomes or () if not o.ok]
+        if failed:
+            log.warning("type vectors: %d of %d phrases not stored (first: %r, %s); the next 'nerindex index' "
+                        "or 'nerindex es add-types --catalog' stores them", len(failed), len(outcomes),
+                        failed[0].id, failed[0].error)

@@ -1438,6 +1438,40 @@ def test_a_search_after_the_alias_moved_to_another_model_is_refused(loaded, stam
         ix.search("dinosaur")
 
 
+def test_a_search_under_way_when_the_alias_moves_answers_from_the_index_it_checked(loaded, stamp):
+    """The handle checked the model, then embedded the phrase, then searched through the alias: an
+    'es reindex --model' that moved the alias in between answered with the other model's spans,
+    a normal answer and no error (an audit saw it live). The search now goes to the index whose
+    model was checked; the next search sees the move and refuses."""
+    from indexer.api import NerIndex
+
+    def move_alias() -> None:
+        mover = open_elasticsearch(resolve(es_index=loaded.alias))
+        try:
+            reindex(mover, RiverFirst(), ModelStamp("test-model", "2", 8, "e" * 64), batch_size=3)
+        finally:
+            mover.close()
+
+    class Encoder:  # the alias moves while the phrase is embedded, after the model check
+        info = type("Info", (), {"stamp": stamp, "passage_weight": 0.0, "threshold_for": staticmethod(lambda phrase: 0.5),
+                                 "passage_weight_for": staticmethod(lambda phrase: 0.0), "id": stamp.id,
+                                 "version": stamp.version, "checksum": stamp.checksum})()
+        moves = 1
+
+        def embed_types(self, phrases):
+            if self.moves:
+                self.moves -= 1
+                move_alias()
+            return np.stack([DINO for _ in phrases])
+
+    ix = NerIndex(Encoder(), loaded)
+    checked = current_index(loaded)
+    assert [h.id for h in ix.search("dinosaur")] == ["p1", "p2", "p3"]  # the index checked, not the other model's
+    assert current_index(loaded) != checked
+    with pytest.raises(ModelMismatchError):
+        ix.search("dinosaur")
+
+
 def test_health_fails_while_a_read_block_fails_every_search(loaded):
     """An audit: with ``index.blocks.read`` set, /api/v1/health said ok (it read the mapping and
     the stats, which the block allows) while every search was a 503."""
@@ -1619,3 +1653,48 @@ def test_kibana_import(make_live_store):
         ca_certs=settings.es_ca_certs,
     )
     assert report.success and report.success_count == 4
+
+
+def test_reindex_with_a_model_that_embeds_queries_otherwise_refills_the_types_index(tmp_path, capsys, make_live_store):
+    """A model folder whose only change is its query template is the same model to the passages,
+    so 'es reindex --model' accepted it, and the types index kept the old template's vectors while
+    the reindex and 'es status' said types_stale false (an audit: cosine 0.816 to what a search
+    embeds). The reindex now stores the catalog again where what it holds is not what a search uses."""
+    import shutil
+
+    from indexer.assets import default_model_dir
+    from indexer.encoder import OnnxEncoder
+    from indexer.stores.elasticsearch.type_index import TypeIndex
+
+    store = make_live_store()  # only to delete its indices afterwards
+    es = ["--es-url", ES_URL, "--es-index", store.alias]
+    run_cli(capsys, "index", str(ROOT / "examples" / "corpus.jsonl"), "--id-field", "id", "--json", *es)
+    folder = tmp_path / "model"
+    shutil.copytree(default_model_dir(), folder)
+    card = json.loads((folder / "model.json").read_text())
+    card["unseen_type_template"] = "a kind of {}"
+    (folder / "model.json").write_text(json.dumps(card, indent=2))
+    before = TypeIndex(store).vector("political party")
+    report = json.loads(run_cli(capsys, "es", "reindex", "--model", str(folder), "--json", *es))
+    assert report["failed"] == 0 and report["types_stale"] is False
+    after = TypeIndex(store).vector("political party")
+    wanted = OnnxEncoder.from_dir(folder, device="cpu").embed_types(["political party"])[0]
+    assert float(np.dot(before, wanted)) < 0.99  # the template matters to this phrase
+    assert float(np.dot(after, wanted)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_passage_another_process_deleted_meanwhile_is_not_counted_as_deleted(loaded, monkeypatch):
+    """delete() looks the ids up, then sends the deletes: one removed by another process in between
+    answered 404 and was counted as this call's (a review)."""
+    from indexer.stores.elasticsearch import by_id
+
+    real = by_id.recheck_target
+
+    def racing(store, checked):
+        index = real(store, checked)
+        store.client.delete(index=index, id=index_requests.document_id("p1"), refresh=True)  # the other process
+        return index
+
+    monkeypatch.setattr(by_id, "recheck_target", racing)
+    assert loaded.delete(["p1", "p2"]) == ["p2"]
+    assert loaded.existing_ids(["p1", "p2", "p3"]) == {"p3"}

@@ -58,6 +58,7 @@ def reindex_command(model_path, device, index_options, catalog, batch_size, dele
     Searches keep using the old index until the new one is complete; the alias then moves in one
     atomic step. Use it to change the model, or the vector index type.
     """
+    from ..api import store_type_vectors
     from ..encoder import OnnxEncoder
     from ..stores.elasticsearch.reindex import reindex
 
@@ -84,6 +85,8 @@ def reindex_command(model_path, device, index_options, catalog, batch_size, dele
             allow_failures=allow_failures, on_batch=progress,
         )
         stale_types = _stale_types(store, stamp)
+        if stale_types is None:  # the same vector space: refill if this model embeds queries otherwise (templates)
+            store_type_vectors(store, encoder)
     finally:
         if live:
             click.echo("", err=True)

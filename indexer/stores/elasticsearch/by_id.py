@@ -32,11 +32,12 @@ def passage_vectors(store: Any, ids: Sequence[str]) -> np.ndarray:
     found: dict[str, list[float]] = {}
     flag = store.server_version() >= SOURCE_VECTORS_SERVER
     store.flush()
+    index = store.searched_index()  # the index whose model was checked, as the search's (feedback)
     for start in range(0, len(wanted), VECTORS_CHUNK):
         body = passage_vectors_body(wanted[start : start + VECTORS_CHUNK], exclude_vectors_flag=flag)
-        with store.errors(f"read passage vectors from {store.alias!r}", search=True):
+        with store.errors(f"read passage vectors from {index!r}", search=True):
             try:
-                response = store.client.search(index=store.alias, body=body).body
+                response = store.client.search(index=index, body=body).body
             except NotFoundError:
                 break
         for hit in rs.raw_hits(response):
@@ -67,13 +68,14 @@ def delete_documents(store: Any, ids: Sequence[str]) -> list[str]:
             response = store.client.bulk(operations=[{"delete": {"_index": index, "_id": document_id(pid)}}
                                                      for pid in chunk]).body  # fmt: skip
         store._dirty = True  # the next flush (a search, counts, prepare) refreshes
-        refused = [item["delete"] for item in response.get("items", [])
-                   if item.get("delete", {}).get("status", 200) not in (200, 404)]  # fmt: skip
+        statuses = [item.get("delete", {}).get("status", 200) for item in response.get("items", [])]
+        refused = [item["delete"] for item, status in zip(response.get("items", []), statuses) if status not in (200, 404)]
         if refused:
             error = refused[0].get("error") or {}
             raise StoreError(f"Elasticsearch refused to delete {len(refused)} passage(s) from {index!r} after "
                              f"{len(removed)} were deleted: {error.get('type', '')} {error.get('reason', '')}".rstrip())
-        removed += chunk
+        # a 404: another process deleted it between the look-up and this request, not this call
+        removed += [pid for pid, status in zip(chunk, statuses) if status == 200]
     return removed
 
 

@@ -36,7 +36,7 @@ _SAID: set[str] = set()
 
 def knn_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, options: StoreOptions, rescore: bool, errors: Errors, typed_filters: int = FILTER_FORMAT,
+    index: str, options: StoreOptions, rescore: bool, errors: Errors, typed_filters: int = FILTER_FORMAT,
 ) -> Iterator[Hit]:
     """The top ``request.limit`` hits of one nested kNN search (option ``hybrid``: plus BM25 boost).
 
@@ -66,7 +66,7 @@ def knn_hits(
             body = bm25_boost_search_body(request.vector, text=request.text, boost=options.text_boost, fetch=fetch, **common)
         else:
             body = knn_search_body(request.vector, text=request.text, fetch=fetch, **common)
-        found = _page(client, alias, body, request, stamp, errors, read_weight,
+        found = _page(client, index, body, request, stamp, errors, read_weight,
                       pool=candidates if weight and rescore else None)
         if found is None:
             return
@@ -79,24 +79,24 @@ def knn_hits(
         if bm25_boost or not weight:
             break
         kth = ranked[request.limit - 1].score if len(ranked) >= request.limit else None
-        floor, best_passage, pooled = _pool_bounds(client, request, stamp, alias, candidates, rescore, errors,
+        floor, best_passage, pooled = _pool_bounds(client, request, stamp, index, candidates, rescore, errors,
                                                    typed_filters, best_passage)  # fmt: skip
         if floor is None and pooled > short_pool and candidates < MAX_NUM_CANDIDATES:
             short_pool = pooled  # short: every match, or HNSW cut by the threshold (docs/elasticsearch.md)
         elif pool_is_final(kth, floor, best_passage, weight, slack=slack):
             break
         if candidates >= MAX_NUM_CANDIDATES:
-            say_once(f"{alias} pool", f"a hybrid top-{request.limit} search on {alias} reached kNN's cap of {MAX_NUM_CANDIDATES} "
+            say_once(f"{index} pool", f"a hybrid top-{request.limit} search on {index} reached kNN's cap of {MAX_NUM_CANDIDATES} "
                       "candidates before its bound held: a passage ranked by its passage vector may be missing (--all is exact)")
             break
         candidates = min(MAX_NUM_CANDIDATES, 2 * candidates)
     yield from complete_marks(
-        client, ranked[: request.limit], rs.cut_marks(response.body), request, stamp, alias=alias, errors=errors,
+        client, ranked[: request.limit], rs.cut_marks(response.body), request, stamp, index=index, errors=errors,
         exact=False, rescore=rescore, versions=rs.hit_versions(response.body),
     )
 
 
-def _page(client: Elasticsearch, alias: str, body: dict, request: SearchRequest, stamp: ModelStamp, errors: Errors,
+def _page(client: Elasticsearch, index: str, body: dict, request: SearchRequest, stamp: ModelStamp, errors: Errors,
           weight: float, *, pool: int | None = None) -> tuple[Any, list[Hit]] | None:
     """One top-k request and its hits that pass the threshold (None: no index). ``weight`` is 0 with
     BM25 in the score: ``_score`` cannot be read back as span + λ · passage there, so Hit.score
@@ -106,17 +106,17 @@ def _page(client: Elasticsearch, alias: str, body: dict, request: SearchRequest,
     QUANTIZED_MARGIN under the threshold, and at λ > 0 passages just under it with close passage
     vectors can take the places fetched and are dropped here (an audit: an empty answer at λ 1);
     then every candidate of the pool comes back to be ranked."""
-    with errors(f"search {alias!r}", search=True):
+    with errors(f"search {index!r}", search=True):
         try:
             # seq_no_primary_term: which version of each passage the hits are (complete_marks)
-            response = client.search(index=alias, body={**body, "seq_no_primary_term": True},
+            response = client.search(index=index, body={**body, "seq_no_primary_term": True},
                                      include_named_queries_score=bool(request.passage_weight) or None)
         except NotFoundError:
             return None
     hits = rs.parse_hits(response.body, scoring="knn", metric=stamp.similarity,
                          min_similarity=request.min_similarity, passage_weight=weight)
     if pool is not None and len(hits) < body["size"] <= len(rs.raw_hits(response.body)) < pool:
-        return _page(client, alias, {**body, "size": pool}, request, stamp, errors, weight) or (response, hits)
+        return _page(client, index, {**body, "size": pool}, request, stamp, errors, weight) or (response, hits)
     return response, hits
 
 
@@ -134,7 +134,7 @@ class PointInTime:
 
 def complete_marks(
     client: Elasticsearch, hits: Sequence[Hit], cut: Mapping[str, int], request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, errors: Errors, exact: bool, rescore: bool = False,
+    index: str, errors: Errors, exact: bool, rescore: bool = False,
     versions: Mapping[str, tuple[Any, Any, Any]] | None = None, pit: PointInTime | None = None,
 ) -> list[Hit]:
     """``hits``, each with every mark: the hits a response carried fewer marks of than they have
@@ -156,7 +156,7 @@ def complete_marks(
     wanted = [h.id for h in hits if h.id in cut]
     if not wanted:
         return list(hits)
-    response = _marks_response(client, wanted, max(cut[i] for i in wanted), request, stamp, alias=alias,
+    response = _marks_response(client, wanted, max(cut[i] for i in wanted), request, stamp, index=index,
                                errors=errors, exact=exact, rescore=rescore, with_versions=versions is not None, pit=pit)
     scoring = "script" if exact else "knn"
     marks = {
@@ -168,19 +168,19 @@ def complete_marks(
     for passage_id in changed:
         del marks[passage_id]
     if changed:
-        log.warning("%d passage(s) changed on %s between this search's requests (indexed again, or the alias moved; "
-                    "%s%s): they show the marks their first response carried (up to %d)", len(changed), alias,
+        log.warning("%d passage(s) changed on %s between this search's requests (indexed again meanwhile; "
+                    "%s%s): they show the marks their first response carried (up to %d)", len(changed), index,
                     ", ".join(changed[:3]), ", ..." if len(changed) > 3 else "", INNER_HITS_SIZE)
     missing = set(wanted) - set(marks) - set(changed)
     if missing:
-        say_once(f"{alias} marks", f"the rest of the marks of {len(missing)} passage(s) did not come back from "
-                         f"{alias}: they show their best {INNER_HITS_SIZE}")
+        say_once(f"{index} marks", f"the rest of the marks of {len(missing)} passage(s) did not come back from "
+                         f"{index}: they show their best {INNER_HITS_SIZE}")
     return [replace(h, spans=marks[h.id]) if h.id in marks else h for h in hits]
 
 
 def _marks_response(
     client: Elasticsearch, wanted: list[str], most: int, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, errors: Errors, exact: bool, rescore: bool, with_versions: bool, pit: PointInTime | None,
+    index: str, errors: Errors, exact: bool, rescore: bool, with_versions: bool, pit: PointInTime | None,
 ) -> Mapping[str, Any]:
     """The response of :func:`complete_marks`' request for the marks of ``wanted`` (``most``: the
     most marks one of them has), asked again with the window an index refused a larger one with;
@@ -194,13 +194,13 @@ def _marks_response(
         else:
             body = marks_search_body(request.vector, wanted, marks=size, min_similarity=request.min_similarity,
                                      metric=stamp.similarity, filters=request.filters, rescore=rescore)
-        with errors(f"read the marks of {len(wanted)} passage(s) from {alias!r}", search=True):
+        with errors(f"read the marks of {len(wanted)} passage(s) from {index!r}", search=True):
             try:
                 if pit is not None:  # a point in time names its index itself
                     response = client.search(body=body).body
                     pit.update(response)
                 else:
-                    response = client.search(index=alias, body={**body, "seq_no_primary_term": with_versions}).body
+                    response = client.search(index=index, body={**body, "seq_no_primary_term": with_versions}).body
                 break
             except BadRequestError as exc:
                 window = rs.inner_hits_window(exc)
@@ -208,9 +208,9 @@ def _marks_response(
                     raise
                 size = window
     if size < most:
-        say_once(f"{alias} window", f"index {alias} gives at most {size} marks a passage (index.max_inner_result_window), and a "
+        say_once(f"{index} window", f"index {index} gives at most {size} marks a passage (index.max_inner_result_window), and a "
                          f"passage here has {most}: it shows its best {size}"
-                         + (f"; PUT {alias}/_settings {{\"index.max_inner_result_window\": {MARKS_WINDOW}}} "
+                         + (f"; PUT {index}/_settings {{\"index.max_inner_result_window\": {MARKS_WINDOW}}} "
                             "or 'nerindex es reindex' lifts that" if size < MARKS_WINDOW else ""))
     return response
 
@@ -230,7 +230,7 @@ def fetch_for(limit: int) -> int:
     return min(MAX_NUM_CANDIDATES, limit + max(5, limit // 2))
 
 
-def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, alias: str, candidates: int,
+def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, index: str, candidates: int,
                  rescore: bool, errors: Errors, typed_filters: int, best_passage: float | None = None,
                  ) -> tuple[float | None, float, int]:  # fmt: skip
     """(the pool's last best span, or None when the pool is short of ``candidates``; the best
@@ -243,9 +243,9 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
     )
     if best_passage is not None:
         searches = searches[:2]  # the floor's header and body
-    what = f"search {alias!r} for the bounds of a hybrid search"
+    what = f"search {index!r} for the bounds of a hybrid search"
     with errors(what, search=True):
-        response = client.msearch(index=alias, searches=searches).body
+        response = client.msearch(index=index, searches=searches).body
     found = rs.msearch_hits(response, what)
     floor = found[0]
     floor_span = cosine_from_knn_score(floor[0]["_score"], stamp.similarity) if floor else None
@@ -257,15 +257,15 @@ def _pool_bounds(client: Elasticsearch, request: SearchRequest, stamp: ModelStam
 
 def exact_hits(
     client: Elasticsearch, request: SearchRequest, stamp: ModelStamp, *,
-    alias: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: int = FILTER_FORMAT,
+    index: str, options: StoreOptions, limit: int | None, errors: Errors, typed_filters: int = FILTER_FORMAT,
 ) -> Iterator[Hit]:
     """Every match (``request.exhaustive``: the passages with a mention over the threshold), or the
     first ``limit`` passages whose best span passes it (a top-k search past the kNN cap), scored
     exactly, one page per request through a point in time that is closed however the iteration ends."""
     page = options.page_size
-    with errors(f"open a point in time on {alias!r}"):
+    with errors(f"open a point in time on {index!r}"):
         try:
-            pit = PointInTime(client.open_point_in_time(index=alias, keep_alive=options.keep_alive).body["id"],
+            pit = PointInTime(client.open_point_in_time(index=index, keep_alive=options.keep_alive).body["id"],
                               options.keep_alive)
         except NotFoundError:
             return
@@ -278,14 +278,14 @@ def exact_hits(
                 size=page, pit_id=pit.id, keep_alive=pit.keep_alive, search_after=after,
                 passage_weight=float(request.passage_weight), typed_filters=typed_filters, gated=request.exhaustive,
             )
-            with errors(f"search {alias!r} exhaustively", search=True):
+            with errors(f"search {index!r} exhaustively", search=True):
                 response = client.search(body=body).body
             pit.update(response)
             hits = rs.parse_hits(
                 response, scoring="script", metric=stamp.similarity,
                 min_similarity=request.min_similarity, passage_weight=float(request.passage_weight),
             )
-            for hit in complete_marks(client, hits, rs.cut_marks(response), request, stamp, alias=alias, errors=errors,
+            for hit in complete_marks(client, hits, rs.cut_marks(response), request, stamp, index=index, errors=errors,
                                       exact=True, pit=pit):
                 yield hit
                 emitted += 1

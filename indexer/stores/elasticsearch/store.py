@@ -74,6 +74,10 @@ class ElasticsearchStore:
         self._closed = False
         self._facts: ServerFacts | None = None
         self._stamp: ModelStamp | None = None
+        # the concrete index ``_stamp`` was read from: searches go there, not through the alias,
+        # so an alias moved by 'es reindex' after the model check cannot answer with another
+        # model's spans (an audit saw one such answer, a 200 with other hits, no error)
+        self._stamp_index: str | None = None
         self._vector_type: str | None = None  # index_options type of spans.vector, once read
         self._typed_filters: int | None = None  # which filter_texts the index keeps (once read)
         self._mention_mapped: bool | None = None  # the mapping has spans.mention (once read)
@@ -197,6 +201,7 @@ class ElasticsearchStore:
     def forget_index(self) -> None:
         """Drop what was read about the index behind the alias (after the alias moved)."""
         self._stamp = None
+        self._stamp_index = None
         self._vector_type = None
         self._typed_filters = None
         self._mention_mapped = None
@@ -214,8 +219,15 @@ class ElasticsearchStore:
             target = self.target()
             if target is None:
                 return None
-            self._stamp = rs.stamp_from_meta(target[1].get("_meta"))
+            self._stamp, self._stamp_index = rs.stamp_from_meta(target[1].get("_meta")), target[0]
         return self._stamp
+
+    def searched_index(self) -> str:
+        """Where a search sends its requests: the concrete index whose model :meth:`model` read (the
+        one a handle checked its model against), or the alias before any was read. If the alias
+        moves meanwhile, the search still answers from the index checked; the next check sees
+        the move (``NerIndex`` re-checks the model when the store's identity changed)."""
+        return self._stamp_index or self.alias
 
     def check_model(self, stamp: ModelStamp, *, writing: bool = True) -> None:
         """Create the versioned index and its alias on first use; refuse any other model later
@@ -242,7 +254,7 @@ class ElasticsearchStore:
             with self.errors(f"record the model settings in the _meta of {index!r}"):
                 self.client.indices.put_mapping(index=index, meta=index_meta(check.recorded, typed_filters=self.typed_filters()))
             log.warning(adopted_message(f"Elasticsearch index {index!r}", check))
-        self._stamp = check.recorded
+        self._stamp, self._stamp_index = check.recorded, index
         if writing:
             self._checked = (index, stamp)
 
@@ -445,7 +457,7 @@ class ElasticsearchStore:
                 error=UnsupportedSearchError,
             )
         self.flush()
-        common = dict(alias=self.alias, options=self._options, errors=self.errors, typed_filters=self.typed_filters())
+        common = dict(index=self.searched_index(), options=self._options, errors=self.errors, typed_filters=self.typed_filters())
         if exact:
             return exact_hits(
                 self.client, request, stamp, limit=None if request.exhaustive else request.limit, **common
