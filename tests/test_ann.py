@@ -39,9 +39,11 @@ def agree(got: list, want: list) -> None:
 def ann_agrees_with_exact(store: EmbeddedStore, request: SearchRequest, docs: dict | None = None) -> None:
     """The ANN path gives the exact scan's answer (and, unfiltered, the float32 reference's)."""
     store.use_ann = False
-    want = hits(store, request)
+    want, want_total = hits(store, request), store.search(request).total
     store.use_ann = True
     agree(hits(store, request), want)
+    if len(want) < request.limit:  # a short answer checked every list: its count is known, and said
+        assert store.search(request).total == want_total == len(want)
     if docs is not None and not request.filters:
         agree(hits(store, request), reference(docs, request)[0])
 
@@ -494,3 +496,17 @@ def test_scanned_gives_the_best_rows_first_however_deep_it_is_read():
     for k in (1, 5, 3, 64, 300, 999, 1000, 5000):
         got, got_scores = scanned.search(np.zeros(4), k, 16)
         assert list(got) == list(want[:k]) and list(got_scores) == sorted(got_scores, reverse=True)
+
+
+def test_a_short_answer_from_the_index_says_how_many_matched(big):
+    """A top-k the index answers with fewer than ``limit`` passages has checked every list, so
+    nothing else passes: its count is known. The CLI said "3 shown of at least 3" (an audit)."""
+    store, rng, centre, docs = big
+    q = unit_rows((centre + rng.standard_normal(DIMS) * 0.05)[None])[0]
+    store.use_ann = False
+    counts = {t: store.search(SearchRequest(q, float(t), limit=10)).total for t in np.arange(0.9, 1.0, 0.002)}
+    threshold = next(t for t, n in counts.items() if 0 < n < 10)
+    store.use_ann = True
+    answer = store.search(SearchRequest(q, threshold, limit=10))
+    assert answer.total == len(list(answer)) == counts[threshold]
+    assert "spans" in store._ann.built_s  # the index answered

@@ -404,7 +404,8 @@ class EmbeddedStore:
         filter that allows few passages scores just those; one that allows many is checked on the
         candidates (SQL on a few hundred rowids, not every allowed passage: 20k–200k rows at 1M–10M
         spans for the benchmark's filter); a span filter restricts the span list (an ID selector).
-        The total number of matches is not known here (``Matches.total`` is None)."""
+        The total number of matches is known only where the answer is short of ``limit`` (every list
+        was then checked: nothing else passes); otherwise ``Matches.total`` is None."""
         filtered = bool(request.filters.metadata) or bool(request.text)
         passages_stored = max(len(vec.passage_rows), 1)
         small = filtering.SMALL_SELECTION
@@ -443,8 +444,9 @@ class EmbeddedStore:
             return None
         found = read.ranked(result[0], None)
         at = vec.positions(found.spans)  # all of them unless a newer set added spans to the index meanwhile
+        short = len(result[0]) < request.limit  # "10 shown of at least 10" had been said of every short page (an audit)
         return Matches(read.hits(conn, found, vec.span_details(at) if at.size == found.spans.size else None),
-                       total=None)
+                       total=len(result[0]) if short else None)
 
     def _passage_proposer(self, vec: segments.SegmentSet, identity: str, query: np.ndarray) -> ann_ranking.Proposer:
         """Where a hybrid search's passage candidates and their bound come from: an int8 scan of every
