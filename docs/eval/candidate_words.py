@@ -21,18 +21,15 @@ the wider split (CrossNER's train splits) as the check, then the dev sets.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from indexer.assets import default_model_dir
 from indexer.encoder import OnnxEncoder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from noun_types import Rule, report, split_rows, unseen_queries, write  # noqa: E402
+from noun_types import Rule, report, script_parser, split_rows, unseen_queries, write  # noqa: E402
 
 
 def span_text_vectors(data: dict, enc: OnnxEncoder) -> list[np.ndarray]:
@@ -59,13 +56,9 @@ def word_rule(topic: list[np.ndarray], t: float, margin: float | None, tau: floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
-    parser.add_argument("--model", type=Path, default=default_model_dir())
+    parser = script_parser(__doc__)
     parser.add_argument("--margin", type=float, nargs="*", default=[0.0, 0.05, 0.1])
     parser.add_argument("--tau", type=float, nargs="*", default=[0.4, 0.5, 0.6, 0.7])
-    parser.add_argument("--cache", type=Path, default=None, help="a pickle of the encoded sets, made once (noun_types.py's)")
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
     enc = OnnxEncoder.from_dir(args.model, device="cpu")
     sets, queries = unseen_queries(args.data, enc, args.cache)

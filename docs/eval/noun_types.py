@@ -148,14 +148,21 @@ def mean(xs: list) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def script_parser(doc: str) -> argparse.ArgumentParser:
+    """The options these marking-rule scripts share: the data, the model, the cache of the encoded
+    sets (this script's, made once) and the JSON to write."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=os.environ.get("NERINDEX_DATA"), required="NERINDEX_DATA" not in os.environ)
     parser.add_argument("--model", type=Path, default=default_model_dir())
+    parser.add_argument("--cache", type=Path, default=None, help="a pickle of the encoded sets, made once (noun_types.py's)")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    return parser
+
+
+def main() -> None:
+    parser = script_parser(__doc__)
     parser.add_argument("--top", type=int, nargs="*", default=[20, 50, 100])
     parser.add_argument("--share", type=float, nargs="*", default=[0.3, 0.4, 0.5, 0.6, 0.7])
-    parser.add_argument("--cache", type=Path, default=None, help="a pickle of the encoded sets, made once")
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
     enc = OnnxEncoder.from_dir(args.model, device="cpu")
     sets, queries = unseen_queries(args.data, enc, args.cache)
