@@ -836,3 +836,13 @@ def test_searchui_autocomplete_of_a_term_without_words_is_no_error(low_client):
         data = searchui(low_client, "/api/autocomplete", {"searchTerm": term},
                         {"suggestions": {"types": {"documents": {"fields": ["type"]}}, "size": 3}, "results": {"resultsPerPage": 2}})
         assert "autocompletedResults" in data
+
+
+def test_the_search_ui_endpoint_keeps_the_json_apis_value_limit(web_index):
+    """A filter of 101 values is a 400 on both search endpoints (Search UI's took any number: an audit)."""
+    values = [f"v{i}" for i in range(101)]
+    with local_client(create_app(web_index)) as c:
+        assert "101 values; the limit is 100" in error_of(c.post("/api/v1/search", json={
+            "type": "dinosaur", "filters": {"topic": values}}), 400)
+        assert "101 values; the limit is 100" in error_of(c.post("/api/search", json={"state": {
+            "searchTerm": "dinosaur", "filters": [{"field": "topic", "type": "none", "values": values}]}}), 400)

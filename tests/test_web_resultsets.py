@@ -297,6 +297,10 @@ def test_facet_values_beyond_javascript_integers_go_as_digits_that_filter_alike(
     assert field_matches(str(10**400), 10**400) and not field_matches(str(10**400), -(10**400))
     assert facet_counts([hit(0, h=2**64 - 1), hit(1, h=2**64 - 2), hit(2, h=10**400)], fields=["h"])["h"] == [
         {"value": str(2**64 - 1), "count": 2}, {"value": str(10**400), "count": 1}]
+    # the number and the same digits stored as text are one row, as the page shows them (an audit: two
+    # rows of one label, which one click ticked together)
+    n = 9007199254740993
+    assert facet_counts([hit(0, n=n), hit(1, n=str(n))], fields=["n"])["n"] == [{"value": str(n), "count": 2}]
 
 
 def test_facet_counts_a_passage_once_per_value_as_a_filter_finds_it():

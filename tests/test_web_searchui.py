@@ -303,3 +303,26 @@ def test_autocomplete_plan_and_state():
     assert [r["id"]["raw"] for r in state["autocompletedResults"]] == ["p1", "p3"]
     with pytest.raises(SearchError, match="above the limit of 1"):
         searchui.parse_autocomplete(body, max_phrase_chars=50, max_page_size=1)
+
+
+@pytest.mark.parametrize("where", ["state", "queryConfig"])
+def test_a_filter_of_more_values_than_the_json_api_takes_is_refused(where):
+    """/api/v1/search refuses a filter of more than 100 values; /api/search took any number, and a
+    "none" filter is applied here to every hit: two requests of 27,000 values held the workers for
+    40 s while other searches timed out (an audit)."""
+    values = [f"v{i}" for i in range(101)]
+    body = {"state": {"searchTerm": "person"}, "queryConfig": {}}
+    body[where]["filters"] = [{"field": "topic", "type": "none", "values": values}]
+    with pytest.raises(SearchError, match="filter on 'topic': 101 values; the limit is 100"):
+        searchui.parse_search(body, **LIMITS)
+    body[where]["filters"][0]["values"] = values[:100]
+    assert len(searchui.parse_search(body, **LIMITS).filters[0].values) == 100
+
+
+def test_more_facets_than_filters_are_refused():
+    facets = {f"f{i}": {"type": "value"} for i in range(17)}
+    body = {"state": {"searchTerm": "person"}, "queryConfig": {"facets": facets}}
+    with pytest.raises(SearchError, match="17 facets; the limit is 16"):
+        searchui.parse_search(body, **LIMITS, max_filters=16)
+    del facets["f16"]
+    assert len(searchui.parse_search(body, **LIMITS, max_filters=16).facets) == 16

@@ -321,7 +321,12 @@ def _ranked_values(values: dict[tuple[bool, Any], list[int]], size: int) -> list
     for (_, v), held in values.items():
         shown.setdefault(value_class(v), v)
         holders.setdefault(stored_text(v), set()).update(held)
-    counts = [(v, len(set().union(*(holders.get(t, ()) for t in field_texts(facet_json(v)))))) for v in shown.values()]
+    # a row per value as the page shows it: an integer past 2**53 is shown as its digits, which the
+    # same digits stored as text are too (two rows of one label, ticked together: an audit)
+    rows: dict[str, Any] = {}
+    for v in shown.values():
+        rows.setdefault(json.dumps(facet_json(v)), v)
+    counts = [(v, len(set().union(*(holders.get(t, ()) for t in field_texts(facet_json(v)))))) for v in rows.values()]
     ranked = sorted(counts, key=lambda vc: (-vc[1], value_order(facet_json(vc[0]))))  # ties: 2 before 10 (an audit)
     return [{"value": facet_json(v), "count": c} for v, c in ranked[:size]]
 

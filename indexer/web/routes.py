@@ -292,6 +292,7 @@ async def searchui_search(body: SearchUIBody, service: SearchService = Depends(c
     plan = searchui.parse_search(
         body.model_dump(), max_page_size=service.limits.max_page_size,
         max_phrase_chars=service.limits.max_phrase_chars, max_filters=service.limits.max_filters,
+        max_filter_values=service.limits.max_filter_values,
     )
     return JSONResponse(await service.call(service.searchui_search, plan))
 

@@ -144,8 +144,11 @@ def _positive_int(value: Any, what: str, default: int) -> int:
     return int(value)
 
 
-def parse_filters(raw: Any) -> list[FieldFilter]:
-    """Search UI filters → FieldFilters; refuses shapes nerindex cannot answer exactly."""
+def parse_filters(raw: Any, *, max_values: int = 100) -> list[FieldFilter]:
+    """Search UI filters → FieldFilters; refuses shapes nerindex cannot answer exactly, and more
+    than ``max_values`` values in one filter (the JSON API's limit: a ``none`` filter is applied
+    here to every hit, and two requests of 27,000 values held the service's workers for 40 s, the
+    other searches timed out meanwhile: an audit)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -160,6 +163,8 @@ def parse_filters(raw: Any) -> list[FieldFilter]:
         values = item.get("values")
         if not isinstance(values, list):
             raise SearchError(f"filter on {item['field']!r}: 'values' must be a list")
+        if len(values) > max_values:
+            raise SearchError(f"filter on {item['field']!r}: {len(values)} values; the limit is {max_values}")
         for v in values:
             if isinstance(v, dict):
                 raise SearchError(
@@ -207,12 +212,15 @@ def parse_search(
     max_page_size: int,
     max_phrase_chars: int,
     max_filters: int = 32,
+    max_filter_values: int = 100,
 ) -> SearchPlan:
-    """The body ApiProxyConnector posts to /search → a SearchPlan (SearchError when malformed)."""
+    """The body ApiProxyConnector posts to /search → a SearchPlan (SearchError when malformed).
+    Facets are at most ``max_filters`` fields, as filters are: each is counted over every match."""
     state = _request_state(body)
     config = _as_dict(body.get("queryConfig"), "queryConfig")
     term = _search_term(state, max_phrase_chars)
-    filters = parse_filters(config.get("filters")) + parse_filters(state.get("filters"))
+    filters = (parse_filters(config.get("filters"), max_values=max_filter_values)
+               + parse_filters(state.get("filters"), max_values=max_filter_values))
     if len(filters) > max_filters:
         raise SearchError(f"{len(filters)} filters; the limit is {max_filters}")
     span_fields = [f.field for f in filters if f.field.startswith("spans.")]
@@ -228,7 +236,10 @@ def parse_search(
     page = _positive_int(state.get("current"), "current", 1)
     _check_sort(state)
     facets = []
-    for name, spec in _as_dict(config.get("facets"), "queryConfig.facets").items():
+    asked = _as_dict(config.get("facets"), "queryConfig.facets")
+    if len(asked) > max_filters:  # 18,000 facet names took 2.5 s of a worker (an audit)
+        raise SearchError(f"{len(asked)} facets; the limit is {max_filters}")
+    for name, spec in asked.items():
         spec = _as_dict(spec, f"facet {name!r}")
         if spec.get("type", "value") != "value":
             continue  # range and geo facets have no nerindex equivalent
