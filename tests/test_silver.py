@@ -284,6 +284,13 @@ def test_silver_command_writes_jsonl_hierarchy_and_summary(tmp_path, monkeypatch
         TypeHierarchy.load(summary["hierarchy"], silver=out)
     result = CliRunner().invoke(silver_command, ["--wsd-check", "3", "--out", str(out), "--limit", "3", "--no-familiarity"])
     assert result.exit_code == 2 and "does not use --out, --limit, --no-familiarity: drop them" in result.output
+    # a second run over the same --out replaced it without a word (an audit): --force does
+    again = ["--out", str(out), "--data-dir", str(DATA), "--limit", "5", "--no-familiarity", "--json"]
+    before = out.read_bytes()
+    result = CliRunner().invoke(silver_command, again)
+    assert isinstance(result.exception, InputError) and "exists: --force replaces it" in str(result.exception)
+    assert out.read_bytes() == before
+    assert CliRunner().invoke(silver_command, [*again, "--force"]).exit_code == 0 and len(list(read_silver(out))) == 5
 
 
 # ------------------------------------------------------------------------------ silver training

@@ -593,8 +593,19 @@ def test_export_of_a_model_folder_verifies_it_and_reads_the_heads_its_card_names
 
     named = _folder_copy(tmp_path / "a", "my-heads.safetensors")
     assert read_source(named).heads == named / "my-heads.safetensors"
-    weights, threshold, record = read_candidate_head(named)  # "no heads.safetensors" before
+    shipped = json.loads((SHIPPED / "model.json").read_text(encoding="utf-8"))
+    same = dict(backbone=shipped["backbone"]["name"], heads_config=shipped["heads_config"], max_span_width=8)
+    weights, threshold, record = read_candidate_head(named, **same)  # "no heads.safetensors" before
     assert weights and threshold == 0.08 and record["heads_sha256"] == sha256_file(SHIPPED / "heads.safetensors")
+    assert record["backbone"] == shipped["backbone"]["name"]
+    # a head trained on another backbone, other features or another span width loads (the same
+    # sizes) and scores nonsense: refused, naming what differs (an audit)
+    for other, named_in_error in ((dict(same, backbone="sentence-transformers/all-MiniLM-L12-v2"), "backbone"),
+                                  (dict(same, heads_config={**same["heads_config"], "feature_layers": [5, 6]}),
+                                   "feature_layers [4, 6] (the model: [5, 6])"),
+                                  (dict(same, max_span_width=10), "max_span_width 8 (the model: 10)")):
+        with pytest.raises(ModelError, match=r"trained for another model: .*" + re.escape(named_in_error)):
+            read_candidate_head(named, **other)
     swapped = _folder_copy(tmp_path / "b")
     (swapped / "heads.safetensors").unlink()
     save = pytest.importorskip("safetensors.torch").save_file
@@ -604,7 +615,7 @@ def test_export_of_a_model_folder_verifies_it_and_reads_the_heads_its_card_names
         result.exception)
     assert not (tmp_path / "out").exists()
     with pytest.raises(ModelError, match="checksum does not match"):
-        read_candidate_head(swapped)
+        read_candidate_head(swapped, **same)
 
 
 def test_export_of_a_model_folder_keeps_its_catalog_unless_given_another(tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ all-MiniLM-L6-v2 package; skipped cleanly without them.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,11 +172,11 @@ def test_a_passage_weight_without_validation_figures_says_so_and_is_recorded_not
 
 
 def test_too_few_entity_head_steps_is_a_one_line_error_and_20_steps_train():
-    from indexer.errors import ModelError
+    from indexer.errors import InputError
     from indexer.training.entity_head import head_steps, warm_up_share
     from indexer.training.train_config import TrainConfig
 
-    with pytest.raises(ModelError, match="gives no optimiser step"):  # a bare ValueError from OneCycleLR before
+    with pytest.raises(InputError, match="gives no optimiser step"):  # a bare ValueError from OneCycleLR before
         head_steps(TrainConfig(head_max_epochs=0.2), 150)
     for total in (1, 19, 20, 21, 300):  # 20 steps: a ZeroDivisionError before
         opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)

@@ -68,9 +68,10 @@ def gloss_cache_file(model_checksum: str, wordnet_folder: Path) -> Path | None:
               help="Report the Familiarity of the dev evaluation types (gold-only vs silver training).")
 @click.option("--wsd-check", type=CountRange(min=1), default=None, metavar="N",
               help="Only measure sense choice on N WordNet usage examples and print it (no data written).")
+@click.option("--force", is_flag=True, help="Replace an existing --out file and its hierarchy (as train and export ask).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split, limit, hold_out,
-                   first_sense, familiarity, wsd_check, as_json) -> None:  # fmt: skip
+                   first_sense, familiarity, wsd_check, force, as_json) -> None:  # fmt: skip
     """Annotate the training sentences with WordNet-typed spans and merge them with the gold spans."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
@@ -84,7 +85,7 @@ def silver_command(out_path, data_dir, model_dir, wordnet_dir, max_depth, split,
     if not wsd_check and not Path(data_dir).is_dir():  # --wsd-check reads WordNet's examples only (an audit)
         raise InputError("no such data folder", path=data_dir)
     if not wsd_check:  # before minutes of annotation (a CLI audit: a read-only --out was found at the end)
-        _check_out(Path(out_path))
+        _check_out(Path(out_path), force=force)
     t0 = time.perf_counter()
     wn = WordNet.load(wordnet_dir)
     encoder = OnnxEncoder.from_dir(resolve(model=model_dir).model, device="cpu")
@@ -169,11 +170,14 @@ class _ProgressBars:
         self.close()
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an ``--out`` that cannot be written, before the annotation (exit 2): a folder, or a
-    folder to write in that cannot be made or written."""
+def _check_out(out: Path, *, force: bool = False) -> None:
+    """Refuse an ``--out`` that cannot be written, before the annotation (exit 2): a folder, a
+    folder to write in that cannot be made or written, or a file there already without ``force``
+    (a silver file and its hierarchy were replaced without a word: an audit)."""
     if out.is_dir():
         raise InputError("is a folder: --out names the silver JSON Lines file", path=str(out))
+    if out.exists() and not force:
+        raise InputError("exists: --force replaces it and its hierarchy", path=str(out))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

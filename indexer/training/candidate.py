@@ -19,17 +19,34 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
+from ..model_card import EXPORT_DEFAULTS
 from .export import read_source
-from .model import SpanTypeEncoder
+from .model import HeadConfig, SpanTypeEncoder
 
 
-def read_candidate_head(source: str | Path) -> tuple[dict[str, torch.Tensor], float, dict[str, Any]]:
+# what an entity head reads, besides its weights' shapes: a head trained on other features loads
+# (same sizes) and scores nonsense, so the export refuses it (an audit: another backbone's head was
+# accepted without a word, and the record did not name the backbone)
+HEAD_FEATURES = ("feature_layers", "head_hidden", "max_width_bucket", "head_context")
+
+
+def read_candidate_head(
+    source: str | Path, *, backbone: str, heads_config: dict[str, Any], max_span_width: int,
+) -> tuple[dict[str, torch.Tensor], float, dict[str, Any]]:
     """(the entity head's weights of a ``nerindex train --out`` folder or a model folder, keyed
-    ``entity.…``; its detection threshold; what model.json's ``training.candidate_head`` records)."""
+    ``entity.…``; its detection threshold; what model.json's ``training.candidate_head`` records).
+    The source must have the model's backbone, entity-head features and span width."""
     from safetensors.torch import load_file
 
     read = read_source(Path(source))  # a model folder verified, its heads file the one its card names (an audit)
     card, heads = read.card, read.heads
+    theirs = {"backbone": read.backbone, "max_span_width": card.get("max_span_width", EXPORT_DEFAULTS["max_span_width"]),
+              **{k: read.heads_config.get(k, getattr(HeadConfig(), k)) for k in HEAD_FEATURES}}  # fmt: skip
+    ours = {"backbone": backbone, "max_span_width": max_span_width,
+            **{k: heads_config.get(k, getattr(HeadConfig(), k)) for k in HEAD_FEATURES}}  # fmt: skip
+    differ = [f"{k} {theirs[k]!r} (the model: {ours[k]!r})" for k in ours if _norm(theirs[k]) != _norm(ours[k])]
+    if differ:
+        raise ModelError(f"{source}: its entity head was trained for another model: " + ", ".join(differ))
     if not heads.is_file():
         raise ModelError(f"{source}: no {heads.name}")
     state = {k: v.float() for k, v in load_file(str(heads)).items() if k.startswith("entity.")}
@@ -38,12 +55,18 @@ def read_candidate_head(source: str | Path) -> tuple[dict[str, torch.Tensor], fl
     training = card.get("training", {})
     record = {
         "heads_sha256": hashlib.sha256(heads.read_bytes()).hexdigest(),
+        "backbone": read.backbone,
         "detection_threshold": float(card["detection_threshold"]),
         "data": training.get("data"),
         "silver": {k: training["silver"][k] for k in ("vocabulary", "held_out") if k in training["silver"]}
         if isinstance(training.get("silver"), dict) else None,
     }  # fmt: skip
     return state, float(card["detection_threshold"]), record
+
+
+def _norm(value: Any) -> Any:
+    """A config value as compared: lists and tuples alike (JSON gives lists)."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def with_candidate_head(model: SpanTypeEncoder, entity_state: dict[str, torch.Tensor]) -> SpanTypeEncoder:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelError
+from ..errors import InputError
 from ..evaluation.metrics import f1
 from ..spans import resolve_overlaps
 from .adapter import optimiser_step
@@ -35,12 +35,13 @@ Decoded = list[list[tuple[int, int, float, int, int]]]
 
 
 def head_steps(cfg: TrainConfig, windows: int) -> int:
-    """The entity head's optimiser steps; none at all is a one-line error (OneCycleLR failed with
-    a bare ValueError: an audit)."""
+    """The entity head's optimiser steps; none at all is a one-line error about the options and
+    the data (exit 2; OneCycleLR failed with a bare ValueError: an audit), which training checks
+    before it runs the backbone over the data (an audit: exit 3, "the model", after the encoding)."""
     total = int(cfg.head_max_epochs * max(1, windows // cfg.head_batch))
     if total < 1:
-        raise ModelError(f"--head-epochs {cfg.head_max_epochs:g} over {windows} training windows in batches of "
-                         f"{cfg.head_batch} gives no optimiser step (more epochs or more data)")
+        raise InputError(f"--head-epochs {cfg.head_max_epochs:g} over {windows} training windows in batches of "
+                         f"{cfg.head_batch} gives no optimiser step (more epochs or more data)", path=str(cfg.data_dir))
     return total
 
 

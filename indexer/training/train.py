@@ -38,7 +38,8 @@ from .data import (
     sentences_per_source,
 )
 from .entity_head import (
-    Decoded, decoded_spans, detection_by_source, detection_threshold, gold_recall_by_source, score_candidates, train_entity_head,
+    Decoded, decoded_spans, detection_by_source, detection_threshold, gold_recall_by_source, head_steps, score_candidates,
+    train_entity_head,
 )
 from ..encoder import load_tokenizer
 from ..errors import ModelError
@@ -229,6 +230,7 @@ def prepare_data(cfg: TrainConfig, model: SpanTypeEncoder) -> TrainingData:
         train, dev, zs = (limit_corpus(c, cfg.limit) for c in (train, dev, zs))
     log.info("train %s", train.counts)
     log.info("dev %s", dev.counts)
+    head_steps(cfg, len(train.examples))  # options that give the head no step fail now, not after the encoding
     silver = load_silver(cfg, train, dev) if cfg.silver else None
 
     t0 = time.time()
