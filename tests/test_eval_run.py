@@ -4,8 +4,8 @@ store and NerIndex search; the expected figures are worked out by hand below."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -392,7 +392,8 @@ def test_cli_calibration_is_not_written_for_another_seen_unseen_split(toy, tmp_p
     assert res.exit_code == 2 and "drop --train-data or --write-model" in res.output, res.output
 
 
-def test_cli_write_model_refuses_the_training_sentences_under_another_name(toy, tmp_path: Path, monkeypatch):
+def test_cli_write_model_refuses_the_training_sentences_under_another_name(toy, tmp_path: Path, tmp_path_factory,
+                                                                           monkeypatch, caplog):
     """A model audit: the first sentences of the training file, copied under another name, were
     calibrated on and recorded as held out (only the file's name was compared)."""
     from indexer.cli import cli
@@ -411,6 +412,29 @@ def test_cli_write_model_refuses_the_training_sentences_under_another_name(toy, 
     res = CliRunner().invoke(cli, ["eval", str(copy), "--mapping", str(mapping), "--json", "--calibrate", "--write-model"])
     assert "passages are sentences the model was trained on" in str(res.exception), res.output
     assert (enc.info.path / "model.json").read_text(encoding="utf-8") == before
+    # a copy outside the data tree: the training files are found under NERINDEX_DATA (an audit: not
+    # found, the check passed and thresholds chosen on training sentences were recorded)
+    outside = tmp_path_factory.mktemp("elsewhere") / "my-validation.conll"  # no ancestor holds toyset/
+    outside.write_text(CONLL, encoding="utf-8")
+    monkeypatch.setenv("NERINDEX_DATA", str(tmp_path))
+    res = CliRunner().invoke(cli, ["eval", str(outside), "--mapping", str(mapping), "--json", "--calibrate", "--write-model"])
+    assert "passages are sentences the model was trained on" in str(res.exception), res.output
+    assert (enc.info.path / "model.json").read_text(encoding="utf-8") == before
+    # a plain run of it says so, and a re-render of its result does not record it (an audit: a saved
+    # result names files only, and --from-json --write-model recorded a renamed copy's figures)
+    res = CliRunner().invoke(cli, ["eval", str(outside), "--mapping", str(mapping), "--json"])
+    assert res.exit_code == 0, res.output
+    saved = tmp_path / "saved.json"
+    saved.write_text(res.stdout, encoding="utf-8")
+    assert json.loads(res.stdout)["trained_passages"] > 0
+    res = CliRunner().invoke(cli, ["eval", str(saved), "--from-json", "--write-model"])
+    assert "passages were sentences the model was trained on" in str(res.exception), res.output
+    assert (enc.info.path / "model.json").read_text(encoding="utf-8") == before
+    # where they cannot be found, the run says that it could not check (it had passed without a word)
+    monkeypatch.delenv("NERINDEX_DATA")
+    with caplog.at_level(logging.WARNING, logger="indexer"):
+        CliRunner().invoke(cli, ["eval", str(outside), "--mapping", str(mapping), "--json", "--calibrate", "--write-model"])
+    assert "1 of the model's 1 training files (model.json training.data) were not found" in caplog.text
     (tmp_path / "toyset" / "train.conll").write_text("Nothing O\nhere O\n", encoding="utf-8")  # other sentences
     res = CliRunner().invoke(cli, ["eval", str(copy), "--mapping", str(mapping), "--json", "--calibrate", "--write-model"])
     assert res.exit_code == 0, res.output

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import click
 
@@ -56,14 +57,20 @@ def _train_types(value: str | None) -> list[str] | None:
     return [t.strip() for t in value.split(",") if t.strip()]
 
 
-def _data_roots(data: tuple[str, ...]) -> list[Path]:
+def _data_roots(data: Sequence[str]) -> list[Path]:
     """Folders under which ``model.json``'s ``training.data`` entries may be found: the ancestors
-    of the evaluated files (e.g. ``../shared/data`` for ``../shared/data/wnut17/dev.conll``)."""
+    of the evaluated files (e.g. ``../shared/data`` for ``../shared/data/wnut17/dev.conll``), then
+    ``NERINDEX_DATA`` (the folder ``nerindex train --data`` reads by default): a file copied out of
+    the data tree had left the training files unfound, and the check of trained-on sentences
+    passed (an audit calibrated on 150 training sentences so)."""
     roots: list[Path] = []
     for d in data:
         for parent in Path(d).resolve().parents:
             if parent not in roots:
                 roots.append(parent)
+    env = os.environ.get("NERINDEX_DATA")
+    if env and Path(env).is_dir() and Path(env).resolve() not in roots:
+        roots.append(Path(env).resolve())
     return roots
 
 
@@ -240,7 +247,21 @@ def _rerender(data: tuple[str, ...], model_dir: str | None, write_model: bool, o
         if trained_on:  # as a run refuses (an audit: a re-render recorded a trained-on file's figures)
             raise InputError(f"this result is of {trained_on[0]}, which the model was trained on (model.json "
                              "training.data): its figures are not held out and are not recorded", path=data[0])
+        _check_saved_trained_passages(result, data[0])
         _store_results(result, model_path, calibrate=False)
+
+
+def _check_saved_trained_passages(result: Mapping[str, Any], path: str) -> None:
+    """A saved result names files, not sentences: its run counted the training sentences among its
+    passages (``trained_passages``), and a re-render records it only where a run would have (an
+    audit: a renamed copy of training sentences, evaluated and then recorded with --from-json)."""
+    trained, passages = result.get("trained_passages"), result.get("benchmark", {}).get("passages") or 0
+    if trained is None:
+        log.warning("%s does not say whether its passages were sentences the model was trained on (saved before "
+                    "nerindex counted them, or no training file was found): run the evaluation again to check", path)
+    elif passages and trained >= TRAINED_SHARE * passages:
+        raise InputError(f"{trained} of its {passages} passages were sentences the model was trained on: its figures "
+                         "are not held out and are not recorded", path=path)
 
 
 def _trained_sources(card: Any, sources: Sequence[str]) -> list[str]:
@@ -290,8 +311,8 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     trained_on = _trained_sources(encoder.info.card, data)
     if write_model:
         _check_write_model(encoder.info, _train_types(train_types), trained_on)
-        _check_trained_sentences(encoder.info.card, data, bench)
-    elif trained_on:
+    trained = _check_trained_sentences(encoder.info.card, data, bench, refuse=write_model)
+    if trained_on and not write_model:
         log.warning("%s: the model was trained on %s (model.json training.data), so its figures there are "
                     "not held out", ", ".join(trained_on), "it" if len(trained_on) == 1 else "them")
     if write_calibration:
@@ -304,26 +325,38 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
         mapping_file=mapping, calibrate_on=("seen",) if calibrate else None, batch_size=batch_size,
         passage_weight=passage_weight, feedback=feedback,
     )  # fmt: skip
+    result["trained_passages"] = trained  # what --from-json --write-model checks (None: not checkable)
     return result, encoder.info.path
 
 
 TRAINED_SHARE = 0.05  # the share of DATA's passages that may be training sentences (official splits: 0.2 %, 1.3 %)
 
 
-def _check_trained_sentences(card: Any, data: Sequence[str], bench: Any) -> None:
-    """Refuse to record figures (or thresholds) measured mostly on sentences the model was trained
-    on, whatever the file's name: a model audit calibrated on the first 150 sentences of the
-    training file, copied under another name, and its thresholds were recorded as held out. The
-    training files are found as :func:`_trained_sources` finds them (from DATA's folders)."""
+def _check_trained_sentences(card: Any, data: Sequence[str], bench: Any, *, refuse: bool = True) -> int | None:
+    """How many of DATA's passages are sentences the model was trained on (None: no training file
+    was found to compare with). With ``refuse`` (recording figures or thresholds), a share of
+    them is an error, whatever the file's name: a model audit calibrated on the first 150
+    sentences of the training file, copied under another name, and its thresholds were recorded
+    as held out; otherwise a warning. The training files are found as :func:`_trained_sources`
+    finds them (from DATA's folders and NERINDEX_DATA)."""
     from ..conll import read_conll
-    from ..evaluation.seen_types import training_files
+    from ..evaluation.seen_types import training_entries, training_files
 
-    texts = {p.text for path in training_files(card, _data_roots(data)) for p in read_conll(path)}
+    found = training_files(card, _data_roots(data))
+    missing = len(training_entries(card)) - len(found)
+    if missing and refuse:  # the check covers the files found: say so, rather than pass without a word (an audit)
+        log.warning("%d of the model's %d training files (model.json training.data) were not found beside DATA or "
+                    "under NERINDEX_DATA, so whether DATA holds their sentences was not checked: set NERINDEX_DATA "
+                    "to the folder the model was trained from", missing, len(training_entries(card)))
+    texts = {p.text for path in found for p in read_conll(path)}
     trained = sum(1 for p in bench.corpus if p.text in texts)
     if bench.corpus and trained >= TRAINED_SHARE * len(bench.corpus):
-        raise InputError(f"{trained} of its {len(bench.corpus)} passages are sentences the model was trained on "
-                         "(model.json training.data): its figures are not held out and are not recorded",
-                         path=", ".join(data))
+        message = (f"{trained} of its {len(bench.corpus)} passages are sentences the model was trained on "
+                   "(model.json training.data)")
+        if refuse:
+            raise InputError(message + ": its figures are not held out and are not recorded", path=", ".join(data))
+        log.warning("%s: %s, so its figures are not held out", ", ".join(data), message)
+    return trained if found else None
 
 
 def _check_write_model(info: ModelInfo, train_types: list[str] | None, trained_on: list[str]) -> None:
