@@ -297,3 +297,15 @@ def test_a_run_that_fails_leaves_no_empty_run_folder(tmp_path):
     with pytest.raises(ModelError):
         run_training(cfg, tmp_path / "kept")
     assert (tmp_path / "kept").is_dir()
+
+
+def test_a_gold_run_records_its_mentions_per_type():
+    """Familiarity weighs the training types by their mentions: a gold run recorded none, so the
+    eval counted whole files it found beside the evaluated data, whatever --limit trained on (the
+    same model: 0.62 or 0.77 by where the file lay; an audit). The counts are what was trained."""
+    from types import SimpleNamespace
+
+    from indexer.training.train import TrainingData
+
+    data = SimpleNamespace(silver=None, train_sf=SimpleNamespace(phrases=["person", "", "city", "person"]))
+    assert TrainingData.silver_record(data) == {"type_counts": {"city": 1, "person": 2}}
