@@ -244,10 +244,13 @@ def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
     (False, True, {}, "without the span side or candidate head added here: calibrate this folder"),
     (True, False, {"calibration": {"exported_from": {"id": "m", "version": "1.0"}}}, "kept from m 1.0, chosen on its graphs"),
     (True, False, {}, "kept from the source folder, chosen on its graphs"),
+    # a run whose dev curve was F1 0 everywhere (training warned; export said "chosen": an audit)
+    (False, False, {"training": {"figures": {"similarity": {"dev_passage_macro_f1": 0}}}},
+     "the similarity threshold is not chosen"),
 ])
 def test_export_says_what_the_thresholds_were_chosen_on(from_folder, changed, card, said):
     from indexer.training.export import threshold_origin
 
     origin = threshold_origin(card, "out/m", from_folder=from_folder, graphs_changed=changed)
     assert origin.startswith(said) or said in origin
-    assert ("--model out/m --calibrate --write-model" in origin) == (from_folder or changed)
+    assert ("--model out/m --calibrate --write-model" in origin) == (from_folder or changed or "not chosen" in said)

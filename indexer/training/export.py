@@ -275,6 +275,10 @@ def threshold_origin(card: dict[str, Any], out: str | Path, *, from_folder: bool
         return f"kept from {name}, chosen on its graphs: calibrate this folder ({hint})"
     if graphs_changed:
         return f"chosen by the training run, without the span side or candidate head added here: calibrate this folder ({hint})"
+    similarity = card.get("training", {}).get("figures", {}).get("similarity", {})
+    if similarity.get("dev_passage_macro_f1") == 0:  # training warned; export said "chosen" (an audit)
+        return (f"the similarity threshold is not chosen: no threshold returned a relevant dev passage in training "
+                f"(F1 0 at every one): calibrate this folder ({hint})")
     return "chosen by the training run"
 
 
