@@ -157,7 +157,7 @@ def _token_row(line: str, name: str, lineno: int, width: tuple[int, int] | None)
                          "(a token with a space in it needs tab-separated columns)", path=name, line=lineno)
     tag = cols[-1].strip()
     if not _is_tag(tag):  # "B-politician extra" (a space inside a tab column) is no tag (an audit)
-        raise InputError(f"not a BIO/IO tag: {tag[:40]!r} (expected O, B-X or I-X)", path=name, line=lineno)
+        raise InputError(f"not a BIO/IO tag: {tag[:40]!r} (expected O, or B-X, I-X, E-X or S-X)", path=name, line=lineno)
     return cols[0].strip(), tag, width
 
 
