@@ -308,4 +308,4 @@ def test_a_gold_run_records_its_mentions_per_type():
     from indexer.training.train import TrainingData
 
     data = SimpleNamespace(silver=None, train_sf=SimpleNamespace(phrases=["person", "", "city", "person"]))
-    assert TrainingData.silver_record(data) == {"type_counts": {"city": 1, "person": 2}}
+    assert TrainingData.type_counts_record(data) == {"type_counts": {"city": 1, "person": 2}}

@@ -39,8 +39,8 @@ from .data import (
     sentences_per_source,
 )
 from .entity_head import (
-    Decoded, decoded_spans, detection_by_source, detection_threshold, gold_recall_by_source, head_steps, score_candidates,
-    train_entity_head,
+    Decoded, decoded_spans, detection_by_source, detection_threshold, gold_recall_by_source, head_steps,
+    score_candidates, train_entity_head,
 )
 from ..encoder import load_tokenizer
 from ..errors import ModelError
@@ -126,7 +126,7 @@ def _train(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
             "config": cfg.to_dict(),
             "counts": data.counts_record(),
             "figures": figures,
-            **data.silver_record(),
+            **data.type_counts_record(),
         },
     }
     # each whole or not at all: a run killed while writing left half a file (an audit)
@@ -207,11 +207,9 @@ class TrainingData:
             "adapter_train_spans": len([p for p in self.train_sf.phrases if p]),
         }  # fmt: skip
 
-    def silver_record(self) -> dict[str, Any]:
-        """``training.type_counts`` (mentions per type trained on), and ``training.silver`` of a silver
-        run. A gold run recorded no counts, so Familiarity counted the mentions of whatever files it
-        found beside the evaluated data, whole files whatever ``--limit`` trained on: one model got
-        0.62 or 0.77 by where the file lay (an audit)."""
+    def type_counts_record(self) -> dict[str, Any]:
+        """``training.type_counts`` (mentions per type trained on; a gold run had none, and Familiarity
+        counted whole files found beside the evaluated data: an audit), and a silver run's ``training.silver``."""
         if not self.silver:
             return {"type_counts": dict(sorted(Counter(p for p in self.train_sf.phrases if p).items()))}
         return {
@@ -232,8 +230,7 @@ def prepare_data(cfg: TrainConfig, model: SpanTypeEncoder) -> TrainingData:
     zs = build_corpus(sources["zeroshot"], tokenizer, **kw)
     if cfg.limit:
         train, dev, zs = (limit_corpus(c, cfg.limit) for c in (train, dev, zs))
-    log.info("train %s", train.counts)
-    log.info("dev %s", dev.counts)
+    log.info("train %s; dev %s", train.counts, dev.counts)
     head_steps(cfg, len(train.examples))  # options that give the head no step fail now, not after the encoding
     silver = load_silver(cfg, train, dev) if cfg.silver else None
 
