@@ -186,6 +186,12 @@ def test_openapi_describes_the_routes(client):
         if path.startswith("/api/"):
             for method, op in methods.items():
                 assert op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse"), (path, method)
+                assert {"403", "405"} <= set(op["responses"]), (path, method)  # returned as documented JSON errors
+    # /api/v1/info had no response schema (an audit); what it answers has the schema's keys
+    info = spec["paths"]["/api/v1/info"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert info["$ref"].endswith("/InfoResponse")
+    fields = spec["components"]["schemas"]["InfoResponse"]["properties"]
+    assert set(client.get("/api/v1/info").json()) == set(fields) == {"model", "store", "server"}
 
 
 # ----------------------------------------------------------------- search

@@ -57,6 +57,8 @@ SERVE_THAT_MODEL = " This service: restart 'nerindex serve' with --model naming 
 # The error answers of the routes, for the OpenAPI description.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Bad request (limits, filters, cursor; a Host header not allowed)"},
+    403: {"model": ErrorResponse, "description": "A cross-site request to a route that searches or embeds (cross_site)"},
+    405: {"model": ErrorResponse, "description": "Method not allowed on this route (the Allow header names the ones that are)"},
     409: {"model": ErrorResponse, "description": "Cursor from before the index changed: search again without it"},
     413: {"model": ErrorResponse, "description": "Request body over the size limit"},
     415: {"model": ErrorResponse, "description": "Body not sent as JSON (Content-Type) or compressed (Content-Encoding)"},

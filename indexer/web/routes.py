@@ -36,6 +36,7 @@ from .schemas import (
     EmbedBody,
     EmbedResponse,
     HealthResponse,
+    InfoResponse,
     SearchBody,
     SearchResponse,
     SearchUIBody,
@@ -191,7 +192,8 @@ async def health(service: SearchService = Depends(current_service)) -> dict[str,
 
 
 @router.get(
-    "/api/v1/info", tags=["service"], responses=ERROR_RESPONSES, dependencies=[Depends(known_params_only)],
+    "/api/v1/info", tags=["service"], responses={200: {"model": InfoResponse}, **ERROR_RESPONSES},
+    dependencies=[Depends(known_params_only)],
 )
 async def info(service: SearchService = Depends(current_service)) -> JSONResponse:
     """The model, the store and its counts, and the request limits of this service."""

@@ -160,6 +160,24 @@ class HealthResponse(BaseModel):
     status: str
 
 
+class ServerInfo(BaseModel):
+    version: str = Field(description="nerindex's version.")
+    threshold: float | None = Field(description="The server's --threshold (null: each phrase's model threshold).")
+    limits: dict[str, Any] = Field(description="What one request may ask for (phrase length, page size, filters, "
+                                               "values a filter, body bytes, time limit).")
+
+
+class InfoResponse(BaseModel):
+    """``GET /api/v1/info``: what ``nerindex info --json`` shows, and the server's settings (the
+    OpenAPI document had no schema for it: an audit)."""
+
+    model: dict[str, Any] = Field(description="The model the service embeds with: id, version, path, dims, checksum, "
+                                              "thresholds, passage weights, type templates, execution provider.")
+    store: dict[str, Any] = Field(description="The store: where, passages, spans, the model it was written with "
+                                              "(same_as_model), disk use.")
+    server: ServerInfo
+
+
 class ErrorDetail(BaseModel):
     status: int
     code: str
