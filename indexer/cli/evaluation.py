@@ -311,7 +311,7 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
     trained_on = _trained_sources(encoder.info.card, data)
     if write_model:
         _check_write_model(encoder.info, _train_types(train_types), trained_on)
-    trained = _check_trained_sentences(encoder.info.card, data, bench, refuse=write_model)
+    trained = _check_trained_sentences(encoder.info.card, data, bench, refuse=write_model, warn=not trained_on)
     if trained_on and not write_model:
         log.warning("%s: the model was trained on %s (model.json training.data), so its figures there are "
                     "not held out", ", ".join(trained_on), "it" if len(trained_on) == 1 else "them")
@@ -332,7 +332,8 @@ def _evaluate(bench, data: tuple[str, ...], methods: list[str], *, model_dir: st
 TRAINED_SHARE = 0.05  # the share of DATA's passages that may be training sentences (official splits: 0.2 %, 1.3 %)
 
 
-def _check_trained_sentences(card: Any, data: Sequence[str], bench: Any, *, refuse: bool = True) -> int | None:
+def _check_trained_sentences(card: Any, data: Sequence[str], bench: Any, *, refuse: bool = True,
+                             warn: bool = True) -> int | None:
     """How many of DATA's passages are sentences the model was trained on (None: no training file
     was found to compare with). With ``refuse`` (recording figures or thresholds), a share of
     them is an error, whatever the file's name: a model audit calibrated on the first 150
@@ -355,7 +356,8 @@ def _check_trained_sentences(card: Any, data: Sequence[str], bench: Any, *, refu
                    "(model.json training.data)")
         if refuse:
             raise InputError(message + ": its figures are not held out and are not recorded", path=", ".join(data))
-        log.warning("%s: %s, so its figures are not held out", ", ".join(data), message)
+        if warn:  # not where the file itself was named as a training file (said already)
+            log.warning("%s: %s, so its figures are not held out", ", ".join(data), message)
     return trained if found else None
 
 
