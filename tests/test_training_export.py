@@ -588,14 +588,14 @@ def test_export_of_a_model_folder_verifies_it_and_reads_the_heads_its_card_names
     from click.testing import CliRunner
 
     from indexer.cli import cli
-    from indexer.training.candidate import read_candidate_head
+    from indexer.training.candidate import head_identity, read_candidate_head
     from indexer.training.export import read_source
 
     named = _folder_copy(tmp_path / "a", "my-heads.safetensors")
     assert read_source(named).heads == named / "my-heads.safetensors"
     shipped = json.loads((SHIPPED / "model.json").read_text(encoding="utf-8"))
-    same = dict(backbone=shipped["backbone"]["name"], heads_config=shipped["heads_config"], max_span_width=8)
-    weights, threshold, record = read_candidate_head(named, **same)  # "no heads.safetensors" before
+    same = dict(backbone=shipped["backbone"]["name"], card={"max_span_width": 8}, heads_config=shipped["heads_config"])
+    weights, threshold, record = read_candidate_head(named, model=head_identity(**same))  # "no heads.safetensors" before
     assert weights and threshold == 0.08 and record["heads_sha256"] == sha256_file(SHIPPED / "heads.safetensors")
     assert record["backbone"] == shipped["backbone"]["name"]
     # a head trained on another backbone, other features or another span width loads (the same
@@ -603,9 +603,9 @@ def test_export_of_a_model_folder_verifies_it_and_reads_the_heads_its_card_names
     for other, named_in_error in ((dict(same, backbone="sentence-transformers/all-MiniLM-L12-v2"), "backbone"),
                                   (dict(same, heads_config={**same["heads_config"], "feature_layers": [5, 6]}),
                                    "feature_layers [4, 6] (the model: [5, 6])"),
-                                  (dict(same, max_span_width=10), "max_span_width 8 (the model: 10)")):
+                                  (dict(same, card={"max_span_width": 10}), "max_span_width 8 (the model: 10)")):
         with pytest.raises(ModelError, match=r"trained for another model: .*" + re.escape(named_in_error)):
-            read_candidate_head(named, **other)
+            read_candidate_head(named, model=head_identity(**other))
     swapped = _folder_copy(tmp_path / "b")
     (swapped / "heads.safetensors").unlink()
     save = pytest.importorskip("safetensors.torch").save_file
@@ -615,7 +615,7 @@ def test_export_of_a_model_folder_verifies_it_and_reads_the_heads_its_card_names
         result.exception)
     assert not (tmp_path / "out").exists()
     with pytest.raises(ModelError, match="checksum does not match"):
-        read_candidate_head(swapped, **same)
+        read_candidate_head(swapped, model=head_identity(**same))
 
 
 def test_export_of_a_model_folder_keeps_its_catalog_unless_given_another(tmp_path, monkeypatch):

@@ -343,12 +343,11 @@ def _check_trained_sentences(card: Any, data: Sequence[str], bench: Any, *, refu
     from ..conll import read_conll
     from ..evaluation.seen_types import training_entries, training_files
 
-    found = training_files(card, _data_roots(data))
-    missing = len(training_entries(card)) - len(found)
-    if missing and refuse:  # the check covers the files found: say so, rather than pass without a word (an audit)
+    found, named = training_files(card, _data_roots(data)), len(training_entries(card))
+    if len(found) < named and refuse:  # the check covers the files found: say so, rather than pass without a word (an audit)
         log.warning("%d of the model's %d training files (model.json training.data) were not found beside DATA or "
                     "under NERINDEX_DATA, so whether DATA holds their sentences was not checked: set NERINDEX_DATA "
-                    "to the folder the model was trained from", missing, len(training_entries(card)))
+                    "to the folder the model was trained from", named - len(found), named)
     texts = {p.text for path in found for p in read_conll(path)}
     trained = sum(1 for p in bench.corpus if p.text in texts)
     if bench.corpus and trained >= TRAINED_SHARE * len(bench.corpus):

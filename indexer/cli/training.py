@@ -196,11 +196,9 @@ def export_command(run_dir, out_dir, force, keep_fp32, backbone, catalog, model_
         model = with_span_side(model, span_side)
         card["training"] = {**card.get("training", {}), "span_side": side_record(span_side)}
     if candidate_head:
-        from ..model_card import EXPORT_DEFAULTS
-        from ..training.candidate import read_candidate_head, with_candidate_head
+        from ..training.candidate import head_identity, read_candidate_head, with_candidate_head
 
-        weights, threshold, record = read_candidate_head(
-            candidate_head, backbone=backbone or name, heads_config=heads_cfg, max_span_width=int(card.get("max_span_width", EXPORT_DEFAULTS["max_span_width"])))
+        weights, threshold, record = read_candidate_head(candidate_head, model=head_identity(backbone or name, card, heads_cfg))
         model = with_candidate_head(model, weights)
         card["candidate_threshold"] = threshold
         card["training"] = {**card.get("training", {}), "candidate_head": record}

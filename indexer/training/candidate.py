@@ -30,21 +30,26 @@ from .model import HeadConfig, SpanTypeEncoder
 HEAD_FEATURES = ("feature_layers", "head_hidden", "max_width_bucket", "head_context")
 
 
-def read_candidate_head(
-    source: str | Path, *, backbone: str, heads_config: dict[str, Any], max_span_width: int,
-) -> tuple[dict[str, torch.Tensor], float, dict[str, Any]]:
+def head_identity(backbone: str, card: dict[str, Any], heads_config: dict[str, Any]) -> dict[str, Any]:
+    """What an entity head must share with the model it is put in: the backbone, the span width
+    (model.json's, or the export default) and the head's features (``HEAD_FEATURES``; defaults
+    where the config leaves them out), tuples as lists (as JSON gives them)."""
+    defaults = HeadConfig()
+    values = {"backbone": backbone, "max_span_width": card.get("max_span_width", EXPORT_DEFAULTS["max_span_width"]),
+              **{k: heads_config.get(k, getattr(defaults, k)) for k in HEAD_FEATURES}}  # fmt: skip
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
+
+
+def read_candidate_head(source: str | Path, *, model: dict[str, Any]) -> tuple[dict[str, torch.Tensor], float, dict[str, Any]]:
     """(the entity head's weights of a ``nerindex train --out`` folder or a model folder, keyed
     ``entity.…``; its detection threshold; what model.json's ``training.candidate_head`` records).
-    The source must have the model's backbone, entity-head features and span width."""
+    The source must have the model's :func:`head_identity` (``model``)."""
     from safetensors.torch import load_file
 
     read = read_source(Path(source))  # a model folder verified, its heads file the one its card names (an audit)
     card, heads = read.card, read.heads
-    theirs = {"backbone": read.backbone, "max_span_width": card.get("max_span_width", EXPORT_DEFAULTS["max_span_width"]),
-              **{k: read.heads_config.get(k, getattr(HeadConfig(), k)) for k in HEAD_FEATURES}}  # fmt: skip
-    ours = {"backbone": backbone, "max_span_width": max_span_width,
-            **{k: heads_config.get(k, getattr(HeadConfig(), k)) for k in HEAD_FEATURES}}  # fmt: skip
-    differ = [f"{k} {theirs[k]!r} (the model: {ours[k]!r})" for k in ours if _norm(theirs[k]) != _norm(ours[k])]
+    theirs = head_identity(read.backbone, card, read.heads_config)
+    differ = [f"{k} {v!r} (the model: {model[k]!r})" for k, v in theirs.items() if v != model[k]]
     if differ:
         raise ModelError(f"{source}: its entity head was trained for another model: " + ", ".join(differ))
     if not heads.is_file():
@@ -62,11 +67,6 @@ def read_candidate_head(
         if isinstance(training.get("silver"), dict) else None,
     }  # fmt: skip
     return state, float(card["detection_threshold"]), record
-
-
-def _norm(value: Any) -> Any:
-    """A config value as compared: lists and tuples alike (JSON gives lists)."""
-    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def with_candidate_head(model: SpanTypeEncoder, entity_state: dict[str, torch.Tensor]) -> SpanTypeEncoder:

@@ -144,6 +144,13 @@ def _positive_int(value: Any, what: str, default: int) -> int:
     return int(value)
 
 
+def check_value_count(field: str, count: int, limit: int) -> None:
+    """A filter of more than ``limit`` values is refused, on both search endpoints (/api/v1/search
+    and Search UI's /api/search, which took any number: an audit)."""
+    if count > limit:
+        raise SearchError(f"filter on {field!r}: {count} values; the limit is {limit}")
+
+
 def parse_filters(raw: Any, *, max_values: int = 100) -> list[FieldFilter]:
     """Search UI filters → FieldFilters; refuses shapes nerindex cannot answer exactly, and more
     than ``max_values`` values in one filter (the JSON API's limit: a ``none`` filter is applied
@@ -163,8 +170,7 @@ def parse_filters(raw: Any, *, max_values: int = 100) -> list[FieldFilter]:
         values = item.get("values")
         if not isinstance(values, list):
             raise SearchError(f"filter on {item['field']!r}: 'values' must be a list")
-        if len(values) > max_values:
-            raise SearchError(f"filter on {item['field']!r}: {len(values)} values; the limit is {max_values}")
+        check_value_count(item["field"], len(values), max_values)
         for v in values:
             if isinstance(v, dict):
                 raise SearchError(

@@ -68,14 +68,14 @@ def delete_documents(store: Any, ids: Sequence[str]) -> list[str]:
             response = store.client.bulk(operations=[{"delete": {"_index": index, "_id": document_id(pid)}}
                                                      for pid in chunk]).body  # fmt: skip
         store._dirty = True  # the next flush (a search, counts, prepare) refreshes
-        statuses = [item.get("delete", {}).get("status", 200) for item in response.get("items", [])]
-        refused = [item["delete"] for item, status in zip(response.get("items", []), statuses) if status not in (200, 404)]
+        done = [(pid, item.get("delete", {})) for pid, item in zip(chunk, response.get("items", []))]
+        refused = [d for _, d in done if d.get("status", 200) not in (200, 404)]
         if refused:
             error = refused[0].get("error") or {}
             raise StoreError(f"Elasticsearch refused to delete {len(refused)} passage(s) from {index!r} after "
                              f"{len(removed)} were deleted: {error.get('type', '')} {error.get('reason', '')}".rstrip())
         # a 404: another process deleted it between the look-up and this request, not this call
-        removed += [pid for pid, status in zip(chunk, statuses) if status == 200]
+        removed += [pid for pid, d in done if d.get("status", 200) == 200]
     return removed
 
 
