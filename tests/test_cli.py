@@ -898,6 +898,24 @@ def test_an_edited_corpus_indexed_again_with_prune_keeps_no_old_passage(tmp_path
     assert code == 0 and "pruned 0 stored passage(s) whose id this input does not hold" in err
 
 
+def test_prune_is_refused_after_a_skipped_record_and_deletes_nothing(tmp_path, capsys):
+    """A parity audit: with --on-error skip, a record skipped as bad (here a NUL in a field) was not
+    among the input's ids, so --prune deleted its good stored copy and named it a passage "this
+    input does not hold". Now the run is refused before anything is written."""
+    corpus, store = tmp_path / "c.jsonl", str(tmp_path / "s")
+    good = ['{"id": "d1", "text": "Triceratops lived in North America."}', '{"id": "p1", "text": "Angela Merkel visited Paris."}']
+    corpus.write_text("\n".join(good) + "\n", encoding="utf-8")
+    assert run(capsys, "index", str(corpus), "--store", store)[0] == 0
+    corpus.write_text(good[0].replace('"text"', '"topic": "a\\u0000b", "text"') + "\n" + good[1] + "\n", encoding="utf-8")
+    code, out, err = run(capsys, "index", str(corpus), "--store", store, "--on-error", "skip", "--prune", "--json")
+    error = json.loads(out)["error"]
+    assert code == 2 and "--prune is refused after 1 bad record(s) were skipped" in error["message"]
+    assert error["path"] == str(corpus) and f"{corpus}:1: field 'topic' holds a NUL" in error["message"]
+    code, out, _ = run(capsys, "search", "dinosaur", "--store", store, "--all", "--json")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["d1"]  # still stored
+    assert run(capsys, "index", str(corpus), "--store", store, "--on-error", "skip")[0] == 0  # without --prune: as before
+
+
 def test_delete_removes_passages_by_id(tmp_path, capsys):
     store = str(tmp_path / "s")
     run(capsys, "index", str(CORPUS), "--store", store, "--id-field", "id")

@@ -56,7 +56,8 @@ if TYPE_CHECKING:
               help="After indexing, delete every stored passage whose id this input does not hold: for a store "
                    "that holds this one corpus, edited since (an edited passage whose id is a hash of its text, or "
                    "CoNLL's file-line-text id, is stored under a new id; the old one stays searchable otherwise). "
-                   "Passages of other corpora in the same store are deleted too.")
+                   "Passages of other corpora in the same store are deleted too. Refused with --on-error skip "
+                   "when a record is skipped (its stored copy would be deleted).")
 @click.option("--es-index-options", default=None, metavar="TYPE",
               help="Elasticsearch only: the vector index type of the index this run creates (int8_hnsw, the default; "
                    "int8_flat, exact and slower at scale; hnsw; not bbq_*). An existing index keeps its own: "
@@ -94,6 +95,10 @@ def index_command(
     es_index_options_for(settings, es_index_options)  # a refusal before the input is read
     input_ids: set[str] | None = set() if prune else None
     count, stats = check_input(source, read, ids=input_ids)
+    if prune and stats.skipped:  # an audit: a skipped record's stored copy was pruned, its id "not in the input"
+        raise InputError(f"--prune is refused after {stats.skipped} bad record(s) were skipped: a skipped record's "
+                         f"stored copy would be deleted as a passage this input does not hold; nothing was written "
+                         f"(fix them and run again; first: {stats.errors[0]})", path=source)
     with NerIndex.open(settings=settings, create=True, catalog=catalog, es_index_options=es_index_options) as ix:
         try:  # the copies check of every chunk, before the first is written
             refuse_copies_anywhere(lambda: read(ReadStats()), ix.store)
