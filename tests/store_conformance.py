@@ -546,7 +546,8 @@ class StoreConformance:
         assert sorted(h.id for h in self.search(store, DINO, threshold=0.5, limit=50, filters=where)) == expected
 
     WHOLE = [("i1", {"f": 1}), ("r1", {"f": 1.0}), ("near", {"f": 1.0000000000000002}), ("i2001", {"y": 2001}),
-             ("r2001", {"y": 2001.0}), ("b992", {"n": 2**53}), ("b993", {"n": 2**53 + 1})]
+             ("r2001", {"y": 2001.0}), ("b992", {"n": 2**53}), ("b993", {"n": 2**53 + 1}), ("rb992", {"n": float(2**53)}),
+             ("i63", {"m": 2**63 - 1}), ("r63", {"m": 2**63})]
 
     @pytest.mark.parametrize("where, expected", [
         ({"f": 1}, ["i1", "near", "r1"]), ({"f": 1.0000000000000002}, ["i1", "near", "r1"]),
@@ -554,6 +555,10 @@ class StoreConformance:
         ({"y": 2001}, ["i2001", "r2001"]),
         # the review: an integer filter is exact, as SQLite keeps 64-bit integers (2**53 + 1 found 2**53)
         ({"n": 2**53 + 1}, ["b993"]), ({"n": 2**53}, ["b992"]), ({"n": str(2**53 + 1)}, ["b993"]),
+        # a parity audit: an integer found a real whose 15 digits spell another integer, one way only
+        # (2**53 found the real 2**53, which SQLite writes 9.00719925474099e15; the real found no 2**53)
+        ({"n": float(2**53)}, ["rb992"]), ({"n": 9007199254740990}, ["rb992"]), ({"n": "9007199254740992.0"}, ["rb992"]),
+        ({"m": 2**63 - 1}, ["i63"]), ({"m": 2**63}, ["r63"]), ({"m": float(2**63)}, ["r63"]),
     ])
     def test_a_real_sqlite_writes_as_a_whole_number_finds_the_stored_integer(self, store, stamp, where, expected):
         """1 and 1.0000000000000002 are one value to a filter (SQLite writes the real "1.0"); an

@@ -174,9 +174,12 @@ def _field_texts(value: FilterScalar, marked: bool, sign: float) -> tuple[str, .
             texts.append(num + _sqlite_text(stored))
             # an integer is exact (SQLite keeps 64 bits): 9007199254740993 finds no other integer; a
             # real is whole as SQLite writes it (15 digits), not as the float is: 1.0000000000000002
-            # is "1.0" there, so it also finds a stored integer 1, as 1 finds the real (an audit)
+            # is "1.0" there, so it also finds a stored integer 1, as 1 finds the real (an audit).
+            # An integer finds a real only where the real's 15 digits spell it, the other way round
+            # too: 2**53 finds no real 2**53.0 (SQLite's 9.00719925474099e15, the integer
+            # 9007199254740990), which finds no integer 2**53 (a parity audit: found one way only)
             if isinstance(stored, int):
-                whole: float = stored
+                whole: float = stored if float(_sqlite_text(float(stored))) == stored else math.nan
             else:
                 whole = float(_sqlite_text(stored)) if math.isfinite(stored) else math.nan
             if abs(whole) < 2**63 and float(whole).is_integer():
