@@ -505,6 +505,9 @@ def test_where_on_a_field_no_passage_has_hints(indexed, capsys):
     # "topic = politics" looks for " politics" (an audit: an empty answer, no word why)
     code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--where", "topic = politics")
     assert code == 0 and out == "" and "hint: --where 'topic = politics' matches a text with the spaces" in err
+    # "topic=$TOPIC" with TOPIC unset (a parity audit: --text '' is refused for that mistake)
+    code, out, err = run(capsys, "search", "person", "--store", str(indexed), "--where", "topic=")
+    assert code == 0 and out == "" and "hint: --where 'topic=' matches only an empty text" in err
 
 
 def test_type_without_letters_or_digits_hints(indexed, capsys):

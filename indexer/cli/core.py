@@ -138,6 +138,9 @@ def empty_answer_hint(ix: NerIndex, entity_type: str, phrase: str, *, filters: F
     absent = ix.absent_fields(filters) if filters else []
     if absent:
         return f"no stored passage has a field named {', '.join(repr(name) for name in absent)}; --where matches stored metadata exactly"
+    empty = [p for p in where if not p.partition("=")[2]]
+    if empty:  # "year=$YEAR" with YEAR unset (a parity audit: --text '' is refused for the same mistake)
+        return f"--where {empty[0]!r} matches only an empty text (a shell variable left unset?)"
     spaced = [p for p in where if p.partition("=")[2] != p.partition("=")[2].strip()]
     if spaced:  # "topic = science" looked for " science"
         return f"--where {spaced[0]!r} matches a text with the spaces around it; values match exactly"
