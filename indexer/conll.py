@@ -20,7 +20,8 @@ from .file_lines import capped_lines
 from .records import GoldSpan, Passage, text_id
 from .text import invalid_utf8, unicode_problem
 
-_TAG = re.compile(r"^(?:O|[BIES]-.+)$")
+TAG = re.compile(r"^(?:O|[BIESUL]-.+)$")  # BIO, IO, BIOES and BILOU (spaCy's BILUO): U- is S-, L- is E-
+_BILOU = {"U-": "S-", "L-": "E-"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def bio_spans(tokens: tuple[str, ...], tags: tuple[str, ...]) -> list[GoldSpan]:
 
 def _is_tag(text: str) -> bool:
     """One BIO/IO tag and nothing else (``O``, ``B-PER``)."""
-    return not any(c.isspace() for c in text) and bool(_TAG.match(text))
+    return not any(c.isspace() for c in text) and bool(TAG.match(text))
 
 
 def _lines(handle: IO[bytes], name: str) -> Iterator[str]:
@@ -115,9 +116,7 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
                     tokens, tags, header = [], [], None
                 broken = False
                 continue
-            # a header opens a sentence; "# O" there is the token "#" tagged O (tweets), not a header
-            if line.startswith("# id ") or (line.startswith("# ") and not tokens and "\t" not in line
-                                            and " _ _ " not in line and not _is_tag(line[2:].strip())):
+            if _is_header(line, opening=not tokens, width=width):
                 if tokens:  # the sentence before ends here, as at -DOCSTART- (an audit: it absorbed the next one)
                     yield Sentence(tuple(tokens), tuple(tags), first, header)
                     tokens, tags = [], []
@@ -140,6 +139,18 @@ def iter_sentences(path: str | Path) -> Iterator[Sentence]:
         yield Sentence(tuple(tokens), tuple(tags), first, header)
 
 
+def _is_header(line: str, *, opening: bool, width: tuple[int, int] | None) -> bool:
+    """Whether a line is a ``# ...`` header that opens a sentence (MultiCoNER's ``# id ...``, a
+    comment) rather than a token row whose token is ``#``: "# O" (tweets), or "# NN B-NP O" where
+    the file's rows have four columns (CoNLL-2003; an audit: that sentence lost its first token)."""
+    if line.startswith("# id "):
+        return True
+    if not (opening and line.startswith("# ")) or "\t" in line or " _ _ " in line:
+        return False
+    cols = line.split()
+    return not (_is_tag(cols[-1]) and (width is None or len(cols) == width[0]))
+
+
 def _token_row(line: str, name: str, lineno: int, width: tuple[int, int] | None) -> tuple[str, str, tuple[int, int]]:
     """(token, tag, the file's column count and the line that set it) of a token line, or the
     InputError that names what is wrong with it."""
@@ -157,8 +168,9 @@ def _token_row(line: str, name: str, lineno: int, width: tuple[int, int] | None)
                          "(a token with a space in it needs tab-separated columns)", path=name, line=lineno)
     tag = cols[-1].strip()
     if not _is_tag(tag):  # "B-politician extra" (a space inside a tab column) is no tag (an audit)
-        raise InputError(f"not a BIO/IO tag: {tag[:40]!r} (expected O, or B-X, I-X, E-X or S-X)", path=name, line=lineno)
-    return cols[0].strip(), tag, width
+        raise InputError(f"not a BIO/IO tag: {tag[:40]!r} (expected O, or B-X, I-X, E-X, S-X, U-X or L-X)",
+                         path=name, line=lineno)
+    return cols[0].strip(), _BILOU.get(tag[:2], tag[:2]) + tag[2:], width
 
 
 def read_conll(path: str | Path) -> Iterator[Passage]:

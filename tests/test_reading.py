@@ -364,6 +364,35 @@ def test_conll_bom_and_a_hash_token_opening_a_sentence(tmp_path):
     assert [p.text for p in read(f)] == ["EU rejects", "# hashtag Barack"]
 
 
+def test_a_hash_token_opening_a_sentence_of_a_four_column_file_is_a_token(tmp_path):
+    """A reader audit: in CoNLL-2003's 'token POS chunk tag' lines, "# NN B-NP O" opening a sentence
+    was taken for a header and the sentence lost its first token; a comment stays a header."""
+    f = write(tmp_path / "a.conll", "-DOCSTART- -X- -X- O\n\n# NN B-NP O\n1 CD I-NP O\nSampras NNP I-NP B-PER\n\n"
+                                    "# a comment line\nWon VBD B-VP O\n")
+    passages = read(f)
+    assert [p.text for p in passages] == ["# 1 Sampras", "Won"]
+    assert [(g.start, g.end, g.label) for g in passages[0].gold] == [(4, 11, "PER")]
+
+
+def test_bilou_tags_are_read_as_their_bioes_twins(tmp_path):
+    """A reader audit: spaCy's BILUO tags (U- one token, L- the last) were no tags, so a .txt file
+    of them was stored as one prose passage, tags and all, and a .conll file refused."""
+    rows = "EU\tU-ORG\nrejects\tO\nPeter\tB-PER\nBlackburn\tL-PER\n"
+    for name in ("a.txt", "a.conll"):
+        [passage] = read(write(tmp_path / name, rows))
+        assert passage.text == "EU rejects Peter Blackburn"
+        assert [(g.start, g.end, g.label) for g in passage.gold] == [(0, 2, "ORG"), (11, 26, "PER")]
+
+
+def test_a_conll_txt_file_with_a_header_row_is_refused_naming_it(tmp_path):
+    """A reader audit: a tab-separated header row ("token<TAB>label") made a CoNLL .txt file look like
+    prose, stored as one passage, tags and all; the same file as .conll was refused at line 1."""
+    f = write(tmp_path / "a.txt", "token\tlabel\nEU\tB-ORG\nrejects\tO\nGerman\tB-MISC\n")
+    err = error_of(f)
+    assert_names(err, f, 1)
+    assert "not a BIO/IO tag: 'label'" in err.reason
+
+
 def test_a_bom_opening_a_line_inside_a_conll_file_is_no_token(tmp_path):
     """The train audit (round 29): two files joined with cat kept the second's BOM on a token
     ("\ufeffEmpire"), and training lost that gold mention (and trained the span as no entity); a
@@ -521,6 +550,30 @@ def test_a_tsv_quote_that_takes_in_the_next_record_is_refused(tmp_path):
     # pandas' to_csv(sep="\t") quotes it, and it was refused)
     ok = write(tmp_path / "ok.tsv", 'id\ttext\n1\t"two\nlines"\n2\t"A poem:\n\tindented line\n\t\tdeeper"\n')
     assert [p.text for p in read(ok)] == ["two\nlines", "A poem:\n\tindented line\n\t\tdeeper"]
+
+
+def test_a_tsv_quote_opened_in_the_first_column_that_takes_in_the_next_record_is_refused(tmp_path):
+    """A reader audit: with the text first, '"I came.' and 'I saw."' made one passage (record 1's id
+    inside its text, record 2's id on it), exit 0: the tab was on the quoted field's first line,
+    before its line break, where the check did not look."""
+    f = write(tmp_path / "s.tsv", 'text\tid\n"I came.\ts1\nI saw."\ts2\nI conquered.\ts3\n')
+    err = error_of(f)
+    assert_names(err, f, 2)
+    assert "unbalanced quote" in err.reason and "'I came.\\ts1'" in err.reason
+    assert [p.id for p in read_passages(f, on_error="skip")] == ["s3"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_bom_inside_a_csv_or_tsv_file_is_named_as_such(tmp_path, suffix):
+    """A reader audit: two exports joined with cat (each opened by a BOM, as Excel's "CSV UTF-8"
+    writes) gave the second header as a passage, id '\ufeffid', and a row '\ufeff1' that is no
+    duplicate of '1'; JSONL refuses the same join."""
+    sep = "," if suffix == ".csv" else "\t"
+    one = f"id{sep}text\n1{sep}Obama spoke.\n"
+    f = write(tmp_path / f"joined{suffix}", b"\xef\xbb\xbf" + one.encode() + b"\xef\xbb\xbf" + one.encode())
+    err = error_of(f)
+    assert_names(err, f, 3)
+    assert "byte-order mark (U+FEFF) opens this line: files joined together" in err.reason
 
 
 def test_stray_quote_at_a_tsv_field_start_is_refused_not_dropped(tmp_path):

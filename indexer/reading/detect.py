@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Literal, get_args
 
+from ..conll import TAG
 from ..errors import InputError
 
 Format = Literal["auto", "jsonl", "csv", "tsv", "parquet", "txt", "conll"]
@@ -42,8 +43,7 @@ FOLDER_FORMATS = frozenset({"txt", "conll"})
 # the files a folder read in each folder format takes (CoNLL: .txt files that look like CoNLL too)
 FOLDER_EXTENSIONS = {"txt": frozenset({".txt"}), "conll": CONLL_EXTENSIONS | {".txt"}}
 
-_TAG = re.compile(r"^(?:O|[BIES]-.+)$")
-_NEAR_TAG = re.compile(r"^(?:o|[BIESbies][-_][A-Za-z][\w-]*)$")  # a tag mistyped: B_MISC, b-misc, i_per
+_NEAR_TAG = re.compile(r"^(?:o|[BIESULbiesul][-_][A-Za-z][\w-]*)$")  # a tag mistyped: B_MISC, b-misc, i_per
 _SNIFF_BYTES = 65536
 _SNIFF_LINES = 20
 # a token row has the token, the tag and a few columns between (MultiCoNER: 4); a line of prose
@@ -64,7 +64,8 @@ def split_suffix(path: Path) -> tuple[str, bool]:
 def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
     """True when the first non-blank lines of a file (up to ``_SNIFF_LINES``) are all rows of a few
     columns ending in a BIO/IO tag, at least ``min_rows`` of them (1 where the user said CoNLL), or
-    a mistyped one (``B_MISC``, ``b-misc``: :data:`_NEAR_TAG`) among three in four true tags: such a
+    a mistyped one (``B_MISC``, ``b-misc``: :data:`_NEAR_TAG`) among three in four true tags, after
+    a header row if there is one (the reader refuses it, naming it): such a
     file was stored as prose, tags and all, or left out of a CoNLL folder without a word, where the
     reader names the line (an audit); not any word (a review: "Lockheed F-117" and "Shopping list"
     made prose files CoNLL). A BOM no longer hides the first line's shape (the audit)."""
@@ -77,6 +78,7 @@ def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
     if len(head) == _SNIFF_BYTES and lines:
         lines.pop()  # probably cut in the middle
     rows = tagged = 0
+    header = False  # a first row of tab-separated column names ("token\tlabel"), which the reader names
     for line in lines:
         if not line.strip() or line.startswith(("#", "-DOCSTART-")):
             continue
@@ -84,9 +86,12 @@ def looks_like_conll(path: Path, *, min_rows: int = _MIN_ROWS) -> bool:
         if not 2 <= len(cols) <= _MAX_COLUMNS:
             return False
         last = cols[-1].strip()
-        is_tag = bool(_TAG.match(last))
+        is_tag = bool(TAG.match(last))
         if not is_tag and not _NEAR_TAG.match(last):
-            return False
+            if rows or header or "\t" not in line:  # "Shopping list" over "Milk O" lines is prose (a review)
+                return False
+            header = True  # a reader audit: such a file was stored as one prose passage, tags and all
+            continue
         rows += 1
         tagged += is_tag
         if rows >= _SNIFF_LINES:

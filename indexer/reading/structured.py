@@ -159,6 +159,7 @@ _NONZERO_DIGIT = re.compile("[1-9]")
 # JSON: Expecting value (column 2)" at line 1)
 JSON_ARRAY = ("a JSON array, not JSON Lines (one JSON object per line): convert it, e.g. "
               "jq -c '.[]' FILE.json > FILE.jsonl")
+JOINED_FILES = "a byte-order mark (U+FEFF) opens this line: files joined together (cat) keep each one's; remove it"
 _CR_ONLY = "the line holds a CR line break: if the file's line endings are CR only, save it with LF or CRLF ones"
 # errors of a damaged stream: gzip raises EOFError when truncated, zlib.error when corrupt
 _READ_ERRORS = (OSError, EOFError, zlib.error)
@@ -215,8 +216,7 @@ def jsonl_items(path: Path, rules: RecordRules) -> Iterator[Item]:
                 except json.JSONDecodeError as exc:
                     cr_only = f"; {_CR_ONLY}" if "\r" in line.rstrip("\r\n") else ""
                     if line.startswith("\ufeff"):  # Python's "(decode using utf-8-sig)" told a user nothing (an audit)
-                        yield rules.error("a byte-order mark (U+FEFF) opens this line: files joined together "
-                                          "(cat) keep each one's; remove it", lineno)
+                        yield rules.error(JOINED_FILES, lineno)
                     else:
                         yield rules.error(f"malformed JSON: {exc.msg} (column {exc.colno}){cr_only}", lineno)
                     continue
@@ -286,10 +286,13 @@ def _swallowed(row: list[str], start: int, end: int) -> str | None:
     text opening with a quote took the next record in, its text ending with that record's columns,
     without a word. The sign: a line inside a field that starts with a value and a tab, as a record
     does (a tab in prose is rare; a line indented with tabs is no sign: a review found pandas' quoted
-    indented text refused). In CSV a comma in a text is common, so there is no such sign: the
-    summary's count is the check."""
+    indented text refused), its first line too: a quote opened in a record's first column takes the
+    rest of that line's columns in (an audit: '"I came.' and 'I saw."' made one passage). In CSV a
+    comma in a text is common, so there is no such sign: the summary's count is the check."""
     for cell in row:
-        for line in cell.split("\n")[1:]:
+        if "\n" not in cell:
+            continue
+        for line in cell.split("\n"):
             if _RECORD_START.match(line):
                 shown = line if len(line) <= 60 else line[:57] + "..."
                 return (f"a quoted field runs from line {start} to {end} and holds a line that starts like a "
@@ -318,6 +321,8 @@ def _decoded(fh: IO[bytes], name: str, bad_lines: dict[int, str], last: list[str
     for lineno, raw in enumerate(capped_lines(fh, name), start=1):
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[3:]
+        elif raw.startswith(codecs.BOM_UTF8):  # an audit: a second file's header was read as a record
+            bad_lines[lineno] = JOINED_FILES
         try:
             last[0] = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
