@@ -534,6 +534,15 @@ def test_cli_eval_refuses_options_its_mode_ignores_and_records_only_held_out_run
     stored = json.loads((enc.info.path / "model.json").read_text(encoding="utf-8"))
     assert stored["similarity_threshold"] == 1.0 and "unseen_similarity_threshold" not in stored
     assert "unseen" not in stored["calibration"]
+    # and the run applies no threshold chosen on that flat curve (an audit: it scored and recorded the
+    # tie rule's 1.0 for the unseen types, and a baseline's own, while model.json kept the card's)
+    res = runner.invoke(cli, [*base, "--calibrate", "--json"])
+    result = json.loads(res.output[res.output.index("{"):])
+    assert result["calibration"]["unseen"]["applied"] is False
+    assert "system" not in result["calibration"]["methods"] or result["methods"]["system"]["threshold_source"].endswith(
+        "on the seen types (trained-on phrases)")
+    res = runner.invoke(cli, [*base, "--calibrate"])
+    assert "Not applied: no threshold returns a relevant passage of these types" in res.output, res.output
 
 
 def test_cli_export_benchmark_needs_no_model(toy, tmp_path: Path):

@@ -420,7 +420,7 @@ def _store_results(result: dict, model_path: Path, *, calibrate: bool) -> None:
 
 def _chosen_thresholds(result: dict, model_path: Path) -> tuple[Thresholds, str]:
     """(the thresholds --calibrate --write-model stores, what the message adds about the unseen one)."""
-    from ..evaluation.calibration import Thresholds, calibration_record
+    from ..evaluation.calibration import Thresholds, calibration_record, unseen_applied
 
     methods = (result.get("calibration") or {}).get("methods", {})
     if "system" not in methods:
@@ -430,12 +430,11 @@ def _chosen_thresholds(result: dict, model_path: Path) -> tuple[Thresholds, str]
     if not methods["system"]["chosen"]["f1"]:
         raise InputError("no threshold returns a relevant passage of the seen types here (F1 0 at every "
                          "threshold): nothing to calibrate on, model.json left as it was", path=str(model_path))
-    record = calibration_record(result, date=_dt.date.today().isoformat())
-    unseen = result["calibration"].get("unseen", {}).get("methods", {}).get("system")
-    flat = unseen is not None and not unseen["chosen"]["f1"]
-    if flat:  # the seen threshold stands; the unseen ones of the card are kept, as without unseen types
-        record.pop("unseen", None)
-    other = unseen["chosen"]["threshold"] if unseen and not flat else None
+    record = calibration_record(result, date=_dt.date.today().isoformat())  # without a flat unseen group
+    flat = "unseen" in result["calibration"] and not unseen_applied(result["calibration"])
+    # flat: the seen threshold stands; the unseen ones of the card are kept, as without unseen types
+    unseen = result["calibration"]["unseen"]["methods"].get("system") if unseen_applied(result["calibration"]) else None
+    other = unseen["chosen"]["threshold"] if unseen else None
     also = (f", unseen_similarity_threshold={other}" if other is not None
             else " (no threshold returns a relevant passage of the unseen types here: the model's "
                  "unseen_similarity_threshold is kept)" if flat

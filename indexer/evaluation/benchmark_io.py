@@ -10,7 +10,6 @@ it (:func:`merge_benchmarks`).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field

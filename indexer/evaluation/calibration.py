@@ -84,6 +84,13 @@ def write_calibration(model_dir: str | Path, thresholds: Thresholds, *, checksum
     return thresholds.applied(model_card_of(model_dir, checksum)).save(model_dir)
 
 
+def unseen_applied(calibration: Mapping[str, Any]) -> bool:
+    """Whether a calibration chose (and applied) thresholds for the unseen types: it has some, and
+    the system's curve there is not flat at F1 0 (then the model's unseen thresholds stand)."""
+    unseen = calibration.get("unseen")
+    return bool(unseen) and unseen.get("applied", True)
+
+
 def calibration_record(result: Mapping[str, Any], *, date: str) -> dict[str, Any]:
     """The ``calibration`` section of model.json for a calibrating run: the rule, the data, the
     types, the model calibrated and each method's chosen point."""
@@ -97,7 +104,7 @@ def calibration_record(result: Mapping[str, Any], *, date: str) -> dict[str, Any
         "model_checksum": result["model"]["checksum"],
         "methods": _chosen(calibration),
         **({"unseen": {"types": calibration["unseen"]["types"], "methods": _chosen(calibration["unseen"])}}
-           if "unseen" in calibration else {}),
+           if unseen_applied(calibration) else {}),
     }  # fmt: skip
 
 

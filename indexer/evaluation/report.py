@@ -195,6 +195,9 @@ def markdown(result: Mapping[str, Any], *, title: str | None = None) -> str:
                 ch = c["chosen"]
                 rows.append([SHORT.get(key, key), _fmt(ch["threshold"], 2), _fmt(ch["precision"]), _fmt(ch["recall"]), _fmt(ch["f1"])])
             parts.append(_table(["method", "chosen threshold", "macro P", "macro R", "macro F1"], rows))
+            if section.get("applied") is False:
+                parts += ["", "Not applied: no threshold returns a relevant passage of these types (the system's F1 is 0 "
+                          "at every threshold), so every method keeps the model's thresholds for them."]
     return "\n".join(parts) + "\n"
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..model_folder import ModelInfo
 from .benchmark_io import Benchmark
+from .calibration import unseen_applied
 from .familiarity import split_familiarity
 from .methods import DEFAULT_METHODS, METHODS, SYSTEM_METHODS
 from .rankings import Rankings, compute_rankings
@@ -90,8 +91,14 @@ def _calibrate(bench: Benchmark, rankings: Rankings, training: Training, groups:
         unseen = calibrate_methods(bench, rankings, training, groups=("unseen",))
         if unseen["methods"]:
             calibration["unseen"] = unseen
+            system = unseen["methods"].get("system")
+            if system is not None and not system["chosen"]["f1"]:
+                # F1 0 at every threshold: nothing to choose, so the model's unseen thresholds stand
+                # for every method, as --write-model keeps them (an audit: the tie rule's 1.0 was
+                # applied and recorded while model.json kept 0.21)
+                unseen["applied"] = False
     seen = calibration["methods"]
-    others = calibration.get("unseen", {}).get("methods", {})
+    others = calibration["unseen"]["methods"] if unseen_applied(calibration) else {}
     # every threshold chosen is the one scored (an audit: with no seen types the unseen one was
     # reported as chosen and not applied, and a phrase outside both groups got the seen one)
     for key in dict.fromkeys([*seen, *others]):
