@@ -60,7 +60,7 @@ class FakeEncoder:
             "id": "fake",
             "version": "1",
             "backbone": {"name": "toy"},
-            "training": {"types": ["person", "location"]},
+            "training": {"types": ["person", "location"], "type_counts": {"person": 1, "location": 1}},
         }
         self.info = ModelInfo(
             path=folder, id="fake", version="1", dims=4, max_length=64, max_span_width=4,
@@ -208,8 +208,9 @@ def test_a_phrase_is_seen_as_the_search_rule_sees_it():
 def test_training_from_card_sources(tmp_path: Path):
     t = training_from_card(ModelCard({"training": {"types": ["person"], "type_counts": {"person": 7}}}))
     assert t.types == {"person"} and t.counts == {"person": 7}
+    # without counts no Familiarity (an audit: counting each type once scored a trained-on type 0.53, not 1.00)
     t = training_from_card(ModelCard({"training": {"types": ["a", "b"]}}))
-    assert t.counts == {"a": 1, "b": 1} and t.counts_source.startswith("unweighted")
+    assert t.counts == {} and t.counts_source == "none available (Familiarity not computed)"
     t = training_from_card(ModelCard({}), train_types=["x", " y "])
     assert t.types == {"x", "y"} and t.source == "--train-types"
     # counting mentions in training files, skipping sentences with a held-out type
@@ -335,6 +336,13 @@ def test_cli_eval_writes_reports_and_calibrates(toy, tmp_path: Path, monkeypatch
                               "--model", str(enc.info.path)])
     assert res.exit_code == 0, res.output
     assert "again" in json.loads((enc.info.path / "model.json").read_text(encoding="utf-8"))["evaluation"]
+    # a slice saved under its set's name replaces the set's record: said (an audit: silently)
+    saved["benchmark"]["passages"] -= 1
+    (tmp_path / "slice.json").write_text(json.dumps(saved), encoding="utf-8")
+    res = runner.invoke(cli, ["eval", str(tmp_path / "slice.json"), "--from-json", "--write-model",
+                              "--model", str(enc.info.path)])
+    passages = saved["benchmark"]["passages"]
+    assert res.exit_code == 0 and f"evaluation['again'] was of {passages + 1} passages; this run's, of {passages}" in res.output
     saved["model"]["checksum"] = "0" * 64
     (tmp_path / "other.json").write_text(json.dumps(saved), encoding="utf-8")
     res = runner.invoke(cli, ["eval", str(tmp_path / "other.json"), "--from-json", "--write-model",

@@ -6,8 +6,9 @@ Usage: python docs/eval/pool.py docs/eval/crossner-politics-dev.json docs/eval/c
 Each (type, set) pair counts once, as in the per-set reports; metrics that a method does not
 define (set figures without a threshold, span figures without spans) are left out of its mean. A
 method that scored fewer of a group's pairs says how many ("(10 of 15)"), and reports of another
-model, other model settings or other methods and thresholds are refused: both had been pooled
-without a word (an audit: a run without one baseline made it seem to beat the system).
+model, other model settings, other methods and thresholds, another seen/unseen split, or one data
+set twice are refused: each had been pooled without a word (audits: a run without one baseline made
+it seem to beat the system; a report given twice counted its pairs twice).
 """
 
 from __future__ import annotations
@@ -75,16 +76,28 @@ def markdown(pools: dict[str, dict]) -> str:
 
 def mismatch(names: list[str], results: list[dict]) -> str | None:
     """Why these reports cannot be pooled (None where they can): another model or other model
-    settings, or other methods or thresholds, than the first report's."""
-    def setting(r: dict) -> tuple[dict, dict]:
+    settings, other methods or thresholds, or another seen/unseen split (``--train-types``) than
+    the first report's, or one data set twice (an audit: its pairs counted twice, and a report
+    with another split put one type in both groups)."""
+    def setting(r: dict) -> tuple[dict, dict, tuple]:
+        training = r.get("training") or {}
         return ({k: v for k, v in r["model"].items() if k != "path"},
-                {m: (i.get("threshold"), i.get("threshold_unseen")) for m, i in r["methods"].items()})
+                {m: (i.get("threshold"), i.get("threshold_unseen")) for m, i in r["methods"].items()},
+                (training.get("types"), training.get("held_out_types"), training.get("counts_source")))
+    seen: dict[str, str] = {}
+    for name, r in zip(names, results):
+        set_name = r["benchmark"]["name"]
+        if set_name in seen:
+            return f"{name}: the same data set ({set_name}) as {seen[set_name]}"
+        seen[set_name] = name
     for name, r in zip(names[1:], results[1:]):
-        (model, methods), (first_model, first_methods) = setting(r), setting(results[0])
+        (model, methods, split), (first_model, first_methods, first_split) = setting(r), setting(results[0])
         if model != first_model:
             return f"{name}: another model or other model settings than {names[0]}"
         if methods != first_methods:
             return f"{name}: other methods or thresholds than {names[0]}"
+        if split != first_split:
+            return f"{name}: another split into seen and unseen types (training types, or their counts) than {names[0]}"
     return None
 
 

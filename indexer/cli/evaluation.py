@@ -407,9 +407,14 @@ def _store_results(result: dict, model_path: Path, *, calibrate: bool) -> None:
     """Record the run in model.json and, with --calibrate, its thresholds: all or nothing, and only
     while the folder holds the model evaluated (``write_evaluation``: one check, one save)."""
     from ..evaluation.calibration import evaluation_summary, write_evaluation
+    from ..model_card import ModelCard
 
     thresholds, also = _chosen_thresholds(result, model_path) if calibrate else (None, "")
     name = result["benchmark"]["name"]
+    before = ModelCard.load(model_path).evaluation.get(name) or {}
+    if before.get("passages") not in (None, result["benchmark"]["passages"]):  # a slice named as its set (an audit)
+        click.echo(f"note: evaluation[{name!r}] was of {before['passages']} passages; this run's, of "
+                   f"{result['benchmark']['passages']}, replaces it", err=True)
     path = write_evaluation(model_path, name, evaluation_summary(result), checksum=result["model"]["checksum"],
                             thresholds=thresholds)  # fmt: skip
     if thresholds is not None:
