@@ -563,6 +563,14 @@ def test_a_tsv_quote_opened_in_the_first_column_that_takes_in_the_next_record_is
     assert [p.id for p in read_passages(f, on_error="skip")] == ["s3"]
 
 
+def test_a_utf16_csv_without_a_bom_is_named_as_such(tmp_path):
+    """A reader audit: "no column 'text' (columns: 'i\\x00d\\x00', ...)" said nothing of UTF-16."""
+    f = write(tmp_path / "a.csv", "id,text\n1,a\n".encode("utf-16-le"))
+    err = error_of(f)
+    assert_names(err, f, 1)
+    assert "a UTF-16 file without a byte-order mark? save it as UTF-8" in err.reason
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
 def test_a_bom_inside_a_csv_or_tsv_file_is_named_as_such(tmp_path, suffix):
     """A reader audit: two exports joined with cat (each opened by a BOM, as Excel's "CSV UTF-8"

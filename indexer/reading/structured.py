@@ -376,6 +376,9 @@ def _header(rows: Iterator[tuple[int, int, list[str] | InputError]], rules: Reco
     bad = min(bad_lines, default=None)
     if bad is not None and bad <= end:  # the columns' names would hold U+FFFD
         raise InputError(f"{bad_lines[bad]} in the header", path=rules.path, line=bad)
+    if any("\x00" in h for h in row):  # an audit: "no column 'text' (columns: 'i\x00d\x00', ...)"
+        raise rules.error("the header holds NUL characters (U+0000): a UTF-16 file without a byte-order mark? "
+                          "save it as UTF-8", end)
     header = [h.strip() for h in row]
     seen: set[str] = set()
     for col in header:
