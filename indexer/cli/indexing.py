@@ -95,10 +95,6 @@ def index_command(
     es_index_options_for(settings, es_index_options)  # a refusal before the input is read
     input_ids: set[str] | None = set() if prune else None
     count, stats = check_input(source, read, ids=input_ids)
-    if prune and stats.skipped:  # an audit: a skipped record's stored copy was pruned, its id "not in the input"
-        raise InputError(f"--prune is refused after {stats.skipped} bad record(s) were skipped: a skipped record's "
-                         f"stored copy would be deleted as a passage this input does not hold; nothing was written "
-                         f"(fix them and run again; first: {stats.errors[0]})", path=source)
     with NerIndex.open(settings=settings, create=True, catalog=catalog, es_index_options=es_index_options) as ix:
         try:  # the copies check of every chunk, before the first is written
             refuse_copies_anywhere(lambda: read(ReadStats()), ix.store)
@@ -132,7 +128,7 @@ def index_command(
 def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]], *,
                 ids: set[str] | None = None) -> tuple[int, ReadStats]:  # fmt: skip
     """Read the whole input once, before anything is written: (passages, what reading found);
-    every passage id is added to ``ids`` where given (``--prune``).
+    every passage id is added to ``ids`` where given (``--prune``, refused when a record was skipped).
 
     Bad input raises here (or, with ``--on-error skip``, is counted and the first problem shown).
     """
@@ -152,6 +148,10 @@ def check_input(source: str, read: Callable[[ReadStats], Iterator[Passage]], *,
             bar.update()  # a disabled bar (not a terminal) counts nothing
     if not count:
         raise InputError("no passages to index", path=source)
+    if stats.skipped and ids is not None:  # a parity audit: a skipped record's stored copy was pruned
+        raise InputError(f"--prune is refused after {stats.skipped} bad record(s) were skipped: a skipped record's "
+                         f"stored copy would be deleted as a passage this input does not hold; nothing was written "
+                         f"(fix them and run again; first: {stats.errors[0]})", path=source)
     if stats.skipped:
         click.echo(f"skipped {stats.skipped} bad record(s); first: {stats.errors[0]}", err=True)
     if stats.left_out:
