@@ -23,7 +23,7 @@ from .feedback import Feedback, search_with_feedback
 from .pipeline import IndexReport, index_passages
 from .records import Hit, Matches, Passage
 from .stores.base import MAX_PASSAGE_WEIGHT, SearchRequest, Store, StoreVersion, check_phrase, check_threshold
-from .stores.filter_rules import Filters
+from .stores.filter_rules import Filters, id_problem
 from .stores.factory import open_store
 from .text import first_named
 
@@ -247,7 +247,7 @@ class NerIndex:
         such as :func:`read_passages` made again: the one given has lost the chunk it was in). Passages that were not stored (bad
         metadata, say) are logged the same way, with the first reason (``report.errors`` has them all),
         and so are stored ids given again with another text or metadata, which stay as stored
-        (``report.changed_ids``; ``skip_existing=False`` replaces them).
+        (``report.changed_ids``; ``skip_existing=False`` replaces them); False leaves all three to the caller.
         """
         if not isinstance(skip_existing, (bool, np.bool_)):  # "no" is true: the passages were skipped (an audit)
             raise StoreError(f"skip_existing must be True or False, not {skip_existing!r}")
@@ -290,7 +290,8 @@ class NerIndex:
         bad = next((pid for pid in wanted if not isinstance(pid, str)), None)
         if bad is not None:
             raise InputError(f"a passage id is a string, not {type(bad).__name__} ({bad!r})")
-        removed = self.store.delete(wanted)
+        # an id no store holds (a lone surrogate: SQLite's UnicodeEncodeError, an audit) is not stored
+        removed = self.store.delete([pid for pid in wanted if id_problem(pid) is None])
         if removed:
             self.store.prepare()  # searches after it do not see them (Elasticsearch: a refresh)
         return removed

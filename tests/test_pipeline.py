@@ -229,6 +229,7 @@ def test_a_passage_whose_metadata_starts_with_a_type_mark_is_a_failed_passage(tm
         assert report.errors[9] == "int-key: the metadata has a key of type int (1); keys are strings"
         assert report.errors[5] == "nul-text: cannot be stored: its text holds a NUL character (U+0000) at character 2"
         assert report.errors[6].startswith("np: field 'score' holds a numpy.float32, which is not a JSON value")
+        assert "for a float32 float(str(x)) the decimal a filter compares" in report.errors[6]  # not .item()'s (an audit)
         assert report.errors[7].startswith("dec: field 'm.x' holds a decimal.Decimal, which is not a JSON value")
         assert report.errors[0].startswith("a: field 'year' starts with U+FDD0")
         assert "field 'flags' starts with U+FDD1" in report.errors[1]
@@ -271,6 +272,8 @@ def test_the_python_api_refuses_arguments_of_another_type_and_a_closed_index(tmp
     for bad in ("p", None, {"p": 1}, [1]):  # "p" would delete the passages "p" and nothing else by luck
         with pytest.raises(InputError, match="passage id"):
             ix.delete(bad)
+    # ids no store can hold are not stored (an API audit: a lone surrogate raised SQLite's UnicodeEncodeError)
+    assert ix.delete(["\ud800", "a\x00b", ""]) == []
     assert list(ix.stored_ids()) == ["p"] and ix.delete(["p", "q"]) == ["p"] and ix.search("person") == []
     ix.close()
     ix.close()  # twice is fine

@@ -65,7 +65,8 @@ def fields_problem(fields: Mapping[str, Any]) -> str | None:
         if not isinstance(leaf, JSON_SCALARS):
             kind = type(leaf).__qualname__ if type(leaf).__module__ == "builtins" else f"{type(leaf).__module__}.{type(leaf).__qualname__}"
             return (f"field {key!r} holds a {kind}, which is not a JSON value (a string, number, boolean, null, "
-                    "list or object; numpy's .item() and .tolist() give one)")
+                    "list or object; numpy's .item() and .tolist() give one, and for a float32 float(str(x)) the "
+                    "decimal a filter compares, 0.1 and not .item()'s 0.10000000149011612)")
         if isinstance(leaf, float) and not math.isfinite(leaf):
             return f"field {key!r} holds {leaf!r}, which is not a finite number"
     return None
