@@ -247,10 +247,16 @@ def test_nerindex_export_fits_a_span_side_into_a_model_folder(tmp_path):
     # a run whose dev curve was F1 0 everywhere (training warned; export said "chosen": an audit)
     (False, False, {"training": {"figures": {"similarity": {"dev_passage_macro_f1": 0}}}},
      "the similarity threshold is not chosen"),
+    # λ and the detection threshold the run could not choose either (a train audit: "chosen by the training run")
+    (False, False, {"training": {"figures": {"hybrid": {"chosen": False}}}},
+     "chosen by the training run; λ (passage_weight) is not chosen: no validation type had figures"),
+    (False, False, {"training": {"figures": {"entity_head": {"dev": {"calibrated": False}}}}},
+     "chosen by the training run; the detection threshold is not calibrated"),
 ])
 def test_export_says_what_the_thresholds_were_chosen_on(from_folder, changed, card, said):
     from indexer.training.export import threshold_origin
 
     origin = threshold_origin(card, "out/m", from_folder=from_folder, graphs_changed=changed)
     assert origin.startswith(said) or said in origin
-    assert ("--model out/m --calibrate --write-model" in origin) == (from_folder or changed or "not chosen" in said)
+    calibrate = from_folder or changed or said.startswith("the similarity threshold is not chosen")
+    assert ("--model out/m --calibrate --write-model" in origin) == calibrate

@@ -671,3 +671,16 @@ def test_heads_that_do_not_fit_their_config_are_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["export", str(folder), "--out", str(tmp_path / "out")])
     assert isinstance(result.exception, ModelError) and "does not fit the heads_config" in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_backbone_folder_is_recorded_absolute(tmp_path, monkeypatch):
+    """A train audit: train.json kept ``--backbone mini`` as typed, and an export run from another
+    directory built its graphs from another folder named mini, without a word."""
+    from indexer.training.model import DEFAULT_BACKBONE
+    from indexer.training.train_config import backbone_reference
+
+    (tmp_path / "mini").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert backbone_reference("mini") == str(tmp_path / "mini")
+    assert backbone_reference(DEFAULT_BACKBONE) == DEFAULT_BACKBONE
+    assert backbone_reference("org/not-a-folder") == "org/not-a-folder"  # a hub name stays as given

@@ -71,7 +71,7 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
     """Train the span adapter and entity head (backbone frozen) on labelled NER data."""
     from ..training.model import DEFAULT_BACKBONE
     from ..training.train import run_training
-    from ..training.train_config import TrainConfig
+    from ..training.train_config import TrainConfig, backbone_reference
 
     _logging(not quiet)
     silver_only = {"--silver-dev": silver_dev, "--silver-share": silver_share, "--silver-ablation": silver_ablation,
@@ -92,7 +92,7 @@ def train_command(data_dir, out_dir, backbone, seed, threads, adapter_max_steps,
         if not hierarchy.is_file():
             raise InputError(f"no {hierarchy.name} beside it (nerindex silver writes both files)", path=silver)
         TypeHierarchy.load(hierarchy, silver=silver)
-    cfg = TrainConfig(data_dir=str(data_dir), backbone=backbone or DEFAULT_BACKBONE, seed=seed,
+    cfg = TrainConfig(data_dir=str(data_dir), backbone=backbone_reference(backbone or DEFAULT_BACKBONE), seed=seed,
                       threads=threads, limit=limit, cache_dir=cache_dir, silver=silver,
                       silver_dev=silver_dev)  # fmt: skip
     if silver_share is not None:

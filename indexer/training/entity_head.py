@@ -41,7 +41,7 @@ def head_steps(cfg: TrainConfig, windows: int) -> int:
     total = int(cfg.head_max_epochs * max(1, windows // cfg.head_batch))
     if total < 1:
         raise InputError(f"--head-epochs {cfg.head_max_epochs:g} over {windows} training windows in batches of "
-                         f"{cfg.head_batch} gives no optimiser step (more epochs or more data)", path=str(cfg.data_dir))
+                         f"{cfg.head_batch} gives no optimiser step (more epochs or more data)")  # the option's fault, not a file's
     return total
 
 

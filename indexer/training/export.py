@@ -33,6 +33,7 @@ from ..model_card import CARD_FILE, ModelCard
 from ..model_folder import CANDIDATE_OUTPUT, ModelInfo, sha256_file
 from ..processes import writer_running
 from .model import DEFAULT_BACKBONE, INPUT_NAMES, OUTPUT_NAMES, SpanTypeEncoder, resolve_backbone
+from .train_config import backbone_reference
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,7 @@ def default_catalog_path() -> Path:
 def backbone_section(name: str) -> dict[str, str]:
     """model.json's ``backbone``: the encoder (hub name, or a folder, recorded absolute so that an
     export of the folder from elsewhere finds it: a review) the graphs are built from."""
-    if name != DEFAULT_BACKBONE and Path(name).exists():
-        name = str(Path(name).resolve())
+    name = backbone_reference(name)
     return {"name": name, "license": "Apache-2.0" if name == DEFAULT_BACKBONE else "see the backbone's model card"}
 
 
@@ -273,13 +273,20 @@ def threshold_origin(card: dict[str, Any], out: str | Path, *, from_folder: bool
         source = cal.get("exported_from") if isinstance(cal, dict) else None
         name = f"{source.get('id')} {source.get('version')}" if isinstance(source, dict) else "the source folder"
         return f"kept from {name}, chosen on its graphs: calibrate this folder ({hint})"
+    figures = card.get("training", {}).get("figures", {})
+    # what the run could not choose either, which eval --calibrate does not choose (an audit: "chosen")
+    unchosen = "".join((
+        "; λ (passage_weight) is not chosen: no validation type had figures, 0 kept"
+        if figures.get("hybrid", {}).get("chosen") is False else "",
+        "; the detection threshold is not calibrated: no threshold found a dev span (train on more data)"
+        if figures.get("entity_head", {}).get("dev", {}).get("calibrated") is False else ""))
     if graphs_changed:
-        return f"chosen by the training run, without the span side or candidate head added here: calibrate this folder ({hint})"
-    similarity = card.get("training", {}).get("figures", {}).get("similarity", {})
-    if similarity.get("dev_passage_macro_f1") == 0:  # training warned; export said "chosen" (an audit)
+        return (f"chosen by the training run, without the span side or candidate head added here: calibrate this "
+                f"folder ({hint}){unchosen}")
+    if figures.get("similarity", {}).get("dev_passage_macro_f1") == 0:  # training warned; export said "chosen" (an audit)
         return (f"the similarity threshold is not chosen: no threshold returned a relevant dev passage in training "
-                f"(F1 0 at every one): calibrate this folder ({hint})")
-    return "chosen by the training run"
+                f"(F1 0 at every one): calibrate this folder ({hint}){unchosen}")
+    return "chosen by the training run" + unchosen
 
 
 def write_model_folder(

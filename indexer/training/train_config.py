@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..evaluation.heldout import MEDICAL_TYPES
@@ -13,6 +14,13 @@ from .model import DEFAULT_BACKBONE, HeadConfig
 VALIDATION_TYPES = (
     "station", "car manufacturer", "aerospace manufacturer", "drink", "private corporation", "art work",
 )  # fmt: skip
+
+
+def backbone_reference(name: str) -> str:
+    """How a run and a model folder record their backbone: a hub name as given, a folder made
+    absolute, so that a later export from another directory finds the same one (a train audit: a
+    relative ``--backbone mini`` was read from export's own directory, another backbone, silently)."""
+    return str(Path(name).resolve()) if name != DEFAULT_BACKBONE and Path(name).exists() else name
 
 
 @dataclass
