@@ -436,9 +436,10 @@ def _chosen_thresholds(result: dict, model_path: Path) -> tuple[Thresholds, str]
         raise InputError("no threshold returns a relevant passage of the seen types here (F1 0 at every "
                          "threshold): nothing to calibrate on, model.json left as it was", path=str(model_path))
     record = calibration_record(result, date=_dt.date.today().isoformat())  # without a flat unseen group
-    flat = "unseen" in result["calibration"] and not unseen_applied(result["calibration"])
+    applied = unseen_applied(result["calibration"])
     # flat: the seen threshold stands; the unseen ones of the card are kept, as without unseen types
-    unseen = result["calibration"]["unseen"]["methods"].get("system") if unseen_applied(result["calibration"]) else None
+    flat = "unseen" in result["calibration"] and not applied
+    unseen = result["calibration"]["unseen"]["methods"].get("system") if applied else None
     other = unseen["chosen"]["threshold"] if unseen else None
     also = (f", unseen_similarity_threshold={other}" if other is not None
             else " (no threshold returns a relevant passage of the unseen types here: the model's "
